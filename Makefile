@@ -1,0 +1,53 @@
+# mproc — thin wrapper over CMake.
+#   make demo      build and run the demo programs
+#   make test      build and run every test (ctest)
+#   make bench     build (Release) and run the benchmarks, side by side with Python
+#   make install PREFIX=/some/where
+#   make format    reformat the sources; make format-check fails on a diff
+BUILD    ?= build
+PREFIX   ?= /usr/local
+CMAKE    ?= cmake
+JOBS     ?= $(shell nproc 2>/dev/null || echo 2)
+CMAKE_ARGS ?=
+NO_TESTS ?= error
+
+BUILD_DEPS := cmake make gcc pkg-config check
+BENCH_DEPS := python3
+FORMAT_FILES = $(shell git ls-files '*.c' '*.h' 2>/dev/null)
+
+.PHONY: all deps build demo test bench install format format-check clean
+
+all: build
+
+deps:
+	@bash scripts/deps.sh $(BUILD_DEPS)
+
+$(BUILD)/CMakeCache.txt: | deps
+	$(CMAKE) -S . -B $(BUILD) $(CMAKE_ARGS)
+
+build: deps $(BUILD)/CMakeCache.txt
+	$(CMAKE) --build $(BUILD) -j $(JOBS)
+
+demo: build
+	@bash examples/demo.sh $(BUILD)
+
+test: build
+	cd $(BUILD) && ctest --output-on-failure -j $(JOBS) --no-tests=$(NO_TESTS) $(CTEST_ARGS)
+
+bench: deps
+	@bash scripts/deps.sh $(BENCH_DEPS)
+	$(CMAKE) -S . -B $(BUILD)-bench -DCMAKE_BUILD_TYPE=Release -DMPROC_BUILD_TESTS=OFF $(CMAKE_ARGS)
+	$(CMAKE) --build $(BUILD)-bench -j $(JOBS)
+	bash bench/run.sh $(BUILD)-bench
+
+install: build
+	$(CMAKE) --install $(BUILD) --prefix $(PREFIX)
+
+format:
+	clang-format -i $(FORMAT_FILES)
+
+format-check:
+	@clang-format --dry-run --Werror $(FORMAT_FILES) && echo "format OK"
+
+clean:
+	rm -rf $(BUILD) $(BUILD)-bench

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# bench/run.sh BUILD_DIR
+# Runs every C benchmark (BUILD_DIR/bench/bench-*) and every Python counterpart
+# (bench/py/bench_*.py) and collects their "BENCH metric impl median unit" lines
+# into BUILD_DIR/bench/results.txt, then prints each metric's ratios against
+# mproc.  MPROC_BENCH_QUICK=1 runs reduced sizes (a smoke run).
+set -u
+build=${1:-build}
+here=$(cd "$(dirname "$0")" && pwd)
+out="$build/bench/results.txt"
+mkdir -p "$build/bench"
+: > "$out"
+echo "# mproc benchmarks, $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) CPUs, $(uname -sr)" | tee -a "$out"
+status=0
+for b in "$build"/bench/bench-*; do
+  [ -x "$b" ] || continue
+  "$b" | tee -a "$out" || status=1
+done
+if command -v python3 >/dev/null; then
+  for p in "$here"/py/bench_*.py; do
+    [ -f "$p" ] || continue
+    (cd "$here/py" && python3 "$p") | tee -a "$out" || status=1
+  done
+else
+  echo "# python3 not found: Python figures skipped" | tee -a "$out"
+fi
+echo
+echo "== ratios (other / mproc; for rates read >1 as faster than mproc, for times as slower) =="
+awk '$1=="BENCH" { v[$2" "$3]=$4; u[$2]=$5; m[$2]=1 }
+     END { for (k in m) { if (!((k" mproc") in v)) continue; base=v[k" mproc"];
+           line=sprintf("%-24s mproc %10.4g %-8s", k, base, u[k]);
+           split("python openmp os", impls, " ");
+           for (i=1;i<=3;i++) if ((k" "impls[i]) in v && base>0)
+             line=line sprintf("  %s %.4g (x%.3g)", impls[i], v[k" "impls[i]], v[k" "impls[i]]/base);
+           print line } }' "$out" | sort
+echo "results: $out"
+exit $status

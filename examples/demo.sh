@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# examples/demo.sh BUILD_DIR — runs every example program in turn, each under a
+# one-line heading, and fails if any of them does not behave as its test
+# expects (tests/examples/<name>.expect).
+set -u
+build=${1:-build}
+here=$(cd "$(dirname "$0")/.." && pwd)
+status=0 n=0
+for exp in "$here"/tests/examples/*.expect; do
+  name=$(basename "$exp" .expect)
+  bin="$build/examples/$name"
+  [ -x "$bin" ] || continue
+  n=$((n + 1))
+  title=$(sed -n '1s/^# *//p' "$here/examples/$name.c" 2>/dev/null | head -n1)
+  echo "=== $name — ${title:-example}"
+  if out=$(bash "$here/tests/run-example.sh" "$bin" "$exp" 2>&1); then
+    echo "$out" | sed -n '/^---- output/,/^----$/p' | sed '1d;$d'
+  else
+    echo "$out"; status=1
+  fi
+done
+echo
+[ $status = 0 ] && echo "demo: all $n examples behaved as expected" || echo "demo: FAILED"
+exit $status

@@ -1,0 +1,13 @@
+/* mproc — processes, pools, futures, queues, pipes, shared memory and
+ * process-shared synchronization for C programs on Linux.
+ *
+ * This is the only header users include.  Anything not declared through it is
+ * internal and may change without notice. */
+#ifndef MPROC_H
+#define MPROC_H
+
+#include "mproc/common.h"
+#include "mproc/version.h"
+#include "mproc/process.h"
+
+#endif /* MPROC_H */

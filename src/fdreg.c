@@ -1,0 +1,65 @@
+/* The registry of library-owned file descriptors.
+ *
+ * Design notes: a bitmap of MPROC__FDREG_MAX bits, one per fd number, updated
+ * with atomic or/and.  It exists for one reader: a child right after fork,
+ * which must close every library fd it was not handed without taking a lock
+ * (another parent thread may have been inside the registry at fork time; with
+ * atomics the worst case is one fd whose bit was being flipped, and that fd is
+ * O_CLOEXEC anyway).  Registration is best effort by design: fds above the map
+ * are simply not tracked.
+ *
+ * State of one bit: 0 (not ours) -> register -> 1 -> unregister/close -> 0. */
+#include "internal.h"
+
+#include <stdatomic.h>
+#include <unistd.h>
+
+#define WORD_BITS 64
+static _Atomic uint64_t fdmap[MPROC__FDREG_MAX / WORD_BITS];
+
+void mproc__fd_register(int fd) {
+  if (fd < 0 || fd >= MPROC__FDREG_MAX)
+    return;
+  atomic_fetch_or_explicit(&fdmap[fd / WORD_BITS], (uint64_t)1 << (fd % WORD_BITS),
+                           memory_order_relaxed);
+}
+
+void mproc__fd_unregister(int fd) {
+  if (fd < 0 || fd >= MPROC__FDREG_MAX)
+    return;
+  atomic_fetch_and_explicit(&fdmap[fd / WORD_BITS], ~((uint64_t)1 << (fd % WORD_BITS)),
+                            memory_order_relaxed);
+}
+
+int mproc__close(int fd) {
+  if (fd < 0)
+    return 0;
+  mproc__fd_unregister(fd);
+  /* On Linux close() releases the fd even when it reports EINTR, so retrying
+   * could close an fd another thread just opened: never retry. */
+  if (close(fd) == 0 || errno == EINTR)
+    return 0;
+  return mproc__neg_errno();
+}
+
+static bool kept(int fd, const int *keep, size_t nkeep) {
+  for (size_t i = 0; i < nkeep; i++)
+    if (keep[i] == fd)
+      return true;
+  return false;
+}
+
+void mproc__fd_close_registered_except(const int *keep, size_t nkeep) {
+  for (size_t w = 0; w < MPROC__ARRAY_SIZE(fdmap); w++) {
+    uint64_t bits = atomic_load_explicit(&fdmap[w], memory_order_relaxed);
+    while (bits != 0) {
+      int bit = __builtin_ctzll(bits);
+      bits &= bits - 1;
+      int fd = (int)(w * WORD_BITS) + bit;
+      if (kept(fd, keep, nkeep))
+        continue;
+      mproc__fd_unregister(fd);
+      close(fd);
+    }
+  }
+}

@@ -1,0 +1,115 @@
+/* Internal declarations shared by the library's source files.  Nothing here is
+ * exported: the build uses -fvisibility=hidden and only MPROC_EXTERN symbols of
+ * the public headers leave the shared object.  Internal names carry the
+ * mproc__ prefix.
+ *
+ * Fork-safety contract of the library (read before writing code that runs in a
+ * child between fork and the user's function):
+ *  - the child of a multi-threaded parent has one thread; any lock another
+ *    parent thread held at fork time stays held forever in the child.  glibc
+ *    makes malloc and the stdio list lock safe across fork, but not individual
+ *    FILE locks nor any pthread mutex of ours or the user's;
+ *  - so code that runs in a freshly forked child before the user's function
+ *    uses only async-signal-safe system calls and the library's lock-free
+ *    state (the fd registry below), and a child leaves only through _exit(). */
+#ifndef MPROC_INTERNAL_H
+#define MPROC_INTERNAL_H
+
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+
+#include "mproc.h"
+
+#include <errno.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#define MPROC__ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
+#define MPROC__UNUSED(x) ((void)(x))
+#define MPROC__LIKELY(x) __builtin_expect(!!(x), 1)
+#define MPROC__UNLIKELY(x) __builtin_expect(!!(x), 0)
+
+/* -errno of the last failed system call, never 0 (so callers can return it). */
+static inline int mproc__neg_errno(void) { return errno > 0 ? -errno : -EIO; }
+
+/* ---- clock.c: deadlines ----------------------------------------------- */
+
+/* Absolute deadline for a relative timeout, -1 meaning forever.  Negative
+ * values other than -1 are rejected by mproc__check_timeout() first. */
+int64_t mproc__deadline(int64_t timeout_ms);
+/* 0 if `timeout_ms` is -1 or >= 0, MPROC_EINVAL otherwise. */
+int mproc__check_timeout(int64_t timeout_ms);
+/* Remaining milliseconds for poll(2): -1 forever, 0 if passed, capped to
+ * INT_MAX. */
+int mproc__poll_timeout(int64_t deadline_ms);
+
+/* poll(2) on one fd until `events` (or an error/hangup) is reported or the
+ * absolute deadline passes.  Retries on EINTR.  Returns the revents (> 0),
+ * MPROC_ETIMEDOUT, or -errno. */
+int mproc__poll1(int fd, short events, int64_t deadline_ms);
+
+/* ---- fdreg.c: the registry of library-owned fds ------------------------ */
+
+/* Every fd the library opens is O_CLOEXEC, which protects exec'd programs but
+ * not forked children.  The registry lets a freshly forked child close every
+ * library fd it was not explicitly handed (another Process's pidfd, a pool's
+ * pipes...), so children never inherit library fds they do not need.  It is a
+ * lock-free bitmap, safe to read in the child right after fork.  Fds at or
+ * above MPROC__FDREG_MAX are not tracked (they stay CLOEXEC only). */
+#define MPROC__FDREG_MAX 65536
+void mproc__fd_register(int fd);
+void mproc__fd_unregister(int fd);
+/* Unregister and close; returns 0 or -errno (EINTR is treated as closed, as
+ * Linux always releases the fd). A negative fd is a no-op. */
+int mproc__close(int fd);
+/* In a forked child only: close every registered fd not in keep[0..nkeep). */
+void mproc__fd_close_registered_except(const int *keep, size_t nkeep);
+
+/* ---- spawn.c: the one place the library forks ------------------------- */
+
+/* What runs in the child.  Its return value becomes the exit status
+ * (masked to 0..255 by the kernel). */
+typedef int (*mproc__child_fn)(void *arg);
+
+enum {
+  /* Put the child in a new process group of its own (pgid = pid). */
+  MPROC__SPAWN_NEWPGRP = 1u << 0,
+  /* Do not flush the parent's stdio before forking (hot paths that know no
+   * buffered output can be pending). */
+  MPROC__SPAWN_NOFLUSH = 1u << 1,
+};
+
+struct mproc__spawn_opts {
+  mproc__child_fn fn;  /* runs in the child; required */
+  void *arg;           /* passed to fn, in the child's copy of memory */
+  const int *keep_fds; /* registered fds the child keeps open */
+  size_t nkeep;        /* number of entries in keep_fds */
+  int pdeathsig;       /* signal sent to the child when the parent dies;
+                          0 means SIGKILL */
+  unsigned flags;      /* MPROC__SPAWN_* */
+};
+
+/* Fork a child that runs opts->fn(opts->arg) and leaves through _exit with its
+ * return value, after: default dispositions for every signal, the parent's
+ * signal mask, a parent-death signal (with the race check: a child whose
+ * parent already died exits at once), every registered library fd not in
+ * keep_fds closed.  Stdio is flushed before the fork so buffered output is
+ * never written twice.  On success *pid and *pidfd (O_CLOEXEC, registered) are
+ * set and the caller owns the pidfd; the child is reaped with
+ * mproc__reap().  On failure nothing is left behind. */
+int mproc__spawn(const struct mproc__spawn_opts *opts, pid_t *pid, int *pidfd);
+
+/* Reap a child through its pidfd, waiting until the absolute deadline.
+ * Returns 0 and the Python-style exit code (status, or -signo when killed),
+ * MPROC_ETIMEDOUT if still running, or -errno.  Reaps at most once: after a
+ * success the pidfd must not be reaped again. */
+int mproc__reap(int pidfd, int *exitcode, int64_t deadline_ms);
+
+/* Send a signal through a pidfd: never hits a recycled pid.  Returns 0,
+ * -ESRCH if the process has already exited, or -errno. */
+int mproc__pidfd_kill(int pidfd, int sig);
+
+#endif /* MPROC_INTERNAL_H */

@@ -1,0 +1,137 @@
+/* The one place the library forks.
+ *
+ * Design notes.  Modelled on libuv's src/unix/process.c, for fork without
+ * exec:
+ *
+ *   parent: flush stdio -> block all signals -> fork ------------------+
+ *     |                                                                |
+ *     | restore mask -> pidfd_open(pid) -> register pidfd -> return     |
+ *                                                                      v
+ *   child:  default dispositions -> PR_SET_PDEATHSIG -> parent alive?
+ *           (no: _exit) -> new pgrp? -> close library fds -> restore
+ *           mask -> fn(arg) -> _exit(status)
+ *
+ * Why each step:
+ *  - stdio is flushed first, or bytes buffered in the parent would be written
+ *    once by each process;
+ *  - all signals are blocked across fork so a parent signal handler can never
+ *    run in the child before the child has reset its dispositions;
+ *  - PR_SET_PDEATHSIG is racy on its own: the parent may die between fork and
+ *    prctl, and then the signal never comes.  Comparing getppid() with the
+ *    pid recorded before fork closes the race.  Note that Linux sends the
+ *    signal when the *thread* that forked exits, so long-lived objects must
+ *    fork from a long-lived thread (documented in the public headers);
+ *  - the pidfd is opened right after fork.  The pid cannot be recycled in
+ *    between because it stays our unreaped child, and this library never
+ *    calls waitpid(-1).  A program that reaps every child behind our back
+ *    (SIGCHLD set to SIG_IGN, or its own waitpid(-1)) breaks that guarantee;
+ *    the public documentation says so.
+ *  - If pidfd_open fails (EMFILE...), the child is killed and reaped by its
+ *    exact pid, so a failed spawn leaves nothing behind. */
+#include "internal.h"
+
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#ifndef SYS_pidfd_open
+#define SYS_pidfd_open 434
+#endif
+#ifndef SYS_pidfd_send_signal
+#define SYS_pidfd_send_signal 424
+#endif
+
+static int pidfd_open_(pid_t pid) { return (int)syscall(SYS_pidfd_open, pid, 0); }
+
+static void reset_signals(void) {
+  struct sigaction sa = {0};
+  sa.sa_handler = SIG_DFL;
+  sigemptyset(&sa.sa_mask);
+  for (int sig = 1; sig < NSIG; sig++) {
+    if (sig == SIGKILL || sig == SIGSTOP)
+      continue;
+    /* Fails harmlessly (EINVAL) for the signals glibc reserves. */
+    sigaction(sig, &sa, NULL);
+  }
+}
+
+static _Noreturn void child_main(const struct mproc__spawn_opts *o, pid_t parent,
+                                 const sigset_t *oldmask) {
+  reset_signals();
+  int sig = o->pdeathsig > 0 ? o->pdeathsig : SIGKILL;
+  if (prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0) != 0 || getppid() != parent)
+    _exit(127);
+  if (o->flags & MPROC__SPAWN_NEWPGRP)
+    setpgid(0, 0);
+  mproc__fd_close_registered_except(o->keep_fds, o->nkeep);
+  sigprocmask(SIG_SETMASK, oldmask, NULL);
+  _exit(o->fn(o->arg));
+}
+
+int mproc__spawn(const struct mproc__spawn_opts *o, pid_t *pid_out, int *pidfd_out) {
+  if (o == NULL || o->fn == NULL || pid_out == NULL || pidfd_out == NULL ||
+      (o->nkeep > 0 && o->keep_fds == NULL) || o->pdeathsig < 0 || o->pdeathsig >= NSIG)
+    return MPROC_EINVAL;
+  if (!(o->flags & MPROC__SPAWN_NOFLUSH))
+    fflush(NULL);
+
+  sigset_t all, old;
+  sigfillset(&all);
+  pthread_sigmask(SIG_SETMASK, &all, &old);
+  pid_t parent = getpid();
+  pid_t pid = fork();
+  if (pid == 0)
+    child_main(o, parent, &old);
+  int err = pid < 0 ? mproc__neg_errno() : 0;
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  if (pid < 0)
+    return err;
+
+  if (o->flags & MPROC__SPAWN_NEWPGRP)
+    setpgid(pid, pid); /* both sides set it: whichever runs first wins the race */
+
+  int pidfd = pidfd_open_(pid);
+  if (pidfd < 0) {
+    err = mproc__neg_errno();
+    kill(pid, SIGKILL);
+    while (waitpid(pid, NULL, 0) < 0 && errno == EINTR) {
+    }
+    return err;
+  }
+  mproc__fd_register(pidfd);
+  *pid_out = pid;
+  *pidfd_out = pidfd;
+  return 0;
+}
+
+int mproc__reap(int pidfd, int *exitcode, int64_t deadline_ms) {
+  for (;;) {
+    siginfo_t si;
+    si.si_pid = 0;
+    if (waitid(P_PIDFD, (id_t)pidfd, &si, WEXITED | WNOHANG) < 0) {
+      if (errno == EINTR)
+        continue;
+      return mproc__neg_errno();
+    }
+    if (si.si_pid != 0) {
+      if (exitcode != NULL)
+        *exitcode = si.si_code == CLD_EXITED ? si.si_status : -si.si_status;
+      return 0;
+    }
+    /* A pidfd polls readable once the process has exited. */
+    int r = mproc__poll1(pidfd, POLLIN, deadline_ms);
+    if (r < 0)
+      return r;
+  }
+}
+
+int mproc__pidfd_kill(int pidfd, int sig) {
+  if (syscall(SYS_pidfd_send_signal, pidfd, sig, NULL, 0) == 0)
+    return 0;
+  return mproc__neg_errno();
+}

@@ -1,0 +1,196 @@
+/* Leak-checking fixture and helpers for the Check-based tests (harness.h). */
+#include "harness.h"
+
+#include <ctype.h>
+#include <dirent.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define MAX_TRACKED 4096
+
+static int snap_fds;
+static int snap_threads;
+static int snap_children;
+static char snap_fd_present[MAX_TRACKED];
+
+static int count_dir(const char *path) {
+  DIR *d = opendir(path);
+  if (d == NULL)
+    return -1;
+  int n = 0;
+  struct dirent *e;
+  while ((e = readdir(d)) != NULL)
+    if (e->d_name[0] != '.')
+      n++;
+  closedir(d);
+  return n;
+}
+
+int mproc_test_count_fds(void) {
+  /* opendir itself holds one fd while counting. */
+  return count_dir("/proc/self/fd") - 1;
+}
+
+int mproc_test_count_threads(void) { return count_dir("/proc/self/task"); }
+
+static void mark_fds(char *present) {
+  memset(present, 0, MAX_TRACKED);
+  DIR *d = opendir("/proc/self/fd");
+  if (d == NULL)
+    return;
+  struct dirent *e;
+  while ((e = readdir(d)) != NULL) {
+    if (e->d_name[0] == '.')
+      continue;
+    int fd = atoi(e->d_name);
+    if (fd >= 0 && fd < MAX_TRACKED && fd != dirfd(d))
+      present[fd] = 1;
+  }
+  closedir(d);
+}
+
+/* Parent pid and state of a process from /proc/<pid>/stat; -1 if gone. */
+static pid_t ppid_of(pid_t pid) {
+  char path[64], buf[512];
+  snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+  FILE *f = fopen(path, "re");
+  if (f == NULL)
+    return -1;
+  size_t n = fread(buf, 1, sizeof buf - 1, f);
+  fclose(f);
+  buf[n] = '\0';
+  /* The command name may contain spaces and parentheses: parse after the
+   * last ')'. */
+  char *p = strrchr(buf, ')');
+  if (p == NULL)
+    return -1;
+  char state;
+  int ppid;
+  if (sscanf(p + 1, " %c %d", &state, &ppid) != 2)
+    return -1;
+  return ppid;
+}
+
+int mproc_test_count_children(void) {
+  pid_t self = getpid();
+  DIR *d = opendir("/proc");
+  if (d == NULL)
+    return -1;
+  int n = 0;
+  struct dirent *e;
+  while ((e = readdir(d)) != NULL) {
+    if (!isdigit((unsigned char)e->d_name[0]))
+      continue;
+    if (ppid_of((pid_t)atoi(e->d_name)) == self)
+      n++;
+  }
+  closedir(d);
+  return n;
+}
+
+int mproc_test_pid_exists(pid_t pid) {
+  char path[64];
+  snprintf(path, sizeof path, "/proc/%d", (int)pid);
+  struct stat st;
+  return stat(path, &st) == 0;
+}
+
+const char *mproc_test_shm_name(char *buf, size_t len, const char *tag) {
+  static int seq;
+  snprintf(buf, len, "/mproc-test-%d-%s-%d", (int)getpid(), tag, ++seq);
+  return buf;
+}
+
+/* Whether `name` contains `pid` as a whole number (delimited by non-digits). */
+static int name_has_pid(const char *name, const char *pid) {
+  size_t lp = strlen(pid);
+  for (const char *p = strstr(name, pid); p != NULL; p = strstr(p + 1, pid)) {
+    int left_ok = p == name || !isdigit((unsigned char)p[-1]);
+    int right_ok = !isdigit((unsigned char)p[lp]);
+    if (left_ok && right_ok)
+      return 1;
+  }
+  return 0;
+}
+
+static void check_shm(void) {
+  char pid[32];
+  snprintf(pid, sizeof pid, "%d", (int)getpid());
+  DIR *d = opendir("/dev/shm");
+  if (d == NULL)
+    return;
+  char leaked[1024] = "";
+  struct dirent *e;
+  while ((e = readdir(d)) != NULL) {
+    if (e->d_name[0] == '.' || !name_has_pid(e->d_name, pid))
+      continue;
+    strncat(leaked, e->d_name, sizeof leaked - strlen(leaked) - 2);
+    strncat(leaked, " ", sizeof leaked - strlen(leaked) - 1);
+  }
+  closedir(d);
+  ck_assert_msg(leaked[0] == '\0', "leaked /dev/shm entries: %s", leaked);
+}
+
+void mproc_test_setup(void) {
+  snap_fds = mproc_test_count_fds();
+  snap_threads = mproc_test_count_threads();
+  snap_children = mproc_test_count_children();
+  mark_fds(snap_fd_present);
+}
+
+void mproc_test_teardown(void) {
+  int fds = mproc_test_count_fds();
+  if (fds != snap_fds) {
+    static char now[MAX_TRACKED];
+    char msg[2048] = "";
+    mark_fds(now);
+    for (int fd = 0; fd < MAX_TRACKED; fd++) {
+      if (now[fd] && !snap_fd_present[fd]) {
+        char path[64], target[256];
+        snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+        ssize_t n = readlink(path, target, sizeof target - 1);
+        target[n > 0 ? n : 0] = '\0';
+        size_t used = strlen(msg);
+        snprintf(msg + used, sizeof msg - used, " %d->%s", fd, target);
+      }
+    }
+    ck_abort_msg("fd count %d after the test, %d before; new:%s", fds, snap_fds, msg);
+  }
+  int threads = mproc_test_count_threads();
+  ck_assert_msg(threads == snap_threads, "thread count %d after the test, %d before", threads,
+                snap_threads);
+  int children = mproc_test_count_children();
+  ck_assert_msg(children == snap_children,
+                "%d child process(es) (live or zombie) after the test, %d before", children,
+                snap_children);
+  check_shm();
+}
+
+static double timeout_scale(void) {
+  const char *s = getenv("MPROC_TEST_TIMEOUT_SCALE");
+  double v = s != NULL ? atof(s) : 1.0;
+  return v > 0 ? v : 1.0;
+}
+
+TCase *mproc_test_tcase(Suite *s, const char *name, double timeout_s) {
+  TCase *tc = tcase_create(name);
+  tcase_add_checked_fixture(tc, mproc_test_setup, mproc_test_teardown);
+  tcase_set_timeout(tc, timeout_s * timeout_scale());
+  suite_add_tcase(s, tc);
+  return tc;
+}
+
+int mproc_test_run(Suite *s) {
+  SRunner *sr = srunner_create(s);
+  /* Every test in its own process, whatever CK_FORK says in the environment:
+   * a crashing or hanging test must not take the others down. */
+  srunner_set_fork_status(sr, CK_FORK);
+  srunner_run_all(sr, CK_NORMAL);
+  int failed = srunner_ntests_failed(sr);
+  srunner_free(sr);
+  return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}

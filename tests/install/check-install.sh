@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# check-install.sh CMAKE BUILD_DIR CC
+# Installs the build into a temporary prefix and builds a consumer twice:
+# with pkg-config and with find_package(mproc CONFIG).
+set -eu
+cmake=$1 build=$2 cc=$3
+here=$(cd "$(dirname "$0")" && pwd)
+tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
+"$cmake" --install "$build" --prefix "$tmp/prefix" >/dev/null
+libdir=$(ls -d "$tmp"/prefix/lib*/ | head -n1)
+test -f "$tmp/prefix/include/mproc.h"
+ls "$libdir"/libmproc.so.0 "$libdir"/libmproc.a >/dev/null
+# pkg-config, shared
+PKG_CONFIG_PATH="$libdir/pkgconfig" "$cc" -o "$tmp/consumer-pc" "$here/consumer.c" \
+  $(PKG_CONFIG_PATH="$libdir/pkgconfig" pkg-config --cflags --libs mproc)
+LD_LIBRARY_PATH="$libdir" "$tmp/consumer-pc" | grep -q '^mproc 0\.'
+# pkg-config, static
+PKG_CONFIG_PATH="$libdir/pkgconfig" "$cc" -o "$tmp/consumer-static" "$here/consumer.c" \
+  $(PKG_CONFIG_PATH="$libdir/pkgconfig" pkg-config --cflags mproc) "$libdir/libmproc.a" \
+  $(PKG_CONFIG_PATH="$libdir/pkgconfig" pkg-config --libs-only-other --static mproc) -lrt
+"$tmp/consumer-static" | grep -q '^mproc 0\.'
+# find_package
+"$cmake" -S "$here" -B "$tmp/cm" -DCMAKE_PREFIX_PATH="$tmp/prefix" -DCMAKE_C_COMPILER="$cc" >/dev/null
+"$cmake" --build "$tmp/cm" >/dev/null
+LD_LIBRARY_PATH="$libdir" "$tmp/cm/consumer" | grep -q '^mproc 0\.'
+# Only mproc_* symbols are exported.
+bad=$(nm -D --defined-only "$libdir/libmproc.so.0" | awk '{print $3}' | grep -v '^mproc_' || true)
+if [ -n "$bad" ]; then echo "non-mproc exported symbols: $bad"; exit 1; fi
+echo "install OK"

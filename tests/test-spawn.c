@@ -1,0 +1,101 @@
+/* The internal fork core (src/spawn.c, src/fdreg.c). */
+#include "harness.h"
+#include "internal.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+static int ret_arg(void *arg) { return (int)(intptr_t)arg; }
+
+static int die_by_signal(void *arg) {
+  raise((int)(intptr_t)arg);
+  return 99;
+}
+
+static int sleep_forever(void *arg) {
+  (void)arg;
+  for (;;)
+    pause();
+}
+
+/* Exit 0 if fd is open, 1 if closed. */
+static int fd_open_status(void *arg) { return fcntl((int)(intptr_t)arg, F_GETFD) >= 0 ? 0 : 1; }
+
+static int run(mproc__child_fn fn, intptr_t arg, const int *keep, size_t nkeep) {
+  struct mproc__spawn_opts o = {.fn = fn, .arg = (void *)arg, .keep_fds = keep, .nkeep = nkeep};
+  pid_t pid;
+  int pidfd, code = -1000;
+  mproc_assert_ok(mproc__spawn(&o, &pid, &pidfd));
+  ck_assert_int_gt(pid, 0);
+  mproc_assert_ok(mproc__reap(pidfd, &code, mproc__deadline(30000)));
+  mproc_assert_ok(mproc__close(pidfd));
+  return code;
+}
+
+START_TEST(test_exit_codes) {
+  ck_assert_int_eq(run(ret_arg, 0, NULL, 0), 0);
+  ck_assert_int_eq(run(ret_arg, 3, NULL, 0), 3);
+  ck_assert_int_eq(run(ret_arg, 255, NULL, 0), 255);
+  ck_assert_int_eq(run(die_by_signal, SIGABRT, NULL, 0), -SIGABRT);
+  ck_assert_int_eq(run(die_by_signal, SIGSEGV, NULL, 0), -SIGSEGV);
+}
+END_TEST
+
+START_TEST(test_registered_fds_closed_in_child) {
+  int a[2];
+  ck_assert_int_eq(pipe2(a, O_CLOEXEC), 0);
+  /* Unregistered: inherited (as with Python's fork). */
+  ck_assert_int_eq(run(fd_open_status, a[0], NULL, 0), 0);
+  mproc__fd_register(a[0]);
+  ck_assert_int_eq(run(fd_open_status, a[0], NULL, 0), 1);
+  ck_assert_int_eq(run(fd_open_status, a[0], &a[0], 1), 0);
+  mproc_assert_ok(mproc__close(a[0]));
+  close(a[1]);
+}
+END_TEST
+
+START_TEST(test_reap_deadline_and_kill) {
+  struct mproc__spawn_opts o = {.fn = sleep_forever};
+  pid_t pid;
+  int pidfd, code;
+  mproc_assert_ok(mproc__spawn(&o, &pid, &pidfd));
+  int64_t t0 = mproc_now_ms();
+  mproc_assert_err(mproc__reap(pidfd, &code, mproc__deadline(100)), MPROC_ETIMEDOUT);
+  ck_assert_int_ge(mproc_now_ms() - t0, 100);
+  mproc_assert_err(mproc__reap(pidfd, &code, mproc__deadline(0)), MPROC_ETIMEDOUT);
+  mproc_assert_ok(mproc__pidfd_kill(pidfd, SIGKILL));
+  mproc_assert_ok(mproc__reap(pidfd, &code, mproc__deadline(30000)));
+  ck_assert_int_eq(code, -SIGKILL);
+  /* After the reap the pid may be recycled; the pidfd never reaches it. */
+  mproc_assert_err(mproc__pidfd_kill(pidfd, SIGKILL), -ESRCH);
+  mproc_assert_ok(mproc__close(pidfd));
+}
+END_TEST
+
+START_TEST(test_bad_options) {
+  pid_t pid;
+  int pidfd;
+  struct mproc__spawn_opts o = {0};
+  mproc_assert_err(mproc__spawn(&o, &pid, &pidfd), MPROC_EINVAL);
+  o.fn = ret_arg;
+  mproc_assert_err(mproc__spawn(NULL, &pid, &pidfd), MPROC_EINVAL);
+  mproc_assert_err(mproc__spawn(&o, NULL, &pidfd), MPROC_EINVAL);
+  o.nkeep = 1;
+  mproc_assert_err(mproc__spawn(&o, &pid, &pidfd), MPROC_EINVAL);
+  o.nkeep = 0;
+  o.pdeathsig = -1;
+  mproc_assert_err(mproc__spawn(&o, &pid, &pidfd), MPROC_EINVAL);
+}
+END_TEST
+
+int main(void) {
+  Suite *s = suite_create("spawn");
+  TCase *tc = mproc_test_tcase(s, "spawn", 60);
+  tcase_add_test(tc, test_exit_codes);
+  tcase_add_test(tc, test_registered_fds_closed_in_child);
+  tcase_add_test(tc, test_reap_deadline_and_kill);
+  tcase_add_test(tc, test_bad_options);
+  return mproc_test_run(s);
+}
