@@ -9,5 +9,10 @@
 #include "mproc/common.h"
 #include "mproc/version.h"
 #include "mproc/process.h"
+#include "mproc/shm.h"
+#include "mproc/sync.h"
+#include "mproc/pipe.h"
+#include "mproc/queue.h"
+#include "mproc/pool.h"
 
 #endif /* MPROC_H */

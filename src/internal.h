@@ -112,4 +112,16 @@ int mproc__reap(int pidfd, int *exitcode, int64_t deadline_ms);
  * -ESRCH if the process has already exited, or -errno. */
 int mproc__pidfd_kill(int pidfd, int sig);
 
+/* ---- memfd.c: shared mappings ---------------------------------------- */
+
+/* A memfd of `size` bytes (O_CLOEXEC, registered).  name is a debugging label
+ * only (it appears in /proc/<pid>/fd), never in /dev/shm. */
+int mproc__memfd_create(const char *name, size_t size, int *fd_out);
+/* mmap(MAP_SHARED) of the first `size` bytes of fd, read-write. */
+int mproc__map_shared(int fd, size_t size, void **addr_out);
+/* An anonymous MAP_SHARED mapping: shared with children forked after it. */
+int mproc__map_anon_shared(size_t size, void **addr_out);
+/* "/mproc.<pid>.<kind>.<seq>.<random>": a fresh /dev/shm name. */
+int mproc__shm_make_name(char *buf, size_t len, const char *kind);
+
 #endif /* MPROC_INTERNAL_H */

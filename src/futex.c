@@ -1,0 +1,43 @@
+/* Futex wait/wake with absolute monotonic deadlines.
+ *
+ * Design notes: the cross-process primitives (locks, queues, the pool's task
+ * rings) all sleep on 32-bit words in shared memory.  Waits use
+ * FUTEX_WAIT_BITSET, whose timeout is absolute on CLOCK_MONOTONIC: the same
+ * clock as mproc_now_ms(), so a retried wait (EINTR, spurious wake-up) never
+ * stretches the caller's deadline.  `shared` selects the non-private futex
+ * (needed when another process maps the word). */
+#include "futex.h"
+
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+int mproc__futex_wait(_Atomic uint32_t *addr, uint32_t expected, int64_t deadline_ms,
+                      bool shared) {
+  struct timespec ts, *tsp = NULL;
+  if (deadline_ms >= 0) {
+    ts.tv_sec = deadline_ms / 1000;
+    ts.tv_nsec = (deadline_ms % 1000) * 1000000;
+    tsp = &ts;
+  }
+  int op = FUTEX_WAIT_BITSET | (shared ? 0 : FUTEX_PRIVATE_FLAG);
+  long r = syscall(SYS_futex, addr, op, expected, tsp, NULL, FUTEX_BITSET_MATCH_ANY);
+  if (r == 0)
+    return 0;
+  switch (errno) {
+  case EAGAIN: /* the word no longer held `expected` */
+  case EINTR:  /* a signal: the caller re-checks its condition */
+    return 0;
+  case ETIMEDOUT:
+    return MPROC_ETIMEDOUT;
+  default:
+    return mproc__neg_errno();
+  }
+}
+
+int mproc__futex_wake(_Atomic uint32_t *addr, int n, bool shared) {
+  int op = FUTEX_WAKE | (shared ? 0 : FUTEX_PRIVATE_FLAG);
+  long r = syscall(SYS_futex, addr, op, n, NULL, NULL, 0);
+  return r < 0 ? mproc__neg_errno() : (int)r;
+}
