@@ -11,7 +11,8 @@ for exp in "$here"/tests/examples/*.expect; do
   bin="$build/examples/$name"
   [ -x "$bin" ] || continue
   n=$((n + 1))
-  title=$(sed -n '1s/^# *//p' "$here/examples/$name.c" 2>/dev/null | head -n1)
+  # The title is the example's first line: /* SNN: title */
+  title=$(head -n1 "$here/examples/$name.c" 2>/dev/null | sed -e 's|^/\* *||' -e 's| *\*/$||')
   echo "=== $name — ${title:-example}"
   if out=$(bash "$here/tests/run-example.sh" "$bin" "$exp" 2>&1); then
     echo "$out" | sed -n '/^---- output/,/^----$/p' | sed '1d;$d'
