@@ -16,14 +16,17 @@
  * Knowing that a party died needs to know the parties.  Each party thread
  * registers in a slot (explicitly with mproc_barrier_join, or at its first
  * wait) and holds the slot's robust mutex for as long as it is registered.
- * When it dies the kernel marks that mutex OWNER_DIED, and a waiter's
- * periodic trylock on the slots sees EOWNERDEAD.  So a party that dies before
- * arriving breaks the barrier for the waiters within about
- * MPROC__BARRIER_CHECK_MS.  A dead party's slot is reclaimed silently when no
- * one is waiting (so new processes may take over between rounds), and a party
- * that will not wait again calls mproc_barrier_leave.  A process dying while
- * it holds `m` (only ever briefly, or while running the action) breaks the
- * barrier too.  Without a free slot a caller still waits, unregistered: its
+ * When it dies the kernel marks that mutex OWNER_DIED, and the trylock every
+ * arriving party and every waiter (each MPROC__BARRIER_CHECK_MS) makes on the
+ * slots sees it.  A registered party that is dead and has not arrived in the
+ * current round can never arrive, so the barrier breaks: waiters learn it
+ * within about MPROC__BARRIER_CHECK_MS, later arrivals at once.  A dead
+ * party's slot stays marked (it keeps the barrier broken) until reset()
+ * forgets dead parties.  So a party that is done for good must call
+ * mproc_barrier_leave before it exits: exiting while registered is a death.
+ * A process dying while it holds `m` (only ever briefly, or while running
+ * the action) breaks the barrier too.  Without a free slot a caller still
+ * waits, unregistered: its
  * own death is then only noticed by the others' deadlines. */
 #include "futex.h"
 #include "sync.h"
@@ -136,26 +139,39 @@ static struct slot *own_slot(mproc_barrier_t *b) {
   return NULL;
 }
 
-/* Under the state lock: find registered parties that died.  One that has not
- * arrived while others wait breaks the round; any dead slot is freed. */
+/* Under the state lock: whether the slot's party died (its thread exited or
+ * its process died without leaving).  The slot stays marked used: a dead
+ * party keeps breaking the barrier until reset() clears it. */
+static bool slot_dead(struct slot *s) {
+  int r = pthread_mutex_trylock(&s->m);
+  if (r == EBUSY)
+    return false;
+  if (r == EOWNERDEAD)
+    pthread_mutex_consistent(&s->m);
+  if (r == 0 || r == EOWNERDEAD)
+    pthread_mutex_unlock(&s->m); /* free again; `used` records the death */
+  return true;
+}
+
+/* Under the state lock: a registered party that died without arriving in the
+ * current round can never arrive: the barrier is broken.  (One that arrived
+ * and then died is noticed in the next round.) */
 static void check_parties(mproc_barrier_t *b) {
+  struct slot *mine = own_slot(b);
+  for (unsigned i = 0; i < b->parties && !b->broken; i++) {
+    struct slot *s = slot_at(b, i);
+    if (s->used && s != mine && s->arrived != b->gen && slot_dead(s))
+      set_broken(b);
+  }
+}
+
+/* Under the state lock (reset): forget parties that died. */
+static void reclaim_dead(mproc_barrier_t *b) {
   struct slot *mine = own_slot(b);
   for (unsigned i = 0; i < b->parties; i++) {
     struct slot *s = slot_at(b, i);
-    if (!s->used || s == mine)
-      continue;
-    int r = pthread_mutex_trylock(&s->m);
-    if (r == EBUSY)
-      continue; /* alive */
-    if (r == EOWNERDEAD) {
-      pthread_mutex_consistent(&s->m);
-      if (b->count > 0 && s->arrived != b->gen && !b->broken)
-        set_broken(b);
-    }
-    if (r == 0 || r == EOWNERDEAD) {
-      pthread_mutex_unlock(&s->m);
+    if (s->used && s != mine && slot_dead(s))
       s->used = 0;
-    }
   }
 }
 
@@ -345,6 +361,7 @@ MPROC_EXTERN int mproc_barrier_reset(mproc_barrier_t *b) {
     b->broken_gen = b->gen;
     b->gen++;
   }
+  reclaim_dead(b);
   b->count = 0;
   b->broken = 0;
   wake_all(b);

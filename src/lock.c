@@ -12,12 +12,15 @@
  *   held* --release without consistent--> not-recoverable (every later
  *         acquire: MPROC_ENOTRECOVERABLE; destroy and re-init to reuse)
  *
- * Lock uses the ERRORCHECK type (relock by the owner is MPROC_EBUSY instead of
- * a self-deadlock; release by a non-owner is MPROC_ENOTOWNER, where Python's
- * Lock would allow it: robustness needs an owner).  RLock uses the RECURSIVE
- * type and keeps its own depth beside it so that the depth can be reported
- * and restored by Condition.wait; glibc resets the mutex count to 1 when it
- * hands over an owner-died mutex, and we reset our depth likewise.
+ * Beside the mutex each lock records its owner (kernel tid, unique across
+ * processes while the thread lives) and its state (ok / owner-died /
+ * not-recoverable), so ownership checks never depend on glibc internals:
+ * relock of a Lock by its owner is MPROC_EBUSY instead of a self-deadlock,
+ * release by a non-owner is MPROC_ENOTOWNER (where Python's Lock would allow
+ * it: robustness needs an owner).  RLock counts its depth itself and holds
+ * the glibc mutex once, so Condition.wait can release it fully and take it
+ * back at the same depth; after an owner died the new owner starts at
+ * depth 1.
  *
  * Deadlines: pthread_mutex_clocklock on CLOCK_MONOTONIC, the clock of
  * mproc_now_ms(), so the absolute deadline is used as is.  glibc does not
@@ -29,19 +32,28 @@
 #include <time.h>
 #include <unistd.h>
 
+/* Our side of a robust mutex.  glibc's own not-recoverable handling is not
+ * relied upon: after pthread_mutex_trylock reports ENOTRECOVERABLE, glibc
+ * 2.36 can leave the futex word owned by the caller, so later calls would
+ * see EDEADLK (errorcheck) or silently recurse (recursive).  `state` makes
+ * the lifecycle explicit and is checked before glibc is asked at all. */
+enum { ST_OK = 0, ST_OWNER_DIED = 1, ST_NOTRECOVERABLE = 2 };
+
 struct mproc_lock {
   struct mproc__sync_hdr hdr;
   pthread_mutex_t m;
+  /* Written only by the holder, under m: the holding thread's kernel tid
+   * (unique across processes while it lives), 0 when free. */
+  _Atomic pid_t owner;
+  _Atomic uint32_t state; /* ST_* */
 };
 
 struct mproc_rlock {
   struct mproc__sync_hdr hdr;
   pthread_mutex_t m;
-  /* Written only by the holder, under m.  owner is the kernel tid (unique
-   * across processes) of the holding thread, 0 when free; depth is the
-   * recursion depth. */
-  _Atomic pid_t owner;
-  int depth;
+  _Atomic pid_t owner;    /* as for mproc_lock */
+  _Atomic uint32_t state; /* ST_* */
+  int depth;              /* recursion depth, written by the holder */
 };
 
 _Static_assert(sizeof(struct mproc_lock) <= MPROC_LOCK_SIZE, "MPROC_LOCK_SIZE too small");
@@ -186,23 +198,66 @@ static int lock_teardown(mproc_lock_t *l, bool allocated) {
 MPROC_EXTERN int mproc_lock_destroy(mproc_lock_t *l) { return lock_teardown(l, false); }
 MPROC_EXTERN int mproc_lock_free(mproc_lock_t *l) { return lock_teardown(l, true); }
 
+/* Common to Lock and RLock: the result of locking m, with our state. */
+static int took(pthread_mutex_t *m, _Atomic pid_t *owner, _Atomic uint32_t *state, int r) {
+  if (r == MPROC_EOWNERDEAD) {
+    atomic_store_explicit(state, ST_OWNER_DIED, memory_order_relaxed);
+  } else if (r == MPROC_ENOTRECOVERABLE) {
+    atomic_store_explicit(state, ST_NOTRECOVERABLE, memory_order_relaxed);
+    return r;
+  } else if (r != 0) {
+    return r;
+  }
+  if (atomic_load_explicit(state, memory_order_relaxed) == ST_NOTRECOVERABLE) {
+    /* Made unrecoverable while we were being handed the mutex. */
+    pthread_mutex_unlock(m);
+    return MPROC_ENOTRECOVERABLE;
+  }
+  atomic_store_explicit(owner, mproc__gettid(), memory_order_relaxed);
+  return r;
+}
+
+/* Release by the owner; an owner-died state not marked consistent becomes
+ * not-recoverable (glibc does the same to the mutex and wakes its waiters). */
+static int give(pthread_mutex_t *m, _Atomic pid_t *owner, _Atomic uint32_t *state) {
+  if (atomic_load_explicit(state, memory_order_relaxed) == ST_OWNER_DIED)
+    atomic_store_explicit(state, ST_NOTRECOVERABLE, memory_order_relaxed);
+  atomic_store_explicit(owner, 0, memory_order_relaxed);
+  return mproc__rmutex_unlock(m);
+}
+
+static int mark_consistent(pthread_mutex_t *m, _Atomic pid_t *owner, _Atomic uint32_t *state) {
+  if (atomic_load_explicit(owner, memory_order_relaxed) != mproc__gettid() ||
+      atomic_load_explicit(state, memory_order_relaxed) != ST_OWNER_DIED)
+    return MPROC_ESTATE;
+  if (pthread_mutex_consistent(m) != 0)
+    return MPROC_ESTATE;
+  atomic_store_explicit(state, ST_OK, memory_order_relaxed);
+  return 0;
+}
+
 MPROC_EXTERN int mproc_lock_acquire(mproc_lock_t *l, int64_t timeout_ms) {
   if (!mproc__sync_ok(l, MPROC__MAGIC_LOCK) || mproc__check_timeout(timeout_ms) != 0)
     return MPROC_EINVAL;
-  return mproc__rmutex_lock(&l->m, mproc__deadline(timeout_ms));
+  if (atomic_load_explicit(&l->state, memory_order_relaxed) == ST_NOTRECOVERABLE)
+    return MPROC_ENOTRECOVERABLE;
+  if (atomic_load_explicit(&l->owner, memory_order_relaxed) == mproc__gettid())
+    return MPROC_EBUSY; /* not recursive: this would deadlock */
+  return took(&l->m, &l->owner, &l->state, mproc__rmutex_lock(&l->m, mproc__deadline(timeout_ms)));
 }
 
 MPROC_EXTERN int mproc_lock_release(mproc_lock_t *l) {
   if (!mproc__sync_ok(l, MPROC__MAGIC_LOCK))
     return MPROC_EINVAL;
-  return mproc__rmutex_unlock(&l->m);
+  if (atomic_load_explicit(&l->owner, memory_order_relaxed) != mproc__gettid())
+    return MPROC_ENOTOWNER;
+  return give(&l->m, &l->owner, &l->state);
 }
 
 MPROC_EXTERN int mproc_lock_consistent(mproc_lock_t *l) {
   if (!mproc__sync_ok(l, MPROC__MAGIC_LOCK))
     return MPROC_EINVAL;
-  /* EINVAL from glibc: not in the owner-died state, or not ours. */
-  return pthread_mutex_consistent(&l->m) == 0 ? 0 : MPROC_ESTATE;
+  return mark_consistent(&l->m, &l->owner, &l->state);
 }
 
 /* ---- RLock ------------------------------------------------------------------ */
@@ -263,25 +318,14 @@ static int rlock_teardown(mproc_rlock_t *l, bool allocated) {
 MPROC_EXTERN int mproc_rlock_destroy(mproc_rlock_t *l) { return rlock_teardown(l, false); }
 MPROC_EXTERN int mproc_rlock_free(mproc_rlock_t *l) { return rlock_teardown(l, true); }
 
-/* After the mutex is ours (at any depth): record ownership.  A fresh
- * acquisition (previous holder released, or died) starts at depth 1. */
-static int rlock_took(mproc_rlock_t *l, int r) {
-  pid_t self = mproc__gettid();
-  if (r == 0 && atomic_load_explicit(&l->owner, memory_order_relaxed) == self && l->depth > 0) {
-    l->depth++;
-    return 0;
-  }
-  if (r == 0 || r == MPROC_EOWNERDEAD) {
-    atomic_store_explicit(&l->owner, self, memory_order_relaxed);
-    l->depth = 1;
-  }
-  return r;
-}
-
 MPROC_EXTERN int mproc_rlock_acquire(mproc_rlock_t *l, int64_t timeout_ms) {
   if (!mproc__sync_ok(l, MPROC__MAGIC_RLOCK) || mproc__check_timeout(timeout_ms) != 0)
     return MPROC_EINVAL;
-  return rlock_took(l, mproc__rmutex_lock(&l->m, mproc__deadline(timeout_ms)));
+  if (atomic_load_explicit(&l->owner, memory_order_relaxed) == mproc__gettid() && l->depth > 0) {
+    l->depth++; /* ours already: no need to ask glibc */
+    return 0;
+  }
+  return mproc__rlock_reacquire(l, 1, mproc__deadline(timeout_ms));
 }
 
 MPROC_EXTERN int mproc_rlock_release(mproc_rlock_t *l) {
@@ -289,15 +333,15 @@ MPROC_EXTERN int mproc_rlock_release(mproc_rlock_t *l) {
     return MPROC_EINVAL;
   if (atomic_load_explicit(&l->owner, memory_order_relaxed) != mproc__gettid() || l->depth <= 0)
     return MPROC_ENOTOWNER;
-  if (--l->depth == 0)
-    atomic_store_explicit(&l->owner, 0, memory_order_relaxed);
-  return mproc__rmutex_unlock(&l->m);
+  if (--l->depth > 0)
+    return 0;
+  return give(&l->m, &l->owner, &l->state);
 }
 
 MPROC_EXTERN int mproc_rlock_consistent(mproc_rlock_t *l) {
   if (!mproc__sync_ok(l, MPROC__MAGIC_RLOCK))
     return MPROC_EINVAL;
-  return pthread_mutex_consistent(&l->m) == 0 ? 0 : MPROC_ESTATE;
+  return mark_consistent(&l->m, &l->owner, &l->state);
 }
 
 MPROC_EXTERN int mproc_rlock_depth(const mproc_rlock_t *l) {
@@ -306,26 +350,21 @@ MPROC_EXTERN int mproc_rlock_depth(const mproc_rlock_t *l) {
   return atomic_load_explicit(&l->owner, memory_order_relaxed) == mproc__gettid() ? l->depth : 0;
 }
 
+/* The glibc mutex is only ever held once by us (depth is ours), so a full
+ * release is one unlock. */
 int mproc__rlock_release_all(mproc_rlock_t *l, int *depth) {
   if (atomic_load_explicit(&l->owner, memory_order_relaxed) != mproc__gettid() || l->depth <= 0)
     return MPROC_ENOTOWNER;
-  int d = l->depth;
+  *depth = l->depth;
   l->depth = 0;
-  atomic_store_explicit(&l->owner, 0, memory_order_relaxed);
-  for (int i = 0; i < d; i++)
-    pthread_mutex_unlock(&l->m);
-  *depth = d;
-  return 0;
+  return give(&l->m, &l->owner, &l->state);
 }
 
 int mproc__rlock_reacquire(mproc_rlock_t *l, int depth, int64_t deadline_ms) {
-  int r = rlock_took(l, mproc__rmutex_lock(&l->m, deadline_ms));
-  if (r != 0 && r != MPROC_EOWNERDEAD)
-    return r;
-  /* Restore the caller's depth; the extra levels cannot fail (we own it). */
-  for (int i = 1; i < depth; i++) {
-    pthread_mutex_lock(&l->m);
-    l->depth++;
-  }
+  if (atomic_load_explicit(&l->state, memory_order_relaxed) == ST_NOTRECOVERABLE)
+    return MPROC_ENOTRECOVERABLE;
+  int r = took(&l->m, &l->owner, &l->state, mproc__rmutex_lock(&l->m, deadline_ms));
+  if (r == 0 || r == MPROC_EOWNERDEAD)
+    l->depth = depth; /* the caller's depth; a dead owner's does not carry over */
   return r;
 }
