@@ -87,8 +87,8 @@ MPROC_EXTERN int mproc_barrier_init(void *storage, size_t size, unsigned parties
                                     mproc_barrier_t **out) {
   if (out == NULL || mproc_barrier_size(parties) == 0)
     return MPROC_EINVAL;
-  int r = mproc__sync_check_storage(storage, size, mproc_barrier_size(parties),
-                                    MPROC__MAGIC_BARRIER);
+  int r =
+      mproc__sync_check_storage(storage, size, mproc_barrier_size(parties), MPROC__MAGIC_BARRIER);
   return r != 0 ? r : barrier_setup(storage, 0, parties, out);
 }
 
@@ -270,8 +270,8 @@ MPROC_EXTERN int mproc_barrier_leave(mproc_barrier_t *b) {
   return r;
 }
 
-MPROC_EXTERN int mproc_barrier_wait_action(mproc_barrier_t *b, int (*action)(void *arg),
-                                           void *arg, int64_t timeout_ms) {
+MPROC_EXTERN int mproc_barrier_wait_action(mproc_barrier_t *b, int (*action)(void *arg), void *arg,
+                                           int64_t timeout_ms) {
   if (!mproc__sync_ok(b, MPROC__MAGIC_BARRIER) || mproc__check_timeout(timeout_ms) != 0)
     return MPROC_EINVAL;
   int64_t deadline = mproc__deadline(timeout_ms);

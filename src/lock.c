@@ -95,8 +95,8 @@ int mproc__rmutex_init(pthread_mutex_t *m, bool recursive) {
   if (r == 0)
     r = pthread_mutexattr_setrobust(&a, PTHREAD_MUTEX_ROBUST);
   if (r == 0)
-    r = pthread_mutexattr_settype(&a, recursive ? PTHREAD_MUTEX_RECURSIVE
-                                                : PTHREAD_MUTEX_ERRORCHECK);
+    r = pthread_mutexattr_settype(&a,
+                                  recursive ? PTHREAD_MUTEX_RECURSIVE : PTHREAD_MUTEX_ERRORCHECK);
   if (r == 0)
     r = pthread_mutex_init(m, &a);
   pthread_mutexattr_destroy(&a);

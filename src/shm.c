@@ -62,13 +62,13 @@ struct shm_header {
 };
 
 struct mproc_shm {
-  int fd;          /* O_CLOEXEC, registered; holds LOCK_SH for named blocks */
-  void *map;       /* whole mapping (header page first for named blocks) */
-  size_t mapsize;  /* bytes mapped */
-  size_t size;     /* user's bytes */
-  char *name;      /* "/name" for named blocks, NULL for anonymous ones */
-  bool named;      /* named block (name may be unlinked by now) */
-  dev_t dev;       /* identity of the object, to unlink only our own name */
+  int fd;         /* O_CLOEXEC, registered; holds LOCK_SH for named blocks */
+  void *map;      /* whole mapping (header page first for named blocks) */
+  size_t mapsize; /* bytes mapped */
+  size_t size;    /* user's bytes */
+  char *name;     /* "/name" for named blocks, NULL for anonymous ones */
+  bool named;     /* named block (name may be unlinked by now) */
+  dev_t dev;      /* identity of the object, to unlink only our own name */
   ino_t ino;
 };
 
@@ -164,7 +164,7 @@ MPROC_EXTERN int mproc_shm_from_fd(int fd, mproc_shm_t **out) {
 /* ---- the keeper ------------------------------------------------------------ */
 
 struct keeper_arg {
-  int fd;                              /* the keeper's own open file description */
+  int fd;                             /* the keeper's own open file description */
   char path[MPROC_SHM_NAME_MAX + 16]; /* /dev/shm/<name> */
 };
 
@@ -370,8 +370,8 @@ MPROC_EXTERN int mproc_shm_attach(const char *name, mproc_shm_t **out) {
   }
   if (r == 0) {
     const struct shm_header *h = p;
-    if (__atomic_load_n(&h->magic, __ATOMIC_ACQUIRE) != SHM_MAGIC ||
-        h->version != SHM_VERSION || h->hdrsize != SHM_HDR || h->size != mapsize - SHM_HDR)
+    if (__atomic_load_n(&h->magic, __ATOMIC_ACQUIRE) != SHM_MAGIC || h->version != SHM_VERSION ||
+        h->hdrsize != SHM_HDR || h->size != mapsize - SHM_HDR)
       r = MPROC_ECORRUPT;
   }
   if (r == 0)
@@ -392,9 +392,7 @@ MPROC_EXTERN void *mproc_shm_addr(const mproc_shm_t *s) {
 
 MPROC_EXTERN size_t mproc_shm_size(const mproc_shm_t *s) { return s != NULL ? s->size : 0; }
 
-MPROC_EXTERN const char *mproc_shm_name(const mproc_shm_t *s) {
-  return s != NULL ? s->name : NULL;
-}
+MPROC_EXTERN const char *mproc_shm_name(const mproc_shm_t *s) { return s != NULL ? s->name : NULL; }
 
 MPROC_EXTERN int mproc_shm_fd(const mproc_shm_t *s) { return s != NULL ? s->fd : -1; }
 

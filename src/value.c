@@ -131,9 +131,7 @@ MPROC_EXTERN void *mproc_value_ptr(const mproc_value_t *v) {
   return value_ok(v) ? data_of(v) : NULL;
 }
 
-MPROC_EXTERN size_t mproc_value_count(const mproc_value_t *v) {
-  return value_ok(v) ? v->count : 0;
-}
+MPROC_EXTERN size_t mproc_value_count(const mproc_value_t *v) { return value_ok(v) ? v->count : 0; }
 
 MPROC_EXTERN size_t mproc_value_elem_size(const mproc_value_t *v) {
   return value_ok(v) ? v->elsize : 0;

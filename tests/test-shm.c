@@ -131,7 +131,7 @@ END_TEST
 
 struct name_arg {
   char name[128];
-  int ready;   /* write end of a pipe: one byte once attached/created */
+  int ready; /* write end of a pipe: one byte once attached/created */
   size_t size;
 };
 
@@ -213,7 +213,7 @@ START_TEST(test_named_exclusive_and_squatted) {
   mproc_assert_err(mproc_shm_attach(name, &t), MPROC_ECORRUPT); /* empty */
   ck_assert_int_eq(ftruncate(fd, 3 * 4096), 0);
   mproc_assert_err(mproc_shm_attach(name, &t), MPROC_ECORRUPT); /* no header */
-  ck_assert(shm_exists(name)); /* and it is not ours to remove */
+  ck_assert(shm_exists(name));                                  /* and it is not ours to remove */
   /* Another user's object (owner changed): refused. */
   ck_assert_int_eq(fchown(fd, 12345, 12345), 0);
   mproc_assert_err(mproc_shm_attach(name, &t), -EACCES);

@@ -44,7 +44,7 @@ START_TEST(test_lock_basics) {
   mproc_lock_t *l;
   mproc_assert_ok(mproc_lock_new(&l));
   mproc_assert_ok(mproc_lock_acquire(l, -1));
-  mproc_assert_err(mproc_lock_acquire(l, 0), MPROC_EBUSY); /* not recursive */
+  mproc_assert_err(mproc_lock_acquire(l, 0), MPROC_EBUSY);  /* not recursive */
   mproc_assert_err(mproc_lock_consistent(l), MPROC_ESTATE); /* nothing to repair */
   mproc_assert_err(mproc_lock_free(l), MPROC_EBUSY);        /* held */
   mproc_assert_ok(mproc_lock_release(l));
