@@ -3,40 +3,49 @@
  * Design notes.  The condition embeds its RLock (Python's Condition() default)
  * so it holds no pointer.  `seq` is the futex word.
  *
- *   wait:   [lock held] s = seq; waiters++; release lock fully (remember the
- *           depth) -> sleep while seq == s (until the deadline) -> waiters--
- *           -> re-acquire at the same depth
- *   notify: [lock held] if waiters > 0: FUTEX_WAKE_OP(seq += 1, wake n)
+ *   wait:    [lock held] s = seq; waiters++; release lock fully (remember the
+ *            depth) -> sleep while seq == s (until the deadline) -> waiters--
+ *            -> re-acquire at the same depth
+ *   notify:  [lock held] if waiters > 0: seq += 1, and record n wake-ups on
+ *            the lock
+ *   release: [final release of the lock] unlock, then FUTEX_WAKE(seq, n)
  *
  * A waiter reads `s` while holding the lock and the notifier changes seq
  * while holding it, so a notify that follows the waiter's registration always
  * changes seq after the waiter's snapshot: the waiter either sees seq != s
- * before it sleeps or is on the futex queue when the wake comes.  No
- * notification is lost.  A waiter that had released the lock but was not yet
- * asleep when a notify came returns as well (a spurious wake-up, allowed: use
- * wait_for).
+ * before it sleeps or is on the futex queue when the wake comes.  A waiter
+ * that had released the lock but was not yet asleep when a notify came
+ * returns as well (a spurious wake-up, allowed: use wait_for).
  *
- * The increment and the wake are one system call (FUTEX_WAKE_OP), so a
- * notifier cannot die between changing seq and waking the sleepers.
+ * The wake-up is deferred to the notifier's final release of the lock (wait
+ * releases it too) so that woken waiters find the lock free instead of
+ * colliding with the notifier that still holds it: a round trip then costs
+ * what a raw futex ping-pong costs.  Every release path of the lock makes
+ * the deferred wake-ups, including mproc_rlock_release on mproc_cond_lock().
  *
  * Deaths, exactly:
  *  - waiter killed while asleep: it leaves the futex queue with its process;
- *    `waiters` stays one too high, which only costs later notifies a syscall.
- *    notify(1) wakes a live waiter.
+ *    `waiters` stays one too high, which only costs later notifies a wake
+ *    syscall.  notify(1) wakes a live waiter.
  *  - waiter killed after being woken, before re-acquiring the lock: it
  *    received that notification, exactly as if it had returned and then died.
  *  - notifier (or any lock holder) killed while holding the lock: the robust
  *    lock hands itself to the next acquirer, and a waiter re-acquiring it
- *    returns MPROC_EOWNERDEAD holding it; notifications already made stand.
- *  - waiter killed while holding the lock (before or after wait): same. */
+ *    returns MPROC_EOWNERDEAD holding it.  Notifications already made stand:
+ *    seq has changed, and since the dead notifier never made its deferred
+ *    wake-up, sleepers re-check seq every MPROC__COND_RECHECK_MS and so
+ *    return within that bound.  No notification is lost.
+ *  - waiter killed while holding the lock (before or after wait): as for a
+ *    notifier. */
 #include "futex.h"
 #include "sync.h"
 
 #include <limits.h>
-#include <linux/futex.h>
 #include <string.h>
-#include <sys/syscall.h>
+#include <stddef.h>
 #include <unistd.h>
+
+#define MPROC__COND_RECHECK_MS 100
 
 struct mproc_cond {
   struct mproc__sync_hdr hdr;
@@ -58,6 +67,7 @@ static int cond_setup(void *storage, uint32_t flags, mproc_cond_t **out) {
   int r = mproc_rlock_init(c->lock, sizeof c->lock, &l);
   if (r != 0)
     return r;
+  mproc__rlock_mark_cond(l);
   c->hdr.flags = flags;
   atomic_store_explicit(&c->hdr.magic, MPROC__MAGIC_COND, memory_order_release);
   *out = c;
@@ -134,13 +144,19 @@ static int cond_wait_until(mproc_cond_t *c, int64_t deadline) {
       notified = true;
       break;
     }
-    r = mproc__futex_wait(&c->seq, s, deadline, true);
-    if (r == MPROC_ETIMEDOUT) {
+    /* Sleep in slices: a notifier that dies between notify and its final
+     * release never makes the deferred wake-up (see the design notes). */
+    int64_t now = mproc_now_ms(), until = now + MPROC__COND_RECHECK_MS;
+    if (deadline >= 0 && deadline < until)
+      until = deadline;
+    r = mproc__futex_wait(&c->seq, s, until, true);
+    if (r == MPROC_ETIMEDOUT && until == deadline) {
       notified = atomic_load_explicit(&c->seq, memory_order_acquire) != s;
       break;
     }
-    if (r != 0)
+    if (r != 0 && r != MPROC_ETIMEDOUT)
       break;
+    r = 0;
   }
   atomic_fetch_sub_explicit(&c->waiters, 1, memory_order_relaxed);
   int err = r;
@@ -178,10 +194,9 @@ MPROC_EXTERN int mproc_cond_wait_for(mproc_cond_t *c, int (*pred)(void *arg), vo
   return 0;
 }
 
-/* seq += 1 and wake up to n sleepers, in one system call. */
-static void wake_op(_Atomic uint32_t *seq, int n) {
-  syscall(SYS_futex, seq, FUTEX_WAKE_OP, n, (void *)0, seq,
-          FUTEX_OP(FUTEX_OP_ADD, 1, FUTEX_OP_CMP_EQ, 0));
+void mproc__cond_wake(mproc_rlock_t *l, int n) {
+  mproc_cond_t *c = (mproc_cond_t *)(void *)((char *)l - offsetof(struct mproc_cond, lock));
+  mproc__futex_wake(&c->seq, n, true);
 }
 
 MPROC_EXTERN int mproc_cond_notify(mproc_cond_t *c, int n) {
@@ -191,7 +206,10 @@ MPROC_EXTERN int mproc_cond_notify(mproc_cond_t *c, int n) {
     return MPROC_ENOTOWNER;
   if (n == 0 || atomic_load_explicit(&c->waiters, memory_order_relaxed) == 0)
     return 0;
-  wake_op(&c->seq, n);
+  /* The notification itself happens now (under the lock); the wake-up is
+   * made by the final release of the lock. */
+  atomic_fetch_add_explicit(&c->seq, 1, memory_order_release);
+  mproc__rlock_defer_wake(lock_of(c), n);
   return 0;
 }
 

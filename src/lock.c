@@ -23,10 +23,12 @@
  * depth 1.
  *
  * Deadlines: pthread_mutex_clocklock on CLOCK_MONOTONIC, the clock of
- * mproc_now_ms(), so the absolute deadline is used as is.  glibc does not
- * spin on these mutex types: contended waiters sleep on the futex. */
+ * mproc_now_ms(), so the absolute deadline is used as is.  A contended
+ * acquire spins a bounded number of rounds (MPROC__SPIN_LIMIT) before it
+ * sleeps on the futex. */
 #include "sync.h"
 
+#include <limits.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <time.h>
@@ -54,6 +56,10 @@ struct mproc_rlock {
   _Atomic pid_t owner;    /* as for mproc_lock */
   _Atomic uint32_t state; /* ST_* */
   int depth;              /* recursion depth, written by the holder */
+  /* For the RLock of a Condition (MPROC__RLOCK_IN_COND): wake-ups that
+   * notify deferred until the lock is released, so that the woken waiters
+   * find the lock free instead of colliding with the notifier. */
+  _Atomic uint32_t wake_n;
 };
 
 _Static_assert(sizeof(struct mproc_lock) <= MPROC_LOCK_SIZE, "MPROC_LOCK_SIZE too small");
@@ -61,16 +67,21 @@ _Static_assert(sizeof(struct mproc_rlock) <= MPROC_RLOCK_SIZE, "MPROC_RLOCK_SIZE
 
 /* ---- shared helpers ------------------------------------------------------ */
 
+/* The calling thread's kernel tid, cached per thread: gettid() and getpid()
+ * are system calls, far too slow for every acquire.  A forked child starts
+ * with a copy of the forking thread's cache, so a fork handler clears it. */
+static _Thread_local pid_t cached_tid;
+static pthread_once_t tid_once = PTHREAD_ONCE_INIT;
+
+static void tid_after_fork(void) { cached_tid = 0; }
+static void tid_register(void) { pthread_atfork(NULL, NULL, tid_after_fork); }
+
 pid_t mproc__gettid(void) {
-  /* Cached per thread; a forked child starts with the parent's cache, so it
-   * is keyed by pid too. */
-  static _Thread_local pid_t tid, pid;
-  pid_t p = getpid();
-  if (tid == 0 || pid != p) {
-    tid = gettid();
-    pid = p;
+  if (MPROC__UNLIKELY(cached_tid == 0)) {
+    pthread_once(&tid_once, tid_register);
+    cached_tid = gettid();
   }
-  return tid;
+  return cached_tid;
 }
 
 int mproc__sync_check_storage(const void *storage, size_t size, size_t need, uint32_t magic) {
@@ -103,12 +114,41 @@ int mproc__rmutex_init(pthread_mutex_t *m, bool recursive) {
   return -r;
 }
 
+/* Bounded spinning before sleeping.  A holder on another CPU usually
+ * releases within a few hundred cycles; catching the lock then avoids both
+ * the sleep and, more importantly, the FUTEX_WAITERS bit that would make
+ * every later unlock a futex_wake system call.  The spin only reads the lock
+ * word (glibc's public __data.__lock field) and gives up after
+ * MPROC__SPIN_LIMIT rounds: with more processes than CPUs the holder may not
+ * be running at all, and then sleeping is the only right thing. */
+#define MPROC__SPIN_LIMIT 200
+
+static inline void cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  __asm__ __volatile__("yield");
+#endif
+}
+
+static int spin_trylock(pthread_mutex_t *m) {
+  int r = pthread_mutex_trylock(m);
+  for (int i = 0; r == EBUSY && i < MPROC__SPIN_LIMIT; i++) {
+    cpu_relax();
+    if (__atomic_load_n(&m->__data.__lock, __ATOMIC_RELAXED) == 0)
+      r = pthread_mutex_trylock(m);
+  }
+  return r;
+}
+
 int mproc__rmutex_lock(pthread_mutex_t *m, int64_t deadline_ms) {
   int r;
   if (deadline_ms < 0) {
-    r = pthread_mutex_lock(m);
+    r = spin_trylock(m);
+    if (r == EBUSY)
+      r = pthread_mutex_lock(m);
   } else {
-    r = pthread_mutex_trylock(m);
+    r = mproc_timeout_until(deadline_ms) > 0 ? spin_trylock(m) : pthread_mutex_trylock(m);
     if (r == EBUSY && mproc_timeout_until(deadline_ms) > 0) {
       struct timespec ts = {.tv_sec = deadline_ms / 1000,
                             .tv_nsec = (long)(deadline_ms % 1000) * 1000000};
@@ -328,6 +368,25 @@ MPROC_EXTERN int mproc_rlock_acquire(mproc_rlock_t *l, int64_t timeout_ms) {
   return mproc__rlock_reacquire(l, 1, mproc__deadline(timeout_ms));
 }
 
+/* Final release of an RLock, then the wake-ups a Condition deferred. */
+static int rlock_give(mproc_rlock_t *l) {
+  uint32_t n = 0;
+  if (l->hdr.flags & MPROC__RLOCK_IN_COND)
+    n = atomic_exchange_explicit(&l->wake_n, 0, memory_order_relaxed);
+  int r = give(&l->m, &l->owner, &l->state);
+  if (n > 0)
+    mproc__cond_wake(l, n > INT_MAX ? INT_MAX : (int)n);
+  return r;
+}
+
+void mproc__rlock_defer_wake(mproc_rlock_t *l, int n) {
+  uint32_t cur = atomic_load_explicit(&l->wake_n, memory_order_relaxed);
+  uint32_t want = (uint64_t)cur + (uint64_t)n > INT_MAX ? INT_MAX : cur + (uint32_t)n;
+  atomic_store_explicit(&l->wake_n, want, memory_order_relaxed); /* holder only */
+}
+
+void mproc__rlock_mark_cond(mproc_rlock_t *l) { l->hdr.flags |= MPROC__RLOCK_IN_COND; }
+
 MPROC_EXTERN int mproc_rlock_release(mproc_rlock_t *l) {
   if (!mproc__sync_ok(l, MPROC__MAGIC_RLOCK))
     return MPROC_EINVAL;
@@ -335,7 +394,7 @@ MPROC_EXTERN int mproc_rlock_release(mproc_rlock_t *l) {
     return MPROC_ENOTOWNER;
   if (--l->depth > 0)
     return 0;
-  return give(&l->m, &l->owner, &l->state);
+  return rlock_give(l);
 }
 
 MPROC_EXTERN int mproc_rlock_consistent(mproc_rlock_t *l) {
@@ -357,7 +416,7 @@ int mproc__rlock_release_all(mproc_rlock_t *l, int *depth) {
     return MPROC_ENOTOWNER;
   *depth = l->depth;
   l->depth = 0;
-  return give(&l->m, &l->owner, &l->state);
+  return rlock_give(l);
 }
 
 int mproc__rlock_reacquire(mproc_rlock_t *l, int depth, int64_t deadline_ms) {

@@ -17,7 +17,8 @@ struct mproc__sync_hdr {
   uint32_t flags;
 };
 
-#define MPROC__SYNC_ALLOCATED 1u /* storage is a library mapping (_new/_free) */
+#define MPROC__SYNC_ALLOCATED 1u    /* storage is a library mapping (_new/_free) */
+#define MPROC__RLOCK_IN_COND 0x100u /* an RLock embedded in a Condition */
 
 #define MPROC__MAGIC_LOCK 0x4b434f4cu    /* "LOCK" */
 #define MPROC__MAGIC_RLOCK 0x4b434c52u   /* "RLCK" */
@@ -62,5 +63,11 @@ pid_t mproc__gettid(void);
  * depth, and re-acquisition at a given depth. */
 int mproc__rlock_release_all(mproc_rlock_t *r, int *depth);
 int mproc__rlock_reacquire(mproc_rlock_t *r, int depth, int64_t deadline_ms);
+/* Condition support: mark an RLock as a Condition's, record wake-ups to make
+ * when its holder finally releases it (holder only), and make them
+ * (condition.c: wakes up to n sleepers of the Condition owning `r`). */
+void mproc__rlock_mark_cond(mproc_rlock_t *r);
+void mproc__rlock_defer_wake(mproc_rlock_t *r, int n);
+void mproc__cond_wake(mproc_rlock_t *r, int n);
 
 #endif /* MPROC_SYNC_INTERNAL_H */
