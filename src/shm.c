@@ -185,11 +185,14 @@ static uintptr_t parse_hex(const char **p) {
  * A shared mapping of a file keeps that file's open file description alive,
  * and with it the flock that description holds: the keeper would keep every
  * named block of its creator "attached", its own included.  So it unmaps
- * every shared mapping, parsing /proc/self/maps with plain system calls (a
- * forked child of a possibly multi-threaded process may not use stdio or
- * malloc).  Unmapping while reading can make the kernel skip lines, hence
- * the passes until one finds nothing to unmap. */
-static void unmap_shared(void) {
+ * every shared mapping.  (Private memory is left alone: the keeper still
+ * calls into libc, whose state, like the dynamic linker's, lives in anonymous
+ * private mappings.  It shares those pages copy-on-write with its creator;
+ * docs/shm.md states the cost.)  /proc/self/maps is parsed with plain system
+ * calls (a forked child of a possibly multi-threaded process may not use
+ * stdio or malloc).  Unmapping while reading can make the kernel skip lines,
+ * hence the passes until one finds nothing to unmap. */
+static void release_inherited(void) {
   for (int pass = 0; pass < 16; pass++) {
     int fd = open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
     if (fd < 0)
@@ -226,19 +229,20 @@ static void unmap_shared(void) {
 }
 
 /* Runs in the double-forked keeper: async-signal-safe calls only. */
-static _Noreturn void keeper_main(const struct keeper_arg *k) {
-  setsid(); /* leave the creator's session and process group */
-  unmap_shared();
-  if (k->fd > 0)
-    close_range(0, (unsigned)k->fd - 1, 0);
-  close_range((unsigned)k->fd + 1, ~0u, 0);
-  while (flock(k->fd, LOCK_EX) != 0) {
+static _Noreturn void keeper_main(const struct keeper_arg *arg) {
+  struct keeper_arg k = *arg; /* on this stack, which release_inherited keeps */
+  setsid();                   /* leave the creator's session and process group */
+  release_inherited();
+  if (k.fd > 0)
+    close_range(0, (unsigned)k.fd - 1, 0);
+  close_range((unsigned)k.fd + 1, ~0u, 0);
+  while (flock(k.fd, LOCK_EX) != 0) {
     if (errno != EINTR)
       _exit(1);
   }
   struct stat st;
-  if (fstat(k->fd, &st) == 0 && st.st_nlink > 0 && path_is(k->path, st.st_dev, st.st_ino))
-    unlink(k->path);
+  if (fstat(k.fd, &st) == 0 && st.st_nlink > 0 && path_is(k.path, st.st_dev, st.st_ino))
+    unlink(k.path);
   _exit(0);
 }
 
