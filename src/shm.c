@@ -122,6 +122,14 @@ static int new_handle(int fd, void *map, size_t mapsize, size_t off, const char 
   return 0;
 }
 
+/* Whether a mapping of `mapsize` bytes starts with a valid named-block
+ * header. */
+static bool header_ok(const void *map, size_t mapsize) {
+  const struct shm_header *h = map;
+  return mapsize > SHM_HDR && __atomic_load_n(&h->magic, __ATOMIC_ACQUIRE) == SHM_MAGIC &&
+         h->version == SHM_VERSION && h->hdrsize == SHM_HDR && h->size == mapsize - SHM_HDR;
+}
+
 /* ---- anonymous blocks ---------------------------------------------------- */
 
 MPROC_EXTERN int mproc_shm_new(size_t size, mproc_shm_t **out) {
@@ -154,8 +162,14 @@ MPROC_EXTERN int mproc_shm_from_fd(int fd, mproc_shm_t **out) {
   size_t size = (size_t)st.st_size;
   void *p;
   int r = map_fd(mine, size, &p);
-  if (r == 0 && (r = new_handle(mine, p, size, 0, NULL, out)) != 0)
-    munmap(p, size);
+  if (r == 0) {
+    /* The fd of a named block: its bytes start after the header.  The
+     * duplicate shares the sender's open file description, and so its lock:
+     * the name stays while this process keeps the block. */
+    size_t off = header_ok(p, size) ? SHM_HDR : 0;
+    if ((r = new_handle(mine, p, size, off, NULL, out)) != 0)
+      munmap(p, size);
+  }
   if (r != 0)
     mproc__close(mine);
   return r;
@@ -372,12 +386,8 @@ MPROC_EXTERN int mproc_shm_attach(const char *name, mproc_shm_t **out) {
     mapsize = (size_t)st.st_size;
     r = map_fd(fd, mapsize, &p);
   }
-  if (r == 0) {
-    const struct shm_header *h = p;
-    if (__atomic_load_n(&h->magic, __ATOMIC_ACQUIRE) != SHM_MAGIC || h->version != SHM_VERSION ||
-        h->hdrsize != SHM_HDR || h->size != mapsize - SHM_HDR)
-      r = MPROC_ECORRUPT;
-  }
+  if (r == 0 && !header_ok(p, mapsize))
+    r = MPROC_ECORRUPT;
   if (r == 0)
     r = new_handle(fd, p, mapsize, SHM_HDR, name, out);
   if (r != 0) {

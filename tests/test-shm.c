@@ -179,6 +179,13 @@ START_TEST(test_named_basics) {
   mproc_shm_t *t;
   mproc_assert_ok(mproc_shm_attach(a.name, &t));
   ck_assert_str_eq((char *)mproc_shm_addr(t) + 100, "from the child");
+  /* The fd of a named block, as a receiver would map it: same bytes. */
+  mproc_shm_t *viafd;
+  mproc_assert_ok(mproc_shm_from_fd(mproc_shm_fd(s), &viafd));
+  ck_assert_uint_eq(mproc_shm_size(viafd), 5000);
+  ck_assert_str_eq(mproc_shm_addr(viafd), "from the creator");
+  ck_assert_ptr_null(mproc_shm_name(viafd));
+  mproc_assert_ok(mproc_shm_close(viafd));
   mproc_assert_ok(mproc_shm_close(s));
   ck_assert(shm_exists(a.name));
   mproc_assert_ok(mproc_shm_close(t));

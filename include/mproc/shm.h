@@ -38,7 +38,8 @@ typedef struct mproc_shm mproc_shm_t;
 /* Create an anonymous block of `size` (> 0) zeroed bytes. */
 MPROC_EXTERN int mproc_shm_new(size_t size, mproc_shm_t **out);
 /* Map a block received as an fd (e.g. over a Unix socket).  The fd is
- * duplicated: the caller keeps ownership of `fd`. */
+ * duplicated: the caller keeps ownership of `fd`.  The fd of a named block
+ * maps its bytes (after the header), without a name. */
 MPROC_EXTERN int mproc_shm_from_fd(int fd, mproc_shm_t **out);
 
 /* Create a named block of `size` (> 0) zeroed bytes.  `name` is "/something"
