@@ -40,7 +40,7 @@ static void *shared_page(void) {
 
 static void bench_lock_uncontended(long n) {
   double v[BENCH_REPS];
-  mproc_lock_t *l;
+  mproc_lock *l;
   check(mproc_lock_new(&l), "lock_new");
   for (int rep = 0; rep < BENCH_REPS; rep++) {
     double t0 = bench_now_s();
@@ -68,8 +68,8 @@ static void bench_lock_uncontended(long n) {
 static void bench_value_inc(long n) {
   double v[BENCH_REPS];
   for (int rep = 0; rep < BENCH_REPS; rep++) {
-    mproc_value_t *val;
-    mproc_rlock_t *lock;
+    mproc_value *val;
+    mproc_rlock *lock;
     check(mproc_value_new(MPROC_TYPE_INT64, NULL, NULL, &val), "value_new");
     check(mproc_value_get_lock(val, &lock), "get_lock");
     int64_t *x = mproc_value_ptr(val);
@@ -99,7 +99,7 @@ static void bench_value_inc(long n) {
 }
 
 struct pingpong {
-  mproc_cond_t *cond;
+  mproc_cond *cond;
   int turn; /* 0: the parent's, 1: the child's; guarded by cond's lock */
   _Atomic uint32_t word;
 };

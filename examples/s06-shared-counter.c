@@ -14,8 +14,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-static void work(mproc_value_t *counter, int id) {
-  mproc_rlock_t *lock;
+static void work(mproc_value *counter, int id) {
+  mproc_rlock *lock;
   mproc_value_get_lock(counter, &lock);
   mproc_rlock_acquire(lock, MPROC_FOREVER); /* with counter.get_lock(): */
   int *value = mproc_value_ptr(counter);
@@ -26,7 +26,7 @@ static void work(mproc_value_t *counter, int id) {
 }
 
 int main(void) {
-  mproc_value_t *counter;
+  mproc_value *counter;
   int r = mproc_value_new(MPROC_TYPE_INT32, NULL, NULL, &counter); /* Value('i', 0) */
   if (r != 0) {
     fprintf(stderr, "Value: %s\n", mproc_strerror(r));
@@ -48,8 +48,8 @@ int main(void) {
   printf("final value with the lock: %d\n", final);
 
   /* And the lock-free way: an atomic add on the shared integer. */
-  mproc_value_t *hits;
-  mproc_value_new(MPROC_TYPE_INT64, NULL, &(struct mproc_value_opts){.flags = MPROC_VALUE_RAW},
+  mproc_value *hits;
+  mproc_value_new(MPROC_TYPE_INT64, NULL, &(struct mproc_value_options){.flags = MPROC_VALUE_RAW},
                   &hits);
   for (int i = 0; i < 5; i++)
     if ((pids[i] = fork()) == 0) {

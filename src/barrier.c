@@ -59,7 +59,7 @@ struct mproc_barrier {
 _Static_assert(sizeof(struct slot) <= 64, "barrier slot larger than 64 bytes");
 _Static_assert(sizeof(struct mproc_barrier) <= MPROC_BARRIER_SIZE(0), "barrier header too big");
 
-static struct slot *slot_at(mproc_barrier_t *b, unsigned i) {
+static struct slot *slot_at(mproc_barrier *b, unsigned i) {
   return (struct slot *)(void *)((char *)b + MPROC_BARRIER_SIZE(0) + 64 * (size_t)i);
 }
 
@@ -67,7 +67,7 @@ MPROC_EXTERN size_t mproc_barrier_size(unsigned parties) {
   return parties == 0 || parties > MPROC_BARRIER_MAX_PARTIES ? 0 : MPROC_BARRIER_SIZE(parties);
 }
 
-static int barrier_setup(void *storage, uint32_t flags, unsigned parties, mproc_barrier_t **out) {
+static int barrier_setup(void *storage, uint32_t flags, unsigned parties, mproc_barrier **out) {
   struct mproc_barrier *b = storage;
   memset(b, 0, MPROC_BARRIER_SIZE(parties));
   int r = mproc__rmutex_init(&b->m, false);
@@ -84,7 +84,7 @@ static int barrier_setup(void *storage, uint32_t flags, unsigned parties, mproc_
 }
 
 MPROC_EXTERN int mproc_barrier_init(void *storage, size_t size, unsigned parties,
-                                    mproc_barrier_t **out) {
+                                    mproc_barrier **out) {
   if (out == NULL || mproc_barrier_size(parties) == 0)
     return MPROC_EINVAL;
   int r =
@@ -92,7 +92,7 @@ MPROC_EXTERN int mproc_barrier_init(void *storage, size_t size, unsigned parties
   return r != 0 ? r : barrier_setup(storage, 0, parties, out);
 }
 
-MPROC_EXTERN int mproc_barrier_new(unsigned parties, mproc_barrier_t **out) {
+MPROC_EXTERN int mproc_barrier_new(unsigned parties, mproc_barrier **out) {
   if (out == NULL || mproc_barrier_size(parties) == 0)
     return MPROC_EINVAL;
   void *p;
@@ -107,7 +107,7 @@ MPROC_EXTERN int mproc_barrier_new(unsigned parties, mproc_barrier_t **out) {
 
 /* Take the state lock.  A holder that died may have left the state half
  * updated: the barrier is broken (reset repairs it). */
-static int state_lock(mproc_barrier_t *b) {
+static int state_lock(mproc_barrier *b) {
   int r = mproc__rmutex_lock(&b->m, -1);
   if (r == MPROC_EOWNERDEAD) {
     b->broken = 1;
@@ -117,19 +117,19 @@ static int state_lock(mproc_barrier_t *b) {
   return r;
 }
 
-static void state_unlock(mproc_barrier_t *b) { pthread_mutex_unlock(&b->m); }
+static void state_unlock(mproc_barrier *b) { pthread_mutex_unlock(&b->m); }
 
-static void wake_all(mproc_barrier_t *b) {
+static void wake_all(mproc_barrier *b) {
   atomic_fetch_add_explicit(&b->seq, 1, memory_order_release);
   mproc__futex_wake(&b->seq, INT_MAX, true);
 }
 
-static void set_broken(mproc_barrier_t *b) {
+static void set_broken(mproc_barrier *b) {
   b->broken = 1;
   wake_all(b);
 }
 
-static struct slot *own_slot(mproc_barrier_t *b) {
+static struct slot *own_slot(mproc_barrier *b) {
   pid_t tid = mproc__gettid(), pid = getpid();
   for (unsigned i = 0; i < b->parties; i++) {
     struct slot *s = slot_at(b, i);
@@ -156,7 +156,7 @@ static bool slot_dead(struct slot *s) {
 /* Under the state lock: a registered party that died without arriving in the
  * current round can never arrive: the barrier is broken.  (One that arrived
  * and then died is noticed in the next round.) */
-static void check_parties(mproc_barrier_t *b) {
+static void check_parties(mproc_barrier *b) {
   struct slot *mine = own_slot(b);
   for (unsigned i = 0; i < b->parties && !b->broken; i++) {
     struct slot *s = slot_at(b, i);
@@ -166,7 +166,7 @@ static void check_parties(mproc_barrier_t *b) {
 }
 
 /* Under the state lock (reset): forget parties that died. */
-static void reclaim_dead(mproc_barrier_t *b) {
+static void reclaim_dead(mproc_barrier *b) {
   struct slot *mine = own_slot(b);
   for (unsigned i = 0; i < b->parties; i++) {
     struct slot *s = slot_at(b, i);
@@ -176,7 +176,7 @@ static void reclaim_dead(mproc_barrier_t *b) {
 }
 
 /* Under the state lock: register the caller.  MPROC_EFULL without a slot. */
-static int join_locked(mproc_barrier_t *b) {
+static int join_locked(mproc_barrier *b) {
   if (own_slot(b) != NULL)
     return 0;
   check_parties(b);
@@ -195,7 +195,7 @@ static int join_locked(mproc_barrier_t *b) {
   return MPROC_EFULL;
 }
 
-static void leave_locked(mproc_barrier_t *b) {
+static void leave_locked(mproc_barrier *b) {
   struct slot *s = own_slot(b);
   if (s != NULL) {
     s->used = 0;
@@ -203,7 +203,7 @@ static void leave_locked(mproc_barrier_t *b) {
   }
 }
 
-static int barrier_teardown(mproc_barrier_t *b, bool allocated) {
+static int barrier_teardown(mproc_barrier *b, bool allocated) {
   if (!mproc__sync_ok(b, MPROC__MAGIC_BARRIER) ||
       ((b->hdr.flags & MPROC__SYNC_ALLOCATED) != 0) != allocated)
     return MPROC_EINVAL;
@@ -244,10 +244,10 @@ static int barrier_teardown(mproc_barrier_t *b, bool allocated) {
   return 0;
 }
 
-MPROC_EXTERN int mproc_barrier_destroy(mproc_barrier_t *b) { return barrier_teardown(b, false); }
-MPROC_EXTERN int mproc_barrier_free(mproc_barrier_t *b) { return barrier_teardown(b, true); }
+MPROC_EXTERN int mproc_barrier_destroy(mproc_barrier *b) { return barrier_teardown(b, false); }
+MPROC_EXTERN int mproc_barrier_free(mproc_barrier *b) { return barrier_teardown(b, true); }
 
-MPROC_EXTERN int mproc_barrier_join(mproc_barrier_t *b) {
+MPROC_EXTERN int mproc_barrier_join(mproc_barrier *b) {
   if (!mproc__sync_ok(b, MPROC__MAGIC_BARRIER))
     return MPROC_EINVAL;
   int r = state_lock(b);
@@ -258,7 +258,7 @@ MPROC_EXTERN int mproc_barrier_join(mproc_barrier_t *b) {
   return r;
 }
 
-MPROC_EXTERN int mproc_barrier_leave(mproc_barrier_t *b) {
+MPROC_EXTERN int mproc_barrier_leave(mproc_barrier *b) {
   if (!mproc__sync_ok(b, MPROC__MAGIC_BARRIER))
     return MPROC_EINVAL;
   int r = state_lock(b);
@@ -270,7 +270,7 @@ MPROC_EXTERN int mproc_barrier_leave(mproc_barrier_t *b) {
   return r;
 }
 
-MPROC_EXTERN int mproc_barrier_wait_action(mproc_barrier_t *b, int (*action)(void *arg), void *arg,
+MPROC_EXTERN int mproc_barrier_wait_action(mproc_barrier *b, int (*action)(void *arg), void *arg,
                                            int64_t timeout_ms) {
   if (!mproc__sync_ok(b, MPROC__MAGIC_BARRIER) || mproc__check_timeout(timeout_ms) != 0)
     return MPROC_EINVAL;
@@ -336,11 +336,11 @@ MPROC_EXTERN int mproc_barrier_wait_action(mproc_barrier_t *b, int (*action)(voi
   return r;
 }
 
-MPROC_EXTERN int mproc_barrier_wait(mproc_barrier_t *b, int64_t timeout_ms) {
+MPROC_EXTERN int mproc_barrier_wait(mproc_barrier *b, int64_t timeout_ms) {
   return mproc_barrier_wait_action(b, NULL, NULL, timeout_ms);
 }
 
-MPROC_EXTERN int mproc_barrier_abort(mproc_barrier_t *b) {
+MPROC_EXTERN int mproc_barrier_abort(mproc_barrier *b) {
   if (!mproc__sync_ok(b, MPROC__MAGIC_BARRIER))
     return MPROC_EINVAL;
   int r = state_lock(b);
@@ -351,7 +351,7 @@ MPROC_EXTERN int mproc_barrier_abort(mproc_barrier_t *b) {
   return 0;
 }
 
-MPROC_EXTERN int mproc_barrier_reset(mproc_barrier_t *b) {
+MPROC_EXTERN int mproc_barrier_reset(mproc_barrier *b) {
   if (!mproc__sync_ok(b, MPROC__MAGIC_BARRIER))
     return MPROC_EINVAL;
   int r = state_lock(b);
@@ -369,11 +369,11 @@ MPROC_EXTERN int mproc_barrier_reset(mproc_barrier_t *b) {
   return 0;
 }
 
-MPROC_EXTERN int mproc_barrier_parties(const mproc_barrier_t *b) {
+MPROC_EXTERN int mproc_barrier_parties(const mproc_barrier *b) {
   return mproc__sync_ok(b, MPROC__MAGIC_BARRIER) ? (int)b->parties : MPROC_EINVAL;
 }
 
-MPROC_EXTERN int mproc_barrier_n_waiting(mproc_barrier_t *b) {
+MPROC_EXTERN int mproc_barrier_n_waiting(mproc_barrier *b) {
   if (!mproc__sync_ok(b, MPROC__MAGIC_BARRIER))
     return MPROC_EINVAL;
   int r = state_lock(b);
@@ -384,7 +384,7 @@ MPROC_EXTERN int mproc_barrier_n_waiting(mproc_barrier_t *b) {
   return n;
 }
 
-MPROC_EXTERN int mproc_barrier_broken(mproc_barrier_t *b) {
+MPROC_EXTERN int mproc_barrier_broken(mproc_barrier *b) {
   if (!mproc__sync_ok(b, MPROC__MAGIC_BARRIER))
     return MPROC_EINVAL;
   int r = state_lock(b);

@@ -58,12 +58,12 @@ struct mproc_cond {
 
 _Static_assert(sizeof(struct mproc_cond) <= MPROC_COND_SIZE, "MPROC_COND_SIZE too small");
 
-static mproc_rlock_t *lock_of(mproc_cond_t *c) { return (mproc_rlock_t *)(void *)c->lock; }
+static mproc_rlock *lock_of(mproc_cond *c) { return (mproc_rlock *)(void *)c->lock; }
 
-static int cond_setup(void *storage, uint32_t flags, mproc_cond_t **out) {
+static int cond_setup(void *storage, uint32_t flags, mproc_cond **out) {
   struct mproc_cond *c = storage;
   memset(c, 0, sizeof *c);
-  mproc_rlock_t *l;
+  mproc_rlock *l;
   int r = mproc_rlock_init(c->lock, sizeof c->lock, &l);
   if (r != 0)
     return r;
@@ -74,14 +74,14 @@ static int cond_setup(void *storage, uint32_t flags, mproc_cond_t **out) {
   return 0;
 }
 
-MPROC_EXTERN int mproc_cond_init(void *storage, size_t size, mproc_cond_t **out) {
+MPROC_EXTERN int mproc_cond_init(void *storage, size_t size, mproc_cond **out) {
   if (out == NULL)
     return MPROC_EINVAL;
   int r = mproc__sync_check_storage(storage, size, MPROC_COND_SIZE, MPROC__MAGIC_COND);
   return r != 0 ? r : cond_setup(storage, 0, out);
 }
 
-MPROC_EXTERN int mproc_cond_new(mproc_cond_t **out) {
+MPROC_EXTERN int mproc_cond_new(mproc_cond **out) {
   if (out == NULL)
     return MPROC_EINVAL;
   void *p;
@@ -94,7 +94,7 @@ MPROC_EXTERN int mproc_cond_new(mproc_cond_t **out) {
   return r;
 }
 
-static int cond_teardown(mproc_cond_t *c, bool allocated) {
+static int cond_teardown(mproc_cond *c, bool allocated) {
   if (!mproc__sync_ok(c, MPROC__MAGIC_COND) ||
       ((c->hdr.flags & MPROC__SYNC_ALLOCATED) != 0) != allocated)
     return MPROC_EINVAL;
@@ -107,20 +107,20 @@ static int cond_teardown(mproc_cond_t *c, bool allocated) {
   return 0;
 }
 
-MPROC_EXTERN int mproc_cond_destroy(mproc_cond_t *c) { return cond_teardown(c, false); }
-MPROC_EXTERN int mproc_cond_free(mproc_cond_t *c) { return cond_teardown(c, true); }
+MPROC_EXTERN int mproc_cond_destroy(mproc_cond *c) { return cond_teardown(c, false); }
+MPROC_EXTERN int mproc_cond_free(mproc_cond *c) { return cond_teardown(c, true); }
 
-MPROC_EXTERN mproc_rlock_t *mproc_cond_lock(mproc_cond_t *c) {
+MPROC_EXTERN mproc_rlock *mproc_cond_lock(mproc_cond *c) {
   return mproc__sync_ok(c, MPROC__MAGIC_COND) ? lock_of(c) : NULL;
 }
 
-MPROC_EXTERN int mproc_cond_acquire(mproc_cond_t *c, int64_t timeout_ms) {
+MPROC_EXTERN int mproc_cond_acquire(mproc_cond *c, int64_t timeout_ms) {
   if (!mproc__sync_ok(c, MPROC__MAGIC_COND))
     return MPROC_EINVAL;
   return mproc_rlock_acquire(lock_of(c), timeout_ms);
 }
 
-MPROC_EXTERN int mproc_cond_release(mproc_cond_t *c) {
+MPROC_EXTERN int mproc_cond_release(mproc_cond *c) {
   if (!mproc__sync_ok(c, MPROC__MAGIC_COND))
     return MPROC_EINVAL;
   return mproc_rlock_release(lock_of(c));
@@ -128,8 +128,8 @@ MPROC_EXTERN int mproc_cond_release(mproc_cond_t *c) {
 
 /* One wait against an absolute deadline; the lock is held on entry and on
  * every return except a failed re-acquisition (MPROC_ENOTRECOVERABLE). */
-static int cond_wait_until(mproc_cond_t *c, int64_t deadline) {
-  mproc_rlock_t *l = lock_of(c);
+static int cond_wait_until(mproc_cond *c, int64_t deadline) {
+  mproc_rlock *l = lock_of(c);
   uint32_t s = atomic_load_explicit(&c->seq, memory_order_relaxed);
   atomic_fetch_add_explicit(&c->waiters, 1, memory_order_relaxed);
   int depth;
@@ -168,7 +168,7 @@ static int cond_wait_until(mproc_cond_t *c, int64_t deadline) {
   return err != 0 ? err : MPROC_ETIMEDOUT;
 }
 
-MPROC_EXTERN int mproc_cond_wait(mproc_cond_t *c, int64_t timeout_ms) {
+MPROC_EXTERN int mproc_cond_wait(mproc_cond *c, int64_t timeout_ms) {
   if (!mproc__sync_ok(c, MPROC__MAGIC_COND) || mproc__check_timeout(timeout_ms) != 0)
     return MPROC_EINVAL;
   if (mproc_rlock_depth(lock_of(c)) <= 0)
@@ -176,7 +176,7 @@ MPROC_EXTERN int mproc_cond_wait(mproc_cond_t *c, int64_t timeout_ms) {
   return cond_wait_until(c, mproc__deadline(timeout_ms));
 }
 
-MPROC_EXTERN int mproc_cond_wait_for(mproc_cond_t *c, int (*pred)(void *arg), void *arg,
+MPROC_EXTERN int mproc_cond_wait_for(mproc_cond *c, int (*pred)(void *arg), void *arg,
                                      int64_t timeout_ms) {
   if (!mproc__sync_ok(c, MPROC__MAGIC_COND) || pred == NULL ||
       mproc__check_timeout(timeout_ms) != 0)
@@ -194,12 +194,12 @@ MPROC_EXTERN int mproc_cond_wait_for(mproc_cond_t *c, int (*pred)(void *arg), vo
   return 0;
 }
 
-void mproc__cond_wake(mproc_rlock_t *l, int n) {
-  mproc_cond_t *c = (mproc_cond_t *)(void *)((char *)l - offsetof(struct mproc_cond, lock));
+void mproc__cond_wake(mproc_rlock *l, int n) {
+  mproc_cond *c = (mproc_cond *)(void *)((char *)l - offsetof(struct mproc_cond, lock));
   mproc__futex_wake(&c->seq, n, true);
 }
 
-MPROC_EXTERN int mproc_cond_notify(mproc_cond_t *c, int n) {
+MPROC_EXTERN int mproc_cond_notify(mproc_cond *c, int n) {
   if (!mproc__sync_ok(c, MPROC__MAGIC_COND) || n < 0)
     return MPROC_EINVAL;
   if (mproc_rlock_depth(lock_of(c)) <= 0)
@@ -213,4 +213,4 @@ MPROC_EXTERN int mproc_cond_notify(mproc_cond_t *c, int n) {
   return 0;
 }
 
-MPROC_EXTERN int mproc_cond_notify_all(mproc_cond_t *c) { return mproc_cond_notify(c, INT_MAX); }
+MPROC_EXTERN int mproc_cond_notify_all(mproc_cond *c) { return mproc_cond_notify(c, INT_MAX); }

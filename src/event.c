@@ -24,7 +24,7 @@ struct mproc_event {
 
 _Static_assert(sizeof(struct mproc_event) <= MPROC_EVENT_SIZE, "MPROC_EVENT_SIZE too small");
 
-static int event_setup(void *storage, uint32_t flags, mproc_event_t **out) {
+static int event_setup(void *storage, uint32_t flags, mproc_event **out) {
   struct mproc_event *e = storage;
   memset(e, 0, sizeof *e);
   e->hdr.flags = flags;
@@ -33,14 +33,14 @@ static int event_setup(void *storage, uint32_t flags, mproc_event_t **out) {
   return 0;
 }
 
-MPROC_EXTERN int mproc_event_init(void *storage, size_t size, mproc_event_t **out) {
+MPROC_EXTERN int mproc_event_init(void *storage, size_t size, mproc_event **out) {
   if (out == NULL)
     return MPROC_EINVAL;
   int r = mproc__sync_check_storage(storage, size, MPROC_EVENT_SIZE, MPROC__MAGIC_EVENT);
   return r != 0 ? r : event_setup(storage, 0, out);
 }
 
-MPROC_EXTERN int mproc_event_new(mproc_event_t **out) {
+MPROC_EXTERN int mproc_event_new(mproc_event **out) {
   if (out == NULL)
     return MPROC_EINVAL;
   void *p;
@@ -48,7 +48,7 @@ MPROC_EXTERN int mproc_event_new(mproc_event_t **out) {
   return r != 0 ? r : event_setup(p, MPROC__SYNC_ALLOCATED, out);
 }
 
-static int event_teardown(mproc_event_t *e, bool allocated) {
+static int event_teardown(mproc_event *e, bool allocated) {
   if (!mproc__sync_ok(e, MPROC__MAGIC_EVENT) ||
       ((e->hdr.flags & MPROC__SYNC_ALLOCATED) != 0) != allocated)
     return MPROC_EINVAL;
@@ -58,10 +58,10 @@ static int event_teardown(mproc_event_t *e, bool allocated) {
   return 0;
 }
 
-MPROC_EXTERN int mproc_event_destroy(mproc_event_t *e) { return event_teardown(e, false); }
-MPROC_EXTERN int mproc_event_free(mproc_event_t *e) { return event_teardown(e, true); }
+MPROC_EXTERN int mproc_event_destroy(mproc_event *e) { return event_teardown(e, false); }
+MPROC_EXTERN int mproc_event_free(mproc_event *e) { return event_teardown(e, true); }
 
-MPROC_EXTERN int mproc_event_set(mproc_event_t *e) {
+MPROC_EXTERN int mproc_event_set(mproc_event *e) {
   if (!mproc__sync_ok(e, MPROC__MAGIC_EVENT))
     return MPROC_EINVAL;
   atomic_store_explicit(&e->state, 1, memory_order_seq_cst);
@@ -70,20 +70,20 @@ MPROC_EXTERN int mproc_event_set(mproc_event_t *e) {
   return 0;
 }
 
-MPROC_EXTERN int mproc_event_clear(mproc_event_t *e) {
+MPROC_EXTERN int mproc_event_clear(mproc_event *e) {
   if (!mproc__sync_ok(e, MPROC__MAGIC_EVENT))
     return MPROC_EINVAL;
   atomic_store_explicit(&e->state, 0, memory_order_seq_cst);
   return 0;
 }
 
-MPROC_EXTERN int mproc_event_is_set(const mproc_event_t *e) {
+MPROC_EXTERN int mproc_event_is_set(const mproc_event *e) {
   if (!mproc__sync_ok(e, MPROC__MAGIC_EVENT))
     return MPROC_EINVAL;
   return (int)atomic_load_explicit(&e->state, memory_order_acquire);
 }
 
-MPROC_EXTERN int mproc_event_wait(mproc_event_t *e, int64_t timeout_ms) {
+MPROC_EXTERN int mproc_event_wait(mproc_event *e, int64_t timeout_ms) {
   if (!mproc__sync_ok(e, MPROC__MAGIC_EVENT) || mproc__check_timeout(timeout_ms) != 0)
     return MPROC_EINVAL;
   if (atomic_load_explicit(&e->state, memory_order_acquire) != 0)

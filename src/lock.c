@@ -182,7 +182,7 @@ int mproc__rmutex_unlock(pthread_mutex_t *m) {
 
 /* ---- Lock ------------------------------------------------------------------ */
 
-static int lock_setup(void *storage, uint32_t flags, mproc_lock_t **out) {
+static int lock_setup(void *storage, uint32_t flags, mproc_lock **out) {
   struct mproc_lock *l = storage;
   memset(l, 0, sizeof *l);
   int r = mproc__rmutex_init(&l->m, false);
@@ -194,14 +194,14 @@ static int lock_setup(void *storage, uint32_t flags, mproc_lock_t **out) {
   return 0;
 }
 
-MPROC_EXTERN int mproc_lock_init(void *storage, size_t size, mproc_lock_t **out) {
+MPROC_EXTERN int mproc_lock_init(void *storage, size_t size, mproc_lock **out) {
   if (out == NULL)
     return MPROC_EINVAL;
   int r = mproc__sync_check_storage(storage, size, MPROC_LOCK_SIZE, MPROC__MAGIC_LOCK);
   return r != 0 ? r : lock_setup(storage, 0, out);
 }
 
-MPROC_EXTERN int mproc_lock_new(mproc_lock_t **out) {
+MPROC_EXTERN int mproc_lock_new(mproc_lock **out) {
   if (out == NULL)
     return MPROC_EINVAL;
   void *p;
@@ -214,7 +214,7 @@ MPROC_EXTERN int mproc_lock_new(mproc_lock_t **out) {
   return r;
 }
 
-static int lock_teardown(mproc_lock_t *l, bool allocated) {
+static int lock_teardown(mproc_lock *l, bool allocated) {
   if (!mproc__sync_ok(l, MPROC__MAGIC_LOCK) ||
       ((l->hdr.flags & MPROC__SYNC_ALLOCATED) != 0) != allocated)
     return MPROC_EINVAL;
@@ -235,8 +235,8 @@ static int lock_teardown(mproc_lock_t *l, bool allocated) {
   return 0;
 }
 
-MPROC_EXTERN int mproc_lock_destroy(mproc_lock_t *l) { return lock_teardown(l, false); }
-MPROC_EXTERN int mproc_lock_free(mproc_lock_t *l) { return lock_teardown(l, true); }
+MPROC_EXTERN int mproc_lock_destroy(mproc_lock *l) { return lock_teardown(l, false); }
+MPROC_EXTERN int mproc_lock_free(mproc_lock *l) { return lock_teardown(l, true); }
 
 /* Common to Lock and RLock: the result of locking m, with our state. */
 static int took(pthread_mutex_t *m, _Atomic pid_t *owner, _Atomic uint32_t *state, int r) {
@@ -276,7 +276,7 @@ static int mark_consistent(pthread_mutex_t *m, _Atomic pid_t *owner, _Atomic uin
   return 0;
 }
 
-MPROC_EXTERN int mproc_lock_acquire(mproc_lock_t *l, int64_t timeout_ms) {
+MPROC_EXTERN int mproc_lock_acquire(mproc_lock *l, int64_t timeout_ms) {
   if (!mproc__sync_ok(l, MPROC__MAGIC_LOCK) || mproc__check_timeout(timeout_ms) != 0)
     return MPROC_EINVAL;
   if (atomic_load_explicit(&l->state, memory_order_relaxed) == ST_NOTRECOVERABLE)
@@ -286,7 +286,7 @@ MPROC_EXTERN int mproc_lock_acquire(mproc_lock_t *l, int64_t timeout_ms) {
   return took(&l->m, &l->owner, &l->state, mproc__rmutex_lock(&l->m, mproc__deadline(timeout_ms)));
 }
 
-MPROC_EXTERN int mproc_lock_release(mproc_lock_t *l) {
+MPROC_EXTERN int mproc_lock_release(mproc_lock *l) {
   if (!mproc__sync_ok(l, MPROC__MAGIC_LOCK))
     return MPROC_EINVAL;
   if (atomic_load_explicit(&l->owner, memory_order_relaxed) != mproc__gettid())
@@ -294,7 +294,7 @@ MPROC_EXTERN int mproc_lock_release(mproc_lock_t *l) {
   return give(&l->m, &l->owner, &l->state);
 }
 
-MPROC_EXTERN int mproc_lock_consistent(mproc_lock_t *l) {
+MPROC_EXTERN int mproc_lock_consistent(mproc_lock *l) {
   if (!mproc__sync_ok(l, MPROC__MAGIC_LOCK))
     return MPROC_EINVAL;
   return mark_consistent(&l->m, &l->owner, &l->state);
@@ -302,7 +302,7 @@ MPROC_EXTERN int mproc_lock_consistent(mproc_lock_t *l) {
 
 /* ---- RLock ------------------------------------------------------------------ */
 
-static int rlock_setup(void *storage, uint32_t flags, mproc_rlock_t **out) {
+static int rlock_setup(void *storage, uint32_t flags, mproc_rlock **out) {
   struct mproc_rlock *l = storage;
   memset(l, 0, sizeof *l);
   int r = mproc__rmutex_init(&l->m, true);
@@ -314,14 +314,14 @@ static int rlock_setup(void *storage, uint32_t flags, mproc_rlock_t **out) {
   return 0;
 }
 
-MPROC_EXTERN int mproc_rlock_init(void *storage, size_t size, mproc_rlock_t **out) {
+MPROC_EXTERN int mproc_rlock_init(void *storage, size_t size, mproc_rlock **out) {
   if (out == NULL)
     return MPROC_EINVAL;
   int r = mproc__sync_check_storage(storage, size, MPROC_RLOCK_SIZE, MPROC__MAGIC_RLOCK);
   return r != 0 ? r : rlock_setup(storage, 0, out);
 }
 
-MPROC_EXTERN int mproc_rlock_new(mproc_rlock_t **out) {
+MPROC_EXTERN int mproc_rlock_new(mproc_rlock **out) {
   if (out == NULL)
     return MPROC_EINVAL;
   void *p;
@@ -334,7 +334,7 @@ MPROC_EXTERN int mproc_rlock_new(mproc_rlock_t **out) {
   return r;
 }
 
-static int rlock_teardown(mproc_rlock_t *l, bool allocated) {
+static int rlock_teardown(mproc_rlock *l, bool allocated) {
   if (!mproc__sync_ok(l, MPROC__MAGIC_RLOCK) ||
       ((l->hdr.flags & MPROC__SYNC_ALLOCATED) != 0) != allocated)
     return MPROC_EINVAL;
@@ -355,10 +355,10 @@ static int rlock_teardown(mproc_rlock_t *l, bool allocated) {
   return 0;
 }
 
-MPROC_EXTERN int mproc_rlock_destroy(mproc_rlock_t *l) { return rlock_teardown(l, false); }
-MPROC_EXTERN int mproc_rlock_free(mproc_rlock_t *l) { return rlock_teardown(l, true); }
+MPROC_EXTERN int mproc_rlock_destroy(mproc_rlock *l) { return rlock_teardown(l, false); }
+MPROC_EXTERN int mproc_rlock_free(mproc_rlock *l) { return rlock_teardown(l, true); }
 
-MPROC_EXTERN int mproc_rlock_acquire(mproc_rlock_t *l, int64_t timeout_ms) {
+MPROC_EXTERN int mproc_rlock_acquire(mproc_rlock *l, int64_t timeout_ms) {
   if (!mproc__sync_ok(l, MPROC__MAGIC_RLOCK) || mproc__check_timeout(timeout_ms) != 0)
     return MPROC_EINVAL;
   if (atomic_load_explicit(&l->owner, memory_order_relaxed) == mproc__gettid() && l->depth > 0) {
@@ -369,7 +369,7 @@ MPROC_EXTERN int mproc_rlock_acquire(mproc_rlock_t *l, int64_t timeout_ms) {
 }
 
 /* Final release of an RLock, then the wake-ups a Condition deferred. */
-static int rlock_give(mproc_rlock_t *l) {
+static int rlock_give(mproc_rlock *l) {
   uint32_t n = 0;
   if (l->hdr.flags & MPROC__RLOCK_IN_COND)
     n = atomic_exchange_explicit(&l->wake_n, 0, memory_order_relaxed);
@@ -379,15 +379,15 @@ static int rlock_give(mproc_rlock_t *l) {
   return r;
 }
 
-void mproc__rlock_defer_wake(mproc_rlock_t *l, int n) {
+void mproc__rlock_defer_wake(mproc_rlock *l, int n) {
   uint32_t cur = atomic_load_explicit(&l->wake_n, memory_order_relaxed);
   uint32_t want = (uint64_t)cur + (uint64_t)n > INT_MAX ? INT_MAX : cur + (uint32_t)n;
   atomic_store_explicit(&l->wake_n, want, memory_order_relaxed); /* holder only */
 }
 
-void mproc__rlock_mark_cond(mproc_rlock_t *l) { l->hdr.flags |= MPROC__RLOCK_IN_COND; }
+void mproc__rlock_mark_cond(mproc_rlock *l) { l->hdr.flags |= MPROC__RLOCK_IN_COND; }
 
-MPROC_EXTERN int mproc_rlock_release(mproc_rlock_t *l) {
+MPROC_EXTERN int mproc_rlock_release(mproc_rlock *l) {
   if (!mproc__sync_ok(l, MPROC__MAGIC_RLOCK))
     return MPROC_EINVAL;
   if (atomic_load_explicit(&l->owner, memory_order_relaxed) != mproc__gettid() || l->depth <= 0)
@@ -397,13 +397,13 @@ MPROC_EXTERN int mproc_rlock_release(mproc_rlock_t *l) {
   return rlock_give(l);
 }
 
-MPROC_EXTERN int mproc_rlock_consistent(mproc_rlock_t *l) {
+MPROC_EXTERN int mproc_rlock_consistent(mproc_rlock *l) {
   if (!mproc__sync_ok(l, MPROC__MAGIC_RLOCK))
     return MPROC_EINVAL;
   return mark_consistent(&l->m, &l->owner, &l->state);
 }
 
-MPROC_EXTERN int mproc_rlock_depth(const mproc_rlock_t *l) {
+MPROC_EXTERN int mproc_rlock_depth(const mproc_rlock *l) {
   if (!mproc__sync_ok(l, MPROC__MAGIC_RLOCK))
     return MPROC_EINVAL;
   return atomic_load_explicit(&l->owner, memory_order_relaxed) == mproc__gettid() ? l->depth : 0;
@@ -411,7 +411,7 @@ MPROC_EXTERN int mproc_rlock_depth(const mproc_rlock_t *l) {
 
 /* The glibc mutex is only ever held once by us (depth is ours), so a full
  * release is one unlock. */
-int mproc__rlock_release_all(mproc_rlock_t *l, int *depth) {
+int mproc__rlock_release_all(mproc_rlock *l, int *depth) {
   if (atomic_load_explicit(&l->owner, memory_order_relaxed) != mproc__gettid() || l->depth <= 0)
     return MPROC_ENOTOWNER;
   *depth = l->depth;
@@ -419,7 +419,7 @@ int mproc__rlock_release_all(mproc_rlock_t *l, int *depth) {
   return rlock_give(l);
 }
 
-int mproc__rlock_reacquire(mproc_rlock_t *l, int depth, int64_t deadline_ms) {
+int mproc__rlock_reacquire(mproc_rlock *l, int depth, int64_t deadline_ms) {
   if (atomic_load_explicit(&l->state, memory_order_relaxed) == ST_NOTRECOVERABLE)
     return MPROC_ENOTRECOVERABLE;
   int r = took(&l->m, &l->owner, &l->state, mproc__rmutex_lock(&l->m, deadline_ms));

@@ -40,7 +40,7 @@ _Static_assert(sizeof(struct mproc_sem) <= MPROC_SEM_SIZE, "MPROC_SEM_SIZE too s
 #define SEM_FLAG_BOUNDED 2u
 
 static int sem_setup(void *storage, uint32_t flags, unsigned value,
-                     const struct mproc_sem_opts *opts, mproc_sem_t **out) {
+                     const struct mproc_sem_options *opts, mproc_sem **out) {
   struct mproc_sem *s = storage;
   memset(s, 0, sizeof *s);
   s->hdr.flags = flags;
@@ -54,7 +54,7 @@ static int sem_setup(void *storage, uint32_t flags, unsigned value,
   return 0;
 }
 
-static int check_args(unsigned value, const struct mproc_sem_opts *opts, mproc_sem_t **out) {
+static int check_args(unsigned value, const struct mproc_sem_options *opts, mproc_sem **out) {
   if (out == NULL || value > MPROC_SEM_VALUE_MAX)
     return MPROC_EINVAL;
   if (opts != NULL && (opts->flags & ~MPROC_SEM_BOUNDED) != 0)
@@ -63,15 +63,15 @@ static int check_args(unsigned value, const struct mproc_sem_opts *opts, mproc_s
 }
 
 MPROC_EXTERN int mproc_sem_init(void *storage, size_t size, unsigned value,
-                                const struct mproc_sem_opts *opts, mproc_sem_t **out) {
+                                const struct mproc_sem_options *opts, mproc_sem **out) {
   int r = check_args(value, opts, out);
   if (r == 0)
     r = mproc__sync_check_storage(storage, size, MPROC_SEM_SIZE, MPROC__MAGIC_SEM);
   return r != 0 ? r : sem_setup(storage, 0, value, opts, out);
 }
 
-MPROC_EXTERN int mproc_sem_new(unsigned value, const struct mproc_sem_opts *opts,
-                               mproc_sem_t **out) {
+MPROC_EXTERN int mproc_sem_new(unsigned value, const struct mproc_sem_options *opts,
+                               mproc_sem **out) {
   int r = check_args(value, opts, out);
   void *p;
   if (r == 0)
@@ -79,7 +79,7 @@ MPROC_EXTERN int mproc_sem_new(unsigned value, const struct mproc_sem_opts *opts
   return r != 0 ? r : sem_setup(p, MPROC__SYNC_ALLOCATED, value, opts, out);
 }
 
-static int sem_teardown(mproc_sem_t *s, bool allocated) {
+static int sem_teardown(mproc_sem *s, bool allocated) {
   if (!mproc__sync_ok(s, MPROC__MAGIC_SEM) ||
       ((s->hdr.flags & MPROC__SYNC_ALLOCATED) != 0) != allocated)
     return MPROC_EINVAL;
@@ -89,10 +89,10 @@ static int sem_teardown(mproc_sem_t *s, bool allocated) {
   return 0;
 }
 
-MPROC_EXTERN int mproc_sem_destroy(mproc_sem_t *s) { return sem_teardown(s, false); }
-MPROC_EXTERN int mproc_sem_free(mproc_sem_t *s) { return sem_teardown(s, true); }
+MPROC_EXTERN int mproc_sem_destroy(mproc_sem *s) { return sem_teardown(s, false); }
+MPROC_EXTERN int mproc_sem_free(mproc_sem *s) { return sem_teardown(s, true); }
 
-static bool try_take(mproc_sem_t *s) {
+static bool try_take(mproc_sem *s) {
   uint32_t v = atomic_load_explicit(&s->value, memory_order_seq_cst);
   while (v > 0)
     if (atomic_compare_exchange_weak_explicit(&s->value, &v, v - 1, memory_order_acquire,
@@ -101,7 +101,7 @@ static bool try_take(mproc_sem_t *s) {
   return false;
 }
 
-MPROC_EXTERN int mproc_sem_acquire(mproc_sem_t *s, int64_t timeout_ms) {
+MPROC_EXTERN int mproc_sem_acquire(mproc_sem *s, int64_t timeout_ms) {
   if (!mproc__sync_ok(s, MPROC__MAGIC_SEM) || mproc__check_timeout(timeout_ms) != 0)
     return MPROC_EINVAL;
   if (try_take(s))
@@ -130,7 +130,7 @@ MPROC_EXTERN int mproc_sem_acquire(mproc_sem_t *s, int64_t timeout_ms) {
   return r;
 }
 
-MPROC_EXTERN int mproc_sem_release(mproc_sem_t *s) {
+MPROC_EXTERN int mproc_sem_release(mproc_sem *s) {
   if (!mproc__sync_ok(s, MPROC__MAGIC_SEM))
     return MPROC_EINVAL;
   uint32_t max = (s->hdr.flags & SEM_FLAG_BOUNDED) ? s->bound : MPROC_SEM_VALUE_MAX;
@@ -148,7 +148,7 @@ MPROC_EXTERN int mproc_sem_release(mproc_sem_t *s) {
   return 0;
 }
 
-MPROC_EXTERN int mproc_sem_value(const mproc_sem_t *s) {
+MPROC_EXTERN int mproc_sem_value(const mproc_sem *s) {
   if (!mproc__sync_ok(s, MPROC__MAGIC_SEM))
     return MPROC_EINVAL;
   return (int)atomic_load_explicit(&s->value, memory_order_relaxed);

@@ -100,7 +100,7 @@ static int map_fd(int fd, size_t mapsize, void **out) {
 }
 
 static int new_handle(int fd, void *map, size_t mapsize, size_t off, const char *name,
-                      mproc_shm_t **out) {
+                      mproc_shm **out) {
   struct mproc_shm *s = calloc(1, sizeof *s);
   if (s == NULL)
     return MPROC_ENOMEM;
@@ -132,7 +132,7 @@ static bool header_ok(const void *map, size_t mapsize) {
 
 /* ---- anonymous blocks ---------------------------------------------------- */
 
-MPROC_EXTERN int mproc_shm_new(size_t size, mproc_shm_t **out) {
+MPROC_EXTERN int mproc_shm_new(size_t size, mproc_shm **out) {
   if (out == NULL || size == 0 || size > (size_t)INT64_MAX)
     return MPROC_EINVAL;
   int fd;
@@ -147,7 +147,7 @@ MPROC_EXTERN int mproc_shm_new(size_t size, mproc_shm_t **out) {
   return r;
 }
 
-MPROC_EXTERN int mproc_shm_from_fd(int fd, mproc_shm_t **out) {
+MPROC_EXTERN int mproc_shm_from_fd(int fd, mproc_shm **out) {
   struct stat st;
   if (out == NULL || fd < 0)
     return MPROC_EINVAL;
@@ -301,7 +301,7 @@ static int start_keeper(int fd, const char *name) {
 
 /* ---- named blocks -------------------------------------------------------- */
 
-MPROC_EXTERN int mproc_shm_create(const char *name, size_t size, mproc_shm_t **out) {
+MPROC_EXTERN int mproc_shm_create(const char *name, size_t size, mproc_shm **out) {
   char made[MPROC_SHM_NAME_MAX + 1];
   if (out == NULL || size == 0 || size > (size_t)INT64_MAX - SHM_HDR)
     return MPROC_EINVAL;
@@ -357,7 +357,7 @@ MPROC_EXTERN int mproc_shm_create(const char *name, size_t size, mproc_shm_t **o
   return r;
 }
 
-MPROC_EXTERN int mproc_shm_attach(const char *name, mproc_shm_t **out) {
+MPROC_EXTERN int mproc_shm_attach(const char *name, mproc_shm **out) {
   if (out == NULL || check_name(name) != 0)
     return MPROC_EINVAL;
   int fd = shm_open(name, O_RDWR, 0); /* O_NOFOLLOW | O_CLOEXEC added by glibc */
@@ -400,17 +400,17 @@ MPROC_EXTERN int mproc_shm_attach(const char *name, mproc_shm_t **out) {
 
 /* ---- accessors, unlink, close ------------------------------------------------ */
 
-MPROC_EXTERN void *mproc_shm_addr(const mproc_shm_t *s) {
+MPROC_EXTERN void *mproc_shm_addr(const mproc_shm *s) {
   return s != NULL ? (char *)s->map + (s->mapsize - s->size) : NULL;
 }
 
-MPROC_EXTERN size_t mproc_shm_size(const mproc_shm_t *s) { return s != NULL ? s->size : 0; }
+MPROC_EXTERN size_t mproc_shm_size(const mproc_shm *s) { return s != NULL ? s->size : 0; }
 
-MPROC_EXTERN const char *mproc_shm_name(const mproc_shm_t *s) { return s != NULL ? s->name : NULL; }
+MPROC_EXTERN const char *mproc_shm_name(const mproc_shm *s) { return s != NULL ? s->name : NULL; }
 
-MPROC_EXTERN int mproc_shm_fd(const mproc_shm_t *s) { return s != NULL ? s->fd : -1; }
+MPROC_EXTERN int mproc_shm_fd(const mproc_shm *s) { return s != NULL ? s->fd : -1; }
 
-MPROC_EXTERN int mproc_shm_unlink(mproc_shm_t *s) {
+MPROC_EXTERN int mproc_shm_unlink(mproc_shm *s) {
   if (s == NULL || !s->named)
     return MPROC_EINVAL;
   char path[MPROC_SHM_NAME_MAX + 16];
@@ -422,7 +422,7 @@ MPROC_EXTERN int mproc_shm_unlink(mproc_shm_t *s) {
   return 0;
 }
 
-MPROC_EXTERN int mproc_shm_close(mproc_shm_t *s) {
+MPROC_EXTERN int mproc_shm_close(mproc_shm *s) {
   if (s == NULL)
     return MPROC_EINVAL;
   munmap(s->map, s->mapsize);

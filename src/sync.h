@@ -61,13 +61,13 @@ pid_t mproc__gettid(void);
 
 /* RLock internals used by condition.c and value.c: full release returning the
  * depth, and re-acquisition at a given depth. */
-int mproc__rlock_release_all(mproc_rlock_t *r, int *depth);
-int mproc__rlock_reacquire(mproc_rlock_t *r, int depth, int64_t deadline_ms);
+int mproc__rlock_release_all(mproc_rlock *r, int *depth);
+int mproc__rlock_reacquire(mproc_rlock *r, int depth, int64_t deadline_ms);
 /* Condition support: mark an RLock as a Condition's, record wake-ups to make
  * when its holder finally releases it (holder only), and make them
  * (condition.c: wakes up to n sleepers of the Condition owning `r`). */
-void mproc__rlock_mark_cond(mproc_rlock_t *r);
-void mproc__rlock_defer_wake(mproc_rlock_t *r, int n);
-void mproc__cond_wake(mproc_rlock_t *r, int n);
+void mproc__rlock_mark_cond(mproc_rlock *r);
+void mproc__rlock_defer_wake(mproc_rlock *r, int n);
+void mproc__cond_wake(mproc_rlock *r, int n);
 
 #endif /* MPROC_SYNC_INTERNAL_H */

@@ -23,7 +23,7 @@
 
 struct mproc_value {
   struct mproc__sync_hdr hdr;
-  uint32_t type;    /* mproc_type_t */
+  uint32_t type;    /* mproc_type */
   uint32_t raw;     /* 1: no lock */
   uint64_t count;   /* elements */
   uint64_t elsize;  /* bytes per element */
@@ -33,7 +33,7 @@ struct mproc_value {
 _Static_assert(sizeof(struct mproc_value) <= VALUE_HDR, "value header too big");
 _Static_assert(VALUE_HDR + MPROC_RLOCK_SIZE <= VALUE_DATA, "value lock does not fit");
 
-static size_t type_size(mproc_type_t t) {
+static size_t type_size(mproc_type t) {
   switch (t) {
   case MPROC_TYPE_INT8:
   case MPROC_TYPE_UINT8:
@@ -57,15 +57,15 @@ static size_t type_size(mproc_type_t t) {
   }
 }
 
-static char *data_of(const mproc_value_t *v) { return (char *)v + VALUE_DATA; }
-static mproc_rlock_t *lock_of(const mproc_value_t *v) {
-  return (mproc_rlock_t *)(void *)((char *)v + VALUE_HDR);
+static char *data_of(const mproc_value *v) { return (char *)v + VALUE_DATA; }
+static mproc_rlock *lock_of(const mproc_value *v) {
+  return (mproc_rlock *)(void *)((char *)v + VALUE_HDR);
 }
 
-static bool value_ok(const mproc_value_t *v) { return mproc__sync_ok(v, MPROC__MAGIC_VALUE); }
+static bool value_ok(const mproc_value *v) { return mproc__sync_ok(v, MPROC__MAGIC_VALUE); }
 
-MPROC_EXTERN int mproc_array_new(mproc_type_t type, size_t count, const void *init,
-                                 const struct mproc_value_opts *opts, mproc_value_t **out) {
+MPROC_EXTERN int mproc_array_new(mproc_type type, size_t count, const void *init,
+                                 const struct mproc_value_options *opts, mproc_value **out) {
   if (out == NULL || count == 0)
     return MPROC_EINVAL;
   if (opts != NULL && (opts->flags & ~MPROC_VALUE_RAW) != 0)
@@ -95,7 +95,7 @@ MPROC_EXTERN int mproc_array_new(mproc_type_t type, size_t count, const void *in
   v->mapsize = mapsize;
   v->hdr.flags = MPROC__SYNC_ALLOCATED;
   if (!v->raw) {
-    mproc_rlock_t *l;
+    mproc_rlock *l;
     r = mproc_rlock_init((char *)p + VALUE_HDR, MPROC_RLOCK_SIZE, &l);
     if (r != 0) {
       mproc__sync_unmap(p, mapsize);
@@ -109,12 +109,12 @@ MPROC_EXTERN int mproc_array_new(mproc_type_t type, size_t count, const void *in
   return 0;
 }
 
-MPROC_EXTERN int mproc_value_new(mproc_type_t type, const void *init,
-                                 const struct mproc_value_opts *opts, mproc_value_t **out) {
+MPROC_EXTERN int mproc_value_new(mproc_type type, const void *init,
+                                 const struct mproc_value_options *opts, mproc_value **out) {
   return mproc_array_new(type, 1, init, opts, out);
 }
 
-MPROC_EXTERN int mproc_value_free(mproc_value_t *v) {
+MPROC_EXTERN int mproc_value_free(mproc_value *v) {
   if (!value_ok(v))
     return MPROC_EINVAL;
   if (!v->raw) {
@@ -127,17 +127,15 @@ MPROC_EXTERN int mproc_value_free(mproc_value_t *v) {
   return 0;
 }
 
-MPROC_EXTERN void *mproc_value_ptr(const mproc_value_t *v) {
-  return value_ok(v) ? data_of(v) : NULL;
-}
+MPROC_EXTERN void *mproc_value_ptr(const mproc_value *v) { return value_ok(v) ? data_of(v) : NULL; }
 
-MPROC_EXTERN size_t mproc_value_count(const mproc_value_t *v) { return value_ok(v) ? v->count : 0; }
+MPROC_EXTERN size_t mproc_value_count(const mproc_value *v) { return value_ok(v) ? v->count : 0; }
 
-MPROC_EXTERN size_t mproc_value_elem_size(const mproc_value_t *v) {
+MPROC_EXTERN size_t mproc_value_elem_size(const mproc_value *v) {
   return value_ok(v) ? v->elsize : 0;
 }
 
-MPROC_EXTERN int mproc_value_get_lock(const mproc_value_t *v, mproc_rlock_t **lock) {
+MPROC_EXTERN int mproc_value_get_lock(const mproc_value *v, mproc_rlock **lock) {
   if (!value_ok(v) || lock == NULL)
     return MPROC_EINVAL;
   if (v->raw)
@@ -146,15 +144,14 @@ MPROC_EXTERN int mproc_value_get_lock(const mproc_value_t *v, mproc_rlock_t **lo
   return 0;
 }
 
-static int range_ok(const mproc_value_t *v, size_t index, size_t n) {
+static int range_ok(const mproc_value *v, size_t index, size_t n) {
   return index <= v->count && n <= v->count - index ? 0 : MPROC_ERANGE;
 }
 
 /* Copy under the lock.  A lock inherited from a dead holder is reported but
  * repaired at once: the copy is whole, the caller decides what the data is
  * worth. */
-static int locked_copy(mproc_value_t *v, void *dst, const void *src, size_t len,
-                       int64_t timeout_ms) {
+static int locked_copy(mproc_value *v, void *dst, const void *src, size_t len, int64_t timeout_ms) {
   int r = 0;
   if (!v->raw) {
     r = mproc_rlock_acquire(lock_of(v), timeout_ms);
@@ -169,7 +166,7 @@ static int locked_copy(mproc_value_t *v, void *dst, const void *src, size_t len,
   return r;
 }
 
-MPROC_EXTERN int mproc_value_get(mproc_value_t *v, size_t index, size_t n, void *out,
+MPROC_EXTERN int mproc_value_get(mproc_value *v, size_t index, size_t n, void *out,
                                  int64_t timeout_ms) {
   if (!value_ok(v) || (out == NULL && n > 0) || mproc__check_timeout(timeout_ms) != 0)
     return MPROC_EINVAL;
@@ -179,7 +176,7 @@ MPROC_EXTERN int mproc_value_get(mproc_value_t *v, size_t index, size_t n, void 
   return locked_copy(v, out, data_of(v) + index * v->elsize, n * v->elsize, timeout_ms);
 }
 
-MPROC_EXTERN int mproc_value_set(mproc_value_t *v, size_t index, size_t n, const void *in,
+MPROC_EXTERN int mproc_value_set(mproc_value *v, size_t index, size_t n, const void *in,
                                  int64_t timeout_ms) {
   if (!value_ok(v) || (in == NULL && n > 0) || mproc__check_timeout(timeout_ms) != 0)
     return MPROC_EINVAL;
@@ -212,7 +209,7 @@ static int64_t widen(uint32_t t, size_t size, uint64_t bits) {
   }
 }
 
-static int int_elem(mproc_value_t *v, size_t index, void **p) {
+static int int_elem(mproc_value *v, size_t index, void **p) {
   if (!value_ok(v))
     return MPROC_EINVAL;
   if (!is_integer(v->type))
@@ -239,8 +236,7 @@ static int int_elem(mproc_value_t *v, size_t index, void **p) {
     break;                                                                                         \
   }
 
-MPROC_EXTERN int mproc_value_fetch_add(mproc_value_t *v, size_t index, int64_t delta,
-                                       int64_t *old) {
+MPROC_EXTERN int mproc_value_fetch_add(mproc_value *v, size_t index, int64_t delta, int64_t *old) {
   void *p;
   int r = int_elem(v, index, &p);
   if (r != 0)
@@ -254,7 +250,7 @@ MPROC_EXTERN int mproc_value_fetch_add(mproc_value_t *v, size_t index, int64_t d
   return 0;
 }
 
-MPROC_EXTERN int mproc_value_compare_exchange(mproc_value_t *v, size_t index, int64_t *expected,
+MPROC_EXTERN int mproc_value_compare_exchange(mproc_value *v, size_t index, int64_t *expected,
                                               int64_t desired) {
   if (expected == NULL)
     return MPROC_EINVAL;
@@ -278,7 +274,7 @@ MPROC_EXTERN int mproc_value_compare_exchange(mproc_value_t *v, size_t index, in
   return ok ? 1 : 0;
 }
 
-MPROC_EXTERN int mproc_value_load(mproc_value_t *v, size_t index, int64_t *out) {
+MPROC_EXTERN int mproc_value_load(mproc_value *v, size_t index, int64_t *out) {
   if (out == NULL)
     return MPROC_EINVAL;
   void *p;
@@ -293,7 +289,7 @@ MPROC_EXTERN int mproc_value_load(mproc_value_t *v, size_t index, int64_t *out) 
   return 0;
 }
 
-MPROC_EXTERN int mproc_value_store(mproc_value_t *v, size_t index, int64_t value) {
+MPROC_EXTERN int mproc_value_store(mproc_value *v, size_t index, int64_t value) {
   void *p;
   int r = int_elem(v, index, &p);
   if (r != 0)

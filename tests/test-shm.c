@@ -66,7 +66,7 @@ static int wait_gone(const char *name, int64_t timeout_ms) {
 }
 
 START_TEST(test_anon_basics) {
-  mproc_shm_t *s;
+  mproc_shm *s;
   mproc_assert_ok(mproc_shm_new(10000, &s));
   ck_assert_uint_eq(mproc_shm_size(s), 10000);
   ck_assert_ptr_null(mproc_shm_name(s));
@@ -80,7 +80,7 @@ START_TEST(test_anon_basics) {
   /* Never visible in /dev/shm. */
   ck_assert_int_eq(count_dev_shm(), 0);
   /* Attach a second handle through the fd: same bytes. */
-  mproc_shm_t *t;
+  mproc_shm *t;
   mproc_assert_ok(mproc_shm_from_fd(fd, &t));
   ck_assert_uint_eq(mproc_shm_size(t), 10000);
   ck_assert_int_ne(mproc_shm_fd(t), fd);
@@ -99,7 +99,7 @@ static int child_writes(void *arg) {
 }
 
 START_TEST(test_anon_inherited) {
-  mproc_shm_t *s;
+  mproc_shm *s;
   mproc_assert_ok(mproc_shm_new(4096, &s));
   struct child c = child_start(child_writes, mproc_shm_addr(s));
   ck_assert_int_eq(child_wait(&c), 0);
@@ -111,7 +111,7 @@ START_TEST(test_anon_inherited) {
 END_TEST
 
 START_TEST(test_anon_errors) {
-  mproc_shm_t *s;
+  mproc_shm *s;
   mproc_assert_err(mproc_shm_new(0, &s), MPROC_EINVAL);
   mproc_assert_err(mproc_shm_new(10, NULL), MPROC_EINVAL);
   mproc_assert_err(mproc_shm_new(SIZE_MAX, &s), MPROC_EINVAL);
@@ -143,7 +143,7 @@ struct name_arg {
 
 static int child_attach_and_write(void *arg) {
   struct name_arg *a = arg;
-  mproc_shm_t *s;
+  mproc_shm *s;
   if (mproc_shm_attach(a->name, &s) != 0)
     return 10;
   if (mproc_shm_size(s) != a->size)
@@ -158,7 +158,7 @@ static int child_attach_and_write(void *arg) {
 START_TEST(test_named_basics) {
   struct name_arg a = {.size = 5000};
   mproc_test_shm_name(a.name, sizeof a.name, "basic");
-  mproc_shm_t *s;
+  mproc_shm *s;
   mproc_assert_ok(mproc_shm_create(a.name, a.size, &s));
   ck_assert_str_eq(mproc_shm_name(s), a.name);
   ck_assert_uint_eq(mproc_shm_size(s), 5000);
@@ -176,11 +176,11 @@ START_TEST(test_named_basics) {
   /* The child closed, we are still attached: the name stays. */
   ck_assert(shm_exists(a.name));
   /* A second attachment in this process, then both close. */
-  mproc_shm_t *t;
+  mproc_shm *t;
   mproc_assert_ok(mproc_shm_attach(a.name, &t));
   ck_assert_str_eq((char *)mproc_shm_addr(t) + 100, "from the child");
   /* The fd of a named block, as a receiver would map it: same bytes. */
-  mproc_shm_t *viafd;
+  mproc_shm *viafd;
   mproc_assert_ok(mproc_shm_from_fd(mproc_shm_fd(s), &viafd));
   ck_assert_uint_eq(mproc_shm_size(viafd), 5000);
   ck_assert_str_eq(mproc_shm_addr(viafd), "from the creator");
@@ -195,7 +195,7 @@ START_TEST(test_named_basics) {
 END_TEST
 
 START_TEST(test_named_generated_name) {
-  mproc_shm_t *s;
+  mproc_shm *s;
   mproc_assert_ok(mproc_shm_create(NULL, 100, &s));
   const char *n = mproc_shm_name(s);
   ck_assert_ptr_nonnull(n);
@@ -213,7 +213,7 @@ END_TEST
 START_TEST(test_named_exclusive_and_squatted) {
   char name[128];
   mproc_test_shm_name(name, sizeof name, "squat");
-  mproc_shm_t *s, *t;
+  mproc_shm *s, *t;
   mproc_assert_ok(mproc_shm_create(name, 100, &s));
   /* An existing mproc block is never reused. */
   mproc_assert_err(mproc_shm_create(name, 100, &t), -EEXIST);
@@ -242,7 +242,7 @@ START_TEST(test_named_exclusive_and_squatted) {
 END_TEST
 
 START_TEST(test_named_errors) {
-  mproc_shm_t *s;
+  mproc_shm *s;
   mproc_assert_err(mproc_shm_create("noslash", 10, &s), MPROC_EINVAL);
   mproc_assert_err(mproc_shm_create("/a/b", 10, &s), MPROC_EINVAL);
   mproc_assert_err(mproc_shm_create("/", 10, &s), MPROC_EINVAL);
@@ -267,13 +267,13 @@ END_TEST
 START_TEST(test_named_explicit_unlink) {
   char name[128];
   mproc_test_shm_name(name, sizeof name, "unlink");
-  mproc_shm_t *s, *t;
+  mproc_shm *s, *t;
   mproc_assert_ok(mproc_shm_create(name, 64, &s));
   mproc_assert_ok(mproc_shm_attach(name, &t));
   mproc_assert_ok(mproc_shm_unlink(s));
   ck_assert(!shm_exists(name));
   mproc_assert_err(mproc_shm_unlink(t), -ENOENT);
-  mproc_shm_t *u;
+  mproc_shm *u;
   mproc_assert_err(mproc_shm_attach(name, &u), -ENOENT);
   /* Existing attachments keep working. */
   strcpy(mproc_shm_addr(s), "still shared");
@@ -292,7 +292,7 @@ END_TEST
 /* Creator A: creates, fills, reports, then waits to be killed. */
 static int child_create_and_hang(void *arg) {
   struct name_arg *a = arg;
-  mproc_shm_t *s;
+  mproc_shm *s;
   if (mproc_shm_create(a->name, a->size, &s) != 0)
     return 10;
   unsigned char *p = mproc_shm_addr(s);
@@ -319,7 +319,7 @@ START_TEST(test_creator_killed_while_attached) {
   a.ready = pfd[1];
   struct child c = child_start(child_create_and_hang, &a);
   wait_ready(pfd[0]);
-  mproc_shm_t *b;
+  mproc_shm *b;
   mproc_assert_ok(mproc_shm_attach(a.name, &b));
   child_kill(&c);
   /* B keeps reading correct data; the name stays while B is attached. */
@@ -328,7 +328,7 @@ START_TEST(test_creator_killed_while_attached) {
   for (size_t i = 0; i < a.size; i++)
     ck_assert_int_eq(p[i], (unsigned char)(i % 251));
   ck_assert(shm_exists(a.name));
-  mproc_shm_t *again;
+  mproc_shm *again;
   mproc_assert_ok(mproc_shm_attach(a.name, &again));
   mproc_assert_ok(mproc_shm_close(again));
   ck_assert(shm_exists(a.name));
@@ -358,7 +358,7 @@ END_TEST
 
 START_TEST(test_above_4gib) {
   size_t size = (size_t)5 << 30;
-  mproc_shm_t *s;
+  mproc_shm *s;
   mproc_assert_ok(mproc_shm_new(size, &s));
   ck_assert_uint_eq(mproc_shm_size(s), size);
   unsigned char *p = mproc_shm_addr(s);
@@ -373,7 +373,7 @@ START_TEST(test_above_4gib) {
   mproc_assert_ok(mproc_shm_create(a.name, size, &s));
   p = mproc_shm_addr(s);
   p[size - 1] = 0xab;
-  mproc_shm_t *t;
+  mproc_shm *t;
   mproc_assert_ok(mproc_shm_attach(a.name, &t));
   ck_assert_uint_eq(mproc_shm_size(t), size);
   ck_assert_int_eq(((unsigned char *)mproc_shm_addr(t))[size - 1], 0xab);
@@ -385,7 +385,7 @@ END_TEST
 START_TEST(test_cycles_no_growth) {
   int fds = mproc_test_count_fds(), maps = count_maps(), shm = count_dev_shm();
   for (int i = 0; i < 10000; i++) {
-    mproc_shm_t *s;
+    mproc_shm *s;
     mproc_assert_ok(mproc_shm_new(4096, &s));
     ((char *)mproc_shm_addr(s))[0] = 1;
     mproc_assert_ok(mproc_shm_close(s));
@@ -396,7 +396,7 @@ START_TEST(test_cycles_no_growth) {
    * so 2,000 cycles keep this suite fast under the sanitizers; every tenth
    * block is also attached. */
   for (int i = 0; i < 2000; i++) {
-    mproc_shm_t *s, *t;
+    mproc_shm *s, *t;
     mproc_assert_ok(mproc_shm_create(NULL, 4096, &s));
     if (i % 10 == 0) {
       mproc_assert_ok(mproc_shm_attach(mproc_shm_name(s), &t));

@@ -8,7 +8,7 @@
 #include <string.h>
 
 struct shared {
-  mproc_barrier_t *b;
+  mproc_barrier *b;
   _Atomic int actions;   /* times the action ran */
   _Atomic int seen_mask; /* bit i: some party got index i */
   int ready;
@@ -185,7 +185,7 @@ START_TEST(test_barrier_party_killed_before_others_arrive) {
 END_TEST
 
 START_TEST(test_barrier_errors) {
-  mproc_barrier_t *b;
+  mproc_barrier *b;
   _Alignas(64) static char store[MPROC_BARRIER_SIZE(4)];
   memset(store, 0, sizeof store);
   ck_assert_uint_eq(mproc_barrier_size(0), 0);
@@ -196,7 +196,7 @@ START_TEST(test_barrier_errors) {
   mproc_assert_err(mproc_barrier_new(2, NULL), MPROC_EINVAL);
   mproc_assert_err(mproc_barrier_init(store, MPROC_BARRIER_SIZE(4), 5, &b), MPROC_EINVAL);
   mproc_assert_err(mproc_barrier_init(store + 8, MPROC_BARRIER_SIZE(3), 4, &b), MPROC_EINVAL);
-  mproc_barrier_t *bogus = (mproc_barrier_t *)(void *)store;
+  mproc_barrier *bogus = (mproc_barrier *)(void *)store;
   mproc_assert_err(mproc_barrier_wait(bogus, 0), MPROC_EINVAL);
   mproc_assert_err(mproc_barrier_join(bogus), MPROC_EINVAL);
   mproc_assert_err(mproc_barrier_leave(bogus), MPROC_EINVAL);
@@ -229,7 +229,7 @@ START_TEST(test_barrier_cycles) {
   int fds = mproc_test_count_fds(), maps = count_maps();
   _Alignas(64) static char store[MPROC_BARRIER_SIZE(2)];
   for (int i = 0; i < 10000; i++) {
-    mproc_barrier_t *b;
+    mproc_barrier *b;
     mproc_assert_ok(mproc_barrier_new(1, &b));
     ck_assert_int_eq(mproc_barrier_wait(b, 0), 0);
     mproc_assert_ok(mproc_barrier_free(b));

@@ -5,7 +5,7 @@
 #include <string.h>
 
 struct shared {
-  mproc_cond_t *cond;
+  mproc_cond *cond;
   int ready;  /* children registered as waiting */
   int tokens; /* notifications handed out by the parent */
   int woken;  /* children that consumed a token */
@@ -87,7 +87,7 @@ static int always(void *arg) {
 }
 
 START_TEST(test_cond_timeout_and_depth) {
-  mproc_cond_t *c;
+  mproc_cond *c;
   mproc_assert_ok(mproc_cond_new(&c));
   mproc_assert_err(mproc_cond_wait(c, 0), MPROC_ENOTOWNER);
   mproc_assert_err(mproc_cond_notify(c, 1), MPROC_ENOTOWNER);
@@ -115,14 +115,14 @@ START_TEST(test_cond_timeout_and_depth) {
 END_TEST
 
 START_TEST(test_cond_errors) {
-  mproc_cond_t *c;
+  mproc_cond *c;
   _Alignas(64) char store[MPROC_COND_SIZE];
   memset(store, 0, sizeof store);
   mproc_assert_err(mproc_cond_new(NULL), MPROC_EINVAL);
   mproc_assert_err(mproc_cond_init(store, sizeof store - 1, &c), MPROC_EINVAL);
   mproc_assert_err(mproc_cond_init(store + 4, sizeof store - 4, &c), MPROC_EINVAL);
   mproc_assert_err(mproc_cond_init(store, sizeof store, NULL), MPROC_EINVAL);
-  mproc_cond_t *bogus = (mproc_cond_t *)(void *)store;
+  mproc_cond *bogus = (mproc_cond *)(void *)store;
   mproc_assert_err(mproc_cond_wait(bogus, 0), MPROC_EINVAL);
   mproc_assert_err(mproc_cond_notify(bogus, 1), MPROC_EINVAL);
   mproc_assert_err(mproc_cond_acquire(bogus, 0), MPROC_EINVAL);
@@ -203,7 +203,7 @@ START_TEST(test_cond_cycles) {
   int fds = mproc_test_count_fds(), maps = count_maps();
   _Alignas(64) static char store[MPROC_COND_SIZE];
   for (int i = 0; i < 10000; i++) {
-    mproc_cond_t *c;
+    mproc_cond *c;
     mproc_assert_ok(mproc_cond_new(&c));
     mproc_assert_ok(mproc_cond_acquire(c, 0));
     mproc_assert_ok(mproc_cond_notify_all(c));

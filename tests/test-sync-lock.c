@@ -10,8 +10,8 @@
 
 /* Shared scratch for the children of a test. */
 struct shared {
-  mproc_lock_t *lock;
-  mproc_rlock_t *rlock;
+  mproc_lock *lock;
+  mproc_rlock *rlock;
   long counter;
   int ready; /* write end of a pipe: a child writes one byte when ready */
   int depth;
@@ -41,7 +41,7 @@ static int say_ready(int fd) {
 /* ---- Lock ------------------------------------------------------------------- */
 
 START_TEST(test_lock_basics) {
-  mproc_lock_t *l;
+  mproc_lock *l;
   mproc_assert_ok(mproc_lock_new(&l));
   mproc_assert_ok(mproc_lock_acquire(l, -1));
   mproc_assert_err(mproc_lock_acquire(l, 0), MPROC_EBUSY);  /* not recursive */
@@ -56,7 +56,7 @@ START_TEST(test_lock_basics) {
 END_TEST
 
 START_TEST(test_lock_errors) {
-  mproc_lock_t *l;
+  mproc_lock *l;
   _Alignas(64) char store[MPROC_LOCK_SIZE + 8];
   memset(store, 0, sizeof store);
   mproc_assert_err(mproc_lock_new(NULL), MPROC_EINVAL);
@@ -65,9 +65,9 @@ START_TEST(test_lock_errors) {
   mproc_assert_err(mproc_lock_init(store + 4, MPROC_LOCK_SIZE, &l), MPROC_EINVAL);
   mproc_assert_err(mproc_lock_init(store, MPROC_LOCK_SIZE, NULL), MPROC_EINVAL);
   /* Not initialised yet. */
-  mproc_assert_err(mproc_lock_acquire((mproc_lock_t *)(void *)store, 0), MPROC_EINVAL);
-  mproc_assert_err(mproc_lock_release((mproc_lock_t *)(void *)store), MPROC_EINVAL);
-  mproc_assert_err(mproc_lock_destroy((mproc_lock_t *)(void *)store), MPROC_EINVAL);
+  mproc_assert_err(mproc_lock_acquire((mproc_lock *)(void *)store, 0), MPROC_EINVAL);
+  mproc_assert_err(mproc_lock_release((mproc_lock *)(void *)store), MPROC_EINVAL);
+  mproc_assert_err(mproc_lock_destroy((mproc_lock *)(void *)store), MPROC_EINVAL);
   mproc_assert_err(mproc_lock_acquire(NULL, 0), MPROC_EINVAL);
   mproc_assert_err(mproc_lock_release(NULL), MPROC_EINVAL);
   mproc_assert_err(mproc_lock_consistent(NULL), MPROC_EINVAL);
@@ -77,10 +77,10 @@ START_TEST(test_lock_errors) {
   mproc_assert_err(mproc_lock_acquire(l, -2), MPROC_EINVAL);
   mproc_assert_err(mproc_lock_free(l), MPROC_EINVAL); /* caller storage: destroy */
   /* Another kind of object is rejected. */
-  mproc_assert_err(mproc_rlock_acquire((mproc_rlock_t *)(void *)l, 0), MPROC_EINVAL);
+  mproc_assert_err(mproc_rlock_acquire((mproc_rlock *)(void *)l, 0), MPROC_EINVAL);
   mproc_assert_ok(mproc_lock_destroy(l));
   mproc_assert_err(mproc_lock_acquire(l, 0), MPROC_EINVAL); /* destroyed */
-  mproc_lock_t *n;
+  mproc_lock *n;
   mproc_assert_ok(mproc_lock_new(&n));
   mproc_assert_err(mproc_lock_destroy(n), MPROC_EINVAL); /* library storage: free */
   mproc_assert_ok(mproc_lock_free(n));
@@ -173,7 +173,7 @@ START_TEST(test_lock_holder_killed) {
   pipe_new(p);
   s->ready = p[1];
   /* On caller storage inside an anonymous block, this time. */
-  mproc_shm_t *blk;
+  mproc_shm *blk;
   mproc_assert_ok(mproc_shm_new(4096, &blk));
   mproc_assert_ok(mproc_lock_init(mproc_shm_addr(blk), mproc_shm_size(blk), &s->lock));
   struct child holder = child_start(hold_lock, s);
@@ -220,7 +220,7 @@ END_TEST
 /* ---- RLock ------------------------------------------------------------------ */
 
 START_TEST(test_rlock_recursion) {
-  mproc_rlock_t *r;
+  mproc_rlock *r;
   mproc_assert_ok(mproc_rlock_new(&r));
   ck_assert_int_eq(mproc_rlock_depth(r), 0);
   mproc_assert_err(mproc_rlock_release(r), MPROC_ENOTOWNER);
@@ -240,14 +240,14 @@ START_TEST(test_rlock_recursion) {
 END_TEST
 
 START_TEST(test_rlock_errors) {
-  mproc_rlock_t *r;
+  mproc_rlock *r;
   _Alignas(64) char store[MPROC_RLOCK_SIZE];
   memset(store, 0, sizeof store);
   mproc_assert_err(mproc_rlock_new(NULL), MPROC_EINVAL);
   mproc_assert_err(mproc_rlock_init(store, MPROC_RLOCK_SIZE - 8, &r), MPROC_EINVAL);
   mproc_assert_err(mproc_rlock_init(store + 1, MPROC_RLOCK_SIZE - 1, &r), MPROC_EINVAL);
   mproc_assert_err(mproc_rlock_init(store, sizeof store, NULL), MPROC_EINVAL);
-  mproc_assert_err(mproc_rlock_acquire((mproc_rlock_t *)(void *)store, 0), MPROC_EINVAL);
+  mproc_assert_err(mproc_rlock_acquire((mproc_rlock *)(void *)store, 0), MPROC_EINVAL);
   mproc_assert_err(mproc_rlock_depth(NULL), MPROC_EINVAL);
   mproc_assert_err(mproc_rlock_release(NULL), MPROC_EINVAL);
   mproc_assert_err(mproc_rlock_consistent(NULL), MPROC_EINVAL);
@@ -255,7 +255,7 @@ START_TEST(test_rlock_errors) {
   mproc_assert_err(mproc_rlock_init(store, sizeof store, &r), MPROC_EBUSY);
   mproc_assert_err(mproc_rlock_acquire(r, -7), MPROC_EINVAL);
   mproc_assert_err(mproc_rlock_free(r), MPROC_EINVAL);
-  mproc_assert_err(mproc_lock_acquire((mproc_lock_t *)(void *)r, 0), MPROC_EINVAL);
+  mproc_assert_err(mproc_lock_acquire((mproc_lock *)(void *)r, 0), MPROC_EINVAL);
   mproc_assert_ok(mproc_rlock_destroy(r));
   mproc_assert_err(mproc_rlock_destroy(r), MPROC_EINVAL);
 }
@@ -360,8 +360,8 @@ START_TEST(test_lock_cycles) {
   int fds = mproc_test_count_fds(), maps = count_maps();
   _Alignas(64) static char store[MPROC_RLOCK_SIZE];
   for (int i = 0; i < 10000; i++) {
-    mproc_lock_t *l;
-    mproc_rlock_t *r;
+    mproc_lock *l;
+    mproc_rlock *r;
     mproc_assert_ok(mproc_lock_new(&l));
     mproc_assert_ok(mproc_lock_acquire(l, 0));
     mproc_assert_ok(mproc_lock_release(l));

@@ -6,15 +6,15 @@
 #include <string.h>
 
 struct shared {
-  mproc_sem_t *sem;
-  mproc_event_t *ev;
+  mproc_sem *sem;
+  mproc_event *ev;
   _Atomic int inside; /* processes inside the semaphore right now */
   _Atomic int max_inside;
   int ready;
 };
 
 START_TEST(test_sem_counts) {
-  mproc_sem_t *s;
+  mproc_sem *s;
   mproc_assert_ok(mproc_sem_new(2, NULL, &s));
   ck_assert_int_eq(mproc_sem_value(s), 2);
   mproc_assert_ok(mproc_sem_acquire(s, 0));
@@ -37,8 +37,8 @@ START_TEST(test_sem_counts) {
 END_TEST
 
 START_TEST(test_bounded) {
-  struct mproc_sem_opts o = {.flags = MPROC_SEM_BOUNDED};
-  mproc_sem_t *s;
+  struct mproc_sem_options o = {.flags = MPROC_SEM_BOUNDED};
+  mproc_sem *s;
   mproc_assert_ok(mproc_sem_new(1, &o, &s));
   mproc_assert_err(mproc_sem_release(s), MPROC_EOVERRELEASE);
   mproc_assert_ok(mproc_sem_acquire(s, 0));
@@ -50,17 +50,17 @@ START_TEST(test_bounded) {
 END_TEST
 
 START_TEST(test_sem_errors) {
-  mproc_sem_t *s;
+  mproc_sem *s;
   _Alignas(64) char store[MPROC_SEM_SIZE];
   memset(store, 0, sizeof store);
-  struct mproc_sem_opts bad = {.flags = 1u << 7};
+  struct mproc_sem_options bad = {.flags = 1u << 7};
   mproc_assert_err(mproc_sem_new(1, NULL, NULL), MPROC_EINVAL);
   mproc_assert_err(mproc_sem_new(1, &bad, &s), MPROC_EINVAL);
   mproc_assert_err(mproc_sem_new(MPROC_SEM_VALUE_MAX + 1u, NULL, &s), MPROC_EINVAL);
   mproc_assert_err(mproc_sem_init(store, sizeof store - 1, 1, NULL, &s), MPROC_EINVAL);
   mproc_assert_err(mproc_sem_init(store + 2, sizeof store - 2, 1, NULL, &s), MPROC_EINVAL);
   mproc_assert_err(mproc_sem_init(NULL, sizeof store, 1, NULL, &s), MPROC_EINVAL);
-  mproc_assert_err(mproc_sem_acquire((mproc_sem_t *)(void *)store, 0), MPROC_EINVAL);
+  mproc_assert_err(mproc_sem_acquire((mproc_sem *)(void *)store, 0), MPROC_EINVAL);
   mproc_assert_err(mproc_sem_release(NULL), MPROC_EINVAL);
   mproc_assert_err(mproc_sem_value(NULL), MPROC_EINVAL);
   mproc_assert_ok(mproc_sem_init(store, sizeof store, 3, NULL, &s));
@@ -209,7 +209,7 @@ START_TEST(test_event) {
 END_TEST
 
 START_TEST(test_event_errors) {
-  mproc_event_t *e;
+  mproc_event *e;
   _Alignas(64) char store[MPROC_EVENT_SIZE];
   memset(store, 0, sizeof store);
   mproc_assert_err(mproc_event_new(NULL), MPROC_EINVAL);
@@ -218,7 +218,7 @@ START_TEST(test_event_errors) {
   mproc_assert_err(mproc_event_set(NULL), MPROC_EINVAL);
   mproc_assert_err(mproc_event_clear(NULL), MPROC_EINVAL);
   mproc_assert_err(mproc_event_is_set(NULL), MPROC_EINVAL);
-  mproc_assert_err(mproc_event_wait((mproc_event_t *)(void *)store, 0), MPROC_EINVAL);
+  mproc_assert_err(mproc_event_wait((mproc_event *)(void *)store, 0), MPROC_EINVAL);
   mproc_assert_ok(mproc_event_init(store, sizeof store, &e));
   mproc_assert_err(mproc_event_init(store, sizeof store, &e), MPROC_EBUSY);
   mproc_assert_err(mproc_event_wait(e, -9), MPROC_EINVAL);
@@ -232,8 +232,8 @@ START_TEST(test_cycles) {
   int fds = mproc_test_count_fds(), maps = count_maps();
   _Alignas(64) static char store[64];
   for (int i = 0; i < 10000; i++) {
-    mproc_sem_t *s;
-    mproc_event_t *e;
+    mproc_sem *s;
+    mproc_event *e;
     mproc_assert_ok(mproc_sem_new(1, NULL, &s));
     mproc_assert_ok(mproc_sem_acquire(s, 0));
     mproc_assert_ok(mproc_sem_release(s));

@@ -9,9 +9,9 @@
 #include <string.h>
 
 struct shared {
-  mproc_lock_t *lock;
-  mproc_rlock_t *rlock;
-  mproc_cond_t *cond;
+  mproc_lock *lock;
+  mproc_rlock *rlock;
+  mproc_cond *cond;
   int turn;
   int rounds;
   int result;
@@ -74,7 +74,7 @@ static int depth_in_child(void *arg) {
 }
 
 START_TEST(test_owner_id_after_fork) {
-  mproc_rlock_t *r;
+  mproc_rlock *r;
   mproc_assert_ok(mproc_rlock_new(&r));
   mproc_assert_ok(mproc_rlock_acquire(r, 0));
   struct child c = child_start(depth_in_child, r);

@@ -5,7 +5,7 @@
 
 START_TEST(test_types_and_sizes) {
   static const struct {
-    mproc_type_t t;
+    mproc_type t;
     size_t size;
   } types[] = {
       {MPROC_TYPE_INT8, 1},   {MPROC_TYPE_UINT8, 1},  {MPROC_TYPE_INT16, 2},
@@ -14,7 +14,7 @@ START_TEST(test_types_and_sizes) {
       {MPROC_TYPE_DOUBLE, 8}, {MPROC_TYPE_CHAR, 1},   {MPROC_TYPE_SIZE, sizeof(size_t)},
   };
   for (size_t i = 0; i < MPROC__ARRAY_SIZE(types); i++) {
-    mproc_value_t *v;
+    mproc_value *v;
     mproc_assert_ok(mproc_value_new(types[i].t, NULL, NULL, &v));
     ck_assert_uint_eq(mproc_value_elem_size(v), types[i].size);
     ck_assert_uint_eq(mproc_value_count(v), 1);
@@ -24,7 +24,7 @@ START_TEST(test_types_and_sizes) {
     mproc_assert_ok(mproc_value_free(v));
   }
   double d = 2.5;
-  mproc_value_t *v;
+  mproc_value *v;
   mproc_assert_ok(mproc_value_new(MPROC_TYPE_DOUBLE, &d, NULL, &v));
   ck_assert(*(double *)mproc_value_ptr(v) == 2.5);
   double out = 0, in = -1.25;
@@ -38,7 +38,7 @@ START_TEST(test_types_and_sizes) {
   struct point {
     int x, y, z;
   } pts[3] = {{1, 2, 3}, {4, 5, 6}, {7, 8, 9}};
-  struct mproc_value_opts o = {.elem_size = sizeof(struct point)};
+  struct mproc_value_options o = {.elem_size = sizeof(struct point)};
   mproc_assert_ok(mproc_array_new(MPROC_TYPE_BYTES, 3, pts, &o, &v));
   ck_assert_uint_eq(mproc_value_elem_size(v), sizeof(struct point));
   struct point got[2];
@@ -54,10 +54,10 @@ START_TEST(test_array_ranges_and_raw) {
   int32_t init[10];
   for (int i = 0; i < 10; i++)
     init[i] = i * i;
-  struct mproc_value_opts raw = {.flags = MPROC_VALUE_RAW};
-  mproc_value_t *a;
+  struct mproc_value_options raw = {.flags = MPROC_VALUE_RAW};
+  mproc_value *a;
   mproc_assert_ok(mproc_array_new(MPROC_TYPE_INT32, 10, init, &raw, &a));
-  mproc_rlock_t *l;
+  mproc_rlock *l;
   mproc_assert_err(mproc_value_get_lock(a, &l), MPROC_ESTATE);
   int32_t buf[10];
   mproc_assert_ok(mproc_value_get(a, 0, 10, buf, 0));
@@ -75,7 +75,7 @@ START_TEST(test_array_ranges_and_raw) {
 END_TEST
 
 START_TEST(test_atomics) {
-  mproc_value_t *v;
+  mproc_value *v;
   int8_t i8 = 127;
   mproc_assert_ok(mproc_value_new(MPROC_TYPE_INT8, &i8, NULL, &v));
   int64_t old = 0, cur = 0;
@@ -114,13 +114,13 @@ START_TEST(test_atomics) {
 END_TEST
 
 START_TEST(test_value_errors) {
-  mproc_value_t *v;
-  struct mproc_value_opts bad = {.flags = 1u << 9};
-  struct mproc_value_opts wrong_size = {.elem_size = 3};
-  struct mproc_value_opts no_size = {0};
+  mproc_value *v;
+  struct mproc_value_options bad = {.flags = 1u << 9};
+  struct mproc_value_options wrong_size = {.elem_size = 3};
+  struct mproc_value_options no_size = {0};
   mproc_assert_err(mproc_value_new(MPROC_TYPE_INT32, NULL, NULL, NULL), MPROC_EINVAL);
-  mproc_assert_err(mproc_value_new((mproc_type_t)0, NULL, NULL, &v), MPROC_EINVAL);
-  mproc_assert_err(mproc_value_new((mproc_type_t)99, NULL, NULL, &v), MPROC_EINVAL);
+  mproc_assert_err(mproc_value_new((mproc_type)0, NULL, NULL, &v), MPROC_EINVAL);
+  mproc_assert_err(mproc_value_new((mproc_type)99, NULL, NULL, &v), MPROC_EINVAL);
   mproc_assert_err(mproc_value_new(MPROC_TYPE_INT32, NULL, &bad, &v), MPROC_EINVAL);
   mproc_assert_err(mproc_value_new(MPROC_TYPE_INT32, NULL, &wrong_size, &v), MPROC_EINVAL);
   mproc_assert_err(mproc_value_new(MPROC_TYPE_BYTES, NULL, NULL, &v), MPROC_EINVAL);
@@ -132,7 +132,7 @@ START_TEST(test_value_errors) {
   ck_assert_ptr_null(mproc_value_ptr(NULL));
   ck_assert_uint_eq(mproc_value_count(NULL), 0);
   ck_assert_uint_eq(mproc_value_elem_size(NULL), 0);
-  mproc_rlock_t *l;
+  mproc_rlock *l;
   mproc_assert_err(mproc_value_get_lock(NULL, &l), MPROC_EINVAL);
   mproc_assert_ok(mproc_value_new(MPROC_TYPE_INT32, NULL, NULL, &v));
   mproc_assert_err(mproc_value_get_lock(v, NULL), MPROC_EINVAL);
@@ -156,8 +156,8 @@ END_TEST
 
 /* Python's S6: increments under get_lock(). */
 static int locked_increments(void *arg) {
-  mproc_value_t *v = arg;
-  mproc_rlock_t *l;
+  mproc_value *v = arg;
+  mproc_rlock *l;
   if (mproc_value_get_lock(v, &l) != 0)
     return 10;
   for (int i = 0; i < 10000; i++) {
@@ -171,7 +171,7 @@ static int locked_increments(void *arg) {
 }
 
 static int atomic_increments(void *arg) {
-  mproc_value_t *v = arg;
+  mproc_value *v = arg;
   for (int i = 0; i < 10000; i++)
     if (mproc_value_fetch_add(v, 0, 1, NULL) != 0)
       return 10;
@@ -179,7 +179,7 @@ static int atomic_increments(void *arg) {
 }
 
 START_TEST(test_shared_counter) {
-  mproc_value_t *v, *a;
+  mproc_value *v, *a;
   mproc_assert_ok(mproc_value_new(MPROC_TYPE_INT32, NULL, NULL, &v));
   mproc_assert_ok(mproc_value_new(MPROC_TYPE_INT64, NULL, NULL, &a));
   struct child c[10];
@@ -201,9 +201,9 @@ START_TEST(test_shared_counter) {
 END_TEST
 
 static int hold_value_lock(void *arg) {
-  mproc_value_t *v = ((void **)arg)[0];
+  mproc_value *v = ((void **)arg)[0];
   int fd = (int)(intptr_t)((void **)arg)[1];
-  mproc_rlock_t *l;
+  mproc_rlock *l;
   if (mproc_value_get_lock(v, &l) != 0 || mproc_rlock_acquire(l, 0) != 0)
     return 10;
   *(int32_t *)mproc_value_ptr(v) = 7; /* half-done update */
@@ -213,7 +213,7 @@ static int hold_value_lock(void *arg) {
 }
 
 START_TEST(test_value_lock_holder_killed) {
-  mproc_value_t *v;
+  mproc_value *v;
   mproc_assert_ok(mproc_value_new(MPROC_TYPE_INT32, NULL, NULL, &v));
   int p[2];
   pipe_new(p);
@@ -234,7 +234,7 @@ END_TEST
 START_TEST(test_value_cycles) {
   int fds = mproc_test_count_fds(), maps = count_maps();
   for (int i = 0; i < 10000; i++) {
-    mproc_value_t *v;
+    mproc_value *v;
     mproc_assert_ok(mproc_value_new(MPROC_TYPE_INT32, &i, NULL, &v));
     mproc_assert_ok(mproc_value_fetch_add(v, 0, 1, NULL));
     mproc_assert_ok(mproc_value_free(v));
