@@ -1,0 +1,424 @@
+/* Process objects: Python's multiprocessing.Process on top of mproc__spawn.
+ *
+ * Design notes.  State machine of one object:
+ *
+ *   NEW --start--> RUNNING --reap--> DONE
+ *    ^  (failed start: stays NEW)      |
+ *    +--------------- free <-----------+  (free is valid in every state)
+ *
+ * "reap" is one waitid(P_PIDFD) that collected the exit status.  It happens
+ * in join, is_alive, exitcode, active_children, start (Python's _cleanup) and
+ * free, possibly from several threads: every reap attempt runs under
+ * `reg_lock`, which also guards the `state`/`exitcode` fields, so a child is
+ * reaped exactly once.  Waiting is done *outside* the lock by polling the
+ * pidfd, which becomes readable when the child exits; then the reap is
+ * retried under the lock.
+ *
+ * The registry is a list of started objects, kept until free.  It serves
+ * active_children() and the atexit handler, which stops running children
+ * the way free() does.  Each object records `creator` (getpid() at creation):
+ * a forked child inherits a copy of the parent's list and objects, but they
+ * are not its children, so every call that acts on a child first checks
+ * creator == getpid(), and the atexit handler skips foreign objects.
+ *
+ * Fork-safety: the child runs child_entry() after mproc__spawn's setup.
+ * Another parent thread may have held reg_lock at fork time, so the child
+ * re-initializes it before the user's function can touch the library.
+ *
+ * Stopping a running child (free, exit): a non-daemon is first given
+ * exit_wait_ms to finish; then SIGTERM, grace_ms, SIGKILL, and a bounded
+ * wait for the reap.  All children stopped together share the phases, so
+ * the total wait at exit is bounded by the longest budget, not the sum. */
+#include "process.h"
+
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define DEFAULT_EXIT_WAIT_MS 10000
+#define DEFAULT_GRACE_MS 1000
+/* After SIGKILL a process normally dies at once; this only bounds pathological
+ * cases (uninterruptible sleep) so that free() can never hang. */
+#define KILL_REAP_MS 10000
+
+enum state { ST_NEW, ST_RUNNING, ST_DONE };
+
+struct mproc_process {
+  mproc_process_fn fn;               /* the child's function */
+  void *arg;                         /* private copy of the argument bytes (NULL if len 0) */
+  size_t len;                        /* their size */
+  char *name;                        /* owned copy of the name */
+  unsigned flags;                    /* MPROC_PROCESS_* */
+  int64_t exit_wait_ms;              /* resolved: -1 or > 0 */
+  int64_t grace_ms;                  /* resolved: > 0 */
+  pid_t creator;                     /* getpid() of the process that created the object */
+  pid_t pid;                         /* child pid, 0 while NEW */
+  int pidfd;                         /* child pidfd (registered), -1 while NEW */
+  enum state state;                  /* guarded by reg_lock once started */
+  int exitcode;                      /* valid in ST_DONE; guarded by reg_lock */
+  struct mproc_process *prev, *next; /* registry links, guarded by reg_lock */
+};
+
+static pthread_mutex_t reg_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct mproc_process *reg_head; /* started objects, until free */
+static atomic_uint name_seq;           /* for "Process-N" */
+static pthread_once_t atexit_once = PTHREAD_ONCE_INIT;
+
+/* Set in a child by child_entry(): Python's parent_process()/current_process(). */
+static pid_t parent_pid;
+static const char *current_name = "MainProcess";
+
+static void reg_insert_locked(struct mproc_process *p) {
+  p->prev = NULL;
+  p->next = reg_head;
+  if (reg_head != NULL)
+    reg_head->prev = p;
+  reg_head = p;
+}
+
+static void reg_remove_locked(struct mproc_process *p) {
+  if (p->prev != NULL)
+    p->prev->next = p->next;
+  else if (reg_head == p)
+    reg_head = p->next;
+  if (p->next != NULL)
+    p->next->prev = p->prev;
+  p->prev = p->next = NULL;
+}
+
+static bool mine(const struct mproc_process *p) { return p->creator == getpid(); }
+
+/* One non-blocking reap attempt; reg_lock held.  Returns true once DONE. */
+static bool try_reap_locked(struct mproc_process *p) {
+  if (p->state != ST_RUNNING)
+    return p->state == ST_DONE;
+  int code;
+  /* A deadline of 0 lies in the past: waitid(WNOHANG) once, no waiting. */
+  if (mproc__reap(p->pidfd, &code, 0) == 0) {
+    p->exitcode = code;
+    p->state = ST_DONE;
+  }
+  return p->state == ST_DONE;
+}
+
+static bool try_reap(struct mproc_process *p) {
+  pthread_mutex_lock(&reg_lock);
+  bool done = try_reap_locked(p);
+  pthread_mutex_unlock(&reg_lock);
+  return done;
+}
+
+/* Waits until p is reaped or the absolute deadline passes. */
+static int wait_done(struct mproc_process *p, int64_t deadline) {
+  for (;;) {
+    if (try_reap(p))
+      return 0;
+    int r = mproc__poll1(p->pidfd, POLLIN, deadline);
+    if (r < 0)
+      return r;
+  }
+}
+
+static void reap_finished_children(void) {
+  pid_t self = getpid();
+  pthread_mutex_lock(&reg_lock);
+  for (struct mproc_process *q = reg_head; q != NULL; q = q->next)
+    if (q->creator == self)
+      try_reap_locked(q);
+  pthread_mutex_unlock(&reg_lock);
+}
+
+/* ---- stopping running children (free, exit) ---------------------------- */
+
+static void signal_all(struct mproc_process **v, size_t n, int sig) {
+  for (size_t i = 0; i < n; i++)
+    if (!try_reap(v[i]))
+      mproc__pidfd_kill(v[i]->pidfd, sig);
+}
+
+static void stop_children(struct mproc_process **v, size_t n) {
+  /* Phase 1: non-daemons may finish on their own (Python joins them). */
+  int64_t start = mproc_now_ms();
+  for (size_t i = 0; i < n; i++)
+    if (!(v[i]->flags & MPROC_PROCESS_DAEMON)) {
+      int64_t d = v[i]->exit_wait_ms < 0 ? -1 : start + v[i]->exit_wait_ms;
+      wait_done(v[i], d);
+    }
+  /* Phase 2: SIGTERM to every survivor at once, then each one's grace. */
+  signal_all(v, n, SIGTERM);
+  start = mproc_now_ms();
+  for (size_t i = 0; i < n; i++)
+    wait_done(v[i], start + v[i]->grace_ms);
+  /* Phase 3: SIGKILL; the reap is bounded only against pathological cases. */
+  signal_all(v, n, SIGKILL);
+  int64_t d = mproc__deadline(KILL_REAP_MS);
+  for (size_t i = 0; i < n; i++)
+    wait_done(v[i], d);
+}
+
+static void at_exit(void) {
+  pid_t self = getpid();
+  pthread_mutex_lock(&reg_lock);
+  size_t n = 0;
+  for (struct mproc_process *q = reg_head; q != NULL; q = q->next)
+    if (q->creator == self && q->state == ST_RUNNING)
+      n++;
+  struct mproc_process **v = n > 0 ? malloc(n * sizeof *v) : NULL;
+  size_t k = 0;
+  if (v != NULL)
+    for (struct mproc_process *q = reg_head; q != NULL && k < n; q = q->next)
+      if (q->creator == self && q->state == ST_RUNNING)
+        v[k++] = q;
+  pthread_mutex_unlock(&reg_lock);
+  if (n > 0 && v == NULL) {
+    /* No memory at exit: still never leave children behind, one by one. */
+    for (;;) {
+      struct mproc_process *one = NULL;
+      pthread_mutex_lock(&reg_lock);
+      for (struct mproc_process *q = reg_head; q != NULL && one == NULL; q = q->next)
+        if (q->creator == self && q->state == ST_RUNNING)
+          one = q;
+      pthread_mutex_unlock(&reg_lock);
+      if (one == NULL)
+        return;
+      stop_children(&one, 1);
+      if (!try_reap(one))
+        return; /* unkillable: give up rather than loop forever */
+    }
+  }
+  stop_children(v, k);
+  free(v);
+}
+
+static void register_atexit(void) { atexit(at_exit); }
+
+/* ---- the child side ------------------------------------------------------ */
+
+static int child_entry(void *arg) {
+  struct mproc_process *p = arg;
+  /* Another parent thread may have held the lock when we were forked. */
+  pthread_mutex_t fresh = PTHREAD_MUTEX_INITIALIZER;
+  memcpy(&reg_lock, &fresh, sizeof fresh);
+  parent_pid = p->creator;
+  current_name = p->name;
+  int code = p->fn(p->arg, p->len);
+  /* exit() would flush stdio; _exit() does not.  The function's output must
+   * not be lost, and the parent's atexit handlers must not run here. */
+  fflush(NULL);
+  return code;
+}
+
+/* ---- public API --------------------------------------------------------- */
+
+MPROC_EXTERN int mproc_process_new(mproc_process **out, mproc_process_fn fn, const void *arg,
+                                   size_t len, const mproc_process_options *opts) {
+  static const mproc_process_options defaults = {0};
+  if (opts == NULL)
+    opts = &defaults;
+  if (out == NULL || fn == NULL || (arg == NULL && len > 0) ||
+      (opts->flags & ~(unsigned)MPROC_PROCESS_DAEMON) || opts->exit_wait_ms < -1 ||
+      opts->grace_ms < 0)
+    return MPROC_EINVAL;
+  struct mproc_process *p = calloc(1, sizeof *p);
+  if (p == NULL)
+    return MPROC_ENOMEM;
+  if (len > 0) {
+    p->arg = malloc(len);
+    if (p->arg == NULL) {
+      free(p);
+      return MPROC_ENOMEM;
+    }
+    memcpy(p->arg, arg, len);
+  }
+  if (opts->name != NULL) {
+    p->name = strdup(opts->name);
+  } else {
+    char buf[32];
+    snprintf(buf, sizeof buf, "Process-%u", atomic_fetch_add(&name_seq, 1) + 1);
+    p->name = strdup(buf);
+  }
+  if (p->name == NULL) {
+    free(p->arg);
+    free(p);
+    return MPROC_ENOMEM;
+  }
+  p->fn = fn;
+  p->len = len;
+  p->flags = opts->flags;
+  p->exit_wait_ms = opts->exit_wait_ms == 0 ? DEFAULT_EXIT_WAIT_MS : opts->exit_wait_ms;
+  p->grace_ms = opts->grace_ms == 0 ? DEFAULT_GRACE_MS : opts->grace_ms;
+  p->creator = getpid();
+  p->pidfd = -1;
+  p->state = ST_NEW;
+  *out = p;
+  return 0;
+}
+
+MPROC_EXTERN int mproc_process_start(mproc_process *p) {
+  if (p == NULL)
+    return MPROC_EINVAL;
+  if (!mine(p))
+    return MPROC_ESTATE;
+  pthread_mutex_lock(&reg_lock);
+  enum state st = p->state;
+  pthread_mutex_unlock(&reg_lock);
+  if (st != ST_NEW)
+    return MPROC_ESTATE;
+  pthread_once(&atexit_once, register_atexit);
+  reap_finished_children();
+
+  struct mproc__spawn_opts so = {.fn = child_entry, .arg = p};
+  pid_t pid;
+  int pidfd;
+  int r = mproc__spawn(&so, &pid, &pidfd);
+  if (r < 0)
+    return r;
+  pthread_mutex_lock(&reg_lock);
+  p->pid = pid;
+  p->pidfd = pidfd;
+  p->state = ST_RUNNING;
+  reg_insert_locked(p);
+  pthread_mutex_unlock(&reg_lock);
+  return 0;
+}
+
+/* Common checks of calls that act on a started child of ours. */
+static int check_started(struct mproc_process *p) {
+  if (p == NULL)
+    return MPROC_EINVAL;
+  if (!mine(p))
+    return MPROC_ESTATE;
+  pthread_mutex_lock(&reg_lock);
+  enum state st = p->state;
+  pthread_mutex_unlock(&reg_lock);
+  return st == ST_NEW ? MPROC_ESTATE : 0;
+}
+
+MPROC_EXTERN int mproc_process_join(mproc_process *p, int64_t timeout_ms) {
+  int r = mproc__check_timeout(timeout_ms);
+  if (r == 0)
+    r = check_started(p);
+  if (r < 0)
+    return r;
+  return wait_done(p, mproc__deadline(timeout_ms));
+}
+
+MPROC_EXTERN int mproc_process_is_alive(mproc_process *p) {
+  if (p == NULL)
+    return MPROC_EINVAL;
+  if (!mine(p))
+    return MPROC_ESTATE;
+  pthread_mutex_lock(&reg_lock);
+  int alive = p->state == ST_RUNNING && !try_reap_locked(p);
+  pthread_mutex_unlock(&reg_lock);
+  return alive;
+}
+
+MPROC_EXTERN int mproc_process_pid(const mproc_process *p) {
+  if (p == NULL)
+    return MPROC_EINVAL;
+  /* pid is written once, before the object is published as started. */
+  return p->pid > 0 ? (int)p->pid : MPROC_ESTATE;
+}
+
+MPROC_EXTERN const char *mproc_process_name(const mproc_process *p) {
+  return p == NULL ? NULL : p->name;
+}
+
+MPROC_EXTERN int mproc_process_exitcode(mproc_process *p, int *code) {
+  if (p == NULL || code == NULL)
+    return MPROC_EINVAL;
+  pthread_mutex_lock(&reg_lock);
+  int r = MPROC_ESTATE;
+  if (p->state == ST_DONE || (p->state == ST_RUNNING && mine(p) && try_reap_locked(p))) {
+    *code = p->exitcode;
+    r = 0;
+  }
+  pthread_mutex_unlock(&reg_lock);
+  return r;
+}
+
+static int send_signal(mproc_process *p, unsigned flags, int sig) {
+  if (flags & ~(unsigned)MPROC_SIGNAL_TREE)
+    return MPROC_EINVAL;
+  int r = check_started(p);
+  if (r < 0)
+    return r;
+  /* Holding the lock keeps the child unreaped while its tree is walked by
+   * pid; a single signal goes through the pidfd and needs no such care. */
+  pthread_mutex_lock(&reg_lock);
+  if (p->state == ST_RUNNING) {
+    r = (flags & MPROC_SIGNAL_TREE) ? mproc__signal_tree(p->pidfd, p->pid, sig)
+                                    : mproc__pidfd_kill(p->pidfd, sig);
+    if (r == -ESRCH)
+      r = 0; /* exited meanwhile: like Python, nothing to do */
+  }
+  pthread_mutex_unlock(&reg_lock);
+  return r;
+}
+
+MPROC_EXTERN int mproc_process_terminate(mproc_process *p, unsigned flags) {
+  return send_signal(p, flags, SIGTERM);
+}
+
+MPROC_EXTERN int mproc_process_kill(mproc_process *p, unsigned flags) {
+  return send_signal(p, flags, SIGKILL);
+}
+
+MPROC_EXTERN int mproc_process_sentinel(const mproc_process *p) {
+  if (p == NULL)
+    return MPROC_EINVAL;
+  return p->pidfd >= 0 ? p->pidfd : MPROC_ESTATE;
+}
+
+MPROC_EXTERN void mproc_process_free(mproc_process *p) {
+  if (p == NULL)
+    return;
+  bool own = mine(p);
+  if (own) {
+    pthread_mutex_lock(&reg_lock);
+    bool running = p->state == ST_RUNNING && !try_reap_locked(p);
+    pthread_mutex_unlock(&reg_lock);
+    if (running)
+      stop_children(&p, 1);
+  }
+  /* A forked copy of the program holds a copy of the object, possibly linked
+   * in its copy of the registry: unlink it in every case. */
+  pthread_mutex_lock(&reg_lock);
+  if (p->state != ST_NEW)
+    reg_remove_locked(p);
+  pthread_mutex_unlock(&reg_lock);
+  /* In a forked copy the pidfd number was closed by the fork core and may now
+   * name another file: only the creator closes it. */
+  if (own)
+    mproc__close(p->pidfd);
+  free(p->arg);
+  free(p->name);
+  free(p);
+}
+
+MPROC_EXTERN int mproc_active_children(mproc_process **out, size_t cap) {
+  if (out == NULL && cap > 0)
+    return MPROC_EINVAL;
+  pid_t self = getpid();
+  size_t n = 0;
+  pthread_mutex_lock(&reg_lock);
+  for (struct mproc_process *q = reg_head; q != NULL; q = q->next) {
+    if (q->creator != self || try_reap_locked(q))
+      continue;
+    if (n < cap)
+      out[n] = q;
+    n++;
+  }
+  pthread_mutex_unlock(&reg_lock);
+  return n > (size_t)INT32_MAX ? INT32_MAX : (int)n;
+}
+
+MPROC_EXTERN int mproc_parent_pid(void) { return parent_pid > 0 ? (int)parent_pid : MPROC_ESTATE; }
+
+MPROC_EXTERN const char *mproc_current_process_name(void) { return current_name; }
