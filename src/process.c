@@ -38,6 +38,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #define DEFAULT_EXIT_WAIT_MS 10000
@@ -69,9 +70,11 @@ static struct mproc_process *reg_head; /* started objects, until free */
 static atomic_uint name_seq;           /* for "Process-N" */
 static pthread_once_t atexit_once = PTHREAD_ONCE_INIT;
 
-/* Set in a child by child_entry(): Python's parent_process()/current_process(). */
+/* Set in a child by child_entry(): Python's parent_process()/current_process().
+ * Zero-initialized, next to reg_lock, so that the child's writes dirty as few
+ * copy-on-write pages as possible. */
 static pid_t parent_pid;
-static const char *current_name = "MainProcess";
+static const char *current_name; /* NULL: "MainProcess" */
 
 static void reg_insert_locked(struct mproc_process *p) {
   p->prev = NULL;
@@ -93,14 +96,20 @@ static void reg_remove_locked(struct mproc_process *p) {
 
 static bool mine(const struct mproc_process *p) { return p->creator == getpid(); }
 
-/* One non-blocking reap attempt; reg_lock held.  Returns true once DONE. */
+/* One non-blocking reap attempt; reg_lock held.  Returns true once DONE.
+ * A single waitid(WNOHANG): this runs on every join, so it stays one system
+ * call (mproc__reap would add a poll). */
 static bool try_reap_locked(struct mproc_process *p) {
   if (p->state != ST_RUNNING)
     return p->state == ST_DONE;
-  int code;
-  /* A deadline of 0 lies in the past: waitid(WNOHANG) once, no waiting. */
-  if (mproc__reap(p->pidfd, &code, 0) == 0) {
-    p->exitcode = code;
+  siginfo_t si;
+  si.si_pid = 0;
+  int r;
+  do
+    r = waitid(P_PIDFD, (id_t)p->pidfd, &si, WEXITED | WNOHANG);
+  while (r < 0 && errno == EINTR);
+  if (r == 0 && si.si_pid != 0) {
+    p->exitcode = si.si_code == CLD_EXITED ? si.si_status : -si.si_status;
     p->state = ST_DONE;
   }
   return p->state == ST_DONE;
@@ -113,12 +122,23 @@ static bool try_reap(struct mproc_process *p) {
   return done;
 }
 
-/* Waits until p is reaped or the absolute deadline passes. */
+static bool is_done(struct mproc_process *p) {
+  pthread_mutex_lock(&reg_lock);
+  bool done = p->state == ST_DONE;
+  pthread_mutex_unlock(&reg_lock);
+  return done;
+}
+
+/* Waits until p is reaped or the absolute deadline passes.  The pidfd is
+ * polled before each reap attempt: a child just started has rarely exited
+ * yet, and poll returns at once for one that has. */
 static int wait_done(struct mproc_process *p, int64_t deadline) {
+  if (is_done(p))
+    return 0;
   for (;;) {
+    int r = mproc__poll1(p->pidfd, POLLIN, deadline);
     if (try_reap(p))
       return 0;
-    int r = mproc__poll1(p->pidfd, POLLIN, deadline);
     if (r < 0)
       return r;
   }
@@ -421,4 +441,6 @@ MPROC_EXTERN int mproc_active_children(mproc_process **out, size_t cap) {
 
 MPROC_EXTERN int mproc_parent_pid(void) { return parent_pid > 0 ? (int)parent_pid : MPROC_ESTATE; }
 
-MPROC_EXTERN const char *mproc_current_process_name(void) { return current_name; }
+MPROC_EXTERN const char *mproc_current_process_name(void) {
+  return current_name != NULL ? current_name : "MainProcess";
+}
