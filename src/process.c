@@ -21,9 +21,11 @@
  * are not its children, so every call that acts on a child first checks
  * creator == getpid(), and the atexit handler skips foreign objects.
  *
- * Fork-safety: the child runs child_entry() after mproc__spawn's setup.
- * Another parent thread may have held reg_lock at fork time, so the child
- * re-initializes it before the user's function can touch the library.
+ * Fork-safety: another parent thread may hold reg_lock at the moment of any
+ * fork (ours or the program's own fork()), and that thread does not exist in
+ * the child, so a pthread_atfork child handler re-initializes the lock.  (No
+ * prepare handler takes the lock: a fork from a signal handler that
+ * interrupted a registry operation would then deadlock.)
  *
  * Stopping a running child (free, exit): a non-daemon is first given
  * exit_wait_ms to finish; then SIGTERM, grace_ms, SIGKILL, and a bounded
@@ -68,7 +70,7 @@ struct mproc_process {
 static pthread_mutex_t reg_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct mproc_process *reg_head; /* started objects, until free */
 static atomic_uint name_seq;           /* for "Process-N" */
-static pthread_once_t atexit_once = PTHREAD_ONCE_INIT;
+static pthread_once_t handlers_once = PTHREAD_ONCE_INIT;
 
 /* Set in a child by child_entry(): Python's parent_process()/current_process().
  * Zero-initialized, next to reg_lock, so that the child's writes dirty as few
@@ -215,15 +217,22 @@ static void at_exit(void) {
   free(v);
 }
 
-static void register_atexit(void) { atexit(at_exit); }
+static void reinit_lock_in_child(void) {
+  pthread_mutex_t fresh = PTHREAD_MUTEX_INITIALIZER;
+  memcpy(&reg_lock, &fresh, sizeof fresh);
+}
+
+/* Best effort: without the atexit handler, running children would still die
+ * by their parent-death signal when the program exits. */
+static void register_handlers(void) {
+  atexit(at_exit);
+  pthread_atfork(NULL, NULL, reinit_lock_in_child);
+}
 
 /* ---- the child side ------------------------------------------------------ */
 
 static int child_entry(void *arg) {
   struct mproc_process *p = arg;
-  /* Another parent thread may have held the lock when we were forked. */
-  pthread_mutex_t fresh = PTHREAD_MUTEX_INITIALIZER;
-  memcpy(&reg_lock, &fresh, sizeof fresh);
   parent_pid = p->creator;
   current_name = p->name;
   int code = p->fn(p->arg, p->len);
@@ -238,6 +247,7 @@ static int child_entry(void *arg) {
 MPROC_EXTERN int mproc_process_new(mproc_process **out, mproc_process_fn fn, const void *arg,
                                    size_t len, const mproc_process_options *opts) {
   static const mproc_process_options defaults = {0};
+  pthread_once(&handlers_once, register_handlers);
   if (opts == NULL)
     opts = &defaults;
   if (out == NULL || fn == NULL || (arg == NULL && len > 0) ||
@@ -289,7 +299,6 @@ MPROC_EXTERN int mproc_process_start(mproc_process *p) {
   pthread_mutex_unlock(&reg_lock);
   if (st != ST_NEW)
     return MPROC_ESTATE;
-  pthread_once(&atexit_once, register_atexit);
   reap_finished_children();
 
   struct mproc__spawn_opts so = {.fn = child_entry, .arg = p};
