@@ -540,6 +540,49 @@ END_TEST
 START_TEST(test_no_tree_spares_descendants) { tree_case(0, SIGTERM, false); }
 END_TEST
 
+/* Forks grandchildren as fast as it can (each reports its pid and sleeps):
+ * a tree signal must catch a tree that grows while it is walked. */
+static int fork_storm(const void *arg, size_t len) {
+  (void)len;
+  int fd = *(const int *)arg;
+  for (int i = 0; i < 300; i++) {
+    pid_t pid = fork();
+    if (pid == 0) {
+      pid_t self = getpid();
+      write_all(fd, &self, sizeof self);
+      for (;;)
+        pause();
+    }
+  }
+  for (;;)
+    pause();
+  return 0;
+}
+
+START_TEST(test_tree_kill_while_forking) {
+  int pfd[2];
+  ck_assert_int_eq(pipe2(pfd, O_CLOEXEC), 0);
+  mproc_process *p = started(fork_storm, &pfd[1], sizeof pfd[1], NULL);
+  close(pfd[1]); /* from now on only the tree holds the write end */
+  pid_t pids[20];
+  read_all(pfd[0], pids, sizeof pids);
+  mproc_assert_ok(mproc_process_kill(p, MPROC_SIGNAL_TREE));
+  mproc_assert_ok(mproc_process_join(p, LONG_MS));
+  /* End of file on the pipe: every process of the tree has exited. */
+  int64_t deadline = mproc__deadline(LONG_MS);
+  for (;;) {
+    ck_assert_msg(mproc__poll1(pfd[0], POLLIN, deadline) > 0, "part of the tree survived");
+    char buf[512];
+    ssize_t n = read(pfd[0], buf, sizeof buf);
+    ck_assert_int_ge(n, 0);
+    if (n == 0)
+      break;
+  }
+  close(pfd[0]);
+  mproc_process_free(p);
+}
+END_TEST
+
 /* ---- waiting on many ----------------------------------------------------- */
 
 START_TEST(test_wait_many_sentinels) {
@@ -832,6 +875,7 @@ int main(void) {
   tcase_add_test(tc, test_tree_terminate);
   tcase_add_test(tc, test_tree_kill);
   tcase_add_test(tc, test_no_tree_spares_descendants);
+  tcase_add_test(tc, test_tree_kill_while_forking);
   tc = mproc_test_tcase(s, "wait", 60);
   tcase_add_test(tc, test_wait_many_sentinels);
   tcase_add_test(tc, test_wait_errors);
