@@ -64,6 +64,7 @@ struct mproc_process {
   int pidfd;                         /* child pidfd (registered), -1 while NEW */
   enum state state;                  /* guarded by reg_lock once started */
   int exitcode;                      /* valid in ST_DONE; guarded by reg_lock */
+  int reap_err;                      /* ST_DONE without a status: why (see reap) */
   struct mproc_process *prev, *next; /* registry links, guarded by reg_lock */
 };
 
@@ -112,6 +113,13 @@ static bool try_reap_locked(struct mproc_process *p) {
   while (r < 0 && errno == EINTR);
   if (r == 0 && si.si_pid != 0) {
     p->exitcode = si.si_code == CLD_EXITED ? si.si_status : -si.si_status;
+    p->state = ST_DONE;
+  } else if (r < 0) {
+    /* ECHILD: the program reaped the child behind our back (SIGCHLD set to
+     * SIG_IGN, or its own waitpid(-1)).  The child is gone but its status is
+     * lost; treating it as running would make join spin on a pidfd that
+     * stays readable. */
+    p->reap_err = mproc__neg_errno();
     p->state = ST_DONE;
   }
   return p->state == ST_DONE;
@@ -365,8 +373,9 @@ MPROC_EXTERN int mproc_process_exitcode(mproc_process *p, int *code) {
   pthread_mutex_lock(&reg_lock);
   int r = MPROC_ESTATE;
   if (p->state == ST_DONE || (p->state == ST_RUNNING && mine(p) && try_reap_locked(p))) {
-    *code = p->exitcode;
-    r = 0;
+    r = p->reap_err;
+    if (r == 0)
+      *code = p->exitcode;
   }
   pthread_mutex_unlock(&reg_lock);
   return r;

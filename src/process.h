@@ -9,8 +9,9 @@
 /* Sends `sig` to the process behind `pidfd` (pid `root`, a child of the
  * caller that has not been reaped, so the pid cannot be recycled) and to all
  * its descendants.  The tree is frozen top-down with SIGSTOP, walked by
- * scanning /proc/<pid>/stat for parent pids until no new member appears and
- * every member is stopped (bounded: about one second), then every member gets
+ * scanning /proc/<pid>/stat for parent pids until a scan run with every
+ * member stopped finds nothing new (bounded: 1 s for stragglers to stop,
+ * 10 s in all), then every member gets
  * `sig`, then SIGCONT.  Descendants are signalled through pidfds opened while
  * their parent was stopped, so a recycled pid is never hit.  Returns 0 (also
  * when the root had already exited) or -errno. */

@@ -8,15 +8,16 @@
  *   stop root --> scan /proc: for each new process whose parent is a member,
  *       ^         open a pidfd, re-check its parent, SIGSTOP it, add it
  *       |                 |
- *       +--- no new member and every member stopped? (or ~1 s passed)
- *                         | yes
- *                         v
+ *       +--- a full scan with every member stopped found nothing new?
+ *                         | yes (or: ~1 s passed and the tree stopped
+ *                         v  growing; or 10 s passed)
  *            send `sig` to every member, top-down --> SIGCONT every member
  *
  *  - A stopped process cannot fork, so once every member is stopped and a
- *    scan finds nothing new, the set is complete.  SIGSTOP is asynchronous:
- *    "stopped" is read back from the state letter (T), and the loop is
- *    bounded so a process that never stops (e.g. traced) cannot hang us.
+ *    whole scan finds nothing new, the set is complete.  SIGSTOP is
+ *    asynchronous: "stopped" is read back from the state letter (T), and
+ *    the loop is bounded so a process that never stops (e.g. traced)
+ *    cannot hang us.
  *  - Pid reuse: a member's pidfd is opened while its parent is stopped, and
  *    its parent pid is read again afterwards.  A stopped parent cannot reap,
  *    so if the parent pid still matches, the pidfd names the right process;
@@ -44,7 +45,10 @@
 #define SYS_pidfd_open 434
 #endif
 
+/* How long to wait for every member to be seen stopped, and the bound on the
+ * whole walk of a tree that keeps growing. */
 #define FREEZE_BUDGET_MS 1000
+#define FREEZE_LIMIT_MS 10000
 
 struct member {
   pid_t pid;    /* process id */
@@ -197,13 +201,26 @@ int mproc__signal_tree(int pidfd, pid_t root, int sig) {
     mproc__pidfd_kill(pidfd, SIGCONT);
     return r;
   }
-  int64_t deadline = mproc__deadline(FREEZE_BUDGET_MS);
+  int64_t soft = mproc__deadline(FREEZE_BUDGET_MS);
+  int64_t hard = mproc__deadline(FREEZE_LIMIT_MS);
+  bool settled = false; /* every member was stopped when the last scan ended */
   while (r == 0) {
     bool grew, all_stopped;
     r = scan(&t, &grew, &all_stopped);
-    if (r < 0 || (!grew && all_stopped) || mproc_timeout_until(deadline) == 0)
+    /* Complete when a whole scan ran with every member already stopped (so
+     * none could fork meanwhile) and found nothing new.  One scan is not
+     * enough: a member may stop during it, after forking a child whose pid
+     * the directory walk had already passed (pids wrap around). */
+    if (r < 0 || (settled && all_stopped && !grew))
       break;
-    if (!grew) {
+    /* A member that never stops (traced, or stuck in the kernel) must not
+     * hang us: after the soft deadline, stop waiting for stragglers as soon
+     * as the tree stops growing; the hard deadline bounds even a tree that
+     * keeps growing. */
+    if ((!grew && mproc_timeout_until(soft) == 0) || mproc_timeout_until(hard) == 0)
+      break;
+    settled = all_stopped;
+    if (!grew && !all_stopped) {
       /* Give pending SIGSTOPs a moment to take effect before rescanning. */
       struct timespec ts = {0, 200000};
       nanosleep(&ts, NULL);

@@ -807,6 +807,29 @@ START_TEST(test_exit_stops_children) {
 }
 END_TEST
 
+/* A program that lets the kernel reap its children (SIGCHLD ignored) loses
+ * their exit status: join must still return, and exitcode say so. */
+START_TEST(test_reaped_behind_our_back) {
+  signal(SIGCHLD, SIG_IGN);
+  int pfd[2];
+  ck_assert_int_eq(pipe2(pfd, O_CLOEXEC), 0);
+  /* The child waits for a byte, so it cannot exit before start has its
+   * pidfd. */
+  mproc_process *p = started(read_byte, &pfd[0], sizeof(int), NULL);
+  unsigned char c = 3;
+  write_all(pfd[1], &c, 1);
+  mproc_assert_ok(mproc_process_join(p, LONG_MS));
+  ck_assert_int_eq(mproc_process_is_alive(p), 0);
+  int code;
+  mproc_assert_err(mproc_process_exitcode(p, &code), MPROC_ECHILD);
+  mproc_assert_ok(mproc_process_kill(p, 0));
+  mproc_process_free(p);
+  signal(SIGCHLD, SIG_DFL);
+  close(pfd[0]);
+  close(pfd[1]);
+}
+END_TEST
+
 /* ---- resource exhaustion ------------------------------------------------ */
 
 START_TEST(test_out_of_fds) {
@@ -883,6 +906,7 @@ int main(void) {
   tc = mproc_test_tcase(s, "lifetime", 60);
   tcase_add_test(tc, test_free_running);
   tcase_add_test(tc, test_exit_stops_children);
+  tcase_add_test(tc, test_reaped_behind_our_back);
   tc = mproc_test_tcase(s, "limits", 60);
   tcase_add_test(tc, test_out_of_fds);
   tcase_add_test(tc, test_out_of_processes);

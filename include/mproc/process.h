@@ -29,7 +29,8 @@
  *
  * Children are reaped through their pidfd only; the library never calls
  * waitpid(-1) and installs no SIGCHLD handler.  A program that sets SIGCHLD to
- * SIG_IGN, or reaps every child itself, breaks exit-code reporting.
+ * SIG_IGN, or reaps every child itself, loses the exit codes: join still
+ * returns, and exitcode fails with MPROC_ECHILD.
  *
  * Thread safety: different process objects may be used from different
  * threads at once.  One object may be queried (is_alive, exitcode, join,
@@ -122,8 +123,8 @@ MPROC_EXTERN const char *mproc_process_name(const mproc_process *p);
 
 /* Stores the exit code in *code once the child has exited (reaping it if
  * needed): status 0..255, or -signo.  Errors: MPROC_EINVAL (NULL),
- * MPROC_ESTATE (not started, or still running: Python's None).  Does not
- * block. */
+ * MPROC_ESTATE (not started, or still running: Python's None), MPROC_ECHILD
+ * (reaped behind the library's back: status lost).  Does not block. */
 MPROC_EXTERN int mproc_process_exitcode(mproc_process *p, int *code);
 
 /* Sends SIGTERM (terminate) or SIGKILL (kill) to the child, and with
@@ -131,8 +132,9 @@ MPROC_EXTERN int mproc_process_exitcode(mproc_process *p, int *code);
  * is not signalled and the call succeeds (Python); the signal goes through
  * the pidfd, so a recycled pid is never hit.  Errors: MPROC_EINVAL (NULL,
  * unknown flags), MPROC_ESTATE (not started, not our child), -errno.  Without
- * MPROC_SIGNAL_TREE it does not block; with it, it scans /proc and waits up
- * to about one second for the tree to stop before signalling. */
+ * MPROC_SIGNAL_TREE it does not block; with it, it scans /proc a few times,
+ * waiting at most about one second for stragglers to stop and 10 seconds in
+ * all (a tree that keeps growing) before signalling. */
 MPROC_EXTERN int mproc_process_terminate(mproc_process *p, unsigned flags);
 MPROC_EXTERN int mproc_process_kill(mproc_process *p, unsigned flags);
 
