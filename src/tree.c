@@ -115,6 +115,12 @@ static int add(struct tree *t, struct member m) {
   return 0;
 }
 
+/* Errors of mproc__proc_stat that mean "no such process to consider", as
+ * opposed to failures of ours (out of fds or memory). */
+static bool not_there(int e) {
+  return e == -ENOENT || e == -ESRCH || e == -EACCES || e == -EPERM || e == -EIO;
+}
+
 /* A process found with a member as parent: pin it with a pidfd, check it is
  * still that parent's child, stop it and add it. */
 static int adopt(struct tree *t, pid_t pid, pid_t parent) {
@@ -127,9 +133,12 @@ static int adopt(struct tree *t, pid_t pid, pid_t parent) {
   }
   pid_t pp;
   char st;
-  if (mproc__proc_stat("/proc", pid, &pp, &st) < 0 || pp != parent) {
-    mproc__close(m.pidfd); /* exited, or the number was recycled */
-    return 0;
+  int e = mproc__proc_stat("/proc", pid, &pp, &st);
+  if (e < 0 || pp != parent) {
+    mproc__close(m.pidfd);
+    /* Exited, or the number was recycled: not a member.  Any other failure
+     * (out of fds) must not pass silently. */
+    return e == 0 || not_there(e) ? 0 : e;
   }
   if (signal_member(&m, SIGSTOP) == -ESRCH)
     m.gone = m.stopped = true;
@@ -151,16 +160,22 @@ static int scan(struct tree *t, bool *grew, bool *all_stopped) {
     if (!t->m[i].gone)
       t->m[i].stopped = false;
   int r = 0;
-  struct dirent *e;
-  while (r == 0 && (e = readdir(d)) != NULL) {
+  struct dirent *ent;
+  while (r == 0 && (ent = readdir(d)) != NULL) {
     char *end;
-    long v = strtol(e->d_name, &end, 10);
+    long v = strtol(ent->d_name, &end, 10);
     if (*end != '\0' || v <= 0)
       continue;
     pid_t pid = (pid_t)v, pp;
     char st;
-    if (mproc__proc_stat("/proc", pid, &pp, &st) < 0)
-      continue;
+    int e = mproc__proc_stat("/proc", pid, &pp, &st);
+    if (not_there(e))
+      continue; /* exited since readdir listed it, or not ours to see */
+    if (e < 0) {
+      /* Out of fds, say: a partial walk must not pass for a complete one. */
+      r = e;
+      break;
+    }
     ssize_t self = find(t, pid);
     if (self >= 0) {
       if (st == 'T' || st == 't' || st == 'Z' || st == 'X')

@@ -583,6 +583,46 @@ START_TEST(test_tree_kill_while_forking) {
 }
 END_TEST
 
+/* Out of fds, a tree signal cannot walk the tree: it must say so (and still
+ * signal the child itself) rather than pretend the tree was covered. */
+START_TEST(test_tree_out_of_fds) {
+  for (int spare = 0; spare < 2; spare++) {
+    int pfd[2];
+    ck_assert_int_eq(pipe2(pfd, O_CLOEXEC), 0);
+    mproc_process *p = started(plain_fork_tree, &pfd[1], sizeof pfd[1], NULL);
+    pid_t pids[2];
+    read_all(pfd[0], pids, sizeof pids);
+    int fds[2];
+    for (int i = 0; i < 2; i++) {
+      fds[i] = pidfd_of(pids[i]);
+      ck_assert_int_ge(fds[i], 0);
+    }
+    struct rlimit old;
+    ck_assert_int_eq(getrlimit(RLIMIT_NOFILE, &old), 0);
+    int lowest = dup(0);
+    ck_assert_int_ge(lowest, 0);
+    close(lowest);
+    struct rlimit low = {(rlim_t)(lowest + spare), old.rlim_max};
+    ck_assert_int_eq(setrlimit(RLIMIT_NOFILE, &low), 0);
+    int r = mproc_process_kill(p, MPROC_SIGNAL_TREE);
+    ck_assert_int_eq(setrlimit(RLIMIT_NOFILE, &old), 0);
+    mproc_assert_err(r, -EMFILE);
+    mproc_assert_ok(mproc_process_join(p, LONG_MS));
+    int code;
+    mproc_assert_ok(mproc_process_exitcode(p, &code));
+    ck_assert_int_eq(code, -SIGKILL);
+    for (int i = 0; i < 2; i++) {
+      mproc__pidfd_kill(fds[i], SIGKILL);
+      ck_assert(exits_within(fds[i], LONG_MS));
+      close(fds[i]);
+    }
+    close(pfd[0]);
+    close(pfd[1]);
+    mproc_process_free(p);
+  }
+}
+END_TEST
+
 /* ---- waiting on many ----------------------------------------------------- */
 
 START_TEST(test_wait_many_sentinels) {
@@ -899,6 +939,7 @@ int main(void) {
   tcase_add_test(tc, test_tree_kill);
   tcase_add_test(tc, test_no_tree_spares_descendants);
   tcase_add_test(tc, test_tree_kill_while_forking);
+  tcase_add_test(tc, test_tree_out_of_fds);
   tc = mproc_test_tcase(s, "wait", 60);
   tcase_add_test(tc, test_wait_many_sentinels);
   tcase_add_test(tc, test_wait_errors);

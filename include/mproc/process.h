@@ -131,7 +131,9 @@ MPROC_EXTERN int mproc_process_exitcode(mproc_process *p, int *code);
  * MPROC_SIGNAL_TREE to all its descendants.  A child that has already exited
  * is not signalled and the call succeeds (Python); the signal goes through
  * the pidfd, so a recycled pid is never hit.  Errors: MPROC_EINVAL (NULL,
- * unknown flags), MPROC_ESTATE (not started, not our child), -errno.  Without
+ * unknown flags), MPROC_ESTATE (not started, not our child), -errno (with
+ * the tree flag, -EMFILE/-ENFILE/-ENOMEM when the tree cannot be walked: the
+ * members found so far, the child at least, were signalled).  Without
  * MPROC_SIGNAL_TREE it does not block; with it, it scans /proc a few times,
  * waiting at most about one second for stragglers to stop and 10 seconds in
  * all (a tree that keeps growing) before signalling. */
