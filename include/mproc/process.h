@@ -23,9 +23,11 @@
  *  - inherits no file descriptor the library opened for other purposes
  *    (another process's sentinel, a pool's pipes); descriptors the program
  *    opened itself are inherited, as with Python's fork start method;
- *  - is killed (SIGKILL) when its parent dies, even by SIGKILL.  Linux sends
- *    that signal when the *thread* that called mproc_process_start() exits,
- *    so start processes from a thread that lives as long as they should.
+ *  - is killed (SIGKILL) when its parent dies, even by SIGKILL.  Linux may
+ *    send that signal as soon as the *thread* that called
+ *    mproc_process_start() exits (prctl(2); some recent kernels wait for the
+ *    whole process), so start processes from a thread that lives as long as
+ *    they should.
  *
  * Children are reaped through their pidfd only; the library never calls
  * waitpid(-1) and installs no SIGCHLD handler.  A program that sets SIGCHLD to
