@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/time.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -700,6 +701,39 @@ START_TEST(test_wait_errors) {
 }
 END_TEST
 
+static void on_alarm(int sig) { (void)sig; }
+
+/* Signals interrupting a wait neither end nor stretch it. */
+START_TEST(test_waits_survive_signals) {
+  struct sigaction sa = {0};
+  sa.sa_handler = on_alarm; /* no SA_RESTART: poll fails with EINTR */
+  sigemptyset(&sa.sa_mask);
+  ck_assert_int_eq(sigaction(SIGALRM, &sa, NULL), 0);
+  struct itimerval every_20ms = {{0, 20000}, {0, 20000}};
+  ck_assert_int_eq(setitimer(ITIMER_REAL, &every_20ms, NULL), 0);
+
+  int pfd[2];
+  ck_assert_int_eq(pipe2(pfd, O_CLOEXEC), 0);
+  int ready;
+  int64_t t0 = mproc_now_ms();
+  mproc_assert_err(mproc_wait(&pfd[0], 1, &ready, 200), MPROC_ETIMEDOUT);
+  ck_assert_int_ge(mproc_now_ms() - t0, 200);
+
+  mproc_process *p = started(sleep_forever, NULL, 0, NULL);
+  t0 = mproc_now_ms();
+  mproc_assert_err(mproc_process_join(p, 200), MPROC_ETIMEDOUT);
+  ck_assert_int_ge(mproc_now_ms() - t0, 200);
+  mproc_assert_ok(mproc_process_kill(p, 0));
+  mproc_assert_ok(mproc_process_join(p, LONG_MS));
+
+  struct itimerval off = {{0, 0}, {0, 0}};
+  ck_assert_int_eq(setitimer(ITIMER_REAL, &off, NULL), 0);
+  mproc_process_free(p);
+  close(pfd[0]);
+  close(pfd[1]);
+}
+END_TEST
+
 START_TEST(test_active_children) {
   int pfd[2];
   ck_assert_int_eq(pipe2(pfd, O_CLOEXEC), 0);
@@ -946,6 +980,7 @@ int main(void) {
   tcase_add_test(tc, test_wait_many_sentinels);
   tcase_add_test(tc, test_wait_errors);
   tcase_add_test(tc, test_active_children);
+  tcase_add_test(tc, test_waits_survive_signals);
   tc = mproc_test_tcase(s, "lifetime", 60);
   tcase_add_test(tc, test_free_running);
   tcase_add_test(tc, test_exit_stops_children);
