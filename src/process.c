@@ -171,19 +171,24 @@ static void signal_all(struct mproc_process **v, size_t n, int sig) {
       mproc__pidfd_kill(v[i]->pidfd, sig);
 }
 
+/* start + ms without overflow (ms >= 0; -1 stays "forever"). */
+static int64_t deadline_from(int64_t start, int64_t ms) {
+  if (ms < 0)
+    return -1;
+  return ms > INT64_MAX - start ? INT64_MAX : start + ms;
+}
+
 static void stop_children(struct mproc_process **v, size_t n) {
   /* Phase 1: non-daemons may finish on their own (Python joins them). */
   int64_t start = mproc_now_ms();
   for (size_t i = 0; i < n; i++)
-    if (!(v[i]->flags & MPROC_PROCESS_DAEMON)) {
-      int64_t d = v[i]->exit_wait_ms < 0 ? -1 : start + v[i]->exit_wait_ms;
-      wait_done(v[i], d);
-    }
+    if (!(v[i]->flags & MPROC_PROCESS_DAEMON))
+      wait_done(v[i], deadline_from(start, v[i]->exit_wait_ms));
   /* Phase 2: SIGTERM to every survivor at once, then each one's grace. */
   signal_all(v, n, SIGTERM);
   start = mproc_now_ms();
   for (size_t i = 0; i < n; i++)
-    wait_done(v[i], start + v[i]->grace_ms);
+    wait_done(v[i], deadline_from(start, v[i]->grace_ms));
   /* Phase 3: SIGKILL; the reap is bounded only against pathological cases. */
   signal_all(v, n, SIGKILL);
   int64_t d = mproc__deadline(KILL_REAP_MS);

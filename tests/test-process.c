@@ -820,6 +820,16 @@ START_TEST(test_free_running) {
   read_all(pfd[0], &c, 1);
   ck_assert_int_eq(c, 'n');
 
+  /* Huge budgets are just long ones (no overflow), and a child that ends
+   * earlier ends the wait. */
+  mproc_process_options huge = {.exit_wait_ms = INT64_MAX, .grace_ms = INT64_MAX};
+  p = started(finish_soon, &pfd[1], sizeof(int), &huge);
+  mproc_process_free(p);
+  read_all(pfd[0], &c, 1);
+  huge.flags = MPROC_PROCESS_DAEMON;
+  p = started(sleep_forever, NULL, 0, &huge);
+  mproc_process_free(p); /* SIGTERM ends it at once */
+
   /* ...and is then terminated. */
   mproc_process_options bounded = {.exit_wait_ms = 100};
   p = started(sleep_forever, NULL, 0, &bounded);
