@@ -52,19 +52,19 @@
 enum state { ST_NEW, ST_RUNNING, ST_DONE };
 
 struct mproc_process {
-  mproc_process_fn fn;               /* the child's function */
-  void *arg;                         /* private copy of the argument bytes (NULL if len 0) */
-  size_t len;                        /* their size */
-  char *name;                        /* owned copy of the name */
-  unsigned flags;                    /* MPROC_PROCESS_* */
-  int64_t exit_wait_ms;              /* resolved: -1 or > 0 */
-  int64_t grace_ms;                  /* resolved: > 0 */
-  pid_t creator;                     /* getpid() of the process that created the object */
-  pid_t pid;                         /* child pid, 0 while NEW */
-  int pidfd;                         /* child pidfd (registered), -1 while NEW */
-  enum state state;                  /* guarded by reg_lock once started */
-  int exitcode;                      /* valid in ST_DONE; guarded by reg_lock */
-  int reap_err;                      /* ST_DONE without a status: why (see reap) */
+  mproc_process_fn fn;  /* the child's function */
+  void *arg;            /* copy of the argument bytes, after the struct; NULL if len 0 */
+  size_t len;           /* their size */
+  char *name;           /* copy of the name, after the argument bytes */
+  unsigned flags;       /* MPROC_PROCESS_* */
+  int64_t exit_wait_ms; /* resolved: -1 or > 0 */
+  int64_t grace_ms;     /* resolved: > 0 */
+  pid_t creator;        /* getpid() of the process that created the object */
+  pid_t pid;            /* child pid, 0 while NEW */
+  int pidfd;            /* child pidfd (registered), -1 while NEW */
+  enum state state;     /* guarded by reg_lock once started */
+  int exitcode;         /* valid in ST_DONE; guarded by reg_lock */
+  int reap_err;         /* ST_DONE without a status: why (see reap) */
   struct mproc_process *prev, *next; /* registry links, guarded by reg_lock */
 };
 
@@ -152,15 +152,6 @@ static int wait_done(struct mproc_process *p, int64_t deadline) {
     if (r < 0)
       return r;
   }
-}
-
-static void reap_finished_children(void) {
-  pid_t self = getpid();
-  pthread_mutex_lock(&reg_lock);
-  for (struct mproc_process *q = reg_head; q != NULL; q = q->next)
-    if (q->creator == self)
-      try_reap_locked(q);
-  pthread_mutex_unlock(&reg_lock);
 }
 
 /* ---- stopping running children (free, exit) ---------------------------- */
@@ -267,29 +258,31 @@ MPROC_EXTERN int mproc_process_new(mproc_process **out, mproc_process_fn fn, con
       (opts->flags & ~(unsigned)MPROC_PROCESS_DAEMON) || opts->exit_wait_ms < -1 ||
       opts->grace_ms < 0)
     return MPROC_EINVAL;
-  struct mproc_process *p = calloc(1, sizeof *p);
+  /* One allocation holds the object, the argument bytes (aligned for any
+   * type, as malloc's would be) and the name: one malloc per process keeps
+   * start+join cheap, and a failed create has only that to undo. */
+  char defname[32];
+  const char *name = opts->name;
+  if (name == NULL) {
+    snprintf(defname, sizeof defname, "Process-%u", atomic_fetch_add(&name_seq, 1) + 1);
+    name = defname;
+  }
+  size_t name_len = strlen(name);
+  const size_t align = _Alignof(max_align_t);
+  size_t head = (sizeof(struct mproc_process) + align - 1) / align * align;
+  if (len > SIZE_MAX - head - name_len - 1)
+    return MPROC_ENOMEM;
+  struct mproc_process *p = malloc(head + len + name_len + 1);
   if (p == NULL)
     return MPROC_ENOMEM;
+  memset(p, 0, sizeof *p);
+  char *mem = (char *)p + head;
   if (len > 0) {
-    p->arg = malloc(len);
-    if (p->arg == NULL) {
-      free(p);
-      return MPROC_ENOMEM;
-    }
+    p->arg = mem;
     memcpy(p->arg, arg, len);
   }
-  if (opts->name != NULL) {
-    p->name = strdup(opts->name);
-  } else {
-    char buf[32];
-    snprintf(buf, sizeof buf, "Process-%u", atomic_fetch_add(&name_seq, 1) + 1);
-    p->name = strdup(buf);
-  }
-  if (p->name == NULL) {
-    free(p->arg);
-    free(p);
-    return MPROC_ENOMEM;
-  }
+  p->name = mem + len;
+  memcpy(p->name, name, name_len + 1);
   p->fn = fn;
   p->len = len;
   p->flags = opts->flags;
@@ -305,14 +298,18 @@ MPROC_EXTERN int mproc_process_new(mproc_process **out, mproc_process_fn fn, con
 MPROC_EXTERN int mproc_process_start(mproc_process *p) {
   if (p == NULL)
     return MPROC_EINVAL;
-  if (!mine(p))
+  pid_t self = getpid();
+  if (p->creator != self)
     return MPROC_ESTATE;
   pthread_mutex_lock(&reg_lock);
   enum state st = p->state;
+  if (st == ST_NEW) /* Python's _cleanup(): reap finished children */
+    for (struct mproc_process *q = reg_head; q != NULL; q = q->next)
+      if (q->creator == self)
+        try_reap_locked(q);
   pthread_mutex_unlock(&reg_lock);
   if (st != ST_NEW)
     return MPROC_ESTATE;
-  reap_finished_children();
 
   struct mproc__spawn_opts so = {.fn = child_entry, .arg = p};
   pid_t pid;
@@ -440,9 +437,7 @@ MPROC_EXTERN void mproc_process_free(mproc_process *p) {
    * name another file: only the creator closes it. */
   if (own)
     mproc__close(p->pidfd);
-  free(p->arg);
-  free(p->name);
-  free(p);
+  free(p); /* with the argument bytes and the name */
 }
 
 MPROC_EXTERN int mproc_active_children(mproc_process **out, size_t cap) {

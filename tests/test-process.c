@@ -198,6 +198,8 @@ START_TEST(test_bad_arguments) {
   o.exit_wait_ms = 0;
   o.grace_ms = -1;
   mproc_assert_err(mproc_process_new(&p, return_zero, NULL, 0, &o), MPROC_EINVAL);
+  /* A size no allocation can hold (never read: checked first). */
+  mproc_assert_err(mproc_process_new(&p, return_zero, &v, SIZE_MAX, NULL), MPROC_ENOMEM);
   ck_assert_ptr_null(p);
 
   mproc_assert_err(mproc_process_start(NULL), MPROC_EINVAL);
