@@ -51,8 +51,8 @@ extern "C" {
 typedef struct mproc_process mproc_process;
 
 /* The child's function.  `arg` points to the child's copy of the bytes given
- * to mproc_process_new() (NULL when len is 0).  The return value is the exit
- * code (0..255). */
+ * to mproc_process_new(), aligned for any type (NULL when len is 0).  The
+ * return value is the exit code (0..255). */
 typedef int (*mproc_process_fn)(const void *arg, size_t len);
 
 /* mproc_process_options.flags */
