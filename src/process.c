@@ -51,26 +51,29 @@
 
 enum state { ST_NEW, ST_RUNNING, ST_DONE };
 
+#define IDENT_MAX 48
+
 struct mproc_process {
-  mproc_process_fn fn;  /* the child's function */
-  void *arg;            /* copy of the argument bytes, after the struct; NULL if len 0 */
-  size_t len;           /* their size */
-  char *name;           /* copy of the name, after the argument bytes */
-  unsigned flags;       /* MPROC_PROCESS_* */
-  int64_t exit_wait_ms; /* resolved: -1 or > 0 */
-  int64_t grace_ms;     /* resolved: > 0 */
-  pid_t creator;        /* getpid() of the process that created the object */
-  pid_t pid;            /* child pid, 0 while NEW */
-  int pidfd;            /* child pidfd (registered), -1 while NEW */
-  enum state state;     /* guarded by reg_lock once started */
-  int exitcode;         /* valid in ST_DONE; guarded by reg_lock */
-  int reap_err;         /* ST_DONE without a status: why (see reap) */
+  mproc_process_fn fn;   /* the child's function */
+  void *arg;             /* copy of the argument bytes, after the struct; NULL if len 0 */
+  size_t len;            /* their size */
+  char *name;            /* copy of the name, after the argument bytes */
+  unsigned flags;        /* MPROC_PROCESS_* */
+  int64_t exit_wait_ms;  /* resolved: -1 or > 0 */
+  int64_t grace_ms;      /* resolved: > 0 */
+  pid_t creator;         /* getpid() of the process that created the object */
+  char ident[IDENT_MAX]; /* Python's _identity, as "2:1" (default names) */
+  pid_t pid;             /* child pid, 0 while NEW */
+  int pidfd;             /* child pidfd (registered), -1 while NEW */
+  enum state state;      /* guarded by reg_lock once started */
+  int exitcode;          /* valid in ST_DONE; guarded by reg_lock */
+  int reap_err;          /* ST_DONE without a status: why (see reap) */
   struct mproc_process *prev, *next; /* registry links, guarded by reg_lock */
 };
 
 static pthread_mutex_t reg_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct mproc_process *reg_head; /* started objects, until free */
-static atomic_uint name_seq;           /* for "Process-N" */
+static atomic_uint name_seq;           /* objects created by this process */
 static pthread_once_t handlers_once = PTHREAD_ONCE_INIT;
 
 /* Set in a child by child_entry(): Python's parent_process()/current_process().
@@ -78,6 +81,9 @@ static pthread_once_t handlers_once = PTHREAD_ONCE_INIT;
  * copy-on-write pages as possible. */
 static pid_t parent_pid;
 static const char *current_name; /* NULL: "MainProcess" */
+/* Python's _identity of this process: "" in the main process, "2" in the
+ * second child it started, "2:1" in that child's first child... */
+static char current_ident[IDENT_MAX];
 
 static void reg_insert_locked(struct mproc_process *p) {
   p->prev = NULL;
@@ -239,6 +245,10 @@ static int child_entry(void *arg) {
   struct mproc_process *p = arg;
   parent_pid = p->creator;
   current_name = p->name;
+  /* As Python's _bootstrap: the child's own objects count from 1 again and
+   * are named after its identity ("Process-2:1"). */
+  memcpy(current_ident, p->ident, sizeof current_ident);
+  atomic_store(&name_seq, 0);
   int code = p->fn(p->arg, p->len);
   /* exit() would flush stdio; _exit() does not.  The function's output must
    * not be lost, and the parent's atexit handlers must not run here. */
@@ -261,10 +271,16 @@ MPROC_EXTERN int mproc_process_new(mproc_process **out, mproc_process_fn fn, con
   /* One allocation holds the object, the argument bytes (aligned for any
    * type, as malloc's would be) and the name: one malloc per process keeps
    * start+join cheap, and a failed create has only that to undo. */
-  char defname[32];
+  char ident[IDENT_MAX], defname[IDENT_MAX + 16];
+  unsigned seq = atomic_fetch_add(&name_seq, 1) + 1;
+  int n = -1;
+  if (current_ident[0] != '\0')
+    n = snprintf(ident, sizeof ident, "%s:%u", current_ident, seq);
+  if (n < 0 || (size_t)n >= sizeof ident) /* main process, or nested too deep */
+    snprintf(ident, sizeof ident, "%u", seq);
   const char *name = opts->name;
   if (name == NULL) {
-    snprintf(defname, sizeof defname, "Process-%u", atomic_fetch_add(&name_seq, 1) + 1);
+    snprintf(defname, sizeof defname, "Process-%s", ident);
     name = defname;
   }
   size_t name_len = strlen(name);
@@ -276,6 +292,7 @@ MPROC_EXTERN int mproc_process_new(mproc_process **out, mproc_process_fn fn, con
   if (p == NULL)
     return MPROC_ENOMEM;
   memset(p, 0, sizeof *p);
+  memcpy(p->ident, ident, sizeof ident);
   char *mem = (char *)p + head;
   if (len > 0) {
     p->arg = mem;

@@ -274,6 +274,27 @@ static int check_identity(const void *arg, size_t len) {
   return 0;
 }
 
+/* In a child named "Process-N", the objects it creates are "Process-N:1",
+ * "Process-N:2"..., as in Python. */
+static int check_nested_names(const void *arg, size_t len) {
+  (void)arg;
+  (void)len;
+  char want[64];
+  snprintf(want, sizeof want, "%s:1", mproc_current_process_name());
+  mproc_process *a, *b;
+  if (mproc_process_new(&a, return_zero, NULL, 0, NULL) != 0)
+    return 1;
+  if (mproc_process_new(&b, return_zero, NULL, 0, NULL) != 0)
+    return 2;
+  int r = strcmp(mproc_process_name(a), want) == 0 ? 0 : 3;
+  want[strlen(want) - 1] = '2';
+  if (r == 0 && strcmp(mproc_process_name(b), want) != 0)
+    r = 4;
+  mproc_process_free(a);
+  mproc_process_free(b);
+  return r;
+}
+
 START_TEST(test_args_and_names) {
   char buf[6] = "hello";
   mproc_process *p;
@@ -309,6 +330,7 @@ START_TEST(test_args_and_names) {
 
   mproc_assert_err(mproc_parent_pid(), MPROC_ESTATE);
   ck_assert_str_eq(mproc_current_process_name(), "MainProcess");
+  ck_assert_int_eq(run_to_end(check_nested_names, NULL, 0), 0);
 }
 END_TEST
 

@@ -75,7 +75,9 @@ enum {
 /* Options of mproc_process_new(); NULL or all-zero means defaults. */
 typedef struct mproc_process_options {
   /* Name for mproc_process_name(); copied.  NULL: "Process-N", N counting
-   * process objects created by this program from 1, as in Python. */
+   * the process objects this process created from 1; in a child named
+   * "Process-N", its own objects are "Process-N:1", "Process-N:2"... as in
+   * Python. */
   const char *name;
   /* MPROC_PROCESS_*; unknown bits are MPROC_EINVAL. */
   unsigned flags;
