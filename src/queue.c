@@ -38,10 +38,11 @@
  * skipped and counted in the lost statistics, never delivered partially.
  *
  * Wake-ups.  Sleepers count themselves in nget_wait/nput_wait, then re-check,
- * then sleep on get_seq/put_seq (futex).  The other side bumps the word and
- * wakes only when the count is nonzero, so a busy queue makes no system call
- * besides the lock's.  Before sleeping a waiter spins briefly, only when
- * there are more CPUs than attached processes.  Sleeps are capped at
+ * then sleep on get_seq/put_seq (futex), and uncount themselves as soon as
+ * they wake.  The other side bumps the word and wakes only when the count is
+ * nonzero, so a busy queue makes no system call besides the lock's.  Before
+ * sleeping a waiter spins briefly, only when attached processes do not
+ * outnumber the CPUs.  Sleeps are capped at
  * MPROC__Q_SWEEP_MS so a blocked waiter re-checks participants' liveness. */
 #include "queue.h"
 #include "futex.h"
@@ -53,6 +54,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #define DEFAULT_CAP ((size_t)4 << 20)
@@ -60,12 +62,25 @@
 #define DEFAULT_PARTS 256u
 #define MAX_PARTS 65536u
 #define LOCKED_COPY_MAX 1024
-#define SPIN_ROUNDS 200
+/* Attempts at the lock before sleeping on it. */
+#define LOCK_SPINS 100
+/* How long a waiter may spin before sleeping. */
+#define SPIN_NS 20000
+
+static inline int64_t now_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
 
 static inline void cpu_relax(void) {
 #if defined(__x86_64__) || defined(__i386__)
   __builtin_ia32_pause();
 #endif
+}
+
+static inline void bump(_Atomic uint64_t *c) {
+  atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + 1, memory_order_relaxed);
 }
 
 static inline struct mproc__qrec *rec_at(const struct mproc_queue *q, uint64_t pos) {
@@ -102,7 +117,15 @@ static void repair(struct mproc_queue *q) {
 }
 
 int mproc__q_lock(struct mproc_queue *q) {
-  int r = pthread_mutex_lock(&q->h->lock);
+  /* Critical sections are a few dozen nanoseconds, while a contended robust
+   * mutex sleeps in the kernel at once: try a little before sleeping. */
+  int r = pthread_mutex_trylock(&q->h->lock);
+  for (int i = 0; r == EBUSY && i < LOCK_SPINS; i++) {
+    cpu_relax();
+    r = pthread_mutex_trylock(&q->h->lock);
+  }
+  if (r == EBUSY)
+    r = pthread_mutex_lock(&q->h->lock);
   if (MPROC__LIKELY(r == 0))
     return 0;
   if (r == EOWNERDEAD) {
@@ -409,15 +432,16 @@ static void spin_on(struct mproc_queue *q, _Atomic uint64_t *word) {
   static long ncpu;
   if (ncpu == 0)
     ncpu = sysconf(_SC_NPROCESSORS_ONLN);
-  if (ncpu <= (long)atomic_load_explicit(&q->h->nparts, memory_order_relaxed))
+  if (ncpu < (long)atomic_load_explicit(&q->h->nparts, memory_order_relaxed))
     return;
   uint64_t v = atomic_load_explicit(word, memory_order_relaxed);
-  for (int i = 0; i < SPIN_ROUNDS; i++) {
-    for (int k = 0; k < 32; k++)
+  int64_t t0 = now_ns();
+  do {
+    for (int k = 0; k < 16; k++)
       cpu_relax();
     if (atomic_load_explicit(word, memory_order_relaxed) != v)
       return;
-  }
+  } while (now_ns() - t0 < SPIN_NS);
 }
 
 /* ---- put ---------------------------------------------------------------- */
@@ -455,9 +479,10 @@ static int try_put(struct mproc_queue *q, const void *buf, size_t len, uint32_t 
   /* The publishing store: a death before it leaves no trace. */
   atomic_store_explicit(&h->tail, tail + size, memory_order_release);
   atomic_store_explicit(&h->count, count + 1, memory_order_relaxed);
-  atomic_fetch_add_explicit(&h->puts, 1, memory_order_relaxed);
+  /* Counters change under the lock only: plain increments, no locked RMW. */
+  bump(&h->puts);
   if (h->flags & MPROC_QUEUE_JOINABLE)
-    atomic_fetch_add_explicit(&h->unfinished, 1, memory_order_relaxed);
+    bump(&h->unfinished);
   *rec = now ? NULL : r;
   return 0;
 }
@@ -533,9 +558,12 @@ static int put_impl(struct mproc_queue *q, const void *buf, size_t len, int64_t 
       continue; /* re-check after announcing ourselves */
     }
     err = sleep_on(q, &h->put_seq, seen, deadline);
+    /* Uncount at once: while we retry, puts need not wake us. */
+    atomic_fetch_sub(&h->nput_wait, 1);
+    waiting = false;
+    spun = false;
     if (err != 0)
       break;
-    seen = atomic_load(&h->put_seq);
   }
   if (waiting)
     atomic_fetch_sub(&h->nput_wait, 1);
@@ -601,7 +629,7 @@ static int try_get(struct mproc_queue *q, struct getbuf *g, size_t *len, struct 
   /* The publishing store. */
   atomic_store_explicit(&h->head, head + mproc__q_rec_size(r->kind, r->len), memory_order_release);
   atomic_store_explicit(&h->count, count - 1, memory_order_relaxed);
-  atomic_fetch_add_explicit(&h->gets, 1, memory_order_relaxed);
+  bump(&h->gets);
   if (h->flags & MPROC_QUEUE_JOINABLE)
     h->parts[q->part].outstanding++;
   if (now)
@@ -688,9 +716,12 @@ static int get_impl(struct mproc_queue *q, struct getbuf *g, size_t *len, int64_
       continue;
     }
     err = sleep_on(q, &h->get_seq, seen, deadline);
+    /* Uncount at once: while we retry, puts need not wake us. */
+    atomic_fetch_sub(&h->nget_wait, 1);
+    waiting = false;
+    spun = false;
     if (err != 0)
       break;
-    seen = atomic_load(&h->get_seq);
   }
   if (waiting)
     atomic_fetch_sub(&h->nget_wait, 1);
