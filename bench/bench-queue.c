@@ -11,7 +11,7 @@
 static int quick;
 
 struct job {
-  mproc_queue_t *q;
+  mproc_queue *q;
   long n;
   size_t size;
 };
@@ -67,8 +67,8 @@ static int consume(void *arg) {
 
 /* One producer process, the caller consumes: messages per second. */
 static double spsc(long n, size_t size, size_t cap) {
-  mproc_queue_t *q;
-  struct mproc_queue_opts o = {.capacity = cap};
+  mproc_queue *q;
+  struct mproc_queue_options o = {.capacity = cap};
   mproc_queue_new(&q, &o);
   struct job j = {q, n, size};
   char *buf = malloc(size);
@@ -91,8 +91,8 @@ static double spsc(long n, size_t size, size_t cap) {
 
 /* 2 producers and 2 consumers, all child processes. */
 static double mpmc(long n) {
-  mproc_queue_t *q;
-  struct mproc_queue_opts o = {.capacity = (size_t)1 << 20};
+  mproc_queue *q;
+  struct mproc_queue_options o = {.capacity = (size_t)1 << 20};
   mproc_queue_new(&q, &o);
   struct job j = {q, n / 2, 8};
   int pf[4];
@@ -127,7 +127,7 @@ static double memcpy_rate(long n, size_t size) {
 /* ---- pipe ping-pong ------------------------------------------------------ */
 
 struct pp {
-  mproc_conn_t *c;
+  mproc_conn *c;
   int fd;
   long n;
 };
@@ -154,7 +154,7 @@ static int echo_raw(void *arg) {
 }
 
 static double pipe_rt(long n) {
-  mproc_conn_t *a, *b;
+  mproc_conn *a, *b;
   mproc_pipe(&a, &b, NULL);
   struct pp p = {b, -1, n};
   int pidfd;

@@ -5,7 +5,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-static void producer(mproc_queue_t *q) {
+static void producer(mproc_queue *q) {
   for (int i = 0; i < 10; i++) {
     mproc_queue_put(q, &i, sizeof i, MPROC_FOREVER);
     printf("producer: put %d\n", i);
@@ -13,7 +13,7 @@ static void producer(mproc_queue_t *q) {
   mproc_queue_close(q); /* Python's q.close(): this process puts no more */
 }
 
-static void consumer(mproc_queue_t *q) {
+static void consumer(mproc_queue *q) {
   mproc_queue_close(q); /* this process only consumes: it will put nothing */
   int item;
   size_t len;
@@ -27,7 +27,7 @@ static void consumer(mproc_queue_t *q) {
 
 /* Runs fn(q) in a child process.  (mproc's Process API does this for you; plain
  * fork works too: the child is attached to the queue during fork.) */
-static pid_t start(void (*fn)(mproc_queue_t *), mproc_queue_t *q) {
+static pid_t start(void (*fn)(mproc_queue *), mproc_queue *q) {
   pid_t pid = fork();
   if (pid == 0) {
     fn(q);
@@ -38,7 +38,7 @@ static pid_t start(void (*fn)(mproc_queue_t *), mproc_queue_t *q) {
 }
 
 int main(void) {
-  mproc_queue_t *q;
+  mproc_queue *q;
   int err = mproc_queue_new(&q, NULL);
   if (err != 0) {
     fprintf(stderr, "queue: %s\n", mproc_strerror(err));

@@ -27,7 +27,7 @@ MPROC_EXTERN int mproc_conn_wait(struct mproc_wait_item *items, size_t n, int64_
     return -ENOMEM;
   int nready = 0;
   for (size_t i = 0; i < n; i++) {
-    mproc_conn_t *c = items[i].conn;
+    mproc_conn *c = items[i].conn;
     items[i].ready = c != NULL && (c->rlen > c->rpos || c->eof);
     nready += items[i].ready;
     p[i].fd = c != NULL ? c->fd : items[i].fd;

@@ -14,7 +14,7 @@
 
 #include <limits.h>
 
-MPROC_EXTERN int mproc_queue_task_done(mproc_queue_t *q) {
+MPROC_EXTERN int mproc_queue_task_done(mproc_queue *q) {
   if (q == NULL)
     return MPROC_EINVAL;
   struct mproc__qhdr *h = q->h;
@@ -37,7 +37,7 @@ MPROC_EXTERN int mproc_queue_task_done(mproc_queue_t *q) {
   return 0;
 }
 
-MPROC_EXTERN int mproc_queue_join(mproc_queue_t *q, int64_t timeout_ms) {
+MPROC_EXTERN int mproc_queue_join(mproc_queue *q, int64_t timeout_ms) {
   if (q == NULL || mproc__check_timeout(timeout_ms) != 0)
     return MPROC_EINVAL;
   struct mproc__qhdr *h = q->h;

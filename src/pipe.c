@@ -47,8 +47,8 @@ struct frame {
 };
 _Static_assert(sizeof(struct frame) == MPROC__FRAME_HDR, "frame header is 16 bytes");
 
-static int conn_new(int fd, unsigned mode, mproc_conn_t **out) {
-  mproc_conn_t *c = calloc(1, sizeof *c);
+static int conn_new(int fd, unsigned mode, mproc_conn **out) {
+  mproc_conn *c = calloc(1, sizeof *c);
   if (c == NULL)
     return -ENOMEM;
   c->fd = fd;
@@ -57,8 +57,7 @@ static int conn_new(int fd, unsigned mode, mproc_conn_t **out) {
   return 0;
 }
 
-MPROC_EXTERN int mproc_pipe(mproc_conn_t **a, mproc_conn_t **b,
-                            const struct mproc_pipe_opts *opts) {
+MPROC_EXTERN int mproc_pipe(mproc_conn **a, mproc_conn **b, const struct mproc_pipe_options *opts) {
   unsigned flags = opts != NULL ? opts->flags : 0;
   if (a == NULL || b == NULL || (flags & ~(unsigned)MPROC_PIPE_ONEWAY))
     return MPROC_EINVAL;
@@ -69,7 +68,7 @@ MPROC_EXTERN int mproc_pipe(mproc_conn_t **a, mproc_conn_t **b,
   mproc__fd_register(sv[1]);
   bool oneway = flags & MPROC_PIPE_ONEWAY;
   unsigned both = MPROC__CONN_READ | MPROC__CONN_WRITE;
-  mproc_conn_t *ca = NULL, *cb = NULL;
+  mproc_conn *ca = NULL, *cb = NULL;
   int err = conn_new(sv[0], oneway ? MPROC__CONN_READ : both, &ca);
   if (err == 0)
     err = conn_new(sv[1], oneway ? MPROC__CONN_WRITE : both, &cb);
@@ -84,7 +83,7 @@ MPROC_EXTERN int mproc_pipe(mproc_conn_t **a, mproc_conn_t **b,
   return 0;
 }
 
-MPROC_EXTERN int mproc_conn_adopt(mproc_conn_t **c, int fd, unsigned flags) {
+MPROC_EXTERN int mproc_conn_adopt(mproc_conn **c, int fd, unsigned flags) {
   if (fd < 0)
     return MPROC_EINVAL;
   int type = 0, domain = 0, err = 0;
@@ -108,7 +107,7 @@ MPROC_EXTERN int mproc_conn_adopt(mproc_conn_t **c, int fd, unsigned flags) {
   return 0;
 }
 
-MPROC_EXTERN int mproc_conn_close(mproc_conn_t *c) {
+MPROC_EXTERN int mproc_conn_close(mproc_conn *c) {
   if (c == NULL)
     return 0;
   int err = mproc__close(c->fd);
@@ -119,7 +118,7 @@ MPROC_EXTERN int mproc_conn_close(mproc_conn_t *c) {
   return err;
 }
 
-MPROC_EXTERN int mproc_conn_fd(const mproc_conn_t *c) { return c != NULL ? c->fd : MPROC_EINVAL; }
+MPROC_EXTERN int mproc_conn_fd(const mproc_conn *c) { return c != NULL ? c->fd : MPROC_EINVAL; }
 
 /* ---- receive buffer --------------------------------------------------- */
 
@@ -262,7 +261,7 @@ static void pop_fds(struct mproc_conn *c, size_t n, int *out) {
   c->fdq_len -= n;
 }
 
-static int recv_check(mproc_conn_t *c, int64_t timeout_ms) {
+static int recv_check(mproc_conn *c, int64_t timeout_ms) {
   if (c == NULL || mproc__check_timeout(timeout_ms) != 0)
     return MPROC_EINVAL;
   if (!(c->mode & MPROC__CONN_READ))
@@ -270,7 +269,7 @@ static int recv_check(mproc_conn_t *c, int64_t timeout_ms) {
   return 0;
 }
 
-MPROC_EXTERN int mproc_conn_recv_fds(mproc_conn_t *c, void *buf, size_t cap, size_t *len, int *fds,
+MPROC_EXTERN int mproc_conn_recv_fds(mproc_conn *c, void *buf, size_t cap, size_t *len, int *fds,
                                      size_t *nfds, int64_t timeout_ms) {
   int err = recv_check(c, timeout_ms);
   if (err != 0)
@@ -298,7 +297,7 @@ MPROC_EXTERN int mproc_conn_recv_fds(mproc_conn_t *c, void *buf, size_t cap, siz
   return 0;
 }
 
-MPROC_EXTERN int mproc_conn_recv(mproc_conn_t *c, void *buf, size_t cap, size_t *len,
+MPROC_EXTERN int mproc_conn_recv(mproc_conn *c, void *buf, size_t cap, size_t *len,
                                  int64_t timeout_ms) {
   int err = recv_check(c, timeout_ms);
   if (err != 0)
@@ -320,8 +319,7 @@ MPROC_EXTERN int mproc_conn_recv(mproc_conn_t *c, void *buf, size_t cap, size_t 
   return err;
 }
 
-MPROC_EXTERN int mproc_conn_recv_alloc(mproc_conn_t *c, void **buf, size_t *len,
-                                       int64_t timeout_ms) {
+MPROC_EXTERN int mproc_conn_recv_alloc(mproc_conn *c, void **buf, size_t *len, int64_t timeout_ms) {
   if (buf != NULL)
     *buf = NULL;
   int err = recv_check(c, timeout_ms);
@@ -351,7 +349,7 @@ MPROC_EXTERN int mproc_conn_recv_alloc(mproc_conn_t *c, void **buf, size_t *len,
   return 0;
 }
 
-MPROC_EXTERN int mproc_conn_poll(mproc_conn_t *c, int64_t timeout_ms) {
+MPROC_EXTERN int mproc_conn_poll(mproc_conn *c, int64_t timeout_ms) {
   int err = recv_check(c, timeout_ms);
   if (err != 0)
     return err;
@@ -363,7 +361,7 @@ MPROC_EXTERN int mproc_conn_poll(mproc_conn_t *c, int64_t timeout_ms) {
 
 /* ---- send ------------------------------------------------------------- */
 
-static int send_frame(mproc_conn_t *c, const void *buf, size_t len, const int *fds, size_t nfds,
+static int send_frame(mproc_conn *c, const void *buf, size_t len, const int *fds, size_t nfds,
                       int64_t timeout_ms) {
   if (c == NULL || (buf == NULL && len > 0) || mproc__check_timeout(timeout_ms) != 0 ||
       nfds > MPROC_CONN_MAX_FDS || (fds == NULL && nfds > 0))
@@ -429,11 +427,11 @@ static int send_frame(mproc_conn_t *c, const void *buf, size_t len, const int *f
   return err;
 }
 
-MPROC_EXTERN int mproc_conn_send(mproc_conn_t *c, const void *buf, size_t len, int64_t timeout_ms) {
+MPROC_EXTERN int mproc_conn_send(mproc_conn *c, const void *buf, size_t len, int64_t timeout_ms) {
   return send_frame(c, buf, len, NULL, 0, timeout_ms);
 }
 
-MPROC_EXTERN int mproc_conn_send_fds(mproc_conn_t *c, const void *buf, size_t len, const int *fds,
+MPROC_EXTERN int mproc_conn_send_fds(mproc_conn *c, const void *buf, size_t len, const int *fds,
                                      size_t nfds, int64_t timeout_ms) {
   return send_frame(c, buf, len, fds, nfds, timeout_ms);
 }

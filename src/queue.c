@@ -272,9 +272,9 @@ static int finish_handle(struct mproc_queue *q, unsigned roles) {
   return 0;
 }
 
-MPROC_EXTERN int mproc_queue_new(mproc_queue_t **out, const struct mproc_queue_opts *opts) {
-  static const struct mproc_queue_opts defaults = {0};
-  const struct mproc_queue_opts *o = opts != NULL ? opts : &defaults;
+MPROC_EXTERN int mproc_queue_new(mproc_queue **out, const struct mproc_queue_options *opts) {
+  static const struct mproc_queue_options defaults = {0};
+  const struct mproc_queue_options *o = opts != NULL ? opts : &defaults;
   unsigned roles = o->roles != 0 ? o->roles : MPROC_QUEUE_BOTH;
   unsigned max_parts = o->max_participants != 0 ? o->max_participants : DEFAULT_PARTS;
   if (out == NULL || (o->flags & ~(unsigned)MPROC_QUEUE_JOINABLE) ||
@@ -321,7 +321,7 @@ MPROC_EXTERN int mproc_queue_new(mproc_queue_t **out, const struct mproc_queue_o
   return 0;
 }
 
-MPROC_EXTERN int mproc_queue_open(mproc_queue_t **out, const char *name, unsigned roles) {
+MPROC_EXTERN int mproc_queue_open(mproc_queue **out, const char *name, unsigned roles) {
   if (roles == 0)
     roles = MPROC_QUEUE_BOTH;
   if (out == NULL || name == NULL || !valid_name(name) || (roles & ~(unsigned)MPROC_QUEUE_BOTH))
@@ -378,7 +378,7 @@ MPROC_EXTERN int mproc_queue_unlink(const char *name) {
   return shm_unlink(name) == 0 ? 0 : mproc__neg_errno();
 }
 
-MPROC_EXTERN int mproc_queue_free(mproc_queue_t *q) {
+MPROC_EXTERN int mproc_queue_free(mproc_queue *q) {
   if (q == NULL)
     return 0;
   mproc__q_untrack(q);
@@ -456,8 +456,9 @@ static int try_put(struct mproc_queue *q, const void *buf, size_t len, uint32_t 
   uint64_t tail = atomic_load_explicit(&h->tail, memory_order_relaxed);
   uint64_t rel = atomic_load_explicit(&h->release, memory_order_relaxed);
   uint64_t count = atomic_load_explicit(&h->count, memory_order_relaxed);
-  if (atomic_load_explicit(&h->nconsumers, memory_order_relaxed) == 0)
-    return MPROC_ECLOSED;
+  if (atomic_load_explicit(&h->nconsumers, memory_order_relaxed) == 0 &&
+      (atomic_load_explicit(&h->ever_roles, memory_order_relaxed) & MPROC_QUEUE_CONSUMER))
+    return MPROC_ECLOSED; /* consumers came and all left */
   if ((h->maxsize != 0 && count >= h->maxsize) || h->cap - (tail - rel) < size)
     return MPROC_EFULL;
   struct mproc__qrec *r = rec_at(q, tail);
@@ -570,12 +571,11 @@ static int put_impl(struct mproc_queue *q, const void *buf, size_t len, int64_t 
   return err;
 }
 
-MPROC_EXTERN int mproc_queue_put(mproc_queue_t *q, const void *buf, size_t len,
-                                 int64_t timeout_ms) {
+MPROC_EXTERN int mproc_queue_put(mproc_queue *q, const void *buf, size_t len, int64_t timeout_ms) {
   return put_impl(q, buf, len, timeout_ms, false);
 }
 
-MPROC_EXTERN int mproc_queue_put_nowait(mproc_queue_t *q, const void *buf, size_t len) {
+MPROC_EXTERN int mproc_queue_put_nowait(mproc_queue *q, const void *buf, size_t len) {
   return put_impl(q, buf, len, 0, true);
 }
 
@@ -608,9 +608,11 @@ static int try_get(struct mproc_queue *q, struct getbuf *g, size_t *len, struct 
     atomic_store_explicit(&h->count, count, memory_order_relaxed);
     mproc__q_advance_release(q);
   }
-  if (head == tail)
-    return atomic_load_explicit(&h->nproducers, memory_order_relaxed) == 0 ? MPROC_ECLOSED
-                                                                           : MPROC_EEMPTY;
+  if (head == tail) {
+    bool gone = atomic_load_explicit(&h->nproducers, memory_order_relaxed) == 0 &&
+                (atomic_load_explicit(&h->ever_roles, memory_order_relaxed) & MPROC_QUEUE_PRODUCER);
+    return gone ? MPROC_ECLOSED : MPROC_EEMPTY; /* producers came and all left */
+  }
   r = rec_at(q, head);
   if (atomic_load_explicit(&r->state, memory_order_acquire) != MPROC__QR_COMMITTED)
     return MPROC_EEMPTY; /* its producer is still copying it in */
@@ -728,18 +730,18 @@ static int get_impl(struct mproc_queue *q, struct getbuf *g, size_t *len, int64_
   return err;
 }
 
-MPROC_EXTERN int mproc_queue_get(mproc_queue_t *q, void *buf, size_t cap, size_t *len,
+MPROC_EXTERN int mproc_queue_get(mproc_queue *q, void *buf, size_t cap, size_t *len,
                                  int64_t timeout_ms) {
   struct getbuf g = {buf, cap, false};
   return get_impl(q, &g, len, timeout_ms, false);
 }
 
-MPROC_EXTERN int mproc_queue_get_nowait(mproc_queue_t *q, void *buf, size_t cap, size_t *len) {
+MPROC_EXTERN int mproc_queue_get_nowait(mproc_queue *q, void *buf, size_t cap, size_t *len) {
   struct getbuf g = {buf, cap, false};
   return get_impl(q, &g, len, 0, true);
 }
 
-MPROC_EXTERN int mproc_queue_get_alloc(mproc_queue_t *q, void **buf, size_t *len,
+MPROC_EXTERN int mproc_queue_get_alloc(mproc_queue *q, void **buf, size_t *len,
                                        int64_t timeout_ms) {
   if (buf == NULL)
     return MPROC_EINVAL;
@@ -758,20 +760,20 @@ MPROC_EXTERN int mproc_queue_get_alloc(mproc_queue_t *q, void **buf, size_t *len
 
 /* ---- queries ------------------------------------------------------------ */
 
-MPROC_EXTERN int mproc_queue_qsize(mproc_queue_t *q) {
+MPROC_EXTERN int mproc_queue_qsize(mproc_queue *q) {
   if (q == NULL)
     return MPROC_EINVAL;
   uint64_t n = atomic_load_explicit(&q->h->count, memory_order_relaxed);
   return n > INT_MAX ? INT_MAX : (int)n;
 }
 
-MPROC_EXTERN int mproc_queue_empty(mproc_queue_t *q) {
+MPROC_EXTERN int mproc_queue_empty(mproc_queue *q) {
   if (q == NULL)
     return MPROC_EINVAL;
   return atomic_load_explicit(&q->h->count, memory_order_relaxed) == 0;
 }
 
-MPROC_EXTERN int mproc_queue_full(mproc_queue_t *q) {
+MPROC_EXTERN int mproc_queue_full(mproc_queue *q) {
   if (q == NULL)
     return MPROC_EINVAL;
   struct mproc__qhdr *h = q->h;
@@ -782,7 +784,7 @@ MPROC_EXTERN int mproc_queue_full(mproc_queue_t *q) {
          h->cap - used < mproc__q_rec_size(MPROC__QK_INLINE, 0);
 }
 
-MPROC_EXTERN int mproc_queue_stats(mproc_queue_t *q, struct mproc_queue_stats *st) {
+MPROC_EXTERN int mproc_queue_stats(mproc_queue *q, struct mproc_queue_stats *st) {
   if (q == NULL || st == NULL)
     return MPROC_EINVAL;
   struct mproc__qhdr *h = q->h;
@@ -800,11 +802,11 @@ MPROC_EXTERN int mproc_queue_stats(mproc_queue_t *q, struct mproc_queue_stats *s
   return 0;
 }
 
-MPROC_EXTERN int mproc_queue_close(mproc_queue_t *q) {
+MPROC_EXTERN int mproc_queue_close(mproc_queue *q) {
   return mproc_queue_detach(q, MPROC_QUEUE_PRODUCER);
 }
 
-MPROC_EXTERN int mproc_queue_detach(mproc_queue_t *q, unsigned roles) {
+MPROC_EXTERN int mproc_queue_detach(mproc_queue *q, unsigned roles) {
   if (q == NULL || (roles & ~(unsigned)MPROC_QUEUE_BOTH))
     return MPROC_EINVAL;
   if (q->part < 0)

@@ -64,6 +64,8 @@ struct mproc__qhdr {
   _Atomic uint64_t nparts;  /* used participant slots */
   _Atomic uint32_t nproducers;
   _Atomic uint32_t nconsumers;
+  _Atomic uint32_t ever_roles; /* roles any process ever attached with: "no
+                                  consumer left" needs one to have come */
   _Atomic uint64_t unfinished; /* JoinableQueue */
   uint64_t spill_seq;
   /* statistics */

@@ -84,6 +84,7 @@ int mproc__q_attach(struct mproc_queue *q, unsigned roles, bool pending) {
       p->pending_until = pending ? mproc_now_ms() + PENDING_MS : 0;
       atomic_store_explicit(&p->pid, self, memory_order_relaxed);
       atomic_fetch_add(&h->nparts, 1);
+      atomic_fetch_or(&h->ever_roles, roles);
       if (roles & MPROC_QUEUE_PRODUCER)
         atomic_fetch_add(&h->nproducers, 1);
       if (roles & MPROC_QUEUE_CONSUMER)

@@ -60,7 +60,7 @@ static int pattern_ok(const unsigned char *p, size_t n, uint64_t seed) {
 
 /* Child: echo every message back with its bytes reversed, until EOF. */
 static int echo_child(void *arg) {
-  mproc_conn_t *c = arg;
+  mproc_conn *c = arg;
   for (;;) {
     void *buf;
     size_t len;
@@ -83,7 +83,7 @@ static int echo_child(void *arg) {
 }
 
 START_TEST(test_duplex_across_processes) {
-  mproc_conn_t *a, *b;
+  mproc_conn *a, *b;
   mproc_assert_ok(mproc_pipe(&a, &b, NULL));
   struct child ch = start(echo_child, b, mproc_conn_fd(b));
   mproc_assert_ok(mproc_conn_close(b));
@@ -117,8 +117,8 @@ START_TEST(test_duplex_across_processes) {
 END_TEST
 
 START_TEST(test_oneway) {
-  mproc_conn_t *r, *w;
-  struct mproc_pipe_opts o = {.flags = MPROC_PIPE_ONEWAY};
+  mproc_conn *r, *w;
+  struct mproc_pipe_options o = {.flags = MPROC_PIPE_ONEWAY};
   mproc_assert_ok(mproc_pipe(&r, &w, &o));
   char buf[8];
   size_t len;
@@ -138,7 +138,7 @@ START_TEST(test_oneway) {
 END_TEST
 
 START_TEST(test_too_small_loses_nothing) {
-  mproc_conn_t *a, *b;
+  mproc_conn *a, *b;
   mproc_assert_ok(mproc_pipe(&a, &b, NULL));
   mproc_assert_ok(mproc_conn_send(a, "0123456789", 10, 0));
   mproc_assert_ok(mproc_conn_send(a, "z", 1, 0));
@@ -161,7 +161,7 @@ START_TEST(test_too_small_loses_nothing) {
 END_TEST
 
 START_TEST(test_timeouts_poll_and_eof) {
-  mproc_conn_t *a, *b;
+  mproc_conn *a, *b;
   mproc_assert_ok(mproc_pipe(&a, &b, NULL));
   char buf[8];
   size_t len;
@@ -190,7 +190,7 @@ END_TEST
 
 /* A frame that arrives in pieces: a deadline mid-payload loses nothing. */
 START_TEST(test_partial_frame_resumes) {
-  mproc_conn_t *a, *b;
+  mproc_conn *a, *b;
   mproc_assert_ok(mproc_pipe(&a, &b, NULL));
   int raw = mproc_conn_fd(a);
   uint64_t hdr[2] = {6, 0x6d70636eull << 32};
@@ -216,8 +216,8 @@ START_TEST(test_partial_frame_resumes) {
 END_TEST
 
 START_TEST(test_bad_arguments) {
-  mproc_conn_t *a, *b;
-  struct mproc_pipe_opts bad = {.flags = 1u << 7};
+  mproc_conn *a, *b;
+  struct mproc_pipe_options bad = {.flags = 1u << 7};
   mproc_assert_err(mproc_pipe(NULL, &b, NULL), MPROC_EINVAL);
   mproc_assert_err(mproc_pipe(&a, NULL, NULL), MPROC_EINVAL);
   mproc_assert_err(mproc_pipe(&a, &b, &bad), MPROC_EINVAL);
@@ -249,7 +249,7 @@ START_TEST(test_bad_arguments) {
   mproc_assert_err(mproc_conn_adopt(NULL, -1, 0), MPROC_EINVAL);
   int pfd[2];
   ck_assert_int_eq(pipe(pfd), 0);
-  mproc_conn_t *c;
+  mproc_conn *c;
   mproc_assert_err(mproc_conn_adopt(&c, pfd[0], 0), -ENOTSOCK); /* closes pfd[0] */
   close(pfd[1]);
   mproc_assert_ok(mproc_conn_close(NULL));
@@ -265,7 +265,7 @@ END_TEST
 START_TEST(test_adopt) {
   int sv[2];
   ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
-  mproc_conn_t *a, *b;
+  mproc_conn *a, *b;
   mproc_assert_ok(mproc_conn_adopt(&a, sv[0], 0));
   mproc_assert_ok(mproc_conn_adopt(&b, sv[1], 0));
   mproc_assert_ok(mproc_conn_send(a, "hey", 3, 0));
@@ -280,7 +280,7 @@ END_TEST
 
 START_TEST(test_create_destroy_cycles) {
   for (int i = 0; i < 1000; i++) {
-    mproc_conn_t *a, *b;
+    mproc_conn *a, *b;
     mproc_assert_ok(mproc_pipe(&a, &b, NULL));
     mproc_assert_ok(mproc_conn_send(a, &i, sizeof i, 0));
     mproc_assert_ok(mproc_conn_close(a));
@@ -292,7 +292,7 @@ END_TEST
 /* ---- large messages --------------------------------------------------- */
 
 struct big_arg {
-  mproc_conn_t *c;
+  mproc_conn *c;
   size_t size;
 };
 
@@ -313,7 +313,7 @@ static int big_recv_child(void *arg) {
 
 START_TEST(test_three_gib_message) {
   size_t size = (size_t)3 << 30;
-  mproc_conn_t *a, *b;
+  mproc_conn *a, *b;
   mproc_assert_ok(mproc_pipe(&a, &b, NULL));
   struct big_arg arg = {b, size};
   struct child ch = start(big_recv_child, &arg, mproc_conn_fd(b));
@@ -353,7 +353,7 @@ static int big_both_child(void *arg) {
 
 START_TEST(test_large_both_ways_at_once) {
   size_t size = (size_t)1 << 30;
-  mproc_conn_t *a, *b;
+  mproc_conn *a, *b;
   mproc_assert_ok(mproc_pipe(&a, &b, NULL));
   struct big_arg arg = {b, size};
   struct child ch = start(big_both_child, &arg, mproc_conn_fd(b));
@@ -380,7 +380,7 @@ END_TEST
 /* Child: receives a listening socket and an accepted one; answers on the
  * accepted one, accepts one more client on the listener and answers it. */
 static int socket_child(void *arg) {
-  mproc_conn_t *c = arg;
+  mproc_conn *c = arg;
   char buf[32];
   size_t len, nfds = 2;
   int fds[2];
@@ -415,7 +415,7 @@ START_TEST(test_pass_tcp_sockets) {
   int acc = accept4(lst, NULL, NULL, SOCK_CLOEXEC);
   ck_assert_int_ge(acc, 0);
 
-  mproc_conn_t *a, *b;
+  mproc_conn *a, *b;
   mproc_assert_ok(mproc_pipe(&a, &b, NULL));
   struct child ch = start(socket_child, b, mproc_conn_fd(b));
   mproc_assert_ok(mproc_conn_close(b));
@@ -441,7 +441,7 @@ START_TEST(test_pass_tcp_sockets) {
 END_TEST
 
 START_TEST(test_fds_in_order_and_too_small) {
-  mproc_conn_t *a, *b;
+  mproc_conn *a, *b;
   mproc_assert_ok(mproc_pipe(&a, &b, NULL));
   int p1[2], p2[2];
   ck_assert_int_eq(pipe2(p1, O_CLOEXEC), 0);
@@ -495,7 +495,7 @@ END_TEST
 /* ---- wait on many ----------------------------------------------------- */
 
 static int send_after_msg(void *arg) {
-  mproc_conn_t *c = arg;
+  mproc_conn *c = arg;
   char buf[4];
   size_t len;
   if (mproc_conn_recv(c, buf, sizeof buf, &len, LONG_MS) != 0)
@@ -504,7 +504,7 @@ static int send_after_msg(void *arg) {
 }
 
 START_TEST(test_wait_many) {
-  mproc_conn_t *a1, *b1, *a2, *b2;
+  mproc_conn *a1, *b1, *a2, *b2;
   mproc_assert_ok(mproc_pipe(&a1, &b1, NULL));
   mproc_assert_ok(mproc_pipe(&a2, &b2, NULL));
   struct child ch = start(send_after_msg, b1, mproc_conn_fd(b1));

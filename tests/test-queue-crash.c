@@ -59,7 +59,7 @@ static unsigned char *guarded(size_t valid, void **base, size_t *maplen) {
 }
 
 struct die_arg {
-  mproc_queue_t *q;
+  mproc_queue *q;
   size_t len;   /* message length claimed */
   size_t valid; /* readable/writable bytes before the fault */
 };
@@ -102,7 +102,7 @@ static int shm_of_pid(pid_t pid) {
   return found;
 }
 
-static void put_get_ok(mproc_queue_t *q, size_t n) {
+static void put_get_ok(mproc_queue *q, size_t n) {
   unsigned char *buf = malloc(n), *out = malloc(n);
   for (size_t i = 0; i < n; i++)
     buf[i] = (unsigned char)(i * 13);
@@ -119,8 +119,8 @@ static void put_get_ok(mproc_queue_t *q, size_t n) {
  * reserved) and for an oversized (spilled) one: the record is skipped and
  * counted as lost, the next message is delivered, the spill object removed. */
 START_TEST(test_producer_dies_mid_copy) {
-  mproc_queue_t *q;
-  struct mproc_queue_opts o = {.capacity = 65536};
+  mproc_queue *q;
+  struct mproc_queue_options o = {.capacity = 65536};
   mproc_assert_ok(mproc_queue_new(&q, &o));
   size_t cases[][2] = {{20000, 9000}, {200000, 100000}};
   for (int c = 0; c < 2; c++) {
@@ -142,7 +142,7 @@ END_TEST
 /* Producer dies while copying a small message inside the lock: the next
  * locker repairs; nothing was published, nothing is lost or delivered. */
 START_TEST(test_producer_dies_holding_lock) {
-  mproc_queue_t *q;
+  mproc_queue *q;
   mproc_assert_ok(mproc_queue_new(&q, NULL));
   struct die_arg a = {q, 800, 300};
   struct child ch = start(die_putting, &a);
@@ -161,8 +161,8 @@ END_TEST
 /* Consumer dies while copying a message out, outside the lock: the message
  * is lost (counted), its space is reclaimed, the queue goes on. */
 START_TEST(test_consumer_dies_mid_copy) {
-  mproc_queue_t *q;
-  struct mproc_queue_opts o = {.capacity = 65536};
+  mproc_queue *q;
+  struct mproc_queue_options o = {.capacity = 65536};
   mproc_assert_ok(mproc_queue_new(&q, &o));
   size_t cases[][2] = {{20000, 9000}, {200000, 100000}};
   for (int c = 0; c < 2; c++) {
@@ -199,7 +199,7 @@ END_TEST
 /* Consumer dies copying a small message out inside the lock: the message is
  * still at the head and goes, intact, to the next consumer. */
 START_TEST(test_consumer_dies_holding_lock) {
-  mproc_queue_t *q;
+  mproc_queue *q;
   mproc_assert_ok(mproc_queue_new(&q, NULL));
   unsigned char msg[700];
   for (size_t i = 0; i < sizeof msg; i++)
@@ -226,7 +226,7 @@ END_TEST
 #define NMSG 400
 
 struct sp_arg {
-  mproc_queue_t *q;
+  mproc_queue *q;
   uint32_t id;
 };
 
@@ -255,8 +255,8 @@ static int stress_producer(void *arg) {
 }
 
 struct sc_arg {
-  mproc_queue_t *q;
-  mproc_queue_t *res;
+  mproc_queue *q;
+  mproc_queue *res;
 };
 
 static int stress_consumer(void *arg) {
@@ -288,8 +288,8 @@ static int stress_consumer(void *arg) {
 }
 
 START_TEST(test_kill_producer_and_consumer_under_load) {
-  mproc_queue_t *q, *res;
-  struct mproc_queue_opts o = {.capacity = 262144};
+  mproc_queue *q, *res;
+  struct mproc_queue_options o = {.capacity = 262144};
   mproc_assert_ok(mproc_queue_new(&q, &o));
   mproc_assert_ok(mproc_queue_new(&res, NULL));
   struct sp_arg pa[3] = {{q, 0}, {q, 1}, {q, 2}};

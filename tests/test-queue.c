@@ -65,7 +65,7 @@ static int check_msg(const unsigned char *buf, size_t len, struct msg_hdr *out) 
 /* ---- single process ---------------------------------------------------- */
 
 START_TEST(test_fifo_and_sizes) {
-  mproc_queue_t *q;
+  mproc_queue *q;
   mproc_assert_ok(mproc_queue_new(&q, NULL));
   ck_assert_int_eq(mproc_queue_empty(q), 1);
   ck_assert_int_eq(mproc_queue_full(q), 0);
@@ -113,8 +113,8 @@ START_TEST(test_fifo_and_sizes) {
 END_TEST
 
 START_TEST(test_wraparound_small_ring) {
-  mproc_queue_t *q;
-  struct mproc_queue_opts o = {.capacity = 4096};
+  mproc_queue *q;
+  struct mproc_queue_options o = {.capacity = 4096};
   mproc_assert_ok(mproc_queue_new(&q, &o));
   unsigned char buf[2000], out[2000];
   for (uint32_t i = 0; i < 5000; i++) {
@@ -137,8 +137,8 @@ START_TEST(test_wraparound_small_ring) {
 END_TEST
 
 START_TEST(test_bounds) {
-  mproc_queue_t *q;
-  struct mproc_queue_opts o = {.maxsize = 3};
+  mproc_queue *q;
+  struct mproc_queue_options o = {.maxsize = 3};
   mproc_assert_ok(mproc_queue_new(&q, &o));
   for (int i = 0; i < 3; i++)
     mproc_assert_ok(mproc_queue_put_nowait(q, &i, sizeof i));
@@ -155,7 +155,7 @@ START_TEST(test_bounds) {
   mproc_assert_ok(mproc_queue_free(q));
 
   /* Bounded by bytes: a 4 KiB ring holds fewer than 4 KiB of messages. */
-  struct mproc_queue_opts ob = {.capacity = 4096};
+  struct mproc_queue_options ob = {.capacity = 4096};
   mproc_assert_ok(mproc_queue_new(&q, &ob));
   char kb[1000] = {0};
   int n = 0;
@@ -171,8 +171,8 @@ END_TEST
 
 /* Messages larger than the ring (and than half of it) go through. */
 START_TEST(test_oversized_messages) {
-  mproc_queue_t *q;
-  struct mproc_queue_opts o = {.capacity = 65536};
+  mproc_queue *q;
+  struct mproc_queue_options o = {.capacity = 65536};
   mproc_assert_ok(mproc_queue_new(&q, &o));
   size_t sizes[] = {30000, 40000, 65536, 1 << 20, 16 << 20};
   unsigned char *buf = malloc(16 << 20);
@@ -202,19 +202,19 @@ START_TEST(test_oversized_messages) {
 END_TEST
 
 START_TEST(test_bad_arguments) {
-  mproc_queue_t *q;
-  struct mproc_queue_opts o = {.flags = 1u << 9};
+  mproc_queue *q;
+  struct mproc_queue_options o = {.flags = 1u << 9};
   mproc_assert_err(mproc_queue_new(NULL, NULL), MPROC_EINVAL);
   mproc_assert_err(mproc_queue_new(&q, &o), MPROC_EINVAL);
-  o = (struct mproc_queue_opts){.roles = 8};
+  o = (struct mproc_queue_options){.roles = 8};
   mproc_assert_err(mproc_queue_new(&q, &o), MPROC_EINVAL);
-  o = (struct mproc_queue_opts){.capacity = (size_t)2 << 30};
+  o = (struct mproc_queue_options){.capacity = (size_t)2 << 30};
   mproc_assert_err(mproc_queue_new(&q, &o), MPROC_EINVAL);
-  o = (struct mproc_queue_opts){.max_participants = 100000};
+  o = (struct mproc_queue_options){.max_participants = 100000};
   mproc_assert_err(mproc_queue_new(&q, &o), MPROC_EINVAL);
-  o = (struct mproc_queue_opts){.name = "noslash"};
+  o = (struct mproc_queue_options){.name = "noslash"};
   mproc_assert_err(mproc_queue_new(&q, &o), MPROC_EINVAL);
-  o = (struct mproc_queue_opts){.name = "/a/b"};
+  o = (struct mproc_queue_options){.name = "/a/b"};
   mproc_assert_err(mproc_queue_new(&q, &o), MPROC_EINVAL);
   mproc_assert_err(mproc_queue_open(&q, NULL, 0), MPROC_EINVAL);
   mproc_assert_err(mproc_queue_open(NULL, "/x", 0), MPROC_EINVAL);
@@ -252,7 +252,7 @@ START_TEST(test_bad_arguments) {
 END_TEST
 
 START_TEST(test_close_semantics_local) {
-  mproc_queue_t *q;
+  mproc_queue *q;
   mproc_assert_ok(mproc_queue_new(&q, NULL));
   mproc_assert_ok(mproc_queue_put(q, "a", 1, 0));
   mproc_assert_ok(mproc_queue_close(q));
@@ -267,18 +267,23 @@ START_TEST(test_close_semantics_local) {
   mproc_assert_err(mproc_queue_get(q, &c, 1, &len, 0), MPROC_ECLOSED);
   mproc_assert_ok(mproc_queue_free(q));
 
-  /* A put with no consumer attached is refused. */
-  struct mproc_queue_opts o = {.roles = MPROC_QUEUE_PRODUCER};
+  /* Before any consumer has attached, puts queue up (a named queue's
+   * consumers may attach later); a get waits for producers likewise. */
+  struct mproc_queue_options o = {.roles = MPROC_QUEUE_PRODUCER};
   mproc_assert_ok(mproc_queue_new(&q, &o));
-  mproc_assert_err(mproc_queue_put(q, "a", 1, -1), MPROC_ECLOSED);
+  mproc_assert_ok(mproc_queue_put(q, "a", 1, 0));
+  mproc_assert_ok(mproc_queue_free(q));
+  o.roles = MPROC_QUEUE_CONSUMER;
+  mproc_assert_ok(mproc_queue_new(&q, &o));
+  mproc_assert_err(mproc_queue_get(q, &c, 1, &len, 20), MPROC_ETIMEDOUT);
   mproc_assert_ok(mproc_queue_free(q));
 }
 END_TEST
 
 START_TEST(test_create_destroy_cycles) {
   for (int i = 0; i < 1000; i++) {
-    mproc_queue_t *q;
-    struct mproc_queue_opts o = {.capacity = 65536, .flags = i % 2 ? MPROC_QUEUE_JOINABLE : 0};
+    mproc_queue *q;
+    struct mproc_queue_options o = {.capacity = 65536, .flags = i % 2 ? MPROC_QUEUE_JOINABLE : 0};
     mproc_assert_ok(mproc_queue_new(&q, &o));
     mproc_assert_ok(mproc_queue_put(q, &i, sizeof i, 0));
     mproc_assert_ok(mproc_queue_free(q));
@@ -289,7 +294,7 @@ END_TEST
 /* ---- across processes -------------------------------------------------- */
 
 struct prod_arg {
-  mproc_queue_t *q;
+  mproc_queue *q;
   uint32_t id;
   uint32_t n;
   size_t size;
@@ -311,8 +316,8 @@ static int producer(void *arg) {
 }
 
 START_TEST(test_producer_child_then_closed) {
-  mproc_queue_t *q;
-  struct mproc_queue_opts o = {.capacity = 8192};
+  mproc_queue *q;
+  struct mproc_queue_options o = {.capacity = 8192};
   mproc_assert_ok(mproc_queue_new(&q, &o));
   struct prod_arg a = {q, 7, 2000, 100};
   struct child ch = start(producer, &a);
@@ -334,13 +339,13 @@ START_TEST(test_producer_child_then_closed) {
 END_TEST
 
 static int exit_without_detaching(void *arg) {
-  mproc_queue_t *q = arg;
+  mproc_queue *q = arg;
   return mproc_queue_put(q, "last", 4, LONG_MS) == 0 ? 0 : 1;
 }
 
 /* A producer that dies (exits without closing) is noticed by a blocked get. */
 START_TEST(test_dead_producer_detected) {
-  mproc_queue_t *q;
+  mproc_queue *q;
   mproc_assert_ok(mproc_queue_new(&q, NULL));
   struct child ch = start(exit_without_detaching, q);
   mproc_assert_ok(mproc_queue_close(q));
@@ -357,7 +362,7 @@ START_TEST(test_dead_producer_detected) {
 END_TEST
 
 static int consume_one_and_exit(void *arg) {
-  mproc_queue_t *q = arg;
+  mproc_queue *q = arg;
   char buf[8];
   size_t len;
   return mproc_queue_get(q, buf, sizeof buf, &len, LONG_MS) == 0 ? 0 : 1;
@@ -365,8 +370,8 @@ static int consume_one_and_exit(void *arg) {
 
 /* A put blocked on a full queue whose last consumer exits reports it. */
 START_TEST(test_dead_consumer_detected) {
-  mproc_queue_t *q;
-  struct mproc_queue_opts o = {.maxsize = 1};
+  mproc_queue *q;
+  struct mproc_queue_options o = {.maxsize = 1};
   mproc_assert_ok(mproc_queue_new(&q, &o));
   struct child ch = start(consume_one_and_exit, q);
   mproc_assert_ok(mproc_queue_detach(q, MPROC_QUEUE_CONSUMER));
@@ -379,8 +384,8 @@ START_TEST(test_dead_consumer_detected) {
 END_TEST
 
 struct cons_arg {
-  mproc_queue_t *q;
-  mproc_queue_t *results; /* per-message (producer, seq) records go here */
+  mproc_queue *q;
+  mproc_queue *results; /* per-message (producer, seq) records go here */
 };
 
 static int consumer(void *arg) {
@@ -403,8 +408,8 @@ static int consumer(void *arg) {
 }
 
 START_TEST(test_mpmc_checksums) {
-  mproc_queue_t *q, *res;
-  struct mproc_queue_opts o = {.capacity = 16384};
+  mproc_queue *q, *res;
+  struct mproc_queue_options o = {.capacity = 16384};
   mproc_assert_ok(mproc_queue_new(&q, &o));
   mproc_assert_ok(mproc_queue_new(&res, NULL));
   enum { NP = 2, NC = 2, N = 3000 };
@@ -448,7 +453,7 @@ struct named_arg {
 
 static int named_child(void *arg) {
   struct named_arg *a = arg;
-  mproc_queue_t *q;
+  mproc_queue *q;
   int r = mproc_queue_open(&q, a->name, MPROC_QUEUE_PRODUCER);
   if (r != 0)
     return 1;
@@ -463,8 +468,8 @@ static int named_child(void *arg) {
 START_TEST(test_named_queue) {
   char name[64];
   mproc_test_shm_name(name, sizeof name, "q");
-  mproc_queue_t *q, *q2;
-  struct mproc_queue_opts o = {.name = name, .capacity = 65536, .roles = MPROC_QUEUE_CONSUMER};
+  mproc_queue *q, *q2;
+  struct mproc_queue_options o = {.name = name, .capacity = 65536, .roles = MPROC_QUEUE_CONSUMER};
   mproc_assert_ok(mproc_queue_new(&q, &o));
   mproc_assert_err(mproc_queue_new(&q2, &o), -EEXIST);
   /* A process that opens it by name (not through fork): small and big. */
@@ -495,7 +500,7 @@ END_TEST
 /* ---- JoinableQueue ----------------------------------------------------- */
 
 static int worker_task_done(void *arg) {
-  mproc_queue_t *q = arg;
+  mproc_queue *q = arg;
   mproc_queue_close(q);
   char buf[16];
   size_t len;
@@ -507,7 +512,7 @@ static int worker_task_done(void *arg) {
 }
 
 static int worker_dies_holding_task(void *arg) {
-  mproc_queue_t *q = arg;
+  mproc_queue *q = arg;
   char buf[16];
   size_t len;
   if (mproc_queue_get(q, buf, sizeof buf, &len, LONG_MS) != 0)
@@ -517,8 +522,8 @@ static int worker_dies_holding_task(void *arg) {
 }
 
 START_TEST(test_joinable) {
-  mproc_queue_t *q;
-  struct mproc_queue_opts o = {.flags = MPROC_QUEUE_JOINABLE};
+  mproc_queue *q;
+  struct mproc_queue_options o = {.flags = MPROC_QUEUE_JOINABLE};
   mproc_assert_ok(mproc_queue_new(&q, &o));
   mproc_assert_ok(mproc_queue_join(q, 0)); /* nothing put yet */
   mproc_assert_err(mproc_queue_task_done(q), MPROC_EOVERRELEASE);
