@@ -5,22 +5,33 @@
  * Design notes.
  *
  * Memory.  One shared object (a memfd, or a /dev/shm object for a named
- * queue): a header with a robust process-shared mutex and the participant
- * table, then a ring of `cap` bytes (a power of two).  The ring is mapped
+ * queue): a header with two robust process-shared mutexes and the
+ * participant table, then a ring of `cap` bytes (a power of two).  The ring is mapped
  * twice, back to back, so every record is contiguous in virtual memory even
  * when it wraps: no padding records, and a record may use the whole ring.
  * Positions (head, tail, release) are 64-bit byte counts since creation; the
  * ring offset is pos & (cap - 1).  Nothing in shared memory is a pointer.
  *
+ * Two locks (the two-lock queue of Michael and Scott).  Producers take
+ * plock to reserve at tail; consumers take clock to take at head and to
+ * release space.  Each side reads the other's words (release and nget for
+ * producers, tail for consumers) with acquire loads and writes its own with
+ * release stores, so one producer and one consumer never wait for each
+ * other's lock, and each lock's cache line stays with its side.  The rare
+ * operations that touch both sides (attach, detach, sweep, task_done, free)
+ * take plock then clock, always in that order.
+ *
  * Records.  [release, head) are being copied out or done; [head, tail) are
  * queued.  A record's state walks
  *     RESERVED -> COMMITTED -> CLAIMED -> DONE      (or -> DEAD)
- * A message of at most 1 KiB is copied in and out while holding the lock:
- * it goes straight to COMMITTED on put and to DONE on get, so a small
+ * A message of at most 1 KiB is copied in and out while holding the side's
+ * lock: it goes straight to COMMITTED on put and to DONE on get, so a small
  * message costs one lock round trip per side.  A larger one is RESERVED
- * under the lock, copied outside it, then COMMITTED with a release store (no
- * lock); a consumer likewise CLAIMs it under the lock, copies it out, and
- * takes the lock again only to mark it DONE and release space.  Consumers
+ * under plock, copied outside it, then COMMITTED with a release store (no
+ * lock); a consumer likewise CLAIMs it under clock, copies it out, and
+ * takes clock again only to mark it DONE and release space.  The number
+ * queued is nput - nget: nput grows before tail moves and nget after head
+ * moves, so it is never negative.  Consumers
  * take records in ring order; a RESERVED record at the head makes them wait
  * for its producer (FIFO, as Python's Queue).  A message larger than half
  * the ring is written to a /dev/shm object of its own ("spill") and only its
@@ -29,13 +40,14 @@
  *
  * Crash safety.  Every critical section ends with the store that publishes
  * it (tail for put, head for get); a process that dies inside one leaves
- * the robust mutex to the next locker with EOWNERDEAD, and repair() rebuilds
- * the derived count from the records (a partially written record past tail
- * is simply not there; a record being copied out under the lock is still at
- * head and goes to the next consumer).  A process that dies while copying
- * outside the lock leaves a RESERVED or CLAIMED record owned by its
- * participant index; the liveness sweep (queue_part.c) turns it DEAD: it is
- * skipped and counted in the lost statistics, never delivered partially.
+ * the robust mutex to the next locker with EOWNERDEAD, and the records are
+ * consistent as they are: a partially written record past tail is simply
+ * not there; a record being copied out under clock is still at head and
+ * goes to the next consumer.  Only the counters stored next to the
+ * publishing store (nput/nget, puts/gets, unfinished) may be off by one.  A process that dies while
+ * copying outside the lock leaves a RESERVED or CLAIMED record owned by its participant index; the
+ * liveness sweep (queue_part.c) turns it DEAD: it is skipped and counted in the lost statistics,
+ * never delivered partially.
  *
  * Wake-ups.  Sleepers count themselves in nget_wait/nput_wait, then re-check,
  * then sleep on get_seq/put_seq (futex), and uncount themselves as soon as
@@ -94,50 +106,43 @@ uint64_t mproc__q_rec_size(uint32_t kind, uint64_t len) {
 
 /* ---- lock and repair ---------------------------------------------------- */
 
-/* The lock owner died mid-critical-section.  Records up to tail are whole
- * (tail is stored last); recount what is derived from them. */
-static void repair(struct mproc_queue *q) {
-  struct mproc__qhdr *h = q->h;
-  uint64_t pos = atomic_load_explicit(&h->release, memory_order_relaxed);
-  uint64_t head = atomic_load_explicit(&h->head, memory_order_relaxed);
-  uint64_t tail = atomic_load_explicit(&h->tail, memory_order_relaxed);
-  uint64_t count = 0;
-  while (pos < tail) {
-    struct mproc__qrec *r = rec_at(q, pos);
-    uint32_t st = atomic_load_explicit(&r->state, memory_order_acquire);
-    if (st < MPROC__QR_RESERVED || st > MPROC__QR_DEAD || r->kind > MPROC__QK_SPILL)
-      break; /* cannot happen with ordered stores; stop at the damage */
-    if (pos >= head)
-      count++;
-    pos += mproc__q_rec_size(r->kind, r->len);
-  }
-  if (pos != tail)
-    atomic_store_explicit(&h->tail, pos, memory_order_relaxed);
-  atomic_store_explicit(&h->count, count, memory_order_relaxed);
-}
-
-int mproc__q_lock(struct mproc_queue *q) {
+int mproc__q_lock1(struct mproc_queue *q, pthread_mutex_t *m) {
   /* Critical sections are a few dozen nanoseconds, while a contended robust
    * mutex sleeps in the kernel at once: try a little before sleeping. */
-  int r = pthread_mutex_trylock(&q->h->lock);
+  int r = pthread_mutex_trylock(m);
   for (int i = 0; r == EBUSY && i < LOCK_SPINS; i++) {
     cpu_relax();
-    r = pthread_mutex_trylock(&q->h->lock);
+    r = pthread_mutex_trylock(m);
   }
   if (r == EBUSY)
-    r = pthread_mutex_lock(&q->h->lock);
+    r = pthread_mutex_lock(m);
   if (MPROC__LIKELY(r == 0))
     return 0;
   if (r == EOWNERDEAD) {
-    repair(q);
-    pthread_mutex_consistent(&q->h->lock);
+    /* Every critical section ends with its publishing store (tail, head),
+     * so the records are consistent whatever instruction the owner died
+     * at; only the counters next to that store may be off by one. */
+    pthread_mutex_consistent(m);
     atomic_fetch_add(&q->h->repairs, 1);
     return 0;
   }
   return MPROC_EBROKEN;
 }
 
-void mproc__q_unlock(struct mproc_queue *q) { pthread_mutex_unlock(&q->h->lock); }
+int mproc__q_lock(struct mproc_queue *q) {
+  int err = mproc__q_lock1(q, &q->h->plock);
+  if (err != 0)
+    return err;
+  err = mproc__q_lock1(q, &q->h->clock);
+  if (err != 0)
+    pthread_mutex_unlock(&q->h->plock);
+  return err;
+}
+
+void mproc__q_unlock(struct mproc_queue *q) {
+  pthread_mutex_unlock(&q->h->clock);
+  pthread_mutex_unlock(&q->h->plock);
+}
 
 void mproc__q_wake(_Atomic uint32_t *seq, _Atomic uint32_t *nwait) {
   /* Pairs with the sleeper's increment of nwait before its re-check. */
@@ -248,7 +253,9 @@ static int init_header(struct mproc__qhdr *h, size_t cap, size_t hdr, size_t max
   pthread_mutexattr_init(&a);
   pthread_mutexattr_setpshared(&a, PTHREAD_PROCESS_SHARED);
   pthread_mutexattr_setrobust(&a, PTHREAD_MUTEX_ROBUST);
-  int r = pthread_mutex_init(&h->lock, &a);
+  int r = pthread_mutex_init(&h->plock, &a);
+  if (r == 0)
+    r = pthread_mutex_init(&h->clock, &a);
   pthread_mutexattr_destroy(&a);
   if (r != 0)
     return -r;
@@ -454,8 +461,10 @@ static int try_put(struct mproc_queue *q, const void *buf, size_t len, uint32_t 
   struct mproc__qhdr *h = q->h;
   uint64_t size = mproc__q_rec_size(kind, len);
   uint64_t tail = atomic_load_explicit(&h->tail, memory_order_relaxed);
-  uint64_t rel = atomic_load_explicit(&h->release, memory_order_relaxed);
-  uint64_t count = atomic_load_explicit(&h->count, memory_order_relaxed);
+  /* Acquire: consumers are done with the bytes below release. */
+  uint64_t rel = atomic_load_explicit(&h->release, memory_order_acquire);
+  uint64_t nput = atomic_load_explicit(&h->nput, memory_order_relaxed);
+  uint64_t count = nput - atomic_load_explicit(&h->nget, memory_order_acquire);
   if (atomic_load_explicit(&h->nconsumers, memory_order_relaxed) == 0 &&
       (atomic_load_explicit(&h->ever_roles, memory_order_relaxed) & MPROC_QUEUE_CONSUMER))
     return MPROC_ECLOSED; /* consumers came and all left */
@@ -477,10 +486,12 @@ static int try_put(struct mproc_queue *q, const void *buf, size_t len, uint32_t 
   }
   atomic_store_explicit(&r->state, now ? MPROC__QR_COMMITTED : MPROC__QR_RESERVED,
                         memory_order_relaxed);
-  /* The publishing store: a death before it leaves no trace. */
+  /* Counted before it is visible, so a consumer's nget never passes nput. */
+  atomic_store_explicit(&h->nput, nput + 1, memory_order_relaxed);
+  /* The publishing store: a death before it leaves no record. */
   atomic_store_explicit(&h->tail, tail + size, memory_order_release);
-  atomic_store_explicit(&h->count, count + 1, memory_order_relaxed);
-  /* Counters change under the lock only: plain increments, no locked RMW. */
+  /* After it: a consumer's task_done needs plock, so it cannot get here
+   * first; a death in between leaves the count one low, never a hang. */
   bump(&h->puts);
   if (h->flags & MPROC_QUEUE_JOINABLE)
     bump(&h->unfinished);
@@ -530,11 +541,11 @@ static int put_impl(struct mproc_queue *q, const void *buf, size_t len, int64_t 
   int err;
   for (;;) {
     struct mproc__qrec *r = NULL;
-    err = mproc__q_lock(q);
+    err = mproc__q_lock1(q, &h->plock);
     if (err != 0)
       break;
     err = try_put(q, buf, len, kind, &r);
-    mproc__q_unlock(q);
+    pthread_mutex_unlock(&h->plock);
     if (err == 0) {
       if (r != NULL)
         err = fill_record(q, r, buf, len);
@@ -593,8 +604,7 @@ struct getbuf {
 static int try_get(struct mproc_queue *q, struct getbuf *g, size_t *len, struct mproc__qrec **rec) {
   struct mproc__qhdr *h = q->h;
   uint64_t head = atomic_load_explicit(&h->head, memory_order_relaxed);
-  uint64_t tail = atomic_load_explicit(&h->tail, memory_order_relaxed);
-  uint64_t count = atomic_load_explicit(&h->count, memory_order_relaxed);
+  uint64_t tail = atomic_load_explicit(&h->tail, memory_order_acquire);
   struct mproc__qrec *r;
   uint32_t st;
   /* Skip records whose producer died (or whose consumer died under the
@@ -603,15 +613,18 @@ static int try_get(struct mproc_queue *q, struct getbuf *g, size_t *len, struct 
                                                     memory_order_acquire)) == MPROC__QR_DEAD ||
                          st == MPROC__QR_DONE)) {
     head += mproc__q_rec_size(r->kind, r->len);
-    count--;
-    atomic_store_explicit(&h->head, head, memory_order_relaxed);
-    atomic_store_explicit(&h->count, count, memory_order_relaxed);
+    atomic_store_explicit(&h->head, head, memory_order_release);
+    bump(&h->nget);
     mproc__q_advance_release(q);
   }
   if (head == tail) {
-    bool gone = atomic_load_explicit(&h->nproducers, memory_order_relaxed) == 0 &&
-                (atomic_load_explicit(&h->ever_roles, memory_order_relaxed) & MPROC_QUEUE_PRODUCER);
-    return gone ? MPROC_ECLOSED : MPROC_EEMPTY; /* producers came and all left */
+    /* Producers detach after their last publish: read the count first,
+     * then look at tail again. */
+    bool gone =
+        atomic_load(&h->nproducers) == 0 && (atomic_load(&h->ever_roles) & MPROC_QUEUE_PRODUCER);
+    if (atomic_load_explicit(&h->tail, memory_order_acquire) == head)
+      return gone ? MPROC_ECLOSED : MPROC_EEMPTY; /* producers came and all left */
+    return MPROC_EAGAIN;                          /* something just arrived: retry */
   }
   r = rec_at(q, head);
   if (atomic_load_explicit(&r->state, memory_order_acquire) != MPROC__QR_COMMITTED)
@@ -628,9 +641,10 @@ static int try_get(struct mproc_queue *q, struct getbuf *g, size_t *len, struct 
     r->owner = (uint32_t)q->part;
     atomic_store_explicit(&r->state, MPROC__QR_CLAIMED, memory_order_relaxed);
   }
-  /* The publishing store. */
+  /* The publishing store; the counters follow it (a death in between
+   * leaves them one low: nget never passes nput). */
   atomic_store_explicit(&h->head, head + mproc__q_rec_size(r->kind, r->len), memory_order_release);
-  atomic_store_explicit(&h->count, count - 1, memory_order_relaxed);
+  bump(&h->nget);
   bump(&h->gets);
   if (h->flags & MPROC_QUEUE_JOINABLE)
     h->parts[q->part].outstanding++;
@@ -647,11 +661,11 @@ static int drain_record(struct mproc_queue *q, struct mproc__qrec *r, void *dst)
     err = spill_read((const char *)(r + 1), dst, (size_t)r->len);
   else
     memcpy(dst, r + 1, (size_t)r->len);
-  int e2 = mproc__q_lock(q);
+  int e2 = mproc__q_lock1(q, &q->h->clock);
   if (e2 == 0) {
     atomic_store_explicit(&r->state, MPROC__QR_DONE, memory_order_release);
     mproc__q_advance_release(q);
-    mproc__q_unlock(q);
+    pthread_mutex_unlock(&q->h->clock);
   }
   return err != 0 ? err : e2;
 }
@@ -673,11 +687,13 @@ static int get_impl(struct mproc_queue *q, struct getbuf *g, size_t *len, int64_
   for (;;) {
     struct mproc__qrec *r = NULL;
     size_t need = 0;
-    err = mproc__q_lock(q);
+    err = mproc__q_lock1(q, &h->clock);
     if (err != 0)
       break;
     err = try_get(q, g, &need, &r);
-    mproc__q_unlock(q);
+    pthread_mutex_unlock(&h->clock);
+    if (err == MPROC_EAGAIN)
+      continue;
     if (err == 0) {
       if (r != NULL)
         err = drain_record(q, r, g->buf);
@@ -760,24 +776,30 @@ MPROC_EXTERN int mproc_queue_get_alloc(mproc_queue *q, void **buf, size_t *len,
 
 /* ---- queries ------------------------------------------------------------ */
 
+/* Messages queued: nget is read first and never passes nput. */
+static uint64_t queued(struct mproc__qhdr *h) {
+  uint64_t got = atomic_load_explicit(&h->nget, memory_order_acquire);
+  return atomic_load_explicit(&h->nput, memory_order_acquire) - got;
+}
+
 MPROC_EXTERN int mproc_queue_qsize(mproc_queue *q) {
   if (q == NULL)
     return MPROC_EINVAL;
-  uint64_t n = atomic_load_explicit(&q->h->count, memory_order_relaxed);
+  uint64_t n = queued(q->h);
   return n > INT_MAX ? INT_MAX : (int)n;
 }
 
 MPROC_EXTERN int mproc_queue_empty(mproc_queue *q) {
   if (q == NULL)
     return MPROC_EINVAL;
-  return atomic_load_explicit(&q->h->count, memory_order_relaxed) == 0;
+  return queued(q->h) == 0;
 }
 
 MPROC_EXTERN int mproc_queue_full(mproc_queue *q) {
   if (q == NULL)
     return MPROC_EINVAL;
   struct mproc__qhdr *h = q->h;
-  uint64_t count = atomic_load_explicit(&h->count, memory_order_relaxed);
+  uint64_t count = queued(h);
   uint64_t used = atomic_load_explicit(&h->tail, memory_order_relaxed) -
                   atomic_load_explicit(&h->release, memory_order_relaxed);
   return (h->maxsize != 0 && count >= h->maxsize) ||

@@ -49,27 +49,33 @@ struct mproc__qpart {
  * byte counts since creation (64-bit, never wrap in practice) and the ring
  * offset of a position is pos & (cap - 1). */
 struct mproc__qhdr {
-  _Atomic uint32_t magic;   /* written last by the creator: initialized */
-  uint32_t version;         /* MPROC__Q_VERSION */
-  uint64_t cap;             /* ring bytes, a power of two, >= page size */
-  uint64_t hdr_size;        /* bytes before the ring (page multiple) */
-  uint64_t maxsize;         /* count bound, 0 = none */
-  uint32_t flags;           /* MPROC_QUEUE_JOINABLE */
-  uint32_t max_parts;       /* entries of the participant table */
-  pthread_mutex_t lock;     /* robust, process-shared: guards what follows */
-  _Atomic uint64_t head;    /* next record for consumers */
-  _Atomic uint64_t tail;    /* end of reserved records */
-  _Atomic uint64_t release; /* start of the space still in use */
-  _Atomic uint64_t count;   /* records in [head, tail) */
-  _Atomic uint64_t nparts;  /* used participant slots */
+  _Atomic uint32_t magic;  /* written last by the creator: initialized */
+  uint32_t version;        /* MPROC__Q_VERSION */
+  uint64_t cap;            /* ring bytes, a power of two, >= page size */
+  uint64_t hdr_size;       /* bytes before the ring (page multiple) */
+  uint64_t maxsize;        /* count bound, 0 = none */
+  uint32_t flags;          /* MPROC_QUEUE_JOINABLE */
+  uint32_t max_parts;      /* entries of the participant table */
+  _Atomic uint64_t nparts; /* used participant slots */
   _Atomic uint32_t nproducers;
   _Atomic uint32_t nconsumers;
-  _Atomic uint32_t ever_roles; /* roles any process ever attached with: "no
-                                  consumer left" needs one to have come */
-  _Atomic uint64_t unfinished; /* JoinableQueue */
-  uint64_t spill_seq;
-  /* statistics */
-  _Atomic uint64_t puts, gets, spilled, lost, lost_bytes, repairs;
+  _Atomic uint32_t ever_roles;                         /* roles any process ever attached with: "no
+                                                          consumer left" needs one to have come */
+  _Atomic uint64_t spilled, lost, lost_bytes, repairs; /* statistics */
+  /* Producer side: plock guards reserving at tail.  Each side's lock and
+   * the words only it writes have cache lines of their own, so a producer
+   * and a consumer do not bounce one line per message. */
+  pthread_mutex_t plock __attribute__((aligned(128))); /* robust, shared */
+  _Atomic uint64_t nput;       /* records ever reserved (counted before tail moves) */
+  _Atomic uint64_t puts;       /* statistics: messages put */
+  _Atomic uint64_t unfinished; /* JoinableQueue; changed under plock only */
+  _Atomic uint64_t tail __attribute__((aligned(128))); /* end of reserved records */
+  /* Consumer side: clock guards taking at head and releasing space. */
+  pthread_mutex_t clock __attribute__((aligned(128))); /* robust, shared */
+  _Atomic uint64_t gets;                               /* statistics: messages taken */
+  _Atomic uint64_t head __attribute__((aligned(128))); /* next record for consumers */
+  _Atomic uint64_t release;                            /* start of the space still in use */
+  _Atomic uint64_t nget; /* records ever taken or skipped (counted after head moves) */
   /* wake-ups: a sleeper bumps the waiter count, then re-checks, then sleeps
    * on the sequence word; the other side bumps the word and wakes only when
    * the count is nonzero. */
@@ -96,9 +102,14 @@ struct mproc_queue {
   struct mproc_queue *next, *prev; /* process-local list, for fork */
 };
 
-/* Lock with robust-death repair.  Returns 0 or MPROC_EBROKEN. */
+/* Both locks (producer side, then consumer side: always in that order),
+ * for the rare operations that change both sides: attach, detach, sweep,
+ * task_done, free.  Returns 0 or MPROC_EBROKEN. */
 int mproc__q_lock(struct mproc_queue *q);
 void mproc__q_unlock(struct mproc_queue *q);
+/* One robust lock, with owner-death accounting.  Returns 0 or
+ * MPROC_EBROKEN. */
+int mproc__q_lock1(struct mproc_queue *q, pthread_mutex_t *m);
 /* Wakes every sleeper on a sequence word if its waiter count is nonzero. */
 void mproc__q_wake(_Atomic uint32_t *seq, _Atomic uint32_t *nwait);
 
