@@ -436,9 +436,10 @@ static int sleep_on(struct mproc_queue *q, _Atomic uint32_t *seq, uint32_t seen,
  * attached processes (spinning on a busy machine only steals time from the
  * process we are waiting for). */
 static void spin_on(struct mproc_queue *q, _Atomic uint64_t *word) {
-  static long ncpu;
+  static _Atomic long ncpu_cache; /* threads may race to fill it: same value */
+  long ncpu = atomic_load_explicit(&ncpu_cache, memory_order_relaxed);
   if (ncpu == 0)
-    ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    atomic_store_explicit(&ncpu_cache, ncpu = sysconf(_SC_NPROCESSORS_ONLN), memory_order_relaxed);
   if (ncpu < (long)atomic_load_explicit(&q->h->nparts, memory_order_relaxed))
     return;
   uint64_t v = atomic_load_explicit(word, memory_order_relaxed);

@@ -95,7 +95,7 @@ struct mproc_queue {
   size_t map_len;                  /* whole mapping (header + 2 * cap) */
   int part;                        /* my participant index, -1 if none (broken) */
   unsigned roles;                  /* my roles */
-  int64_t last_sweep_ms;           /* last liveness sweep by this handle */
+  _Atomic int64_t last_sweep_ms;   /* last liveness sweep by this handle (any thread) */
   bool spin;                       /* spinning before sleep is allowed */
   int fork_slot;                   /* slot reserved for the child of a fork in progress */
   char name[208];                  /* name if this process created it (unlinked at free) */

@@ -149,7 +149,7 @@ static void reclaim(struct mproc_queue *q, uint32_t i) {
 
 bool mproc__q_sweep(struct mproc_queue *q) {
   struct mproc__qhdr *h = q->h;
-  q->last_sweep_ms = mproc_now_ms();
+  atomic_store_explicit(&q->last_sweep_ms, mproc_now_ms(), memory_order_relaxed);
   bool changed = false;
   pid_t self = getpid();
   for (uint32_t i = 0; i < h->max_parts; i++) {
@@ -185,7 +185,8 @@ bool mproc__q_sweep(struct mproc_queue *q) {
 }
 
 bool mproc__q_maybe_sweep(struct mproc_queue *q) {
-  if (mproc_now_ms() - q->last_sweep_ms < MPROC__Q_SWEEP_MS)
+  if (mproc_now_ms() - atomic_load_explicit(&q->last_sweep_ms, memory_order_relaxed) <
+      MPROC__Q_SWEEP_MS)
     return false;
   return mproc__q_sweep(q);
 }
@@ -215,7 +216,7 @@ static void after_fork_child(void) {
   pid_t self = getpid(), parent = getppid();
   uint64_t start = start_time_of(self);
   for (struct mproc_queue *q = tracked; q != NULL; q = q->next) {
-    q->last_sweep_ms = 0;
+    atomic_store_explicit(&q->last_sweep_ms, 0, memory_order_relaxed);
     int slot = q->fork_slot;
     q->fork_slot = -1;
     q->part = -1;

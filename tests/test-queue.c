@@ -343,6 +343,37 @@ static int exit_without_detaching(void *arg) {
   return mproc_queue_put(q, "last", 4, LONG_MS) == 0 ? 0 : 1;
 }
 
+static int put_many_and_exit(void *arg) {
+  mproc_queue *q = arg;
+  char kb[1024];
+  for (int i = 0; i < 1000; i++) {
+    memset(kb, i & 0xff, sizeof kb);
+    if (mproc_queue_put(q, kb, sizeof kb, 0) != 0)
+      return 1;
+  }
+  return 0; /* nothing consumed yet, no close, no free: exits at once */
+}
+
+/* A process whose puts nobody has consumed yet exits at once (no feeder
+ * thread to flush, cpython #73983), and its messages stay available. */
+START_TEST(test_exit_with_unconsumed_puts) {
+  mproc_queue *q;
+  mproc_assert_ok(mproc_queue_new(&q, NULL));
+  struct child ch = start(put_many_and_exit, q);
+  ck_assert_int_eq(finish(ch), 0); /* reaped before anything was taken */
+  ck_assert_int_eq(mproc_queue_qsize(q), 1000);
+  char kb[1024];
+  size_t len;
+  for (int i = 0; i < 1000; i++) {
+    mproc_assert_ok(mproc_queue_get(q, kb, sizeof kb, &len, 0));
+    ck_assert_uint_eq(len, sizeof kb);
+    ck_assert_int_eq((unsigned char)kb[0], i & 0xff);
+    ck_assert_int_eq((unsigned char)kb[1023], i & 0xff);
+  }
+  mproc_assert_ok(mproc_queue_free(q));
+}
+END_TEST
+
 /* A producer that dies (exits without closing) is noticed by a blocked get. */
 START_TEST(test_dead_producer_detected) {
   mproc_queue *q;
@@ -562,6 +593,7 @@ int main(void) {
   tcase_add_test(tc, test_close_semantics_local);
   tcase_add_test(tc, test_create_destroy_cycles);
   tcase_add_test(tc, test_producer_child_then_closed);
+  tcase_add_test(tc, test_exit_with_unconsumed_puts);
   tcase_add_test(tc, test_dead_producer_detected);
   tcase_add_test(tc, test_dead_consumer_detected);
   tcase_add_test(tc, test_mpmc_checksums);
