@@ -93,8 +93,8 @@ struct mproc_queue {
   struct mproc__qhdr *h;           /* the shared header */
   char *ring;                      /* the ring, mapped twice back to back */
   size_t map_len;                  /* whole mapping (header + 2 * cap) */
-  int part;                        /* my participant index, -1 if none (broken) */
-  unsigned roles;                  /* my roles */
+  _Atomic int part;                /* my participant index, -1 if none (broken); threads read it */
+  _Atomic unsigned roles;          /* my roles; close/detach may run while other threads wait */
   _Atomic int64_t last_sweep_ms;   /* last liveness sweep by this handle (any thread) */
   bool spin;                       /* spinning before sleep is allowed */
   int fork_slot;                   /* slot reserved for the child of a fork in progress */

@@ -28,7 +28,8 @@ extern "C" {
  * mproc_queue_detach(), mproc_queue_free(), or by dying: death is noticed by a
  * process about to block, within about 100 ms.
  *
- * A handle is process-local memory; threads of one process may share it. */
+ * A handle is process-local memory; threads of one process may share it
+ * (mproc_queue_free() excepted, which must not race with other calls). */
 typedef struct mproc_queue mproc_queue;
 
 /* Roles of a process in a queue. */
