@@ -35,6 +35,7 @@ enum {
   MPROC__EF_ARG_FD = 1u << 0, /* argument in a memfd sent over the socket */
   MPROC__EF_RES_FD = 1u << 1, /* result in a memfd sent over the socket */
   MPROC__EF_MSG = 1u << 2,    /* res[] holds an error message */
+  MPROC__EF_TIMED = 1u << 3,  /* has a timeout: tell the manager it started */
 };
 
 struct mproc__entry {

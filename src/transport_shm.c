@@ -271,6 +271,8 @@ static int shm_send_task(struct mproc_pool *p, int i, struct mproc__task *t) {
     e->col_off[j] = t->col_off[j];
     e->col_size[j] = t->col_size[j];
   }
+  if (t->timeout_ms > 0)
+    e->flags |= MPROC__EF_TIMED;
   if (t->kind == MPROC__K_CALL) {
     if (t->arg_fd >= 0) {
       int r = mproc__send_fd(sl->sock, t->arg_fd);

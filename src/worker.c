@@ -210,8 +210,14 @@ static void run_entry(const struct mproc__worker_args *w, struct mproc__entry *e
   }
 }
 
+static void wake_manager(const struct mproc__worker_args *w);
+
 static void notify_parent(const struct mproc__worker_args *w) {
   atomic_fetch_add(&w->hdr->done_seq, 1);
+  wake_manager(w);
+}
+
+static void wake_manager(const struct mproc__worker_args *w) {
   if (atomic_load(&w->hdr->mgr_sleeping)) {
     uint64_t one = 1;
     ssize_t n = write(w->efd, &one, sizeof one);
@@ -276,6 +282,8 @@ int mproc__worker_main(void *arg) {
     if (atomic_compare_exchange_strong(&e->state, &expect, MPROC__E_STARTED)) {
       atomic_store(&s->cur_start, mproc_now_ms());
       atomic_store(&s->cur, pos + 1);
+      if (e->flags & MPROC__EF_TIMED)
+        notify_parent(w); /* the manager arms the task's deadline */
       run_entry(w, e);
       atomic_store(&s->cur, 0);
       atomic_store_explicit(&e->state, MPROC__E_DONE, memory_order_release);
