@@ -104,7 +104,8 @@ MPROC_EXTERN int mproc_pool_imap(mproc_pool *p, mproc_map_fn fn, mproc_gen_fn ge
   it->nslots = maxin > 0 ? maxin / it->chunksize : (size_t)p->ring * (size_t)p->nworkers;
   if (it->nslots == 0)
     it->nslots = 1;
-  it->region_len = it->nslots * it->chunksize * (in_size + out_size);
+  size_t in_area = (it->nslots * it->chunksize * in_size + 63) & ~(size_t)63;
+  it->region_len = in_area + it->nslots * it->chunksize * out_size;
   it->slots = calloc(it->nslots, sizeof *it->slots);
   it->free_stack = malloc(it->nslots * sizeof *it->free_stack);
   int r = it->slots != NULL && it->free_stack != NULL ? 0 : -ENOMEM;
@@ -124,7 +125,7 @@ MPROC_EXTERN int mproc_pool_imap(mproc_pool *p, mproc_map_fn fn, mproc_gen_fn ge
   for (size_t i = 0; i < it->nslots; i++) {
     struct islot *s = &it->slots[i];
     s->in_off = it->region + i * it->chunksize * in_size;
-    s->out_off = it->region + it->nslots * it->chunksize * in_size + i * it->chunksize * out_size;
+    s->out_off = it->region + in_area + i * it->chunksize * out_size;
     it->free_stack[it->nslots - 1 - i] = i;
   }
   it->nfree = it->nslots;

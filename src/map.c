@@ -21,6 +21,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#define ALIGN64(x) (((x) + 63) & ~(size_t)63)
+
 struct map_job {
   struct mproc_future *f;
   size_t n, out_size;
@@ -90,15 +92,17 @@ static int map_start(struct mproc_pool *p, void (*fn)(void), uint32_t kind, size
       chunk = 1;
   }
   size_t nchunks = n == 0 ? 0 : (n + chunk - 1) / chunk;
+  /* Each column and the output start 64-byte aligned, so every element is
+   * as aligned as in an ordinary array. */
   size_t in_bytes = 0;
   for (size_t k = 0; k < ncols; k++) {
-    if (cols[k].size != 0 && n > SIZE_MAX / 2 / cols[k].size)
+    if (cols[k].size != 0 && n > SIZE_MAX / 4 / MPROC_STARMAP_MAX_ARGS / cols[k].size)
       return -ENOMEM;
-    in_bytes += n * cols[k].size;
+    in_bytes += ALIGN64(n * cols[k].size);
   }
-  if (out_size != 0 && n > SIZE_MAX / 2 / out_size)
+  if (out_size != 0 && n > SIZE_MAX / 4 / out_size)
     return -ENOMEM;
-  size_t total = in_bytes + n * out_size;
+  size_t total = in_bytes + ALIGN64(n * out_size);
   struct map_job *j = calloc(1, sizeof *j + nchunks * sizeof(struct mproc__task));
   struct mproc_future *f = j != NULL ? mproc__future_new(p) : NULL;
   if (f == NULL) {
@@ -132,7 +136,7 @@ static int map_start(struct mproc_pool *p, void (*fn)(void), uint32_t kind, size
     col_off[k] = off;
     if (n > 0)
       memcpy(p->tp->arena(p, off), cols[k].base, n * cols[k].size);
-    off += n * cols[k].size;
+    off += ALIGN64(n * cols[k].size);
   }
   j->out_off = off;
   for (size_t c = 0; c < nchunks; c++) {

@@ -139,12 +139,14 @@ static void rec_cb(mproc_future *f, void *ud) {
 }
 
 START_TEST(test_done_callbacks) {
+  S = shared_new();
   mproc_pool *p = make_pool(1);
   mproc_future *f;
-  int x = 3;
+  int one = 1;
   struct cb_rec a = {0}, b = {0};
-  mproc_assert_ok(mproc_pool_submit(p, task_square, &x, sizeof x, &f));
+  mproc_assert_ok(mproc_pool_submit(p, task_gate, &one, sizeof one, &f));
   mproc_assert_ok(mproc_future_add_done_callback(f, rec_cb, &a));
+  atomic_store(&S->release, 1);
   wait_done(f);
   int64_t dl = mproc_now_ms() + 10000;
   while (atomic_load(&a.calls) == 0)
@@ -161,6 +163,7 @@ START_TEST(test_done_callbacks) {
   mproc_assert_err(mproc_future_add_done_callback(NULL, rec_cb, &b), MPROC_EINVAL);
   mproc_future_free(f);
   mproc_assert_ok(mproc_pool_destroy(p));
+  shared_free(S);
 }
 END_TEST
 
@@ -345,7 +348,7 @@ END_TEST
 
 int main(void) {
   Suite *s = suite_create("future");
-  TCase *tc = mproc_test_tcase(s, "future", 60);
+  TCase *tc = pool_tcase(s, "future", 60);
   tcase_add_test(tc, test_states_and_results);
   tcase_add_test(tc, test_task_errors);
   tcase_add_test(tc, test_cancel_pending_never_runs);

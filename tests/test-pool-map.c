@@ -281,7 +281,7 @@ END_TEST
 
 int main(void) {
   Suite *s = suite_create("pool-map");
-  TCase *tc = mproc_test_tcase(s, "map", 60);
+  TCase *tc = pool_tcase(s, "map", 60);
   tcase_add_test(tc, test_map_chunk_sizes);
   tcase_add_test(tc, test_map_failure_reports_item);
   tcase_add_test(tc, test_map_async_and_deadline);

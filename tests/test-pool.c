@@ -269,7 +269,7 @@ END_TEST
 
 int main(void) {
   Suite *s = suite_create("pool");
-  TCase *tc = mproc_test_tcase(s, "pool", 60);
+  TCase *tc = pool_tcase(s, "pool", 60);
   tcase_add_test(tc, test_create_defaults);
   tcase_add_test(tc, test_bad_arguments);
   tcase_add_test(tc, test_apply);
