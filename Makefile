@@ -13,7 +13,7 @@ NO_TESTS ?= error
 
 BUILD_DEPS := cmake make gcc pkg-config check
 BENCH_DEPS := python3
-FORMAT_FILES = $(shell git ls-files '*.c' '*.h' 2>/dev/null)
+FORMAT_FILES = $(shell git ls-files --cached --others --exclude-standard '*.c' '*.h' 2>/dev/null)
 
 .PHONY: all deps build demo test bench install format format-check clean
 

@@ -13,8 +13,7 @@
 #include <time.h>
 #include <unistd.h>
 
-int mproc__futex_wait(_Atomic uint32_t *addr, uint32_t expected, int64_t deadline_ms,
-                      bool shared) {
+int mproc__futex_wait(_Atomic uint32_t *addr, uint32_t expected, int64_t deadline_ms, bool shared) {
   struct timespec ts, *tsp = NULL;
   if (deadline_ms >= 0) {
     ts.tv_sec = deadline_ms / 1000;

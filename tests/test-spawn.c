@@ -18,6 +18,7 @@ static int sleep_forever(void *arg) {
   (void)arg;
   for (;;)
     pause();
+  return 0; /* not reached */
 }
 
 /* Exit 0 if fd is open, 1 if closed. */

@@ -1,4 +1,5 @@
-/* mproc — bounded multi-producer multi-consumer queues (Python's Queue, SimpleQueue, JoinableQueue). */
+/* mproc — bounded multi-producer multi-consumer queues (Python's Queue, SimpleQueue,
+ * JoinableQueue). */
 #ifndef MPROC_QUEUE_H
 #define MPROC_QUEUE_H
 

@@ -1,4 +1,5 @@
-/* mproc — process-shared synchronization (Python's Lock, RLock, Semaphore, Event, Condition, Barrier). */
+/* mproc — process-shared synchronization (Python's Lock, RLock, Semaphore, Event, Condition,
+ * Barrier). */
 #ifndef MPROC_SYNC_H
 #define MPROC_SYNC_H
 
