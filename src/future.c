@@ -32,6 +32,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <time.h>
 #include <unistd.h>
 
 _Atomic uint32_t mproc__epoch;
@@ -58,6 +59,12 @@ int mproc__spin_budget(void) {
     atomic_store_explicit(&budget, b, memory_order_relaxed);
   }
   return b;
+}
+
+static int64_t mproc_now_us(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
 static void cpu_relax(int i) {
@@ -204,12 +211,20 @@ MPROC_EXTERN bool mproc_future_done(mproc_future *f) {
 int mproc__wait_until(bool (*cond)(void *), void *ctx, struct mproc_pool *const *pools,
                       size_t npools, bool sigint, int64_t deadline_ms) {
   uint32_t mark = mproc__sigint_mark();
-  int spin = mproc__spin_budget();
+  /* Spin only while waits on this pool have recently been short: spinning
+   * through a 50 ms task would take a core from the workers. */
+  int spin = atomic_load_explicit(&pools[0]->wait_ema_us, memory_order_relaxed) < 200
+                 ? mproc__spin_budget()
+                 : 16;
+  int64_t t0 = mproc_now_us();
+  int r = 0;
   for (int i = 0;; i++) {
     if (cond(ctx))
-      return 0;
-    if (sigint && mproc__sigint_since(pools[0], mark))
-      return MPROC_EINTERRUPTED;
+      break;
+    if (sigint && mproc__sigint_since(pools[0], mark)) {
+      r = MPROC_EINTERRUPTED;
+      break;
+    }
     if (i < spin) {
       for (size_t k = 0; k < npools; k++)
         mproc__pool_help(pools[k]);
@@ -220,13 +235,21 @@ int mproc__wait_until(bool (*cond)(void *), void *ctx, struct mproc_pool *const 
     for (size_t k = 0; k < npools; k++)
       mproc__pool_help(pools[k]);
     if (cond(ctx))
-      return 0;
-    int r = mproc__epoch_wait(seen, deadline_ms);
-    if (r == MPROC_ETIMEDOUT)
-      return cond(ctx) ? 0 : MPROC_ETIMEDOUT;
+      break;
+    r = mproc__epoch_wait(seen, deadline_ms);
+    if (r == MPROC_ETIMEDOUT) {
+      r = cond(ctx) ? 0 : MPROC_ETIMEDOUT;
+      break;
+    }
     if (r < 0)
-      return r;
+      break;
   }
+  if (r == 0) {
+    int64_t took = mproc_now_us() - t0;
+    int64_t ema = atomic_load_explicit(&pools[0]->wait_ema_us, memory_order_relaxed);
+    atomic_store_explicit(&pools[0]->wait_ema_us, (ema * 7 + took) / 8, memory_order_relaxed);
+  }
+  return r;
 }
 
 static bool future_is_done(void *f) { return mproc_future_done(f); }

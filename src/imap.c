@@ -55,8 +55,9 @@ struct mproc_imap {
   size_t order_tail; /* ordered: next slot to fill */
   size_t inflight;   /* slots not FREE */
   struct islot *dq_head, *dq_tail;
-  struct islot *cur;  /* slot being yielded */
-  size_t *free_stack; /* unordered: free slot indices */
+  struct islot *cur;    /* slot being yielded */
+  size_t *free_stack;   /* unordered: free slot indices */
+  struct islot **batch; /* slots filled by one refill */
   size_t nfree;
 };
 
@@ -108,7 +109,8 @@ MPROC_EXTERN int mproc_pool_imap(mproc_pool *p, mproc_map_fn fn, mproc_gen_fn ge
   it->region_len = in_area + it->nslots * it->chunksize * out_size;
   it->slots = calloc(it->nslots, sizeof *it->slots);
   it->free_stack = malloc(it->nslots * sizeof *it->free_stack);
-  int r = it->slots != NULL && it->free_stack != NULL ? 0 : -ENOMEM;
+  it->batch = malloc(it->nslots * sizeof *it->batch);
+  int r = it->slots != NULL && it->free_stack != NULL && it->batch != NULL ? 0 : -ENOMEM;
   if (r == 0) {
     pthread_mutex_lock(&p->mu);
     int state = atomic_load(&p->state);
@@ -119,6 +121,7 @@ MPROC_EXTERN int mproc_pool_imap(mproc_pool *p, mproc_map_fn fn, mproc_gen_fn ge
   if (r != 0) {
     free(it->slots);
     free(it->free_stack);
+    free(it->batch);
     free(it);
     return r;
   }
@@ -153,14 +156,36 @@ static void give_back(struct mproc_imap *it, struct islot *s) {
     it->order_head = (it->order_head + 1) % it->nslots;
 }
 
-/* Generate and queue chunks while slots are free.  Returns 0 or a pool
- * state error. */
-static int refill(struct mproc_imap *it) {
+/* Fail a chunk that could not be queued (under mu). */
+static void islot_refused(struct mproc_imap *it, struct islot *s, int state) {
+  s->state = S_DONE;
+  s->code = state == MPROC__P_BROKEN ? MPROC_EBROKEN : MPROC_ECLOSED;
+  s->fail_at = s->base;
+  memset(&s->out, 0, sizeof s->out);
+  s->out.code = s->code;
+  s->out.exit_status = -1;
+  s->out.index = s->base;
+  snprintf(s->msg, sizeof s->msg, "the pool no longer accepts work");
+  s->out.msg = s->msg;
+  if (it->unordered) {
+    s->dq_next = NULL;
+    if (it->dq_tail != NULL)
+      it->dq_tail->dq_next = s;
+    else
+      it->dq_head = s;
+    it->dq_tail = s;
+  }
+}
+
+/* Generate chunks into every free slot (outside the mutex: the generator is
+ * the caller's code), then queue them all under one lock. */
+static void refill(struct mproc_imap *it) {
   struct mproc_pool *p = it->p;
+  size_t nb = 0;
   while (!it->gen_done) {
     struct islot *s = take_free(it);
     if (s == NULL)
-      return 0;
+      break;
     unsigned char *in = p->tp->arena(p, s->in_off);
     size_t n = 0;
     while (n < it->chunksize) {
@@ -203,32 +228,29 @@ static int refill(struct mproc_imap *it) {
     s->code = 0;
     s->state = S_INFLIGHT;
     it->gen_index += n;
-    pthread_mutex_lock(&p->mu);
-    int state = atomic_load(&p->state);
-    if (state == MPROC__P_RUNNING) {
-      mproc__pool_enqueue(p, &s->t);
-    } else {
-      s->state = S_DONE;
-      s->code = state == MPROC__P_BROKEN ? MPROC_EBROKEN : MPROC_ECLOSED;
-      s->fail_at = s->base;
-      memset(&s->out, 0, sizeof s->out);
-      s->out.code = s->code;
-      s->out.exit_status = -1;
-      s->out.index = s->base;
-      snprintf(s->msg, sizeof s->msg, "the pool no longer accepts work");
-      s->out.msg = s->msg;
-      if (it->unordered) {
-        s->dq_next = NULL;
-        if (it->dq_tail != NULL)
-          it->dq_tail->dq_next = s;
-        else
-          it->dq_head = s;
-        it->dq_tail = s;
-      }
-    }
-    pthread_mutex_unlock(&p->mu);
+    it->batch[nb++] = s;
   }
-  return 0;
+  if (nb == 0)
+    return;
+  pthread_mutex_lock(&p->mu);
+  int state = atomic_load(&p->state);
+  for (size_t i = 0; i < nb; i++) {
+    struct mproc__task *t = &it->batch[i]->t;
+    if (state != MPROC__P_RUNNING) {
+      islot_refused(it, it->batch[i], state);
+      continue;
+    }
+    p->outstanding++;
+    t->next = NULL;
+    if (p->pend_tail != NULL)
+      p->pend_tail->next = t;
+    else
+      p->pend_head = t;
+    p->pend_tail = t;
+  }
+  if (state == MPROC__P_RUNNING)
+    mproc__pool_dispatch(p);
+  pthread_mutex_unlock(&p->mu);
 }
 
 /* Under mu: a finished slot ready to yield, or NULL. */
@@ -289,9 +311,8 @@ static int yield(struct mproc_imap *it, void *out, size_t *index, struct mproc_t
       memset(err, 0, sizeof *err);
   }
   if (++s->next == s->count) {
-    pthread_mutex_lock(&it->p->mu);
+    /* No lock: once DONE, only this thread touches the slot. */
     give_back(it, s);
-    pthread_mutex_unlock(&it->p->mu);
     it->cur = NULL;
   }
   return r;
@@ -363,6 +384,7 @@ MPROC_EXTERN void mproc_imap_free(mproc_imap *it) {
   pthread_mutex_unlock(&p->mu);
   free(it->slots);
   free(it->free_stack);
+  free(it->batch);
   free(it);
   mproc__pool_unref(p);
 }

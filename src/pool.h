@@ -104,7 +104,8 @@ struct mproc_pool {
   pid_t dying_pid;
   int dying_code; /* Python-style: status, or -signo */
   struct mproc__task *requeue_head, *requeue_tail;
-  bool respawn_pending; /* a respawn failed: retry soon */
+  bool respawn_pending;        /* a respawn failed: retry soon */
+  _Atomic int64_t wait_ema_us; /* moving average of how long waits took */
 };
 
 /* ---- pool.c --------------------------------------------------------------- */
