@@ -222,9 +222,10 @@ END_TEST
 
 START_TEST(test_imap_bounded_memory) {
   mproc_pool *p = make_pool(2);
-  /* A long generator with a small window: never more than 4000 items live. */
-  imap_run(p, 0, 1000, 2000000, 4000);
-  imap_run(p, MPROC_IMAP_UNORDERED, 1000, 2000000, 4000);
+  /* A generator of 10 M items with a small window: never more than 40000
+   * items live at once. */
+  imap_run(p, 0, 10000, 10000000, 40000);
+  imap_run(p, MPROC_IMAP_UNORDERED, 1000, 1000000, 4000);
   mproc_assert_ok(mproc_pool_destroy(p));
 }
 END_TEST
