@@ -218,6 +218,11 @@ int mproc__wait_until(bool (*cond)(void *), void *ctx, struct mproc_pool *const 
                  : 16;
   int64_t t0 = mproc_now_us();
   int r = 0;
+  /* While this thread spins it collects results itself, so workers need not
+   * wake the manager for each one. */
+  bool helping = spin > 16;
+  for (size_t k = 0; helping && k < npools; k++)
+    mproc__pool_helping(pools[k], +1);
   for (int i = 0;; i++) {
     if (cond(ctx))
       break;
@@ -229,6 +234,12 @@ int mproc__wait_until(bool (*cond)(void *), void *ctx, struct mproc_pool *const 
       for (size_t k = 0; k < npools; k++)
         mproc__pool_help(pools[k]);
       cpu_relax(i);
+      continue;
+    }
+    if (helping) {
+      helping = false;
+      for (size_t k = 0; k < npools; k++)
+        mproc__pool_helping(pools[k], -1);
       continue;
     }
     uint32_t seen = atomic_load(&mproc__epoch);
@@ -244,6 +255,8 @@ int mproc__wait_until(bool (*cond)(void *), void *ctx, struct mproc_pool *const 
     if (r < 0)
       break;
   }
+  for (size_t k = 0; helping && k < npools; k++)
+    mproc__pool_helping(pools[k], -1);
   if (r == 0) {
     int64_t took = mproc_now_us() - t0;
     int64_t ema = atomic_load_explicit(&pools[0]->wait_ema_us, memory_order_relaxed);

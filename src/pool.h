@@ -124,10 +124,14 @@ uint32_t mproc__sigint_mark(void);
 
 /* ---- pool_manager.c ------------------------------------------------------- */
 int mproc__manager_start(struct mproc_pool *p);
-/* Collect results and dispatch (under mu); any thread may help. */
-void mproc__pool_drain(struct mproc_pool *p);
+/* Collect results and dispatch (under mu); any thread may help.  Returns
+ * how many tasks finished. */
+int mproc__pool_drain(struct mproc_pool *p);
 /* Try to help without blocking: drains when the mutex is free. */
 void mproc__pool_help(struct mproc_pool *p);
+/* A thread starts (+1) or stops (-1) spinning to collect results; stopping
+ * collects once more.  Takes mu. */
+void mproc__pool_helping(struct mproc_pool *p, int delta);
 /* Dispatch pending tasks to workers with room (under mu). */
 void mproc__pool_dispatch(struct mproc_pool *p);
 bool mproc__on_manager_thread(const struct mproc_pool *p);

@@ -255,19 +255,47 @@ void mproc__pool_cancel_pending(struct mproc_pool *p) {
   }
 }
 
-void mproc__pool_drain(struct mproc_pool *p) {
+int mproc__pool_drain(struct mproc_pool *p) {
+  int n = 0;
   for (int i = 0; i < p->nworkers; i++)
     if (p->slots[i].pid > 0)
-      p->tp->poll_results(p, i, task_done);
+      n += p->tp->poll_results(p, i, task_done);
   mproc__pool_dispatch(p);
+  return n;
+}
+
+/* After a helper collected results (under mu): whether the manager has work
+ * only it can do -- callbacks to run, or a closed pool whose work is done
+ * and whose workers must now be stopped. */
+static bool manager_needed(struct mproc_pool *p, int collected) {
+  return p->cbq_head != NULL ||
+         (collected > 0 && atomic_load(&p->state) != MPROC__P_RUNNING && p->outstanding == 0);
 }
 
 void mproc__pool_help(struct mproc_pool *p) {
   if (pthread_mutex_trylock(&p->mu) != 0)
     return;
+  int n = 0;
   if (atomic_load(&p->state) != MPROC__P_TERMINATING && p->slots != NULL)
-    mproc__pool_drain(p);
-  bool kick = p->cbq_head != NULL;
+    n = mproc__pool_drain(p);
+  bool kick = manager_needed(p, n);
+  pthread_mutex_unlock(&p->mu);
+  if (kick)
+    mproc__pool_kick(p);
+}
+
+void mproc__pool_helping(struct mproc_pool *p, int delta) {
+  pthread_mutex_lock(&p->mu);
+  int n = 0;
+  if (p->tp_state != NULL && p->slots != NULL) {
+    p->tp->helping(p, delta);
+    /* Stopping: collect once more under the lock, so a result whose worker
+     * skipped waking the manager (it saw us spinning) is never stranded. */
+    atomic_thread_fence(memory_order_seq_cst);
+    if (delta < 0 && atomic_load(&p->state) != MPROC__P_TERMINATING)
+      n = mproc__pool_drain(p);
+  }
+  bool kick = manager_needed(p, n);
   pthread_mutex_unlock(&p->mu);
   if (kick)
     mproc__pool_kick(p);

@@ -71,6 +71,7 @@ struct mproc__slot_shm {
 
 struct mproc__shm_hdr {
   alignas(64) _Atomic uint32_t mgr_sleeping; /* manager is in poll(): write efd */
+  _Atomic uint32_t helpers;                  /* parent threads spinning to collect */
   alignas(64) _Atomic uint64_t done_seq;     /* bumped after every DONE */
   struct mproc__slot_shm slots[];
 };

@@ -87,6 +87,9 @@ struct mproc__transport_ops {
    * whether the manager may sleep.  arm() announces the manager sleeps. */
   bool (*arm_sleep)(struct mproc_pool *p, uint64_t *seen);
   void (*disarm_sleep)(struct mproc_pool *p);
+  /* A parent thread starts (+1) or stops (-1) spinning to collect results:
+   * while one spins, workers need not wake the manager. */
+  void (*helping)(struct mproc_pool *p, int delta);
   /* Address of a byte offset of the shared data arena (map/imap data). */
   void *(*arena)(struct mproc_pool *p, uint64_t off);
   /* Release everything (workers already reaped). */

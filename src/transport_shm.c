@@ -468,6 +468,10 @@ static bool shm_arm_sleep(struct mproc_pool *p, uint64_t *seen) {
 
 static void shm_disarm_sleep(struct mproc_pool *p) { atomic_store(&st(p)->hdr->mgr_sleeping, 0); }
 
+static void shm_helping(struct mproc_pool *p, int delta) {
+  atomic_fetch_add(&st(p)->hdr->helpers, (uint32_t)delta);
+}
+
 static void *shm_arena(struct mproc_pool *p, uint64_t off) { return st(p)->arena + off; }
 
 const struct mproc__transport_ops mproc__transport_shm = {
@@ -485,6 +489,7 @@ const struct mproc__transport_ops mproc__transport_shm = {
     .init_failure = shm_init_failure,
     .arm_sleep = shm_arm_sleep,
     .disarm_sleep = shm_disarm_sleep,
+    .helping = shm_helping,
     .arena = shm_arena,
     .fini = shm_fini,
 };

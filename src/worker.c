@@ -214,7 +214,11 @@ static void wake_manager(const struct mproc__worker_args *w);
 
 static void notify_parent(const struct mproc__worker_args *w) {
   atomic_fetch_add(&w->hdr->done_seq, 1);
-  wake_manager(w);
+  atomic_thread_fence(memory_order_seq_cst);
+  /* A parent thread spinning in a wait collects the result itself (and
+   * drains once more, under the lock, before it stops spinning). */
+  if (atomic_load(&w->hdr->helpers) == 0)
+    wake_manager(w);
 }
 
 static void wake_manager(const struct mproc__worker_args *w) {
@@ -280,10 +284,16 @@ int mproc__worker_main(void *arg) {
     struct mproc__entry *e = &s->ring[pos % MPROC__RING];
     uint32_t expect = MPROC__E_QUEUED;
     if (atomic_compare_exchange_strong(&e->state, &expect, MPROC__E_STARTED)) {
-      atomic_store(&s->cur_start, mproc_now_ms());
+      bool timed = (e->flags & MPROC__EF_TIMED) != 0;
+      if (timed)
+        atomic_store(&s->cur_start, mproc_now_ms());
       atomic_store(&s->cur, pos + 1);
-      if (e->flags & MPROC__EF_TIMED)
-        notify_parent(w); /* the manager arms the task's deadline */
+      if (timed) {
+        /* The manager arms the task's deadline: it must wake even when a
+         * parent thread is spinning. */
+        atomic_fetch_add(&w->hdr->done_seq, 1);
+        wake_manager(w);
+      }
       run_entry(w, e);
       atomic_store(&s->cur, 0);
       atomic_store_explicit(&e->state, MPROC__E_DONE, memory_order_release);
