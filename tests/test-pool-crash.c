@@ -521,6 +521,30 @@ START_TEST(test_exit_with_live_pool) {
 }
 END_TEST
 
+START_TEST(test_exit_in_forked_child_leaves_pool_alone) {
+  mproc_pool *p = make_pool(2);
+  pid_t before[2];
+  ck_assert_int_eq(mproc_pool_worker_pids(p, before, 2), 2);
+  pid_t c = fork();
+  if (c == 0)
+    exit(0); /* runs the exit hook in a child: it must not touch the pool */
+  ck_assert_int_eq(waitpid(c, NULL, 0), c);
+  pid_t after[2];
+  ck_assert_int_eq(mproc_pool_worker_pids(p, after, 2), 2);
+  for (int i = 0; i < 2; i++)
+    ck_assert(pid_in(before[i], after, 2) && mproc_test_pid_exists(before[i]));
+  mproc_future *f;
+  int x = 6;
+  const void *d;
+  size_t n;
+  mproc_assert_ok(mproc_pool_submit(p, task_square, &x, sizeof x, &f));
+  mproc_assert_ok(mproc_future_result(f, &d, &n, 30000));
+  ck_assert_int_eq(*(const int *)d, 36);
+  mproc_future_free(f);
+  mproc_assert_ok(mproc_pool_destroy(p));
+}
+END_TEST
+
 START_TEST(test_sigint_interrupts_wait) {
   int pfd[2];
   ck_assert_int_eq(pipe(pfd), 0);
@@ -676,6 +700,7 @@ int main(void) {
   tcase_add_test(tc, test_worker_children_die_with_it);
   tcase_add_test(tc, test_parent_sigkill_kills_workers);
   tcase_add_test(tc, test_exit_with_live_pool);
+  tcase_add_test(tc, test_exit_in_forked_child_leaves_pool_alone);
   tcase_add_test(tc, test_sigint_interrupts_wait);
   tcase_add_test(tc, test_sigint_without_flag_kills_program);
   tcase_add_test(tc, test_replacement_while_threads_hold_locks);
