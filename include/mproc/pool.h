@@ -1,7 +1,292 @@
-/* mproc — the process pool and futures (Python's Pool and ProcessPoolExecutor). */
+/* mproc — the process pool and futures (Python's Pool and ProcessPoolExecutor).
+ *
+ * A pool owns a fixed number of forked worker processes.  Work goes in as
+ * tasks (a function and argument bytes) and comes back through futures, or
+ * through map/imap calls over arrays of fixed-size elements.  A worker that
+ * dies, exits or hangs past its timeout fails only the task it was running;
+ * it is replaced at once and every other task completes.
+ *
+ * Threads: every pool runs one manager thread.  It forks every worker (Linux
+ * delivers a worker's parent-death signal when the *thread* that forked it
+ * exits, so workers are always forked by that long-lived thread), reaps dead
+ * workers, enforces timeouts, and runs every done-callback.  All functions
+ * here are thread-safe.
+ *
+ * Errors: submit after close/shutdown/terminate returns MPROC_ECLOSED; submit
+ * to a pool whose initializer failed returns MPROC_EBROKEN. */
 #ifndef MPROC_POOL_H
 #define MPROC_POOL_H
 
 #include "common.h"
 
+#include <stdbool.h>
+#include <sys/types.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct mproc_pool mproc_pool;
+typedef struct mproc_future mproc_future;
+/* Worker-side handle through which a task hands back its result or error. */
+typedef struct mproc_task_ctx mproc_task_ctx;
+
+/* ---- tasks (run in a worker process) -------------------------------------- */
+
+/* A task: reads `len` bytes at `arg` (valid for the call only), optionally
+ * hands back result bytes through `ctx`, and returns 0 on success or any
+ * non-zero code on failure (the future then fails with MPROC_ETASK and the
+ * code in mproc_task_error.task_code). */
+typedef int (*mproc_task_fn)(const void *arg, size_t len, mproc_task_ctx *ctx);
+
+/* Copy `len` bytes as the task's result (any size; large results travel in a
+ * sealed-off memory file, never through a pipe).  Returns 0, MPROC_EINVAL,
+ * or -errno when memory for a large result cannot be made. */
+MPROC_EXTERN int mproc_task_return(mproc_task_ctx *ctx, const void *data, size_t len);
+/* A writable result buffer of `len` bytes to fill in place (avoids a copy for
+ * large results); valid until the task returns.  NULL on failure. */
+MPROC_EXTERN void *mproc_task_result_buf(mproc_task_ctx *ctx, size_t len);
+/* Record a failure: `code` (non-zero) and a printf-style message (truncated to
+ * 199 bytes).  Returns `code`, so a task can `return mproc_task_fail(...)`. */
+MPROC_EXTERN int mproc_task_fail(mproc_task_ctx *ctx, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* An element function for map/imap: reads one input element, writes one
+ * output element; returns 0 or a non-zero failure code. */
+typedef int (*mproc_map_fn)(const void *in, void *out);
+/* An element function for starmap: args[i] points at the i-th argument. */
+typedef int (*mproc_starmap_fn)(const void *const *args, void *out);
+/* A worker initializer: runs once in each worker before its first task; a
+ * non-zero return (with an optional message set by mproc_task_fail) breaks
+ * the pool. */
+typedef int (*mproc_init_fn)(void *arg, mproc_task_ctx *ctx);
+
+/* ---- the pool ------------------------------------------------------------- */
+
+enum {
+  /* Blocking calls of this pool (waits, map, imap, join) return
+   * MPROC_EINTERRUPTED promptly when the process receives SIGINT.  The pool
+   * installs a SIGINT handler for its lifetime (the previous disposition is
+   * restored when the last such pool is destroyed).  Without this flag SIGINT
+   * keeps its usual meaning: the program dies and its workers with it. */
+  MPROC_POOL_SIGINT = 1u << 0,
+};
+
+struct mproc_pool_options {
+  unsigned flags;                /* MPROC_POOL_* */
+  int workers;                   /* 0: number of usable CPUs */
+  mproc_init_fn initializer;     /* NULL: none */
+  void *initarg;                 /* passed to initializer (the worker's copy) */
+  uint32_t max_tasks_per_worker; /* 0: unlimited; else replaced after N */
+  int64_t task_timeout_ms;       /* 0: none; a task running longer is killed */
+  uint32_t retries;              /* re-runs of a task whose worker died */
+  size_t max_worker_rss;         /* bytes; 0: none; checked after each task */
+};
+
+/* Create a pool.  Blocks until the workers are forked.  *out owns the pool;
+ * release it with mproc_pool_destroy().  Errors: MPROC_EINVAL (NULL out,
+ * unknown flag, negative workers or timeout), -errno (fork, memory, thread).
+ * A failed create leaves nothing behind. */
+MPROC_EXTERN int mproc_pool_create(mproc_pool **out, const struct mproc_pool_options *opts);
+/* Number of workers (>= 1), or MPROC_EINVAL. */
+MPROC_EXTERN int mproc_pool_workers(const mproc_pool *pool);
+/* Current worker pids into pids[0..n); returns how many were written (a slot
+ * being replaced is skipped), or MPROC_EINVAL. */
+MPROC_EXTERN int mproc_pool_worker_pids(mproc_pool *pool, pid_t *pids, size_t n);
+
+/* Per-task options for mproc_pool_submit_ex (NULL or zero: pool defaults). */
+struct mproc_submit_options {
+  unsigned flags;     /* none defined yet: must be 0 */
+  int64_t timeout_ms; /* 0: pool default; > 0: this task's timeout */
+  int32_t retries;    /* -1: pool default; >= 0: this task's retries */
+  /* apply_async callbacks, run on the manager thread: `callback` when the
+   * task succeeded, `error_callback` when it failed or was cancelled. */
+  void (*callback)(mproc_future *f, void *ud);
+  void (*error_callback)(mproc_future *f, void *ud);
+  void *ud;
+};
+
+/* Submit fn(arg) (the `len` bytes are copied; arg may be freed on return).
+ * *out receives a future the caller owns (release with mproc_future_free).
+ * Never blocks.  Errors: MPROC_EINVAL, MPROC_ECLOSED, MPROC_EBROKEN, -ENOMEM. */
+MPROC_EXTERN int mproc_pool_submit(mproc_pool *pool, mproc_task_fn fn, const void *arg, size_t len,
+                                   mproc_future **out);
+MPROC_EXTERN int mproc_pool_submit_ex(mproc_pool *pool, mproc_task_fn fn, const void *arg,
+                                      size_t len, const struct mproc_submit_options *opts,
+                                      mproc_future **out);
+/* Python's apply_async: submit with a success callback and an error
+ * callback (either may be NULL). */
+MPROC_EXTERN int mproc_pool_apply_async(mproc_pool *pool, mproc_task_fn fn, const void *arg,
+                                        size_t len, void (*callback)(mproc_future *, void *),
+                                        void (*error_callback)(mproc_future *, void *), void *ud,
+                                        mproc_future **out);
+/* Python's apply: run fn(arg) and wait.  On success *result is a malloc'd copy
+ * of the result (caller frees; NULL when empty) and *result_len its size.
+ * Returns 0, a task failure (MPROC_ETASK, MPROC_EWORKERDIED...; with `err`,
+ * if non-NULL, filled), MPROC_ETIMEDOUT (the task is then cancelled), or the
+ * submit errors. */
+struct mproc_task_error;
+MPROC_EXTERN int mproc_pool_apply(mproc_pool *pool, mproc_task_fn fn, const void *arg, size_t len,
+                                  void **result, size_t *result_len, struct mproc_task_error *err,
+                                  int64_t timeout_ms);
+
+/* Lifecycle.
+ *  close:     no more submits; queued work still runs.
+ *  join:      after close or terminate, wait until every task finished and
+ *             every worker exited (MPROC_ESTATE if the pool is still open).
+ *  terminate: kill every worker now; unfinished futures complete with
+ *             MPROC_ECANCELLED.  Waits (bounded) for the workers to be reaped.
+ *  shutdown:  the executor's shutdown: close; with cancel_pending, cancel
+ *             every task not yet started; with wait, join.  Idempotent, from
+ *             any thread; from a callback (the manager thread) wait is ignored.
+ *  destroy:   terminate if still running, join, release.  Futures stay valid
+ *             until freed.  MPROC_ESTATE if called from a callback. */
+MPROC_EXTERN int mproc_pool_close(mproc_pool *pool);
+MPROC_EXTERN int mproc_pool_join(mproc_pool *pool, int64_t timeout_ms);
+MPROC_EXTERN int mproc_pool_terminate(mproc_pool *pool);
+MPROC_EXTERN int mproc_pool_shutdown(mproc_pool *pool, bool wait, bool cancel_pending);
+MPROC_EXTERN int mproc_pool_destroy(mproc_pool *pool);
+
+/* ---- futures -------------------------------------------------------------- */
+
+typedef enum {
+  MPROC_FUTURE_PENDING = 0, /* queued, not started */
+  MPROC_FUTURE_RUNNING,     /* a worker is running it */
+  MPROC_FUTURE_DONE,        /* finished with a result */
+  MPROC_FUTURE_FAILED,      /* finished with an error */
+  MPROC_FUTURE_CANCELLED,   /* cancelled (never ran, or its worker was killed) */
+} mproc_future_state_t;
+
+/* Why a task failed. */
+struct mproc_task_error {
+  int code;        /* MPROC_ETASK, MPROC_EWORKERDIED, MPROC_ETIMEDOUT (task
+                      timeout), MPROC_ECANCELLED, MPROC_EINITFAILED */
+  int task_code;   /* MPROC_ETASK: the task's non-zero return code */
+  pid_t pid;       /* worker that ran it (0 if it never ran) */
+  int signo;       /* signal that killed the worker, 0 if none */
+  int exit_status; /* exit status of a worker that exited, -1 if none */
+  size_t index;    /* map/imap: index of the failed item */
+  char message[200];
+};
+
+/* State now (one of mproc_future_state_t), or MPROC_EINVAL. */
+MPROC_EXTERN int mproc_future_state(mproc_future *f);
+/* Whether the future has finished (done, failed or cancelled). */
+MPROC_EXTERN bool mproc_future_done(mproc_future *f);
+/* Wait until finished: 0, MPROC_ETIMEDOUT, MPROC_EINTERRUPTED (SIGINT with
+ * MPROC_POOL_SIGINT), MPROC_EINVAL. */
+MPROC_EXTERN int mproc_future_wait(mproc_future *f, int64_t timeout_ms);
+/* Wait, then: 0 with *data and *len set to the result, BORROWED from the future
+ * (valid until mproc_future_free; NULL/0 for an empty result); or the failure
+ * code (see mproc_task_error.code); or MPROC_ETIMEDOUT when the wait deadline
+ * passed first (the future is then still pending or running). */
+MPROC_EXTERN int mproc_future_result(mproc_future *f, const void **data, size_t *len,
+                                     int64_t timeout_ms);
+/* Failure details: 0 and *err filled when the future failed or was
+ * cancelled, MPROC_ESTATE otherwise. */
+MPROC_EXTERN int mproc_future_error(mproc_future *f, struct mproc_task_error *err);
+/* Cancel: a pending task never runs and completes now; a running task's
+ * worker is killed (and replaced) and the future completes with
+ * MPROC_ECANCELLED shortly.  Returns 0, or MPROC_ESTATE if already finished. */
+MPROC_EXTERN int mproc_future_cancel(mproc_future *f);
+/* Run cb(f, ud) once the future finishes: on the manager thread, or at once on
+ * the calling thread when it already has.  Callbacks may submit, cancel,
+ * shut down, and free f.  Returns 0, MPROC_EINVAL, -ENOMEM. */
+MPROC_EXTERN int mproc_future_add_done_callback(mproc_future *f,
+                                                void (*cb)(mproc_future *f, void *ud), void *ud);
+/* Release the caller's reference.  An unfinished task still runs; its
+ * result is discarded.  Safe from inside the future's own callback. */
+MPROC_EXTERN void mproc_future_free(mproc_future *f);
+
+enum {
+  MPROC_FIRST_COMPLETED = 1, /* return when any future finished */
+  MPROC_FIRST_EXCEPTION = 2, /* ... when any failed/cancelled, or all finished */
+  MPROC_ALL_COMPLETED = 3,   /* ... when all finished */
+};
+/* concurrent.futures.wait: returns the number of finished futures once the
+ * condition holds, MPROC_ETIMEDOUT, MPROC_EINTERRUPTED or MPROC_EINVAL. */
+MPROC_EXTERN int mproc_futures_wait(mproc_future *const *fs, size_t n, int mode,
+                                    int64_t timeout_ms);
+
+/* concurrent.futures.as_completed: an iterator yielding each future once, in
+ * completion order.  The iterator borrows fs (the futures must outlive it). */
+typedef struct mproc_as_completed mproc_as_completed;
+MPROC_EXTERN int mproc_as_completed_new(mproc_as_completed **out, mproc_future *const *fs,
+                                        size_t n);
+/* 0 and *f the next finished future; MPROC_EEOF when all were yielded;
+ * MPROC_ETIMEDOUT; MPROC_EINTERRUPTED; MPROC_EINVAL. */
+MPROC_EXTERN int mproc_as_completed_next(mproc_as_completed *it, mproc_future **f,
+                                         int64_t timeout_ms);
+MPROC_EXTERN void mproc_as_completed_free(mproc_as_completed *it);
+
+/* ---- map, starmap --------------------------------------------------------- */
+
+struct mproc_map_options {
+  unsigned flags;   /* none defined yet: must be 0 */
+  size_t chunksize; /* items per task; 0: n / (4 * workers), at least 1 */
+};
+
+/* out[i] = fn(in[i]) for i < n, elements of in_size and out_size bytes, run in
+ * chunks on the workers.  Blocks until done or the deadline.  Returns 0;
+ * MPROC_ETASK / MPROC_EWORKERDIED / MPROC_ETIMEDOUT (a task timeout) for the
+ * first failed item, with `err` (if non-NULL) giving its index and cause;
+ * MPROC_ETIMEDOUT when the wait deadline passed (remaining chunks are
+ * cancelled); MPROC_EINTERRUPTED; MPROC_EINVAL; MPROC_ECLOSED; -ENOMEM. */
+MPROC_EXTERN int mproc_pool_map(mproc_pool *pool, mproc_map_fn fn, const void *in, size_t n,
+                                size_t in_size, void *out, size_t out_size,
+                                const struct mproc_map_options *opts, struct mproc_task_error *err,
+                                int64_t timeout_ms);
+/* map_async: the same, returning at once with a future that completes when
+ * every item is done (its result is empty; its error as mproc_pool_map's).
+ * `in` is copied before the call returns; `out` must stay valid until the
+ * future finishes, and is written only by then. */
+MPROC_EXTERN int mproc_pool_map_async(mproc_pool *pool, mproc_map_fn fn, const void *in, size_t n,
+                                      size_t in_size, void *out, size_t out_size,
+                                      const struct mproc_map_options *opts, mproc_future **f);
+
+#define MPROC_STARMAP_MAX_ARGS 8
+/* starmap: out[i] = fn(args0[i], args1[i], ...): nargs parallel arrays (at
+ * most MPROC_STARMAP_MAX_ARGS), args[j] with elements of arg_sizes[j] bytes.
+ * Returns as mproc_pool_map. */
+MPROC_EXTERN int mproc_pool_starmap(mproc_pool *pool, mproc_starmap_fn fn, size_t nargs,
+                                    const void *const *args, const size_t *arg_sizes, size_t n,
+                                    void *out, size_t out_size,
+                                    const struct mproc_map_options *opts,
+                                    struct mproc_task_error *err, int64_t timeout_ms);
+
+/* ---- imap, imap_unordered ------------------------------------------------- */
+
+/* Generator: write the next input element into *item and return 1, return 0
+ * at the end, or a negative code to stop with an error.  Runs on the thread
+ * calling mproc_imap_next. */
+typedef int (*mproc_gen_fn)(void *ctx, void *item);
+
+enum {
+  MPROC_IMAP_UNORDERED = 1u << 0, /* yield items in completion order */
+};
+struct mproc_imap_options {
+  unsigned flags;      /* MPROC_IMAP_* */
+  size_t chunksize;    /* items per task; 0: 1 */
+  size_t max_inflight; /* items generated but not yet yielded; 0: 64 chunks
+                          per worker */
+};
+typedef struct mproc_imap mproc_imap;
+/* A lazy iterator applying fn to the generator's items, with at most
+ * max_inflight items in memory at once. */
+MPROC_EXTERN int mproc_pool_imap(mproc_pool *pool, mproc_map_fn fn, mproc_gen_fn gen, void *gen_ctx,
+                                 size_t in_size, size_t out_size,
+                                 const struct mproc_imap_options *opts, mproc_imap **out);
+/* Next result into out (out_size bytes) and its item index into *index (may
+ * be NULL).  Returns 0; MPROC_EEOF at the end; for a failed item k its code
+ * (MPROC_ETASK, MPROC_EWORKERDIED...) with *index = k and `err` filled —
+ * iteration may continue after it; a generator error; MPROC_ETIMEDOUT;
+ * MPROC_EINTERRUPTED; MPROC_EINVAL. */
+MPROC_EXTERN int mproc_imap_next(mproc_imap *it, void *out, size_t *index,
+                                 struct mproc_task_error *err, int64_t timeout_ms);
+/* Release; items still in flight are cancelled (waits for them, bounded). */
+MPROC_EXTERN void mproc_imap_free(mproc_imap *it);
+
+#ifdef __cplusplus
+}
+#endif
 #endif /* MPROC_POOL_H */

@@ -1,0 +1,235 @@
+/* Pool benchmarks (see the issue's speed table); bench/py/bench_pool.py
+ * measures the same metrics with Python's multiprocessing. */
+#include "bench.h"
+
+#include <mproc.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+#ifdef MPROC_BENCH_OPENMP
+#include <omp.h>
+#endif
+
+static int quick;
+
+static int trivial(const void *arg, size_t len, mproc_task_ctx *ctx) {
+  return mproc_task_return(ctx, arg, len);
+}
+
+static int square(const void *in, void *out) {
+  int x = *(const int *)in;
+  *(int *)out = x * x;
+  return 0;
+}
+
+static double burn(double ms) {
+  /* CPU work of about `ms` milliseconds (calibrated by time, not count). */
+  double t0 = bench_now_s(), x = 1.0;
+  while ((bench_now_s() - t0) * 1000 < ms)
+    for (int i = 0; i < 1000; i++)
+      x = x * 1.0000001 + 1e-9;
+  return x;
+}
+
+static int cpu_task(const void *arg, size_t len, mproc_task_ctx *ctx) {
+  (void)len;
+  double x = burn(*(const double *)arg);
+  return mproc_task_return(ctx, &x, sizeof x);
+}
+
+static _Atomic int *victim_pid;
+static int busy_task(const void *arg, size_t len, mproc_task_ctx *ctx) {
+  (void)arg, (void)len, (void)ctx;
+  atomic_store(victim_pid, (int)getpid());
+  for (;;)
+    burn(1000);
+  return 0;
+}
+
+static mproc_pool *pool_of(int workers) {
+  mproc_pool *p;
+  struct mproc_pool_options o = {.workers = workers};
+  if (mproc_pool_create(&p, &o) != 0) {
+    fprintf(stderr, "pool create failed\n");
+    exit(1);
+  }
+  return p;
+}
+
+static void bench_roundtrip(mproc_pool *p) {
+  int n = quick ? 200 : 20000, x = 1;
+  double v[BENCH_REPS];
+  for (int r = 0; r < BENCH_REPS; r++) {
+    double t0 = bench_now_s();
+    for (int i = 0; i < n; i++) {
+      mproc_future *f;
+      mproc_pool_submit(p, trivial, &x, sizeof x, &f);
+      mproc_future_wait(f, -1);
+      mproc_future_free(f);
+    }
+    v[r] = (bench_now_s() - t0) / n * 1e6;
+  }
+  bench_report("task_roundtrip", "mproc", v, BENCH_REPS, "us");
+}
+
+static void bench_submit(mproc_pool *p) {
+  int n = quick ? 2000 : 100000, x = 1;
+  mproc_future **fs = malloc((size_t)n * sizeof *fs);
+  double v[BENCH_REPS];
+  for (int r = 0; r < BENCH_REPS; r++) {
+    double t0 = bench_now_s();
+    for (int i = 0; i < n; i++)
+      mproc_pool_submit(p, trivial, &x, sizeof x, &fs[i]);
+    mproc_futures_wait(fs, (size_t)n, MPROC_ALL_COMPLETED, -1);
+    v[r] = n / (bench_now_s() - t0);
+    for (int i = 0; i < n; i++)
+      mproc_future_free(fs[i]);
+  }
+  free(fs);
+  bench_report("submit_throughput", "mproc", v, BENCH_REPS, "tasks/s");
+}
+
+static void bench_map_tiny(mproc_pool *p) {
+  size_t n = quick ? 10000 : 1000000;
+  int *in = malloc(n * sizeof *in), *out = malloc(n * sizeof *out);
+  for (size_t i = 0; i < n; i++)
+    in[i] = (int)i;
+  double v[BENCH_REPS];
+  for (int r = 0; r < BENCH_REPS; r++) {
+    double t0 = bench_now_s();
+    mproc_pool_map(p, square, in, n, sizeof *in, out, sizeof *out, NULL, NULL, -1);
+    v[r] = n / (bench_now_s() - t0);
+  }
+  bench_report("map_tiny", "mproc", v, BENCH_REPS, "items/s");
+#ifdef MPROC_BENCH_OPENMP
+  for (int r = 0; r < BENCH_REPS; r++) {
+    double t0 = bench_now_s();
+#pragma omp parallel for
+    for (size_t i = 0; i < n; i++)
+      square(&in[i], &out[i]);
+    v[r] = n / (bench_now_s() - t0);
+  }
+  bench_report("map_tiny", "openmp", v, BENCH_REPS, "items/s");
+#endif
+  free(in);
+  free(out);
+}
+
+struct counter {
+  int next, n;
+};
+static int gen(void *ctx, void *item) {
+  struct counter *c = ctx;
+  if (c->next == c->n)
+    return 0;
+  *(int *)item = c->next++;
+  return 1;
+}
+
+static void bench_imap(mproc_pool *p) {
+  int n = quick ? 2000 : 100000;
+  double v[BENCH_REPS];
+  for (int r = 0; r < BENCH_REPS; r++) {
+    struct counter c = {0, n};
+    struct mproc_imap_options o = {.flags = MPROC_IMAP_UNORDERED, .chunksize = 1};
+    mproc_imap *it;
+    double t0 = bench_now_s();
+    mproc_pool_imap(p, square, gen, &c, sizeof(int), sizeof(int), &o, &it);
+    int out, got = 0;
+    while (mproc_imap_next(it, &out, NULL, NULL, -1) == 0)
+      got++;
+    mproc_imap_free(it);
+    v[r] = got / (bench_now_s() - t0);
+  }
+  bench_report("imap_unordered_c1", "mproc", v, BENCH_REPS, "items/s");
+}
+
+static void bench_startup(void) {
+  double v[BENCH_REPS];
+  int x = 1;
+  for (int r = 0; r < BENCH_REPS; r++) {
+    double t0 = bench_now_s();
+    mproc_pool *p = pool_of(2);
+    mproc_future *f;
+    mproc_pool_submit(p, trivial, &x, sizeof x, &f);
+    mproc_future_wait(f, -1);
+    mproc_future_free(f);
+    mproc_pool_destroy(p);
+    v[r] = (bench_now_s() - t0) * 1000;
+  }
+  bench_report("pool_startup", "mproc", v, BENCH_REPS, "ms");
+}
+
+static void bench_scaling(mproc_pool *p) {
+  int n = quick ? 8 : 40;
+  double ms = quick ? 5 : 50;
+  int reps = quick ? 5 : 5;
+  double v[BENCH_REPS];
+  mproc_future *fs[40];
+  for (int r = 0; r < reps; r++) {
+    double t0 = bench_now_s();
+    for (int i = 0; i < n; i++)
+      burn(ms);
+    double serial = bench_now_s() - t0;
+    t0 = bench_now_s();
+    for (int i = 0; i < n; i++)
+      mproc_pool_submit(p, cpu_task, &ms, sizeof ms, &fs[i]);
+    mproc_futures_wait(fs, (size_t)n, MPROC_ALL_COMPLETED, -1);
+    double par = bench_now_s() - t0;
+    for (int i = 0; i < n; i++)
+      mproc_future_free(fs[i]);
+    v[r] = serial / par;
+  }
+  bench_report("cpu_scaling", "mproc", v, reps, "speedup");
+}
+
+static int has_pid(const pid_t *pids, int n, pid_t pid) {
+  for (int i = 0; i < n; i++)
+    if (pids[i] == pid)
+      return 1;
+  return 0;
+}
+
+static void bench_crash(mproc_pool *p) {
+  double v[BENCH_REPS];
+  int workers = mproc_pool_workers(p);
+  for (int r = 0; r < BENCH_REPS; r++) {
+    atomic_store(victim_pid, 0);
+    mproc_future *f;
+    mproc_pool_submit(p, busy_task, NULL, 0, &f);
+    while (atomic_load(victim_pid) == 0) {
+    }
+    pid_t victim = atomic_load(victim_pid);
+    double t0 = bench_now_s();
+    kill(victim, SIGKILL);
+    mproc_future_wait(f, -1);
+    pid_t pids[64];
+    int k;
+    while ((k = mproc_pool_worker_pids(p, pids, 64)) != workers || has_pid(pids, k, victim)) {
+    }
+    v[r] = (bench_now_s() - t0) * 1000;
+    mproc_future_free(f);
+  }
+  bench_report("crash_recovery", "mproc", v, BENCH_REPS, "ms");
+}
+
+int main(void) {
+  quick = getenv("MPROC_BENCH_QUICK") != NULL && strcmp(getenv("MPROC_BENCH_QUICK"), "1") == 0;
+  victim_pid =
+      mmap(NULL, sizeof *victim_pid, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  /* Startup first, from a small fresh process (fork cost grows with the
+   * parent's memory, and later benchmarks grow the heap). */
+  bench_startup();
+  mproc_pool *p = pool_of(2);
+  bench_roundtrip(p);
+  bench_submit(p);
+  bench_map_tiny(p);
+  bench_imap(p);
+  bench_scaling(p);
+  bench_crash(p);
+  mproc_pool_destroy(p);
+  munmap((void *)victim_pid, sizeof *victim_pid);
+  return 0;
+}

@@ -1,0 +1,390 @@
+/* imap and imap_unordered: lazy iterators over a caller's generator.
+ *
+ * Design notes.  The iterator owns a window of `nslots` chunk slots in the
+ * pool's arena, each with room for `chunksize` inputs and outputs, so at most
+ * nslots * chunksize items exist at once however long the generator runs.
+ * A slot cycles:
+ *
+ *   FREE --next(): generator fills it, chunk queued--> INFLIGHT
+ *   INFLIGHT --chunk finished (under the pool mutex)--> DONE
+ *   DONE --next() yields its items one by one--> FREE
+ *
+ * Ordered iteration yields slots in generation order (a ring of slot
+ * indices); unordered iteration yields them in completion order (a FIFO
+ * filled by the completion).  The generator runs on the caller's thread,
+ * outside the pool mutex, so it may itself use the pool.
+ *
+ * Failures are reported at their item: a chunk that failed at item k yields
+ * its items before k normally, then the error for k; items after k in the
+ * same chunk were not run and yield MPROC_ECANCELLED (with chunksize 1, the
+ * default, every item is its own chunk). */
+#include "pool.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum { S_FREE, S_INFLIGHT, S_DONE };
+
+struct islot {
+  struct mproc__task t;
+  uint64_t in_off, out_off;
+  size_t count, base, next; /* items, first index, next item to yield */
+  int state;
+  int code; /* outcome of the chunk */
+  size_t fail_at;
+  struct mproc__outcome out;
+  char msg[200];
+  struct islot *dq_next; /* completion FIFO (unordered) */
+};
+
+struct mproc_imap {
+  struct mproc_pool *p;
+  mproc_map_fn fn;
+  mproc_gen_fn gen;
+  void *gen_ctx;
+  size_t in_size, out_size, chunksize, nslots;
+  bool unordered;
+  uint64_t region;
+  size_t region_len;
+  struct islot *slots;
+  size_t gen_index;  /* index of the next item to generate */
+  bool gen_done;     /* generator returned 0 or failed */
+  int gen_err;       /* its failure, reported once */
+  size_t order_head; /* ordered: oldest slot */
+  size_t order_tail; /* ordered: next slot to fill */
+  size_t inflight;   /* slots not FREE */
+  struct islot *dq_head, *dq_tail;
+  struct islot *cur;    /* slot being yielded */
+  size_t *free_stack;   /* unordered: free slot indices */
+  struct islot **batch; /* slots filled by one refill */
+  size_t nfree;
+};
+
+static void islot_complete(struct mproc_pool *p, struct mproc__task *t, struct mproc__outcome *o) {
+  (void)p;
+  struct islot *s = (struct islot *)t;
+  struct mproc_imap *it = t->owner;
+  s->code = o->code;
+  if (o->code != 0) {
+    s->out = *o;
+    snprintf(s->msg, sizeof s->msg, "%s", o->msg != NULL ? o->msg : "");
+    s->out.msg = s->msg;
+    s->fail_at = o->index >= s->base && o->index < s->base + s->count ? o->index : s->base;
+  }
+  s->state = S_DONE;
+  if (it->unordered) {
+    s->dq_next = NULL;
+    if (it->dq_tail != NULL)
+      it->dq_tail->dq_next = s;
+    else
+      it->dq_head = s;
+    it->dq_tail = s;
+  }
+  mproc__epoch_bump();
+}
+
+MPROC_EXTERN int mproc_pool_imap(mproc_pool *p, mproc_map_fn fn, mproc_gen_fn gen, void *gen_ctx,
+                                 size_t in_size, size_t out_size,
+                                 const struct mproc_imap_options *o, mproc_imap **out) {
+  if (p == NULL || fn == NULL || gen == NULL || out == NULL || in_size == 0 ||
+      (o != NULL && (o->flags & ~(unsigned)MPROC_IMAP_UNORDERED)))
+    return MPROC_EINVAL;
+  struct mproc_imap *it = calloc(1, sizeof *it);
+  if (it == NULL)
+    return -ENOMEM;
+  it->p = p;
+  it->fn = fn;
+  it->gen = gen;
+  it->gen_ctx = gen_ctx;
+  it->in_size = in_size;
+  it->out_size = out_size;
+  it->unordered = o != NULL && (o->flags & MPROC_IMAP_UNORDERED);
+  it->chunksize = o != NULL && o->chunksize > 0 ? o->chunksize : 1;
+  size_t maxin = o != NULL ? o->max_inflight : 0;
+  it->nslots = maxin > 0 ? maxin / it->chunksize : (size_t)p->ring * (size_t)p->nworkers;
+  if (it->nslots == 0)
+    it->nslots = 1;
+  size_t in_area = (it->nslots * it->chunksize * in_size + 63) & ~(size_t)63;
+  it->region_len = in_area + it->nslots * it->chunksize * out_size;
+  it->slots = calloc(it->nslots, sizeof *it->slots);
+  it->free_stack = malloc(it->nslots * sizeof *it->free_stack);
+  it->batch = malloc(it->nslots * sizeof *it->batch);
+  int r = it->slots != NULL && it->free_stack != NULL && it->batch != NULL ? 0 : -ENOMEM;
+  if (r == 0) {
+    pthread_mutex_lock(&p->mu);
+    int state = atomic_load(&p->state);
+    r = state == MPROC__P_RUNNING ? mproc__arena_alloc(p, it->region_len, &it->region)
+                                  : (state == MPROC__P_BROKEN ? MPROC_EBROKEN : MPROC_ECLOSED);
+    pthread_mutex_unlock(&p->mu);
+  }
+  if (r != 0) {
+    free(it->slots);
+    free(it->free_stack);
+    free(it->batch);
+    free(it);
+    return r;
+  }
+  for (size_t i = 0; i < it->nslots; i++) {
+    struct islot *s = &it->slots[i];
+    s->in_off = it->region + i * it->chunksize * in_size;
+    s->out_off = it->region + in_area + i * it->chunksize * out_size;
+    it->free_stack[it->nslots - 1 - i] = i;
+  }
+  it->nfree = it->nslots;
+  atomic_fetch_add(&p->refs, 1);
+  *out = it;
+  return 0;
+}
+
+static struct islot *take_free(struct mproc_imap *it) {
+  if (it->unordered)
+    return it->nfree > 0 ? &it->slots[it->free_stack[--it->nfree]] : NULL;
+  if (it->inflight == it->nslots)
+    return NULL;
+  struct islot *s = &it->slots[it->order_tail];
+  it->order_tail = (it->order_tail + 1) % it->nslots;
+  return s;
+}
+
+static void give_back(struct mproc_imap *it, struct islot *s) {
+  s->state = S_FREE;
+  it->inflight--;
+  if (it->unordered)
+    it->free_stack[it->nfree++] = (size_t)(s - it->slots);
+  else
+    it->order_head = (it->order_head + 1) % it->nslots;
+}
+
+/* Fail a chunk that could not be queued (under mu). */
+static void islot_refused(struct mproc_imap *it, struct islot *s, int state) {
+  s->state = S_DONE;
+  s->code = state == MPROC__P_BROKEN ? MPROC_EBROKEN : MPROC_ECLOSED;
+  s->fail_at = s->base;
+  memset(&s->out, 0, sizeof s->out);
+  s->out.code = s->code;
+  s->out.exit_status = -1;
+  s->out.index = s->base;
+  snprintf(s->msg, sizeof s->msg, "the pool no longer accepts work");
+  s->out.msg = s->msg;
+  if (it->unordered) {
+    s->dq_next = NULL;
+    if (it->dq_tail != NULL)
+      it->dq_tail->dq_next = s;
+    else
+      it->dq_head = s;
+    it->dq_tail = s;
+  }
+}
+
+/* Generate chunks into every free slot (outside the mutex: the generator is
+ * the caller's code), then queue them all under one lock. */
+static void refill(struct mproc_imap *it) {
+  struct mproc_pool *p = it->p;
+  size_t nb = 0;
+  while (!it->gen_done) {
+    struct islot *s = take_free(it);
+    if (s == NULL)
+      break;
+    unsigned char *in = p->tp->arena(p, s->in_off);
+    size_t n = 0;
+    while (n < it->chunksize) {
+      int g = it->gen(it->gen_ctx, in + n * it->in_size);
+      if (g <= 0) {
+        it->gen_done = true;
+        it->gen_err = g < 0 ? g : 0;
+        break;
+      }
+      n++;
+    }
+    it->inflight++;
+    if (n == 0) {
+      /* Nothing generated: hand the slot straight back. */
+      if (it->unordered)
+        it->free_stack[it->nfree++] = (size_t)(s - it->slots);
+      else
+        it->order_tail = (it->order_tail + it->nslots - 1) % it->nslots;
+      it->inflight--;
+      break;
+    }
+    memset(&s->t, 0, sizeof s->t);
+    s->t.kind = MPROC__K_MAP;
+    s->t.fn = mproc__fnref_of((void (*)(void))it->fn);
+    s->t.arg_fd = -1;
+    s->t.slot = -1;
+    s->t.in_off = s->in_off;
+    s->t.out_off = s->out_off;
+    s->t.count = n;
+    s->t.in_size = it->in_size;
+    s->t.out_size = it->out_size;
+    s->t.base_index = it->gen_index;
+    s->t.timeout_ms = p->opts.task_timeout_ms;
+    s->t.retries_left = (int32_t)p->opts.retries;
+    s->t.complete = islot_complete;
+    s->t.owner = it;
+    s->count = n;
+    s->base = it->gen_index;
+    s->next = 0;
+    s->code = 0;
+    s->state = S_INFLIGHT;
+    it->gen_index += n;
+    it->batch[nb++] = s;
+  }
+  if (nb == 0)
+    return;
+  pthread_mutex_lock(&p->mu);
+  int state = atomic_load(&p->state);
+  for (size_t i = 0; i < nb; i++) {
+    struct mproc__task *t = &it->batch[i]->t;
+    if (state != MPROC__P_RUNNING) {
+      islot_refused(it, it->batch[i], state);
+      continue;
+    }
+    p->outstanding++;
+    t->next = NULL;
+    if (p->pend_tail != NULL)
+      p->pend_tail->next = t;
+    else
+      p->pend_head = t;
+    p->pend_tail = t;
+  }
+  if (state == MPROC__P_RUNNING)
+    mproc__pool_dispatch(p);
+  pthread_mutex_unlock(&p->mu);
+}
+
+/* Under mu: a finished slot ready to yield, or NULL. */
+static struct islot *ready(struct mproc_imap *it) {
+  if (it->unordered) {
+    struct islot *s = it->dq_head;
+    if (s != NULL) {
+      it->dq_head = s->dq_next;
+      if (it->dq_head == NULL)
+        it->dq_tail = NULL;
+    }
+    return s;
+  }
+  if (it->inflight == 0)
+    return NULL;
+  struct islot *s = &it->slots[it->order_head];
+  return s->state == S_DONE ? s : NULL;
+}
+
+static bool ready_cond(void *arg) {
+  struct mproc_imap *it = arg;
+  pthread_mutex_lock(&it->p->mu);
+  it->cur = ready(it);
+  pthread_mutex_unlock(&it->p->mu);
+  return it->cur != NULL;
+}
+
+/* Yield one item of it->cur. */
+static int yield(struct mproc_imap *it, void *out, size_t *index, struct mproc_task_error *err) {
+  struct islot *s = it->cur;
+  size_t k = s->base + s->next;
+  int r = 0;
+  if (index != NULL)
+    *index = k;
+  if (s->code != 0 && k >= s->fail_at) {
+    if (k == s->fail_at) {
+      r = s->code;
+      if (err != NULL) {
+        mproc__error_from_outcome(err, &s->out);
+        err->index = k;
+      }
+    } else {
+      r = MPROC_ECANCELLED;
+      if (err != NULL) {
+        memset(err, 0, sizeof *err);
+        err->code = r;
+        err->exit_status = -1;
+        err->index = k;
+        snprintf(err->message, sizeof err->message, "not run: item %zu of its chunk failed",
+                 s->fail_at);
+      }
+    }
+  } else {
+    if (out != NULL && it->out_size > 0)
+      memcpy(out, (unsigned char *)it->p->tp->arena(it->p, s->out_off) + s->next * it->out_size,
+             it->out_size);
+    if (err != NULL)
+      memset(err, 0, sizeof *err);
+  }
+  if (++s->next == s->count) {
+    /* No lock: once DONE, only this thread touches the slot. */
+    give_back(it, s);
+    it->cur = NULL;
+  }
+  return r;
+}
+
+MPROC_EXTERN int mproc_imap_next(mproc_imap *it, void *out, size_t *index,
+                                 struct mproc_task_error *err, int64_t timeout_ms) {
+  if (it == NULL || (out == NULL && it->out_size > 0) || mproc__check_timeout(timeout_ms) != 0)
+    return MPROC_EINVAL;
+  int64_t dl = mproc__deadline(timeout_ms);
+  if (it->cur != NULL)
+    return yield(it, out, index, err);
+  refill(it);
+  bool idle;
+  pthread_mutex_lock(&it->p->mu);
+  it->cur = ready(it);
+  idle = it->inflight == 0;
+  pthread_mutex_unlock(&it->p->mu);
+  if (it->cur == NULL && idle) {
+    if (it->gen_err != 0) {
+      int r = it->gen_err;
+      it->gen_err = 0;
+      if (index != NULL)
+        *index = it->gen_index;
+      if (err != NULL) {
+        memset(err, 0, sizeof *err);
+        err->code = r;
+        err->exit_status = -1;
+        err->index = it->gen_index;
+        snprintf(err->message, sizeof err->message, "the generator failed");
+      }
+      return r;
+    }
+    return MPROC_EEOF;
+  }
+  if (it->cur == NULL) {
+    int r = mproc__wait_until(ready_cond, it, &it->p, 1,
+                              (it->p->opts.flags & MPROC_POOL_SIGINT) != 0, dl);
+    if (r != 0)
+      return r;
+  }
+  return yield(it, out, index, err);
+}
+
+static bool all_landed(void *arg) {
+  struct mproc_imap *it = arg;
+  pthread_mutex_lock(&it->p->mu);
+  bool done = true;
+  for (size_t i = 0; i < it->nslots; i++)
+    done = done && it->slots[i].state != S_INFLIGHT;
+  pthread_mutex_unlock(&it->p->mu);
+  return done;
+}
+
+MPROC_EXTERN void mproc_imap_free(mproc_imap *it) {
+  if (it == NULL)
+    return;
+  struct mproc_pool *p = it->p;
+  pthread_mutex_lock(&p->mu);
+  for (size_t i = 0; i < it->nslots; i++)
+    if (it->slots[i].state == S_INFLIGHT && p->slots != NULL)
+      mproc__pool_cancel_task(p, &it->slots[i].t);
+  pthread_mutex_unlock(&p->mu);
+  /* Running chunks complete once their killed workers are reaped. */
+  mproc__wait_until(all_landed, it, &p, 1, false, mproc__deadline(30000));
+  pthread_mutex_lock(&p->mu);
+  if (p->tp_state != NULL)
+    mproc__arena_free(p, it->region, it->region_len);
+  pthread_mutex_unlock(&p->mu);
+  free(it->slots);
+  free(it->free_stack);
+  free(it->batch);
+  free(it);
+  mproc__pool_unref(p);
+}

@@ -1,0 +1,176 @@
+/* Internal state of pools, tasks and futures (pool.c, pool_manager.c,
+ * future.c, map.c, imap.c, transport_shm.c, worker.c). */
+#ifndef MPROC_POOL_INTERNAL_H
+#define MPROC_POOL_INTERNAL_H
+
+#include "internal.h"
+#include "transport.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+
+/* One unit of work in the parent.  Futures embed one; map and imap chunks
+ * are tasks without a future.  Protected by the pool mutex. */
+struct mproc__task {
+  struct mproc__task *next; /* pending queue link */
+  uint32_t kind;            /* MPROC__K_* */
+  struct mproc__fnref fn;
+  /* K_CALL: the argument, owned (malloc), or a memfd for large ones. */
+  void *arg;
+  size_t arg_len;
+  int arg_fd;
+  /* K_MAP / K_STARMAP: arena offsets and sizes. */
+  uint64_t in_off, out_off, count, in_size, out_size, base_index;
+  uint32_t nargs;
+  uint64_t col_off[MPROC_STARMAP_MAX_ARGS], col_size[MPROC_STARMAP_MAX_ARGS];
+  int64_t timeout_ms; /* 0: none */
+  int32_t retries_left;
+  bool cancel_req; /* kill the worker: cancelled */
+  bool timed_out;  /* kill the worker: timed out */
+  bool done;       /* chunks: finished */
+  int slot;        /* worker slot it sits in, -1 when not dispatched */
+  uint64_t pos;    /* ring position within that slot */
+  /* Called once, under the pool mutex, when the task finished. */
+  void (*complete)(struct mproc_pool *p, struct mproc__task *t, struct mproc__outcome *o);
+  void *owner; /* map job / imap iterator */
+};
+
+struct mproc__cb {
+  struct mproc__cb *next;
+  void (*fn)(mproc_future *f, void *ud);
+  void *ud;
+};
+
+struct mproc_future {
+  struct mproc__task task; /* first: a future is a task */
+  struct mproc_pool *pool; /* holds a pool reference until freed */
+  _Atomic int state;       /* mproc_future_state_t; final once >= DONE */
+  _Atomic int refs;        /* user 1 + pool 1 while unfinished/callbacks */
+  void *result;
+  size_t result_len, result_map_len;
+  struct mproc_task_error err;
+  struct mproc__cb *cbs; /* done-callbacks, run on the manager thread */
+  struct mproc__cb *cbs_tail;
+  struct mproc_future *cbq_next; /* manager's callback queue link */
+  void (*apply_cb)(mproc_future *f, void *ud);
+  void (*apply_errcb)(mproc_future *f, void *ud);
+  void *apply_ud;
+  void *done_extra; /* map_async: the job to release */
+  /* map futures: cancels every chunk (under mu) instead of one task. */
+  void (*cancel_hook)(struct mproc_pool *p, struct mproc_future *f);
+};
+
+/* Parent-side state of one worker slot. */
+struct mproc__slot {
+  pid_t pid;                 /* 0 when no worker */
+  int pidfd;                 /* -1 when no worker */
+  int sock;                  /* parent end of the fd-passing socket, -1 none */
+  uint64_t head;             /* next ring position to fill */
+  uint64_t tail;             /* oldest position not yet collected */
+  uint32_t assigned;         /* tasks handed to this worker generation (max_tasks) */
+  bool stopping;             /* asked to exit when idle */
+  struct mproc__task **jobs; /* ring position -> task (NULL: revoked) */
+};
+
+enum { MPROC__P_RUNNING, MPROC__P_CLOSED, MPROC__P_TERMINATING, MPROC__P_BROKEN };
+
+struct mproc_pool {
+  pthread_mutex_t mu;
+  _Atomic int refs;  /* user + one per future */
+  _Atomic int state; /* MPROC__P_* */
+  int nworkers;
+  uint32_t ring;     /* tasks each worker's ring holds (set by the transport) */
+  size_t inline_max; /* larger K_CALL arguments travel in a memfd */
+  struct mproc_pool_options opts;
+  const struct mproc__transport_ops *tp;
+  void *tp_state; /* the transport's own state */
+  struct mproc__slot *slots;
+  struct mproc__task *pend_head, *pend_tail; /* not yet dispatched */
+  size_t outstanding;                        /* tasks not yet completed (pending + in rings) */
+  struct mproc_future *cbq_head, *cbq_tail;  /* futures whose callbacks are due */
+  int efd;                                   /* eventfd waking the manager (workers write it too) */
+  pthread_t mgr;                             /* the manager thread */
+  pid_t mgr_tid;                             /* its tid: calls from callbacks are detected */
+  bool mgr_started;                          /* create made the thread */
+  bool mgr_joined;
+  _Atomic int mgr_exited; /* futex word: 1 once the manager has left */
+  int start_err;          /* first spawn error during create */
+  _Atomic int started;    /* futex word: initial workers forked */
+  bool broken_init;
+  int init_code;
+  char init_msg[200];
+  struct mproc_pool *live_next; /* process-wide list of live pools */
+  /* Manager-only scratch while a dead worker's ring is emptied. */
+  pid_t dying_pid;
+  int dying_code; /* Python-style: status, or -signo */
+  struct mproc__task *requeue_head, *requeue_tail;
+  bool respawn_pending;        /* a respawn failed: retry soon */
+  _Atomic int64_t wait_ema_us; /* moving average of how long waits took */
+};
+
+/* ---- pool.c --------------------------------------------------------------- */
+int mproc__default_workers(void);
+void mproc__pool_unref(struct mproc_pool *p);
+/* Wake the manager (any thread, async-signal-safe). */
+void mproc__pool_kick(struct mproc_pool *p);
+/* Queue a task (under mu): dispatched at once when a worker has room. */
+void mproc__pool_enqueue(struct mproc_pool *p, struct mproc__task *t);
+/* Cancel a task (under mu): true if it will never run (completed now by the
+ * caller), false if it is running (its worker is being killed). */
+bool mproc__pool_cancel_task(struct mproc_pool *p, struct mproc__task *t);
+/* Whether SIGINT arrived since `mark` (MPROC_POOL_SIGINT pools only). */
+bool mproc__sigint_since(const struct mproc_pool *p, uint32_t mark);
+uint32_t mproc__sigint_mark(void);
+
+/* ---- pool_manager.c ------------------------------------------------------- */
+int mproc__manager_start(struct mproc_pool *p);
+/* Collect results and dispatch (under mu); any thread may help.  Returns
+ * how many tasks finished. */
+int mproc__pool_drain(struct mproc_pool *p);
+/* Try to help without blocking: drains when the mutex is free. */
+void mproc__pool_help(struct mproc_pool *p);
+/* A thread starts (+1) or stops (-1) spinning to collect results; stopping
+ * collects once more.  Takes mu. */
+void mproc__pool_helping(struct mproc_pool *p, int delta);
+/* Dispatch pending tasks to workers with room (under mu). */
+void mproc__pool_dispatch(struct mproc_pool *p);
+bool mproc__on_manager_thread(const struct mproc_pool *p);
+/* Cancel every task not yet started (under mu). */
+void mproc__pool_cancel_pending(struct mproc_pool *p);
+/* Kill the worker of slot i and its process group (under mu). */
+void mproc__kill_worker(struct mproc_pool *p, int i);
+/* Finish a task with a failure code (under mu). */
+void mproc__task_fail(struct mproc_pool *p, struct mproc__task *t, int code, const char *msg);
+
+/* ---- future.c ------------------------------------------------------------- */
+/* Process-wide completion counter: bumped (and waiters woken) whenever a
+ * future, map or imap chunk finishes, or SIGINT arrives. */
+extern _Atomic uint32_t mproc__epoch;
+extern _Atomic uint32_t mproc__epoch_waiters;
+void mproc__epoch_bump(void);
+/* Sleep until the epoch moves from `seen` or the deadline. */
+int mproc__epoch_wait(uint32_t seen, int64_t deadline_ms);
+/* Wait until cond(ctx) holds, helping `pools` collect results while
+ * spinning briefly, then sleeping on the epoch.  0, MPROC_ETIMEDOUT,
+ * MPROC_EINTERRUPTED (when `sigint`). */
+int mproc__wait_until(bool (*cond)(void *), void *ctx, struct mproc_pool *const *pools,
+                      size_t npools, bool sigint, int64_t deadline_ms);
+/* Spin budget for helping waits, in iterations. */
+int mproc__spin_budget(void);
+/* A new future for a K_CALL task (refs = 2: user + pool). */
+struct mproc_future *mproc__future_new(struct mproc_pool *p);
+/* Finish a future (under mu) with an outcome; queues its callbacks. */
+void mproc__future_finish(struct mproc_pool *p, struct mproc_future *f, struct mproc__outcome *o);
+/* Run the callbacks of one queued future (manager thread, no lock held). */
+void mproc__future_run_callbacks(struct mproc_future *f);
+void mproc__future_unref(struct mproc_future *f);
+/* Fill a task error from an outcome. */
+void mproc__error_from_outcome(struct mproc_task_error *e, const struct mproc__outcome *o);
+
+/* ---- transport_shm.c: the data arena for map/imap -------------------------- */
+/* Allocate/free `len` bytes of the pool's shared arena (under mu).  Returns 0
+ * and the offset, or -ENOMEM. */
+int mproc__arena_alloc(struct mproc_pool *p, size_t len, uint64_t *off);
+void mproc__arena_free(struct mproc_pool *p, uint64_t off, size_t len);
+
+#endif /* MPROC_POOL_INTERNAL_H */

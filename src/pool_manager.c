@@ -1,0 +1,447 @@
+/* The pool's manager thread: completions, worker deaths, replacement,
+ * timeouts, callbacks.
+ *
+ * Design notes.  One manager thread per pool is the only thread that forks
+ * workers (their parent-death signal is tied to it), reaps them and runs
+ * done-callbacks.  Its loop:
+ *
+ *   lock -> collect finished tasks -> dispatch/steal -> enforce timeouts ->
+ *   stop idle workers when closed -> take the callback queue -> unlock ->
+ *   run callbacks -> announce sleep -> poll(eventfd, pidfds, next deadline)
+ *   -> handle dead workers (under the lock) -> loop
+ *
+ * Any thread may help by collecting and dispatching (mproc__pool_help) when
+ * the mutex is free, which keeps the manager out of the hot path of a waiter
+ * that spins; only worker deaths and callbacks need the manager.
+ *
+ * A dead worker: kill its process group (its own children die with it), reap
+ * it through its pidfd, collect the results it delivered, then empty its
+ * ring: the task it died in fails (EWORKERDIED with pid and signal/status, or
+ * ECANCELLED/ETIMEDOUT when the pool killed it for that), or is re-queued
+ * when it has retries left; tasks it had not started go back to the front of
+ * the queue.  A worker whose initializer failed breaks the pool: every task
+ * fails with EINITFAILED and nothing is respawned (no respawn storm).
+ *
+ * Pool states: RUNNING -> CLOSED (no submits; finish the work, then stop the
+ * workers) or TERMINATING (kill everything, cancel every task) or BROKEN.  The
+ * thread exits once the pool is not RUNNING, no task is outstanding, no worker
+ * is alive and no callback is due. */
+#include "pool.h"
+#include "futex.h"
+
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+bool mproc__on_manager_thread(const struct mproc_pool *p) {
+  return p->mgr_started && p->mgr_tid == (pid_t)syscall(SYS_gettid);
+}
+
+static void task_done(struct mproc_pool *p, struct mproc__task *t, struct mproc__outcome *o) {
+  p->outstanding--;
+  t->complete(p, t, o);
+}
+
+/* Finish a task that never produced an outcome of its own. */
+void mproc__task_fail(struct mproc_pool *p, struct mproc__task *t, int code, const char *msg) {
+  struct mproc__outcome o = {.code = code, .exit_status = -1, .msg = msg != NULL ? msg : ""};
+  if (t->kind != MPROC__K_CALL)
+    o.index = t->base_index;
+  task_done(p, t, &o);
+}
+
+static void push_front_list(struct mproc_pool *p) {
+  if (p->requeue_head == NULL)
+    return;
+  p->requeue_tail->next = p->pend_head;
+  if (p->pend_head == NULL)
+    p->pend_tail = p->requeue_tail;
+  p->pend_head = p->requeue_head;
+  p->requeue_head = p->requeue_tail = NULL;
+}
+
+static void requeue(struct mproc_pool *p, struct mproc__task *t) {
+  t->next = NULL;
+  if (p->requeue_tail != NULL)
+    p->requeue_tail->next = t;
+  else
+    p->requeue_head = t;
+  p->requeue_tail = t;
+}
+
+/* A task left in a dead worker's ring. */
+static void task_left(struct mproc_pool *p, struct mproc__task *t, bool started) {
+  int state = atomic_load(&p->state);
+  if (state == MPROC__P_BROKEN) {
+    mproc__task_fail(p, t, MPROC_EINITFAILED, p->init_msg);
+    return;
+  }
+  if (state == MPROC__P_TERMINATING || t->cancel_req) {
+    mproc__task_fail(p, t, MPROC_ECANCELLED, "cancelled");
+    return;
+  }
+  if (!started) {
+    requeue(p, t);
+    return;
+  }
+  if (t->timed_out) {
+    struct mproc__outcome o = {.code = MPROC_ETIMEDOUT,
+                               .pid = p->dying_pid,
+                               .signo = SIGKILL,
+                               .exit_status = -1,
+                               .msg = "task timed out; its worker was killed"};
+    o.index = t->base_index;
+    task_done(p, t, &o);
+    return;
+  }
+  if (t->retries_left > 0) {
+    t->retries_left--;
+    requeue(p, t);
+    return;
+  }
+  char msg[96];
+  struct mproc__outcome o = {.code = MPROC_EWORKERDIED, .pid = p->dying_pid, .exit_status = -1};
+  if (p->dying_code < 0) {
+    o.signo = -p->dying_code;
+    snprintf(msg, sizeof msg, "worker %d killed by signal %d (%s)", (int)p->dying_pid, o.signo,
+             sigabbrev_np(o.signo) != NULL ? sigabbrev_np(o.signo) : "?");
+  } else {
+    o.exit_status = p->dying_code;
+    snprintf(msg, sizeof msg, "worker %d exited with status %d during the task", (int)p->dying_pid,
+             p->dying_code);
+  }
+  o.msg = msg;
+  if (t->kind != MPROC__K_CALL)
+    o.index = t->base_index;
+  task_done(p, t, &o);
+}
+
+void mproc__kill_worker(struct mproc_pool *p, int i) {
+  struct mproc__slot *sl = &p->slots[i];
+  if (sl->pid <= 0)
+    return;
+  /* Under the mutex the worker is not reaped yet, so neither its pid nor its
+   * process group id can have been recycled. */
+  kill(-sl->pid, SIGKILL);
+  mproc__pidfd_kill(sl->pidfd, SIGKILL);
+}
+
+static void break_pool(struct mproc_pool *p, int code, const char *msg) {
+  atomic_store(&p->state, MPROC__P_BROKEN);
+  p->broken_init = true;
+  p->init_code = code;
+  snprintf(p->init_msg, sizeof p->init_msg, "%s", msg);
+  for (int i = 0; i < p->nworkers; i++)
+    mproc__kill_worker(p, i);
+  while (p->pend_head != NULL) {
+    struct mproc__task *t = p->pend_head;
+    p->pend_head = t->next;
+    mproc__task_fail(p, t, MPROC_EINITFAILED, p->init_msg);
+  }
+  p->pend_tail = NULL;
+}
+
+static bool want_workers(struct mproc_pool *p) {
+  int state = atomic_load(&p->state);
+  return state == MPROC__P_RUNNING || (state == MPROC__P_CLOSED && p->outstanding > 0);
+}
+
+/* Worker i exited (its pidfd is readable).  Under mu. */
+static void handle_death(struct mproc_pool *p, int i) {
+  struct mproc__slot *sl = &p->slots[i];
+  int code = 0;
+  kill(-sl->pid, SIGKILL);
+  mproc__reap(sl->pidfd, &code, mproc__deadline(1000));
+  p->tp->poll_results(p, i, task_done);
+  int icode = 0;
+  const char *imsg = p->tp->init_failure(p, i, &icode);
+  char msgbuf[sizeof p->init_msg];
+  if (imsg != NULL)
+    snprintf(msgbuf, sizeof msgbuf, "%s", imsg);
+  p->dying_pid = sl->pid;
+  p->dying_code = code;
+  if (imsg != NULL && atomic_load(&p->state) != MPROC__P_TERMINATING)
+    break_pool(p, icode, msgbuf);
+  p->tp->reset_slot(p, i, task_left);
+  push_front_list(p);
+  mproc__close(sl->pidfd);
+  sl->pidfd = -1;
+  sl->pid = 0;
+  if (want_workers(p) && p->tp->start_worker(p, i) != 0)
+    p->respawn_pending = true;
+}
+
+static int pick_slot(struct mproc_pool *p) {
+  int best = -1;
+  uint64_t best_load = UINT64_MAX;
+  uint32_t max = p->opts.max_tasks_per_worker;
+  for (int i = 0; i < p->nworkers; i++) {
+    struct mproc__slot *sl = &p->slots[i];
+    if (sl->pid <= 0 || sl->stopping || !p->tp->can_send(p, i) || (max > 0 && sl->assigned >= max))
+      continue;
+    uint64_t load = sl->head - sl->tail;
+    if (load < best_load) {
+      best = i;
+      best_load = load;
+      if (load == 0)
+        break;
+    }
+  }
+  return best;
+}
+
+/* An idle worker takes the last queued task of the busiest one, so a long
+ * task never holds up work queued behind it while a worker idles. */
+static void steal(struct mproc_pool *p) {
+  for (int guard = 0; guard < p->nworkers; guard++) {
+    int idle = pick_slot(p);
+    if (idle < 0 || p->slots[idle].head != p->slots[idle].tail)
+      return;
+    int donor = -1;
+    uint64_t most = 1;
+    for (int i = 0; i < p->nworkers; i++) {
+      struct mproc__slot *sl = &p->slots[i];
+      if (sl->pid > 0 && sl->head - sl->tail > most) {
+        most = sl->head - sl->tail;
+        donor = i;
+      }
+    }
+    if (donor < 0)
+      return;
+    struct mproc__slot *d = &p->slots[donor];
+    struct mproc__task *t = d->jobs[(d->head - 1) % p->ring];
+    if (t == NULL || !p->tp->revoke(p, t))
+      return;
+    if (p->tp->send_task(p, idle, t) != 0)
+      mproc__task_fail(p, t, -EIO, "could not hand the task to a worker");
+  }
+}
+
+void mproc__pool_dispatch(struct mproc_pool *p) {
+  while (p->pend_head != NULL) {
+    int i = pick_slot(p);
+    if (i < 0)
+      return;
+    struct mproc__task *t = p->pend_head;
+    p->pend_head = t->next;
+    if (p->pend_head == NULL)
+      p->pend_tail = NULL;
+    t->next = NULL;
+    int r = p->tp->send_task(p, i, t);
+    if (r != 0)
+      mproc__task_fail(p, t, r, "could not hand the task to a worker");
+  }
+  steal(p);
+}
+
+void mproc__pool_cancel_pending(struct mproc_pool *p) {
+  while (p->pend_head != NULL) {
+    struct mproc__task *t = p->pend_head;
+    p->pend_head = t->next;
+    mproc__task_fail(p, t, MPROC_ECANCELLED, "cancelled");
+  }
+  p->pend_tail = NULL;
+  for (int i = 0; i < p->nworkers; i++) {
+    struct mproc__slot *sl = &p->slots[i];
+    for (uint64_t pos = sl->tail; pos < sl->head; pos++) {
+      struct mproc__task *t = sl->jobs[pos % p->ring];
+      if (t != NULL && p->tp->revoke(p, t))
+        mproc__task_fail(p, t, MPROC_ECANCELLED, "cancelled");
+    }
+  }
+}
+
+int mproc__pool_drain(struct mproc_pool *p) {
+  int n = 0;
+  for (int i = 0; i < p->nworkers; i++)
+    if (p->slots[i].pid > 0)
+      n += p->tp->poll_results(p, i, task_done);
+  mproc__pool_dispatch(p);
+  return n;
+}
+
+/* After a helper collected results (under mu): whether the manager has work
+ * only it can do -- callbacks to run, or a closed pool whose work is done
+ * and whose workers must now be stopped. */
+static bool manager_needed(struct mproc_pool *p, int collected) {
+  return p->cbq_head != NULL ||
+         (collected > 0 && atomic_load(&p->state) != MPROC__P_RUNNING && p->outstanding == 0);
+}
+
+void mproc__pool_help(struct mproc_pool *p) {
+  if (pthread_mutex_trylock(&p->mu) != 0)
+    return;
+  int n = 0;
+  if (atomic_load(&p->state) != MPROC__P_TERMINATING && p->slots != NULL)
+    n = mproc__pool_drain(p);
+  bool kick = manager_needed(p, n);
+  pthread_mutex_unlock(&p->mu);
+  if (kick)
+    mproc__pool_kick(p);
+}
+
+void mproc__pool_helping(struct mproc_pool *p, int delta) {
+  pthread_mutex_lock(&p->mu);
+  int n = 0;
+  if (p->tp_state != NULL && p->slots != NULL) {
+    p->tp->helping(p, delta);
+    /* Stopping: collect once more under the lock, so a result whose worker
+     * skipped waking the manager (it saw us spinning) is never stranded. */
+    atomic_thread_fence(memory_order_seq_cst);
+    if (delta < 0 && atomic_load(&p->state) != MPROC__P_TERMINATING)
+      n = mproc__pool_drain(p);
+  }
+  bool kick = manager_needed(p, n);
+  pthread_mutex_unlock(&p->mu);
+  if (kick)
+    mproc__pool_kick(p);
+}
+
+/* Kill workers whose running task passed its timeout; returns the next
+ * deadline (-1 none). */
+static int64_t enforce_timeouts(struct mproc_pool *p) {
+  int64_t next = -1, now = mproc_now_ms();
+  for (int i = 0; i < p->nworkers; i++) {
+    int64_t since;
+    struct mproc__task *t = p->slots[i].pid > 0 ? p->tp->running(p, i, &since) : NULL;
+    if (t == NULL || t->timeout_ms <= 0 || t->timed_out)
+      continue;
+    int64_t dl = since + t->timeout_ms;
+    if (now >= dl) {
+      t->timed_out = true;
+      mproc__kill_worker(p, i);
+    } else if (next < 0 || dl < next) {
+      next = dl;
+    }
+  }
+  return next;
+}
+
+static bool any_alive(struct mproc_pool *p) {
+  for (int i = 0; i < p->nworkers; i++)
+    if (p->slots[i].pid > 0)
+      return true;
+  return false;
+}
+
+static void *manager_main(void *arg) {
+  struct mproc_pool *p = arg;
+  sigset_t all;
+  sigfillset(&all);
+  pthread_sigmask(SIG_SETMASK, &all, NULL); /* process signals go elsewhere */
+  pthread_mutex_lock(&p->mu);
+  p->mgr_tid = (pid_t)syscall(SYS_gettid);
+  for (int i = 0; i < p->nworkers && p->start_err == 0; i++)
+    p->start_err = p->tp->start_worker(p, i);
+  if (p->start_err != 0) {
+    for (int i = 0; i < p->nworkers; i++) {
+      if (p->slots[i].pid <= 0)
+        continue;
+      mproc__kill_worker(p, i);
+      mproc__reap(p->slots[i].pidfd, NULL, -1);
+      p->tp->reset_slot(p, i, task_left);
+      mproc__close(p->slots[i].pidfd);
+      p->slots[i].pid = 0;
+      p->slots[i].pidfd = -1;
+    }
+  }
+  atomic_store(&p->started, 1);
+  mproc__futex_wake((_Atomic uint32_t *)&p->started, INT32_MAX, false);
+  if (p->start_err != 0) {
+    pthread_mutex_unlock(&p->mu);
+    return NULL;
+  }
+  struct pollfd *pfd = calloc((size_t)p->nworkers + 1, sizeof *pfd);
+  int *slot_of = calloc((size_t)p->nworkers + 1, sizeof *slot_of);
+  uint64_t seen = 0;
+  for (;;) {
+    if (atomic_load(&p->state) == MPROC__P_TERMINATING)
+      for (int i = 0; i < p->nworkers; i++)
+        mproc__kill_worker(p, i);
+    else
+      mproc__pool_drain(p);
+    int64_t next = enforce_timeouts(p);
+    if (p->respawn_pending) {
+      p->respawn_pending = false;
+      for (int i = 0; i < p->nworkers; i++)
+        if (p->slots[i].pid <= 0 && want_workers(p) && p->tp->start_worker(p, i) != 0)
+          p->respawn_pending = true;
+      if (p->respawn_pending) {
+        int64_t retry = mproc_now_ms() + 10;
+        next = next < 0 || retry < next ? retry : next;
+      }
+    }
+    if (atomic_load(&p->state) == MPROC__P_CLOSED && p->outstanding == 0)
+      for (int i = 0; i < p->nworkers; i++)
+        if (p->slots[i].pid > 0 && !p->slots[i].stopping) {
+          p->slots[i].stopping = true;
+          p->tp->stop_worker(p, i);
+        }
+    struct mproc_future *cbq = p->cbq_head;
+    p->cbq_head = p->cbq_tail = NULL;
+    bool finished = atomic_load(&p->state) != MPROC__P_RUNNING && p->outstanding == 0 &&
+                    !any_alive(p) && cbq == NULL;
+    pthread_mutex_unlock(&p->mu);
+    if (finished)
+      break;
+    if (cbq != NULL) {
+      while (cbq != NULL) {
+        struct mproc_future *f = cbq;
+        cbq = f->cbq_next;
+        mproc__future_run_callbacks(f);
+      }
+      pthread_mutex_lock(&p->mu);
+      continue;
+    }
+    int n = 0;
+    if (pfd != NULL) {
+      pfd[n++] = (struct pollfd){.fd = p->efd, .events = POLLIN};
+      pthread_mutex_lock(&p->mu);
+      for (int i = 0; i < p->nworkers; i++)
+        if (p->slots[i].pid > 0) {
+          slot_of[n] = i;
+          pfd[n++] = (struct pollfd){.fd = p->slots[i].pidfd, .events = POLLIN};
+        }
+      pthread_mutex_unlock(&p->mu);
+    }
+    if (!p->tp->arm_sleep(p, &seen)) {
+      int r = poll(pfd, (nfds_t)n, next < 0 ? (pfd == NULL ? 10 : -1) : mproc__poll_timeout(next));
+      p->tp->disarm_sleep(p);
+      if (r > 0 && (pfd[0].revents & POLLIN)) {
+        uint64_t v;
+        ssize_t rd = read(p->efd, &v, sizeof v);
+        (void)rd;
+      }
+    }
+    pthread_mutex_lock(&p->mu);
+    for (int k = 1; k < n; k++) {
+      int i = slot_of[k];
+      if (p->slots[i].pid > 0 && p->slots[i].pidfd == pfd[k].fd) {
+        if (pfd[k].revents & (POLLIN | POLLHUP | POLLERR))
+          handle_death(p, i);
+      }
+    }
+  }
+  free(pfd);
+  free(slot_of);
+  atomic_store(&p->mgr_exited, 1);
+  mproc__futex_wake((_Atomic uint32_t *)&p->mgr_exited, INT32_MAX, false);
+  mproc__epoch_bump();
+  return NULL;
+}
+
+int mproc__manager_start(struct mproc_pool *p) {
+  pthread_attr_t a;
+  pthread_attr_init(&a);
+  pthread_attr_setstacksize(&a, 256 * 1024);
+  int r = pthread_create(&p->mgr, &a, manager_main, p);
+  pthread_attr_destroy(&a);
+  if (r != 0)
+    return -r;
+  p->mgr_started = true;
+  return 0;
+}

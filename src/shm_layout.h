@@ -1,0 +1,97 @@
+/* Layout of the shared-memory transport's mapping (transport_shm.c, worker.c).
+ *
+ * One anonymous MAP_SHARED mapping, made before the first worker is forked
+ * and so inherited by every worker at the same address, holds a header and
+ * one slot per worker.  A slot is a single-producer (the parent, under the
+ * pool mutex) single-consumer (the worker) ring of task entries.  No pointers
+ * live here: function references, offsets into the data arena and ring
+ * positions only.
+ *
+ * Entry states (the `state` word; every transition is one atomic store or
+ * compare-and-swap, so a worker dying at any instant leaves a decidable
+ * state):
+ *
+ *   FREE --parent fills, publishes head--> QUEUED
+ *   QUEUED --worker CAS--> STARTED --worker writes result--> DONE
+ *   QUEUED --parent CAS (cancel, steal)--> REVOKED
+ *   DONE | REVOKED --parent collects at tail--> FREE
+ *
+ * A worker found dead: DONE entries are delivered results (a crash after the
+ * result is not a failure); the single STARTED entry is the task it died in;
+ * QUEUED entries never ran and go back to the pool's queue. */
+#ifndef MPROC_SHM_LAYOUT_H
+#define MPROC_SHM_LAYOUT_H
+
+#include "internal.h"
+
+#include <stdalign.h>
+#include <stdatomic.h>
+
+#define MPROC__RING 64    /* entries per worker ring (power of two) */
+#define MPROC__INLINE 200 /* argument/result bytes carried inside an entry */
+
+enum { MPROC__E_FREE, MPROC__E_QUEUED, MPROC__E_STARTED, MPROC__E_DONE, MPROC__E_REVOKED };
+enum {
+  MPROC__EF_ARG_FD = 1u << 0, /* argument in a memfd sent over the socket */
+  MPROC__EF_RES_FD = 1u << 1, /* result in a memfd sent over the socket */
+  MPROC__EF_MSG = 1u << 2,    /* res[] holds an error message */
+  MPROC__EF_TIMED = 1u << 3,  /* has a timeout: tell the manager it started */
+};
+
+struct mproc__entry {
+  _Atomic uint32_t state;
+  uint32_t kind;   /* MPROC__K_* */
+  uint32_t flags;  /* MPROC__EF_ARG_FD, set by the parent */
+  uint32_t rflags; /* MPROC__EF_RES_FD | MPROC__EF_MSG, set by the worker */
+  int32_t code;    /* the task's return code */
+  uint32_t nargs;  /* K_STARMAP columns */
+  uint32_t fn_kind;
+  uint64_t fn_addr;
+  uint64_t arg_len, res_len;
+  uint64_t in_off, out_off, count, in_size, out_size;
+  _Atomic uint64_t progress; /* item being processed within a chunk */
+  uint64_t col_off[MPROC_STARMAP_MAX_ARGS], col_size[MPROC_STARMAP_MAX_ARGS];
+  unsigned char arg[MPROC__INLINE];
+  char res[MPROC__INLINE];
+};
+
+struct mproc__slot_shm {
+  alignas(64) _Atomic uint64_t head; /* positions < head are published */
+  _Atomic uint32_t wake;             /* futex word the idle worker sleeps on */
+  _Atomic uint32_t sleeping;         /* worker is (about to be) asleep */
+  _Atomic uint32_t stop;             /* exit once the ring is empty */
+  alignas(64) _Atomic uint64_t cur;  /* 1 + position of the running entry, 0 idle */
+  _Atomic uint64_t wpos;             /* worker is done with positions < wpos */
+  _Atomic int64_t cur_start;         /* when it started (mproc_now_ms) */
+  _Atomic uint32_t init_state;       /* 0 running initializer, 1 ok, 2 failed */
+  int32_t init_code;
+  char init_msg[200];
+  struct mproc__entry ring[MPROC__RING];
+};
+
+struct mproc__shm_hdr {
+  alignas(64) _Atomic uint32_t mgr_sleeping; /* manager is in poll(): write efd */
+  _Atomic uint32_t helpers;                  /* parent threads spinning to collect */
+  alignas(64) _Atomic uint64_t done_seq;     /* bumped after every DONE */
+  struct mproc__slot_shm slots[];
+};
+
+/* What a worker process is started with (a copy lives in its memory). */
+struct mproc__worker_args {
+  struct mproc__shm_hdr *hdr;
+  struct mproc__slot_shm *slot;
+  unsigned char *arena;
+  int sock; /* worker end of the fd-passing socket */
+  int efd;  /* the manager's eventfd */
+  mproc_init_fn initializer;
+  void *initarg;
+  uint32_t max_tasks;
+  size_t max_rss;
+  int spin; /* idle spin iterations before sleeping */
+};
+
+/* fd passing over the per-worker SOCK_SEQPACKET socket (transport_shm.c). */
+int mproc__send_fd(int sock, int fd);
+int mproc__recv_fd(int sock, int *fd);
+
+#endif /* MPROC_SHM_LAYOUT_H */

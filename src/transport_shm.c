@@ -1,0 +1,495 @@
+/* The local shared-memory transport: per-worker rings in one mapping, a data
+ * arena for map/imap, and fd passing for large arguments and results.
+ *
+ * Design notes.  The parent side runs under the pool mutex (one producer per
+ * ring); each worker is the single consumer of its ring (see shm_layout.h for
+ * the entry state machine).  Wake-ups are paid only when the peer sleeps:
+ * the worker announces `sleeping` before its futex wait and the parent wakes
+ * it only then; the manager announces `mgr_sleeping` before poll() and
+ * workers write the eventfd only then.  Both use the store-then-load (Dekker)
+ * order with sequentially consistent atomics so no wake-up is lost.
+ *
+ * The arena is one memfd of MPROC__ARENA_LEN bytes mapped before the workers
+ * fork: virtual space only until touched.  map/imap allocate extents in it
+ * (first fit, parent memory only) and reuse them, because writing pages that
+ * are already mapped is an order of magnitude faster than faulting fresh
+ * ones; extents above MPROC__ARENA_KEEP are punched out when freed so a huge
+ * map does not pin its memory for the pool's lifetime.
+ *
+ * A REVOKED entry is collected only once the worker has moved past it
+ * (`wpos`): otherwise the parent could refill that entry with a newer
+ * position while the worker is still looking at the old one. */
+#include "pool.h"
+#include "futex.h"
+#include "shm_layout.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#define MPROC__ARENA_LEN ((size_t)16 << 30)
+#define MPROC__ARENA_KEEP ((uint64_t)256 << 20)
+#define ARENA_ALIGN 64
+
+struct extent {
+  uint64_t off, len;
+};
+
+struct shm_state {
+  struct mproc__shm_hdr *hdr;
+  size_t hdr_len;
+  int arena_fd;
+  unsigned char *arena;
+  struct extent *free_ext; /* sorted by offset, coalesced */
+  size_t nfree, capfree;
+  int spin;
+};
+
+static struct shm_state *st(struct mproc_pool *p) { return p->tp_state; }
+static struct mproc__slot_shm *sshm(struct mproc_pool *p, int i) { return &st(p)->hdr->slots[i]; }
+
+int mproc__send_fd(int sock, int fd) {
+  char byte = 0;
+  struct iovec iov = {&byte, 1};
+  union {
+    char buf[CMSG_SPACE(sizeof(int))];
+    struct cmsghdr align;
+  } u;
+  memset(&u, 0, sizeof u);
+  struct msghdr m = {
+      .msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf, .msg_controllen = sizeof u.buf};
+  struct cmsghdr *c = CMSG_FIRSTHDR(&m);
+  c->cmsg_level = SOL_SOCKET;
+  c->cmsg_type = SCM_RIGHTS;
+  c->cmsg_len = CMSG_LEN(sizeof(int));
+  memcpy(CMSG_DATA(c), &fd, sizeof fd);
+  for (;;) {
+    if (sendmsg(sock, &m, MSG_NOSIGNAL) == 1)
+      return 0;
+    if (errno != EINTR)
+      return mproc__neg_errno();
+  }
+}
+
+int mproc__recv_fd(int sock, int *fd_out) {
+  char byte;
+  struct iovec iov = {&byte, 1};
+  union {
+    char buf[CMSG_SPACE(sizeof(int))];
+    struct cmsghdr align;
+  } u;
+  struct msghdr m = {
+      .msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf, .msg_controllen = sizeof u.buf};
+  ssize_t n;
+  while ((n = recvmsg(sock, &m, MSG_CMSG_CLOEXEC)) < 0 && errno == EINTR) {
+  }
+  if (n <= 0)
+    return n < 0 ? mproc__neg_errno() : -EIO;
+  struct cmsghdr *c = CMSG_FIRSTHDR(&m);
+  if (c == NULL || c->cmsg_type != SCM_RIGHTS)
+    return -EIO;
+  memcpy(fd_out, CMSG_DATA(c), sizeof *fd_out);
+  mproc__fd_register(*fd_out);
+  return 0;
+}
+
+/* ---- arena ------------------------------------------------------------------ */
+
+int mproc__arena_alloc(struct mproc_pool *p, size_t len, uint64_t *off) {
+  struct shm_state *s = st(p);
+  uint64_t need = ((uint64_t)len + ARENA_ALIGN - 1) & ~(uint64_t)(ARENA_ALIGN - 1);
+  if (need == 0)
+    need = ARENA_ALIGN;
+  for (size_t i = 0; i < s->nfree; i++) {
+    if (s->free_ext[i].len < need)
+      continue;
+    *off = s->free_ext[i].off;
+    s->free_ext[i].off += need;
+    s->free_ext[i].len -= need;
+    if (s->free_ext[i].len == 0) {
+      memmove(&s->free_ext[i], &s->free_ext[i + 1], (s->nfree - i - 1) * sizeof *s->free_ext);
+      s->nfree--;
+    }
+    return 0;
+  }
+  return -ENOMEM;
+}
+
+void mproc__arena_free(struct mproc_pool *p, uint64_t off, size_t len) {
+  struct shm_state *s = st(p);
+  uint64_t n = ((uint64_t)len + ARENA_ALIGN - 1) & ~(uint64_t)(ARENA_ALIGN - 1);
+  if (n == 0)
+    n = ARENA_ALIGN;
+  if (off + n > MPROC__ARENA_KEEP) {
+    uint64_t from = off > MPROC__ARENA_KEEP ? off : MPROC__ARENA_KEEP;
+    fallocate(s->arena_fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)from,
+              (off_t)(off + n - from));
+  }
+  size_t i = 0;
+  while (i < s->nfree && s->free_ext[i].off < off)
+    i++;
+  bool merge_prev = i > 0 && s->free_ext[i - 1].off + s->free_ext[i - 1].len == off;
+  bool merge_next = i < s->nfree && off + n == s->free_ext[i].off;
+  if (merge_prev && merge_next) {
+    s->free_ext[i - 1].len += n + s->free_ext[i].len;
+    memmove(&s->free_ext[i], &s->free_ext[i + 1], (s->nfree - i - 1) * sizeof *s->free_ext);
+    s->nfree--;
+  } else if (merge_prev) {
+    s->free_ext[i - 1].len += n;
+  } else if (merge_next) {
+    s->free_ext[i].off = off;
+    s->free_ext[i].len += n;
+  } else {
+    if (s->nfree == s->capfree) {
+      size_t cap = s->capfree * 2;
+      struct extent *e = realloc(s->free_ext, cap * sizeof *e);
+      if (e == NULL)
+        return; /* the extent is lost to the arena, never to memory safety */
+      s->free_ext = e;
+      s->capfree = cap;
+    }
+    memmove(&s->free_ext[i + 1], &s->free_ext[i], (s->nfree - i) * sizeof *s->free_ext);
+    s->free_ext[i] = (struct extent){off, n};
+    s->nfree++;
+  }
+}
+
+/* ---- ops ---------------------------------------------------------------------- */
+
+static void shm_fini(struct mproc_pool *p) {
+  struct shm_state *s = st(p);
+  if (s == NULL)
+    return;
+  if (s->hdr != NULL)
+    munmap(s->hdr, s->hdr_len);
+  if (s->arena != NULL)
+    munmap(s->arena, MPROC__ARENA_LEN);
+  mproc__close(s->arena_fd);
+  free(s->free_ext);
+  free(s);
+  p->tp_state = NULL;
+}
+
+static int shm_init(struct mproc_pool *p) {
+  struct shm_state *s = calloc(1, sizeof *s);
+  if (s == NULL)
+    return -ENOMEM;
+  s->arena_fd = -1;
+  p->tp_state = s;
+  s->hdr_len = sizeof(struct mproc__shm_hdr) + (size_t)p->nworkers * sizeof(struct mproc__slot_shm);
+  int r = mproc__map_anon_shared(s->hdr_len, (void **)&s->hdr);
+  if (r == 0)
+    r = mproc__memfd_create("mproc-arena", MPROC__ARENA_LEN, &s->arena_fd);
+  if (r == 0)
+    r = mproc__map_shared(s->arena_fd, MPROC__ARENA_LEN, (void **)&s->arena);
+  if (r == 0) {
+    s->capfree = 16;
+    s->free_ext = malloc(s->capfree * sizeof *s->free_ext);
+    r = s->free_ext != NULL ? 0 : -ENOMEM;
+  }
+  if (r != 0) {
+    shm_fini(p);
+    return r;
+  }
+  p->ring = MPROC__RING;
+  p->inline_max = MPROC__INLINE;
+  s->free_ext[0] = (struct extent){0, MPROC__ARENA_LEN};
+  s->nfree = 1;
+  /* Idle workers spin briefly before sleeping only while there are spare
+   * cores; otherwise a spinning worker would steal time from a busy one. */
+  long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+  s->spin = p->nworkers < ncpu ? 20000 : 2000;
+  return 0;
+}
+
+static int shm_start_worker(struct mproc_pool *p, int i) {
+  struct shm_state *s = st(p);
+  struct mproc__slot *sl = &p->slots[i];
+  int sv[2];
+  if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0)
+    return mproc__neg_errno();
+  mproc__fd_register(sv[0]);
+  mproc__fd_register(sv[1]);
+  struct mproc__worker_args w = {
+      .hdr = s->hdr,
+      .slot = sshm(p, i),
+      .arena = s->arena,
+      .sock = sv[1],
+      .efd = p->efd,
+      .initializer = p->opts.initializer,
+      .initarg = p->opts.initarg,
+      .max_tasks = p->opts.max_tasks_per_worker,
+      .max_rss = p->opts.max_worker_rss,
+      .spin = s->spin,
+  };
+  int keep[2] = {sv[1], p->efd};
+  struct mproc__spawn_opts so = {.fn = mproc__worker_main,
+                                 .arg = &w,
+                                 .keep_fds = keep,
+                                 .nkeep = 2,
+                                 .pdeathsig = SIGKILL,
+                                 .flags = MPROC__SPAWN_NEWPGRP | MPROC__SPAWN_NOFLUSH};
+  int r = mproc__spawn(&so, &sl->pid, &sl->pidfd);
+  mproc__close(sv[1]);
+  if (r != 0) {
+    mproc__close(sv[0]);
+    sl->pid = 0;
+    sl->pidfd = -1;
+    return r;
+  }
+  sl->sock = sv[0];
+  return 0;
+}
+
+static bool shm_can_send(struct mproc_pool *p, int i) {
+  struct mproc__slot *sl = &p->slots[i];
+  return sl->head - sl->tail < MPROC__RING;
+}
+
+static int shm_send_task(struct mproc_pool *p, int i, struct mproc__task *t) {
+  struct mproc__slot *sl = &p->slots[i];
+  struct mproc__slot_shm *ss = sshm(p, i);
+  uint64_t pos = sl->head;
+  struct mproc__entry *e = &ss->ring[pos % MPROC__RING];
+  e->kind = t->kind;
+  e->flags = 0;
+  e->fn_kind = t->fn.kind;
+  e->fn_addr = t->fn.addr;
+  e->arg_len = t->arg_len;
+  e->in_off = t->in_off;
+  e->out_off = t->out_off;
+  e->count = t->count;
+  e->in_size = t->in_size;
+  e->out_size = t->out_size;
+  e->nargs = t->nargs;
+  atomic_store_explicit(&e->progress, 0, memory_order_relaxed);
+  for (uint32_t j = 0; j < t->nargs; j++) {
+    e->col_off[j] = t->col_off[j];
+    e->col_size[j] = t->col_size[j];
+  }
+  if (t->timeout_ms > 0)
+    e->flags |= MPROC__EF_TIMED;
+  if (t->kind == MPROC__K_CALL) {
+    if (t->arg_fd >= 0) {
+      int r = mproc__send_fd(sl->sock, t->arg_fd);
+      if (r != 0)
+        return r;
+      e->flags |= MPROC__EF_ARG_FD;
+    } else if (t->arg_len > 0) {
+      memcpy(e->arg, t->arg, t->arg_len);
+    }
+  }
+  atomic_store_explicit(&e->state, MPROC__E_QUEUED, memory_order_release);
+  sl->jobs[pos % MPROC__RING] = t;
+  t->slot = i;
+  t->pos = pos;
+  sl->head = pos + 1;
+  sl->assigned++;
+  atomic_store(&ss->head, pos + 1);
+  atomic_fetch_add(&ss->wake, 1);
+  if (atomic_load(&ss->sleeping))
+    mproc__futex_wake(&ss->wake, 1, true);
+  return 0;
+}
+
+static void outcome_of(struct mproc_pool *p, int i, struct mproc__entry *e, struct mproc__task *t,
+                       struct mproc__outcome *o) {
+  struct mproc__slot *sl = &p->slots[i];
+  memset(o, 0, sizeof *o);
+  o->pid = sl->pid;
+  o->exit_status = -1;
+  o->msg = "";
+  int fd = -1;
+  if (e->rflags & MPROC__EF_RES_FD) {
+    if (mproc__recv_fd(sl->sock, &fd) != 0)
+      fd = -1;
+  }
+  if (e->code != 0) {
+    o->code = MPROC_ETASK;
+    o->task_code = e->code;
+    o->index = t->base_index + atomic_load_explicit(&e->progress, memory_order_relaxed);
+    o->msg = (e->rflags & MPROC__EF_MSG) ? e->res : mproc_strerror(e->code);
+    mproc__close(fd);
+    return;
+  }
+  if (t->kind != MPROC__K_CALL)
+    return;
+  o->res_len = e->res_len;
+  if (e->rflags & MPROC__EF_RES_FD) {
+    void *m = NULL;
+    int r = fd < 0 ? -EIO : mproc__map_shared(fd, e->res_len, &m);
+    mproc__close(fd);
+    if (r != 0) {
+      o->code = r;
+      o->msg = "could not map the task's result";
+      o->res_len = 0;
+      return;
+    }
+    o->res = m;
+    o->res_map_len = e->res_len;
+  } else if (e->res_len > 0) {
+    o->res = malloc(e->res_len);
+    if (o->res == NULL) {
+      o->code = -ENOMEM;
+      o->msg = "no memory for the task's result";
+      o->res_len = 0;
+      return;
+    }
+    memcpy(o->res, e->res, e->res_len);
+  }
+}
+
+static int shm_poll_results(struct mproc_pool *p, int i,
+                            void (*done)(struct mproc_pool *, struct mproc__task *,
+                                         struct mproc__outcome *)) {
+  struct mproc__slot *sl = &p->slots[i];
+  struct mproc__slot_shm *ss = sshm(p, i);
+  int n = 0;
+  while (sl->tail < sl->head) {
+    struct mproc__entry *e = &ss->ring[sl->tail % MPROC__RING];
+    uint32_t state = atomic_load_explicit(&e->state, memory_order_acquire);
+    if (state == MPROC__E_REVOKED) {
+      if (atomic_load_explicit(&ss->wpos, memory_order_acquire) <= sl->tail)
+        break;
+    } else if (state != MPROC__E_DONE) {
+      break;
+    }
+    struct mproc__task *t = sl->jobs[sl->tail % MPROC__RING];
+    sl->jobs[sl->tail % MPROC__RING] = NULL;
+    if (state == MPROC__E_DONE && t != NULL) {
+      struct mproc__outcome o;
+      outcome_of(p, i, e, t, &o);
+      t->slot = -1;
+      done(p, t, &o);
+      n++;
+    }
+    atomic_store_explicit(&e->state, MPROC__E_FREE, memory_order_relaxed);
+    sl->tail++;
+  }
+  return n;
+}
+
+static struct mproc__entry *entry_of(struct mproc_pool *p, const struct mproc__task *t) {
+  return &sshm(p, t->slot)->ring[t->pos % MPROC__RING];
+}
+
+static bool shm_revoke(struct mproc_pool *p, struct mproc__task *t) {
+  if (t->slot < 0)
+    return false;
+  uint32_t expect = MPROC__E_QUEUED;
+  if (!atomic_compare_exchange_strong(&entry_of(p, t)->state, &expect, MPROC__E_REVOKED))
+    return false;
+  struct mproc__slot *sl = &p->slots[t->slot];
+  sl->jobs[t->pos % MPROC__RING] = NULL;
+  sl->assigned--;
+  t->slot = -1;
+  return true;
+}
+
+static bool shm_started(struct mproc_pool *p, const struct mproc__task *t) {
+  if (t->slot < 0)
+    return false;
+  uint32_t s = atomic_load(&entry_of(p, t)->state);
+  return s == MPROC__E_STARTED || s == MPROC__E_DONE;
+}
+
+static struct mproc__task *shm_running(struct mproc_pool *p, int i, int64_t *since) {
+  struct mproc__slot_shm *ss = sshm(p, i);
+  struct mproc__slot *sl = &p->slots[i];
+  uint64_t cur = atomic_load(&ss->cur);
+  if (cur == 0 || cur - 1 < sl->tail || cur - 1 >= sl->head)
+    return NULL;
+  struct mproc__entry *e = &ss->ring[(cur - 1) % MPROC__RING];
+  if (atomic_load(&e->state) != MPROC__E_STARTED)
+    return NULL;
+  *since = atomic_load(&ss->cur_start);
+  return sl->jobs[(cur - 1) % MPROC__RING];
+}
+
+static void shm_stop_worker(struct mproc_pool *p, int i) {
+  struct mproc__slot_shm *ss = sshm(p, i);
+  atomic_store(&ss->stop, 1);
+  atomic_fetch_add(&ss->wake, 1);
+  mproc__futex_wake(&ss->wake, 1, true);
+}
+
+static void shm_reset_slot(struct mproc_pool *p, int i,
+                           void (*left)(struct mproc_pool *, struct mproc__task *, bool)) {
+  struct mproc__slot *sl = &p->slots[i];
+  struct mproc__slot_shm *ss = sshm(p, i);
+  for (uint64_t pos = sl->tail; pos < sl->head; pos++) {
+    struct mproc__entry *e = &ss->ring[pos % MPROC__RING];
+    struct mproc__task *t = sl->jobs[pos % MPROC__RING];
+    uint32_t state = atomic_load(&e->state);
+    sl->jobs[pos % MPROC__RING] = NULL;
+    atomic_store(&e->state, MPROC__E_FREE);
+    if (t == NULL)
+      continue;
+    t->slot = -1;
+    left(p, t, state == MPROC__E_STARTED || state == MPROC__E_DONE);
+  }
+  sl->head = sl->tail = 0;
+  sl->assigned = 0;
+  sl->stopping = false;
+  atomic_store(&ss->head, 0);
+  atomic_store(&ss->cur, 0);
+  atomic_store(&ss->wpos, 0);
+  atomic_store(&ss->stop, 0);
+  atomic_store(&ss->sleeping, 0);
+  atomic_store(&ss->init_state, 0);
+  mproc__close(sl->sock);
+  sl->sock = -1;
+}
+
+static const char *shm_init_failure(struct mproc_pool *p, int i, int *code) {
+  struct mproc__slot_shm *ss = sshm(p, i);
+  if (atomic_load(&ss->init_state) != 2)
+    return NULL;
+  *code = ss->init_code;
+  ss->init_msg[sizeof ss->init_msg - 1] = '\0';
+  return ss->init_msg;
+}
+
+static bool shm_arm_sleep(struct mproc_pool *p, uint64_t *seen) {
+  struct mproc__shm_hdr *h = st(p)->hdr;
+  atomic_store(&h->mgr_sleeping, 1);
+  uint64_t now = atomic_load(&h->done_seq);
+  if (now != *seen) {
+    *seen = now;
+    atomic_store(&h->mgr_sleeping, 0);
+    return true;
+  }
+  return false;
+}
+
+static void shm_disarm_sleep(struct mproc_pool *p) { atomic_store(&st(p)->hdr->mgr_sleeping, 0); }
+
+static void shm_helping(struct mproc_pool *p, int delta) {
+  atomic_fetch_add(&st(p)->hdr->helpers, (uint32_t)delta);
+}
+
+static void *shm_arena(struct mproc_pool *p, uint64_t off) { return st(p)->arena + off; }
+
+const struct mproc__transport_ops mproc__transport_shm = {
+    .name = "shm",
+    .init = shm_init,
+    .start_worker = shm_start_worker,
+    .can_send = shm_can_send,
+    .send_task = shm_send_task,
+    .poll_results = shm_poll_results,
+    .revoke = shm_revoke,
+    .started = shm_started,
+    .running = shm_running,
+    .stop_worker = shm_stop_worker,
+    .reset_slot = shm_reset_slot,
+    .init_failure = shm_init_failure,
+    .arm_sleep = shm_arm_sleep,
+    .disarm_sleep = shm_disarm_sleep,
+    .helping = shm_helping,
+    .arena = shm_arena,
+    .fini = shm_fini,
+};

@@ -1,0 +1,320 @@
+/* The worker process: its main loop and the task-side result API.
+ *
+ * Design notes.  A worker is forked by the pool's manager thread (so its
+ * parent-death signal, SIGKILL, fires when the pool's process dies) into a
+ * process group of its own (so the terminal's Ctrl-C does not reach it, and
+ * the pool can kill the worker together with any children it started).  The
+ * parent may have had other threads holding locks at fork time, so the loop
+ * itself uses only system calls, atomics and the shared rings: no malloc, no
+ * stdio, no pthread mutex.  Stdio is switched to caller-managed locking
+ * because this process is single-threaded and a FILE lock copied in a locked
+ * state would otherwise deadlock the first printf of a task.
+ *
+ * Loop, one ring position at a time:
+ *   head == pos: idle -> spin briefly -> announce sleeping -> futex wait
+ *   entry QUEUED: CAS to STARTED (the parent may revoke it concurrently; the
+ *   CAS decides) -> publish cur/cur_start -> run -> write result -> DONE ->
+ *   bump done_seq -> wake the manager if it sleeps -> recycle checks
+ *   entry REVOKED: skip (consume its argument fd if it had one)
+ * It leaves only through _exit: 0 when asked to stop with an empty ring, when
+ * it has run max_tasks, or when its RSS passed the ceiling (the manager then
+ * replaces it and re-queues whatever was still queued in its ring). */
+#include "pool.h"
+#include "futex.h"
+#include "shm_layout.h"
+
+#include <fcntl.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdio_ext.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+struct mproc_task_ctx {
+  struct mproc__entry *e;
+  int sock;
+  int res_fd;     /* memfd of a large result, -1 none */
+  void *res_map;  /* its mapping */
+  size_t res_len; /* its size */
+  bool failed;    /* mproc_task_fail was called */
+  bool is_init;   /* initializer context: messages go to init_msg */
+  char *msg;      /* where messages go */
+  int32_t *msg_code;
+};
+
+static void drop_big(mproc_task_ctx *c) {
+  if (c->res_map != NULL)
+    munmap(c->res_map, c->res_len);
+  if (c->res_fd >= 0)
+    mproc__close(c->res_fd);
+  c->res_map = NULL;
+  c->res_fd = -1;
+}
+
+MPROC_EXTERN void *mproc_task_result_buf(mproc_task_ctx *c, size_t len) {
+  if (c == NULL || c->is_init)
+    return NULL;
+  drop_big(c);
+  c->e->rflags &= ~(uint32_t)MPROC__EF_RES_FD;
+  c->e->res_len = len;
+  if (len <= MPROC__INLINE)
+    return c->e->res;
+  /* Too big for the entry: a memfd, mapped here and handed to the parent
+   * after the task returns.  The parent maps the same pages: no copy. */
+  int fd;
+  if (mproc__memfd_create("mproc-result", len, &fd) != 0)
+    return NULL;
+  void *m;
+  if (mproc__map_shared(fd, len, &m) != 0) {
+    mproc__close(fd);
+    return NULL;
+  }
+  c->res_fd = fd;
+  c->res_map = m;
+  c->res_len = len;
+  c->e->rflags |= MPROC__EF_RES_FD;
+  return m;
+}
+
+MPROC_EXTERN int mproc_task_return(mproc_task_ctx *c, const void *data, size_t len) {
+  if (c == NULL || (data == NULL && len > 0) || c->is_init)
+    return MPROC_EINVAL;
+  void *buf = mproc_task_result_buf(c, len);
+  if (buf == NULL && len > 0)
+    return -ENOMEM;
+  if (len > 0)
+    memcpy(buf, data, len);
+  return 0;
+}
+
+MPROC_EXTERN int mproc_task_fail(mproc_task_ctx *c, int code, const char *fmt, ...) {
+  if (code == 0)
+    code = MPROC_ETASK;
+  if (c == NULL)
+    return code;
+  c->failed = true;
+  *c->msg_code = code;
+  c->msg[0] = '\0';
+  if (fmt != NULL) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(c->msg, MPROC__INLINE, fmt, ap);
+    va_end(ap);
+  }
+  if (c->e != NULL)
+    c->e->rflags |= MPROC__EF_MSG;
+  return code;
+}
+
+static size_t rss_bytes(void) {
+  int fd = open("/proc/self/statm", O_RDONLY | O_CLOEXEC);
+  if (fd < 0)
+    return 0;
+  char buf[128];
+  ssize_t n = read(fd, buf, sizeof buf - 1);
+  close(fd);
+  if (n <= 0)
+    return 0;
+  buf[n] = '\0';
+  /* "size resident shared ...": the second field, in pages. */
+  const char *p = strchr(buf, ' ');
+  if (p == NULL)
+    return 0;
+  size_t pages = 0;
+  for (p++; *p >= '0' && *p <= '9'; p++)
+    pages = pages * 10 + (size_t)(*p - '0');
+  return pages * (size_t)sysconf(_SC_PAGESIZE);
+}
+
+static int run_call(const struct mproc__worker_args *w, struct mproc__entry *e, mproc_task_ctx *c) {
+  const void *arg = e->arg;
+  void *argmap = NULL;
+  int argfd = -1;
+  if (e->flags & MPROC__EF_ARG_FD) {
+    if (mproc__recv_fd(w->sock, &argfd) != 0 ||
+        (e->arg_len > 0 && mproc__map_shared(argfd, e->arg_len, &argmap) != 0))
+      return mproc_task_fail(c, -EIO, "worker could not receive the task's argument");
+    arg = argmap;
+  }
+  mproc_task_fn fn = (mproc_task_fn)mproc__fnref_resolve(
+      (struct mproc__fnref){.kind = e->fn_kind, .addr = e->fn_addr});
+  int r = fn != NULL ? fn(arg, e->arg_len, c) : MPROC_ENOSYS;
+  if (argmap != NULL)
+    munmap(argmap, e->arg_len);
+  mproc__close(argfd);
+  return r;
+}
+
+static int run_map(const struct mproc__worker_args *w, struct mproc__entry *e) {
+  void (*raw)(void) =
+      mproc__fnref_resolve((struct mproc__fnref){.kind = e->fn_kind, .addr = e->fn_addr});
+  if (raw == NULL)
+    return MPROC_ENOSYS;
+  unsigned char *out = w->arena + e->out_off;
+  if (e->kind == MPROC__K_MAP) {
+    mproc_map_fn fn = (mproc_map_fn)raw;
+    const unsigned char *in = w->arena + e->in_off;
+    for (uint64_t i = 0; i < e->count; i++) {
+      /* Progress is published per item so a crash is attributed to the item
+       * it happened in; a relaxed store to a line this core owns is cheap. */
+      atomic_store_explicit(&e->progress, i, memory_order_relaxed);
+      int r = fn(in + i * e->in_size, out + i * e->out_size);
+      if (r != 0)
+        return r;
+    }
+    return 0;
+  }
+  mproc_starmap_fn fn = (mproc_starmap_fn)raw;
+  const void *args[MPROC_STARMAP_MAX_ARGS];
+  for (uint64_t i = 0; i < e->count; i++) {
+    atomic_store_explicit(&e->progress, i, memory_order_relaxed);
+    for (uint32_t j = 0; j < e->nargs; j++)
+      args[j] = w->arena + e->col_off[j] + i * e->col_size[j];
+    int r = fn(args, out + i * e->out_size);
+    if (r != 0)
+      return r;
+  }
+  return 0;
+}
+
+static void run_entry(const struct mproc__worker_args *w, struct mproc__entry *e) {
+  mproc_task_ctx c = {.e = e, .sock = w->sock, .res_fd = -1, .msg = e->res, .msg_code = &e->code};
+  e->rflags = 0;
+  e->res_len = 0;
+  e->code = 0;
+  int r = e->kind == MPROC__K_CALL ? run_call(w, e, &c) : run_map(w, e);
+  if (r != 0 || c.failed) {
+    drop_big(&c);
+    e->rflags &= ~(uint32_t)MPROC__EF_RES_FD;
+    e->res_len = 0;
+    e->code = r != 0 ? r : e->code;
+    if (!(e->rflags & MPROC__EF_MSG))
+      e->res[0] = '\0';
+    return;
+  }
+  if (c.res_fd >= 0) {
+    /* The fd goes out before DONE is published: a parent that sees DONE,
+     * even after this worker died, finds the fd in the socket. */
+    munmap(c.res_map, c.res_len);
+    c.res_map = NULL;
+    if (mproc__send_fd(w->sock, c.res_fd) != 0) {
+      e->rflags &= ~(uint32_t)MPROC__EF_RES_FD;
+      e->code = -EIO;
+      snprintf(e->res, MPROC__INLINE, "worker could not hand over a %zu-byte result", c.res_len);
+      e->rflags |= MPROC__EF_MSG;
+    }
+    drop_big(&c);
+  }
+}
+
+static void wake_manager(const struct mproc__worker_args *w);
+
+static void notify_parent(const struct mproc__worker_args *w) {
+  atomic_fetch_add(&w->hdr->done_seq, 1);
+  atomic_thread_fence(memory_order_seq_cst);
+  /* A parent thread spinning in a wait collects the result itself (and
+   * drains once more, under the lock, before it stops spinning). */
+  if (atomic_load(&w->hdr->helpers) == 0)
+    wake_manager(w);
+}
+
+static void wake_manager(const struct mproc__worker_args *w) {
+  if (atomic_load(&w->hdr->mgr_sleeping)) {
+    uint64_t one = 1;
+    ssize_t n = write(w->efd, &one, sizeof one);
+    (void)n; /* a full eventfd already wakes the manager */
+  }
+}
+
+static void idle_wait(const struct mproc__worker_args *w, uint64_t pos) {
+  struct mproc__slot_shm *s = w->slot;
+  for (int i = 0; i < w->spin; i++) {
+    if (atomic_load_explicit(&s->head, memory_order_acquire) != pos || atomic_load(&s->stop))
+      return;
+    if ((i & 63) == 63)
+      sched_yield(); /* never starve a peer sharing this core */
+    else
+      __builtin_ia32_pause();
+  }
+  uint32_t seen = atomic_load(&s->wake);
+  atomic_store(&s->sleeping, 1);
+  if (atomic_load(&s->head) == pos && !atomic_load(&s->stop))
+    mproc__futex_wait(&s->wake, seen, -1, true);
+  atomic_store(&s->sleeping, 0);
+}
+
+int mproc__worker_main(void *arg) {
+  const struct mproc__worker_args *w = arg;
+  struct mproc__slot_shm *s = w->slot;
+  /* Forked from the manager thread, which blocks every signal: a task must
+   * see the default signal behaviour (a crash kills the worker). */
+  sigset_t none;
+  sigemptyset(&none);
+  sigprocmask(SIG_SETMASK, &none, NULL);
+  __fsetlocking(stdout, FSETLOCKING_BYCALLER);
+  __fsetlocking(stderr, FSETLOCKING_BYCALLER);
+  if (w->initializer != NULL) {
+    mproc_task_ctx c = {
+        .res_fd = -1, .is_init = true, .msg = s->init_msg, .msg_code = &s->init_code};
+    int r = w->initializer(w->initarg, &c);
+    if (r != 0 || c.failed) {
+      if (r != 0)
+        s->init_code = r;
+      if (!c.failed)
+        snprintf(s->init_msg, sizeof s->init_msg, "initializer returned %d", r);
+      atomic_store(&s->init_state, 2);
+      notify_parent(w);
+      fflush(NULL);
+      return 3;
+    }
+  }
+  atomic_store(&s->init_state, 1);
+  uint64_t pos = 0;
+  uint32_t ran = 0;
+  for (;;) {
+    if (atomic_load_explicit(&s->head, memory_order_acquire) == pos) {
+      if (atomic_load(&s->stop))
+        break;
+      idle_wait(w, pos);
+      continue;
+    }
+    struct mproc__entry *e = &s->ring[pos % MPROC__RING];
+    uint32_t expect = MPROC__E_QUEUED;
+    if (atomic_compare_exchange_strong(&e->state, &expect, MPROC__E_STARTED)) {
+      bool timed = (e->flags & MPROC__EF_TIMED) != 0;
+      if (timed)
+        atomic_store(&s->cur_start, mproc_now_ms());
+      atomic_store(&s->cur, pos + 1);
+      if (timed) {
+        /* The manager arms the task's deadline: it must wake even when a
+         * parent thread is spinning. */
+        atomic_fetch_add(&w->hdr->done_seq, 1);
+        wake_manager(w);
+      }
+      run_entry(w, e);
+      atomic_store(&s->cur, 0);
+      atomic_store_explicit(&e->state, MPROC__E_DONE, memory_order_release);
+      notify_parent(w);
+      ran++;
+      pos++;
+      atomic_store_explicit(&s->wpos, pos, memory_order_release);
+      if ((w->max_tasks > 0 && ran >= w->max_tasks) || (w->max_rss > 0 && rss_bytes() > w->max_rss))
+        break;
+    } else {
+      /* Revoked before it started (cancel or steal): its argument fd, if
+       * any, was already sent and must be consumed to keep fds in order. */
+      if (e->flags & MPROC__EF_ARG_FD) {
+        int fd;
+        if (mproc__recv_fd(w->sock, &fd) == 0)
+          mproc__close(fd);
+      }
+      pos++;
+      atomic_store_explicit(&s->wpos, pos, memory_order_release);
+    }
+  }
+  fflush(NULL);
+  return 0;
+}
