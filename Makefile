@@ -11,7 +11,7 @@ JOBS     ?= $(shell nproc 2>/dev/null || echo 2)
 CMAKE_ARGS ?=
 NO_TESTS ?= error
 
-BUILD_DEPS := cmake make gcc pkg-config check
+BUILD_DEPS := cmake make gcc pkg-config check libpng-dev
 BENCH_DEPS := python3
 FORMAT_FILES = $(shell git ls-files --cached --others --exclude-standard '*.c' '*.h' 2>/dev/null)
 
