@@ -9,8 +9,10 @@ status=0 n=0
 for exp in "$here"/tests/examples/*.expect; do
   name=$(basename "$exp" .expect)
   bin="$build/examples/$name"
-  [ -x "$bin" ] || continue
   n=$((n + 1))
+  if [ ! -x "$bin" ]; then
+    echo "=== $name — not built ($bin missing)"; status=1; continue
+  fi
   # The title is the example's first line: /* SNN: title */
   title=$(head -n1 "$here/examples/$name.c" 2>/dev/null | sed -e 's|^/\* *||' -e 's| *\*/$||')
   echo "=== $name — ${title:-example}"

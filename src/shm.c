@@ -202,7 +202,7 @@ static uintptr_t parse_hex(const char **p) {
  * every shared mapping.  (Private memory is left alone: the keeper still
  * calls into libc, whose state, like the dynamic linker's, lives in anonymous
  * private mappings.  It shares those pages copy-on-write with its creator;
- * docs/shm.md states the cost.)  /proc/self/maps is parsed with plain system
+ * docs/reference/shm.md states the cost.)  /proc/self/maps is parsed with plain system
  * calls (a forked child of a possibly multi-threaded process may not use
  * stdio or malloc).  Unmapping while reading can make the kernel skip lines,
  * hence the passes until one finds nothing to unmap. */

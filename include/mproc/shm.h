@@ -26,7 +26,7 @@ extern "C" {
  *    attached.  It is removed when the last attached process closes it or
  *    dies, and never while a live process still has it attached (unless a user
  *    calls mproc_shm_unlink explicitly).  Deaths are covered by a tiny keeper
- *    process per named block (see docs/shm.md).
+ *    process per named block (see docs/reference/shm.md).
  *
  * Blocks of any size the system allows work, including above 4 GiB (pages are
  * allocated when first touched). */
