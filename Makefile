@@ -2,6 +2,8 @@
 #   make demo      build and run the demo programs
 #   make test      build and run every test (ctest)
 #   make bench     build (Release) and run the benchmarks, side by side with Python
+#   make bench-report  redraw docs/img/benchmarks.png and the table in BENCHMARKS.md
+#                  from $(BUILD)-bench/bench/results.txt (run make bench first)
 #   make install PREFIX=/some/where
 #   make format    reformat the sources; make format-check fails on a diff
 BUILD    ?= build
@@ -13,9 +15,10 @@ NO_TESTS ?= error
 
 BUILD_DEPS := cmake make gcc pkg-config check libpng-dev
 BENCH_DEPS := python3
+REPORT_DEPS := python3 gnuplot-nox
 FORMAT_FILES = $(shell git ls-files --cached --others --exclude-standard '*.c' '*.h' 2>/dev/null)
 
-.PHONY: all deps build demo test bench install format format-check clean
+.PHONY: all deps build demo test bench bench-report install format format-check clean
 
 all: build
 
@@ -39,6 +42,11 @@ bench: deps
 	$(CMAKE) -S . -B $(BUILD)-bench -DCMAKE_BUILD_TYPE=Release -DMPROC_BUILD_TESTS=OFF $(CMAKE_ARGS)
 	$(CMAKE) --build $(BUILD)-bench -j $(JOBS)
 	bash bench/run.sh $(BUILD)-bench
+
+bench-report:
+	@bash scripts/deps.sh $(REPORT_DEPS)
+	@test -s $(BUILD)-bench/bench/results.txt || { echo "no $(BUILD)-bench/bench/results.txt: run make bench first" >&2; exit 1; }
+	python3 bench/report.py $(BUILD)-bench/bench/results.txt docs/img/benchmarks.png BENCHMARKS.md
 
 install: build
 	$(CMAKE) --install $(BUILD) --prefix $(PREFIX)

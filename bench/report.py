@@ -1,0 +1,200 @@
+#!/usr/bin/env python3
+"""bench/report.py RESULTS PNG MARKDOWN
+
+Turns the "BENCH metric impl median unit" lines of `make bench`
+(build-bench/bench/results.txt) into
+  - PNG: a chart drawn by gnuplot, two panels: mproc's speed-up over Python
+    per metric (log scale), and mproc's speed relative to the raw OS/OpenMP
+    baseline; each bar green when the metric meets its target, red when not,
+    the target marked by a black dash;
+  - the table between the "<!-- bench-table -->" and "<!-- /bench-table -->"
+    markers of MARKDOWN (BENCHMARKS.md), rewritten in place.
+"""
+import os
+import subprocess
+import sys
+import tempfile
+
+TIME_UNITS = {"ns", "us", "ms", "s"}
+
+# Targets from the issues, in the metric's own unit: ("abs", value) for an
+# absolute figure for mproc, ("py", factor) for "at least factor x faster than
+# Python", ("base", factor) for "within factor x of the raw OS/OpenMP figure".
+TARGETS = {
+    "process_start_join": [("base", 1.5), ("py", 20)],
+    "value_locked_inc_2proc": [("abs", 20e6)],
+    "condition_pingpong": [("base", 1.5)],
+    "queue_small_msgs": [("abs", 10)],
+    "queue_1mib_msgs": [("abs", 5000)],
+    "queue_mpmc_small_msgs": [("abs", 5)],
+    "pipe_roundtrip": [("base", 1.2)],
+    "task_roundtrip": [("abs", 5)],
+    "submit_throughput": [("abs", 1e6)],
+    "map_tiny": [("abs", 300e6)],
+    "imap_unordered_c1": [("abs", 2e6)],
+    "pool_startup": [("abs", 1)],
+    "cpu_scaling": [("abs", 1.97)],
+    "crash_recovery": [("abs", 10)],
+}
+
+
+def load(path):
+    vals, units, order, header, notes = {}, {}, [], "", []
+    with open(path) as f:
+        for line in f:
+            w = line.split()
+            if line.startswith("# mproc benchmarks"):
+                header = line[2:].strip()
+            elif line.startswith("#"):
+                notes.append(line[1:].strip())
+            elif len(w) == 5 and w[0] == "BENCH":
+                metric, impl, median, unit = w[1], w[2], float(w[3]), w[4]
+                vals[(metric, impl)] = median
+                units[metric] = unit
+                if metric not in order:
+                    order.append(metric)
+    return vals, units, order, header, notes
+
+
+def speed(metric, a, b, units):
+    """How many times faster a is than b (>1: a is faster)."""
+    if units[metric] in TIME_UNITS:
+        return b / a
+    return a / b
+
+
+def main():
+    results, png, md = sys.argv[1], sys.argv[2], sys.argv[3]
+    vals, units, order, header, notes = load(results)
+    rows, py_panel, base_panel = [], [], []
+    for m in order:
+        mp = vals.get((m, "mproc"))
+        if mp is None:
+            continue
+        py = vals.get((m, "python"))
+        base_impl = "os" if (m, "os") in vals else "openmp" if (m, "openmp") in vals else None
+        base = vals.get((m, base_impl)) if base_impl else None
+        # The speed-up over Python that each target implies (for the dash on
+        # panel 1) and the ratio to the baseline (panel 2).
+        py_target = base_target = None
+        met, met_py, met_base = [], [], []
+        for kind, t in TARGETS.get(m, []):
+            if kind == "abs":
+                ok = mp <= t if units[m] in TIME_UNITS else mp >= t
+                met.append(ok)
+                met_py.append(ok)
+                if py:
+                    py_target = speed(m, t, py, units)
+            elif kind == "py" and py:
+                met.append(speed(m, mp, py, units) >= t)
+                met_py.append(met[-1])
+                py_target = t
+            elif kind == "base" and base:
+                met.append(speed(m, mp, base, units) >= 1 / t)
+                met_base.append(met[-1])
+                base_target = 1 / t
+        status = "n/a" if not met else "yes" if all(met) else "no"
+        # Bar colour per panel: that panel's targets only (0 missed, 1 met,
+        # 0.5 no target).
+        def colour(oks):
+            return 0.5 if not oks else 1 if all(oks) else 0
+        if py:
+            py_panel.append((m, speed(m, mp, py, units), py_target, colour(met_py)))
+        if base:
+            base_panel.append((m, speed(m, mp, base, units), base_target, colour(met_base), base_impl))
+        tdesc = []
+        for kind, t in TARGETS.get(m, []):
+            if kind == "abs":
+                tdesc.append(("≤ " if units[m] in TIME_UNITS else "≥ ") + "%g %s" % (t, units[m]))
+            elif kind == "py":
+                tdesc.append("≥ %g× Python" % t)
+            else:
+                tdesc.append("within %g× of %s" % (t, base_impl))
+        rows.append((m, units[m], mp, py, base, base_impl, "; ".join(tdesc) or "—", status))
+
+    # ---- the chart -------------------------------------------------------
+    with tempfile.TemporaryDirectory() as tmp:
+        d1, d2 = os.path.join(tmp, "py.dat"), os.path.join(tmp, "base.dat")
+        with open(d1, "w") as f:
+            for i, (m, s, t, st) in enumerate(py_panel):
+                f.write('%d "%s" %g %s %g\n' % (i, m, s, t if t else "NaN", st))
+        with open(d2, "w") as f:
+            for i, (m, s, t, st, bi) in enumerate(base_panel):
+                f.write('%d "%s\\n(vs %s)" %g %s %g\n' % (i, m, bi, s, t if t else "NaN", st))
+        title = header.replace("mproc benchmarks, ", "")
+        gp = f"""
+set terminal pngcairo size 1400,1000 font "DejaVu Sans,11"
+set output "{png}"
+set multiplot layout 2,1 title "mproc benchmarks ({title})\\nbars: green = meets its target, red = misses it, grey = no target; black dash = the target" font ",13"
+set style fill solid 0.85 border -1
+set boxwidth 0.6
+set grid ytics mytics
+set xtics rotate by -30 left nomirror noenhanced
+set key off
+set palette defined (0 "#d62728", 0.5 "#9e9e9e", 1 "#2ca02c")
+unset colorbox
+set cbrange [0:1]
+set logscale y
+set format y "%gx"
+set ylabel "mproc speed-up over Python\\n(higher is better, log scale)"
+set yrange [0.5:*]
+set xrange [-0.6:{len(py_panel) - 0.4}]
+set arrow 1 from graph 0, first 1 to graph 1, first 1 nohead dt 2 lc rgb "#555555"
+plot "{d1}" using 1:3:5:xtic(2) with boxes lc palette, \\
+     "" using 1:4:(0.35):(0) with vectors nohead lw 3 lc rgb "black", \\
+     "" using 1:4:(-0.35):(0) with vectors nohead lw 3 lc rgb "black", \\
+     "" using 1:3:(sprintf("%.3gx", $3)) with labels offset 0,0.8 font ",9"
+unset arrow 1
+set ylabel "mproc speed relative to the raw\\nOS / OpenMP baseline\\n(1 = as fast; log scale)"
+set yrange [0.1:10]
+set xrange [-0.6:{len(base_panel) - 0.4}]
+set arrow 2 from graph 0, first 1 to graph 1, first 1 nohead dt 2 lc rgb "#555555"
+plot "{d2}" using 1:3:5:xtic(2) with boxes lc palette, \\
+     "" using 1:4:(0.3):(0) with vectors nohead lw 3 lc rgb "black", \\
+     "" using 1:4:(-0.3):(0) with vectors nohead lw 3 lc rgb "black", \\
+     "" using 1:3:(sprintf("%.2fx", $3)) with labels offset 0,0.8 font ",9"
+unset multiplot
+"""
+        gpf = os.path.join(tmp, "chart.gp")
+        with open(gpf, "w") as f:
+            f.write(gp)
+        subprocess.run(["gnuplot", gpf], check=True)
+
+    # ---- the table -------------------------------------------------------
+    def fmt(v):
+        return "—" if v is None else "%.4g" % v
+
+    lines = [
+        "Measured: %s." % header.replace("mproc benchmarks, ", ""),
+        "",
+        "| metric | unit | mproc | Python | mproc vs Python | OS / OpenMP | mproc vs OS / OpenMP | target | met |",
+        "|---|---|---:|---:|---:|---:|---:|---|---|",
+    ]
+    for m, unit, mp, py, base, bi, tdesc, status in rows:
+        vs_py = "%.3g× faster" % speed(m, mp, py, units) if py else "—"
+        if py and speed(m, mp, py, units) < 1:
+            vs_py = "%.3g× slower" % (1 / speed(m, mp, py, units))
+        vs_base = "—"
+        if base:
+            s = speed(m, mp, base, units)
+            vs_base = "%.3g× faster" % s if s >= 1 else "%.3g× slower" % (1 / s)
+            vs_base += " (%s)" % bi
+        lines.append("| `%s` | %s | %s | %s | %s | %s | %s | %s | %s |"
+                     % (m, unit, fmt(mp), fmt(py), vs_py, fmt(base), vs_base, tdesc, status))
+    for n in notes:
+        lines.append("")
+        lines.append("Note from the run: " + n)
+    with open(md) as f:
+        text = f.read()
+    a, b = "<!-- bench-table -->", "<!-- /bench-table -->"
+    if a not in text or b not in text:
+        sys.exit("%s: markers %s ... %s not found" % (md, a, b))
+    head, rest = text.split(a, 1)
+    _, tail = rest.split(b, 1)
+    with open(md, "w") as f:
+        f.write(head + a + "\n" + "\n".join(lines) + "\n" + b + tail)
+    print("wrote %s and the table in %s" % (png, md))
+
+
+if __name__ == "__main__":
+    main()
