@@ -53,10 +53,10 @@ static int run5(mproc_process_fn fn) {
 }
 
 int main(void) {
-  int r = mproc_value_new(MPROC_TYPE_INT32, NULL, NULL, &counter);
+  int r = mproc_value_new(&counter, MPROC_TYPE_INT32, NULL, NULL);
   if (r == 0)
-    r = mproc_value_new(MPROC_TYPE_INT64, NULL,
-                        &(struct mproc_value_options){.flags = MPROC_VALUE_RAW}, &hits);
+    r = mproc_value_new(&hits, MPROC_TYPE_INT64, NULL,
+                        &(struct mproc_value_options){.flags = MPROC_VALUE_RAW});
   if (r == 0)
     r = run5(work);
   int final = 0;
