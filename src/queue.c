@@ -98,11 +98,13 @@ void mproc__q_unlock(struct mproc_queue *q) {
   pthread_mutex_unlock(&q->h->plock);
 }
 
-void mproc__q_wake(_Atomic uint32_t *seq, _Atomic uint32_t *nwait) {
+void mproc__q_wake(_Atomic uint32_t *seq, _Atomic uint32_t *nwait, _Atomic uint32_t *pending) {
   /* Pairs with the sleeper's increment of nwait before its re-check. */
   atomic_thread_fence(memory_order_seq_cst);
   if (atomic_load_explicit(nwait, memory_order_relaxed) == 0)
     return;
+  if (pending != NULL && atomic_exchange(pending, 1) != 0)
+    return; /* already woken, and nobody went to sleep since */
   atomic_fetch_add(seq, 1);
   mproc__futex_wake(seq, INT_MAX, true);
 }
@@ -396,7 +398,7 @@ MPROC_EXTERN int mproc_queue_detach(mproc_queue *q, unsigned roles) {
   mproc__q_drop_roles(q, roles);
   mproc__q_unlock(q);
   /* Blocked peers may now have to report MPROC_ECLOSED. */
-  mproc__q_wake(&q->h->get_seq, &q->h->nget_wait);
-  mproc__q_wake(&q->h->put_seq, &q->h->nput_wait);
+  mproc__q_wake(&q->h->get_seq, &q->h->nget_wait, NULL);
+  mproc__q_wake(&q->h->put_seq, &q->h->nput_wait, NULL);
   return 0;
 }

@@ -81,8 +81,10 @@ struct mproc__qhdr {
    * the count is nonzero. */
   _Atomic uint32_t get_seq __attribute__((aligned(64)));
   _Atomic uint32_t nget_wait;
+  _Atomic uint32_t get_pending; /* a wake-up is on its way to the sleepers */
   _Atomic uint32_t put_seq __attribute__((aligned(64)));
   _Atomic uint32_t nput_wait;
+  _Atomic uint32_t put_pending;
   _Atomic uint32_t join_seq __attribute__((aligned(64)));
   _Atomic uint32_t njoin_wait;
   struct mproc__qpart parts[] __attribute__((aligned(64)));
@@ -110,8 +112,12 @@ void mproc__q_unlock(struct mproc_queue *q);
 /* One robust lock, with owner-death accounting.  Returns 0 or
  * MPROC_EBROKEN. */
 int mproc__q_lock1(struct mproc_queue *q, pthread_mutex_t *m);
-/* Wakes every sleeper on a sequence word if its waiter count is nonzero. */
-void mproc__q_wake(_Atomic uint32_t *seq, _Atomic uint32_t *nwait);
+/* Wakes every sleeper on a sequence word if its waiter count is nonzero.
+ * With `pending` (cleared by each new sleeper before its last re-check),
+ * only the first waker after a sleeper went to sleep makes the system call:
+ * a producer running while its consumer is descheduled does not pay one
+ * per message.  NULL: always wake (close, death, join). */
+void mproc__q_wake(_Atomic uint32_t *seq, _Atomic uint32_t *nwait, _Atomic uint32_t *pending);
 
 /* queue_part.c: participants. */
 /* Attaches the calling process with `roles` (lock taken inside).  Returns the

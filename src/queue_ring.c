@@ -23,7 +23,8 @@
  * Wake-ups.  Sleepers count themselves in nget_wait/nput_wait, then re-check,
  * then sleep on get_seq/put_seq (futex), and uncount themselves as soon as
  * they wake.  The other side bumps the word and wakes only when the count is
- * nonzero, so a busy queue makes no system call besides the lock's.  Before
+ * nonzero, and only once per sleep (the pending flag), so a busy queue
+ * makes no system call besides the lock's.  Before
  * sleeping a waiter spins briefly, only when attached processes do not
  * outnumber the CPUs.  Sleeps are capped at
  * MPROC__Q_SWEEP_MS so a blocked waiter re-checks participants' liveness. */
@@ -222,7 +223,7 @@ static int put_impl(struct mproc_queue *q, const void *buf, size_t len, int64_t 
     if (err == 0) {
       if (r != NULL)
         err = fill_record(q, r, buf, len);
-      mproc__q_wake(&h->get_seq, &h->nget_wait);
+      mproc__q_wake(&h->get_seq, &h->nget_wait, &h->get_pending);
       break;
     }
     if (err != MPROC_EFULL || nowait)
@@ -239,6 +240,7 @@ static int put_impl(struct mproc_queue *q, const void *buf, size_t len, int64_t 
     if (!waiting) {
       waiting = true;
       atomic_fetch_add(&h->nput_wait, 1);
+      atomic_store(&h->put_pending, 0); /* the next waker must wake us */
       seen = atomic_load(&h->put_seq);
       continue; /* re-check after announcing ourselves */
     }
@@ -372,7 +374,7 @@ static int get_impl(struct mproc_queue *q, struct getbuf *g, size_t *len, int64_
         err = drain_record(q, r, g->buf);
       if (err == 0)
         *len = need;
-      mproc__q_wake(&h->put_seq, &h->nput_wait);
+      mproc__q_wake(&h->put_seq, &h->nput_wait, &h->put_pending);
       break;
     }
     if (err == MPROC_ETOOSMALL && g->alloc) {
@@ -403,6 +405,7 @@ static int get_impl(struct mproc_queue *q, struct getbuf *g, size_t *len, int64_
     if (!waiting) {
       waiting = true;
       atomic_fetch_add(&h->nget_wait, 1);
+      atomic_store(&h->get_pending, 0); /* the next waker must wake us */
       seen = atomic_load(&h->get_seq);
       continue;
     }
