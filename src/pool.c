@@ -41,17 +41,6 @@ static int sigint_users;
 static struct sigaction sigint_old;
 static _Atomic uint32_t sigint_count;
 
-int mproc__default_workers(void) {
-  cpu_set_t set;
-  if (sched_getaffinity(0, sizeof set, &set) == 0) {
-    int n = CPU_COUNT(&set);
-    if (n > 0)
-      return n;
-  }
-  long n = sysconf(_SC_NPROCESSORS_ONLN);
-  return n > 0 ? (int)n : 1;
-}
-
 static void on_sigint(int sig) {
   (void)sig;
   int saved = errno;
@@ -193,7 +182,7 @@ MPROC_EXTERN int mproc_pool_create(mproc_pool **out, const struct mproc_pool_opt
   pthread_mutex_init(&p->mu, NULL);
   atomic_store(&p->refs, 1);
   p->opts = *opts;
-  p->nworkers = opts->workers > 0 ? opts->workers : mproc__default_workers();
+  p->nworkers = opts->workers > 0 ? opts->workers : mproc_cpu_count();
   p->tp = &mproc__transport_shm;
   p->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   int r = p->efd >= 0 ? 0 : mproc__neg_errno();

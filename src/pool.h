@@ -109,7 +109,6 @@ struct mproc_pool {
 };
 
 /* ---- pool.c --------------------------------------------------------------- */
-int mproc__default_workers(void);
 void mproc__pool_unref(struct mproc_pool *p);
 /* Wake the manager (any thread, async-signal-safe). */
 void mproc__pool_kick(struct mproc_pool *p);

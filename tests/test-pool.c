@@ -49,9 +49,9 @@ static int task_concurrency(const void *a, size_t l, mproc_task_ctx *c) {
 START_TEST(test_create_defaults) {
   mproc_pool *p;
   mproc_assert_ok(mproc_pool_create(&p, NULL));
-  ck_assert_int_eq(mproc_pool_workers(p), mproc__default_workers());
+  ck_assert_int_eq(mproc_pool_workers(p), mproc_cpu_count());
   pid_t pids[256];
-  ck_assert_int_eq(mproc_pool_worker_pids(p, pids, 256), mproc__default_workers());
+  ck_assert_int_eq(mproc_pool_worker_pids(p, pids, 256), mproc_cpu_count());
   for (int i = 0; i < mproc_pool_workers(p); i++)
     ck_assert(mproc_test_pid_exists(pids[i]));
   mproc_assert_ok(mproc_pool_destroy(p));

@@ -1,0 +1,396 @@
+/* Barrier: parties, action, abort/reset, broken state; a dead party breaks it.
+ *
+ * Design notes.  The state (count of arrivals, generation, broken flag) is
+ * guarded by `m`, a robust mutex; `seq` is the futex word every waiter sleeps
+ * on and is bumped whenever a round completes, breaks or is reset.
+ *
+ *   wait: lock -> broken? EBROKEN -> register -> idx = count++
+ *         last (count == parties): action -> gen++, count = 0, wake all -> idx
+ *         else: sleep on seq, in slices of MPROC__BARRIER_CHECK_MS:
+ *               round done (gen moved on) -> idx, or EBROKEN if it was reset
+ *               broken -> EBROKEN;   own deadline passed -> break, ETIMEDOUT
+ *               a registered party is dead and has not arrived -> break
+ *   abort: broken = 1, wake all.   reset: waiters of the current round get
+ *          EBROKEN (broken_gen), count = 0, broken = 0, wake all.
+ *
+ * Knowing that a party died needs to know the parties.  Each party thread
+ * registers in a slot (explicitly with mproc_barrier_join, or at its first
+ * wait) and holds the slot's robust mutex for as long as it is registered.
+ * When it dies the kernel marks that mutex OWNER_DIED, and the trylock every
+ * arriving party and every waiter (each MPROC__BARRIER_CHECK_MS) makes on the
+ * slots sees it.  A registered party that is dead and has not arrived in the
+ * current round can never arrive, so the barrier breaks: waiters learn it
+ * within about MPROC__BARRIER_CHECK_MS, later arrivals at once.  A dead
+ * party's slot stays marked (it keeps the barrier broken) until reset()
+ * forgets dead parties.  So a party that is done for good must call
+ * mproc_barrier_leave before it exits: exiting while registered is a death.
+ * A process dying while it holds `m` (only ever briefly, or while running
+ * the action) breaks the barrier too.  Without a free slot a caller still
+ * waits, unregistered: its
+ * own death is then only noticed by the others' deadlines. */
+#include "futex.h"
+#include "sync.h"
+
+#include <limits.h>
+#include <string.h>
+#include <unistd.h>
+
+#define MPROC__BARRIER_CHECK_MS 20
+
+struct slot {
+  pthread_mutex_t m; /* held by the registered party thread while registered */
+  pid_t tid;         /* registered thread (kernel tid) */
+  pid_t pid;         /* its process */
+  uint32_t arrived;  /* generation of the party's last arrival (0: none) */
+  uint32_t used;     /* 1 while registered */
+};
+
+struct mproc_barrier {
+  struct mproc__sync_hdr hdr;
+  uint32_t parties;
+  _Atomic uint32_t seq; /* futex word: bumped on every release/break/reset */
+  pthread_mutex_t m;    /* guards everything below and the slots */
+  uint32_t count;       /* arrivals in the current round */
+  uint32_t gen;         /* current round, from 1 */
+  uint32_t broken;      /* 1 after abort, timeout, failed action, dead party */
+  uint32_t broken_gen;  /* a round that reset() ended: its waiters get EBROKEN */
+};
+
+_Static_assert(sizeof(struct slot) <= 64, "barrier slot larger than 64 bytes");
+_Static_assert(sizeof(struct mproc_barrier) <= MPROC_BARRIER_SIZE(0), "barrier header too big");
+
+static struct slot *slot_at(mproc_barrier *b, unsigned i) {
+  return (struct slot *)(void *)((char *)b + MPROC_BARRIER_SIZE(0) + 64 * (size_t)i);
+}
+
+MPROC_EXTERN size_t mproc_barrier_size(unsigned parties) {
+  return parties == 0 || parties > MPROC_BARRIER_MAX_PARTIES ? 0 : MPROC_BARRIER_SIZE(parties);
+}
+
+static int barrier_setup(void *storage, uint32_t flags, unsigned parties, mproc_barrier **out) {
+  struct mproc_barrier *b = storage;
+  memset(b, 0, MPROC_BARRIER_SIZE(parties));
+  int r = mproc__rmutex_init(&b->m, false);
+  for (unsigned i = 0; r == 0 && i < parties; i++)
+    r = mproc__rmutex_init(&slot_at(b, i)->m, false);
+  if (r != 0)
+    return r;
+  b->parties = parties;
+  b->gen = 1;
+  b->hdr.flags = flags;
+  atomic_store_explicit(&b->hdr.magic, MPROC__MAGIC_BARRIER, memory_order_release);
+  *out = b;
+  return 0;
+}
+
+MPROC_EXTERN int mproc_barrier_init(void *storage, size_t size, unsigned parties,
+                                    mproc_barrier **out) {
+  if (out == NULL || mproc_barrier_size(parties) == 0)
+    return MPROC_EINVAL;
+  int r =
+      mproc__sync_check_storage(storage, size, mproc_barrier_size(parties), MPROC__MAGIC_BARRIER);
+  return r != 0 ? r : barrier_setup(storage, 0, parties, out);
+}
+
+MPROC_EXTERN int mproc_barrier_new(unsigned parties, mproc_barrier **out) {
+  if (out == NULL || mproc_barrier_size(parties) == 0)
+    return MPROC_EINVAL;
+  void *p;
+  int r = mproc__sync_map(mproc_barrier_size(parties), &p);
+  if (r != 0)
+    return r;
+  r = barrier_setup(p, MPROC__SYNC_ALLOCATED, parties, out);
+  if (r != 0)
+    mproc__sync_unmap(p, mproc_barrier_size(parties));
+  return r;
+}
+
+/* Take the state lock.  A holder that died may have left the state half
+ * updated: the barrier is broken (reset repairs it). */
+static int state_lock(mproc_barrier *b) {
+  int r = mproc__rmutex_lock(&b->m, -1);
+  if (r == MPROC_EOWNERDEAD) {
+    b->broken = 1;
+    pthread_mutex_consistent(&b->m);
+    r = 0;
+  }
+  return r;
+}
+
+static void state_unlock(mproc_barrier *b) { pthread_mutex_unlock(&b->m); }
+
+static void wake_all(mproc_barrier *b) {
+  atomic_fetch_add_explicit(&b->seq, 1, memory_order_release);
+  mproc__futex_wake(&b->seq, INT_MAX, true);
+}
+
+static void set_broken(mproc_barrier *b) {
+  b->broken = 1;
+  wake_all(b);
+}
+
+static struct slot *own_slot(mproc_barrier *b) {
+  pid_t tid = mproc__gettid(), pid = getpid();
+  for (unsigned i = 0; i < b->parties; i++) {
+    struct slot *s = slot_at(b, i);
+    if (s->used && s->tid == tid && s->pid == pid)
+      return s;
+  }
+  return NULL;
+}
+
+/* Under the state lock: whether the slot's party died (its thread exited or
+ * its process died without leaving).  The slot stays marked used: a dead
+ * party keeps breaking the barrier until reset() clears it. */
+static bool slot_dead(struct slot *s) {
+  int r = pthread_mutex_trylock(&s->m);
+  if (r == EBUSY)
+    return false;
+  if (r == EOWNERDEAD)
+    pthread_mutex_consistent(&s->m);
+  if (r == 0 || r == EOWNERDEAD)
+    pthread_mutex_unlock(&s->m); /* free again; `used` records the death */
+  return true;
+}
+
+/* Under the state lock: a registered party that died without arriving in the
+ * current round can never arrive: the barrier is broken.  (One that arrived
+ * and then died is noticed in the next round.) */
+static void check_parties(mproc_barrier *b) {
+  struct slot *mine = own_slot(b);
+  for (unsigned i = 0; i < b->parties && !b->broken; i++) {
+    struct slot *s = slot_at(b, i);
+    if (s->used && s != mine && s->arrived != b->gen && slot_dead(s))
+      set_broken(b);
+  }
+}
+
+/* Under the state lock (reset): forget parties that died. */
+static void reclaim_dead(mproc_barrier *b) {
+  struct slot *mine = own_slot(b);
+  for (unsigned i = 0; i < b->parties; i++) {
+    struct slot *s = slot_at(b, i);
+    if (s->used && s != mine && slot_dead(s))
+      s->used = 0;
+  }
+}
+
+/* Under the state lock: register the caller.  MPROC_EFULL without a slot. */
+static int join_locked(mproc_barrier *b) {
+  if (own_slot(b) != NULL)
+    return 0;
+  check_parties(b);
+  for (unsigned i = 0; i < b->parties; i++) {
+    struct slot *s = slot_at(b, i);
+    if (s->used)
+      continue;
+    if (pthread_mutex_trylock(&s->m) != 0)
+      continue;
+    s->tid = mproc__gettid();
+    s->pid = getpid();
+    s->arrived = 0;
+    s->used = 1;
+    return 0;
+  }
+  return MPROC_EFULL;
+}
+
+static void leave_locked(mproc_barrier *b) {
+  struct slot *s = own_slot(b);
+  if (s != NULL) {
+    s->used = 0;
+    pthread_mutex_unlock(&s->m);
+  }
+}
+
+static int barrier_teardown(mproc_barrier *b, bool allocated) {
+  if (!mproc__sync_ok(b, MPROC__MAGIC_BARRIER) ||
+      ((b->hdr.flags & MPROC__SYNC_ALLOCATED) != 0) != allocated)
+    return MPROC_EINVAL;
+  int r = state_lock(b);
+  if (r != 0)
+    return r;
+  /* Slot mutexes held by threads of this process sit on those threads'
+   * robust lists: the memory must not go away under them.  The caller's
+   * own slot is released; another thread's makes destroy fail. */
+  leave_locked(b);
+  pid_t pid = getpid();
+  for (unsigned i = 0; i < b->parties; i++) {
+    struct slot *s = slot_at(b, i);
+    if (!s->used || s->pid != pid)
+      continue;
+    int t = pthread_mutex_trylock(&s->m);
+    if (t == EBUSY) {
+      state_unlock(b);
+      return MPROC_EBUSY;
+    }
+    if (t == EOWNERDEAD)
+      pthread_mutex_consistent(&s->m);
+    if (t == 0 || t == EOWNERDEAD) {
+      pthread_mutex_unlock(&s->m);
+      s->used = 0;
+    }
+  }
+  if (b->count > 0 && !b->broken) {
+    state_unlock(b);
+    return MPROC_EBUSY; /* parties are waiting */
+  }
+  unsigned parties = b->parties;
+  atomic_store_explicit(&b->hdr.magic, 0, memory_order_release);
+  wake_all(b);
+  state_unlock(b);
+  if (allocated)
+    mproc__sync_unmap(b, mproc_barrier_size(parties));
+  return 0;
+}
+
+MPROC_EXTERN int mproc_barrier_destroy(mproc_barrier *b) { return barrier_teardown(b, false); }
+MPROC_EXTERN int mproc_barrier_free(mproc_barrier *b) { return barrier_teardown(b, true); }
+
+MPROC_EXTERN int mproc_barrier_join(mproc_barrier *b) {
+  if (!mproc__sync_ok(b, MPROC__MAGIC_BARRIER))
+    return MPROC_EINVAL;
+  int r = state_lock(b);
+  if (r != 0)
+    return r;
+  r = join_locked(b);
+  state_unlock(b);
+  return r;
+}
+
+MPROC_EXTERN int mproc_barrier_leave(mproc_barrier *b) {
+  if (!mproc__sync_ok(b, MPROC__MAGIC_BARRIER))
+    return MPROC_EINVAL;
+  int r = state_lock(b);
+  if (r != 0)
+    return r;
+  r = own_slot(b) != NULL ? 0 : MPROC_ESTATE;
+  leave_locked(b);
+  state_unlock(b);
+  return r;
+}
+
+MPROC_EXTERN int mproc_barrier_wait_action(mproc_barrier *b, int (*action)(void *arg), void *arg,
+                                           int64_t timeout_ms) {
+  if (!mproc__sync_ok(b, MPROC__MAGIC_BARRIER) || mproc__check_timeout(timeout_ms) != 0)
+    return MPROC_EINVAL;
+  int64_t deadline = mproc__deadline(timeout_ms);
+  int r = state_lock(b);
+  if (r != 0)
+    return r;
+  if (!b->broken) {
+    join_locked(b); /* MPROC_EFULL: wait unregistered */
+    check_parties(b);
+  }
+  if (b->broken) {
+    state_unlock(b);
+    return MPROC_EBROKEN;
+  }
+  uint32_t gen = b->gen;
+  int idx = (int)b->count++;
+  struct slot *mine = own_slot(b);
+  if (mine != NULL)
+    mine->arrived = gen;
+  if (b->count == b->parties) {
+    if (action != NULL && action(arg) != 0) {
+      set_broken(b);
+      state_unlock(b);
+      return MPROC_EBROKEN;
+    }
+    b->count = 0;
+    b->gen++;
+    wake_all(b);
+    state_unlock(b);
+    return idx;
+  }
+  for (;;) {
+    uint32_t s = atomic_load_explicit(&b->seq, memory_order_acquire);
+    state_unlock(b);
+    int64_t now = mproc_now_ms();
+    int64_t until = now + MPROC__BARRIER_CHECK_MS;
+    if (deadline >= 0 && deadline < until)
+      until = deadline;
+    r = mproc__futex_wait(&b->seq, s, until, true);
+    if (r != 0 && r != MPROC_ETIMEDOUT)
+      return r;
+    r = state_lock(b);
+    if (r != 0)
+      return r;
+    if (b->gen != gen) {
+      r = b->broken_gen == gen ? MPROC_EBROKEN : idx;
+      break;
+    }
+    if (!b->broken)
+      check_parties(b);
+    if (b->broken) {
+      r = MPROC_EBROKEN;
+      break;
+    }
+    if (deadline >= 0 && mproc_now_ms() >= deadline) {
+      set_broken(b); /* Python: a timed-out wait breaks the barrier */
+      r = MPROC_ETIMEDOUT;
+      break;
+    }
+  }
+  state_unlock(b);
+  return r;
+}
+
+MPROC_EXTERN int mproc_barrier_wait(mproc_barrier *b, int64_t timeout_ms) {
+  return mproc_barrier_wait_action(b, NULL, NULL, timeout_ms);
+}
+
+MPROC_EXTERN int mproc_barrier_abort(mproc_barrier *b) {
+  if (!mproc__sync_ok(b, MPROC__MAGIC_BARRIER))
+    return MPROC_EINVAL;
+  int r = state_lock(b);
+  if (r != 0)
+    return r;
+  set_broken(b);
+  state_unlock(b);
+  return 0;
+}
+
+MPROC_EXTERN int mproc_barrier_reset(mproc_barrier *b) {
+  if (!mproc__sync_ok(b, MPROC__MAGIC_BARRIER))
+    return MPROC_EINVAL;
+  int r = state_lock(b);
+  if (r != 0)
+    return r;
+  if (b->count > 0) {
+    b->broken_gen = b->gen;
+    b->gen++;
+  }
+  reclaim_dead(b);
+  b->count = 0;
+  b->broken = 0;
+  wake_all(b);
+  state_unlock(b);
+  return 0;
+}
+
+MPROC_EXTERN int mproc_barrier_parties(const mproc_barrier *b) {
+  return mproc__sync_ok(b, MPROC__MAGIC_BARRIER) ? (int)b->parties : MPROC_EINVAL;
+}
+
+MPROC_EXTERN int mproc_barrier_n_waiting(mproc_barrier *b) {
+  if (!mproc__sync_ok(b, MPROC__MAGIC_BARRIER))
+    return MPROC_EINVAL;
+  int r = state_lock(b);
+  if (r != 0)
+    return r;
+  int n = b->broken ? 0 : (int)b->count;
+  state_unlock(b);
+  return n;
+}
+
+MPROC_EXTERN int mproc_barrier_broken(mproc_barrier *b) {
+  if (!mproc__sync_ok(b, MPROC__MAGIC_BARRIER))
+    return MPROC_EINVAL;
+  int r = state_lock(b);
+  if (r != 0)
+    return r;
+  int broken = (int)b->broken;
+  state_unlock(b);
+  return broken;
+}

@@ -1,0 +1,216 @@
+/* Condition: a sequence-counter condition variable over a robust RLock.
+ *
+ * Design notes.  The condition embeds its RLock (Python's Condition() default)
+ * so it holds no pointer.  `seq` is the futex word.
+ *
+ *   wait:    [lock held] s = seq; waiters++; release lock fully (remember the
+ *            depth) -> sleep while seq == s (until the deadline) -> waiters--
+ *            -> re-acquire at the same depth
+ *   notify:  [lock held] if waiters > 0: seq += 1, and record n wake-ups on
+ *            the lock
+ *   release: [final release of the lock] unlock, then FUTEX_WAKE(seq, n)
+ *
+ * A waiter reads `s` while holding the lock and the notifier changes seq
+ * while holding it, so a notify that follows the waiter's registration always
+ * changes seq after the waiter's snapshot: the waiter either sees seq != s
+ * before it sleeps or is on the futex queue when the wake comes.  A waiter
+ * that had released the lock but was not yet asleep when a notify came
+ * returns as well (a spurious wake-up, allowed: use wait_for).
+ *
+ * The wake-up is deferred to the notifier's final release of the lock (wait
+ * releases it too) so that woken waiters find the lock free instead of
+ * colliding with the notifier that still holds it: a round trip then costs
+ * what a raw futex ping-pong costs.  Every release path of the lock makes
+ * the deferred wake-ups, including mproc_rlock_release on mproc_cond_lock().
+ *
+ * Deaths, exactly:
+ *  - waiter killed while asleep: it leaves the futex queue with its process;
+ *    `waiters` stays one too high, which only costs later notifies a wake
+ *    syscall.  notify(1) wakes a live waiter.
+ *  - waiter killed after being woken, before re-acquiring the lock: it
+ *    received that notification, exactly as if it had returned and then died.
+ *  - notifier (or any lock holder) killed while holding the lock: the robust
+ *    lock hands itself to the next acquirer, and a waiter re-acquiring it
+ *    returns MPROC_EOWNERDEAD holding it.  Notifications already made stand:
+ *    seq has changed, and since the dead notifier never made its deferred
+ *    wake-up, sleepers re-check seq every MPROC__COND_RECHECK_MS and so
+ *    return within that bound.  No notification is lost.
+ *  - waiter killed while holding the lock (before or after wait): as for a
+ *    notifier. */
+#include "futex.h"
+#include "sync.h"
+
+#include <limits.h>
+#include <string.h>
+#include <stddef.h>
+#include <unistd.h>
+
+#define MPROC__COND_RECHECK_MS 100
+
+struct mproc_cond {
+  struct mproc__sync_hdr hdr;
+  _Atomic uint32_t seq;     /* bumped by every notify; the futex word */
+  _Atomic uint32_t waiters; /* registered waiters (upper bound: dead ones stay) */
+  char pad[48];
+  /* The RLock, 8-aligned at offset 64. */
+  _Alignas(8) char lock[MPROC_RLOCK_SIZE];
+};
+
+_Static_assert(sizeof(struct mproc_cond) <= MPROC_COND_SIZE, "MPROC_COND_SIZE too small");
+
+static mproc_rlock *lock_of(mproc_cond *c) { return (mproc_rlock *)(void *)c->lock; }
+
+static int cond_setup(void *storage, uint32_t flags, mproc_cond **out) {
+  struct mproc_cond *c = storage;
+  memset(c, 0, sizeof *c);
+  mproc_rlock *l;
+  int r = mproc_rlock_init(c->lock, sizeof c->lock, &l);
+  if (r != 0)
+    return r;
+  mproc__rlock_mark_cond(l);
+  c->hdr.flags = flags;
+  atomic_store_explicit(&c->hdr.magic, MPROC__MAGIC_COND, memory_order_release);
+  *out = c;
+  return 0;
+}
+
+MPROC_EXTERN int mproc_cond_init(void *storage, size_t size, mproc_cond **out) {
+  if (out == NULL)
+    return MPROC_EINVAL;
+  int r = mproc__sync_check_storage(storage, size, MPROC_COND_SIZE, MPROC__MAGIC_COND);
+  return r != 0 ? r : cond_setup(storage, 0, out);
+}
+
+MPROC_EXTERN int mproc_cond_new(mproc_cond **out) {
+  if (out == NULL)
+    return MPROC_EINVAL;
+  void *p;
+  int r = mproc__sync_map(MPROC_COND_SIZE, &p);
+  if (r != 0)
+    return r;
+  r = cond_setup(p, MPROC__SYNC_ALLOCATED, out);
+  if (r != 0)
+    mproc__sync_unmap(p, MPROC_COND_SIZE);
+  return r;
+}
+
+static int cond_teardown(mproc_cond *c, bool allocated) {
+  if (!mproc__sync_ok(c, MPROC__MAGIC_COND) ||
+      ((c->hdr.flags & MPROC__SYNC_ALLOCATED) != 0) != allocated)
+    return MPROC_EINVAL;
+  int r = mproc_rlock_destroy(lock_of(c));
+  if (r != 0)
+    return r;
+  atomic_store_explicit(&c->hdr.magic, 0, memory_order_release);
+  if (allocated)
+    mproc__sync_unmap(c, MPROC_COND_SIZE);
+  return 0;
+}
+
+MPROC_EXTERN int mproc_cond_destroy(mproc_cond *c) { return cond_teardown(c, false); }
+MPROC_EXTERN int mproc_cond_free(mproc_cond *c) { return cond_teardown(c, true); }
+
+MPROC_EXTERN mproc_rlock *mproc_cond_lock(mproc_cond *c) {
+  return mproc__sync_ok(c, MPROC__MAGIC_COND) ? lock_of(c) : NULL;
+}
+
+MPROC_EXTERN int mproc_cond_acquire(mproc_cond *c, int64_t timeout_ms) {
+  if (!mproc__sync_ok(c, MPROC__MAGIC_COND))
+    return MPROC_EINVAL;
+  return mproc_rlock_acquire(lock_of(c), timeout_ms);
+}
+
+MPROC_EXTERN int mproc_cond_release(mproc_cond *c) {
+  if (!mproc__sync_ok(c, MPROC__MAGIC_COND))
+    return MPROC_EINVAL;
+  return mproc_rlock_release(lock_of(c));
+}
+
+/* One wait against an absolute deadline; the lock is held on entry and on
+ * every return except a failed re-acquisition (MPROC_ENOTRECOVERABLE). */
+static int cond_wait_until(mproc_cond *c, int64_t deadline) {
+  mproc_rlock *l = lock_of(c);
+  uint32_t s = atomic_load_explicit(&c->seq, memory_order_relaxed);
+  atomic_fetch_add_explicit(&c->waiters, 1, memory_order_relaxed);
+  int depth;
+  int r = mproc__rlock_release_all(l, &depth);
+  if (r != 0) {
+    atomic_fetch_sub_explicit(&c->waiters, 1, memory_order_relaxed);
+    return r;
+  }
+  bool notified = false;
+  for (;;) {
+    if (atomic_load_explicit(&c->seq, memory_order_acquire) != s) {
+      notified = true;
+      break;
+    }
+    /* Sleep in slices: a notifier that dies between notify and its final
+     * release never makes the deferred wake-up (see the design notes). */
+    int64_t now = mproc_now_ms(), until = now + MPROC__COND_RECHECK_MS;
+    if (deadline >= 0 && deadline < until)
+      until = deadline;
+    r = mproc__futex_wait(&c->seq, s, until, true);
+    if (r == MPROC_ETIMEDOUT && until == deadline) {
+      notified = atomic_load_explicit(&c->seq, memory_order_acquire) != s;
+      break;
+    }
+    if (r != 0 && r != MPROC_ETIMEDOUT)
+      break;
+    r = 0;
+  }
+  atomic_fetch_sub_explicit(&c->waiters, 1, memory_order_relaxed);
+  int err = r;
+  r = mproc__rlock_reacquire(l, depth, -1);
+  if (r != 0)
+    return r; /* MPROC_EOWNERDEAD (held) or MPROC_ENOTRECOVERABLE */
+  if (notified)
+    return 0;
+  return err != 0 ? err : MPROC_ETIMEDOUT;
+}
+
+MPROC_EXTERN int mproc_cond_wait(mproc_cond *c, int64_t timeout_ms) {
+  if (!mproc__sync_ok(c, MPROC__MAGIC_COND) || mproc__check_timeout(timeout_ms) != 0)
+    return MPROC_EINVAL;
+  if (mproc_rlock_depth(lock_of(c)) <= 0)
+    return MPROC_ENOTOWNER;
+  return cond_wait_until(c, mproc__deadline(timeout_ms));
+}
+
+MPROC_EXTERN int mproc_cond_wait_for(mproc_cond *c, int (*pred)(void *arg), void *arg,
+                                     int64_t timeout_ms) {
+  if (!mproc__sync_ok(c, MPROC__MAGIC_COND) || pred == NULL ||
+      mproc__check_timeout(timeout_ms) != 0)
+    return MPROC_EINVAL;
+  if (mproc_rlock_depth(lock_of(c)) <= 0)
+    return MPROC_ENOTOWNER;
+  int64_t deadline = mproc__deadline(timeout_ms);
+  while (!pred(arg)) {
+    if (deadline >= 0 && mproc_now_ms() >= deadline)
+      return MPROC_ETIMEDOUT;
+    int r = cond_wait_until(c, deadline);
+    if (r != 0 && r != MPROC_ETIMEDOUT)
+      return r;
+  }
+  return 0;
+}
+
+void mproc__cond_wake(mproc_rlock *l, int n) {
+  mproc_cond *c = (mproc_cond *)(void *)((char *)l - offsetof(struct mproc_cond, lock));
+  mproc__futex_wake(&c->seq, n, true);
+}
+
+MPROC_EXTERN int mproc_cond_notify(mproc_cond *c, int n) {
+  if (!mproc__sync_ok(c, MPROC__MAGIC_COND) || n < 0)
+    return MPROC_EINVAL;
+  if (mproc_rlock_depth(lock_of(c)) <= 0)
+    return MPROC_ENOTOWNER;
+  if (n == 0 || atomic_load_explicit(&c->waiters, memory_order_relaxed) == 0)
+    return 0;
+  /* The notification itself happens now (under the lock); the wake-up is
+   * made by the final release of the lock. */
+  atomic_fetch_add_explicit(&c->seq, 1, memory_order_release);
+  mproc__rlock_defer_wake(lock_of(c), n);
+  return 0;
+}
+
+MPROC_EXTERN int mproc_cond_notify_all(mproc_cond *c) { return mproc_cond_notify(c, INT_MAX); }

@@ -1,0 +1,60 @@
+/* Waiting on many connections and descriptors at once (Python's
+ * multiprocessing.connection.wait).
+ *
+ * Design notes: a connection may already hold a whole message in its
+ * process-local buffer (read while it was sending) although its socket is
+ * not readable, so buffered data and end of stream are checked first and,
+ * when any item is ready that way, the poll(2) below only collects the other
+ * items without waiting.  Plain descriptors cover process sentinels (pidfds
+ * poll readable when the process exits), sockets, eventfds and pipes. */
+#include "pipe.h"
+
+#include <poll.h>
+#include <stdlib.h>
+
+#define WAIT_MAX 4096
+
+MPROC_EXTERN int mproc_conn_wait(struct mproc_wait_item *items, size_t n, int64_t timeout_ms) {
+  if (items == NULL || n == 0 || n > WAIT_MAX || mproc__check_timeout(timeout_ms) != 0)
+    return MPROC_EINVAL;
+  for (size_t i = 0; i < n; i++) {
+    if (items[i].conn != NULL ? !(items[i].conn->mode & MPROC__CONN_READ) : items[i].fd < 0)
+      return MPROC_EINVAL;
+  }
+  int64_t deadline = mproc__deadline(timeout_ms);
+  struct pollfd *p = calloc(n > 0 ? n : 1, sizeof *p);
+  if (p == NULL)
+    return -ENOMEM;
+  int nready = 0;
+  for (size_t i = 0; i < n; i++) {
+    mproc_conn *c = items[i].conn;
+    items[i].ready = c != NULL && (c->rlen > c->rpos || c->eof);
+    nready += items[i].ready;
+    p[i].fd = c != NULL ? c->fd : items[i].fd;
+    p[i].events = POLLIN;
+  }
+  int err = 0;
+  for (;;) {
+    int r = poll(p, (nfds_t)n, nready > 0 ? 0 : mproc__poll_timeout(deadline));
+    if (r < 0 && errno == EINTR)
+      continue;
+    if (r < 0) {
+      err = mproc__neg_errno();
+      break;
+    }
+    for (size_t i = 0; i < n; i++) {
+      if (p[i].revents != 0 && !items[i].ready) {
+        items[i].ready = 1;
+        nready++;
+      }
+    }
+    if (nready > 0)
+      break;
+    if (mproc_timeout_until(deadline) == 0) {
+      err = MPROC_ETIMEDOUT;
+      break;
+    }
+  }
+  free(p);
+  return err != 0 ? err : nready;
+}

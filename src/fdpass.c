@@ -1,0 +1,113 @@
+/* Descriptor passing over connections (SCM_RIGHTS).
+ *
+ * Design notes.  Python's multiprocessing.reduction sends a handle as a
+ * separate one-byte message; here descriptors ride on the frame header of the
+ * message they belong to, so one message and its descriptors arrive together
+ * and can never be paired wrongly.  Linux never merges stream segments that
+ * carry descriptors with earlier ones in one recvmsg, and recvmsg returns the
+ * descriptors together with the first byte they were attached to.  The
+ * receiver therefore appends every descriptor it gets to a per-handle FIFO,
+ * and the header's descriptor count says how many of them the message takes.
+ * That holds even when bytes are read early (a sender draining its peer while
+ * it waits for room): the FIFO order is the stream order.
+ *
+ * Received descriptors are close-on-exec from birth (MSG_CMSG_CLOEXEC).  They
+ * belong to the user once handed out, so they are not registered with the
+ * library's fd registry; the ones still queued when the handle closes are
+ * closed with it.  MSG_CTRUNC (descriptors dropped by the kernel, e.g. at
+ * RLIMIT_NOFILE) is reported as -EMFILE rather than silently losing them. */
+#include "pipe.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+static int fdq_push(struct mproc_conn *c, int fd) {
+  if (c->fdq_len == c->fdq_cap) {
+    size_t ncap = c->fdq_cap ? c->fdq_cap * 2 : 8;
+    int *n = realloc(c->fdq, ncap * sizeof *n);
+    if (n == NULL)
+      return -ENOMEM;
+    c->fdq = n;
+    c->fdq_cap = ncap;
+  }
+  c->fdq[c->fdq_len++] = fd;
+  return 0;
+}
+
+ssize_t mproc__conn_recvmsg(struct mproc_conn *c, void *dst, size_t n, bool dontwait) {
+  union {
+    char buf[CMSG_SPACE(MPROC__SCM_MAX_FD * sizeof(int))];
+    struct cmsghdr align;
+  } ctl;
+  struct iovec iov = {.iov_base = dst, .iov_len = n};
+  for (;;) {
+    struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1};
+    m.msg_control = ctl.buf;
+    m.msg_controllen = sizeof ctl.buf;
+    ssize_t r = recvmsg(c->fd, &m, MSG_CMSG_CLOEXEC | (dontwait ? MSG_DONTWAIT : 0));
+    if (r < 0) {
+      if (errno == EINTR)
+        continue;
+      if (errno == ECONNRESET)
+        return 0; /* the peer is gone: end of stream */
+      return mproc__neg_errno();
+    }
+    int err = 0;
+    for (struct cmsghdr *h = CMSG_FIRSTHDR(&m); h != NULL; h = CMSG_NXTHDR(&m, h)) {
+      if (h->cmsg_level != SOL_SOCKET || h->cmsg_type != SCM_RIGHTS)
+        continue;
+      size_t k = (h->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+      for (size_t i = 0; i < k; i++) {
+        int fd;
+        memcpy(&fd, CMSG_DATA(h) + i * sizeof(int), sizeof fd);
+        if (err == 0)
+          err = fdq_push(c, fd);
+        if (err != 0)
+          close(fd); /* cannot keep it: do not leak it either */
+      }
+    }
+    if (err == 0 && (m.msg_flags & MSG_CTRUNC))
+      err = -EMFILE;
+    /* The bytes are consumed from the socket and must be kept even when
+     * descriptors were lost; the loss is remembered and reported by every
+     * later receive, since the FIFO no longer matches the stream. */
+    if (err != 0 && c->recv_err == 0)
+      c->recv_err = err;
+    return r;
+  }
+}
+
+ssize_t mproc__conn_sendmsg(struct mproc_conn *c, struct iovec *iov, int iovcnt, const int *fds,
+                            size_t nfds) {
+  union {
+    char buf[CMSG_SPACE(MPROC__SCM_MAX_FD * sizeof(int))];
+    struct cmsghdr align;
+  } ctl;
+  struct msghdr m = {.msg_iov = iov, .msg_iovlen = (size_t)iovcnt};
+  if (nfds > 0) {
+    memset(ctl.buf, 0, sizeof ctl.buf);
+    m.msg_control = ctl.buf;
+    m.msg_controllen = CMSG_SPACE(nfds * sizeof(int));
+    struct cmsghdr *h = CMSG_FIRSTHDR(&m);
+    h->cmsg_level = SOL_SOCKET;
+    h->cmsg_type = SCM_RIGHTS;
+    h->cmsg_len = CMSG_LEN(nfds * sizeof(int));
+    memcpy(CMSG_DATA(h), fds, nfds * sizeof(int));
+  }
+  for (;;) {
+    ssize_t r = sendmsg(c->fd, &m, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (r >= 0)
+      return r;
+    if (errno != EINTR)
+      return mproc__neg_errno();
+  }
+}
+
+void mproc__conn_drop_fds(struct mproc_conn *c) {
+  for (size_t i = 0; i < c->fdq_len; i++)
+    close(c->fdq[i]);
+  c->fdq_len = 0;
+}

@@ -1,0 +1,429 @@
+/* Lock and RLock: robust, process-shared mutexes.
+ *
+ * Design notes.  Both are glibc PTHREAD_PROCESS_SHARED + PTHREAD_MUTEX_ROBUST
+ * mutexes.  A robust mutex is on its owner thread's kernel robust list; when
+ * that thread or its process dies, the kernel marks the futex word
+ * OWNER_DIED and wakes one waiter at once, so the next acquirer learns of the
+ * death promptly (not at its deadline).  States of one lock:
+ *
+ *   free --acquire--> held --release--> free
+ *   held --owner dies--> owner-died --acquire: MPROC_EOWNERDEAD--> held*
+ *   held* --consistent--> held --release--> free
+ *   held* --release without consistent--> not-recoverable (every later
+ *         acquire: MPROC_ENOTRECOVERABLE; destroy and re-init to reuse)
+ *
+ * Beside the mutex each lock records its owner (kernel tid, unique across
+ * processes while the thread lives) and its state (ok / owner-died /
+ * not-recoverable), so ownership checks never depend on glibc internals:
+ * relock of a Lock by its owner is MPROC_EBUSY instead of a self-deadlock,
+ * release by a non-owner is MPROC_ENOTOWNER (where Python's Lock would allow
+ * it: robustness needs an owner).  RLock counts its depth itself and holds
+ * the glibc mutex once, so Condition.wait can release it fully and take it
+ * back at the same depth; after an owner died the new owner starts at
+ * depth 1.
+ *
+ * Deadlines: pthread_mutex_clocklock on CLOCK_MONOTONIC, the clock of
+ * mproc_now_ms(), so the absolute deadline is used as is.  A contended
+ * acquire spins a bounded number of rounds (MPROC__SPIN_LIMIT) before it
+ * sleeps on the futex. */
+#include "sync.h"
+
+#include <limits.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <unistd.h>
+
+/* Our side of a robust mutex.  glibc's own not-recoverable handling is not
+ * relied upon: after pthread_mutex_trylock reports ENOTRECOVERABLE, glibc
+ * 2.36 can leave the futex word owned by the caller, so later calls would
+ * see EDEADLK (errorcheck) or silently recurse (recursive).  `state` makes
+ * the lifecycle explicit and is checked before glibc is asked at all. */
+enum { ST_OK = 0, ST_OWNER_DIED = 1, ST_NOTRECOVERABLE = 2 };
+
+struct mproc_lock {
+  struct mproc__sync_hdr hdr;
+  pthread_mutex_t m;
+  /* Written only by the holder, under m: the holding thread's kernel tid
+   * (unique across processes while it lives), 0 when free. */
+  _Atomic pid_t owner;
+  _Atomic uint32_t state; /* ST_* */
+};
+
+struct mproc_rlock {
+  struct mproc__sync_hdr hdr;
+  pthread_mutex_t m;
+  _Atomic pid_t owner;    /* as for mproc_lock */
+  _Atomic uint32_t state; /* ST_* */
+  int depth;              /* recursion depth, written by the holder */
+  /* For the RLock of a Condition (MPROC__RLOCK_IN_COND): wake-ups that
+   * notify deferred until the lock is released, so that the woken waiters
+   * find the lock free instead of colliding with the notifier. */
+  _Atomic uint32_t wake_n;
+};
+
+_Static_assert(sizeof(struct mproc_lock) <= MPROC_LOCK_SIZE, "MPROC_LOCK_SIZE too small");
+_Static_assert(sizeof(struct mproc_rlock) <= MPROC_RLOCK_SIZE, "MPROC_RLOCK_SIZE too small");
+
+/* ---- shared helpers ------------------------------------------------------ */
+
+/* The calling thread's kernel tid, cached per thread: gettid() and getpid()
+ * are system calls, far too slow for every acquire.  A forked child starts
+ * with a copy of the forking thread's cache, so a fork handler clears it. */
+static _Thread_local pid_t cached_tid;
+static pthread_once_t tid_once = PTHREAD_ONCE_INIT;
+
+static void tid_after_fork(void) { cached_tid = 0; }
+static void tid_register(void) { pthread_atfork(NULL, NULL, tid_after_fork); }
+
+pid_t mproc__gettid(void) {
+  if (MPROC__UNLIKELY(cached_tid == 0)) {
+    pthread_once(&tid_once, tid_register);
+    cached_tid = gettid();
+  }
+  return cached_tid;
+}
+
+int mproc__sync_check_storage(const void *storage, size_t size, size_t need, uint32_t magic) {
+  if (storage == NULL || ((uintptr_t)storage & 7u) != 0 || size < need)
+    return MPROC_EINVAL;
+  /* Re-initialising a live object would corrupt every process using it. */
+  if (mproc__sync_ok(storage, magic))
+    return MPROC_EBUSY;
+  return 0;
+}
+
+int mproc__sync_map(size_t size, void **out) { return mproc__map_anon_shared(size, out); }
+
+void mproc__sync_unmap(void *p, size_t size) { munmap(p, size); }
+
+int mproc__rmutex_init(pthread_mutex_t *m, bool recursive) {
+  pthread_mutexattr_t a;
+  int r = pthread_mutexattr_init(&a);
+  if (r != 0)
+    return -r;
+  r = pthread_mutexattr_setpshared(&a, PTHREAD_PROCESS_SHARED);
+  if (r == 0)
+    r = pthread_mutexattr_setrobust(&a, PTHREAD_MUTEX_ROBUST);
+  if (r == 0)
+    r = pthread_mutexattr_settype(&a,
+                                  recursive ? PTHREAD_MUTEX_RECURSIVE : PTHREAD_MUTEX_ERRORCHECK);
+  if (r == 0)
+    r = pthread_mutex_init(m, &a);
+  pthread_mutexattr_destroy(&a);
+  return -r;
+}
+
+/* Bounded spinning before sleeping.  A holder on another CPU usually
+ * releases within a few hundred cycles; catching the lock then avoids both
+ * the sleep and, more importantly, the FUTEX_WAITERS bit that would make
+ * every later unlock a futex_wake system call.  The spin only reads the lock
+ * word (glibc's public __data.__lock field) and gives up after
+ * MPROC__SPIN_LIMIT rounds: with more processes than CPUs the holder may not
+ * be running at all, and then sleeping is the only right thing. */
+#define MPROC__SPIN_LIMIT 200
+
+static inline void cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  __asm__ __volatile__("yield");
+#endif
+}
+
+static int spin_trylock(pthread_mutex_t *m) {
+  int r = pthread_mutex_trylock(m);
+  for (int i = 0; r == EBUSY && i < MPROC__SPIN_LIMIT; i++) {
+    cpu_relax();
+    if (__atomic_load_n(&m->__data.__lock, __ATOMIC_RELAXED) == 0)
+      r = pthread_mutex_trylock(m);
+  }
+  return r;
+}
+
+int mproc__rmutex_lock(pthread_mutex_t *m, int64_t deadline_ms) {
+  int r;
+  if (deadline_ms < 0) {
+    r = spin_trylock(m);
+    if (r == EBUSY)
+      r = pthread_mutex_lock(m);
+  } else {
+    r = mproc_timeout_until(deadline_ms) > 0 ? spin_trylock(m) : pthread_mutex_trylock(m);
+    if (r == EBUSY && mproc_timeout_until(deadline_ms) > 0) {
+      struct timespec ts = {.tv_sec = deadline_ms / 1000,
+                            .tv_nsec = (long)(deadline_ms % 1000) * 1000000};
+      r = pthread_mutex_clocklock(m, CLOCK_MONOTONIC, &ts);
+    } else if (r == EBUSY) {
+      r = ETIMEDOUT;
+    }
+  }
+  switch (r) {
+  case 0:
+    return 0;
+  case ETIMEDOUT:
+    return MPROC_ETIMEDOUT;
+  case EOWNERDEAD:
+    return MPROC_EOWNERDEAD;
+  case ENOTRECOVERABLE:
+    return MPROC_ENOTRECOVERABLE;
+  case EDEADLK:
+    return MPROC_EBUSY;
+  case EBUSY: /* trylock on an errorcheck mutex the caller holds */
+    return MPROC_EBUSY;
+  default:
+    return -r;
+  }
+}
+
+int mproc__rmutex_unlock(pthread_mutex_t *m) {
+  int r = pthread_mutex_unlock(m);
+  return r == 0 ? 0 : r == EPERM ? MPROC_ENOTOWNER : -r;
+}
+
+/* ---- Lock ------------------------------------------------------------------ */
+
+static int lock_setup(void *storage, uint32_t flags, mproc_lock **out) {
+  struct mproc_lock *l = storage;
+  memset(l, 0, sizeof *l);
+  int r = mproc__rmutex_init(&l->m, false);
+  if (r != 0)
+    return r;
+  l->hdr.flags = flags;
+  atomic_store_explicit(&l->hdr.magic, MPROC__MAGIC_LOCK, memory_order_release);
+  *out = l;
+  return 0;
+}
+
+MPROC_EXTERN int mproc_lock_init(void *storage, size_t size, mproc_lock **out) {
+  if (out == NULL)
+    return MPROC_EINVAL;
+  int r = mproc__sync_check_storage(storage, size, MPROC_LOCK_SIZE, MPROC__MAGIC_LOCK);
+  return r != 0 ? r : lock_setup(storage, 0, out);
+}
+
+MPROC_EXTERN int mproc_lock_new(mproc_lock **out) {
+  if (out == NULL)
+    return MPROC_EINVAL;
+  void *p;
+  int r = mproc__sync_map(MPROC_LOCK_SIZE, &p);
+  if (r != 0)
+    return r;
+  r = lock_setup(p, MPROC__SYNC_ALLOCATED, out);
+  if (r != 0)
+    mproc__sync_unmap(p, MPROC_LOCK_SIZE);
+  return r;
+}
+
+static int lock_teardown(mproc_lock *l, bool allocated) {
+  if (!mproc__sync_ok(l, MPROC__MAGIC_LOCK) ||
+      ((l->hdr.flags & MPROC__SYNC_ALLOCATED) != 0) != allocated)
+    return MPROC_EINVAL;
+  /* A held lock may not be destroyed (its holder would be left with freed
+   * memory); a lock left by a dead owner can be. */
+  int r = pthread_mutex_trylock(&l->m);
+  if (r == EBUSY || r == EDEADLK)
+    return MPROC_EBUSY;
+  if (r == 0 || r == EOWNERDEAD) {
+    if (r == EOWNERDEAD)
+      pthread_mutex_consistent(&l->m);
+    pthread_mutex_unlock(&l->m);
+  }
+  atomic_store_explicit(&l->hdr.magic, 0, memory_order_release);
+  pthread_mutex_destroy(&l->m);
+  if (allocated)
+    mproc__sync_unmap(l, MPROC_LOCK_SIZE);
+  return 0;
+}
+
+MPROC_EXTERN int mproc_lock_destroy(mproc_lock *l) { return lock_teardown(l, false); }
+MPROC_EXTERN int mproc_lock_free(mproc_lock *l) { return lock_teardown(l, true); }
+
+/* Common to Lock and RLock: the result of locking m, with our state. */
+static int took(pthread_mutex_t *m, _Atomic pid_t *owner, _Atomic uint32_t *state, int r) {
+  if (r == MPROC_EOWNERDEAD) {
+    atomic_store_explicit(state, ST_OWNER_DIED, memory_order_relaxed);
+  } else if (r == MPROC_ENOTRECOVERABLE) {
+    atomic_store_explicit(state, ST_NOTRECOVERABLE, memory_order_relaxed);
+    return r;
+  } else if (r != 0) {
+    return r;
+  }
+  if (atomic_load_explicit(state, memory_order_relaxed) == ST_NOTRECOVERABLE) {
+    /* Made unrecoverable while we were being handed the mutex. */
+    pthread_mutex_unlock(m);
+    return MPROC_ENOTRECOVERABLE;
+  }
+  atomic_store_explicit(owner, mproc__gettid(), memory_order_relaxed);
+  return r;
+}
+
+/* Release by the owner; an owner-died state not marked consistent becomes
+ * not-recoverable (glibc does the same to the mutex and wakes its waiters). */
+static int give(pthread_mutex_t *m, _Atomic pid_t *owner, _Atomic uint32_t *state) {
+  if (atomic_load_explicit(state, memory_order_relaxed) == ST_OWNER_DIED)
+    atomic_store_explicit(state, ST_NOTRECOVERABLE, memory_order_relaxed);
+  atomic_store_explicit(owner, 0, memory_order_relaxed);
+  return mproc__rmutex_unlock(m);
+}
+
+static int mark_consistent(pthread_mutex_t *m, _Atomic pid_t *owner, _Atomic uint32_t *state) {
+  if (atomic_load_explicit(owner, memory_order_relaxed) != mproc__gettid() ||
+      atomic_load_explicit(state, memory_order_relaxed) != ST_OWNER_DIED)
+    return MPROC_ESTATE;
+  if (pthread_mutex_consistent(m) != 0)
+    return MPROC_ESTATE;
+  atomic_store_explicit(state, ST_OK, memory_order_relaxed);
+  return 0;
+}
+
+MPROC_EXTERN int mproc_lock_acquire(mproc_lock *l, int64_t timeout_ms) {
+  if (!mproc__sync_ok(l, MPROC__MAGIC_LOCK) || mproc__check_timeout(timeout_ms) != 0)
+    return MPROC_EINVAL;
+  if (atomic_load_explicit(&l->state, memory_order_relaxed) == ST_NOTRECOVERABLE)
+    return MPROC_ENOTRECOVERABLE;
+  if (atomic_load_explicit(&l->owner, memory_order_relaxed) == mproc__gettid())
+    return MPROC_EBUSY; /* not recursive: this would deadlock */
+  return took(&l->m, &l->owner, &l->state, mproc__rmutex_lock(&l->m, mproc__deadline(timeout_ms)));
+}
+
+MPROC_EXTERN int mproc_lock_release(mproc_lock *l) {
+  if (!mproc__sync_ok(l, MPROC__MAGIC_LOCK))
+    return MPROC_EINVAL;
+  if (atomic_load_explicit(&l->owner, memory_order_relaxed) != mproc__gettid())
+    return MPROC_ENOTOWNER;
+  return give(&l->m, &l->owner, &l->state);
+}
+
+MPROC_EXTERN int mproc_lock_consistent(mproc_lock *l) {
+  if (!mproc__sync_ok(l, MPROC__MAGIC_LOCK))
+    return MPROC_EINVAL;
+  return mark_consistent(&l->m, &l->owner, &l->state);
+}
+
+/* ---- RLock ------------------------------------------------------------------ */
+
+static int rlock_setup(void *storage, uint32_t flags, mproc_rlock **out) {
+  struct mproc_rlock *l = storage;
+  memset(l, 0, sizeof *l);
+  int r = mproc__rmutex_init(&l->m, true);
+  if (r != 0)
+    return r;
+  l->hdr.flags = flags;
+  atomic_store_explicit(&l->hdr.magic, MPROC__MAGIC_RLOCK, memory_order_release);
+  *out = l;
+  return 0;
+}
+
+MPROC_EXTERN int mproc_rlock_init(void *storage, size_t size, mproc_rlock **out) {
+  if (out == NULL)
+    return MPROC_EINVAL;
+  int r = mproc__sync_check_storage(storage, size, MPROC_RLOCK_SIZE, MPROC__MAGIC_RLOCK);
+  return r != 0 ? r : rlock_setup(storage, 0, out);
+}
+
+MPROC_EXTERN int mproc_rlock_new(mproc_rlock **out) {
+  if (out == NULL)
+    return MPROC_EINVAL;
+  void *p;
+  int r = mproc__sync_map(MPROC_RLOCK_SIZE, &p);
+  if (r != 0)
+    return r;
+  r = rlock_setup(p, MPROC__SYNC_ALLOCATED, out);
+  if (r != 0)
+    mproc__sync_unmap(p, MPROC_RLOCK_SIZE);
+  return r;
+}
+
+static int rlock_teardown(mproc_rlock *l, bool allocated) {
+  if (!mproc__sync_ok(l, MPROC__MAGIC_RLOCK) ||
+      ((l->hdr.flags & MPROC__SYNC_ALLOCATED) != 0) != allocated)
+    return MPROC_EINVAL;
+  if (atomic_load_explicit(&l->owner, memory_order_relaxed) == mproc__gettid())
+    return MPROC_EBUSY; /* held by the caller itself */
+  int r = pthread_mutex_trylock(&l->m);
+  if (r == EBUSY)
+    return MPROC_EBUSY;
+  if (r == 0 || r == EOWNERDEAD) {
+    if (r == EOWNERDEAD)
+      pthread_mutex_consistent(&l->m);
+    pthread_mutex_unlock(&l->m);
+  }
+  atomic_store_explicit(&l->hdr.magic, 0, memory_order_release);
+  pthread_mutex_destroy(&l->m);
+  if (allocated)
+    mproc__sync_unmap(l, MPROC_RLOCK_SIZE);
+  return 0;
+}
+
+MPROC_EXTERN int mproc_rlock_destroy(mproc_rlock *l) { return rlock_teardown(l, false); }
+MPROC_EXTERN int mproc_rlock_free(mproc_rlock *l) { return rlock_teardown(l, true); }
+
+MPROC_EXTERN int mproc_rlock_acquire(mproc_rlock *l, int64_t timeout_ms) {
+  if (!mproc__sync_ok(l, MPROC__MAGIC_RLOCK) || mproc__check_timeout(timeout_ms) != 0)
+    return MPROC_EINVAL;
+  if (atomic_load_explicit(&l->owner, memory_order_relaxed) == mproc__gettid() && l->depth > 0) {
+    l->depth++; /* ours already: no need to ask glibc */
+    return 0;
+  }
+  return mproc__rlock_reacquire(l, 1, mproc__deadline(timeout_ms));
+}
+
+/* Final release of an RLock, then the wake-ups a Condition deferred. */
+static int rlock_give(mproc_rlock *l) {
+  uint32_t n = 0;
+  if (l->hdr.flags & MPROC__RLOCK_IN_COND)
+    n = atomic_exchange_explicit(&l->wake_n, 0, memory_order_relaxed);
+  int r = give(&l->m, &l->owner, &l->state);
+  if (n > 0)
+    mproc__cond_wake(l, n > INT_MAX ? INT_MAX : (int)n);
+  return r;
+}
+
+void mproc__rlock_defer_wake(mproc_rlock *l, int n) {
+  uint32_t cur = atomic_load_explicit(&l->wake_n, memory_order_relaxed);
+  uint32_t want = (uint64_t)cur + (uint64_t)n > INT_MAX ? INT_MAX : cur + (uint32_t)n;
+  atomic_store_explicit(&l->wake_n, want, memory_order_relaxed); /* holder only */
+}
+
+void mproc__rlock_mark_cond(mproc_rlock *l) { l->hdr.flags |= MPROC__RLOCK_IN_COND; }
+
+MPROC_EXTERN int mproc_rlock_release(mproc_rlock *l) {
+  if (!mproc__sync_ok(l, MPROC__MAGIC_RLOCK))
+    return MPROC_EINVAL;
+  if (atomic_load_explicit(&l->owner, memory_order_relaxed) != mproc__gettid() || l->depth <= 0)
+    return MPROC_ENOTOWNER;
+  if (--l->depth > 0)
+    return 0;
+  return rlock_give(l);
+}
+
+MPROC_EXTERN int mproc_rlock_consistent(mproc_rlock *l) {
+  if (!mproc__sync_ok(l, MPROC__MAGIC_RLOCK))
+    return MPROC_EINVAL;
+  return mark_consistent(&l->m, &l->owner, &l->state);
+}
+
+MPROC_EXTERN int mproc_rlock_depth(const mproc_rlock *l) {
+  if (!mproc__sync_ok(l, MPROC__MAGIC_RLOCK))
+    return MPROC_EINVAL;
+  return atomic_load_explicit(&l->owner, memory_order_relaxed) == mproc__gettid() ? l->depth : 0;
+}
+
+/* The glibc mutex is only ever held once by us (depth is ours), so a full
+ * release is one unlock. */
+int mproc__rlock_release_all(mproc_rlock *l, int *depth) {
+  if (atomic_load_explicit(&l->owner, memory_order_relaxed) != mproc__gettid() || l->depth <= 0)
+    return MPROC_ENOTOWNER;
+  *depth = l->depth;
+  l->depth = 0;
+  return rlock_give(l);
+}
+
+int mproc__rlock_reacquire(mproc_rlock *l, int depth, int64_t deadline_ms) {
+  if (atomic_load_explicit(&l->state, memory_order_relaxed) == ST_NOTRECOVERABLE)
+    return MPROC_ENOTRECOVERABLE;
+  int r = took(&l->m, &l->owner, &l->state, mproc__rmutex_lock(&l->m, deadline_ms));
+  if (r == 0 || r == MPROC_EOWNERDEAD)
+    l->depth = depth; /* the caller's depth; a dead owner's does not carry over */
+  return r;
+}

@@ -1,0 +1,481 @@
+/* Process objects: Python's multiprocessing.Process on top of mproc__spawn.
+ *
+ * Design notes.  State machine of one object:
+ *
+ *   NEW --start--> RUNNING --reap--> DONE
+ *    ^  (failed start: stays NEW)      |
+ *    +--------------- free <-----------+  (free is valid in every state)
+ *
+ * "reap" is one waitid(P_PIDFD) that collected the exit status.  It happens
+ * in join, is_alive, exitcode, active_children, start (Python's _cleanup) and
+ * free, possibly from several threads: every reap attempt runs under
+ * `reg_lock`, which also guards the `state`/`exitcode` fields, so a child is
+ * reaped exactly once.  Waiting is done *outside* the lock by polling the
+ * pidfd, which becomes readable when the child exits; then the reap is
+ * retried under the lock.
+ *
+ * The registry is a list of started objects, kept until free.  It serves
+ * active_children() and the atexit handler, which stops running children
+ * the way free() does.  Each object records `creator` (getpid() at creation):
+ * a forked child inherits a copy of the parent's list and objects, but they
+ * are not its children, so every call that acts on a child first checks
+ * creator == getpid(), and the atexit handler skips foreign objects.
+ *
+ * Fork-safety: another parent thread may hold reg_lock at the moment of any
+ * fork (ours or the program's own fork()), and that thread does not exist in
+ * the child, so a pthread_atfork child handler re-initializes the lock.  (No
+ * prepare handler takes the lock: a fork from a signal handler that
+ * interrupted a registry operation would then deadlock.)
+ *
+ * Stopping a running child (free, exit): a non-daemon is first given
+ * exit_wait_ms to finish; then SIGTERM, grace_ms, SIGKILL, and a bounded
+ * wait for the reap.  All children stopped together share the phases, so
+ * the total wait at exit is bounded by the longest budget, not the sum. */
+#include "process.h"
+
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define DEFAULT_EXIT_WAIT_MS 10000
+#define DEFAULT_GRACE_MS 1000
+/* After SIGKILL a process normally dies at once; this only bounds pathological
+ * cases (uninterruptible sleep) so that free() can never hang. */
+#define KILL_REAP_MS 10000
+
+enum state { ST_NEW, ST_RUNNING, ST_DONE };
+
+#define IDENT_MAX 48
+
+struct mproc_process {
+  mproc_process_fn fn;   /* the child's function */
+  void *arg;             /* copy of the argument bytes, after the struct; NULL if len 0 */
+  size_t len;            /* their size */
+  char *name;            /* copy of the name, after the argument bytes */
+  unsigned flags;        /* MPROC_PROCESS_* */
+  int64_t exit_wait_ms;  /* resolved: -1 or > 0 */
+  int64_t grace_ms;      /* resolved: > 0 */
+  pid_t creator;         /* getpid() of the process that created the object */
+  char ident[IDENT_MAX]; /* Python's _identity, as "2:1" (default names) */
+  pid_t pid;             /* child pid, 0 while NEW */
+  int pidfd;             /* child pidfd (registered), -1 while NEW */
+  enum state state;      /* guarded by reg_lock once started */
+  int exitcode;          /* valid in ST_DONE; guarded by reg_lock */
+  int reap_err;          /* ST_DONE without a status: why (see reap) */
+  struct mproc_process *prev, *next; /* registry links, guarded by reg_lock */
+};
+
+static pthread_mutex_t reg_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct mproc_process *reg_head; /* started objects, until free */
+static atomic_uint name_seq;           /* objects created by this process */
+static pthread_once_t handlers_once = PTHREAD_ONCE_INIT;
+
+/* Set in a child by child_entry(): Python's parent_process()/current_process().
+ * Zero-initialized, next to reg_lock, so that the child's writes dirty as few
+ * copy-on-write pages as possible. */
+static pid_t parent_pid;
+static const char *current_name; /* NULL: "MainProcess" */
+/* Python's _identity of this process: "" in the main process, "2" in the
+ * second child it started, "2:1" in that child's first child... */
+static char current_ident[IDENT_MAX];
+
+static void reg_insert_locked(struct mproc_process *p) {
+  p->prev = NULL;
+  p->next = reg_head;
+  if (reg_head != NULL)
+    reg_head->prev = p;
+  reg_head = p;
+}
+
+static void reg_remove_locked(struct mproc_process *p) {
+  if (p->prev != NULL)
+    p->prev->next = p->next;
+  else if (reg_head == p)
+    reg_head = p->next;
+  if (p->next != NULL)
+    p->next->prev = p->prev;
+  p->prev = p->next = NULL;
+}
+
+static bool mine(const struct mproc_process *p) { return p->creator == getpid(); }
+
+/* One non-blocking reap attempt; reg_lock held.  Returns true once DONE.
+ * A single waitid(WNOHANG): this runs on every join, so it stays one system
+ * call (mproc__reap would add a poll). */
+static bool try_reap_locked(struct mproc_process *p) {
+  if (p->state != ST_RUNNING)
+    return p->state == ST_DONE;
+  siginfo_t si;
+  si.si_pid = 0;
+  int r;
+  do
+    r = waitid(P_PIDFD, (id_t)p->pidfd, &si, WEXITED | WNOHANG);
+  while (r < 0 && errno == EINTR);
+  if (r == 0 && si.si_pid != 0) {
+    p->exitcode = si.si_code == CLD_EXITED ? si.si_status : -si.si_status;
+    p->state = ST_DONE;
+  } else if (r < 0) {
+    /* ECHILD: the program reaped the child behind our back (SIGCHLD set to
+     * SIG_IGN, or its own waitpid(-1)).  The child is gone but its status is
+     * lost; treating it as running would make join spin on a pidfd that
+     * stays readable. */
+    p->reap_err = mproc__neg_errno();
+    p->state = ST_DONE;
+  }
+  return p->state == ST_DONE;
+}
+
+static bool try_reap(struct mproc_process *p) {
+  pthread_mutex_lock(&reg_lock);
+  bool done = try_reap_locked(p);
+  pthread_mutex_unlock(&reg_lock);
+  return done;
+}
+
+static bool is_done(struct mproc_process *p) {
+  pthread_mutex_lock(&reg_lock);
+  bool done = p->state == ST_DONE;
+  pthread_mutex_unlock(&reg_lock);
+  return done;
+}
+
+/* Waits until p is reaped or the absolute deadline passes.  The pidfd is
+ * polled before each reap attempt: a child just started has rarely exited
+ * yet, and poll returns at once for one that has. */
+static int wait_done(struct mproc_process *p, int64_t deadline) {
+  if (is_done(p))
+    return 0;
+  for (;;) {
+    int r = mproc__poll1(p->pidfd, POLLIN, deadline);
+    if (try_reap(p))
+      return 0;
+    if (r < 0)
+      return r;
+  }
+}
+
+/* ---- stopping running children (free, exit) ---------------------------- */
+
+static void signal_all(struct mproc_process **v, size_t n, int sig) {
+  for (size_t i = 0; i < n; i++)
+    if (!try_reap(v[i]))
+      mproc__pidfd_kill(v[i]->pidfd, sig);
+}
+
+/* start + ms without overflow (ms >= 0; -1 stays "forever"). */
+static int64_t deadline_from(int64_t start, int64_t ms) {
+  if (ms < 0)
+    return -1;
+  return ms > INT64_MAX - start ? INT64_MAX : start + ms;
+}
+
+static void stop_children(struct mproc_process **v, size_t n) {
+  /* Phase 1: non-daemons may finish on their own (Python joins them). */
+  int64_t start = mproc_now_ms();
+  for (size_t i = 0; i < n; i++)
+    if (!(v[i]->flags & MPROC_PROCESS_DAEMON))
+      wait_done(v[i], deadline_from(start, v[i]->exit_wait_ms));
+  /* Phase 2: SIGTERM to every survivor at once, then each one's grace. */
+  signal_all(v, n, SIGTERM);
+  start = mproc_now_ms();
+  for (size_t i = 0; i < n; i++)
+    wait_done(v[i], deadline_from(start, v[i]->grace_ms));
+  /* Phase 3: SIGKILL; the reap is bounded only against pathological cases. */
+  signal_all(v, n, SIGKILL);
+  int64_t d = mproc__deadline(KILL_REAP_MS);
+  for (size_t i = 0; i < n; i++)
+    wait_done(v[i], d);
+}
+
+static void at_exit(void) {
+  pid_t self = getpid();
+  pthread_mutex_lock(&reg_lock);
+  size_t n = 0;
+  for (struct mproc_process *q = reg_head; q != NULL; q = q->next)
+    if (q->creator == self && q->state == ST_RUNNING)
+      n++;
+  struct mproc_process **v = n > 0 ? malloc(n * sizeof *v) : NULL;
+  size_t k = 0;
+  if (v != NULL)
+    for (struct mproc_process *q = reg_head; q != NULL && k < n; q = q->next)
+      if (q->creator == self && q->state == ST_RUNNING)
+        v[k++] = q;
+  pthread_mutex_unlock(&reg_lock);
+  if (n > 0 && v == NULL) {
+    /* No memory at exit: still never leave children behind, one by one. */
+    for (;;) {
+      struct mproc_process *one = NULL;
+      pthread_mutex_lock(&reg_lock);
+      for (struct mproc_process *q = reg_head; q != NULL && one == NULL; q = q->next)
+        if (q->creator == self && q->state == ST_RUNNING)
+          one = q;
+      pthread_mutex_unlock(&reg_lock);
+      if (one == NULL)
+        return;
+      stop_children(&one, 1);
+      if (!try_reap(one))
+        return; /* unkillable: give up rather than loop forever */
+    }
+  }
+  stop_children(v, k);
+  free(v);
+}
+
+static void reinit_lock_in_child(void) {
+  pthread_mutex_t fresh = PTHREAD_MUTEX_INITIALIZER;
+  memcpy(&reg_lock, &fresh, sizeof fresh);
+}
+
+/* Best effort: without the atexit handler, running children would still die
+ * by their parent-death signal when the program exits. */
+static void register_handlers(void) {
+  atexit(at_exit);
+  pthread_atfork(NULL, NULL, reinit_lock_in_child);
+}
+
+/* ---- the child side ------------------------------------------------------ */
+
+static int child_entry(void *arg) {
+  struct mproc_process *p = arg;
+  parent_pid = p->creator;
+  current_name = p->name;
+  /* As Python's _bootstrap: the child's own objects count from 1 again and
+   * are named after its identity ("Process-2:1"). */
+  memcpy(current_ident, p->ident, sizeof current_ident);
+  atomic_store(&name_seq, 0);
+  int code = p->fn(p->arg, p->len);
+  /* exit() would flush stdio; _exit() does not.  The function's output must
+   * not be lost, and the parent's atexit handlers must not run here. */
+  fflush(NULL);
+  return code;
+}
+
+/* ---- public API --------------------------------------------------------- */
+
+MPROC_EXTERN int mproc_process_new(mproc_process **out, mproc_process_fn fn, const void *arg,
+                                   size_t len, const mproc_process_options *opts) {
+  static const mproc_process_options defaults = {0};
+  pthread_once(&handlers_once, register_handlers);
+  if (opts == NULL)
+    opts = &defaults;
+  if (out == NULL || fn == NULL || (arg == NULL && len > 0) ||
+      (opts->flags & ~(unsigned)MPROC_PROCESS_DAEMON) || opts->exit_wait_ms < -1 ||
+      opts->grace_ms < 0)
+    return MPROC_EINVAL;
+  /* One allocation holds the object, the argument bytes (aligned for any
+   * type, as malloc's would be) and the name: one malloc per process keeps
+   * start+join cheap, and a failed create has only that to undo. */
+  char ident[IDENT_MAX], defname[IDENT_MAX + 16];
+  unsigned seq = atomic_fetch_add(&name_seq, 1) + 1;
+  int n = -1;
+  if (current_ident[0] != '\0')
+    n = snprintf(ident, sizeof ident, "%s:%u", current_ident, seq);
+  if (n < 0 || (size_t)n >= sizeof ident) /* main process, or nested too deep */
+    snprintf(ident, sizeof ident, "%u", seq);
+  const char *name = opts->name;
+  if (name == NULL) {
+    snprintf(defname, sizeof defname, "Process-%s", ident);
+    name = defname;
+  }
+  size_t name_len = strlen(name);
+  const size_t align = _Alignof(max_align_t);
+  size_t head = (sizeof(struct mproc_process) + align - 1) / align * align;
+  if (len > SIZE_MAX - head - name_len - 1)
+    return MPROC_ENOMEM;
+  struct mproc_process *p = malloc(head + len + name_len + 1);
+  if (p == NULL)
+    return MPROC_ENOMEM;
+  memset(p, 0, sizeof *p);
+  memcpy(p->ident, ident, sizeof ident);
+  char *mem = (char *)p + head;
+  if (len > 0) {
+    p->arg = mem;
+    memcpy(p->arg, arg, len);
+  }
+  p->name = mem + len;
+  memcpy(p->name, name, name_len + 1);
+  p->fn = fn;
+  p->len = len;
+  p->flags = opts->flags;
+  p->exit_wait_ms = opts->exit_wait_ms == 0 ? DEFAULT_EXIT_WAIT_MS : opts->exit_wait_ms;
+  p->grace_ms = opts->grace_ms == 0 ? DEFAULT_GRACE_MS : opts->grace_ms;
+  p->creator = getpid();
+  p->pidfd = -1;
+  p->state = ST_NEW;
+  *out = p;
+  return 0;
+}
+
+MPROC_EXTERN int mproc_process_start(mproc_process *p) {
+  if (p == NULL)
+    return MPROC_EINVAL;
+  pid_t self = getpid();
+  if (p->creator != self)
+    return MPROC_ESTATE;
+  pthread_mutex_lock(&reg_lock);
+  enum state st = p->state;
+  if (st == ST_NEW) /* Python's _cleanup(): reap finished children */
+    for (struct mproc_process *q = reg_head; q != NULL; q = q->next)
+      if (q->creator == self)
+        try_reap_locked(q);
+  pthread_mutex_unlock(&reg_lock);
+  if (st != ST_NEW)
+    return MPROC_ESTATE;
+
+  struct mproc__spawn_opts so = {.fn = child_entry, .arg = p};
+  pid_t pid;
+  int pidfd;
+  int r = mproc__spawn(&so, &pid, &pidfd);
+  if (r < 0)
+    return r;
+  pthread_mutex_lock(&reg_lock);
+  p->pid = pid;
+  p->pidfd = pidfd;
+  p->state = ST_RUNNING;
+  reg_insert_locked(p);
+  pthread_mutex_unlock(&reg_lock);
+  return 0;
+}
+
+/* Common checks of calls that act on a started child of ours. */
+static int check_started(struct mproc_process *p) {
+  if (p == NULL)
+    return MPROC_EINVAL;
+  if (!mine(p))
+    return MPROC_ESTATE;
+  pthread_mutex_lock(&reg_lock);
+  enum state st = p->state;
+  pthread_mutex_unlock(&reg_lock);
+  return st == ST_NEW ? MPROC_ESTATE : 0;
+}
+
+MPROC_EXTERN int mproc_process_join(mproc_process *p, int64_t timeout_ms) {
+  int r = mproc__check_timeout(timeout_ms);
+  if (r == 0)
+    r = check_started(p);
+  if (r < 0)
+    return r;
+  return wait_done(p, mproc__deadline(timeout_ms));
+}
+
+MPROC_EXTERN int mproc_process_is_alive(mproc_process *p) {
+  if (p == NULL)
+    return MPROC_EINVAL;
+  if (!mine(p))
+    return MPROC_ESTATE;
+  pthread_mutex_lock(&reg_lock);
+  int alive = p->state == ST_RUNNING && !try_reap_locked(p);
+  pthread_mutex_unlock(&reg_lock);
+  return alive;
+}
+
+MPROC_EXTERN int mproc_process_pid(const mproc_process *p) {
+  if (p == NULL)
+    return MPROC_EINVAL;
+  /* pid is written once, before the object is published as started. */
+  return p->pid > 0 ? (int)p->pid : MPROC_ESTATE;
+}
+
+MPROC_EXTERN const char *mproc_process_name(const mproc_process *p) {
+  return p == NULL ? NULL : p->name;
+}
+
+MPROC_EXTERN int mproc_process_exitcode(mproc_process *p, int *code) {
+  if (p == NULL || code == NULL)
+    return MPROC_EINVAL;
+  pthread_mutex_lock(&reg_lock);
+  int r = MPROC_ESTATE;
+  if (p->state == ST_DONE || (p->state == ST_RUNNING && mine(p) && try_reap_locked(p))) {
+    r = p->reap_err;
+    if (r == 0)
+      *code = p->exitcode;
+  }
+  pthread_mutex_unlock(&reg_lock);
+  return r;
+}
+
+static int send_signal(mproc_process *p, unsigned flags, int sig) {
+  if (flags & ~(unsigned)MPROC_SIGNAL_TREE)
+    return MPROC_EINVAL;
+  int r = check_started(p);
+  if (r < 0)
+    return r;
+  /* Holding the lock keeps the child unreaped while its tree is walked by
+   * pid; a single signal goes through the pidfd and needs no such care. */
+  pthread_mutex_lock(&reg_lock);
+  if (p->state == ST_RUNNING) {
+    r = (flags & MPROC_SIGNAL_TREE) ? mproc__signal_tree(p->pidfd, p->pid, sig)
+                                    : mproc__pidfd_kill(p->pidfd, sig);
+    if (r == -ESRCH)
+      r = 0; /* exited meanwhile: like Python, nothing to do */
+  }
+  pthread_mutex_unlock(&reg_lock);
+  return r;
+}
+
+MPROC_EXTERN int mproc_process_terminate(mproc_process *p, unsigned flags) {
+  return send_signal(p, flags, SIGTERM);
+}
+
+MPROC_EXTERN int mproc_process_kill(mproc_process *p, unsigned flags) {
+  return send_signal(p, flags, SIGKILL);
+}
+
+MPROC_EXTERN int mproc_process_sentinel(const mproc_process *p) {
+  if (p == NULL)
+    return MPROC_EINVAL;
+  return p->pidfd >= 0 ? p->pidfd : MPROC_ESTATE;
+}
+
+MPROC_EXTERN void mproc_process_free(mproc_process *p) {
+  if (p == NULL)
+    return;
+  bool own = mine(p);
+  if (own) {
+    pthread_mutex_lock(&reg_lock);
+    bool running = p->state == ST_RUNNING && !try_reap_locked(p);
+    pthread_mutex_unlock(&reg_lock);
+    if (running)
+      stop_children(&p, 1);
+  }
+  /* A forked copy of the program holds a copy of the object, possibly linked
+   * in its copy of the registry: unlink it in every case. */
+  pthread_mutex_lock(&reg_lock);
+  if (p->state != ST_NEW)
+    reg_remove_locked(p);
+  pthread_mutex_unlock(&reg_lock);
+  /* In a forked copy the pidfd number was closed by the fork core and may now
+   * name another file: only the creator closes it. */
+  if (own)
+    mproc__close(p->pidfd);
+  free(p); /* with the argument bytes and the name */
+}
+
+MPROC_EXTERN int mproc_active_children(mproc_process **out, size_t cap) {
+  if (out == NULL && cap > 0)
+    return MPROC_EINVAL;
+  pid_t self = getpid();
+  size_t n = 0;
+  pthread_mutex_lock(&reg_lock);
+  for (struct mproc_process *q = reg_head; q != NULL; q = q->next) {
+    if (q->creator != self || try_reap_locked(q))
+      continue;
+    if (n < cap)
+      out[n] = q;
+    n++;
+  }
+  pthread_mutex_unlock(&reg_lock);
+  return n > (size_t)INT32_MAX ? INT32_MAX : (int)n;
+}
+
+MPROC_EXTERN int mproc_parent_pid(void) { return parent_pid > 0 ? (int)parent_pid : MPROC_ESTATE; }
+
+MPROC_EXTERN const char *mproc_current_process_name(void) {
+  return current_name != NULL ? current_name : "MainProcess";
+}

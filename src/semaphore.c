@@ -1,0 +1,155 @@
+/* Semaphore and BoundedSemaphore: a futex counter.
+ *
+ * Design notes.  `value` is the count and the futex word.  acquire takes a
+ * unit with a compare-exchange when value > 0; otherwise it registers in
+ * `waiters` and sleeps while value == 0.  release adds a unit (refusing above
+ * the bound for a bounded semaphore) and wakes one sleeper if any registered.
+ *
+ *   value > 0: acquire --CAS value-1--> done
+ *   value == 0: acquire --waiters+1--> sleep(value==0) --> re-check
+ *   release: value+1 --waiters > 0?--> wake 1
+ *
+ * Deaths.  A process that dies holding units keeps them, as with Python (a
+ * semaphore has no owner).  A waiter that dies while asleep leaves `waiters`
+ * one too high: releases then make a needless wake syscall, nothing else.
+ * The one window that could lose a wake-up is a waiter killed after the
+ * kernel woke it for a release and before it took the unit: the unit stays
+ * in `value` but the other sleepers were not woken.  Sleepers therefore
+ * re-check every MPROC__SEM_RECHECK_MS, so in that case the unit reaches a
+ * live waiter within that bound; no wake-up is ever lost for good.
+ *
+ * No spinning: a failed compare-exchange retries only because the value
+ * changed, i.e. another process made progress. */
+#include "futex.h"
+#include "sync.h"
+
+#include <limits.h>
+#include <string.h>
+
+#define MPROC__SEM_RECHECK_MS 100
+
+struct mproc_sem {
+  struct mproc__sync_hdr hdr;
+  _Atomic uint32_t value;   /* units available; the futex word */
+  _Atomic uint32_t waiters; /* processes registered as sleeping (upper bound) */
+  uint32_t bound;           /* MPROC_SEM_BOUNDED: largest allowed value */
+};
+
+_Static_assert(sizeof(struct mproc_sem) <= MPROC_SEM_SIZE, "MPROC_SEM_SIZE too small");
+
+#define SEM_FLAG_BOUNDED 2u
+
+static int sem_setup(void *storage, uint32_t flags, unsigned value,
+                     const struct mproc_sem_options *opts, mproc_sem **out) {
+  struct mproc_sem *s = storage;
+  memset(s, 0, sizeof *s);
+  s->hdr.flags = flags;
+  if (opts != NULL && (opts->flags & MPROC_SEM_BOUNDED)) {
+    s->hdr.flags |= SEM_FLAG_BOUNDED;
+    s->bound = value;
+  }
+  atomic_store_explicit(&s->value, value, memory_order_relaxed);
+  atomic_store_explicit(&s->hdr.magic, MPROC__MAGIC_SEM, memory_order_release);
+  *out = s;
+  return 0;
+}
+
+static int check_args(unsigned value, const struct mproc_sem_options *opts, mproc_sem **out) {
+  if (out == NULL || value > MPROC_SEM_VALUE_MAX)
+    return MPROC_EINVAL;
+  if (opts != NULL && (opts->flags & ~MPROC_SEM_BOUNDED) != 0)
+    return MPROC_EINVAL;
+  return 0;
+}
+
+MPROC_EXTERN int mproc_sem_init(void *storage, size_t size, unsigned value,
+                                const struct mproc_sem_options *opts, mproc_sem **out) {
+  int r = check_args(value, opts, out);
+  if (r == 0)
+    r = mproc__sync_check_storage(storage, size, MPROC_SEM_SIZE, MPROC__MAGIC_SEM);
+  return r != 0 ? r : sem_setup(storage, 0, value, opts, out);
+}
+
+MPROC_EXTERN int mproc_sem_new(unsigned value, const struct mproc_sem_options *opts,
+                               mproc_sem **out) {
+  int r = check_args(value, opts, out);
+  void *p;
+  if (r == 0)
+    r = mproc__sync_map(MPROC_SEM_SIZE, &p);
+  return r != 0 ? r : sem_setup(p, MPROC__SYNC_ALLOCATED, value, opts, out);
+}
+
+static int sem_teardown(mproc_sem *s, bool allocated) {
+  if (!mproc__sync_ok(s, MPROC__MAGIC_SEM) ||
+      ((s->hdr.flags & MPROC__SYNC_ALLOCATED) != 0) != allocated)
+    return MPROC_EINVAL;
+  atomic_store_explicit(&s->hdr.magic, 0, memory_order_release);
+  if (allocated)
+    mproc__sync_unmap(s, MPROC_SEM_SIZE);
+  return 0;
+}
+
+MPROC_EXTERN int mproc_sem_destroy(mproc_sem *s) { return sem_teardown(s, false); }
+MPROC_EXTERN int mproc_sem_free(mproc_sem *s) { return sem_teardown(s, true); }
+
+static bool try_take(mproc_sem *s) {
+  uint32_t v = atomic_load_explicit(&s->value, memory_order_seq_cst);
+  while (v > 0)
+    if (atomic_compare_exchange_weak_explicit(&s->value, &v, v - 1, memory_order_acquire,
+                                              memory_order_relaxed))
+      return true;
+  return false;
+}
+
+MPROC_EXTERN int mproc_sem_acquire(mproc_sem *s, int64_t timeout_ms) {
+  if (!mproc__sync_ok(s, MPROC__MAGIC_SEM) || mproc__check_timeout(timeout_ms) != 0)
+    return MPROC_EINVAL;
+  if (try_take(s))
+    return 0;
+  int64_t deadline = mproc__deadline(timeout_ms);
+  int r = 0;
+  atomic_fetch_add_explicit(&s->waiters, 1, memory_order_seq_cst);
+  for (;;) {
+    if (try_take(s)) {
+      r = 0;
+      break;
+    }
+    int64_t now = mproc_now_ms();
+    if (deadline >= 0 && now >= deadline) {
+      r = MPROC_ETIMEDOUT;
+      break;
+    }
+    int64_t slice = now + MPROC__SEM_RECHECK_MS;
+    if (deadline >= 0 && deadline < slice)
+      slice = deadline;
+    r = mproc__futex_wait(&s->value, 0, slice, true);
+    if (r != 0 && r != MPROC_ETIMEDOUT)
+      break;
+  }
+  atomic_fetch_sub_explicit(&s->waiters, 1, memory_order_relaxed);
+  return r;
+}
+
+MPROC_EXTERN int mproc_sem_release(mproc_sem *s) {
+  if (!mproc__sync_ok(s, MPROC__MAGIC_SEM))
+    return MPROC_EINVAL;
+  uint32_t max = (s->hdr.flags & SEM_FLAG_BOUNDED) ? s->bound : MPROC_SEM_VALUE_MAX;
+  uint32_t v = atomic_load_explicit(&s->value, memory_order_relaxed);
+  do {
+    if (v >= max)
+      return (s->hdr.flags & SEM_FLAG_BOUNDED) ? MPROC_EOVERRELEASE : MPROC_EOVERFLOW;
+  } while (!atomic_compare_exchange_weak_explicit(&s->value, &v, v + 1, memory_order_seq_cst,
+                                                  memory_order_relaxed));
+  /* seq_cst on both sides (waiters+1 before the value check in acquire, value+1
+   * before this load) guarantees a sleeper is either seen here or sees the
+   * new value before it sleeps. */
+  if (atomic_load_explicit(&s->waiters, memory_order_seq_cst) > 0)
+    mproc__futex_wake(&s->value, 1, true);
+  return 0;
+}
+
+MPROC_EXTERN int mproc_sem_value(const mproc_sem *s) {
+  if (!mproc__sync_ok(s, MPROC__MAGIC_SEM))
+    return MPROC_EINVAL;
+  return (int)atomic_load_explicit(&s->value, memory_order_relaxed);
+}

@@ -1,0 +1,440 @@
+/* Shared memory blocks: anonymous (memfd) and named (/dev/shm).
+ *
+ * Design notes.  Anonymous blocks are a memfd mapped MAP_SHARED: the kernel
+ * frees them with the last fd and mapping, nothing can leak.
+ *
+ * Named blocks carry the lifetime rule "the name disappears when the last
+ * user closes it or dies, and never while a live process has it attached".
+ * It is built on flock(2), whose locks belong to an open file description and
+ * are dropped by the kernel when the last fd of it closes, including at
+ * death:
+ *
+ *   - every attached process holds LOCK_SH on its own fd for as long as it is
+ *     attached;
+ *   - closing tries LOCK_EX|LOCK_NB: success proves no one else holds
+ *     LOCK_SH, so the closer is the last user and unlinks the name;
+ *   - for the case where the last user dies instead, each named block has a
+ *     keeper process, double-forked (no one's zombie), in its own session,
+ *     with no parent-death signal and every other fd closed, blocked in
+ *     flock(LOCK_EX) on its own open file description.  It gets the lock
+ *     only when no process is attached any more, unlinks the name if it still
+ *     refers to this object, and exits;
+ *   - an attacher that finds LOCK_EX held (a closer or the keeper removing
+ *     the name) or the object already unlinked (st_nlink == 0) gets -ENOENT.
+ *
+ * A pending LOCK_EX does not block new LOCK_SH requests on Linux, so the
+ * waiting keeper never delays attachers (tests/test-shm.c checks this).
+ *
+ * Creation must be exclusive and must never expose a half-initialised
+ * object: the creator builds the object unnamed (O_TMPFILE in /dev/shm), sizes
+ * it, writes the header, takes LOCK_SH, starts the keeper, and only then
+ * gives it its name with linkat(2), which fails with EEXIST if the name is
+ * taken: a pre-existing or squatted name is never reused.  A creator dying at
+ * any point leaves nothing: before linkat the object has no name; after it,
+ * the keeper is already waiting.
+ *
+ * The first page of a named object is a header (magic, version, user size):
+ * attach rejects objects not made this way (MPROC_ECORRUPT), or owned by
+ * another user (-EACCES).  The user's bytes start on the second page. */
+#include "internal.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define SHM_DIR "/dev/shm"
+#define SHM_HDR 4096
+#define SHM_MAGIC 0x4d48532d434f5250ull /* "PROC-SHM" */
+#define SHM_VERSION 1u
+
+struct shm_header {
+  uint64_t magic;
+  uint32_t version;
+  uint32_t hdrsize; /* offset of the user's bytes */
+  uint64_t size;    /* user's bytes */
+  int32_t creator;  /* pid of the creating process (informational) */
+};
+
+struct mproc_shm {
+  int fd;         /* O_CLOEXEC, registered; holds LOCK_SH for named blocks */
+  void *map;      /* whole mapping (header page first for named blocks) */
+  size_t mapsize; /* bytes mapped */
+  size_t size;    /* user's bytes */
+  char *name;     /* "/name" for named blocks, NULL for anonymous ones */
+  bool named;     /* named block (name may be unlinked by now) */
+  dev_t dev;      /* identity of the object, to unlink only our own name */
+  ino_t ino;
+};
+
+static int check_name(const char *name) {
+  size_t n = name != NULL ? strnlen(name, MPROC_SHM_NAME_MAX + 1) : 0;
+  if (n < 2 || n > MPROC_SHM_NAME_MAX || name[0] != '/' || strchr(name + 1, '/') != NULL)
+    return MPROC_EINVAL;
+  if (strcmp(name, "/.") == 0 || strcmp(name, "/..") == 0)
+    return MPROC_EINVAL;
+  return 0;
+}
+
+static void path_of(char *buf, size_t len, const char *name) {
+  snprintf(buf, len, "%s%s", SHM_DIR, name);
+}
+
+/* Whether `path` names the object (dev, ino). */
+static bool path_is(const char *path, dev_t dev, ino_t ino) {
+  struct stat st;
+  return stat(path, &st) == 0 && st.st_dev == dev && st.st_ino == ino;
+}
+
+static int map_fd(int fd, size_t mapsize, void **out) {
+  void *p = mmap(NULL, mapsize, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  if (p == MAP_FAILED)
+    return mproc__neg_errno();
+  *out = p;
+  return 0;
+}
+
+static int new_handle(int fd, void *map, size_t mapsize, size_t off, const char *name,
+                      mproc_shm **out) {
+  struct mproc_shm *s = calloc(1, sizeof *s);
+  if (s == NULL)
+    return MPROC_ENOMEM;
+  if (name != NULL && (s->name = strdup(name)) == NULL) {
+    free(s);
+    return MPROC_ENOMEM;
+  }
+  struct stat st;
+  if (fstat(fd, &st) == 0) {
+    s->dev = st.st_dev;
+    s->ino = st.st_ino;
+  }
+  s->fd = fd;
+  s->map = map;
+  s->mapsize = mapsize;
+  s->size = mapsize - off;
+  s->named = name != NULL;
+  *out = s;
+  return 0;
+}
+
+/* Whether a mapping of `mapsize` bytes starts with a valid named-block
+ * header. */
+static bool header_ok(const void *map, size_t mapsize) {
+  const struct shm_header *h = map;
+  return mapsize > SHM_HDR && __atomic_load_n(&h->magic, __ATOMIC_ACQUIRE) == SHM_MAGIC &&
+         h->version == SHM_VERSION && h->hdrsize == SHM_HDR && h->size == mapsize - SHM_HDR;
+}
+
+/* ---- anonymous blocks ---------------------------------------------------- */
+
+MPROC_EXTERN int mproc_shm_new(size_t size, mproc_shm **out) {
+  if (out == NULL || size == 0 || size > (size_t)INT64_MAX)
+    return MPROC_EINVAL;
+  int fd;
+  int r = mproc__memfd_create("mproc-shm", size, &fd);
+  if (r != 0)
+    return r;
+  void *p;
+  if ((r = map_fd(fd, size, &p)) == 0 && (r = new_handle(fd, p, size, 0, NULL, out)) != 0)
+    munmap(p, size);
+  if (r != 0)
+    mproc__close(fd);
+  return r;
+}
+
+MPROC_EXTERN int mproc_shm_from_fd(int fd, mproc_shm **out) {
+  struct stat st;
+  if (out == NULL || fd < 0)
+    return MPROC_EINVAL;
+  if (fstat(fd, &st) != 0)
+    return mproc__neg_errno();
+  if (!S_ISREG(st.st_mode) || st.st_size <= 0)
+    return MPROC_EINVAL;
+  int mine = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+  if (mine < 0)
+    return mproc__neg_errno();
+  mproc__fd_register(mine);
+  size_t size = (size_t)st.st_size;
+  void *p;
+  int r = map_fd(mine, size, &p);
+  if (r == 0) {
+    /* The fd of a named block: its bytes start after the header.  The
+     * duplicate shares the sender's open file description, and so its lock:
+     * the name stays while this process keeps the block. */
+    size_t off = header_ok(p, size) ? SHM_HDR : 0;
+    if ((r = new_handle(mine, p, size, off, NULL, out)) != 0)
+      munmap(p, size);
+  }
+  if (r != 0)
+    mproc__close(mine);
+  return r;
+}
+
+/* ---- the keeper ------------------------------------------------------------ */
+
+struct keeper_arg {
+  int fd;                             /* the keeper's own open file description */
+  char path[MPROC_SHM_NAME_MAX + 16]; /* /dev/shm/<name> */
+};
+
+static uintptr_t parse_hex(const char **p) {
+  uintptr_t v = 0;
+  for (;; (*p)++) {
+    char c = **p;
+    if (c >= '0' && c <= '9')
+      v = v * 16 + (uintptr_t)(c - '0');
+    else if (c >= 'a' && c <= 'f')
+      v = v * 16 + (uintptr_t)(c - 'a' + 10);
+    else
+      return v;
+  }
+}
+
+/* The keeper inherited every mapping of the process that created the block.
+ * A shared mapping of a file keeps that file's open file description alive,
+ * and with it the flock that description holds: the keeper would keep every
+ * named block of its creator "attached", its own included.  So it unmaps
+ * every shared mapping.  (Private memory is left alone: the keeper still
+ * calls into libc, whose state, like the dynamic linker's, lives in anonymous
+ * private mappings.  It shares those pages copy-on-write with its creator;
+ * docs/shm.md states the cost.)  /proc/self/maps is parsed with plain system
+ * calls (a forked child of a possibly multi-threaded process may not use
+ * stdio or malloc).  Unmapping while reading can make the kernel skip lines,
+ * hence the passes until one finds nothing to unmap. */
+static void release_inherited(void) {
+  for (int pass = 0; pass < 16; pass++) {
+    int fd = open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+      return;
+    char buf[8192];
+    size_t have = 0;
+    bool found = false;
+    for (;;) {
+      ssize_t n = read(fd, buf + have, sizeof buf - have);
+      if (n <= 0)
+        break;
+      have += (size_t)n;
+      char *line = buf, *nl;
+      while ((nl = memchr(line, '\n', (size_t)(buf + have - line))) != NULL) {
+        const char *q = line;
+        uintptr_t start = parse_hex(&q);
+        uintptr_t end = *q == '-' ? (q++, parse_hex(&q)) : 0;
+        /* "start-end rwsp ...": the fourth permission character. */
+        if (*q == ' ' && q + 4 < nl && q[4] == 's' && end > start) {
+          munmap((void *)start, end - start);
+          found = true;
+        }
+        line = nl + 1;
+      }
+      have = (size_t)(buf + have - line);
+      memmove(buf, line, have);
+      if (have == sizeof buf)
+        have = 0; /* an absurdly long line: drop it */
+    }
+    close(fd);
+    if (!found)
+      return;
+  }
+}
+
+/* Runs in the double-forked keeper: async-signal-safe calls only. */
+static _Noreturn void keeper_main(const struct keeper_arg *arg) {
+  struct keeper_arg k = *arg; /* on this stack, which release_inherited keeps */
+  setsid();                   /* leave the creator's session and process group */
+  release_inherited();
+  if (k.fd > 0)
+    close_range(0, (unsigned)k.fd - 1, 0);
+  close_range((unsigned)k.fd + 1, ~0u, 0);
+  while (flock(k.fd, LOCK_EX) != 0) {
+    if (errno != EINTR)
+      _exit(1);
+  }
+  struct stat st;
+  if (fstat(k.fd, &st) == 0 && st.st_nlink > 0 && path_is(k.path, st.st_dev, st.st_ino))
+    unlink(k.path);
+  _exit(0);
+}
+
+/* The intermediate child: forks the keeper and exits at once, so the keeper
+ * is reparented and never becomes a zombie of the user's process. */
+static int keeper_launch(void *arg) {
+  pid_t pid = fork();
+  if (pid == 0)
+    keeper_main(arg);
+  return pid > 0 ? 0 : 1;
+}
+
+static int start_keeper(int fd, const char *name) {
+  struct keeper_arg k;
+  path_of(k.path, sizeof k.path, name);
+  char self[64];
+  snprintf(self, sizeof self, "/proc/self/fd/%d", fd);
+  /* Reopening gives the keeper a lock of its own (flock locks are per open
+   * file description: an inherited fd would share the creator's). */
+  k.fd = open(self, O_RDONLY | O_CLOEXEC);
+  if (k.fd < 0)
+    return mproc__neg_errno();
+  mproc__fd_register(k.fd);
+  struct mproc__spawn_opts o = {.fn = keeper_launch, .arg = &k, .keep_fds = &k.fd, .nkeep = 1};
+  pid_t pid;
+  int pidfd, code = -1;
+  int r = mproc__spawn(&o, &pid, &pidfd);
+  if (r == 0) {
+    /* The intermediate only forks and exits. */
+    r = mproc__reap(pidfd, &code, mproc__deadline(30000));
+    if (r == MPROC_ETIMEDOUT) {
+      mproc__pidfd_kill(pidfd, SIGKILL);
+      mproc__reap(pidfd, &code, -1);
+    }
+    mproc__close(pidfd);
+    if (r == 0 && code != 0)
+      r = MPROC_ECHILDFAILED;
+  }
+  mproc__close(k.fd);
+  return r;
+}
+
+/* ---- named blocks -------------------------------------------------------- */
+
+MPROC_EXTERN int mproc_shm_create(const char *name, size_t size, mproc_shm **out) {
+  char made[MPROC_SHM_NAME_MAX + 1];
+  if (out == NULL || size == 0 || size > (size_t)INT64_MAX - SHM_HDR)
+    return MPROC_EINVAL;
+  if (name == NULL) {
+    int r = mproc__shm_make_name(made, sizeof made, "shm");
+    if (r != 0)
+      return r;
+    name = made;
+  }
+  if (check_name(name) != 0)
+    return MPROC_EINVAL;
+
+  int fd = open(SHM_DIR, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+  if (fd < 0)
+    return mproc__neg_errno();
+  mproc__fd_register(fd);
+  size_t mapsize = SHM_HDR + size;
+  void *p = NULL;
+  int r = 0;
+  if (fchmod(fd, 0600) != 0 || ftruncate(fd, (off_t)mapsize) != 0)
+    r = mproc__neg_errno();
+  if (r == 0)
+    r = map_fd(fd, mapsize, &p);
+  if (r == 0) {
+    struct shm_header *h = p;
+    h->version = SHM_VERSION;
+    h->hdrsize = SHM_HDR;
+    h->size = size;
+    h->creator = (int32_t)getpid();
+    __atomic_store_n(&h->magic, SHM_MAGIC, __ATOMIC_RELEASE);
+    if (flock(fd, LOCK_SH) != 0)
+      r = mproc__neg_errno();
+  }
+  if (r == 0)
+    r = start_keeper(fd, name);
+  if (r == 0) {
+    char self[64], path[MPROC_SHM_NAME_MAX + 16];
+    snprintf(self, sizeof self, "/proc/self/fd/%d", fd);
+    path_of(path, sizeof path, name);
+    if (linkat(AT_FDCWD, self, AT_FDCWD, path, AT_SYMLINK_FOLLOW) != 0)
+      r = mproc__neg_errno();
+  }
+  if (r == 0)
+    r = new_handle(fd, p, mapsize, SHM_HDR, name, out);
+  if (r != 0) {
+    /* A keeper that was started gets its lock once fd closes, finds the
+     * object unnamed and exits.  (If new_handle failed after the link, the
+     * keeper removes the name.) */
+    if (p != NULL)
+      munmap(p, mapsize);
+    mproc__close(fd);
+  }
+  return r;
+}
+
+MPROC_EXTERN int mproc_shm_attach(const char *name, mproc_shm **out) {
+  if (out == NULL || check_name(name) != 0)
+    return MPROC_EINVAL;
+  int fd = shm_open(name, O_RDWR, 0); /* O_NOFOLLOW | O_CLOEXEC added by glibc */
+  if (fd < 0)
+    return errno == ELOOP ? MPROC_ECORRUPT : mproc__neg_errno();
+  mproc__fd_register(fd);
+  struct stat st;
+  int r = 0;
+  void *p = NULL;
+  size_t mapsize = 0;
+  if (fstat(fd, &st) != 0)
+    r = mproc__neg_errno();
+  else if (!S_ISREG(st.st_mode))
+    r = MPROC_ECORRUPT;
+  else if (st.st_uid != geteuid())
+    r = MPROC_EACCES;
+  else if (flock(fd, LOCK_SH | LOCK_NB) != 0)
+    r = errno == EWOULDBLOCK ? MPROC_ENOENT : mproc__neg_errno(); /* being removed */
+  else if (fstat(fd, &st) != 0)
+    r = mproc__neg_errno();
+  else if (st.st_nlink == 0)
+    r = MPROC_ENOENT; /* removed between our open and our lock */
+  else if (st.st_size <= SHM_HDR)
+    r = MPROC_ECORRUPT;
+  if (r == 0) {
+    mapsize = (size_t)st.st_size;
+    r = map_fd(fd, mapsize, &p);
+  }
+  if (r == 0 && !header_ok(p, mapsize))
+    r = MPROC_ECORRUPT;
+  if (r == 0)
+    r = new_handle(fd, p, mapsize, SHM_HDR, name, out);
+  if (r != 0) {
+    if (p != NULL)
+      munmap(p, mapsize);
+    mproc__close(fd);
+  }
+  return r;
+}
+
+/* ---- accessors, unlink, close ------------------------------------------------ */
+
+MPROC_EXTERN void *mproc_shm_addr(const mproc_shm *s) {
+  return s != NULL ? (char *)s->map + (s->mapsize - s->size) : NULL;
+}
+
+MPROC_EXTERN size_t mproc_shm_size(const mproc_shm *s) { return s != NULL ? s->size : 0; }
+
+MPROC_EXTERN const char *mproc_shm_name(const mproc_shm *s) { return s != NULL ? s->name : NULL; }
+
+MPROC_EXTERN int mproc_shm_fd(const mproc_shm *s) { return s != NULL ? s->fd : -1; }
+
+MPROC_EXTERN int mproc_shm_unlink(mproc_shm *s) {
+  if (s == NULL || !s->named)
+    return MPROC_EINVAL;
+  char path[MPROC_SHM_NAME_MAX + 16];
+  path_of(path, sizeof path, s->name);
+  if (!path_is(path, s->dev, s->ino))
+    return MPROC_ENOENT;
+  if (unlink(path) != 0)
+    return mproc__neg_errno();
+  return 0;
+}
+
+MPROC_EXTERN int mproc_shm_close(mproc_shm *s) {
+  if (s == NULL)
+    return MPROC_EINVAL;
+  munmap(s->map, s->mapsize);
+  if (s->named && flock(s->fd, LOCK_EX | LOCK_NB) == 0) {
+    /* No one else holds LOCK_SH: we are the last user. */
+    char path[MPROC_SHM_NAME_MAX + 16];
+    path_of(path, sizeof path, s->name);
+    if (path_is(path, s->dev, s->ino))
+      unlink(path);
+  }
+  int r = mproc__close(s->fd);
+  free(s->name);
+  free(s);
+  return r;
+}

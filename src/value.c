@@ -1,0 +1,301 @@
+/* Value and Array: typed elements in an anonymous shared mapping.
+ *
+ * Design notes.  One mapping per object, laid out as
+ *
+ *   [0, 64)    header: magic, flags, type, element size, count
+ *   [64, 128)  the RLock (absent for a raw value: MPROC_VALUE_RAW)
+ *   [128, ...) the elements, 16-byte aligned, so every scalar element is
+ *              naturally aligned and can be used with atomics
+ *
+ * The handle is the mapping's address: a child forked after mproc_value_new
+ * finds the same object at the same address.  Python's Value/Array default
+ * to an RLock, as here.  The atomic helpers act on one element with the GCC
+ * __atomic builtins (lock-free for 1/2/4/8-byte integers on every Linux
+ * target we build for) and do not take the lock: mixing them with locked
+ * read-modify-write sequences on the same element is the caller's choice. */
+#include "sync.h"
+
+#include <string.h>
+
+#define MPROC__MAGIC_VALUE 0x554c4156u /* "VALU" */
+#define VALUE_HDR 64
+#define VALUE_DATA 128
+
+struct mproc_value {
+  struct mproc__sync_hdr hdr;
+  uint32_t type;    /* mproc_type */
+  uint32_t raw;     /* 1: no lock */
+  uint64_t count;   /* elements */
+  uint64_t elsize;  /* bytes per element */
+  uint64_t mapsize; /* bytes mapped, for munmap */
+};
+
+_Static_assert(sizeof(struct mproc_value) <= VALUE_HDR, "value header too big");
+_Static_assert(VALUE_HDR + MPROC_RLOCK_SIZE <= VALUE_DATA, "value lock does not fit");
+
+static size_t type_size(mproc_type t) {
+  switch (t) {
+  case MPROC_TYPE_INT8:
+  case MPROC_TYPE_UINT8:
+  case MPROC_TYPE_CHAR:
+    return 1;
+  case MPROC_TYPE_INT16:
+  case MPROC_TYPE_UINT16:
+    return 2;
+  case MPROC_TYPE_INT32:
+  case MPROC_TYPE_UINT32:
+  case MPROC_TYPE_FLOAT:
+    return 4;
+  case MPROC_TYPE_INT64:
+  case MPROC_TYPE_UINT64:
+  case MPROC_TYPE_DOUBLE:
+    return 8;
+  case MPROC_TYPE_SIZE:
+    return sizeof(size_t);
+  default:
+    return 0;
+  }
+}
+
+static char *data_of(const mproc_value *v) { return (char *)v + VALUE_DATA; }
+static mproc_rlock *lock_of(const mproc_value *v) {
+  return (mproc_rlock *)(void *)((char *)v + VALUE_HDR);
+}
+
+static bool value_ok(const mproc_value *v) { return mproc__sync_ok(v, MPROC__MAGIC_VALUE); }
+
+MPROC_EXTERN int mproc_array_new(mproc_type type, size_t count, const void *init,
+                                 const struct mproc_value_options *opts, mproc_value **out) {
+  if (out == NULL || count == 0)
+    return MPROC_EINVAL;
+  if (opts != NULL && (opts->flags & ~MPROC_VALUE_RAW) != 0)
+    return MPROC_EINVAL;
+  size_t elsize;
+  if (type == MPROC_TYPE_BYTES) {
+    elsize = opts != NULL ? opts->elem_size : 0;
+    if (elsize == 0)
+      return MPROC_EINVAL;
+  } else {
+    elsize = type_size(type);
+    if (elsize == 0 || (opts != NULL && opts->elem_size != 0 && opts->elem_size != elsize))
+      return MPROC_EINVAL;
+  }
+  if (count > (SIZE_MAX - VALUE_DATA) / elsize)
+    return MPROC_EOVERFLOW;
+  size_t mapsize = VALUE_DATA + count * elsize;
+  void *p;
+  int r = mproc__sync_map(mapsize, &p);
+  if (r != 0)
+    return r;
+  struct mproc_value *v = p;
+  v->type = (uint32_t)type;
+  v->raw = opts != NULL && (opts->flags & MPROC_VALUE_RAW) ? 1 : 0;
+  v->count = count;
+  v->elsize = elsize;
+  v->mapsize = mapsize;
+  v->hdr.flags = MPROC__SYNC_ALLOCATED;
+  if (!v->raw) {
+    mproc_rlock *l;
+    r = mproc_rlock_init((char *)p + VALUE_HDR, MPROC_RLOCK_SIZE, &l);
+    if (r != 0) {
+      mproc__sync_unmap(p, mapsize);
+      return r;
+    }
+  }
+  if (init != NULL)
+    memcpy(data_of(v), init, count * elsize); /* a fresh mapping is zeroed otherwise */
+  atomic_store_explicit(&v->hdr.magic, MPROC__MAGIC_VALUE, memory_order_release);
+  *out = v;
+  return 0;
+}
+
+MPROC_EXTERN int mproc_value_new(mproc_type type, const void *init,
+                                 const struct mproc_value_options *opts, mproc_value **out) {
+  return mproc_array_new(type, 1, init, opts, out);
+}
+
+MPROC_EXTERN int mproc_value_free(mproc_value *v) {
+  if (!value_ok(v))
+    return MPROC_EINVAL;
+  if (!v->raw) {
+    int r = mproc_rlock_destroy(lock_of(v));
+    if (r != 0)
+      return r; /* MPROC_EBUSY: the caller holds the lock */
+  }
+  atomic_store_explicit(&v->hdr.magic, 0, memory_order_release);
+  mproc__sync_unmap(v, v->mapsize);
+  return 0;
+}
+
+MPROC_EXTERN void *mproc_value_ptr(const mproc_value *v) { return value_ok(v) ? data_of(v) : NULL; }
+
+MPROC_EXTERN size_t mproc_value_count(const mproc_value *v) { return value_ok(v) ? v->count : 0; }
+
+MPROC_EXTERN size_t mproc_value_elem_size(const mproc_value *v) {
+  return value_ok(v) ? v->elsize : 0;
+}
+
+MPROC_EXTERN int mproc_value_get_lock(const mproc_value *v, mproc_rlock **lock) {
+  if (!value_ok(v) || lock == NULL)
+    return MPROC_EINVAL;
+  if (v->raw)
+    return MPROC_ESTATE;
+  *lock = lock_of(v);
+  return 0;
+}
+
+static int range_ok(const mproc_value *v, size_t index, size_t n) {
+  return index <= v->count && n <= v->count - index ? 0 : MPROC_ERANGE;
+}
+
+/* Copy under the lock.  A lock inherited from a dead holder is reported but
+ * repaired at once: the copy is whole, the caller decides what the data is
+ * worth. */
+static int locked_copy(mproc_value *v, void *dst, const void *src, size_t len, int64_t timeout_ms) {
+  int r = 0;
+  if (!v->raw) {
+    r = mproc_rlock_acquire(lock_of(v), timeout_ms);
+    if (r != 0 && r != MPROC_EOWNERDEAD)
+      return r;
+    if (r == MPROC_EOWNERDEAD)
+      mproc_rlock_consistent(lock_of(v));
+  }
+  memcpy(dst, src, len);
+  if (!v->raw)
+    mproc_rlock_release(lock_of(v));
+  return r;
+}
+
+MPROC_EXTERN int mproc_value_get(mproc_value *v, size_t index, size_t n, void *out,
+                                 int64_t timeout_ms) {
+  if (!value_ok(v) || (out == NULL && n > 0) || mproc__check_timeout(timeout_ms) != 0)
+    return MPROC_EINVAL;
+  int r = range_ok(v, index, n);
+  if (r != 0 || n == 0)
+    return r;
+  return locked_copy(v, out, data_of(v) + index * v->elsize, n * v->elsize, timeout_ms);
+}
+
+MPROC_EXTERN int mproc_value_set(mproc_value *v, size_t index, size_t n, const void *in,
+                                 int64_t timeout_ms) {
+  if (!value_ok(v) || (in == NULL && n > 0) || mproc__check_timeout(timeout_ms) != 0)
+    return MPROC_EINVAL;
+  int r = range_ok(v, index, n);
+  if (r != 0 || n == 0)
+    return r;
+  return locked_copy(v, data_of(v) + index * v->elsize, in, n * v->elsize, timeout_ms);
+}
+
+static bool is_integer(uint32_t t) {
+  return t != MPROC_TYPE_FLOAT && t != MPROC_TYPE_DOUBLE && t != MPROC_TYPE_BYTES;
+}
+
+static bool is_signed(uint32_t t) {
+  return t == MPROC_TYPE_INT8 || t == MPROC_TYPE_INT16 || t == MPROC_TYPE_INT32 ||
+         t == MPROC_TYPE_INT64 || (t == MPROC_TYPE_CHAR && (char)-1 < 0);
+}
+
+/* The element's bits widened to int64_t as C converts the element type. */
+static int64_t widen(uint32_t t, size_t size, uint64_t bits) {
+  switch (size) {
+  case 1:
+    return is_signed(t) ? (int64_t)(int8_t)bits : (int64_t)(uint8_t)bits;
+  case 2:
+    return is_signed(t) ? (int64_t)(int16_t)bits : (int64_t)(uint16_t)bits;
+  case 4:
+    return is_signed(t) ? (int64_t)(int32_t)bits : (int64_t)(uint32_t)bits;
+  default:
+    return (int64_t)bits;
+  }
+}
+
+static int int_elem(mproc_value *v, size_t index, void **p) {
+  if (!value_ok(v))
+    return MPROC_EINVAL;
+  if (!is_integer(v->type))
+    return MPROC_ENOTSUP;
+  if (index >= v->count)
+    return MPROC_ERANGE;
+  *p = data_of(v) + index * v->elsize;
+  return 0;
+}
+
+#define MPROC__ATOMIC_SWITCH(size, OP)                                                             \
+  switch (size) {                                                                                  \
+  case 1:                                                                                          \
+    OP(uint8_t);                                                                                   \
+    break;                                                                                         \
+  case 2:                                                                                          \
+    OP(uint16_t);                                                                                  \
+    break;                                                                                         \
+  case 4:                                                                                          \
+    OP(uint32_t);                                                                                  \
+    break;                                                                                         \
+  default:                                                                                         \
+    OP(uint64_t);                                                                                  \
+    break;                                                                                         \
+  }
+
+MPROC_EXTERN int mproc_value_fetch_add(mproc_value *v, size_t index, int64_t delta, int64_t *old) {
+  void *p;
+  int r = int_elem(v, index, &p);
+  if (r != 0)
+    return r;
+  uint64_t prev = 0;
+#define ADD(T) prev = __atomic_fetch_add((T *)p, (T)(uint64_t)delta, __ATOMIC_SEQ_CST)
+  MPROC__ATOMIC_SWITCH(v->elsize, ADD)
+#undef ADD
+  if (old != NULL)
+    *old = widen(v->type, v->elsize, prev);
+  return 0;
+}
+
+MPROC_EXTERN int mproc_value_compare_exchange(mproc_value *v, size_t index, int64_t *expected,
+                                              int64_t desired) {
+  if (expected == NULL)
+    return MPROC_EINVAL;
+  void *p;
+  int r = int_elem(v, index, &p);
+  if (r != 0)
+    return r;
+  bool ok = false;
+  uint64_t cur = 0;
+#define CAS(T)                                                                                     \
+  do {                                                                                             \
+    T e = (T)(uint64_t)*expected;                                                                  \
+    ok = __atomic_compare_exchange_n((T *)p, &e, (T)(uint64_t)desired, false, __ATOMIC_SEQ_CST,    \
+                                     __ATOMIC_SEQ_CST);                                            \
+    cur = e;                                                                                       \
+  } while (0)
+  MPROC__ATOMIC_SWITCH(v->elsize, CAS)
+#undef CAS
+  if (!ok)
+    *expected = widen(v->type, v->elsize, cur);
+  return ok ? 1 : 0;
+}
+
+MPROC_EXTERN int mproc_value_load(mproc_value *v, size_t index, int64_t *out) {
+  if (out == NULL)
+    return MPROC_EINVAL;
+  void *p;
+  int r = int_elem(v, index, &p);
+  if (r != 0)
+    return r;
+  uint64_t bits = 0;
+#define LOAD(T) bits = __atomic_load_n((T *)p, __ATOMIC_SEQ_CST)
+  MPROC__ATOMIC_SWITCH(v->elsize, LOAD)
+#undef LOAD
+  *out = widen(v->type, v->elsize, bits);
+  return 0;
+}
+
+MPROC_EXTERN int mproc_value_store(mproc_value *v, size_t index, int64_t value) {
+  void *p;
+  int r = int_elem(v, index, &p);
+  if (r != 0)
+    return r;
+#define STORE(T) __atomic_store_n((T *)p, (T)(uint64_t)value, __ATOMIC_SEQ_CST)
+  MPROC__ATOMIC_SWITCH(v->elsize, STORE)
+#undef STORE
+  return 0;
+}

@@ -1,0 +1,54 @@
+/* Shared helpers of the synchronization tests: pipes for "I am ready"
+ * handshakes and a count of the process's mappings. */
+#ifndef MPROC_TEST_SYNC_UTIL_H
+#define MPROC_TEST_SYNC_UTIL_H
+
+#include "child.h"
+
+#include <fcntl.h>
+#include <stdio.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+static inline void *anon_new(size_t size) {
+  void *p;
+  mproc_assert_ok(mproc__map_anon_shared(size, &p));
+  return p;
+}
+
+static inline void pipe_new(int p[2]) { ck_assert_int_eq(pipe2(p, O_CLOEXEC), 0); }
+
+static inline void pipe_close(int p[2]) {
+  close(p[0]);
+  close(p[1]);
+}
+
+/* Wait (30 s bound) for one byte. */
+static inline void wait_byte(int fd) {
+  ck_assert_int_gt(mproc__poll1(fd, POLLIN, mproc__deadline(30000)), 0);
+  char b;
+  ck_assert_int_eq(read(fd, &b, 1), 1);
+}
+
+static inline int say_ready(int fd) {
+  char b = 1;
+  return write(fd, &b, 1) == 1 ? 0 : 1;
+}
+
+static inline int count_maps(void) {
+  /* Shared mappings only: every object the library maps is MAP_SHARED,
+   * while sanitizer runtimes grow private mappings of their own. */
+  FILE *f = fopen("/proc/self/maps", "re");
+  ck_assert_ptr_nonnull(f);
+  int n = 0;
+  char line[4096];
+  while (fgets(line, sizeof line, f) != NULL) {
+    char perms[8] = "";
+    if (sscanf(line, "%*s %7s", perms) == 1 && perms[3] == 's')
+      n++;
+  }
+  fclose(f);
+  return n;
+}
+
+#endif /* MPROC_TEST_SYNC_UTIL_H */

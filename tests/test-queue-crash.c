@@ -1,0 +1,357 @@
+/* Queues under process death: producers and consumers that die in the middle
+ * of a message (inside and outside the queue's lock, inline and spilled),
+ * and a stress run killing a producer and a consumer while others work.
+ * Deaths mid-copy are made deterministic by copying from or into memory
+ * whose tail is PROT_NONE: the process faults inside the library's memcpy. */
+#include "harness.h"
+#include "internal.h"
+
+#include <dirent.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#define LONG_MS 60000
+
+struct child {
+  pid_t pid;
+  int pidfd;
+};
+
+static struct child start(mproc__child_fn fn, void *arg) {
+  struct mproc__spawn_opts o = {.fn = fn, .arg = arg};
+  struct child ch;
+  mproc_assert_ok(mproc__spawn(&o, &ch.pid, &ch.pidfd));
+  return ch;
+}
+
+static int finish(struct child ch) {
+  int code = -1000;
+  mproc_assert_ok(mproc__reap(ch.pidfd, &code, mproc__deadline(LONG_MS)));
+  mproc_assert_ok(mproc__close(ch.pidfd));
+  return code;
+}
+
+static uint64_t sum(const unsigned char *p, size_t n) {
+  uint64_t h = 1469598103934665603ull;
+  for (size_t i = 0; i < n; i++)
+    h = (h ^ p[i]) * 1099511628211ull;
+  return h;
+}
+
+/* `valid` bytes of ordinary memory followed by a PROT_NONE page; returns a
+ * pointer `valid` bytes before the guard. */
+static unsigned char *guarded(size_t valid, void **base, size_t *maplen) {
+  size_t ps = (size_t)sysconf(_SC_PAGESIZE);
+  size_t data = (valid + ps - 1) / ps * ps;
+  *maplen = data + ps;
+  unsigned char *p =
+      mmap(NULL, *maplen, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (p == MAP_FAILED)
+    return NULL;
+  mprotect(p + data, ps, PROT_NONE);
+  *base = p;
+  memset(p, 0x5a, data);
+  return p + data - valid;
+}
+
+struct die_arg {
+  mproc_queue *q;
+  size_t len;   /* message length claimed */
+  size_t valid; /* readable/writable bytes before the fault */
+};
+
+/* Puts a message whose source faults after `valid` bytes. */
+static int die_putting(void *arg) {
+  struct die_arg *a = arg;
+  void *base;
+  size_t ml;
+  unsigned char *p = guarded(a->valid, &base, &ml);
+  mproc_queue_put(a->q, p, a->len, LONG_MS);
+  return 99; /* not reached: the copy faults */
+}
+
+/* Gets a message into a buffer that faults after `valid` bytes. */
+static int die_getting(void *arg) {
+  struct die_arg *a = arg;
+  void *base;
+  size_t ml;
+  unsigned char *p = guarded(a->valid, &base, &ml);
+  size_t len;
+  mproc_queue_get(a->q, p, a->len, &len, LONG_MS);
+  return 99;
+}
+
+static int died(int code) { return code < 0 || code == 1; /* 1: a sanitizer's SEGV exit */ }
+
+/* Whether /dev/shm holds an object named by process pid. */
+static int shm_of_pid(pid_t pid) {
+  char pat[32];
+  snprintf(pat, sizeof pat, ".%d.", (int)pid);
+  DIR *d = opendir("/dev/shm");
+  int found = 0;
+  struct dirent *e;
+  while (d != NULL && (e = readdir(d)) != NULL)
+    if (strncmp(e->d_name, "mproc.", 6) == 0 && strstr(e->d_name, pat) != NULL)
+      found = 1;
+  if (d != NULL)
+    closedir(d);
+  return found;
+}
+
+static void put_get_ok(mproc_queue *q, size_t n) {
+  unsigned char *buf = malloc(n), *out = malloc(n);
+  for (size_t i = 0; i < n; i++)
+    buf[i] = (unsigned char)(i * 13);
+  mproc_assert_ok(mproc_queue_put(q, buf, n, LONG_MS));
+  size_t len;
+  mproc_assert_ok(mproc_queue_get(q, out, n, &len, LONG_MS));
+  ck_assert_uint_eq(len, n);
+  ck_assert_int_eq(memcmp(buf, out, n), 0);
+  free(buf);
+  free(out);
+}
+
+/* Producer dies while copying a message in, outside the lock (inline record
+ * reserved) and for an oversized (spilled) one: the record is skipped and
+ * counted as lost, the next message is delivered, the spill object removed. */
+START_TEST(test_producer_dies_mid_copy) {
+  mproc_queue *q;
+  struct mproc_queue_options o = {.capacity = 65536};
+  mproc_assert_ok(mproc_queue_new(&q, &o));
+  size_t cases[][2] = {{20000, 9000}, {200000, 100000}};
+  for (int c = 0; c < 2; c++) {
+    struct die_arg a = {q, cases[c][0], cases[c][1]};
+    struct child ch = start(die_putting, &a);
+    ck_assert(died(finish(ch)));
+    /* The dead producer's record sits at the head; get must skip it. */
+    put_get_ok(q, 3000);
+    struct mproc_queue_stats st;
+    mproc_assert_ok(mproc_queue_stats(q, &st));
+    ck_assert_uint_eq(st.lost, (uint64_t)c + 1);
+    ck_assert_int_eq(shm_of_pid(ch.pid), 0);
+  }
+  ck_assert_int_eq(mproc_queue_qsize(q), 0);
+  mproc_assert_ok(mproc_queue_free(q));
+}
+END_TEST
+
+/* Producer dies while copying a small message inside the lock: the next
+ * locker repairs; nothing was published, nothing is lost or delivered. */
+START_TEST(test_producer_dies_holding_lock) {
+  mproc_queue *q;
+  mproc_assert_ok(mproc_queue_new(&q, NULL));
+  struct die_arg a = {q, 800, 300};
+  struct child ch = start(die_putting, &a);
+  ck_assert(died(finish(ch)));
+  put_get_ok(q, 100);
+  struct mproc_queue_stats st;
+  mproc_assert_ok(mproc_queue_stats(q, &st));
+  ck_assert_uint_eq(st.repairs, 1);
+  ck_assert_uint_eq(st.lost, 0);
+  ck_assert_uint_eq(st.puts, 1);
+  ck_assert_int_eq(mproc_queue_qsize(q), 0);
+  mproc_assert_ok(mproc_queue_free(q));
+}
+END_TEST
+
+/* Consumer dies while copying a message out, outside the lock: the message
+ * is lost (counted), its space is reclaimed, the queue goes on. */
+START_TEST(test_consumer_dies_mid_copy) {
+  mproc_queue *q;
+  struct mproc_queue_options o = {.capacity = 65536};
+  mproc_assert_ok(mproc_queue_new(&q, &o));
+  size_t cases[][2] = {{20000, 9000}, {200000, 100000}};
+  for (int c = 0; c < 2; c++) {
+    unsigned char *big = calloc(1, cases[c][0]);
+    mproc_assert_ok(mproc_queue_put(q, big, cases[c][0], 0));
+    free(big);
+    struct die_arg a = {q, cases[c][0], cases[c][1]};
+    struct child ch = start(die_getting, &a);
+    ck_assert(died(finish(ch)));
+    /* A consumer about to block notices the death (here: on an empty
+     * queue, so it then times out). */
+    unsigned char m[3000] = {0};
+    size_t len;
+    mproc_assert_err(mproc_queue_get(q, m, sizeof m, &len, 300), MPROC_ETIMEDOUT);
+    /* All the ring's space is back: as many messages fit as in a new ring. */
+    int n = 0;
+    while (mproc_queue_put_nowait(q, m, sizeof m) == 0)
+      n++;
+    ck_assert_int_eq(n, 65536 / (3000 + 24));
+    for (int i = 0; i < n; i++)
+      mproc_assert_ok(mproc_queue_get(q, m, sizeof m, &len, 0));
+    struct mproc_queue_stats st;
+    mproc_assert_ok(mproc_queue_stats(q, &st));
+    ck_assert_uint_eq(st.lost, (uint64_t)c + 1);
+    ck_assert_int_eq(shm_of_pid(getpid()), 0); /* the spill object went too */
+  }
+  /* The ring's space came back: fill it completely once more. */
+  for (int i = 0; i < 10; i++)
+    put_get_ok(q, 30000);
+  mproc_assert_ok(mproc_queue_free(q));
+}
+END_TEST
+
+/* Consumer dies copying a small message out inside the lock: the message is
+ * still at the head and goes, intact, to the next consumer. */
+START_TEST(test_consumer_dies_holding_lock) {
+  mproc_queue *q;
+  mproc_assert_ok(mproc_queue_new(&q, NULL));
+  unsigned char msg[700];
+  for (size_t i = 0; i < sizeof msg; i++)
+    msg[i] = (unsigned char)i;
+  mproc_assert_ok(mproc_queue_put(q, msg, sizeof msg, 0));
+  struct die_arg a = {q, sizeof msg, 200};
+  struct child ch = start(die_getting, &a);
+  ck_assert(died(finish(ch)));
+  unsigned char out[700];
+  size_t len;
+  mproc_assert_ok(mproc_queue_get(q, out, sizeof out, &len, LONG_MS));
+  ck_assert_uint_eq(len, sizeof msg);
+  ck_assert_int_eq(memcmp(out, msg, sizeof msg), 0);
+  struct mproc_queue_stats st;
+  mproc_assert_ok(mproc_queue_stats(q, &st));
+  ck_assert_uint_eq(st.repairs, 1);
+  ck_assert_uint_eq(st.lost, 0);
+  mproc_assert_ok(mproc_queue_free(q));
+}
+END_TEST
+
+/* ---- stress: kill a producer and a consumer while others run ----------- */
+
+#define NMSG 400
+
+struct sp_arg {
+  mproc_queue *q;
+  uint32_t id;
+};
+
+static size_t msg_size(uint32_t id, uint32_t seq) {
+  return 32 + ((size_t)seq * 7919 + id * 104729) % 150000; /* some spill */
+}
+
+static int stress_producer(void *arg) {
+  struct sp_arg *a = arg;
+  mproc_queue_detach(a->q, MPROC_QUEUE_CONSUMER);
+  unsigned char *buf = malloc(200000);
+  for (uint32_t s = 0; s < NMSG; s++) {
+    size_t n = msg_size(a->id, s);
+    for (size_t i = 16; i < n; i++)
+      buf[i] = (unsigned char)(i ^ s ^ a->id);
+    uint64_t h = sum(buf + 16, n - 16);
+    memcpy(buf, &a->id, 4);
+    memcpy(buf + 4, &s, 4);
+    memcpy(buf + 8, &h, 8);
+    if (mproc_queue_put(a->q, buf, n, LONG_MS) != 0)
+      return 3;
+  }
+  free(buf);
+  mproc_queue_free(a->q);
+  return 0;
+}
+
+struct sc_arg {
+  mproc_queue *q;
+  mproc_queue *res;
+};
+
+static int stress_consumer(void *arg) {
+  struct sc_arg *a = arg;
+  mproc_queue_detach(a->q, MPROC_QUEUE_PRODUCER);
+  mproc_queue_detach(a->res, MPROC_QUEUE_CONSUMER);
+  for (;;) {
+    void *p;
+    size_t len;
+    int r = mproc_queue_get_alloc(a->q, &p, &len, LONG_MS);
+    if (r == MPROC_ECLOSED)
+      return 0;
+    if (r != 0 || len < 16)
+      return 4;
+    unsigned char *b = p;
+    uint32_t id, s;
+    uint64_t h;
+    memcpy(&id, b, 4);
+    memcpy(&s, b + 4, 4);
+    memcpy(&h, b + 8, 8);
+    int ok = len == msg_size(id, s) && h == sum(b + 16, len - 16);
+    free(p);
+    if (!ok)
+      return 5; /* a corrupt or partial message was delivered */
+    uint32_t rec[2] = {id, s};
+    if (mproc_queue_put(a->res, rec, sizeof rec, LONG_MS) != 0)
+      return 6;
+  }
+}
+
+START_TEST(test_kill_producer_and_consumer_under_load) {
+  mproc_queue *q, *res;
+  struct mproc_queue_options o = {.capacity = 262144};
+  mproc_assert_ok(mproc_queue_new(&q, &o));
+  mproc_assert_ok(mproc_queue_new(&res, NULL));
+  struct sp_arg pa[3] = {{q, 0}, {q, 1}, {q, 2}};
+  struct sc_arg ca = {q, res};
+  struct child p[3], c[3];
+  for (int i = 0; i < 3; i++)
+    c[i] = start(stress_consumer, &ca);
+  for (int i = 0; i < 3; i++)
+    p[i] = start(stress_producer, &pa[i]);
+  mproc_assert_ok(mproc_queue_detach(q, MPROC_QUEUE_BOTH));
+  mproc_assert_ok(mproc_queue_close(res));
+  static unsigned char seen[3][NMSG];
+  int got = 0;
+  uint32_t rec[2];
+  size_t len;
+  /* Kill producer 0 and consumer 0 once work is well under way. */
+  for (int k = 0; k < 100; k++) {
+    mproc_assert_ok(mproc_queue_get(res, rec, sizeof rec, &len, LONG_MS));
+    ck_assert_int_eq(seen[rec[0]][rec[1]], 0);
+    seen[rec[0]][rec[1]] = 1;
+    got++;
+  }
+  mproc_assert_ok(mproc__pidfd_kill(p[0].pidfd, SIGKILL));
+  mproc_assert_ok(mproc__pidfd_kill(c[0].pidfd, SIGKILL));
+  int r;
+  while ((r = mproc_queue_get(res, rec, sizeof rec, &len, LONG_MS)) == 0) {
+    ck_assert_uint_lt(rec[0], 3);
+    ck_assert_uint_lt(rec[1], NMSG);
+    ck_assert_int_eq(seen[rec[0]][rec[1]], 0);
+    seen[rec[0]][rec[1]] = 1;
+    got++;
+  }
+  mproc_assert_err(r, MPROC_ECLOSED);
+  ck_assert_int_eq(finish(p[0]), -SIGKILL);
+  ck_assert_int_eq(finish(c[0]), -SIGKILL);
+  for (int i = 1; i < 3; i++) {
+    ck_assert_int_eq(finish(p[i]), 0);
+    ck_assert_int_eq(finish(c[i]), 0);
+  }
+  /* Producers 1 and 2 put everything; what a consumer took and never
+   * reported died with consumer 0, and is bounded by what it could hold. */
+  int missing = 0;
+  for (int i = 1; i < 3; i++)
+    for (int s = 0; s < NMSG; s++)
+      missing += !seen[i][s];
+  struct mproc_queue_stats st;
+  mproc_assert_ok(mproc_queue_stats(q, &st));
+  ck_assert_int_le(missing, 2 + (int)st.lost);
+  ck_assert_uint_eq(mproc_queue_qsize(q), 0);
+  ck_assert_int_ge(got, 2 * NMSG - missing);
+  mproc_assert_ok(mproc_queue_free(q));
+  mproc_assert_ok(mproc_queue_free(res));
+}
+END_TEST
+
+int main(void) {
+  Suite *s = suite_create("queue-crash");
+  TCase *tc = mproc_test_tcase(s, "crash", 120);
+  tcase_add_test(tc, test_producer_dies_mid_copy);
+  tcase_add_test(tc, test_producer_dies_holding_lock);
+  tcase_add_test(tc, test_consumer_dies_mid_copy);
+  tcase_add_test(tc, test_consumer_dies_holding_lock);
+  tcase_add_test(tc, test_kill_producer_and_consumer_under_load);
+  return mproc_test_run(s);
+}

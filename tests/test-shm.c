@@ -1,0 +1,431 @@
+/* Shared memory blocks (src/shm.c): anonymous and named, lifetime of names
+ * across closes and deaths, squatted names, sizes above 4 GiB, leaks. */
+#include "child.h"
+
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/inotify.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static int shm_exists(const char *name) {
+  char path[512];
+  snprintf(path, sizeof path, "/dev/shm%s", name);
+  struct stat st;
+  return stat(path, &st) == 0;
+}
+
+static int count_maps(void) {
+  /* Shared mappings only: every object the library maps is MAP_SHARED,
+   * while sanitizer runtimes grow private mappings of their own. */
+  FILE *f = fopen("/proc/self/maps", "re");
+  ck_assert_ptr_nonnull(f);
+  int n = 0;
+  char line[4096];
+  while (fgets(line, sizeof line, f) != NULL) {
+    char perms[8] = "";
+    if (sscanf(line, "%*s %7s", perms) == 1 && perms[3] == 's')
+      n++;
+  }
+  fclose(f);
+  return n;
+}
+
+static int count_dev_shm(void) {
+  char pid[32];
+  snprintf(pid, sizeof pid, "%d", (int)getpid());
+  FILE *p = popen("ls /dev/shm", "re");
+  ck_assert_ptr_nonnull(p);
+  char line[512];
+  int n = 0;
+  while (fgets(line, sizeof line, p) != NULL)
+    n += strstr(line, pid) != NULL;
+  pclose(p);
+  return n;
+}
+
+/* Waits (bounded) until /dev/shm<name> is gone, on inotify events. */
+static int wait_gone(const char *name, int64_t timeout_ms) {
+  int in = inotify_init1(IN_CLOEXEC | IN_NONBLOCK);
+  ck_assert_int_ge(in, 0);
+  ck_assert_int_ge(inotify_add_watch(in, "/dev/shm", IN_DELETE), 0);
+  int64_t deadline = mproc__deadline(timeout_ms);
+  int gone;
+  while (!(gone = !shm_exists(name))) {
+    if (mproc__poll1(in, POLLIN, deadline) == MPROC_ETIMEDOUT)
+      break;
+    char buf[4096];
+    while (read(in, buf, sizeof buf) > 0) {
+    }
+  }
+  close(in);
+  return gone;
+}
+
+START_TEST(test_anon_basics) {
+  mproc_shm *s;
+  mproc_assert_ok(mproc_shm_new(10000, &s));
+  ck_assert_uint_eq(mproc_shm_size(s), 10000);
+  ck_assert_ptr_null(mproc_shm_name(s));
+  unsigned char *p = mproc_shm_addr(s);
+  ck_assert_ptr_nonnull(p);
+  ck_assert_int_eq(((uintptr_t)p) % 4096, 0);
+  for (int i = 0; i < 10000; i++)
+    ck_assert_int_eq(p[i], 0);
+  int fd = mproc_shm_fd(s);
+  ck_assert_int_ge(fd, 0);
+  /* Never visible in /dev/shm. */
+  ck_assert_int_eq(count_dev_shm(), 0);
+  /* Attach a second handle through the fd: same bytes. */
+  mproc_shm *t;
+  mproc_assert_ok(mproc_shm_from_fd(fd, &t));
+  ck_assert_uint_eq(mproc_shm_size(t), 10000);
+  ck_assert_int_ne(mproc_shm_fd(t), fd);
+  p[9999] = 42;
+  ck_assert_int_eq(((unsigned char *)mproc_shm_addr(t))[9999], 42);
+  mproc_assert_ok(mproc_shm_close(t));
+  mproc_assert_ok(mproc_shm_close(s));
+}
+END_TEST
+
+static int child_writes(void *arg) {
+  unsigned char *p = arg;
+  for (int i = 0; i < 4096; i++)
+    p[i] = (unsigned char)(i * 7);
+  return 0;
+}
+
+START_TEST(test_anon_inherited) {
+  mproc_shm *s;
+  mproc_assert_ok(mproc_shm_new(4096, &s));
+  struct child c = child_start(child_writes, mproc_shm_addr(s));
+  ck_assert_int_eq(child_wait(&c), 0);
+  unsigned char *p = mproc_shm_addr(s);
+  for (int i = 0; i < 4096; i++)
+    ck_assert_int_eq(p[i], (unsigned char)(i * 7));
+  mproc_assert_ok(mproc_shm_close(s));
+}
+END_TEST
+
+START_TEST(test_anon_errors) {
+  mproc_shm *s;
+  mproc_assert_err(mproc_shm_new(0, &s), MPROC_EINVAL);
+  mproc_assert_err(mproc_shm_new(10, NULL), MPROC_EINVAL);
+  mproc_assert_err(mproc_shm_new(SIZE_MAX, &s), MPROC_EINVAL);
+  mproc_assert_err(mproc_shm_from_fd(-1, &s), MPROC_EINVAL);
+  mproc_assert_err(mproc_shm_from_fd(0, NULL), MPROC_EINVAL);
+  int pfd[2];
+  ck_assert_int_eq(pipe2(pfd, O_CLOEXEC), 0);
+  mproc_assert_err(mproc_shm_from_fd(pfd[0], &s), MPROC_EINVAL); /* not a file */
+  close(pfd[0]);
+  close(pfd[1]);
+  mproc_assert_err(mproc_shm_from_fd(pfd[0], &s), -EBADF);
+  mproc_assert_err(mproc_shm_close(NULL), MPROC_EINVAL);
+  mproc_assert_err(mproc_shm_unlink(NULL), MPROC_EINVAL);
+  ck_assert_ptr_null(mproc_shm_addr(NULL));
+  ck_assert_uint_eq(mproc_shm_size(NULL), 0);
+  ck_assert_int_eq(mproc_shm_fd(NULL), -1);
+  ck_assert_ptr_null(mproc_shm_name(NULL));
+  mproc_assert_ok(mproc_shm_new(1, &s));
+  mproc_assert_err(mproc_shm_unlink(s), MPROC_EINVAL); /* anonymous */
+  mproc_assert_ok(mproc_shm_close(s));
+}
+END_TEST
+
+struct name_arg {
+  char name[128];
+  int ready; /* write end of a pipe: one byte once attached/created */
+  size_t size;
+};
+
+static int child_attach_and_write(void *arg) {
+  struct name_arg *a = arg;
+  mproc_shm *s;
+  if (mproc_shm_attach(a->name, &s) != 0)
+    return 10;
+  if (mproc_shm_size(s) != a->size)
+    return 11;
+  char *p = mproc_shm_addr(s);
+  if (strcmp(p, "from the creator") != 0)
+    return 12;
+  strcpy(p + 100, "from the child");
+  return mproc_shm_close(s) == 0 ? 0 : 13;
+}
+
+START_TEST(test_named_basics) {
+  struct name_arg a = {.size = 5000};
+  mproc_test_shm_name(a.name, sizeof a.name, "basic");
+  mproc_shm *s;
+  mproc_assert_ok(mproc_shm_create(a.name, a.size, &s));
+  ck_assert_str_eq(mproc_shm_name(s), a.name);
+  ck_assert_uint_eq(mproc_shm_size(s), 5000);
+  ck_assert(shm_exists(a.name));
+  /* Mode 0600. */
+  char path[256];
+  snprintf(path, sizeof path, "/dev/shm%s", a.name);
+  struct stat st;
+  ck_assert_int_eq(stat(path, &st), 0);
+  ck_assert_int_eq(st.st_mode & 0777, 0600);
+  strcpy(mproc_shm_addr(s), "from the creator");
+  struct child c = child_start(child_attach_and_write, &a);
+  ck_assert_int_eq(child_wait(&c), 0);
+  ck_assert_str_eq((char *)mproc_shm_addr(s) + 100, "from the child");
+  /* The child closed, we are still attached: the name stays. */
+  ck_assert(shm_exists(a.name));
+  /* A second attachment in this process, then both close. */
+  mproc_shm *t;
+  mproc_assert_ok(mproc_shm_attach(a.name, &t));
+  ck_assert_str_eq((char *)mproc_shm_addr(t) + 100, "from the child");
+  /* The fd of a named block, as a receiver would map it: same bytes. */
+  mproc_shm *viafd;
+  mproc_assert_ok(mproc_shm_from_fd(mproc_shm_fd(s), &viafd));
+  ck_assert_uint_eq(mproc_shm_size(viafd), 5000);
+  ck_assert_str_eq(mproc_shm_addr(viafd), "from the creator");
+  ck_assert_ptr_null(mproc_shm_name(viafd));
+  mproc_assert_ok(mproc_shm_close(viafd));
+  mproc_assert_ok(mproc_shm_close(s));
+  ck_assert(shm_exists(a.name));
+  mproc_assert_ok(mproc_shm_close(t));
+  ck_assert(!shm_exists(a.name)); /* the last user closed: gone at once */
+  mproc_assert_err(mproc_shm_attach(a.name, &t), -ENOENT);
+}
+END_TEST
+
+START_TEST(test_named_generated_name) {
+  mproc_shm *s;
+  mproc_assert_ok(mproc_shm_create(NULL, 100, &s));
+  const char *n = mproc_shm_name(s);
+  ck_assert_ptr_nonnull(n);
+  char pid[32];
+  snprintf(pid, sizeof pid, ".%d.", (int)getpid());
+  ck_assert_ptr_nonnull(strstr(n, pid));
+  ck_assert(shm_exists(n));
+  char copy[256];
+  strcpy(copy, n);
+  mproc_assert_ok(mproc_shm_close(s));
+  ck_assert(!shm_exists(copy));
+}
+END_TEST
+
+START_TEST(test_named_exclusive_and_squatted) {
+  char name[128];
+  mproc_test_shm_name(name, sizeof name, "squat");
+  mproc_shm *s, *t;
+  mproc_assert_ok(mproc_shm_create(name, 100, &s));
+  /* An existing mproc block is never reused. */
+  mproc_assert_err(mproc_shm_create(name, 100, &t), -EEXIST);
+  mproc_assert_ok(mproc_shm_close(s));
+
+  /* A name squatted by someone else: create refuses it, attach rejects it. */
+  int fd = shm_open(name, O_CREAT | O_EXCL | O_RDWR, 0600);
+  ck_assert_int_ge(fd, 0);
+  mproc_assert_err(mproc_shm_create(name, 100, &t), -EEXIST);
+  mproc_assert_err(mproc_shm_attach(name, &t), MPROC_ECORRUPT); /* empty */
+  ck_assert_int_eq(ftruncate(fd, 3 * 4096), 0);
+  mproc_assert_err(mproc_shm_attach(name, &t), MPROC_ECORRUPT); /* no header */
+  ck_assert(shm_exists(name));                                  /* and it is not ours to remove */
+  /* Another user's object (owner changed): refused. */
+  ck_assert_int_eq(fchown(fd, 12345, 12345), 0);
+  mproc_assert_err(mproc_shm_attach(name, &t), -EACCES);
+  close(fd);
+  ck_assert_int_eq(shm_unlink(name), 0);
+  /* A symlink or directory in /dev/shm is not a block either. */
+  char path[256];
+  snprintf(path, sizeof path, "/dev/shm%s", name);
+  ck_assert_int_eq(mkdir(path, 0700), 0);
+  ck_assert_int_lt(mproc_shm_attach(name, &t), 0);
+  ck_assert_int_eq(rmdir(path), 0);
+}
+END_TEST
+
+START_TEST(test_named_errors) {
+  mproc_shm *s;
+  mproc_assert_err(mproc_shm_create("noslash", 10, &s), MPROC_EINVAL);
+  mproc_assert_err(mproc_shm_create("/a/b", 10, &s), MPROC_EINVAL);
+  mproc_assert_err(mproc_shm_create("/", 10, &s), MPROC_EINVAL);
+  mproc_assert_err(mproc_shm_create("/..", 10, &s), MPROC_EINVAL);
+  char longname[MPROC_SHM_NAME_MAX + 2];
+  memset(longname, 'x', sizeof longname);
+  longname[0] = '/';
+  longname[sizeof longname - 1] = '\0';
+  mproc_assert_err(mproc_shm_create(longname, 10, &s), MPROC_EINVAL);
+  mproc_assert_err(mproc_shm_create("/x", 0, &s), MPROC_EINVAL);
+  mproc_assert_err(mproc_shm_create("/x", SIZE_MAX, &s), MPROC_EINVAL);
+  mproc_assert_err(mproc_shm_create("/x", 10, NULL), MPROC_EINVAL);
+  mproc_assert_err(mproc_shm_attach(NULL, &s), MPROC_EINVAL);
+  mproc_assert_err(mproc_shm_attach("/x", NULL), MPROC_EINVAL);
+  mproc_assert_err(mproc_shm_attach("bad", &s), MPROC_EINVAL);
+  char name[128];
+  mproc_test_shm_name(name, sizeof name, "none");
+  mproc_assert_err(mproc_shm_attach(name, &s), -ENOENT);
+}
+END_TEST
+
+START_TEST(test_named_explicit_unlink) {
+  char name[128];
+  mproc_test_shm_name(name, sizeof name, "unlink");
+  mproc_shm *s, *t;
+  mproc_assert_ok(mproc_shm_create(name, 64, &s));
+  mproc_assert_ok(mproc_shm_attach(name, &t));
+  mproc_assert_ok(mproc_shm_unlink(s));
+  ck_assert(!shm_exists(name));
+  mproc_assert_err(mproc_shm_unlink(t), -ENOENT);
+  mproc_shm *u;
+  mproc_assert_err(mproc_shm_attach(name, &u), -ENOENT);
+  /* Existing attachments keep working. */
+  strcpy(mproc_shm_addr(s), "still shared");
+  ck_assert_str_eq(mproc_shm_addr(t), "still shared");
+  /* The name can be created afresh; closing the old block must not remove
+   * the new one. */
+  mproc_assert_ok(mproc_shm_create(name, 64, &u));
+  mproc_assert_ok(mproc_shm_close(s));
+  mproc_assert_ok(mproc_shm_close(t));
+  ck_assert(shm_exists(name));
+  mproc_assert_ok(mproc_shm_close(u));
+  ck_assert(!shm_exists(name));
+}
+END_TEST
+
+/* Creator A: creates, fills, reports, then waits to be killed. */
+static int child_create_and_hang(void *arg) {
+  struct name_arg *a = arg;
+  mproc_shm *s;
+  if (mproc_shm_create(a->name, a->size, &s) != 0)
+    return 10;
+  unsigned char *p = mproc_shm_addr(s);
+  for (size_t i = 0; i < a->size; i++)
+    p[i] = (unsigned char)(i % 251);
+  char one = 1;
+  if (write(a->ready, &one, 1) != 1)
+    return 11;
+  for (;;)
+    pause();
+}
+
+static void wait_ready(int fd) {
+  ck_assert_int_gt(mproc__poll1(fd, POLLIN, mproc__deadline(30000)), 0);
+  char b;
+  ck_assert_int_eq(read(fd, &b, 1), 1);
+}
+
+START_TEST(test_creator_killed_while_attached) {
+  struct name_arg a = {.size = 3 * 4096 + 5};
+  mproc_test_shm_name(a.name, sizeof a.name, "killed");
+  int pfd[2];
+  ck_assert_int_eq(pipe2(pfd, O_CLOEXEC), 0);
+  a.ready = pfd[1];
+  struct child c = child_start(child_create_and_hang, &a);
+  wait_ready(pfd[0]);
+  mproc_shm *b;
+  mproc_assert_ok(mproc_shm_attach(a.name, &b));
+  child_kill(&c);
+  /* B keeps reading correct data; the name stays while B is attached. */
+  unsigned char *p = mproc_shm_addr(b);
+  ck_assert_uint_eq(mproc_shm_size(b), a.size);
+  for (size_t i = 0; i < a.size; i++)
+    ck_assert_int_eq(p[i], (unsigned char)(i % 251));
+  ck_assert(shm_exists(a.name));
+  mproc_shm *again;
+  mproc_assert_ok(mproc_shm_attach(a.name, &again));
+  mproc_assert_ok(mproc_shm_close(again));
+  ck_assert(shm_exists(a.name));
+  mproc_assert_ok(mproc_shm_close(b));
+  ck_assert(!shm_exists(a.name));
+  close(pfd[0]);
+  close(pfd[1]);
+}
+END_TEST
+
+START_TEST(test_last_user_dies) {
+  struct name_arg a = {.size = 100};
+  mproc_test_shm_name(a.name, sizeof a.name, "lastdies");
+  int pfd[2];
+  ck_assert_int_eq(pipe2(pfd, O_CLOEXEC), 0);
+  a.ready = pfd[1];
+  struct child c = child_start(child_create_and_hang, &a);
+  wait_ready(pfd[0]);
+  ck_assert(shm_exists(a.name));
+  child_kill(&c);
+  /* No one is attached any more: the keeper removes the name. */
+  ck_assert_msg(wait_gone(a.name, 20000), "%s still exists after its last user died", a.name);
+  close(pfd[0]);
+  close(pfd[1]);
+}
+END_TEST
+
+START_TEST(test_above_4gib) {
+  size_t size = (size_t)5 << 30;
+  mproc_shm *s;
+  mproc_assert_ok(mproc_shm_new(size, &s));
+  ck_assert_uint_eq(mproc_shm_size(s), size);
+  unsigned char *p = mproc_shm_addr(s);
+  p[0] = 1;
+  p[(size_t)4 << 30] = 2;
+  p[size - 1] = 3;
+  ck_assert_int_eq(p[size - 1] + p[(size_t)4 << 30] + p[0], 6);
+  mproc_assert_ok(mproc_shm_close(s));
+
+  struct name_arg a = {.size = size};
+  mproc_test_shm_name(a.name, sizeof a.name, "big");
+  mproc_assert_ok(mproc_shm_create(a.name, size, &s));
+  p = mproc_shm_addr(s);
+  p[size - 1] = 0xab;
+  mproc_shm *t;
+  mproc_assert_ok(mproc_shm_attach(a.name, &t));
+  ck_assert_uint_eq(mproc_shm_size(t), size);
+  ck_assert_int_eq(((unsigned char *)mproc_shm_addr(t))[size - 1], 0xab);
+  mproc_assert_ok(mproc_shm_close(t));
+  mproc_assert_ok(mproc_shm_close(s));
+}
+END_TEST
+
+START_TEST(test_cycles_no_growth) {
+  int fds = mproc_test_count_fds(), maps = count_maps(), shm = count_dev_shm();
+  for (int i = 0; i < 10000; i++) {
+    mproc_shm *s;
+    mproc_assert_ok(mproc_shm_new(4096, &s));
+    ((char *)mproc_shm_addr(s))[0] = 1;
+    mproc_assert_ok(mproc_shm_close(s));
+  }
+  ck_assert_int_eq(mproc_test_count_fds(), fds);
+  ck_assert_int_eq(count_maps(), maps);
+  /* Named blocks: each one forks a keeper (about 0.5 ms, 2 ms under ASan),
+   * so 2,000 cycles keep this suite fast under the sanitizers; every tenth
+   * block is also attached. */
+  for (int i = 0; i < 2000; i++) {
+    mproc_shm *s, *t;
+    mproc_assert_ok(mproc_shm_create(NULL, 4096, &s));
+    if (i % 10 == 0) {
+      mproc_assert_ok(mproc_shm_attach(mproc_shm_name(s), &t));
+      mproc_assert_ok(mproc_shm_close(t));
+    }
+    mproc_assert_ok(mproc_shm_close(s));
+  }
+  ck_assert_int_eq(mproc_test_count_fds(), fds);
+  ck_assert_int_eq(count_maps(), maps);
+  ck_assert_int_eq(count_dev_shm(), shm);
+}
+END_TEST
+
+int main(void) {
+  Suite *s = suite_create("shm");
+  TCase *tc = mproc_test_tcase(s, "anonymous", 60);
+  tcase_add_test(tc, test_anon_basics);
+  tcase_add_test(tc, test_anon_inherited);
+  tcase_add_test(tc, test_anon_errors);
+  tc = mproc_test_tcase(s, "named", 60);
+  tcase_add_test(tc, test_named_basics);
+  tcase_add_test(tc, test_named_generated_name);
+  tcase_add_test(tc, test_named_exclusive_and_squatted);
+  tcase_add_test(tc, test_named_errors);
+  tcase_add_test(tc, test_named_explicit_unlink);
+  tcase_add_test(tc, test_creator_killed_while_attached);
+  tcase_add_test(tc, test_last_user_dies);
+  tcase_add_test(tc, test_above_4gib);
+  tc = mproc_test_tcase(s, "cycles", 120);
+  tcase_add_test(tc, test_cycles_no_growth);
+  return mproc_test_run(s);
+}
