@@ -7,7 +7,25 @@
 #   ### `int mproc_pool_close(mproc_pool *pool)`
 # A heading may name several functions; abbreviations such as "_free" do not
 # count.
+#
+# check-reference.sh --self-test   checks the checker on a made-up tree: a
+# missing entry and an abbreviated one must fail, a full one must pass.
 set -u
+if [ "${1:-}" = --self-test ]; then
+  t=$(mktemp -d) ; trap 'rm -rf "$t"' EXIT
+  mkdir -p "$t/include/mproc" "$t/docs/reference"
+  printf 'MPROC_EXTERN int mproc_demo_open(int a,\n                                 int b);\nMPROC_EXTERN void *\nmproc_demo_buf(void);\nMPROC_EXTERN void mproc_demo_free(void *p);\n' \
+    > "$t/include/mproc/demo.h"
+  printf '# demo\n### `int mproc_demo_open(int a, int b)`\n### `void *mproc_demo_buf(void)` / `_free`\nmproc_demo_free in text only\n' \
+    > "$t/docs/reference/demo.md"
+  out=$(bash "$0" "$t") && { echo "FAIL: an abbreviated entry passed"; exit 1; }
+  grep -q 'no reference entry for mproc_demo_free' <<<"$out" || { echo "FAIL: $out"; exit 1; }
+  grep -q 'mproc_demo_open\|mproc_demo_buf' <<<"$out" && { echo "FAIL: $out"; exit 1; }
+  echo '#### `void mproc_demo_free(void *p)`' >> "$t/docs/reference/demo.md"
+  bash "$0" "$t" >/dev/null || { echo "FAIL: a complete reference failed"; exit 1; }
+  echo "self-test OK"
+  exit 0
+fi
 src=${1:-.}
 names=$(grep -rhoz 'MPROC_EXTERN[^;(]*(' "$src/include" | tr '\0' '\n' |
         grep -oE 'mproc_[A-Za-z0-9_]+ *\($' | tr -d ' (' | sort -u)
