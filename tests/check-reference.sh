@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # check-reference.sh SOURCE_DIR
 # Fails when a public function (every MPROC_EXTERN declaration in include/)
-# has no reference entry in docs/reference/*.md.  An entry is a markdown
+# has no reference entry in docs/reference/*.md, or a code of MPROC_ERRNO_MAP
+# (include/mproc/common.h) has no heading in docs/reference/errors.md.  An entry is a markdown
 # heading (a line starting with "##", "###" or "####") naming the function in
 # full, e.g.
 #   ### `int mproc_pool_close(mproc_pool *pool)`
@@ -18,11 +19,15 @@ if [ "${1:-}" = --self-test ]; then
     > "$t/include/mproc/demo.h"
   printf '# demo\n### `int mproc_demo_open(int a, int b)`\n### `void *mproc_demo_buf(void)` / `_free`\nmproc_demo_free in text only\n' \
     > "$t/docs/reference/demo.md"
+  printf '#define MPROC_ERRNO_MAP(X) \\\n  X(EDEMO, -1, "demo")\n' > "$t/include/mproc/common.h"
+  printf '# errors\n### `MPROC_EDEMO` (-1)\n' > "$t/docs/reference/errors.md"
   out=$(bash "$0" "$t") && { echo "FAIL: an abbreviated entry passed"; exit 1; }
   grep -q 'no reference entry for mproc_demo_free' <<<"$out" || { echo "FAIL: $out"; exit 1; }
   grep -q 'mproc_demo_open\|mproc_demo_buf' <<<"$out" && { echo "FAIL: $out"; exit 1; }
   echo '#### `void mproc_demo_free(void *p)`' >> "$t/docs/reference/demo.md"
   bash "$0" "$t" >/dev/null || { echo "FAIL: a complete reference failed"; exit 1; }
+  echo '# errors' > "$t/docs/reference/errors.md"
+  bash "$0" "$t" | grep -q 'no entry for MPROC_EDEMO' || { echo "FAIL: a missing code passed"; exit 1; }
   echo "self-test OK"
   exit 0
 fi
@@ -40,4 +45,14 @@ for n in $names; do
   fi
 done
 echo "$((total - missing)) of $total public functions have a reference entry"
+[ -n "$(sed -nE 's/^ *X\(([A-Z0-9_]+),.*/\1/p' "$src/include/mproc/common.h" 2>/dev/null)" ] ||
+  { echo "FAIL: no MPROC_ERRNO_MAP entries found in $src/include/mproc/common.h"; exit 1; }
+# Every code of MPROC_ERRNO_MAP has its own heading in errors.md.
+codes=$(sed -nE 's/^ *X\(([A-Z0-9_]+),.*/\1/p' "$src/include/mproc/common.h" 2>/dev/null)
+for c in $codes; do
+  grep -qE "^#{2,4} .*MPROC_$c([^A-Z0-9_]|\$)" "$src/docs/reference/errors.md" 2>/dev/null || {
+    echo "no entry for MPROC_$c in docs/reference/errors.md"
+    missing=$((missing + 1))
+  }
+done
 [ $missing = 0 ]
