@@ -31,6 +31,8 @@ static int serve(const void *arg, size_t len) {
       continue;
     if (c < 0)
       return 1;
+    struct timeval tv = {.tv_sec = 5}; /* a silent client cannot stall the others */
+    setsockopt(c, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
     char req[1024] = "", name[64] = "";
     size_t got = 0;
     ssize_t k;
