@@ -125,12 +125,12 @@ int main(void) {
   mproc_pool *pool;
   long sizes[N];
   struct mproc_task_error err;
-  int r = mproc_pool_create(&pool, &(struct mproc_pool_options){.workers = 4});
+  int r = mproc_pool_new(&pool, &(struct mproc_pool_options){.workers = 4});
   if (r == 0) {
     r = mproc_pool_starmap(pool, download, 2, (const void *[]){urls, files},
                            (size_t[]){sizeof(url_t), sizeof(path_t)}, N, sizes, sizeof(long),
                            &(struct mproc_map_options){.chunksize = 1}, &err, 30000);
-    mproc_pool_destroy(pool);
+    mproc_pool_free(pool);
   }
   mproc_process_terminate(server, 0);
   mproc_process_join(server, 10000);

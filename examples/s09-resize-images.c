@@ -115,11 +115,11 @@ int main(void) {
   mproc_pool *pool;
   struct size sizes[N];
   struct mproc_task_error err;
-  int r = mproc_pool_create(&pool, NULL);
+  int r = mproc_pool_new(&pool, NULL);
   if (r == 0) {
     r = mproc_pool_map(pool, shrink, files, N, sizeof(path_t), sizes, sizeof(struct size),
                        &(struct mproc_map_options){.chunksize = 1}, &err, 60000);
-    mproc_pool_destroy(pool);
+    mproc_pool_free(pool);
   }
   if (r != 0)
     fprintf(stderr, "map: %s (item %zu: %s)\n", mproc_strerror(r), err.index, err.message);
