@@ -10,6 +10,7 @@ Turns the "BENCH metric impl median unit" lines of `make bench`
   - the table between the "<!-- bench-table -->" and "<!-- /bench-table -->"
     markers of MARKDOWN (BENCHMARKS.md), rewritten in place.
 """
+import math
 import os
 import subprocess
 import sys
@@ -122,6 +123,14 @@ def main():
             for i, (m, s, t, st, bi) in enumerate(base_panel):
                 f.write('%d "%s\\n(vs %s)" %g %s %g\n' % (i, m, bi, s, t if t else "NaN", st))
         title = header.replace("mproc benchmarks, ", "")
+        # Log axes spanning every bar and target, in whole decades.
+        def decades(points, lo, hi):
+            vals = [v for v in points if v and v > 0]
+            lo = min([lo] + [10 ** math.floor(math.log10(v * 0.8)) for v in vals])
+            hi = max([hi] + [10 ** math.ceil(math.log10(v * 1.6)) for v in vals])
+            return lo, hi
+        py_lo, py_hi = decades([v for _, s, t, _ in py_panel for v in (s, t)], 0.5, 10)
+        b_lo, b_hi = decades([v for _, s, t, _, _ in base_panel for v in (s, t)], 0.1, 10)
         gp = f"""
 set terminal pngcairo size 1400,1000 font "DejaVu Sans,11"
 set output "{png}"
@@ -137,7 +146,7 @@ set cbrange [0:1]
 set logscale y
 set format y "%gx"
 set ylabel "mproc speed-up over Python\\n(higher is better, log scale)"
-set yrange [0.5:*]
+set yrange [{py_lo}:{py_hi}]
 set xrange [-0.6:{len(py_panel) - 0.4}]
 set arrow 1 from graph 0, first 1 to graph 1, first 1 nohead dt 2 lc rgb "#555555"
 plot "{d1}" using 1:3:5:xtic(2) with boxes lc palette, \\
@@ -146,7 +155,7 @@ plot "{d1}" using 1:3:5:xtic(2) with boxes lc palette, \\
      "" using 1:3:(sprintf("%.3gx", $3)) with labels offset 0,0.8 font ",9"
 unset arrow 1
 set ylabel "mproc speed relative to the raw\\nOS / OpenMP baseline\\n(1 = as fast; log scale)"
-set yrange [0.1:10]
+set yrange [{b_lo}:{b_hi}]
 set xrange [-0.6:{len(base_panel) - 0.4}]
 set arrow 2 from graph 0, first 1 to graph 1, first 1 nohead dt 2 lc rgb "#555555"
 plot "{d2}" using 1:3:5:xtic(2) with boxes lc palette, \\
