@@ -43,6 +43,12 @@ bool mproc__on_manager_thread(const struct mproc_pool *p) {
 
 static void task_done(struct mproc_pool *p, struct mproc__task *t, struct mproc__outcome *o) {
   p->outstanding--;
+  if (o->code == 0)
+    p->n_done++;
+  else if (o->code == MPROC_ECANCELLED)
+    p->n_cancelled++;
+  else
+    p->n_failed++;
   t->complete(p, t, o);
 }
 
@@ -89,6 +95,7 @@ static void task_left(struct mproc_pool *p, struct mproc__task *t, bool started)
     return;
   }
   if (t->timed_out) {
+    p->slots[p->dying_slot].n_failed++;
     struct mproc__outcome o = {.code = MPROC_ETIMEDOUT,
                                .pid = p->dying_pid,
                                .signo = SIGKILL,
@@ -100,10 +107,12 @@ static void task_left(struct mproc_pool *p, struct mproc__task *t, bool started)
   }
   if (t->retries_left > 0) {
     t->retries_left--;
+    p->n_retried++;
     requeue(p, t);
     return;
   }
   char msg[96];
+  p->slots[p->dying_slot].n_failed++;
   struct mproc__outcome o = {.code = MPROC_EWORKERDIED, .pid = p->dying_pid, .exit_status = -1};
   if (p->dying_code < 0) {
     o.signo = -p->dying_code;
@@ -163,6 +172,7 @@ static void handle_death(struct mproc_pool *p, int i) {
   if (imsg != NULL)
     snprintf(msgbuf, sizeof msgbuf, "%s", imsg);
   p->dying_pid = sl->pid;
+  p->dying_slot = i;
   p->dying_code = code;
   if (imsg != NULL && atomic_load(&p->state) != MPROC__P_TERMINATING)
     break_pool(p, icode, msgbuf);
@@ -171,8 +181,11 @@ static void handle_death(struct mproc_pool *p, int i) {
   mproc__close(sl->pidfd);
   sl->pidfd = -1;
   sl->pid = 0;
-  if (want_workers(p) && p->tp->start_worker(p, i) != 0)
-    p->respawn_pending = true;
+  if (want_workers(p)) {
+    sl->n_replaced++;
+    if (p->tp->start_worker(p, i) != 0)
+      p->respawn_pending = true;
+  }
 }
 
 static int pick_slot(struct mproc_pool *p) {
