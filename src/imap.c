@@ -250,6 +250,7 @@ static void refill(struct mproc_imap *it) {
       continue;
     }
     p->outstanding++;
+    t->id = ++p->next_id;
     t->next = NULL;
     if (p->pend_tail != NULL)
       p->pend_tail->next = t;

@@ -184,6 +184,7 @@ static int map_start(struct mproc_pool *p, void (*fn)(void), uint32_t kind, size
     for (size_t c = 0; c < nchunks; c++) {
       struct mproc__task *t = &j->chunks[c];
       p->outstanding++;
+      t->id = ++p->next_id;
       if (p->pend_tail != NULL)
         p->pend_tail->next = t;
       else
