@@ -70,7 +70,7 @@ static void bench_value_inc(long n) {
   for (int rep = 0; rep < BENCH_REPS; rep++) {
     mproc_value *val;
     mproc_rlock *lock;
-    check(mproc_value_new(MPROC_TYPE_INT64, NULL, NULL, &val), "value_new");
+    check(mproc_value_new(&val, MPROC_TYPE_INT64, NULL, NULL), "value_new");
     check(mproc_value_get_lock(val, &lock), "get_lock");
     int64_t *x = mproc_value_ptr(val);
     double t0 = bench_now_s();

@@ -83,8 +83,8 @@ static int barrier_setup(void *storage, uint32_t flags, unsigned parties, mproc_
   return 0;
 }
 
-MPROC_EXTERN int mproc_barrier_init(void *storage, size_t size, unsigned parties,
-                                    mproc_barrier **out) {
+MPROC_EXTERN int mproc_barrier_init(mproc_barrier **out, void *storage, size_t size,
+                                    unsigned parties) {
   if (out == NULL || mproc_barrier_size(parties) == 0)
     return MPROC_EINVAL;
   int r =
@@ -92,7 +92,7 @@ MPROC_EXTERN int mproc_barrier_init(void *storage, size_t size, unsigned parties
   return r != 0 ? r : barrier_setup(storage, 0, parties, out);
 }
 
-MPROC_EXTERN int mproc_barrier_new(unsigned parties, mproc_barrier **out) {
+MPROC_EXTERN int mproc_barrier_new(mproc_barrier **out, unsigned parties) {
   if (out == NULL || mproc_barrier_size(parties) == 0)
     return MPROC_EINVAL;
   void *p;

@@ -64,7 +64,7 @@ static int cond_setup(void *storage, uint32_t flags, mproc_cond **out) {
   struct mproc_cond *c = storage;
   memset(c, 0, sizeof *c);
   mproc_rlock *l;
-  int r = mproc_rlock_init(c->lock, sizeof c->lock, &l);
+  int r = mproc_rlock_init(&l, c->lock, sizeof c->lock);
   if (r != 0)
     return r;
   mproc__rlock_mark_cond(l);
@@ -74,7 +74,7 @@ static int cond_setup(void *storage, uint32_t flags, mproc_cond **out) {
   return 0;
 }
 
-MPROC_EXTERN int mproc_cond_init(void *storage, size_t size, mproc_cond **out) {
+MPROC_EXTERN int mproc_cond_init(mproc_cond **out, void *storage, size_t size) {
   if (out == NULL)
     return MPROC_EINVAL;
   int r = mproc__sync_check_storage(storage, size, MPROC_COND_SIZE, MPROC__MAGIC_COND);

@@ -33,7 +33,7 @@ static int event_setup(void *storage, uint32_t flags, mproc_event **out) {
   return 0;
 }
 
-MPROC_EXTERN int mproc_event_init(void *storage, size_t size, mproc_event **out) {
+MPROC_EXTERN int mproc_event_init(mproc_event **out, void *storage, size_t size) {
   if (out == NULL)
     return MPROC_EINVAL;
   int r = mproc__sync_check_storage(storage, size, MPROC_EVENT_SIZE, MPROC__MAGIC_EVENT);

@@ -194,7 +194,7 @@ static int lock_setup(void *storage, uint32_t flags, mproc_lock **out) {
   return 0;
 }
 
-MPROC_EXTERN int mproc_lock_init(void *storage, size_t size, mproc_lock **out) {
+MPROC_EXTERN int mproc_lock_init(mproc_lock **out, void *storage, size_t size) {
   if (out == NULL)
     return MPROC_EINVAL;
   int r = mproc__sync_check_storage(storage, size, MPROC_LOCK_SIZE, MPROC__MAGIC_LOCK);
@@ -314,7 +314,7 @@ static int rlock_setup(void *storage, uint32_t flags, mproc_rlock **out) {
   return 0;
 }
 
-MPROC_EXTERN int mproc_rlock_init(void *storage, size_t size, mproc_rlock **out) {
+MPROC_EXTERN int mproc_rlock_init(mproc_rlock **out, void *storage, size_t size) {
   if (out == NULL)
     return MPROC_EINVAL;
   int r = mproc__sync_check_storage(storage, size, MPROC_RLOCK_SIZE, MPROC__MAGIC_RLOCK);

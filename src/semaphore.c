@@ -62,16 +62,16 @@ static int check_args(unsigned value, const struct mproc_sem_options *opts, mpro
   return 0;
 }
 
-MPROC_EXTERN int mproc_sem_init(void *storage, size_t size, unsigned value,
-                                const struct mproc_sem_options *opts, mproc_sem **out) {
+MPROC_EXTERN int mproc_sem_init(mproc_sem **out, void *storage, size_t size, unsigned value,
+                                const struct mproc_sem_options *opts) {
   int r = check_args(value, opts, out);
   if (r == 0)
     r = mproc__sync_check_storage(storage, size, MPROC_SEM_SIZE, MPROC__MAGIC_SEM);
   return r != 0 ? r : sem_setup(storage, 0, value, opts, out);
 }
 
-MPROC_EXTERN int mproc_sem_new(unsigned value, const struct mproc_sem_options *opts,
-                               mproc_sem **out) {
+MPROC_EXTERN int mproc_sem_new(mproc_sem **out, unsigned value,
+                               const struct mproc_sem_options *opts) {
   int r = check_args(value, opts, out);
   void *p;
   if (r == 0)

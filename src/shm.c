@@ -132,7 +132,7 @@ static bool header_ok(const void *map, size_t mapsize) {
 
 /* ---- anonymous blocks ---------------------------------------------------- */
 
-MPROC_EXTERN int mproc_shm_new(size_t size, mproc_shm **out) {
+MPROC_EXTERN int mproc_shm_new(mproc_shm **out, size_t size) {
   if (out == NULL || size == 0 || size > (size_t)INT64_MAX)
     return MPROC_EINVAL;
   int fd;
@@ -147,7 +147,7 @@ MPROC_EXTERN int mproc_shm_new(size_t size, mproc_shm **out) {
   return r;
 }
 
-MPROC_EXTERN int mproc_shm_from_fd(int fd, mproc_shm **out) {
+MPROC_EXTERN int mproc_shm_from_fd(mproc_shm **out, int fd) {
   struct stat st;
   if (out == NULL || fd < 0)
     return MPROC_EINVAL;
@@ -301,7 +301,7 @@ static int start_keeper(int fd, const char *name) {
 
 /* ---- named blocks -------------------------------------------------------- */
 
-MPROC_EXTERN int mproc_shm_create(const char *name, size_t size, mproc_shm **out) {
+MPROC_EXTERN int mproc_shm_create(mproc_shm **out, const char *name, size_t size) {
   char made[MPROC_SHM_NAME_MAX + 1];
   if (out == NULL || size == 0 || size > (size_t)INT64_MAX - SHM_HDR)
     return MPROC_EINVAL;
@@ -357,7 +357,7 @@ MPROC_EXTERN int mproc_shm_create(const char *name, size_t size, mproc_shm **out
   return r;
 }
 
-MPROC_EXTERN int mproc_shm_attach(const char *name, mproc_shm **out) {
+MPROC_EXTERN int mproc_shm_attach(mproc_shm **out, const char *name) {
   if (out == NULL || check_name(name) != 0)
     return MPROC_EINVAL;
   int fd = shm_open(name, O_RDWR, 0); /* O_NOFOLLOW | O_CLOEXEC added by glibc */

@@ -64,8 +64,8 @@ static mproc_rlock *lock_of(const mproc_value *v) {
 
 static bool value_ok(const mproc_value *v) { return mproc__sync_ok(v, MPROC__MAGIC_VALUE); }
 
-MPROC_EXTERN int mproc_array_new(mproc_type type, size_t count, const void *init,
-                                 const struct mproc_value_options *opts, mproc_value **out) {
+MPROC_EXTERN int mproc_array_new(mproc_value **out, mproc_type type, size_t count, const void *init,
+                                 const struct mproc_value_options *opts) {
   if (out == NULL || count == 0)
     return MPROC_EINVAL;
   if (opts != NULL && (opts->flags & ~MPROC_VALUE_RAW) != 0)
@@ -96,7 +96,7 @@ MPROC_EXTERN int mproc_array_new(mproc_type type, size_t count, const void *init
   v->hdr.flags = MPROC__SYNC_ALLOCATED;
   if (!v->raw) {
     mproc_rlock *l;
-    r = mproc_rlock_init((char *)p + VALUE_HDR, MPROC_RLOCK_SIZE, &l);
+    r = mproc_rlock_init(&l, (char *)p + VALUE_HDR, MPROC_RLOCK_SIZE);
     if (r != 0) {
       mproc__sync_unmap(p, mapsize);
       return r;
@@ -109,9 +109,9 @@ MPROC_EXTERN int mproc_array_new(mproc_type type, size_t count, const void *init
   return 0;
 }
 
-MPROC_EXTERN int mproc_value_new(mproc_type type, const void *init,
-                                 const struct mproc_value_options *opts, mproc_value **out) {
-  return mproc_array_new(type, 1, init, opts, out);
+MPROC_EXTERN int mproc_value_new(mproc_value **out, mproc_type type, const void *init,
+                                 const struct mproc_value_options *opts) {
+  return mproc_array_new(out, type, 1, init, opts);
 }
 
 MPROC_EXTERN int mproc_value_free(mproc_value *v) {

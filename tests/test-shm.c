@@ -67,7 +67,7 @@ static int wait_gone(const char *name, int64_t timeout_ms) {
 
 START_TEST(test_anon_basics) {
   mproc_shm *s;
-  mproc_assert_ok(mproc_shm_new(10000, &s));
+  mproc_assert_ok(mproc_shm_new(&s, 10000));
   ck_assert_uint_eq(mproc_shm_size(s), 10000);
   ck_assert_ptr_null(mproc_shm_name(s));
   unsigned char *p = mproc_shm_addr(s);
@@ -81,7 +81,7 @@ START_TEST(test_anon_basics) {
   ck_assert_int_eq(count_dev_shm(), 0);
   /* Attach a second handle through the fd: same bytes. */
   mproc_shm *t;
-  mproc_assert_ok(mproc_shm_from_fd(fd, &t));
+  mproc_assert_ok(mproc_shm_from_fd(&t, fd));
   ck_assert_uint_eq(mproc_shm_size(t), 10000);
   ck_assert_int_ne(mproc_shm_fd(t), fd);
   p[9999] = 42;
@@ -100,7 +100,7 @@ static int child_writes(void *arg) {
 
 START_TEST(test_anon_inherited) {
   mproc_shm *s;
-  mproc_assert_ok(mproc_shm_new(4096, &s));
+  mproc_assert_ok(mproc_shm_new(&s, 4096));
   struct child c = child_start(child_writes, mproc_shm_addr(s));
   ck_assert_int_eq(child_wait(&c), 0);
   unsigned char *p = mproc_shm_addr(s);
@@ -112,24 +112,24 @@ END_TEST
 
 START_TEST(test_anon_errors) {
   mproc_shm *s;
-  mproc_assert_err(mproc_shm_new(0, &s), MPROC_EINVAL);
-  mproc_assert_err(mproc_shm_new(10, NULL), MPROC_EINVAL);
-  mproc_assert_err(mproc_shm_new(SIZE_MAX, &s), MPROC_EINVAL);
-  mproc_assert_err(mproc_shm_from_fd(-1, &s), MPROC_EINVAL);
-  mproc_assert_err(mproc_shm_from_fd(0, NULL), MPROC_EINVAL);
+  mproc_assert_err(mproc_shm_new(&s, 0), MPROC_EINVAL);
+  mproc_assert_err(mproc_shm_new(NULL, 10), MPROC_EINVAL);
+  mproc_assert_err(mproc_shm_new(&s, SIZE_MAX), MPROC_EINVAL);
+  mproc_assert_err(mproc_shm_from_fd(&s, -1), MPROC_EINVAL);
+  mproc_assert_err(mproc_shm_from_fd(NULL, 0), MPROC_EINVAL);
   int pfd[2];
   ck_assert_int_eq(pipe2(pfd, O_CLOEXEC), 0);
-  mproc_assert_err(mproc_shm_from_fd(pfd[0], &s), MPROC_EINVAL); /* not a file */
+  mproc_assert_err(mproc_shm_from_fd(&s, pfd[0]), MPROC_EINVAL); /* not a file */
   close(pfd[0]);
   close(pfd[1]);
-  mproc_assert_err(mproc_shm_from_fd(pfd[0], &s), -EBADF);
+  mproc_assert_err(mproc_shm_from_fd(&s, pfd[0]), -EBADF);
   mproc_assert_err(mproc_shm_close(NULL), MPROC_EINVAL);
   mproc_assert_err(mproc_shm_unlink(NULL), MPROC_EINVAL);
   ck_assert_ptr_null(mproc_shm_addr(NULL));
   ck_assert_uint_eq(mproc_shm_size(NULL), 0);
   ck_assert_int_eq(mproc_shm_fd(NULL), -1);
   ck_assert_ptr_null(mproc_shm_name(NULL));
-  mproc_assert_ok(mproc_shm_new(1, &s));
+  mproc_assert_ok(mproc_shm_new(&s, 1));
   mproc_assert_err(mproc_shm_unlink(s), MPROC_EINVAL); /* anonymous */
   mproc_assert_ok(mproc_shm_close(s));
 }
@@ -144,7 +144,7 @@ struct name_arg {
 static int child_attach_and_write(void *arg) {
   struct name_arg *a = arg;
   mproc_shm *s;
-  if (mproc_shm_attach(a->name, &s) != 0)
+  if (mproc_shm_attach(&s, a->name) != 0)
     return 10;
   if (mproc_shm_size(s) != a->size)
     return 11;
@@ -159,7 +159,7 @@ START_TEST(test_named_basics) {
   struct name_arg a = {.size = 5000};
   mproc_test_shm_name(a.name, sizeof a.name, "basic");
   mproc_shm *s;
-  mproc_assert_ok(mproc_shm_create(a.name, a.size, &s));
+  mproc_assert_ok(mproc_shm_create(&s, a.name, a.size));
   ck_assert_str_eq(mproc_shm_name(s), a.name);
   ck_assert_uint_eq(mproc_shm_size(s), 5000);
   ck_assert(shm_exists(a.name));
@@ -177,11 +177,11 @@ START_TEST(test_named_basics) {
   ck_assert(shm_exists(a.name));
   /* A second attachment in this process, then both close. */
   mproc_shm *t;
-  mproc_assert_ok(mproc_shm_attach(a.name, &t));
+  mproc_assert_ok(mproc_shm_attach(&t, a.name));
   ck_assert_str_eq((char *)mproc_shm_addr(t) + 100, "from the child");
   /* The fd of a named block, as a receiver would map it: same bytes. */
   mproc_shm *viafd;
-  mproc_assert_ok(mproc_shm_from_fd(mproc_shm_fd(s), &viafd));
+  mproc_assert_ok(mproc_shm_from_fd(&viafd, mproc_shm_fd(s)));
   ck_assert_uint_eq(mproc_shm_size(viafd), 5000);
   ck_assert_str_eq(mproc_shm_addr(viafd), "from the creator");
   ck_assert_ptr_null(mproc_shm_name(viafd));
@@ -190,13 +190,13 @@ START_TEST(test_named_basics) {
   ck_assert(shm_exists(a.name));
   mproc_assert_ok(mproc_shm_close(t));
   ck_assert(!shm_exists(a.name)); /* the last user closed: gone at once */
-  mproc_assert_err(mproc_shm_attach(a.name, &t), -ENOENT);
+  mproc_assert_err(mproc_shm_attach(&t, a.name), -ENOENT);
 }
 END_TEST
 
 START_TEST(test_named_generated_name) {
   mproc_shm *s;
-  mproc_assert_ok(mproc_shm_create(NULL, 100, &s));
+  mproc_assert_ok(mproc_shm_create(&s, NULL, 100));
   const char *n = mproc_shm_name(s);
   ck_assert_ptr_nonnull(n);
   char pid[32];
@@ -214,53 +214,53 @@ START_TEST(test_named_exclusive_and_squatted) {
   char name[128];
   mproc_test_shm_name(name, sizeof name, "squat");
   mproc_shm *s, *t;
-  mproc_assert_ok(mproc_shm_create(name, 100, &s));
+  mproc_assert_ok(mproc_shm_create(&s, name, 100));
   /* An existing mproc block is never reused. */
-  mproc_assert_err(mproc_shm_create(name, 100, &t), -EEXIST);
+  mproc_assert_err(mproc_shm_create(&t, name, 100), -EEXIST);
   mproc_assert_ok(mproc_shm_close(s));
 
   /* A name squatted by someone else: create refuses it, attach rejects it. */
   int fd = shm_open(name, O_CREAT | O_EXCL | O_RDWR, 0600);
   ck_assert_int_ge(fd, 0);
-  mproc_assert_err(mproc_shm_create(name, 100, &t), -EEXIST);
-  mproc_assert_err(mproc_shm_attach(name, &t), MPROC_ECORRUPT); /* empty */
+  mproc_assert_err(mproc_shm_create(&t, name, 100), -EEXIST);
+  mproc_assert_err(mproc_shm_attach(&t, name), MPROC_ECORRUPT); /* empty */
   ck_assert_int_eq(ftruncate(fd, 3 * 4096), 0);
-  mproc_assert_err(mproc_shm_attach(name, &t), MPROC_ECORRUPT); /* no header */
+  mproc_assert_err(mproc_shm_attach(&t, name), MPROC_ECORRUPT); /* no header */
   ck_assert(shm_exists(name));                                  /* and it is not ours to remove */
   /* Another user's object (owner changed): refused. */
   ck_assert_int_eq(fchown(fd, 12345, 12345), 0);
-  mproc_assert_err(mproc_shm_attach(name, &t), -EACCES);
+  mproc_assert_err(mproc_shm_attach(&t, name), -EACCES);
   close(fd);
   ck_assert_int_eq(shm_unlink(name), 0);
   /* A symlink or directory in /dev/shm is not a block either. */
   char path[256];
   snprintf(path, sizeof path, "/dev/shm%s", name);
   ck_assert_int_eq(mkdir(path, 0700), 0);
-  ck_assert_int_lt(mproc_shm_attach(name, &t), 0);
+  ck_assert_int_lt(mproc_shm_attach(&t, name), 0);
   ck_assert_int_eq(rmdir(path), 0);
 }
 END_TEST
 
 START_TEST(test_named_errors) {
   mproc_shm *s;
-  mproc_assert_err(mproc_shm_create("noslash", 10, &s), MPROC_EINVAL);
-  mproc_assert_err(mproc_shm_create("/a/b", 10, &s), MPROC_EINVAL);
-  mproc_assert_err(mproc_shm_create("/", 10, &s), MPROC_EINVAL);
-  mproc_assert_err(mproc_shm_create("/..", 10, &s), MPROC_EINVAL);
+  mproc_assert_err(mproc_shm_create(&s, "noslash", 10), MPROC_EINVAL);
+  mproc_assert_err(mproc_shm_create(&s, "/a/b", 10), MPROC_EINVAL);
+  mproc_assert_err(mproc_shm_create(&s, "/", 10), MPROC_EINVAL);
+  mproc_assert_err(mproc_shm_create(&s, "/..", 10), MPROC_EINVAL);
   char longname[MPROC_SHM_NAME_MAX + 2];
   memset(longname, 'x', sizeof longname);
   longname[0] = '/';
   longname[sizeof longname - 1] = '\0';
-  mproc_assert_err(mproc_shm_create(longname, 10, &s), MPROC_EINVAL);
-  mproc_assert_err(mproc_shm_create("/x", 0, &s), MPROC_EINVAL);
-  mproc_assert_err(mproc_shm_create("/x", SIZE_MAX, &s), MPROC_EINVAL);
-  mproc_assert_err(mproc_shm_create("/x", 10, NULL), MPROC_EINVAL);
-  mproc_assert_err(mproc_shm_attach(NULL, &s), MPROC_EINVAL);
-  mproc_assert_err(mproc_shm_attach("/x", NULL), MPROC_EINVAL);
-  mproc_assert_err(mproc_shm_attach("bad", &s), MPROC_EINVAL);
+  mproc_assert_err(mproc_shm_create(&s, longname, 10), MPROC_EINVAL);
+  mproc_assert_err(mproc_shm_create(&s, "/x", 0), MPROC_EINVAL);
+  mproc_assert_err(mproc_shm_create(&s, "/x", SIZE_MAX), MPROC_EINVAL);
+  mproc_assert_err(mproc_shm_create(NULL, "/x", 10), MPROC_EINVAL);
+  mproc_assert_err(mproc_shm_attach(&s, NULL), MPROC_EINVAL);
+  mproc_assert_err(mproc_shm_attach(NULL, "/x"), MPROC_EINVAL);
+  mproc_assert_err(mproc_shm_attach(&s, "bad"), MPROC_EINVAL);
   char name[128];
   mproc_test_shm_name(name, sizeof name, "none");
-  mproc_assert_err(mproc_shm_attach(name, &s), -ENOENT);
+  mproc_assert_err(mproc_shm_attach(&s, name), -ENOENT);
 }
 END_TEST
 
@@ -268,19 +268,19 @@ START_TEST(test_named_explicit_unlink) {
   char name[128];
   mproc_test_shm_name(name, sizeof name, "unlink");
   mproc_shm *s, *t;
-  mproc_assert_ok(mproc_shm_create(name, 64, &s));
-  mproc_assert_ok(mproc_shm_attach(name, &t));
+  mproc_assert_ok(mproc_shm_create(&s, name, 64));
+  mproc_assert_ok(mproc_shm_attach(&t, name));
   mproc_assert_ok(mproc_shm_unlink(s));
   ck_assert(!shm_exists(name));
   mproc_assert_err(mproc_shm_unlink(t), -ENOENT);
   mproc_shm *u;
-  mproc_assert_err(mproc_shm_attach(name, &u), -ENOENT);
+  mproc_assert_err(mproc_shm_attach(&u, name), -ENOENT);
   /* Existing attachments keep working. */
   strcpy(mproc_shm_addr(s), "still shared");
   ck_assert_str_eq(mproc_shm_addr(t), "still shared");
   /* The name can be created afresh; closing the old block must not remove
    * the new one. */
-  mproc_assert_ok(mproc_shm_create(name, 64, &u));
+  mproc_assert_ok(mproc_shm_create(&u, name, 64));
   mproc_assert_ok(mproc_shm_close(s));
   mproc_assert_ok(mproc_shm_close(t));
   ck_assert(shm_exists(name));
@@ -293,7 +293,7 @@ END_TEST
 static int child_create_and_hang(void *arg) {
   struct name_arg *a = arg;
   mproc_shm *s;
-  if (mproc_shm_create(a->name, a->size, &s) != 0)
+  if (mproc_shm_create(&s, a->name, a->size) != 0)
     return 10;
   unsigned char *p = mproc_shm_addr(s);
   for (size_t i = 0; i < a->size; i++)
@@ -320,7 +320,7 @@ START_TEST(test_creator_killed_while_attached) {
   struct child c = child_start(child_create_and_hang, &a);
   wait_ready(pfd[0]);
   mproc_shm *b;
-  mproc_assert_ok(mproc_shm_attach(a.name, &b));
+  mproc_assert_ok(mproc_shm_attach(&b, a.name));
   child_kill(&c);
   /* B keeps reading correct data; the name stays while B is attached. */
   unsigned char *p = mproc_shm_addr(b);
@@ -329,7 +329,7 @@ START_TEST(test_creator_killed_while_attached) {
     ck_assert_int_eq(p[i], (unsigned char)(i % 251));
   ck_assert(shm_exists(a.name));
   mproc_shm *again;
-  mproc_assert_ok(mproc_shm_attach(a.name, &again));
+  mproc_assert_ok(mproc_shm_attach(&again, a.name));
   mproc_assert_ok(mproc_shm_close(again));
   ck_assert(shm_exists(a.name));
   mproc_assert_ok(mproc_shm_close(b));
@@ -359,7 +359,7 @@ END_TEST
 START_TEST(test_above_4gib) {
   size_t size = (size_t)5 << 30;
   mproc_shm *s;
-  mproc_assert_ok(mproc_shm_new(size, &s));
+  mproc_assert_ok(mproc_shm_new(&s, size));
   ck_assert_uint_eq(mproc_shm_size(s), size);
   unsigned char *p = mproc_shm_addr(s);
   p[0] = 1;
@@ -370,11 +370,11 @@ START_TEST(test_above_4gib) {
 
   struct name_arg a = {.size = size};
   mproc_test_shm_name(a.name, sizeof a.name, "big");
-  mproc_assert_ok(mproc_shm_create(a.name, size, &s));
+  mproc_assert_ok(mproc_shm_create(&s, a.name, size));
   p = mproc_shm_addr(s);
   p[size - 1] = 0xab;
   mproc_shm *t;
-  mproc_assert_ok(mproc_shm_attach(a.name, &t));
+  mproc_assert_ok(mproc_shm_attach(&t, a.name));
   ck_assert_uint_eq(mproc_shm_size(t), size);
   ck_assert_int_eq(((unsigned char *)mproc_shm_addr(t))[size - 1], 0xab);
   mproc_assert_ok(mproc_shm_close(t));
@@ -386,7 +386,7 @@ START_TEST(test_cycles_no_growth) {
   int fds = mproc_test_count_fds(), maps = count_maps(), shm = count_dev_shm();
   for (int i = 0; i < 10000; i++) {
     mproc_shm *s;
-    mproc_assert_ok(mproc_shm_new(4096, &s));
+    mproc_assert_ok(mproc_shm_new(&s, 4096));
     ((char *)mproc_shm_addr(s))[0] = 1;
     mproc_assert_ok(mproc_shm_close(s));
   }
@@ -397,9 +397,9 @@ START_TEST(test_cycles_no_growth) {
    * block is also attached. */
   for (int i = 0; i < 2000; i++) {
     mproc_shm *s, *t;
-    mproc_assert_ok(mproc_shm_create(NULL, 4096, &s));
+    mproc_assert_ok(mproc_shm_create(&s, NULL, 4096));
     if (i % 10 == 0) {
-      mproc_assert_ok(mproc_shm_attach(mproc_shm_name(s), &t));
+      mproc_assert_ok(mproc_shm_attach(&t, mproc_shm_name(s)));
       mproc_assert_ok(mproc_shm_close(t));
     }
     mproc_assert_ok(mproc_shm_close(s));

@@ -39,7 +39,7 @@ static int party(void *arg) {
 
 START_TEST(test_barrier_rounds) {
   struct shared *s = anon_new(sizeof *s);
-  mproc_assert_ok(mproc_barrier_new(3, &s->b));
+  mproc_assert_ok(mproc_barrier_new(&s->b, 3));
   ck_assert_int_eq(mproc_barrier_parties(s->b), 3);
   ck_assert_int_eq(mproc_barrier_n_waiting(s->b), 0);
   ck_assert_int_eq(mproc_barrier_broken(s->b), 0);
@@ -80,7 +80,7 @@ START_TEST(test_barrier_timeout_abort_reset) {
   int p[2];
   pipe_new(p);
   s->ready = p[1];
-  mproc_assert_ok(mproc_barrier_new(2, &s->b));
+  mproc_assert_ok(mproc_barrier_new(&s->b, 2));
   /* Alone at a barrier of 2: the timeout breaks it (as in Python). */
   int64_t t0 = mproc_now_ms();
   mproc_assert_err(mproc_barrier_wait(s->b, 60), MPROC_ETIMEDOUT);
@@ -142,7 +142,7 @@ START_TEST(test_barrier_party_killed_while_others_wait) {
   int p[2];
   pipe_new(p);
   s->ready = p[1];
-  mproc_assert_ok(mproc_barrier_new(3, &s->b));
+  mproc_assert_ok(mproc_barrier_new(&s->b, 3));
   struct child victim = child_start(join_and_hang, s);
   wait_byte(p[0]);
   s->victim = victim.pid;
@@ -171,7 +171,7 @@ START_TEST(test_barrier_party_killed_before_others_arrive) {
   int p[2];
   pipe_new(p);
   s->ready = p[1];
-  mproc_assert_ok(mproc_barrier_new(2, &s->b));
+  mproc_assert_ok(mproc_barrier_new(&s->b, 2));
   struct child victim = child_start(join_and_hang, s);
   wait_byte(p[0]);
   child_kill(&victim);
@@ -191,11 +191,11 @@ START_TEST(test_barrier_errors) {
   ck_assert_uint_eq(mproc_barrier_size(0), 0);
   ck_assert_uint_eq(mproc_barrier_size(MPROC_BARRIER_MAX_PARTIES + 1), 0);
   ck_assert_uint_eq(mproc_barrier_size(4), MPROC_BARRIER_SIZE(4));
-  mproc_assert_err(mproc_barrier_new(0, &b), MPROC_EINVAL);
-  mproc_assert_err(mproc_barrier_new(MPROC_BARRIER_MAX_PARTIES + 1, &b), MPROC_EINVAL);
-  mproc_assert_err(mproc_barrier_new(2, NULL), MPROC_EINVAL);
-  mproc_assert_err(mproc_barrier_init(store, MPROC_BARRIER_SIZE(4), 5, &b), MPROC_EINVAL);
-  mproc_assert_err(mproc_barrier_init(store + 8, MPROC_BARRIER_SIZE(3), 4, &b), MPROC_EINVAL);
+  mproc_assert_err(mproc_barrier_new(&b, 0), MPROC_EINVAL);
+  mproc_assert_err(mproc_barrier_new(&b, MPROC_BARRIER_MAX_PARTIES + 1), MPROC_EINVAL);
+  mproc_assert_err(mproc_barrier_new(NULL, 2), MPROC_EINVAL);
+  mproc_assert_err(mproc_barrier_init(&b, store, MPROC_BARRIER_SIZE(4), 5), MPROC_EINVAL);
+  mproc_assert_err(mproc_barrier_init(&b, store + 8, MPROC_BARRIER_SIZE(3), 4), MPROC_EINVAL);
   mproc_barrier *bogus = (mproc_barrier *)(void *)store;
   mproc_assert_err(mproc_barrier_wait(bogus, 0), MPROC_EINVAL);
   mproc_assert_err(mproc_barrier_join(bogus), MPROC_EINVAL);
@@ -205,8 +205,8 @@ START_TEST(test_barrier_errors) {
   mproc_assert_err(mproc_barrier_parties(bogus), MPROC_EINVAL);
   mproc_assert_err(mproc_barrier_n_waiting(bogus), MPROC_EINVAL);
   mproc_assert_err(mproc_barrier_broken(NULL), MPROC_EINVAL);
-  mproc_assert_ok(mproc_barrier_init(store, sizeof store, 4, &b));
-  mproc_assert_err(mproc_barrier_init(store, sizeof store, 4, &b), MPROC_EBUSY);
+  mproc_assert_ok(mproc_barrier_init(&b, store, sizeof store, 4));
+  mproc_assert_err(mproc_barrier_init(&b, store, sizeof store, 4), MPROC_EBUSY);
   mproc_assert_err(mproc_barrier_wait(b, -4), MPROC_EINVAL);
   mproc_assert_err(mproc_barrier_leave(b), MPROC_ESTATE); /* not joined */
   mproc_assert_ok(mproc_barrier_join(b));
@@ -218,7 +218,7 @@ START_TEST(test_barrier_errors) {
   mproc_assert_err(mproc_barrier_destroy(b), MPROC_EINVAL);
   /* One party: wait returns at once with index 0 and runs the action. */
   struct shared s = {0};
-  mproc_assert_ok(mproc_barrier_new(1, &b));
+  mproc_assert_ok(mproc_barrier_new(&b, 1));
   ck_assert_int_eq(mproc_barrier_wait_action(b, count_action, &s, 0), 0);
   ck_assert_int_eq(atomic_load(&s.actions), 1);
   mproc_assert_ok(mproc_barrier_free(b));
@@ -230,10 +230,10 @@ START_TEST(test_barrier_cycles) {
   _Alignas(64) static char store[MPROC_BARRIER_SIZE(2)];
   for (int i = 0; i < 10000; i++) {
     mproc_barrier *b;
-    mproc_assert_ok(mproc_barrier_new(1, &b));
+    mproc_assert_ok(mproc_barrier_new(&b, 1));
     ck_assert_int_eq(mproc_barrier_wait(b, 0), 0);
     mproc_assert_ok(mproc_barrier_free(b));
-    mproc_assert_ok(mproc_barrier_init(store, sizeof store, 2, &b));
+    mproc_assert_ok(mproc_barrier_init(&b, store, sizeof store, 2));
     mproc_assert_ok(mproc_barrier_join(b));
     mproc_assert_ok(mproc_barrier_destroy(b));
   }

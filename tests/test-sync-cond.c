@@ -119,17 +119,17 @@ START_TEST(test_cond_errors) {
   _Alignas(64) char store[MPROC_COND_SIZE];
   memset(store, 0, sizeof store);
   mproc_assert_err(mproc_cond_new(NULL), MPROC_EINVAL);
-  mproc_assert_err(mproc_cond_init(store, sizeof store - 1, &c), MPROC_EINVAL);
-  mproc_assert_err(mproc_cond_init(store + 4, sizeof store - 4, &c), MPROC_EINVAL);
-  mproc_assert_err(mproc_cond_init(store, sizeof store, NULL), MPROC_EINVAL);
+  mproc_assert_err(mproc_cond_init(&c, store, sizeof store - 1), MPROC_EINVAL);
+  mproc_assert_err(mproc_cond_init(&c, store + 4, sizeof store - 4), MPROC_EINVAL);
+  mproc_assert_err(mproc_cond_init(NULL, store, sizeof store), MPROC_EINVAL);
   mproc_cond *bogus = (mproc_cond *)(void *)store;
   mproc_assert_err(mproc_cond_wait(bogus, 0), MPROC_EINVAL);
   mproc_assert_err(mproc_cond_notify(bogus, 1), MPROC_EINVAL);
   mproc_assert_err(mproc_cond_acquire(bogus, 0), MPROC_EINVAL);
   mproc_assert_err(mproc_cond_release(bogus), MPROC_EINVAL);
   ck_assert_ptr_null(mproc_cond_lock(bogus));
-  mproc_assert_ok(mproc_cond_init(store, sizeof store, &c));
-  mproc_assert_err(mproc_cond_init(store, sizeof store, &c), MPROC_EBUSY);
+  mproc_assert_ok(mproc_cond_init(&c, store, sizeof store));
+  mproc_assert_err(mproc_cond_init(&c, store, sizeof store), MPROC_EBUSY);
   mproc_assert_ok(mproc_cond_acquire(c, 0));
   mproc_assert_err(mproc_cond_wait(c, -2), MPROC_EINVAL);
   mproc_assert_err(mproc_cond_wait_for(c, NULL, NULL, 0), MPROC_EINVAL);
@@ -209,7 +209,7 @@ START_TEST(test_cond_cycles) {
     mproc_assert_ok(mproc_cond_notify_all(c));
     mproc_assert_ok(mproc_cond_release(c));
     mproc_assert_ok(mproc_cond_free(c));
-    mproc_assert_ok(mproc_cond_init(store, sizeof store, &c));
+    mproc_assert_ok(mproc_cond_init(&c, store, sizeof store));
     mproc_assert_ok(mproc_cond_destroy(c));
   }
   ck_assert_int_eq(mproc_test_count_fds(), fds);

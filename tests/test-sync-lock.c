@@ -60,10 +60,10 @@ START_TEST(test_lock_errors) {
   _Alignas(64) char store[MPROC_LOCK_SIZE + 8];
   memset(store, 0, sizeof store);
   mproc_assert_err(mproc_lock_new(NULL), MPROC_EINVAL);
-  mproc_assert_err(mproc_lock_init(NULL, MPROC_LOCK_SIZE, &l), MPROC_EINVAL);
-  mproc_assert_err(mproc_lock_init(store, MPROC_LOCK_SIZE - 1, &l), MPROC_EINVAL);
-  mproc_assert_err(mproc_lock_init(store + 4, MPROC_LOCK_SIZE, &l), MPROC_EINVAL);
-  mproc_assert_err(mproc_lock_init(store, MPROC_LOCK_SIZE, NULL), MPROC_EINVAL);
+  mproc_assert_err(mproc_lock_init(&l, NULL, MPROC_LOCK_SIZE), MPROC_EINVAL);
+  mproc_assert_err(mproc_lock_init(&l, store, MPROC_LOCK_SIZE - 1), MPROC_EINVAL);
+  mproc_assert_err(mproc_lock_init(&l, store + 4, MPROC_LOCK_SIZE), MPROC_EINVAL);
+  mproc_assert_err(mproc_lock_init(NULL, store, MPROC_LOCK_SIZE), MPROC_EINVAL);
   /* Not initialised yet. */
   mproc_assert_err(mproc_lock_acquire((mproc_lock *)(void *)store, 0), MPROC_EINVAL);
   mproc_assert_err(mproc_lock_release((mproc_lock *)(void *)store), MPROC_EINVAL);
@@ -71,9 +71,9 @@ START_TEST(test_lock_errors) {
   mproc_assert_err(mproc_lock_acquire(NULL, 0), MPROC_EINVAL);
   mproc_assert_err(mproc_lock_release(NULL), MPROC_EINVAL);
   mproc_assert_err(mproc_lock_consistent(NULL), MPROC_EINVAL);
-  mproc_assert_ok(mproc_lock_init(store, sizeof store, &l));
+  mproc_assert_ok(mproc_lock_init(&l, store, sizeof store));
   ck_assert_ptr_eq(l, (void *)store);
-  mproc_assert_err(mproc_lock_init(store, sizeof store, &l), MPROC_EBUSY); /* live */
+  mproc_assert_err(mproc_lock_init(&l, store, sizeof store), MPROC_EBUSY); /* live */
   mproc_assert_err(mproc_lock_acquire(l, -2), MPROC_EINVAL);
   mproc_assert_err(mproc_lock_free(l), MPROC_EINVAL); /* caller storage: destroy */
   /* Another kind of object is rejected. */
@@ -174,8 +174,8 @@ START_TEST(test_lock_holder_killed) {
   s->ready = p[1];
   /* On caller storage inside an anonymous block, this time. */
   mproc_shm *blk;
-  mproc_assert_ok(mproc_shm_new(4096, &blk));
-  mproc_assert_ok(mproc_lock_init(mproc_shm_addr(blk), mproc_shm_size(blk), &s->lock));
+  mproc_assert_ok(mproc_shm_new(&blk, 4096));
+  mproc_assert_ok(mproc_lock_init(&s->lock, mproc_shm_addr(blk), mproc_shm_size(blk)));
   struct child holder = child_start(hold_lock, s);
   wait_byte(p[0]);
   /* A waiter blocked (deadline 10 minutes) when the holder dies must learn it
@@ -244,15 +244,15 @@ START_TEST(test_rlock_errors) {
   _Alignas(64) char store[MPROC_RLOCK_SIZE];
   memset(store, 0, sizeof store);
   mproc_assert_err(mproc_rlock_new(NULL), MPROC_EINVAL);
-  mproc_assert_err(mproc_rlock_init(store, MPROC_RLOCK_SIZE - 8, &r), MPROC_EINVAL);
-  mproc_assert_err(mproc_rlock_init(store + 1, MPROC_RLOCK_SIZE - 1, &r), MPROC_EINVAL);
-  mproc_assert_err(mproc_rlock_init(store, sizeof store, NULL), MPROC_EINVAL);
+  mproc_assert_err(mproc_rlock_init(&r, store, MPROC_RLOCK_SIZE - 8), MPROC_EINVAL);
+  mproc_assert_err(mproc_rlock_init(&r, store + 1, MPROC_RLOCK_SIZE - 1), MPROC_EINVAL);
+  mproc_assert_err(mproc_rlock_init(NULL, store, sizeof store), MPROC_EINVAL);
   mproc_assert_err(mproc_rlock_acquire((mproc_rlock *)(void *)store, 0), MPROC_EINVAL);
   mproc_assert_err(mproc_rlock_depth(NULL), MPROC_EINVAL);
   mproc_assert_err(mproc_rlock_release(NULL), MPROC_EINVAL);
   mproc_assert_err(mproc_rlock_consistent(NULL), MPROC_EINVAL);
-  mproc_assert_ok(mproc_rlock_init(store, sizeof store, &r));
-  mproc_assert_err(mproc_rlock_init(store, sizeof store, &r), MPROC_EBUSY);
+  mproc_assert_ok(mproc_rlock_init(&r, store, sizeof store));
+  mproc_assert_err(mproc_rlock_init(&r, store, sizeof store), MPROC_EBUSY);
   mproc_assert_err(mproc_rlock_acquire(r, -7), MPROC_EINVAL);
   mproc_assert_err(mproc_rlock_free(r), MPROC_EINVAL);
   mproc_assert_err(mproc_lock_acquire((mproc_lock *)(void *)r, 0), MPROC_EINVAL);
@@ -370,9 +370,9 @@ START_TEST(test_lock_cycles) {
     mproc_assert_ok(mproc_rlock_acquire(r, 0));
     mproc_assert_ok(mproc_rlock_release(r));
     mproc_assert_ok(mproc_rlock_free(r));
-    mproc_assert_ok(mproc_lock_init(store, sizeof store, &l));
+    mproc_assert_ok(mproc_lock_init(&l, store, sizeof store));
     mproc_assert_ok(mproc_lock_destroy(l));
-    mproc_assert_ok(mproc_rlock_init(store, sizeof store, &r));
+    mproc_assert_ok(mproc_rlock_init(&r, store, sizeof store));
     mproc_assert_ok(mproc_rlock_destroy(r));
   }
   ck_assert_int_eq(mproc_test_count_fds(), fds);

@@ -15,7 +15,7 @@ struct shared {
 
 START_TEST(test_sem_counts) {
   mproc_sem *s;
-  mproc_assert_ok(mproc_sem_new(2, NULL, &s));
+  mproc_assert_ok(mproc_sem_new(&s, 2, NULL));
   ck_assert_int_eq(mproc_sem_value(s), 2);
   mproc_assert_ok(mproc_sem_acquire(s, 0));
   mproc_assert_ok(mproc_sem_acquire(s, -1));
@@ -30,7 +30,7 @@ START_TEST(test_sem_counts) {
   ck_assert_int_eq(mproc_sem_value(s), 5);
   mproc_assert_ok(mproc_sem_free(s));
 
-  mproc_assert_ok(mproc_sem_new(MPROC_SEM_VALUE_MAX, NULL, &s));
+  mproc_assert_ok(mproc_sem_new(&s, MPROC_SEM_VALUE_MAX, NULL));
   mproc_assert_err(mproc_sem_release(s), MPROC_EOVERFLOW);
   mproc_assert_ok(mproc_sem_free(s));
 }
@@ -39,7 +39,7 @@ END_TEST
 START_TEST(test_bounded) {
   struct mproc_sem_options o = {.flags = MPROC_SEM_BOUNDED};
   mproc_sem *s;
-  mproc_assert_ok(mproc_sem_new(1, &o, &s));
+  mproc_assert_ok(mproc_sem_new(&s, 1, &o));
   mproc_assert_err(mproc_sem_release(s), MPROC_EOVERRELEASE);
   mproc_assert_ok(mproc_sem_acquire(s, 0));
   mproc_assert_ok(mproc_sem_release(s));
@@ -54,17 +54,17 @@ START_TEST(test_sem_errors) {
   _Alignas(64) char store[MPROC_SEM_SIZE];
   memset(store, 0, sizeof store);
   struct mproc_sem_options bad = {.flags = 1u << 7};
-  mproc_assert_err(mproc_sem_new(1, NULL, NULL), MPROC_EINVAL);
-  mproc_assert_err(mproc_sem_new(1, &bad, &s), MPROC_EINVAL);
-  mproc_assert_err(mproc_sem_new(MPROC_SEM_VALUE_MAX + 1u, NULL, &s), MPROC_EINVAL);
-  mproc_assert_err(mproc_sem_init(store, sizeof store - 1, 1, NULL, &s), MPROC_EINVAL);
-  mproc_assert_err(mproc_sem_init(store + 2, sizeof store - 2, 1, NULL, &s), MPROC_EINVAL);
-  mproc_assert_err(mproc_sem_init(NULL, sizeof store, 1, NULL, &s), MPROC_EINVAL);
+  mproc_assert_err(mproc_sem_new(NULL, 1, NULL), MPROC_EINVAL);
+  mproc_assert_err(mproc_sem_new(&s, 1, &bad), MPROC_EINVAL);
+  mproc_assert_err(mproc_sem_new(&s, MPROC_SEM_VALUE_MAX + 1u, NULL), MPROC_EINVAL);
+  mproc_assert_err(mproc_sem_init(&s, store, sizeof store - 1, 1, NULL), MPROC_EINVAL);
+  mproc_assert_err(mproc_sem_init(&s, store + 2, sizeof store - 2, 1, NULL), MPROC_EINVAL);
+  mproc_assert_err(mproc_sem_init(&s, NULL, sizeof store, 1, NULL), MPROC_EINVAL);
   mproc_assert_err(mproc_sem_acquire((mproc_sem *)(void *)store, 0), MPROC_EINVAL);
   mproc_assert_err(mproc_sem_release(NULL), MPROC_EINVAL);
   mproc_assert_err(mproc_sem_value(NULL), MPROC_EINVAL);
-  mproc_assert_ok(mproc_sem_init(store, sizeof store, 3, NULL, &s));
-  mproc_assert_err(mproc_sem_init(store, sizeof store, 3, NULL, &s), MPROC_EBUSY);
+  mproc_assert_ok(mproc_sem_init(&s, store, sizeof store, 3, NULL));
+  mproc_assert_err(mproc_sem_init(&s, store, sizeof store, 3, NULL), MPROC_EBUSY);
   mproc_assert_err(mproc_sem_acquire(s, -3), MPROC_EINVAL);
   mproc_assert_err(mproc_sem_free(s), MPROC_EINVAL);
   mproc_assert_ok(mproc_sem_destroy(s));
@@ -90,7 +90,7 @@ static int limited_worker(void *arg) {
 
 START_TEST(test_sem_limits_concurrency) {
   struct shared *s = anon_new(sizeof *s);
-  mproc_assert_ok(mproc_sem_new(2, NULL, &s->sem));
+  mproc_assert_ok(mproc_sem_new(&s->sem, 2, NULL));
   struct child c[6];
   for (int i = 0; i < 6; i++)
     c[i] = child_start(limited_worker, s);
@@ -124,7 +124,7 @@ START_TEST(test_sem_deaths) {
   int p[2];
   pipe_new(p);
   s->ready = p[1];
-  mproc_assert_ok(mproc_sem_new(1, NULL, &s->sem));
+  mproc_assert_ok(mproc_sem_new(&s->sem, 1, NULL));
   /* A process that dies holding a unit keeps it (no owner, as in Python). */
   struct child taker = child_start(sem_taker, s);
   wait_byte(p[0]);
@@ -152,7 +152,7 @@ START_TEST(test_sem_wakes_every_waiter) {
   int p[2];
   pipe_new(p);
   s->ready = p[1];
-  mproc_assert_ok(mproc_sem_new(0, NULL, &s->sem));
+  mproc_assert_ok(mproc_sem_new(&s->sem, 0, NULL));
   struct child c[4];
   for (int i = 0; i < 4; i++) {
     c[i] = child_start(sem_waiter, s);
@@ -213,14 +213,14 @@ START_TEST(test_event_errors) {
   _Alignas(64) char store[MPROC_EVENT_SIZE];
   memset(store, 0, sizeof store);
   mproc_assert_err(mproc_event_new(NULL), MPROC_EINVAL);
-  mproc_assert_err(mproc_event_init(store, sizeof store - 1, &e), MPROC_EINVAL);
-  mproc_assert_err(mproc_event_init(store, sizeof store, NULL), MPROC_EINVAL);
+  mproc_assert_err(mproc_event_init(&e, store, sizeof store - 1), MPROC_EINVAL);
+  mproc_assert_err(mproc_event_init(NULL, store, sizeof store), MPROC_EINVAL);
   mproc_assert_err(mproc_event_set(NULL), MPROC_EINVAL);
   mproc_assert_err(mproc_event_clear(NULL), MPROC_EINVAL);
   mproc_assert_err(mproc_event_is_set(NULL), MPROC_EINVAL);
   mproc_assert_err(mproc_event_wait((mproc_event *)(void *)store, 0), MPROC_EINVAL);
-  mproc_assert_ok(mproc_event_init(store, sizeof store, &e));
-  mproc_assert_err(mproc_event_init(store, sizeof store, &e), MPROC_EBUSY);
+  mproc_assert_ok(mproc_event_init(&e, store, sizeof store));
+  mproc_assert_err(mproc_event_init(&e, store, sizeof store), MPROC_EBUSY);
   mproc_assert_err(mproc_event_wait(e, -9), MPROC_EINVAL);
   mproc_assert_err(mproc_event_free(e), MPROC_EINVAL);
   mproc_assert_ok(mproc_event_destroy(e));
@@ -234,16 +234,16 @@ START_TEST(test_cycles) {
   for (int i = 0; i < 10000; i++) {
     mproc_sem *s;
     mproc_event *e;
-    mproc_assert_ok(mproc_sem_new(1, NULL, &s));
+    mproc_assert_ok(mproc_sem_new(&s, 1, NULL));
     mproc_assert_ok(mproc_sem_acquire(s, 0));
     mproc_assert_ok(mproc_sem_release(s));
     mproc_assert_ok(mproc_sem_free(s));
     mproc_assert_ok(mproc_event_new(&e));
     mproc_assert_ok(mproc_event_set(e));
     mproc_assert_ok(mproc_event_free(e));
-    mproc_assert_ok(mproc_sem_init(store, sizeof store, 0, NULL, &s));
+    mproc_assert_ok(mproc_sem_init(&s, store, sizeof store, 0, NULL));
     mproc_assert_ok(mproc_sem_destroy(s));
-    mproc_assert_ok(mproc_event_init(store, sizeof store, &e));
+    mproc_assert_ok(mproc_event_init(&e, store, sizeof store));
     mproc_assert_ok(mproc_event_destroy(e));
   }
   ck_assert_int_eq(mproc_test_count_fds(), fds);

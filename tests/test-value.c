@@ -15,7 +15,7 @@ START_TEST(test_types_and_sizes) {
   };
   for (size_t i = 0; i < MPROC__ARRAY_SIZE(types); i++) {
     mproc_value *v;
-    mproc_assert_ok(mproc_value_new(types[i].t, NULL, NULL, &v));
+    mproc_assert_ok(mproc_value_new(&v, types[i].t, NULL, NULL));
     ck_assert_uint_eq(mproc_value_elem_size(v), types[i].size);
     ck_assert_uint_eq(mproc_value_count(v), 1);
     ck_assert_int_eq(((uintptr_t)mproc_value_ptr(v)) % 16, 0);
@@ -25,7 +25,7 @@ START_TEST(test_types_and_sizes) {
   }
   double d = 2.5;
   mproc_value *v;
-  mproc_assert_ok(mproc_value_new(MPROC_TYPE_DOUBLE, &d, NULL, &v));
+  mproc_assert_ok(mproc_value_new(&v, MPROC_TYPE_DOUBLE, &d, NULL));
   ck_assert(*(double *)mproc_value_ptr(v) == 2.5);
   double out = 0, in = -1.25;
   mproc_assert_ok(mproc_value_set(v, 0, 1, &in, 1000));
@@ -39,7 +39,7 @@ START_TEST(test_types_and_sizes) {
     int x, y, z;
   } pts[3] = {{1, 2, 3}, {4, 5, 6}, {7, 8, 9}};
   struct mproc_value_options o = {.elem_size = sizeof(struct point)};
-  mproc_assert_ok(mproc_array_new(MPROC_TYPE_BYTES, 3, pts, &o, &v));
+  mproc_assert_ok(mproc_array_new(&v, MPROC_TYPE_BYTES, 3, pts, &o));
   ck_assert_uint_eq(mproc_value_elem_size(v), sizeof(struct point));
   struct point got[2];
   mproc_assert_ok(mproc_value_get(v, 1, 2, got, 1000));
@@ -56,7 +56,7 @@ START_TEST(test_array_ranges_and_raw) {
     init[i] = i * i;
   struct mproc_value_options raw = {.flags = MPROC_VALUE_RAW};
   mproc_value *a;
-  mproc_assert_ok(mproc_array_new(MPROC_TYPE_INT32, 10, init, &raw, &a));
+  mproc_assert_ok(mproc_array_new(&a, MPROC_TYPE_INT32, 10, init, &raw));
   mproc_rlock *l;
   mproc_assert_err(mproc_value_get_lock(a, &l), MPROC_ESTATE);
   int32_t buf[10];
@@ -77,7 +77,7 @@ END_TEST
 START_TEST(test_atomics) {
   mproc_value *v;
   int8_t i8 = 127;
-  mproc_assert_ok(mproc_value_new(MPROC_TYPE_INT8, &i8, NULL, &v));
+  mproc_assert_ok(mproc_value_new(&v, MPROC_TYPE_INT8, &i8, NULL));
   int64_t old = 0, cur = 0;
   mproc_assert_ok(mproc_value_fetch_add(v, 0, 1, &old));
   ck_assert_int_eq(old, 127);
@@ -86,12 +86,12 @@ START_TEST(test_atomics) {
   mproc_assert_ok(mproc_value_free(v));
 
   uint8_t u8 = 255;
-  mproc_assert_ok(mproc_value_new(MPROC_TYPE_UINT8, &u8, NULL, &v));
+  mproc_assert_ok(mproc_value_new(&v, MPROC_TYPE_UINT8, &u8, NULL));
   mproc_assert_ok(mproc_value_load(v, 0, &cur));
   ck_assert_int_eq(cur, 255);
   mproc_assert_ok(mproc_value_free(v));
 
-  mproc_assert_ok(mproc_array_new(MPROC_TYPE_UINT64, 2, NULL, NULL, &v));
+  mproc_assert_ok(mproc_array_new(&v, MPROC_TYPE_UINT64, 2, NULL, NULL));
   mproc_assert_ok(mproc_value_store(v, 1, 40));
   int64_t expected = 41;
   ck_assert_int_eq(mproc_value_compare_exchange(v, 1, &expected, 50), 0);
@@ -104,7 +104,7 @@ START_TEST(test_atomics) {
   mproc_assert_ok(mproc_value_free(v));
 
   int16_t i16 = -5;
-  mproc_assert_ok(mproc_value_new(MPROC_TYPE_INT16, &i16, NULL, &v));
+  mproc_assert_ok(mproc_value_new(&v, MPROC_TYPE_INT16, &i16, NULL));
   mproc_assert_ok(mproc_value_fetch_add(v, 0, -1, &old));
   ck_assert_int_eq(old, -5);
   mproc_assert_ok(mproc_value_load(v, 0, &cur));
@@ -118,15 +118,15 @@ START_TEST(test_value_errors) {
   struct mproc_value_options bad = {.flags = 1u << 9};
   struct mproc_value_options wrong_size = {.elem_size = 3};
   struct mproc_value_options no_size = {0};
-  mproc_assert_err(mproc_value_new(MPROC_TYPE_INT32, NULL, NULL, NULL), MPROC_EINVAL);
-  mproc_assert_err(mproc_value_new((mproc_type)0, NULL, NULL, &v), MPROC_EINVAL);
-  mproc_assert_err(mproc_value_new((mproc_type)99, NULL, NULL, &v), MPROC_EINVAL);
-  mproc_assert_err(mproc_value_new(MPROC_TYPE_INT32, NULL, &bad, &v), MPROC_EINVAL);
-  mproc_assert_err(mproc_value_new(MPROC_TYPE_INT32, NULL, &wrong_size, &v), MPROC_EINVAL);
-  mproc_assert_err(mproc_value_new(MPROC_TYPE_BYTES, NULL, NULL, &v), MPROC_EINVAL);
-  mproc_assert_err(mproc_value_new(MPROC_TYPE_BYTES, NULL, &no_size, &v), MPROC_EINVAL);
-  mproc_assert_err(mproc_array_new(MPROC_TYPE_INT32, 0, NULL, NULL, &v), MPROC_EINVAL);
-  mproc_assert_err(mproc_array_new(MPROC_TYPE_INT64, SIZE_MAX / 4, NULL, NULL, &v),
+  mproc_assert_err(mproc_value_new(NULL, MPROC_TYPE_INT32, NULL, NULL), MPROC_EINVAL);
+  mproc_assert_err(mproc_value_new(&v, (mproc_type)0, NULL, NULL), MPROC_EINVAL);
+  mproc_assert_err(mproc_value_new(&v, (mproc_type)99, NULL, NULL), MPROC_EINVAL);
+  mproc_assert_err(mproc_value_new(&v, MPROC_TYPE_INT32, NULL, &bad), MPROC_EINVAL);
+  mproc_assert_err(mproc_value_new(&v, MPROC_TYPE_INT32, NULL, &wrong_size), MPROC_EINVAL);
+  mproc_assert_err(mproc_value_new(&v, MPROC_TYPE_BYTES, NULL, NULL), MPROC_EINVAL);
+  mproc_assert_err(mproc_value_new(&v, MPROC_TYPE_BYTES, NULL, &no_size), MPROC_EINVAL);
+  mproc_assert_err(mproc_array_new(&v, MPROC_TYPE_INT32, 0, NULL, NULL), MPROC_EINVAL);
+  mproc_assert_err(mproc_array_new(&v, MPROC_TYPE_INT64, SIZE_MAX / 4, NULL, NULL),
                    MPROC_EOVERFLOW);
   mproc_assert_err(mproc_value_free(NULL), MPROC_EINVAL);
   ck_assert_ptr_null(mproc_value_ptr(NULL));
@@ -134,7 +134,7 @@ START_TEST(test_value_errors) {
   ck_assert_uint_eq(mproc_value_elem_size(NULL), 0);
   mproc_rlock *l;
   mproc_assert_err(mproc_value_get_lock(NULL, &l), MPROC_EINVAL);
-  mproc_assert_ok(mproc_value_new(MPROC_TYPE_INT32, NULL, NULL, &v));
+  mproc_assert_ok(mproc_value_new(&v, MPROC_TYPE_INT32, NULL, NULL));
   mproc_assert_err(mproc_value_get_lock(v, NULL), MPROC_EINVAL);
   int32_t x = 0;
   mproc_assert_err(mproc_value_get(v, 0, 1, NULL, 0), MPROC_EINVAL);
@@ -180,8 +180,8 @@ static int atomic_increments(void *arg) {
 
 START_TEST(test_shared_counter) {
   mproc_value *v, *a;
-  mproc_assert_ok(mproc_value_new(MPROC_TYPE_INT32, NULL, NULL, &v));
-  mproc_assert_ok(mproc_value_new(MPROC_TYPE_INT64, NULL, NULL, &a));
+  mproc_assert_ok(mproc_value_new(&v, MPROC_TYPE_INT32, NULL, NULL));
+  mproc_assert_ok(mproc_value_new(&a, MPROC_TYPE_INT64, NULL, NULL));
   struct child c[10];
   for (int i = 0; i < 5; i++) {
     c[i] = child_start(locked_increments, v);
@@ -214,7 +214,7 @@ static int hold_value_lock(void *arg) {
 
 START_TEST(test_value_lock_holder_killed) {
   mproc_value *v;
-  mproc_assert_ok(mproc_value_new(MPROC_TYPE_INT32, NULL, NULL, &v));
+  mproc_assert_ok(mproc_value_new(&v, MPROC_TYPE_INT32, NULL, NULL));
   int p[2];
   pipe_new(p);
   void *arg[2] = {v, (void *)(intptr_t)p[1]};
@@ -235,10 +235,10 @@ START_TEST(test_value_cycles) {
   int fds = mproc_test_count_fds(), maps = count_maps();
   for (int i = 0; i < 10000; i++) {
     mproc_value *v;
-    mproc_assert_ok(mproc_value_new(MPROC_TYPE_INT32, &i, NULL, &v));
+    mproc_assert_ok(mproc_value_new(&v, MPROC_TYPE_INT32, &i, NULL));
     mproc_assert_ok(mproc_value_fetch_add(v, 0, 1, NULL));
     mproc_assert_ok(mproc_value_free(v));
-    mproc_assert_ok(mproc_array_new(MPROC_TYPE_DOUBLE, 100, NULL, NULL, &v));
+    mproc_assert_ok(mproc_array_new(&v, MPROC_TYPE_DOUBLE, 100, NULL, NULL));
     mproc_assert_ok(mproc_value_free(v));
   }
   ck_assert_int_eq(mproc_test_count_fds(), fds);

@@ -36,22 +36,22 @@ typedef struct mproc_shm mproc_shm;
 #define MPROC_SHM_NAME_MAX 200
 
 /* Create an anonymous block of `size` (> 0) zeroed bytes. */
-MPROC_EXTERN int mproc_shm_new(size_t size, mproc_shm **out);
+MPROC_EXTERN int mproc_shm_new(mproc_shm **out, size_t size);
 /* Map a block received as an fd (e.g. over a Unix socket).  The fd is
  * duplicated: the caller keeps ownership of `fd`.  The fd of a named block
  * maps its bytes (after the header), without a name. */
-MPROC_EXTERN int mproc_shm_from_fd(int fd, mproc_shm **out);
+MPROC_EXTERN int mproc_shm_from_fd(mproc_shm **out, int fd);
 
 /* Create a named block of `size` (> 0) zeroed bytes.  `name` is "/something"
  * (one leading slash, no other, at most MPROC_SHM_NAME_MAX bytes) or NULL for
  * a fresh name the library makes up (read it with mproc_shm_name).  A name
  * that already exists is never reused: -EEXIST. */
-MPROC_EXTERN int mproc_shm_create(const char *name, size_t size, mproc_shm **out);
+MPROC_EXTERN int mproc_shm_create(mproc_shm **out, const char *name, size_t size);
 /* Attach to an existing named block.  -ENOENT if there is no such name (or it
  * is being removed), -EACCES if the object belongs to another user,
  * MPROC_ECORRUPT if the object was not made by mproc_shm_create (a squatted
  * name). */
-MPROC_EXTERN int mproc_shm_attach(const char *name, mproc_shm **out);
+MPROC_EXTERN int mproc_shm_attach(mproc_shm **out, const char *name);
 
 /* The block's bytes (page aligned), size, name (NULL for anonymous blocks),
  * and fd (valid until close; the caller must not close it).  NULL/0/-1 for a
@@ -100,12 +100,12 @@ struct mproc_value_options {
 typedef struct mproc_value mproc_value;
 
 /* A value of `type` initialised from *init (NULL: zero). */
-MPROC_EXTERN int mproc_value_new(mproc_type type, const void *init,
-                                 const struct mproc_value_options *opts, mproc_value **out);
+MPROC_EXTERN int mproc_value_new(mproc_value **out, mproc_type type, const void *init,
+                                 const struct mproc_value_options *opts);
 /* An array of `count` (> 0) elements initialised from init[0..count) (NULL:
  * zeros). */
-MPROC_EXTERN int mproc_array_new(mproc_type type, size_t count, const void *init,
-                                 const struct mproc_value_options *opts, mproc_value **out);
+MPROC_EXTERN int mproc_array_new(mproc_value **out, mproc_type type, size_t count, const void *init,
+                                 const struct mproc_value_options *opts);
 MPROC_EXTERN int mproc_value_free(mproc_value *v);
 
 /* The elements themselves (Python's .value / indexing without the lock). */

@@ -14,7 +14,7 @@ extern "C" {
  *
  *     _Alignas(64) static char store[MPROC_LOCK_SIZE];  // or inside a block
  *     mproc_lock *lock;
- *     mproc_lock_init(store, sizeof store, &lock);   ... mproc_lock_destroy(lock);
+ *     mproc_lock_init(&lock, store, sizeof store);   ... mproc_lock_destroy(lock);
  *
  * or allocated by the library in an anonymous shared mapping, shared with
  * every child forked afterwards:
@@ -46,7 +46,7 @@ extern "C" {
 /* ---- Lock --------------------------------------------------------------- */
 typedef struct mproc_lock mproc_lock;
 
-MPROC_EXTERN int mproc_lock_init(void *storage, size_t size, mproc_lock **out);
+MPROC_EXTERN int mproc_lock_init(mproc_lock **out, void *storage, size_t size);
 MPROC_EXTERN int mproc_lock_destroy(mproc_lock *lock);
 MPROC_EXTERN int mproc_lock_new(mproc_lock **out);
 MPROC_EXTERN int mproc_lock_free(mproc_lock *lock);
@@ -66,7 +66,7 @@ MPROC_EXTERN int mproc_lock_consistent(mproc_lock *lock);
 /* ---- RLock (recursive; owner = thread) ------------------------------------ */
 typedef struct mproc_rlock mproc_rlock;
 
-MPROC_EXTERN int mproc_rlock_init(void *storage, size_t size, mproc_rlock **out);
+MPROC_EXTERN int mproc_rlock_init(mproc_rlock **out, void *storage, size_t size);
 MPROC_EXTERN int mproc_rlock_destroy(mproc_rlock *rlock);
 MPROC_EXTERN int mproc_rlock_new(mproc_rlock **out);
 MPROC_EXTERN int mproc_rlock_free(mproc_rlock *rlock);
@@ -89,11 +89,11 @@ struct mproc_sem_options {
 /* Maximum value of a semaphore. */
 #define MPROC_SEM_VALUE_MAX 0x7fffffffu
 
-MPROC_EXTERN int mproc_sem_init(void *storage, size_t size, unsigned value,
-                                const struct mproc_sem_options *opts, mproc_sem **out);
+MPROC_EXTERN int mproc_sem_init(mproc_sem **out, void *storage, size_t size, unsigned value,
+                                const struct mproc_sem_options *opts);
 MPROC_EXTERN int mproc_sem_destroy(mproc_sem *sem);
-MPROC_EXTERN int mproc_sem_new(unsigned value, const struct mproc_sem_options *opts,
-                               mproc_sem **out);
+MPROC_EXTERN int mproc_sem_new(mproc_sem **out, unsigned value,
+                               const struct mproc_sem_options *opts);
 MPROC_EXTERN int mproc_sem_free(mproc_sem *sem);
 /* Take one unit within timeout_ms: 0 or MPROC_ETIMEDOUT. */
 MPROC_EXTERN int mproc_sem_acquire(mproc_sem *sem, int64_t timeout_ms);
@@ -106,7 +106,7 @@ MPROC_EXTERN int mproc_sem_value(const mproc_sem *sem);
 /* ---- Event ---------------------------------------------------------------- */
 typedef struct mproc_event mproc_event;
 
-MPROC_EXTERN int mproc_event_init(void *storage, size_t size, mproc_event **out);
+MPROC_EXTERN int mproc_event_init(mproc_event **out, void *storage, size_t size);
 MPROC_EXTERN int mproc_event_destroy(mproc_event *ev);
 MPROC_EXTERN int mproc_event_new(mproc_event **out);
 MPROC_EXTERN int mproc_event_free(mproc_event *ev);
@@ -120,7 +120,7 @@ MPROC_EXTERN int mproc_event_wait(mproc_event *ev, int64_t timeout_ms);
 /* ---- Condition (with its own RLock, like Python's Condition()) ------------ */
 typedef struct mproc_cond mproc_cond;
 
-MPROC_EXTERN int mproc_cond_init(void *storage, size_t size, mproc_cond **out);
+MPROC_EXTERN int mproc_cond_init(mproc_cond **out, void *storage, size_t size);
 MPROC_EXTERN int mproc_cond_destroy(mproc_cond *cond);
 MPROC_EXTERN int mproc_cond_new(mproc_cond **out);
 MPROC_EXTERN int mproc_cond_free(mproc_cond *cond);
@@ -151,10 +151,10 @@ typedef struct mproc_barrier mproc_barrier;
 
 /* Storage needed for `parties` parties (0 if out of range). */
 MPROC_EXTERN size_t mproc_barrier_size(unsigned parties);
-MPROC_EXTERN int mproc_barrier_init(void *storage, size_t size, unsigned parties,
-                                    mproc_barrier **out);
+MPROC_EXTERN int mproc_barrier_init(mproc_barrier **out, void *storage, size_t size,
+                                    unsigned parties);
 MPROC_EXTERN int mproc_barrier_destroy(mproc_barrier *b);
-MPROC_EXTERN int mproc_barrier_new(unsigned parties, mproc_barrier **out);
+MPROC_EXTERN int mproc_barrier_new(mproc_barrier **out, unsigned parties);
 MPROC_EXTERN int mproc_barrier_free(mproc_barrier *b);
 /* Register the calling thread as a party now, so that its death is detected
  * even before its first wait (otherwise it registers at its first wait).
