@@ -9,8 +9,9 @@
  * Threads: every pool runs one manager thread.  It forks every worker (Linux
  * delivers a worker's parent-death signal when the *thread* that forked it
  * exits, so workers are always forked by that long-lived thread), reaps dead
- * workers, enforces timeouts, and runs every done-callback.  All functions
- * here are thread-safe.
+ * workers, enforces timeouts, and runs every done-callback -- unless the pool
+ * was created with MPROC_POOL_LOOP: then callbacks run in the thread calling
+ * mproc_pool_loop_run (mproc/loop.h).  All functions here are thread-safe.
  *
  * Errors: submit after close/shutdown/terminate returns MPROC_ECLOSED; submit
  * to a pool whose initializer failed returns MPROC_EBROKEN. */
@@ -103,8 +104,9 @@ struct mproc_submit_options {
   unsigned flags;     /* none defined yet: must be 0 */
   int64_t timeout_ms; /* 0: pool default; > 0: this task's timeout */
   int32_t retries;    /* -1: pool default; >= 0: this task's retries */
-  /* apply_async callbacks, run on the manager thread: `callback` when the
-   * task succeeded, `error_callback` when it failed or was cancelled. */
+  /* apply_async callbacks, run on the manager thread (with MPROC_POOL_LOOP:
+   * in mproc_pool_loop_run's thread): `callback` when the task succeeded,
+   * `error_callback` when it failed or was cancelled. */
   void (*callback)(mproc_future *f, void *ud);
   void (*error_callback)(mproc_future *f, void *ud);
   void *ud;
@@ -199,8 +201,9 @@ MPROC_EXTERN int mproc_future_error(mproc_future *f, struct mproc_task_error *er
  * worker is killed (and replaced) and the future completes with
  * MPROC_ECANCELLED shortly.  Returns 0, or MPROC_ESTATE if already finished. */
 MPROC_EXTERN int mproc_future_cancel(mproc_future *f);
-/* Run cb(f, ud) once the future finishes: on the manager thread, or at once on
- * the calling thread when it already has.  Callbacks may submit, cancel,
+/* Run cb(f, ud) once the future finishes: on the manager thread (with
+ * MPROC_POOL_LOOP: in mproc_pool_loop_run's thread), or at once on the
+ * calling thread when it already has.  Callbacks may submit, cancel,
  * shut down, and free f.  Returns 0, MPROC_EINVAL, -ENOMEM. */
 MPROC_EXTERN int mproc_future_add_done_callback(mproc_future *f,
                                                 void (*cb)(mproc_future *f, void *ud), void *ud);
