@@ -331,6 +331,52 @@ START_TEST(test_stats_retried_and_cancelled) {
 }
 END_TEST
 
+static int init_wait(void *arg, mproc_task_ctx *ctx) {
+  (void)arg;
+  (void)ctx;
+  atomic_fetch_add(&S->count, 1);
+  while (!atomic_load(&S->release))
+    sleep_ms(1);
+  return 0;
+}
+
+START_TEST(test_stats_starting_then_idle) {
+  S = shared_new();
+  struct mproc_pool_options o = {.workers = 2, .initializer = init_wait};
+  mproc_pool *p;
+  mproc_assert_ok(mproc_pool_create(&p, &o));
+  while (atomic_load(&S->count) < 2)
+    sleep_ms(1);
+  struct mproc_worker_stats ws[2];
+  ck_assert_int_eq(mproc_pool_stats(p, NULL, ws, 2), 2);
+  ck_assert_int_eq(ws[0].state, MPROC_WORKER_STARTING);
+  ck_assert_int_eq(ws[1].state, MPROC_WORKER_STARTING);
+  atomic_store(&S->release, 1);
+  int x = 4;
+  void *res;
+  size_t n;
+  mproc_assert_ok(mproc_pool_apply(p, task_square, &x, sizeof x, &res, &n, NULL, 30000));
+  free(res);
+  int64_t dl = mproc_now_ms() + 30000;
+  for (;;) {
+    ck_assert_int_eq(mproc_pool_stats(p, NULL, ws, 2), 2);
+    bool idle = ws[0].state == MPROC_WORKER_IDLE && ws[1].state == MPROC_WORKER_IDLE;
+    if (idle || mproc_now_ms() > dl)
+      break;
+    sleep_ms(1);
+  }
+  ck_assert_int_eq(ws[0].state, MPROC_WORKER_IDLE);
+  ck_assert_int_eq(ws[1].state, MPROC_WORKER_IDLE);
+  /* After terminate (before destroy) the slots report no process. */
+  mproc_assert_ok(mproc_pool_terminate(p));
+  ck_assert_int_eq(mproc_pool_stats(p, NULL, ws, 2), 2);
+  ck_assert_int_eq(ws[0].state, MPROC_WORKER_NONE);
+  ck_assert_int_eq(ws[0].pid, 0);
+  mproc_assert_ok(mproc_pool_destroy(p));
+  shared_free(S);
+}
+END_TEST
+
 /* ---- fd passing ------------------------------------------------------------- */
 
 static int task_write_fds(const void *arg, size_t len, mproc_task_ctx *ctx) {
@@ -445,6 +491,7 @@ int main(void) {
   tc = pool_tcase(s, "stats", 60);
   tcase_add_test(tc, test_stats_counts_and_workers);
   tcase_add_test(tc, test_stats_retried_and_cancelled);
+  tcase_add_test(tc, test_stats_starting_then_idle);
   tc = pool_tcase(s, "fds", 60);
   tcase_add_test(tc, test_fds_travel_with_task);
   tcase_add_test(tc, test_fds_revoked_and_requeued);
