@@ -100,7 +100,12 @@ static void render(char *line, size_t cap, int width, const struct mproc_progres
   } else {
     snprintf(tail, sizeof tail, " %zu [%s, %s]", p->done, el, rate);
   }
-  int avail = width - 1 - (int)strlen(tail);
+  /* The bar's size comes from the widest tail this call can have (done ==
+   * total, 100%), so it does not jump as the numbers grow. */
+  char widest[256];
+  snprintf(widest, sizeof widest, " 100%% %zu/%zu [%s<%s, %s]", p->total, p->total, el, eta, rate);
+  int tail_len = (int)(strlen(widest) > strlen(tail) ? strlen(widest) : strlen(tail));
+  int avail = width - 1 - tail_len;
   if (p->total > 0 && avail >= 12) {
     int inner = avail - 2 > 50 ? 50 : avail - 2;
     int fill = (int)((double)inner * (double)p->done / (double)p->total);
