@@ -1,56 +1,61 @@
 /* S05: producer and consumer processes through a queue */
 #include <mproc.h>
 #include <stdio.h>
-#include <stdlib.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
-static void producer(mproc_queue *q) {
+static int producer(const void *arg, size_t len) {
+  mproc_queue *q = *(mproc_queue *const *)arg; /* Process(target=producer, args=(q,)) */
+  (void)len;
   for (int i = 0; i < 10; i++) {
     mproc_queue_put(q, &i, sizeof i, MPROC_FOREVER);
     printf("producer: put %d\n", i);
   }
   mproc_queue_close(q); /* Python's q.close(): this process puts no more */
+  return 0;
 }
 
-static void consumer(mproc_queue *q) {
+static int consumer(const void *arg, size_t len) {
+  mproc_queue *q = *(mproc_queue *const *)arg;
+  (void)len;
   mproc_queue_close(q); /* this process only consumes: it will put nothing */
   int item;
-  size_t len;
+  size_t got;
   /* No race on "empty": get blocks until an item comes, and reports
    * MPROC_ECLOSED once every producer has closed and the queue is drained. */
   int err;
-  while ((err = mproc_queue_get(q, &item, sizeof item, &len, MPROC_FOREVER)) == 0)
+  while ((err = mproc_queue_get(q, &item, sizeof item, &got, MPROC_FOREVER)) == 0)
     printf("consumer: got %d\n", item);
   printf("consumer: %s\n", mproc_strerror(err));
-}
-
-/* Runs fn(q) in a child process.  (mproc's Process API does this for you; plain
- * fork works too: the child is attached to the queue during fork.) */
-static pid_t start(void (*fn)(mproc_queue *), mproc_queue *q) {
-  pid_t pid = fork();
-  if (pid == 0) {
-    fn(q);
-    fflush(stdout);
-    _exit(0);
-  }
-  return pid;
+  return err == MPROC_ECLOSED ? 0 : 1;
 }
 
 int main(void) {
-  mproc_queue *q;
+  mproc_queue *q = NULL;
+  mproc_process *p = NULL, *c = NULL;
   int err = mproc_queue_new(&q, NULL);
-  if (err != 0) {
-    fprintf(stderr, "queue: %s\n", mproc_strerror(err));
-    return 1;
+  if (err == 0)
+    err = mproc_process_new(&p, producer, &q, sizeof q, NULL);
+  if (err == 0)
+    err = mproc_process_new(&c, consumer, &q, sizeof q, NULL);
+  if (err == 0)
+    err = mproc_process_start(p);
+  if (err == 0)
+    err = mproc_process_start(c);
+  if (err == 0)
+    err = mproc_queue_detach(q, MPROC_QUEUE_BOTH); /* the parent neither puts nor gets */
+  int sp = -1, sc = -1;
+  if (err == 0)
+    err = mproc_process_join(p, 30000);
+  if (err == 0)
+    err = mproc_process_join(c, 30000);
+  if (err == 0) {
+    mproc_process_exitcode(p, &sp);
+    mproc_process_exitcode(c, &sc);
+    printf("parent: producer exited %d, consumer exited %d\n", sp, sc);
+  } else {
+    fprintf(stderr, "s05: %s\n", mproc_strerror(err));
   }
-  pid_t p = start(producer, q);
-  pid_t c = start(consumer, q);
-  mproc_queue_detach(q, MPROC_QUEUE_BOTH); /* the parent neither puts nor gets */
-  int sp, sc;
-  waitpid(p, &sp, 0);
-  waitpid(c, &sc, 0);
-  printf("parent: producer exited %d, consumer exited %d\n", WEXITSTATUS(sp), WEXITSTATUS(sc));
+  mproc_process_free(p);
+  mproc_process_free(c);
   mproc_queue_free(q);
-  return 0;
+  return err == 0 && sp == 0 && sc == 0 ? 0 : 1;
 }

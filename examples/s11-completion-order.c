@@ -3,8 +3,10 @@
 #include <stdio.h>
 #include <time.h>
 
-static void nap(int units) { /* one unit = 100 ms */
-  struct timespec ts = {units / 10, (units % 10) * 100000000L};
+/* One unit = 200 ms: wide enough that completion order survives a loaded
+ * machine (results must still arrive fastest-first). */
+static void nap(int units) {
+  struct timespec ts = {units / 5, (units % 5) * 200000000L};
   nanosleep(&ts, NULL);
 }
 

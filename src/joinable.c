@@ -33,7 +33,7 @@ MPROC_EXTERN int mproc_queue_task_done(mproc_queue *q) {
     h->parts[q->part].outstanding--;
   mproc__q_unlock(q);
   if (left == 1)
-    mproc__q_wake(&h->join_seq, &h->njoin_wait);
+    mproc__q_wake(&h->join_seq, &h->njoin_wait, NULL);
   return 0;
 }
 

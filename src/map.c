@@ -70,9 +70,10 @@ static void chunk_complete(struct mproc_pool *p, struct mproc__task *t, struct m
 
 static void job_cancel(struct mproc_pool *p, struct mproc_future *f) {
   struct map_job *j = f->done_extra;
-  /* Cancelling the last unfinished chunk finishes and frees the job, so the
-   * loop stops as soon as the future no longer points at it. */
-  for (size_t i = 0; i < j->nchunks && f->done_extra == j; i++)
+  size_t n = j->nchunks;
+  /* Cancelling the last unfinished chunk finishes and frees the job: test
+   * that the future still points at it before touching it again. */
+  for (size_t i = 0; i < n && f->done_extra == j; i++)
     if (!j->chunks[i].done)
       mproc__pool_cancel_task(p, &j->chunks[i]);
 }

@@ -81,8 +81,10 @@ struct mproc__qhdr {
    * the count is nonzero. */
   _Atomic uint32_t get_seq __attribute__((aligned(64)));
   _Atomic uint32_t nget_wait;
+  _Atomic uint32_t get_pending; /* a wake-up is on its way to the sleepers */
   _Atomic uint32_t put_seq __attribute__((aligned(64)));
   _Atomic uint32_t nput_wait;
+  _Atomic uint32_t put_pending;
   _Atomic uint32_t join_seq __attribute__((aligned(64)));
   _Atomic uint32_t njoin_wait;
   struct mproc__qpart parts[] __attribute__((aligned(64)));
@@ -110,8 +112,12 @@ void mproc__q_unlock(struct mproc_queue *q);
 /* One robust lock, with owner-death accounting.  Returns 0 or
  * MPROC_EBROKEN. */
 int mproc__q_lock1(struct mproc_queue *q, pthread_mutex_t *m);
-/* Wakes every sleeper on a sequence word if its waiter count is nonzero. */
-void mproc__q_wake(_Atomic uint32_t *seq, _Atomic uint32_t *nwait);
+/* Wakes every sleeper on a sequence word if its waiter count is nonzero.
+ * With `pending` (cleared by each new sleeper before its last re-check),
+ * only the first waker after a sleeper went to sleep makes the system call:
+ * a producer running while its consumer is descheduled does not pay one
+ * per message.  NULL: always wake (close, death, join). */
+void mproc__q_wake(_Atomic uint32_t *seq, _Atomic uint32_t *nwait, _Atomic uint32_t *pending);
 
 /* queue_part.c: participants. */
 /* Attaches the calling process with `roles` (lock taken inside).  Returns the
@@ -137,5 +143,22 @@ void mproc__q_advance_release(struct mproc_queue *q);
 uint64_t mproc__q_rec_size(uint32_t kind, uint64_t len);
 
 #define MPROC__Q_SWEEP_MS 100
+
+/* Spin-wait hint to the CPU. */
+static inline void mproc__q_cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#endif
+}
+
+/* Increment of a counter only ever changed under one lock: no locked RMW. */
+static inline void mproc__q_bump(_Atomic uint64_t *c) {
+  atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + 1, memory_order_relaxed);
+}
+
+/* The record at a ring position. */
+static inline struct mproc__qrec *mproc__q_rec_at(const struct mproc_queue *q, uint64_t pos) {
+  return (struct mproc__qrec *)(q->ring + (pos & (q->h->cap - 1)));
+}
 
 #endif /* MPROC_QUEUE_INTERNAL_H */

@@ -154,7 +154,9 @@ bool mproc__q_sweep(struct mproc_queue *q) {
   pid_t self = getpid();
   for (uint32_t i = 0; i < h->max_parts; i++) {
     pid_t pid = atomic_load_explicit(&h->parts[i].pid, memory_order_relaxed);
-    if (pid == 0 || pid == self)
+    /* Our own slots are alive, except one reserved for a child of a fork
+     * that failed (pending past its deadline). */
+    if (pid == 0 || (pid == self && !h->parts[i].pending))
       continue;
     uint64_t start = start_time_of(pid);
     bool expired = h->parts[i].pending && mproc_now_ms() > h->parts[i].pending_until;

@@ -432,6 +432,12 @@ START_TEST(test_worker_children_die_with_it) {
 }
 END_TEST
 
+static int slow_item(const void *in, void *out) {
+  (void)out;
+  sleep_ms(*(const int *)in);
+  return 0;
+}
+
 /* A separate process owns a pool and reports its worker pids on a pipe. */
 static pid_t pool_owner(int wfd, unsigned flags, int mode) {
   pid_t c = fork();
@@ -461,14 +467,18 @@ static pid_t pool_owner(int wfd, unsigned flags, int mode) {
     mproc_pool_submit(p, task_sleep, &ms, sizeof ms, &f);
     exit(0);
   }
-  /* mode 2: a blocked map that SIGINT must stop */
+  /* mode 2: a blocked map that SIGINT must stop, then a blocked wait */
   int in[4] = {60000, 60000, 60000, 60000};
+  struct mproc_map_options mo = {.chunksize = 1};
+  int r = mproc_pool_map(p, slow_item, in, 4, sizeof *in, NULL, 0, &mo, NULL, 60000);
+  if (r != MPROC_EINTERRUPTED)
+    _exit(20);
   mproc_future *fs[4];
   for (int i = 0; i < 4; i++)
     mproc_pool_submit(p, task_sleep, &in[i], sizeof in[i], &fs[i]);
-  int r = mproc_futures_wait(fs, 4, MPROC_ALL_COMPLETED, 60000);
+  r = mproc_futures_wait(fs, 4, MPROC_ALL_COMPLETED, 60000);
   if (r != MPROC_EINTERRUPTED)
-    _exit(20);
+    _exit(21);
   /* The test keeps pressing Ctrl-C until we are done. */
   sigset_t intr;
   sigemptyset(&intr);
@@ -477,10 +487,10 @@ static pid_t pool_owner(int wfd, unsigned flags, int mode) {
   mproc_pool_terminate(p);
   for (int i = 0; i < 4; i++) {
     if (mproc_future_state(fs[i]) != MPROC_FUTURE_CANCELLED)
-      _exit(21);
+      _exit(22);
     mproc_future_free(fs[i]);
   }
-  _exit(mproc_pool_destroy(p) == 0 ? 0 : 22);
+  _exit(mproc_pool_destroy(p) == 0 ? 0 : 23);
 }
 
 static void read_pids(int rfd, pid_t *pids) {

@@ -105,25 +105,9 @@ START_TEST(test_shared_object) {
 }
 END_TEST
 
-static void *nothing(void *arg) { return arg; }
-
-/* ThreadSanitizer starts a background thread of its own, for good, at the
- * first pthread_create of a process; one thread created and joined before
- * the leak snapshot keeps it from being counted as leaked by the test. */
-static void setup(void) {
-  pthread_t t;
-  ck_assert_int_eq(pthread_create(&t, NULL, nothing, NULL), 0);
-  ck_assert_int_eq(pthread_join(t, NULL), 0);
-  mproc_test_setup();
-}
-
 int main(void) {
   Suite *s = suite_create("process-threads");
-  TCase *tc = tcase_create("threads");
-  tcase_add_checked_fixture(tc, setup, mproc_test_teardown);
-  const char *scale = getenv("MPROC_TEST_TIMEOUT_SCALE");
-  tcase_set_timeout(tc, 120 * (scale != NULL && atof(scale) > 1 ? atof(scale) : 1));
-  suite_add_tcase(s, tc);
+  TCase *tc = mproc_test_tcase(s, "threads", 120);
   tcase_add_test(tc, test_parallel_cycles);
   tcase_add_test(tc, test_shared_object);
   return mproc_test_run(s);

@@ -101,25 +101,9 @@ START_TEST(test_threads_share_a_handle) {
 }
 END_TEST
 
-static void *nothing(void *arg) { return arg; }
-
-/* Thread sanitizer starts a background thread of its own at the first
- * pthread_create: start (and join) one thread before the leak fixture takes
- * its snapshot, so that thread is counted on both sides. */
-static void setup(void) {
-  pthread_t t;
-  ck_assert_int_eq(pthread_create(&t, NULL, nothing, NULL), 0);
-  ck_assert_int_eq(pthread_join(t, NULL), 0);
-  mproc_test_setup();
-}
-
 int main(void) {
   Suite *s = suite_create("queue-threads");
-  TCase *tc = tcase_create("threads");
-  tcase_add_checked_fixture(tc, setup, mproc_test_teardown);
-  const char *scale = getenv("MPROC_TEST_TIMEOUT_SCALE");
-  tcase_set_timeout(tc, 120 * (scale != NULL && atof(scale) > 0 ? atof(scale) : 1.0));
-  suite_add_tcase(s, tc);
+  TCase *tc = mproc_test_tcase(s, "threads", 120);
   tcase_add_test(tc, test_threads_share_a_handle);
   return mproc_test_run(s);
 }

@@ -26,7 +26,10 @@ extern "C" {
  * consumer has ever attached, get waits and put queues).  A process leaves by
  * mproc_queue_close() (Python's close(): it will put no more),
  * mproc_queue_detach(), mproc_queue_free(), or by dying: death is noticed by a
- * process about to block, within about 100 ms.
+ * process about to block, within about 100 ms.  An inherited handle carries
+ * both roles: a child that only consumes calls mproc_queue_close(), one that
+ * only produces detaches MPROC_QUEUE_CONSUMER, and a parent that takes no
+ * part detaches both, or the others will wait for it.
  *
  * A handle is process-local memory; threads of one process may share it
  * (mproc_queue_free() excepted, which must not race with other calls). */

@@ -1,0 +1,451 @@
+/* Queues: putting and getting records (see queue.c for the memory layout
+ * and the two locks).
+ *
+ * Design notes.
+ *
+ * Records.  [release, head) are being copied out or done; [head, tail) are
+ * queued.  A record's state walks
+ *     RESERVED -> COMMITTED -> CLAIMED -> DONE      (or -> DEAD)
+ * A message of at most 1 KiB is copied in and out while holding the side's
+ * lock: it goes straight to COMMITTED on put and to DONE on get, so a small
+ * message costs one lock round trip per side.  A larger one is RESERVED
+ * under plock, copied outside it, then COMMITTED with a release store (no
+ * lock); a consumer likewise CLAIMs it under clock, copies it out, and
+ * takes clock again only to mark it DONE and release space.  The number
+ * queued is nput - nget: nput grows before tail moves and nget after head
+ * moves, so it is never negative.  Consumers
+ * take records in ring order; a RESERVED record at the head makes them wait
+ * for its producer (FIFO, as Python's Queue).  A message larger than half
+ * the ring is written to a /dev/shm object of its own ("spill") and only its
+ * name travels in the ring: it cannot fill the ring, so it never waits for
+ * space it could never get.
+ *
+ * Wake-ups.  Sleepers count themselves in nget_wait/nput_wait, then re-check,
+ * then sleep on get_seq/put_seq (futex), and uncount themselves as soon as
+ * they wake.  The other side bumps the word and wakes only when the count is
+ * nonzero, and only once per sleep (the pending flag), so a busy queue
+ * makes no system call besides the lock's.  Before
+ * sleeping a waiter spins briefly, only when attached processes do not
+ * outnumber the CPUs.  Sleeps are capped at
+ * MPROC__Q_SWEEP_MS so a blocked waiter re-checks participants' liveness. */
+#include "queue.h"
+#include "futex.h"
+
+#include <fcntl.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <unistd.h>
+
+/* Messages up to this size are copied while holding the side's lock. */
+#define LOCKED_COPY_MAX 1024
+/* How long a waiter may spin before sleeping. */
+#define SPIN_NS 20000
+
+static inline int64_t now_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* ---- spill objects ------------------------------------------------------ */
+
+static int spill_write(const char *name, const void *buf, size_t len) {
+  int fd = shm_open(name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  if (fd < 0)
+    return mproc__neg_errno();
+  mproc__fd_register(fd);
+  void *p = MAP_FAILED;
+  int err = 0;
+  if (ftruncate(fd, (off_t)len) != 0)
+    err = mproc__neg_errno();
+  else if ((p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0)) == MAP_FAILED)
+    err = mproc__neg_errno();
+  mproc__close(fd);
+  if (err == 0) {
+    memcpy(p, buf, len);
+    munmap(p, len);
+  } else {
+    shm_unlink(name);
+  }
+  return err;
+}
+
+static int spill_read(const char *name, void *dst, size_t len) {
+  int fd = shm_open(name, O_RDONLY | O_CLOEXEC, 0);
+  if (fd < 0)
+    return mproc__neg_errno();
+  mproc__fd_register(fd);
+  void *p = mmap(NULL, len, PROT_READ, MAP_SHARED, fd, 0);
+  int err = p == MAP_FAILED ? mproc__neg_errno() : 0;
+  mproc__close(fd);
+  if (err == 0) {
+    memcpy(dst, p, len);
+    munmap(p, len);
+  }
+  shm_unlink(name);
+  return err;
+}
+
+/* ---- waiting ------------------------------------------------------------ */
+
+/* Sleeps until *seq moves past `seen`, the deadline, or the sweep period.
+ * Returns 0 to retry, MPROC_ETIMEDOUT, or -errno. */
+static int sleep_on(struct mproc_queue *q, _Atomic uint32_t *seq, uint32_t seen, int64_t deadline) {
+  if (mproc__q_maybe_sweep(q))
+    return 0;
+  int64_t wake = mproc_now_ms() + MPROC__Q_SWEEP_MS;
+  if (deadline >= 0 && deadline < wake)
+    wake = deadline;
+  int r = mproc__futex_wait(seq, seen, wake, true);
+  if (r == MPROC_ETIMEDOUT)
+    return deadline >= 0 && mproc_timeout_until(deadline) == 0 ? MPROC_ETIMEDOUT : 0;
+  return r;
+}
+
+/* Spins a little while `*word` keeps its value, if CPUs outnumber the
+ * attached processes (spinning on a busy machine only steals time from the
+ * process we are waiting for). */
+static void spin_on(struct mproc_queue *q, _Atomic uint64_t *word) {
+  static _Atomic long ncpu_cache; /* threads may race to fill it: same value */
+  long ncpu = atomic_load_explicit(&ncpu_cache, memory_order_relaxed);
+  if (ncpu == 0)
+    atomic_store_explicit(&ncpu_cache, ncpu = sysconf(_SC_NPROCESSORS_ONLN), memory_order_relaxed);
+  if (ncpu < (long)atomic_load_explicit(&q->h->nparts, memory_order_relaxed))
+    return;
+  uint64_t v = atomic_load_explicit(word, memory_order_relaxed);
+  int64_t t0 = now_ns();
+  do {
+    for (int k = 0; k < 16; k++)
+      mproc__q_cpu_relax();
+    if (atomic_load_explicit(word, memory_order_relaxed) != v)
+      return;
+  } while (now_ns() - t0 < SPIN_NS);
+}
+
+/* ---- put ---------------------------------------------------------------- */
+
+/* Under the lock: reserves (and for small messages fills and commits) a
+ * record.  Returns 0, MPROC_EFULL or MPROC_ECLOSED; *rec is set to the
+ * record still to be filled, or NULL if it is complete. */
+static int try_put(struct mproc_queue *q, const void *buf, size_t len, uint32_t kind,
+                   struct mproc__qrec **rec) {
+  struct mproc__qhdr *h = q->h;
+  uint64_t size = mproc__q_rec_size(kind, len);
+  uint64_t tail = atomic_load_explicit(&h->tail, memory_order_relaxed);
+  /* Acquire: consumers are done with the bytes below release. */
+  uint64_t rel = atomic_load_explicit(&h->release, memory_order_acquire);
+  uint64_t nput = atomic_load_explicit(&h->nput, memory_order_relaxed);
+  uint64_t count = nput - atomic_load_explicit(&h->nget, memory_order_acquire);
+  if (atomic_load_explicit(&h->nconsumers, memory_order_relaxed) == 0 &&
+      (atomic_load_explicit(&h->ever_roles, memory_order_relaxed) & MPROC_QUEUE_CONSUMER))
+    return MPROC_ECLOSED; /* consumers came and all left */
+  if ((h->maxsize != 0 && count >= h->maxsize) || h->cap - (tail - rel) < size)
+    return MPROC_EFULL;
+  struct mproc__qrec *r = mproc__q_rec_at(q, tail);
+  r->owner = (uint32_t)q->part;
+  r->len = len;
+  r->kind = kind;
+  r->pad = 0;
+  bool now = kind == MPROC__QK_INLINE && len <= LOCKED_COPY_MAX;
+  if (now && len > 0)
+    memcpy(r + 1, buf, len);
+  if (kind == MPROC__QK_SPILL) {
+    char name[MPROC__Q_NAME_MAX];
+    if (mproc__shm_make_name(name, sizeof name, "qspill") != 0)
+      return MPROC_ENAMETOOLONG;
+    memcpy(r + 1, name, sizeof name);
+  }
+  atomic_store_explicit(&r->state, now ? MPROC__QR_COMMITTED : MPROC__QR_RESERVED,
+                        memory_order_relaxed);
+  /* Counted before it is visible, so a consumer's nget never passes nput. */
+  atomic_store_explicit(&h->nput, nput + 1, memory_order_relaxed);
+  /* The publishing store: a death before it leaves no record. */
+  atomic_store_explicit(&h->tail, tail + size, memory_order_release);
+  /* After it: a consumer's task_done needs plock, so it cannot get here
+   * first; a death in between leaves the count one low, never a hang. */
+  mproc__q_bump(&h->puts);
+  if (h->flags & MPROC_QUEUE_JOINABLE)
+    mproc__q_bump(&h->unfinished);
+  *rec = now ? NULL : r;
+  return 0;
+}
+
+/* Outside the lock: copies a reserved record's payload and commits it. */
+static int fill_record(struct mproc_queue *q, struct mproc__qrec *r, const void *buf, size_t len) {
+  int err = 0;
+  if (r->kind == MPROC__QK_SPILL) {
+    err = spill_write((const char *)(r + 1), buf, len);
+    if (err == 0)
+      atomic_fetch_add_explicit(&q->h->spilled, 1, memory_order_relaxed);
+  } else {
+    memcpy(r + 1, buf, len);
+  }
+  if (err == 0) {
+    atomic_store_explicit(&r->state, MPROC__QR_COMMITTED, memory_order_release);
+    return 0;
+  }
+  /* Could not write it: withdraw the record (consumers skip it). */
+  if (mproc__q_lock(q) == 0) {
+    atomic_store_explicit(&r->state, MPROC__QR_DEAD, memory_order_release);
+    atomic_fetch_sub_explicit(&q->h->puts, 1, memory_order_relaxed);
+    if (q->h->flags & MPROC_QUEUE_JOINABLE)
+      atomic_fetch_sub_explicit(&q->h->unfinished, 1, memory_order_relaxed);
+    mproc__q_unlock(q);
+  }
+  return err;
+}
+
+static int put_impl(struct mproc_queue *q, const void *buf, size_t len, int64_t timeout_ms,
+                    bool nowait) {
+  if (q == NULL || (buf == NULL && len > 0) || mproc__check_timeout(timeout_ms) != 0)
+    return MPROC_EINVAL;
+  if (!(q->roles & MPROC_QUEUE_PRODUCER))
+    return MPROC_ECLOSED;
+  if (q->part < 0)
+    return MPROC_EBROKEN;
+  struct mproc__qhdr *h = q->h;
+  uint32_t kind =
+      len > h->cap / 2 - sizeof(struct mproc__qrec) ? MPROC__QK_SPILL : MPROC__QK_INLINE;
+  int64_t deadline = mproc__deadline(timeout_ms);
+  bool waiting = false, spun = false;
+  uint32_t seen = 0;
+  int err;
+  for (;;) {
+    struct mproc__qrec *r = NULL;
+    err = mproc__q_lock1(q, &h->plock);
+    if (err != 0)
+      break;
+    err = try_put(q, buf, len, kind, &r);
+    pthread_mutex_unlock(&h->plock);
+    if (err == 0) {
+      if (r != NULL)
+        err = fill_record(q, r, buf, len);
+      mproc__q_wake(&h->get_seq, &h->nget_wait, &h->get_pending);
+      break;
+    }
+    if (err != MPROC_EFULL || nowait)
+      break;
+    if (deadline >= 0 && mproc_timeout_until(deadline) == 0) {
+      err = MPROC_ETIMEDOUT;
+      break;
+    }
+    if (!spun) {
+      spun = true;
+      spin_on(q, &h->release);
+      continue;
+    }
+    if (!waiting) {
+      waiting = true;
+      atomic_fetch_add(&h->nput_wait, 1);
+      atomic_store(&h->put_pending, 0); /* the next waker must wake us */
+      seen = atomic_load(&h->put_seq);
+      continue; /* re-check after announcing ourselves */
+    }
+    err = sleep_on(q, &h->put_seq, seen, deadline);
+    /* Uncount at once: while we retry, puts need not wake us. */
+    atomic_fetch_sub(&h->nput_wait, 1);
+    waiting = false;
+    spun = false;
+    if (err != 0)
+      break;
+  }
+  if (waiting)
+    atomic_fetch_sub(&h->nput_wait, 1);
+  return err;
+}
+
+MPROC_EXTERN int mproc_queue_put(mproc_queue *q, const void *buf, size_t len, int64_t timeout_ms) {
+  return put_impl(q, buf, len, timeout_ms, false);
+}
+
+MPROC_EXTERN int mproc_queue_put_nowait(mproc_queue *q, const void *buf, size_t len) {
+  return put_impl(q, buf, len, 0, true);
+}
+
+/* ---- get ---------------------------------------------------------------- */
+
+struct getbuf {
+  void *buf;  /* destination */
+  size_t cap; /* its size */
+  bool alloc; /* grow buf with realloc instead of failing with ETOOSMALL */
+};
+
+/* Under the lock: takes the head record.  Returns 0 (copied, *rec NULL; or
+ * claimed, *rec to copy out), MPROC_EEMPTY (nothing, or the head is still
+ * being written), MPROC_ECLOSED, MPROC_ETOOSMALL (*len set). */
+static int try_get(struct mproc_queue *q, struct getbuf *g, size_t *len, struct mproc__qrec **rec) {
+  struct mproc__qhdr *h = q->h;
+  uint64_t head = atomic_load_explicit(&h->head, memory_order_relaxed);
+  uint64_t tail = atomic_load_explicit(&h->tail, memory_order_acquire);
+  struct mproc__qrec *r;
+  uint32_t st;
+  /* Skip records whose producer died (or whose consumer died under the
+   * lock after finishing with them). */
+  while (head < tail && ((st = atomic_load_explicit(&(r = mproc__q_rec_at(q, head))->state,
+                                                    memory_order_acquire)) == MPROC__QR_DEAD ||
+                         st == MPROC__QR_DONE)) {
+    head += mproc__q_rec_size(r->kind, r->len);
+    atomic_store_explicit(&h->head, head, memory_order_release);
+    mproc__q_bump(&h->nget);
+    mproc__q_advance_release(q);
+  }
+  if (head == tail) {
+    /* Producers detach after their last publish: read the count first,
+     * then look at tail again. */
+    bool gone =
+        atomic_load(&h->nproducers) == 0 && (atomic_load(&h->ever_roles) & MPROC_QUEUE_PRODUCER);
+    if (atomic_load_explicit(&h->tail, memory_order_acquire) == head)
+      return gone ? MPROC_ECLOSED : MPROC_EEMPTY; /* producers came and all left */
+    return MPROC_EAGAIN;                          /* something just arrived: retry */
+  }
+  r = mproc__q_rec_at(q, head);
+  if (atomic_load_explicit(&r->state, memory_order_acquire) != MPROC__QR_COMMITTED)
+    return MPROC_EEMPTY; /* its producer is still copying it in */
+  *len = (size_t)r->len;
+  if (r->len > g->cap)
+    return MPROC_ETOOSMALL;
+  bool now = r->kind == MPROC__QK_INLINE && r->len <= LOCKED_COPY_MAX;
+  if (now) {
+    if (r->len > 0)
+      memcpy(g->buf, r + 1, (size_t)r->len);
+    atomic_store_explicit(&r->state, MPROC__QR_DONE, memory_order_relaxed);
+  } else {
+    r->owner = (uint32_t)q->part;
+    atomic_store_explicit(&r->state, MPROC__QR_CLAIMED, memory_order_relaxed);
+  }
+  /* The publishing store; the counters follow it (a death in between
+   * leaves them one low: nget never passes nput). */
+  atomic_store_explicit(&h->head, head + mproc__q_rec_size(r->kind, r->len), memory_order_release);
+  mproc__q_bump(&h->nget);
+  mproc__q_bump(&h->gets);
+  if (h->flags & MPROC_QUEUE_JOINABLE)
+    h->parts[q->part].outstanding++;
+  if (now)
+    mproc__q_advance_release(q);
+  *rec = now ? NULL : r;
+  return 0;
+}
+
+/* Outside the lock: copies a claimed record out, then marks it done. */
+static int drain_record(struct mproc_queue *q, struct mproc__qrec *r, void *dst) {
+  int err = 0;
+  if (r->kind == MPROC__QK_SPILL)
+    err = spill_read((const char *)(r + 1), dst, (size_t)r->len);
+  else
+    memcpy(dst, r + 1, (size_t)r->len);
+  int e2 = mproc__q_lock1(q, &q->h->clock);
+  if (e2 == 0) {
+    atomic_store_explicit(&r->state, MPROC__QR_DONE, memory_order_release);
+    mproc__q_advance_release(q);
+    pthread_mutex_unlock(&q->h->clock);
+  }
+  return err != 0 ? err : e2;
+}
+
+static int get_impl(struct mproc_queue *q, struct getbuf *g, size_t *len, int64_t timeout_ms,
+                    bool nowait) {
+  if (q == NULL || len == NULL || (g->buf == NULL && g->cap > 0 && !g->alloc) ||
+      mproc__check_timeout(timeout_ms) != 0)
+    return MPROC_EINVAL;
+  if (!(q->roles & MPROC_QUEUE_CONSUMER))
+    return MPROC_ECLOSED;
+  if (q->part < 0)
+    return MPROC_EBROKEN;
+  struct mproc__qhdr *h = q->h;
+  int64_t deadline = mproc__deadline(timeout_ms);
+  bool waiting = false, spun = false;
+  uint32_t seen = 0;
+  int err;
+  for (;;) {
+    struct mproc__qrec *r = NULL;
+    size_t need = 0;
+    err = mproc__q_lock1(q, &h->clock);
+    if (err != 0)
+      break;
+    err = try_get(q, g, &need, &r);
+    pthread_mutex_unlock(&h->clock);
+    if (err == MPROC_EAGAIN)
+      continue;
+    if (err == 0) {
+      if (r != NULL)
+        err = drain_record(q, r, g->buf);
+      if (err == 0)
+        *len = need;
+      mproc__q_wake(&h->put_seq, &h->nput_wait, &h->put_pending);
+      break;
+    }
+    if (err == MPROC_ETOOSMALL && g->alloc) {
+      void *n = realloc(g->buf, need);
+      if (n == NULL) {
+        err = -ENOMEM;
+        break;
+      }
+      g->buf = n;
+      g->cap = need;
+      continue;
+    }
+    if (err == MPROC_ETOOSMALL)
+      *len = need;
+    if (err != MPROC_EEMPTY)
+      break;
+    if (nowait)
+      break;
+    if (deadline >= 0 && mproc_timeout_until(deadline) == 0) {
+      err = MPROC_ETIMEDOUT;
+      break;
+    }
+    if (!spun) {
+      spun = true;
+      spin_on(q, &h->tail);
+      continue;
+    }
+    if (!waiting) {
+      waiting = true;
+      atomic_fetch_add(&h->nget_wait, 1);
+      atomic_store(&h->get_pending, 0); /* the next waker must wake us */
+      seen = atomic_load(&h->get_seq);
+      continue;
+    }
+    err = sleep_on(q, &h->get_seq, seen, deadline);
+    /* Uncount at once: while we retry, puts need not wake us. */
+    atomic_fetch_sub(&h->nget_wait, 1);
+    waiting = false;
+    spun = false;
+    if (err != 0)
+      break;
+  }
+  if (waiting)
+    atomic_fetch_sub(&h->nget_wait, 1);
+  return err;
+}
+
+MPROC_EXTERN int mproc_queue_get(mproc_queue *q, void *buf, size_t cap, size_t *len,
+                                 int64_t timeout_ms) {
+  struct getbuf g = {buf, cap, false};
+  return get_impl(q, &g, len, timeout_ms, false);
+}
+
+MPROC_EXTERN int mproc_queue_get_nowait(mproc_queue *q, void *buf, size_t cap, size_t *len) {
+  struct getbuf g = {buf, cap, false};
+  return get_impl(q, &g, len, 0, true);
+}
+
+MPROC_EXTERN int mproc_queue_get_alloc(mproc_queue *q, void **buf, size_t *len,
+                                       int64_t timeout_ms) {
+  if (buf == NULL)
+    return MPROC_EINVAL;
+  *buf = NULL;
+  struct getbuf g = {malloc(64), 64, true};
+  if (g.buf == NULL)
+    return -ENOMEM;
+  int err = get_impl(q, &g, len, timeout_ms, false);
+  if (err != 0) {
+    free(g.buf);
+    return err;
+  }
+  *buf = g.buf;
+  return 0;
+}
