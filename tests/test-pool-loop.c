@@ -38,6 +38,11 @@ static int task_fail(const void *arg, size_t len, mproc_task_ctx *ctx) {
   return mproc_task_fail(ctx, 7, "failed on purpose");
 }
 
+static int el_double(const void *in, void *out) {
+  *(int *)out = 2 * *(const int *)in;
+  return 0;
+}
+
 static bool readable(int fd, int ms) {
   struct pollfd p = {.fd = fd, .events = POLLIN};
   return poll(&p, 1, ms) == 1 && (p.revents & POLLIN);
@@ -162,6 +167,63 @@ START_TEST(test_loop_destroy_runs_leftovers) {
   mproc_assert_ok(mproc_pool_destroy(p));
   ck_assert_int_eq(s.ok, 1);
   ck_assert_int_eq(s.thread, tid());
+}
+END_TEST
+
+struct chain {
+  mproc_pool *pool;
+  int steps;
+  pid_t thread;
+  int last;
+};
+
+/* Each completion submits the next step from inside the loop. */
+static void chain_step(mproc_future *f, void *ud) {
+  struct chain *c = ud;
+  const void *d;
+  size_t n;
+  ck_assert_int_eq(mproc_future_result(f, &d, &n, 0), 0);
+  c->last = *(const int *)d;
+  c->thread = tid();
+  mproc_future_free(f);
+  if (++c->steps < 5) {
+    int x = c->steps;
+    mproc_future *g;
+    mproc_assert_ok(
+        mproc_pool_apply_async(c->pool, task_square, &x, sizeof x, chain_step, NULL, c, &g));
+  }
+}
+
+static void map_done(mproc_future *f, void *ud) {
+  *(int *)ud = mproc_future_state(f);
+  mproc_future_free(f);
+}
+
+START_TEST(test_loop_chained_submits_and_map_async) {
+  struct mproc_pool_options o = {.workers = 2, .flags = MPROC_POOL_LOOP};
+  struct chain c = {0};
+  mproc_assert_ok(mproc_pool_create(&c.pool, &o));
+  int x = 0;
+  mproc_future *f;
+  mproc_assert_ok(
+      mproc_pool_apply_async(c.pool, task_square, &x, sizeof x, chain_step, NULL, &c, &f));
+  int in[100], out[100], map_state = -1;
+  for (int i = 0; i < 100; i++)
+    in[i] = i;
+  mproc_future *m;
+  mproc_assert_ok(
+      mproc_pool_map_async(c.pool, el_double, in, 100, sizeof in[0], out, sizeof out[0], NULL, &m));
+  mproc_assert_ok(mproc_future_add_done_callback(m, map_done, &map_state));
+  int fd = mproc_pool_loop_fd(c.pool);
+  while (c.steps < 5 || map_state < 0) {
+    ck_assert_msg(readable(fd, 30000), "stuck after %d steps", c.steps);
+    ck_assert_int_ge(mproc_pool_loop_run(c.pool, 0, NULL), 0);
+  }
+  ck_assert_int_eq(c.last, 16);
+  ck_assert_int_eq(c.thread, tid());
+  ck_assert_int_eq(map_state, MPROC_FUTURE_DONE);
+  ck_assert_int_eq(out[99], 198);
+  mproc_assert_ok(mproc_pool_destroy(c.pool));
 }
 END_TEST
 
@@ -487,6 +549,7 @@ int main(void) {
   tcase_add_test(tc, test_loop_level_triggered_with_epoll);
   tcase_add_test(tc, test_loop_wake_from_thread);
   tcase_add_test(tc, test_loop_destroy_runs_leftovers);
+  tcase_add_test(tc, test_loop_chained_submits_and_map_async);
   tcase_add_test(tc, test_loop_errors);
   tc = pool_tcase(s, "stats", 60);
   tcase_add_test(tc, test_stats_counts_and_workers);
