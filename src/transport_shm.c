@@ -101,7 +101,7 @@ int mproc__send_fds(int sock, const int *fds, size_t n) {
   char byte = 0;
   struct iovec iov = {&byte, 1};
   union {
-    char buf[CMSG_SPACE(sizeof(int) * MPROC_TASK_MAX_FDS)];
+    char buf[CMSG_SPACE(sizeof(int) * MPROC__MSG_FDS)];
     struct cmsghdr align;
   } u;
   memset(&u, 0, sizeof u);
@@ -126,7 +126,7 @@ int mproc__recv_fds(int sock, int *fds, size_t max, size_t *n_out) {
   char byte;
   struct iovec iov = {&byte, 1};
   union {
-    char buf[CMSG_SPACE(sizeof(int) * MPROC_TASK_MAX_FDS)];
+    char buf[CMSG_SPACE(sizeof(int) * MPROC__MSG_FDS)];
     struct cmsghdr align;
   } u;
   struct msghdr m = {
@@ -141,7 +141,7 @@ int mproc__recv_fds(int sock, int *fds, size_t max, size_t *n_out) {
   if (c == NULL || c->cmsg_type != SCM_RIGHTS)
     return -EIO;
   size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-  int tmp[MPROC_TASK_MAX_FDS];
+  int tmp[MPROC__MSG_FDS];
   memcpy(tmp, CMSG_DATA(c), k * sizeof(int));
   for (size_t i = 0; i < k; i++) {
     mproc__fd_register(tmp[i]);
@@ -331,22 +331,29 @@ static int shm_send_task(struct mproc_pool *p, int i, struct mproc__task *t) {
   if (t->timeout_ms > 0)
     e->flags |= MPROC__EF_TIMED;
   if (t->kind == MPROC__K_CALL) {
-    if (t->arg_fd >= 0) {
+    if (t->nfds > 0) {
+      /* The argument fd (if any) and the task's own fds travel in ONE
+       * message: a failed send leaves nothing half-sent on the socket for
+       * the next task to misread.  A worker that finds the entry revoked
+       * consumes the message all the same. */
+      int all[MPROC__MSG_FDS];
+      size_t k = 0;
+      if (t->arg_fd >= 0)
+        all[k++] = t->arg_fd;
+      for (uint32_t j = 0; j < t->nfds; j++)
+        all[k++] = t->fds[j];
+      int r = mproc__send_fds(sl->sock, all, k);
+      if (r != 0)
+        return r;
+      e->flags |= MPROC__EF_FDS | (t->arg_fd >= 0 ? MPROC__EF_ARG_FD : 0);
+    } else if (t->arg_fd >= 0) {
       int r = mproc__send_fd(sl->sock, t->arg_fd);
       if (r != 0)
         return r;
       e->flags |= MPROC__EF_ARG_FD;
-    } else if (t->arg_len > 0) {
+    }
+    if (t->arg_fd < 0 && t->arg_len > 0)
       memcpy(e->arg, t->arg, t->arg_len);
-    }
-    if (t->nfds > 0) {
-      /* The task's own fds follow its argument fd; a worker that finds the
-       * entry revoked consumes both, so the socket stays in step. */
-      int r = mproc__send_fds(sl->sock, t->fds, t->nfds);
-      if (r != 0)
-        return r;
-      e->flags |= MPROC__EF_FDS;
-    }
   }
   atomic_store_explicit(&e->state, MPROC__E_QUEUED, memory_order_release);
   sl->jobs[pos % MPROC__RING] = t;

@@ -142,13 +142,24 @@ static int run_call(const struct mproc__worker_args *w, struct mproc__entry *e, 
   const void *arg = e->arg;
   void *argmap = NULL;
   int argfd = -1;
-  /* Both messages are taken off the socket before anything can fail, so the
+  /* The fds are taken off the socket before anything can fail, so the
    * next task's fds are never read as this one's. */
-  int ra = (e->flags & MPROC__EF_ARG_FD) ? mproc__recv_fd(w->sock, &argfd) : 0;
-  int rf = (e->flags & MPROC__EF_FDS)
-               ? mproc__recv_fds(w->sock, c->fds, MPROC_TASK_MAX_FDS, &c->nfds)
-               : 0;
-  if (ra != 0 || rf != 0) {
+  int rr = 0;
+  if (e->flags & MPROC__EF_FDS) {
+    int all[MPROC__MSG_FDS];
+    size_t k = 0;
+    rr = mproc__recv_fds(w->sock, all, MPROC__MSG_FDS, &k);
+    size_t first = (e->flags & MPROC__EF_ARG_FD) ? 1 : 0;
+    if (rr == 0 && k < first)
+      rr = -EIO;
+    if (rr == 0 && first)
+      argfd = all[0];
+    for (size_t i = first; rr == 0 && i < k && c->nfds < MPROC_TASK_MAX_FDS; i++)
+      c->fds[c->nfds++] = all[i];
+  } else if (e->flags & MPROC__EF_ARG_FD) {
+    rr = mproc__recv_fd(w->sock, &argfd);
+  }
+  if (rr != 0) {
     mproc__close(argfd);
     return mproc_task_fail(c, -EIO, "worker could not receive the task's descriptors");
   }
@@ -328,17 +339,16 @@ int mproc__worker_main(void *arg) {
     } else {
       /* Revoked before it started (cancel or steal): its argument fd, if
        * any, was already sent and must be consumed to keep fds in order. */
-      if (e->flags & MPROC__EF_ARG_FD) {
+      if (e->flags & MPROC__EF_FDS) {
+        int fds[MPROC__MSG_FDS];
+        size_t k = 0;
+        mproc__recv_fds(w->sock, fds, MPROC__MSG_FDS, &k);
+        for (size_t i = 0; i < k; i++)
+          mproc__close(fds[i]);
+      } else if (e->flags & MPROC__EF_ARG_FD) {
         int fd;
         if (mproc__recv_fd(w->sock, &fd) == 0)
           mproc__close(fd);
-      }
-      if (e->flags & MPROC__EF_FDS) {
-        int fds[MPROC_TASK_MAX_FDS];
-        size_t k = 0;
-        mproc__recv_fds(w->sock, fds, MPROC_TASK_MAX_FDS, &k);
-        for (size_t i = 0; i < k; i++)
-          mproc__close(fds[i]);
       }
       pos++;
       atomic_store_explicit(&s->wpos, pos, memory_order_release);

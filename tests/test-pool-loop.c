@@ -517,8 +517,10 @@ START_TEST(test_fds_revoked_and_requeued) {
   int a[2];
   ck_assert_int_eq(pipe2(a, O_CLOEXEC), 0);
   struct mproc_submit_options so = {.retries = -1, .fds = &a[1], .nfds = 1};
-  mproc_assert_ok(mproc_pool_submit_ex(p, task_write_fds, NULL, 0, &so, &q));
-  mproc_assert_ok(mproc_pool_submit_ex(p, task_write_fds, NULL, 0, &so, &r));
+  /* q also carries a large argument: its memfd and the fds share one message. */
+  static char big[100000];
+  mproc_assert_ok(mproc_pool_submit_ex(p, task_write_fds, big, sizeof big, &so, &q));
+  mproc_assert_ok(mproc_pool_submit_ex(p, task_write_fds, big, sizeof big, &so, &r));
   close(a[1]);
   mproc_assert_ok(mproc_future_cancel(q));
   wait_done(q);
