@@ -207,6 +207,23 @@ static int pick_slot(struct mproc_pool *p) {
   return best;
 }
 
+/* A send failed.  When the worker's end of its socket is gone the worker has
+ * died and is not reaped yet: the task goes back to the front of the queue
+ * (it never reached the worker) and the slot takes nothing more until
+ * handle_death resets it.  Any other error fails the task. */
+static void send_failed(struct mproc_pool *p, int i, struct mproc__task *t, int r) {
+  if (r == -EPIPE || r == -ECONNRESET || r == -ENOTCONN) {
+    p->slots[i].stopping = true;
+    t->slot = -1;
+    t->next = p->pend_head;
+    p->pend_head = t;
+    if (p->pend_tail == NULL)
+      p->pend_tail = t;
+    return;
+  }
+  mproc__task_fail(p, t, r, "could not hand the task to a worker");
+}
+
 /* An idle worker takes the last queued task of the busiest one, so a long
  * task never holds up work queued behind it while a worker idles. */
 static void steal(struct mproc_pool *p) {
@@ -229,8 +246,11 @@ static void steal(struct mproc_pool *p) {
     struct mproc__task *t = d->jobs[(d->head - 1) % p->ring];
     if (t == NULL || !p->tp->revoke(p, t))
       return;
-    if (p->tp->send_task(p, idle, t) != 0)
-      mproc__task_fail(p, t, -EIO, "could not hand the task to a worker");
+    int r = p->tp->send_task(p, idle, t);
+    if (r != 0) {
+      send_failed(p, idle, t, r);
+      return;
+    }
   }
 }
 
@@ -246,7 +266,7 @@ void mproc__pool_dispatch(struct mproc_pool *p) {
     t->next = NULL;
     int r = p->tp->send_task(p, i, t);
     if (r != 0)
-      mproc__task_fail(p, t, r, "could not hand the task to a worker");
+      send_failed(p, i, t, r);
   }
   steal(p);
 }
