@@ -47,7 +47,7 @@ static void bench_stats(void) {
   for (size_t i = 0; i < n; i++)
     in[i] = (unsigned)i;
   mproc_pool *p;
-  if (mproc_pool_create(&p, NULL) != 0)
+  if (mproc_pool_new(&p, NULL) != 0)
     exit(1);
   double off[BENCH_REPS], on[BENCH_REPS];
   struct mproc_map_options mo = {.chunksize = 2000};
@@ -74,7 +74,7 @@ static void bench_stats(void) {
   for (int r = 0; r < BENCH_REPS; r++)
     ovh[r] = 100.0 * (moff - mon) / moff;
   bench_report("stats_overhead", "mproc", ovh, BENCH_REPS, "%");
-  mproc_pool_destroy(p);
+  mproc_pool_free(p);
   free(in);
   free(out);
 }
@@ -202,7 +202,7 @@ static void bench_prefork(void) {
     struct srv s = {.stop = eventfd(0, EFD_CLOEXEC)};
     int port;
     s.lfd = listen_any(&port);
-    if (impl == 0 && mproc_pool_create(&s.pool, NULL) != 0)
+    if (impl == 0 && mproc_pool_new(&s.pool, NULL) != 0)
       exit(1);
     if (impl == 1) /* the epoll server accepts until EAGAIN */
       fcntl(s.lfd, F_SETFL, fcntl(s.lfd, F_GETFL) | O_NONBLOCK);
@@ -218,7 +218,7 @@ static void bench_prefork(void) {
     close(s.stop);
     close(s.lfd);
     if (s.pool != NULL)
-      mproc_pool_destroy(s.pool);
+      mproc_pool_free(s.pool);
     bench_report("prefork_rps", impl == 0 ? "mproc" : "os", v, reps, "req/s");
   }
 }

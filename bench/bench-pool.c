@@ -51,7 +51,7 @@ static int busy_task(const void *arg, size_t len, mproc_task_ctx *ctx) {
 static mproc_pool *pool_of(int workers) {
   mproc_pool *p;
   struct mproc_pool_options o = {.workers = workers};
-  if (mproc_pool_create(&p, &o) != 0) {
+  if (mproc_pool_new(&p, &o) != 0) {
     fprintf(stderr, "pool create failed\n");
     exit(1);
   }
@@ -156,7 +156,7 @@ static void bench_startup(void) {
     mproc_pool_submit(p, trivial, &x, sizeof x, &f);
     mproc_future_wait(f, -1);
     mproc_future_free(f);
-    mproc_pool_destroy(p);
+    mproc_pool_free(p);
     v[r] = (bench_now_s() - t0) * 1000;
   }
   bench_report("pool_startup", "mproc", v, BENCH_REPS, "ms");
@@ -229,7 +229,7 @@ int main(void) {
   bench_imap(p);
   bench_scaling(p);
   bench_crash(p);
-  mproc_pool_destroy(p);
+  mproc_pool_free(p);
   munmap((void *)victim_pid, sizeof *victim_pid);
   return 0;
 }

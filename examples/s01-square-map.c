@@ -11,7 +11,7 @@ static int square(const void *in, void *out) {
 int main(void) {
   int numbers[] = {1, 2, 3, 4, 5, 6, 7, 8}, squares[8];
   mproc_pool *pool;
-  int r = mproc_pool_create(&pool, &(struct mproc_pool_options){.workers = 4});
+  int r = mproc_pool_new(&pool, &(struct mproc_pool_options){.workers = 4});
   if (r == 0)
     r = mproc_pool_map(pool, square, numbers, 8, sizeof(int), squares, sizeof(int), NULL, NULL,
                        MPROC_FOREVER);
@@ -21,7 +21,7 @@ int main(void) {
   }
   mproc_pool_close(pool);
   mproc_pool_join(pool, MPROC_FOREVER);
-  mproc_pool_destroy(pool);
+  mproc_pool_free(pool);
   printf("squares:");
   for (int i = 0; i < 8; i++)
     printf(" %d", squares[i]);

@@ -28,12 +28,12 @@ int main(void) {
   {
     /* `with Pool(4) as pool:` -- the pool lives in this scope only. */
     mproc_pool *pool;
-    if (mproc_pool_create(&pool, &(struct mproc_pool_options){.workers = 4}) != 0)
+    if (mproc_pool_new(&pool, &(struct mproc_pool_options){.workers = 4}) != 0)
       return 1;
     nworkers = mproc_pool_worker_pids(pool, workers, 4);
     int r = mproc_pool_map(pool, greet, in, 10, sizeof(name), out, sizeof(greeting), NULL, NULL,
                            MPROC_FOREVER);
-    mproc_pool_destroy(pool); /* the scope's exit: terminate and reap */
+    mproc_pool_free(pool); /* the scope's exit: terminate and reap */
     if (r != 0)
       return 1;
   }

@@ -23,11 +23,11 @@ int main(void) {
     chunks[i / CHUNK].values[i % CHUNK] = i + 1;
   long partial[N / CHUNK];
   mproc_pool *pool;
-  if (mproc_pool_create(&pool, NULL) != 0)
+  if (mproc_pool_new(&pool, NULL) != 0)
     return 1;
   int r = mproc_pool_map(pool, sum_of_squares, chunks, N / CHUNK, sizeof(chunk), partial,
                          sizeof(long), NULL, NULL, MPROC_FOREVER);
-  mproc_pool_destroy(pool);
+  mproc_pool_free(pool);
   if (r != 0)
     return 1;
   long total = 0;

@@ -18,7 +18,7 @@ static int square(const void *in, void *out) {
 
 int main(void) {
   mproc_pool *pool;
-  if (mproc_pool_create(&pool, NULL) != 0)
+  if (mproc_pool_new(&pool, NULL) != 0)
     return 1;
   int five = 5;
   void *res;
@@ -35,5 +35,5 @@ int main(void) {
   for (int i = 0; i < 5; i++)
     printf(" %d", out[i]);
   printf("\n");
-  return mproc_pool_destroy(pool) == 0 ? 0 : 1;
+  return mproc_pool_free(pool) == 0 ? 0 : 1;
 }

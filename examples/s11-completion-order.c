@@ -44,7 +44,7 @@ static int next_item(void *ctx, void *item) {
 int main(void) {
   const int naps[] = {3, 1, 4, 2, 5};
   mproc_pool *pool;
-  if (mproc_pool_create(&pool, &(struct mproc_pool_options){.workers = 5}) != 0)
+  if (mproc_pool_new(&pool, &(struct mproc_pool_options){.workers = 5}) != 0)
     return 1;
 
   /* apply_async, then wait + get each result in submission order. */
@@ -82,5 +82,5 @@ int main(void) {
   mproc_pool_starmap(pool, power, 2, args, sizes, 3, powers, sizeof(int), NULL, NULL,
                      MPROC_FOREVER);
   printf("starmap(power, [(2,3), (3,2), (4,2)]) = %d %d %d\n", powers[0], powers[1], powers[2]);
-  return mproc_pool_destroy(pool) == 0 ? 0 : 1;
+  return mproc_pool_free(pool) == 0 ? 0 : 1;
 }

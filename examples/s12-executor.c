@@ -15,7 +15,7 @@ static int cube(const void *arg, size_t len, mproc_task_ctx *ctx) {
 
 int main(void) {
   mproc_pool *executor; /* ProcessPoolExecutor() */
-  if (mproc_pool_create(&executor, NULL) != 0)
+  if (mproc_pool_new(&executor, NULL) != 0)
     return 1;
   int in[10], out[10];
   for (int i = 0; i < 10; i++)
@@ -37,5 +37,5 @@ int main(void) {
   printf("executor.submit(cube, 3).result() = %d\n", *(const int *)r);
   mproc_future_free(f);
   mproc_pool_shutdown(executor, true, false);
-  return mproc_pool_destroy(executor) == 0 ? 0 : 1;
+  return mproc_pool_free(executor) == 0 ? 0 : 1;
 }

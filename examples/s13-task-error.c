@@ -41,9 +41,9 @@ static void run(mproc_pool *pool, int a, int b) {
 
 int main(void) {
   mproc_pool *pool;
-  if (mproc_pool_create(&pool, &(struct mproc_pool_options){.workers = 2}) != 0)
+  if (mproc_pool_new(&pool, &(struct mproc_pool_options){.workers = 2}) != 0)
     return 1;
   run(pool, 10, 0);
   run(pool, 10, 2); /* the pool carries on */
-  return mproc_pool_destroy(pool) == 0 ? 0 : 1;
+  return mproc_pool_free(pool) == 0 ? 0 : 1;
 }

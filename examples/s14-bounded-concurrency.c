@@ -25,7 +25,7 @@ int main(void) {
   if (counters == MAP_FAILED)
     return 1;
   mproc_pool *pool;
-  if (mproc_pool_create(&pool, &(struct mproc_pool_options){.workers = 4}) != 0)
+  if (mproc_pool_new(&pool, &(struct mproc_pool_options){.workers = 4}) != 0)
     return 1;
   mproc_future *fs[12];
   for (int i = 0; i < 12; i++)
@@ -35,7 +35,7 @@ int main(void) {
     mproc_future_free(fs[i]);
   printf("%d tasks done on %d workers\n", done, mproc_pool_workers(pool));
   printf("most tasks running at once: %d\n", atomic_load(&counters->peak));
-  mproc_pool_destroy(pool);
+  mproc_pool_free(pool);
   munmap(counters, sizeof *counters);
   return 0;
 }

@@ -17,14 +17,14 @@ int main(void) {
   for (unsigned i = 0; i < N; i++)
     data[i] = i;
   mproc_pool *pool;
-  if (mproc_pool_create(&pool, NULL) != 0) /* one worker per usable CPU */
+  if (mproc_pool_new(&pool, NULL) != 0) /* one worker per usable CPU */
     return 1;
   int workers = mproc_pool_workers(pool);
   struct mproc_map_options o = {.chunksize = (N + workers - 1) / workers};
   if (mproc_pool_map(pool, transform, data, N, sizeof *data, result, sizeof *result, &o, NULL,
                      MPROC_FOREVER) != 0)
     return 1;
-  mproc_pool_destroy(pool);
+  mproc_pool_free(pool);
   unsigned long long merged = 0, serial = 0;
   for (unsigned i = 0; i < N; i++) {
     merged += result[i];

@@ -87,7 +87,7 @@ int main(int argc, char **argv) {
     return 1;
   port = ntohs(a.sin_port);
   mproc_pool *pool;
-  if (mproc_pool_create(&pool, &(struct mproc_pool_options){.workers = 4}) != 0)
+  if (mproc_pool_new(&pool, &(struct mproc_pool_options){.workers = 4}) != 0)
     return 1;
   pid_t pids[4];
   int n = mproc_pool_worker_pids(pool, pids, 4);
@@ -107,6 +107,6 @@ int main(int argc, char **argv) {
     pthread_join(t, NULL);
   }
   close(lfd);
-  mproc_pool_destroy(pool);
+  mproc_pool_free(pool);
   return 0;
 }

@@ -30,7 +30,7 @@ static void on_result(mproc_future *f, void *ud) { /* runs in the loop's thread 
 
 int main(void) {
   mproc_pool *pool;
-  if (mproc_pool_create(&pool, &(struct mproc_pool_options){.flags = MPROC_POOL_LOOP}) != 0)
+  if (mproc_pool_new(&pool, &(struct mproc_pool_options){.flags = MPROC_POOL_LOOP}) != 0)
     return 1;
   for (int i = 0; i < TASKS; i++) {
     mproc_future *f;
@@ -68,6 +68,6 @@ int main(void) {
   printf("timer stalled: %s\n", worst < 1000 ? "no" : "yes");
   close(tfd);
   close(ep);
-  mproc_pool_destroy(pool);
+  mproc_pool_free(pool);
   return 0;
 }

@@ -48,7 +48,7 @@ static void on_completions(uv_poll_t *h, int status, int events) {
 }
 
 int main(void) {
-  if (mproc_pool_create(&pool, &(struct mproc_pool_options){.flags = MPROC_POOL_LOOP}) != 0)
+  if (mproc_pool_new(&pool, &(struct mproc_pool_options){.flags = MPROC_POOL_LOOP}) != 0)
     return 1;
   for (int i = 0; i < TASKS; i++) {
     mproc_future *f;
@@ -68,6 +68,6 @@ int main(void) {
   uv_close((uv_handle_t *)&completions, NULL);
   uv_run(loop, UV_RUN_DEFAULT);
   uv_loop_close(loop);
-  mproc_pool_destroy(pool);
+  mproc_pool_free(pool);
   return 0;
 }

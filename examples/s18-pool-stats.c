@@ -33,7 +33,7 @@ static void print_table(mproc_pool *pool) {
 
 int main(void) {
   mproc_pool *pool;
-  if (mproc_pool_create(&pool, &(struct mproc_pool_options){.workers = 4}) != 0)
+  if (mproc_pool_new(&pool, &(struct mproc_pool_options){.workers = 4}) != 0)
     return 1;
   static int in[400], out[400];
   for (int i = 0; i < 400; i++)
@@ -46,6 +46,6 @@ int main(void) {
   printf("map finished: out[399] = %d\n", out[399]);
   print_table(pool);
   mproc_future_free(map);
-  mproc_pool_destroy(pool);
+  mproc_pool_free(pool);
   return 0;
 }

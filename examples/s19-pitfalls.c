@@ -1,6 +1,5 @@
 /* S19: pitfalls -- leaky workers recycled, dead workers replaced, default size */
 #include <mproc.h>
-#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -43,7 +42,7 @@ int main(void) {
   /* 1. maxtasksperchild: a leaking worker is replaced after 3 tasks. */
   mproc_pool *pool;
   struct mproc_pool_options o = {.workers = 1, .max_tasks_per_worker = 3};
-  if (mproc_pool_create(&pool, &o) != 0)
+  if (mproc_pool_new(&pool, &o) != 0)
     return 1;
   int pids[9], distinct = 0;
   for (int i = 0; i < 9; i++) {
@@ -51,21 +50,19 @@ int main(void) {
     distinct += i == 0 || pids[i] != pids[i - 1];
   }
   printf("9 leaky tasks ran in %d successive workers (3 tasks each)\n", distinct);
-  mproc_pool_destroy(pool);
+  mproc_pool_free(pool);
 
   /* 2. a worker that dies is replaced; the pool carries on. */
-  mproc_pool_create(&pool, &(struct mproc_pool_options){.workers = 1});
+  mproc_pool_new(&pool, &(struct mproc_pool_options){.workers = 1});
   int before = run_pid(pool, pid_task);
   run_pid(pool, dies);
   int after = run_pid(pool, pid_task);
   printf("worker replaced: %s\n", after > 0 && after != before ? "yes" : "no");
-  mproc_pool_destroy(pool);
+  mproc_pool_free(pool);
 
   /* 3. the default pool size is the number of usable CPUs. */
-  cpu_set_t set;
-  sched_getaffinity(0, sizeof set, &set);
-  mproc_pool_create(&pool, NULL);
-  printf("default workers: %d, usable CPUs: %d\n", mproc_pool_workers(pool), CPU_COUNT(&set));
-  mproc_pool_destroy(pool);
+  mproc_pool_new(&pool, NULL);
+  printf("default workers: %d, usable CPUs: %d\n", mproc_pool_workers(pool), mproc_cpu_count());
+  mproc_pool_free(pool);
   return 0;
 }

@@ -1,10 +1,10 @@
-/* The public pool layer: argument checks, create/destroy, submit, apply,
+/* The public pool layer: argument checks, new/free, submit, apply,
  * lifecycle, the exit hook and the opt-in SIGINT handling.
  *
  * Design notes.  Lifecycle of a pool (the `state` word, changed under mu):
  *
  *   RUNNING --close / shutdown--> CLOSED --work done--> workers stopped
- *   RUNNING | CLOSED --terminate / destroy / exit()--> TERMINATING
+ *   RUNNING | CLOSED --terminate / free / exit()--> TERMINATING
  *   RUNNING --an initializer failed--> BROKEN
  *
  * Submit succeeds only in RUNNING (MPROC_ECLOSED after close, shutdown or
@@ -14,8 +14,8 @@
  * what is queued and kills what runs, and the manager completes the rest.
  *
  * Memory: the pool struct is reference counted (the creator, plus one per
- * live future) so a future may outlive mproc_pool_destroy; the workers,
- * mappings, fds and the thread are all released by destroy itself.
+ * live future) so a future may outlive mproc_pool_free; the workers,
+ * mappings, fds and the thread are all released by mproc_pool_free itself.
  *
  * exit() with live pools: an atexit hook terminates them (killing and
  * reaping their workers) in the process that created them; in a forked child
@@ -157,7 +157,7 @@ bool mproc__pool_cancel_task(struct mproc_pool *p, struct mproc__task *t) {
   return false;
 }
 
-/* ---- create / destroy ------------------------------------------------------ */
+/* ---- new / free ---------------------------------------------------------- */
 
 static void release_resources(struct mproc_pool *p) {
   if (p->tp_state != NULL)
@@ -173,7 +173,7 @@ static void release_resources(struct mproc_pool *p) {
   p->loop_efd = -1;
 }
 
-MPROC_EXTERN int mproc_pool_create(mproc_pool **out, const struct mproc_pool_options *opts) {
+MPROC_EXTERN int mproc_pool_new(mproc_pool **out, const struct mproc_pool_options *opts) {
   static const struct mproc_pool_options defaults;
   if (opts == NULL)
     opts = &defaults;
@@ -318,7 +318,7 @@ MPROC_EXTERN int mproc_pool_shutdown(mproc_pool *p, bool wait, bool cancel_pendi
   return r;
 }
 
-MPROC_EXTERN int mproc_pool_destroy(mproc_pool *p) {
+MPROC_EXTERN int mproc_pool_free(mproc_pool *p) {
   if (p == NULL)
     return MPROC_EINVAL;
   if (mproc__on_manager_thread(p) || mproc__in_loop_run(p))

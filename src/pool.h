@@ -47,7 +47,7 @@ struct mproc__cb {
 struct mproc_future {
   struct mproc__task task; /* first: a future is a task */
   struct mproc_pool *pool; /* holds a pool reference until freed */
-  _Atomic int state;       /* mproc_future_state_t; final once >= DONE */
+  _Atomic int state;       /* mproc_future_status; final once >= DONE */
   _Atomic int refs;        /* user 1 + pool 1 while unfinished/callbacks */
   void *result;
   size_t result_len, result_map_len;

@@ -19,10 +19,10 @@
  * atomic store and one write) is consumed by the next loop_run.
  *
  * Ownership: a queued future holds the pool's reference to it (as the
- * manager's callback queue does); loop_run or destroy drops it.  Futures
+ * manager's callback queue does); loop_run or mproc_pool_free drops it.  Futures
  * without callbacks never enter the queue: their waiters use the usual
- * waits.  Destroy runs the callbacks the loop never collected (in the
- * destroying thread), so every callback runs exactly once. */
+ * waits.  mproc_pool_free runs the callbacks the loop never collected (in the
+ * thread freeing the pool), so every callback runs exactly once. */
 #include "pool.h"
 
 #include <stdlib.h>

@@ -8,7 +8,7 @@
 static mproc_pool *make_pool(int workers) {
   mproc_pool *p;
   struct mproc_pool_options o = {.workers = workers};
-  mproc_assert_ok(mproc_pool_create(&p, &o));
+  mproc_assert_ok(mproc_pool_new(&p, &o));
   return p;
 }
 
@@ -67,7 +67,7 @@ START_TEST(test_states_and_results) {
   mproc_assert_err(mproc_future_error(g, &e), MPROC_ESTATE);
   mproc_future_free(f);
   mproc_future_free(g);
-  mproc_assert_ok(mproc_pool_destroy(p));
+  mproc_assert_ok(mproc_pool_free(p));
   shared_free(S);
 }
 END_TEST
@@ -94,7 +94,7 @@ START_TEST(test_task_errors) {
   ck_assert_int_eq(e.task_code, MPROC_EINVAL);
   ck_assert_str_eq(e.message, mproc_strerror(MPROC_EINVAL));
   mproc_future_free(f);
-  mproc_assert_ok(mproc_pool_destroy(p));
+  mproc_assert_ok(mproc_pool_free(p));
 }
 END_TEST
 
@@ -118,7 +118,7 @@ START_TEST(test_cancel_pending_never_runs) {
   ck_assert_int_eq(atomic_load(&S->running), 1);
   mproc_future_free(f);
   mproc_future_free(g);
-  mproc_assert_ok(mproc_pool_destroy(p));
+  mproc_assert_ok(mproc_pool_free(p));
   shared_free(S);
 }
 END_TEST
@@ -162,7 +162,7 @@ START_TEST(test_done_callbacks) {
   mproc_assert_err(mproc_future_add_done_callback(f, NULL, NULL), MPROC_EINVAL);
   mproc_assert_err(mproc_future_add_done_callback(NULL, rec_cb, &b), MPROC_EINVAL);
   mproc_future_free(f);
-  mproc_assert_ok(mproc_pool_destroy(p));
+  mproc_assert_ok(mproc_pool_free(p));
   shared_free(S);
 }
 END_TEST
@@ -188,7 +188,7 @@ START_TEST(test_apply_async_callbacks) {
     ck_assert_msg(mproc_now_ms() < dl, "calls %d", atomic_load(&r.calls));
   mproc_future_free(f);
   mproc_future_free(g);
-  mproc_assert_ok(mproc_pool_destroy(p));
+  mproc_assert_ok(mproc_pool_free(p));
 }
 END_TEST
 
@@ -235,7 +235,7 @@ START_TEST(test_callback_may_free_submit_cancel_shutdown) {
   mproc_assert_err(mproc_pool_submit(p, task_square, &x, sizeof x, &h), MPROC_ECLOSED);
   mproc_assert_ok(mproc_pool_join(p, 30000));
   mproc_future_free(g);
-  mproc_assert_ok(mproc_pool_destroy(p));
+  mproc_assert_ok(mproc_pool_free(p));
 }
 END_TEST
 
@@ -263,7 +263,7 @@ START_TEST(test_futures_wait_modes) {
   ck_assert_int_eq(mproc_futures_wait(NULL, 0, MPROC_ALL_COMPLETED, 0), 0);
   for (int i = 0; i < 3; i++)
     mproc_future_free(fs[i]);
-  mproc_assert_ok(mproc_pool_destroy(p));
+  mproc_assert_ok(mproc_pool_free(p));
   shared_free(S);
 }
 END_TEST
@@ -294,7 +294,7 @@ START_TEST(test_as_completed_order) {
   mproc_as_completed_free(it);
   for (int i = 0; i < 3; i++)
     mproc_future_free(fs[i]);
-  mproc_assert_ok(mproc_pool_destroy(p));
+  mproc_assert_ok(mproc_pool_free(p));
   shared_free(S);
 }
 END_TEST
@@ -308,7 +308,7 @@ START_TEST(test_future_outlives_pool) {
   wait_done(g);
   mproc_assert_ok(mproc_pool_submit(p, task_gate, &one, sizeof one, &f));
   /* Destroyed with a running task: it is cancelled, never left pending. */
-  mproc_assert_ok(mproc_pool_destroy(p));
+  mproc_assert_ok(mproc_pool_free(p));
   ck_assert_int_eq(mproc_future_state(f), MPROC_FUTURE_CANCELLED);
   mproc_assert_ok(mproc_future_wait(f, 0));
   const void *d;
@@ -342,7 +342,7 @@ START_TEST(test_bad_arguments) {
   mproc_assert_err(mproc_future_error(f, NULL), MPROC_EINVAL);
   wait_done(f);
   mproc_future_free(f);
-  mproc_assert_ok(mproc_pool_destroy(p));
+  mproc_assert_ok(mproc_pool_free(p));
 }
 END_TEST
 

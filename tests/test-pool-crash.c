@@ -21,7 +21,7 @@
 static mproc_pool *make_pool(int workers) {
   mproc_pool *p;
   struct mproc_pool_options o = {.workers = workers};
-  mproc_assert_ok(mproc_pool_create(&p, &o));
+  mproc_assert_ok(mproc_pool_new(&p, &o));
   return p;
 }
 
@@ -71,7 +71,7 @@ START_TEST(test_sigkill_busy_worker_with_backlog) {
   }
   mproc_future_free(blk);
   wait_replaced(p, victim, 2);
-  mproc_assert_ok(mproc_pool_destroy(p));
+  mproc_assert_ok(mproc_pool_free(p));
   shared_free(S);
 }
 END_TEST
@@ -144,7 +144,7 @@ START_TEST(test_crash_kinds) {
   expect_death(p, task_exit42, 0, 42);
   expect_death(p, task_exit0, 0, 0); /* exit 0 mid-task is a failure */
   expect_death(p, task_divide, SIGFPE, -1);
-  mproc_assert_ok(mproc_pool_destroy(p));
+  mproc_assert_ok(mproc_pool_free(p));
 }
 END_TEST
 
@@ -164,7 +164,7 @@ START_TEST(test_idle_worker_death_fails_nothing) {
   mproc_assert_ok(mproc_future_result(f, &d, &n, 30000));
   ck_assert_int_ne(*(const int *)d, w);
   mproc_future_free(f);
-  mproc_assert_ok(mproc_pool_destroy(p));
+  mproc_assert_ok(mproc_pool_free(p));
 }
 END_TEST
 
@@ -178,7 +178,7 @@ static int task_spin(const void *a, size_t l, mproc_task_ctx *c) {
 START_TEST(test_task_timeout) {
   mproc_pool *p;
   struct mproc_pool_options o = {.workers = 1, .task_timeout_ms = 200};
-  mproc_assert_ok(mproc_pool_create(&p, &o));
+  mproc_assert_ok(mproc_pool_new(&p, &o));
   mproc_future *f, *g;
   mproc_assert_ok(mproc_pool_submit(p, task_spin, NULL, 0, &f));
   int x = 3;
@@ -200,7 +200,7 @@ START_TEST(test_task_timeout) {
   mproc_future_free(f);
   mproc_future_free(g);
   mproc_future_free(h);
-  mproc_assert_ok(mproc_pool_destroy(p));
+  mproc_assert_ok(mproc_pool_free(p));
 }
 END_TEST
 
@@ -230,7 +230,7 @@ START_TEST(test_cancel_running) {
   mproc_assert_ok(mproc_future_result(f, &d, &n, 30000));
   ck_assert_int_eq(*(const int *)d, 16);
   mproc_future_free(f);
-  mproc_assert_ok(mproc_pool_destroy(p));
+  mproc_assert_ok(mproc_pool_free(p));
   shared_free(S);
 }
 END_TEST
@@ -238,7 +238,7 @@ END_TEST
 static void max_tasks_shape(int workers, uint32_t per_child, int tasks) {
   mproc_pool *p;
   struct mproc_pool_options o = {.workers = workers, .max_tasks_per_worker = per_child};
-  mproc_assert_ok(mproc_pool_create(&p, &o));
+  mproc_assert_ok(mproc_pool_new(&p, &o));
   mproc_future *fs[16];
   pid_t pids[16];
   for (int i = 0; i < tasks; i++)
@@ -259,7 +259,7 @@ static void max_tasks_shape(int workers, uint32_t per_child, int tasks) {
   }
   mproc_assert_ok(mproc_pool_close(p));
   mproc_assert_ok(mproc_pool_join(p, 30000));
-  mproc_assert_ok(mproc_pool_destroy(p));
+  mproc_assert_ok(mproc_pool_free(p));
 }
 
 START_TEST(test_max_tasks_per_worker) {
@@ -329,7 +329,7 @@ START_TEST(test_crash_storm) {
     mproc_assert_ok(mproc_future_result(f, &d, &n, 30000));
     ck_assert_int_eq(*(const int *)d, 25);
     mproc_future_free(f);
-    mproc_assert_ok(mproc_pool_destroy(p));
+    mproc_assert_ok(mproc_pool_free(p));
   }
 }
 END_TEST
@@ -346,7 +346,7 @@ START_TEST(test_retries) {
   S = shared_new();
   mproc_pool *p;
   struct mproc_pool_options o = {.workers = 1, .retries = 1};
-  mproc_assert_ok(mproc_pool_create(&p, &o));
+  mproc_assert_ok(mproc_pool_new(&p, &o));
   mproc_future *f;
   mproc_assert_ok(mproc_pool_submit(p, task_crash_once, NULL, 0, &f));
   const void *d;
@@ -361,7 +361,7 @@ START_TEST(test_retries) {
   mproc_assert_ok(mproc_pool_submit_ex(p, task_crash_once, NULL, 0, &so, &f));
   mproc_assert_err(mproc_future_result(f, &d, &n, 30000), MPROC_EWORKERDIED);
   mproc_future_free(f);
-  mproc_assert_ok(mproc_pool_destroy(p));
+  mproc_assert_ok(mproc_pool_free(p));
   shared_free(S);
 }
 END_TEST
@@ -376,7 +376,7 @@ START_TEST(test_initializer_failure_breaks_pool) {
   S = shared_new();
   mproc_pool *p;
   struct mproc_pool_options o = {.workers = 2, .initializer = init_fail};
-  mproc_assert_ok(mproc_pool_create(&p, &o));
+  mproc_assert_ok(mproc_pool_new(&p, &o));
   mproc_future *f;
   int r = mproc_pool_submit(p, task_pid, NULL, 0, &f);
   if (r == 0) {
@@ -399,7 +399,7 @@ START_TEST(test_initializer_failure_breaks_pool) {
   mproc_assert_err(r, MPROC_EBROKEN);
   /* No respawn storm: at most one initializer run per worker slot. */
   ck_assert_int_le(atomic_load(&S->count), 2);
-  mproc_assert_ok(mproc_pool_destroy(p));
+  mproc_assert_ok(mproc_pool_free(p));
   shared_free(S);
 }
 END_TEST
@@ -427,7 +427,7 @@ START_TEST(test_worker_children_die_with_it) {
   ck_assert_int_gt(g, 0);
   ck_assert_msg(wait_pid_dead(g, 5000), "grandchild %d survived its worker", (int)g);
   mproc_future_free(f);
-  mproc_assert_ok(mproc_pool_destroy(p));
+  mproc_assert_ok(mproc_pool_free(p));
   shared_free(S);
 }
 END_TEST
@@ -451,7 +451,7 @@ static pid_t pool_owner(int wfd, unsigned flags, int mode) {
   setpgid(0, 0);
   mproc_pool *p;
   struct mproc_pool_options o = {.workers = 2, .flags = flags};
-  if (mproc_pool_create(&p, &o) != 0)
+  if (mproc_pool_new(&p, &o) != 0)
     _exit(10);
   pid_t pids[2];
   if (mproc_pool_worker_pids(p, pids, 2) != 2)
@@ -490,7 +490,7 @@ static pid_t pool_owner(int wfd, unsigned flags, int mode) {
       _exit(22);
     mproc_future_free(fs[i]);
   }
-  _exit(mproc_pool_destroy(p) == 0 ? 0 : 23);
+  _exit(mproc_pool_free(p) == 0 ? 0 : 23);
 }
 
 static void read_pids(int rfd, pid_t *pids) {
@@ -551,7 +551,7 @@ START_TEST(test_exit_in_forked_child_leaves_pool_alone) {
   mproc_assert_ok(mproc_future_result(f, &d, &n, 30000));
   ck_assert_int_eq(*(const int *)d, 36);
   mproc_future_free(f);
-  mproc_assert_ok(mproc_pool_destroy(p));
+  mproc_assert_ok(mproc_pool_free(p));
 }
 END_TEST
 
@@ -644,7 +644,7 @@ START_TEST(test_replacement_while_threads_hold_locks) {
     ck_assert_int_eq(pthread_create(&th[i], NULL, hammer, null), 0);
   mproc_pool *p;
   struct mproc_pool_options o = {.workers = 2, .max_tasks_per_worker = 1};
-  mproc_assert_ok(mproc_pool_create(&p, &o));
+  mproc_assert_ok(mproc_pool_new(&p, &o));
   enum { N = 200 };
   mproc_future **fs = calloc(N, sizeof *fs);
   for (int i = 0; i < N; i++)
@@ -659,7 +659,7 @@ START_TEST(test_replacement_while_threads_hold_locks) {
   for (int i = 0; i < 3; i++)
     pthread_join(th[i], NULL);
   fclose(null);
-  mproc_assert_ok(mproc_pool_destroy(p));
+  mproc_assert_ok(mproc_pool_free(p));
 }
 END_TEST
 
@@ -679,7 +679,7 @@ static int task_hog(const void *a, size_t l, mproc_task_ctx *c) {
 START_TEST(test_memory_ceiling_recycles) {
   mproc_pool *p;
   struct mproc_pool_options o = {.workers = 1, .max_worker_rss = 32u << 20};
-  mproc_assert_ok(mproc_pool_create(&p, &o));
+  mproc_assert_ok(mproc_pool_new(&p, &o));
   pid_t prev = 0;
   for (int i = 0; i < 3; i++) {
     mproc_future *f;
@@ -691,7 +691,7 @@ START_TEST(test_memory_ceiling_recycles) {
     prev = *(const int *)d;
     mproc_future_free(f);
   }
-  mproc_assert_ok(mproc_pool_destroy(p));
+  mproc_assert_ok(mproc_pool_free(p));
 }
 END_TEST
 

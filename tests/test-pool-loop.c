@@ -51,7 +51,7 @@ static bool readable(int fd, int ms) {
 START_TEST(test_loop_runs_callbacks_in_caller) {
   struct mproc_pool_options o = {.workers = 2, .flags = MPROC_POOL_LOOP};
   mproc_pool *p;
-  mproc_assert_ok(mproc_pool_create(&p, &o));
+  mproc_assert_ok(mproc_pool_new(&p, &o));
   int fd = mproc_pool_loop_fd(p);
   ck_assert_int_ge(fd, 0);
   ck_assert(!readable(fd, 0));
@@ -78,14 +78,14 @@ START_TEST(test_loop_runs_callbacks_in_caller) {
   mproc_assert_ok(mproc_pool_loop_run(p, 0, NULL));
   for (int i = 0; i < 10; i++)
     mproc_future_free(fs[i]);
-  mproc_assert_ok(mproc_pool_destroy(p));
+  mproc_assert_ok(mproc_pool_free(p));
 }
 END_TEST
 
 START_TEST(test_loop_level_triggered_with_epoll) {
   struct mproc_pool_options o = {.workers = 2, .flags = MPROC_POOL_LOOP};
   mproc_pool *p;
-  mproc_assert_ok(mproc_pool_create(&p, &o));
+  mproc_assert_ok(mproc_pool_new(&p, &o));
   struct seen s = {0};
   mproc_future *fs[3];
   for (int i = 0; i < 3; i++) {
@@ -110,7 +110,7 @@ START_TEST(test_loop_level_triggered_with_epoll) {
   close(ep);
   for (int i = 0; i < 3; i++)
     mproc_future_free(fs[i]);
-  mproc_assert_ok(mproc_pool_destroy(p));
+  mproc_assert_ok(mproc_pool_free(p));
 }
 END_TEST
 
@@ -122,7 +122,7 @@ static void *waker(void *arg) {
 START_TEST(test_loop_wake_from_thread) {
   struct mproc_pool_options o = {.workers = 1, .flags = MPROC_POOL_LOOP};
   mproc_pool *p;
-  mproc_assert_ok(mproc_pool_create(&p, &o));
+  mproc_assert_ok(mproc_pool_new(&p, &o));
   int fd = mproc_pool_loop_fd(p);
   pthread_t t;
   ck_assert_int_eq(pthread_create(&t, NULL, waker, p), 0);
@@ -134,19 +134,19 @@ START_TEST(test_loop_wake_from_thread) {
   ck_assert(!readable(fd, 0));
   mproc_assert_ok(mproc_pool_loop_run(p, 0, &woken));
   ck_assert(!woken);
-  mproc_assert_ok(mproc_pool_destroy(p));
+  mproc_assert_ok(mproc_pool_free(p));
 }
 END_TEST
 
 static void destroy_in_cb(mproc_future *f, void *ud) {
-  mproc_assert_err(mproc_pool_destroy(ud), MPROC_ESTATE);
+  mproc_assert_err(mproc_pool_free(ud), MPROC_ESTATE);
   mproc_future_free(f);
 }
 
 START_TEST(test_loop_destroy_runs_leftovers) {
   struct mproc_pool_options o = {.workers = 1, .flags = MPROC_POOL_LOOP};
   mproc_pool *p;
-  mproc_assert_ok(mproc_pool_create(&p, &o));
+  mproc_assert_ok(mproc_pool_new(&p, &o));
   struct seen s = {0};
   mproc_future *f, *g;
   int x = 3;
@@ -155,16 +155,16 @@ START_TEST(test_loop_destroy_runs_leftovers) {
   mproc_assert_ok(mproc_future_add_done_callback(g, destroy_in_cb, p));
   wait_done(f);
   wait_done(g);
-  /* g's callback runs in the loop and may not destroy the pool from there. */
+  /* g's callback runs in the loop and may not free the pool from there. */
   while (mproc_pool_loop_run(p, 0, NULL) == 0)
     ck_assert(readable(mproc_pool_loop_fd(p), 30000));
   mproc_future_free(f);
-  /* Submitted, never collected by a loop: destroy runs the callback. */
+  /* Submitted, never collected by a loop: mproc_pool_free runs the callback. */
   s.ok = 0;
   mproc_assert_ok(mproc_pool_apply_async(p, task_square, &x, sizeof x, on_ok, NULL, &s, &f));
   wait_done(f);
   mproc_future_free(f);
-  mproc_assert_ok(mproc_pool_destroy(p));
+  mproc_assert_ok(mproc_pool_free(p));
   ck_assert_int_eq(s.ok, 1);
   ck_assert_int_eq(s.thread, tid());
 }
@@ -202,7 +202,7 @@ static void map_done(mproc_future *f, void *ud) {
 START_TEST(test_loop_chained_submits_and_map_async) {
   struct mproc_pool_options o = {.workers = 2, .flags = MPROC_POOL_LOOP};
   struct chain c = {0};
-  mproc_assert_ok(mproc_pool_create(&c.pool, &o));
+  mproc_assert_ok(mproc_pool_new(&c.pool, &o));
   int x = 0;
   mproc_future *f;
   mproc_assert_ok(
@@ -223,14 +223,14 @@ START_TEST(test_loop_chained_submits_and_map_async) {
   ck_assert_int_eq(c.thread, tid());
   ck_assert_int_eq(map_state, MPROC_FUTURE_DONE);
   ck_assert_int_eq(out[99], 198);
-  mproc_assert_ok(mproc_pool_destroy(c.pool));
+  mproc_assert_ok(mproc_pool_free(c.pool));
 }
 END_TEST
 
 START_TEST(test_loop_errors) {
   mproc_pool *p;
   struct mproc_pool_options o = {.workers = 1};
-  mproc_assert_ok(mproc_pool_create(&p, &o));
+  mproc_assert_ok(mproc_pool_new(&p, &o));
   mproc_assert_err(mproc_pool_loop_fd(p), MPROC_ESTATE);
   mproc_assert_err(mproc_pool_loop_run(p, 0, NULL), MPROC_ESTATE);
   mproc_assert_err(mproc_pool_loop_wake(p), MPROC_ESTATE);
@@ -247,9 +247,9 @@ START_TEST(test_loop_errors) {
   ck_assert_int_eq(s.ok, 1);
   ck_assert_int_ne(s.thread, tid());
   mproc_future_free(f);
-  mproc_assert_ok(mproc_pool_destroy(p));
+  mproc_assert_ok(mproc_pool_free(p));
   o.flags = 1u << 20;
-  mproc_assert_err(mproc_pool_create(&p, &o), MPROC_EINVAL);
+  mproc_assert_err(mproc_pool_new(&p, &o), MPROC_EINVAL);
 }
 END_TEST
 
@@ -272,7 +272,7 @@ START_TEST(test_stats_counts_and_workers) {
   S = shared_new();
   struct mproc_pool_options o = {.workers = 2};
   mproc_pool *p;
-  mproc_assert_ok(mproc_pool_create(&p, &o));
+  mproc_assert_ok(mproc_pool_new(&p, &o));
   mproc_future *f;
   for (int i = 0; i < 6; i++) {
     size_t n = 8u << 20;
@@ -348,7 +348,7 @@ START_TEST(test_stats_counts_and_workers) {
   ck_assert_uint_eq(replaced, 1);
   mproc_assert_err(mproc_pool_stats(NULL, &st, NULL, 0), MPROC_EINVAL);
   mproc_assert_err(mproc_pool_stats(p, &st, NULL, 2), MPROC_EINVAL);
-  mproc_assert_ok(mproc_pool_destroy(p));
+  mproc_assert_ok(mproc_pool_free(p));
   shared_free(S);
 }
 END_TEST
@@ -366,7 +366,7 @@ START_TEST(test_stats_retried_and_cancelled) {
   S = shared_new();
   struct mproc_pool_options o = {.workers = 1, .retries = 1};
   mproc_pool *p;
-  mproc_assert_ok(mproc_pool_create(&p, &o));
+  mproc_assert_ok(mproc_pool_new(&p, &o));
   mproc_future *f, *b, *q;
   mproc_assert_ok(mproc_pool_submit(p, task_retry_once, NULL, 0, &f));
   wait_done(f);
@@ -388,7 +388,7 @@ START_TEST(test_stats_retried_and_cancelled) {
   ck_assert_uint_eq(st.running + st.queued, 0);
   mproc_future_free(b);
   mproc_future_free(q);
-  mproc_assert_ok(mproc_pool_destroy(p));
+  mproc_assert_ok(mproc_pool_free(p));
   shared_free(S);
 }
 END_TEST
@@ -406,7 +406,7 @@ START_TEST(test_stats_starting_then_idle) {
   S = shared_new();
   struct mproc_pool_options o = {.workers = 2, .initializer = init_wait};
   mproc_pool *p;
-  mproc_assert_ok(mproc_pool_create(&p, &o));
+  mproc_assert_ok(mproc_pool_new(&p, &o));
   while (atomic_load(&S->count) < 2)
     sleep_ms(1);
   struct mproc_worker_stats ws[2];
@@ -429,12 +429,12 @@ START_TEST(test_stats_starting_then_idle) {
   }
   ck_assert_int_eq(ws[0].state, MPROC_WORKER_IDLE);
   ck_assert_int_eq(ws[1].state, MPROC_WORKER_IDLE);
-  /* After terminate (before destroy) the slots report no process. */
+  /* After terminate (before mproc_pool_free) the slots report no process. */
   mproc_assert_ok(mproc_pool_terminate(p));
   ck_assert_int_eq(mproc_pool_stats(p, NULL, ws, 2), 2);
   ck_assert_int_eq(ws[0].state, MPROC_WORKER_NONE);
   ck_assert_int_eq(ws[0].pid, 0);
-  mproc_assert_ok(mproc_pool_destroy(p));
+  mproc_assert_ok(mproc_pool_free(p));
   shared_free(S);
 }
 END_TEST
@@ -457,7 +457,7 @@ static int task_write_fds(const void *arg, size_t len, mproc_task_ctx *ctx) {
 START_TEST(test_fds_travel_with_task) {
   struct mproc_pool_options o = {.workers = 2};
   mproc_pool *p;
-  mproc_assert_ok(mproc_pool_create(&p, &o));
+  mproc_assert_ok(mproc_pool_new(&p, &o));
   int a[2], b[2];
   ck_assert_int_eq(pipe2(a, O_CLOEXEC), 0);
   ck_assert_int_eq(pipe2(b, O_CLOEXEC), 0);
@@ -501,7 +501,7 @@ START_TEST(test_fds_travel_with_task) {
   mproc_assert_err(mproc_task_fds(NULL, NULL), MPROC_EINVAL);
   close(a[0]);
   close(b[0]);
-  mproc_assert_ok(mproc_pool_destroy(p));
+  mproc_assert_ok(mproc_pool_free(p));
 }
 END_TEST
 
@@ -511,7 +511,7 @@ START_TEST(test_fds_revoked_and_requeued) {
   S = shared_new();
   struct mproc_pool_options o = {.workers = 1};
   mproc_pool *p;
-  mproc_assert_ok(mproc_pool_create(&p, &o));
+  mproc_assert_ok(mproc_pool_new(&p, &o));
   mproc_future *b, *q, *r;
   mproc_assert_ok(mproc_pool_submit(p, task_block, NULL, 0, &b));
   int a[2];
@@ -539,7 +539,7 @@ START_TEST(test_fds_revoked_and_requeued) {
   ck_assert_int_eq(read(a[0], &c, 1), 1);
   ck_assert_int_eq(read(a[0], &c, 1), 0);
   close(a[0]);
-  mproc_assert_ok(mproc_pool_destroy(p));
+  mproc_assert_ok(mproc_pool_free(p));
   shared_free(S);
 }
 END_TEST

@@ -6,7 +6,7 @@
 static mproc_pool *make_pool(int workers) {
   mproc_pool *p;
   struct mproc_pool_options o = {.workers = workers};
-  mproc_assert_ok(mproc_pool_create(&p, &o));
+  mproc_assert_ok(mproc_pool_new(&p, &o));
   return p;
 }
 
@@ -53,7 +53,7 @@ START_TEST(test_map_chunk_sizes) {
   mproc_assert_ok(mproc_pool_map(p, sq, NULL, 0, sizeof *in, NULL, sizeof *out, NULL, NULL, 0));
   free(in);
   free(out);
-  mproc_assert_ok(mproc_pool_destroy(p));
+  mproc_assert_ok(mproc_pool_free(p));
 }
 END_TEST
 
@@ -81,7 +81,7 @@ START_TEST(test_map_failure_reports_item) {
   in[1500] = 0;
   mproc_assert_ok(mproc_pool_map(p, picky, in, N, sizeof *in, out, sizeof *out, &o, &e, 30000));
   ck_assert_int_eq(out[N - 1], N);
-  mproc_assert_ok(mproc_pool_destroy(p));
+  mproc_assert_ok(mproc_pool_free(p));
 }
 END_TEST
 
@@ -127,7 +127,7 @@ START_TEST(test_map_async_and_deadline) {
   mproc_assert_ok(mproc_pool_close(p));
   mproc_assert_err(mproc_pool_map(p, sq, in, 64, sizeof *in, out, sizeof *out, NULL, NULL, 0),
                    MPROC_ECLOSED);
-  mproc_assert_ok(mproc_pool_destroy(p));
+  mproc_assert_ok(mproc_pool_free(p));
 }
 END_TEST
 
@@ -157,7 +157,7 @@ START_TEST(test_starmap) {
                    MPROC_EINVAL);
   mproc_assert_err(mproc_pool_starmap(p, add3, 3, NULL, sizes, N, out, sizeof *out, NULL, NULL, 0),
                    MPROC_EINVAL);
-  mproc_assert_ok(mproc_pool_destroy(p));
+  mproc_assert_ok(mproc_pool_free(p));
 }
 END_TEST
 
@@ -216,7 +216,7 @@ START_TEST(test_imap_ordered_and_unordered) {
   imap_run(p, 0, 64, 100000, 0);
   imap_run(p, MPROC_IMAP_UNORDERED, 100, 100000, 0);
   imap_run(p, 0, 1, 0, 0);
-  mproc_assert_ok(mproc_pool_destroy(p));
+  mproc_assert_ok(mproc_pool_free(p));
 }
 END_TEST
 
@@ -226,7 +226,7 @@ START_TEST(test_imap_bounded_memory) {
    * items live at once. */
   imap_run(p, 0, 10000, 10000000, 40000);
   imap_run(p, MPROC_IMAP_UNORDERED, 1000, 1000000, 4000);
-  mproc_assert_ok(mproc_pool_destroy(p));
+  mproc_assert_ok(mproc_pool_free(p));
 }
 END_TEST
 
@@ -276,7 +276,7 @@ START_TEST(test_imap_failure_at_item) {
   mproc_assert_err(mproc_pool_imap(p, picky, gen_ints, &g, 4, 4, &bad, &it), MPROC_EINVAL);
   mproc_assert_err(mproc_imap_next(NULL, &v, &idx, &e, 0), MPROC_EINVAL);
   mproc_imap_free(NULL);
-  mproc_assert_ok(mproc_pool_destroy(p));
+  mproc_assert_ok(mproc_pool_free(p));
 }
 END_TEST
 

@@ -7,7 +7,7 @@
 static mproc_pool *make_pool(int workers) {
   mproc_pool *p;
   struct mproc_pool_options o = {.workers = workers};
-  mproc_assert_ok(mproc_pool_create(&p, &o));
+  mproc_assert_ok(mproc_pool_new(&p, &o));
   return p;
 }
 
@@ -48,32 +48,32 @@ static int task_concurrency(const void *a, size_t l, mproc_task_ctx *c) {
 
 START_TEST(test_create_defaults) {
   mproc_pool *p;
-  mproc_assert_ok(mproc_pool_create(&p, NULL));
+  mproc_assert_ok(mproc_pool_new(&p, NULL));
   ck_assert_int_eq(mproc_pool_workers(p), mproc_cpu_count());
   pid_t pids[256];
   ck_assert_int_eq(mproc_pool_worker_pids(p, pids, 256), mproc_cpu_count());
   for (int i = 0; i < mproc_pool_workers(p); i++)
     ck_assert(mproc_test_pid_exists(pids[i]));
-  mproc_assert_ok(mproc_pool_destroy(p));
+  mproc_assert_ok(mproc_pool_free(p));
 }
 END_TEST
 
 START_TEST(test_bad_arguments) {
   mproc_pool *p;
   struct mproc_pool_options o = {.flags = 1u << 7};
-  mproc_assert_err(mproc_pool_create(NULL, NULL), MPROC_EINVAL);
-  mproc_assert_err(mproc_pool_create(&p, &o), MPROC_EINVAL);
+  mproc_assert_err(mproc_pool_new(NULL, NULL), MPROC_EINVAL);
+  mproc_assert_err(mproc_pool_new(&p, &o), MPROC_EINVAL);
   o = (struct mproc_pool_options){.workers = -1};
-  mproc_assert_err(mproc_pool_create(&p, &o), MPROC_EINVAL);
+  mproc_assert_err(mproc_pool_new(&p, &o), MPROC_EINVAL);
   o = (struct mproc_pool_options){.task_timeout_ms = -1};
-  mproc_assert_err(mproc_pool_create(&p, &o), MPROC_EINVAL);
+  mproc_assert_err(mproc_pool_new(&p, &o), MPROC_EINVAL);
   mproc_assert_err(mproc_pool_workers(NULL), MPROC_EINVAL);
   mproc_assert_err(mproc_pool_worker_pids(NULL, NULL, 0), MPROC_EINVAL);
   mproc_assert_err(mproc_pool_close(NULL), MPROC_EINVAL);
   mproc_assert_err(mproc_pool_join(NULL, 0), MPROC_EINVAL);
   mproc_assert_err(mproc_pool_terminate(NULL), MPROC_EINVAL);
   mproc_assert_err(mproc_pool_shutdown(NULL, true, false), MPROC_EINVAL);
-  mproc_assert_err(mproc_pool_destroy(NULL), MPROC_EINVAL);
+  mproc_assert_err(mproc_pool_free(NULL), MPROC_EINVAL);
   p = make_pool(1);
   mproc_future *f;
   int x = 1;
@@ -94,7 +94,7 @@ START_TEST(test_bad_arguments) {
   mproc_assert_err(mproc_pool_apply(p, task_square, &x, sizeof x, &r, &n, NULL, -7), MPROC_EINVAL);
   mproc_assert_err(mproc_pool_join(p, 0), MPROC_ESTATE); /* still open */
   mproc_assert_err(mproc_pool_join(p, -9), MPROC_EINVAL);
-  mproc_assert_ok(mproc_pool_destroy(p));
+  mproc_assert_ok(mproc_pool_free(p));
 }
 END_TEST
 
@@ -112,7 +112,7 @@ START_TEST(test_apply) {
   ck_assert_ptr_null(r);
   ck_assert_int_eq(e.task_code, 3);
   ck_assert_str_eq(e.message, "no good");
-  mproc_assert_ok(mproc_pool_destroy(p));
+  mproc_assert_ok(mproc_pool_free(p));
 }
 END_TEST
 
@@ -143,7 +143,7 @@ START_TEST(test_large_argument_and_result) {
   ck_assert_int_eq(*(int *)r, 144);
   free(r);
   free(in);
-  mproc_assert_ok(mproc_pool_destroy(p));
+  mproc_assert_ok(mproc_pool_free(p));
 }
 END_TEST
 
@@ -161,7 +161,7 @@ START_TEST(test_many_tasks) {
     mproc_future_free(fs[i]);
   }
   free(fs);
-  mproc_assert_ok(mproc_pool_destroy(p));
+  mproc_assert_ok(mproc_pool_free(p));
 }
 END_TEST
 
@@ -176,7 +176,7 @@ START_TEST(test_bounded_concurrency) {
   ck_assert_int_ge(atomic_load(&S->max_running), 1);
   for (int i = 0; i < 40; i++)
     mproc_future_free(fs[i]);
-  mproc_assert_ok(mproc_pool_destroy(p));
+  mproc_assert_ok(mproc_pool_free(p));
   shared_free(S);
 }
 END_TEST
@@ -205,7 +205,7 @@ static void shutdown_50(bool cancel) {
   mproc_future *f;
   mproc_assert_err(mproc_pool_submit(p, task_sleep, &ms, sizeof ms, &f), MPROC_ECLOSED);
   mproc_assert_ok(mproc_pool_shutdown(p, true, cancel)); /* idempotent */
-  mproc_assert_ok(mproc_pool_destroy(p));
+  mproc_assert_ok(mproc_pool_free(p));
 }
 
 START_TEST(test_shutdown_with_queue) {
@@ -229,7 +229,7 @@ START_TEST(test_close_join) {
   ck_assert_int_eq(mproc_future_state(f), MPROC_FUTURE_DONE);
   ck_assert_int_eq(mproc_pool_worker_pids(p, NULL, 0), 0);
   mproc_future_free(f);
-  mproc_assert_ok(mproc_pool_destroy(p));
+  mproc_assert_ok(mproc_pool_free(p));
   shared_free(S);
 }
 END_TEST
@@ -249,7 +249,7 @@ START_TEST(test_terminate) {
   mproc_assert_err(mproc_pool_submit(p, task_gate, NULL, 0, &f), MPROC_ECLOSED);
   mproc_assert_ok(mproc_pool_join(p, 30000));
   mproc_assert_ok(mproc_pool_terminate(p));
-  mproc_assert_ok(mproc_pool_destroy(p));
+  mproc_assert_ok(mproc_pool_free(p));
   shared_free(S);
 }
 END_TEST
@@ -262,7 +262,7 @@ START_TEST(test_destroy_busy_pool) {
     mproc_assert_ok(mproc_pool_submit(p, task_gate, NULL, 0, &f));
     mproc_future_free(f); /* dropped before it finishes */
   }
-  mproc_assert_ok(mproc_pool_destroy(p));
+  mproc_assert_ok(mproc_pool_free(p));
   shared_free(S);
 }
 END_TEST

@@ -71,7 +71,7 @@ static void *accept_main(void *arg) {
 static void server_start(struct server *s, int workers) {
   memset(s, 0, sizeof *s);
   struct mproc_pool_options o = {.workers = workers};
-  mproc_assert_ok(mproc_pool_create(&s->pool, &o));
+  mproc_assert_ok(mproc_pool_new(&s->pool, &o));
   s->lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   struct sockaddr_in a = {.sin_family = AF_INET};
   a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
@@ -90,7 +90,7 @@ static void server_stop(struct server *s) {
   pthread_join(s->thread, NULL);
   close(s->stop);
   close(s->lfd);
-  mproc_assert_ok(mproc_pool_destroy(s->pool));
+  mproc_assert_ok(mproc_pool_free(s->pool));
 }
 
 /* One plain request; returns the pid in the response (0 on failure). */

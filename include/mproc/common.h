@@ -54,7 +54,7 @@ extern "C" {
   X(EPIPE, -EPIPE, "broken pipe")                                                                  \
   X(ERANGE, -ERANGE, "result out of range")                                                        \
   X(ENAMETOOLONG, -ENAMETOOLONG, "name too long")                                                  \
-  X(ENOSYS, -ENOSYS, "function not implemented")                                                   \
+  X(ENOSYS, -ENOSYS, "system call not available on this kernel")                                   \
   X(EOVERFLOW, -EOVERFLOW, "value too large for defined data type")                                \
   X(EMSGSIZE, -EMSGSIZE, "message too long")                                                       \
   X(ENOTSUP, -ENOTSUP, "operation not supported")                                                  \

@@ -29,14 +29,14 @@ extern "C" {
 /* ---- event loops ---------------------------------------------------------- */
 
 /* The pool's loop fd (owned by the pool: never close it; valid until
- * mproc_pool_destroy).  Poll it for reading.  Returns the fd, MPROC_EINVAL,
+ * mproc_pool_free).  Poll it for reading.  Returns the fd, MPROC_EINVAL,
  * or MPROC_ESTATE when the pool was created without MPROC_POOL_LOOP. */
 MPROC_EXTERN int mproc_pool_loop_fd(const mproc_pool *pool);
 /* Never blocks: runs, in the calling thread, the callbacks of at most `max`
  * finished futures (0: all that are due) and returns how many futures it
  * handled; *woken (if non-NULL) tells whether mproc_pool_loop_wake was called
  * since the last run.  The fd stays readable while more are due.  Callbacks
- * may submit, cancel, shut down and free futures, not destroy the pool.
+ * may submit, cancel, shut down and free futures, not free the pool.
  * Errors: MPROC_EINVAL, MPROC_ESTATE (no MPROC_POOL_LOOP). */
 MPROC_EXTERN int mproc_pool_loop_run(mproc_pool *pool, size_t max, bool *woken);
 /* Make the loop fd readable so the loop wakes (from any thread, or from a
@@ -51,11 +51,11 @@ typedef enum {
   MPROC_WORKER_IDLE,     /* waiting for a task */
   MPROC_WORKER_BUSY,     /* running a task */
   MPROC_WORKER_EXITING,  /* asked to exit (pool closed, or recycled) */
-} mproc_worker_state_t;
+} mproc_worker_state;
 
 struct mproc_worker_stats {
   pid_t pid;             /* 0 when the slot has no process */
-  int state;             /* mproc_worker_state_t */
+  int state;             /* mproc_worker_state */
   uint64_t task_id;      /* running task (1, 2, ... in submit order; a map
                             chunk is one task), 0 when none */
   int64_t task_ms;       /* how long it has run */

@@ -68,7 +68,7 @@ enum {
   /* Blocking calls of this pool (waits, map, imap, join) return
    * MPROC_EINTERRUPTED promptly when the process receives SIGINT.  The pool
    * installs a SIGINT handler for its lifetime (the previous disposition is
-   * restored when the last such pool is destroyed).  Without this flag SIGINT
+   * restored when the last such pool is freed).  Without this flag SIGINT
    * keeps its usual meaning: the program dies and its workers with it. */
   MPROC_POOL_SIGINT = 1u << 0,
   /* Done-callbacks (and apply_async callbacks) run in the thread that calls
@@ -89,10 +89,10 @@ struct mproc_pool_options {
 };
 
 /* Create a pool.  Blocks until the workers are forked.  *out owns the pool;
- * release it with mproc_pool_destroy().  Errors: MPROC_EINVAL (NULL out,
+ * release it with mproc_pool_free().  Errors: MPROC_EINVAL (NULL out,
  * unknown flag, negative workers or timeout), -errno (fork, memory, thread).
- * A failed create leaves nothing behind. */
-MPROC_EXTERN int mproc_pool_create(mproc_pool **out, const struct mproc_pool_options *opts);
+ * A failed mproc_pool_new leaves nothing behind. */
+MPROC_EXTERN int mproc_pool_new(mproc_pool **out, const struct mproc_pool_options *opts);
 /* Number of workers (>= 1), or MPROC_EINVAL. */
 MPROC_EXTERN int mproc_pool_workers(const mproc_pool *pool);
 /* Current worker pids into pids[0..n); returns how many were written (a slot
@@ -151,13 +151,13 @@ MPROC_EXTERN int mproc_pool_apply(mproc_pool *pool, mproc_task_fn fn, const void
  *  shutdown:  the executor's shutdown: close; with cancel_pending, cancel
  *             every task not yet started; with wait, join.  Idempotent, from
  *             any thread; from a callback (the manager thread) wait is ignored.
- *  destroy:   terminate if still running, join, release.  Futures stay valid
+ *  free:      terminate if still running, join, release.  Futures stay valid
  *             until freed.  MPROC_ESTATE if called from a callback. */
 MPROC_EXTERN int mproc_pool_close(mproc_pool *pool);
 MPROC_EXTERN int mproc_pool_join(mproc_pool *pool, int64_t timeout_ms);
 MPROC_EXTERN int mproc_pool_terminate(mproc_pool *pool);
 MPROC_EXTERN int mproc_pool_shutdown(mproc_pool *pool, bool wait, bool cancel_pending);
-MPROC_EXTERN int mproc_pool_destroy(mproc_pool *pool);
+MPROC_EXTERN int mproc_pool_free(mproc_pool *pool);
 
 /* ---- futures -------------------------------------------------------------- */
 
@@ -167,7 +167,7 @@ typedef enum {
   MPROC_FUTURE_DONE,        /* finished with a result */
   MPROC_FUTURE_FAILED,      /* finished with an error */
   MPROC_FUTURE_CANCELLED,   /* cancelled (never ran, or its worker was killed) */
-} mproc_future_state_t;
+} mproc_future_status;
 
 /* Why a task failed. */
 struct mproc_task_error {
@@ -181,7 +181,7 @@ struct mproc_task_error {
   char message[200];
 };
 
-/* State now (one of mproc_future_state_t), or MPROC_EINVAL. */
+/* State now (one of mproc_future_status), or MPROC_EINVAL. */
 MPROC_EXTERN int mproc_future_state(mproc_future *f);
 /* Whether the future has finished (done, failed or cancelled). */
 MPROC_EXTERN bool mproc_future_done(mproc_future *f);
