@@ -144,6 +144,7 @@ static void destroy_in_cb(mproc_future *f, void *ud) {
 }
 
 START_TEST(test_loop_destroy_runs_leftovers) {
+  S = shared_new(); /* before the workers fork: they inherit it */
   struct mproc_pool_options o = {.workers = 1, .flags = MPROC_POOL_LOOP};
   mproc_pool *p;
   mproc_assert_ok(mproc_pool_new(&p, &o));
@@ -151,8 +152,11 @@ START_TEST(test_loop_destroy_runs_leftovers) {
   mproc_future *f, *g;
   int x = 3;
   mproc_assert_ok(mproc_pool_apply_async(p, task_square, &x, sizeof x, on_ok, NULL, &s, &f));
-  mproc_assert_ok(mproc_pool_apply_async(p, task_square, &x, sizeof x, NULL, NULL, NULL, &g));
+  /* g cannot finish before its callback is attached (it would then run at
+   * once, in this thread, and really free the pool). */
+  mproc_assert_ok(mproc_pool_submit(p, task_block, NULL, 0, &g));
   mproc_assert_ok(mproc_future_add_done_callback(g, destroy_in_cb, p));
+  atomic_store(&S->release, 1);
   wait_done(f);
   wait_done(g);
   /* g's callback runs in the loop and may not free the pool from there. */
@@ -167,6 +171,7 @@ START_TEST(test_loop_destroy_runs_leftovers) {
   mproc_assert_ok(mproc_pool_free(p));
   ck_assert_int_eq(s.ok, 1);
   ck_assert_int_eq(s.thread, tid());
+  shared_free(S);
 }
 END_TEST
 
