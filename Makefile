@@ -13,8 +13,10 @@ JOBS     ?= $(shell nproc 2>/dev/null || echo 2)
 CMAKE_ARGS ?=
 NO_TESTS ?= error
 
-BUILD_DEPS := cmake make gcc pkg-config check libpng-dev
-BENCH_DEPS := python3
+BUILD_DEPS := cmake make gcc pkg-config check libpng-dev libuv1-dev
+# Tools the tests drive (the prefork server's load test uses wrk).
+TEST_DEPS := wrk
+BENCH_DEPS := python3 wrk
 REPORT_DEPS := python3 gnuplot-nox
 FORMAT_FILES = $(shell git ls-files --cached --others --exclude-standard '*.c' '*.h' 2>/dev/null)
 
@@ -35,6 +37,7 @@ demo: build
 	@bash examples/demo.sh $(BUILD)
 
 test: build
+	@bash scripts/deps.sh $(TEST_DEPS)
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS) --no-tests=$(NO_TESTS) $(CTEST_ARGS)
 
 bench: deps

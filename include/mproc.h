@@ -14,5 +14,6 @@
 #include "mproc/pipe.h"
 #include "mproc/queue.h"
 #include "mproc/pool.h"
+#include "mproc/loop.h"
 
 #endif /* MPROC_H */

@@ -100,6 +100,7 @@ static void future_free_mem(struct mproc_future *f) {
     free(f->result);
   free(f->task.arg);
   mproc__close(f->task.arg_fd);
+  mproc__task_close_fds(&f->task);
   struct mproc_pool *p = f->pool;
   free(f);
   mproc__pool_unref(p);
@@ -116,6 +117,7 @@ void mproc__future_finish(struct mproc_pool *p, struct mproc_future *f, struct m
   f->task.arg = NULL;
   mproc__close(f->task.arg_fd);
   f->task.arg_fd = -1;
+  mproc__task_close_fds(&f->task);
   int state;
   if (o->code == 0) {
     f->result = o->res;
@@ -135,6 +137,10 @@ void mproc__future_finish(struct mproc_pool *p, struct mproc_future *f, struct m
   /* Drop the pool's reference here unless callbacks are due or the caller
    * already let go (then the manager frees it, outside the mutex). */
   bool queue = f->cbs != NULL || f->apply_cb != NULL || f->apply_errcb != NULL;
+  if (queue && (p->opts.flags & MPROC_POOL_LOOP)) {
+    mproc__loop_push(p, f); /* the program's event loop runs them */
+    return;
+  }
   int r = atomic_load(&f->refs);
   while (!queue) {
     if (r <= 1) {

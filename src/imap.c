@@ -19,6 +19,7 @@
  * same chunk were not run and yield MPROC_ECANCELLED (with chunksize 1, the
  * default, every item is its own chunk). */
 #include "pool.h"
+#include "progress.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -59,6 +60,8 @@ struct mproc_imap {
   size_t *free_stack;   /* unordered: free slot indices */
   struct islot **batch; /* slots filled by one refill */
   size_t nfree;
+  struct mproc__progress prog; /* progress of the items yielded */
+  size_t yielded;
 };
 
 static void islot_complete(struct mproc_pool *p, struct mproc__task *t, struct mproc__outcome *o) {
@@ -88,7 +91,8 @@ MPROC_EXTERN int mproc_pool_imap(mproc_pool *p, mproc_map_fn fn, mproc_gen_fn ge
                                  size_t in_size, size_t out_size,
                                  const struct mproc_imap_options *o, mproc_imap **out) {
   if (p == NULL || fn == NULL || gen == NULL || out == NULL || in_size == 0 ||
-      (o != NULL && (o->flags & ~(unsigned)MPROC_IMAP_UNORDERED)))
+      (o != NULL &&
+       ((o->flags & ~(unsigned)MPROC_IMAP_UNORDERED) || !mproc__progress_valid(o->progress))))
     return MPROC_EINVAL;
   struct mproc_imap *it = calloc(1, sizeof *it);
   if (it == NULL)
@@ -132,6 +136,11 @@ MPROC_EXTERN int mproc_pool_imap(mproc_pool *p, mproc_map_fn fn, mproc_gen_fn ge
     it->free_stack[it->nslots - 1 - i] = i;
   }
   it->nfree = it->nslots;
+  if (o != NULL)
+    mproc__progress_begin(&it->prog, o->progress, o->progress_cb, o->progress_ud,
+                          o->progress_total);
+  else
+    mproc__progress_begin(&it->prog, MPROC_PROGRESS_OFF, NULL, NULL, 0);
   atomic_fetch_add(&p->refs, 1);
   *out = it;
   return 0;
@@ -241,6 +250,7 @@ static void refill(struct mproc_imap *it) {
       continue;
     }
     p->outstanding++;
+    t->id = ++p->next_id;
     t->next = NULL;
     if (p->pend_tail != NULL)
       p->pend_tail->next = t;
@@ -283,6 +293,7 @@ static int yield(struct mproc_imap *it, void *out, size_t *index, struct mproc_t
   struct islot *s = it->cur;
   size_t k = s->base + s->next;
   int r = 0;
+  it->yielded++;
   if (index != NULL)
     *index = k;
   if (s->code != 0 && k >= s->fail_at) {
@@ -318,10 +329,25 @@ static int yield(struct mproc_imap *it, void *out, size_t *index, struct mproc_t
   return r;
 }
 
+static int imap_next(mproc_imap *it, void *out, size_t *index, struct mproc_task_error *err,
+                     int64_t timeout_ms);
+
 MPROC_EXTERN int mproc_imap_next(mproc_imap *it, void *out, size_t *index,
                                  struct mproc_task_error *err, int64_t timeout_ms) {
   if (it == NULL || (out == NULL && it->out_size > 0) || mproc__check_timeout(timeout_ms) != 0)
     return MPROC_EINVAL;
+  size_t before = it->yielded;
+  int r = imap_next(it, out, index, err, timeout_ms);
+  /* Every item yielded counts, failed ones too; the end closes the bar. */
+  if (r == MPROC_EEOF)
+    mproc__progress_update(&it->prog, it->yielded, true);
+  else if (it->yielded != before)
+    mproc__progress_update(&it->prog, it->yielded, false);
+  return r;
+}
+
+static int imap_next(mproc_imap *it, void *out, size_t *index, struct mproc_task_error *err,
+                     int64_t timeout_ms) {
   int64_t dl = mproc__deadline(timeout_ms);
   if (it->cur != NULL)
     return yield(it, out, index, err);
@@ -370,6 +396,7 @@ static bool all_landed(void *arg) {
 MPROC_EXTERN void mproc_imap_free(mproc_imap *it) {
   if (it == NULL)
     return;
+  mproc__progress_update(&it->prog, it->yielded, true); /* stopped early: close the bar */
   struct mproc_pool *p = it->p;
   pthread_mutex_lock(&p->mu);
   for (size_t i = 0; i < it->nslots; i++)

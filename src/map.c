@@ -16,6 +16,7 @@
  * publishes its progress per item).  Cancelling the future cancels every
  * chunk: queued ones never run, running ones have their worker killed. */
 #include "pool.h"
+#include "progress.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -62,6 +63,7 @@ static void chunk_complete(struct mproc_pool *p, struct mproc__task *t, struct m
     j->err.res = NULL;
     j->err.res_len = 0;
   }
+  atomic_fetch_add_explicit(&j->f->items_done, t->count, memory_order_relaxed);
   if (--j->left == 0)
     job_finish(p, j);
 }
@@ -183,6 +185,7 @@ static int map_start(struct mproc_pool *p, void (*fn)(void), uint32_t kind, size
     for (size_t c = 0; c < nchunks; c++) {
       struct mproc__task *t = &j->chunks[c];
       p->outstanding++;
+      t->id = ++p->next_id;
       if (p->pend_tail != NULL)
         p->pend_tail->next = t;
       else
@@ -196,8 +199,45 @@ static int map_start(struct mproc_pool *p, void (*fn)(void), uint32_t kind, size
   return 0;
 }
 
-static int map_wait(mproc_future *f, struct mproc_task_error *err, int64_t timeout_ms) {
-  int r = mproc_future_wait(f, timeout_ms);
+/* Wait for the map's future, reporting progress every 100 ms when asked. */
+static int wait_progress(mproc_future *f, size_t n, const struct mproc_map_options *o,
+                         int64_t timeout_ms) {
+  static const struct mproc_map_options none;
+  struct mproc__progress pr;
+  if (o == NULL)
+    o = &none; /* the environment may still ask for a bar */
+  if ((o->progress == MPROC_PROGRESS_OFF && o->progress_cb == NULL &&
+       getenv("MPROC_PROGRESS") == NULL))
+    return mproc_future_wait(f, timeout_ms);
+  mproc__progress_begin(&pr, o->progress, o->progress_cb, o->progress_ud, n);
+  if (!mproc__progress_active(&pr))
+    return mproc_future_wait(f, timeout_ms);
+  int64_t dl = mproc__deadline(timeout_ms);
+  int r;
+  for (;;) {
+    int64_t slice = 100;
+    if (dl >= 0) {
+      int64_t left = dl - mproc_now_ms();
+      slice = left < 0 ? 0 : (left < slice ? left : slice);
+    }
+    r = mproc_future_wait(f, slice);
+    size_t done = (size_t)atomic_load_explicit(&f->items_done, memory_order_relaxed);
+    if (r == 0) {
+      mproc__progress_update(&pr, done, true);
+      return 0;
+    }
+    if (r != MPROC_ETIMEDOUT || (dl >= 0 && mproc_now_ms() >= dl))
+      break;
+    mproc__progress_update(&pr, done, false);
+  }
+  /* Stopped early: end the bar where it is, so the terminal line is closed. */
+  mproc__progress_update(&pr, (size_t)atomic_load(&f->items_done), true);
+  return r;
+}
+
+static int map_wait(mproc_future *f, size_t n, const struct mproc_map_options *o,
+                    struct mproc_task_error *err, int64_t timeout_ms) {
+  int r = wait_progress(f, n, o, timeout_ms);
   if (r != 0) {
     /* Deadline or SIGINT: cancel what is left and wait for it (bounded by
      * the kernel killing the workers of running chunks). */
@@ -220,7 +260,8 @@ MPROC_EXTERN int mproc_pool_map_async(mproc_pool *p, mproc_map_fn fn, const void
                                       size_t in_size, void *out, size_t out_size,
                                       const struct mproc_map_options *o, mproc_future **f) {
   if (p == NULL || fn == NULL || f == NULL || (n > 0 && (in == NULL || in_size == 0)) ||
-      (n > 0 && out_size > 0 && out == NULL) || (o != NULL && o->flags != 0))
+      (n > 0 && out_size > 0 && out == NULL) ||
+      (o != NULL && (o->flags != 0 || !mproc__progress_valid(o->progress))))
     return MPROC_EINVAL;
   struct col c = {in, in_size};
   return map_start(p, (void (*)(void))fn, MPROC__K_MAP, 1, &c, n, out, out_size, o, f);
@@ -234,7 +275,7 @@ MPROC_EXTERN int mproc_pool_map(mproc_pool *p, mproc_map_fn fn, const void *in, 
     return MPROC_EINVAL;
   mproc_future *f;
   int r = mproc_pool_map_async(p, fn, in, n, in_size, out, out_size, o, &f);
-  return r != 0 ? r : map_wait(f, err, timeout_ms);
+  return r != 0 ? r : map_wait(f, n, o, err, timeout_ms);
 }
 
 MPROC_EXTERN int mproc_pool_starmap(mproc_pool *p, mproc_starmap_fn fn, size_t nargs,
@@ -242,7 +283,8 @@ MPROC_EXTERN int mproc_pool_starmap(mproc_pool *p, mproc_starmap_fn fn, size_t n
                                     void *out, size_t out_size, const struct mproc_map_options *o,
                                     struct mproc_task_error *err, int64_t timeout_ms) {
   if (p == NULL || fn == NULL || nargs == 0 || nargs > MPROC_STARMAP_MAX_ARGS || args == NULL ||
-      arg_sizes == NULL || (n > 0 && out_size > 0 && out == NULL) || (o != NULL && o->flags != 0) ||
+      arg_sizes == NULL || (n > 0 && out_size > 0 && out == NULL) ||
+      (o != NULL && (o->flags != 0 || !mproc__progress_valid(o->progress))) ||
       mproc__check_timeout(timeout_ms) != 0)
     return MPROC_EINVAL;
   struct col cols[MPROC_STARMAP_MAX_ARGS];
@@ -253,5 +295,5 @@ MPROC_EXTERN int mproc_pool_starmap(mproc_pool *p, mproc_starmap_fn fn, size_t n
   }
   mproc_future *f;
   int r = map_start(p, (void (*)(void))fn, MPROC__K_STARMAP, nargs, cols, n, out, out_size, o, &f);
-  return r != 0 ? r : map_wait(f, err, timeout_ms);
+  return r != 0 ? r : map_wait(f, n, o, err, timeout_ms);
 }

@@ -23,6 +23,7 @@
 #include "pool.h"
 #include "futex.h"
 
+#include <fcntl.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -117,6 +118,7 @@ void mproc__pool_unref(struct mproc_pool *p) {
 
 void mproc__pool_enqueue(struct mproc_pool *p, struct mproc__task *t) {
   p->outstanding++;
+  t->id = ++p->next_id;
   t->next = NULL;
   t->slot = -1;
   if (p->pend_tail != NULL)
@@ -167,14 +169,16 @@ static void release_resources(struct mproc_pool *p) {
   p->slots = NULL;
   mproc__close(p->efd);
   p->efd = -1;
+  mproc__close(p->loop_efd);
+  p->loop_efd = -1;
 }
 
 MPROC_EXTERN int mproc_pool_new(mproc_pool **out, const struct mproc_pool_options *opts) {
   static const struct mproc_pool_options defaults;
   if (opts == NULL)
     opts = &defaults;
-  if (out == NULL || (opts->flags & ~(unsigned)MPROC_POOL_SIGINT) || opts->workers < 0 ||
-      opts->workers > 4096 || opts->task_timeout_ms < 0)
+  if (out == NULL || (opts->flags & ~(unsigned)(MPROC_POOL_SIGINT | MPROC_POOL_LOOP)) ||
+      opts->workers < 0 || opts->workers > 4096 || opts->task_timeout_ms < 0)
     return MPROC_EINVAL;
   struct mproc_pool *p = calloc(1, sizeof *p);
   if (p == NULL)
@@ -184,8 +188,12 @@ MPROC_EXTERN int mproc_pool_new(mproc_pool **out, const struct mproc_pool_option
   p->opts = *opts;
   p->nworkers = opts->workers > 0 ? opts->workers : mproc_cpu_count();
   p->tp = &mproc__transport_shm;
+  p->loop_efd = -1;
+  p->created_ms = mproc_now_ms();
   p->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   int r = p->efd >= 0 ? 0 : mproc__neg_errno();
+  if (r == 0 && (opts->flags & MPROC_POOL_LOOP))
+    r = mproc__loop_init(p);
   if (r == 0) {
     mproc__fd_register(p->efd);
     r = p->tp->init(p);
@@ -313,13 +321,14 @@ MPROC_EXTERN int mproc_pool_shutdown(mproc_pool *p, bool wait, bool cancel_pendi
 MPROC_EXTERN int mproc_pool_free(mproc_pool *p) {
   if (p == NULL)
     return MPROC_EINVAL;
-  if (mproc__on_manager_thread(p))
+  if (mproc__on_manager_thread(p) || mproc__in_loop_run(p))
     return MPROC_ESTATE;
   if (!atomic_load(&p->mgr_exited))
     mproc_pool_terminate(p);
   int r;
   while ((r = mproc_pool_join(p, -1)) == MPROC_EINTERRUPTED) {
   }
+  mproc__loop_fini(p);
   live_remove(p);
   pthread_mutex_lock(&p->mu);
   release_resources(p);
@@ -358,6 +367,35 @@ static int copy_arg(struct mproc_pool *p, struct mproc__task *t, const void *arg
   return 0;
 }
 
+void mproc__task_close_fds(struct mproc__task *t) {
+  for (uint32_t i = 0; i < t->nfds; i++)
+    mproc__close(t->fds[i]);
+  free(t->fds);
+  t->fds = NULL;
+  t->nfds = 0;
+}
+
+/* The task keeps its own duplicates until it is final, so the caller may
+ * close its fds at once and a re-run after a worker death sends them again. */
+static int copy_fds(struct mproc__task *t, const int *fds, size_t n) {
+  if (n == 0)
+    return 0;
+  t->fds = malloc(n * sizeof *t->fds);
+  if (t->fds == NULL)
+    return -ENOMEM;
+  for (size_t i = 0; i < n; i++) {
+    int d = fcntl(fds[i], F_DUPFD_CLOEXEC, 0);
+    if (d < 0) {
+      int r = errno == EBADF ? MPROC_EINVAL : mproc__neg_errno();
+      mproc__task_close_fds(t);
+      return r;
+    }
+    mproc__fd_register(d);
+    t->fds[t->nfds++] = d;
+  }
+  return 0;
+}
+
 static int state_error(int state) {
   return state == MPROC__P_BROKEN ? MPROC_EBROKEN : MPROC_ECLOSED;
 }
@@ -365,7 +403,8 @@ static int state_error(int state) {
 MPROC_EXTERN int mproc_pool_submit_ex(mproc_pool *p, mproc_task_fn fn, const void *arg, size_t len,
                                       const struct mproc_submit_options *o, mproc_future **out) {
   if (p == NULL || fn == NULL || out == NULL || (arg == NULL && len > 0) ||
-      (o != NULL && (o->flags != 0 || o->timeout_ms < 0 || o->retries < -1)))
+      (o != NULL && (o->flags != 0 || o->timeout_ms < 0 || o->retries < -1 ||
+                     o->nfds > MPROC_TASK_MAX_FDS || (o->fds == NULL && o->nfds > 0))))
     return MPROC_EINVAL;
   struct mproc_future *f = mproc__future_new(p);
   if (f == NULL)
@@ -380,6 +419,8 @@ MPROC_EXTERN int mproc_pool_submit_ex(mproc_pool *p, mproc_task_fn fn, const voi
     f->apply_ud = o->ud;
   }
   int r = copy_arg(p, t, arg, len);
+  if (r == 0 && o != NULL)
+    r = copy_fds(t, o->fds, o->nfds);
   if (r == 0) {
     pthread_mutex_lock(&p->mu);
     int state = atomic_load(&p->state);

@@ -33,6 +33,9 @@ struct mproc__task {
   /* Called once, under the pool mutex, when the task finished. */
   void (*complete)(struct mproc_pool *p, struct mproc__task *t, struct mproc__outcome *o);
   void *owner; /* map job / imap iterator */
+  uint64_t id; /* 1, 2, ... in submit order within the pool (stats) */
+  int *fds;    /* K_CALL: descriptors handed to the worker (owned dups) */
+  uint32_t nfds;
 };
 
 struct mproc__cb {
@@ -58,6 +61,8 @@ struct mproc_future {
   void *done_extra; /* map_async: the job to release */
   /* map futures: cancels every chunk (under mu) instead of one task. */
   void (*cancel_hook)(struct mproc_pool *p, struct mproc_future *f);
+  _Atomic uint64_t items_done;     /* map futures: items finished (progress) */
+  struct mproc_future *loopq_next; /* the event loop's queue link */
 };
 
 /* Parent-side state of one worker slot. */
@@ -70,6 +75,8 @@ struct mproc__slot {
   uint32_t assigned;         /* tasks handed to this worker generation (max_tasks) */
   bool stopping;             /* asked to exit when idle */
   struct mproc__task **jobs; /* ring position -> task (NULL: revoked) */
+  uint64_t n_done, n_failed; /* tasks this slot's workers finished (stats) */
+  uint64_t n_replaced;       /* workers of this slot that died and were replaced */
 };
 
 enum { MPROC__P_RUNNING, MPROC__P_CLOSED, MPROC__P_TERMINATING, MPROC__P_BROKEN };
@@ -106,6 +113,19 @@ struct mproc_pool {
   struct mproc__task *requeue_head, *requeue_tail;
   bool respawn_pending;        /* a respawn failed: retry soon */
   _Atomic int64_t wait_ema_us; /* moving average of how long waits took */
+  int dying_slot;              /* slot of dying_pid */
+  /* Statistics (under mu): tasks (a map chunk counts as one) by outcome. */
+  uint64_t next_id, n_done, n_failed, n_cancelled, n_retried;
+  int64_t created_ms;
+  int64_t rate_ms; /* mproc_pool_stats: when the recent rate was sampled */
+  uint64_t rate_n; /* finished tasks then */
+  double rate;     /* the recent rate */
+  /* MPROC_POOL_LOOP (pool_loop.c): futures whose completion the event loop
+   * has not collected yet, and the eventfd readable while any wait. */
+  int loop_efd;
+  struct mproc_future *loopq_head, *loopq_tail;
+  _Atomic int loop_woken; /* mproc_pool_loop_wake since the last run */
+  _Atomic pid_t loop_tid; /* thread inside mproc_pool_loop_run, 0 none */
 };
 
 /* ---- pool.c --------------------------------------------------------------- */
@@ -120,6 +140,9 @@ bool mproc__pool_cancel_task(struct mproc_pool *p, struct mproc__task *t);
 /* Whether SIGINT arrived since `mark` (MPROC_POOL_SIGINT pools only). */
 bool mproc__sigint_since(const struct mproc_pool *p, uint32_t mark);
 uint32_t mproc__sigint_mark(void);
+
+/* Close and free a task's submitted fds. */
+void mproc__task_close_fds(struct mproc__task *t);
 
 /* ---- pool_manager.c ------------------------------------------------------- */
 int mproc__manager_start(struct mproc_pool *p);
@@ -165,6 +188,14 @@ void mproc__future_run_callbacks(struct mproc_future *f);
 void mproc__future_unref(struct mproc_future *f);
 /* Fill a task error from an outcome. */
 void mproc__error_from_outcome(struct mproc_task_error *e, const struct mproc__outcome *o);
+
+/* ---- pool_loop.c ---------------------------------------------------------- */
+int mproc__loop_init(struct mproc_pool *p);
+/* Queue a finished future for the event loop (under mu). */
+void mproc__loop_push(struct mproc_pool *p, struct mproc_future *f);
+/* Run what the loop never collected (destroy, no lock held). */
+void mproc__loop_fini(struct mproc_pool *p);
+bool mproc__in_loop_run(const struct mproc_pool *p);
 
 /* ---- transport_shm.c: the data arena for map/imap -------------------------- */
 /* Allocate/free `len` bytes of the pool's shared arena (under mu).  Returns 0

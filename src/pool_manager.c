@@ -43,6 +43,12 @@ bool mproc__on_manager_thread(const struct mproc_pool *p) {
 
 static void task_done(struct mproc_pool *p, struct mproc__task *t, struct mproc__outcome *o) {
   p->outstanding--;
+  if (o->code == 0)
+    p->n_done++;
+  else if (o->code == MPROC_ECANCELLED)
+    p->n_cancelled++;
+  else
+    p->n_failed++;
   t->complete(p, t, o);
 }
 
@@ -89,6 +95,7 @@ static void task_left(struct mproc_pool *p, struct mproc__task *t, bool started)
     return;
   }
   if (t->timed_out) {
+    p->slots[p->dying_slot].n_failed++;
     struct mproc__outcome o = {.code = MPROC_ETIMEDOUT,
                                .pid = p->dying_pid,
                                .signo = SIGKILL,
@@ -100,10 +107,12 @@ static void task_left(struct mproc_pool *p, struct mproc__task *t, bool started)
   }
   if (t->retries_left > 0) {
     t->retries_left--;
+    p->n_retried++;
     requeue(p, t);
     return;
   }
   char msg[96];
+  p->slots[p->dying_slot].n_failed++;
   struct mproc__outcome o = {.code = MPROC_EWORKERDIED, .pid = p->dying_pid, .exit_status = -1};
   if (p->dying_code < 0) {
     o.signo = -p->dying_code;
@@ -163,6 +172,7 @@ static void handle_death(struct mproc_pool *p, int i) {
   if (imsg != NULL)
     snprintf(msgbuf, sizeof msgbuf, "%s", imsg);
   p->dying_pid = sl->pid;
+  p->dying_slot = i;
   p->dying_code = code;
   if (imsg != NULL && atomic_load(&p->state) != MPROC__P_TERMINATING)
     break_pool(p, icode, msgbuf);
@@ -171,8 +181,11 @@ static void handle_death(struct mproc_pool *p, int i) {
   mproc__close(sl->pidfd);
   sl->pidfd = -1;
   sl->pid = 0;
-  if (want_workers(p) && p->tp->start_worker(p, i) != 0)
-    p->respawn_pending = true;
+  if (want_workers(p)) {
+    sl->n_replaced++;
+    if (p->tp->start_worker(p, i) != 0)
+      p->respawn_pending = true;
+  }
 }
 
 static int pick_slot(struct mproc_pool *p) {
@@ -192,6 +205,23 @@ static int pick_slot(struct mproc_pool *p) {
     }
   }
   return best;
+}
+
+/* A send failed.  When the worker's end of its socket is gone the worker has
+ * died and is not reaped yet: the task goes back to the front of the queue
+ * (it never reached the worker) and the slot takes nothing more until
+ * handle_death resets it.  Any other error fails the task. */
+static void send_failed(struct mproc_pool *p, int i, struct mproc__task *t, int r) {
+  if (r == -EPIPE || r == -ECONNRESET || r == -ENOTCONN) {
+    p->slots[i].stopping = true;
+    t->slot = -1;
+    t->next = p->pend_head;
+    p->pend_head = t;
+    if (p->pend_tail == NULL)
+      p->pend_tail = t;
+    return;
+  }
+  mproc__task_fail(p, t, r, "could not hand the task to a worker");
 }
 
 /* An idle worker takes the last queued task of the busiest one, so a long
@@ -216,8 +246,11 @@ static void steal(struct mproc_pool *p) {
     struct mproc__task *t = d->jobs[(d->head - 1) % p->ring];
     if (t == NULL || !p->tp->revoke(p, t))
       return;
-    if (p->tp->send_task(p, idle, t) != 0)
-      mproc__task_fail(p, t, -EIO, "could not hand the task to a worker");
+    int r = p->tp->send_task(p, idle, t);
+    if (r != 0) {
+      send_failed(p, idle, t, r);
+      return;
+    }
   }
 }
 
@@ -233,7 +266,7 @@ void mproc__pool_dispatch(struct mproc_pool *p) {
     t->next = NULL;
     int r = p->tp->send_task(p, i, t);
     if (r != 0)
-      mproc__task_fail(p, t, r, "could not hand the task to a worker");
+      send_failed(p, i, t, r);
   }
   steal(p);
 }

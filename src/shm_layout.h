@@ -36,6 +36,7 @@ enum {
   MPROC__EF_RES_FD = 1u << 1, /* result in a memfd sent over the socket */
   MPROC__EF_MSG = 1u << 2,    /* res[] holds an error message */
   MPROC__EF_TIMED = 1u << 3,  /* has a timeout: tell the manager it started */
+  MPROC__EF_FDS = 1u << 4,    /* one message: [argument fd if ARG_FD] + the task's fds */
 };
 
 struct mproc__entry {
@@ -93,5 +94,10 @@ struct mproc__worker_args {
 /* fd passing over the per-worker SOCK_SEQPACKET socket (transport_shm.c). */
 int mproc__send_fd(int sock, int fd);
 int mproc__recv_fd(int sock, int *fd);
+/* Several fds in one message (at most MPROC__MSG_FDS); *n receives how many
+ * arrived (<= max; extra ones are closed). */
+#define MPROC__MSG_FDS (MPROC_TASK_MAX_FDS + 1)
+int mproc__send_fds(int sock, const int *fds, size_t n);
+int mproc__recv_fds(int sock, int *fds, size_t max, size_t *n);
 
 #endif /* MPROC_SHM_LAYOUT_H */

@@ -81,6 +81,8 @@ struct mproc__transport_ops {
    * left(p, t, started) in order, then reset the slot for a new worker. */
   void (*reset_slot)(struct mproc_pool *p, int slot,
                      void (*left)(struct mproc_pool *, struct mproc__task *, bool started));
+  /* Whether the slot's worker finished its initializer. */
+  bool (*ready)(struct mproc_pool *p, int slot);
   /* The initializer's failure message of a slot's worker, or NULL. */
   const char *(*init_failure)(struct mproc_pool *p, int slot, int *code);
   /* Whether anything finished since *seen (updates *seen); used to decide

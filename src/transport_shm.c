@@ -97,6 +97,63 @@ int mproc__recv_fd(int sock, int *fd_out) {
   return 0;
 }
 
+int mproc__send_fds(int sock, const int *fds, size_t n) {
+  char byte = 0;
+  struct iovec iov = {&byte, 1};
+  union {
+    char buf[CMSG_SPACE(sizeof(int) * MPROC__MSG_FDS)];
+    struct cmsghdr align;
+  } u;
+  memset(&u, 0, sizeof u);
+  struct msghdr m = {.msg_iov = &iov,
+                     .msg_iovlen = 1,
+                     .msg_control = u.buf,
+                     .msg_controllen = CMSG_SPACE(sizeof(int) * n)};
+  struct cmsghdr *c = CMSG_FIRSTHDR(&m);
+  c->cmsg_level = SOL_SOCKET;
+  c->cmsg_type = SCM_RIGHTS;
+  c->cmsg_len = CMSG_LEN(sizeof(int) * n);
+  memcpy(CMSG_DATA(c), fds, sizeof(int) * n);
+  for (;;) {
+    if (sendmsg(sock, &m, MSG_NOSIGNAL) == 1)
+      return 0;
+    if (errno != EINTR)
+      return mproc__neg_errno();
+  }
+}
+
+int mproc__recv_fds(int sock, int *fds, size_t max, size_t *n_out) {
+  char byte;
+  struct iovec iov = {&byte, 1};
+  union {
+    char buf[CMSG_SPACE(sizeof(int) * MPROC__MSG_FDS)];
+    struct cmsghdr align;
+  } u;
+  struct msghdr m = {
+      .msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf, .msg_controllen = sizeof u.buf};
+  ssize_t n;
+  *n_out = 0;
+  while ((n = recvmsg(sock, &m, MSG_CMSG_CLOEXEC)) < 0 && errno == EINTR) {
+  }
+  if (n <= 0)
+    return n < 0 ? mproc__neg_errno() : -EIO;
+  struct cmsghdr *c = CMSG_FIRSTHDR(&m);
+  if (c == NULL || c->cmsg_type != SCM_RIGHTS)
+    return -EIO;
+  size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+  int tmp[MPROC__MSG_FDS];
+  memcpy(tmp, CMSG_DATA(c), k * sizeof(int));
+  for (size_t i = 0; i < k; i++) {
+    mproc__fd_register(tmp[i]);
+    if (i < max)
+      fds[i] = tmp[i];
+    else
+      mproc__close(tmp[i]);
+  }
+  *n_out = k < max ? k : max;
+  return 0;
+}
+
 /* ---- arena ------------------------------------------------------------------ */
 
 int mproc__arena_alloc(struct mproc_pool *p, size_t len, uint64_t *off) {
@@ -274,14 +331,29 @@ static int shm_send_task(struct mproc_pool *p, int i, struct mproc__task *t) {
   if (t->timeout_ms > 0)
     e->flags |= MPROC__EF_TIMED;
   if (t->kind == MPROC__K_CALL) {
-    if (t->arg_fd >= 0) {
+    if (t->nfds > 0) {
+      /* The argument fd (if any) and the task's own fds travel in ONE
+       * message: a failed send leaves nothing half-sent on the socket for
+       * the next task to misread.  A worker that finds the entry revoked
+       * consumes the message all the same. */
+      int all[MPROC__MSG_FDS];
+      size_t k = 0;
+      if (t->arg_fd >= 0)
+        all[k++] = t->arg_fd;
+      for (uint32_t j = 0; j < t->nfds; j++)
+        all[k++] = t->fds[j];
+      int r = mproc__send_fds(sl->sock, all, k);
+      if (r != 0)
+        return r;
+      e->flags |= MPROC__EF_FDS | (t->arg_fd >= 0 ? MPROC__EF_ARG_FD : 0);
+    } else if (t->arg_fd >= 0) {
       int r = mproc__send_fd(sl->sock, t->arg_fd);
       if (r != 0)
         return r;
       e->flags |= MPROC__EF_ARG_FD;
-    } else if (t->arg_len > 0) {
-      memcpy(e->arg, t->arg, t->arg_len);
     }
+    if (t->arg_fd < 0 && t->arg_len > 0)
+      memcpy(e->arg, t->arg, t->arg_len);
   }
   atomic_store_explicit(&e->state, MPROC__E_QUEUED, memory_order_release);
   sl->jobs[pos % MPROC__RING] = t;
@@ -363,6 +435,10 @@ static int shm_poll_results(struct mproc_pool *p, int i,
     if (state == MPROC__E_DONE && t != NULL) {
       struct mproc__outcome o;
       outcome_of(p, i, e, t, &o);
+      if (o.code == 0)
+        sl->n_done++;
+      else
+        sl->n_failed++;
       t->slot = -1;
       done(p, t, &o);
       n++;
@@ -454,6 +530,10 @@ static const char *shm_init_failure(struct mproc_pool *p, int i, int *code) {
   return ss->init_msg;
 }
 
+static bool shm_ready(struct mproc_pool *p, int i) {
+  return atomic_load(&sshm(p, i)->init_state) == 1;
+}
+
 static bool shm_arm_sleep(struct mproc_pool *p, uint64_t *seen) {
   struct mproc__shm_hdr *h = st(p)->hdr;
   atomic_store(&h->mgr_sleeping, 1);
@@ -487,6 +567,7 @@ const struct mproc__transport_ops mproc__transport_shm = {
     .stop_worker = shm_stop_worker,
     .reset_slot = shm_reset_slot,
     .init_failure = shm_init_failure,
+    .ready = shm_ready,
     .arm_sleep = shm_arm_sleep,
     .disarm_sleep = shm_disarm_sleep,
     .helping = shm_helping,

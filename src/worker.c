@@ -43,7 +43,16 @@ struct mproc_task_ctx {
   bool is_init;   /* initializer context: messages go to init_msg */
   char *msg;      /* where messages go */
   int32_t *msg_code;
+  int fds[MPROC_TASK_MAX_FDS]; /* the task's own fds (closed after it) */
+  size_t nfds;
 };
+
+MPROC_EXTERN int mproc_task_fds(mproc_task_ctx *c, const int **fds) {
+  if (c == NULL || fds == NULL)
+    return MPROC_EINVAL;
+  *fds = c->nfds > 0 ? c->fds : NULL;
+  return (int)c->nfds;
+}
 
 static void drop_big(mproc_task_ctx *c) {
   if (c->res_map != NULL)
@@ -133,10 +142,32 @@ static int run_call(const struct mproc__worker_args *w, struct mproc__entry *e, 
   const void *arg = e->arg;
   void *argmap = NULL;
   int argfd = -1;
+  /* The fds are taken off the socket before anything can fail, so the
+   * next task's fds are never read as this one's. */
+  int rr = 0;
+  if (e->flags & MPROC__EF_FDS) {
+    int all[MPROC__MSG_FDS];
+    size_t k = 0;
+    rr = mproc__recv_fds(w->sock, all, MPROC__MSG_FDS, &k);
+    size_t first = (e->flags & MPROC__EF_ARG_FD) ? 1 : 0;
+    if (rr == 0 && k < first)
+      rr = -EIO;
+    if (rr == 0 && first)
+      argfd = all[0];
+    for (size_t i = first; rr == 0 && i < k && c->nfds < MPROC_TASK_MAX_FDS; i++)
+      c->fds[c->nfds++] = all[i];
+  } else if (e->flags & MPROC__EF_ARG_FD) {
+    rr = mproc__recv_fd(w->sock, &argfd);
+  }
+  if (rr != 0) {
+    mproc__close(argfd);
+    return mproc_task_fail(c, -EIO, "worker could not receive the task's descriptors");
+  }
   if (e->flags & MPROC__EF_ARG_FD) {
-    if (mproc__recv_fd(w->sock, &argfd) != 0 ||
-        (e->arg_len > 0 && mproc__map_shared(argfd, e->arg_len, &argmap) != 0))
+    if (e->arg_len > 0 && mproc__map_shared(argfd, e->arg_len, &argmap) != 0) {
+      mproc__close(argfd);
       return mproc_task_fail(c, -EIO, "worker could not receive the task's argument");
+    }
     arg = argmap;
   }
   mproc_task_fn fn = (mproc_task_fn)mproc__fnref_resolve(
@@ -186,6 +217,8 @@ static void run_entry(const struct mproc__worker_args *w, struct mproc__entry *e
   e->res_len = 0;
   e->code = 0;
   int r = e->kind == MPROC__K_CALL ? run_call(w, e, &c) : run_map(w, e);
+  for (size_t i = 0; i < c.nfds; i++)
+    mproc__close(c.fds[i]);
   if (r != 0 || c.failed) {
     drop_big(&c);
     e->rflags &= ~(uint32_t)MPROC__EF_RES_FD;
@@ -285,8 +318,8 @@ int mproc__worker_main(void *arg) {
     uint32_t expect = MPROC__E_QUEUED;
     if (atomic_compare_exchange_strong(&e->state, &expect, MPROC__E_STARTED)) {
       bool timed = (e->flags & MPROC__EF_TIMED) != 0;
-      if (timed)
-        atomic_store(&s->cur_start, mproc_now_ms());
+      /* Always stamped: timeouts and the pool's statistics read it. */
+      atomic_store(&s->cur_start, mproc_now_ms());
       atomic_store(&s->cur, pos + 1);
       if (timed) {
         /* The manager arms the task's deadline: it must wake even when a
@@ -306,7 +339,13 @@ int mproc__worker_main(void *arg) {
     } else {
       /* Revoked before it started (cancel or steal): its argument fd, if
        * any, was already sent and must be consumed to keep fds in order. */
-      if (e->flags & MPROC__EF_ARG_FD) {
+      if (e->flags & MPROC__EF_FDS) {
+        int fds[MPROC__MSG_FDS];
+        size_t k = 0;
+        mproc__recv_fds(w->sock, fds, MPROC__MSG_FDS, &k);
+        for (size_t i = 0; i < k; i++)
+          mproc__close(fds[i]);
+      } else if (e->flags & MPROC__EF_ARG_FD) {
         int fd;
         if (mproc__recv_fd(w->sock, &fd) == 0)
           mproc__close(fd);

@@ -9,8 +9,9 @@
  * Threads: every pool runs one manager thread.  It forks every worker (Linux
  * delivers a worker's parent-death signal when the *thread* that forked it
  * exits, so workers are always forked by that long-lived thread), reaps dead
- * workers, enforces timeouts, and runs every done-callback.  All functions
- * here are thread-safe.
+ * workers, enforces timeouts, and runs every done-callback -- unless the pool
+ * was created with MPROC_POOL_LOOP: then callbacks run in the thread calling
+ * mproc_pool_loop_run (mproc/loop.h).  All functions here are thread-safe.
  *
  * Errors: submit after close/shutdown/terminate returns MPROC_ECLOSED; submit
  * to a pool whose initializer failed returns MPROC_EBROKEN. */
@@ -70,6 +71,10 @@ enum {
    * restored when the last such pool is freed).  Without this flag SIGINT
    * keeps its usual meaning: the program dies and its workers with it. */
   MPROC_POOL_SIGINT = 1u << 0,
+  /* Done-callbacks (and apply_async callbacks) run in the thread that calls
+   * mproc_pool_loop_run, not on the manager thread: the pool's loop fd
+   * (mproc_pool_loop_fd) is readable while any are due.  See mproc/loop.h. */
+  MPROC_POOL_LOOP = 1u << 1,
 };
 
 struct mproc_pool_options {
@@ -99,12 +104,19 @@ struct mproc_submit_options {
   unsigned flags;     /* none defined yet: must be 0 */
   int64_t timeout_ms; /* 0: pool default; > 0: this task's timeout */
   int32_t retries;    /* -1: pool default; >= 0: this task's retries */
-  /* apply_async callbacks, run on the manager thread: `callback` when the
-   * task succeeded, `error_callback` when it failed or was cancelled. */
+  /* apply_async callbacks, run on the manager thread (with MPROC_POOL_LOOP:
+   * in mproc_pool_loop_run's thread): `callback` when the task succeeded,
+   * `error_callback` when it failed or was cancelled. */
   void (*callback)(mproc_future *f, void *ud);
   void (*error_callback)(mproc_future *f, void *ud);
   void *ud;
+  /* Descriptors handed to the worker with the task (at most
+   * MPROC_TASK_MAX_FDS): duplicated at submit, so the caller may close its
+   * own at once; the task reads them with mproc_task_fds(). */
+  const int *fds;
+  size_t nfds;
 };
+#define MPROC_TASK_MAX_FDS 16
 
 /* Submit fn(arg) (the `len` bytes are copied; arg may be freed on return).
  * *out receives a future the caller owns (release with mproc_future_free).
@@ -189,8 +201,9 @@ MPROC_EXTERN int mproc_future_error(mproc_future *f, struct mproc_task_error *er
  * worker is killed (and replaced) and the future completes with
  * MPROC_ECANCELLED shortly.  Returns 0, or MPROC_ESTATE if already finished. */
 MPROC_EXTERN int mproc_future_cancel(mproc_future *f);
-/* Run cb(f, ud) once the future finishes: on the manager thread, or at once on
- * the calling thread when it already has.  Callbacks may submit, cancel,
+/* Run cb(f, ud) once the future finishes: on the manager thread (with
+ * MPROC_POOL_LOOP: in mproc_pool_loop_run's thread), or at once on the
+ * calling thread when it already has.  Callbacks may submit, cancel,
  * shut down, and free f.  Returns 0, MPROC_EINVAL, -ENOMEM. */
 MPROC_EXTERN int mproc_future_add_done_callback(mproc_future *f,
                                                 void (*cb)(mproc_future *f, void *ud), void *ud);
@@ -221,9 +234,31 @@ MPROC_EXTERN void mproc_as_completed_free(mproc_as_completed *it);
 
 /* ---- map, starmap --------------------------------------------------------- */
 
+/* Progress of a map/imap, reported to a progress callback. */
+struct mproc_progress {
+  size_t done;      /* items finished */
+  size_t total;     /* items in all; 0 when unknown (imap without a total) */
+  double elapsed_s; /* since the call started */
+  double rate;      /* items per second so far */
+  double eta_s;     /* seconds left at that rate; -1 when unknown */
+  bool finished;    /* the last report */
+};
+typedef void (*mproc_progress_fn)(const struct mproc_progress *pr, void *ud);
+enum {
+  MPROC_PROGRESS_OFF = 0,  /* no bar (the default) */
+  MPROC_PROGRESS_ON = 1,   /* a bar on a terminal stderr; one summary line otherwise */
+  MPROC_PROGRESS_AUTO = 2, /* a bar only if stderr is a terminal and TERM is not dumb */
+};
+
 struct mproc_map_options {
   unsigned flags;   /* none defined yet: must be 0 */
   size_t chunksize; /* items per task; 0: n / (4 * workers), at least 1 */
+  /* MPROC_PROGRESS_*; the environment variable MPROC_PROGRESS=0|1 overrides
+   * it (a bar on stderr, redrawn at most 10 times a second). */
+  int progress;
+  mproc_progress_fn progress_cb; /* NULL: none; called at most 10x/s, on the
+                                    calling thread, and once with finished */
+  void *progress_ud;
 };
 
 /* out[i] = fn(in[i]) for i < n, elements of in_size and out_size bytes, run in
@@ -265,10 +300,14 @@ enum {
   MPROC_IMAP_UNORDERED = 1u << 0, /* yield items in completion order */
 };
 struct mproc_imap_options {
-  unsigned flags;      /* MPROC_IMAP_* */
-  size_t chunksize;    /* items per task; 0: 1 */
-  size_t max_inflight; /* items generated but not yet yielded; 0: 64 chunks
-                          per worker */
+  unsigned flags;                /* MPROC_IMAP_* */
+  size_t chunksize;              /* items per task; 0: 1 */
+  size_t max_inflight;           /* items generated but not yet yielded; 0: 64 chunks
+                                    per worker */
+  int progress;                  /* as mproc_map_options.progress */
+  mproc_progress_fn progress_cb; /* as mproc_map_options.progress_cb */
+  void *progress_ud;
+  size_t progress_total; /* items the generator will yield, 0: unknown */
 };
 typedef struct mproc_imap mproc_imap;
 /* A lazy iterator applying fn to the generator's items, with at most
