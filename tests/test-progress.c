@@ -24,7 +24,7 @@ static int64_t last_map_ms; /* how long the last map_into's map took */
 static size_t map_into(int fd, int rd, int mode, char *buf, size_t cap) {
   mproc_pool *p;
   struct mproc_pool_options po = {.workers = 2};
-  mproc_assert_ok(mproc_pool_create(&p, &po));
+  mproc_assert_ok(mproc_pool_new(&p, &po));
   int in[N], out[N];
   for (int i = 0; i < N; i++)
     in[i] = 8;
@@ -39,7 +39,7 @@ static size_t map_into(int fd, int rd, int mode, char *buf, size_t cap) {
   dup2(saved, 2);
   close(saved);
   mproc_assert_ok(r);
-  mproc_assert_ok(mproc_pool_destroy(p));
+  mproc_assert_ok(mproc_pool_free(p));
   size_t n = 0;
   struct pollfd pf = {.fd = rd, .events = POLLIN};
   while (n + 1 < cap && poll(&pf, 1, 200) == 1 && (pf.revents & POLLIN)) {
@@ -163,7 +163,7 @@ START_TEST(test_callbacks) {
   unsetenv("MPROC_PROGRESS");
   mproc_pool *p;
   struct mproc_pool_options po = {.workers = 2};
-  mproc_assert_ok(mproc_pool_create(&p, &po));
+  mproc_assert_ok(mproc_pool_new(&p, &po));
   int in[N], out[N];
   for (int i = 0; i < N; i++)
     in[i] = 8;
@@ -220,7 +220,7 @@ START_TEST(test_callbacks) {
   mproc_imap *it;
   mproc_assert_err(mproc_pool_imap(p, el_slow, gen_ints, NULL, sizeof(int), sizeof(int), &bad, &it),
                    MPROC_EINVAL);
-  mproc_assert_ok(mproc_pool_destroy(p));
+  mproc_assert_ok(mproc_pool_free(p));
 }
 END_TEST
 
