@@ -1,0 +1,109 @@
+/* The pool under injected faults: results that cannot be made, workers that
+ * stall or cannot be started, initializers that crash or hang, chunks that
+ * die part-way, and exit after a shutdown that does not wait.
+ * ctest-labels: threads */
+#include "internal.h"
+#include "pool-helpers.h"
+#include "pool.h"
+
+#include <sys/resource.h>
+#include <sys/wait.h>
+
+/* ---- a result that cannot be made is never success ----------------------- */
+
+/* Lower this worker's descriptor limit so no new descriptor can be opened,
+ * run `fn`, then restore the limit. */
+static int with_no_fds(int (*fn)(mproc_task_ctx *), mproc_task_ctx *ctx) {
+  struct rlimit old, low;
+  getrlimit(RLIMIT_NOFILE, &old);
+  int probe = dup(0);
+  low = old;
+  low.rlim_cur = probe >= 0 ? (rlim_t)probe : 3;
+  close(probe);
+  setrlimit(RLIMIT_NOFILE, &low);
+  int r = fn(ctx);
+  setrlimit(RLIMIT_NOFILE, &old);
+  return r;
+}
+
+static int return_big_ignoring_error(mproc_task_ctx *ctx) {
+  static char big[1 << 20];
+  (void)mproc_task_return(ctx, big, sizeof big);
+  return 0;
+}
+
+static int task_big_result_no_fds(const void *a, size_t l, mproc_task_ctx *ctx) {
+  (void)a, (void)l;
+  return with_no_fds(return_big_ignoring_error, ctx);
+}
+
+static int buf_big_then_nothing(mproc_task_ctx *ctx) {
+  return mproc_task_result_buf(ctx, 1 << 20) == NULL ? 0 : 1;
+}
+
+static int task_big_buf_no_fds(const void *a, size_t l, mproc_task_ctx *ctx) {
+  (void)a, (void)l;
+  return with_no_fds(buf_big_then_nothing, ctx);
+}
+
+/* A failed large buffer, then a small result: the small one stands. */
+static int task_big_buf_then_small(const void *a, size_t l, mproc_task_ctx *ctx) {
+  (void)a, (void)l;
+  if (with_no_fds(buf_big_then_nothing, ctx) != 0)
+    return 1;
+  int v = 42;
+  return mproc_task_return(ctx, &v, sizeof v);
+}
+
+static int return_big_checked(mproc_task_ctx *ctx) {
+  static char big[1 << 20];
+  return mproc_task_return(ctx, big, sizeof big);
+}
+
+static int task_big_return_checked(const void *a, size_t l, mproc_task_ctx *ctx) {
+  (void)a, (void)l;
+  int r = with_no_fds(return_big_checked, ctx);
+  return r == -EMFILE ? 7 : 8;
+}
+
+/* Run fn and expect MPROC_ETASK with `task_code` and a message holding `msg`. */
+static void expect_task_error(mproc_pool *p, mproc_task_fn fn, int task_code, const char *msg) {
+  mproc_future *f;
+  mproc_assert_ok(mproc_pool_submit(p, fn, NULL, 0, &f));
+  const void *d;
+  size_t n = 0;
+  mproc_assert_err(mproc_future_result(f, &d, &n, 30000), MPROC_ETASK);
+  struct mproc_task_error e;
+  mproc_assert_ok(mproc_future_error(f, &e));
+  ck_assert_int_eq(e.task_code, task_code);
+  ck_assert_msg(strstr(e.message, msg) != NULL, "message: %s", e.message);
+  mproc_future_free(f);
+}
+
+START_TEST(test_failed_result_is_not_success) {
+  mproc_pool *p;
+  struct mproc_pool_options o = {.workers = 1};
+  mproc_assert_ok(mproc_pool_new(&p, &o));
+  expect_task_error(p, task_big_result_no_fds, -EMFILE, "1048576-byte result");
+  expect_task_error(p, task_big_buf_no_fds, -EMFILE, "1048576-byte result");
+  /* The error reaches the task itself too. */
+  expect_task_error(p, task_big_return_checked, 7, "");
+  mproc_future *f;
+  const void *d;
+  size_t n = 0;
+  /* A later successful result replaces the failed buffer. */
+  mproc_assert_ok(mproc_pool_submit(p, task_big_buf_then_small, NULL, 0, &f));
+  mproc_assert_ok(mproc_future_result(f, &d, &n, 30000));
+  ck_assert_uint_eq(n, sizeof(int));
+  ck_assert_int_eq(*(const int *)d, 42);
+  mproc_future_free(f);
+  mproc_assert_ok(mproc_pool_free(p));
+}
+END_TEST
+
+int main(void) {
+  Suite *s = suite_create("pool-faults");
+  TCase *tc = pool_tcase(s, "faults", 60);
+  tcase_add_test(tc, test_failed_result_is_not_success);
+  return mproc_test_run(s);
+}
