@@ -37,6 +37,17 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+_Atomic int mproc__test_fail_spawn;
+
+static int start_worker(struct mproc_pool *p, int i) {
+  int f = atomic_load(&mproc__test_fail_spawn);
+  while (f != 0 && !atomic_compare_exchange_weak(&mproc__test_fail_spawn, &f, f > 0 ? f - 1 : f)) {
+  }
+  if (f != 0)
+    return -EAGAIN;
+  return p->tp->start_worker(p, i);
+}
+
 bool mproc__on_manager_thread(const struct mproc_pool *p) {
   return p->mgr_started && p->mgr_tid == (pid_t)syscall(SYS_gettid);
 }
@@ -159,6 +170,75 @@ static bool want_workers(struct mproc_pool *p) {
   return state == MPROC__P_RUNNING || (state == MPROC__P_CLOSED && p->outstanding > 0);
 }
 
+static bool any_alive(struct mproc_pool *p) {
+  for (int i = 0; i < p->nworkers; i++)
+    if (p->slots[i].pid > 0)
+      return true;
+  return false;
+}
+
+/* Forking a worker failed with `err` (under mu).  Retry with a doubling
+ * back-off (10 ms to 1 s) rather than a storm of forks; while at least one
+ * worker lives the queue keeps moving.  With none alive for
+ * MPROC__NO_WORKER_MS every queued task fails with `err`, and so does each
+ * task queued later while that lasts; the retries go on, so the pool works
+ * again as soon as forking recovers. */
+static void respawn_failed(struct mproc_pool *p, int err) {
+  int64_t now = mproc_now_ms();
+  p->respawn_pending = true;
+  p->respawn_delay_ms = p->respawn_delay_ms == 0 ? 10 : p->respawn_delay_ms * 2;
+  if (p->respawn_delay_ms > 1000)
+    p->respawn_delay_ms = 1000;
+  p->respawn_at = now + p->respawn_delay_ms;
+  if (any_alive(p)) {
+    p->no_worker_since = 0;
+    return;
+  }
+  if (p->no_worker_since == 0)
+    p->no_worker_since = now;
+  if (now - p->no_worker_since < MPROC__NO_WORKER_MS)
+    return;
+  char msg[160];
+  snprintf(msg, sizeof msg, "could not start a worker: %s", strerror(-err));
+  while (p->pend_head != NULL) {
+    struct mproc__task *t = p->pend_head;
+    p->pend_head = t->next;
+    mproc__task_fail(p, t, err, msg);
+  }
+  p->pend_tail = NULL;
+}
+
+/* Retry the failed respawns that are due; returns when to look again (-1:
+ * nothing pending).  A worker that starts takes queued work at once: nothing
+ * else may wake the manager for it. */
+static int64_t retry_respawn(struct mproc_pool *p) {
+  if (!p->respawn_pending)
+    return -1;
+  if (mproc_now_ms() < p->respawn_at)
+    return p->respawn_at;
+  int err = 0;
+  bool started = false;
+  for (int i = 0; i < p->nworkers; i++) {
+    if (p->slots[i].pid > 0 || !want_workers(p))
+      continue;
+    int r = start_worker(p, i);
+    if (r != 0)
+      err = r;
+    else
+      started = true;
+  }
+  if (err != 0) {
+    respawn_failed(p, err);
+  } else {
+    p->respawn_pending = false;
+    p->respawn_delay_ms = 0;
+    p->no_worker_since = 0;
+  }
+  if (started)
+    mproc__pool_dispatch(p);
+  return p->respawn_pending ? p->respawn_at : -1;
+}
+
 /* Worker i exited (its pidfd is readable).  Under mu. */
 static void handle_death(struct mproc_pool *p, int i) {
   struct mproc__slot *sl = &p->slots[i];
@@ -183,8 +263,9 @@ static void handle_death(struct mproc_pool *p, int i) {
   sl->pid = 0;
   if (want_workers(p)) {
     sl->n_replaced++;
-    if (p->tp->start_worker(p, i) != 0)
-      p->respawn_pending = true;
+    int r = start_worker(p, i);
+    if (r != 0)
+      respawn_failed(p, r);
   }
 }
 
@@ -354,13 +435,6 @@ static int64_t enforce_timeouts(struct mproc_pool *p) {
   return next;
 }
 
-static bool any_alive(struct mproc_pool *p) {
-  for (int i = 0; i < p->nworkers; i++)
-    if (p->slots[i].pid > 0)
-      return true;
-  return false;
-}
-
 static void *manager_main(void *arg) {
   struct mproc_pool *p = arg;
   sigset_t all;
@@ -369,7 +443,7 @@ static void *manager_main(void *arg) {
   pthread_mutex_lock(&p->mu);
   p->mgr_tid = (pid_t)syscall(SYS_gettid);
   for (int i = 0; i < p->nworkers && p->start_err == 0; i++)
-    p->start_err = p->tp->start_worker(p, i);
+    p->start_err = start_worker(p, i);
   if (p->start_err != 0) {
     for (int i = 0; i < p->nworkers; i++) {
       if (p->slots[i].pid <= 0)
@@ -388,8 +462,8 @@ static void *manager_main(void *arg) {
     pthread_mutex_unlock(&p->mu);
     return NULL;
   }
-  struct pollfd *pfd = calloc((size_t)p->nworkers + 1, sizeof *pfd);
-  int *slot_of = calloc((size_t)p->nworkers + 1, sizeof *slot_of);
+  struct pollfd *pfd = p->pfd;
+  int *slot_of = p->slot_of;
   uint64_t seen = 0;
   for (;;) {
     if (atomic_load(&p->state) == MPROC__P_TERMINATING)
@@ -398,16 +472,9 @@ static void *manager_main(void *arg) {
     else
       mproc__pool_drain(p);
     int64_t next = enforce_timeouts(p);
-    if (p->respawn_pending) {
-      p->respawn_pending = false;
-      for (int i = 0; i < p->nworkers; i++)
-        if (p->slots[i].pid <= 0 && want_workers(p) && p->tp->start_worker(p, i) != 0)
-          p->respawn_pending = true;
-      if (p->respawn_pending) {
-        int64_t retry = mproc_now_ms() + 10;
-        next = next < 0 || retry < next ? retry : next;
-      }
-    }
+    int64_t retry = retry_respawn(p);
+    if (retry >= 0 && (next < 0 || retry < next))
+      next = retry;
     if (atomic_load(&p->state) == MPROC__P_CLOSED && p->outstanding == 0)
       for (int i = 0; i < p->nworkers; i++)
         if (p->slots[i].pid > 0 && !p->slots[i].stopping) {
@@ -431,18 +498,16 @@ static void *manager_main(void *arg) {
       continue;
     }
     int n = 0;
-    if (pfd != NULL) {
-      pfd[n++] = (struct pollfd){.fd = p->efd, .events = POLLIN};
-      pthread_mutex_lock(&p->mu);
-      for (int i = 0; i < p->nworkers; i++)
-        if (p->slots[i].pid > 0) {
-          slot_of[n] = i;
-          pfd[n++] = (struct pollfd){.fd = p->slots[i].pidfd, .events = POLLIN};
-        }
-      pthread_mutex_unlock(&p->mu);
-    }
+    pfd[n++] = (struct pollfd){.fd = p->efd, .events = POLLIN};
+    pthread_mutex_lock(&p->mu);
+    for (int i = 0; i < p->nworkers; i++)
+      if (p->slots[i].pid > 0) {
+        slot_of[n] = i;
+        pfd[n++] = (struct pollfd){.fd = p->slots[i].pidfd, .events = POLLIN};
+      }
+    pthread_mutex_unlock(&p->mu);
     if (!p->tp->arm_sleep(p, &seen)) {
-      int r = poll(pfd, (nfds_t)n, next < 0 ? (pfd == NULL ? 10 : -1) : mproc__poll_timeout(next));
+      int r = poll(pfd, (nfds_t)n, next < 0 ? -1 : mproc__poll_timeout(next));
       p->tp->disarm_sleep(p);
       if (r > 0 && (pfd[0].revents & POLLIN)) {
         uint64_t v;
@@ -459,8 +524,6 @@ static void *manager_main(void *arg) {
       }
     }
   }
-  free(pfd);
-  free(slot_of);
   atomic_store(&p->mgr_exited, 1);
   mproc__futex_wake((_Atomic uint32_t *)&p->mgr_exited, INT32_MAX, false);
   mproc__epoch_bump();

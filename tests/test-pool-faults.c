@@ -101,9 +101,90 @@ START_TEST(test_failed_result_is_not_success) {
 }
 END_TEST
 
+/* ---- forking fails for a while, or for good -------------------------------- */
+
+/* Kill the pool's only worker with forking failing, wait until the pool has
+ * noticed (no worker listed), then queue a task. */
+static mproc_future *submit_during_outage(mproc_pool *p) {
+  pid_t pid;
+  ck_assert_int_eq(mproc_pool_worker_pids(p, &pid, 1), 1);
+  kill(pid, SIGKILL);
+  int64_t dl = mproc_now_ms() + 10000;
+  while (mproc_pool_worker_pids(p, &pid, 1) != 0) {
+    ck_assert(mproc_now_ms() < dl);
+    sleep_ms(1);
+  }
+  mproc_future *f;
+  int x = 5;
+  mproc_assert_ok(mproc_pool_submit(p, task_square, &x, sizeof x, &f));
+  return f;
+}
+
+START_TEST(test_task_runs_after_fork_outage) {
+  mproc_pool *p;
+  struct mproc_pool_options o = {.workers = 1};
+  mproc_assert_ok(mproc_pool_new(&p, &o));
+  /* Four attempts fail (~150 ms of back-off), then forking recovers: the
+   * task queued meanwhile runs without any other event waking the pool. */
+  atomic_store(&mproc__test_fail_spawn, 4);
+  mproc_future *f = submit_during_outage(p);
+  const void *d;
+  size_t n;
+  mproc_assert_ok(mproc_future_result(f, &d, &n, 10000));
+  ck_assert_int_eq(*(const int *)d, 25);
+  mproc_future_free(f);
+  ck_assert_int_eq(atomic_load(&mproc__test_fail_spawn), 0);
+  mproc_assert_ok(mproc_pool_free(p));
+}
+END_TEST
+
+START_TEST(test_no_worker_fails_queued_tasks) {
+  mproc_pool *p;
+  struct mproc_pool_options o = {.workers = 1};
+  mproc_assert_ok(mproc_pool_new(&p, &o));
+  atomic_store(&mproc__test_fail_spawn, -1);
+  int64_t t0 = mproc_now_ms();
+  mproc_future *f = submit_during_outage(p);
+  const void *d;
+  size_t n;
+  mproc_assert_err(mproc_future_result(f, &d, &n, 30000), -EAGAIN);
+  /* Bounded: the no-worker limit plus at most one back-off step. */
+  ck_assert_int_ge(mproc_now_ms() - t0, MPROC__NO_WORKER_MS - 100);
+  struct mproc_task_error e;
+  mproc_assert_ok(mproc_future_error(f, &e));
+  ck_assert_msg(strstr(e.message, "could not start a worker: ") != NULL, "message: %s", e.message);
+  mproc_future_free(f);
+  /* A task queued while it lasts fails too, in bounded time. */
+  int x = 3;
+  mproc_assert_ok(mproc_pool_submit(p, task_square, &x, sizeof x, &f));
+  mproc_assert_err(mproc_future_result(f, &d, &n, 30000), -EAGAIN);
+  mproc_future_free(f);
+  /* Forking recovers: the pool works again. */
+  atomic_store(&mproc__test_fail_spawn, 0);
+  mproc_assert_ok(mproc_pool_submit(p, task_square, &x, sizeof x, &f));
+  mproc_assert_ok(mproc_future_result(f, &d, &n, 30000));
+  ck_assert_int_eq(*(const int *)d, 9);
+  mproc_future_free(f);
+  mproc_assert_ok(mproc_pool_free(p));
+}
+END_TEST
+
+START_TEST(test_new_fails_cleanly_when_fork_fails) {
+  mproc_pool *p = NULL;
+  struct mproc_pool_options o = {.workers = 3};
+  atomic_store(&mproc__test_fail_spawn, -1);
+  mproc_assert_err(mproc_pool_new(&p, &o), -EAGAIN);
+  atomic_store(&mproc__test_fail_spawn, 0);
+  ck_assert_ptr_null(p);
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("pool-faults");
   TCase *tc = pool_tcase(s, "faults", 60);
   tcase_add_test(tc, test_failed_result_is_not_success);
+  tcase_add_test(tc, test_task_runs_after_fork_outage);
+  tcase_add_test(tc, test_no_worker_fails_queued_tasks);
+  tcase_add_test(tc, test_new_fails_cleanly_when_fork_fails);
   return mproc_test_run(s);
 }
