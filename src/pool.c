@@ -182,7 +182,8 @@ MPROC_EXTERN int mproc_pool_new(mproc_pool **out, const struct mproc_pool_option
   if (opts == NULL)
     opts = &defaults;
   if (out == NULL || (opts->flags & ~(unsigned)(MPROC_POOL_SIGINT | MPROC_POOL_LOOP)) ||
-      opts->workers < 0 || opts->workers > 4096 || opts->task_timeout_ms < 0)
+      opts->workers < 0 || opts->workers > 4096 || opts->task_timeout_ms < 0 ||
+      opts->init_timeout_ms < 0)
     return MPROC_EINVAL;
   struct mproc_pool *p = calloc(1, sizeof *p);
   if (p == NULL)

@@ -75,6 +75,8 @@ struct mproc__slot {
   uint64_t tail;             /* oldest position not yet collected */
   uint32_t assigned;         /* tasks handed to this worker generation (max_tasks) */
   bool stopping;             /* asked to exit when idle */
+  int64_t started_ms;        /* when this worker was forked (initializer deadline) */
+  bool init_timed_out;       /* the pool killed it: initializer past its deadline */
   struct mproc__task **jobs; /* ring position -> task (NULL: revoked) */
   uint64_t n_done, n_failed; /* tasks this slot's workers finished (stats) */
   uint64_t n_replaced;       /* workers of this slot that died and were replaced */
@@ -106,6 +108,9 @@ struct mproc_pool {
   _Atomic int started;    /* futex word: initial workers forked */
   bool broken_init;
   int init_code;
+  pid_t init_pid;  /* the worker whose initializer failed */
+  int init_signo;  /* the signal that killed it there, or 0 */
+  int init_status; /* its exit status when it exited there, or -1 */
   char init_msg[200];
   struct mproc_pool *live_next; /* process-wide list of live pools */
   /* Manager-only scratch while a dead worker's ring is emptied. */

@@ -20,7 +20,14 @@
  * ECANCELLED/ETIMEDOUT when the pool killed it for that), or is re-queued
  * when it has retries left; tasks it had not started go back to the front of
  * the queue.  A worker whose initializer failed breaks the pool: every task
- * fails with EINITFAILED and nothing is respawned (no respawn storm).
+ * fails with EINITFAILED and nothing is respawned (no respawn storm).  Dying
+ * before the initializer finished (crash, exit, or killed at the initializer
+ * deadline) is such a failure: otherwise a crashing initializer would be
+ * replaced, crash again, and fork thousands of times a second.
+ *
+ * Forking can fail (RLIMIT_NPROC, memory): retries back off, and a pool with
+ * no live worker for MPROC__NO_WORKER_MS fails its queued tasks rather than
+ * leave them pending forever (see respawn_failed).
  *
  * Pool states: RUNNING -> CLOSED (no submits; finish the work, then stop the
  * workers) or TERMINATING (kill everything, cancel every task) or BROKEN.  The
@@ -45,6 +52,8 @@ static int start_worker(struct mproc_pool *p, int i) {
   }
   if (f != 0)
     return -EAGAIN;
+  p->slots[i].started_ms = mproc_now_ms();
+  p->slots[i].init_timed_out = false;
   return p->tp->start_worker(p, i);
 }
 
@@ -90,11 +99,24 @@ static void requeue(struct mproc_pool *p, struct mproc__task *t) {
   p->requeue_tail = t;
 }
 
+/* Fail a task because the pool broke: the initializer's failure, with the
+ * worker's pid and the signal or exit status that ended it there. */
+static void fail_broken(struct mproc_pool *p, struct mproc__task *t) {
+  struct mproc__outcome o = {.code = MPROC_EINITFAILED,
+                             .pid = p->init_pid,
+                             .signo = p->init_signo,
+                             .exit_status = p->init_status,
+                             .msg = p->init_msg};
+  if (t->kind != MPROC__K_CALL)
+    o.index = t->base_index;
+  task_done(p, t, &o);
+}
+
 /* A task left in a dead worker's ring. */
 static void task_left(struct mproc_pool *p, struct mproc__task *t, bool started) {
   int state = atomic_load(&p->state);
   if (state == MPROC__P_BROKEN) {
-    mproc__task_fail(p, t, MPROC_EINITFAILED, p->init_msg);
+    fail_broken(p, t);
     return;
   }
   if (state == MPROC__P_TERMINATING || t->cancel_req) {
@@ -154,13 +176,16 @@ static void break_pool(struct mproc_pool *p, int code, const char *msg) {
   atomic_store(&p->state, MPROC__P_BROKEN);
   p->broken_init = true;
   p->init_code = code;
+  p->init_pid = p->dying_pid;
+  p->init_signo = p->dying_code < 0 ? -p->dying_code : 0;
+  p->init_status = p->dying_code >= 0 ? p->dying_code : -1;
   snprintf(p->init_msg, sizeof p->init_msg, "%s", msg);
   for (int i = 0; i < p->nworkers; i++)
     mproc__kill_worker(p, i);
   while (p->pend_head != NULL) {
     struct mproc__task *t = p->pend_head;
     p->pend_head = t->next;
-    mproc__task_fail(p, t, MPROC_EINITFAILED, p->init_msg);
+    fail_broken(p, t);
   }
   p->pend_tail = NULL;
 }
@@ -239,6 +264,32 @@ static int64_t retry_respawn(struct mproc_pool *p) {
   return p->respawn_pending ? p->respawn_at : -1;
 }
 
+/* Whether the dead worker of slot i (dying_*) failed in its initializer:
+ * the initializer reported failure, or the worker died before it finished
+ * (a crash, an exit, or the pool killing it at the initializer deadline).
+ * Fills msg and *code. */
+static bool init_failed(struct mproc_pool *p, int i, int *code, char *msg, size_t cap) {
+  const char *imsg = p->tp->init_failure(p, i, code);
+  if (imsg != NULL) {
+    snprintf(msg, cap, "%s", imsg);
+    return true;
+  }
+  if (p->opts.initializer == NULL || p->tp->ready(p, i))
+    return false;
+  int pid = (int)p->dying_pid;
+  *code = MPROC_EINITFAILED;
+  if (p->slots[i].init_timed_out)
+    snprintf(msg, cap, "initializer of worker %d did not finish within %lld ms; it was killed", pid,
+             (long long)p->opts.init_timeout_ms);
+  else if (p->dying_code < 0)
+    snprintf(msg, cap, "worker %d was killed by signal %d (%s) in its initializer", pid,
+             -p->dying_code,
+             sigabbrev_np(-p->dying_code) != NULL ? sigabbrev_np(-p->dying_code) : "?");
+  else
+    snprintf(msg, cap, "worker %d exited with status %d in its initializer", pid, p->dying_code);
+  return true;
+}
+
 /* Worker i exited (its pidfd is readable).  Under mu. */
 static void handle_death(struct mproc_pool *p, int i) {
   struct mproc__slot *sl = &p->slots[i];
@@ -246,16 +297,16 @@ static void handle_death(struct mproc_pool *p, int i) {
   kill(-sl->pid, SIGKILL);
   mproc__reap(sl->pidfd, &code, mproc__deadline(1000));
   p->tp->poll_results(p, i, task_done);
-  int icode = 0;
-  const char *imsg = p->tp->init_failure(p, i, &icode);
-  char msgbuf[sizeof p->init_msg];
-  if (imsg != NULL)
-    snprintf(msgbuf, sizeof msgbuf, "%s", imsg);
   p->dying_pid = sl->pid;
   p->dying_slot = i;
   p->dying_code = code;
-  if (imsg != NULL && atomic_load(&p->state) != MPROC__P_TERMINATING)
-    break_pool(p, icode, msgbuf);
+  char msgbuf[sizeof p->init_msg];
+  int icode = 0;
+  if (init_failed(p, i, &icode, msgbuf, sizeof msgbuf)) {
+    int state = atomic_load(&p->state);
+    if (state != MPROC__P_TERMINATING && state != MPROC__P_BROKEN)
+      break_pool(p, icode, msgbuf);
+  }
   p->tp->reset_slot(p, i, task_left);
   push_front_list(p);
   mproc__close(sl->pidfd);
@@ -419,6 +470,19 @@ void mproc__pool_helping(struct mproc_pool *p, int delta) {
  * deadline (-1 none). */
 static int64_t enforce_timeouts(struct mproc_pool *p) {
   int64_t next = -1, now = mproc_now_ms();
+  for (int i = 0; i < p->nworkers; i++) {
+    struct mproc__slot *sl = &p->slots[i];
+    if (p->opts.init_timeout_ms > 0 && p->opts.initializer != NULL && sl->pid > 0 &&
+        !sl->init_timed_out && !p->tp->ready(p, i)) {
+      int64_t dl = sl->started_ms + p->opts.init_timeout_ms;
+      if (now >= dl) {
+        sl->init_timed_out = true;
+        mproc__kill_worker(p, i);
+      } else if (next < 0 || dl < next) {
+        next = dl;
+      }
+    }
+  }
   for (int i = 0; i < p->nworkers; i++) {
     int64_t since;
     struct mproc__task *t = p->slots[i].pid > 0 ? p->tp->running(p, i, &since) : NULL;

@@ -179,6 +179,71 @@ START_TEST(test_new_fails_cleanly_when_fork_fails) {
 }
 END_TEST
 
+/* ---- initializers that crash, exit or hang ---------------------------------- */
+
+static _Atomic int *init_runs; /* shared page: initializer runs */
+
+static int init_segv(void *arg, mproc_task_ctx *ctx) {
+  (void)arg, (void)ctx;
+  atomic_fetch_add(init_runs, 1);
+  raise(SIGSEGV);
+  return 0;
+}
+
+static int init_exit(void *arg, mproc_task_ctx *ctx) {
+  (void)arg, (void)ctx;
+  atomic_fetch_add(init_runs, 1);
+  _exit(1);
+}
+
+static int init_hang(void *arg, mproc_task_ctx *ctx) {
+  (void)arg, (void)ctx;
+  atomic_fetch_add(init_runs, 1);
+  while (atomic_load(init_runs) > 0) /* forever: the count never drops */
+    pause();
+  return 0;
+}
+
+/* A pool of two workers whose initializer is `init` breaks (see
+ * expect_pool_broken), and no worker is forked again: at most one
+ * initializer run per slot. */
+static void expect_broken_by(mproc_init_fn init, int64_t init_timeout_ms, const char *msg,
+                             int signo, int status) {
+  init_runs =
+      mmap(NULL, sizeof *init_runs, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  ck_assert_ptr_ne(init_runs, MAP_FAILED);
+  atomic_store(init_runs, 0);
+  mproc_pool *p;
+  struct mproc_pool_options o = {
+      .workers = 2, .initializer = init, .init_timeout_ms = init_timeout_ms};
+  mproc_assert_ok(mproc_pool_new(&p, &o));
+  expect_pool_broken(p, msg, signo, status);
+  mproc_assert_ok(mproc_pool_free(p));
+  ck_assert_int_le(atomic_load(init_runs), 2);
+  munmap(init_runs, sizeof *init_runs);
+}
+
+START_TEST(test_initializer_crash_breaks_pool) {
+  expect_broken_by(init_segv, 0, "killed by signal 11 (SEGV) in its initializer", SIGSEGV, -1);
+}
+END_TEST
+
+START_TEST(test_initializer_exit_breaks_pool) {
+  expect_broken_by(init_exit, 0, "exited with status 1 in its initializer", 0, 1);
+}
+END_TEST
+
+START_TEST(test_initializer_deadline) {
+  int64_t t0 = mproc_now_ms();
+  expect_broken_by(init_hang, 300, "did not finish within 300 ms", SIGKILL, -1);
+  ck_assert_int_lt(mproc_now_ms() - t0, 20000);
+  mproc_pool *p = NULL;
+  struct mproc_pool_options o = {.init_timeout_ms = -1};
+  mproc_assert_err(mproc_pool_new(&p, &o), MPROC_EINVAL);
+  ck_assert_ptr_null(p);
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("pool-faults");
   TCase *tc = pool_tcase(s, "faults", 60);
@@ -186,5 +251,8 @@ int main(void) {
   tcase_add_test(tc, test_task_runs_after_fork_outage);
   tcase_add_test(tc, test_no_worker_fails_queued_tasks);
   tcase_add_test(tc, test_new_fails_cleanly_when_fork_fails);
+  tcase_add_test(tc, test_initializer_crash_breaks_pool);
+  tcase_add_test(tc, test_initializer_exit_breaks_pool);
+  tcase_add_test(tc, test_initializer_deadline);
   return mproc_test_run(s);
 }
