@@ -74,6 +74,8 @@ struct mproc__slot {
   uint64_t head;             /* next ring position to fill */
   uint64_t tail;             /* oldest position not yet collected */
   uint32_t assigned;         /* tasks handed to this worker generation (max_tasks) */
+  uint32_t live;             /* tasks in the ring, not revoked, not yet collected */
+  bool donor;                /* dispatch skips it: its queued tasks were just taken back */
   bool stopping;             /* asked to exit when idle */
   int64_t started_ms;        /* when this worker was forked (initializer deadline) */
   bool init_timed_out;       /* the pool killed it: initializer past its deadline */

@@ -10,6 +10,12 @@
  *   run callbacks -> announce sleep -> poll(eventfd, pidfds, next deadline)
  *   -> handle dead workers (under the lock) -> loop
  *
+ * Scheduling: dispatch fills each worker's ring eagerly (least loaded
+ * first), because a deep ring is what makes tiny tasks cheap; stealing (see
+ * steal) takes back every not-yet-started task from a busy worker's ring as
+ * soon as a worker is idle and the queue is empty, so no task waits behind a
+ * long one while a worker idles.
+ *
  * Any thread may help by collecting and dispatching (mproc__pool_help) when
  * the mutex is free, which keeps the manager out of the hot path of a waiter
  * that spins; only worker deaths and callbacks need the manager.
@@ -320,19 +326,20 @@ static void handle_death(struct mproc_pool *p, int i) {
   }
 }
 
+/* The worker with room and the fewest tasks in its ring. */
 static int pick_slot(struct mproc_pool *p) {
   int best = -1;
-  uint64_t best_load = UINT64_MAX;
+  uint32_t best_load = UINT32_MAX;
   uint32_t max = p->opts.max_tasks_per_worker;
   for (int i = 0; i < p->nworkers; i++) {
     struct mproc__slot *sl = &p->slots[i];
-    if (sl->pid <= 0 || sl->stopping || !p->tp->can_send(p, i) || (max > 0 && sl->assigned >= max))
+    if (sl->pid <= 0 || sl->stopping || sl->donor || !p->tp->can_send(p, i) ||
+        (max > 0 && sl->assigned >= max))
       continue;
-    uint64_t load = sl->head - sl->tail;
-    if (load < best_load) {
+    if (sl->live < best_load) {
       best = i;
-      best_load = load;
-      if (load == 0)
+      best_load = sl->live;
+      if (sl->live == 0)
         break;
     }
   }
@@ -356,37 +363,8 @@ static void send_failed(struct mproc_pool *p, int i, struct mproc__task *t, int 
   mproc__task_fail(p, t, r, "could not hand the task to a worker");
 }
 
-/* An idle worker takes the last queued task of the busiest one, so a long
- * task never holds up work queued behind it while a worker idles. */
-static void steal(struct mproc_pool *p) {
-  for (int guard = 0; guard < p->nworkers; guard++) {
-    int idle = pick_slot(p);
-    if (idle < 0 || p->slots[idle].head != p->slots[idle].tail)
-      return;
-    int donor = -1;
-    uint64_t most = 1;
-    for (int i = 0; i < p->nworkers; i++) {
-      struct mproc__slot *sl = &p->slots[i];
-      if (sl->pid > 0 && sl->head - sl->tail > most) {
-        most = sl->head - sl->tail;
-        donor = i;
-      }
-    }
-    if (donor < 0)
-      return;
-    struct mproc__slot *d = &p->slots[donor];
-    struct mproc__task *t = d->jobs[(d->head - 1) % p->ring];
-    if (t == NULL || !p->tp->revoke(p, t))
-      return;
-    int r = p->tp->send_task(p, idle, t);
-    if (r != 0) {
-      send_failed(p, idle, t, r);
-      return;
-    }
-  }
-}
-
-void mproc__pool_dispatch(struct mproc_pool *p) {
+/* Hand queued tasks to the least loaded workers with room. */
+static void dispatch_pending(struct mproc_pool *p) {
   while (p->pend_head != NULL) {
     int i = pick_slot(p);
     if (i < 0)
@@ -400,7 +378,67 @@ void mproc__pool_dispatch(struct mproc_pool *p) {
     if (r != 0)
       send_failed(p, i, t, r);
   }
-  steal(p);
+}
+
+/* Whether a worker could start a task right now: alive, initialized,
+ * accepting work and with nothing in its ring. */
+static bool idle_worker(struct mproc_pool *p, int i) {
+  struct mproc__slot *sl = &p->slots[i];
+  return sl->pid > 0 && !sl->stopping && sl->live == 0 && p->tp->can_send(p, i) &&
+         p->tp->ready(p, i);
+}
+
+/* Take back every task of slot i that has not started, in ring order, onto
+ * the requeue list.  Returns how many. */
+static int take_back(struct mproc_pool *p, int i) {
+  struct mproc__slot *sl = &p->slots[i];
+  int n = 0;
+  for (uint64_t pos = sl->tail; pos < sl->head; pos++) {
+    struct mproc__task *t = sl->jobs[pos % p->ring];
+    if (t != NULL && p->tp->revoke(p, t)) {
+      requeue(p, t);
+      n++;
+    }
+  }
+  return n;
+}
+
+/* Work stealing.  Dispatch fills rings eagerly (a deep ring is what makes
+ * tiny tasks cheap), so a task may be queued behind a long one.  Whenever the
+ * queue is empty and a worker is idle, every task that has not started in
+ * the ring of a worker busy with a task is taken back -- all of them, not
+ * one -- and dispatched again to the workers that are not busy.  Completions
+ * run this (the manager or a helping waiter collects, then dispatches), and
+ * a worker becomes idle only by completing, so a queued task never waits
+ * more than one such round while a worker is idle. */
+static void steal(struct mproc_pool *p) {
+  bool idle = false;
+  for (int i = 0; i < p->nworkers && !idle; i++)
+    idle = idle_worker(p, i);
+  if (!idle)
+    return;
+  int taken = 0;
+  for (int i = 0; i < p->nworkers; i++) {
+    struct mproc__slot *sl = &p->slots[i];
+    int64_t since;
+    if (sl->pid <= 0 || sl->live < 2 || p->tp->running(p, i, &since) == NULL)
+      continue;
+    int n = take_back(p, i);
+    sl->donor = n > 0;
+    taken += n;
+  }
+  if (taken == 0)
+    return;
+  push_front_list(p);
+  dispatch_pending(p);
+  for (int i = 0; i < p->nworkers; i++)
+    p->slots[i].donor = false;
+}
+
+void mproc__pool_dispatch(struct mproc_pool *p) {
+  dispatch_pending(p);
+  if (p->pend_head == NULL)
+    steal(p);
 }
 
 void mproc__pool_cancel_pending(struct mproc_pool *p) {

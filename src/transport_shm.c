@@ -361,6 +361,7 @@ static int shm_send_task(struct mproc_pool *p, int i, struct mproc__task *t) {
   t->pos = pos;
   sl->head = pos + 1;
   sl->assigned++;
+  sl->live++;
   atomic_store(&ss->head, pos + 1);
   atomic_fetch_add(&ss->wake, 1);
   if (atomic_load(&ss->sleeping))
@@ -440,6 +441,7 @@ static int shm_poll_results(struct mproc_pool *p, int i,
     struct mproc__task *t = sl->jobs[sl->tail % MPROC__RING];
     sl->jobs[sl->tail % MPROC__RING] = NULL;
     if (state == MPROC__E_DONE && t != NULL) {
+      sl->live--;
       struct mproc__outcome o;
       outcome_of(p, i, e, t, &o);
       if (o.code == 0)
@@ -469,6 +471,7 @@ static bool shm_revoke(struct mproc_pool *p, struct mproc__task *t) {
   struct mproc__slot *sl = &p->slots[t->slot];
   sl->jobs[t->pos % MPROC__RING] = NULL;
   sl->assigned--;
+  sl->live--;
   t->slot = -1;
   return true;
 }
@@ -517,6 +520,7 @@ static void shm_reset_slot(struct mproc_pool *p, int i,
   }
   sl->head = sl->tail = 0;
   sl->assigned = 0;
+  sl->live = 0;
   sl->stopping = false;
   atomic_store(&ss->head, 0);
   atomic_store(&ss->cur, 0);

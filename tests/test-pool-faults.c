@@ -244,10 +244,53 @@ START_TEST(test_initializer_deadline) {
 }
 END_TEST
 
+/* ---- no task waits behind a long one while a worker idles ------------------- */
+
+START_TEST(test_no_task_waits_behind_long_task) {
+  S = shared_new();
+  mproc_pool *p;
+  struct mproc_pool_options o = {.workers = 2};
+  mproc_assert_ok(mproc_pool_new(&p, &o));
+  for (int round = 0; round < 3; round++) {
+    atomic_store(&S->pid, 0);
+    atomic_store(&S->release, 0);
+    mproc_future *lf, *f[20];
+    mproc_assert_ok(mproc_pool_submit(p, task_block, NULL, 0, &lf));
+    /* Some short tasks go in before the long one has started, some after. */
+    for (int i = 0; i < 20; i++) {
+      int x = i;
+      mproc_assert_ok(mproc_pool_submit(p, task_square, &x, sizeof x, &f[i]));
+      if (i == 10) {
+        int64_t dl = mproc_now_ms() + 10000;
+        while (atomic_load(&S->pid) == 0) {
+          ck_assert(mproc_now_ms() < dl);
+          sleep_ms(1);
+        }
+      }
+    }
+    /* Every short task finishes while the long one still runs. */
+    for (int i = 0; i < 20; i++) {
+      const void *d;
+      size_t n;
+      mproc_assert_ok(mproc_future_result(f[i], &d, &n, 10000));
+      ck_assert_int_eq(*(const int *)d, i * i);
+      mproc_future_free(f[i]);
+    }
+    ck_assert_int_eq(mproc_future_done(lf), 0);
+    atomic_store(&S->release, 1);
+    wait_done(lf);
+    mproc_future_free(lf);
+  }
+  mproc_assert_ok(mproc_pool_free(p));
+  shared_free(S);
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("pool-faults");
   TCase *tc = pool_tcase(s, "faults", 60);
   tcase_add_test(tc, test_failed_result_is_not_success);
+  tcase_add_test(tc, test_no_task_waits_behind_long_task);
   tcase_add_test(tc, test_task_runs_after_fork_outage);
   tcase_add_test(tc, test_no_worker_fails_queued_tasks);
   tcase_add_test(tc, test_new_fails_cleanly_when_fork_fails);
