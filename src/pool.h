@@ -76,6 +76,9 @@ struct mproc__slot {
   uint32_t assigned;         /* tasks handed to this worker generation (max_tasks) */
   uint32_t live;             /* tasks in the ring, not revoked, not yet collected */
   bool donor;                /* dispatch skips it: its queued tasks were just taken back */
+  bool stalled;              /* dispatch skips it: it left queued work unstarted */
+  uint64_t wait_pos;         /* worker position when a task was first seen waiting */
+  int64_t wait_since;        /* since when (ms), 0: no task waiting */
   bool stopping;             /* asked to exit when idle */
   int64_t started_ms;        /* when this worker was forked (initializer deadline) */
   bool init_timed_out;       /* the pool killed it: initializer past its deadline */
@@ -105,9 +108,10 @@ struct mproc_pool {
   pid_t mgr_tid;                             /* its tid: calls from callbacks are detected */
   bool mgr_started;                          /* create made the thread */
   bool mgr_joined;
-  _Atomic int mgr_exited; /* futex word: 1 once the manager has left */
-  int start_err;          /* first spawn error during create */
-  _Atomic int started;    /* futex word: initial workers forked */
+  _Atomic int mgr_exited;  /* futex word: 1 once the manager has left */
+  _Atomic int mgr_untimed; /* set under mu: the manager sleeps with no deadline */
+  int start_err;           /* first spawn error during create */
+  _Atomic int started;     /* futex word: initial workers forked */
   bool broken_init;
   int init_code;
   pid_t init_pid;  /* the worker whose initializer failed */
@@ -164,6 +168,13 @@ extern _Atomic int mproc__test_fail_spawn;
 /* How long the pool tolerates having no live worker while forking fails
  * before it fails the queued tasks (ms). */
 #define MPROC__NO_WORKER_MS 2000
+/* A worker that leaves a queued task unstarted this long while running
+ * nothing is stalled (SIGSTOP, stuck in the kernel): its queued tasks move to
+ * other workers (ms). */
+#define MPROC__STALL_MS 1000
+/* While tasks are outstanding the manager looks at the workers at least this
+ * often, so a stall is seen without any event to wake it (ms). */
+#define MPROC__WATCH_MS 250
 int mproc__manager_start(struct mproc_pool *p);
 /* Collect results and dispatch (under mu); any thread may help.  Returns
  * how many tasks finished. */

@@ -318,6 +318,8 @@ static void handle_death(struct mproc_pool *p, int i) {
   mproc__close(sl->pidfd);
   sl->pidfd = -1;
   sl->pid = 0;
+  sl->stalled = false;
+  sl->wait_since = 0;
   if (want_workers(p)) {
     sl->n_replaced++;
     int r = start_worker(p, i);
@@ -333,7 +335,7 @@ static int pick_slot(struct mproc_pool *p) {
   uint32_t max = p->opts.max_tasks_per_worker;
   for (int i = 0; i < p->nworkers; i++) {
     struct mproc__slot *sl = &p->slots[i];
-    if (sl->pid <= 0 || sl->stopping || sl->donor || !p->tp->can_send(p, i) ||
+    if (sl->pid <= 0 || sl->stopping || sl->donor || sl->stalled || !p->tp->can_send(p, i) ||
         (max > 0 && sl->assigned >= max))
       continue;
     if (sl->live < best_load) {
@@ -377,6 +379,9 @@ static void dispatch_pending(struct mproc_pool *p) {
     int r = p->tp->send_task(p, i, t);
     if (r != 0)
       send_failed(p, i, t, r);
+    else if (atomic_load_explicit(&p->mgr_untimed, memory_order_relaxed) &&
+             atomic_exchange(&p->mgr_untimed, 0))
+      mproc__pool_kick(p); /* it must watch this task even if its worker stalls */
   }
 }
 
@@ -384,7 +389,7 @@ static void dispatch_pending(struct mproc_pool *p) {
  * accepting work and with nothing in its ring. */
 static bool idle_worker(struct mproc_pool *p, int i) {
   struct mproc__slot *sl = &p->slots[i];
-  return sl->pid > 0 && !sl->stopping && sl->live == 0 && p->tp->can_send(p, i) &&
+  return sl->pid > 0 && !sl->stopping && !sl->stalled && sl->live == 0 && p->tp->can_send(p, i) &&
          p->tp->ready(p, i);
 }
 
@@ -537,6 +542,69 @@ static int64_t enforce_timeouts(struct mproc_pool *p) {
   return next;
 }
 
+/* Whether a worker other than `except` can take work now. */
+static bool other_worker_ready(struct mproc_pool *p, int except) {
+  for (int i = 0; i < p->nworkers; i++) {
+    struct mproc__slot *sl = &p->slots[i];
+    if (i != except && sl->pid > 0 && !sl->stopping && !sl->stalled && p->tp->ready(p, i))
+      return true;
+  }
+  return false;
+}
+
+/* Stalled workers (manager only, under mu).  A worker that runs nothing yet
+ * leaves the task at its next ring position unstarted is stopped or stuck:
+ *  - after MPROC__STALL_MS, when another worker can take them, every task it
+ *    has not started is taken back and dispatched elsewhere, and it gets no
+ *    new work until it moves again (a worker that was merely slow loses
+ *    nothing but its queue);
+ *  - when the waiting task has a timeout and has waited that long, the worker
+ *    is killed (a kill works on a stopped process): its unstarted tasks go
+ *    back to the queue and its replacement runs them.
+ * Returns the next deadline (-1 none). */
+static int64_t watch_stalls(struct mproc_pool *p) {
+  int64_t next = -1, now = mproc_now_ms();
+  for (int i = 0; i < p->nworkers; i++) {
+    struct mproc__slot *sl = &p->slots[i];
+    uint64_t pos = 0;
+    /* A worker in its initializer is watched by the initializer deadline;
+     * without an initializer even one stopped before it said so is watched. */
+    bool watch = sl->pid > 0 && (p->opts.initializer == NULL || p->tp->ready(p, i));
+    struct mproc__task *t = watch ? p->tp->waiting(p, i, &pos) : NULL;
+    if (sl->stalled && pos != sl->wait_pos)
+      sl->stalled = false; /* it moved again */
+    if (t == NULL) {
+      if (!sl->stalled)
+        sl->wait_since = 0;
+      continue;
+    }
+    if (sl->wait_since == 0 || pos != sl->wait_pos) {
+      sl->wait_pos = pos;
+      sl->wait_since = now;
+    }
+    int64_t dl = -1;
+    if (t->timeout_ms > 0) {
+      if (now - sl->wait_since >= t->timeout_ms) {
+        mproc__kill_worker(p, i);
+        continue;
+      }
+      dl = sl->wait_since + t->timeout_ms;
+    }
+    if (!sl->stalled && now - sl->wait_since >= MPROC__STALL_MS && other_worker_ready(p, i)) {
+      sl->stalled = true;
+      take_back(p, i);
+      push_front_list(p);
+      mproc__pool_dispatch(p);
+      continue;
+    }
+    if (!sl->stalled && (dl < 0 || sl->wait_since + MPROC__STALL_MS < dl))
+      dl = sl->wait_since + MPROC__STALL_MS;
+    if (dl >= 0 && (next < 0 || dl < next))
+      next = dl;
+  }
+  return next;
+}
+
 static void *manager_main(void *arg) {
   struct mproc_pool *p = arg;
   sigset_t all;
@@ -577,6 +645,14 @@ static void *manager_main(void *arg) {
     int64_t retry = retry_respawn(p);
     if (retry >= 0 && (next < 0 || retry < next))
       next = retry;
+    if (atomic_load(&p->state) != MPROC__P_TERMINATING) {
+      int64_t stall = watch_stalls(p);
+      if (stall >= 0 && (next < 0 || stall < next))
+        next = stall;
+      int64_t watch = mproc_now_ms() + MPROC__WATCH_MS;
+      if (p->outstanding > 0 && (next < 0 || watch < next))
+        next = watch;
+    }
     if (atomic_load(&p->state) == MPROC__P_CLOSED && p->outstanding == 0)
       for (int i = 0; i < p->nworkers; i++)
         if (p->slots[i].pid > 0 && !p->slots[i].stopping) {
@@ -587,6 +663,7 @@ static void *manager_main(void *arg) {
     p->cbq_head = p->cbq_tail = NULL;
     bool finished = atomic_load(&p->state) != MPROC__P_RUNNING && p->outstanding == 0 &&
                     !any_alive(p) && cbq == NULL;
+    atomic_store(&p->mgr_untimed, next < 0);
     pthread_mutex_unlock(&p->mu);
     if (finished)
       break;
@@ -611,6 +688,7 @@ static void *manager_main(void *arg) {
     if (!p->tp->arm_sleep(p, &seen)) {
       int r = poll(pfd, (nfds_t)n, next < 0 ? -1 : mproc__poll_timeout(next));
       p->tp->disarm_sleep(p);
+      atomic_store(&p->mgr_untimed, 0);
       if (r > 0 && (pfd[0].revents & POLLIN)) {
         uint64_t v;
         ssize_t rd = read(p->efd, &v, sizeof v);

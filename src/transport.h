@@ -75,6 +75,10 @@ struct mproc__transport_ops {
   bool (*started)(struct mproc_pool *p, const struct mproc__task *t);
   /* The task the slot's worker is running and since when (ms), or NULL. */
   struct mproc__task *(*running)(struct mproc_pool *p, int slot, int64_t *since_ms);
+  /* The worker's next ring position (*pos, which moves whenever it makes
+   * progress), and the first task it has not started that it would take
+   * next while it runs nothing -- or NULL.  Used to detect a stalled worker. */
+  struct mproc__task *(*waiting)(struct mproc_pool *p, int slot, uint64_t *pos);
   /* Ask the worker to exit once its ring is empty. */
   void (*stop_worker)(struct mproc_pool *p, int slot);
   /* After the worker exited: hand every task still in its ring to

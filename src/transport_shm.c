@@ -496,6 +496,24 @@ static struct mproc__task *shm_running(struct mproc_pool *p, int i, int64_t *sin
   return sl->jobs[(cur - 1) % MPROC__RING];
 }
 
+static struct mproc__task *shm_waiting(struct mproc_pool *p, int i, uint64_t *pos) {
+  struct mproc__slot_shm *ss = sshm(p, i);
+  struct mproc__slot *sl = &p->slots[i];
+  uint64_t w = atomic_load(&ss->wpos);
+  *pos = w;
+  if (atomic_load(&ss->cur) != 0)
+    return NULL;
+  /* Revoked entries the worker has not skipped yet come first. */
+  for (uint64_t k = w > sl->tail ? w : sl->tail; k < sl->head; k++) {
+    uint32_t state = atomic_load(&ss->ring[k % MPROC__RING].state);
+    if (state == MPROC__E_QUEUED)
+      return sl->jobs[k % MPROC__RING];
+    if (state != MPROC__E_REVOKED)
+      return NULL;
+  }
+  return NULL;
+}
+
 static void shm_stop_worker(struct mproc_pool *p, int i) {
   struct mproc__slot_shm *ss = sshm(p, i);
   atomic_store(&ss->stop, 1);
@@ -575,6 +593,7 @@ const struct mproc__transport_ops mproc__transport_shm = {
     .revoke = shm_revoke,
     .started = shm_started,
     .running = shm_running,
+    .waiting = shm_waiting,
     .stop_worker = shm_stop_worker,
     .reset_slot = shm_reset_slot,
     .init_failure = shm_init_failure,

@@ -286,11 +286,90 @@ START_TEST(test_no_task_waits_behind_long_task) {
 }
 END_TEST
 
+/* ---- a stalled worker strands nothing ---------------------------------------- */
+
+/* Submit n squares and expect every result within 15 s. */
+static void squares_complete(mproc_pool *p, int n) {
+  mproc_future *f[16];
+  ck_assert_int_le(n, 16);
+  for (int i = 0; i < n; i++) {
+    int x = i;
+    mproc_assert_ok(mproc_pool_submit(p, task_square, &x, sizeof x, &f[i]));
+  }
+  for (int i = 0; i < n; i++) {
+    const void *d;
+    size_t len;
+    mproc_assert_ok(mproc_future_result(f[i], &d, &len, 15000));
+    ck_assert_int_eq(*(const int *)d, i * i);
+    mproc_future_free(f[i]);
+  }
+}
+
+START_TEST(test_stopped_worker_queue_moves) {
+  mproc_pool *p;
+  struct mproc_pool_options o = {.workers = 2};
+  mproc_assert_ok(mproc_pool_new(&p, &o));
+  pid_t pids[2];
+  ck_assert_int_eq(mproc_pool_worker_pids(p, pids, 2), 2);
+  kill(pids[0], SIGSTOP);
+  /* Some tasks land in the stopped worker's ring; they move to the other. */
+  squares_complete(p, 16);
+  kill(pids[0], SIGCONT);
+  /* Once it moves again it takes work again, and nothing ran twice. */
+  squares_complete(p, 16);
+  ck_assert_int_eq(mproc_pool_worker_pids(p, pids, 2), 2);
+  mproc_assert_ok(mproc_pool_free(p));
+}
+END_TEST
+
+START_TEST(test_stopped_only_worker_with_timeout_is_replaced) {
+  mproc_pool *p;
+  struct mproc_pool_options o = {.workers = 1, .task_timeout_ms = 300};
+  mproc_assert_ok(mproc_pool_new(&p, &o));
+  pid_t pid;
+  ck_assert_int_eq(mproc_pool_worker_pids(p, &pid, 1), 1);
+  kill(pid, SIGSTOP);
+  /* No other worker: the stopped one is killed at the task timeout and its
+   * replacement runs the queued tasks. */
+  squares_complete(p, 4);
+  pid_t now;
+  ck_assert_int_eq(mproc_pool_worker_pids(p, &now, 1), 1);
+  ck_assert_int_ne(now, pid);
+  mproc_assert_ok(mproc_pool_free(p));
+}
+END_TEST
+
+START_TEST(test_stopped_running_task_times_out) {
+  S = shared_new();
+  mproc_pool *p;
+  struct mproc_pool_options o = {.workers = 1, .task_timeout_ms = 300};
+  mproc_assert_ok(mproc_pool_new(&p, &o));
+  mproc_future *lf;
+  mproc_assert_ok(mproc_pool_submit(p, task_block, NULL, 0, &lf));
+  int64_t dl = mproc_now_ms() + 10000;
+  while (atomic_load(&S->pid) == 0) {
+    ck_assert(mproc_now_ms() < dl);
+    sleep_ms(1);
+  }
+  kill(atomic_load(&S->pid), SIGSTOP);
+  squares_complete(p, 3); /* queued behind it, run by the replacement */
+  const void *d;
+  size_t n;
+  mproc_assert_err(mproc_future_result(lf, &d, &n, 15000), MPROC_ETIMEDOUT);
+  mproc_future_free(lf);
+  mproc_assert_ok(mproc_pool_free(p));
+  shared_free(S);
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("pool-faults");
   TCase *tc = pool_tcase(s, "faults", 60);
   tcase_add_test(tc, test_failed_result_is_not_success);
   tcase_add_test(tc, test_no_task_waits_behind_long_task);
+  tcase_add_test(tc, test_stopped_worker_queue_moves);
+  tcase_add_test(tc, test_stopped_only_worker_with_timeout_is_replaced);
+  tcase_add_test(tc, test_stopped_running_task_times_out);
   tcase_add_test(tc, test_task_runs_after_fork_outage);
   tcase_add_test(tc, test_no_worker_fails_queued_tasks);
   tcase_add_test(tc, test_new_fails_cleanly_when_fork_fails);
