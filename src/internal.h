@@ -96,9 +96,10 @@ struct mproc__spawn_opts {
  * return value, after: default dispositions for every signal, the parent's
  * signal mask, a parent-death signal (with the race check: a child whose
  * parent already died exits at once), every registered library fd not in
- * keep_fds closed.  Stdio is flushed before the fork so buffered output is
- * never written twice.  On success *pid and *pidfd (O_CLOEXEC, registered) are
- * set and the caller owns the pidfd; the child is reaped with
+ * keep_fds closed.  Stdio is flushed before the fork (unless
+ * MPROC__SPAWN_NOFLUSH) and the child discards its copies of the stdout and
+ * stderr buffers, so the parent's buffered output is never written twice.  On success *pid and
+ * *pidfd (O_CLOEXEC, registered) are set and the caller owns the pidfd; the child is reaped with
  * mproc__reap().  On failure nothing is left behind. */
 int mproc__spawn(const struct mproc__spawn_opts *opts, pid_t *pid, int *pidfd);
 

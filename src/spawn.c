@@ -7,13 +7,23 @@
  *     |                                                                |
  *     | restore mask -> pidfd_open(pid) -> register pidfd -> return     |
  *                                                                      v
- *   child:  default dispositions -> PR_SET_PDEATHSIG -> parent alive?
- *           (no: _exit) -> new pgrp? -> close library fds -> restore
- *           mask -> fn(arg) -> _exit(status)
+ *   child:  drop stdout/stderr buffers -> default dispositions ->
+ *           PR_SET_PDEATHSIG -> parent alive? (no: _exit) -> new pgrp? ->
+ *           close library fds -> restore mask -> fn(arg) -> _exit(status)
  *
  * Why each step:
  *  - stdio is flushed first, or bytes buffered in the parent would be written
- *    once by each process;
+ *    once by each process.  That flush cannot be complete: another parent
+ *    thread may print between it and the fork, and pool workers are forked
+ *    from the manager thread without it (MPROC__SPAWN_NOFLUSH: flushing the
+ *    program's streams from a background thread would interleave with its
+ *    own writes).  So the child also discards its copies of the stdout and
+ *    stderr buffers right after fork (__fpurge, which takes no lock: a
+ *    parent thread may have held the stream's lock at fork time).  Whatever
+ *    they held is the parent's output, which the parent itself writes; a
+ *    child that later calls exit() flushes only what it printed itself.
+ *    Other FILE streams cannot be enumerated portably: they are covered by
+ *    the flush only (documented in process.md and pool.md);
  *  - all signals are blocked across fork so a parent signal handler can never
  *    run in the child before the child has reset its dispositions;
  *  - PR_SET_PDEATHSIG is racy on its own: the parent may die between fork and
@@ -34,6 +44,12 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
+#if defined(__has_include)
+#if __has_include(<stdio_ext.h>)
+#include <stdio_ext.h>
+#define MPROC__HAVE_FPURGE 1
+#endif
+#endif
 #include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -60,8 +76,18 @@ static void reset_signals(void) {
   }
 }
 
+/* The child's copies of the parent's pending stdout/stderr bytes: never
+ * written by the child (see the design notes). */
+static void drop_parent_stdio(void) {
+#ifdef MPROC__HAVE_FPURGE
+  __fpurge(stdout);
+  __fpurge(stderr);
+#endif
+}
+
 static _Noreturn void child_main(const struct mproc__spawn_opts *o, pid_t parent,
                                  const sigset_t *oldmask) {
+  drop_parent_stdio();
   reset_signals();
   int sig = o->pdeathsig > 0 ? o->pdeathsig : SIGKILL;
   if (prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0) != 0 || getppid() != parent)
