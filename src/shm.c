@@ -280,7 +280,11 @@ static int start_keeper(int fd, const char *name) {
   if (k.fd < 0)
     return mproc__neg_errno();
   mproc__fd_register(k.fd);
-  struct mproc__spawn_opts o = {.fn = keeper_launch, .arg = &k, .keep_fds = &k.fd, .nkeep = 1};
+  struct mproc__spawn_opts o = {.fn = keeper_launch,
+                                .arg = &k,
+                                .keep_fds = &k.fd,
+                                .nkeep = 1,
+                                .flags = MPROC__SPAWN_INTERNAL};
   pid_t pid;
   int pidfd, code = -1;
   int r = mproc__spawn(&o, &pid, &pidfd);

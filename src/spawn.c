@@ -23,7 +23,10 @@
  *    they held is the parent's output, which the parent itself writes; a
  *    child that later calls exit() flushes only what it printed itself.
  *    Other FILE streams cannot be enumerated portably: they are covered by
- *    the flush only (documented in process.md and pool.md);
+ *    the flush only (documented in process.md);
+ *  - MPROC__SPAWN_INTERNAL marks the fork (a thread-local flag the fork
+ *    handlers read) so that a process the library forks for itself, such
+ *    as a named block's keeper, is given no roles in the user's queues;
  *  - all signals are blocked across fork so a parent signal handler can never
  *    run in the child before the child has reset its dispositions;
  *  - PR_SET_PDEATHSIG is racy on its own: the parent may die between fork and
@@ -61,6 +64,12 @@
 #ifndef SYS_pidfd_send_signal
 #define SYS_pidfd_send_signal 424
 #endif
+
+/* Per thread: another thread of the program may fork at the same moment,
+ * and its child is a user's process. */
+static _Thread_local bool internal_fork;
+
+bool mproc__internal_fork(void) { return internal_fork; }
 
 static int pidfd_open_(pid_t pid) { return (int)syscall(SYS_pidfd_open, pid, 0); }
 
@@ -110,10 +119,12 @@ int mproc__spawn(const struct mproc__spawn_opts *o, pid_t *pid_out, int *pidfd_o
   sigfillset(&all);
   pthread_sigmask(SIG_SETMASK, &all, &old);
   pid_t parent = getpid();
+  internal_fork = (o->flags & MPROC__SPAWN_INTERNAL) != 0;
   pid_t pid = fork();
   if (pid == 0)
     child_main(o, parent, &old);
   int err = pid < 0 ? mproc__neg_errno() : 0;
+  internal_fork = false;
   pthread_sigmask(SIG_SETMASK, &old, NULL);
   if (pid < 0)
     return err;
