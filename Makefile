@@ -1,5 +1,5 @@
 # mproc — thin wrapper over CMake.
-#   make demo      build and run the demo programs
+#   make demo      build the library and the examples only, and run the tour
 #   make test      build and run every test (ctest)
 #   make bench     build (Release) and run the benchmarks, side by side with Python
 #   make bench-report  redraw docs/img/benchmarks.png and the table in BENCHMARKS.md
@@ -33,7 +33,14 @@ $(BUILD)/CMakeCache.txt: | deps
 build: deps $(BUILD)/CMakeCache.txt
 	$(CMAKE) --build $(BUILD) -j $(JOBS)
 
-demo: build
+# The tour builds only the library and the examples, quietly: the build's
+# output goes to a log that is shown only when the build fails.
+demo: deps
+	@mkdir -p $(BUILD)
+	@echo "demo: building the library and the examples (log: $(BUILD)/demo-build.log)"
+	@{ test -f $(BUILD)/CMakeCache.txt || $(CMAKE) -S . -B $(BUILD) $(CMAKE_ARGS); } >$(BUILD)/demo-build.log 2>&1 && \
+	  $(CMAKE) --build $(BUILD) -j $(JOBS) --target examples >>$(BUILD)/demo-build.log 2>&1 || \
+	  { tail -n 40 $(BUILD)/demo-build.log; echo "demo: the build FAILED (full log: $(BUILD)/demo-build.log)"; exit 1; }
 	@bash examples/demo.sh $(BUILD)
 
 test: build
