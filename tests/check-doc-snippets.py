@@ -9,7 +9,8 @@ must exit with status 0 within a bounded time.
 
 Any other snippet is a fragment.  Its lines at column 0 that start a
 definition ("static", "typedef", "struct", "enum", "#define") are placed at file
-scope, in order; every other line becomes the body of a function.  What a
+scope, in order, as do the MPROC_ELEMENT_FN... definitions of typed.h; every
+other line becomes the body of a function.  What a
 fragment assumes but does not show (the variables it uses, the task
 functions it names) is written in the markdown, in HTML comments right before
 the block, which renderers do not show:
@@ -60,7 +61,7 @@ PRELUDE = """#include <mproc.h>
 #include <unistd.h>
 """
 RUN_TIMEOUT = 60 * float(os.environ.get("MPROC_TEST_TIMEOUT_SCALE", "1") or 1)
-TOP_LEVEL = re.compile(r"^(static |typedef |struct [A-Za-z_0-9 ]*\{|enum |#define )")
+TOP_LEVEL = re.compile(r"^(static |typedef |struct [A-Za-z_0-9 ]*\{|enum |#define |MPROC_ELEMENT_FN)")
 HIDDEN = re.compile(r"<!--\s*snippet-(globals|locals)\s*\n(.*?)-->", re.S)
 PARTIAL = re.compile(r"<!--\s*snippet:\s*partial(.*?)-->", re.S)
 
@@ -128,7 +129,8 @@ def split_fragment(code):
             in_comment_block = True
             bare = bare.split("/*")[0]
         depth += bare.count("{") - bare.count("}")
-        if in_top and depth == 0 and (bare.rstrip().endswith(("}", ";")) or line.startswith("#")):
+        if in_top and depth == 0 and (bare.rstrip().endswith(("}", ";")) or line.startswith("#") or
+                                      (line.startswith("MPROC_") and bare.rstrip().endswith(")"))):
             in_top = False
     return "\n".join(top), "\n".join(body)
 
