@@ -88,11 +88,14 @@ struct mproc_pool_options {
   int64_t task_timeout_ms;       /* 0: none; a task running longer is killed */
   uint32_t retries;              /* re-runs of a task whose worker died */
   size_t max_worker_rss;         /* bytes; 0: none; checked after each task */
+  /* 0: none; an initializer still running this long after its worker was
+   * forked is killed and fails like a failed initializer (pool broken). */
+  int64_t init_timeout_ms;
 };
 
 /* Create a pool.  Blocks until the workers are forked.  *out owns the pool;
  * release it with mproc_pool_free().  Errors: MPROC_EINVAL (NULL out,
- * unknown flag, negative workers or timeout), -errno (fork, memory, thread).
+ * unknown flag, negative workers or timeouts), -errno (fork, memory, thread).
  * A failed mproc_pool_new leaves nothing behind. */
 MPROC_EXTERN int mproc_pool_new(mproc_pool **out, const struct mproc_pool_options *opts);
 /* Number of workers (>= 1), or MPROC_EINVAL. */
