@@ -33,6 +33,9 @@ compiled with -Wall -Wextra -Werror, less the warnings every fragment would
 raise (unused and uninitialised variables), so a wrong type, a wrong
 argument count or an unknown name fails the test.
 
+Every mproc_/MPROC_ name the pages mention, in or out of snippets, must
+also exist in the headers (a renamed function leaves no stale mention).
+
 check-doc-snippets.py --self-test CC LIBMPROC   checks the checker itself.
 MPROC_SNIPPET_FLAGS in the environment adds compiler flags (a sanitized
 library needs its -fsanitize=... in the programs linked against it).
@@ -197,14 +200,43 @@ def doc_files(src):
     return [f for f in files if os.path.exists(f)]
 
 
+NAME = re.compile(r"\b(?:mproc|MPROC)_[A-Za-z0-9_]*[A-Za-z0-9](?![A-Za-z0-9_*])")
+
+
+def header_names(src):
+    """Every mproc_/MPROC_ identifier the headers define or use, plus the
+    MPROC_<NAME> codes MPROC_ERRNO_MAP generates."""
+    names = {"MPROC_OK"}
+    for root, _, files in os.walk(os.path.join(src, "include")):
+        for f in files:
+            text = open(os.path.join(root, f), encoding="utf-8").read()
+            names |= set(NAME.findall(text))
+            names |= {"MPROC_" + c for c in re.findall(r"^\s*X\(([A-Z0-9_]+),", text, re.M)}
+    return names
+
+
+def check_names(path, known, report):
+    """Names of the API a page mentions that the headers do not have (prefixes
+    such as mproc_pool_* and abbreviations such as _free are not names)."""
+    bad = 0
+    for n, line in enumerate(open(path, encoding="utf-8").read().split("\n"), 1):
+        for name in NAME.findall(line):
+            if name not in known:
+                report("FAIL %s:%d: %s is not declared in include/" % (path, n, name))
+                bad += 1
+    return bad
+
+
 def run(src, cc):
     bad = total = 0
+    known = header_names(src)
     with tempfile.TemporaryDirectory() as tmp:
         for f in doc_files(src):
             n = sum(1 for _ in snippets(f))
             total += n
             bad += check_file(cc, f, tmp, print)
-    print("%d snippets checked, %d failed" % (total, bad))
+            bad += check_names(f, known, print)
+    print("%d snippets checked, %d problems" % (total, bad))
     if total == 0:
         print("FAIL: no C snippet found under %s" % src)
         return 1
@@ -240,6 +272,18 @@ def self_test(cc):
             if got != want:
                 print("FAIL: case %d %s, expected %s:\n%s" % (i, "failed" if got else "passed",
                                                             "failure" if want else "success", md))
+                fails += 1
+    # A stale name fails; a prefix, a wildcard or a generated code does not.
+    src = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+    known = header_names(src)
+    with tempfile.TemporaryDirectory() as tmp:
+        for md, want in {"`mproc_pool_sumbit(pool)`\n": 1, "`mproc_pool_*`, `MPROC_E*`, `MPROC_EPERM`,"
+                         " `mproc_pool_submit`, mproc_pool_ and `_free`\n": 0}.items():
+            path = os.path.join(tmp, "names.md")
+            open(path, "w").write(md)
+            got = 1 if check_names(path, known, lambda s: None) else 0
+            if got != want:
+                print("FAIL: names check %s on: %s" % ("failed" if got else "passed", md))
                 fails += 1
     print("self-test OK" if not fails else "self-test FAILED")
     return 1 if fails else 0
