@@ -3,7 +3,8 @@
 
 Writes the manual pages of the library from its one source of truth:
   OUT_DIR/man3/<function>.3  one page per public function (every MPROC_EXTERN
-                             declaration of include/): the SYNOPSIS is the
+                             declaration of include/, and every function-like
+                             macro with a heading of its own): the SYNOPSIS is the
                              declaration from the header, the DESCRIPTION the
                              text under the function's heading in
                              docs/reference/*.md (the entry check-reference.sh
@@ -185,6 +186,15 @@ def main(src, out):
                 if n not in entry:
                     entry[n] = (page, heading, body)
                     funcs.append(n)
+        # Function-like macros documented with a heading of their own
+        # (`MPROC_MAP(pool, ...)` in typed.md) get a page too; their synopsis
+        # is the heading.
+        for lvl, heading, body in secs:
+            m = re.fullmatch(r"`(MPROC_[A-Z0-9_]+)\((.*)\)`", heading.strip())
+            if lvl >= 3 and m and m.group(1) not in entry:
+                decls[m.group(1)] = "%s(%s)  /* a macro */" % (m.group(1), m.group(2))
+                entry[m.group(1)] = (page, heading, body)
+                funcs.append(m.group(1))
         concepts.append((title, page, funcs))
     missing = sorted(set(decls) - set(entry))
     if missing:

@@ -44,6 +44,10 @@ for f in $names; do
     { echo "FAIL: $page has no NAME line for $f"; fail=1; }
 done
 [ -s "$tmp/man/man7/mproc.7" ] || { echo "FAIL: no mproc(7)"; fail=1; }
+# Function-like macros with a reference heading of their own have pages too.
+for m in $(sed -nE 's/^#{3,4} `(MPROC_[A-Z0-9_]+)\(.*\)`$/\1/p' "$src"/docs/reference/*.md); do
+  [ -s "$tmp/man/man3/$m.3" ] || { echo "FAIL: no page for the macro $m"; fail=1; }
+done
 if command -v groff >/dev/null; then
   for p in "$tmp"/man/man3/*.3 "$tmp/man/man7/mproc.7"; do
     w=$(groff -man -Tutf8 -ww -z "$p" 2>&1)
@@ -52,5 +56,5 @@ if command -v groff >/dev/null; then
 else
   echo "groff not installed: pages not formatted"
 fi
-[ $fail = 0 ] && echo "$n functions, $n pages, and mproc(7): OK"
+[ $fail = 0 ] && echo "$n functions, $n pages, the macros' pages and mproc(7): OK"
 exit $fail
