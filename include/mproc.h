@@ -15,5 +15,7 @@
 #include "mproc/queue.h"
 #include "mproc/pool.h"
 #include "mproc/loop.h"
+#include "mproc/command.h"
+#include "mproc/typed.h"
 
 #endif /* MPROC_H */

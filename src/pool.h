@@ -64,6 +64,7 @@ struct mproc_future {
   void (*cancel_hook)(struct mproc_pool *p, struct mproc_future *f);
   _Atomic uint64_t items_done;     /* map futures: items finished (progress) */
   struct mproc_future *loopq_next; /* the event loop's queue link */
+  _Atomic(void *) user_data;       /* mproc_future_set_data: the caller's, never read */
 };
 
 /* Parent-side state of one worker slot. */

@@ -242,14 +242,25 @@ static void release_inherited(void) {
   }
 }
 
-/* Runs in the double-forked keeper: async-signal-safe calls only. */
-static _Noreturn void keeper_main(const struct keeper_arg *arg) {
+/* Runs in the double-forked keeper: async-signal-safe calls only.  `ready`
+ * is written once the keeper holds nothing of its creator's: until then its
+ * inherited mappings keep the creator's open file descriptions, and so their
+ * LOCK_SH, alive, and a last user closing in that window would not see itself
+ * as the last one. */
+static _Noreturn void keeper_main(const struct keeper_arg *arg, int ready) {
   struct keeper_arg k = *arg; /* on this stack, which release_inherited keeps */
   setsid();                   /* leave the creator's session and process group */
   release_inherited();
-  if (k.fd > 0)
-    close_range(0, (unsigned)k.fd - 1, 0);
-  close_range((unsigned)k.fd + 1, ~0u, 0);
+  int lo = k.fd < ready ? k.fd : ready, hi = k.fd < ready ? ready : k.fd;
+  if (lo > 0)
+    close_range(0, (unsigned)lo - 1, 0);
+  if (hi > lo + 1)
+    close_range((unsigned)lo + 1, (unsigned)hi - 1, 0);
+  close_range((unsigned)hi + 1, ~0u, 0);
+  char one = 1;
+  while (write(ready, &one, 1) < 0 && errno == EINTR) {
+  }
+  close(ready);
   while (flock(k.fd, LOCK_EX) != 0) {
     if (errno != EINTR)
       _exit(1);
@@ -260,13 +271,26 @@ static _Noreturn void keeper_main(const struct keeper_arg *arg) {
   _exit(0);
 }
 
-/* The intermediate child: forks the keeper and exits at once, so the keeper
- * is reparented and never becomes a zombie of the user's process. */
+/* The intermediate child: forks the keeper and exits once the keeper has let
+ * go of the creator's mappings, so the keeper is reparented and never becomes
+ * a zombie of the user's process, and the creator's start_keeper returns only
+ * when "the last user closes" is decided by the users alone. */
 static int keeper_launch(void *arg) {
+  int p[2];
+  if (pipe2(p, O_CLOEXEC) != 0)
+    return 1;
   pid_t pid = fork();
-  if (pid == 0)
-    keeper_main(arg);
-  return pid > 0 ? 0 : 1;
+  if (pid == 0) {
+    close(p[0]);
+    keeper_main(arg, p[1]);
+  }
+  close(p[1]);
+  char b;
+  ssize_t n;
+  while ((n = read(p[0], &b, 1)) < 0 && errno == EINTR) {
+  }
+  close(p[0]);
+  return pid > 0 && n == 1 ? 0 : 1;
 }
 
 static int start_keeper(int fd, const char *name) {
@@ -280,7 +304,11 @@ static int start_keeper(int fd, const char *name) {
   if (k.fd < 0)
     return mproc__neg_errno();
   mproc__fd_register(k.fd);
-  struct mproc__spawn_opts o = {.fn = keeper_launch, .arg = &k, .keep_fds = &k.fd, .nkeep = 1};
+  struct mproc__spawn_opts o = {.fn = keeper_launch,
+                                .arg = &k,
+                                .keep_fds = &k.fd,
+                                .nkeep = 1,
+                                .flags = MPROC__SPAWN_INTERNAL};
   pid_t pid;
   int pidfd, code = -1;
   int r = mproc__spawn(&o, &pid, &pidfd);
@@ -301,11 +329,40 @@ static int start_keeper(int fd, const char *name) {
 
 /* ---- named blocks -------------------------------------------------------- */
 
+/* How many made-up names mproc_shm_create(NULL) tries before it reports
+ * MPROC_EEXIST: a collision needs the same pid, sequence number and 32
+ * random bits, so a second one in a row means someone squats our names. */
+#define MADE_UP_TRIES 8
+
+/* Starts the keeper for `name`, then gives the object that name.  A made-up
+ * name (made != NULL) that exists already is replaced by a fresh one: the
+ * keeper started for the taken name finds it is not ours when it wakes up
+ * and leaves it alone. */
+static int keep_and_link(int fd, const char *name, char *made, size_t made_len) {
+  for (int attempt = 1;; attempt++) {
+    int r = start_keeper(fd, name);
+    if (r != 0)
+      return r;
+    char self[64], path[MPROC_SHM_NAME_MAX + 16];
+    snprintf(self, sizeof self, "/proc/self/fd/%d", fd);
+    path_of(path, sizeof path, name);
+    if (linkat(AT_FDCWD, self, AT_FDCWD, path, AT_SYMLINK_FOLLOW) == 0)
+      return 0;
+    r = mproc__neg_errno();
+    if (r != -EEXIST || made == NULL || attempt == MADE_UP_TRIES)
+      return r;
+    r = mproc__shm_make_name(made, made_len, "shm");
+    if (r != 0)
+      return r;
+  }
+}
+
 MPROC_EXTERN int mproc_shm_create(mproc_shm **out, const char *name, size_t size) {
   char made[MPROC_SHM_NAME_MAX + 1];
+  bool made_up = name == NULL;
   if (out == NULL || size == 0 || size > (size_t)INT64_MAX - SHM_HDR)
     return MPROC_EINVAL;
-  if (name == NULL) {
+  if (made_up) {
     int r = mproc__shm_make_name(made, sizeof made, "shm");
     if (r != 0)
       return r;
@@ -336,14 +393,7 @@ MPROC_EXTERN int mproc_shm_create(mproc_shm **out, const char *name, size_t size
       r = mproc__neg_errno();
   }
   if (r == 0)
-    r = start_keeper(fd, name);
-  if (r == 0) {
-    char self[64], path[MPROC_SHM_NAME_MAX + 16];
-    snprintf(self, sizeof self, "/proc/self/fd/%d", fd);
-    path_of(path, sizeof path, name);
-    if (linkat(AT_FDCWD, self, AT_FDCWD, path, AT_SYMLINK_FOLLOW) != 0)
-      r = mproc__neg_errno();
-  }
+    r = keep_and_link(fd, name, made_up ? made : NULL, sizeof made);
   if (r == 0)
     r = new_handle(fd, p, mapsize, SHM_HDR, name, out);
   if (r != 0) {

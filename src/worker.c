@@ -288,7 +288,7 @@ static void idle_wait(const struct mproc__worker_args *w, uint64_t pos) {
     if ((i & 63) == 63)
       sched_yield(); /* never starve a peer sharing this core */
     else
-      __builtin_ia32_pause();
+      mproc__cpu_relax();
   }
   uint32_t seen = atomic_load(&s->wake);
   atomic_store(&s->sleeping, 1);
