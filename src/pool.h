@@ -26,11 +26,12 @@ struct mproc__task {
   uint64_t col_off[MPROC_STARMAP_MAX_ARGS], col_size[MPROC_STARMAP_MAX_ARGS];
   int64_t timeout_ms; /* 0: none */
   int32_t retries_left;
-  bool cancel_req; /* kill the worker: cancelled */
-  bool timed_out;  /* kill the worker: timed out */
-  bool done;       /* chunks: finished */
-  int slot;        /* worker slot it sits in, -1 when not dispatched */
-  uint64_t pos;    /* ring position within that slot */
+  bool cancel_req;   /* kill the worker: cancelled */
+  bool timed_out;    /* kill the worker: timed out */
+  bool done;         /* chunks: finished */
+  int slot;          /* worker slot it sits in, -1 when not dispatched */
+  uint64_t pos;      /* ring position within that slot */
+  uint64_t progress; /* chunks: item (from 0) its worker was in when it died */
   /* Called once, under the pool mutex, when the task finished. */
   void (*complete)(struct mproc_pool *p, struct mproc__task *t, struct mproc__outcome *o);
   void *owner; /* map job / imap iterator */

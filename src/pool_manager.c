@@ -140,7 +140,7 @@ static void task_left(struct mproc_pool *p, struct mproc__task *t, bool started)
                                .signo = SIGKILL,
                                .exit_status = -1,
                                .msg = "task timed out; its worker was killed"};
-    o.index = t->base_index;
+    o.index = t->base_index + t->progress;
     task_done(p, t, &o);
     return;
   }
@@ -164,7 +164,7 @@ static void task_left(struct mproc_pool *p, struct mproc__task *t, bool started)
   }
   o.msg = msg;
   if (t->kind != MPROC__K_CALL)
-    o.index = t->base_index;
+    o.index = t->base_index + t->progress; /* the item it died in */
   task_done(p, t, &o);
 }
 

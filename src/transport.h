@@ -82,7 +82,8 @@ struct mproc__transport_ops {
   /* Ask the worker to exit once its ring is empty. */
   void (*stop_worker)(struct mproc_pool *p, int slot);
   /* After the worker exited: hand every task still in its ring to
-   * left(p, t, started) in order, then reset the slot for a new worker. */
+   * left(p, t, started) in order (a started chunk's t->progress holds the
+   * item the worker was in), then reset the slot for a new worker. */
   void (*reset_slot)(struct mproc_pool *p, int slot,
                      void (*left)(struct mproc_pool *, struct mproc__task *, bool started));
   /* Whether the slot's worker finished its initializer. */

@@ -534,6 +534,10 @@ static void shm_reset_slot(struct mproc_pool *p, int i,
     if (t == NULL)
       continue;
     t->slot = -1;
+    /* Items before it are finished: their outputs are in the arena. */
+    t->progress = atomic_load_explicit(&e->progress, memory_order_relaxed);
+    if (t->progress >= t->count && t->count > 0)
+      t->progress = t->count - 1; /* never blame an item outside the chunk */
     left(p, t, state == MPROC__E_STARTED || state == MPROC__E_DONE);
   }
   sl->head = sl->tail = 0;

@@ -362,11 +362,102 @@ START_TEST(test_stopped_running_task_times_out) {
 }
 END_TEST
 
+/* ---- a chunk that dies blames the item it died in ------------------------------ */
+
+enum { DIE_AT = 21, CHUNK = 8, NITEMS = 32 };
+
+static int die_at_21(const void *in, void *out) {
+  int x = *(const int *)in;
+  if (x == DIE_AT)
+    raise(SIGKILL);
+  *(int *)out = x * 2;
+  return 0;
+}
+
+static int hang_at_21(const void *in, void *out) {
+  int x = *(const int *)in;
+  while (x == DIE_AT)
+    pause();
+  *(int *)out = x * 2;
+  return 0;
+}
+
+static void map_blames(mproc_map_fn fn, int code, int64_t task_timeout_ms) {
+  mproc_pool *p;
+  struct mproc_pool_options o = {.workers = 2, .task_timeout_ms = task_timeout_ms};
+  mproc_assert_ok(mproc_pool_new(&p, &o));
+  int in[NITEMS], out[NITEMS];
+  for (int i = 0; i < NITEMS; i++)
+    in[i] = i;
+  struct mproc_map_options mo = {.chunksize = CHUNK};
+  struct mproc_task_error e;
+  mproc_assert_err(mproc_pool_map(p, fn, in, NITEMS, sizeof(int), out, sizeof(int), &mo, &e, 30000),
+                   code);
+  ck_assert_int_eq(e.code, code);
+  ck_assert_uint_eq(e.index, DIE_AT);
+  mproc_assert_ok(mproc_pool_free(p));
+}
+
+START_TEST(test_map_blames_the_item) {
+  map_blames(die_at_21, MPROC_EWORKERDIED, 0);
+  map_blames(hang_at_21, MPROC_ETIMEDOUT, 300);
+}
+END_TEST
+
+static int gen_upto(void *ctx, void *item) {
+  int *next = ctx;
+  if (*next >= NITEMS)
+    return 0;
+  *(int *)item = (*next)++;
+  return 1;
+}
+
+/* Items before the failed one keep their results, the failed one carries the
+ * error, the rest of its chunk was not run (MPROC_ECANCELLED), later chunks
+ * run normally. */
+static void imap_blames(mproc_map_fn fn, int code, int64_t task_timeout_ms) {
+  mproc_pool *p;
+  struct mproc_pool_options o = {.workers = 2, .task_timeout_ms = task_timeout_ms};
+  mproc_assert_ok(mproc_pool_new(&p, &o));
+  int next = 0;
+  mproc_imap *it;
+  struct mproc_imap_options io = {.chunksize = CHUNK};
+  mproc_assert_ok(mproc_pool_imap(p, fn, gen_upto, &next, sizeof(int), sizeof(int), &io, &it));
+  for (int i = 0; i < NITEMS; i++) {
+    int v = -1;
+    size_t idx;
+    struct mproc_task_error e;
+    int r = mproc_imap_next(it, &v, &idx, &e, 30000);
+    ck_assert_uint_eq(idx, (size_t)i);
+    if (i == DIE_AT) {
+      mproc_assert_err(r, code);
+      ck_assert_uint_eq(e.index, DIE_AT);
+    } else if (i > DIE_AT && i / CHUNK == DIE_AT / CHUNK) {
+      mproc_assert_err(r, MPROC_ECANCELLED);
+    } else {
+      mproc_assert_ok(r);
+      ck_assert_int_eq(v, 2 * i);
+    }
+  }
+  int v;
+  mproc_assert_err(mproc_imap_next(it, &v, NULL, NULL, 30000), MPROC_EEOF);
+  mproc_imap_free(it);
+  mproc_assert_ok(mproc_pool_free(p));
+}
+
+START_TEST(test_imap_blames_the_item) {
+  imap_blames(die_at_21, MPROC_EWORKERDIED, 0);
+  imap_blames(hang_at_21, MPROC_ETIMEDOUT, 300);
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("pool-faults");
   TCase *tc = pool_tcase(s, "faults", 60);
   tcase_add_test(tc, test_failed_result_is_not_success);
   tcase_add_test(tc, test_no_task_waits_behind_long_task);
+  tcase_add_test(tc, test_map_blames_the_item);
+  tcase_add_test(tc, test_imap_blames_the_item);
   tcase_add_test(tc, test_stopped_worker_queue_moves);
   tcase_add_test(tc, test_stopped_only_worker_with_timeout_is_replaced);
   tcase_add_test(tc, test_stopped_running_task_times_out);
