@@ -451,11 +451,61 @@ START_TEST(test_imap_blames_the_item) {
 }
 END_TEST
 
+/* ---- exit after shutdown(wait=false) lets the work finish ---------------------- */
+
+static int task_sleep_count(const void *arg, size_t len, mproc_task_ctx *ctx) {
+  atomic_fetch_add(&S->running, 1);
+  task_sleep(arg, len, ctx);
+  atomic_fetch_add(&S->count, 1);
+  return 0;
+}
+
+/* A child makes a pool of one worker, submits two tasks of 200 ms, shuts the
+ * pool down without waiting (cancelling the queued one when asked) or not at
+ * all, and calls exit(0).  Returns how many tasks ran to their end. */
+static int tasks_finished_at_exit(bool shutdown, bool cancel_pending) {
+  S = shared_new();
+  pid_t c = fork();
+  ck_assert_int_ge(c, 0);
+  if (c == 0) {
+    mproc_pool *p;
+    struct mproc_pool_options o = {.workers = 1};
+    if (mproc_pool_new(&p, &o) != 0)
+      _exit(10);
+    int ms = 200;
+    mproc_future *f;
+    for (int i = 0; i < 2; i++)
+      if (mproc_pool_submit(p, task_sleep_count, &ms, sizeof ms, &f) != 0)
+        _exit(11);
+    int64_t dl = mproc_now_ms() + 10000;
+    while (atomic_load(&S->running) == 0 && mproc_now_ms() < dl)
+      sleep_ms(1); /* the first task has started: it is not cancellable */
+    if (shutdown && mproc_pool_shutdown(p, false, cancel_pending) != 0)
+      _exit(12);
+    exit(0);
+  }
+  int st;
+  ck_assert_int_eq(waitpid(c, &st, 0), c);
+  ck_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+  int n = atomic_load(&S->count);
+  shared_free(S);
+  return n;
+}
+
+START_TEST(test_exit_after_shutdown_nowait_finishes_work) {
+  ck_assert_int_eq(tasks_finished_at_exit(true, false), 2);
+  ck_assert_int_eq(tasks_finished_at_exit(true, true), 1);
+  /* An open pool at exit is terminated: its running task is killed. */
+  ck_assert_int_eq(tasks_finished_at_exit(false, false), 0);
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("pool-faults");
   TCase *tc = pool_tcase(s, "faults", 60);
   tcase_add_test(tc, test_failed_result_is_not_success);
   tcase_add_test(tc, test_no_task_waits_behind_long_task);
+  tcase_add_test(tc, test_exit_after_shutdown_nowait_finishes_work);
   tcase_add_test(tc, test_map_blames_the_item);
   tcase_add_test(tc, test_imap_blames_the_item);
   tcase_add_test(tc, test_stopped_worker_queue_moves);
