@@ -221,6 +221,9 @@ void mproc__future_unref(struct mproc_future *f);
 /* Fill a task error from an outcome. */
 void mproc__error_from_outcome(struct mproc_task_error *e, const struct mproc__outcome *o);
 
+/* ---- imap.c ----------------------------------------------------------------- */
+extern int64_t mproc__imap_free_wait_ms;
+
 /* ---- pool_loop.c ---------------------------------------------------------- */
 int mproc__loop_init(struct mproc_pool *p);
 /* Queue a finished future for the event loop (under mu). */

@@ -473,9 +473,9 @@ static int tasks_finished_at_exit(bool shutdown, bool cancel_pending) {
     if (mproc_pool_new(&p, &o) != 0)
       _exit(10);
     int ms = 200;
-    mproc_future *f;
+    static mproc_future *fs[2]; /* reachable at exit: no leak reported */
     for (int i = 0; i < 2; i++)
-      if (mproc_pool_submit(p, task_sleep_count, &ms, sizeof ms, &f) != 0)
+      if (mproc_pool_submit(p, task_sleep_count, &ms, sizeof ms, &fs[i]) != 0)
         _exit(11);
     int64_t dl = mproc_now_ms() + 10000;
     while (atomic_load(&S->running) == 0 && mproc_now_ms() < dl)
@@ -500,11 +500,88 @@ START_TEST(test_exit_after_shutdown_nowait_finishes_work) {
 }
 END_TEST
 
+/* ---- mproc_imap_free never frees what a worker or the pool may still write --- */
+
+static int hang_first(const void *in, void *out) {
+  (void)in, (void)out;
+  atomic_store(&S->pid, (int)getpid());
+  while (atomic_load(&S->pid) != 0) /* forever: killed by the pool */
+    pause();
+  return 0;
+}
+
+static int gen_one(void *ctx, void *item) {
+  int *left = ctx;
+  if (*left == 0)
+    return 0;
+  (*left)--;
+  *(int *)item = 1;
+  return 1;
+}
+
+/* Returns once S->max_running is set. */
+static int task_gate(const void *a, size_t l, mproc_task_ctx *c) {
+  (void)a, (void)l, (void)c;
+  while (!atomic_load(&S->max_running))
+    sleep_ms(1);
+  return 0;
+}
+
+/* Holds the manager thread until S->release. */
+static void cb_block(mproc_future *f, void *ud) {
+  (void)f, (void)ud;
+  atomic_store(&S->grandchild, 1);
+  while (!atomic_load(&S->release))
+    sleep_ms(1);
+}
+
+START_TEST(test_imap_free_with_manager_held_up) {
+  S = shared_new();
+  mproc_pool *p;
+  struct mproc_pool_options o = {.workers = 2};
+  mproc_assert_ok(mproc_pool_new(&p, &o));
+  int left = 1, v;
+  mproc_imap *it;
+  mproc_assert_ok(
+      mproc_pool_imap(p, hang_first, gen_one, &left, sizeof(int), sizeof(int), NULL, &it));
+  mproc_assert_err(mproc_imap_next(it, &v, NULL, NULL, 0), MPROC_ETIMEDOUT);
+  int64_t dl = mproc_now_ms() + 10000;
+  while (atomic_load(&S->pid) == 0) {
+    ck_assert(mproc_now_ms() < dl);
+    sleep_ms(1);
+  }
+  /* The manager runs a callback that does not return for a while: the
+   * killed chunk's worker cannot be reaped, so the chunk stays in flight. */
+  mproc_future *f;
+  mproc_assert_ok(mproc_pool_submit(p, task_gate, NULL, 0, &f));
+  mproc_assert_ok(mproc_future_add_done_callback(f, cb_block, NULL));
+  atomic_store(&S->max_running, 1); /* the task ends after the callback is in */
+  while (atomic_load(&S->grandchild) == 0) {
+    ck_assert(mproc_now_ms() < dl);
+    sleep_ms(1);
+  }
+  int64_t saved = mproc__imap_free_wait_ms;
+  mproc__imap_free_wait_ms = 100;
+  mproc_imap_free(it); /* gives up waiting; the pool frees it later */
+  mproc__imap_free_wait_ms = saved;
+  atomic_store(&S->release, 1);
+  mproc_future_free(f);
+  /* The pool goes on; its free completes (and releases) the chunk. */
+  int x = 4;
+  mproc_assert_ok(mproc_pool_submit(p, task_square, &x, sizeof x, &f));
+  wait_done(f);
+  mproc_future_free(f);
+  mproc_assert_ok(mproc_pool_free(p));
+  shared_free(S);
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("pool-faults");
   TCase *tc = pool_tcase(s, "faults", 60);
   tcase_add_test(tc, test_failed_result_is_not_success);
   tcase_add_test(tc, test_no_task_waits_behind_long_task);
+  tcase_add_test(tc, test_imap_free_with_manager_held_up);
   tcase_add_test(tc, test_exit_after_shutdown_nowait_finishes_work);
   tcase_add_test(tc, test_map_blames_the_item);
   tcase_add_test(tc, test_imap_blames_the_item);
