@@ -90,8 +90,11 @@ int mproc__recv_fd(int sock, int *fd_out) {
   if (n <= 0)
     return n < 0 ? mproc__neg_errno() : -EIO;
   struct cmsghdr *c = CMSG_FIRSTHDR(&m);
-  if (c == NULL || c->cmsg_type != SCM_RIGHTS)
-    return -EIO;
+  if (c == NULL || c->cmsg_type != SCM_RIGHTS || c->cmsg_len < CMSG_LEN(sizeof(int))) {
+    /* The kernel drops descriptors it cannot install (fd limit) and says
+     * so with MSG_CTRUNC: report that, never a descriptor that is not there. */
+    return (m.msg_flags & MSG_CTRUNC) ? -EMFILE : -EIO;
+  }
   memcpy(fd_out, CMSG_DATA(c), sizeof *fd_out);
   mproc__fd_register(*fd_out);
   return 0;
@@ -139,10 +142,17 @@ int mproc__recv_fds(int sock, int *fds, size_t max, size_t *n_out) {
     return n < 0 ? mproc__neg_errno() : -EIO;
   struct cmsghdr *c = CMSG_FIRSTHDR(&m);
   if (c == NULL || c->cmsg_type != SCM_RIGHTS)
-    return -EIO;
+    return (m.msg_flags & MSG_CTRUNC) ? -EMFILE : -EIO;
   size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
   int tmp[MPROC__MSG_FDS];
   memcpy(tmp, CMSG_DATA(c), k * sizeof(int));
+  if (m.msg_flags & MSG_CTRUNC) {
+    /* Some descriptors were dropped at the fd limit: the message is
+     * incomplete, so none of it is used. */
+    for (size_t i = 0; i < k; i++)
+      close(tmp[i]);
+    return -EMFILE;
+  }
   for (size_t i = 0; i < k; i++) {
     mproc__fd_register(tmp[i]);
     if (i < max)

@@ -6,6 +6,7 @@
 #include "pool-helpers.h"
 #include "pool.h"
 
+#include <fcntl.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
 
@@ -576,11 +577,79 @@ START_TEST(test_imap_free_with_manager_held_up) {
 }
 END_TEST
 
+/* ---- descriptors dropped at the fd limit are reported ------------------------ */
+
+static struct rlimit saved_nofile; /* in the worker's memory */
+
+/* Leaves the worker able to open exactly one more descriptor. */
+static int task_limit_fds(const void *a, size_t l, mproc_task_ctx *ctx) {
+  (void)a, (void)l, (void)ctx;
+  getrlimit(RLIMIT_NOFILE, &saved_nofile);
+  int probe = dup(0);
+  close(probe);
+  struct rlimit low = saved_nofile;
+  low.rlim_cur = (rlim_t)probe + 1;
+  return setrlimit(RLIMIT_NOFILE, &low) == 0 ? 0 : 1;
+}
+
+static int task_restore_fds(const void *a, size_t l, mproc_task_ctx *ctx) {
+  (void)a, (void)l, (void)ctx;
+  return setrlimit(RLIMIT_NOFILE, &saved_nofile) == 0 ? 0 : 1;
+}
+
+static int task_count_fds(const void *a, size_t l, mproc_task_ctx *ctx) {
+  (void)a, (void)l;
+  const int *fds;
+  int n = mproc_task_fds(ctx, &fds);
+  return mproc_task_return(ctx, &n, sizeof n);
+}
+
+static void run_ok(mproc_pool *p, mproc_task_fn fn) {
+  mproc_future *f;
+  mproc_assert_ok(mproc_pool_submit(p, fn, NULL, 0, &f));
+  const void *d;
+  size_t n;
+  mproc_assert_ok(mproc_future_result(f, &d, &n, 30000));
+  mproc_future_free(f);
+}
+
+START_TEST(test_fds_dropped_at_limit_fail_the_task) {
+  mproc_pool *p;
+  struct mproc_pool_options o = {.workers = 1};
+  mproc_assert_ok(mproc_pool_new(&p, &o));
+  int fds[3];
+  for (int i = 0; i < 3; i++)
+    ck_assert_int_ge(fds[i] = open("/dev/null", O_RDONLY | O_CLOEXEC), 0);
+  run_ok(p, task_limit_fds);
+  /* Three descriptors, room for one: the task must not run with one. */
+  mproc_future *f;
+  struct mproc_submit_options so = {.retries = -1, .fds = fds, .nfds = 3};
+  mproc_assert_ok(mproc_pool_submit_ex(p, task_count_fds, NULL, 0, &so, &f));
+  const void *d;
+  size_t n;
+  mproc_assert_err(mproc_future_result(f, &d, &n, 30000), MPROC_ETASK);
+  struct mproc_task_error e;
+  mproc_assert_ok(mproc_future_error(f, &e));
+  ck_assert_int_eq(e.task_code, -EMFILE);
+  mproc_future_free(f);
+  run_ok(p, task_restore_fds);
+  /* With room again, all three arrive. */
+  mproc_assert_ok(mproc_pool_submit_ex(p, task_count_fds, NULL, 0, &so, &f));
+  mproc_assert_ok(mproc_future_result(f, &d, &n, 30000));
+  ck_assert_int_eq(*(const int *)d, 3);
+  mproc_future_free(f);
+  for (int i = 0; i < 3; i++)
+    close(fds[i]);
+  mproc_assert_ok(mproc_pool_free(p));
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("pool-faults");
   TCase *tc = pool_tcase(s, "faults", 60);
   tcase_add_test(tc, test_failed_result_is_not_success);
   tcase_add_test(tc, test_no_task_waits_behind_long_task);
+  tcase_add_test(tc, test_fds_dropped_at_limit_fail_the_task);
   tcase_add_test(tc, test_imap_free_with_manager_held_up);
   tcase_add_test(tc, test_exit_after_shutdown_nowait_finishes_work);
   tcase_add_test(tc, test_map_blames_the_item);
