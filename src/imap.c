@@ -73,7 +73,7 @@ int64_t mproc__imap_free_wait_ms = 30000;
  * chunk in flight). */
 static void imap_release(struct mproc_imap *it) {
   if (it->p->tp_state != NULL)
-    mproc__arena_free(it->p, it->region, it->region_len);
+    it->p->tp->arena_free(it->p, it->region, it->region_len);
   free(it->slots);
   free(it->free_stack);
   free(it->batch);
@@ -148,7 +148,7 @@ MPROC_EXTERN int mproc_pool_imap(mproc_pool *p, mproc_map_fn fn, mproc_gen_fn ge
   if (r == 0) {
     pthread_mutex_lock(&p->mu);
     int state = atomic_load(&p->state);
-    r = state == MPROC__P_RUNNING ? mproc__arena_alloc(p, it->region_len, &it->region)
+    r = state == MPROC__P_RUNNING ? p->tp->arena_alloc(p, it->region_len, &it->region)
                                   : (state == MPROC__P_BROKEN ? MPROC_EBROKEN : MPROC_ECLOSED);
     pthread_mutex_unlock(&p->mu);
   }

@@ -196,6 +196,34 @@ static void break_pool(struct mproc_pool *p, int code, const char *msg) {
   p->pend_tail = NULL;
 }
 
+/* A task the worker of slot p->collecting finished. */
+static void task_collected(struct mproc_pool *p, struct mproc__task *t, struct mproc__outcome *o) {
+  struct mproc__slot *sl = &p->slots[p->collecting];
+  if (o->code == 0)
+    sl->n_done++;
+  else
+    sl->n_failed++;
+  task_done(p, t, o);
+}
+
+/* Collect the finished tasks of slot i (under mu); returns how many. */
+static int collect(struct mproc_pool *p, int i) {
+  p->collecting = i;
+  int n = p->tp->poll_results(p, i, task_collected);
+  p->slots[i].live -= (uint32_t)n;
+  return n;
+}
+
+/* The worker of slot i is gone: empty the transport's side of the slot
+ * (tasks go to task_left) and reset the pool's. */
+static void reset_slot(struct mproc_pool *p, int i) {
+  struct mproc__slot *sl = &p->slots[i];
+  p->tp->reset_slot(p, i, task_left);
+  sl->assigned = 0;
+  sl->live = 0;
+  sl->stopping = false;
+}
+
 static bool want_workers(struct mproc_pool *p) {
   int state = atomic_load(&p->state);
   return state == MPROC__P_RUNNING || (state == MPROC__P_CLOSED && p->outstanding > 0);
@@ -302,7 +330,7 @@ static void handle_death(struct mproc_pool *p, int i) {
   int code = 0;
   kill(-sl->pid, SIGKILL);
   mproc__reap(sl->pidfd, &code, mproc__deadline(1000));
-  p->tp->poll_results(p, i, task_done);
+  collect(p, i);
   p->dying_pid = sl->pid;
   p->dying_slot = i;
   p->dying_code = code;
@@ -313,7 +341,7 @@ static void handle_death(struct mproc_pool *p, int i) {
     if (state != MPROC__P_TERMINATING && state != MPROC__P_BROKEN)
       break_pool(p, icode, msgbuf);
   }
-  p->tp->reset_slot(p, i, task_left);
+  reset_slot(p, i);
   push_front_list(p);
   mproc__close(sl->pidfd);
   sl->pidfd = -1;
@@ -365,6 +393,15 @@ static void send_failed(struct mproc_pool *p, int i, struct mproc__task *t, int 
   mproc__task_fail(p, t, r, "could not hand the task to a worker");
 }
 
+bool mproc__pool_revoke(struct mproc_pool *p, struct mproc__task *t) {
+  int i = t->slot;
+  if (i < 0 || !p->tp->revoke(p, t))
+    return false;
+  p->slots[i].assigned--;
+  p->slots[i].live--;
+  return true;
+}
+
 /* Hand queued tasks to the least loaded workers with room. */
 static void dispatch_pending(struct mproc_pool *p) {
   while (p->pend_head != NULL) {
@@ -377,6 +414,10 @@ static void dispatch_pending(struct mproc_pool *p) {
       p->pend_tail = NULL;
     t->next = NULL;
     int r = p->tp->send_task(p, i, t);
+    if (r == 0) {
+      p->slots[i].assigned++;
+      p->slots[i].live++;
+    }
     if (r != 0)
       send_failed(p, i, t, r);
     else if (atomic_load_explicit(&p->mgr_untimed, memory_order_relaxed) &&
@@ -393,18 +434,12 @@ static bool idle_worker(struct mproc_pool *p, int i) {
          p->tp->ready(p, i);
 }
 
-/* Take back every task of slot i that has not started, in ring order, onto
- * the requeue list.  Returns how many. */
+/* Take back every task of slot i that has not started, in order, onto the
+ * requeue list.  Returns how many. */
 static int take_back(struct mproc_pool *p, int i) {
-  struct mproc__slot *sl = &p->slots[i];
-  int n = 0;
-  for (uint64_t pos = sl->tail; pos < sl->head; pos++) {
-    struct mproc__task *t = sl->jobs[pos % p->ring];
-    if (t != NULL && p->tp->revoke(p, t)) {
-      requeue(p, t);
-      n++;
-    }
-  }
+  int n = p->tp->revoke_all(p, i, requeue);
+  p->slots[i].assigned -= (uint32_t)n;
+  p->slots[i].live -= (uint32_t)n;
   return n;
 }
 
@@ -446,6 +481,10 @@ void mproc__pool_dispatch(struct mproc_pool *p) {
     steal(p);
 }
 
+static void fail_cancelled(struct mproc_pool *p, struct mproc__task *t) {
+  mproc__task_fail(p, t, MPROC_ECANCELLED, "cancelled");
+}
+
 void mproc__pool_cancel_pending(struct mproc_pool *p) {
   while (p->pend_head != NULL) {
     struct mproc__task *t = p->pend_head;
@@ -454,12 +493,9 @@ void mproc__pool_cancel_pending(struct mproc_pool *p) {
   }
   p->pend_tail = NULL;
   for (int i = 0; i < p->nworkers; i++) {
-    struct mproc__slot *sl = &p->slots[i];
-    for (uint64_t pos = sl->tail; pos < sl->head; pos++) {
-      struct mproc__task *t = sl->jobs[pos % p->ring];
-      if (t != NULL && p->tp->revoke(p, t))
-        mproc__task_fail(p, t, MPROC_ECANCELLED, "cancelled");
-    }
+    int n = p->tp->revoke_all(p, i, fail_cancelled);
+    p->slots[i].assigned -= (uint32_t)n;
+    p->slots[i].live -= (uint32_t)n;
   }
 }
 
@@ -467,7 +503,7 @@ int mproc__pool_drain(struct mproc_pool *p) {
   int n = 0;
   for (int i = 0; i < p->nworkers; i++)
     if (p->slots[i].pid > 0)
-      n += p->tp->poll_results(p, i, task_done);
+      n += collect(p, i);
   mproc__pool_dispatch(p);
   return n;
 }
@@ -620,7 +656,7 @@ static void *manager_main(void *arg) {
         continue;
       mproc__kill_worker(p, i);
       mproc__reap(p->slots[i].pidfd, NULL, -1);
-      p->tp->reset_slot(p, i, task_left);
+      reset_slot(p, i);
       mproc__close(p->slots[i].pidfd);
       p->slots[i].pid = 0;
       p->slots[i].pidfd = -1;

@@ -3,7 +3,14 @@
  * Today there is one transport, local shared memory (transport_shm.c): one
  * anonymous shared mapping holds a request/response ring per worker.  A later
  * exec-based start method or an MPI backend adds one more file implementing
- * struct mproc__transport_ops; the pool and manager never touch the rings.
+ * struct mproc__transport_ops.  The transport owns everything about how
+ * tasks sit with a worker (ring positions, the task table, its sockets: its
+ * tp_state, opaque to the pool, and a task's tp_ref); the pool and manager
+ * see only slots, tasks and these operations, and keep their own counts
+ * (tasks handed over, per-slot statistics).  The data arena of map/imap is
+ * an operation too.  What is not behind the seam yet: the worker side of
+ * the task API (worker.c writes the shm entry), and the shm wake-up hints
+ * (arm_sleep, disarm_sleep, helping) that the manager and waiters call.
  *
  * Function references go through struct mproc__fnref for the same reason:
  * under fork a code address is valid in the worker, elsewhere it is not. */
@@ -71,6 +78,10 @@ struct mproc__transport_ops {
                                    struct mproc__outcome *));
   /* Take back a task that has not started: true on success. */
   bool (*revoke)(struct mproc_pool *p, struct mproc__task *t);
+  /* Take back every task of the slot that has not started, in the order it
+   * would have run them, handing each to each(p, t); returns how many. */
+  int (*revoke_all)(struct mproc_pool *p, int slot,
+                    void (*each)(struct mproc_pool *, struct mproc__task *));
   /* Whether the task has started on its worker. */
   bool (*started)(struct mproc_pool *p, const struct mproc__task *t);
   /* The task the slot's worker is running and since when (ms), or NULL. */
@@ -83,7 +94,8 @@ struct mproc__transport_ops {
   void (*stop_worker)(struct mproc_pool *p, int slot);
   /* After the worker exited: hand every task still in its ring to
    * left(p, t, started) in order (a started chunk's t->progress holds the
-   * item the worker was in), then reset the slot for a new worker. */
+   * item the worker was in), then reset the transport's side of the slot for
+   * a new worker. */
   void (*reset_slot)(struct mproc_pool *p, int slot,
                      void (*left)(struct mproc_pool *, struct mproc__task *, bool started));
   /* Whether the slot's worker finished its initializer. */
@@ -97,7 +109,11 @@ struct mproc__transport_ops {
   /* A parent thread starts (+1) or stops (-1) spinning to collect results:
    * while one spins, workers need not wake the manager. */
   void (*helping)(struct mproc_pool *p, int delta);
-  /* Address of a byte offset of the shared data arena (map/imap data). */
+  /* The shared data arena for map/imap: allocate `len` bytes (under mu;
+   * 0 and the offset, or -ENOMEM), free them, and the address of an offset
+   * in this process. */
+  int (*arena_alloc)(struct mproc_pool *p, size_t len, uint64_t *off);
+  void (*arena_free)(struct mproc_pool *p, uint64_t off, size_t len);
   void *(*arena)(struct mproc_pool *p, uint64_t off);
   /* Release everything (workers already reaped). */
   void (*fini)(struct mproc_pool *p);

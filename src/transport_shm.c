@@ -39,7 +39,16 @@ struct extent {
   uint64_t off, len;
 };
 
+/* The parent's side of one worker's ring (under the pool mutex). */
+struct shm_slot {
+  uint64_t head;             /* next ring position to fill */
+  uint64_t tail;             /* oldest position not yet collected */
+  struct mproc__task **jobs; /* ring position -> task (NULL: revoked) */
+  int sock;                  /* parent end of the fd-passing socket, -1 none */
+};
+
 struct shm_state {
+  struct shm_slot *slots; /* one per worker slot */
   struct mproc__shm_hdr *hdr;
   size_t hdr_len;
   int arena_fd;
@@ -50,6 +59,7 @@ struct shm_state {
 };
 
 static struct shm_state *st(struct mproc_pool *p) { return p->tp_state; }
+static struct shm_slot *sslot(struct mproc_pool *p, int i) { return &st(p)->slots[i]; }
 static struct mproc__slot_shm *sshm(struct mproc_pool *p, int i) { return &st(p)->hdr->slots[i]; }
 
 int mproc__send_fd(int sock, int fd) {
@@ -166,7 +176,7 @@ int mproc__recv_fds(int sock, int *fds, size_t max, size_t *n_out) {
 
 /* ---- arena ------------------------------------------------------------------ */
 
-int mproc__arena_alloc(struct mproc_pool *p, size_t len, uint64_t *off) {
+static int shm_arena_alloc(struct mproc_pool *p, size_t len, uint64_t *off) {
   struct shm_state *s = st(p);
   uint64_t need = ((uint64_t)len + ARENA_ALIGN - 1) & ~(uint64_t)(ARENA_ALIGN - 1);
   if (need == 0)
@@ -186,7 +196,7 @@ int mproc__arena_alloc(struct mproc_pool *p, size_t len, uint64_t *off) {
   return -ENOMEM;
 }
 
-void mproc__arena_free(struct mproc_pool *p, uint64_t off, size_t len) {
+static void shm_arena_free(struct mproc_pool *p, uint64_t off, size_t len) {
   struct shm_state *s = st(p);
   uint64_t n = ((uint64_t)len + ARENA_ALIGN - 1) & ~(uint64_t)(ARENA_ALIGN - 1);
   if (n == 0)
@@ -237,6 +247,11 @@ static void shm_fini(struct mproc_pool *p) {
     munmap(s->arena, MPROC__ARENA_LEN);
   mproc__close(s->arena_fd);
   free(s->free_ext);
+  for (int i = 0; s->slots != NULL && i < p->nworkers; i++) {
+    mproc__close(s->slots[i].sock);
+    free(s->slots[i].jobs);
+  }
+  free(s->slots);
   free(s);
   p->tp_state = NULL;
 }
@@ -253,6 +268,16 @@ static int shm_init(struct mproc_pool *p) {
     r = mproc__memfd_create("mproc-arena", MPROC__ARENA_LEN, &s->arena_fd);
   if (r == 0)
     r = mproc__map_shared(s->arena_fd, MPROC__ARENA_LEN, (void **)&s->arena);
+  if (r == 0) {
+    s->slots = calloc((size_t)p->nworkers, sizeof *s->slots);
+    r = s->slots != NULL ? 0 : -ENOMEM;
+    for (int i = 0; r == 0 && i < p->nworkers; i++)
+      s->slots[i].sock = -1; /* all of them before anything can fail */
+    for (int i = 0; r == 0 && i < p->nworkers; i++) {
+      s->slots[i].jobs = calloc(MPROC__RING, sizeof *s->slots[i].jobs);
+      r = s->slots[i].jobs != NULL ? 0 : -ENOMEM;
+    }
+  }
   if (r == 0) {
     s->capfree = 16;
     s->free_ext = malloc(s->capfree * sizeof *s->free_ext);
@@ -308,17 +333,17 @@ static int shm_start_worker(struct mproc_pool *p, int i) {
     sl->pidfd = -1;
     return r;
   }
-  sl->sock = sv[0];
+  sslot(p, i)->sock = sv[0];
   return 0;
 }
 
 static bool shm_can_send(struct mproc_pool *p, int i) {
-  struct mproc__slot *sl = &p->slots[i];
+  struct shm_slot *sl = sslot(p, i);
   return sl->head - sl->tail < MPROC__RING;
 }
 
 static int shm_send_task(struct mproc_pool *p, int i, struct mproc__task *t) {
-  struct mproc__slot *sl = &p->slots[i];
+  struct shm_slot *sl = sslot(p, i);
   struct mproc__slot_shm *ss = sshm(p, i);
   uint64_t pos = sl->head;
   struct mproc__entry *e = &ss->ring[pos % MPROC__RING];
@@ -368,10 +393,8 @@ static int shm_send_task(struct mproc_pool *p, int i, struct mproc__task *t) {
   atomic_store_explicit(&e->state, MPROC__E_QUEUED, memory_order_release);
   sl->jobs[pos % MPROC__RING] = t;
   t->slot = i;
-  t->pos = pos;
+  t->tp_ref = pos;
   sl->head = pos + 1;
-  sl->assigned++;
-  sl->live++;
   atomic_store(&ss->head, pos + 1);
   atomic_fetch_add(&ss->wake, 1);
   if (atomic_load(&ss->sleeping))
@@ -381,14 +404,13 @@ static int shm_send_task(struct mproc_pool *p, int i, struct mproc__task *t) {
 
 static void outcome_of(struct mproc_pool *p, int i, struct mproc__entry *e, struct mproc__task *t,
                        struct mproc__outcome *o) {
-  struct mproc__slot *sl = &p->slots[i];
   memset(o, 0, sizeof *o);
-  o->pid = sl->pid;
+  o->pid = p->slots[i].pid;
   o->exit_status = -1;
   o->msg = "";
   int fd = -1;
   if (e->rflags & MPROC__EF_RES_FD) {
-    if (mproc__recv_fd(sl->sock, &fd) != 0)
+    if (mproc__recv_fd(sslot(p, i)->sock, &fd) != 0)
       fd = -1;
   }
   if (e->code != 0) {
@@ -436,7 +458,7 @@ static void outcome_of(struct mproc_pool *p, int i, struct mproc__entry *e, stru
 static int shm_poll_results(struct mproc_pool *p, int i,
                             void (*done)(struct mproc_pool *, struct mproc__task *,
                                          struct mproc__outcome *)) {
-  struct mproc__slot *sl = &p->slots[i];
+  struct shm_slot *sl = sslot(p, i);
   struct mproc__slot_shm *ss = sshm(p, i);
   int n = 0;
   while (sl->tail < sl->head) {
@@ -451,13 +473,8 @@ static int shm_poll_results(struct mproc_pool *p, int i,
     struct mproc__task *t = sl->jobs[sl->tail % MPROC__RING];
     sl->jobs[sl->tail % MPROC__RING] = NULL;
     if (state == MPROC__E_DONE && t != NULL) {
-      sl->live--;
       struct mproc__outcome o;
       outcome_of(p, i, e, t, &o);
-      if (o.code == 0)
-        sl->n_done++;
-      else
-        sl->n_failed++;
       t->slot = -1;
       done(p, t, &o);
       n++;
@@ -469,7 +486,7 @@ static int shm_poll_results(struct mproc_pool *p, int i,
 }
 
 static struct mproc__entry *entry_of(struct mproc_pool *p, const struct mproc__task *t) {
-  return &sshm(p, t->slot)->ring[t->pos % MPROC__RING];
+  return &sshm(p, t->slot)->ring[t->tp_ref % MPROC__RING];
 }
 
 static bool shm_revoke(struct mproc_pool *p, struct mproc__task *t) {
@@ -478,12 +495,23 @@ static bool shm_revoke(struct mproc_pool *p, struct mproc__task *t) {
   uint32_t expect = MPROC__E_QUEUED;
   if (!atomic_compare_exchange_strong(&entry_of(p, t)->state, &expect, MPROC__E_REVOKED))
     return false;
-  struct mproc__slot *sl = &p->slots[t->slot];
-  sl->jobs[t->pos % MPROC__RING] = NULL;
-  sl->assigned--;
-  sl->live--;
+  sslot(p, t->slot)->jobs[t->tp_ref % MPROC__RING] = NULL;
   t->slot = -1;
   return true;
+}
+
+static int shm_revoke_all(struct mproc_pool *p, int i,
+                          void (*each)(struct mproc_pool *, struct mproc__task *)) {
+  struct shm_slot *sl = sslot(p, i);
+  int n = 0;
+  for (uint64_t pos = sl->tail; pos < sl->head; pos++) {
+    struct mproc__task *t = sl->jobs[pos % MPROC__RING];
+    if (t != NULL && shm_revoke(p, t)) {
+      each(p, t);
+      n++;
+    }
+  }
+  return n;
 }
 
 static bool shm_started(struct mproc_pool *p, const struct mproc__task *t) {
@@ -495,7 +523,7 @@ static bool shm_started(struct mproc_pool *p, const struct mproc__task *t) {
 
 static struct mproc__task *shm_running(struct mproc_pool *p, int i, int64_t *since) {
   struct mproc__slot_shm *ss = sshm(p, i);
-  struct mproc__slot *sl = &p->slots[i];
+  struct shm_slot *sl = sslot(p, i);
   uint64_t cur = atomic_load(&ss->cur);
   if (cur == 0 || cur - 1 < sl->tail || cur - 1 >= sl->head)
     return NULL;
@@ -508,7 +536,7 @@ static struct mproc__task *shm_running(struct mproc_pool *p, int i, int64_t *sin
 
 static struct mproc__task *shm_waiting(struct mproc_pool *p, int i, uint64_t *pos) {
   struct mproc__slot_shm *ss = sshm(p, i);
-  struct mproc__slot *sl = &p->slots[i];
+  struct shm_slot *sl = sslot(p, i);
   uint64_t w = atomic_load(&ss->wpos);
   *pos = w;
   if (atomic_load(&ss->cur) != 0)
@@ -533,7 +561,7 @@ static void shm_stop_worker(struct mproc_pool *p, int i) {
 
 static void shm_reset_slot(struct mproc_pool *p, int i,
                            void (*left)(struct mproc_pool *, struct mproc__task *, bool)) {
-  struct mproc__slot *sl = &p->slots[i];
+  struct shm_slot *sl = sslot(p, i);
   struct mproc__slot_shm *ss = sshm(p, i);
   for (uint64_t pos = sl->tail; pos < sl->head; pos++) {
     struct mproc__entry *e = &ss->ring[pos % MPROC__RING];
@@ -551,9 +579,6 @@ static void shm_reset_slot(struct mproc_pool *p, int i,
     left(p, t, state == MPROC__E_STARTED || state == MPROC__E_DONE);
   }
   sl->head = sl->tail = 0;
-  sl->assigned = 0;
-  sl->live = 0;
-  sl->stopping = false;
   atomic_store(&ss->head, 0);
   atomic_store(&ss->cur, 0);
   atomic_store(&ss->wpos, 0);
@@ -605,6 +630,7 @@ const struct mproc__transport_ops mproc__transport_shm = {
     .send_task = shm_send_task,
     .poll_results = shm_poll_results,
     .revoke = shm_revoke,
+    .revoke_all = shm_revoke_all,
     .started = shm_started,
     .running = shm_running,
     .waiting = shm_waiting,
@@ -615,6 +641,8 @@ const struct mproc__transport_ops mproc__transport_shm = {
     .arm_sleep = shm_arm_sleep,
     .disarm_sleep = shm_disarm_sleep,
     .helping = shm_helping,
+    .arena_alloc = shm_arena_alloc,
+    .arena_free = shm_arena_free,
     .arena = shm_arena,
     .fini = shm_fini,
 };
