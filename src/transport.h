@@ -8,9 +8,10 @@
  * tp_state, opaque to the pool, and a task's tp_ref); the pool and manager
  * see only slots, tasks and these operations, and keep their own counts
  * (tasks handed over, per-slot statistics).  The data arena of map/imap is
- * an operation too.  What is not behind the seam yet: the worker side of
- * the task API (worker.c writes the shm entry), and the shm wake-up hints
- * (arm_sleep, disarm_sleep, helping) that the manager and waiters call.
+ * an operation too.  The task-side API (task.c) reaches a transport's
+ * worker side only through its task context (task_ctx.h).  What is not
+ * behind the seam yet: the shm wake-up hints (arm_sleep, disarm_sleep,
+ * helping) that the manager and waiters call.
  *
  * Function references go through struct mproc__fnref for the same reason:
  * under fork a code address is valid in the worker, elsewhere it is not. */
