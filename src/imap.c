@@ -148,7 +148,7 @@ MPROC_EXTERN int mproc_pool_imap(mproc_pool *p, mproc_map_fn fn, mproc_gen_fn ge
   if (r == 0) {
     pthread_mutex_lock(&p->mu);
     int state = atomic_load(&p->state);
-    r = state == MPROC__P_RUNNING ? p->tp->arena_alloc(p, it->region_len, &it->region)
+    r = state == MPROC__P_RUNNING ? mproc__arena_alloc(p, it->region_len, &it->region)
                                   : (state == MPROC__P_BROKEN ? MPROC_EBROKEN : MPROC_ECLOSED);
     pthread_mutex_unlock(&p->mu);
   }

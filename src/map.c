@@ -123,7 +123,7 @@ static int map_start(struct mproc_pool *p, void (*fn)(void), uint32_t kind, size
   f->cancel_hook = job_cancel;
   pthread_mutex_lock(&p->mu);
   int state = atomic_load(&p->state);
-  int r = state == MPROC__P_RUNNING ? p->tp->arena_alloc(p, total, &j->region)
+  int r = state == MPROC__P_RUNNING ? mproc__arena_alloc(p, total, &j->region)
                                     : (state == MPROC__P_BROKEN ? MPROC_EBROKEN : MPROC_ECLOSED);
   pthread_mutex_unlock(&p->mu);
   if (r != 0) {

@@ -222,6 +222,12 @@ void mproc__future_unref(struct mproc_future *f);
 /* Fill a task error from an outcome. */
 void mproc__error_from_outcome(struct mproc_task_error *e, const struct mproc__outcome *o);
 
+/* An arena extent for map/imap (under mu): MPROC_ENOTSUP when the pool's
+ * transport has no arena. */
+static inline int mproc__arena_alloc(struct mproc_pool *p, size_t len, uint64_t *off) {
+  return p->tp->arena_alloc != NULL ? p->tp->arena_alloc(p, len, off) : MPROC_ENOTSUP;
+}
+
 /* ---- imap.c ----------------------------------------------------------------- */
 extern int64_t mproc__imap_free_wait_ms;
 

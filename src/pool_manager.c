@@ -303,7 +303,7 @@ static int64_t retry_respawn(struct mproc_pool *p) {
  * (a crash, an exit, or the pool killing it at the initializer deadline).
  * Fills msg and *code. */
 static bool init_failed(struct mproc_pool *p, int i, int *code, char *msg, size_t cap) {
-  const char *imsg = p->tp->init_failure(p, i, code);
+  const char *imsg = p->tp->init_failure != NULL ? p->tp->init_failure(p, i, code) : NULL;
   if (imsg != NULL) {
     snprintf(msg, cap, "%s", imsg);
     return true;
@@ -532,7 +532,8 @@ void mproc__pool_helping(struct mproc_pool *p, int delta) {
   pthread_mutex_lock(&p->mu);
   int n = 0;
   if (p->tp_state != NULL && p->slots != NULL) {
-    p->tp->helping(p, delta);
+    if (p->tp->helping != NULL)
+      p->tp->helping(p, delta);
     /* Stopping: collect once more under the lock, so a result whose worker
      * skipped waking the manager (it saw us spinning) is never stranded. */
     atomic_thread_fence(memory_order_seq_cst);
@@ -606,7 +607,7 @@ static int64_t watch_stalls(struct mproc_pool *p) {
     /* A worker in its initializer is watched by the initializer deadline;
      * without an initializer even one stopped before it said so is watched. */
     bool watch = sl->pid > 0 && (p->opts.initializer == NULL || p->tp->ready(p, i));
-    struct mproc__task *t = watch ? p->tp->waiting(p, i, &pos) : NULL;
+    struct mproc__task *t = watch && p->tp->waiting != NULL ? p->tp->waiting(p, i, &pos) : NULL;
     if (sl->stalled && pos != sl->wait_pos)
       sl->stalled = false; /* it moved again */
     if (t == NULL) {
@@ -670,7 +671,6 @@ static void *manager_main(void *arg) {
   }
   struct pollfd *pfd = p->pfd;
   int *slot_of = p->slot_of;
-  uint64_t seen = 0;
   for (;;) {
     if (atomic_load(&p->state) == MPROC__P_TERMINATING)
       for (int i = 0; i < p->nworkers; i++)
@@ -721,15 +721,12 @@ static void *manager_main(void *arg) {
         pfd[n++] = (struct pollfd){.fd = p->slots[i].pidfd, .events = POLLIN};
       }
     pthread_mutex_unlock(&p->mu);
-    if (!p->tp->arm_sleep(p, &seen)) {
-      int r = poll(pfd, (nfds_t)n, next < 0 ? -1 : mproc__poll_timeout(next));
-      p->tp->disarm_sleep(p);
-      atomic_store(&p->mgr_untimed, 0);
-      if (r > 0 && (pfd[0].revents & POLLIN)) {
-        uint64_t v;
-        ssize_t rd = read(p->efd, &v, sizeof v);
-        (void)rd;
-      }
+    int r = p->tp->sleep(p, pfd, n, next < 0 ? -1 : mproc__poll_timeout(next));
+    atomic_store(&p->mgr_untimed, 0);
+    if (r > 0 && (pfd[0].revents & POLLIN)) {
+      uint64_t v;
+      ssize_t rd = read(p->efd, &v, sizeof v);
+      (void)rd;
     }
     pthread_mutex_lock(&p->mu);
     for (int k = 1; k < n; k++) {

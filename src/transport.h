@@ -9,9 +9,10 @@
  * see only slots, tasks and these operations, and keep their own counts
  * (tasks handed over, per-slot statistics).  The data arena of map/imap is
  * an operation too.  The task-side API (task.c) reaches a transport's
- * worker side only through its task context (task_ctx.h).  What is not
- * behind the seam yet: the shm wake-up hints (arm_sleep, disarm_sleep,
- * helping) that the manager and waiters call.
+ * worker side only through its task context (task_ctx.h).  How the manager
+ * sleeps is the transport's (sleep: the shm transport's announce-then-poll
+ * handshake stays inside it); `helping` is an optional hint from spinning
+ * waiters.  Operations marked optional may be NULL.
  *
  * Function references go through struct mproc__fnref for the same reason:
  * under fork a code address is valid in the worker, elsewhere it is not. */
@@ -20,6 +21,7 @@
 
 #include "internal.h"
 
+#include <poll.h>
 #include <stdatomic.h>
 
 struct mproc_pool;
@@ -89,7 +91,8 @@ struct mproc__transport_ops {
   struct mproc__task *(*running)(struct mproc_pool *p, int slot, int64_t *since_ms);
   /* The worker's next ring position (*pos, which moves whenever it makes
    * progress), and the first task it has not started that it would take
-   * next while it runs nothing -- or NULL.  Used to detect a stalled worker. */
+   * next while it runs nothing -- or NULL.  Used to detect a stalled worker;
+   * optional (NULL: no stall detection). */
   struct mproc__task *(*waiting)(struct mproc_pool *p, int slot, uint64_t *pos);
   /* Ask the worker to exit once its ring is empty. */
   void (*stop_worker)(struct mproc_pool *p, int slot);
@@ -101,18 +104,20 @@ struct mproc__transport_ops {
                      void (*left)(struct mproc_pool *, struct mproc__task *, bool started));
   /* Whether the slot's worker finished its initializer. */
   bool (*ready)(struct mproc_pool *p, int slot);
-  /* The initializer's failure message of a slot's worker, or NULL. */
+  /* The initializer's failure message of a slot's worker, or NULL.
+   * Optional (NULL: only deaths in the initializer are seen). */
   const char *(*init_failure)(struct mproc_pool *p, int slot, int *code);
-  /* Whether anything finished since *seen (updates *seen); used to decide
-   * whether the manager may sleep.  arm() announces the manager sleeps. */
-  bool (*arm_sleep)(struct mproc_pool *p, uint64_t *seen);
-  void (*disarm_sleep)(struct mproc_pool *p);
-  /* A parent thread starts (+1) or stops (-1) spinning to collect results:
-   * while one spins, workers need not wake the manager. */
+  /* The manager sleeps: poll(pfd, n, timeout_ms) -- or return 0 at once
+   * when the transport knows results are waiting.  Returns poll's result. */
+  int (*sleep)(struct mproc_pool *p, struct pollfd *pfd, int n, int timeout_ms);
+  /* Optional (NULL: nothing to do).  A parent thread starts (+1) or stops
+   * (-1) spinning to collect results: a transport may then spare its workers
+   * the cost of waking the manager. */
   void (*helping)(struct mproc_pool *p, int delta);
   /* The shared data arena for map/imap: allocate `len` bytes (under mu;
    * 0 and the offset, or -ENOMEM), free them, and the address of an offset
-   * in this process. */
+   * in this process.  Optional: without them map and imap return
+   * MPROC_ENOTSUP. */
   int (*arena_alloc)(struct mproc_pool *p, size_t len, uint64_t *off);
   void (*arena_free)(struct mproc_pool *p, uint64_t off, size_t len);
   void *(*arena)(struct mproc_pool *p, uint64_t off);

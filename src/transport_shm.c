@@ -24,6 +24,7 @@
 #include "shm_layout.h"
 
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -56,6 +57,7 @@ struct shm_state {
   struct extent *free_ext; /* sorted by offset, coalesced */
   size_t nfree, capfree;
   int spin;
+  uint64_t mgr_seen; /* done_seq when the manager last looked (manager only) */
 };
 
 static struct shm_state *st(struct mproc_pool *p) { return p->tp_state; }
@@ -602,19 +604,22 @@ static bool shm_ready(struct mproc_pool *p, int i) {
   return atomic_load(&sshm(p, i)->init_state) == 1;
 }
 
-static bool shm_arm_sleep(struct mproc_pool *p, uint64_t *seen) {
-  struct mproc__shm_hdr *h = st(p)->hdr;
+/* The manager announces that it sleeps (workers then write the eventfd),
+ * then re-checks done_seq: store-then-load, so a result published in
+ * between is either seen here or wakes the poll. */
+static int shm_sleep(struct mproc_pool *p, struct pollfd *pfd, int n, int timeout_ms) {
+  struct shm_state *s = st(p);
+  struct mproc__shm_hdr *h = s->hdr;
   atomic_store(&h->mgr_sleeping, 1);
   uint64_t now = atomic_load(&h->done_seq);
-  if (now != *seen) {
-    *seen = now;
-    atomic_store(&h->mgr_sleeping, 0);
-    return true;
-  }
-  return false;
+  int r = 0;
+  if (now != s->mgr_seen)
+    s->mgr_seen = now;
+  else
+    r = poll(pfd, (nfds_t)n, timeout_ms);
+  atomic_store(&h->mgr_sleeping, 0);
+  return r;
 }
-
-static void shm_disarm_sleep(struct mproc_pool *p) { atomic_store(&st(p)->hdr->mgr_sleeping, 0); }
 
 static void shm_helping(struct mproc_pool *p, int delta) {
   atomic_fetch_add(&st(p)->hdr->helpers, (uint32_t)delta);
@@ -638,8 +643,7 @@ const struct mproc__transport_ops mproc__transport_shm = {
     .reset_slot = shm_reset_slot,
     .init_failure = shm_init_failure,
     .ready = shm_ready,
-    .arm_sleep = shm_arm_sleep,
-    .disarm_sleep = shm_disarm_sleep,
+    .sleep = shm_sleep,
     .helping = shm_helping,
     .arena_alloc = shm_arena_alloc,
     .arena_free = shm_arena_free,
