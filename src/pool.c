@@ -116,6 +116,8 @@ static void live_remove(struct mproc_pool *p) {
 
 /* ---- internals shared with the manager ----------------------------------- */
 
+const struct mproc__transport_ops *mproc__pool_transport;
+
 void mproc__pool_kick(struct mproc_pool *p) {
   uint64_t one = 1;
   ssize_t n = write(p->efd, &one, sizeof one);
@@ -202,7 +204,7 @@ MPROC_EXTERN int mproc_pool_new(mproc_pool **out, const struct mproc_pool_option
   atomic_store(&p->refs, 1);
   p->opts = *opts;
   p->nworkers = opts->workers > 0 ? opts->workers : mproc_cpu_count();
-  p->tp = &mproc__transport_shm;
+  p->tp = mproc__pool_transport != NULL ? mproc__pool_transport : &mproc__transport_shm;
   p->loop_efd = -1;
   p->created_ms = mproc_now_ms();
   p->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);

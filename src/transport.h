@@ -12,7 +12,10 @@
  * worker side only through its task context (task_ctx.h).  How the manager
  * sleeps is the transport's (sleep: the shm transport's announce-then-poll
  * handshake stays inside it); `helping` is an optional hint from spinning
- * waiters.  Operations marked optional may be NULL.
+ * waiters.  Operations marked optional may be NULL.  The transport is
+ * chosen at pool creation (mproc__pool_transport); tests/test-pool-transport.c
+ * adds a whole transport -- tasks over a socketpair -- in its own file and
+ * chooses it with one assignment.
  *
  * Function references go through struct mproc__fnref for the same reason:
  * under fork a code address is valid in the worker, elsewhere it is not. */
