@@ -144,6 +144,22 @@ struct mproc_pool {
   _Atomic pid_t loop_tid; /* thread inside mproc_pool_loop_run, 0 none */
 };
 
+/* Whether the worker of slot i finished its initializer (under mu). */
+static inline bool mproc__worker_ready(struct mproc_pool *p, int i) {
+  int code;
+  const char *msg;
+  return p->tp->init_state(p, i, &code, &msg) == MPROC__INIT_READY;
+}
+
+/* The task the worker of slot i is running and since when, or NULL. */
+static inline struct mproc__task *mproc__worker_running(struct mproc_pool *p, int i,
+                                                        int64_t *since) {
+  struct mproc__activity a = {0};
+  p->tp->activity(p, i, &a);
+  *since = a.since;
+  return a.running;
+}
+
 /* ---- pool.c --------------------------------------------------------------- */
 /* The transport pools created from now on use; NULL: shared memory.  Chosen
  * once, at pool creation (tests plug in their own). */

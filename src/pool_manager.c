@@ -303,12 +303,13 @@ static int64_t retry_respawn(struct mproc_pool *p) {
  * (a crash, an exit, or the pool killing it at the initializer deadline).
  * Fills msg and *code. */
 static bool init_failed(struct mproc_pool *p, int i, int *code, char *msg, size_t cap) {
-  const char *imsg = p->tp->init_failure != NULL ? p->tp->init_failure(p, i, code) : NULL;
-  if (imsg != NULL) {
+  const char *imsg = NULL;
+  int state = p->tp->init_state(p, i, code, &imsg);
+  if (state == MPROC__INIT_FAILED) {
     snprintf(msg, cap, "%s", imsg);
     return true;
   }
-  if (p->opts.initializer == NULL || p->tp->ready(p, i))
+  if (p->opts.initializer == NULL || state == MPROC__INIT_READY)
     return false;
   int pid = (int)p->dying_pid;
   *code = MPROC_EINITFAILED;
@@ -431,7 +432,7 @@ static void dispatch_pending(struct mproc_pool *p) {
 static bool idle_worker(struct mproc_pool *p, int i) {
   struct mproc__slot *sl = &p->slots[i];
   return sl->pid > 0 && !sl->stopping && !sl->stalled && sl->live == 0 && p->tp->can_send(p, i) &&
-         p->tp->ready(p, i);
+         mproc__worker_ready(p, i);
 }
 
 /* Take back every task of slot i that has not started, in order, onto the
@@ -461,7 +462,7 @@ static void steal(struct mproc_pool *p) {
   for (int i = 0; i < p->nworkers; i++) {
     struct mproc__slot *sl = &p->slots[i];
     int64_t since;
-    if (sl->pid <= 0 || sl->live < 2 || p->tp->running(p, i, &since) == NULL)
+    if (sl->pid <= 0 || sl->live < 2 || mproc__worker_running(p, i, &since) == NULL)
       continue;
     int n = take_back(p, i);
     sl->donor = n > 0;
@@ -553,7 +554,7 @@ static int64_t enforce_timeouts(struct mproc_pool *p) {
   for (int i = 0; i < p->nworkers; i++) {
     struct mproc__slot *sl = &p->slots[i];
     if (p->opts.init_timeout_ms > 0 && p->opts.initializer != NULL && sl->pid > 0 &&
-        !sl->init_timed_out && !p->tp->ready(p, i)) {
+        !sl->init_timed_out && !mproc__worker_ready(p, i)) {
       int64_t dl = sl->started_ms + p->opts.init_timeout_ms;
       if (now >= dl) {
         sl->init_timed_out = true;
@@ -565,7 +566,7 @@ static int64_t enforce_timeouts(struct mproc_pool *p) {
   }
   for (int i = 0; i < p->nworkers; i++) {
     int64_t since;
-    struct mproc__task *t = p->slots[i].pid > 0 ? p->tp->running(p, i, &since) : NULL;
+    struct mproc__task *t = p->slots[i].pid > 0 ? mproc__worker_running(p, i, &since) : NULL;
     if (t == NULL || t->timeout_ms <= 0 || t->timed_out)
       continue;
     int64_t dl = since + t->timeout_ms;
@@ -583,7 +584,7 @@ static int64_t enforce_timeouts(struct mproc_pool *p) {
 static bool other_worker_ready(struct mproc_pool *p, int except) {
   for (int i = 0; i < p->nworkers; i++) {
     struct mproc__slot *sl = &p->slots[i];
-    if (i != except && sl->pid > 0 && !sl->stopping && !sl->stalled && p->tp->ready(p, i))
+    if (i != except && sl->pid > 0 && !sl->stopping && !sl->stalled && mproc__worker_ready(p, i))
       return true;
   }
   return false;
@@ -603,11 +604,13 @@ static int64_t watch_stalls(struct mproc_pool *p) {
   int64_t next = -1, now = mproc_now_ms();
   for (int i = 0; i < p->nworkers; i++) {
     struct mproc__slot *sl = &p->slots[i];
-    uint64_t pos = 0;
     /* A worker in its initializer is watched by the initializer deadline;
      * without an initializer even one stopped before it said so is watched. */
-    bool watch = sl->pid > 0 && (p->opts.initializer == NULL || p->tp->ready(p, i));
-    struct mproc__task *t = watch && p->tp->waiting != NULL ? p->tp->waiting(p, i, &pos) : NULL;
+    struct mproc__activity a = {0};
+    if (sl->pid > 0 && (p->opts.initializer == NULL || mproc__worker_ready(p, i)))
+      p->tp->activity(p, i, &a);
+    uint64_t pos = a.pos;
+    struct mproc__task *t = a.waiting;
     if (sl->stalled && pos != sl->wait_pos)
       sl->stalled = false; /* it moved again */
     if (t == NULL) {

@@ -67,6 +67,19 @@ struct mproc__outcome {
   size_t res_map_len; /* non-zero when res is an mmap()ed mapping */
 };
 
+/* What a worker is doing, as the transport sees it. */
+struct mproc__activity {
+  struct mproc__task *running; /* the task it runs, or NULL */
+  int64_t since;               /* since when (mproc_now_ms) */
+  /* Optional (NULL when the transport cannot tell): the task it would
+   * start next while it runs nothing, and its position, which moves
+   * whenever the worker makes progress (stall detection). */
+  struct mproc__task *waiting;
+  uint64_t pos;
+};
+
+enum { MPROC__INIT_RUNNING, MPROC__INIT_READY, MPROC__INIT_FAILED };
+
 struct mproc__transport_ops {
   const char *name;
   /* Create the pool's transport state (before any worker starts). */
@@ -88,15 +101,8 @@ struct mproc__transport_ops {
    * would have run them, handing each to each(p, t); returns how many. */
   int (*revoke_all)(struct mproc_pool *p, int slot,
                     void (*each)(struct mproc_pool *, struct mproc__task *));
-  /* Whether the task has started on its worker. */
-  bool (*started)(struct mproc_pool *p, const struct mproc__task *t);
-  /* The task the slot's worker is running and since when (ms), or NULL. */
-  struct mproc__task *(*running)(struct mproc_pool *p, int slot, int64_t *since_ms);
-  /* The worker's next ring position (*pos, which moves whenever it makes
-   * progress), and the first task it has not started that it would take
-   * next while it runs nothing -- or NULL.  Used to detect a stalled worker;
-   * optional (NULL: no stall detection). */
-  struct mproc__task *(*waiting)(struct mproc_pool *p, int slot, uint64_t *pos);
+  /* What the slot's worker is doing (see struct mproc__activity). */
+  void (*activity)(struct mproc_pool *p, int slot, struct mproc__activity *a);
   /* Ask the worker to exit once its ring is empty. */
   void (*stop_worker)(struct mproc_pool *p, int slot);
   /* After the worker exited: hand every task still in its ring to
@@ -105,11 +111,9 @@ struct mproc__transport_ops {
    * a new worker. */
   void (*reset_slot)(struct mproc_pool *p, int slot,
                      void (*left)(struct mproc_pool *, struct mproc__task *, bool started));
-  /* Whether the slot's worker finished its initializer. */
-  bool (*ready)(struct mproc_pool *p, int slot);
-  /* The initializer's failure message of a slot's worker, or NULL.
-   * Optional (NULL: only deaths in the initializer are seen). */
-  const char *(*init_failure)(struct mproc_pool *p, int slot, int *code);
+  /* Where the slot's worker is with its initializer: MPROC__INIT_RUNNING,
+   * _READY, or _FAILED with the initializer's *code and *msg (borrowed). */
+  int (*init_state)(struct mproc_pool *p, int slot, int *code, const char **msg);
   /* The manager sleeps: poll(pfd, n, timeout_ms) -- or return 0 at once
    * when the transport knows results are waiting.  Returns poll's result. */
   int (*sleep)(struct mproc_pool *p, struct pollfd *pfd, int n, int timeout_ms);

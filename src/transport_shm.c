@@ -516,14 +516,7 @@ static int shm_revoke_all(struct mproc_pool *p, int i,
   return n;
 }
 
-static bool shm_started(struct mproc_pool *p, const struct mproc__task *t) {
-  if (t->slot < 0)
-    return false;
-  uint32_t s = atomic_load(&entry_of(p, t)->state);
-  return s == MPROC__E_STARTED || s == MPROC__E_DONE;
-}
-
-static struct mproc__task *shm_running(struct mproc_pool *p, int i, int64_t *since) {
+static struct mproc__task *running(struct mproc_pool *p, int i, int64_t *since) {
   struct mproc__slot_shm *ss = sshm(p, i);
   struct shm_slot *sl = sslot(p, i);
   uint64_t cur = atomic_load(&ss->cur);
@@ -536,7 +529,7 @@ static struct mproc__task *shm_running(struct mproc_pool *p, int i, int64_t *sin
   return sl->jobs[(cur - 1) % MPROC__RING];
 }
 
-static struct mproc__task *shm_waiting(struct mproc_pool *p, int i, uint64_t *pos) {
+static struct mproc__task *waiting(struct mproc_pool *p, int i, uint64_t *pos) {
   struct mproc__slot_shm *ss = sshm(p, i);
   struct shm_slot *sl = sslot(p, i);
   uint64_t w = atomic_load(&ss->wpos);
@@ -552,6 +545,12 @@ static struct mproc__task *shm_waiting(struct mproc_pool *p, int i, uint64_t *po
       return NULL;
   }
   return NULL;
+}
+
+static void shm_activity(struct mproc_pool *p, int i, struct mproc__activity *a) {
+  a->since = 0;
+  a->running = running(p, i, &a->since);
+  a->waiting = waiting(p, i, &a->pos);
 }
 
 static void shm_stop_worker(struct mproc_pool *p, int i) {
@@ -591,17 +590,15 @@ static void shm_reset_slot(struct mproc_pool *p, int i,
   sl->sock = -1;
 }
 
-static const char *shm_init_failure(struct mproc_pool *p, int i, int *code) {
+static int shm_init_state(struct mproc_pool *p, int i, int *code, const char **msg) {
   struct mproc__slot_shm *ss = sshm(p, i);
-  if (atomic_load(&ss->init_state) != 2)
-    return NULL;
+  uint32_t state = atomic_load(&ss->init_state);
+  if (state != 2)
+    return state == 1 ? MPROC__INIT_READY : MPROC__INIT_RUNNING;
   *code = ss->init_code;
   ss->init_msg[sizeof ss->init_msg - 1] = '\0';
-  return ss->init_msg;
-}
-
-static bool shm_ready(struct mproc_pool *p, int i) {
-  return atomic_load(&sshm(p, i)->init_state) == 1;
+  *msg = ss->init_msg;
+  return MPROC__INIT_FAILED;
 }
 
 /* The manager announces that it sleeps (workers then write the eventfd),
@@ -636,13 +633,10 @@ const struct mproc__transport_ops mproc__transport_shm = {
     .poll_results = shm_poll_results,
     .revoke = shm_revoke,
     .revoke_all = shm_revoke_all,
-    .started = shm_started,
-    .running = shm_running,
-    .waiting = shm_waiting,
+    .activity = shm_activity,
     .stop_worker = shm_stop_worker,
     .reset_slot = shm_reset_slot,
-    .init_failure = shm_init_failure,
-    .ready = shm_ready,
+    .init_state = shm_init_state,
     .sleep = shm_sleep,
     .helping = shm_helping,
     .arena_alloc = shm_arena_alloc,

@@ -208,19 +208,12 @@ static int sock_revoke_all(struct mproc_pool *p, int i,
   return 0;
 }
 
-static bool sock_started(struct mproc_pool *p, const struct mproc__task *t) {
-  if (t->slot < 0)
-    return false;
-  struct sock_slot *s = slot_of(p, t->slot);
-  return s->tail < s->head && s->fifo[s->tail % SOCK_RING] == t;
-}
-
-static struct mproc__task *sock_running(struct mproc_pool *p, int i, int64_t *since) {
+static void sock_activity(struct mproc_pool *p, int i, struct mproc__activity *a) {
   struct sock_slot *s = slot_of(p, i);
-  if (s->tail == s->head)
-    return NULL;
-  *since = s->since;
-  return s->fifo[s->tail % SOCK_RING];
+  if (s->tail < s->head) {
+    a->running = s->fifo[s->tail % SOCK_RING]; /* the oldest runs */
+    a->since = s->since;
+  }
 }
 
 static void sock_stop_worker(struct mproc_pool *p, int i) {
@@ -241,9 +234,9 @@ static void sock_reset_slot(struct mproc_pool *p, int i,
   s->sock = -1;
 }
 
-static bool sock_ready(struct mproc_pool *p, int i) {
-  (void)p, (void)i;
-  return true;
+static int sock_init_state(struct mproc_pool *p, int i, int *code, const char **msg) {
+  (void)p, (void)i, (void)code, (void)msg;
+  return MPROC__INIT_READY; /* no initializers */
 }
 
 static int sock_sleep(struct mproc_pool *p, struct pollfd *pfd, int n, int timeout_ms) {
@@ -260,11 +253,10 @@ static const struct mproc__transport_ops sock_transport = {
     .poll_results = sock_poll_results,
     .revoke = sock_revoke,
     .revoke_all = sock_revoke_all,
-    .started = sock_started,
-    .running = sock_running,
+    .activity = sock_activity,
     .stop_worker = sock_stop_worker,
     .reset_slot = sock_reset_slot,
-    .ready = sock_ready,
+    .init_state = sock_init_state,
     .sleep = sock_sleep,
     .fini = sock_fini,
 };
