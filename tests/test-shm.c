@@ -1,7 +1,9 @@
 /* Shared memory blocks (src/shm.c): anonymous and named, lifetime of names
  * across closes and deaths, squatted names, sizes above 4 GiB, leaks. */
 #include "child.h"
+#include "queue.h"
 
+#include <inttypes.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -263,7 +265,9 @@ START_TEST(test_made_up_name_collision_retried) {
   mproc_assert_ok(mproc_queue_new(&q, &qo));
   char big[3000], got[3000];
   memset(big, 'q', sizeof big);
-  squat_next_name("qspill", squat, sizeof squat);
+  char kind[24]; /* the queue's spill names carry its id (src/queue.c) */
+  snprintf(kind, sizeof kind, "q%016" PRIx64, q->qid);
+  squat_next_name(kind, squat, sizeof squat);
   mproc_assert_ok(mproc_queue_put(q, big, sizeof big, 0));
   size_t n = 0;
   mproc_assert_ok(mproc_queue_get(q, got, sizeof got, &n, 0));
