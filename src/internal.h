@@ -61,12 +61,16 @@ int mproc__poll1(int fd, short events, int64_t deadline_ms);
  * above MPROC__FDREG_MAX are not tracked (they stay CLOEXEC only). */
 #define MPROC__FDREG_MAX 65536
 void mproc__fd_register(int fd);
+/* Registers an fd that backs an object the user holds (a connection, a shm
+ * block): children spawned with MPROC__SPAWN_KEEP_USER_FDS keep it. */
+void mproc__fd_register_user(int fd);
 void mproc__fd_unregister(int fd);
 /* Unregister and close; returns 0 or -errno (EINTR is treated as closed, as
  * Linux always releases the fd). A negative fd is a no-op. */
 int mproc__close(int fd);
-/* In a forked child only: close every registered fd not in keep[0..nkeep). */
-void mproc__fd_close_registered_except(const int *keep, size_t nkeep);
+/* In a forked child only: close every registered fd not in keep[0..nkeep)
+ * (and, with keep_user, not registered with mproc__fd_register_user). */
+void mproc__fd_close_registered_except(const int *keep, size_t nkeep, bool keep_user);
 
 /* ---- spawn.c: the one place the library forks ------------------------- */
 
@@ -85,6 +89,9 @@ enum {
    * mproc__internal_fork() and give it no roles (a queue would otherwise
    * count it as a producer and consumer for as long as it lives). */
   MPROC__SPAWN_INTERNAL = 1u << 2,
+  /* Keep the fds of user objects (mproc__fd_register_user) open in the
+   * child: a mproc_process child may use what the program made before it. */
+  MPROC__SPAWN_KEEP_USER_FDS = 1u << 3,
 };
 
 /* True in the thread forking with MPROC__SPAWN_INTERNAL, from before the

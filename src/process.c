@@ -328,7 +328,9 @@ MPROC_EXTERN int mproc_process_start(mproc_process *p) {
   if (st != ST_NEW)
     return MPROC_ESTATE;
 
-  struct mproc__spawn_opts so = {.fn = child_entry, .arg = p};
+  /* Connections, shm blocks... made before start stay usable in the child,
+   * as with Python's fork start method (fdreg.c). */
+  struct mproc__spawn_opts so = {.fn = child_entry, .arg = p, .flags = MPROC__SPAWN_KEEP_USER_FDS};
   pid_t pid;
   int pidfd;
   int r = mproc__spawn(&so, &pid, &pidfd);

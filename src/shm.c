@@ -70,6 +70,7 @@ struct mproc_shm {
   bool named;     /* named block (name may be unlinked by now) */
   dev_t dev;      /* identity of the object, to unlink only our own name */
   ino_t ino;
+  pid_t opener; /* process that opened fd; a forked child shares its lock */
 };
 
 static int check_name(const char *name) {
@@ -113,7 +114,11 @@ static int new_handle(int fd, void *map, size_t mapsize, size_t off, const char 
     s->dev = st.st_dev;
     s->ino = st.st_ino;
   }
+  /* The block's fd stays open in mproc_process children (fdreg.c): a block
+   * made before start is usable there, mproc_shm_fd() included. */
+  mproc__fd_register_user(fd);
   s->fd = fd;
+  s->opener = getpid();
   s->map = map;
   s->mapsize = mapsize;
   s->size = mapsize - off;
@@ -452,7 +457,11 @@ MPROC_EXTERN int mproc_shm_close(mproc_shm *s) {
   if (s == NULL)
     return MPROC_EINVAL;
   munmap(s->map, s->mapsize);
-  if (s->named && flock(s->fd, LOCK_EX | LOCK_NB) == 0) {
+  /* In a forked child the fd is the opener's open file description, whose
+   * lock is the opener's too: converting it would let the child remove the
+   * name while the opener still uses it.  The keeper removes the name once
+   * the description is gone everywhere. */
+  if (s->named && s->opener == getpid() && flock(s->fd, LOCK_EX | LOCK_NB) == 0) {
     /* No one else holds LOCK_SH: we are the last user. */
     char path[MPROC_SHM_NAME_MAX + 16];
     path_of(path, sizeof path, s->name);

@@ -103,7 +103,8 @@ static _Noreturn void child_main(const struct mproc__spawn_opts *o, pid_t parent
     _exit(127);
   if (o->flags & MPROC__SPAWN_NEWPGRP)
     setpgid(0, 0);
-  mproc__fd_close_registered_except(o->keep_fds, o->nkeep);
+  mproc__fd_close_registered_except(o->keep_fds, o->nkeep,
+                                    (o->flags & MPROC__SPAWN_KEEP_USER_FDS) != 0);
   sigprocmask(SIG_SETMASK, oldmask, NULL);
   _exit(o->fn(o->arg));
 }

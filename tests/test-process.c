@@ -410,6 +410,60 @@ START_TEST(test_library_fds_not_inherited) {
 }
 END_TEST
 
+/* ---- objects made before start are usable in the child ------------------ */
+
+struct made_before {
+  mproc_conn *child_end; /* Python: parent, child = Pipe() */
+  mproc_shm *anon;       /* an anonymous block */
+  mproc_shm *named;      /* a named block, closed by the child */
+};
+
+/* Python's canonical example: f(conn) sends, then closes its end; the
+ * blocks' fds are open and their bytes shared. */
+static int use_objects(const void *arg, size_t len) {
+  (void)len;
+  const struct made_before *m = arg;
+  if (mproc_conn_send(m->child_end, "[42, None, 'hello']", 19, 10000) != 0)
+    return 1;
+  if (mproc_conn_close(m->child_end) != 0)
+    return 2;
+  if (fcntl(mproc_shm_fd(m->anon), F_GETFD) < 0 || fcntl(mproc_shm_fd(m->named), F_GETFD) < 0)
+    return 3;
+  memcpy(mproc_shm_addr(m->anon), "anon", 4);
+  memcpy(mproc_shm_addr(m->named), "named", 5);
+  /* The parent still has the named block: closing here must not remove it. */
+  return mproc_shm_close(m->named) == 0 && mproc_shm_close(m->anon) == 0 ? 0 : 4;
+}
+
+START_TEST(test_objects_made_before_start) {
+  struct made_before m;
+  mproc_conn *parent_end;
+  mproc_assert_ok(mproc_pipe(&parent_end, &m.child_end, NULL));
+  mproc_assert_ok(mproc_shm_new(&m.anon, 64));
+  mproc_assert_ok(mproc_shm_create(&m.named, NULL, 64));
+  mproc_process *p = started(use_objects, &m, sizeof m, NULL);
+  char buf[64];
+  size_t n = 0;
+  mproc_assert_ok(mproc_conn_recv(parent_end, buf, sizeof buf, &n, LONG_MS));
+  ck_assert_uint_eq(n, 19);
+  ck_assert_int_eq(memcmp(buf, "[42, None, 'hello']", 19), 0);
+  mproc_assert_ok(mproc_process_join(p, LONG_MS));
+  int code = -1;
+  mproc_assert_ok(mproc_process_exitcode(p, &code));
+  ck_assert_int_eq(code, 0);
+  mproc_process_free(p);
+  ck_assert_int_eq(memcmp(mproc_shm_addr(m.anon), "anon", 4), 0);
+  ck_assert_int_eq(memcmp(mproc_shm_addr(m.named), "named", 5), 0);
+  mproc_shm *again;
+  mproc_assert_ok(mproc_shm_attach(&again, mproc_shm_name(m.named)));
+  mproc_assert_ok(mproc_shm_close(again));
+  mproc_assert_ok(mproc_conn_close(m.child_end));
+  mproc_assert_ok(mproc_conn_close(parent_end));
+  mproc_assert_ok(mproc_shm_close(m.anon));
+  mproc_assert_ok(mproc_shm_close(m.named));
+}
+END_TEST
+
 /* Writes through a FILE without flushing: the library must flush it. */
 static int print_child(const void *arg, size_t len) {
   (void)len;
@@ -1004,6 +1058,7 @@ int main(void) {
   tc = mproc_test_tcase(s, "environment", 60);
   tcase_add_test(tc, test_default_dispositions);
   tcase_add_test(tc, test_library_fds_not_inherited);
+  tcase_add_test(tc, test_objects_made_before_start);
   tcase_add_test(tc, test_output_not_duplicated);
   tc = mproc_test_tcase(s, "trees", 60);
   tcase_add_test(tc, test_parent_killed_children_die);
