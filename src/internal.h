@@ -35,6 +35,20 @@
 /* -errno of the last failed system call, never 0 (so callers can return it). */
 static inline int mproc__neg_errno(void) { return errno > 0 ? -errno : -EIO; }
 
+/* One round of a spin-wait: tells the CPU this is a busy loop (x86 `pause`,
+ * arm64 `yield`), which saves power and yields the core's pipeline to a
+ * sibling hyperthread.  Elsewhere a compiler barrier, so the loop still
+ * re-reads memory.  Callers bound their spins and sleep afterwards. */
+static inline void mproc__cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  __asm__ __volatile__("yield" ::: "memory");
+#else
+  __asm__ __volatile__("" ::: "memory");
+#endif
+}
+
 /* ---- clock.c: deadlines ----------------------------------------------- */
 
 /* Absolute deadline for a relative timeout, -1 meaning forever.  Negative

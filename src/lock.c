@@ -70,8 +70,10 @@ struct mproc_rlock {
   _Atomic uint32_t wake_n;
 };
 
-_Static_assert(sizeof(struct mproc_lock) <= MPROC_LOCK_SIZE, "MPROC_LOCK_SIZE too small");
-_Static_assert(sizeof(struct mproc_rlock) <= MPROC_RLOCK_SIZE, "MPROC_RLOCK_SIZE too small");
+_Static_assert(MPROC__ANY_ABI_SIZE(struct mproc_lock, 1) <= MPROC_LOCK_SIZE,
+               "MPROC_LOCK_SIZE too small");
+_Static_assert(MPROC__ANY_ABI_SIZE(struct mproc_rlock, 1) <= MPROC_RLOCK_SIZE,
+               "MPROC_RLOCK_SIZE too small");
 
 /* ---- shared helpers ------------------------------------------------------ */
 
@@ -131,18 +133,10 @@ int mproc__rmutex_init(pthread_mutex_t *m, bool recursive) {
  * be running at all, and then sleeping is the only right thing. */
 #define MPROC__SPIN_LIMIT 200
 
-static inline void cpu_relax(void) {
-#if defined(__x86_64__) || defined(__i386__)
-  __builtin_ia32_pause();
-#elif defined(__aarch64__)
-  __asm__ __volatile__("yield");
-#endif
-}
-
 static int spin_trylock(pthread_mutex_t *m) {
   int r = pthread_mutex_trylock(m);
   for (int i = 0; r == EBUSY && i < MPROC__SPIN_LIMIT; i++) {
-    cpu_relax();
+    mproc__cpu_relax();
     if (__atomic_load_n(&m->__data.__lock, __ATOMIC_RELAXED) == 0)
       r = pthread_mutex_trylock(m);
   }

@@ -134,7 +134,7 @@ static void spin_on(struct mproc_queue *q, _Atomic uint64_t *word) {
   int64_t t0 = now_ns();
   do {
     for (int k = 0; k < 16; k++)
-      mproc__q_cpu_relax();
+      mproc__cpu_relax();
     if (atomic_load_explicit(word, memory_order_relaxed) != v)
       return;
   } while (now_ns() - t0 < SPIN_NS);

@@ -1,4 +1,4 @@
-/* S20: Python's Pipe example: a connection made before the process, used in it */
+/* S24: Python's Pipe example: a connection made before the process, used in it */
 /* Python:
  *     def f(conn):
  *         conn.send([42, None, 'hello'])
@@ -44,7 +44,7 @@ int main(void) {
   if (r == 0)
     printf("child exited with code %d\n", code);
   else
-    fprintf(stderr, "s20: %s\n", mproc_strerror(r));
+    fprintf(stderr, "s24: %s\n", mproc_strerror(r));
   mproc_process_free(p);
   mproc_conn_close(child_conn);
   mproc_conn_close(parent_conn);
