@@ -144,6 +144,27 @@ int mproc__reap(int pidfd, int *exitcode, int64_t deadline_ms);
  * -ESRCH if the process has already exited, or -errno. */
 int mproc__pidfd_kill(int pidfd, int sig);
 
+/* ---- shm.c: keepers of named objects ---------------------------------- */
+
+/* Runs in a keeper with the object's fd (read-only), once no process has it
+ * attached any more, before the name is removed.  Only system calls and
+ * lock-free code: the keeper is a fork of a possibly multi-threaded
+ * process. */
+typedef void (*mproc__keeper_fn)(int fd);
+
+/* Starts the keeper of the /dev/shm object behind `fd` (to be named
+ * `name`): a double-forked process (MPROC__SPAWN_INTERNAL) that waits for
+ * LOCK_EX on its own open file description of the object, so it wakes when
+ * every process holding LOCK_SH (each attached user, through its fd or its
+ * mappings) is gone, however they went; it then runs last(fd) and removes
+ * the name if it still refers to the object.  The caller holds LOCK_SH
+ * before calling and gives the object its name afterwards (linkat).
+ * Returns 0 or -errno / MPROC_ECHILDFAILED. */
+int mproc__keeper_start(int fd, const char *name, mproc__keeper_fn last);
+/* Starts the keeper, then gives the unnamed object behind fd (O_TMPFILE in
+ * /dev/shm) its name: -EEXIST if the name exists already. */
+int mproc__keeper_link(int fd, const char *name, mproc__keeper_fn last);
+
 /* ---- memfd.c: shared mappings ---------------------------------------- */
 
 /* A memfd of `size` bytes (O_CLOEXEC, registered).  name is a debugging label

@@ -38,7 +38,6 @@
 #include "futex.h"
 
 #include <fcntl.h>
-#include <inttypes.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -154,13 +153,19 @@ uint64_t mproc__q_rec_check(const struct mproc_queue *q, const struct mproc__qre
   return size <= room ? size : 0;
 }
 
-static void spill_kind(const struct mproc_queue *q, char *buf, size_t len) {
-  snprintf(buf, len, "q%016" PRIx64, q->qid);
+/* "q" and the queue id in 16 lowercase hex digits.  By hand: a keeper runs
+ * this in a forked child, where stdio may not be used. */
+static void spill_kind(const struct mproc_queue *q, char buf[18]) {
+  static const char hex[] = "0123456789abcdef";
+  buf[0] = 'q';
+  for (int i = 0; i < 16; i++)
+    buf[1 + i] = hex[(q->qid >> (60 - 4 * i)) & 15];
+  buf[17] = '\0';
 }
 
 int mproc__q_spill_name(const struct mproc_queue *q, char name[MPROC__Q_NAME_MAX]) {
-  char kind[24];
-  spill_kind(q, kind, sizeof kind);
+  char kind[18];
+  spill_kind(q, kind);
   return mproc__shm_make_name(name, MPROC__Q_NAME_MAX, kind);
 }
 
@@ -174,8 +179,8 @@ bool mproc__q_spill_name_ok(const struct mproc_queue *q, const char *name) {
   if (strnlen(name, MPROC__Q_NAME_MAX) == MPROC__Q_NAME_MAX)
     return false; /* not terminated inside the record */
   static const char digits[] = "0123456789", hex[] = "0123456789abcdef";
-  char kind[24];
-  spill_kind(q, kind, sizeof kind);
+  char kind[18];
+  spill_kind(q, kind);
   size_t klen = strlen(kind);
   /* "/mproc.<pid>.<kind>.<seq>.<rnd>", as mproc__shm_make_name writes it. */
   const char *p = strncmp(name, "/mproc.", 7) == 0 ? skip_set(name + 7, digits) : NULL;
@@ -198,13 +203,11 @@ static size_t header_size(unsigned max_parts) {
   return (n + ps - 1) / ps * ps;
 }
 
-/* Maps header + ring, and the ring a second time right after itself. */
-static int map_queue(int fd, size_t hdr, size_t cap, struct mproc_queue *q) {
+int mproc__q_map(int fd, size_t hdr, size_t cap, int prot, struct mproc_queue *q) {
   size_t total = hdr + 2 * cap;
   char *base = mmap(NULL, total, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
   if (base == MAP_FAILED)
     return mproc__neg_errno();
-  int prot = PROT_READ | PROT_WRITE;
   if (mmap(base, hdr + cap, prot, MAP_SHARED | MAP_FIXED, fd, 0) == MAP_FAILED ||
       mmap(base + hdr + cap, cap, prot, MAP_SHARED | MAP_FIXED, fd, (off_t)hdr) == MAP_FAILED) {
     int err = mproc__neg_errno();
@@ -244,6 +247,25 @@ static int init_header(struct mproc__qhdr *h, size_t cap, size_t hdr, size_t max
   return 0;
 }
 
+int mproc__q_geometry(const struct mproc__qhdr *peek, size_t size, struct mproc_queue *q,
+                      size_t *hdr) {
+  uint32_t magic = atomic_load_explicit(&peek->magic, memory_order_acquire);
+  if (magic == 0)
+    return MPROC_EAGAIN;
+  if (magic != MPROC__Q_MAGIC || peek->version != MPROC__Q_VERSION)
+    return MPROC_ECORRUPT;
+  uint64_t cap = peek->cap, h = peek->hdr_size;
+  uint32_t max_parts = peek->max_parts;
+  if (cap < page_size() || cap > MAX_CAP || (cap & (cap - 1)) || max_parts == 0 ||
+      max_parts > MAX_PARTS || h != header_size(max_parts) || h + cap != size)
+    return MPROC_ECORRUPT;
+  q->cap = cap;
+  q->max_parts = max_parts;
+  q->qid = peek->qid;
+  *hdr = (size_t)h;
+  return 0;
+}
+
 static bool valid_name(const char *name) {
   size_t n = strnlen(name, 201);
   return name[0] == '/' && n >= 2 && n <= 200 && strchr(name + 1, '/') == NULL;
@@ -277,30 +299,27 @@ MPROC_EXTERN int mproc_queue_new(mproc_queue **out, const struct mproc_queue_opt
   if (q == NULL)
     return -ENOMEM;
   int fd = -1, err;
-  if (o->name == NULL) {
+  if (o->name == NULL)
     err = mproc__memfd_create("mproc-queue", hdr + cap, &fd);
-  } else {
-    fd = shm_open(o->name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-    err = fd < 0 ? mproc__neg_errno() : 0;
-    if (err == 0) {
-      mproc__fd_register(fd);
-      snprintf(q->name, sizeof q->name, "%s", o->name);
-      if (ftruncate(fd, (off_t)(hdr + cap)) != 0)
-        err = mproc__neg_errno();
-    }
-  }
+  else
+    err = mproc__q_named_tmpfile(hdr + cap, &fd); /* named below, once ready */
   if (err == 0)
-    err = map_queue(fd, hdr, cap, q);
-  mproc__close(fd);
+    err = mproc__q_map(fd, hdr, cap, PROT_READ | PROT_WRITE, q);
   if (err == 0) {
     err = init_header(q->h, cap, hdr, o->maxsize, o->flags, max_parts);
     q->max_parts = max_parts;
     q->qid = q->h->qid;
+    if (err == 0 && o->name != NULL) {
+      err = mproc__q_named_publish(fd, o->name);
+      if (err == 0)
+        snprintf(q->name, sizeof q->name, "%s", o->name);
+    }
     if (err == 0)
       err = finish_handle(q, roles);
     if (err != 0)
       munmap(q->h, q->map_len);
   }
+  mproc__close(fd);
   if (err != 0) {
     if (q->name[0] != '\0')
       shm_unlink(q->name);
@@ -322,7 +341,9 @@ MPROC_EXTERN int mproc_queue_open(mproc_queue **out, const char *name, unsigned 
   mproc__fd_register(fd);
   struct stat st;
   struct mproc_queue *q = NULL;
-  int err = fstat(fd, &st) != 0 ? mproc__neg_errno() : 0;
+  int err = mproc__q_named_join(fd);
+  if (err == 0 && fstat(fd, &st) != 0)
+    err = mproc__neg_errno();
   if (err == 0 && (size_t)st.st_size < sizeof(struct mproc__qhdr))
     err = MPROC_EAGAIN; /* created, not yet sized */
   struct mproc__qhdr *peek = MAP_FAILED;
@@ -331,32 +352,19 @@ MPROC_EXTERN int mproc_queue_open(mproc_queue **out, const char *name, unsigned 
     if (peek == MAP_FAILED)
       err = mproc__neg_errno();
   }
-  size_t cap = 0, hdr = 0;
-  uint32_t max_parts = 0;
-  uint64_t qid = 0;
+  struct mproc_queue geo = {0};
+  size_t hdr = 0;
   if (err == 0) {
-    uint32_t magic = atomic_load_explicit(&peek->magic, memory_order_acquire);
-    if (magic == 0)
-      err = MPROC_EAGAIN;
-    else if (magic != MPROC__Q_MAGIC || peek->version != MPROC__Q_VERSION)
-      err = MPROC_ECORRUPT;
-    cap = peek->cap;
-    hdr = peek->hdr_size;
-    max_parts = peek->max_parts;
-    qid = peek->qid;
     /* The geometry is checked once here and kept in the handle. */
-    if (err == 0 &&
-        (cap < page_size() || cap > MAX_CAP || (cap & (cap - 1)) || max_parts == 0 ||
-         max_parts > MAX_PARTS || hdr != header_size(max_parts) || hdr + cap != (size_t)st.st_size))
-      err = MPROC_ECORRUPT;
+    err = mproc__q_geometry(peek, (size_t)st.st_size, &geo, &hdr);
     munmap(peek, sizeof *peek);
   }
   if (err == 0 && (q = calloc(1, sizeof *q)) == NULL)
     err = -ENOMEM;
   if (err == 0) {
-    q->max_parts = max_parts;
-    q->qid = qid;
-    err = map_queue(fd, hdr, cap, q);
+    q->max_parts = geo.max_parts;
+    q->qid = geo.qid;
+    err = mproc__q_map(fd, hdr, geo.cap, PROT_READ | PROT_WRITE, q);
   }
   mproc__close(fd);
   if (err == 0) {

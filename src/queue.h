@@ -125,6 +125,24 @@ int mproc__q_lock1(struct mproc_queue *q, pthread_mutex_t *m);
  * per message.  NULL: always wake (close, death, join). */
 void mproc__q_wake(_Atomic uint32_t *seq, _Atomic uint32_t *nwait, _Atomic uint32_t *pending);
 
+/* Maps header + ring, and the ring a second time right after itself, with
+ * `prot`; sets q->h, q->ring, q->map_len, q->cap. */
+int mproc__q_map(int fd, size_t hdr, size_t cap, int prot, struct mproc_queue *q);
+/* Checks the geometry a header claims against the object's size; on success
+ * sets q->cap, q->max_parts, q->qid and *hdr.  MPROC_EAGAIN (not yet
+ * initialised) or MPROC_ECORRUPT. */
+int mproc__q_geometry(const struct mproc__qhdr *peek, size_t size, struct mproc_queue *q,
+                      size_t *hdr);
+
+/* queue_named.c: the lifetime of named queues. */
+/* An unnamed /dev/shm object of `size` bytes (O_TMPFILE, registered fd). */
+int mproc__q_named_tmpfile(size_t size, int *fd);
+/* Once the queue in it is initialised: takes LOCK_SH, starts its keeper and
+ * gives it `name` (-EEXIST if taken). */
+int mproc__q_named_publish(int fd, const char *name);
+/* An opener's LOCK_SH; -ENOENT when the name is being removed. */
+int mproc__q_named_join(int fd);
+
 /* queue_part.c: participants. */
 /* Attaches the calling process with `roles` (lock taken inside).  Returns the
  * slot index or MPROC_EFULL. */

@@ -68,7 +68,8 @@ struct mproc_queue_options {
 MPROC_EXTERN int mproc_queue_new(mproc_queue **q, const struct mproc_queue_options *opts);
 
 /* Attaches to the named queue another process created.  Errors: MPROC_EINVAL,
- * -ENOENT, MPROC_EAGAIN (its creator has not finished initializing it: try
+ * -ENOENT (no such name, or its last user just left and it is being
+ * removed), MPROC_EAGAIN (its creator has not finished initializing it: try
  * again), MPROC_ECORRUPT (not an mproc queue of this version), MPROC_EFULL
  * (max_participants processes are attached), -errno. */
 MPROC_EXTERN int mproc_queue_open(mproc_queue **q, const char *name, unsigned roles);
