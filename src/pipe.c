@@ -64,8 +64,8 @@ MPROC_EXTERN int mproc_pipe(mproc_conn **a, mproc_conn **b, const struct mproc_p
   int sv[2];
   if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0)
     return mproc__neg_errno();
-  mproc__fd_register(sv[0]);
-  mproc__fd_register(sv[1]);
+  mproc__fd_register_user(sv[0]);
+  mproc__fd_register_user(sv[1]);
   bool oneway = flags & MPROC_PIPE_ONEWAY;
   unsigned both = MPROC__CONN_READ | MPROC__CONN_WRITE;
   mproc_conn *ca = NULL, *cb = NULL;
@@ -103,7 +103,7 @@ MPROC_EXTERN int mproc_conn_adopt(mproc_conn **c, int fd, unsigned flags) {
     close(fd); /* owned from the call on, also on failure */
     return err;
   }
-  mproc__fd_register(fd);
+  mproc__fd_register_user(fd);
   return 0;
 }
 

@@ -5,8 +5,10 @@
  * whose tail is PROT_NONE: the process faults inside the library's memcpy. */
 #include "harness.h"
 #include "internal.h"
+#include "queue.h"
 
 #include <dirent.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -345,6 +347,119 @@ START_TEST(test_kill_producer_and_consumer_under_load) {
 }
 END_TEST
 
+/* ---- corrupt shared memory ------------------------------------------------ */
+
+/* The record at the head of q (the next one a get takes). */
+static struct mproc__qrec *head_rec(mproc_queue *q) {
+  return mproc__q_rec_at(q, atomic_load(&q->h->head));
+}
+
+static void get_corrupt(mproc_queue *q) {
+  char buf[64];
+  size_t n = 0;
+  void *p = NULL;
+  mproc_assert_err(mproc_queue_get(q, buf, sizeof buf, &n, 0), MPROC_ECORRUPT);
+  mproc_assert_err(mproc_queue_get_alloc(q, &p, &n, 0), MPROC_ECORRUPT);
+  ck_assert_ptr_null(p);
+}
+
+static void get_expect(mproc_queue *q, const void *want, size_t len) {
+  void *p = NULL;
+  size_t n = 0;
+  mproc_assert_ok(mproc_queue_get_alloc(q, &p, &n, 0));
+  ck_assert_uint_eq(n, len);
+  ck_assert_int_eq(memcmp(p, want, len), 0);
+  free(p);
+}
+
+/* Wild lengths, kinds, states and positions: reported, never trusted. */
+START_TEST(test_corrupt_inline_records) {
+  mproc_queue *q;
+  mproc_assert_ok(mproc_queue_new(&q, NULL));
+  mproc_assert_ok(mproc_queue_put(q, "hello", 5, 0));
+  struct mproc__qrec *r = head_rec(q);
+  r->len = (uint64_t)1 << 40; /* far past the ring */
+  get_corrupt(q);
+  r->len = q->h->cap; /* the ring's size: the record would not fit */
+  get_corrupt(q);
+  r->len = 5;
+  r->kind = 7;
+  get_corrupt(q);
+  r->kind = MPROC__QK_INLINE;
+  atomic_store(&r->state, 42);
+  get_corrupt(q);
+  atomic_store(&r->state, MPROC__QR_COMMITTED);
+  get_expect(q, "hello", 5); /* repaired: nothing was consumed meanwhile */
+
+  /* Positions: a tail beyond the ring would make put overwrite live
+   * records, and get read garbage. */
+  uint64_t tail = atomic_load(&q->h->tail);
+  atomic_store(&q->h->tail, tail + 3 * q->h->cap);
+  mproc_assert_err(mproc_queue_put(q, "x", 1, 0), MPROC_ECORRUPT);
+  get_corrupt(q);
+  atomic_store(&q->h->tail, tail);
+  mproc_assert_ok(mproc_queue_put(q, "again", 5, 0));
+  get_expect(q, "again", 5);
+  mproc_assert_ok(mproc_queue_free(q));
+}
+END_TEST
+
+/* Spill names: only the queue's own objects are ever read or unlinked, and
+ * an object shorter than the record says is not mapped past its end. */
+START_TEST(test_corrupt_spill_records) {
+  mproc_queue *q;
+  struct mproc_queue_options o = {.capacity = 4096};
+  mproc_assert_ok(mproc_queue_new(&q, &o));
+  char big[3000];
+  memset(big, 's', sizeof big);
+  mproc_assert_ok(mproc_queue_put(q, big, sizeof big, 0));
+  struct mproc__qrec *r = head_rec(q);
+  ck_assert_uint_eq(r->kind, MPROC__QK_SPILL);
+  char mine[MPROC__Q_NAME_MAX];
+  memcpy(mine, r + 1, sizeof mine);
+
+  /* Another object of the same user, with a name that is not this queue's. */
+  char foreign[128];
+  mproc_test_shm_name(foreign, sizeof foreign, "foreign");
+  int fd = shm_open(foreign, O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, 0600);
+  ck_assert_int_ge(fd, 0);
+  ck_assert_int_eq(write(fd, "secret", 6), 6);
+  close(fd);
+  memset(r + 1, 0, MPROC__Q_NAME_MAX);
+  strcpy((char *)(r + 1), foreign);
+  r->len = 6;
+  get_corrupt(q);
+  fd = shm_open(foreign, O_RDONLY | O_CLOEXEC, 0);
+  ck_assert_int_ge(fd, 0); /* neither read in nor unlinked */
+  close(fd);
+  ck_assert_int_eq(shm_unlink(foreign), 0);
+  /* A name of the right shape for another queue, and one not terminated
+   * inside the record. */
+  memcpy(r + 1, mine, sizeof mine);
+  ((char *)(r + 1))[strlen(mine) - 12] ^= 1; /* a digit of the queue id */
+  r->len = sizeof big;
+  get_corrupt(q);
+  memset(r + 1, 'a', MPROC__Q_NAME_MAX);
+  get_corrupt(q);
+  memcpy(r + 1, mine, sizeof mine);
+  get_expect(q, big, sizeof big);
+
+  /* The queue's own object, but the record claims more than it holds. */
+  mproc_assert_ok(mproc_queue_put(q, big, sizeof big, 0));
+  r = head_rec(q);
+  r->len = sizeof big + 16 * 4096;
+  char *dst = malloc(r->len);
+  ck_assert_ptr_nonnull(dst);
+  size_t n = 0;
+  mproc_assert_err(mproc_queue_get(q, dst, sizeof big + 16 * 4096, &n, 0), MPROC_ECORRUPT);
+  free(dst);
+  /* The queue goes on. */
+  mproc_assert_ok(mproc_queue_put(q, "ok", 2, 0));
+  get_expect(q, "ok", 2);
+  mproc_assert_ok(mproc_queue_free(q));
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("queue-crash");
   TCase *tc = mproc_test_tcase(s, "crash", 120);
@@ -353,5 +468,7 @@ int main(void) {
   tcase_add_test(tc, test_consumer_dies_mid_copy);
   tcase_add_test(tc, test_consumer_dies_holding_lock);
   tcase_add_test(tc, test_kill_producer_and_consumer_under_load);
+  tcase_add_test(tc, test_corrupt_inline_records);
+  tcase_add_test(tc, test_corrupt_spill_records);
   return mproc_test_run(s);
 }
