@@ -307,11 +307,7 @@ MPROC_EXTERN int mproc_barrier_wait_action(mproc_barrier *b, int (*action)(void 
   for (;;) {
     uint32_t s = atomic_load_explicit(&b->seq, memory_order_acquire);
     state_unlock(b);
-    int64_t now = mproc_now_ms();
-    int64_t until = now + MPROC__BARRIER_CHECK_MS;
-    if (deadline >= 0 && deadline < until)
-      until = deadline;
-    r = mproc__futex_wait(&b->seq, s, until, true);
+    r = mproc__futex_wait_capped(&b->seq, s, deadline, MPROC__BARRIER_CHECK_MS, true);
     if (r != 0 && r != MPROC_ETIMEDOUT)
       return r;
     r = state_lock(b);

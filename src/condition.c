@@ -146,17 +146,9 @@ static int cond_wait_until(mproc_cond *c, int64_t deadline) {
     }
     /* Sleep in slices: a notifier that dies between notify and its final
      * release never makes the deferred wake-up (see the design notes). */
-    int64_t now = mproc_now_ms(), until = now + MPROC__COND_RECHECK_MS;
-    if (deadline >= 0 && deadline < until)
-      until = deadline;
-    r = mproc__futex_wait(&c->seq, s, until, true);
-    if (r == MPROC_ETIMEDOUT && until == deadline) {
-      notified = atomic_load_explicit(&c->seq, memory_order_acquire) != s;
+    r = mproc__futex_wait_capped(&c->seq, s, deadline, MPROC__COND_RECHECK_MS, true);
+    if (r != 0)
       break;
-    }
-    if (r != 0 && r != MPROC_ETIMEDOUT)
-      break;
-    r = 0;
   }
   atomic_fetch_sub_explicit(&c->waiters, 1, memory_order_relaxed);
   int err = r;

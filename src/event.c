@@ -96,16 +96,8 @@ MPROC_EXTERN int mproc_event_wait(mproc_event *e, int64_t timeout_ms) {
       r = 0;
       break;
     }
-    int64_t now = mproc_now_ms();
-    if (deadline >= 0 && now >= deadline) {
-      r = MPROC_ETIMEDOUT;
-      break;
-    }
-    int64_t slice = now + MPROC__EVENT_RECHECK_MS;
-    if (deadline >= 0 && deadline < slice)
-      slice = deadline;
-    r = mproc__futex_wait(&e->state, 0, slice, true);
-    if (r != 0 && r != MPROC_ETIMEDOUT)
+    r = mproc__futex_wait_capped(&e->state, 0, deadline, MPROC__EVENT_RECHECK_MS, true);
+    if (r != 0)
       break;
   }
   atomic_fetch_sub_explicit(&e->waiters, 1, memory_order_relaxed);

@@ -35,6 +35,18 @@ int mproc__futex_wait(_Atomic uint32_t *addr, uint32_t expected, int64_t deadlin
   }
 }
 
+int mproc__futex_wait_capped(_Atomic uint32_t *addr, uint32_t expected, int64_t deadline_ms,
+                             int64_t recheck_ms, bool shared) {
+  int64_t now = mproc_now_ms();
+  if (deadline_ms >= 0 && now >= deadline_ms)
+    return MPROC_ETIMEDOUT;
+  int64_t until = now + recheck_ms;
+  if (deadline_ms >= 0 && deadline_ms < until)
+    until = deadline_ms;
+  int r = mproc__futex_wait(addr, expected, until, shared);
+  return r == MPROC_ETIMEDOUT ? 0 : r;
+}
+
 int mproc__futex_wake(_Atomic uint32_t *addr, int n, bool shared) {
   int op = FUTEX_WAKE | (shared ? 0 : FUTEX_PRIVATE_FLAG);
   long r = syscall(SYS_futex, addr, op, n, NULL, NULL, 0);

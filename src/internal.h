@@ -60,6 +60,14 @@ int mproc__check_timeout(int64_t timeout_ms);
  * INT_MAX. */
 int mproc__poll_timeout(int64_t deadline_ms);
 
+/* poll(2) until at least one of fds[0..n) reports an event or the absolute
+ * deadline passes (a deadline already passed polls once).  Retries on EINTR,
+ * and times out only once the deadline has really passed (poll rounds its
+ * timeout to whole milliseconds).  Returns poll's count (> 0; the revents are
+ * in fds), MPROC_ETIMEDOUT, or -errno. */
+struct pollfd;
+int mproc__poll_until(struct pollfd *fds, size_t n, int64_t deadline_ms);
+
 /* poll(2) on one fd until `events` (or an error/hangup) is reported or the
  * absolute deadline passes.  Retries on EINTR.  Returns the revents (> 0),
  * MPROC_ETIMEDOUT, or -errno. */

@@ -96,13 +96,7 @@ static int spill_read(const char *name, void *dst, size_t len) {
 static int sleep_on(struct mproc_queue *q, _Atomic uint32_t *seq, uint32_t seen, int64_t deadline) {
   if (mproc__q_maybe_sweep(q))
     return 0;
-  int64_t wake = mproc_now_ms() + MPROC__Q_SWEEP_MS;
-  if (deadline >= 0 && deadline < wake)
-    wake = deadline;
-  int r = mproc__futex_wait(seq, seen, wake, true);
-  if (r == MPROC_ETIMEDOUT)
-    return deadline >= 0 && mproc_timeout_until(deadline) == 0 ? MPROC_ETIMEDOUT : 0;
-  return r;
+  return mproc__futex_wait_capped(seq, seen, deadline, MPROC__Q_SWEEP_MS, true);
 }
 
 /* Spins a little while `*word` keeps its value, if CPUs outnumber the

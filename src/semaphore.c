@@ -114,16 +114,8 @@ MPROC_EXTERN int mproc_sem_acquire(mproc_sem *s, int64_t timeout_ms) {
       r = 0;
       break;
     }
-    int64_t now = mproc_now_ms();
-    if (deadline >= 0 && now >= deadline) {
-      r = MPROC_ETIMEDOUT;
-      break;
-    }
-    int64_t slice = now + MPROC__SEM_RECHECK_MS;
-    if (deadline >= 0 && deadline < slice)
-      slice = deadline;
-    r = mproc__futex_wait(&s->value, 0, slice, true);
-    if (r != 0 && r != MPROC_ETIMEDOUT)
+    r = mproc__futex_wait_capped(&s->value, 0, deadline, MPROC__SEM_RECHECK_MS, true);
+    if (r != 0)
       break;
   }
   atomic_fetch_sub_explicit(&s->waiters, 1, memory_order_relaxed);
