@@ -90,6 +90,26 @@ int mproc__close(int fd);
 /* In a forked child only: close every registered fd not in keep[0..nkeep). */
 void mproc__fd_close_registered_except(const int *keep, size_t nkeep);
 
+/* ---- fdpass.c: descriptors over a unix socket (SCM_RIGHTS) ------------ */
+
+/* The kernel accepts at most SCM_MAX_FD (253) descriptors per sendmsg. */
+#define MPROC__SCM_MAX_FD 253
+
+struct iovec;
+/* One sendmsg(MSG_NOSIGNAL | flags) of the iovecs, with fds[0..nfds) attached
+ * when nfds > 0 (at most MPROC__SCM_MAX_FD, else MPROC_EINVAL).  Retries on
+ * EINTR.  Returns the bytes sent or -errno. */
+ssize_t mproc__sendmsg_fds(int sock, struct iovec *iov, int iovcnt, int flags, const int *fds,
+                           size_t nfds);
+/* One recvmsg(MSG_CMSG_CLOEXEC | flags) into dst[0..n), retried on EINTR.
+ * Descriptors that arrive (close-on-exec, not registered: the caller decides)
+ * are stored in fds[0..*nfds), at most `max`.  *fd_err is -EMFILE when the
+ * kernel dropped descriptors (MSG_CTRUNC: the fd limit, or more than `max`
+ * sent), else 0; the bytes are consumed either way.  Returns the bytes read
+ * (> 0), 0 at end of stream (a reset connection included), or -errno. */
+ssize_t mproc__recvmsg_fds(int sock, void *dst, size_t n, int flags, int *fds, size_t max,
+                           size_t *nfds, int *fd_err);
+
 /* ---- spawn.c: the one place the library forks ------------------------- */
 
 /* What runs in the child.  Its return value becomes the exit status
