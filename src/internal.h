@@ -110,6 +110,20 @@ ssize_t mproc__sendmsg_fds(int sock, struct iovec *iov, int iovcnt, int flags, c
 ssize_t mproc__recvmsg_fds(int sock, void *dst, size_t n, int flags, int *fds, size_t max,
                            size_t *nfds, int *fd_err);
 
+/* ---- procfs.c: /proc/<pid>/stat ---------------------------------------- */
+
+struct mproc__pstat {
+  char state;          /* field 3: R, S, D, T, t, Z, X... */
+  pid_t ppid;          /* field 4: parent pid */
+  uint64_t utime;      /* field 14: user CPU time, clock ticks */
+  uint64_t stime;      /* field 15: system CPU time, clock ticks */
+  uint64_t start_time; /* field 22: start time, clock ticks after boot */
+};
+/* Reads <proc>/<pid>/stat (proc NULL: "/proc"; tests pass a fixture tree).
+ * Returns 0, -ENOENT once the process is gone (also while reaped), -EIO on a
+ * line it cannot parse, MPROC_EINVAL, or -errno. */
+int mproc__proc_stat(const char *proc, pid_t pid, struct mproc__pstat *out);
+
 /* ---- spawn.c: the one place the library forks ------------------------- */
 
 /* What runs in the child.  Its return value becomes the exit status

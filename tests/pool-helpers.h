@@ -3,6 +3,7 @@
 #define MPROC_TEST_POOL_HELPERS_H
 
 #include "harness.h"
+#include "internal.h"
 
 #include <dirent.h>
 #include <pthread.h>
@@ -79,16 +80,8 @@ static inline int task_sleep(const void *arg, size_t len, mproc_task_ctx *ctx) {
 static inline int wait_pid_dead(pid_t pid, int64_t timeout_ms) {
   int64_t dl = mproc_now_ms() + timeout_ms;
   for (;;) {
-    char path[64], buf[256];
-    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
-    FILE *f = fopen(path, "re");
-    if (f == NULL)
-      return 1;
-    size_t n = fread(buf, 1, sizeof buf - 1, f);
-    fclose(f);
-    buf[n] = '\0';
-    char *p = strrchr(buf, ')');
-    if (p != NULL && (p[2] == 'Z' || p[2] == 'X'))
+    struct mproc__pstat ps;
+    if (mproc__proc_stat(NULL, pid, &ps) != 0 || ps.state == 'Z' || ps.state == 'X')
       return 1;
     if (mproc_now_ms() > dl)
       return 0;

@@ -279,18 +279,8 @@ static int task_storm(const void *a, size_t l, mproc_task_ctx *c) {
     pid_t pid = (pid_t)atoi(e->d_name);
     if (pid <= 0 || pid == self)
       continue;
-    char path[64], buf[256];
-    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
-    FILE *f = fopen(path, "re");
-    if (f == NULL)
-      continue;
-    size_t n = fread(buf, 1, sizeof buf - 1, f);
-    fclose(f);
-    buf[n] = '\0';
-    char *q = strrchr(buf, ')');
-    int ppid = 0;
-    char st;
-    if (q != NULL && sscanf(q + 1, " %c %d", &st, &ppid) == 2 && ppid == parent && st != 'Z') {
+    struct mproc__pstat ps;
+    if (mproc__proc_stat(NULL, pid, &ps) == 0 && ps.ppid == parent && ps.state != 'Z') {
       kill(pid, SIGKILL);
       break;
     }
