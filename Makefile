@@ -4,7 +4,7 @@
 #                  install only a tool they run themselves: check and wrk for
 #                  test, python3/wrk for bench, gnuplot for bench-report,
 #                  clang-format for format)
-#   make demo      build and run the demo programs
+#   make demo      build the library and the examples only, and run the tour
 #   make test      build and run every test (ctest)
 #   make bench     build (Release) and run the benchmarks, side by side with Python
 #   make bench-report  redraw docs/img/benchmarks.png and the table in BENCHMARKS.md
@@ -22,7 +22,7 @@ NO_TESTS ?= error
 # example still build: the two examples that need them are skipped.
 BUILD_DEPS := cmake make gcc pkg-config check libpng-dev libuv1-dev
 # What the tests need: Check, and wrk for the prefork server's load test.
-TEST_DEPS := check pkg-config wrk
+TEST_DEPS := cmake make gcc check pkg-config wrk
 FORMAT_DEPS := clang-format
 BENCH_DEPS := python3 wrk
 REPORT_DEPS := python3 gnuplot-nox
@@ -41,7 +41,14 @@ $(BUILD)/CMakeCache.txt:
 build: $(BUILD)/CMakeCache.txt
 	$(CMAKE) --build $(BUILD) -j $(JOBS)
 
-demo: build
+# The tour builds only the library and the examples, quietly: the build's
+# output goes to a log that is shown only when the build fails.
+demo: deps
+	@mkdir -p $(BUILD)
+	@echo "demo: building the library and the examples (log: $(BUILD)/demo-build.log)"
+	@{ test -f $(BUILD)/CMakeCache.txt || $(CMAKE) -S . -B $(BUILD) $(CMAKE_ARGS); } >$(BUILD)/demo-build.log 2>&1 && \
+	  $(CMAKE) --build $(BUILD) -j $(JOBS) --target examples >>$(BUILD)/demo-build.log 2>&1 || \
+	  { tail -n 40 $(BUILD)/demo-build.log; echo "demo: the build FAILED (full log: $(BUILD)/demo-build.log)"; exit 1; }
 	@bash examples/demo.sh $(BUILD)
 
 # Configured again after the install, so a tree configured without Check

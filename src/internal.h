@@ -136,7 +136,17 @@ enum {
   /* Do not flush the parent's stdio before forking (hot paths that know no
    * buffered output can be pending). */
   MPROC__SPAWN_NOFLUSH = 1u << 1,
+  /* A process the library forks for its own purposes (a named block's
+   * keeper): it takes no part in the user's objects.  Fork handlers check
+   * mproc__internal_fork() and give it no roles (a queue would otherwise
+   * count it as a producer and consumer for as long as it lives). */
+  MPROC__SPAWN_INTERNAL = 1u << 2,
 };
+
+/* True in the thread forking with MPROC__SPAWN_INTERNAL, from before the
+ * fork handlers run until after they ran, and for good in the child (and
+ * in whatever it forks in turn).  Safe in fork handlers. */
+bool mproc__internal_fork(void);
 
 struct mproc__spawn_opts {
   mproc__child_fn fn;  /* runs in the child; required */
@@ -152,9 +162,10 @@ struct mproc__spawn_opts {
  * return value, after: default dispositions for every signal, the parent's
  * signal mask, a parent-death signal (with the race check: a child whose
  * parent already died exits at once), every registered library fd not in
- * keep_fds closed.  Stdio is flushed before the fork so buffered output is
- * never written twice.  On success *pid and *pidfd (O_CLOEXEC, registered) are
- * set and the caller owns the pidfd; the child is reaped with
+ * keep_fds closed.  Stdio is flushed before the fork (unless
+ * MPROC__SPAWN_NOFLUSH) and the child discards its copies of the stdout and
+ * stderr buffers, so the parent's buffered output is never written twice.  On success *pid and
+ * *pidfd (O_CLOEXEC, registered) are set and the caller owns the pidfd; the child is reaped with
  * mproc__reap().  On failure nothing is left behind. */
 int mproc__spawn(const struct mproc__spawn_opts *opts, pid_t *pid, int *pidfd);
 
