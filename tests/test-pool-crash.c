@@ -18,13 +18,6 @@
 #endif
 #include <sys/wait.h>
 
-static mproc_pool *make_pool(int workers) {
-  mproc_pool *p;
-  struct mproc_pool_options o = {.workers = workers};
-  mproc_assert_ok(mproc_pool_new(&p, &o));
-  return p;
-}
-
 static int pid_in(pid_t pid, const pid_t *pids, int n) {
   for (int i = 0; i < n; i++)
     if (pids[i] == pid)
@@ -668,7 +661,7 @@ END_TEST
 
 int main(void) {
   Suite *s = suite_create("pool-crash");
-  TCase *tc = pool_tcase(s, "crash", 60);
+  TCase *tc = mproc_test_tcase(s, "crash", 60);
   tcase_add_test(tc, test_sigkill_busy_worker_with_backlog);
   tcase_add_test(tc, test_crash_kinds);
   tcase_add_test(tc, test_idle_worker_death_fails_nothing);

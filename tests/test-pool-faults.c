@@ -246,7 +246,7 @@ END_TEST
 
 int main(void) {
   Suite *s = suite_create("pool-faults");
-  TCase *tc = pool_tcase(s, "faults", 60);
+  TCase *tc = mproc_test_tcase(s, "faults", 60);
   tcase_add_test(tc, test_failed_result_is_not_success);
   tcase_add_test(tc, test_task_runs_after_fork_outage);
   tcase_add_test(tc, test_no_worker_fails_queued_tasks);
