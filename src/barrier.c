@@ -68,9 +68,9 @@ MPROC_EXTERN size_t mproc_barrier_size(unsigned parties) {
   return parties == 0 || parties > MPROC_BARRIER_MAX_PARTIES ? 0 : MPROC_BARRIER_SIZE(parties);
 }
 
-static int barrier_setup(void *storage, uint32_t flags, unsigned parties, mproc_barrier **out) {
-  struct mproc_barrier *b = storage;
-  memset(b, 0, MPROC_BARRIER_SIZE(parties));
+static int barrier_setup(void *obj, const void *arg) {
+  struct mproc_barrier *b = obj;
+  unsigned parties = *(const unsigned *)arg;
   int r = mproc__rmutex_init(&b->m, false);
   for (unsigned i = 0; r == 0 && i < parties; i++)
     r = mproc__rmutex_init(&slot_at(b, i)->m, false);
@@ -78,32 +78,33 @@ static int barrier_setup(void *storage, uint32_t flags, unsigned parties, mproc_
     return r;
   b->parties = parties;
   b->gen = 1;
-  b->hdr.flags = flags;
-  atomic_store_explicit(&b->hdr.magic, MPROC__MAGIC_BARRIER, memory_order_release);
-  *out = b;
   return 0;
 }
 
+static size_t barrier_size_of(const void *obj) {
+  return MPROC_BARRIER_SIZE(((const struct mproc_barrier *)obj)->parties);
+}
+
+static int barrier_retire(void *obj);
+
+static const struct mproc__sync_kind barrier_kind = {.magic = MPROC__MAGIC_BARRIER,
+                                                     .size_of = barrier_size_of,
+                                                     .setup = barrier_setup,
+                                                     .retire = barrier_retire};
+
 MPROC_EXTERN int mproc_barrier_init(mproc_barrier **out, void *storage, size_t size,
                                     unsigned parties) {
-  if (out == NULL || mproc_barrier_size(parties) == 0)
+  size_t need = mproc_barrier_size(parties);
+  if (need == 0)
     return MPROC_EINVAL;
-  int r =
-      mproc__sync_check_storage(storage, size, mproc_barrier_size(parties), MPROC__MAGIC_BARRIER);
-  return r != 0 ? r : barrier_setup(storage, 0, parties, out);
+  return mproc__sync_init(&barrier_kind, out, storage, size, need, &parties);
 }
 
 MPROC_EXTERN int mproc_barrier_new(mproc_barrier **out, unsigned parties) {
-  if (out == NULL || mproc_barrier_size(parties) == 0)
+  size_t need = mproc_barrier_size(parties);
+  if (need == 0)
     return MPROC_EINVAL;
-  void *p;
-  int r = mproc__sync_map(mproc_barrier_size(parties), &p);
-  if (r != 0)
-    return r;
-  r = barrier_setup(p, MPROC__SYNC_ALLOCATED, parties, out);
-  if (r != 0)
-    mproc__sync_unmap(p, mproc_barrier_size(parties));
-  return r;
+  return mproc__sync_new(&barrier_kind, out, need, &parties);
 }
 
 /* Take the state lock.  A holder that died may have left the state half
@@ -204,10 +205,8 @@ static void leave_locked(mproc_barrier *b) {
   }
 }
 
-static int barrier_teardown(mproc_barrier *b, bool allocated) {
-  if (!mproc__sync_ok(b, MPROC__MAGIC_BARRIER) ||
-      ((b->hdr.flags & MPROC__SYNC_ALLOCATED) != 0) != allocated)
-    return MPROC_EINVAL;
+static int barrier_retire(void *obj) {
+  mproc_barrier *b = obj;
   int r = state_lock(b);
   if (r != 0)
     return r;
@@ -236,17 +235,14 @@ static int barrier_teardown(mproc_barrier *b, bool allocated) {
     state_unlock(b);
     return MPROC_EBUSY; /* parties are waiting */
   }
-  unsigned parties = b->parties;
-  atomic_store_explicit(&b->hdr.magic, 0, memory_order_release);
+  mproc__sync_clear(b); /* before the waiters woken here look again */
   wake_all(b);
   state_unlock(b);
-  if (allocated)
-    mproc__sync_unmap(b, mproc_barrier_size(parties));
   return 0;
 }
 
-MPROC_EXTERN int mproc_barrier_destroy(mproc_barrier *b) { return barrier_teardown(b, false); }
-MPROC_EXTERN int mproc_barrier_free(mproc_barrier *b) { return barrier_teardown(b, true); }
+/* mproc_barrier_destroy, mproc_barrier_free */
+MPROC__SYNC_RELEASE(mproc_barrier, barrier_kind)
 
 MPROC_EXTERN int mproc_barrier_join(mproc_barrier *b) {
   if (!mproc__sync_ok(b, MPROC__MAGIC_BARRIER))

@@ -24,42 +24,12 @@ struct mproc_event {
 
 _Static_assert(sizeof(struct mproc_event) <= MPROC_EVENT_SIZE, "MPROC_EVENT_SIZE too small");
 
-static int event_setup(void *storage, uint32_t flags, mproc_event **out) {
-  struct mproc_event *e = storage;
-  memset(e, 0, sizeof *e);
-  e->hdr.flags = flags;
-  atomic_store_explicit(&e->hdr.magic, MPROC__MAGIC_EVENT, memory_order_release);
-  *out = e;
-  return 0;
-}
+/* An Event is all zeroes when clear: no setup, nothing to retire. */
+static const struct mproc__sync_kind event_kind = {.magic = MPROC__MAGIC_EVENT,
+                                                   .size = MPROC_EVENT_SIZE};
 
-MPROC_EXTERN int mproc_event_init(mproc_event **out, void *storage, size_t size) {
-  if (out == NULL)
-    return MPROC_EINVAL;
-  int r = mproc__sync_check_storage(storage, size, MPROC_EVENT_SIZE, MPROC__MAGIC_EVENT);
-  return r != 0 ? r : event_setup(storage, 0, out);
-}
-
-MPROC_EXTERN int mproc_event_new(mproc_event **out) {
-  if (out == NULL)
-    return MPROC_EINVAL;
-  void *p;
-  int r = mproc__sync_map(MPROC_EVENT_SIZE, &p);
-  return r != 0 ? r : event_setup(p, MPROC__SYNC_ALLOCATED, out);
-}
-
-static int event_teardown(mproc_event *e, bool allocated) {
-  if (!mproc__sync_ok(e, MPROC__MAGIC_EVENT) ||
-      ((e->hdr.flags & MPROC__SYNC_ALLOCATED) != 0) != allocated)
-    return MPROC_EINVAL;
-  atomic_store_explicit(&e->hdr.magic, 0, memory_order_release);
-  if (allocated)
-    mproc__sync_unmap(e, MPROC_EVENT_SIZE);
-  return 0;
-}
-
-MPROC_EXTERN int mproc_event_destroy(mproc_event *e) { return event_teardown(e, false); }
-MPROC_EXTERN int mproc_event_free(mproc_event *e) { return event_teardown(e, true); }
+/* mproc_event_init, _new, _destroy, _free */
+MPROC__SYNC_LIFECYCLE(mproc_event, event_kind, MPROC_EVENT_SIZE)
 
 MPROC_EXTERN int mproc_event_set(mproc_event *e) {
   if (!mproc__sync_ok(e, MPROC__MAGIC_EVENT))
