@@ -244,28 +244,27 @@ static int barrier_retire(void *obj) {
 /* mproc_barrier_destroy, mproc_barrier_free */
 MPROC__SYNC_RELEASE(mproc_barrier, barrier_kind)
 
-MPROC_EXTERN int mproc_barrier_join(mproc_barrier *b) {
+/* Runs op(b) under the state lock, after the magic check. */
+static int with_state(mproc_barrier *b, int (*op)(mproc_barrier *b)) {
   if (!mproc__sync_ok(b, MPROC__MAGIC_BARRIER))
     return MPROC_EINVAL;
   int r = state_lock(b);
   if (r != 0)
     return r;
-  r = join_locked(b);
+  r = op(b);
   state_unlock(b);
   return r;
 }
 
-MPROC_EXTERN int mproc_barrier_leave(mproc_barrier *b) {
-  if (!mproc__sync_ok(b, MPROC__MAGIC_BARRIER))
-    return MPROC_EINVAL;
-  int r = state_lock(b);
-  if (r != 0)
-    return r;
-  r = own_slot(b) != NULL ? 0 : MPROC_ESTATE;
+MPROC_EXTERN int mproc_barrier_join(mproc_barrier *b) { return with_state(b, join_locked); }
+
+static int leave_op(mproc_barrier *b) {
+  int r = own_slot(b) != NULL ? 0 : MPROC_ESTATE;
   leave_locked(b);
-  state_unlock(b);
   return r;
 }
+
+MPROC_EXTERN int mproc_barrier_leave(mproc_barrier *b) { return with_state(b, leave_op); }
 
 MPROC_EXTERN int mproc_barrier_wait_action(mproc_barrier *b, int (*action)(void *arg), void *arg,
                                            int64_t timeout_ms) {
@@ -333,23 +332,14 @@ MPROC_EXTERN int mproc_barrier_wait(mproc_barrier *b, int64_t timeout_ms) {
   return mproc_barrier_wait_action(b, NULL, NULL, timeout_ms);
 }
 
-MPROC_EXTERN int mproc_barrier_abort(mproc_barrier *b) {
-  if (!mproc__sync_ok(b, MPROC__MAGIC_BARRIER))
-    return MPROC_EINVAL;
-  int r = state_lock(b);
-  if (r != 0)
-    return r;
+static int abort_op(mproc_barrier *b) {
   set_broken(b);
-  state_unlock(b);
   return 0;
 }
 
-MPROC_EXTERN int mproc_barrier_reset(mproc_barrier *b) {
-  if (!mproc__sync_ok(b, MPROC__MAGIC_BARRIER))
-    return MPROC_EINVAL;
-  int r = state_lock(b);
-  if (r != 0)
-    return r;
+MPROC_EXTERN int mproc_barrier_abort(mproc_barrier *b) { return with_state(b, abort_op); }
+
+static int reset_op(mproc_barrier *b) {
   if (b->count > 0) {
     b->broken_gen = b->gen;
     b->gen++;
@@ -358,32 +348,19 @@ MPROC_EXTERN int mproc_barrier_reset(mproc_barrier *b) {
   b->count = 0;
   b->broken = 0;
   wake_all(b);
-  state_unlock(b);
   return 0;
 }
+
+MPROC_EXTERN int mproc_barrier_reset(mproc_barrier *b) { return with_state(b, reset_op); }
 
 MPROC_EXTERN int mproc_barrier_parties(const mproc_barrier *b) {
   return mproc__sync_ok(b, MPROC__MAGIC_BARRIER) ? (int)b->parties : MPROC_EINVAL;
 }
 
-MPROC_EXTERN int mproc_barrier_n_waiting(mproc_barrier *b) {
-  if (!mproc__sync_ok(b, MPROC__MAGIC_BARRIER))
-    return MPROC_EINVAL;
-  int r = state_lock(b);
-  if (r != 0)
-    return r;
-  int n = b->broken ? 0 : (int)b->count;
-  state_unlock(b);
-  return n;
-}
+static int n_waiting_op(mproc_barrier *b) { return b->broken ? 0 : (int)b->count; }
 
-MPROC_EXTERN int mproc_barrier_broken(mproc_barrier *b) {
-  if (!mproc__sync_ok(b, MPROC__MAGIC_BARRIER))
-    return MPROC_EINVAL;
-  int r = state_lock(b);
-  if (r != 0)
-    return r;
-  int broken = (int)b->broken;
-  state_unlock(b);
-  return broken;
-}
+MPROC_EXTERN int mproc_barrier_n_waiting(mproc_barrier *b) { return with_state(b, n_waiting_op); }
+
+static int broken_op(mproc_barrier *b) { return (int)b->broken; }
+
+MPROC_EXTERN int mproc_barrier_broken(mproc_barrier *b) { return with_state(b, broken_op); }

@@ -53,23 +53,15 @@ MPROC_EXTERN int mproc_event_is_set(const mproc_event *e) {
   return (int)atomic_load_explicit(&e->state, memory_order_acquire);
 }
 
+static bool is_set(void *obj) {
+  return atomic_load_explicit(&((mproc_event *)obj)->state, memory_order_seq_cst) != 0;
+}
+
 MPROC_EXTERN int mproc_event_wait(mproc_event *e, int64_t timeout_ms) {
   if (!mproc__sync_ok(e, MPROC__MAGIC_EVENT) || mproc__check_timeout(timeout_ms) != 0)
     return MPROC_EINVAL;
   if (atomic_load_explicit(&e->state, memory_order_acquire) != 0)
     return 0;
-  int64_t deadline = mproc__deadline(timeout_ms);
-  int r;
-  atomic_fetch_add_explicit(&e->waiters, 1, memory_order_seq_cst);
-  for (;;) {
-    if (atomic_load_explicit(&e->state, memory_order_seq_cst) != 0) {
-      r = 0;
-      break;
-    }
-    r = mproc__futex_wait_capped(&e->state, 0, deadline, MPROC__EVENT_RECHECK_MS, true);
-    if (r != 0)
-      break;
-  }
-  atomic_fetch_sub_explicit(&e->waiters, 1, memory_order_relaxed);
-  return r;
+  return mproc__sync_sleep(&e->state, &e->waiters, is_set, e, mproc__deadline(timeout_ms),
+                           MPROC__EVENT_RECHECK_MS);
 }

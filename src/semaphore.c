@@ -92,25 +92,15 @@ static bool try_take(mproc_sem *s) {
   return false;
 }
 
+static bool take_one(void *obj) { return try_take(obj); }
+
 MPROC_EXTERN int mproc_sem_acquire(mproc_sem *s, int64_t timeout_ms) {
   if (!mproc__sync_ok(s, MPROC__MAGIC_SEM) || mproc__check_timeout(timeout_ms) != 0)
     return MPROC_EINVAL;
   if (try_take(s))
     return 0;
-  int64_t deadline = mproc__deadline(timeout_ms);
-  int r = 0;
-  atomic_fetch_add_explicit(&s->waiters, 1, memory_order_seq_cst);
-  for (;;) {
-    if (try_take(s)) {
-      r = 0;
-      break;
-    }
-    r = mproc__futex_wait_capped(&s->value, 0, deadline, MPROC__SEM_RECHECK_MS, true);
-    if (r != 0)
-      break;
-  }
-  atomic_fetch_sub_explicit(&s->waiters, 1, memory_order_relaxed);
-  return r;
+  return mproc__sync_sleep(&s->value, &s->waiters, take_one, s, mproc__deadline(timeout_ms),
+                           MPROC__SEM_RECHECK_MS);
 }
 
 MPROC_EXTERN int mproc_sem_release(mproc_sem *s) {

@@ -86,6 +86,15 @@ int mproc__sync_new(const struct mproc__sync_kind *k, void *out, size_t size, co
  * or 0 once the object is gone (and unmapped, for _free). */
 int mproc__sync_teardown(const struct mproc__sync_kind *k, void *obj, bool allocated);
 
+/* The sleeping side of Event.wait and Semaphore.acquire: registered in
+ * *waiters (wakers make the wake system call only when it is nonzero), sleep
+ * on `word` while it reads 0 until ready(obj) holds, re-checking every
+ * recheck_ms (a waker that died between its change and its wake-up is then
+ * noticed) and timing out only at the absolute deadline.  Returns 0 once
+ * ready, MPROC_ETIMEDOUT, or -errno. */
+int mproc__sync_sleep(_Atomic uint32_t *word, _Atomic uint32_t *waiters, bool (*ready)(void *obj),
+                      void *obj, int64_t deadline_ms, int64_t recheck_ms);
+
 /* The public `type`_destroy and `type`_free of a kind, and with them
  * `type`_init and `type`_new for a kind that needs nothing beyond its
  * storage: each is one call of the life cycle above, so they are written

@@ -18,6 +18,7 @@
  * (struct mproc__sync_kind): its setup, and the check and release of its
  * retire step (a held lock refuses to go).  This file also holds the
  * per-thread tid cache every owner check uses. */
+#include "futex.h"
 #include "sync.h"
 
 #include <string.h>
@@ -93,4 +94,17 @@ int mproc__sync_teardown(const struct mproc__sync_kind *k, void *obj, bool alloc
   if (allocated)
     munmap(obj, size);
   return 0;
+}
+
+int mproc__sync_sleep(_Atomic uint32_t *word, _Atomic uint32_t *waiters, bool (*ready)(void *obj),
+                      void *obj, int64_t deadline_ms, int64_t recheck_ms) {
+  /* seq_cst here and on the waker's side (change the word, then read
+   * `waiters`): a waker either sees this sleeper registered or its change is
+   * seen by ready() before the sleep. */
+  atomic_fetch_add_explicit(waiters, 1, memory_order_seq_cst);
+  int r = 0;
+  while (r == 0 && !ready(obj))
+    r = mproc__futex_wait_capped(word, 0, deadline_ms, recheck_ms, true);
+  atomic_fetch_sub_explicit(waiters, 1, memory_order_relaxed);
+  return r;
 }

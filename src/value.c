@@ -174,24 +174,29 @@ static int locked_copy(mproc_value *v, void *dst, const void *src, size_t len, i
   return r;
 }
 
-MPROC_EXTERN int mproc_value_get(mproc_value *v, size_t index, size_t n, void *out,
-                                 int64_t timeout_ms) {
-  if (!value_ok(v) || (out == NULL && n > 0) || mproc__check_timeout(timeout_ms) != 0)
+/* Copies n elements from `index` on out of the value (into `out`) or into
+ * it (from `in`); the other pointer is NULL. */
+static int copy_elems(mproc_value *v, size_t index, size_t n, void *out, const void *in,
+                      int64_t timeout_ms) {
+  if (!value_ok(v) || (out == NULL && in == NULL && n > 0) || mproc__check_timeout(timeout_ms) != 0)
     return MPROC_EINVAL;
   int r = range_ok(v, index, n);
   if (r != 0 || n == 0)
     return r;
-  return locked_copy(v, out, data_of(v) + index * v->elsize, n * v->elsize, timeout_ms);
+  char *at = data_of(v) + index * v->elsize;
+  size_t len = n * v->elsize;
+  return out != NULL ? locked_copy(v, out, at, len, timeout_ms)
+                     : locked_copy(v, at, in, len, timeout_ms);
+}
+
+MPROC_EXTERN int mproc_value_get(mproc_value *v, size_t index, size_t n, void *out,
+                                 int64_t timeout_ms) {
+  return copy_elems(v, index, n, out, NULL, timeout_ms);
 }
 
 MPROC_EXTERN int mproc_value_set(mproc_value *v, size_t index, size_t n, const void *in,
                                  int64_t timeout_ms) {
-  if (!value_ok(v) || (in == NULL && n > 0) || mproc__check_timeout(timeout_ms) != 0)
-    return MPROC_EINVAL;
-  int r = range_ok(v, index, n);
-  if (r != 0 || n == 0)
-    return r;
-  return locked_copy(v, data_of(v) + index * v->elsize, in, n * v->elsize, timeout_ms);
+  return copy_elems(v, index, n, NULL, in, timeout_ms);
 }
 
 static bool is_integer(uint32_t t) {
