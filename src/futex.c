@@ -5,7 +5,10 @@
  * FUTEX_WAIT_BITSET, whose timeout is absolute on CLOCK_MONOTONIC: the same
  * clock as mproc_now_ms(), so a retried wait (EINTR, spurious wake-up) never
  * stretches the caller's deadline.  `shared` selects the non-private futex
- * (needed when another process maps the word). */
+ * (needed when another process maps the word).  Waits that must not trust
+ * their waker to be alive (a process may die between changing the word and
+ * waking) sleep in capped slices through mproc__futex_wait_capped, the one
+ * place that decides when such a wait has timed out. */
 #include "futex.h"
 
 #include <linux/futex.h>

@@ -15,6 +15,8 @@
  *     consumed (MPROC_ETOOSMALL, the same message is returned next time);
  *   - a deadline that passes half-way through a payload pushes the header and
  *     the bytes read so far back into rbuf, and the next receive resumes.
+ * Every receive takes its deadline once, at entry (recv_header): waiting for
+ * the header and reading the payload share it.
  *
  * Send side, and why two large senders never deadlock.  A frame is written
  * with non-blocking sendmsg (MSG_NOSIGNAL: a vanished peer is MPROC_EEOF,
