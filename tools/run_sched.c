@@ -323,13 +323,15 @@ static void stop_all(struct sched *s, int64_t grace_ms) {
       break; /* a second Ctrl-C: no more waiting */
     for (size_t i = s->nrun; i-- > 0;)
       if (p[i].revents && mproc_command_wait(s->run[i]->c, 0) == 0) {
-        job_free(s->run[i]);
+        struct job *j = s->run[i];
         remove_running(s, i);
+        job_free(j);
       }
   }
   while (s->nrun > 0) {
-    job_free(s->run[s->nrun - 1]); /* SIGKILLs the tree and reaps */
+    struct job *j = s->run[s->nrun - 1];
     remove_running(s, s->nrun - 1);
+    job_free(j); /* SIGKILLs the tree and reaps */
   }
 }
 
