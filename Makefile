@@ -17,7 +17,7 @@ BUILD_DEPS := cmake make gcc pkg-config check libpng-dev libuv1-dev
 # Tools the tests drive (the prefork server's load test uses wrk; the
 # mproc run tests compare with GNU parallel).
 TEST_DEPS := wrk parallel
-BENCH_DEPS := python3 wrk
+BENCH_DEPS := python3 wrk parallel
 REPORT_DEPS := python3 gnuplot-nox
 FORMAT_FILES = $(shell git ls-files --cached --others --exclude-standard '*.c' '*.h' 2>/dev/null)
 

@@ -157,8 +157,13 @@ static int spawn(mproc_command *c, char *const argv[], const mproc_command_optio
   }
   char *const *envp = o->envp != NULL ? o->envp : environ;
   pid_t pid;
-  e = sh != NULL ? posix_spawn(&pid, sh[0], fa, &at, sh, envp)
-                 : posix_spawnp(&pid, argv[0], fa, &at, argv, envp);
+  char *const *av = sh != NULL ? sh : argv;
+  if (o->executable != NULL)
+    e = posix_spawn(&pid, o->executable, fa, &at, av, envp);
+  else if (sh != NULL)
+    e = posix_spawn(&pid, sh[0], fa, &at, av, envp);
+  else
+    e = posix_spawnp(&pid, argv[0], fa, &at, av, envp);
   free(sh);
   posix_spawnattr_destroy(&at);
   if (e != 0)

@@ -95,6 +95,21 @@ START_TEST(test_caller_fd_and_cwd_and_env) {
 }
 END_TEST
 
+START_TEST(test_executable) {
+  /* argv[0] is only the name the program sees. */
+  char *argv[] = {"whatever-name", "-c", "exit 7", NULL};
+  mproc_command_options o = {.executable = "/bin/sh"};
+  ck_assert_int_eq(run(argv, &o), 7);
+  /* With the shell flag it replaces /bin/sh. */
+  char *sh[] = {"exit 9", NULL};
+  o.flags = MPROC_COMMAND_SHELL;
+  ck_assert_int_eq(run(sh, &o), 9);
+  mproc_command *c = NULL;
+  o = (mproc_command_options){.executable = "/mproc-no-such-file"};
+  mproc_assert_err(mproc_command_start(&c, argv, &o), -ENOENT);
+}
+END_TEST
+
 START_TEST(test_only_std_streams_inherited) {
   int p[2];
   ck_assert_int_eq(pipe(p), 0); /* not CLOEXEC on purpose */
@@ -269,6 +284,7 @@ int main(void) {
   tcase_add_test(tc, test_shell_args_and_pipe);
   tcase_add_test(tc, test_stdin_pipe_and_close);
   tcase_add_test(tc, test_caller_fd_and_cwd_and_env);
+  tcase_add_test(tc, test_executable);
   tcase_add_test(tc, test_only_std_streams_inherited);
   tcase_add_test(tc, test_signals_reset_in_child);
   tcase_add_test(tc, test_start_errors);

@@ -83,6 +83,7 @@ struct sched {
   uint64_t failed, completed, started;
   int64_t next_start_ms; /* --delay */
   struct run_progress prog;
+  char *exe_name, *exe_path; /* the last program looked up on PATH */
 };
 
 /* A -k placeholder for a job --resume skipped: printed as nothing. */
@@ -360,6 +361,37 @@ static int open_outputs(struct job *j) {
   return 0;
 }
 
+/* The file PATH gives for a program name, looked up once per name in a
+ * row (the template's first word rarely changes): exec'ing through a
+ * cached path spares every job the failed execs of a PATH walk.  NULL when
+ * not found; the spawn then reports it. */
+static const char *resolve(struct sched *s, const char *name) {
+  if (strchr(name, '/') != NULL)
+    return NULL;
+  if (s->exe_name != NULL && strcmp(s->exe_name, name) == 0)
+    return s->exe_path;
+  free(s->exe_name);
+  free(s->exe_path);
+  s->exe_name = strdup(name);
+  s->exe_path = NULL;
+  const char *path = getenv("PATH");
+  for (const char *p = path ? path : "/usr/bin:/bin"; s->exe_name != NULL && *p;) {
+    const char *colon = strchr(p, ':');
+    size_t len = colon ? (size_t)(colon - p) : strlen(p);
+    char *f = NULL;
+    struct stat st;
+    if (asprintf(&f, "%.*s%s%s", (int)len, p, len ? "/" : "", name) < 0)
+      break;
+    if (stat(f, &st) == 0 && S_ISREG(st.st_mode) && access(f, X_OK) == 0) {
+      s->exe_path = f;
+      break;
+    }
+    free(f);
+    p += len + (colon != NULL);
+  }
+  return s->exe_path;
+}
+
 /* Starts j in a free slot.  Returns 0, or a negative code for an error that
  * should stop the run. */
 static int start(struct sched *s, struct job *j) {
@@ -388,6 +420,8 @@ static int start(struct sched *s, struct job *j) {
   char *shell[] = {j->cmd.line, NULL};
   if (j->cmd.argv == NULL)
     co.flags |= MPROC_COMMAND_SHELL;
+  else
+    co.executable = resolve(s, j->cmd.argv[0]);
   j->start_wall = wall_now();
   j->start_ms = mproc_now_ms();
   /* The command dups the memfds into the child; ours stay the job's. */
@@ -660,6 +694,8 @@ static void teardown(struct sched *s) {
   free(s->retry);
   free(s->run);
   free(s->slot_used);
+  free(s->exe_name);
+  free(s->exe_path);
   run_template_free(s->t);
   run_input_close(s->in);
   if (s->joblog != NULL)
