@@ -112,9 +112,15 @@ struct run_cmd {
   size_t argc;
   char *tag; /* the --tag prefix: the arguments joined by spaces */
 };
-/* Expands the template for one job.  Returns 0 or -ENOMEM. */
+/* What run_template_expand() must fill in besides the argv. */
+enum {
+  RUN_WANT_TAG = 1u << 0,  /* the --tag prefix */
+  RUN_WANT_LINE = 1u << 1, /* the line even when no shell runs it (joblog...) */
+};
+/* Expands the template for one job.  Without RUN_WANT_LINE, `line` is ""
+ * for a job exec'd directly.  Returns 0 or -ENOMEM. */
 int run_template_expand(const struct run_template *t, const struct run_args *a, uint64_t seq,
-                        int slot, bool want_tag, struct run_cmd *out);
+                        int slot, unsigned want, struct run_cmd *out);
 void run_cmd_free(struct run_cmd *c);
 /* Appends s to the string buffer as one shell word (quoted when needed, the
  * way GNU parallel does). */

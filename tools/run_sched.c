@@ -84,6 +84,7 @@ struct sched {
   int64_t next_start_ms; /* --delay */
   struct run_progress prog;
   char *exe_name, *exe_path; /* the last program looked up on PATH */
+  unsigned want;             /* RUN_WANT_*: what job commands need besides the argv */
 };
 
 /* A -k placeholder for a job --resume skipped: printed as nothing. */
@@ -397,7 +398,7 @@ static const char *resolve(struct sched *s, const char *name) {
 static int start(struct sched *s, struct job *j) {
   j->slot = free_slot(s);
   j->tries++;
-  int r = run_template_expand(s->t, &j->args, j->seq, j->slot, s->o->tag, &j->cmd);
+  int r = run_template_expand(s->t, &j->args, j->seq, j->slot, s->want, &j->cmd);
   if (r < 0)
     return r;
   mproc_command_options co = {
@@ -504,7 +505,7 @@ static struct job *next_job(struct sched *s) {
 
 static void dry_run(struct sched *s, struct job *j) {
   j->slot = 1;
-  if (run_template_expand(s->t, &j->args, j->seq, j->slot, s->o->tag, &j->cmd) < 0) {
+  if (run_template_expand(s->t, &j->args, j->seq, j->slot, s->want | RUN_WANT_LINE, &j->cmd) < 0) {
     fatal(s, "expanding the command", -ENOMEM);
   } else {
     struct run_str line = {0};
@@ -679,6 +680,8 @@ static int setup(struct sched *s, struct run_opts *o) {
     fprintf(stderr, "mproc run: setup: %s\n", strerror(errno));
     return -1;
   }
+  s->want = (o->tag ? RUN_WANT_TAG : 0u) |
+            (o->joblog != NULL || o->timeout_s > 0 || o->dry_run ? RUN_WANT_LINE : 0u);
   run_progress_begin(&s->prog, o);
   return 0;
 }

@@ -81,7 +81,7 @@ runs=$(tr -s ab < big.out | head -c 10)
 rm -f big.out
 
 # ---- ten million input lines, flat memory ---------------------------------------------
-# Max RSS of the runner over 100 000 and over 10 000 000 lines (1000 lines
+# Max RSS of the runner over 100 000 and over 10 000 000 lines (10 000 lines
 # per job): streaming keeps them equal within a small margin.
 maxrss() {
   python3 -c 'import resource,subprocess,sys
@@ -89,8 +89,8 @@ subprocess.run(sys.argv[1:], stdin=sys.stdin, stdout=subprocess.DEVNULL, check=F
 print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)' "$@"
 }
 seq 100000 > small.txt
-small=$(maxrss "$M" run -n 1000 true < small.txt)
-big=$(seq 10000000 | maxrss "$M" run -n 1000 true)
+small=$(maxrss "$M" run -n 10000 true < small.txt)
+big=$(seq 10000000 | maxrss "$M" run -n 10000 true)
 echo "     max RSS: $small KiB over 1e5 lines, $big KiB over 1e7 lines"
 [ -n "$big" ] && [ "$big" -lt $((small + 2048)) ] && ok "10 M lines in flat memory" ||
   fail "memory grows with input: $small KiB -> $big KiB"
