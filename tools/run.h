@@ -6,7 +6,7 @@
  *   run_template.c  the command template and its replacement strings
  *   run_output.c    grouped, tagged, line-buffered output of a job
  *   run_joblog.c    --joblog lines and --resume/--resume-failed
- *   run_progress.c  --bar/--eta/--progress on a terminal
+ *   run_progress.c  --bar/--eta/--progress: the library's progress bar
  *   run_sched.c     the scheduler: slots, deadlines, retries, halt, signals
  * It uses the library's public API only (<mproc.h>). */
 #ifndef MPROC_TOOLS_RUN_H
@@ -168,15 +168,15 @@ void run_joblog_line(FILE *f, uint64_t seq, double start_s, double runtime_s, ui
 /* ---- run_progress.c ---------------------------------------------------------------- */
 
 struct run_progress {
-  int mode;         /* 0 off; else bits: 1 bar, 2 eta, 4 progress */
-  int64_t start_ms; /* when the run began */
-  int64_t last_ms;  /* last redraw */
-  bool drawn;       /* a line is on the screen */
+  mproc_progress_bar *bar; /* NULL: no progress wanted */
+  uint64_t total;          /* the total last given to the bar */
 };
-/* Active only when stderr is a terminal. */
+/* A bar if --bar, --eta or --progress asked for one (drawn only on a
+ * terminal). */
 void run_progress_begin(struct run_progress *p, const struct run_opts *o);
-void run_progress_draw(struct run_progress *p, uint64_t done, uint64_t running, uint64_t total,
-                       bool final);
+/* Reports progress; `total` 0 while unknown. */
+void run_progress_draw(struct run_progress *p, uint64_t done, uint64_t total, bool final);
+void run_progress_end(struct run_progress *p);
 
 /* ---- run_sched.c ------------------------------------------------------------------------ */
 

@@ -130,7 +130,7 @@ static void fatal(struct sched *s, const char *what, int err) {
   s->stop_starting = true;
 }
 
-/* ---- output -------------------------------------------------------------------- */
+/* ---- output ------------------------------------------------------------------ */
 
 static void emit(struct sched *s, int r) {
   if (r == -EPIPE) {
@@ -178,7 +178,7 @@ static void deliver(struct sched *s, struct job *j) {
   flush_ring(s, false);
 }
 
-/* ---- halting (GNU parallel's should_we_halt) ----------------------------------------------- */
+/* ---- halting (GNU parallel's should_we_halt) --------------------------------- */
 
 static uint64_t total_jobs(const struct sched *s) {
   uint64_t t = run_input_total(s->in);
@@ -223,7 +223,7 @@ static void halt_check(struct sched *s, const struct job *j) {
     stop_all(s, STOP_GRACE_MS);
 }
 
-/* ---- finishing a job ------------------------------------------------------------------------- */
+/* ---- finishing a job --------------------------------------------------------- */
 
 static void remove_running(struct sched *s, size_t i) {
   s->slot_used[s->run[i]->slot] = false;
@@ -337,8 +337,7 @@ static void stop_all(struct sched *s, int64_t grace_ms) {
   }
 }
 
-/* ---- starting a job ----------------------------------------------------------------------------
- */
+/* ---- starting a job ---------------------------------------------------------- */
 
 static int free_slot(struct sched *s) {
   for (int k = 1; k <= s->o->jobs; k++)
@@ -548,8 +547,7 @@ static void start_jobs(struct sched *s) {
   }
 }
 
-/* ---- the loop
- * ------------------------------------------------------------------------------------- */
+/* ---- the loop ---------------------------------------------------------------------- */
 
 static void on_signal(struct sched *s) {
   struct signalfd_siginfo si;
@@ -599,7 +597,7 @@ static void loop(struct sched *s) {
     if (more && s->o->delay_s > 0 && s->nrun < (size_t)s->o->jobs &&
         (due < 0 || s->next_start_ms < due))
       due = s->next_start_ms;
-    if (s->prog.mode && (due < 0 || mproc_now_ms() + 100 < due))
+    if (s->prog.bar != NULL && (due < 0 || mproc_now_ms() + 100 < due))
       due = mproc_now_ms() + 100;
     int64_t left = due < 0 ? -1 : mproc_timeout_until(due);
     int k = poll(p, n, left > 100000 ? 100000 : (int)left);
@@ -630,7 +628,7 @@ static void loop(struct sched *s) {
       if (look && mproc_command_wait(j->c, 0) == 0)
         finish(s, i);
     }
-    run_progress_draw(&s->prog, s->completed, s->nrun, run_input_total(s->in), false);
+    run_progress_draw(&s->prog, s->completed, run_input_total(s->in), false);
   }
   free(p);
   free(who);
@@ -697,6 +695,7 @@ static void teardown(struct sched *s) {
   free(s->retry);
   free(s->run);
   free(s->slot_used);
+  run_progress_end(&s->prog);
   free(s->exe_name);
   free(s->exe_path);
   run_template_free(s->t);
@@ -719,7 +718,7 @@ int run_main(struct run_opts *o) {
     loop(&s);
     if (s.ring != NULL && !s.interrupted)
       flush_ring(&s, true);
-    run_progress_draw(&s.prog, s.completed, 0, run_input_total(s.in), true);
+    run_progress_draw(&s.prog, s.completed, run_input_total(s.in), true);
     if (s.interrupted)
       status = s.stop_signal == SIGINT ? RUN_EXIT_INTERRUPTED : 128 + s.stop_signal;
     else if (s.fatal)
