@@ -7,7 +7,9 @@
  *   run_output.c    grouped, tagged, line-buffered output of a job
  *   run_joblog.c    --joblog lines and --resume/--resume-failed
  *   run_progress.c  --bar/--eta/--progress: the library's progress bar
- *   run_sched.c     the scheduler: slots, deadlines, retries, halt, signals
+ *   run_sched.c     the scheduler: the poll loop, slots, signals (run_sched.h)
+ *   run_job.c       starting a job, reading its pipes
+ *   run_finish.c    a finished job: retry, joblog, output, --halt
  * It uses the library's public API only (<mproc.h>). */
 #ifndef MPROC_TOOLS_RUN_H
 #define MPROC_TOOLS_RUN_H
