@@ -120,6 +120,7 @@ static void halt_check(struct sched *s, const struct job *j) {
 
 void run_finish(struct sched *s, size_t i) {
   struct job *j = s->run[i];
+  s->full_until_finish = false;
   int code = 0;
   mproc_command_exitcode(j->c, &code);
   bool timed_out = mproc_command_timed_out(j->c) == 1;

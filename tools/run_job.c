@@ -113,8 +113,7 @@ static const char *resolve(struct sched *s, const char *name) {
   return s->exe_path;
 }
 
-/* Starts j in a free slot.  Returns 0, or a negative code for an error that
- * should stop the run. */
+/* Starts j in a free slot (see run_sched.h for the results). */
 int run_job_start(struct sched *s, struct job *j) {
   j->slot = free_slot(s);
   j->tries++;
@@ -169,9 +168,6 @@ int run_job_start(struct sched *s, struct job *j) {
   s->started++;
   return 0;
 }
-
-/* A job whose program could not be exec'd: finished at once with the
- * shell's status (127 not found, 126 not executable). */
 
 void run_job_remove(struct sched *s, size_t i) {
   s->slot_used[s->run[i]->slot] = false;

@@ -122,8 +122,13 @@ static void dry_run(struct sched *s, struct job *j) {
     run_flush_ring(s, false);
 }
 
+/* Failures of a start that a finishing job will cure. */
+static bool transient(int r) {
+  return r == -EAGAIN || r == -EMFILE || r == -ENFILE || r == -ENOMEM || r == MPROC_ENOMEM;
+}
+
 static void start_jobs(struct sched *s) {
-  while (!s->stop_starting && s->nrun < (size_t)s->o->jobs) {
+  while (!s->stop_starting && s->nrun < (size_t)s->o->jobs && !s->full_until_finish) {
     if (s->o->delay_s > 0 && s->next_start_ms > mproc_now_ms())
       return;
     struct job *j = next_job(s);
@@ -136,6 +141,17 @@ static void start_jobs(struct sched *s) {
     int r = run_job_start(s, j);
     if (r > 0) {
       run_finish_unstarted(s, j, r);
+    } else if (r < 0 && s->nrun > 0 && transient(r)) {
+      /* Out of processes or descriptors while others run (-j 0 finds the
+       * limit this way): put the job back first in line and wait for a
+       * slot to finish. */
+      j->tries--;
+      run_cmd_free(&j->cmd);
+      s->retry_head = (s->retry_head + s->window - 1) % s->window;
+      s->retry[s->retry_head] = j;
+      s->nretry++;
+      s->full_until_finish = true;
+      return;
     } else if (r < 0) {
       run_fatal(s, "starting a job", r);
       run_job_free(j);

@@ -43,6 +43,7 @@ struct sched {
   uint64_t next_print;                 /* -k: next seq to print */
   uint64_t next_seq;                   /* next seq to read */
   bool input_done;                     /* the input is exhausted */
+  bool full_until_finish;              /* a start hit a system limit: wait for a job to end */
   bool stop_starting;                  /* --halt, Ctrl-C or an error: no new jobs */
   bool interrupted;                    /* a signal stopped the run */
   bool fatal;                          /* an error of the runner's own: exit 255 */

@@ -101,6 +101,12 @@ bigk=$(seq 2000000 | maxrss "$M" run -k -n 1000 true)
 [ -n "$bigk" ] && [ "$bigk" -lt $((small + 4096)) ] && ok "-k: bounded reorder window" ||
   fail "-k memory: $small KiB -> $bigk KiB"
 
+# ---- a system limit while jobs run: wait for a slot, do not give up -----------
+# With 24 descriptors, 20 slots cannot all get their pidfd and outputs.
+out=$( (ulimit -n 24; "$M" run -j 20 'sleep 0.0{}; echo {}' ::: $(seq 9) $(seq 9)) | sort -n | tr '\n' ' ')
+[ "$out" = "1 1 2 2 3 3 4 4 5 5 6 6 7 7 8 8 9 9 " ] && ok "out of descriptors: jobs wait for a slot" ||
+  fail "out of descriptors: '$out'"
+
 # ---- help, version, progress -----------------------------------------------------------
 "$M" run --help > help.txt; rc=$?
 lines=$(wc -l < help.txt); width=$(awk '{ if (length > w) w = length } END { print w }' help.txt)
