@@ -19,7 +19,8 @@ fails=0 cases=0
 norm_log() { [ -f "$1" ] && awk -F'\t' 'NR==1{print; next} {print $1"\t"$2"\t"$5"\t"$6"\t"$7"\t"$8"\t"$9}' "$1" | sort -n; }
 
 # check NAME MODE [--stdin FILE] -- ARGS...
-#   MODE: exact (stdout as is), sorted (stdout sorted), status (exit status only)
+#   MODE: exact (stdout as is), sorted (stdout sorted), status (exit status
+#   only), stderr (stderr as is)
 # Runs `mproc run ARGS` and `parallel ARGS`; a --joblog in ARGS names
 # "LOG", which is replaced by a file of each run's own.
 check() {
@@ -35,6 +36,8 @@ check() {
   eval "${PRE:-}"
   $P "${ap[@]}" <"$in" >p.out 2>p.err; local sp=$?
   if [ "$mode" = sorted ]; then sort -o m.out m.out; sort -o p.out p.out; fi
+  # stderr: the jobs' stderr (only where neither runner adds a message).
+  if [ "$mode" = stderr ]; then mv m.err m.out; mv p.err p.out; fi
   local bad=""
   [ $sm = $sp ] || bad="$bad exit status: mproc $sm, parallel $sp;"
   if [ "$mode" != status ] && ! cmp -s m.out p.out; then
@@ -107,8 +110,11 @@ check "--line-buffer" sorted -- --line-buffer -j3 'echo {}1; sleep 0.05; echo {}
 check "--line-buffer -k" exact -- --line-buffer -k 'echo {}1; echo {}2' ::: a b
 check "--tag" exact -- --tag -k echo ::: a b ::: 1 2
 check "--tag lines" exact -- --tag -k 'printf "x\ny\n"' ::: 'p q' r
+check "--line-buffer --tag" sorted -- --line-buffer --tag 'echo {}1; echo {}2' ::: a b
+check "--tag stderr" stderr -- --tag -k 'echo e{} >&2' ::: a b
 check "--ungroup" sorted -- -u -j1 echo ::: a b c
 check "stdout apart from stderr" exact -- -k 'echo out{}; echo err{} >&2' ::: 1 2
+check "stderr apart from stdout" stderr -- -k 'echo out{}; echo err{} >&2' ::: 1 2
 check "no trailing newline" exact -- -k printf '%s' ::: a b
 
 # ---- joblog, resume, retries, timeout ----------------------------------------------------
