@@ -1,5 +1,10 @@
 # mproc — thin wrapper over CMake.
-#   make demo      build and run the demo programs
+#   make deps      install every package the build, tests and examples use
+#                  (the only target that installs build packages; the others
+#                  install only a tool they run themselves: check and wrk for
+#                  test, python3/wrk for bench, gnuplot for bench-report,
+#                  clang-format for format)
+#   make demo      build the library and the examples only, and run the tour
 #   make test      build and run every test (ctest)
 #   make bench     build (Release) and run the benchmarks, side by side with Python
 #   make bench-report  redraw docs/img/benchmarks.png and the table in BENCHMARKS.md
@@ -13,9 +18,12 @@ JOBS     ?= $(shell nproc 2>/dev/null || echo 2)
 CMAKE_ARGS ?=
 NO_TESTS ?= error
 
+# Without libpng-dev and libuv1-dev the library, the tests and every other
+# example still build: the two examples that need them are skipped.
 BUILD_DEPS := cmake make gcc pkg-config check libpng-dev libuv1-dev
-# Tools the tests drive (the prefork server's load test uses wrk).
-TEST_DEPS := wrk
+# What the tests need: Check, and wrk for the prefork server's load test.
+TEST_DEPS := cmake make gcc check pkg-config wrk
+FORMAT_DEPS := clang-format
 BENCH_DEPS := python3 wrk
 REPORT_DEPS := python3 gnuplot-nox
 FORMAT_FILES = $(shell git ls-files --cached --others --exclude-standard '*.c' '*.h' 2>/dev/null)
@@ -27,20 +35,31 @@ all: build
 deps:
 	@bash scripts/deps.sh $(BUILD_DEPS)
 
-$(BUILD)/CMakeCache.txt: | deps
+$(BUILD)/CMakeCache.txt:
 	$(CMAKE) -S . -B $(BUILD) $(CMAKE_ARGS)
 
-build: deps $(BUILD)/CMakeCache.txt
+build: $(BUILD)/CMakeCache.txt
 	$(CMAKE) --build $(BUILD) -j $(JOBS)
 
-demo: build
+# The tour builds only the library and the examples, quietly: the build's
+# output goes to a log that is shown only when the build fails.
+demo: deps
+	@mkdir -p $(BUILD)
+	@echo "demo: building the library and the examples (log: $(BUILD)/demo-build.log)"
+	@{ test -f $(BUILD)/CMakeCache.txt || $(CMAKE) -S . -B $(BUILD) $(CMAKE_ARGS); } >$(BUILD)/demo-build.log 2>&1 && \
+	  $(CMAKE) --build $(BUILD) -j $(JOBS) --target examples >>$(BUILD)/demo-build.log 2>&1 || \
+	  { tail -n 40 $(BUILD)/demo-build.log; echo "demo: the build FAILED (full log: $(BUILD)/demo-build.log)"; exit 1; }
 	@bash examples/demo.sh $(BUILD)
 
-test: build
+# Configured again after the install, so a tree configured without Check
+# gains its suites.
+test:
 	@bash scripts/deps.sh $(TEST_DEPS)
+	$(CMAKE) -S . -B $(BUILD) $(CMAKE_ARGS) >/dev/null
+	$(CMAKE) --build $(BUILD) -j $(JOBS)
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS) --no-tests=$(NO_TESTS) $(CTEST_ARGS)
 
-bench: deps
+bench:
 	@bash scripts/deps.sh $(BENCH_DEPS)
 	$(CMAKE) -S . -B $(BUILD)-bench -DCMAKE_BUILD_TYPE=Release -DMPROC_BUILD_TESTS=OFF $(CMAKE_ARGS)
 	$(CMAKE) --build $(BUILD)-bench -j $(JOBS)
@@ -55,9 +74,11 @@ install: build
 	$(CMAKE) --install $(BUILD) --prefix $(PREFIX)
 
 format:
+	@bash scripts/deps.sh $(FORMAT_DEPS)
 	clang-format -i $(FORMAT_FILES)
 
 format-check:
+	@bash scripts/deps.sh $(FORMAT_DEPS)
 	@clang-format --dry-run --Werror $(FORMAT_FILES) && echo "format OK"
 
 clean:

@@ -24,8 +24,12 @@ static int consumer(const void *arg, size_t len) {
   int err;
   while ((err = mproc_queue_get(q, &item, sizeof item, &got, MPROC_FOREVER)) == 0)
     printf("consumer: got %d\n", item);
-  printf("consumer: %s\n", mproc_strerror(err));
-  return err == MPROC_ECLOSED ? 0 : 1;
+  if (err != MPROC_ECLOSED) {
+    printf("consumer: get failed: %s\n", mproc_strerror(err));
+    return 1;
+  }
+  printf("consumer: the producer closed the queue and it is drained: done\n");
+  return 0;
 }
 
 int main(void) {

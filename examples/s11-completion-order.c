@@ -1,4 +1,4 @@
-/* S11: tasks that sleep n units, results taken in completion order */
+/* S11: sleeping tasks: apply_async in submission order, imap_unordered in completion order */
 #include <mproc.h>
 #include <stdio.h>
 #include <time.h>

@@ -4,11 +4,18 @@
 #include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
+
+/* Requests for "/together" meet here before they are answered, so that the
+ * demo can show them served at the same time by different workers.  Made
+ * before the pool, so every worker inherits it. */
+static mproc_barrier *together;
+#define TOGETHER 4
 
 /* Runs in a worker: the accepted socket arrived with the task. */
 static int serve(const void *arg, size_t len, mproc_task_ctx *ctx) {
@@ -23,6 +30,14 @@ static int serve(const void *arg, size_t len, mproc_task_ctx *ctx) {
     if (n <= 0)
       return 0; /* the client went away */
     got += (size_t)n;
+  }
+  req[got] = '\0';
+  if (strncmp(req, "GET /together ", 14) == 0) {
+    /* A worker runs one task at a time, so TOGETHER requests can only meet
+     * here if TOGETHER different workers hold them; a lost client breaks the
+     * wait after a bounded time instead of holding the workers. */
+    mproc_barrier_wait(together, 30000);
+    mproc_barrier_leave(together);
   }
   char body[64], resp[256];
   int blen = snprintf(body, sizeof body, "served by pid %d\n", (int)getpid());
@@ -52,25 +67,73 @@ static void accept_loop(mproc_pool *pool, int lfd, int64_t until_ms) {
 }
 
 static int port;
-static void *client(void *arg) { /* the demo's client: a few plain requests */
-  for (int i = 0; i < 6; i++) {
-    int s = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (connect(s, (struct sockaddr *)&a, sizeof a) == 0) {
-      const char *req = "GET / HTTP/1.1\r\nHost: demo\r\n\r\n";
-      send(s, req, strlen(req), MSG_NOSIGNAL);
-      char buf[512];
-      size_t got = 0;
-      ssize_t n;
-      while (got < sizeof buf - 1 && (n = read(s, buf + got, sizeof buf - 1 - got)) > 0)
-        got += (size_t)n;
-      buf[got] = '\0';
-      char *body = strstr(buf, "\r\n\r\n");
-      printf("request %d: %s", i, body != NULL ? body + 4 : "(no response)\n");
-    }
+
+static int connect_to_server(void) {
+  int s = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (s >= 0 && connect(s, (struct sockaddr *)&a, sizeof a) != 0) {
+    close(s);
+    return -1;
+  }
+  return s;
+}
+
+/* Reads the response on s and returns the worker pid it names (0 if none). */
+static int read_response(int s) {
+  char buf[512];
+  size_t got = 0;
+  ssize_t n;
+  while (got < sizeof buf - 1 && (n = read(s, buf + got, sizeof buf - 1 - got)) > 0)
+    got += (size_t)n;
+  buf[got] = '\0';
+  char *body = strstr(buf, "\r\n\r\n");
+  int pid = 0;
+  if (body == NULL || sscanf(body + 4, "served by pid %d", &pid) != 1)
+    return 0;
+  return pid;
+}
+
+static void send_request(int s, const char *path) {
+  char req[128];
+  int len = snprintf(req, sizeof req, "GET %s HTTP/1.1\r\nHost: demo\r\n\r\n", path);
+  send(s, req, (size_t)len, MSG_NOSIGNAL);
+}
+
+/* The demo's client.  Requests sent one after another each find every worker
+ * idle, and the first idle worker takes each of them: one pid serves them
+ * all, which is what a pool should do.  Requests in flight at the same time
+ * are spread over the workers. */
+static void *client(void *arg) {
+  printf("three requests, one after another:\n");
+  for (int i = 0; i < 3; i++) {
+    int s = connect_to_server();
+    if (s < 0)
+      continue;
+    send_request(s, "/");
+    int pid = read_response(s);
+    printf("  request %d: served by pid %d\n", i, pid);
     close(s);
   }
+  printf("%d requests at the same time, each held until all %d are in a worker:\n", TOGETHER,
+         TOGETHER);
+  int socks[TOGETHER], pids[TOGETHER], distinct = 0;
+  for (int i = 0; i < TOGETHER; i++) {
+    socks[i] = connect_to_server();
+    if (socks[i] >= 0)
+      send_request(socks[i], "/together");
+  }
+  for (int i = 0; i < TOGETHER; i++) {
+    pids[i] = socks[i] >= 0 ? read_response(socks[i]) : 0;
+    if (socks[i] >= 0)
+      close(socks[i]);
+    printf("  concurrent request %d: served by pid %d\n", i, pids[i]);
+    bool seen = pids[i] == 0;
+    for (int j = 0; j < i && !seen; j++)
+      seen = pids[j] == pids[i];
+    distinct += !seen;
+  }
+  printf("%d concurrent requests, served by %d different workers\n", TOGETHER, distinct);
   atomic_store((_Atomic int *)arg, 1);
   return NULL;
 }
@@ -87,8 +150,12 @@ int main(int argc, char **argv) {
     return 1;
   port = ntohs(a.sin_port);
   mproc_pool *pool;
-  if (mproc_pool_new(&pool, &(struct mproc_pool_options){.workers = 4}) != 0)
+  if (mproc_barrier_new(&together, TOGETHER) != 0)
     return 1;
+  if (mproc_pool_new(&pool, &(struct mproc_pool_options){.workers = 4}) != 0) {
+    mproc_barrier_free(together);
+    return 1;
+  }
   pid_t pids[4];
   int n = mproc_pool_worker_pids(pool, pids, 4);
   printf("listening on 127.0.0.1:%d with %d workers:", port, n);
@@ -108,5 +175,6 @@ int main(int argc, char **argv) {
   }
   close(lfd);
   mproc_pool_free(pool);
+  mproc_barrier_free(together);
   return 0;
 }

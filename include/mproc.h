@@ -16,5 +16,6 @@
 #include "mproc/queue.h"
 #include "mproc/pool.h"
 #include "mproc/loop.h"
+#include "mproc/command.h"
 
 #endif /* MPROC_H */

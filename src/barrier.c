@@ -56,8 +56,9 @@ struct mproc_barrier {
   uint32_t broken_gen;  /* a round that reset() ended: its waiters get EBROKEN */
 };
 
-_Static_assert(sizeof(struct slot) <= 64, "barrier slot larger than 64 bytes");
-_Static_assert(sizeof(struct mproc_barrier) <= MPROC_BARRIER_SIZE(0), "barrier header too big");
+_Static_assert(MPROC__ANY_ABI_SIZE(struct slot, 1) <= 64, "barrier slot larger than 64 bytes");
+_Static_assert(MPROC__ANY_ABI_SIZE(struct mproc_barrier, 1) <= MPROC_BARRIER_SIZE(0),
+               "barrier header too big");
 
 static struct slot *slot_at(mproc_barrier *b, unsigned i) {
   return (struct slot *)(void *)((char *)b + MPROC_BARRIER_SIZE(0) + 64 * (size_t)i);

@@ -67,6 +67,12 @@ void mproc__error_from_outcome(struct mproc_task_error *e, const struct mproc__o
   e->exit_status = o->exit_status;
   e->index = (size_t)o->index;
   snprintf(e->message, sizeof e->message, "%s", o->msg != NULL ? o->msg : "");
+  /* A task that returns a positive code (`return 1;`, `return EIO;`) names no
+   * error of the table: say what happened rather than "unknown error".  A
+   * message the task gave with mproc_task_fail is kept. */
+  if (e->code == MPROC_ETASK && e->task_code > 0 &&
+      (e->message[0] == '\0' || strcmp(e->message, mproc_strerror(e->task_code)) == 0))
+    snprintf(e->message, sizeof e->message, "task returned %d", e->task_code);
 }
 
 static void future_complete(struct mproc_pool *p, struct mproc__task *t, struct mproc__outcome *o) {
@@ -275,6 +281,18 @@ MPROC_EXTERN int mproc_future_add_done_callback(mproc_future *f, void (*cb)(mpro
     free(c);
   }
   return 0;
+}
+
+MPROC_EXTERN int mproc_future_set_data(mproc_future *f, void *data) {
+  if (f == NULL)
+    return MPROC_EINVAL;
+  /* Release/acquire: a callback on the manager thread may read it. */
+  atomic_store_explicit(&f->user_data, data, memory_order_release);
+  return 0;
+}
+
+MPROC_EXTERN void *mproc_future_data(const mproc_future *f) {
+  return f == NULL ? NULL : atomic_load_explicit(&f->user_data, memory_order_acquire);
 }
 
 MPROC_EXTERN void mproc_future_free(mproc_future *f) {

@@ -28,7 +28,7 @@ static void cpu_relax(int i) {
   if ((i & 63) == 63)
     sched_yield();
   else
-    __builtin_ia32_pause();
+    mproc__cpu_relax();
 }
 
 /* Wait until cond(ctx) holds: spin while helping the pools, then sleep on the

@@ -35,6 +35,20 @@
 /* -errno of the last failed system call, never 0 (so callers can return it). */
 static inline int mproc__neg_errno(void) { return errno > 0 ? -errno : -EIO; }
 
+/* One round of a spin-wait: tells the CPU this is a busy loop (x86 `pause`,
+ * arm64 `yield`), which saves power and yields the core's pipeline to a
+ * sibling hyperthread.  Elsewhere a compiler barrier, so the loop still
+ * re-reads memory.  Callers bound their spins and sleep afterwards. */
+static inline void mproc__cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  __asm__ __volatile__("yield" ::: "memory");
+#else
+  __asm__ __volatile__("" ::: "memory");
+#endif
+}
+
 /* ---- clock.c: deadlines ----------------------------------------------- */
 
 /* Absolute deadline for a relative timeout, -1 meaning forever.  Negative
@@ -80,7 +94,17 @@ enum {
   /* Do not flush the parent's stdio before forking (hot paths that know no
    * buffered output can be pending). */
   MPROC__SPAWN_NOFLUSH = 1u << 1,
+  /* A process the library forks for its own purposes (a named block's
+   * keeper): it takes no part in the user's objects.  Fork handlers check
+   * mproc__internal_fork() and give it no roles (a queue would otherwise
+   * count it as a producer and consumer for as long as it lives). */
+  MPROC__SPAWN_INTERNAL = 1u << 2,
 };
+
+/* True in the thread forking with MPROC__SPAWN_INTERNAL, from before the
+ * fork handlers run until after they ran, and for good in the child (and
+ * in whatever it forks in turn).  Safe in fork handlers. */
+bool mproc__internal_fork(void);
 
 struct mproc__spawn_opts {
   mproc__child_fn fn;  /* runs in the child; required */
@@ -96,9 +120,10 @@ struct mproc__spawn_opts {
  * return value, after: default dispositions for every signal, the parent's
  * signal mask, a parent-death signal (with the race check: a child whose
  * parent already died exits at once), every registered library fd not in
- * keep_fds closed.  Stdio is flushed before the fork so buffered output is
- * never written twice.  On success *pid and *pidfd (O_CLOEXEC, registered) are
- * set and the caller owns the pidfd; the child is reaped with
+ * keep_fds closed.  Stdio is flushed before the fork (unless
+ * MPROC__SPAWN_NOFLUSH) and the child discards its copies of the stdout and
+ * stderr buffers, so the parent's buffered output is never written twice.  On success *pid and
+ * *pidfd (O_CLOEXEC, registered) are set and the caller owns the pidfd; the child is reaped with
  * mproc__reap().  On failure nothing is left behind. */
 int mproc__spawn(const struct mproc__spawn_opts *opts, pid_t *pid, int *pidfd);
 

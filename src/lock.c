@@ -12,9 +12,16 @@
  *   held* --release without consistent--> not-recoverable (every later
  *         acquire: MPROC_ENOTRECOVERABLE; destroy and re-init to reuse)
  *
- * Beside the mutex each lock records its owner (kernel tid, unique across
- * processes while the thread lives) and its state (ok / owner-died /
- * not-recoverable), so ownership checks never depend on glibc internals:
+ * Beside the mutex each lock records its owner (kernel tid) and its state
+ * (ok / owner-died / not-recoverable).  A tid is unique only while its
+ * thread lives: after the owner died, another process may get the same
+ * number (pid wrap, or a process in another pid namespace), and a check of
+ * the recorded owner alone would take the newcomer for the owner (RLock
+ * "re-acquiring" while another process gets MPROC_EOWNERDEAD: two holders).
+ * So "the caller holds it" (held_by_me) also requires the mutex's futex
+ * word to carry the caller's tid: the kernel clears that tid (and sets
+ * OWNER_DIED) when the owner dies, so a dead owner's number never matches.
+ * Ownership checks:
  * relock of a Lock by its owner is MPROC_EBUSY instead of a self-deadlock,
  * release by a non-owner is MPROC_ENOTOWNER (where Python's Lock would allow
  * it: robustness needs an owner).  RLock counts its depth itself and holds
@@ -29,6 +36,7 @@
 #include "sync.h"
 
 #include <limits.h>
+#include <linux/futex.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <time.h>
@@ -62,8 +70,10 @@ struct mproc_rlock {
   _Atomic uint32_t wake_n;
 };
 
-_Static_assert(sizeof(struct mproc_lock) <= MPROC_LOCK_SIZE, "MPROC_LOCK_SIZE too small");
-_Static_assert(sizeof(struct mproc_rlock) <= MPROC_RLOCK_SIZE, "MPROC_RLOCK_SIZE too small");
+_Static_assert(MPROC__ANY_ABI_SIZE(struct mproc_lock, 1) <= MPROC_LOCK_SIZE,
+               "MPROC_LOCK_SIZE too small");
+_Static_assert(MPROC__ANY_ABI_SIZE(struct mproc_rlock, 1) <= MPROC_RLOCK_SIZE,
+               "MPROC_RLOCK_SIZE too small");
 
 /* ---- shared helpers ------------------------------------------------------ */
 
@@ -123,18 +133,10 @@ int mproc__rmutex_init(pthread_mutex_t *m, bool recursive) {
  * be running at all, and then sleeping is the only right thing. */
 #define MPROC__SPIN_LIMIT 200
 
-static inline void cpu_relax(void) {
-#if defined(__x86_64__) || defined(__i386__)
-  __builtin_ia32_pause();
-#elif defined(__aarch64__)
-  __asm__ __volatile__("yield");
-#endif
-}
-
 static int spin_trylock(pthread_mutex_t *m) {
   int r = pthread_mutex_trylock(m);
   for (int i = 0; r == EBUSY && i < MPROC__SPIN_LIMIT; i++) {
-    cpu_relax();
+    mproc__cpu_relax();
     if (__atomic_load_n(&m->__data.__lock, __ATOMIC_RELAXED) == 0)
       r = pthread_mutex_trylock(m);
   }
@@ -178,6 +180,18 @@ int mproc__rmutex_lock(pthread_mutex_t *m, int64_t deadline_ms) {
 int mproc__rmutex_unlock(pthread_mutex_t *m) {
   int r = pthread_mutex_unlock(m);
   return r == 0 ? 0 : r == EPERM ? MPROC_ENOTOWNER : -r;
+}
+
+/* Whether the calling thread holds m, whose recorded owner is *owner: the
+ * recorded tid is the caller's and the kernel still sees the caller as the
+ * futex word's owner (see the design notes: a recycled tid of a dead owner
+ * fails the second test).  The futex word is glibc's public __data.__lock. */
+static bool held_by_me(const pthread_mutex_t *m, const _Atomic pid_t *owner) {
+  pid_t me = mproc__gettid();
+  if (atomic_load_explicit(owner, memory_order_relaxed) != me)
+    return false;
+  unsigned word = (unsigned)__atomic_load_n(&m->__data.__lock, __ATOMIC_RELAXED);
+  return (pid_t)(word & FUTEX_TID_MASK) == me;
 }
 
 /* ---- Lock ------------------------------------------------------------------ */
@@ -267,8 +281,7 @@ static int give(pthread_mutex_t *m, _Atomic pid_t *owner, _Atomic uint32_t *stat
 }
 
 static int mark_consistent(pthread_mutex_t *m, _Atomic pid_t *owner, _Atomic uint32_t *state) {
-  if (atomic_load_explicit(owner, memory_order_relaxed) != mproc__gettid() ||
-      atomic_load_explicit(state, memory_order_relaxed) != ST_OWNER_DIED)
+  if (!held_by_me(m, owner) || atomic_load_explicit(state, memory_order_relaxed) != ST_OWNER_DIED)
     return MPROC_ESTATE;
   if (pthread_mutex_consistent(m) != 0)
     return MPROC_ESTATE;
@@ -281,7 +294,7 @@ MPROC_EXTERN int mproc_lock_acquire(mproc_lock *l, int64_t timeout_ms) {
     return MPROC_EINVAL;
   if (atomic_load_explicit(&l->state, memory_order_relaxed) == ST_NOTRECOVERABLE)
     return MPROC_ENOTRECOVERABLE;
-  if (atomic_load_explicit(&l->owner, memory_order_relaxed) == mproc__gettid())
+  if (held_by_me(&l->m, &l->owner))
     return MPROC_EBUSY; /* not recursive: this would deadlock */
   return took(&l->m, &l->owner, &l->state, mproc__rmutex_lock(&l->m, mproc__deadline(timeout_ms)));
 }
@@ -289,7 +302,7 @@ MPROC_EXTERN int mproc_lock_acquire(mproc_lock *l, int64_t timeout_ms) {
 MPROC_EXTERN int mproc_lock_release(mproc_lock *l) {
   if (!mproc__sync_ok(l, MPROC__MAGIC_LOCK))
     return MPROC_EINVAL;
-  if (atomic_load_explicit(&l->owner, memory_order_relaxed) != mproc__gettid())
+  if (!held_by_me(&l->m, &l->owner))
     return MPROC_ENOTOWNER;
   return give(&l->m, &l->owner, &l->state);
 }
@@ -338,7 +351,7 @@ static int rlock_teardown(mproc_rlock *l, bool allocated) {
   if (!mproc__sync_ok(l, MPROC__MAGIC_RLOCK) ||
       ((l->hdr.flags & MPROC__SYNC_ALLOCATED) != 0) != allocated)
     return MPROC_EINVAL;
-  if (atomic_load_explicit(&l->owner, memory_order_relaxed) == mproc__gettid())
+  if (held_by_me(&l->m, &l->owner))
     return MPROC_EBUSY; /* held by the caller itself */
   int r = pthread_mutex_trylock(&l->m);
   if (r == EBUSY)
@@ -361,7 +374,7 @@ MPROC_EXTERN int mproc_rlock_free(mproc_rlock *l) { return rlock_teardown(l, tru
 MPROC_EXTERN int mproc_rlock_acquire(mproc_rlock *l, int64_t timeout_ms) {
   if (!mproc__sync_ok(l, MPROC__MAGIC_RLOCK) || mproc__check_timeout(timeout_ms) != 0)
     return MPROC_EINVAL;
-  if (atomic_load_explicit(&l->owner, memory_order_relaxed) == mproc__gettid() && l->depth > 0) {
+  if (held_by_me(&l->m, &l->owner) && l->depth > 0) {
     l->depth++; /* ours already: no need to ask glibc */
     return 0;
   }
@@ -390,7 +403,7 @@ void mproc__rlock_mark_cond(mproc_rlock *l) { l->hdr.flags |= MPROC__RLOCK_IN_CO
 MPROC_EXTERN int mproc_rlock_release(mproc_rlock *l) {
   if (!mproc__sync_ok(l, MPROC__MAGIC_RLOCK))
     return MPROC_EINVAL;
-  if (atomic_load_explicit(&l->owner, memory_order_relaxed) != mproc__gettid() || l->depth <= 0)
+  if (!held_by_me(&l->m, &l->owner) || l->depth <= 0)
     return MPROC_ENOTOWNER;
   if (--l->depth > 0)
     return 0;
@@ -406,13 +419,13 @@ MPROC_EXTERN int mproc_rlock_consistent(mproc_rlock *l) {
 MPROC_EXTERN int mproc_rlock_depth(const mproc_rlock *l) {
   if (!mproc__sync_ok(l, MPROC__MAGIC_RLOCK))
     return MPROC_EINVAL;
-  return atomic_load_explicit(&l->owner, memory_order_relaxed) == mproc__gettid() ? l->depth : 0;
+  return held_by_me(&l->m, &l->owner) ? l->depth : 0;
 }
 
 /* The glibc mutex is only ever held once by us (depth is ours), so a full
  * release is one unlock. */
 int mproc__rlock_release_all(mproc_rlock *l, int *depth) {
-  if (atomic_load_explicit(&l->owner, memory_order_relaxed) != mproc__gettid() || l->depth <= 0)
+  if (!held_by_me(&l->m, &l->owner) || l->depth <= 0)
     return MPROC_ENOTOWNER;
   *depth = l->depth;
   l->depth = 0;

@@ -167,6 +167,10 @@ static void release_resources(struct mproc_pool *p) {
       free(p->slots[i].jobs);
   free(p->slots);
   p->slots = NULL;
+  free(p->pfd);
+  p->pfd = NULL;
+  free(p->slot_of);
+  p->slot_of = NULL;
   mproc__close(p->efd);
   p->efd = -1;
   mproc__close(p->loop_efd);
@@ -178,7 +182,8 @@ MPROC_EXTERN int mproc_pool_new(mproc_pool **out, const struct mproc_pool_option
   if (opts == NULL)
     opts = &defaults;
   if (out == NULL || (opts->flags & ~(unsigned)(MPROC_POOL_SIGINT | MPROC_POOL_LOOP)) ||
-      opts->workers < 0 || opts->workers > 4096 || opts->task_timeout_ms < 0)
+      opts->workers < 0 || opts->workers > 4096 || opts->task_timeout_ms < 0 ||
+      opts->init_timeout_ms < 0)
     return MPROC_EINVAL;
   struct mproc_pool *p = calloc(1, sizeof *p);
   if (p == NULL)
@@ -206,6 +211,13 @@ MPROC_EXTERN int mproc_pool_new(mproc_pool **out, const struct mproc_pool_option
       p->slots[i].jobs = calloc(p->ring, sizeof *p->slots[i].jobs);
       r = p->slots[i].jobs != NULL ? 0 : -ENOMEM;
     }
+  }
+  if (r == 0) {
+    /* Everything the manager needs is allocated here, so it never runs
+     * without its poll set (it would miss worker deaths). */
+    p->pfd = calloc((size_t)p->nworkers + 1, sizeof *p->pfd);
+    p->slot_of = calloc((size_t)p->nworkers + 1, sizeof *p->slot_of);
+    r = p->pfd != NULL && p->slot_of != NULL ? 0 : -ENOMEM;
   }
   if (r == 0)
     r = mproc__manager_start(p);

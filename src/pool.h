@@ -6,6 +6,7 @@
 #include "internal.h"
 #include "transport.h"
 
+#include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
 
@@ -63,6 +64,7 @@ struct mproc_future {
   void (*cancel_hook)(struct mproc_pool *p, struct mproc_future *f);
   _Atomic uint64_t items_done;     /* map futures: items finished (progress) */
   struct mproc_future *loopq_next; /* the event loop's queue link */
+  _Atomic(void *) user_data;       /* mproc_future_set_data: the caller's, never read */
 };
 
 /* Parent-side state of one worker slot. */
@@ -74,6 +76,8 @@ struct mproc__slot {
   uint64_t tail;             /* oldest position not yet collected */
   uint32_t assigned;         /* tasks handed to this worker generation (max_tasks) */
   bool stopping;             /* asked to exit when idle */
+  int64_t started_ms;        /* when this worker was forked (initializer deadline) */
+  bool init_timed_out;       /* the pool killed it: initializer past its deadline */
   struct mproc__task **jobs; /* ring position -> task (NULL: revoked) */
   uint64_t n_done, n_failed; /* tasks this slot's workers finished (stats) */
   uint64_t n_replaced;       /* workers of this slot that died and were replaced */
@@ -105,13 +109,21 @@ struct mproc_pool {
   _Atomic int started;    /* futex word: initial workers forked */
   bool broken_init;
   int init_code;
+  pid_t init_pid;  /* the worker whose initializer failed */
+  int init_signo;  /* the signal that killed it there, or 0 */
+  int init_status; /* its exit status when it exited there, or -1 */
   char init_msg[200];
   struct mproc_pool *live_next; /* process-wide list of live pools */
   /* Manager-only scratch while a dead worker's ring is emptied. */
   pid_t dying_pid;
   int dying_code; /* Python-style: status, or -signo */
   struct mproc__task *requeue_head, *requeue_tail;
-  bool respawn_pending;        /* a respawn failed: retry soon */
+  bool respawn_pending;        /* a respawn failed: retry at respawn_at */
+  int64_t respawn_at;          /* when to retry (mproc_now_ms) */
+  int64_t respawn_delay_ms;    /* current back-off, doubling up to a ceiling */
+  int64_t no_worker_since;     /* ms since no worker lives and none can start, 0 */
+  struct pollfd *pfd;          /* manager's poll set: eventfd + one pidfd per worker */
+  int *slot_of;                /* pfd index -> worker slot */
   _Atomic int64_t wait_ema_us; /* moving average of how long waits took */
   int dying_slot;              /* slot of dying_pid */
   /* Statistics (under mu): tasks (a map chunk counts as one) by outcome. */
@@ -145,6 +157,12 @@ uint32_t mproc__sigint_mark(void);
 void mproc__task_close_fds(struct mproc__task *t);
 
 /* ---- pool_manager.c ------------------------------------------------------- */
+/* Fault injection for tests: while non-zero, starting a worker fails with
+ * -EAGAIN (a positive value counts down once per attempt; -1 fails all). */
+extern _Atomic int mproc__test_fail_spawn;
+/* How long the pool tolerates having no live worker while forking fails
+ * before it fails the queued tasks (ms). */
+#define MPROC__NO_WORKER_MS 2000
 int mproc__manager_start(struct mproc_pool *p);
 /* Collect results and dispatch (under mu); any thread may help.  Returns
  * how many tasks finished. */

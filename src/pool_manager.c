@@ -20,7 +20,14 @@
  * ECANCELLED/ETIMEDOUT when the pool killed it for that), or is re-queued
  * when it has retries left; tasks it had not started go back to the front of
  * the queue.  A worker whose initializer failed breaks the pool: every task
- * fails with EINITFAILED and nothing is respawned (no respawn storm).
+ * fails with EINITFAILED and nothing is respawned (no respawn storm).  Dying
+ * before the initializer finished (crash, exit, or killed at the initializer
+ * deadline) is such a failure: otherwise a crashing initializer would be
+ * replaced, crash again, and fork thousands of times a second.
+ *
+ * Forking can fail (RLIMIT_NPROC, memory): retries back off, and a pool with
+ * no live worker for MPROC__NO_WORKER_MS fails its queued tasks rather than
+ * leave them pending forever (see respawn_failed).
  *
  * Pool states: RUNNING -> CLOSED (no submits; finish the work, then stop the
  * workers) or TERMINATING (kill everything, cancel every task) or BROKEN.  The
@@ -36,6 +43,19 @@
 #include <string.h>
 #include <sys/syscall.h>
 #include <unistd.h>
+
+_Atomic int mproc__test_fail_spawn;
+
+static int start_worker(struct mproc_pool *p, int i) {
+  int f = atomic_load(&mproc__test_fail_spawn);
+  while (f != 0 && !atomic_compare_exchange_weak(&mproc__test_fail_spawn, &f, f > 0 ? f - 1 : f)) {
+  }
+  if (f != 0)
+    return -EAGAIN;
+  p->slots[i].started_ms = mproc_now_ms();
+  p->slots[i].init_timed_out = false;
+  return p->tp->start_worker(p, i);
+}
 
 bool mproc__on_manager_thread(const struct mproc_pool *p) {
   return p->mgr_started && p->mgr_tid == (pid_t)syscall(SYS_gettid);
@@ -79,11 +99,24 @@ static void requeue(struct mproc_pool *p, struct mproc__task *t) {
   p->requeue_tail = t;
 }
 
+/* Fail a task because the pool broke: the initializer's failure, with the
+ * worker's pid and the signal or exit status that ended it there. */
+static void fail_broken(struct mproc_pool *p, struct mproc__task *t) {
+  struct mproc__outcome o = {.code = MPROC_EINITFAILED,
+                             .pid = p->init_pid,
+                             .signo = p->init_signo,
+                             .exit_status = p->init_status,
+                             .msg = p->init_msg};
+  if (t->kind != MPROC__K_CALL)
+    o.index = t->base_index;
+  task_done(p, t, &o);
+}
+
 /* A task left in a dead worker's ring. */
 static void task_left(struct mproc_pool *p, struct mproc__task *t, bool started) {
   int state = atomic_load(&p->state);
   if (state == MPROC__P_BROKEN) {
-    mproc__task_fail(p, t, MPROC_EINITFAILED, p->init_msg);
+    fail_broken(p, t);
     return;
   }
   if (state == MPROC__P_TERMINATING || t->cancel_req) {
@@ -143,13 +176,16 @@ static void break_pool(struct mproc_pool *p, int code, const char *msg) {
   atomic_store(&p->state, MPROC__P_BROKEN);
   p->broken_init = true;
   p->init_code = code;
+  p->init_pid = p->dying_pid;
+  p->init_signo = p->dying_code < 0 ? -p->dying_code : 0;
+  p->init_status = p->dying_code >= 0 ? p->dying_code : -1;
   snprintf(p->init_msg, sizeof p->init_msg, "%s", msg);
   for (int i = 0; i < p->nworkers; i++)
     mproc__kill_worker(p, i);
   while (p->pend_head != NULL) {
     struct mproc__task *t = p->pend_head;
     p->pend_head = t->next;
-    mproc__task_fail(p, t, MPROC_EINITFAILED, p->init_msg);
+    fail_broken(p, t);
   }
   p->pend_tail = NULL;
 }
@@ -159,6 +195,101 @@ static bool want_workers(struct mproc_pool *p) {
   return state == MPROC__P_RUNNING || (state == MPROC__P_CLOSED && p->outstanding > 0);
 }
 
+static bool any_alive(struct mproc_pool *p) {
+  for (int i = 0; i < p->nworkers; i++)
+    if (p->slots[i].pid > 0)
+      return true;
+  return false;
+}
+
+/* Forking a worker failed with `err` (under mu).  Retry with a doubling
+ * back-off (10 ms to 1 s) rather than a storm of forks; while at least one
+ * worker lives the queue keeps moving.  With none alive for
+ * MPROC__NO_WORKER_MS every queued task fails with `err`, and so does each
+ * task queued later while that lasts; the retries go on, so the pool works
+ * again as soon as forking recovers. */
+static void respawn_failed(struct mproc_pool *p, int err) {
+  int64_t now = mproc_now_ms();
+  p->respawn_pending = true;
+  p->respawn_delay_ms = p->respawn_delay_ms == 0 ? 10 : p->respawn_delay_ms * 2;
+  if (p->respawn_delay_ms > 1000)
+    p->respawn_delay_ms = 1000;
+  p->respawn_at = now + p->respawn_delay_ms;
+  if (any_alive(p)) {
+    p->no_worker_since = 0;
+    return;
+  }
+  if (p->no_worker_since == 0)
+    p->no_worker_since = now;
+  if (now - p->no_worker_since < MPROC__NO_WORKER_MS)
+    return;
+  char msg[160];
+  snprintf(msg, sizeof msg, "could not start a worker: %s", strerror(-err));
+  while (p->pend_head != NULL) {
+    struct mproc__task *t = p->pend_head;
+    p->pend_head = t->next;
+    mproc__task_fail(p, t, err, msg);
+  }
+  p->pend_tail = NULL;
+}
+
+/* Retry the failed respawns that are due; returns when to look again (-1:
+ * nothing pending).  A worker that starts takes queued work at once: nothing
+ * else may wake the manager for it. */
+static int64_t retry_respawn(struct mproc_pool *p) {
+  if (!p->respawn_pending)
+    return -1;
+  if (mproc_now_ms() < p->respawn_at)
+    return p->respawn_at;
+  int err = 0;
+  bool started = false;
+  for (int i = 0; i < p->nworkers; i++) {
+    if (p->slots[i].pid > 0 || !want_workers(p))
+      continue;
+    int r = start_worker(p, i);
+    if (r != 0)
+      err = r;
+    else
+      started = true;
+  }
+  if (err != 0) {
+    respawn_failed(p, err);
+  } else {
+    p->respawn_pending = false;
+    p->respawn_delay_ms = 0;
+    p->no_worker_since = 0;
+  }
+  if (started)
+    mproc__pool_dispatch(p);
+  return p->respawn_pending ? p->respawn_at : -1;
+}
+
+/* Whether the dead worker of slot i (dying_*) failed in its initializer:
+ * the initializer reported failure, or the worker died before it finished
+ * (a crash, an exit, or the pool killing it at the initializer deadline).
+ * Fills msg and *code. */
+static bool init_failed(struct mproc_pool *p, int i, int *code, char *msg, size_t cap) {
+  const char *imsg = p->tp->init_failure(p, i, code);
+  if (imsg != NULL) {
+    snprintf(msg, cap, "%s", imsg);
+    return true;
+  }
+  if (p->opts.initializer == NULL || p->tp->ready(p, i))
+    return false;
+  int pid = (int)p->dying_pid;
+  *code = MPROC_EINITFAILED;
+  if (p->slots[i].init_timed_out)
+    snprintf(msg, cap, "initializer of worker %d did not finish within %lld ms; it was killed", pid,
+             (long long)p->opts.init_timeout_ms);
+  else if (p->dying_code < 0)
+    snprintf(msg, cap, "worker %d was killed by signal %d (%s) in its initializer", pid,
+             -p->dying_code,
+             sigabbrev_np(-p->dying_code) != NULL ? sigabbrev_np(-p->dying_code) : "?");
+  else
+    snprintf(msg, cap, "worker %d exited with status %d in its initializer", pid, p->dying_code);
+  return true;
+}
+
 /* Worker i exited (its pidfd is readable).  Under mu. */
 static void handle_death(struct mproc_pool *p, int i) {
   struct mproc__slot *sl = &p->slots[i];
@@ -166,16 +297,16 @@ static void handle_death(struct mproc_pool *p, int i) {
   kill(-sl->pid, SIGKILL);
   mproc__reap(sl->pidfd, &code, mproc__deadline(1000));
   p->tp->poll_results(p, i, task_done);
-  int icode = 0;
-  const char *imsg = p->tp->init_failure(p, i, &icode);
-  char msgbuf[sizeof p->init_msg];
-  if (imsg != NULL)
-    snprintf(msgbuf, sizeof msgbuf, "%s", imsg);
   p->dying_pid = sl->pid;
   p->dying_slot = i;
   p->dying_code = code;
-  if (imsg != NULL && atomic_load(&p->state) != MPROC__P_TERMINATING)
-    break_pool(p, icode, msgbuf);
+  char msgbuf[sizeof p->init_msg];
+  int icode = 0;
+  if (init_failed(p, i, &icode, msgbuf, sizeof msgbuf)) {
+    int state = atomic_load(&p->state);
+    if (state != MPROC__P_TERMINATING && state != MPROC__P_BROKEN)
+      break_pool(p, icode, msgbuf);
+  }
   p->tp->reset_slot(p, i, task_left);
   push_front_list(p);
   mproc__close(sl->pidfd);
@@ -183,8 +314,9 @@ static void handle_death(struct mproc_pool *p, int i) {
   sl->pid = 0;
   if (want_workers(p)) {
     sl->n_replaced++;
-    if (p->tp->start_worker(p, i) != 0)
-      p->respawn_pending = true;
+    int r = start_worker(p, i);
+    if (r != 0)
+      respawn_failed(p, r);
   }
 }
 
@@ -339,6 +471,19 @@ void mproc__pool_helping(struct mproc_pool *p, int delta) {
 static int64_t enforce_timeouts(struct mproc_pool *p) {
   int64_t next = -1, now = mproc_now_ms();
   for (int i = 0; i < p->nworkers; i++) {
+    struct mproc__slot *sl = &p->slots[i];
+    if (p->opts.init_timeout_ms > 0 && p->opts.initializer != NULL && sl->pid > 0 &&
+        !sl->init_timed_out && !p->tp->ready(p, i)) {
+      int64_t dl = sl->started_ms + p->opts.init_timeout_ms;
+      if (now >= dl) {
+        sl->init_timed_out = true;
+        mproc__kill_worker(p, i);
+      } else if (next < 0 || dl < next) {
+        next = dl;
+      }
+    }
+  }
+  for (int i = 0; i < p->nworkers; i++) {
     int64_t since;
     struct mproc__task *t = p->slots[i].pid > 0 ? p->tp->running(p, i, &since) : NULL;
     if (t == NULL || t->timeout_ms <= 0 || t->timed_out)
@@ -354,13 +499,6 @@ static int64_t enforce_timeouts(struct mproc_pool *p) {
   return next;
 }
 
-static bool any_alive(struct mproc_pool *p) {
-  for (int i = 0; i < p->nworkers; i++)
-    if (p->slots[i].pid > 0)
-      return true;
-  return false;
-}
-
 static void *manager_main(void *arg) {
   struct mproc_pool *p = arg;
   sigset_t all;
@@ -369,7 +507,7 @@ static void *manager_main(void *arg) {
   pthread_mutex_lock(&p->mu);
   p->mgr_tid = (pid_t)syscall(SYS_gettid);
   for (int i = 0; i < p->nworkers && p->start_err == 0; i++)
-    p->start_err = p->tp->start_worker(p, i);
+    p->start_err = start_worker(p, i);
   if (p->start_err != 0) {
     for (int i = 0; i < p->nworkers; i++) {
       if (p->slots[i].pid <= 0)
@@ -388,8 +526,8 @@ static void *manager_main(void *arg) {
     pthread_mutex_unlock(&p->mu);
     return NULL;
   }
-  struct pollfd *pfd = calloc((size_t)p->nworkers + 1, sizeof *pfd);
-  int *slot_of = calloc((size_t)p->nworkers + 1, sizeof *slot_of);
+  struct pollfd *pfd = p->pfd;
+  int *slot_of = p->slot_of;
   uint64_t seen = 0;
   for (;;) {
     if (atomic_load(&p->state) == MPROC__P_TERMINATING)
@@ -398,16 +536,9 @@ static void *manager_main(void *arg) {
     else
       mproc__pool_drain(p);
     int64_t next = enforce_timeouts(p);
-    if (p->respawn_pending) {
-      p->respawn_pending = false;
-      for (int i = 0; i < p->nworkers; i++)
-        if (p->slots[i].pid <= 0 && want_workers(p) && p->tp->start_worker(p, i) != 0)
-          p->respawn_pending = true;
-      if (p->respawn_pending) {
-        int64_t retry = mproc_now_ms() + 10;
-        next = next < 0 || retry < next ? retry : next;
-      }
-    }
+    int64_t retry = retry_respawn(p);
+    if (retry >= 0 && (next < 0 || retry < next))
+      next = retry;
     if (atomic_load(&p->state) == MPROC__P_CLOSED && p->outstanding == 0)
       for (int i = 0; i < p->nworkers; i++)
         if (p->slots[i].pid > 0 && !p->slots[i].stopping) {
@@ -431,18 +562,16 @@ static void *manager_main(void *arg) {
       continue;
     }
     int n = 0;
-    if (pfd != NULL) {
-      pfd[n++] = (struct pollfd){.fd = p->efd, .events = POLLIN};
-      pthread_mutex_lock(&p->mu);
-      for (int i = 0; i < p->nworkers; i++)
-        if (p->slots[i].pid > 0) {
-          slot_of[n] = i;
-          pfd[n++] = (struct pollfd){.fd = p->slots[i].pidfd, .events = POLLIN};
-        }
-      pthread_mutex_unlock(&p->mu);
-    }
+    pfd[n++] = (struct pollfd){.fd = p->efd, .events = POLLIN};
+    pthread_mutex_lock(&p->mu);
+    for (int i = 0; i < p->nworkers; i++)
+      if (p->slots[i].pid > 0) {
+        slot_of[n] = i;
+        pfd[n++] = (struct pollfd){.fd = p->slots[i].pidfd, .events = POLLIN};
+      }
+    pthread_mutex_unlock(&p->mu);
     if (!p->tp->arm_sleep(p, &seen)) {
-      int r = poll(pfd, (nfds_t)n, next < 0 ? (pfd == NULL ? 10 : -1) : mproc__poll_timeout(next));
+      int r = poll(pfd, (nfds_t)n, next < 0 ? -1 : mproc__poll_timeout(next));
       p->tp->disarm_sleep(p);
       if (r > 0 && (pfd[0].revents & POLLIN)) {
         uint64_t v;
@@ -459,8 +588,6 @@ static void *manager_main(void *arg) {
       }
     }
   }
-  free(pfd);
-  free(slot_of);
   atomic_store(&p->mgr_exited, 1);
   mproc__futex_wake((_Atomic uint32_t *)&p->mgr_exited, INT32_MAX, false);
   mproc__epoch_bump();

@@ -65,7 +65,7 @@ int mproc__q_lock1(struct mproc_queue *q, pthread_mutex_t *m) {
    * mutex sleeps in the kernel at once: try a little before sleeping. */
   int r = pthread_mutex_trylock(m);
   for (int i = 0; r == EBUSY && i < LOCK_SPINS; i++) {
-    mproc__q_cpu_relax();
+    mproc__cpu_relax();
     r = pthread_mutex_trylock(m);
   }
   if (r == EBUSY)

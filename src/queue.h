@@ -144,13 +144,6 @@ uint64_t mproc__q_rec_size(uint32_t kind, uint64_t len);
 
 #define MPROC__Q_SWEEP_MS 100
 
-/* Spin-wait hint to the CPU. */
-static inline void mproc__q_cpu_relax(void) {
-#if defined(__x86_64__) || defined(__i386__)
-  __builtin_ia32_pause();
-#endif
-}
-
 /* Increment of a counter only ever changed under one lock: no locked RMW. */
 static inline void mproc__q_bump(_Atomic uint64_t *c) {
   atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + 1, memory_order_relaxed);

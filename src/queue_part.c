@@ -29,7 +29,10 @@
  * closed right after fork and the child has not attached yet.  A pending
  * slot lives as long as its parent, or PENDING_MS if never claimed (a fork
  * that failed).  The list of live handles is guarded by a mutex that the
- * prepare handler takes, so it is consistent in the child. */
+ * prepare handler takes, so it is consistent in the child.  A process the
+ * library forks for itself (MPROC__SPAWN_INTERNAL: a named block's keeper)
+ * gets no slot and drops its copies' roles: it would otherwise count as a
+ * producer and consumer for as long as it lives. */
 #include "queue.h"
 #include "futex.h"
 
@@ -201,8 +204,9 @@ static pthread_once_t track_once = PTHREAD_ONCE_INIT;
 
 static void before_fork(void) {
   pthread_mutex_lock(&track_lock);
+  bool user = !mproc__internal_fork();
   for (struct mproc_queue *q = tracked; q != NULL; q = q->next) {
-    int r = q->roles != 0 && q->part >= 0 ? mproc__q_attach(q, q->roles, true) : -1;
+    int r = user && q->roles != 0 && q->part >= 0 ? mproc__q_attach(q, q->roles, true) : -1;
     q->fork_slot = r >= 0 ? r : -1;
   }
 }
@@ -216,12 +220,15 @@ static void after_fork_parent(void) {
 
 static void after_fork_child(void) {
   pid_t self = getpid(), parent = getppid();
-  uint64_t start = start_time_of(self);
+  bool user = !mproc__internal_fork();
+  uint64_t start = user ? start_time_of(self) : 0;
   for (struct mproc_queue *q = tracked; q != NULL; q = q->next) {
     atomic_store_explicit(&q->last_sweep_ms, 0, memory_order_relaxed);
     int slot = q->fork_slot;
     q->fork_slot = -1;
     q->part = -1;
+    if (!user)
+      q->roles = 0; /* the library's own process: no part in the queue */
     if (q->roles == 0)
       continue;
     if (slot >= 0 && mproc__q_lock(q) == 0) {

@@ -43,6 +43,10 @@
 #define LOCKED_COPY_MAX 1024
 /* How long a waiter may spin before sleeping. */
 #define SPIN_NS 20000
+/* Made-up spill names tried before a put gives up with -EEXIST (a collision
+ * needs the same pid, sequence number and 32 random bits: a second one in a
+ * row means someone squats our names). */
+#define SPILL_NAME_TRIES 8
 
 static inline int64_t now_ns(void) {
   struct timespec ts;
@@ -119,7 +123,7 @@ static void spin_on(struct mproc_queue *q, _Atomic uint64_t *word) {
   int64_t t0 = now_ns();
   do {
     for (int k = 0; k < 16; k++)
-      mproc__q_cpu_relax();
+      mproc__cpu_relax();
     if (atomic_load_explicit(word, memory_order_relaxed) != v)
       return;
   } while (now_ns() - t0 < SPIN_NS);
@@ -177,7 +181,18 @@ static int try_put(struct mproc_queue *q, const void *buf, size_t len, uint32_t 
 static int fill_record(struct mproc_queue *q, struct mproc__qrec *r, const void *buf, size_t len) {
   int err = 0;
   if (r->kind == MPROC__QK_SPILL) {
-    err = spill_write((const char *)(r + 1), buf, len);
+    /* The name was made up at reserve time; one that exists already (a
+     * collision, or a squatter) is replaced by a fresh one.  The record is
+     * RESERVED and ours: no consumer reads the name before the commit. */
+    for (int attempt = 1;; attempt++) {
+      err = spill_write((const char *)(r + 1), buf, len);
+      if (err != -EEXIST || attempt == SPILL_NAME_TRIES)
+        break;
+      char name[MPROC__Q_NAME_MAX];
+      if (mproc__shm_make_name(name, sizeof name, "qspill") != 0)
+        break;
+      memcpy(r + 1, name, sizeof name);
+    }
     if (err == 0)
       atomic_fetch_add_explicit(&q->h->spilled, 1, memory_order_relaxed);
   } else {

@@ -280,7 +280,11 @@ static int start_keeper(int fd, const char *name) {
   if (k.fd < 0)
     return mproc__neg_errno();
   mproc__fd_register(k.fd);
-  struct mproc__spawn_opts o = {.fn = keeper_launch, .arg = &k, .keep_fds = &k.fd, .nkeep = 1};
+  struct mproc__spawn_opts o = {.fn = keeper_launch,
+                                .arg = &k,
+                                .keep_fds = &k.fd,
+                                .nkeep = 1,
+                                .flags = MPROC__SPAWN_INTERNAL};
   pid_t pid;
   int pidfd, code = -1;
   int r = mproc__spawn(&o, &pid, &pidfd);
@@ -301,11 +305,40 @@ static int start_keeper(int fd, const char *name) {
 
 /* ---- named blocks -------------------------------------------------------- */
 
+/* How many made-up names mproc_shm_create(NULL) tries before it reports
+ * MPROC_EEXIST: a collision needs the same pid, sequence number and 32
+ * random bits, so a second one in a row means someone squats our names. */
+#define MADE_UP_TRIES 8
+
+/* Starts the keeper for `name`, then gives the object that name.  A made-up
+ * name (made != NULL) that exists already is replaced by a fresh one: the
+ * keeper started for the taken name finds it is not ours when it wakes up
+ * and leaves it alone. */
+static int keep_and_link(int fd, const char *name, char *made, size_t made_len) {
+  for (int attempt = 1;; attempt++) {
+    int r = start_keeper(fd, name);
+    if (r != 0)
+      return r;
+    char self[64], path[MPROC_SHM_NAME_MAX + 16];
+    snprintf(self, sizeof self, "/proc/self/fd/%d", fd);
+    path_of(path, sizeof path, name);
+    if (linkat(AT_FDCWD, self, AT_FDCWD, path, AT_SYMLINK_FOLLOW) == 0)
+      return 0;
+    r = mproc__neg_errno();
+    if (r != -EEXIST || made == NULL || attempt == MADE_UP_TRIES)
+      return r;
+    r = mproc__shm_make_name(made, made_len, "shm");
+    if (r != 0)
+      return r;
+  }
+}
+
 MPROC_EXTERN int mproc_shm_create(mproc_shm **out, const char *name, size_t size) {
   char made[MPROC_SHM_NAME_MAX + 1];
+  bool made_up = name == NULL;
   if (out == NULL || size == 0 || size > (size_t)INT64_MAX - SHM_HDR)
     return MPROC_EINVAL;
-  if (name == NULL) {
+  if (made_up) {
     int r = mproc__shm_make_name(made, sizeof made, "shm");
     if (r != 0)
       return r;
@@ -336,14 +369,7 @@ MPROC_EXTERN int mproc_shm_create(mproc_shm **out, const char *name, size_t size
       r = mproc__neg_errno();
   }
   if (r == 0)
-    r = start_keeper(fd, name);
-  if (r == 0) {
-    char self[64], path[MPROC_SHM_NAME_MAX + 16];
-    snprintf(self, sizeof self, "/proc/self/fd/%d", fd);
-    path_of(path, sizeof path, name);
-    if (linkat(AT_FDCWD, self, AT_FDCWD, path, AT_SYMLINK_FOLLOW) != 0)
-      r = mproc__neg_errno();
-  }
+    r = keep_and_link(fd, name, made_up ? made : NULL, sizeof made);
   if (r == 0)
     r = new_handle(fd, p, mapsize, SHM_HDR, name, out);
   if (r != 0) {

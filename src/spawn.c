@@ -7,13 +7,26 @@
  *     |                                                                |
  *     | restore mask -> pidfd_open(pid) -> register pidfd -> return     |
  *                                                                      v
- *   child:  default dispositions -> PR_SET_PDEATHSIG -> parent alive?
- *           (no: _exit) -> new pgrp? -> close library fds -> restore
- *           mask -> fn(arg) -> _exit(status)
+ *   child:  drop stdout/stderr buffers -> default dispositions ->
+ *           PR_SET_PDEATHSIG -> parent alive? (no: _exit) -> new pgrp? ->
+ *           close library fds -> restore mask -> fn(arg) -> _exit(status)
  *
  * Why each step:
  *  - stdio is flushed first, or bytes buffered in the parent would be written
- *    once by each process;
+ *    once by each process.  That flush cannot be complete: another parent
+ *    thread may print between it and the fork, and pool workers are forked
+ *    from the manager thread without it (MPROC__SPAWN_NOFLUSH: flushing the
+ *    program's streams from a background thread would interleave with its
+ *    own writes).  So the child also discards its copies of the stdout and
+ *    stderr buffers right after fork (__fpurge, which takes no lock: a
+ *    parent thread may have held the stream's lock at fork time).  Whatever
+ *    they held is the parent's output, which the parent itself writes; a
+ *    child that later calls exit() flushes only what it printed itself.
+ *    Other FILE streams cannot be enumerated portably: they are covered by
+ *    the flush only (documented in process.md);
+ *  - MPROC__SPAWN_INTERNAL marks the fork (a thread-local flag the fork
+ *    handlers read) so that a process the library forks for itself, such
+ *    as a named block's keeper, is given no roles in the user's queues;
  *  - all signals are blocked across fork so a parent signal handler can never
  *    run in the child before the child has reset its dispositions;
  *  - PR_SET_PDEATHSIG is racy on its own: the parent may die between fork and
@@ -34,6 +47,12 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
+#if defined(__has_include)
+#if __has_include(<stdio_ext.h>)
+#include <stdio_ext.h>
+#define MPROC__HAVE_FPURGE 1
+#endif
+#endif
 #include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -45,6 +64,12 @@
 #ifndef SYS_pidfd_send_signal
 #define SYS_pidfd_send_signal 424
 #endif
+
+/* Per thread: another thread of the program may fork at the same moment,
+ * and its child is a user's process. */
+static _Thread_local bool internal_fork;
+
+bool mproc__internal_fork(void) { return internal_fork; }
 
 static int pidfd_open_(pid_t pid) { return (int)syscall(SYS_pidfd_open, pid, 0); }
 
@@ -60,8 +85,18 @@ static void reset_signals(void) {
   }
 }
 
+/* The child's copies of the parent's pending stdout/stderr bytes: never
+ * written by the child (see the design notes). */
+static void drop_parent_stdio(void) {
+#ifdef MPROC__HAVE_FPURGE
+  __fpurge(stdout);
+  __fpurge(stderr);
+#endif
+}
+
 static _Noreturn void child_main(const struct mproc__spawn_opts *o, pid_t parent,
                                  const sigset_t *oldmask) {
+  drop_parent_stdio();
   reset_signals();
   int sig = o->pdeathsig > 0 ? o->pdeathsig : SIGKILL;
   if (prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0) != 0 || getppid() != parent)
@@ -84,10 +119,12 @@ int mproc__spawn(const struct mproc__spawn_opts *o, pid_t *pid_out, int *pidfd_o
   sigfillset(&all);
   pthread_sigmask(SIG_SETMASK, &all, &old);
   pid_t parent = getpid();
+  internal_fork = (o->flags & MPROC__SPAWN_INTERNAL) != 0;
   pid_t pid = fork();
   if (pid == 0)
     child_main(o, parent, &old);
   int err = pid < 0 ? mproc__neg_errno() : 0;
+  internal_fork = false;
   pthread_sigmask(SIG_SETMASK, &old, NULL);
   if (pid < 0)
     return err;

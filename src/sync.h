@@ -27,6 +27,16 @@ struct mproc__sync_hdr {
 #define MPROC__MAGIC_COND 0x444e4f43u    /* "COND" */
 #define MPROC__MAGIC_BARRIER 0x52524142u /* "BARR" */
 
+/* The public storage sizes (MPROC_*_SIZE) hold for every 64-bit Linux ABI,
+ * not only the one being built: layouts are checked as if each of their
+ * `nmutex` pthread_mutex_t had the largest size any of those ABIs gives it
+ * (glibc on aarch64: 48 bytes).  Mutexes are 8-aligned everywhere, so only
+ * their size differs. */
+#define MPROC__MUTEX_MAX_SIZE 48
+#define MPROC__ANY_ABI_SIZE(type, nmutex)                                                          \
+  (sizeof(type) + (nmutex) * (MPROC__MUTEX_MAX_SIZE - sizeof(pthread_mutex_t)))
+_Static_assert(sizeof(pthread_mutex_t) <= MPROC__MUTEX_MAX_SIZE, "pthread_mutex_t larger than 48");
+
 /* The object at p is an initialised `magic` (checks NULL and alignment too). */
 static inline bool mproc__sync_ok(const void *p, uint32_t magic) {
   if (p == NULL || ((uintptr_t)p & 7u) != 0)

@@ -390,6 +390,13 @@ static void outcome_of(struct mproc_pool *p, int i, struct mproc__entry *e, stru
   }
   if (t->kind != MPROC__K_CALL)
     return;
+  if (!(e->rflags & MPROC__EF_RES_FD) && e->res_len > MPROC__INLINE) {
+    /* Never copy past the entry's inline area, whatever the entry says. */
+    mproc__close(fd);
+    o->code = MPROC_ECORRUPT;
+    o->msg = "the worker reported a result larger than its ring entry";
+    return;
+  }
   o->res_len = e->res_len;
   if (e->rflags & MPROC__EF_RES_FD) {
     void *m = NULL;

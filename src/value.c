@@ -3,8 +3,8 @@
  * Design notes.  One mapping per object, laid out as
  *
  *   [0, 64)    header: magic, flags, type, element size, count
- *   [64, 128)  the RLock (absent for a raw value: MPROC_VALUE_RAW)
- *   [128, ...) the elements, 16-byte aligned, so every scalar element is
+ *   [64, 192)  the RLock (absent for a raw value: MPROC_VALUE_RAW)
+ *   [192, ...) the elements, 16-byte aligned, so every scalar element is
  *              naturally aligned and can be used with atomics
  *
  * The handle is the mapping's address: a child forked after mproc_value_new
@@ -19,7 +19,7 @@
 
 #define MPROC__MAGIC_VALUE 0x554c4156u /* "VALU" */
 #define VALUE_HDR 64
-#define VALUE_DATA 128
+#define VALUE_DATA (VALUE_HDR + MPROC_RLOCK_SIZE)
 
 struct mproc_value {
   struct mproc__sync_hdr hdr;

@@ -36,12 +36,14 @@
 struct mproc_task_ctx {
   struct mproc__entry *e;
   int sock;
-  int res_fd;     /* memfd of a large result, -1 none */
-  void *res_map;  /* its mapping */
-  size_t res_len; /* its size */
-  bool failed;    /* mproc_task_fail was called */
-  bool is_init;   /* initializer context: messages go to init_msg */
-  char *msg;      /* where messages go */
+  int res_fd;      /* memfd of a large result, -1 none */
+  void *res_map;   /* its mapping */
+  size_t res_len;  /* its size */
+  int res_err;     /* the last result buffer could not be made: -errno, else 0 */
+  size_t res_want; /* the size that buffer was asked for */
+  bool failed;     /* mproc_task_fail was called */
+  bool is_init;    /* initializer context: messages go to init_msg */
+  char *msg;       /* where messages go */
   int32_t *msg_code;
   int fds[MPROC_TASK_MAX_FDS]; /* the task's own fds (closed after it) */
   size_t nfds;
@@ -67,23 +69,33 @@ MPROC_EXTERN void *mproc_task_result_buf(mproc_task_ctx *c, size_t len) {
   if (c == NULL || c->is_init)
     return NULL;
   drop_big(c);
+  /* The entry describes no result until the new buffer exists: a failure
+   * here must never leave a length behind that the parent would copy out of
+   * the inline area. */
   c->e->rflags &= ~(uint32_t)MPROC__EF_RES_FD;
-  c->e->res_len = len;
-  if (len <= MPROC__INLINE)
+  c->e->res_len = 0;
+  c->res_err = 0;
+  if (len <= MPROC__INLINE) {
+    c->e->res_len = len;
     return c->e->res;
+  }
   /* Too big for the entry: a memfd, mapped here and handed to the parent
    * after the task returns.  The parent maps the same pages: no copy. */
   int fd;
-  if (mproc__memfd_create("mproc-result", len, &fd) != 0)
-    return NULL;
-  void *m;
-  if (mproc__map_shared(fd, len, &m) != 0) {
+  void *m = NULL;
+  int r = mproc__memfd_create("mproc-result", len, &fd);
+  if (r == 0 && (r = mproc__map_shared(fd, len, &m)) != 0)
     mproc__close(fd);
+  if (r != 0) {
+    /* Remembered: the task ends failed even if it ignores this NULL. */
+    c->res_err = r;
+    c->res_want = len;
     return NULL;
   }
   c->res_fd = fd;
   c->res_map = m;
   c->res_len = len;
+  c->e->res_len = len;
   c->e->rflags |= MPROC__EF_RES_FD;
   return m;
 }
@@ -92,8 +104,8 @@ MPROC_EXTERN int mproc_task_return(mproc_task_ctx *c, const void *data, size_t l
   if (c == NULL || (data == NULL && len > 0) || c->is_init)
     return MPROC_EINVAL;
   void *buf = mproc_task_result_buf(c, len);
-  if (buf == NULL && len > 0)
-    return -ENOMEM;
+  if (buf == NULL)
+    return c->res_err != 0 ? c->res_err : -ENOMEM;
   if (len > 0)
     memcpy(buf, data, len);
   return 0;
@@ -219,6 +231,12 @@ static void run_entry(const struct mproc__worker_args *w, struct mproc__entry *e
   int r = e->kind == MPROC__K_CALL ? run_call(w, e, &c) : run_map(w, e);
   for (size_t i = 0; i < c.nfds; i++)
     mproc__close(c.fds[i]);
+  if (r == 0 && !c.failed && c.res_err != 0) {
+    /* The task returned success without the result it asked for: it
+     * failed, whether or not it looked at the error. */
+    mproc_task_fail(&c, c.res_err, "could not make the task's %zu-byte result: %s", c.res_want,
+                    mproc_strerror(c.res_err));
+  }
   if (r != 0 || c.failed) {
     drop_big(&c);
     e->rflags &= ~(uint32_t)MPROC__EF_RES_FD;
@@ -270,7 +288,7 @@ static void idle_wait(const struct mproc__worker_args *w, uint64_t pos) {
     if ((i & 63) == 63)
       sched_yield(); /* never starve a peer sharing this core */
     else
-      __builtin_ia32_pause();
+      mproc__cpu_relax();
   }
   uint32_t seen = atomic_load(&s->wake);
   atomic_store(&s->sleeping, 1);

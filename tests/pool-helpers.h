@@ -122,4 +122,34 @@ static inline TCase *pool_tcase(Suite *s, const char *name, double timeout_s) {
   return tc;
 }
 
+/* A pool whose initializer failed: its first task fails with
+ * MPROC_EINITFAILED, a message holding `msg`, the worker's pid and the
+ * signal or exit status that ended it (or the submit already sees the pool
+ * broken); within bounded time every submit returns MPROC_EBROKEN. */
+static inline void expect_pool_broken(mproc_pool *p, const char *msg, int signo, int status) {
+  mproc_future *f;
+  int r = mproc_pool_submit(p, task_pid, NULL, 0, &f);
+  if (r == 0) {
+    const void *d;
+    size_t n;
+    mproc_assert_err(mproc_future_result(f, &d, &n, 30000), MPROC_EINITFAILED);
+    struct mproc_task_error e;
+    mproc_assert_ok(mproc_future_error(f, &e));
+    ck_assert_msg(strstr(e.message, msg) != NULL, "message: %s", e.message);
+    ck_assert_int_eq(e.signo, signo);
+    ck_assert_int_eq(e.exit_status, status);
+    ck_assert_int_gt(e.pid, 0);
+    mproc_future_free(f);
+  } else {
+    mproc_assert_err(r, MPROC_EBROKEN);
+  }
+  int64_t dl = mproc_now_ms() + 10000;
+  while ((r = mproc_pool_submit(p, task_pid, NULL, 0, &f)) == 0) {
+    mproc_future_wait(f, 30000);
+    mproc_future_free(f);
+    ck_assert(mproc_now_ms() < dl);
+  }
+  mproc_assert_err(r, MPROC_EBROKEN);
+}
+
 #endif

@@ -377,26 +377,7 @@ START_TEST(test_initializer_failure_breaks_pool) {
   mproc_pool *p;
   struct mproc_pool_options o = {.workers = 2, .initializer = init_fail};
   mproc_assert_ok(mproc_pool_new(&p, &o));
-  mproc_future *f;
-  int r = mproc_pool_submit(p, task_pid, NULL, 0, &f);
-  if (r == 0) {
-    const void *d;
-    size_t n;
-    mproc_assert_err(mproc_future_result(f, &d, &n, 30000), MPROC_EINITFAILED);
-    struct mproc_task_error e;
-    mproc_assert_ok(mproc_future_error(f, &e));
-    ck_assert_msg(strstr(e.message, "cannot open the database") != NULL, "message: %s", e.message);
-    mproc_future_free(f);
-  } else {
-    mproc_assert_err(r, MPROC_EBROKEN);
-  }
-  int64_t dl = mproc_now_ms() + 10000;
-  while ((r = mproc_pool_submit(p, task_pid, NULL, 0, &f)) == 0) {
-    mproc_future_wait(f, 30000);
-    mproc_future_free(f);
-    ck_assert(mproc_now_ms() < dl);
-  }
-  mproc_assert_err(r, MPROC_EBROKEN);
+  expect_pool_broken(p, "cannot open the database", 0, 3);
   /* No respawn storm: at most one initializer run per worker slot. */
   ck_assert_int_le(atomic_load(&S->count), 2);
   mproc_assert_ok(mproc_pool_free(p));

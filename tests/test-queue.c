@@ -582,6 +582,30 @@ START_TEST(test_joinable) {
 }
 END_TEST
 
+/* A named block's keeper (a process the library forks for itself) takes no
+ * part in the program's queues: once the only producer closes, consumers
+ * see MPROC_ECLOSED, and the keeper is no consumer holding up puts. */
+START_TEST(test_library_processes_hold_no_roles) {
+  mproc_queue *q;
+  mproc_assert_ok(mproc_queue_new(&q, NULL));
+  mproc_shm *s;
+  mproc_assert_ok(mproc_shm_create(&s, NULL, 64));
+  struct mproc_queue_stats st;
+  mproc_assert_ok(mproc_queue_stats(q, &st));
+  ck_assert_uint_le(st.producers, 2); /* the keeper's short-lived launcher may linger */
+  mproc_assert_ok(mproc_queue_close(q));
+  char buf[8];
+  size_t n;
+  /* A blocking get sweeps the dead launcher away, then sees no producer. */
+  mproc_assert_err(mproc_queue_get(q, buf, sizeof buf, &n, 30000), MPROC_ECLOSED);
+  mproc_assert_ok(mproc_queue_stats(q, &st));
+  ck_assert_uint_eq(st.producers, 0);
+  ck_assert_uint_eq(st.consumers, 1);
+  mproc_assert_ok(mproc_shm_close(s));
+  mproc_assert_ok(mproc_queue_free(q));
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("queue");
   TCase *tc = mproc_test_tcase(s, "queue", 60);
@@ -599,5 +623,6 @@ int main(void) {
   tcase_add_test(tc, test_mpmc_checksums);
   tcase_add_test(tc, test_named_queue);
   tcase_add_test(tc, test_joinable);
+  tcase_add_test(tc, test_library_processes_hold_no_roles);
   return mproc_test_run(s);
 }

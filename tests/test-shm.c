@@ -4,12 +4,47 @@
 
 #include <fcntl.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
 #include <sys/inotify.h>
 #include <sys/mman.h>
+#include <sys/random.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
+
+/* While >= 0, getrandom() (which the library uses for the random part of
+ * the names it makes up) fills its buffer with this byte, so a test can
+ * predict the next made-up name and squat it.  This definition takes the
+ * place of libc's in the test executable. */
+static int fixed_random = -1;
+
+ssize_t getrandom(void *buf, size_t len, unsigned flags) {
+  if (fixed_random < 0)
+    return syscall(SYS_getrandom, buf, len, flags);
+  memset(buf, fixed_random, len);
+  return (ssize_t)len;
+}
+
+/* Squats (creates) the name the library will make up next for `kind`, with
+ * getrandom() fixed; writes it to `name`. */
+static void squat_next_name(const char *kind, char *name, size_t len) {
+  fixed_random = 0x5a;
+  char probe[128];
+  mproc_assert_ok(mproc__shm_make_name(probe, sizeof probe, kind));
+  /* "/mproc.<pid>.<kind>.<seq>.<random>": seq sits between the last two dots. */
+  char *dot = strrchr(probe, '.');
+  ck_assert_ptr_nonnull(dot);
+  *dot = '\0';
+  dot = strrchr(probe, '.');
+  ck_assert_ptr_nonnull(dot);
+  unsigned seq = (unsigned)strtoul(dot + 1, NULL, 10);
+  snprintf(name, len, "/mproc.%d.%s.%u.5a5a5a5a", (int)getpid(), kind, seq + 1);
+  int fd = shm_open(name, O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, 0600);
+  ck_assert_int_ge(fd, 0);
+  close(fd);
+}
 
 static int shm_exists(const char *name) {
   char path[512];
@@ -207,6 +242,40 @@ START_TEST(test_named_generated_name) {
   strcpy(copy, n);
   mproc_assert_ok(mproc_shm_close(s));
   ck_assert(!shm_exists(copy));
+}
+END_TEST
+
+/* A made-up name that exists already is replaced, not an error. */
+START_TEST(test_made_up_name_collision_retried) {
+  char squat[128];
+  squat_next_name("shm", squat, sizeof squat);
+  mproc_shm *s;
+  mproc_assert_ok(mproc_shm_create(&s, NULL, 100));
+  ck_assert_str_ne(mproc_shm_name(s), squat);
+  ck_assert(shm_exists(mproc_shm_name(s)));
+  mproc_assert_ok(mproc_shm_close(s));
+  ck_assert(shm_exists(squat)); /* the squatter's object is left alone */
+  ck_assert_int_eq(shm_unlink(squat), 0);
+
+  /* The same for the object a spilled queue message travels in. */
+  mproc_queue *q;
+  struct mproc_queue_options qo = {.capacity = 4096};
+  mproc_assert_ok(mproc_queue_new(&q, &qo));
+  char big[3000], got[3000];
+  memset(big, 'q', sizeof big);
+  squat_next_name("qspill", squat, sizeof squat);
+  mproc_assert_ok(mproc_queue_put(q, big, sizeof big, 0));
+  size_t n = 0;
+  mproc_assert_ok(mproc_queue_get(q, got, sizeof got, &n, 0));
+  ck_assert_uint_eq(n, sizeof big);
+  ck_assert_int_eq(memcmp(got, big, n), 0);
+  struct mproc_queue_stats st;
+  mproc_assert_ok(mproc_queue_stats(q, &st));
+  ck_assert_uint_eq(st.spilled, 1);
+  mproc_assert_ok(mproc_queue_free(q));
+  ck_assert(shm_exists(squat));
+  ck_assert_int_eq(shm_unlink(squat), 0);
+  fixed_random = -1;
 }
 END_TEST
 
@@ -420,6 +489,7 @@ int main(void) {
   tcase_add_test(tc, test_named_basics);
   tcase_add_test(tc, test_named_generated_name);
   tcase_add_test(tc, test_named_exclusive_and_squatted);
+  tcase_add_test(tc, test_made_up_name_collision_retried);
   tcase_add_test(tc, test_named_errors);
   tcase_add_test(tc, test_named_explicit_unlink);
   tcase_add_test(tc, test_creator_killed_while_attached);

@@ -4,7 +4,10 @@
 
 #include <fcntl.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 static int ret_arg(void *arg) { return (int)(intptr_t)arg; }
@@ -91,6 +94,85 @@ START_TEST(test_bad_options) {
 }
 END_TEST
 
+/* ---- the parent's buffered stdio is never written by a child ----------- */
+
+/* Points stdout at a fresh memory file (fully buffered, like a file or a
+ * pipe); returns the saved original stdout to restore with stdout_restore. */
+static int stdout_to_memfd(int *mfd) {
+  fflush(stdout);
+  *mfd = memfd_create("stdout", MFD_CLOEXEC);
+  ck_assert_int_ge(*mfd, 0);
+  int saved = fcntl(1, F_DUPFD_CLOEXEC, 3);
+  ck_assert_int_ge(saved, 0);
+  ck_assert_int_eq(dup2(*mfd, 1), 1);
+  return saved;
+}
+
+/* Restores stdout and returns how often `needle` was written to the file. */
+static int stdout_restore(int saved, int mfd, const char *needle) {
+  fflush(stdout);
+  ck_assert_int_eq(dup2(saved, 1), 1);
+  close(saved);
+  char buf[4096];
+  ssize_t n = pread(mfd, buf, sizeof buf - 1, 0);
+  close(mfd);
+  ck_assert_int_ge(n, 0);
+  buf[n] = '\0';
+  int count = 0;
+  for (char *p = buf; (p = strstr(p, needle)) != NULL; p += strlen(needle))
+    count++;
+  return count;
+}
+
+static int exit_via_exit(void *arg) {
+  (void)arg;
+  exit(0); /* flushes this process's stdio copies */
+}
+
+/* The pool's path: forked without a flush (MPROC__SPAWN_NOFLUSH), the child
+ * leaving through exit(). */
+START_TEST(test_child_never_writes_parent_stdout) {
+  int mfd, saved = stdout_to_memfd(&mfd);
+  printf("pending-no-newline");
+  struct mproc__spawn_opts o = {.fn = exit_via_exit, .flags = MPROC__SPAWN_NOFLUSH};
+  pid_t pid;
+  int pidfd, code = -1000;
+  for (int i = 0; i < 3; i++) {
+    mproc_assert_ok(mproc__spawn(&o, &pid, &pidfd));
+    mproc_assert_ok(mproc__reap(pidfd, &code, mproc__deadline(30000)));
+    mproc_assert_ok(mproc__close(pidfd));
+    ck_assert_int_eq(code, 0);
+  }
+  ck_assert_int_eq(stdout_restore(saved, mfd, "pending-no-newline"), 1);
+}
+END_TEST
+
+static int task_exit(const void *arg, size_t len, mproc_task_ctx *ctx) {
+  (void)arg, (void)len, (void)ctx;
+  exit(0);
+}
+
+/* The same through the public pool: workers that exit() mid-task (and are
+ * replaced) never print what the program had buffered. */
+START_TEST(test_pool_worker_never_writes_parent_stdout) {
+  int mfd, saved = stdout_to_memfd(&mfd);
+  printf("pool-pending-line");
+  mproc_pool *pool;
+  struct mproc_pool_options po = {.workers = 2};
+  mproc_assert_ok(mproc_pool_new(&pool, &po));
+  for (int i = 0; i < 4; i++) {
+    mproc_future *f;
+    mproc_assert_ok(mproc_pool_submit(pool, task_exit, NULL, 0, &f));
+    const void *d;
+    size_t n;
+    mproc_assert_err(mproc_future_result(f, &d, &n, 60000), MPROC_EWORKERDIED);
+    mproc_future_free(f);
+  }
+  mproc_assert_ok(mproc_pool_free(pool));
+  ck_assert_int_eq(stdout_restore(saved, mfd, "pool-pending-line"), 1);
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("spawn");
   TCase *tc = mproc_test_tcase(s, "spawn", 60);
@@ -98,5 +180,7 @@ int main(void) {
   tcase_add_test(tc, test_registered_fds_closed_in_child);
   tcase_add_test(tc, test_reap_deadline_and_kill);
   tcase_add_test(tc, test_bad_options);
+  tcase_add_test(tc, test_child_never_writes_parent_stdout);
+  tcase_add_test(tc, test_pool_worker_never_writes_parent_stdout);
   return mproc_test_run(s);
 }

@@ -380,6 +380,78 @@ START_TEST(test_lock_cycles) {
 }
 END_TEST
 
+/* ---- a recycled tid is not the owner -------------------------------------- */
+
+/* Takes both locks (the RLock three times) and dies holding them. */
+static int hold_both_and_die(void *arg) {
+  struct shared *s = arg;
+  if (mproc_lock_acquire(s->lock, 0) != 0)
+    return 1;
+  for (int i = 0; i < 3; i++)
+    if (mproc_rlock_acquire(s->rlock, 0) != 0)
+      return 2;
+  _exit(0);
+}
+
+/* Replaces every aligned 32-bit copy of `from` in [p, p+len) by `to`: what a
+ * process that got the dead owner's recycled tid would find recorded. */
+static int recycle_tid(void *p, size_t len, pid_t from, pid_t to) {
+  int n = 0;
+  for (size_t off = 0; off + sizeof(int32_t) <= len; off += sizeof(int32_t)) {
+    int32_t v;
+    memcpy(&v, (char *)p + off, sizeof v);
+    if (v == (int32_t)from) {
+      int32_t w = (int32_t)to;
+      memcpy((char *)p + off, &w, sizeof w);
+      n++;
+    }
+  }
+  return n;
+}
+
+/* The owner died; this process now has the tid the owner had (faked by
+ * rewriting the recorded ids, as after a pid wrap or in another pid
+ * namespace).  It must learn of the death, not be taken for the owner. */
+START_TEST(test_recycled_tid_is_not_owner) {
+  struct shared *s = shared_new();
+  void *lmem, *rmem;
+  mproc_assert_ok(mproc__map_anon_shared(MPROC_LOCK_SIZE, &lmem));
+  mproc_assert_ok(mproc__map_anon_shared(MPROC_RLOCK_SIZE, &rmem));
+  mproc_assert_ok(mproc_lock_init(&s->lock, lmem, MPROC_LOCK_SIZE));
+  mproc_assert_ok(mproc_rlock_init(&s->rlock, rmem, MPROC_RLOCK_SIZE));
+  struct child c = child_start(hold_both_and_die, s);
+  pid_t dead = c.pid;
+  ck_assert_int_eq(child_wait(&c), 0);
+  ck_assert_int_ge(recycle_tid(lmem, MPROC_LOCK_SIZE, dead, gettid()), 1);
+  ck_assert_int_ge(recycle_tid(rmem, MPROC_RLOCK_SIZE, dead, gettid()), 1);
+
+  /* RLock: not ours at depth 3; acquiring reports the death, at depth 1. */
+  ck_assert_int_eq(mproc_rlock_depth(s->rlock), 0);
+  mproc_assert_err(mproc_rlock_release(s->rlock), MPROC_ENOTOWNER);
+  mproc_assert_err(mproc_rlock_consistent(s->rlock), MPROC_ESTATE);
+  mproc_assert_err(mproc_rlock_acquire(s->rlock, 0), MPROC_EOWNERDEAD);
+  ck_assert_int_eq(mproc_rlock_depth(s->rlock), 1);
+  mproc_assert_ok(mproc_rlock_consistent(s->rlock));
+  mproc_assert_ok(mproc_rlock_release(s->rlock));
+  ck_assert_int_eq(mproc_rlock_depth(s->rlock), 0);
+
+  /* Lock: not "already held by the caller" (MPROC_EBUSY), but owner-dead. */
+  mproc_assert_err(mproc_lock_release(s->lock), MPROC_ENOTOWNER);
+  mproc_assert_err(mproc_lock_consistent(s->lock), MPROC_ESTATE);
+  mproc_assert_err(mproc_lock_acquire(s->lock, 0), MPROC_EOWNERDEAD);
+  mproc_assert_ok(mproc_lock_consistent(s->lock));
+  mproc_assert_ok(mproc_lock_release(s->lock));
+  mproc_assert_ok(mproc_lock_acquire(s->lock, 0));
+  mproc_assert_ok(mproc_lock_release(s->lock));
+
+  mproc_assert_ok(mproc_lock_destroy(s->lock));
+  mproc_assert_ok(mproc_rlock_destroy(s->rlock));
+  munmap(lmem, MPROC_LOCK_SIZE);
+  munmap(rmem, MPROC_RLOCK_SIZE);
+  shared_free(s);
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("sync-lock");
   TCase *tc = mproc_test_tcase(s, "lock", 60);
@@ -394,6 +466,7 @@ int main(void) {
   tcase_add_test(tc, test_rlock_errors);
   tcase_add_test(tc, test_rlock_killed_at_depth_3);
   tcase_add_test(tc, test_rlock_not_recoverable);
+  tcase_add_test(tc, test_recycled_tid_is_not_owner);
   tc = mproc_test_tcase(s, "cycles", 120);
   tcase_add_test(tc, test_lock_cycles);
   return mproc_test_run(s);

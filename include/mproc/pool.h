@@ -47,8 +47,10 @@ MPROC_EXTERN int mproc_task_return(mproc_task_ctx *ctx, const void *data, size_t
 /* A writable result buffer of `len` bytes to fill in place (avoids a copy for
  * large results); valid until the task returns.  NULL on failure. */
 MPROC_EXTERN void *mproc_task_result_buf(mproc_task_ctx *ctx, size_t len);
-/* Record a failure: `code` (non-zero) and a printf-style message (truncated to
- * 199 bytes).  Returns `code`, so a task can `return mproc_task_fail(...)`. */
+/* Record a failure: `code` and a printf-style message (truncated to 199
+ * bytes; fmt may be NULL).  A code of 0 means "failed, with no code of its
+ * own" and becomes MPROC_ETASK.  Returns the code recorded (never 0), so a
+ * task can `return mproc_task_fail(...)`. */
 MPROC_EXTERN int mproc_task_fail(mproc_task_ctx *ctx, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
@@ -86,11 +88,14 @@ struct mproc_pool_options {
   int64_t task_timeout_ms;       /* 0: none; a task running longer is killed */
   uint32_t retries;              /* re-runs of a task whose worker died */
   size_t max_worker_rss;         /* bytes; 0: none; checked after each task */
+  /* 0: none; an initializer still running this long after its worker was
+   * forked is killed and fails like a failed initializer (pool broken). */
+  int64_t init_timeout_ms;
 };
 
 /* Create a pool.  Blocks until the workers are forked.  *out owns the pool;
  * release it with mproc_pool_free().  Errors: MPROC_EINVAL (NULL out,
- * unknown flag, negative workers or timeout), -errno (fork, memory, thread).
+ * unknown flag, negative workers or timeouts), -errno (fork, memory, thread).
  * A failed mproc_pool_new leaves nothing behind. */
 MPROC_EXTERN int mproc_pool_new(mproc_pool **out, const struct mproc_pool_options *opts);
 /* Number of workers (>= 1), or MPROC_EINVAL. */
@@ -173,7 +178,9 @@ typedef enum {
 struct mproc_task_error {
   int code;        /* MPROC_ETASK, MPROC_EWORKERDIED, MPROC_ETIMEDOUT (task
                       timeout), MPROC_ECANCELLED, MPROC_EINITFAILED */
-  int task_code;   /* MPROC_ETASK: the task's non-zero return code */
+  int task_code;   /* MPROC_ETASK: the task's non-zero return code; a
+                      positive one without a message of its own reads
+                      "task returned N" in `message` */
   pid_t pid;       /* worker that ran it (0 if it never ran) */
   int signo;       /* signal that killed the worker, 0 if none */
   int exit_status; /* exit status of a worker that exited, -1 if none */
@@ -207,6 +214,12 @@ MPROC_EXTERN int mproc_future_cancel(mproc_future *f);
  * shut down, and free f.  Returns 0, MPROC_EINVAL, -ENOMEM. */
 MPROC_EXTERN int mproc_future_add_done_callback(mproc_future *f,
                                                 void (*cb)(mproc_future *f, void *ud), void *ud);
+/* A pointer of the caller's, kept with the future and never read by mproc
+ * (e.g. the input a future was submitted for, found again from
+ * as_completed or a callback).  set: 0 or MPROC_EINVAL; data: NULL when
+ * none was set or f is NULL.  Safe from any thread. */
+MPROC_EXTERN int mproc_future_set_data(mproc_future *f, void *data);
+MPROC_EXTERN void *mproc_future_data(const mproc_future *f);
 /* Release the caller's reference.  An unfinished task still runs; its
  * result is discarded.  Safe from inside the future's own callback. */
 MPROC_EXTERN void mproc_future_free(mproc_future *f);

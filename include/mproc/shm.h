@@ -44,8 +44,9 @@ MPROC_EXTERN int mproc_shm_from_fd(mproc_shm **out, int fd);
 
 /* Create a named block of `size` (> 0) zeroed bytes.  `name` is "/something"
  * (one leading slash, no other, at most MPROC_SHM_NAME_MAX bytes) or NULL for
- * a fresh name the library makes up (read it with mproc_shm_name).  A name
- * that already exists is never reused: -EEXIST. */
+ * a fresh name the library makes up (read it with mproc_shm_name; one that
+ * happens to exist is replaced by another).  A name that already exists is
+ * never reused: -EEXIST. */
 MPROC_EXTERN int mproc_shm_create(mproc_shm **out, const char *name, size_t size);
 /* Attach to an existing named block.  -ENOENT if there is no such name (or it
  * is being removed), -EACCES if the object belongs to another user,

@@ -33,12 +33,17 @@ extern "C" {
  * mutexes): only the acquiring thread may release, and the death of that
  * thread or its process is detected at once by the next acquirer. */
 
-/* Storage sizes (compile-time constants, checked against the real layouts). */
+/* Storage sizes (compile-time constants, checked against the real layouts).
+ * They are the same on every 64-bit Linux ABI: they fit the largest
+ * pthread_mutex_t among them (glibc's 48 bytes on aarch64; 40 on x86-64,
+ * ppc64, s390x, riscv64), so a program's shared-memory layout does not
+ * depend on the architecture it is built for.  They are part of the ABI:
+ * a change is a release note in CHANGES. */
 #define MPROC_LOCK_SIZE 64
-#define MPROC_RLOCK_SIZE 64
+#define MPROC_RLOCK_SIZE 128
 #define MPROC_SEM_SIZE 64
 #define MPROC_EVENT_SIZE 64
-#define MPROC_COND_SIZE 128
+#define MPROC_COND_SIZE 192
 #define MPROC_BARRIER_SIZE(parties) (128 + 64 * (size_t)(parties))
 /* Most parties a barrier accepts. */
 #define MPROC_BARRIER_MAX_PARTIES 1024

@@ -13,7 +13,8 @@ ls "$libdir"/libmproc.so.0 "$libdir"/libmproc.a >/dev/null
 # pkg-config, shared
 PKG_CONFIG_PATH="$libdir/pkgconfig" "$cc" -o "$tmp/consumer-pc" "$here/consumer.c" \
   $(PKG_CONFIG_PATH="$libdir/pkgconfig" pkg-config --cflags --libs mproc)
-LD_LIBRARY_PATH="$libdir" "$tmp/consumer-pc" | grep -q '^mproc 0\.'
+# No LD_LIBRARY_PATH: the run path from mproc.pc finds the library.
+env -u LD_LIBRARY_PATH "$tmp/consumer-pc" | grep -q '^mproc 0\.'
 # pkg-config, static
 PKG_CONFIG_PATH="$libdir/pkgconfig" "$cc" -o "$tmp/consumer-static" "$here/consumer.c" \
   $(PKG_CONFIG_PATH="$libdir/pkgconfig" pkg-config --cflags mproc) "$libdir/libmproc.a" \
@@ -22,7 +23,8 @@ PKG_CONFIG_PATH="$libdir/pkgconfig" "$cc" -o "$tmp/consumer-static" "$here/consu
 # find_package
 "$cmake" -S "$here" -B "$tmp/cm" -DCMAKE_PREFIX_PATH="$tmp/prefix" -DCMAKE_C_COMPILER="$cc" >/dev/null
 "$cmake" --build "$tmp/cm" >/dev/null
-LD_LIBRARY_PATH="$libdir" "$tmp/cm/consumer" | grep -q '^mproc 0\.'
+# CMake records the imported library's directory in the build run path.
+env -u LD_LIBRARY_PATH "$tmp/cm/consumer" | grep -q '^mproc 0\.'
 # Only mproc_* symbols are exported.
 bad=$(nm -D --defined-only "$libdir/libmproc.so.0" | awk '{print $3}' | grep -v '^mproc_' || true)
 if [ -n "$bad" ]; then echo "non-mproc exported symbols: $bad"; exit 1; fi
