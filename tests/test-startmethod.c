@@ -430,6 +430,51 @@ START_TEST(test_forkserver_killed) {
 }
 END_TEST
 
+/* Starts a forkserver child, reports the server's pid and the child's on
+ * the fd given, then sleeps. */
+static int start_and_report(const void *arg, size_t len) {
+  (void)len;
+  int fd = *(const int *)arg;
+  mproc_process_options o = {.start_method = MPROC_START_FORKSERVER};
+  mproc_process *p;
+  if (mproc_process_new(&p, sleep_forever, NULL, 0, &o) != 0 || mproc_process_start(p) != 0)
+    return 1;
+  pid_t pids[2] = {find_server_except(mproc_process_pid(p)), mproc_process_pid(p)};
+  if (write(fd, pids, sizeof pids) != (ssize_t)sizeof pids)
+    return 2;
+  return sleep_forever(NULL, 0);
+}
+
+START_TEST(test_owner_killed) {
+  /* The server and every child it made die with their owner, even when the
+   * owner dies by SIGKILL: no orphan is left. */
+  int pfd[2];
+  ck_assert_int_eq(pipe2(pfd, 0), 0);
+  mproc_process *owner;
+  mproc_assert_ok(mproc_process_new(&owner, start_and_report, &pfd[1], sizeof pfd[1], NULL));
+  mproc_assert_ok(mproc_process_start(owner));
+  pid_t pids[2];
+  ck_assert_int_gt(mproc__poll1(pfd[0], POLLIN, mproc__deadline(LONG_MS)), 0);
+  ck_assert_int_eq(read(pfd[0], pids, sizeof pids), (ssize_t)sizeof pids);
+  int fds[2];
+  for (int i = 0; i < 2; i++) {
+    ck_assert_int_gt(pids[i], 0);
+    fds[i] = (int)syscall(SYS_pidfd_open, pids[i], 0);
+    ck_assert_int_ge(fds[i], 0);
+  }
+  mproc_assert_ok(mproc_process_kill(owner, 0));
+  mproc_assert_ok(mproc_process_join(owner, LONG_MS));
+  for (int i = 0; i < 2; i++) {
+    ck_assert_msg(mproc__poll1(fds[i], POLLIN, mproc__deadline(LONG_MS)) > 0,
+                  "%s %d outlived its owner", i == 0 ? "server" : "child", (int)pids[i]);
+    close(fds[i]);
+  }
+  mproc_process_free(owner);
+  close(pfd[0]);
+  close(pfd[1]);
+}
+END_TEST
+
 /* ---- exec failing ------------------------------------------------------- */
 
 START_TEST(test_exec_fails) {
@@ -565,6 +610,7 @@ int main(int argc, char **argv) {
   tcase_add_test(tc, test_binary_replaced);
   tc = mproc_test_tcase(s, "failures", 120);
   tcase_add_test(tc, test_forkserver_killed);
+  tcase_add_test(tc, test_owner_killed);
   tcase_add_test(tc, test_exec_fails);
   tc = mproc_test_tcase(s, "fork-safety", 300);
   tcase_add_test(tc, test_fork_safety_spawn);
