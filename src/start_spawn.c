@@ -38,6 +38,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 /* How long a start waits for the exec'd child to answer before it gives up
@@ -318,7 +319,11 @@ __attribute__((constructor)) static void worker_entry(void) {
     return;
   char kind = m[0], *end;
   long fd = strtol(m + 1, &end, 10);
-  if (*end != '\0' || end == m + 1 || fd < 0 || fd > 1 << 24 || fcntl((int)fd, F_GETFD) < 0)
+  struct stat st;
+  /* Only a socket can be our channel: a stray marker naming, say, stdin
+   * leaves the program alone. */
+  if (*end != '\0' || end == m + 1 || fd < 0 || fd > 1 << 24 || fstat((int)fd, &st) != 0 ||
+      !S_ISSOCK(st.st_mode))
     return;
   unsetenv(MPROC__WORKER_ENV);
   fcntl((int)fd, F_SETFD, FD_CLOEXEC);

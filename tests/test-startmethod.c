@@ -396,6 +396,30 @@ START_TEST(test_binary_replaced) {
 }
 END_TEST
 
+/* A marker that does not name a socket (here: stdin, /dev/null) leaves the
+ * program alone: its main() runs. */
+START_TEST(test_stray_marker) {
+  pid_t pid = fork();
+  ck_assert_int_ge(pid, 0);
+  if (pid == 0) {
+    int null = open("/dev/null", O_RDONLY);
+    if (null < 0 || dup2(null, 0) != 0)
+      _exit(120);
+    char *argv[] = {"prog", "--main-runs", NULL};
+    char *envp[] = {"MPROC_WORKER=s0", NULL};
+    execve("/proc/self/exe", argv, envp);
+    _exit(127);
+  }
+  int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+  ck_assert_int_ge(pidfd, 0);
+  ck_assert_int_gt(mproc__poll1(pidfd, POLLIN, mproc__deadline(LONG_MS)), 0);
+  close(pidfd);
+  int status;
+  ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+  ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 33, "status %#x", status);
+}
+END_TEST
+
 /* ---- the forkserver's life ---------------------------------------------- */
 
 START_TEST(test_forkserver_killed) {
@@ -596,6 +620,8 @@ END_TEST
 int main(int argc, char **argv) {
   if (argc == 3 && strcmp(argv[1], "--replaced") == 0)
     return replaced_helper(atoi(argv[2]));
+  if (argc == 2 && strcmp(argv[1], "--main-runs") == 0)
+    return getenv("MPROC_WORKER") != NULL ? 33 : 34;
   Suite *s = suite_create("startmethod");
   TCase *tc = mproc_test_tcase(s, "references", 60);
   tcase_add_test(tc, test_function_registry);
@@ -608,6 +634,7 @@ int main(int argc, char **argv) {
   tcase_add_test(tc, test_library_without_build_id);
   tcase_add_test(tc, test_library_replaced);
   tcase_add_test(tc, test_binary_replaced);
+  tcase_add_test(tc, test_stray_marker);
   tc = mproc_test_tcase(s, "failures", 120);
   tcase_add_test(tc, test_forkserver_killed);
   tcase_add_test(tc, test_owner_killed);
