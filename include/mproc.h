@@ -16,5 +16,6 @@
 #include "mproc/pool.h"
 #include "mproc/loop.h"
 #include "mproc/command.h"
+#include "mproc/typed.h"
 
 #endif /* MPROC_H */
