@@ -19,7 +19,35 @@
  * Failure: any MPI error means a rank is gone.  Without ULFM nothing can be
  * repaired, so the job fails fast: the message names the rank and its host,
  * and MPI_Abort ends every process (mpiexec exits non-zero).  A job freed
- * before it finished stays until its result arrives, then goes. */
+ * before it finished stays until its result arrives, then goes.
+ *
+ * What the pool's transport seam (src/transport.h) must offer for this
+ * dispatcher to become the pool's MPI transport, one more file:
+ *  1. A transport chosen at pool creation without a core dependency: a pool
+ *     option, and an environment variable (MPROC_TRANSPORT=mpi) so unchanged
+ *     programs run over ranks, that find a transport registered at run time
+ *     by libmproc_mpi (e.g. mproc__transport_register(&ops) called from
+ *     mproc_mpi_init): the core cannot name MPI symbols.
+ *  2. Slots that are not local processes: start_worker must not have to
+ *     produce a pid and a pidfd, and the manager must learn of a worker's
+ *     death from the transport (an outcome per task from poll_results), not
+ *     only from a pidfd.
+ *  3. A wake-up the manager can sleep on: it sleeps in poll(), MPI has no
+ *     fd, so the transport needs either a "poll me again within N ms" answer
+ *     or its own progress thread writing an eventfd the manager polls.
+ *  4. One MPI thread: if the manager thread drives the transport, it is not
+ *     the thread that called MPI_Init, so mproc_mpi_init must ask for
+ *     MPI_THREAD_SERIALIZED (or MULTIPLE) instead of FUNNELED.
+ *  5. Map data by value: chunks reach the transport as byte ranges it may
+ *     copy (the arena as an ops entry), and results are written back
+ *     through the transport, not into a shared arena the rank cannot see.
+ *  6. Function references through struct mproc__fnref carrying build-id +
+ *     offset or a registered name (the start-methods work); mpi_fnref.c then
+ *     becomes a wrapper over them.
+ *  7. Cancel and timeouts as transport operations: revoke/started/running
+ *     answered from transport-held state (a task sent to a rank counts as
+ *     started), and killing a running task a transport call (a CANCEL
+ *     message here) rather than a signal to a local pid. */
 #include "mpi_internal.h"
 
 #include <stdio.h>
