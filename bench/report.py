@@ -36,6 +36,11 @@ TARGETS = {
     "pool_startup": [("abs", 1)],
     "cpu_scaling": [("abs", 1.97)],
     "crash_recovery": [("abs", 10)],
+    # Over MPI (3 ranks): raw MPI in C is the baseline, mpi4py.futures the
+    # Python side.
+    "mpi_roundtrip": [("base", 2), ("py", 50)],
+    "mpi_tasks": [("base", 2)],
+    "mpi_map": [("py", 50)],
 }
 
 

@@ -188,7 +188,10 @@ MPROC_EXTERN int mproc_mpi_init(int *argc, char ***argv, const struct mproc_mpi_
   int64_t t = opts->startup_timeout_ms ? opts->startup_timeout_ms : 60000;
   int rc = mproc__mpi.size > 1 ? handshake(t) : 0;
   if (mproc__mpi.rank != 0) {
-    int status = rc == 0 ? mproc__mpi_rank_serve() : 1;
+    /* After a refused handshake the worker ranks leave quietly (status 0):
+     * rank 0 reports the failure and decides the job's outcome; a non-zero
+     * exit here would make mpiexec kill rank 0 before it could say why. */
+    int status = rc == 0 ? mproc__mpi_rank_serve() : 0;
     mproc__mpi_rank_discard();
     mproc__mpi.finalized = true;
     leave_mpi();

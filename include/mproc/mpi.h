@@ -56,8 +56,8 @@ MPROC_EXTERN int mproc_mpi_register_map(const char *name, mproc_map_fn fn);
  * go to MPI_Init (both NULL, or both set).  Errors (rank 0): MPROC_EINVAL
  * (bad options), MPROC_ESTATE (called twice), MPROC_EBROKEN (a rank runs
  * another program, or MPI failed to start; the message is on stderr and the
- * worker ranks exit).  A rank that does not report within
- * startup_timeout_ms aborts the job with a message. */
+ * worker ranks exit with status 0, leaving the job's outcome to rank 0).  A rank that does not
+ * report within startup_timeout_ms aborts the job with a message. */
 MPROC_EXTERN int mproc_mpi_init(int *argc, char ***argv, const struct mproc_mpi_options *opts);
 /* This process's rank (0 when not under MPI). */
 MPROC_EXTERN int mproc_mpi_rank(void);

@@ -15,15 +15,18 @@ scale=${MPROC_TEST_TIMEOUT_SCALE:-1}
 limit() { awk -v s="$scale" -v t="$1" 'BEGIN { printf "%d", t * (s > 1 ? s : 1) }'; }
 # As root Open MPI refuses to start without these; they change nothing else.
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-# MPI's own allocations outlive MPI_Finalize by design: not ours to report.
-export LSAN_OPTIONS="suppressions=$(dirname "$0")/lsan.supp:print_suppressions=0${LSAN_OPTIONS:+:$LSAN_OPTIONS}"
+# Open MPI keeps allocations past MPI_Finalize and unloads its plugins there,
+# so LeakSanitizer cannot even name the module of those leftovers and no
+# suppression matches them: under mpiexec leak detection is off (address and
+# UB checks stay on); the cases run without MPI (fallback, errors) keep it.
+under_mpi_asan=${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0
 out=$(mktemp) err=$(mktemp)
 trap 'rm -f "$out" "$err"' EXIT
 # Open MPI refuses more ranks than cores without --oversubscribe; MPICH's
 # Hydra has no such option and needs none.
 over=()
 "$mpiexec" --version 2>/dev/null | grep -qi 'open mpi\|openrte' && over=(--oversubscribe)
-mpirun=("$mpiexec" "${over[@]}" -n 3)
+mpirun=(env ASAN_OPTIONS="$under_mpi_asan" "$mpiexec" "${over[@]}" -n 3)
 fail() { echo "FAIL $case: $*"; echo "--- stdout"; cat "$out"; echo "--- stderr"; cat "$err"; exit 1; }
 
 case $case in
@@ -62,7 +65,7 @@ sigint)
   echo "job ended with status $rc ${took}s after SIGINT"
   ;;
 mismatch)
-  timeout -s KILL "$(limit 120)" "$mpiexec" "${over[@]}" -n 1 "$bin" "$case" : -n 2 "$other" "$case" >"$out" 2>"$err"
+  timeout -s KILL "$(limit 120)" env ASAN_OPTIONS="$under_mpi_asan" "$mpiexec" "${over[@]}" -n 1 "$bin" "$case" : -n 2 "$other" "$case" >"$out" 2>"$err"
   grep -q "runs a different program than rank 0" "$err" || fail "no mismatch message"
   grep -q "^PASS $case\$" "$out" || fail "no PASS line"
   ;;
