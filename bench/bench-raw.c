@@ -17,91 +17,18 @@
  * These are what a C programmer would write by hand without mproc's
  * guarantees (no close, no crash detection, no record validation), so they
  * are the ceiling, not a competitor.  MPROC_BENCH_QUICK=1 shrinks sizes. */
-#include "bench.h"
-#include "futex.h"
-#include "internal.h"
+#include "bench-raw.h"
 
-#include <pthread.h>
-#include <stdatomic.h>
-#include <stdint.h>
 #include <string.h>
-#include <sys/mman.h>
-#include <sys/wait.h>
-#include <time.h>
-#include <unistd.h>
-
-#define LINE 64
-
-static void *shared_map(size_t size) {
-  void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-  if (p == MAP_FAILED) {
-    perror("bench-raw: mmap");
-    exit(1);
-  }
-  return p;
-}
-
-static void wait_child(pid_t pid) {
-  int st;
-  if (waitpid(pid, &st, 0) != pid || !WIFEXITED(st) || WEXITSTATUS(st) != 0) {
-    fprintf(stderr, "bench-raw: child failed\n");
-    exit(1);
-  }
-}
-
-/* Whether waiters may spin before sleeping: only while the processes
- * involved do not outnumber the CPUs (as mproc's queue decides). */
-static bool spin_ok;
-
-static inline int64_t now_ns(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
-/* Sleeps until *word differs from seen: spins up to 20 us first, then sets
- * *sleeping and waits on the futex.  The waker bumps the word before it
- * reads *sleeping (both sequentially consistent), so no wake-up is lost, and
- * it makes the system call only once per sleep. */
-static void await_change(_Atomic uint32_t *word, uint32_t seen, _Atomic uint32_t *sleeping) {
-  if (spin_ok) {
-    int64_t until = now_ns() + 20000;
-    do {
-      for (int i = 0; i < 64; i++) {
-        if (atomic_load_explicit(word, memory_order_acquire) != seen)
-          return;
-        mproc__cpu_relax();
-      }
-    } while (now_ns() < until);
-  }
-  while (atomic_load(word) == seen) {
-    atomic_store(sleeping, 1);
-    if (atomic_load(word) != seen)
-      break;
-    mproc__futex_wait(word, seen, -1, true);
-  }
-}
-
-static void wake(_Atomic uint32_t *word, _Atomic uint32_t *sleeping) {
-  if (atomic_load(sleeping) != 0 && atomic_exchange(sleeping, 0) != 0)
-    mproc__futex_wake(word, INT32_MAX, true);
-}
-
-static void bump(_Atomic uint32_t *word, _Atomic uint32_t *sleeping) {
-  atomic_fetch_add(word, 1); /* seq_cst: ordered before the load of *sleeping */
-  wake(word, sleeping);
-}
 
 /* ---- SPSC ring ----------------------------------------------------------- */
-
-#define SPSC_SLOTS ((uint32_t)1 << 17) /* 1 MiB of 8-byte slots, as the queue bench */
 
 struct spsc {
   _Alignas(LINE) _Atomic uint32_t head; /* next slot to read, consumer-owned */
   _Atomic uint32_t head_sleeping;       /* producers asleep on a full ring */
   _Alignas(LINE) _Atomic uint32_t tail; /* next slot to write, producer-owned */
   _Atomic uint32_t tail_sleeping;       /* consumers asleep on an empty ring */
-  _Alignas(LINE) uint64_t slot[SPSC_SLOTS];
+  _Alignas(LINE) uint64_t slot[RAW_SLOTS];
 };
 
 static double spsc_rate(long n) {
@@ -112,9 +39,9 @@ static double spsc_rate(long n) {
     uint32_t tail = 0;
     for (long i = 0; i < n; i++) {
       uint32_t head;
-      while (tail - (head = atomic_load_explicit(&r->head, memory_order_acquire)) == SPSC_SLOTS)
+      while (tail - (head = atomic_load_explicit(&r->head, memory_order_acquire)) == RAW_SLOTS)
         await_change(&r->head, head, &r->head_sleeping);
-      r->slot[tail % SPSC_SLOTS] = (uint64_t)i;
+      r->slot[tail % RAW_SLOTS] = (uint64_t)i;
       tail++;
       /* Publishing every message, as a queue must: the consumer may be
        * waiting for exactly this one. */
@@ -129,7 +56,7 @@ static double spsc_rate(long n) {
     uint32_t tail;
     while ((tail = atomic_load_explicit(&r->tail, memory_order_acquire)) == head)
       await_change(&r->tail, tail, &r->tail_sleeping);
-    sum += r->slot[head % SPSC_SLOTS];
+    sum += r->slot[head % RAW_SLOTS];
     head++;
     atomic_store(&r->head, head);
     wake(&r->head, &r->head_sleeping);
@@ -140,78 +67,6 @@ static double spsc_rate(long n) {
     fprintf(stderr, "bench-raw: spsc lost messages\n");
     exit(1);
   }
-  munmap(r, sizeof *r);
-  return (double)n / t;
-}
-
-/* ---- MPMC ring under one mutex ------------------------------------------ */
-
-struct mpmc {
-  pthread_mutex_t m;
-  uint32_t head, tail;                 /* guarded by m */
-  _Alignas(LINE) _Atomic uint32_t put; /* bumped after every put (futex word) */
-  _Atomic uint32_t put_sleeping;
-  _Alignas(LINE) _Atomic uint32_t got; /* bumped after every get (futex word) */
-  _Atomic uint32_t got_sleeping;
-  _Alignas(LINE) uint64_t slot[SPSC_SLOTS];
-};
-
-static void mpmc_producer(struct mpmc *r, long n) {
-  for (long i = 0; i < n;) {
-    pthread_mutex_lock(&r->m);
-    bool full = r->tail - r->head == SPSC_SLOTS;
-    uint32_t seen = atomic_load(&r->got);
-    if (!full)
-      r->slot[r->tail++ % SPSC_SLOTS] = (uint64_t)i;
-    pthread_mutex_unlock(&r->m);
-    if (full) {
-      await_change(&r->got, seen, &r->got_sleeping);
-      continue;
-    }
-    bump(&r->put, &r->put_sleeping);
-    i++;
-  }
-}
-
-static void mpmc_consumer(struct mpmc *r, long n) {
-  for (long i = 0; i < n;) {
-    pthread_mutex_lock(&r->m);
-    bool empty = r->tail == r->head;
-    uint32_t seen = atomic_load(&r->put);
-    if (!empty)
-      r->head++;
-    pthread_mutex_unlock(&r->m);
-    if (empty) {
-      await_change(&r->put, seen, &r->put_sleeping);
-      continue;
-    }
-    bump(&r->got, &r->got_sleeping);
-    i++;
-  }
-}
-
-static double mpmc_rate(long n) {
-  struct mpmc *r = shared_map(sizeof *r);
-  pthread_mutexattr_t a;
-  pthread_mutexattr_init(&a);
-  pthread_mutexattr_setpshared(&a, PTHREAD_PROCESS_SHARED);
-  pthread_mutex_init(&r->m, &a);
-  pthread_mutexattr_destroy(&a);
-  pid_t pid[4];
-  double t0 = bench_now_s();
-  for (int k = 0; k < 4; k++) {
-    if ((pid[k] = fork()) == 0) {
-      if (k < 2)
-        mpmc_consumer(r, n / 2);
-      else
-        mpmc_producer(r, n / 2);
-      _exit(0);
-    }
-  }
-  for (int k = 0; k < 4; k++)
-    wait_child(pid[k]);
-  double t = bench_now_s() - t0;
-  pthread_mutex_destroy(&r->m);
   munmap(r, sizeof *r);
   return (double)n / t;
 }
@@ -300,10 +155,8 @@ int main(void) {
   for (int r = 0; r < BENCH_REPS; r++)
     v[r] = spsc_rate(small) / 1e6;
   bench_report("queue_small_msgs", "raw", v, BENCH_REPS, "M/s");
-  spin_ok = ncpu >= 4;
   for (int r = 0; r < BENCH_REPS; r++)
-    v[r] = mpmc_rate(small) / 1e6;
-  spin_ok = false;
+    v[r] = raw_mpmc_rate(2, small) / 1e6;
   bench_report("queue_mpmc_small_msgs", "raw", v, BENCH_REPS, "M/s");
 
   for (int r = 0; r < BENCH_REPS; r++)
