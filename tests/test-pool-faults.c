@@ -646,7 +646,7 @@ END_TEST
 
 int main(void) {
   Suite *s = suite_create("pool-faults");
-  TCase *tc = pool_tcase(s, "faults", 60);
+  TCase *tc = mproc_test_tcase(s, "faults", 60);
   tcase_add_test(tc, test_failed_result_is_not_success);
   tcase_add_test(tc, test_no_task_waits_behind_long_task);
   tcase_add_test(tc, test_fds_dropped_at_limit_fail_the_task);

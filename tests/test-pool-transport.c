@@ -359,7 +359,7 @@ END_TEST
 
 int main(void) {
   Suite *s = suite_create("pool-transport");
-  TCase *tc = pool_tcase(s, "transport", 60);
+  TCase *tc = mproc_test_tcase(s, "transport", 60);
   tcase_add_test(tc, test_results_over_socketpair);
   tcase_add_test(tc, test_deaths_timeouts_cancel_over_socketpair);
   return mproc_test_run(s);
