@@ -5,10 +5,12 @@
  * workers (their parent-death signal is tied to it), reaps them and runs
  * done-callbacks.  Its loop:
  *
- *   lock -> collect finished tasks -> dispatch/steal -> enforce timeouts ->
- *   stop idle workers when closed -> take the callback queue -> unlock ->
- *   run callbacks -> announce sleep -> poll(eventfd, pidfds, next deadline)
- *   -> handle dead workers (under the lock) -> loop
+ *   lock -> collect finished tasks -> dispatch/steal -> enforce timeouts
+ *   (tasks, initializers) -> retry failed respawns -> watch for stalled
+ *   workers -> stop idle workers when closed -> take the callback queue ->
+ *   unlock -> run callbacks -> the transport's sleep (poll on eventfd and
+ *   pidfds until the next deadline; every 250 ms while tasks are out) ->
+ *   handle dead workers (under the lock) -> loop
  *
  * Scheduling: dispatch fills each worker's ring eagerly (least loaded
  * first), because a deep ring is what makes tiny tasks cheap; stealing (see

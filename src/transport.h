@@ -134,8 +134,4 @@ struct mproc__transport_ops {
 
 extern const struct mproc__transport_ops mproc__transport_shm;
 
-/* worker.c: the worker process entry point (fork-only). */
-struct mproc__worker_args;
-int mproc__worker_main(void *arg);
-
 #endif /* MPROC_TRANSPORT_H */
