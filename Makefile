@@ -44,7 +44,7 @@ build: $(BUILD)/CMakeCache.txt
 
 # The tour builds only the library and the examples, quietly: the build's
 # output goes to a log that is shown only when the build fails.
-demo: deps
+demo:
 	@mkdir -p $(BUILD)
 	@echo "demo: building the library and the examples (log: $(BUILD)/demo-build.log)"
 	@{ test -f $(BUILD)/CMakeCache.txt || $(CMAKE) -S . -B $(BUILD) $(CMAKE_ARGS); } >$(BUILD)/demo-build.log 2>&1 && \
