@@ -1,8 +1,9 @@
 # mproc — thin wrapper over CMake.
-#   make deps      install every package the build, tests and examples use
-#                  (the only target that installs build packages; the others
-#                  install only a tool they run themselves: check and wrk for
-#                  test, python3/wrk for bench, gnuplot for bench-report,
+#   make deps      install every package the build, tests and examples use,
+#                  the optional libpng-dev and libuv1-dev included (the other
+#                  targets install only what they run themselves: the compiler
+#                  and CMake for demo, those and check, wrk, parallel for test,
+#                  python3/wrk for bench, gnuplot for bench-report,
 #                  clang-format for format)
 #   make demo      build the library and the examples only, and run the tour
 #   make test      build and run every test (ctest)
@@ -21,9 +22,11 @@ NO_TESTS ?= error
 # Without libpng-dev and libuv1-dev the library, the tests and every other
 # example still build: the two examples that need them are skipped.
 BUILD_DEPS := cmake make gcc pkg-config check libpng-dev libuv1-dev
+# What building the library and the examples needs.
+BUILD_TOOLS := cmake make gcc pkg-config
 # What the tests need: Check, wrk for the prefork server's load test, and GNU
 # parallel, which the mproc run tests compare against.
-TEST_DEPS := cmake make gcc check pkg-config wrk parallel
+TEST_DEPS := $(BUILD_TOOLS) check wrk parallel
 FORMAT_DEPS := clang-format
 BENCH_DEPS := python3 wrk parallel
 REPORT_DEPS := python3 gnuplot-nox
@@ -45,6 +48,7 @@ build: $(BUILD)/CMakeCache.txt
 # The tour builds only the library and the examples, quietly: the build's
 # output goes to a log that is shown only when the build fails.
 demo:
+	@bash scripts/deps.sh $(BUILD_TOOLS)
 	@mkdir -p $(BUILD)
 	@echo "demo: building the library and the examples (log: $(BUILD)/demo-build.log)"
 	@{ test -f $(BUILD)/CMakeCache.txt || $(CMAKE) -S . -B $(BUILD) $(CMAKE_ARGS); } >$(BUILD)/demo-build.log 2>&1 && \
