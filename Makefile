@@ -2,10 +2,9 @@
 #   make deps      install every package the build, tests and examples use,
 #                  the optional libpng-dev and libuv1-dev included (the other
 #                  targets install only what they run themselves: the compiler
-#                  and CMake for demo, those and check, wrk, parallel, Open MPI
-#                  for test,
-#                  python3/wrk for bench, gnuplot for bench-report,
-#                  clang-format for format)
+#                  and CMake for demo, those and check, wrk, parallel and
+#                  Open MPI for test, python3/wrk for bench, gnuplot for
+#                  bench-report, clang-format for format)
 #   make demo      build the library and the examples only, and run the tour
 #   make test      build and run every test (ctest)
 #   make bench     build (Release) and run the benchmarks, side by side with Python
