@@ -21,10 +21,11 @@ NO_TESTS ?= error
 # Without libpng-dev and libuv1-dev the library, the tests and every other
 # example still build: the two examples that need them are skipped.
 BUILD_DEPS := cmake make gcc pkg-config check libpng-dev libuv1-dev
-# What the tests need: Check, and wrk for the prefork server's load test.
-TEST_DEPS := cmake make gcc check pkg-config wrk
+# What the tests need: Check, wrk for the prefork server's load test, and GNU
+# parallel, which the mproc run tests compare against.
+TEST_DEPS := cmake make gcc check pkg-config wrk parallel
 FORMAT_DEPS := clang-format
-BENCH_DEPS := python3 wrk
+BENCH_DEPS := python3 wrk parallel
 REPORT_DEPS := python3 gnuplot-nox
 FORMAT_FILES = $(shell git ls-files --cached --others --exclude-standard '*.c' '*.h' 2>/dev/null)
 

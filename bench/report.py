@@ -36,6 +36,9 @@ TARGETS = {
     "pool_startup": [("abs", 1)],
     "cpu_scaling": [("abs", 1.97)],
     "crash_recovery": [("abs", 10)],
+    # mproc run: no slower than xargs -P (the "os" baseline) per job.
+    "cli_true": [("base", 1.0)],
+    "cli_1ms": [("base", 1.0)],
 }
 
 

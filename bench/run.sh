@@ -29,8 +29,8 @@ echo "== ratios (other / mproc; for rates read >1 as faster than mproc, for time
 awk '$1=="BENCH" { v[$2" "$3]=$4; u[$2]=$5; m[$2]=1 }
      END { for (k in m) { if (!((k" mproc") in v)) continue; base=v[k" mproc"];
            line=sprintf("%-24s mproc %10.4g %-8s", k, base, u[k]);
-           split("python openmp os", impls, " ");
-           for (i=1;i<=3;i++) if ((k" "impls[i]) in v && base>0)
+           split("python openmp os parallel", impls, " ");
+           for (i=1;i<=4;i++) if ((k" "impls[i]) in v && base>0)
              line=line sprintf("  %s %.4g (x%.3g)", impls[i], v[k" "impls[i]], v[k" "impls[i]]/base);
            print line } }' "$out" | sort
 echo "results: $out"

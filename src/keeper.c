@@ -101,14 +101,25 @@ static void release_inherited(void) {
   }
 }
 
-/* Runs in the double-forked keeper: async-signal-safe calls only. */
-static _Noreturn void keeper_main(const struct keeper_arg *arg) {
+/* Runs in the double-forked keeper: async-signal-safe calls only.  `ready`
+ * is written once the keeper holds nothing of its creator's: until then its
+ * inherited mappings keep the creator's open file descriptions, and so their
+ * LOCK_SH, alive, and a last user closing in that window would not see itself
+ * as the last one. */
+static _Noreturn void keeper_main(const struct keeper_arg *arg, int ready) {
   struct keeper_arg k = *arg; /* on this stack, which release_inherited keeps */
   setsid();                   /* leave the creator's session and process group */
   release_inherited();
-  if (k.fd > 0)
-    close_range(0, (unsigned)k.fd - 1, 0);
-  close_range((unsigned)k.fd + 1, ~0u, 0);
+  int lo = k.fd < ready ? k.fd : ready, hi = k.fd < ready ? ready : k.fd;
+  if (lo > 0)
+    close_range(0, (unsigned)lo - 1, 0);
+  if (hi > lo + 1)
+    close_range((unsigned)lo + 1, (unsigned)hi - 1, 0);
+  close_range((unsigned)hi + 1, ~0u, 0);
+  char one = 1;
+  while (write(ready, &one, 1) < 0 && errno == EINTR) {
+  }
+  close(ready);
   while (flock(k.fd, LOCK_EX) != 0) {
     if (errno != EINTR)
       _exit(1);
@@ -121,13 +132,26 @@ static _Noreturn void keeper_main(const struct keeper_arg *arg) {
   _exit(0);
 }
 
-/* The intermediate child: forks the keeper and exits at once, so the keeper
- * is reparented and never becomes a zombie of the user's process. */
+/* The intermediate child: forks the keeper and exits once the keeper has let
+ * go of the creator's mappings, so the keeper is reparented and never becomes
+ * a zombie of the user's process, and the creator's start returns only when
+ * "the last user closes" is decided by the users alone. */
 static int keeper_launch(void *arg) {
+  int p[2];
+  if (pipe2(p, O_CLOEXEC) != 0)
+    return 1;
   pid_t pid = fork();
-  if (pid == 0)
-    keeper_main(arg);
-  return pid > 0 ? 0 : 1;
+  if (pid == 0) {
+    close(p[0]);
+    keeper_main(arg, p[1]);
+  }
+  close(p[1]);
+  char b;
+  ssize_t n;
+  while ((n = read(p[0], &b, 1)) < 0 && errno == EINTR) {
+  }
+  close(p[0]);
+  return pid > 0 && n == 1 ? 0 : 1;
 }
 
 int mproc__keeper_start(int fd, const char *name, mproc__keeper_fn last) {

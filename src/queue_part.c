@@ -44,25 +44,10 @@
 
 /* Start time of a process, 0 if it is gone or a zombie. */
 static uint64_t start_time_of(pid_t pid) {
-  char path[64], buf[1024];
-  snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
-  FILE *f = fopen(path, "re");
-  if (f == NULL)
+  struct mproc__pstat ps;
+  if (mproc__proc_stat(NULL, pid, &ps) != 0 || ps.state == 'Z' || ps.state == 'X')
     return 0;
-  size_t n = fread(buf, 1, sizeof buf - 1, f);
-  fclose(f);
-  buf[n] = '\0';
-  char *p = strrchr(buf, ')');
-  if (p == NULL)
-    return 0;
-  char state = 0;
-  if (sscanf(p + 1, " %c", &state) != 1 || state == 'Z' || state == 'X')
-    return 0;
-  /* Field 22 is the 20th after the ')' (field 3 is the state). */
-  char *save = NULL, *tok = strtok_r(p + 1, " ", &save);
-  for (int i = 0; tok != NULL && i < 19; i++)
-    tok = strtok_r(NULL, " ", &save);
-  return tok != NULL ? strtoull(tok, NULL, 10) : 0;
+  return ps.start_time;
 }
 
 /* How long a slot reserved for a forked child waits to be claimed. */

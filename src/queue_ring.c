@@ -27,7 +27,36 @@
  * makes no system call besides the lock's.  Before
  * sleeping a waiter spins briefly, only when attached processes do not
  * outnumber the CPUs.  Sleeps are capped at
- * MPROC__Q_SWEEP_MS so a blocked waiter re-checks participants' liveness. */
+ * MPROC__Q_SWEEP_MS so a blocked waiter re-checks participants' liveness.
+ *
+ * Memory ordering.  Producers and consumers hold different locks (plock,
+ * clock), so what one side writes reaches the other only through these
+ * release/acquire pairs on words in the shared header and records:
+ *  - tail (written under plock): a producer writes the record header, the
+ *    payload of a small message and its state, then stores tail with
+ *    release; a consumer loads tail with acquire before it reads anything
+ *    below it.  A producer dying before that store leaves no record.
+ *  - a record's state, for a large message: the producer copies the payload
+ *    outside the lock, then stores COMMITTED with release; the consumer
+ *    loads the state with acquire before it copies.  A claimed record is
+ *    copied out and stored DONE with release, under clock.
+ *  - release (written under clock by mproc__q_advance_release, which reads
+ *    each state with acquire): stored with release once every record below
+ *    it is DONE or DEAD, after the consumers' copies out of it; a producer
+ *    loads it with acquire before reusing those bytes, so it never
+ *    overwrites a record still being read.
+ *  - head (under clock) is stored with release for the liveness sweep and
+ *    the counters; nput is stored before tail and nget after head, so
+ *    nput - nget, read with acquire on nget, is never negative (it may read
+ *    high while a get finishes, or after a consumer died between the two
+ *    stores: bounded queues then count one message too many).
+ *  - wake-ups are a Dekker pair: the sleeper increments its wait count
+ *    (seq_cst) before re-checking under the lock and sleeps on the sequence
+ *    word it read before the re-check; the waker publishes, then issues a
+ *    seq_cst fence before reading the count (mproc__q_wake).  Either the
+ *    waker sees the sleeper counted, or the sleeper's re-check sees the
+ *    publication; a bump of the sequence word in between makes the futex
+ *    wait return at once. */
 #include "queue.h"
 #include "futex.h"
 
@@ -111,13 +140,7 @@ static int spill_read(const char *name, void *dst, size_t len) {
 static int sleep_on(struct mproc_queue *q, _Atomic uint32_t *seq, uint32_t seen, int64_t deadline) {
   if (mproc__q_maybe_sweep(q))
     return 0;
-  int64_t wake = mproc_now_ms() + MPROC__Q_SWEEP_MS;
-  if (deadline >= 0 && deadline < wake)
-    wake = deadline;
-  int r = mproc__futex_wait(seq, seen, wake, true);
-  if (r == MPROC_ETIMEDOUT)
-    return deadline >= 0 && mproc_timeout_until(deadline) == 0 ? MPROC_ETIMEDOUT : 0;
-  return r;
+  return mproc__futex_wait_capped(seq, seen, deadline, MPROC__Q_SWEEP_MS, true);
 }
 
 /* Spins a little while `*word` keeps its value, if CPUs outnumber the

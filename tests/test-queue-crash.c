@@ -4,6 +4,7 @@
  * Deaths mid-copy are made deterministic by copying from or into memory
  * whose tail is PROT_NONE: the process faults inside the library's memcpy. */
 #include "harness.h"
+#include "child.h"
 #include "internal.h"
 #include "queue.h"
 
@@ -17,25 +18,6 @@
 #include <unistd.h>
 
 #define LONG_MS 60000
-
-struct child {
-  pid_t pid;
-  int pidfd;
-};
-
-static struct child start(mproc__child_fn fn, void *arg) {
-  struct mproc__spawn_opts o = {.fn = fn, .arg = arg};
-  struct child ch;
-  mproc_assert_ok(mproc__spawn(&o, &ch.pid, &ch.pidfd));
-  return ch;
-}
-
-static int finish(struct child ch) {
-  int code = -1000;
-  mproc_assert_ok(mproc__reap(ch.pidfd, &code, mproc__deadline(LONG_MS)));
-  mproc_assert_ok(mproc__close(ch.pidfd));
-  return code;
-}
 
 static uint64_t sum(const unsigned char *p, size_t n) {
   uint64_t h = 1469598103934665603ull;
@@ -127,8 +109,8 @@ START_TEST(test_producer_dies_mid_copy) {
   size_t cases[][2] = {{20000, 9000}, {200000, 100000}};
   for (int c = 0; c < 2; c++) {
     struct die_arg a = {q, cases[c][0], cases[c][1]};
-    struct child ch = start(die_putting, &a);
-    ck_assert(died(finish(ch)));
+    struct child ch = child_start(die_putting, &a);
+    ck_assert(died(child_wait(&ch)));
     /* The dead producer's record sits at the head; get must skip it. */
     put_get_ok(q, 3000);
     struct mproc_queue_stats st;
@@ -147,8 +129,8 @@ START_TEST(test_producer_dies_holding_lock) {
   mproc_queue *q;
   mproc_assert_ok(mproc_queue_new(&q, NULL));
   struct die_arg a = {q, 800, 300};
-  struct child ch = start(die_putting, &a);
-  ck_assert(died(finish(ch)));
+  struct child ch = child_start(die_putting, &a);
+  ck_assert(died(child_wait(&ch)));
   put_get_ok(q, 100);
   struct mproc_queue_stats st;
   mproc_assert_ok(mproc_queue_stats(q, &st));
@@ -172,8 +154,8 @@ START_TEST(test_consumer_dies_mid_copy) {
     mproc_assert_ok(mproc_queue_put(q, big, cases[c][0], 0));
     free(big);
     struct die_arg a = {q, cases[c][0], cases[c][1]};
-    struct child ch = start(die_getting, &a);
-    ck_assert(died(finish(ch)));
+    struct child ch = child_start(die_getting, &a);
+    ck_assert(died(child_wait(&ch)));
     /* A consumer about to block notices the death (here: on an empty
      * queue, so it then times out). */
     unsigned char m[3000] = {0};
@@ -208,8 +190,8 @@ START_TEST(test_consumer_dies_holding_lock) {
     msg[i] = (unsigned char)i;
   mproc_assert_ok(mproc_queue_put(q, msg, sizeof msg, 0));
   struct die_arg a = {q, sizeof msg, 200};
-  struct child ch = start(die_getting, &a);
-  ck_assert(died(finish(ch)));
+  struct child ch = child_start(die_getting, &a);
+  ck_assert(died(child_wait(&ch)));
   unsigned char out[700];
   size_t len;
   mproc_assert_ok(mproc_queue_get(q, out, sizeof out, &len, LONG_MS));
@@ -298,9 +280,9 @@ START_TEST(test_kill_producer_and_consumer_under_load) {
   struct sc_arg ca = {q, res};
   struct child p[3], c[3];
   for (int i = 0; i < 3; i++)
-    c[i] = start(stress_consumer, &ca);
+    c[i] = child_start(stress_consumer, &ca);
   for (int i = 0; i < 3; i++)
-    p[i] = start(stress_producer, &pa[i]);
+    p[i] = child_start(stress_producer, &pa[i]);
   mproc_assert_ok(mproc_queue_detach(q, MPROC_QUEUE_BOTH));
   mproc_assert_ok(mproc_queue_close(res));
   static unsigned char seen[3][NMSG];
@@ -325,11 +307,11 @@ START_TEST(test_kill_producer_and_consumer_under_load) {
     got++;
   }
   mproc_assert_err(r, MPROC_ECLOSED);
-  ck_assert_int_eq(finish(p[0]), -SIGKILL);
-  ck_assert_int_eq(finish(c[0]), -SIGKILL);
+  ck_assert_int_eq(child_wait(&p[0]), -SIGKILL);
+  ck_assert_int_eq(child_wait(&c[0]), -SIGKILL);
   for (int i = 1; i < 3; i++) {
-    ck_assert_int_eq(finish(p[i]), 0);
-    ck_assert_int_eq(finish(c[i]), 0);
+    ck_assert_int_eq(child_wait(&p[i]), 0);
+    ck_assert_int_eq(child_wait(&c[i]), 0);
   }
   /* Producers 1 and 2 put everything; what a consumer took and never
    * reported died with consumer 0, and is bounded by what it could hold. */

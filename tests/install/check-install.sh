@@ -25,6 +25,16 @@ PKG_CONFIG_PATH="$libdir/pkgconfig" "$cc" -o "$tmp/consumer-static" "$here/consu
 "$cmake" --build "$tmp/cm" >/dev/null
 # CMake records the imported library's directory in the build run path.
 env -u LD_LIBRARY_PATH "$tmp/cm/consumer" | grep -q '^mproc 0\.'
+# The manual: a page per function and the overview, found by man.
+mandir="$tmp/prefix/share/man"
+test -s "$mandir/man3/mproc_pool_submit.3" && test -s "$mandir/man7/mproc.7"
+if command -v man >/dev/null && man -M "$mandir" -P cat 3 mproc_pool_submit >"$tmp/man.txt" 2>&1 &&
+   ! grep -q 'minimized' "$tmp/man.txt"; then
+  grep -q 'int mproc_pool_submit(' "$tmp/man.txt"
+fi
+# The mproc command and its manual page.
+env -u LD_LIBRARY_PATH "$tmp/prefix/bin/mproc" --version | grep -q '^mproc 0\.'
+test -s "$mandir/man1/mproc.1"
 # Only mproc_* symbols are exported.
 bad=$(nm -D --defined-only "$libdir/libmproc.so.0" | awk '{print $3}' | grep -v '^mproc_' || true)
 if [ -n "$bad" ]; then echo "non-mproc exported symbols: $bad"; exit 1; fi
