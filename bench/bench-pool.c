@@ -39,24 +39,48 @@ static int cpu_task(const void *arg, size_t len, mproc_task_ctx *ctx) {
   return mproc_task_return(ctx, &x, sizeof x);
 }
 
+/* The busy task's pid, on a page shared through a memfd kept inheritable at
+ * VICTIM_FD: a spawned or forkserver worker (a fresh image) maps it there. */
+#define VICTIM_FD 900
 static _Atomic int *victim_pid;
+static _Atomic int *victim_page(void) {
+  if (victim_pid == NULL) {
+    void *m = mmap(NULL, sizeof *victim_pid, PROT_READ | PROT_WRITE, MAP_SHARED, VICTIM_FD, 0);
+    victim_pid = m != MAP_FAILED ? m : NULL;
+  }
+  return victim_pid;
+}
+
 static int busy_task(const void *arg, size_t len, mproc_task_ctx *ctx) {
   (void)arg, (void)len, (void)ctx;
-  atomic_store(victim_pid, (int)getpid());
+  _Atomic int *v = victim_page();
+  if (v == NULL)
+    return 1;
+  atomic_store(v, (int)getpid());
   for (;;)
     burn(1000);
   return 0;
 }
 
-static mproc_pool *pool_of(int workers) {
+/* The start methods compared; "" names fork (the metric's plain name). */
+static const struct {
+  int method;
+  const char *suffix;
+} methods[] = {
+    {MPROC_START_FORK, ""}, {MPROC_START_SPAWN, "_spawn"}, {MPROC_START_FORKSERVER, "_forkserver"}};
+#define NMETHODS (sizeof methods / sizeof *methods)
+
+static mproc_pool *pool_by(int workers, int method) {
   mproc_pool *p;
-  struct mproc_pool_options o = {.workers = workers};
+  struct mproc_pool_options o = {.workers = workers, .start_method = method};
   if (mproc_pool_new(&p, &o) != 0) {
     fprintf(stderr, "pool create failed\n");
     exit(1);
   }
   return p;
 }
+
+static mproc_pool *pool_of(int workers) { return pool_by(workers, MPROC_START_FORK); }
 
 static void bench_roundtrip(mproc_pool *p) {
   int n = quick ? 200 : 20000, x = 1;
@@ -146,12 +170,18 @@ static void bench_imap(mproc_pool *p) {
   bench_report("imap_unordered_c1", "mproc", v, BENCH_REPS, "items/s");
 }
 
-static void bench_startup(void) {
+static void report_by(const char *metric, size_t m, double *v, const char *unit) {
+  char name[64];
+  snprintf(name, sizeof name, "%s%s", metric, methods[m].suffix);
+  bench_report(name, "mproc", v, BENCH_REPS, unit);
+}
+
+static void bench_startup(size_t m) {
   double v[BENCH_REPS];
   int x = 1;
   for (int r = 0; r < BENCH_REPS; r++) {
     double t0 = bench_now_s();
-    mproc_pool *p = pool_of(2);
+    mproc_pool *p = pool_by(2, methods[m].method);
     mproc_future *f;
     mproc_pool_submit(p, trivial, &x, sizeof x, &f);
     mproc_future_wait(f, -1);
@@ -159,7 +189,7 @@ static void bench_startup(void) {
     mproc_pool_free(p);
     v[r] = (bench_now_s() - t0) * 1000;
   }
-  bench_report("pool_startup", "mproc", v, BENCH_REPS, "ms");
+  report_by("pool_startup", m, v, "ms");
 }
 
 static void bench_scaling(mproc_pool *p) {
@@ -192,7 +222,8 @@ static int has_pid(const pid_t *pids, int n, pid_t pid) {
   return 0;
 }
 
-static void bench_crash(mproc_pool *p) {
+static void bench_crash(size_t m) {
+  mproc_pool *p = pool_by(2, methods[m].method);
   double v[BENCH_REPS];
   int workers = mproc_pool_workers(p);
   for (int r = 0; r < BENCH_REPS; r++) {
@@ -212,24 +243,33 @@ static void bench_crash(mproc_pool *p) {
     v[r] = (bench_now_s() - t0) * 1000;
     mproc_future_free(f);
   }
-  bench_report("crash_recovery", "mproc", v, BENCH_REPS, "ms");
+  mproc_pool_free(p);
+  report_by("crash_recovery", m, v, "ms");
 }
 
 int main(void) {
   quick = getenv("MPROC_BENCH_QUICK") != NULL && strcmp(getenv("MPROC_BENCH_QUICK"), "1") == 0;
-  victim_pid =
-      mmap(NULL, sizeof *victim_pid, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  int vfd = memfd_create("bench-victim", MFD_CLOEXEC);
+  if (vfd < 0 || ftruncate(vfd, sizeof *victim_pid) != 0 || dup2(vfd, VICTIM_FD) != VICTIM_FD ||
+      victim_page() == NULL) {
+    perror("victim page");
+    return 1;
+  }
+  close(vfd);
   /* Startup first, from a small fresh process (fork cost grows with the
    * parent's memory, and later benchmarks grow the heap). */
-  bench_startup();
+  for (size_t m = 0; m < NMETHODS; m++)
+    bench_startup(m);
   mproc_pool *p = pool_of(2);
   bench_roundtrip(p);
   bench_submit(p);
   bench_map_tiny(p);
   bench_imap(p);
   bench_scaling(p);
-  bench_crash(p);
   mproc_pool_free(p);
+  for (size_t m = 0; m < NMETHODS; m++)
+    bench_crash(m);
   munmap((void *)victim_pid, sizeof *victim_pid);
+  close(VICTIM_FD);
   return 0;
 }

@@ -147,9 +147,10 @@ static int ensure_locked(void) {
   return 0;
 }
 
-/* The owner's inheritable descriptors, then its cwd; returns the count or
- * -errno. */
-static int collect_fds(int *fds, struct mproc__wire *w, int32_t *nums) {
+/* The owner's inheritable descriptors and those the request keeps, then its
+ * cwd; returns the count or -errno. */
+static int collect_fds(const struct mproc__start_req *req, int *fds, struct mproc__wire *w,
+                       int32_t *nums) {
   DIR *d = opendir("/proc/self/fd");
   if (d == NULL)
     return mproc__neg_errno();
@@ -172,8 +173,14 @@ static int collect_fds(int *fds, struct mproc__wire *w, int32_t *nums) {
     fds[n++] = fd;
   }
   closedir(d);
+  if (r == 0 && n + req->nkeep > MAX_FDS)
+    r = MPROC_ENOTSUP;
   if (r < 0)
     return r;
+  for (int i = 0; i < req->nkeep; i++) {
+    nums[n] = req->keep_fds[i];
+    fds[n++] = req->keep_fds[i];
+  }
   w->nfds = (uint32_t)n;
   int cwd = open(".", O_PATH | O_DIRECTORY | O_CLOEXEC);
   if (cwd >= 0) {
@@ -283,7 +290,7 @@ int mproc__forkserver_request(const struct mproc__start_req *req, const struct m
   struct mproc__wire w = *w0;
   int fds[MAX_FDS + 1];
   int32_t nums[MAX_FDS];
-  int nfds = collect_fds(fds, &w, nums);
+  int nfds = collect_fds(req, fds, &w, nums);
   if (nfds < 0)
     return nfds;
   char *env = env_block(&w.env_len);

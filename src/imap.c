@@ -248,7 +248,7 @@ static void refill(struct mproc_imap *it) {
     }
     memset(&s->t, 0, sizeof s->t);
     s->t.kind = MPROC__K_MAP;
-    s->t.fn = mproc__fnref_of((void (*)(void))it->fn);
+    s->t.fn = mproc__taskfn_of((void (*)(void))it->fn);
     s->t.arg_fd = -1;
     s->t.slot = -1;
     s->t.in_off = s->in_off;

@@ -146,7 +146,7 @@ static int map_start(struct mproc_pool *p, void (*fn)(void), uint32_t kind, size
     struct mproc__task *t = &j->chunks[c];
     size_t start = c * chunk, cnt = n - start < chunk ? n - start : chunk;
     t->kind = kind;
-    t->fn = mproc__fnref_of(fn);
+    t->fn = mproc__taskfn_of(fn);
     t->arg_fd = -1;
     t->slot = -1;
     t->count = cnt;

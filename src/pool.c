@@ -23,10 +23,12 @@
  * pools' workers are not its children. */
 #include "pool.h"
 #include "futex.h"
+#include "start.h"
 
 #include <fcntl.h>
 #include <sched.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
@@ -189,6 +191,30 @@ static void release_resources(struct mproc_pool *p) {
   p->loop_efd = -1;
 }
 
+/* Under spawn and forkserver a worker shares no memory with the pool's
+ * process: an option that is a pointer must say how many bytes it points at,
+ * and the initializer must be a function another image can find.  Refused
+ * here, with the reason on stderr, rather than as a worker that cannot start
+ * (or one that reads garbage). */
+static int check_exec_options(const struct mproc_pool_options *o) {
+  if (o->initarg != NULL && o->initarg_len == 0) {
+    fprintf(stderr, "mproc: pool: initarg is a pointer, meaningless to a worker started by spawn "
+                    "or forkserver: set initarg_len to the size of what it points at\n");
+    return MPROC_EINVAL;
+  }
+  if (o->initarg == NULL && o->initarg_len > 0)
+    return MPROC_EINVAL;
+  struct mproc__fnref ref;
+  if (o->initializer != NULL && mproc__fnref_make(MPROC_FUNCTION(o->initializer), &ref) < 0) {
+    fprintf(stderr,
+            "mproc: pool: the initializer %p is not in the code of any loaded object; "
+            "a worker started by spawn or forkserver cannot find it\n",
+            (void *)(uintptr_t)o->initializer);
+    return MPROC_ENOFUNC;
+  }
+  return 0;
+}
+
 MPROC_EXTERN int mproc_pool_new(mproc_pool **out, const struct mproc_pool_options *opts) {
   static const struct mproc_pool_options defaults;
   if (opts == NULL)
@@ -197,18 +223,26 @@ MPROC_EXTERN int mproc_pool_new(mproc_pool **out, const struct mproc_pool_option
       opts->workers < 0 || opts->workers > 4096 || opts->task_timeout_ms < 0 ||
       opts->init_timeout_ms < 0)
     return MPROC_EINVAL;
+  int method = opts->start_method != MPROC_START_DEFAULT ? opts->start_method
+                                                         : mproc__start_method_default();
+  if (method < MPROC_START_FORK || method > MPROC_START_FORKSERVER)
+    return MPROC_EINVAL;
+  int r = method != MPROC_START_FORK ? check_exec_options(opts) : 0;
+  if (r < 0)
+    return r;
   struct mproc_pool *p = calloc(1, sizeof *p);
   if (p == NULL)
     return -ENOMEM;
   pthread_mutex_init(&p->mu, NULL);
   atomic_store(&p->refs, 1);
   p->opts = *opts;
+  p->opts.start_method = method;
   p->nworkers = opts->workers > 0 ? opts->workers : mproc_cpu_count();
   p->tp = mproc__pool_transport != NULL ? mproc__pool_transport : &mproc__transport_shm;
   p->loop_efd = -1;
   p->created_ms = mproc_now_ms();
   p->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-  int r = p->efd >= 0 ? 0 : mproc__neg_errno();
+  r = p->efd >= 0 ? 0 : mproc__neg_errno();
   if (r == 0 && (opts->flags & MPROC_POOL_LOOP))
     r = mproc__loop_init(p);
   if (r == 0) {
@@ -431,7 +465,7 @@ MPROC_EXTERN int mproc_pool_submit_ex(mproc_pool *p, mproc_task_fn fn, const voi
   if (f == NULL)
     return -ENOMEM;
   struct mproc__task *t = &f->task;
-  t->fn = mproc__fnref_of((void (*)(void))fn);
+  t->fn = mproc__taskfn_of((void (*)(void))fn);
   t->timeout_ms = o != NULL && o->timeout_ms > 0 ? o->timeout_ms : p->opts.task_timeout_ms;
   t->retries_left = o != NULL && o->retries >= 0 ? o->retries : (int32_t)p->opts.retries;
   if (o != NULL) {

@@ -15,7 +15,7 @@
 struct mproc__task {
   struct mproc__task *next; /* pending queue link */
   uint32_t kind;            /* MPROC__K_* */
-  struct mproc__fnref fn;
+  struct mproc__taskfn fn;
   /* K_CALL: the argument, owned (malloc), or a memfd for large ones. */
   void *arg;
   size_t arg_len;

@@ -81,11 +81,17 @@ static void task_done(struct mproc_pool *p, struct mproc__task *t, struct mproc_
 }
 
 /* Finish a task that never produced an outcome of its own. */
-void mproc__task_fail(struct mproc_pool *p, struct mproc__task *t, int code, const char *msg) {
-  struct mproc__outcome o = {.code = code, .exit_status = -1, .msg = msg != NULL ? msg : ""};
+static void fail_task(struct mproc_pool *p, struct mproc__task *t, int code, int task_code,
+                      const char *msg) {
+  struct mproc__outcome o = {
+      .code = code, .task_code = task_code, .exit_status = -1, .msg = msg != NULL ? msg : ""};
   if (t->kind != MPROC__K_CALL)
     o.index = t->base_index;
   task_done(p, t, &o);
+}
+
+void mproc__task_fail(struct mproc_pool *p, struct mproc__task *t, int code, const char *msg) {
+  fail_task(p, t, code, 0, msg);
 }
 
 static void push_front_list(struct mproc_pool *p) {
@@ -393,7 +399,19 @@ static void send_failed(struct mproc_pool *p, int i, struct mproc__task *t, int 
       p->pend_tail = t;
     return;
   }
-  mproc__task_fail(p, t, r, "could not hand the task to a worker");
+  if (r == MPROC_ENOFUNC) {
+    /* Failed as a worker fails a function it cannot find: the task's own
+     * error, MPROC_ENOFUNC, naming the function. */
+    char msg[160];
+    snprintf(msg, sizeof msg,
+             "function %#llx is not in the code of any loaded object: a worker started by "
+             "spawn or forkserver cannot find it",
+             (unsigned long long)t->fn.addr);
+    fail_task(p, t, MPROC_ETASK, r, msg);
+  } else if (r == -ENOSPC)
+    mproc__task_fail(p, t, r, "too many distinct task functions for one pool of exec'd workers");
+  else
+    mproc__task_fail(p, t, r, "could not hand the task to a worker");
 }
 
 bool mproc__pool_revoke(struct mproc_pool *p, struct mproc__task *t) {

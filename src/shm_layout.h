@@ -22,12 +22,16 @@
 #ifndef MPROC_SHM_LAYOUT_H
 #define MPROC_SHM_LAYOUT_H
 
+#include "fnref.h"
 #include "internal.h"
 
 #include <stdalign.h>
 #include <stdatomic.h>
 
-#define MPROC__RING 64    /* entries per worker ring (power of two) */
+#define MPROC__RING 64                      /* entries per worker ring (power of two) */
+#define MPROC__ARENA_LEN ((size_t)16 << 30) /* the map/imap data arena */
+/* Distinct task functions a pool of exec'd workers can name (fn_table). */
+#define MPROC__FN_TABLE 1024
 #define MPROC__INLINE 200 /* argument/result bytes carried inside an entry */
 
 enum { MPROC__E_FREE, MPROC__E_QUEUED, MPROC__E_STARTED, MPROC__E_DONE, MPROC__E_REVOKED };
@@ -75,6 +79,30 @@ struct mproc__shm_hdr {
   _Atomic uint32_t helpers;                  /* parent threads spinning to collect */
   alignas(64) _Atomic uint64_t done_seq;     /* bumped after every DONE */
   struct mproc__slot_shm slots[];
+  /* After the slots, for exec'd workers (spawn, forkserver), the function
+   * table: struct mproc__fnref[MPROC__FN_TABLE], append-only, written by the
+   * parent under the pool mutex before the first entry naming it is
+   * published (the head's release store orders it).  An entry of kind
+   * MPROC__FN_INDEX carries an index into it instead of an address. */
+};
+
+/* fn_kind of an entry whose fn_addr is an index into the function table. */
+enum { MPROC__FN_INDEX = 2 };
+
+/* The header mapping's size for n workers, with or without the table. */
+size_t mproc__shm_hdr_len(int nworkers, bool table);
+
+/* What an exec'd worker is told, as the argument bytes of its start request
+ * (the initializer's argument bytes follow).  The descriptors are kept at
+ * these numbers by the start (struct mproc__start_req.keep_fds). */
+struct mproc__worker_boot {
+  int32_t hdr_fd, arena_fd, sock, efd;
+  uint32_t slot, nworkers;
+  uint32_t max_tasks;
+  int32_t spin;
+  uint64_t max_rss;
+  uint32_t has_init; /* 0: the function of the request stands for none */
+  uint32_t pad;
 };
 
 /* What a worker process is started with (a copy lives in its memory). */
@@ -86,12 +114,14 @@ struct mproc__worker_args {
   int efd;  /* the manager's eventfd */
   mproc_init_fn initializer;
   void *initarg;
+  const struct mproc__fnref *fn_table; /* exec'd workers: the function table */
   uint32_t max_tasks;
   size_t max_rss;
   int spin; /* idle spin iterations before sleeping */
 };
 
-/* worker.c: the shm transport's worker process entry point (fork-only). */
+/* worker.c: the shm transport's worker process entry point (after fork, or
+ * from mproc__worker_exec_main in an exec'd image). */
 int mproc__worker_main(void *arg);
 
 /* fd passing over the per-worker SOCK_SEQPACKET socket (transport_shm.c). */

@@ -20,10 +20,15 @@
 #include <signal.h>
 
 /* What a spawned child runs once its function is resolved. */
-enum mproc__entry {
+enum mproc__entry_kind {
   /* A process object: mproc__process_child_run() (process.c). */
   MPROC__ENTRY_PROCESS = 1,
+  /* A pool worker of the shm transport: mproc__worker_exec_main() (worker.c);
+   * the function is the pool's initializer. */
+  MPROC__ENTRY_POOL_WORKER = 2,
 };
+
+#define MPROC__START_KEEP_MAX 8 /* descriptors a request may keep */
 
 struct mproc__start_req {
   int method;        /* MPROC_START_SPAWN or MPROC_START_FORKSERVER */
@@ -33,6 +38,13 @@ struct mproc__start_req {
   size_t len;        /* their size */
   const char *name;  /* the process object's name ("" for none) */
   const char *ident; /* its identity ("2:1"), for nested names */
+  /* Descriptors of the caller the child receives at the same numbers
+   * (without close-on-exec), however they are marked here: the caller's
+   * own stay close-on-exec, so no other child started meanwhile gets them. */
+  const int *keep_fds;
+  int nkeep;
+  /* spawn: the child leads a process group of its own (made before exec). */
+  bool new_group;
 };
 
 /* Starts a child under req->method.  On success *pid and *pidfd (O_CLOEXEC,
@@ -105,6 +117,9 @@ int mproc__forkserver_request(const struct mproc__start_req *req, const struct m
  * (caller closes it). */
 int mproc__spawn_exec(char kind, const void *payload, size_t plen, const void *payload2,
                       size_t plen2, pid_t *pid, int *pidfd, int *chan_out);
+/* The same, with req->keep_fds inherited and req->new_group honoured. */
+int mproc__spawn_exec_req(const struct mproc__start_req *req, char kind, const void *payload,
+                          size_t plen, pid_t *pid, int *pidfd, int *chan_out);
 
 /* ---- process.c ----------------------------------------------------------- */
 
@@ -112,5 +127,15 @@ int mproc__spawn_exec(char kind, const void *payload, size_t plen, const void *p
  * identity) and runs fn(arg, len); returns its exit code (stdio flushed). */
 int mproc__process_child_run(mproc_function fn, pid_t parent, const char *name, const char *ident,
                              const void *arg, size_t len);
+
+/* ---- worker.c ------------------------------------------------------------ */
+
+/* In an exec'd pool worker: attaches to the pool's rings as described by the
+ * argument bytes (struct mproc__worker_boot, then the initializer's argument)
+ * and runs the worker loop; returns the worker's exit code.  init is the
+ * resolved initializer, or mproc__worker_no_init. */
+int mproc__worker_exec_main(mproc_function init, const void *arg, size_t len);
+/* Stands for "no initializer" in a start request, which needs a function. */
+int mproc__worker_no_init(void *arg, size_t len);
 
 #endif /* MPROC_SRC_START_H */

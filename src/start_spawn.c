@@ -123,15 +123,23 @@ int mproc__wire_make(const struct mproc__start_req *req, struct mproc__wire *w) 
 struct exec_arg {
   char *const *argv;
   char *const *envp;
-  int chan; /* the child's end of the channel */
+  int chan;        /* the child's end of the channel */
+  const int *keep; /* more descriptors the image inherits */
+  int nkeep;
 };
+
+static void inheritable(int fd) {
+  int fl = fcntl(fd, F_GETFD);
+  if (fl >= 0)
+    fcntl(fd, F_SETFD, fl & ~FD_CLOEXEC);
+}
 
 /* In the forked child: async-signal-safe calls only until execve. */
 static int exec_child(void *arg) {
   const struct exec_arg *x = arg;
-  int fl = fcntl(x->chan, F_GETFD);
-  if (fl >= 0)
-    fcntl(x->chan, F_SETFD, fl & ~FD_CLOEXEC);
+  inheritable(x->chan);
+  for (int i = 0; i < x->nkeep; i++)
+    inheritable(x->keep[i]);
   execve(mproc__spawn_exe, x->argv, x->envp);
   char msg[1 + sizeof(int)] = {'E'};
   int e = errno;
@@ -183,8 +191,23 @@ static int read_verdict(int fd, int64_t deadline) {
   return MPROC_ECHILDFAILED;
 }
 
+static int spawn_exec(const struct mproc__start_req *req, char kind, const void *payload,
+                      size_t plen, const void *payload2, size_t plen2, pid_t *pid_out,
+                      int *pidfd_out, int *chan_out);
+
 int mproc__spawn_exec(char kind, const void *payload, size_t plen, const void *payload2,
-                      size_t plen2, pid_t *pid_out, int *pidfd_out, int *chan_out) {
+                      size_t plen2, pid_t *pid, int *pidfd, int *chan_out) {
+  return spawn_exec(NULL, kind, payload, plen, payload2, plen2, pid, pidfd, chan_out);
+}
+
+int mproc__spawn_exec_req(const struct mproc__start_req *req, char kind, const void *payload,
+                          size_t plen, pid_t *pid, int *pidfd, int *chan_out) {
+  return spawn_exec(req, kind, payload, plen, req->arg, req->len, pid, pidfd, chan_out);
+}
+
+static int spawn_exec(const struct mproc__start_req *req, char kind, const void *payload,
+                      size_t plen, const void *payload2, size_t plen2, pid_t *pid_out,
+                      int *pidfd_out, int *chan_out) {
   int sv[2];
   if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0)
     return mproc__neg_errno();
@@ -199,8 +222,16 @@ int mproc__spawn_exec(char kind, const void *payload, size_t plen, const void *p
     mproc__close(sv[1]);
     return MPROC_ENOMEM;
   }
-  struct exec_arg x = {.argv = argv, .envp = envp, .chan = sv[1]};
-  struct mproc__spawn_opts so = {.fn = exec_child, .arg = &x, .keep_fds = &sv[1], .nkeep = 1};
+  int keep[1 + MPROC__START_KEEP_MAX];
+  int nkeep = req != NULL ? req->nkeep : 0;
+  keep[0] = sv[1];
+  for (int i = 0; i < nkeep; i++)
+    keep[1 + i] = req->keep_fds[i];
+  struct exec_arg x = {.argv = argv, .envp = envp, .chan = sv[1], .keep = keep + 1, .nkeep = nkeep};
+  struct mproc__spawn_opts so = {
+      .fn = exec_child, .arg = &x, .keep_fds = keep, .nkeep = (size_t)(1 + nkeep)};
+  if (req != NULL && req->new_group)
+    so.flags |= MPROC__SPAWN_NEWPGRP;
   pid_t pid;
   int pidfd;
   int r = mproc__spawn(&so, &pid, &pidfd);
@@ -231,7 +262,8 @@ int mproc__spawn_exec(char kind, const void *payload, size_t plen, const void *p
 
 int mproc__start_child(const struct mproc__start_req *req, pid_t *pid, int *pidfd) {
   if (req == NULL || req->fn == NULL || (req->arg == NULL && req->len > 0) || req->name == NULL ||
-      req->ident == NULL || pid == NULL || pidfd == NULL)
+      req->ident == NULL || pid == NULL || pidfd == NULL || req->nkeep < 0 ||
+      req->nkeep > MPROC__START_KEEP_MAX || (req->nkeep > 0 && req->keep_fds == NULL))
     return MPROC_EINVAL;
   struct mproc__wire w;
   int r = mproc__wire_make(req, &w);
@@ -250,7 +282,7 @@ int mproc__start_child(const struct mproc__start_req *req, pid_t *pid, int *pidf
   memcpy(buf, &w, sizeof w);
   memcpy(buf + sizeof w, req->name, w.name_len);
   int chan;
-  r = mproc__spawn_exec('s', buf, head, req->arg, req->len, pid, pidfd, &chan);
+  r = mproc__spawn_exec_req(req, 's', buf, head, pid, pidfd, &chan);
   free(buf);
   if (r == 0)
     mproc__close(chan);
@@ -264,6 +296,8 @@ _Noreturn void mproc__child_run(const struct mproc__wire *w, mproc_function fn, 
   int code = 127;
   if (w->entry == MPROC__ENTRY_PROCESS)
     code = mproc__process_child_run(fn, (pid_t)w->parent, name, w->ident, arg, w->arg_len);
+  else if (w->entry == MPROC__ENTRY_POOL_WORKER)
+    code = mproc__worker_exec_main(fn, arg, w->arg_len);
   else
     fprintf(stderr, "mproc: unknown child entry %u\n", (unsigned)w->entry);
   _exit(code);

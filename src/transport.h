@@ -17,7 +17,7 @@
  * adds a whole transport -- tasks over a socketpair -- in its own file and
  * chooses it with one assignment.
  *
- * Function references go through struct mproc__fnref for the same reason:
+ * Function references go through struct mproc__taskfn for the same reason:
  * under fork a code address is valid in the worker, elsewhere it is not. */
 #ifndef MPROC_TRANSPORT_H
 #define MPROC_TRANSPORT_H
@@ -33,16 +33,16 @@ struct mproc__task;
 /* A reference to task code.  kind MPROC__FN_ADDR: `addr` is the address of
  * the function in the parent, valid in a forked worker. */
 enum { MPROC__FN_ADDR = 1 };
-struct mproc__fnref {
+struct mproc__taskfn {
   uint32_t kind;
   uint64_t addr;
 };
-static inline struct mproc__fnref mproc__fnref_of(void (*fn)(void)) {
-  struct mproc__fnref r = {MPROC__FN_ADDR, (uint64_t)(uintptr_t)fn};
+static inline struct mproc__taskfn mproc__taskfn_of(void (*fn)(void)) {
+  struct mproc__taskfn r = {MPROC__FN_ADDR, (uint64_t)(uintptr_t)fn};
   return r;
 }
 /* The callable for a reference, or NULL when it cannot be resolved here. */
-static inline void (*mproc__fnref_resolve(struct mproc__fnref r))(void) {
+static inline void (*mproc__taskfn_addr(struct mproc__taskfn r))(void) {
   return r.kind == MPROC__FN_ADDR ? (void (*)(void))(uintptr_t)r.addr : NULL;
 }
 

@@ -22,17 +22,18 @@
 #include "pool.h"
 #include "futex.h"
 #include "shm_layout.h"
+#include "start.h"
 
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
-#define MPROC__ARENA_LEN ((size_t)16 << 30)
 #define MPROC__ARENA_KEEP ((uint64_t)256 << 20)
 #define ARENA_ALIGN 64
 
@@ -52,6 +53,11 @@ struct shm_state {
   struct shm_slot *slots; /* one per worker slot */
   struct mproc__shm_hdr *hdr;
   size_t hdr_len;
+  int hdr_fd; /* exec'd workers: the header's memfd, else -1 */
+  /* Exec'd workers: the function table's entries by address (parent side). */
+  struct mproc__fnref *fn_table;
+  uint32_t nfn;
+  uint64_t fn_addr[MPROC__FN_TABLE];
   int arena_fd;
   unsigned char *arena;
   struct extent *free_ext; /* sorted by offset, coalesced */
@@ -248,6 +254,7 @@ static void shm_fini(struct mproc_pool *p) {
   if (s->arena != NULL)
     munmap(s->arena, MPROC__ARENA_LEN);
   mproc__close(s->arena_fd);
+  mproc__close(s->hdr_fd);
   free(s->free_ext);
   for (int i = 0; s->slots != NULL && i < p->nworkers; i++) {
     mproc__close(s->slots[i].sock);
@@ -263,9 +270,23 @@ static int shm_init(struct mproc_pool *p) {
   if (s == NULL)
     return -ENOMEM;
   s->arena_fd = -1;
+  s->hdr_fd = -1;
   p->tp_state = s;
-  s->hdr_len = sizeof(struct mproc__shm_hdr) + (size_t)p->nworkers * sizeof(struct mproc__slot_shm);
-  int r = mproc__map_anon_shared(s->hdr_len, (void **)&s->hdr);
+  /* Forked workers inherit the anonymous mapping; exec'd ones map the same
+   * pages from a memfd they are given, and find functions in the table. */
+  bool exec = p->opts.start_method != MPROC_START_FORK;
+  s->hdr_len = mproc__shm_hdr_len(p->nworkers, exec);
+  int r;
+  if (!exec) {
+    r = mproc__map_anon_shared(s->hdr_len, (void **)&s->hdr);
+  } else {
+    r = mproc__memfd_create("mproc-pool", s->hdr_len, &s->hdr_fd);
+    if (r == 0)
+      r = mproc__map_shared(s->hdr_fd, s->hdr_len, (void **)&s->hdr);
+    if (r == 0)
+      s->fn_table =
+          (struct mproc__fnref *)((char *)s->hdr + mproc__shm_hdr_len(p->nworkers, false));
+  }
   if (r == 0)
     r = mproc__memfd_create("mproc-arena", MPROC__ARENA_LEN, &s->arena_fd);
   if (r == 0)
@@ -300,6 +321,79 @@ static int shm_init(struct mproc_pool *p) {
   return 0;
 }
 
+size_t mproc__shm_hdr_len(int nworkers, bool table) {
+  size_t n = sizeof(struct mproc__shm_hdr) + (size_t)nworkers * sizeof(struct mproc__slot_shm);
+  return table ? n + MPROC__FN_TABLE * sizeof(struct mproc__fnref) : n;
+}
+
+/* Starts the worker of slot i by spawn or forkserver: a fresh image told
+ * where the rings are (struct mproc__worker_boot), with the initializer as a
+ * function reference and its argument bytes. */
+static int exec_worker(struct mproc_pool *p, int i, int sock) {
+  struct shm_state *s = st(p);
+  struct mproc__slot *sl = &p->slots[i];
+  size_t alen = p->opts.initarg != NULL ? p->opts.initarg_len : 0;
+  struct mproc__worker_boot b = {
+      .hdr_fd = s->hdr_fd,
+      .arena_fd = s->arena_fd,
+      .sock = sock,
+      .efd = p->efd,
+      .slot = (uint32_t)i,
+      .nworkers = (uint32_t)p->nworkers,
+      .max_tasks = p->opts.max_tasks_per_worker,
+      .spin = s->spin,
+      .max_rss = p->opts.max_worker_rss,
+      .has_init = p->opts.initializer != NULL,
+  };
+  unsigned char *arg = malloc(sizeof b + alen);
+  if (arg == NULL)
+    return -ENOMEM;
+  memcpy(arg, &b, sizeof b);
+  if (alen > 0)
+    memcpy(arg + sizeof b, p->opts.initarg, alen);
+  int keep[4] = {s->hdr_fd, s->arena_fd, sock, p->efd};
+  char name[32];
+  snprintf(name, sizeof name, "pool-worker-%d", i);
+  struct mproc__start_req req = {
+      .method = p->opts.start_method,
+      .entry = MPROC__ENTRY_POOL_WORKER,
+      .fn = p->opts.initializer != NULL ? MPROC_FUNCTION(p->opts.initializer)
+                                        : MPROC_FUNCTION(mproc__worker_no_init),
+      .arg = arg,
+      .len = sizeof b + alen,
+      .name = name,
+      .ident = "",
+      .keep_fds = keep,
+      .nkeep = 4,
+      .new_group = true,
+  };
+  int r = mproc__start_child(&req, &sl->pid, &sl->pidfd);
+  free(arg);
+  /* A forkserver child never execs, so it can still be moved into a group
+   * of its own (the pool kills a worker's whole group). */
+  if (r == 0 && req.method == MPROC_START_FORKSERVER)
+    setpgid(sl->pid, sl->pid);
+  return r;
+}
+
+/* The function table index for fn, adding it on first use (under mu). */
+static int fn_index(struct mproc_pool *p, uint64_t addr, uint64_t *idx) {
+  struct shm_state *s = st(p);
+  for (uint32_t k = 0; k < s->nfn; k++)
+    if (s->fn_addr[k] == addr) {
+      *idx = k;
+      return 0;
+    }
+  if (s->nfn == MPROC__FN_TABLE)
+    return -ENOSPC;
+  int r = mproc__fnref_make((mproc_function)(uintptr_t)addr, &s->fn_table[s->nfn]);
+  if (r < 0)
+    return r;
+  s->fn_addr[s->nfn] = addr;
+  *idx = s->nfn++;
+  return 0;
+}
+
 static int shm_start_worker(struct mproc_pool *p, int i) {
   struct shm_state *s = st(p);
   struct mproc__slot *sl = &p->slots[i];
@@ -327,7 +421,8 @@ static int shm_start_worker(struct mproc_pool *p, int i) {
                                  .nkeep = 2,
                                  .pdeathsig = SIGKILL,
                                  .flags = MPROC__SPAWN_NEWPGRP | MPROC__SPAWN_NOFLUSH};
-  int r = mproc__spawn(&so, &sl->pid, &sl->pidfd);
+  int r = p->opts.start_method == MPROC_START_FORK ? mproc__spawn(&so, &sl->pid, &sl->pidfd)
+                                                   : exec_worker(p, i, sv[1]);
   mproc__close(sv[1]);
   if (r != 0) {
     mproc__close(sv[0]);
@@ -349,10 +444,18 @@ static int shm_send_task(struct mproc_pool *p, int i, struct mproc__task *t) {
   struct mproc__slot_shm *ss = sshm(p, i);
   uint64_t pos = sl->head;
   struct mproc__entry *e = &ss->ring[pos % MPROC__RING];
+  uint32_t fn_kind = t->fn.kind;
+  uint64_t fn_addr = t->fn.addr;
+  if (st(p)->fn_table != NULL) {
+    int r = fn_index(p, t->fn.addr, &fn_addr);
+    if (r < 0)
+      return r;
+    fn_kind = MPROC__FN_INDEX;
+  }
   e->kind = t->kind;
   e->flags = 0;
-  e->fn_kind = t->fn.kind;
-  e->fn_addr = t->fn.addr;
+  e->fn_kind = fn_kind;
+  e->fn_addr = fn_addr;
   e->arg_len = t->arg_len;
   e->in_off = t->in_off;
   e->out_off = t->out_off;

@@ -23,6 +23,7 @@
 #include "pool.h"
 #include "futex.h"
 #include "shm_layout.h"
+#include "start.h"
 #include "task_ctx.h"
 
 #include <fcntl.h>
@@ -117,6 +118,31 @@ static size_t rss_bytes(void) {
   return pages * (size_t)sysconf(_SC_PAGESIZE);
 }
 
+/* The task's function: an address (forked worker) or an index into the
+ * function table (exec'd worker), resolved once per index and cached.  A
+ * function this image cannot find fails the task with MPROC_ENOFUNC and the
+ * reason, naming the function. */
+static int task_fn(const struct mproc__worker_args *w, const struct mproc__entry *e,
+                   struct shm_ctx *c, void (**fn)(void)) {
+  static void (*cache[MPROC__FN_TABLE])(void);
+  if (e->fn_kind != MPROC__FN_INDEX) {
+    *fn = mproc__taskfn_addr((struct mproc__taskfn){.kind = e->fn_kind, .addr = e->fn_addr});
+    return *fn != NULL ? 0 : MPROC_ENOSYS;
+  }
+  if (w->fn_table == NULL || e->fn_addr >= MPROC__FN_TABLE)
+    return mproc_task_fail(&c->base, MPROC_ENOFUNC, "function index %llu out of range",
+                           (unsigned long long)e->fn_addr);
+  if (cache[e->fn_addr] == NULL) {
+    char why[1024];
+    mproc_function f;
+    if (mproc__fnref_resolve(&w->fn_table[e->fn_addr], &f, why, sizeof why) < 0)
+      return mproc_task_fail(&c->base, MPROC_ENOFUNC, "%s", why);
+    cache[e->fn_addr] = f;
+  }
+  *fn = cache[e->fn_addr];
+  return 0;
+}
+
 static int run_call(const struct mproc__worker_args *w, struct mproc__entry *e, struct shm_ctx *c) {
   const void *arg = e->arg;
   void *argmap = NULL;
@@ -150,20 +176,21 @@ static int run_call(const struct mproc__worker_args *w, struct mproc__entry *e, 
     }
     arg = argmap;
   }
-  mproc_task_fn fn = (mproc_task_fn)mproc__fnref_resolve(
-      (struct mproc__fnref){.kind = e->fn_kind, .addr = e->fn_addr});
-  int r = fn != NULL ? fn(arg, e->arg_len, &c->base) : MPROC_ENOSYS;
+  void (*raw)(void) = NULL;
+  int r = task_fn(w, e, c, &raw);
+  if (r == 0)
+    r = ((mproc_task_fn)raw)(arg, e->arg_len, &c->base);
   if (argmap != NULL)
     munmap(argmap, e->arg_len);
   mproc__close(argfd);
   return r;
 }
 
-static int run_map(const struct mproc__worker_args *w, struct mproc__entry *e) {
-  void (*raw)(void) =
-      mproc__fnref_resolve((struct mproc__fnref){.kind = e->fn_kind, .addr = e->fn_addr});
-  if (raw == NULL)
-    return MPROC_ENOSYS;
+static int run_map(const struct mproc__worker_args *w, struct mproc__entry *e, struct shm_ctx *c) {
+  void (*raw)(void) = NULL;
+  int r0 = task_fn(w, e, c, &raw);
+  if (r0 != 0)
+    return r0;
   unsigned char *out = w->arena + e->out_off;
   if (e->kind == MPROC__K_MAP) {
     mproc_map_fn fn = (mproc_map_fn)raw;
@@ -198,7 +225,7 @@ static void run_entry(const struct mproc__worker_args *w, struct mproc__entry *e
   e->rflags = 0;
   e->res_len = 0;
   e->code = 0;
-  int r = e->kind == MPROC__K_CALL ? run_call(w, e, &c) : run_map(w, e);
+  int r = e->kind == MPROC__K_CALL ? run_call(w, e, &c) : run_map(w, e, &c);
   for (size_t i = 0; i < c.base.nfds; i++)
     mproc__close(c.fds[i]);
   r = mproc__task_end(&c.base, r);
@@ -341,4 +368,47 @@ int mproc__worker_main(void *arg) {
   }
   fflush(NULL);
   return 0;
+}
+
+int mproc__worker_no_init(void *arg, size_t len) {
+  (void)arg;
+  (void)len;
+  return 0;
+}
+
+int mproc__worker_exec_main(mproc_function init, const void *arg, size_t len) {
+  struct mproc__worker_boot b;
+  if (arg == NULL || len < sizeof b)
+    return 127;
+  memcpy(&b, arg, sizeof b);
+  if (b.slot >= b.nworkers)
+    return 127;
+  /* The same pages the parent and the other workers see, found through the
+   * descriptors the start kept at these numbers. */
+  size_t hlen = mproc__shm_hdr_len((int)b.nworkers, true);
+  void *hdr = mmap(NULL, hlen, PROT_READ | PROT_WRITE, MAP_SHARED, b.hdr_fd, 0);
+  void *arena = mmap(NULL, MPROC__ARENA_LEN, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE,
+                     b.arena_fd, 0);
+  if (hdr == MAP_FAILED || arena == MAP_FAILED) {
+    fprintf(stderr, "mproc: pool worker cannot map the pool's rings\n");
+    return 127;
+  }
+  close(b.hdr_fd);
+  close(b.arena_fd);
+  struct mproc__shm_hdr *h = hdr;
+  struct mproc__worker_args w = {
+      .hdr = h,
+      .slot = &h->slots[b.slot],
+      .arena = arena,
+      .sock = b.sock,
+      .efd = b.efd,
+      .initializer = b.has_init ? (mproc_init_fn)init : NULL,
+      .initarg = len > sizeof b ? (void *)((const char *)arg + sizeof b) : NULL,
+      .fn_table =
+          (const struct mproc__fnref *)((char *)hdr + mproc__shm_hdr_len((int)b.nworkers, false)),
+      .max_tasks = b.max_tasks,
+      .max_rss = (size_t)b.max_rss,
+      .spin = b.spin,
+  };
+  return mproc__worker_main(&w);
 }

@@ -16,7 +16,10 @@
 #include <time.h>
 #include <unistd.h>
 
-/* A page shared with workers forked after it is made (inherited mapping). */
+/* A page shared with the pool's workers.  It is a memfd kept inheritable
+ * at a fixed descriptor number, so a worker started by spawn or forkserver
+ * (a fresh image, which inherits only such descriptors) maps the same page
+ * on first use; a forked worker simply inherits the mapping. */
 struct shared {
   _Atomic int pid;     /* a task publishes its worker's pid */
   _Atomic int count;   /* tasks or initializers that ran */
@@ -26,17 +29,25 @@ struct shared {
   _Atomic int release; /* blocked tasks return once set */
 };
 
-static inline struct shared *shared_new(void) {
-  void *m =
-      mmap(NULL, sizeof(struct shared), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-  ck_assert_ptr_ne(m, MAP_FAILED);
-  memset(m, 0, sizeof(struct shared));
-  return m;
-}
-static inline void shared_free(struct shared *s) { munmap(s, sizeof *s); }
+/* The page's descriptor in the test process and in every worker. */
+#define SHARED_FD 900
 
-/* The test's shared page (set before the pool; defined in pool-helpers.c). */
-extern struct shared *S;
+/* Maps len bytes shared with every worker started after it, at descriptor
+ * number fd (inheritable): works under every start method. */
+void *shared_map_new(size_t len, int fd);
+/* The mapping of descriptor fd (len bytes) in this process. */
+void *shared_map_fd(size_t len, int fd);
+void shared_map_free(void *m, size_t len, int fd);
+
+static inline struct shared *shared_new(void) {
+  return shared_map_new(sizeof(struct shared), SHARED_FD);
+}
+static inline void shared_free(struct shared *s) { shared_map_free(s, sizeof *s, SHARED_FD); }
+
+/* The test's shared page (set before the pool): in an exec'd worker it is
+ * mapped from SHARED_FD on first use (pool-helpers.c). */
+struct shared **shared_ref(void);
+#define S (*shared_ref())
 
 static inline int task_square(const void *arg, size_t len, mproc_task_ctx *ctx) {
   (void)len;

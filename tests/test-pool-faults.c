@@ -182,25 +182,23 @@ END_TEST
 
 /* ---- initializers that crash, exit or hang ---------------------------------- */
 
-static _Atomic int *init_runs; /* shared page: initializer runs */
-
 static int init_segv(void *arg, mproc_task_ctx *ctx) {
   (void)arg, (void)ctx;
-  atomic_fetch_add(init_runs, 1);
+  atomic_fetch_add(&S->count, 1); /* initializer runs */
   raise(SIGSEGV);
   return 0;
 }
 
 static int init_exit(void *arg, mproc_task_ctx *ctx) {
   (void)arg, (void)ctx;
-  atomic_fetch_add(init_runs, 1);
+  atomic_fetch_add(&S->count, 1); /* initializer runs */
   _exit(1);
 }
 
 static int init_hang(void *arg, mproc_task_ctx *ctx) {
   (void)arg, (void)ctx;
-  atomic_fetch_add(init_runs, 1);
-  while (atomic_load(init_runs) > 0) /* forever: the count never drops */
+  atomic_fetch_add(&S->count, 1);    /* initializer runs */
+  while (atomic_load(&S->count) > 0) /* forever: the count never drops */
     pause();
   return 0;
 }
@@ -210,18 +208,15 @@ static int init_hang(void *arg, mproc_task_ctx *ctx) {
  * initializer run per slot. */
 static void expect_broken_by(mproc_init_fn init, int64_t init_timeout_ms, const char *msg,
                              int signo, int status) {
-  init_runs =
-      mmap(NULL, sizeof *init_runs, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-  ck_assert_ptr_ne(init_runs, MAP_FAILED);
-  atomic_store(init_runs, 0);
+  S = shared_new();
   mproc_pool *p;
   struct mproc_pool_options o = {
       .workers = 2, .initializer = init, .init_timeout_ms = init_timeout_ms};
   mproc_assert_ok(mproc_pool_new(&p, &o));
   expect_pool_broken(p, msg, signo, status);
   mproc_assert_ok(mproc_pool_free(p));
-  ck_assert_int_le(atomic_load(init_runs), 2);
-  munmap(init_runs, sizeof *init_runs);
+  ck_assert_int_le(atomic_load(&S->count), 2);
+  shared_free(S);
 }
 
 START_TEST(test_initializer_crash_breaks_pool) {

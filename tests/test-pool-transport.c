@@ -67,8 +67,8 @@ static int sock_worker_main(void *arg) {
       return n == 0 ? 0 : 1; /* the pool closed its end: stop */
     memset(&rep, 0, offsetof(struct sock_rep, data));
     struct sock_ctx c = {.base = {.ops = &sock_task_ops}, .rep = &rep};
-    mproc_task_fn fn = (mproc_task_fn)mproc__fnref_resolve(
-        (struct mproc__fnref){.kind = MPROC__FN_ADDR, .addr = req.fn});
+    mproc_task_fn fn = (mproc_task_fn)mproc__taskfn_addr(
+        (struct mproc__taskfn){.kind = MPROC__FN_ADDR, .addr = req.fn});
     int r = mproc__task_end(&c.base, fn(req.arg, req.len, &c.base));
     if (r != 0 && !c.base.failed)
       sock_fail(&c.base, r, mproc_strerror(r));

@@ -39,13 +39,15 @@ def main():
     q = quick()
     reps = 5 if not q else 3
 
-    v = []
-    for _ in range(reps):
-        t0 = now()
-        with mp.Pool(2) as pool:
-            pool.apply(trivial, (1,))
-        v.append((now() - t0) * 1000)
-    report("pool_startup", v, "ms")
+    for method, suffix in (("fork", ""), ("spawn", "_spawn"), ("forkserver", "_forkserver")):
+        ctx = mp.get_context(method)
+        v = []
+        for _ in range(reps):
+            t0 = now()
+            with ctx.Pool(2) as pool:
+                pool.apply(trivial, (1,))
+            v.append((now() - t0) * 1000)
+        report("pool_startup" + suffix, v, "ms")
 
     with mp.Pool(2) as pool:
         n = 200 if q else 5000
@@ -100,9 +102,16 @@ def main():
     # hangs forever on a killed worker; ProcessPoolExecutor raises
     # BrokenProcessPool and the whole executor is unusable.  Reported: the
     # time until BrokenProcessPool is raised (a broken pool, not a recovery).
+    for method, suffix in (("fork", ""), ("spawn", "_spawn"), ("forkserver", "_forkserver")):
+        crash_recovery(reps, mp.get_context(method), suffix)
+    print("# python crash_recovery: BrokenProcessPool raised; the executor is broken, "
+          "no worker is replaced (multiprocessing.Pool hangs)", flush=True)
+
+
+def crash_recovery(reps, ctx, suffix):
     v = []
     for _ in range(reps):
-        ex = cf.ProcessPoolExecutor(2)
+        ex = cf.ProcessPoolExecutor(2, mp_context=ctx)
         pid = ex.submit(busy_pid).result()
         f = ex.submit(burn, 60000)
         while not f.running():
@@ -115,9 +124,7 @@ def main():
             pass
         v.append((now() - t0) * 1000)
         ex.shutdown(wait=True, cancel_futures=True)
-    report("crash_recovery", v, "ms")
-    print("# python crash_recovery: BrokenProcessPool raised; the executor is broken, "
-          "no worker is replaced (multiprocessing.Pool hangs)", flush=True)
+    report("crash_recovery" + suffix, v, "ms")
 
 
 if __name__ == "__main__":

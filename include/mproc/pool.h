@@ -91,11 +91,25 @@ struct mproc_pool_options {
   /* 0: none; an initializer still running this long after its worker was
    * forked is killed and fails like a failed initializer (pool broken). */
   int64_t init_timeout_ms;
+  /* MPROC_START_* (mproc/process.h); 0: the program's default
+   * (MPROC_START_METHOD, else fork).  Under spawn and forkserver a worker
+   * is a fresh image of the program: the initializer and every task
+   * function travel as function references (mproc/function.h) and initarg
+   * as initarg_len bytes copied to each worker. */
+  int start_method;
+  /* Under spawn and forkserver: the size of what initarg points at (0 with
+   * a non-NULL initarg is MPROC_EINVAL there, since a pointer means nothing
+   * in another image).  Under fork it is ignored: the worker sees the
+   * parent's memory as it was at fork. */
+  size_t initarg_len;
 };
 
 /* Create a pool.  Blocks until the workers are forked.  *out owns the pool;
  * release it with mproc_pool_free().  Errors: MPROC_EINVAL (NULL out,
- * unknown flag, negative workers or timeouts), -errno (fork, memory, thread).
+ * unknown flag, negative workers or timeouts, an unknown start_method or
+ * MPROC_START_METHOD value, a non-NULL initarg without initarg_len under spawn
+ * or forkserver), MPROC_ENOFUNC (spawn/forkserver: the initializer cannot be
+ * referenced, or a worker cannot find it), -errno (fork, exec, memory, thread).
  * A failed mproc_pool_new leaves nothing behind. */
 MPROC_EXTERN int mproc_pool_new(mproc_pool **out, const struct mproc_pool_options *opts);
 /* Number of workers (>= 1), or MPROC_EINVAL. */

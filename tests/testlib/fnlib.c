@@ -14,3 +14,11 @@ int fnlib_work(const void *arg, size_t len) {
   (void)arg;
   return FNLIB_BASE + (int)len;
 }
+
+/* A map element function for the pool suites (test-pool-start). */
+int fnlib_map(const void *in, void *out);
+
+int fnlib_map(const void *in, void *out) {
+  *(int *)out = FNLIB_BASE + *(const int *)in;
+  return 0;
+}

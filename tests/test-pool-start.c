@@ -1,0 +1,215 @@
+/* Pools whose workers are started by spawn or forkserver: the options that
+ * only make sense there, initializer argument bytes, task functions found by
+ * reference (the program's and a shared library's), and functions a worker
+ * cannot find.  Every other pool promise is checked by running the pool
+ * suites once per start method (tests/CMakeLists.txt). */
+#include "pool-helpers.h"
+
+#include <dlfcn.h>
+#include <fcntl.h>
+#include <sys/sendfile.h>
+#include <sys/stat.h>
+
+static const int methods[] = {MPROC_START_SPAWN, MPROC_START_FORKSERVER};
+
+static int init_arg;  /* the initializer's argument, as the worker saw it */
+static int init_seen; /* the initializer ran in this process */
+
+static int init_copy(void *arg, mproc_task_ctx *ctx) {
+  (void)ctx;
+  memcpy(&init_arg, arg, sizeof init_arg);
+  init_seen = 1;
+  return 0;
+}
+
+static int task_init_arg(const void *arg, size_t len, mproc_task_ctx *ctx) {
+  (void)arg, (void)len;
+  int r[2] = {init_seen, init_arg};
+  return mproc_task_return(ctx, r, sizeof r);
+}
+
+static mproc_pool *pool_by(int method, int workers) {
+  mproc_pool *p;
+  struct mproc_pool_options o = {.workers = workers, .start_method = method};
+  mproc_assert_ok(mproc_pool_new(&p, &o));
+  return p;
+}
+
+START_TEST(test_bad_options) {
+  static int data_word;
+  mproc_pool *p = NULL;
+  int v = 7;
+  struct mproc_pool_options o = {.workers = 1, .start_method = 99};
+  mproc_assert_err(mproc_pool_new(&p, &o), MPROC_EINVAL);
+  o.start_method = -1;
+  mproc_assert_err(mproc_pool_new(&p, &o), MPROC_EINVAL);
+  for (size_t i = 0; i < sizeof methods / sizeof *methods; i++) {
+    /* A pointer without its size means nothing to a fresh image. */
+    o = (struct mproc_pool_options){
+        .workers = 1, .start_method = methods[i], .initializer = init_copy, .initarg = &v};
+    mproc_assert_err(mproc_pool_new(&p, &o), MPROC_EINVAL);
+    o.initarg = NULL;
+    o.initarg_len = sizeof v;
+    mproc_assert_err(mproc_pool_new(&p, &o), MPROC_EINVAL);
+    /* An initializer that is no function of any loaded object. */
+    o = (struct mproc_pool_options){
+        .workers = 1, .start_method = methods[i], .initializer = (mproc_init_fn)(void *)&data_word};
+    mproc_assert_err(mproc_pool_new(&p, &o), MPROC_ENOFUNC);
+  }
+  ck_assert_ptr_null(p);
+  /* Under fork initarg stays a pointer into the worker's copy of memory. */
+  o = (struct mproc_pool_options){
+      .workers = 1, .start_method = MPROC_START_FORK, .initializer = init_copy, .initarg = &v};
+  mproc_assert_ok(mproc_pool_new(&p, &o));
+  mproc_assert_ok(mproc_pool_free(p));
+}
+END_TEST
+
+START_TEST(test_bad_env) {
+  setenv("MPROC_START_METHOD", "vfork", 1);
+  mproc_pool *p = NULL;
+  struct mproc_pool_options o = {.workers = 1};
+  mproc_assert_err(mproc_pool_new(&p, &o), MPROC_EINVAL);
+  ck_assert_ptr_null(p);
+  setenv("MPROC_START_METHOD", "spawn", 1);
+  mproc_assert_ok(mproc_pool_new(&p, &o));
+  mproc_assert_ok(mproc_pool_free(p));
+}
+END_TEST
+
+/* The initializer's argument bytes reach every worker, copied. */
+START_TEST(test_initarg_bytes) {
+  int v = 4242;
+  for (size_t i = 0; i < sizeof methods / sizeof *methods; i++) {
+    mproc_pool *p;
+    struct mproc_pool_options o = {.workers = 2,
+                                   .start_method = methods[i],
+                                   .initializer = init_copy,
+                                   .initarg = &v,
+                                   .initarg_len = sizeof v};
+    mproc_assert_ok(mproc_pool_new(&p, &o));
+    for (int k = 0; k < 4; k++) {
+      mproc_future *f;
+      mproc_assert_ok(mproc_pool_submit(p, task_init_arg, NULL, 0, &f));
+      const void *d;
+      size_t n;
+      mproc_assert_ok(mproc_future_result(f, &d, &n, 60000));
+      ck_assert_uint_eq(n, 2 * sizeof(int));
+      ck_assert_int_eq(((const int *)d)[0], 1);
+      ck_assert_int_eq(((const int *)d)[1], 4242);
+      mproc_future_free(f);
+    }
+    mproc_assert_ok(mproc_pool_free(p));
+  }
+}
+END_TEST
+
+/* The workers are fresh images: the parent's globals are not theirs. */
+static int parent_mark;
+
+static int task_mark(const void *arg, size_t len, mproc_task_ctx *ctx) {
+  (void)arg, (void)len;
+  return mproc_task_return(ctx, &parent_mark, sizeof parent_mark);
+}
+
+START_TEST(test_worker_is_fresh_image) {
+  parent_mark = 99;
+  for (size_t i = 0; i < sizeof methods / sizeof *methods; i++) {
+    mproc_pool *p = pool_by(methods[i], 1);
+    mproc_future *f;
+    mproc_assert_ok(mproc_pool_submit(p, task_mark, NULL, 0, &f));
+    const void *d;
+    size_t n;
+    mproc_assert_ok(mproc_future_result(f, &d, &n, 60000));
+    ck_assert_int_eq(*(const int *)d, 0);
+    mproc_future_free(f);
+    mproc_assert_ok(mproc_pool_free(p));
+  }
+}
+END_TEST
+
+/* Copies the test library to a fresh path (so it can be removed). */
+static void copy_lib(const char *from, char *to, size_t cap) {
+  snprintf(to, cap, "/tmp/mproc-fnlib-%d.so", (int)getpid());
+  int in = open(from, O_RDONLY | O_CLOEXEC);
+  ck_assert_int_ge(in, 0);
+  int out = open(to, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0755);
+  ck_assert_int_ge(out, 0);
+  struct stat st;
+  ck_assert_int_eq(fstat(in, &st), 0);
+  ck_assert_int_eq(sendfile(out, in, NULL, (size_t)st.st_size), st.st_size);
+  close(in);
+  close(out);
+}
+
+/* A function of a library the program loaded after the pool started: the
+ * worker loads it by path. */
+START_TEST(test_library_function) {
+  void *lib = dlopen(FNLIB_PATH, RTLD_NOW | RTLD_LOCAL);
+  ck_assert_ptr_nonnull(lib);
+  mproc_map_fn fn = (mproc_map_fn)dlsym(lib, "fnlib_map");
+  ck_assert_ptr_nonnull(fn);
+  for (size_t i = 0; i < sizeof methods / sizeof *methods; i++) {
+    mproc_pool *p = pool_by(methods[i], 2);
+    int in[50], out[50];
+    for (int k = 0; k < 50; k++)
+      in[k] = k;
+    mproc_assert_ok(mproc_pool_map(p, fn, in, 50, sizeof *in, out, sizeof *out, NULL, NULL, 60000));
+    for (int k = 0; k < 50; k++)
+      ck_assert_int_eq(out[k], 40 + k);
+    mproc_assert_ok(mproc_pool_free(p));
+  }
+  dlclose(lib);
+}
+END_TEST
+
+/* A function no worker can find fails its task with MPROC_ENOFUNC and a
+ * message naming it; the pool and its workers carry on. */
+START_TEST(test_unresolvable_function) {
+  static int data_word;
+  char path[64];
+  copy_lib(FNLIB_PATH, path, sizeof path);
+  void *lib = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+  ck_assert_ptr_nonnull(lib);
+  mproc_map_fn gone = (mproc_map_fn)dlsym(lib, "fnlib_map");
+  ck_assert_ptr_nonnull(gone);
+  ck_assert_int_eq(unlink(path), 0); /* the workers cannot load it any more */
+  for (size_t i = 0; i < sizeof methods / sizeof *methods; i++) {
+    mproc_pool *p = pool_by(methods[i], 1);
+    int in[3] = {1, 2, 3}, out[3];
+    struct mproc_task_error err;
+    mproc_assert_err(
+        mproc_pool_map(p, gone, in, 3, sizeof *in, out, sizeof *out, NULL, &err, 60000),
+        MPROC_ETASK);
+    ck_assert_int_eq(err.task_code, MPROC_ENOFUNC);
+    ck_assert_msg(strstr(err.message, "mproc-fnlib") != NULL, "message: %s", err.message);
+    mproc_future *f;
+    mproc_assert_ok(mproc_pool_submit(p, (mproc_task_fn)(void *)&data_word, NULL, 0, &f));
+    const void *d;
+    size_t n;
+    mproc_assert_err(mproc_future_result(f, &d, &n, 60000), MPROC_ETASK);
+    ck_assert_int_eq(mproc_future_error(f, &err), 0);
+    ck_assert_int_eq(err.task_code, MPROC_ENOFUNC);
+    ck_assert_msg(strstr(err.message, "function") != NULL, "message: %s", err.message);
+    mproc_future_free(f);
+    /* Still serving. */
+    mproc_assert_ok(mproc_pool_submit(p, task_mark, NULL, 0, &f));
+    mproc_assert_ok(mproc_future_result(f, &d, &n, 60000));
+    mproc_future_free(f);
+    mproc_assert_ok(mproc_pool_free(p));
+  }
+  dlclose(lib);
+}
+END_TEST
+
+int main(void) {
+  Suite *s = suite_create("pool-start");
+  TCase *tc = mproc_test_tcase(s, "pool-start", 120);
+  tcase_add_test(tc, test_bad_options);
+  tcase_add_test(tc, test_bad_env);
+  tcase_add_test(tc, test_initarg_bytes);
+  tcase_add_test(tc, test_worker_is_fresh_image);
+  tcase_add_test(tc, test_library_function);
+  tcase_add_test(tc, test_unresolvable_function);
+  return mproc_test_run(s);
+}
