@@ -60,9 +60,11 @@ struct mproc__mpi_job {
   struct mproc__mpi_job *next; /* queue or in-flight list */
   uint64_t id;
   int state;
-  int rank;    /* 0 while queued */
-  bool freed;  /* released by the caller: free when done */
-  bool cancel; /* a CANCEL was sent for it */
+  int rank;        /* 0 while queued */
+  int pin;         /* the rank it must go to, 0: any */
+  int64_t sent_ms; /* when it was sent (mproc_now_ms) */
+  bool freed;      /* released by the caller: free when done */
+  bool cancel;     /* a CANCEL was sent for it */
   struct mproc__mpi_task hdr;
   void *payload; /* the argument copy, until the send completed */
   struct mproc__mpi_op *send, *recv;
@@ -100,10 +102,10 @@ static void job_release(struct mproc__mpi_job *j) {
 }
 
 static int submit(const struct mproc__mpi_fn *fn, uint32_t type, void *payload, size_t len,
-                  struct mproc__mpi_task *hdr, struct mproc__mpi_job **out) {
-  if (mproc_mpi_worker_ranks() == 0) {
+                  struct mproc__mpi_task *hdr, int pin, struct mproc__mpi_job **out) {
+  if (mproc_mpi_worker_ranks() == 0 || pin < 0 || pin >= mproc__mpi.size) {
     free(payload);
-    return MPROC_ESTATE;
+    return mproc_mpi_worker_ranks() == 0 ? MPROC_ESTATE : MPROC_EINVAL;
   }
   if (!C.load) {
     C.load = calloc((size_t)mproc__mpi.size, sizeof *C.load);
@@ -124,6 +126,7 @@ static int submit(const struct mproc__mpi_fn *fn, uint32_t type, void *payload, 
   j->hdr.fn = *fn;
   j->hdr.fn.type = type;
   j->payload = payload;
+  j->pin = pin;
   if (C.queue_tail)
     C.queue_tail->next = j;
   else
@@ -136,6 +139,11 @@ static int submit(const struct mproc__mpi_fn *fn, uint32_t type, void *payload, 
 
 int mproc__mpi_submit(const struct mproc__mpi_fn *fn, const void *arg, size_t len,
                       int64_t timeout_ms, struct mproc__mpi_job **out) {
+  return mproc__mpi_submit_to(0, fn, arg, len, timeout_ms, out);
+}
+
+int mproc__mpi_submit_to(int rank, const struct mproc__mpi_fn *fn, const void *arg, size_t len,
+                         int64_t timeout_ms, struct mproc__mpi_job **out) {
   if (!fn || !out || (len && !arg) || timeout_ms < 0 || fn->type != MPROC__MPI_FN_TASK)
     return MPROC_EINVAL;
   void *copy = NULL;
@@ -144,7 +152,7 @@ int mproc__mpi_submit(const struct mproc__mpi_fn *fn, const void *arg, size_t le
   if (len)
     memcpy(copy, arg, len);
   struct mproc__mpi_task hdr = {.kind = MPROC__MPI_CALL, .timeout_ms = timeout_ms};
-  return submit(fn, MPROC__MPI_FN_TASK, copy, len, &hdr, out);
+  return submit(fn, MPROC__MPI_FN_TASK, copy, len, &hdr, rank, out);
 }
 
 int mproc__mpi_submit_map(const struct mproc__mpi_fn *fn, const void *in, size_t n, size_t in_size,
@@ -160,7 +168,7 @@ int mproc__mpi_submit_map(const struct mproc__mpi_fn *fn, const void *in, size_t
     memcpy(copy, in, len);
   struct mproc__mpi_task hdr = {
       .kind = MPROC__MPI_MAP, .count = n, .in_size = in_size, .out_size = out_size};
-  return submit(fn, MPROC__MPI_FN_MAP, copy, len, &hdr, out);
+  return submit(fn, MPROC__MPI_FN_MAP, copy, len, &hdr, 0, out);
 }
 
 static void lost(int rank, const char *what) {
@@ -178,19 +186,30 @@ static int pick_rank(void) {
   return best;
 }
 
+/* Send queued jobs, in order, to ranks with room: a pinned job waits for
+ * its own rank, the others take the least loaded one. */
 static bool dispatch(void) {
   bool moved = false;
-  int r;
-  while (C.queue && (r = pick_rank()) != 0) {
-    struct mproc__mpi_job *j = C.queue;
-    C.queue = j->next;
-    if (!C.queue)
-      C.queue_tail = NULL;
+  struct mproc__mpi_job *prev = NULL;
+  for (struct mproc__mpi_job *j = C.queue, *next; j; j = next) {
+    next = j->next;
+    int r = j->pin ? (C.load[j->pin] < mproc__mpi.tasks_per_rank ? j->pin : 0) : pick_rank();
+    if (r == 0) {
+      prev = j;
+      continue;
+    }
+    if (prev)
+      prev->next = next;
+    else
+      C.queue = next;
+    if (C.queue_tail == j)
+      C.queue_tail = prev;
     if (mproc__mpi_isend(mproc__mpi.comm, r, MPROC__MPI_TAG_TASK, &j->hdr, sizeof j->hdr,
                          j->payload, j->hdr.len, false, &j->send) != 0)
       lost(r, "sending a task failed");
     j->rank = r;
     j->state = SENT;
+    j->sent_ms = mproc_now_ms();
     C.load[r]++;
     j->next = C.flight;
     C.flight = j;
@@ -339,13 +358,24 @@ int mproc__mpi_job_result(struct mproc__mpi_job *j, const void **data, size_t *l
 
 int mproc__mpi_job_rank(const struct mproc__mpi_job *j) { return j ? j->rank : MPROC_EINVAL; }
 
-static int send_ctrl(int rank, uint32_t what, uint64_t id) {
+int64_t mproc__mpi_job_sent_ms(const struct mproc__mpi_job *j) {
+  return j && j->state != QUEUED ? j->sent_ms : -1;
+}
+
+void *mproc__mpi_job_take_result(struct mproc__mpi_job *j, size_t *len) {
+  void *r = j->result;
+  *len = j->result_len;
+  j->result = NULL;
+  j->result_len = 0;
+  return r;
+}
+
+/* Send a header-only message, tracked until its send completes. */
+static int send_small(int rank, int tag, const void *hdr, size_t len) {
   struct ctrl *c = calloc(1, sizeof *c);
   if (!c)
     return -ENOMEM;
-  struct mproc__mpi_ctrl m = {.id = id, .what = what};
-  if (mproc__mpi_isend(mproc__mpi.comm, rank, MPROC__MPI_TAG_CTRL, &m, sizeof m, NULL, 0, false,
-                       &c->op) != 0)
+  if (mproc__mpi_isend(mproc__mpi.comm, rank, tag, hdr, len, NULL, 0, false, &c->op) != 0)
     lost(rank, "sending a control message failed");
   c->next = C.ctrls;
   C.ctrls = c;
@@ -380,7 +410,8 @@ int mproc__mpi_cancel(struct mproc__mpi_job *j) {
   if (j->cancel)
     return 0;
   j->cancel = true;
-  return send_ctrl(j->rank, MPROC__MPI_CANCEL, j->id);
+  struct mproc__mpi_task m = {.id = j->id, .kind = MPROC__MPI_CANCEL};
+  return send_small(j->rank, MPROC__MPI_TAG_TASK, &m, sizeof m);
 }
 
 void mproc__mpi_job_free(struct mproc__mpi_job *j) {
@@ -398,8 +429,9 @@ int mproc__mpi_client_stop(int64_t deadline) {
   /* Queued jobs never go out. */
   while (C.queue)
     mproc__mpi_cancel(C.queue);
+  struct mproc__mpi_ctrl stop = {.what = MPROC__MPI_STOP};
   for (int r = 1; r < mproc__mpi.size; r++)
-    if (send_ctrl(r, MPROC__MPI_STOP, 0) != 0)
+    if (send_small(r, MPROC__MPI_TAG_CTRL, &stop, sizeof stop) != 0)
       return -ENOMEM;
   if (!C.load)
     C.load = calloc((size_t)mproc__mpi.size, sizeof *C.load);
