@@ -8,6 +8,7 @@
 
 #include "mproc/common.h"
 #include "mproc/version.h"
+#include "mproc/function.h"
 #include "mproc/process.h"
 #include "mproc/shm.h"
 #include "mproc/sync.h"
@@ -16,6 +17,7 @@
 #include "mproc/pool.h"
 #include "mproc/loop.h"
 #include "mproc/command.h"
+#include "mproc/progress_bar.h"
 #include "mproc/typed.h"
 
 #endif /* MPROC_H */

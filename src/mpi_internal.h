@@ -32,7 +32,7 @@ enum {
 };
 enum { MPROC__MPI_FN_TASK = 1, MPROC__MPI_FN_MAP = 2 };
 #define MPROC__MPI_NAME_MAX 64
-#define MPROC__MPI_BUILD_ID_MAX 32
+#define MPROC__MPI_BUILD_ID_MAX 64 /* MPROC__BUILD_ID_MAX of elf_object.h */
 /* A function reference as it travels: fixed size, no pointers. */
 struct mproc__mpi_fn {
   uint32_t kind;   /* MPROC__MPI_FN_* */
@@ -44,10 +44,11 @@ struct mproc__mpi_fn {
   /* NAMED: the name; OFFSET: the object's file name (for messages). */
   char name[MPROC__MPI_NAME_MAX];
 };
-/* Reference for fn: its registered name when it has one, else object +
- * offset.  MPROC_ENOENT when fn lies in no loaded object with a build-id. */
+/* Reference for fn by object + offset.  MPROC_ENOENT when fn lies in no
+ * loaded object with a build-id. */
 int mproc__mpi_fn_of(struct mproc__mpi_fn *out, uint32_t type, void (*fn)(void));
-/* Reference by name; MPROC_ENOENT when not registered here. */
+/* Reference by a name of mproc_function_register; MPROC_ENOENT when not
+ * registered here. */
 int mproc__mpi_fn_named(struct mproc__mpi_fn *out, uint32_t type, const char *name);
 /* The function a reference names on this process, or NULL with the reason
  * written to why. */

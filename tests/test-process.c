@@ -1,6 +1,9 @@
-/* Process objects (src/process.c, src/tree.c, src/wait.c). */
+/* Process objects (src/process.c, src/tree.c, src/wait.c), under the start
+ * method MPROC_START_METHOD names: tests/CMakeLists.txt runs this suite once
+ * per method (fork, spawn, forkserver). */
 #include "harness.h"
 #include "internal.h"
+#include "start.h"
 
 #include <fcntl.h>
 #include <grp.h>
@@ -27,6 +30,27 @@ static int64_t scaled(int64_t ms) {
   return (int64_t)((double)ms * (v > 1 ? v : 1));
 }
 #define LONG_MS scaled(30000)
+
+/* The start method this run of the suite uses. */
+static int method(void) { return mproc__start_method_default(); }
+
+/* A pipe whose ends children use: under spawn and forkserver a child
+ * inherits only descriptors that are not close-on-exec (as after any exec),
+ * so descriptors meant for a child are made inheritable, as a program using
+ * those methods must do. */
+static int child_pipe(int fd[2]) { return pipe2(fd, 0); }
+
+/* Descriptors and children of the test process, without the forkserver
+ * (a helper of the program that lives across starts, not a leak). */
+static int fds_now(void) {
+  mproc_forkserver_stop();
+  return mproc_test_count_fds();
+}
+
+static int children_now(void) {
+  mproc_forkserver_stop();
+  return mproc_test_count_children();
+}
 
 /* ---- child functions ---------------------------------------------------- */
 
@@ -238,7 +262,7 @@ START_TEST(test_join_deadline) {
 END_TEST
 
 START_TEST(test_many_cycles) {
-  int fds = mproc_test_count_fds();
+  int fds = fds_now();
   for (int i = 0; i < 1000; i++) {
     int v = i & 0x7f;
     mproc_process *p = started(ret_int, &v, sizeof v, NULL);
@@ -248,12 +272,12 @@ START_TEST(test_many_cycles) {
     ck_assert_int_eq(code, v);
     mproc_process_free(p);
     if (i % 250 == 0) {
-      ck_assert_int_eq(mproc_test_count_fds(), fds);
-      ck_assert_int_eq(mproc_test_count_children(), 0);
+      ck_assert_int_eq(fds_now(), fds);
+      ck_assert_int_eq(children_now(), 0);
     }
   }
-  ck_assert_int_eq(mproc_test_count_fds(), fds);
-  ck_assert_int_eq(mproc_test_count_children(), 0);
+  ck_assert_int_eq(fds_now(), fds);
+  ck_assert_int_eq(children_now(), 0);
 }
 END_TEST
 
@@ -351,9 +375,22 @@ static int use_foreign(const void *arg, size_t len) {
   exit(0);
 }
 
+/* A spawned child has no copy of its parent's objects at all: nothing of
+ * them is active there, and its exit leaves the parent's children alone. */
+static int no_foreign(const void *arg, size_t len) {
+  (void)arg;
+  (void)len;
+  if (mproc_active_children(NULL, 0) != 0 || mproc_parent_pid() != getppid())
+    return 1;
+  exit(0);
+}
+
 START_TEST(test_foreign_objects) {
   mproc_process *other = started(sleep_forever, NULL, 0, NULL);
-  ck_assert_int_eq(run_to_end(use_foreign, &other, sizeof other), 0);
+  if (method() == MPROC_START_FORK)
+    ck_assert_int_eq(run_to_end(use_foreign, &other, sizeof other), 0);
+  else
+    ck_assert_int_eq(run_to_end(no_foreign, NULL, 0), 0);
   ck_assert_int_eq(mproc_process_is_alive(other), 1);
   mproc_assert_ok(mproc_process_kill(other, 0));
   mproc_process_free(other);
@@ -399,10 +436,17 @@ START_TEST(test_library_fds_not_inherited) {
   int s = mproc_process_sentinel(a);
   /* Another process's pidfd is closed in the child... */
   ck_assert_int_eq(run_to_end(fd_closed, &s, sizeof s), 0);
-  /* ...while the program's own fds are inherited, as with Python's fork. */
+  /* ...while the program's own inheritable fds are inherited under every
+   * method, and its close-on-exec ones only under fork (Python's fork; the
+   * other methods exec). */
   int pfd[2];
   ck_assert_int_eq(pipe2(pfd, O_CLOEXEC), 0);
-  ck_assert_int_eq(run_to_end(fd_closed, &pfd[0], sizeof pfd[0]), 1);
+  ck_assert_int_eq(run_to_end(fd_closed, &pfd[0], sizeof pfd[0]),
+                   method() == MPROC_START_FORK ? 1 : 0);
+  close(pfd[0]);
+  close(pfd[1]);
+  ck_assert_int_eq(child_pipe(pfd), 0);
+  ck_assert_int_eq(run_to_end(fd_closed, &pfd[1], sizeof pfd[1]), 1);
   close(pfd[0]);
   close(pfd[1]);
   mproc_assert_ok(mproc_process_kill(a, 0));
@@ -410,11 +454,173 @@ START_TEST(test_library_fds_not_inherited) {
 }
 END_TEST
 
-/* Writes through a FILE without flushing: the library must flush it. */
+/* ---- objects made before start are usable in the child ------------------ */
+
+struct made_before {
+  mproc_conn *child_end; /* Python: parent, child = Pipe() */
+  mproc_shm *anon;       /* an anonymous block */
+  mproc_shm *named;      /* a named block, closed by the child */
+};
+
+/* Python's canonical example: f(conn) sends, then closes its end; the
+ * blocks' fds are open and their bytes shared. */
+static int use_objects(const void *arg, size_t len) {
+  (void)len;
+  const struct made_before *m = arg;
+  if (mproc_conn_send(m->child_end, "[42, None, 'hello']", 19, 10000) != 0)
+    return 1;
+  if (mproc_conn_close(m->child_end) != 0)
+    return 2;
+  if (fcntl(mproc_shm_fd(m->anon), F_GETFD) < 0 || fcntl(mproc_shm_fd(m->named), F_GETFD) < 0)
+    return 3;
+  memcpy(mproc_shm_addr(m->anon), "anon", 4);
+  memcpy(mproc_shm_addr(m->named), "named", 5);
+  /* The parent still has the named block: closing here must not remove it. */
+  return mproc_shm_close(m->named) == 0 && mproc_shm_close(m->anon) == 0 ? 0 : 4;
+}
+
+START_TEST(test_objects_made_before_start) {
+  struct made_before m;
+  mproc_conn *parent_end;
+  mproc_assert_ok(mproc_pipe(&parent_end, &m.child_end, NULL));
+  mproc_assert_ok(mproc_shm_new(&m.anon, 64));
+  mproc_assert_ok(mproc_shm_create(&m.named, NULL, 64));
+  mproc_process *p = started(use_objects, &m, sizeof m, NULL);
+  char buf[64];
+  size_t n = 0;
+  mproc_assert_ok(mproc_conn_recv(parent_end, buf, sizeof buf, &n, LONG_MS));
+  ck_assert_uint_eq(n, 19);
+  ck_assert_int_eq(memcmp(buf, "[42, None, 'hello']", 19), 0);
+  mproc_assert_ok(mproc_process_join(p, LONG_MS));
+  int code = -1;
+  mproc_assert_ok(mproc_process_exitcode(p, &code));
+  ck_assert_int_eq(code, 0);
+  mproc_process_free(p);
+  ck_assert_int_eq(memcmp(mproc_shm_addr(m.anon), "anon", 4), 0);
+  ck_assert_int_eq(memcmp(mproc_shm_addr(m.named), "named", 5), 0);
+  mproc_shm *again;
+  mproc_assert_ok(mproc_shm_attach(&again, mproc_shm_name(m.named)));
+  mproc_assert_ok(mproc_shm_close(again));
+  mproc_assert_ok(mproc_conn_close(m.child_end));
+  mproc_assert_ok(mproc_conn_close(parent_end));
+  mproc_assert_ok(mproc_shm_close(m.anon));
+  mproc_assert_ok(mproc_shm_close(m.named));
+}
+END_TEST
+
+/* ---- MPROC_PROCESS_NEW_GROUP: the group dies with the child -------------- */
+
+/* Forks a plain helper (no library call), reports its pid on the fd given,
+ * then returns (arg[1] == 0) or waits to be killed. */
+static int leave_helper(const void *arg, size_t len) {
+  (void)len;
+  const int *a = arg;
+  pid_t g = fork();
+  if (g == 0) {
+    for (;;)
+      pause();
+  }
+  if (g < 0 || write(a[0], &g, sizeof g) != (ssize_t)sizeof g)
+    return 1;
+  while (a[1] != 0)
+    pause();
+  return 0;
+}
+
+static int helper_pidfd(int fd) {
+  pid_t g;
+  ck_assert_int_gt(mproc__poll1(fd, POLLIN, mproc__deadline(LONG_MS)), 0);
+  ck_assert_int_eq(read(fd, &g, sizeof g), (ssize_t)sizeof g);
+  int pfd = pidfd_of(g);
+  ck_assert_int_ge(pfd, 0);
+  return pfd;
+}
+
+/* The helper must be gone within the deadline (killed here if not). */
+static void assert_helper_dies(int pfd) {
+  int r = mproc__poll1(pfd, POLLIN, mproc__deadline(LONG_MS));
+  if (r <= 0)
+    mproc__pidfd_kill(pfd, SIGKILL);
+  ck_assert_int_gt(r, 0);
+  close(pfd);
+}
+
+/* The program: starts the child in its own group, then waits to be killed. */
+static int program_with_group_child(void *arg) {
+  mproc_process *p;
+  mproc_process_options o = {.flags = MPROC_PROCESS_NEW_GROUP};
+  int a[2] = {*(int *)arg, 1};
+  if (mproc_process_new(&p, leave_helper, a, sizeof a, &o) != 0 || mproc_process_start(p) != 0)
+    return 1;
+  for (;;)
+    pause();
+}
+
+START_TEST(test_new_group_dies_with_child) {
+  int pfd[2];
+  ck_assert_int_eq(pipe2(pfd, O_CLOEXEC), 0);
+  /* The child returns: its group (the helper) dies with it. */
+  mproc_process_options o = {.flags = MPROC_PROCESS_NEW_GROUP};
+  int a[2] = {pfd[1], 0};
+  mproc_process *p = started(leave_helper, a, sizeof a, &o);
+  int helper = helper_pidfd(pfd[0]);
+  mproc_assert_ok(mproc_process_join(p, LONG_MS));
+  int code = -1;
+  mproc_assert_ok(mproc_process_exitcode(p, &code));
+  ck_assert_int_eq(code, 0);
+  assert_helper_dies(helper);
+  mproc_process_free(p);
+
+  /* The program is SIGKILLed: the child dies by its parent-death signal,
+   * and its group must follow with no code of the program left to run. */
+  struct mproc__spawn_opts so = {.fn = program_with_group_child, .arg = &pfd[1]};
+  pid_t prog;
+  int prog_fd;
+  mproc_assert_ok(mproc__spawn(&so, &prog, &prog_fd));
+  helper = helper_pidfd(pfd[0]);
+  mproc_assert_ok(mproc__pidfd_kill(prog_fd, SIGKILL));
+  mproc_assert_ok(mproc__reap(prog_fd, &code, mproc__deadline(LONG_MS)));
+  ck_assert_int_eq(code, -SIGKILL);
+  assert_helper_dies(helper);
+  mproc_assert_ok(mproc__close(prog_fd));
+  close(pfd[0]);
+  close(pfd[1]);
+}
+END_TEST
+
+/* Without the flag the child shares the program's group, as in Python. */
+static int report_pgid(const void *arg, size_t len) {
+  (void)arg, (void)len;
+  return getpgid(0) == getpid() ? 1 : 0;
+}
+
+START_TEST(test_group_flag) {
+  ck_assert_int_eq(run_to_end(report_pgid, NULL, 0), 0);
+  mproc_process_options o = {.flags = MPROC_PROCESS_NEW_GROUP};
+  if (method() != MPROC_START_FORK) {
+    /* The group guard exists under fork only (process.md). */
+    mproc_process *q = NULL;
+    ck_assert_int_eq(mproc_process_new(&q, report_pgid, NULL, 0, &o), MPROC_EINVAL);
+    ck_assert_ptr_null(q);
+    return;
+  }
+  mproc_process *p = started(report_pgid, NULL, 0, &o);
+  mproc_assert_ok(mproc_process_join(p, LONG_MS));
+  int code = -1;
+  mproc_assert_ok(mproc_process_exitcode(p, &code));
+  ck_assert_int_eq(code, 1);
+  mproc_process_free(p);
+}
+END_TEST
+
+/* Writes through a FILE of its own without flushing: the library must
+ * flush it. */
 static int print_child(const void *arg, size_t len) {
   (void)len;
-  FILE *f;
-  memcpy(&f, arg, sizeof f);
+  FILE *f = fdopen(dup(*(const int *)arg), "w");
+  if (f == NULL)
+    return 1;
+  setvbuf(f, NULL, _IOFBF, 4096);
   fputs("child;", f);
   return 0;
 }
@@ -429,8 +635,8 @@ static int print_around_start(const void *arg, size_t len) {
   setvbuf(f, NULL, _IOFBF, 4096);
   fputs("before;", f);
   mproc_process *p;
-  if (mproc_process_new(&p, print_child, &f, sizeof f, NULL) != 0 || mproc_process_start(p) != 0 ||
-      mproc_process_join(p, -1) != 0)
+  if (mproc_process_new(&p, print_child, arg, sizeof(int), NULL) != 0 ||
+      mproc_process_start(p) != 0 || mproc_process_join(p, -1) != 0)
     return 2;
   mproc_process_free(p);
   fputs("after;", f);
@@ -440,7 +646,7 @@ static int print_around_start(const void *arg, size_t len) {
 
 START_TEST(test_output_not_duplicated) {
   int pfd[2];
-  ck_assert_int_eq(pipe2(pfd, O_CLOEXEC), 0);
+  ck_assert_int_eq(child_pipe(pfd), 0);
   mproc_process *p = started(print_around_start, &pfd[1], sizeof pfd[1], NULL);
   close(pfd[1]);
   char buf[256];
@@ -483,7 +689,7 @@ static int start_three(const void *arg, size_t len) {
 
 START_TEST(test_parent_killed_children_die) {
   int pfd[2];
-  ck_assert_int_eq(pipe2(pfd, O_CLOEXEC), 0);
+  ck_assert_int_eq(child_pipe(pfd), 0);
   mproc_process *p = started(start_three, &pfd[1], sizeof pfd[1], NULL);
   pid_t pids[3];
   read_all(pfd[0], pids, sizeof pids);
@@ -527,7 +733,7 @@ static int plain_fork_tree(const void *arg, size_t len) {
 
 static void tree_case(unsigned flags, int sig, bool expect_dead) {
   int pfd[2];
-  ck_assert_int_eq(pipe2(pfd, O_CLOEXEC), 0);
+  ck_assert_int_eq(child_pipe(pfd), 0);
   mproc_process *p = started(plain_fork_tree, &pfd[1], sizeof pfd[1], NULL);
   pid_t pids[2];
   read_all(pfd[0], pids, sizeof pids);
@@ -590,7 +796,7 @@ static int fork_storm(const void *arg, size_t len) {
 
 START_TEST(test_tree_kill_while_forking) {
   int pfd[2];
-  ck_assert_int_eq(pipe2(pfd, O_CLOEXEC), 0);
+  ck_assert_int_eq(child_pipe(pfd), 0);
   mproc_process *p = started(fork_storm, &pfd[1], sizeof pfd[1], NULL);
   close(pfd[1]); /* from now on only the tree holds the write end */
   pid_t pids[20];
@@ -617,7 +823,7 @@ END_TEST
 START_TEST(test_tree_out_of_fds) {
   for (int spare = 0; spare < 2; spare++) {
     int pfd[2];
-    ck_assert_int_eq(pipe2(pfd, O_CLOEXEC), 0);
+    ck_assert_int_eq(child_pipe(pfd), 0);
     mproc_process *p = started(plain_fork_tree, &pfd[1], sizeof pfd[1], NULL);
     pid_t pids[2];
     read_all(pfd[0], pids, sizeof pids);
@@ -659,7 +865,7 @@ START_TEST(test_wait_many_sentinels) {
   int pipes[N][2], sentinels[N], ready[N];
   mproc_process *p[N];
   for (int i = 0; i < N; i++) {
-    ck_assert_int_eq(pipe2(pipes[i], O_CLOEXEC), 0);
+    ck_assert_int_eq(child_pipe(pipes[i]), 0);
     p[i] = started(read_byte, &pipes[i][0], sizeof(int), NULL);
     sentinels[i] = mproc_process_sentinel(p[i]);
   }
@@ -677,7 +883,7 @@ START_TEST(test_wait_many_sentinels) {
 
   /* Sentinels mixed with ordinary fds. */
   int extra[2];
-  ck_assert_int_eq(pipe2(extra, O_CLOEXEC), 0);
+  ck_assert_int_eq(child_pipe(extra), 0);
   int mixed[3] = {sentinels[0], extra[0], sentinels[1]};
   mproc_assert_err(mproc_wait(mixed, 3, ready, 0), MPROC_ETIMEDOUT);
   write_all(extra[1], &c, 1);
@@ -714,7 +920,7 @@ START_TEST(test_wait_errors) {
   int fd = -1, ready[1];
   mproc_assert_err(mproc_wait(NULL, 1, ready, 0), MPROC_EINVAL);
   int pfd[2];
-  ck_assert_int_eq(pipe2(pfd, O_CLOEXEC), 0);
+  ck_assert_int_eq(child_pipe(pfd), 0);
   mproc_assert_err(mproc_wait(pfd, 0, ready, 0), MPROC_EINVAL);
   mproc_assert_err(mproc_wait(pfd, 1, ready, -2), MPROC_EINVAL);
   mproc_assert_err(mproc_wait(&fd, 1, ready, 0), MPROC_EBADF);
@@ -739,7 +945,7 @@ START_TEST(test_waits_survive_signals) {
   ck_assert_int_eq(setitimer(ITIMER_REAL, &every_20ms, NULL), 0);
 
   int pfd[2];
-  ck_assert_int_eq(pipe2(pfd, O_CLOEXEC), 0);
+  ck_assert_int_eq(child_pipe(pfd), 0);
   int ready;
   int64_t t0 = mproc_now_ms();
   mproc_assert_err(mproc_wait(&pfd[0], 1, &ready, 200), MPROC_ETIMEDOUT);
@@ -762,7 +968,7 @@ END_TEST
 
 START_TEST(test_active_children) {
   int pfd[2];
-  ck_assert_int_eq(pipe2(pfd, O_CLOEXEC), 0);
+  ck_assert_int_eq(child_pipe(pfd), 0);
   mproc_process *a = started(read_byte, &pfd[0], sizeof(int), NULL);
   mproc_process *b = started(read_byte, &pfd[0], sizeof(int), NULL);
   int v = 4;
@@ -777,7 +983,7 @@ START_TEST(test_active_children) {
   int code;
   mproc_assert_ok(mproc_process_exitcode(quick, &code));
   ck_assert_int_eq(code, 4);
-  ck_assert_int_eq(mproc_test_count_children(), 2);
+  ck_assert_int_eq(children_now(), 2);
   out[0] = NULL;
   ck_assert_int_eq(mproc_active_children(out, 1), 2);
   ck_assert_ptr_nonnull(out[0]);
@@ -830,7 +1036,7 @@ START_TEST(test_free_running) {
 
   /* One that ignores SIGTERM is killed after its grace period. */
   int pfd[2];
-  ck_assert_int_eq(pipe2(pfd, O_CLOEXEC), 0);
+  ck_assert_int_eq(child_pipe(pfd), 0);
   daemon.grace_ms = 100;
   p = started(ignore_term, &pfd[1], sizeof(int), &daemon);
   char c;
@@ -891,8 +1097,8 @@ static int exit_with_children(const void *arg, size_t len) {
 
 START_TEST(test_exit_stops_children) {
   int a[2], b[2];
-  ck_assert_int_eq(pipe2(a, O_CLOEXEC), 0);
-  ck_assert_int_eq(pipe2(b, O_CLOEXEC), 0);
+  ck_assert_int_eq(child_pipe(a), 0);
+  ck_assert_int_eq(child_pipe(b), 0);
   struct exit_fds f = {a[1], b[1]};
   mproc_process *p = started(exit_with_children, &f, sizeof f, NULL);
   pid_t daemon;
@@ -924,7 +1130,7 @@ END_TEST
 START_TEST(test_reaped_behind_our_back) {
   signal(SIGCHLD, SIG_IGN);
   int pfd[2];
-  ck_assert_int_eq(pipe2(pfd, O_CLOEXEC), 0);
+  ck_assert_int_eq(child_pipe(pfd), 0);
   /* The child waits for a byte, so it cannot exit before start has its
    * pidfd. */
   mproc_process *p = started(read_byte, &pfd[0], sizeof(int), NULL);
@@ -1004,6 +1210,8 @@ int main(void) {
   tc = mproc_test_tcase(s, "environment", 60);
   tcase_add_test(tc, test_default_dispositions);
   tcase_add_test(tc, test_library_fds_not_inherited);
+  if (method() == MPROC_START_FORK) /* fork-only semantics (process.md) */
+    tcase_add_test(tc, test_objects_made_before_start);
   tcase_add_test(tc, test_output_not_duplicated);
   tc = mproc_test_tcase(s, "trees", 60);
   tcase_add_test(tc, test_parent_killed_children_die);
@@ -1012,6 +1220,9 @@ int main(void) {
   tcase_add_test(tc, test_no_tree_spares_descendants);
   tcase_add_test(tc, test_tree_kill_while_forking);
   tcase_add_test(tc, test_tree_out_of_fds);
+  if (method() == MPROC_START_FORK)
+    tcase_add_test(tc, test_new_group_dies_with_child);
+  tcase_add_test(tc, test_group_flag);
   tc = mproc_test_tcase(s, "wait", 60);
   tcase_add_test(tc, test_wait_many_sentinels);
   tcase_add_test(tc, test_wait_errors);

@@ -32,6 +32,9 @@ if command -v man >/dev/null && man -M "$mandir" -P cat 3 mproc_pool_submit >"$t
    ! grep -q 'minimized' "$tmp/man.txt"; then
   grep -q 'int mproc_pool_submit(' "$tmp/man.txt"
 fi
+# The mproc command and its manual page.
+env -u LD_LIBRARY_PATH "$tmp/prefix/bin/mproc" --version | grep -q '^mproc 0\.'
+test -s "$mandir/man1/mproc.1"
 # Only mproc_* symbols are exported.
 bad=$(nm -D --defined-only "$libdir/libmproc.so.0" | awk '{print $3}' | grep -v '^mproc_' || true)
 if [ -n "$bad" ]; then echo "non-mproc exported symbols: $bad"; exit 1; fi

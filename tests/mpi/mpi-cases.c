@@ -357,8 +357,7 @@ static void case_unresolvable(void) {
         err.message);
   expect_rank_and_host(&err, mproc__mpi_job_rank(j));
   mproc__mpi_job_free(j);
-  /* An object no rank has loaded (fail_task is not registered, so it
-   * travels as object + offset). */
+  /* An object no rank has loaded. */
   r = ref_of(fail_task);
   CHECK(r.kind == MPROC__MPI_FN_OFFSET, "kind %u", r.kind);
   r.build_id[0] ^= 0xff;
@@ -523,19 +522,19 @@ static void case_fallback(void) {
 
 /* Bad arguments, without MPI (before init). */
 static void case_errors(void) {
-  CHECK_ERR(mproc_mpi_register_task(NULL, square_task), MPROC_EINVAL);
-  CHECK_ERR(mproc_mpi_register_task("", square_task), MPROC_EINVAL);
-  CHECK_ERR(mproc_mpi_register_task("x", NULL), MPROC_EINVAL);
+  /* Names are the core's registry (mproc_function_register); a name too
+   * long for the wire is refused. */
   char longname[100];
   memset(longname, 'a', sizeof longname - 1);
   longname[99] = '\0';
-  CHECK_ERR(mproc_mpi_register_task(longname, square_task), MPROC_EINVAL);
-  CHECK_ERR(mproc_mpi_register_task("square", square_task), 0);
-  CHECK_ERR(mproc_mpi_register_task("square", echo_task), MPROC_EEXIST);
-  CHECK_ERR(mproc_mpi_register_task("square", square_task), 0); /* again: harmless */
-  CHECK_ERR(mproc_mpi_register_map("triple", NULL), MPROC_EINVAL);
-  CHECK_ERR(mproc_mpi_register_map("square", triple), MPROC_EEXIST); /* one name, one function */
-  CHECK_ERR(mproc_mpi_register_map("triple", triple), 0);
+  struct mproc__mpi_fn nr;
+  CHECK_ERR(mproc__mpi_fn_named(&nr, MPROC__MPI_FN_TASK, longname), MPROC_EINVAL);
+  CHECK_ERR(mproc__mpi_fn_named(&nr, MPROC__MPI_FN_TASK, NULL), MPROC_EINVAL);
+  CHECK_ERR(mproc__mpi_fn_named(&nr, MPROC__MPI_FN_TASK, "square"), MPROC_ENOENT);
+  CHECK_ERR(mproc_function_register("square", MPROC_FUNCTION(square_task)), 0);
+  CHECK_ERR(mproc__mpi_fn_named(&nr, MPROC__MPI_FN_TASK, "square"), 0);
+  char why[160];
+  CHECK(mproc__mpi_fn_resolve(&nr, why, sizeof why) == MPROC_FUNCTION(square_task), "by name");
   CHECK_ERR(mproc_mpi_finalize(0), MPROC_ESTATE); /* before init */
   CHECK_ERR(mproc_mpi_worker_ranks(), 0);
   struct mproc_mpi_options bad = {.flags = 1};
@@ -548,11 +547,8 @@ static void case_errors(void) {
   CHECK_ERR(mproc_mpi_init(&argc, NULL, NULL), MPROC_EINVAL);
   struct mproc__mpi_fn r;
   CHECK_ERR(mproc__mpi_fn_of(&r, MPROC__MPI_FN_TASK, NULL), MPROC_EINVAL);
-  CHECK_ERR(mproc__mpi_fn_of(&r, MPROC__MPI_FN_TASK, (void (*)(void))square_task), 0);
-  CHECK(r.kind == MPROC__MPI_FN_NAMED, "a registered function travels by name");
   CHECK_ERR(mproc__mpi_fn_of(&r, MPROC__MPI_FN_TASK, (void (*)(void))echo_task), 0);
   CHECK(r.kind == MPROC__MPI_FN_OFFSET && r.id_len > 0, "kind %u", r.kind);
-  char why[160];
   CHECK(mproc__mpi_fn_resolve(&r, why, sizeof why) == (void (*)(void))echo_task, "resolve");
   /* Data is not code. */
   CHECK_ERR(mproc__mpi_fn_of(&r, MPROC__MPI_FN_TASK, (void (*)(void))(uintptr_t)mproc_test_variant),
@@ -570,11 +566,11 @@ int main(int argc, char **argv) {
     printf("PASS %s\n", c);
     return 0;
   }
-  if (mproc_mpi_register_task("square", square_task) != 0)
+  if (mproc_function_register("square", MPROC_FUNCTION(square_task)) != 0)
     return 1;
   int env_rank = -1;
   mproc__mpi_launched(&env_rank);
-  if (env_rank <= 0 && mproc_mpi_register_task("rank0-only", only_on_rank0) != 0)
+  if (env_rank <= 0 && mproc_function_register("rank0-only", MPROC_FUNCTION(only_on_rank0)) != 0)
     return 1;
   if (strcmp(c, "large") == 0)
     mproc__mpi_piece = 4096; /* on every rank: sender and receiver agree */
