@@ -171,7 +171,12 @@ int mproc__mpi_submit_map(const struct mproc__mpi_fn *fn, const void *in, size_t
   return submit(fn, MPROC__MPI_FN_MAP, copy, len, &hdr, 0, out);
 }
 
+/* A failed MPI call: rank is the peer, or -1 when the call had none (a
+ * probe of any source). */
 static void lost(int rank, const char *what) {
+  if (rank < 0)
+    mproc__mpi_abort("lost a worker rank (%s): without fault-tolerant MPI the job cannot go on",
+                     what);
   mproc__mpi_abort("lost worker rank %d on %s (%s): without fault-tolerant MPI the job cannot "
                    "go on",
                    rank, host_of(rank), what);
