@@ -251,13 +251,16 @@ static bool pass(bool *stop) {
 
 /* Idle: wait for a running task to finish (wakes at once when one does),
  * for at most 1 ms so new messages are seen soon; with no task running,
- * back off. */
+ * back off.  The wait starts at once rather than after a few yields: a
+ * waiting thread collects its pool's results itself, so a short task's
+ * answer does not wait for the local pool's manager thread to be
+ * scheduled (measured: steadier round trips on a loaded machine). */
 static void idle(unsigned *rounds) {
   mproc_future *fs[64];
   size_t n = 0;
   for (struct job *j = g_running; j && n < 64; j = j->next)
     fs[n++] = j->f;
-  if (n && *rounds >= 64) {
+  if (n) {
     mproc_futures_wait(fs, n, MPROC_FIRST_COMPLETED, 1);
     return;
   }
