@@ -21,33 +21,31 @@
  * and MPI_Abort ends every process (mpiexec exits non-zero).  A job freed
  * before it finished stays until its result arrives, then goes.
  *
- * What the pool's transport seam (src/transport.h) must offer for this
- * dispatcher to become the pool's MPI transport, one more file:
- *  1. A transport chosen at pool creation without a core dependency: a pool
- *     option, and an environment variable (MPROC_TRANSPORT=mpi) so unchanged
- *     programs run over ranks, that find a transport registered at run time
- *     by libmproc_mpi (e.g. mproc__transport_register(&ops) called from
- *     mproc_mpi_init): the core cannot name MPI symbols.
- *  2. Slots that are not local processes: start_worker must not have to
- *     produce a pid and a pidfd, and the manager must learn of a worker's
- *     death from the transport (an outcome per task from poll_results), not
- *     only from a pidfd.
- *  3. A wake-up the manager can sleep on: it sleeps in poll(), MPI has no
- *     fd, so the transport needs either a "poll me again within N ms" answer
- *     or its own progress thread writing an eventfd the manager polls.
- *  4. One MPI thread: if the manager thread drives the transport, it is not
- *     the thread that called MPI_Init, so mproc_mpi_init must ask for
- *     MPI_THREAD_SERIALIZED (or MULTIPLE) instead of FUNNELED.
- *  5. Map data by value: chunks reach the transport as byte ranges it may
- *     copy (the arena as an ops entry), and results are written back
- *     through the transport, not into a shared arena the rank cannot see.
- *  6. Function references through struct mproc__fnref carrying build-id +
- *     offset or a registered name (the start-methods work); mpi_fnref.c then
- *     becomes a wrapper over them.
- *  7. Cancel and timeouts as transport operations: revoke/started/running
- *     answered from transport-held state (a task sent to a rank counts as
- *     started), and killing a running task a transport call (a CANCEL
- *     message here) rather than a signal to a local pid. */
+ * What the pool's transport seam (src/transport.h) offers now, and what it
+ * must still offer for this dispatcher to run under mproc_pool_* as the
+ * MPI transport (transport_mpi.c implements today's ops):
+ *  offered: the transport's own per-slot state, a sleep op (MPI has no fd:
+ *    the MPI transport polls for at most 1 ms), activity and init_state,
+ *    and optional arena ops (without them the pool refuses map and imap);
+ *  1. choosing a transport from outside the core: today an internal
+ *     variable of libmproc.so (mproc__pool_transport), out of reach of
+ *     libmproc_mpi; needed: a pool option and an environment variable
+ *     (MPROC_TRANSPORT=mpi, so unchanged programs run over ranks) that find
+ *     a transport registered at run time by mproc_mpi_init;
+ *  2. slots that are not local processes: the manager dispatches only to a
+ *     slot with a pid > 0 and learns of a worker's death from its pidfd;
+ *     ranks have neither, so dispatch must not need a pid and a worker's
+ *     death must be reportable through poll_results;
+ *  3. killing a running task (timeout, cancel) as a transport operation
+ *     (here a CANCEL message; the rank enforces timeouts itself) rather than
+ *     a signal through the slot's pidfd;
+ *  4. one MPI thread: the manager thread would drive MPI, so mproc_mpi_init
+ *     must then ask for MPI_THREAD_SERIALIZED instead of FUNNELED;
+ *  5. map data by value: arena ops that let a transport copy chunk inputs
+ *     out and write results back (a rank cannot see a shared arena);
+ *  6. the core's portable function references (src/fnref.h) in the task,
+ *     with their make/resolve pair exported to sibling libraries, so this
+ *     library stops walking ELF objects itself. */
 #include "mpi_internal.h"
 
 #include <stdio.h>

@@ -2,41 +2,41 @@
  *
  * Design notes.  Slot i of a pool is worker rank i + 1; a task handed to a
  * slot becomes a job of rank 0's dispatcher (mpi_client.c) pinned to that
- * rank, and the slot keeps its jobs in send order.  Against today's ops
- * table (src/transport.h):
+ * rank, and the slot keeps its jobs in send order.  The ops
+ * (src/transport.h):
  *   init          needs mproc_mpi_init to have found worker ranks, at most
  *                 one slot per rank; the "ring" is tasks_per_rank
  *   start_worker  nothing to start: ranks live as long as the job, so the
  *                 slot gets no pid and no pidfd
  *   send_task     K_CALL only: the function reference made portable
- *                 (build-id + offset, or registered name), the argument
- *                 copied from memory or from its memfd; map chunks and fds
- *                 cannot travel yet (MPROC_ENOTSUP)
+ *                 (build-id + offset), the argument copied from memory or
+ *                 from its memfd; fds cannot travel (MPROC_ENOTSUP); no
+ *                 arena ops, so the pool refuses map and imap itself
  *   poll_results  one progress step, then every finished job of the slot
  *                 in send order becomes an outcome (the result payload is
  *                 handed over, not copied)
- *   revoke        a sent task belongs to its rank: never revoked
- *   started       a sent task counts as started
- *   running       the oldest job of the slot, since it was sent
+ *   revoke(_all)  a sent task belongs to its rank: never revoked
+ *   activity      the oldest job of the slot runs, since it was sent
  *   reset_slot    cancels the slot's jobs (results discarded on arrival)
  *                 and hands their tasks back as started
- *   arm_sleep     reports whether any job finished since *seen
- *   arena         none: map data must travel by value (see below)
+ *   init_state    always ready: no initializers over MPI yet
+ *   sleep         MPI has no descriptor: one progress step, then poll the
+ *                 manager's fds for at most 1 ms, so results are collected
+ *                 within about a millisecond
  * The per-task timeout travels with the task and is enforced on the rank,
  * where the task's local worker is killed.
  *
  * This file is built into libmproc_mpi and exercised directly through its
- * ops (tests/mpi, case "transport"); the pool cannot choose it yet.  What
- * the seam must offer for that is listed in mpi_client.c's design notes:
- * run-time registration of a transport, slots without pids (worker death
- * reported by the transport), a wake-up for the manager, one MPI thread,
- * map data by value, portable function references, and cancel as a
- * transport operation. */
+ * ops (tests/mpi, case "transport"); the pool cannot run it yet: its
+ * manager dispatches only to slots with a live local pid, and the
+ * transport is chosen through an internal variable of the core.  What the
+ * seam must still offer is listed in mpi_client.c's design notes. */
 #include "mpi_internal.h"
 #include "pool.h"
 
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
 #include <sys/mman.h>
 
 struct sent {
@@ -48,7 +48,6 @@ struct sent {
 struct tp_mpi {
   struct sent **head, **tail; /* per slot, in send order */
   int *count;                 /* per slot */
-  uint64_t finished;          /* jobs turned into outcomes (arm_sleep) */
 };
 
 static struct tp_mpi *tp(struct mproc_pool *p) { return p->tp_state; }
@@ -163,7 +162,6 @@ static int tm_poll_results(struct mproc_pool *p, int slot,
     done(p, e->t, &o);
     mproc__mpi_job_free(e->j);
     free(e);
-    s->finished++;
     n++;
   }
   return n;
@@ -174,18 +172,18 @@ static bool tm_revoke(struct mproc_pool *p, struct mproc__task *t) {
   return false;
 }
 
-static bool tm_started(struct mproc_pool *p, const struct mproc__task *t) {
-  (void)p, (void)t;
-  return true;
+static int tm_revoke_all(struct mproc_pool *p, int slot,
+                         void (*each)(struct mproc_pool *, struct mproc__task *)) {
+  (void)p, (void)slot, (void)each;
+  return 0;
 }
 
-static struct mproc__task *tm_running(struct mproc_pool *p, int slot, int64_t *since_ms) {
+static void tm_activity(struct mproc_pool *p, int slot, struct mproc__activity *a) {
   struct sent *e = tp(p)->head[slot];
-  if (!e)
-    return NULL;
-  if (since_ms)
-    *since_ms = mproc__mpi_job_sent_ms(e->j);
-  return e->t;
+  a->running = e ? e->t : NULL;
+  a->since = e ? mproc__mpi_job_sent_ms(e->j) : 0;
+  a->waiting = NULL; /* a rank's queue is not visible from here */
+  a->pos = 0;
 }
 
 static void tm_stop_worker(struct mproc_pool *p, int slot) {
@@ -206,31 +204,21 @@ static void tm_reset_slot(struct mproc_pool *p, int slot,
   }
 }
 
-static bool tm_ready(struct mproc_pool *p, int slot) {
-  (void)p, (void)slot;
-  return true;
+static int tm_init_state(struct mproc_pool *p, int slot, int *code, const char **msg) {
+  (void)p, (void)slot, (void)code, (void)msg;
+  return MPROC__INIT_READY;
 }
 
-static const char *tm_init_failure(struct mproc_pool *p, int slot, int *code) {
-  (void)p, (void)slot, (void)code;
-  return NULL;
-}
-
-static bool tm_arm_sleep(struct mproc_pool *p, uint64_t *seen) {
+static int tm_sleep(struct mproc_pool *p, struct pollfd *pfd, int n, int timeout_ms) {
+  struct tp_mpi *s = tp(p);
   mproc__mpi_progress();
-  bool moved = tp(p)->finished != *seen;
-  *seen = tp(p)->finished;
-  return moved;
+  for (int i = 0; i < p->nworkers; i++)
+    if (s->head[i] && mproc__mpi_job_result(s->head[i]->j, NULL, NULL, NULL) != MPROC_ESTATE)
+      return 0; /* a result is waiting: collect it now */
+  return poll(pfd, (nfds_t)n, timeout_ms < 0 || timeout_ms > 1 ? 1 : timeout_ms);
 }
-
-static void tm_disarm_sleep(struct mproc_pool *p) { (void)p; }
 
 static void tm_helping(struct mproc_pool *p, int delta) { (void)p, (void)delta; }
-
-static void *tm_arena(struct mproc_pool *p, uint64_t off) {
-  (void)p, (void)off;
-  return NULL;
-}
 
 static void tm_fini(struct mproc_pool *p) {
   struct tp_mpi *s = tp(p);
@@ -253,15 +241,12 @@ const struct mproc__transport_ops mproc__transport_mpi = {
     .send_task = tm_send_task,
     .poll_results = tm_poll_results,
     .revoke = tm_revoke,
-    .started = tm_started,
-    .running = tm_running,
+    .revoke_all = tm_revoke_all,
+    .activity = tm_activity,
     .stop_worker = tm_stop_worker,
     .reset_slot = tm_reset_slot,
-    .ready = tm_ready,
-    .init_failure = tm_init_failure,
-    .arm_sleep = tm_arm_sleep,
-    .disarm_sleep = tm_disarm_sleep,
+    .init_state = tm_init_state,
+    .sleep = tm_sleep,
     .helping = tm_helping,
-    .arena = tm_arena,
     .fini = tm_fini,
 };

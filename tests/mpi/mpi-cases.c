@@ -441,7 +441,8 @@ static void case_transport(void) {
   CHECK(p.ring == 2, "ring %u", p.ring);
   for (int i = 0; i < 2; i++) {
     CHECK_ERR(tp->start_worker(&p, i), 0);
-    CHECK(slots[i].pidfd == -1 && tp->ready(&p, i), "slot %d", i);
+    CHECK(slots[i].pidfd == -1 && tp->init_state(&p, i, NULL, NULL) == MPROC__INIT_READY, "slot %d",
+          i);
   }
   struct mproc__task t[6];
   memset(t, 0, sizeof t);
@@ -461,20 +462,20 @@ static void case_transport(void) {
     int slot = i / 2;
     CHECK(tp->can_send(&p, slot), "slot %d has room for task %d", slot, i);
     CHECK_ERR(tp->send_task(&p, slot, &t[i]), 0);
-    CHECK(tp->started(&p, &t[i]) && !tp->revoke(&p, &t[i]), "task %d", i);
+    CHECK(!tp->revoke(&p, &t[i]), "task %d is its rank's", i);
   }
   CHECK(!tp->can_send(&p, 0) && !tp->can_send(&p, 1), "the ring is full");
-  int64_t since = -1;
-  CHECK(tp->running(&p, 1, &since) == &t[2] && since > 0, "slot 1 runs t2");
-  uint64_t seen = 0;
+  CHECK(tp->revoke_all(&p, 1, NULL) == 0, "nothing sent is revoked");
+  struct mproc__activity a = {0};
+  tp->activity(&p, 1, &a);
+  CHECK(a.running == &t[2] && a.since > 0 && a.waiting == NULL, "slot 1 runs t2");
   int64_t deadline = mproc_now_ms() + scaled(60000);
   while (g_out.n < 4 && mproc_now_ms() < deadline) {
     int got = tp->poll_results(&p, 0, on_done) + tp->poll_results(&p, 1, on_done);
     if (!got)
-      tp->arm_sleep(&p, &seen);
+      CHECK(tp->sleep(&p, NULL, 0, 1000) >= 0, "sleep"); /* at most ~1 ms */
   }
   CHECK(g_out.n == 4, "outcomes %d", g_out.n);
-  CHECK(tp->arm_sleep(&p, &seen) || seen == 4, "finished count %llu", (unsigned long long)seen);
   for (int k = 0; k < 4; k++) {
     int i = (int)(g_out.t[k] - t);
     if (i < 2)
@@ -494,7 +495,8 @@ static void case_transport(void) {
   CHECK_ERR(tp->send_task(&p, 0, &t[5]), 0);
   tp->reset_slot(&p, 0, on_left);
   CHECK(n_left == 2 && left_task[0] == &t[4] && left_task[1] == &t[5], "left %d", n_left);
-  CHECK(tp->running(&p, 0, NULL) == NULL && tp->can_send(&p, 0), "slot 0 empty");
+  tp->activity(&p, 0, &a);
+  CHECK(a.running == NULL && tp->can_send(&p, 0), "slot 0 empty");
   tp->fini(&p);
   CHECK(p.tp_state == NULL, "fini");
   ranks_still_serve();
