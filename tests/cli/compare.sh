@@ -117,6 +117,9 @@ check "stdout apart from stderr" exact -- -k 'echo out{}; echo err{} >&2' ::: 1 
 check "stderr apart from stdout" stderr -- -k 'echo out{}; echo err{} >&2' ::: 1 2
 check "no trailing newline" exact -- -k printf '%s' ::: a b
 
+# --bar, --eta, --progress draw on stderr only: stdout is the same.
+check "--bar --eta --progress" exact -- --bar --eta --progress -k echo ::: a b
+
 # ---- joblog, resume, retries, timeout ----------------------------------------------------
 check "--joblog" exact -- -k --joblog LOG 'echo {}; exit {}' ::: 0 1 2
 check "--joblog signal" exact -- --joblog LOG 'kill -9 $$' ::: a
