@@ -265,8 +265,8 @@ MPROC_EXTERN int mproc_process_new(mproc_process **out, mproc_process_fn fn, con
   if (opts == NULL)
     opts = &defaults;
   if (out == NULL || fn == NULL || (arg == NULL && len > 0) ||
-      (opts->flags & ~(unsigned)MPROC_PROCESS_DAEMON) || opts->exit_wait_ms < -1 ||
-      opts->grace_ms < 0)
+      (opts->flags & ~(unsigned)(MPROC_PROCESS_DAEMON | MPROC_PROCESS_NEW_GROUP)) ||
+      opts->exit_wait_ms < -1 || opts->grace_ms < 0)
     return MPROC_EINVAL;
   /* One allocation holds the object, the argument bytes (aligned for any
    * type, as malloc's would be) and the name: one malloc per process keeps
@@ -328,7 +328,13 @@ MPROC_EXTERN int mproc_process_start(mproc_process *p) {
   if (st != ST_NEW)
     return MPROC_ESTATE;
 
-  struct mproc__spawn_opts so = {.fn = child_entry, .arg = p};
+  /* Connections, shm blocks... made before start stay usable in the child,
+   * as with Python's fork start method (fdreg.c). */
+  struct mproc__spawn_opts so = {
+      .fn = child_entry,
+      .arg = p,
+      .flags = MPROC__SPAWN_KEEP_USER_FDS |
+               ((p->flags & MPROC_PROCESS_NEW_GROUP) ? MPROC__SPAWN_NEWPGRP : 0)};
   pid_t pid;
   int pidfd;
   int r = mproc__spawn(&so, &pid, &pidfd);

@@ -18,14 +18,8 @@ static int manhattan(const struct point *p, long *out) {
 }
 MPROC_ELEMENT_FN_CHECKED(manhattan_elem, manhattan, struct point, long)
 
-static mproc_pool *make_pool(void) {
-  mproc_pool *p;
-  mproc_assert_ok(mproc_pool_new(&p, &(struct mproc_pool_options){.workers = 2}));
-  return p;
-}
-
 START_TEST(test_map_array) {
-  mproc_pool *p = make_pool();
+  mproc_pool *p = make_pool(2);
   const long in[100] = {[0] = 3, [50] = -7, [99] = 100000};
   long out[120]; /* more room than needed is fine */
   for (size_t i = 0; i < 120; i++)
@@ -42,7 +36,7 @@ START_TEST(test_map_array) {
 END_TEST
 
 START_TEST(test_map_pointer_and_async) {
-  mproc_pool *p = make_pool();
+  mproc_pool *p = make_pool(2);
   size_t n = 1000;
   long *in = malloc(n * sizeof *in), *out = malloc(n * sizeof *out);
   ck_assert(in != NULL && out != NULL);
@@ -67,7 +61,7 @@ START_TEST(test_map_pointer_and_async) {
 END_TEST
 
 START_TEST(test_checked_function_fails_with_index) {
-  mproc_pool *p = make_pool();
+  mproc_pool *p = make_pool(2);
   struct point pts[4] = {{1, 2}, {3, 4}, {-1, 0}, {5, 6}};
   long out[4];
   struct mproc_task_error e;
@@ -93,7 +87,7 @@ static int gen_longs(void *ctx, void *item) {
 }
 
 START_TEST(test_imap) {
-  mproc_pool *p = make_pool();
+  mproc_pool *p = make_pool(2);
   long left = 50, sum = 0, v;
   mproc_imap *it;
   mproc_assert_ok(MPROC_IMAP(p, square_elem, gen_longs, &left, NULL, &it));
