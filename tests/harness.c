@@ -133,6 +133,9 @@ void mproc_test_setup(void) {
 }
 
 void mproc_test_teardown(void) {
+  /* The forkserver is a long-lived helper of the program, not a leak of the
+   * test; its children, if any survived, still count below. */
+  mproc_forkserver_stop();
   int fds = mproc_test_count_fds();
   if (fds != snap_fds) {
     static char now[MAX_TRACKED];

@@ -49,6 +49,38 @@ START_TEST(test_exit_codes) {
 }
 END_TEST
 
+static void on_signal(int sig) { (void)sig; }
+
+/* Exit 0 when every signal of the parent's test set is back at SIG_DFL,
+ * else the first one that is not. */
+static const int handled_set[] = {SIGHUP, SIGUSR1, SIGTERM, 40, 50, 64};
+
+static int check_all_default(void *arg) {
+  (void)arg;
+  for (size_t i = 0; i < sizeof handled_set / sizeof handled_set[0]; i++) {
+    struct sigaction sa;
+    if (sigaction(handled_set[i], NULL, &sa) != 0 || sa.sa_handler != SIG_DFL)
+      return handled_set[i];
+  }
+  return 0;
+}
+
+/* The child resets only the signals that are caught or ignored (read from
+ * /proc): low, high and real-time ones, with handlers and SIG_IGN alike. */
+START_TEST(test_child_resets_caught_and_ignored_signals) {
+  struct sigaction sa = {0}, old[6];
+  sigemptyset(&sa.sa_mask);
+  for (size_t i = 0; i < 6; i++) {
+    sa.sa_handler = i % 2 ? SIG_IGN : on_signal;
+    ck_assert_int_eq(sigaction(handled_set[i], &sa, &old[i]), 0);
+  }
+  int code = run(check_all_default, 0, NULL, 0);
+  for (size_t i = 0; i < 6; i++)
+    ck_assert_int_eq(sigaction(handled_set[i], &old[i], NULL), 0);
+  ck_assert_int_eq(code, 0);
+}
+END_TEST
+
 START_TEST(test_registered_fds_closed_in_child) {
   int a[2];
   ck_assert_int_eq(pipe2(a, O_CLOEXEC), 0);
@@ -243,6 +275,7 @@ int main(void) {
   TCase *tc = mproc_test_tcase(s, "spawn", 60);
   tcase_add_test(tc, test_exit_codes);
   tcase_add_test(tc, test_registered_fds_closed_in_child);
+  tcase_add_test(tc, test_child_resets_caught_and_ignored_signals);
   tcase_add_test(tc, test_reap_deadline_and_kill);
   tcase_add_test(tc, test_bad_options);
   tcase_add_test(tc, test_child_never_writes_parent_stdout);
