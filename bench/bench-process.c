@@ -1,5 +1,8 @@
 /* process_start_join: microseconds to start a child running an empty
- * function and join it, through mproc and through raw fork + waitpid. */
+ * function and join it, through mproc and through raw fork + waitpid.
+ * process_start_join_spawn and process_start_join_forkserver: the same under
+ * the other start methods (Python's figures come from the spawn and
+ * forkserver contexts in bench/py/bench_process.py). */
 #include "bench.h"
 
 #include <mproc.h>
@@ -12,11 +15,12 @@ static int empty(const void *arg, size_t len) {
   return 0;
 }
 
-static double mproc_once(int n) {
+static double mproc_once(int method, int n) {
+  mproc_process_options o = {.start_method = method};
   double t0 = bench_now_s();
   for (int i = 0; i < n; i++) {
     mproc_process *p;
-    if (mproc_process_new(&p, empty, NULL, 0, NULL) != 0 || mproc_process_start(p) != 0 ||
+    if (mproc_process_new(&p, empty, NULL, 0, &o) != 0 || mproc_process_start(p) != 0 ||
         mproc_process_join(p, -1) != 0) {
       fprintf(stderr, "bench-process: mproc start/join failed\n");
       exit(1);
@@ -43,15 +47,24 @@ static double os_once(int n) {
 int main(void) {
   const char *q = getenv("MPROC_BENCH_QUICK");
   int n = q != NULL && q[0] == '1' ? 20 : 1000;
-  double m[BENCH_REPS], o[BENCH_REPS];
-  mproc_once(n / 10 + 1); /* warm up page tables and caches */
+  double m[BENCH_REPS], o[BENCH_REPS], s[BENCH_REPS], f[BENCH_REPS];
+  mproc_once(MPROC_START_FORK, n / 10 + 1); /* warm up page tables and caches */
   os_once(n / 10 + 1);
-  /* Interleaved, so drifting machine load hits both sides alike. */
+  /* The forkserver is started by its first use, outside the timing. */
+  mproc_once(MPROC_START_FORKSERVER, n / 10 + 1);
+  mproc_once(MPROC_START_SPAWN, n / 40 + 1);
+  /* Interleaved, so drifting machine load hits every side alike.  A spawn
+   * costs an exec: a quarter of the rounds keeps the run short. */
   for (int r = 0; r < BENCH_REPS; r++) {
-    m[r] = mproc_once(n);
+    m[r] = mproc_once(MPROC_START_FORK, n);
     o[r] = os_once(n);
+    f[r] = mproc_once(MPROC_START_FORKSERVER, n);
+    s[r] = mproc_once(MPROC_START_SPAWN, n / 4 + 1);
   }
   bench_report("process_start_join", "mproc", m, BENCH_REPS, "us");
   bench_report("process_start_join", "os", o, BENCH_REPS, "us");
+  bench_report("process_start_join_spawn", "mproc", s, BENCH_REPS, "us");
+  bench_report("process_start_join_forkserver", "mproc", f, BENCH_REPS, "us");
+  mproc_forkserver_stop();
   return 0;
 }

@@ -47,6 +47,11 @@ TARGETS = {
     # mproc run: no slower than xargs -P (the "os" baseline) per job.
     "cli_true": [("base", 1.0)],
     "cli_1ms": [("base", 1.0)],
+    # Over MPI (3 ranks): raw MPI in C is the baseline, mpi4py.futures the
+    # Python side.
+    "mpi_roundtrip": [("base", 2), ("py", 50)],
+    "mpi_tasks": [("base", 2)],
+    "mpi_map": [("py", 50)],
 }
 
 

@@ -26,6 +26,24 @@ if command -v python3 >/dev/null; then
 else
   echo "# python3 not found: Python figures skipped" | tee -a "$out"
 fi
+# MPI: plain MPI in C, mproc's MPI backend and mpi4py.futures (Debian's
+# python3 with python3-mpi4py, not a pyenv python), each under mpiexec -n 3.
+mpib="$build/bench/mpi/bench-mpi"
+if [ -x "$mpib" ] && command -v mpiexec >/dev/null; then
+  export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+  over=()
+  mpiexec --version 2>/dev/null | grep -qi 'open mpi\|openrte' && over=(--oversubscribe)
+  mpirun=(mpiexec "${over[@]}" -n 3)
+  "${mpirun[@]}" "$mpib" raw | tee -a "$out" || status=1
+  "${mpirun[@]}" "$mpib" mproc | tee -a "$out" || status=1
+  if /usr/bin/python3 -c 'import mpi4py.futures' 2>/dev/null; then
+    "${mpirun[@]}" /usr/bin/python3 -m mpi4py.futures "$here/mpi/bench_mpi4py.py" | tee -a "$out" || status=1
+  else
+    echo "# python3-mpi4py not installed: mpi4py.futures figures skipped" | tee -a "$out"
+  fi
+else
+  echo "# MPI backend not built or mpiexec missing: MPI figures skipped" | tee -a "$out"
+fi
 echo
 echo "== ratios (other / mproc; for rates read >1 as faster than mproc, for times as slower;"
 echo "   raw = the hand-written mechanism of bench-raw.c, the metric's limit) =="

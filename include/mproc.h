@@ -8,6 +8,7 @@
 
 #include "mproc/common.h"
 #include "mproc/version.h"
+#include "mproc/function.h"
 #include "mproc/process.h"
 #include "mproc/shm.h"
 #include "mproc/sync.h"

@@ -32,6 +32,7 @@
  * wait for the reap.  All children stopped together share the phases, so
  * the total wait at exit is bounded by the longest budget, not the sum. */
 #include "process.h"
+#include "start.h"
 
 #include <poll.h>
 #include <pthread.h>
@@ -59,6 +60,7 @@ struct mproc_process {
   size_t len;            /* their size */
   char *name;            /* copy of the name, after the argument bytes */
   unsigned flags;        /* MPROC_PROCESS_* */
+  int method;            /* MPROC_START_*, resolved (never DEFAULT) */
   int64_t exit_wait_ms;  /* resolved: -1 or > 0 */
   int64_t grace_ms;      /* resolved: > 0 */
   pid_t creator;         /* getpid() of the process that created the object */
@@ -241,19 +243,25 @@ static void register_handlers(void) {
 
 /* ---- the child side ------------------------------------------------------ */
 
-static int child_entry(void *arg) {
-  struct mproc_process *p = arg;
-  parent_pid = p->creator;
-  current_name = p->name;
+int mproc__process_child_run(mproc_function fn, pid_t parent, const char *name, const char *ident,
+                             const void *arg, size_t len) {
+  parent_pid = parent;
+  current_name = name;
   /* As Python's _bootstrap: the child's own objects count from 1 again and
    * are named after its identity ("Process-2:1"). */
-  memcpy(current_ident, p->ident, sizeof current_ident);
+  snprintf(current_ident, sizeof current_ident, "%s", ident);
   atomic_store(&name_seq, 0);
-  int code = p->fn(p->arg, p->len);
+  int code = ((mproc_process_fn)fn)(arg, len);
   /* exit() would flush stdio; _exit() does not.  The function's output must
    * not be lost, and the parent's atexit handlers must not run here. */
   fflush(NULL);
   return code;
+}
+
+static int child_entry(void *arg) {
+  struct mproc_process *p = arg;
+  return mproc__process_child_run(MPROC_FUNCTION(p->fn), p->creator, p->name, p->ident, p->arg,
+                                  p->len);
 }
 
 /* ---- public API --------------------------------------------------------- */
@@ -268,6 +276,17 @@ MPROC_EXTERN int mproc_process_new(mproc_process **out, mproc_process_fn fn, con
       (opts->flags & ~(unsigned)(MPROC_PROCESS_DAEMON | MPROC_PROCESS_NEW_GROUP)) ||
       opts->exit_wait_ms < -1 || opts->grace_ms < 0)
     return MPROC_EINVAL;
+  int method = opts->start_method;
+  if (method == MPROC_START_DEFAULT)
+    method = mproc__start_method_default();
+  if (method < MPROC_START_FORK || method > MPROC_START_FORKSERVER)
+    return MPROC_EINVAL;
+  /* The group guard is forked beside a forked child only (spawn.c). */
+  if (method != MPROC_START_FORK && (opts->flags & MPROC_PROCESS_NEW_GROUP))
+    return MPROC_EINVAL;
+  struct mproc__fnref ref;
+  if (method != MPROC_START_FORK && mproc__fnref_make(MPROC_FUNCTION(fn), &ref) < 0)
+    return MPROC_ENOFUNC; /* no other image could ever find it */
   /* One allocation holds the object, the argument bytes (aligned for any
    * type, as malloc's would be) and the name: one malloc per process keeps
    * start+join cheap, and a failed create has only that to undo. */
@@ -303,6 +322,7 @@ MPROC_EXTERN int mproc_process_new(mproc_process **out, mproc_process_fn fn, con
   p->fn = fn;
   p->len = len;
   p->flags = opts->flags;
+  p->method = method;
   p->exit_wait_ms = opts->exit_wait_ms == 0 ? DEFAULT_EXIT_WAIT_MS : opts->exit_wait_ms;
   p->grace_ms = opts->grace_ms == 0 ? DEFAULT_GRACE_MS : opts->grace_ms;
   p->creator = getpid();
@@ -328,16 +348,28 @@ MPROC_EXTERN int mproc_process_start(mproc_process *p) {
   if (st != ST_NEW)
     return MPROC_ESTATE;
 
-  /* Connections, shm blocks... made before start stay usable in the child,
-   * as with Python's fork start method (fdreg.c). */
-  struct mproc__spawn_opts so = {
-      .fn = child_entry,
-      .arg = p,
-      .flags = MPROC__SPAWN_KEEP_USER_FDS |
-               ((p->flags & MPROC_PROCESS_NEW_GROUP) ? MPROC__SPAWN_NEWPGRP : 0)};
   pid_t pid;
   int pidfd;
-  int r = mproc__spawn(&so, &pid, &pidfd);
+  int r;
+  if (p->method == MPROC_START_FORK) {
+    /* Connections, shm blocks... made before start stay usable in the child,
+     * as with Python's fork start method (fdreg.c). */
+    struct mproc__spawn_opts so = {
+        .fn = child_entry,
+        .arg = p,
+        .flags = MPROC__SPAWN_KEEP_USER_FDS |
+                 ((p->flags & MPROC_PROCESS_NEW_GROUP) ? MPROC__SPAWN_NEWPGRP : 0)};
+    r = mproc__spawn(&so, &pid, &pidfd);
+  } else {
+    struct mproc__start_req rq = {.method = p->method,
+                                  .entry = MPROC__ENTRY_PROCESS,
+                                  .fn = MPROC_FUNCTION(p->fn),
+                                  .arg = p->arg,
+                                  .len = p->len,
+                                  .name = p->name,
+                                  .ident = p->ident};
+    r = mproc__start_child(&rq, &pid, &pidfd);
+  }
   if (r < 0)
     return r;
   pthread_mutex_lock(&reg_lock);

@@ -1,6 +1,9 @@
-/* Process objects (src/process.c, src/tree.c, src/wait.c). */
+/* Process objects (src/process.c, src/tree.c, src/wait.c), under the start
+ * method MPROC_START_METHOD names: tests/CMakeLists.txt runs this suite once
+ * per method (fork, spawn, forkserver). */
 #include "harness.h"
 #include "internal.h"
+#include "start.h"
 
 #include <fcntl.h>
 #include <grp.h>
@@ -27,6 +30,27 @@ static int64_t scaled(int64_t ms) {
   return (int64_t)((double)ms * (v > 1 ? v : 1));
 }
 #define LONG_MS scaled(30000)
+
+/* The start method this run of the suite uses. */
+static int method(void) { return mproc__start_method_default(); }
+
+/* A pipe whose ends children use: under spawn and forkserver a child
+ * inherits only descriptors that are not close-on-exec (as after any exec),
+ * so descriptors meant for a child are made inheritable, as a program using
+ * those methods must do. */
+static int child_pipe(int fd[2]) { return pipe2(fd, 0); }
+
+/* Descriptors and children of the test process, without the forkserver
+ * (a helper of the program that lives across starts, not a leak). */
+static int fds_now(void) {
+  mproc_forkserver_stop();
+  return mproc_test_count_fds();
+}
+
+static int children_now(void) {
+  mproc_forkserver_stop();
+  return mproc_test_count_children();
+}
 
 /* ---- child functions ---------------------------------------------------- */
 
@@ -238,7 +262,7 @@ START_TEST(test_join_deadline) {
 END_TEST
 
 START_TEST(test_many_cycles) {
-  int fds = mproc_test_count_fds();
+  int fds = fds_now();
   for (int i = 0; i < 1000; i++) {
     int v = i & 0x7f;
     mproc_process *p = started(ret_int, &v, sizeof v, NULL);
@@ -248,12 +272,12 @@ START_TEST(test_many_cycles) {
     ck_assert_int_eq(code, v);
     mproc_process_free(p);
     if (i % 250 == 0) {
-      ck_assert_int_eq(mproc_test_count_fds(), fds);
-      ck_assert_int_eq(mproc_test_count_children(), 0);
+      ck_assert_int_eq(fds_now(), fds);
+      ck_assert_int_eq(children_now(), 0);
     }
   }
-  ck_assert_int_eq(mproc_test_count_fds(), fds);
-  ck_assert_int_eq(mproc_test_count_children(), 0);
+  ck_assert_int_eq(fds_now(), fds);
+  ck_assert_int_eq(children_now(), 0);
 }
 END_TEST
 
@@ -351,9 +375,22 @@ static int use_foreign(const void *arg, size_t len) {
   exit(0);
 }
 
+/* A spawned child has no copy of its parent's objects at all: nothing of
+ * them is active there, and its exit leaves the parent's children alone. */
+static int no_foreign(const void *arg, size_t len) {
+  (void)arg;
+  (void)len;
+  if (mproc_active_children(NULL, 0) != 0 || mproc_parent_pid() != getppid())
+    return 1;
+  exit(0);
+}
+
 START_TEST(test_foreign_objects) {
   mproc_process *other = started(sleep_forever, NULL, 0, NULL);
-  ck_assert_int_eq(run_to_end(use_foreign, &other, sizeof other), 0);
+  if (method() == MPROC_START_FORK)
+    ck_assert_int_eq(run_to_end(use_foreign, &other, sizeof other), 0);
+  else
+    ck_assert_int_eq(run_to_end(no_foreign, NULL, 0), 0);
   ck_assert_int_eq(mproc_process_is_alive(other), 1);
   mproc_assert_ok(mproc_process_kill(other, 0));
   mproc_process_free(other);
@@ -399,10 +436,17 @@ START_TEST(test_library_fds_not_inherited) {
   int s = mproc_process_sentinel(a);
   /* Another process's pidfd is closed in the child... */
   ck_assert_int_eq(run_to_end(fd_closed, &s, sizeof s), 0);
-  /* ...while the program's own fds are inherited, as with Python's fork. */
+  /* ...while the program's own inheritable fds are inherited under every
+   * method, and its close-on-exec ones only under fork (Python's fork; the
+   * other methods exec). */
   int pfd[2];
   ck_assert_int_eq(pipe2(pfd, O_CLOEXEC), 0);
-  ck_assert_int_eq(run_to_end(fd_closed, &pfd[0], sizeof pfd[0]), 1);
+  ck_assert_int_eq(run_to_end(fd_closed, &pfd[0], sizeof pfd[0]),
+                   method() == MPROC_START_FORK ? 1 : 0);
+  close(pfd[0]);
+  close(pfd[1]);
+  ck_assert_int_eq(child_pipe(pfd), 0);
+  ck_assert_int_eq(run_to_end(fd_closed, &pfd[1], sizeof pfd[1]), 1);
   close(pfd[0]);
   close(pfd[1]);
   mproc_assert_ok(mproc_process_kill(a, 0));
@@ -553,6 +597,13 @@ static int report_pgid(const void *arg, size_t len) {
 START_TEST(test_group_flag) {
   ck_assert_int_eq(run_to_end(report_pgid, NULL, 0), 0);
   mproc_process_options o = {.flags = MPROC_PROCESS_NEW_GROUP};
+  if (method() != MPROC_START_FORK) {
+    /* The group guard exists under fork only (process.md). */
+    mproc_process *q = NULL;
+    ck_assert_int_eq(mproc_process_new(&q, report_pgid, NULL, 0, &o), MPROC_EINVAL);
+    ck_assert_ptr_null(q);
+    return;
+  }
   mproc_process *p = started(report_pgid, NULL, 0, &o);
   mproc_assert_ok(mproc_process_join(p, LONG_MS));
   int code = -1;
@@ -562,11 +613,14 @@ START_TEST(test_group_flag) {
 }
 END_TEST
 
-/* Writes through a FILE without flushing: the library must flush it. */
+/* Writes through a FILE of its own without flushing: the library must
+ * flush it. */
 static int print_child(const void *arg, size_t len) {
   (void)len;
-  FILE *f;
-  memcpy(&f, arg, sizeof f);
+  FILE *f = fdopen(dup(*(const int *)arg), "w");
+  if (f == NULL)
+    return 1;
+  setvbuf(f, NULL, _IOFBF, 4096);
   fputs("child;", f);
   return 0;
 }
@@ -581,8 +635,8 @@ static int print_around_start(const void *arg, size_t len) {
   setvbuf(f, NULL, _IOFBF, 4096);
   fputs("before;", f);
   mproc_process *p;
-  if (mproc_process_new(&p, print_child, &f, sizeof f, NULL) != 0 || mproc_process_start(p) != 0 ||
-      mproc_process_join(p, -1) != 0)
+  if (mproc_process_new(&p, print_child, arg, sizeof(int), NULL) != 0 ||
+      mproc_process_start(p) != 0 || mproc_process_join(p, -1) != 0)
     return 2;
   mproc_process_free(p);
   fputs("after;", f);
@@ -592,7 +646,7 @@ static int print_around_start(const void *arg, size_t len) {
 
 START_TEST(test_output_not_duplicated) {
   int pfd[2];
-  ck_assert_int_eq(pipe2(pfd, O_CLOEXEC), 0);
+  ck_assert_int_eq(child_pipe(pfd), 0);
   mproc_process *p = started(print_around_start, &pfd[1], sizeof pfd[1], NULL);
   close(pfd[1]);
   char buf[256];
@@ -635,7 +689,7 @@ static int start_three(const void *arg, size_t len) {
 
 START_TEST(test_parent_killed_children_die) {
   int pfd[2];
-  ck_assert_int_eq(pipe2(pfd, O_CLOEXEC), 0);
+  ck_assert_int_eq(child_pipe(pfd), 0);
   mproc_process *p = started(start_three, &pfd[1], sizeof pfd[1], NULL);
   pid_t pids[3];
   read_all(pfd[0], pids, sizeof pids);
@@ -679,7 +733,7 @@ static int plain_fork_tree(const void *arg, size_t len) {
 
 static void tree_case(unsigned flags, int sig, bool expect_dead) {
   int pfd[2];
-  ck_assert_int_eq(pipe2(pfd, O_CLOEXEC), 0);
+  ck_assert_int_eq(child_pipe(pfd), 0);
   mproc_process *p = started(plain_fork_tree, &pfd[1], sizeof pfd[1], NULL);
   pid_t pids[2];
   read_all(pfd[0], pids, sizeof pids);
@@ -742,7 +796,7 @@ static int fork_storm(const void *arg, size_t len) {
 
 START_TEST(test_tree_kill_while_forking) {
   int pfd[2];
-  ck_assert_int_eq(pipe2(pfd, O_CLOEXEC), 0);
+  ck_assert_int_eq(child_pipe(pfd), 0);
   mproc_process *p = started(fork_storm, &pfd[1], sizeof pfd[1], NULL);
   close(pfd[1]); /* from now on only the tree holds the write end */
   pid_t pids[20];
@@ -769,7 +823,7 @@ END_TEST
 START_TEST(test_tree_out_of_fds) {
   for (int spare = 0; spare < 2; spare++) {
     int pfd[2];
-    ck_assert_int_eq(pipe2(pfd, O_CLOEXEC), 0);
+    ck_assert_int_eq(child_pipe(pfd), 0);
     mproc_process *p = started(plain_fork_tree, &pfd[1], sizeof pfd[1], NULL);
     pid_t pids[2];
     read_all(pfd[0], pids, sizeof pids);
@@ -811,7 +865,7 @@ START_TEST(test_wait_many_sentinels) {
   int pipes[N][2], sentinels[N], ready[N];
   mproc_process *p[N];
   for (int i = 0; i < N; i++) {
-    ck_assert_int_eq(pipe2(pipes[i], O_CLOEXEC), 0);
+    ck_assert_int_eq(child_pipe(pipes[i]), 0);
     p[i] = started(read_byte, &pipes[i][0], sizeof(int), NULL);
     sentinels[i] = mproc_process_sentinel(p[i]);
   }
@@ -829,7 +883,7 @@ START_TEST(test_wait_many_sentinels) {
 
   /* Sentinels mixed with ordinary fds. */
   int extra[2];
-  ck_assert_int_eq(pipe2(extra, O_CLOEXEC), 0);
+  ck_assert_int_eq(child_pipe(extra), 0);
   int mixed[3] = {sentinels[0], extra[0], sentinels[1]};
   mproc_assert_err(mproc_wait(mixed, 3, ready, 0), MPROC_ETIMEDOUT);
   write_all(extra[1], &c, 1);
@@ -866,7 +920,7 @@ START_TEST(test_wait_errors) {
   int fd = -1, ready[1];
   mproc_assert_err(mproc_wait(NULL, 1, ready, 0), MPROC_EINVAL);
   int pfd[2];
-  ck_assert_int_eq(pipe2(pfd, O_CLOEXEC), 0);
+  ck_assert_int_eq(child_pipe(pfd), 0);
   mproc_assert_err(mproc_wait(pfd, 0, ready, 0), MPROC_EINVAL);
   mproc_assert_err(mproc_wait(pfd, 1, ready, -2), MPROC_EINVAL);
   mproc_assert_err(mproc_wait(&fd, 1, ready, 0), MPROC_EBADF);
@@ -891,7 +945,7 @@ START_TEST(test_waits_survive_signals) {
   ck_assert_int_eq(setitimer(ITIMER_REAL, &every_20ms, NULL), 0);
 
   int pfd[2];
-  ck_assert_int_eq(pipe2(pfd, O_CLOEXEC), 0);
+  ck_assert_int_eq(child_pipe(pfd), 0);
   int ready;
   int64_t t0 = mproc_now_ms();
   mproc_assert_err(mproc_wait(&pfd[0], 1, &ready, 200), MPROC_ETIMEDOUT);
@@ -914,7 +968,7 @@ END_TEST
 
 START_TEST(test_active_children) {
   int pfd[2];
-  ck_assert_int_eq(pipe2(pfd, O_CLOEXEC), 0);
+  ck_assert_int_eq(child_pipe(pfd), 0);
   mproc_process *a = started(read_byte, &pfd[0], sizeof(int), NULL);
   mproc_process *b = started(read_byte, &pfd[0], sizeof(int), NULL);
   int v = 4;
@@ -929,7 +983,7 @@ START_TEST(test_active_children) {
   int code;
   mproc_assert_ok(mproc_process_exitcode(quick, &code));
   ck_assert_int_eq(code, 4);
-  ck_assert_int_eq(mproc_test_count_children(), 2);
+  ck_assert_int_eq(children_now(), 2);
   out[0] = NULL;
   ck_assert_int_eq(mproc_active_children(out, 1), 2);
   ck_assert_ptr_nonnull(out[0]);
@@ -982,7 +1036,7 @@ START_TEST(test_free_running) {
 
   /* One that ignores SIGTERM is killed after its grace period. */
   int pfd[2];
-  ck_assert_int_eq(pipe2(pfd, O_CLOEXEC), 0);
+  ck_assert_int_eq(child_pipe(pfd), 0);
   daemon.grace_ms = 100;
   p = started(ignore_term, &pfd[1], sizeof(int), &daemon);
   char c;
@@ -1043,8 +1097,8 @@ static int exit_with_children(const void *arg, size_t len) {
 
 START_TEST(test_exit_stops_children) {
   int a[2], b[2];
-  ck_assert_int_eq(pipe2(a, O_CLOEXEC), 0);
-  ck_assert_int_eq(pipe2(b, O_CLOEXEC), 0);
+  ck_assert_int_eq(child_pipe(a), 0);
+  ck_assert_int_eq(child_pipe(b), 0);
   struct exit_fds f = {a[1], b[1]};
   mproc_process *p = started(exit_with_children, &f, sizeof f, NULL);
   pid_t daemon;
@@ -1076,7 +1130,7 @@ END_TEST
 START_TEST(test_reaped_behind_our_back) {
   signal(SIGCHLD, SIG_IGN);
   int pfd[2];
-  ck_assert_int_eq(pipe2(pfd, O_CLOEXEC), 0);
+  ck_assert_int_eq(child_pipe(pfd), 0);
   /* The child waits for a byte, so it cannot exit before start has its
    * pidfd. */
   mproc_process *p = started(read_byte, &pfd[0], sizeof(int), NULL);
@@ -1156,7 +1210,8 @@ int main(void) {
   tc = mproc_test_tcase(s, "environment", 60);
   tcase_add_test(tc, test_default_dispositions);
   tcase_add_test(tc, test_library_fds_not_inherited);
-  tcase_add_test(tc, test_objects_made_before_start);
+  if (method() == MPROC_START_FORK) /* fork-only semantics (process.md) */
+    tcase_add_test(tc, test_objects_made_before_start);
   tcase_add_test(tc, test_output_not_duplicated);
   tc = mproc_test_tcase(s, "trees", 60);
   tcase_add_test(tc, test_parent_killed_children_die);
@@ -1165,7 +1220,8 @@ int main(void) {
   tcase_add_test(tc, test_no_tree_spares_descendants);
   tcase_add_test(tc, test_tree_kill_while_forking);
   tcase_add_test(tc, test_tree_out_of_fds);
-  tcase_add_test(tc, test_new_group_dies_with_child);
+  if (method() == MPROC_START_FORK)
+    tcase_add_test(tc, test_new_group_dies_with_child);
   tcase_add_test(tc, test_group_flag);
   tc = mproc_test_tcase(s, "wait", 60);
   tcase_add_test(tc, test_wait_many_sentinels);

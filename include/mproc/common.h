@@ -35,6 +35,7 @@ extern "C" {
 #define MPROC_ERRNO_MAP(X)                                                                         \
   X(EPERM, -EPERM, "operation not permitted")                                                      \
   X(ENOENT, -ENOENT, "no such file or directory")                                                  \
+  X(E2BIG, -E2BIG, "argument list or environment too long")                                        \
   X(ESRCH, -ESRCH, "no such process")                                                              \
   X(EINTR, -EINTR, "interrupted system call")                                                      \
   X(EIO, -EIO, "i/o error")                                                                        \
@@ -78,14 +79,15 @@ extern "C" {
   X(EEMPTY, MPROC_ERR_FIRST - 15, "nothing to take: empty")                                        \
   X(EFULL, MPROC_ERR_FIRST - 16, "no room: full")                                                  \
   X(ECORRUPT, MPROC_ERR_FIRST - 17, "shared state failed a consistency check")                     \
-  X(ECHILDFAILED, MPROC_ERR_FIRST - 18, "child failed before running its function")
+  X(ECHILDFAILED, MPROC_ERR_FIRST - 18, "child failed before running its function")                \
+  X(ENOFUNC, MPROC_ERR_FIRST - 19, "function cannot be found in the child's program image")
 
 /* The error codes as an enum: MPROC_EINVAL, MPROC_ETIMEDOUT, ... */
 typedef enum {
 #define MPROC__ERR_ENUM(name, value, msg) MPROC_##name = (value),
   MPROC_ERRNO_MAP(MPROC__ERR_ENUM)
 #undef MPROC__ERR_ENUM
-      MPROC_ERR_LAST = MPROC_ERR_FIRST - 18
+      MPROC_ERR_LAST = MPROC_ERR_FIRST - 19
 } mproc_errno_t;
 
 /* A human-readable message for any code (library code, -errno, or unknown).

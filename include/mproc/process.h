@@ -70,6 +70,30 @@ enum {
   MPROC_PROCESS_NEW_GROUP = 1u << 1,
 };
 
+/* How a child is started (mproc_process_options.start_method).  Python's
+ * multiprocessing start methods; see docs/reference/process.md for exactly
+ * what a child sees under each. */
+enum {
+  /* The program's default: the environment variable MPROC_START_METHOD
+   * ("fork", "spawn" or "forkserver") when set, else fork.  Read when the
+   * object is created; any other value makes mproc_process_new() fail with
+   * MPROC_EINVAL. */
+  MPROC_START_DEFAULT = 0,
+  /* A fork of the caller: fast, a copy of its memory; only
+   * async-signal-safe work is safe in the child if other threads may hold
+   * locks (see the reference). */
+  MPROC_START_FORK = 1,
+  /* A fresh exec of the program (/proc/self/exe) that never runs main():
+   * the library takes the child over before main and runs the function,
+   * found again by reference (function.h).  Nothing of the parent's memory
+   * is inherited; the argument bytes are copied. */
+  MPROC_START_SPAWN = 2,
+  /* A fork of a clean single-threaded server process, itself started by
+   * spawn once per program and restarted if it dies; the child is still
+   * this process's own child.  Fork's speed without fork's hazards. */
+  MPROC_START_FORKSERVER = 3,
+};
+
 /* Flags of mproc_process_terminate() and mproc_process_kill(). */
 enum {
   /* Signal every descendant of the child too (grandchildren started with
@@ -94,23 +118,35 @@ typedef struct mproc_process_options {
   int64_t exit_wait_ms;
   /* After SIGTERM, how long free()/exit() wait before SIGKILL.  0: 1000 ms. */
   int64_t grace_ms;
+  /* MPROC_START_*; 0: the program's default (MPROC_START_METHOD). */
+  int start_method;
 } mproc_process_options;
 
 /* Creates a process object in state "new" (not started).  The `len` bytes at
  * `arg` are copied now, so the caller may reuse its buffer at once; arg may be
  * NULL only when len is 0.  On success *out owns the object: release it with
  * mproc_process_free().  Errors: MPROC_EINVAL (NULL out or fn, arg NULL with
- * len > 0, unknown flags, exit_wait_ms < -1, grace_ms < 0), MPROC_ENOMEM.
- * Does not block. */
+ * len > 0, unknown flags, exit_wait_ms < -1, grace_ms < 0, unknown
+ * start_method or MPROC_START_METHOD value), MPROC_ENOFUNC (spawn and
+ * forkserver: fn is not in the code of the program or of a loaded shared
+ * library, so no other image can find it), MPROC_ENOMEM.  Does not block. */
 MPROC_EXTERN int mproc_process_new(mproc_process **out, mproc_process_fn fn, const void *arg,
                                    size_t len, const mproc_process_options *opts);
 
-/* Forks the child.  Before that, reaps any finished children of this program
- * (as Python's start does).  Errors: MPROC_EINVAL (NULL), MPROC_ESTATE
- * (already started, or the object belongs to another process), -EAGAIN
- * (process limit), -EMFILE/-ENFILE (no fd for the pidfd), -ENOMEM.  After a
- * failure the object is still "new" and nothing was left behind: start may be
- * retried.  Blocks only for the fork. */
+/* Starts the child by the object's start method.  Before that, reaps any
+ * finished children of this program (as Python's start does).  Errors:
+ * MPROC_EINVAL (NULL), MPROC_ESTATE (already started, or the object belongs
+ * to another process), -EAGAIN (process limit), -EMFILE/-ENFILE (no fd for
+ * the pidfd or the channel), -ENOMEM; under spawn and forkserver also the
+ * exec's error (-ENOENT, -E2BIG for an environment too large, -ENOMEM...),
+ * MPROC_ENOFUNC (the child cannot find the function: the reason, naming it,
+ * is written to stderr), MPROC_ECHILDFAILED (the new image died or hung for
+ * 30 s before reaching the library), MPROC_ENOTSUP (forkserver: more than
+ * 252 inheritable fds, or a kernel without clone3/PR_GET_TID_ADDRESS).
+ * After a failure the object is still "new" and nothing was left behind:
+ * start may be retried.  Blocks for the fork; under spawn until the new image
+ * has found the function (one exec), under forkserver for one round trip to
+ * the server (plus one spawn the first time). */
 MPROC_EXTERN int mproc_process_start(mproc_process *p);
 
 /* Waits until the child has exited and reaps it; -1 waits forever, 0 polls.
@@ -168,6 +204,16 @@ MPROC_EXTERN void mproc_process_free(mproc_process *p);
  * child this program started and did not free the same way, daemons first
  * signalled together.  The handler does nothing in a forked child for objects
  * of its parent. */
+
+/* How many times the forkserver of this program was found dead (killed) and
+ * replaced.  Never fails. */
+MPROC_EXTERN int mproc_forkserver_restarts(void);
+
+/* Stops this program's forkserver, if one runs (Python's
+ * forkserver._stop()); children it started keep running, and the next
+ * forkserver start starts a new server (not counted as a restart).  Waits
+ * at most about a second for the server to exit before killing it. */
+MPROC_EXTERN void mproc_forkserver_stop(void);
 
 /* Python's multiprocessing.connection.wait: waits until at least one of the
  * n fds (sentinels, pipe or socket ends...) is readable, hung up or in error.

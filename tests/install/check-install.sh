@@ -38,4 +38,20 @@ test -s "$mandir/man1/mproc.1"
 # Only mproc_* symbols are exported.
 bad=$(nm -D --defined-only "$libdir/libmproc.so.0" | awk '{print $3}' | grep -v '^mproc_' || true)
 if [ -n "$bad" ]; then echo "non-mproc exported symbols: $bad"; exit 1; fi
-echo "install OK"
+# The MPI backend, when the build has it: pkg-config mproc-mpi and
+# find_package(mproc COMPONENTS mpi); run without mpiexec (no worker ranks).
+if [ -f "$libdir/pkgconfig/mproc-mpi.pc" ]; then
+  test -f "$tmp/prefix/include/mproc/mpi.h"
+  PKG_CONFIG_PATH="$libdir/pkgconfig" "$cc" -o "$tmp/consumer-mpi" "$here/consumer-mpi.c" \
+    $(PKG_CONFIG_PATH="$libdir/pkgconfig" pkg-config --cflags --libs mproc-mpi)
+  env -u LD_LIBRARY_PATH "$tmp/consumer-mpi" | grep -q '^mproc-mpi 0 worker ranks$'
+  "$cmake" -S "$here/mpi" -B "$tmp/cm-mpi" -DCMAKE_PREFIX_PATH="$tmp/prefix" -DCMAKE_C_COMPILER="$cc" >/dev/null
+  "$cmake" --build "$tmp/cm-mpi" >/dev/null
+  env -u LD_LIBRARY_PATH "$tmp/cm-mpi/consumer-mpi" | grep -q '^mproc-mpi 0 worker ranks$'
+  bad=$(nm -D --defined-only "$libdir/libmproc_mpi.so.0" | awk '{print $3}' | grep -v '^mproc_' || true)
+  if [ -n "$bad" ]; then echo "non-mproc exported symbols in libmproc_mpi: $bad"; exit 1; fi
+  echo "install OK (with the MPI backend)"
+else
+  test ! -f "$tmp/prefix/include/mproc/mpi.h" || { echo "mpi.h installed without its library"; exit 1; }
+  echo "install OK"
+fi

@@ -1,0 +1,564 @@
+/* The forkserver start method.
+ *
+ * Design notes.  Forking a program whose other threads hold locks can hang
+ * the child (a user mutex, a FILE lock, any library's internal lock), and
+ * forking a large heap costs page tables on every start.  The forkserver is a
+ * process started by spawn (so: a fresh image, one thread, a small heap)
+ * whose only job is to fork children on request; it never runs user code
+ * itself, so it never holds a lock when it forks.
+ *
+ * Channel.  One socketpair per owner process, made by the spawn handshake
+ * (never a listening or abstract socket, so no other process can reach it).
+ * Requests are serialised by `lock`: header + SCM_RIGHTS, then name,
+ * argument, environment and fd numbers; the reply is {status, pid} plus, for
+ * a function the server cannot find, the reason.
+ *
+ * Whose child.  The server creates children with clone3(CLONE_PARENT): the
+ * child's parent is the *owner*, not the server.  So the owner pidfd_open()s
+ * the pid it is told (still its unreaped child: the pid cannot have been
+ * recycled, exactly as after fork) and joins, reaps, signals and walks the
+ * tree of it like any forked child; the server never reaps anything, and a
+ * dead server does not take running children with it.  The alternative,
+ * server-owned children whose exit status the server relays, would make the
+ * owner's pidfd unreapable (waitid works for own children only) and tie every
+ * child's life to the server's.  A raw clone bypasses glibc's fork, so the
+ * child repeats what glibc's fork does for the calling thread: the kernel
+ * writes the new tid into glibc's thread descriptor (CLONE_CHILD_SETTID at
+ * the address PR_GET_TID_ADDRESS reports) and the robust-mutex list is
+ * registered again (set_robust_list), or robust process-shared locks held by
+ * a dying child would never be reported as owner-died.  A kernel without
+ * these calls gets MPROC_ENOTSUP, never a half-working child.
+ *
+ * What a child sees.  The server's memory image (a fresh exec of the
+ * program, plus the libraries earlier requests made it dlopen), and from the
+ * owner, at each request: its inheritable (not close-on-exec) descriptors at
+ * the same numbers, its working directory, environment, umask and the
+ * requesting thread's signal mask -- the same view a spawn child gets,
+ * rather than a copy of the owner's state at the time the server started
+ * (Python's forkserver).  Dispositions are the defaults, rlimits the owner's
+ * at the time the server started.
+ *
+ * Life.  The server has the owner's parent-death signal (SIGKILL, from the
+ * thread that first needed it) and exits when its channel closes.  When it
+ * has died anyway (SIGKILL by an administrator, the OOM killer), the next
+ * request finds its pidfd readable or its channel broken, reaps it, starts a
+ * new one and retries once; mproc_forkserver_restarts() counts these.
+ * A forked copy of the owner drops the copy of the server state (atfork) and
+ * starts its own server when it needs one. */
+#include "process.h"
+#include "start.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#ifndef SYS_clone3
+#define SYS_clone3 435
+#endif
+#ifndef SYS_pidfd_open
+#define SYS_pidfd_open 434
+#endif
+#ifndef SYS_close_range
+#define SYS_close_range 436
+#endif
+#ifndef CLONE_PARENT
+#define CLONE_PARENT 0x00008000
+#endif
+
+/* Descriptors one request can carry (the kernel's SCM_MAX_FD is 253); one
+ * is kept for the working directory. */
+#define MAX_FDS 252
+/* Bound on a reply: a live server answers in microseconds. */
+#define REPLY_MS 30000
+#define ENV_MAX (64u << 20)
+
+struct reply {
+  int32_t status; /* 0 or a negative error */
+  int32_t pid;
+  uint32_t msg_len; /* bytes of reason that follow */
+};
+
+/* ---- owner side ------------------------------------------------------------ */
+
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+static pid_t srv_owner;    /* getpid() of the process the server serves */
+static pid_t srv_pid;      /* the server, 0 when none */
+static int srv_pidfd = -1; /* its pidfd (registered) */
+static int srv_ctl = -1;   /* our end of the channel (registered) */
+static atomic_int restarts;
+static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
+
+/* In a forked copy of the owner: the server is not ours to talk to. */
+static void forget_in_child(void) {
+  pthread_mutex_t fresh = PTHREAD_MUTEX_INITIALIZER;
+  memcpy(&lock, &fresh, sizeof fresh);
+  if (srv_ctl >= 0 && srv_owner != getpid()) {
+    mproc__close(srv_ctl);
+    mproc__close(srv_pidfd);
+    srv_ctl = srv_pidfd = -1;
+    srv_pid = 0;
+    atomic_store(&restarts, 0);
+  }
+}
+
+static void install_atfork(void) { pthread_atfork(NULL, NULL, forget_in_child); }
+
+/* Kills and reaps the server; lock held. */
+static void drop_locked(void) {
+  if (srv_ctl < 0)
+    return;
+  mproc__close(srv_ctl);
+  mproc__pidfd_kill(srv_pidfd, SIGKILL);
+  mproc__reap(srv_pidfd, NULL, -1);
+  mproc__close(srv_pidfd);
+  srv_ctl = srv_pidfd = -1;
+  srv_pid = 0;
+}
+
+static int ensure_locked(void) {
+  if (srv_ctl >= 0) {
+    struct pollfd p = {.fd = srv_pidfd, .events = POLLIN};
+    if (poll(&p, 1, 0) == 0)
+      return 0;
+    drop_locked(); /* died since the last request */
+    atomic_fetch_add(&restarts, 1);
+  }
+  pid_t pid;
+  int pidfd, ctl;
+  int r = mproc__spawn_exec('f', NULL, 0, NULL, 0, &pid, &pidfd, &ctl);
+  if (r < 0)
+    return r;
+  srv_owner = getpid();
+  srv_pid = pid;
+  srv_pidfd = pidfd;
+  srv_ctl = ctl;
+  return 0;
+}
+
+/* The owner's inheritable descriptors, then its cwd; returns the count or
+ * -errno. */
+static int collect_fds(int *fds, struct mproc__wire *w, int32_t *nums) {
+  DIR *d = opendir("/proc/self/fd");
+  if (d == NULL)
+    return mproc__neg_errno();
+  int n = 0, r = 0;
+  struct dirent *e;
+  while ((e = readdir(d)) != NULL) {
+    if (e->d_name[0] == '.')
+      continue;
+    int fd = atoi(e->d_name);
+    if (fd == dirfd(d))
+      continue;
+    int fl = fcntl(fd, F_GETFD);
+    if (fl < 0 || (fl & FD_CLOEXEC))
+      continue;
+    if (n == MAX_FDS) {
+      r = MPROC_ENOTSUP; /* more inheritable fds than one message carries */
+      break;
+    }
+    nums[n] = fd;
+    fds[n++] = fd;
+  }
+  closedir(d);
+  if (r < 0)
+    return r;
+  w->nfds = (uint32_t)n;
+  int cwd = open(".", O_PATH | O_DIRECTORY | O_CLOEXEC);
+  if (cwd >= 0) {
+    fds[n++] = cwd;
+    w->has_cwd = 1;
+  }
+  return n;
+}
+
+/* The umask without changing it (umask(2) would race with other threads). */
+static uint32_t current_umask(void) {
+  FILE *f = fopen("/proc/self/status", "re");
+  unsigned v = 022;
+  if (f != NULL) {
+    char line[256];
+    while (fgets(line, sizeof line, f) != NULL)
+      if (sscanf(line, "Umask: %o", &v) == 1)
+        break;
+    fclose(f);
+  }
+  return v;
+}
+
+static char *env_block(uint32_t *len) {
+  size_t n = 0;
+  for (char **e = environ; e != NULL && *e != NULL; e++)
+    n += strlen(*e) + 1;
+  if (n > ENV_MAX)
+    return NULL;
+  char *b = malloc(n + 1), *p = b;
+  if (b == NULL)
+    return NULL;
+  for (char **e = environ; e != NULL && *e != NULL; e++) {
+    size_t l = strlen(*e) + 1;
+    memcpy(p, *e, l);
+    p += l;
+  }
+  *len = (uint32_t)n;
+  return b;
+}
+
+/* One request over a live channel; lock held.  -EPIPE: the server is gone. */
+static int request_locked(const struct mproc__start_req *req, struct mproc__wire *w, const int *fds,
+                          int nfds, const int32_t *nums, const char *env, pid_t *pid) {
+  union {
+    char buf[CMSG_SPACE((MAX_FDS + 1) * sizeof(int))];
+    struct cmsghdr align;
+  } ctl;
+  struct iovec iov = {.iov_base = w, .iov_len = sizeof *w};
+  struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1};
+  if (nfds > 0) {
+    memset(ctl.buf, 0, sizeof ctl.buf);
+    m.msg_control = ctl.buf;
+    m.msg_controllen = CMSG_SPACE((size_t)nfds * sizeof(int));
+    struct cmsghdr *h = CMSG_FIRSTHDR(&m);
+    h->cmsg_level = SOL_SOCKET;
+    h->cmsg_type = SCM_RIGHTS;
+    h->cmsg_len = CMSG_LEN((size_t)nfds * sizeof(int));
+    memcpy(CMSG_DATA(h), fds, (size_t)nfds * sizeof(int));
+  }
+  ssize_t n;
+  do
+    n = sendmsg(srv_ctl, &m, MSG_NOSIGNAL);
+  while (n < 0 && errno == EINTR);
+  if (n < 0)
+    return errno == ECONNRESET ? -EPIPE : mproc__neg_errno();
+  int64_t deadline = mproc__deadline(REPLY_MS);
+  int r = mproc__send_full(srv_ctl, (const char *)w + n, sizeof *w - (size_t)n, deadline);
+  if (r == 0)
+    r = mproc__send_full(srv_ctl, req->name, w->name_len, deadline);
+  if (r == 0)
+    r = mproc__send_full(srv_ctl, req->arg, req->len, deadline);
+  if (r == 0)
+    r = mproc__send_full(srv_ctl, env, w->env_len, deadline);
+  if (r == 0)
+    r = mproc__send_full(srv_ctl, nums, w->nfds * sizeof *nums, deadline);
+  struct reply rep;
+  if (r == 0)
+    r = mproc__poll1(srv_ctl, POLLIN, deadline);
+  if (r > 0)
+    r = mproc__read_full(srv_ctl, &rep, sizeof rep);
+  if (r == -ECONNRESET)
+    r = -EPIPE;
+  if (r < 0)
+    return r;
+  if (rep.msg_len > 0) {
+    char why[1024];
+    size_t k = rep.msg_len < sizeof why ? rep.msg_len : sizeof why - 1;
+    r = mproc__read_full(srv_ctl, why, k);
+    for (size_t left = rep.msg_len - k; r == 0 && left > 0; left--) {
+      char c;
+      r = mproc__read_full(srv_ctl, &c, 1);
+    }
+    why[k] = '\0';
+    if (r == 0)
+      fprintf(stderr, "mproc: cannot start \"%s\": %s\n", req->name, why);
+  }
+  if (r < 0)
+    return r == -ECONNRESET ? -EPIPE : r;
+  *pid = rep.pid;
+  return rep.status;
+}
+
+int mproc__forkserver_request(const struct mproc__start_req *req, const struct mproc__wire *w0,
+                              pid_t *pid_out, int *pidfd_out) {
+  pthread_once(&atfork_once, install_atfork);
+  struct mproc__wire w = *w0;
+  int fds[MAX_FDS + 1];
+  int32_t nums[MAX_FDS];
+  int nfds = collect_fds(fds, &w, nums);
+  if (nfds < 0)
+    return nfds;
+  char *env = env_block(&w.env_len);
+  if (env == NULL) {
+    if (w.has_cwd)
+      close(fds[nfds - 1]);
+    return MPROC_ENOMEM;
+  }
+  w.umask = current_umask();
+  sigset_t mask;
+  pthread_sigmask(SIG_BLOCK, NULL, &mask);
+  memcpy(w.sigmask, &mask, sizeof w.sigmask);
+
+  /* As under fork and spawn: output buffered before the start is written
+   * before the child's. */
+  fflush(NULL);
+  pid_t pid = 0;
+  pthread_mutex_lock(&lock);
+  int r = 0;
+  for (int attempt = 0; attempt < 2; attempt++) {
+    r = ensure_locked();
+    if (r == 0)
+      r = request_locked(req, &w, fds, nfds, nums, env, &pid);
+    if (r != -EPIPE && r != -ECONNRESET && r != MPROC_ETIMEDOUT)
+      break;
+    /* The server died (or hangs) under us: replace it and try once more. */
+    drop_locked();
+    atomic_fetch_add(&restarts, 1);
+  }
+  pthread_mutex_unlock(&lock);
+  free(env);
+  if (w.has_cwd)
+    close(fds[nfds - 1]);
+  if (r < 0)
+    return r;
+  int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+  if (pidfd < 0) {
+    /* Our own unreaped child (CLONE_PARENT): kill and reap it by its exact
+     * pid, as mproc__spawn does. */
+    r = mproc__neg_errno();
+    kill(pid, SIGKILL);
+    while (waitpid(pid, NULL, 0) < 0 && errno == EINTR) {
+    }
+    return r;
+  }
+  mproc__fd_register(pidfd);
+  *pid_out = pid;
+  *pidfd_out = pidfd;
+  return 0;
+}
+
+MPROC_EXTERN int mproc_forkserver_restarts(void) { return atomic_load(&restarts); }
+
+MPROC_EXTERN void mproc_forkserver_stop(void) {
+  pthread_mutex_lock(&lock);
+  if (srv_ctl >= 0 && srv_owner == getpid()) {
+    /* Closing the channel asks it to exit; the kill only bounds a wedged
+     * one.  Its children are ours and keep running. */
+    mproc__close(srv_ctl);
+    srv_ctl = -1;
+    if (mproc__reap(srv_pidfd, NULL, mproc__deadline(1000)) < 0) {
+      mproc__pidfd_kill(srv_pidfd, SIGKILL);
+      mproc__reap(srv_pidfd, NULL, -1);
+    }
+    mproc__close(srv_pidfd);
+    srv_pidfd = -1;
+    srv_pid = 0;
+  }
+  pthread_mutex_unlock(&lock);
+}
+
+/* ---- server side ----------------------------------------------------------- */
+
+static int *tid_addr;     /* glibc's tid field of our only thread */
+static void *robust_head; /* glibc's robust-list head of our only thread */
+static size_t robust_len;
+
+static int cmp_int32(const void *a, const void *b) {
+  int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
+  return (x > y) - (x < y);
+}
+
+/* In the new child: the owner's descriptors at their numbers, nothing else. */
+static void place_fds(int *got, const int32_t *nums, uint32_t n) {
+  int32_t top = -1;
+  for (uint32_t i = 0; i < n; i++)
+    if (nums[i] > top)
+      top = nums[i];
+  /* Move every received fd above all targets first, so no dup2 below can
+   * overwrite one not placed yet. */
+  for (uint32_t i = 0; i < n; i++)
+    if (got[i] <= top) {
+      int moved = fcntl(got[i], F_DUPFD_CLOEXEC, top + 1);
+      if (moved < 0)
+        _exit(127);
+      got[i] = moved;
+    }
+  for (uint32_t i = 0; i < n; i++)
+    if (dup2(got[i], nums[i]) < 0) /* dup2 leaves the target inheritable */
+      _exit(127);
+  int32_t sorted[MAX_FDS];
+  memcpy(sorted, nums, n * sizeof *nums);
+  qsort(sorted, n, sizeof *sorted, cmp_int32);
+  int next = 0;
+  for (uint32_t i = 0; i < n; i++) {
+    for (int fd = next; fd < sorted[i]; fd++)
+      close(fd);
+    next = sorted[i] + 1;
+  }
+  if (syscall(SYS_close_range, (unsigned)next, ~0u, 0) != 0) {
+    long max = sysconf(_SC_OPEN_MAX);
+    for (long fd = next; fd < max; fd++)
+      close((int)fd);
+  }
+}
+
+static _Noreturn void child_setup(const struct mproc__wire *w, int *got, int cwd,
+                                  const int32_t *nums, char *env, const char *name, const void *arg,
+                                  mproc_function fn, pid_t owner) {
+  if (robust_head != NULL)
+    syscall(SYS_set_robust_list, robust_head, robust_len);
+  if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) != 0 || getppid() != owner)
+    _exit(127);
+  if (cwd >= 0 && fchdir(cwd) != 0)
+    _exit(127);
+  place_fds(got, nums, w->nfds);
+  /* The environment: pointers into the request, kept until exit. */
+  size_t count = 0;
+  for (uint32_t i = 0; i < w->env_len; i++)
+    count += env[i] == '\0';
+  char **envp = malloc((count + 1) * sizeof *envp);
+  if (envp == NULL)
+    _exit(127);
+  size_t k = 0;
+  for (uint32_t i = 0; i < w->env_len; i += (uint32_t)strlen(env + i) + 1)
+    envp[k++] = env + i;
+  envp[k] = NULL;
+  environ = envp;
+  umask((mode_t)w->umask);
+  sigset_t mask;
+  memcpy(&mask, w->sigmask, sizeof mask);
+  sigprocmask(SIG_SETMASK, &mask, NULL);
+  mproc__child_run(w, fn, name, arg);
+}
+
+static int recv_header(int ctl, struct mproc__wire *w, int *got, int *ngot) {
+  union {
+    char buf[CMSG_SPACE((MAX_FDS + 1) * sizeof(int))];
+    struct cmsghdr align;
+  } c;
+  struct iovec iov = {.iov_base = w, .iov_len = sizeof *w};
+  struct msghdr m = {
+      .msg_iov = &iov, .msg_iovlen = 1, .msg_control = c.buf, .msg_controllen = sizeof c.buf};
+  ssize_t n;
+  do
+    n = recvmsg(ctl, &m, MSG_CMSG_CLOEXEC);
+  while (n < 0 && errno == EINTR);
+  if (n <= 0)
+    return -EPIPE;
+  *ngot = 0;
+  for (struct cmsghdr *h = CMSG_FIRSTHDR(&m); h != NULL; h = CMSG_NXTHDR(&m, h))
+    if (h->cmsg_level == SOL_SOCKET && h->cmsg_type == SCM_RIGHTS) {
+      size_t k = (h->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+      for (size_t i = 0; i < k && *ngot <= MAX_FDS; i++)
+        memcpy(&got[(*ngot)++], CMSG_DATA(h) + i * sizeof(int), sizeof(int));
+    }
+  if (m.msg_flags & MSG_CTRUNC)
+    return -EMFILE;
+  return mproc__read_full(ctl, (char *)w + n, sizeof *w - (size_t)n);
+}
+
+static void reply(int ctl, int32_t status, pid_t pid, const char *msg) {
+  struct reply rep = {.status = status, .pid = pid, .msg_len = msg ? (uint32_t)strlen(msg) : 0};
+  if (mproc__send_full(ctl, &rep, sizeof rep, -1) != 0 ||
+      (msg != NULL && mproc__send_full(ctl, msg, rep.msg_len, -1) != 0))
+    _exit(0); /* the owner is gone */
+}
+
+/* Serves one request; returns only to serve the next. */
+static void serve_one(int ctl, pid_t owner) {
+  struct mproc__wire w;
+  int got[MAX_FDS + 1];
+  int ngot = 0;
+  int r = recv_header(ctl, &w, got, &ngot);
+  if (r == -EPIPE)
+    _exit(0); /* the owner closed the channel, or died */
+  char *body = NULL;
+  size_t name_at = 0, arg_at = w.name_len, env_at = arg_at + w.arg_len,
+         nums_at = env_at + w.env_len, total = nums_at + w.nfds * sizeof(int32_t);
+  if (r == 0 &&
+      (w.magic != MPROC__WIRE_MAGIC || w.name_len > 4096 || w.env_len > ENV_MAX ||
+       w.nfds > MAX_FDS || w.arg_len > SIZE_MAX / 4 ||
+       (uint32_t)ngot != w.nfds + (w.has_cwd ? 1u : 0u) || w.ident[sizeof w.ident - 1] != '\0'))
+    _exit(1); /* not our owner's protocol: nothing sane to answer */
+  if (r == 0 && (body = malloc(total + 1)) == NULL)
+    r = MPROC_ENOMEM;
+  if (r == 0)
+    r = mproc__read_full(ctl, body, total);
+  if (r == -EPIPE)
+    _exit(0);
+  mproc_function fn = NULL;
+  char why[1024] = "";
+  if (r == 0 && (w.env_len > 0 && body[env_at + w.env_len - 1] != '\0'))
+    r = MPROC_EINVAL;
+  if (r == 0)
+    r = mproc__fnref_resolve(&w.fn, &fn, why, sizeof why);
+  pid_t pid = 0;
+  if (r == 0) {
+    struct clone_args {
+      uint64_t flags, pidfd, child_tid, parent_tid, exit_signal, stack, stack_size, tls;
+    } ca = {.flags = CLONE_PARENT | CLONE_CHILD_SETTID | CLONE_CHILD_CLEARTID,
+            .child_tid = (uint64_t)(uintptr_t)tid_addr,
+            .exit_signal = 0}; /* CLONE_PARENT: the server's own exit signal */
+    pid = (pid_t)syscall(SYS_clone3, &ca, sizeof ca);
+    if (pid == 0) {
+      close(ctl);
+      char *name = malloc(w.name_len + 1);
+      if (name == NULL)
+        _exit(127);
+      memcpy(name, body + name_at, w.name_len);
+      name[w.name_len] = '\0';
+      int32_t nums[MAX_FDS];
+      memcpy(nums, body + nums_at, w.nfds * sizeof *nums);
+      /* A copy of its own: malloc's alignment, as the API promises. */
+      void *arg = w.arg_len > 0 ? malloc(w.arg_len) : NULL;
+      if (w.arg_len > 0 && arg == NULL)
+        _exit(127);
+      if (arg != NULL)
+        memcpy(arg, body + arg_at, w.arg_len);
+      child_setup(&w, got, w.has_cwd ? got[w.nfds] : -1, nums, body + env_at, name, arg, fn, owner);
+    }
+    if (pid < 0)
+      r = mproc__neg_errno();
+  }
+  for (int i = 0; i < ngot; i++)
+    close(got[i]);
+  free(body);
+  reply(ctl, r, pid, r == MPROC_ENOFUNC ? why : NULL);
+}
+
+_Noreturn void mproc__forkserver_main(int ctl) {
+  pid_t owner = getppid();
+  long sr = syscall(SYS_get_robust_list, 0, &robust_head, &robust_len);
+  if (prctl(PR_GET_TID_ADDRESS, &tid_addr, 0, 0, 0) != 0 || tid_addr == NULL || sr != 0) {
+    /* Without them a child's glibc would believe it is the server's thread
+     * (robust locks, pthread ids): refuse rather than half-work. */
+    char tag = 'N';
+    ssize_t n = write(ctl, &tag, 1);
+    (void)n;
+    _exit(1);
+  }
+  /* Keep nothing of the owner's but the channel: a pipe the owner reads to
+   * its end must not stay open here.  Children get the owner's descriptors
+   * with each request; stray writes of ours go to /dev/null. */
+  int fd = ctl;
+  if (ctl <= 2) {
+    fd = fcntl(ctl, F_DUPFD_CLOEXEC, 3);
+    if (fd < 0)
+      _exit(1);
+  }
+  if (syscall(SYS_close_range, 0u, (unsigned)fd - 1, 0) != 0)
+    for (int i = 0; i < fd; i++)
+      close(i);
+  if (syscall(SYS_close_range, (unsigned)fd + 1, ~0u, 0) != 0)
+    for (long i = fd + 1; i < sysconf(_SC_OPEN_MAX); i++)
+      close((int)i);
+  ctl = fd;
+  int null = open("/dev/null", O_RDWR);
+  if (null == 0) {
+    dup2(null, 1);
+    dup2(null, 2);
+  }
+  char tag = 'R';
+  if (write(ctl, &tag, 1) != 1)
+    _exit(0);
+  for (;;)
+    serve_one(ctl, owner);
+}

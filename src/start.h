@@ -1,0 +1,116 @@
+/* Internal: the spawn and forkserver start methods (start_spawn.c,
+ * forkserver.c).
+ *
+ * A caller (process.c today, the pool's worker launcher next) describes the
+ * child as a `struct mproc__start_req` and calls mproc__start_child(): the
+ * function travels as a reference (fnref.h), the argument bytes are copied,
+ * and the child comes back as a pid plus a registered pidfd of a *direct*
+ * child of the caller (forkserver children are created with CLONE_PARENT),
+ * so joining, exit codes, signals, sentinels and reaping are exactly those of
+ * a forked child: mproc__reap(), mproc__pidfd_kill(), waitid(P_PIDFD).
+ *
+ * In the child the library runs the entry named by `entry` before the
+ * program's main() (which never runs), then leaves through _exit() with the
+ * entry's return value. */
+#ifndef MPROC_SRC_START_H
+#define MPROC_SRC_START_H
+
+#include "fnref.h"
+
+#include <signal.h>
+
+/* What a spawned child runs once its function is resolved. */
+enum mproc__entry {
+  /* A process object: mproc__process_child_run() (process.c). */
+  MPROC__ENTRY_PROCESS = 1,
+};
+
+struct mproc__start_req {
+  int method;        /* MPROC_START_SPAWN or MPROC_START_FORKSERVER */
+  uint32_t entry;    /* MPROC__ENTRY_* */
+  mproc_function fn; /* the user's function, sent as a reference */
+  const void *arg;   /* argument bytes, copied to the child */
+  size_t len;        /* their size */
+  const char *name;  /* the process object's name ("" for none) */
+  const char *ident; /* its identity ("2:1"), for nested names */
+};
+
+/* Starts a child under req->method.  On success *pid and *pidfd (O_CLOEXEC,
+ * registered, owned by the caller) are set; the child is the caller's own
+ * child, killed by SIGKILL when the calling thread's process dies.  Errors:
+ * MPROC_EINVAL, MPROC_ENOFUNC (the function cannot be referenced here, or
+ * the child cannot find it: the reason is written to stderr), -errno of the
+ * exec that failed (-ENOENT, -E2BIG, -ENOMEM...), -EAGAIN/-EMFILE/-ENFILE/
+ * -ENOMEM, MPROC_ECHILDFAILED (the child died before its function was
+ * resolved), MPROC_ENOTSUP (forkserver: the kernel lacks a needed call).
+ * On failure nothing is left behind: no child, no fd.  Blocks until the
+ * child has its function (spawn: one exec; forkserver: one round trip). */
+int mproc__start_child(const struct mproc__start_req *req, pid_t *pid, int *pidfd);
+
+/* The method a process or pool uses when its option says 0: the value of
+ * MPROC_START_METHOD ("fork", "spawn" or "forkserver") when set, else fork.
+ * Returns the method, or MPROC_EINVAL for any other value of the variable. */
+int mproc__start_method_default(void);
+
+/* ---- shared by start_spawn.c and forkserver.c --------------- */
+
+#define MPROC__WIRE_MAGIC 0x6d70726fu /* "mpro" */
+/* The environment variable that marks an exec'd image as a library child:
+ * "s<fd>" (spawn child) or "f<fd>" (forkserver), <fd> the channel. */
+#define MPROC__WORKER_ENV "MPROC_WORKER"
+
+/* Header of a start request; followed by name_len bytes of name, arg_len
+ * bytes of argument, env_len bytes of NUL-separated environment, nfds int32
+ * fd numbers (the last two only for the forkserver). */
+struct mproc__wire {
+  uint32_t magic;
+  uint32_t entry;
+  int32_t parent; /* pid of the process object's creator */
+  uint32_t name_len;
+  uint64_t arg_len;
+  uint32_t env_len;
+  uint32_t nfds;   /* descriptors attached with SCM_RIGHTS */
+  int32_t has_cwd; /* the last attached descriptor is the cwd */
+  uint32_t umask;
+  uint8_t sigmask[sizeof(sigset_t)];
+  char ident[48];
+  struct mproc__fnref fn;
+};
+
+/* Fills the header for req (no descriptors, no environment). */
+int mproc__wire_make(const struct mproc__start_req *req, struct mproc__wire *w);
+
+/* Child side: reads exactly len bytes (EINTR-safe, blocking); 0 or -errno
+ * (-EPIPE at end of stream). */
+int mproc__read_full(int fd, void *buf, size_t len);
+/* Writes exactly len bytes with MSG_NOSIGNAL until the absolute deadline. */
+int mproc__send_full(int fd, const void *buf, size_t len, int64_t deadline_ms);
+
+/* Runs a resolved request in the child and never returns. */
+_Noreturn void mproc__child_run(const struct mproc__wire *w, mproc_function fn, const char *name,
+                                const void *arg);
+
+/* The forkserver's loop, entered by the worker constructor; never returns. */
+_Noreturn void mproc__forkserver_main(int ctl);
+
+/* forkserver.c: mproc__start_child() under MPROC_START_FORKSERVER, with the
+ * request header already made. */
+int mproc__forkserver_request(const struct mproc__start_req *req, const struct mproc__wire *w,
+                              pid_t *pid, int *pidfd);
+
+/* Spawn side helper shared with forkserver.c: exec's /proc/self/exe as a
+ * library child of kind 's' or 'f' with `chan` as its channel, sends
+ * payload (may be NULL) and waits for the child's first reply byte.  On
+ * success returns 0 with *pid and *pidfd set and *chan_out the parent's end
+ * (caller closes it). */
+int mproc__spawn_exec(char kind, const void *payload, size_t plen, const void *payload2,
+                      size_t plen2, pid_t *pid, int *pidfd, int *chan_out);
+
+/* ---- process.c ----------------------------------------------------------- */
+
+/* In a child: becomes the process object's child (parent pid, name,
+ * identity) and runs fn(arg, len); returns its exit code (stdio flushed). */
+int mproc__process_child_run(mproc_function fn, pid_t parent, const char *name, const char *ident,
+                             const void *arg, size_t len);
+
+#endif /* MPROC_SRC_START_H */

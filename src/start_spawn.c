@@ -1,0 +1,333 @@
+/* The spawn start method: a child that is a fresh exec of the program.
+ *
+ * Design notes.  Python's spawn re-runs the interpreter and imports the main
+ * module, which is why its users need an `if __name__ == "__main__"` guard.
+ * Here the child is an exec of /proc/self/exe -- the very file the parent
+ * runs, even if the path was replaced on disk since (argv[0] could name
+ * another program, or nothing) -- and the library takes it over before
+ * main() from an ELF constructor (worker_entry below) that recognises the
+ * marker variable MPROC_WORKER=s<fd>.  main() never runs in the child.
+ *
+ *   parent                                   child
+ *   socketpair (CLOEXEC both ends)
+ *   mproc__spawn: fork -------------------> default dispositions, parent-
+ *                                           death signal, library fds closed,
+ *                                           channel made inheritable, execve
+ *                                           (fails: 'E' errno, _exit 127)
+ *   send request (header, name, argument) -> constructor: read it, resolve
+ *                                           the function by reference
+ *   wait for the first reply byte  <------- 'R' ready | 'F' reason
+ *   'R': started; else reap and fail        run it, fflush, _exit(code)
+ *
+ * Why a handshake: errors that happen after fork (exec failing with ENOENT,
+ * E2BIG or ENOMEM; a function the child cannot find) become the start
+ * call's error instead of a mysterious exit code, and a failed start leaves
+ * no child behind (it is reaped here).  The reply comes after one exec and
+ * the dynamic loader's work, well under a millisecond for small programs.
+ *
+ * The marker is removed from the environment before the user's function
+ * runs, and the channel is closed, so nothing of it reaches the function's
+ * own children.  Every other fd marked close-on-exec -- all of the library's,
+ * and the program's own -- is closed by the exec: a spawn child inherits only
+ * the descriptors the program left inheritable. */
+#include "start.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* How long a start waits for the exec'd child to answer before it gives up
+ * and kills it: only a child that hangs in the program's own constructors
+ * (which run before the library's in a shared build) comes near it. */
+#define READY_MS 30000
+/* Upper bounds a child accepts for a request's variable parts. */
+#define NAME_LEN_MAX 4096
+
+extern char **environ;
+extern char *program_invocation_name;
+
+/* Exposed for tests only: the image exec'd (an ENOENT can be provoked). */
+const char *mproc__spawn_exe = "/proc/self/exe";
+
+int mproc__start_method_default(void) {
+  const char *s = getenv("MPROC_START_METHOD");
+  if (s == NULL || s[0] == '\0' || strcmp(s, "fork") == 0)
+    return MPROC_START_FORK;
+  if (strcmp(s, "spawn") == 0)
+    return MPROC_START_SPAWN;
+  if (strcmp(s, "forkserver") == 0)
+    return MPROC_START_FORKSERVER;
+  return MPROC_EINVAL;
+}
+
+/* ---- byte streams -------------------------------------------------------- */
+
+int mproc__read_full(int fd, void *buf, size_t len) {
+  while (len > 0) {
+    ssize_t n = read(fd, buf, len);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n < 0)
+      return mproc__neg_errno();
+    if (n == 0)
+      return -EPIPE;
+    buf = (char *)buf + n;
+    len -= (size_t)n;
+  }
+  return 0;
+}
+
+int mproc__send_full(int fd, const void *buf, size_t len, int64_t deadline_ms) {
+  while (len > 0) {
+    ssize_t n = send(fd, buf, len, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n < 0 && errno == EAGAIN) {
+      int r = mproc__poll1(fd, POLLOUT, deadline_ms);
+      if (r < 0)
+        return r;
+      continue;
+    }
+    if (n < 0)
+      return mproc__neg_errno();
+    buf = (const char *)buf + n;
+    len -= (size_t)n;
+  }
+  return 0;
+}
+
+int mproc__wire_make(const struct mproc__start_req *req, struct mproc__wire *w) {
+  memset(w, 0, sizeof *w);
+  int r = mproc__fnref_make(req->fn, &w->fn);
+  if (r < 0)
+    return r;
+  size_t nl = strlen(req->name);
+  if (nl > NAME_LEN_MAX || strlen(req->ident) >= sizeof w->ident)
+    return MPROC_EINVAL;
+  w->magic = MPROC__WIRE_MAGIC;
+  w->entry = req->entry;
+  w->parent = (int32_t)getpid();
+  w->name_len = (uint32_t)nl;
+  w->arg_len = req->len;
+  memcpy(w->ident, req->ident, strlen(req->ident) + 1);
+  return 0;
+}
+
+/* ---- parent side ---------------------------------------------------------- */
+
+struct exec_arg {
+  char *const *argv;
+  char *const *envp;
+  int chan; /* the child's end of the channel */
+};
+
+/* In the forked child: async-signal-safe calls only until execve. */
+static int exec_child(void *arg) {
+  const struct exec_arg *x = arg;
+  int fl = fcntl(x->chan, F_GETFD);
+  if (fl >= 0)
+    fcntl(x->chan, F_SETFD, fl & ~FD_CLOEXEC);
+  execve(mproc__spawn_exe, x->argv, x->envp);
+  char msg[1 + sizeof(int)] = {'E'};
+  int e = errno;
+  memcpy(msg + 1, &e, sizeof e);
+  ssize_t n = write(x->chan, msg, sizeof msg);
+  (void)n;
+  return 127;
+}
+
+/* environ without any marker of ours, plus our marker: built before fork,
+ * since the child may not allocate. */
+static char **make_envp(const char *marker) {
+  size_t n = 0;
+  while (environ != NULL && environ[n] != NULL)
+    n++;
+  char **envp = malloc((n + 2) * sizeof *envp);
+  if (envp == NULL)
+    return NULL;
+  size_t k = 0, ml = strlen(MPROC__WORKER_ENV);
+  for (size_t i = 0; i < n; i++)
+    if (!(strncmp(environ[i], MPROC__WORKER_ENV, ml) == 0 && environ[i][ml] == '='))
+      envp[k++] = environ[i];
+  envp[k++] = (char *)marker;
+  envp[k] = NULL;
+  return envp;
+}
+
+/* Reads the child's verdict: 0 ('R'), or the error it reports. */
+static int read_verdict(int fd, int64_t deadline) {
+  int r = mproc__poll1(fd, POLLIN, deadline);
+  if (r < 0)
+    return r == MPROC_ETIMEDOUT ? MPROC_ECHILDFAILED : r;
+  char tag;
+  ssize_t n;
+  do
+    n = recv(fd, &tag, 1, MSG_DONTWAIT);
+  while (n < 0 && errno == EINTR);
+  if (n <= 0)
+    return MPROC_ECHILDFAILED; /* died before it could say anything */
+  if (tag == 'R')
+    return 0;
+  if (tag == 'N')
+    return MPROC_ENOTSUP;
+  if (tag == 'F')
+    return MPROC_ENOFUNC;
+  int e = 0;
+  if (tag == 'E' && mproc__read_full(fd, &e, sizeof e) == 0 && e > 0)
+    return -e;
+  return MPROC_ECHILDFAILED;
+}
+
+int mproc__spawn_exec(char kind, const void *payload, size_t plen, const void *payload2,
+                      size_t plen2, pid_t *pid_out, int *pidfd_out, int *chan_out) {
+  int sv[2];
+  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0)
+    return mproc__neg_errno();
+  mproc__fd_register(sv[0]);
+  mproc__fd_register(sv[1]);
+  char marker[64];
+  snprintf(marker, sizeof marker, "%s=%c%d", MPROC__WORKER_ENV, kind, sv[1]);
+  char *argv[] = {program_invocation_name, NULL};
+  char **envp = make_envp(marker);
+  if (envp == NULL) {
+    mproc__close(sv[0]);
+    mproc__close(sv[1]);
+    return MPROC_ENOMEM;
+  }
+  struct exec_arg x = {.argv = argv, .envp = envp, .chan = sv[1]};
+  struct mproc__spawn_opts so = {.fn = exec_child, .arg = &x, .keep_fds = &sv[1], .nkeep = 1};
+  pid_t pid;
+  int pidfd;
+  int r = mproc__spawn(&so, &pid, &pidfd);
+  free(envp);
+  mproc__close(sv[1]);
+  if (r < 0) {
+    mproc__close(sv[0]);
+    return r;
+  }
+  int64_t deadline = mproc__deadline(READY_MS);
+  /* A child whose exec failed has exited: the send then fails (EPIPE) and
+   * the verdict read below tells why. */
+  if (plen > 0 && mproc__send_full(sv[0], payload, plen, deadline) == 0 && plen2 > 0)
+    mproc__send_full(sv[0], payload2, plen2, deadline);
+  r = read_verdict(sv[0], deadline);
+  if (r < 0) {
+    mproc__pidfd_kill(pidfd, SIGKILL);
+    mproc__reap(pidfd, NULL, -1); /* SIGKILLed: returns promptly */
+    mproc__close(pidfd);
+    mproc__close(sv[0]);
+    return r;
+  }
+  *pid_out = pid;
+  *pidfd_out = pidfd;
+  *chan_out = sv[0];
+  return 0;
+}
+
+int mproc__start_child(const struct mproc__start_req *req, pid_t *pid, int *pidfd) {
+  if (req == NULL || req->fn == NULL || (req->arg == NULL && req->len > 0) || req->name == NULL ||
+      req->ident == NULL || pid == NULL || pidfd == NULL)
+    return MPROC_EINVAL;
+  struct mproc__wire w;
+  int r = mproc__wire_make(req, &w);
+  if (r < 0)
+    return r;
+  if (req->method == MPROC_START_FORKSERVER)
+    return mproc__forkserver_request(req, &w, pid, pidfd);
+  if (req->method != MPROC_START_SPAWN)
+    return MPROC_EINVAL;
+  /* Header and name in one buffer, then the argument bytes straight from
+   * the caller's copy. */
+  size_t head = sizeof w + w.name_len;
+  char *buf = malloc(head);
+  if (buf == NULL)
+    return MPROC_ENOMEM;
+  memcpy(buf, &w, sizeof w);
+  memcpy(buf + sizeof w, req->name, w.name_len);
+  int chan;
+  r = mproc__spawn_exec('s', buf, head, req->arg, req->len, pid, pidfd, &chan);
+  free(buf);
+  if (r == 0)
+    mproc__close(chan);
+  return r;
+}
+
+/* ---- child side ------------------------------------------------------------ */
+
+_Noreturn void mproc__child_run(const struct mproc__wire *w, mproc_function fn, const char *name,
+                                const void *arg) {
+  int code = 127;
+  if (w->entry == MPROC__ENTRY_PROCESS)
+    code = mproc__process_child_run(fn, (pid_t)w->parent, name, w->ident, arg, w->arg_len);
+  else
+    fprintf(stderr, "mproc: unknown child entry %u\n", (unsigned)w->entry);
+  _exit(code);
+}
+
+/* Reads a request's header and name and argument; 0 or -errno/MPROC_EINVAL.
+ * Allocations are never freed: the child exits when done. */
+static int read_request(int fd, struct mproc__wire *w, char **name, void **arg) {
+  int r = mproc__read_full(fd, w, sizeof *w);
+  if (r < 0)
+    return r;
+  if (w->magic != MPROC__WIRE_MAGIC || w->name_len > NAME_LEN_MAX ||
+      w->ident[sizeof w->ident - 1] != '\0' || w->arg_len > SIZE_MAX / 2)
+    return MPROC_EINVAL;
+  *name = malloc(w->name_len + 1);
+  *arg = w->arg_len > 0 ? malloc(w->arg_len) : NULL;
+  if (*name == NULL || (w->arg_len > 0 && *arg == NULL))
+    return MPROC_ENOMEM;
+  (*name)[w->name_len] = '\0';
+  r = mproc__read_full(fd, *name, w->name_len);
+  if (r == 0)
+    r = mproc__read_full(fd, *arg, w->arg_len);
+  return r;
+}
+
+static _Noreturn void spawn_child_main(int fd) {
+  struct mproc__wire w;
+  char *name = NULL;
+  void *arg = NULL;
+  if (read_request(fd, &w, &name, &arg) < 0)
+    _exit(127); /* the parent went away mid-request, or a foreign marker */
+  mproc_function fn;
+  char why[1024];
+  if (mproc__fnref_resolve(&w.fn, &fn, why, sizeof why) < 0) {
+    fprintf(stderr, "mproc: cannot start \"%s\": %s\n", name, why);
+    char tag = 'F';
+    ssize_t n = write(fd, &tag, 1);
+    (void)n;
+    _exit(127);
+  }
+  char tag = 'R';
+  ssize_t n = write(fd, &tag, 1);
+  (void)n;
+  close(fd);
+  mproc__child_run(&w, fn, name, arg);
+}
+
+/* Runs before main() in every program linked with the library; returns at
+ * once unless this image was exec'd as a library child. */
+__attribute__((constructor)) static void worker_entry(void) {
+  const char *m = getenv(MPROC__WORKER_ENV);
+  if (m == NULL || (m[0] != 's' && m[0] != 'f'))
+    return;
+  char kind = m[0], *end;
+  long fd = strtol(m + 1, &end, 10);
+  struct stat st;
+  /* Only a socket can be our channel: a stray marker naming, say, stdin
+   * leaves the program alone. */
+  if (*end != '\0' || end == m + 1 || fd < 0 || fd > 1 << 24 || fstat((int)fd, &st) != 0 ||
+      !S_ISSOCK(st.st_mode))
+    return;
+  unsetenv(MPROC__WORKER_ENV);
+  fcntl((int)fd, F_SETFD, FD_CLOEXEC);
+  if (kind == 'f')
+    mproc__forkserver_main((int)fd);
+  spawn_child_main((int)fd);
+}

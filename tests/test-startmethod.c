@@ -1,0 +1,646 @@
+/* Start methods beyond fork (src/start_spawn.c, src/forkserver.c) and
+ * function references (src/fnref.c): bad input and failures.  The process
+ * suite itself runs under every method (tests/CMakeLists.txt). */
+#include "harness.h"
+#include "start.h"
+
+#include <dirent.h>
+#include <dlfcn.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#ifndef SYS_pidfd_open
+#define SYS_pidfd_open 434
+#endif
+
+static int64_t scaled(int64_t ms) {
+  const char *s = getenv("MPROC_TEST_TIMEOUT_SCALE");
+  double v = s != NULL ? atof(s) : 1.0;
+  return (int64_t)((double)ms * (v > 1 ? v : 1));
+}
+#define LONG_MS scaled(30000)
+
+extern const char *mproc__spawn_exe;
+
+static const int methods[] = {MPROC_START_SPAWN, MPROC_START_FORKSERVER};
+
+/* ---- helpers ------------------------------------------------------------- */
+
+static int ret_len(const void *arg, size_t len) {
+  (void)arg;
+  return (int)len;
+}
+
+static int sleep_forever(const void *arg, size_t len) {
+  (void)arg;
+  (void)len;
+  for (;;)
+    pause();
+  return 0;
+}
+
+/* Starts fn under `method` and returns its exit code (start errors as is). */
+static int run_code(int method, mproc_process_fn fn, const void *arg, size_t len) {
+  mproc_process_options o = {.start_method = method};
+  mproc_process *p = NULL;
+  int r = mproc_process_new(&p, fn, arg, len, &o);
+  if (r < 0)
+    return r;
+  r = mproc_process_start(p);
+  if (r == 0) {
+    mproc_assert_ok(mproc_process_join(p, LONG_MS));
+    mproc_assert_ok(mproc_process_exitcode(p, &r));
+  }
+  mproc_process_free(p);
+  return r;
+}
+
+/* Our child other than `except`: with one process object running, that is
+ * the forkserver. */
+static pid_t find_server_except(pid_t except) {
+  DIR *d = opendir("/proc");
+  ck_assert_ptr_nonnull(d);
+  pid_t found = -1;
+  struct dirent *e;
+  while (found < 0 && (e = readdir(d)) != NULL) {
+    pid_t pid = (pid_t)atoi(e->d_name);
+    if (pid <= 0 || pid == except)
+      continue;
+    char path[64], buf[512];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "re");
+    if (f == NULL)
+      continue;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    char *q = strrchr(buf, ')'), st;
+    int ppid;
+    if (q != NULL && sscanf(q + 1, " %c %d", &st, &ppid) == 2 && ppid == getpid())
+      found = pid;
+  }
+  closedir(d);
+  return found;
+}
+
+static void copy_file(const char *from, const char *to) {
+  int in = open(from, O_RDONLY | O_CLOEXEC);
+  ck_assert_int_ge(in, 0);
+  int out = open(to, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0755);
+  ck_assert_int_ge(out, 0);
+  char buf[65536];
+  ssize_t n;
+  while ((n = read(in, buf, sizeof buf)) > 0)
+    ck_assert_int_eq(write(out, buf, (size_t)n), n);
+  ck_assert_int_eq(n, 0);
+  close(in);
+  close(out);
+  ck_assert_int_eq(chmod(to, 0755), 0); /* O_TRUNC kept an older mode */
+}
+
+/* ---- function references ---------------------------------------------- */
+
+static int data_word = 7;
+
+START_TEST(test_function_registry) {
+  mproc_function fn;
+  mproc_assert_err(mproc_function_register(NULL, MPROC_FUNCTION(ret_len)), MPROC_EINVAL);
+  mproc_assert_err(mproc_function_register("", MPROC_FUNCTION(ret_len)), MPROC_EINVAL);
+  mproc_assert_err(mproc_function_register("x", NULL), MPROC_EINVAL);
+  char longname[MPROC_FUNCTION_NAME_MAX + 2];
+  memset(longname, 'a', sizeof longname - 1);
+  longname[sizeof longname - 1] = '\0';
+  mproc_assert_err(mproc_function_register(longname, MPROC_FUNCTION(ret_len)), MPROC_ENAMETOOLONG);
+  longname[MPROC_FUNCTION_NAME_MAX] = '\0'; /* the longest allowed */
+  mproc_assert_ok(mproc_function_register(longname, MPROC_FUNCTION(ret_len)));
+  mproc_assert_ok(mproc_function_register("ret_len", MPROC_FUNCTION(ret_len)));
+  mproc_assert_ok(mproc_function_register("ret_len", MPROC_FUNCTION(ret_len)));
+  mproc_assert_err(mproc_function_register("ret_len", MPROC_FUNCTION(sleep_forever)), MPROC_EEXIST);
+  mproc_assert_err(mproc_function_lookup(NULL, &fn), MPROC_EINVAL);
+  mproc_assert_err(mproc_function_lookup("ret_len", NULL), MPROC_EINVAL);
+  mproc_assert_err(mproc_function_lookup("nope", &fn), MPROC_ENOENT);
+  mproc_assert_ok(mproc_function_lookup("ret_len", &fn));
+  ck_assert(fn == MPROC_FUNCTION(ret_len));
+}
+END_TEST
+
+START_TEST(test_fnref_resolve) {
+  struct mproc__fnref ref;
+  mproc_function fn = NULL;
+  char why[512];
+  /* The program's own function and a shared library's (libc) come back. */
+  mproc_assert_ok(mproc__fnref_make(MPROC_FUNCTION(sleep_forever), &ref));
+  ck_assert_int_eq(ref.is_main, 1);
+  ck_assert_int_gt(ref.build_id_len, 0);
+  mproc_assert_ok(mproc__fnref_resolve(&ref, &fn, why, sizeof why));
+  ck_assert(fn == MPROC_FUNCTION(sleep_forever));
+  mproc_assert_ok(mproc__fnref_make(MPROC_FUNCTION(getppid), &ref));
+  ck_assert_int_eq(ref.is_main, 0);
+  ck_assert(ref.path[0] == '/');
+  mproc_assert_ok(mproc__fnref_resolve(&ref, &fn, why, sizeof why));
+  ck_assert(fn == MPROC_FUNCTION(getppid));
+
+  /* Data is not code; a heap address is in no object. */
+  mproc_assert_err(mproc__fnref_make((mproc_function)(void *)&data_word, &ref), MPROC_ENOFUNC);
+  void *heap = malloc(16);
+  mproc_assert_err(mproc__fnref_make((mproc_function)heap, &ref), MPROC_ENOFUNC);
+  free(heap);
+
+  /* A forged offset, a changed build-id, a missing library: errors that
+   * name the function, never a jump. */
+  mproc_assert_ok(mproc__fnref_make(MPROC_FUNCTION(sleep_forever), &ref));
+  struct mproc__fnref bad = ref;
+  bad.offset = UINT64_MAX / 2;
+  mproc_assert_err(mproc__fnref_resolve(&bad, &fn, why, sizeof why), MPROC_ENOFUNC);
+  ck_assert_msg(strstr(why, "<program>+0x") != NULL && strstr(why, "outside") != NULL, "%s", why);
+  bad = ref;
+  bad.build_id[0] ^= 0xff;
+  mproc_assert_err(mproc__fnref_resolve(&bad, &fn, why, sizeof why), MPROC_ENOFUNC);
+  ck_assert_msg(strstr(why, "build-id") != NULL, "%s", why);
+  mproc_assert_ok(mproc__fnref_make(MPROC_FUNCTION(getppid), &bad));
+  snprintf(bad.path, sizeof bad.path, "/nonexistent/libgone.so");
+  bad.build_id[0] ^= 0xff;
+  mproc_assert_err(mproc__fnref_resolve(&bad, &fn, why, sizeof why), MPROC_ENOFUNC);
+  ck_assert_msg(strstr(why, "/nonexistent/libgone.so+0x") != NULL, "%s", why);
+
+  /* A registered name travels with the reference and wins. */
+  mproc_assert_ok(mproc_function_register("sleeper", MPROC_FUNCTION(sleep_forever)));
+  mproc_assert_ok(mproc__fnref_make(MPROC_FUNCTION(sleep_forever), &ref));
+  ck_assert_str_eq(ref.name, "sleeper");
+  ref.offset = UINT64_MAX / 2;
+  mproc_assert_ok(mproc__fnref_resolve(&ref, &fn, why, sizeof why));
+  ck_assert(fn == MPROC_FUNCTION(sleep_forever));
+}
+END_TEST
+
+/* ---- options ----------------------------------------------------------- */
+
+START_TEST(test_bad_options) {
+  mproc_process *p = NULL;
+  mproc_process_options o = {.start_method = 4};
+  mproc_assert_err(mproc_process_new(&p, ret_len, NULL, 0, &o), MPROC_EINVAL);
+  o.start_method = -1;
+  mproc_assert_err(mproc_process_new(&p, ret_len, NULL, 0, &o), MPROC_EINVAL);
+  ck_assert_ptr_null(p);
+  /* A typo in the environment is an error, not a silent fork. */
+  ck_assert_int_eq(setenv("MPROC_START_METHOD", "forksrever", 1), 0);
+  mproc_assert_err(mproc_process_new(&p, ret_len, NULL, 0, NULL), MPROC_EINVAL);
+  ck_assert_int_eq(setenv("MPROC_START_METHOD", "spawn", 1), 0);
+  int v = 0;
+  mproc_assert_ok(mproc_process_new(&p, ret_len, &v, sizeof v, NULL));
+  ck_assert_int_eq(unsetenv("MPROC_START_METHOD"), 0);
+  mproc_assert_ok(mproc_process_start(p)); /* spawn, as created */
+  mproc_assert_ok(mproc_process_join(p, LONG_MS));
+  int code;
+  mproc_assert_ok(mproc_process_exitcode(p, &code));
+  ck_assert_int_eq(code, (int)sizeof v);
+  mproc_process_free(p);
+  /* No other image could find a function that is not code. */
+  for (size_t i = 0; i < 2; i++) {
+    o.start_method = methods[i];
+    mproc_assert_err(mproc_process_new(&p, (mproc_process_fn)(void *)&data_word, NULL, 0, &o),
+                     MPROC_ENOFUNC);
+  }
+  mproc_assert_err(mproc_forkserver_restarts(), 0);
+  mproc_forkserver_stop(); /* none running: nothing to do */
+}
+END_TEST
+
+/* ---- what reaches the child -------------------------------------------- */
+
+/* Checks every byte of a large argument and its alignment. */
+static int check_big(const void *arg, size_t len) {
+  if ((uintptr_t)arg % _Alignof(max_align_t) != 0)
+    return 2;
+  const unsigned char *b = arg;
+  for (size_t i = 0; i < len; i++)
+    if (b[i] != (unsigned char)(i * 7))
+      return 1;
+  return 0;
+}
+
+START_TEST(test_big_argument) {
+  size_t len = 3u << 20; /* far more than a socket buffer */
+  unsigned char *b = malloc(len);
+  ck_assert_ptr_nonnull(b);
+  for (size_t i = 0; i < len; i++)
+    b[i] = (unsigned char)(i * 7);
+  for (size_t i = 0; i < 2; i++)
+    ck_assert_int_eq(run_code(methods[i], check_big, b, len), 0);
+  free(b);
+}
+END_TEST
+
+/* The variable, directory and umask the parent set after the forkserver
+ * started must be the child's. */
+static int check_context(const void *arg, size_t len) {
+  char cwd[4096];
+  if (getcwd(cwd, sizeof cwd) == NULL || strlen(cwd) != len || memcmp(cwd, arg, len) != 0)
+    return 1;
+  const char *v = getenv("MPROC_TEST_LATE");
+  if (v == NULL || strcmp(v, "yes") != 0)
+    return 2;
+  mode_t m = umask(0);
+  if (m != 027)
+    return 3;
+  if (getenv(MPROC__WORKER_ENV) != NULL)
+    return 4;
+  return 0;
+}
+
+START_TEST(test_child_context) {
+  for (size_t i = 0; i < 2; i++) {
+    ck_assert_int_eq(run_code(methods[i], ret_len, NULL, 0), 0); /* server up */
+    char dir[] = "/tmp/mproc-startm-XXXXXX", old[4096];
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    ck_assert_ptr_nonnull(getcwd(old, sizeof old));
+    ck_assert_int_eq(chdir(dir), 0);
+    ck_assert_int_eq(setenv("MPROC_TEST_LATE", "yes", 1), 0);
+    mode_t um = umask(027);
+    char real[4096];
+    ck_assert_ptr_nonnull(getcwd(real, sizeof real));
+    int code = run_code(methods[i], check_context, real, strlen(real));
+    umask(um);
+    unsetenv("MPROC_TEST_LATE");
+    ck_assert_int_eq(chdir(old), 0);
+    ck_assert_int_eq(rmdir(dir), 0);
+    ck_assert_int_eq(code, 0);
+  }
+}
+END_TEST
+
+/* ---- functions of libraries -------------------------------------------- */
+
+START_TEST(test_dlopen_after_start) {
+  /* The forkserver runs before the library is loaded: it must load it. */
+  ck_assert_int_eq(run_code(MPROC_START_FORKSERVER, ret_len, NULL, 0), 0);
+  void *h = dlopen(FNLIB_PATH, RTLD_NOW | RTLD_LOCAL);
+  ck_assert_msg(h != NULL, "%s", dlerror());
+  mproc_process_fn fn = (mproc_process_fn)(uintptr_t)dlsym(h, "fnlib_work");
+  ck_assert_ptr_nonnull((void *)(uintptr_t)fn);
+  int v = 1;
+  for (size_t i = 0; i < 2; i++)
+    ck_assert_int_eq(run_code(methods[i], fn, &v, sizeof v), 40 + (int)sizeof v);
+  dlclose(h);
+}
+END_TEST
+
+START_TEST(test_library_without_build_id) {
+  void *h = dlopen(FNLIB_NOID_PATH, RTLD_NOW | RTLD_LOCAL);
+  ck_assert_msg(h != NULL, "%s", dlerror());
+  mproc_process_fn fn = (mproc_process_fn)(uintptr_t)dlsym(h, "fnlib_work");
+  struct mproc__fnref ref;
+  mproc_assert_ok(mproc__fnref_make(MPROC_FUNCTION(fn), &ref));
+  ck_assert_int_eq(ref.build_id_len, 0); /* identified by its file instead */
+  for (size_t i = 0; i < 2; i++)
+    ck_assert_int_eq(run_code(methods[i], fn, NULL, 0), 60);
+  dlclose(h);
+}
+END_TEST
+
+/* A library replaced on disk after the parent loaded it is refused, with
+ * or without a build-id. */
+static void replaced_case(const char *lib, const char *other) {
+  char dir[] = "/tmp/mproc-startm-XXXXXX", path[256], tmp[256];
+  ck_assert_ptr_nonnull(mkdtemp(dir));
+  snprintf(path, sizeof path, "%s/libwork.so", dir);
+  snprintf(tmp, sizeof tmp, "%s/new.so", dir);
+  copy_file(lib, path);
+  void *h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+  ck_assert_msg(h != NULL, "%s", dlerror());
+  mproc_process_fn fn = (mproc_process_fn)(uintptr_t)dlsym(h, "fnlib_work");
+  copy_file(other, tmp);
+  ck_assert_int_eq(rename(tmp, path), 0);
+  for (size_t i = 0; i < 2; i++)
+    mproc_assert_err(run_code(methods[i], fn, NULL, 0), MPROC_ENOFUNC);
+  dlclose(h);
+  unlink(path);
+  rmdir(dir);
+}
+
+START_TEST(test_library_replaced) {
+  replaced_case(FNLIB_PATH, FNLIB_NOID_PATH);
+  replaced_case(FNLIB_NOID_PATH, FNLIB_NOID_PATH); /* same bytes, new file */
+}
+END_TEST
+
+/* ---- the program's file replaced --------------------------------------- */
+
+static int ret_42(const void *arg, size_t len) {
+  (void)arg;
+  (void)len;
+  return 42;
+}
+
+/* Run as "<copy> --replaced <method>": replaces its own file, then starts a
+ * child under that method.  Exit 0 when the child ran. */
+static int replaced_helper(int method) {
+  char self[4096];
+  ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+  if (n <= 0)
+    return 10;
+  self[n] = '\0';
+  char tmp[4200];
+  snprintf(tmp, sizeof tmp, "%s.new", self);
+  FILE *f = fopen(tmp, "w");
+  if (f == NULL || fputs("#!/bin/sh\nexit 3\n", f) < 0 || fclose(f) != 0)
+    return 11;
+  if (rename(tmp, self) != 0)
+    return 12;
+  mproc_process_options o = {.start_method = method};
+  mproc_process *p;
+  int code = -1;
+  if (mproc_process_new(&p, ret_42, NULL, 0, &o) != 0 || mproc_process_start(p) != 0 ||
+      mproc_process_join(p, -1) != 0 || mproc_process_exitcode(p, &code) != 0)
+    return 13;
+  mproc_process_free(p);
+  return code == 42 ? 0 : 14;
+}
+
+START_TEST(test_binary_replaced) {
+  char dir[] = "/tmp/mproc-startm-XXXXXX", bin[256];
+  ck_assert_ptr_nonnull(mkdtemp(dir));
+  snprintf(bin, sizeof bin, "%s/prog", dir);
+  copy_file("/proc/self/exe", bin);
+  for (size_t i = 0; i < 2; i++) {
+    char m[16];
+    snprintf(m, sizeof m, "%d", methods[i]);
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+      execl(bin, bin, "--replaced", m, (char *)NULL);
+      _exit(127);
+    }
+    int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+    ck_assert_int_ge(pidfd, 0);
+    ck_assert_int_gt(mproc__poll1(pidfd, POLLIN, mproc__deadline(LONG_MS)), 0);
+    int status;
+    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+    close(pidfd);
+    ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "method %d: status %#x",
+                  methods[i], status);
+    copy_file("/proc/self/exe", bin); /* the helper replaced it */
+  }
+  unlink(bin);
+  rmdir(dir);
+}
+END_TEST
+
+/* A marker that does not name a socket (here: stdin, /dev/null) leaves the
+ * program alone: its main() runs. */
+START_TEST(test_stray_marker) {
+  pid_t pid = fork();
+  ck_assert_int_ge(pid, 0);
+  if (pid == 0) {
+    int null = open("/dev/null", O_RDONLY);
+    if (null < 0 || dup2(null, 0) != 0)
+      _exit(120);
+    char *argv[] = {"prog", "--main-runs", NULL};
+    char *envp[] = {"MPROC_WORKER=s0", NULL};
+    execve("/proc/self/exe", argv, envp);
+    _exit(127);
+  }
+  int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+  ck_assert_int_ge(pidfd, 0);
+  ck_assert_int_gt(mproc__poll1(pidfd, POLLIN, mproc__deadline(LONG_MS)), 0);
+  close(pidfd);
+  int status;
+  ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+  ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 33, "status %#x", status);
+}
+END_TEST
+
+/* ---- the forkserver's life ---------------------------------------------- */
+
+START_TEST(test_forkserver_killed) {
+  mproc_process_options o = {.start_method = MPROC_START_FORKSERVER};
+  mproc_process *sleeper;
+  mproc_assert_ok(mproc_process_new(&sleeper, sleep_forever, NULL, 0, &o));
+  mproc_assert_ok(mproc_process_start(sleeper));
+  /* The sleeper is our child, so the only other child is the server. */
+  ck_assert_int_eq(mproc_test_count_children(), 2);
+  pid_t sleeper_pid = mproc_process_pid(sleeper);
+  int restarts = mproc_forkserver_restarts();
+  for (int round = 1; round <= 2; round++) {
+    pid_t server = find_server_except(sleeper_pid);
+    ck_assert_int_gt(server, 0);
+    int sfd = (int)syscall(SYS_pidfd_open, server, 0);
+    ck_assert_int_ge(sfd, 0);
+    ck_assert_int_eq(kill(server, SIGKILL), 0);
+    ck_assert_int_gt(mproc__poll1(sfd, POLLIN, mproc__deadline(LONG_MS)), 0);
+    close(sfd);
+    /* The next start replaces it transparently... */
+    ck_assert_int_eq(run_code(MPROC_START_FORKSERVER, ret_42, NULL, 0), 42);
+    ck_assert_int_eq(mproc_forkserver_restarts(), restarts + round);
+  }
+  /* ...and the child it had started runs on, still ours. */
+  ck_assert_int_eq(mproc_process_is_alive(sleeper), 1);
+  mproc_assert_ok(mproc_process_kill(sleeper, 0));
+  mproc_assert_ok(mproc_process_join(sleeper, LONG_MS));
+  int code;
+  mproc_assert_ok(mproc_process_exitcode(sleeper, &code));
+  ck_assert_int_eq(code, -SIGKILL);
+  mproc_process_free(sleeper);
+}
+END_TEST
+
+/* Starts a forkserver child, reports the server's pid and the child's on
+ * the fd given, then sleeps. */
+static int start_and_report(const void *arg, size_t len) {
+  (void)len;
+  int fd = *(const int *)arg;
+  mproc_process_options o = {.start_method = MPROC_START_FORKSERVER};
+  mproc_process *p;
+  if (mproc_process_new(&p, sleep_forever, NULL, 0, &o) != 0 || mproc_process_start(p) != 0)
+    return 1;
+  pid_t pids[2] = {find_server_except(mproc_process_pid(p)), mproc_process_pid(p)};
+  if (write(fd, pids, sizeof pids) != (ssize_t)sizeof pids)
+    return 2;
+  return sleep_forever(NULL, 0);
+}
+
+START_TEST(test_owner_killed) {
+  /* The server and every child it made die with their owner, even when the
+   * owner dies by SIGKILL: no orphan is left. */
+  int pfd[2];
+  ck_assert_int_eq(pipe2(pfd, 0), 0);
+  mproc_process *owner;
+  mproc_assert_ok(mproc_process_new(&owner, start_and_report, &pfd[1], sizeof pfd[1], NULL));
+  mproc_assert_ok(mproc_process_start(owner));
+  pid_t pids[2];
+  ck_assert_int_gt(mproc__poll1(pfd[0], POLLIN, mproc__deadline(LONG_MS)), 0);
+  ck_assert_int_eq(read(pfd[0], pids, sizeof pids), (ssize_t)sizeof pids);
+  int fds[2];
+  for (int i = 0; i < 2; i++) {
+    ck_assert_int_gt(pids[i], 0);
+    fds[i] = (int)syscall(SYS_pidfd_open, pids[i], 0);
+    ck_assert_int_ge(fds[i], 0);
+  }
+  mproc_assert_ok(mproc_process_kill(owner, 0));
+  mproc_assert_ok(mproc_process_join(owner, LONG_MS));
+  for (int i = 0; i < 2; i++) {
+    ck_assert_msg(mproc__poll1(fds[i], POLLIN, mproc__deadline(LONG_MS)) > 0,
+                  "%s %d outlived its owner", i == 0 ? "server" : "child", (int)pids[i]);
+    close(fds[i]);
+  }
+  mproc_process_free(owner);
+  close(pfd[0]);
+  close(pfd[1]);
+}
+END_TEST
+
+/* ---- exec failing ------------------------------------------------------- */
+
+START_TEST(test_exec_fails) {
+  for (size_t i = 0; i < 2; i++) {
+    mproc_process_options o = {.start_method = methods[i]};
+    mproc_process *p;
+    mproc_assert_ok(mproc_process_new(&p, ret_42, NULL, 0, &o));
+    int fds = mproc_test_count_fds();
+    /* No such file: what a vanished /proc (or a sandbox) would give. */
+    mproc_forkserver_stop();
+    mproc__spawn_exe = "/nonexistent/mproc-program";
+    int r = mproc_process_start(p);
+    mproc__spawn_exe = "/proc/self/exe";
+    mproc_assert_err(r, -ENOENT);
+    /* An environment the kernel refuses (one string over 128 KiB). */
+    size_t big = 200000;
+    char *v = malloc(big + 1);
+    ck_assert_ptr_nonnull(v);
+    memset(v, 'x', big);
+    v[big] = '\0';
+    ck_assert_int_eq(setenv("MPROC_TEST_BIG", v, 1), 0);
+    free(v);
+    r = mproc_process_start(p);
+    unsetenv("MPROC_TEST_BIG");
+    mproc_assert_err(r, MPROC_E2BIG);
+    /* Nothing left behind; the object is still new and starts now. */
+    ck_assert_int_eq(mproc_test_count_children(), 0);
+    ck_assert_int_eq(mproc_test_count_fds(), fds);
+    mproc_assert_err(mproc_process_pid(p), MPROC_ESTATE);
+    mproc_assert_ok(mproc_process_start(p));
+    mproc_assert_ok(mproc_process_join(p, LONG_MS));
+    int code;
+    mproc_assert_ok(mproc_process_exitcode(p, &code));
+    ck_assert_int_eq(code, 42);
+    mproc_process_free(p);
+  }
+}
+END_TEST
+
+/* ---- fork safety ---------------------------------------------------------- */
+
+/* 16 threads loop on malloc/free, stdio and a mutex of their own: under
+ * fork, a child forked while one of them holds the mutex (or a FILE lock)
+ * and then takes it would hang forever.  Under spawn and forkserver every
+ * child must be ready at once. */
+static pthread_mutex_t busy_lock = PTHREAD_MUTEX_INITIALIZER;
+static FILE *busy_out;
+static _Atomic int busy_stop;
+
+static void *busy(void *arg) {
+  (void)arg;
+  unsigned n = 0;
+  while (!atomic_load(&busy_stop)) {
+    pthread_mutex_lock(&busy_lock);
+    void *m = malloc(64 + (n++ % 4096));
+    fprintf(busy_out, "%u\n", n);
+    free(m);
+    pthread_mutex_unlock(&busy_lock);
+  }
+  return NULL;
+}
+
+/* Takes the same locks the threads hold: hangs only in a child that
+ * inherited them held. */
+static int use_locks(const void *arg, size_t len) {
+  (void)arg;
+  (void)len;
+  pthread_mutex_lock(&busy_lock);
+  void *m = malloc(100);
+  if (busy_out != NULL) { /* NULL in a fresh image: nothing to inherit */
+    fprintf(busy_out, "child\n");
+    fflush(busy_out);
+  }
+  free(m);
+  pthread_mutex_unlock(&busy_lock);
+  return 7;
+}
+
+static void fork_safety(int method) {
+  /* Under sanitizers every exec is several times slower: fewer rounds,
+   * same check. */
+  int count = getenv("MPROC_TEST_TIMEOUT_SCALE") != NULL ? 200 : 1000;
+  busy_out = fopen("/dev/null", "we");
+  ck_assert_ptr_nonnull(busy_out);
+  atomic_store(&busy_stop, 0);
+  pthread_t t[16];
+  for (int i = 0; i < 16; i++)
+    ck_assert_int_eq(pthread_create(&t[i], NULL, busy, NULL), 0);
+  mproc_process_options o = {.start_method = method};
+  int64_t worst = 0;
+  for (int i = 0; i < count; i++) {
+    int64_t t0 = mproc_now_ms();
+    mproc_process *p;
+    mproc_assert_ok(mproc_process_new(&p, use_locks, NULL, 0, &o));
+    mproc_assert_ok(mproc_process_start(p));
+    /* Ready and done within 2 s, every time. */
+    mproc_assert_ok(mproc_process_join(p, scaled(2000)));
+    int code;
+    mproc_assert_ok(mproc_process_exitcode(p, &code));
+    ck_assert_int_eq(code, 7);
+    mproc_process_free(p);
+    int64_t dt = mproc_now_ms() - t0;
+    worst = dt > worst ? dt : worst;
+  }
+  atomic_store(&busy_stop, 1);
+  for (int i = 0; i < 16; i++)
+    ck_assert_int_eq(pthread_join(t[i], NULL), 0);
+  fclose(busy_out);
+  busy_out = NULL;
+  printf("fork safety, method %d: %d children, slowest %lld ms\n", method, count, (long long)worst);
+}
+
+START_TEST(test_fork_safety_spawn) { fork_safety(MPROC_START_SPAWN); }
+END_TEST
+
+START_TEST(test_fork_safety_forkserver) { fork_safety(MPROC_START_FORKSERVER); }
+END_TEST
+
+int main(int argc, char **argv) {
+  if (argc == 3 && strcmp(argv[1], "--replaced") == 0)
+    return replaced_helper(atoi(argv[2]));
+  if (argc == 2 && strcmp(argv[1], "--main-runs") == 0)
+    return getenv("MPROC_WORKER") != NULL ? 33 : 34;
+  Suite *s = suite_create("startmethod");
+  TCase *tc = mproc_test_tcase(s, "references", 60);
+  tcase_add_test(tc, test_function_registry);
+  tcase_add_test(tc, test_fnref_resolve);
+  tcase_add_test(tc, test_bad_options);
+  tc = mproc_test_tcase(s, "child", 120);
+  tcase_add_test(tc, test_big_argument);
+  tcase_add_test(tc, test_child_context);
+  tcase_add_test(tc, test_dlopen_after_start);
+  tcase_add_test(tc, test_library_without_build_id);
+  tcase_add_test(tc, test_library_replaced);
+  tcase_add_test(tc, test_binary_replaced);
+  tcase_add_test(tc, test_stray_marker);
+  tc = mproc_test_tcase(s, "failures", 120);
+  tcase_add_test(tc, test_forkserver_killed);
+  tcase_add_test(tc, test_owner_killed);
+  tcase_add_test(tc, test_exec_fails);
+  tc = mproc_test_tcase(s, "fork-safety", 300);
+  tcase_add_test(tc, test_fork_safety_spawn);
+  tcase_add_test(tc, test_fork_safety_forkserver);
+  return mproc_test_run(s);
+}
