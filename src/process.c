@@ -243,8 +243,10 @@ static void register_handlers(void) {
 
 /* ---- the child side ------------------------------------------------------ */
 
-int mproc__process_child_run(mproc_function fn, pid_t parent, const char *name, const char *ident,
-                             const void *arg, size_t len) {
+/* Becomes the process object's child (parent pid, name, identity), runs
+ * fn(arg, len) and returns its exit code, stdio flushed. */
+static int child_run(mproc_function fn, pid_t parent, const char *name, const char *ident,
+                     const void *arg, size_t len) {
   parent_pid = parent;
   current_name = name;
   /* As Python's _bootstrap: the child's own objects count from 1 again and
@@ -260,8 +262,16 @@ int mproc__process_child_run(mproc_function fn, pid_t parent, const char *name, 
 
 static int child_entry(void *arg) {
   struct mproc_process *p = arg;
-  return mproc__process_child_run(MPROC_FUNCTION(p->fn), p->creator, p->name, p->ident, p->arg,
-                                  p->len);
+  return child_run(MPROC_FUNCTION(p->fn), p->creator, p->name, p->ident, p->arg, p->len);
+}
+
+/* The same in a spawn or forkserver child. */
+static int spawned_entry(const struct mproc__child_ctx *c) {
+  return child_run(c->fn, c->parent, c->name, c->ident, c->arg, c->len);
+}
+
+__attribute__((constructor(MPROC__ENTRY_PRIORITY))) static void register_entry(void) {
+  mproc__start_entry_register(MPROC__ENTRY_PROCESS, spawned_entry);
 }
 
 /* ---- public API --------------------------------------------------------- */

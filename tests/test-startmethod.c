@@ -183,6 +183,84 @@ START_TEST(test_fnref_resolve) {
 }
 END_TEST
 
+/* ---- the internal entry API (what the pool's workers will use) ---------- */
+
+#define TEST_ENTRY (MPROC__ENTRY_MAX - 1)
+
+/* Writes the entry's view to its first descriptor: the function's result,
+ * how many descriptors came, whether they are close-on-exec. */
+static int test_entry(const struct mproc__child_ctx *c) {
+  int v[3] = {((mproc_process_fn)c->fn)(c->arg, c->len), (int)c->nfds, 1};
+  for (size_t i = 0; i < c->nfds; i++)
+    if (!(fcntl(c->fds[i], F_GETFD) & FD_CLOEXEC))
+      v[2] = 0;
+  if (c->nfds == 0 || write(c->fds[0], v, sizeof v) != (ssize_t)sizeof v)
+    return 1;
+  return 0;
+}
+
+__attribute__((constructor(MPROC__ENTRY_PRIORITY))) static void register_test_entry(void) {
+  mproc__start_entry_register(TEST_ENTRY, test_entry);
+}
+
+START_TEST(test_entry_with_fds) {
+  int pfd[2], other[2];
+  ck_assert_int_eq(pipe2(pfd, O_CLOEXEC), 0); /* reaches the child only if sent */
+  ck_assert_int_eq(pipe2(other, O_CLOEXEC), 0);
+  int send[2] = {pfd[1], other[0]};
+  int v = 5;
+  for (size_t i = 0; i < 2; i++) {
+    struct mproc__start_req rq = {.method = methods[i],
+                                  .entry = TEST_ENTRY,
+                                  .fn = MPROC_FUNCTION(ret_len),
+                                  .arg = &v,
+                                  .len = sizeof v,
+                                  .name = "entry",
+                                  .ident = "",
+                                  .fds = send,
+                                  .nfds = 2};
+    pid_t pid;
+    int pidfd, code = -1;
+    mproc_assert_ok(mproc__start_child(&rq, &pid, &pidfd));
+    int got[3];
+    ck_assert_int_gt(mproc__poll1(pfd[0], POLLIN, mproc__deadline(LONG_MS)), 0);
+    ck_assert_int_eq(read(pfd[0], got, sizeof got), (ssize_t)sizeof got);
+    ck_assert_int_eq(got[0], (int)sizeof v);
+    ck_assert_int_eq(got[1], 2);
+    ck_assert_int_eq(got[2], 1);
+    mproc_assert_ok(mproc__reap(pidfd, &code, mproc__deadline(LONG_MS)));
+    ck_assert_int_eq(code, 0);
+    mproc__close(pidfd);
+
+    /* An id no constructor registered: the child says so and fails. */
+    rq.entry = TEST_ENTRY - 1;
+    mproc_assert_ok(mproc__start_child(&rq, &pid, &pidfd));
+    mproc_assert_ok(mproc__reap(pidfd, &code, mproc__deadline(LONG_MS)));
+    ck_assert_int_eq(code, 127);
+    mproc__close(pidfd);
+
+    /* Bad requests. */
+    rq.entry = 0;
+    mproc_assert_err(mproc__start_child(&rq, &pid, &pidfd), MPROC_EINVAL);
+    rq.entry = MPROC__ENTRY_MAX;
+    mproc_assert_err(mproc__start_child(&rq, &pid, &pidfd), MPROC_EINVAL);
+    rq.entry = TEST_ENTRY;
+    rq.nfds = MPROC__START_FDS_MAX + 1;
+    mproc_assert_err(mproc__start_child(&rq, &pid, &pidfd), MPROC_EINVAL);
+    rq.nfds = 1;
+    rq.fds = NULL;
+    mproc_assert_err(mproc__start_child(&rq, &pid, &pidfd), MPROC_EINVAL);
+    rq.method = MPROC_START_FORK; /* mproc__spawn's business, not this one's */
+    rq.fds = send;
+    mproc_assert_err(mproc__start_child(&rq, &pid, &pidfd), MPROC_EINVAL);
+  }
+  for (int i = 0; i < 2; i++) {
+    close(pfd[i]);
+    close(other[i]);
+  }
+}
+END_TEST
+
 /* ---- options ----------------------------------------------------------- */
 
 START_TEST(test_bad_options) {
@@ -627,6 +705,7 @@ int main(int argc, char **argv) {
   tcase_add_test(tc, test_function_registry);
   tcase_add_test(tc, test_fnref_resolve);
   tcase_add_test(tc, test_bad_options);
+  tcase_add_test(tc, test_entry_with_fds);
   tc = mproc_test_tcase(s, "child", 120);
   tcase_add_test(tc, test_big_argument);
   tcase_add_test(tc, test_child_context);
