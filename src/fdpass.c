@@ -17,6 +17,7 @@
  * closed with it.  MSG_CTRUNC (descriptors dropped by the kernel, e.g. at
  * RLIMIT_NOFILE) is reported as -EMFILE rather than silently losing them. */
 #include "pipe.h"
+#include "scm.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -82,21 +83,9 @@ ssize_t mproc__conn_recvmsg(struct mproc_conn *c, void *dst, size_t n, bool dont
 
 ssize_t mproc__conn_sendmsg(struct mproc_conn *c, struct iovec *iov, int iovcnt, const int *fds,
                             size_t nfds) {
-  union {
-    char buf[CMSG_SPACE(MPROC__SCM_MAX_FD * sizeof(int))];
-    struct cmsghdr align;
-  } ctl;
+  union mproc__scm_buf ctl;
   struct msghdr m = {.msg_iov = iov, .msg_iovlen = (size_t)iovcnt};
-  if (nfds > 0) {
-    memset(ctl.buf, 0, sizeof ctl.buf);
-    m.msg_control = ctl.buf;
-    m.msg_controllen = CMSG_SPACE(nfds * sizeof(int));
-    struct cmsghdr *h = CMSG_FIRSTHDR(&m);
-    h->cmsg_level = SOL_SOCKET;
-    h->cmsg_type = SCM_RIGHTS;
-    h->cmsg_len = CMSG_LEN(nfds * sizeof(int));
-    memcpy(CMSG_DATA(h), fds, nfds * sizeof(int));
-  }
+  mproc__scm_attach(&m, &ctl, fds, nfds);
   for (;;) {
     ssize_t r = sendmsg(c->fd, &m, MSG_NOSIGNAL | MSG_DONTWAIT);
     if (r >= 0)

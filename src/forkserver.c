@@ -47,6 +47,7 @@
  * starts its own server when it needs one. */
 #include "process.h"
 #include "start.h"
+#include "scm.h"
 
 #include <dirent.h>
 #include <fcntl.h>
@@ -78,8 +79,8 @@
 #endif
 
 /* Inheritable descriptors one request can carry: the kernel's SCM_MAX_FD
- * (253), less the entry's descriptors and the working directory. */
-#define MAX_FDS (253 - MPROC__START_FDS_MAX - 1)
+ * (MPROC__SCM_FDS), less the entry's descriptors and the working directory. */
+#define MAX_FDS (MPROC__SCM_FDS - MPROC__START_FDS_MAX - 1)
 /* Every descriptor of one request. */
 #define ALL_FDS (MAX_FDS + MPROC__START_FDS_MAX + 1)
 /* Bound on a reply: a live server answers in microseconds. */

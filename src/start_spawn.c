@@ -38,6 +38,7 @@
  * and the program's own -- is closed by the exec: a spawn child inherits only
  * the descriptors the program left inheritable. */
 #include "start.h"
+#include "scm.h"
 
 #include <fcntl.h>
 #include <poll.h>
@@ -128,24 +129,12 @@ int mproc__wire_make(const struct mproc__start_req *req, struct mproc__wire *w) 
 
 int mproc__send_header(int sock, const struct mproc__wire *w, const int *fds, size_t nfds,
                        int64_t deadline_ms) {
-  union {
-    char buf[CMSG_SPACE(253 * sizeof(int))];
-    struct cmsghdr align;
-  } ctl;
-  if (nfds > 253)
+  if (nfds > MPROC__SCM_FDS)
     return MPROC_EINVAL;
+  union mproc__scm_buf ctl;
   struct iovec iov = {.iov_base = (void *)w, .iov_len = sizeof *w};
   struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1};
-  if (nfds > 0) {
-    memset(ctl.buf, 0, sizeof ctl.buf);
-    m.msg_control = ctl.buf;
-    m.msg_controllen = CMSG_SPACE(nfds * sizeof(int));
-    struct cmsghdr *h = CMSG_FIRSTHDR(&m);
-    h->cmsg_level = SOL_SOCKET;
-    h->cmsg_type = SCM_RIGHTS;
-    h->cmsg_len = CMSG_LEN(nfds * sizeof(int));
-    memcpy(CMSG_DATA(h), fds, nfds * sizeof(int));
-  }
+  mproc__scm_attach(&m, &ctl, fds, nfds);
   ssize_t n;
   for (;;) {
     n = sendmsg(sock, &m, MSG_NOSIGNAL | MSG_DONTWAIT);
@@ -164,10 +153,7 @@ int mproc__send_header(int sock, const struct mproc__wire *w, const int *fds, si
 }
 
 int mproc__recv_header(int sock, struct mproc__wire *w, int *fds, size_t cap) {
-  union {
-    char buf[CMSG_SPACE(253 * sizeof(int))];
-    struct cmsghdr align;
-  } c;
+  union mproc__scm_buf c;
   struct iovec iov = {.iov_base = w, .iov_len = sizeof *w};
   struct msghdr m = {
       .msg_iov = &iov, .msg_iovlen = 1, .msg_control = c.buf, .msg_controllen = sizeof c.buf};
