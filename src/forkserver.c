@@ -264,7 +264,8 @@ int mproc__forkserver_request(const struct mproc__start_req *req, const struct m
   struct mproc__wire w = *w0;
   int fds[ALL_FDS];
   int32_t nums[MAX_FDS];
-  memcpy(fds, req->fds, req->nfds * sizeof *fds);
+  if (req->nfds > 0)
+    memcpy(fds, req->fds, req->nfds * sizeof *fds);
   int nfds = collect_fds(fds + req->nfds, &w, nums);
   if (nfds < 0)
     return nfds;
