@@ -19,12 +19,17 @@ CMAKE_ARGS ?=
 NO_TESTS ?= error
 
 # Without libpng-dev and libuv1-dev the library, the tests and every other
-# example still build: the two examples that need them are skipped.
-BUILD_DEPS := cmake make gcc pkg-config check libpng-dev libuv1-dev
-# What the tests need: Check, and wrk for the prefork server's load test.
-TEST_DEPS := cmake make gcc check pkg-config wrk
+# example still build: the two examples that need them are skipped.  Without
+# Open MPI the MPI backend (libmproc_mpi) and its tests are skipped.
+MPI_DEPS := openmpi-bin libopenmpi-dev
+BUILD_DEPS := cmake make gcc pkg-config check libpng-dev libuv1-dev $(MPI_DEPS)
+# What the tests need: Check, wrk for the prefork server's load test, and
+# GNU parallel, which the mproc run tests compare against, and Open MPI for
+# the MPI backend's cases.
+TEST_DEPS := cmake make gcc check pkg-config wrk parallel $(MPI_DEPS)
 FORMAT_DEPS := clang-format
-BENCH_DEPS := python3 wrk
+# mpi4py.futures runs beside the MPI backend (Debian's python3, not pyenv's).
+BENCH_DEPS := python3 wrk parallel $(MPI_DEPS) python3-mpi4py
 REPORT_DEPS := python3 gnuplot-nox
 FORMAT_FILES = $(shell git ls-files --cached --others --exclude-standard '*.c' '*.h' 2>/dev/null)
 

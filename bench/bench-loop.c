@@ -175,10 +175,10 @@ static void *epoll_main(void *arg) {
   }
 }
 
-static double run_wrk(int port, const char *secs) {
+static double run_wrk(int port, const char *secs, int conns) {
   char cmd[256];
-  snprintf(cmd, sizeof cmd, "wrk -t2 -c32 -d%s --timeout 10s http://127.0.0.1:%d/ 2>&1", secs,
-           port);
+  snprintf(cmd, sizeof cmd, "wrk -t%d -c%d -d%s --timeout 10s http://127.0.0.1:%d/ 2>&1",
+           conns < 2 ? 1 : 2, conns, secs, port);
   FILE *f = popen(cmd, "r");
   if (f == NULL)
     return -1;
@@ -210,7 +210,15 @@ static void bench_prefork(void) {
     pthread_create(&t, NULL, impl == 0 ? prefork_main : epoll_main, &s);
     double v[5];
     for (int r = 0; r < reps; r++)
-      v[r] = run_wrk(port, secs);
+      v[r] = run_wrk(port, secs, 32);
+    /* The prefork_conns curve: requests/s against wrk's connection count
+     * (one 1 s run per point; quick: the first point only). */
+    static const int conns[] = {1, 4, 16, 64, 256, 512};
+    for (int c = 0; c < (quick ? 1 : 6); c++) {
+      printf("CURVE prefork_conns %s %d %.6g\n", impl == 0 ? "mproc" : "os", conns[c],
+             run_wrk(port, "1s", conns[c]));
+      fflush(stdout);
+    }
     uint64_t one = 1;
     if (write(s.stop, &one, sizeof one) != 8)
       exit(1);

@@ -8,7 +8,11 @@ Turns the "BENCH metric impl median unit" lines of `make bench`
     baseline; each bar green when the metric meets its target, red when not,
     the target marked by a black dash;
   - the table between the "<!-- bench-table -->" and "<!-- /bench-table -->"
-    markers of MARKDOWN (BENCHMARKS.md), rewritten in place.
+    markers of MARKDOWN (BENCHMARKS.md), rewritten in place;
+  - from the "CURVE chart impl x y" lines of bench-scale.c, bench-loop.c and
+    their Python counterparts: one chart per curve, scale-<chart>.png beside
+    PNG (log-log where the axis spans decades), every implementation on the
+    same axes, and the memory table between "<!-- mem-table -->" markers.
 """
 import math
 import os
@@ -20,14 +24,18 @@ TIME_UNITS = {"ns", "us", "ms", "s"}
 
 # Targets from the issues, in the metric's own unit: ("abs", value) for an
 # absolute figure for mproc, ("py", factor) for "at least factor x faster than
-# Python", ("base", factor) for "within factor x of the raw OS/OpenMP figure".
+# Python", ("base", factor) for "within factor x of the baseline" (the raw
+# mechanism of bench-raw.c where the metric has one, else the OS/OpenMP
+# figure), ("os", factor) for "within factor x of the OS figure" where both
+# exist.
 TARGETS = {
-    "process_start_join": [("base", 1.5), ("py", 20)],
-    "value_locked_inc_2proc": [("abs", 20e6)],
+    "process_start_join": [("os", 1.2), ("py", 20)],
+    "value_locked_inc_2proc": [("base", 1 / 0.7)],
+    "lock_uncontended": [("os", 2)],
     "condition_pingpong": [("base", 1.5)],
-    "queue_small_msgs": [("abs", 10)],
+    "queue_small_msgs": [("abs", 10), ("base", 2)],
     "queue_1mib_msgs": [("abs", 5000)],
-    "queue_mpmc_small_msgs": [("abs", 5)],
+    "queue_mpmc_small_msgs": [("abs", 5), ("base", 2)],
     "pipe_roundtrip": [("base", 1.2)],
     "task_roundtrip": [("abs", 5)],
     "submit_throughput": [("abs", 1e6)],
@@ -36,7 +44,116 @@ TARGETS = {
     "pool_startup": [("abs", 1)],
     "cpu_scaling": [("abs", 1.97)],
     "crash_recovery": [("abs", 10)],
+    # mproc run: no slower than xargs -P (the "os" baseline) per job.
+    "cli_true": [("base", 1.0)],
+    "cli_1ms": [("base", 1.0)],
+    # Over MPI (3 ranks): raw MPI in C is the baseline, mpi4py.futures the
+    # Python side.
+    "mpi_roundtrip": [("base", 2), ("py", 50)],
+    "mpi_tasks": [("base", 2)],
+    "mpi_map": [("py", 50)],
 }
+
+
+# The scaling charts: title, x label, y label, log x, log y.
+CHARTS = {
+    "map_items": ("map x*x over n ints (2 workers)", "items", "items/s", True, True),
+    "map_item_size": ("map copying each item (2 workers)", "item size (bytes)",
+                      "MB/s", True, True),
+    "task_size": ("one task round trip, argument and result of the same size",
+                  "argument = result size (bytes)", "us per round trip", True, True),
+    "pool_start": ("pool start-up: create, first result, free", "workers", "ms", True, True),
+    "pool_pss": ("memory per idle worker (PSS)", "workers", "KiB per worker", True, True),
+    "queue_msg_size": ("queue throughput, 1 producer and 1 consumer process",
+                       "message size (bytes)", "MB/s", True, True),
+    "queue_procs": ("queue throughput, 8-byte messages, k producers + k consumers",
+                    "k (producer processes = consumer processes)", "M msgs/s", True, True),
+    "prefork_conns": ("prefork HTTP server (4 workers) under wrk",
+                      "concurrent connections (wrk -c)", "requests/s", True, True),
+}
+# Legend label per implementation (per chart where it differs).
+IMPL_LABEL = {
+    "mproc": "mproc",
+    "python": "Python multiprocessing",
+    "openmp": "OpenMP parallel for (same address space)",
+    "raw": "raw mechanism",
+    "os": "single-process epoll server",
+}
+RAW_LABEL = {
+    "task_size": "raw: the two memcpy of argument and result",
+    "queue_msg_size": "raw: one memcpy into a 16 MiB ring",
+    "queue_procs": "raw: ring under one pshared mutex, spin then futex",
+}
+
+
+def load_curves(path):
+    curves = {}
+    with open(path) as f:
+        for line in f:
+            w = line.split()
+            if len(w) == 5 and w[0] == "CURVE":
+                curves.setdefault(w[1], {}).setdefault(w[2], []).append((float(w[3]), float(w[4])))
+    return curves
+
+
+def draw_curves(curves, outdir, title):
+    """One PNG per chart; returns the markdown lines linking them."""
+    md = []
+    for chart, (ctitle, xl, yl, logx, logy) in CHARTS.items():
+        impls = curves.get(chart)
+        if not impls:
+            continue
+        png = os.path.join(outdir, "scale-%s.png" % chart)
+        with tempfile.TemporaryDirectory() as tmp:
+            plots = []
+            for impl in ["mproc", "python", "raw", "openmp", "os"]:
+                pts = impls.get(impl)
+                if not pts:
+                    continue
+                dat = os.path.join(tmp, impl + ".dat")
+                with open(dat, "w") as f:
+                    for x, y in sorted(pts):
+                        f.write("%g %g\n" % (x, y))
+                label = RAW_LABEL.get(chart, IMPL_LABEL[impl]) if impl == "raw" else IMPL_LABEL[impl]
+                plots.append('"%s" using 1:2 with linespoints lw 2 pt 7 title "%s"' % (dat, label))
+            gp = f"""
+set terminal pngcairo size 900,560 font "DejaVu Sans,10"
+set output "{png}"
+set title "{ctitle}\\n{title}; all figures from this one run" noenhanced
+set xlabel "{xl}" noenhanced
+set ylabel "{yl}" noenhanced
+set grid xtics ytics mxtics mytics
+set key outside bottom center horizontal noenhanced
+{"set logscale x" if logx else ""}
+{"set logscale y" if logy else ""}
+set format x "%.0s%c"
+plot {", ".join(plots)}
+"""
+            gpf = os.path.join(tmp, "c.gp")
+            with open(gpf, "w") as f:
+                f.write(gp)
+            subprocess.run(["gnuplot", gpf], check=True)
+        md.append("![%s](docs/img/scale-%s.png)" % (ctitle, chart))
+        md.append("")
+    return md
+
+
+def mem_table(vals):
+    lines = ["| memory (KiB) | mproc | Python |", "|---|---:|---:|"]
+    keys = sorted({m for (m, _i) in vals if m.startswith("mem_")})
+    for m in keys:
+        mp, py = vals.get((m, "mproc")), vals.get((m, "python"))
+        lines.append("| `%s` | %s | %s |" % (m, "—" if mp is None else "%.0f" % mp,
+                                            "—" if py is None else "%.0f" % py))
+    return lines if keys else []
+
+
+def replace_between(text, a, b, lines, md):
+    if a not in text or b not in text:
+        sys.exit("%s: markers %s ... %s not found" % (md, a, b))
+    head, rest = text.split(a, 1)
+    _, tail = rest.split(b, 1)
+    return head + a + "\n" + "\n".join(lines) + "\n" + b + tail
 
 
 def load(path):
@@ -48,6 +165,8 @@ def load(path):
                 header = line[2:].strip()
             elif line.startswith("#"):
                 notes.append(line[1:].strip())
+            elif len(w) == 5 and w[0] == "BENCH" and w[1].startswith("mem_"):
+                vals[(w[1], w[2])] = float(w[3])
             elif len(w) == 5 and w[0] == "BENCH":
                 metric, impl, median, unit = w[1], w[2], float(w[3]), w[4]
                 vals[(metric, impl)] = median
@@ -73,8 +192,11 @@ def main():
         if mp is None:
             continue
         py = vals.get((m, "python"))
-        base_impl = "os" if (m, "os") in vals else "openmp" if (m, "openmp") in vals else None
+        # The baseline is the metric's limit: the raw mechanism when
+        # bench-raw.c measures one, else the OS call or OpenMP.
+        base_impl = next((i for i in ("raw", "os", "openmp") if (m, i) in vals), None)
         base = vals.get((m, base_impl)) if base_impl else None
+        os_v = vals.get((m, "os"))
         # The speed-up over Python that each target implies (for the dash on
         # panel 1) and the ratio to the baseline (panel 2).
         py_target = base_target = None
@@ -94,6 +216,11 @@ def main():
                 met.append(speed(m, mp, base, units) >= 1 / t)
                 met_base.append(met[-1])
                 base_target = 1 / t
+            elif kind == "os" and os_v:
+                met.append(speed(m, mp, os_v, units) >= 1 / t)
+                if base_impl == "os":
+                    met_base.append(met[-1])
+                    base_target = 1 / t
         status = "n/a" if not met else "yes" if all(met) else "no"
         # Bar colour per panel: that panel's targets only (0 missed, 1 met,
         # 0.5 no target).
@@ -109,9 +236,12 @@ def main():
                 tdesc.append(("≤ " if units[m] in TIME_UNITS else "≥ ") + "%g %s" % (t, units[m]))
             elif kind == "py":
                 tdesc.append("≥ %g× Python" % t)
+            elif kind == "os":
+                tdesc.append("within %g× of os" % t)
             else:
-                tdesc.append("within %g× of %s" % (t, base_impl))
-        rows.append((m, units[m], mp, py, base, base_impl, "; ".join(tdesc) or "—", status))
+                tdesc.append("%s %.3g× %s" % ("≥" if units[m] not in TIME_UNITS else "within",
+                                               1 / t if units[m] not in TIME_UNITS else t, base_impl))
+        rows.append((m, units[m], mp, py, base, base_impl, os_v, "; ".join(tdesc) or "—", status))
 
     # ---- the chart -------------------------------------------------------
     with tempfile.TemporaryDirectory() as tmp:
@@ -154,7 +284,7 @@ plot "{d1}" using 1:3:5:xtic(2) with boxes lc palette, \\
      "" using 1:4:(-0.35):(0) with vectors nohead lw 3 lc rgb "black", \\
      "" using 1:3:(sprintf("%.3gx", $3)) with labels offset 0,0.8 font ",9"
 unset arrow 1
-set ylabel "mproc speed relative to the raw\\nOS / OpenMP baseline\\n(1 = as fast; log scale)"
+set ylabel "mproc speed relative to its limit:\\nthe raw mechanism, else OS / OpenMP\\n(1 = as fast; log scale)"
 set yrange [{b_lo}:{b_hi}]
 set xrange [-0.6:{len(base_panel) - 0.4}]
 set arrow 2 from graph 0, first 1 to graph 1, first 1 nohead dt 2 lc rgb "#555555"
@@ -176,10 +306,10 @@ unset multiplot
     lines = [
         "Measured: %s." % header.replace("mproc benchmarks, ", ""),
         "",
-        "| metric | unit | mproc | Python | mproc vs Python | OS / OpenMP | mproc vs OS / OpenMP | target | met |",
+        "| metric | unit | mproc | Python | mproc vs Python | limit (raw / OS / OpenMP) | mproc vs limit | target | met |",
         "|---|---|---:|---:|---:|---:|---:|---|---|",
     ]
-    for m, unit, mp, py, base, bi, tdesc, status in rows:
+    for m, unit, mp, py, base, bi, os_v, tdesc, status in rows:
         vs_py = "%.3g× faster" % speed(m, mp, py, units) if py else "—"
         if py and speed(m, mp, py, units) < 1:
             vs_py = "%.3g× slower" % (1 / speed(m, mp, py, units))
@@ -188,6 +318,9 @@ unset multiplot
             s = speed(m, mp, base, units)
             vs_base = "%.3g× faster" % s if s >= 1 else "%.3g× slower" % (1 / s)
             vs_base += " (%s)" % bi
+            if bi != "os" and os_v:
+                s = speed(m, mp, os_v, units)
+                vs_base += "; %s than os (%.4g)" % ("%.3g× faster" % s if s >= 1 else "%.3g× slower" % (1 / s), os_v)
         lines.append("| `%s` | %s | %s | %s | %s | %s | %s | %s | %s |"
                      % (m, unit, fmt(mp), fmt(py), vs_py, fmt(base), vs_base, tdesc, status))
     for n in notes:
@@ -195,14 +328,14 @@ unset multiplot
         lines.append("Note from the run: " + n)
     with open(md) as f:
         text = f.read()
-    a, b = "<!-- bench-table -->", "<!-- /bench-table -->"
-    if a not in text or b not in text:
-        sys.exit("%s: markers %s ... %s not found" % (md, a, b))
-    head, rest = text.split(a, 1)
-    _, tail = rest.split(b, 1)
+    text = replace_between(text, "<!-- bench-table -->", "<!-- /bench-table -->", lines, md)
+    title = header.replace("mproc benchmarks, ", "")
+    charts = draw_curves(load_curves(results), os.path.dirname(png) or ".", title)
+    text = replace_between(text, "<!-- scale-charts -->", "<!-- /scale-charts -->", charts, md)
+    text = replace_between(text, "<!-- mem-table -->", "<!-- /mem-table -->", mem_table(vals), md)
     with open(md, "w") as f:
-        f.write(head + a + "\n" + "\n".join(lines) + "\n" + b + tail)
-    print("wrote %s and the table in %s" % (png, md))
+        f.write(text)
+    print("wrote %s, %d scaling charts and the tables in %s" % (png, len(charts) // 2, md))
 
 
 if __name__ == "__main__":

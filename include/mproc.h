@@ -17,5 +17,7 @@
 #include "mproc/pool.h"
 #include "mproc/loop.h"
 #include "mproc/command.h"
+#include "mproc/progress_bar.h"
+#include "mproc/typed.h"
 
 #endif /* MPROC_H */

@@ -18,7 +18,7 @@ cmake -S . -B "$build" \
   -DCMAKE_FIND_ROOT_PATH=/usr/aarch64-linux-gnu \
   -DCMAKE_FIND_ROOT_PATH_MODE_PROGRAM=NEVER -DCMAKE_FIND_ROOT_PATH_MODE_LIBRARY=ONLY \
   -DCMAKE_FIND_ROOT_PATH_MODE_INCLUDE=ONLY \
-  -DMPROC_WERROR=ON -DMPROC_BUILD_TESTS=OFF -DMPROC_BUILD_EXAMPLES=OFF -DMPROC_BUILD_BENCH=OFF
+  -DMPROC_WERROR=ON -DMPROC_BUILD_TESTS=OFF -DMPROC_BUILD_EXAMPLES=OFF -DMPROC_BUILD_BENCH=OFF -DMPROC_BUILD_TOOL=OFF
 cmake --build "$build" -j "$(nproc 2>/dev/null || echo 2)" --target mproc mproc_static
 file -L "$build"/libmproc.so | grep -q 'ARM aarch64' || { echo "cross-arm64: not an arm64 library" >&2; exit 1; }
 echo "cross-arm64: libmproc builds for aarch64"

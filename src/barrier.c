@@ -68,9 +68,9 @@ MPROC_EXTERN size_t mproc_barrier_size(unsigned parties) {
   return parties == 0 || parties > MPROC_BARRIER_MAX_PARTIES ? 0 : MPROC_BARRIER_SIZE(parties);
 }
 
-static int barrier_setup(void *storage, uint32_t flags, unsigned parties, mproc_barrier **out) {
-  struct mproc_barrier *b = storage;
-  memset(b, 0, MPROC_BARRIER_SIZE(parties));
+static int barrier_setup(void *obj, const void *arg) {
+  struct mproc_barrier *b = obj;
+  unsigned parties = *(const unsigned *)arg;
   int r = mproc__rmutex_init(&b->m, false);
   for (unsigned i = 0; r == 0 && i < parties; i++)
     r = mproc__rmutex_init(&slot_at(b, i)->m, false);
@@ -78,32 +78,33 @@ static int barrier_setup(void *storage, uint32_t flags, unsigned parties, mproc_
     return r;
   b->parties = parties;
   b->gen = 1;
-  b->hdr.flags = flags;
-  atomic_store_explicit(&b->hdr.magic, MPROC__MAGIC_BARRIER, memory_order_release);
-  *out = b;
   return 0;
 }
 
+static size_t barrier_size_of(const void *obj) {
+  return MPROC_BARRIER_SIZE(((const struct mproc_barrier *)obj)->parties);
+}
+
+static int barrier_retire(void *obj);
+
+static const struct mproc__sync_kind barrier_kind = {.magic = MPROC__MAGIC_BARRIER,
+                                                     .size_of = barrier_size_of,
+                                                     .setup = barrier_setup,
+                                                     .retire = barrier_retire};
+
 MPROC_EXTERN int mproc_barrier_init(mproc_barrier **out, void *storage, size_t size,
                                     unsigned parties) {
-  if (out == NULL || mproc_barrier_size(parties) == 0)
+  size_t need = mproc_barrier_size(parties);
+  if (need == 0)
     return MPROC_EINVAL;
-  int r =
-      mproc__sync_check_storage(storage, size, mproc_barrier_size(parties), MPROC__MAGIC_BARRIER);
-  return r != 0 ? r : barrier_setup(storage, 0, parties, out);
+  return mproc__sync_init(&barrier_kind, out, storage, size, need, &parties);
 }
 
 MPROC_EXTERN int mproc_barrier_new(mproc_barrier **out, unsigned parties) {
-  if (out == NULL || mproc_barrier_size(parties) == 0)
+  size_t need = mproc_barrier_size(parties);
+  if (need == 0)
     return MPROC_EINVAL;
-  void *p;
-  int r = mproc__sync_map(mproc_barrier_size(parties), &p);
-  if (r != 0)
-    return r;
-  r = barrier_setup(p, MPROC__SYNC_ALLOCATED, parties, out);
-  if (r != 0)
-    mproc__sync_unmap(p, mproc_barrier_size(parties));
-  return r;
+  return mproc__sync_new(&barrier_kind, out, need, &parties);
 }
 
 /* Take the state lock.  A holder that died may have left the state half
@@ -204,10 +205,8 @@ static void leave_locked(mproc_barrier *b) {
   }
 }
 
-static int barrier_teardown(mproc_barrier *b, bool allocated) {
-  if (!mproc__sync_ok(b, MPROC__MAGIC_BARRIER) ||
-      ((b->hdr.flags & MPROC__SYNC_ALLOCATED) != 0) != allocated)
-    return MPROC_EINVAL;
+static int barrier_retire(void *obj) {
+  mproc_barrier *b = obj;
   int r = state_lock(b);
   if (r != 0)
     return r;
@@ -236,40 +235,36 @@ static int barrier_teardown(mproc_barrier *b, bool allocated) {
     state_unlock(b);
     return MPROC_EBUSY; /* parties are waiting */
   }
-  unsigned parties = b->parties;
-  atomic_store_explicit(&b->hdr.magic, 0, memory_order_release);
+  mproc__sync_clear(b); /* before the waiters woken here look again */
   wake_all(b);
   state_unlock(b);
-  if (allocated)
-    mproc__sync_unmap(b, mproc_barrier_size(parties));
   return 0;
 }
 
-MPROC_EXTERN int mproc_barrier_destroy(mproc_barrier *b) { return barrier_teardown(b, false); }
-MPROC_EXTERN int mproc_barrier_free(mproc_barrier *b) { return barrier_teardown(b, true); }
+/* mproc_barrier_destroy, mproc_barrier_free */
+MPROC__SYNC_RELEASE(mproc_barrier, barrier_kind)
 
-MPROC_EXTERN int mproc_barrier_join(mproc_barrier *b) {
+/* Runs op(b) under the state lock, after the magic check. */
+static int with_state(mproc_barrier *b, int (*op)(mproc_barrier *b)) {
   if (!mproc__sync_ok(b, MPROC__MAGIC_BARRIER))
     return MPROC_EINVAL;
   int r = state_lock(b);
   if (r != 0)
     return r;
-  r = join_locked(b);
+  r = op(b);
   state_unlock(b);
   return r;
 }
 
-MPROC_EXTERN int mproc_barrier_leave(mproc_barrier *b) {
-  if (!mproc__sync_ok(b, MPROC__MAGIC_BARRIER))
-    return MPROC_EINVAL;
-  int r = state_lock(b);
-  if (r != 0)
-    return r;
-  r = own_slot(b) != NULL ? 0 : MPROC_ESTATE;
+MPROC_EXTERN int mproc_barrier_join(mproc_barrier *b) { return with_state(b, join_locked); }
+
+static int leave_op(mproc_barrier *b) {
+  int r = own_slot(b) != NULL ? 0 : MPROC_ESTATE;
   leave_locked(b);
-  state_unlock(b);
   return r;
 }
+
+MPROC_EXTERN int mproc_barrier_leave(mproc_barrier *b) { return with_state(b, leave_op); }
 
 MPROC_EXTERN int mproc_barrier_wait_action(mproc_barrier *b, int (*action)(void *arg), void *arg,
                                            int64_t timeout_ms) {
@@ -307,11 +302,7 @@ MPROC_EXTERN int mproc_barrier_wait_action(mproc_barrier *b, int (*action)(void 
   for (;;) {
     uint32_t s = atomic_load_explicit(&b->seq, memory_order_acquire);
     state_unlock(b);
-    int64_t now = mproc_now_ms();
-    int64_t until = now + MPROC__BARRIER_CHECK_MS;
-    if (deadline >= 0 && deadline < until)
-      until = deadline;
-    r = mproc__futex_wait(&b->seq, s, until, true);
+    r = mproc__futex_wait_capped(&b->seq, s, deadline, MPROC__BARRIER_CHECK_MS, true);
     if (r != 0 && r != MPROC_ETIMEDOUT)
       return r;
     r = state_lock(b);
@@ -341,23 +332,14 @@ MPROC_EXTERN int mproc_barrier_wait(mproc_barrier *b, int64_t timeout_ms) {
   return mproc_barrier_wait_action(b, NULL, NULL, timeout_ms);
 }
 
-MPROC_EXTERN int mproc_barrier_abort(mproc_barrier *b) {
-  if (!mproc__sync_ok(b, MPROC__MAGIC_BARRIER))
-    return MPROC_EINVAL;
-  int r = state_lock(b);
-  if (r != 0)
-    return r;
+static int abort_op(mproc_barrier *b) {
   set_broken(b);
-  state_unlock(b);
   return 0;
 }
 
-MPROC_EXTERN int mproc_barrier_reset(mproc_barrier *b) {
-  if (!mproc__sync_ok(b, MPROC__MAGIC_BARRIER))
-    return MPROC_EINVAL;
-  int r = state_lock(b);
-  if (r != 0)
-    return r;
+MPROC_EXTERN int mproc_barrier_abort(mproc_barrier *b) { return with_state(b, abort_op); }
+
+static int reset_op(mproc_barrier *b) {
   if (b->count > 0) {
     b->broken_gen = b->gen;
     b->gen++;
@@ -366,32 +348,19 @@ MPROC_EXTERN int mproc_barrier_reset(mproc_barrier *b) {
   b->count = 0;
   b->broken = 0;
   wake_all(b);
-  state_unlock(b);
   return 0;
 }
+
+MPROC_EXTERN int mproc_barrier_reset(mproc_barrier *b) { return with_state(b, reset_op); }
 
 MPROC_EXTERN int mproc_barrier_parties(const mproc_barrier *b) {
   return mproc__sync_ok(b, MPROC__MAGIC_BARRIER) ? (int)b->parties : MPROC_EINVAL;
 }
 
-MPROC_EXTERN int mproc_barrier_n_waiting(mproc_barrier *b) {
-  if (!mproc__sync_ok(b, MPROC__MAGIC_BARRIER))
-    return MPROC_EINVAL;
-  int r = state_lock(b);
-  if (r != 0)
-    return r;
-  int n = b->broken ? 0 : (int)b->count;
-  state_unlock(b);
-  return n;
-}
+static int n_waiting_op(mproc_barrier *b) { return b->broken ? 0 : (int)b->count; }
 
-MPROC_EXTERN int mproc_barrier_broken(mproc_barrier *b) {
-  if (!mproc__sync_ok(b, MPROC__MAGIC_BARRIER))
-    return MPROC_EINVAL;
-  int r = state_lock(b);
-  if (r != 0)
-    return r;
-  int broken = (int)b->broken;
-  state_unlock(b);
-  return broken;
-}
+MPROC_EXTERN int mproc_barrier_n_waiting(mproc_barrier *b) { return with_state(b, n_waiting_op); }
+
+static int broken_op(mproc_barrier *b) { return (int)b->broken; }
+
+MPROC_EXTERN int mproc_barrier_broken(mproc_barrier *b) { return with_state(b, broken_op); }

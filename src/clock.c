@@ -3,7 +3,9 @@
  * Design notes: public calls take a relative timeout (-1 forever, 0 poll,
  * > 0 ms).  Each converts it once, at entry, into an absolute deadline; every
  * wait inside the call then derives its remaining time from that deadline, so
- * EINTR retries and spurious wake-ups never extend the total wait. */
+ * EINTR retries and spurious wake-ups never extend the total wait.  The poll
+ * loop of every fd wait is mproc__poll_until() below; futex sleeps go through
+ * futex.c, with the same rule: time out only once the deadline has passed. */
 #include "internal.h"
 
 #include <limits.h>
@@ -45,20 +47,23 @@ int mproc__poll_timeout(int64_t deadline_ms) {
   return (int)left;
 }
 
-int mproc__poll1(int fd, short events, int64_t deadline_ms) {
+int mproc__poll_until(struct pollfd *fds, size_t n, int64_t deadline_ms) {
   for (;;) {
-    struct pollfd p = {.fd = fd, .events = events, .revents = 0};
-    int n = poll(&p, 1, mproc__poll_timeout(deadline_ms));
-    if (n > 0)
-      return p.revents;
-    if (n == 0) {
-      /* poll's own timeout is rounded to ms; only report a timeout once the
-       * absolute deadline has really passed. */
+    int r = poll(fds, (nfds_t)n, mproc__poll_timeout(deadline_ms));
+    if (r > 0)
+      return r;
+    if (r == 0) {
       if (mproc_timeout_until(deadline_ms) == 0)
         return MPROC_ETIMEDOUT;
-      continue;
+      continue; /* woke before the deadline: rounding */
     }
     if (errno != EINTR)
       return mproc__neg_errno();
   }
+}
+
+int mproc__poll1(int fd, short events, int64_t deadline_ms) {
+  struct pollfd p = {.fd = fd, .events = events, .revents = 0};
+  int r = mproc__poll_until(&p, 1, deadline_ms);
+  return r > 0 ? p.revents : r;
 }

@@ -157,8 +157,13 @@ static int spawn(mproc_command *c, char *const argv[], const mproc_command_optio
   }
   char *const *envp = o->envp != NULL ? o->envp : environ;
   pid_t pid;
-  e = sh != NULL ? posix_spawn(&pid, sh[0], fa, &at, sh, envp)
-                 : posix_spawnp(&pid, argv[0], fa, &at, argv, envp);
+  char *const *av = sh != NULL ? sh : argv;
+  if (o->executable != NULL)
+    e = posix_spawn(&pid, o->executable, fa, &at, av, envp);
+  else if (sh != NULL)
+    e = posix_spawn(&pid, sh[0], fa, &at, av, envp);
+  else
+    e = posix_spawnp(&pid, argv[0], fa, &at, av, envp);
   free(sh);
   posix_spawnattr_destroy(&at);
   if (e != 0)
@@ -199,7 +204,18 @@ int mproc_command_start(mproc_command **out, char *const argv[],
     return -e;
   }
   int ends[3][2] = {{-1, -1}, {-1, -1}, {-1, -1}};
-  const int want[3] = {o->stdin_fd, o->stdout_fd, o->stderr_fd};
+  int want[3] = {o->stdin_fd, o->stdout_fd, o->stderr_fd};
+  /* The file actions run in order, so stderr given the caller's fd 1 (the
+   * shell's 2>&1) while stdout is redirected would get the redirected fd 1:
+   * hand it a private copy of the caller's fd 1 instead. */
+  int shadow = -1;
+  if (want[2] == 1 && want[1] != MPROC_COMMAND_INHERIT && want[1] != 1) {
+    shadow = fcntl(1, F_DUPFD_CLOEXEC, 3);
+    if (shadow < 0)
+      r = mproc__neg_errno();
+    mproc__fd_register(shadow);
+    want[2] = shadow;
+  }
   for (int i = 0; i < 3 && r == 0; i++)
     r = setup_stream(&fa, i, want[i], ends[i]);
   if (r == 0 && o->cwd != NULL)
@@ -209,6 +225,7 @@ int mproc_command_start(mproc_command **out, char *const argv[],
   if (r == 0)
     r = spawn(c, argv, o, &fa);
   posix_spawn_file_actions_destroy(&fa);
+  mproc__close(shadow);
   for (int i = 0; i < 3; i++) {
     /* The child's ends are the child's now; the caller's ends are kept. */
     mproc__close(ends[i][0]);

@@ -60,55 +60,26 @@ _Static_assert(sizeof(struct mproc_cond) <= MPROC_COND_SIZE, "MPROC_COND_SIZE to
 
 static mproc_rlock *lock_of(mproc_cond *c) { return (mproc_rlock *)(void *)c->lock; }
 
-static int cond_setup(void *storage, uint32_t flags, mproc_cond **out) {
-  struct mproc_cond *c = storage;
-  memset(c, 0, sizeof *c);
+static int cond_setup(void *obj, const void *arg) {
+  (void)arg;
+  struct mproc_cond *c = obj;
   mproc_rlock *l;
   int r = mproc_rlock_init(&l, c->lock, sizeof c->lock);
-  if (r != 0)
-    return r;
-  mproc__rlock_mark_cond(l);
-  c->hdr.flags = flags;
-  atomic_store_explicit(&c->hdr.magic, MPROC__MAGIC_COND, memory_order_release);
-  *out = c;
-  return 0;
-}
-
-MPROC_EXTERN int mproc_cond_init(mproc_cond **out, void *storage, size_t size) {
-  if (out == NULL)
-    return MPROC_EINVAL;
-  int r = mproc__sync_check_storage(storage, size, MPROC_COND_SIZE, MPROC__MAGIC_COND);
-  return r != 0 ? r : cond_setup(storage, 0, out);
-}
-
-MPROC_EXTERN int mproc_cond_new(mproc_cond **out) {
-  if (out == NULL)
-    return MPROC_EINVAL;
-  void *p;
-  int r = mproc__sync_map(MPROC_COND_SIZE, &p);
-  if (r != 0)
-    return r;
-  r = cond_setup(p, MPROC__SYNC_ALLOCATED, out);
-  if (r != 0)
-    mproc__sync_unmap(p, MPROC_COND_SIZE);
+  if (r == 0)
+    mproc__rlock_mark_cond(l, &c->seq);
   return r;
 }
 
-static int cond_teardown(mproc_cond *c, bool allocated) {
-  if (!mproc__sync_ok(c, MPROC__MAGIC_COND) ||
-      ((c->hdr.flags & MPROC__SYNC_ALLOCATED) != 0) != allocated)
-    return MPROC_EINVAL;
-  int r = mproc_rlock_destroy(lock_of(c));
-  if (r != 0)
-    return r;
-  atomic_store_explicit(&c->hdr.magic, 0, memory_order_release);
-  if (allocated)
-    mproc__sync_unmap(c, MPROC_COND_SIZE);
-  return 0;
-}
+/* Refused while the lock is held (MPROC_EBUSY). */
+static int cond_retire(void *obj) { return mproc_rlock_destroy(lock_of(obj)); }
 
-MPROC_EXTERN int mproc_cond_destroy(mproc_cond *c) { return cond_teardown(c, false); }
-MPROC_EXTERN int mproc_cond_free(mproc_cond *c) { return cond_teardown(c, true); }
+static const struct mproc__sync_kind cond_kind = {.magic = MPROC__MAGIC_COND,
+                                                  .size = MPROC_COND_SIZE,
+                                                  .setup = cond_setup,
+                                                  .retire = cond_retire};
+
+/* mproc_cond_init, _new, _destroy, _free */
+MPROC__SYNC_LIFECYCLE(mproc_cond, cond_kind, MPROC_COND_SIZE)
 
 MPROC_EXTERN mproc_rlock *mproc_cond_lock(mproc_cond *c) {
   return mproc__sync_ok(c, MPROC__MAGIC_COND) ? lock_of(c) : NULL;
@@ -146,17 +117,9 @@ static int cond_wait_until(mproc_cond *c, int64_t deadline) {
     }
     /* Sleep in slices: a notifier that dies between notify and its final
      * release never makes the deferred wake-up (see the design notes). */
-    int64_t now = mproc_now_ms(), until = now + MPROC__COND_RECHECK_MS;
-    if (deadline >= 0 && deadline < until)
-      until = deadline;
-    r = mproc__futex_wait(&c->seq, s, until, true);
-    if (r == MPROC_ETIMEDOUT && until == deadline) {
-      notified = atomic_load_explicit(&c->seq, memory_order_acquire) != s;
+    r = mproc__futex_wait_capped(&c->seq, s, deadline, MPROC__COND_RECHECK_MS, true);
+    if (r != 0)
       break;
-    }
-    if (r != 0 && r != MPROC_ETIMEDOUT)
-      break;
-    r = 0;
   }
   atomic_fetch_sub_explicit(&c->waiters, 1, memory_order_relaxed);
   int err = r;
@@ -192,11 +155,6 @@ MPROC_EXTERN int mproc_cond_wait_for(mproc_cond *c, int (*pred)(void *arg), void
       return r;
   }
   return 0;
-}
-
-void mproc__cond_wake(mproc_rlock *l, int n) {
-  mproc_cond *c = (mproc_cond *)(void *)((char *)l - offsetof(struct mproc_cond, lock));
-  mproc__futex_wake(&c->seq, n, true);
 }
 
 MPROC_EXTERN int mproc_cond_notify(mproc_cond *c, int n) {

@@ -33,26 +33,16 @@ MPROC_EXTERN int mproc_conn_wait(struct mproc_wait_item *items, size_t n, int64_
     p[i].fd = c != NULL ? c->fd : items[i].fd;
     p[i].events = POLLIN;
   }
-  int err = 0;
-  for (;;) {
-    int r = poll(p, (nfds_t)n, nready > 0 ? 0 : mproc__poll_timeout(deadline));
-    if (r < 0 && errno == EINTR)
-      continue;
-    if (r < 0) {
-      err = mproc__neg_errno();
-      break;
-    }
+  /* With an item already ready, the poll only collects the others (a
+   * deadline in the past polls once). */
+  int err = mproc__poll_until(p, n, nready > 0 ? 0 : deadline);
+  if (err > 0 || (err == MPROC_ETIMEDOUT && nready > 0)) {
+    err = 0;
     for (size_t i = 0; i < n; i++) {
       if (p[i].revents != 0 && !items[i].ready) {
         items[i].ready = 1;
         nready++;
       }
-    }
-    if (nready > 0)
-      break;
-    if (mproc_timeout_until(deadline) == 0) {
-      err = MPROC_ETIMEDOUT;
-      break;
     }
   }
   free(p);

@@ -1,25 +1,38 @@
 /* Error names and messages, generated from MPROC_ERRNO_MAP (mproc/common.h).
  *
  * Design notes: the table is the single source of truth; this file only turns
- * it into two switch statements.  Codes the table does not list fall back to
- * strerror()/strerrorname_np() for -errno values, so any -errno a call returns
- * still gets a meaningful text. */
+ * it into one lookup table, read by both calls (tests/test-error.c checks
+ * that the codes are distinct and that every one maps back to its own name
+ * and message).  Codes the table does
+ * not list fall back to strerror()/strerrorname_np() for -errno values, so
+ * any -errno a call returns still gets a meaningful text. */
 #include "internal.h"
 
 #include <string.h>
 
+struct entry {
+  int code;
+  const char *name; /* "MPROC_<NAME>" */
+  const char *msg;
+};
+
+static const struct entry table[] = {{0, "MPROC_OK", "success"},
+#define MPROC__ERR_ROW(name, value, msg) {(value), "MPROC_" #name, msg},
+                                     MPROC_ERRNO_MAP(MPROC__ERR_ROW)
+#undef MPROC__ERR_ROW
+};
+
+static const struct entry *find(int err) {
+  for (size_t i = 0; i < MPROC__ARRAY_SIZE(table); i++)
+    if (table[i].code == err)
+      return &table[i];
+  return NULL;
+}
+
 MPROC_EXTERN const char *mproc_strerror(int err) {
-  switch (err) {
-#define MPROC__ERR_MSG(name, value, msg)                                                           \
-  case (value):                                                                                    \
-    return msg;
-    MPROC_ERRNO_MAP(MPROC__ERR_MSG)
-#undef MPROC__ERR_MSG
-  case 0:
-    return "success";
-  default:
-    break;
-  }
+  const struct entry *e = find(err);
+  if (e != NULL)
+    return e->msg;
   if (err < 0 && err > -4096) {
     /* strerror() may use a static buffer for unknown values; glibc returns a
      * constant string for every errno it knows, which covers -4095..-1. */
@@ -29,17 +42,9 @@ MPROC_EXTERN const char *mproc_strerror(int err) {
 }
 
 MPROC_EXTERN const char *mproc_err_name(int err) {
-  switch (err) {
-#define MPROC__ERR_NAME(name, value, msg)                                                          \
-  case (value):                                                                                    \
-    return "MPROC_" #name;
-    MPROC_ERRNO_MAP(MPROC__ERR_NAME)
-#undef MPROC__ERR_NAME
-  case 0:
-    return "MPROC_OK";
-  default:
-    break;
-  }
+  const struct entry *e = find(err);
+  if (e != NULL)
+    return e->name;
   if (err < 0 && err > -4096) {
     const char *n = strerrorname_np(-err);
     if (n != NULL)

@@ -24,42 +24,12 @@ struct mproc_event {
 
 _Static_assert(sizeof(struct mproc_event) <= MPROC_EVENT_SIZE, "MPROC_EVENT_SIZE too small");
 
-static int event_setup(void *storage, uint32_t flags, mproc_event **out) {
-  struct mproc_event *e = storage;
-  memset(e, 0, sizeof *e);
-  e->hdr.flags = flags;
-  atomic_store_explicit(&e->hdr.magic, MPROC__MAGIC_EVENT, memory_order_release);
-  *out = e;
-  return 0;
-}
+/* An Event is all zeroes when clear: no setup, nothing to retire. */
+static const struct mproc__sync_kind event_kind = {.magic = MPROC__MAGIC_EVENT,
+                                                   .size = MPROC_EVENT_SIZE};
 
-MPROC_EXTERN int mproc_event_init(mproc_event **out, void *storage, size_t size) {
-  if (out == NULL)
-    return MPROC_EINVAL;
-  int r = mproc__sync_check_storage(storage, size, MPROC_EVENT_SIZE, MPROC__MAGIC_EVENT);
-  return r != 0 ? r : event_setup(storage, 0, out);
-}
-
-MPROC_EXTERN int mproc_event_new(mproc_event **out) {
-  if (out == NULL)
-    return MPROC_EINVAL;
-  void *p;
-  int r = mproc__sync_map(MPROC_EVENT_SIZE, &p);
-  return r != 0 ? r : event_setup(p, MPROC__SYNC_ALLOCATED, out);
-}
-
-static int event_teardown(mproc_event *e, bool allocated) {
-  if (!mproc__sync_ok(e, MPROC__MAGIC_EVENT) ||
-      ((e->hdr.flags & MPROC__SYNC_ALLOCATED) != 0) != allocated)
-    return MPROC_EINVAL;
-  atomic_store_explicit(&e->hdr.magic, 0, memory_order_release);
-  if (allocated)
-    mproc__sync_unmap(e, MPROC_EVENT_SIZE);
-  return 0;
-}
-
-MPROC_EXTERN int mproc_event_destroy(mproc_event *e) { return event_teardown(e, false); }
-MPROC_EXTERN int mproc_event_free(mproc_event *e) { return event_teardown(e, true); }
+/* mproc_event_init, _new, _destroy, _free */
+MPROC__SYNC_LIFECYCLE(mproc_event, event_kind, MPROC_EVENT_SIZE)
 
 MPROC_EXTERN int mproc_event_set(mproc_event *e) {
   if (!mproc__sync_ok(e, MPROC__MAGIC_EVENT))
@@ -83,31 +53,15 @@ MPROC_EXTERN int mproc_event_is_set(const mproc_event *e) {
   return (int)atomic_load_explicit(&e->state, memory_order_acquire);
 }
 
+static bool is_set(void *obj) {
+  return atomic_load_explicit(&((mproc_event *)obj)->state, memory_order_seq_cst) != 0;
+}
+
 MPROC_EXTERN int mproc_event_wait(mproc_event *e, int64_t timeout_ms) {
   if (!mproc__sync_ok(e, MPROC__MAGIC_EVENT) || mproc__check_timeout(timeout_ms) != 0)
     return MPROC_EINVAL;
   if (atomic_load_explicit(&e->state, memory_order_acquire) != 0)
     return 0;
-  int64_t deadline = mproc__deadline(timeout_ms);
-  int r;
-  atomic_fetch_add_explicit(&e->waiters, 1, memory_order_seq_cst);
-  for (;;) {
-    if (atomic_load_explicit(&e->state, memory_order_seq_cst) != 0) {
-      r = 0;
-      break;
-    }
-    int64_t now = mproc_now_ms();
-    if (deadline >= 0 && now >= deadline) {
-      r = MPROC_ETIMEDOUT;
-      break;
-    }
-    int64_t slice = now + MPROC__EVENT_RECHECK_MS;
-    if (deadline >= 0 && deadline < slice)
-      slice = deadline;
-    r = mproc__futex_wait(&e->state, 0, slice, true);
-    if (r != 0 && r != MPROC_ETIMEDOUT)
-      break;
-  }
-  atomic_fetch_sub_explicit(&e->waiters, 1, memory_order_relaxed);
-  return r;
+  return mproc__sync_sleep(&e->state, &e->waiters, is_set, e, mproc__deadline(timeout_ms),
+                           MPROC__EVENT_RECHECK_MS);
 }

@@ -8,7 +8,16 @@
  * O_CLOEXEC anyway).  Registration is best effort by design: fds above the map
  * are simply not tracked.
  *
- * State of one bit: 0 (not ours) -> register -> 1 -> unregister/close -> 0. */
+ * State of one bit: 0 (not ours) -> register -> 1 -> unregister/close -> 0.
+ *
+ * A second bitmap, `usermap`, marks the registered fds that back an object
+ * the user holds (a connection, a shm block): a mproc_process child is a fork
+ * of the program, and as with Python's fork start method, what the program
+ * made before start (`parent, child = Pipe(); Process(target=f,
+ * args=(child,))`) must work in it.  Such a child keeps those fds and closes
+ * only the library's private ones (other children's pidfds, pools' sockets,
+ * keepers' descriptors).  A user bit is only ever set together with the
+ * registry bit and cleared with it. */
 #include "internal.h"
 
 #include <stdatomic.h>
@@ -16,19 +25,28 @@
 
 #define WORD_BITS 64
 static _Atomic uint64_t fdmap[MPROC__FDREG_MAX / WORD_BITS];
+static _Atomic uint64_t usermap[MPROC__FDREG_MAX / WORD_BITS];
+
+static uint64_t bit_of(int fd) { return (uint64_t)1 << (fd % WORD_BITS); }
 
 void mproc__fd_register(int fd) {
   if (fd < 0 || fd >= MPROC__FDREG_MAX)
     return;
-  atomic_fetch_or_explicit(&fdmap[fd / WORD_BITS], (uint64_t)1 << (fd % WORD_BITS),
-                           memory_order_relaxed);
+  atomic_fetch_or_explicit(&fdmap[fd / WORD_BITS], bit_of(fd), memory_order_relaxed);
+}
+
+void mproc__fd_register_user(int fd) {
+  if (fd < 0 || fd >= MPROC__FDREG_MAX)
+    return;
+  atomic_fetch_or_explicit(&usermap[fd / WORD_BITS], bit_of(fd), memory_order_relaxed);
+  atomic_fetch_or_explicit(&fdmap[fd / WORD_BITS], bit_of(fd), memory_order_relaxed);
 }
 
 void mproc__fd_unregister(int fd) {
   if (fd < 0 || fd >= MPROC__FDREG_MAX)
     return;
-  atomic_fetch_and_explicit(&fdmap[fd / WORD_BITS], ~((uint64_t)1 << (fd % WORD_BITS)),
-                            memory_order_relaxed);
+  atomic_fetch_and_explicit(&fdmap[fd / WORD_BITS], ~bit_of(fd), memory_order_relaxed);
+  atomic_fetch_and_explicit(&usermap[fd / WORD_BITS], ~bit_of(fd), memory_order_relaxed);
 }
 
 int mproc__close(int fd) {
@@ -49,9 +67,11 @@ static bool kept(int fd, const int *keep, size_t nkeep) {
   return false;
 }
 
-void mproc__fd_close_registered_except(const int *keep, size_t nkeep) {
+void mproc__fd_close_registered_except(const int *keep, size_t nkeep, bool keep_user) {
   for (size_t w = 0; w < MPROC__ARRAY_SIZE(fdmap); w++) {
     uint64_t bits = atomic_load_explicit(&fdmap[w], memory_order_relaxed);
+    if (keep_user)
+      bits &= ~atomic_load_explicit(&usermap[w], memory_order_relaxed);
     while (bits != 0) {
       int bit = __builtin_ctzll(bits);
       bits &= bits - 1;

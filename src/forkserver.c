@@ -47,7 +47,6 @@
  * starts its own server when it needs one. */
 #include "process.h"
 #include "start.h"
-#include "scm.h"
 
 #include <dirent.h>
 #include <fcntl.h>
@@ -78,9 +77,9 @@
 #define CLONE_PARENT 0x00008000
 #endif
 
-/* Inheritable descriptors one request can carry: the kernel's SCM_MAX_FD
- * (MPROC__SCM_FDS), less the entry's descriptors and the working directory. */
-#define MAX_FDS (MPROC__SCM_FDS - MPROC__START_FDS_MAX - 1)
+/* Inheritable descriptors one request can carry: the kernel's SCM_MAX_FD,
+ * less the entry's descriptors and the working directory. */
+#define MAX_FDS (MPROC__SCM_MAX_FD - MPROC__START_FDS_MAX - 1)
 /* Every descriptor of one request. */
 #define ALL_FDS (MAX_FDS + MPROC__START_FDS_MAX + 1)
 /* Bound on a reply: a live server answers in microseconds. */
@@ -443,18 +442,26 @@ static void serve_one(int ctl, pid_t owner) {
   int r = mproc__recv_header(ctl, &w, got, ALL_FDS);
   if (r == -EPIPE)
     _exit(0); /* the owner closed the channel, or died */
-  if (r < 0 || w.magic != MPROC__WIRE_MAGIC || w.name_len > 4096 || w.env_len > ENV_MAX ||
-      w.nfds > MAX_FDS || w.nentry > MPROC__START_FDS_MAX || w.arg_len > SIZE_MAX / 4 ||
-      (uint32_t)r != w.nentry + w.nfds + (w.has_cwd ? 1u : 0u) ||
+  /* -EMFILE: we are out of descriptors; the header still tells how much to
+   * read, and the owner gets the error. */
+  int fd_err = r == -EMFILE ? r : 0;
+  if ((r < 0 && !fd_err) || w.magic != MPROC__WIRE_MAGIC || w.name_len > 4096 ||
+      w.env_len > ENV_MAX || w.nfds > MAX_FDS || w.nentry > MPROC__START_FDS_MAX ||
+      w.arg_len > SIZE_MAX / 4 ||
+      (!fd_err && (uint32_t)r != w.nentry + w.nfds + (w.has_cwd ? 1u : 0u)) ||
       w.ident[sizeof w.ident - 1] != '\0')
-    _exit(1); /* not our owner's protocol, or lost descriptors: no sane answer */
-  int ngot = r;
+    _exit(1); /* not our owner's protocol: no sane answer */
+  int ngot = fd_err ? 0 : r;
   size_t arg_at = w.name_len, env_at = arg_at + w.arg_len, nums_at = env_at + w.env_len,
          total = nums_at + w.nfds * sizeof(int32_t);
   char *body = malloc(total + 1);
-  r = body == NULL ? MPROC_ENOMEM : mproc__read_full(ctl, body, total);
+  if (body == NULL)
+    _exit(1); /* cannot even drain the request: let the owner start anew */
+  r = mproc__read_full(ctl, body, total);
   if (r == -EPIPE)
     _exit(0);
+  if (r == 0)
+    r = fd_err;
   mproc_function fn = NULL;
   char why[1024] = "";
   if (r == 0 && (w.env_len > 0 && body[env_at + w.env_len - 1] != '\0'))

@@ -5,7 +5,10 @@
  * FUTEX_WAIT_BITSET, whose timeout is absolute on CLOCK_MONOTONIC: the same
  * clock as mproc_now_ms(), so a retried wait (EINTR, spurious wake-up) never
  * stretches the caller's deadline.  `shared` selects the non-private futex
- * (needed when another process maps the word). */
+ * (needed when another process maps the word).  Waits that must not trust
+ * their waker to be alive (a process may die between changing the word and
+ * waking) sleep in capped slices through mproc__futex_wait_capped, the one
+ * place that decides when such a wait has timed out. */
 #include "futex.h"
 
 #include <linux/futex.h>
@@ -33,6 +36,18 @@ int mproc__futex_wait(_Atomic uint32_t *addr, uint32_t expected, int64_t deadlin
   default:
     return mproc__neg_errno();
   }
+}
+
+int mproc__futex_wait_capped(_Atomic uint32_t *addr, uint32_t expected, int64_t deadline_ms,
+                             int64_t recheck_ms, bool shared) {
+  int64_t now = mproc_now_ms();
+  if (deadline_ms >= 0 && now >= deadline_ms)
+    return MPROC_ETIMEDOUT;
+  int64_t until = now + recheck_ms;
+  if (deadline_ms >= 0 && deadline_ms < until)
+    until = deadline_ms;
+  int r = mproc__futex_wait(addr, expected, until, shared);
+  return r == MPROC_ETIMEDOUT ? 0 : r;
 }
 
 int mproc__futex_wake(_Atomic uint32_t *addr, int n, bool shared) {

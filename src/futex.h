@@ -11,6 +11,24 @@
  * already differed, or on a signal (callers loop and re-check), or
  * MPROC_ETIMEDOUT, or -errno. */
 int mproc__futex_wait(_Atomic uint32_t *addr, uint32_t expected, int64_t deadline_ms, bool shared);
+/* One sleep of a wait loop that must not trust its waker: sleep while
+ * *addr == expected, but at most `recheck_ms` at a time (a waker that dies
+ * between changing its state and waking, or a condition the word does not
+ * track, is then noticed within that bound) and never past the absolute
+ * deadline.  Returns MPROC_ETIMEDOUT only when called with the deadline
+ * already passed, never early: a sleep that ends at the deadline returns 0,
+ * so the caller re-checks its condition once more before timing out.  Else 0
+ * (woken, value differed, signal or slice over: re-check and call again) or
+ * -errno.  The loop it serves:
+ *
+ *     for (;;) {
+ *       uint32_t seen = load(word);
+ *       if (condition holds) break;
+ *       r = mproc__futex_wait_capped(&word, seen, deadline, RECHECK_MS, true);
+ *       if (r != 0) break;   // MPROC_ETIMEDOUT or an error
+ *     } */
+int mproc__futex_wait_capped(_Atomic uint32_t *addr, uint32_t expected, int64_t deadline_ms,
+                             int64_t recheck_ms, bool shared);
 /* Wake up to n waiters (INT_MAX for all).  Returns how many were woken, or
  * -errno. */
 int mproc__futex_wake(_Atomic uint32_t *addr, int n, bool shared);

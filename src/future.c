@@ -13,10 +13,16 @@
  * task ends, is safe.  The result is owned by the future (borrowed by
  * callers of mproc_future_result).
  *
- * Callbacks always run on the pool's manager thread with no lock held, so a
- * callback may submit, cancel, shut down or free.  A thread that completes a
- * future while helping (a waiter collecting results) queues the callbacks and
- * wakes the manager.
+ * Callbacks run with no lock held, so a callback may submit, cancel, shut
+ * down or free; they run on one of these threads:
+ *  - the pool's manager thread, for a future that finishes while the pool
+ *    runs (a thread that completes a future while helping, a waiter
+ *    collecting results, queues its callbacks and wakes the manager);
+ *  - for MPROC_POOL_LOOP pools, the thread calling mproc_pool_loop_run
+ *    (pool_loop.c), and the thread calling mproc_pool_free for the
+ *    completions the loop never consumed;
+ *  - the calling thread of mproc_future_add_done_callback on a future that
+ *    has already finished (at once, as Python does).
  *
  * Waiting: one process-wide epoch counter (a futex word) is bumped whenever
  * anything finishes or SIGINT arrives; waiters re-check their condition and

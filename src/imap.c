@@ -62,12 +62,42 @@ struct mproc_imap {
   size_t nfree;
   struct mproc__progress prog; /* progress of the items yielded */
   size_t yielded;
+  bool orphaned; /* freed by its owner while chunks were in flight (under mu) */
 };
+
+/* How long mproc_imap_free waits for chunks in flight before it leaves the
+ * iterator to the pool (ms; a variable so tests can shorten it). */
+int64_t mproc__imap_free_wait_ms = 30000;
+
+/* Release the iterator's memory and arena extent (under mu, or with no
+ * chunk in flight). */
+static void imap_release(struct mproc_imap *it) {
+  if (it->p->tp_state != NULL)
+    mproc__arena_free(it->p, it->region, it->region_len);
+  free(it->slots);
+  free(it->free_stack);
+  free(it->batch);
+  free(it);
+}
+
+static bool any_inflight(const struct mproc_imap *it) {
+  for (size_t i = 0; i < it->nslots; i++)
+    if (it->slots[i].state == S_INFLIGHT)
+      return true;
+  return false;
+}
 
 static void islot_complete(struct mproc_pool *p, struct mproc__task *t, struct mproc__outcome *o) {
   (void)p;
   struct islot *s = (struct islot *)t;
   struct mproc_imap *it = t->owner;
+  if (it->orphaned) {
+    /* Its owner is gone: the last chunk to land frees it. */
+    s->state = S_DONE;
+    if (!any_inflight(it))
+      imap_release(it);
+    return;
+  }
   s->code = o->code;
   if (o->code != 0) {
     s->out = *o;
@@ -386,9 +416,7 @@ static int imap_next(mproc_imap *it, void *out, size_t *index, struct mproc_task
 static bool all_landed(void *arg) {
   struct mproc_imap *it = arg;
   pthread_mutex_lock(&it->p->mu);
-  bool done = true;
-  for (size_t i = 0; i < it->nslots; i++)
-    done = done && it->slots[i].state != S_INFLIGHT;
+  bool done = !any_inflight(it);
   pthread_mutex_unlock(&it->p->mu);
   return done;
 }
@@ -403,15 +431,18 @@ MPROC_EXTERN void mproc_imap_free(mproc_imap *it) {
     if (it->slots[i].state == S_INFLIGHT && p->slots != NULL)
       mproc__pool_cancel_task(p, &it->slots[i].t);
   pthread_mutex_unlock(&p->mu);
-  /* Running chunks complete once their killed workers are reaped. */
-  mproc__wait_until(all_landed, it, &p, 1, false, mproc__deadline(30000));
+  /* Running chunks complete once their killed workers are reaped.  If that
+   * takes too long (the manager is held up, a worker will not die), the
+   * chunks may still be written by a worker and completed by the pool: the
+   * iterator is then left to the pool, and the last chunk to land frees it.
+   * The pool completes every chunk before its manager exits, so nothing
+   * outlives mproc_pool_free. */
+  mproc__wait_until(all_landed, it, &p, 1, false, mproc__deadline(mproc__imap_free_wait_ms));
   pthread_mutex_lock(&p->mu);
-  if (p->tp_state != NULL)
-    mproc__arena_free(p, it->region, it->region_len);
+  if (any_inflight(it))
+    it->orphaned = true;
+  else
+    imap_release(it);
   pthread_mutex_unlock(&p->mu);
-  free(it->slots);
-  free(it->free_stack);
-  free(it->batch);
-  free(it);
   mproc__pool_unref(p);
 }

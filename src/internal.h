@@ -60,6 +60,14 @@ int mproc__check_timeout(int64_t timeout_ms);
  * INT_MAX. */
 int mproc__poll_timeout(int64_t deadline_ms);
 
+/* poll(2) until at least one of fds[0..n) reports an event or the absolute
+ * deadline passes (a deadline already passed polls once).  Retries on EINTR,
+ * and times out only once the deadline has really passed (poll rounds its
+ * timeout to whole milliseconds).  Returns poll's count (> 0; the revents are
+ * in fds), MPROC_ETIMEDOUT, or -errno. */
+struct pollfd;
+int mproc__poll_until(struct pollfd *fds, size_t n, int64_t deadline_ms);
+
 /* poll(2) on one fd until `events` (or an error/hangup) is reported or the
  * absolute deadline passes.  Retries on EINTR.  Returns the revents (> 0),
  * MPROC_ETIMEDOUT, or -errno. */
@@ -75,12 +83,50 @@ int mproc__poll1(int fd, short events, int64_t deadline_ms);
  * above MPROC__FDREG_MAX are not tracked (they stay CLOEXEC only). */
 #define MPROC__FDREG_MAX 65536
 void mproc__fd_register(int fd);
+/* Registers an fd that backs an object the user holds (a connection, a shm
+ * block): children spawned with MPROC__SPAWN_KEEP_USER_FDS keep it. */
+void mproc__fd_register_user(int fd);
 void mproc__fd_unregister(int fd);
 /* Unregister and close; returns 0 or -errno (EINTR is treated as closed, as
  * Linux always releases the fd). A negative fd is a no-op. */
 int mproc__close(int fd);
-/* In a forked child only: close every registered fd not in keep[0..nkeep). */
-void mproc__fd_close_registered_except(const int *keep, size_t nkeep);
+/* In a forked child only: close every registered fd not in keep[0..nkeep)
+ * (and, with keep_user, not registered with mproc__fd_register_user). */
+void mproc__fd_close_registered_except(const int *keep, size_t nkeep, bool keep_user);
+
+/* ---- fdpass.c: descriptors over a unix socket (SCM_RIGHTS) ------------ */
+
+/* The kernel accepts at most SCM_MAX_FD (253) descriptors per sendmsg. */
+#define MPROC__SCM_MAX_FD 253
+
+struct iovec;
+/* One sendmsg(MSG_NOSIGNAL | flags) of the iovecs, with fds[0..nfds) attached
+ * when nfds > 0 (at most MPROC__SCM_MAX_FD, else MPROC_EINVAL).  Retries on
+ * EINTR.  Returns the bytes sent or -errno. */
+ssize_t mproc__sendmsg_fds(int sock, struct iovec *iov, int iovcnt, int flags, const int *fds,
+                           size_t nfds);
+/* One recvmsg(MSG_CMSG_CLOEXEC | flags) into dst[0..n), retried on EINTR.
+ * Descriptors that arrive (close-on-exec, not registered: the caller decides)
+ * are stored in fds[0..*nfds), at most `max`.  *fd_err is -EMFILE when the
+ * kernel dropped descriptors (MSG_CTRUNC: the fd limit, or more than `max`
+ * sent), else 0; the bytes are consumed either way.  Returns the bytes read
+ * (> 0), 0 at end of stream (a reset connection included), or -errno. */
+ssize_t mproc__recvmsg_fds(int sock, void *dst, size_t n, int flags, int *fds, size_t max,
+                           size_t *nfds, int *fd_err);
+
+/* ---- procfs.c: /proc/<pid>/stat ---------------------------------------- */
+
+struct mproc__pstat {
+  char state;          /* field 3: R, S, D, T, t, Z, X... */
+  pid_t ppid;          /* field 4: parent pid */
+  uint64_t utime;      /* field 14: user CPU time, clock ticks */
+  uint64_t stime;      /* field 15: system CPU time, clock ticks */
+  uint64_t start_time; /* field 22: start time, clock ticks after boot */
+};
+/* Reads <proc>/<pid>/stat (proc NULL: "/proc"; tests pass a fixture tree).
+ * Returns 0, -ENOENT once the process is gone (also while reaped), -EIO on a
+ * line it cannot parse, MPROC_EINVAL, or -errno. */
+int mproc__proc_stat(const char *proc, pid_t pid, struct mproc__pstat *out);
 
 /* ---- spawn.c: the one place the library forks ------------------------- */
 
@@ -99,6 +145,9 @@ enum {
    * mproc__internal_fork() and give it no roles (a queue would otherwise
    * count it as a producer and consumer for as long as it lives). */
   MPROC__SPAWN_INTERNAL = 1u << 2,
+  /* Keep the fds of user objects (mproc__fd_register_user) open in the
+   * child: a mproc_process child may use what the program made before it. */
+  MPROC__SPAWN_KEEP_USER_FDS = 1u << 3,
 };
 
 /* True in the thread forking with MPROC__SPAWN_INTERNAL, from before the
@@ -136,6 +185,27 @@ int mproc__reap(int pidfd, int *exitcode, int64_t deadline_ms);
 /* Send a signal through a pidfd: never hits a recycled pid.  Returns 0,
  * -ESRCH if the process has already exited, or -errno. */
 int mproc__pidfd_kill(int pidfd, int sig);
+
+/* ---- shm.c: keepers of named objects ---------------------------------- */
+
+/* Runs in a keeper with the object's fd (read-only), once no process has it
+ * attached any more, before the name is removed.  Only system calls and
+ * lock-free code: the keeper is a fork of a possibly multi-threaded
+ * process. */
+typedef void (*mproc__keeper_fn)(int fd);
+
+/* Starts the keeper of the /dev/shm object behind `fd` (to be named
+ * `name`): a double-forked process (MPROC__SPAWN_INTERNAL) that waits for
+ * LOCK_EX on its own open file description of the object, so it wakes when
+ * every process holding LOCK_SH (each attached user, through its fd or its
+ * mappings) is gone, however they went; it then runs last(fd) and removes
+ * the name if it still refers to the object.  The caller holds LOCK_SH
+ * before calling and gives the object its name afterwards (linkat).
+ * Returns 0 or -errno / MPROC_ECHILDFAILED. */
+int mproc__keeper_start(int fd, const char *name, mproc__keeper_fn last);
+/* Starts the keeper, then gives the unnamed object behind fd (O_TMPFILE in
+ * /dev/shm) its name: -EEXIST if the name exists already. */
+int mproc__keeper_link(int fd, const char *name, mproc__keeper_fn last);
 
 /* ---- memfd.c: shared mappings ---------------------------------------- */
 

@@ -50,18 +50,9 @@ MPROC_EXTERN int mproc_queue_join(mproc_queue *q, int64_t timeout_ms) {
     uint32_t seen = atomic_load(&h->join_seq);
     if (atomic_load(&h->unfinished) == 0)
       break;
-    if (deadline >= 0 && mproc_timeout_until(deadline) == 0) {
-      err = MPROC_ETIMEDOUT;
-      break;
-    }
     if (mproc__q_maybe_sweep(q))
       continue;
-    int64_t wake = mproc_now_ms() + MPROC__Q_SWEEP_MS;
-    if (deadline >= 0 && deadline < wake)
-      wake = deadline;
-    err = mproc__futex_wait(&h->join_seq, seen, wake, true);
-    if (err == MPROC_ETIMEDOUT)
-      err = 0; /* periodic re-check; the deadline is tested above */
+    err = mproc__futex_wait_capped(&h->join_seq, seen, deadline, MPROC__Q_SWEEP_MS, true);
     if (err != 0)
       break;
   }

@@ -33,6 +33,7 @@
  * mproc_now_ms(), so the absolute deadline is used as is.  A contended
  * acquire spins a bounded number of rounds (MPROC__SPIN_LIMIT) before it
  * sleeps on the futex. */
+#include "futex.h"
 #include "sync.h"
 
 #include <limits.h>
@@ -66,8 +67,11 @@ struct mproc_rlock {
   int depth;              /* recursion depth, written by the holder */
   /* For the RLock of a Condition (MPROC__RLOCK_IN_COND): wake-ups that
    * notify deferred until the lock is released, so that the woken waiters
-   * find the lock free instead of colliding with the notifier. */
+   * find the lock free instead of colliding with the notifier, and where the
+   * Condition's futex word is, as an offset from this lock (same mapping,
+   * any address). */
   _Atomic uint32_t wake_n;
+  int32_t wake_off;
 };
 
 _Static_assert(MPROC__ANY_ABI_SIZE(struct mproc_lock, 1) <= MPROC_LOCK_SIZE,
@@ -75,37 +79,7 @@ _Static_assert(MPROC__ANY_ABI_SIZE(struct mproc_lock, 1) <= MPROC_LOCK_SIZE,
 _Static_assert(MPROC__ANY_ABI_SIZE(struct mproc_rlock, 1) <= MPROC_RLOCK_SIZE,
                "MPROC_RLOCK_SIZE too small");
 
-/* ---- shared helpers ------------------------------------------------------ */
-
-/* The calling thread's kernel tid, cached per thread: gettid() and getpid()
- * are system calls, far too slow for every acquire.  A forked child starts
- * with a copy of the forking thread's cache, so a fork handler clears it. */
-static _Thread_local pid_t cached_tid;
-static pthread_once_t tid_once = PTHREAD_ONCE_INIT;
-
-static void tid_after_fork(void) { cached_tid = 0; }
-static void tid_register(void) { pthread_atfork(NULL, NULL, tid_after_fork); }
-
-pid_t mproc__gettid(void) {
-  if (MPROC__UNLIKELY(cached_tid == 0)) {
-    pthread_once(&tid_once, tid_register);
-    cached_tid = gettid();
-  }
-  return cached_tid;
-}
-
-int mproc__sync_check_storage(const void *storage, size_t size, size_t need, uint32_t magic) {
-  if (storage == NULL || ((uintptr_t)storage & 7u) != 0 || size < need)
-    return MPROC_EINVAL;
-  /* Re-initialising a live object would corrupt every process using it. */
-  if (mproc__sync_ok(storage, magic))
-    return MPROC_EBUSY;
-  return 0;
-}
-
-int mproc__sync_map(size_t size, void **out) { return mproc__map_anon_shared(size, out); }
-
-void mproc__sync_unmap(void *p, size_t size) { munmap(p, size); }
+/* ---- robust mutexes --------------------------------------------------------- */
 
 int mproc__rmutex_init(pthread_mutex_t *m, bool recursive) {
   pthread_mutexattr_t a;
@@ -196,61 +170,36 @@ static bool held_by_me(const pthread_mutex_t *m, const _Atomic pid_t *owner) {
 
 /* ---- Lock ------------------------------------------------------------------ */
 
-static int lock_setup(void *storage, uint32_t flags, mproc_lock **out) {
-  struct mproc_lock *l = storage;
-  memset(l, 0, sizeof *l);
-  int r = mproc__rmutex_init(&l->m, false);
-  if (r != 0)
-    return r;
-  l->hdr.flags = flags;
-  atomic_store_explicit(&l->hdr.magic, MPROC__MAGIC_LOCK, memory_order_release);
-  *out = l;
-  return 0;
+static int lock_setup(void *obj, const void *arg) {
+  (void)arg;
+  return mproc__rmutex_init(&((struct mproc_lock *)obj)->m, false);
 }
 
-MPROC_EXTERN int mproc_lock_init(mproc_lock **out, void *storage, size_t size) {
-  if (out == NULL)
-    return MPROC_EINVAL;
-  int r = mproc__sync_check_storage(storage, size, MPROC_LOCK_SIZE, MPROC__MAGIC_LOCK);
-  return r != 0 ? r : lock_setup(storage, 0, out);
-}
-
-MPROC_EXTERN int mproc_lock_new(mproc_lock **out) {
-  if (out == NULL)
-    return MPROC_EINVAL;
-  void *p;
-  int r = mproc__sync_map(MPROC_LOCK_SIZE, &p);
-  if (r != 0)
-    return r;
-  r = lock_setup(p, MPROC__SYNC_ALLOCATED, out);
-  if (r != 0)
-    mproc__sync_unmap(p, MPROC_LOCK_SIZE);
-  return r;
-}
-
-static int lock_teardown(mproc_lock *l, bool allocated) {
-  if (!mproc__sync_ok(l, MPROC__MAGIC_LOCK) ||
-      ((l->hdr.flags & MPROC__SYNC_ALLOCATED) != 0) != allocated)
-    return MPROC_EINVAL;
-  /* A held lock may not be destroyed (its holder would be left with freed
-   * memory); a lock left by a dead owner can be. */
-  int r = pthread_mutex_trylock(&l->m);
+/* Common to Lock and RLock: a held mutex may not be destroyed (its holder
+ * would be left with freed memory); one left by a dead owner can be. */
+static int mutex_retire(void *obj, pthread_mutex_t *m) {
+  int r = pthread_mutex_trylock(m);
   if (r == EBUSY || r == EDEADLK)
     return MPROC_EBUSY;
   if (r == 0 || r == EOWNERDEAD) {
     if (r == EOWNERDEAD)
-      pthread_mutex_consistent(&l->m);
-    pthread_mutex_unlock(&l->m);
+      pthread_mutex_consistent(m);
+    pthread_mutex_unlock(m);
   }
-  atomic_store_explicit(&l->hdr.magic, 0, memory_order_release);
-  pthread_mutex_destroy(&l->m);
-  if (allocated)
-    mproc__sync_unmap(l, MPROC_LOCK_SIZE);
+  mproc__sync_clear(obj); /* before the mutex goes */
+  pthread_mutex_destroy(m);
   return 0;
 }
 
-MPROC_EXTERN int mproc_lock_destroy(mproc_lock *l) { return lock_teardown(l, false); }
-MPROC_EXTERN int mproc_lock_free(mproc_lock *l) { return lock_teardown(l, true); }
+static int lock_retire(void *obj) { return mutex_retire(obj, &((struct mproc_lock *)obj)->m); }
+
+static const struct mproc__sync_kind lock_kind = {.magic = MPROC__MAGIC_LOCK,
+                                                  .size = MPROC_LOCK_SIZE,
+                                                  .setup = lock_setup,
+                                                  .retire = lock_retire};
+
+/* mproc_lock_init, _new, _destroy, _free */
+MPROC__SYNC_LIFECYCLE(mproc_lock, lock_kind, MPROC_LOCK_SIZE)
 
 /* Common to Lock and RLock: the result of locking m, with our state. */
 static int took(pthread_mutex_t *m, _Atomic pid_t *owner, _Atomic uint32_t *state, int r) {
@@ -315,61 +264,25 @@ MPROC_EXTERN int mproc_lock_consistent(mproc_lock *l) {
 
 /* ---- RLock ------------------------------------------------------------------ */
 
-static int rlock_setup(void *storage, uint32_t flags, mproc_rlock **out) {
-  struct mproc_rlock *l = storage;
-  memset(l, 0, sizeof *l);
-  int r = mproc__rmutex_init(&l->m, true);
-  if (r != 0)
-    return r;
-  l->hdr.flags = flags;
-  atomic_store_explicit(&l->hdr.magic, MPROC__MAGIC_RLOCK, memory_order_release);
-  *out = l;
-  return 0;
+static int rlock_setup(void *obj, const void *arg) {
+  (void)arg;
+  return mproc__rmutex_init(&((struct mproc_rlock *)obj)->m, true);
 }
 
-MPROC_EXTERN int mproc_rlock_init(mproc_rlock **out, void *storage, size_t size) {
-  if (out == NULL)
-    return MPROC_EINVAL;
-  int r = mproc__sync_check_storage(storage, size, MPROC_RLOCK_SIZE, MPROC__MAGIC_RLOCK);
-  return r != 0 ? r : rlock_setup(storage, 0, out);
-}
-
-MPROC_EXTERN int mproc_rlock_new(mproc_rlock **out) {
-  if (out == NULL)
-    return MPROC_EINVAL;
-  void *p;
-  int r = mproc__sync_map(MPROC_RLOCK_SIZE, &p);
-  if (r != 0)
-    return r;
-  r = rlock_setup(p, MPROC__SYNC_ALLOCATED, out);
-  if (r != 0)
-    mproc__sync_unmap(p, MPROC_RLOCK_SIZE);
-  return r;
-}
-
-static int rlock_teardown(mproc_rlock *l, bool allocated) {
-  if (!mproc__sync_ok(l, MPROC__MAGIC_RLOCK) ||
-      ((l->hdr.flags & MPROC__SYNC_ALLOCATED) != 0) != allocated)
-    return MPROC_EINVAL;
+static int rlock_retire(void *obj) {
+  struct mproc_rlock *l = obj;
   if (held_by_me(&l->m, &l->owner))
-    return MPROC_EBUSY; /* held by the caller itself */
-  int r = pthread_mutex_trylock(&l->m);
-  if (r == EBUSY)
-    return MPROC_EBUSY;
-  if (r == 0 || r == EOWNERDEAD) {
-    if (r == EOWNERDEAD)
-      pthread_mutex_consistent(&l->m);
-    pthread_mutex_unlock(&l->m);
-  }
-  atomic_store_explicit(&l->hdr.magic, 0, memory_order_release);
-  pthread_mutex_destroy(&l->m);
-  if (allocated)
-    mproc__sync_unmap(l, MPROC_RLOCK_SIZE);
-  return 0;
+    return MPROC_EBUSY; /* held by the caller itself: a recursive trylock would succeed */
+  return mutex_retire(obj, &l->m);
 }
 
-MPROC_EXTERN int mproc_rlock_destroy(mproc_rlock *l) { return rlock_teardown(l, false); }
-MPROC_EXTERN int mproc_rlock_free(mproc_rlock *l) { return rlock_teardown(l, true); }
+static const struct mproc__sync_kind rlock_kind = {.magic = MPROC__MAGIC_RLOCK,
+                                                   .size = MPROC_RLOCK_SIZE,
+                                                   .setup = rlock_setup,
+                                                   .retire = rlock_retire};
+
+/* mproc_rlock_init, _new, _destroy, _free */
+MPROC__SYNC_LIFECYCLE(mproc_rlock, rlock_kind, MPROC_RLOCK_SIZE)
 
 MPROC_EXTERN int mproc_rlock_acquire(mproc_rlock *l, int64_t timeout_ms) {
   if (!mproc__sync_ok(l, MPROC__MAGIC_RLOCK) || mproc__check_timeout(timeout_ms) != 0)
@@ -388,7 +301,8 @@ static int rlock_give(mproc_rlock *l) {
     n = atomic_exchange_explicit(&l->wake_n, 0, memory_order_relaxed);
   int r = give(&l->m, &l->owner, &l->state);
   if (n > 0)
-    mproc__cond_wake(l, n > INT_MAX ? INT_MAX : (int)n);
+    mproc__futex_wake((_Atomic uint32_t *)(void *)((char *)l + l->wake_off),
+                      n > INT_MAX ? INT_MAX : (int)n, true);
   return r;
 }
 
@@ -398,7 +312,10 @@ void mproc__rlock_defer_wake(mproc_rlock *l, int n) {
   atomic_store_explicit(&l->wake_n, want, memory_order_relaxed); /* holder only */
 }
 
-void mproc__rlock_mark_cond(mproc_rlock *l) { l->hdr.flags |= MPROC__RLOCK_IN_COND; }
+void mproc__rlock_mark_cond(mproc_rlock *l, _Atomic uint32_t *seq) {
+  l->wake_off = (int32_t)((char *)seq - (char *)l);
+  l->hdr.flags |= MPROC__RLOCK_IN_COND;
+}
 
 MPROC_EXTERN int mproc_rlock_release(mproc_rlock *l) {
   if (!mproc__sync_ok(l, MPROC__MAGIC_RLOCK))

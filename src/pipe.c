@@ -15,6 +15,8 @@
  *     consumed (MPROC_ETOOSMALL, the same message is returned next time);
  *   - a deadline that passes half-way through a payload pushes the header and
  *     the bytes read so far back into rbuf, and the next receive resumes.
+ * Every receive takes its deadline once, at entry (recv_header): waiting for
+ * the header and reading the payload share it.
  *
  * Send side, and why two large senders never deadlock.  A frame is written
  * with non-blocking sendmsg (MSG_NOSIGNAL: a vanished peer is MPROC_EEOF,
@@ -64,8 +66,8 @@ MPROC_EXTERN int mproc_pipe(mproc_conn **a, mproc_conn **b, const struct mproc_p
   int sv[2];
   if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0)
     return mproc__neg_errno();
-  mproc__fd_register(sv[0]);
-  mproc__fd_register(sv[1]);
+  mproc__fd_register_user(sv[0]);
+  mproc__fd_register_user(sv[1]);
   bool oneway = flags & MPROC_PIPE_ONEWAY;
   unsigned both = MPROC__CONN_READ | MPROC__CONN_WRITE;
   mproc_conn *ca = NULL, *cb = NULL;
@@ -103,7 +105,7 @@ MPROC_EXTERN int mproc_conn_adopt(mproc_conn **c, int fd, unsigned flags) {
     close(fd); /* owned from the call on, also on failure */
     return err;
   }
-  mproc__fd_register(fd);
+  mproc__fd_register_user(fd);
   return 0;
 }
 
@@ -269,15 +271,28 @@ static int recv_check(mproc_conn *c, int64_t timeout_ms) {
   return 0;
 }
 
-MPROC_EXTERN int mproc_conn_recv_fds(mproc_conn *c, void *buf, size_t cap, size_t *len, int *fds,
-                                     size_t *nfds, int64_t timeout_ms) {
+/* The start of every receive: the handle, the timeout and the caller's
+ * arguments (args_ok) are checked, the deadline is taken once for the whole
+ * call, and the next frame's header is waited for. */
+static int recv_header(mproc_conn *c, int64_t timeout_ms, bool args_ok, struct frame *h,
+                       int64_t *deadline) {
   int err = recv_check(c, timeout_ms);
   if (err != 0)
     return err;
-  if (len == NULL || (buf == NULL && cap > 0) || nfds == NULL || (fds == NULL && *nfds > 0))
+  if (!args_ok)
     return MPROC_EINVAL;
+  *deadline = mproc__deadline(timeout_ms);
+  return peek_header(c, h, *deadline);
+}
+
+MPROC_EXTERN int mproc_conn_recv_fds(mproc_conn *c, void *buf, size_t cap, size_t *len, int *fds,
+                                     size_t *nfds, int64_t timeout_ms) {
   struct frame h;
-  err = peek_header(c, &h, mproc__deadline(timeout_ms));
+  int64_t deadline;
+  int err = recv_header(c, timeout_ms,
+                        len != NULL && (buf != NULL || cap == 0) && nfds != NULL &&
+                            (fds != NULL || *nfds == 0),
+                        &h, &deadline);
   if (err != 0)
     return err;
   if (h.len > cap || h.nfds > *nfds) {
@@ -286,7 +301,7 @@ MPROC_EXTERN int mproc_conn_recv_fds(mproc_conn *c, void *buf, size_t cap, size_
     return MPROC_ETOOSMALL;
   }
   int tmp[MPROC__SCM_MAX_FD];
-  err = read_payload(c, &h, buf, mproc__deadline(timeout_ms));
+  err = read_payload(c, &h, buf, deadline);
   if (err != 0)
     return err;
   pop_fds(c, h.nfds, tmp);
@@ -299,14 +314,9 @@ MPROC_EXTERN int mproc_conn_recv_fds(mproc_conn *c, void *buf, size_t cap, size_
 
 MPROC_EXTERN int mproc_conn_recv(mproc_conn *c, void *buf, size_t cap, size_t *len,
                                  int64_t timeout_ms) {
-  int err = recv_check(c, timeout_ms);
-  if (err != 0)
-    return err;
-  if (len == NULL || (buf == NULL && cap > 0))
-    return MPROC_EINVAL;
-  int64_t deadline = mproc__deadline(timeout_ms);
   struct frame h;
-  err = peek_header(c, &h, deadline);
+  int64_t deadline;
+  int err = recv_header(c, timeout_ms, len != NULL && (buf != NULL || cap == 0), &h, &deadline);
   if (err != 0)
     return err;
   if (h.len > cap || h.nfds > 0) {
@@ -322,14 +332,9 @@ MPROC_EXTERN int mproc_conn_recv(mproc_conn *c, void *buf, size_t cap, size_t *l
 MPROC_EXTERN int mproc_conn_recv_alloc(mproc_conn *c, void **buf, size_t *len, int64_t timeout_ms) {
   if (buf != NULL)
     *buf = NULL;
-  int err = recv_check(c, timeout_ms);
-  if (err != 0)
-    return err;
-  if (buf == NULL || len == NULL)
-    return MPROC_EINVAL;
-  int64_t deadline = mproc__deadline(timeout_ms);
   struct frame h;
-  err = peek_header(c, &h, deadline);
+  int64_t deadline;
+  int err = recv_header(c, timeout_ms, buf != NULL && len != NULL, &h, &deadline);
   if (err != 0)
     return err;
   if (h.nfds > 0) {

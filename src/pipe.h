@@ -8,8 +8,6 @@
  * u64 payload length, u32 number of descriptors attached, u32 magic. */
 #define MPROC__FRAME_MAGIC 0x6d70636eu /* "mpcn" */
 #define MPROC__FRAME_HDR 16
-/* The kernel accepts at most SCM_MAX_FD (253) descriptors per sendmsg. */
-#define MPROC__SCM_MAX_FD 253
 
 enum {
   MPROC__CONN_READ = 1u << 0,  /* this end may receive */

@@ -17,9 +17,10 @@
  * live future) so a future may outlive mproc_pool_free; the workers,
  * mappings, fds and the thread are all released by mproc_pool_free itself.
  *
- * exit() with live pools: an atexit hook terminates them (killing and
- * reaping their workers) in the process that created them; in a forked child
- * the hook does nothing, since the pools' workers are not its children. */
+ * exit() with live pools: an atexit hook, in the process that created them,
+ * lets closed pools finish their work and terminates open ones (killing and
+ * reaping their workers); in a forked child the hook does nothing, since the
+ * pools' workers are not its children. */
 #include "pool.h"
 #include "futex.h"
 
@@ -57,11 +58,23 @@ bool mproc__sigint_since(const struct mproc_pool *p, uint32_t mark) {
   return atomic_load(&sigint_count) != mark;
 }
 
+/* At exit a pool that was closed (close, or shutdown without waiting)
+ * finishes its work first, as Python's executors do (gh-83386): the program
+ * said "finish what I submitted", and exit() must not silently kill it.  A
+ * pool still open is terminated: nobody asked for its work to complete, and
+ * waiting for it could hold exit forever. */
 static void at_exit_hook(void) {
   if (getpid() != hook_pid)
     return;
   pthread_mutex_lock(&live_mu);
   for (struct mproc_pool *p = live_head; p != NULL; p = p->live_next) {
+    if (atomic_load(&p->state) == MPROC__P_CLOSED && !mproc__on_manager_thread(p)) {
+      int r;
+      while ((r = mproc_pool_join(p, -1)) == MPROC_EINTERRUPTED) {
+      }
+      if (r == 0)
+        continue;
+    }
     mproc_pool_terminate(p);
     mproc_pool_join(p, 5000);
   }

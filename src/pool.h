@@ -26,11 +26,12 @@ struct mproc__task {
   uint64_t col_off[MPROC_STARMAP_MAX_ARGS], col_size[MPROC_STARMAP_MAX_ARGS];
   int64_t timeout_ms; /* 0: none */
   int32_t retries_left;
-  bool cancel_req; /* kill the worker: cancelled */
-  bool timed_out;  /* kill the worker: timed out */
-  bool done;       /* chunks: finished */
-  int slot;        /* worker slot it sits in, -1 when not dispatched */
-  uint64_t pos;    /* ring position within that slot */
+  bool cancel_req;   /* kill the worker: cancelled */
+  bool timed_out;    /* kill the worker: timed out */
+  bool done;         /* chunks: finished */
+  int slot;          /* worker slot it sits in, -1 when not dispatched */
+  uint64_t pos;      /* ring position within that slot */
+  uint64_t progress; /* chunks: item (from 0) its worker was in when it died */
   /* Called once, under the pool mutex, when the task finished. */
   void (*complete)(struct mproc_pool *p, struct mproc__task *t, struct mproc__outcome *o);
   void *owner; /* map job / imap iterator */
@@ -75,6 +76,11 @@ struct mproc__slot {
   uint64_t head;             /* next ring position to fill */
   uint64_t tail;             /* oldest position not yet collected */
   uint32_t assigned;         /* tasks handed to this worker generation (max_tasks) */
+  uint32_t live;             /* tasks in the ring, not revoked, not yet collected */
+  bool donor;                /* dispatch skips it: its queued tasks were just taken back */
+  bool stalled;              /* dispatch skips it: it left queued work unstarted */
+  uint64_t wait_pos;         /* worker position when a task was first seen waiting */
+  int64_t wait_since;        /* since when (ms), 0: no task waiting */
   bool stopping;             /* asked to exit when idle */
   int64_t started_ms;        /* when this worker was forked (initializer deadline) */
   bool init_timed_out;       /* the pool killed it: initializer past its deadline */
@@ -104,9 +110,10 @@ struct mproc_pool {
   pid_t mgr_tid;                             /* its tid: calls from callbacks are detected */
   bool mgr_started;                          /* create made the thread */
   bool mgr_joined;
-  _Atomic int mgr_exited; /* futex word: 1 once the manager has left */
-  int start_err;          /* first spawn error during create */
-  _Atomic int started;    /* futex word: initial workers forked */
+  _Atomic int mgr_exited;  /* futex word: 1 once the manager has left */
+  _Atomic int mgr_untimed; /* set under mu: the manager sleeps with no deadline */
+  int start_err;           /* first spawn error during create */
+  _Atomic int started;     /* futex word: initial workers forked */
   bool broken_init;
   int init_code;
   pid_t init_pid;  /* the worker whose initializer failed */
@@ -163,6 +170,13 @@ extern _Atomic int mproc__test_fail_spawn;
 /* How long the pool tolerates having no live worker while forking fails
  * before it fails the queued tasks (ms). */
 #define MPROC__NO_WORKER_MS 2000
+/* A worker that leaves a queued task unstarted this long while running
+ * nothing is stalled (SIGSTOP, stuck in the kernel): its queued tasks move to
+ * other workers (ms). */
+#define MPROC__STALL_MS 1000
+/* While tasks are outstanding the manager looks at the workers at least this
+ * often, so a stall is seen without any event to wake it (ms). */
+#define MPROC__WATCH_MS 250
 int mproc__manager_start(struct mproc_pool *p);
 /* Collect results and dispatch (under mu); any thread may help.  Returns
  * how many tasks finished. */
@@ -206,6 +220,9 @@ void mproc__future_run_callbacks(struct mproc_future *f);
 void mproc__future_unref(struct mproc_future *f);
 /* Fill a task error from an outcome. */
 void mproc__error_from_outcome(struct mproc_task_error *e, const struct mproc__outcome *o);
+
+/* ---- imap.c ----------------------------------------------------------------- */
+extern int64_t mproc__imap_free_wait_ms;
 
 /* ---- pool_loop.c ---------------------------------------------------------- */
 int mproc__loop_init(struct mproc_pool *p);

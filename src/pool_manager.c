@@ -10,6 +10,12 @@
  *   run callbacks -> announce sleep -> poll(eventfd, pidfds, next deadline)
  *   -> handle dead workers (under the lock) -> loop
  *
+ * Scheduling: dispatch fills each worker's ring eagerly (least loaded
+ * first), because a deep ring is what makes tiny tasks cheap; stealing (see
+ * steal) takes back every not-yet-started task from a busy worker's ring as
+ * soon as a worker is idle and the queue is empty, so no task waits behind a
+ * long one while a worker idles.
+ *
  * Any thread may help by collecting and dispatching (mproc__pool_help) when
  * the mutex is free, which keeps the manager out of the hot path of a waiter
  * that spins; only worker deaths and callbacks need the manager.
@@ -134,7 +140,7 @@ static void task_left(struct mproc_pool *p, struct mproc__task *t, bool started)
                                .signo = SIGKILL,
                                .exit_status = -1,
                                .msg = "task timed out; its worker was killed"};
-    o.index = t->base_index;
+    o.index = t->base_index + t->progress;
     task_done(p, t, &o);
     return;
   }
@@ -158,7 +164,7 @@ static void task_left(struct mproc_pool *p, struct mproc__task *t, bool started)
   }
   o.msg = msg;
   if (t->kind != MPROC__K_CALL)
-    o.index = t->base_index;
+    o.index = t->base_index + t->progress; /* the item it died in */
   task_done(p, t, &o);
 }
 
@@ -312,6 +318,8 @@ static void handle_death(struct mproc_pool *p, int i) {
   mproc__close(sl->pidfd);
   sl->pidfd = -1;
   sl->pid = 0;
+  sl->stalled = false;
+  sl->wait_since = 0;
   if (want_workers(p)) {
     sl->n_replaced++;
     int r = start_worker(p, i);
@@ -320,19 +328,20 @@ static void handle_death(struct mproc_pool *p, int i) {
   }
 }
 
+/* The worker with room and the fewest tasks in its ring. */
 static int pick_slot(struct mproc_pool *p) {
   int best = -1;
-  uint64_t best_load = UINT64_MAX;
+  uint32_t best_load = UINT32_MAX;
   uint32_t max = p->opts.max_tasks_per_worker;
   for (int i = 0; i < p->nworkers; i++) {
     struct mproc__slot *sl = &p->slots[i];
-    if (sl->pid <= 0 || sl->stopping || !p->tp->can_send(p, i) || (max > 0 && sl->assigned >= max))
+    if (sl->pid <= 0 || sl->stopping || sl->donor || sl->stalled || !p->tp->can_send(p, i) ||
+        (max > 0 && sl->assigned >= max))
       continue;
-    uint64_t load = sl->head - sl->tail;
-    if (load < best_load) {
+    if (sl->live < best_load) {
       best = i;
-      best_load = load;
-      if (load == 0)
+      best_load = sl->live;
+      if (sl->live == 0)
         break;
     }
   }
@@ -356,37 +365,8 @@ static void send_failed(struct mproc_pool *p, int i, struct mproc__task *t, int 
   mproc__task_fail(p, t, r, "could not hand the task to a worker");
 }
 
-/* An idle worker takes the last queued task of the busiest one, so a long
- * task never holds up work queued behind it while a worker idles. */
-static void steal(struct mproc_pool *p) {
-  for (int guard = 0; guard < p->nworkers; guard++) {
-    int idle = pick_slot(p);
-    if (idle < 0 || p->slots[idle].head != p->slots[idle].tail)
-      return;
-    int donor = -1;
-    uint64_t most = 1;
-    for (int i = 0; i < p->nworkers; i++) {
-      struct mproc__slot *sl = &p->slots[i];
-      if (sl->pid > 0 && sl->head - sl->tail > most) {
-        most = sl->head - sl->tail;
-        donor = i;
-      }
-    }
-    if (donor < 0)
-      return;
-    struct mproc__slot *d = &p->slots[donor];
-    struct mproc__task *t = d->jobs[(d->head - 1) % p->ring];
-    if (t == NULL || !p->tp->revoke(p, t))
-      return;
-    int r = p->tp->send_task(p, idle, t);
-    if (r != 0) {
-      send_failed(p, idle, t, r);
-      return;
-    }
-  }
-}
-
-void mproc__pool_dispatch(struct mproc_pool *p) {
+/* Hand queued tasks to the least loaded workers with room. */
+static void dispatch_pending(struct mproc_pool *p) {
   while (p->pend_head != NULL) {
     int i = pick_slot(p);
     if (i < 0)
@@ -399,8 +379,71 @@ void mproc__pool_dispatch(struct mproc_pool *p) {
     int r = p->tp->send_task(p, i, t);
     if (r != 0)
       send_failed(p, i, t, r);
+    else if (atomic_load_explicit(&p->mgr_untimed, memory_order_relaxed) &&
+             atomic_exchange(&p->mgr_untimed, 0))
+      mproc__pool_kick(p); /* it must watch this task even if its worker stalls */
   }
-  steal(p);
+}
+
+/* Whether a worker could start a task right now: alive, initialized,
+ * accepting work and with nothing in its ring. */
+static bool idle_worker(struct mproc_pool *p, int i) {
+  struct mproc__slot *sl = &p->slots[i];
+  return sl->pid > 0 && !sl->stopping && !sl->stalled && sl->live == 0 && p->tp->can_send(p, i) &&
+         p->tp->ready(p, i);
+}
+
+/* Take back every task of slot i that has not started, in ring order, onto
+ * the requeue list.  Returns how many. */
+static int take_back(struct mproc_pool *p, int i) {
+  struct mproc__slot *sl = &p->slots[i];
+  int n = 0;
+  for (uint64_t pos = sl->tail; pos < sl->head; pos++) {
+    struct mproc__task *t = sl->jobs[pos % p->ring];
+    if (t != NULL && p->tp->revoke(p, t)) {
+      requeue(p, t);
+      n++;
+    }
+  }
+  return n;
+}
+
+/* Work stealing.  Dispatch fills rings eagerly (a deep ring is what makes
+ * tiny tasks cheap), so a task may be queued behind a long one.  Whenever the
+ * queue is empty and a worker is idle, every task that has not started in
+ * the ring of a worker busy with a task is taken back -- all of them, not
+ * one -- and dispatched again to the workers that are not busy.  Completions
+ * run this (the manager or a helping waiter collects, then dispatches), and
+ * a worker becomes idle only by completing, so a queued task never waits
+ * more than one such round while a worker is idle. */
+static void steal(struct mproc_pool *p) {
+  bool idle = false;
+  for (int i = 0; i < p->nworkers && !idle; i++)
+    idle = idle_worker(p, i);
+  if (!idle)
+    return;
+  int taken = 0;
+  for (int i = 0; i < p->nworkers; i++) {
+    struct mproc__slot *sl = &p->slots[i];
+    int64_t since;
+    if (sl->pid <= 0 || sl->live < 2 || p->tp->running(p, i, &since) == NULL)
+      continue;
+    int n = take_back(p, i);
+    sl->donor = n > 0;
+    taken += n;
+  }
+  if (taken == 0)
+    return;
+  push_front_list(p);
+  dispatch_pending(p);
+  for (int i = 0; i < p->nworkers; i++)
+    p->slots[i].donor = false;
+}
+
+void mproc__pool_dispatch(struct mproc_pool *p) {
+  dispatch_pending(p);
+  if (p->pend_head == NULL)
+    steal(p);
 }
 
 void mproc__pool_cancel_pending(struct mproc_pool *p) {
@@ -499,6 +542,69 @@ static int64_t enforce_timeouts(struct mproc_pool *p) {
   return next;
 }
 
+/* Whether a worker other than `except` can take work now. */
+static bool other_worker_ready(struct mproc_pool *p, int except) {
+  for (int i = 0; i < p->nworkers; i++) {
+    struct mproc__slot *sl = &p->slots[i];
+    if (i != except && sl->pid > 0 && !sl->stopping && !sl->stalled && p->tp->ready(p, i))
+      return true;
+  }
+  return false;
+}
+
+/* Stalled workers (manager only, under mu).  A worker that runs nothing yet
+ * leaves the task at its next ring position unstarted is stopped or stuck:
+ *  - after MPROC__STALL_MS, when another worker can take them, every task it
+ *    has not started is taken back and dispatched elsewhere, and it gets no
+ *    new work until it moves again (a worker that was merely slow loses
+ *    nothing but its queue);
+ *  - when the waiting task has a timeout and has waited that long, the worker
+ *    is killed (a kill works on a stopped process): its unstarted tasks go
+ *    back to the queue and its replacement runs them.
+ * Returns the next deadline (-1 none). */
+static int64_t watch_stalls(struct mproc_pool *p) {
+  int64_t next = -1, now = mproc_now_ms();
+  for (int i = 0; i < p->nworkers; i++) {
+    struct mproc__slot *sl = &p->slots[i];
+    uint64_t pos = 0;
+    /* A worker in its initializer is watched by the initializer deadline;
+     * without an initializer even one stopped before it said so is watched. */
+    bool watch = sl->pid > 0 && (p->opts.initializer == NULL || p->tp->ready(p, i));
+    struct mproc__task *t = watch ? p->tp->waiting(p, i, &pos) : NULL;
+    if (sl->stalled && pos != sl->wait_pos)
+      sl->stalled = false; /* it moved again */
+    if (t == NULL) {
+      if (!sl->stalled)
+        sl->wait_since = 0;
+      continue;
+    }
+    if (sl->wait_since == 0 || pos != sl->wait_pos) {
+      sl->wait_pos = pos;
+      sl->wait_since = now;
+    }
+    int64_t dl = -1;
+    if (t->timeout_ms > 0) {
+      if (now - sl->wait_since >= t->timeout_ms) {
+        mproc__kill_worker(p, i);
+        continue;
+      }
+      dl = sl->wait_since + t->timeout_ms;
+    }
+    if (!sl->stalled && now - sl->wait_since >= MPROC__STALL_MS && other_worker_ready(p, i)) {
+      sl->stalled = true;
+      take_back(p, i);
+      push_front_list(p);
+      mproc__pool_dispatch(p);
+      continue;
+    }
+    if (!sl->stalled && (dl < 0 || sl->wait_since + MPROC__STALL_MS < dl))
+      dl = sl->wait_since + MPROC__STALL_MS;
+    if (dl >= 0 && (next < 0 || dl < next))
+      next = dl;
+  }
+  return next;
+}
+
 static void *manager_main(void *arg) {
   struct mproc_pool *p = arg;
   sigset_t all;
@@ -539,6 +645,14 @@ static void *manager_main(void *arg) {
     int64_t retry = retry_respawn(p);
     if (retry >= 0 && (next < 0 || retry < next))
       next = retry;
+    if (atomic_load(&p->state) != MPROC__P_TERMINATING) {
+      int64_t stall = watch_stalls(p);
+      if (stall >= 0 && (next < 0 || stall < next))
+        next = stall;
+      int64_t watch = mproc_now_ms() + MPROC__WATCH_MS;
+      if (p->outstanding > 0 && (next < 0 || watch < next))
+        next = watch;
+    }
     if (atomic_load(&p->state) == MPROC__P_CLOSED && p->outstanding == 0)
       for (int i = 0; i < p->nworkers; i++)
         if (p->slots[i].pid > 0 && !p->slots[i].stopping) {
@@ -549,6 +663,7 @@ static void *manager_main(void *arg) {
     p->cbq_head = p->cbq_tail = NULL;
     bool finished = atomic_load(&p->state) != MPROC__P_RUNNING && p->outstanding == 0 &&
                     !any_alive(p) && cbq == NULL;
+    atomic_store(&p->mgr_untimed, next < 0);
     pthread_mutex_unlock(&p->mu);
     if (finished)
       break;
@@ -573,6 +688,7 @@ static void *manager_main(void *arg) {
     if (!p->tp->arm_sleep(p, &seen)) {
       int r = poll(pfd, (nfds_t)n, next < 0 ? -1 : mproc__poll_timeout(next));
       p->tp->disarm_sleep(p);
+      atomic_store(&p->mgr_untimed, 0);
       if (r > 0 && (pfd[0].revents & POLLIN)) {
         uint64_t v;
         ssize_t rd = read(p->efd, &v, sizeof v);

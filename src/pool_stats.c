@@ -36,23 +36,14 @@ static ssize_t read_proc(pid_t pid, const char *what, char *buf, size_t len) {
   return n;
 }
 
-/* CPU times from /proc/<pid>/stat: utime and stime are fields 14 and 15,
- * counted after the ")" that ends the command name (which may hold spaces). */
+/* CPU times from /proc/<pid>/stat. */
 static void read_cpu(pid_t pid, struct mproc_worker_stats *w) {
-  char buf[1024];
-  if (read_proc(pid, "stat", buf, sizeof buf) <= 0)
-    return;
-  const char *s = strrchr(buf, ')');
-  if (s == NULL)
-    return;
-  unsigned long long ut = 0, st = 0;
-  /* After ")": state(3) ppid pgrp session tty tpgid flags minflt cminflt
-   * majflt cmajflt utime(14) stime(15). */
-  if (sscanf(s + 1, " %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2)
+  struct mproc__pstat ps;
+  if (mproc__proc_stat(NULL, pid, &ps) != 0)
     return;
   long hz = sysconf(_SC_CLK_TCK);
-  w->cpu_user_s = (double)ut / (double)hz;
-  w->cpu_system_s = (double)st / (double)hz;
+  w->cpu_user_s = (double)ps.utime / (double)hz;
+  w->cpu_system_s = (double)ps.stime / (double)hz;
 }
 
 static void read_mem(pid_t pid, struct mproc_worker_stats *w) {

@@ -283,13 +283,16 @@ MPROC_EXTERN int mproc_process_new(mproc_process **out, mproc_process_fn fn, con
   if (opts == NULL)
     opts = &defaults;
   if (out == NULL || fn == NULL || (arg == NULL && len > 0) ||
-      (opts->flags & ~(unsigned)MPROC_PROCESS_DAEMON) || opts->exit_wait_ms < -1 ||
-      opts->grace_ms < 0)
+      (opts->flags & ~(unsigned)(MPROC_PROCESS_DAEMON | MPROC_PROCESS_NEW_GROUP)) ||
+      opts->exit_wait_ms < -1 || opts->grace_ms < 0)
     return MPROC_EINVAL;
   int method = opts->start_method;
   if (method == MPROC_START_DEFAULT)
     method = mproc__start_method_default();
   if (method < MPROC_START_FORK || method > MPROC_START_FORKSERVER)
+    return MPROC_EINVAL;
+  /* The group guard is forked beside a forked child only (spawn.c). */
+  if (method != MPROC_START_FORK && (opts->flags & MPROC_PROCESS_NEW_GROUP))
     return MPROC_EINVAL;
   struct mproc__fnref ref;
   if (method != MPROC_START_FORK && mproc__fnref_make(MPROC_FUNCTION(fn), &ref) < 0)
@@ -359,7 +362,13 @@ MPROC_EXTERN int mproc_process_start(mproc_process *p) {
   int pidfd;
   int r;
   if (p->method == MPROC_START_FORK) {
-    struct mproc__spawn_opts so = {.fn = child_entry, .arg = p};
+    /* Connections, shm blocks... made before start stay usable in the child,
+     * as with Python's fork start method (fdreg.c). */
+    struct mproc__spawn_opts so = {
+        .fn = child_entry,
+        .arg = p,
+        .flags = MPROC__SPAWN_KEEP_USER_FDS |
+                 ((p->flags & MPROC_PROCESS_NEW_GROUP) ? MPROC__SPAWN_NEWPGRP : 0)};
     r = mproc__spawn(&so, &pid, &pidfd);
   } else {
     struct mproc__start_req rq = {.method = p->method,

@@ -17,10 +17,6 @@
  * when the root had already exited) or -errno. */
 int mproc__signal_tree(int pidfd, pid_t root, int sig);
 
-/* Parent pid and state letter of a process from <proc>/<pid>/stat.  Returns
- * 0, or -errno (-ENOENT once the process is gone). */
-int mproc__proc_stat(const char *proc, pid_t pid, pid_t *ppid, char *state);
-
 /* ---- cpu.c ------------------------------------------------------------- */
 
 /* The CPU limit of the calling process's cgroup, read below `root` ("" for

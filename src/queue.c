@@ -43,6 +43,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -113,20 +114,83 @@ void mproc__q_advance_release(struct mproc_queue *q) {
   struct mproc__qhdr *h = q->h;
   uint64_t rel = atomic_load_explicit(&h->release, memory_order_relaxed);
   uint64_t head = atomic_load_explicit(&h->head, memory_order_relaxed);
+  if (head - rel > q->cap)
+    return; /* corrupt positions: get/put report MPROC_ECORRUPT */
   while (rel < head) {
     struct mproc__qrec *r = mproc__q_rec_at(q, rel);
     uint32_t st = atomic_load_explicit(&r->state, memory_order_acquire);
     if (st != MPROC__QR_DONE && st != MPROC__QR_DEAD)
       break;
-    rel += mproc__q_rec_size(r->kind, r->len);
+    uint64_t size = mproc__q_rec_check(q, r, head - rel);
+    if (size == 0)
+      break; /* a corrupt record is never stepped over blindly */
+    rel += size;
   }
   atomic_store_explicit(&h->release, rel, memory_order_release);
 }
 
 void mproc__q_drop_record(struct mproc_queue *q, struct mproc__qrec *r) {
-  (void)q;
-  if (r->kind == MPROC__QK_SPILL)
+  /* Only a name of this queue's own: a corrupt record must never make us
+   * unlink somebody else's object. */
+  if (r->kind == MPROC__QK_SPILL && mproc__q_spill_name_ok(q, (const char *)(r + 1)))
     shm_unlink((const char *)(r + 1));
+}
+
+/* ---- validating what shared memory says --------------------------------- */
+
+uint64_t mproc__q_rec_check(const struct mproc_queue *q, const struct mproc__qrec *r,
+                            uint64_t room) {
+  uint32_t kind = r->kind;
+  uint64_t len = r->len;
+  if (kind == MPROC__QK_INLINE) {
+    if (len > q->cap - sizeof(struct mproc__qrec))
+      return 0;
+  } else if (kind != MPROC__QK_SPILL || len > (uint64_t)PTRDIFF_MAX ||
+             !mproc__q_spill_name_ok(q, (const char *)(r + 1))) {
+    return 0;
+  }
+  uint64_t size = mproc__q_rec_size(kind, len);
+  return size <= room ? size : 0;
+}
+
+/* "q" and the queue id in 16 lowercase hex digits.  By hand: a keeper runs
+ * this in a forked child, where stdio may not be used. */
+static void spill_kind(const struct mproc_queue *q, char buf[18]) {
+  static const char hex[] = "0123456789abcdef";
+  buf[0] = 'q';
+  for (int i = 0; i < 16; i++)
+    buf[1 + i] = hex[(q->qid >> (60 - 4 * i)) & 15];
+  buf[17] = '\0';
+}
+
+int mproc__q_spill_name(const struct mproc_queue *q, char name[MPROC__Q_NAME_MAX]) {
+  char kind[18];
+  spill_kind(q, kind);
+  return mproc__shm_make_name(name, MPROC__Q_NAME_MAX, kind);
+}
+
+/* Skips one or more characters of `set`; NULL if there is none. */
+static const char *skip_set(const char *p, const char *set) {
+  const char *s = p + strspn(p, set);
+  return s > p ? s : NULL;
+}
+
+bool mproc__q_spill_name_ok(const struct mproc_queue *q, const char *name) {
+  if (strnlen(name, MPROC__Q_NAME_MAX) == MPROC__Q_NAME_MAX)
+    return false; /* not terminated inside the record */
+  static const char digits[] = "0123456789", hex[] = "0123456789abcdef";
+  char kind[18];
+  spill_kind(q, kind);
+  size_t klen = strlen(kind);
+  /* "/mproc.<pid>.<kind>.<seq>.<rnd>", as mproc__shm_make_name writes it. */
+  const char *p = strncmp(name, "/mproc.", 7) == 0 ? skip_set(name + 7, digits) : NULL;
+  if (p == NULL || p[0] != '.' || strncmp(p + 1, kind, klen) != 0 || p[1 + klen] != '.')
+    return false;
+  p = skip_set(p + 2 + klen, digits);
+  if (p == NULL || *p != '.')
+    return false;
+  p = skip_set(p + 1, hex);
+  return p != NULL && *p == '\0';
 }
 
 /* ---- create, open, free ------------------------------------------------- */
@@ -139,13 +203,11 @@ static size_t header_size(unsigned max_parts) {
   return (n + ps - 1) / ps * ps;
 }
 
-/* Maps header + ring, and the ring a second time right after itself. */
-static int map_queue(int fd, size_t hdr, size_t cap, struct mproc_queue *q) {
+int mproc__q_map(int fd, size_t hdr, size_t cap, int prot, struct mproc_queue *q) {
   size_t total = hdr + 2 * cap;
   char *base = mmap(NULL, total, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
   if (base == MAP_FAILED)
     return mproc__neg_errno();
-  int prot = PROT_READ | PROT_WRITE;
   if (mmap(base, hdr + cap, prot, MAP_SHARED | MAP_FIXED, fd, 0) == MAP_FAILED ||
       mmap(base + hdr + cap, cap, prot, MAP_SHARED | MAP_FIXED, fd, (off_t)hdr) == MAP_FAILED) {
     int err = mproc__neg_errno();
@@ -155,6 +217,7 @@ static int map_queue(int fd, size_t hdr, size_t cap, struct mproc_queue *q) {
   q->h = (struct mproc__qhdr *)base;
   q->ring = base + hdr;
   q->map_len = total;
+  q->cap = cap;
   return 0;
 }
 
@@ -166,6 +229,10 @@ static int init_header(struct mproc__qhdr *h, size_t cap, size_t hdr, size_t max
   h->maxsize = maxsize;
   h->flags = flags;
   h->max_parts = max_parts;
+  uint64_t qid = 0;
+  if (getrandom(&qid, sizeof qid, GRND_NONBLOCK) != (ssize_t)sizeof qid)
+    qid = (uint64_t)mproc_now_ms() * 0x9e3779b97f4a7c15ull ^ (uint64_t)getpid();
+  h->qid = qid;
   pthread_mutexattr_t a;
   pthread_mutexattr_init(&a);
   pthread_mutexattr_setpshared(&a, PTHREAD_PROCESS_SHARED);
@@ -177,6 +244,25 @@ static int init_header(struct mproc__qhdr *h, size_t cap, size_t hdr, size_t max
   if (r != 0)
     return -r;
   atomic_store_explicit(&h->magic, MPROC__Q_MAGIC, memory_order_release);
+  return 0;
+}
+
+int mproc__q_geometry(const struct mproc__qhdr *peek, size_t size, struct mproc_queue *q,
+                      size_t *hdr) {
+  uint32_t magic = atomic_load_explicit(&peek->magic, memory_order_acquire);
+  if (magic == 0)
+    return MPROC_EAGAIN;
+  if (magic != MPROC__Q_MAGIC || peek->version != MPROC__Q_VERSION)
+    return MPROC_ECORRUPT;
+  uint64_t cap = peek->cap, h = peek->hdr_size;
+  uint32_t max_parts = peek->max_parts;
+  if (cap < page_size() || cap > MAX_CAP || (cap & (cap - 1)) || max_parts == 0 ||
+      max_parts > MAX_PARTS || h != header_size(max_parts) || h + cap != size)
+    return MPROC_ECORRUPT;
+  q->cap = cap;
+  q->max_parts = max_parts;
+  q->qid = peek->qid;
+  *hdr = (size_t)h;
   return 0;
 }
 
@@ -213,28 +299,27 @@ MPROC_EXTERN int mproc_queue_new(mproc_queue **out, const struct mproc_queue_opt
   if (q == NULL)
     return -ENOMEM;
   int fd = -1, err;
-  if (o->name == NULL) {
+  if (o->name == NULL)
     err = mproc__memfd_create("mproc-queue", hdr + cap, &fd);
-  } else {
-    fd = shm_open(o->name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-    err = fd < 0 ? mproc__neg_errno() : 0;
-    if (err == 0) {
-      mproc__fd_register(fd);
-      snprintf(q->name, sizeof q->name, "%s", o->name);
-      if (ftruncate(fd, (off_t)(hdr + cap)) != 0)
-        err = mproc__neg_errno();
-    }
-  }
+  else
+    err = mproc__q_named_tmpfile(hdr + cap, &fd); /* named below, once ready */
   if (err == 0)
-    err = map_queue(fd, hdr, cap, q);
-  mproc__close(fd);
+    err = mproc__q_map(fd, hdr, cap, PROT_READ | PROT_WRITE, q);
   if (err == 0) {
     err = init_header(q->h, cap, hdr, o->maxsize, o->flags, max_parts);
+    q->max_parts = max_parts;
+    q->qid = q->h->qid;
+    if (err == 0 && o->name != NULL) {
+      err = mproc__q_named_publish(fd, o->name);
+      if (err == 0)
+        snprintf(q->name, sizeof q->name, "%s", o->name);
+    }
     if (err == 0)
       err = finish_handle(q, roles);
     if (err != 0)
       munmap(q->h, q->map_len);
   }
+  mproc__close(fd);
   if (err != 0) {
     if (q->name[0] != '\0')
       shm_unlink(q->name);
@@ -256,7 +341,9 @@ MPROC_EXTERN int mproc_queue_open(mproc_queue **out, const char *name, unsigned 
   mproc__fd_register(fd);
   struct stat st;
   struct mproc_queue *q = NULL;
-  int err = fstat(fd, &st) != 0 ? mproc__neg_errno() : 0;
+  int err = mproc__q_named_join(fd);
+  if (err == 0 && fstat(fd, &st) != 0)
+    err = mproc__neg_errno();
   if (err == 0 && (size_t)st.st_size < sizeof(struct mproc__qhdr))
     err = MPROC_EAGAIN; /* created, not yet sized */
   struct mproc__qhdr *peek = MAP_FAILED;
@@ -265,23 +352,20 @@ MPROC_EXTERN int mproc_queue_open(mproc_queue **out, const char *name, unsigned 
     if (peek == MAP_FAILED)
       err = mproc__neg_errno();
   }
-  size_t cap = 0, hdr = 0;
+  struct mproc_queue geo = {0};
+  size_t hdr = 0;
   if (err == 0) {
-    uint32_t magic = atomic_load_explicit(&peek->magic, memory_order_acquire);
-    if (magic == 0)
-      err = MPROC_EAGAIN;
-    else if (magic != MPROC__Q_MAGIC || peek->version != MPROC__Q_VERSION)
-      err = MPROC_ECORRUPT;
-    cap = peek->cap;
-    hdr = peek->hdr_size;
-    if (err == 0 && (cap == 0 || (cap & (cap - 1)) || hdr + cap != (size_t)st.st_size))
-      err = MPROC_ECORRUPT;
+    /* The geometry is checked once here and kept in the handle. */
+    err = mproc__q_geometry(peek, (size_t)st.st_size, &geo, &hdr);
     munmap(peek, sizeof *peek);
   }
   if (err == 0 && (q = calloc(1, sizeof *q)) == NULL)
     err = -ENOMEM;
-  if (err == 0)
-    err = map_queue(fd, hdr, cap, q);
+  if (err == 0) {
+    q->max_parts = geo.max_parts;
+    q->qid = geo.qid;
+    err = mproc__q_map(fd, hdr, geo.cap, PROT_READ | PROT_WRITE, q);
+  }
   mproc__close(fd);
   if (err == 0) {
     err = finish_handle(q, roles);
@@ -315,12 +399,14 @@ MPROC_EXTERN int mproc_queue_free(mproc_queue *q) {
     if (atomic_load(&h->nparts) == 0) {
       /* Nobody will take what is left: remove its spill objects. */
       uint64_t pos = atomic_load(&h->release), tail = atomic_load(&h->tail);
-      while (pos < tail) {
+      uint64_t size = tail - pos <= q->cap ? 1 : 0;
+      while (pos < tail && size != 0) {
         struct mproc__qrec *r = mproc__q_rec_at(q, pos);
         uint32_t st = atomic_load(&r->state);
-        if (st != MPROC__QR_DONE && st != MPROC__QR_DEAD)
+        size = mproc__q_rec_check(q, r, tail - pos);
+        if (size != 0 && st != MPROC__QR_DONE && st != MPROC__QR_DEAD)
           mproc__q_drop_record(q, r);
-        pos += mproc__q_rec_size(r->kind, r->len);
+        pos += size;
       }
     }
     mproc__q_unlock(q);
@@ -361,8 +447,8 @@ MPROC_EXTERN int mproc_queue_full(mproc_queue *q) {
   uint64_t count = queued(h);
   uint64_t used = atomic_load_explicit(&h->tail, memory_order_relaxed) -
                   atomic_load_explicit(&h->release, memory_order_relaxed);
-  return (h->maxsize != 0 && count >= h->maxsize) ||
-         h->cap - used < mproc__q_rec_size(MPROC__QK_INLINE, 0);
+  return (h->maxsize != 0 && count >= h->maxsize) || used > q->cap ||
+         q->cap - used < mproc__q_rec_size(MPROC__QK_INLINE, 0);
 }
 
 MPROC_EXTERN int mproc_queue_stats(mproc_queue *q, struct mproc_queue_stats *st) {

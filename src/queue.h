@@ -8,7 +8,7 @@
 #include <stdatomic.h>
 
 #define MPROC__Q_MAGIC 0x6d707175u /* "mpqu" */
-#define MPROC__Q_VERSION 1u
+#define MPROC__Q_VERSION 2u
 #define MPROC__Q_NAME_MAX 64 /* spill object names, with the NUL */
 
 /* Record states (struct mproc__qrec.state). */
@@ -56,6 +56,7 @@ struct mproc__qhdr {
   uint64_t maxsize;        /* count bound, 0 = none */
   uint32_t flags;          /* MPROC_QUEUE_JOINABLE */
   uint32_t max_parts;      /* entries of the participant table */
+  uint64_t qid;            /* random id: the queue's spill names carry it */
   _Atomic uint64_t nparts; /* used participant slots */
   _Atomic uint32_t nproducers;
   _Atomic uint32_t nconsumers;
@@ -92,9 +93,14 @@ struct mproc__qhdr {
 
 /* A process-local handle. */
 struct mproc_queue {
-  struct mproc__qhdr *h;           /* the shared header */
-  char *ring;                      /* the ring, mapped twice back to back */
-  size_t map_len;                  /* whole mapping (header + 2 * cap) */
+  struct mproc__qhdr *h; /* the shared header */
+  char *ring;            /* the ring, mapped twice back to back */
+  size_t map_len;        /* whole mapping (header + 2 * cap) */
+  /* Local copies of the header's geometry, checked when mapped: every
+   * access is bounded by these, never by what shared memory says now. */
+  uint64_t cap;                    /* ring bytes */
+  uint32_t max_parts;              /* entries of the participant table */
+  uint64_t qid;                    /* the header's qid */
   _Atomic int part;                /* my participant index, -1 if none (broken); threads read it */
   _Atomic unsigned roles;          /* my roles; close/detach may run while other threads wait */
   _Atomic int64_t last_sweep_ms;   /* last liveness sweep by this handle (any thread) */
@@ -119,6 +125,24 @@ int mproc__q_lock1(struct mproc_queue *q, pthread_mutex_t *m);
  * per message.  NULL: always wake (close, death, join). */
 void mproc__q_wake(_Atomic uint32_t *seq, _Atomic uint32_t *nwait, _Atomic uint32_t *pending);
 
+/* Maps header + ring, and the ring a second time right after itself, with
+ * `prot`; sets q->h, q->ring, q->map_len, q->cap. */
+int mproc__q_map(int fd, size_t hdr, size_t cap, int prot, struct mproc_queue *q);
+/* Checks the geometry a header claims against the object's size; on success
+ * sets q->cap, q->max_parts, q->qid and *hdr.  MPROC_EAGAIN (not yet
+ * initialised) or MPROC_ECORRUPT. */
+int mproc__q_geometry(const struct mproc__qhdr *peek, size_t size, struct mproc_queue *q,
+                      size_t *hdr);
+
+/* queue_named.c: the lifetime of named queues. */
+/* An unnamed /dev/shm object of `size` bytes (O_TMPFILE, registered fd). */
+int mproc__q_named_tmpfile(size_t size, int *fd);
+/* Once the queue in it is initialised: takes LOCK_SH, starts its keeper and
+ * gives it `name` (-EEXIST if taken). */
+int mproc__q_named_publish(int fd, const char *name);
+/* An opener's LOCK_SH; -ENOENT when the name is being removed. */
+int mproc__q_named_join(int fd);
+
 /* queue_part.c: participants. */
 /* Attaches the calling process with `roles` (lock taken inside).  Returns the
  * slot index or MPROC_EFULL. */
@@ -141,6 +165,18 @@ void mproc__q_drop_record(struct mproc_queue *q, struct mproc__qrec *r);
 void mproc__q_advance_release(struct mproc_queue *q);
 /* Size in the ring of a record. */
 uint64_t mproc__q_rec_size(uint32_t kind, uint64_t len);
+/* Validates a record read from shared memory that may use at most `room`
+ * bytes of the ring: a known kind, an inline length that fits the ring, a
+ * spill name of this queue's own (see mproc__q_spill_name_ok).  Returns its
+ * size in the ring, or 0 when it is corrupt. */
+uint64_t mproc__q_rec_check(const struct mproc_queue *q, const struct mproc__qrec *r,
+                            uint64_t room);
+/* Makes a fresh spill name of this queue: "/mproc.<pid>.q<qid>.<seq>.<rnd>". */
+int mproc__q_spill_name(const struct mproc_queue *q, char name[MPROC__Q_NAME_MAX]);
+/* Whether the NAME_MAX bytes at `name` hold a NUL-terminated spill name of
+ * this queue (made by mproc__q_spill_name), so a corrupt record can never
+ * make a consumer read or unlink another /dev/shm object. */
+bool mproc__q_spill_name_ok(const struct mproc_queue *q, const char *name);
 
 #define MPROC__Q_SWEEP_MS 100
 
@@ -151,7 +187,7 @@ static inline void mproc__q_bump(_Atomic uint64_t *c) {
 
 /* The record at a ring position. */
 static inline struct mproc__qrec *mproc__q_rec_at(const struct mproc_queue *q, uint64_t pos) {
-  return (struct mproc__qrec *)(q->ring + (pos & (q->h->cap - 1)));
+  return (struct mproc__qrec *)(q->ring + (pos & (q->cap - 1)));
 }
 
 #endif /* MPROC_QUEUE_INTERNAL_H */

@@ -44,25 +44,10 @@
 
 /* Start time of a process, 0 if it is gone or a zombie. */
 static uint64_t start_time_of(pid_t pid) {
-  char path[64], buf[1024];
-  snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
-  FILE *f = fopen(path, "re");
-  if (f == NULL)
+  struct mproc__pstat ps;
+  if (mproc__proc_stat(NULL, pid, &ps) != 0 || ps.state == 'Z' || ps.state == 'X')
     return 0;
-  size_t n = fread(buf, 1, sizeof buf - 1, f);
-  fclose(f);
-  buf[n] = '\0';
-  char *p = strrchr(buf, ')');
-  if (p == NULL)
-    return 0;
-  char state = 0;
-  if (sscanf(p + 1, " %c", &state) != 1 || state == 'Z' || state == 'X')
-    return 0;
-  /* Field 22 is the 20th after the ')' (field 3 is the state). */
-  char *save = NULL, *tok = strtok_r(p + 1, " ", &save);
-  for (int i = 0; tok != NULL && i < 19; i++)
-    tok = strtok_r(NULL, " ", &save);
-  return tok != NULL ? strtoull(tok, NULL, 10) : 0;
+  return ps.start_time;
 }
 
 /* How long a slot reserved for a forked child waits to be claimed. */
@@ -76,7 +61,7 @@ int mproc__q_attach(struct mproc_queue *q, unsigned roles, bool pending) {
     int err = mproc__q_lock(q);
     if (err != 0)
       return err;
-    for (uint32_t i = 0; i < h->max_parts; i++) {
+    for (uint32_t i = 0; i < q->max_parts; i++) {
       struct mproc__qpart *p = &h->parts[i];
       if (atomic_load_explicit(&p->pid, memory_order_relaxed) != 0)
         continue;
@@ -129,10 +114,14 @@ static void reclaim(struct mproc_queue *q, uint32_t i) {
   struct mproc__qhdr *h = q->h;
   bool joinable = h->flags & MPROC_QUEUE_JOINABLE;
   uint64_t pos = atomic_load(&h->release), tail = atomic_load(&h->tail);
-  while (pos < tail) {
-    struct mproc__qrec *r = (struct mproc__qrec *)(q->ring + (pos & (h->cap - 1)));
+  uint64_t size = tail - pos <= q->cap ? 1 : 0; /* corrupt positions: no walk */
+  while (pos < tail && size != 0) {
+    struct mproc__qrec *r = mproc__q_rec_at(q, pos);
     uint32_t st = atomic_load_explicit(&r->state, memory_order_acquire);
-    if (r->owner == i && (st == MPROC__QR_RESERVED || st == MPROC__QR_CLAIMED)) {
+    /* A RESERVED record's kind and length were written under plock before
+     * tail moved, so they are checked like any other. */
+    size = mproc__q_rec_check(q, r, tail - pos);
+    if (size != 0 && r->owner == i && (st == MPROC__QR_RESERVED || st == MPROC__QR_CLAIMED)) {
       atomic_fetch_add(&h->lost, 1);
       atomic_fetch_add(&h->lost_bytes, r->len);
       if (st == MPROC__QR_RESERVED && joinable)
@@ -140,7 +129,7 @@ static void reclaim(struct mproc_queue *q, uint32_t i) {
       mproc__q_drop_record(q, r);
       atomic_store_explicit(&r->state, MPROC__QR_DEAD, memory_order_release);
     }
-    pos += mproc__q_rec_size(r->kind, r->len);
+    pos += size;
   }
   struct mproc__qpart *p = &h->parts[i];
   if (joinable && p->outstanding > 0)
@@ -155,7 +144,7 @@ bool mproc__q_sweep(struct mproc_queue *q) {
   atomic_store_explicit(&q->last_sweep_ms, mproc_now_ms(), memory_order_relaxed);
   bool changed = false;
   pid_t self = getpid();
-  for (uint32_t i = 0; i < h->max_parts; i++) {
+  for (uint32_t i = 0; i < q->max_parts; i++) {
     pid_t pid = atomic_load_explicit(&h->parts[i].pid, memory_order_relaxed);
     /* Our own slots are alive, except one reserved for a child of a fork
      * that failed (pending past its deadline). */

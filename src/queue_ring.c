@@ -27,7 +27,36 @@
  * makes no system call besides the lock's.  Before
  * sleeping a waiter spins briefly, only when attached processes do not
  * outnumber the CPUs.  Sleeps are capped at
- * MPROC__Q_SWEEP_MS so a blocked waiter re-checks participants' liveness. */
+ * MPROC__Q_SWEEP_MS so a blocked waiter re-checks participants' liveness.
+ *
+ * Memory ordering.  Producers and consumers hold different locks (plock,
+ * clock), so what one side writes reaches the other only through these
+ * release/acquire pairs on words in the shared header and records:
+ *  - tail (written under plock): a producer writes the record header, the
+ *    payload of a small message and its state, then stores tail with
+ *    release; a consumer loads tail with acquire before it reads anything
+ *    below it.  A producer dying before that store leaves no record.
+ *  - a record's state, for a large message: the producer copies the payload
+ *    outside the lock, then stores COMMITTED with release; the consumer
+ *    loads the state with acquire before it copies.  A claimed record is
+ *    copied out and stored DONE with release, under clock.
+ *  - release (written under clock by mproc__q_advance_release, which reads
+ *    each state with acquire): stored with release once every record below
+ *    it is DONE or DEAD, after the consumers' copies out of it; a producer
+ *    loads it with acquire before reusing those bytes, so it never
+ *    overwrites a record still being read.
+ *  - head (under clock) is stored with release for the liveness sweep and
+ *    the counters; nput is stored before tail and nget after head, so
+ *    nput - nget, read with acquire on nget, is never negative (it may read
+ *    high while a get finishes, or after a consumer died between the two
+ *    stores: bounded queues then count one message too many).
+ *  - wake-ups are a Dekker pair: the sleeper increments its wait count
+ *    (seq_cst) before re-checking under the lock and sleeps on the sequence
+ *    word it read before the re-check; the waker publishes, then issues a
+ *    seq_cst fence before reading the count (mproc__q_wake).  Either the
+ *    waker sees the sleeper counted, or the sleeper's re-check sees the
+ *    publication; a bump of the sequence word in between makes the futex
+ *    wait return at once. */
 #include "queue.h"
 #include "futex.h"
 
@@ -36,6 +65,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -77,15 +107,25 @@ static int spill_write(const char *name, const void *buf, size_t len) {
   return err;
 }
 
+/* `name` passed mproc__q_spill_name_ok.  The object must be a regular file
+ * of exactly `len` bytes: mapping a shorter one would fault (SIGBUS) on
+ * the copy. */
 static int spill_read(const char *name, void *dst, size_t len) {
   int fd = shm_open(name, O_RDONLY | O_CLOEXEC, 0);
   if (fd < 0)
     return mproc__neg_errno();
   mproc__fd_register(fd);
-  void *p = mmap(NULL, len, PROT_READ, MAP_SHARED, fd, 0);
-  int err = p == MAP_FAILED ? mproc__neg_errno() : 0;
+  struct stat st;
+  void *p = MAP_FAILED;
+  int err = 0;
+  if (fstat(fd, &st) != 0)
+    err = mproc__neg_errno();
+  else if (!S_ISREG(st.st_mode) || st.st_size < 0 || (uint64_t)st.st_size != len)
+    err = MPROC_ECORRUPT;
+  else if (len > 0 && (p = mmap(NULL, len, PROT_READ, MAP_SHARED, fd, 0)) == MAP_FAILED)
+    err = mproc__neg_errno();
   mproc__close(fd);
-  if (err == 0) {
+  if (p != MAP_FAILED) {
     memcpy(dst, p, len);
     munmap(p, len);
   }
@@ -100,13 +140,7 @@ static int spill_read(const char *name, void *dst, size_t len) {
 static int sleep_on(struct mproc_queue *q, _Atomic uint32_t *seq, uint32_t seen, int64_t deadline) {
   if (mproc__q_maybe_sweep(q))
     return 0;
-  int64_t wake = mproc_now_ms() + MPROC__Q_SWEEP_MS;
-  if (deadline >= 0 && deadline < wake)
-    wake = deadline;
-  int r = mproc__futex_wait(seq, seen, wake, true);
-  if (r == MPROC_ETIMEDOUT)
-    return deadline >= 0 && mproc_timeout_until(deadline) == 0 ? MPROC_ETIMEDOUT : 0;
-  return r;
+  return mproc__futex_wait_capped(seq, seen, deadline, MPROC__Q_SWEEP_MS, true);
 }
 
 /* Spins a little while `*word` keeps its value, if CPUs outnumber the
@@ -146,7 +180,9 @@ static int try_put(struct mproc_queue *q, const void *buf, size_t len, uint32_t 
   if (atomic_load_explicit(&h->nconsumers, memory_order_relaxed) == 0 &&
       (atomic_load_explicit(&h->ever_roles, memory_order_relaxed) & MPROC_QUEUE_CONSUMER))
     return MPROC_ECLOSED; /* consumers came and all left */
-  if ((h->maxsize != 0 && count >= h->maxsize) || h->cap - (tail - rel) < size)
+  if (tail - rel > q->cap)
+    return MPROC_ECORRUPT; /* writing there would overwrite live records */
+  if ((h->maxsize != 0 && count >= h->maxsize) || q->cap - (tail - rel) < size)
     return MPROC_EFULL;
   struct mproc__qrec *r = mproc__q_rec_at(q, tail);
   r->owner = (uint32_t)q->part;
@@ -157,8 +193,8 @@ static int try_put(struct mproc_queue *q, const void *buf, size_t len, uint32_t 
   if (now && len > 0)
     memcpy(r + 1, buf, len);
   if (kind == MPROC__QK_SPILL) {
-    char name[MPROC__Q_NAME_MAX];
-    if (mproc__shm_make_name(name, sizeof name, "qspill") != 0)
+    char name[MPROC__Q_NAME_MAX] = "";
+    if (mproc__q_spill_name(q, name) != 0)
       return MPROC_ENAMETOOLONG;
     memcpy(r + 1, name, sizeof name);
   }
@@ -188,8 +224,8 @@ static int fill_record(struct mproc_queue *q, struct mproc__qrec *r, const void 
       err = spill_write((const char *)(r + 1), buf, len);
       if (err != -EEXIST || attempt == SPILL_NAME_TRIES)
         break;
-      char name[MPROC__Q_NAME_MAX];
-      if (mproc__shm_make_name(name, sizeof name, "qspill") != 0)
+      char name[MPROC__Q_NAME_MAX] = "";
+      if (mproc__q_spill_name(q, name) != 0)
         break;
       memcpy(r + 1, name, sizeof name);
     }
@@ -223,7 +259,7 @@ static int put_impl(struct mproc_queue *q, const void *buf, size_t len, int64_t 
     return MPROC_EBROKEN;
   struct mproc__qhdr *h = q->h;
   uint32_t kind =
-      len > h->cap / 2 - sizeof(struct mproc__qrec) ? MPROC__QK_SPILL : MPROC__QK_INLINE;
+      len > q->cap / 2 - sizeof(struct mproc__qrec) ? MPROC__QK_SPILL : MPROC__QK_INLINE;
   int64_t deadline = mproc__deadline(timeout_ms);
   bool waiting = false, spun = false;
   uint32_t seen = 0;
@@ -295,6 +331,12 @@ static int try_get(struct mproc_queue *q, struct getbuf *g, size_t *len, struct 
   struct mproc__qhdr *h = q->h;
   uint64_t head = atomic_load_explicit(&h->head, memory_order_relaxed);
   uint64_t tail = atomic_load_explicit(&h->tail, memory_order_acquire);
+  /* Everything read from shared memory is checked before it is used: the
+   * positions against the ring, each record's kind, length and spill name
+   * (mproc__q_rec_check).  A corrupt queue is reported, never trusted. */
+  if (tail - head > q->cap ||
+      head - atomic_load_explicit(&h->release, memory_order_relaxed) > q->cap)
+    return MPROC_ECORRUPT;
   struct mproc__qrec *r;
   uint32_t st;
   /* Skip records whose producer died (or whose consumer died under the
@@ -302,7 +344,10 @@ static int try_get(struct mproc_queue *q, struct getbuf *g, size_t *len, struct 
   while (head < tail && ((st = atomic_load_explicit(&(r = mproc__q_rec_at(q, head))->state,
                                                     memory_order_acquire)) == MPROC__QR_DEAD ||
                          st == MPROC__QR_DONE)) {
-    head += mproc__q_rec_size(r->kind, r->len);
+    uint64_t size = mproc__q_rec_check(q, r, tail - head);
+    if (size == 0)
+      return MPROC_ECORRUPT;
+    head += size;
     atomic_store_explicit(&h->head, head, memory_order_release);
     mproc__q_bump(&h->nget);
     mproc__q_advance_release(q);
@@ -317,15 +362,24 @@ static int try_get(struct mproc_queue *q, struct getbuf *g, size_t *len, struct 
     return MPROC_EAGAIN;                          /* something just arrived: retry */
   }
   r = mproc__q_rec_at(q, head);
-  if (atomic_load_explicit(&r->state, memory_order_acquire) != MPROC__QR_COMMITTED)
+  st = atomic_load_explicit(&r->state, memory_order_acquire);
+  if (st == MPROC__QR_RESERVED)
     return MPROC_EEMPTY; /* its producer is still copying it in */
-  *len = (size_t)r->len;
-  if (r->len > g->cap)
+  uint64_t size = mproc__q_rec_check(q, r, tail - head);
+  if (st != MPROC__QR_COMMITTED || size == 0)
+    return MPROC_ECORRUPT; /* CLAIMED at head, or an unknown state */
+  /* The checked values are used from here on, never re-read. */
+  uint64_t rlen = r->len;
+  uint32_t kind = r->kind;
+  if (mproc__q_rec_size(kind, rlen) != size)
+    return MPROC_ECORRUPT; /* changed under us since the check */
+  *len = (size_t)rlen;
+  if (rlen > g->cap)
     return MPROC_ETOOSMALL;
-  bool now = r->kind == MPROC__QK_INLINE && r->len <= LOCKED_COPY_MAX;
+  bool now = kind == MPROC__QK_INLINE && rlen <= LOCKED_COPY_MAX;
   if (now) {
-    if (r->len > 0)
-      memcpy(g->buf, r + 1, (size_t)r->len);
+    if (rlen > 0)
+      memcpy(g->buf, r + 1, (size_t)rlen);
     atomic_store_explicit(&r->state, MPROC__QR_DONE, memory_order_relaxed);
   } else {
     r->owner = (uint32_t)q->part;
@@ -333,7 +387,7 @@ static int try_get(struct mproc_queue *q, struct getbuf *g, size_t *len, struct 
   }
   /* The publishing store; the counters follow it (a death in between
    * leaves them one low: nget never passes nput). */
-  atomic_store_explicit(&h->head, head + mproc__q_rec_size(r->kind, r->len), memory_order_release);
+  atomic_store_explicit(&h->head, head + size, memory_order_release);
   mproc__q_bump(&h->nget);
   mproc__q_bump(&h->gets);
   if (h->flags & MPROC_QUEUE_JOINABLE)
@@ -344,13 +398,21 @@ static int try_get(struct mproc_queue *q, struct getbuf *g, size_t *len, struct 
   return 0;
 }
 
-/* Outside the lock: copies a claimed record out, then marks it done. */
-static int drain_record(struct mproc_queue *q, struct mproc__qrec *r, void *dst) {
+/* Outside the lock: copies a claimed record of `len` bytes (the length
+ * try_get checked) out, then marks it done. */
+static int drain_record(struct mproc_queue *q, struct mproc__qrec *r, void *dst, size_t len) {
   int err = 0;
-  if (r->kind == MPROC__QK_SPILL)
-    err = spill_read((const char *)(r + 1), dst, (size_t)r->len);
-  else
-    memcpy(dst, r + 1, (size_t)r->len);
+  if (r->kind == MPROC__QK_SPILL) {
+    /* A private copy of the name, checked again: what is opened and
+     * unlinked is exactly what was checked. */
+    char name[MPROC__Q_NAME_MAX];
+    memcpy(name, r + 1, sizeof name);
+    err = mproc__q_spill_name_ok(q, name) ? spill_read(name, dst, len) : MPROC_ECORRUPT;
+  } else if (len <= q->cap - sizeof *r) {
+    memcpy(dst, r + 1, len);
+  } else {
+    err = MPROC_ECORRUPT;
+  }
   int e2 = mproc__q_lock1(q, &q->h->clock);
   if (e2 == 0) {
     atomic_store_explicit(&r->state, MPROC__QR_DONE, memory_order_release);
@@ -386,7 +448,7 @@ static int get_impl(struct mproc_queue *q, struct getbuf *g, size_t *len, int64_
       continue;
     if (err == 0) {
       if (r != NULL)
-        err = drain_record(q, r, g->buf);
+        err = drain_record(q, r, g->buf, need);
       if (err == 0)
         *len = need;
       mproc__q_wake(&h->put_seq, &h->nput_wait, &h->put_pending);

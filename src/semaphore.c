@@ -39,23 +39,27 @@ _Static_assert(sizeof(struct mproc_sem) <= MPROC_SEM_SIZE, "MPROC_SEM_SIZE too s
 
 #define SEM_FLAG_BOUNDED 2u
 
-static int sem_setup(void *storage, uint32_t flags, unsigned value,
-                     const struct mproc_sem_options *opts, mproc_sem **out) {
-  struct mproc_sem *s = storage;
-  memset(s, 0, sizeof *s);
-  s->hdr.flags = flags;
-  if (opts != NULL && (opts->flags & MPROC_SEM_BOUNDED)) {
+struct sem_args {
+  unsigned value;
+  const struct mproc_sem_options *opts;
+};
+
+static int sem_setup(void *obj, const void *arg) {
+  const struct sem_args *a = arg;
+  struct mproc_sem *s = obj;
+  if (a->opts != NULL && (a->opts->flags & MPROC_SEM_BOUNDED)) {
     s->hdr.flags |= SEM_FLAG_BOUNDED;
-    s->bound = value;
+    s->bound = a->value;
   }
-  atomic_store_explicit(&s->value, value, memory_order_relaxed);
-  atomic_store_explicit(&s->hdr.magic, MPROC__MAGIC_SEM, memory_order_release);
-  *out = s;
+  atomic_store_explicit(&s->value, a->value, memory_order_relaxed);
   return 0;
 }
 
-static int check_args(unsigned value, const struct mproc_sem_options *opts, mproc_sem **out) {
-  if (out == NULL || value > MPROC_SEM_VALUE_MAX)
+static const struct mproc__sync_kind sem_kind = {
+    .magic = MPROC__MAGIC_SEM, .size = MPROC_SEM_SIZE, .setup = sem_setup};
+
+static int check_args(unsigned value, const struct mproc_sem_options *opts) {
+  if (value > MPROC_SEM_VALUE_MAX)
     return MPROC_EINVAL;
   if (opts != NULL && (opts->flags & ~MPROC_SEM_BOUNDED) != 0)
     return MPROC_EINVAL;
@@ -64,33 +68,20 @@ static int check_args(unsigned value, const struct mproc_sem_options *opts, mpro
 
 MPROC_EXTERN int mproc_sem_init(mproc_sem **out, void *storage, size_t size, unsigned value,
                                 const struct mproc_sem_options *opts) {
-  int r = check_args(value, opts, out);
-  if (r == 0)
-    r = mproc__sync_check_storage(storage, size, MPROC_SEM_SIZE, MPROC__MAGIC_SEM);
-  return r != 0 ? r : sem_setup(storage, 0, value, opts, out);
+  struct sem_args a = {value, opts};
+  int r = check_args(value, opts);
+  return r != 0 ? r : mproc__sync_init(&sem_kind, out, storage, size, MPROC_SEM_SIZE, &a);
 }
 
 MPROC_EXTERN int mproc_sem_new(mproc_sem **out, unsigned value,
                                const struct mproc_sem_options *opts) {
-  int r = check_args(value, opts, out);
-  void *p;
-  if (r == 0)
-    r = mproc__sync_map(MPROC_SEM_SIZE, &p);
-  return r != 0 ? r : sem_setup(p, MPROC__SYNC_ALLOCATED, value, opts, out);
+  struct sem_args a = {value, opts};
+  int r = check_args(value, opts);
+  return r != 0 ? r : mproc__sync_new(&sem_kind, out, MPROC_SEM_SIZE, &a);
 }
 
-static int sem_teardown(mproc_sem *s, bool allocated) {
-  if (!mproc__sync_ok(s, MPROC__MAGIC_SEM) ||
-      ((s->hdr.flags & MPROC__SYNC_ALLOCATED) != 0) != allocated)
-    return MPROC_EINVAL;
-  atomic_store_explicit(&s->hdr.magic, 0, memory_order_release);
-  if (allocated)
-    mproc__sync_unmap(s, MPROC_SEM_SIZE);
-  return 0;
-}
-
-MPROC_EXTERN int mproc_sem_destroy(mproc_sem *s) { return sem_teardown(s, false); }
-MPROC_EXTERN int mproc_sem_free(mproc_sem *s) { return sem_teardown(s, true); }
+/* mproc_sem_destroy, mproc_sem_free */
+MPROC__SYNC_RELEASE(mproc_sem, sem_kind)
 
 static bool try_take(mproc_sem *s) {
   uint32_t v = atomic_load_explicit(&s->value, memory_order_seq_cst);
@@ -101,33 +92,15 @@ static bool try_take(mproc_sem *s) {
   return false;
 }
 
+static bool take_one(void *obj) { return try_take(obj); }
+
 MPROC_EXTERN int mproc_sem_acquire(mproc_sem *s, int64_t timeout_ms) {
   if (!mproc__sync_ok(s, MPROC__MAGIC_SEM) || mproc__check_timeout(timeout_ms) != 0)
     return MPROC_EINVAL;
   if (try_take(s))
     return 0;
-  int64_t deadline = mproc__deadline(timeout_ms);
-  int r = 0;
-  atomic_fetch_add_explicit(&s->waiters, 1, memory_order_seq_cst);
-  for (;;) {
-    if (try_take(s)) {
-      r = 0;
-      break;
-    }
-    int64_t now = mproc_now_ms();
-    if (deadline >= 0 && now >= deadline) {
-      r = MPROC_ETIMEDOUT;
-      break;
-    }
-    int64_t slice = now + MPROC__SEM_RECHECK_MS;
-    if (deadline >= 0 && deadline < slice)
-      slice = deadline;
-    r = mproc__futex_wait(&s->value, 0, slice, true);
-    if (r != 0 && r != MPROC_ETIMEDOUT)
-      break;
-  }
-  atomic_fetch_sub_explicit(&s->waiters, 1, memory_order_relaxed);
-  return r;
+  return mproc__sync_sleep(&s->value, &s->waiters, take_one, s, mproc__deadline(timeout_ms),
+                           MPROC__SEM_RECHECK_MS);
 }
 
 MPROC_EXTERN int mproc_sem_release(mproc_sem *s) {

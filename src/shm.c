@@ -14,16 +14,12 @@
  *   - closing tries LOCK_EX|LOCK_NB: success proves no one else holds
  *     LOCK_SH, so the closer is the last user and unlinks the name;
  *   - for the case where the last user dies instead, each named block has a
- *     keeper process, double-forked (no one's zombie), in its own session,
- *     with no parent-death signal and every other fd closed, blocked in
- *     flock(LOCK_EX) on its own open file description.  It gets the lock
- *     only when no process is attached any more, unlinks the name if it still
- *     refers to this object, and exits;
+ *     keeper process (keeper.c) blocked in flock(LOCK_EX) on its own open
+ *     file description: it gets the lock only when no process is attached
+ *     any more, unlinks the name if it still refers to this object, and
+ *     exits;
  *   - an attacher that finds LOCK_EX held (a closer or the keeper removing
  *     the name) or the object already unlinked (st_nlink == 0) gets -ENOENT.
- *
- * A pending LOCK_EX does not block new LOCK_SH requests on Linux, so the
- * waiting keeper never delays attachers (tests/test-shm.c checks this).
  *
  * Creation must be exclusive and must never expose a half-initialised
  * object: the creator builds the object unnamed (O_TMPFILE in /dev/shm), sizes
@@ -70,6 +66,7 @@ struct mproc_shm {
   bool named;     /* named block (name may be unlinked by now) */
   dev_t dev;      /* identity of the object, to unlink only our own name */
   ino_t ino;
+  pid_t opener; /* process that opened fd; a forked child shares its lock */
 };
 
 static int check_name(const char *name) {
@@ -113,7 +110,11 @@ static int new_handle(int fd, void *map, size_t mapsize, size_t off, const char 
     s->dev = st.st_dev;
     s->ino = st.st_ino;
   }
+  /* The block's fd stays open in mproc_process children (fdreg.c): a block
+   * made before start is usable there, mproc_shm_fd() included. */
+  mproc__fd_register_user(fd);
   s->fd = fd;
+  s->opener = getpid();
   s->map = map;
   s->mapsize = mapsize;
   s->size = mapsize - off;
@@ -175,134 +176,6 @@ MPROC_EXTERN int mproc_shm_from_fd(mproc_shm **out, int fd) {
   return r;
 }
 
-/* ---- the keeper ------------------------------------------------------------ */
-
-struct keeper_arg {
-  int fd;                             /* the keeper's own open file description */
-  char path[MPROC_SHM_NAME_MAX + 16]; /* /dev/shm/<name> */
-};
-
-static uintptr_t parse_hex(const char **p) {
-  uintptr_t v = 0;
-  for (;; (*p)++) {
-    char c = **p;
-    if (c >= '0' && c <= '9')
-      v = v * 16 + (uintptr_t)(c - '0');
-    else if (c >= 'a' && c <= 'f')
-      v = v * 16 + (uintptr_t)(c - 'a' + 10);
-    else
-      return v;
-  }
-}
-
-/* The keeper inherited every mapping of the process that created the block.
- * A shared mapping of a file keeps that file's open file description alive,
- * and with it the flock that description holds: the keeper would keep every
- * named block of its creator "attached", its own included.  So it unmaps
- * every shared mapping.  (Private memory is left alone: the keeper still
- * calls into libc, whose state, like the dynamic linker's, lives in anonymous
- * private mappings.  It shares those pages copy-on-write with its creator;
- * docs/reference/shm.md states the cost.)  /proc/self/maps is parsed with plain system
- * calls (a forked child of a possibly multi-threaded process may not use
- * stdio or malloc).  Unmapping while reading can make the kernel skip lines,
- * hence the passes until one finds nothing to unmap. */
-static void release_inherited(void) {
-  for (int pass = 0; pass < 16; pass++) {
-    int fd = open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-      return;
-    char buf[8192];
-    size_t have = 0;
-    bool found = false;
-    for (;;) {
-      ssize_t n = read(fd, buf + have, sizeof buf - have);
-      if (n <= 0)
-        break;
-      have += (size_t)n;
-      char *line = buf, *nl;
-      while ((nl = memchr(line, '\n', (size_t)(buf + have - line))) != NULL) {
-        const char *q = line;
-        uintptr_t start = parse_hex(&q);
-        uintptr_t end = *q == '-' ? (q++, parse_hex(&q)) : 0;
-        /* "start-end rwsp ...": the fourth permission character. */
-        if (*q == ' ' && q + 4 < nl && q[4] == 's' && end > start) {
-          munmap((void *)start, end - start);
-          found = true;
-        }
-        line = nl + 1;
-      }
-      have = (size_t)(buf + have - line);
-      memmove(buf, line, have);
-      if (have == sizeof buf)
-        have = 0; /* an absurdly long line: drop it */
-    }
-    close(fd);
-    if (!found)
-      return;
-  }
-}
-
-/* Runs in the double-forked keeper: async-signal-safe calls only. */
-static _Noreturn void keeper_main(const struct keeper_arg *arg) {
-  struct keeper_arg k = *arg; /* on this stack, which release_inherited keeps */
-  setsid();                   /* leave the creator's session and process group */
-  release_inherited();
-  if (k.fd > 0)
-    close_range(0, (unsigned)k.fd - 1, 0);
-  close_range((unsigned)k.fd + 1, ~0u, 0);
-  while (flock(k.fd, LOCK_EX) != 0) {
-    if (errno != EINTR)
-      _exit(1);
-  }
-  struct stat st;
-  if (fstat(k.fd, &st) == 0 && st.st_nlink > 0 && path_is(k.path, st.st_dev, st.st_ino))
-    unlink(k.path);
-  _exit(0);
-}
-
-/* The intermediate child: forks the keeper and exits at once, so the keeper
- * is reparented and never becomes a zombie of the user's process. */
-static int keeper_launch(void *arg) {
-  pid_t pid = fork();
-  if (pid == 0)
-    keeper_main(arg);
-  return pid > 0 ? 0 : 1;
-}
-
-static int start_keeper(int fd, const char *name) {
-  struct keeper_arg k;
-  path_of(k.path, sizeof k.path, name);
-  char self[64];
-  snprintf(self, sizeof self, "/proc/self/fd/%d", fd);
-  /* Reopening gives the keeper a lock of its own (flock locks are per open
-   * file description: an inherited fd would share the creator's). */
-  k.fd = open(self, O_RDONLY | O_CLOEXEC);
-  if (k.fd < 0)
-    return mproc__neg_errno();
-  mproc__fd_register(k.fd);
-  struct mproc__spawn_opts o = {.fn = keeper_launch,
-                                .arg = &k,
-                                .keep_fds = &k.fd,
-                                .nkeep = 1,
-                                .flags = MPROC__SPAWN_INTERNAL};
-  pid_t pid;
-  int pidfd, code = -1;
-  int r = mproc__spawn(&o, &pid, &pidfd);
-  if (r == 0) {
-    /* The intermediate only forks and exits. */
-    r = mproc__reap(pidfd, &code, mproc__deadline(30000));
-    if (r == MPROC_ETIMEDOUT) {
-      mproc__pidfd_kill(pidfd, SIGKILL);
-      mproc__reap(pidfd, &code, -1);
-    }
-    mproc__close(pidfd);
-    if (r == 0 && code != 0)
-      r = MPROC_ECHILDFAILED;
-  }
-  mproc__close(k.fd);
-  return r;
-}
-
 /* ---- named blocks -------------------------------------------------------- */
 
 /* How many made-up names mproc_shm_create(NULL) tries before it reports
@@ -316,15 +189,7 @@ static int start_keeper(int fd, const char *name) {
  * and leaves it alone. */
 static int keep_and_link(int fd, const char *name, char *made, size_t made_len) {
   for (int attempt = 1;; attempt++) {
-    int r = start_keeper(fd, name);
-    if (r != 0)
-      return r;
-    char self[64], path[MPROC_SHM_NAME_MAX + 16];
-    snprintf(self, sizeof self, "/proc/self/fd/%d", fd);
-    path_of(path, sizeof path, name);
-    if (linkat(AT_FDCWD, self, AT_FDCWD, path, AT_SYMLINK_FOLLOW) == 0)
-      return 0;
-    r = mproc__neg_errno();
+    int r = mproc__keeper_link(fd, name, NULL);
     if (r != -EEXIST || made == NULL || attempt == MADE_UP_TRIES)
       return r;
     r = mproc__shm_make_name(made, made_len, "shm");
@@ -452,7 +317,11 @@ MPROC_EXTERN int mproc_shm_close(mproc_shm *s) {
   if (s == NULL)
     return MPROC_EINVAL;
   munmap(s->map, s->mapsize);
-  if (s->named && flock(s->fd, LOCK_EX | LOCK_NB) == 0) {
+  /* In a forked child the fd is the opener's open file description, whose
+   * lock is the opener's too: converting it would let the child remove the
+   * name while the opener still uses it.  The keeper removes the name once
+   * the description is gone everywhere. */
+  if (s->named && s->opener == getpid() && flock(s->fd, LOCK_EX | LOCK_NB) == 0) {
     /* No one else holds LOCK_SH: we are the last user. */
     char path[MPROC_SHM_NAME_MAX + 16];
     path_of(path, sizeof path, s->name);

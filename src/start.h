@@ -137,9 +137,11 @@ _Noreturn void mproc__child_run(const struct mproc__wire *w, const struct mproc_
 /* Sends the header with `fds` attached; 0 or -errno. */
 int mproc__send_header(int sock, const struct mproc__wire *w, const int *fds, size_t nfds,
                        int64_t deadline_ms);
-/* Receives a header and the descriptors attached to it (at most cap; more is
- * -EMFILE): close-on-exec.  Returns the number of descriptors, or -errno
- * (-EPIPE at end of stream). */
+/* Receives a header and the descriptors attached to it (close-on-exec).
+ * Returns the number of descriptors, or -errno (-EPIPE at end of stream;
+ * -EMFILE when the kernel dropped descriptors, at the fd limit or beyond
+ * cap: the header was read all the same, the descriptors that came are
+ * closed). */
 int mproc__recv_header(int sock, struct mproc__wire *w, int *fds, size_t cap);
 
 /* The forkserver's loop, entered by the worker constructor; never returns. */

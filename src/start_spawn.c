@@ -38,7 +38,6 @@
  * and the program's own -- is closed by the exec: a spawn child inherits only
  * the descriptors the program left inheritable. */
 #include "start.h"
-#include "scm.h"
 
 #include <fcntl.h>
 #include <poll.h>
@@ -129,21 +128,14 @@ int mproc__wire_make(const struct mproc__start_req *req, struct mproc__wire *w) 
 
 int mproc__send_header(int sock, const struct mproc__wire *w, const int *fds, size_t nfds,
                        int64_t deadline_ms) {
-  if (nfds > MPROC__SCM_FDS)
-    return MPROC_EINVAL;
-  union mproc__scm_buf ctl;
   struct iovec iov = {.iov_base = (void *)w, .iov_len = sizeof *w};
-  struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1};
-  mproc__scm_attach(&m, &ctl, fds, nfds);
   ssize_t n;
   for (;;) {
-    n = sendmsg(sock, &m, MSG_NOSIGNAL | MSG_DONTWAIT);
+    n = mproc__sendmsg_fds(sock, &iov, 1, MSG_DONTWAIT, fds, nfds);
     if (n >= 0)
       break;
-    if (errno == EINTR)
-      continue;
-    if (errno != EAGAIN)
-      return errno == ECONNRESET ? -EPIPE : mproc__neg_errno();
+    if (n != -EAGAIN)
+      return n == -ECONNRESET ? -EPIPE : (int)n;
     int r = mproc__poll1(sock, POLLOUT, deadline_ms);
     if (r < 0)
       return r;
@@ -153,37 +145,16 @@ int mproc__send_header(int sock, const struct mproc__wire *w, const int *fds, si
 }
 
 int mproc__recv_header(int sock, struct mproc__wire *w, int *fds, size_t cap) {
-  union mproc__scm_buf c;
-  struct iovec iov = {.iov_base = w, .iov_len = sizeof *w};
-  struct msghdr m = {
-      .msg_iov = &iov, .msg_iovlen = 1, .msg_control = c.buf, .msg_controllen = sizeof c.buf};
-  ssize_t n;
-  do
-    n = recvmsg(sock, &m, MSG_CMSG_CLOEXEC);
-  while (n < 0 && errno == EINTR);
-  if (n < 0)
-    return errno == ECONNRESET ? -EPIPE : mproc__neg_errno();
-  if (n == 0)
-    return -EPIPE;
   size_t got = 0;
-  int err = (m.msg_flags & MSG_CTRUNC) ? -EMFILE : 0;
-  for (struct cmsghdr *h = CMSG_FIRSTHDR(&m); h != NULL; h = CMSG_NXTHDR(&m, h)) {
-    if (h->cmsg_level != SOL_SOCKET || h->cmsg_type != SCM_RIGHTS)
-      continue;
-    size_t k = (h->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-    for (size_t i = 0; i < k; i++) {
-      int fd;
-      memcpy(&fd, CMSG_DATA(h) + i * sizeof(int), sizeof fd);
-      if (got < cap)
-        fds[got++] = fd;
-      else {
-        close(fd);
-        err = -EMFILE;
-      }
-    }
-  }
+  int fd_err = 0;
+  ssize_t n = mproc__recvmsg_fds(sock, w, sizeof *w, 0, fds, cap, &got, &fd_err);
+  if (n <= 0)
+    return n == 0 ? -EPIPE : (int)n;
+  /* The whole header is read even when descriptors were lost, so the
+   * stream stays in step and the caller can still answer. */
+  int err = mproc__read_full(sock, (char *)w + n, sizeof *w - (size_t)n);
   if (err == 0)
-    err = mproc__read_full(sock, (char *)w + n, sizeof *w - (size_t)n);
+    err = fd_err;
   if (err < 0) {
     for (size_t i = 0; i < got; i++)
       close(fds[i]);

@@ -1,5 +1,8 @@
 /* Internal helpers shared by the process-shared synchronization primitives
- * (lock.c, semaphore.c, event.c, condition.c, barrier.c) and value.c. */
+ * (lock.c, semaphore.c, event.c, condition.c, barrier.c) and value.c: the
+ * object header and life cycle (sync_core.c), robust mutexes and RLock
+ * internals (lock.c).  Dependencies run one way: every primitive uses
+ * sync_core.c; condition.c, barrier.c and value.c use lock.c. */
 #ifndef MPROC_SYNC_INTERNAL_H
 #define MPROC_SYNC_INTERNAL_H
 
@@ -45,13 +48,66 @@ static inline bool mproc__sync_ok(const void *p, uint32_t magic) {
   return atomic_load_explicit(&h->magic, memory_order_acquire) == magic;
 }
 
-/* Validates caller storage for an _init: non-NULL, 8-aligned, large enough,
- * and not already holding a live object of the same kind. */
-int mproc__sync_check_storage(const void *storage, size_t size, size_t need, uint32_t magic);
-/* One anonymous shared mapping for a library-allocated object; released with
- * mproc__sync_unmap. */
-int mproc__sync_map(size_t size, void **out);
-void mproc__sync_unmap(void *p, size_t size);
+/* Marks the object gone: every later call on it fails the magic check. */
+static inline void mproc__sync_clear(void *p) {
+  struct mproc__sync_hdr *h = p;
+  atomic_store_explicit(&h->magic, 0, memory_order_release);
+}
+
+/* ---- the shared life cycle (sync_core.c) -------------------------------- */
+
+/* What one kind of object tells the shared life cycle. */
+struct mproc__sync_kind {
+  uint32_t magic; /* MPROC__MAGIC_* */
+  size_t size;    /* bytes _free unmaps, unless size_of is set */
+  /* The size of a live object whose size varies (barrier, value). */
+  size_t (*size_of)(const void *obj);
+  /* Fills the object from `arg` on zeroed storage whose hdr.flags are set
+   * (it may add flags of its own).  A failure leaves nothing to undo.  NULL:
+   * nothing beyond zeroes. */
+  int (*setup)(void *obj, const void *arg);
+  /* Checks that the object may go (nonzero refuses, nothing changed) and
+   * releases what setup made.  The magic is cleared after it; a retire that
+   * must stop users earlier clears it itself (mproc__sync_clear).  NULL:
+   * nothing to do. */
+  int (*retire)(void *obj);
+};
+
+/* _init on caller storage (`have` bytes, 8-aligned, at least `need`, not a
+ * live object of the kind: else MPROC_EINVAL / MPROC_EBUSY); `out` is the
+ * caller's `T **`, set on success only. */
+int mproc__sync_init(const struct mproc__sync_kind *k, void *out, void *storage, size_t have,
+                     size_t need, const void *arg);
+/* _new: `size` bytes of anonymous shared mapping, shared with children
+ * forked afterwards; nothing is left behind on failure. */
+int mproc__sync_new(const struct mproc__sync_kind *k, void *out, size_t size, const void *arg);
+/* _destroy (allocated false) or _free (true): MPROC_EINVAL unless obj is a
+ * live object of the kind released the matching way; else retire's refusal,
+ * or 0 once the object is gone (and unmapped, for _free). */
+int mproc__sync_teardown(const struct mproc__sync_kind *k, void *obj, bool allocated);
+
+/* The sleeping side of Event.wait and Semaphore.acquire: registered in
+ * *waiters (wakers make the wake system call only when it is nonzero), sleep
+ * on `word` while it reads 0 until ready(obj) holds, re-checking every
+ * recheck_ms (a waker that died between its change and its wake-up is then
+ * noticed) and timing out only at the absolute deadline.  Returns 0 once
+ * ready, MPROC_ETIMEDOUT, or -errno. */
+int mproc__sync_sleep(_Atomic uint32_t *word, _Atomic uint32_t *waiters, bool (*ready)(void *obj),
+                      void *obj, int64_t deadline_ms, int64_t recheck_ms);
+
+/* The public `type`_destroy and `type`_free of a kind, and with them
+ * `type`_init and `type`_new for a kind that needs nothing beyond its
+ * storage: each is one call of the life cycle above, so they are written
+ * once here. */
+#define MPROC__SYNC_RELEASE(type, kind)                                                            \
+  MPROC_EXTERN int type##_destroy(type *obj) { return mproc__sync_teardown(&(kind), obj, false); } \
+  MPROC_EXTERN int type##_free(type *obj) { return mproc__sync_teardown(&(kind), obj, true); }
+#define MPROC__SYNC_LIFECYCLE(type, kind, size)                                                    \
+  MPROC_EXTERN int type##_init(type **out, void *storage, size_t have) {                           \
+    return mproc__sync_init(&(kind), out, storage, have, (size), NULL);                            \
+  }                                                                                                \
+  MPROC_EXTERN int type##_new(type **out) { return mproc__sync_new(&(kind), out, (size), NULL); }  \
+  MPROC__SYNC_RELEASE(type, kind)
 
 /* ---- robust process-shared mutexes (lock.c) ----------------------------- */
 
@@ -73,11 +129,12 @@ pid_t mproc__gettid(void);
  * depth, and re-acquisition at a given depth. */
 int mproc__rlock_release_all(mproc_rlock *r, int *depth);
 int mproc__rlock_reacquire(mproc_rlock *r, int depth, int64_t deadline_ms);
-/* Condition support: mark an RLock as a Condition's, record wake-ups to make
- * when its holder finally releases it (holder only), and make them
- * (condition.c: wakes up to n sleepers of the Condition owning `r`). */
-void mproc__rlock_mark_cond(mproc_rlock *r);
+/* Condition support: mark an RLock as a Condition's, whose sleepers wait on
+ * the futex word `seq` (in the same mapping: the RLock records its offset,
+ * not a pointer), and record wake-ups to make on `seq` when the holder
+ * finally releases the lock (holder only).  The RLock makes them itself, so
+ * lock.c needs nothing from condition.c. */
+void mproc__rlock_mark_cond(mproc_rlock *r, _Atomic uint32_t *seq);
 void mproc__rlock_defer_wake(mproc_rlock *r, int n);
-void mproc__cond_wake(mproc_rlock *r, int n);
 
 #endif /* MPROC_SYNC_INTERNAL_H */

@@ -75,10 +75,15 @@ struct mproc__transport_ops {
   bool (*started)(struct mproc_pool *p, const struct mproc__task *t);
   /* The task the slot's worker is running and since when (ms), or NULL. */
   struct mproc__task *(*running)(struct mproc_pool *p, int slot, int64_t *since_ms);
+  /* The worker's next ring position (*pos, which moves whenever it makes
+   * progress), and the first task it has not started that it would take
+   * next while it runs nothing -- or NULL.  Used to detect a stalled worker. */
+  struct mproc__task *(*waiting)(struct mproc_pool *p, int slot, uint64_t *pos);
   /* Ask the worker to exit once its ring is empty. */
   void (*stop_worker)(struct mproc_pool *p, int slot);
   /* After the worker exited: hand every task still in its ring to
-   * left(p, t, started) in order, then reset the slot for a new worker. */
+   * left(p, t, started) in order (a started chunk's t->progress holds the
+   * item the worker was in), then reset the slot for a new worker. */
   void (*reset_slot)(struct mproc_pool *p, int slot,
                      void (*left)(struct mproc_pool *, struct mproc__task *, bool started));
   /* Whether the slot's worker finished its initializer. */

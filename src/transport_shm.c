@@ -90,8 +90,11 @@ int mproc__recv_fd(int sock, int *fd_out) {
   if (n <= 0)
     return n < 0 ? mproc__neg_errno() : -EIO;
   struct cmsghdr *c = CMSG_FIRSTHDR(&m);
-  if (c == NULL || c->cmsg_type != SCM_RIGHTS)
-    return -EIO;
+  if (c == NULL || c->cmsg_type != SCM_RIGHTS || c->cmsg_len < CMSG_LEN(sizeof(int))) {
+    /* The kernel drops descriptors it cannot install (fd limit) and says
+     * so with MSG_CTRUNC: report that, never a descriptor that is not there. */
+    return (m.msg_flags & MSG_CTRUNC) ? -EMFILE : -EIO;
+  }
   memcpy(fd_out, CMSG_DATA(c), sizeof *fd_out);
   mproc__fd_register(*fd_out);
   return 0;
@@ -139,10 +142,17 @@ int mproc__recv_fds(int sock, int *fds, size_t max, size_t *n_out) {
     return n < 0 ? mproc__neg_errno() : -EIO;
   struct cmsghdr *c = CMSG_FIRSTHDR(&m);
   if (c == NULL || c->cmsg_type != SCM_RIGHTS)
-    return -EIO;
+    return (m.msg_flags & MSG_CTRUNC) ? -EMFILE : -EIO;
   size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
   int tmp[MPROC__MSG_FDS];
   memcpy(tmp, CMSG_DATA(c), k * sizeof(int));
+  if (m.msg_flags & MSG_CTRUNC) {
+    /* Some descriptors were dropped at the fd limit: the message is
+     * incomplete, so none of it is used. */
+    for (size_t i = 0; i < k; i++)
+      close(tmp[i]);
+    return -EMFILE;
+  }
   for (size_t i = 0; i < k; i++) {
     mproc__fd_register(tmp[i]);
     if (i < max)
@@ -361,6 +371,7 @@ static int shm_send_task(struct mproc_pool *p, int i, struct mproc__task *t) {
   t->pos = pos;
   sl->head = pos + 1;
   sl->assigned++;
+  sl->live++;
   atomic_store(&ss->head, pos + 1);
   atomic_fetch_add(&ss->wake, 1);
   if (atomic_load(&ss->sleeping))
@@ -440,6 +451,7 @@ static int shm_poll_results(struct mproc_pool *p, int i,
     struct mproc__task *t = sl->jobs[sl->tail % MPROC__RING];
     sl->jobs[sl->tail % MPROC__RING] = NULL;
     if (state == MPROC__E_DONE && t != NULL) {
+      sl->live--;
       struct mproc__outcome o;
       outcome_of(p, i, e, t, &o);
       if (o.code == 0)
@@ -469,6 +481,7 @@ static bool shm_revoke(struct mproc_pool *p, struct mproc__task *t) {
   struct mproc__slot *sl = &p->slots[t->slot];
   sl->jobs[t->pos % MPROC__RING] = NULL;
   sl->assigned--;
+  sl->live--;
   t->slot = -1;
   return true;
 }
@@ -493,6 +506,24 @@ static struct mproc__task *shm_running(struct mproc_pool *p, int i, int64_t *sin
   return sl->jobs[(cur - 1) % MPROC__RING];
 }
 
+static struct mproc__task *shm_waiting(struct mproc_pool *p, int i, uint64_t *pos) {
+  struct mproc__slot_shm *ss = sshm(p, i);
+  struct mproc__slot *sl = &p->slots[i];
+  uint64_t w = atomic_load(&ss->wpos);
+  *pos = w;
+  if (atomic_load(&ss->cur) != 0)
+    return NULL;
+  /* Revoked entries the worker has not skipped yet come first. */
+  for (uint64_t k = w > sl->tail ? w : sl->tail; k < sl->head; k++) {
+    uint32_t state = atomic_load(&ss->ring[k % MPROC__RING].state);
+    if (state == MPROC__E_QUEUED)
+      return sl->jobs[k % MPROC__RING];
+    if (state != MPROC__E_REVOKED)
+      return NULL;
+  }
+  return NULL;
+}
+
 static void shm_stop_worker(struct mproc_pool *p, int i) {
   struct mproc__slot_shm *ss = sshm(p, i);
   atomic_store(&ss->stop, 1);
@@ -513,10 +544,15 @@ static void shm_reset_slot(struct mproc_pool *p, int i,
     if (t == NULL)
       continue;
     t->slot = -1;
+    /* Items before it are finished: their outputs are in the arena. */
+    t->progress = atomic_load_explicit(&e->progress, memory_order_relaxed);
+    if (t->progress >= t->count && t->count > 0)
+      t->progress = t->count - 1; /* never blame an item outside the chunk */
     left(p, t, state == MPROC__E_STARTED || state == MPROC__E_DONE);
   }
   sl->head = sl->tail = 0;
   sl->assigned = 0;
+  sl->live = 0;
   sl->stopping = false;
   atomic_store(&ss->head, 0);
   atomic_store(&ss->cur, 0);
@@ -571,6 +607,7 @@ const struct mproc__transport_ops mproc__transport_shm = {
     .revoke = shm_revoke,
     .started = shm_started,
     .running = shm_running,
+    .waiting = shm_waiting,
     .stop_worker = shm_stop_worker,
     .reset_slot = shm_reset_slot,
     .init_failure = shm_init_failure,

@@ -63,30 +63,6 @@ struct tree {
   size_t n, cap;
 };
 
-int mproc__proc_stat(const char *proc, pid_t pid, pid_t *ppid, char *state) {
-  char path[128], buf[512];
-  snprintf(path, sizeof path, "%s/%d/stat", proc, (int)pid);
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0)
-    return mproc__neg_errno();
-  mproc__fd_register(fd);
-  ssize_t n = read(fd, buf, sizeof buf - 1);
-  int err = n < 0 ? mproc__neg_errno() : 0;
-  mproc__close(fd);
-  if (n <= 0)
-    return n < 0 ? err : -ENOENT;
-  buf[n] = '\0';
-  /* The command name may contain spaces and ')': parse after the last ')'. */
-  char *p = strrchr(buf, ')');
-  int pp;
-  char st;
-  if (p == NULL || sscanf(p + 1, " %c %d", &st, &pp) != 2)
-    return -EIO;
-  *ppid = (pid_t)pp;
-  *state = st;
-  return 0;
-}
-
 static int signal_member(const struct member *m, int sig) {
   if (m->gone)
     return -ESRCH;
@@ -131,10 +107,9 @@ static int adopt(struct tree *t, pid_t pid, pid_t parent) {
     m.pidfd = fd;
     m.owned = true;
   }
-  pid_t pp;
-  char st;
-  int e = mproc__proc_stat("/proc", pid, &pp, &st);
-  if (e < 0 || pp != parent) {
+  struct mproc__pstat ps;
+  int e = mproc__proc_stat(NULL, pid, &ps);
+  if (e < 0 || ps.ppid != parent) {
     mproc__close(m.pidfd);
     /* Exited, or the number was recycled: not a member.  Any other failure
      * (out of fds) must not pass silently. */
@@ -166,9 +141,9 @@ static int scan(struct tree *t, bool *grew, bool *all_stopped) {
     long v = strtol(ent->d_name, &end, 10);
     if (*end != '\0' || v <= 0)
       continue;
-    pid_t pid = (pid_t)v, pp;
-    char st;
-    int e = mproc__proc_stat("/proc", pid, &pp, &st);
+    pid_t pid = (pid_t)v;
+    struct mproc__pstat ps;
+    int e = mproc__proc_stat(NULL, pid, &ps);
     if (not_there(e))
       continue; /* exited since readdir listed it, or not ours to see */
     if (e < 0) {
@@ -178,12 +153,12 @@ static int scan(struct tree *t, bool *grew, bool *all_stopped) {
     }
     ssize_t self = find(t, pid);
     if (self >= 0) {
-      if (st == 'T' || st == 't' || st == 'Z' || st == 'X')
+      if (ps.state == 'T' || ps.state == 't' || ps.state == 'Z' || ps.state == 'X')
         t->m[self].stopped = true;
       continue;
     }
-    if (find(t, pp) >= 0)
-      r = adopt(t, pid, pp);
+    if (find(t, ps.ppid) >= 0)
+      r = adopt(t, pid, ps.ppid);
   }
   mproc__fd_unregister(dirfd(d));
   closedir(d);
@@ -191,9 +166,8 @@ static int scan(struct tree *t, bool *grew, bool *all_stopped) {
   *all_stopped = true;
   for (size_t i = 0; i < t->n; i++) {
     if (i < before && !t->m[i].stopped && !t->m[i].gone) {
-      pid_t pp;
-      char st;
-      if (mproc__proc_stat("/proc", t->m[i].pid, &pp, &st) == -ENOENT)
+      struct mproc__pstat ps;
+      if (mproc__proc_stat(NULL, t->m[i].pid, &ps) == -ENOENT)
         t->m[i].gone = t->m[i].stopped = true;
     }
     if (!t->m[i].stopped)

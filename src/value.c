@@ -64,6 +64,45 @@ static mproc_rlock *lock_of(const mproc_value *v) {
 
 static bool value_ok(const mproc_value *v) { return mproc__sync_ok(v, MPROC__MAGIC_VALUE); }
 
+struct value_args {
+  mproc_type type;
+  size_t count, elsize;
+  const void *init; /* count * elsize bytes, or NULL for zeroes */
+  bool raw;
+};
+
+static int value_setup(void *obj, const void *arg) {
+  const struct value_args *a = arg;
+  struct mproc_value *v = obj;
+  v->type = (uint32_t)a->type;
+  v->raw = a->raw;
+  v->count = a->count;
+  v->elsize = a->elsize;
+  v->mapsize = VALUE_DATA + a->count * a->elsize;
+  if (!v->raw) {
+    mproc_rlock *l;
+    int r = mproc_rlock_init(&l, lock_of(v), MPROC_RLOCK_SIZE);
+    if (r != 0)
+      return r;
+  }
+  if (a->init != NULL)
+    memcpy(data_of(v), a->init, a->count * a->elsize); /* a fresh mapping is zeroed otherwise */
+  return 0;
+}
+
+static size_t value_size_of(const void *obj) { return ((const struct mproc_value *)obj)->mapsize; }
+
+/* Refused while the caller holds the lock (MPROC_EBUSY). */
+static int value_retire(void *obj) {
+  const struct mproc_value *v = obj;
+  return v->raw ? 0 : mproc_rlock_destroy(lock_of(v));
+}
+
+static const struct mproc__sync_kind value_kind = {.magic = MPROC__MAGIC_VALUE,
+                                                   .size_of = value_size_of,
+                                                   .setup = value_setup,
+                                                   .retire = value_retire};
+
 MPROC_EXTERN int mproc_array_new(mproc_value **out, mproc_type type, size_t count, const void *init,
                                  const struct mproc_value_options *opts) {
   if (out == NULL || count == 0)
@@ -82,31 +121,9 @@ MPROC_EXTERN int mproc_array_new(mproc_value **out, mproc_type type, size_t coun
   }
   if (count > (SIZE_MAX - VALUE_DATA) / elsize)
     return MPROC_EOVERFLOW;
-  size_t mapsize = VALUE_DATA + count * elsize;
-  void *p;
-  int r = mproc__sync_map(mapsize, &p);
-  if (r != 0)
-    return r;
-  struct mproc_value *v = p;
-  v->type = (uint32_t)type;
-  v->raw = opts != NULL && (opts->flags & MPROC_VALUE_RAW) ? 1 : 0;
-  v->count = count;
-  v->elsize = elsize;
-  v->mapsize = mapsize;
-  v->hdr.flags = MPROC__SYNC_ALLOCATED;
-  if (!v->raw) {
-    mproc_rlock *l;
-    r = mproc_rlock_init(&l, (char *)p + VALUE_HDR, MPROC_RLOCK_SIZE);
-    if (r != 0) {
-      mproc__sync_unmap(p, mapsize);
-      return r;
-    }
-  }
-  if (init != NULL)
-    memcpy(data_of(v), init, count * elsize); /* a fresh mapping is zeroed otherwise */
-  atomic_store_explicit(&v->hdr.magic, MPROC__MAGIC_VALUE, memory_order_release);
-  *out = v;
-  return 0;
+  struct value_args a = {type, count, elsize, init,
+                         opts != NULL && (opts->flags & MPROC_VALUE_RAW)};
+  return mproc__sync_new(&value_kind, out, VALUE_DATA + count * elsize, &a);
 }
 
 MPROC_EXTERN int mproc_value_new(mproc_value **out, mproc_type type, const void *init,
@@ -115,16 +132,7 @@ MPROC_EXTERN int mproc_value_new(mproc_value **out, mproc_type type, const void 
 }
 
 MPROC_EXTERN int mproc_value_free(mproc_value *v) {
-  if (!value_ok(v))
-    return MPROC_EINVAL;
-  if (!v->raw) {
-    int r = mproc_rlock_destroy(lock_of(v));
-    if (r != 0)
-      return r; /* MPROC_EBUSY: the caller holds the lock */
-  }
-  atomic_store_explicit(&v->hdr.magic, 0, memory_order_release);
-  mproc__sync_unmap(v, v->mapsize);
-  return 0;
+  return mproc__sync_teardown(&value_kind, v, true);
 }
 
 MPROC_EXTERN void *mproc_value_ptr(const mproc_value *v) { return value_ok(v) ? data_of(v) : NULL; }
@@ -166,24 +174,29 @@ static int locked_copy(mproc_value *v, void *dst, const void *src, size_t len, i
   return r;
 }
 
-MPROC_EXTERN int mproc_value_get(mproc_value *v, size_t index, size_t n, void *out,
-                                 int64_t timeout_ms) {
-  if (!value_ok(v) || (out == NULL && n > 0) || mproc__check_timeout(timeout_ms) != 0)
+/* Copies n elements from `index` on out of the value (into `out`) or into
+ * it (from `in`); the other pointer is NULL. */
+static int copy_elems(mproc_value *v, size_t index, size_t n, void *out, const void *in,
+                      int64_t timeout_ms) {
+  if (!value_ok(v) || (out == NULL && in == NULL && n > 0) || mproc__check_timeout(timeout_ms) != 0)
     return MPROC_EINVAL;
   int r = range_ok(v, index, n);
   if (r != 0 || n == 0)
     return r;
-  return locked_copy(v, out, data_of(v) + index * v->elsize, n * v->elsize, timeout_ms);
+  char *at = data_of(v) + index * v->elsize;
+  size_t len = n * v->elsize;
+  return out != NULL ? locked_copy(v, out, at, len, timeout_ms)
+                     : locked_copy(v, at, in, len, timeout_ms);
+}
+
+MPROC_EXTERN int mproc_value_get(mproc_value *v, size_t index, size_t n, void *out,
+                                 int64_t timeout_ms) {
+  return copy_elems(v, index, n, out, NULL, timeout_ms);
 }
 
 MPROC_EXTERN int mproc_value_set(mproc_value *v, size_t index, size_t n, const void *in,
                                  int64_t timeout_ms) {
-  if (!value_ok(v) || (in == NULL && n > 0) || mproc__check_timeout(timeout_ms) != 0)
-    return MPROC_EINVAL;
-  int r = range_ok(v, index, n);
-  if (r != 0 || n == 0)
-    return r;
-  return locked_copy(v, data_of(v) + index * v->elsize, in, n * v->elsize, timeout_ms);
+  return copy_elems(v, index, n, NULL, in, timeout_ms);
 }
 
 static bool is_integer(uint32_t t) {

@@ -28,25 +28,7 @@ MPROC_EXTERN int mproc_wait(const int *fds, size_t n, int *ready, int64_t timeou
     return MPROC_ENOMEM;
   for (size_t i = 0; i < n; i++)
     p[i] = (struct pollfd){.fd = fds[i], .events = POLLIN};
-  int r;
-  for (;;) {
-    r = poll(p, (nfds_t)n, mproc__poll_timeout(deadline));
-    if (r > 0)
-      break;
-    if (r == 0) {
-      /* poll rounds its timeout to milliseconds: only report a timeout once
-       * the absolute deadline has really passed. */
-      if (mproc_timeout_until(deadline) == 0) {
-        r = MPROC_ETIMEDOUT;
-        break;
-      }
-      continue;
-    }
-    if (errno != EINTR) {
-      r = mproc__neg_errno();
-      break;
-    }
-  }
+  int r = mproc__poll_until(p, n, deadline);
   if (r > 0) {
     int count = 0;
     for (size_t i = 0; i < n && r > 0; i++)

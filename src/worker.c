@@ -173,7 +173,8 @@ static int run_call(const struct mproc__worker_args *w, struct mproc__entry *e, 
   }
   if (rr != 0) {
     mproc__close(argfd);
-    return mproc_task_fail(c, -EIO, "worker could not receive the task's descriptors");
+    return mproc_task_fail(c, rr, "worker could not receive the task's descriptors: %s",
+                           mproc_strerror(rr));
   }
   if (e->flags & MPROC__EF_ARG_FD) {
     if (e->arg_len > 0 && mproc__map_shared(argfd, e->arg_len, &argmap) != 0) {

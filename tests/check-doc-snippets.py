@@ -9,7 +9,8 @@ must exit with status 0 within a bounded time.
 
 Any other snippet is a fragment.  Its lines at column 0 that start a
 definition ("static", "typedef", "struct", "enum", "#define") are placed at file
-scope, in order; every other line becomes the body of a function.  What a
+scope, in order, as do the MPROC_ELEMENT_FN... definitions of typed.h; every
+other line becomes the body of a function.  What a
 fragment assumes but does not show (the variables it uses, the task
 functions it names) is written in the markdown, in HTML comments right before
 the block, which renderers do not show:
@@ -31,6 +32,9 @@ and is listed, never compiled; the reason is required.  Fragments are
 compiled with -Wall -Wextra -Werror, less the warnings every fragment would
 raise (unused and uninitialised variables), so a wrong type, a wrong
 argument count or an unknown name fails the test.
+
+Every mproc_/MPROC_ name the pages mention, in or out of snippets, must
+also exist in the headers (a renamed function leaves no stale mention).
 
 check-doc-snippets.py --self-test CC LIBMPROC   checks the checker itself.
 MPROC_SNIPPET_FLAGS in the environment adds compiler flags (a sanitized
@@ -60,7 +64,7 @@ PRELUDE = """#include <mproc.h>
 #include <unistd.h>
 """
 RUN_TIMEOUT = 60 * float(os.environ.get("MPROC_TEST_TIMEOUT_SCALE", "1") or 1)
-TOP_LEVEL = re.compile(r"^(static |typedef |struct [A-Za-z_0-9 ]*\{|enum |#define )")
+TOP_LEVEL = re.compile(r"^(static |typedef |struct [A-Za-z_0-9 ]*\{|enum |#define |MPROC_ELEMENT_FN)")
 HIDDEN = re.compile(r"<!--\s*snippet-(globals|locals)\s*\n(.*?)-->", re.S)
 PARTIAL = re.compile(r"<!--\s*snippet:\s*partial(.*?)-->", re.S)
 
@@ -128,7 +132,8 @@ def split_fragment(code):
             in_comment_block = True
             bare = bare.split("/*")[0]
         depth += bare.count("{") - bare.count("}")
-        if in_top and depth == 0 and (bare.rstrip().endswith(("}", ";")) or line.startswith("#")):
+        if in_top and depth == 0 and (bare.rstrip().endswith(("}", ";")) or line.startswith("#") or
+                                      (line.startswith("MPROC_") and bare.rstrip().endswith(")"))):
             in_top = False
     return "\n".join(top), "\n".join(body)
 
@@ -195,14 +200,111 @@ def doc_files(src):
     return [f for f in files if os.path.exists(f)]
 
 
+NAME = re.compile(r"\b(?:mproc|MPROC)_[A-Za-z0-9_]*[A-Za-z0-9](?![A-Za-z0-9_*])")
+
+
+def header_names(src):
+    """Every mproc_/MPROC_ identifier the headers define or use, plus the
+    MPROC_<NAME> codes MPROC_ERRNO_MAP generates."""
+    names = {"MPROC_OK"}
+    for root, _, files in os.walk(os.path.join(src, "include")):
+        for f in files:
+            text = open(os.path.join(root, f), encoding="utf-8").read()
+            names |= set(NAME.findall(text))
+            names |= {"MPROC_" + c for c in re.findall(r"^\s*X\(([A-Z0-9_]+),", text, re.M)}
+    return names
+
+
+DECL = re.compile(r"MPROC_EXTERN\s+[^;{}]*?\b(mproc_\w+)\s*\((.*?)\)\s*(?:__attribute__\s*\(\(.*?\)\))?\s*;",
+                  re.S)
+CODE_SPAN = re.compile(r"`[^`]+`")
+CALL_START = re.compile(r"\b(mproc_\w+)\(")
+
+
+def calls(line):
+    """(span, name, argument text) for each mproc_x(...) in a code span,
+    with balanced parentheses (function-pointer parameters included)."""
+    for span in CODE_SPAN.findall(line):
+        for m in CALL_START.finditer(span):
+            depth, i = 1, m.end()
+            while i < len(span) and depth:
+                depth += {"(": 1, ")": -1}.get(span[i], 0)
+                i += 1
+            if depth == 0:
+                yield span, m.group(1), span[m.end():i - 1]
+
+
+def split_args(text):
+    """Top-level comma-separated parts of an argument or parameter list."""
+    parts, depth, cur = [], 0, ""
+    for c in text:
+        if c in "([{":
+            depth += 1
+        elif c in ")]}":
+            depth -= 1
+        if c == "," and depth == 0:
+            parts.append(cur.strip())
+            cur = ""
+        else:
+            cur += c
+    if cur.strip():
+        parts.append(cur.strip())
+    return parts
+
+
+def header_arities(src):
+    """{function: (fixed parameter count, variadic)} from the headers."""
+    out = {}
+    for root, _, files in os.walk(os.path.join(src, "include")):
+        for f in files:
+            text = open(os.path.join(root, f), encoding="utf-8").read()
+            text = re.sub(r"/\*.*?\*/", " ", text, flags=re.S)
+            for m in DECL.finditer(text):
+                params = [p for p in split_args(m.group(2)) if p != "void"]
+                out[m.group(1)] = (len([p for p in params if p != "..."]), "..." in params)
+    return out
+
+
+def check_names(path, known, report, arities=None):
+    """Names of the API a page mentions that the headers do not have (prefixes
+    such as mproc_pool_* and abbreviations such as _free are not names), and
+    calls written in running text (`mproc_x(a, b)`) with a wrong number of
+    arguments (`mproc_x()` merely names a function).  Code blocks are left to
+    the compiler."""
+    bad, fence = 0, False
+    for n, line in enumerate(open(path, encoding="utf-8").read().split("\n"), 1):
+        for name in NAME.findall(line):
+            if name not in known:
+                report("FAIL %s:%d: %s is not declared in include/" % (path, n, name))
+                bad += 1
+        if line.startswith("```"):
+            fence = not fence
+        if fence or not arities:
+            continue
+        for span, name, args in calls(line):
+            # `f()` names a function in running text; `(void)` is a prototype's.
+            if name not in arities or "..." in args or not args.strip():
+                continue
+            got = 0 if args.strip() == "void" else len(split_args(args))
+            want, variadic = arities[name]
+            if got != want and not (variadic and got >= want):
+                report("FAIL %s:%d: %s takes %d argument(s), the text gives %d: %s"
+                       % (path, n, name, want, got, span))
+                bad += 1
+    return bad
+
+
 def run(src, cc):
     bad = total = 0
+    known = header_names(src)
+    arities = header_arities(src)
     with tempfile.TemporaryDirectory() as tmp:
         for f in doc_files(src):
             n = sum(1 for _ in snippets(f))
             total += n
             bad += check_file(cc, f, tmp, print)
-    print("%d snippets checked, %d failed" % (total, bad))
+            bad += check_names(f, known, print, arities)
+    print("%d snippets checked, %d problems" % (total, bad))
     if total == 0:
         print("FAIL: no C snippet found under %s" % src)
         return 1
@@ -238,6 +340,24 @@ def self_test(cc):
             if got != want:
                 print("FAIL: case %d %s, expected %s:\n%s" % (i, "failed" if got else "passed",
                                                             "failure" if want else "success", md))
+                fails += 1
+    # A stale name fails; a prefix, a wildcard or a generated code does not.
+    src = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+    known = header_names(src)
+    arities = header_arities(src)
+    with tempfile.TemporaryDirectory() as tmp:
+        for md, want in {"`mproc_pool_sumbit(pool)`\n": 1, "`mproc_pool_*`, `MPROC_E*`, `MPROC_EPERM`,"
+                         " `mproc_pool_submit`, mproc_pool_ and `_free`\n": 0,
+                         # The guide's old Semaphore row: three arguments, but a
+                         # value_new with two is caught.
+                         "| `mproc_value_new(MPROC_TYPE_INT32, &c)` |\n": 1,
+                         "| `mproc_sem_new(&s, n, NULL)`, `mproc_cpu_count()`, "
+                         "`mproc_task_fail(ctx, 0, \"%s\", m)`, `mproc_rlock_init(...)` |\n": 0}.items():
+            path = os.path.join(tmp, "names.md")
+            open(path, "w").write(md)
+            got = 1 if check_names(path, known, lambda s: None, arities) else 0
+            if got != want:
+                print("FAIL: names check %s on: %s" % ("failed" if got else "passed", md))
                 fails += 1
     print("self-test OK" if not fails else "self-test FAILED")
     return 1 if fails else 0

@@ -22,10 +22,11 @@ static inline struct child child_start(mproc__child_fn fn, void *arg) {
   return c;
 }
 
-/* Reap the child (30 s bound) and return its Python-style exit code. */
+/* Reap the child (60 s bound: hang detection only) and return its
+ * Python-style exit code. */
 static inline int child_wait(struct child *c) {
   int code = -1000;
-  mproc_assert_ok(mproc__reap(c->pidfd, &code, mproc__deadline(30000)));
+  mproc_assert_ok(mproc__reap(c->pidfd, &code, mproc__deadline(60000)));
   mproc_assert_ok(mproc__close(c->pidfd));
   c->pidfd = -1;
   return code;

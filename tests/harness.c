@@ -1,5 +1,6 @@
 /* Leak-checking fixture and helpers for the Check-based tests (harness.h). */
 #include "harness.h"
+#include "internal.h"
 
 #include <ctype.h>
 #include <dirent.h>
@@ -54,28 +55,6 @@ static void mark_fds(char *present) {
   closedir(d);
 }
 
-/* Parent pid and state of a process from /proc/<pid>/stat; -1 if gone. */
-static pid_t ppid_of(pid_t pid) {
-  char path[64], buf[512];
-  snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
-  FILE *f = fopen(path, "re");
-  if (f == NULL)
-    return -1;
-  size_t n = fread(buf, 1, sizeof buf - 1, f);
-  fclose(f);
-  buf[n] = '\0';
-  /* The command name may contain spaces and parentheses: parse after the
-   * last ')'. */
-  char *p = strrchr(buf, ')');
-  if (p == NULL)
-    return -1;
-  char state;
-  int ppid;
-  if (sscanf(p + 1, " %c %d", &state, &ppid) != 2)
-    return -1;
-  return ppid;
-}
-
 int mproc_test_count_children(void) {
   pid_t self = getpid();
   DIR *d = opendir("/proc");
@@ -86,7 +65,8 @@ int mproc_test_count_children(void) {
   while ((e = readdir(d)) != NULL) {
     if (!isdigit((unsigned char)e->d_name[0]))
       continue;
-    if (ppid_of((pid_t)atoi(e->d_name)) == self)
+    struct mproc__pstat ps;
+    if (mproc__proc_stat(NULL, (pid_t)atoi(e->d_name), &ps) == 0 && ps.ppid == self)
       n++;
   }
   closedir(d);

@@ -3,6 +3,7 @@
 #define MPROC_TEST_POOL_HELPERS_H
 
 #include "harness.h"
+#include "internal.h"
 
 #include <dirent.h>
 #include <pthread.h>
@@ -34,7 +35,8 @@ static inline struct shared *shared_new(void) {
 }
 static inline void shared_free(struct shared *s) { munmap(s, sizeof *s); }
 
-static struct shared *S; /* the test's shared page (set before the pool) */
+/* The test's shared page (set before the pool; defined in pool-helpers.c). */
+extern struct shared *S;
 
 static inline int task_square(const void *arg, size_t len, mproc_task_ctx *ctx) {
   (void)len;
@@ -79,16 +81,8 @@ static inline int task_sleep(const void *arg, size_t len, mproc_task_ctx *ctx) {
 static inline int wait_pid_dead(pid_t pid, int64_t timeout_ms) {
   int64_t dl = mproc_now_ms() + timeout_ms;
   for (;;) {
-    char path[64], buf[256];
-    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
-    FILE *f = fopen(path, "re");
-    if (f == NULL)
-      return 1;
-    size_t n = fread(buf, 1, sizeof buf - 1, f);
-    fclose(f);
-    buf[n] = '\0';
-    char *p = strrchr(buf, ')');
-    if (p != NULL && (p[2] == 'Z' || p[2] == 'X'))
+    struct mproc__pstat ps;
+    if (mproc__proc_stat(NULL, pid, &ps) != 0 || ps.state == 'Z' || ps.state == 'X')
       return 1;
     if (mproc_now_ms() > dl)
       return 0;
@@ -99,27 +93,12 @@ static inline int wait_pid_dead(pid_t pid, int64_t timeout_ms) {
 /* Wait (bounded) until a future finished. */
 static inline void wait_done(mproc_future *f) { mproc_assert_ok(mproc_future_wait(f, 30000)); }
 
-static void *noop_thread(void *arg) { return arg; }
-
-/* ThreadSanitizer starts a helper thread of its own at a process's first
- * pthread_create; start it before the leak fixture counts threads, so the
- * pool's (joined) manager thread is not blamed for it. */
-static inline void warm_up_threads(void) {
-  pthread_t t;
-  if (pthread_create(&t, NULL, noop_thread, NULL) == 0)
-    pthread_join(t, NULL);
-}
-
-/* mproc_test_tcase() with the warm-up running before the leak fixture. */
-static inline TCase *pool_tcase(Suite *s, const char *name, double timeout_s) {
-  TCase *tc = tcase_create(name);
-  tcase_add_checked_fixture(tc, warm_up_threads, NULL);
-  tcase_add_checked_fixture(tc, mproc_test_setup, mproc_test_teardown);
-  const char *env = getenv("MPROC_TEST_TIMEOUT_SCALE");
-  double scale = env != NULL && atof(env) > 0 ? atof(env) : 1.0;
-  tcase_set_timeout(tc, timeout_s * scale);
-  suite_add_tcase(s, tc);
-  return tc;
+/* A pool of `workers` workers, default options otherwise. */
+static inline mproc_pool *make_pool(int workers) {
+  mproc_pool *p;
+  struct mproc_pool_options o = {.workers = workers};
+  mproc_assert_ok(mproc_pool_new(&p, &o));
+  return p;
 }
 
 /* A pool whose initializer failed: its first task fails with

@@ -95,6 +95,51 @@ START_TEST(test_caller_fd_and_cwd_and_env) {
 }
 END_TEST
 
+START_TEST(test_executable) {
+  /* argv[0] is only the name the program sees. */
+  char *argv[] = {"whatever-name", "-c", "exit 7", NULL};
+  mproc_command_options o = {.executable = "/bin/sh"};
+  ck_assert_int_eq(run(argv, &o), 7);
+  /* With the shell flag it replaces /bin/sh. */
+  char *sh[] = {"exit 9", NULL};
+  o.flags = MPROC_COMMAND_SHELL;
+  ck_assert_int_eq(run(sh, &o), 9);
+  mproc_command *c = NULL;
+  o = (mproc_command_options){.executable = "/mproc-no-such-file"};
+  mproc_assert_err(mproc_command_start(&c, argv, &o), -ENOENT);
+}
+END_TEST
+
+START_TEST(test_stderr_to_callers_stdout) {
+  /* stdout to a pipe, stderr to the caller's fd 1 (here a file): the
+   * child's stderr must reach that file, not the pipe. */
+  char path[] = "/tmp/mproc-test-cmd-XXXXXX";
+  int fd = mkstemp(path);
+  ck_assert_int_ge(fd, 0);
+  unlink(path);
+  fflush(stdout);
+  int saved = dup(1);
+  ck_assert_int_eq(dup2(fd, 1), 1);
+  char *sh[] = {"echo out; echo err >&2", NULL};
+  mproc_command_options o = {
+      .flags = MPROC_COMMAND_SHELL, .stdout_fd = MPROC_COMMAND_PIPE, .stderr_fd = 1};
+  mproc_command *c = NULL;
+  int r = mproc_command_start(&c, sh, &o);
+  dup2(saved, 1);
+  close(saved);
+  mproc_assert_ok(r);
+  char buf[64];
+  slurp(mproc_command_fd(c, 1), buf, sizeof buf);
+  ck_assert_str_eq(buf, "out\n");
+  mproc_assert_ok(mproc_command_wait(c, 60000));
+  mproc_command_free(c);
+  ck_assert_int_eq(lseek(fd, 0, SEEK_SET), 0);
+  slurp(fd, buf, sizeof buf);
+  ck_assert_str_eq(buf, "err\n");
+  close(fd);
+}
+END_TEST
+
 START_TEST(test_only_std_streams_inherited) {
   int p[2];
   ck_assert_int_eq(pipe(p), 0); /* not CLOEXEC on purpose */
@@ -269,6 +314,8 @@ int main(void) {
   tcase_add_test(tc, test_shell_args_and_pipe);
   tcase_add_test(tc, test_stdin_pipe_and_close);
   tcase_add_test(tc, test_caller_fd_and_cwd_and_env);
+  tcase_add_test(tc, test_executable);
+  tcase_add_test(tc, test_stderr_to_callers_stdout);
   tcase_add_test(tc, test_only_std_streams_inherited);
   tcase_add_test(tc, test_signals_reset_in_child);
   tcase_add_test(tc, test_start_errors);

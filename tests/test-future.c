@@ -5,13 +5,6 @@
 
 #include <sys/syscall.h>
 
-static mproc_pool *make_pool(int workers) {
-  mproc_pool *p;
-  struct mproc_pool_options o = {.workers = workers};
-  mproc_assert_ok(mproc_pool_new(&p, &o));
-  return p;
-}
-
 /* Waits until S->release reaches its argument. */
 static int task_gate(const void *a, size_t l, mproc_task_ctx *c) {
   (void)l;
@@ -348,7 +341,7 @@ END_TEST
 
 int main(void) {
   Suite *s = suite_create("future");
-  TCase *tc = pool_tcase(s, "future", 60);
+  TCase *tc = mproc_test_tcase(s, "future", 60);
   tcase_add_test(tc, test_states_and_results);
   tcase_add_test(tc, test_task_errors);
   tcase_add_test(tc, test_cancel_pending_never_runs);

@@ -3,14 +3,17 @@
  * messages, simultaneous large sends, descriptor passing. */
 #include "harness.h"
 #include "internal.h"
+#include "pipe.h"
 
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #define LONG_MS 60000
@@ -548,6 +551,54 @@ START_TEST(test_wait_many) {
 }
 END_TEST
 
+/* A frame header that arrives late, then no payload: each receive call
+ * times out at its one deadline, taken at entry, not at a second deadline
+ * started once the header is in. */
+struct late_header {
+  int fd;
+  int delay_ms;
+};
+
+static void *send_header_late(void *arg) {
+  const struct late_header *l = arg;
+  struct timespec ts = {l->delay_ms / 1000, (long)(l->delay_ms % 1000) * 1000000L};
+  nanosleep(&ts, NULL); /* the lateness under test, not synchronisation */
+  struct {
+    uint64_t len;
+    uint32_t nfds, magic;
+  } h = {16, 0, MPROC__FRAME_MAGIC};
+  ssize_t n = write(l->fd, &h, sizeof h);
+  (void)n;
+  return NULL;
+}
+
+START_TEST(test_recv_deadline_covers_the_payload) {
+  for (int which = 0; which < 3; which++) {
+    mproc_conn *a, *b;
+    mproc_assert_ok(mproc_pipe(&a, &b, NULL));
+    struct late_header l = {mproc_conn_fd(a), 1500};
+    pthread_t t;
+    ck_assert_int_eq(pthread_create(&t, NULL, send_header_late, &l), 0);
+    char buf[64];
+    size_t len, nfds = 0;
+    void *p = NULL;
+    int64_t t0 = mproc_now_ms();
+    int r = which == 0   ? mproc_conn_recv(b, buf, sizeof buf, &len, 2000)
+            : which == 1 ? mproc_conn_recv_fds(b, buf, sizeof buf, &len, NULL, &nfds, 2000)
+                         : mproc_conn_recv_alloc(b, &p, &len, 2000);
+    int64_t took = mproc_now_ms() - t0;
+    ck_assert_int_eq(pthread_join(t, NULL), 0);
+    mproc_assert_err(r, MPROC_ETIMEDOUT);
+    ck_assert_ptr_null(p);
+    ck_assert_int_ge(took, 2000);
+    /* A second deadline would end at 1500 + 2000 ms. */
+    ck_assert_msg(took < 3000, "call %d took %lld ms", which, (long long)took);
+    mproc_assert_ok(mproc_conn_close(a));
+    mproc_assert_ok(mproc_conn_close(b));
+  }
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("pipe");
   TCase *tc = mproc_test_tcase(s, "pipe", 60);
@@ -562,6 +613,7 @@ int main(void) {
   tcase_add_test(tc, test_pass_tcp_sockets);
   tcase_add_test(tc, test_fds_in_order_and_too_small);
   tcase_add_test(tc, test_wait_many);
+  tcase_add_test(tc, test_recv_deadline_covers_the_payload);
   TCase *big = mproc_test_tcase(s, "large", 240);
   tcase_add_test(big, test_three_gib_message);
   tcase_add_test(big, test_large_both_ways_at_once);

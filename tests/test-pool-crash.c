@@ -18,13 +18,6 @@
 #endif
 #include <sys/wait.h>
 
-static mproc_pool *make_pool(int workers) {
-  mproc_pool *p;
-  struct mproc_pool_options o = {.workers = workers};
-  mproc_assert_ok(mproc_pool_new(&p, &o));
-  return p;
-}
-
 static int pid_in(pid_t pid, const pid_t *pids, int n) {
   for (int i = 0; i < n; i++)
     if (pids[i] == pid)
@@ -279,18 +272,8 @@ static int task_storm(const void *a, size_t l, mproc_task_ctx *c) {
     pid_t pid = (pid_t)atoi(e->d_name);
     if (pid <= 0 || pid == self)
       continue;
-    char path[64], buf[256];
-    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
-    FILE *f = fopen(path, "re");
-    if (f == NULL)
-      continue;
-    size_t n = fread(buf, 1, sizeof buf - 1, f);
-    fclose(f);
-    buf[n] = '\0';
-    char *q = strrchr(buf, ')');
-    int ppid = 0;
-    char st;
-    if (q != NULL && sscanf(q + 1, " %c %d", &st, &ppid) == 2 && ppid == parent && st != 'Z') {
+    struct mproc__pstat ps;
+    if (mproc__proc_stat(NULL, pid, &ps) == 0 && ps.ppid == parent && ps.state != 'Z') {
       kill(pid, SIGKILL);
       break;
     }
@@ -678,7 +661,7 @@ END_TEST
 
 int main(void) {
   Suite *s = suite_create("pool-crash");
-  TCase *tc = pool_tcase(s, "crash", 60);
+  TCase *tc = mproc_test_tcase(s, "crash", 60);
   tcase_add_test(tc, test_sigkill_busy_worker_with_backlog);
   tcase_add_test(tc, test_crash_kinds);
   tcase_add_test(tc, test_idle_worker_death_fails_nothing);

@@ -6,6 +6,7 @@
 #include "pool-helpers.h"
 #include "pool.h"
 
+#include <fcntl.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
 
@@ -244,10 +245,418 @@ START_TEST(test_initializer_deadline) {
 }
 END_TEST
 
+/* ---- no task waits behind a long one while a worker idles ------------------- */
+
+START_TEST(test_no_task_waits_behind_long_task) {
+  S = shared_new();
+  mproc_pool *p;
+  struct mproc_pool_options o = {.workers = 2};
+  mproc_assert_ok(mproc_pool_new(&p, &o));
+  for (int round = 0; round < 3; round++) {
+    atomic_store(&S->pid, 0);
+    atomic_store(&S->release, 0);
+    mproc_future *lf, *f[20];
+    mproc_assert_ok(mproc_pool_submit(p, task_block, NULL, 0, &lf));
+    /* Some short tasks go in before the long one has started, some after. */
+    for (int i = 0; i < 20; i++) {
+      int x = i;
+      mproc_assert_ok(mproc_pool_submit(p, task_square, &x, sizeof x, &f[i]));
+      if (i == 10) {
+        int64_t dl = mproc_now_ms() + 10000;
+        while (atomic_load(&S->pid) == 0) {
+          ck_assert(mproc_now_ms() < dl);
+          sleep_ms(1);
+        }
+      }
+    }
+    /* Every short task finishes while the long one still runs. */
+    for (int i = 0; i < 20; i++) {
+      const void *d;
+      size_t n;
+      mproc_assert_ok(mproc_future_result(f[i], &d, &n, 10000));
+      ck_assert_int_eq(*(const int *)d, i * i);
+      mproc_future_free(f[i]);
+    }
+    ck_assert_int_eq(mproc_future_done(lf), 0);
+    atomic_store(&S->release, 1);
+    wait_done(lf);
+    mproc_future_free(lf);
+  }
+  mproc_assert_ok(mproc_pool_free(p));
+  shared_free(S);
+}
+END_TEST
+
+/* ---- a stalled worker strands nothing ---------------------------------------- */
+
+/* Submit n squares and expect every result within 15 s. */
+static void squares_complete(mproc_pool *p, int n) {
+  mproc_future *f[16];
+  ck_assert_int_le(n, 16);
+  for (int i = 0; i < n; i++) {
+    int x = i;
+    mproc_assert_ok(mproc_pool_submit(p, task_square, &x, sizeof x, &f[i]));
+  }
+  for (int i = 0; i < n; i++) {
+    const void *d;
+    size_t len;
+    mproc_assert_ok(mproc_future_result(f[i], &d, &len, 15000));
+    ck_assert_int_eq(*(const int *)d, i * i);
+    mproc_future_free(f[i]);
+  }
+}
+
+START_TEST(test_stopped_worker_queue_moves) {
+  mproc_pool *p;
+  struct mproc_pool_options o = {.workers = 2};
+  mproc_assert_ok(mproc_pool_new(&p, &o));
+  pid_t pids[2];
+  ck_assert_int_eq(mproc_pool_worker_pids(p, pids, 2), 2);
+  kill(pids[0], SIGSTOP);
+  /* Some tasks land in the stopped worker's ring; they move to the other. */
+  squares_complete(p, 16);
+  kill(pids[0], SIGCONT);
+  /* Once it moves again it takes work again, and nothing ran twice. */
+  squares_complete(p, 16);
+  ck_assert_int_eq(mproc_pool_worker_pids(p, pids, 2), 2);
+  mproc_assert_ok(mproc_pool_free(p));
+}
+END_TEST
+
+START_TEST(test_stopped_only_worker_with_timeout_is_replaced) {
+  mproc_pool *p;
+  struct mproc_pool_options o = {.workers = 1, .task_timeout_ms = 300};
+  mproc_assert_ok(mproc_pool_new(&p, &o));
+  pid_t pid;
+  ck_assert_int_eq(mproc_pool_worker_pids(p, &pid, 1), 1);
+  kill(pid, SIGSTOP);
+  /* No other worker: the stopped one is killed at the task timeout and its
+   * replacement runs the queued tasks. */
+  squares_complete(p, 4);
+  pid_t now;
+  ck_assert_int_eq(mproc_pool_worker_pids(p, &now, 1), 1);
+  ck_assert_int_ne(now, pid);
+  mproc_assert_ok(mproc_pool_free(p));
+}
+END_TEST
+
+START_TEST(test_stopped_running_task_times_out) {
+  S = shared_new();
+  mproc_pool *p;
+  struct mproc_pool_options o = {.workers = 1, .task_timeout_ms = 300};
+  mproc_assert_ok(mproc_pool_new(&p, &o));
+  mproc_future *lf;
+  mproc_assert_ok(mproc_pool_submit(p, task_block, NULL, 0, &lf));
+  int64_t dl = mproc_now_ms() + 10000;
+  while (atomic_load(&S->pid) == 0) {
+    ck_assert(mproc_now_ms() < dl);
+    sleep_ms(1);
+  }
+  kill(atomic_load(&S->pid), SIGSTOP);
+  squares_complete(p, 3); /* queued behind it, run by the replacement */
+  const void *d;
+  size_t n;
+  mproc_assert_err(mproc_future_result(lf, &d, &n, 15000), MPROC_ETIMEDOUT);
+  mproc_future_free(lf);
+  mproc_assert_ok(mproc_pool_free(p));
+  shared_free(S);
+}
+END_TEST
+
+/* ---- a chunk that dies blames the item it died in ------------------------------ */
+
+enum { DIE_AT = 21, CHUNK = 8, NITEMS = 32 };
+
+static int die_at_21(const void *in, void *out) {
+  int x = *(const int *)in;
+  if (x == DIE_AT)
+    raise(SIGKILL);
+  *(int *)out = x * 2;
+  return 0;
+}
+
+static int hang_at_21(const void *in, void *out) {
+  int x = *(const int *)in;
+  while (x == DIE_AT)
+    pause();
+  *(int *)out = x * 2;
+  return 0;
+}
+
+static void map_blames(mproc_map_fn fn, int code, int64_t task_timeout_ms) {
+  mproc_pool *p;
+  struct mproc_pool_options o = {.workers = 2, .task_timeout_ms = task_timeout_ms};
+  mproc_assert_ok(mproc_pool_new(&p, &o));
+  int in[NITEMS], out[NITEMS];
+  for (int i = 0; i < NITEMS; i++)
+    in[i] = i;
+  struct mproc_map_options mo = {.chunksize = CHUNK};
+  struct mproc_task_error e;
+  mproc_assert_err(mproc_pool_map(p, fn, in, NITEMS, sizeof(int), out, sizeof(int), &mo, &e, 30000),
+                   code);
+  ck_assert_int_eq(e.code, code);
+  ck_assert_uint_eq(e.index, DIE_AT);
+  mproc_assert_ok(mproc_pool_free(p));
+}
+
+START_TEST(test_map_blames_the_item) {
+  map_blames(die_at_21, MPROC_EWORKERDIED, 0);
+  map_blames(hang_at_21, MPROC_ETIMEDOUT, 300);
+}
+END_TEST
+
+static int gen_upto(void *ctx, void *item) {
+  int *next = ctx;
+  if (*next >= NITEMS)
+    return 0;
+  *(int *)item = (*next)++;
+  return 1;
+}
+
+/* Items before the failed one keep their results, the failed one carries the
+ * error, the rest of its chunk was not run (MPROC_ECANCELLED), later chunks
+ * run normally. */
+static void imap_blames(mproc_map_fn fn, int code, int64_t task_timeout_ms) {
+  mproc_pool *p;
+  struct mproc_pool_options o = {.workers = 2, .task_timeout_ms = task_timeout_ms};
+  mproc_assert_ok(mproc_pool_new(&p, &o));
+  int next = 0;
+  mproc_imap *it;
+  struct mproc_imap_options io = {.chunksize = CHUNK};
+  mproc_assert_ok(mproc_pool_imap(p, fn, gen_upto, &next, sizeof(int), sizeof(int), &io, &it));
+  for (int i = 0; i < NITEMS; i++) {
+    int v = -1;
+    size_t idx;
+    struct mproc_task_error e;
+    int r = mproc_imap_next(it, &v, &idx, &e, 30000);
+    ck_assert_uint_eq(idx, (size_t)i);
+    if (i == DIE_AT) {
+      mproc_assert_err(r, code);
+      ck_assert_uint_eq(e.index, DIE_AT);
+    } else if (i > DIE_AT && i / CHUNK == DIE_AT / CHUNK) {
+      mproc_assert_err(r, MPROC_ECANCELLED);
+    } else {
+      mproc_assert_ok(r);
+      ck_assert_int_eq(v, 2 * i);
+    }
+  }
+  int v;
+  mproc_assert_err(mproc_imap_next(it, &v, NULL, NULL, 30000), MPROC_EEOF);
+  mproc_imap_free(it);
+  mproc_assert_ok(mproc_pool_free(p));
+}
+
+START_TEST(test_imap_blames_the_item) {
+  imap_blames(die_at_21, MPROC_EWORKERDIED, 0);
+  imap_blames(hang_at_21, MPROC_ETIMEDOUT, 300);
+}
+END_TEST
+
+/* ---- exit after shutdown(wait=false) lets the work finish ---------------------- */
+
+static int task_sleep_count(const void *arg, size_t len, mproc_task_ctx *ctx) {
+  atomic_fetch_add(&S->running, 1);
+  task_sleep(arg, len, ctx);
+  atomic_fetch_add(&S->count, 1);
+  return 0;
+}
+
+/* A child makes a pool of one worker, submits two tasks of 200 ms, shuts the
+ * pool down without waiting (cancelling the queued one when asked) or not at
+ * all, and calls exit(0).  Returns how many tasks ran to their end. */
+static int tasks_finished_at_exit(bool shutdown, bool cancel_pending) {
+  S = shared_new();
+  pid_t c = fork();
+  ck_assert_int_ge(c, 0);
+  if (c == 0) {
+    mproc_pool *p;
+    struct mproc_pool_options o = {.workers = 1};
+    if (mproc_pool_new(&p, &o) != 0)
+      _exit(10);
+    int ms = 200;
+    static mproc_future *fs[2]; /* reachable at exit: no leak reported */
+    for (int i = 0; i < 2; i++)
+      if (mproc_pool_submit(p, task_sleep_count, &ms, sizeof ms, &fs[i]) != 0)
+        _exit(11);
+    int64_t dl = mproc_now_ms() + 10000;
+    while (atomic_load(&S->running) == 0 && mproc_now_ms() < dl)
+      sleep_ms(1); /* the first task has started: it is not cancellable */
+    if (shutdown && mproc_pool_shutdown(p, false, cancel_pending) != 0)
+      _exit(12);
+    exit(0);
+  }
+  int st;
+  ck_assert_int_eq(waitpid(c, &st, 0), c);
+  ck_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+  int n = atomic_load(&S->count);
+  shared_free(S);
+  return n;
+}
+
+START_TEST(test_exit_after_shutdown_nowait_finishes_work) {
+  ck_assert_int_eq(tasks_finished_at_exit(true, false), 2);
+  ck_assert_int_eq(tasks_finished_at_exit(true, true), 1);
+  /* An open pool at exit is terminated: its running task is killed. */
+  ck_assert_int_eq(tasks_finished_at_exit(false, false), 0);
+}
+END_TEST
+
+/* ---- mproc_imap_free never frees what a worker or the pool may still write --- */
+
+static int hang_first(const void *in, void *out) {
+  (void)in, (void)out;
+  atomic_store(&S->pid, (int)getpid());
+  while (atomic_load(&S->pid) != 0) /* forever: killed by the pool */
+    pause();
+  return 0;
+}
+
+static int gen_one(void *ctx, void *item) {
+  int *left = ctx;
+  if (*left == 0)
+    return 0;
+  (*left)--;
+  *(int *)item = 1;
+  return 1;
+}
+
+/* Returns once S->max_running is set. */
+static int task_gate(const void *a, size_t l, mproc_task_ctx *c) {
+  (void)a, (void)l, (void)c;
+  while (!atomic_load(&S->max_running))
+    sleep_ms(1);
+  return 0;
+}
+
+/* Holds the manager thread until S->release. */
+static void cb_block(mproc_future *f, void *ud) {
+  (void)f, (void)ud;
+  atomic_store(&S->grandchild, 1);
+  while (!atomic_load(&S->release))
+    sleep_ms(1);
+}
+
+START_TEST(test_imap_free_with_manager_held_up) {
+  S = shared_new();
+  mproc_pool *p;
+  struct mproc_pool_options o = {.workers = 2};
+  mproc_assert_ok(mproc_pool_new(&p, &o));
+  int left = 1, v;
+  mproc_imap *it;
+  mproc_assert_ok(
+      mproc_pool_imap(p, hang_first, gen_one, &left, sizeof(int), sizeof(int), NULL, &it));
+  mproc_assert_err(mproc_imap_next(it, &v, NULL, NULL, 0), MPROC_ETIMEDOUT);
+  int64_t dl = mproc_now_ms() + 10000;
+  while (atomic_load(&S->pid) == 0) {
+    ck_assert(mproc_now_ms() < dl);
+    sleep_ms(1);
+  }
+  /* The manager runs a callback that does not return for a while: the
+   * killed chunk's worker cannot be reaped, so the chunk stays in flight. */
+  mproc_future *f;
+  mproc_assert_ok(mproc_pool_submit(p, task_gate, NULL, 0, &f));
+  mproc_assert_ok(mproc_future_add_done_callback(f, cb_block, NULL));
+  atomic_store(&S->max_running, 1); /* the task ends after the callback is in */
+  while (atomic_load(&S->grandchild) == 0) {
+    ck_assert(mproc_now_ms() < dl);
+    sleep_ms(1);
+  }
+  int64_t saved = mproc__imap_free_wait_ms;
+  mproc__imap_free_wait_ms = 100;
+  mproc_imap_free(it); /* gives up waiting; the pool frees it later */
+  mproc__imap_free_wait_ms = saved;
+  atomic_store(&S->release, 1);
+  mproc_future_free(f);
+  /* The pool goes on; its free completes (and releases) the chunk. */
+  int x = 4;
+  mproc_assert_ok(mproc_pool_submit(p, task_square, &x, sizeof x, &f));
+  wait_done(f);
+  mproc_future_free(f);
+  mproc_assert_ok(mproc_pool_free(p));
+  shared_free(S);
+}
+END_TEST
+
+/* ---- descriptors dropped at the fd limit are reported ------------------------ */
+
+static struct rlimit saved_nofile; /* in the worker's memory */
+
+/* Leaves the worker able to open exactly one more descriptor. */
+static int task_limit_fds(const void *a, size_t l, mproc_task_ctx *ctx) {
+  (void)a, (void)l, (void)ctx;
+  getrlimit(RLIMIT_NOFILE, &saved_nofile);
+  int probe = dup(0);
+  close(probe);
+  struct rlimit low = saved_nofile;
+  low.rlim_cur = (rlim_t)probe + 1;
+  return setrlimit(RLIMIT_NOFILE, &low) == 0 ? 0 : 1;
+}
+
+static int task_restore_fds(const void *a, size_t l, mproc_task_ctx *ctx) {
+  (void)a, (void)l, (void)ctx;
+  return setrlimit(RLIMIT_NOFILE, &saved_nofile) == 0 ? 0 : 1;
+}
+
+static int task_count_fds(const void *a, size_t l, mproc_task_ctx *ctx) {
+  (void)a, (void)l;
+  const int *fds;
+  int n = mproc_task_fds(ctx, &fds);
+  return mproc_task_return(ctx, &n, sizeof n);
+}
+
+static void run_ok(mproc_pool *p, mproc_task_fn fn) {
+  mproc_future *f;
+  mproc_assert_ok(mproc_pool_submit(p, fn, NULL, 0, &f));
+  const void *d;
+  size_t n;
+  mproc_assert_ok(mproc_future_result(f, &d, &n, 30000));
+  mproc_future_free(f);
+}
+
+START_TEST(test_fds_dropped_at_limit_fail_the_task) {
+  mproc_pool *p;
+  struct mproc_pool_options o = {.workers = 1};
+  mproc_assert_ok(mproc_pool_new(&p, &o));
+  int fds[3];
+  for (int i = 0; i < 3; i++)
+    ck_assert_int_ge(fds[i] = open("/dev/null", O_RDONLY | O_CLOEXEC), 0);
+  run_ok(p, task_limit_fds);
+  /* Three descriptors, room for one: the task must not run with one. */
+  mproc_future *f;
+  struct mproc_submit_options so = {.retries = -1, .fds = fds, .nfds = 3};
+  mproc_assert_ok(mproc_pool_submit_ex(p, task_count_fds, NULL, 0, &so, &f));
+  const void *d;
+  size_t n;
+  mproc_assert_err(mproc_future_result(f, &d, &n, 30000), MPROC_ETASK);
+  struct mproc_task_error e;
+  mproc_assert_ok(mproc_future_error(f, &e));
+  ck_assert_int_eq(e.task_code, -EMFILE);
+  mproc_future_free(f);
+  run_ok(p, task_restore_fds);
+  /* With room again, all three arrive. */
+  mproc_assert_ok(mproc_pool_submit_ex(p, task_count_fds, NULL, 0, &so, &f));
+  mproc_assert_ok(mproc_future_result(f, &d, &n, 30000));
+  ck_assert_int_eq(*(const int *)d, 3);
+  mproc_future_free(f);
+  for (int i = 0; i < 3; i++)
+    close(fds[i]);
+  mproc_assert_ok(mproc_pool_free(p));
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("pool-faults");
-  TCase *tc = pool_tcase(s, "faults", 60);
+  TCase *tc = mproc_test_tcase(s, "faults", 60);
   tcase_add_test(tc, test_failed_result_is_not_success);
+  tcase_add_test(tc, test_no_task_waits_behind_long_task);
+  tcase_add_test(tc, test_fds_dropped_at_limit_fail_the_task);
+  tcase_add_test(tc, test_imap_free_with_manager_held_up);
+  tcase_add_test(tc, test_exit_after_shutdown_nowait_finishes_work);
+  tcase_add_test(tc, test_map_blames_the_item);
+  tcase_add_test(tc, test_imap_blames_the_item);
+  tcase_add_test(tc, test_stopped_worker_queue_moves);
+  tcase_add_test(tc, test_stopped_only_worker_with_timeout_is_replaced);
+  tcase_add_test(tc, test_stopped_running_task_times_out);
   tcase_add_test(tc, test_task_runs_after_fork_outage);
   tcase_add_test(tc, test_no_worker_fails_queued_tasks);
   tcase_add_test(tc, test_new_fails_cleanly_when_fork_fails);

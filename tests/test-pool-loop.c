@@ -551,18 +551,18 @@ END_TEST
 
 int main(void) {
   Suite *s = suite_create("pool-loop");
-  TCase *tc = pool_tcase(s, "loop", 60);
+  TCase *tc = mproc_test_tcase(s, "loop", 60);
   tcase_add_test(tc, test_loop_runs_callbacks_in_caller);
   tcase_add_test(tc, test_loop_level_triggered_with_epoll);
   tcase_add_test(tc, test_loop_wake_from_thread);
   tcase_add_test(tc, test_loop_destroy_runs_leftovers);
   tcase_add_test(tc, test_loop_chained_submits_and_map_async);
   tcase_add_test(tc, test_loop_errors);
-  tc = pool_tcase(s, "stats", 60);
+  tc = mproc_test_tcase(s, "stats", 60);
   tcase_add_test(tc, test_stats_counts_and_workers);
   tcase_add_test(tc, test_stats_retried_and_cancelled);
   tcase_add_test(tc, test_stats_starting_then_idle);
-  tc = pool_tcase(s, "fds", 60);
+  tc = mproc_test_tcase(s, "fds", 60);
   tcase_add_test(tc, test_fds_travel_with_task);
   tcase_add_test(tc, test_fds_revoked_and_requeued);
   return mproc_test_run(s);

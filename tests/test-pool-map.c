@@ -3,13 +3,6 @@
 #include "internal.h"
 #include "pool-helpers.h"
 
-static mproc_pool *make_pool(int workers) {
-  mproc_pool *p;
-  struct mproc_pool_options o = {.workers = workers};
-  mproc_assert_ok(mproc_pool_new(&p, &o));
-  return p;
-}
-
 static int sq(const void *in, void *out) {
   long v = *(const int *)in;
   *(long *)out = v * v;
@@ -282,7 +275,7 @@ END_TEST
 
 int main(void) {
   Suite *s = suite_create("pool-map");
-  TCase *tc = pool_tcase(s, "map", 60);
+  TCase *tc = mproc_test_tcase(s, "map", 60);
   tcase_add_test(tc, test_map_chunk_sizes);
   tcase_add_test(tc, test_map_failure_reports_item);
   tcase_add_test(tc, test_map_async_and_deadline);

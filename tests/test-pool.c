@@ -4,13 +4,6 @@
 #include "pool-helpers.h"
 #include "pool.h"
 
-static mproc_pool *make_pool(int workers) {
-  mproc_pool *p;
-  struct mproc_pool_options o = {.workers = workers};
-  mproc_assert_ok(mproc_pool_new(&p, &o));
-  return p;
-}
-
 static int task_gate(const void *a, size_t l, mproc_task_ctx *c) {
   (void)a, (void)l, (void)c;
   while (!atomic_load(&S->release))
@@ -269,7 +262,7 @@ END_TEST
 
 int main(void) {
   Suite *s = suite_create("pool");
-  TCase *tc = pool_tcase(s, "pool", 60);
+  TCase *tc = mproc_test_tcase(s, "pool", 60);
   tcase_add_test(tc, test_create_defaults);
   tcase_add_test(tc, test_bad_arguments);
   tcase_add_test(tc, test_apply);

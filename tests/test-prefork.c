@@ -237,7 +237,7 @@ END_TEST
 
 int main(void) {
   Suite *s = suite_create("prefork");
-  TCase *tc = pool_tcase(s, "prefork", 90);
+  TCase *tc = mproc_test_tcase(s, "prefork", 90);
   tcase_add_test(tc, test_load_without_errors);
   tcase_add_test(tc, test_worker_killed_under_load);
   return mproc_test_run(s);

@@ -454,6 +454,165 @@ START_TEST(test_library_fds_not_inherited) {
 }
 END_TEST
 
+/* ---- objects made before start are usable in the child ------------------ */
+
+struct made_before {
+  mproc_conn *child_end; /* Python: parent, child = Pipe() */
+  mproc_shm *anon;       /* an anonymous block */
+  mproc_shm *named;      /* a named block, closed by the child */
+};
+
+/* Python's canonical example: f(conn) sends, then closes its end; the
+ * blocks' fds are open and their bytes shared. */
+static int use_objects(const void *arg, size_t len) {
+  (void)len;
+  const struct made_before *m = arg;
+  if (mproc_conn_send(m->child_end, "[42, None, 'hello']", 19, 10000) != 0)
+    return 1;
+  if (mproc_conn_close(m->child_end) != 0)
+    return 2;
+  if (fcntl(mproc_shm_fd(m->anon), F_GETFD) < 0 || fcntl(mproc_shm_fd(m->named), F_GETFD) < 0)
+    return 3;
+  memcpy(mproc_shm_addr(m->anon), "anon", 4);
+  memcpy(mproc_shm_addr(m->named), "named", 5);
+  /* The parent still has the named block: closing here must not remove it. */
+  return mproc_shm_close(m->named) == 0 && mproc_shm_close(m->anon) == 0 ? 0 : 4;
+}
+
+START_TEST(test_objects_made_before_start) {
+  struct made_before m;
+  mproc_conn *parent_end;
+  mproc_assert_ok(mproc_pipe(&parent_end, &m.child_end, NULL));
+  mproc_assert_ok(mproc_shm_new(&m.anon, 64));
+  mproc_assert_ok(mproc_shm_create(&m.named, NULL, 64));
+  mproc_process *p = started(use_objects, &m, sizeof m, NULL);
+  char buf[64];
+  size_t n = 0;
+  mproc_assert_ok(mproc_conn_recv(parent_end, buf, sizeof buf, &n, LONG_MS));
+  ck_assert_uint_eq(n, 19);
+  ck_assert_int_eq(memcmp(buf, "[42, None, 'hello']", 19), 0);
+  mproc_assert_ok(mproc_process_join(p, LONG_MS));
+  int code = -1;
+  mproc_assert_ok(mproc_process_exitcode(p, &code));
+  ck_assert_int_eq(code, 0);
+  mproc_process_free(p);
+  ck_assert_int_eq(memcmp(mproc_shm_addr(m.anon), "anon", 4), 0);
+  ck_assert_int_eq(memcmp(mproc_shm_addr(m.named), "named", 5), 0);
+  mproc_shm *again;
+  mproc_assert_ok(mproc_shm_attach(&again, mproc_shm_name(m.named)));
+  mproc_assert_ok(mproc_shm_close(again));
+  mproc_assert_ok(mproc_conn_close(m.child_end));
+  mproc_assert_ok(mproc_conn_close(parent_end));
+  mproc_assert_ok(mproc_shm_close(m.anon));
+  mproc_assert_ok(mproc_shm_close(m.named));
+}
+END_TEST
+
+/* ---- MPROC_PROCESS_NEW_GROUP: the group dies with the child -------------- */
+
+/* Forks a plain helper (no library call), reports its pid on the fd given,
+ * then returns (arg[1] == 0) or waits to be killed. */
+static int leave_helper(const void *arg, size_t len) {
+  (void)len;
+  const int *a = arg;
+  pid_t g = fork();
+  if (g == 0) {
+    for (;;)
+      pause();
+  }
+  if (g < 0 || write(a[0], &g, sizeof g) != (ssize_t)sizeof g)
+    return 1;
+  while (a[1] != 0)
+    pause();
+  return 0;
+}
+
+static int helper_pidfd(int fd) {
+  pid_t g;
+  ck_assert_int_gt(mproc__poll1(fd, POLLIN, mproc__deadline(LONG_MS)), 0);
+  ck_assert_int_eq(read(fd, &g, sizeof g), (ssize_t)sizeof g);
+  int pfd = pidfd_of(g);
+  ck_assert_int_ge(pfd, 0);
+  return pfd;
+}
+
+/* The helper must be gone within the deadline (killed here if not). */
+static void assert_helper_dies(int pfd) {
+  int r = mproc__poll1(pfd, POLLIN, mproc__deadline(LONG_MS));
+  if (r <= 0)
+    mproc__pidfd_kill(pfd, SIGKILL);
+  ck_assert_int_gt(r, 0);
+  close(pfd);
+}
+
+/* The program: starts the child in its own group, then waits to be killed. */
+static int program_with_group_child(void *arg) {
+  mproc_process *p;
+  mproc_process_options o = {.flags = MPROC_PROCESS_NEW_GROUP};
+  int a[2] = {*(int *)arg, 1};
+  if (mproc_process_new(&p, leave_helper, a, sizeof a, &o) != 0 || mproc_process_start(p) != 0)
+    return 1;
+  for (;;)
+    pause();
+}
+
+START_TEST(test_new_group_dies_with_child) {
+  int pfd[2];
+  ck_assert_int_eq(pipe2(pfd, O_CLOEXEC), 0);
+  /* The child returns: its group (the helper) dies with it. */
+  mproc_process_options o = {.flags = MPROC_PROCESS_NEW_GROUP};
+  int a[2] = {pfd[1], 0};
+  mproc_process *p = started(leave_helper, a, sizeof a, &o);
+  int helper = helper_pidfd(pfd[0]);
+  mproc_assert_ok(mproc_process_join(p, LONG_MS));
+  int code = -1;
+  mproc_assert_ok(mproc_process_exitcode(p, &code));
+  ck_assert_int_eq(code, 0);
+  assert_helper_dies(helper);
+  mproc_process_free(p);
+
+  /* The program is SIGKILLed: the child dies by its parent-death signal,
+   * and its group must follow with no code of the program left to run. */
+  struct mproc__spawn_opts so = {.fn = program_with_group_child, .arg = &pfd[1]};
+  pid_t prog;
+  int prog_fd;
+  mproc_assert_ok(mproc__spawn(&so, &prog, &prog_fd));
+  helper = helper_pidfd(pfd[0]);
+  mproc_assert_ok(mproc__pidfd_kill(prog_fd, SIGKILL));
+  mproc_assert_ok(mproc__reap(prog_fd, &code, mproc__deadline(LONG_MS)));
+  ck_assert_int_eq(code, -SIGKILL);
+  assert_helper_dies(helper);
+  mproc_assert_ok(mproc__close(prog_fd));
+  close(pfd[0]);
+  close(pfd[1]);
+}
+END_TEST
+
+/* Without the flag the child shares the program's group, as in Python. */
+static int report_pgid(const void *arg, size_t len) {
+  (void)arg, (void)len;
+  return getpgid(0) == getpid() ? 1 : 0;
+}
+
+START_TEST(test_group_flag) {
+  ck_assert_int_eq(run_to_end(report_pgid, NULL, 0), 0);
+  mproc_process_options o = {.flags = MPROC_PROCESS_NEW_GROUP};
+  if (method() != MPROC_START_FORK) {
+    /* The group guard exists under fork only (process.md). */
+    mproc_process *q = NULL;
+    ck_assert_int_eq(mproc_process_new(&q, report_pgid, NULL, 0, &o), MPROC_EINVAL);
+    ck_assert_ptr_null(q);
+    return;
+  }
+  mproc_process *p = started(report_pgid, NULL, 0, &o);
+  mproc_assert_ok(mproc_process_join(p, LONG_MS));
+  int code = -1;
+  mproc_assert_ok(mproc_process_exitcode(p, &code));
+  ck_assert_int_eq(code, 1);
+  mproc_process_free(p);
+}
+END_TEST
+
 /* Writes through a FILE of its own without flushing: the library must
  * flush it. */
 static int print_child(const void *arg, size_t len) {
@@ -1051,6 +1210,8 @@ int main(void) {
   tc = mproc_test_tcase(s, "environment", 60);
   tcase_add_test(tc, test_default_dispositions);
   tcase_add_test(tc, test_library_fds_not_inherited);
+  if (method() == MPROC_START_FORK) /* fork-only semantics (process.md) */
+    tcase_add_test(tc, test_objects_made_before_start);
   tcase_add_test(tc, test_output_not_duplicated);
   tc = mproc_test_tcase(s, "trees", 60);
   tcase_add_test(tc, test_parent_killed_children_die);
@@ -1059,6 +1220,9 @@ int main(void) {
   tcase_add_test(tc, test_no_tree_spares_descendants);
   tcase_add_test(tc, test_tree_kill_while_forking);
   tcase_add_test(tc, test_tree_out_of_fds);
+  if (method() == MPROC_START_FORK)
+    tcase_add_test(tc, test_new_group_dies_with_child);
+  tcase_add_test(tc, test_group_flag);
   tc = mproc_test_tcase(s, "wait", 60);
   tcase_add_test(tc, test_wait_many_sentinels);
   tcase_add_test(tc, test_wait_errors);

@@ -226,7 +226,7 @@ END_TEST
 
 int main(void) {
   Suite *s = suite_create("progress");
-  TCase *tc = pool_tcase(s, "progress", 60);
+  TCase *tc = mproc_test_tcase(s, "progress", 60);
   tcase_add_test(tc, test_bar_on_terminal);
   tcase_add_test(tc, test_no_carriage_returns_into_a_pipe);
   tcase_add_test(tc, test_callbacks);

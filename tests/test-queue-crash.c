@@ -4,9 +4,12 @@
  * Deaths mid-copy are made deterministic by copying from or into memory
  * whose tail is PROT_NONE: the process faults inside the library's memcpy. */
 #include "harness.h"
+#include "child.h"
 #include "internal.h"
+#include "queue.h"
 
 #include <dirent.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,25 +18,6 @@
 #include <unistd.h>
 
 #define LONG_MS 60000
-
-struct child {
-  pid_t pid;
-  int pidfd;
-};
-
-static struct child start(mproc__child_fn fn, void *arg) {
-  struct mproc__spawn_opts o = {.fn = fn, .arg = arg};
-  struct child ch;
-  mproc_assert_ok(mproc__spawn(&o, &ch.pid, &ch.pidfd));
-  return ch;
-}
-
-static int finish(struct child ch) {
-  int code = -1000;
-  mproc_assert_ok(mproc__reap(ch.pidfd, &code, mproc__deadline(LONG_MS)));
-  mproc_assert_ok(mproc__close(ch.pidfd));
-  return code;
-}
 
 static uint64_t sum(const unsigned char *p, size_t n) {
   uint64_t h = 1469598103934665603ull;
@@ -125,8 +109,8 @@ START_TEST(test_producer_dies_mid_copy) {
   size_t cases[][2] = {{20000, 9000}, {200000, 100000}};
   for (int c = 0; c < 2; c++) {
     struct die_arg a = {q, cases[c][0], cases[c][1]};
-    struct child ch = start(die_putting, &a);
-    ck_assert(died(finish(ch)));
+    struct child ch = child_start(die_putting, &a);
+    ck_assert(died(child_wait(&ch)));
     /* The dead producer's record sits at the head; get must skip it. */
     put_get_ok(q, 3000);
     struct mproc_queue_stats st;
@@ -145,8 +129,8 @@ START_TEST(test_producer_dies_holding_lock) {
   mproc_queue *q;
   mproc_assert_ok(mproc_queue_new(&q, NULL));
   struct die_arg a = {q, 800, 300};
-  struct child ch = start(die_putting, &a);
-  ck_assert(died(finish(ch)));
+  struct child ch = child_start(die_putting, &a);
+  ck_assert(died(child_wait(&ch)));
   put_get_ok(q, 100);
   struct mproc_queue_stats st;
   mproc_assert_ok(mproc_queue_stats(q, &st));
@@ -170,8 +154,8 @@ START_TEST(test_consumer_dies_mid_copy) {
     mproc_assert_ok(mproc_queue_put(q, big, cases[c][0], 0));
     free(big);
     struct die_arg a = {q, cases[c][0], cases[c][1]};
-    struct child ch = start(die_getting, &a);
-    ck_assert(died(finish(ch)));
+    struct child ch = child_start(die_getting, &a);
+    ck_assert(died(child_wait(&ch)));
     /* A consumer about to block notices the death (here: on an empty
      * queue, so it then times out). */
     unsigned char m[3000] = {0};
@@ -206,8 +190,8 @@ START_TEST(test_consumer_dies_holding_lock) {
     msg[i] = (unsigned char)i;
   mproc_assert_ok(mproc_queue_put(q, msg, sizeof msg, 0));
   struct die_arg a = {q, sizeof msg, 200};
-  struct child ch = start(die_getting, &a);
-  ck_assert(died(finish(ch)));
+  struct child ch = child_start(die_getting, &a);
+  ck_assert(died(child_wait(&ch)));
   unsigned char out[700];
   size_t len;
   mproc_assert_ok(mproc_queue_get(q, out, sizeof out, &len, LONG_MS));
@@ -296,9 +280,9 @@ START_TEST(test_kill_producer_and_consumer_under_load) {
   struct sc_arg ca = {q, res};
   struct child p[3], c[3];
   for (int i = 0; i < 3; i++)
-    c[i] = start(stress_consumer, &ca);
+    c[i] = child_start(stress_consumer, &ca);
   for (int i = 0; i < 3; i++)
-    p[i] = start(stress_producer, &pa[i]);
+    p[i] = child_start(stress_producer, &pa[i]);
   mproc_assert_ok(mproc_queue_detach(q, MPROC_QUEUE_BOTH));
   mproc_assert_ok(mproc_queue_close(res));
   static unsigned char seen[3][NMSG];
@@ -323,11 +307,11 @@ START_TEST(test_kill_producer_and_consumer_under_load) {
     got++;
   }
   mproc_assert_err(r, MPROC_ECLOSED);
-  ck_assert_int_eq(finish(p[0]), -SIGKILL);
-  ck_assert_int_eq(finish(c[0]), -SIGKILL);
+  ck_assert_int_eq(child_wait(&p[0]), -SIGKILL);
+  ck_assert_int_eq(child_wait(&c[0]), -SIGKILL);
   for (int i = 1; i < 3; i++) {
-    ck_assert_int_eq(finish(p[i]), 0);
-    ck_assert_int_eq(finish(c[i]), 0);
+    ck_assert_int_eq(child_wait(&p[i]), 0);
+    ck_assert_int_eq(child_wait(&c[i]), 0);
   }
   /* Producers 1 and 2 put everything; what a consumer took and never
    * reported died with consumer 0, and is bounded by what it could hold. */
@@ -345,6 +329,119 @@ START_TEST(test_kill_producer_and_consumer_under_load) {
 }
 END_TEST
 
+/* ---- corrupt shared memory ------------------------------------------------ */
+
+/* The record at the head of q (the next one a get takes). */
+static struct mproc__qrec *head_rec(mproc_queue *q) {
+  return mproc__q_rec_at(q, atomic_load(&q->h->head));
+}
+
+static void get_corrupt(mproc_queue *q) {
+  char buf[64];
+  size_t n = 0;
+  void *p = NULL;
+  mproc_assert_err(mproc_queue_get(q, buf, sizeof buf, &n, 0), MPROC_ECORRUPT);
+  mproc_assert_err(mproc_queue_get_alloc(q, &p, &n, 0), MPROC_ECORRUPT);
+  ck_assert_ptr_null(p);
+}
+
+static void get_expect(mproc_queue *q, const void *want, size_t len) {
+  void *p = NULL;
+  size_t n = 0;
+  mproc_assert_ok(mproc_queue_get_alloc(q, &p, &n, 0));
+  ck_assert_uint_eq(n, len);
+  ck_assert_int_eq(memcmp(p, want, len), 0);
+  free(p);
+}
+
+/* Wild lengths, kinds, states and positions: reported, never trusted. */
+START_TEST(test_corrupt_inline_records) {
+  mproc_queue *q;
+  mproc_assert_ok(mproc_queue_new(&q, NULL));
+  mproc_assert_ok(mproc_queue_put(q, "hello", 5, 0));
+  struct mproc__qrec *r = head_rec(q);
+  r->len = (uint64_t)1 << 40; /* far past the ring */
+  get_corrupt(q);
+  r->len = q->h->cap; /* the ring's size: the record would not fit */
+  get_corrupt(q);
+  r->len = 5;
+  r->kind = 7;
+  get_corrupt(q);
+  r->kind = MPROC__QK_INLINE;
+  atomic_store(&r->state, 42);
+  get_corrupt(q);
+  atomic_store(&r->state, MPROC__QR_COMMITTED);
+  get_expect(q, "hello", 5); /* repaired: nothing was consumed meanwhile */
+
+  /* Positions: a tail beyond the ring would make put overwrite live
+   * records, and get read garbage. */
+  uint64_t tail = atomic_load(&q->h->tail);
+  atomic_store(&q->h->tail, tail + 3 * q->h->cap);
+  mproc_assert_err(mproc_queue_put(q, "x", 1, 0), MPROC_ECORRUPT);
+  get_corrupt(q);
+  atomic_store(&q->h->tail, tail);
+  mproc_assert_ok(mproc_queue_put(q, "again", 5, 0));
+  get_expect(q, "again", 5);
+  mproc_assert_ok(mproc_queue_free(q));
+}
+END_TEST
+
+/* Spill names: only the queue's own objects are ever read or unlinked, and
+ * an object shorter than the record says is not mapped past its end. */
+START_TEST(test_corrupt_spill_records) {
+  mproc_queue *q;
+  struct mproc_queue_options o = {.capacity = 4096};
+  mproc_assert_ok(mproc_queue_new(&q, &o));
+  char big[3000];
+  memset(big, 's', sizeof big);
+  mproc_assert_ok(mproc_queue_put(q, big, sizeof big, 0));
+  struct mproc__qrec *r = head_rec(q);
+  ck_assert_uint_eq(r->kind, MPROC__QK_SPILL);
+  char mine[MPROC__Q_NAME_MAX];
+  memcpy(mine, r + 1, sizeof mine);
+
+  /* Another object of the same user, with a name that is not this queue's. */
+  char foreign[128];
+  mproc_test_shm_name(foreign, sizeof foreign, "foreign");
+  int fd = shm_open(foreign, O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, 0600);
+  ck_assert_int_ge(fd, 0);
+  ck_assert_int_eq(write(fd, "secret", 6), 6);
+  close(fd);
+  memset(r + 1, 0, MPROC__Q_NAME_MAX);
+  strcpy((char *)(r + 1), foreign);
+  r->len = 6;
+  get_corrupt(q);
+  fd = shm_open(foreign, O_RDONLY | O_CLOEXEC, 0);
+  ck_assert_int_ge(fd, 0); /* neither read in nor unlinked */
+  close(fd);
+  ck_assert_int_eq(shm_unlink(foreign), 0);
+  /* A name of the right shape for another queue, and one not terminated
+   * inside the record. */
+  memcpy(r + 1, mine, sizeof mine);
+  ((char *)(r + 1))[strlen(mine) - 12] ^= 1; /* a digit of the queue id */
+  r->len = sizeof big;
+  get_corrupt(q);
+  memset(r + 1, 'a', MPROC__Q_NAME_MAX);
+  get_corrupt(q);
+  memcpy(r + 1, mine, sizeof mine);
+  get_expect(q, big, sizeof big);
+
+  /* The queue's own object, but the record claims more than it holds. */
+  mproc_assert_ok(mproc_queue_put(q, big, sizeof big, 0));
+  r = head_rec(q);
+  r->len = sizeof big + 16 * 4096;
+  char *dst = malloc(r->len);
+  ck_assert_ptr_nonnull(dst);
+  size_t n = 0;
+  mproc_assert_err(mproc_queue_get(q, dst, sizeof big + 16 * 4096, &n, 0), MPROC_ECORRUPT);
+  free(dst);
+  /* The queue goes on. */
+  mproc_assert_ok(mproc_queue_put(q, "ok", 2, 0));
+  get_expect(q, "ok", 2);
+  mproc_assert_ok(mproc_queue_free(q));
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("queue-crash");
   TCase *tc = mproc_test_tcase(s, "crash", 120);
@@ -353,5 +450,7 @@ int main(void) {
   tcase_add_test(tc, test_consumer_dies_mid_copy);
   tcase_add_test(tc, test_consumer_dies_holding_lock);
   tcase_add_test(tc, test_kill_producer_and_consumer_under_load);
+  tcase_add_test(tc, test_corrupt_inline_records);
+  tcase_add_test(tc, test_corrupt_spill_records);
   return mproc_test_run(s);
 }

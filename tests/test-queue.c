@@ -2,6 +2,7 @@
  * SimpleQueue and JoinableQueue semantics in one process and across
  * processes, bounds, oversized messages, close semantics, named queues. */
 #include "harness.h"
+#include "child.h"
 #include "internal.h"
 
 #include <signal.h>
@@ -10,25 +11,6 @@
 #include <unistd.h>
 
 #define LONG_MS 60000
-
-struct child {
-  pid_t pid;
-  int pidfd;
-};
-
-static struct child start(mproc__child_fn fn, void *arg) {
-  struct mproc__spawn_opts o = {.fn = fn, .arg = arg};
-  struct child ch;
-  mproc_assert_ok(mproc__spawn(&o, &ch.pid, &ch.pidfd));
-  return ch;
-}
-
-static int finish(struct child ch) {
-  int code = -1000;
-  mproc_assert_ok(mproc__reap(ch.pidfd, &code, mproc__deadline(LONG_MS)));
-  mproc_assert_ok(mproc__close(ch.pidfd));
-  return code;
-}
 
 /* A message: producer id, sequence number, length, checksum of the body. */
 struct msg_hdr {
@@ -320,7 +302,7 @@ START_TEST(test_producer_child_then_closed) {
   struct mproc_queue_options o = {.capacity = 8192};
   mproc_assert_ok(mproc_queue_new(&q, &o));
   struct prod_arg a = {q, 7, 2000, 100};
-  struct child ch = start(producer, &a);
+  struct child ch = child_start(producer, &a);
   /* The parent only consumes: without this, it would itself count as a
    * producer and get would wait for it forever (as in Python). */
   mproc_assert_ok(mproc_queue_close(q));
@@ -333,7 +315,7 @@ START_TEST(test_producer_child_then_closed) {
     ck_assert_uint_eq(h.seq, i);
   }
   mproc_assert_err(mproc_queue_get(q, buf, sizeof buf, &len, LONG_MS), MPROC_ECLOSED);
-  ck_assert_int_eq(finish(ch), 0);
+  ck_assert_int_eq(child_wait(&ch), 0);
   mproc_assert_ok(mproc_queue_free(q));
 }
 END_TEST
@@ -359,8 +341,8 @@ static int put_many_and_exit(void *arg) {
 START_TEST(test_exit_with_unconsumed_puts) {
   mproc_queue *q;
   mproc_assert_ok(mproc_queue_new(&q, NULL));
-  struct child ch = start(put_many_and_exit, q);
-  ck_assert_int_eq(finish(ch), 0); /* reaped before anything was taken */
+  struct child ch = child_start(put_many_and_exit, q);
+  ck_assert_int_eq(child_wait(&ch), 0); /* reaped before anything was taken */
   ck_assert_int_eq(mproc_queue_qsize(q), 1000);
   char kb[1024];
   size_t len;
@@ -378,7 +360,7 @@ END_TEST
 START_TEST(test_dead_producer_detected) {
   mproc_queue *q;
   mproc_assert_ok(mproc_queue_new(&q, NULL));
-  struct child ch = start(exit_without_detaching, q);
+  struct child ch = child_start(exit_without_detaching, q);
   mproc_assert_ok(mproc_queue_close(q));
   char buf[8];
   size_t len;
@@ -387,7 +369,7 @@ START_TEST(test_dead_producer_detected) {
   int64_t t0 = mproc_now_ms();
   mproc_assert_err(mproc_queue_get(q, buf, sizeof buf, &len, LONG_MS), MPROC_ECLOSED);
   ck_assert_int_lt(mproc_now_ms() - t0, LONG_MS);
-  ck_assert_int_eq(finish(ch), 0);
+  ck_assert_int_eq(child_wait(&ch), 0);
   mproc_assert_ok(mproc_queue_free(q));
 }
 END_TEST
@@ -404,12 +386,12 @@ START_TEST(test_dead_consumer_detected) {
   mproc_queue *q;
   struct mproc_queue_options o = {.maxsize = 1};
   mproc_assert_ok(mproc_queue_new(&q, &o));
-  struct child ch = start(consume_one_and_exit, q);
+  struct child ch = child_start(consume_one_and_exit, q);
   mproc_assert_ok(mproc_queue_detach(q, MPROC_QUEUE_CONSUMER));
   mproc_assert_ok(mproc_queue_put(q, "1", 1, LONG_MS));
   mproc_assert_ok(mproc_queue_put(q, "2", 1, LONG_MS)); /* after the child took "1" */
   mproc_assert_err(mproc_queue_put(q, "3", 1, LONG_MS), MPROC_ECLOSED);
-  ck_assert_int_eq(finish(ch), 0);
+  ck_assert_int_eq(child_wait(&ch), 0);
   mproc_assert_ok(mproc_queue_free(q));
 }
 END_TEST
@@ -448,10 +430,10 @@ START_TEST(test_mpmc_checksums) {
   struct child pc[NP], cc[NC];
   struct cons_arg ca = {q, res};
   for (int i = 0; i < NC; i++)
-    cc[i] = start(consumer, &ca);
+    cc[i] = child_start(consumer, &ca);
   for (int i = 0; i < NP; i++) {
     pa[i] = (struct prod_arg){q, (uint32_t)i, N, 64 + (size_t)i * 1000};
-    pc[i] = start(producer, &pa[i]);
+    pc[i] = child_start(producer, &pa[i]);
   }
   mproc_assert_ok(mproc_queue_detach(q, MPROC_QUEUE_BOTH));
   mproc_assert_ok(mproc_queue_close(res));
@@ -466,9 +448,9 @@ START_TEST(test_mpmc_checksums) {
     seen[rec[0]][rec[1]] = 1;
   }
   for (int i = 0; i < NP; i++)
-    ck_assert_int_eq(finish(pc[i]), 0);
+    ck_assert_int_eq(child_wait(&pc[i]), 0);
   for (int i = 0; i < NC; i++)
-    ck_assert_int_eq(finish(cc[i]), 0);
+    ck_assert_int_eq(child_wait(&cc[i]), 0);
   uint32_t rec[2];
   size_t len;
   mproc_assert_err(mproc_queue_get(res, rec, sizeof rec, &len, LONG_MS), MPROC_ECLOSED);
@@ -505,11 +487,11 @@ START_TEST(test_named_queue) {
   mproc_assert_err(mproc_queue_new(&q2, &o), -EEXIST);
   /* A process that opens it by name (not through fork): small and big. */
   struct named_arg a = {name, 100};
-  struct child ch = start(named_child, &a);
-  ck_assert_int_eq(finish(ch), 0);
+  struct child ch = child_start(named_child, &a);
+  ck_assert_int_eq(child_wait(&ch), 0);
   struct named_arg b = {name, 1 << 20};
-  ch = start(named_child, &b);
-  ck_assert_int_eq(finish(ch), 0);
+  ch = child_start(named_child, &b);
+  ck_assert_int_eq(child_wait(&ch), 0);
   for (int i = 0; i < 2; i++) {
     void *p;
     size_t len;
@@ -561,8 +543,8 @@ START_TEST(test_joinable) {
   for (int i = 0; i < 50; i++)
     mproc_assert_ok(mproc_queue_put(q, &i, sizeof i, 0));
   mproc_assert_err(mproc_queue_join(q, 20), MPROC_ETIMEDOUT);
-  struct child w1 = start(worker_task_done, q);
-  struct child w2 = start(worker_task_done, q);
+  struct child w1 = child_start(worker_task_done, q);
+  struct child w2 = child_start(worker_task_done, q);
   mproc_assert_ok(mproc_queue_join(q, LONG_MS));
   struct mproc_queue_stats st;
   mproc_assert_ok(mproc_queue_stats(q, &st));
@@ -570,13 +552,13 @@ START_TEST(test_joinable) {
   /* A worker that dies between get and task_done does not hang join. */
   mproc_assert_ok(mproc_queue_detach(q, MPROC_QUEUE_CONSUMER));
   mproc_assert_ok(mproc_queue_put(q, "t", 1, 0));
-  struct child w3 = start(worker_dies_holding_task, q);
+  struct child w3 = child_start(worker_dies_holding_task, q);
   /* w1/w2 may take it first and mark it done: either way join returns. */
   mproc_assert_ok(mproc_queue_join(q, LONG_MS));
   mproc_assert_ok(mproc_queue_close(q));
-  ck_assert_int_eq(finish(w1), 0);
-  ck_assert_int_eq(finish(w2), 0);
-  int c3 = finish(w3);
+  ck_assert_int_eq(child_wait(&w1), 0);
+  ck_assert_int_eq(child_wait(&w2), 0);
+  int c3 = child_wait(&w3);
   ck_assert(c3 == -SIGKILL || c3 == 1);
   mproc_assert_ok(mproc_queue_free(q));
 }

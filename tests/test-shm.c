@@ -1,7 +1,9 @@
 /* Shared memory blocks (src/shm.c): anonymous and named, lifetime of names
  * across closes and deaths, squatted names, sizes above 4 GiB, leaks. */
 #include "child.h"
+#include "queue.h"
 
+#include <inttypes.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -263,7 +265,9 @@ START_TEST(test_made_up_name_collision_retried) {
   mproc_assert_ok(mproc_queue_new(&q, &qo));
   char big[3000], got[3000];
   memset(big, 'q', sizeof big);
-  squat_next_name("qspill", squat, sizeof squat);
+  char kind[24]; /* the queue's spill names carry its id (src/queue.c) */
+  snprintf(kind, sizeof kind, "q%016" PRIx64, q->qid);
+  squat_next_name(kind, squat, sizeof squat);
   mproc_assert_ok(mproc_queue_put(q, big, sizeof big, 0));
   size_t n = 0;
   mproc_assert_ok(mproc_queue_get(q, got, sizeof got, &n, 0));
@@ -425,6 +429,73 @@ START_TEST(test_last_user_dies) {
 }
 END_TEST
 
+/* ---- named queues: the same guarantee ---------------------------------------- */
+
+struct queue_arg {
+  char name[128];                /* the queue's */
+  char spill[MPROC__Q_NAME_MAX]; /* the creator's spilled message's object */
+  int ready;
+};
+
+/* Creates the named queue, leaves a spilled and a small message in it. */
+static int child_queue_create_and_hang(void *arg) {
+  struct queue_arg *a = arg;
+  mproc_queue *q;
+  struct mproc_queue_options o = {.name = a->name, .capacity = 4096};
+  char big[3000];
+  memset(big, 'b', sizeof big);
+  if (mproc_queue_new(&q, &o) != 0 || mproc_queue_put(q, big, sizeof big, 0) != 0 ||
+      mproc_queue_put(q, "small", 5, 0) != 0)
+    return 10;
+  memcpy(a->spill, mproc__q_rec_at(q, atomic_load(&q->h->head)) + 1, sizeof a->spill);
+  char one = 1;
+  if (write(a->ready, &one, 1) != 1)
+    return 11;
+  for (;;)
+    pause();
+}
+
+static int child_queue_open_and_hang(void *arg) {
+  struct queue_arg *a = arg;
+  mproc_queue *q;
+  if (mproc_queue_open(&q, a->name, 0) != 0)
+    return 10;
+  char one = 1;
+  if (write(a->ready, &one, 1) != 1)
+    return 11;
+  for (;;)
+    pause();
+}
+
+/* Every user of a named queue is SIGKILLed: its name and its spill objects
+ * must not stay in /dev/shm. */
+START_TEST(test_named_queue_all_users_killed) {
+  struct queue_arg *a;
+  mproc_assert_ok(mproc__map_anon_shared(sizeof *a, (void **)&a));
+  mproc_test_shm_name(a->name, sizeof a->name, "queue");
+  int pfd[2];
+  ck_assert_int_eq(pipe2(pfd, O_CLOEXEC), 0);
+  a->ready = pfd[1];
+  struct child creator = child_start(child_queue_create_and_hang, a);
+  wait_ready(pfd[0]);
+  struct child opener = child_start(child_queue_open_and_hang, a);
+  wait_ready(pfd[0]);
+  ck_assert(shm_exists(a->name));
+  ck_assert(shm_exists(a->spill));
+  child_kill(&creator);
+  ck_assert(shm_exists(a->name)); /* the opener still has it */
+  child_kill(&opener);
+  ck_assert_msg(wait_gone(a->name, 20000), "%s still exists after its users died", a->name);
+  ck_assert_msg(wait_gone(a->spill, 20000), "%s still exists after its queue's users died",
+                a->spill);
+  mproc_queue *q;
+  mproc_assert_err(mproc_queue_open(&q, a->name, 0), -ENOENT);
+  close(pfd[0]);
+  close(pfd[1]);
+  munmap(a, sizeof *a);
+}
+END_TEST
+
 START_TEST(test_above_4gib) {
   size_t size = (size_t)5 << 30;
   mproc_shm *s;
@@ -494,6 +565,7 @@ int main(void) {
   tcase_add_test(tc, test_named_explicit_unlink);
   tcase_add_test(tc, test_creator_killed_while_attached);
   tcase_add_test(tc, test_last_user_dies);
+  tcase_add_test(tc, test_named_queue_all_users_killed);
   tcase_add_test(tc, test_above_4gib);
   tc = mproc_test_tcase(s, "cycles", 120);
   tcase_add_test(tc, test_cycles_no_growth);

@@ -7,7 +7,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 static int ret_arg(void *arg) { return (int)(intptr_t)arg; }
@@ -44,6 +46,38 @@ START_TEST(test_exit_codes) {
   ck_assert_int_eq(run(ret_arg, 255, NULL, 0), 255);
   ck_assert_int_eq(run(die_by_signal, SIGABRT, NULL, 0), -SIGABRT);
   ck_assert_int_eq(run(die_by_signal, SIGSEGV, NULL, 0), -SIGSEGV);
+}
+END_TEST
+
+static void on_signal(int sig) { (void)sig; }
+
+/* Exit 0 when every signal of the parent's test set is back at SIG_DFL,
+ * else the first one that is not. */
+static const int handled_set[] = {SIGHUP, SIGUSR1, SIGTERM, 40, 50, 64};
+
+static int check_all_default(void *arg) {
+  (void)arg;
+  for (size_t i = 0; i < sizeof handled_set / sizeof handled_set[0]; i++) {
+    struct sigaction sa;
+    if (sigaction(handled_set[i], NULL, &sa) != 0 || sa.sa_handler != SIG_DFL)
+      return handled_set[i];
+  }
+  return 0;
+}
+
+/* The child resets only the signals that are caught or ignored (read from
+ * /proc): low, high and real-time ones, with handlers and SIG_IGN alike. */
+START_TEST(test_child_resets_caught_and_ignored_signals) {
+  struct sigaction sa = {0}, old[6];
+  sigemptyset(&sa.sa_mask);
+  for (size_t i = 0; i < 6; i++) {
+    sa.sa_handler = i % 2 ? SIG_IGN : on_signal;
+    ck_assert_int_eq(sigaction(handled_set[i], &sa, &old[i]), 0);
+  }
+  int code = run(check_all_default, 0, NULL, 0);
+  for (size_t i = 0; i < 6; i++)
+    ck_assert_int_eq(sigaction(handled_set[i], &old[i], NULL), 0);
+  ck_assert_int_eq(code, 0);
 }
 END_TEST
 
@@ -173,14 +207,79 @@ START_TEST(test_pool_worker_never_writes_parent_stdout) {
 }
 END_TEST
 
+/* ---- a worker's group dies with it, even when the program is SIGKILLed --- */
+
+/* Reads the pid a helper wrote to the pipe and opens a pidfd on it. */
+static int read_pid_pidfd(int fd, pid_t *pid) {
+  ck_assert_int_gt(mproc__poll1(fd, POLLIN, mproc__deadline(30000)), 0);
+  ck_assert_int_eq(read(fd, pid, sizeof *pid), (ssize_t)sizeof *pid);
+  int pfd = (int)syscall(SYS_pidfd_open, *pid, 0);
+  ck_assert_int_ge(pfd, 0);
+  return pfd;
+}
+
+/* A task that starts a plain helper (no library call) and reports its pid. */
+static int task_fork_helper(const void *arg, size_t len, mproc_task_ctx *ctx) {
+  (void)len, (void)ctx;
+  int fd = *(const int *)arg;
+  pid_t g = fork();
+  if (g == 0) {
+    for (;;)
+      pause();
+  }
+  return g > 0 && write(fd, &g, sizeof g) == (ssize_t)sizeof g ? 0 : 1;
+}
+
+/* The program: a pool whose task leaves a helper behind, then it waits to
+ * be killed. */
+static int program_with_pool(void *arg) {
+  mproc_pool *pool;
+  struct mproc_pool_options po = {.workers = 1};
+  mproc_future *f;
+  const void *d;
+  size_t n;
+  if (mproc_pool_new(&pool, &po) != 0 ||
+      mproc_pool_submit(pool, task_fork_helper, arg, sizeof(int), &f) != 0 ||
+      mproc_future_result(f, &d, &n, 30000) != 0)
+    return 1;
+  for (;;)
+    pause();
+}
+
+START_TEST(test_worker_group_dies_with_killed_program) {
+  int p[2];
+  ck_assert_int_eq(pipe2(p, O_CLOEXEC), 0);
+  struct mproc__spawn_opts o = {.fn = program_with_pool, .arg = &p[1]};
+  pid_t prog, helper;
+  int prog_fd, code = -1000;
+  mproc_assert_ok(mproc__spawn(&o, &prog, &prog_fd));
+  int helper_fd = read_pid_pidfd(p[0], &helper);
+  mproc_assert_ok(mproc__pidfd_kill(prog_fd, SIGKILL));
+  mproc_assert_ok(mproc__reap(prog_fd, &code, mproc__deadline(30000)));
+  ck_assert_int_eq(code, -SIGKILL);
+  /* The program is gone, its manager thread with it: the worker dies by its
+   * parent-death signal, and its group (the helper) must follow. */
+  int r = mproc__poll1(helper_fd, POLLIN, mproc__deadline(30000));
+  if (r <= 0)
+    mproc__pidfd_kill(helper_fd, SIGKILL); /* do not leave it behind */
+  ck_assert_int_gt(r, 0);
+  mproc_assert_ok(mproc__close(prog_fd));
+  close(helper_fd);
+  close(p[0]);
+  close(p[1]);
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("spawn");
   TCase *tc = mproc_test_tcase(s, "spawn", 60);
   tcase_add_test(tc, test_exit_codes);
   tcase_add_test(tc, test_registered_fds_closed_in_child);
+  tcase_add_test(tc, test_child_resets_caught_and_ignored_signals);
   tcase_add_test(tc, test_reap_deadline_and_kill);
   tcase_add_test(tc, test_bad_options);
   tcase_add_test(tc, test_child_never_writes_parent_stdout);
   tcase_add_test(tc, test_pool_worker_never_writes_parent_stdout);
+  tcase_add_test(tc, test_worker_group_dies_with_killed_program);
   return mproc_test_run(s);
 }

@@ -3,12 +3,6 @@
  * ctest-labels: threads */
 #include "pool-helpers.h"
 
-static mproc_pool *make_pool(void) {
-  mproc_pool *p;
-  mproc_assert_ok(mproc_pool_new(&p, &(struct mproc_pool_options){.workers = 1}));
-  return p;
-}
-
 /* Returns the int it is given, as a plain task return code. */
 static int task_return_code(const void *a, size_t l, mproc_task_ctx *c) {
   (void)l, (void)c;
@@ -43,7 +37,7 @@ static struct mproc_task_error run_failing(mproc_pool *p, mproc_task_fn fn, int 
 }
 
 START_TEST(test_positive_code_message) {
-  mproc_pool *p = make_pool();
+  mproc_pool *p = make_pool(1);
   /* `return 1;` and `return EIO;` say what happened, not "unknown error". */
   struct mproc_task_error e = run_failing(p, task_return_code, 1);
   ck_assert_int_eq(e.task_code, 1);
@@ -70,7 +64,7 @@ START_TEST(test_fail_with_code_zero) {
   /* Outside a task (NULL ctx) the return value follows the same rule. */
   ck_assert_int_eq(mproc_task_fail(NULL, 0, "x"), MPROC_ETASK);
   ck_assert_int_eq(mproc_task_fail(NULL, 4, NULL), 4);
-  mproc_pool *p = make_pool();
+  mproc_pool *p = make_pool(1);
   /* 0 means "failed, no code of its own": MPROC_ETASK, never success. */
   struct mproc_task_error e = run_failing(p, task_fail_code, 0);
   ck_assert_int_eq(e.task_code, MPROC_ETASK);
@@ -88,7 +82,7 @@ static void record_data(mproc_future *f, void *ud) {
 START_TEST(test_future_data) {
   mproc_assert_err(mproc_future_set_data(NULL, &seen_in_callback), MPROC_EINVAL);
   ck_assert_ptr_null(mproc_future_data(NULL));
-  mproc_pool *p = make_pool();
+  mproc_pool *p = make_pool(1);
   int inputs[3] = {10, 20, 30};
   mproc_future *fs[3];
   for (int i = 0; i < 3; i++) {

@@ -6,8 +6,10 @@
  *   run_template.c  the command template and its replacement strings
  *   run_output.c    grouped, tagged, line-buffered output of a job
  *   run_joblog.c    --joblog lines and --resume/--resume-failed
- *   run_progress.c  --bar/--eta/--progress on a terminal
- *   run_sched.c     the scheduler: slots, deadlines, retries, halt, signals
+ *   run_progress.c  --bar/--eta/--progress: the library's progress bar
+ *   run_sched.c     the scheduler: the poll loop, slots, signals (run_sched.h)
+ *   run_job.c       starting a job, reading its pipes
+ *   run_finish.c    a finished job: retry, joblog, output, --halt
  * It uses the library's public API only (<mproc.h>). */
 #ifndef MPROC_TOOLS_RUN_H
 #define MPROC_TOOLS_RUN_H
@@ -112,9 +114,15 @@ struct run_cmd {
   size_t argc;
   char *tag; /* the --tag prefix: the arguments joined by spaces */
 };
-/* Expands the template for one job.  Returns 0 or -ENOMEM. */
+/* What run_template_expand() must fill in besides the argv. */
+enum {
+  RUN_WANT_TAG = 1u << 0,  /* the --tag prefix */
+  RUN_WANT_LINE = 1u << 1, /* the line even when no shell runs it (joblog...) */
+};
+/* Expands the template for one job.  Without RUN_WANT_LINE, `line` is ""
+ * for a job exec'd directly.  Returns 0 or -ENOMEM. */
 int run_template_expand(const struct run_template *t, const struct run_args *a, uint64_t seq,
-                        int slot, bool want_tag, struct run_cmd *out);
+                        int slot, unsigned want, struct run_cmd *out);
 void run_cmd_free(struct run_cmd *c);
 /* Appends s to the string buffer as one shell word (quoted when needed, the
  * way GNU parallel does). */
@@ -162,15 +170,15 @@ void run_joblog_line(FILE *f, uint64_t seq, double start_s, double runtime_s, ui
 /* ---- run_progress.c ---------------------------------------------------------------- */
 
 struct run_progress {
-  int mode;         /* 0 off; else bits: 1 bar, 2 eta, 4 progress */
-  int64_t start_ms; /* when the run began */
-  int64_t last_ms;  /* last redraw */
-  bool drawn;       /* a line is on the screen */
+  mproc_progress_bar *bar; /* NULL: no progress wanted */
+  uint64_t total;          /* the total last given to the bar */
 };
-/* Active only when stderr is a terminal. */
+/* A bar if --bar, --eta or --progress asked for one (drawn only on a
+ * terminal). */
 void run_progress_begin(struct run_progress *p, const struct run_opts *o);
-void run_progress_draw(struct run_progress *p, uint64_t done, uint64_t running, uint64_t total,
-                       bool final);
+/* Reports progress; `total` 0 while unknown. */
+void run_progress_draw(struct run_progress *p, uint64_t done, uint64_t total, bool final);
+void run_progress_end(struct run_progress *p);
 
 /* ---- run_sched.c ------------------------------------------------------------------------ */
 

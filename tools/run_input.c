@@ -231,7 +231,8 @@ static int next_tuple(struct run_input *in, struct run_args *a) {
     in->cur = p;
     in->cur_len = len;
     in->have_cur = true;
-    memset(in->idx, 0, in->nrest * sizeof *in->idx);
+    if (in->nrest > 0)
+      memset(in->idx, 0, in->nrest * sizeof *in->idx);
   }
   if (push_record(in, a, in->cur, in->cur_len) < 0)
     return -1;

@@ -355,11 +355,18 @@ static int build_argv(const struct run_template *t, const struct run_args *a, ui
 }
 
 int run_template_expand(const struct run_template *t, const struct run_args *a, uint64_t seq,
-                        int slot, bool want_tag, struct run_cmd *out) {
+                        int slot, unsigned want, struct run_cmd *out) {
   *out = (struct run_cmd){0};
   struct run_str line = {0}, tmp = {0};
   int r = 0;
-  if (t->nw == 0) {
+  if (!t->shell && t->nw > 0)
+    r = build_argv(t, a, seq, slot, &out->argv, &out->argc);
+  /* The line is only shown (joblog, dry run, timeout warning) or run by
+   * the shell: a directly exec'd job nobody will see spares building it. */
+  bool line_needed = out->argv == NULL || (want & RUN_WANT_LINE);
+  if (r == 0 && !line_needed)
+    r = run_str_add(&line, "", 0);
+  else if (r == 0 && t->nw == 0) {
     /* No template: the input is the command line itself. */
     for (size_t i = 0; r == 0 && i < a->n; i++) {
       if (i > 0)
@@ -368,7 +375,7 @@ int run_template_expand(const struct run_template *t, const struct run_args *a, 
         r = run_str_add(&line, a->v[i], strlen(a->v[i]));
     }
   }
-  for (size_t i = 0; r == 0 && i < t->nw; i++) {
+  for (size_t i = 0; r == 0 && line_needed && i < t->nw; i++) {
     if (i > 0)
       r = run_str_add(&line, " ", 1);
     const struct word *w = &t->w[i];
@@ -385,16 +392,14 @@ int run_template_expand(const struct run_template *t, const struct run_args *a, 
                    : run_str_add(&line, sg->text, sg->len);
     }
   }
-  for (size_t i = 0; r == 0 && t->append && t->nw > 0 && i < a->n; i++) {
+  for (size_t i = 0; r == 0 && line_needed && t->append && t->nw > 0 && i < a->n; i++) {
     r = run_str_add(&line, " ", 1);
     if (r == 0)
       r = run_str_quote(&line, a->v[i]);
   }
   if (r == 0 && line.p == NULL)
     r = run_str_add(&line, "", 0);
-  if (r == 0 && !t->shell && t->nw > 0)
-    r = build_argv(t, a, seq, slot, &out->argv, &out->argc);
-  if (r == 0 && want_tag) {
+  if (r == 0 && (want & RUN_WANT_TAG)) {
     struct run_str tag = {0};
     for (size_t i = 0; r == 0 && i < a->n; i++) {
       if (i > 0)

@@ -41,8 +41,8 @@ def accept_loop(lsock, pool, stop):
         pool.apply_async(serve, (conn,), callback=done, error_callback=done)
 
 
-def wrk(port, secs):
-    out = subprocess.run(["wrk", "-t2", "-c32", f"-d{secs}", "--timeout", "10s",
+def wrk(port, secs, conns=32):
+    out = subprocess.run(["wrk", f"-t{min(2, conns)}", f"-c{conns}", f"-d{secs}", "--timeout", "10s",
                           f"http://127.0.0.1:{port}/"], capture_output=True, text=True).stdout
     m = re.search(r"Requests/sec:\s+([0-9.]+)", out)
     return float(m.group(1)) if m else 0.0
@@ -62,6 +62,9 @@ def main():
         t.start()
         reps, secs = (1, "1s") if quick() else (5, "2s")
         values = [wrk(port, secs) for _ in range(reps)]
+        # The prefork_conns curve, as bench-loop.c: one 1 s run per point.
+        for conns in [1] if quick() else [1, 4, 16, 64, 256, 512]:
+            print(f"CURVE prefork_conns python {conns} {wrk(port, '1s', conns):.6g}", flush=True)
         stop.set()
         t.join()
     lsock.close()

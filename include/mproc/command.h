@@ -62,10 +62,16 @@ enum {
 
 /* Options of mproc_command_start(); NULL or all-zero means defaults. */
 typedef struct mproc_command_options {
-  unsigned flags;    /* MPROC_COMMAND_*; unknown bits are MPROC_EINVAL */
-  int stdin_fd;      /* MPROC_COMMAND_INHERIT (0), _DEVNULL, _PIPE or an fd >= 0 */
-  int stdout_fd;     /* the same; 0 inherits the caller's stdout */
-  int stderr_fd;     /* the same; 0 inherits the caller's stderr */
+  unsigned flags; /* MPROC_COMMAND_*; unknown bits are MPROC_EINVAL */
+  int stdin_fd;   /* MPROC_COMMAND_INHERIT (0), _DEVNULL, _PIPE or an fd >= 0 */
+  int stdout_fd;  /* the same; 0 inherits the caller's stdout */
+  int stderr_fd;  /* the same; 0 inherits the caller's stderr */
+  /* The program file to execute, used as given (no PATH search); argv[0]
+   * is still what the program sees as its name.  With MPROC_COMMAND_SHELL
+   * it replaces /bin/sh.  NULL: argv[0] searched on PATH (Python's
+   * executable=).  A caller starting one program many times saves the PATH
+   * search by resolving it once. */
+  const char *executable;
   const char *cwd;   /* working directory of the child; NULL: the caller's */
   char *const *envp; /* environment; NULL: the caller's */
   /* How long the command may run (from start), 0: no limit.  When it

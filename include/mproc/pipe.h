@@ -12,9 +12,12 @@ extern "C" {
  * A connection carries whole messages of any length (64-bit framing) and,
  * attached to them, file descriptors.  The handle lives in the memory of the
  * process that created it; a child forked afterwards has its own copy of the
- * handle and of the descriptor (when the descriptor is handed to it: mproc's
- * process API closes library descriptors it is not told to keep — pass
- * mproc_conn_fd()).  One handle must not be used by two threads at once. */
+ * handle and of the descriptor, usable there: a connection made before
+ * mproc_process_start() works in the child (Python's
+ * Process(target=f, args=(child_conn,))), as in a plain fork().  Pool
+ * workers do not keep it (hand a task descriptors with
+ * mproc_submit_options.fds).  One handle must not be used by two threads at
+ * once. */
 typedef struct mproc_conn mproc_conn;
 
 /* mproc_pipe() flags. */

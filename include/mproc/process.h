@@ -61,6 +61,13 @@ enum {
    * exit(), the child is terminated (SIGTERM, then SIGKILL after grace_ms)
    * instead of being waited for. */
   MPROC_PROCESS_DAEMON = 1u << 0,
+  /* Run the child in a process group of its own (pgid = its pid): the
+   * terminal's Ctrl-C does not reach it, and when the child ends, however
+   * it ends (even by its parent-death signal after the parent was
+   * SIGKILLed), its whole group is killed, so processes it started with a
+   * plain fork() die with it.  A small guard process, invisible to the
+   * child's wait()/waitpid(-1), lives in the group for that. */
+  MPROC_PROCESS_NEW_GROUP = 1u << 1,
 };
 
 /* How a child is started (mproc_process_options.start_method).  Python's

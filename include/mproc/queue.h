@@ -68,7 +68,8 @@ struct mproc_queue_options {
 MPROC_EXTERN int mproc_queue_new(mproc_queue **q, const struct mproc_queue_options *opts);
 
 /* Attaches to the named queue another process created.  Errors: MPROC_EINVAL,
- * -ENOENT, MPROC_EAGAIN (its creator has not finished initializing it: try
+ * -ENOENT (no such name, or its last user just left and it is being
+ * removed), MPROC_EAGAIN (its creator has not finished initializing it: try
  * again), MPROC_ECORRUPT (not an mproc queue of this version), MPROC_EFULL
  * (max_participants processes are attached), -errno. */
 MPROC_EXTERN int mproc_queue_open(mproc_queue **q, const char *name, unsigned roles);
@@ -89,7 +90,8 @@ MPROC_EXTERN int mproc_queue_free(mproc_queue *q);
  * for one message and for a few bytes of capacity.  Errors: MPROC_EINVAL,
  * MPROC_ETIMEDOUT, MPROC_ECLOSED (this process closed its producer role, or every
  * consumer has left), MPROC_EBROKEN (the handle could not attach in a
- * forked child), -ENOMEM/-ENOSPC (oversized message), -errno. */
+ * forked child), MPROC_ECORRUPT (the queue's positions in shared memory are
+ * not valid), -ENOMEM/-ENOSPC (oversized message), -errno. */
 MPROC_EXTERN int mproc_queue_put(mproc_queue *q, const void *buf, size_t len, int64_t timeout_ms);
 /* Python's put_nowait(): as put with no wait; MPROC_EFULL when full. */
 MPROC_EXTERN int mproc_queue_put_nowait(mproc_queue *q, const void *buf, size_t len);
@@ -98,7 +100,10 @@ MPROC_EXTERN int mproc_queue_put_nowait(mproc_queue *q, const void *buf, size_t 
  * cap, returns MPROC_ETOOSMALL with *len set to its size and takes nothing.
  * Blocks while the queue is empty until the deadline.  Errors: MPROC_EINVAL,
  * MPROC_ETIMEDOUT, MPROC_ECLOSED (empty and every producer has left, or this
- * process dropped its consumer role), MPROC_EBROKEN, -errno. */
+ * process dropped its consumer role), MPROC_EBROKEN, MPROC_ECORRUPT (the next
+ * record in shared memory is not valid: nothing is read or taken, except a
+ * spilled message whose object does not match its record, which is dropped),
+ * -errno. */
 MPROC_EXTERN int mproc_queue_get(mproc_queue *q, void *buf, size_t cap, size_t *len,
                                  int64_t timeout_ms);
 /* Python's get_nowait(): as get with no wait; MPROC_EEMPTY when empty. */

@@ -1,0 +1,77 @@
+/* mproc — the MPI backend (optional component, library mproc_mpi).
+ *
+ * One binary for a laptop and a cluster, like `python -m mpi4py.futures`:
+ * call mproc_mpi_init() at the top of main().  Under `mpiexec -n N`, ranks
+ * 1..N-1 never return from it: each serves tasks sent by rank 0 until rank 0
+ * is done, then exits the process.  Rank 0 returns and the program goes on.
+ * Without mpiexec (not under MPI at all, or a single rank) it returns at once
+ * and the program runs with local workers only.
+ *
+ * On a worker rank every task runs inside a local supervised worker (a
+ * one-worker mproc pool), so a task that crashes, calls exit() or overruns
+ * its timeout fails that task only (MPROC_EWORKERDIED or MPROC_ETIMEDOUT,
+ * the message naming the rank and its host) and the rank carries on.  A rank
+ * that dies as a whole ends the job (fail fast; see docs/reference/mpi.md).
+ *
+ * Tasks name their functions by reference: a function registered under a
+ * name (below) travels as that name; any other function travels as its
+ * object's build-id and its offset in that object, valid on every rank that
+ * runs the same binary.  Every rank checks at startup that it runs the same
+ * program as rank 0.
+ *
+ * This header needs no MPI header; link with mproc_mpi (pkg-config
+ * mproc-mpi, or find_package(mproc CONFIG COMPONENTS mpi) and the target
+ * mproc::mproc_mpi). */
+#ifndef MPROC_MPI_H
+#define MPROC_MPI_H
+
+#include "pool.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+struct mproc_mpi_options {
+  unsigned flags; /* none defined yet: must be 0 */
+  /* Tasks rank 0 keeps in flight on each worker rank (the next ones wait
+   * on rank 0); 0: 2, so a rank always has its next task at hand. */
+  int tasks_per_rank;
+  /* Deadline of the startup handshake (every rank reports to rank 0);
+   * 0: 60 s. */
+  int64_t startup_timeout_ms;
+};
+
+/* Register `fn` under `name` (at most 63 bytes) on this rank, so a task
+ * refers to it by name on every rank.  Call before mproc_mpi_init on every
+ * rank (worker ranks never return from it).  Returns 0, MPROC_EINVAL (NULL,
+ * empty or too long name, NULL fn), MPROC_EEXIST (name taken by another
+ * function), -ENOMEM. */
+MPROC_EXTERN int mproc_mpi_register_task(const char *name, mproc_task_fn fn);
+/* The same for a map element function. */
+MPROC_EXTERN int mproc_mpi_register_map(const char *name, mproc_map_fn fn);
+
+/* Join the MPI job, if any.  Rank 0, a single rank, or a program not started
+ * by mpiexec: returns 0.  Worker ranks: serve tasks until rank 0 calls
+ * mproc_mpi_finalize (or exits), then exit(0) without returning.  argc/argv
+ * go to MPI_Init (both NULL, or both set).  Errors (rank 0): MPROC_EINVAL
+ * (bad options), MPROC_ESTATE (called twice), MPROC_EBROKEN (a rank runs
+ * another program, or MPI failed to start; the message is on stderr and the
+ * worker ranks exit with status 0, leaving the job's outcome to rank 0).  A rank that does not
+ * report within startup_timeout_ms aborts the job with a message. */
+MPROC_EXTERN int mproc_mpi_init(int *argc, char ***argv, const struct mproc_mpi_options *opts);
+/* This process's rank (0 when not under MPI). */
+MPROC_EXTERN int mproc_mpi_rank(void);
+/* Number of worker ranks (0 when not under MPI, with one rank, or before
+ * mproc_mpi_init). */
+MPROC_EXTERN int mproc_mpi_worker_ranks(void);
+/* Rank 0: stop every worker rank (what they still run is cancelled) and
+ * leave MPI, waiting at most timeout_ms (-1: forever) for the ranks to
+ * confirm; one that does not ends the job with a message, so no rank is left
+ * behind.  Called from exit() when the program did not.  Returns 0 (also
+ * again, or outside MPI), MPROC_EINVAL, MPROC_ESTATE (before init). */
+MPROC_EXTERN int mproc_mpi_finalize(int64_t timeout_ms);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* MPROC_MPI_H */

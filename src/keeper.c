@@ -1,0 +1,204 @@
+/* Keepers: the processes that remove a named /dev/shm object (a named shm
+ * block or a named queue) once no process uses it any more, also when every
+ * user was killed.
+ *
+ * Design notes.  Built on flock(2), whose locks belong to an open file
+ * description and are dropped by the kernel when the last reference to it
+ * goes, including at death and including references held by mappings:
+ * every user holds LOCK_SH on its description for as long as it uses the
+ * object, and the keeper waits for LOCK_EX on a description of its own.  It
+ * gets it only when no user is left, runs the object's last rites (a
+ * queue's spill objects), removes the name if it still refers to this
+ * object, and exits.  The keeper is double-forked (nobody's zombie), in its
+ * own session, with no parent-death signal, no other descriptor and no
+ * shared mapping (a mapping it inherited would keep a description, and its
+ * lock, alive forever), and is marked as the library's own process
+ * (MPROC__SPAWN_INTERNAL) so that it takes no part in the user's queues.
+ * A pending LOCK_EX does not block new LOCK_SH requests on Linux, so the
+ * waiting keeper never delays users (tests/test-shm.c checks this). */
+#include "internal.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define SHM_DIR "/dev/shm"
+
+/* Whether `path` names the object (dev, ino). */
+static bool path_is(const char *path, dev_t dev, ino_t ino) {
+  struct stat st;
+  return stat(path, &st) == 0 && st.st_dev == dev && st.st_ino == ino;
+}
+
+struct keeper_arg {
+  int fd;                /* the keeper's own open file description */
+  char path[288];        /* /dev/shm/<name>, names of at most 255 bytes */
+  mproc__keeper_fn last; /* run once no one is attached; or NULL */
+};
+
+static uintptr_t parse_hex(const char **p) {
+  uintptr_t v = 0;
+  for (;; (*p)++) {
+    char c = **p;
+    if (c >= '0' && c <= '9')
+      v = v * 16 + (uintptr_t)(c - '0');
+    else if (c >= 'a' && c <= 'f')
+      v = v * 16 + (uintptr_t)(c - 'a' + 10);
+    else
+      return v;
+  }
+}
+
+/* The keeper inherited every mapping of the process that created the block.
+ * A shared mapping of a file keeps that file's open file description alive,
+ * and with it the flock that description holds: the keeper would keep every
+ * named block of its creator "attached", its own included.  So it unmaps
+ * every shared mapping.  (Private memory is left alone: the keeper still
+ * calls into libc, whose state, like the dynamic linker's, lives in anonymous
+ * private mappings.  It shares those pages copy-on-write with its creator;
+ * docs/reference/shm.md states the cost.)  /proc/self/maps is parsed with plain system
+ * calls (a forked child of a possibly multi-threaded process may not use
+ * stdio or malloc).  Unmapping while reading can make the kernel skip lines,
+ * hence the passes until one finds nothing to unmap. */
+static void release_inherited(void) {
+  for (int pass = 0; pass < 16; pass++) {
+    int fd = open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+      return;
+    char buf[8192];
+    size_t have = 0;
+    bool found = false;
+    for (;;) {
+      ssize_t n = read(fd, buf + have, sizeof buf - have);
+      if (n <= 0)
+        break;
+      have += (size_t)n;
+      char *line = buf, *nl;
+      while ((nl = memchr(line, '\n', (size_t)(buf + have - line))) != NULL) {
+        const char *q = line;
+        uintptr_t start = parse_hex(&q);
+        uintptr_t end = *q == '-' ? (q++, parse_hex(&q)) : 0;
+        /* "start-end rwsp ...": the fourth permission character. */
+        if (*q == ' ' && q + 4 < nl && q[4] == 's' && end > start) {
+          munmap((void *)start, end - start);
+          found = true;
+        }
+        line = nl + 1;
+      }
+      have = (size_t)(buf + have - line);
+      memmove(buf, line, have);
+      if (have == sizeof buf)
+        have = 0; /* an absurdly long line: drop it */
+    }
+    close(fd);
+    if (!found)
+      return;
+  }
+}
+
+/* Runs in the double-forked keeper: async-signal-safe calls only.  `ready`
+ * is written once the keeper holds nothing of its creator's: until then its
+ * inherited mappings keep the creator's open file descriptions, and so their
+ * LOCK_SH, alive, and a last user closing in that window would not see itself
+ * as the last one. */
+static _Noreturn void keeper_main(const struct keeper_arg *arg, int ready) {
+  struct keeper_arg k = *arg; /* on this stack, which release_inherited keeps */
+  setsid();                   /* leave the creator's session and process group */
+  release_inherited();
+  int lo = k.fd < ready ? k.fd : ready, hi = k.fd < ready ? ready : k.fd;
+  if (lo > 0)
+    close_range(0, (unsigned)lo - 1, 0);
+  if (hi > lo + 1)
+    close_range((unsigned)lo + 1, (unsigned)hi - 1, 0);
+  close_range((unsigned)hi + 1, ~0u, 0);
+  char one = 1;
+  while (write(ready, &one, 1) < 0 && errno == EINTR) {
+  }
+  close(ready);
+  while (flock(k.fd, LOCK_EX) != 0) {
+    if (errno != EINTR)
+      _exit(1);
+  }
+  if (k.last != NULL)
+    k.last(k.fd); /* e.g. a named queue's spill objects */
+  struct stat st;
+  if (fstat(k.fd, &st) == 0 && st.st_nlink > 0 && path_is(k.path, st.st_dev, st.st_ino))
+    unlink(k.path);
+  _exit(0);
+}
+
+/* The intermediate child: forks the keeper and exits once the keeper has let
+ * go of the creator's mappings, so the keeper is reparented and never becomes
+ * a zombie of the user's process, and the creator's start returns only when
+ * "the last user closes" is decided by the users alone. */
+static int keeper_launch(void *arg) {
+  int p[2];
+  if (pipe2(p, O_CLOEXEC) != 0)
+    return 1;
+  pid_t pid = fork();
+  if (pid == 0) {
+    close(p[0]);
+    keeper_main(arg, p[1]);
+  }
+  close(p[1]);
+  char b;
+  ssize_t n;
+  while ((n = read(p[0], &b, 1)) < 0 && errno == EINTR) {
+  }
+  close(p[0]);
+  return pid > 0 && n == 1 ? 0 : 1;
+}
+
+int mproc__keeper_start(int fd, const char *name, mproc__keeper_fn last) {
+  struct keeper_arg k = {.last = last};
+  snprintf(k.path, sizeof k.path, "%s%s", SHM_DIR, name);
+  char self[64];
+  snprintf(self, sizeof self, "/proc/self/fd/%d", fd);
+  /* Reopening gives the keeper a lock of its own (flock locks are per open
+   * file description: an inherited fd would share the creator's). */
+  k.fd = open(self, O_RDONLY | O_CLOEXEC);
+  if (k.fd < 0)
+    return mproc__neg_errno();
+  mproc__fd_register(k.fd);
+  struct mproc__spawn_opts o = {.fn = keeper_launch,
+                                .arg = &k,
+                                .keep_fds = &k.fd,
+                                .nkeep = 1,
+                                .flags = MPROC__SPAWN_INTERNAL};
+  pid_t pid;
+  int pidfd, code = -1;
+  int r = mproc__spawn(&o, &pid, &pidfd);
+  if (r == 0) {
+    /* The intermediate only forks and exits. */
+    r = mproc__reap(pidfd, &code, mproc__deadline(30000));
+    if (r == MPROC_ETIMEDOUT) {
+      mproc__pidfd_kill(pidfd, SIGKILL);
+      mproc__reap(pidfd, &code, -1);
+    }
+    mproc__close(pidfd);
+    if (r == 0 && code != 0)
+      r = MPROC_ECHILDFAILED;
+  }
+  mproc__close(k.fd);
+  return r;
+}
+
+int mproc__keeper_link(int fd, const char *name, mproc__keeper_fn last) {
+  int r = mproc__keeper_start(fd, name, last);
+  if (r != 0)
+    return r;
+  char self[64], path[288];
+  snprintf(self, sizeof self, "/proc/self/fd/%d", fd);
+  snprintf(path, sizeof path, "%s%s", SHM_DIR, name);
+  /* Fails with EEXIST if the name is taken: an existing name is never
+   * reused.  The keeper started for it then finds the name is not this
+   * object's and leaves it alone. */
+  if (linkat(AT_FDCWD, self, AT_FDCWD, path, AT_SYMLINK_FOLLOW) != 0)
+    return mproc__neg_errno();
+  return 0;
+}

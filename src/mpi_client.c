@@ -1,0 +1,442 @@
+/* Rank 0: jobs sent to the worker ranks and their results collected.
+ *
+ * Design notes.  A job is one task (a call, or a map chunk) bound for some
+ * worker rank.  States:
+ *   QUEUED  on rank 0, waiting for a rank with room (tasks_per_rank)
+ *   SENT    its message is (being) sent; the rank holds it
+ *   DONE    its result (or failure) arrived, or it was cancelled while queued
+ * A job is dispatched to the rank with the fewest jobs in flight, so a slow
+ * task never holds up the others queued behind it for long.  The argument
+ * copy is kept until the send completes (MPI reads it in place); a result
+ * payload is received into memory the job then owns.
+ *
+ * Single-threaded by contract (MPI_THREAD_FUNNELED): every call here runs
+ * on the thread that called mproc_mpi_init, and progress happens only inside
+ * these calls (wait, progress, submit).  The pool's transport seam will
+ * drive mproc__mpi_progress from its manager thread instead (see
+ * transport_mpi.c).
+ *
+ * Failure: any MPI error means a rank is gone.  Without ULFM nothing can be
+ * repaired, so the job fails fast: the message names the rank and its host,
+ * and MPI_Abort ends every process (mpiexec exits non-zero).  A job freed
+ * before it finished stays until its result arrives, then goes.
+ *
+ * What the pool's transport seam (src/transport.h) must offer for this
+ * dispatcher to become the pool's MPI transport, one more file:
+ *  1. A transport chosen at pool creation without a core dependency: a pool
+ *     option, and an environment variable (MPROC_TRANSPORT=mpi) so unchanged
+ *     programs run over ranks, that find a transport registered at run time
+ *     by libmproc_mpi (e.g. mproc__transport_register(&ops) called from
+ *     mproc_mpi_init): the core cannot name MPI symbols.
+ *  2. Slots that are not local processes: start_worker must not have to
+ *     produce a pid and a pidfd, and the manager must learn of a worker's
+ *     death from the transport (an outcome per task from poll_results), not
+ *     only from a pidfd.
+ *  3. A wake-up the manager can sleep on: it sleeps in poll(), MPI has no
+ *     fd, so the transport needs either a "poll me again within N ms" answer
+ *     or its own progress thread writing an eventfd the manager polls.
+ *  4. One MPI thread: if the manager thread drives the transport, it is not
+ *     the thread that called MPI_Init, so mproc_mpi_init must ask for
+ *     MPI_THREAD_SERIALIZED (or MULTIPLE) instead of FUNNELED.
+ *  5. Map data by value: chunks reach the transport as byte ranges it may
+ *     copy (the arena as an ops entry), and results are written back
+ *     through the transport, not into a shared arena the rank cannot see.
+ *  6. Function references through struct mproc__fnref carrying build-id +
+ *     offset or a registered name (the start-methods work); mpi_fnref.c then
+ *     becomes a wrapper over them.
+ *  7. Cancel and timeouts as transport operations: revoke/started/running
+ *     answered from transport-held state (a task sent to a rank counts as
+ *     started), and killing a running task a transport call (a CANCEL
+ *     message here) rather than a signal to a local pid. */
+#include "mpi_internal.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum { QUEUED = 0, SENT = 1, DONE = 2 };
+
+struct mproc__mpi_job {
+  struct mproc__mpi_job *next; /* queue or in-flight list */
+  uint64_t id;
+  int state;
+  int rank;    /* 0 while queued */
+  bool freed;  /* released by the caller: free when done */
+  bool cancel; /* a CANCEL was sent for it */
+  struct mproc__mpi_task hdr;
+  void *payload; /* the argument copy, until the send completed */
+  struct mproc__mpi_op *send, *recv;
+  int code;
+  struct mproc_task_error err;
+  void *result;
+  size_t result_len;
+};
+
+/* Control messages (cancel, stop) in flight. */
+struct ctrl {
+  struct ctrl *next;
+  struct mproc__mpi_op *op;
+};
+
+static struct {
+  struct mproc__mpi_job *queue, *queue_tail; /* QUEUED, FIFO */
+  struct mproc__mpi_job *flight;             /* SENT */
+  int *load;                                 /* jobs in flight per rank */
+  uint64_t next_id;
+  struct ctrl *ctrls;
+  int stopped; /* ranks that confirmed STOP */
+} C;
+
+static const char *host_of(int rank) {
+  return mproc__mpi.hosts && rank >= 0 && rank < mproc__mpi.size ? mproc__mpi.hosts[rank] : "?";
+}
+
+static void job_release(struct mproc__mpi_job *j) {
+  mproc__mpi_op_free(j->send);
+  mproc__mpi_op_free(j->recv);
+  free(j->payload);
+  free(j->result);
+  free(j);
+}
+
+static int submit(const struct mproc__mpi_fn *fn, uint32_t type, void *payload, size_t len,
+                  struct mproc__mpi_task *hdr, struct mproc__mpi_job **out) {
+  if (mproc_mpi_worker_ranks() == 0) {
+    free(payload);
+    return MPROC_ESTATE;
+  }
+  if (!C.load) {
+    C.load = calloc((size_t)mproc__mpi.size, sizeof *C.load);
+    if (!C.load) {
+      free(payload);
+      return -ENOMEM;
+    }
+  }
+  struct mproc__mpi_job *j = calloc(1, sizeof *j);
+  if (!j) {
+    free(payload);
+    return -ENOMEM;
+  }
+  j->id = ++C.next_id;
+  j->hdr = *hdr;
+  j->hdr.id = j->id;
+  j->hdr.len = len;
+  j->hdr.fn = *fn;
+  j->hdr.fn.type = type;
+  j->payload = payload;
+  if (C.queue_tail)
+    C.queue_tail->next = j;
+  else
+    C.queue = j;
+  C.queue_tail = j;
+  *out = j;
+  mproc__mpi_progress(); /* send it now if a rank has room */
+  return 0;
+}
+
+int mproc__mpi_submit(const struct mproc__mpi_fn *fn, const void *arg, size_t len,
+                      int64_t timeout_ms, struct mproc__mpi_job **out) {
+  if (!fn || !out || (len && !arg) || timeout_ms < 0 || fn->type != MPROC__MPI_FN_TASK)
+    return MPROC_EINVAL;
+  void *copy = NULL;
+  if (len && !(copy = malloc(len)))
+    return -ENOMEM;
+  if (len)
+    memcpy(copy, arg, len);
+  struct mproc__mpi_task hdr = {.kind = MPROC__MPI_CALL, .timeout_ms = timeout_ms};
+  return submit(fn, MPROC__MPI_FN_TASK, copy, len, &hdr, out);
+}
+
+int mproc__mpi_submit_map(const struct mproc__mpi_fn *fn, const void *in, size_t n, size_t in_size,
+                          size_t out_size, struct mproc__mpi_job **out) {
+  if (!fn || !out || (n && !in) || !in_size || fn->type != MPROC__MPI_FN_MAP ||
+      (n && in_size > SIZE_MAX / n) || (n && out_size > SIZE_MAX / n))
+    return MPROC_EINVAL;
+  size_t len = n * in_size;
+  void *copy = NULL;
+  if (len && !(copy = malloc(len)))
+    return -ENOMEM;
+  if (len)
+    memcpy(copy, in, len);
+  struct mproc__mpi_task hdr = {
+      .kind = MPROC__MPI_MAP, .count = n, .in_size = in_size, .out_size = out_size};
+  return submit(fn, MPROC__MPI_FN_MAP, copy, len, &hdr, out);
+}
+
+static void lost(int rank, const char *what) {
+  mproc__mpi_abort("lost worker rank %d on %s (%s): without fault-tolerant MPI the job cannot "
+                   "go on",
+                   rank, host_of(rank), what);
+}
+
+/* The rank with the fewest jobs in flight and room for one more, or 0. */
+static int pick_rank(void) {
+  int best = 0;
+  for (int r = 1; r < mproc__mpi.size; r++)
+    if (C.load[r] < mproc__mpi.tasks_per_rank && (!best || C.load[r] < C.load[best]))
+      best = r;
+  return best;
+}
+
+static bool dispatch(void) {
+  bool moved = false;
+  int r;
+  while (C.queue && (r = pick_rank()) != 0) {
+    struct mproc__mpi_job *j = C.queue;
+    C.queue = j->next;
+    if (!C.queue)
+      C.queue_tail = NULL;
+    if (mproc__mpi_isend(mproc__mpi.comm, r, MPROC__MPI_TAG_TASK, &j->hdr, sizeof j->hdr,
+                         j->payload, j->hdr.len, false, &j->send) != 0)
+      lost(r, "sending a task failed");
+    j->rank = r;
+    j->state = SENT;
+    C.load[r]++;
+    j->next = C.flight;
+    C.flight = j;
+    moved = true;
+  }
+  return moved;
+}
+
+static void finish(struct mproc__mpi_job *j) {
+  for (struct mproc__mpi_job **pp = &C.flight; *pp; pp = &(*pp)->next) {
+    if (*pp == j) {
+      *pp = j->next;
+      break;
+    }
+  }
+  C.load[j->rank]--;
+  j->state = DONE;
+  /* The rank answered, so it took the whole task: the send completes. */
+  if (j->send && mproc__mpi_wait_op(j->send, mproc_now_ms() + 10000) != 0)
+    lost(j->rank, "a task's send never completed");
+  mproc__mpi_op_free(j->send);
+  j->send = NULL;
+  free(j->payload);
+  j->payload = NULL;
+  if (j->freed)
+    job_release(j);
+}
+
+/* A complete result message for job j. */
+static void take_result(struct mproc__mpi_job *j) {
+  const struct mproc__mpi_result *r = j->recv->hdr;
+  j->code = r->code;
+  memset(&j->err, 0, sizeof j->err);
+  if (r->code) {
+    j->err.code = r->code;
+    j->err.task_code = r->task_code;
+    j->err.pid = r->pid;
+    j->err.signo = r->signo;
+    j->err.exit_status = r->exit_status;
+    j->err.index = (size_t)r->index;
+    memcpy(j->err.message, r->message, sizeof j->err.message);
+    j->err.message[sizeof j->err.message - 1] = '\0';
+  } else {
+    j->result = j->recv->data; /* the job owns the payload now */
+    j->result_len = j->recv->len;
+    j->recv->data = NULL;
+    j->recv->free_data = false;
+  }
+  mproc__mpi_op_free(j->recv);
+  j->recv = NULL;
+  finish(j);
+}
+
+int mproc__mpi_progress(void) {
+  if (!C.load)
+    return 0;
+  int finished = 0;
+  dispatch();
+  struct mproc__mpi_op *op;
+  int rc;
+  while ((rc = mproc__mpi_irecv(mproc__mpi.comm, MPROC__MPI_TAG_RESULT,
+                                sizeof(struct mproc__mpi_result), &op)) == 0) {
+    const struct mproc__mpi_result *r = op->hdr;
+    struct mproc__mpi_job *j = C.flight;
+    while (j && !(j->id == r->id && j->rank == op->source))
+      j = j->next;
+    if (!j || j->recv)
+      mproc__mpi_abort("rank %d sent a result for no job of ours (id %llu)", op->source,
+                       (unsigned long long)r->id);
+    j->recv = op;
+  }
+  if (rc < 0)
+    lost(-1, "receiving a result failed");
+  while ((rc = mproc__mpi_irecv(mproc__mpi.comm, MPROC__MPI_TAG_CTRL,
+                                sizeof(struct mproc__mpi_ctrl), &op)) == 0) {
+    const struct mproc__mpi_ctrl *c = op->hdr;
+    if (c->what == MPROC__MPI_STOPPED)
+      C.stopped++;
+    mproc__mpi_op_free(op);
+  }
+  if (rc < 0)
+    lost(-1, "receiving a control message failed");
+  for (struct mproc__mpi_job *j = C.flight, *next; j; j = next) {
+    next = j->next;
+    if (j->send && (rc = mproc__mpi_test(j->send)) != 0) {
+      if (rc < 0)
+        lost(j->rank, "sending a task failed");
+      mproc__mpi_op_free(j->send);
+      j->send = NULL;
+      free(j->payload); /* sent: the rank has its own copy */
+      j->payload = NULL;
+    }
+    if (j->recv && (rc = mproc__mpi_test(j->recv)) != 0) {
+      if (rc < 0)
+        lost(j->rank, "receiving a result failed");
+      take_result(j);
+      finished++;
+    }
+  }
+  for (struct ctrl **pp = &C.ctrls; *pp;) {
+    struct ctrl *c = *pp;
+    if ((rc = mproc__mpi_test(c->op)) != 0) {
+      *pp = c->next;
+      mproc__mpi_op_free(c->op);
+      free(c);
+    } else {
+      pp = &c->next;
+    }
+  }
+  if (finished)
+    dispatch(); /* their ranks have room again */
+  return finished;
+}
+
+int mproc__mpi_wait(struct mproc__mpi_job *j, int64_t timeout_ms) {
+  if (!j || timeout_ms < -1)
+    return MPROC_EINVAL;
+  int64_t deadline = timeout_ms < 0 ? -1 : mproc_now_ms() + timeout_ms;
+  unsigned rounds = 0;
+  while (j->state != DONE) {
+    if (mproc__mpi_progress() > 0 || j->state == DONE) {
+      rounds = 0;
+      continue;
+    }
+    if (deadline >= 0 && mproc_now_ms() >= deadline)
+      return MPROC_ETIMEDOUT;
+    mproc__mpi_backoff(&rounds);
+  }
+  return 0;
+}
+
+int mproc__mpi_job_result(struct mproc__mpi_job *j, const void **data, size_t *len,
+                          struct mproc_task_error *err) {
+  if (!j)
+    return MPROC_EINVAL;
+  if (j->state != DONE)
+    return MPROC_ESTATE;
+  if (data)
+    *data = j->result;
+  if (len)
+    *len = j->result_len;
+  if (err)
+    *err = j->err;
+  return j->code;
+}
+
+int mproc__mpi_job_rank(const struct mproc__mpi_job *j) { return j ? j->rank : MPROC_EINVAL; }
+
+static int send_ctrl(int rank, uint32_t what, uint64_t id) {
+  struct ctrl *c = calloc(1, sizeof *c);
+  if (!c)
+    return -ENOMEM;
+  struct mproc__mpi_ctrl m = {.id = id, .what = what};
+  if (mproc__mpi_isend(mproc__mpi.comm, rank, MPROC__MPI_TAG_CTRL, &m, sizeof m, NULL, 0, false,
+                       &c->op) != 0)
+    lost(rank, "sending a control message failed");
+  c->next = C.ctrls;
+  C.ctrls = c;
+  return 0;
+}
+
+int mproc__mpi_cancel(struct mproc__mpi_job *j) {
+  if (!j)
+    return MPROC_EINVAL;
+  if (j->state == DONE)
+    return MPROC_ESTATE;
+  if (j->state == QUEUED) {
+    struct mproc__mpi_job *prev = NULL;
+    for (struct mproc__mpi_job *q = C.queue; q; prev = q, q = q->next) {
+      if (q != j)
+        continue;
+      if (prev)
+        prev->next = j->next;
+      else
+        C.queue = j->next;
+      if (C.queue_tail == j)
+        C.queue_tail = prev;
+      break;
+    }
+    j->state = DONE;
+    j->code = MPROC_ECANCELLED;
+    j->err.code = MPROC_ECANCELLED;
+    j->err.exit_status = -1;
+    snprintf(j->err.message, sizeof j->err.message, "cancelled before it was sent to a rank");
+    return 0;
+  }
+  if (j->cancel)
+    return 0;
+  j->cancel = true;
+  return send_ctrl(j->rank, MPROC__MPI_CANCEL, j->id);
+}
+
+void mproc__mpi_job_free(struct mproc__mpi_job *j) {
+  if (!j)
+    return;
+  if (j->state == QUEUED)
+    mproc__mpi_cancel(j);
+  if (j->state == DONE)
+    job_release(j);
+  else
+    j->freed = true; /* released when its result arrives */
+}
+
+int mproc__mpi_client_stop(int64_t deadline) {
+  /* Queued jobs never go out. */
+  while (C.queue)
+    mproc__mpi_cancel(C.queue);
+  for (int r = 1; r < mproc__mpi.size; r++)
+    if (send_ctrl(r, MPROC__MPI_STOP, 0) != 0)
+      return -ENOMEM;
+  if (!C.load)
+    C.load = calloc((size_t)mproc__mpi.size, sizeof *C.load);
+  unsigned rounds = 0;
+  while (C.stopped < mproc__mpi.size - 1) {
+    if (mproc__mpi_progress() > 0) {
+      rounds = 0;
+      continue;
+    }
+    if (deadline >= 0 && mproc_now_ms() >= deadline)
+      return MPROC_ETIMEDOUT;
+    mproc__mpi_backoff(&rounds);
+  }
+  /* The ranks are gone from the conversation: what they did not answer is
+   * cancelled, and sends they never took are withdrawn. */
+  while (C.flight) {
+    struct mproc__mpi_job *j = C.flight;
+    if (j->send) {
+      mproc__mpi_op_abandon(j->send);
+      j->send = NULL;
+    }
+    if (j->recv) {
+      mproc__mpi_op_abandon(j->recv);
+      j->recv = NULL;
+    }
+    j->code = j->err.code = MPROC_ECANCELLED;
+    j->err.exit_status = -1;
+    snprintf(j->err.message, sizeof j->err.message, "the MPI job was finalized first");
+    finish(j);
+  }
+  while (C.ctrls) {
+    struct ctrl *c = C.ctrls;
+    C.ctrls = c->next;
+    mproc__mpi_op_abandon(c->op);
+    free(c);
+  }
+  free(C.load);
+  C.load = NULL;
+  return 0;
+}

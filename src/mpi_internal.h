@@ -1,0 +1,196 @@
+/* Internal declarations of the MPI component (the src/mpi_ files, library
+ * mproc_mpi).  The core library never includes this file: it has no MPI
+ * dependency.  Everything here uses only the public mproc API of the core.
+ *
+ * The files:
+ *   mpi_fnref.c   function references that mean the same on every rank
+ *   mpi_wire.c    messages: fixed headers, payloads of any size in pieces,
+ *                 non-blocking sends and receives polled against deadlines
+ *   mpi_init.c    joining the job, the startup handshake, finalize
+ *   mpi_rank.c    the worker-rank loop (tasks run in a local pool)
+ *   mpi_client.c  rank 0: jobs dispatched to ranks, results collected */
+#ifndef MPROC_MPI_INTERNAL_H
+#define MPROC_MPI_INTERNAL_H
+
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include "mproc.h"
+#include "mproc/mpi.h"
+
+#include <mpi.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* ---- mpi_fnref.c --------------------------------------------------------- */
+
+enum {
+  MPROC__MPI_FN_NAMED = 1,  /* found by registered name */
+  MPROC__MPI_FN_OFFSET = 2, /* object build-id + offset from its load base */
+};
+enum { MPROC__MPI_FN_TASK = 1, MPROC__MPI_FN_MAP = 2 };
+#define MPROC__MPI_NAME_MAX 64
+#define MPROC__MPI_BUILD_ID_MAX 32
+/* A function reference as it travels: fixed size, no pointers. */
+struct mproc__mpi_fn {
+  uint32_t kind;   /* MPROC__MPI_FN_* */
+  uint32_t type;   /* MPROC__MPI_FN_TASK or _MAP: what the pointer is */
+  uint32_t id_len; /* bytes of build_id used */
+  uint32_t pad_;
+  uint64_t offset;                           /* OFFSET: from the object's base */
+  uint8_t build_id[MPROC__MPI_BUILD_ID_MAX]; /* OFFSET: the object's build-id */
+  /* NAMED: the name; OFFSET: the object's file name (for messages). */
+  char name[MPROC__MPI_NAME_MAX];
+};
+/* Reference for fn: its registered name when it has one, else object +
+ * offset.  MPROC_ENOENT when fn lies in no loaded object with a build-id. */
+int mproc__mpi_fn_of(struct mproc__mpi_fn *out, uint32_t type, void (*fn)(void));
+/* Reference by name; MPROC_ENOENT when not registered here. */
+int mproc__mpi_fn_named(struct mproc__mpi_fn *out, uint32_t type, const char *name);
+/* The function a reference names on this process, or NULL with the reason
+ * written to why. */
+void (*mproc__mpi_fn_resolve(const struct mproc__mpi_fn *r, char *why, size_t cap))(void);
+/* Build-id of the main program into id (cap bytes); its length, or
+ * MPROC_ENOENT when the program has none. */
+int mproc__mpi_program_build_id(uint8_t *id, size_t cap);
+
+/* ---- mpi_wire.c ---------------------------------------------------------- */
+
+enum {
+  MPROC__MPI_TAG_TASK = 101,   /* rank 0 -> rank: struct mproc__mpi_task */
+  MPROC__MPI_TAG_RESULT = 102, /* rank -> rank 0: struct mproc__mpi_result */
+  MPROC__MPI_TAG_DATA = 103,   /* payload pieces following a header */
+  MPROC__MPI_TAG_CTRL = 104,   /* struct mproc__mpi_ctrl, both ways */
+};
+enum { MPROC__MPI_CALL = 1, MPROC__MPI_MAP = 2 };
+enum { MPROC__MPI_CANCEL = 1, MPROC__MPI_STOP = 2, MPROC__MPI_STOPPED = 3 };
+
+/* Every header starts with these two fields. */
+struct mproc__mpi_task {
+  uint64_t id;   /* rank 0's job id */
+  uint64_t len;  /* payload bytes after the header */
+  uint32_t kind; /* MPROC__MPI_CALL or _MAP */
+  uint32_t pad_;
+  int64_t timeout_ms;                /* 0: none */
+  uint64_t count, in_size, out_size; /* MAP: elements and their sizes */
+  struct mproc__mpi_fn fn;
+};
+struct mproc__mpi_result {
+  uint64_t id;
+  uint64_t len;
+  int32_t code, task_code, signo, exit_status, pid, pad_;
+  uint64_t index; /* MAP: the failed element */
+  char message[200];
+};
+struct mproc__mpi_ctrl {
+  uint64_t id;   /* CANCEL: the job */
+  uint64_t len;  /* always 0 */
+  uint32_t what; /* MPROC__MPI_CANCEL, _STOP, _STOPPED */
+  uint32_t pad_;
+};
+
+/* Payloads up to this size travel in the header's message; larger ones
+ * follow it in pieces of at most mproc__mpi_piece bytes, so no MPI count
+ * ever exceeds INT_MAX whatever the payload's size. */
+#define MPROC__MPI_INLINE 16384
+extern size_t mproc__mpi_piece; /* default 64 MiB; tests lower it */
+/* Number of pieces for a payload of len bytes (0 when it travels inline). */
+size_t mproc__mpi_pieces(size_t len, size_t piece);
+
+/* A message in flight: its requests, and what to free when they complete. */
+struct mproc__mpi_op {
+  struct mproc__mpi_op *next;
+  MPI_Request *reqs;
+  int nreqs;
+  void *hdr;      /* the header message (owned) */
+  size_t hdr_len; /* of the header struct */
+  void *data;     /* payload (owned when free_data) */
+  size_t len;
+  bool free_data;
+  int source; /* receives: the sender */
+  void *user; /* the owner's context */
+};
+/* Start sending header (hdr_len bytes, its `len` field already set) and
+ * len payload bytes to dest.  With own_data the op frees data when done.
+ * Returns 0 and *op, or -ENOMEM, MPROC_EIO (MPI error). */
+int mproc__mpi_isend(MPI_Comm comm, int dest, int tag, const void *hdr, size_t hdr_len, void *data,
+                     size_t len, bool own_data, struct mproc__mpi_op **op);
+/* Receive a header that has arrived (per MPI_Iprobe on tag from any rank):
+ * 0 and *op with op->hdr, op->source, and when a payload follows, its pieces
+ * posted into op->data (complete once mproc__mpi_test says so); 1 when no
+ * message is waiting; -ENOMEM, MPROC_EIO. */
+int mproc__mpi_irecv(MPI_Comm comm, int tag, size_t hdr_len, struct mproc__mpi_op **op);
+/* 1 when every request of op completed, 0 if not yet, MPROC_EIO. */
+int mproc__mpi_test(struct mproc__mpi_op *op);
+/* Free op (its requests must have completed, or be cancelled first). */
+void mproc__mpi_op_free(struct mproc__mpi_op *op);
+/* Cancel and free an op whose peer is gone. */
+void mproc__mpi_op_abandon(struct mproc__mpi_op *op);
+/* Wait for op to complete, polling until deadline (absolute ms, -1 none):
+ * 0, MPROC_ETIMEDOUT, MPROC_EIO. */
+int mproc__mpi_wait_op(struct mproc__mpi_op *op, int64_t deadline);
+/* The idle step of a polling loop: a few rounds just yield, then sleep
+ * growing to 1 ms (*rounds counts idle rounds; reset it on progress). */
+void mproc__mpi_backoff(unsigned *rounds);
+
+/* ---- mpi_init.c ---------------------------------------------------------- */
+
+/* The state of this process in the job. */
+struct mproc__mpi_state {
+  bool initialised;   /* mproc_mpi_init succeeded */
+  bool we_init_mpi;   /* we called MPI_Init (and so MPI_Finalize) */
+  bool finalized;     /* mproc_mpi_finalize ran */
+  int rank, size;     /* in comm */
+  MPI_Comm comm;      /* our duplicate of MPI_COMM_WORLD */
+  int tasks_per_rank; /* options */
+  char host[64];      /* this process's host name */
+  char (*hosts)[64];  /* rank 0: every rank's host name */
+};
+extern struct mproc__mpi_state mproc__mpi;
+/* Whether this process was started by an MPI launcher (mpiexec, srun...),
+ * and its rank per the launcher's environment (-1 when unknown). */
+bool mproc__mpi_launched(int *rank);
+/* Print a fatal error and abort the whole job (never returns). */
+_Noreturn void mproc__mpi_abort(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* ---- mpi_rank.c ---------------------------------------------------------- */
+
+/* The local pool a worker rank runs its tasks in, created before MPI_Init
+ * so its first worker is never a fork of an MPI process. */
+int mproc__mpi_rank_prepare(void);
+/* Serve rank 0 until told to stop; returns the process exit status. */
+int mproc__mpi_rank_serve(void);
+/* Drop the local pool (a failed handshake). */
+void mproc__mpi_rank_discard(void);
+
+/* ---- mpi_client.c (rank 0) ------------------------------------------------ */
+
+struct mproc__mpi_job;
+/* Submit fn(arg) to a worker rank (arg is copied).  Returns 0 and *out, or
+ * MPROC_EINVAL, MPROC_ESTATE (no worker ranks), -ENOMEM. */
+int mproc__mpi_submit(const struct mproc__mpi_fn *fn, const void *arg, size_t len,
+                      int64_t timeout_ms, struct mproc__mpi_job **out);
+/* Submit out[i] = fn(in[i]) for n elements (in is copied); the result is
+ * the n * out_size output bytes. */
+int mproc__mpi_submit_map(const struct mproc__mpi_fn *fn, const void *in, size_t n, size_t in_size,
+                          size_t out_size, struct mproc__mpi_job **out);
+/* Wait until the job finished: 0, MPROC_ETIMEDOUT. */
+int mproc__mpi_wait(struct mproc__mpi_job *j, int64_t timeout_ms);
+/* A finished job's outcome: 0 with *data and *len borrowed from the job, or the
+ * failure code with err filled; MPROC_ESTATE while unfinished. */
+int mproc__mpi_job_result(struct mproc__mpi_job *j, const void **data, size_t *len,
+                          struct mproc_task_error *err);
+/* Which rank ran (or runs) the job, 0 while queued on rank 0. */
+int mproc__mpi_job_rank(const struct mproc__mpi_job *j);
+/* Cancel: a queued job completes with MPROC_ECANCELLED at once, a sent one
+ * once its rank confirms.  0 or MPROC_ESTATE (finished). */
+int mproc__mpi_cancel(struct mproc__mpi_job *j);
+/* Release (an unfinished job's result is discarded when it arrives). */
+void mproc__mpi_job_free(struct mproc__mpi_job *j);
+/* Move every message along once; returns how many jobs finished. */
+int mproc__mpi_progress(void);
+/* Rank 0's finalize: stop the ranks (0, MPROC_ETIMEDOUT). */
+int mproc__mpi_client_stop(int64_t deadline);
+
+#endif /* MPROC_MPI_INTERNAL_H */

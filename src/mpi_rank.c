@@ -1,0 +1,284 @@
+/* A worker rank: receive tasks from rank 0, run each in a local supervised
+ * worker, send the results back.
+ *
+ * Design notes.  The rank process itself never runs task code: every task
+ * goes to a one-worker mproc pool made before MPI_Init, the same crash
+ * containment as on one machine.  A task that segfaults, calls exit() or
+ * overruns its timeout kills only that local worker; the pool replaces it,
+ * the task fails with the pool's code (MPROC_EWORKERDIED, MPROC_ETIMEDOUT)
+ * and a message naming this rank and host, and the rank carries on.  Rank 0
+ * keeps a few tasks in flight per rank, so the local pool's queue already
+ * holds the next task when one finishes.
+ *
+ * One loop, one thread (MPI_THREAD_FUNNELED): take in headers and their
+ * payloads (task, control), hand complete tasks to the pool, turn finished
+ * futures into result messages, retire completed sends.  When nothing moved
+ * it waits on its futures for up to 1 ms (a finished task wakes it at once)
+ * or backs off when it has none.
+ *
+ * Per job: arriving (payload pieces still coming) -> running (a future of
+ * the local pool) -> sending (result message in flight, the future kept
+ * until then because the message points into its result) -> freed. */
+#include "mpi_internal.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct job {
+  struct job *next;
+  uint64_t id;
+  uint32_t kind;
+  mproc_future *f; /* running: the local pool's future */
+  void *out;       /* MAP: the output elements */
+  size_t out_len;
+  struct mproc__mpi_op *op; /* arriving: the task; sending: the result */
+  struct mproc__mpi_result res;
+};
+
+static mproc_pool *g_pool;
+static struct job *g_arriving, *g_running, *g_sending;
+
+int mproc__mpi_rank_prepare(void) {
+  struct mproc_pool_options po = {.workers = 1};
+  return mproc_pool_new(&g_pool, &po);
+}
+
+void mproc__mpi_rank_discard(void) {
+  if (g_pool)
+    mproc_pool_free(g_pool);
+  g_pool = NULL;
+}
+
+static void job_free(struct job *j) {
+  if (j->f)
+    mproc_future_free(j->f);
+  mproc__mpi_op_free(j->op);
+  free(j->out);
+  free(j);
+}
+
+static void push(struct job **list, struct job *j) {
+  j->next = *list;
+  *list = j;
+}
+
+/* Fail a job that never reached the pool: it goes straight to sending. */
+static void fail_early(struct job *j, int code, const char *why) {
+  memset(&j->res, 0, sizeof j->res);
+  j->res.id = j->id;
+  j->res.code = code;
+  j->res.exit_status = -1;
+  snprintf(j->res.message, sizeof j->res.message, "rank %d on %.50s: %.130s", mproc__mpi.rank,
+           mproc__mpi.host, why);
+}
+
+static void send_result(struct job *j, void *data, size_t len) {
+  j->res.len = len;
+  mproc__mpi_op_free(j->op);
+  j->op = NULL;
+  if (mproc__mpi_isend(mproc__mpi.comm, 0, MPROC__MPI_TAG_RESULT, &j->res, sizeof j->res, data, len,
+                       false, &j->op) != 0)
+    mproc__mpi_abort("cannot send a result to rank 0");
+  push(&g_sending, j);
+}
+
+/* A task whose payload is complete: resolve its function and start it. */
+static void start(struct job *j) {
+  const struct mproc__mpi_task *t = j->op->hdr;
+  char why[160];
+  void (*fn)(void) = mproc__mpi_fn_resolve(&t->fn, why, sizeof why);
+  int rc = 0;
+  if (!fn) {
+    fail_early(j, MPROC_ENOENT, why);
+  } else if (t->kind == MPROC__MPI_CALL && t->fn.type == MPROC__MPI_FN_TASK) {
+    struct mproc_submit_options so = {.timeout_ms = t->timeout_ms, .retries = 0};
+    rc = mproc_pool_submit_ex(g_pool, (mproc_task_fn)fn, j->op->data, j->op->len, &so, &j->f);
+  } else if (t->kind == MPROC__MPI_MAP && t->fn.type == MPROC__MPI_FN_MAP &&
+             t->count * t->in_size == j->op->len) {
+    j->out_len = (size_t)(t->count * t->out_size);
+    j->out = malloc(j->out_len ? j->out_len : 1);
+    rc = j->out ? mproc_pool_map_async(g_pool, (mproc_map_fn)fn, j->op->data, (size_t)t->count,
+                                       (size_t)t->in_size, j->out, (size_t)t->out_size, NULL, &j->f)
+                : -ENOMEM;
+  } else {
+    fail_early(j, MPROC_EINVAL, "malformed task message");
+  }
+  if (rc) {
+    char msg[120];
+    snprintf(msg, sizeof msg, "could not start the task: %s", mproc_strerror(rc));
+    fail_early(j, rc, msg);
+  }
+  if (j->f) {
+    mproc__mpi_op_free(j->op); /* the pool copied the argument */
+    j->op = NULL;
+    push(&g_running, j);
+  } else {
+    send_result(j, NULL, 0);
+  }
+}
+
+/* A finished future becomes a result message. */
+static void finish(struct job *j) {
+  memset(&j->res, 0, sizeof j->res);
+  j->res.id = j->id;
+  const void *data = NULL;
+  size_t len = 0;
+  int rc = mproc_future_result(j->f, &data, &len, 0);
+  if (rc == 0) {
+    if (j->kind == MPROC__MPI_MAP) {
+      data = j->out;
+      len = j->out_len;
+    }
+    send_result(j, (void *)data, len);
+    return;
+  }
+  struct mproc_task_error err;
+  if (mproc_future_error(j->f, &err) != 0) {
+    memset(&err, 0, sizeof err);
+    err.code = rc;
+    err.exit_status = -1;
+  }
+  j->res.code = err.code;
+  j->res.task_code = err.task_code;
+  j->res.signo = err.signo;
+  j->res.exit_status = err.exit_status;
+  j->res.pid = err.pid;
+  j->res.index = err.index;
+  /* The pool's own failures (the worker died, a timeout) say where they
+   * happened; a task's message is the task's. */
+  if (err.code == MPROC_ETASK)
+    memcpy(j->res.message, err.message, sizeof j->res.message);
+  else
+    snprintf(j->res.message, sizeof j->res.message, "rank %d on %.50s: %.130s", mproc__mpi.rank,
+             mproc__mpi.host, err.message);
+  send_result(j, NULL, 0);
+}
+
+enum { STAGE_ARRIVING, STAGE_RUNNING, STAGE_SENDING };
+
+/* Whether job j is through its stage: its payload arrived, its future
+ * finished, or its result was sent. */
+static bool stage_done(struct job *j, int stage) {
+  if (stage == STAGE_RUNNING)
+    return mproc_future_done(j->f);
+  int rc = mproc__mpi_test(j->op);
+  if (rc < 0)
+    mproc__mpi_abort("lost contact with rank 0 while %s",
+                     stage == STAGE_ARRIVING ? "receiving a task" : "sending a result");
+  return rc == 1;
+}
+
+/* Move every job of a stage's list that is through it on to the next
+ * stage; returns whether any moved. */
+static bool advance(struct job **list, int stage) {
+  bool moved = false;
+  for (struct job **pp = list; *pp;) {
+    struct job *j = *pp;
+    if (!stage_done(j, stage)) {
+      pp = &j->next;
+      continue;
+    }
+    *pp = j->next;
+    moved = true;
+    if (stage == STAGE_ARRIVING)
+      start(j);
+    else if (stage == STAGE_RUNNING)
+      finish(j);
+    else
+      job_free(j);
+  }
+  return moved;
+}
+
+/* One pass over everything; returns whether anything moved, and sets
+ * *stop when rank 0 asked this rank to stop. */
+static bool pass(bool *stop) {
+  bool moved = false;
+  struct mproc__mpi_op *op;
+  int rc;
+  while ((rc = mproc__mpi_irecv(mproc__mpi.comm, MPROC__MPI_TAG_TASK,
+                                sizeof(struct mproc__mpi_task), &op)) == 0) {
+    struct job *j = calloc(1, sizeof *j);
+    if (!j)
+      mproc__mpi_abort("out of memory");
+    const struct mproc__mpi_task *t = op->hdr;
+    j->id = t->id;
+    j->kind = t->kind;
+    j->op = op;
+    push(&g_arriving, j);
+    moved = true;
+  }
+  if (rc < 0)
+    mproc__mpi_abort("lost contact with rank 0 (%s)", mproc_strerror(rc));
+  while ((rc = mproc__mpi_irecv(mproc__mpi.comm, MPROC__MPI_TAG_CTRL,
+                                sizeof(struct mproc__mpi_ctrl), &op)) == 0) {
+    const struct mproc__mpi_ctrl *c = op->hdr;
+    if (c->what == MPROC__MPI_STOP) {
+      *stop = true;
+    } else if (c->what == MPROC__MPI_CANCEL) {
+      for (struct job *j = g_running; j; j = j->next)
+        if (j->id == c->id)
+          mproc_future_cancel(j->f);
+    }
+    mproc__mpi_op_free(op);
+    moved = true;
+  }
+  if (rc < 0)
+    mproc__mpi_abort("lost contact with rank 0 (%s)", mproc_strerror(rc));
+  moved |= advance(&g_arriving, STAGE_ARRIVING);
+  moved |= advance(&g_running, STAGE_RUNNING);
+  moved |= advance(&g_sending, STAGE_SENDING);
+  return moved;
+}
+
+/* Idle: wait for a running task to finish (wakes at once when one does),
+ * for at most 1 ms so new messages are seen soon; with no task running,
+ * back off. */
+static void idle(unsigned *rounds) {
+  mproc_future *fs[64];
+  size_t n = 0;
+  for (struct job *j = g_running; j && n < 64; j = j->next)
+    fs[n++] = j->f;
+  if (n && *rounds >= 64) {
+    mproc_futures_wait(fs, n, MPROC_FIRST_COMPLETED, 1);
+    return;
+  }
+  mproc__mpi_backoff(rounds);
+}
+
+int mproc__mpi_rank_serve(void) {
+  bool stop = false;
+  unsigned rounds = 0;
+  while (!stop) {
+    if (pass(&stop))
+      rounds = 0;
+    else
+      idle(&rounds);
+  }
+  /* Rank 0 is done: whatever still runs is of no interest to anyone. */
+  mproc_pool_terminate(g_pool);
+  int64_t deadline = mproc_now_ms() + 10000;
+  struct job **lists[] = {&g_arriving, &g_running, &g_sending};
+  for (size_t i = 0; i < sizeof lists / sizeof lists[0]; i++) {
+    while (*lists[i]) {
+      struct job *j = *lists[i];
+      *lists[i] = j->next;
+      if (j->op && mproc__mpi_wait_op(j->op, deadline) != 0) {
+        mproc__mpi_op_abandon(j->op);
+        j->op = NULL;
+      }
+      job_free(j);
+    }
+  }
+  struct mproc__mpi_ctrl c = {.what = MPROC__MPI_STOPPED};
+  struct mproc__mpi_op *op;
+  if (mproc__mpi_isend(mproc__mpi.comm, 0, MPROC__MPI_TAG_CTRL, &c, sizeof c, NULL, 0, false,
+                       &op) == 0) {
+    if (mproc__mpi_wait_op(op, deadline) != 0)
+      mproc__mpi_op_abandon(op);
+    else
+      mproc__mpi_op_free(op);
+  }
+  return 0;
+}

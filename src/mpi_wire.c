@@ -1,0 +1,211 @@
+/* Messages between ranks: a fixed header, then a payload of any size.
+ *
+ * Design notes.  Every message starts with a header struct whose first two
+ * fields are a job id and the payload length.  A payload up to
+ * MPROC__MPI_INLINE bytes travels in the same MPI message as its header (one
+ * message per tiny task, the common case).  A larger one follows as pieces
+ * of at most mproc__mpi_piece bytes on MPROC__MPI_TAG_DATA, so no MPI count
+ * (an int) ever exceeds INT_MAX: GiB arguments and results are fine.  MPI
+ * matches messages of one sender, tag and communicator in the order they
+ * were started, so the receiver posts the pieces' receives right after the
+ * header, from that sender, and they pair up with the right header even
+ * when several large messages are in flight.
+ *
+ * Everything is non-blocking (MPI_Isend / MPI_Irecv, tested with
+ * MPI_Test*): a waiting caller polls with its own deadline instead of
+ * disappearing into a blocking MPI call.  MPI gives no fd to sleep on, so
+ * idle loops back off (mproc__mpi_backoff): a few yields, then sleeps growing
+ * to 1 ms; a loop that made progress resets its backoff and never sleeps. */
+#include "mpi_internal.h"
+
+#include <limits.h>
+#include <sched.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+size_t mproc__mpi_piece = (size_t)64 << 20;
+
+size_t mproc__mpi_pieces(size_t len, size_t piece) {
+  if (len <= MPROC__MPI_INLINE)
+    return 0;
+  if (piece == 0 || piece > INT_MAX)
+    piece = INT_MAX;
+  return len / piece + (len % piece != 0);
+}
+
+static size_t piece_size(void) {
+  size_t p = mproc__mpi_piece;
+  return p == 0 || p > INT_MAX ? INT_MAX : p;
+}
+
+/* The payload length a header announces (its second field). */
+static uint64_t hdr_len_field(const void *hdr) {
+  uint64_t len;
+  memcpy(&len, (const char *)hdr + sizeof(uint64_t), sizeof len);
+  return len;
+}
+
+static struct mproc__mpi_op *op_new(size_t hdr_len, size_t nreqs) {
+  struct mproc__mpi_op *op = calloc(1, sizeof *op);
+  if (!op)
+    return NULL;
+  op->reqs = malloc(nreqs * sizeof *op->reqs);
+  op->hdr = malloc(hdr_len + MPROC__MPI_INLINE);
+  if (!op->reqs || !op->hdr) {
+    free(op->reqs);
+    free(op->hdr);
+    free(op);
+    return NULL;
+  }
+  for (size_t i = 0; i < nreqs; i++)
+    op->reqs[i] = MPI_REQUEST_NULL;
+  op->hdr_len = hdr_len;
+  op->source = -1;
+  return op;
+}
+
+void mproc__mpi_op_free(struct mproc__mpi_op *op) {
+  if (!op)
+    return;
+  if (op->free_data)
+    free(op->data);
+  free(op->reqs);
+  free(op->hdr);
+  free(op);
+}
+
+void mproc__mpi_op_abandon(struct mproc__mpi_op *op) {
+  if (!op)
+    return;
+  for (int i = 0; i < op->nreqs; i++) {
+    if (op->reqs[i] != MPI_REQUEST_NULL) {
+      MPI_Cancel(&op->reqs[i]);
+      MPI_Request_free(&op->reqs[i]);
+    }
+  }
+  mproc__mpi_op_free(op);
+}
+
+int mproc__mpi_isend(MPI_Comm comm, int dest, int tag, const void *hdr, size_t hdr_len, void *data,
+                     size_t len, bool own_data, struct mproc__mpi_op **out) {
+  size_t np = mproc__mpi_pieces(len, piece_size());
+  struct mproc__mpi_op *op = op_new(hdr_len, 1 + np);
+  if (!op)
+    return -ENOMEM;
+  memcpy(op->hdr, hdr, hdr_len);
+  size_t first = hdr_len;
+  if (np == 0 && len) {
+    memcpy((char *)op->hdr + hdr_len, data, len);
+    first += len;
+  }
+  op->data = data;
+  op->len = len;
+  op->free_data = own_data;
+  op->nreqs = (int)(1 + np);
+  int rc = MPI_Isend(op->hdr, (int)first, MPI_BYTE, dest, tag, comm, &op->reqs[0]);
+  size_t piece = piece_size();
+  for (size_t i = 0; rc == MPI_SUCCESS && i < np; i++) {
+    size_t off = i * piece, n = len - off < piece ? len - off : piece;
+    rc = MPI_Isend((char *)data + off, (int)n, MPI_BYTE, dest, MPROC__MPI_TAG_DATA, comm,
+                   &op->reqs[1 + i]);
+  }
+  if (rc != MPI_SUCCESS) {
+    mproc__mpi_op_abandon(op);
+    return MPROC_EIO;
+  }
+  *out = op;
+  return 0;
+}
+
+int mproc__mpi_irecv(MPI_Comm comm, int tag, size_t hdr_len, struct mproc__mpi_op **out) {
+  int flag = 0;
+  MPI_Status st;
+  if (MPI_Iprobe(MPI_ANY_SOURCE, tag, comm, &flag, &st) != MPI_SUCCESS)
+    return MPROC_EIO;
+  if (!flag)
+    return 1;
+  int count = 0;
+  MPI_Get_count(&st, MPI_BYTE, &count);
+  if (count < (int)hdr_len || count > (int)(hdr_len + MPROC__MPI_INLINE))
+    return MPROC_EIO; /* not one of our headers */
+  /* The pieces' count is known only after the header is in: reserve the
+   * first request now, grow the array below. */
+  struct mproc__mpi_op *op = op_new(hdr_len, 1);
+  if (!op)
+    return -ENOMEM;
+  op->source = st.MPI_SOURCE;
+  if (MPI_Recv(op->hdr, count, MPI_BYTE, st.MPI_SOURCE, tag, comm, MPI_STATUS_IGNORE) !=
+      MPI_SUCCESS) {
+    mproc__mpi_op_free(op);
+    return MPROC_EIO;
+  }
+  uint64_t len = hdr_len_field(op->hdr);
+  op->len = (size_t)len;
+  op->nreqs = 0;
+  size_t np = mproc__mpi_pieces(op->len, piece_size());
+  if ((np == 0 && (size_t)count != hdr_len + op->len) || (np && (size_t)count != hdr_len)) {
+    mproc__mpi_op_free(op);
+    return MPROC_EIO;
+  }
+  if (op->len) {
+    op->data = malloc(op->len);
+    op->free_data = true;
+    MPI_Request *r = np ? realloc(op->reqs, np * sizeof *r) : op->reqs;
+    if (!op->data || !r) {
+      /* The pieces are on their way and must still be taken off the wire
+       * for the next header to pair up; without memory the job cannot go
+       * on: the caller aborts. */
+      mproc__mpi_op_free(op);
+      return -ENOMEM;
+    }
+    op->reqs = r;
+    if (np == 0)
+      memcpy(op->data, (char *)op->hdr + hdr_len, op->len);
+  }
+  size_t piece = piece_size();
+  for (size_t i = 0; i < np; i++) {
+    size_t off = i * piece, n = op->len - off < piece ? op->len - off : piece;
+    if (MPI_Irecv((char *)op->data + off, (int)n, MPI_BYTE, op->source, MPROC__MPI_TAG_DATA, comm,
+                  &op->reqs[i]) != MPI_SUCCESS) {
+      op->nreqs = (int)i;
+      mproc__mpi_op_abandon(op);
+      return MPROC_EIO;
+    }
+    op->nreqs = (int)i + 1;
+  }
+  *out = op;
+  return 0;
+}
+
+int mproc__mpi_test(struct mproc__mpi_op *op) {
+  if (op->nreqs == 0)
+    return 1;
+  int flag = 0;
+  if (MPI_Testall(op->nreqs, op->reqs, &flag, MPI_STATUSES_IGNORE) != MPI_SUCCESS)
+    return MPROC_EIO;
+  return flag ? 1 : 0;
+}
+
+void mproc__mpi_backoff(unsigned *rounds) {
+  unsigned r = (*rounds)++;
+  if (r < 64) {
+    sched_yield();
+    return;
+  }
+  long us = 16L << ((r - 64) / 16 < 6 ? (r - 64) / 16 : 6); /* 16 us .. 1 ms */
+  struct timespec ts = {0, us * 1000};
+  nanosleep(&ts, NULL);
+}
+
+int mproc__mpi_wait_op(struct mproc__mpi_op *op, int64_t deadline) {
+  unsigned rounds = 0;
+  for (;;) {
+    int rc = mproc__mpi_test(op);
+    if (rc != 0)
+      return rc < 0 ? rc : 0;
+    if (deadline >= 0 && mproc_now_ms() >= deadline)
+      return MPROC_ETIMEDOUT;
+    mproc__mpi_backoff(&rounds);
+  }
+}

@@ -1,0 +1,512 @@
+/* The MPI backend's cases, one per run: `mpi-cases CASE`, launched by
+ * run-case.sh under `mpiexec --oversubscribe -n 3` (or without mpiexec for
+ * the one-binary fallback).  Every rank runs this same program; rank 0 runs
+ * the case and prints "PASS CASE" when every check held, worker ranks serve
+ * from mproc_mpi_init.  A failed check prints both values and exits 1.
+ *
+ * Built twice: mpi-cases-other is the same source with another build-id,
+ * for the startup check that every rank runs the same program. */
+#include "mpi_internal.h"
+
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#ifdef MPROC_TEST_OTHER_BUILD
+const char mproc_test_variant[] = "other build";
+#else
+const char mproc_test_variant[] = "main build";
+#endif
+
+#define CHECK(cond, ...)                                                                           \
+  do {                                                                                             \
+    if (!(cond)) {                                                                                 \
+      fprintf(stderr, "FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond);                              \
+      fprintf(stderr, __VA_ARGS__);                                                                \
+      fprintf(stderr, "\n");                                                                       \
+      exit(1);                                                                                     \
+    }                                                                                              \
+  } while (0)
+#define CHECK_ERR(call, want)                                                                      \
+  do {                                                                                             \
+    int r_ = (call), w_ = (want);                                                                  \
+    CHECK(r_ == w_, "got %d (%s), want %d (%s)", r_, mproc_err_name(r_), w_, mproc_err_name(w_));  \
+  } while (0)
+
+static int64_t scaled(int64_t ms) {
+  const char *s = getenv("MPROC_TEST_TIMEOUT_SCALE");
+  double k = s ? atof(s) : 1.0;
+  return (int64_t)(ms * (k > 1 ? k : 1));
+}
+
+/* ---- task and map functions ------------------------------------------------ */
+
+static int square_task(const void *arg, size_t len, mproc_task_ctx *ctx) {
+  if (len != sizeof(int64_t))
+    return mproc_task_fail(ctx, 7, "bad length %zu", len);
+  int64_t v;
+  memcpy(&v, arg, sizeof v);
+  v *= v;
+  return mproc_task_return(ctx, &v, sizeof v);
+}
+
+/* Returns the sum of its bytes and a copy with every byte incremented. */
+static int echo_task(const void *arg, size_t len, mproc_task_ctx *ctx) {
+  unsigned char *out = mproc_task_result_buf(ctx, len);
+  if (len && !out)
+    return mproc_task_fail(ctx, 1, "no result buffer");
+  const unsigned char *in = arg;
+  for (size_t i = 0; i < len; i++)
+    out[i] = (unsigned char)(in[i] + 1);
+  return 0;
+}
+
+/* The length and first, middle and last bytes of its argument. */
+static int probe_task(const void *arg, size_t len, mproc_task_ctx *ctx) {
+  const unsigned char *in = arg;
+  uint64_t r[4] = {len, len ? in[0] : 0, len ? in[len / 2] : 0, len ? in[len - 1] : 0};
+  return mproc_task_return(ctx, r, sizeof r);
+}
+
+static int segv_task(const void *arg, size_t len, mproc_task_ctx *ctx) {
+  (void)arg, (void)len, (void)ctx;
+  raise(SIGSEGV);
+  return 0;
+}
+
+static int exit_task(const void *arg, size_t len, mproc_task_ctx *ctx) {
+  (void)arg, (void)len, (void)ctx;
+  exit(3);
+}
+
+static int sleep_task(const void *arg, size_t len, mproc_task_ctx *ctx) {
+  (void)arg, (void)len, (void)ctx;
+  for (;;)
+    pause();
+  return 0;
+}
+
+/* Kills the rank process itself (the local worker's parent). */
+static int kill_rank_task(const void *arg, size_t len, mproc_task_ctx *ctx) {
+  (void)arg, (void)len, (void)ctx;
+  kill(getppid(), SIGKILL);
+  for (;;)
+    pause();
+  return 0;
+}
+
+static int fail_task(const void *arg, size_t len, mproc_task_ctx *ctx) {
+  (void)arg, (void)len;
+  return mproc_task_fail(ctx, 42, "the task's own failure");
+}
+
+static int triple(const void *in, void *out) {
+  int32_t v;
+  memcpy(&v, in, sizeof v);
+  if (v == -1)
+    return 5;
+  int64_t r = 3 * (int64_t)v;
+  memcpy(out, &r, sizeof r);
+  return 0;
+}
+
+static int only_on_rank0(const void *arg, size_t len, mproc_task_ctx *ctx) {
+  (void)arg, (void)len, (void)ctx;
+  return 0;
+}
+
+/* ---- helpers ------------------------------------------------------------------ */
+
+static struct mproc__mpi_fn ref_of(mproc_task_fn fn) {
+  struct mproc__mpi_fn r;
+  CHECK_ERR(mproc__mpi_fn_of(&r, MPROC__MPI_FN_TASK, (void (*)(void))fn), 0);
+  return r;
+}
+
+static struct mproc__mpi_job *submit(mproc_task_fn fn, const void *arg, size_t len,
+                                     int64_t timeout_ms) {
+  struct mproc__mpi_fn r = ref_of(fn);
+  struct mproc__mpi_job *j;
+  CHECK_ERR(mproc__mpi_submit(&r, arg, len, timeout_ms, &j), 0);
+  return j;
+}
+
+/* Wait for j and return its code, with err filled. */
+static int outcome(struct mproc__mpi_job *j, struct mproc_task_error *err) {
+  CHECK_ERR(mproc__mpi_wait(j, scaled(60000)), 0);
+  return mproc__mpi_job_result(j, NULL, NULL, err);
+}
+
+static int64_t squared_on_ranks(int64_t v) {
+  struct mproc__mpi_job *j = submit(square_task, &v, sizeof v, 0);
+  const void *data;
+  size_t len;
+  struct mproc_task_error err;
+  CHECK_ERR(mproc__mpi_wait(j, scaled(60000)), 0);
+  int rc = mproc__mpi_job_result(j, &data, &len, &err);
+  CHECK(rc == 0, "square failed: %s: %s", mproc_err_name(rc), err.message);
+  CHECK(len == sizeof(int64_t), "len %zu", len);
+  int64_t r;
+  memcpy(&r, data, sizeof r);
+  mproc__mpi_job_free(j);
+  return r;
+}
+
+/* Every worker rank still serves: one task per rank, each answered. */
+static void ranks_still_serve(void) {
+  int n = mproc_mpi_worker_ranks();
+  struct mproc__mpi_job *js[16];
+  bool seen[16] = {false};
+  for (int i = 0; i < 2 * n; i++) {
+    int64_t v = i;
+    js[i] = submit(square_task, &v, sizeof v, 0);
+  }
+  for (int i = 0; i < 2 * n; i++) {
+    struct mproc_task_error err;
+    int rc = outcome(js[i], &err);
+    CHECK(rc == 0, "task %d: %s %s", i, mproc_err_name(rc), err.message);
+    seen[mproc__mpi_job_rank(js[i])] = true;
+    mproc__mpi_job_free(js[i]);
+  }
+  for (int r = 1; r <= n; r++)
+    CHECK(seen[r], "rank %d ran nothing", r);
+}
+
+static void expect_rank_and_host(const struct mproc_task_error *err, int rank) {
+  char want[100];
+  snprintf(want, sizeof want, "rank %d on %s: ", rank, mproc__mpi.hosts[rank]);
+  CHECK(strncmp(err->message, want, strlen(want)) == 0, "message '%s' lacks '%s'", err->message,
+        want);
+}
+
+/* ---- the cases ------------------------------------------------------------------ */
+
+static void case_basic(void) {
+  CHECK(mproc_mpi_worker_ranks() == 2, "worker ranks %d", mproc_mpi_worker_ranks());
+  CHECK(mproc_mpi_rank() == 0, "rank %d", mproc_mpi_rank());
+  /* By address (object + offset) and by registered name. */
+  CHECK(squared_on_ranks(12) == 144, "square");
+  struct mproc__mpi_fn named;
+  CHECK_ERR(mproc__mpi_fn_named(&named, MPROC__MPI_FN_TASK, "square"), 0);
+  CHECK(named.kind == MPROC__MPI_FN_NAMED, "kind %u", named.kind);
+  int64_t v = 9;
+  struct mproc__mpi_job *j;
+  CHECK_ERR(mproc__mpi_submit(&named, &v, sizeof v, 0, &j), 0);
+  const void *data;
+  size_t len;
+  CHECK_ERR(mproc__mpi_wait(j, scaled(60000)), 0);
+  CHECK_ERR(mproc__mpi_job_result(j, &data, &len, NULL), 0);
+  CHECK(len == 8 && *(const int64_t *)data == 81, "named square");
+  mproc__mpi_job_free(j);
+  /* Many at once, over both ranks, in any order. */
+  struct mproc__mpi_job *js[200];
+  for (int i = 0; i < 200; i++) {
+    v = i;
+    js[i] = submit(square_task, &v, sizeof v, 0);
+  }
+  int per_rank[3] = {0};
+  for (int i = 199; i >= 0; i--) {
+    CHECK_ERR(mproc__mpi_wait(js[i], scaled(60000)), 0);
+    CHECK_ERR(mproc__mpi_job_result(js[i], &data, &len, NULL), 0);
+    CHECK(*(const int64_t *)data == (int64_t)i * i, "item %d", i);
+    per_rank[mproc__mpi_job_rank(js[i])]++;
+    mproc__mpi_job_free(js[i]);
+  }
+  CHECK(per_rank[1] > 0 && per_rank[2] > 0, "spread %d/%d", per_rank[1], per_rank[2]);
+  /* A task's own failure comes back as it is. */
+  struct mproc_task_error err;
+  j = submit(fail_task, NULL, 0, 0);
+  CHECK_ERR(outcome(j, &err), MPROC_ETASK);
+  CHECK(err.task_code == 42 && strcmp(err.message, "the task's own failure") == 0, "%d %s",
+        err.task_code, err.message);
+  mproc__mpi_job_free(j);
+  /* A map chunk: elements in, elements out; a failing element named. */
+  int32_t in[1000];
+  for (int i = 0; i < 1000; i++)
+    in[i] = i;
+  struct mproc__mpi_fn mf;
+  CHECK_ERR(mproc__mpi_fn_of(&mf, MPROC__MPI_FN_MAP, (void (*)(void))triple), 0);
+  CHECK_ERR(mproc__mpi_submit_map(&mf, in, 1000, sizeof in[0], sizeof(int64_t), &j), 0);
+  CHECK_ERR(mproc__mpi_wait(j, scaled(60000)), 0);
+  CHECK_ERR(mproc__mpi_job_result(j, &data, &len, NULL), 0);
+  CHECK(len == 1000 * sizeof(int64_t), "map len %zu", len);
+  for (int i = 0; i < 1000; i++)
+    CHECK(((const int64_t *)data)[i] == 3 * i, "map item %d", i);
+  mproc__mpi_job_free(j);
+  in[617] = -1;
+  CHECK_ERR(mproc__mpi_submit_map(&mf, in, 1000, sizeof in[0], sizeof(int64_t), &j), 0);
+  CHECK_ERR(outcome(j, &err), MPROC_ETASK);
+  CHECK(err.index == 617 && err.task_code == 5, "index %zu code %d", err.index, err.task_code);
+  mproc__mpi_job_free(j);
+  /* Freed before it finished: its result is dropped when it arrives. */
+  v = 3;
+  mproc__mpi_job_free(submit(square_task, &v, sizeof v, 0));
+  CHECK(squared_on_ranks(5) == 25, "after a freed job");
+}
+
+/* Payloads larger than a piece travel in pieces (the piece size is lowered
+ * on every rank before init, see main). */
+static void case_large(void) {
+  size_t n = (size_t)3 << 20; /* 3 MiB = 768 pieces of 4 KiB */
+  unsigned char *buf = malloc(n);
+  CHECK(buf, "malloc");
+  for (size_t i = 0; i < n; i++)
+    buf[i] = (unsigned char)(i * 7);
+  struct mproc__mpi_job *a = submit(echo_task, buf, n, 0);
+  struct mproc__mpi_job *b = submit(echo_task, buf, n / 2 + 1, 0);
+  const void *data;
+  size_t len;
+  for (int k = 0; k < 2; k++) {
+    struct mproc__mpi_job *j = k ? b : a;
+    size_t want = k ? n / 2 + 1 : n;
+    CHECK_ERR(mproc__mpi_wait(j, scaled(60000)), 0);
+    CHECK_ERR(mproc__mpi_job_result(j, &data, &len, NULL), 0);
+    CHECK(len == want, "len %zu want %zu", len, want);
+    for (size_t i = 0; i < len; i++)
+      CHECK(((const unsigned char *)data)[i] == (unsigned char)(buf[i] + 1), "byte %zu", i);
+    mproc__mpi_job_free(j);
+  }
+  free(buf);
+  CHECK(mproc__mpi_pieces(n, 4096) == 768, "pieces");
+  CHECK(mproc__mpi_pieces((size_t)5 << 30, (size_t)64 << 20) == 80, "pieces of 5 GiB");
+  CHECK(mproc__mpi_pieces(MPROC__MPI_INLINE, 4096) == 0, "inline");
+}
+
+/* One argument above INT_MAX bytes, with the default piece size (results
+ * take the same path back, shown by case_large; a small one here keeps the
+ * case's memory to a few GiB). */
+static void case_huge(void) {
+  size_t n = ((size_t)1 << 31) + 4099;
+  unsigned char *buf = malloc(n);
+  CHECK(buf, "malloc");
+  memset(buf, 0x5a, n);
+  buf[n / 2] = 0x33;
+  buf[n - 1] = 0x11;
+  struct mproc__mpi_job *j = submit(probe_task, buf, n, 0);
+  free(buf);
+  const void *data;
+  size_t len;
+  CHECK_ERR(mproc__mpi_wait(j, scaled(300000)), 0);
+  struct mproc_task_error err;
+  int rc = mproc__mpi_job_result(j, &data, &len, &err);
+  CHECK(rc == 0, "%s %s", mproc_err_name(rc), err.message);
+  const uint64_t *r = data;
+  CHECK(len == sizeof(uint64_t[4]) && r[0] == n && r[1] == 0x5a && r[2] == 0x33 && r[3] == 0x11,
+        "len %zu: %llu %llx %llx %llx", len, (unsigned long long)r[0], (unsigned long long)r[1],
+        (unsigned long long)r[2], (unsigned long long)r[3]);
+  mproc__mpi_job_free(j);
+}
+
+static void crash_case(mproc_task_fn fn, int want_signo, int want_status) {
+  int n = mproc_mpi_worker_ranks();
+  struct mproc__mpi_job *js[2];
+  for (int i = 0; i < n && i < 2; i++)
+    js[i] = submit(fn, NULL, 0, 0);
+  for (int i = 0; i < n && i < 2; i++) {
+    struct mproc_task_error err;
+    CHECK_ERR(outcome(js[i], &err), MPROC_EWORKERDIED);
+    CHECK(err.signo == want_signo && err.exit_status == want_status, "signo %d status %d",
+          err.signo, err.exit_status);
+    expect_rank_and_host(&err, mproc__mpi_job_rank(js[i]));
+    printf("rank %d: %s\n", mproc__mpi_job_rank(js[i]), mproc_err_name(err.code));
+    mproc__mpi_job_free(js[i]);
+  }
+  ranks_still_serve();
+}
+
+static void case_timeout(void) {
+  int64_t t0 = mproc_now_ms();
+  struct mproc__mpi_job *j = submit(sleep_task, NULL, 0, 300);
+  struct mproc_task_error err;
+  CHECK_ERR(outcome(j, &err), MPROC_ETIMEDOUT);
+  int64_t took = mproc_now_ms() - t0;
+  CHECK(took >= 300 && took < scaled(30000), "took %lld ms", (long long)took);
+  expect_rank_and_host(&err, mproc__mpi_job_rank(j));
+  mproc__mpi_job_free(j);
+  /* Cancel a running task: its local worker is killed, the rank goes on. */
+  j = submit(sleep_task, NULL, 0, 0);
+  struct mproc__mpi_job *probe = submit(square_task, &(int64_t){4}, sizeof(int64_t), 0);
+  CHECK_ERR(mproc__mpi_wait(probe, scaled(60000)), 0); /* j has surely reached its rank */
+  mproc__mpi_job_free(probe);
+  CHECK_ERR(mproc__mpi_cancel(j), 0);
+  CHECK_ERR(outcome(j, &err), MPROC_ECANCELLED);
+  CHECK_ERR(mproc__mpi_cancel(j), MPROC_ESTATE);
+  mproc__mpi_job_free(j);
+  ranks_still_serve();
+}
+
+static void case_unresolvable(void) {
+  struct mproc__mpi_fn r;
+  /* A name nobody registered: refused on rank 0 already. */
+  CHECK_ERR(mproc__mpi_fn_named(&r, MPROC__MPI_FN_TASK, "no-such-function"), MPROC_ENOENT);
+  /* A name registered on rank 0 only. */
+  CHECK_ERR(mproc__mpi_fn_named(&r, MPROC__MPI_FN_TASK, "rank0-only"), 0);
+  struct mproc__mpi_job *j;
+  CHECK_ERR(mproc__mpi_submit(&r, NULL, 0, 0, &j), 0);
+  struct mproc_task_error err;
+  CHECK_ERR(outcome(j, &err), MPROC_ENOENT);
+  CHECK(strstr(err.message, "task function 'rank0-only' is not registered on this rank"), "%s",
+        err.message);
+  expect_rank_and_host(&err, mproc__mpi_job_rank(j));
+  mproc__mpi_job_free(j);
+  /* An object no rank has loaded (fail_task is not registered, so it
+   * travels as object + offset). */
+  r = ref_of(fail_task);
+  CHECK(r.kind == MPROC__MPI_FN_OFFSET, "kind %u", r.kind);
+  r.build_id[0] ^= 0xff;
+  CHECK_ERR(mproc__mpi_submit(&r, NULL, 0, 0, &j), 0);
+  CHECK_ERR(outcome(j, &err), MPROC_ENOENT);
+  CHECK(strstr(err.message, "no object with build-id"), "%s", err.message);
+  mproc__mpi_job_free(j);
+  /* The right object, an offset outside its code. */
+  r = ref_of(fail_task);
+  r.offset = (uint64_t)1 << 40;
+  CHECK_ERR(mproc__mpi_submit(&r, NULL, 0, 0, &j), 0);
+  CHECK_ERR(outcome(j, &err), MPROC_ENOENT);
+  CHECK(strstr(err.message, "is not in its code"), "%s", err.message);
+  mproc__mpi_job_free(j);
+  /* A task reference used for a map, and the reverse. */
+  r = ref_of(square_task);
+  CHECK_ERR(mproc__mpi_submit_map(&r, "abcd", 1, 4, 4, &j), MPROC_EINVAL);
+  ranks_still_serve();
+}
+
+static void case_killrank(void) {
+  /* Ends the whole job: mpiexec exits non-zero (run-case.sh checks how
+   * fast).  Nothing after the wait may run. */
+  struct mproc__mpi_job *j = submit(kill_rank_task, NULL, 0, 0);
+  struct mproc_task_error err;
+  int rc = outcome(j, &err);
+  printf("UNEXPECTED: the job went on (%s)\n", mproc_err_name(rc));
+  exit(1);
+}
+
+/* Runs until mpiexec is interrupted (run-case.sh sends SIGINT). */
+static void case_sigint(void) {
+  struct mproc__mpi_job *j = submit(sleep_task, NULL, 0, 0);
+  printf("RUNNING\n");
+  fflush(stdout);
+  mproc__mpi_wait(j, scaled(120000));
+  printf("UNEXPECTED: still running\n");
+  exit(1);
+}
+
+/* Not under mpiexec: no worker ranks; the program runs with local workers. */
+static void case_fallback(void) {
+  CHECK(mproc_mpi_worker_ranks() == 0 && mproc_mpi_rank() == 0, "ranks %d",
+        mproc_mpi_worker_ranks());
+  struct mproc__mpi_fn r = ref_of(square_task);
+  struct mproc__mpi_job *j;
+  CHECK_ERR(mproc__mpi_submit(&r, NULL, 0, 0, &j), MPROC_ESTATE);
+  mproc_pool *pool;
+  CHECK_ERR(mproc_pool_new(&pool, &(struct mproc_pool_options){.workers = 2}), 0);
+  int64_t v = 11, *res;
+  size_t len;
+  CHECK_ERR(mproc_pool_apply(pool, square_task, &v, sizeof v, (void **)&res, &len, NULL, 10000), 0);
+  CHECK(*res == 121, "%lld", (long long)*res);
+  free(res);
+  mproc_pool_free(pool);
+  CHECK_ERR(mproc_mpi_init(NULL, NULL, NULL), MPROC_ESTATE);
+  CHECK_ERR(mproc_mpi_finalize(-2), MPROC_EINVAL);
+  CHECK_ERR(mproc_mpi_finalize(1000), 0);
+}
+
+/* Bad arguments, without MPI (before init). */
+static void case_errors(void) {
+  CHECK_ERR(mproc_mpi_register_task(NULL, square_task), MPROC_EINVAL);
+  CHECK_ERR(mproc_mpi_register_task("", square_task), MPROC_EINVAL);
+  CHECK_ERR(mproc_mpi_register_task("x", NULL), MPROC_EINVAL);
+  char longname[100];
+  memset(longname, 'a', sizeof longname - 1);
+  longname[99] = '\0';
+  CHECK_ERR(mproc_mpi_register_task(longname, square_task), MPROC_EINVAL);
+  CHECK_ERR(mproc_mpi_register_task("square", square_task), 0);
+  CHECK_ERR(mproc_mpi_register_task("square", echo_task), MPROC_EEXIST);
+  CHECK_ERR(mproc_mpi_register_task("square", square_task), 0); /* again: harmless */
+  CHECK_ERR(mproc_mpi_register_map("triple", NULL), MPROC_EINVAL);
+  CHECK_ERR(mproc_mpi_register_map("square", triple), MPROC_EEXIST); /* one name, one function */
+  CHECK_ERR(mproc_mpi_register_map("triple", triple), 0);
+  CHECK_ERR(mproc_mpi_finalize(0), MPROC_ESTATE); /* before init */
+  CHECK_ERR(mproc_mpi_worker_ranks(), 0);
+  struct mproc_mpi_options bad = {.flags = 1};
+  CHECK_ERR(mproc_mpi_init(NULL, NULL, &bad), MPROC_EINVAL);
+  bad = (struct mproc_mpi_options){.tasks_per_rank = -1};
+  CHECK_ERR(mproc_mpi_init(NULL, NULL, &bad), MPROC_EINVAL);
+  bad = (struct mproc_mpi_options){.startup_timeout_ms = -5};
+  CHECK_ERR(mproc_mpi_init(NULL, NULL, &bad), MPROC_EINVAL);
+  int argc = 0;
+  CHECK_ERR(mproc_mpi_init(&argc, NULL, NULL), MPROC_EINVAL);
+  struct mproc__mpi_fn r;
+  CHECK_ERR(mproc__mpi_fn_of(&r, MPROC__MPI_FN_TASK, NULL), MPROC_EINVAL);
+  CHECK_ERR(mproc__mpi_fn_of(&r, MPROC__MPI_FN_TASK, (void (*)(void))square_task), 0);
+  CHECK(r.kind == MPROC__MPI_FN_NAMED, "a registered function travels by name");
+  CHECK_ERR(mproc__mpi_fn_of(&r, MPROC__MPI_FN_TASK, (void (*)(void))echo_task), 0);
+  CHECK(r.kind == MPROC__MPI_FN_OFFSET && r.id_len > 0, "kind %u", r.kind);
+  char why[160];
+  CHECK(mproc__mpi_fn_resolve(&r, why, sizeof why) == (void (*)(void))echo_task, "resolve");
+  /* Data is not code. */
+  CHECK_ERR(mproc__mpi_fn_of(&r, MPROC__MPI_FN_TASK, (void (*)(void))(uintptr_t)mproc_test_variant),
+            MPROC_ENOENT);
+  CHECK_ERR(mproc__mpi_submit(NULL, NULL, 0, 0, NULL), MPROC_EINVAL);
+  CHECK_ERR(mproc__mpi_wait(NULL, 0), MPROC_EINVAL);
+  CHECK_ERR(mproc__mpi_cancel(NULL), MPROC_EINVAL);
+  CHECK_ERR(mproc__mpi_job_result(NULL, NULL, NULL, NULL), MPROC_EINVAL);
+}
+
+int main(int argc, char **argv) {
+  const char *c = argc > 1 ? argv[1] : "";
+  if (strcmp(c, "errors") == 0) {
+    case_errors();
+    printf("PASS %s\n", c);
+    return 0;
+  }
+  if (mproc_mpi_register_task("square", square_task) != 0)
+    return 1;
+  int env_rank = -1;
+  mproc__mpi_launched(&env_rank);
+  if (env_rank <= 0 && mproc_mpi_register_task("rank0-only", only_on_rank0) != 0)
+    return 1;
+  if (strcmp(c, "large") == 0)
+    mproc__mpi_piece = 4096; /* on every rank: sender and receiver agree */
+  int rc = mproc_mpi_init(&argc, &argv, NULL);
+  /* Worker ranks never get here. */
+  if (strcmp(c, "mismatch") == 0) {
+    CHECK_ERR(rc, MPROC_EBROKEN);
+    CHECK(mproc_mpi_worker_ranks() == 0, "no ranks after a failed init");
+    printf("PASS %s\n", c);
+    return 0;
+  }
+  CHECK_ERR(rc, 0);
+  static const struct {
+    const char *name;
+    void (*fn)(void);
+  } cases[] = {
+      {"basic", case_basic},
+      {"large", case_large},
+      {"huge", case_huge},
+      {"timeout", case_timeout},
+      {"unresolvable", case_unresolvable},
+      {"killrank", case_killrank},
+      {"sigint", case_sigint},
+      {"fallback", case_fallback},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    if (strcmp(c, cases[i].name) == 0) {
+      cases[i].fn();
+      CHECK_ERR(mproc_mpi_finalize(scaled(30000)), 0);
+      printf("PASS %s\n", c);
+      return 0;
+    }
+  }
+  if (strcmp(c, "segv") == 0 || strcmp(c, "exit") == 0) {
+    bool segv = c[0] == 's';
+    crash_case(segv ? segv_task : exit_task, segv ? SIGSEGV : 0, segv ? -1 : 3);
+    CHECK_ERR(mproc_mpi_finalize(scaled(30000)), 0);
+    printf("PASS %s\n", c);
+    return 0;
+  }
+  fprintf(stderr, "unknown case '%s'\n", c);
+  return 2;
+}
