@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -601,6 +602,26 @@ START_TEST(test_exec_fails) {
     free(v);
     r = mproc_process_start(p);
     unsetenv("MPROC_TEST_BIG");
+    mproc_assert_err(r, MPROC_E2BIG);
+    /* A resource limit: exec refuses strings beyond a quarter of
+     * RLIMIT_STACK (never less than 128 KiB): 200 KB in two variables pass
+     * under the usual 8 MiB limit and fail under 64 KiB. */
+    v = malloc(100001);
+    ck_assert_ptr_nonnull(v);
+    memset(v, 'y', 100000);
+    v[100000] = '\0';
+    ck_assert_int_eq(setenv("MPROC_TEST_MID", v, 1), 0);
+    ck_assert_int_eq(setenv("MPROC_TEST_MID2", v, 1), 0);
+    free(v);
+    struct rlimit old, low;
+    ck_assert_int_eq(getrlimit(RLIMIT_STACK, &old), 0);
+    low = old;
+    low.rlim_cur = 64 * 1024;
+    ck_assert_int_eq(setrlimit(RLIMIT_STACK, &low), 0);
+    r = mproc_process_start(p);
+    ck_assert_int_eq(setrlimit(RLIMIT_STACK, &old), 0);
+    unsetenv("MPROC_TEST_MID");
+    unsetenv("MPROC_TEST_MID2");
     mproc_assert_err(r, MPROC_E2BIG);
     /* Nothing left behind; the object is still new and starts now. */
     ck_assert_int_eq(mproc_test_count_children(), 0);
