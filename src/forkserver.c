@@ -466,7 +466,7 @@ static void serve_one(int ctl, pid_t owner) {
   char why[1024] = "";
   if (r == 0 && (w.env_len > 0 && body[env_at + w.env_len - 1] != '\0'))
     r = MPROC_EINVAL;
-  if (r == 0)
+  if (r == 0 && w.has_fn)
     r = mproc__fnref_resolve(&w.fn, &fn, why, sizeof why);
   pid_t pid = 0;
   if (r == 0) {

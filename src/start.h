@@ -35,7 +35,7 @@ enum mproc__entry {
 
 /* What an entry gets in the child. */
 struct mproc__child_ctx {
-  mproc_function fn; /* the resolved function */
+  mproc_function fn; /* the resolved function; NULL when the request had none */
   const void *arg;   /* copy of the argument bytes (malloc-aligned), NULL if none */
   size_t len;        /* their size */
   const char *name;  /* req->name */
@@ -116,6 +116,7 @@ struct mproc__wire {
   uint32_t nfds;   /* forkserver: the caller's inheritable descriptors */
   int32_t has_cwd; /* forkserver: a descriptor of the caller's cwd follows */
   uint32_t nentry; /* descriptors for the entry: attached first */
+  uint32_t has_fn; /* fn below is a reference (else the entry gets NULL) */
   uint32_t umask;  /* forkserver: the caller's umask */
   uint8_t sigmask[sizeof(sigset_t)];
   char ident[48];

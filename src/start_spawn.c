@@ -110,9 +110,12 @@ int mproc__send_full(int fd, const void *buf, size_t len, int64_t deadline_ms) {
 
 int mproc__wire_make(const struct mproc__start_req *req, struct mproc__wire *w) {
   memset(w, 0, sizeof *w);
-  int r = mproc__fnref_make(req->fn, &w->fn);
-  if (r < 0)
-    return r;
+  if (req->fn != NULL) {
+    int r = mproc__fnref_make(req->fn, &w->fn);
+    if (r < 0)
+      return r;
+    w->has_fn = 1;
+  }
   size_t nl = strlen(req->name);
   if (nl > NAME_LEN_MAX || strlen(req->ident) >= sizeof w->ident)
     return MPROC_EINVAL;
@@ -277,8 +280,9 @@ int mproc__spawn_exec(char kind, const struct mproc__wire *w, const int *fds, si
 }
 
 int mproc__start_child(const struct mproc__start_req *req, pid_t *pid, int *pidfd) {
-  if (req == NULL || req->fn == NULL || (req->arg == NULL && req->len > 0) || req->name == NULL ||
-      req->ident == NULL || pid == NULL || pidfd == NULL || req->nfds > MPROC__START_FDS_MAX ||
+  if (req == NULL || (req->fn == NULL && req->entry == MPROC__ENTRY_PROCESS) ||
+      (req->arg == NULL && req->len > 0) || req->name == NULL || req->ident == NULL ||
+      pid == NULL || pidfd == NULL || req->nfds > MPROC__START_FDS_MAX ||
       (req->nfds > 0 && req->fds == NULL) || req->entry == 0 || req->entry >= MPROC__ENTRY_MAX)
     return MPROC_EINVAL;
   struct mproc__wire w;
@@ -345,9 +349,9 @@ static _Noreturn void spawn_child_main(int fd) {
   size_t nfds = 0;
   if (read_request(fd, &w, fds, &nfds, &name, &arg) < 0)
     _exit(127); /* the parent went away mid-request, or a foreign marker */
-  mproc_function fn;
+  mproc_function fn = NULL;
   char why[1024];
-  if (mproc__fnref_resolve(&w.fn, &fn, why, sizeof why) < 0) {
+  if (w.has_fn && mproc__fnref_resolve(&w.fn, &fn, why, sizeof why) < 0) {
     fprintf(stderr, "mproc: cannot start \"%s\": %s\n", name, why);
     char tag = 'F';
     ssize_t n = write(fd, &tag, 1);

@@ -191,7 +191,7 @@ END_TEST
 /* Writes the entry's view to its first descriptor: the function's result,
  * how many descriptors came, whether they are close-on-exec. */
 static int test_entry(const struct mproc__child_ctx *c) {
-  int v[3] = {((mproc_process_fn)c->fn)(c->arg, c->len), (int)c->nfds, 1};
+  int v[3] = {c->fn != NULL ? ((mproc_process_fn)c->fn)(c->arg, c->len) : -1, (int)c->nfds, 1};
   for (size_t i = 0; i < c->nfds; i++)
     if (!(fcntl(c->fds[i], F_GETFD) & FD_CLOEXEC))
       v[2] = 0;
@@ -233,6 +233,17 @@ START_TEST(test_entry_with_fds) {
     ck_assert_int_eq(code, 0);
     mproc__close(pidfd);
 
+    /* A request without a function: the entry gets NULL. */
+    rq.fn = NULL;
+    mproc_assert_ok(mproc__start_child(&rq, &pid, &pidfd));
+    ck_assert_int_gt(mproc__poll1(pfd[0], POLLIN, mproc__deadline(LONG_MS)), 0);
+    ck_assert_int_eq(read(pfd[0], got, sizeof got), (ssize_t)sizeof got);
+    ck_assert_int_eq(got[0], -1);
+    mproc_assert_ok(mproc__reap(pidfd, &code, mproc__deadline(LONG_MS)));
+    ck_assert_int_eq(code, 0);
+    mproc__close(pidfd);
+    rq.fn = MPROC_FUNCTION(ret_len);
+
     /* An id no constructor registered: the child says so and fails. */
     rq.entry = TEST_ENTRY - 1;
     mproc_assert_ok(mproc__start_child(&rq, &pid, &pidfd));
@@ -243,6 +254,10 @@ START_TEST(test_entry_with_fds) {
     /* Bad requests. */
     rq.entry = 0;
     mproc_assert_err(mproc__start_child(&rq, &pid, &pidfd), MPROC_EINVAL);
+    rq.entry = MPROC__ENTRY_PROCESS; /* a process always has a function */
+    rq.fn = NULL;
+    mproc_assert_err(mproc__start_child(&rq, &pid, &pidfd), MPROC_EINVAL);
+    rq.fn = MPROC_FUNCTION(ret_len);
     rq.entry = MPROC__ENTRY_MAX;
     mproc_assert_err(mproc__start_child(&rq, &pid, &pidfd), MPROC_EINVAL);
     rq.entry = TEST_ENTRY;
