@@ -139,7 +139,7 @@ static int ensure_locked(void) {
   }
   pid_t pid;
   int pidfd, ctl;
-  int r = mproc__spawn_exec('f', NULL, NULL, 0, NULL, 0, NULL, 0, &pid, &pidfd, &ctl);
+  int r = mproc__spawn_exec('f', 0, NULL, NULL, 0, NULL, 0, NULL, 0, &pid, &pidfd, &ctl);
   if (r < 0)
     return r;
   srv_owner = getpid();
@@ -302,6 +302,8 @@ int mproc__forkserver_request(const struct mproc__start_req *req, const struct m
     close(fds[nfds - 1]);
   if (r < 0)
     return r;
+  if (req->flags & MPROC__START_NEWPGRP)
+    setpgid(pid, pid); /* both sides set it, as spawn.c does: either may run first */
   int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
   if (pidfd < 0) {
     /* Our own unreaped child (CLONE_PARENT): kill and reap it by its exact
@@ -402,8 +404,15 @@ static _Noreturn void child_setup(const struct mproc__wire *w, int *got, const i
                                   char *env, struct mproc__child_ctx *c, pid_t owner) {
   if (robust_head != NULL)
     syscall(SYS_set_robust_list, robust_head, robust_len);
+  sigset_t all;
+  sigfillset(&all);
+  sigprocmask(SIG_SETMASK, &all, NULL); /* until the request's own mask */
   if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) != 0 || getppid() != owner)
     _exit(127);
+  if (w->flags & MPROC__START_NEWPGRP) {
+    setpgid(0, 0);
+    mproc__group_guard_start(); /* inherits the blocked mask */
+  }
   if (w->has_cwd && fchdir(got[w->nentry + w->nfds]) != 0)
     _exit(127);
   place_fds(got + w->nentry, nums, w->nfds, got, w->nentry);

@@ -291,9 +291,6 @@ MPROC_EXTERN int mproc_process_new(mproc_process **out, mproc_process_fn fn, con
     method = mproc__start_method_default();
   if (method < MPROC_START_FORK || method > MPROC_START_FORKSERVER)
     return MPROC_EINVAL;
-  /* The group guard is forked beside a forked child only (spawn.c). */
-  if (method != MPROC_START_FORK && (opts->flags & MPROC_PROCESS_NEW_GROUP))
-    return MPROC_EINVAL;
   struct mproc__fnref ref;
   if (method != MPROC_START_FORK && mproc__fnref_make(MPROC_FUNCTION(fn), &ref) < 0)
     return MPROC_ENOFUNC; /* no other image could ever find it */
@@ -371,13 +368,15 @@ MPROC_EXTERN int mproc_process_start(mproc_process *p) {
                  ((p->flags & MPROC_PROCESS_NEW_GROUP) ? MPROC__SPAWN_NEWPGRP : 0)};
     r = mproc__spawn(&so, &pid, &pidfd);
   } else {
-    struct mproc__start_req rq = {.method = p->method,
-                                  .entry = MPROC__ENTRY_PROCESS,
-                                  .fn = MPROC_FUNCTION(p->fn),
-                                  .arg = p->arg,
-                                  .len = p->len,
-                                  .name = p->name,
-                                  .ident = p->ident};
+    struct mproc__start_req rq = {
+        .method = p->method,
+        .entry = MPROC__ENTRY_PROCESS,
+        .fn = MPROC_FUNCTION(p->fn),
+        .arg = p->arg,
+        .len = p->len,
+        .name = p->name,
+        .ident = p->ident,
+        .flags = (p->flags & MPROC_PROCESS_NEW_GROUP) ? MPROC__START_NEWPGRP : 0};
     r = mproc__start_child(&rq, &pid, &pidfd);
   }
   if (r < 0)

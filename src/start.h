@@ -65,14 +65,21 @@ void mproc__start_entry_register(uint32_t entry, mproc__entry_fn fn);
  * the same message). */
 #define MPROC__START_FDS_MAX 16
 
+enum {
+  /* The child leads a process group of its own, guarded as with
+   * MPROC__SPAWN_NEWPGRP (the guard kills the group when the child ends). */
+  MPROC__START_NEWPGRP = 1u << 0,
+};
+
 struct mproc__start_req {
   int method;        /* MPROC_START_SPAWN or MPROC_START_FORKSERVER */
   uint32_t entry;    /* MPROC__ENTRY_* */
-  mproc_function fn; /* the user's function, sent as a reference */
+  mproc_function fn; /* the user's function, sent as a reference; NULL: none */
   const void *arg;   /* argument bytes, copied to the child */
   size_t len;        /* their size */
   const char *name;  /* the process object's name ("" for none) */
   const char *ident; /* its identity ("2:1"), for nested names */
+  unsigned flags;    /* MPROC__START_* */
   const int *fds;    /* descriptors the child gets (SCM_RIGHTS), up to */
   size_t nfds;       /*   MPROC__START_FDS_MAX; the caller keeps its own */
 };
@@ -117,6 +124,7 @@ struct mproc__wire {
   int32_t has_cwd; /* forkserver: a descriptor of the caller's cwd follows */
   uint32_t nentry; /* descriptors for the entry: attached first */
   uint32_t has_fn; /* fn below is a reference (else the entry gets NULL) */
+  uint32_t flags;  /* MPROC__START_* */
   uint32_t umask;  /* forkserver: the caller's umask */
   uint8_t sigmask[sizeof(sigset_t)];
   char ident[48];
@@ -154,13 +162,14 @@ int mproc__forkserver_request(const struct mproc__start_req *req, const struct m
                               pid_t *pid, int *pidfd);
 
 /* Spawn side helper shared with forkserver.c: exec's /proc/self/exe as a
- * library child of kind 's' or 'f' with `chan` as its channel, sends the
+ * library child of kind 's' or 'f' with `chan` as its channel (flags:
+ * MPROC__START_NEWPGRP), sends the
  * header w (with fds attached; NULL w: nothing) and the payloads, and waits
  * for the child's first reply byte.  On
  * success returns 0 with *pid and *pidfd set and *chan_out the parent's end
  * (caller closes it). */
-int mproc__spawn_exec(char kind, const struct mproc__wire *w, const int *fds, size_t nfds,
-                      const void *payload, size_t plen, const void *payload2, size_t plen2,
-                      pid_t *pid, int *pidfd, int *chan_out);
+int mproc__spawn_exec(char kind, unsigned flags, const struct mproc__wire *w, const int *fds,
+                      size_t nfds, const void *payload, size_t plen, const void *payload2,
+                      size_t plen2, pid_t *pid, int *pidfd, int *chan_out);
 
 #endif /* MPROC_SRC_START_H */

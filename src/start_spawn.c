@@ -125,6 +125,7 @@ int mproc__wire_make(const struct mproc__start_req *req, struct mproc__wire *w) 
   w->name_len = (uint32_t)nl;
   w->arg_len = req->len;
   w->nentry = (uint32_t)req->nfds;
+  w->flags = req->flags;
   memcpy(w->ident, req->ident, strlen(req->ident) + 1);
   return 0;
 }
@@ -231,9 +232,9 @@ static int read_verdict(int fd, int64_t deadline) {
   return MPROC_ECHILDFAILED;
 }
 
-int mproc__spawn_exec(char kind, const struct mproc__wire *w, const int *fds, size_t nfds,
-                      const void *payload, size_t plen, const void *payload2, size_t plen2,
-                      pid_t *pid_out, int *pidfd_out, int *chan_out) {
+int mproc__spawn_exec(char kind, unsigned flags, const struct mproc__wire *w, const int *fds,
+                      size_t nfds, const void *payload, size_t plen, const void *payload2,
+                      size_t plen2, pid_t *pid_out, int *pidfd_out, int *chan_out) {
   int sv[2];
   if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0)
     return mproc__neg_errno();
@@ -249,7 +250,14 @@ int mproc__spawn_exec(char kind, const struct mproc__wire *w, const int *fds, si
     return MPROC_ENOMEM;
   }
   struct exec_arg x = {.argv = argv, .envp = envp, .chan = sv[1]};
-  struct mproc__spawn_opts so = {.fn = exec_child, .arg = &x, .keep_fds = &sv[1], .nkeep = 1};
+  /* A new group is made (and guarded) before the exec: the guard is the
+   * pre-exec child's child, unseen by the new image's waits. */
+  struct mproc__spawn_opts so = {.fn = exec_child,
+                                 .arg = &x,
+                                 .keep_fds = &sv[1],
+                                 .nkeep = 1,
+                                 .flags =
+                                     (flags & MPROC__START_NEWPGRP) ? MPROC__SPAWN_NEWPGRP : 0};
   pid_t pid;
   int pidfd;
   int r = mproc__spawn(&so, &pid, &pidfd);
@@ -283,7 +291,8 @@ int mproc__start_child(const struct mproc__start_req *req, pid_t *pid, int *pidf
   if (req == NULL || (req->fn == NULL && req->entry == MPROC__ENTRY_PROCESS) ||
       (req->arg == NULL && req->len > 0) || req->name == NULL || req->ident == NULL ||
       pid == NULL || pidfd == NULL || req->nfds > MPROC__START_FDS_MAX ||
-      (req->nfds > 0 && req->fds == NULL) || req->entry == 0 || req->entry >= MPROC__ENTRY_MAX)
+      (req->nfds > 0 && req->fds == NULL) || req->entry == 0 || req->entry >= MPROC__ENTRY_MAX ||
+      (req->flags & ~(unsigned)MPROC__START_NEWPGRP))
     return MPROC_EINVAL;
   struct mproc__wire w;
   int r = mproc__wire_make(req, &w);
@@ -294,8 +303,8 @@ int mproc__start_child(const struct mproc__start_req *req, pid_t *pid, int *pidf
   if (req->method != MPROC_START_SPAWN)
     return MPROC_EINVAL;
   int chan;
-  r = mproc__spawn_exec('s', &w, req->fds, req->nfds, req->name, w.name_len, req->arg, req->len,
-                        pid, pidfd, &chan);
+  r = mproc__spawn_exec('s', req->flags, &w, req->fds, req->nfds, req->name, w.name_len, req->arg,
+                        req->len, pid, pidfd, &chan);
   if (r == 0)
     mproc__close(chan);
   return r;
