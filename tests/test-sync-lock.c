@@ -340,24 +340,8 @@ START_TEST(test_rlock_not_recoverable) {
 }
 END_TEST
 
-static int count_maps(void) {
-  /* Shared mappings only: every object the library maps is MAP_SHARED,
-   * while sanitizer runtimes grow private mappings of their own. */
-  FILE *f = fopen("/proc/self/maps", "re");
-  ck_assert_ptr_nonnull(f);
-  int n = 0;
-  char line[4096];
-  while (fgets(line, sizeof line, f) != NULL) {
-    char perms[8] = "";
-    if (sscanf(line, "%*s %7s", perms) == 1 && perms[3] == 's')
-      n++;
-  }
-  fclose(f);
-  return n;
-}
-
 START_TEST(test_lock_cycles) {
-  int fds = mproc_test_count_fds(), maps = count_maps();
+  int fds = mproc_test_count_fds(), maps = mproc_test_count_shared_maps();
   _Alignas(64) static char store[MPROC_RLOCK_SIZE];
   for (int i = 0; i < 10000; i++) {
     mproc_lock *l;
@@ -376,7 +360,7 @@ START_TEST(test_lock_cycles) {
     mproc_assert_ok(mproc_rlock_destroy(r));
   }
   ck_assert_int_eq(mproc_test_count_fds(), fds);
-  ck_assert_int_eq(count_maps(), maps);
+  ck_assert_int_eq(mproc_test_count_shared_maps(), maps);
 }
 END_TEST
 
