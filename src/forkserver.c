@@ -129,7 +129,7 @@ static void drop_locked(void) {
   srv_pid = 0;
 }
 
-static int ensure_locked(void) {
+static int ensure_locked(unsigned flags) {
   if (srv_ctl >= 0) {
     struct pollfd p = {.fd = srv_pidfd, .events = POLLIN};
     if (poll(&p, 1, 0) == 0)
@@ -139,7 +139,8 @@ static int ensure_locked(void) {
   }
   pid_t pid;
   int pidfd, ctl;
-  int r = mproc__spawn_exec('f', 0, NULL, NULL, 0, NULL, 0, NULL, 0, &pid, &pidfd, &ctl);
+  int r = mproc__spawn_exec('f', flags & MPROC__START_NOFLUSH, NULL, NULL, 0, NULL, 0, NULL, 0,
+                            &pid, &pidfd, &ctl);
   if (r < 0)
     return r;
   srv_owner = getpid();
@@ -282,12 +283,13 @@ int mproc__forkserver_request(const struct mproc__start_req *req, const struct m
 
   /* As under fork and spawn: output buffered before the start is written
    * before the child's. */
-  fflush(NULL);
+  if (!(req->flags & MPROC__START_NOFLUSH))
+    fflush(NULL);
   pid_t pid = 0;
   pthread_mutex_lock(&lock);
   int r = 0;
   for (int attempt = 0; attempt < 2; attempt++) {
-    r = ensure_locked();
+    r = ensure_locked(req->flags);
     if (r == 0)
       r = request_locked(req, &w, fds, nfds, nums, env, &pid);
     if (r != -EPIPE && r != -ECONNRESET && r != MPROC_ETIMEDOUT)

@@ -69,6 +69,9 @@ enum {
   /* The child leads a process group of its own, guarded as with
    * MPROC__SPAWN_NEWPGRP (the guard kills the group when the child ends). */
   MPROC__START_NEWPGRP = 1u << 0,
+  /* Do not flush the caller's stdio first (a hot path that knows nothing is
+   * buffered, as MPROC__SPAWN_NOFLUSH). */
+  MPROC__START_NOFLUSH = 1u << 1,
 };
 
 struct mproc__start_req {

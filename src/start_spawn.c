@@ -257,7 +257,8 @@ int mproc__spawn_exec(char kind, unsigned flags, const struct mproc__wire *w, co
                                  .keep_fds = &sv[1],
                                  .nkeep = 1,
                                  .flags =
-                                     (flags & MPROC__START_NEWPGRP) ? MPROC__SPAWN_NEWPGRP : 0};
+                                     ((flags & MPROC__START_NEWPGRP) ? MPROC__SPAWN_NEWPGRP : 0) |
+                                     ((flags & MPROC__START_NOFLUSH) ? MPROC__SPAWN_NOFLUSH : 0)};
   pid_t pid;
   int pidfd;
   int r = mproc__spawn(&so, &pid, &pidfd);
@@ -292,7 +293,7 @@ int mproc__start_child(const struct mproc__start_req *req, pid_t *pid, int *pidf
       (req->arg == NULL && req->len > 0) || req->name == NULL || req->ident == NULL ||
       pid == NULL || pidfd == NULL || req->nfds > MPROC__START_FDS_MAX ||
       (req->nfds > 0 && req->fds == NULL) || req->entry == 0 || req->entry >= MPROC__ENTRY_MAX ||
-      (req->flags & ~(unsigned)MPROC__START_NEWPGRP))
+      (req->flags & ~(unsigned)(MPROC__START_NEWPGRP | MPROC__START_NOFLUSH)))
     return MPROC_EINVAL;
   struct mproc__wire w;
   int r = mproc__wire_make(req, &w);

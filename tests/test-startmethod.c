@@ -277,6 +277,40 @@ START_TEST(test_entry_with_fds) {
 }
 END_TEST
 
+/* Output the caller buffered is written before the child starts, unless
+ * the request says nothing needs flushing (a pool's hot path). */
+START_TEST(test_noflush) {
+  int pfd[2];
+  ck_assert_int_eq(pipe2(pfd, O_CLOEXEC), 0);
+  FILE *f = fdopen(pfd[1], "w");
+  ck_assert_ptr_nonnull(f);
+  setvbuf(f, NULL, _IOFBF, 4096);
+  for (size_t i = 0; i < 2; i++)
+    for (int flush = 0; flush < 2; flush++) {
+      ck_assert_int_ge(fputs("x", f), 0);
+      struct mproc__start_req rq = {.method = methods[i],
+                                    .entry = MPROC__ENTRY_PROCESS,
+                                    .fn = MPROC_FUNCTION(ret_len),
+                                    .name = "",
+                                    .ident = "",
+                                    .flags = flush ? 0 : MPROC__START_NOFLUSH};
+      pid_t pid;
+      int pidfd, code;
+      mproc_assert_ok(mproc__start_child(&rq, &pid, &pidfd));
+      char c;
+      struct pollfd p = {.fd = pfd[0], .events = POLLIN};
+      ck_assert_int_eq(poll(&p, 1, 0), flush ? 1 : 0);
+      if (!flush) /* still ours to write */
+        ck_assert_int_eq(fflush(f), 0);
+      ck_assert_int_eq(read(pfd[0], &c, 1), 1);
+      mproc_assert_ok(mproc__reap(pidfd, &code, mproc__deadline(LONG_MS)));
+      mproc__close(pidfd);
+    }
+  fclose(f);
+  close(pfd[0]);
+}
+END_TEST
+
 /* ---- options ----------------------------------------------------------- */
 
 START_TEST(test_bad_options) {
@@ -742,6 +776,7 @@ int main(int argc, char **argv) {
   tcase_add_test(tc, test_fnref_resolve);
   tcase_add_test(tc, test_bad_options);
   tcase_add_test(tc, test_entry_with_fds);
+  tcase_add_test(tc, test_noflush);
   tc = mproc_test_tcase(s, "child", 120);
   tcase_add_test(tc, test_big_argument);
   tcase_add_test(tc, test_child_context);
