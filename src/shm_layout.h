@@ -93,16 +93,21 @@ enum { MPROC__FN_INDEX = 2 };
 size_t mproc__shm_hdr_len(int nworkers, bool table);
 
 /* What an exec'd worker is told, as the argument bytes of its start request
- * (the initializer's argument bytes follow).  The descriptors are kept at
- * these numbers by the start (struct mproc__start_req.keep_fds). */
+ * (the initializer's argument bytes follow).  Its descriptors come with the
+ * request, in the order of enum mproc__boot_fd; the request's function is
+ * the initializer (none: no initializer). */
+enum mproc__boot_fd {
+  MPROC__BOOT_HDR,
+  MPROC__BOOT_ARENA,
+  MPROC__BOOT_SOCK,
+  MPROC__BOOT_EFD,
+  MPROC__BOOT_NFDS
+};
 struct mproc__worker_boot {
-  int32_t hdr_fd, arena_fd, sock, efd;
   uint32_t slot, nworkers;
   uint32_t max_tasks;
   int32_t spin;
   uint64_t max_rss;
-  uint32_t has_init; /* 0: the function of the request stands for none */
-  uint32_t pad;
 };
 
 /* What a worker process is started with (a copy lives in its memory). */
@@ -121,7 +126,7 @@ struct mproc__worker_args {
 };
 
 /* worker.c: the shm transport's worker process entry point (after fork, or
- * from mproc__worker_exec_main in an exec'd image). */
+ * from its start entry in an exec'd image). */
 int mproc__worker_main(void *arg);
 
 /* fd passing over the per-worker SOCK_SEQPACKET socket (transport_shm.c). */

@@ -334,16 +334,11 @@ static int exec_worker(struct mproc_pool *p, int i, int sock) {
   struct mproc__slot *sl = &p->slots[i];
   size_t alen = p->opts.initarg != NULL ? p->opts.initarg_len : 0;
   struct mproc__worker_boot b = {
-      .hdr_fd = s->hdr_fd,
-      .arena_fd = s->arena_fd,
-      .sock = sock,
-      .efd = p->efd,
       .slot = (uint32_t)i,
       .nworkers = (uint32_t)p->nworkers,
       .max_tasks = p->opts.max_tasks_per_worker,
       .spin = s->spin,
       .max_rss = p->opts.max_worker_rss,
-      .has_init = p->opts.initializer != NULL,
   };
   unsigned char *arg = malloc(sizeof b + alen);
   if (arg == NULL)
@@ -351,28 +346,28 @@ static int exec_worker(struct mproc_pool *p, int i, int sock) {
   memcpy(arg, &b, sizeof b);
   if (alen > 0)
     memcpy(arg + sizeof b, p->opts.initarg, alen);
-  int keep[4] = {s->hdr_fd, s->arena_fd, sock, p->efd};
+  int fds[MPROC__BOOT_NFDS];
+  fds[MPROC__BOOT_HDR] = s->hdr_fd;
+  fds[MPROC__BOOT_ARENA] = s->arena_fd;
+  fds[MPROC__BOOT_SOCK] = sock;
+  fds[MPROC__BOOT_EFD] = p->efd;
   char name[32];
   snprintf(name, sizeof name, "pool-worker-%d", i);
+  /* In a group of its own, as a forked worker: the pool kills the group. */
   struct mproc__start_req req = {
       .method = p->opts.start_method,
       .entry = MPROC__ENTRY_POOL_WORKER,
-      .fn = p->opts.initializer != NULL ? MPROC_FUNCTION(p->opts.initializer)
-                                        : MPROC_FUNCTION(mproc__worker_no_init),
+      .fn = MPROC_FUNCTION(p->opts.initializer),
       .arg = arg,
       .len = sizeof b + alen,
       .name = name,
       .ident = "",
-      .keep_fds = keep,
-      .nkeep = 4,
-      .new_group = true,
+      .flags = MPROC__START_NEWPGRP | MPROC__START_NOFLUSH,
+      .fds = fds,
+      .nfds = MPROC__BOOT_NFDS,
   };
   int r = mproc__start_child(&req, &sl->pid, &sl->pidfd);
   free(arg);
-  /* A forkserver child never execs, so it can still be moved into a group
-   * of its own (the pool kills a worker's whole group). */
-  if (r == 0 && req.method == MPROC_START_FORKSERVER)
-    setpgid(sl->pid, sl->pid);
   return r;
 }
 

@@ -370,40 +370,35 @@ int mproc__worker_main(void *arg) {
   return 0;
 }
 
-int mproc__worker_no_init(void *arg, size_t len) {
-  (void)arg;
-  (void)len;
-  return 0;
-}
-
-int mproc__worker_exec_main(mproc_function init, const void *arg, size_t len) {
+/* The entry of an exec'd worker (registered below): attaches to the pool's
+ * rings through the descriptors of the request and runs the worker loop. */
+static int exec_entry(const struct mproc__child_ctx *c) {
   struct mproc__worker_boot b;
-  if (arg == NULL || len < sizeof b)
+  if (c->arg == NULL || c->len < sizeof b || c->nfds != MPROC__BOOT_NFDS)
     return 127;
-  memcpy(&b, arg, sizeof b);
+  memcpy(&b, c->arg, sizeof b);
   if (b.slot >= b.nworkers)
     return 127;
-  /* The same pages the parent and the other workers see, found through the
-   * descriptors the start kept at these numbers. */
+  /* The same pages the parent and the other workers see. */
   size_t hlen = mproc__shm_hdr_len((int)b.nworkers, true);
-  void *hdr = mmap(NULL, hlen, PROT_READ | PROT_WRITE, MAP_SHARED, b.hdr_fd, 0);
+  void *hdr = mmap(NULL, hlen, PROT_READ | PROT_WRITE, MAP_SHARED, c->fds[MPROC__BOOT_HDR], 0);
   void *arena = mmap(NULL, MPROC__ARENA_LEN, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE,
-                     b.arena_fd, 0);
+                     c->fds[MPROC__BOOT_ARENA], 0);
   if (hdr == MAP_FAILED || arena == MAP_FAILED) {
     fprintf(stderr, "mproc: pool worker cannot map the pool's rings\n");
     return 127;
   }
-  close(b.hdr_fd);
-  close(b.arena_fd);
+  close(c->fds[MPROC__BOOT_HDR]);
+  close(c->fds[MPROC__BOOT_ARENA]);
   struct mproc__shm_hdr *h = hdr;
   struct mproc__worker_args w = {
       .hdr = h,
       .slot = &h->slots[b.slot],
       .arena = arena,
-      .sock = b.sock,
-      .efd = b.efd,
-      .initializer = b.has_init ? (mproc_init_fn)init : NULL,
-      .initarg = len > sizeof b ? (void *)((const char *)arg + sizeof b) : NULL,
+      .sock = c->fds[MPROC__BOOT_SOCK],
+      .efd = c->fds[MPROC__BOOT_EFD],
+      .initializer = (mproc_init_fn)c->fn,
+      .initarg = c->len > sizeof b ? (void *)((const char *)c->arg + sizeof b) : NULL,
       .fn_table =
           (const struct mproc__fnref *)((char *)hdr + mproc__shm_hdr_len((int)b.nworkers, false)),
       .max_tasks = b.max_tasks,
@@ -411,4 +406,8 @@ int mproc__worker_exec_main(mproc_function init, const void *arg, size_t len) {
       .spin = b.spin,
   };
   return mproc__worker_main(&w);
+}
+
+__attribute__((constructor(MPROC__ENTRY_PRIORITY))) static void register_entry(void) {
+  mproc__start_entry_register(MPROC__ENTRY_POOL_WORKER, exec_entry);
 }
