@@ -7,6 +7,8 @@
 
 #include <dlfcn.h>
 #include <fcntl.h>
+#include <poll.h>
+#include <sys/syscall.h>
 #include <sys/sendfile.h>
 #include <sys/stat.h>
 
@@ -202,6 +204,75 @@ START_TEST(test_unresolvable_function) {
 }
 END_TEST
 
+/* ---- a worker's group dies with it, the program SIGKILLed ---------------- */
+
+/* Starts a plain helper (no library call) and writes its pid to the pipe
+ * sent with the task. */
+static int task_fork_helper(const void *arg, size_t len, mproc_task_ctx *ctx) {
+  (void)arg, (void)len;
+  const int *fds;
+  if (mproc_task_fds(ctx, &fds) != 1)
+    return 1;
+  pid_t g = fork();
+  if (g == 0) {
+    for (;;)
+      pause();
+  }
+  return g > 0 && write(fds[0], &g, sizeof g) == (ssize_t)sizeof g ? 0 : 1;
+}
+
+struct program_arg {
+  int method;
+  int wfd;
+};
+
+/* The program: a pool whose task leaves a helper behind, then it waits to
+ * be killed. */
+static int program_with_pool(void *arg) {
+  const struct program_arg *a = arg;
+  mproc_pool *pool;
+  struct mproc_pool_options po = {.workers = 1, .start_method = a->method};
+  struct mproc_submit_options so = {.retries = -1, .fds = &a->wfd, .nfds = 1};
+  mproc_future *f;
+  const void *d;
+  size_t n;
+  if (mproc_pool_new(&pool, &po) != 0 ||
+      mproc_pool_submit_ex(pool, task_fork_helper, NULL, 0, &so, &f) != 0 ||
+      mproc_future_result(f, &d, &n, 30000) != 0)
+    return 1;
+  for (;;)
+    pause();
+}
+
+START_TEST(test_worker_group_dies_with_killed_program) {
+  for (size_t i = 0; i < sizeof methods / sizeof *methods; i++) {
+    int p[2];
+    ck_assert_int_eq(pipe2(p, O_CLOEXEC), 0);
+    struct program_arg a = {.method = methods[i], .wfd = p[1]};
+    struct mproc__spawn_opts o = {.fn = program_with_pool, .arg = &a};
+    pid_t prog, helper;
+    int prog_fd, code = -1000;
+    mproc_assert_ok(mproc__spawn(&o, &prog, &prog_fd));
+    ck_assert_int_gt(mproc__poll1(p[0], POLLIN, mproc__deadline(30000)), 0);
+    ck_assert_int_eq(read(p[0], &helper, sizeof helper), (ssize_t)sizeof helper);
+    int helper_fd = (int)syscall(SYS_pidfd_open, helper, 0);
+    ck_assert_int_ge(helper_fd, 0);
+    mproc_assert_ok(mproc__pidfd_kill(prog_fd, SIGKILL));
+    mproc_assert_ok(mproc__reap(prog_fd, &code, mproc__deadline(30000)));
+    ck_assert_int_eq(code, -SIGKILL);
+    /* The worker dies by its parent-death signal, its group with it. */
+    int r = mproc__poll1(helper_fd, POLLIN, mproc__deadline(30000));
+    if (r <= 0)
+      mproc__pidfd_kill(helper_fd, SIGKILL); /* do not leave it behind */
+    ck_assert_int_gt(r, 0);
+    mproc_assert_ok(mproc__close(prog_fd));
+    close(helper_fd);
+    close(p[0]);
+    close(p[1]);
+  }
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("pool-start");
   TCase *tc = mproc_test_tcase(s, "pool-start", 120);
@@ -211,5 +282,6 @@ int main(void) {
   tcase_add_test(tc, test_worker_is_fresh_image);
   tcase_add_test(tc, test_library_function);
   tcase_add_test(tc, test_unresolvable_function);
+  tcase_add_test(tc, test_worker_group_dies_with_killed_program);
   return mproc_test_run(s);
 }
