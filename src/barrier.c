@@ -131,11 +131,14 @@ static void set_broken(mproc_barrier *b) {
   wake_all(b);
 }
 
+/* The caller's slot: recorded ids alone are not enough, a dead party's tid
+ * and pid may have been recycled for the caller (pid wrap, another pid
+ * namespace), so the slot's mutex must be held by the caller too. */
 static struct slot *own_slot(mproc_barrier *b) {
   pid_t tid = mproc__gettid(), pid = getpid();
   for (unsigned i = 0; i < b->parties; i++) {
     struct slot *s = slot_at(b, i);
-    if (s->used && s->tid == tid && s->pid == pid)
+    if (s->used && s->tid == tid && s->pid == pid && mproc__rmutex_mine(&s->m))
       return s;
   }
   return NULL;

@@ -161,11 +161,13 @@ int mproc__rmutex_unlock(pthread_mutex_t *m) {
  * futex word's owner (see the design notes: a recycled tid of a dead owner
  * fails the second test).  The futex word is glibc's public __data.__lock. */
 static bool held_by_me(const pthread_mutex_t *m, const _Atomic pid_t *owner) {
-  pid_t me = mproc__gettid();
-  if (atomic_load_explicit(owner, memory_order_relaxed) != me)
-    return false;
+  return atomic_load_explicit(owner, memory_order_relaxed) == mproc__gettid() &&
+         mproc__rmutex_mine(m);
+}
+
+bool mproc__rmutex_mine(const pthread_mutex_t *m) {
   unsigned word = (unsigned)__atomic_load_n(&m->__data.__lock, __ATOMIC_RELAXED);
-  return (pid_t)(word & FUTEX_TID_MASK) == me;
+  return (pid_t)(word & FUTEX_TID_MASK) == mproc__gettid();
 }
 
 /* ---- Lock ------------------------------------------------------------------ */

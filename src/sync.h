@@ -122,6 +122,11 @@ int mproc__rmutex_lock(pthread_mutex_t *m, int64_t deadline_ms);
 /* 0 or MPROC_ENOTOWNER. */
 int mproc__rmutex_unlock(pthread_mutex_t *m);
 
+/* Whether the calling thread holds the robust mutex m, by its futex word:
+ * the kernel clears a dead owner's tid there, so a recycled tid never
+ * matches (unlike a tid recorded beside the mutex). */
+bool mproc__rmutex_mine(const pthread_mutex_t *m);
+
 /* The kernel thread id of the caller (cached per thread). */
 pid_t mproc__gettid(void);
 
