@@ -195,12 +195,20 @@ static int mutex_retire(void *obj, pthread_mutex_t *m) {
 
 static int lock_retire(void *obj) { return mutex_retire(obj, &((struct mproc_lock *)obj)->m); }
 
+/* A process that mapped the lock from an fd may not unmap it while it
+ * holds it: the mutex is on the holding thread's robust list. */
+static int lock_detach(void *obj) {
+  struct mproc_lock *l = obj;
+  return held_by_me(&l->m, &l->owner) ? MPROC_EBUSY : 0;
+}
+
 static const struct mproc__sync_kind lock_kind = {.magic = MPROC__MAGIC_LOCK,
                                                   .size = MPROC_LOCK_SIZE,
                                                   .setup = lock_setup,
-                                                  .retire = lock_retire};
+                                                  .retire = lock_retire,
+                                                  .detach = lock_detach};
 
-/* mproc_lock_init, _new, _destroy, _free */
+/* mproc_lock_init, _new, _destroy, _free, _from_fd */
 MPROC__SYNC_LIFECYCLE(mproc_lock, lock_kind, MPROC_LOCK_SIZE)
 
 /* Common to Lock and RLock: the result of locking m, with our state. */
@@ -278,12 +286,18 @@ static int rlock_retire(void *obj) {
   return mutex_retire(obj, &l->m);
 }
 
+int mproc__rlock_detach(void *obj) {
+  struct mproc_rlock *l = obj;
+  return held_by_me(&l->m, &l->owner) ? MPROC_EBUSY : 0;
+}
+
 static const struct mproc__sync_kind rlock_kind = {.magic = MPROC__MAGIC_RLOCK,
                                                    .size = MPROC_RLOCK_SIZE,
                                                    .setup = rlock_setup,
-                                                   .retire = rlock_retire};
+                                                   .retire = rlock_retire,
+                                                   .detach = mproc__rlock_detach};
 
-/* mproc_rlock_init, _new, _destroy, _free */
+/* mproc_rlock_init, _new, _destroy, _free, _from_fd */
 MPROC__SYNC_LIFECYCLE(mproc_rlock, rlock_kind, MPROC_RLOCK_SIZE)
 
 MPROC_EXTERN int mproc_rlock_acquire(mproc_rlock *l, int64_t timeout_ms) {

@@ -216,6 +216,9 @@ static void after_fork_child(void) {
   uint64_t start = user ? start_time_of(self) : 0;
   for (struct mproc_queue *q = tracked; q != NULL; q = q->next) {
     atomic_store_explicit(&q->last_sweep_ms, 0, memory_order_relaxed);
+    /* The memfd is the creator's to hand out; the child keeps the mapping. */
+    mproc__close(q->fd);
+    q->fd = -1;
     int slot = q->fork_slot;
     q->fork_slot = -1;
     q->part = -1;
