@@ -1,9 +1,10 @@
 # mproc — thin wrapper over CMake.
-#   make deps      install every package the build, tests and examples use
-#                  (the only target that installs build packages; the others
-#                  install only a tool they run themselves: check and wrk for
-#                  test, python3/wrk for bench, gnuplot for bench-report,
-#                  clang-format for format)
+#   make deps      install every package the build, tests and examples use,
+#                  the optional libpng-dev and libuv1-dev included (the other
+#                  targets install only what they run themselves: the compiler
+#                  and CMake for demo, those and check, wrk, parallel and
+#                  Open MPI for test, python3/wrk for bench, gnuplot for
+#                  bench-report, clang-format for format)
 #   make demo      build the library and the examples only, and run the tour
 #   make test      build and run every test (ctest)
 #   make bench     build (Release) and run the benchmarks, side by side with Python
@@ -23,10 +24,12 @@ NO_TESTS ?= error
 # Open MPI the MPI backend (libmproc_mpi) and its tests are skipped.
 MPI_DEPS := openmpi-bin libopenmpi-dev
 BUILD_DEPS := cmake make gcc pkg-config check libpng-dev libuv1-dev $(MPI_DEPS)
-# What the tests need: Check, wrk for the prefork server's load test, and
-# GNU parallel, which the mproc run tests compare against, and Open MPI for
-# the MPI backend's cases.
-TEST_DEPS := cmake make gcc check pkg-config wrk parallel $(MPI_DEPS)
+# What building the library and the examples needs.
+BUILD_TOOLS := cmake make gcc pkg-config
+# What the tests need: Check, wrk for the prefork server's load test, GNU
+# parallel, which the mproc run tests compare against, and Open MPI for the
+# MPI backend's cases.
+TEST_DEPS := $(BUILD_TOOLS) check wrk parallel $(MPI_DEPS)
 FORMAT_DEPS := clang-format
 # mpi4py.futures runs beside the MPI backend (Debian's python3, not pyenv's).
 BENCH_DEPS := python3 wrk parallel $(MPI_DEPS) python3-mpi4py
@@ -48,7 +51,8 @@ build: $(BUILD)/CMakeCache.txt
 
 # The tour builds only the library and the examples, quietly: the build's
 # output goes to a log that is shown only when the build fails.
-demo: deps
+demo:
+	@bash scripts/deps.sh $(BUILD_TOOLS)
 	@mkdir -p $(BUILD)
 	@echo "demo: building the library and the examples (log: $(BUILD)/demo-build.log)"
 	@{ test -f $(BUILD)/CMakeCache.txt || $(CMAKE) -S . -B $(BUILD) $(CMAKE_ARGS); } >$(BUILD)/demo-build.log 2>&1 && \

@@ -135,7 +135,9 @@ int mproc__proc_stat(const char *proc, pid_t pid, struct mproc__pstat *out);
 typedef int (*mproc__child_fn)(void *arg);
 
 enum {
-  /* Put the child in a new process group of its own (pgid = pid). */
+  /* Put the child in a new process group of its own (pgid = pid), guarded:
+   * the group is SIGKILLed when the child ends, however it ends, even with
+   * the parent gone (spawn.c, "the group guard"). */
   MPROC__SPAWN_NEWPGRP = 1u << 0,
   /* Do not flush the parent's stdio before forking (hot paths that know no
    * buffered output can be pending). */

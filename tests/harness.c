@@ -55,6 +55,20 @@ static void mark_fds(char *present) {
   closedir(d);
 }
 
+int mproc_test_count_shared_maps(void) {
+  FILE *f = fopen("/proc/self/maps", "re");
+  ck_assert_ptr_nonnull(f);
+  int n = 0;
+  char line[4096];
+  while (fgets(line, sizeof line, f) != NULL) {
+    char perms[8] = "";
+    if (sscanf(line, "%*s %7s", perms) == 1 && perms[3] == 's')
+      n++;
+  }
+  fclose(f);
+  return n;
+}
+
 int mproc_test_count_children(void) {
   pid_t self = getpid();
   DIR *d = opendir("/proc");

@@ -47,6 +47,9 @@ void mproc_test_teardown(void);
 /* Counters the fixture compares; usable directly in tests. */
 int mproc_test_count_fds(void);
 int mproc_test_count_threads(void);
+/* Shared mappings of the process (every object the library maps is
+ * MAP_SHARED, while sanitizer runtimes grow private mappings of their own). */
+int mproc_test_count_shared_maps(void);
 /* Children of the calling process, live or zombie. */
 int mproc_test_count_children(void);
 /* Whether a process exists at all (including as a zombie). */

@@ -1,5 +1,5 @@
 /* Shared helpers of the synchronization tests: pipes for "I am ready"
- * handshakes and a count of the process's mappings. */
+ * handshakes (mappings are counted by mproc_test_count_shared_maps). */
 #ifndef MPROC_TEST_SYNC_UTIL_H
 #define MPROC_TEST_SYNC_UTIL_H
 
@@ -49,22 +49,6 @@ static inline int recycle_id(void *p, size_t len, pid_t from, pid_t to) {
       n++;
     }
   }
-  return n;
-}
-
-static inline int count_maps(void) {
-  /* Shared mappings only: every object the library maps is MAP_SHARED,
-   * while sanitizer runtimes grow private mappings of their own. */
-  FILE *f = fopen("/proc/self/maps", "re");
-  ck_assert_ptr_nonnull(f);
-  int n = 0;
-  char line[4096];
-  while (fgets(line, sizeof line, f) != NULL) {
-    char perms[8] = "";
-    if (sscanf(line, "%*s %7s", perms) == 1 && perms[3] == 's')
-      n++;
-  }
-  fclose(f);
   return n;
 }
 

@@ -55,22 +55,6 @@ static int shm_exists(const char *name) {
   return stat(path, &st) == 0;
 }
 
-static int count_maps(void) {
-  /* Shared mappings only: every object the library maps is MAP_SHARED,
-   * while sanitizer runtimes grow private mappings of their own. */
-  FILE *f = fopen("/proc/self/maps", "re");
-  ck_assert_ptr_nonnull(f);
-  int n = 0;
-  char line[4096];
-  while (fgets(line, sizeof line, f) != NULL) {
-    char perms[8] = "";
-    if (sscanf(line, "%*s %7s", perms) == 1 && perms[3] == 's')
-      n++;
-  }
-  fclose(f);
-  return n;
-}
-
 static int count_dev_shm(void) {
   char pid[32];
   snprintf(pid, sizeof pid, "%d", (int)getpid());
@@ -523,7 +507,7 @@ START_TEST(test_above_4gib) {
 END_TEST
 
 START_TEST(test_cycles_no_growth) {
-  int fds = mproc_test_count_fds(), maps = count_maps(), shm = count_dev_shm();
+  int fds = mproc_test_count_fds(), maps = mproc_test_count_shared_maps(), shm = count_dev_shm();
   for (int i = 0; i < 10000; i++) {
     mproc_shm *s;
     mproc_assert_ok(mproc_shm_new(&s, 4096));
@@ -531,7 +515,7 @@ START_TEST(test_cycles_no_growth) {
     mproc_assert_ok(mproc_shm_close(s));
   }
   ck_assert_int_eq(mproc_test_count_fds(), fds);
-  ck_assert_int_eq(count_maps(), maps);
+  ck_assert_int_eq(mproc_test_count_shared_maps(), maps);
   /* Named blocks: each one forks a keeper (about 0.5 ms, 2 ms under ASan),
    * so 2,000 cycles keep this suite fast under the sanitizers; every tenth
    * block is also attached. */
@@ -545,7 +529,7 @@ START_TEST(test_cycles_no_growth) {
     mproc_assert_ok(mproc_shm_close(s));
   }
   ck_assert_int_eq(mproc_test_count_fds(), fds);
-  ck_assert_int_eq(count_maps(), maps);
+  ck_assert_int_eq(mproc_test_count_shared_maps(), maps);
   ck_assert_int_eq(count_dev_shm(), shm);
 }
 END_TEST

@@ -252,7 +252,7 @@ START_TEST(test_barrier_errors) {
 END_TEST
 
 START_TEST(test_barrier_cycles) {
-  int fds = mproc_test_count_fds(), maps = count_maps();
+  int fds = mproc_test_count_fds(), maps = mproc_test_count_shared_maps();
   _Alignas(64) static char store[MPROC_BARRIER_SIZE(2)];
   for (int i = 0; i < 10000; i++) {
     mproc_barrier *b;
@@ -264,7 +264,7 @@ START_TEST(test_barrier_cycles) {
     mproc_assert_ok(mproc_barrier_destroy(b));
   }
   ck_assert_int_eq(mproc_test_count_fds(), fds);
-  ck_assert_int_eq(count_maps(), maps);
+  ck_assert_int_eq(mproc_test_count_shared_maps(), maps);
 }
 END_TEST
 

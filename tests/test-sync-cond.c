@@ -200,7 +200,7 @@ START_TEST(test_cond_notifier_killed) {
 END_TEST
 
 START_TEST(test_cond_cycles) {
-  int fds = mproc_test_count_fds(), maps = count_maps();
+  int fds = mproc_test_count_fds(), maps = mproc_test_count_shared_maps();
   _Alignas(64) static char store[MPROC_COND_SIZE];
   for (int i = 0; i < 10000; i++) {
     mproc_cond *c;
@@ -213,7 +213,7 @@ START_TEST(test_cond_cycles) {
     mproc_assert_ok(mproc_cond_destroy(c));
   }
   ck_assert_int_eq(mproc_test_count_fds(), fds);
-  ck_assert_int_eq(count_maps(), maps);
+  ck_assert_int_eq(mproc_test_count_shared_maps(), maps);
 }
 END_TEST
 

@@ -328,7 +328,7 @@ START_TEST(test_rlock_not_recoverable) {
 END_TEST
 
 START_TEST(test_lock_cycles) {
-  int fds = mproc_test_count_fds(), maps = count_maps();
+  int fds = mproc_test_count_fds(), maps = mproc_test_count_shared_maps();
   _Alignas(64) static char store[MPROC_RLOCK_SIZE];
   for (int i = 0; i < 10000; i++) {
     mproc_lock *l;
@@ -347,7 +347,7 @@ START_TEST(test_lock_cycles) {
     mproc_assert_ok(mproc_rlock_destroy(r));
   }
   ck_assert_int_eq(mproc_test_count_fds(), fds);
-  ck_assert_int_eq(count_maps(), maps);
+  ck_assert_int_eq(mproc_test_count_shared_maps(), maps);
 }
 END_TEST
 

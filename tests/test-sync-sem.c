@@ -229,7 +229,7 @@ START_TEST(test_event_errors) {
 END_TEST
 
 START_TEST(test_cycles) {
-  int fds = mproc_test_count_fds(), maps = count_maps();
+  int fds = mproc_test_count_fds(), maps = mproc_test_count_shared_maps();
   _Alignas(64) static char store[64];
   for (int i = 0; i < 10000; i++) {
     mproc_sem *s;
@@ -247,7 +247,7 @@ START_TEST(test_cycles) {
     mproc_assert_ok(mproc_event_destroy(e));
   }
   ck_assert_int_eq(mproc_test_count_fds(), fds);
-  ck_assert_int_eq(count_maps(), maps);
+  ck_assert_int_eq(mproc_test_count_shared_maps(), maps);
 }
 END_TEST
 

@@ -232,7 +232,7 @@ START_TEST(test_value_lock_holder_killed) {
 END_TEST
 
 START_TEST(test_value_cycles) {
-  int fds = mproc_test_count_fds(), maps = count_maps();
+  int fds = mproc_test_count_fds(), maps = mproc_test_count_shared_maps();
   for (int i = 0; i < 10000; i++) {
     mproc_value *v;
     mproc_assert_ok(mproc_value_new(&v, MPROC_TYPE_INT32, &i, NULL));
@@ -242,7 +242,7 @@ START_TEST(test_value_cycles) {
     mproc_assert_ok(mproc_value_free(v));
   }
   ck_assert_int_eq(mproc_test_count_fds(), fds);
-  ck_assert_int_eq(count_maps(), maps);
+  ck_assert_int_eq(mproc_test_count_shared_maps(), maps);
 }
 END_TEST
 
