@@ -26,7 +26,14 @@
  * that use an object, so it costs nothing on the fast paths.  If a memfd
  * cannot be made (e.g. the process is out of descriptors) an object falls
  * back to an anonymous mapping: it works as before but has no fd to hand
- * (mproc_object_fd reports MPROC_ESTATE). */
+ * (mproc_object_fd reports MPROC_ESTATE).
+ *
+ * Misuse: the address of an object made after a worker was forked, sent in
+ * a task's argument, points at nothing in the worker.  The calls that may
+ * take a system call anyway (_free/_destroy, Value's get/set) first check
+ * that the address is mapped (mproc__obj_mapped) and return MPROC_EINVAL
+ * instead of faulting; the fast paths (acquire, fetch_add...) cannot afford
+ * the system call and fault as with any wild pointer. */
 #include "sync.h"
 
 #include <fcntl.h>
@@ -169,4 +176,12 @@ MPROC_EXTERN int mproc_object_fd(const void *obj) {
   if (!table_find(obj, &e, false))
     return MPROC_ESTATE; /* not made by a _new of this process */
   return e.fd >= 0 ? e.fd : MPROC_ESTATE;
+}
+
+bool mproc__obj_mapped(const void *p) {
+  long page = sysconf(_SC_PAGESIZE);
+  uintptr_t base = (uintptr_t)p & ~(uintptr_t)(page - 1);
+  /* msync fails with ENOMEM on an address no mapping covers; it reads
+   * nothing, so it cannot fault. */
+  return p != NULL && msync((void *)base, 1, MS_ASYNC) == 0;
 }

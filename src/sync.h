@@ -107,6 +107,11 @@ bool mproc__obj_attached(const void *addr);
  * tells whether it was mapped by mproc__obj_attach. */
 bool mproc__obj_forget(void *addr, bool *attached);
 
+/* Whether some mapping of this process covers p (one system call): a
+ * foreign address, e.g. of an object made after this process was forked,
+ * gives MPROC_EINVAL instead of a fault where a call can afford the check. */
+bool mproc__obj_mapped(const void *p);
+
 /* The sleeping side of Event.wait and Semaphore.acquire: registered in
  * *waiters (wakers make the wake system call only when it is nonzero), sleep
  * on `word` while it reads 0 until ready(obj) holds, re-checking every

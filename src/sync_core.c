@@ -87,7 +87,7 @@ int mproc__sync_new(const struct mproc__sync_kind *k, void *out, size_t size, co
 }
 
 int mproc__sync_teardown(const struct mproc__sync_kind *k, void *obj, bool allocated) {
-  if (!mproc__sync_ok(obj, k->magic))
+  if (!mproc__obj_mapped(obj) || !mproc__sync_ok(obj, k->magic))
     return MPROC_EINVAL;
   struct mproc__sync_hdr *h = obj;
   if (((h->flags & MPROC__SYNC_ALLOCATED) != 0) != allocated)

@@ -204,7 +204,8 @@ static int locked_copy(mproc_value *v, void *dst, const void *src, size_t len, i
  * it (from `in`); the other pointer is NULL. */
 static int copy_elems(mproc_value *v, size_t index, size_t n, void *out, const void *in,
                       int64_t timeout_ms) {
-  if (!value_ok(v) || (out == NULL && in == NULL && n > 0) || mproc__check_timeout(timeout_ms) != 0)
+  if (!mproc__obj_mapped(v) || !value_ok(v) || (out == NULL && in == NULL && n > 0) ||
+      mproc__check_timeout(timeout_ms) != 0)
     return MPROC_EINVAL;
   int r = range_ok(v, index, n);
   if (r != 0 || n == 0)

@@ -400,6 +400,49 @@ START_TEST(test_from_fd_errors) {
 }
 END_TEST
 
+/* ---- misuse: the address of an object the process does not have ---------- */
+
+/* Python's "should only be shared through inheritance": the task got the
+ * parent's address of a Value made after the worker was forked. */
+static int task_value_by_address(const void *arg, size_t len, mproc_task_ctx *ctx) {
+  (void)len;
+  (void)ctx;
+  mproc_value *v = *(mproc_value *const *)arg;
+  int x;
+  return mproc_value_get(v, 0, 1, &x, 0);
+}
+
+START_TEST(test_foreign_address_is_an_error) {
+  /* In this process: an address no mapping covers any more. */
+  void *gone = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  ck_assert_ptr_ne(gone, MAP_FAILED);
+  munmap(gone, 4096);
+  int x;
+  mproc_assert_err(mproc_value_get(gone, 0, 1, &x, 0), MPROC_EINVAL);
+  mproc_assert_err(mproc_value_set(gone, 0, 1, &x, 0), MPROC_EINVAL);
+  mproc_assert_err(mproc_value_free(gone), MPROC_EINVAL);
+  mproc_assert_err(mproc_lock_free(gone), MPROC_EINVAL);
+  mproc_assert_err(mproc_barrier_destroy(gone), MPROC_EINVAL);
+  mproc_assert_err(mproc_object_fd(gone), MPROC_ESTATE);
+
+  /* In a worker forked before the Value: an error, not a crashed worker. */
+  mproc_pool *p = pool_of_2();
+  mproc_value *v;
+  mproc_assert_ok(mproc_value_new(&v, MPROC_TYPE_INT32, NULL, NULL));
+  mproc_future *f;
+  mproc_assert_ok(mproc_pool_submit(p, task_value_by_address, &v, sizeof v, &f));
+  const void *d;
+  size_t len;
+  mproc_assert_err(mproc_future_result(f, &d, &len, WAIT_MS), MPROC_ETASK);
+  struct mproc_task_error err;
+  mproc_assert_ok(mproc_future_error(f, &err));
+  ck_assert_int_eq(err.task_code, MPROC_EINVAL); /* the task's own code: no crash */
+  mproc_future_free(f);
+  mproc_assert_ok(mproc_pool_free(p));
+  mproc_assert_ok(mproc_value_free(v));
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("objects-after-pool");
   TCase *tc = mproc_test_tcase(s, "handed", 120);
@@ -410,5 +453,6 @@ int main(void) {
   tcase_add_test(tc, test_shm_made_after_pool);
   tc = mproc_test_tcase(s, "errors", 60);
   tcase_add_test(tc, test_from_fd_errors);
+  tcase_add_test(tc, test_foreign_address_is_an_error);
   return mproc_test_run(s);
 }
