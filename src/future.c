@@ -198,7 +198,10 @@ MPROC_EXTERN int mproc_future_state(mproc_future *f) {
   struct mproc_pool *p = f->pool;
   pthread_mutex_lock(&p->mu);
   s = atomic_load(&f->state);
-  if (s == MPROC_FUTURE_PENDING && p->tp_state != NULL && p->tp->started(p, &f->task))
+  int64_t since;
+  const struct mproc__task *t = &f->task;
+  if (s == MPROC_FUTURE_PENDING && p->tp_state != NULL && t->slot >= 0 &&
+      mproc__worker_running(p, t->slot, &since) == t)
     s = MPROC_FUTURE_RUNNING;
   pthread_mutex_unlock(&p->mu);
   return s;

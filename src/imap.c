@@ -73,7 +73,7 @@ int64_t mproc__imap_free_wait_ms = 30000;
  * chunk in flight). */
 static void imap_release(struct mproc_imap *it) {
   if (it->p->tp_state != NULL)
-    mproc__arena_free(it->p, it->region, it->region_len);
+    it->p->tp->arena_free(it->p, it->region, it->region_len);
   free(it->slots);
   free(it->free_stack);
   free(it->batch);

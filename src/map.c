@@ -39,7 +39,7 @@ struct map_job {
 static void job_finish(struct mproc_pool *p, struct map_job *j) {
   if (j->out != NULL && j->n > 0)
     memcpy(j->out, p->tp->arena(p, j->out_off), j->n * j->out_size);
-  mproc__arena_free(p, j->region, j->region_len);
+  p->tp->arena_free(p, j->region, j->region_len);
   struct mproc__outcome ok = {.exit_status = -1, .msg = ""};
   struct mproc_future *f = j->f;
   struct mproc__outcome o = j->failed ? j->err : ok;
@@ -169,7 +169,7 @@ static int map_start(struct mproc_pool *p, void (*fn)(void), uint32_t kind, size
   state = atomic_load(&p->state);
   if (state != MPROC__P_RUNNING) {
     r = state == MPROC__P_BROKEN ? MPROC_EBROKEN : MPROC_ECLOSED;
-    mproc__arena_free(p, j->region, j->region_len);
+    p->tp->arena_free(p, j->region, j->region_len);
     pthread_mutex_unlock(&p->mu);
     free(j);
     f->done_extra = NULL;

@@ -116,6 +116,8 @@ static void live_remove(struct mproc_pool *p) {
 
 /* ---- internals shared with the manager ----------------------------------- */
 
+const struct mproc__transport_ops *mproc__pool_transport;
+
 void mproc__pool_kick(struct mproc_pool *p) {
   uint64_t one = 1;
   ssize_t n = write(p->efd, &one, sizeof one);
@@ -159,7 +161,7 @@ bool mproc__pool_cancel_task(struct mproc_pool *p, struct mproc__task *t) {
     }
     return false;
   }
-  if (p->tp->revoke(p, t)) {
+  if (mproc__pool_revoke(p, t)) {
     mproc__task_fail(p, t, MPROC_ECANCELLED, "cancelled before it started");
     return true;
   }
@@ -175,9 +177,6 @@ bool mproc__pool_cancel_task(struct mproc_pool *p, struct mproc__task *t) {
 static void release_resources(struct mproc_pool *p) {
   if (p->tp_state != NULL)
     p->tp->fini(p);
-  if (p->slots != NULL)
-    for (int i = 0; i < p->nworkers; i++)
-      free(p->slots[i].jobs);
   free(p->slots);
   p->slots = NULL;
   free(p->pfd);
@@ -205,7 +204,7 @@ MPROC_EXTERN int mproc_pool_new(mproc_pool **out, const struct mproc_pool_option
   atomic_store(&p->refs, 1);
   p->opts = *opts;
   p->nworkers = opts->workers > 0 ? opts->workers : mproc_cpu_count();
-  p->tp = &mproc__transport_shm;
+  p->tp = mproc__pool_transport != NULL ? mproc__pool_transport : &mproc__transport_shm;
   p->loop_efd = -1;
   p->created_ms = mproc_now_ms();
   p->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
@@ -219,11 +218,8 @@ MPROC_EXTERN int mproc_pool_new(mproc_pool **out, const struct mproc_pool_option
   if (r == 0) {
     p->slots = calloc((size_t)p->nworkers, sizeof *p->slots);
     r = p->slots != NULL ? 0 : -ENOMEM;
-    for (int i = 0; r == 0 && i < p->nworkers; i++) {
-      p->slots[i].pidfd = p->slots[i].sock = -1;
-      p->slots[i].jobs = calloc(p->ring, sizeof *p->slots[i].jobs);
-      r = p->slots[i].jobs != NULL ? 0 : -ENOMEM;
-    }
+    for (int i = 0; r == 0 && i < p->nworkers; i++)
+      p->slots[i].pidfd = -1;
   }
   if (r == 0) {
     /* Everything the manager needs is allocated here, so it never runs

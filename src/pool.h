@@ -30,7 +30,7 @@ struct mproc__task {
   bool timed_out;    /* kill the worker: timed out */
   bool done;         /* chunks: finished */
   int slot;          /* worker slot it sits in, -1 when not dispatched */
-  uint64_t pos;      /* ring position within that slot */
+  uint64_t tp_ref;   /* the transport's own note of where it sits in that slot */
   uint64_t progress; /* chunks: item (from 0) its worker was in when it died */
   /* Called once, under the pool mutex, when the task finished. */
   void (*complete)(struct mproc_pool *p, struct mproc__task *t, struct mproc__outcome *o);
@@ -72,11 +72,8 @@ struct mproc_future {
 struct mproc__slot {
   pid_t pid;                 /* 0 when no worker */
   int pidfd;                 /* -1 when no worker */
-  int sock;                  /* parent end of the fd-passing socket, -1 none */
-  uint64_t head;             /* next ring position to fill */
-  uint64_t tail;             /* oldest position not yet collected */
   uint32_t assigned;         /* tasks handed to this worker generation (max_tasks) */
-  uint32_t live;             /* tasks in the ring, not revoked, not yet collected */
+  uint32_t live;             /* tasks handed over, not revoked, not yet collected */
   bool donor;                /* dispatch skips it: its queued tasks were just taken back */
   bool stalled;              /* dispatch skips it: it left queued work unstarted */
   uint64_t wait_pos;         /* worker position when a task was first seen waiting */
@@ -84,7 +81,6 @@ struct mproc__slot {
   bool stopping;             /* asked to exit when idle */
   int64_t started_ms;        /* when this worker was forked (initializer deadline) */
   bool init_timed_out;       /* the pool killed it: initializer past its deadline */
-  struct mproc__task **jobs; /* ring position -> task (NULL: revoked) */
   uint64_t n_done, n_failed; /* tasks this slot's workers finished (stats) */
   uint64_t n_replaced;       /* workers of this slot that died and were replaced */
 };
@@ -133,6 +129,7 @@ struct mproc_pool {
   int *slot_of;                /* pfd index -> worker slot */
   _Atomic int64_t wait_ema_us; /* moving average of how long waits took */
   int dying_slot;              /* slot of dying_pid */
+  int collecting;              /* slot whose results are being collected */
   /* Statistics (under mu): tasks (a map chunk counts as one) by outcome. */
   uint64_t next_id, n_done, n_failed, n_cancelled, n_retried;
   int64_t created_ms;
@@ -147,7 +144,26 @@ struct mproc_pool {
   _Atomic pid_t loop_tid; /* thread inside mproc_pool_loop_run, 0 none */
 };
 
+/* Whether the worker of slot i finished its initializer (under mu). */
+static inline bool mproc__worker_ready(struct mproc_pool *p, int i) {
+  int code;
+  const char *msg;
+  return p->tp->init_state(p, i, &code, &msg) == MPROC__INIT_READY;
+}
+
+/* The task the worker of slot i is running and since when, or NULL. */
+static inline struct mproc__task *mproc__worker_running(struct mproc_pool *p, int i,
+                                                        int64_t *since) {
+  struct mproc__activity a = {0};
+  p->tp->activity(p, i, &a);
+  *since = a.since;
+  return a.running;
+}
+
 /* ---- pool.c --------------------------------------------------------------- */
+/* The transport pools created from now on use; NULL: shared memory.  Chosen
+ * once, at pool creation (tests plug in their own). */
+extern const struct mproc__transport_ops *mproc__pool_transport;
 void mproc__pool_unref(struct mproc_pool *p);
 /* Wake the manager (any thread, async-signal-safe). */
 void mproc__pool_kick(struct mproc_pool *p);
@@ -159,6 +175,10 @@ bool mproc__pool_cancel_task(struct mproc_pool *p, struct mproc__task *t);
 /* Whether SIGINT arrived since `mark` (MPROC_POOL_SIGINT pools only). */
 bool mproc__sigint_since(const struct mproc_pool *p, uint32_t mark);
 uint32_t mproc__sigint_mark(void);
+
+/* Take back a task that has not started from its worker (under mu): true
+ * on success, with the slot's counts adjusted. */
+bool mproc__pool_revoke(struct mproc_pool *p, struct mproc__task *t);
 
 /* Close and free a task's submitted fds. */
 void mproc__task_close_fds(struct mproc__task *t);
@@ -221,6 +241,12 @@ void mproc__future_unref(struct mproc_future *f);
 /* Fill a task error from an outcome. */
 void mproc__error_from_outcome(struct mproc_task_error *e, const struct mproc__outcome *o);
 
+/* An arena extent for map/imap (under mu): MPROC_ENOTSUP when the pool's
+ * transport has no arena. */
+static inline int mproc__arena_alloc(struct mproc_pool *p, size_t len, uint64_t *off) {
+  return p->tp->arena_alloc != NULL ? p->tp->arena_alloc(p, len, off) : MPROC_ENOTSUP;
+}
+
 /* ---- imap.c ----------------------------------------------------------------- */
 extern int64_t mproc__imap_free_wait_ms;
 
@@ -231,11 +257,5 @@ void mproc__loop_push(struct mproc_pool *p, struct mproc_future *f);
 /* Run what the loop never collected (destroy, no lock held). */
 void mproc__loop_fini(struct mproc_pool *p);
 bool mproc__in_loop_run(const struct mproc_pool *p);
-
-/* ---- transport_shm.c: the data arena for map/imap -------------------------- */
-/* Allocate/free `len` bytes of the pool's shared arena (under mu).  Returns 0
- * and the offset, or -ENOMEM. */
-int mproc__arena_alloc(struct mproc_pool *p, size_t len, uint64_t *off);
-void mproc__arena_free(struct mproc_pool *p, uint64_t off, size_t len);
 
 #endif /* MPROC_POOL_INTERNAL_H */

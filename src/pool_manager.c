@@ -5,10 +5,12 @@
  * workers (their parent-death signal is tied to it), reaps them and runs
  * done-callbacks.  Its loop:
  *
- *   lock -> collect finished tasks -> dispatch/steal -> enforce timeouts ->
- *   stop idle workers when closed -> take the callback queue -> unlock ->
- *   run callbacks -> announce sleep -> poll(eventfd, pidfds, next deadline)
- *   -> handle dead workers (under the lock) -> loop
+ *   lock -> collect finished tasks -> dispatch/steal -> enforce timeouts
+ *   (tasks, initializers) -> retry failed respawns -> watch for stalled
+ *   workers -> stop idle workers when closed -> take the callback queue ->
+ *   unlock -> run callbacks -> the transport's sleep (poll on eventfd and
+ *   pidfds until the next deadline; every 250 ms while tasks are out) ->
+ *   handle dead workers (under the lock) -> loop
  *
  * Scheduling: dispatch fills each worker's ring eagerly (least loaded
  * first), because a deep ring is what makes tiny tasks cheap; stealing (see
@@ -196,6 +198,34 @@ static void break_pool(struct mproc_pool *p, int code, const char *msg) {
   p->pend_tail = NULL;
 }
 
+/* A task the worker of slot p->collecting finished. */
+static void task_collected(struct mproc_pool *p, struct mproc__task *t, struct mproc__outcome *o) {
+  struct mproc__slot *sl = &p->slots[p->collecting];
+  if (o->code == 0)
+    sl->n_done++;
+  else
+    sl->n_failed++;
+  task_done(p, t, o);
+}
+
+/* Collect the finished tasks of slot i (under mu); returns how many. */
+static int collect(struct mproc_pool *p, int i) {
+  p->collecting = i;
+  int n = p->tp->poll_results(p, i, task_collected);
+  p->slots[i].live -= (uint32_t)n;
+  return n;
+}
+
+/* The worker of slot i is gone: empty the transport's side of the slot
+ * (tasks go to task_left) and reset the pool's. */
+static void reset_slot(struct mproc_pool *p, int i) {
+  struct mproc__slot *sl = &p->slots[i];
+  p->tp->reset_slot(p, i, task_left);
+  sl->assigned = 0;
+  sl->live = 0;
+  sl->stopping = false;
+}
+
 static bool want_workers(struct mproc_pool *p) {
   int state = atomic_load(&p->state);
   return state == MPROC__P_RUNNING || (state == MPROC__P_CLOSED && p->outstanding > 0);
@@ -275,12 +305,13 @@ static int64_t retry_respawn(struct mproc_pool *p) {
  * (a crash, an exit, or the pool killing it at the initializer deadline).
  * Fills msg and *code. */
 static bool init_failed(struct mproc_pool *p, int i, int *code, char *msg, size_t cap) {
-  const char *imsg = p->tp->init_failure(p, i, code);
-  if (imsg != NULL) {
+  const char *imsg = NULL;
+  int state = p->tp->init_state(p, i, code, &imsg);
+  if (state == MPROC__INIT_FAILED) {
     snprintf(msg, cap, "%s", imsg);
     return true;
   }
-  if (p->opts.initializer == NULL || p->tp->ready(p, i))
+  if (p->opts.initializer == NULL || state == MPROC__INIT_READY)
     return false;
   int pid = (int)p->dying_pid;
   *code = MPROC_EINITFAILED;
@@ -302,7 +333,7 @@ static void handle_death(struct mproc_pool *p, int i) {
   int code = 0;
   kill(-sl->pid, SIGKILL);
   mproc__reap(sl->pidfd, &code, mproc__deadline(1000));
-  p->tp->poll_results(p, i, task_done);
+  collect(p, i);
   p->dying_pid = sl->pid;
   p->dying_slot = i;
   p->dying_code = code;
@@ -313,7 +344,7 @@ static void handle_death(struct mproc_pool *p, int i) {
     if (state != MPROC__P_TERMINATING && state != MPROC__P_BROKEN)
       break_pool(p, icode, msgbuf);
   }
-  p->tp->reset_slot(p, i, task_left);
+  reset_slot(p, i);
   push_front_list(p);
   mproc__close(sl->pidfd);
   sl->pidfd = -1;
@@ -365,6 +396,15 @@ static void send_failed(struct mproc_pool *p, int i, struct mproc__task *t, int 
   mproc__task_fail(p, t, r, "could not hand the task to a worker");
 }
 
+bool mproc__pool_revoke(struct mproc_pool *p, struct mproc__task *t) {
+  int i = t->slot;
+  if (i < 0 || !p->tp->revoke(p, t))
+    return false;
+  p->slots[i].assigned--;
+  p->slots[i].live--;
+  return true;
+}
+
 /* Hand queued tasks to the least loaded workers with room. */
 static void dispatch_pending(struct mproc_pool *p) {
   while (p->pend_head != NULL) {
@@ -377,6 +417,10 @@ static void dispatch_pending(struct mproc_pool *p) {
       p->pend_tail = NULL;
     t->next = NULL;
     int r = p->tp->send_task(p, i, t);
+    if (r == 0) {
+      p->slots[i].assigned++;
+      p->slots[i].live++;
+    }
     if (r != 0)
       send_failed(p, i, t, r);
     else if (atomic_load_explicit(&p->mgr_untimed, memory_order_relaxed) &&
@@ -390,21 +434,15 @@ static void dispatch_pending(struct mproc_pool *p) {
 static bool idle_worker(struct mproc_pool *p, int i) {
   struct mproc__slot *sl = &p->slots[i];
   return sl->pid > 0 && !sl->stopping && !sl->stalled && sl->live == 0 && p->tp->can_send(p, i) &&
-         p->tp->ready(p, i);
+         mproc__worker_ready(p, i);
 }
 
-/* Take back every task of slot i that has not started, in ring order, onto
- * the requeue list.  Returns how many. */
+/* Take back every task of slot i that has not started, in order, onto the
+ * requeue list.  Returns how many. */
 static int take_back(struct mproc_pool *p, int i) {
-  struct mproc__slot *sl = &p->slots[i];
-  int n = 0;
-  for (uint64_t pos = sl->tail; pos < sl->head; pos++) {
-    struct mproc__task *t = sl->jobs[pos % p->ring];
-    if (t != NULL && p->tp->revoke(p, t)) {
-      requeue(p, t);
-      n++;
-    }
-  }
+  int n = p->tp->revoke_all(p, i, requeue);
+  p->slots[i].assigned -= (uint32_t)n;
+  p->slots[i].live -= (uint32_t)n;
   return n;
 }
 
@@ -426,7 +464,7 @@ static void steal(struct mproc_pool *p) {
   for (int i = 0; i < p->nworkers; i++) {
     struct mproc__slot *sl = &p->slots[i];
     int64_t since;
-    if (sl->pid <= 0 || sl->live < 2 || p->tp->running(p, i, &since) == NULL)
+    if (sl->pid <= 0 || sl->live < 2 || mproc__worker_running(p, i, &since) == NULL)
       continue;
     int n = take_back(p, i);
     sl->donor = n > 0;
@@ -446,6 +484,10 @@ void mproc__pool_dispatch(struct mproc_pool *p) {
     steal(p);
 }
 
+static void fail_cancelled(struct mproc_pool *p, struct mproc__task *t) {
+  mproc__task_fail(p, t, MPROC_ECANCELLED, "cancelled");
+}
+
 void mproc__pool_cancel_pending(struct mproc_pool *p) {
   while (p->pend_head != NULL) {
     struct mproc__task *t = p->pend_head;
@@ -454,12 +496,9 @@ void mproc__pool_cancel_pending(struct mproc_pool *p) {
   }
   p->pend_tail = NULL;
   for (int i = 0; i < p->nworkers; i++) {
-    struct mproc__slot *sl = &p->slots[i];
-    for (uint64_t pos = sl->tail; pos < sl->head; pos++) {
-      struct mproc__task *t = sl->jobs[pos % p->ring];
-      if (t != NULL && p->tp->revoke(p, t))
-        mproc__task_fail(p, t, MPROC_ECANCELLED, "cancelled");
-    }
+    int n = p->tp->revoke_all(p, i, fail_cancelled);
+    p->slots[i].assigned -= (uint32_t)n;
+    p->slots[i].live -= (uint32_t)n;
   }
 }
 
@@ -467,7 +506,7 @@ int mproc__pool_drain(struct mproc_pool *p) {
   int n = 0;
   for (int i = 0; i < p->nworkers; i++)
     if (p->slots[i].pid > 0)
-      n += p->tp->poll_results(p, i, task_done);
+      n += collect(p, i);
   mproc__pool_dispatch(p);
   return n;
 }
@@ -496,7 +535,8 @@ void mproc__pool_helping(struct mproc_pool *p, int delta) {
   pthread_mutex_lock(&p->mu);
   int n = 0;
   if (p->tp_state != NULL && p->slots != NULL) {
-    p->tp->helping(p, delta);
+    if (p->tp->helping != NULL)
+      p->tp->helping(p, delta);
     /* Stopping: collect once more under the lock, so a result whose worker
      * skipped waking the manager (it saw us spinning) is never stranded. */
     atomic_thread_fence(memory_order_seq_cst);
@@ -516,7 +556,7 @@ static int64_t enforce_timeouts(struct mproc_pool *p) {
   for (int i = 0; i < p->nworkers; i++) {
     struct mproc__slot *sl = &p->slots[i];
     if (p->opts.init_timeout_ms > 0 && p->opts.initializer != NULL && sl->pid > 0 &&
-        !sl->init_timed_out && !p->tp->ready(p, i)) {
+        !sl->init_timed_out && !mproc__worker_ready(p, i)) {
       int64_t dl = sl->started_ms + p->opts.init_timeout_ms;
       if (now >= dl) {
         sl->init_timed_out = true;
@@ -528,7 +568,7 @@ static int64_t enforce_timeouts(struct mproc_pool *p) {
   }
   for (int i = 0; i < p->nworkers; i++) {
     int64_t since;
-    struct mproc__task *t = p->slots[i].pid > 0 ? p->tp->running(p, i, &since) : NULL;
+    struct mproc__task *t = p->slots[i].pid > 0 ? mproc__worker_running(p, i, &since) : NULL;
     if (t == NULL || t->timeout_ms <= 0 || t->timed_out)
       continue;
     int64_t dl = since + t->timeout_ms;
@@ -546,7 +586,7 @@ static int64_t enforce_timeouts(struct mproc_pool *p) {
 static bool other_worker_ready(struct mproc_pool *p, int except) {
   for (int i = 0; i < p->nworkers; i++) {
     struct mproc__slot *sl = &p->slots[i];
-    if (i != except && sl->pid > 0 && !sl->stopping && !sl->stalled && p->tp->ready(p, i))
+    if (i != except && sl->pid > 0 && !sl->stopping && !sl->stalled && mproc__worker_ready(p, i))
       return true;
   }
   return false;
@@ -566,11 +606,13 @@ static int64_t watch_stalls(struct mproc_pool *p) {
   int64_t next = -1, now = mproc_now_ms();
   for (int i = 0; i < p->nworkers; i++) {
     struct mproc__slot *sl = &p->slots[i];
-    uint64_t pos = 0;
     /* A worker in its initializer is watched by the initializer deadline;
      * without an initializer even one stopped before it said so is watched. */
-    bool watch = sl->pid > 0 && (p->opts.initializer == NULL || p->tp->ready(p, i));
-    struct mproc__task *t = watch ? p->tp->waiting(p, i, &pos) : NULL;
+    struct mproc__activity a = {0};
+    if (sl->pid > 0 && (p->opts.initializer == NULL || mproc__worker_ready(p, i)))
+      p->tp->activity(p, i, &a);
+    uint64_t pos = a.pos;
+    struct mproc__task *t = a.waiting;
     if (sl->stalled && pos != sl->wait_pos)
       sl->stalled = false; /* it moved again */
     if (t == NULL) {
@@ -620,7 +662,7 @@ static void *manager_main(void *arg) {
         continue;
       mproc__kill_worker(p, i);
       mproc__reap(p->slots[i].pidfd, NULL, -1);
-      p->tp->reset_slot(p, i, task_left);
+      reset_slot(p, i);
       mproc__close(p->slots[i].pidfd);
       p->slots[i].pid = 0;
       p->slots[i].pidfd = -1;
@@ -634,7 +676,6 @@ static void *manager_main(void *arg) {
   }
   struct pollfd *pfd = p->pfd;
   int *slot_of = p->slot_of;
-  uint64_t seen = 0;
   for (;;) {
     if (atomic_load(&p->state) == MPROC__P_TERMINATING)
       for (int i = 0; i < p->nworkers; i++)
@@ -685,15 +726,12 @@ static void *manager_main(void *arg) {
         pfd[n++] = (struct pollfd){.fd = p->slots[i].pidfd, .events = POLLIN};
       }
     pthread_mutex_unlock(&p->mu);
-    if (!p->tp->arm_sleep(p, &seen)) {
-      int r = poll(pfd, (nfds_t)n, next < 0 ? -1 : mproc__poll_timeout(next));
-      p->tp->disarm_sleep(p);
-      atomic_store(&p->mgr_untimed, 0);
-      if (r > 0 && (pfd[0].revents & POLLIN)) {
-        uint64_t v;
-        ssize_t rd = read(p->efd, &v, sizeof v);
-        (void)rd;
-      }
+    int r = p->tp->sleep(p, pfd, n, next < 0 ? -1 : mproc__poll_timeout(next));
+    atomic_store(&p->mgr_untimed, 0);
+    if (r > 0 && (pfd[0].revents & POLLIN)) {
+      uint64_t v;
+      ssize_t rd = read(p->efd, &v, sizeof v);
+      (void)rd;
     }
     pthread_mutex_lock(&p->mu);
     for (int k = 1; k < n; k++) {

@@ -73,7 +73,7 @@ MPROC_EXTERN int mproc_pool_stats(mproc_pool *p, struct mproc_pool_stats *st,
   for (int i = 0; live && i < p->nworkers; i++) {
     struct mproc__slot *sl = &p->slots[i];
     int64_t since = 0;
-    struct mproc__task *t = sl->pid > 0 ? p->tp->running(p, i, &since) : NULL;
+    struct mproc__task *t = sl->pid > 0 ? mproc__worker_running(p, i, &since) : NULL;
     if (t != NULL)
       s.running++;
     if ((size_t)i >= k)
@@ -89,7 +89,7 @@ MPROC_EXTERN int mproc_pool_stats(mproc_pool *p, struct mproc_pool_stats *st,
       w->state = MPROC_WORKER_EXITING;
     else if (t != NULL)
       w->state = MPROC_WORKER_BUSY;
-    else if (!p->tp->ready(p, i))
+    else if (!mproc__worker_ready(p, i))
       w->state = MPROC_WORKER_STARTING;
     else
       w->state = MPROC_WORKER_IDLE;

@@ -91,6 +91,9 @@ struct mproc__worker_args {
   int spin; /* idle spin iterations before sleeping */
 };
 
+/* worker.c: the shm transport's worker process entry point (fork-only). */
+int mproc__worker_main(void *arg);
+
 /* fd passing over the per-worker SOCK_SEQPACKET socket (transport_shm.c). */
 int mproc__send_fd(int sock, int fd);
 int mproc__recv_fd(int sock, int *fd);

@@ -3,7 +3,19 @@
  * Today there is one transport, local shared memory (transport_shm.c): one
  * anonymous shared mapping holds a request/response ring per worker.  A later
  * exec-based start method or an MPI backend adds one more file implementing
- * struct mproc__transport_ops; the pool and manager never touch the rings.
+ * struct mproc__transport_ops.  The transport owns everything about how
+ * tasks sit with a worker (ring positions, the task table, its sockets: its
+ * tp_state, opaque to the pool, and a task's tp_ref); the pool and manager
+ * see only slots, tasks and these operations, and keep their own counts
+ * (tasks handed over, per-slot statistics).  The data arena of map/imap is
+ * an operation too.  The task-side API (task.c) reaches a transport's
+ * worker side only through its task context (task_ctx.h).  How the manager
+ * sleeps is the transport's (sleep: the shm transport's announce-then-poll
+ * handshake stays inside it); `helping` is an optional hint from spinning
+ * waiters.  Operations marked optional may be NULL.  The transport is
+ * chosen at pool creation (mproc__pool_transport); tests/test-pool-transport.c
+ * adds a whole transport -- tasks over a socketpair -- in its own file and
+ * chooses it with one assignment.
  *
  * Function references go through struct mproc__fnref for the same reason:
  * under fork a code address is valid in the worker, elsewhere it is not. */
@@ -12,6 +24,7 @@
 
 #include "internal.h"
 
+#include <poll.h>
 #include <stdatomic.h>
 
 struct mproc_pool;
@@ -54,6 +67,19 @@ struct mproc__outcome {
   size_t res_map_len; /* non-zero when res is an mmap()ed mapping */
 };
 
+/* What a worker is doing, as the transport sees it. */
+struct mproc__activity {
+  struct mproc__task *running; /* the task it runs, or NULL */
+  int64_t since;               /* since when (mproc_now_ms) */
+  /* Optional (NULL when the transport cannot tell): the task it would
+   * start next while it runs nothing, and its position, which moves
+   * whenever the worker makes progress (stall detection). */
+  struct mproc__task *waiting;
+  uint64_t pos;
+};
+
+enum { MPROC__INIT_RUNNING, MPROC__INIT_READY, MPROC__INIT_FAILED };
+
 struct mproc__transport_ops {
   const char *name;
   /* Create the pool's transport state (before any worker starts). */
@@ -71,42 +97,41 @@ struct mproc__transport_ops {
                                    struct mproc__outcome *));
   /* Take back a task that has not started: true on success. */
   bool (*revoke)(struct mproc_pool *p, struct mproc__task *t);
-  /* Whether the task has started on its worker. */
-  bool (*started)(struct mproc_pool *p, const struct mproc__task *t);
-  /* The task the slot's worker is running and since when (ms), or NULL. */
-  struct mproc__task *(*running)(struct mproc_pool *p, int slot, int64_t *since_ms);
-  /* The worker's next ring position (*pos, which moves whenever it makes
-   * progress), and the first task it has not started that it would take
-   * next while it runs nothing -- or NULL.  Used to detect a stalled worker. */
-  struct mproc__task *(*waiting)(struct mproc_pool *p, int slot, uint64_t *pos);
+  /* Take back every task of the slot that has not started, in the order it
+   * would have run them, handing each to each(p, t); returns how many. */
+  int (*revoke_all)(struct mproc_pool *p, int slot,
+                    void (*each)(struct mproc_pool *, struct mproc__task *));
+  /* What the slot's worker is doing (see struct mproc__activity). */
+  void (*activity)(struct mproc_pool *p, int slot, struct mproc__activity *a);
   /* Ask the worker to exit once its ring is empty. */
   void (*stop_worker)(struct mproc_pool *p, int slot);
   /* After the worker exited: hand every task still in its ring to
    * left(p, t, started) in order (a started chunk's t->progress holds the
-   * item the worker was in), then reset the slot for a new worker. */
+   * item the worker was in), then reset the transport's side of the slot for
+   * a new worker. */
   void (*reset_slot)(struct mproc_pool *p, int slot,
                      void (*left)(struct mproc_pool *, struct mproc__task *, bool started));
-  /* Whether the slot's worker finished its initializer. */
-  bool (*ready)(struct mproc_pool *p, int slot);
-  /* The initializer's failure message of a slot's worker, or NULL. */
-  const char *(*init_failure)(struct mproc_pool *p, int slot, int *code);
-  /* Whether anything finished since *seen (updates *seen); used to decide
-   * whether the manager may sleep.  arm() announces the manager sleeps. */
-  bool (*arm_sleep)(struct mproc_pool *p, uint64_t *seen);
-  void (*disarm_sleep)(struct mproc_pool *p);
-  /* A parent thread starts (+1) or stops (-1) spinning to collect results:
-   * while one spins, workers need not wake the manager. */
+  /* Where the slot's worker is with its initializer: MPROC__INIT_RUNNING,
+   * _READY, or _FAILED with the initializer's *code and *msg (borrowed). */
+  int (*init_state)(struct mproc_pool *p, int slot, int *code, const char **msg);
+  /* The manager sleeps: poll(pfd, n, timeout_ms) -- or return 0 at once
+   * when the transport knows results are waiting.  Returns poll's result. */
+  int (*sleep)(struct mproc_pool *p, struct pollfd *pfd, int n, int timeout_ms);
+  /* Optional (NULL: nothing to do).  A parent thread starts (+1) or stops
+   * (-1) spinning to collect results: a transport may then spare its workers
+   * the cost of waking the manager. */
   void (*helping)(struct mproc_pool *p, int delta);
-  /* Address of a byte offset of the shared data arena (map/imap data). */
+  /* The shared data arena for map/imap: allocate `len` bytes (under mu;
+   * 0 and the offset, or -ENOMEM), free them, and the address of an offset
+   * in this process.  Optional: without them map and imap return
+   * MPROC_ENOTSUP. */
+  int (*arena_alloc)(struct mproc_pool *p, size_t len, uint64_t *off);
+  void (*arena_free)(struct mproc_pool *p, uint64_t off, size_t len);
   void *(*arena)(struct mproc_pool *p, uint64_t off);
   /* Release everything (workers already reaped). */
   void (*fini)(struct mproc_pool *p);
 };
 
 extern const struct mproc__transport_ops mproc__transport_shm;
-
-/* worker.c: the worker process entry point (fork-only). */
-struct mproc__worker_args;
-int mproc__worker_main(void *arg);
 
 #endif /* MPROC_TRANSPORT_H */

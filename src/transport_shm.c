@@ -24,6 +24,7 @@
 #include "shm_layout.h"
 
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,7 +40,16 @@ struct extent {
   uint64_t off, len;
 };
 
+/* The parent's side of one worker's ring (under the pool mutex). */
+struct shm_slot {
+  uint64_t head;             /* next ring position to fill */
+  uint64_t tail;             /* oldest position not yet collected */
+  struct mproc__task **jobs; /* ring position -> task (NULL: revoked) */
+  int sock;                  /* parent end of the fd-passing socket, -1 none */
+};
+
 struct shm_state {
+  struct shm_slot *slots; /* one per worker slot */
   struct mproc__shm_hdr *hdr;
   size_t hdr_len;
   int arena_fd;
@@ -47,9 +57,11 @@ struct shm_state {
   struct extent *free_ext; /* sorted by offset, coalesced */
   size_t nfree, capfree;
   int spin;
+  uint64_t mgr_seen; /* done_seq when the manager last looked (manager only) */
 };
 
 static struct shm_state *st(struct mproc_pool *p) { return p->tp_state; }
+static struct shm_slot *sslot(struct mproc_pool *p, int i) { return &st(p)->slots[i]; }
 static struct mproc__slot_shm *sshm(struct mproc_pool *p, int i) { return &st(p)->hdr->slots[i]; }
 
 int mproc__send_fd(int sock, int fd) {
@@ -166,7 +178,7 @@ int mproc__recv_fds(int sock, int *fds, size_t max, size_t *n_out) {
 
 /* ---- arena ------------------------------------------------------------------ */
 
-int mproc__arena_alloc(struct mproc_pool *p, size_t len, uint64_t *off) {
+static int shm_arena_alloc(struct mproc_pool *p, size_t len, uint64_t *off) {
   struct shm_state *s = st(p);
   uint64_t need = ((uint64_t)len + ARENA_ALIGN - 1) & ~(uint64_t)(ARENA_ALIGN - 1);
   if (need == 0)
@@ -186,7 +198,7 @@ int mproc__arena_alloc(struct mproc_pool *p, size_t len, uint64_t *off) {
   return -ENOMEM;
 }
 
-void mproc__arena_free(struct mproc_pool *p, uint64_t off, size_t len) {
+static void shm_arena_free(struct mproc_pool *p, uint64_t off, size_t len) {
   struct shm_state *s = st(p);
   uint64_t n = ((uint64_t)len + ARENA_ALIGN - 1) & ~(uint64_t)(ARENA_ALIGN - 1);
   if (n == 0)
@@ -237,6 +249,11 @@ static void shm_fini(struct mproc_pool *p) {
     munmap(s->arena, MPROC__ARENA_LEN);
   mproc__close(s->arena_fd);
   free(s->free_ext);
+  for (int i = 0; s->slots != NULL && i < p->nworkers; i++) {
+    mproc__close(s->slots[i].sock);
+    free(s->slots[i].jobs);
+  }
+  free(s->slots);
   free(s);
   p->tp_state = NULL;
 }
@@ -253,6 +270,16 @@ static int shm_init(struct mproc_pool *p) {
     r = mproc__memfd_create("mproc-arena", MPROC__ARENA_LEN, &s->arena_fd);
   if (r == 0)
     r = mproc__map_shared(s->arena_fd, MPROC__ARENA_LEN, (void **)&s->arena);
+  if (r == 0) {
+    s->slots = calloc((size_t)p->nworkers, sizeof *s->slots);
+    r = s->slots != NULL ? 0 : -ENOMEM;
+    for (int i = 0; r == 0 && i < p->nworkers; i++)
+      s->slots[i].sock = -1; /* all of them before anything can fail */
+    for (int i = 0; r == 0 && i < p->nworkers; i++) {
+      s->slots[i].jobs = calloc(MPROC__RING, sizeof *s->slots[i].jobs);
+      r = s->slots[i].jobs != NULL ? 0 : -ENOMEM;
+    }
+  }
   if (r == 0) {
     s->capfree = 16;
     s->free_ext = malloc(s->capfree * sizeof *s->free_ext);
@@ -308,17 +335,17 @@ static int shm_start_worker(struct mproc_pool *p, int i) {
     sl->pidfd = -1;
     return r;
   }
-  sl->sock = sv[0];
+  sslot(p, i)->sock = sv[0];
   return 0;
 }
 
 static bool shm_can_send(struct mproc_pool *p, int i) {
-  struct mproc__slot *sl = &p->slots[i];
+  struct shm_slot *sl = sslot(p, i);
   return sl->head - sl->tail < MPROC__RING;
 }
 
 static int shm_send_task(struct mproc_pool *p, int i, struct mproc__task *t) {
-  struct mproc__slot *sl = &p->slots[i];
+  struct shm_slot *sl = sslot(p, i);
   struct mproc__slot_shm *ss = sshm(p, i);
   uint64_t pos = sl->head;
   struct mproc__entry *e = &ss->ring[pos % MPROC__RING];
@@ -368,10 +395,8 @@ static int shm_send_task(struct mproc_pool *p, int i, struct mproc__task *t) {
   atomic_store_explicit(&e->state, MPROC__E_QUEUED, memory_order_release);
   sl->jobs[pos % MPROC__RING] = t;
   t->slot = i;
-  t->pos = pos;
+  t->tp_ref = pos;
   sl->head = pos + 1;
-  sl->assigned++;
-  sl->live++;
   atomic_store(&ss->head, pos + 1);
   atomic_fetch_add(&ss->wake, 1);
   if (atomic_load(&ss->sleeping))
@@ -381,14 +406,13 @@ static int shm_send_task(struct mproc_pool *p, int i, struct mproc__task *t) {
 
 static void outcome_of(struct mproc_pool *p, int i, struct mproc__entry *e, struct mproc__task *t,
                        struct mproc__outcome *o) {
-  struct mproc__slot *sl = &p->slots[i];
   memset(o, 0, sizeof *o);
-  o->pid = sl->pid;
+  o->pid = p->slots[i].pid;
   o->exit_status = -1;
   o->msg = "";
   int fd = -1;
   if (e->rflags & MPROC__EF_RES_FD) {
-    if (mproc__recv_fd(sl->sock, &fd) != 0)
+    if (mproc__recv_fd(sslot(p, i)->sock, &fd) != 0)
       fd = -1;
   }
   if (e->code != 0) {
@@ -436,7 +460,7 @@ static void outcome_of(struct mproc_pool *p, int i, struct mproc__entry *e, stru
 static int shm_poll_results(struct mproc_pool *p, int i,
                             void (*done)(struct mproc_pool *, struct mproc__task *,
                                          struct mproc__outcome *)) {
-  struct mproc__slot *sl = &p->slots[i];
+  struct shm_slot *sl = sslot(p, i);
   struct mproc__slot_shm *ss = sshm(p, i);
   int n = 0;
   while (sl->tail < sl->head) {
@@ -451,13 +475,8 @@ static int shm_poll_results(struct mproc_pool *p, int i,
     struct mproc__task *t = sl->jobs[sl->tail % MPROC__RING];
     sl->jobs[sl->tail % MPROC__RING] = NULL;
     if (state == MPROC__E_DONE && t != NULL) {
-      sl->live--;
       struct mproc__outcome o;
       outcome_of(p, i, e, t, &o);
-      if (o.code == 0)
-        sl->n_done++;
-      else
-        sl->n_failed++;
       t->slot = -1;
       done(p, t, &o);
       n++;
@@ -469,7 +488,7 @@ static int shm_poll_results(struct mproc_pool *p, int i,
 }
 
 static struct mproc__entry *entry_of(struct mproc_pool *p, const struct mproc__task *t) {
-  return &sshm(p, t->slot)->ring[t->pos % MPROC__RING];
+  return &sshm(p, t->slot)->ring[t->tp_ref % MPROC__RING];
 }
 
 static bool shm_revoke(struct mproc_pool *p, struct mproc__task *t) {
@@ -478,24 +497,28 @@ static bool shm_revoke(struct mproc_pool *p, struct mproc__task *t) {
   uint32_t expect = MPROC__E_QUEUED;
   if (!atomic_compare_exchange_strong(&entry_of(p, t)->state, &expect, MPROC__E_REVOKED))
     return false;
-  struct mproc__slot *sl = &p->slots[t->slot];
-  sl->jobs[t->pos % MPROC__RING] = NULL;
-  sl->assigned--;
-  sl->live--;
+  sslot(p, t->slot)->jobs[t->tp_ref % MPROC__RING] = NULL;
   t->slot = -1;
   return true;
 }
 
-static bool shm_started(struct mproc_pool *p, const struct mproc__task *t) {
-  if (t->slot < 0)
-    return false;
-  uint32_t s = atomic_load(&entry_of(p, t)->state);
-  return s == MPROC__E_STARTED || s == MPROC__E_DONE;
+static int shm_revoke_all(struct mproc_pool *p, int i,
+                          void (*each)(struct mproc_pool *, struct mproc__task *)) {
+  struct shm_slot *sl = sslot(p, i);
+  int n = 0;
+  for (uint64_t pos = sl->tail; pos < sl->head; pos++) {
+    struct mproc__task *t = sl->jobs[pos % MPROC__RING];
+    if (t != NULL && shm_revoke(p, t)) {
+      each(p, t);
+      n++;
+    }
+  }
+  return n;
 }
 
-static struct mproc__task *shm_running(struct mproc_pool *p, int i, int64_t *since) {
+static struct mproc__task *running(struct mproc_pool *p, int i, int64_t *since) {
   struct mproc__slot_shm *ss = sshm(p, i);
-  struct mproc__slot *sl = &p->slots[i];
+  struct shm_slot *sl = sslot(p, i);
   uint64_t cur = atomic_load(&ss->cur);
   if (cur == 0 || cur - 1 < sl->tail || cur - 1 >= sl->head)
     return NULL;
@@ -506,9 +529,9 @@ static struct mproc__task *shm_running(struct mproc_pool *p, int i, int64_t *sin
   return sl->jobs[(cur - 1) % MPROC__RING];
 }
 
-static struct mproc__task *shm_waiting(struct mproc_pool *p, int i, uint64_t *pos) {
+static struct mproc__task *waiting(struct mproc_pool *p, int i, uint64_t *pos) {
   struct mproc__slot_shm *ss = sshm(p, i);
-  struct mproc__slot *sl = &p->slots[i];
+  struct shm_slot *sl = sslot(p, i);
   uint64_t w = atomic_load(&ss->wpos);
   *pos = w;
   if (atomic_load(&ss->cur) != 0)
@@ -524,6 +547,12 @@ static struct mproc__task *shm_waiting(struct mproc_pool *p, int i, uint64_t *po
   return NULL;
 }
 
+static void shm_activity(struct mproc_pool *p, int i, struct mproc__activity *a) {
+  a->since = 0;
+  a->running = running(p, i, &a->since);
+  a->waiting = waiting(p, i, &a->pos);
+}
+
 static void shm_stop_worker(struct mproc_pool *p, int i) {
   struct mproc__slot_shm *ss = sshm(p, i);
   atomic_store(&ss->stop, 1);
@@ -533,7 +562,7 @@ static void shm_stop_worker(struct mproc_pool *p, int i) {
 
 static void shm_reset_slot(struct mproc_pool *p, int i,
                            void (*left)(struct mproc_pool *, struct mproc__task *, bool)) {
-  struct mproc__slot *sl = &p->slots[i];
+  struct shm_slot *sl = sslot(p, i);
   struct mproc__slot_shm *ss = sshm(p, i);
   for (uint64_t pos = sl->tail; pos < sl->head; pos++) {
     struct mproc__entry *e = &ss->ring[pos % MPROC__RING];
@@ -551,9 +580,6 @@ static void shm_reset_slot(struct mproc_pool *p, int i,
     left(p, t, state == MPROC__E_STARTED || state == MPROC__E_DONE);
   }
   sl->head = sl->tail = 0;
-  sl->assigned = 0;
-  sl->live = 0;
-  sl->stopping = false;
   atomic_store(&ss->head, 0);
   atomic_store(&ss->cur, 0);
   atomic_store(&ss->wpos, 0);
@@ -564,32 +590,33 @@ static void shm_reset_slot(struct mproc_pool *p, int i,
   sl->sock = -1;
 }
 
-static const char *shm_init_failure(struct mproc_pool *p, int i, int *code) {
+static int shm_init_state(struct mproc_pool *p, int i, int *code, const char **msg) {
   struct mproc__slot_shm *ss = sshm(p, i);
-  if (atomic_load(&ss->init_state) != 2)
-    return NULL;
+  uint32_t state = atomic_load(&ss->init_state);
+  if (state != 2)
+    return state == 1 ? MPROC__INIT_READY : MPROC__INIT_RUNNING;
   *code = ss->init_code;
   ss->init_msg[sizeof ss->init_msg - 1] = '\0';
-  return ss->init_msg;
+  *msg = ss->init_msg;
+  return MPROC__INIT_FAILED;
 }
 
-static bool shm_ready(struct mproc_pool *p, int i) {
-  return atomic_load(&sshm(p, i)->init_state) == 1;
-}
-
-static bool shm_arm_sleep(struct mproc_pool *p, uint64_t *seen) {
-  struct mproc__shm_hdr *h = st(p)->hdr;
+/* The manager announces that it sleeps (workers then write the eventfd),
+ * then re-checks done_seq: store-then-load, so a result published in
+ * between is either seen here or wakes the poll. */
+static int shm_sleep(struct mproc_pool *p, struct pollfd *pfd, int n, int timeout_ms) {
+  struct shm_state *s = st(p);
+  struct mproc__shm_hdr *h = s->hdr;
   atomic_store(&h->mgr_sleeping, 1);
   uint64_t now = atomic_load(&h->done_seq);
-  if (now != *seen) {
-    *seen = now;
-    atomic_store(&h->mgr_sleeping, 0);
-    return true;
-  }
-  return false;
+  int r = 0;
+  if (now != s->mgr_seen)
+    s->mgr_seen = now;
+  else
+    r = poll(pfd, (nfds_t)n, timeout_ms);
+  atomic_store(&h->mgr_sleeping, 0);
+  return r;
 }
-
-static void shm_disarm_sleep(struct mproc_pool *p) { atomic_store(&st(p)->hdr->mgr_sleeping, 0); }
 
 static void shm_helping(struct mproc_pool *p, int delta) {
   atomic_fetch_add(&st(p)->hdr->helpers, (uint32_t)delta);
@@ -605,16 +632,15 @@ const struct mproc__transport_ops mproc__transport_shm = {
     .send_task = shm_send_task,
     .poll_results = shm_poll_results,
     .revoke = shm_revoke,
-    .started = shm_started,
-    .running = shm_running,
-    .waiting = shm_waiting,
+    .revoke_all = shm_revoke_all,
+    .activity = shm_activity,
     .stop_worker = shm_stop_worker,
     .reset_slot = shm_reset_slot,
-    .init_failure = shm_init_failure,
-    .ready = shm_ready,
-    .arm_sleep = shm_arm_sleep,
-    .disarm_sleep = shm_disarm_sleep,
+    .init_state = shm_init_state,
+    .sleep = shm_sleep,
     .helping = shm_helping,
+    .arena_alloc = shm_arena_alloc,
+    .arena_free = shm_arena_free,
     .arena = shm_arena,
     .fini = shm_fini,
 };

@@ -1,4 +1,5 @@
-/* The worker process: its main loop and the task-side result API.
+/* The shm transport's worker process: its main loop and its task context
+ * (results and messages written into the ring entry; see task_ctx.h).
  *
  * Design notes.  A worker is forked by the pool's manager thread (so its
  * parent-death signal, SIGKILL, fires when the pool's process dies) into a
@@ -22,41 +23,31 @@
 #include "pool.h"
 #include "futex.h"
 #include "shm_layout.h"
+#include "task_ctx.h"
 
 #include <fcntl.h>
 #include <sched.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdio_ext.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
-struct mproc_task_ctx {
+/* The shm transport's task context: results and messages go to the ring
+ * entry (or, for an initializer, to the slot's init_msg). */
+struct shm_ctx {
+  mproc_task_ctx base; /* first: the public API sees only this */
   struct mproc__entry *e;
-  int sock;
-  int res_fd;      /* memfd of a large result, -1 none */
-  void *res_map;   /* its mapping */
-  size_t res_len;  /* its size */
-  int res_err;     /* the last result buffer could not be made: -errno, else 0 */
-  size_t res_want; /* the size that buffer was asked for */
-  bool failed;     /* mproc_task_fail was called */
-  bool is_init;    /* initializer context: messages go to init_msg */
-  char *msg;       /* where messages go */
+  int res_fd;     /* memfd of a large result, -1 none */
+  void *res_map;  /* its mapping */
+  size_t res_len; /* its size */
+  char *msg;      /* where messages go */
   int32_t *msg_code;
   int fds[MPROC_TASK_MAX_FDS]; /* the task's own fds (closed after it) */
-  size_t nfds;
 };
 
-MPROC_EXTERN int mproc_task_fds(mproc_task_ctx *c, const int **fds) {
-  if (c == NULL || fds == NULL)
-    return MPROC_EINVAL;
-  *fds = c->nfds > 0 ? c->fds : NULL;
-  return (int)c->nfds;
-}
-
-static void drop_big(mproc_task_ctx *c) {
+static void drop_big(struct shm_ctx *c) {
   if (c->res_map != NULL)
     munmap(c->res_map, c->res_len);
   if (c->res_fd >= 0)
@@ -65,19 +56,18 @@ static void drop_big(mproc_task_ctx *c) {
   c->res_fd = -1;
 }
 
-MPROC_EXTERN void *mproc_task_result_buf(mproc_task_ctx *c, size_t len) {
-  if (c == NULL || c->is_init)
-    return NULL;
+static int shm_result_buf(mproc_task_ctx *base, size_t len, void **buf) {
+  struct shm_ctx *c = (struct shm_ctx *)base;
   drop_big(c);
   /* The entry describes no result until the new buffer exists: a failure
    * here must never leave a length behind that the parent would copy out of
    * the inline area. */
   c->e->rflags &= ~(uint32_t)MPROC__EF_RES_FD;
   c->e->res_len = 0;
-  c->res_err = 0;
   if (len <= MPROC__INLINE) {
     c->e->res_len = len;
-    return c->e->res;
+    *buf = c->e->res;
+    return 0;
   }
   /* Too big for the entry: a memfd, mapped here and handed to the parent
    * after the task returns.  The parent maps the same pages: no copy. */
@@ -86,49 +76,26 @@ MPROC_EXTERN void *mproc_task_result_buf(mproc_task_ctx *c, size_t len) {
   int r = mproc__memfd_create("mproc-result", len, &fd);
   if (r == 0 && (r = mproc__map_shared(fd, len, &m)) != 0)
     mproc__close(fd);
-  if (r != 0) {
-    /* Remembered: the task ends failed even if it ignores this NULL. */
-    c->res_err = r;
-    c->res_want = len;
-    return NULL;
-  }
+  if (r != 0)
+    return r;
   c->res_fd = fd;
   c->res_map = m;
   c->res_len = len;
   c->e->res_len = len;
   c->e->rflags |= MPROC__EF_RES_FD;
-  return m;
-}
-
-MPROC_EXTERN int mproc_task_return(mproc_task_ctx *c, const void *data, size_t len) {
-  if (c == NULL || (data == NULL && len > 0) || c->is_init)
-    return MPROC_EINVAL;
-  void *buf = mproc_task_result_buf(c, len);
-  if (buf == NULL)
-    return c->res_err != 0 ? c->res_err : -ENOMEM;
-  if (len > 0)
-    memcpy(buf, data, len);
+  *buf = m;
   return 0;
 }
 
-MPROC_EXTERN int mproc_task_fail(mproc_task_ctx *c, int code, const char *fmt, ...) {
-  if (code == 0)
-    code = MPROC_ETASK;
-  if (c == NULL)
-    return code;
-  c->failed = true;
+static void shm_fail(mproc_task_ctx *base, int code, const char *msg) {
+  struct shm_ctx *c = (struct shm_ctx *)base;
   *c->msg_code = code;
-  c->msg[0] = '\0';
-  if (fmt != NULL) {
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(c->msg, MPROC__INLINE, fmt, ap);
-    va_end(ap);
-  }
+  snprintf(c->msg, MPROC__INLINE, "%s", msg);
   if (c->e != NULL)
     c->e->rflags |= MPROC__EF_MSG;
-  return code;
 }
+
+static const struct mproc__task_ops shm_task_ops = {.result_buf = shm_result_buf, .fail = shm_fail};
 
 static size_t rss_bytes(void) {
   int fd = open("/proc/self/statm", O_RDONLY | O_CLOEXEC);
@@ -150,7 +117,7 @@ static size_t rss_bytes(void) {
   return pages * (size_t)sysconf(_SC_PAGESIZE);
 }
 
-static int run_call(const struct mproc__worker_args *w, struct mproc__entry *e, mproc_task_ctx *c) {
+static int run_call(const struct mproc__worker_args *w, struct mproc__entry *e, struct shm_ctx *c) {
   const void *arg = e->arg;
   void *argmap = NULL;
   int argfd = -1;
@@ -166,26 +133,26 @@ static int run_call(const struct mproc__worker_args *w, struct mproc__entry *e, 
       rr = -EIO;
     if (rr == 0 && first)
       argfd = all[0];
-    for (size_t i = first; rr == 0 && i < k && c->nfds < MPROC_TASK_MAX_FDS; i++)
-      c->fds[c->nfds++] = all[i];
+    for (size_t i = first; rr == 0 && i < k && c->base.nfds < MPROC_TASK_MAX_FDS; i++)
+      c->fds[c->base.nfds++] = all[i];
   } else if (e->flags & MPROC__EF_ARG_FD) {
     rr = mproc__recv_fd(w->sock, &argfd);
   }
   if (rr != 0) {
     mproc__close(argfd);
-    return mproc_task_fail(c, rr, "worker could not receive the task's descriptors: %s",
+    return mproc_task_fail(&c->base, rr, "worker could not receive the task's descriptors: %s",
                            mproc_strerror(rr));
   }
   if (e->flags & MPROC__EF_ARG_FD) {
     if (e->arg_len > 0 && mproc__map_shared(argfd, e->arg_len, &argmap) != 0) {
       mproc__close(argfd);
-      return mproc_task_fail(c, -EIO, "worker could not receive the task's argument");
+      return mproc_task_fail(&c->base, -EIO, "worker could not receive the task's argument");
     }
     arg = argmap;
   }
   mproc_task_fn fn = (mproc_task_fn)mproc__fnref_resolve(
       (struct mproc__fnref){.kind = e->fn_kind, .addr = e->fn_addr});
-  int r = fn != NULL ? fn(arg, e->arg_len, c) : MPROC_ENOSYS;
+  int r = fn != NULL ? fn(arg, e->arg_len, &c->base) : MPROC_ENOSYS;
   if (argmap != NULL)
     munmap(argmap, e->arg_len);
   mproc__close(argfd);
@@ -225,20 +192,17 @@ static int run_map(const struct mproc__worker_args *w, struct mproc__entry *e) {
 }
 
 static void run_entry(const struct mproc__worker_args *w, struct mproc__entry *e) {
-  mproc_task_ctx c = {.e = e, .sock = w->sock, .res_fd = -1, .msg = e->res, .msg_code = &e->code};
+  struct shm_ctx c = {
+      .base = {.ops = &shm_task_ops}, .e = e, .res_fd = -1, .msg = e->res, .msg_code = &e->code};
+  c.base.fds = c.fds;
   e->rflags = 0;
   e->res_len = 0;
   e->code = 0;
   int r = e->kind == MPROC__K_CALL ? run_call(w, e, &c) : run_map(w, e);
-  for (size_t i = 0; i < c.nfds; i++)
+  for (size_t i = 0; i < c.base.nfds; i++)
     mproc__close(c.fds[i]);
-  if (r == 0 && !c.failed && c.res_err != 0) {
-    /* The task returned success without the result it asked for: it
-     * failed, whether or not it looked at the error. */
-    mproc_task_fail(&c, c.res_err, "could not make the task's %zu-byte result: %s", c.res_want,
-                    mproc_strerror(c.res_err));
-  }
-  if (r != 0 || c.failed) {
+  r = mproc__task_end(&c.base, r);
+  if (r != 0 || c.base.failed) {
     drop_big(&c);
     e->rflags &= ~(uint32_t)MPROC__EF_RES_FD;
     e->res_len = 0;
@@ -309,13 +273,15 @@ int mproc__worker_main(void *arg) {
   __fsetlocking(stdout, FSETLOCKING_BYCALLER);
   __fsetlocking(stderr, FSETLOCKING_BYCALLER);
   if (w->initializer != NULL) {
-    mproc_task_ctx c = {
-        .res_fd = -1, .is_init = true, .msg = s->init_msg, .msg_code = &s->init_code};
-    int r = w->initializer(w->initarg, &c);
-    if (r != 0 || c.failed) {
+    struct shm_ctx c = {.base = {.ops = &shm_task_ops, .is_init = true},
+                        .res_fd = -1,
+                        .msg = s->init_msg,
+                        .msg_code = &s->init_code};
+    int r = w->initializer(w->initarg, &c.base);
+    if (r != 0 || c.base.failed) {
       if (r != 0)
         s->init_code = r;
-      if (!c.failed)
+      if (!c.base.failed)
         snprintf(s->init_msg, sizeof s->init_msg, "initializer returned %d", r);
       atomic_store(&s->init_state, 2);
       notify_parent(w);
