@@ -9,6 +9,7 @@
 #include <sched.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #define WAIT_MS 60000 /* hang detection only: every wait ends on an event */
@@ -400,6 +401,48 @@ START_TEST(test_from_fd_errors) {
 }
 END_TEST
 
+/* ---- a forked child inherits the objects, not their fds -------------------- */
+
+/* In a child of a plain fork: the objects work (inherited mappings), their
+ * fds were closed at the fork, and there is nothing to hand on. */
+static int child_checks(mproc_lock *l, int lfd, mproc_queue *q, int qfd) {
+  if (fcntl(lfd, F_GETFD) != -1 || fcntl(qfd, F_GETFD) != -1)
+    return 1;
+  if (mproc_object_fd(l) != MPROC_ESTATE || mproc_queue_fd(q) != MPROC_ESTATE)
+    return 2;
+  if (mproc_lock_acquire(l, 0) != 0 || mproc_lock_release(l) != 0)
+    return 3;
+  return mproc_queue_put(q, "c", 1, 0) == 0 ? 0 : 4;
+}
+
+START_TEST(test_fork_child_gets_no_fds) {
+  mproc_lock *l;
+  mproc_queue *q;
+  mproc_assert_ok(mproc_lock_new(&l));
+  mproc_assert_ok(mproc_queue_new(&q, NULL));
+  int lfd = mproc_object_fd(l), qfd = mproc_queue_fd(q);
+  ck_assert_int_ge(lfd, 0);
+  ck_assert_int_ge(qfd, 0);
+  pid_t pid = fork();
+  ck_assert_int_ge(pid, 0);
+  if (pid == 0)
+    _exit(child_checks(l, lfd, q, qfd));
+  int status;
+  ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+  ck_assert(WIFEXITED(status));
+  ck_assert_int_eq(WEXITSTATUS(status), 0);
+  /* The parent's fds are intact. */
+  ck_assert_int_eq(mproc_object_fd(l), lfd);
+  ck_assert_int_ne(fcntl(lfd, F_GETFD), -1);
+  ck_assert_int_ne(fcntl(qfd, F_GETFD), -1);
+  char c;
+  size_t len;
+  mproc_assert_ok(mproc_queue_get(q, &c, 1, &len, WAIT_MS));
+  mproc_assert_ok(mproc_queue_free(q));
+  mproc_assert_ok(mproc_lock_free(l));
+}
+END_TEST
+
 /* ---- misuse: the address of an object the process does not have ---------- */
 
 /* Python's "should only be shared through inheritance": the task got the
@@ -454,5 +497,6 @@ int main(void) {
   tc = mproc_test_tcase(s, "errors", 60);
   tcase_add_test(tc, test_from_fd_errors);
   tcase_add_test(tc, test_foreign_address_is_an_error);
+  tcase_add_test(tc, test_fork_child_gets_no_fds);
   return mproc_test_run(s);
 }
