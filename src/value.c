@@ -1,4 +1,5 @@
-/* Value and Array: typed elements in an anonymous shared mapping.
+/* Value and Array: typed elements in a shared mapping (of a memfd, so it can
+ * be handed to processes that did not inherit it: handoff.c).
  *
  * Design notes.  One mapping per object, laid out as
  *

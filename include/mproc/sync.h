@@ -16,8 +16,8 @@ extern "C" {
  *     mproc_lock *lock;
  *     mproc_lock_init(&lock, store, sizeof store);   ... mproc_lock_destroy(lock);
  *
- * or allocated by the library in an anonymous shared mapping, shared with
- * every child forked afterwards:
+ * or allocated by the library in a shared mapping (of a memfd), shared with
+ * every child forked afterwards and handed to others by fd (below):
  *
  *     mproc_lock_new(&lock);   ...   mproc_lock_free(lock);
  *
