@@ -79,7 +79,7 @@ static struct job *next_job(struct sched *s) {
       run_fatal(s, "reading input", -ENOMEM);
       return NULL;
     }
-    j->out = j->err = -1;
+    j->out = j->err = j->held[0] = j->held[1] = -1;
     int r = run_input_next(s->in, &j->args);
     if (r <= 0) {
       run_job_free(j);

@@ -115,6 +115,7 @@ check "-k with sleeps" exact -- -k -j4 'sleep {}; echo {}' ::: 0.3 0.1 0.2 0
 check "group: no interleaving" sorted -- -j3 'for i in 1 2 3 4 5; do echo {}$i; sleep 0.01; done' ::: a b c
 check "--line-buffer" sorted -- --line-buffer -j3 'echo {}1; sleep 0.05; echo {}2' ::: a b c
 check "--line-buffer -k" exact -- --line-buffer -k 'echo {}1; echo {}2' ::: a b
+check "--line-buffer -k, a later job first" exact -- --line-buffer -k -j3 'sleep {}; echo {}1; echo {}2' ::: 0.3 0 0.1
 check "--tag" exact -- --tag -k echo ::: a b ::: 1 2
 check "--tag lines" exact -- --tag -k 'printf "x\ny\n"' ::: 'p q' r
 check "--line-buffer --tag" sorted -- --line-buffer --tag 'echo {}1; echo {}2' ::: a b
