@@ -26,7 +26,9 @@
  * that use an object, so it costs nothing on the fast paths.  If a memfd
  * cannot be made (e.g. the process is out of descriptors) an object falls
  * back to an anonymous mapping: it works as before but has no fd to hand
- * (mproc_object_fd reports MPROC_ESTATE).
+ * (mproc_object_fd reports MPROC_ESTATE).  The same happens once objects
+ * hold a quarter of the process's descriptor limit (RLIMIT_NOFILE), so that
+ * they never starve the program's own files and sockets.
  *
  * Misuse: the address of an object made after a worker was forked, sent in
  * a task's argument, points at nothing in the worker.  The calls that may
@@ -40,6 +42,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -53,6 +56,7 @@ static pthread_mutex_t table_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_once_t table_once = PTHREAD_ONCE_INIT;
 static struct entry *table;
 static size_t used, cap;
+static size_t nfds; /* entries holding a descriptor */
 
 static void before_fork(void) { pthread_mutex_lock(&table_lock); }
 static void after_fork_parent(void) { pthread_mutex_unlock(&table_lock); }
@@ -67,6 +71,7 @@ static void after_fork_child(void) {
       table[kept++] = table[i];
   }
   used = kept;
+  nfds = 0;
   pthread_mutex_unlock(&table_lock);
 }
 
@@ -86,8 +91,10 @@ static int table_add(void *addr, size_t size, int fd) {
       cap = ncap;
     }
   }
-  if (r == 0)
+  if (r == 0) {
     table[used++] = (struct entry){addr, size, fd};
+    nfds += fd >= 0;
+  }
   pthread_mutex_unlock(&table_lock);
   return r;
 }
@@ -102,16 +109,31 @@ static bool table_find(const void *addr, struct entry *out, bool remove) {
       continue;
     found = true;
     *out = table[i];
-    if (remove)
+    if (remove) {
+      nfds -= table[i].fd >= 0;
       table[i] = table[--used];
+    }
   }
   pthread_mutex_unlock(&table_lock);
   return found;
 }
 
+/* Whether another object may keep a descriptor: objects never take more
+ * than a quarter of the process's descriptor limit, so a program making
+ * thousands of locks does not starve its own open() and socket() calls. */
+static bool fd_budget_left(void) {
+  struct rlimit rl;
+  if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY)
+    return true;
+  pthread_mutex_lock(&table_lock);
+  size_t held = nfds;
+  pthread_mutex_unlock(&table_lock);
+  return held < rl.rlim_cur / 4;
+}
+
 int mproc__obj_map_new(size_t size, void **addr_out) {
   int fd;
-  if (mproc__memfd_create("mproc-object", size, &fd) != 0)
+  if (!fd_budget_left() || mproc__memfd_create("mproc-object", size, &fd) != 0)
     return mproc__map_anon_shared(size, addr_out); /* works, cannot be handed */
   int r = mproc__map_shared(fd, size, addr_out);
   if (r == 0 && table_add(*addr_out, size, fd) != 0) {

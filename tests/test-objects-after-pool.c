@@ -9,6 +9,7 @@
 #include <sched.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -443,6 +444,31 @@ START_TEST(test_fork_child_gets_no_fds) {
 }
 END_TEST
 
+/* ---- objects never take more than a quarter of the descriptor limit ------- */
+
+START_TEST(test_objects_leave_fds_to_the_program) {
+  struct rlimit saved, low;
+  ck_assert_int_eq(getrlimit(RLIMIT_NOFILE, &saved), 0);
+  low = saved;
+  low.rlim_cur = 256;
+  ck_assert_int_eq(setrlimit(RLIMIT_NOFILE, &low), 0);
+  mproc_lock *l[100];
+  int with_fd = 0;
+  for (int i = 0; i < 100; i++) {
+    mproc_assert_ok(mproc_lock_new(&l[i]));
+    with_fd += mproc_object_fd(l[i]) >= 0;
+  }
+  ck_assert_int_eq(with_fd, 64); /* 256 / 4: the rest work without one */
+  mproc_assert_err(mproc_object_fd(l[99]), MPROC_ESTATE);
+  for (int i = 0; i < 100; i++) {
+    mproc_assert_ok(mproc_lock_acquire(l[i], 0));
+    mproc_assert_ok(mproc_lock_release(l[i]));
+    mproc_assert_ok(mproc_lock_free(l[i]));
+  }
+  ck_assert_int_eq(setrlimit(RLIMIT_NOFILE, &saved), 0);
+}
+END_TEST
+
 /* ---- misuse: the address of an object the process does not have ---------- */
 
 /* Python's "should only be shared through inheritance": the task got the
@@ -498,5 +524,6 @@ int main(void) {
   tcase_add_test(tc, test_from_fd_errors);
   tcase_add_test(tc, test_foreign_address_is_an_error);
   tcase_add_test(tc, test_fork_child_gets_no_fds);
+  tcase_add_test(tc, test_objects_leave_fds_to_the_program);
   return mproc_test_run(s);
 }
