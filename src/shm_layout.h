@@ -89,6 +89,10 @@ struct mproc__shm_hdr {
 /* fn_kind of an entry whose fn_addr is an index into the function table. */
 enum { MPROC__FN_INDEX = 2 };
 
+/* Distinct functions a pool of exec'd workers names (<= MPROC__FN_TABLE);
+ * a variable so tests can fill the table with a few functions. */
+extern uint32_t mproc__pool_fn_table_max;
+
 /* The header mapping's size for n workers, with or without the table. */
 size_t mproc__shm_hdr_len(int nworkers, bool table);
 

@@ -371,6 +371,8 @@ static int exec_worker(struct mproc_pool *p, int i, int sock) {
   return r;
 }
 
+uint32_t mproc__pool_fn_table_max = MPROC__FN_TABLE;
+
 /* The function table index for fn, adding it on first use (under mu). */
 static int fn_index(struct mproc_pool *p, uint64_t addr, uint64_t *idx) {
   struct shm_state *s = st(p);
@@ -379,7 +381,7 @@ static int fn_index(struct mproc_pool *p, uint64_t addr, uint64_t *idx) {
       *idx = k;
       return 0;
     }
-  if (s->nfn == MPROC__FN_TABLE)
+  if (s->nfn >= mproc__pool_fn_table_max || s->nfn == MPROC__FN_TABLE)
     return -ENOSPC;
   int r = mproc__fnref_make((mproc_function)(uintptr_t)addr, &s->fn_table[s->nfn]);
   if (r < 0)

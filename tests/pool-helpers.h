@@ -142,4 +142,14 @@ static inline void expect_pool_broken(mproc_pool *p, const char *msg, int signo,
   mproc_assert_err(r, MPROC_EBROKEN);
 }
 
+/* Runs fn(NULL) on p and checks that it succeeded. */
+static inline void run_ok(mproc_pool *p, mproc_task_fn fn) {
+  mproc_future *f;
+  mproc_assert_ok(mproc_pool_submit(p, fn, NULL, 0, &f));
+  const void *d;
+  size_t n;
+  mproc_assert_ok(mproc_future_result(f, &d, &n, 30000));
+  mproc_future_free(f);
+}
+
 #endif

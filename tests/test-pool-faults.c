@@ -599,15 +599,6 @@ static int task_count_fds(const void *a, size_t l, mproc_task_ctx *ctx) {
   return mproc_task_return(ctx, &n, sizeof n);
 }
 
-static void run_ok(mproc_pool *p, mproc_task_fn fn) {
-  mproc_future *f;
-  mproc_assert_ok(mproc_pool_submit(p, fn, NULL, 0, &f));
-  const void *d;
-  size_t n;
-  mproc_assert_ok(mproc_future_result(f, &d, &n, 30000));
-  mproc_future_free(f);
-}
-
 START_TEST(test_fds_dropped_at_limit_fail_the_task) {
   mproc_pool *p;
   struct mproc_pool_options o = {.workers = 1};

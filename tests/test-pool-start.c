@@ -4,6 +4,7 @@
  * cannot find.  Every other pool promise is checked by running the pool
  * suites once per start method (tests/CMakeLists.txt). */
 #include "pool-helpers.h"
+#include "shm_layout.h"
 
 #include <dlfcn.h>
 #include <fcntl.h>
@@ -194,13 +195,46 @@ START_TEST(test_unresolvable_function) {
     ck_assert_int_eq(err.task_code, MPROC_ENOFUNC);
     ck_assert_msg(strstr(err.message, "function") != NULL, "message: %s", err.message);
     mproc_future_free(f);
-    /* Still serving. */
-    mproc_assert_ok(mproc_pool_submit(p, task_mark, NULL, 0, &f));
-    mproc_assert_ok(mproc_future_result(f, &d, &n, 60000));
-    mproc_future_free(f);
+    run_ok(p, task_mark); /* still serving */
     mproc_assert_ok(mproc_pool_free(p));
   }
   dlclose(lib);
+}
+END_TEST
+
+static int task_one(const void *arg, size_t len, mproc_task_ctx *ctx) {
+  (void)arg, (void)len;
+  int v = 1;
+  return mproc_task_return(ctx, &v, sizeof v);
+}
+
+/* A pool names a bounded number of distinct functions; one more fails its
+ * task (-ENOSPC, saying why), and functions already named keep working. */
+START_TEST(test_function_table_full) {
+  mproc__pool_fn_table_max = 2;
+  for (size_t i = 0; i < sizeof methods / sizeof *methods; i++) {
+    mproc_pool *p = pool_by(methods[i], 1);
+    mproc_task_fn fns[3] = {task_mark, task_init_arg, task_one};
+    for (int k = 0; k < 3; k++) {
+      mproc_future *f;
+      mproc_assert_ok(mproc_pool_submit(p, fns[k], NULL, 0, &f));
+      const void *d;
+      size_t n;
+      if (k < 2) {
+        mproc_assert_ok(mproc_future_result(f, &d, &n, 60000));
+      } else {
+        struct mproc_task_error err;
+        mproc_assert_err(mproc_future_result(f, &d, &n, 60000), -ENOSPC);
+        ck_assert_int_eq(mproc_future_error(f, &err), 0);
+        ck_assert_msg(strstr(err.message, "distinct task functions") != NULL, "message: %s",
+                      err.message);
+      }
+      mproc_future_free(f);
+    }
+    run_ok(p, task_mark); /* the functions already named still work */
+    mproc_assert_ok(mproc_pool_free(p));
+  }
+  mproc__pool_fn_table_max = MPROC__FN_TABLE;
 }
 END_TEST
 
@@ -283,5 +317,6 @@ int main(void) {
   tcase_add_test(tc, test_library_function);
   tcase_add_test(tc, test_unresolvable_function);
   tcase_add_test(tc, test_worker_group_dies_with_killed_program);
+  tcase_add_test(tc, test_function_table_full);
   return mproc_test_run(s);
 }
