@@ -302,6 +302,42 @@ MPROC_EXTERN int mproc_pool_starmap(mproc_pool *pool, mproc_starmap_fn fn, size_
                                     const struct mproc_map_options *opts,
                                     struct mproc_task_error *err, int64_t timeout_ms);
 
+/* ---- map over variable-size items ----------------------------------------- */
+
+/* A byte string of any length: an input item, or a result. */
+struct mproc_buf {
+  const void *data; /* may be NULL only when len is 0 */
+  size_t len;
+};
+/* Worker-side handle through which an item function hands back its result. */
+typedef struct mproc_item_ctx mproc_item_ctx;
+/* An element function over variable-size items: reads `len` bytes at `in`
+ * (valid for the call only), hands back its result with mproc_item_return
+ * (none: an empty result), and returns 0 or a non-zero failure code. */
+typedef int (*mproc_map_buf_fn)(const void *in, size_t len, mproc_item_ctx *ctx);
+/* Set the item's result to a copy of `len` bytes (a second call replaces
+ * the first).  Returns 0, MPROC_EINVAL, or -ENOMEM. */
+MPROC_EXTERN int mproc_item_return(mproc_item_ctx *ctx, const void *data, size_t len);
+/* Record the item's failure: `code` (0 becomes MPROC_ETASK) and a
+ * printf-style message (truncated to 199 bytes; fmt may be NULL).  Returns
+ * the code recorded, so an item function can `return mproc_item_fail(...)`. */
+MPROC_EXTERN int mproc_item_fail(mproc_item_ctx *ctx, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* out[i] = fn(in[i]) for i < n over items of any size, in chunks of many
+ * items per task (opts->chunksize, default as mproc_pool_map).  On success
+ * *out is a new array of n results, each NUL-terminated past its len (so
+ * text results are C strings) and 16-byte aligned, all in one allocation
+ * owned by the caller: release it with mproc_bufs_free (NULL when n is 0).
+ * Returns as mproc_pool_map (the first failed item's index in err->index),
+ * with *out NULL on any failure; MPROC_EINVAL also for an item with NULL
+ * data and a non-zero len, or items whose sizes add up past SIZE_MAX. */
+MPROC_EXTERN int mproc_pool_map_buf(mproc_pool *pool, mproc_map_buf_fn fn,
+                                    const struct mproc_buf *in, size_t n, struct mproc_buf **out,
+                                    const struct mproc_map_options *opts,
+                                    struct mproc_task_error *err, int64_t timeout_ms);
+/* Release the results of mproc_pool_map_buf (NULL is fine). */
+MPROC_EXTERN void mproc_bufs_free(struct mproc_buf *bufs);
+
 /* ---- imap, imap_unordered ------------------------------------------------- */
 
 /* Generator: write the next input element into *item and return 1, return 0
