@@ -46,14 +46,26 @@ static double run_ms(const char *cmd, const char *input, int jobs) {
   return t;
 }
 
-/* Reports the median of `reps` runs and returns it. */
-static double measure(const char *metric, const char *impl, const char *cmd, const char *input,
-                      int jobs, int reps) {
+/* One runner's command line and its timings. */
+struct runner {
+  const char *metric, *impl;
+  char cmd[256];
   double v[BENCH_REPS];
+  double median;
+};
+
+/* Times every runner of rs `reps` times, round-robin: on a shared machine
+ * the load drifts, and alternating the runners exposes them to the same
+ * drift, where timing one after the other would not.  Then reports each
+ * median. */
+static void measure(struct runner *rs, int nr, const char *input, int jobs, int reps) {
   for (int i = 0; i < reps; i++)
-    v[i] = run_ms(cmd, input, jobs);
-  bench_report(metric, impl, v, reps, "ms");
-  return bench_median(v, reps);
+    for (int k = 0; k < nr; k++)
+      rs[k].v[i] = run_ms(rs[k].cmd, input, jobs);
+  for (int k = 0; k < nr; k++) {
+    bench_report(rs[k].metric, rs[k].impl, rs[k].v, reps, "ms");
+    rs[k].median = bench_median(rs[k].v, reps);
+  }
 }
 
 int main(void) {
@@ -63,33 +75,37 @@ int main(void) {
   bool have_parallel = system("parallel --version 2>/dev/null | grep -q 'GNU parallel'") == 0;
   write_input(input_true, NULL, n);
   write_input(input_sleep, "0.001", n);
-  char cmd[512];
   printf("# cli: %d jobs per run, -j %d\n", n, cpus);
 
-  snprintf(cmd, sizeof cmd, "%s run -j %d true", MPROC_TOOL, cpus);
-  double m_true = measure("cli_true", "mproc", cmd, input_true, n, reps);
-  snprintf(cmd, sizeof cmd, "xargs -P %d -n 1 true", cpus);
-  double x_true = measure("cli_true", "os", cmd, input_true, n, reps);
-  snprintf(cmd, sizeof cmd, "%s run -k -j %d true", MPROC_TOOL, cpus);
-  double k_true = measure("cli_true_keep_order", "mproc", cmd, input_true, n, reps);
-
-  snprintf(cmd, sizeof cmd, "%s run -j %d sleep", MPROC_TOOL, cpus);
-  double m_1ms = measure("cli_1ms", "mproc", cmd, input_sleep, n, reps);
-  snprintf(cmd, sizeof cmd, "xargs -P %d -n 1 sleep", cpus);
-  double x_1ms = measure("cli_1ms", "os", cmd, input_sleep, n, reps);
+  /* Round-robin within each group; GNU parallel, at milliseconds a job,
+   * gets one run of its own. */
+  struct runner t[3] = {{.metric = "cli_true", .impl = "mproc"},
+                        {.metric = "cli_true", .impl = "os"},
+                        {.metric = "cli_true_keep_order", .impl = "mproc"}};
+  snprintf(t[0].cmd, sizeof t[0].cmd, "%s run -j %d true", MPROC_TOOL, cpus);
+  snprintf(t[1].cmd, sizeof t[1].cmd, "xargs -P %d -n 1 true", cpus);
+  snprintf(t[2].cmd, sizeof t[2].cmd, "%s run -k -j %d true", MPROC_TOOL, cpus);
+  measure(t, 3, input_true, n, reps);
+  struct runner m[2] = {{.metric = "cli_1ms", .impl = "mproc"},
+                        {.metric = "cli_1ms", .impl = "os"}};
+  snprintf(m[0].cmd, sizeof m[0].cmd, "%s run -j %d sleep", MPROC_TOOL, cpus);
+  snprintf(m[1].cmd, sizeof m[1].cmd, "xargs -P %d -n 1 sleep", cpus);
+  measure(m, 2, input_sleep, n, reps);
 
   /* The targets: no slower than xargs -P, at least 4x faster than GNU
    * parallel, -k within 1.2x of the unordered run. */
   printf("# ratio cli_true: mproc/xargs %.2f (target <= 1), -k/unordered %.2f (target <= 1.2)\n",
-         m_true / x_true, k_true / m_true);
-  printf("# ratio cli_1ms: mproc/xargs %.2f (target <= 1)\n", m_1ms / x_1ms);
+         t[0].median / t[1].median, t[2].median / t[0].median);
+  printf("# ratio cli_1ms: mproc/xargs %.2f (target <= 1)\n", m[0].median / m[1].median);
   if (have_parallel) {
-    snprintf(cmd, sizeof cmd, "parallel --will-cite -j %d true", cpus);
-    double p_true = measure("cli_true", "parallel", cmd, input_true, n, preps);
-    snprintf(cmd, sizeof cmd, "parallel --will-cite -j %d sleep", cpus);
-    double p_1ms = measure("cli_1ms", "parallel", cmd, input_sleep, n, preps);
-    printf("# ratio parallel/mproc: cli_true %.2f, cli_1ms %.2f (target >= 4)\n", p_true / m_true,
-           p_1ms / m_1ms);
+    struct runner p[2] = {{.metric = "cli_true", .impl = "parallel"},
+                          {.metric = "cli_1ms", .impl = "parallel"}};
+    snprintf(p[0].cmd, sizeof p[0].cmd, "parallel --will-cite -j %d true", cpus);
+    snprintf(p[1].cmd, sizeof p[1].cmd, "parallel --will-cite -j %d sleep", cpus);
+    measure(&p[0], 1, input_true, n, preps);
+    measure(&p[1], 1, input_sleep, n, preps);
+    printf("# ratio parallel/mproc: cli_true %.2f, cli_1ms %.2f (target >= 4)\n",
+           p[0].median / t[0].median, p[1].median / m[0].median);
   } else {
     printf("# GNU parallel not installed: its figures are skipped (make bench installs it)\n");
   }

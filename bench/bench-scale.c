@@ -192,7 +192,10 @@ static void task_sizes(mproc_pool *p) {
   static const size_t sizes[] = {8, 1024, 64 << 10, 1 << 20, 16 << 20, 256 << 20, 1 << 30};
   for (size_t i = 0; i < sizeof sizes / sizeof sizes[0] && sizes[i] <= top; i++) {
     size_t sz = sizes[i];
-    int reps = sz >= ((size_t)256 << 20) ? 3 : sz >= ((size_t)1 << 20) ? 5 : 7;
+    int reps = sz >= ((size_t)1 << 30)     ? 1
+               : sz >= ((size_t)256 << 20) ? 3
+               : sz >= ((size_t)1 << 20)   ? 5
+                                           : 7;
     int inner = sz <= 4096 ? 200 : 1;
     double v[7], raw[7];
     for (int r = 0; r < reps; r++) {

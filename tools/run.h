@@ -73,6 +73,8 @@ struct run_opts {
  * (exit 0), or -1 after printing an error (exit 255). */
 int run_opts_parse(struct run_opts *o, int argc, char **argv);
 void run_opts_free(struct run_opts *o);
+/* Raises the soft descriptor limit to the hard one; returns the limit. */
+uint64_t run_fd_allowance(void);
 void run_usage(FILE *f);
 
 /* ---- run_input.c ------------------------------------------------------------ */

@@ -41,8 +41,12 @@ void run_emit(struct sched *s, int r) {
 
 /* Prints a finished job's grouped output. */
 static void print_job(struct sched *s, struct job *j) {
-  if (j == &run_skipped || s->o->ungroup || s->o->line_buffer)
+  if (j == &run_skipped || s->o->ungroup)
     return;
+  if (s->o->line_buffer) {
+    run_emit(s, run_job_release_held_output(j)); /* -k: lines held while older jobs ran */
+    return;
+  }
   if (j->out >= 0)
     run_emit(s, run_copy_file(STDOUT_FILENO, j->out, j->cmd.tag));
   if (j->err >= 0)
@@ -55,7 +59,7 @@ void run_flush_ring(struct sched *s, bool all) {
     struct job **e = &s->ring[s->next_print % s->window];
     if (*e == NULL) {
       if (!all)
-        return;
+        break;
     } else {
       print_job(s, *e);
       run_job_free(*e);
@@ -63,6 +67,12 @@ void run_flush_ring(struct sched *s, bool all) {
     }
     s->next_print++;
   }
+  /* --line-buffer: the running job that is now the oldest not printed shows
+   * what it held and writes its further lines as they come. */
+  if (s->o->line_buffer)
+    for (size_t i = 0; i < s->nrun; i++)
+      if (s->run[i]->seq == s->next_print)
+        run_emit(s, run_job_release_held_output(s->run[i]));
 }
 
 static void deliver(struct sched *s, struct job *j) {

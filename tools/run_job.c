@@ -38,6 +38,7 @@ void run_job_free(struct job *j) {
   run_cmd_free(&j->cmd);
   run_lines_free(&j->lo);
   run_lines_free(&j->le);
+  run_job_release_held(j);
   free(j);
 }
 
@@ -50,6 +51,38 @@ void run_job_close_outputs(struct job *j) {
   }
   j->out = j->err = -1;
   j->own_fds = false;
+  run_job_release_held(j);
+}
+
+void run_job_release_held(struct job *j) {
+  for (int i = 0; i < 2; i++) {
+    if (j->held[i] >= 0)
+      close(j->held[i]);
+    j->held[i] = -1;
+  }
+}
+
+/* -k --line-buffer: where a line-buffered job's complete lines go now.  Only
+ * the oldest job not yet printed writes to the real output, as it runs (GNU
+ * parallel's rule); a later job's lines wait in a memfd of its own until every
+ * job before it has been printed (run_job_release_held_output). */
+static int line_dst(struct sched *s, struct job *j, int which) {
+  int real = which == 1 ? STDOUT_FILENO : STDERR_FILENO;
+  if (!s->o->keep_order || j->seq == s->next_print)
+    return real;
+  int *h = &j->held[which - 1];
+  if (*h < 0)
+    *h = memfd_create(which == 1 ? "mproc-run-held-out" : "mproc-run-held-err", MFD_CLOEXEC);
+  return *h >= 0 ? *h : -errno;
+}
+
+int run_job_release_held_output(struct job *j) {
+  int r = 0;
+  for (int i = 0; i < 2 && r == 0; i++)
+    if (j->held[i] >= 0)
+      r = run_copy_file(i == 0 ? STDOUT_FILENO : STDERR_FILENO, j->held[i], NULL);
+  run_job_release_held(j);
+  return r;
 }
 
 static double wall_now(void) {
@@ -179,7 +212,9 @@ void run_job_remove(struct sched *s, size_t i) {
 int run_job_drain(struct sched *s, struct job *j, int which, bool final) {
   int fd = which == 1 ? j->out : j->err;
   struct run_lines *l = which == 1 ? &j->lo : &j->le;
-  int dst = which == 1 ? STDOUT_FILENO : STDERR_FILENO;
+  int dst = line_dst(s, j, which);
+  if (dst < 0)
+    return dst;
   char buf[65536];
   for (;;) {
     ssize_t k = read(fd, buf, sizeof buf);

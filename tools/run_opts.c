@@ -73,19 +73,24 @@ static bool parse_secs(const char *s, double *out) {
   return true;
 }
 
-/* -j 0: as many as the descriptor limit allows (each job holds a pidfd and
- * up to two output descriptors), raising the soft limit to the hard one. */
-static int max_jobs(void) {
+uint64_t run_fd_allowance(void) {
   struct rlimit rl;
   if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
-    return 250;
+    return 1024;
   if (rl.rlim_cur < rl.rlim_max) {
     rl.rlim_cur = rl.rlim_max > 1048576 ? 1048576 : rl.rlim_max;
     setrlimit(RLIMIT_NOFILE, &rl);
     getrlimit(RLIMIT_NOFILE, &rl);
   }
-  rlim_t n = (rl.rlim_cur - 32) / 4;
-  return n > 10000 ? 10000 : n < 1 ? 1 : (int)n;
+  return (uint64_t)rl.rlim_cur;
+}
+
+/* -j 0: as many as the descriptors allow: each job holds a pidfd and up to
+ * two outputs, and -k's window two more per finished job. */
+static int max_jobs(void) {
+  uint64_t fds = run_fd_allowance();
+  uint64_t n = fds > 64 ? (fds - 32) / 4 : 1;
+  return n > 10000 ? 10000 : (int)n;
 }
 
 static int parse_jobs(const char *v, int *jobs) {

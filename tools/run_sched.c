@@ -33,7 +33,6 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <unistd.h>
 
@@ -80,7 +79,7 @@ static struct job *next_job(struct sched *s) {
       run_fatal(s, "reading input", -ENOMEM);
       return NULL;
     }
-    j->out = j->err = -1;
+    j->out = j->err = j->held[0] = j->held[1] = -1;
     int r = run_input_next(s->in, &j->args);
     if (r <= 0) {
       run_job_free(j);
@@ -253,11 +252,7 @@ static int setup(struct sched *s, struct run_opts *o) {
   *s = (struct sched){.o = o, .devnull = -1, .sigfd = -1, .next_seq = 1, .next_print = 1};
   /* Each job holds a pidfd and two outputs, and -k's window two more per
    * finished job: use the whole descriptor allowance. */
-  struct rlimit rl;
-  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
-    rl.rlim_cur = rl.rlim_max > 1048576 ? 1048576 : rl.rlim_max;
-    setrlimit(RLIMIT_NOFILE, &rl);
-  }
+  run_fd_allowance();
   size_t w = 64;
   while (w < (size_t)o->jobs * 8)
     w *= 2;

@@ -18,6 +18,8 @@ struct job {
   int out, err;            /* memfds (grouped) or our pipe ends (--line-buffer), -1 */
   bool own_fds;            /* out/err are the job's memfds (else borrowed from c) */
   struct run_lines lo, le; /* --line-buffer partial lines */
+  int held[2];             /* -k --line-buffer: stdout/stderr lines held (memfds) until
+                              this job is the oldest not printed, -1 */
   double start_wall;       /* epoch seconds at start, for the joblog */
   int64_t start_ms;        /* monotonic start */
   unsigned tries;          /* attempts so far */
@@ -69,6 +71,9 @@ void run_job_free(struct job *j);
 int run_job_start(struct sched *s, struct job *j);
 /* Closes the job's memfds (pipes belong to its command). */
 void run_job_close_outputs(struct job *j);
+/* -k --line-buffer: closes a job's held lines; writes them out first. */
+void run_job_release_held(struct job *j);
+int run_job_release_held_output(struct job *j);
 /* Takes running job i off the running list (its slot becomes free). */
 void run_job_remove(struct sched *s, size_t i);
 /* --line-buffer: reads what a job's pipe holds and prints its whole lines.

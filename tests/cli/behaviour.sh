@@ -126,5 +126,14 @@ else
   fail "script(1) missing (util-linux): cannot test the bar on a terminal"
 fi
 
+# The manual page formats without a warning.
+page=$(cd "$(dirname "$0")/../../tools" && pwd)/mproc.1
+if command -v groff >/dev/null; then
+  w=$(groff -man -ww -z "$page" 2>&1)
+  [ -z "$w" ] && ok "mproc.1 formats cleanly" || fail "mproc.1: $w"
+else
+  grep -q '^\.TH MPROC 1' "$page" && ok "mproc.1 present (no groff to format it)" || fail "mproc.1 missing"
+fi
+
 [ $fails = 0 ] && echo "all behaviour checks passed"
 [ $fails = 0 ]
