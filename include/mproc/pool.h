@@ -313,7 +313,7 @@ struct mproc_buf {
 /* Worker-side handle through which an item function hands back its result. */
 typedef struct mproc_item_ctx mproc_item_ctx;
 /* An element function over variable-size items: reads `len` bytes at `in`
- * (valid for the call only), hands back its result with mproc_item_return
+ * (valid for the call only, not aligned), hands back its result with mproc_item_return
  * (none: an empty result), and returns 0 or a non-zero failure code. */
 typedef int (*mproc_map_buf_fn)(const void *in, size_t len, mproc_item_ctx *ctx);
 /* Set the item's result to a copy of `len` bytes (a second call replaces
