@@ -115,45 +115,6 @@ void mproc__function_name_of(mproc_function fn, char *name) {
 
 /* ---- objects ------------------------------------------------------------- */
 
-/* Copies the object's build-id from its PT_NOTE segments; returns its length
- * (0 when there is none). */
-static uint32_t build_id_of(const struct dl_phdr_info *info, uint8_t *out) {
-  for (int i = 0; i < info->dlpi_phnum; i++) {
-    const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
-    if (ph->p_type != PT_NOTE)
-      continue;
-    const char *p = (const char *)(info->dlpi_addr + ph->p_vaddr);
-    const char *end = p + ph->p_memsz;
-    while ((size_t)(end - p) >= sizeof(ElfW(Nhdr))) {
-      ElfW(Nhdr) nh;
-      memcpy(&nh, p, sizeof nh);
-      size_t namesz = (nh.n_namesz + 3u) & ~3u, descsz = (nh.n_descsz + 3u) & ~3u;
-      const char *name = p + sizeof nh, *desc = name + namesz;
-      if (namesz > (size_t)(end - name) || descsz > (size_t)(end - desc))
-        break;
-      if (nh.n_type == NT_GNU_BUILD_ID && nh.n_namesz == 4 && memcmp(name, "GNU", 4) == 0 &&
-          nh.n_descsz > 0 && nh.n_descsz <= MPROC__BUILD_ID_MAX) {
-        memcpy(out, desc, nh.n_descsz);
-        return nh.n_descsz;
-      }
-      p = desc + descsz;
-    }
-  }
-  return 0;
-}
-
-/* The executable PT_LOAD segment of the object that holds `off` (an offset
- * from its load base), if any. */
-static bool in_code(const struct dl_phdr_info *info, uint64_t off) {
-  for (int i = 0; i < info->dlpi_phnum; i++) {
-    const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
-    if (ph->p_type == PT_LOAD && (ph->p_flags & PF_X) && off >= ph->p_vaddr &&
-        off - ph->p_vaddr < ph->p_memsz)
-      return true;
-  }
-  return false;
-}
-
 /* Device and inode of the file mapped at `addr` in this process, from
  * /proc/self/maps ("start-end perms offset major:minor inode path"). */
 static int mapped_identity(uintptr_t addr, uint64_t *dev, uint64_t *ino) {
@@ -200,12 +161,12 @@ static int make_cb(struct dl_phdr_info *info, size_t size, void *arg) {
   (void)size;
   struct make_ctx *c = arg;
   int index = c->index++;
-  if (c->addr < info->dlpi_addr || !in_code(info, c->addr - info->dlpi_addr))
+  if (c->addr < info->dlpi_addr || !mproc__in_code(info, c->addr - info->dlpi_addr))
     return 0;
   struct mproc__fnref *ref = c->ref;
   ref->offset = c->addr - info->dlpi_addr;
   ref->is_main = index == 0;
-  ref->build_id_len = build_id_of(info, ref->build_id);
+  ref->build_id_len = mproc__build_id_of(info, ref->build_id);
   if (ref->build_id_len == 0 && object_identity(info, &ref->file_dev, &ref->file_ino) != 0)
     return 1; /* found, but nothing to check it by: unusable */
   if (!ref->is_main) {
@@ -247,7 +208,7 @@ static int resolve_cb(struct dl_phdr_info *info, size_t size, void *arg) {
     return 0;
   if (ref->build_id_len > 0) {
     uint8_t id[MPROC__BUILD_ID_MAX];
-    if (build_id_of(info, id) != ref->build_id_len ||
+    if (mproc__build_id_of(info, id) != ref->build_id_len ||
         memcmp(id, ref->build_id, ref->build_id_len) != 0)
       return ref->is_main ? 1 : 0;
   } else if (!ref->is_main &&
@@ -259,7 +220,7 @@ static int resolve_cb(struct dl_phdr_info *info, size_t size, void *arg) {
       return ref->is_main ? 1 : 0; /* another file at that path: keep looking */
   }
   c->matched = true;
-  if (!in_code(info, ref->offset))
+  if (!mproc__in_code(info, ref->offset))
     c->bad_offset = true;
   else
     c->addr = info->dlpi_addr + ref->offset;

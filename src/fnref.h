@@ -2,10 +2,10 @@
 #ifndef MPROC_SRC_FNREF_H
 #define MPROC_SRC_FNREF_H
 
+#include "elf_object.h"
 #include "internal.h"
 
 #define MPROC__FNREF_PATH 512
-#define MPROC__BUILD_ID_MAX 64
 
 /* Where a function lives, in terms another image of the same program can
  * check: plain bytes, no pointer, sent as is to a spawned child. */

@@ -77,9 +77,11 @@
 #define CLONE_PARENT 0x00008000
 #endif
 
-/* Descriptors one request can carry (the kernel's SCM_MAX_FD is 253); one
- * is kept for the working directory. */
-#define MAX_FDS 252
+/* Inheritable descriptors one request can carry: the kernel's SCM_MAX_FD,
+ * less the entry's descriptors and the working directory. */
+#define MAX_FDS (MPROC__SCM_MAX_FD - MPROC__START_FDS_MAX - 1)
+/* Every descriptor of one request. */
+#define ALL_FDS (MAX_FDS + MPROC__START_FDS_MAX + 1)
 /* Bound on a reply: a live server answers in microseconds. */
 #define REPLY_MS 30000
 #define ENV_MAX (64u << 20)
@@ -127,7 +129,7 @@ static void drop_locked(void) {
   srv_pid = 0;
 }
 
-static int ensure_locked(void) {
+static int ensure_locked(unsigned flags) {
   if (srv_ctl >= 0) {
     struct pollfd p = {.fd = srv_pidfd, .events = POLLIN};
     if (poll(&p, 1, 0) == 0)
@@ -137,7 +139,8 @@ static int ensure_locked(void) {
   }
   pid_t pid;
   int pidfd, ctl;
-  int r = mproc__spawn_exec('f', NULL, 0, NULL, 0, &pid, &pidfd, &ctl);
+  int r = mproc__spawn_exec('f', flags & MPROC__START_NOFLUSH, NULL, NULL, 0, NULL, 0, NULL, 0,
+                            &pid, &pidfd, &ctl);
   if (r < 0)
     return r;
   srv_owner = getpid();
@@ -147,8 +150,8 @@ static int ensure_locked(void) {
   return 0;
 }
 
-/* The owner's inheritable descriptors, then its cwd; returns the count or
- * -errno. */
+/* Appends the owner's inheritable descriptors (numbers in nums), then its
+ * cwd, to fds[0..]; returns how many were appended, or -errno. */
 static int collect_fds(int *fds, struct mproc__wire *w, int32_t *nums) {
   DIR *d = opendir("/proc/self/fd");
   if (d == NULL)
@@ -218,30 +221,8 @@ static char *env_block(uint32_t *len) {
 /* One request over a live channel; lock held.  -EPIPE: the server is gone. */
 static int request_locked(const struct mproc__start_req *req, struct mproc__wire *w, const int *fds,
                           int nfds, const int32_t *nums, const char *env, pid_t *pid) {
-  union {
-    char buf[CMSG_SPACE((MAX_FDS + 1) * sizeof(int))];
-    struct cmsghdr align;
-  } ctl;
-  struct iovec iov = {.iov_base = w, .iov_len = sizeof *w};
-  struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1};
-  if (nfds > 0) {
-    memset(ctl.buf, 0, sizeof ctl.buf);
-    m.msg_control = ctl.buf;
-    m.msg_controllen = CMSG_SPACE((size_t)nfds * sizeof(int));
-    struct cmsghdr *h = CMSG_FIRSTHDR(&m);
-    h->cmsg_level = SOL_SOCKET;
-    h->cmsg_type = SCM_RIGHTS;
-    h->cmsg_len = CMSG_LEN((size_t)nfds * sizeof(int));
-    memcpy(CMSG_DATA(h), fds, (size_t)nfds * sizeof(int));
-  }
-  ssize_t n;
-  do
-    n = sendmsg(srv_ctl, &m, MSG_NOSIGNAL);
-  while (n < 0 && errno == EINTR);
-  if (n < 0)
-    return errno == ECONNRESET ? -EPIPE : mproc__neg_errno();
   int64_t deadline = mproc__deadline(REPLY_MS);
-  int r = mproc__send_full(srv_ctl, (const char *)w + n, sizeof *w - (size_t)n, deadline);
+  int r = mproc__send_header(srv_ctl, w, fds, (size_t)nfds, deadline);
   if (r == 0)
     r = mproc__send_full(srv_ctl, req->name, w->name_len, deadline);
   if (r == 0)
@@ -281,11 +262,14 @@ int mproc__forkserver_request(const struct mproc__start_req *req, const struct m
                               pid_t *pid_out, int *pidfd_out) {
   pthread_once(&atfork_once, install_atfork);
   struct mproc__wire w = *w0;
-  int fds[MAX_FDS + 1];
+  int fds[ALL_FDS];
   int32_t nums[MAX_FDS];
-  int nfds = collect_fds(fds, &w, nums);
+  if (req->nfds > 0)
+    memcpy(fds, req->fds, req->nfds * sizeof *fds);
+  int nfds = collect_fds(fds + req->nfds, &w, nums);
   if (nfds < 0)
     return nfds;
+  nfds += (int)req->nfds;
   char *env = env_block(&w.env_len);
   if (env == NULL) {
     if (w.has_cwd)
@@ -299,12 +283,13 @@ int mproc__forkserver_request(const struct mproc__start_req *req, const struct m
 
   /* As under fork and spawn: output buffered before the start is written
    * before the child's. */
-  fflush(NULL);
+  if (!(req->flags & MPROC__START_NOFLUSH))
+    fflush(NULL);
   pid_t pid = 0;
   pthread_mutex_lock(&lock);
   int r = 0;
   for (int attempt = 0; attempt < 2; attempt++) {
-    r = ensure_locked();
+    r = ensure_locked(req->flags);
     if (r == 0)
       r = request_locked(req, &w, fds, nfds, nums, env, &pid);
     if (r != -EPIPE && r != -ECONNRESET && r != MPROC_ETIMEDOUT)
@@ -319,6 +304,8 @@ int mproc__forkserver_request(const struct mproc__start_req *req, const struct m
     close(fds[nfds - 1]);
   if (r < 0)
     return r;
+  if (req->flags & MPROC__START_NEWPGRP)
+    setpgid(pid, pid); /* both sides set it, as spawn.c does: either may run first */
   int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
   if (pidfd < 0) {
     /* Our own unreaped child (CLONE_PARENT): kill and reap it by its exact
@@ -361,55 +348,78 @@ static int *tid_addr;     /* glibc's tid field of our only thread */
 static void *robust_head; /* glibc's robust-list head of our only thread */
 static size_t robust_len;
 
-static int cmp_int32(const void *a, const void *b) {
-  int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
+static int cmp_int(const void *a, const void *b) {
+  int x = *(const int *)a, y = *(const int *)b;
   return (x > y) - (x < y);
 }
 
-/* In the new child: the owner's descriptors at their numbers, nothing else. */
-static void place_fds(int *got, const int32_t *nums, uint32_t n) {
-  int32_t top = -1;
+/* Closes [lo, hi]; hi == ~0u: every fd from lo on. */
+static void close_span(unsigned lo, unsigned hi) {
+  if (hi < lo || syscall(SYS_close_range, lo, hi, 0) == 0)
+    return;
+  long max = hi == ~0u ? sysconf(_SC_OPEN_MAX) : (long)hi + 1;
+  for (long fd = lo; fd < max; fd++)
+    close((int)fd);
+}
+
+/* In the new child: the owner's inheritable descriptors at their numbers,
+ * the entry's descriptors somewhere above them, nothing else. */
+static void place_fds(int *inh, const int32_t *nums, uint32_t n, int *entry, uint32_t nentry) {
+  int top = -1;
   for (uint32_t i = 0; i < n; i++)
     if (nums[i] > top)
       top = nums[i];
   /* Move every received fd above all targets first, so no dup2 below can
    * overwrite one not placed yet. */
+  int *all[ALL_FDS];
+  uint32_t nall = 0;
   for (uint32_t i = 0; i < n; i++)
-    if (got[i] <= top) {
-      int moved = fcntl(got[i], F_DUPFD_CLOEXEC, top + 1);
+    all[nall++] = &inh[i];
+  for (uint32_t i = 0; i < nentry; i++)
+    all[nall++] = &entry[i];
+  for (uint32_t i = 0; i < nall; i++)
+    if (*all[i] <= top) {
+      int moved = fcntl(*all[i], F_DUPFD_CLOEXEC, top + 1);
       if (moved < 0)
         _exit(127);
-      got[i] = moved;
+      *all[i] = moved;
     }
-  for (uint32_t i = 0; i < n; i++)
-    if (dup2(got[i], nums[i]) < 0) /* dup2 leaves the target inheritable */
-      _exit(127);
-  int32_t sorted[MAX_FDS];
-  memcpy(sorted, nums, n * sizeof *nums);
-  qsort(sorted, n, sizeof *sorted, cmp_int32);
-  int next = 0;
+  int keep[ALL_FDS];
   for (uint32_t i = 0; i < n; i++) {
-    for (int fd = next; fd < sorted[i]; fd++)
-      close(fd);
-    next = sorted[i] + 1;
+    if (dup2(inh[i], nums[i]) < 0) /* dup2 leaves the target inheritable */
+      _exit(127);
+    keep[i] = nums[i];
   }
-  if (syscall(SYS_close_range, (unsigned)next, ~0u, 0) != 0) {
-    long max = sysconf(_SC_OPEN_MAX);
-    for (long fd = next; fd < max; fd++)
-      close((int)fd);
+  for (uint32_t i = 0; i < nentry; i++)
+    keep[n + i] = entry[i];
+  qsort(keep, n + nentry, sizeof *keep, cmp_int);
+  unsigned next = 0;
+  for (uint32_t i = 0; i < n + nentry; i++) {
+    if ((unsigned)keep[i] > next)
+      close_span(next, (unsigned)keep[i] - 1);
+    next = (unsigned)keep[i] + 1;
   }
+  close_span(next, ~0u);
 }
 
-static _Noreturn void child_setup(const struct mproc__wire *w, int *got, int cwd,
-                                  const int32_t *nums, char *env, const char *name, const void *arg,
-                                  mproc_function fn, pid_t owner) {
+static _Noreturn void child_setup(const struct mproc__wire *w, int *got, const int32_t *nums,
+                                  char *env, struct mproc__child_ctx *c, pid_t owner) {
   if (robust_head != NULL)
     syscall(SYS_set_robust_list, robust_head, robust_len);
+  sigset_t all;
+  sigfillset(&all);
+  sigprocmask(SIG_SETMASK, &all, NULL); /* until the request's own mask */
   if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) != 0 || getppid() != owner)
     _exit(127);
-  if (cwd >= 0 && fchdir(cwd) != 0)
+  if (w->flags & MPROC__START_NEWPGRP) {
+    setpgid(0, 0);
+    mproc__group_guard_start(); /* inherits the blocked mask */
+  }
+  if (w->has_cwd && fchdir(got[w->nentry + w->nfds]) != 0)
     _exit(127);
-  place_fds(got, nums, w->nfds);
+  place_fds(got + w->nentry, nums, w->nfds, got, w->nentry);
+  c->fds = got;
+  c->nfds = w->nentry;
   /* The environment: pointers into the request, kept until exit. */
   size_t count = 0;
   for (uint32_t i = 0; i < w->env_len; i++)
@@ -426,33 +436,7 @@ static _Noreturn void child_setup(const struct mproc__wire *w, int *got, int cwd
   sigset_t mask;
   memcpy(&mask, w->sigmask, sizeof mask);
   sigprocmask(SIG_SETMASK, &mask, NULL);
-  mproc__child_run(w, fn, name, arg);
-}
-
-static int recv_header(int ctl, struct mproc__wire *w, int *got, int *ngot) {
-  union {
-    char buf[CMSG_SPACE((MAX_FDS + 1) * sizeof(int))];
-    struct cmsghdr align;
-  } c;
-  struct iovec iov = {.iov_base = w, .iov_len = sizeof *w};
-  struct msghdr m = {
-      .msg_iov = &iov, .msg_iovlen = 1, .msg_control = c.buf, .msg_controllen = sizeof c.buf};
-  ssize_t n;
-  do
-    n = recvmsg(ctl, &m, MSG_CMSG_CLOEXEC);
-  while (n < 0 && errno == EINTR);
-  if (n <= 0)
-    return -EPIPE;
-  *ngot = 0;
-  for (struct cmsghdr *h = CMSG_FIRSTHDR(&m); h != NULL; h = CMSG_NXTHDR(&m, h))
-    if (h->cmsg_level == SOL_SOCKET && h->cmsg_type == SCM_RIGHTS) {
-      size_t k = (h->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-      for (size_t i = 0; i < k && *ngot <= MAX_FDS; i++)
-        memcpy(&got[(*ngot)++], CMSG_DATA(h) + i * sizeof(int), sizeof(int));
-    }
-  if (m.msg_flags & MSG_CTRUNC)
-    return -EMFILE;
-  return mproc__read_full(ctl, (char *)w + n, sizeof *w - (size_t)n);
+  mproc__child_run(w, c);
 }
 
 static void reply(int ctl, int32_t status, pid_t pid, const char *msg) {
@@ -465,30 +449,35 @@ static void reply(int ctl, int32_t status, pid_t pid, const char *msg) {
 /* Serves one request; returns only to serve the next. */
 static void serve_one(int ctl, pid_t owner) {
   struct mproc__wire w;
-  int got[MAX_FDS + 1];
-  int ngot = 0;
-  int r = recv_header(ctl, &w, got, &ngot);
+  int got[ALL_FDS];
+  int r = mproc__recv_header(ctl, &w, got, ALL_FDS);
   if (r == -EPIPE)
     _exit(0); /* the owner closed the channel, or died */
-  char *body = NULL;
-  size_t name_at = 0, arg_at = w.name_len, env_at = arg_at + w.arg_len,
-         nums_at = env_at + w.env_len, total = nums_at + w.nfds * sizeof(int32_t);
-  if (r == 0 &&
-      (w.magic != MPROC__WIRE_MAGIC || w.name_len > 4096 || w.env_len > ENV_MAX ||
-       w.nfds > MAX_FDS || w.arg_len > SIZE_MAX / 4 ||
-       (uint32_t)ngot != w.nfds + (w.has_cwd ? 1u : 0u) || w.ident[sizeof w.ident - 1] != '\0'))
-    _exit(1); /* not our owner's protocol: nothing sane to answer */
-  if (r == 0 && (body = malloc(total + 1)) == NULL)
-    r = MPROC_ENOMEM;
-  if (r == 0)
-    r = mproc__read_full(ctl, body, total);
+  /* -EMFILE: we are out of descriptors; the header still tells how much to
+   * read, and the owner gets the error. */
+  int fd_err = r == -EMFILE ? r : 0;
+  if ((r < 0 && !fd_err) || w.magic != MPROC__WIRE_MAGIC || w.name_len > 4096 ||
+      w.env_len > ENV_MAX || w.nfds > MAX_FDS || w.nentry > MPROC__START_FDS_MAX ||
+      w.arg_len > SIZE_MAX / 4 ||
+      (!fd_err && (uint32_t)r != w.nentry + w.nfds + (w.has_cwd ? 1u : 0u)) ||
+      w.ident[sizeof w.ident - 1] != '\0')
+    _exit(1); /* not our owner's protocol: no sane answer */
+  int ngot = fd_err ? 0 : r;
+  size_t arg_at = w.name_len, env_at = arg_at + w.arg_len, nums_at = env_at + w.env_len,
+         total = nums_at + w.nfds * sizeof(int32_t);
+  char *body = malloc(total + 1);
+  if (body == NULL)
+    _exit(1); /* cannot even drain the request: let the owner start anew */
+  r = mproc__read_full(ctl, body, total);
   if (r == -EPIPE)
     _exit(0);
+  if (r == 0)
+    r = fd_err;
   mproc_function fn = NULL;
   char why[1024] = "";
   if (r == 0 && (w.env_len > 0 && body[env_at + w.env_len - 1] != '\0'))
     r = MPROC_EINVAL;
-  if (r == 0)
+  if (r == 0 && w.has_fn)
     r = mproc__fnref_resolve(&w.fn, &fn, why, sizeof why);
   pid_t pid = 0;
   if (r == 0) {
@@ -501,19 +490,23 @@ static void serve_one(int ctl, pid_t owner) {
     if (pid == 0) {
       close(ctl);
       char *name = malloc(w.name_len + 1);
-      if (name == NULL)
-        _exit(127);
-      memcpy(name, body + name_at, w.name_len);
-      name[w.name_len] = '\0';
-      int32_t nums[MAX_FDS];
-      memcpy(nums, body + nums_at, w.nfds * sizeof *nums);
       /* A copy of its own: malloc's alignment, as the API promises. */
       void *arg = w.arg_len > 0 ? malloc(w.arg_len) : NULL;
-      if (w.arg_len > 0 && arg == NULL)
+      if (name == NULL || (w.arg_len > 0 && arg == NULL))
         _exit(127);
+      memcpy(name, body, w.name_len);
+      name[w.name_len] = '\0';
       if (arg != NULL)
         memcpy(arg, body + arg_at, w.arg_len);
-      child_setup(&w, got, w.has_cwd ? got[w.nfds] : -1, nums, body + env_at, name, arg, fn, owner);
+      int32_t nums[MAX_FDS];
+      memcpy(nums, body + nums_at, w.nfds * sizeof *nums);
+      struct mproc__child_ctx c = {.fn = fn,
+                                   .arg = arg,
+                                   .len = w.arg_len,
+                                   .name = name,
+                                   .ident = w.ident,
+                                   .parent = (pid_t)w.parent};
+      child_setup(&w, got, nums, body + env_at, &c, owner);
     }
     if (pid < 0)
       r = mproc__neg_errno();

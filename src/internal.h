@@ -178,6 +178,12 @@ struct mproc__spawn_opts {
  * mproc__reap().  On failure nothing is left behind. */
 int mproc__spawn(const struct mproc__spawn_opts *opts, pid_t *pid, int *pidfd);
 
+/* In a child that just made itself a group leader (setpgid(0, 0)), with
+ * every signal blocked: starts the group guard described in spawn.c, which
+ * kills the group once the caller exits.  Best effort; raw system calls
+ * only.  Also used by the forkserver's children (forkserver.c). */
+void mproc__group_guard_start(void);
+
 /* Reap a child through its pidfd, waiting until the absolute deadline.
  * Returns 0 and the Python-style exit code (status, or -signo when killed),
  * MPROC_ETIMEDOUT if still running, or -errno.  Reaps at most once: after a

@@ -21,33 +21,31 @@
  * and MPI_Abort ends every process (mpiexec exits non-zero).  A job freed
  * before it finished stays until its result arrives, then goes.
  *
- * What the pool's transport seam (src/transport.h) must offer for this
- * dispatcher to become the pool's MPI transport, one more file:
- *  1. A transport chosen at pool creation without a core dependency: a pool
- *     option, and an environment variable (MPROC_TRANSPORT=mpi) so unchanged
- *     programs run over ranks, that find a transport registered at run time
- *     by libmproc_mpi (e.g. mproc__transport_register(&ops) called from
- *     mproc_mpi_init): the core cannot name MPI symbols.
- *  2. Slots that are not local processes: start_worker must not have to
- *     produce a pid and a pidfd, and the manager must learn of a worker's
- *     death from the transport (an outcome per task from poll_results), not
- *     only from a pidfd.
- *  3. A wake-up the manager can sleep on: it sleeps in poll(), MPI has no
- *     fd, so the transport needs either a "poll me again within N ms" answer
- *     or its own progress thread writing an eventfd the manager polls.
- *  4. One MPI thread: if the manager thread drives the transport, it is not
- *     the thread that called MPI_Init, so mproc_mpi_init must ask for
- *     MPI_THREAD_SERIALIZED (or MULTIPLE) instead of FUNNELED.
- *  5. Map data by value: chunks reach the transport as byte ranges it may
- *     copy (the arena as an ops entry), and results are written back
- *     through the transport, not into a shared arena the rank cannot see.
- *  6. Function references through struct mproc__fnref carrying build-id +
- *     offset or a registered name (the start-methods work); mpi_fnref.c then
- *     becomes a wrapper over them.
- *  7. Cancel and timeouts as transport operations: revoke/started/running
- *     answered from transport-held state (a task sent to a rank counts as
- *     started), and killing a running task a transport call (a CANCEL
- *     message here) rather than a signal to a local pid. */
+ * What the pool's transport seam (src/transport.h) offers now, and what it
+ * must still offer for this dispatcher to run under mproc_pool_* as the
+ * MPI transport (transport_mpi.c implements today's ops):
+ *  offered: the transport's own per-slot state, a sleep op (MPI has no fd:
+ *    the MPI transport polls for at most 1 ms), activity and init_state,
+ *    and optional arena ops (without them the pool refuses map and imap);
+ *  1. choosing a transport from outside the core: today an internal
+ *     variable of libmproc.so (mproc__pool_transport), out of reach of
+ *     libmproc_mpi; needed: a pool option and an environment variable
+ *     (MPROC_TRANSPORT=mpi, so unchanged programs run over ranks) that find
+ *     a transport registered at run time by mproc_mpi_init;
+ *  2. slots that are not local processes: the manager dispatches only to a
+ *     slot with a pid > 0 and learns of a worker's death from its pidfd;
+ *     ranks have neither, so dispatch must not need a pid and a worker's
+ *     death must be reportable through poll_results;
+ *  3. killing a running task (timeout, cancel) as a transport operation
+ *     (here a CANCEL message; the rank enforces timeouts itself) rather than
+ *     a signal through the slot's pidfd;
+ *  4. one MPI thread: the manager thread would drive MPI, so mproc_mpi_init
+ *     must then ask for MPI_THREAD_SERIALIZED instead of FUNNELED;
+ *  5. map data by value: arena ops that let a transport copy chunk inputs
+ *     out and write results back (a rank cannot see a shared arena);
+ *  6. the core's portable function references (src/fnref.h) in the task,
+ *     with their make/resolve pair exported to sibling libraries, so this
+ *     library stops walking ELF objects itself. */
 #include "mpi_internal.h"
 
 #include <stdio.h>
@@ -60,9 +58,11 @@ struct mproc__mpi_job {
   struct mproc__mpi_job *next; /* queue or in-flight list */
   uint64_t id;
   int state;
-  int rank;    /* 0 while queued */
-  bool freed;  /* released by the caller: free when done */
-  bool cancel; /* a CANCEL was sent for it */
+  int rank;        /* 0 while queued */
+  int pin;         /* the rank it must go to, 0: any */
+  int64_t sent_ms; /* when it was sent (mproc_now_ms) */
+  bool freed;      /* released by the caller: free when done */
+  bool cancel;     /* a CANCEL was sent for it */
   struct mproc__mpi_task hdr;
   void *payload; /* the argument copy, until the send completed */
   struct mproc__mpi_op *send, *recv;
@@ -100,10 +100,10 @@ static void job_release(struct mproc__mpi_job *j) {
 }
 
 static int submit(const struct mproc__mpi_fn *fn, uint32_t type, void *payload, size_t len,
-                  struct mproc__mpi_task *hdr, struct mproc__mpi_job **out) {
-  if (mproc_mpi_worker_ranks() == 0) {
+                  struct mproc__mpi_task *hdr, int pin, struct mproc__mpi_job **out) {
+  if (mproc_mpi_worker_ranks() == 0 || pin < 0 || pin >= mproc__mpi.size) {
     free(payload);
-    return MPROC_ESTATE;
+    return mproc_mpi_worker_ranks() == 0 ? MPROC_ESTATE : MPROC_EINVAL;
   }
   if (!C.load) {
     C.load = calloc((size_t)mproc__mpi.size, sizeof *C.load);
@@ -124,6 +124,7 @@ static int submit(const struct mproc__mpi_fn *fn, uint32_t type, void *payload, 
   j->hdr.fn = *fn;
   j->hdr.fn.type = type;
   j->payload = payload;
+  j->pin = pin;
   if (C.queue_tail)
     C.queue_tail->next = j;
   else
@@ -136,6 +137,11 @@ static int submit(const struct mproc__mpi_fn *fn, uint32_t type, void *payload, 
 
 int mproc__mpi_submit(const struct mproc__mpi_fn *fn, const void *arg, size_t len,
                       int64_t timeout_ms, struct mproc__mpi_job **out) {
+  return mproc__mpi_submit_to(0, fn, arg, len, timeout_ms, out);
+}
+
+int mproc__mpi_submit_to(int rank, const struct mproc__mpi_fn *fn, const void *arg, size_t len,
+                         int64_t timeout_ms, struct mproc__mpi_job **out) {
   if (!fn || !out || (len && !arg) || timeout_ms < 0 || fn->type != MPROC__MPI_FN_TASK)
     return MPROC_EINVAL;
   void *copy = NULL;
@@ -144,7 +150,7 @@ int mproc__mpi_submit(const struct mproc__mpi_fn *fn, const void *arg, size_t le
   if (len)
     memcpy(copy, arg, len);
   struct mproc__mpi_task hdr = {.kind = MPROC__MPI_CALL, .timeout_ms = timeout_ms};
-  return submit(fn, MPROC__MPI_FN_TASK, copy, len, &hdr, out);
+  return submit(fn, MPROC__MPI_FN_TASK, copy, len, &hdr, rank, out);
 }
 
 int mproc__mpi_submit_map(const struct mproc__mpi_fn *fn, const void *in, size_t n, size_t in_size,
@@ -160,10 +166,15 @@ int mproc__mpi_submit_map(const struct mproc__mpi_fn *fn, const void *in, size_t
     memcpy(copy, in, len);
   struct mproc__mpi_task hdr = {
       .kind = MPROC__MPI_MAP, .count = n, .in_size = in_size, .out_size = out_size};
-  return submit(fn, MPROC__MPI_FN_MAP, copy, len, &hdr, out);
+  return submit(fn, MPROC__MPI_FN_MAP, copy, len, &hdr, 0, out);
 }
 
+/* A failed MPI call: rank is the peer, or -1 when the call had none (a
+ * probe of any source). */
 static void lost(int rank, const char *what) {
+  if (rank < 0)
+    mproc__mpi_abort("lost a worker rank (%s): without fault-tolerant MPI the job cannot go on",
+                     what);
   mproc__mpi_abort("lost worker rank %d on %s (%s): without fault-tolerant MPI the job cannot "
                    "go on",
                    rank, host_of(rank), what);
@@ -178,19 +189,30 @@ static int pick_rank(void) {
   return best;
 }
 
+/* Send queued jobs, in order, to ranks with room: a pinned job waits for
+ * its own rank, the others take the least loaded one. */
 static bool dispatch(void) {
   bool moved = false;
-  int r;
-  while (C.queue && (r = pick_rank()) != 0) {
-    struct mproc__mpi_job *j = C.queue;
-    C.queue = j->next;
-    if (!C.queue)
-      C.queue_tail = NULL;
+  struct mproc__mpi_job *prev = NULL;
+  for (struct mproc__mpi_job *j = C.queue, *next; j; j = next) {
+    next = j->next;
+    int r = j->pin ? (C.load[j->pin] < mproc__mpi.tasks_per_rank ? j->pin : 0) : pick_rank();
+    if (r == 0) {
+      prev = j;
+      continue;
+    }
+    if (prev)
+      prev->next = next;
+    else
+      C.queue = next;
+    if (C.queue_tail == j)
+      C.queue_tail = prev;
     if (mproc__mpi_isend(mproc__mpi.comm, r, MPROC__MPI_TAG_TASK, &j->hdr, sizeof j->hdr,
                          j->payload, j->hdr.len, false, &j->send) != 0)
       lost(r, "sending a task failed");
     j->rank = r;
     j->state = SENT;
+    j->sent_ms = mproc_now_ms();
     C.load[r]++;
     j->next = C.flight;
     C.flight = j;
@@ -339,13 +361,24 @@ int mproc__mpi_job_result(struct mproc__mpi_job *j, const void **data, size_t *l
 
 int mproc__mpi_job_rank(const struct mproc__mpi_job *j) { return j ? j->rank : MPROC_EINVAL; }
 
-static int send_ctrl(int rank, uint32_t what, uint64_t id) {
+int64_t mproc__mpi_job_sent_ms(const struct mproc__mpi_job *j) {
+  return j && j->state != QUEUED ? j->sent_ms : -1;
+}
+
+void *mproc__mpi_job_take_result(struct mproc__mpi_job *j, size_t *len) {
+  void *r = j->result;
+  *len = j->result_len;
+  j->result = NULL;
+  j->result_len = 0;
+  return r;
+}
+
+/* Send a header-only message, tracked until its send completes. */
+static int send_small(int rank, int tag, const void *hdr, size_t len) {
   struct ctrl *c = calloc(1, sizeof *c);
   if (!c)
     return -ENOMEM;
-  struct mproc__mpi_ctrl m = {.id = id, .what = what};
-  if (mproc__mpi_isend(mproc__mpi.comm, rank, MPROC__MPI_TAG_CTRL, &m, sizeof m, NULL, 0, false,
-                       &c->op) != 0)
+  if (mproc__mpi_isend(mproc__mpi.comm, rank, tag, hdr, len, NULL, 0, false, &c->op) != 0)
     lost(rank, "sending a control message failed");
   c->next = C.ctrls;
   C.ctrls = c;
@@ -380,7 +413,8 @@ int mproc__mpi_cancel(struct mproc__mpi_job *j) {
   if (j->cancel)
     return 0;
   j->cancel = true;
-  return send_ctrl(j->rank, MPROC__MPI_CANCEL, j->id);
+  struct mproc__mpi_task m = {.id = j->id, .kind = MPROC__MPI_CANCEL};
+  return send_small(j->rank, MPROC__MPI_TAG_TASK, &m, sizeof m);
 }
 
 void mproc__mpi_job_free(struct mproc__mpi_job *j) {
@@ -398,8 +432,9 @@ int mproc__mpi_client_stop(int64_t deadline) {
   /* Queued jobs never go out. */
   while (C.queue)
     mproc__mpi_cancel(C.queue);
+  struct mproc__mpi_ctrl stop = {.what = MPROC__MPI_STOP};
   for (int r = 1; r < mproc__mpi.size; r++)
-    if (send_ctrl(r, MPROC__MPI_STOP, 0) != 0)
+    if (send_small(r, MPROC__MPI_TAG_CTRL, &stop, sizeof stop) != 0)
       return -ENOMEM;
   if (!C.load)
     C.load = calloc((size_t)mproc__mpi.size, sizeof *C.load);

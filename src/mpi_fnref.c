@@ -3,8 +3,9 @@
  * Design notes.  Ranks are separate processes, each with its own address
  * layout (ASLR, PIE), so a code address of rank 0 means nothing elsewhere.
  * A reference names a function in one of two ways:
- *   - by a name registered on every rank (mproc_mpi_register_*): works even
- *     when ranks run different builds of the program;
+ *   - by a name registered on every rank with mproc_function_register (the
+ *     core's one registry, mproc/function.h): works even when ranks run
+ *     different builds of the program;
  *   - by the object it lives in (main program or shared library), identified
  *     by the object's GNU build-id, and its offset from the object's load
  *     base: any function of the program works with no registration, as long
@@ -14,106 +15,26 @@
  * made-up reference fails the task with a message naming it, never jumps
  * into the void.
  *
- * The start-methods work brings the same references to the core library
- * (spawn/forkserver workers); when it lands this file should become a thin
- * wrapper over it. */
+ * The core has the same object + offset references for its spawn start
+ * method (src/fnref.c), but they are internal to libmproc.so (hidden
+ * symbols) and this library links the shared core: the ELF reading both
+ * need is shared at the source level (elf_object.h), the registry through
+ * the public mproc_function_lookup.  Once the pool's transport seam carries
+ * the core's references to a transport, the core should export their
+ * make/resolve pair to its sibling libraries and this file shrinks to the
+ * wire format. */
 #include "mpi_internal.h"
+#include "elf_object.h"
 
 #include <dlfcn.h>
-#include <elf.h>
-#include <link.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-/* ---- the name registry ---------------------------------------------------- */
-
-struct reg {
-  char name[MPROC__MPI_NAME_MAX];
-  uint32_t type;
-  void (*fn)(void);
-};
-static struct reg *g_regs;
-static size_t g_nregs;
-static pthread_mutex_t g_reg_mu = PTHREAD_MUTEX_INITIALIZER;
-
-static int reg_add(const char *name, uint32_t type, void (*fn)(void)) {
-  if (!name || !*name || !fn || strlen(name) >= MPROC__MPI_NAME_MAX)
-    return MPROC_EINVAL;
-  int rc = 0;
-  pthread_mutex_lock(&g_reg_mu);
-  for (size_t i = 0; i < g_nregs; i++) {
-    if (strcmp(g_regs[i].name, name) == 0) {
-      /* Registering the same function twice is harmless. */
-      rc = (g_regs[i].fn == fn && g_regs[i].type == type) ? 1 : MPROC_EEXIST;
-      break;
-    }
-  }
-  if (rc == 0) {
-    struct reg *n = realloc(g_regs, (g_nregs + 1) * sizeof *n);
-    if (!n) {
-      rc = -ENOMEM;
-    } else {
-      g_regs = n;
-      snprintf(n[g_nregs].name, sizeof n[g_nregs].name, "%s", name);
-      n[g_nregs].type = type;
-      n[g_nregs].fn = fn;
-      g_nregs++;
-    }
-  }
-  pthread_mutex_unlock(&g_reg_mu);
-  return rc == 1 ? 0 : rc;
-}
-
-MPROC_EXTERN int mproc_mpi_register_task(const char *name, mproc_task_fn fn) {
-  return reg_add(name, MPROC__MPI_FN_TASK, (void (*)(void))fn);
-}
-
-MPROC_EXTERN int mproc_mpi_register_map(const char *name, mproc_map_fn fn) {
-  return reg_add(name, MPROC__MPI_FN_MAP, (void (*)(void))fn);
-}
-
-/* The registry entry for name or fn (either may be NULL); copies it out. */
-static bool reg_find(const char *name, void (*fn)(void), uint32_t type, struct reg *out) {
-  bool found = false;
-  pthread_mutex_lock(&g_reg_mu);
-  for (size_t i = 0; i < g_nregs && !found; i++) {
-    if (g_regs[i].type != type)
-      continue;
-    if ((name && strcmp(g_regs[i].name, name) == 0) || (fn && g_regs[i].fn == fn)) {
-      *out = g_regs[i];
-      found = true;
-    }
-  }
-  pthread_mutex_unlock(&g_reg_mu);
-  return found;
-}
-
 /* ---- objects and build-ids ------------------------------------------------ */
 
-/* The NT_GNU_BUILD_ID note of a loaded object, from its PT_NOTE segments. */
-static size_t object_build_id(const struct dl_phdr_info *info, uint8_t *id, size_t cap) {
-  for (int i = 0; i < info->dlpi_phnum; i++) {
-    const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
-    if (ph->p_type != PT_NOTE)
-      continue;
-    const char *p = (const char *)(info->dlpi_addr + ph->p_vaddr);
-    const char *end = p + ph->p_memsz;
-    while (p + sizeof(ElfW(Nhdr)) <= end) {
-      const ElfW(Nhdr) *nh = (const ElfW(Nhdr) *)(const void *)p;
-      const char *name = p + sizeof *nh;
-      const uint8_t *desc = (const uint8_t *)name + ((nh->n_namesz + 3u) & ~3u);
-      if (nh->n_type == NT_GNU_BUILD_ID && nh->n_namesz == 4 && memcmp(name, "GNU", 4) == 0 &&
-          nh->n_descsz <= cap) {
-        memcpy(id, desc, nh->n_descsz);
-        return nh->n_descsz;
-      }
-      p = (const char *)desc + ((nh->n_descsz + 3u) & ~3u);
-    }
-  }
-  return 0;
-}
+_Static_assert(MPROC__MPI_BUILD_ID_MAX == MPROC__BUILD_ID_MAX,
+               "a wire build-id holds any build-id");
 
 /* What a dl_iterate_phdr walk looks for, and what it found. */
 struct walk {
@@ -131,14 +52,9 @@ struct walk {
   char file[MPROC__MPI_NAME_MAX];
 };
 
+/* Whether an absolute address lies in the object's code. */
 static bool in_exec_segment(const struct dl_phdr_info *info, uintptr_t addr) {
-  for (int i = 0; i < info->dlpi_phnum; i++) {
-    const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
-    uintptr_t lo = info->dlpi_addr + ph->p_vaddr;
-    if (ph->p_type == PT_LOAD && (ph->p_flags & PF_X) && addr >= lo && addr < lo + ph->p_memsz)
-      return true;
-  }
-  return false;
+  return addr >= info->dlpi_addr && mproc__in_code(info, addr - info->dlpi_addr);
 }
 
 static int walk_cb(struct dl_phdr_info *info, size_t size, void *arg) {
@@ -149,8 +65,8 @@ static int walk_cb(struct dl_phdr_info *info, size_t size, void *arg) {
       return 0;
     w->in_exec = true;
   }
-  uint8_t id[MPROC__MPI_BUILD_ID_MAX];
-  size_t n = object_build_id(info, id, sizeof id);
+  uint8_t id[MPROC__BUILD_ID_MAX];
+  size_t n = mproc__build_id_of(info, id);
   if (w->want_id && (n != w->want_len || memcmp(id, w->want_id, n) != 0))
     return 0;
   if (w->want_id)
@@ -175,24 +91,21 @@ int mproc__mpi_program_build_id(uint8_t *id, size_t cap) {
 }
 
 int mproc__mpi_fn_named(struct mproc__mpi_fn *out, uint32_t type, const char *name) {
-  if (!out || !name)
+  if (!out || !name || strlen(name) >= MPROC__MPI_NAME_MAX)
     return MPROC_EINVAL;
-  struct reg r;
-  if (!reg_find(name, NULL, type, &r))
-    return MPROC_ENOENT;
+  mproc_function fn;
+  if (mproc_function_lookup(name, &fn) != 0)
+    return MPROC_ENOENT; /* not registered here: no rank would know it */
   memset(out, 0, sizeof *out);
   out->kind = MPROC__MPI_FN_NAMED;
   out->type = type;
-  snprintf(out->name, sizeof out->name, "%s", r.name);
+  snprintf(out->name, sizeof out->name, "%s", name);
   return 0;
 }
 
 int mproc__mpi_fn_of(struct mproc__mpi_fn *out, uint32_t type, void (*fn)(void)) {
   if (!out || !fn)
     return MPROC_EINVAL;
-  struct reg r;
-  if (reg_find(NULL, fn, type, &r))
-    return mproc__mpi_fn_named(out, type, r.name);
   struct walk w = {.addr = (uintptr_t)fn};
   dl_iterate_phdr(walk_cb, &w);
   if (!w.found || w.id_len == 0)
@@ -219,9 +132,9 @@ void (*mproc__mpi_fn_resolve(const struct mproc__mpi_fn *r, char *why, size_t ca
   snprintf(name, sizeof name, "%.*s", (int)sizeof r->name - 1, r->name);
   const char *what = r->type == MPROC__MPI_FN_MAP ? "map function" : "task function";
   if (r->kind == MPROC__MPI_FN_NAMED) {
-    struct reg found;
-    if (reg_find(name, NULL, r->type, &found))
-      return found.fn;
+    mproc_function fn;
+    if (mproc_function_lookup(name, &fn) == 0)
+      return fn;
     snprintf(why, cap, "%s '%s' is not registered on this rank", what, name);
     return NULL;
   }

@@ -8,7 +8,8 @@
  *                 non-blocking sends and receives polled against deadlines
  *   mpi_init.c    joining the job, the startup handshake, finalize
  *   mpi_rank.c    the worker-rank loop (tasks run in a local pool)
- *   mpi_client.c  rank 0: jobs dispatched to ranks, results collected */
+ *   mpi_client.c  rank 0: jobs dispatched to ranks, results collected
+ *   transport_mpi.c  the pool's transport ops over that dispatcher */
 #ifndef MPROC_MPI_INTERNAL_H
 #define MPROC_MPI_INTERNAL_H
 
@@ -31,7 +32,7 @@ enum {
 };
 enum { MPROC__MPI_FN_TASK = 1, MPROC__MPI_FN_MAP = 2 };
 #define MPROC__MPI_NAME_MAX 64
-#define MPROC__MPI_BUILD_ID_MAX 32
+#define MPROC__MPI_BUILD_ID_MAX 64 /* MPROC__BUILD_ID_MAX of elf_object.h */
 /* A function reference as it travels: fixed size, no pointers. */
 struct mproc__mpi_fn {
   uint32_t kind;   /* MPROC__MPI_FN_* */
@@ -43,10 +44,11 @@ struct mproc__mpi_fn {
   /* NAMED: the name; OFFSET: the object's file name (for messages). */
   char name[MPROC__MPI_NAME_MAX];
 };
-/* Reference for fn: its registered name when it has one, else object +
- * offset.  MPROC_ENOENT when fn lies in no loaded object with a build-id. */
+/* Reference for fn by object + offset.  MPROC_ENOENT when fn lies in no
+ * loaded object with a build-id. */
 int mproc__mpi_fn_of(struct mproc__mpi_fn *out, uint32_t type, void (*fn)(void));
-/* Reference by name; MPROC_ENOENT when not registered here. */
+/* Reference by a name of mproc_function_register; MPROC_ENOENT when not
+ * registered here. */
 int mproc__mpi_fn_named(struct mproc__mpi_fn *out, uint32_t type, const char *name);
 /* The function a reference names on this process, or NULL with the reason
  * written to why. */
@@ -63,14 +65,17 @@ enum {
   MPROC__MPI_TAG_DATA = 103,   /* payload pieces following a header */
   MPROC__MPI_TAG_CTRL = 104,   /* struct mproc__mpi_ctrl, both ways */
 };
-enum { MPROC__MPI_CALL = 1, MPROC__MPI_MAP = 2 };
-enum { MPROC__MPI_CANCEL = 1, MPROC__MPI_STOP = 2, MPROC__MPI_STOPPED = 3 };
+/* Task header kinds.  A cancel travels on the task tag too: MPI keeps one
+ * sender's messages of one tag in order, so it can never overtake the task
+ * it cancels. */
+enum { MPROC__MPI_CALL = 1, MPROC__MPI_MAP = 2, MPROC__MPI_CANCEL = 3 };
+enum { MPROC__MPI_STOP = 2, MPROC__MPI_STOPPED = 3 };
 
 /* Every header starts with these two fields. */
 struct mproc__mpi_task {
   uint64_t id;   /* rank 0's job id */
   uint64_t len;  /* payload bytes after the header */
-  uint32_t kind; /* MPROC__MPI_CALL or _MAP */
+  uint32_t kind; /* MPROC__MPI_CALL, _MAP or _CANCEL (of job id) */
   uint32_t pad_;
   int64_t timeout_ms;                /* 0: none */
   uint64_t count, in_size, out_size; /* MAP: elements and their sizes */
@@ -171,6 +176,9 @@ struct mproc__mpi_job;
  * MPROC_EINVAL, MPROC_ESTATE (no worker ranks), -ENOMEM. */
 int mproc__mpi_submit(const struct mproc__mpi_fn *fn, const void *arg, size_t len,
                       int64_t timeout_ms, struct mproc__mpi_job **out);
+/* The same, bound for one worker rank (1..size-1); 0: any rank. */
+int mproc__mpi_submit_to(int rank, const struct mproc__mpi_fn *fn, const void *arg, size_t len,
+                         int64_t timeout_ms, struct mproc__mpi_job **out);
 /* Submit out[i] = fn(in[i]) for n elements (in is copied); the result is
  * the n * out_size output bytes. */
 int mproc__mpi_submit_map(const struct mproc__mpi_fn *fn, const void *in, size_t n, size_t in_size,
@@ -183,6 +191,10 @@ int mproc__mpi_job_result(struct mproc__mpi_job *j, const void **data, size_t *l
                           struct mproc_task_error *err);
 /* Which rank ran (or runs) the job, 0 while queued on rank 0. */
 int mproc__mpi_job_rank(const struct mproc__mpi_job *j);
+/* When the job was sent to its rank (mproc_now_ms), -1 while queued. */
+int64_t mproc__mpi_job_sent_ms(const struct mproc__mpi_job *j);
+/* Take a finished job's result payload (malloc'd, the caller frees it). */
+void *mproc__mpi_job_take_result(struct mproc__mpi_job *j, size_t *len);
 /* Cancel: a queued job completes with MPROC_ECANCELLED at once, a sent one
  * once its rank confirms.  0 or MPROC_ESTATE (finished). */
 int mproc__mpi_cancel(struct mproc__mpi_job *j);
@@ -192,5 +204,10 @@ void mproc__mpi_job_free(struct mproc__mpi_job *j);
 int mproc__mpi_progress(void);
 /* Rank 0's finalize: stop the ranks (0, MPROC_ETIMEDOUT). */
 int mproc__mpi_client_stop(int64_t deadline);
+
+/* ---- transport_mpi.c ------------------------------------------------------ */
+
+struct mproc__transport_ops;
+extern const struct mproc__transport_ops mproc__transport_mpi;
 
 #endif /* MPROC_MPI_INTERNAL_H */

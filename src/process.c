@@ -243,8 +243,10 @@ static void register_handlers(void) {
 
 /* ---- the child side ------------------------------------------------------ */
 
-int mproc__process_child_run(mproc_function fn, pid_t parent, const char *name, const char *ident,
-                             const void *arg, size_t len) {
+/* Becomes the process object's child (parent pid, name, identity), runs
+ * fn(arg, len) and returns its exit code, stdio flushed. */
+static int child_run(mproc_function fn, pid_t parent, const char *name, const char *ident,
+                     const void *arg, size_t len) {
   parent_pid = parent;
   current_name = name;
   /* As Python's _bootstrap: the child's own objects count from 1 again and
@@ -260,8 +262,16 @@ int mproc__process_child_run(mproc_function fn, pid_t parent, const char *name, 
 
 static int child_entry(void *arg) {
   struct mproc_process *p = arg;
-  return mproc__process_child_run(MPROC_FUNCTION(p->fn), p->creator, p->name, p->ident, p->arg,
-                                  p->len);
+  return child_run(MPROC_FUNCTION(p->fn), p->creator, p->name, p->ident, p->arg, p->len);
+}
+
+/* The same in a spawn or forkserver child. */
+static int spawned_entry(const struct mproc__child_ctx *c) {
+  return child_run(c->fn, c->parent, c->name, c->ident, c->arg, c->len);
+}
+
+__attribute__((constructor(MPROC__ENTRY_PRIORITY))) static void register_entry(void) {
+  mproc__start_entry_register(MPROC__ENTRY_PROCESS, spawned_entry);
 }
 
 /* ---- public API --------------------------------------------------------- */
@@ -280,9 +290,6 @@ MPROC_EXTERN int mproc_process_new(mproc_process **out, mproc_process_fn fn, con
   if (method == MPROC_START_DEFAULT)
     method = mproc__start_method_default();
   if (method < MPROC_START_FORK || method > MPROC_START_FORKSERVER)
-    return MPROC_EINVAL;
-  /* The group guard is forked beside a forked child only (spawn.c). */
-  if (method != MPROC_START_FORK && (opts->flags & MPROC_PROCESS_NEW_GROUP))
     return MPROC_EINVAL;
   struct mproc__fnref ref;
   if (method != MPROC_START_FORK && mproc__fnref_make(MPROC_FUNCTION(fn), &ref) < 0)
@@ -361,13 +368,15 @@ MPROC_EXTERN int mproc_process_start(mproc_process *p) {
                  ((p->flags & MPROC_PROCESS_NEW_GROUP) ? MPROC__SPAWN_NEWPGRP : 0)};
     r = mproc__spawn(&so, &pid, &pidfd);
   } else {
-    struct mproc__start_req rq = {.method = p->method,
-                                  .entry = MPROC__ENTRY_PROCESS,
-                                  .fn = MPROC_FUNCTION(p->fn),
-                                  .arg = p->arg,
-                                  .len = p->len,
-                                  .name = p->name,
-                                  .ident = p->ident};
+    struct mproc__start_req rq = {
+        .method = p->method,
+        .entry = MPROC__ENTRY_PROCESS,
+        .fn = MPROC_FUNCTION(p->fn),
+        .arg = p->arg,
+        .len = p->len,
+        .name = p->name,
+        .ident = p->ident,
+        .flags = (p->flags & MPROC_PROCESS_NEW_GROUP) ? MPROC__START_NEWPGRP : 0};
     r = mproc__start_child(&rq, &pid, &pidfd);
   }
   if (r < 0)

@@ -170,7 +170,7 @@ static _Noreturn void guard_main(pid_t child) {
   }
 }
 
-static void start_group_guard(void) {
+void mproc__group_guard_start(void) {
   pid_t child = (pid_t)syscall(SYS_getpid);
   /* flags = exit signal 0, no sharing: a fork whose end signals no one.  The
    * argument order differs between architectures, but all but the flags
@@ -189,7 +189,7 @@ static _Noreturn void child_main(const struct mproc__spawn_opts *o, pid_t parent
     _exit(127);
   if (o->flags & MPROC__SPAWN_NEWPGRP) {
     setpgid(0, 0);
-    start_group_guard(); /* signals are still all blocked: so will they be there */
+    mproc__group_guard_start(); /* signals are still all blocked: so will they be there */
   }
   mproc__fd_close_registered_except(o->keep_fds, o->nkeep,
                                     (o->flags & MPROC__SPAWN_KEEP_USER_FDS) != 0);

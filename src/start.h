@@ -9,9 +9,12 @@
  * so joining, exit codes, signals, sentinels and reaping are exactly those of
  * a forked child: mproc__reap(), mproc__pidfd_kill(), waitid(P_PIDFD).
  *
- * In the child the library runs the entry named by `entry` before the
- * program's main() (which never runs), then leaves through _exit() with the
- * entry's return value. */
+ * In the child the library runs the entry named by `entry` -- a function
+ * registered by a constructor of the library (process.c registers
+ * MPROC__ENTRY_PROCESS) -- before the program's main() (which never runs),
+ * then leaves through _exit() with the entry's return value.  Descriptors
+ * listed in the request (a pool worker's shared memory and pipes) reach the
+ * entry by SCM_RIGHTS over the same channel, under both methods. */
 #ifndef MPROC_SRC_START_H
 #define MPROC_SRC_START_H
 
@@ -19,20 +22,69 @@
 
 #include <signal.h>
 
-/* What a spawned child runs once its function is resolved. */
+/* What a spawned child runs once its function is resolved: an entry id,
+ * chosen by the caller, names a function registered with
+ * mproc__start_entry_register(). */
 enum mproc__entry {
-  /* A process object: mproc__process_child_run() (process.c). */
+  /* A process object (process.c). */
   MPROC__ENTRY_PROCESS = 1,
+  /* Ids below MPROC__ENTRY_MAX are free for other users (the pool's worker;
+   * tests). */
+  MPROC__ENTRY_MAX = 8,
+};
+
+/* What an entry gets in the child. */
+struct mproc__child_ctx {
+  mproc_function fn; /* the resolved function; NULL when the request had none */
+  const void *arg;   /* copy of the argument bytes (malloc-aligned), NULL if none */
+  size_t len;        /* their size */
+  const char *name;  /* req->name */
+  const char *ident; /* req->ident */
+  pid_t parent;      /* pid of the process that asked for the child */
+  const int *fds;    /* copies of req->fds, close-on-exec, in the same order */
+  size_t nfds;       /* their number */
+};
+
+/* Runs in the child; its return value is the exit status. */
+typedef int (*mproc__entry_fn)(const struct mproc__child_ctx *c);
+
+/* Constructor priority of entry registrations: lower than the default, so a
+ * registration made by a constructor with it has run before the library's
+ * worker constructor (default priority) takes a spawned image over, in a
+ * static program as in the shared library. */
+#define MPROC__ENTRY_PRIORITY 150
+
+/* Registers fn for entry id `entry` (1..MPROC__ENTRY_MAX-1).  Must be called
+ * from a constructor declared __attribute__((constructor(
+ * MPROC__ENTRY_PRIORITY))), so that a fresh image knows every entry before
+ * main(); registering an id twice keeps the last. */
+void mproc__start_entry_register(uint32_t entry, mproc__entry_fn fn);
+
+/* Descriptors one request carries (the kernel's SCM_MAX_FD is 253; the
+ * forkserver also sends the caller's inheritable descriptors and its cwd in
+ * the same message). */
+#define MPROC__START_FDS_MAX 16
+
+enum {
+  /* The child leads a process group of its own, guarded as with
+   * MPROC__SPAWN_NEWPGRP (the guard kills the group when the child ends). */
+  MPROC__START_NEWPGRP = 1u << 0,
+  /* Do not flush the caller's stdio first (a hot path that knows nothing is
+   * buffered, as MPROC__SPAWN_NOFLUSH). */
+  MPROC__START_NOFLUSH = 1u << 1,
 };
 
 struct mproc__start_req {
   int method;        /* MPROC_START_SPAWN or MPROC_START_FORKSERVER */
   uint32_t entry;    /* MPROC__ENTRY_* */
-  mproc_function fn; /* the user's function, sent as a reference */
+  mproc_function fn; /* the user's function, sent as a reference; NULL: none */
   const void *arg;   /* argument bytes, copied to the child */
   size_t len;        /* their size */
   const char *name;  /* the process object's name ("" for none) */
   const char *ident; /* its identity ("2:1"), for nested names */
+  unsigned flags;    /* MPROC__START_* */
+  const int *fds;    /* descriptors the child gets (SCM_RIGHTS), up to */
+  size_t nfds;       /*   MPROC__START_FDS_MAX; the caller keeps its own */
 };
 
 /* Starts a child under req->method.  On success *pid and *pidfd (O_CLOEXEC,
@@ -61,7 +113,9 @@ int mproc__start_method_default(void);
 
 /* Header of a start request; followed by name_len bytes of name, arg_len
  * bytes of argument, env_len bytes of NUL-separated environment, nfds int32
- * fd numbers (the last two only for the forkserver). */
+ * fd numbers (the last two only for the forkserver).  The header's first
+ * bytes carry SCM_RIGHTS: nentry descriptors for the entry, then (forkserver)
+ * nfds inheritable ones, then the cwd. */
 struct mproc__wire {
   uint32_t magic;
   uint32_t entry;
@@ -69,15 +123,18 @@ struct mproc__wire {
   uint32_t name_len;
   uint64_t arg_len;
   uint32_t env_len;
-  uint32_t nfds;   /* descriptors attached with SCM_RIGHTS */
-  int32_t has_cwd; /* the last attached descriptor is the cwd */
-  uint32_t umask;
+  uint32_t nfds;   /* forkserver: the caller's inheritable descriptors */
+  int32_t has_cwd; /* forkserver: a descriptor of the caller's cwd follows */
+  uint32_t nentry; /* descriptors for the entry: attached first */
+  uint32_t has_fn; /* fn below is a reference (else the entry gets NULL) */
+  uint32_t flags;  /* MPROC__START_* */
+  uint32_t umask;  /* forkserver: the caller's umask */
   uint8_t sigmask[sizeof(sigset_t)];
   char ident[48];
   struct mproc__fnref fn;
 };
 
-/* Fills the header for req (no descriptors, no environment). */
+/* Fills the header for req (no forkserver context). */
 int mproc__wire_make(const struct mproc__start_req *req, struct mproc__wire *w);
 
 /* Child side: reads exactly len bytes (EINTR-safe, blocking); 0 or -errno
@@ -86,9 +143,18 @@ int mproc__read_full(int fd, void *buf, size_t len);
 /* Writes exactly len bytes with MSG_NOSIGNAL until the absolute deadline. */
 int mproc__send_full(int fd, const void *buf, size_t len, int64_t deadline_ms);
 
-/* Runs a resolved request in the child and never returns. */
-_Noreturn void mproc__child_run(const struct mproc__wire *w, mproc_function fn, const char *name,
-                                const void *arg);
+/* Runs a resolved request's entry in the child and never returns. */
+_Noreturn void mproc__child_run(const struct mproc__wire *w, const struct mproc__child_ctx *c);
+
+/* Sends the header with `fds` attached; 0 or -errno. */
+int mproc__send_header(int sock, const struct mproc__wire *w, const int *fds, size_t nfds,
+                       int64_t deadline_ms);
+/* Receives a header and the descriptors attached to it (close-on-exec).
+ * Returns the number of descriptors, or -errno (-EPIPE at end of stream;
+ * -EMFILE when the kernel dropped descriptors, at the fd limit or beyond
+ * cap: the header was read all the same, the descriptors that came are
+ * closed). */
+int mproc__recv_header(int sock, struct mproc__wire *w, int *fds, size_t cap);
 
 /* The forkserver's loop, entered by the worker constructor; never returns. */
 _Noreturn void mproc__forkserver_main(int ctl);
@@ -99,18 +165,14 @@ int mproc__forkserver_request(const struct mproc__start_req *req, const struct m
                               pid_t *pid, int *pidfd);
 
 /* Spawn side helper shared with forkserver.c: exec's /proc/self/exe as a
- * library child of kind 's' or 'f' with `chan` as its channel, sends
- * payload (may be NULL) and waits for the child's first reply byte.  On
+ * library child of kind 's' or 'f' with `chan` as its channel (flags:
+ * MPROC__START_NEWPGRP), sends the
+ * header w (with fds attached; NULL w: nothing) and the payloads, and waits
+ * for the child's first reply byte.  On
  * success returns 0 with *pid and *pidfd set and *chan_out the parent's end
  * (caller closes it). */
-int mproc__spawn_exec(char kind, const void *payload, size_t plen, const void *payload2,
+int mproc__spawn_exec(char kind, unsigned flags, const struct mproc__wire *w, const int *fds,
+                      size_t nfds, const void *payload, size_t plen, const void *payload2,
                       size_t plen2, pid_t *pid, int *pidfd, int *chan_out);
-
-/* ---- process.c ----------------------------------------------------------- */
-
-/* In a child: becomes the process object's child (parent pid, name,
- * identity) and runs fn(arg, len); returns its exit code (stdio flushed). */
-int mproc__process_child_run(mproc_function fn, pid_t parent, const char *name, const char *ident,
-                             const void *arg, size_t len);
 
 #endif /* MPROC_SRC_START_H */

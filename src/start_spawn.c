@@ -14,16 +14,23 @@
  *                                           death signal, library fds closed,
  *                                           channel made inheritable, execve
  *                                           (fails: 'E' errno, _exit 127)
- *   send request (header, name, argument) -> constructor: read it, resolve
- *                                           the function by reference
- *   wait for the first reply byte  <------- 'R' ready | 'F' reason
- *   'R': started; else reap and fail        run it, fflush, _exit(code)
+ *   send request (header + SCM_RIGHTS, --> constructor: read it, resolve
+ *   name, argument)                         the function by reference
+ *   wait for the first reply byte  <------- 'R' ready | 'F' (reason on stderr)
+ *   'R': started; else reap and fail        run the registered entry (for a
+ *                                           process: the function, fflush),
+ *                                           _exit(code)
  *
  * Why a handshake: errors that happen after fork (exec failing with ENOENT,
  * E2BIG or ENOMEM; a function the child cannot find) become the start
  * call's error instead of a mysterious exit code, and a failed start leaves
  * no child behind (it is reaped here).  The reply comes after one exec and
  * the dynamic loader's work, well under a millisecond for small programs.
+ *
+ * Entries (what a child runs once its function is found) are registered by
+ * constructors of a lower priority number than worker_entry's, so that in a
+ * static program as in the shared library every entry is known before the
+ * image is taken over, without this file depending on their owners.
  *
  * The marker is removed from the environment before the user's function
  * runs, and the channel is closed, so nothing of it reaches the function's
@@ -103,9 +110,12 @@ int mproc__send_full(int fd, const void *buf, size_t len, int64_t deadline_ms) {
 
 int mproc__wire_make(const struct mproc__start_req *req, struct mproc__wire *w) {
   memset(w, 0, sizeof *w);
-  int r = mproc__fnref_make(req->fn, &w->fn);
-  if (r < 0)
-    return r;
+  if (req->fn != NULL) {
+    int r = mproc__fnref_make(req->fn, &w->fn);
+    if (r < 0)
+      return r;
+    w->has_fn = 1;
+  }
   size_t nl = strlen(req->name);
   if (nl > NAME_LEN_MAX || strlen(req->ident) >= sizeof w->ident)
     return MPROC_EINVAL;
@@ -114,8 +124,47 @@ int mproc__wire_make(const struct mproc__start_req *req, struct mproc__wire *w) 
   w->parent = (int32_t)getpid();
   w->name_len = (uint32_t)nl;
   w->arg_len = req->len;
+  w->nentry = (uint32_t)req->nfds;
+  w->flags = req->flags;
   memcpy(w->ident, req->ident, strlen(req->ident) + 1);
   return 0;
+}
+
+int mproc__send_header(int sock, const struct mproc__wire *w, const int *fds, size_t nfds,
+                       int64_t deadline_ms) {
+  struct iovec iov = {.iov_base = (void *)w, .iov_len = sizeof *w};
+  ssize_t n;
+  for (;;) {
+    n = mproc__sendmsg_fds(sock, &iov, 1, MSG_DONTWAIT, fds, nfds);
+    if (n >= 0)
+      break;
+    if (n != -EAGAIN)
+      return n == -ECONNRESET ? -EPIPE : (int)n;
+    int r = mproc__poll1(sock, POLLOUT, deadline_ms);
+    if (r < 0)
+      return r;
+  }
+  /* The descriptors went with the first byte; the rest is plain bytes. */
+  return mproc__send_full(sock, (const char *)w + n, sizeof *w - (size_t)n, deadline_ms);
+}
+
+int mproc__recv_header(int sock, struct mproc__wire *w, int *fds, size_t cap) {
+  size_t got = 0;
+  int fd_err = 0;
+  ssize_t n = mproc__recvmsg_fds(sock, w, sizeof *w, 0, fds, cap, &got, &fd_err);
+  if (n <= 0)
+    return n == 0 ? -EPIPE : (int)n;
+  /* The whole header is read even when descriptors were lost, so the
+   * stream stays in step and the caller can still answer. */
+  int err = mproc__read_full(sock, (char *)w + n, sizeof *w - (size_t)n);
+  if (err == 0)
+    err = fd_err;
+  if (err < 0) {
+    for (size_t i = 0; i < got; i++)
+      close(fds[i]);
+    return err;
+  }
+  return (int)got;
 }
 
 /* ---- parent side ---------------------------------------------------------- */
@@ -183,7 +232,8 @@ static int read_verdict(int fd, int64_t deadline) {
   return MPROC_ECHILDFAILED;
 }
 
-int mproc__spawn_exec(char kind, const void *payload, size_t plen, const void *payload2,
+int mproc__spawn_exec(char kind, unsigned flags, const struct mproc__wire *w, const int *fds,
+                      size_t nfds, const void *payload, size_t plen, const void *payload2,
                       size_t plen2, pid_t *pid_out, int *pidfd_out, int *chan_out) {
   int sv[2];
   if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0)
@@ -200,7 +250,15 @@ int mproc__spawn_exec(char kind, const void *payload, size_t plen, const void *p
     return MPROC_ENOMEM;
   }
   struct exec_arg x = {.argv = argv, .envp = envp, .chan = sv[1]};
-  struct mproc__spawn_opts so = {.fn = exec_child, .arg = &x, .keep_fds = &sv[1], .nkeep = 1};
+  /* A new group is made (and guarded) before the exec: the guard is the
+   * pre-exec child's child, unseen by the new image's waits. */
+  struct mproc__spawn_opts so = {.fn = exec_child,
+                                 .arg = &x,
+                                 .keep_fds = &sv[1],
+                                 .nkeep = 1,
+                                 .flags =
+                                     ((flags & MPROC__START_NEWPGRP) ? MPROC__SPAWN_NEWPGRP : 0) |
+                                     ((flags & MPROC__START_NOFLUSH) ? MPROC__SPAWN_NOFLUSH : 0)};
   pid_t pid;
   int pidfd;
   int r = mproc__spawn(&so, &pid, &pidfd);
@@ -213,8 +271,9 @@ int mproc__spawn_exec(char kind, const void *payload, size_t plen, const void *p
   int64_t deadline = mproc__deadline(READY_MS);
   /* A child whose exec failed has exited: the send then fails (EPIPE) and
    * the verdict read below tells why. */
-  if (plen > 0 && mproc__send_full(sv[0], payload, plen, deadline) == 0 && plen2 > 0)
-    mproc__send_full(sv[0], payload2, plen2, deadline);
+  if (w == NULL || mproc__send_header(sv[0], w, fds, nfds, deadline) == 0)
+    if (mproc__send_full(sv[0], payload, plen, deadline) == 0)
+      mproc__send_full(sv[0], payload2, plen2, deadline);
   r = read_verdict(sv[0], deadline);
   if (r < 0) {
     mproc__pidfd_kill(pidfd, SIGKILL);
@@ -230,8 +289,11 @@ int mproc__spawn_exec(char kind, const void *payload, size_t plen, const void *p
 }
 
 int mproc__start_child(const struct mproc__start_req *req, pid_t *pid, int *pidfd) {
-  if (req == NULL || req->fn == NULL || (req->arg == NULL && req->len > 0) || req->name == NULL ||
-      req->ident == NULL || pid == NULL || pidfd == NULL)
+  if (req == NULL || (req->fn == NULL && req->entry == MPROC__ENTRY_PROCESS) ||
+      (req->arg == NULL && req->len > 0) || req->name == NULL || req->ident == NULL ||
+      pid == NULL || pidfd == NULL || req->nfds > MPROC__START_FDS_MAX ||
+      (req->nfds > 0 && req->fds == NULL) || req->entry == 0 || req->entry >= MPROC__ENTRY_MAX ||
+      (req->flags & ~(unsigned)(MPROC__START_NEWPGRP | MPROC__START_NOFLUSH)))
     return MPROC_EINVAL;
   struct mproc__wire w;
   int r = mproc__wire_make(req, &w);
@@ -241,17 +303,9 @@ int mproc__start_child(const struct mproc__start_req *req, pid_t *pid, int *pidf
     return mproc__forkserver_request(req, &w, pid, pidfd);
   if (req->method != MPROC_START_SPAWN)
     return MPROC_EINVAL;
-  /* Header and name in one buffer, then the argument bytes straight from
-   * the caller's copy. */
-  size_t head = sizeof w + w.name_len;
-  char *buf = malloc(head);
-  if (buf == NULL)
-    return MPROC_ENOMEM;
-  memcpy(buf, &w, sizeof w);
-  memcpy(buf + sizeof w, req->name, w.name_len);
   int chan;
-  r = mproc__spawn_exec('s', buf, head, req->arg, req->len, pid, pidfd, &chan);
-  free(buf);
+  r = mproc__spawn_exec('s', req->flags, &w, req->fds, req->nfds, req->name, w.name_len, req->arg,
+                        req->len, pid, pidfd, &chan);
   if (r == 0)
     mproc__close(chan);
   return r;
@@ -259,24 +313,32 @@ int mproc__start_child(const struct mproc__start_req *req, pid_t *pid, int *pidf
 
 /* ---- child side ------------------------------------------------------------ */
 
-_Noreturn void mproc__child_run(const struct mproc__wire *w, mproc_function fn, const char *name,
-                                const void *arg) {
+static mproc__entry_fn entries[MPROC__ENTRY_MAX];
+
+void mproc__start_entry_register(uint32_t entry, mproc__entry_fn fn) {
+  if (entry > 0 && entry < MPROC__ENTRY_MAX)
+    entries[entry] = fn;
+}
+
+_Noreturn void mproc__child_run(const struct mproc__wire *w, const struct mproc__child_ctx *c) {
   int code = 127;
-  if (w->entry == MPROC__ENTRY_PROCESS)
-    code = mproc__process_child_run(fn, (pid_t)w->parent, name, w->ident, arg, w->arg_len);
+  if (w->entry < MPROC__ENTRY_MAX && entries[w->entry] != NULL)
+    code = entries[w->entry](c);
   else
-    fprintf(stderr, "mproc: unknown child entry %u\n", (unsigned)w->entry);
+    fprintf(stderr, "mproc: no child entry %u in this program\n", (unsigned)w->entry);
   _exit(code);
 }
 
-/* Reads a request's header and name and argument; 0 or -errno/MPROC_EINVAL.
- * Allocations are never freed: the child exits when done. */
-static int read_request(int fd, struct mproc__wire *w, char **name, void **arg) {
-  int r = mproc__read_full(fd, w, sizeof *w);
+/* Reads a request's header, descriptors, name and argument; 0 or -errno /
+ * MPROC_EINVAL.  Allocations are never freed: the child exits when done. */
+static int read_request(int fd, struct mproc__wire *w, int *fds, size_t *nfds, char **name,
+                        void **arg) {
+  int r = mproc__recv_header(fd, w, fds, MPROC__START_FDS_MAX);
   if (r < 0)
     return r;
+  *nfds = (size_t)r;
   if (w->magic != MPROC__WIRE_MAGIC || w->name_len > NAME_LEN_MAX ||
-      w->ident[sizeof w->ident - 1] != '\0' || w->arg_len > SIZE_MAX / 2)
+      w->ident[sizeof w->ident - 1] != '\0' || w->arg_len > SIZE_MAX / 2 || w->nentry != *nfds)
     return MPROC_EINVAL;
   *name = malloc(w->name_len + 1);
   *arg = w->arg_len > 0 ? malloc(w->arg_len) : NULL;
@@ -293,11 +355,13 @@ static _Noreturn void spawn_child_main(int fd) {
   struct mproc__wire w;
   char *name = NULL;
   void *arg = NULL;
-  if (read_request(fd, &w, &name, &arg) < 0)
+  int fds[MPROC__START_FDS_MAX];
+  size_t nfds = 0;
+  if (read_request(fd, &w, fds, &nfds, &name, &arg) < 0)
     _exit(127); /* the parent went away mid-request, or a foreign marker */
-  mproc_function fn;
+  mproc_function fn = NULL;
   char why[1024];
-  if (mproc__fnref_resolve(&w.fn, &fn, why, sizeof why) < 0) {
+  if (w.has_fn && mproc__fnref_resolve(&w.fn, &fn, why, sizeof why) < 0) {
     fprintf(stderr, "mproc: cannot start \"%s\": %s\n", name, why);
     char tag = 'F';
     ssize_t n = write(fd, &tag, 1);
@@ -308,7 +372,15 @@ static _Noreturn void spawn_child_main(int fd) {
   ssize_t n = write(fd, &tag, 1);
   (void)n;
   close(fd);
-  mproc__child_run(&w, fn, name, arg);
+  struct mproc__child_ctx c = {.fn = fn,
+                               .arg = arg,
+                               .len = w.arg_len,
+                               .name = name,
+                               .ident = w.ident,
+                               .parent = (pid_t)w.parent,
+                               .fds = fds,
+                               .nfds = nfds};
+  mproc__child_run(&w, &c);
 }
 
 /* Runs before main() in every program linked with the library; returns at

@@ -597,13 +597,6 @@ static int report_pgid(const void *arg, size_t len) {
 START_TEST(test_group_flag) {
   ck_assert_int_eq(run_to_end(report_pgid, NULL, 0), 0);
   mproc_process_options o = {.flags = MPROC_PROCESS_NEW_GROUP};
-  if (method() != MPROC_START_FORK) {
-    /* The group guard exists under fork only (process.md). */
-    mproc_process *q = NULL;
-    ck_assert_int_eq(mproc_process_new(&q, report_pgid, NULL, 0, &o), MPROC_EINVAL);
-    ck_assert_ptr_null(q);
-    return;
-  }
   mproc_process *p = started(report_pgid, NULL, 0, &o);
   mproc_assert_ok(mproc_process_join(p, LONG_MS));
   int code = -1;

@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -180,6 +181,133 @@ START_TEST(test_fnref_resolve) {
   ref.offset = UINT64_MAX / 2;
   mproc_assert_ok(mproc__fnref_resolve(&ref, &fn, why, sizeof why));
   ck_assert(fn == MPROC_FUNCTION(sleep_forever));
+}
+END_TEST
+
+/* ---- the internal entry API (what the pool's workers will use) ---------- */
+
+#define TEST_ENTRY (MPROC__ENTRY_MAX - 1)
+
+/* Writes the entry's view to its first descriptor: the function's result,
+ * how many descriptors came, whether they are close-on-exec. */
+static int test_entry(const struct mproc__child_ctx *c) {
+  int v[3] = {c->fn != NULL ? ((mproc_process_fn)c->fn)(c->arg, c->len) : -1, (int)c->nfds, 1};
+  for (size_t i = 0; i < c->nfds; i++)
+    if (!(fcntl(c->fds[i], F_GETFD) & FD_CLOEXEC))
+      v[2] = 0;
+  if (c->nfds == 0 || write(c->fds[0], v, sizeof v) != (ssize_t)sizeof v)
+    return 1;
+  return 0;
+}
+
+__attribute__((constructor(MPROC__ENTRY_PRIORITY))) static void register_test_entry(void) {
+  mproc__start_entry_register(TEST_ENTRY, test_entry);
+}
+
+START_TEST(test_entry_with_fds) {
+  int pfd[2], other[2];
+  ck_assert_int_eq(pipe2(pfd, O_CLOEXEC), 0); /* reaches the child only if sent */
+  ck_assert_int_eq(pipe2(other, O_CLOEXEC), 0);
+  int send[2] = {pfd[1], other[0]};
+  int v = 5;
+  for (size_t i = 0; i < 2; i++) {
+    struct mproc__start_req rq = {.method = methods[i],
+                                  .entry = TEST_ENTRY,
+                                  .fn = MPROC_FUNCTION(ret_len),
+                                  .arg = &v,
+                                  .len = sizeof v,
+                                  .name = "entry",
+                                  .ident = "",
+                                  .fds = send,
+                                  .nfds = 2};
+    pid_t pid;
+    int pidfd, code = -1;
+    mproc_assert_ok(mproc__start_child(&rq, &pid, &pidfd));
+    int got[3];
+    ck_assert_int_gt(mproc__poll1(pfd[0], POLLIN, mproc__deadline(LONG_MS)), 0);
+    ck_assert_int_eq(read(pfd[0], got, sizeof got), (ssize_t)sizeof got);
+    ck_assert_int_eq(got[0], (int)sizeof v);
+    ck_assert_int_eq(got[1], 2);
+    ck_assert_int_eq(got[2], 1);
+    mproc_assert_ok(mproc__reap(pidfd, &code, mproc__deadline(LONG_MS)));
+    ck_assert_int_eq(code, 0);
+    mproc__close(pidfd);
+
+    /* A request without a function: the entry gets NULL. */
+    rq.fn = NULL;
+    mproc_assert_ok(mproc__start_child(&rq, &pid, &pidfd));
+    ck_assert_int_gt(mproc__poll1(pfd[0], POLLIN, mproc__deadline(LONG_MS)), 0);
+    ck_assert_int_eq(read(pfd[0], got, sizeof got), (ssize_t)sizeof got);
+    ck_assert_int_eq(got[0], -1);
+    mproc_assert_ok(mproc__reap(pidfd, &code, mproc__deadline(LONG_MS)));
+    ck_assert_int_eq(code, 0);
+    mproc__close(pidfd);
+    rq.fn = MPROC_FUNCTION(ret_len);
+
+    /* An id no constructor registered: the child says so and fails. */
+    rq.entry = TEST_ENTRY - 1;
+    mproc_assert_ok(mproc__start_child(&rq, &pid, &pidfd));
+    mproc_assert_ok(mproc__reap(pidfd, &code, mproc__deadline(LONG_MS)));
+    ck_assert_int_eq(code, 127);
+    mproc__close(pidfd);
+
+    /* Bad requests. */
+    rq.entry = 0;
+    mproc_assert_err(mproc__start_child(&rq, &pid, &pidfd), MPROC_EINVAL);
+    rq.entry = MPROC__ENTRY_PROCESS; /* a process always has a function */
+    rq.fn = NULL;
+    mproc_assert_err(mproc__start_child(&rq, &pid, &pidfd), MPROC_EINVAL);
+    rq.fn = MPROC_FUNCTION(ret_len);
+    rq.entry = MPROC__ENTRY_MAX;
+    mproc_assert_err(mproc__start_child(&rq, &pid, &pidfd), MPROC_EINVAL);
+    rq.entry = TEST_ENTRY;
+    rq.nfds = MPROC__START_FDS_MAX + 1;
+    mproc_assert_err(mproc__start_child(&rq, &pid, &pidfd), MPROC_EINVAL);
+    rq.nfds = 1;
+    rq.fds = NULL;
+    mproc_assert_err(mproc__start_child(&rq, &pid, &pidfd), MPROC_EINVAL);
+    rq.method = MPROC_START_FORK; /* mproc__spawn's business, not this one's */
+    rq.fds = send;
+    mproc_assert_err(mproc__start_child(&rq, &pid, &pidfd), MPROC_EINVAL);
+  }
+  for (int i = 0; i < 2; i++) {
+    close(pfd[i]);
+    close(other[i]);
+  }
+}
+END_TEST
+
+/* Output the caller buffered is written before the child starts, unless
+ * the request says nothing needs flushing (a pool's hot path). */
+START_TEST(test_noflush) {
+  int pfd[2];
+  ck_assert_int_eq(pipe2(pfd, O_CLOEXEC), 0);
+  FILE *f = fdopen(pfd[1], "w");
+  ck_assert_ptr_nonnull(f);
+  setvbuf(f, NULL, _IOFBF, 4096);
+  for (size_t i = 0; i < 2; i++)
+    for (int flush = 0; flush < 2; flush++) {
+      ck_assert_int_ge(fputs("x", f), 0);
+      struct mproc__start_req rq = {.method = methods[i],
+                                    .entry = MPROC__ENTRY_PROCESS,
+                                    .fn = MPROC_FUNCTION(ret_len),
+                                    .name = "",
+                                    .ident = "",
+                                    .flags = flush ? 0 : MPROC__START_NOFLUSH};
+      pid_t pid;
+      int pidfd, code;
+      mproc_assert_ok(mproc__start_child(&rq, &pid, &pidfd));
+      char c;
+      struct pollfd p = {.fd = pfd[0], .events = POLLIN};
+      ck_assert_int_eq(poll(&p, 1, 0), flush ? 1 : 0);
+      if (!flush) /* still ours to write */
+        ck_assert_int_eq(fflush(f), 0);
+      ck_assert_int_eq(read(pfd[0], &c, 1), 1);
+      mproc_assert_ok(mproc__reap(pidfd, &code, mproc__deadline(LONG_MS)));
+      mproc__close(pidfd);
+    }
+  fclose(f);
+  close(pfd[0]);
 }
 END_TEST
 
@@ -524,6 +652,26 @@ START_TEST(test_exec_fails) {
     r = mproc_process_start(p);
     unsetenv("MPROC_TEST_BIG");
     mproc_assert_err(r, MPROC_E2BIG);
+    /* A resource limit: exec refuses strings beyond a quarter of
+     * RLIMIT_STACK (never less than 128 KiB): 200 KB in two variables pass
+     * under the usual 8 MiB limit and fail under 64 KiB. */
+    v = malloc(100001);
+    ck_assert_ptr_nonnull(v);
+    memset(v, 'y', 100000);
+    v[100000] = '\0';
+    ck_assert_int_eq(setenv("MPROC_TEST_MID", v, 1), 0);
+    ck_assert_int_eq(setenv("MPROC_TEST_MID2", v, 1), 0);
+    free(v);
+    struct rlimit old, low;
+    ck_assert_int_eq(getrlimit(RLIMIT_STACK, &old), 0);
+    low = old;
+    low.rlim_cur = 64 * 1024;
+    ck_assert_int_eq(setrlimit(RLIMIT_STACK, &low), 0);
+    r = mproc_process_start(p);
+    ck_assert_int_eq(setrlimit(RLIMIT_STACK, &old), 0);
+    unsetenv("MPROC_TEST_MID");
+    unsetenv("MPROC_TEST_MID2");
+    mproc_assert_err(r, MPROC_E2BIG);
     /* Nothing left behind; the object is still new and starts now. */
     ck_assert_int_eq(mproc_test_count_children(), 0);
     ck_assert_int_eq(mproc_test_count_fds(), fds);
@@ -627,6 +775,8 @@ int main(int argc, char **argv) {
   tcase_add_test(tc, test_function_registry);
   tcase_add_test(tc, test_fnref_resolve);
   tcase_add_test(tc, test_bad_options);
+  tcase_add_test(tc, test_entry_with_fds);
+  tcase_add_test(tc, test_noflush);
   tc = mproc_test_tcase(s, "child", 120);
   tcase_add_test(tc, test_big_argument);
   tcase_add_test(tc, test_child_context);

@@ -13,11 +13,11 @@
  * the message naming the rank and its host) and the rank carries on.  A rank
  * that dies as a whole ends the job (fail fast; see docs/reference/mpi.md).
  *
- * Tasks name their functions by reference: a function registered under a
- * name (below) travels as that name; any other function travels as its
+ * Tasks name their functions by reference: any function travels as its
  * object's build-id and its offset in that object, valid on every rank that
- * runs the same binary.  Every rank checks at startup that it runs the same
- * program as rank 0.
+ * runs the same binary; a task may name a function registered with
+ * mproc_function_register (mproc/function.h) on every rank instead.  Every
+ * rank checks at startup that it runs the same program as rank 0.
  *
  * This header needs no MPI header; link with mproc_mpi (pkg-config
  * mproc-mpi, or find_package(mproc CONFIG COMPONENTS mpi) and the target
@@ -40,15 +40,6 @@ struct mproc_mpi_options {
    * 0: 60 s. */
   int64_t startup_timeout_ms;
 };
-
-/* Register `fn` under `name` (at most 63 bytes) on this rank, so a task
- * refers to it by name on every rank.  Call before mproc_mpi_init on every
- * rank (worker ranks never return from it).  Returns 0, MPROC_EINVAL (NULL,
- * empty or too long name, NULL fn), MPROC_EEXIST (name taken by another
- * function), -ENOMEM. */
-MPROC_EXTERN int mproc_mpi_register_task(const char *name, mproc_task_fn fn);
-/* The same for a map element function. */
-MPROC_EXTERN int mproc_mpi_register_map(const char *name, mproc_map_fn fn);
 
 /* Join the MPI job, if any.  Rank 0, a single rank, or a program not started
  * by mpiexec: returns 0.  Worker ranks: serve tasks until rank 0 calls

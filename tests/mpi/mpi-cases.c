@@ -7,6 +7,7 @@
  * Built twice: mpi-cases-other is the same source with another build-id,
  * for the startup check that every rank runs the same program. */
 #include "mpi_internal.h"
+#include "pool.h"
 
 #include <signal.h>
 #include <stdio.h>
@@ -154,24 +155,29 @@ static int64_t squared_on_ranks(int64_t v) {
   return r;
 }
 
-/* Every worker rank still serves: one task per rank, each answered. */
+/* Every worker rank still serves: two tasks sent to each rank, answered. */
 static void ranks_still_serve(void) {
   int n = mproc_mpi_worker_ranks();
   struct mproc__mpi_job *js[16];
-  bool seen[16] = {false};
+  struct mproc__mpi_fn r = ref_of(square_task);
   for (int i = 0; i < 2 * n; i++) {
     int64_t v = i;
-    js[i] = submit(square_task, &v, sizeof v, 0);
+    CHECK_ERR(mproc__mpi_submit_to(1 + i % n, &r, &v, sizeof v, 0, &js[i]), 0);
   }
   for (int i = 0; i < 2 * n; i++) {
     struct mproc_task_error err;
-    int rc = outcome(js[i], &err);
-    CHECK(rc == 0, "task %d: %s %s", i, mproc_err_name(rc), err.message);
-    seen[mproc__mpi_job_rank(js[i])] = true;
+    const void *data;
+    CHECK_ERR(mproc__mpi_wait(js[i], scaled(60000)), 0);
+    int rc = mproc__mpi_job_result(js[i], &data, NULL, &err);
+    CHECK(rc == 0 && *(const int64_t *)data == (int64_t)i * i, "task %d: %s %s", i,
+          mproc_err_name(rc), err.message);
+    CHECK(mproc__mpi_job_rank(js[i]) == 1 + i % n, "task %d ran on rank %d", i,
+          mproc__mpi_job_rank(js[i]));
     mproc__mpi_job_free(js[i]);
   }
-  for (int r = 1; r <= n; r++)
-    CHECK(seen[r], "rank %d ran nothing", r);
+  /* No rank 0 or beyond the last. */
+  CHECK_ERR(mproc__mpi_submit_to(n + 1, &r, NULL, 0, 0, &js[0]), MPROC_EINVAL);
+  CHECK_ERR(mproc__mpi_submit_to(-1, &r, NULL, 0, 0, &js[0]), MPROC_EINVAL);
 }
 
 static void expect_rank_and_host(const struct mproc_task_error *err, int rank) {
@@ -351,8 +357,7 @@ static void case_unresolvable(void) {
         err.message);
   expect_rank_and_host(&err, mproc__mpi_job_rank(j));
   mproc__mpi_job_free(j);
-  /* An object no rank has loaded (fail_task is not registered, so it
-   * travels as object + offset). */
+  /* An object no rank has loaded. */
   r = ref_of(fail_task);
   CHECK(r.kind == MPROC__MPI_FN_OFFSET, "kind %u", r.kind);
   r.build_id[0] ^= 0xff;
@@ -393,6 +398,110 @@ static void case_sigint(void) {
   exit(1);
 }
 
+/* The pool's MPI transport driven through its ops table, as the pool's
+ * manager would (under the pool mutex, which nothing else contends here). */
+struct outcomes {
+  int n;
+  int code[16];
+  int64_t value[16];
+  char msg[16][200];
+  struct mproc__task *t[16];
+};
+static struct outcomes g_out;
+
+static void on_done(struct mproc_pool *p, struct mproc__task *t, struct mproc__outcome *o) {
+  (void)p;
+  int k = g_out.n++;
+  g_out.t[k] = t;
+  g_out.code[k] = o->code;
+  snprintf(g_out.msg[k], sizeof g_out.msg[k], "%s", o->msg ? o->msg : "");
+  if (o->code == 0 && o->res_len == sizeof(int64_t))
+    memcpy(&g_out.value[k], o->res, sizeof(int64_t));
+  free(o->res);
+}
+
+static struct mproc__task *left_task[16];
+static int n_left;
+static void on_left(struct mproc_pool *p, struct mproc__task *t, bool started) {
+  (void)p;
+  CHECK(started, "a task handed back from a rank counts as started");
+  left_task[n_left++] = t;
+}
+
+static void case_transport(void) {
+  const struct mproc__transport_ops *tp = &mproc__transport_mpi;
+  static struct mproc_pool p;
+  struct mproc__slot slots[2];
+  memset(slots, 0, sizeof slots);
+  p.slots = slots;
+  p.nworkers = 3; /* more slots than worker ranks */
+  CHECK_ERR(tp->init(&p), MPROC_EINVAL);
+  p.nworkers = 2;
+  CHECK_ERR(tp->init(&p), 0);
+  CHECK(p.ring == 2, "ring %u", p.ring);
+  for (int i = 0; i < 2; i++) {
+    CHECK_ERR(tp->start_worker(&p, i), 0);
+    CHECK(slots[i].pidfd == -1 && tp->init_state(&p, i, NULL, NULL) == MPROC__INIT_READY, "slot %d",
+          i);
+  }
+  struct mproc__task t[6];
+  memset(t, 0, sizeof t);
+  int64_t args[6] = {2, 3, 4, 5, 6, 7};
+  for (int i = 0; i < 6; i++) {
+    t[i].kind = MPROC__K_CALL;
+    t[i].fn = mproc__fnref_of((void (*)(void))square_task);
+    t[i].arg = &args[i];
+    t[i].arg_len = sizeof args[i];
+    t[i].arg_fd = -1;
+  }
+  t[2].fn = mproc__fnref_of((void (*)(void))segv_task); /* slot 1's first */
+  t[3].timeout_ms = 200;
+  t[3].fn = mproc__fnref_of((void (*)(void))sleep_task);
+  /* Two per slot: t0, t1 on slot 0; t2, t3 on slot 1. */
+  for (int i = 0; i < 4; i++) {
+    int slot = i / 2;
+    CHECK(tp->can_send(&p, slot), "slot %d has room for task %d", slot, i);
+    CHECK_ERR(tp->send_task(&p, slot, &t[i]), 0);
+    CHECK(!tp->revoke(&p, &t[i]), "task %d is its rank's", i);
+  }
+  CHECK(!tp->can_send(&p, 0) && !tp->can_send(&p, 1), "the ring is full");
+  CHECK(tp->revoke_all(&p, 1, NULL) == 0, "nothing sent is revoked");
+  struct mproc__activity a = {0};
+  tp->activity(&p, 1, &a);
+  CHECK(a.running == &t[2] && a.since > 0 && a.waiting == NULL, "slot 1 runs t2");
+  int64_t deadline = mproc_now_ms() + scaled(60000);
+  while (g_out.n < 4 && mproc_now_ms() < deadline) {
+    int got = tp->poll_results(&p, 0, on_done) + tp->poll_results(&p, 1, on_done);
+    if (!got)
+      CHECK(tp->sleep(&p, NULL, 0, 1000) >= 0, "sleep"); /* at most ~1 ms */
+  }
+  CHECK(g_out.n == 4, "outcomes %d", g_out.n);
+  for (int k = 0; k < 4; k++) {
+    int i = (int)(g_out.t[k] - t);
+    if (i < 2)
+      CHECK(g_out.code[k] == 0 && g_out.value[k] == args[i] * args[i], "t%d: %s %lld", i,
+            mproc_err_name(g_out.code[k]), (long long)g_out.value[k]);
+    else
+      CHECK(g_out.code[k] == (i == 2 ? MPROC_EWORKERDIED : MPROC_ETIMEDOUT) &&
+                strncmp(g_out.msg[k], "rank 2 on ", 10) == 0,
+            "t%d: %s '%s'", i, mproc_err_name(g_out.code[k]), g_out.msg[k]);
+  }
+  /* Map chunks and fds cannot travel yet. */
+  struct mproc__task m = {.kind = MPROC__K_MAP, .arg_fd = -1};
+  CHECK_ERR(tp->send_task(&p, 0, &m), MPROC_ENOTSUP);
+  /* A slot reset hands its tasks back, started. */
+  t[4].fn = mproc__fnref_of((void (*)(void))sleep_task);
+  CHECK_ERR(tp->send_task(&p, 0, &t[4]), 0);
+  CHECK_ERR(tp->send_task(&p, 0, &t[5]), 0);
+  tp->reset_slot(&p, 0, on_left);
+  CHECK(n_left == 2 && left_task[0] == &t[4] && left_task[1] == &t[5], "left %d", n_left);
+  tp->activity(&p, 0, &a);
+  CHECK(a.running == NULL && tp->can_send(&p, 0), "slot 0 empty");
+  tp->fini(&p);
+  CHECK(p.tp_state == NULL, "fini");
+  ranks_still_serve();
+}
+
 /* Not under mpiexec: no worker ranks; the program runs with local workers. */
 static void case_fallback(void) {
   CHECK(mproc_mpi_worker_ranks() == 0 && mproc_mpi_rank() == 0, "ranks %d",
@@ -415,19 +524,19 @@ static void case_fallback(void) {
 
 /* Bad arguments, without MPI (before init). */
 static void case_errors(void) {
-  CHECK_ERR(mproc_mpi_register_task(NULL, square_task), MPROC_EINVAL);
-  CHECK_ERR(mproc_mpi_register_task("", square_task), MPROC_EINVAL);
-  CHECK_ERR(mproc_mpi_register_task("x", NULL), MPROC_EINVAL);
+  /* Names are the core's registry (mproc_function_register); a name too
+   * long for the wire is refused. */
   char longname[100];
   memset(longname, 'a', sizeof longname - 1);
   longname[99] = '\0';
-  CHECK_ERR(mproc_mpi_register_task(longname, square_task), MPROC_EINVAL);
-  CHECK_ERR(mproc_mpi_register_task("square", square_task), 0);
-  CHECK_ERR(mproc_mpi_register_task("square", echo_task), MPROC_EEXIST);
-  CHECK_ERR(mproc_mpi_register_task("square", square_task), 0); /* again: harmless */
-  CHECK_ERR(mproc_mpi_register_map("triple", NULL), MPROC_EINVAL);
-  CHECK_ERR(mproc_mpi_register_map("square", triple), MPROC_EEXIST); /* one name, one function */
-  CHECK_ERR(mproc_mpi_register_map("triple", triple), 0);
+  struct mproc__mpi_fn nr;
+  CHECK_ERR(mproc__mpi_fn_named(&nr, MPROC__MPI_FN_TASK, longname), MPROC_EINVAL);
+  CHECK_ERR(mproc__mpi_fn_named(&nr, MPROC__MPI_FN_TASK, NULL), MPROC_EINVAL);
+  CHECK_ERR(mproc__mpi_fn_named(&nr, MPROC__MPI_FN_TASK, "square"), MPROC_ENOENT);
+  CHECK_ERR(mproc_function_register("square", MPROC_FUNCTION(square_task)), 0);
+  CHECK_ERR(mproc__mpi_fn_named(&nr, MPROC__MPI_FN_TASK, "square"), 0);
+  char why[160];
+  CHECK(mproc__mpi_fn_resolve(&nr, why, sizeof why) == MPROC_FUNCTION(square_task), "by name");
   CHECK_ERR(mproc_mpi_finalize(0), MPROC_ESTATE); /* before init */
   CHECK_ERR(mproc_mpi_worker_ranks(), 0);
   struct mproc_mpi_options bad = {.flags = 1};
@@ -440,11 +549,8 @@ static void case_errors(void) {
   CHECK_ERR(mproc_mpi_init(&argc, NULL, NULL), MPROC_EINVAL);
   struct mproc__mpi_fn r;
   CHECK_ERR(mproc__mpi_fn_of(&r, MPROC__MPI_FN_TASK, NULL), MPROC_EINVAL);
-  CHECK_ERR(mproc__mpi_fn_of(&r, MPROC__MPI_FN_TASK, (void (*)(void))square_task), 0);
-  CHECK(r.kind == MPROC__MPI_FN_NAMED, "a registered function travels by name");
   CHECK_ERR(mproc__mpi_fn_of(&r, MPROC__MPI_FN_TASK, (void (*)(void))echo_task), 0);
   CHECK(r.kind == MPROC__MPI_FN_OFFSET && r.id_len > 0, "kind %u", r.kind);
-  char why[160];
   CHECK(mproc__mpi_fn_resolve(&r, why, sizeof why) == (void (*)(void))echo_task, "resolve");
   /* Data is not code. */
   CHECK_ERR(mproc__mpi_fn_of(&r, MPROC__MPI_FN_TASK, (void (*)(void))(uintptr_t)mproc_test_variant),
@@ -462,11 +568,11 @@ int main(int argc, char **argv) {
     printf("PASS %s\n", c);
     return 0;
   }
-  if (mproc_mpi_register_task("square", square_task) != 0)
+  if (mproc_function_register("square", MPROC_FUNCTION(square_task)) != 0)
     return 1;
   int env_rank = -1;
   mproc__mpi_launched(&env_rank);
-  if (env_rank <= 0 && mproc_mpi_register_task("rank0-only", only_on_rank0) != 0)
+  if (env_rank <= 0 && mproc_function_register("rank0-only", MPROC_FUNCTION(only_on_rank0)) != 0)
     return 1;
   if (strcmp(c, "large") == 0)
     mproc__mpi_piece = 4096; /* on every rank: sender and receiver agree */
@@ -491,6 +597,7 @@ int main(int argc, char **argv) {
       {"killrank", case_killrank},
       {"sigint", case_sigint},
       {"fallback", case_fallback},
+      {"transport", case_transport},
   };
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
     if (strcmp(c, cases[i].name) == 0) {
