@@ -6,8 +6,8 @@
  * touched.  Many items per task keep small items as cheap as the
  * fixed-size path: one ring entry, one copy in and one copy out per chunk.
  *
- *   argument: struct chunk_hdr | uint64_t len[count] | item bytes, packed
- *   result:   struct result_hdr | uint64_t len[ok] | result bytes, packed
+ *   argument: struct chunk_hdr | (uint64_t len, bytes) per item, packed
+ *   result:   struct result_hdr | uint64_t len[ok] | (bytes, NUL) per item
  *
  * The worker-side wrapper (chunk_task) resolves the element function, runs
  * it per item, and appends each item's result to a growing buffer; the
@@ -20,7 +20,13 @@
  * The caller waits for the chunks in order: the first failed chunk holds
  * the lowest failed item, so the chunks after it are cancelled at once.
  * All results are copied into one allocation (array of mproc_buf followed
- * by the bytes), so the caller frees them with one call. */
+ * by the bytes), so the caller frees them with one call.
+ *
+ * imap_buf streams: the generator's items are packed as they come (the
+ * same chunk format), at most max_inflight items' chunks are in flight,
+ * and results are yielded in order straight from each chunk's future (a
+ * result stays valid until the next call, so the future of a chunk whose
+ * last item was yielded is released one call later). */
 #include "pool.h"
 #include "progress.h"
 
@@ -51,21 +57,27 @@ struct mproc_item_ctx {
   char msg[200];
 };
 
+/* Grows *buf (doubling from 4 KiB) to hold at least `need` bytes (at most
+ * SIZE_MAX / 4, checked by the callers).  0, or -ENOMEM leaving it as is. */
+static int grow(unsigned char **buf, size_t *cap, size_t need) {
+  size_t c = *cap != 0 ? *cap : 4096;
+  while (c < need)
+    c *= 2;
+  unsigned char *nb = realloc(*buf, c);
+  if (nb == NULL)
+    return -ENOMEM;
+  *buf = nb;
+  *cap = c;
+  return 0;
+}
+
 MPROC_EXTERN int mproc_item_return(mproc_item_ctx *c, const void *data, size_t len) {
   if (c == NULL || (data == NULL && len > 0))
     return MPROC_EINVAL;
   c->used = c->start; /* a second call replaces the first */
   if (len > c->cap - c->used) {
-    if (len > SIZE_MAX / 2 - c->used)
+    if (len > SIZE_MAX / 4 - c->used || grow(&c->buf, &c->cap, c->used + len) != 0)
       return -ENOMEM;
-    size_t cap = c->cap != 0 ? c->cap : 4096;
-    while (cap - c->used < len)
-      cap *= 2;
-    unsigned char *nb = realloc(c->buf, cap);
-    if (nb == NULL)
-      return -ENOMEM;
-    c->buf = nb;
-    c->cap = cap;
   }
   if (len > 0)
     memcpy(c->buf + c->used, data, len);
@@ -98,17 +110,23 @@ static int chunk_task(const void *arg, size_t len, mproc_task_ctx *ctx) {
   if (fn == NULL)
     return mproc_task_fail(ctx, MPROC_ENOSYS, "map_buf: element function not found");
   size_t count = (size_t)h->count;
-  const uint64_t *lens = (const uint64_t *)(h + 1);
-  const unsigned char *in = (const unsigned char *)(lens + count);
+  const unsigned char *in = (const unsigned char *)(h + 1), *end = (const unsigned char *)arg + len;
   uint64_t *rlens = malloc((count != 0 ? count : 1) * sizeof *rlens);
   if (rlens == NULL)
     return mproc_task_fail(ctx, -ENOMEM, "map_buf: no memory for %zu results", count);
   struct mproc_item_ctx c = {0};
   struct result_hdr rh = {0};
   for (size_t i = 0; i < count; i++) {
+    uint64_t ilen;
+    if ((size_t)(end - in) < sizeof ilen)
+      break;
+    memcpy(&ilen, in, sizeof ilen);
+    in += sizeof ilen;
+    if (ilen > (uint64_t)(end - in))
+      break;
     c.start = c.used;
     c.code = 0;
-    int r = fn(in, (size_t)lens[i], &c);
+    int r = fn(in, (size_t)ilen, &c);
     if (r == 0 && c.code != 0)
       r = c.code;
     if (r != 0) {
@@ -120,15 +138,22 @@ static int chunk_task(const void *arg, size_t len, mproc_task_ctx *ctx) {
     }
     rlens[i] = c.used - c.start;
     rh.ok++;
-    in += lens[i];
+    in += ilen;
   }
-  size_t total = sizeof rh + rh.ok * sizeof *rlens + c.used;
+  size_t total = sizeof rh + rh.ok * sizeof *rlens + c.used + rh.ok;
   unsigned char *out = mproc_task_result_buf(ctx, total);
   if (out != NULL) {
     memcpy(out, &rh, sizeof rh);
     memcpy(out + sizeof rh, rlens, rh.ok * sizeof *rlens);
-    if (c.used > 0)
-      memcpy(out + sizeof rh + rh.ok * sizeof *rlens, c.buf, c.used);
+    unsigned char *w = out + sizeof rh + rh.ok * sizeof *rlens;
+    const unsigned char *src = c.buf;
+    for (size_t i = 0; i < rh.ok; i++) {
+      if (rlens[i] > 0)
+        memcpy(w, src, rlens[i]);
+      w[rlens[i]] = '\0';
+      w += rlens[i] + 1;
+      src += rlens[i];
+    }
   }
   free(rlens);
   free(c.buf);
@@ -140,29 +165,52 @@ struct chunk {
   size_t start, count;
 };
 
+/* A chunk argument being packed: header, then (len, bytes) per item. */
+struct pack {
+  unsigned char *buf;
+  size_t used, cap;
+  uint64_t count;
+};
+
+static int pack_add(struct pack *pk, const void *data, size_t len) {
+  uint64_t l = len;
+  if (pk->used == 0)
+    pk->used = sizeof(struct chunk_hdr);
+  if (len > SIZE_MAX / 4 - sizeof l - pk->used)
+    return -ENOMEM;
+  size_t need = pk->used + sizeof l + len;
+  if (need > pk->cap && grow(&pk->buf, &pk->cap, need) != 0)
+    return -ENOMEM;
+  memcpy(pk->buf + pk->used, &l, sizeof l);
+  if (len > 0)
+    memcpy(pk->buf + pk->used + sizeof l, data, len);
+  pk->used = need;
+  pk->count++;
+  return 0;
+}
+
+/* Submits the packed items as one task and empties the pack for reuse. */
+static int pack_submit(mproc_pool *p, mproc_map_buf_fn fn, struct pack *pk, mproc_future **f) {
+  struct chunk_hdr h = {mproc__fnref_of((void (*)(void))fn), pk->count};
+  memcpy(pk->buf, &h, sizeof h);
+  int r = mproc_pool_submit(p, chunk_task, pk->buf, pk->used, f);
+  pk->used = 0;
+  pk->count = 0;
+  return r;
+}
+
 /* Packs in[start..start+count) as a chunk argument and submits it. */
 static int submit_chunk(mproc_pool *p, mproc_map_buf_fn fn, const struct mproc_buf *in,
-                        struct chunk *ck) {
-  size_t bytes = sizeof(struct chunk_hdr) + ck->count * sizeof(uint64_t);
-  for (size_t i = 0; i < ck->count; i++)
-    bytes += in[ck->start + i].len; /* no overflow: the caller checked the total */
-  unsigned char *arg = malloc(bytes);
-  if (arg == NULL)
-    return -ENOMEM;
-  struct chunk_hdr h = {mproc__fnref_of((void (*)(void))fn), ck->count};
-  memcpy(arg, &h, sizeof h);
-  uint64_t *lens = (uint64_t *)(arg + sizeof h);
-  unsigned char *d = (unsigned char *)(lens + ck->count);
-  for (size_t i = 0; i < ck->count; i++) {
-    const struct mproc_buf *b = &in[ck->start + i];
-    lens[i] = b->len;
-    if (b->len > 0)
-      memcpy(d, b->data, b->len);
-    d += b->len;
+                        struct chunk *ck, struct pack *pk) {
+  int r = 0;
+  for (size_t i = 0; i < ck->count && r == 0; i++)
+    r = pack_add(pk, in[ck->start + i].data, in[ck->start + i].len);
+  if (r != 0) {
+    pk->used = 0;
+    pk->count = 0;
+    return r;
   }
-  int r = mproc_pool_submit(p, chunk_task, arg, bytes, &ck->f);
-  free(arg);
-  return r;
+  return pack_submit(p, fn, pk, &ck->f);
 }
 
 /* The result of a finished chunk: 0 with *rh, *rlens and *data pointing
@@ -258,7 +306,7 @@ static int gather(struct chunk *cks, size_t nchunks, size_t n, struct mproc_buf 
       w[len] = '\0';
       bufs[idx] = (struct mproc_buf){w, len};
       w += ALIGN16(len + 1);
-      d += len;
+      d += len + 1;
     }
   }
   *out = bufs;
@@ -309,14 +357,16 @@ MPROC_EXTERN int mproc_pool_map_buf(mproc_pool *p, mproc_map_buf_fn fn, const st
   if (cks == NULL)
     return -ENOMEM;
   int64_t dl = mproc__deadline(timeout_ms);
+  struct pack pk = {0};
   size_t submitted = 0;
   int r = 0;
   for (; submitted < nchunks && r == 0; submitted++) {
     struct chunk *ck = &cks[submitted];
     ck->start = submitted * chunk;
     ck->count = n - ck->start < chunk ? n - ck->start : chunk;
-    r = submit_chunk(p, fn, in, ck);
+    r = submit_chunk(p, fn, in, ck, &pk);
   }
+  free(pk.buf);
   if (r != 0)
     submitted--; /* the failed one has no future */
   struct mproc__progress pr;
@@ -370,4 +420,202 @@ MPROC_EXTERN int mproc_pool_map_buf(mproc_pool *p, mproc_map_buf_fn fn, const st
     mproc_future_free(cks[i].f);
   free(cks);
   return r;
+}
+
+/* ---- imap_buf -------------------------------------------------------------- */
+
+struct ichunk {
+  mproc_future *f;
+  size_t start, count, pos; /* pos: the next item of the chunk to yield */
+  bool parsed;
+  int fail; /* 0, or the failure of item `ok` (later items: cancelled) */
+  struct result_hdr rh;
+  const uint64_t *rl;
+  const unsigned char *d;
+  struct mproc_task_error err;
+};
+
+struct mproc_imap_buf {
+  mproc_pool *p;
+  mproc_map_buf_fn fn;
+  mproc_buf_gen_fn gen;
+  void *gen_ctx;
+  size_t chunk, max_chunks;
+  struct ichunk *q; /* ring of max_chunks chunks in flight, oldest at head */
+  size_t head, n;
+  size_t next_index; /* index of the next item generated */
+  bool gen_done;
+  int gen_err; /* the generator's error, reported once */
+  size_t gen_err_index;
+  struct pack pk;
+  mproc_future *retired; /* holds the result last yielded */
+  struct mproc__progress pr;
+  size_t yielded;
+};
+
+MPROC_EXTERN int mproc_pool_imap_buf(mproc_pool *p, mproc_map_buf_fn fn, mproc_buf_gen_fn gen,
+                                     void *gen_ctx, const struct mproc_imap_options *o,
+                                     mproc_imap_buf **out) {
+  if (out != NULL)
+    *out = NULL;
+  if (p == NULL || fn == NULL || gen == NULL || out == NULL ||
+      (o != NULL && (o->flags != 0 || !mproc__progress_valid(o->progress))))
+    return MPROC_EINVAL;
+  int workers = mproc_pool_workers(p);
+  if (workers < 0)
+    return workers;
+  struct mproc_imap_buf *it = calloc(1, sizeof *it);
+  if (it == NULL)
+    return -ENOMEM;
+  *it = (struct mproc_imap_buf){.p = p, .fn = fn, .gen = gen, .gen_ctx = gen_ctx};
+  it->chunk = o != NULL && o->chunksize != 0 ? o->chunksize : 1;
+  size_t inflight =
+      o != NULL && o->max_inflight != 0 ? o->max_inflight : 64 * it->chunk * (size_t)workers;
+  it->max_chunks = inflight / it->chunk != 0 ? inflight / it->chunk : 1;
+  it->q = calloc(it->max_chunks, sizeof *it->q);
+  if (it->q == NULL) {
+    free(it);
+    return -ENOMEM;
+  }
+  static const struct mproc_imap_options none;
+  const struct mproc_imap_options *po = o != NULL ? o : &none;
+  mproc__progress_begin(&it->pr, po->progress, po->progress_cb, po->progress_ud,
+                        po->progress_total);
+  *out = it;
+  return 0;
+}
+
+/* Generates and submits chunks while there is room. */
+static void fill(struct mproc_imap_buf *it) {
+  while (!it->gen_done && it->n < it->max_chunks) {
+    size_t start = it->next_index;
+    while (!it->gen_done && it->pk.count < it->chunk) {
+      struct mproc_buf item = {0};
+      int g = it->gen(it->gen_ctx, &item);
+      if (g == 1 && item.data == NULL && item.len > 0)
+        g = MPROC_EINVAL;
+      if (g == 1 && (g = pack_add(&it->pk, item.data, item.len)) == 0)
+        it->next_index++;
+      else if (g == 0 || g > 1)
+        it->gen_done = true; /* the end (a positive answer other than 1 too) */
+      if (g < 0) {
+        it->gen_done = true;
+        it->gen_err = g;
+        it->gen_err_index = it->next_index;
+      }
+    }
+    if (it->pk.count == 0)
+      break;
+    struct ichunk *c = &it->q[(it->head + it->n) % it->max_chunks];
+    memset(c, 0, sizeof *c);
+    c->start = start;
+    c->count = (size_t)it->pk.count;
+    int r = pack_submit(it->p, it->fn, &it->pk, &c->f);
+    if (r != 0) {
+      /* Its items are lost: stop generating and report the cause. */
+      it->gen_done = true;
+      it->gen_err = r;
+      it->gen_err_index = start;
+      it->next_index = start;
+      return;
+    }
+    it->n++;
+  }
+}
+
+/* Parses a finished chunk's result (or its failure) once. */
+static void parse(struct ichunk *c) {
+  c->parsed = true;
+  size_t dlen;
+  int r = chunk_parts(c->f, c->count, &c->rh, &c->rl, &c->d, &dlen);
+  if (r == 0 && c->rh.code != 0) {
+    set_item_error(&c->err, c->start + (size_t)c->rh.ok, c->rh.code, c->rh.msg);
+    c->fail = MPROC_ETASK;
+  } else if (r != 0) {
+    /* The task failed as a whole: its first item is blamed. */
+    c->rh.ok = 0;
+    if (mproc_future_error(c->f, &c->err) != 0)
+      set_item_error(&c->err, c->start, r, "map_buf: malformed chunk result");
+    c->err.index = c->start;
+    c->fail = c->err.code != 0 ? c->err.code : r;
+  }
+}
+
+MPROC_EXTERN int mproc_imap_buf_next(mproc_imap_buf *it, struct mproc_buf *out, size_t *index,
+                                     struct mproc_task_error *err, int64_t timeout_ms) {
+  if (it == NULL || out == NULL || mproc__check_timeout(timeout_ms) != 0)
+    return MPROC_EINVAL;
+  if (err != NULL)
+    memset(err, 0, sizeof *err);
+  *out = (struct mproc_buf){NULL, 0};
+  if (it->retired != NULL) {
+    mproc_future_free(it->retired);
+    it->retired = NULL;
+  }
+  fill(it);
+  if (it->n == 0) {
+    if (it->gen_err != 0) {
+      int r = it->gen_err;
+      it->gen_err = 0;
+      if (index != NULL)
+        *index = it->gen_err_index;
+      return r;
+    }
+    mproc__progress_update(&it->pr, it->yielded, true);
+    return MPROC_EEOF;
+  }
+  struct ichunk *c = &it->q[it->head];
+  if (!c->parsed) {
+    int r = mproc_future_wait(c->f, timeout_ms);
+    if (r != 0)
+      return r;
+    parse(c);
+  }
+  size_t k = c->pos++;
+  int r = 0;
+  if (index != NULL)
+    *index = c->start + k;
+  if (k < c->rh.ok) {
+    *out = (struct mproc_buf){c->d, (size_t)c->rl[k]};
+    c->d += c->rl[k] + 1;
+  } else {
+    r = k == c->rh.ok ? c->fail : MPROC_ECANCELLED;
+    if (err != NULL) {
+      if (r == MPROC_ECANCELLED) {
+        err->code = r;
+        err->exit_status = -1;
+        err->index = c->start + k;
+        snprintf(err->message, sizeof err->message, "not run: item %zu of its chunk failed",
+                 c->start + (size_t)c->rh.ok);
+      } else {
+        *err = c->err;
+      }
+    }
+  }
+  if (c->pos == c->count) {
+    it->retired = c->f; /* *out borrows from it until the next call */
+    it->head = (it->head + 1) % it->max_chunks;
+    it->n--;
+  }
+  it->yielded++;
+  mproc__progress_update(&it->pr, it->yielded, false);
+  return r;
+}
+
+MPROC_EXTERN void mproc_imap_buf_free(mproc_imap_buf *it) {
+  if (it == NULL)
+    return;
+  for (size_t i = 0; i < it->n; i++)
+    mproc_future_cancel(it->q[(it->head + i) % it->max_chunks].f);
+  for (size_t i = 0; i < it->n; i++) {
+    mproc_future *f = it->q[(it->head + i) % it->max_chunks].f;
+    mproc_future_wait(f, 30000);
+    mproc_future_free(f);
+  }
+  if (it->retired != NULL)
+    mproc_future_free(it->retired);
+  mproc__progress_update(&it->pr, it->yielded, true);
+  free(it->pk.buf);
+  free(it->q);
+  free(it);
 }

@@ -207,6 +207,121 @@ START_TEST(test_bad_arguments) {
 }
 END_TEST
 
+/* Yields "s<i>" padded to i % 50 + 2 bytes, up to gen_n items; item
+ * gen_bad is "!" (fails); at gen_err_at the generator fails with -EIO. */
+struct gen_state {
+  size_t i, n, bad, err_at;
+  char buf[64];
+};
+
+static int gen_strings(void *ctx, struct mproc_buf *item) {
+  struct gen_state *g = ctx;
+  if (g->i == g->err_at)
+    return -EIO;
+  if (g->i == g->n)
+    return 0;
+  size_t len = g->i % 50 + 2;
+  memset(g->buf, 'a' + (int)(g->i % 26), len);
+  g->buf[0] = g->i == g->bad ? '!' : 's';
+  *item = (struct mproc_buf){g->buf, len};
+  g->i++;
+  return 1;
+}
+
+START_TEST(test_imap_buf_streams_in_order) {
+  mproc_pool *p = make_pool(2);
+  struct gen_state g = {.n = 500, .bad = SIZE_MAX, .err_at = SIZE_MAX};
+  struct mproc_imap_options o = {.chunksize = 7, .max_inflight = 30};
+  mproc_imap_buf *it;
+  mproc_assert_ok(mproc_pool_imap_buf(p, reverse_len, gen_strings, &g, &o, &it));
+  struct mproc_buf r;
+  size_t idx, got = 0;
+  int rc;
+  while ((rc = mproc_imap_buf_next(it, &r, &idx, NULL, 30000)) == 0) {
+    ck_assert_uint_eq(idx, got);
+    size_t len = got % 50 + 2;
+    char want[32];
+    snprintf(want, sizeof want, ":%zu", len);
+    ck_assert_uint_eq(r.len, len + strlen(want));
+    ck_assert_str_eq((const char *)r.data + len, want);
+    ck_assert_int_eq(((const char *)r.data)[len - 1], 's'); /* reversed: first byte last */
+    /* Never more generated than yielded plus the in-flight bound. */
+    ck_assert_uint_le(g.i, got + 1 + 30 + 7);
+    got++;
+  }
+  mproc_assert_err(rc, MPROC_EEOF);
+  ck_assert_uint_eq(got, 500);
+  mproc_assert_err(mproc_imap_buf_next(it, &r, &idx, NULL, 0), MPROC_EEOF);
+  mproc_imap_buf_free(it);
+  mproc_assert_ok(mproc_pool_free(p));
+}
+END_TEST
+
+START_TEST(test_imap_buf_failures) {
+  S = shared_new(); /* before the pool: its workers see it */
+  mproc_pool *p = make_pool(2);
+  /* Item 23 fails; 24 and 25 share its chunk (21..27) and are not run; the
+   * generator fails at item 40; iteration goes on through all of it. */
+  struct gen_state g = {.n = 100, .bad = 23, .err_at = 40};
+  struct mproc_imap_options o = {.chunksize = 7};
+  mproc_imap_buf *it;
+  mproc_assert_ok(mproc_pool_imap_buf(p, picky, gen_strings, &g, &o, &it));
+  struct mproc_buf r;
+  struct mproc_task_error e;
+  size_t idx, ok = 0;
+  int rc;
+  while ((rc = mproc_imap_buf_next(it, &r, &idx, &e, 30000)) != MPROC_EEOF) {
+    if (idx == 23) {
+      mproc_assert_err(rc, MPROC_ETASK);
+      ck_assert_int_eq(e.task_code, 5);
+      ck_assert_uint_eq(e.index, 23);
+    } else if (idx > 23 && idx < 28) {
+      mproc_assert_err(rc, MPROC_ECANCELLED);
+      ck_assert_uint_eq(e.index, idx);
+    } else if (idx == 40) {
+      mproc_assert_err(rc, -EIO);
+    } else {
+      mproc_assert_ok(rc);
+      ck_assert_uint_eq(r.len, 0);
+      ok++;
+    }
+  }
+  ck_assert_uint_eq(ok, 40 - 5);
+  mproc_imap_buf_free(it);
+  /* Freed with chunks in flight: cancelled, nothing left behind. */
+  g = (struct gen_state){.n = 100, .bad = SIZE_MAX, .err_at = SIZE_MAX};
+  o.chunksize = 1;
+  mproc_assert_ok(mproc_pool_imap_buf(p, block_item, gen_strings, &g, &o, &it));
+  mproc_assert_err(mproc_imap_buf_next(it, &r, &idx, &e, 50), MPROC_ETIMEDOUT);
+  mproc_imap_buf_free(it);
+  atomic_store(&S->release, 1);
+  mproc_assert_ok(mproc_pool_free(p));
+  shared_free(S);
+}
+END_TEST
+
+START_TEST(test_imap_buf_bad_arguments) {
+  mproc_pool *p = make_pool(1);
+  struct gen_state g = {.n = 3, .bad = SIZE_MAX, .err_at = SIZE_MAX};
+  mproc_imap_buf *it = (mproc_imap_buf *)&g;
+  mproc_assert_err(mproc_pool_imap_buf(NULL, picky, gen_strings, &g, NULL, &it), MPROC_EINVAL);
+  ck_assert_ptr_null(it);
+  mproc_assert_err(mproc_pool_imap_buf(p, NULL, gen_strings, &g, NULL, &it), MPROC_EINVAL);
+  mproc_assert_err(mproc_pool_imap_buf(p, picky, NULL, &g, NULL, &it), MPROC_EINVAL);
+  mproc_assert_err(mproc_pool_imap_buf(p, picky, gen_strings, &g, NULL, NULL), MPROC_EINVAL);
+  struct mproc_imap_options bad = {.flags = MPROC_IMAP_UNORDERED};
+  mproc_assert_err(mproc_pool_imap_buf(p, picky, gen_strings, &g, &bad, &it), MPROC_EINVAL);
+  struct mproc_buf r;
+  mproc_assert_err(mproc_imap_buf_next(NULL, &r, NULL, NULL, 0), MPROC_EINVAL);
+  mproc_assert_ok(mproc_pool_imap_buf(p, picky, gen_strings, &g, NULL, &it));
+  mproc_assert_err(mproc_imap_buf_next(it, NULL, NULL, NULL, 0), MPROC_EINVAL);
+  mproc_assert_err(mproc_imap_buf_next(it, &r, NULL, NULL, -5), MPROC_EINVAL);
+  mproc_imap_buf_free(it);
+  mproc_imap_buf_free(NULL);
+  mproc_assert_ok(mproc_pool_free(p));
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("map-buf");
   TCase *tc = mproc_test_tcase(s, "map-buf", 120);
@@ -216,5 +331,8 @@ int main(void) {
   tcase_add_test(tc, test_worker_death_fails_the_chunk);
   tcase_add_test(tc, test_deadline_cancels);
   tcase_add_test(tc, test_bad_arguments);
+  tcase_add_test(tc, test_imap_buf_streams_in_order);
+  tcase_add_test(tc, test_imap_buf_failures);
+  tcase_add_test(tc, test_imap_buf_bad_arguments);
   return mproc_test_run(s);
 }

@@ -375,6 +375,27 @@ MPROC_EXTERN int mproc_imap_next(mproc_imap *it, void *out, size_t *index,
 /* Release; items still in flight are cancelled (waits for them, bounded). */
 MPROC_EXTERN void mproc_imap_free(mproc_imap *it);
 
+/* Generator of variable-size items: set *item (its bytes need stay valid
+ * only until the next call) and return 1, return 0 at the end, or a
+ * negative code to stop with an error.  Runs on the thread calling
+ * mproc_imap_buf_next. */
+typedef int (*mproc_buf_gen_fn)(void *ctx, struct mproc_buf *item);
+typedef struct mproc_imap_buf mproc_imap_buf;
+/* imap over variable-size items, results in input order: at most
+ * opts->max_inflight items (0: 64 chunks per worker) generated and not yet
+ * yielded.  opts->chunksize as mproc_pool_imap; flags must be 0; progress
+ * fields as mproc_pool_imap.  Does not block. */
+MPROC_EXTERN int mproc_pool_imap_buf(mproc_pool *pool, mproc_map_buf_fn fn, mproc_buf_gen_fn gen,
+                                     void *gen_ctx, const struct mproc_imap_options *opts,
+                                     mproc_imap_buf **out);
+/* The next result into *out (borrowed: valid until the next call or free;
+ * NUL-terminated past its len) and its index into *index (may be NULL).
+ * Returns as mproc_imap_next. */
+MPROC_EXTERN int mproc_imap_buf_next(mproc_imap_buf *it, struct mproc_buf *out, size_t *index,
+                                     struct mproc_task_error *err, int64_t timeout_ms);
+/* Release; chunks still in flight are cancelled (NULL is fine). */
+MPROC_EXTERN void mproc_imap_buf_free(mproc_imap_buf *it);
+
 #ifdef __cplusplus
 }
 #endif
