@@ -85,12 +85,20 @@ static size_t barrier_size_of(const void *obj) {
   return MPROC_BARRIER_SIZE(((const struct mproc_barrier *)obj)->parties);
 }
 
+static bool barrier_valid(const void *obj) {
+  unsigned parties = ((const struct mproc_barrier *)obj)->parties;
+  return parties >= 1 && parties <= MPROC_BARRIER_MAX_PARTIES;
+}
+
 static int barrier_retire(void *obj);
+static int barrier_detach(void *obj);
 
 static const struct mproc__sync_kind barrier_kind = {.magic = MPROC__MAGIC_BARRIER,
                                                      .size_of = barrier_size_of,
                                                      .setup = barrier_setup,
-                                                     .retire = barrier_retire};
+                                                     .retire = barrier_retire,
+                                                     .valid = barrier_valid,
+                                                     .detach = barrier_detach};
 
 MPROC_EXTERN int mproc_barrier_init(mproc_barrier **out, void *storage, size_t size,
                                     unsigned parties) {
@@ -131,11 +139,14 @@ static void set_broken(mproc_barrier *b) {
   wake_all(b);
 }
 
+/* The caller's slot: recorded ids alone are not enough, a dead party's tid
+ * and pid may have been recycled for the caller (pid wrap, another pid
+ * namespace), so the slot's mutex must be held by the caller too. */
 static struct slot *own_slot(mproc_barrier *b) {
   pid_t tid = mproc__gettid(), pid = getpid();
   for (unsigned i = 0; i < b->parties; i++) {
     struct slot *s = slot_at(b, i);
-    if (s->used && s->tid == tid && s->pid == pid)
+    if (s->used && s->tid == tid && s->pid == pid && mproc__rmutex_mine(&s->m))
       return s;
   }
   return NULL;
@@ -205,14 +216,11 @@ static void leave_locked(mproc_barrier *b) {
   }
 }
 
-static int barrier_retire(void *obj) {
-  mproc_barrier *b = obj;
-  int r = state_lock(b);
-  if (r != 0)
-    return r;
-  /* Slot mutexes held by threads of this process sit on those threads'
-   * robust lists: the memory must not go away under them.  The caller's
-   * own slot is released; another thread's makes destroy fail. */
+/* Under the state lock: slot mutexes held by threads of this process sit on
+ * those threads' robust lists, so the memory must not go away (or be
+ * unmapped here) under them.  The caller's own slot is released; another
+ * thread's refuses with MPROC_EBUSY. */
+static int drop_own_slots(mproc_barrier *b) {
   leave_locked(b);
   pid_t pid = getpid();
   for (unsigned i = 0; i < b->parties; i++) {
@@ -220,16 +228,39 @@ static int barrier_retire(void *obj) {
     if (!s->used || s->pid != pid)
       continue;
     int t = pthread_mutex_trylock(&s->m);
-    if (t == EBUSY) {
-      state_unlock(b);
+    if (t == EBUSY)
       return MPROC_EBUSY;
-    }
     if (t == EOWNERDEAD)
       pthread_mutex_consistent(&s->m);
     if (t == 0 || t == EOWNERDEAD) {
       pthread_mutex_unlock(&s->m);
       s->used = 0;
     }
+  }
+  return 0;
+}
+
+/* A process that mapped the barrier from an fd stops using it: its parties
+ * leave, the barrier stays for the others. */
+static int barrier_detach(void *obj) {
+  mproc_barrier *b = obj;
+  int r = state_lock(b);
+  if (r != 0)
+    return r;
+  r = drop_own_slots(b);
+  state_unlock(b);
+  return r;
+}
+
+static int barrier_retire(void *obj) {
+  mproc_barrier *b = obj;
+  int r = state_lock(b);
+  if (r != 0)
+    return r;
+  r = drop_own_slots(b);
+  if (r != 0) {
+    state_unlock(b);
+    return r;
   }
   if (b->count > 0 && !b->broken) {
     state_unlock(b);
@@ -241,7 +272,7 @@ static int barrier_retire(void *obj) {
   return 0;
 }
 
-/* mproc_barrier_destroy, mproc_barrier_free */
+/* mproc_barrier_destroy, mproc_barrier_free, mproc_barrier_from_fd */
 MPROC__SYNC_RELEASE(mproc_barrier, barrier_kind)
 
 /* Runs op(b) under the state lock, after the magic check. */

@@ -73,12 +73,16 @@ static int cond_setup(void *obj, const void *arg) {
 /* Refused while the lock is held (MPROC_EBUSY). */
 static int cond_retire(void *obj) { return mproc_rlock_destroy(lock_of(obj)); }
 
+/* Mapped from an fd, refused while the caller holds the lock. */
+static int cond_detach(void *obj) { return mproc__rlock_detach(lock_of(obj)); }
+
 static const struct mproc__sync_kind cond_kind = {.magic = MPROC__MAGIC_COND,
                                                   .size = MPROC_COND_SIZE,
                                                   .setup = cond_setup,
-                                                  .retire = cond_retire};
+                                                  .retire = cond_retire,
+                                                  .detach = cond_detach};
 
-/* mproc_cond_init, _new, _destroy, _free */
+/* mproc_cond_init, _new, _destroy, _free, _from_fd */
 MPROC__SYNC_LIFECYCLE(mproc_cond, cond_kind, MPROC_COND_SIZE)
 
 MPROC_EXTERN mproc_rlock *mproc_cond_lock(mproc_cond *c) {

@@ -28,7 +28,7 @@ _Static_assert(sizeof(struct mproc_event) <= MPROC_EVENT_SIZE, "MPROC_EVENT_SIZE
 static const struct mproc__sync_kind event_kind = {.magic = MPROC__MAGIC_EVENT,
                                                    .size = MPROC_EVENT_SIZE};
 
-/* mproc_event_init, _new, _destroy, _free */
+/* mproc_event_init, _new, _destroy, _free, _from_fd */
 MPROC__SYNC_LIFECYCLE(mproc_event, event_kind, MPROC_EVENT_SIZE)
 
 MPROC_EXTERN int mproc_event_set(mproc_event *e) {

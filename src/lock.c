@@ -161,11 +161,13 @@ int mproc__rmutex_unlock(pthread_mutex_t *m) {
  * futex word's owner (see the design notes: a recycled tid of a dead owner
  * fails the second test).  The futex word is glibc's public __data.__lock. */
 static bool held_by_me(const pthread_mutex_t *m, const _Atomic pid_t *owner) {
-  pid_t me = mproc__gettid();
-  if (atomic_load_explicit(owner, memory_order_relaxed) != me)
-    return false;
+  return atomic_load_explicit(owner, memory_order_relaxed) == mproc__gettid() &&
+         mproc__rmutex_mine(m);
+}
+
+bool mproc__rmutex_mine(const pthread_mutex_t *m) {
   unsigned word = (unsigned)__atomic_load_n(&m->__data.__lock, __ATOMIC_RELAXED);
-  return (pid_t)(word & FUTEX_TID_MASK) == me;
+  return (pid_t)(word & FUTEX_TID_MASK) == mproc__gettid();
 }
 
 /* ---- Lock ------------------------------------------------------------------ */
@@ -193,12 +195,20 @@ static int mutex_retire(void *obj, pthread_mutex_t *m) {
 
 static int lock_retire(void *obj) { return mutex_retire(obj, &((struct mproc_lock *)obj)->m); }
 
+/* A process that mapped the lock from an fd may not unmap it while it
+ * holds it: the mutex is on the holding thread's robust list. */
+static int lock_detach(void *obj) {
+  struct mproc_lock *l = obj;
+  return held_by_me(&l->m, &l->owner) ? MPROC_EBUSY : 0;
+}
+
 static const struct mproc__sync_kind lock_kind = {.magic = MPROC__MAGIC_LOCK,
                                                   .size = MPROC_LOCK_SIZE,
                                                   .setup = lock_setup,
-                                                  .retire = lock_retire};
+                                                  .retire = lock_retire,
+                                                  .detach = lock_detach};
 
-/* mproc_lock_init, _new, _destroy, _free */
+/* mproc_lock_init, _new, _destroy, _free, _from_fd */
 MPROC__SYNC_LIFECYCLE(mproc_lock, lock_kind, MPROC_LOCK_SIZE)
 
 /* Common to Lock and RLock: the result of locking m, with our state. */
@@ -276,12 +286,18 @@ static int rlock_retire(void *obj) {
   return mutex_retire(obj, &l->m);
 }
 
+int mproc__rlock_detach(void *obj) {
+  struct mproc_rlock *l = obj;
+  return held_by_me(&l->m, &l->owner) ? MPROC_EBUSY : 0;
+}
+
 static const struct mproc__sync_kind rlock_kind = {.magic = MPROC__MAGIC_RLOCK,
                                                    .size = MPROC_RLOCK_SIZE,
                                                    .setup = rlock_setup,
-                                                   .retire = rlock_retire};
+                                                   .retire = rlock_retire,
+                                                   .detach = mproc__rlock_detach};
 
-/* mproc_rlock_init, _new, _destroy, _free */
+/* mproc_rlock_init, _new, _destroy, _free, _from_fd */
 MPROC__SYNC_LIFECYCLE(mproc_rlock, rlock_kind, MPROC_RLOCK_SIZE)
 
 MPROC_EXTERN int mproc_rlock_acquire(mproc_rlock *l, int64_t timeout_ms) {

@@ -319,7 +319,11 @@ MPROC_EXTERN int mproc_queue_new(mproc_queue **out, const struct mproc_queue_opt
     if (err != 0)
       munmap(q->h, q->map_len);
   }
-  mproc__close(fd);
+  /* An anonymous queue keeps its memfd, to be handed to processes that did
+   * not inherit the queue (mproc_queue_fd / mproc_queue_from_fd). */
+  q->fd = err == 0 && o->name == NULL ? fd : -1;
+  if (q->fd < 0)
+    mproc__close(fd);
   if (err != 0) {
     if (q->name[0] != '\0')
       shm_unlink(q->name);
@@ -330,43 +334,33 @@ MPROC_EXTERN int mproc_queue_new(mproc_queue **out, const struct mproc_queue_opt
   return 0;
 }
 
-MPROC_EXTERN int mproc_queue_open(mproc_queue **out, const char *name, unsigned roles) {
-  if (roles == 0)
-    roles = MPROC_QUEUE_BOTH;
-  if (out == NULL || name == NULL || !valid_name(name) || (roles & ~(unsigned)MPROC_QUEUE_BOTH))
-    return MPROC_EINVAL;
-  int fd = shm_open(name, O_RDWR | O_CLOEXEC, 0);
-  if (fd < 0)
-    return mproc__neg_errno();
-  mproc__fd_register(fd);
+/* A handle on the queue in `fd` (the caller keeps the fd), attached with
+ * `roles`. */
+static int map_fd(int fd, unsigned roles, mproc_queue **out) {
   struct stat st;
-  struct mproc_queue *q = NULL;
-  int err = mproc__q_named_join(fd);
-  if (err == 0 && fstat(fd, &st) != 0)
-    err = mproc__neg_errno();
-  if (err == 0 && (size_t)st.st_size < sizeof(struct mproc__qhdr))
-    err = MPROC_EAGAIN; /* created, not yet sized */
-  struct mproc__qhdr *peek = MAP_FAILED;
-  if (err == 0) {
-    peek = mmap(NULL, sizeof *peek, PROT_READ, MAP_SHARED, fd, 0);
-    if (peek == MAP_FAILED)
-      err = mproc__neg_errno();
-  }
+  if (fstat(fd, &st) != 0)
+    return mproc__neg_errno();
+  if (!S_ISREG(st.st_mode))
+    return MPROC_EINVAL;
+  if ((size_t)st.st_size < sizeof(struct mproc__qhdr))
+    return MPROC_EAGAIN; /* created, not yet sized */
+  struct mproc__qhdr *peek = mmap(NULL, sizeof *peek, PROT_READ, MAP_SHARED, fd, 0);
+  if (peek == MAP_FAILED)
+    return mproc__neg_errno();
+  /* The geometry is checked once here and kept in the handle. */
   struct mproc_queue geo = {0};
   size_t hdr = 0;
-  if (err == 0) {
-    /* The geometry is checked once here and kept in the handle. */
-    err = mproc__q_geometry(peek, (size_t)st.st_size, &geo, &hdr);
-    munmap(peek, sizeof *peek);
-  }
-  if (err == 0 && (q = calloc(1, sizeof *q)) == NULL)
-    err = -ENOMEM;
-  if (err == 0) {
-    q->max_parts = geo.max_parts;
-    q->qid = geo.qid;
-    err = mproc__q_map(fd, hdr, geo.cap, PROT_READ | PROT_WRITE, q);
-  }
-  mproc__close(fd);
+  int err = mproc__q_geometry(peek, (size_t)st.st_size, &geo, &hdr);
+  munmap(peek, sizeof *peek);
+  if (err != 0)
+    return err;
+  struct mproc_queue *q = calloc(1, sizeof *q);
+  if (q == NULL)
+    return -ENOMEM;
+  q->fd = -1;
+  q->max_parts = geo.max_parts;
+  q->qid = geo.qid;
+  err = mproc__q_map(fd, hdr, geo.cap, PROT_READ | PROT_WRITE, q);
   if (err == 0) {
     err = finish_handle(q, roles);
     if (err != 0)
@@ -378,6 +372,39 @@ MPROC_EXTERN int mproc_queue_open(mproc_queue **out, const char *name, unsigned 
   }
   *out = q;
   return 0;
+}
+
+static bool valid_roles(unsigned *roles) {
+  if (*roles == 0)
+    *roles = MPROC_QUEUE_BOTH;
+  return (*roles & ~(unsigned)MPROC_QUEUE_BOTH) == 0;
+}
+
+MPROC_EXTERN int mproc_queue_open(mproc_queue **out, const char *name, unsigned roles) {
+  if (out == NULL || name == NULL || !valid_name(name) || !valid_roles(&roles))
+    return MPROC_EINVAL;
+  int fd = shm_open(name, O_RDWR | O_CLOEXEC, 0);
+  if (fd < 0)
+    return mproc__neg_errno();
+  mproc__fd_register(fd);
+  int err = mproc__q_named_join(fd);
+  if (err == 0)
+    err = map_fd(fd, roles, out);
+  mproc__close(fd);
+  return err;
+}
+
+MPROC_EXTERN int mproc_queue_fd(const mproc_queue *q) {
+  if (q == NULL)
+    return MPROC_EINVAL;
+  return q->fd >= 0 ? q->fd : MPROC_ESTATE;
+}
+
+MPROC_EXTERN int mproc_queue_from_fd(mproc_queue **out, int fd, unsigned roles) {
+  if (out == NULL || fd < 0 || !valid_roles(&roles))
+    return MPROC_EINVAL;
+  int err = map_fd(fd, roles, out);
+  return err == MPROC_EAGAIN ? MPROC_EINVAL : err; /* no queue there */
 }
 
 MPROC_EXTERN int mproc_queue_unlink(const char *name) {
@@ -415,6 +442,7 @@ MPROC_EXTERN int mproc_queue_free(mproc_queue *q) {
   if (q->name[0] != '\0' && shm_unlink(q->name) != 0 && errno != ENOENT)
     err = mproc__neg_errno();
   munmap(h, q->map_len);
+  mproc__close(q->fd);
   free(q);
   return err;
 }

@@ -98,15 +98,16 @@ struct mproc_queue {
   size_t map_len;        /* whole mapping (header + 2 * cap) */
   /* Local copies of the header's geometry, checked when mapped: every
    * access is bounded by these, never by what shared memory says now. */
-  uint64_t cap;                    /* ring bytes */
-  uint32_t max_parts;              /* entries of the participant table */
-  uint64_t qid;                    /* the header's qid */
-  _Atomic int part;                /* my participant index, -1 if none (broken); threads read it */
-  _Atomic unsigned roles;          /* my roles; close/detach may run while other threads wait */
-  _Atomic int64_t last_sweep_ms;   /* last liveness sweep by this handle (any thread) */
-  bool spin;                       /* spinning before sleep is allowed */
-  int fork_slot;                   /* slot reserved for the child of a fork in progress */
-  char name[208];                  /* name if this process created it (unlinked at free) */
+  uint64_t cap;                  /* ring bytes */
+  uint32_t max_parts;            /* entries of the participant table */
+  uint64_t qid;                  /* the header's qid */
+  _Atomic int part;              /* my participant index, -1 if none (broken); threads read it */
+  _Atomic unsigned roles;        /* my roles; close/detach may run while other threads wait */
+  _Atomic int64_t last_sweep_ms; /* last liveness sweep by this handle (any thread) */
+  bool spin;                     /* spinning before sleep is allowed */
+  int fork_slot;                 /* slot reserved for the child of a fork in progress */
+  int fd;                        /* memfd of an anonymous queue made here (mproc_queue_fd), or -1 */
+  char name[208];                /* name if this process created it (unlinked at free) */
   struct mproc_queue *next, *prev; /* process-local list, for fork */
 };
 

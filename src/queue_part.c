@@ -144,11 +144,14 @@ bool mproc__q_sweep(struct mproc_queue *q) {
   atomic_store_explicit(&q->last_sweep_ms, mproc_now_ms(), memory_order_relaxed);
   bool changed = false;
   pid_t self = getpid();
+  uint64_t self_start = start_time_of(self);
   for (uint32_t i = 0; i < q->max_parts; i++) {
     pid_t pid = atomic_load_explicit(&h->parts[i].pid, memory_order_relaxed);
     /* Our own slots are alive, except one reserved for a child of a fork
-     * that failed (pending past its deadline). */
-    if (pid == 0 || (pid == self && !h->parts[i].pending))
+     * that failed (pending past its deadline).  A slot with our pid but
+     * another start time is a dead process whose pid we were given again
+     * (pid wrap, another pid namespace): not ours. */
+    if (pid == 0 || (pid == self && !h->parts[i].pending && h->parts[i].start_time == self_start))
       continue;
     uint64_t start = start_time_of(pid);
     bool expired = h->parts[i].pending && mproc_now_ms() > h->parts[i].pending_until;
@@ -213,6 +216,9 @@ static void after_fork_child(void) {
   uint64_t start = user ? start_time_of(self) : 0;
   for (struct mproc_queue *q = tracked; q != NULL; q = q->next) {
     atomic_store_explicit(&q->last_sweep_ms, 0, memory_order_relaxed);
+    /* The memfd is the creator's to hand out; the child keeps the mapping. */
+    mproc__close(q->fd);
+    q->fd = -1;
     int slot = q->fork_slot;
     q->fork_slot = -1;
     q->part = -1;

@@ -80,7 +80,7 @@ MPROC_EXTERN int mproc_sem_new(mproc_sem **out, unsigned value,
   return r != 0 ? r : mproc__sync_new(&sem_kind, out, MPROC_SEM_SIZE, &a);
 }
 
-/* mproc_sem_destroy, mproc_sem_free */
+/* mproc_sem_destroy, mproc_sem_free, mproc_sem_from_fd */
 MPROC__SYNC_RELEASE(mproc_sem, sem_kind)
 
 static bool try_take(mproc_sem *s) {

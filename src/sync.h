@@ -71,6 +71,13 @@ struct mproc__sync_kind {
    * must stop users earlier clears it itself (mproc__sync_clear).  NULL:
    * nothing to do. */
   int (*retire)(void *obj);
+  /* Checks the fields of an object mapped from an fd (its magic, flags and
+   * size already checked): false is MPROC_ECORRUPT.  NULL: nothing more. */
+  bool (*valid)(const void *obj);
+  /* Lets the calling process stop using an object it mapped from an fd,
+   * which lives on for the others: nonzero refuses (e.g. a Lock the caller
+   * holds).  NULL: nothing to do. */
+  int (*detach)(void *obj);
 };
 
 /* _init on caller storage (`have` bytes, 8-aligned, at least `need`, not a
@@ -85,6 +92,25 @@ int mproc__sync_new(const struct mproc__sync_kind *k, void *out, size_t size, co
  * live object of the kind released the matching way; else retire's refusal,
  * or 0 once the object is gone (and unmapped, for _free). */
 int mproc__sync_teardown(const struct mproc__sync_kind *k, void *obj, bool allocated);
+
+/* ---- handing objects to other processes (handoff.c) --------------------- */
+
+/* `size` zeroed bytes of shared memory for a _new: a memfd kept for
+ * mproc_object_fd (an anonymous mapping if no memfd can be made). */
+int mproc__obj_map_new(size_t size, void **addr_out);
+/* _from_fd: map the object of kind k in `fd` (the caller keeps the fd) and
+ * check it; `out` is the caller's `T **`. */
+int mproc__obj_attach(const struct mproc__sync_kind *k, int fd, void *out);
+/* Whether addr was mapped by mproc__obj_attach in this process. */
+bool mproc__obj_attached(const void *addr);
+/* Drops addr's entry (closing its fd); false if it had none.  *attached
+ * tells whether it was mapped by mproc__obj_attach. */
+bool mproc__obj_forget(void *addr, bool *attached);
+
+/* Whether some mapping of this process covers p (one system call): a
+ * foreign address, e.g. of an object made after this process was forked,
+ * gives MPROC_EINVAL instead of a fault where a call can afford the check. */
+bool mproc__obj_mapped(const void *p);
 
 /* The sleeping side of Event.wait and Semaphore.acquire: registered in
  * *waiters (wakers make the wake system call only when it is nonzero), sleep
@@ -101,7 +127,12 @@ int mproc__sync_sleep(_Atomic uint32_t *word, _Atomic uint32_t *waiters, bool (*
  * once here. */
 #define MPROC__SYNC_RELEASE(type, kind)                                                            \
   MPROC_EXTERN int type##_destroy(type *obj) { return mproc__sync_teardown(&(kind), obj, false); } \
-  MPROC_EXTERN int type##_free(type *obj) { return mproc__sync_teardown(&(kind), obj, true); }
+  MPROC_EXTERN int type##_free(type *obj) { return mproc__sync_teardown(&(kind), obj, true); }     \
+  MPROC__SYNC_FROM_FD(type, kind)
+#define MPROC__SYNC_FROM_FD(type, kind)                                                            \
+  MPROC_EXTERN int type##_from_fd(type **out, int fd) {                                            \
+    return mproc__obj_attach(&(kind), fd, out);                                                    \
+  }
 #define MPROC__SYNC_LIFECYCLE(type, kind, size)                                                    \
   MPROC_EXTERN int type##_init(type **out, void *storage, size_t have) {                           \
     return mproc__sync_init(&(kind), out, storage, have, (size), NULL);                            \
@@ -122,6 +153,11 @@ int mproc__rmutex_lock(pthread_mutex_t *m, int64_t deadline_ms);
 /* 0 or MPROC_ENOTOWNER. */
 int mproc__rmutex_unlock(pthread_mutex_t *m);
 
+/* Whether the calling thread holds the robust mutex m, by its futex word:
+ * the kernel clears a dead owner's tid there, so a recycled tid never
+ * matches (unlike a tid recorded beside the mutex). */
+bool mproc__rmutex_mine(const pthread_mutex_t *m);
+
 /* The kernel thread id of the caller (cached per thread). */
 pid_t mproc__gettid(void);
 
@@ -129,6 +165,9 @@ pid_t mproc__gettid(void);
  * depth, and re-acquisition at a given depth. */
 int mproc__rlock_release_all(mproc_rlock *r, int *depth);
 int mproc__rlock_reacquire(mproc_rlock *r, int depth, int64_t deadline_ms);
+/* The detach step of an RLock mapped from an fd (also of the Condition and
+ * Value holding one): MPROC_EBUSY while the caller holds it. */
+int mproc__rlock_detach(void *rlock);
 /* Condition support: mark an RLock as a Condition's, whose sleepers wait on
  * the futex word `seq` (in the same mapping: the RLock records its offset,
  * not a pointer), and record wake-ups to make on `seq` when the holder

@@ -8,6 +8,8 @@
  *   (none)  --_new: map, setup, publish magic (unmap on failure)--> live
  *   live    --_destroy/_free: check magic and owner, retire, clear magic,
  *             unmap (_free)--> gone
+ *   (fd)    --_from_fd: map, check magic, size and fields--> attached
+ *   attached --_free: detach, unmap; the object stays live for the others
  *
  * The magic is published last, with release ordering, so a process that
  * sees it sees a fully set-up object; it is cleared first on the way out,
@@ -16,7 +18,9 @@
  * _destroy is refused on _new objects and _free on _init ones: each object
  * has exactly one way to be released.  A kind supplies only what differs
  * (struct mproc__sync_kind): its setup, and the check and release of its
- * retire step (a held lock refuses to go).  This file also holds the
+ * retire step (a held lock refuses to go).  Objects made by _new live in a
+ * memfd so they can be handed to processes that did not inherit them
+ * (handoff.c).  This file also holds the
  * per-thread tid cache every owner check uses. */
 #include "futex.h"
 #include "sync.h"
@@ -70,29 +74,37 @@ int mproc__sync_new(const struct mproc__sync_kind *k, void *out, size_t size, co
   if (out == NULL)
     return MPROC_EINVAL;
   void *p;
-  int r = mproc__map_anon_shared(size, &p); /* zeroed by the kernel */
+  int r = mproc__obj_map_new(size, &p); /* zeroed by the kernel */
   if (r != 0)
     return r;
   r = publish(k, p, MPROC__SYNC_ALLOCATED, arg, out);
-  if (r != 0)
+  if (r != 0) {
+    bool attached;
     munmap(p, size);
+    mproc__obj_forget(p, &attached);
+  }
   return r;
 }
 
 int mproc__sync_teardown(const struct mproc__sync_kind *k, void *obj, bool allocated) {
-  if (!mproc__sync_ok(obj, k->magic))
+  if (!mproc__obj_mapped(obj) || !mproc__sync_ok(obj, k->magic))
     return MPROC_EINVAL;
   struct mproc__sync_hdr *h = obj;
   if (((h->flags & MPROC__SYNC_ALLOCATED) != 0) != allocated)
     return MPROC_EINVAL;
   /* Read while the object is whole: retire may take it apart. */
   size_t size = k->size_of != NULL ? k->size_of(obj) : k->size;
-  int r = k->retire != NULL ? k->retire(obj) : 0;
+  bool attached = allocated && mproc__obj_attached(obj);
+  int r = attached ? (k->detach != NULL ? k->detach(obj) : 0)
+                   : (k->retire != NULL ? k->retire(obj) : 0);
   if (r != 0)
     return r;
-  mproc__sync_clear(obj);
-  if (allocated)
+  if (!attached)
+    mproc__sync_clear(obj);
+  if (allocated) {
     munmap(obj, size);
+    mproc__obj_forget(obj, &attached); /* closes the fd of one made here */
+  }
   return 0;
 }
 

@@ -1,4 +1,5 @@
-/* Value and Array: typed elements in an anonymous shared mapping.
+/* Value and Array: typed elements in a shared mapping (of a memfd, so it can
+ * be handed to processes that did not inherit it: handoff.c).
  *
  * Design notes.  One mapping per object, laid out as
  *
@@ -98,10 +99,32 @@ static int value_retire(void *obj) {
   return v->raw ? 0 : mproc_rlock_destroy(lock_of(v));
 }
 
+/* Mapped from an fd, refused while the caller holds the lock. */
+static int value_detach(void *obj) {
+  const struct mproc_value *v = obj;
+  return v->raw ? 0 : mproc__rlock_detach(lock_of(v));
+}
+
+/* A header read from an fd: a known type whose element size matches, a
+ * count that fits the mapping (checked against mapsize by the caller). */
+static bool value_valid(const void *obj) {
+  const struct mproc_value *v = obj;
+  size_t want = type_size((mproc_type)v->type);
+  if (v->raw > 1 || v->count == 0 || v->elsize == 0 ||
+      (v->type == MPROC_TYPE_BYTES ? false : want == 0 || want != v->elsize))
+    return false;
+  if (v->count > (SIZE_MAX - VALUE_DATA) / v->elsize)
+    return false;
+  return v->mapsize == VALUE_DATA + v->count * v->elsize &&
+         (v->raw || mproc__sync_ok(lock_of(v), MPROC__MAGIC_RLOCK));
+}
+
 static const struct mproc__sync_kind value_kind = {.magic = MPROC__MAGIC_VALUE,
                                                    .size_of = value_size_of,
                                                    .setup = value_setup,
-                                                   .retire = value_retire};
+                                                   .retire = value_retire,
+                                                   .valid = value_valid,
+                                                   .detach = value_detach};
 
 MPROC_EXTERN int mproc_array_new(mproc_value **out, mproc_type type, size_t count, const void *init,
                                  const struct mproc_value_options *opts) {
@@ -133,6 +156,10 @@ MPROC_EXTERN int mproc_value_new(mproc_value **out, mproc_type type, const void 
 
 MPROC_EXTERN int mproc_value_free(mproc_value *v) {
   return mproc__sync_teardown(&value_kind, v, true);
+}
+
+MPROC_EXTERN int mproc_value_from_fd(mproc_value **out, int fd) {
+  return mproc__obj_attach(&value_kind, fd, out);
 }
 
 MPROC_EXTERN void *mproc_value_ptr(const mproc_value *v) { return value_ok(v) ? data_of(v) : NULL; }
@@ -178,7 +205,8 @@ static int locked_copy(mproc_value *v, void *dst, const void *src, size_t len, i
  * it (from `in`); the other pointer is NULL. */
 static int copy_elems(mproc_value *v, size_t index, size_t n, void *out, const void *in,
                       int64_t timeout_ms) {
-  if (!value_ok(v) || (out == NULL && in == NULL && n > 0) || mproc__check_timeout(timeout_ms) != 0)
+  if (!mproc__obj_mapped(v) || !value_ok(v) || (out == NULL && in == NULL && n > 0) ||
+      mproc__check_timeout(timeout_ms) != 0)
     return MPROC_EINVAL;
   int r = range_ok(v, index, n);
   if (r != 0 || n == 0)

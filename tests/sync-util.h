@@ -7,6 +7,7 @@
 
 #include <fcntl.h>
 #include <stdio.h>
+#include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -33,6 +34,22 @@ static inline void wait_byte(int fd) {
 static inline int say_ready(int fd) {
   char b = 1;
   return write(fd, &b, 1) == 1 ? 0 : 1;
+}
+
+/* Replaces every aligned 32-bit copy of `from` in [p, p+len) by `to`: what a
+ * process given a dead owner's recycled tid or pid would find recorded. */
+static inline int recycle_id(void *p, size_t len, pid_t from, pid_t to) {
+  int n = 0;
+  for (size_t off = 0; off + sizeof(int32_t) <= len; off += sizeof(int32_t)) {
+    int32_t v;
+    memcpy(&v, (char *)p + off, sizeof v);
+    if (v == (int32_t)from) {
+      int32_t w = (int32_t)to;
+      memcpy((char *)p + off, &w, sizeof w);
+      n++;
+    }
+  }
+  return n;
 }
 
 #endif /* MPROC_TEST_SYNC_UTIL_H */

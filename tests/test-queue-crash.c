@@ -442,6 +442,39 @@ START_TEST(test_corrupt_spill_records) {
 }
 END_TEST
 
+/* A child attached and died without detaching; this process was then given
+ * its pid (faked by rewriting the slot's pid, as after a pid wrap or in
+ * another pid namespace) and its start time is an older process's.  The
+ * sweep must still reclaim the dead slot, not take it for one of ours. */
+static int exit_attached(void *arg) {
+  (void)arg;
+  _exit(0);
+}
+
+START_TEST(test_recycled_pid_is_not_ours) {
+  mproc_queue *q;
+  mproc_assert_ok(mproc_queue_new(&q, NULL));
+  struct child ch = child_start(exit_attached, NULL);
+  ck_assert_int_eq(child_wait(&ch), 0);
+  int faked = 0;
+  for (uint32_t i = 0; i < q->max_parts; i++)
+    if (atomic_load(&q->h->parts[i].pid) == ch.pid) {
+      atomic_store(&q->h->parts[i].pid, getpid());
+      /* Start times count clock ticks: the child may have started in the
+       * same tick as this process; a pid is only recycled later. */
+      q->h->parts[i].start_time = 1;
+      faked++;
+    }
+  ck_assert_int_eq(faked, 1);
+  mproc__q_sweep(q);
+  struct mproc_queue_stats st;
+  mproc_assert_ok(mproc_queue_stats(q, &st));
+  ck_assert_uint_eq(st.consumers, 1);
+  ck_assert_uint_eq(st.producers, 1);
+  mproc_assert_ok(mproc_queue_free(q));
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("queue-crash");
   TCase *tc = mproc_test_tcase(s, "crash", 120);
@@ -452,5 +485,6 @@ int main(void) {
   tcase_add_test(tc, test_kill_producer_and_consumer_under_load);
   tcase_add_test(tc, test_corrupt_inline_records);
   tcase_add_test(tc, test_corrupt_spill_records);
+  tcase_add_test(tc, test_recycled_pid_is_not_ours);
   return mproc_test_run(s);
 }

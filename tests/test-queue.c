@@ -5,6 +5,7 @@
 #include "child.h"
 #include "internal.h"
 
+#include <fcntl.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -374,11 +375,19 @@ START_TEST(test_dead_producer_detected) {
 }
 END_TEST
 
+struct consume_arg {
+  mproc_queue *q;
+  int go; /* read end: the child exits once a byte comes */
+};
+
 static int consume_one_and_exit(void *arg) {
-  mproc_queue *q = arg;
+  const struct consume_arg *a = arg;
   char buf[8];
   size_t len;
-  return mproc_queue_get(q, buf, sizeof buf, &len, LONG_MS) == 0 ? 0 : 1;
+  if (mproc_queue_get(a->q, buf, sizeof buf, &len, LONG_MS) != 0)
+    return 1;
+  /* Stay until told: a put made after this get must not race the death. */
+  return mproc__poll1(a->go, POLLIN, mproc__deadline(LONG_MS)) > 0 ? 0 : 2;
 }
 
 /* A put blocked on a full queue whose last consumer exits reports it. */
@@ -386,11 +395,17 @@ START_TEST(test_dead_consumer_detected) {
   mproc_queue *q;
   struct mproc_queue_options o = {.maxsize = 1};
   mproc_assert_ok(mproc_queue_new(&q, &o));
-  struct child ch = child_start(consume_one_and_exit, q);
+  int go[2];
+  ck_assert_int_eq(pipe2(go, O_CLOEXEC), 0);
+  struct consume_arg a = {q, go[0]};
+  struct child ch = child_start(consume_one_and_exit, &a);
   mproc_assert_ok(mproc_queue_detach(q, MPROC_QUEUE_CONSUMER));
   mproc_assert_ok(mproc_queue_put(q, "1", 1, LONG_MS));
   mproc_assert_ok(mproc_queue_put(q, "2", 1, LONG_MS)); /* after the child took "1" */
+  ck_assert_int_eq(write(go[1], "x", 1), 1);            /* the child may exit now */
   mproc_assert_err(mproc_queue_put(q, "3", 1, LONG_MS), MPROC_ECLOSED);
+  close(go[0]);
+  close(go[1]);
   ck_assert_int_eq(child_wait(&ch), 0);
   mproc_assert_ok(mproc_queue_free(q));
 }

@@ -184,6 +184,32 @@ START_TEST(test_barrier_party_killed_before_others_arrive) {
 }
 END_TEST
 
+/* A registered party died; this thread was then given its tid and pid
+ * (faked by rewriting the recorded ids, as after a pid wrap or in another
+ * pid namespace).  It must not be taken for that party: the party is dead
+ * and has not arrived, so the barrier is broken at once. */
+START_TEST(test_barrier_recycled_ids_are_not_the_party) {
+  struct shared *s = anon_new(sizeof *s);
+  int p[2];
+  pipe_new(p);
+  s->ready = p[1];
+  size_t size = mproc_barrier_size(2);
+  void *mem = anon_new(size);
+  mproc_assert_ok(mproc_barrier_init(&s->b, mem, size, 2));
+  struct child victim = child_start(join_and_hang, s);
+  wait_byte(p[0]);
+  child_kill(&victim);
+  /* The victim is a single-threaded process: its tid is its pid. */
+  ck_assert_int_ge(recycle_id(mem, size, victim.pid, gettid()), 2);
+  mproc_assert_err(mproc_barrier_wait(s->b, 10000), MPROC_EBROKEN);
+  mproc_assert_ok(mproc_barrier_reset(s->b));
+  mproc_assert_ok(mproc_barrier_destroy(s->b));
+  munmap(mem, size);
+  pipe_close(p);
+  munmap(s, sizeof *s);
+}
+END_TEST
+
 START_TEST(test_barrier_errors) {
   mproc_barrier *b;
   _Alignas(64) static char store[MPROC_BARRIER_SIZE(4)];
@@ -250,6 +276,7 @@ int main(void) {
   tcase_add_test(tc, test_barrier_party_killed_while_others_wait);
   tcase_add_test(tc, test_barrier_party_killed_before_others_arrive);
   tcase_add_test(tc, test_barrier_errors);
+  tcase_add_test(tc, test_barrier_recycled_ids_are_not_the_party);
   tc = mproc_test_tcase(s, "cycles", 120);
   tcase_add_test(tc, test_barrier_cycles);
   return mproc_test_run(s);

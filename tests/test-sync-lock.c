@@ -1,6 +1,6 @@
 /* Lock and RLock (src/lock.c) across processes, including holders killed
  * while holding them. */
-#include "child.h"
+#include "sync-util.h"
 
 #include <fcntl.h>
 #include <stdio.h>
@@ -24,19 +24,6 @@ static struct shared *shared_new(void) {
 }
 
 static void shared_free(struct shared *s) { munmap(s, sizeof *s); }
-
-static void pipe_new(int p[2]) { ck_assert_int_eq(pipe2(p, O_CLOEXEC), 0); }
-
-static void wait_byte(int fd) {
-  ck_assert_int_gt(mproc__poll1(fd, POLLIN, mproc__deadline(30000)), 0);
-  char b;
-  ck_assert_int_eq(read(fd, &b, 1), 1);
-}
-
-static int say_ready(int fd) {
-  char b = 1;
-  return write(fd, &b, 1) == 1 ? 0 : 1;
-}
 
 /* ---- Lock ------------------------------------------------------------------- */
 
@@ -377,22 +364,6 @@ static int hold_both_and_die(void *arg) {
   _exit(0);
 }
 
-/* Replaces every aligned 32-bit copy of `from` in [p, p+len) by `to`: what a
- * process that got the dead owner's recycled tid would find recorded. */
-static int recycle_tid(void *p, size_t len, pid_t from, pid_t to) {
-  int n = 0;
-  for (size_t off = 0; off + sizeof(int32_t) <= len; off += sizeof(int32_t)) {
-    int32_t v;
-    memcpy(&v, (char *)p + off, sizeof v);
-    if (v == (int32_t)from) {
-      int32_t w = (int32_t)to;
-      memcpy((char *)p + off, &w, sizeof w);
-      n++;
-    }
-  }
-  return n;
-}
-
 /* The owner died; this process now has the tid the owner had (faked by
  * rewriting the recorded ids, as after a pid wrap or in another pid
  * namespace).  It must learn of the death, not be taken for the owner. */
@@ -406,8 +377,8 @@ START_TEST(test_recycled_tid_is_not_owner) {
   struct child c = child_start(hold_both_and_die, s);
   pid_t dead = c.pid;
   ck_assert_int_eq(child_wait(&c), 0);
-  ck_assert_int_ge(recycle_tid(lmem, MPROC_LOCK_SIZE, dead, gettid()), 1);
-  ck_assert_int_ge(recycle_tid(rmem, MPROC_RLOCK_SIZE, dead, gettid()), 1);
+  ck_assert_int_ge(recycle_id(lmem, MPROC_LOCK_SIZE, dead, gettid()), 1);
+  ck_assert_int_ge(recycle_id(rmem, MPROC_RLOCK_SIZE, dead, gettid()), 1);
 
   /* RLock: not ours at depth 3; acquiring reports the death, at depth 1. */
   ck_assert_int_eq(mproc_rlock_depth(s->rlock), 0);

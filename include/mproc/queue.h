@@ -77,6 +77,20 @@ MPROC_EXTERN int mproc_queue_open(mproc_queue **q, const char *name, unsigned ro
 /* Removes a queue's name from /dev/shm (attached processes keep using it).
  * Errors: MPROC_EINVAL, -ENOENT. */
 MPROC_EXTERN int mproc_queue_unlink(const char *name);
+/* The fd of an anonymous queue made by mproc_queue_new in this process, to
+ * hand it to a process that did not inherit it (a pool worker forked before
+ * the queue was made: mproc_submit_options.fds).  Valid until
+ * mproc_queue_free; the caller must not close it.  MPROC_EINVAL for NULL,
+ * MPROC_ESTATE for a named queue (open it by name) or a handle that was
+ * inherited, opened or mapped from an fd. */
+MPROC_EXTERN int mproc_queue_fd(const mproc_queue *q);
+/* A handle on the queue whose fd was handed over (the caller keeps `fd`),
+ * taking part with `roles` (0: both), as mproc_queue_open does: release it
+ * with mproc_queue_free, which gives the roles up.  Errors: MPROC_EINVAL (bad
+ * arguments, not a shared object's fd), MPROC_ECORRUPT (another kind of
+ * object, or a damaged header),
+ * MPROC_EFULL (participant table full), -errno. */
+MPROC_EXTERN int mproc_queue_from_fd(mproc_queue **out, int fd, unsigned roles);
 
 /* Detaches the calling process, unmaps and frees the handle.  The creator of
  * a named queue also unlinks the name.  The last process to leave removes

@@ -108,6 +108,11 @@ MPROC_EXTERN int mproc_value_new(mproc_value **out, mproc_type type, const void 
 MPROC_EXTERN int mproc_array_new(mproc_value **out, mproc_type type, size_t count, const void *init,
                                  const struct mproc_value_options *opts);
 MPROC_EXTERN int mproc_value_free(mproc_value *v);
+/* Map a Value/Array made by another process from its fd (mproc_object_fd
+ * there; the caller keeps `fd`).  Released with mproc_value_free, which then
+ * only unmaps it here.  Errors: MPROC_EINVAL (not a Value's fd),
+ * MPROC_ECORRUPT (damaged header), -errno. */
+MPROC_EXTERN int mproc_value_from_fd(mproc_value **out, int fd);
 
 /* The elements themselves (Python's .value / indexing without the lock). */
 MPROC_EXTERN void *mproc_value_ptr(const mproc_value *v);

@@ -16,8 +16,8 @@ extern "C" {
  *     mproc_lock *lock;
  *     mproc_lock_init(&lock, store, sizeof store);   ... mproc_lock_destroy(lock);
  *
- * or allocated by the library in an anonymous shared mapping, shared with
- * every child forked afterwards:
+ * or allocated by the library in a shared mapping (of a memfd), shared with
+ * every child forked afterwards and handed to others by fd (below):
  *
  *     mproc_lock_new(&lock);   ...   mproc_lock_free(lock);
  *
@@ -28,6 +28,19 @@ extern "C" {
  * the object's magic and fails with MPROC_EINVAL on memory that does not hold
  * an initialised object of that kind.  Destroy/free only when no process uses
  * the object any more.
+ *
+ * Objects made after a pool (or a process) started are not mapped in its
+ * workers: hand them over by fd.  mproc_object_fd(obj) gives the fd of an
+ * object made by a _new of this process (a Value/Array too); send it with a
+ * task (mproc_submit_options.fds) or over a Unix socket, and map it on the
+ * other side with the kind's _from_fd, which checks that the fd holds an
+ * object of that kind (MPROC_EINVAL: another kind or no object;
+ * MPROC_ECORRUPT: a damaged header).  The handle _from_fd returns is
+ * released with the kind's _free, which then only unmaps it in the calling
+ * process (the object lives on for the others); MPROC_EBUSY while the caller
+ * holds it (Lock, RLock, Condition, Value), and a barrier's parties of the
+ * process leave.  Objects made with _init travel with the memory that holds
+ * them (e.g. an mproc_shm block: mproc_shm_fd / mproc_shm_from_fd).
  *
  * Ownership of Lock and RLock belongs to a thread (as with pthread robust
  * mutexes): only the acquiring thread may release, and the death of that
@@ -48,6 +61,14 @@ extern "C" {
 /* Most parties a barrier accepts. */
 #define MPROC_BARRIER_MAX_PARTIES 1024
 
+/* The fd of an object made by mproc_<kind>_new (any kind here, and
+ * mproc_value_new / mproc_array_new) in the calling process: valid until the
+ * object is freed; the caller must not close it.  Errors: MPROC_EINVAL (NULL
+ * or misaligned), MPROC_ESTATE (not made by a _new of this process: made
+ * with _init, inherited through fork, mapped with _from_fd, or made while
+ * no descriptor was available). */
+MPROC_EXTERN int mproc_object_fd(const void *obj);
+
 /* ---- Lock --------------------------------------------------------------- */
 typedef struct mproc_lock mproc_lock;
 
@@ -55,6 +76,7 @@ MPROC_EXTERN int mproc_lock_init(mproc_lock **out, void *storage, size_t size);
 MPROC_EXTERN int mproc_lock_destroy(mproc_lock *lock);
 MPROC_EXTERN int mproc_lock_new(mproc_lock **out);
 MPROC_EXTERN int mproc_lock_free(mproc_lock *lock);
+MPROC_EXTERN int mproc_lock_from_fd(mproc_lock **out, int fd);
 /* Acquire within timeout_ms.  Returns 0; MPROC_ETIMEDOUT; MPROC_EOWNERDEAD
  * (the previous owner died holding it: the caller now holds the lock and
  * should repair the protected state, then call mproc_lock_consistent);
@@ -75,6 +97,7 @@ MPROC_EXTERN int mproc_rlock_init(mproc_rlock **out, void *storage, size_t size)
 MPROC_EXTERN int mproc_rlock_destroy(mproc_rlock *rlock);
 MPROC_EXTERN int mproc_rlock_new(mproc_rlock **out);
 MPROC_EXTERN int mproc_rlock_free(mproc_rlock *rlock);
+MPROC_EXTERN int mproc_rlock_from_fd(mproc_rlock **out, int fd);
 /* As mproc_lock_acquire, except that the owner may acquire again (depth+1).
  * After MPROC_EOWNERDEAD the depth is 1, whatever the dead owner's was. */
 MPROC_EXTERN int mproc_rlock_acquire(mproc_rlock *rlock, int64_t timeout_ms);
@@ -100,6 +123,7 @@ MPROC_EXTERN int mproc_sem_destroy(mproc_sem *sem);
 MPROC_EXTERN int mproc_sem_new(mproc_sem **out, unsigned value,
                                const struct mproc_sem_options *opts);
 MPROC_EXTERN int mproc_sem_free(mproc_sem *sem);
+MPROC_EXTERN int mproc_sem_from_fd(mproc_sem **out, int fd);
 /* Take one unit within timeout_ms: 0 or MPROC_ETIMEDOUT. */
 MPROC_EXTERN int mproc_sem_acquire(mproc_sem *sem, int64_t timeout_ms);
 /* Give one unit back: 0, MPROC_EOVERRELEASE (bounded, already at its bound),
@@ -115,6 +139,7 @@ MPROC_EXTERN int mproc_event_init(mproc_event **out, void *storage, size_t size)
 MPROC_EXTERN int mproc_event_destroy(mproc_event *ev);
 MPROC_EXTERN int mproc_event_new(mproc_event **out);
 MPROC_EXTERN int mproc_event_free(mproc_event *ev);
+MPROC_EXTERN int mproc_event_from_fd(mproc_event **out, int fd);
 MPROC_EXTERN int mproc_event_set(mproc_event *ev);
 MPROC_EXTERN int mproc_event_clear(mproc_event *ev);
 /* 1 if set, 0 if not, or MPROC_EINVAL. */
@@ -129,6 +154,7 @@ MPROC_EXTERN int mproc_cond_init(mproc_cond **out, void *storage, size_t size);
 MPROC_EXTERN int mproc_cond_destroy(mproc_cond *cond);
 MPROC_EXTERN int mproc_cond_new(mproc_cond **out);
 MPROC_EXTERN int mproc_cond_free(mproc_cond *cond);
+MPROC_EXTERN int mproc_cond_from_fd(mproc_cond **out, int fd);
 /* The condition's lock; acquire/release below are shorthands for it. */
 MPROC_EXTERN mproc_rlock *mproc_cond_lock(mproc_cond *cond);
 MPROC_EXTERN int mproc_cond_acquire(mproc_cond *cond, int64_t timeout_ms);
@@ -161,6 +187,7 @@ MPROC_EXTERN int mproc_barrier_init(mproc_barrier **out, void *storage, size_t s
 MPROC_EXTERN int mproc_barrier_destroy(mproc_barrier *b);
 MPROC_EXTERN int mproc_barrier_new(mproc_barrier **out, unsigned parties);
 MPROC_EXTERN int mproc_barrier_free(mproc_barrier *b);
+MPROC_EXTERN int mproc_barrier_from_fd(mproc_barrier **out, int fd);
 /* Register the calling thread as a party now, so that its death is detected
  * even before its first wait (otherwise it registers at its first wait).
  * MPROC_EFULL if `parties` threads are registered and alive. */
