@@ -57,7 +57,7 @@ static int serve(const void *arg, size_t len) {
 /* ---- the task: download(url, filename) ------------------------------------ */
 
 /* A new string formatted like printf (NULL when out of memory). */
-static char *format(const char *fmt, ...) {
+__attribute__((format(printf, 1, 2))) static char *format(const char *fmt, ...) {
   va_list ap;
   va_start(ap, fmt);
   int n = vsnprintf(NULL, 0, fmt, ap);

@@ -148,11 +148,12 @@ static int chunk_task(const void *arg, size_t len, mproc_task_ctx *ctx) {
     unsigned char *w = out + sizeof rh + rh.ok * sizeof *rlens;
     const unsigned char *src = c.buf;
     for (size_t i = 0; i < rh.ok; i++) {
-      if (rlens[i] > 0)
+      if (rlens[i] > 0) { /* src is NULL while every result so far is empty */
         memcpy(w, src, rlens[i]);
+        src += rlens[i];
+      }
       w[rlens[i]] = '\0';
       w += rlens[i] + 1;
-      src += rlens[i];
     }
   }
   free(rlens);
