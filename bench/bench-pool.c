@@ -141,6 +141,36 @@ static void bench_map_tiny(mproc_pool *p) {
   free(out);
 }
 
+/* The length of a string item, as text: a small item of any size in, a
+ * small result of any size out (Python: pool.map(len, strings)). */
+static int str_len(const void *in, size_t len, mproc_item_ctx *ctx) {
+  (void)in;
+  char buf[24];
+  int k = snprintf(buf, sizeof buf, "%zu", len);
+  return mproc_item_return(ctx, buf, (size_t)k);
+}
+
+static void bench_map_strings(mproc_pool *p) {
+  size_t n = quick ? 10000 : 1000000;
+  struct mproc_buf *in = malloc(n * sizeof *in);
+  char *text = malloc(n * 16);
+  for (size_t i = 0; i < n; i++) {
+    int k = snprintf(text + i * 16, 16, "item-%zu", i); /* 6 to 12 bytes */
+    in[i] = (struct mproc_buf){text + i * 16, (size_t)k};
+  }
+  double v[BENCH_REPS];
+  for (int r = 0; r < BENCH_REPS; r++) {
+    struct mproc_buf *out = NULL;
+    double t0 = bench_now_s();
+    mproc_pool_map_buf(p, str_len, in, n, &out, NULL, NULL, -1);
+    v[r] = n / (bench_now_s() - t0);
+    mproc_bufs_free(out);
+  }
+  bench_report("map_strings", "mproc", v, BENCH_REPS, "items/s");
+  free(in);
+  free(text);
+}
+
 struct counter {
   int next, n;
 };
@@ -264,6 +294,7 @@ int main(void) {
   bench_roundtrip(p);
   bench_submit(p);
   bench_map_tiny(p);
+  bench_map_strings(p);
   bench_imap(p);
   bench_scaling(p);
   mproc_pool_free(p);

@@ -1,8 +1,11 @@
-/* S08: fetch several files in parallel, one task per (url, filename) pair */
+/* S08: fetch several files in parallel, one item per (url, filename) pair.
+ * The pairs are strings of any length: each item packs "url\0filename\0"
+ * and mproc_pool_map_buf carries items and results of any size. */
 #include <mproc.h>
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -53,15 +56,30 @@ static int serve(const void *arg, size_t len) {
 
 /* ---- the task: download(url, filename) ------------------------------------ */
 
-typedef char url_t[128];
-typedef char path_t[128];
+/* A new string formatted like printf (NULL when out of memory). */
+__attribute__((format(printf, 1, 2))) static char *format(const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  int n = vsnprintf(NULL, 0, fmt, ap);
+  va_end(ap);
+  char *s = n >= 0 ? malloc((size_t)n + 1) : NULL;
+  if (s) {
+    va_start(ap, fmt);
+    vsnprintf(s, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+  }
+  return s;
+}
 
-static int download(const void *const *args, void *out) {
-  const char *url = args[0], *filename = args[1];
+static int download(const void *item, size_t len, mproc_item_ctx *ctx) {
+  const char *url = item, *filename = url + strlen(url) + 1;
+  if (filename >= url + len)
+    return mproc_item_fail(ctx, 1, "item is not \"url\\0filename\\0\"");
   unsigned port;
-  char path[96];
-  if (sscanf(url, "http://127.0.0.1:%u%95s", &port, path) != 2)
-    return 1;
+  int at = 0;
+  if (sscanf(url, "http://127.0.0.1:%u%n", &port, &at) != 1 || url[at] != '/')
+    return mproc_item_fail(ctx, 1, "not a local http URL: %s", url);
+  const char *path = url + at;
   int s = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   struct timeval tv = {.tv_sec = 10}; /* never hang on a silent server */
   setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
@@ -87,8 +105,8 @@ static int download(const void *const *args, void *out) {
   size_t n = got - (size_t)(body - resp);
   if (!f || fwrite(body, 1, n, f) != n || fclose(f) != 0)
     return 4;
-  *(long *)out = (long)n; /* bytes written */
-  return 0;
+  long written = (long)n;
+  return mproc_item_return(ctx, &written, sizeof written); /* bytes written */
 }
 
 int main(void) {
@@ -114,21 +132,25 @@ int main(void) {
     return 1;
   const char *names[] = {"a.txt", "bb.txt", "report.csv", "notes.md", "data1.json", "x.log"};
   enum { N = 6 };
-  url_t urls[N];
-  path_t files[N];
+  /* Each item: the URL and the file name, each NUL-terminated, of any length. */
+  char *pairs[N], *urls[N], *files[N];
+  struct mproc_buf items[N];
   for (int i = 0; i < N; i++) {
-    snprintf(urls[i], sizeof urls[i], "http://127.0.0.1:%u/files/%s", ntohs(sa.sin_port), names[i]);
-    snprintf(files[i], sizeof files[i], "%s/%s", dir, names[i]);
+    urls[i] = format("http://127.0.0.1:%u/files/%s", ntohs(sa.sin_port), names[i]);
+    files[i] = format("%s/%s", dir, names[i]);
+    pairs[i] = format("%s%c%s", urls[i] ? urls[i] : "", '\0', files[i] ? files[i] : "");
+    if (!urls[i] || !files[i] || !pairs[i])
+      return 1;
+    items[i] = (struct mproc_buf){pairs[i], strlen(urls[i]) + strlen(files[i]) + 2};
   }
 
   /* pool.starmap(download, zip(urls, files)) */
   mproc_pool *pool;
-  long sizes[N];
+  struct mproc_buf *results = NULL;
   struct mproc_task_error err;
   int r = mproc_pool_new(&pool, &(struct mproc_pool_options){.workers = 4});
   if (r == 0) {
-    r = mproc_pool_starmap(pool, download, 2, (const void *[]){urls, files},
-                           (size_t[]){sizeof(url_t), sizeof(path_t)}, N, sizes, sizeof(long),
+    r = mproc_pool_map_buf(pool, download, items, N, &results,
                            &(struct mproc_map_options){.chunksize = 1}, &err, 30000);
     mproc_pool_free(pool);
   }
@@ -136,7 +158,7 @@ int main(void) {
   mproc_process_join(server, 10000);
   mproc_process_free(server);
   if (r != 0)
-    fprintf(stderr, "starmap: %s (item %zu: %s)\n", mproc_strerror(r), err.index, err.message);
+    fprintf(stderr, "map_buf: %s (item %zu: %s)\n", mproc_strerror(r), err.index, err.message);
 
   /* Check every fetched file against what the server sent. */
   int ok = 0;
@@ -147,13 +169,21 @@ int main(void) {
     size_t hn = f ? fread(have, 1, sizeof have, f) : 0;
     if (f)
       fclose(f);
-    int same = hn == wn && (long)hn == sizes[i] && memcmp(want, have, wn) == 0;
-    printf("GET %-22s -> %-10s %5ld bytes %s\n", strstr(urls[i], "/files/"), names[i], sizes[i],
+    long size = -1;
+    if (results[i].len == sizeof size)
+      memcpy(&size, results[i].data, sizeof size);
+    int same = hn == wn && (long)hn == size && memcmp(want, have, wn) == 0;
+    printf("GET %-22s -> %-10s %5ld bytes %s\n", strstr(urls[i], "/files/"), names[i], size,
            same ? "ok" : "MISMATCH");
     ok += same;
   }
-  for (int i = 0; i < N; i++)
+  mproc_bufs_free(results);
+  for (int i = 0; i < N; i++) {
     unlink(files[i]);
+    free(urls[i]);
+    free(files[i]);
+    free(pairs[i]);
+  }
   rmdir(dir);
   printf("downloaded %d of %d files\n", ok, N);
   return ok == N ? 0 : 1;

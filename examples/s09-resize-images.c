@@ -1,35 +1,41 @@
-/* S09: resize a batch of PNG images in parallel */
+/* S09: resize a batch of PNG images in parallel.  Paths are strings of any
+ * length (the images sit in a directory with a name longer than 200 bytes):
+ * mproc_pool_map_buf takes each path as an item and gives back the path of
+ * the image it wrote. */
 #include <mproc.h>
 #include <png.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
-
-typedef char path_t[160];
-struct size {
-  int w, h;
-};
 
 /* The test pattern of input image i, so the result can be checked pixel by pixel. */
 static unsigned char pattern(int i, int x, int y, int c) {
   return (unsigned char)(c == 0 ? x * 7 + i * 13 : c == 1 ? y * 5 + i : (x ^ y) * 3);
 }
 
-/* processed_<name> next to <dir>/<name> */
-static void processed_path(const char *path, char *out, size_t cap) {
+/* processed_<name> next to <dir>/<name>, in a new string (NULL: no memory) */
+static char *processed_path(const char *path) {
   const char *slash = strrchr(path, '/');
   int dirlen = (int)(slash - path);
-  snprintf(out, cap, "%.*s/processed_%s", dirlen, path, slash + 1);
+  size_t cap = strlen(path) + sizeof "processed_";
+  char *out = malloc(cap);
+  if (out)
+    snprintf(out, cap, "%.*s/processed_%s", dirlen, path, slash + 1);
+  return out;
 }
 
-/* The task: read one image, halve it (each output pixel is the mean of a 2x2
- * block), write processed_<name>. */
-static int shrink(const void *in, void *out) {
+/* The task: read one image (the item is its NUL-terminated path), halve it
+ * (each output pixel is the mean of a 2x2 block), write processed_<name>,
+ * and hand back that file's path. */
+static int shrink(const void *in, size_t len, mproc_item_ctx *ctx) {
   const char *path = in;
+  if (len == 0 || path[len - 1] != '\0')
+    return mproc_item_fail(ctx, 1, "a path item includes its NUL");
   png_image img = {.version = PNG_IMAGE_VERSION};
   if (!png_image_begin_read_from_file(&img, path))
-    return 1;
+    return mproc_item_fail(ctx, 1, "%s: %s", path, img.message);
   img.format = PNG_FORMAT_RGB;
   unsigned char *src = malloc(PNG_IMAGE_SIZE(img));
   if (!src || !png_image_finish_read(&img, NULL, src, 0, NULL)) {
@@ -47,16 +53,16 @@ static int shrink(const void *in, void *out) {
             (unsigned char)((p[0] + p[3] + p[sw * 3] + p[sw * 3 + 3] + 2) / 4);
       }
   free(src);
-  path_t target;
-  processed_path(path, target, sizeof target);
+  char *target = processed_path(path);
   png_image o = {.version = PNG_IMAGE_VERSION,
                  .width = (png_uint_32)w,
                  .height = (png_uint_32)h,
                  .format = PNG_FORMAT_RGB};
-  int ok = dst && png_image_write_to_file(&o, target, 0, dst, 0, NULL);
+  int ok = dst && target && png_image_write_to_file(&o, target, 0, dst, 0, NULL);
   free(dst);
-  *(struct size *)out = (struct size){w, h};
-  return ok ? 0 : 3;
+  int r = ok ? mproc_item_return(ctx, target, strlen(target) + 1) : 3;
+  free(target);
+  return r;
 }
 
 /* Generate input image i (w x h). */
@@ -101,42 +107,57 @@ static int check_output(const char *path, int i, int w, int h) {
 
 int main(void) {
   enum { N = 8 };
-  char dir[] = "/tmp/s09-XXXXXX";
-  if (!mkdtemp(dir))
+  char top[] = "/tmp/s09-XXXXXX", dir[512];
+  if (!mkdtemp(top))
     return 1;
-  path_t files[N];
+  snprintf(dir, sizeof dir, "%s/%s", top,
+           "holiday-photos-from-the-summer-of-twenty-twenty-six-all-of-them-unsorted-"
+           "straight-off-the-camera-card-and-waiting-to-be-made-smaller-before-anyone-"
+           "emails-them-to-the-whole-family-again");
+  if (mkdir(dir, 0700) != 0)
+    return 1;
+  char *files[N];
+  struct mproc_buf items[N];
   for (int i = 0; i < N; i++) {
-    snprintf(files[i], sizeof files[i], "%s/photo%d.png", dir, i);
+    size_t cap = strlen(dir) + 32;
+    if (!(files[i] = malloc(cap)))
+      return 1;
+    snprintf(files[i], cap, "%s/photo%d.png", dir, i);
     if (!make_input(files[i], i, 64 + 16 * i, 48 + 8 * i))
       return 1;
+    items[i] = (struct mproc_buf){files[i], strlen(files[i]) + 1}; /* with its NUL */
   }
 
   /* with Pool() as pool: pool.map(shrink, files) */
   mproc_pool *pool;
-  struct size sizes[N];
+  struct mproc_buf *written = NULL;
   struct mproc_task_error err;
   int r = mproc_pool_new(&pool, NULL);
   if (r == 0) {
-    r = mproc_pool_map(pool, shrink, files, N, sizeof(path_t), sizes, sizeof(struct size),
-                       &(struct mproc_map_options){.chunksize = 1}, &err, 60000);
+    r = mproc_pool_map_buf(pool, shrink, items, N, &written,
+                           &(struct mproc_map_options){.chunksize = 1}, &err, 60000);
     mproc_pool_free(pool);
   }
   if (r != 0)
-    fprintf(stderr, "map: %s (item %zu: %s)\n", mproc_strerror(r), err.index, err.message);
+    fprintf(stderr, "map_buf: %s (item %zu: %s)\n", mproc_strerror(r), err.index, err.message);
 
   int ok = 0;
   for (int i = 0; i < N && r == 0; i++) {
-    path_t out;
-    processed_path(files[i], out, sizeof out);
-    int good = check_output(out, i, (64 + 16 * i) / 2, (48 + 8 * i) / 2);
-    printf("photo%d.png %dx%d -> processed_photo%d.png %dx%d %s\n", i, 64 + 16 * i, 48 + 8 * i, i,
-           sizes[i].w, sizes[i].h, good ? "pixels ok" : "WRONG");
+    const char *out = written[i].data; /* a C string: results end with a NUL */
+    int w = (64 + 16 * i) / 2, h = (48 + 8 * i) / 2;
+    int good = check_output(out, i, w, h);
+    printf("photo%d.png %dx%d -> %s %dx%d %s\n", i, 64 + 16 * i, 48 + 8 * i, strrchr(out, '/') + 1,
+           w, h, good ? "pixels ok" : "WRONG");
     ok += good;
     unlink(out);
   }
-  for (int i = 0; i < N; i++)
+  mproc_bufs_free(written);
+  for (int i = 0; i < N; i++) {
     unlink(files[i]);
+    free(files[i]);
+  }
   rmdir(dir);
+  rmdir(top);
   printf("resized %d of %d images\n", ok, N);
   return ok == N ? 0 : 1;
 }

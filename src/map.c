@@ -13,7 +13,8 @@
  * The caller's `out` is written only when the last chunk is in, so an
  * asynchronous caller must keep it valid until the future finishes.  A
  * worker dying in a chunk fails the item it was processing (the worker
- * publishes its progress per item).  Cancelling the future cancels every
+ * publishes its progress per item; the same position moves a progress bar
+ * per item, not per chunk).  Cancelling the future cancels every
  * chunk: queued ones never run, running ones have their worker killed. */
 #include "pool.h"
 #include "progress.h"
@@ -199,6 +200,25 @@ static int map_start(struct mproc_pool *p, void (*fn)(void), uint32_t kind, size
   return 0;
 }
 
+/* Items of the map finished so far: whole chunks, plus the items finished
+ * inside the chunks running now (their workers publish their position), so
+ * a bar moves per item even when each task is one big chunk. */
+static size_t items_done(mproc_future *f) {
+  struct mproc_pool *p = f->pool;
+  pthread_mutex_lock(&p->mu);
+  size_t done = (size_t)atomic_load_explicit(&f->items_done, memory_order_relaxed);
+  const struct map_job *j = f->done_extra;
+  for (int i = 0; j != NULL && i < p->nworkers; i++) {
+    struct mproc__activity a = {0};
+    if (p->slots[i].pid > 0)
+      p->tp->activity(p, i, &a);
+    if (a.running != NULL && a.running->owner == j && a.running->complete == chunk_complete)
+      done += (size_t)(a.items_done < a.running->count ? a.items_done : a.running->count);
+  }
+  pthread_mutex_unlock(&p->mu);
+  return done;
+}
+
 /* Wait for the map's future, reporting progress every 100 ms when asked. */
 static int wait_progress(mproc_future *f, size_t n, const struct mproc_map_options *o,
                          int64_t timeout_ms) {
@@ -214,6 +234,7 @@ static int wait_progress(mproc_future *f, size_t n, const struct mproc_map_optio
     return mproc_future_wait(f, timeout_ms);
   int64_t dl = mproc__deadline(timeout_ms);
   int r;
+  size_t last = 0;
   for (;;) {
     int64_t slice = 100;
     if (dl >= 0) {
@@ -221,7 +242,11 @@ static int wait_progress(mproc_future *f, size_t n, const struct mproc_map_optio
       slice = left < 0 ? 0 : (left < slice ? left : slice);
     }
     r = mproc_future_wait(f, slice);
-    size_t done = (size_t)atomic_load_explicit(&f->items_done, memory_order_relaxed);
+    size_t done = items_done(f);
+    /* A chunk between its worker's last item and its collection counts in
+     * neither sum for a moment: never report less than before. */
+    last = done > last ? done : last;
+    done = last;
     if (r == 0) {
       mproc__progress_update(&pr, done, true);
       return 0;
@@ -231,7 +256,8 @@ static int wait_progress(mproc_future *f, size_t n, const struct mproc_map_optio
     mproc__progress_update(&pr, done, false);
   }
   /* Stopped early: end the bar where it is, so the terminal line is closed. */
-  mproc__progress_update(&pr, (size_t)atomic_load(&f->items_done), true);
+  size_t done = items_done(f);
+  mproc__progress_update(&pr, done > last ? done : last, true);
   return r;
 }
 

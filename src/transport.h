@@ -76,6 +76,9 @@ struct mproc__activity {
    * whenever the worker makes progress (stall detection). */
   struct mproc__task *waiting;
   uint64_t pos;
+  /* Optional (0 when the transport cannot tell): items of the running
+   * chunk already finished, so progress can move per item. */
+  uint64_t items_done;
 };
 
 enum { MPROC__INIT_RUNNING, MPROC__INIT_READY, MPROC__INIT_FAILED };

@@ -616,7 +616,8 @@ static int shm_revoke_all(struct mproc_pool *p, int i,
   return n;
 }
 
-static struct mproc__task *running(struct mproc_pool *p, int i, int64_t *since) {
+static struct mproc__task *running(struct mproc_pool *p, int i, int64_t *since,
+                                   uint64_t *items_done) {
   struct mproc__slot_shm *ss = sshm(p, i);
   struct shm_slot *sl = sslot(p, i);
   uint64_t cur = atomic_load(&ss->cur);
@@ -626,6 +627,8 @@ static struct mproc__task *running(struct mproc_pool *p, int i, int64_t *since) 
   if (atomic_load(&e->state) != MPROC__E_STARTED)
     return NULL;
   *since = atomic_load(&ss->cur_start);
+  /* The item the worker is in: as many before it are finished. */
+  *items_done = atomic_load_explicit(&e->progress, memory_order_relaxed);
   return sl->jobs[(cur - 1) % MPROC__RING];
 }
 
@@ -649,7 +652,8 @@ static struct mproc__task *waiting(struct mproc_pool *p, int i, uint64_t *pos) {
 
 static void shm_activity(struct mproc_pool *p, int i, struct mproc__activity *a) {
   a->since = 0;
-  a->running = running(p, i, &a->since);
+  a->items_done = 0;
+  a->running = running(p, i, &a->since, &a->items_done);
   a->waiting = waiting(p, i, &a->pos);
 }
 

@@ -224,11 +224,69 @@ START_TEST(test_callbacks) {
 }
 END_TEST
 
+/* Item i (its input) runs once the progress callback has reported i items
+ * done: the map can only finish if progress moves inside a chunk. */
+static int el_gated(const void *in, void *out) {
+  int i = *(const int *)in;
+  while (atomic_load(&S->release) < i) /* ends when the callback opens it or the */
+    sleep_ms(1);                       /* map's deadline kills this worker */
+  *(int *)out = i;
+  return 0;
+}
+
+struct gate_rec {
+  struct rec r;
+  size_t distinct; /* distinct values of done reported */
+};
+
+static void on_gate_progress(const struct mproc_progress *pr, void *ud) {
+  struct gate_rec *g = ud;
+  if (g->r.calls == 0 || pr->done != g->r.last_done)
+    g->distinct++;
+  on_progress(pr, &g->r);
+  atomic_store(&S->release, (int)pr->done);
+}
+
+START_TEST(test_progress_per_item_within_a_chunk) {
+  unsetenv("MPROC_PROGRESS");
+  S = shared_new();
+  mproc_pool *p;
+  struct mproc_pool_options po = {.workers = 1};
+  mproc_assert_ok(mproc_pool_new(&p, &po));
+  enum { M = 12 };
+  int in[M], out[M];
+  for (int i = 0; i < M; i++)
+    in[i] = i;
+  /* One chunk holds every item. */
+  struct gate_rec g = {.r = {.monotonic = true}};
+  struct mproc_map_options mo = {
+      .chunksize = M, .progress_cb = on_gate_progress, .progress_ud = &g};
+  struct mproc_task_error e;
+  int64_t t0 = mproc_now_ms();
+  mproc_assert_ok(
+      mproc_pool_map(p, el_gated, in, M, sizeof in[0], out, sizeof out[0], &mo, &e, 30000));
+  int64_t took = mproc_now_ms() - t0;
+  for (int i = 0; i < M; i++)
+    ck_assert_int_eq(out[i], i);
+  /* Every count from 0 to M was reported (the gate needs each of them). */
+  ck_assert_uint_ge(g.distinct, M);
+  ck_assert(g.r.monotonic);
+  ck_assert_int_eq(g.r.finals, 1);
+  ck_assert_uint_eq(g.r.last_done, M);
+  /* Still at most 10 reports a second. */
+  ck_assert_int_eq(g.r.too_fast, 0);
+  ck_assert_int_le(g.r.calls, took / 100 + 2);
+  mproc_assert_ok(mproc_pool_free(p));
+  shared_free(S);
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("progress");
   TCase *tc = mproc_test_tcase(s, "progress", 60);
   tcase_add_test(tc, test_bar_on_terminal);
   tcase_add_test(tc, test_no_carriage_returns_into_a_pipe);
   tcase_add_test(tc, test_callbacks);
+  tcase_add_test(tc, test_progress_per_item_within_a_chunk);
   return mproc_test_run(s);
 }

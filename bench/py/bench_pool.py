@@ -12,6 +12,10 @@ def trivial(x):
     return x
 
 
+def str_len(s):
+    return str(len(s))
+
+
 def square(x):
     return x * x
 
@@ -67,6 +71,14 @@ def main():
             pool.map(square, data)
             v.append(n / (now() - t0))
         report("map_tiny", v, "items/s")
+
+        strings = ["item-%d" % i for i in range(n)]
+        v = []
+        for _ in range(reps):
+            t0 = now()
+            pool.map(str_len, strings)
+            v.append(n / (now() - t0))
+        report("map_strings", v, "items/s")
 
         n = 2000 if q else 100000
         v = []

@@ -281,7 +281,8 @@ struct mproc_map_options {
   unsigned flags;   /* none defined yet: must be 0 */
   size_t chunksize; /* items per task; 0: n / (4 * workers), at least 1 */
   /* MPROC_PROGRESS_*; the environment variable MPROC_PROGRESS=0|1 overrides
-   * it (a bar on stderr, redrawn at most 10 times a second). */
+   * it (a bar on stderr, redrawn at most 10 times a second; map and
+   * starmap count items done inside a running chunk too). */
   int progress;
   mproc_progress_fn progress_cb; /* NULL: none; called at most 10x/s, on the
                                     calling thread, and once with finished */
@@ -315,6 +316,42 @@ MPROC_EXTERN int mproc_pool_starmap(mproc_pool *pool, mproc_starmap_fn fn, size_
                                     void *out, size_t out_size,
                                     const struct mproc_map_options *opts,
                                     struct mproc_task_error *err, int64_t timeout_ms);
+
+/* ---- map over variable-size items ----------------------------------------- */
+
+/* A byte string of any length: an input item, or a result. */
+struct mproc_buf {
+  const void *data; /* may be NULL only when len is 0 */
+  size_t len;
+};
+/* Worker-side handle through which an item function hands back its result. */
+typedef struct mproc_item_ctx mproc_item_ctx;
+/* An element function over variable-size items: reads `len` bytes at `in`
+ * (valid for the call only, not aligned), hands back its result with mproc_item_return
+ * (none: an empty result), and returns 0 or a non-zero failure code. */
+typedef int (*mproc_map_buf_fn)(const void *in, size_t len, mproc_item_ctx *ctx);
+/* Set the item's result to a copy of `len` bytes (a second call replaces
+ * the first).  Returns 0, MPROC_EINVAL, or -ENOMEM. */
+MPROC_EXTERN int mproc_item_return(mproc_item_ctx *ctx, const void *data, size_t len);
+/* Record the item's failure: `code` (0 becomes MPROC_ETASK) and a
+ * printf-style message (truncated to 199 bytes; fmt may be NULL).  Returns
+ * the code recorded, so an item function can `return mproc_item_fail(...)`. */
+MPROC_EXTERN int mproc_item_fail(mproc_item_ctx *ctx, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* out[i] = fn(in[i]) for i < n over items of any size, in chunks of many
+ * items per task (opts->chunksize, default as mproc_pool_map).  On success
+ * *out is a new array of n results, each NUL-terminated past its len (so
+ * text results are C strings) and 16-byte aligned, all in one allocation
+ * owned by the caller: release it with mproc_bufs_free (NULL when n is 0).
+ * Returns as mproc_pool_map (the first failed item's index in err->index),
+ * with *out NULL on any failure; MPROC_EINVAL also for an item with NULL
+ * data and a non-zero len, or items whose sizes add up past SIZE_MAX. */
+MPROC_EXTERN int mproc_pool_map_buf(mproc_pool *pool, mproc_map_buf_fn fn,
+                                    const struct mproc_buf *in, size_t n, struct mproc_buf **out,
+                                    const struct mproc_map_options *opts,
+                                    struct mproc_task_error *err, int64_t timeout_ms);
+/* Release the results of mproc_pool_map_buf (NULL is fine). */
+MPROC_EXTERN void mproc_bufs_free(struct mproc_buf *bufs);
 
 /* ---- imap, imap_unordered ------------------------------------------------- */
 
@@ -351,6 +388,27 @@ MPROC_EXTERN int mproc_imap_next(mproc_imap *it, void *out, size_t *index,
                                  struct mproc_task_error *err, int64_t timeout_ms);
 /* Release; items still in flight are cancelled (waits for them, bounded). */
 MPROC_EXTERN void mproc_imap_free(mproc_imap *it);
+
+/* Generator of variable-size items: set *item (its bytes need stay valid
+ * only until the next call) and return 1, return 0 at the end, or a
+ * negative code to stop with an error.  Runs on the thread calling
+ * mproc_imap_buf_next. */
+typedef int (*mproc_buf_gen_fn)(void *ctx, struct mproc_buf *item);
+typedef struct mproc_imap_buf mproc_imap_buf;
+/* imap over variable-size items, results in input order: at most
+ * opts->max_inflight items (0: 64 chunks per worker) generated and not yet
+ * yielded.  opts->chunksize as mproc_pool_imap; flags must be 0; progress
+ * fields as mproc_pool_imap.  Does not block. */
+MPROC_EXTERN int mproc_pool_imap_buf(mproc_pool *pool, mproc_map_buf_fn fn, mproc_buf_gen_fn gen,
+                                     void *gen_ctx, const struct mproc_imap_options *opts,
+                                     mproc_imap_buf **out);
+/* The next result into *out (borrowed: valid until the next call or free;
+ * NUL-terminated past its len) and its index into *index (may be NULL).
+ * Returns as mproc_imap_next. */
+MPROC_EXTERN int mproc_imap_buf_next(mproc_imap_buf *it, struct mproc_buf *out, size_t *index,
+                                     struct mproc_task_error *err, int64_t timeout_ms);
+/* Release; chunks still in flight are cancelled (NULL is fine). */
+MPROC_EXTERN void mproc_imap_buf_free(mproc_imap_buf *it);
 
 #ifdef __cplusplus
 }

@@ -1,0 +1,338 @@
+/* mproc_pool_map_buf: variable-size items in, variable-size results out,
+ * in chunks; the failed item is blamed exactly; bad arguments are refused
+ * and nothing leaks on any path (the harness counts fds, maps, children). */
+#include "pool-helpers.h"
+
+/* The result is the item reversed, followed by its length in decimal. */
+static int reverse_len(const void *in, size_t len, mproc_item_ctx *ctx) {
+  char buf[4096 + 32];
+  if (len > 4096)
+    return mproc_item_fail(ctx, 7, "item of %zu bytes is too long", len);
+  const char *s = in;
+  for (size_t i = 0; i < len; i++)
+    buf[i] = s[len - 1 - i];
+  int k = snprintf(buf + len, 32, ":%zu", len);
+  return mproc_item_return(ctx, buf, len + (size_t)k);
+}
+
+/* Items starting with '!' fail with a plain positive code; "?" with a
+ * negative one; "x" returns twice (the second result counts). */
+static int picky(const void *in, size_t len, mproc_item_ctx *ctx) {
+  const char *s = in;
+  if (len > 0 && s[0] == '!')
+    return 5;
+  if (len > 0 && s[0] == '?')
+    return MPROC_EIO;
+  if (len == 1 && s[0] == 'x') {
+    mproc_assert_ok(mproc_item_return(ctx, "first", 5));
+    return mproc_item_return(ctx, "2", 1);
+  }
+  return 0; /* empty result */
+}
+
+static int die_on_bang(const void *in, size_t len, mproc_item_ctx *ctx) {
+  (void)ctx;
+  if (len > 0 && *(const char *)in == '!')
+    _exit(3);
+  return 0;
+}
+
+START_TEST(test_strings_of_any_length) {
+  mproc_pool *p = make_pool(2);
+  size_t n = 1000;
+  struct mproc_buf *in = calloc(n, sizeof *in);
+  char **strs = calloc(n, sizeof *strs);
+  ck_assert(in != NULL && strs != NULL);
+  for (size_t i = 0; i < n; i++) {
+    size_t len = (i * 37) % 3000; /* 0 .. 2999 bytes, empty items too */
+    strs[i] = malloc(len + 1);
+    ck_assert(strs[i] != NULL);
+    for (size_t j = 0; j < len; j++)
+      strs[i][j] = (char)('a' + (i + j) % 26);
+    in[i] = (struct mproc_buf){len > 0 ? strs[i] : NULL, len};
+  }
+  size_t chunks[] = {0, 1, 7, 5000};
+  for (size_t c = 0; c < sizeof chunks / sizeof chunks[0]; c++) {
+    struct mproc_map_options o = {.chunksize = chunks[c]};
+    struct mproc_buf *out = NULL;
+    struct mproc_task_error e;
+    mproc_assert_ok(mproc_pool_map_buf(p, reverse_len, in, n, &out, &o, &e, 60000));
+    ck_assert_ptr_nonnull(out);
+    for (size_t i = 0; i < n; i++) {
+      size_t len = in[i].len;
+      char want[32];
+      int k = snprintf(want, sizeof want, ":%zu", len);
+      ck_assert_uint_eq(out[i].len, len + (size_t)k);
+      const char *r = out[i].data;
+      ck_assert_uint_eq((uintptr_t)r % 16, 0);
+      for (size_t j = 0; j < len; j++)
+        ck_assert_int_eq(r[j], strs[i][len - 1 - j]);
+      ck_assert_str_eq(r + len, want); /* NUL-terminated */
+    }
+    mproc_bufs_free(out);
+  }
+  for (size_t i = 0; i < n; i++)
+    free(strs[i]);
+  free(strs);
+  free(in);
+  mproc_assert_ok(mproc_pool_free(p));
+}
+END_TEST
+
+START_TEST(test_empty_and_replaced_results) {
+  mproc_pool *p = make_pool(2);
+  struct mproc_buf in[3] = {{"a", 1}, {"x", 1}, {NULL, 0}}, *out = NULL;
+  mproc_assert_ok(mproc_pool_map_buf(p, picky, in, 3, &out, NULL, NULL, 30000));
+  ck_assert_uint_eq(out[0].len, 0);
+  ck_assert_str_eq(out[0].data, "");
+  ck_assert_uint_eq(out[1].len, 1);
+  ck_assert_str_eq(out[1].data, "2");
+  ck_assert_uint_eq(out[2].len, 0);
+  mproc_bufs_free(out);
+  /* Nothing to map: success, no results. */
+  out = (struct mproc_buf *)in;
+  mproc_assert_ok(mproc_pool_map_buf(p, picky, NULL, 0, &out, NULL, NULL, 30000));
+  ck_assert_ptr_null(out);
+  mproc_bufs_free(NULL);
+  mproc_assert_ok(mproc_pool_free(p));
+}
+END_TEST
+
+START_TEST(test_failed_item_is_blamed) {
+  mproc_pool *p = make_pool(2);
+  size_t n = 100;
+  struct mproc_buf in[100];
+  for (size_t i = 0; i < n; i++)
+    in[i] = (struct mproc_buf){"ok", 2};
+  in[63] = (struct mproc_buf){"!bad", 4};
+  in[80] = (struct mproc_buf){"!later", 6};
+  struct mproc_map_options o = {.chunksize = 10};
+  struct mproc_buf *out = (struct mproc_buf *)in;
+  struct mproc_task_error e;
+  mproc_assert_err(mproc_pool_map_buf(p, picky, in, n, &out, &o, &e, 30000), MPROC_ETASK);
+  ck_assert_ptr_null(out);
+  ck_assert_int_eq(e.code, MPROC_ETASK);
+  ck_assert_int_eq(e.task_code, 5);
+  ck_assert_uint_eq(e.index, 63);
+  ck_assert_str_eq(e.message, "task returned 5");
+  /* A negative code reads as its error; a message of the item's own wins. */
+  in[63] = (struct mproc_buf){"?", 1};
+  mproc_assert_err(mproc_pool_map_buf(p, picky, in, n, &out, &o, &e, 30000), MPROC_ETASK);
+  ck_assert_int_eq(e.task_code, MPROC_EIO);
+  ck_assert_uint_eq(e.index, 63);
+  ck_assert_str_eq(e.message, mproc_strerror(MPROC_EIO));
+  char big[5000];
+  memset(big, 'b', sizeof big);
+  in[63] = (struct mproc_buf){"ok", 2};
+  in[80] = (struct mproc_buf){big, sizeof big};
+  mproc_assert_err(mproc_pool_map_buf(p, reverse_len, in, n, &out, &o, &e, 30000), MPROC_ETASK);
+  ck_assert_int_eq(e.task_code, 7);
+  ck_assert_uint_eq(e.index, 80);
+  ck_assert_str_eq(e.message, "item of 5000 bytes is too long");
+  mproc_assert_ok(mproc_pool_free(p));
+}
+END_TEST
+
+START_TEST(test_worker_death_fails_the_chunk) {
+  mproc_pool *p = make_pool(2);
+  struct mproc_buf in[40];
+  for (size_t i = 0; i < 40; i++)
+    in[i] = (struct mproc_buf){"ok", 2};
+  in[25] = (struct mproc_buf){"!", 1};
+  struct mproc_map_options o = {.chunksize = 1};
+  struct mproc_buf *out;
+  struct mproc_task_error e;
+  mproc_assert_err(mproc_pool_map_buf(p, die_on_bang, in, 40, &out, &o, &e, 30000),
+                   MPROC_EWORKERDIED);
+  ck_assert_ptr_null(out);
+  ck_assert_int_eq(e.code, MPROC_EWORKERDIED);
+  ck_assert_uint_eq(e.index, 25);
+  ck_assert_int_eq(e.exit_status, 3);
+  /* The pool still works afterwards. */
+  in[25] = (struct mproc_buf){"x", 1};
+  mproc_assert_ok(mproc_pool_map_buf(p, picky, in, 40, &out, &o, &e, 30000));
+  ck_assert_str_eq(out[25].data, "2");
+  mproc_bufs_free(out);
+  mproc_assert_ok(mproc_pool_free(p));
+}
+END_TEST
+
+/* Blocks until S->release (or until its worker is killed). */
+static int block_item(const void *in, size_t len, mproc_item_ctx *ctx) {
+  return task_block(in, len, NULL) == 0 && ctx != NULL ? 0 : 1;
+}
+
+START_TEST(test_deadline_cancels) {
+  S = shared_new();
+  mproc_pool *p = make_pool(1);
+  struct mproc_buf in[3] = {{"a", 1}, {"b", 1}, {"c", 1}}, *out;
+  struct mproc_map_options o = {.chunksize = 1};
+  struct mproc_task_error e;
+  mproc_assert_err(mproc_pool_map_buf(p, block_item, in, 3, &out, &o, &e, 200), MPROC_ETIMEDOUT);
+  ck_assert_ptr_null(out);
+  ck_assert_int_eq(e.code, MPROC_ETIMEDOUT);
+  /* The blocked worker was killed and replaced: the pool still maps. */
+  atomic_store(&S->release, 1);
+  mproc_assert_ok(mproc_pool_map_buf(p, picky, in, 3, &out, &o, &e, 30000));
+  mproc_bufs_free(out);
+  mproc_assert_ok(mproc_pool_free(p));
+  shared_free(S);
+}
+END_TEST
+
+START_TEST(test_bad_arguments) {
+  mproc_pool *p = make_pool(1);
+  struct mproc_buf in[2] = {{"a", 1}, {NULL, 3}}, *out = (struct mproc_buf *)in;
+  mproc_assert_err(mproc_pool_map_buf(NULL, picky, in, 1, &out, NULL, NULL, 1000), MPROC_EINVAL);
+  ck_assert_ptr_null(out);
+  mproc_assert_err(mproc_pool_map_buf(p, NULL, in, 1, &out, NULL, NULL, 1000), MPROC_EINVAL);
+  mproc_assert_err(mproc_pool_map_buf(p, picky, in, 1, NULL, NULL, NULL, 1000), MPROC_EINVAL);
+  mproc_assert_err(mproc_pool_map_buf(p, picky, NULL, 1, &out, NULL, NULL, 1000), MPROC_EINVAL);
+  /* NULL data with a length */
+  mproc_assert_err(mproc_pool_map_buf(p, picky, in, 2, &out, NULL, NULL, 1000), MPROC_EINVAL);
+  /* sizes adding up past SIZE_MAX */
+  struct mproc_buf huge[2] = {{"a", SIZE_MAX / 2}, {"b", SIZE_MAX / 2}};
+  mproc_assert_err(mproc_pool_map_buf(p, picky, huge, 2, &out, NULL, NULL, 1000), MPROC_EINVAL);
+  struct mproc_map_options bad = {.flags = 1};
+  mproc_assert_err(mproc_pool_map_buf(p, picky, in, 1, &out, &bad, NULL, 1000), MPROC_EINVAL);
+  bad = (struct mproc_map_options){.progress = 99};
+  mproc_assert_err(mproc_pool_map_buf(p, picky, in, 1, &out, &bad, NULL, 1000), MPROC_EINVAL);
+  mproc_assert_err(mproc_pool_map_buf(p, picky, in, 1, &out, NULL, NULL, -2), MPROC_EINVAL);
+  mproc_assert_err(mproc_item_return(NULL, "a", 1), MPROC_EINVAL);
+  ck_assert_int_eq(mproc_item_fail(NULL, 0, NULL), MPROC_ETASK);
+  mproc_assert_ok(mproc_pool_close(p));
+  mproc_assert_err(mproc_pool_map_buf(p, picky, in, 1, &out, NULL, NULL, 1000), MPROC_ECLOSED);
+  ck_assert_ptr_null(out);
+  mproc_assert_ok(mproc_pool_free(p));
+}
+END_TEST
+
+/* Yields "s<i>" padded to i % 50 + 2 bytes, up to gen_n items; item
+ * gen_bad is "!" (fails); at gen_err_at the generator fails with -EIO. */
+struct gen_state {
+  size_t i, n, bad, err_at;
+  char buf[64];
+};
+
+static int gen_strings(void *ctx, struct mproc_buf *item) {
+  struct gen_state *g = ctx;
+  if (g->i == g->err_at)
+    return -EIO;
+  if (g->i == g->n)
+    return 0;
+  size_t len = g->i % 50 + 2;
+  memset(g->buf, 'a' + (int)(g->i % 26), len);
+  g->buf[0] = g->i == g->bad ? '!' : 's';
+  *item = (struct mproc_buf){g->buf, len};
+  g->i++;
+  return 1;
+}
+
+START_TEST(test_imap_buf_streams_in_order) {
+  mproc_pool *p = make_pool(2);
+  struct gen_state g = {.n = 500, .bad = SIZE_MAX, .err_at = SIZE_MAX};
+  struct mproc_imap_options o = {.chunksize = 7, .max_inflight = 30};
+  mproc_imap_buf *it;
+  mproc_assert_ok(mproc_pool_imap_buf(p, reverse_len, gen_strings, &g, &o, &it));
+  struct mproc_buf r;
+  size_t idx, got = 0;
+  int rc;
+  while ((rc = mproc_imap_buf_next(it, &r, &idx, NULL, 30000)) == 0) {
+    ck_assert_uint_eq(idx, got);
+    size_t len = got % 50 + 2;
+    char want[32];
+    snprintf(want, sizeof want, ":%zu", len);
+    ck_assert_uint_eq(r.len, len + strlen(want));
+    ck_assert_str_eq((const char *)r.data + len, want);
+    ck_assert_int_eq(((const char *)r.data)[len - 1], 's'); /* reversed: first byte last */
+    /* Never more generated than yielded plus the in-flight bound. */
+    ck_assert_uint_le(g.i, got + 1 + 30 + 7);
+    got++;
+  }
+  mproc_assert_err(rc, MPROC_EEOF);
+  ck_assert_uint_eq(got, 500);
+  mproc_assert_err(mproc_imap_buf_next(it, &r, &idx, NULL, 0), MPROC_EEOF);
+  mproc_imap_buf_free(it);
+  mproc_assert_ok(mproc_pool_free(p));
+}
+END_TEST
+
+START_TEST(test_imap_buf_failures) {
+  S = shared_new(); /* before the pool: its workers see it */
+  mproc_pool *p = make_pool(2);
+  /* Item 23 fails; 24 and 25 share its chunk (21..27) and are not run; the
+   * generator fails at item 40; iteration goes on through all of it. */
+  struct gen_state g = {.n = 100, .bad = 23, .err_at = 40};
+  struct mproc_imap_options o = {.chunksize = 7};
+  mproc_imap_buf *it;
+  mproc_assert_ok(mproc_pool_imap_buf(p, picky, gen_strings, &g, &o, &it));
+  struct mproc_buf r;
+  struct mproc_task_error e;
+  size_t idx, ok = 0;
+  int rc;
+  while ((rc = mproc_imap_buf_next(it, &r, &idx, &e, 30000)) != MPROC_EEOF) {
+    if (idx == 23) {
+      mproc_assert_err(rc, MPROC_ETASK);
+      ck_assert_int_eq(e.task_code, 5);
+      ck_assert_uint_eq(e.index, 23);
+    } else if (idx > 23 && idx < 28) {
+      mproc_assert_err(rc, MPROC_ECANCELLED);
+      ck_assert_uint_eq(e.index, idx);
+    } else if (idx == 40) {
+      mproc_assert_err(rc, -EIO);
+    } else {
+      mproc_assert_ok(rc);
+      ck_assert_uint_eq(r.len, 0);
+      ok++;
+    }
+  }
+  ck_assert_uint_eq(ok, 40 - 5);
+  mproc_imap_buf_free(it);
+  /* Freed with chunks in flight: cancelled, nothing left behind. */
+  g = (struct gen_state){.n = 100, .bad = SIZE_MAX, .err_at = SIZE_MAX};
+  o.chunksize = 1;
+  mproc_assert_ok(mproc_pool_imap_buf(p, block_item, gen_strings, &g, &o, &it));
+  mproc_assert_err(mproc_imap_buf_next(it, &r, &idx, &e, 50), MPROC_ETIMEDOUT);
+  mproc_imap_buf_free(it);
+  atomic_store(&S->release, 1);
+  mproc_assert_ok(mproc_pool_free(p));
+  shared_free(S);
+}
+END_TEST
+
+START_TEST(test_imap_buf_bad_arguments) {
+  mproc_pool *p = make_pool(1);
+  struct gen_state g = {.n = 3, .bad = SIZE_MAX, .err_at = SIZE_MAX};
+  mproc_imap_buf *it = (mproc_imap_buf *)&g;
+  mproc_assert_err(mproc_pool_imap_buf(NULL, picky, gen_strings, &g, NULL, &it), MPROC_EINVAL);
+  ck_assert_ptr_null(it);
+  mproc_assert_err(mproc_pool_imap_buf(p, NULL, gen_strings, &g, NULL, &it), MPROC_EINVAL);
+  mproc_assert_err(mproc_pool_imap_buf(p, picky, NULL, &g, NULL, &it), MPROC_EINVAL);
+  mproc_assert_err(mproc_pool_imap_buf(p, picky, gen_strings, &g, NULL, NULL), MPROC_EINVAL);
+  struct mproc_imap_options bad = {.flags = MPROC_IMAP_UNORDERED};
+  mproc_assert_err(mproc_pool_imap_buf(p, picky, gen_strings, &g, &bad, &it), MPROC_EINVAL);
+  struct mproc_buf r;
+  mproc_assert_err(mproc_imap_buf_next(NULL, &r, NULL, NULL, 0), MPROC_EINVAL);
+  mproc_assert_ok(mproc_pool_imap_buf(p, picky, gen_strings, &g, NULL, &it));
+  mproc_assert_err(mproc_imap_buf_next(it, NULL, NULL, NULL, 0), MPROC_EINVAL);
+  mproc_assert_err(mproc_imap_buf_next(it, &r, NULL, NULL, -5), MPROC_EINVAL);
+  mproc_imap_buf_free(it);
+  mproc_imap_buf_free(NULL);
+  mproc_assert_ok(mproc_pool_free(p));
+}
+END_TEST
+
+int main(void) {
+  Suite *s = suite_create("map-buf");
+  TCase *tc = mproc_test_tcase(s, "map-buf", 120);
+  tcase_add_test(tc, test_strings_of_any_length);
+  tcase_add_test(tc, test_empty_and_replaced_results);
+  tcase_add_test(tc, test_failed_item_is_blamed);
+  tcase_add_test(tc, test_worker_death_fails_the_chunk);
+  tcase_add_test(tc, test_deadline_cancels);
+  tcase_add_test(tc, test_bad_arguments);
+  tcase_add_test(tc, test_imap_buf_streams_in_order);
+  tcase_add_test(tc, test_imap_buf_failures);
+  tcase_add_test(tc, test_imap_buf_bad_arguments);
+  return mproc_test_run(s);
+}
