@@ -93,6 +93,16 @@ int mproc__send_fd(int sock, int fd) {
   }
 }
 
+/* Whether a failed recvmsg on an fd-passing socket is to be repeated.  A peer
+ * that dies with messages still unread in its own queue leaves ECONNRESET
+ * pending on this end; the kernel reports it once, before any message, and
+ * the messages the peer sent before dying are still queued behind it.
+ * Treating it as a failure would skip no message yet make the caller count
+ * one as consumed: every later descriptor would then be read as the one
+ * before it (a result handed to the wrong task).  Once reported the error
+ * is cleared, so the next call reads the queue, or sees the end of it. */
+static bool retry_recv(int err) { return err == EINTR || err == ECONNRESET; }
+
 int mproc__recv_fd(int sock, int *fd_out) {
   char byte;
   struct iovec iov = {&byte, 1};
@@ -103,7 +113,7 @@ int mproc__recv_fd(int sock, int *fd_out) {
   struct msghdr m = {
       .msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf, .msg_controllen = sizeof u.buf};
   ssize_t n;
-  while ((n = recvmsg(sock, &m, MSG_CMSG_CLOEXEC)) < 0 && errno == EINTR) {
+  while ((n = recvmsg(sock, &m, MSG_CMSG_CLOEXEC)) < 0 && retry_recv(errno)) {
   }
   if (n <= 0)
     return n < 0 ? mproc__neg_errno() : -EIO;
@@ -154,7 +164,7 @@ int mproc__recv_fds(int sock, int *fds, size_t max, size_t *n_out) {
       .msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf, .msg_controllen = sizeof u.buf};
   ssize_t n;
   *n_out = 0;
-  while ((n = recvmsg(sock, &m, MSG_CMSG_CLOEXEC)) < 0 && errno == EINTR) {
+  while ((n = recvmsg(sock, &m, MSG_CMSG_CLOEXEC)) < 0 && retry_recv(errno)) {
   }
   if (n <= 0)
     return n < 0 ? mproc__neg_errno() : -EIO;

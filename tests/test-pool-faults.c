@@ -5,9 +5,12 @@
 #include "internal.h"
 #include "pool-helpers.h"
 #include "pool.h"
+#include "shm_layout.h"
 
 #include <fcntl.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 
 /* ---- a result that cannot be made is never success ----------------------- */
@@ -630,6 +633,93 @@ START_TEST(test_fds_dropped_at_limit_fail_the_task) {
 }
 END_TEST
 
+/* ---- descriptors stay in order across a worker's death ------------------- */
+
+/* A worker that dies with argument descriptors still unread in its socket
+ * leaves ECONNRESET pending on the pool's end, reported once before the
+ * result descriptors it sent earlier.  Taking that for a failed receive
+ * shifted every later result onto the wrong task. */
+START_TEST(test_recv_fd_after_peer_died_with_unread) {
+  for (int many = 0; many < 2; many++) {
+    int sv[2];
+    ck_assert_int_eq(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv), 0);
+    int fd = -1;
+    mproc_assert_ok(mproc__memfd_create("fdorder", 4096, &fd));
+    mproc_assert_ok(mproc__send_fd(sv[1], fd)); /* the "result", sent first */
+    mproc_assert_ok(mproc__send_fd(sv[0], fd)); /* an "argument" never read */
+    close(sv[1]);                               /* the peer dies */
+    int got = -1;
+    if (many) {
+      size_t k = 0;
+      mproc_assert_ok(mproc__recv_fds(sv[0], &got, 1, &k));
+      ck_assert_uint_eq(k, 1);
+    } else {
+      mproc_assert_ok(mproc__recv_fd(sv[0], &got));
+    }
+    struct stat a, b;
+    ck_assert_int_eq(fstat(fd, &a), 0);
+    ck_assert_int_eq(fstat(got, &b), 0);
+    ck_assert(a.st_ino == b.st_ino && a.st_dev == b.st_dev);
+    mproc__close(got);
+    /* Then the end of the stream, not a stale descriptor. */
+    mproc_assert_err(mproc__recv_fd(sv[0], &got), -EIO);
+    mproc__close(fd);
+    close(sv[0]);
+  }
+}
+END_TEST
+
+enum { FDORDER_TASKS = 40, FDORDER_DIES = 25, FDORDER_ARG = 1024, FDORDER_RES = 300 };
+
+/* Checks its (descriptor-borne) argument is whole, dies on FDORDER_DIES,
+ * else returns its first FDORDER_RES ints (a descriptor-borne result). */
+static int task_echo_big(const void *arg, size_t len, mproc_task_ctx *ctx) {
+  const int *a = arg;
+  if (len != FDORDER_ARG * sizeof(int))
+    return 98;
+  for (size_t k = 0; k < FDORDER_ARG; k++)
+    if (a[k] != a[0])
+      return 99;
+  if (a[0] == FDORDER_DIES)
+    _exit(3);
+  return mproc_task_return(ctx, a, FDORDER_RES * sizeof(int));
+}
+
+/* Large arguments and results on two workers, one of which dies mid-run:
+ * every other task gets its own result.  The death races the collection
+ * of results, so the scenario is repeated. */
+START_TEST(test_big_results_stay_matched_after_death) {
+  static int buf[FDORDER_TASKS][FDORDER_ARG];
+  for (int i = 0; i < FDORDER_TASKS; i++)
+    for (int k = 0; k < FDORDER_ARG; k++)
+      buf[i][k] = i;
+  for (int round = 0; round < 12; round++) {
+    mproc_pool *p;
+    struct mproc_pool_options po = {.workers = 2};
+    mproc_assert_ok(mproc_pool_new(&p, &po));
+    mproc_future *f[FDORDER_TASKS];
+    for (int i = 0; i < FDORDER_TASKS; i++)
+      mproc_assert_ok(mproc_pool_submit(p, task_echo_big, buf[i], sizeof buf[i], &f[i]));
+    for (int i = 0; i < FDORDER_TASKS; i++) {
+      const void *d;
+      size_t n;
+      int r = mproc_future_result(f[i], &d, &n, 30000);
+      if (i == FDORDER_DIES) {
+        mproc_assert_err(r, MPROC_EWORKERDIED);
+      } else {
+        ck_assert_msg(r == 0, "round %d task %d: %s", round, i, mproc_strerror(r));
+        ck_assert_uint_eq(n, FDORDER_RES * sizeof(int));
+        for (int k = 0; k < FDORDER_RES; k++)
+          ck_assert_msg(((const int *)d)[k] == i, "round %d: task %d got task %d's result", round,
+                        i, ((const int *)d)[k]);
+      }
+      mproc_future_free(f[i]);
+    }
+    mproc_assert_ok(mproc_pool_free(p));
+  }
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("pool-faults");
   TCase *tc = mproc_test_tcase(s, "faults", 60);
@@ -649,5 +739,7 @@ int main(void) {
   tcase_add_test(tc, test_initializer_crash_breaks_pool);
   tcase_add_test(tc, test_initializer_exit_breaks_pool);
   tcase_add_test(tc, test_initializer_deadline);
+  tcase_add_test(tc, test_recv_fd_after_peer_died_with_unread);
+  tcase_add_test(tc, test_big_results_stay_matched_after_death);
   return mproc_test_run(s);
 }
