@@ -27,6 +27,7 @@
  * and results are yielded in order straight from each chunk's future (a
  * result stays valid until the next call, so the future of a chunk whose
  * last item was yielded is released one call later). */
+#include "fnref.h"
 #include "pool.h"
 #include "progress.h"
 
@@ -37,10 +38,49 @@
 
 #define ALIGN16(x) (((x) + 15) & ~(size_t)15)
 
+/* The element function travels as its address when the pool's workers are
+ * forks of the caller, and as a reference (object + offset, checked by
+ * build-id: fnref.h, following the header) when they are fresh images of the
+ * program (spawn, forkserver), where an address means nothing.  The address
+ * form keeps a fork pool's small chunks inside a ring entry. */
 struct chunk_hdr {
-  struct mproc__fnref fn;
-  uint64_t count;
+  uint64_t addr;   /* the function's address (by_ref == 0) */
+  uint64_t count;  /* items that follow */
+  uint32_t by_ref; /* a struct mproc__fnref follows the header */
+  uint32_t pad;
 };
+
+/* The worker's last resolved reference: every chunk of a map names the same
+ * function, and resolving reads the object's notes. */
+static struct mproc__fnref last_ref;
+static mproc_function last_fn;
+
+/* The element function of a chunk; *hdr gets the size of what precedes the
+ * items.  0, or MPROC_ENOFUNC with the reason in why. */
+static int chunk_fn(const struct chunk_hdr *h, size_t len, mproc_map_buf_fn *fn, size_t *hdr,
+                    char *why, size_t whylen) {
+  *hdr = sizeof *h;
+  if (!h->by_ref) {
+    *fn = (mproc_map_buf_fn)(uintptr_t)h->addr;
+    return 0;
+  }
+  struct mproc__fnref ref;
+  if (len < sizeof *h + sizeof ref) {
+    snprintf(why, whylen, "reference cut short");
+    return MPROC_ENOFUNC;
+  }
+  memcpy(&ref, h + 1, sizeof ref); /* the argument bytes need not be aligned */
+  *hdr += sizeof ref;
+  if (last_fn == NULL || memcmp(&last_ref, &ref, sizeof ref) != 0) {
+    mproc_function f;
+    if (mproc__fnref_resolve(&ref, &f, why, whylen) < 0)
+      return MPROC_ENOFUNC;
+    last_ref = ref;
+    last_fn = f;
+  }
+  *fn = (mproc_map_buf_fn)last_fn;
+  return 0;
+}
 
 struct result_hdr {
   uint64_t ok;  /* items with a result */
@@ -104,13 +144,18 @@ MPROC_EXTERN int mproc_item_fail(mproc_item_ctx *c, int code, const char *fmt, .
 /* Runs in the worker: one chunk of items. */
 static int chunk_task(const void *arg, size_t len, mproc_task_ctx *ctx) {
   const struct chunk_hdr *h = arg;
-  if (len < sizeof *h || h->count > (len - sizeof *h) / sizeof(uint64_t))
+  if (len < sizeof *h)
     return mproc_task_fail(ctx, MPROC_EINVAL, "map_buf: malformed chunk");
-  mproc_map_buf_fn fn = (mproc_map_buf_fn)mproc__fnref_resolve(h->fn);
-  if (fn == NULL)
-    return mproc_task_fail(ctx, MPROC_ENOSYS, "map_buf: element function not found");
+  mproc_map_buf_fn fn;
+  size_t hdr;
+  char why[160];
+  if (chunk_fn(h, len, &fn, &hdr, why, sizeof why) != 0)
+    return mproc_task_fail(ctx, MPROC_ENOFUNC, "map_buf: element function %s", why);
+  if (h->count > (len - hdr) / sizeof(uint64_t))
+    return mproc_task_fail(ctx, MPROC_EINVAL, "map_buf: malformed chunk");
   size_t count = (size_t)h->count;
-  const unsigned char *in = (const unsigned char *)(h + 1), *end = (const unsigned char *)arg + len;
+  const unsigned char *in = (const unsigned char *)arg + hdr,
+                      *end = (const unsigned char *)arg + len;
   uint64_t *rlens = malloc((count != 0 ? count : 1) * sizeof *rlens);
   if (rlens == NULL)
     return mproc_task_fail(ctx, -ENOMEM, "map_buf: no memory for %zu results", count);
@@ -171,12 +216,23 @@ struct pack {
   unsigned char *buf;
   size_t used, cap;
   uint64_t count;
+  size_t hdr;              /* header bytes before the items (pack_begin) */
+  struct mproc__fnref ref; /* the element function's, when the workers exec */
 };
+
+/* Sets up a pack for the chunks of `fn` on pool p: how its function travels. */
+static int pack_begin(struct pack *pk, mproc_pool *p, mproc_map_buf_fn fn) {
+  pk->hdr = sizeof(struct chunk_hdr);
+  if (p->opts.start_method == MPROC_START_FORK)
+    return 0;
+  pk->hdr += sizeof pk->ref;
+  return mproc__fnref_make(MPROC_FUNCTION(fn), &pk->ref);
+}
 
 static int pack_add(struct pack *pk, const void *data, size_t len) {
   uint64_t l = len;
   if (pk->used == 0)
-    pk->used = sizeof(struct chunk_hdr);
+    pk->used = pk->hdr;
   if (len > SIZE_MAX / 4 - sizeof l - pk->used)
     return -ENOMEM;
   size_t need = pk->used + sizeof l + len;
@@ -192,8 +248,11 @@ static int pack_add(struct pack *pk, const void *data, size_t len) {
 
 /* Submits the packed items as one task and empties the pack for reuse. */
 static int pack_submit(mproc_pool *p, mproc_map_buf_fn fn, struct pack *pk, mproc_future **f) {
-  struct chunk_hdr h = {mproc__fnref_of((void (*)(void))fn), pk->count};
+  bool by_ref = pk->hdr > sizeof(struct chunk_hdr);
+  struct chunk_hdr h = {(uint64_t)(uintptr_t)fn, pk->count, by_ref, 0};
   memcpy(pk->buf, &h, sizeof h);
+  if (by_ref)
+    memcpy(pk->buf + sizeof h, &pk->ref, sizeof pk->ref);
   int r = mproc_pool_submit(p, chunk_task, pk->buf, pk->used, f);
   pk->used = 0;
   pk->count = 0;
@@ -360,7 +419,11 @@ MPROC_EXTERN int mproc_pool_map_buf(mproc_pool *p, mproc_map_buf_fn fn, const st
   int64_t dl = mproc__deadline(timeout_ms);
   struct pack pk = {0};
   size_t submitted = 0;
-  int r = 0;
+  int r = pack_begin(&pk, p, fn);
+  if (r != 0) {
+    free(cks);
+    return r;
+  }
   for (; submitted < nchunks && r == 0; submitted++) {
     struct chunk *ck = &cks[submitted];
     ck->start = submitted * chunk;
@@ -474,9 +537,11 @@ MPROC_EXTERN int mproc_pool_imap_buf(mproc_pool *p, mproc_map_buf_fn fn, mproc_b
       o != NULL && o->max_inflight != 0 ? o->max_inflight : 64 * it->chunk * (size_t)workers;
   it->max_chunks = inflight / it->chunk != 0 ? inflight / it->chunk : 1;
   it->q = calloc(it->max_chunks, sizeof *it->q);
-  if (it->q == NULL) {
+  int r = it->q != NULL ? pack_begin(&it->pk, p, fn) : -ENOMEM;
+  if (r != 0) {
+    free(it->q);
     free(it);
-    return -ENOMEM;
+    return r;
   }
   static const struct mproc_imap_options none;
   const struct mproc_imap_options *po = o != NULL ? o : &none;
