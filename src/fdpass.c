@@ -55,6 +55,11 @@ ssize_t mproc__recvmsg_fds(int sock, void *dst, size_t n, int flags, int *fds, s
   struct iovec iov = {.iov_base = dst, .iov_len = n};
   ssize_t r;
   struct msghdr m;
+  /* A datagram or seqpacket peer that closed with messages unread in its
+   * own queue leaves ECONNRESET pending here, reported once BEFORE the
+   * messages it sent earlier (a stream socket reports it only after them):
+   * read once more so they are not lost.  Reported again, it is the end. */
+  int resets = 0;
   do {
     m = (struct msghdr){.msg_iov = &iov, .msg_iovlen = 1};
     /* Room for `max` descriptors only: the kernel drops any beyond and
@@ -64,7 +69,7 @@ ssize_t mproc__recvmsg_fds(int sock, void *dst, size_t n, int flags, int *fds, s
       m.msg_controllen = CMSG_SPACE(max * sizeof(int));
     }
     r = recvmsg(sock, &m, MSG_CMSG_CLOEXEC | flags);
-  } while (r < 0 && errno == EINTR);
+  } while (r < 0 && (errno == EINTR || (errno == ECONNRESET && resets++ == 0)));
   if (r < 0)
     return errno == ECONNRESET ? 0 : mproc__neg_errno(); /* a vanished peer: end of stream */
   for (struct cmsghdr *h = CMSG_FIRSTHDR(&m); h != NULL; h = CMSG_NXTHDR(&m, h)) {

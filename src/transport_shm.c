@@ -100,8 +100,11 @@ int mproc__send_fd(int sock, int fd) {
  * Treating it as a failure would skip no message yet make the caller count
  * one as consumed: every later descriptor would then be read as the one
  * before it (a result handed to the wrong task).  Once reported the error
- * is cleared, so the next call reads the queue, or sees the end of it. */
-static bool retry_recv(int err) { return err == EINTR || err == ECONNRESET; }
+ * is cleared, so the next call reads the queue, or sees the end of it
+ * (reported twice, it is a failure: never a loop). */
+static bool retry_recv(int err, int *resets) {
+  return err == EINTR || (err == ECONNRESET && (*resets)++ == 0);
+}
 
 int mproc__recv_fd(int sock, int *fd_out) {
   char byte;
@@ -113,7 +116,8 @@ int mproc__recv_fd(int sock, int *fd_out) {
   struct msghdr m = {
       .msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf, .msg_controllen = sizeof u.buf};
   ssize_t n;
-  while ((n = recvmsg(sock, &m, MSG_CMSG_CLOEXEC)) < 0 && retry_recv(errno)) {
+  int resets = 0;
+  while ((n = recvmsg(sock, &m, MSG_CMSG_CLOEXEC)) < 0 && retry_recv(errno, &resets)) {
   }
   if (n <= 0)
     return n < 0 ? mproc__neg_errno() : -EIO;
@@ -164,7 +168,8 @@ int mproc__recv_fds(int sock, int *fds, size_t max, size_t *n_out) {
       .msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf, .msg_controllen = sizeof u.buf};
   ssize_t n;
   *n_out = 0;
-  while ((n = recvmsg(sock, &m, MSG_CMSG_CLOEXEC)) < 0 && retry_recv(errno)) {
+  int resets = 0;
+  while ((n = recvmsg(sock, &m, MSG_CMSG_CLOEXEC)) < 0 && retry_recv(errno, &resets)) {
   }
   if (n <= 0)
     return n < 0 ? mproc__neg_errno() : -EIO;

@@ -145,6 +145,32 @@ START_TEST(test_errors) {
 }
 END_TEST
 
+/* A seqpacket peer that closed with messages unread in its own queue: the
+ * kernel reports ECONNRESET before the messages it sent earlier, which
+ * still arrive, then the end of the stream. */
+START_TEST(test_messages_before_a_reset_arrive) {
+  int sv[2], p[2];
+  ck_assert_int_eq(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv), 0);
+  ck_assert_int_eq(pipe2(p, O_CLOEXEC), 0);
+  send_abc(sv[0], &p[0], 1);
+  send_abc(sv[1], NULL, 0); /* never read by sv[0] */
+  close(sv[0]);
+  char buf[8];
+  int in[4];
+  size_t n;
+  int lost;
+  ck_assert_int_eq(mproc__recvmsg_fds(sv[1], buf, sizeof buf, 0, in, 4, &n, &lost), 3);
+  ck_assert_uint_eq(n, 1);
+  ck_assert_mem_eq(buf, "abc", 3);
+  ck_assert(same_file(in[0], p[0]));
+  close(in[0]);
+  ck_assert_int_eq(mproc__recvmsg_fds(sv[1], buf, sizeof buf, 0, in, 4, &n, &lost), 0);
+  close(sv[1]);
+  close(p[0]);
+  close(p[1]);
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("fdpass");
   TCase *tc = mproc_test_tcase(s, "scm_rights", 30);
@@ -152,5 +178,6 @@ int main(void) {
   tcase_add_test(tc, test_more_than_max_is_reported);
   tcase_add_test(tc, test_fd_limit_is_reported);
   tcase_add_test(tc, test_errors);
+  tcase_add_test(tc, test_messages_before_a_reset_arrive);
   return mproc_test_run(s);
 }
