@@ -49,6 +49,10 @@ static inline void mproc__cpu_relax(void) {
 #endif
 }
 
+/* spawn.c: every signal disposition back to SIG_DFL (a new child's first
+ * step, whatever handlers its image or a sanitizer runtime installed). */
+void mproc__reset_signals(void);
+
 /* ---- clock.c: deadlines ----------------------------------------------- */
 
 /* Absolute deadline for a relative timeout, -1 meaning forever.  Negative

@@ -77,7 +77,7 @@ bool mproc__internal_fork(void) { return internal_fork; }
 
 static int pidfd_open_(pid_t pid) { return (int)syscall(SYS_pidfd_open, pid, 0); }
 
-static void reset_signals(void) {
+void mproc__reset_signals(void) {
   struct sigaction sa = {0};
   sa.sa_handler = SIG_DFL;
   sigemptyset(&sa.sa_mask);
@@ -183,7 +183,7 @@ void mproc__group_guard_start(void) {
 static _Noreturn void child_main(const struct mproc__spawn_opts *o, pid_t parent,
                                  const sigset_t *oldmask) {
   drop_parent_stdio();
-  reset_signals();
+  mproc__reset_signals();
   int sig = o->pdeathsig > 0 ? o->pdeathsig : SIGKILL;
   if (prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0) != 0 || getppid() != parent)
     _exit(127);

@@ -321,6 +321,11 @@ void mproc__start_entry_register(uint32_t entry, mproc__entry_fn fn) {
 }
 
 _Noreturn void mproc__child_run(const struct mproc__wire *w, const struct mproc__child_ctx *c) {
+  /* Default dispositions, as a forked child has: exec reset the parent's
+   * handlers, but the image's own constructors (a sanitizer runtime, a
+   * library) may have installed some since, and a crash must kill the
+   * child by its signal under every start method. */
+  mproc__reset_signals();
   int code = 127;
   if (w->entry < MPROC__ENTRY_MAX && entries[w->entry] != NULL)
     code = entries[w->entry](c);
