@@ -2,8 +2,9 @@
 #ifndef MPROC_SRC_FNREF_H
 #define MPROC_SRC_FNREF_H
 
+#include "internal.h" /* first: defines _GNU_SOURCE, which <link.h> needs */
+
 #include "elf_object.h"
-#include "internal.h"
 
 #define MPROC__FNREF_PATH 512
 
