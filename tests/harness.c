@@ -192,6 +192,11 @@ static double timeout_scale(void) {
   return v > 0 ? v : 1.0;
 }
 
+int64_t mproc_test_scaled_ms(int64_t ms) {
+  double v = timeout_scale();
+  return (int64_t)((double)ms * (v > 1 ? v : 1));
+}
+
 TCase *mproc_test_tcase(Suite *s, const char *name, double timeout_s) {
   TCase *tc = tcase_create(name);
   tcase_add_checked_fixture(tc, mproc_test_setup, mproc_test_teardown);

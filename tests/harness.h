@@ -30,12 +30,17 @@
 #include <check.h>
 #include <mproc.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/types.h>
 
 /* A TCase added to `s` with the leak-check fixture and a per-test timeout
  * in seconds (scaled by the environment variable MPROC_TEST_TIMEOUT_SCALE,
  * e.g. 3 under sanitizers). */
 TCase *mproc_test_tcase(Suite *s, const char *name, double timeout_s);
+/* A bound in milliseconds for "this must happen", stretched (never shortened)
+ * by MPROC_TEST_TIMEOUT_SCALE: a hang is detected, a slow machine is not
+ * blamed. */
+int64_t mproc_test_scaled_ms(int64_t ms);
 /* Runs the suite with every test forked, prints the summary, returns the
  * process exit status (0 when every test passed). */
 int mproc_test_run(Suite *s);

@@ -157,8 +157,7 @@ int main(void) {
   Suite *s = suite_create("cpu");
   TCase *tc = tcase_create("cgroup");
   tcase_add_checked_fixture(tc, setup, teardown);
-  const char *scale = getenv("MPROC_TEST_TIMEOUT_SCALE");
-  tcase_set_timeout(tc, 30 * (scale != NULL && atof(scale) > 1 ? atof(scale) : 1));
+  tcase_set_timeout(tc, (double)mproc_test_scaled_ms(30000) / 1000.0);
   suite_add_tcase(s, tc);
   tcase_add_test(tc, test_v2);
   tcase_add_test(tc, test_v1);

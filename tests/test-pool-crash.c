@@ -490,8 +490,7 @@ START_TEST(test_parent_sigkill_kills_workers) {
   kill(owner, SIGKILL);
   ck_assert_int_eq(waitpid(owner, NULL, 0), owner);
   /* Within 1 s (scaled for slow sanitizer runs). */
-  const char *env = getenv("MPROC_TEST_TIMEOUT_SCALE");
-  int64_t limit = (int64_t)(1000 * (env != NULL && atof(env) > 1 ? atof(env) : 1));
+  int64_t limit = mproc_test_scaled_ms(1000);
   for (int i = 0; i < 2; i++)
     ck_assert_msg(wait_pid_dead(pids[i], limit), "worker %d survived", (int)pids[i]);
   close(pfd[0]);

@@ -9,11 +9,7 @@
 #include <stdlib.h>
 #include <unistd.h>
 
-static int64_t long_ms(void) {
-  const char *s = getenv("MPROC_TEST_TIMEOUT_SCALE");
-  double v = s != NULL ? atof(s) : 1.0;
-  return (int64_t)(30000 * (v > 1 ? v : 1));
-}
+static int64_t long_ms(void) { return mproc_test_scaled_ms(30000); }
 
 static int ret_len(const void *arg, size_t len) {
   (void)arg;

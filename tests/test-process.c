@@ -22,14 +22,7 @@
 #define SYS_pidfd_open 434
 #endif
 
-/* Generous bound for "this must happen": a hang is detected, a slow
- * machine is not blamed. */
-static int64_t scaled(int64_t ms) {
-  const char *s = getenv("MPROC_TEST_TIMEOUT_SCALE");
-  double v = s != NULL ? atof(s) : 1.0;
-  return (int64_t)((double)ms * (v > 1 ? v : 1));
-}
-#define LONG_MS scaled(30000)
+#define LONG_MS mproc_test_scaled_ms(30000)
 
 /* The start method this run of the suite uses. */
 static int method(void) { return mproc__start_method_default(); }
@@ -694,8 +687,8 @@ START_TEST(test_parent_killed_children_die) {
   mproc_assert_ok(mproc_process_kill(p, 0));
   mproc_assert_ok(mproc_process_join(p, LONG_MS));
   for (int i = 0; i < 3; i++) {
-    ck_assert_msg(exits_within(fds[i], scaled(1000)), "grandchild %d outlived its parent",
-                  (int)pids[i]);
+    ck_assert_msg(exits_within(fds[i], mproc_test_scaled_ms(1000)),
+                  "grandchild %d outlived its parent", (int)pids[i]);
     close(fds[i]);
   }
   close(pfd[0]);

@@ -24,12 +24,7 @@
 #define SYS_pidfd_open 434
 #endif
 
-static int64_t scaled(int64_t ms) {
-  const char *s = getenv("MPROC_TEST_TIMEOUT_SCALE");
-  double v = s != NULL ? atof(s) : 1.0;
-  return (int64_t)((double)ms * (v > 1 ? v : 1));
-}
-#define LONG_MS scaled(30000)
+#define LONG_MS mproc_test_scaled_ms(30000)
 
 extern const char *mproc__spawn_exe;
 
@@ -743,7 +738,7 @@ static void fork_safety(int method) {
     mproc_assert_ok(mproc_process_new(&p, use_locks, NULL, 0, &o));
     mproc_assert_ok(mproc_process_start(p));
     /* Ready and done within 2 s, every time. */
-    mproc_assert_ok(mproc_process_join(p, scaled(2000)));
+    mproc_assert_ok(mproc_process_join(p, mproc_test_scaled_ms(2000)));
     int code;
     mproc_assert_ok(mproc_process_exitcode(p, &code));
     ck_assert_int_eq(code, 7);
