@@ -1,23 +1,39 @@
 /* The seam between the pool and how tasks travel to workers.
  *
- * Today there is one transport, local shared memory (transport_shm.c): one
- * anonymous shared mapping holds a request/response ring per worker.  A later
- * exec-based start method or an MPI backend adds one more file implementing
- * struct mproc__transport_ops.  The transport owns everything about how
- * tasks sit with a worker (ring positions, the task table, its sockets: its
- * tp_state, opaque to the pool, and a task's tp_ref); the pool and manager
- * see only slots, tasks and these operations, and keep their own counts
- * (tasks handed over, per-slot statistics).  The data arena of map/imap is
- * an operation too.  The task-side API (task.c) reaches a transport's
- * worker side only through its task context (task_ctx.h).  How the manager
- * sleeps is the transport's (sleep: the shm transport's announce-then-poll
- * handshake stays inside it); `helping` is an optional hint from spinning
- * waiters.  Operations marked optional may be NULL.  The transport is
- * chosen by name at pool creation (the pool option `transport`, else
- * MPROC_TRANSPORT, else "shm") from a registry (transport.c) that other
- * transports join at run time; tests/test-pool-transport.c adds a whole
- * transport -- tasks over a socketpair -- in its own file and chooses it
- * with one line.
+ * Design notes.  A transport is one file implementing struct
+ * mproc__transport_ops: local shared memory (transport_shm.c, built in),
+ * MPI ranks (transport_mpi.c, in libmproc_mpi), and a socketpair one that
+ * lives in tests/test-pool-transport.c.  The transport owns everything
+ * about how tasks sit with a worker (ring positions, the task table, its
+ * sockets, its ring depth and message sizes: its tp_state, opaque to the
+ * pool, and a task's tp_ref); the pool and manager see only slots, tasks and
+ * these operations, and keep their own counts (tasks handed over, per-slot
+ * statistics).  The task-side API (task.c) reaches a transport's worker
+ * side only through its task context (task_ctx.h).
+ *
+ * The table is narrow on purpose, 13 entries where it once had 18: "is
+ * there room" is send_task's -EAGAIN, taking back one task or all of a
+ * slot's is one revoke, where a worker is with its initializer is part of
+ * activity, ending a task, ending a worker and letting it finish are one
+ * stop, and the data arena is one optional sub-table.  What a transport
+ * needs only for itself (the shm one's announce-then-poll handshake and
+ * futex wake-ups) stays in its file; `helping` is a hint it may ignore.
+ * sleep is the manager's one blocking point, so a transport polls there
+ * whatever it must (the remote-flavoured test transport its sockets, MPI
+ * its requests).
+ *
+ * Slots are not processes.  A worker that is a local process hands the
+ * pool its pid and pidfd, and the manager watches and reaps it; one that is
+ * not (an MPI rank) has neither, and its transport reports its end through
+ * poll_results.  Either way the pool empties the slot (reset_slot) and
+ * starts another worker.  Map data travels by arena offsets: a transport
+ * whose workers share the arena sends the offsets, one whose workers
+ * cannot see it copies each chunk's ranges (mproc__task_ranges) by value.
+ *
+ * The transport is chosen by name at pool creation (the pool option
+ * `transport`, else MPROC_TRANSPORT, else "shm") from a registry
+ * (transport.c) that other transports join at run time: adding one touches
+ * no file but its own and the line that names it.
  *
  * Function references go through struct mproc__taskfn for the same reason:
  * under fork a code address is valid in the worker, elsewhere it is not. */
