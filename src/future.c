@@ -28,6 +28,7 @@
  * anything finishes or SIGINT arrives; waiters re-check their condition and
  * sleep on it (the wait loop itself is in future_wait.c). */
 #include "pool.h"
+#include "list.h"
 #include "futex.h"
 
 #include <limits.h>
@@ -162,12 +163,7 @@ void mproc__future_finish(struct mproc_pool *p, struct mproc_future *f, struct m
     if (atomic_compare_exchange_weak(&f->refs, &r, r - 1))
       return;
   }
-  f->cbq_next = NULL;
-  if (p->cbq_tail != NULL)
-    p->cbq_tail->cbq_next = f;
-  else
-    p->cbq_head = f;
-  p->cbq_tail = f;
+  MPROC__LIST_PUSH(p->cbq_head, p->cbq_tail, f, cbq_next);
   if (!mproc__on_manager_thread(p))
     mproc__pool_kick(p);
 }
@@ -276,13 +272,8 @@ MPROC_EXTERN int mproc_future_add_done_callback(mproc_future *f, void (*cb)(mpro
   struct mproc_pool *p = f->pool;
   pthread_mutex_lock(&p->mu);
   bool done = atomic_load(&f->state) >= MPROC_FUTURE_DONE;
-  if (!done) {
-    if (f->cbs_tail != NULL)
-      f->cbs_tail->next = c;
-    else
-      f->cbs = c;
-    f->cbs_tail = c;
-  }
+  if (!done)
+    MPROC__LIST_PUSH(f->cbs, f->cbs_tail, c, next);
   pthread_mutex_unlock(&p->mu);
   if (done) {
     /* Already finished: Python runs the callback at once, in this thread. */

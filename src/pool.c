@@ -22,6 +22,7 @@
  * reaping their workers); in a forked child the hook does nothing, since the
  * pools' workers are not its children. */
 #include "pool.h"
+#include "list.h"
 #include "futex.h"
 #include "start.h"
 
@@ -130,16 +131,15 @@ void mproc__pool_unref(struct mproc_pool *p) {
   free(p);
 }
 
-void mproc__pool_enqueue(struct mproc_pool *p, struct mproc__task *t) {
+void mproc__pool_queue(struct mproc_pool *p, struct mproc__task *t) {
   p->outstanding++;
   t->id = ++p->next_id;
-  t->next = NULL;
   t->slot = -1;
-  if (p->pend_tail != NULL)
-    p->pend_tail->next = t;
-  else
-    p->pend_head = t;
-  p->pend_tail = t;
+  MPROC__LIST_PUSH(p->pend_head, p->pend_tail, t, next);
+}
+
+void mproc__pool_enqueue(struct mproc_pool *p, struct mproc__task *t) {
+  mproc__pool_queue(p, t);
   mproc__pool_dispatch(p);
 }
 

@@ -167,6 +167,9 @@ extern const struct mproc__transport_ops *mproc__pool_transport;
 void mproc__pool_unref(struct mproc_pool *p);
 /* Wake the manager (any thread, async-signal-safe). */
 void mproc__pool_kick(struct mproc_pool *p);
+/* Queue a task (under mu) without dispatching: a caller queueing many
+ * (map's chunks) dispatches once after the last. */
+void mproc__pool_queue(struct mproc_pool *p, struct mproc__task *t);
 /* Queue a task (under mu): dispatched at once when a worker has room. */
 void mproc__pool_enqueue(struct mproc_pool *p, struct mproc__task *t);
 /* Cancel a task (under mu): true if it will never run (completed now by the

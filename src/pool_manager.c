@@ -42,6 +42,7 @@
  * thread exits once the pool is not RUNNING, no task is outstanding, no worker
  * is alive and no callback is due. */
 #include "pool.h"
+#include "list.h"
 #include "futex.h"
 
 #include <poll.h>
@@ -95,22 +96,11 @@ void mproc__task_fail(struct mproc_pool *p, struct mproc__task *t, int code, con
 }
 
 static void push_front_list(struct mproc_pool *p) {
-  if (p->requeue_head == NULL)
-    return;
-  p->requeue_tail->next = p->pend_head;
-  if (p->pend_head == NULL)
-    p->pend_tail = p->requeue_tail;
-  p->pend_head = p->requeue_head;
-  p->requeue_head = p->requeue_tail = NULL;
+  MPROC__LIST_PREPEND_ALL(p->pend_head, p->pend_tail, p->requeue_head, p->requeue_tail, next);
 }
 
 static void requeue(struct mproc_pool *p, struct mproc__task *t) {
-  t->next = NULL;
-  if (p->requeue_tail != NULL)
-    p->requeue_tail->next = t;
-  else
-    p->requeue_head = t;
-  p->requeue_tail = t;
+  MPROC__LIST_PUSH(p->requeue_head, p->requeue_tail, t, next);
 }
 
 /* Fail a task because the pool broke: the initializer's failure, with the
