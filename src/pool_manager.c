@@ -54,6 +54,7 @@
  * thread exits once the pool is not RUNNING, no task is outstanding, no worker
  * is alive and no callback is due. */
 #include "pool.h"
+#include "list.h"
 #include "futex.h"
 
 #include <poll.h>
@@ -90,7 +91,7 @@ static void task_done(struct mproc_pool *p, struct mproc__task *t, struct mproc_
   p->outstanding--;
   if (o->code == 0)
     p->n_done++;
-  else if (o->code == MPROC_ECANCELLED)
+  else if (o->code == MPROC_ECANCELED)
     p->n_cancelled++;
   else
     p->n_failed++;
@@ -112,22 +113,11 @@ void mproc__task_fail(struct mproc_pool *p, struct mproc__task *t, int code, con
 }
 
 static void push_front_list(struct mproc_pool *p) {
-  if (p->requeue_head == NULL)
-    return;
-  p->requeue_tail->next = p->pend_head;
-  if (p->pend_head == NULL)
-    p->pend_tail = p->requeue_tail;
-  p->pend_head = p->requeue_head;
-  p->requeue_head = p->requeue_tail = NULL;
+  MPROC__LIST_PREPEND_ALL(p->pend_head, p->pend_tail, p->requeue_head, p->requeue_tail, next);
 }
 
 static void requeue(struct mproc_pool *p, struct mproc__task *t) {
-  t->next = NULL;
-  if (p->requeue_tail != NULL)
-    p->requeue_tail->next = t;
-  else
-    p->requeue_head = t;
-  p->requeue_tail = t;
+  MPROC__LIST_PUSH(p->requeue_head, p->requeue_tail, t, next);
 }
 
 /* Fail a task because the pool broke: the initializer's failure, with the
@@ -151,7 +141,7 @@ static void task_left(struct mproc_pool *p, struct mproc__task *t, bool started)
     return;
   }
   if (state == MPROC__P_TERMINATING || t->cancel_req) {
-    mproc__task_fail(p, t, MPROC_ECANCELLED, "cancelled");
+    mproc__task_fail(p, t, MPROC_ECANCELED, "cancelled");
     return;
   }
   if (!started) {
@@ -240,13 +230,13 @@ static void task_collected(struct mproc_pool *p, struct mproc__task *t, struct m
   if (o->code != 0 && (t->cancel_req || t->timed_out)) {
     /* The transport ended only the task (stop MPROC__STOP_TASK): it failed
      * because the pool asked, and says so. */
-    o->code = t->cancel_req ? MPROC_ECANCELLED : MPROC_ETIMEDOUT;
+    o->code = t->cancel_req ? MPROC_ECANCELED : MPROC_ETIMEDOUT;
     o->task_code = 0;
     o->msg = t->cancel_req ? "cancelled" : "task timed out; it was stopped";
   }
   if (o->code == 0)
     sl->n_done++;
-  else if (o->code != MPROC_ECANCELLED)
+  else if (o->code != MPROC_ECANCELED)
     sl->n_failed++;
   task_done(p, t, o);
 }
@@ -441,14 +431,18 @@ static int pick_slot(struct mproc_pool *p) {
  * died and is not reaped yet: the task goes back to the front of the queue
  * (it never reached the worker) and the slot takes nothing more until
  * handle_death resets it.  Any other error fails the task. */
+static void push_front(struct mproc_pool *p, struct mproc__task *t) {
+  t->slot = -1;
+  t->next = p->pend_head;
+  p->pend_head = t;
+  if (p->pend_tail == NULL)
+    p->pend_tail = t;
+}
+
 static void send_failed(struct mproc_pool *p, int i, struct mproc__task *t, int r) {
   if (r == -EPIPE || r == -ECONNRESET || r == -ENOTCONN) {
     p->slots[i].stopping = true;
-    t->slot = -1;
-    t->next = p->pend_head;
-    p->pend_head = t;
-    if (p->pend_tail == NULL)
-      p->pend_tail = t;
+    push_front(p, t);
     return;
   }
   if (r == MPROC_ENOFUNC) {
@@ -493,10 +487,7 @@ static void dispatch_pending(struct mproc_pool *p) {
     } else if (r == -EAGAIN) {
       /* No room there now: back to the front, another slot is picked. */
       p->slots[i].full = true;
-      t->next = p->pend_head;
-      p->pend_head = t;
-      if (p->pend_tail == NULL)
-        p->pend_tail = t;
+      push_front(p, t);
       continue;
     }
     if (r != 0)
@@ -563,14 +554,14 @@ void mproc__pool_dispatch(struct mproc_pool *p) {
 }
 
 static void fail_cancelled(struct mproc_pool *p, struct mproc__task *t) {
-  mproc__task_fail(p, t, MPROC_ECANCELLED, "cancelled");
+  mproc__task_fail(p, t, MPROC_ECANCELED, "cancelled");
 }
 
 void mproc__pool_cancel_pending(struct mproc_pool *p) {
   while (p->pend_head != NULL) {
     struct mproc__task *t = p->pend_head;
     p->pend_head = t->next;
-    mproc__task_fail(p, t, MPROC_ECANCELLED, "cancelled");
+    mproc__task_fail(p, t, MPROC_ECANCELED, "cancelled");
   }
   p->pend_tail = NULL;
   for (int i = 0; i < p->nworkers; i++) {

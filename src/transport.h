@@ -128,7 +128,7 @@ struct mproc__range {
  * whose workers share it, shared memory; for one that copies chunks by
  * value (mproc__task_ranges), any memory of the parent's. */
 struct mproc__arena_ops {
-  /* `len` bytes: 0 and the offset, or -ENOMEM. */
+  /* `len` bytes: 0 and the offset, or MPROC_ENOMEM. */
   int (*alloc)(struct mproc_pool *p, size_t len, uint64_t *off);
   void (*free)(struct mproc_pool *p, uint64_t off, size_t len);
   /* The address of an offset in this process. */

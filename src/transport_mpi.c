@@ -81,7 +81,7 @@ static int tm_init(struct mproc_pool *p) {
       free(s->stop);
     }
     free(s);
-    return -ENOMEM;
+    return MPROC_ENOMEM;
   }
   p->tp_state = s;
   return 0;
@@ -105,7 +105,7 @@ static int tm_send_task(struct mproc_pool *p, int slot, struct mproc__task *t) {
     return rc;
   struct sent *e = calloc(1, sizeof *e);
   if (!e)
-    return -ENOMEM;
+    return MPROC_ENOMEM;
   /* A large argument sits in a memfd: map it to send it (submit copies). */
   const void *arg = t->arg;
   void *map = NULL;

@@ -276,13 +276,13 @@ static int ar_alloc(struct mproc_pool *p, size_t len, uint64_t *off) {
   if (k == s->nblk) {
     void **b = realloc(s->blk, (s->nblk * 2 + 4) * sizeof *b);
     if (b == NULL)
-      return -ENOMEM;
+      return MPROC_ENOMEM;
     memset(b + s->nblk, 0, (s->nblk + 4) * sizeof *b);
     s->blk = b;
     s->nblk = s->nblk * 2 + 4;
   }
   if ((s->blk[k] = malloc(len > 0 ? len : 1)) == NULL)
-    return -ENOMEM;
+    return MPROC_ENOMEM;
   *off = (uint64_t)(k + 1) << BLK_SHIFT;
   return 0;
 }
@@ -318,14 +318,14 @@ static void sock_fini(struct mproc_pool *p) {
 static int sock_init_as(struct mproc_pool *p, bool remote) {
   struct sock_state *s = calloc(1, sizeof *s);
   if (s == NULL)
-    return -ENOMEM;
+    return MPROC_ENOMEM;
   p->tp_state = s;
   s->remote = remote;
   s->slots = calloc((size_t)p->nworkers, sizeof *s->slots);
   s->pfd = calloc(2 * (size_t)p->nworkers + 1, sizeof *s->pfd);
   if (s->slots == NULL || s->pfd == NULL) {
     sock_fini(p);
-    return -ENOMEM;
+    return MPROC_ENOMEM;
   }
   for (int i = 0; i < p->nworkers; i++)
     s->slots[i].sock = s->slots[i].pidfd = -1;
@@ -485,7 +485,7 @@ static int sock_poll_results(struct mproc_pool *p, int i,
       memcpy(o.res, rep.data, rep.len);
       o.res_len = rep.len;
     } else if (rep.len > 0) {
-      o.code = -ENOMEM;
+      o.code = MPROC_ENOMEM;
     }
     t->slot = -1;
     done(p, t, &o);
@@ -811,7 +811,7 @@ START_TEST(test_deaths_timeouts_cancel) {
     sleep_ms(1);
   }
   mproc_future_cancel(f);
-  mproc_assert_err(mproc_future_result(f, &d, &n, mproc_test_scaled_ms(30000)), MPROC_ECANCELLED);
+  mproc_assert_err(mproc_future_result(f, &d, &n, mproc_test_scaled_ms(30000)), MPROC_ECANCELED);
   mproc_future_free(f);
   /* A per-task timeout. */
   struct mproc_submit_options so = {.timeout_ms = 200, .retries = -1};
