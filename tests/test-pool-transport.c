@@ -261,6 +261,8 @@ struct sock_state {
   struct pollfd *pfd; /* sleep: the pool's fds, then the sockets */
   void **blk;         /* the arena: blocks of the parent's memory */
   size_t nblk;
+  struct sock_req req; /* the message being sent, under the pool mutex */
+  struct sock_rep rep; /* the message being read, under the pool mutex */
 };
 
 static struct sock_state *sst(struct mproc_pool *p) { return p->tp_state; }
@@ -369,20 +371,20 @@ static int sock_send_task(struct mproc_pool *p, int i, struct mproc__task *t) {
   struct sock_slot *s = slot_of(p, i);
   if (s->head - s->tail >= SOCK_RING)
     return -EAGAIN;
-  static struct sock_req req;
-  memset(&req, 0, HDR(struct sock_req));
-  req.kind = t->kind;
-  req.seq = s->head;
-  req.fn = t->fn.addr;
+  struct sock_req *q = &sst(p)->req;
+  memset(q, 0, HDR(struct sock_req));
+  q->kind = t->kind;
+  q->seq = s->head;
+  q->fn = t->fn.addr;
   int fds[SOCK_FDS];
   size_t nfds = 0, len = 0;
   if (t->kind == MPROC__K_CALL) {
-    req.len = t->arg_len;
+    q->len = t->arg_len;
     if (t->arg_fd >= 0) {
       fds[nfds++] = t->arg_fd; /* a large argument: its memfd travels */
-      req.arg_fd = 1;
+      q->arg_fd = 1;
     } else if (t->arg_len > 0) {
-      memcpy(req.data, t->arg, t->arg_len);
+      memcpy(q->data, t->arg, t->arg_len);
       len = t->arg_len;
     }
     for (uint32_t j = 0; j < t->nfds; j++)
@@ -391,19 +393,19 @@ static int sock_send_task(struct mproc_pool *p, int i, struct mproc__task *t) {
     /* Map data by value: the workers cannot see this arena. */
     struct mproc__range in[MPROC_STARMAP_MAX_ARGS], out;
     unsigned n = mproc__task_ranges(t, in, &out);
-    req.nargs = t->nargs;
-    req.count = t->count;
-    req.out_size = t->out_size;
+    q->nargs = t->nargs;
+    q->count = t->count;
+    q->out_size = t->out_size;
     for (unsigned j = 0; j < n; j++) {
       if (len + in[j].len > SOCK_MAX || out.len > SOCK_MAX)
         return -EMSGSIZE;
-      memcpy(req.data + len, mproc__arena_at(p, in[j].off), in[j].len);
+      memcpy(q->data + len, mproc__arena_at(p, in[j].off), in[j].len);
       len += in[j].len;
-      req.in_size[j] = t->count > 0 ? in[j].len / t->count : 0;
+      q->in_size[j] = t->count > 0 ? in[j].len / t->count : 0;
     }
   }
-  req.nfds = (uint32_t)nfds;
-  if (send_with_fds(s->sock, &req, HDR(struct sock_req) + len, fds, nfds) < 0)
+  q->nfds = (uint32_t)nfds;
+  if (send_with_fds(s->sock, q, HDR(struct sock_req) + len, fds, nfds) < 0)
     return -errno;
   if (s->head == s->tail)
     s->since = mproc_now_ms();
@@ -443,10 +445,10 @@ static int sock_poll_results(struct mproc_pool *p, int i,
                              void (*done)(struct mproc_pool *, struct mproc__task *,
                                           struct mproc__outcome *)) {
   struct sock_slot *s = slot_of(p, i);
-  static struct sock_rep rep;
+  struct sock_rep *rep = &sst(p)->rep;
   int n = 0, resets = 0;
   while (s->sock >= 0 && !s->ended) {
-    ssize_t k = recv(s->sock, &rep, sizeof rep, MSG_DONTWAIT);
+    ssize_t k = recv(s->sock, rep, sizeof *rep, MSG_DONTWAIT);
     if (k < 0 && (errno == EAGAIN || errno == EINTR))
       break;
     /* A worker that died with requests unread leaves ECONNRESET reported
@@ -458,10 +460,10 @@ static int sock_poll_results(struct mproc_pool *p, int i,
         report_end(p, i, done); /* the local flavour's pidfd says it */
       break;
     }
-    if (rep.kind == REP_INIT) {
-      s->init = rep.code == 0 ? MPROC__INIT_READY : MPROC__INIT_FAILED;
-      s->init_code = rep.code;
-      snprintf(s->init_msg, sizeof s->init_msg, "%.199s", rep.code != 0 ? (char *)rep.data : "");
+    if (rep->kind == REP_INIT) {
+      s->init = rep->code == 0 ? MPROC__INIT_READY : MPROC__INIT_FAILED;
+      s->init_code = rep->code;
+      snprintf(s->init_msg, sizeof s->init_msg, "%.199s", rep->code != 0 ? (char *)rep->data : "");
       continue;
     }
     if (s->tail == s->head)
@@ -469,22 +471,22 @@ static int sock_poll_results(struct mproc_pool *p, int i,
     struct mproc__task *t = s->fifo[s->tail++ % SOCK_RING];
     s->since = mproc_now_ms();
     struct mproc__outcome o = {.pid = p->slots[i].pid, .exit_status = -1, .msg = ""};
-    if (rep.code != 0) {
+    if (rep->code != 0) {
       o.code = MPROC_ETASK;
-      o.task_code = rep.code;
-      o.msg = (const char *)rep.data;
-      o.index = t->base_index + rep.index;
+      o.task_code = rep->code;
+      o.msg = (const char *)rep->data;
+      o.index = t->base_index + rep->index;
     } else if (t->kind != MPROC__K_CALL) {
       struct mproc__range in[MPROC_STARMAP_MAX_ARGS], out;
       mproc__task_ranges(t, in, &out);
-      if (rep.len == out.len)
-        memcpy(mproc__arena_at(p, out.off), rep.data, out.len); /* back before done */
+      if (rep->len == out.len)
+        memcpy(mproc__arena_at(p, out.off), rep->data, out.len); /* back before done */
       else
         o.code = MPROC_ECORRUPT, o.msg = "a chunk came back with the wrong size";
-    } else if (rep.len > 0 && (o.res = malloc(rep.len)) != NULL) {
-      memcpy(o.res, rep.data, rep.len);
-      o.res_len = rep.len;
-    } else if (rep.len > 0) {
+    } else if (rep->len > 0 && (o.res = malloc(rep->len)) != NULL) {
+      memcpy(o.res, rep->data, rep->len);
+      o.res_len = rep->len;
+    } else if (rep->len > 0) {
       o.code = MPROC_ENOMEM;
     }
     t->slot = -1;

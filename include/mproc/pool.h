@@ -121,7 +121,8 @@ MPROC_EXTERN int mproc_pool_new(mproc_pool **out, const struct mproc_pool_option
 /* Number of workers (>= 1), or MPROC_EINVAL. */
 MPROC_EXTERN int mproc_pool_workers(const mproc_pool *pool);
 /* Current worker pids into pids[0..n); returns how many were written (a slot
- * being replaced is skipped), or MPROC_EINVAL. */
+ * being replaced, or whose worker is not a local process, is skipped), or
+ * MPROC_EINVAL. */
 MPROC_EXTERN int mproc_pool_worker_pids(mproc_pool *pool, pid_t *pids, size_t n);
 
 /* Per-task options for mproc_pool_submit_ex (NULL or zero: pool defaults). */
