@@ -190,7 +190,10 @@ struct mproc__transport_ops {
   void (*reset_slot)(struct mproc_pool *p, int slot,
                      void (*left)(struct mproc_pool *, struct mproc__task *, bool started));
   /* The manager sleeps: poll(pfd, n, timeout_ms) -- or return 0 at once
-   * when the transport knows results are waiting.  Returns poll's result. */
+   * when the transport knows results are waiting.  Returns poll's result.
+   * The only operation called without the pool mutex (other threads may
+   * collect meanwhile): what it reads of the transport's state it reads
+   * atomically or under p->mu, which it may take. */
   int (*sleep)(struct mproc_pool *p, struct pollfd *pfd, int n, int timeout_ms);
   /* Optional (NULL: nothing to do).  A parent thread starts (+1) or stops
    * (-1) spinning to collect results: a transport may then spare its workers

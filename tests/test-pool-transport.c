@@ -549,14 +549,18 @@ static void sock_reset_slot(struct mproc_pool *p, int i,
 }
 
 /* The remote flavour also watches its sockets: a result, or a worker's end,
- * wakes the manager without any pidfd. */
+ * wakes the manager without any pidfd.  sleep runs without the pool mutex
+ * (helpers collect meanwhile): the sockets are read under it, and only the
+ * manager, now asleep here, closes one. */
 static int sock_sleep(struct mproc_pool *p, struct pollfd *pfd, int n, int timeout_ms) {
   struct sock_state *s = sst(p);
   int m = n;
   memcpy(s->pfd, pfd, (size_t)n * sizeof *pfd);
+  pthread_mutex_lock(&p->mu);
   for (int i = 0; s->remote && i < p->nworkers; i++)
     if (s->slots[i].sock >= 0 && !s->slots[i].ended)
       s->pfd[m++] = (struct pollfd){.fd = s->slots[i].sock, .events = POLLIN};
+  pthread_mutex_unlock(&p->mu);
   int r = poll(s->pfd, (nfds_t)m, timeout_ms);
   for (int k = 0; k < n; k++)
     pfd[k].revents = s->pfd[k].revents;
