@@ -135,6 +135,11 @@ struct mproc__arena_ops {
   void *(*at)(struct mproc_pool *p, uint64_t off);
 };
 
+/* An arena in the parent's own memory (arena_local.c), for a transport that
+ * copies chunks by value: its `arena` may simply point here.  Exported for
+ * sibling libraries, like the registry; not API. */
+MPROC_EXTERN extern const struct mproc__arena_ops mproc__arena_local;
+
 /* How stop() ends work on a slot. */
 enum {
   MPROC__STOP_IDLE = 1, /* the worker exits once it has nothing left to run */

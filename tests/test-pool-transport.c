@@ -14,9 +14,10 @@
  *                       sleep, and ends only the running task on a timeout
  *                       or cancel (a signal the worker turns into a failed
  *                       task), so the worker survives.
- * The arena is a plain allocator of the parent's memory: send_task copies a
- * chunk's inputs out (mproc__task_ranges) and poll_results writes its
- * outputs back before reporting it.
+ * The arena is the core's plain allocator of the parent's memory
+ * (mproc__arena_local): send_task copies a chunk's inputs out
+ * (mproc__task_ranges) and poll_results writes its outputs back before
+ * reporting it.
  * ctest-labels: threads */
 #include "internal.h"
 #include "pool-helpers.h"
@@ -258,9 +259,7 @@ struct sock_slot {
 struct sock_state {
   bool remote;
   struct sock_slot *slots;
-  struct pollfd *pfd; /* sleep: the pool's fds, then the sockets */
-  void **blk;         /* the arena: blocks of the parent's memory */
-  size_t nblk;
+  struct pollfd *pfd;  /* sleep: the pool's fds, then the sockets */
   struct sock_req req; /* the message being sent, under the pool mutex */
   struct sock_rep rep; /* the message being read, under the pool mutex */
 };
@@ -268,48 +267,13 @@ struct sock_state {
 static struct sock_state *sst(struct mproc_pool *p) { return p->tp_state; }
 static struct sock_slot *slot_of(struct mproc_pool *p, int i) { return &sst(p)->slots[i]; }
 
-/* An arena offset names a block (high bits) and a place in it. */
-#define BLK_SHIFT 40
-static int ar_alloc(struct mproc_pool *p, size_t len, uint64_t *off) {
-  struct sock_state *s = sst(p);
-  size_t k = 0;
-  while (k < s->nblk && s->blk[k] != NULL)
-    k++;
-  if (k == s->nblk) {
-    void **b = realloc(s->blk, (s->nblk * 2 + 4) * sizeof *b);
-    if (b == NULL)
-      return MPROC_ENOMEM;
-    memset(b + s->nblk, 0, (s->nblk + 4) * sizeof *b);
-    s->blk = b;
-    s->nblk = s->nblk * 2 + 4;
-  }
-  if ((s->blk[k] = malloc(len > 0 ? len : 1)) == NULL)
-    return MPROC_ENOMEM;
-  *off = (uint64_t)(k + 1) << BLK_SHIFT;
-  return 0;
-}
-static void ar_free(struct mproc_pool *p, uint64_t off, size_t len) {
-  (void)len;
-  size_t k = (size_t)(off >> BLK_SHIFT) - 1;
-  free(sst(p)->blk[k]);
-  sst(p)->blk[k] = NULL;
-}
-static void *ar_at(struct mproc_pool *p, uint64_t off) {
-  return (unsigned char *)sst(p)->blk[(off >> BLK_SHIFT) - 1] +
-         (off & (((uint64_t)1 << BLK_SHIFT) - 1));
-}
-static const struct mproc__arena_ops sock_arena = {.alloc = ar_alloc, .free = ar_free, .at = ar_at};
-
 static void sock_fini(struct mproc_pool *p) {
   struct sock_state *s = sst(p);
   for (int i = 0; s != NULL && s->slots != NULL && i < p->nworkers; i++) {
     mproc__close(s->slots[i].sock);
     mproc__close(s->slots[i].pidfd);
   }
-  for (size_t k = 0; s != NULL && k < s->nblk; k++)
-    free(s->blk[k]);
   if (s != NULL) {
-    free(s->blk);
     free(s->slots);
     free(s->pfd);
   }
@@ -579,7 +543,7 @@ static const struct mproc__transport_ops sock_transport = {
     .stop = sock_stop,
     .reset_slot = sock_reset_slot,
     .sleep = sock_sleep,
-    .arena = &sock_arena,
+    .arena = &mproc__arena_local, /* chunks travel by value */
 };
 
 static struct mproc__transport_ops sock_remote_transport;
@@ -897,6 +861,30 @@ START_TEST(test_close_and_loop) {
 }
 END_TEST
 
+/* The core's arena in parent memory: offsets, never 0, reused once freed;
+ * a size it cannot name is refused. */
+START_TEST(test_local_arena) {
+  mproc_pool *p = sock_pool(1, 0);
+  const struct mproc__arena_ops *a = &mproc__arena_local;
+  pthread_mutex_lock(&p->mu);
+  uint64_t off[6];
+  for (int i = 0; i < 6; i++) {
+    mproc_assert_ok(a->alloc(p, 100, &off[i]));
+    ck_assert_uint_ne(off[i], 0);
+    memset(a->at(p, off[i]), i, 100);
+  }
+  for (int i = 0; i < 6; i++)
+    ck_assert_int_eq(((unsigned char *)a->at(p, off[i] + 99))[0], i);
+  a->free(p, off[2], 100);
+  uint64_t again;
+  mproc_assert_ok(a->alloc(p, 0, &again));
+  ck_assert_uint_eq(again, off[2]);
+  mproc_assert_err(a->alloc(p, (size_t)1 << 41, &again), MPROC_ENOMEM);
+  pthread_mutex_unlock(&p->mu);
+  mproc_assert_ok(mproc_pool_free(p)); /* frees what is left */
+}
+END_TEST
+
 /* Choosing a transport: by the option, by MPROC_TRANSPORT, and every way of
  * getting it wrong. */
 START_TEST(test_registry) {
@@ -908,7 +896,7 @@ START_TEST(test_registry) {
   clash.sleep = NULL; /* a required operation missing */
   mproc_assert_err(mproc__transport_register(&clash), MPROC_EINVAL);
   clash.sleep = sock_transport.sleep;
-  struct mproc__arena_ops half = {.alloc = ar_alloc};
+  struct mproc__arena_ops half = {.alloc = mproc__arena_local.alloc};
   clash.arena = &half; /* an arena without its other operations */
   mproc_assert_err(mproc__transport_register(&clash), MPROC_EINVAL);
   clash.name = "";
@@ -962,6 +950,7 @@ int main(void) {
   Suite *s = suite_create("pool-transport");
   TCase *tc = mproc_test_tcase(s, "transport", 60);
   tcase_add_test(tc, test_registry);
+  tcase_add_test(tc, test_local_arena);
   tcase_add_loop_test(tc, test_results, 0, 2);
   tcase_add_loop_test(tc, test_map_by_value, 0, 2);
   tcase_add_loop_test(tc, test_deaths_timeouts_cancel, 0, 2);
