@@ -142,9 +142,12 @@ MPROC_EXTERN extern const struct mproc__arena_ops mproc__arena_local;
 
 /* How stop() ends work on a slot. */
 enum {
-  MPROC__STOP_IDLE = 1, /* the worker exits once it has nothing left to run */
-  MPROC__STOP_TASK,     /* the task it runs must end now (timeout, cancel) */
-  MPROC__STOP_NOW,      /* the worker must end now, with all it holds */
+  /* The worker exits once it has nothing left to run; its end must then be
+   * seen (pidfd) or reported (poll_results): the pool's manager waits for
+   * every slot's worker to end before it leaves. */
+  MPROC__STOP_IDLE = 1,
+  MPROC__STOP_TASK, /* the task it runs must end now (timeout, cancel) */
+  MPROC__STOP_NOW,  /* the worker must end now, with all it holds */
 };
 
 struct mproc__transport_ops {
