@@ -289,7 +289,7 @@ enum {
 
 struct mproc_map_options {
   unsigned flags;   /* none defined yet: must be 0 */
-  size_t chunksize; /* items per task; 0: n / (4 * workers), at least 1 */
+  size_t chunksize; /* items per task; 0: ceil(n / (4 * workers)) */
   /* MPROC_PROGRESS_*; the environment variable MPROC_PROGRESS=0|1 overrides
    * it (a bar on stderr, redrawn at most 10 times a second; map and
    * starmap count items done inside a running chunk too). */
