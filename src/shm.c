@@ -11,8 +11,11 @@
  *
  *   - every attached process holds LOCK_SH on its own fd for as long as it is
  *     attached;
- *   - closing tries LOCK_EX|LOCK_NB: success proves no one else holds
- *     LOCK_SH, so the closer is the last user and unlinks the name;
+ *   - mproc_shm_free tries LOCK_EX|LOCK_NB: success proves no one else
+ *     holds LOCK_SH, so the closer is the last user and unlinks the name
+ *     (if it still refers to this object).  Only the process that opened
+ *     the handle tries: a forked child shares the opener's description, and
+ *     its lock with it, so it just closes its fd;
  *   - for the case where the last user dies instead, each named block has a
  *     keeper process (keeper.c) blocked in flock(LOCK_EX) on its own open
  *     file description: it gets the lock only when no process is attached
