@@ -10,7 +10,8 @@ token by token so that whitespace and line breaks do not matter.  Attributes
 (`__attribute__((...))`) and MPROC_EXTERN are not part of the prototype.
 check-reference.sh already requires a heading for every function; here a
 heading that names a function without its prototype is an error too, so the
-signature cannot be left out to dodge the check.
+signature cannot be left out to dodge the check, and a heading showing the
+prototype of a function no header declares (removed, or renamed) is stale.
 
 Structures are checked as well: a public `struct mproc_*` that the reference
 documents field by field (the paragraphs naming `struct mproc_x`, with the
@@ -19,8 +20,9 @@ name every field, and a field written with its type (a table cell such as
 "`size_t chunksize`") must carry the header's type.
 
 check-signatures.py --self-test   checks the checker on a made-up tree: a
-drifted parameter name, a drifted return type, a missing prototype, a missing
-field and a field of the wrong type must fail; the corrected tree must pass.
+drifted parameter name, a drifted return type, a missing prototype, a
+heading for a function no header has, a missing field and a field of the
+wrong type must fail; the corrected tree must pass.
 """
 import glob
 import os
@@ -156,7 +158,12 @@ def check_functions(src, funcs, pages):
                 continue
             for span in re.findall(r"`([^`]*)`", line):
                 name = declared_name(span)
-                if name is None or name not in funcs:
+                if name is None:
+                    continue
+                if name not in funcs:
+                    errors.append(
+                        "%s:%d: %s is in no header (removed or renamed?): `%s`" % (page, lineno, name, span)
+                    )
                     continue
                 seen.add(name)
                 want, header = funcs[name]
@@ -307,6 +314,8 @@ def self_test():
             ("a heading without the prototype", PAGE.replace("/ `int mproc_demo_fail(int code, const char *fmt, ...)`",
                                                              "/ `mproc_demo_fail`"),
              "no heading shows the prototype of mproc_demo_fail"),
+            ("a heading for a function the header lacks",
+             PAGE + "### `int mproc_demo_close(int fd)`\n", "mproc_demo_close is in no header"),
             ("a missing field", PAGE.replace("| `cb` | called |\n", ""), "not `cb`"),
             ("a field of the wrong type", PAGE.replace("`size_t chunksize`", "`int chunksize`"),
              "field `chunksize` is `int chunksize`"),
