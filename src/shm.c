@@ -32,6 +32,15 @@
  * any point leaves nothing: before linkat the object has no name; after it,
  * the keeper is already waiting.
  *
+ * Life of a named block:
+ *
+ *   create: unnamed (O_TMPFILE; creator holds LOCK_SH; keeper waiting)
+ *     --linkat--> NAMED, users attached (each holds LOCK_SH on its fd)
+ *       --mproc_shm_unlink--> unnamed early; attached users keep the memory
+ *       --last user frees (its LOCK_EX|LOCK_NB succeeds)--> it unlinks
+ *       --last user dies--> the keeper's LOCK_EX succeeds, it unlinks
+ *     --> the memory goes with the last fd and mapping (keeper exits)
+ *
  * The first page of a named object is a header (magic, version, user size):
  * attach rejects objects not made this way (MPROC_ECORRUPT), or owned by
  * another user (-EACCES).  The user's bytes start on the second page. */
