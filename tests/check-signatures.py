@@ -14,8 +14,9 @@ signature cannot be left out to dodge the check, and a heading showing the
 prototype of a function no header declares (removed, or renamed) is stale.
 
 Structures are checked as well: a public `struct mproc_*` that the reference
-documents field by field (the paragraphs naming `struct mproc_x`, with the
-table right after them, name at least half of its fields in backquotes) must
+documents field by field (the paragraphs naming `mproc_x`, with or without
+`struct`, with the table right after them, and the sections under headings
+naming it, together name at least half of its fields in backquotes) must
 name every field, and a field written with its type (a table cell such as
 "`size_t chunksize`") must carry the header's type.
 
@@ -184,8 +185,10 @@ def check_functions(src, funcs, pages):
 def blocks(text, sname):
     """The text that may list the fields of struct sname: each paragraph
     naming it (with a table that follows it directly), and the whole
-    section under a heading that names it (a function filling the struct)."""
-    pattern = re.compile(r"\bstruct\s+%s\b" % sname)
+    section under a heading that names it (a function filling the struct).
+    A bare name counts too (typedef'd option structs), but not a call of
+    a function of the same name (mproc_pool_stats)."""
+    pattern = re.compile(r"(?<![A-Za-z0-9_])%s(?![A-Za-z0-9_(])" % sname)
     out = []
     for section in re.split(r"\n(?=#{2,4} )", text):
         heading, _, body = section.partition("\n")
