@@ -320,6 +320,9 @@ def self_test():
             ("a heading for a function the header lacks",
              PAGE + "### `int mproc_demo_close(int fd)`\n", "mproc_demo_close is in no header"),
             ("a missing field", PAGE.replace("| `cb` | called |\n", ""), "not `cb`"),
+            ("a missing field of a struct named by its typedef",
+             PAGE.replace("`struct mproc_demo_options`:", "`mproc_demo_options`:").replace("| `cb` | called |\n", ""),
+             "not `cb`"),
             ("a field of the wrong type", PAGE.replace("`size_t chunksize`", "`int chunksize`"),
              "field `chunksize` is `int chunksize`"),
         ]
