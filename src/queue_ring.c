@@ -173,16 +173,23 @@ static int try_put(struct mproc_queue *q, const void *buf, size_t len, uint32_t 
   struct mproc__qhdr *h = q->h;
   uint64_t size = mproc__q_rec_size(kind, len);
   uint64_t tail = atomic_load_explicit(&h->tail, memory_order_relaxed);
-  /* Acquire: consumers are done with the bytes below release. */
-  uint64_t rel = atomic_load_explicit(&h->release, memory_order_acquire);
+  /* Acquire: consumers are done with the bytes below release.  The copy
+   * this process read last will do while it shows room. */
+  uint64_t rel = atomic_load_explicit(&q->seen_release, memory_order_acquire);
+  if (tail - rel > q->cap || q->cap - (tail - rel) < size) {
+    rel = atomic_load_explicit(&h->release, memory_order_acquire);
+    atomic_store_explicit(&q->seen_release, rel, memory_order_release);
+  }
   uint64_t nput = atomic_load_explicit(&h->nput, memory_order_relaxed);
-  uint64_t count = nput - atomic_load_explicit(&h->nget, memory_order_acquire);
   if (atomic_load_explicit(&h->nconsumers, memory_order_relaxed) == 0 &&
       (atomic_load_explicit(&h->ever_roles, memory_order_relaxed) & MPROC_QUEUE_CONSUMER))
     return MPROC_ECLOSED; /* consumers came and all left */
   if (tail - rel > q->cap)
     return MPROC_ECORRUPT; /* writing there would overwrite live records */
-  if ((h->maxsize != 0 && count >= h->maxsize) || q->cap - (tail - rel) < size)
+  /* nget is the consumers' word: read only when a count bound needs it. */
+  if ((h->maxsize != 0 &&
+       nput - atomic_load_explicit(&h->nget, memory_order_acquire) >= h->maxsize) ||
+      q->cap - (tail - rel) < size)
     return MPROC_EFULL;
   struct mproc__qrec *r = mproc__q_rec_at(q, tail);
   r->owner = (uint32_t)q->part;
@@ -270,10 +277,13 @@ static int put_impl(struct mproc_queue *q, const void *buf, size_t len, int64_t 
     if (err != 0)
       break;
     err = try_put(q, buf, len, kind, &r);
-    pthread_mutex_unlock(&h->plock);
+    if (err == 0 && r == NULL) {
+      mproc__q_unlock_wake(&h->plock, &h->get_seq, &h->nget_wait, &h->get_pending);
+      break;
+    }
+    mproc__tidlock_unlock(&h->plock);
     if (err == 0) {
-      if (r != NULL)
-        err = fill_record(q, r, buf, len);
+      err = fill_record(q, r, buf, len);
       mproc__q_wake(&h->get_seq, &h->nget_wait, &h->get_pending);
       break;
     }
@@ -330,7 +340,13 @@ struct getbuf {
 static int try_get(struct mproc_queue *q, struct getbuf *g, size_t *len, struct mproc__qrec **rec) {
   struct mproc__qhdr *h = q->h;
   uint64_t head = atomic_load_explicit(&h->head, memory_order_relaxed);
-  uint64_t tail = atomic_load_explicit(&h->tail, memory_order_acquire);
+  /* The copy of tail this process read last will do while records remain
+   * below it; else (empty, or another consumer went past it) re-read. */
+  uint64_t tail = atomic_load_explicit(&q->seen_tail, memory_order_acquire);
+  if (tail - head - 1 >= q->cap) {
+    tail = atomic_load_explicit(&h->tail, memory_order_acquire);
+    atomic_store_explicit(&q->seen_tail, tail, memory_order_release);
+  }
   /* Everything read from shared memory is checked before it is used: the
    * positions against the ring, each record's kind, length and spill name
    * (mproc__q_rec_check).  A corrupt queue is reported, never trusted. */
@@ -417,7 +433,7 @@ static int drain_record(struct mproc_queue *q, struct mproc__qrec *r, void *dst,
   if (e2 == 0) {
     atomic_store_explicit(&r->state, MPROC__QR_DONE, memory_order_release);
     mproc__q_advance_release(q);
-    pthread_mutex_unlock(&q->h->clock);
+    mproc__tidlock_unlock(&q->h->clock);
   }
   return err != 0 ? err : e2;
 }
@@ -443,12 +459,16 @@ static int get_impl(struct mproc_queue *q, struct getbuf *g, size_t *len, int64_
     if (err != 0)
       break;
     err = try_get(q, g, &need, &r);
-    pthread_mutex_unlock(&h->clock);
+    if (err == 0 && r == NULL) {
+      *len = need;
+      mproc__q_unlock_wake(&h->clock, &h->put_seq, &h->nput_wait, &h->put_pending);
+      break;
+    }
+    mproc__tidlock_unlock(&h->clock);
     if (err == MPROC_EAGAIN)
       continue;
     if (err == 0) {
-      if (r != NULL)
-        err = drain_record(q, r, g->buf, need);
+      err = drain_record(q, r, g->buf, need);
       if (err == 0)
         *len = need;
       mproc__q_wake(&h->put_seq, &h->nput_wait, &h->put_pending);

@@ -1,0 +1,42 @@
+/* A lock word that names its owner thread (src/tidlock.c). */
+#ifndef MPROC_TIDLOCK_H
+#define MPROC_TIDLOCK_H
+
+#include "internal.h"
+
+#include <stdatomic.h>
+
+/* Zero-initialised storage is a free lock. */
+typedef struct mproc__tidlock {
+  /* 0 when free, else the owner's kernel tid in the low 32 bits and the
+   * owner thread's birth token in the high 32 bits. */
+  _Atomic uint64_t word;
+  _Atomic uint32_t sleepers; /* waiters asleep (or about to be) on the word */
+  uint32_t pad;
+} mproc__tidlock;
+
+/* Acquires with an absolute mproc_now_ms() deadline (-1 forever; passed:
+ * try once).  Returns 0, MPROC_EOWNERDEAD (held now; the previous owner
+ * died holding it), MPROC_ETIMEDOUT, or -errno. */
+int mproc__tidlock_lock(mproc__tidlock *w, int64_t deadline_ms);
+/* One attempt: 0, MPROC_EOWNERDEAD (held now) or MPROC_EBUSY. */
+int mproc__tidlock_trylock(mproc__tidlock *w);
+/* Releases (the caller holds it): a store, a full fence, and a wake-up
+ * system call only when a waiter went to sleep. */
+void mproc__tidlock_unlock(mproc__tidlock *w);
+/* The same in two steps, for a caller that has a full fence of its own to
+ * make right after releasing (the queue's wake-up check): _release stores
+ * the free word; after an atomic_thread_fence(memory_order_seq_cst),
+ * _wake wakes a sleeper if there is one.  _wake must not be skipped. */
+static inline void mproc__tidlock_release(mproc__tidlock *w) {
+  atomic_store_explicit(&w->word, 0, memory_order_release);
+}
+void mproc__tidlock_wake_slow(mproc__tidlock *w);
+static inline void mproc__tidlock_wake(mproc__tidlock *w) {
+  if (MPROC__UNLIKELY(atomic_load_explicit(&w->sleepers, memory_order_relaxed) != 0))
+    mproc__tidlock_wake_slow(w);
+}
+/* Whether the calling thread holds it. */
+bool mproc__tidlock_mine(const mproc__tidlock *w);
+
+#endif /* MPROC_TIDLOCK_H */
