@@ -95,8 +95,12 @@ void mproc__q_unlock(struct mproc_queue *q) {
 static void wake_fenced(_Atomic uint32_t *seq, _Atomic uint32_t *nwait, _Atomic uint32_t *pending) {
   if (atomic_load_explicit(nwait, memory_order_relaxed) == 0)
     return;
-  if (pending != NULL && atomic_exchange(pending, 1) != 0)
-    return; /* already woken, and nobody went to sleep since */
+  /* Already woken, and nobody went to sleep since?  A plain load first:
+   * while a sleeper stays counted, every put would otherwise pull its line
+   * over with a locked exchange. */
+  if (pending != NULL && (atomic_load_explicit(pending, memory_order_relaxed) != 0 ||
+                          atomic_exchange(pending, 1) != 0))
+    return;
   atomic_fetch_add(seq, 1);
   mproc__futex_wake(seq, INT_MAX, true);
 }
