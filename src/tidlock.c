@@ -4,11 +4,11 @@
  * Design notes.  A glibc robust mutex costs about four plain ones on the
  * uncontended path: it links itself into the thread's robust list under a
  * "pending" marker on every lock and unlock, so that the kernel can mark it
- * when the owner dies.  This lock is one compare-and-swap in and one store
- * plus a fence out (the queue shares that fence with its own wake-up
- * check), and finds a dead owner itself instead:
+ * when the owner dies.  This lock is one compare-and-swap in and one
+ * exchange out (or a store and a fence, for the queue, which shares that
+ * fence with its own wake-up check), and finds a dead owner itself instead:
  *
- *   free (0) --CAS--> held by (tid, token) --store 0, fence--> free
+ *   free (0) --CAS--> held by (tid, token) --exchange 0--> free
  *   held by a dead thread --a waiter's CAS--> held by the waiter
  *                                              (returns MPROC_EOWNERDEAD)
  *
@@ -33,11 +33,11 @@
  * (seq_cst), then looks at the word and sleeps on its low half (the tid,
  * which changes whenever the owner does; the futex is 32 bits and the
  * 64-bit ABIs mproc builds for are little-endian, checked below).  Unlock
- * stores 0, fences, and makes the wake system call only when `sleepers` is
- * nonzero: a Dekker pair, so either the unlocker sees the sleeper or the
- * sleeper sees the free word (and the futex re-checks the value in the
- * kernel).  The token of the calling thread is read from /proc once per
- * thread and cached (reset in a forked child, whose thread is a new one). */
+ * exchanges the word for 0 (or stores 0 and fences) and makes the wake
+ * system call only when `sleepers` is nonzero: a Dekker pair, so either the unlocker sees the
+ * sleeper or the sleeper sees the free word (and the futex re-checks the value in the kernel).  The
+ * token of the calling thread is read from /proc once per thread and cached (reset in a forked
+ * child, whose thread is a new one). */
 #include "tidlock.h"
 #include "futex.h"
 #include "sync.h" /* mproc__gettid */
@@ -58,27 +58,29 @@
 
 /* ---- who we are ----------------------------------------------------------- */
 
-static _Thread_local uint64_t self_word; /* 0: not computed in this thread yet */
+/* Initial-exec: one %fs-relative load on every lock, not a __tls_get_addr
+ * call; eight bytes of the static TLS surplus when the library is dlopened. */
+_Thread_local uint64_t mproc__tidlock_me __attribute__((tls_model("initial-exec")));
 static pthread_once_t self_once = PTHREAD_ONCE_INIT;
 
-static void self_after_fork(void) { self_word = 0; }
+static void self_after_fork(void) { mproc__tidlock_me = 0; }
 static void self_register(void) { pthread_atfork(NULL, NULL, self_after_fork); }
 
 static uint32_t token_of(uint64_t start_time) {
   return (uint32_t)start_time | 1u; /* nonzero: a valid word is never 0 */
 }
 
-static uint64_t self(void) {
-  if (MPROC__LIKELY(self_word != 0))
-    return self_word;
+uint64_t mproc__tidlock_self(void) {
+  if (mproc__tidlock_me != 0)
+    return mproc__tidlock_me;
   pthread_once(&self_once, self_register);
   pid_t tid = mproc__gettid();
   struct mproc__pstat ps;
   /* Without /proc the token is a constant: waiters cannot read ours either,
    * and then take us for alive. */
   uint32_t token = mproc__proc_stat(NULL, tid, &ps) == 0 ? token_of(ps.start_time) : 1u;
-  self_word = (uint64_t)token << 32 | ((uint64_t)tid & TID_MASK);
-  return self_word;
+  mproc__tidlock_me = (uint64_t)token << 32 | ((uint64_t)tid & TID_MASK);
+  return mproc__tidlock_me;
 }
 
 /* Whether the owner named by `word` is certainly gone. */
@@ -106,9 +108,9 @@ static bool cas(mproc__tidlock *w, uint64_t *expect, uint64_t want) {
 
 int mproc__tidlock_trylock(mproc__tidlock *w) {
   uint64_t cur = 0;
-  if (MPROC__LIKELY(cas(w, &cur, self())))
+  if (MPROC__LIKELY(cas(w, &cur, mproc__tidlock_self())))
     return 0;
-  if (owner_dead(cur) && cas(w, &cur, self()))
+  if (owner_dead(cur) && cas(w, &cur, mproc__tidlock_self()))
     return MPROC_EOWNERDEAD;
   return MPROC_EBUSY;
 }
@@ -131,8 +133,13 @@ static int lock_sleeping(mproc__tidlock *w, uint64_t me, int64_t deadline_ms) {
       continue;
     }
     int64_t now = mproc_now_ms();
-    if (deadline_ms >= 0 && now >= deadline_ms)
+    if (deadline_ms >= 0 && now >= deadline_ms) {
+      /* A last look at the owner: a deadline shorter than a slice (a poll)
+       * still finds a dead one. */
+      if (cur != judged && owner_dead(cur) && cas(w, &cur, me))
+        return MPROC_EOWNERDEAD;
       return MPROC_ETIMEDOUT;
+    }
     int64_t until = deadline_ms >= 0 && deadline_ms < now + SLICE_MS ? deadline_ms : now + SLICE_MS;
     /* The low half holds the tid: it changes whenever the owner does. */
     int r = mproc__futex_wait(futex_half(w), (uint32_t)cur, until, true);
@@ -143,10 +150,8 @@ static int lock_sleeping(mproc__tidlock *w, uint64_t me, int64_t deadline_ms) {
   }
 }
 
-int mproc__tidlock_lock(mproc__tidlock *w, int64_t deadline_ms) {
-  uint64_t me = self(), cur = 0;
-  if (MPROC__LIKELY(cas(w, &cur, me)))
-    return 0;
+int mproc__tidlock_lock_slow(mproc__tidlock *w, int64_t deadline_ms) {
+  uint64_t me = mproc__tidlock_self(), cur = 0;
   for (int i = 0; i < SPINS; i++) {
     mproc__cpu_relax();
     cur = atomic_load_explicit(&w->word, memory_order_relaxed);
@@ -160,15 +165,3 @@ int mproc__tidlock_lock(mproc__tidlock *w, int64_t deadline_ms) {
 }
 
 void mproc__tidlock_wake_slow(mproc__tidlock *w) { mproc__futex_wake(futex_half(w), 1, true); }
-
-void mproc__tidlock_unlock(mproc__tidlock *w) {
-  mproc__tidlock_release(w);
-  /* Pairs with a sleeper's count before its last look at the word. */
-  atomic_thread_fence(memory_order_seq_cst);
-  mproc__tidlock_wake(w);
-}
-
-bool mproc__tidlock_mine(const mproc__tidlock *w) {
-  uint64_t cur = atomic_load_explicit(&w->word, memory_order_relaxed);
-  return cur != 0 && cur == self();
-}
