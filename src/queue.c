@@ -129,7 +129,10 @@ void mproc__q_advance_release(struct mproc_queue *q) {
   while (rel < head) {
     struct mproc__qrec *r = mproc__q_rec_at(q, rel);
     uint32_t st = atomic_load_explicit(&r->state, memory_order_acquire);
-    if (st != MPROC__QR_DONE && st != MPROC__QR_DEAD)
+    /* Below head, COMMITTED is a small record a consumer copied out under
+     * clock (which we hold): taken, like DONE.  A large one is claimed
+     * before head passes it, so it is CLAIMED until copied out. */
+    if (st != MPROC__QR_DONE && st != MPROC__QR_DEAD && st != MPROC__QR_COMMITTED)
       break;
     uint64_t size = mproc__q_rec_check(q, r, head - rel);
     if (size == 0)

@@ -16,7 +16,9 @@ enum {
   MPROC__QR_RESERVED = 1,  /* space taken by a producer still copying in */
   MPROC__QR_COMMITTED = 2, /* complete, waiting for a consumer */
   MPROC__QR_CLAIMED = 3,   /* taken by a consumer still copying out */
-  MPROC__QR_DONE = 4,      /* consumed: space can be released */
+  MPROC__QR_DONE = 4,      /* consumed: space can be released (a small record
+                              copied out under the lock stays COMMITTED:
+                              below head that means consumed too) */
   MPROC__QR_DEAD = 5,      /* its producer or consumer died: skipped, lost */
 };
 /* Record kinds. */
@@ -174,7 +176,8 @@ void mproc__q_track(struct mproc_queue *q);
 void mproc__q_untrack(struct mproc_queue *q);
 /* Releases what a DEAD/abandoned record holds (unlinks a spill object). */
 void mproc__q_drop_record(struct mproc_queue *q, struct mproc__qrec *r);
-/* Advances release over DONE and DEAD records.  Caller holds the lock. */
+/* Advances release over DONE, DEAD and (below head) COMMITTED records.
+ * Caller holds the lock. */
 void mproc__q_advance_release(struct mproc_queue *q);
 /* Size in the ring of a record. */
 uint64_t mproc__q_rec_size(uint32_t kind, uint64_t len);

@@ -7,8 +7,10 @@
  * queued.  A record's state walks
  *     RESERVED -> COMMITTED -> CLAIMED -> DONE      (or -> DEAD)
  * A message of at most 1 KiB is copied in and out while holding the side's
- * lock: it goes straight to COMMITTED on put and to DONE on get, so a small
- * message costs one lock round trip per side.  A larger one is RESERVED
+ * lock: it goes straight to COMMITTED on put and stays so on get (below
+ * head, a COMMITTED record was copied out under the lock: the consumer never
+ * writes to the ring), so a small message costs one lock round trip per
+ * side.  A larger one is RESERVED
  * under plock, copied outside it, then COMMITTED with a release store (no
  * lock); a consumer likewise CLAIMs it under clock, copies it out, and
  * takes clock again only to mark it DONE and release space.  The number
@@ -394,9 +396,12 @@ static int try_get(struct mproc_queue *q, struct getbuf *g, size_t *len, struct 
     return MPROC_ETOOSMALL;
   bool now = kind == MPROC__QK_INLINE && rlen <= LOCKED_COPY_MAX;
   if (now) {
+    /* Copied out under the lock: the record stays COMMITTED, and head
+     * moving past it is what says it was taken (see queue.c,
+     * mproc__q_advance_release).  Not writing it keeps the consumer off
+     * the ring's cache lines, which the producer is writing next to. */
     if (rlen > 0)
       memcpy(g->buf, r + 1, (size_t)rlen);
-    atomic_store_explicit(&r->state, MPROC__QR_DONE, memory_order_relaxed);
   } else {
     r->owner = (uint32_t)q->part;
     atomic_store_explicit(&r->state, MPROC__QR_CLAIMED, memory_order_relaxed);

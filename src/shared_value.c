@@ -233,8 +233,9 @@ static int copy_elems(mproc_value *v, size_t index, size_t n, void *out, const v
     return r;
   char *at = data_of(v) + index * v->elsize;
   size_t len = n * v->elsize;
-  return out != NULL ? locked_copy(v, out, at, len, timeout_ms)
-                     : locked_copy(v, at, in, len, timeout_ms);
+  if (out != NULL)
+    return locked_copy(v, out, at, len, timeout_ms);
+  return in != NULL ? locked_copy(v, at, in, len, timeout_ms) : MPROC_EINVAL; /* checked above */
 }
 
 MPROC_EXTERN int mproc_value_get(mproc_value *v, size_t index, size_t n, void *out,
