@@ -114,8 +114,9 @@ void mproc__q_wake(_Atomic uint32_t *seq, _Atomic uint32_t *nwait, _Atomic uint3
 void mproc__q_unlock_wake(mproc__tidlock *m, _Atomic uint32_t *seq, _Atomic uint32_t *nwait,
                           _Atomic uint32_t *pending) {
   mproc__tidlock_release(m);
-  /* One fence for two Dekker pairs: the lock's sleepers and the queue's. */
-  atomic_thread_fence(memory_order_seq_cst);
+  /* One fence for two Dekker pairs, the lock's sleepers and the queue's,
+   * and a light one: sleepers make the heavy fence (futex.h). */
+  mproc__fence_light();
   mproc__tidlock_wake(m);
   wake_fenced(seq, nwait, pending);
 }

@@ -53,9 +53,11 @@
  *    high while a get finishes, or after a consumer died between the two
  *    stores: bounded queues then count one message too many).
  *  - wake-ups are a Dekker pair: the sleeper increments its wait count
- *    (seq_cst) before re-checking under the lock and sleeps on the sequence
- *    word it read before the re-check; the waker publishes, then issues a
- *    seq_cst fence before reading the count (mproc__q_wake).  Either the
+ *    (seq_cst) and makes the heavy fence of futex.h before re-checking
+ *    under the lock, and sleeps on the sequence word it read before the
+ *    re-check; the waker publishes, then makes the light fence (with
+ *    membarrier, a compiler barrier: a put or get makes no fence at all)
+ *    before reading the count (mproc__q_unlock_wake, mproc__q_wake).  Either the
  *    waker sees the sleeper counted, or the sleeper's re-check sees the
  *    publication; a bump of the sequence word in between makes the futex
  *    wait return at once. */
@@ -305,7 +307,8 @@ static int put_impl(struct mproc_queue *q, const void *buf, size_t len, int64_t 
       atomic_fetch_add(&h->nput_wait, 1);
       atomic_store(&h->put_pending, 0); /* the next waker must wake us */
       seen = atomic_load(&h->put_seq);
-      continue; /* re-check after announcing ourselves */
+      mproc__fence_heavy(); /* the wakers' side of the pair is light */
+      continue;             /* re-check after announcing ourselves */
     }
     err = sleep_on(q, &h->put_seq, seen, deadline);
     /* Uncount at once: while we retry, puts need not wake us. */
@@ -509,6 +512,7 @@ static int get_impl(struct mproc_queue *q, struct getbuf *g, size_t *len, int64_
       atomic_fetch_add(&h->nget_wait, 1);
       atomic_store(&h->get_pending, 0); /* the next waker must wake us */
       seen = atomic_load(&h->get_seq);
+      mproc__fence_heavy(); /* the wakers' side of the pair is light */
       continue;
     }
     err = sleep_on(q, &h->get_seq, seen, deadline);

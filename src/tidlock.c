@@ -30,14 +30,17 @@
  * sharing across pid namespaces is unsupported.
  *
  * Sleeping: after a bounded spin a waiter counts itself in `sleepers`
- * (seq_cst), then looks at the word and sleeps on its low half (the tid,
- * which changes whenever the owner does; the futex is 32 bits and the
- * 64-bit ABIs mproc builds for are little-endian, checked below).  Unlock
- * exchanges the word for 0 (or stores 0 and fences) and makes the wake
- * system call only when `sleepers` is nonzero: a Dekker pair, so either the unlocker sees the
- * sleeper or the sleeper sees the free word (and the futex re-checks the value in the kernel).  The
- * token of the calling thread is read from /proc once per thread and cached (reset in a forked
- * child, whose thread is a new one). */
+ * (seq_cst), makes the heavy fence of futex.h, then looks at the word and
+ * sleeps on its low half (the tid, which changes whenever the owner does;
+ * the futex is 32 bits and the 64-bit ABIs mproc builds for are
+ * little-endian, checked below).  Unlock frees the word, makes the light
+ * fence (a compiler barrier once membarrier is registered, else the
+ * exchange that frees the word is the fence) and makes the wake system call
+ * only when `sleepers` is nonzero: a Dekker pair, so either the unlocker
+ * sees the sleeper or the sleeper sees the free word (and the futex
+ * re-checks the value in the kernel).  The token of the calling thread is
+ * read from /proc once per thread and cached (reset in a forked child,
+ * whose thread is a new one). */
 #include "tidlock.h"
 #include "futex.h"
 #include "sync.h" /* mproc__gettid */
@@ -159,6 +162,7 @@ int mproc__tidlock_lock_slow(mproc__tidlock *w, int64_t deadline_ms) {
       return 0;
   }
   atomic_fetch_add(&w->sleepers, 1);
+  mproc__fence_heavy(); /* the unlocker's side of the pair is light */
   int r = lock_sleeping(w, me, deadline_ms);
   atomic_fetch_sub(&w->sleepers, 1);
   return r;

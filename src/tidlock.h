@@ -2,6 +2,7 @@
 #ifndef MPROC_TIDLOCK_H
 #define MPROC_TIDLOCK_H
 
+#include "futex.h"
 #include "internal.h"
 
 #include <stdatomic.h>
@@ -38,20 +39,25 @@ static inline int mproc__tidlock_lock(mproc__tidlock *w, int64_t deadline_ms) {
 }
 /* One attempt: 0, MPROC_EOWNERDEAD (held now) or MPROC_EBUSY. */
 int mproc__tidlock_trylock(mproc__tidlock *w);
-/* Releases (the caller holds it): a sequentially consistent exchange, then
- * a sequentially consistent load of the sleepers' count (the pair a
- * sleeper's count and last look at the word match), and a wake-up system
- * call only when a waiter went to sleep. */
+/* Releases (the caller holds it), then looks at the sleepers' count: a
+ * store and a compiler barrier where membarrier pays for the fence on the
+ * sleepers' side (futex.h), else a sequentially consistent exchange (a
+ * full barrier); a wake-up system call only when a waiter went to sleep. */
 void mproc__tidlock_wake_slow(mproc__tidlock *w);
 static inline void mproc__tidlock_unlock(mproc__tidlock *w) {
-  atomic_exchange(&w->word, 0);
+  if (mproc__fence_asym()) {
+    atomic_store_explicit(&w->word, 0, memory_order_release);
+    atomic_signal_fence(memory_order_seq_cst);
+  } else {
+    atomic_exchange(&w->word, 0);
+  }
   if (MPROC__UNLIKELY(atomic_load(&w->sleepers) != 0))
     mproc__tidlock_wake_slow(w);
 }
-/* The same in two steps, for a caller that has a full fence of its own to
- * make right after releasing (the queue's wake-up check): _release stores
- * the free word; after an atomic_thread_fence(memory_order_seq_cst),
- * _wake wakes a sleeper if there is one.  _wake must not be skipped. */
+/* The same in two steps, for a caller that has a fence of its own to make
+ * right after releasing (the queue's wake-up check): _release stores the
+ * free word; after mproc__fence_light(), _wake wakes a sleeper if there is
+ * one.  _wake must not be skipped. */
 static inline void mproc__tidlock_release(mproc__tidlock *w) {
   atomic_store_explicit(&w->word, 0, memory_order_release);
 }

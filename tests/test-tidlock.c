@@ -124,7 +124,21 @@ static int count_up_child(void *arg) {
   return 0;
 }
 
-START_TEST(test_threads_and_processes_exclude_each_other) {
+/* The same with this process on full fences (as where membarrier is
+ * refused) while its forked child registers for membarrier: both sides of
+ * every wake-up pair stay ordered. */
+static void exclusion_rounds(void);
+
+START_TEST(test_threads_and_processes_exclude_each_other) { exclusion_rounds(); }
+END_TEST
+
+START_TEST(test_exclusion_with_full_fences_here) {
+  atomic_store(&mproc__fence_mode, 1);
+  exclusion_rounds();
+}
+END_TEST
+
+static void exclusion_rounds(void) {
   struct counter *c =
       mmap(NULL, sizeof *c, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
   ck_assert_ptr_ne(c, MAP_FAILED);
@@ -141,7 +155,6 @@ START_TEST(test_threads_and_processes_exclude_each_other) {
   ck_assert_uint_eq(atomic_load(&c->l.sleepers), 0);
   ck_assert_int_eq(munmap(c, sizeof *c), 0);
 }
-END_TEST
 
 /* ---- dead owners -------------------------------------------------------- */
 
@@ -236,6 +249,7 @@ int main(void) {
   tcase_add_test(tc, test_uncontended);
   tcase_add_test(tc, test_live_owner_times_out_then_hands_over);
   tcase_add_test(tc, test_threads_and_processes_exclude_each_other);
+  tcase_add_test(tc, test_exclusion_with_full_fences_here);
   tcase_add_test(tc, test_thread_exits_holding);
   tcase_add_test(tc, test_process_killed_holding);
   tcase_add_test(tc, test_recycled_tid_is_not_the_owner);
