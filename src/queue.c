@@ -60,12 +60,7 @@ uint64_t mproc__q_rec_size(uint32_t kind, uint64_t len) {
 
 /* ---- lock and repair ---------------------------------------------------- */
 
-int mproc__q_lock1(struct mproc_queue *q, mproc__tidlock *m) {
-  /* Critical sections are a few dozen nanoseconds: tidlock.c spins a little
-   * before it sleeps. */
-  int r = mproc__tidlock_lock(m, -1);
-  if (MPROC__LIKELY(r == 0))
-    return 0;
+int mproc__q_lock1_slow(struct mproc_queue *q, int r) {
   if (r == MPROC_EOWNERDEAD) {
     /* Every critical section ends with its publishing store (tail, head),
      * so the records are consistent whatever instruction the owner died
@@ -91,10 +86,7 @@ void mproc__q_unlock(struct mproc_queue *q) {
   mproc__tidlock_unlock(&q->h->plock);
 }
 
-/* mproc__q_wake after its fence. */
-static void wake_fenced(_Atomic uint32_t *seq, _Atomic uint32_t *nwait, _Atomic uint32_t *pending) {
-  if (atomic_load_explicit(nwait, memory_order_relaxed) == 0)
-    return;
+void mproc__q_wake_counted(_Atomic uint32_t *seq, _Atomic uint32_t *pending) {
   /* Already woken, and nobody went to sleep since?  A plain load first:
    * while a sleeper stays counted, every put would otherwise pull its line
    * over with a locked exchange. */
@@ -108,17 +100,8 @@ static void wake_fenced(_Atomic uint32_t *seq, _Atomic uint32_t *nwait, _Atomic 
 void mproc__q_wake(_Atomic uint32_t *seq, _Atomic uint32_t *nwait, _Atomic uint32_t *pending) {
   /* Pairs with the sleeper's increment of nwait before its re-check. */
   atomic_thread_fence(memory_order_seq_cst);
-  wake_fenced(seq, nwait, pending);
-}
-
-void mproc__q_unlock_wake(mproc__tidlock *m, _Atomic uint32_t *seq, _Atomic uint32_t *nwait,
-                          _Atomic uint32_t *pending) {
-  mproc__tidlock_release(m);
-  /* One fence for two Dekker pairs, the lock's sleepers and the queue's,
-   * and a light one: sleepers make the heavy fence (futex.h). */
-  mproc__fence_light();
-  mproc__tidlock_wake(m);
-  wake_fenced(seq, nwait, pending);
+  if (atomic_load_explicit(nwait, memory_order_relaxed) != 0)
+    mproc__q_wake_counted(seq, pending);
 }
 
 void mproc__q_advance_release(struct mproc_queue *q) {

@@ -127,18 +127,31 @@ struct mproc_queue {
 int mproc__q_lock(struct mproc_queue *q);
 void mproc__q_unlock(struct mproc_queue *q);
 /* One side's lock, with owner-death accounting.  Returns 0 or
- * MPROC_EBROKEN. */
-int mproc__q_lock1(struct mproc_queue *q, mproc__tidlock *m);
+ * MPROC_EBROKEN.  Inline: one compare-and-swap when uncontended. */
+int mproc__q_lock1_slow(struct mproc_queue *q, int r);
+static inline int mproc__q_lock1(struct mproc_queue *q, mproc__tidlock *m) {
+  int r = mproc__tidlock_lock(m, -1);
+  return MPROC__LIKELY(r == 0) ? 0 : mproc__q_lock1_slow(q, r);
+}
 /* Wakes every sleeper on a sequence word if its waiter count is nonzero.
  * With `pending` (cleared by each new sleeper before its last re-check),
  * only the first waker after a sleeper went to sleep makes the system call:
  * a producer running while its consumer is descheduled does not pay one
  * per message.  NULL: always wake (close, death, join). */
 void mproc__q_wake(_Atomic uint32_t *seq, _Atomic uint32_t *nwait, _Atomic uint32_t *pending);
+/* mproc__q_wake after its fence, once the count was seen nonzero. */
+void mproc__q_wake_counted(_Atomic uint32_t *seq, _Atomic uint32_t *pending);
 /* Releases one side's lock m, then mproc__q_wake: the hot path's one fence
- * serves both the lock's sleepers and the queue's. */
-void mproc__q_unlock_wake(mproc__tidlock *m, _Atomic uint32_t *seq, _Atomic uint32_t *nwait,
-                          _Atomic uint32_t *pending);
+ * serves both the lock's sleepers and the queue's, and is light (futex.h).
+ * Inline: a store, a compiler barrier and two loads when nobody sleeps. */
+static inline void mproc__q_unlock_wake(mproc__tidlock *m, _Atomic uint32_t *seq,
+                                        _Atomic uint32_t *nwait, _Atomic uint32_t *pending) {
+  mproc__tidlock_release(m);
+  mproc__fence_light();
+  mproc__tidlock_wake(m);
+  if (MPROC__UNLIKELY(atomic_load_explicit(nwait, memory_order_relaxed) != 0))
+    mproc__q_wake_counted(seq, pending);
+}
 
 /* Maps header + ring, and the ring a second time right after itself, with
  * `prot`; sets q->h, q->ring, q->map_len, q->cap. */

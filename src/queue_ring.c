@@ -137,6 +137,21 @@ static int spill_read(const char *name, void *dst, size_t len) {
   return err;
 }
 
+/* memcpy for the payloads copied under a lock: most are a few words, which
+ * a call to the library's memcpy costs more than moving. */
+static inline void copy_small(void *dst, const void *src, size_t len) {
+  if (len > 32) {
+    memcpy(dst, src, len);
+    return;
+  }
+  char *d = dst;
+  const char *p = src;
+  for (; len >= 8; len -= 8, d += 8, p += 8)
+    memcpy(d, p, 8); /* constant size: one load and one store */
+  for (; len > 0; len--)
+    *d++ = *p++;
+}
+
 /* ---- waiting ------------------------------------------------------------ */
 
 /* Sleeps until *seq moves past `seen`, the deadline, or the sweep period.
@@ -201,8 +216,8 @@ static int try_put(struct mproc_queue *q, const void *buf, size_t len, uint32_t 
   r->kind = kind;
   r->pad = 0;
   bool now = kind == MPROC__QK_INLINE && len <= LOCKED_COPY_MAX;
-  if (now && len > 0)
-    memcpy(r + 1, buf, len);
+  if (now)
+    copy_small(r + 1, buf, len);
   if (kind == MPROC__QK_SPILL) {
     char name[MPROC__Q_NAME_MAX] = "";
     if (mproc__q_spill_name(q, name) != 0)
@@ -262,7 +277,7 @@ static int fill_record(struct mproc_queue *q, struct mproc__qrec *r, const void 
 
 static int put_impl(struct mproc_queue *q, const void *buf, size_t len, int64_t timeout_ms,
                     bool nowait) {
-  if (q == NULL || (buf == NULL && len > 0) || mproc__check_timeout(timeout_ms) != 0)
+  if (q == NULL || (buf == NULL && len > 0) || timeout_ms < -1)
     return MPROC_EINVAL;
   if (!(q->roles & MPROC_QUEUE_PRODUCER))
     return MPROC_ECLOSED;
@@ -271,7 +286,7 @@ static int put_impl(struct mproc_queue *q, const void *buf, size_t len, int64_t 
   struct mproc__qhdr *h = q->h;
   uint32_t kind =
       len > q->cap / 2 - sizeof(struct mproc__qrec) ? MPROC__QK_SPILL : MPROC__QK_INLINE;
-  int64_t deadline = mproc__deadline(timeout_ms);
+  int64_t deadline = timeout_ms < 0 ? -1 : mproc__deadline(timeout_ms);
   bool waiting = false, spun = false;
   uint32_t seen = 0;
   int err;
@@ -403,8 +418,7 @@ static int try_get(struct mproc_queue *q, struct getbuf *g, size_t *len, struct 
      * moving past it is what says it was taken (see queue.c,
      * mproc__q_advance_release).  Not writing it keeps the consumer off
      * the ring's cache lines, which the producer is writing next to. */
-    if (rlen > 0)
-      memcpy(g->buf, r + 1, (size_t)rlen);
+    copy_small(g->buf, r + 1, (size_t)rlen);
   } else {
     r->owner = (uint32_t)q->part;
     atomic_store_explicit(&r->state, MPROC__QR_CLAIMED, memory_order_relaxed);
@@ -448,15 +462,14 @@ static int drain_record(struct mproc_queue *q, struct mproc__qrec *r, void *dst,
 
 static int get_impl(struct mproc_queue *q, struct getbuf *g, size_t *len, int64_t timeout_ms,
                     bool nowait) {
-  if (q == NULL || len == NULL || (g->buf == NULL && g->cap > 0 && !g->alloc) ||
-      mproc__check_timeout(timeout_ms) != 0)
+  if (q == NULL || len == NULL || (g->buf == NULL && g->cap > 0 && !g->alloc) || timeout_ms < -1)
     return MPROC_EINVAL;
   if (!(q->roles & MPROC_QUEUE_CONSUMER))
     return MPROC_ECLOSED;
   if (q->part < 0)
     return MPROC_EBROKEN;
   struct mproc__qhdr *h = q->h;
-  int64_t deadline = mproc__deadline(timeout_ms);
+  int64_t deadline = timeout_ms < 0 ? -1 : mproc__deadline(timeout_ms);
   bool waiting = false, spun = false;
   uint32_t seen = 0;
   int err;
