@@ -36,9 +36,10 @@
  *    syscall.  notify(1) wakes a live waiter.
  *  - waiter killed after being woken, before re-acquiring the lock: it
  *    received that notification, exactly as if it had returned and then died.
- *  - notifier (or any lock holder) killed while holding the lock: the robust
- *    lock hands itself to the next acquirer, and a waiter re-acquiring it
- *    returns MPROC_EOWNERDEAD holding it.  Notifications already made stand:
+ *  - notifier (or any lock holder) killed while holding the lock: the next
+ *    acquirer finds the owner dead and takes the lock over (tidlock.c,
+ *    within one slice), and a waiter re-acquiring it returns
+ *    MPROC_EOWNERDEAD holding it.  Notifications already made stand:
  *    seq has changed, and since the dead notifier never made its deferred
  *    wake-up, sleepers re-check seq every MPROC__COND_RECHECK_MS and so
  *    return within that bound.  No notification is lost.
