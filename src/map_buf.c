@@ -105,12 +105,12 @@ static int call_submit(struct mb_job *j, const struct mproc_buf *items, size_t c
   size_t hdr = sizeof(struct mproc__mb_chunk) + (j->by_ref ? sizeof j->ref : 0), len = hdr;
   for (size_t i = 0; i < count; i++) {
     if (items[i].len > SIZE_MAX / 4 - sizeof(uint64_t) - len)
-      return -ENOMEM;
+      return MPROC_ENOMEM;
     len += sizeof(uint64_t) + items[i].len;
   }
   unsigned char *buf = malloc(len);
   if (buf == NULL)
-    return -ENOMEM;
+    return MPROC_ENOMEM;
   struct mproc__mb_chunk h = {(uint64_t)(uintptr_t)j->fn, count, j->by_ref, 0};
   memcpy(buf, &h, sizeof h);
   if (j->by_ref)
@@ -356,7 +356,7 @@ static int chunk_continue(struct mb_chunk *c) {
   size_t n = c->count - c->ok;
   struct mproc_buf *items = malloc((n != 0 ? n : 1) * sizeof *items);
   if (items == NULL)
-    return -ENOMEM;
+    return MPROC_ENOMEM;
   for (size_t i = 0; i < n; i++)
     items[i] = (struct mproc_buf){b + d[c->ok + i].at, (size_t)d[c->ok + i].len};
   int r = call_submit(c->job, items, n, &c->rest);
@@ -528,12 +528,12 @@ static int gather(struct mb_chunk *cs, size_t nchunks, size_t n, struct mproc_bu
   for (size_t k = 0; k < nchunks; k++) {
     size_t more = cs[k].used + cs[k].rest_bytes + 16 * cs[k].count;
     if (more < cs[k].used || more > SIZE_MAX / 2 - bytes)
-      return -ENOMEM;
+      return MPROC_ENOMEM;
     bytes += more;
   }
   struct mproc_buf *bufs = malloc(bytes);
   if (bufs == NULL)
-    return -ENOMEM;
+    return MPROC_ENOMEM;
   unsigned char *w = (unsigned char *)bufs + ALIGN16(n * sizeof(struct mproc_buf));
   struct mproc_buf *b = bufs;
   for (size_t k = 0; k < nchunks; k++) {
@@ -599,7 +599,7 @@ MPROC_EXTERN int mproc_pool_map_buf(mproc_pool *p, mproc_map_buf_fn fn, const st
     cs[k].start = k * chunk;
     cs[k].count = n - cs[k].start < chunk ? n - cs[k].start : chunk;
   }
-  int r = j != NULL && cs != NULL ? size_chunks(cs, nchunks, in) : -ENOMEM;
+  int r = j != NULL && cs != NULL ? size_chunks(cs, nchunks, in) : MPROC_ENOMEM;
   if (r == 0)
     r = job_init(j, p, fn);
   if (r != 0) {
@@ -666,7 +666,7 @@ MPROC_EXTERN int mproc_pool_imap_buf(mproc_pool *p, mproc_map_buf_fn fn, mproc_b
     return MPROC_EINVAL;
   struct mproc_imap_buf *it = calloc(1, sizeof *it);
   if (it == NULL)
-    return -ENOMEM;
+    return MPROC_ENOMEM;
   it->gen = gen;
   it->gen_ctx = gen_ctx;
   it->chunk = o != NULL && o->chunksize != 0 ? o->chunksize : 1;
@@ -678,8 +678,8 @@ MPROC_EXTERN int mproc_pool_imap_buf(mproc_pool *p, mproc_map_buf_fn fn, mproc_b
   it->q = calloc(it->max_chunks, sizeof *it->q);
   it->items =
       it->chunk <= SIZE_MAX / sizeof *it->items ? malloc(it->chunk * sizeof *it->items) : NULL;
-  int r =
-      it->job != NULL && it->q != NULL && it->items != NULL ? job_init(it->job, p, fn) : -ENOMEM;
+  int r = it->job != NULL && it->q != NULL && it->items != NULL ? job_init(it->job, p, fn)
+                                                                : MPROC_ENOMEM;
   if (r != 0) {
     free(it->items);
     free(it->q);
@@ -699,18 +699,10 @@ MPROC_EXTERN int mproc_pool_imap_buf(mproc_pool *p, mproc_map_buf_fn fn, mproc_b
 /* Adds one generated item to the stage. */
 static int stage_add(struct mproc_imap_buf *it, size_t k, const struct mproc_buf *item) {
   if (item->len > SIZE_MAX / 4 - it->stage_used)
-    return -ENOMEM;
+    return MPROC_ENOMEM;
   size_t need = it->stage_used + item->len;
-  if (need > it->stage_cap) {
-    size_t c = it->stage_cap != 0 ? it->stage_cap : 4096;
-    while (c < need)
-      c *= 2;
-    unsigned char *nb = realloc(it->stage, c);
-    if (nb == NULL)
-      return -ENOMEM;
-    it->stage = nb;
-    it->stage_cap = c;
-  }
+  if (need > it->stage_cap && mproc__mb_grow(&it->stage, &it->stage_cap, need) != 0)
+    return MPROC_ENOMEM;
   if (item->len > 0)
     memcpy(it->stage + it->stage_used, item->data, item->len);
   it->items[k] = (struct mproc_buf){(const void *)(uintptr_t)it->stage_used, item->len};
@@ -808,8 +800,8 @@ MPROC_EXTERN int mproc_imap_buf_next(mproc_imap_buf *it, struct mproc_buf *out, 
     struct results rs = chunk_results(c);
     *out = chunk_item(c, &rs, k, &c->rcur);
   } else {
-    r = k == c->ok + c->rest_ok ? c->fail : MPROC_ECANCELLED;
-    if (err != NULL && r == MPROC_ECANCELLED) {
+    r = k == c->ok + c->rest_ok ? c->fail : MPROC_ECANCELED;
+    if (err != NULL && r == MPROC_ECANCELED) {
       err->code = r;
       err->exit_status = -1;
       err->index = c->start + k;

@@ -81,6 +81,10 @@ struct mproc__mb_res {
 /* The K_CALL task of the call way (runs in the worker). */
 int mproc__map_buf_call(const void *arg, size_t len, mproc_task_ctx *ctx);
 
+/* Grows *buf (doubling from 4 KiB) to hold at least `need` bytes (at most
+ * SIZE_MAX / 4, checked by the callers).  0, or MPROC_ENOMEM leaving it as is. */
+int mproc__mb_grow(unsigned char **buf, size_t *cap, size_t need);
+
 /* The worker's handle on the item it runs (either way). */
 struct mproc_item_ctx {
   /* The arena way: h non-NULL. */

@@ -25,15 +25,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Grows *buf (doubling from 4 KiB) to hold at least `need` bytes (at most
- * SIZE_MAX / 4, checked by the callers).  0, or -ENOMEM leaving it as is. */
-static int grow(unsigned char **buf, size_t *cap, size_t need) {
+int mproc__mb_grow(unsigned char **buf, size_t *cap, size_t need) {
   size_t c = *cap != 0 ? *cap : 4096;
   while (c < need)
     c *= 2;
   unsigned char *nb = realloc(*buf, c);
   if (nb == NULL)
-    return -ENOMEM;
+    return MPROC_ENOMEM;
   *buf = nb;
   *cap = c;
   return 0;
@@ -48,7 +46,7 @@ MPROC_EXTERN int mproc_item_return(mproc_item_ctx *c, const void *data, size_t l
     if (len >= h->out_cap - c->start) {
       h->full = 1; /* the parent runs the rest of the chunk the call way */
       h->need = len;
-      return -ENOMEM;
+      return MPROC_ENOMEM;
     }
     unsigned char *w = (unsigned char *)h + h->out_at + c->start;
     if (len > 0)
@@ -61,8 +59,8 @@ MPROC_EXTERN int mproc_item_return(mproc_item_ctx *c, const void *data, size_t l
   }
   c->used = c->start;
   if (len > c->cap - c->used) {
-    if (len > SIZE_MAX / 4 - c->used || grow(&c->buf, &c->cap, c->used + len) != 0)
-      return -ENOMEM;
+    if (len > SIZE_MAX / 4 - c->used || mproc__mb_grow(&c->buf, &c->cap, c->used + len) != 0)
+      return MPROC_ENOMEM;
   }
   if (len > 0)
     memcpy(c->buf + c->used, data, len);
@@ -139,7 +137,7 @@ int mproc__map_buf_item(const void *in, void *out) {
   c.out->len = 0;
   int r = fn((const unsigned char *)h + d->at, d->len, &c);
   if (h->full)
-    return -ENOMEM; /* whatever the function made of it: the parent takes over */
+    return MPROC_ENOMEM; /* whatever the function made of it: the parent takes over */
   if (r == 0 && c.code != 0)
     r = c.code;
   if (r != 0 && c.code != 0) {
@@ -188,7 +186,7 @@ int mproc__map_buf_call(const void *arg, size_t len, mproc_task_ctx *ctx) {
                       *end = (const unsigned char *)arg + len;
   uint64_t *rlens = malloc((count != 0 ? count : 1) * sizeof *rlens);
   if (rlens == NULL)
-    return mproc_task_fail(ctx, -ENOMEM, "map_buf: no memory for %zu results", count);
+    return mproc_task_fail(ctx, MPROC_ENOMEM, "map_buf: no memory for %zu results", count);
   struct mproc_item_ctx c = {0};
   struct mproc__mb_res rh = {0};
   for (size_t i = 0; i < count; i++) {

@@ -232,7 +232,7 @@ START_TEST(test_death_blames_the_item_inside_its_chunk) {
       ck_assert_uint_eq(e.index, 13);
       ck_assert_int_eq(e.exit_status, 3);
     } else if (idx > 13 && idx < 20) {
-      mproc_assert_err(rc, MPROC_ECANCELLED);
+      mproc_assert_err(rc, MPROC_ECANCELED);
     } else {
       mproc_assert_ok(rc);
       ok++;
@@ -291,7 +291,7 @@ static int big_result(const void *in, size_t len, mproc_item_ctx *ctx) {
     return mproc_item_return(ctx, in, len);
   char *b = malloc(BIG);
   if (b == NULL)
-    return -ENOMEM;
+    return MPROC_ENOMEM;
   for (size_t i = 0; i < BIG; i++)
     b[i] = (char)('a' + i % 23);
   int r = mproc_item_return(ctx, b, BIG);
@@ -424,7 +424,7 @@ START_TEST(test_imap_buf_failures) {
       ck_assert_int_eq(e.task_code, 5);
       ck_assert_uint_eq(e.index, 23);
     } else if (idx > 23 && idx < 28) {
-      mproc_assert_err(rc, MPROC_ECANCELLED);
+      mproc_assert_err(rc, MPROC_ECANCELED);
       ck_assert_uint_eq(e.index, idx);
     } else if (idx == 40) {
       mproc_assert_err(rc, -EIO);

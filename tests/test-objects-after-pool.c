@@ -298,7 +298,7 @@ static int task_shm_write(const void *arg, size_t len, mproc_task_ctx *ctx) {
     return r;
   int i = *(const int *)arg;
   ((int *)mproc_shm_addr(m))[i] = i * i;
-  return mproc_shm_close(m);
+  return mproc_shm_free(m);
 }
 
 START_TEST(test_shm_made_after_pool) {
@@ -310,7 +310,7 @@ START_TEST(test_shm_made_after_pool) {
   for (int i = 0; i < 64; i++)
     ck_assert_int_eq(((int *)mproc_shm_addr(m))[i], i * i);
   mproc_assert_ok(mproc_pool_free(p));
-  mproc_assert_ok(mproc_shm_close(m));
+  mproc_assert_ok(mproc_shm_free(m));
 }
 END_TEST
 
@@ -407,7 +407,7 @@ static int task_every_kind(const void *arg, size_t len, mproc_task_ctx *ctx) {
   mproc_barrier_free(b);
   mproc_value_free(v);
   mproc_queue_free(q);
-  mproc_shm_close(m);
+  mproc_shm_free(m);
   return r;
 }
 
@@ -478,7 +478,7 @@ START_TEST(test_tasks_leave_no_fds_or_mappings_in_the_worker) {
   mproc_assert_ok(mproc_barrier_free(b));
   mproc_assert_ok(mproc_value_free(v));
   mproc_assert_ok(mproc_queue_free(q));
-  mproc_assert_ok(mproc_shm_close(m));
+  mproc_assert_ok(mproc_shm_free(m));
 }
 END_TEST
 
