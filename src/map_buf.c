@@ -43,6 +43,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #define ALIGN16(x) (((x) + 15) & ~(size_t)15)
 /* The results areas of the chunks in flight together take at most this much
@@ -520,6 +521,37 @@ static int wait_progress(struct mb_job *j, struct mb_chunk *cs, size_t n, size_t
   }
 }
 
+/* What precedes the results array: how it was allocated.  Large arrays are
+ * mapped with their pages populated in one system call, since a fresh
+ * allocation of tens of MiB (above malloc's mmap threshold) would otherwise
+ * take one page fault per 4 KiB, a large share of a map of small items. */
+struct bufs_hdr {
+  size_t mapped; /* the mapping's length, 0: malloc */
+  size_t pad;    /* 16 bytes: the array stays 16-byte aligned */
+};
+#define BUFS_MAP_MIN ((size_t)4 << 20)
+
+static struct mproc_buf *bufs_alloc(size_t bytes) {
+  struct bufs_hdr *h;
+  if (bytes > SIZE_MAX / 2)
+    return NULL;
+  size_t len = sizeof *h + bytes;
+  if (len >= BUFS_MAP_MIN) {
+    void *m =
+        mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+    if (m == MAP_FAILED)
+      return NULL;
+    h = m;
+    h->mapped = len;
+  } else {
+    h = malloc(len);
+    if (h == NULL)
+      return NULL;
+    h->mapped = 0;
+  }
+  return (struct mproc_buf *)(h + 1);
+}
+
 /* Copies every chunk's results into one allocation. */
 static int gather(struct mb_chunk *cs, size_t nchunks, size_t n, struct mproc_buf **out) {
   /* Each result takes its bytes and NUL rounded up to 16: at most 16 bytes
@@ -531,7 +563,7 @@ static int gather(struct mb_chunk *cs, size_t nchunks, size_t n, struct mproc_bu
       return MPROC_ENOMEM;
     bytes += more;
   }
-  struct mproc_buf *bufs = malloc(bytes);
+  struct mproc_buf *bufs = bufs_alloc(bytes);
   if (bufs == NULL)
     return MPROC_ENOMEM;
   unsigned char *w = (unsigned char *)bufs + ALIGN16(n * sizeof(struct mproc_buf));
@@ -550,7 +582,15 @@ static int gather(struct mb_chunk *cs, size_t nchunks, size_t n, struct mproc_bu
   return 0;
 }
 
-MPROC_EXTERN void mproc_bufs_free(struct mproc_buf *bufs) { free(bufs); }
+MPROC_EXTERN void mproc_bufs_free(struct mproc_buf *bufs) {
+  if (bufs == NULL)
+    return;
+  struct bufs_hdr *h = (struct bufs_hdr *)((unsigned char *)bufs - sizeof *h);
+  if (h->mapped != 0)
+    munmap(h, h->mapped);
+  else
+    free(h);
+}
 
 /* Checks the items of chunks cs[0..n) and sizes each chunk's fixed part, in
  * one pass over the caller's array. */
