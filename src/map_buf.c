@@ -524,32 +524,58 @@ static int wait_progress(struct mb_job *j, struct mb_chunk *cs, size_t n, size_t
 /* What precedes the results array: how it was allocated.  Large arrays are
  * mapped with their pages populated in one system call, since a fresh
  * allocation of tens of MiB (above malloc's mmap threshold) would otherwise
- * take one page fault per 4 KiB, a large share of a map of small items. */
+ * take one page fault per 4 KiB, a large share of a map of small items; and
+ * the last one released is kept for the next call (up to BUFS_KEEP_MAX), so a
+ * program mapping again and again reuses warm pages instead of having fresh
+ * ones zeroed each time, as malloc does with its heap. */
 struct bufs_hdr {
   size_t mapped; /* the mapping's length, 0: malloc */
   size_t pad;    /* 16 bytes: the array stays 16-byte aligned */
 };
 #define BUFS_MAP_MIN ((size_t)4 << 20)
+#define BUFS_KEEP_MAX ((size_t)256 << 20)
+
+static _Atomic(struct bufs_hdr *) bufs_kept;
 
 static struct mproc_buf *bufs_alloc(size_t bytes) {
   struct bufs_hdr *h;
   if (bytes > SIZE_MAX / 2)
     return NULL;
   size_t len = sizeof *h + bytes;
-  if (len >= BUFS_MAP_MIN) {
+  if (len < BUFS_MAP_MIN) {
+    h = malloc(len);
+    if (h == NULL)
+      return NULL;
+    h->mapped = 0;
+    return (struct mproc_buf *)(h + 1);
+  }
+  h = atomic_exchange(&bufs_kept, NULL);
+  if (h != NULL && (h->mapped < len || h->mapped / 2 > len)) {
+    munmap(h, h->mapped); /* too small, or far too big to keep using */
+    h = NULL;
+  }
+  if (h == NULL) {
     void *m =
         mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
     if (m == MAP_FAILED)
       return NULL;
     h = m;
     h->mapped = len;
-  } else {
-    h = malloc(len);
-    if (h == NULL)
-      return NULL;
-    h->mapped = 0;
   }
   return (struct mproc_buf *)(h + 1);
+}
+
+MPROC_EXTERN void mproc_bufs_free(struct mproc_buf *bufs) {
+  if (bufs == NULL)
+    return;
+  struct bufs_hdr *h = (struct bufs_hdr *)((unsigned char *)bufs - sizeof *h);
+  if (h->mapped == 0) {
+    free(h);
+    return;
+  }
+  struct bufs_hdr *none = NULL;
+  if (h->mapped > BUFS_KEEP_MAX || !atomic_compare_exchange_strong(&bufs_kept, &none, h))
+    munmap(h, h->mapped);
 }
 
 /* Copies every chunk's results into one allocation. */
@@ -580,16 +606,6 @@ static int gather(struct mb_chunk *cs, size_t nchunks, size_t n, struct mproc_bu
   }
   *out = bufs;
   return 0;
-}
-
-MPROC_EXTERN void mproc_bufs_free(struct mproc_buf *bufs) {
-  if (bufs == NULL)
-    return;
-  struct bufs_hdr *h = (struct bufs_hdr *)((unsigned char *)bufs - sizeof *h);
-  if (h->mapped != 0)
-    munmap(h, h->mapped);
-  else
-    free(h);
 }
 
 /* Checks the items of chunks cs[0..n) and sizes each chunk's fixed part, in
