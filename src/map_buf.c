@@ -264,8 +264,7 @@ static void chunk_fill(struct mb_job *j, struct mb_chunk *c, const struct mproc_
   size_t at = MPROC__MB_HDR + c->count * (sizeof *d + sizeof(struct mproc__mb_out));
   for (size_t i = 0; i < c->count; i++) {
     d[i] = (struct mproc__mb_in){MPROC__MB_HDR + i * sizeof *d, at, items[i].len};
-    if (items[i].len > 0)
-      memcpy(b + at, items[i].data, items[i].len);
+    mproc__mb_copy(b + at, items[i].data, items[i].len);
     at += items[i].len;
   }
   struct mproc__task *t = &c->t;
@@ -599,7 +598,7 @@ static int gather(struct mb_chunk *cs, size_t nchunks, size_t n, struct mproc_bu
     const unsigned char *rd = cs[k].rdata;
     for (size_t i = 0; i < cs[k].count; i++, b++) {
       *b = chunk_item(&cs[k], &rs, i, &rd);
-      memcpy(w, b->data, b->len + 1); /* with its NUL */
+      mproc__mb_copy(w, b->data, b->len + 1); /* with its NUL */
       b->data = w;
       w += ALIGN16(b->len + 1);
     }

@@ -21,6 +21,7 @@
 #include "fnref.h"
 
 #include <stdint.h>
+#include <string.h>
 
 /* ---- the arena way ----------------------------------------------------------- */
 
@@ -55,6 +56,32 @@ struct mproc__mb_out {
 
 #define MPROC__MB_ALIGN(x) (((x) + 63) & ~(size_t)63)
 #define MPROC__MB_HDR MPROC__MB_ALIGN(sizeof(struct mproc__mb_hdr))
+
+/* memcpy for the many small copies of small items: lengths up to 16 bytes
+ * are two overlapping fixed-size copies (inlined, no call), never touching a
+ * byte outside either buffer. */
+static inline void mproc__mb_copy(void *dst, const void *src, size_t len) {
+  unsigned char *d = dst;
+  const unsigned char *s = src;
+  if (len > 16) {
+    memcpy(d, s, len);
+  } else if (len >= 8) {
+    uint64_t a, b;
+    memcpy(&a, s, 8);
+    memcpy(&b, s + len - 8, 8);
+    memcpy(d, &a, 8);
+    memcpy(d + len - 8, &b, 8);
+  } else if (len >= 4) {
+    uint32_t a, b;
+    memcpy(&a, s, 4);
+    memcpy(&b, s + len - 4, 4);
+    memcpy(d, &a, 4);
+    memcpy(d + len - 4, &b, 4);
+  } else {
+    for (size_t i = 0; i < len; i++)
+      d[i] = s[i];
+  }
+}
 
 /* The K_MAP element function of arena chunks (runs in the worker). */
 int mproc__map_buf_item(const void *in, void *out);

@@ -49,8 +49,7 @@ MPROC_EXTERN int mproc_item_return(mproc_item_ctx *c, const void *data, size_t l
       return MPROC_ENOMEM;
     }
     unsigned char *w = (unsigned char *)h + h->out_at + c->start;
-    if (len > 0)
-      memcpy(w, data, len);
+    mproc__mb_copy(w, data, len);
     w[len] = '\0';
     c->out->at = h->out_at + c->start;
     c->out->len = len;
