@@ -2,6 +2,7 @@
  * in chunks; the failed item is blamed exactly; bad arguments are refused
  * and nothing leaks on any path (the harness counts fds, maps, children). */
 #include "pool-helpers.h"
+#include "pool.h"
 
 /* The result is the item reversed, followed by its length in decimal. */
 static int reverse_len(const void *in, size_t len, mproc_item_ctx *ctx) {
@@ -356,6 +357,60 @@ START_TEST(test_results_larger_than_the_area) {
 }
 END_TEST
 
+/* A pool whose transport has no data arena (as over MPI) runs every chunk
+ * as an ordinary task: the same results, failures blamed on their items. */
+START_TEST(test_transport_without_arena) {
+  struct mproc__transport_ops noarena = mproc__transport_shm;
+  noarena.arena_alloc = NULL;
+  noarena.arena_free = NULL;
+  noarena.arena = NULL;
+  mproc__pool_transport = &noarena;
+  mproc_pool *p = make_pool(2);
+  mproc__pool_transport = NULL;
+  struct mproc_buf in[30];
+  char text[30][8];
+  for (size_t i = 0; i < 30; i++) {
+    int k = snprintf(text[i], sizeof text[i], "w%zu", i);
+    in[i] = (struct mproc_buf){text[i], (size_t)k};
+  }
+  struct mproc_map_options o = {.chunksize = 4};
+  struct mproc_buf *out;
+  struct mproc_task_error e;
+  mproc_assert_ok(mproc_pool_map_buf(p, reverse_len, in, 30, &out, &o, &e, 30000));
+  for (size_t i = 0; i < 30; i++) {
+    char want[16];
+    size_t len = in[i].len;
+    for (size_t j = 0; j < len; j++)
+      want[j] = text[i][len - 1 - j];
+    snprintf(want + len, sizeof want - len, ":%zu", len);
+    ck_assert_str_eq(out[i].data, want);
+  }
+  mproc_bufs_free(out);
+  in[13] = (struct mproc_buf){"!x", 2};
+  mproc_assert_err(mproc_pool_map_buf(p, picky, in, 30, &out, &o, &e, 30000), MPROC_ETASK);
+  ck_assert_uint_eq(e.index, 13);
+  ck_assert_int_eq(e.task_code, 5);
+  struct gen_state g = {.n = 20, .bad = 7, .err_at = SIZE_MAX};
+  struct mproc_imap_options io = {.chunksize = 3};
+  mproc_imap_buf *it;
+  mproc_assert_ok(mproc_pool_imap_buf(p, picky, gen_strings, &g, &io, &it));
+  struct mproc_buf r;
+  size_t idx, ok = 0;
+  int rc;
+  while ((rc = mproc_imap_buf_next(it, &r, &idx, &e, 30000)) != MPROC_EEOF) {
+    if (idx == 7)
+      mproc_assert_err(rc, MPROC_ETASK);
+    else if (idx == 8)
+      mproc_assert_err(rc, MPROC_ECANCELED); /* same chunk (6..8), after it */
+    else
+      ok += rc == 0;
+  }
+  ck_assert_uint_eq(ok, 18);
+  mproc_imap_buf_free(it);
+  mproc_assert_ok(mproc_pool_free(p));
+}
+END_TEST
+
 START_TEST(test_bad_arguments) {
   mproc_pool *p = make_pool(1);
   struct mproc_buf in[2] = {{"a", 1}, {NULL, 3}}, *out = (struct mproc_buf *)in;
@@ -488,6 +543,7 @@ int main(void) {
   tcase_add_test(tc, test_death_blames_the_item_inside_its_chunk);
   tcase_add_test(tc, test_progress_moves_per_item);
   tcase_add_test(tc, test_results_larger_than_the_area);
+  tcase_add_test(tc, test_transport_without_arena);
   tcase_add_test(tc, test_bad_arguments);
   tcase_add_test(tc, test_imap_buf_streams_in_order);
   tcase_add_test(tc, test_imap_buf_failures);
