@@ -20,8 +20,9 @@
  * size plus 16 bytes an item) and, since untouched arena pages cost only
  * address space, widened while the arena is roomy; only an item whose result
  * does not fit what is left makes its chunk finish the call way (its
- * function then runs once more, documented).  A pool whose transport has no
- * arena runs every chunk the call way.
+ * function then runs once more, documented).  A pool whose workers do not
+ * map the arena itself (any transport but shared memory) runs every chunk
+ * the call way.
  *
  * map_buf waits for its chunks in order: the first chunk with a failure holds
  * the lowest failed item, so the chunks after it are cancelled at once.  All
@@ -58,7 +59,7 @@ struct mb_job {
   uint64_t id; /* non-zero, unique in this process */
   bool by_ref; /* the workers exec: the function travels as `ref` */
   struct mproc__fnref ref;
-  bool arena;    /* the pool's transport has a data arena */
+  bool arena;    /* the workers share the pool's data arena (shm transport) */
   size_t live;   /* arena chunks queued and not landed (under mu) */
   bool orphaned; /* the owner left: the last chunk to land frees (under mu) */
   void *mem;     /* the chunk array, freed with an orphaned job */
@@ -91,8 +92,13 @@ struct mb_chunk {
 
 static _Atomic uint64_t job_ids;
 
+/* A chunk's extent holds more than the ranges a K_MAP chunk declares
+ * (mproc__task_ranges: the descriptors, not the header, the items' bytes or
+ * the results area), so it runs in the arena only where the workers map the
+ * arena itself -- the shared-memory transport; a transport that copies
+ * chunks by value (MPI) gets every chunk the call way. */
 static int job_init(struct mb_job *j, struct mproc_pool *p, mproc_map_buf_fn fn) {
-  *j = (struct mb_job){.p = p, .fn = fn, .arena = p->tp->arena_alloc != NULL};
+  *j = (struct mb_job){.p = p, .fn = fn, .arena = p->tp == &mproc__transport_shm};
   j->id = atomic_fetch_add(&job_ids, 1) + 1;
   j->by_ref = p->opts.start_method != MPROC_START_FORK;
   return j->by_ref ? mproc__fnref_make(MPROC_FUNCTION(fn), &j->ref) : 0;
@@ -185,7 +191,7 @@ static void chunk_landed(struct mproc_pool *p, struct mproc__task *t, struct mpr
   struct mb_job *j = c->job;
   j->live--;
   if (j->orphaned) {
-    p->tp->arena_free(p, c->ext, c->ext_len);
+    mproc__arena_free(p, c->ext, c->ext_len);
     c->ext_len = 0;
     if (j->live == 0) {
       free(j->mem);
@@ -194,7 +200,7 @@ static void chunk_landed(struct mproc_pool *p, struct mproc__task *t, struct mpr
     return;
   }
   c->ok = c->count;
-  const struct mproc__mb_hdr *h = p->tp->arena(p, c->ext);
+  const struct mproc__mb_hdr *h = mproc__arena_at(p, c->ext);
   c->used = (size_t)h->used;
   if (o->code != 0) {
     bool in = o->index >= c->start && o->index - c->start < c->count;
@@ -250,7 +256,7 @@ static size_t chunk_fixed(const struct mproc_buf *items, size_t count) {
 static void chunk_fill(struct mb_job *j, struct mb_chunk *c, const struct mproc_buf *items) {
   size_t fixed = c->fixed;
   struct mproc_pool *p = j->p;
-  unsigned char *b = p->tp->arena(p, c->ext);
+  unsigned char *b = mproc__arena_at(p, c->ext);
   struct mproc__mb_hdr *h = (struct mproc__mb_hdr *)b;
   memset(h, 0, sizeof *h);
   h->job = j->id;
@@ -325,7 +331,7 @@ static int chunks_start(struct mb_job *j, struct mb_chunk *cs, size_t n,
     if (r == 0)
       r = closed_code(p);
     if (r != 0) {
-      p->tp->arena_free(p, c->ext, c->ext_len);
+      mproc__arena_free(p, c->ext, c->ext_len);
       c->ext_len = 0;
     } else {
       c->queued = true;
@@ -351,7 +357,7 @@ static int chunks_start(struct mb_job *j, struct mb_chunk *cs, size_t n,
 static int chunk_continue(struct mb_chunk *c) {
   if (!c->full || c->rest != NULL)
     return 0;
-  const unsigned char *b = c->job->p->tp->arena(c->job->p, c->ext);
+  const unsigned char *b = mproc__arena_at(c->job->p, c->ext);
   const struct mproc__mb_in *d = (const struct mproc__mb_in *)(b + MPROC__MB_HDR);
   size_t n = c->count - c->ok;
   struct mproc_buf *items = malloc((n != 0 ? n : 1) * sizeof *items);
@@ -408,7 +414,7 @@ struct results {
 static struct results chunk_results(const struct mb_chunk *c) {
   struct results r = {NULL, NULL};
   if (c->ok > 0) {
-    r.base = c->job->p->tp->arena(c->job->p, c->ext);
+    r.base = mproc__arena_at(c->job->p, c->ext);
     r.out = (const struct mproc__mb_out *)(r.base + MPROC__MB_HDR +
                                            c->count * sizeof(struct mproc__mb_in));
   }
@@ -463,7 +469,7 @@ static void chunks_end(struct mb_job *j, struct mb_chunk *cs, size_t n, void *me
   pthread_mutex_lock(&p->mu);
   for (size_t k = 0; k < n; k++) {
     if (cs[k].ext_len != 0 && (!cs[k].queued || atomic_load(&cs[k].landed))) {
-      p->tp->arena_free(p, cs[k].ext, cs[k].ext_len);
+      mproc__arena_free(p, cs[k].ext, cs[k].ext_len);
       cs[k].ext_len = 0;
     }
   }
@@ -814,7 +820,7 @@ static void chunk_release(struct mb_chunk *c) {
   struct mproc_pool *p = c->job->p;
   if (c->ext_len != 0) {
     pthread_mutex_lock(&p->mu);
-    p->tp->arena_free(p, c->ext, c->ext_len);
+    mproc__arena_free(p, c->ext, c->ext_len);
     pthread_mutex_unlock(&p->mu);
   }
   mproc_future_free(c->rest);

@@ -357,16 +357,18 @@ START_TEST(test_results_larger_than_the_area) {
 }
 END_TEST
 
-/* A pool whose transport has no data arena (as over MPI) runs every chunk
+/* A pool whose workers do not share its memory (any transport but shm:
+ * here a copy of it under another name, as MPI would be) runs every chunk
  * as an ordinary task: the same results, failures blamed on their items. */
-START_TEST(test_transport_without_arena) {
-  struct mproc__transport_ops noarena = mproc__transport_shm;
-  noarena.arena_alloc = NULL;
-  noarena.arena_free = NULL;
-  noarena.arena = NULL;
-  mproc__pool_transport = &noarena;
-  mproc_pool *p = make_pool(2);
-  mproc__pool_transport = NULL;
+static struct mproc__transport_ops shm_copy;
+
+START_TEST(test_transport_without_shared_arena) {
+  shm_copy = mproc__transport_shm;
+  shm_copy.name = "map-buf-shm-copy";
+  mproc_assert_ok(mproc__transport_register(&shm_copy));
+  struct mproc_pool_options po = {.workers = 2, .transport = shm_copy.name};
+  mproc_pool *p;
+  mproc_assert_ok(mproc_pool_new(&p, &po));
   struct mproc_buf in[30];
   char text[30][8];
   for (size_t i = 0; i < 30; i++) {
@@ -408,6 +410,7 @@ START_TEST(test_transport_without_arena) {
   ck_assert_uint_eq(ok, 18);
   mproc_imap_buf_free(it);
   mproc_assert_ok(mproc_pool_free(p));
+  mproc_assert_ok(mproc__transport_unregister(&shm_copy));
 }
 END_TEST
 
@@ -543,7 +546,7 @@ int main(void) {
   tcase_add_test(tc, test_death_blames_the_item_inside_its_chunk);
   tcase_add_test(tc, test_progress_moves_per_item);
   tcase_add_test(tc, test_results_larger_than_the_area);
-  tcase_add_test(tc, test_transport_without_arena);
+  tcase_add_test(tc, test_transport_without_shared_arena);
   tcase_add_test(tc, test_bad_arguments);
   tcase_add_test(tc, test_imap_buf_streams_in_order);
   tcase_add_test(tc, test_imap_buf_failures);
