@@ -18,9 +18,11 @@
  *
  * The results area of a chunk is sized from its input (at least the input's
  * size plus 16 bytes an item) and, since untouched arena pages cost only
- * address space, widened while the arena is roomy; only an item whose result
- * does not fit what is left makes its chunk finish the call way (its
- * function then runs once more, documented).  A pool whose workers do not
+ * address space, widened while the arena is roomy.  A map_buf also reserves
+ * one overflow area (up to OVF_MAX) its chunks share for results that do
+ * not fit their own area; imap_buf, which streams and so could never reset
+ * it, has none.  Only an item whose result fits neither makes its chunk
+ * finish the call way (its function then runs once more, documented).  A pool whose workers do not
  * map the arena itself (any transport but shared memory) runs every chunk
  * the call way.
  *
@@ -52,6 +54,10 @@
  * ROOMY_MAX: the pages below the arena's keep mark stay warm between calls. */
 #define ROOMY_TOTAL ((size_t)256 << 20)
 #define ROOMY_MAX ((size_t)16 << 20)
+/* A map_buf's overflow area, for the results too large for their chunk's
+ * area: reserved as address space, touched only by such results. */
+#define OVF_MAX ((size_t)4 << 30)
+#define OVF_MIN ((size_t)64 << 20)
 
 struct mb_job {
   struct mproc_pool *p;
@@ -59,10 +65,13 @@ struct mb_job {
   uint64_t id; /* non-zero, unique in this process */
   bool by_ref; /* the workers exec: the function travels as `ref` */
   struct mproc__fnref ref;
-  bool arena;    /* the workers share the pool's data arena (shm transport) */
-  size_t live;   /* arena chunks queued and not landed (under mu) */
-  bool orphaned; /* the owner left: the last chunk to land frees (under mu) */
-  void *mem;     /* the chunk array, freed with an orphaned job */
+  bool arena;     /* the workers share the pool's data arena (shm transport) */
+  size_t live;    /* arena chunks queued and not landed (under mu) */
+  bool orphaned;  /* the owner left: the last chunk to land frees (under mu) */
+  void *mem;      /* the chunk array, freed with an orphaned job */
+  bool want_ovf;  /* reserve an overflow area (map_buf: its chunks end together) */
+  uint64_t ovf;   /* the overflow area (struct mproc__mb_ovf) */
+  size_t ovf_len; /* its extent's length, 0: none */
 };
 
 struct mb_chunk {
@@ -194,6 +203,8 @@ static void chunk_landed(struct mproc_pool *p, struct mproc__task *t, struct mpr
     mproc__arena_free(p, c->ext, c->ext_len);
     c->ext_len = 0;
     if (j->live == 0) {
+      if (j->ovf_len != 0)
+        mproc__arena_free(p, j->ovf, j->ovf_len);
       free(j->mem);
       free(j);
     }
@@ -201,7 +212,7 @@ static void chunk_landed(struct mproc_pool *p, struct mproc__task *t, struct mpr
   }
   c->ok = c->count;
   const struct mproc__mb_hdr *h = mproc__arena_at(p, c->ext);
-  c->used = (size_t)h->used;
+  c->used = (size_t)(h->used + h->ovf_used);
   if (o->code != 0) {
     bool in = o->index >= c->start && o->index - c->start < c->count;
     c->ok = in ? (size_t)(o->index - c->start) : 0;
@@ -244,6 +255,20 @@ static void chunk_alloc(struct mb_job *j, struct mb_chunk *c, size_t fixed, size
   }
 }
 
+/* Reserves the job's overflow area (under mu): as large as the arena allows
+ * up to OVF_MAX, none below OVF_MIN.  Untouched, it is address space only. */
+static void ovf_reserve(struct mb_job *j) {
+  for (size_t len = OVF_MAX; len >= OVF_MIN; len /= 2) {
+    if (mproc__arena_alloc(j->p, len, &j->ovf) == 0) {
+      struct mproc__mb_ovf *o = mproc__arena_at(j->p, j->ovf);
+      atomic_store(&o->used, 0);
+      o->cap = len - MPROC__MB_OVF;
+      j->ovf_len = len;
+      return;
+    }
+  }
+}
+
 /* The fixed part of an extent: header, descriptors, item bytes. */
 static size_t chunk_fixed(const struct mproc_buf *items, size_t count) {
   size_t n = MPROC__MB_HDR + count * (sizeof(struct mproc__mb_in) + sizeof(struct mproc__mb_out));
@@ -266,6 +291,7 @@ static void chunk_fill(struct mb_job *j, struct mb_chunk *c, const struct mproc_
     h->ref = j->ref;
   h->out_at = fixed;
   h->out_cap = c->ext_len - fixed;
+  h->ovf = j->ovf_len != 0 ? (int64_t)j->ovf - (int64_t)c->ext : 0;
   struct mproc__mb_in *d = (struct mproc__mb_in *)(b + MPROC__MB_HDR);
   size_t at = MPROC__MB_HDR + c->count * (sizeof *d + sizeof(struct mproc__mb_out));
   for (size_t i = 0; i < c->count; i++) {
@@ -316,6 +342,9 @@ static int chunks_start(struct mb_job *j, struct mb_chunk *cs, size_t n,
       c->fixed = chunk_fixed(it, c->count);
     chunk_alloc(j, c, c->fixed, MPROC__MB_ALIGN(c->fixed + 16 * c->count), roomy);
   }
+  /* After the chunks: they take the arena's low, warm pages. */
+  if (r == 0 && j->want_ovf && j->arena && j->ovf_len == 0)
+    ovf_reserve(j);
   pthread_mutex_unlock(&p->mu);
   if (r != 0)
     return r;
@@ -474,6 +503,8 @@ static void chunks_end(struct mb_job *j, struct mb_chunk *cs, size_t n, void *me
     }
   }
   bool keep = j->live > 0;
+  if (!keep && j->ovf_len != 0)
+    mproc__arena_free(p, j->ovf, j->ovf_len);
   if (keep) {
     j->orphaned = true;
     j->mem = mem;
@@ -663,6 +694,8 @@ MPROC_EXTERN int mproc_pool_map_buf(mproc_pool *p, mproc_map_buf_fn fn, const st
   int r = j != NULL && cs != NULL ? size_chunks(cs, nchunks, in) : MPROC_ENOMEM;
   if (r == 0)
     r = job_init(j, p, fn);
+  if (r == 0)
+    j->want_ovf = true;
   if (r != 0) {
     free(cs);
     free(j);

@@ -20,6 +20,7 @@
 
 #include "fnref.h"
 
+#include <stdatomic.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -36,6 +37,8 @@ struct mproc__mb_hdr {
   uint64_t used;    /* worker: bytes of the area taken by results so far */
   uint32_t has_msg; /* worker: `msg` holds the failed item's message */
   uint32_t pad;
+  int64_t ovf;       /* the job's overflow area (struct mproc__mb_ovf), from the header; 0: none */
+  uint64_t ovf_used; /* worker: bytes this chunk's results took there */
   char msg[200];
   struct mproc__fnref ref;
 };
@@ -50,9 +53,19 @@ struct mproc__mb_in {
 
 /* One result, written by the worker: its bytes (NUL-terminated past len). */
 struct mproc__mb_out {
-  uint64_t at; /* from the header; 0 with len 0: an empty result */
+  int64_t at; /* from the header (the overflow area may lie before it); 0 with len 0: empty */
   uint64_t len;
 };
+
+/* The overflow area of a map_buf job: one extent shared by all its chunks,
+ * for results that do not fit their chunk's own area, taken by an atomic
+ * bump (rare, large results: no contention worth avoiding).  The bytes
+ * follow this block at MPROC__MB_OVF. */
+struct mproc__mb_ovf {
+  _Atomic uint64_t used;
+  uint64_t cap;
+};
+#define MPROC__MB_OVF ((size_t)64)
 
 #define MPROC__MB_ALIGN(x) (((x) + 63) & ~(size_t)63)
 #define MPROC__MB_HDR MPROC__MB_ALIGN(sizeof(struct mproc__mb_hdr))

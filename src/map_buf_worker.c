@@ -6,11 +6,12 @@
  * each: a progress bar moves per item and a worker that dies is blamed on
  * the item it was in, as for a fixed-size map.  Each result is copied once,
  * straight into the chunk's results area, bump-allocated in item order (one
- * worker runs a chunk at a time, so no atomics).  An item that finds the area
- * full stops the chunk there with `full` set and the size it needed; the
- * parent runs the rest of the chunk the call way, which has no size limit
- * (that item's function is then run a second time: the area is sized so
- * that this is rare, see map_buf.c).  A chunk that is retried after its
+ * worker runs a chunk at a time, so no atomics).  A result that does not fit
+ * goes to the job's overflow area (shared by its chunks: an atomic bump);
+ * one that finds that full too (or none: imap_buf) stops the chunk there
+ * with `full` set and the size it needed, and the parent runs the rest of
+ * the chunk the call way, which has no size limit (that item's function is
+ * then run a second time: rare by construction, see map_buf.c).  A chunk that is retried after its
  * worker died starts again at its first item, which resets the area.
  *
  * A call-way chunk (chunk_task) collects results in a growing buffer and
@@ -37,17 +38,38 @@ int mproc__mb_grow(unsigned char **buf, size_t *cap, size_t need) {
   return 0;
 }
 
+/* A result too large for what is left of its chunk's area: into the job's
+ * overflow area while it has room, else the chunk stops here and the parent
+ * runs the rest of it the call way. */
+static int overflow(mproc_item_ctx *c, const void *data, size_t len) {
+  struct mproc__mb_hdr *h = c->h;
+  if (h->ovf != 0 && len < UINT64_MAX / 2) {
+    unsigned char *base = (unsigned char *)h + h->ovf;
+    struct mproc__mb_ovf *o = (struct mproc__mb_ovf *)base;
+    uint64_t at = atomic_fetch_add(&o->used, (uint64_t)len + 1);
+    if (at <= o->cap && (uint64_t)len + 1 <= o->cap - at) {
+      unsigned char *w = base + MPROC__MB_OVF + at;
+      mproc__mb_copy(w, data, len);
+      w[len] = '\0';
+      c->out->at = h->ovf + (int64_t)(MPROC__MB_OVF + at);
+      c->out->len = len;
+      h->ovf_used += len + 1;
+      return 0;
+    }
+  }
+  h->full = 1;
+  h->need = len;
+  return MPROC_ENOMEM;
+}
+
 MPROC_EXTERN int mproc_item_return(mproc_item_ctx *c, const void *data, size_t len) {
   if (c == NULL || (data == NULL && len > 0))
     return MPROC_EINVAL;
   if (c->h != NULL) {
     struct mproc__mb_hdr *h = c->h;
     h->used = c->start; /* a second call replaces the first */
-    if (len >= h->out_cap - c->start) {
-      h->full = 1; /* the parent runs the rest of the chunk the call way */
-      h->need = len;
-      return MPROC_ENOMEM;
-    }
+    if (len >= h->out_cap - c->start)
+      return overflow(c, data, len);
     unsigned char *w = (unsigned char *)h + h->out_at + c->start;
     mproc__mb_copy(w, data, len);
     w[len] = '\0';
@@ -113,6 +135,7 @@ int mproc__map_buf_item(const void *in, void *out) {
   if (d->back == MPROC__MB_HDR) {
     /* The chunk's first item: a retried chunk starts over. */
     h->used = 0;
+    h->ovf_used = 0;
     h->full = 0;
     h->has_msg = 0;
   }

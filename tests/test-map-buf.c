@@ -290,6 +290,7 @@ END_TEST
 static int big_result(const void *in, size_t len, mproc_item_ctx *ctx) {
   if (len != 3 || memcmp(in, "big", 3) != 0)
     return mproc_item_return(ctx, in, len);
+  atomic_fetch_add(&S->count, 1);
   char *b = malloc(BIG);
   if (b == NULL)
     return MPROC_ENOMEM;
@@ -318,6 +319,7 @@ static int gen_with_big(void *ctx, struct mproc_buf *item) {
 }
 
 START_TEST(test_results_larger_than_the_area) {
+  S = shared_new(); /* counts the calls for "big" */
   mproc_pool *p = make_pool(2);
   struct mproc_buf in[6] = {{"a", 1}, {"bb", 2}, {"big", 3}, {"d", 1}, {"big", 3}, {"", 0}}, *out;
   const char *second = "bb";
@@ -337,6 +339,8 @@ START_TEST(test_results_larger_than_the_area) {
     in[1] = (struct mproc_buf){"cc", 2};
     second = "cc";
   }
+  /* map_buf's large results went to its overflow area: each item ran once. */
+  ck_assert_int_eq(atomic_load(&S->count), 4);
   size_t i = 0;
   struct mproc_imap_options io = {.chunksize = 3};
   mproc_imap_buf *it;
@@ -354,6 +358,7 @@ START_TEST(test_results_larger_than_the_area) {
   mproc_assert_err(mproc_imap_buf_next(it, &r, &idx, &e, 60000), MPROC_EEOF);
   mproc_imap_buf_free(it);
   mproc_assert_ok(mproc_pool_free(p));
+  shared_free(S);
 }
 END_TEST
 

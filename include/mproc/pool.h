@@ -341,9 +341,10 @@ typedef struct mproc_item_ctx mproc_item_ctx;
  * (none: an empty result), and returns 0 or a non-zero failure code. */
 typedef int (*mproc_map_buf_fn)(const void *in, size_t len, mproc_item_ctx *ctx);
 /* Set the item's result to a copy of `len` bytes (a second call replaces
- * the first).  Returns 0, MPROC_EINVAL, or -ENOMEM (also when the result
- * outgrows its chunk's share of the pool's arena: the item then runs again
- * with the rest of its chunk as an ordinary task, see mproc_pool_map_buf). */
+ * the first).  Returns 0, MPROC_EINVAL, or MPROC_ENOMEM (also when the
+ * result outgrows the room the pool's arena has for it: the item then runs
+ * again with the rest of its chunk as an ordinary task, see
+ * mproc_pool_map_buf). */
 MPROC_EXTERN int mproc_item_return(mproc_item_ctx *ctx, const void *data, size_t len);
 /* Record the item's failure: `code` (0 becomes MPROC_ETASK) and a
  * printf-style message (truncated to 199 bytes; fmt may be NULL).  Returns
@@ -353,10 +354,10 @@ MPROC_EXTERN int mproc_item_fail(mproc_item_ctx *ctx, int code, const char *fmt,
 /* out[i] = fn(in[i]) for i < n over items of any size, in chunks of many
  * items per task (opts->chunksize, default as mproc_pool_map), each chunk in
  * the pool's shared data arena as for mproc_pool_map: progress moves and a
- * dead worker is blamed per item.  An item whose result outgrows what its
- * chunk's arena area has left (at least the chunk's input size plus 16 bytes
- * an item) is run once more, with the rest of its chunk, as an ordinary
- * task with no size limit.  On success
+ * dead worker is blamed per item.  Results too large for their chunk's
+ * area go to an overflow area of up to 4 GiB; an item whose result finds
+ * that full too is run once more, with the rest of its chunk, as an
+ * ordinary task with no size limit.  On success
  * *out is a new array of n results, each NUL-terminated past its len (so
  * text results are C strings) and 16-byte aligned, all in one allocation
  * owned by the caller: release it with mproc_bufs_free (NULL when n is 0).
