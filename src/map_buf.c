@@ -56,7 +56,7 @@
 #define ROOMY_MAX ((size_t)16 << 20)
 /* A map_buf's overflow area, for the results too large for their chunk's
  * area: reserved as address space, touched only by such results. */
-#define OVF_MAX ((size_t)4 << 30)
+#define OVF_MAX ((size_t)1 << 30)
 #define OVF_MIN ((size_t)64 << 20)
 
 struct mb_job {

@@ -355,7 +355,7 @@ MPROC_EXTERN int mproc_item_fail(mproc_item_ctx *ctx, int code, const char *fmt,
  * items per task (opts->chunksize, default as mproc_pool_map), each chunk in
  * the pool's shared data arena as for mproc_pool_map: progress moves and a
  * dead worker is blamed per item.  Results too large for their chunk's
- * area go to an overflow area of up to 4 GiB; an item whose result finds
+ * area go to an overflow area of up to 1 GiB; an item whose result finds
  * that full too is run once more, with the rest of its chunk, as an
  * ordinary task with no size limit.  On success
  * *out is a new array of n results, each NUL-terminated past its len (so
