@@ -720,16 +720,32 @@ static int use_locks(const void *arg, size_t len) {
   return 7;
 }
 
-static void fork_safety(int method) {
-  /* Under sanitizers every exec is several times slower: fewer rounds,
-   * same check. */
-  int count = getenv("MPROC_TEST_TIMEOUT_SCALE") != NULL ? 200 : 1000;
+/* Rounds of a fork-safety test: under sanitizers every exec is several
+ * times slower, so fewer rounds, same check. */
+static int fork_safety_rounds(void) {
+  return getenv("MPROC_TEST_TIMEOUT_SCALE") != NULL ? 200 : 1000;
+}
+
+static void busy_start(pthread_t t[16]) {
   busy_out = fopen("/dev/null", "we");
   ck_assert_ptr_nonnull(busy_out);
   atomic_store(&busy_stop, 0);
-  pthread_t t[16];
   for (int i = 0; i < 16; i++)
     ck_assert_int_eq(pthread_create(&t[i], NULL, busy, NULL), 0);
+}
+
+static void busy_end(pthread_t t[16]) {
+  atomic_store(&busy_stop, 1);
+  for (int i = 0; i < 16; i++)
+    ck_assert_int_eq(pthread_join(t[i], NULL), 0);
+  fclose(busy_out);
+  busy_out = NULL;
+}
+
+static void fork_safety(int method) {
+  int count = fork_safety_rounds();
+  pthread_t t[16];
+  busy_start(t);
   mproc_process_options o = {.start_method = method};
   int64_t worst = 0;
   for (int i = 0; i < count; i++) {
@@ -746,18 +762,64 @@ static void fork_safety(int method) {
     int64_t dt = mproc_now_ms() - t0;
     worst = dt > worst ? dt : worst;
   }
-  atomic_store(&busy_stop, 1);
-  for (int i = 0; i < 16; i++)
-    ck_assert_int_eq(pthread_join(t[i], NULL), 0);
-  fclose(busy_out);
-  busy_out = NULL;
+  busy_end(t);
   printf("fork safety, method %d: %d children, slowest %lld ms\n", method, count, (long long)worst);
+}
+
+/* The same locks, from a pool task; returns the worker's pid. */
+static int task_use_locks(const void *arg, size_t len, mproc_task_ctx *ctx) {
+  int pid = use_locks(arg, len) == 7 ? (int)getpid() : -1;
+  return mproc_task_return(ctx, &pid, sizeof pid);
+}
+
+/* The pool's side: every task retires its worker (max_tasks_per_worker 1),
+ * so each of the rounds is served by a worker started while the 16 threads
+ * run.  Each must be ready and answer within 2 s; the slot's replacement
+ * count shows that every round had a new worker. */
+static void pool_fork_safety(int method) {
+  int count = fork_safety_rounds();
+  pthread_t t[16];
+  busy_start(t);
+  mproc_pool *pool;
+  struct mproc_pool_options o = {.workers = 1, .max_tasks_per_worker = 1, .start_method = method};
+  mproc_assert_ok(mproc_pool_new(&pool, &o));
+  int64_t worst = 0;
+  int last = 0;
+  for (int i = 0; i < count; i++) {
+    int64_t t0 = mproc_now_ms();
+    mproc_future *f;
+    mproc_assert_ok(mproc_pool_submit(pool, task_use_locks, NULL, 0, &f));
+    const void *d;
+    size_t n;
+    mproc_assert_ok(mproc_future_result(f, &d, &n, mproc_test_scaled_ms(2000)));
+    ck_assert_uint_eq(n, sizeof(int));
+    int pid = *(const int *)d;
+    ck_assert_int_gt(pid, 0);
+    ck_assert_int_ne(pid, last); /* a new worker every round */
+    last = pid;
+    mproc_future_free(f);
+    int64_t dt = mproc_now_ms() - t0;
+    worst = dt > worst ? dt : worst;
+  }
+  struct mproc_worker_stats ws;
+  ck_assert_int_eq(mproc_pool_stats(pool, NULL, &ws, 1), 1);
+  ck_assert_uint_ge(ws.replaced, (uint64_t)count - 1);
+  mproc_assert_ok(mproc_pool_free(pool));
+  busy_end(t);
+  printf("pool fork safety, method %d: %d workers, slowest %lld ms\n", method, count,
+         (long long)worst);
 }
 
 START_TEST(test_fork_safety_spawn) { fork_safety(MPROC_START_SPAWN); }
 END_TEST
 
 START_TEST(test_fork_safety_forkserver) { fork_safety(MPROC_START_FORKSERVER); }
+END_TEST
+
+START_TEST(test_pool_fork_safety_spawn) { pool_fork_safety(MPROC_START_SPAWN); }
+END_TEST
+
+START_TEST(test_pool_fork_safety_forkserver) { pool_fork_safety(MPROC_START_FORKSERVER); }
 END_TEST
 
 int main(int argc, char **argv) {
@@ -787,5 +849,7 @@ int main(int argc, char **argv) {
   tc = mproc_test_tcase(s, "fork-safety", 300);
   tcase_add_test(tc, test_fork_safety_spawn);
   tcase_add_test(tc, test_fork_safety_forkserver);
+  tcase_add_test(tc, test_pool_fork_safety_spawn);
+  tcase_add_test(tc, test_pool_fork_safety_forkserver);
   return mproc_test_run(s);
 }
