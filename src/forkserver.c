@@ -13,6 +13,18 @@
  * argument, environment and fd numbers; the reply is {status, pid} plus, for
  * a function the server cannot find, the reason.
  *
+ * The note.  Each request also carries one end of a fresh socketpair (a
+ * pipe would kill with SIGPIPE a child whose owner has had its reply and
+ * closed the other end), and the new child's first act is to send its pid.  The server can
+ * die between its fork and its reply (SIGKILL, the OOM killer): the child
+ * then exists, is ours, and nobody else will ever name it.  So when the
+ * server is found gone the owner, once it has reaped the server (no fork can
+ * follow), reads the note: a pid is a child that got the whole request and
+ * runs -- the start succeeded, and the child is adopted exactly as if the
+ * reply had come; end of file is no child, and the request is retried.
+ * Without it such a child would run its function unjoined and stay a zombie
+ * of the owner, while the retry ran the function a second time.
+ *
  * Whose child.  The server creates children with clone3(CLONE_PARENT): the
  * child's parent is the *owner*, not the server.  So the owner pidfd_open()s
  * the pid it is told (still its unreaped child: the pid cannot have been
@@ -54,6 +66,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -78,10 +91,10 @@
 #endif
 
 /* Inheritable descriptors one request can carry: the kernel's SCM_MAX_FD,
- * less the entry's descriptors and the working directory. */
-#define MAX_FDS (MPROC__SCM_MAX_FD - MPROC__START_FDS_MAX - 1)
+ * less the entry's descriptors, the working directory and the note. */
+#define MAX_FDS (MPROC__SCM_MAX_FD - MPROC__START_FDS_MAX - 2)
 /* Every descriptor of one request. */
-#define ALL_FDS (MAX_FDS + MPROC__START_FDS_MAX + 1)
+#define ALL_FDS (MAX_FDS + MPROC__START_FDS_MAX + 2)
 /* Bound on a reply: a live server answers in microseconds. */
 #define REPLY_MS 30000
 #define ENV_MAX (64u << 20)
@@ -218,10 +231,33 @@ static char *env_block(uint32_t *len) {
   return b;
 }
 
+/* After the server is reaped: the pid its last child wrote to the note
+ * (see "The note"), or -ESRCH when it forked none.  Every other copy
+ * of the write end is closed by now, but the child's, which writes first:
+ * the wait is bounded all the same. */
+static int adopt_noted(int note, pid_t *pid) {
+  int32_t v;
+  int r = mproc__poll1(note, POLLIN, mproc__deadline(REPLY_MS));
+  if (r > 0 && read(note, &v, sizeof v) == (ssize_t)sizeof v && v > 0) {
+    *pid = (pid_t)v;
+    return 0;
+  }
+  return -ESRCH;
+}
+
+/* Exposed for tests only: called with the lock held and the server's pidfd
+ * before a request is sent (stage 0) and once it is sent, before its reply
+ * is read (stage 1), so a test can kill the server exactly while a start is
+ * in flight. */
+void (*_Atomic mproc__forkserver_test_hook)(int stage, int server_pidfd);
+
 /* One request over a live channel; lock held.  -EPIPE: the server is gone. */
 static int request_locked(const struct mproc__start_req *req, struct mproc__wire *w, const int *fds,
                           int nfds, const int32_t *nums, const char *env, pid_t *pid) {
   int64_t deadline = mproc__deadline(REPLY_MS);
+  void (*hook)(int, int) = atomic_load(&mproc__forkserver_test_hook);
+  if (hook != NULL)
+    hook(0, srv_pidfd);
   int r = mproc__send_header(srv_ctl, w, fds, (size_t)nfds, deadline);
   if (r == 0)
     r = mproc__send_full(srv_ctl, req->name, w->name_len, deadline);
@@ -232,6 +268,8 @@ static int request_locked(const struct mproc__start_req *req, struct mproc__wire
   if (r == 0)
     r = mproc__send_full(srv_ctl, nums, w->nfds * sizeof *nums, deadline);
   struct reply rep;
+  if (r == 0 && hook != NULL)
+    hook(1, srv_pidfd);
   if (r == 0)
     r = mproc__poll1(srv_ctl, POLLIN, deadline);
   if (r > 0)
@@ -289,14 +327,32 @@ int mproc__forkserver_request(const struct mproc__start_req *req, const struct m
   pthread_mutex_lock(&lock);
   int r = 0;
   for (int attempt = 0; attempt < 2; attempt++) {
+    int note[2] = {-1, -1};
     r = ensure_locked(req->flags);
-    if (r == 0)
-      r = request_locked(req, &w, fds, nfds, nums, env, &pid);
-    if (r != -EPIPE && r != -ECONNRESET && r != MPROC_ETIMEDOUT)
+    if (r == 0 && socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, note) != 0)
+      r = mproc__neg_errno();
+    if (r == 0) {
+      /* Registered: a fork by another thread must not keep the write end
+       * open, or a server's death would look like a child that is silent. */
+      mproc__fd_register(note[0]);
+      mproc__fd_register(note[1]);
+      fds[nfds] = note[1];
+      r = request_locked(req, &w, fds, nfds + 1, nums, env, &pid);
+      mproc__close(note[1]); /* the request's copy stays in flight */
+    }
+    bool gone = r == -EPIPE || r == -ECONNRESET || r == MPROC_ETIMEDOUT;
+    if (gone) {
+      /* The server died (or hangs) under us: replace it, then take the
+       * child it may have forked before dying, or try once more. */
+      drop_locked();
+      atomic_fetch_add(&restarts, 1);
+      if (adopt_noted(note[0], &pid) == 0)
+        r = 0;
+    }
+    if (note[0] >= 0)
+      mproc__close(note[0]);
+    if (!gone || r == 0)
       break;
-    /* The server died (or hangs) under us: replace it and try once more. */
-    drop_locked();
-    atomic_fetch_add(&restarts, 1);
   }
   pthread_mutex_unlock(&lock);
   free(env);
@@ -320,6 +376,13 @@ int mproc__forkserver_request(const struct mproc__start_req *req, const struct m
   *pid_out = pid;
   *pidfd_out = pidfd;
   return 0;
+}
+
+int mproc__forkserver_pidfd(void) {
+  pthread_mutex_lock(&lock);
+  int fd = srv_ctl >= 0 && srv_owner == getpid() ? fcntl(srv_pidfd, F_DUPFD_CLOEXEC, 0) : -1;
+  pthread_mutex_unlock(&lock);
+  return fd;
 }
 
 MPROC_EXTERN int mproc_forkserver_restarts(void) { return atomic_load(&restarts); }
@@ -459,7 +522,7 @@ static void serve_one(int ctl, pid_t owner) {
   if ((r < 0 && !fd_err) || w.magic != MPROC__WIRE_MAGIC || w.name_len > 4096 ||
       w.env_len > ENV_MAX || w.nfds > MAX_FDS || w.nentry > MPROC__START_FDS_MAX ||
       w.arg_len > SIZE_MAX / 4 ||
-      (!fd_err && (uint32_t)r != w.nentry + w.nfds + (w.has_cwd ? 1u : 0u)) ||
+      (!fd_err && (uint32_t)r != w.nentry + w.nfds + (w.has_cwd ? 1u : 0u) + 1u) ||
       w.ident[sizeof w.ident - 1] != '\0')
     _exit(1); /* not our owner's protocol: no sane answer */
   int ngot = fd_err ? 0 : r;
@@ -488,6 +551,13 @@ static void serve_one(int ctl, pid_t owner) {
             .exit_signal = 0}; /* CLONE_PARENT: the server's own exit signal */
     pid = (pid_t)syscall(SYS_clone3, &ca, sizeof ca);
     if (pid == 0) {
+      /* First of all, tell the owner we exist: the server may die before
+       * its reply. */
+      int note = got[w.nentry + w.nfds + (w.has_cwd ? 1u : 0u)];
+      int32_t me = (int32_t)syscall(SYS_getpid);
+      /* EPIPE (no signal): the owner had its reply and closed the note. */
+      (void)send(note, &me, sizeof me, MSG_NOSIGNAL);
+      close(note);
       close(ctl);
       char *name = malloc(w.name_len + 1);
       /* A copy of its own: malloc's alignment, as the API promises. */

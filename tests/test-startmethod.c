@@ -1,6 +1,7 @@
 /* Start methods beyond fork (src/start_spawn.c, src/forkserver.c) and
  * function references (src/fnref.c): bad input and failures.  The process
- * suite itself runs under every method (tests/CMakeLists.txt). */
+ * suite itself runs under every method (tests/CMakeLists.txt).
+ * ctest-labels: threads */
 #include "harness.h"
 #include "start.h"
 
@@ -622,6 +623,156 @@ START_TEST(test_owner_killed) {
 }
 END_TEST
 
+/* ---- the forkserver killed mid-request ------------------------------------ */
+
+/* How many more requests lose their server while in flight. */
+static _Atomic int kills_left;
+
+/* Stops the server before the request is sent, so it cannot read it, then
+ * kills it once the request sits in its socket: the reply never comes. */
+static void kill_in_flight(int stage, int server_pidfd) {
+  if (atomic_load(&kills_left) <= 0)
+    return;
+  if (stage == 0) {
+    mproc_assert_ok(mproc__pidfd_kill(server_pidfd, SIGSTOP));
+    siginfo_t si;
+    while (waitid(P_PIDFD, (id_t)server_pidfd, &si, WSTOPPED | WNOWAIT) != 0)
+      ck_assert_int_eq(errno, EINTR);
+    return;
+  }
+  atomic_fetch_sub(&kills_left, 1);
+  mproc_assert_ok(mproc__pidfd_kill(server_pidfd, SIGKILL));
+  ck_assert_int_gt(mproc__poll1(server_pidfd, POLLIN, mproc__deadline(LONG_MS)), 0);
+}
+
+START_TEST(test_forkserver_killed_mid_request) {
+  atomic_store(&mproc__forkserver_test_hook, kill_in_flight);
+  /* Killed with a start in flight: retried on a new server, counted. */
+  int restarts = mproc_forkserver_restarts();
+  atomic_store(&kills_left, 1);
+  ck_assert_int_eq(run_code(MPROC_START_FORKSERVER, ret_42, NULL, 0), 42);
+  ck_assert_int_eq(atomic_load(&kills_left), 0);
+  ck_assert_int_eq(mproc_forkserver_restarts(), restarts + 1);
+  ck_assert_int_eq(mproc_test_count_children(), 1); /* the new server only */
+  /* Killed again during the retry: a clean error, nothing left behind, and
+   * the next start works. */
+  int fds = mproc_test_count_fds();
+  atomic_store(&kills_left, 2);
+  mproc_assert_err(run_code(MPROC_START_FORKSERVER, ret_42, NULL, 0), -EPIPE);
+  ck_assert_int_eq(atomic_load(&kills_left), 0);
+  ck_assert_int_eq(mproc_forkserver_restarts(), restarts + 3);
+  ck_assert_int_eq(mproc_test_count_children(), 0);
+  ck_assert_int_eq(mproc_test_count_fds(), fds - 2); /* the server's pidfd and channel */
+  ck_assert_int_eq(run_code(MPROC_START_FORKSERVER, ret_42, NULL, 0), 42);
+  atomic_store(&mproc__forkserver_test_hook, NULL);
+}
+END_TEST
+
+static int task_pid_or_die(const void *arg, size_t len, mproc_task_ctx *ctx) {
+  if (len > 0 && *(const int *)arg != 0)
+    raise(SIGKILL);
+  int pid = (int)getpid();
+  return mproc_task_return(ctx, &pid, sizeof pid);
+}
+
+/* A task's result: the pid of the worker that ran it. */
+static int worker_pid(mproc_pool *pool, int die) {
+  mproc_future *f;
+  mproc_assert_ok(mproc_pool_submit(pool, task_pid_or_die, &die, sizeof die, &f));
+  const void *d;
+  size_t n;
+  int r = mproc_future_result(f, &d, &n, LONG_MS);
+  int pid = r == 0 ? *(const int *)d : r;
+  mproc_future_free(f);
+  return pid;
+}
+
+/* A worker replacement whose server dies under it: the pool's manager
+ * retries on a new server; killed twice, the replacement fails and the
+ * pool tries again later.  Either way the next task runs. */
+START_TEST(test_forkserver_killed_replacing_worker) {
+  mproc_pool *pool;
+  struct mproc_pool_options o = {.workers = 1, .start_method = MPROC_START_FORKSERVER};
+  mproc_assert_ok(mproc_pool_new(&pool, &o));
+  atomic_store(&mproc__forkserver_test_hook, kill_in_flight);
+  for (int kills = 1; kills <= 2; kills++) {
+    int restarts = mproc_forkserver_restarts();
+    int before = worker_pid(pool, 0);
+    ck_assert_int_gt(before, 0);
+    atomic_store(&kills_left, kills);
+    mproc_assert_err(worker_pid(pool, 1), MPROC_EWORKERDIED);
+    int after = worker_pid(pool, 0);
+    ck_assert_int_gt(after, 0);
+    ck_assert_int_ne(after, before);
+    ck_assert_int_eq(atomic_load(&kills_left), 0);
+    ck_assert_int_eq(mproc_forkserver_restarts(), restarts + kills);
+  }
+  atomic_store(&mproc__forkserver_test_hook, NULL);
+  mproc_assert_ok(mproc_pool_free(pool));
+}
+END_TEST
+
+/* Several threads start processes while another kills the server at random
+ * moments (idle, reading a request, forking, replying): every start either
+ * works or fails cleanly, and no child is left that nobody knows of (one
+ * forked just before the server died is still ours to reap). */
+static _Atomic int killer_stop;
+
+static void *killer(void *arg) {
+  (void)arg;
+  unsigned n = 0;
+  while (!atomic_load(&killer_stop)) {
+    int fd = mproc__forkserver_pidfd();
+    if (fd >= 0) {
+      mproc__pidfd_kill(fd, SIGKILL);
+      close(fd);
+    }
+    struct timespec ts = {0, (long)(n++ % 7) * 100000L}; /* pacing, not sync */
+    nanosleep(&ts, NULL);
+  }
+  return NULL;
+}
+
+/* Starts per thread. */
+#define STARTS 40
+static _Atomic int starts_ok, starts_failed;
+
+static void *starter(void *arg) {
+  (void)arg;
+  for (int i = 0; i < STARTS; i++) {
+    int r = run_code(MPROC_START_FORKSERVER, ret_42, NULL, 0);
+    if (r == 42)
+      atomic_fetch_add(&starts_ok, 1);
+    else if (r == -EPIPE || r == -ECONNRESET)
+      atomic_fetch_add(&starts_failed, 1);
+    else
+      ck_abort_msg("start gave %d (%s)", r, mproc_err_name(r));
+  }
+  return NULL;
+}
+
+START_TEST(test_forkserver_killed_under_threads) {
+  int restarts = mproc_forkserver_restarts();
+  atomic_store(&killer_stop, 0);
+  pthread_t k, t[4];
+  ck_assert_int_eq(pthread_create(&k, NULL, killer, NULL), 0);
+  for (int i = 0; i < 4; i++)
+    ck_assert_int_eq(pthread_create(&t[i], NULL, starter, NULL), 0);
+  for (int i = 0; i < 4; i++)
+    ck_assert_int_eq(pthread_join(t[i], NULL), 0);
+  atomic_store(&killer_stop, 1);
+  ck_assert_int_eq(pthread_join(k, NULL), 0);
+  ck_assert_int_eq(atomic_load(&starts_ok) + atomic_load(&starts_failed), 4 * STARTS);
+  ck_assert_int_gt(atomic_load(&starts_ok), 0);
+  ck_assert_int_gt(mproc_forkserver_restarts(), restarts);
+  printf("forkserver killed under threads: %d started, %d failed, %d restarts\n",
+         atomic_load(&starts_ok), atomic_load(&starts_failed),
+         mproc_forkserver_restarts() - restarts);
+  mproc_forkserver_stop();
+  ck_assert_int_eq(mproc_test_count_children(), 0);
+}
+END_TEST
+
 /* ---- exec failing ------------------------------------------------------- */
 
 START_TEST(test_exec_fails) {
@@ -845,6 +996,9 @@ int main(int argc, char **argv) {
   tc = mproc_test_tcase(s, "failures", 120);
   tcase_add_test(tc, test_forkserver_killed);
   tcase_add_test(tc, test_owner_killed);
+  tcase_add_test(tc, test_forkserver_killed_mid_request);
+  tcase_add_test(tc, test_forkserver_killed_replacing_worker);
+  tcase_add_test(tc, test_forkserver_killed_under_threads);
   tcase_add_test(tc, test_exec_fails);
   tc = mproc_test_tcase(s, "fork-safety", 300);
   tcase_add_test(tc, test_fork_safety_spawn);
