@@ -95,6 +95,15 @@ int mproc_test_pid_exists(pid_t pid) {
   return stat(path, &st) == 0;
 }
 
+void mproc_test_setenv_filled(const char *name, size_t len, char fill) {
+  char *v = malloc(len + 1);
+  ck_assert_ptr_nonnull(v);
+  memset(v, fill, len);
+  v[len] = '\0';
+  ck_assert_int_eq(setenv(name, v, 1), 0);
+  free(v);
+}
+
 const char *mproc_test_shm_name(char *buf, size_t len, const char *tag) {
   static int seq;
   snprintf(buf, len, "/mproc-test-%d-%s-%d", (int)getpid(), tag, ++seq);

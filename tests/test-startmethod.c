@@ -788,26 +788,15 @@ START_TEST(test_exec_fails) {
     mproc__spawn_exe = "/proc/self/exe";
     mproc_assert_err(r, -ENOENT);
     /* An environment the kernel refuses (one string over 128 KiB). */
-    size_t big = 200000;
-    char *v = malloc(big + 1);
-    ck_assert_ptr_nonnull(v);
-    memset(v, 'x', big);
-    v[big] = '\0';
-    ck_assert_int_eq(setenv("MPROC_TEST_BIG", v, 1), 0);
-    free(v);
+    mproc_test_setenv_filled("MPROC_TEST_BIG", 200000, 'x');
     r = mproc_process_start(p);
     unsetenv("MPROC_TEST_BIG");
     mproc_assert_err(r, MPROC_E2BIG);
     /* A resource limit: exec refuses strings beyond a quarter of
      * RLIMIT_STACK (never less than 128 KiB): 200 KB in two variables pass
      * under the usual 8 MiB limit and fail under 64 KiB. */
-    v = malloc(100001);
-    ck_assert_ptr_nonnull(v);
-    memset(v, 'y', 100000);
-    v[100000] = '\0';
-    ck_assert_int_eq(setenv("MPROC_TEST_MID", v, 1), 0);
-    ck_assert_int_eq(setenv("MPROC_TEST_MID2", v, 1), 0);
-    free(v);
+    mproc_test_setenv_filled("MPROC_TEST_MID", 100000, 'y');
+    mproc_test_setenv_filled("MPROC_TEST_MID2", 100000, 'y');
     struct rlimit old, low;
     ck_assert_int_eq(getrlimit(RLIMIT_STACK, &old), 0);
     low = old;
