@@ -133,6 +133,39 @@ START_TEST(test_worker_is_fresh_image) {
 }
 END_TEST
 
+/* Which of the two descriptor numbers sent are open in the worker. */
+static int task_fd_view(const void *arg, size_t len, mproc_task_ctx *ctx) {
+  (void)len;
+  const int *fd = arg;
+  int open_[2] = {fcntl(fd[0], F_GETFD) >= 0, fcntl(fd[1], F_GETFD) >= 0};
+  return mproc_task_return(ctx, open_, sizeof open_);
+}
+
+/* A worker has the program's inheritable descriptors (at their numbers),
+ * not its close-on-exec ones. */
+START_TEST(test_worker_descriptors) {
+  int fd[2];
+  ck_assert_int_eq(dup2(0, 700), 700);
+  ck_assert_int_eq(dup3(0, 701, O_CLOEXEC), 701);
+  fd[0] = 700;
+  fd[1] = 701;
+  for (size_t i = 0; i < sizeof methods / sizeof *methods; i++) {
+    mproc_pool *p = pool_by(methods[i], 1);
+    mproc_future *f;
+    mproc_assert_ok(mproc_pool_submit(p, task_fd_view, fd, sizeof fd, &f));
+    const void *d;
+    size_t n;
+    mproc_assert_ok(mproc_future_result(f, &d, &n, 60000));
+    ck_assert_int_eq(((const int *)d)[0], 1);
+    ck_assert_int_eq(((const int *)d)[1], 0);
+    mproc_future_free(f);
+    mproc_assert_ok(mproc_pool_free(p));
+  }
+  close(700);
+  close(701);
+}
+END_TEST
+
 /* Copies the test library to a fresh path (so it can be removed). */
 static void copy_lib(const char *from, char *to, size_t cap) {
   snprintf(to, cap, "/tmp/mproc-fnlib-%d.so", (int)getpid());
@@ -429,6 +462,7 @@ int main(void) {
   tcase_add_test(tc, test_bad_env);
   tcase_add_test(tc, test_initarg_bytes);
   tcase_add_test(tc, test_worker_is_fresh_image);
+  tcase_add_test(tc, test_worker_descriptors);
   tcase_add_test(tc, test_library_function);
   tcase_add_test(tc, test_unresolvable_function);
   tcase_add_test(tc, test_worker_group_dies_with_killed_program);
