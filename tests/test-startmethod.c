@@ -863,6 +863,42 @@ START_TEST(test_exec_fails) {
 }
 END_TEST
 
+/* One request carries at most 235 inheritable descriptors (the kernel's 253
+ * per message, less the entry's 16 and the cwd's and the note's): one more
+ * is MPROC_ENOTSUP with nothing left behind, never a child without some. */
+static int count_inheritable(const void *arg, size_t len) {
+  (void)arg, (void)len;
+  int n = 0;
+  for (int fd = 0; fd < 1024; fd++) {
+    int fl = fcntl(fd, F_GETFD);
+    n += fl >= 0 && !(fl & FD_CLOEXEC);
+  }
+  return n;
+}
+
+START_TEST(test_forkserver_fd_limit) {
+  int limit = MPROC__SCM_MAX_FD - MPROC__START_FDS_MAX - 2;
+  ck_assert_int_eq(limit, 235);
+  int have = count_inheritable(NULL, 0), opened[300], n = 0;
+  ck_assert_int_lt(have, limit);
+  while (have + n < limit) {
+    opened[n] = open("/dev/null", O_RDONLY);
+    ck_assert_int_ge(opened[n], 0);
+    n++;
+  }
+  ck_assert_int_eq(run_code(MPROC_START_FORKSERVER, count_inheritable, NULL, 0), limit);
+  opened[n] = open("/dev/null", O_RDONLY);
+  ck_assert_int_ge(opened[n], 0);
+  n++;
+  int children = mproc_test_count_children(), fds = mproc_test_count_fds();
+  mproc_assert_err(run_code(MPROC_START_FORKSERVER, count_inheritable, NULL, 0), MPROC_ENOTSUP);
+  ck_assert_int_eq(mproc_test_count_children(), children);
+  ck_assert_int_eq(mproc_test_count_fds(), fds);
+  while (n > 0)
+    close(opened[--n]);
+}
+END_TEST
+
 /* ---- fork safety ---------------------------------------------------------- */
 
 /* 16 threads loop on malloc/free, stdio and a mutex of their own: under
@@ -1031,6 +1067,7 @@ int main(int argc, char **argv) {
   tcase_add_test(tc, test_forkserver_killed_mid_request);
   tcase_add_test(tc, test_forkserver_killed_replacing_worker);
   tcase_add_test(tc, test_forkserver_killed_under_threads);
+  tcase_add_test(tc, test_forkserver_fd_limit);
   tcase_add_test(tc, test_exec_fails);
   tc = mproc_test_tcase(s, "fork-safety", 300);
   tcase_add_test(tc, test_fork_safety_spawn);
