@@ -30,14 +30,10 @@
 #include <unistd.h>
 
 static int fdq_push(struct mproc_conn *c, int fd) {
-  if (c->fdq_len == c->fdq_cap) {
-    size_t ncap = c->fdq_cap ? c->fdq_cap * 2 : 8;
-    int *n = realloc(c->fdq, ncap * sizeof *n);
-    if (n == NULL)
-      return MPROC_ENOMEM;
-    c->fdq = n;
-    c->fdq_cap = ncap;
-  }
+  int *q = mproc__grow(c->fdq, &c->fdq_cap, c->fdq_len, sizeof *q, 8);
+  if (q == NULL)
+    return MPROC_ENOMEM;
+  c->fdq = q;
   c->fdq[c->fdq_len++] = fd;
   return 0;
 }

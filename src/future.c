@@ -219,19 +219,17 @@ MPROC_EXTERN int mproc_future_wait(mproc_future *f, int64_t timeout_ms) {
 
 MPROC_EXTERN int mproc_future_result(mproc_future *f, const void **data, size_t *len,
                                      int64_t timeout_ms) {
-  if (f == NULL || data == NULL || len == NULL)
+  if (f == NULL)
     return MPROC_EINVAL;
   int r = mproc_future_wait(f, timeout_ms);
   if (r != 0)
     return r;
-  if (atomic_load(&f->state) != MPROC_FUTURE_DONE) {
-    *data = NULL;
-    *len = 0;
-    return f->err.code;
-  }
-  *data = f->result;
-  *len = f->result_len;
-  return 0;
+  bool ok = atomic_load(&f->state) == MPROC_FUTURE_DONE;
+  if (data != NULL)
+    *data = ok ? f->result : NULL;
+  if (len != NULL)
+    *len = ok ? f->result_len : 0;
+  return ok ? 0 : f->err.code;
 }
 
 MPROC_EXTERN int mproc_future_error(mproc_future *f, struct mproc_task_error *err) {

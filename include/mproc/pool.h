@@ -212,7 +212,9 @@ MPROC_EXTERN int mproc_future_wait(mproc_future *f, int64_t timeout_ms);
 /* Wait, then: 0 with *data and *len set to the result, BORROWED from the future
  * (valid until mproc_future_free; NULL/0 for an empty result); or the failure
  * code (see mproc_task_error.code); or MPROC_ETIMEDOUT when the wait deadline
- * passed first (the future is then still pending or running). */
+ * passed first (the future is then still pending or running).  data and len
+ * may each be NULL when the caller does not want them (a task run for its
+ * effect: the call then only waits and reports how the task ended). */
 MPROC_EXTERN int mproc_future_result(mproc_future *f, const void **data, size_t *len,
                                      int64_t timeout_ms);
 /* Failure details: 0 and *err filled when the future failed or was
