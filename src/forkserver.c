@@ -346,7 +346,7 @@ int mproc__forkserver_request(const struct mproc__start_req *req, const struct m
        * child it may have forked before dying, or try once more. */
       drop_locked();
       atomic_fetch_add(&restarts, 1);
-      if (adopt_noted(note[0], &pid) == 0)
+      if (note[0] >= 0 && adopt_noted(note[0], &pid) == 0)
         r = 0;
     }
     if (note[0] >= 0)

@@ -779,6 +779,11 @@ static void *killer(void *arg) {
 #define STARTS 40
 static _Atomic int starts_ok, starts_failed;
 
+/* Starters leave together: a forkserver child gets its parent-death signal
+ * when the thread that started the *server* exits (see process.md), and
+ * any of them may have. */
+static pthread_barrier_t starters_done;
+
 static void *starter(void *arg) {
   (void)arg;
   for (int i = 0; i < STARTS; i++) {
@@ -790,12 +795,14 @@ static void *starter(void *arg) {
     else
       ck_abort_msg("start gave %d (%s)", r, mproc_err_name(r));
   }
+  pthread_barrier_wait(&starters_done);
   return NULL;
 }
 
 START_TEST(test_forkserver_killed_under_threads) {
   int restarts = mproc_forkserver_restarts();
   atomic_store(&killer_stop, 0);
+  ck_assert_int_eq(pthread_barrier_init(&starters_done, NULL, 4), 0);
   pthread_t k, t[4];
   ck_assert_int_eq(pthread_create(&k, NULL, killer, NULL), 0);
   for (int i = 0; i < 4; i++)
@@ -804,6 +811,7 @@ START_TEST(test_forkserver_killed_under_threads) {
     ck_assert_int_eq(pthread_join(t[i], NULL), 0);
   atomic_store(&killer_stop, 1);
   ck_assert_int_eq(pthread_join(k, NULL), 0);
+  pthread_barrier_destroy(&starters_done);
   ck_assert_int_eq(atomic_load(&starts_ok) + atomic_load(&starts_failed), 4 * STARTS);
   ck_assert_int_gt(atomic_load(&starts_ok), 0);
   ck_assert_int_gt(mproc_forkserver_restarts(), restarts);
