@@ -50,8 +50,18 @@
  * (Python's forkserver).  Dispositions are the defaults, rlimits the owner's
  * at the time the server started.
  *
- * Life.  The server has the owner's parent-death signal (SIGKILL, from the
- * thread that first needed it) and exits when its channel closes.  When it
+ * Life.  The server has the owner's parent-death signal (SIGKILL) and exits
+ * when its channel closes.
+ *
+ * The keeper thread.  Linux sends a parent-death signal when the *thread*
+ * that created a process exits, and a CLONE_PARENT child's creator is the
+ * server's: every child of the server would die with the thread that
+ * happened to start the server -- the first to need it, a pool's manager
+ * thread, say, whose pool is freed while other children still run.  So
+ * servers are spawned by one thread of the library's own (`keeper`), made
+ * at the first need and living as long as the process, idle but for the
+ * spawns it is asked for; children die with the process, and with no thread
+ * of it.  When it
  * has died anyway (SIGKILL by an administrator, the OOM killer), the next
  * request finds its pidfd readable or its channel broken, reaps it, starts a
  * new one and retries once; mproc_forkserver_restarts() counts these.
@@ -115,10 +125,26 @@ static int srv_ctl = -1;   /* our end of the channel (registered) */
 static atomic_int restarts;
 static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
 
+/* The keeper thread and its one job at a time (asked for under `lock`). */
+static pthread_mutex_t kmu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t kcv = PTHREAD_COND_INITIALIZER;
+static bool keeper_up;
+static struct {
+  bool asked, done; /* a spawn was asked for / has finished */
+  int r;            /* its result */
+  pid_t pid;        /* on success: the server, */
+  int pidfd, ctl;   /*   its pidfd and our end of its channel */
+} job;
+
 /* In a forked copy of the owner: the server is not ours to talk to. */
 static void forget_in_child(void) {
   pthread_mutex_t fresh = PTHREAD_MUTEX_INITIALIZER;
+  pthread_cond_t fresh_cv = PTHREAD_COND_INITIALIZER;
   memcpy(&lock, &fresh, sizeof fresh);
+  memcpy(&kmu, &fresh, sizeof fresh);
+  memcpy(&kcv, &fresh_cv, sizeof fresh_cv);
+  keeper_up = false; /* the copy has only the thread that forked */
+  memset(&job, 0, sizeof job);
   if (srv_ctl >= 0 && srv_owner != getpid()) {
     mproc__close(srv_ctl);
     mproc__close(srv_pidfd);
@@ -142,7 +168,75 @@ static void drop_locked(void) {
   srv_pid = 0;
 }
 
-static int ensure_locked(unsigned flags) {
+static void *keeper_main(void *arg) {
+  (void)arg;
+  pthread_mutex_lock(&kmu);
+  for (;;) {
+    while (!job.asked)
+      pthread_cond_wait(&kcv, &kmu);
+    job.asked = false;
+    pthread_mutex_unlock(&kmu);
+    /* No flush: the requester did it; this thread's stdio is not its own. */
+    pid_t pid = 0;
+    int pidfd = -1, ctl = -1;
+    int r = mproc__spawn_exec('f', MPROC__START_NOFLUSH, NULL, NULL, 0, NULL, 0, NULL, 0, &pid,
+                              &pidfd, &ctl);
+    pthread_mutex_lock(&kmu);
+    job.r = r;
+    job.pid = pid;
+    job.pidfd = pidfd;
+    job.ctl = ctl;
+    job.done = true;
+    pthread_cond_broadcast(&kcv);
+  }
+  return NULL;
+}
+
+/* Starts a server from the keeper thread (made on first use); lock held. */
+static int spawn_server_locked(pid_t *pid, int *pidfd, int *ctl) {
+  pthread_mutex_lock(&kmu);
+  if (!keeper_up) {
+    /* Every signal blocked in it: the program's signals are for its own
+     * threads (the server unblocks them for itself). */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    pthread_attr_t at;
+    pthread_attr_init(&at);
+    pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
+    pthread_attr_setstacksize(&at, 256 * 1024);
+    pthread_t t;
+    int e = pthread_create(&t, &at, keeper_main, NULL);
+    pthread_attr_destroy(&at);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (e != 0) {
+      pthread_mutex_unlock(&kmu);
+      return -e;
+    }
+    pthread_setname_np(t, "mproc-forksrv");
+    keeper_up = true;
+  }
+  job.asked = true;
+  job.done = false;
+  pthread_cond_broadcast(&kcv);
+  while (!job.done)
+    pthread_cond_wait(&kcv, &kmu);
+  int r = job.r;
+  *pid = job.pid;
+  *pidfd = job.pidfd;
+  *ctl = job.ctl;
+  pthread_mutex_unlock(&kmu);
+  return r;
+}
+
+int mproc__forkserver_threads(void) {
+  pthread_mutex_lock(&kmu);
+  int n = keeper_up ? 1 : 0;
+  pthread_mutex_unlock(&kmu);
+  return n;
+}
+
+static int ensure_locked(void) {
   if (srv_ctl >= 0) {
     struct pollfd p = {.fd = srv_pidfd, .events = POLLIN};
     if (poll(&p, 1, 0) == 0)
@@ -150,10 +244,9 @@ static int ensure_locked(unsigned flags) {
     drop_locked(); /* died since the last request */
     atomic_fetch_add(&restarts, 1);
   }
-  pid_t pid;
-  int pidfd, ctl;
-  int r = mproc__spawn_exec('f', flags & MPROC__START_NOFLUSH, NULL, NULL, 0, NULL, 0, NULL, 0,
-                            &pid, &pidfd, &ctl);
+  pid_t pid = 0;
+  int pidfd = -1, ctl = -1;
+  int r = spawn_server_locked(&pid, &pidfd, &ctl);
   if (r < 0)
     return r;
   srv_owner = getpid();
@@ -328,7 +421,7 @@ int mproc__forkserver_request(const struct mproc__start_req *req, const struct m
   int r = 0;
   for (int attempt = 0; attempt < 2; attempt++) {
     int note[2] = {-1, -1};
-    r = ensure_locked(req->flags);
+    r = ensure_locked();
     if (r == 0 && socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, note) != 0)
       r = mproc__neg_errno();
     if (r == 0) {
@@ -589,6 +682,11 @@ static void serve_one(int ctl, pid_t owner) {
 
 _Noreturn void mproc__forkserver_main(int ctl) {
   pid_t owner = getppid();
+  /* Spawned by the keeper thread, which blocks every signal: take the
+   * default mask back (each child gets its requester's). */
+  sigset_t none;
+  sigemptyset(&none);
+  sigprocmask(SIG_SETMASK, &none, NULL);
   long sr = syscall(SYS_get_robust_list, 0, &robust_head, &robust_len);
   if (prctl(PR_GET_TID_ADDRESS, &tid_addr, 0, 0, 0) != 0 || tid_addr == NULL || sr != 0) {
     /* Without them a child's glibc would believe it is the server's thread

@@ -10,6 +10,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -665,6 +666,71 @@ START_TEST(test_owner_killed) {
 }
 END_TEST
 
+/* ---- forkserver children and the program's threads ---------------------- */
+
+/* Waits for a byte on the inherited descriptor *arg; 5 when it came. */
+static int wait_byte(const void *arg, size_t len) {
+  (void)len;
+  char c;
+  return read(*(const int *)arg, &c, 1) == 1 ? 5 : 1;
+}
+
+struct thread_start {
+  int fd;           /* the descriptor wait_byte reads */
+  mproc_process *p; /* the child the thread started */
+  pid_t tid;        /* the thread */
+};
+
+static void *start_in_thread(void *arg) {
+  struct thread_start *t = arg;
+  t->tid = (pid_t)syscall(SYS_gettid);
+  mproc_process_options o = {.start_method = MPROC_START_FORKSERVER};
+  if (mproc_process_new(&t->p, wait_byte, &t->fd, sizeof t->fd, &o) != 0 ||
+      mproc_process_start(t->p) != 0)
+    t->p = NULL;
+  return NULL;
+}
+
+/* Linux sends the parent-death signal when the *thread* that made a process
+ * exits.  A thread that starts the server (the first forkserver start of the
+ * program) and a child, then exits, must take neither its child nor one the
+ * main thread started since with it: forkserver children die with the
+ * program, not with a thread. */
+START_TEST(test_forkserver_children_outlive_threads) {
+  mproc_forkserver_stop(); /* the thread below starts the server */
+  int pfd[2];
+  ck_assert_int_eq(pipe2(pfd, 0), 0); /* inheritable: the children read it */
+  struct thread_start a = {.fd = pfd[0]};
+  pthread_t t;
+  ck_assert_int_eq(pthread_create(&t, NULL, start_in_thread, &a), 0);
+  ck_assert_int_eq(pthread_join(t, NULL), 0);
+  ck_assert_ptr_nonnull(a.p);
+  struct thread_start b = {.fd = pfd[0]};
+  start_in_thread(&b);
+  ck_assert_ptr_nonnull(b.p);
+  /* pthread_join returns before the kernel has finished the thread's exit
+   * (where the signal is sent); its task entry goes after. */
+  char task[64];
+  snprintf(task, sizeof task, "/proc/self/task/%d", (int)a.tid);
+  int64_t end = mproc__deadline(LONG_MS);
+  while (access(task, F_OK) == 0 && mproc_now_ms() < end)
+    sched_yield();
+  ck_assert_int_ne(access(task, F_OK), 0);
+  /* A signal sent is acted on before a child returns from its read. */
+  ck_assert_int_eq(write(pfd[1], "xx", 2), 2);
+  mproc_process *ps[2] = {a.p, b.p};
+  for (int i = 0; i < 2; i++) {
+    int code;
+    mproc_assert_ok(mproc_process_join(ps[i], LONG_MS));
+    mproc_assert_ok(mproc_process_exitcode(ps[i], &code));
+    ck_assert_msg(code == 5, "child %d ended with %d", i, code);
+    mproc_process_free(ps[i]);
+  }
+  close(pfd[0]);
+  close(pfd[1]);
+}
+END_TEST
+
 /* ---- the forkserver killed mid-request ------------------------------------ */
 
 /* How many more requests lose their server while in flight. */
@@ -1072,6 +1138,7 @@ int main(int argc, char **argv) {
   tc = mproc_test_tcase(s, "failures", 120);
   tcase_add_test(tc, test_forkserver_killed);
   tcase_add_test(tc, test_owner_killed);
+  tcase_add_test(tc, test_forkserver_children_outlive_threads);
   tcase_add_test(tc, test_forkserver_killed_mid_request);
   tcase_add_test(tc, test_forkserver_killed_replacing_worker);
   tcase_add_test(tc, test_forkserver_killed_under_threads);
