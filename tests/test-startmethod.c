@@ -408,27 +408,27 @@ END_TEST
  * program (and the forkserver) started, as docs/reference/process.md's
  * table says: memory only under fork; the starting thread's signal mask
  * always; rlimits the caller's, under forkserver the caller's when the
- * server started. */
+ * server started.  (RLIMIT_MSGQUEUE: sanitizer runtimes set RLIMIT_CORE in
+ * every image they start.) */
 static int changed_global = 1;
 
 static int report_view(const void *arg, size_t len) {
   (void)arg, (void)len;
   sigset_t m;
-  struct rlimit core;
-  if (pthread_sigmask(SIG_BLOCK, NULL, &m) != 0 || getrlimit(RLIMIT_CORE, &core) != 0)
+  struct rlimit mq;
+  if (pthread_sigmask(SIG_BLOCK, NULL, &m) != 0 || getrlimit(RLIMIT_MSGQUEUE, &mq) != 0)
     return 100;
-  return (changed_global == 2) | (sigismember(&m, SIGUSR2) == 1) << 1 |
-         (core.rlim_cur == 4096) << 2;
+  return (changed_global == 2) | (sigismember(&m, SIGUSR2) == 1) << 1 | (mq.rlim_cur == 4096) << 2;
 }
 
 START_TEST(test_child_view) {
   static const int all[] = {MPROC_START_FORK, MPROC_START_SPAWN, MPROC_START_FORKSERVER};
   ck_assert_int_eq(run_code(MPROC_START_FORKSERVER, ret_len, NULL, 0), 0); /* server up */
   struct rlimit old, low;
-  ck_assert_int_eq(getrlimit(RLIMIT_CORE, &old), 0);
+  ck_assert_int_eq(getrlimit(RLIMIT_MSGQUEUE, &old), 0);
   ck_assert(old.rlim_max == RLIM_INFINITY || old.rlim_max >= 4096);
   low = (struct rlimit){4096, old.rlim_max};
-  ck_assert_int_eq(setrlimit(RLIMIT_CORE, &low), 0);
+  ck_assert_int_eq(setrlimit(RLIMIT_MSGQUEUE, &low), 0);
   changed_global = 2;
   sigset_t usr2, saved;
   sigemptyset(&usr2);
@@ -438,7 +438,7 @@ START_TEST(test_child_view) {
   for (size_t i = 0; i < 3; i++)
     got[i] = run_code(all[i], report_view, NULL, 0);
   ck_assert_int_eq(pthread_sigmask(SIG_SETMASK, &saved, NULL), 0);
-  ck_assert_int_eq(setrlimit(RLIMIT_CORE, &old), 0);
+  ck_assert_int_eq(setrlimit(RLIMIT_MSGQUEUE, &old), 0);
   changed_global = 1;
   ck_assert_int_eq(got[0], 1 | 2 | 4); /* fork: a copy of everything */
   ck_assert_int_eq(got[1], 2 | 4);     /* spawn: fresh memory */
