@@ -116,6 +116,21 @@ static void live_remove(struct mproc_pool *p) {
   pthread_mutex_unlock(&live_mu);
 }
 
+void mproc__pools_forget_block(uint64_t dev, uint64_t ino) {
+  pthread_mutex_lock(&live_mu);
+  /* A forked child sees its parent's list, not pools of its own. */
+  for (struct mproc_pool *p = getpid() == hook_pid ? live_head : NULL; p != NULL;
+       p = p->live_next) {
+    if (p->tp->forget_block == NULL)
+      continue;
+    pthread_mutex_lock(&p->mu);
+    if (p->tp_state != NULL)
+      p->tp->forget_block(p, dev, ino);
+    pthread_mutex_unlock(&p->mu);
+  }
+  pthread_mutex_unlock(&live_mu);
+}
+
 /* ---- internals shared with the manager ----------------------------------- */
 
 const struct mproc__transport_ops *mproc__pool_transport;

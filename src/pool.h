@@ -247,6 +247,37 @@ static inline int mproc__arena_alloc(struct mproc_pool *p, size_t len, uint64_t 
   return p->tp->arena_alloc != NULL ? p->tp->arena_alloc(p, len, off) : MPROC_ENOTSUP;
 }
 
+/* ---- map.c, map_shm.c ------------------------------------------------------ */
+/* Where a map_shm job's data lives: the caller's block, by its fd (a
+ * duplicate the job owns) and the file offsets of the input and output. */
+struct mproc__map_block {
+  int fd;
+  uint64_t in_off, out_off;
+};
+/* Start a map over a block (K_MAP_SHM chunks); takes the fd, on failure
+ * too.  Returns as mproc_pool_map_async. */
+int mproc__map_block_start(struct mproc_pool *p, mproc_map_fn fn, size_t n, size_t in_size,
+                           size_t out_size, const struct mproc__map_block *blk,
+                           const struct mproc_map_options *o, mproc_future **f);
+/* Wait for a map's future (progress, cancel at the deadline), fill err,
+ * free the future. */
+int mproc__map_wait(mproc_future *f, size_t n, const struct mproc_map_options *o,
+                    struct mproc_task_error *err, int64_t timeout_ms);
+/* Worker side: the mapping of the block behind fd (consumed), from the
+ * worker's cache or made now: 0 with *base and *len, or -errno. */
+int mproc__block_cache_map(int fd, unsigned char **base, size_t *len);
+/* Worker side: drop the cached mapping of block (dev, ino), or all. */
+void mproc__block_cache_forget(uint64_t dev, uint64_t ino);
+void mproc__block_cache_clear(void);
+/* Whether count elements of size bytes from off fit in len bytes. */
+static inline bool mproc__block_range_ok(uint64_t len, uint64_t off, uint64_t count,
+                                         uint64_t size) {
+  return off <= len && (size == 0 || count <= (len - off) / size);
+}
+/* pool.c: tell every live pool of this process that the block (dev, ino)
+ * was closed (takes each pool's mutex). */
+void mproc__pools_forget_block(uint64_t dev, uint64_t ino);
+
 /* ---- imap.c ----------------------------------------------------------------- */
 extern int64_t mproc__imap_free_wait_ms;
 

@@ -33,6 +33,8 @@
 /* Distinct task functions a pool of exec'd workers can name (fn_table). */
 #define MPROC__FN_TABLE 1024
 #define MPROC__INLINE 200 /* argument/result bytes carried inside an entry */
+/* Closed shared blocks the header remembers for workers (power of two). */
+#define MPROC__FORGET 16
 
 enum { MPROC__E_FREE, MPROC__E_QUEUED, MPROC__E_STARTED, MPROC__E_DONE, MPROC__E_REVOKED };
 enum {
@@ -78,6 +80,12 @@ struct mproc__shm_hdr {
   alignas(64) _Atomic uint32_t mgr_sleeping; /* manager is in poll(): write efd */
   _Atomic uint32_t helpers;                  /* parent threads spinning to collect */
   alignas(64) _Atomic uint64_t done_seq;     /* bumped after every DONE */
+  /* Shared blocks (dev, ino) closed by their owner, for workers that cached
+   * a mapping of one (map_shm.c): entry k is forget[k % MPROC__FORGET],
+   * written by the parent under the pool mutex before forget_seq moves past
+   * k.  A worker that fell more than MPROC__FORGET behind drops them all. */
+  alignas(64) _Atomic uint64_t forget_seq;
+  _Atomic uint64_t forget[MPROC__FORGET][2];
   struct mproc__slot_shm slots[];
   /* After the slots, for exec'd workers (spawn, forkserver), the function
    * table: struct mproc__fnref[MPROC__FN_TABLE], append-only, written by the

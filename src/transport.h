@@ -51,6 +51,9 @@ enum {
   MPROC__K_CALL = 1, /* fn(arg bytes) -> result bytes */
   MPROC__K_MAP,      /* element function over an arena range */
   MPROC__K_STARMAP,  /* element function over several arena columns */
+  /* Element function over a caller's shared block (map_shm.c): the block's
+   * fd (arg_fd) travels with the chunk, in_off/out_off are file offsets. */
+  MPROC__K_MAP_SHM,
 };
 
 /* How one task ended, as seen by the parent. */
@@ -131,6 +134,11 @@ struct mproc__transport_ops {
   int (*arena_alloc)(struct mproc_pool *p, size_t len, uint64_t *off);
   void (*arena_free)(struct mproc_pool *p, uint64_t off, size_t len);
   void *(*arena)(struct mproc_pool *p, uint64_t off);
+  /* Optional: tells the workers that the caller closed the shared block
+   * (dev, ino), so a worker drops its cached mapping of it (under mu).  A
+   * transport without it cannot carry MPROC__K_MAP_SHM chunks: map_shm then
+   * returns MPROC_ENOTSUP. */
+  void (*forget_block)(struct mproc_pool *p, uint64_t dev, uint64_t ino);
   /* Release everything (workers already reaped). */
   void (*fini)(struct mproc_pool *p);
 };

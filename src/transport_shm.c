@@ -64,6 +64,7 @@ struct shm_state {
   size_t nfree, capfree;
   int spin;
   uint64_t mgr_seen; /* done_seq when the manager last looked (manager only) */
+  bool blocks;       /* a shared block was handed to a worker (map_shm) */
 };
 
 static struct shm_state *st(struct mproc_pool *p) { return p->tp_state; }
@@ -482,7 +483,15 @@ static int shm_send_task(struct mproc_pool *p, int i, struct mproc__task *t) {
   }
   if (t->timeout_ms > 0)
     e->flags |= MPROC__EF_TIMED;
-  if (t->kind == MPROC__K_CALL) {
+  if (t->kind == MPROC__K_MAP_SHM) {
+    /* The block travels with every chunk: a worker maps it on first sight
+     * and finds it in its cache afterwards (map_shm.c). */
+    int r = mproc__send_fd(sl->sock, t->arg_fd);
+    if (r != 0)
+      return r;
+    e->flags |= MPROC__EF_ARG_FD;
+    st(p)->blocks = true;
+  } else if (t->kind == MPROC__K_CALL) {
     if (t->nfds > 0) {
       /* The argument fd (if any) and the task's own fds travel in ONE
        * message: a failed send leaves nothing half-sent on the socket for
@@ -743,6 +752,25 @@ static void shm_helping(struct mproc_pool *p, int delta) {
 
 static void *shm_arena(struct mproc_pool *p, uint64_t off) { return st(p)->arena + off; }
 
+/* Publishes the closed block in the header and wakes the sleeping workers,
+ * which drop their mapping of it before they sleep again. */
+static void shm_forget_block(struct mproc_pool *p, uint64_t dev, uint64_t ino) {
+  struct shm_state *s = st(p);
+  if (!s->blocks)
+    return;
+  struct mproc__shm_hdr *h = s->hdr;
+  uint64_t k = atomic_load_explicit(&h->forget_seq, memory_order_relaxed);
+  atomic_store_explicit(&h->forget[k % MPROC__FORGET][0], dev, memory_order_relaxed);
+  atomic_store_explicit(&h->forget[k % MPROC__FORGET][1], ino, memory_order_relaxed);
+  atomic_store_explicit(&h->forget_seq, k + 1, memory_order_release);
+  for (int i = 0; i < p->nworkers; i++) {
+    struct mproc__slot_shm *ss = sshm(p, i);
+    atomic_fetch_add(&ss->wake, 1);
+    if (atomic_load(&ss->sleeping))
+      mproc__futex_wake(&ss->wake, 1, true);
+  }
+}
+
 const struct mproc__transport_ops mproc__transport_shm = {
     .name = "shm",
     .init = shm_init,
@@ -761,5 +789,6 @@ const struct mproc__transport_ops mproc__transport_shm = {
     .arena_alloc = shm_arena_alloc,
     .arena_free = shm_arena_free,
     .arena = shm_arena,
+    .forget_block = shm_forget_block,
     .fini = shm_fini,
 };

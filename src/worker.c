@@ -186,15 +186,40 @@ static int run_call(const struct mproc__worker_args *w, struct mproc__entry *e, 
   return r;
 }
 
+/* A map_shm chunk's data: the caller's block, whose fd came with the entry
+ * (taken off the socket first, so a failure never leaves it for the next
+ * task), mapped through the worker's block cache (map_shm.c). */
+static int block_of(const struct mproc__worker_args *w, const struct mproc__entry *e,
+                    struct shm_ctx *c, unsigned char **base) {
+  int fd = -1;
+  size_t len = 0;
+  int r = mproc__recv_fd(w->sock, &fd);
+  if (r == 0)
+    r = mproc__block_cache_map(fd, base, &len);
+  if (r != 0)
+    return mproc_task_fail(&c->base, r, "worker could not map the shared block: %s",
+                           mproc_strerror(r));
+  if (!mproc__block_range_ok(len, e->in_off, e->count, e->in_size) ||
+      !mproc__block_range_ok(len, e->out_off, e->count, e->out_size))
+    return mproc_task_fail(&c->base, MPROC_ECORRUPT, "chunk outside the shared block");
+  return 0;
+}
+
 static int run_map(const struct mproc__worker_args *w, struct mproc__entry *e, struct shm_ctx *c) {
+  unsigned char *base = w->arena;
+  if (e->kind == MPROC__K_MAP_SHM) {
+    int r = block_of(w, e, c, &base);
+    if (r != 0)
+      return r;
+  }
   void (*raw)(void) = NULL;
   int r0 = task_fn(w, e, c, &raw);
   if (r0 != 0)
     return r0;
-  unsigned char *out = w->arena + e->out_off;
-  if (e->kind == MPROC__K_MAP) {
+  unsigned char *out = base + e->out_off;
+  if (e->kind != MPROC__K_STARMAP) {
     mproc_map_fn fn = (mproc_map_fn)raw;
-    const unsigned char *in = w->arena + e->in_off;
+    const unsigned char *in = base + e->in_off;
     for (uint64_t i = 0; i < e->count; i++) {
       /* Progress is published per item so a crash is attributed to the item
        * it happened in; a relaxed store to a line this core owns is cheap. */
@@ -272,7 +297,9 @@ static void wake_manager(const struct mproc__worker_args *w) {
   }
 }
 
-static void idle_wait(const struct mproc__worker_args *w, uint64_t pos) {
+/* Sleeps until the ring moves past pos, the worker is asked to stop, or a
+ * closed block is published past `forgot` (its mapping is then dropped). */
+static void idle_wait(const struct mproc__worker_args *w, uint64_t pos, uint64_t forgot) {
   struct mproc__slot_shm *s = w->slot;
   for (int i = 0; i < w->spin; i++) {
     if (atomic_load_explicit(&s->head, memory_order_acquire) != pos || atomic_load(&s->stop))
@@ -284,9 +311,28 @@ static void idle_wait(const struct mproc__worker_args *w, uint64_t pos) {
   }
   uint32_t seen = atomic_load(&s->wake);
   atomic_store(&s->sleeping, 1);
-  if (atomic_load(&s->head) == pos && !atomic_load(&s->stop))
+  if (atomic_load(&s->head) == pos && !atomic_load(&s->stop) &&
+      atomic_load(&w->hdr->forget_seq) == forgot)
     mproc__futex_wait(&s->wake, seen, -1, true);
   atomic_store(&s->sleeping, 0);
+}
+
+/* Drops the cached mappings of shared blocks closed since *seen, so a
+ * closed block's memory is not kept alive by an idle worker (map_shm.c). */
+static void forget_blocks(const struct mproc__worker_args *w, uint64_t *seen) {
+  struct mproc__shm_hdr *h = w->hdr;
+  uint64_t now = atomic_load_explicit(&h->forget_seq, memory_order_acquire);
+  if (now == *seen)
+    return;
+  for (uint64_t k = now - *seen > MPROC__FORGET ? now : *seen; k < now; k++)
+    mproc__block_cache_forget(
+        atomic_load_explicit(&h->forget[k % MPROC__FORGET][0], memory_order_relaxed),
+        atomic_load_explicit(&h->forget[k % MPROC__FORGET][1], memory_order_relaxed));
+  /* Fell behind, or entries were overwritten while being read: forget all
+   * (a block still in use is mapped again by its next chunk). */
+  if (atomic_load(&h->forget_seq) - *seen > MPROC__FORGET)
+    mproc__block_cache_clear();
+  *seen = now;
 }
 
 int mproc__worker_main(void *arg) {
@@ -319,11 +365,13 @@ int mproc__worker_main(void *arg) {
   atomic_store(&s->init_state, 1);
   uint64_t pos = 0;
   uint32_t ran = 0;
+  uint64_t forgot = atomic_load(&w->hdr->forget_seq);
   for (;;) {
+    forget_blocks(w, &forgot);
     if (atomic_load_explicit(&s->head, memory_order_acquire) == pos) {
       if (atomic_load(&s->stop))
         break;
-      idle_wait(w, pos);
+      idle_wait(w, pos, forgot);
       continue;
     }
     struct mproc__entry *e = &s->ring[pos % MPROC__RING];
