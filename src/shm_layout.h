@@ -33,16 +33,23 @@
 /* Distinct task functions a pool of exec'd workers can name (fn_table). */
 #define MPROC__FN_TABLE 1024
 #define MPROC__INLINE 200 /* argument/result bytes carried inside an entry */
+/* Larger arguments and results up to this size travel through the entry's
+ * own area in the data arena (area_off): an argument area, then a result
+ * area, both MPROC__MEDIUM bytes, reserved at the arena's top for every
+ * entry of every ring.  Larger ones go as a memfd over the socket. */
+#define MPROC__MEDIUM ((size_t)64 << 10)
 /* Closed shared blocks the header remembers for workers (power of two). */
 #define MPROC__FORGET 16
 
 enum { MPROC__E_FREE, MPROC__E_QUEUED, MPROC__E_STARTED, MPROC__E_DONE, MPROC__E_REVOKED };
 enum {
-  MPROC__EF_ARG_FD = 1u << 0, /* argument in a memfd sent over the socket */
-  MPROC__EF_RES_FD = 1u << 1, /* result in a memfd sent over the socket */
-  MPROC__EF_MSG = 1u << 2,    /* res[] holds an error message */
-  MPROC__EF_TIMED = 1u << 3,  /* has a timeout: tell the manager it started */
-  MPROC__EF_FDS = 1u << 4,    /* one message: [argument fd if ARG_FD] + the task's fds */
+  MPROC__EF_ARG_FD = 1u << 0,   /* argument in a memfd sent over the socket */
+  MPROC__EF_RES_FD = 1u << 1,   /* result in a memfd sent over the socket */
+  MPROC__EF_MSG = 1u << 2,      /* res[] holds an error message */
+  MPROC__EF_TIMED = 1u << 3,    /* has a timeout: tell the manager it started */
+  MPROC__EF_FDS = 1u << 4,      /* one message: [argument fd if ARG_FD] + the task's fds */
+  MPROC__EF_ARG_AREA = 1u << 5, /* argument in the entry's arena area */
+  MPROC__EF_RES_AREA = 1u << 6, /* result in the entry's arena area (+ MPROC__MEDIUM) */
 };
 
 struct mproc__entry {
@@ -58,6 +65,7 @@ struct mproc__entry {
   uint64_t in_off, out_off, count, in_size, out_size;
   _Atomic uint64_t progress; /* item being processed within a chunk */
   uint64_t col_off[MPROC_STARMAP_MAX_ARGS], col_size[MPROC_STARMAP_MAX_ARGS];
+  uint64_t area_off; /* K_CALL: arena offset of the entry's area, 0: none */
   unsigned char arg[MPROC__INLINE];
   char res[MPROC__INLINE];
 };

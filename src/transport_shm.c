@@ -63,9 +63,16 @@ struct shm_state {
   struct extent *free_ext; /* sorted by offset, coalesced */
   size_t nfree, capfree;
   int spin;
-  uint64_t mgr_seen; /* done_seq when the manager last looked (manager only) */
-  bool blocks;       /* a shared block was handed to a worker (map_shm) */
+  uint64_t mgr_seen;  /* done_seq when the manager last looked (manager only) */
+  bool blocks;        /* a shared block was handed to a worker (map_shm) */
+  uint64_t area_base; /* arena offset of the entries' medium areas, 0: none */
 };
+
+/* The arena area of ring entry `pos` of slot i: MPROC__MEDIUM bytes for the
+ * argument, as many for the result. */
+static uint64_t area_of(const struct shm_state *s, int i, uint64_t pos) {
+  return s->area_base + ((uint64_t)i * MPROC__RING + pos % MPROC__RING) * 2 * MPROC__MEDIUM;
+}
 
 static struct shm_state *st(struct mproc_pool *p) { return p->tp_state; }
 static struct shm_slot *sslot(struct mproc_pool *p, int i) { return &st(p)->slots[i]; }
@@ -327,8 +334,12 @@ static int shm_init(struct mproc_pool *p) {
     return r;
   }
   p->ring = MPROC__RING;
-  p->inline_max = MPROC__INLINE;
-  s->free_ext[0] = (struct extent){0, MPROC__ARENA_LEN};
+  /* Medium arguments and results go through areas at the arena's top
+   * (virtual space until used) while they take at most half of it. */
+  uint64_t areas = (uint64_t)p->nworkers * MPROC__RING * 2 * MPROC__MEDIUM;
+  s->area_base = areas <= MPROC__ARENA_LEN / 2 ? MPROC__ARENA_LEN - areas : 0;
+  p->inline_max = s->area_base != 0 ? MPROC__MEDIUM : MPROC__INLINE;
+  s->free_ext[0] = (struct extent){0, s->area_base != 0 ? s->area_base : MPROC__ARENA_LEN};
   s->nfree = 1;
   /* Idle workers spin briefly before sleeping only while there are spare
    * cores; otherwise a spinning worker would steal time from a busy one. */
@@ -476,6 +487,7 @@ static int shm_send_task(struct mproc_pool *p, int i, struct mproc__task *t) {
   e->in_size = t->in_size;
   e->out_size = t->out_size;
   e->nargs = t->nargs;
+  e->area_off = 0;
   atomic_store_explicit(&e->progress, 0, memory_order_relaxed);
   for (uint32_t j = 0; j < t->nargs; j++) {
     e->col_off[j] = t->col_off[j];
@@ -513,8 +525,17 @@ static int shm_send_task(struct mproc_pool *p, int i, struct mproc__task *t) {
         return r;
       e->flags |= MPROC__EF_ARG_FD;
     }
-    if (t->arg_fd < 0 && t->arg_len > 0)
+    e->area_off = st(p)->area_base != 0 ? area_of(st(p), i, pos) : 0;
+    bool copied = t->arg_fd < 0 && t->arg_len > 0;
+    if (copied && t->arg_len <= MPROC__INLINE) {
       memcpy(e->arg, t->arg, t->arg_len);
+    } else if (copied && e->area_off != 0 && t->arg_len <= MPROC__MEDIUM) {
+      /* A medium argument: the worker reads it where the parent wrote it. */
+      memcpy(st(p)->arena + e->area_off, t->arg, t->arg_len);
+      e->flags |= MPROC__EF_ARG_AREA;
+    } else if (copied) {
+      return -EINVAL; /* larger than inline_max: never the pool's doing */
+    }
   }
   atomic_store_explicit(&e->state, MPROC__E_QUEUED, memory_order_release);
   sl->jobs[pos % MPROC__RING] = t;
@@ -549,8 +570,10 @@ static void outcome_of(struct mproc_pool *p, int i, struct mproc__entry *e, stru
   }
   if (t->kind != MPROC__K_CALL)
     return;
-  if (!(e->rflags & MPROC__EF_RES_FD) && e->res_len > MPROC__INLINE) {
-    /* Never copy past the entry's inline area, whatever the entry says. */
+  if (!(e->rflags & MPROC__EF_RES_FD) &&
+      e->res_len > ((e->rflags & MPROC__EF_RES_AREA) ? MPROC__MEDIUM : MPROC__INLINE)) {
+    /* Never copy past the entry's inline area or its arena area, whatever
+     * the entry says. */
     mproc__close(fd);
     o->code = MPROC_ECORRUPT;
     o->msg = "the worker reported a result larger than its ring entry";
@@ -577,7 +600,12 @@ static void outcome_of(struct mproc_pool *p, int i, struct mproc__entry *e, stru
       o->res_len = 0;
       return;
     }
-    memcpy(o->res, e->res, e->res_len);
+    /* A medium result is copied out of the entry's area, which the entry's
+     * next task reuses. */
+    const void *from = (e->rflags & MPROC__EF_RES_AREA)
+                           ? (const void *)(st(p)->arena + e->area_off + MPROC__MEDIUM)
+                           : (const void *)e->res;
+    memcpy(o->res, from, e->res_len);
   }
 }
 

@@ -40,10 +40,11 @@
 struct shm_ctx {
   mproc_task_ctx base; /* first: the public API sees only this */
   struct mproc__entry *e;
-  int res_fd;     /* memfd of a large result, -1 none */
-  void *res_map;  /* its mapping */
-  size_t res_len; /* its size */
-  char *msg;      /* where messages go */
+  unsigned char *area; /* the entry's result area in the arena, NULL: none */
+  int res_fd;          /* memfd of a large result, -1 none */
+  void *res_map;       /* its mapping */
+  size_t res_len;      /* its size */
+  char *msg;           /* where messages go */
   int32_t *msg_code;
   int fds[MPROC_TASK_MAX_FDS]; /* the task's own fds (closed after it) */
 };
@@ -63,11 +64,18 @@ static int shm_result_buf(mproc_task_ctx *base, size_t len, void **buf) {
   /* The entry describes no result until the new buffer exists: a failure
    * here must never leave a length behind that the parent would copy out of
    * the inline area. */
-  c->e->rflags &= ~(uint32_t)MPROC__EF_RES_FD;
+  c->e->rflags &= ~(uint32_t)(MPROC__EF_RES_FD | MPROC__EF_RES_AREA);
   c->e->res_len = 0;
   if (len <= MPROC__INLINE) {
     c->e->res_len = len;
     *buf = c->e->res;
+    return 0;
+  }
+  if (c->area != NULL && len <= MPROC__MEDIUM) {
+    /* Medium: in the entry's arena area, which the parent sees already. */
+    c->e->res_len = len;
+    c->e->rflags |= MPROC__EF_RES_AREA;
+    *buf = c->area;
     return 0;
   }
   /* Too big for the entry: a memfd, mapped here and handed to the parent
@@ -169,6 +177,11 @@ static int run_call(const struct mproc__worker_args *w, struct mproc__entry *e, 
     return mproc_task_fail(&c->base, rr, "worker could not receive the task's descriptors: %s",
                            mproc_strerror(rr));
   }
+  if (e->flags & MPROC__EF_ARG_AREA) {
+    if (e->arg_len > MPROC__MEDIUM || e->area_off == 0)
+      return mproc_task_fail(&c->base, MPROC_ECORRUPT, "argument larger than its arena area");
+    arg = w->arena + e->area_off;
+  }
   if (e->flags & MPROC__EF_ARG_FD) {
     if (e->arg_len > 0 && mproc__map_shared(argfd, e->arg_len, &argmap) != 0) {
       mproc__close(argfd);
@@ -244,8 +257,12 @@ static int run_map(const struct mproc__worker_args *w, struct mproc__entry *e, s
 }
 
 static void run_entry(const struct mproc__worker_args *w, struct mproc__entry *e) {
-  struct shm_ctx c = {
-      .base = {.ops = &shm_task_ops}, .e = e, .res_fd = -1, .msg = e->res, .msg_code = &e->code};
+  struct shm_ctx c = {.base = {.ops = &shm_task_ops},
+                      .e = e,
+                      .area = e->area_off != 0 ? w->arena + e->area_off + MPROC__MEDIUM : NULL,
+                      .res_fd = -1,
+                      .msg = e->res,
+                      .msg_code = &e->code};
   c.base.fds = c.fds;
   e->rflags = 0;
   e->res_len = 0;
@@ -256,7 +273,7 @@ static void run_entry(const struct mproc__worker_args *w, struct mproc__entry *e
   r = mproc__task_end(&c.base, r);
   if (r != 0 || c.base.failed) {
     drop_big(&c);
-    e->rflags &= ~(uint32_t)MPROC__EF_RES_FD;
+    e->rflags &= ~(uint32_t)(MPROC__EF_RES_FD | MPROC__EF_RES_AREA);
     e->res_len = 0;
     e->code = r != 0 ? r : e->code;
     if (!(e->rflags & MPROC__EF_MSG))
