@@ -233,11 +233,15 @@ static int run_map(const struct mproc__worker_args *w, struct mproc__entry *e, s
   if (e->kind != MPROC__K_STARMAP) {
     mproc_map_fn fn = (mproc_map_fn)raw;
     const unsigned char *in = base + e->in_off;
-    for (uint64_t i = 0; i < e->count; i++) {
+    /* Locals: the element function may write any memory, so fields read
+     * through `e` would be loaded again for every item. */
+    const uint64_t count = e->count, in_size = e->in_size, out_size = e->out_size;
+    _Atomic uint64_t *progress = &e->progress;
+    for (uint64_t i = 0; i < count; i++, in += in_size, out += out_size) {
       /* Progress is published per item so a crash is attributed to the item
        * it happened in; a relaxed store to a line this core owns is cheap. */
-      atomic_store_explicit(&e->progress, i, memory_order_relaxed);
-      int r = fn(in + i * e->in_size, out + i * e->out_size);
+      atomic_store_explicit(progress, i, memory_order_relaxed);
+      int r = fn(in, out);
       if (r != 0)
         return r;
     }
