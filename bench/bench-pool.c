@@ -169,7 +169,7 @@ static void bench_map_shm(mproc_pool *p) {
   }
   bench_report("map_shm_tiny", "mproc", v, BENCH_REPS, "items/s");
   openmp_squares("map_shm_tiny", in, out, n);
-  mproc_shm_close(b);
+  mproc_shm_free(b);
 }
 
 /* The length of a string item, as text: a small item of any size in, a

@@ -160,7 +160,7 @@ static void map_items(mproc_pool *p) {
     curve("map_items", "openmp", (double)n, v, reps);
 #endif
   }
-  mproc_shm_close(b);
+  mproc_shm_free(b);
 }
 
 static void map_item_sizes(void) {

@@ -28,6 +28,7 @@
  * anything finishes or SIGINT arrives; waiters re-check their condition and
  * sleep on it (the wait loop itself is in future_wait.c). */
 #include "pool.h"
+#include "list.h"
 #include "futex.h"
 
 #include <limits.h>
@@ -142,7 +143,7 @@ void mproc__future_finish(struct mproc_pool *p, struct mproc_future *f, struct m
       munmap(o->res, o->res_map_len);
     else
       free(o->res);
-    state = o->code == MPROC_ECANCELLED ? MPROC_FUTURE_CANCELLED : MPROC_FUTURE_FAILED;
+    state = o->code == MPROC_ECANCELED ? MPROC_FUTURE_CANCELED : MPROC_FUTURE_FAILED;
   }
   atomic_store_explicit(&f->state, state, memory_order_release);
   mproc__epoch_bump();
@@ -162,12 +163,7 @@ void mproc__future_finish(struct mproc_pool *p, struct mproc_future *f, struct m
     if (atomic_compare_exchange_weak(&f->refs, &r, r - 1))
       return;
   }
-  f->cbq_next = NULL;
-  if (p->cbq_tail != NULL)
-    p->cbq_tail->cbq_next = f;
-  else
-    p->cbq_head = f;
-  p->cbq_tail = f;
+  MPROC__LIST_PUSH(p->cbq_head, p->cbq_tail, f, cbq_next);
   if (!mproc__on_manager_thread(p))
     mproc__pool_kick(p);
 }
@@ -223,26 +219,24 @@ MPROC_EXTERN int mproc_future_wait(mproc_future *f, int64_t timeout_ms) {
 
 MPROC_EXTERN int mproc_future_result(mproc_future *f, const void **data, size_t *len,
                                      int64_t timeout_ms) {
-  if (f == NULL || data == NULL || len == NULL)
+  if (f == NULL)
     return MPROC_EINVAL;
   int r = mproc_future_wait(f, timeout_ms);
   if (r != 0)
     return r;
-  if (atomic_load(&f->state) != MPROC_FUTURE_DONE) {
-    *data = NULL;
-    *len = 0;
-    return f->err.code;
-  }
-  *data = f->result;
-  *len = f->result_len;
-  return 0;
+  bool ok = atomic_load(&f->state) == MPROC_FUTURE_DONE;
+  if (data != NULL)
+    *data = ok ? f->result : NULL;
+  if (len != NULL)
+    *len = ok ? f->result_len : 0;
+  return ok ? 0 : f->err.code;
 }
 
 MPROC_EXTERN int mproc_future_error(mproc_future *f, struct mproc_task_error *err) {
   if (f == NULL || err == NULL)
     return MPROC_EINVAL;
   int s = atomic_load_explicit(&f->state, memory_order_acquire);
-  if (s != MPROC_FUTURE_FAILED && s != MPROC_FUTURE_CANCELLED)
+  if (s != MPROC_FUTURE_FAILED && s != MPROC_FUTURE_CANCELED)
     return MPROC_ESTATE;
   *err = f->err;
   return 0;
@@ -270,19 +264,14 @@ MPROC_EXTERN int mproc_future_add_done_callback(mproc_future *f, void (*cb)(mpro
     return MPROC_EINVAL;
   struct mproc__cb *c = calloc(1, sizeof *c);
   if (c == NULL)
-    return -ENOMEM;
+    return MPROC_ENOMEM;
   c->fn = cb;
   c->ud = ud;
   struct mproc_pool *p = f->pool;
   pthread_mutex_lock(&p->mu);
   bool done = atomic_load(&f->state) >= MPROC_FUTURE_DONE;
-  if (!done) {
-    if (f->cbs_tail != NULL)
-      f->cbs_tail->next = c;
-    else
-      f->cbs = c;
-    f->cbs_tail = c;
-  }
+  if (!done)
+    MPROC__LIST_PUSH(f->cbs, f->cbs_tail, c, next);
   pthread_mutex_unlock(&p->mu);
   if (done) {
     /* Already finished: Python runs the callback at once, in this thread. */

@@ -81,17 +81,11 @@ static int table_add(void *addr, size_t size, int fd) {
   pthread_once(&table_once, table_init);
   pthread_mutex_lock(&table_lock);
   int r = 0;
-  if (used == cap) {
-    size_t ncap = cap != 0 ? cap * 2 : 16;
-    struct entry *t = realloc(table, ncap * sizeof *t);
-    if (t == NULL)
-      r = -ENOMEM;
-    else {
-      table = t;
-      cap = ncap;
-    }
-  }
-  if (r == 0) {
+  struct entry *t = mproc__grow(table, &cap, used, sizeof *t, 16);
+  if (t == NULL)
+    r = MPROC_ENOMEM;
+  else {
+    table = t;
     table[used++] = (struct entry){addr, size, fd};
     nfds += fd >= 0;
   }
@@ -138,7 +132,7 @@ int mproc__obj_map_new(size_t size, void **addr_out) {
   int r = mproc__map_shared(fd, size, addr_out);
   if (r == 0 && table_add(*addr_out, size, fd) != 0) {
     munmap(*addr_out, size);
-    r = -ENOMEM;
+    r = MPROC_ENOMEM;
   }
   if (r != 0)
     mproc__close(fd);

@@ -16,9 +16,10 @@
  *
  * Failures are reported at their item: a chunk that failed at item k yields
  * its items before k normally, then the error for k; items after k in the
- * same chunk were not run and yield MPROC_ECANCELLED (with chunksize 1, the
+ * same chunk were not run and yield MPROC_ECANCELED (with chunksize 1, the
  * default, every item is its own chunk). */
 #include "pool.h"
+#include "list.h"
 #include "progress.h"
 
 #include <stdio.h>
@@ -106,14 +107,8 @@ static void islot_complete(struct mproc_pool *p, struct mproc__task *t, struct m
     s->fail_at = o->index >= s->base && o->index < s->base + s->count ? o->index : s->base;
   }
   s->state = S_DONE;
-  if (it->unordered) {
-    s->dq_next = NULL;
-    if (it->dq_tail != NULL)
-      it->dq_tail->dq_next = s;
-    else
-      it->dq_head = s;
-    it->dq_tail = s;
-  }
+  if (it->unordered)
+    MPROC__LIST_PUSH(it->dq_head, it->dq_tail, s, dq_next);
   mproc__epoch_bump();
 }
 
@@ -126,7 +121,7 @@ MPROC_EXTERN int mproc_pool_imap(mproc_pool *p, mproc_map_fn fn, mproc_gen_fn ge
     return MPROC_EINVAL;
   struct mproc_imap *it = calloc(1, sizeof *it);
   if (it == NULL)
-    return -ENOMEM;
+    return MPROC_ENOMEM;
   it->p = p;
   it->fn = fn;
   it->gen = gen;
@@ -144,7 +139,7 @@ MPROC_EXTERN int mproc_pool_imap(mproc_pool *p, mproc_map_fn fn, mproc_gen_fn ge
   it->slots = calloc(it->nslots, sizeof *it->slots);
   it->free_stack = malloc(it->nslots * sizeof *it->free_stack);
   it->batch = malloc(it->nslots * sizeof *it->batch);
-  int r = it->slots != NULL && it->free_stack != NULL && it->batch != NULL ? 0 : -ENOMEM;
+  int r = it->slots != NULL && it->free_stack != NULL && it->batch != NULL ? 0 : MPROC_ENOMEM;
   if (r == 0) {
     pthread_mutex_lock(&p->mu);
     int state = atomic_load(&p->state);
@@ -206,14 +201,8 @@ static void islot_refused(struct mproc_imap *it, struct islot *s, int state) {
   s->out.index = s->base;
   snprintf(s->msg, sizeof s->msg, "the pool no longer accepts work");
   s->out.msg = s->msg;
-  if (it->unordered) {
-    s->dq_next = NULL;
-    if (it->dq_tail != NULL)
-      it->dq_tail->dq_next = s;
-    else
-      it->dq_head = s;
-    it->dq_tail = s;
-  }
+  if (it->unordered)
+    MPROC__LIST_PUSH(it->dq_head, it->dq_tail, s, dq_next);
 }
 
 /* Generate chunks into every free slot (outside the mutex: the generator is
@@ -279,14 +268,7 @@ static void refill(struct mproc_imap *it) {
       islot_refused(it, it->batch[i], state);
       continue;
     }
-    p->outstanding++;
-    t->id = ++p->next_id;
-    t->next = NULL;
-    if (p->pend_tail != NULL)
-      p->pend_tail->next = t;
-    else
-      p->pend_head = t;
-    p->pend_tail = t;
+    mproc__pool_queue(p, t);
   }
   if (state == MPROC__P_RUNNING)
     mproc__pool_dispatch(p);
@@ -334,7 +316,7 @@ static int yield(struct mproc_imap *it, void *out, size_t *index, struct mproc_t
         err->index = k;
       }
     } else {
-      r = MPROC_ECANCELLED;
+      r = MPROC_ECANCELED;
       if (err != NULL) {
         memset(err, 0, sizeof *err);
         err->code = r;

@@ -122,11 +122,11 @@ static int map_start(struct mproc_pool *p, void (*fn)(void), uint32_t kind, size
   size_t in_bytes = 0;
   for (size_t k = 0; blk == NULL && k < ncols; k++) {
     if (cols[k].size != 0 && n > SIZE_MAX / 4 / MPROC_STARMAP_MAX_ARGS / cols[k].size)
-      return -ENOMEM;
+      return MPROC_ENOMEM;
     in_bytes += ALIGN64(n * cols[k].size);
   }
   if (blk == NULL && out_size != 0 && n > SIZE_MAX / 4 / out_size)
-    return -ENOMEM;
+    return MPROC_ENOMEM;
   /* A block's ranges were checked against its size by the caller. */
   size_t total = blk != NULL ? 0 : in_bytes + ALIGN64(n * out_size);
   struct map_job *j = calloc(1, sizeof *j + nchunks * sizeof(struct mproc__task));
@@ -135,7 +135,7 @@ static int map_start(struct mproc_pool *p, void (*fn)(void), uint32_t kind, size
     free(j);
     if (blk != NULL)
       mproc__close(blk->fd);
-    return -ENOMEM;
+    return MPROC_ENOMEM;
   }
   j->f = f;
   j->block_fd = blk != NULL ? blk->fd : -1;
@@ -215,14 +215,7 @@ static int map_start(struct mproc_pool *p, void (*fn)(void), uint32_t kind, size
   } else {
     /* Queue every chunk, then dispatch once. */
     for (size_t c = 0; c < nchunks; c++) {
-      struct mproc__task *t = &j->chunks[c];
-      p->outstanding++;
-      t->id = ++p->next_id;
-      if (p->pend_tail != NULL)
-        p->pend_tail->next = t;
-      else
-        p->pend_head = t;
-      p->pend_tail = t;
+      mproc__pool_queue(p, &j->chunks[c]);
     }
     mproc__pool_dispatch(p);
   }

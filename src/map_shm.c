@@ -16,7 +16,7 @@
  * block already cached is closed at once.  The key cannot be reused by
  * another block while cached, because the mapping itself keeps the inode
  * alive.  A cached mapping would also keep a closed block's memory (and a
- * named block's keeper) alive, so mproc_shm_close tells every live pool of
+ * named block's keeper) alive, so mproc_shm_free tells every live pool of
  * its process, which publishes the block in the shared header
  * (shm_layout.h: forget_seq) and wakes its workers; a worker drops the
  * mappings named there before it next runs or sleeps.  The cache is small

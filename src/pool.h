@@ -1,5 +1,5 @@
 /* Internal state of pools, tasks and futures (pool.c, pool_manager.c,
- * future.c, map.c, imap.c, transport_shm.c, worker.c). */
+ * future.c, map.c, imap.c, transport_shm.c, transport_shm_worker.c). */
 #ifndef MPROC_POOL_INTERNAL_H
 #define MPROC_POOL_INTERNAL_H
 
@@ -167,13 +167,16 @@ extern const struct mproc__transport_ops *mproc__pool_transport;
 void mproc__pool_unref(struct mproc_pool *p);
 /* Wake the manager (any thread, async-signal-safe). */
 void mproc__pool_kick(struct mproc_pool *p);
+/* Queue a task (under mu) without dispatching: a caller queueing many
+ * (map's chunks) dispatches once after the last. */
+void mproc__pool_queue(struct mproc_pool *p, struct mproc__task *t);
 /* Queue a task (under mu): dispatched at once when a worker has room. */
 void mproc__pool_enqueue(struct mproc_pool *p, struct mproc__task *t);
 /* Cancel a task (under mu): true if it will never run (completed now by the
  * caller), false if it is running (its worker is being killed). */
 bool mproc__pool_cancel_task(struct mproc_pool *p, struct mproc__task *t);
 /* Whether SIGINT arrived since `mark` (MPROC_POOL_SIGINT pools only). */
-bool mproc__sigint_since(const struct mproc_pool *p, uint32_t mark);
+bool mproc__sigint_since(uint32_t mark);
 uint32_t mproc__sigint_mark(void);
 
 /* Take back a task that has not started from its worker (under mu): true

@@ -42,6 +42,7 @@
  * thread exits once the pool is not RUNNING, no task is outstanding, no worker
  * is alive and no callback is due. */
 #include "pool.h"
+#include "list.h"
 #include "futex.h"
 
 #include <poll.h>
@@ -73,7 +74,7 @@ static void task_done(struct mproc_pool *p, struct mproc__task *t, struct mproc_
   p->outstanding--;
   if (o->code == 0)
     p->n_done++;
-  else if (o->code == MPROC_ECANCELLED)
+  else if (o->code == MPROC_ECANCELED)
     p->n_cancelled++;
   else
     p->n_failed++;
@@ -95,22 +96,11 @@ void mproc__task_fail(struct mproc_pool *p, struct mproc__task *t, int code, con
 }
 
 static void push_front_list(struct mproc_pool *p) {
-  if (p->requeue_head == NULL)
-    return;
-  p->requeue_tail->next = p->pend_head;
-  if (p->pend_head == NULL)
-    p->pend_tail = p->requeue_tail;
-  p->pend_head = p->requeue_head;
-  p->requeue_head = p->requeue_tail = NULL;
+  MPROC__LIST_PREPEND_ALL(p->pend_head, p->pend_tail, p->requeue_head, p->requeue_tail, next);
 }
 
 static void requeue(struct mproc_pool *p, struct mproc__task *t) {
-  t->next = NULL;
-  if (p->requeue_tail != NULL)
-    p->requeue_tail->next = t;
-  else
-    p->requeue_head = t;
-  p->requeue_tail = t;
+  MPROC__LIST_PUSH(p->requeue_head, p->requeue_tail, t, next);
 }
 
 /* Fail a task because the pool broke: the initializer's failure, with the
@@ -134,7 +124,7 @@ static void task_left(struct mproc_pool *p, struct mproc__task *t, bool started)
     return;
   }
   if (state == MPROC__P_TERMINATING || t->cancel_req) {
-    mproc__task_fail(p, t, MPROC_ECANCELLED, "cancelled");
+    mproc__task_fail(p, t, MPROC_ECANCELED, "cancelled");
     return;
   }
   if (!started) {
@@ -503,14 +493,14 @@ void mproc__pool_dispatch(struct mproc_pool *p) {
 }
 
 static void fail_cancelled(struct mproc_pool *p, struct mproc__task *t) {
-  mproc__task_fail(p, t, MPROC_ECANCELLED, "cancelled");
+  mproc__task_fail(p, t, MPROC_ECANCELED, "cancelled");
 }
 
 void mproc__pool_cancel_pending(struct mproc_pool *p) {
   while (p->pend_head != NULL) {
     struct mproc__task *t = p->pend_head;
     p->pend_head = t->next;
-    mproc__task_fail(p, t, MPROC_ECANCELLED, "cancelled");
+    mproc__task_fail(p, t, MPROC_ECANCELED, "cancelled");
   }
   p->pend_tail = NULL;
   for (int i = 0; i < p->nworkers; i++) {

@@ -99,11 +99,11 @@ START_TEST(test_cancel_pending_never_runs) {
   mproc_assert_ok(mproc_pool_submit(p, task_gate, &one, sizeof one, &f));
   mproc_assert_ok(mproc_pool_submit(p, task_gate, &two, sizeof two, &g));
   mproc_assert_ok(mproc_future_cancel(g));
-  ck_assert_int_eq(mproc_future_state(g), MPROC_FUTURE_CANCELLED);
+  ck_assert_int_eq(mproc_future_state(g), MPROC_FUTURE_CANCELED);
   ck_assert(mproc_future_done(g));
   struct mproc_task_error e;
   mproc_assert_ok(mproc_future_error(g, &e));
-  ck_assert_int_eq(e.code, MPROC_ECANCELLED);
+  ck_assert_int_eq(e.code, MPROC_ECANCELED);
   atomic_store(&S->release, 5);
   wait_done(f);
   ck_assert_int_eq(mproc_future_state(f), MPROC_FUTURE_DONE);
@@ -302,7 +302,7 @@ START_TEST(test_future_outlives_pool) {
   mproc_assert_ok(mproc_pool_submit(p, task_gate, &one, sizeof one, &f));
   /* Destroyed with a running task: it is cancelled, never left pending. */
   mproc_assert_ok(mproc_pool_free(p));
-  ck_assert_int_eq(mproc_future_state(f), MPROC_FUTURE_CANCELLED);
+  ck_assert_int_eq(mproc_future_state(f), MPROC_FUTURE_CANCELED);
   mproc_assert_ok(mproc_future_wait(f, 0));
   const void *d;
   size_t n;
@@ -330,10 +330,17 @@ START_TEST(test_bad_arguments) {
   mproc_future *f;
   mproc_assert_ok(mproc_pool_submit(p, task_empty, NULL, 0, &f));
   mproc_assert_err(mproc_future_wait(f, -5), MPROC_EINVAL);
-  mproc_assert_err(mproc_future_result(f, NULL, &n, 0), MPROC_EINVAL);
-  mproc_assert_err(mproc_future_result(f, &d, NULL, 0), MPROC_EINVAL);
+  mproc_assert_err(mproc_future_result(f, NULL, NULL, -5), MPROC_EINVAL);
   mproc_assert_err(mproc_future_error(f, NULL), MPROC_EINVAL);
   wait_done(f);
+  /* A task run for its effect: data and len are optional. */
+  mproc_assert_ok(mproc_future_result(f, NULL, NULL, 0));
+  n = 99;
+  mproc_assert_ok(mproc_future_result(f, NULL, &n, 0));
+  ck_assert_uint_eq(n, 0);
+  d = &n;
+  mproc_assert_ok(mproc_future_result(f, &d, NULL, 0));
+  ck_assert_ptr_null(d);
   mproc_future_free(f);
   mproc_assert_ok(mproc_pool_free(p));
 }

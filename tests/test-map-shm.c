@@ -69,7 +69,7 @@ START_TEST(test_squares_in_place_of_the_block) {
   mproc_assert_ok(mproc_pool_map_shm(p, sq, b, 0, sizeof(int), 0, 0, 0, NULL, NULL, 0));
   mproc_assert_ok(mproc_pool_map_shm(p, slow, b, 100 * sizeof(int), sizeof(int), 0, 0, 3, NULL,
                                      NULL, 30000)); /* in[100..102]: sleeps of 0..2 ms */
-  mproc_assert_ok(mproc_shm_close(b));
+  mproc_assert_ok(mproc_shm_free(b));
   mproc_assert_ok(mproc_pool_free(p));
 }
 END_TEST
@@ -93,13 +93,13 @@ START_TEST(test_named_block_and_async) {
   ck_assert_uint_eq(bad_squares(in, out, N), 0);
   /* Closing the block lets the workers drop it: the name goes (the
    * harness checks /dev/shm), and the pool maps a new block as well. */
-  mproc_assert_ok(mproc_shm_close(b));
+  mproc_assert_ok(mproc_shm_free(b));
   mproc_shm *b2 = ints_block(N);
   in = mproc_shm_addr(b2);
   mproc_assert_ok(mproc_pool_map_shm(p, sq, b2, 0, sizeof(int), N * sizeof(int), sizeof(int), N,
                                      NULL, NULL, 30000));
   ck_assert_uint_eq(bad_squares(in, in + N, N), 0);
-  mproc_assert_ok(mproc_shm_close(b2));
+  mproc_assert_ok(mproc_shm_free(b2));
   mproc_assert_ok(mproc_pool_free(p));
 }
 END_TEST
@@ -139,7 +139,7 @@ START_TEST(test_worker_maps_once_and_lets_go) {
                                        &o, NULL, 30000));
   /* 192 chunks over three calls: one mapping. */
   ck_assert_int_eq(block_maps(pid), 1);
-  mproc_assert_ok(mproc_shm_close(b));
+  mproc_assert_ok(mproc_shm_free(b));
   ck_assert_int_eq(wait_no_block_maps(pid), 0);
   /* More blocks than the cache holds, each closed after use: never more
    * than the cache's worth at once, none once all are closed. */
@@ -151,7 +151,7 @@ START_TEST(test_worker_maps_once_and_lets_go) {
     ck_assert_int_le(block_maps(pid), 8);
   }
   for (int k = 0; k < 20; k++)
-    mproc_assert_ok(mproc_shm_close(bs[k]));
+    mproc_assert_ok(mproc_shm_free(bs[k]));
   ck_assert_int_eq(wait_no_block_maps(pid), 0);
   mproc_assert_ok(mproc_pool_free(p));
 }
@@ -193,7 +193,7 @@ START_TEST(test_failure_and_death_blame_the_item) {
   mproc_assert_ok(
       mproc_pool_map_shm(p, sq, b, 0, sizeof(int), 0, sizeof(int), 1, NULL, NULL, 30000));
   ck_assert_int_eq(in[0], 9);
-  mproc_assert_ok(mproc_shm_close(b));
+  mproc_assert_ok(mproc_shm_free(b));
   mproc_assert_ok(mproc_pool_free(p));
 }
 END_TEST
@@ -228,7 +228,7 @@ START_TEST(test_bad_arguments) {
   mproc_assert_ok(mproc_pool_map_shm(p, sq, b, 0, I, 500, I, 125, NULL, NULL, 30000));
   mproc_assert_ok(mproc_pool_close(p));
   mproc_assert_err(mproc_pool_map_shm(p, sq, b, 0, I, 500, I, 10, NULL, NULL, 0), MPROC_ECLOSED);
-  mproc_assert_ok(mproc_shm_close(b));
+  mproc_assert_ok(mproc_shm_free(b));
   mproc_assert_ok(mproc_pool_free(p));
 }
 END_TEST

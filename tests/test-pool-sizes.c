@@ -23,7 +23,7 @@ static int task_echo(const void *a, size_t len, mproc_task_ctx *c) {
   extra = extra > (4u << 20) ? 0 : extra;
   unsigned char *out = mproc_task_result_buf(c, len + extra);
   if (out == NULL && len + extra > 0)
-    return -ENOMEM;
+    return MPROC_ENOMEM;
   const unsigned char *in = a;
   for (size_t i = 0; i < len; i++)
     out[i] = (unsigned char)~in[i];

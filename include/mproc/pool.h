@@ -166,7 +166,7 @@ MPROC_EXTERN int mproc_pool_apply(mproc_pool *pool, mproc_task_fn fn, const void
  *  join:      after close or terminate, wait until every task finished and
  *             every worker exited (MPROC_ESTATE if the pool is still open).
  *  terminate: kill every worker now; unfinished futures complete with
- *             MPROC_ECANCELLED.  Waits (bounded) for the workers to be reaped.
+ *             MPROC_ECANCELED.  Waits (bounded) for the workers to be reaped.
  *  shutdown:  the executor's shutdown: close; with cancel_pending, cancel
  *             every task not yet started; with wait, join.  Idempotent, from
  *             any thread; from a callback (the manager thread) wait is ignored.
@@ -185,13 +185,13 @@ typedef enum {
   MPROC_FUTURE_RUNNING,     /* a worker is running it */
   MPROC_FUTURE_DONE,        /* finished with a result */
   MPROC_FUTURE_FAILED,      /* finished with an error */
-  MPROC_FUTURE_CANCELLED,   /* cancelled (never ran, or its worker was killed) */
+  MPROC_FUTURE_CANCELED,    /* cancelled (never ran, or its worker was killed) */
 } mproc_future_status;
 
 /* Why a task failed. */
 struct mproc_task_error {
   int code;        /* MPROC_ETASK, MPROC_EWORKERDIED, MPROC_ETIMEDOUT (task
-                      timeout), MPROC_ECANCELLED, MPROC_EINITFAILED */
+                      timeout), MPROC_ECANCELED, MPROC_EINITFAILED */
   int task_code;   /* MPROC_ETASK: the task's non-zero return code; a
                       positive one without a message of its own reads
                       "task returned N" in `message` */
@@ -212,7 +212,9 @@ MPROC_EXTERN int mproc_future_wait(mproc_future *f, int64_t timeout_ms);
 /* Wait, then: 0 with *data and *len set to the result, BORROWED from the future
  * (valid until mproc_future_free; NULL/0 for an empty result); or the failure
  * code (see mproc_task_error.code); or MPROC_ETIMEDOUT when the wait deadline
- * passed first (the future is then still pending or running). */
+ * passed first (the future is then still pending or running).  data and len
+ * may each be NULL when the caller does not want them (a task run for its
+ * effect: the call then only waits and reports how the task ended). */
 MPROC_EXTERN int mproc_future_result(mproc_future *f, const void **data, size_t *len,
                                      int64_t timeout_ms);
 /* Failure details: 0 and *err filled when the future failed or was
@@ -220,7 +222,7 @@ MPROC_EXTERN int mproc_future_result(mproc_future *f, const void **data, size_t 
 MPROC_EXTERN int mproc_future_error(mproc_future *f, struct mproc_task_error *err);
 /* Cancel: a pending task never runs and completes now; a running task's
  * worker is killed (and replaced) and the future completes with
- * MPROC_ECANCELLED shortly.  Returns 0, or MPROC_ESTATE if already finished. */
+ * MPROC_ECANCELED shortly.  Returns 0, or MPROC_ESTATE if already finished. */
 MPROC_EXTERN int mproc_future_cancel(mproc_future *f);
 /* Run cb(f, ud) once the future finishes: on the manager thread (with
  * MPROC_POOL_LOOP: in mproc_pool_loop_run's thread), or at once on the
@@ -317,7 +319,7 @@ typedef struct mproc_shm mproc_shm; /* mproc/shm.h */
  * the block in place: nothing is copied into the pool or back, so the call
  * costs the same for 1 K and 100 M items bar the work itself.  Each worker
  * maps a block once, on its first chunk, and keeps the mapping until the
- * block is closed with mproc_shm_close (the block may be created after the
+ * block is closed with mproc_shm_free (the block may be created after the
  * pool).  Elements are as aligned as their offsets make them.  Chunks are
  * few and large by default (opts->chunksize 0: n / (2 * workers)).  Blocks
  * until done or the deadline and returns as mproc_pool_map (the first
