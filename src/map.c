@@ -50,12 +50,12 @@ static void job_release(struct mproc_pool *p, struct map_job *j) {
   if (j->block_fd >= 0)
     mproc__close(j->block_fd);
   else
-    p->tp->arena_free(p, j->region, j->region_len);
+    mproc__arena_free(p, j->region, j->region_len);
 }
 
 static void job_finish(struct mproc_pool *p, struct map_job *j) {
   if (j->out != NULL && j->n > 0)
-    memcpy(j->out, p->tp->arena(p, j->out_off), j->n * j->out_size);
+    memcpy(j->out, mproc__arena_at(p, j->out_off), j->n * j->out_size);
   job_release(p, j);
   struct mproc__outcome ok = {.exit_status = -1, .msg = ""};
   struct mproc_future *f = j->f;
@@ -166,7 +166,7 @@ static int map_start(struct mproc_pool *p, void (*fn)(void), uint32_t kind, size
   for (size_t k = 0; blk == NULL && k < ncols; k++) {
     col_off[k] = off;
     if (n > 0)
-      memcpy(p->tp->arena(p, off), cols[k].base, n * cols[k].size);
+      memcpy(mproc__arena_at(p, off), cols[k].base, n * cols[k].size);
     off += ALIGN64(n * cols[k].size);
   }
   if (blk != NULL) {
@@ -234,7 +234,7 @@ static size_t items_done(mproc_future *f) {
   const struct map_job *j = f->done_extra;
   for (int i = 0; j != NULL && i < p->nworkers; i++) {
     struct mproc__activity a = {0};
-    if (p->slots[i].pid > 0)
+    if (p->slots[i].alive)
       p->tp->activity(p, i, &a);
     if (a.running != NULL && a.running->owner == j && a.running->complete == chunk_complete)
       done += (size_t)(a.items_done < a.running->count ? a.items_done : a.running->count);

@@ -131,8 +131,6 @@ void mproc__pools_forget_block(uint64_t dev, uint64_t ino) {
 
 /* ---- internals shared with the manager ----------------------------------- */
 
-const struct mproc__transport_ops *mproc__pool_transport;
-
 void mproc__pool_kick(struct mproc_pool *p) {
   uint64_t one = 1;
   ssize_t n = write(p->efd, &one, sizeof one);
@@ -179,10 +177,10 @@ bool mproc__pool_cancel_task(struct mproc_pool *p, struct mproc__task *t) {
     mproc__task_fail(p, t, MPROC_ECANCELED, "cancelled before it started");
     return true;
   }
-  /* Running: kill its worker; the manager completes the task as cancelled
-   * and replaces the worker. */
+  /* Running: its transport ends it (the shm one kills the worker); the
+   * task completes as cancelled. */
   t->cancel_req = true;
-  mproc__kill_worker(p, t->slot);
+  mproc__stop_task(p, t);
   return false;
 }
 
@@ -240,6 +238,9 @@ MPROC_EXTERN int mproc_pool_new(mproc_pool **out, const struct mproc_pool_option
   if (method < MPROC_START_FORK || method > MPROC_START_FORKSERVER)
     return MPROC_EINVAL;
   int r = method != MPROC_START_FORK ? check_exec_options(opts) : 0;
+  const struct mproc__transport_ops *tp = NULL;
+  if (r == 0)
+    r = mproc__transport_find(opts->transport, &tp);
   if (r < 0)
     return r;
   struct mproc_pool *p = calloc(1, sizeof *p);
@@ -250,7 +251,8 @@ MPROC_EXTERN int mproc_pool_new(mproc_pool **out, const struct mproc_pool_option
   p->opts = *opts;
   p->opts.start_method = method;
   p->nworkers = opts->workers > 0 ? opts->workers : mproc_cpu_count();
-  p->tp = mproc__pool_transport != NULL ? mproc__pool_transport : &mproc__transport_shm;
+  p->tp = tp;
+  p->opts.transport = NULL; /* the caller's string need not outlive the call */
   p->loop_efd = -1;
   p->created_ms = mproc_now_ms();
   p->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
@@ -406,11 +408,11 @@ MPROC_EXTERN int mproc_pool_free(mproc_pool *p) {
 
 /* ---- submit / apply ---------------------------------------------------------- */
 
-static int copy_arg(struct mproc_pool *p, struct mproc__task *t, const void *arg, size_t len) {
+static int copy_arg(struct mproc__task *t, const void *arg, size_t len) {
   t->arg_len = len;
   if (len == 0)
     return 0;
-  if (len <= p->inline_max) {
+  if (len <= MPROC__ARG_INLINE) {
     t->arg = malloc(len);
     if (t->arg == NULL)
       return MPROC_ENOMEM;
@@ -485,7 +487,7 @@ MPROC_EXTERN int mproc_pool_submit_ex(mproc_pool *p, mproc_task_fn fn, const voi
     f->apply_errcb = o->error_callback;
     f->apply_ud = o->ud;
   }
-  int r = copy_arg(p, t, arg, len);
+  int r = copy_arg(t, arg, len);
   if (r == 0 && o != NULL)
     r = copy_fds(t, o->fds, o->nfds);
   if (r == 0) {

@@ -1,21 +1,39 @@
 /* The seam between the pool and how tasks travel to workers.
  *
- * Today there is one transport, local shared memory (transport_shm.c): one
- * anonymous shared mapping holds a request/response ring per worker.  A later
- * exec-based start method or an MPI backend adds one more file implementing
- * struct mproc__transport_ops.  The transport owns everything about how
- * tasks sit with a worker (ring positions, the task table, its sockets: its
- * tp_state, opaque to the pool, and a task's tp_ref); the pool and manager
- * see only slots, tasks and these operations, and keep their own counts
- * (tasks handed over, per-slot statistics).  The data arena of map/imap is
- * an operation too.  The task-side API (task.c) reaches a transport's
- * worker side only through its task context (task_ctx.h).  How the manager
- * sleeps is the transport's (sleep: the shm transport's announce-then-poll
- * handshake stays inside it); `helping` is an optional hint from spinning
- * waiters.  Operations marked optional may be NULL.  The transport is
- * chosen at pool creation (mproc__pool_transport); tests/test-pool-transport.c
- * adds a whole transport -- tasks over a socketpair -- in its own file and
- * chooses it with one assignment.
+ * Design notes.  A transport is one file implementing struct
+ * mproc__transport_ops: local shared memory (transport_shm.c, built in),
+ * MPI ranks (transport_mpi.c, in libmproc_mpi), and a socketpair one that
+ * lives in tests/test-pool-transport.c.  The transport owns everything
+ * about how tasks sit with a worker (ring positions, the task table, its
+ * sockets, its ring depth and message sizes: its tp_state, opaque to the
+ * pool, and a task's tp_ref); the pool and manager see only slots, tasks and
+ * these operations, and keep their own counts (tasks handed over, per-slot
+ * statistics).  The task-side API (task.c) reaches a transport's worker
+ * side only through its task context (task_ctx.h).
+ *
+ * The table is narrow on purpose, 13 entries where it once had 18: "is
+ * there room" is send_task's -EAGAIN, taking back one task or all of a
+ * slot's is one revoke, where a worker is with its initializer is part of
+ * activity, ending a task, ending a worker and letting it finish are one
+ * stop, and the data arena is one optional sub-table.  What a transport
+ * needs only for itself (the shm one's announce-then-poll handshake and
+ * futex wake-ups) stays in its file; `helping` is a hint it may ignore.
+ * sleep is the manager's one blocking point, so a transport polls there
+ * whatever it must (the remote-flavoured test transport its sockets, MPI
+ * its requests).
+ *
+ * Slots are not processes.  A worker that is a local process hands the
+ * pool its pid and pidfd, and the manager watches and reaps it; one that is
+ * not (an MPI rank) has neither, and its transport reports its end through
+ * poll_results.  Either way the pool empties the slot (reset_slot) and
+ * starts another worker.  Map data travels by arena offsets: a transport
+ * whose workers share the arena sends the offsets, one whose workers
+ * cannot see it copies each chunk's ranges (mproc__task_ranges) by value.
+ *
+ * The transport is chosen by name at pool creation (the pool option
+ * `transport`, else MPROC_TRANSPORT, else "shm") from a registry
+ * (transport.c) that other transports join at run time: adding one touches
+ * no file but its own and the line that names it.
  *
  * Function references go through struct mproc__taskfn for the same reason:
  * under fork a code address is valid in the worker, elsewhere it is not. */
@@ -56,11 +74,20 @@ enum {
   MPROC__K_MAP_SHM,
 };
 
-/* How one task ended, as seen by the parent. */
+/* K_CALL arguments up to this many bytes are kept in memory (t->arg);
+ * larger ones in a memfd (t->arg_fd), written once at submit.  The pool's
+ * choice, the same for every transport: each one carries both.  Below this
+ * bound a memfd per task costs more than copying the bytes (its creation,
+ * hand-over and mapping take hundreds of microseconds; the shm transport
+ * copies a medium argument into the ring entry's arena area instead). */
+#define MPROC__ARG_INLINE ((size_t)64 << 10)
+
+/* How one task ended, as seen by the parent -- or, handed over with no
+ * task (see poll_results), how a worker ended. */
 struct mproc__outcome {
   int code;        /* 0, MPROC_ETASK, MPROC_EWORKERDIED, ... */
   int task_code;   /* the task's own non-zero return code */
-  pid_t pid;       /* worker pid */
+  pid_t pid;       /* worker pid, 0 when the worker is not a local process */
   int signo;       /* killing signal or 0 */
   int exit_status; /* exit status or -1 */
   uint64_t index;  /* item index within a chunk (map) */
@@ -70,7 +97,10 @@ struct mproc__outcome {
   size_t res_map_len; /* non-zero when res is an mmap()ed mapping */
 };
 
-/* What a worker is doing, as the transport sees it. */
+enum { MPROC__INIT_READY = 0, MPROC__INIT_RUNNING, MPROC__INIT_FAILED };
+
+/* What a worker is doing, as the transport sees it.  Zeroed by the caller:
+ * a transport fills in what it knows. */
 struct mproc__activity {
   struct mproc__task *running; /* the task it runs, or NULL */
   int64_t since;               /* since when (mproc_now_ms) */
@@ -82,44 +112,89 @@ struct mproc__activity {
   /* Optional (0 when the transport cannot tell): items of the running
    * chunk already finished, so progress can move per item. */
   uint64_t items_done;
+  /* Where it is with the pool's initializer: MPROC__INIT_READY (also when
+   * there is none), _RUNNING, or _FAILED with the initializer's code and
+   * message (borrowed). */
+  int init;
+  int init_code;
+  const char *init_msg;
 };
 
-enum { MPROC__INIT_RUNNING, MPROC__INIT_READY, MPROC__INIT_FAILED };
+/* The arena ranges of a map chunk (K_MAP, K_STARMAP): what it reads, one
+ * range per input column, and what it writes.  A transport whose workers
+ * share the arena sends offsets; one whose workers cannot see it copies
+ * the inputs out in send_task and writes the output back before it
+ * reports the outcome.  mproc__task_ranges (pool.h) lists them. */
+struct mproc__range {
+  uint64_t off, len;
+};
+
+/* The data arena of map and imap: extents (offsets, never pointers) that the
+ * parent fills and reads, allocated under the pool mutex.  For a transport
+ * whose workers share it, shared memory; for one that copies chunks by
+ * value (mproc__task_ranges), any memory of the parent's. */
+struct mproc__arena_ops {
+  /* `len` bytes: 0 and the offset, or MPROC_ENOMEM. */
+  int (*alloc)(struct mproc_pool *p, size_t len, uint64_t *off);
+  void (*free)(struct mproc_pool *p, uint64_t off, size_t len);
+  /* The address of an offset in this process. */
+  void *(*at)(struct mproc_pool *p, uint64_t off);
+};
+
+/* How stop() ends work on a slot. */
+enum {
+  MPROC__STOP_IDLE = 1, /* the worker exits once it has nothing left to run */
+  MPROC__STOP_TASK,     /* the task it runs must end now (timeout, cancel) */
+  MPROC__STOP_NOW,      /* the worker must end now, with all it holds */
+};
 
 struct mproc__transport_ops {
-  const char *name;
+  const char *name; /* what the pool option and MPROC_TRANSPORT say */
   /* Create the pool's transport state (before any worker starts). */
   int (*init)(struct mproc_pool *p);
-  /* Start a worker in slot `slot`; sets the slot's pid and pidfd. */
+  /* Release everything (workers already gone). */
+  void (*fini)(struct mproc_pool *p);
+  /* Start a worker in slot `slot`.  A worker that is a local process sets
+   * the slot's pid and pidfd: the manager then learns of its death from the
+   * pidfd and reaps it.  One that is not (a remote rank) leaves pid 0 and
+   * pidfd -1 and reports its end through poll_results. */
   int (*start_worker)(struct mproc_pool *p, int slot);
-  /* Whether the slot's ring has room for one more task. */
-  bool (*can_send)(struct mproc_pool *p, int slot);
-  /* Hand a task to the worker of `slot` (room was checked). */
+  /* Hand a task to the worker of `slot`: 0 (the transport then sets
+   * t->slot and may use t->tp_ref), -EAGAIN when the slot has no room now
+   * (the pool tries it again after its next poll_results), -EPIPE /
+   * -ECONNRESET / -ENOTCONN when the worker is gone (the task is re-queued),
+   * or another error that fails the task. */
   int (*send_task)(struct mproc_pool *p, int slot, struct mproc__task *t);
   /* Collect finished tasks of `slot` in order, calling done(p, t, outcome)
-   * for each; returns how many. */
+   * for each (t->slot = -1 first); returns how many.  A worker that ended
+   * and that the pool cannot watch through a pidfd is reported here as
+   * done(p, NULL, outcome): code MPROC_EWORKERDIED, its pid or 0, signo or
+   * exit_status, and a message naming it (say, a rank and its host); the
+   * pool then calls reset_slot and starts another worker. */
   int (*poll_results)(struct mproc_pool *p, int slot,
                       void (*done)(struct mproc_pool *, struct mproc__task *,
                                    struct mproc__outcome *));
-  /* Take back a task that has not started: true on success. */
-  bool (*revoke)(struct mproc_pool *p, struct mproc__task *t);
-  /* Take back every task of the slot that has not started, in the order it
-   * would have run them, handing each to each(p, t); returns how many. */
-  int (*revoke_all)(struct mproc_pool *p, int slot,
-                    void (*each)(struct mproc_pool *, struct mproc__task *));
+  /* Take back tasks that have not started.  t != NULL: that task of
+   * `slot` (1 if it was taken back, else 0).  t == NULL: every such task of
+   * the slot, in the order it would have run them, each handed to each(p, t);
+   * returns how many.  A transport that cannot take a task back returns 0. */
+  int (*revoke)(struct mproc_pool *p, int slot, struct mproc__task *t,
+                void (*each)(struct mproc_pool *, struct mproc__task *));
   /* What the slot's worker is doing (see struct mproc__activity). */
   void (*activity)(struct mproc_pool *p, int slot, struct mproc__activity *a);
-  /* Ask the worker to exit once its ring is empty. */
-  void (*stop_worker)(struct mproc_pool *p, int slot);
-  /* After the worker exited: hand every task still in its ring to
+  /* End work on a slot (MPROC__STOP_*).  _TASK names the running task `t`:
+   * the transport either ends the whole worker (its death then hands `t`
+   * to reset_slot as started) or only the task (its outcome, with any
+   * failure code, comes through poll_results; the pool reports it as
+   * cancelled or timed out).  The shm transport kills the worker through
+   * its pidfd for both _TASK and _NOW. */
+  void (*stop)(struct mproc_pool *p, int slot, int how, struct mproc__task *t);
+  /* After the worker ended: hand every task still with it to
    * left(p, t, started) in order (a started chunk's t->progress holds the
    * item the worker was in), then reset the transport's side of the slot for
    * a new worker. */
   void (*reset_slot)(struct mproc_pool *p, int slot,
                      void (*left)(struct mproc_pool *, struct mproc__task *, bool started));
-  /* Where the slot's worker is with its initializer: MPROC__INIT_RUNNING,
-   * _READY, or _FAILED with the initializer's *code and *msg (borrowed). */
-  int (*init_state)(struct mproc_pool *p, int slot, int *code, const char **msg);
   /* The manager sleeps: poll(pfd, n, timeout_ms) -- or return 0 at once
    * when the transport knows results are waiting.  Returns poll's result. */
   int (*sleep)(struct mproc_pool *p, struct pollfd *pfd, int n, int timeout_ms);
@@ -127,22 +202,28 @@ struct mproc__transport_ops {
    * (-1) spinning to collect results: a transport may then spare its workers
    * the cost of waking the manager. */
   void (*helping)(struct mproc_pool *p, int delta);
-  /* The shared data arena for map/imap: allocate `len` bytes (under mu;
-   * 0 and the offset, or MPROC_ENOMEM), free them, and the address of an offset
-   * in this process.  Optional: without them map and imap return
-   * MPROC_ENOTSUP. */
-  int (*arena_alloc)(struct mproc_pool *p, size_t len, uint64_t *off);
-  void (*arena_free)(struct mproc_pool *p, uint64_t off, size_t len);
-  void *(*arena)(struct mproc_pool *p, uint64_t off);
-  /* Optional: tells the workers that the caller closed the shared block
+  /* Optional (NULL: map and imap return MPROC_ENOTSUP). */
+  const struct mproc__arena_ops *arena;
+  /* Optional: tells the workers that the caller freed the shared block
    * (dev, ino), so a worker drops its cached mapping of it (under mu).  A
    * transport without it cannot carry MPROC__K_MAP_SHM chunks: map_shm then
    * returns MPROC_ENOTSUP. */
   void (*forget_block)(struct mproc_pool *p, uint64_t dev, uint64_t ino);
-  /* Release everything (workers already reaped). */
-  void (*fini)(struct mproc_pool *p);
 };
 
 extern const struct mproc__transport_ops mproc__transport_shm;
+
+/* The registry (transport.c).  Not API: exported from libmproc.so only so
+ * that a sibling library of this tree (libmproc_mpi) and the tests can add
+ * a transport; the ops table changes with the library.
+ * Register: 0 (also when `ops` is registered already), MPROC_EINVAL (no
+ * name, a required operation missing), -EEXIST (another transport has the
+ * name), -ENOSPC (the table is full).  Unregister: 0, MPROC_EINVAL (the
+ * built-in one), -ENOENT.  Pools already created keep their transport. */
+MPROC_EXTERN int mproc__transport_register(const struct mproc__transport_ops *ops);
+MPROC_EXTERN int mproc__transport_unregister(const struct mproc__transport_ops *ops);
+/* The transport named `name`; NULL: MPROC_TRANSPORT, else "shm".  An
+ * unknown name is MPROC_EINVAL, with the reason on stderr. */
+int mproc__transport_find(const char *name, const struct mproc__transport_ops **out);
 
 #endif /* MPROC_TRANSPORT_H */

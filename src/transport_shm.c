@@ -333,12 +333,10 @@ static int shm_init(struct mproc_pool *p) {
     shm_fini(p);
     return r;
   }
-  p->ring = MPROC__RING;
   /* Medium arguments and results go through areas at the arena's top
    * (virtual space until used) while they take at most half of it. */
   uint64_t areas = (uint64_t)p->nworkers * MPROC__RING * 2 * MPROC__MEDIUM;
   s->area_base = areas <= MPROC__ARENA_LEN / 2 ? MPROC__ARENA_LEN - areas : 0;
-  p->inline_max = s->area_base != 0 ? MPROC__MEDIUM : MPROC__INLINE;
   s->free_ext[0] = (struct extent){0, s->area_base != 0 ? s->area_base : MPROC__ARENA_LEN};
   s->nfree = 1;
   /* Idle workers spin briefly before sleeping only while there are spare
@@ -458,14 +456,57 @@ static int shm_start_worker(struct mproc_pool *p, int i) {
   return 0;
 }
 
-static bool shm_can_send(struct mproc_pool *p, int i) {
+/* Every argument the pool keeps in memory fits an entry or its area. */
+_Static_assert(MPROC__ARG_INLINE <= MPROC__MEDIUM, "an in-memory argument fits an entry's area");
+
+/* A memfd holding a task's in-memory argument (-errno on failure). */
+static int arg_file(const struct mproc__task *t, int *fd) {
+  int r = mproc__memfd_create("mproc-arg", t->arg_len, fd);
+  for (size_t done = 0; r == 0 && done < t->arg_len;) {
+    ssize_t n = pwrite(*fd, (const char *)t->arg + done, t->arg_len - done, (off_t)done);
+    if (n < 0 && errno != EINTR)
+      r = mproc__neg_errno();
+    done += n > 0 ? (size_t)n : 0;
+  }
+  if (r != 0 && *fd >= 0)
+    mproc__close(*fd);
+  return r;
+}
+
+/* Sends a call's descriptors: its argument file `argfd` (or -1) and its own
+ * fds, flagging the entry. */
+static int send_call_fds(struct mproc_pool *p, int i, const struct mproc__task *t, int argfd,
+                         struct mproc__entry *e) {
   struct shm_slot *sl = sslot(p, i);
-  return sl->head - sl->tail < MPROC__RING;
+  if (t->nfds > 0) {
+    /* The argument fd (if any) and the task's own fds travel in ONE
+     * message: a failed send leaves nothing half-sent on the socket for
+     * the next task to misread.  A worker that finds the entry revoked
+     * consumes the message all the same. */
+    int all[MPROC__MSG_FDS];
+    size_t k = 0;
+    if (argfd >= 0)
+      all[k++] = argfd;
+    for (uint32_t j = 0; j < t->nfds; j++)
+      all[k++] = t->fds[j];
+    int r = mproc__send_fds(sl->sock, all, k);
+    if (r != 0)
+      return r;
+    e->flags |= MPROC__EF_FDS | (argfd >= 0 ? MPROC__EF_ARG_FD : 0);
+  } else if (argfd >= 0) {
+    int r = mproc__send_fd(sl->sock, argfd);
+    if (r != 0)
+      return r;
+    e->flags |= MPROC__EF_ARG_FD;
+  }
+  return 0;
 }
 
 static int shm_send_task(struct mproc_pool *p, int i, struct mproc__task *t) {
   struct shm_slot *sl = sslot(p, i);
   struct mproc__slot_shm *ss = sshm(p, i);
+  if (sl->head - sl->tail >= MPROC__RING)
+    return -EAGAIN;
   uint64_t pos = sl->head;
   struct mproc__entry *e = &ss->ring[pos % MPROC__RING];
   uint32_t fn_kind = t->fn.kind;
@@ -504,37 +545,29 @@ static int shm_send_task(struct mproc_pool *p, int i, struct mproc__task *t) {
     e->flags |= MPROC__EF_ARG_FD;
     st(p)->blocks = true;
   } else if (t->kind == MPROC__K_CALL) {
-    if (t->nfds > 0) {
-      /* The argument fd (if any) and the task's own fds travel in ONE
-       * message: a failed send leaves nothing half-sent on the socket for
-       * the next task to misread.  A worker that finds the entry revoked
-       * consumes the message all the same. */
-      int all[MPROC__MSG_FDS];
-      size_t k = 0;
-      if (t->arg_fd >= 0)
-        all[k++] = t->arg_fd;
-      for (uint32_t j = 0; j < t->nfds; j++)
-        all[k++] = t->fds[j];
-      int r = mproc__send_fds(sl->sock, all, k);
-      if (r != 0)
-        return r;
-      e->flags |= MPROC__EF_FDS | (t->arg_fd >= 0 ? MPROC__EF_ARG_FD : 0);
-    } else if (t->arg_fd >= 0) {
-      int r = mproc__send_fd(sl->sock, t->arg_fd);
-      if (r != 0)
-        return r;
-      e->flags |= MPROC__EF_ARG_FD;
-    }
     e->area_off = st(p)->area_base != 0 ? area_of(st(p), i, pos) : 0;
+    /* An argument kept in memory travels inside the entry, in the entry's
+     * arena area, or -- for a pool with too many workers for areas -- in a
+     * memfd made here, as the pool makes one for larger arguments. */
     bool copied = t->arg_fd < 0 && t->arg_len > 0;
-    if (copied && t->arg_len <= MPROC__INLINE) {
-      memcpy(e->arg, t->arg, t->arg_len);
-    } else if (copied && e->area_off != 0 && t->arg_len <= MPROC__MEDIUM) {
+    bool in_area =
+        copied && t->arg_len > MPROC__INLINE && e->area_off != 0 && t->arg_len <= MPROC__MEDIUM;
+    int own = -1;
+    if (copied && t->arg_len > MPROC__INLINE && !in_area) {
+      int r = arg_file(t, &own);
+      if (r != 0)
+        return r;
+    }
+    int r = send_call_fds(p, i, t, own >= 0 ? own : t->arg_fd, e);
+    mproc__close(own);
+    if (r != 0)
+      return r;
+    if (in_area) {
       /* A medium argument: the worker reads it where the parent wrote it. */
       memcpy(st(p)->arena + e->area_off, t->arg, t->arg_len);
       e->flags |= MPROC__EF_ARG_AREA;
-    } else if (copied) {
-      return MPROC_EINVAL; /* larger than inline_max: never the pool's doing */
+    } else if (copied && own < 0) {
+      memcpy(e->arg, t->arg, t->arg_len);
     }
   }
   atomic_store_explicit(&e->state, MPROC__E_QUEUED, memory_order_release);
@@ -643,7 +676,7 @@ static struct mproc__entry *entry_of(struct mproc_pool *p, const struct mproc__t
   return &sshm(p, t->slot)->ring[t->tp_ref % MPROC__RING];
 }
 
-static bool shm_revoke(struct mproc_pool *p, struct mproc__task *t) {
+static bool revoke_one(struct mproc_pool *p, struct mproc__task *t) {
   if (t->slot < 0)
     return false;
   uint32_t expect = MPROC__E_QUEUED;
@@ -654,13 +687,15 @@ static bool shm_revoke(struct mproc_pool *p, struct mproc__task *t) {
   return true;
 }
 
-static int shm_revoke_all(struct mproc_pool *p, int i,
-                          void (*each)(struct mproc_pool *, struct mproc__task *)) {
+static int shm_revoke(struct mproc_pool *p, int i, struct mproc__task *one,
+                      void (*each)(struct mproc_pool *, struct mproc__task *)) {
+  if (one != NULL)
+    return one->slot == i && revoke_one(p, one) ? 1 : 0;
   struct shm_slot *sl = sslot(p, i);
   int n = 0;
   for (uint64_t pos = sl->tail; pos < sl->head; pos++) {
     struct mproc__task *t = sl->jobs[pos % MPROC__RING];
-    if (t != NULL && shm_revoke(p, t)) {
+    if (t != NULL && revoke_one(p, t)) {
       each(p, t);
       n++;
     }
@@ -702,14 +737,39 @@ static struct mproc__task *waiting(struct mproc_pool *p, int i, uint64_t *pos) {
   return NULL;
 }
 
+/* Where the worker is with its initializer (the slot's init_state word). */
+static void init_state(struct mproc_pool *p, int i, struct mproc__activity *a) {
+  struct mproc__slot_shm *ss = sshm(p, i);
+  uint32_t state = atomic_load(&ss->init_state);
+  a->init = state == 1 ? MPROC__INIT_READY : MPROC__INIT_RUNNING;
+  if (state == 2) {
+    a->init = MPROC__INIT_FAILED;
+    a->init_code = ss->init_code;
+    ss->init_msg[sizeof ss->init_msg - 1] = '\0';
+    a->init_msg = ss->init_msg;
+  }
+}
+
 static void shm_activity(struct mproc_pool *p, int i, struct mproc__activity *a) {
   a->since = 0;
   a->items_done = 0;
   a->running = running(p, i, &a->since, &a->items_done);
   a->waiting = waiting(p, i, &a->pos);
+  init_state(p, i, a);
 }
 
-static void shm_stop_worker(struct mproc_pool *p, int i) {
+/* Idle: the worker is told to exit once its ring is empty.  A running task
+ * cannot be ended inside the worker (it may hold any lock, be in any
+ * syscall), so _TASK, like _NOW, kills the worker and its process group;
+ * under the mutex it is not reaped yet, so neither id can have been reused. */
+static void shm_stop(struct mproc_pool *p, int i, int how, struct mproc__task *t) {
+  (void)t;
+  struct mproc__slot *sl = &p->slots[i];
+  if (how != MPROC__STOP_IDLE) {
+    kill(-sl->pid, SIGKILL);
+    mproc__pidfd_kill(sl->pidfd, SIGKILL);
+    return;
+  }
   struct mproc__slot_shm *ss = sshm(p, i);
   atomic_store(&ss->stop, 1);
   atomic_fetch_add(&ss->wake, 1);
@@ -746,17 +806,6 @@ static void shm_reset_slot(struct mproc_pool *p, int i,
   sl->sock = -1;
 }
 
-static int shm_init_state(struct mproc_pool *p, int i, int *code, const char **msg) {
-  struct mproc__slot_shm *ss = sshm(p, i);
-  uint32_t state = atomic_load(&ss->init_state);
-  if (state != 2)
-    return state == 1 ? MPROC__INIT_READY : MPROC__INIT_RUNNING;
-  *code = ss->init_code;
-  ss->init_msg[sizeof ss->init_msg - 1] = '\0';
-  *msg = ss->init_msg;
-  return MPROC__INIT_FAILED;
-}
-
 /* The manager announces that it sleeps (workers then write the eventfd),
  * then re-checks done_seq: store-then-load, so a result published in
  * between is either seen here or wakes the poll. */
@@ -780,6 +829,12 @@ static void shm_helping(struct mproc_pool *p, int delta) {
 
 static void *shm_arena(struct mproc_pool *p, uint64_t off) { return st(p)->arena + off; }
 
+static const struct mproc__arena_ops shm_arena_ops = {
+    .alloc = shm_arena_alloc,
+    .free = shm_arena_free,
+    .at = shm_arena,
+};
+
 /* Publishes the closed block in the header and wakes the sleeping workers,
  * which drop their mapping of it before they sleep again. */
 static void shm_forget_block(struct mproc_pool *p, uint64_t dev, uint64_t ino) {
@@ -802,21 +857,16 @@ static void shm_forget_block(struct mproc_pool *p, uint64_t dev, uint64_t ino) {
 const struct mproc__transport_ops mproc__transport_shm = {
     .name = "shm",
     .init = shm_init,
+    .fini = shm_fini,
     .start_worker = shm_start_worker,
-    .can_send = shm_can_send,
     .send_task = shm_send_task,
     .poll_results = shm_poll_results,
     .revoke = shm_revoke,
-    .revoke_all = shm_revoke_all,
     .activity = shm_activity,
-    .stop_worker = shm_stop_worker,
+    .stop = shm_stop,
     .reset_slot = shm_reset_slot,
-    .init_state = shm_init_state,
     .sleep = shm_sleep,
     .helping = shm_helping,
-    .arena_alloc = shm_arena_alloc,
-    .arena_free = shm_arena_free,
-    .arena = shm_arena,
+    .arena = &shm_arena_ops,
     .forget_block = shm_forget_block,
-    .fini = shm_fini,
 };

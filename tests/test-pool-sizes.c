@@ -71,7 +71,7 @@ static const size_t sizes[] = {0,
 START_TEST(test_boundary_sizes_in_flight_together) {
   mproc_pool *p = make_pool(2);
   /* Arguments up to the medium bound are copied, not handed over as files. */
-  ck_assert_uint_eq(p->inline_max, MEDIUM_MAX);
+  ck_assert_uint_eq(MPROC__ARG_INLINE, MEDIUM_MAX);
   /* Three rounds of every size submitted before any is collected: many ring
    * entries (and their areas) hold arguments and results at once. */
   enum { ROUNDS = 3 };
