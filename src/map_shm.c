@@ -16,8 +16,9 @@
  * block already cached is closed at once.  The key cannot be reused by
  * another block while cached, because the mapping itself keeps the inode
  * alive.  A cached mapping would also keep a closed block's memory (and a
- * named block's keeper) alive, so mproc_shm_free tells every live pool of
- * its process, which publishes the block in the shared header
+ * named block's keeper) alive, so mproc_shm_free tells every pool of its
+ * process that was handed a block, which publishes the block in the shared
+ * header
  * (shm_layout.h: forget_seq) and wakes its workers; a worker drops the
  * mappings named there before it next runs or sleeps.  The cache is small
  * (BLOCK_CACHE entries, least recently used goes first): a block pushed out
@@ -33,8 +34,54 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 /* ---- parent side -------------------------------------------------------------- */
+
+/* The pools of this process that were handed a block: mproc_shm_free tells
+ * them.  A list of its own, not the pools' live list: a block may be freed
+ * from a done-callback while another thread holds that list's lock and
+ * waits for the callback's pool (exit's join), and this lock is never held
+ * across a wait.  Lock order: users_mu, then a pool's mu. */
+static pthread_mutex_t users_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct mproc_pool *users;
+static pid_t users_pid; /* whose list it is: a forked child has none */
+
+static void use_blocks(struct mproc_pool *p) {
+  pthread_mutex_lock(&users_mu);
+  if (users_pid != getpid()) {
+    users = NULL;
+    users_pid = getpid();
+  }
+  if (!p->block_user) {
+    p->block_user = true;
+    p->block_next = users;
+    users = p;
+  }
+  pthread_mutex_unlock(&users_mu);
+}
+
+void mproc__map_shm_pool_gone(struct mproc_pool *p) {
+  pthread_mutex_lock(&users_mu);
+  for (struct mproc_pool **pp = &users; users_pid == getpid() && *pp != NULL;
+       pp = &(*pp)->block_next)
+    if (*pp == p) {
+      *pp = p->block_next;
+      break;
+    }
+  pthread_mutex_unlock(&users_mu);
+}
+
+static void forget_block(uint64_t dev, uint64_t ino) {
+  pthread_mutex_lock(&users_mu);
+  for (struct mproc_pool *p = users_pid == getpid() ? users : NULL; p != NULL; p = p->block_next) {
+    pthread_mutex_lock(&p->mu);
+    if (p->tp_state != NULL)
+      p->tp->forget_block(p, dev, ino);
+    pthread_mutex_unlock(&p->mu);
+  }
+  pthread_mutex_unlock(&users_mu);
+}
 
 /* Whether [a, a + alen) and [b, b + blen) share a byte. */
 static bool overlap(size_t a, size_t alen, size_t b, size_t blen) {
@@ -59,6 +106,7 @@ MPROC_EXTERN int mproc_pool_map_shm_async(mproc_pool *p, mproc_map_fn fn, mproc_
     return MPROC_EINVAL;
   if (p->tp->forget_block == NULL)
     return MPROC_ENOTSUP;
+  use_blocks(p);
   int fd = fcntl(mproc_shm_fd(shm), F_DUPFD_CLOEXEC, 0);
   if (fd < 0)
     return mproc__neg_errno();
@@ -82,7 +130,7 @@ MPROC_EXTERN int mproc_pool_map_shm(mproc_pool *p, mproc_map_fn fn, mproc_shm *s
 void mproc__map_shm_forget(int fd) {
   struct stat st;
   if (fstat(fd, &st) == 0)
-    mproc__pools_forget_block((uint64_t)st.st_dev, (uint64_t)st.st_ino);
+    forget_block((uint64_t)st.st_dev, (uint64_t)st.st_ino);
 }
 
 /* ---- worker side: the block cache -------------------------------------------- */

@@ -114,21 +114,6 @@ static void live_remove(struct mproc_pool *p) {
   pthread_mutex_unlock(&live_mu);
 }
 
-void mproc__pools_forget_block(uint64_t dev, uint64_t ino) {
-  pthread_mutex_lock(&live_mu);
-  /* A forked child sees its parent's list, not pools of its own. */
-  for (struct mproc_pool *p = getpid() == hook_pid ? live_head : NULL; p != NULL;
-       p = p->live_next) {
-    if (p->tp->forget_block == NULL)
-      continue;
-    pthread_mutex_lock(&p->mu);
-    if (p->tp_state != NULL)
-      p->tp->forget_block(p, dev, ino);
-    pthread_mutex_unlock(&p->mu);
-  }
-  pthread_mutex_unlock(&live_mu);
-}
-
 /* ---- internals shared with the manager ----------------------------------- */
 
 void mproc__pool_kick(struct mproc_pool *p) {
@@ -399,6 +384,7 @@ MPROC_EXTERN int mproc_pool_free(mproc_pool *p) {
   }
   mproc__loop_fini(p);
   live_remove(p);
+  mproc__map_shm_pool_gone(p);
   pthread_mutex_lock(&p->mu);
   release_resources(p);
   pthread_mutex_unlock(&p->mu);

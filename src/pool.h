@@ -138,6 +138,9 @@ struct mproc_pool {
   int init_status; /* its exit status when it exited there, or -1 */
   char init_msg[200];
   struct mproc_pool *live_next; /* process-wide list of live pools */
+  /* map_shm.c: pools that were handed a block, told when one is freed. */
+  struct mproc_pool *block_next;
+  bool block_user;
   /* Manager-only scratch while a dead worker's ring is emptied. */
   pid_t dying_pid;
   int dying_code;        /* Python-style: status, or -signo */
@@ -304,9 +307,8 @@ static inline bool mproc__block_range_ok(uint64_t len, uint64_t off, uint64_t co
                                          uint64_t size) {
   return off <= len && (size == 0 || count <= (len - off) / size);
 }
-/* pool.c: tell every live pool of this process that the block (dev, ino)
- * was closed (takes each pool's mutex). */
-void mproc__pools_forget_block(uint64_t dev, uint64_t ino);
+/* The pool is being freed: map_shm no longer tells it of freed blocks. */
+void mproc__map_shm_pool_gone(struct mproc_pool *p);
 
 /* ---- imap.c ----------------------------------------------------------------- */
 extern int64_t mproc__imap_free_wait_ms;

@@ -5,6 +5,8 @@
  * ctest-labels: threads */
 #include "pool-helpers.h"
 
+#include <sys/wait.h>
+
 static int sq(const void *in, void *out) {
   int v = *(const int *)in;
   *(int *)out = v * v;
@@ -198,6 +200,46 @@ START_TEST(test_failure_and_death_blame_the_item) {
 }
 END_TEST
 
+static void free_block_cb(mproc_future *f, void *ud) {
+  (void)f;
+  mproc_shm_free(ud);
+}
+
+/* The program exits with a closed pool still working: exit's join holds the
+ * pools' lock while a done-callback frees a block the pool was handed. */
+static void exit_with_block_freed_in_callback(void) {
+  mproc_pool *p = make_pool(1);
+  mproc_shm *b = ints_block(16);
+  if (mproc_pool_map_shm(p, sq, b, 0, sizeof(int), 16 * sizeof(int), sizeof(int), 16, NULL, NULL,
+                         30000) != 0)
+    _exit(2);
+  int ms = 50;
+  mproc_future *f;
+  if (mproc_pool_submit(p, task_sleep, &ms, sizeof ms, &f) != 0 ||
+      mproc_future_add_done_callback(f, free_block_cb, b) != 0 || mproc_pool_close(p) != 0)
+    _exit(3);
+  exit(0);
+}
+
+START_TEST(test_block_freed_in_a_callback_at_exit) {
+  pid_t pid = fork();
+  ck_assert_int_ge(pid, 0);
+  if (pid == 0)
+    exit_with_block_freed_in_callback();
+  int64_t dl = mproc_now_ms() + mproc_test_scaled_ms(20000);
+  int status = 0;
+  pid_t w;
+  while ((w = waitpid(pid, &status, WNOHANG)) == 0 && mproc_now_ms() < dl)
+    sleep_ms(5);
+  if (w == 0) {
+    kill(pid, SIGKILL);
+    waitpid(pid, &status, 0);
+  }
+  ck_assert_msg(w == pid, "the program hung at exit");
+  ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "status %#x", status);
+}
+END_TEST
+
 START_TEST(test_bad_arguments) {
   mproc_pool *p = make_pool(1);
   mproc_shm *b;
@@ -240,6 +282,7 @@ int main(void) {
   tcase_add_test(tc, test_named_block_and_async);
   tcase_add_test(tc, test_worker_maps_once_and_lets_go);
   tcase_add_test(tc, test_failure_and_death_blame_the_item);
+  tcase_add_test(tc, test_block_freed_in_a_callback_at_exit);
   tcase_add_test(tc, test_bad_arguments);
   return mproc_test_run(s);
 }
