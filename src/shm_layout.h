@@ -105,6 +105,11 @@ struct mproc__shm_hdr {
 /* fn_kind of an entry whose fn_addr is an index into the function table. */
 enum { MPROC__FN_INDEX = 2 };
 
+/* How much of the arena the entries' medium areas may take (half); pools
+ * with more workers than fit carry medium arguments and results in memory
+ * files instead.  A variable so tests can leave no room at all. */
+extern uint64_t mproc__shm_areas_max;
+
 /* Distinct functions a pool of exec'd workers names (<= MPROC__FN_TABLE);
  * a variable so tests can fill the table with a few functions. */
 extern uint32_t mproc__pool_fn_table_max;

@@ -336,7 +336,7 @@ static int shm_init(struct mproc_pool *p) {
   /* Medium arguments and results go through areas at the arena's top
    * (virtual space until used) while they take at most half of it. */
   uint64_t areas = (uint64_t)p->nworkers * MPROC__RING * 2 * MPROC__MEDIUM;
-  s->area_base = areas <= MPROC__ARENA_LEN / 2 ? MPROC__ARENA_LEN - areas : 0;
+  s->area_base = areas <= mproc__shm_areas_max ? MPROC__ARENA_LEN - areas : 0;
   s->free_ext[0] = (struct extent){0, s->area_base != 0 ? s->area_base : MPROC__ARENA_LEN};
   s->nfree = 1;
   /* Idle workers spin briefly before sleeping only while there are spare
@@ -458,6 +458,8 @@ static int shm_start_worker(struct mproc_pool *p, int i) {
 
 /* Every argument the pool keeps in memory fits an entry or its area. */
 _Static_assert(MPROC__ARG_INLINE <= MPROC__MEDIUM, "an in-memory argument fits an entry's area");
+
+uint64_t mproc__shm_areas_max = MPROC__ARENA_LEN / 2;
 
 /* A memfd holding a task's in-memory argument (-errno on failure). */
 static int arg_file(const struct mproc__task *t, int *fd) {

@@ -5,6 +5,7 @@
  * ctest-labels: threads */
 #include "pool-helpers.h"
 #include "pool.h"
+#include "shm_layout.h"
 
 #define INLINE_MAX 200
 #define MEDIUM_MAX ((size_t)64 << 10)
@@ -92,6 +93,23 @@ START_TEST(test_boundary_sizes_in_flight_together) {
 }
 END_TEST
 
+/* A pool with no room for the entries' areas carries the same sizes in
+ * memory files, both ways. */
+START_TEST(test_sizes_without_areas) {
+  mproc__shm_areas_max = 0;
+  mproc_pool *p = make_pool(1);
+  for (size_t s = 0; s < NSIZES; s++) {
+    unsigned char *a = make_arg(sizes[s], 0, 7);
+    mproc_future *f;
+    mproc_assert_ok(mproc_pool_submit(p, task_echo, a, sizes[s], &f));
+    check_result(f, a, sizes[s], 0);
+    mproc_future_free(f);
+    free(a);
+  }
+  mproc_assert_ok(mproc_pool_free(p));
+}
+END_TEST
+
 /* Results on the other side of a bound than their arguments: a small
  * argument with a medium or large result, a medium one with a large one. */
 START_TEST(test_result_crosses_the_bounds) {
@@ -159,6 +177,7 @@ int main(void) {
   TCase *tc = mproc_test_tcase(s, "pool-sizes", 120);
   tcase_add_test(tc, test_boundary_sizes_in_flight_together);
   tcase_add_test(tc, test_result_crosses_the_bounds);
+  tcase_add_test(tc, test_sizes_without_areas);
   tcase_add_test(tc, test_worker_dies_with_a_medium_argument);
   return mproc_test_run(s);
 }
