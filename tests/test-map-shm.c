@@ -32,13 +32,13 @@ static int slow(const void *in, void *out) {
 }
 
 /* A block of n ints of input followed by n ints of output, made after the
- * pool: in[i] = i - 100. */
+ * pool: in[i] = i % 20000 - 100 (squares stay inside an int). */
 static mproc_shm *ints_block(size_t n) {
   mproc_shm *b;
   mproc_assert_ok(mproc_shm_new(&b, 2 * n * sizeof(int)));
   int *in = mproc_shm_addr(b);
   for (size_t i = 0; i < n; i++)
-    in[i] = (int)i - 100;
+    in[i] = (int)(i % 20000) - 100;
   return b;
 }
 
