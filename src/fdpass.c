@@ -18,9 +18,9 @@
  * RLIMIT_NOFILE) is reported as -EMFILE rather than silently losing them.
  *
  * The socket-level pair mproc__sendmsg_fds / mproc__recvmsg_fds is the one
- * SCM_RIGHTS implementation of the library: connections use it here, and any
- * other socket that carries descriptors (the shm transport's worker channel)
- * is meant to call it rather than build control messages of its own. */
+ * SCM_RIGHTS implementation of the library: connections use it here, the
+ * start methods' requests (start_spawn.c) and the shm transport's worker
+ * channel (transport_shm.c) call it; nothing else builds control messages. */
 #include "conn.h"
 
 #include <stdlib.h>

@@ -174,6 +174,7 @@ bool mproc__pool_cancel_task(struct mproc_pool *p, struct mproc__task *t) {
 static void release_resources(struct mproc_pool *p) {
   if (p->tp_state != NULL)
     p->tp->fini(p);
+  mproc__arena_local_fini(p);
   free(p->slots);
   p->slots = NULL;
   free(p->pfd);

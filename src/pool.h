@@ -117,7 +117,8 @@ struct mproc_pool {
   int nworkers;
   struct mproc_pool_options opts;
   const struct mproc__transport_ops *tp;
-  void *tp_state; /* the transport's own state */
+  void *tp_state;                         /* the transport's own state */
+  struct mproc__local_arena *local_arena; /* mproc__arena_local's blocks, or NULL */
   struct mproc__slot *slots;
   struct mproc__task *pend_head, *pend_tail; /* not yet dispatched */
   size_t outstanding;                        /* tasks not yet completed (pending + in rings) */
@@ -279,6 +280,10 @@ static inline void *mproc__arena_at(struct mproc_pool *p, uint64_t off) {
 static inline void mproc__arena_free(struct mproc_pool *p, uint64_t off, size_t len) {
   p->tp->arena->free(p, off, len);
 }
+
+/* ---- arena_local.c --------------------------------------------------------- */
+/* Free what mproc__arena_local still holds for the pool. */
+void mproc__arena_local_fini(struct mproc_pool *p);
 
 /* ---- map.c, map_shm.c ------------------------------------------------------ */
 /* Where a map_shm job's data lives: the caller's block, by its fd (a

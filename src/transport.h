@@ -141,11 +141,19 @@ struct mproc__arena_ops {
   void *(*at)(struct mproc_pool *p, uint64_t off);
 };
 
+/* An arena in the parent's own memory (arena_local.c), for a transport that
+ * copies chunks by value: its `arena` may simply point here.  Exported for
+ * sibling libraries, like the registry; not API. */
+MPROC_EXTERN extern const struct mproc__arena_ops mproc__arena_local;
+
 /* How stop() ends work on a slot. */
 enum {
-  MPROC__STOP_IDLE = 1, /* the worker exits once it has nothing left to run */
-  MPROC__STOP_TASK,     /* the task it runs must end now (timeout, cancel) */
-  MPROC__STOP_NOW,      /* the worker must end now, with all it holds */
+  /* The worker exits once it has nothing left to run; its end must then be
+   * seen (pidfd) or reported (poll_results): the pool's manager waits for
+   * every slot's worker to end before it leaves. */
+  MPROC__STOP_IDLE = 1,
+  MPROC__STOP_TASK, /* the task it runs must end now (timeout, cancel) */
+  MPROC__STOP_NOW,  /* the worker must end now, with all it holds */
 };
 
 struct mproc__transport_ops {
@@ -196,7 +204,10 @@ struct mproc__transport_ops {
   void (*reset_slot)(struct mproc_pool *p, int slot,
                      void (*left)(struct mproc_pool *, struct mproc__task *, bool started));
   /* The manager sleeps: poll(pfd, n, timeout_ms) -- or return 0 at once
-   * when the transport knows results are waiting.  Returns poll's result. */
+   * when the transport knows results are waiting.  Returns poll's result.
+   * The only operation called without the pool mutex (other threads may
+   * collect meanwhile): what it reads of the transport's state it reads
+   * atomically or under p->mu, which it may take. */
   int (*sleep)(struct mproc_pool *p, struct pollfd *pfd, int n, int timeout_ms);
   /* Optional (NULL: nothing to do).  A parent thread starts (+1) or stops
    * (-1) spinning to collect results: a transport may then spare its workers

@@ -37,7 +37,8 @@
  * slots need no pid (a rank's end comes through poll_results), stop is an
  * operation, and a transport is chosen by name from a registry
  * (mproc__transport_register, exported by libmproc.so for this library);
- * registering it and map chunks by value (mproc__task_ranges) are left. */
+ * registering it and map chunks by value (mproc__task_ranges, with
+ * mproc__arena_local as its arena) are left. */
 #include "mpi_internal.h"
 #include "pool.h"
 
@@ -219,12 +220,19 @@ static void tm_reset_slot(struct mproc_pool *p, int slot,
   s->stop[slot] = 0;
 }
 
+/* Called without the pool mutex (transport.h): MPI and the slots' lists are
+ * touched under it, as poll_results touches them, so one thread at a time
+ * drives MPI. */
 static int tm_sleep(struct mproc_pool *p, struct pollfd *pfd, int n, int timeout_ms) {
   struct tp_mpi *s = tp(p);
+  bool waiting = false;
+  pthread_mutex_lock(&p->mu);
   mproc__mpi_progress();
-  for (int i = 0; i < p->nworkers; i++)
-    if (s->head[i] && mproc__mpi_job_result(s->head[i]->j, NULL, NULL, NULL) != MPROC_ESTATE)
-      return 0; /* a result is waiting: collect it now */
+  for (int i = 0; i < p->nworkers && !waiting; i++)
+    waiting = s->head[i] && mproc__mpi_job_result(s->head[i]->j, NULL, NULL, NULL) != MPROC_ESTATE;
+  pthread_mutex_unlock(&p->mu);
+  if (waiting)
+    return 0; /* a result is waiting: collect it now */
   return poll(pfd, (nfds_t)n, timeout_ms < 0 || timeout_ms > 1 ? 1 : timeout_ms);
 }
 

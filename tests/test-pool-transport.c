@@ -14,9 +14,10 @@
  *                       sleep, and ends only the running task on a timeout
  *                       or cancel (a signal the worker turns into a failed
  *                       task), so the worker survives.
- * The arena is a plain allocator of the parent's memory: send_task copies a
- * chunk's inputs out (mproc__task_ranges) and poll_results writes its
- * outputs back before reporting it.
+ * The arena is the core's plain allocator of the parent's memory
+ * (mproc__arena_local): send_task copies a chunk's inputs out
+ * (mproc__task_ranges) and poll_results writes its outputs back before
+ * reporting it.
  * ctest-labels: threads */
 #include "internal.h"
 #include "pool-helpers.h"
@@ -259,45 +260,13 @@ struct sock_slot {
 struct sock_state {
   bool remote;
   struct sock_slot *slots;
-  struct pollfd *pfd; /* sleep: the pool's fds, then the sockets */
-  void **blk;         /* the arena: blocks of the parent's memory */
-  size_t nblk;
+  struct pollfd *pfd;  /* sleep: the pool's fds, then the sockets */
+  struct sock_req req; /* the message being sent, under the pool mutex */
+  struct sock_rep rep; /* the message being read, under the pool mutex */
 };
 
 static struct sock_state *sst(struct mproc_pool *p) { return p->tp_state; }
 static struct sock_slot *slot_of(struct mproc_pool *p, int i) { return &sst(p)->slots[i]; }
-
-/* An arena offset names a block (high bits) and a place in it. */
-#define BLK_SHIFT 40
-static int ar_alloc(struct mproc_pool *p, size_t len, uint64_t *off) {
-  struct sock_state *s = sst(p);
-  size_t k = 0;
-  while (k < s->nblk && s->blk[k] != NULL)
-    k++;
-  if (k == s->nblk) {
-    void **b = realloc(s->blk, (s->nblk * 2 + 4) * sizeof *b);
-    if (b == NULL)
-      return MPROC_ENOMEM;
-    memset(b + s->nblk, 0, (s->nblk + 4) * sizeof *b);
-    s->blk = b;
-    s->nblk = s->nblk * 2 + 4;
-  }
-  if ((s->blk[k] = malloc(len > 0 ? len : 1)) == NULL)
-    return MPROC_ENOMEM;
-  *off = (uint64_t)(k + 1) << BLK_SHIFT;
-  return 0;
-}
-static void ar_free(struct mproc_pool *p, uint64_t off, size_t len) {
-  (void)len;
-  size_t k = (size_t)(off >> BLK_SHIFT) - 1;
-  free(sst(p)->blk[k]);
-  sst(p)->blk[k] = NULL;
-}
-static void *ar_at(struct mproc_pool *p, uint64_t off) {
-  return (unsigned char *)sst(p)->blk[(off >> BLK_SHIFT) - 1] +
-         (off & (((uint64_t)1 << BLK_SHIFT) - 1));
-}
-static const struct mproc__arena_ops sock_arena = {.alloc = ar_alloc, .free = ar_free, .at = ar_at};
 
 static void sock_fini(struct mproc_pool *p) {
   struct sock_state *s = sst(p);
@@ -305,10 +274,7 @@ static void sock_fini(struct mproc_pool *p) {
     mproc__close(s->slots[i].sock);
     mproc__close(s->slots[i].pidfd);
   }
-  for (size_t k = 0; s != NULL && k < s->nblk; k++)
-    free(s->blk[k]);
   if (s != NULL) {
-    free(s->blk);
     free(s->slots);
     free(s->pfd);
   }
@@ -370,20 +336,20 @@ static int sock_send_task(struct mproc_pool *p, int i, struct mproc__task *t) {
   struct sock_slot *s = slot_of(p, i);
   if (s->head - s->tail >= SOCK_RING)
     return -EAGAIN;
-  static struct sock_req req;
-  memset(&req, 0, HDR(struct sock_req));
-  req.kind = t->kind;
-  req.seq = s->head;
-  req.fn = t->fn.addr;
+  struct sock_req *q = &sst(p)->req;
+  memset(q, 0, HDR(struct sock_req));
+  q->kind = t->kind;
+  q->seq = s->head;
+  q->fn = t->fn.addr;
   int fds[SOCK_FDS];
   size_t nfds = 0, len = 0;
   if (t->kind == MPROC__K_CALL) {
-    req.len = t->arg_len;
+    q->len = t->arg_len;
     if (t->arg_fd >= 0) {
       fds[nfds++] = t->arg_fd; /* a large argument: its memfd travels */
-      req.arg_fd = 1;
+      q->arg_fd = 1;
     } else if (t->arg_len > 0) {
-      memcpy(req.data, t->arg, t->arg_len);
+      memcpy(q->data, t->arg, t->arg_len);
       len = t->arg_len;
     }
     for (uint32_t j = 0; j < t->nfds; j++)
@@ -392,19 +358,19 @@ static int sock_send_task(struct mproc_pool *p, int i, struct mproc__task *t) {
     /* Map data by value: the workers cannot see this arena. */
     struct mproc__range in[MPROC_STARMAP_MAX_ARGS], out;
     unsigned n = mproc__task_ranges(t, in, &out);
-    req.nargs = t->nargs;
-    req.count = t->count;
-    req.out_size = t->out_size;
+    q->nargs = t->nargs;
+    q->count = t->count;
+    q->out_size = t->out_size;
     for (unsigned j = 0; j < n; j++) {
       if (len + in[j].len > SOCK_MAX || out.len > SOCK_MAX)
         return -EMSGSIZE;
-      memcpy(req.data + len, mproc__arena_at(p, in[j].off), in[j].len);
+      memcpy(q->data + len, mproc__arena_at(p, in[j].off), in[j].len);
       len += in[j].len;
-      req.in_size[j] = t->count > 0 ? in[j].len / t->count : 0;
+      q->in_size[j] = t->count > 0 ? in[j].len / t->count : 0;
     }
   }
-  req.nfds = (uint32_t)nfds;
-  if (send_with_fds(s->sock, &req, HDR(struct sock_req) + len, fds, nfds) < 0)
+  q->nfds = (uint32_t)nfds;
+  if (send_with_fds(s->sock, q, HDR(struct sock_req) + len, fds, nfds) < 0)
     return -errno;
   if (s->head == s->tail)
     s->since = mproc_now_ms();
@@ -444,10 +410,10 @@ static int sock_poll_results(struct mproc_pool *p, int i,
                              void (*done)(struct mproc_pool *, struct mproc__task *,
                                           struct mproc__outcome *)) {
   struct sock_slot *s = slot_of(p, i);
-  static struct sock_rep rep;
+  struct sock_rep *rep = &sst(p)->rep;
   int n = 0, resets = 0;
   while (s->sock >= 0 && !s->ended) {
-    ssize_t k = recv(s->sock, &rep, sizeof rep, MSG_DONTWAIT);
+    ssize_t k = recv(s->sock, rep, sizeof *rep, MSG_DONTWAIT);
     if (k < 0 && (errno == EAGAIN || errno == EINTR))
       break;
     /* A worker that died with requests unread leaves ECONNRESET reported
@@ -459,10 +425,10 @@ static int sock_poll_results(struct mproc_pool *p, int i,
         report_end(p, i, done); /* the local flavour's pidfd says it */
       break;
     }
-    if (rep.kind == REP_INIT) {
-      s->init = rep.code == 0 ? MPROC__INIT_READY : MPROC__INIT_FAILED;
-      s->init_code = rep.code;
-      snprintf(s->init_msg, sizeof s->init_msg, "%.199s", rep.code != 0 ? (char *)rep.data : "");
+    if (rep->kind == REP_INIT) {
+      s->init = rep->code == 0 ? MPROC__INIT_READY : MPROC__INIT_FAILED;
+      s->init_code = rep->code;
+      snprintf(s->init_msg, sizeof s->init_msg, "%.199s", rep->code != 0 ? (char *)rep->data : "");
       continue;
     }
     if (s->tail == s->head)
@@ -470,22 +436,22 @@ static int sock_poll_results(struct mproc_pool *p, int i,
     struct mproc__task *t = s->fifo[s->tail++ % SOCK_RING];
     s->since = mproc_now_ms();
     struct mproc__outcome o = {.pid = p->slots[i].pid, .exit_status = -1, .msg = ""};
-    if (rep.code != 0) {
+    if (rep->code != 0) {
       o.code = MPROC_ETASK;
-      o.task_code = rep.code;
-      o.msg = (const char *)rep.data;
-      o.index = t->base_index + rep.index;
+      o.task_code = rep->code;
+      o.msg = (const char *)rep->data;
+      o.index = t->base_index + rep->index;
     } else if (t->kind != MPROC__K_CALL) {
       struct mproc__range in[MPROC_STARMAP_MAX_ARGS], out;
       mproc__task_ranges(t, in, &out);
-      if (rep.len == out.len)
-        memcpy(mproc__arena_at(p, out.off), rep.data, out.len); /* back before done */
+      if (rep->len == out.len)
+        memcpy(mproc__arena_at(p, out.off), rep->data, out.len); /* back before done */
       else
         o.code = MPROC_ECORRUPT, o.msg = "a chunk came back with the wrong size";
-    } else if (rep.len > 0 && (o.res = malloc(rep.len)) != NULL) {
-      memcpy(o.res, rep.data, rep.len);
-      o.res_len = rep.len;
-    } else if (rep.len > 0) {
+    } else if (rep->len > 0 && (o.res = malloc(rep->len)) != NULL) {
+      memcpy(o.res, rep->data, rep->len);
+      o.res_len = rep->len;
+    } else if (rep->len > 0) {
       o.code = MPROC_ENOMEM;
     }
     t->slot = -1;
@@ -548,14 +514,18 @@ static void sock_reset_slot(struct mproc_pool *p, int i,
 }
 
 /* The remote flavour also watches its sockets: a result, or a worker's end,
- * wakes the manager without any pidfd. */
+ * wakes the manager without any pidfd.  sleep runs without the pool mutex
+ * (helpers collect meanwhile): the sockets are read under it, and only the
+ * manager, now asleep here, closes one. */
 static int sock_sleep(struct mproc_pool *p, struct pollfd *pfd, int n, int timeout_ms) {
   struct sock_state *s = sst(p);
   int m = n;
   memcpy(s->pfd, pfd, (size_t)n * sizeof *pfd);
+  pthread_mutex_lock(&p->mu);
   for (int i = 0; s->remote && i < p->nworkers; i++)
     if (s->slots[i].sock >= 0 && !s->slots[i].ended)
       s->pfd[m++] = (struct pollfd){.fd = s->slots[i].sock, .events = POLLIN};
+  pthread_mutex_unlock(&p->mu);
   int r = poll(s->pfd, (nfds_t)m, timeout_ms);
   for (int k = 0; k < n; k++)
     pfd[k].revents = s->pfd[k].revents;
@@ -574,7 +544,7 @@ static const struct mproc__transport_ops sock_transport = {
     .stop = sock_stop,
     .reset_slot = sock_reset_slot,
     .sleep = sock_sleep,
-    .arena = &sock_arena,
+    .arena = &mproc__arena_local, /* chunks travel by value */
 };
 
 static struct mproc__transport_ops sock_remote_transport;
@@ -892,6 +862,30 @@ START_TEST(test_close_and_loop) {
 }
 END_TEST
 
+/* The core's arena in parent memory: offsets, never 0, reused once freed;
+ * a size it cannot name is refused. */
+START_TEST(test_local_arena) {
+  mproc_pool *p = sock_pool(1, 0);
+  const struct mproc__arena_ops *a = &mproc__arena_local;
+  pthread_mutex_lock(&p->mu);
+  uint64_t off[6];
+  for (int i = 0; i < 6; i++) {
+    mproc_assert_ok(a->alloc(p, 100, &off[i]));
+    ck_assert_uint_ne(off[i], 0);
+    memset(a->at(p, off[i]), i, 100);
+  }
+  for (int i = 0; i < 6; i++)
+    ck_assert_int_eq(((unsigned char *)a->at(p, off[i] + 99))[0], i);
+  a->free(p, off[2], 100);
+  uint64_t again;
+  mproc_assert_ok(a->alloc(p, 0, &again));
+  ck_assert_uint_eq(again, off[2]);
+  mproc_assert_err(a->alloc(p, (size_t)1 << 41, &again), MPROC_ENOMEM);
+  pthread_mutex_unlock(&p->mu);
+  mproc_assert_ok(mproc_pool_free(p)); /* frees what is left */
+}
+END_TEST
+
 /* Choosing a transport: by the option, by MPROC_TRANSPORT, and every way of
  * getting it wrong. */
 START_TEST(test_registry) {
@@ -903,7 +897,7 @@ START_TEST(test_registry) {
   clash.sleep = NULL; /* a required operation missing */
   mproc_assert_err(mproc__transport_register(&clash), MPROC_EINVAL);
   clash.sleep = sock_transport.sleep;
-  struct mproc__arena_ops half = {.alloc = ar_alloc};
+  struct mproc__arena_ops half = {.alloc = mproc__arena_local.alloc};
   clash.arena = &half; /* an arena without its other operations */
   mproc_assert_err(mproc__transport_register(&clash), MPROC_EINVAL);
   clash.name = "";
@@ -957,6 +951,7 @@ int main(void) {
   Suite *s = suite_create("pool-transport");
   TCase *tc = mproc_test_tcase(s, "transport", 60);
   tcase_add_test(tc, test_registry);
+  tcase_add_test(tc, test_local_arena);
   tcase_add_loop_test(tc, test_results, 0, 2);
   tcase_add_loop_test(tc, test_map_by_value, 0, 2);
   tcase_add_loop_test(tc, test_deaths_timeouts_cancel, 0, 2);
