@@ -36,7 +36,8 @@ struct map_job {
   size_t n, out_size;
   void *out;
   uint64_t region, region_len, out_off;
-  int block_fd; /* map_shm: the job's duplicate of the block's fd, else -1 */
+  int block_fd;         /* map_shm: the job's duplicate of the block's fd, else -1 */
+  uint64_t block_since; /* map_shm: map_shm.c's freed-block count at the start */
   size_t nchunks, left;
   bool failed;
   struct mproc__outcome err; /* lowest-index failure; msg points at errmsg */
@@ -47,9 +48,10 @@ struct map_job {
 /* Releases what the job holds besides its memory: the arena extent, or
  * the block's fd. */
 static void job_release(struct mproc_pool *p, struct map_job *j) {
-  if (j->block_fd >= 0)
+  if (j->block_fd >= 0) {
+    mproc__map_shm_job_end(p, j->block_fd, j->block_since);
     mproc__close(j->block_fd);
-  else
+  } else
     mproc__arena_free(p, j->region, j->region_len);
 }
 
@@ -139,6 +141,7 @@ static int map_start(struct mproc_pool *p, void (*fn)(void), uint32_t kind, size
   }
   j->f = f;
   j->block_fd = blk != NULL ? blk->fd : -1;
+  j->block_since = blk != NULL ? blk->freed_since : 0;
   j->n = n;
   j->out = out;
   j->out_size = out_size;

@@ -72,8 +72,36 @@ void mproc__map_shm_pool_gone(struct mproc_pool *p) {
   pthread_mutex_unlock(&users_mu);
 }
 
+/* The blocks freed last, for jobs that were running over one (FREED
+ * entries, power of two): entry k is freed[k % FREED], written under
+ * users_mu before freed_seq moves past k, read without it (a job ends under
+ * its pool's mutex, which may not be held while taking users_mu). */
+#define FREED 16
+static _Atomic uint64_t freed_seq;
+static _Atomic uint64_t freed[FREED][2];
+
+void mproc__map_shm_job_end(struct mproc_pool *p, int fd, uint64_t since) {
+  struct stat st;
+  uint64_t now = atomic_load_explicit(&freed_seq, memory_order_acquire);
+  if (now == since || fstat(fd, &st) != 0)
+    return;
+  /* The job's fd kept the block's inode alive: a freed entry with its
+   * identity is this block.  Fallen too far behind: assume it was. */
+  bool gone = now - since > FREED;
+  for (uint64_t k = gone ? now : since; k < now; k++)
+    gone |=
+        atomic_load_explicit(&freed[k % FREED][0], memory_order_relaxed) == (uint64_t)st.st_dev &&
+        atomic_load_explicit(&freed[k % FREED][1], memory_order_relaxed) == (uint64_t)st.st_ino;
+  if (gone || atomic_load(&freed_seq) - since > FREED)
+    p->tp->forget_block(p, (uint64_t)st.st_dev, (uint64_t)st.st_ino);
+}
+
 static void forget_block(uint64_t dev, uint64_t ino) {
   pthread_mutex_lock(&users_mu);
+  uint64_t k = atomic_load_explicit(&freed_seq, memory_order_relaxed);
+  atomic_store_explicit(&freed[k % FREED][0], dev, memory_order_relaxed);
+  atomic_store_explicit(&freed[k % FREED][1], ino, memory_order_relaxed);
+  atomic_store_explicit(&freed_seq, k + 1, memory_order_release);
   for (struct mproc_pool *p = users_pid == getpid() ? users : NULL; p != NULL; p = p->block_next) {
     pthread_mutex_lock(&p->mu);
     if (p->tp_state != NULL)
@@ -112,7 +140,10 @@ MPROC_EXTERN int mproc_pool_map_shm_async(mproc_pool *p, mproc_map_fn fn, mproc_
     return mproc__neg_errno();
   mproc__fd_register(fd);
   size_t base = mproc__shm_data_off(shm);
-  struct mproc__map_block b = {.fd = fd, .in_off = base + in_off, .out_off = base + out_off};
+  struct mproc__map_block b = {.fd = fd,
+                               .in_off = base + in_off,
+                               .out_off = base + out_off,
+                               .freed_since = atomic_load(&freed_seq)};
   return mproc__map_block_start(p, fn, n, in_size, out_size, &b, o, f);
 }
 

@@ -291,6 +291,7 @@ void mproc__arena_local_fini(struct mproc_pool *p);
 struct mproc__map_block {
   int fd;
   uint64_t in_off, out_off;
+  uint64_t freed_since; /* map_shm.c's count of freed blocks at the start */
 };
 /* Start a map over a block (K_MAP_SHM chunks); takes the fd, on failure
  * too.  Returns as mproc_pool_map_async. */
@@ -312,6 +313,10 @@ static inline bool mproc__block_range_ok(uint64_t len, uint64_t off, uint64_t co
                                          uint64_t size) {
   return off <= len && (size == 0 || count <= (len - off) / size);
 }
+/* A map_shm job ends (under mu), before it closes its fd: if the caller
+ * freed the block meanwhile, the workers are told again, since they may have
+ * mapped it after they were first told. */
+void mproc__map_shm_job_end(struct mproc_pool *p, int fd, uint64_t freed_since);
 /* The pool is being freed: map_shm no longer tells it of freed blocks. */
 void mproc__map_shm_pool_gone(struct mproc_pool *p);
 

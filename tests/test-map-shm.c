@@ -159,6 +159,33 @@ START_TEST(test_worker_maps_once_and_lets_go) {
 }
 END_TEST
 
+/* Sleeps in[i] milliseconds, then squares. */
+static int slow_sq(const void *in, void *out) {
+  sleep_ms((int)((unsigned)*(const int *)in % 8));
+  return sq(in, out);
+}
+
+START_TEST(test_block_freed_while_its_map_runs) {
+  mproc_pool *p = make_pool(1);
+  pid_t pid;
+  ck_assert_int_eq(mproc_pool_worker_pids(p, &pid, 1), 1);
+  enum { N = 64 };
+  mproc_shm *b = ints_block(N);
+  struct mproc_map_options o = {.chunksize = 4};
+  mproc_future *f;
+  mproc_assert_ok(mproc_pool_map_shm_async(p, slow_sq, b, 0, sizeof(int), N * sizeof(int),
+                                           sizeof(int), N, &o, &f));
+  /* Freed while chunks still wait: later chunks map it again. */
+  mproc_assert_ok(mproc_shm_free(b));
+  wait_done(f);
+  ck_assert_int_eq(mproc_future_state(f), MPROC_FUTURE_DONE);
+  mproc_future_free(f);
+  /* The last handle is gone with the map: the worker lets go too. */
+  ck_assert_int_eq(wait_no_block_maps(pid), 0);
+  mproc_assert_ok(mproc_pool_free(p));
+}
+END_TEST
+
 START_TEST(test_failure_and_death_blame_the_item) {
   mproc_pool *p = make_pool(2);
   enum { N = 2000 };
@@ -281,6 +308,7 @@ int main(void) {
   tcase_add_test(tc, test_squares_in_place_of_the_block);
   tcase_add_test(tc, test_named_block_and_async);
   tcase_add_test(tc, test_worker_maps_once_and_lets_go);
+  tcase_add_test(tc, test_block_freed_while_its_map_runs);
   tcase_add_test(tc, test_failure_and_death_blame_the_item);
   tcase_add_test(tc, test_block_freed_in_a_callback_at_exit);
   tcase_add_test(tc, test_bad_arguments);

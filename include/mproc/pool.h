@@ -327,7 +327,7 @@ typedef struct mproc_shm mproc_shm; /* mproc/shm.h */
  * the block in place: nothing is copied into the pool or back, so the call
  * costs the same for 1 K and 100 M items bar the work itself.  Each worker
  * maps a block once, on its first chunk, and keeps the mapping until the
- * block is closed with mproc_shm_free (the block may be created after the
+ * block is freed with mproc_shm_free (the block may be created after the
  * pool).  Elements are as aligned as their offsets make them.  Chunks are
  * few and large by default (opts->chunksize 0: n / (2 * workers)).  Blocks
  * until done or the deadline and returns as mproc_pool_map (the first
@@ -342,7 +342,7 @@ MPROC_EXTERN int mproc_pool_map_shm(mproc_pool *pool, mproc_map_fn fn, mproc_shm
                                     struct mproc_task_error *err, int64_t timeout_ms);
 /* The same, returning at once with a future that completes when every item
  * is done (its result is empty; its error as mproc_pool_map_shm's).  The
- * block may be closed before the future finishes: the pool holds its own
+ * block may be freed before the future finishes: the pool holds its own
  * reference until then. */
 MPROC_EXTERN int mproc_pool_map_shm_async(mproc_pool *pool, mproc_map_fn fn, mproc_shm *shm,
                                           size_t in_off, size_t in_size, size_t out_off,
