@@ -129,10 +129,16 @@ static int wait_no_block_maps(pid_t pid) {
   return n;
 }
 
-START_TEST(test_worker_maps_once_and_lets_go) {
+/* A pool of one worker, whose pid goes to *pid. */
+static mproc_pool *one_worker(pid_t *pid) {
   mproc_pool *p = make_pool(1);
+  ck_assert_int_eq(mproc_pool_worker_pids(p, pid, 1), 1);
+  return p;
+}
+
+START_TEST(test_worker_maps_once_and_lets_go) {
   pid_t pid;
-  ck_assert_int_eq(mproc_pool_worker_pids(p, &pid, 1), 1);
+  mproc_pool *p = one_worker(&pid);
   enum { N = 4096 };
   mproc_shm *b = ints_block(N);
   struct mproc_map_options o = {.chunksize = 64};
@@ -166,9 +172,8 @@ static int slow_sq(const void *in, void *out) {
 }
 
 START_TEST(test_block_freed_while_its_map_runs) {
-  mproc_pool *p = make_pool(1);
   pid_t pid;
-  ck_assert_int_eq(mproc_pool_worker_pids(p, &pid, 1), 1);
+  mproc_pool *p = one_worker(&pid);
   enum { N = 64 };
   mproc_shm *b = ints_block(N);
   struct mproc_map_options o = {.chunksize = 4};
