@@ -7,6 +7,8 @@
 #include "pool.h"
 #include "shm_layout.h"
 
+#include <fcntl.h>
+
 #define INLINE_MAX 200
 #define MEDIUM_MAX ((size_t)64 << 10)
 
@@ -89,6 +91,38 @@ START_TEST(test_boundary_sizes_in_flight_together) {
       mproc_future_free(fs[k][s]);
       free(args[k][s]);
     }
+  mproc_assert_ok(mproc_pool_free(p));
+}
+END_TEST
+
+/* Writes the argument's length to its one descriptor, then echoes. */
+static int task_echo_to_fd(const void *a, size_t len, mproc_task_ctx *c) {
+  const int *fds;
+  if (mproc_task_fds(c, &fds) != 1 || write(fds[0], &len, sizeof len) != (ssize_t)sizeof len)
+    return 5;
+  return task_echo(a, len, c);
+}
+
+/* Descriptors handed with a task travel beside an argument of every size
+ * (one message on the worker's socket, with or without an argument file). */
+START_TEST(test_descriptors_beside_every_size) {
+  mproc_pool *p = make_pool(1);
+  int pfd[2];
+  ck_assert_int_eq(pipe2(pfd, O_CLOEXEC), 0);
+  for (size_t s = 0; s < NSIZES; s++) {
+    unsigned char *a = make_arg(sizes[s], 0, 3);
+    struct mproc_submit_options o = {.retries = -1, .fds = &pfd[1], .nfds = 1};
+    mproc_future *f;
+    mproc_assert_ok(mproc_pool_submit_ex(p, task_echo_to_fd, a, sizes[s], &o, &f));
+    check_result(f, a, sizes[s], 0);
+    size_t got = 0;
+    ck_assert_int_eq(read(pfd[0], &got, sizeof got), (ssize_t)sizeof got);
+    ck_assert_uint_eq(got, sizes[s]);
+    mproc_future_free(f);
+    free(a);
+  }
+  close(pfd[0]);
+  close(pfd[1]);
   mproc_assert_ok(mproc_pool_free(p));
 }
 END_TEST
@@ -178,6 +212,7 @@ int main(void) {
   tcase_add_test(tc, test_boundary_sizes_in_flight_together);
   tcase_add_test(tc, test_result_crosses_the_bounds);
   tcase_add_test(tc, test_sizes_without_areas);
+  tcase_add_test(tc, test_descriptors_beside_every_size);
   tcase_add_test(tc, test_worker_dies_with_a_medium_argument);
   return mproc_test_run(s);
 }
