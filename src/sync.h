@@ -173,11 +173,12 @@ int mproc__rlock_reacquire(mproc_rlock *r, int depth, int64_t deadline_ms);
  * Value holding one): MPROC_EBUSY while the caller holds it. */
 int mproc__rlock_detach(void *rlock);
 /* Condition support: mark an RLock as a Condition's, whose sleepers wait on
- * the futex word `seq` (in the same mapping: the RLock records its offset,
- * not a pointer), and record wake-ups to make on `seq` when the holder
- * finally releases the lock (holder only).  The RLock makes them itself, so
+ * the futex words of the array `words` (in the same mapping: the RLock
+ * records its offset, not a pointer), and record wake-ups to make when the
+ * holder finally releases the lock (holder only): bit i of `mask` wakes
+ * every sleeper on words[i] (i < 32).  The RLock makes them itself, so
  * sync_lock.c needs nothing from sync_condition.c. */
-void mproc__rlock_mark_cond(mproc_rlock *r, _Atomic uint32_t *seq);
-void mproc__rlock_defer_wake(mproc_rlock *r, int n);
+void mproc__rlock_mark_cond(mproc_rlock *r, _Atomic uint32_t *words);
+void mproc__rlock_defer_wake(mproc_rlock *r, uint32_t mask);
 
 #endif /* MPROC_SYNC_INTERNAL_H */

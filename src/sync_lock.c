@@ -61,9 +61,10 @@ struct mproc_rlock {
   int depth;              /* recursion depth, written by the holder */
   /* For the RLock of a Condition (MPROC__RLOCK_IN_COND): wake-ups that
    * notify deferred until the lock is released, so that the woken waiters
-   * find the lock free instead of colliding with the notifier, and where the
-   * Condition's futex word is, as an offset from this lock (same mapping,
-   * any address). */
+   * find the lock free instead of colliding with the notifier (a mask: bit
+   * i for the Condition's futex word i), and where the Condition's array of
+   * futex words is, as an offset from this lock (same mapping, any
+   * address). */
   _Atomic uint32_t wake_n;
   int32_t wake_off;
 };
@@ -275,26 +276,26 @@ MPROC_EXTERN int mproc_rlock_acquire(mproc_rlock *l, int64_t timeout_ms) {
   return mproc__rlock_reacquire(l, 1, deadline_of(timeout_ms));
 }
 
-/* Final release of an RLock, then the wake-ups a Condition deferred. */
+/* Final release of an RLock, then the wake-ups a Condition deferred: bit i
+ * of the mask wakes every sleeper on word i of the Condition's array. */
 static int rlock_give(mproc_rlock *l) {
-  uint32_t n = 0;
+  uint32_t mask = 0;
   if (l->hdr.flags & MPROC__RLOCK_IN_COND)
-    n = atomic_exchange_explicit(&l->wake_n, 0, memory_order_relaxed);
+    mask = atomic_exchange_explicit(&l->wake_n, 0, memory_order_relaxed);
   int r = give(&l->m, &l->state);
-  if (n > 0)
-    mproc__futex_wake((_Atomic uint32_t *)(void *)((char *)l + l->wake_off),
-                      n > INT_MAX ? INT_MAX : (int)n, true);
+  _Atomic uint32_t *words = (_Atomic uint32_t *)(void *)((char *)l + l->wake_off);
+  for (; mask != 0; mask &= mask - 1)
+    mproc__futex_wake(&words[__builtin_ctz(mask)], INT_MAX, true);
   return r;
 }
 
-void mproc__rlock_defer_wake(mproc_rlock *l, int n) {
+void mproc__rlock_defer_wake(mproc_rlock *l, uint32_t mask) {
   uint32_t cur = atomic_load_explicit(&l->wake_n, memory_order_relaxed);
-  uint32_t want = (uint64_t)cur + (uint64_t)n > INT_MAX ? INT_MAX : cur + (uint32_t)n;
-  atomic_store_explicit(&l->wake_n, want, memory_order_relaxed); /* holder only */
+  atomic_store_explicit(&l->wake_n, cur | mask, memory_order_relaxed); /* holder only */
 }
 
-void mproc__rlock_mark_cond(mproc_rlock *l, _Atomic uint32_t *seq) {
-  l->wake_off = (int32_t)((char *)seq - (char *)l);
+void mproc__rlock_mark_cond(mproc_rlock *l, _Atomic uint32_t *words) {
+  l->wake_off = (int32_t)((char *)words - (char *)l);
   l->hdr.flags |= MPROC__RLOCK_IN_COND;
 }
 

@@ -98,6 +98,8 @@ static bool owner_dead(uint64_t word) {
   return ps.state == 'Z' || ps.state == 'X' || token_of(ps.start_time) != (uint32_t)(word >> 32);
 }
 
+bool mproc__tidlock_gone(uint64_t word) { return owner_dead(word); }
+
 static _Atomic uint32_t *futex_half(mproc__tidlock *w) {
   return (_Atomic uint32_t *)(void *)&w->word;
 }

@@ -65,6 +65,10 @@ static inline void mproc__tidlock_wake(mproc__tidlock *w) {
   if (MPROC__UNLIKELY(atomic_load_explicit(&w->sleepers, memory_order_relaxed) != 0))
     mproc__tidlock_wake_slow(w);
 }
+/* Whether the thread named by a word (as mproc__tidlock_who returns it) is
+ * certainly gone: exited, a zombie, or its tid now names another thread.
+ * Reads /proc; when it cannot tell, the thread counts as alive. */
+bool mproc__tidlock_gone(uint64_t word);
 /* Whether the calling thread holds it. */
 static inline bool mproc__tidlock_mine(const mproc__tidlock *w) {
   return atomic_load_explicit(&w->word, memory_order_relaxed) == mproc__tidlock_who();

@@ -166,17 +166,19 @@ MPROC_EXTERN int mproc_cond_release(mproc_cond *cond);
  * MPROC_EOWNERDEAD (the lock came back from a dead holder: the caller holds
  * it, as after mproc_rlock_acquire).  The timeout bounds the sleep; taking the
  * lock back waits for its holder like pthread_cond_timedwait (a dead holder
- * never makes it hang).  Wake-ups may be spurious: loop on your predicate, or
- * use mproc_cond_wait_for. */
+ * never makes it hang).  A wait that times out as it is notified returns 0.
+ * Loop on your predicate (another waiter may have consumed what the notifier
+ * made true), or use mproc_cond_wait_for. */
 MPROC_EXTERN int mproc_cond_wait(mproc_cond *cond, int64_t timeout_ms);
 /* Wait until pred(arg) returns nonzero (checked first, with the lock held),
  * or the timeout passes: 0 when the predicate holds, MPROC_ETIMEDOUT, or
  * MPROC_EOWNERDEAD as above. */
 MPROC_EXTERN int mproc_cond_wait_for(mproc_cond *cond, int (*pred)(void *arg), void *arg,
                                      int64_t timeout_ms);
-/* Wake n waiters / all waiters.  The caller must hold the lock.  Waiters
- * beyond n that were waiting at the time may also return (within about
- * 100 ms): as with any spurious wake-up, re-check the predicate. */
+/* Wake the n oldest live waiters / all waiters.  The caller must hold the
+ * lock.  Each waiter holds a ticket: no other waiter returns, except with
+ * more than 10 waiters at once, where a notify that reaches the waiters
+ * beyond the first 10 wakes all of those (re-check the predicate). */
 MPROC_EXTERN int mproc_cond_notify(mproc_cond *cond, int n);
 MPROC_EXTERN int mproc_cond_notify_all(mproc_cond *cond);
 
