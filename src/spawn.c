@@ -56,6 +56,7 @@
 #endif
 #include <sys/prctl.h>
 #include <sys/syscall.h>
+#include <time.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -151,7 +152,8 @@ static pthread_once_t bind_once = PTHREAD_ONCE_INIT;
  *  - Being a member, it keeps the group's id from being recycled until the
  *    group is killed.
  *  - Best effort: if it cannot be created (process limit), the child runs
- *    without it, and only a live parent kills its group. */
+ *    without it, and only a live parent kills its group; if it cannot open
+ *    a pidfd on the child, it watches for its own reparenting instead. */
 static _Noreturn void guard_main(pid_t child) {
   if (syscall(SYS_close_range, 0u, ~0u, 0u) != 0) /* before Linux 5.9 */
     for (int fd = 0; fd < 4096; fd++)
@@ -162,6 +164,13 @@ static _Noreturn void guard_main(pid_t child) {
     struct pollfd p = {.fd = pfd, .events = POLLIN};
     while (syscall(SYS_ppoll, &p, 1, NULL, NULL, 0) < 0 && errno == EINTR) {
     }
+  } else if (pfd < 0) {
+    /* No pidfd (out of memory, a kernel or filter refusing it): the child
+     * is alive, so killing the group now would end it for nothing.  Watch
+     * for the reparenting that its exit causes instead, 20 times a second. */
+    struct timespec tick = {0, 50 * 1000 * 1000};
+    while ((pid_t)syscall(SYS_getppid) == child)
+      syscall(SYS_clock_nanosleep, CLOCK_MONOTONIC, 0, &tick, NULL);
   }
   /* The child exited (or was gone already: we were reparented). */
   syscall(SYS_kill, 0, SIGKILL);
