@@ -14,7 +14,11 @@
  *  - The pidfd is opened right after the spawn.  The pid cannot be recycled
  *    in between: it stays our unreaped child, and the library never calls
  *    waitpid(-1).  If pidfd_open fails, the child is killed and reaped by its
- *    exact pid.
+ *    exact pid.  (A program that ignores SIGCHLD voids this: the kernel
+ *    reaps a child that exits at once, and the start fails with -ESRCH;
+ *    only a spawn that returns a pidfd, glibc 2.39's pidfd_spawn, closes
+ *    that window.  A child reaped that way later still ends its wait, with
+ *    its status lost: mproc_command_exitcode says MPROC_ECHILD.)
  *  - No thread watches the deadline: every wait computes the next due time
  *    and polls the pidfd until then, so a program running thousands of
  *    commands pays nothing for deadlines it never reaches.
@@ -53,7 +57,8 @@ struct mproc_command {
   int pidfd;        /* owned, registered */
   int fds[3];       /* caller's pipe ends, or -1 */
   bool pgrp;        /* the child leads its own process group */
-  bool reaped;      /* exit status collected */
+  bool reaped;      /* exit status collected, or known to be lost */
+  bool lost;        /* reaped behind the library's back: no exit status */
   bool timed_out;   /* the deadline fired */
   bool killed;      /* SIGKILL was sent for the deadline */
   int exitcode;     /* valid once reaped */
@@ -308,6 +313,14 @@ static int try_reap(mproc_command *c) {
      * signalled, so that the group id cannot be reused meanwhile. */
     if (waitid(P_PIDFD, (id_t)c->pidfd, &si, WEXITED | WNOHANG | WNOWAIT) == 0)
       break;
+    if (errno == ECHILD) {
+      /* Reaped already, by the kernel (the program ignores SIGCHLD) or by
+       * a waitpid(-1) elsewhere: it has exited, its status is lost.  Its
+       * group is not signalled: nothing keeps that id from reuse now. */
+      c->lost = c->reaped = true;
+      c->due_ms = -1;
+      return 1;
+    }
     if (errno != EINTR)
       return mproc__neg_errno();
   }
@@ -360,6 +373,8 @@ int mproc_command_exitcode(const mproc_command *c, int *code) {
     return MPROC_EINVAL;
   if (!c->reaped)
     return MPROC_ESTATE;
+  if (c->lost)
+    return MPROC_ECHILD;
   *code = c->exitcode;
   return 0;
 }

@@ -55,6 +55,30 @@ START_TEST(test_sigchld_ignored_named_objects) {
 }
 END_TEST
 
+/* A command reaped by the kernel: its wait ends (it did exit), and the exit
+ * code says the status is lost instead of an error or a made-up value. */
+START_TEST(test_sigchld_ignored_command_status_lost) {
+  ignore_sigchld();
+  /* It waits for its stdin to close, so it cannot exit before the start
+   * has its pidfd. */
+  char *argv[] = {"read x; exit 5", NULL};
+  mproc_command_options o = {.flags = MPROC_COMMAND_SHELL, .stdin_fd = MPROC_COMMAND_PIPE};
+  mproc_command *c;
+  mproc_assert_ok(mproc_command_start(&c, argv, &o));
+  mproc_assert_err(mproc_command_wait(c, 0), MPROC_ETIMEDOUT);
+  int code = -99;
+  mproc_assert_err(mproc_command_exitcode(c, &code), MPROC_ESTATE);
+  mproc_assert_ok(mproc_command_close_fd(c, 0));
+  mproc_assert_ok(mproc_command_wait(c, SLACK_MS));
+  mproc_assert_ok(mproc_command_wait(c, 0)); /* again: at once */
+  mproc_assert_err(mproc_command_exitcode(c, &code), MPROC_ECHILD);
+  ck_assert_int_eq(code, -99);
+  ck_assert_int_eq(mproc_command_due_ms(c), -1);
+  mproc_command_free(c);
+  default_sigchld();
+}
+END_TEST
+
 /* ---- stopped processes and deadlines --------------------------------------- */
 
 /* Waits (bounded) until a task_block published its worker's pid. */
@@ -343,6 +367,7 @@ int main(void) {
   Suite *s = suite_create("fault-classes");
   TCase *tc = mproc_test_tcase(s, "sigchld-ignored", 60);
   tcase_add_test(tc, test_sigchld_ignored_named_objects);
+  tcase_add_test(tc, test_sigchld_ignored_command_status_lost);
   tc = mproc_test_tcase(s, "stopped", 60);
   tcase_add_test(tc, test_stopped_pool_teardown);
   tcase_add_test(tc, test_stopped_worker_woken_after_timeout);

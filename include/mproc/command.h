@@ -125,7 +125,8 @@ MPROC_EXTERN int64_t mproc_command_due_ms(const mproc_command *c);
 
 /* After a successful wait: the exit status 0..255, or -signo when a signal
  * ended the child (Python's returncode).  Errors: MPROC_EINVAL (NULL),
- * MPROC_ESTATE (not reaped yet). */
+ * MPROC_ESTATE (not reaped yet), MPROC_ECHILD (reaped behind the library's
+ * back, e.g. the program ignores SIGCHLD: it exited, its status is lost). */
 MPROC_EXTERN int mproc_command_exitcode(const mproc_command *c, int *code);
 
 /* 1 if the deadline passed and the tree was signalled, else 0;
