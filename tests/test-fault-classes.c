@@ -79,6 +79,43 @@ START_TEST(test_sigchld_ignored_command_status_lost) {
 }
 END_TEST
 
+static int task_sigkill_self(const void *arg, size_t len, mproc_task_ctx *ctx) {
+  (void)arg, (void)len, (void)ctx;
+  raise(SIGKILL);
+  return 0;
+}
+
+/* A worker reaped by the kernel: its task fails with MPROC_EWORKERDIED and
+ * says the cause is unknown -- never "exited with status 0" -- and the pool
+ * goes on with a replacement. */
+START_TEST(test_sigchld_ignored_worker_death) {
+  ignore_sigchld();
+  mproc_pool *p;
+  struct mproc_pool_options o = {.workers = 1, .start_method = MPROC_START_FORK};
+  mproc_assert_ok(mproc_pool_new(&p, &o));
+  mproc_future *f;
+  mproc_assert_ok(mproc_pool_submit(p, task_sigkill_self, NULL, 0, &f));
+  mproc_assert_ok(mproc_future_wait(f, SLACK_MS));
+  struct mproc_task_error e;
+  mproc_assert_ok(mproc_future_error(f, &e));
+  ck_assert_int_eq(e.code, MPROC_EWORKERDIED);
+  ck_assert_int_eq(e.signo, 0);
+  ck_assert_int_eq(e.exit_status, -1);
+  ck_assert_msg(strstr(e.message, "lost") != NULL, "message: %s", e.message);
+  ck_assert_msg(strstr(e.message, "status 0") == NULL, "message: %s", e.message);
+  mproc_future_free(f);
+  int x = 6;
+  mproc_assert_ok(mproc_pool_submit(p, task_square, &x, sizeof x, &f));
+  const void *d;
+  size_t n;
+  mproc_assert_ok(mproc_future_result(f, &d, &n, SLACK_MS));
+  ck_assert_int_eq(*(const int *)d, 36);
+  mproc_future_free(f);
+  mproc_assert_ok(mproc_pool_free(p));
+  default_sigchld();
+}
+END_TEST
+
 /* ---- stopped processes and deadlines --------------------------------------- */
 
 /* Waits (bounded) until a task_block published its worker's pid. */
@@ -368,6 +405,7 @@ int main(void) {
   TCase *tc = mproc_test_tcase(s, "sigchld-ignored", 60);
   tcase_add_test(tc, test_sigchld_ignored_named_objects);
   tcase_add_test(tc, test_sigchld_ignored_command_status_lost);
+  tcase_add_test(tc, test_sigchld_ignored_worker_death);
   tc = mproc_test_tcase(s, "stopped", 60);
   tcase_add_test(tc, test_stopped_pool_teardown);
   tcase_add_test(tc, test_stopped_worker_woken_after_timeout);
