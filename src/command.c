@@ -14,11 +14,15 @@
  *  - The pidfd is opened right after the spawn.  The pid cannot be recycled
  *    in between: it stays our unreaped child, and the library never calls
  *    waitpid(-1).  If pidfd_open fails, the child is killed and reaped by its
- *    exact pid.  (A program that ignores SIGCHLD voids this: the kernel
- *    reaps a child that exits at once, and the start fails with -ESRCH;
- *    only a spawn that returns a pidfd, glibc 2.39's pidfd_spawn, closes
- *    that window.  A child reaped that way later still ends its wait, with
- *    its status lost: mproc_command_exitcode says MPROC_ECHILD.)
+ *    exact pid.  A program that ignores SIGCHLD voids this: the kernel
+ *    reaps a child as it exits, possibly before pidfd_open (-ESRCH).  Such
+ *    a child ran (posix_spawn saw its exec succeed), so the start succeeds
+ *    with the object already reaped and an always-readable eventfd as its
+ *    sentinel; a child reaped that way later ends its wait the same way.
+ *    Either way its status is lost: mproc_command_exitcode says
+ *    MPROC_ECHILD.  (Only a spawn that returns a pidfd, glibc 2.39's
+ *    pidfd_spawn, would close the window in which the pid, reaped, could
+ *    be reused before pidfd_open.)
  *  - No thread watches the deadline: every wait computes the next due time
  *    and polls the pidfd until then, so a program running thousands of
  *    commands pays nothing for deadlines it never reaches.
@@ -40,6 +44,7 @@
 #include <spawn.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -174,7 +179,15 @@ static int spawn(mproc_command *c, char *const argv[], const mproc_command_optio
   if (e != 0)
     return -e;
   int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
-  if (pidfd < 0) {
+  if (pidfd < 0 && errno == ESRCH) {
+    /* It ran and is gone already, reaped by the kernel (the program
+     * ignores SIGCHLD): a command whose status is lost, not a failed
+     * start.  Its sentinel is a descriptor that is always readable. */
+    pidfd = eventfd(1, EFD_CLOEXEC);
+    if (pidfd < 0)
+      return mproc__neg_errno();
+    c->lost = c->reaped = true;
+  } else if (pidfd < 0) {
     int err = mproc__neg_errno();
     kill(pid, SIGKILL);
     while (waitpid(pid, NULL, 0) < 0 && errno == EINTR) {
@@ -244,7 +257,7 @@ int mproc_command_start(mproc_command **out, char *const argv[],
     free(c);
     return r;
   }
-  c->due_ms = o->timeout_ms > 0 ? mproc__deadline(o->timeout_ms) : -1;
+  c->due_ms = o->timeout_ms > 0 && !c->reaped ? mproc__deadline(o->timeout_ms) : -1;
   *out = c;
   return 0;
 }

@@ -8,6 +8,7 @@
 #include "pool-helpers.h"
 
 #include <fcntl.h>
+#include <poll.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 
@@ -75,6 +76,30 @@ START_TEST(test_sigchld_ignored_command_status_lost) {
   ck_assert_int_eq(code, -99);
   ck_assert_int_eq(mproc_command_due_ms(c), -1);
   mproc_command_free(c);
+  default_sigchld();
+}
+END_TEST
+
+/* Commands that exit at once, in a program that ignores SIGCHLD: the kernel
+ * may reap one before its start has opened its pidfd.  The start still
+ * succeeds (the program ran), the sentinel is readable, the wait returns,
+ * and the status is reported lost -- never -ESRCH from the start. */
+START_TEST(test_sigchld_ignored_command_exits_at_once) {
+  ignore_sigchld();
+  for (int i = 0; i < 100; i++) {
+    char *argv[] = {"true", NULL};
+    mproc_command *c;
+    mproc_assert_ok(mproc_command_start(&c, argv, NULL));
+    ck_assert_int_gt(mproc_command_pid(c), 0);
+    mproc_assert_ok(mproc_command_wait(c, SLACK_MS));
+    int fd = mproc_command_sentinel(c);
+    ck_assert_int_ge(fd, 0);
+    ck_assert_int_gt(mproc__poll1(fd, POLLIN, 0) & POLLIN, 0);
+    int code = -99;
+    mproc_assert_err(mproc_command_exitcode(c, &code), MPROC_ECHILD);
+    mproc_assert_ok(mproc_command_signal(c, SIGTERM, 0));
+    mproc_command_free(c);
+  }
   default_sigchld();
 }
 END_TEST
@@ -405,6 +430,7 @@ int main(void) {
   TCase *tc = mproc_test_tcase(s, "sigchld-ignored", 60);
   tcase_add_test(tc, test_sigchld_ignored_named_objects);
   tcase_add_test(tc, test_sigchld_ignored_command_status_lost);
+  tcase_add_test(tc, test_sigchld_ignored_command_exits_at_once);
   tcase_add_test(tc, test_sigchld_ignored_worker_death);
   tc = mproc_test_tcase(s, "stopped", 60);
   tcase_add_test(tc, test_stopped_pool_teardown);

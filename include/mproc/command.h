@@ -98,7 +98,9 @@ MPROC_EXTERN int mproc_command_start(mproc_command **out, char *const argv[],
 MPROC_EXTERN int mproc_command_pid(const mproc_command *c);
 
 /* The pidfd, readable (POLLIN) once the child has exited; owned by the
- * object.  Errors: MPROC_EINVAL. */
+ * object.  (An always-readable eventfd for a child the kernel reaped before
+ * its pidfd could be opened: the program ignores SIGCHLD.)  Errors:
+ * MPROC_EINVAL. */
 MPROC_EXTERN int mproc_command_sentinel(const mproc_command *c);
 
 /* The caller's end of stream `which` (0 stdin, 1 stdout, 2 stderr) when it
