@@ -9,6 +9,7 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 
@@ -408,6 +409,90 @@ START_TEST(test_short_queue_file) {
 END_TEST
 #endif
 
+/* ---- descriptors at their limit ---------------------------------------------- */
+
+/* One object of each kind that opens descriptors (and, for some, starts a
+ * helper process), made and released: 0, or the error of the descriptor
+ * that could not be opened. */
+static int make_and_free(int kind) {
+  char name[96];
+  int r;
+  switch (kind) {
+  case 0: {
+    mproc_shm *s;
+    mproc_test_shm_name(name, sizeof name, "lim");
+    if ((r = mproc_shm_create(&s, name, 4096)) == 0) {
+      mproc_assert_ok(mproc_shm_unlink(s));
+      mproc_assert_ok(mproc_shm_free(s));
+    }
+    return r;
+  }
+  case 1: {
+    mproc_queue *q;
+    mproc_test_shm_name(name, sizeof name, "limq");
+    struct mproc_queue_options qo = {.name = name};
+    if ((r = mproc_queue_new(&q, &qo)) == 0) {
+      mproc_assert_ok(mproc_queue_unlink(name));
+      mproc_assert_ok(mproc_queue_free(q));
+    }
+    return r;
+  }
+  case 2: {
+    char *argv[] = {"true", NULL};
+    mproc_command_options o = {.stdout_fd = MPROC_COMMAND_PIPE};
+    mproc_command *c;
+    if ((r = mproc_command_start(&c, argv, &o)) == 0) {
+      mproc_assert_ok(mproc_command_wait(c, SLACK_MS));
+      mproc_command_free(c);
+    }
+    return r;
+  }
+  case 3: {
+    mproc_conn *a, *b;
+    if ((r = mproc_pipe(&a, &b, NULL)) == 0) {
+      mproc_assert_ok(mproc_conn_free(a));
+      mproc_assert_ok(mproc_conn_free(b));
+    }
+    return r;
+  }
+  default: {
+    mproc_pool *p;
+    struct mproc_pool_options o = {.workers = 1, .start_method = MPROC_START_FORK};
+    if ((r = mproc_pool_new(&p, &o)) == 0)
+      mproc_assert_ok(mproc_pool_free(p));
+    return r;
+  }
+  }
+}
+
+/* At every descriptor limit from "none free" upwards, each kind either
+ * works or fails with -EMFILE, and leaves no descriptor, /dev/shm entry or
+ * process behind (the fixture checks the last two at the end). */
+START_TEST(test_objects_at_fd_limit) {
+  struct rlimit old;
+  ck_assert_int_eq(getrlimit(RLIMIT_NOFILE, &old), 0);
+  int base = mproc_test_count_fds();
+  int highest = dup(0); /* the next descriptor number is the bound to set */
+  ck_assert_int_ge(highest, 0);
+  close(highest);
+  for (int kind = 0; kind < 5; kind++) {
+    bool worked = false;
+    for (int extra = 0; extra < 24 && !worked; extra++) {
+      struct rlimit low = old;
+      low.rlim_cur = (rlim_t)(highest + extra);
+      ck_assert_int_eq(setrlimit(RLIMIT_NOFILE, &low), 0);
+      int r = make_and_free(kind);
+      ck_assert_int_eq(setrlimit(RLIMIT_NOFILE, &old), 0);
+      ck_assert_msg(r == 0 || r == -EMFILE, "kind %d, %d free: %s", kind, extra, mproc_err_name(r));
+      ck_assert_msg(mproc_test_count_fds() == base, "kind %d, %d free: %d fds, %d before", kind,
+                    extra, mproc_test_count_fds(), base);
+      worked = r == 0;
+    }
+    ck_assert_msg(worked, "kind %d never worked", kind);
+  }
+}
+END_TEST
+
 /* ---- a peer killed in the middle of a frame ---------------------------------- */
 
 /* The sender dies with most of a large frame unsent: the receiver sees the
@@ -467,6 +552,8 @@ int main(void) {
   tcase_add_test(tc, test_stopped_command_deadlines);
   tc = mproc_test_tcase(s, "corrupt", 60);
   tcase_add_test(tc, test_foreign_named_objects);
+  tc = mproc_test_tcase(s, "fd-limit", 60);
+  tcase_add_test(tc, test_objects_at_fd_limit);
   tc = mproc_test_tcase(s, "conn", 60);
   tcase_add_test(tc, test_peer_killed_mid_frame);
   return mproc_test_run(s);
