@@ -341,7 +341,10 @@ typedef struct mproc_item_ctx mproc_item_ctx;
  * (none: an empty result), and returns 0 or a non-zero failure code. */
 typedef int (*mproc_map_buf_fn)(const void *in, size_t len, mproc_item_ctx *ctx);
 /* Set the item's result to a copy of `len` bytes (a second call replaces
- * the first).  Returns 0, MPROC_EINVAL, or -ENOMEM. */
+ * the first).  Returns 0, MPROC_EINVAL, or MPROC_ENOMEM (also when the
+ * result outgrows the room the pool's arena has for it: the item then runs
+ * again with the rest of its chunk as an ordinary task, see
+ * mproc_pool_map_buf). */
 MPROC_EXTERN int mproc_item_return(mproc_item_ctx *ctx, const void *data, size_t len);
 /* Record the item's failure: `code` (0 becomes MPROC_ETASK) and a
  * printf-style message (truncated to 199 bytes; fmt may be NULL).  Returns
@@ -349,13 +352,18 @@ MPROC_EXTERN int mproc_item_return(mproc_item_ctx *ctx, const void *data, size_t
 MPROC_EXTERN int mproc_item_fail(mproc_item_ctx *ctx, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 /* out[i] = fn(in[i]) for i < n over items of any size, in chunks of many
- * items per task (opts->chunksize, default as mproc_pool_map).  On success
+ * items per task (opts->chunksize, default as mproc_pool_map), each chunk in
+ * the pool's shared data arena as for mproc_pool_map: progress moves and a
+ * dead worker is blamed per item.  Results too large for their chunk's
+ * area go to an overflow area of up to 1 GiB; an item whose result finds
+ * that full too is run once more, with the rest of its chunk, as an
+ * ordinary task with no size limit.  On success
  * *out is a new array of n results, each NUL-terminated past its len (so
  * text results are C strings) and 16-byte aligned, all in one allocation
  * owned by the caller: release it with mproc_bufs_free (NULL when n is 0).
  * Returns as mproc_pool_map (the first failed item's index in err->index),
  * with *out NULL on any failure; MPROC_EINVAL also for an item with NULL
- * data and a non-zero len, or items whose sizes add up past SIZE_MAX. */
+ * data and a non-zero len, or items whose sizes add up past SIZE_MAX / 4. */
 MPROC_EXTERN int mproc_pool_map_buf(mproc_pool *pool, mproc_map_buf_fn fn,
                                     const struct mproc_buf *in, size_t n, struct mproc_buf **out,
                                     const struct mproc_map_options *opts,
