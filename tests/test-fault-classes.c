@@ -409,6 +409,120 @@ START_TEST(test_short_queue_file) {
 END_TEST
 #endif
 
+/* ---- every deadline argument ------------------------------------------------ */
+
+static int map_copy(const void *in, void *out) {
+  *(int *)out = *(const int *)in;
+  return 0;
+}
+
+static int pred_never(void *arg) {
+  (void)arg;
+  return 0;
+}
+
+static int gen_three(void *ctx, void *item) {
+  int *k = ctx;
+  if (*k >= 3)
+    return 0;
+  *(int *)item = (*k)++;
+  return 1;
+}
+
+/* Every blocking call, on an object where it would block: a timeout below
+ * -1 is MPROC_EINVAL at once, and 0 returns at once (polls). */
+START_TEST(test_every_deadline_argument) {
+  S = shared_new();
+  mproc_pool *p;
+  struct mproc_pool_options po = {.workers = 1, .start_method = MPROC_START_FORK};
+  mproc_assert_ok(mproc_pool_new(&p, &po));
+  mproc_future *bf;
+  mproc_assert_ok(mproc_pool_submit(p, task_block, NULL, 0, &bf));
+  mproc_conn *a, *b;
+  mproc_assert_ok(mproc_pipe(&a, &b, NULL));
+  mproc_queue *q;
+  mproc_assert_ok(mproc_queue_new(&q, NULL));
+  mproc_sem *sem;
+  mproc_assert_ok(mproc_sem_new(&sem, 0, NULL));
+  mproc_event *ev;
+  mproc_assert_ok(mproc_event_new(&ev));
+  mproc_cond *cd;
+  mproc_assert_ok(mproc_cond_new(&cd));
+  mproc_barrier *br;
+  mproc_assert_ok(mproc_barrier_new(&br, 2));
+  char *argv[] = {"sleep", "60", NULL};
+  mproc_command *cm;
+  mproc_assert_ok(mproc_command_start(&cm, argv, NULL));
+  int gk = 0;
+  mproc_imap *im;
+  mproc_assert_ok(
+      mproc_pool_imap(p, map_copy, gen_three, &gk, sizeof(int), sizeof(int), NULL, &im));
+  static const int64_t tos[] = {-2, INT64_MIN, 0};
+  for (size_t k = 0; k < sizeof tos / sizeof tos[0]; k++) {
+    int64_t to = tos[k];
+    char buf[8];
+    size_t len, idx, nf = 1;
+    void *vb;
+    const void *cv;
+    int fds[1], rdy, o, in[2] = {1, 2}, out[2];
+    mproc_future *fs[1] = {bf}, *f;
+    struct mproc_wait_item wi = {.conn = a};
+    int sfd = mproc_command_sentinel(cm);
+    mproc_as_completed *it;
+    mproc_assert_ok(mproc_as_completed_new(&it, fs, 1));
+    int64_t t0 = mproc_now_ms();
+    int r[] = {
+        mproc_future_wait(bf, to),
+        mproc_futures_wait(fs, 1, MPROC_FIRST_COMPLETED, to),
+        mproc_as_completed_next(it, &f, to),
+        mproc_future_result(bf, &cv, &len, to),
+        mproc_pool_join(p, to),
+        mproc_pool_map(p, map_copy, in, 2, sizeof(int), out, sizeof(int), NULL, NULL, to),
+        mproc_imap_next(im, &o, &idx, NULL, to),
+        mproc_conn_recv(a, buf, sizeof buf, &len, to),
+        mproc_conn_recv_alloc(a, &vb, &len, to),
+        mproc_conn_recv_fds(a, buf, sizeof buf, &len, fds, &nf, to),
+        mproc_conn_poll(a, to),
+        mproc_conn_wait(&wi, 1, to),
+        mproc_wait(&sfd, 1, &rdy, to),
+        mproc_command_wait(cm, to),
+        mproc_queue_get(q, buf, sizeof buf, &len, to),
+        mproc_queue_get_alloc(q, &vb, &len, to),
+        mproc_sem_acquire(sem, to),
+        mproc_event_wait(ev, to),
+        mproc_barrier_wait(br, to),
+    };
+    mproc_as_completed_free(it);
+    ck_assert_int_lt(mproc_now_ms() - t0, SLACK_MS);
+    for (size_t i = 0; i < sizeof r / sizeof r[0]; i++) {
+      /* pool_join: the pool is still open; map and imap: their items wait
+       * behind the blocked task. */
+      int want = to < -1 ? MPROC_EINVAL : i == 4 ? MPROC_ESTATE : MPROC_ETIMEDOUT;
+      ck_assert_msg(r[i] == want, "call %zu, timeout %lld: %s, expected %s", i, (long long)to,
+                    mproc_err_name(r[i]), mproc_err_name(want));
+    }
+    /* The condition's calls need its lock held. */
+    mproc_assert_ok(mproc_cond_acquire(cd, -1));
+    int w = to < -1 ? MPROC_EINVAL : MPROC_ETIMEDOUT;
+    mproc_assert_err(mproc_cond_wait(cd, to), w);
+    mproc_assert_err(mproc_cond_wait_for(cd, pred_never, NULL, to), w);
+    mproc_assert_ok(mproc_cond_release(cd));
+  }
+  mproc_imap_free(im);
+  mproc_command_free(cm);
+  mproc_assert_ok(mproc_barrier_free(br));
+  mproc_assert_ok(mproc_cond_free(cd));
+  mproc_assert_ok(mproc_event_free(ev));
+  mproc_assert_ok(mproc_sem_free(sem));
+  mproc_assert_ok(mproc_queue_free(q));
+  mproc_assert_ok(mproc_conn_free(a));
+  mproc_assert_ok(mproc_conn_free(b));
+  mproc_future_free(bf);
+  mproc_assert_ok(mproc_pool_free(p));
+  shared_free(S);
+}
+END_TEST
+
 /* ---- descriptors at their limit ---------------------------------------------- */
 
 /* One object of each kind that opens descriptors (and, for some, starts a
@@ -552,6 +666,8 @@ int main(void) {
   tcase_add_test(tc, test_stopped_command_deadlines);
   tc = mproc_test_tcase(s, "corrupt", 60);
   tcase_add_test(tc, test_foreign_named_objects);
+  tc = mproc_test_tcase(s, "deadlines", 60);
+  tcase_add_test(tc, test_every_deadline_argument);
   tc = mproc_test_tcase(s, "fd-limit", 60);
   tcase_add_test(tc, test_objects_at_fd_limit);
   tc = mproc_test_tcase(s, "conn", 60);
