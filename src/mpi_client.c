@@ -42,10 +42,9 @@
  *  4. one MPI thread: the manager thread would drive MPI, so mproc_mpi_init
  *     must then ask for MPI_THREAD_SERIALIZED instead of FUNNELED;
  *  5. map data by value: arena ops that let a transport copy chunk inputs
- *     out and write results back (a rank cannot see a shared arena);
- *  6. the core's portable function references (src/fnref.h) in the task,
- *     with their make/resolve pair exported to sibling libraries, so this
- *     library stops walking ELF objects itself. */
+ *     out and write results back (a rank cannot see a shared arena).
+ * (The core's function references, src/fnref.h, are exported to this
+ * library and travel in every task: see mpi_fnref.c.) */
 #include "mpi_internal.h"
 
 #include <stdio.h>

@@ -70,7 +70,7 @@ void mproc__mpi_abort(const char *fmt, ...) {
 
 struct hello {
   int32_t id_len;
-  uint8_t id[MPROC__MPI_BUILD_ID_MAX];
+  uint8_t id[MPROC__BUILD_ID_MAX];
   char host[64];
 };
 

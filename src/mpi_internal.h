@@ -1,9 +1,12 @@
 /* Internal declarations of the MPI component (the src/mpi_ files, library
  * mproc_mpi).  The core library never includes this file: it has no MPI
- * dependency.  Everything here uses only the public mproc API of the core.
+ * dependency.  This component uses the public mproc API of the core, plus
+ * the few internals libmproc exports to its sibling libraries (MPROC__SIBLING
+ * in fnref.h: the function references' make/resolve pair) and, in
+ * transport_mpi.c, the pool's transport seam.
  *
  * The files:
- *   mpi_fnref.c   function references that mean the same on every rank
+ *   mpi_fnref.c   the core's function references (fnref.h) on the wire
  *   mpi_wire.c    messages: fixed headers, payloads of any size in pieces,
  *                 non-blocking sends and receives polled against deadlines
  *   mpi_init.c    joining the job, the startup handshake, finalize
@@ -18,6 +21,7 @@
 #endif
 #include "mproc.h"
 #include "mproc/mpi.h"
+#include "fnref.h" /* the core's function references, exported to siblings */
 
 #include <mpi.h>
 #include <stdbool.h>
@@ -26,29 +30,20 @@
 
 /* ---- mpi_fnref.c --------------------------------------------------------- */
 
-enum {
-  MPROC__MPI_FN_NAMED = 1,  /* found by registered name */
-  MPROC__MPI_FN_OFFSET = 2, /* object build-id + offset from its load base */
-};
 enum { MPROC__MPI_FN_TASK = 1, MPROC__MPI_FN_MAP = 2 };
-#define MPROC__MPI_NAME_MAX 64
-#define MPROC__MPI_BUILD_ID_MAX 64 /* MPROC__BUILD_ID_MAX of elf_object.h */
-/* A function reference as it travels: fixed size, no pointers. */
+/* A function reference as it travels: the core's reference (plain bytes, no
+ * pointer), what kind of function it names, and whether only its name
+ * counts. */
 struct mproc__mpi_fn {
-  uint32_t kind;   /* MPROC__MPI_FN_* */
-  uint32_t type;   /* MPROC__MPI_FN_TASK or _MAP: what the pointer is */
-  uint32_t id_len; /* bytes of build_id used */
-  uint32_t pad_;
-  uint64_t offset;                           /* OFFSET: from the object's base */
-  uint8_t build_id[MPROC__MPI_BUILD_ID_MAX]; /* OFFSET: the object's build-id */
-  /* NAMED: the name; OFFSET: the object's file name (for messages). */
-  char name[MPROC__MPI_NAME_MAX];
+  uint32_t type;  /* MPROC__MPI_FN_TASK or _MAP: what the pointer is */
+  uint32_t named; /* 1: resolved by ref.name only (ranks may run other builds) */
+  struct mproc__fnref ref;
 };
-/* Reference for fn by object + offset.  MPROC_ENOENT when fn lies in no
- * loaded object with a build-id. */
+/* Reference for fn by object + offset (and its registered name, if any):
+ * MPROC_EINVAL, or MPROC_ENOFUNC when fn lies in no loaded object's code. */
 int mproc__mpi_fn_of(struct mproc__mpi_fn *out, uint32_t type, void (*fn)(void));
-/* Reference by a name of mproc_function_register; MPROC_ENOENT when not
- * registered here. */
+/* Reference by a name of mproc_function_register: MPROC_EINVAL,
+ * MPROC_ENAMETOOLONG, or MPROC_ENOENT when not registered here. */
 int mproc__mpi_fn_named(struct mproc__mpi_fn *out, uint32_t type, const char *name);
 /* The function a reference names on this process, or NULL with the reason
  * written to why. */

@@ -93,7 +93,7 @@ static void start(struct job *j) {
   if (j->cancelled) {
     fail_early(j, MPROC_ECANCELLED, "cancelled before it started");
   } else if (!fn) {
-    fail_early(j, MPROC_ENOENT, why);
+    fail_early(j, MPROC_ENOFUNC, why);
   } else if (t->kind == MPROC__MPI_CALL && t->fn.type == MPROC__MPI_FN_TASK) {
     struct mproc_submit_options so = {.timeout_ms = t->timeout_ms, .retries = 0};
     rc = mproc_pool_submit_ex(g_pool, (mproc_task_fn)fn, j->op->data, j->op->len, &so, &j->f);

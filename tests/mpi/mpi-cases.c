@@ -196,7 +196,7 @@ static void case_basic(void) {
   CHECK(squared_on_ranks(12) == 144, "square");
   struct mproc__mpi_fn named;
   CHECK_ERR(mproc__mpi_fn_named(&named, MPROC__MPI_FN_TASK, "square"), 0);
-  CHECK(named.kind == MPROC__MPI_FN_NAMED, "kind %u", named.kind);
+  CHECK(named.named == 1, "named %u", named.named);
   int64_t v = 9;
   struct mproc__mpi_job *j;
   CHECK_ERR(mproc__mpi_submit(&named, &v, sizeof v, 0, &j), 0);
@@ -352,25 +352,27 @@ static void case_unresolvable(void) {
   struct mproc__mpi_job *j;
   CHECK_ERR(mproc__mpi_submit(&r, NULL, 0, 0, &j), 0);
   struct mproc_task_error err;
-  CHECK_ERR(outcome(j, &err), MPROC_ENOENT);
+  CHECK_ERR(outcome(j, &err), MPROC_ENOFUNC);
   CHECK(strstr(err.message, "task function 'rank0-only' is not registered on this rank"), "%s",
         err.message);
   expect_rank_and_host(&err, mproc__mpi_job_rank(j));
   mproc__mpi_job_free(j);
   /* An object no rank has loaded. */
   r = ref_of(fail_task);
-  CHECK(r.kind == MPROC__MPI_FN_OFFSET, "kind %u", r.kind);
-  r.build_id[0] ^= 0xff;
+  CHECK(!r.named && r.ref.build_id_len > 0, "named %u", r.named);
+  r.ref.build_id[0] ^= 0xff;
   CHECK_ERR(mproc__mpi_submit(&r, NULL, 0, 0, &j), 0);
-  CHECK_ERR(outcome(j, &err), MPROC_ENOENT);
-  CHECK(strstr(err.message, "no object with build-id"), "%s", err.message);
+  CHECK_ERR(outcome(j, &err), MPROC_ENOFUNC);
+  CHECK(strstr(err.message, "task function <program>+0x") &&
+            strstr(err.message, "no loaded object has its build-id"),
+        "%s", err.message);
   mproc__mpi_job_free(j);
   /* The right object, an offset outside its code. */
   r = ref_of(fail_task);
-  r.offset = (uint64_t)1 << 40;
+  r.ref.offset = (uint64_t)1 << 40;
   CHECK_ERR(mproc__mpi_submit(&r, NULL, 0, 0, &j), 0);
-  CHECK_ERR(outcome(j, &err), MPROC_ENOENT);
-  CHECK(strstr(err.message, "is not in its code"), "%s", err.message);
+  CHECK_ERR(outcome(j, &err), MPROC_ENOFUNC);
+  CHECK(strstr(err.message, "offset outside the object's code"), "%s", err.message);
   mproc__mpi_job_free(j);
   /* A task reference used for a map, and the reverse. */
   r = ref_of(square_task);
@@ -530,7 +532,7 @@ static void case_errors(void) {
   memset(longname, 'a', sizeof longname - 1);
   longname[99] = '\0';
   struct mproc__mpi_fn nr;
-  CHECK_ERR(mproc__mpi_fn_named(&nr, MPROC__MPI_FN_TASK, longname), MPROC_EINVAL);
+  CHECK_ERR(mproc__mpi_fn_named(&nr, MPROC__MPI_FN_TASK, longname), MPROC_ENAMETOOLONG);
   CHECK_ERR(mproc__mpi_fn_named(&nr, MPROC__MPI_FN_TASK, NULL), MPROC_EINVAL);
   CHECK_ERR(mproc__mpi_fn_named(&nr, MPROC__MPI_FN_TASK, "square"), MPROC_ENOENT);
   CHECK_ERR(mproc_function_register("square", MPROC_FUNCTION(square_task)), 0);
@@ -550,11 +552,11 @@ static void case_errors(void) {
   struct mproc__mpi_fn r;
   CHECK_ERR(mproc__mpi_fn_of(&r, MPROC__MPI_FN_TASK, NULL), MPROC_EINVAL);
   CHECK_ERR(mproc__mpi_fn_of(&r, MPROC__MPI_FN_TASK, (void (*)(void))echo_task), 0);
-  CHECK(r.kind == MPROC__MPI_FN_OFFSET && r.id_len > 0, "kind %u", r.kind);
+  CHECK(!r.named && r.ref.build_id_len > 0 && r.ref.is_main, "named %u", r.named);
   CHECK(mproc__mpi_fn_resolve(&r, why, sizeof why) == (void (*)(void))echo_task, "resolve");
   /* Data is not code. */
   CHECK_ERR(mproc__mpi_fn_of(&r, MPROC__MPI_FN_TASK, (void (*)(void))(uintptr_t)mproc_test_variant),
-            MPROC_ENOENT);
+            MPROC_ENOFUNC);
   CHECK_ERR(mproc__mpi_submit(NULL, NULL, 0, 0, NULL), MPROC_EINVAL);
   CHECK_ERR(mproc__mpi_wait(NULL, 0), MPROC_EINVAL);
   CHECK_ERR(mproc__mpi_cancel(NULL), MPROC_EINVAL);
