@@ -159,7 +159,7 @@ static double pipe_rt(long n) {
   struct pp p = {b, -1, n};
   int pidfd;
   spawn(echo_conn, &p, &pidfd, mproc_conn_fd(b));
-  mproc_conn_close(b);
+  mproc_conn_free(b);
   char buf[8] = "pingpong";
   size_t len;
   double t0 = bench_now_s();
@@ -169,7 +169,7 @@ static double pipe_rt(long n) {
   }
   double t = bench_now_s() - t0;
   reap(pidfd);
-  mproc_conn_close(a);
+  mproc_conn_free(a);
   return t / (double)n * 1e6;
 }
 

@@ -18,7 +18,7 @@ static int f(const void *arg, size_t len) {
   mproc_conn *conn = *(mproc_conn *const *)arg; /* args=(child_conn,) */
   const char msg[] = "[42, None, 'hello']";
   int r = mproc_conn_send(conn, msg, sizeof msg - 1, 10000);
-  mproc_conn_close(conn);
+  mproc_conn_free(conn);
   return r == 0 ? 0 : 1;
 }
 
@@ -46,7 +46,7 @@ int main(void) {
   else
     fprintf(stderr, "s24: %s\n", mproc_strerror(r));
   mproc_process_free(p);
-  mproc_conn_close(child_conn);
-  mproc_conn_close(parent_conn);
+  mproc_conn_free(child_conn);
+  mproc_conn_free(parent_conn);
   return r == 0 && code == 0 ? 0 : 1;
 }

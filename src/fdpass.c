@@ -21,7 +21,7 @@
  * SCM_RIGHTS implementation of the library: connections use it here, and any
  * other socket that carries descriptors (the shm transport's worker channel)
  * is meant to call it rather than build control messages of its own. */
-#include "pipe.h"
+#include "conn.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -34,7 +34,7 @@ static int fdq_push(struct mproc_conn *c, int fd) {
     size_t ncap = c->fdq_cap ? c->fdq_cap * 2 : 8;
     int *n = realloc(c->fdq, ncap * sizeof *n);
     if (n == NULL)
-      return -ENOMEM;
+      return MPROC_ENOMEM;
     c->fdq = n;
     c->fdq_cap = ncap;
   }

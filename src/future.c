@@ -142,7 +142,7 @@ void mproc__future_finish(struct mproc_pool *p, struct mproc_future *f, struct m
       munmap(o->res, o->res_map_len);
     else
       free(o->res);
-    state = o->code == MPROC_ECANCELLED ? MPROC_FUTURE_CANCELLED : MPROC_FUTURE_FAILED;
+    state = o->code == MPROC_ECANCELED ? MPROC_FUTURE_CANCELED : MPROC_FUTURE_FAILED;
   }
   atomic_store_explicit(&f->state, state, memory_order_release);
   mproc__epoch_bump();
@@ -242,7 +242,7 @@ MPROC_EXTERN int mproc_future_error(mproc_future *f, struct mproc_task_error *er
   if (f == NULL || err == NULL)
     return MPROC_EINVAL;
   int s = atomic_load_explicit(&f->state, memory_order_acquire);
-  if (s != MPROC_FUTURE_FAILED && s != MPROC_FUTURE_CANCELLED)
+  if (s != MPROC_FUTURE_FAILED && s != MPROC_FUTURE_CANCELED)
     return MPROC_ESTATE;
   *err = f->err;
   return 0;
@@ -270,7 +270,7 @@ MPROC_EXTERN int mproc_future_add_done_callback(mproc_future *f, void (*cb)(mpro
     return MPROC_EINVAL;
   struct mproc__cb *c = calloc(1, sizeof *c);
   if (c == NULL)
-    return -ENOMEM;
+    return MPROC_ENOMEM;
   c->fn = cb;
   c->ud = ud;
   struct mproc_pool *p = f->pool;

@@ -18,7 +18,7 @@
 #include <string.h>
 #include <time.h>
 
-static int64_t mproc_now_us(void) {
+static int64_t now_us(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
@@ -41,7 +41,7 @@ int mproc__wait_until(bool (*cond)(void *), void *ctx, struct mproc_pool *const 
   int spin = atomic_load_explicit(&pools[0]->wait_ema_us, memory_order_relaxed) < 200
                  ? mproc__spin_budget()
                  : 16;
-  int64_t t0 = mproc_now_us();
+  int64_t t0 = now_us();
   int r = 0;
   /* While this thread spins it collects results itself, so workers need not
    * wake the manager for each one. */
@@ -51,7 +51,7 @@ int mproc__wait_until(bool (*cond)(void *), void *ctx, struct mproc_pool *const 
   for (int i = 0;; i++) {
     if (cond(ctx))
       break;
-    if (sigint && mproc__sigint_since(pools[0], mark)) {
+    if (sigint && mproc__sigint_since(mark)) {
       r = MPROC_EINTERRUPTED;
       break;
     }
@@ -83,7 +83,7 @@ int mproc__wait_until(bool (*cond)(void *), void *ctx, struct mproc_pool *const 
   for (size_t k = 0; helping && k < npools; k++)
     mproc__pool_helping(pools[k], -1);
   if (r == 0) {
-    int64_t took = mproc_now_us() - t0;
+    int64_t took = now_us() - t0;
     int64_t ema = atomic_load_explicit(&pools[0]->wait_ema_us, memory_order_relaxed);
     atomic_store_explicit(&pools[0]->wait_ema_us, (ema * 7 + took) / 8, memory_order_relaxed);
   }
@@ -107,7 +107,7 @@ static bool wait_cond(void *arg) {
     int s = atomic_load_explicit(&w->fs[i]->state, memory_order_acquire);
     if (s >= MPROC_FUTURE_DONE)
       done++;
-    if (s == MPROC_FUTURE_FAILED || s == MPROC_FUTURE_CANCELLED)
+    if (s == MPROC_FUTURE_FAILED || s == MPROC_FUTURE_CANCELED)
       failed = true;
   }
   w->ndone = done;
@@ -171,14 +171,14 @@ MPROC_EXTERN int mproc_as_completed_new(mproc_as_completed **out, mproc_future *
       return MPROC_EINVAL;
   mproc_as_completed *it = calloc(1, sizeof *it);
   if (it == NULL)
-    return -ENOMEM;
+    return MPROC_ENOMEM;
   it->fs = malloc((n > 0 ? n : 1) * sizeof *it->fs);
   it->yielded = calloc(n > 0 ? n : 1, sizeof *it->yielded);
   if (it->fs == NULL || it->yielded == NULL) {
     free(it->fs);
     free(it->yielded);
     free(it);
-    return -ENOMEM;
+    return MPROC_ENOMEM;
   }
   if (n > 0)
     memcpy(it->fs, fs, n * sizeof *fs);

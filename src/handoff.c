@@ -85,7 +85,7 @@ static int table_add(void *addr, size_t size, int fd) {
     size_t ncap = cap != 0 ? cap * 2 : 16;
     struct entry *t = realloc(table, ncap * sizeof *t);
     if (t == NULL)
-      r = -ENOMEM;
+      r = MPROC_ENOMEM;
     else {
       table = t;
       cap = ncap;
@@ -138,7 +138,7 @@ int mproc__obj_map_new(size_t size, void **addr_out) {
   int r = mproc__map_shared(fd, size, addr_out);
   if (r == 0 && table_add(*addr_out, size, fd) != 0) {
     munmap(*addr_out, size);
-    r = -ENOMEM;
+    r = MPROC_ENOMEM;
   }
   if (r != 0)
     mproc__close(fd);

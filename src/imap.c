@@ -16,7 +16,7 @@
  *
  * Failures are reported at their item: a chunk that failed at item k yields
  * its items before k normally, then the error for k; items after k in the
- * same chunk were not run and yield MPROC_ECANCELLED (with chunksize 1, the
+ * same chunk were not run and yield MPROC_ECANCELED (with chunksize 1, the
  * default, every item is its own chunk). */
 #include "pool.h"
 #include "progress.h"
@@ -126,7 +126,7 @@ MPROC_EXTERN int mproc_pool_imap(mproc_pool *p, mproc_map_fn fn, mproc_gen_fn ge
     return MPROC_EINVAL;
   struct mproc_imap *it = calloc(1, sizeof *it);
   if (it == NULL)
-    return -ENOMEM;
+    return MPROC_ENOMEM;
   it->p = p;
   it->fn = fn;
   it->gen = gen;
@@ -144,7 +144,7 @@ MPROC_EXTERN int mproc_pool_imap(mproc_pool *p, mproc_map_fn fn, mproc_gen_fn ge
   it->slots = calloc(it->nslots, sizeof *it->slots);
   it->free_stack = malloc(it->nslots * sizeof *it->free_stack);
   it->batch = malloc(it->nslots * sizeof *it->batch);
-  int r = it->slots != NULL && it->free_stack != NULL && it->batch != NULL ? 0 : -ENOMEM;
+  int r = it->slots != NULL && it->free_stack != NULL && it->batch != NULL ? 0 : MPROC_ENOMEM;
   if (r == 0) {
     pthread_mutex_lock(&p->mu);
     int state = atomic_load(&p->state);
@@ -334,7 +334,7 @@ static int yield(struct mproc_imap *it, void *out, size_t *index, struct mproc_t
         err->index = k;
       }
     } else {
-      r = MPROC_ECANCELLED;
+      r = MPROC_ECANCELED;
       if (err != NULL) {
         memset(err, 0, sizeof *err);
         err->code = r;

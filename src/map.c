@@ -101,17 +101,17 @@ static int map_start(struct mproc_pool *p, void (*fn)(void), uint32_t kind, size
   size_t in_bytes = 0;
   for (size_t k = 0; k < ncols; k++) {
     if (cols[k].size != 0 && n > SIZE_MAX / 4 / MPROC_STARMAP_MAX_ARGS / cols[k].size)
-      return -ENOMEM;
+      return MPROC_ENOMEM;
     in_bytes += ALIGN64(n * cols[k].size);
   }
   if (out_size != 0 && n > SIZE_MAX / 4 / out_size)
-    return -ENOMEM;
+    return MPROC_ENOMEM;
   size_t total = in_bytes + ALIGN64(n * out_size);
   struct map_job *j = calloc(1, sizeof *j + nchunks * sizeof(struct mproc__task));
   struct mproc_future *f = j != NULL ? mproc__future_new(p) : NULL;
   if (f == NULL) {
     free(j);
-    return -ENOMEM;
+    return MPROC_ENOMEM;
   }
   j->f = f;
   j->n = n;

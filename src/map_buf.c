@@ -98,14 +98,14 @@ struct mproc_item_ctx {
 };
 
 /* Grows *buf (doubling from 4 KiB) to hold at least `need` bytes (at most
- * SIZE_MAX / 4, checked by the callers).  0, or -ENOMEM leaving it as is. */
+ * SIZE_MAX / 4, checked by the callers).  0, or MPROC_ENOMEM leaving it as is. */
 static int grow(unsigned char **buf, size_t *cap, size_t need) {
   size_t c = *cap != 0 ? *cap : 4096;
   while (c < need)
     c *= 2;
   unsigned char *nb = realloc(*buf, c);
   if (nb == NULL)
-    return -ENOMEM;
+    return MPROC_ENOMEM;
   *buf = nb;
   *cap = c;
   return 0;
@@ -117,7 +117,7 @@ MPROC_EXTERN int mproc_item_return(mproc_item_ctx *c, const void *data, size_t l
   c->used = c->start; /* a second call replaces the first */
   if (len > c->cap - c->used) {
     if (len > SIZE_MAX / 4 - c->used || grow(&c->buf, &c->cap, c->used + len) != 0)
-      return -ENOMEM;
+      return MPROC_ENOMEM;
   }
   if (len > 0)
     memcpy(c->buf + c->used, data, len);
@@ -158,7 +158,7 @@ static int chunk_task(const void *arg, size_t len, mproc_task_ctx *ctx) {
                       *end = (const unsigned char *)arg + len;
   uint64_t *rlens = malloc((count != 0 ? count : 1) * sizeof *rlens);
   if (rlens == NULL)
-    return mproc_task_fail(ctx, -ENOMEM, "map_buf: no memory for %zu results", count);
+    return mproc_task_fail(ctx, MPROC_ENOMEM, "map_buf: no memory for %zu results", count);
   struct mproc_item_ctx c = {0};
   struct result_hdr rh = {0};
   for (size_t i = 0; i < count; i++) {
@@ -234,10 +234,10 @@ static int pack_add(struct pack *pk, const void *data, size_t len) {
   if (pk->used == 0)
     pk->used = pk->hdr;
   if (len > SIZE_MAX / 4 - sizeof l - pk->used)
-    return -ENOMEM;
+    return MPROC_ENOMEM;
   size_t need = pk->used + sizeof l + len;
   if (need > pk->cap && grow(&pk->buf, &pk->cap, need) != 0)
-    return -ENOMEM;
+    return MPROC_ENOMEM;
   memcpy(pk->buf + pk->used, &l, sizeof l);
   if (len > 0)
     memcpy(pk->buf + pk->used + sizeof l, data, len);
@@ -344,13 +344,13 @@ static int gather(struct chunk *cks, size_t nchunks, size_t n, struct mproc_buf 
       return MPROC_ETASK;
     for (size_t i = 0; i < cks[k].count; i++) {
       if (rl[i] > SIZE_MAX / 2 - bytes)
-        return -ENOMEM;
+        return MPROC_ENOMEM;
       bytes += ALIGN16((size_t)rl[i] + 1);
     }
   }
   struct mproc_buf *bufs = malloc(bytes);
   if (bufs == NULL)
-    return -ENOMEM;
+    return MPROC_ENOMEM;
   unsigned char *w = (unsigned char *)bufs + ALIGN16(n * sizeof(struct mproc_buf));
   size_t idx = 0;
   for (size_t k = 0; k < nchunks; k++) {
@@ -415,7 +415,7 @@ MPROC_EXTERN int mproc_pool_map_buf(mproc_pool *p, mproc_map_buf_fn fn, const st
     return 0;
   struct chunk *cks = calloc(nchunks, sizeof *cks);
   if (cks == NULL)
-    return -ENOMEM;
+    return MPROC_ENOMEM;
   int64_t dl = mproc__deadline(timeout_ms);
   struct pack pk = {0};
   size_t submitted = 0;
@@ -530,14 +530,14 @@ MPROC_EXTERN int mproc_pool_imap_buf(mproc_pool *p, mproc_map_buf_fn fn, mproc_b
     return workers;
   struct mproc_imap_buf *it = calloc(1, sizeof *it);
   if (it == NULL)
-    return -ENOMEM;
+    return MPROC_ENOMEM;
   *it = (struct mproc_imap_buf){.p = p, .fn = fn, .gen = gen, .gen_ctx = gen_ctx};
   it->chunk = o != NULL && o->chunksize != 0 ? o->chunksize : 1;
   size_t inflight =
       o != NULL && o->max_inflight != 0 ? o->max_inflight : 64 * it->chunk * (size_t)workers;
   it->max_chunks = inflight / it->chunk != 0 ? inflight / it->chunk : 1;
   it->q = calloc(it->max_chunks, sizeof *it->q);
-  int r = it->q != NULL ? pack_begin(&it->pk, p, fn) : -ENOMEM;
+  int r = it->q != NULL ? pack_begin(&it->pk, p, fn) : MPROC_ENOMEM;
   if (r != 0) {
     free(it->q);
     free(it);
@@ -645,9 +645,9 @@ MPROC_EXTERN int mproc_imap_buf_next(mproc_imap_buf *it, struct mproc_buf *out, 
     *out = (struct mproc_buf){c->d, (size_t)c->rl[k]};
     c->d += c->rl[k] + 1;
   } else {
-    r = k == c->rh.ok ? c->fail : MPROC_ECANCELLED;
+    r = k == c->rh.ok ? c->fail : MPROC_ECANCELED;
     if (err != NULL) {
-      if (r == MPROC_ECANCELLED) {
+      if (r == MPROC_ECANCELED) {
         err->code = r;
         err->exit_status = -1;
         err->index = c->start + k;

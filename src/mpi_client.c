@@ -108,13 +108,13 @@ static int submit(const struct mproc__mpi_fn *fn, uint32_t type, void *payload, 
     C.load = calloc((size_t)mproc__mpi.size, sizeof *C.load);
     if (!C.load) {
       free(payload);
-      return -ENOMEM;
+      return MPROC_ENOMEM;
     }
   }
   struct mproc__mpi_job *j = calloc(1, sizeof *j);
   if (!j) {
     free(payload);
-    return -ENOMEM;
+    return MPROC_ENOMEM;
   }
   j->id = ++C.next_id;
   j->hdr = *hdr;
@@ -145,7 +145,7 @@ int mproc__mpi_submit_to(int rank, const struct mproc__mpi_fn *fn, const void *a
     return MPROC_EINVAL;
   void *copy = NULL;
   if (len && !(copy = malloc(len)))
-    return -ENOMEM;
+    return MPROC_ENOMEM;
   if (len)
     memcpy(copy, arg, len);
   struct mproc__mpi_task hdr = {.kind = MPROC__MPI_CALL, .timeout_ms = timeout_ms};
@@ -160,7 +160,7 @@ int mproc__mpi_submit_map(const struct mproc__mpi_fn *fn, const void *in, size_t
   size_t len = n * in_size;
   void *copy = NULL;
   if (len && !(copy = malloc(len)))
-    return -ENOMEM;
+    return MPROC_ENOMEM;
   if (len)
     memcpy(copy, in, len);
   struct mproc__mpi_task hdr = {
@@ -376,7 +376,7 @@ void *mproc__mpi_job_take_result(struct mproc__mpi_job *j, size_t *len) {
 static int send_small(int rank, int tag, const void *hdr, size_t len) {
   struct ctrl *c = calloc(1, sizeof *c);
   if (!c)
-    return -ENOMEM;
+    return MPROC_ENOMEM;
   if (mproc__mpi_isend(mproc__mpi.comm, rank, tag, hdr, len, NULL, 0, false, &c->op) != 0)
     lost(rank, "sending a control message failed");
   c->next = C.ctrls;
@@ -403,8 +403,8 @@ int mproc__mpi_cancel(struct mproc__mpi_job *j) {
       break;
     }
     j->state = DONE;
-    j->code = MPROC_ECANCELLED;
-    j->err.code = MPROC_ECANCELLED;
+    j->code = MPROC_ECANCELED;
+    j->err.code = MPROC_ECANCELED;
     j->err.exit_status = -1;
     snprintf(j->err.message, sizeof j->err.message, "cancelled before it was sent to a rank");
     return 0;
@@ -434,7 +434,7 @@ int mproc__mpi_client_stop(int64_t deadline) {
   struct mproc__mpi_ctrl stop = {.what = MPROC__MPI_STOP};
   for (int r = 1; r < mproc__mpi.size; r++)
     if (send_small(r, MPROC__MPI_TAG_CTRL, &stop, sizeof stop) != 0)
-      return -ENOMEM;
+      return MPROC_ENOMEM;
   if (!C.load)
     C.load = calloc((size_t)mproc__mpi.size, sizeof *C.load);
   unsigned rounds = 0;
@@ -459,7 +459,7 @@ int mproc__mpi_client_stop(int64_t deadline) {
       mproc__mpi_op_abandon(j->recv);
       j->recv = NULL;
     }
-    j->code = j->err.code = MPROC_ECANCELLED;
+    j->code = j->err.code = MPROC_ECANCELED;
     j->err.exit_status = -1;
     snprintf(j->err.message, sizeof j->err.message, "the MPI job was finalized first");
     finish(j);

@@ -113,13 +113,13 @@ struct mproc__mpi_op {
 };
 /* Start sending header (hdr_len bytes, its `len` field already set) and
  * len payload bytes to dest.  With own_data the op frees data when done.
- * Returns 0 and *op, or -ENOMEM, MPROC_EIO (MPI error). */
+ * Returns 0 and *op, or MPROC_ENOMEM, MPROC_EIO (MPI error). */
 int mproc__mpi_isend(MPI_Comm comm, int dest, int tag, const void *hdr, size_t hdr_len, void *data,
                      size_t len, bool own_data, struct mproc__mpi_op **op);
 /* Receive a header that has arrived (per MPI_Iprobe on tag from any rank):
  * 0 and *op with op->hdr, op->source, and when a payload follows, its pieces
  * posted into op->data (complete once mproc__mpi_test says so); 1 when no
- * message is waiting; -ENOMEM, MPROC_EIO. */
+ * message is waiting; MPROC_ENOMEM, MPROC_EIO. */
 int mproc__mpi_irecv(MPI_Comm comm, int tag, size_t hdr_len, struct mproc__mpi_op **op);
 /* 1 when every request of op completed, 0 if not yet, MPROC_EIO. */
 int mproc__mpi_test(struct mproc__mpi_op *op);
@@ -168,7 +168,7 @@ void mproc__mpi_rank_discard(void);
 
 struct mproc__mpi_job;
 /* Submit fn(arg) to a worker rank (arg is copied).  Returns 0 and *out, or
- * MPROC_EINVAL, MPROC_ESTATE (no worker ranks), -ENOMEM. */
+ * MPROC_EINVAL, MPROC_ESTATE (no worker ranks), MPROC_ENOMEM. */
 int mproc__mpi_submit(const struct mproc__mpi_fn *fn, const void *arg, size_t len,
                       int64_t timeout_ms, struct mproc__mpi_job **out);
 /* The same, bound for one worker rank (1..size-1); 0: any rank. */
@@ -190,7 +190,7 @@ int mproc__mpi_job_rank(const struct mproc__mpi_job *j);
 int64_t mproc__mpi_job_sent_ms(const struct mproc__mpi_job *j);
 /* Take a finished job's result payload (malloc'd, the caller frees it). */
 void *mproc__mpi_job_take_result(struct mproc__mpi_job *j, size_t *len);
-/* Cancel: a queued job completes with MPROC_ECANCELLED at once, a sent one
+/* Cancel: a queued job completes with MPROC_ECANCELED at once, a sent one
  * once its rank confirms.  0 or MPROC_ESTATE (finished). */
 int mproc__mpi_cancel(struct mproc__mpi_job *j);
 /* Release (an unfinished job's result is discarded when it arrives). */

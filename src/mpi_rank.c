@@ -91,7 +91,7 @@ static void start(struct job *j) {
   void (*fn)(void) = mproc__mpi_fn_resolve(&t->fn, why, sizeof why);
   int rc = 0;
   if (j->cancelled) {
-    fail_early(j, MPROC_ECANCELLED, "cancelled before it started");
+    fail_early(j, MPROC_ECANCELED, "cancelled before it started");
   } else if (!fn) {
     fail_early(j, MPROC_ENOFUNC, why);
   } else if (t->kind == MPROC__MPI_CALL && t->fn.type == MPROC__MPI_FN_TASK) {
@@ -103,7 +103,7 @@ static void start(struct job *j) {
     j->out = malloc(j->out_len ? j->out_len : 1);
     rc = j->out ? mproc_pool_map_async(g_pool, (mproc_map_fn)fn, j->op->data, (size_t)t->count,
                                        (size_t)t->in_size, j->out, (size_t)t->out_size, NULL, &j->f)
-                : -ENOMEM;
+                : MPROC_ENOMEM;
   } else {
     fail_early(j, MPROC_EINVAL, "malformed task message");
   }
@@ -195,7 +195,7 @@ static bool advance(struct job **list, int stage) {
 }
 
 /* Cancel job id: a running task's local worker is killed (the pool
- * completes its future with MPROC_ECANCELLED); one still arriving never
+ * completes its future with MPROC_ECANCELED); one still arriving never
  * starts.  A job already answered is not found: nothing to do. */
 static void cancel(uint64_t id) {
   for (struct job *j = g_running; j; j = j->next)

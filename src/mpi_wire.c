@@ -92,7 +92,7 @@ int mproc__mpi_isend(MPI_Comm comm, int dest, int tag, const void *hdr, size_t h
   size_t np = mproc__mpi_pieces(len, piece_size());
   struct mproc__mpi_op *op = op_new(hdr_len, 1 + np);
   if (!op)
-    return -ENOMEM;
+    return MPROC_ENOMEM;
   memcpy(op->hdr, hdr, hdr_len);
   size_t first = hdr_len;
   if (np == 0 && len) {
@@ -133,7 +133,7 @@ int mproc__mpi_irecv(MPI_Comm comm, int tag, size_t hdr_len, struct mproc__mpi_o
    * first request now, grow the array below. */
   struct mproc__mpi_op *op = op_new(hdr_len, 1);
   if (!op)
-    return -ENOMEM;
+    return MPROC_ENOMEM;
   op->source = st.MPI_SOURCE;
   if (MPI_Recv(op->hdr, count, MPI_BYTE, st.MPI_SOURCE, tag, comm, MPI_STATUS_IGNORE) !=
       MPI_SUCCESS) {
@@ -157,7 +157,7 @@ int mproc__mpi_irecv(MPI_Comm comm, int tag, size_t hdr_len, struct mproc__mpi_o
        * for the next header to pair up; without memory the job cannot go
        * on: the caller aborts. */
       mproc__mpi_op_free(op);
-      return -ENOMEM;
+      return MPROC_ENOMEM;
     }
     op->reqs = r;
     if (np == 0)

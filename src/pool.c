@@ -55,10 +55,7 @@ static void on_sigint(int sig) {
 
 uint32_t mproc__sigint_mark(void) { return atomic_load(&sigint_count); }
 
-bool mproc__sigint_since(const struct mproc_pool *p, uint32_t mark) {
-  (void)p;
-  return atomic_load(&sigint_count) != mark;
-}
+bool mproc__sigint_since(uint32_t mark) { return atomic_load(&sigint_count) != mark; }
 
 /* At exit a pool that was closed (close, or shutdown without waiting)
  * finishes its work first, as Python's executors do (gh-83386): the program
@@ -158,13 +155,13 @@ bool mproc__pool_cancel_task(struct mproc_pool *p, struct mproc__task *t) {
         p->pend_head = q->next;
       if (p->pend_tail == q)
         p->pend_tail = prev;
-      mproc__task_fail(p, t, MPROC_ECANCELLED, "cancelled before it started");
+      mproc__task_fail(p, t, MPROC_ECANCELED, "cancelled before it started");
       return true;
     }
     return false;
   }
   if (mproc__pool_revoke(p, t)) {
-    mproc__task_fail(p, t, MPROC_ECANCELLED, "cancelled before it started");
+    mproc__task_fail(p, t, MPROC_ECANCELED, "cancelled before it started");
     return true;
   }
   /* Running: kill its worker; the manager completes the task as cancelled
@@ -232,7 +229,7 @@ MPROC_EXTERN int mproc_pool_new(mproc_pool **out, const struct mproc_pool_option
     return r;
   struct mproc_pool *p = calloc(1, sizeof *p);
   if (p == NULL)
-    return -ENOMEM;
+    return MPROC_ENOMEM;
   pthread_mutex_init(&p->mu, NULL);
   atomic_store(&p->refs, 1);
   p->opts = *opts;
@@ -251,7 +248,7 @@ MPROC_EXTERN int mproc_pool_new(mproc_pool **out, const struct mproc_pool_option
   }
   if (r == 0) {
     p->slots = calloc((size_t)p->nworkers, sizeof *p->slots);
-    r = p->slots != NULL ? 0 : -ENOMEM;
+    r = p->slots != NULL ? 0 : MPROC_ENOMEM;
     for (int i = 0; r == 0 && i < p->nworkers; i++)
       p->slots[i].pidfd = -1;
   }
@@ -260,7 +257,7 @@ MPROC_EXTERN int mproc_pool_new(mproc_pool **out, const struct mproc_pool_option
      * without its poll set (it would miss worker deaths). */
     p->pfd = calloc((size_t)p->nworkers + 1, sizeof *p->pfd);
     p->slot_of = calloc((size_t)p->nworkers + 1, sizeof *p->slot_of);
-    r = p->pfd != NULL && p->slot_of != NULL ? 0 : -ENOMEM;
+    r = p->pfd != NULL && p->slot_of != NULL ? 0 : MPROC_ENOMEM;
   }
   if (r == 0)
     r = mproc__manager_start(p);
@@ -401,7 +398,7 @@ static int copy_arg(struct mproc_pool *p, struct mproc__task *t, const void *arg
   if (len <= p->inline_max) {
     t->arg = malloc(len);
     if (t->arg == NULL)
-      return -ENOMEM;
+      return MPROC_ENOMEM;
     memcpy(t->arg, arg, len);
     return 0;
   }
@@ -437,7 +434,7 @@ static int copy_fds(struct mproc__task *t, const int *fds, size_t n) {
     return 0;
   t->fds = malloc(n * sizeof *t->fds);
   if (t->fds == NULL)
-    return -ENOMEM;
+    return MPROC_ENOMEM;
   for (size_t i = 0; i < n; i++) {
     int d = fcntl(fds[i], F_DUPFD_CLOEXEC, 0);
     if (d < 0) {
@@ -463,7 +460,7 @@ MPROC_EXTERN int mproc_pool_submit_ex(mproc_pool *p, mproc_task_fn fn, const voi
     return MPROC_EINVAL;
   struct mproc_future *f = mproc__future_new(p);
   if (f == NULL)
-    return -ENOMEM;
+    return MPROC_ENOMEM;
   struct mproc__task *t = &f->task;
   t->fn = mproc__taskfn_of((void (*)(void))fn);
   t->timeout_ms = o != NULL && o->timeout_ms > 0 ? o->timeout_ms : p->opts.task_timeout_ms;
@@ -525,7 +522,7 @@ MPROC_EXTERN int mproc_pool_apply(mproc_pool *p, mproc_task_fn fn, const void *a
   if (r == 0 && n > 0) {
     *result = malloc(n);
     if (*result == NULL)
-      r = -ENOMEM;
+      r = MPROC_ENOMEM;
     else {
       memcpy(*result, data, n);
       *result_len = n;

@@ -1,5 +1,5 @@
 /* Internal state of pools, tasks and futures (pool.c, pool_manager.c,
- * future.c, map.c, imap.c, transport_shm.c, worker.c). */
+ * future.c, map.c, imap.c, transport_shm.c, transport_shm_worker.c). */
 #ifndef MPROC_POOL_INTERNAL_H
 #define MPROC_POOL_INTERNAL_H
 
@@ -173,7 +173,7 @@ void mproc__pool_enqueue(struct mproc_pool *p, struct mproc__task *t);
  * caller), false if it is running (its worker is being killed). */
 bool mproc__pool_cancel_task(struct mproc_pool *p, struct mproc__task *t);
 /* Whether SIGINT arrived since `mark` (MPROC_POOL_SIGINT pools only). */
-bool mproc__sigint_since(const struct mproc_pool *p, uint32_t mark);
+bool mproc__sigint_since(uint32_t mark);
 uint32_t mproc__sigint_mark(void);
 
 /* Take back a task that has not started from its worker (under mu): true

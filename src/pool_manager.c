@@ -73,7 +73,7 @@ static void task_done(struct mproc_pool *p, struct mproc__task *t, struct mproc_
   p->outstanding--;
   if (o->code == 0)
     p->n_done++;
-  else if (o->code == MPROC_ECANCELLED)
+  else if (o->code == MPROC_ECANCELED)
     p->n_cancelled++;
   else
     p->n_failed++;
@@ -134,7 +134,7 @@ static void task_left(struct mproc_pool *p, struct mproc__task *t, bool started)
     return;
   }
   if (state == MPROC__P_TERMINATING || t->cancel_req) {
-    mproc__task_fail(p, t, MPROC_ECANCELLED, "cancelled");
+    mproc__task_fail(p, t, MPROC_ECANCELED, "cancelled");
     return;
   }
   if (!started) {
@@ -503,14 +503,14 @@ void mproc__pool_dispatch(struct mproc_pool *p) {
 }
 
 static void fail_cancelled(struct mproc_pool *p, struct mproc__task *t) {
-  mproc__task_fail(p, t, MPROC_ECANCELLED, "cancelled");
+  mproc__task_fail(p, t, MPROC_ECANCELED, "cancelled");
 }
 
 void mproc__pool_cancel_pending(struct mproc_pool *p) {
   while (p->pend_head != NULL) {
     struct mproc__task *t = p->pend_head;
     p->pend_head = t->next;
-    mproc__task_fail(p, t, MPROC_ECANCELLED, "cancelled");
+    mproc__task_fail(p, t, MPROC_ECANCELED, "cancelled");
   }
   p->pend_tail = NULL;
   for (int i = 0; i < p->nworkers; i++) {

@@ -297,7 +297,7 @@ MPROC_EXTERN int mproc_queue_new(mproc_queue **out, const struct mproc_queue_opt
   size_t hdr = header_size(max_parts);
   struct mproc_queue *q = calloc(1, sizeof *q);
   if (q == NULL)
-    return -ENOMEM;
+    return MPROC_ENOMEM;
   int fd = -1, err;
   if (o->name == NULL)
     err = mproc__memfd_create("mproc-queue", hdr + cap, &fd);
@@ -356,7 +356,7 @@ static int map_fd(int fd, unsigned roles, mproc_queue **out) {
     return err;
   struct mproc_queue *q = calloc(1, sizeof *q);
   if (q == NULL)
-    return -ENOMEM;
+    return MPROC_ENOMEM;
   q->fd = -1;
   q->max_parts = geo.max_parts;
   q->qid = geo.qid;
@@ -380,7 +380,7 @@ static bool valid_roles(unsigned *roles) {
   return (*roles & ~(unsigned)MPROC_QUEUE_BOTH) == 0;
 }
 
-MPROC_EXTERN int mproc_queue_open(mproc_queue **out, const char *name, unsigned roles) {
+MPROC_EXTERN int mproc_queue_attach(mproc_queue **out, const char *name, unsigned roles) {
   if (out == NULL || name == NULL || !valid_name(name) || !valid_roles(&roles))
     return MPROC_EINVAL;
   int fd = shm_open(name, O_RDWR | O_CLOEXEC, 0);

@@ -457,7 +457,7 @@ static int get_impl(struct mproc_queue *q, struct getbuf *g, size_t *len, int64_
     if (err == MPROC_ETOOSMALL && g->alloc) {
       void *n = realloc(g->buf, need);
       if (n == NULL) {
-        err = -ENOMEM;
+        err = MPROC_ENOMEM;
         break;
       }
       g->buf = n;
@@ -517,7 +517,7 @@ MPROC_EXTERN int mproc_queue_get_alloc(mproc_queue *q, void **buf, size_t *len,
   *buf = NULL;
   struct getbuf g = {malloc(64), 64, true};
   if (g.buf == NULL)
-    return -ENOMEM;
+    return MPROC_ENOMEM;
   int err = get_impl(q, &g, len, timeout_ms, false);
   if (err != 0) {
     free(g.buf);

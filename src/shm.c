@@ -313,7 +313,7 @@ MPROC_EXTERN int mproc_shm_unlink(mproc_shm *s) {
   return 0;
 }
 
-MPROC_EXTERN int mproc_shm_close(mproc_shm *s) {
+MPROC_EXTERN int mproc_shm_free(mproc_shm *s) {
   if (s == NULL)
     return MPROC_EINVAL;
   munmap(s->map, s->mapsize);

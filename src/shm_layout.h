@@ -1,4 +1,4 @@
-/* Layout of the shared-memory transport's mapping (transport_shm.c, worker.c).
+/* Layout of the shared-memory transport's mapping (transport_shm.c, transport_shm_worker.c).
  *
  * One anonymous MAP_SHARED mapping, made before the first worker is forked
  * and so inherited by every worker at the same address, holds a header and
@@ -129,7 +129,7 @@ struct mproc__worker_args {
   int spin; /* idle spin iterations before sleeping */
 };
 
-/* worker.c: the shm transport's worker process entry point (after fork, or
+/* transport_shm_worker.c: the shm transport's worker process entry point (after fork, or
  * from its start entry in an exec'd image). */
 int mproc__worker_main(void *arg);
 

@@ -28,7 +28,7 @@
 enum mproc__entry_id {
   /* A process object (process.c). */
   MPROC__ENTRY_PROCESS = 1,
-  /* A pool worker of the shm transport (worker.c). */
+  /* A pool worker of the shm transport (transport_shm_worker.c). */
   MPROC__ENTRY_POOL_WORKER = 2,
   /* Ids below MPROC__ENTRY_MAX are free for other users (the pool's worker;
    * tests). */
@@ -94,8 +94,8 @@ struct mproc__start_req {
  * child, killed by SIGKILL when the calling thread's process dies.  Errors:
  * MPROC_EINVAL, MPROC_ENOFUNC (the function cannot be referenced here, or
  * the child cannot find it: the reason is written to stderr), -errno of the
- * exec that failed (-ENOENT, -E2BIG, -ENOMEM...), -EAGAIN/-EMFILE/-ENFILE/
- * -ENOMEM, MPROC_ECHILDFAILED (the child died before its function was
+ * exec that failed (-ENOENT, -E2BIG, MPROC_ENOMEM...), -EAGAIN/-EMFILE/-ENFILE/
+ * MPROC_ENOMEM, MPROC_ECHILDFAILED (the child died before its function was
  * resolved), MPROC_ENOTSUP (forkserver: the kernel lacks a needed call).
  * On failure nothing is left behind: no child, no fd.  Blocks until the
  * child has its function (spawn: one exec; forkserver: one round trip). */

@@ -1,8 +1,8 @@
 /* Internal helpers shared by the process-shared synchronization primitives
- * (lock.c, semaphore.c, event.c, condition.c, barrier.c) and value.c: the
- * object header and life cycle (sync_core.c), robust mutexes and RLock
- * internals (lock.c).  Dependencies run one way: every primitive uses
- * sync_core.c; condition.c, barrier.c and value.c use lock.c. */
+ * (sync_lock.c, sync_semaphore.c, sync_event.c, sync_condition.c, sync_barrier.c) and
+ * shared_value.c: the object header and life cycle (sync_core.c), robust mutexes and RLock
+ * internals (sync_lock.c).  Dependencies run one way: every primitive uses
+ * sync_core.c; sync_condition.c, sync_barrier.c and shared_value.c use sync_lock.c. */
 #ifndef MPROC_SYNC_INTERNAL_H
 #define MPROC_SYNC_INTERNAL_H
 
@@ -140,7 +140,7 @@ int mproc__sync_sleep(_Atomic uint32_t *word, _Atomic uint32_t *waiters, bool (*
   MPROC_EXTERN int type##_new(type **out) { return mproc__sync_new(&(kind), out, (size), NULL); }  \
   MPROC__SYNC_RELEASE(type, kind)
 
-/* ---- robust process-shared mutexes (lock.c) ----------------------------- */
+/* ---- robust process-shared mutexes (sync_lock.c) ----------------------------- */
 
 /* A PTHREAD_PROCESS_SHARED + PTHREAD_MUTEX_ROBUST mutex; `recursive` picks
  * PTHREAD_MUTEX_RECURSIVE, otherwise PTHREAD_MUTEX_ERRORCHECK. */
@@ -161,7 +161,7 @@ bool mproc__rmutex_mine(const pthread_mutex_t *m);
 /* The kernel thread id of the caller (cached per thread). */
 pid_t mproc__gettid(void);
 
-/* RLock internals used by condition.c and value.c: full release returning the
+/* RLock internals used by sync_condition.c and shared_value.c: full release returning the
  * depth, and re-acquisition at a given depth. */
 int mproc__rlock_release_all(mproc_rlock *r, int *depth);
 int mproc__rlock_reacquire(mproc_rlock *r, int depth, int64_t deadline_ms);
@@ -172,7 +172,7 @@ int mproc__rlock_detach(void *rlock);
  * the futex word `seq` (in the same mapping: the RLock records its offset,
  * not a pointer), and record wake-ups to make on `seq` when the holder
  * finally releases the lock (holder only).  The RLock makes them itself, so
- * lock.c needs nothing from condition.c. */
+ * sync_lock.c needs nothing from sync_condition.c. */
 void mproc__rlock_mark_cond(mproc_rlock *r, _Atomic uint32_t *seq);
 void mproc__rlock_defer_wake(mproc_rlock *r, int n);
 

@@ -125,7 +125,7 @@ struct mproc__transport_ops {
    * the cost of waking the manager. */
   void (*helping)(struct mproc_pool *p, int delta);
   /* The shared data arena for map/imap: allocate `len` bytes (under mu;
-   * 0 and the offset, or -ENOMEM), free them, and the address of an offset
+   * 0 and the offset, or MPROC_ENOMEM), free them, and the address of an offset
    * in this process.  Optional: without them map and imap return
    * MPROC_ENOTSUP. */
   int (*arena_alloc)(struct mproc_pool *p, size_t len, uint64_t *off);

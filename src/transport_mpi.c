@@ -71,7 +71,7 @@ static int tm_init(struct mproc_pool *p) {
       free(s->count);
     }
     free(s);
-    return -ENOMEM;
+    return MPROC_ENOMEM;
   }
   p->tp_state = s;
   p->ring = (uint32_t)mproc__mpi.tasks_per_rank;
@@ -98,7 +98,7 @@ static int tm_send_task(struct mproc_pool *p, int slot, struct mproc__task *t) {
     return rc;
   struct sent *e = calloc(1, sizeof *e);
   if (!e)
-    return -ENOMEM;
+    return MPROC_ENOMEM;
   /* A large argument sits in a memfd: map it to send it (submit copies). */
   const void *arg = t->arg;
   void *map = NULL;

@@ -216,7 +216,7 @@ static int shm_arena_alloc(struct mproc_pool *p, size_t len, uint64_t *off) {
     }
     return 0;
   }
-  return -ENOMEM;
+  return MPROC_ENOMEM;
 }
 
 static void shm_arena_free(struct mproc_pool *p, uint64_t off, size_t len) {
@@ -283,7 +283,7 @@ static void shm_fini(struct mproc_pool *p) {
 static int shm_init(struct mproc_pool *p) {
   struct shm_state *s = calloc(1, sizeof *s);
   if (s == NULL)
-    return -ENOMEM;
+    return MPROC_ENOMEM;
   s->arena_fd = -1;
   s->hdr_fd = -1;
   p->tp_state = s;
@@ -308,18 +308,18 @@ static int shm_init(struct mproc_pool *p) {
     r = mproc__map_shared(s->arena_fd, MPROC__ARENA_LEN, (void **)&s->arena);
   if (r == 0) {
     s->slots = calloc((size_t)p->nworkers, sizeof *s->slots);
-    r = s->slots != NULL ? 0 : -ENOMEM;
+    r = s->slots != NULL ? 0 : MPROC_ENOMEM;
     for (int i = 0; r == 0 && i < p->nworkers; i++)
       s->slots[i].sock = -1; /* all of them before anything can fail */
     for (int i = 0; r == 0 && i < p->nworkers; i++) {
       s->slots[i].jobs = calloc(MPROC__RING, sizeof *s->slots[i].jobs);
-      r = s->slots[i].jobs != NULL ? 0 : -ENOMEM;
+      r = s->slots[i].jobs != NULL ? 0 : MPROC_ENOMEM;
     }
   }
   if (r == 0) {
     s->capfree = 16;
     s->free_ext = malloc(s->capfree * sizeof *s->free_ext);
-    r = s->free_ext != NULL ? 0 : -ENOMEM;
+    r = s->free_ext != NULL ? 0 : MPROC_ENOMEM;
   }
   if (r != 0) {
     shm_fini(p);
@@ -357,7 +357,7 @@ static int exec_worker(struct mproc_pool *p, int i, int sock) {
   };
   unsigned char *arg = malloc(sizeof b + alen);
   if (arg == NULL)
-    return -ENOMEM;
+    return MPROC_ENOMEM;
   memcpy(arg, &b, sizeof b);
   if (alen > 0)
     memcpy(arg + sizeof b, p->opts.initarg, alen);
@@ -563,7 +563,7 @@ static void outcome_of(struct mproc_pool *p, int i, struct mproc__entry *e, stru
   } else if (e->res_len > 0) {
     o->res = malloc(e->res_len);
     if (o->res == NULL) {
-      o->code = -ENOMEM;
+      o->code = MPROC_ENOMEM;
       o->msg = "no memory for the task's result";
       o->res_len = 0;
       return;

@@ -43,9 +43,16 @@ START_TEST(test_library_range) {
     ck_assert_msg(v > -4096 || (v <= MPROC_ERR_FIRST && v >= MPROC_ERR_LAST),
                   "%s = %d outside both ranges", codes[i].name, v);
   }
-  ck_assert_int_eq(MPROC_ETIMEDOUT, MPROC_ERR_FIRST);
-  ck_assert_int_lt(MPROC_ETIMEDOUT, -4096);
+  /* Codes that mean what an errno means are that errno. */
+  ck_assert_int_eq(MPROC_ETIMEDOUT, -ETIMEDOUT);
+  ck_assert_int_eq(MPROC_ECANCELED, -ECANCELED);
+  ck_assert_int_eq(MPROC_ENOMEM, -ENOMEM);
   ck_assert_int_eq(MPROC_EINVAL, -EINVAL);
+  ck_assert_str_eq(mproc_err_name(-ETIMEDOUT), "MPROC_ETIMEDOUT");
+  /* The two codes they replaced stay retired: never reused. */
+  ck_assert_str_eq(mproc_err_name(MPROC_ERR_FIRST), "MPROC_EUNKNOWN");
+  ck_assert_str_eq(mproc_err_name(MPROC_ERR_FIRST - 1), "MPROC_EUNKNOWN");
+  ck_assert_int_eq(MPROC_ECLOSED, MPROC_ERR_FIRST - 2);
 }
 END_TEST
 

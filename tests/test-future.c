@@ -99,11 +99,11 @@ START_TEST(test_cancel_pending_never_runs) {
   mproc_assert_ok(mproc_pool_submit(p, task_gate, &one, sizeof one, &f));
   mproc_assert_ok(mproc_pool_submit(p, task_gate, &two, sizeof two, &g));
   mproc_assert_ok(mproc_future_cancel(g));
-  ck_assert_int_eq(mproc_future_state(g), MPROC_FUTURE_CANCELLED);
+  ck_assert_int_eq(mproc_future_state(g), MPROC_FUTURE_CANCELED);
   ck_assert(mproc_future_done(g));
   struct mproc_task_error e;
   mproc_assert_ok(mproc_future_error(g, &e));
-  ck_assert_int_eq(e.code, MPROC_ECANCELLED);
+  ck_assert_int_eq(e.code, MPROC_ECANCELED);
   atomic_store(&S->release, 5);
   wait_done(f);
   ck_assert_int_eq(mproc_future_state(f), MPROC_FUTURE_DONE);
@@ -302,7 +302,7 @@ START_TEST(test_future_outlives_pool) {
   mproc_assert_ok(mproc_pool_submit(p, task_gate, &one, sizeof one, &f));
   /* Destroyed with a running task: it is cancelled, never left pending. */
   mproc_assert_ok(mproc_pool_free(p));
-  ck_assert_int_eq(mproc_future_state(f), MPROC_FUTURE_CANCELLED);
+  ck_assert_int_eq(mproc_future_state(f), MPROC_FUTURE_CANCELED);
   mproc_assert_ok(mproc_future_wait(f, 0));
   const void *d;
   size_t n;

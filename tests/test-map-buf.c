@@ -278,7 +278,7 @@ START_TEST(test_imap_buf_failures) {
       ck_assert_int_eq(e.task_code, 5);
       ck_assert_uint_eq(e.index, 23);
     } else if (idx > 23 && idx < 28) {
-      mproc_assert_err(rc, MPROC_ECANCELLED);
+      mproc_assert_err(rc, MPROC_ECANCELED);
       ck_assert_uint_eq(e.index, idx);
     } else if (idx == 40) {
       mproc_assert_err(rc, -EIO);

@@ -296,7 +296,7 @@ static int task_shm_write(const void *arg, size_t len, mproc_task_ctx *ctx) {
     return r;
   int i = *(const int *)arg;
   ((int *)mproc_shm_addr(m))[i] = i * i;
-  return mproc_shm_close(m);
+  return mproc_shm_free(m);
 }
 
 START_TEST(test_shm_made_after_pool) {
@@ -308,7 +308,7 @@ START_TEST(test_shm_made_after_pool) {
   for (int i = 0; i < 64; i++)
     ck_assert_int_eq(((int *)mproc_shm_addr(m))[i], i * i);
   mproc_assert_ok(mproc_pool_free(p));
-  mproc_assert_ok(mproc_shm_close(m));
+  mproc_assert_ok(mproc_shm_free(m));
 }
 END_TEST
 

@@ -1,9 +1,9 @@
-/* Connections (src/pipe.c, src/fdpass.c, src/connwait.c): Python's Pipe and
+/* Connections (src/conn.c, src/fdpass.c, src/conn_wait.c): Python's Pipe and
  * Connection semantics across processes, framing edge cases, multi-GiB
  * messages, simultaneous large sends, descriptor passing. */
 #include "harness.h"
 #include "internal.h"
-#include "pipe.h"
+#include "conn.h"
 
 #include <arpa/inet.h>
 #include <fcntl.h>
@@ -89,7 +89,7 @@ START_TEST(test_duplex_across_processes) {
   mproc_conn *a, *b;
   mproc_assert_ok(mproc_pipe(&a, &b, NULL));
   struct child ch = start(echo_child, b, mproc_conn_fd(b));
-  mproc_assert_ok(mproc_conn_close(b));
+  mproc_assert_ok(mproc_conn_free(b));
   const char *msgs[] = {"hello", "", "x", "a longer message with some words"};
   for (size_t i = 0; i < 4; i++) {
     size_t n = strlen(msgs[i]);
@@ -114,7 +114,7 @@ START_TEST(test_duplex_across_processes) {
     for (int k = 0; k < 4; k++)
       ck_assert_int_eq(buf[k], want[3 - k]);
   }
-  mproc_assert_ok(mproc_conn_close(a));
+  mproc_assert_ok(mproc_conn_free(a));
   ck_assert_int_eq(finish(ch), 0);
 }
 END_TEST
@@ -135,8 +135,8 @@ START_TEST(test_oneway) {
   ck_assert_int_eq(memcmp(buf, "abc", 3), 0);
   struct mproc_wait_item it = {.conn = w};
   mproc_assert_err(mproc_conn_wait(&it, 1, 0), MPROC_EINVAL);
-  mproc_assert_ok(mproc_conn_close(r));
-  mproc_assert_ok(mproc_conn_close(w));
+  mproc_assert_ok(mproc_conn_free(r));
+  mproc_assert_ok(mproc_conn_free(w));
 }
 END_TEST
 
@@ -158,8 +158,8 @@ START_TEST(test_too_small_loses_nothing) {
   ck_assert_uint_eq(len, 1);
   ck_assert_int_eq(*(char *)p, 'z');
   free(p);
-  mproc_assert_ok(mproc_conn_close(a));
-  mproc_assert_ok(mproc_conn_close(b));
+  mproc_assert_ok(mproc_conn_free(a));
+  mproc_assert_ok(mproc_conn_free(b));
 }
 END_TEST
 
@@ -177,7 +177,7 @@ START_TEST(test_timeouts_poll_and_eof) {
   mproc_assert_err(mproc_conn_poll(b, 0), MPROC_ETIMEDOUT);
   mproc_assert_err(mproc_conn_poll(b, 20), MPROC_ETIMEDOUT);
   mproc_assert_ok(mproc_conn_send(a, "hi", 2, 0));
-  mproc_assert_ok(mproc_conn_close(a));
+  mproc_assert_ok(mproc_conn_free(a));
   /* Messages sent before the close are still delivered, then EOF. */
   mproc_assert_ok(mproc_conn_poll(b, 0));
   mproc_assert_ok(mproc_conn_recv(b, buf, sizeof buf, &len, 0));
@@ -187,7 +187,7 @@ START_TEST(test_timeouts_poll_and_eof) {
   mproc_assert_err(mproc_conn_recv(b, buf, sizeof buf, &len, -1), MPROC_EEOF);
   /* Sending to a closed peer is an error, never SIGPIPE. */
   mproc_assert_err(mproc_conn_send(b, "x", 1, 0), MPROC_EEOF);
-  mproc_assert_ok(mproc_conn_close(b));
+  mproc_assert_ok(mproc_conn_free(b));
 }
 END_TEST
 
@@ -213,8 +213,8 @@ START_TEST(test_partial_frame_resumes) {
   /* Garbage is reported, not parsed. */
   ck_assert_int_eq(write(raw, "garbage-garbage-", 16), 16);
   mproc_assert_err(mproc_conn_recv(b, buf, sizeof buf, &len, 0), MPROC_ECORRUPT);
-  mproc_assert_ok(mproc_conn_close(a));
-  mproc_assert_ok(mproc_conn_close(b));
+  mproc_assert_ok(mproc_conn_free(a));
+  mproc_assert_ok(mproc_conn_free(b));
 }
 END_TEST
 
@@ -255,13 +255,13 @@ START_TEST(test_bad_arguments) {
   mproc_conn *c;
   mproc_assert_err(mproc_conn_adopt(&c, pfd[0], 0), -ENOTSOCK); /* closes pfd[0] */
   close(pfd[1]);
-  mproc_assert_ok(mproc_conn_close(NULL));
+  mproc_assert_ok(mproc_conn_free(NULL));
   /* The descriptor errors left the stream intact. */
   mproc_assert_ok(mproc_conn_send(a, "ok", 2, 0));
   mproc_assert_ok(mproc_conn_recv(b, buf, sizeof buf, &len, 0));
   ck_assert_uint_eq(len, 2);
-  mproc_assert_ok(mproc_conn_close(a));
-  mproc_assert_ok(mproc_conn_close(b));
+  mproc_assert_ok(mproc_conn_free(a));
+  mproc_assert_ok(mproc_conn_free(b));
 }
 END_TEST
 
@@ -276,8 +276,8 @@ START_TEST(test_adopt) {
   size_t len;
   mproc_assert_ok(mproc_conn_recv(b, buf, sizeof buf, &len, 0));
   ck_assert_uint_eq(len, 3);
-  mproc_assert_ok(mproc_conn_close(a));
-  mproc_assert_ok(mproc_conn_close(b));
+  mproc_assert_ok(mproc_conn_free(a));
+  mproc_assert_ok(mproc_conn_free(b));
 }
 END_TEST
 
@@ -286,8 +286,8 @@ START_TEST(test_create_destroy_cycles) {
     mproc_conn *a, *b;
     mproc_assert_ok(mproc_pipe(&a, &b, NULL));
     mproc_assert_ok(mproc_conn_send(a, &i, sizeof i, 0));
-    mproc_assert_ok(mproc_conn_close(a));
-    mproc_assert_ok(mproc_conn_close(b));
+    mproc_assert_ok(mproc_conn_free(a));
+    mproc_assert_ok(mproc_conn_free(b));
   }
 }
 END_TEST
@@ -320,7 +320,7 @@ START_TEST(test_three_gib_message) {
   mproc_assert_ok(mproc_pipe(&a, &b, NULL));
   struct big_arg arg = {b, size};
   struct child ch = start(big_recv_child, &arg, mproc_conn_fd(b));
-  mproc_assert_ok(mproc_conn_close(b));
+  mproc_assert_ok(mproc_conn_free(b));
   unsigned char *buf = malloc(size);
   ck_assert_ptr_nonnull(buf);
   pattern(buf, size, 7);
@@ -330,7 +330,7 @@ START_TEST(test_three_gib_message) {
   size_t len;
   mproc_assert_ok(mproc_conn_recv(a, &ok, sizeof ok, &len, LONG_MS));
   ck_assert_int_eq(ok, 1);
-  mproc_assert_ok(mproc_conn_close(a));
+  mproc_assert_ok(mproc_conn_free(a));
   ck_assert_int_eq(finish(ch), 0);
 }
 END_TEST
@@ -360,7 +360,7 @@ START_TEST(test_large_both_ways_at_once) {
   mproc_assert_ok(mproc_pipe(&a, &b, NULL));
   struct big_arg arg = {b, size};
   struct child ch = start(big_both_child, &arg, mproc_conn_fd(b));
-  mproc_assert_ok(mproc_conn_close(b));
+  mproc_assert_ok(mproc_conn_free(b));
   unsigned char *out = malloc(size);
   ck_assert_ptr_nonnull(out);
   pattern(out, size, 1);
@@ -373,7 +373,7 @@ START_TEST(test_large_both_ways_at_once) {
   ck_assert_uint_eq(len, size);
   ck_assert(pattern_ok(in, len, 2));
   free(in);
-  mproc_assert_ok(mproc_conn_close(a));
+  mproc_assert_ok(mproc_conn_free(a));
   ck_assert_int_eq(finish(ch), 0);
 }
 END_TEST
@@ -421,7 +421,7 @@ START_TEST(test_pass_tcp_sockets) {
   mproc_conn *a, *b;
   mproc_assert_ok(mproc_pipe(&a, &b, NULL));
   struct child ch = start(socket_child, b, mproc_conn_fd(b));
-  mproc_assert_ok(mproc_conn_close(b));
+  mproc_assert_ok(mproc_conn_free(b));
   int fds[2] = {lst, acc};
   /* A message without descriptors first: order and pairing are kept. */
   mproc_assert_ok(mproc_conn_send_fds(a, "sock", 4, fds, 2, LONG_MS));
@@ -438,7 +438,7 @@ START_TEST(test_pass_tcp_sockets) {
   ck_assert_int_eq(read(cli2, buf, 5), 5);
   ck_assert_str_eq(buf, "hello");
   close(cli2);
-  mproc_assert_ok(mproc_conn_close(a));
+  mproc_assert_ok(mproc_conn_free(a));
   ck_assert_int_eq(finish(ch), 0);
 }
 END_TEST
@@ -488,10 +488,10 @@ START_TEST(test_fds_in_order_and_too_small) {
   close(p3[1]);
   mproc_assert_ok(mproc_conn_poll(b, 0));
   mproc_assert_err(mproc_conn_recv(b, buf, sizeof buf, &len, 0), MPROC_ETOOSMALL);
-  mproc_assert_ok(mproc_conn_close(b));
+  mproc_assert_ok(mproc_conn_free(b));
   ck_assert_int_eq(read(p3[0], &c, 1), 0); /* every write end is closed */
   close(p3[0]);
-  mproc_assert_ok(mproc_conn_close(a));
+  mproc_assert_ok(mproc_conn_free(a));
 }
 END_TEST
 
@@ -544,10 +544,10 @@ START_TEST(test_wait_many) {
   ck_assert_int_eq(mproc_conn_wait(&one, 1, 0), 1);
   mproc_assert_ok(mproc_conn_recv(a2, buf, sizeof buf, &len, 0));
   mproc_assert_err(mproc_conn_wait(&one, 1, 0), MPROC_ETIMEDOUT);
-  mproc_assert_ok(mproc_conn_close(a1));
-  mproc_assert_ok(mproc_conn_close(b1));
-  mproc_assert_ok(mproc_conn_close(a2));
-  mproc_assert_ok(mproc_conn_close(b2));
+  mproc_assert_ok(mproc_conn_free(a1));
+  mproc_assert_ok(mproc_conn_free(b1));
+  mproc_assert_ok(mproc_conn_free(a2));
+  mproc_assert_ok(mproc_conn_free(b2));
 }
 END_TEST
 
@@ -593,8 +593,8 @@ START_TEST(test_recv_deadline_covers_the_payload) {
     ck_assert_int_ge(took, 2000);
     /* A second deadline would end at 1500 + 2000 ms. */
     ck_assert_msg(took < 3000, "call %d took %lld ms", which, (long long)took);
-    mproc_assert_ok(mproc_conn_close(a));
-    mproc_assert_ok(mproc_conn_close(b));
+    mproc_assert_ok(mproc_conn_free(a));
+    mproc_assert_ok(mproc_conn_free(b));
   }
 }
 END_TEST

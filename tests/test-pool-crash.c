@@ -230,10 +230,10 @@ START_TEST(test_cancel_running) {
   pid_t w = atomic_load(&S->pid);
   mproc_assert_ok(mproc_future_cancel(f));
   wait_done(f);
-  ck_assert_int_eq(mproc_future_state(f), MPROC_FUTURE_CANCELLED);
+  ck_assert_int_eq(mproc_future_state(f), MPROC_FUTURE_CANCELED);
   const void *d;
   size_t n;
-  mproc_assert_err(mproc_future_result(f, &d, &n, 0), MPROC_ECANCELLED);
+  mproc_assert_err(mproc_future_result(f, &d, &n, 0), MPROC_ECANCELED);
   mproc_assert_err(mproc_future_cancel(f), MPROC_ESTATE);
   mproc_future_free(f);
   wait_replaced(p, w, 1);
@@ -470,7 +470,7 @@ static pid_t pool_owner(int wfd, unsigned flags, int mode) {
   sigprocmask(SIG_BLOCK, &intr, NULL);
   mproc_pool_terminate(p);
   for (int i = 0; i < 4; i++) {
-    if (mproc_future_state(fs[i]) != MPROC_FUTURE_CANCELLED)
+    if (mproc_future_state(fs[i]) != MPROC_FUTURE_CANCELED)
       _exit(22);
     mproc_future_free(fs[i]);
   }

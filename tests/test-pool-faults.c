@@ -412,7 +412,7 @@ static int gen_upto(void *ctx, void *item) {
 }
 
 /* Items before the failed one keep their results, the failed one carries the
- * error, the rest of its chunk was not run (MPROC_ECANCELLED), later chunks
+ * error, the rest of its chunk was not run (MPROC_ECANCELED), later chunks
  * run normally. */
 static void imap_blames(mproc_map_fn fn, int code, int64_t task_timeout_ms) {
   mproc_pool *p;
@@ -432,7 +432,7 @@ static void imap_blames(mproc_map_fn fn, int code, int64_t task_timeout_ms) {
       mproc_assert_err(r, code);
       ck_assert_uint_eq(e.index, DIE_AT);
     } else if (i > DIE_AT && i / CHUNK == DIE_AT / CHUNK) {
-      mproc_assert_err(r, MPROC_ECANCELLED);
+      mproc_assert_err(r, MPROC_ECANCELED);
     } else {
       mproc_assert_ok(r);
       ck_assert_int_eq(v, 2 * i);

@@ -345,7 +345,7 @@ START_TEST(test_deaths_timeouts_cancel_over_socketpair) {
     sleep_ms(1);
   }
   mproc_future_cancel(f);
-  mproc_assert_err(mproc_future_result(f, &d, &n, 30000), MPROC_ECANCELLED);
+  mproc_assert_err(mproc_future_result(f, &d, &n, 30000), MPROC_ECANCELED);
   mproc_future_free(f);
   /* A per-task timeout. */
   struct mproc_submit_options so = {.timeout_ms = 200, .retries = -1};

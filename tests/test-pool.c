@@ -186,7 +186,7 @@ static void shutdown_50(bool cancel) {
     ck_assert(mproc_future_done(fs[i]));
     int s = mproc_future_state(fs[i]);
     done += s == MPROC_FUTURE_DONE;
-    cancelled += s == MPROC_FUTURE_CANCELLED;
+    cancelled += s == MPROC_FUTURE_CANCELED;
     mproc_future_free(fs[i]);
   }
   if (cancel) {
@@ -235,7 +235,7 @@ START_TEST(test_terminate) {
     mproc_assert_ok(mproc_pool_submit(p, task_gate, NULL, 0, &fs[i]));
   mproc_assert_ok(mproc_pool_terminate(p));
   for (int i = 0; i < 10; i++) {
-    ck_assert_int_eq(mproc_future_state(fs[i]), MPROC_FUTURE_CANCELLED);
+    ck_assert_int_eq(mproc_future_state(fs[i]), MPROC_FUTURE_CANCELED);
     mproc_future_free(fs[i]);
   }
   mproc_future *f;

@@ -462,14 +462,14 @@ static int use_objects(const void *arg, size_t len) {
   const struct made_before *m = arg;
   if (mproc_conn_send(m->child_end, "[42, None, 'hello']", 19, 10000) != 0)
     return 1;
-  if (mproc_conn_close(m->child_end) != 0)
+  if (mproc_conn_free(m->child_end) != 0)
     return 2;
   if (fcntl(mproc_shm_fd(m->anon), F_GETFD) < 0 || fcntl(mproc_shm_fd(m->named), F_GETFD) < 0)
     return 3;
   memcpy(mproc_shm_addr(m->anon), "anon", 4);
   memcpy(mproc_shm_addr(m->named), "named", 5);
   /* The parent still has the named block: closing here must not remove it. */
-  return mproc_shm_close(m->named) == 0 && mproc_shm_close(m->anon) == 0 ? 0 : 4;
+  return mproc_shm_free(m->named) == 0 && mproc_shm_free(m->anon) == 0 ? 0 : 4;
 }
 
 START_TEST(test_objects_made_before_start) {
@@ -493,11 +493,11 @@ START_TEST(test_objects_made_before_start) {
   ck_assert_int_eq(memcmp(mproc_shm_addr(m.named), "named", 5), 0);
   mproc_shm *again;
   mproc_assert_ok(mproc_shm_attach(&again, mproc_shm_name(m.named)));
-  mproc_assert_ok(mproc_shm_close(again));
-  mproc_assert_ok(mproc_conn_close(m.child_end));
-  mproc_assert_ok(mproc_conn_close(parent_end));
-  mproc_assert_ok(mproc_shm_close(m.anon));
-  mproc_assert_ok(mproc_shm_close(m.named));
+  mproc_assert_ok(mproc_shm_free(again));
+  mproc_assert_ok(mproc_conn_free(m.child_end));
+  mproc_assert_ok(mproc_conn_free(parent_end));
+  mproc_assert_ok(mproc_shm_free(m.anon));
+  mproc_assert_ok(mproc_shm_free(m.named));
 }
 END_TEST
 

@@ -199,9 +199,9 @@ START_TEST(test_bad_arguments) {
   mproc_assert_err(mproc_queue_new(&q, &o), MPROC_EINVAL);
   o = (struct mproc_queue_options){.name = "/a/b"};
   mproc_assert_err(mproc_queue_new(&q, &o), MPROC_EINVAL);
-  mproc_assert_err(mproc_queue_open(&q, NULL, 0), MPROC_EINVAL);
-  mproc_assert_err(mproc_queue_open(NULL, "/x", 0), MPROC_EINVAL);
-  mproc_assert_err(mproc_queue_open(&q, "/x", 4), MPROC_EINVAL);
+  mproc_assert_err(mproc_queue_attach(&q, NULL, 0), MPROC_EINVAL);
+  mproc_assert_err(mproc_queue_attach(NULL, "/x", 0), MPROC_EINVAL);
+  mproc_assert_err(mproc_queue_attach(&q, "/x", 4), MPROC_EINVAL);
   mproc_assert_err(mproc_queue_unlink(NULL), MPROC_EINVAL);
   mproc_assert_err(mproc_queue_unlink("x"), MPROC_EINVAL);
   mproc_assert_ok(mproc_queue_new(&q, NULL));
@@ -482,7 +482,7 @@ struct named_arg {
 static int named_child(void *arg) {
   struct named_arg *a = arg;
   mproc_queue *q;
-  int r = mproc_queue_open(&q, a->name, MPROC_QUEUE_PRODUCER);
+  int r = mproc_queue_attach(&q, a->name, MPROC_QUEUE_PRODUCER);
   if (r != 0)
     return 1;
   unsigned char *buf = malloc(a->size);
@@ -516,11 +516,11 @@ START_TEST(test_named_queue) {
     ck_assert_uint_eq(len, i == 0 ? 100 : (size_t)1 << 20);
     free(p);
   }
-  mproc_assert_ok(mproc_queue_open(&q2, name, 0));
+  mproc_assert_ok(mproc_queue_attach(&q2, name, 0));
   mproc_assert_ok(mproc_queue_put(q2, "x", 1, 0));
   mproc_assert_ok(mproc_queue_free(q2));
   mproc_assert_ok(mproc_queue_free(q)); /* the creator unlinks the name */
-  mproc_assert_err(mproc_queue_open(&q2, name, 0), -ENOENT);
+  mproc_assert_err(mproc_queue_attach(&q2, name, 0), -ENOENT);
   mproc_assert_err(mproc_queue_unlink(name), -ENOENT);
 }
 END_TEST
@@ -598,7 +598,7 @@ START_TEST(test_library_processes_hold_no_roles) {
   mproc_assert_ok(mproc_queue_stats(q, &st));
   ck_assert_uint_eq(st.producers, 0);
   ck_assert_uint_eq(st.consumers, 1);
-  mproc_assert_ok(mproc_shm_close(s));
+  mproc_assert_ok(mproc_shm_free(s));
   mproc_assert_ok(mproc_queue_free(q));
 }
 END_TEST

@@ -107,8 +107,8 @@ START_TEST(test_anon_basics) {
   ck_assert_int_ne(mproc_shm_fd(t), fd);
   p[9999] = 42;
   ck_assert_int_eq(((unsigned char *)mproc_shm_addr(t))[9999], 42);
-  mproc_assert_ok(mproc_shm_close(t));
-  mproc_assert_ok(mproc_shm_close(s));
+  mproc_assert_ok(mproc_shm_free(t));
+  mproc_assert_ok(mproc_shm_free(s));
 }
 END_TEST
 
@@ -127,7 +127,7 @@ START_TEST(test_anon_inherited) {
   unsigned char *p = mproc_shm_addr(s);
   for (int i = 0; i < 4096; i++)
     ck_assert_int_eq(p[i], (unsigned char)(i * 7));
-  mproc_assert_ok(mproc_shm_close(s));
+  mproc_assert_ok(mproc_shm_free(s));
 }
 END_TEST
 
@@ -144,7 +144,7 @@ START_TEST(test_anon_errors) {
   close(pfd[0]);
   close(pfd[1]);
   mproc_assert_err(mproc_shm_from_fd(&s, pfd[0]), -EBADF);
-  mproc_assert_err(mproc_shm_close(NULL), MPROC_EINVAL);
+  mproc_assert_err(mproc_shm_free(NULL), MPROC_EINVAL);
   mproc_assert_err(mproc_shm_unlink(NULL), MPROC_EINVAL);
   ck_assert_ptr_null(mproc_shm_addr(NULL));
   ck_assert_uint_eq(mproc_shm_size(NULL), 0);
@@ -152,7 +152,7 @@ START_TEST(test_anon_errors) {
   ck_assert_ptr_null(mproc_shm_name(NULL));
   mproc_assert_ok(mproc_shm_new(&s, 1));
   mproc_assert_err(mproc_shm_unlink(s), MPROC_EINVAL); /* anonymous */
-  mproc_assert_ok(mproc_shm_close(s));
+  mproc_assert_ok(mproc_shm_free(s));
 }
 END_TEST
 
@@ -173,7 +173,7 @@ static int child_attach_and_write(void *arg) {
   if (strcmp(p, "from the creator") != 0)
     return 12;
   strcpy(p + 100, "from the child");
-  return mproc_shm_close(s) == 0 ? 0 : 13;
+  return mproc_shm_free(s) == 0 ? 0 : 13;
 }
 
 START_TEST(test_named_basics) {
@@ -206,10 +206,10 @@ START_TEST(test_named_basics) {
   ck_assert_uint_eq(mproc_shm_size(viafd), 5000);
   ck_assert_str_eq(mproc_shm_addr(viafd), "from the creator");
   ck_assert_ptr_null(mproc_shm_name(viafd));
-  mproc_assert_ok(mproc_shm_close(viafd));
-  mproc_assert_ok(mproc_shm_close(s));
+  mproc_assert_ok(mproc_shm_free(viafd));
+  mproc_assert_ok(mproc_shm_free(s));
   ck_assert(shm_exists(a.name));
-  mproc_assert_ok(mproc_shm_close(t));
+  mproc_assert_ok(mproc_shm_free(t));
   ck_assert(!shm_exists(a.name)); /* the last user closed: gone at once */
   mproc_assert_err(mproc_shm_attach(&t, a.name), -ENOENT);
 }
@@ -226,7 +226,7 @@ START_TEST(test_named_generated_name) {
   ck_assert(shm_exists(n));
   char copy[256];
   strcpy(copy, n);
-  mproc_assert_ok(mproc_shm_close(s));
+  mproc_assert_ok(mproc_shm_free(s));
   ck_assert(!shm_exists(copy));
 }
 END_TEST
@@ -239,7 +239,7 @@ START_TEST(test_made_up_name_collision_retried) {
   mproc_assert_ok(mproc_shm_create(&s, NULL, 100));
   ck_assert_str_ne(mproc_shm_name(s), squat);
   ck_assert(shm_exists(mproc_shm_name(s)));
-  mproc_assert_ok(mproc_shm_close(s));
+  mproc_assert_ok(mproc_shm_free(s));
   ck_assert(shm_exists(squat)); /* the squatter's object is left alone */
   ck_assert_int_eq(shm_unlink(squat), 0);
 
@@ -274,7 +274,7 @@ START_TEST(test_named_exclusive_and_squatted) {
   mproc_assert_ok(mproc_shm_create(&s, name, 100));
   /* An existing mproc block is never reused. */
   mproc_assert_err(mproc_shm_create(&t, name, 100), -EEXIST);
-  mproc_assert_ok(mproc_shm_close(s));
+  mproc_assert_ok(mproc_shm_free(s));
 
   /* A name squatted by someone else: create refuses it, attach rejects it. */
   int fd = shm_open(name, O_CREAT | O_EXCL | O_RDWR, 0600);
@@ -338,10 +338,10 @@ START_TEST(test_named_explicit_unlink) {
   /* The name can be created afresh; closing the old block must not remove
    * the new one. */
   mproc_assert_ok(mproc_shm_create(&u, name, 64));
-  mproc_assert_ok(mproc_shm_close(s));
-  mproc_assert_ok(mproc_shm_close(t));
+  mproc_assert_ok(mproc_shm_free(s));
+  mproc_assert_ok(mproc_shm_free(t));
   ck_assert(shm_exists(name));
-  mproc_assert_ok(mproc_shm_close(u));
+  mproc_assert_ok(mproc_shm_free(u));
   ck_assert(!shm_exists(name));
 }
 END_TEST
@@ -387,9 +387,9 @@ START_TEST(test_creator_killed_while_attached) {
   ck_assert(shm_exists(a.name));
   mproc_shm *again;
   mproc_assert_ok(mproc_shm_attach(&again, a.name));
-  mproc_assert_ok(mproc_shm_close(again));
+  mproc_assert_ok(mproc_shm_free(again));
   ck_assert(shm_exists(a.name));
-  mproc_assert_ok(mproc_shm_close(b));
+  mproc_assert_ok(mproc_shm_free(b));
   ck_assert(!shm_exists(a.name));
   close(pfd[0]);
   close(pfd[1]);
@@ -442,7 +442,7 @@ static int child_queue_create_and_hang(void *arg) {
 static int child_queue_open_and_hang(void *arg) {
   struct queue_arg *a = arg;
   mproc_queue *q;
-  if (mproc_queue_open(&q, a->name, 0) != 0)
+  if (mproc_queue_attach(&q, a->name, 0) != 0)
     return 10;
   char one = 1;
   if (write(a->ready, &one, 1) != 1)
@@ -473,7 +473,7 @@ START_TEST(test_named_queue_all_users_killed) {
   ck_assert_msg(wait_gone(a->spill, 20000), "%s still exists after its queue's users died",
                 a->spill);
   mproc_queue *q;
-  mproc_assert_err(mproc_queue_open(&q, a->name, 0), -ENOENT);
+  mproc_assert_err(mproc_queue_attach(&q, a->name, 0), -ENOENT);
   close(pfd[0]);
   close(pfd[1]);
   munmap(a, sizeof *a);
@@ -490,7 +490,7 @@ START_TEST(test_above_4gib) {
   p[(size_t)4 << 30] = 2;
   p[size - 1] = 3;
   ck_assert_int_eq(p[size - 1] + p[(size_t)4 << 30] + p[0], 6);
-  mproc_assert_ok(mproc_shm_close(s));
+  mproc_assert_ok(mproc_shm_free(s));
 
   struct name_arg a = {.size = size};
   mproc_test_shm_name(a.name, sizeof a.name, "big");
@@ -501,8 +501,8 @@ START_TEST(test_above_4gib) {
   mproc_assert_ok(mproc_shm_attach(&t, a.name));
   ck_assert_uint_eq(mproc_shm_size(t), size);
   ck_assert_int_eq(((unsigned char *)mproc_shm_addr(t))[size - 1], 0xab);
-  mproc_assert_ok(mproc_shm_close(t));
-  mproc_assert_ok(mproc_shm_close(s));
+  mproc_assert_ok(mproc_shm_free(t));
+  mproc_assert_ok(mproc_shm_free(s));
 }
 END_TEST
 
@@ -512,7 +512,7 @@ START_TEST(test_cycles_no_growth) {
     mproc_shm *s;
     mproc_assert_ok(mproc_shm_new(&s, 4096));
     ((char *)mproc_shm_addr(s))[0] = 1;
-    mproc_assert_ok(mproc_shm_close(s));
+    mproc_assert_ok(mproc_shm_free(s));
   }
   ck_assert_int_eq(mproc_test_count_fds(), fds);
   ck_assert_int_eq(mproc_test_count_shared_maps(), maps);
@@ -524,9 +524,9 @@ START_TEST(test_cycles_no_growth) {
     mproc_assert_ok(mproc_shm_create(&s, NULL, 4096));
     if (i % 10 == 0) {
       mproc_assert_ok(mproc_shm_attach(&t, mproc_shm_name(s)));
-      mproc_assert_ok(mproc_shm_close(t));
+      mproc_assert_ok(mproc_shm_free(t));
     }
-    mproc_assert_ok(mproc_shm_close(s));
+    mproc_assert_ok(mproc_shm_free(s));
   }
   ck_assert_int_eq(mproc_test_count_fds(), fds);
   ck_assert_int_eq(mproc_test_count_shared_maps(), maps);

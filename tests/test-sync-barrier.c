@@ -1,4 +1,4 @@
-/* Barrier (src/barrier.c) across processes: indices, action, timeout,
+/* Barrier (src/sync_barrier.c) across processes: indices, action, timeout,
  * abort, reset, and a party killed before arriving. */
 #include "sync-util.h"
 

@@ -1,4 +1,4 @@
-/* Condition (src/condition.c) across processes: notify(n), notify_all,
+/* Condition (src/sync_condition.c) across processes: notify(n), notify_all,
  * wait_for, timeouts, and a waiter or notifier killed. */
 #include "sync-util.h"
 

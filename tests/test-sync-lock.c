@@ -1,4 +1,4 @@
-/* Lock and RLock (src/lock.c) across processes, including holders killed
+/* Lock and RLock (src/sync_lock.c) across processes, including holders killed
  * while holding them. */
 #include "sync-util.h"
 
@@ -176,7 +176,7 @@ START_TEST(test_lock_holder_killed) {
   mproc_assert_ok(mproc_lock_acquire(s->lock, 0));
   mproc_assert_ok(mproc_lock_release(s->lock));
   mproc_assert_ok(mproc_lock_destroy(s->lock));
-  mproc_assert_ok(mproc_shm_close(blk));
+  mproc_assert_ok(mproc_shm_free(blk));
   close(p[0]);
   close(p[1]);
   shared_free(s);

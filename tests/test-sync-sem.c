@@ -1,4 +1,4 @@
-/* Semaphore, BoundedSemaphore and Event (src/semaphore.c, src/event.c)
+/* Semaphore, BoundedSemaphore and Event (src/sync_semaphore.c, src/sync_event.c)
  * across processes, including participants killed while using them. */
 #include "sync-util.h"
 

@@ -1,5 +1,5 @@
 /* ctest-labels: threads */
-/* Lock/RLock/Condition ownership by threads (src/lock.c, src/condition.c):
+/* Lock/RLock/Condition ownership by threads (src/sync_lock.c, src/sync_condition.c):
  * a thread's exit is an owner death, other threads are not owners, and the
  * per-thread owner id is right again in a forked child. */
 #include "child.h"

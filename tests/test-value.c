@@ -1,4 +1,4 @@
-/* Value and Array (src/value.c): types, locking, atomics, across processes. */
+/* Value and Array (src/shared_value.c): types, locking, atomics, across processes. */
 #include "sync-util.h"
 
 #include <string.h>

@@ -30,8 +30,11 @@ extern "C" {
 #define MPROC_ERR_FIRST (-10000)
 
 /* X(NAME, value, message).  OS-derived entries are negative errno values and
- * are listed so the common ones have short, stable names; the library entries
- * occupy the reserved range and are never reused once released. */
+ * are listed so the common ones have short, stable names: a code that means
+ * what an errno means IS that errno (MPROC_ETIMEDOUT == -ETIMEDOUT), so a
+ * caller may compare with either.  The library entries occupy the reserved
+ * range and are never reused once released (MPROC_ERR_FIRST - 0 and - 1 were
+ * ETIMEDOUT and ECANCELLED before 0.2; they stay retired). */
 #define MPROC_ERRNO_MAP(X)                                                                         \
   X(EPERM, -EPERM, "operation not permitted")                                                      \
   X(ENOENT, -ENOENT, "no such file or directory")                                                  \
@@ -60,8 +63,8 @@ extern "C" {
   X(EMSGSIZE, -EMSGSIZE, "message too long")                                                       \
   X(ENOTSUP, -ENOTSUP, "operation not supported")                                                  \
   X(ECONNRESET, -ECONNRESET, "connection reset by peer")                                           \
-  X(ETIMEDOUT, MPROC_ERR_FIRST - 0, "deadline passed before the operation finished")               \
-  X(ECANCELLED, MPROC_ERR_FIRST - 1, "operation was cancelled")                                    \
+  X(ETIMEDOUT, -ETIMEDOUT, "deadline passed before the operation finished")                        \
+  X(ECANCELED, -ECANCELED, "operation was canceled")                                               \
   X(ECLOSED, MPROC_ERR_FIRST - 2, "object is closed, or every peer has gone")                      \
   X(ESTATE, MPROC_ERR_FIRST - 3, "call not valid in the object's current state")                   \
   X(EWORKERDIED, MPROC_ERR_FIRST - 4, "worker process died while running the task")                \

@@ -33,14 +33,14 @@ struct mproc_pipe_options {
 };
 
 /* Creates a connected pair (Python's Pipe()).  On success *a and *b are owned
- * by the caller and released with mproc_conn_close().  On failure nothing is
+ * by the caller and released with mproc_conn_free().  On failure nothing is
  * left behind.  Errors: MPROC_EINVAL (NULL pointer, unknown flag), -EMFILE,
  * -ENFILE, -ENOMEM.  Does not block. */
 MPROC_EXTERN int mproc_pipe(mproc_conn **a, mproc_conn **b, const struct mproc_pipe_options *opts);
 
 /* Adopts a connected AF_UNIX SOCK_STREAM socket `fd` (for instance one end of a
  * pipe received through another connection) as a duplex connection; the
- * connection owns fd from then on (closed by mproc_conn_close), also on
+ * connection owns fd from then on (closed by mproc_conn_free), also on
  * failure.  Errors: MPROC_EINVAL (negative fd, nonzero flags), -ENOTSOCK,
  * -ENOMEM. */
 MPROC_EXTERN int mproc_conn_adopt(mproc_conn **c, int fd, unsigned flags);
@@ -48,7 +48,7 @@ MPROC_EXTERN int mproc_conn_adopt(mproc_conn **c, int fd, unsigned flags);
 /* Closes the connection and frees the handle; the peer sees MPROC_EEOF once it
  * has read what was already sent.  Descriptors received but not yet handed
  * out are closed.  NULL is a no-op returning 0. */
-MPROC_EXTERN int mproc_conn_close(mproc_conn *c);
+MPROC_EXTERN int mproc_conn_free(mproc_conn *c);
 
 /* The socket, for event loops (epoll, poll, libuv).  It is readable when new
  * bytes arrive; complete messages may also wait in the handle's own buffer

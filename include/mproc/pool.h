@@ -166,7 +166,7 @@ MPROC_EXTERN int mproc_pool_apply(mproc_pool *pool, mproc_task_fn fn, const void
  *  join:      after close or terminate, wait until every task finished and
  *             every worker exited (MPROC_ESTATE if the pool is still open).
  *  terminate: kill every worker now; unfinished futures complete with
- *             MPROC_ECANCELLED.  Waits (bounded) for the workers to be reaped.
+ *             MPROC_ECANCELED.  Waits (bounded) for the workers to be reaped.
  *  shutdown:  the executor's shutdown: close; with cancel_pending, cancel
  *             every task not yet started; with wait, join.  Idempotent, from
  *             any thread; from a callback (the manager thread) wait is ignored.
@@ -185,13 +185,13 @@ typedef enum {
   MPROC_FUTURE_RUNNING,     /* a worker is running it */
   MPROC_FUTURE_DONE,        /* finished with a result */
   MPROC_FUTURE_FAILED,      /* finished with an error */
-  MPROC_FUTURE_CANCELLED,   /* cancelled (never ran, or its worker was killed) */
+  MPROC_FUTURE_CANCELED,    /* cancelled (never ran, or its worker was killed) */
 } mproc_future_status;
 
 /* Why a task failed. */
 struct mproc_task_error {
   int code;        /* MPROC_ETASK, MPROC_EWORKERDIED, MPROC_ETIMEDOUT (task
-                      timeout), MPROC_ECANCELLED, MPROC_EINITFAILED */
+                      timeout), MPROC_ECANCELED, MPROC_EINITFAILED */
   int task_code;   /* MPROC_ETASK: the task's non-zero return code; a
                       positive one without a message of its own reads
                       "task returned N" in `message` */
@@ -220,7 +220,7 @@ MPROC_EXTERN int mproc_future_result(mproc_future *f, const void **data, size_t 
 MPROC_EXTERN int mproc_future_error(mproc_future *f, struct mproc_task_error *err);
 /* Cancel: a pending task never runs and completes now; a running task's
  * worker is killed (and replaced) and the future completes with
- * MPROC_ECANCELLED shortly.  Returns 0, or MPROC_ESTATE if already finished. */
+ * MPROC_ECANCELED shortly.  Returns 0, or MPROC_ESTATE if already finished. */
 MPROC_EXTERN int mproc_future_cancel(mproc_future *f);
 /* Run cb(f, ud) once the future finishes: on the manager thread (with
  * MPROC_POOL_LOOP: in mproc_pool_loop_run's thread), or at once on the

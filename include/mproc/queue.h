@@ -17,7 +17,7 @@ extern "C" {
  * Sharing.  An anonymous queue (no name) is shared with the children forked
  * after it: they inherit the mapping and are attached with the creator's
  * roles during fork.  A named queue lives in /dev/shm and unrelated processes
- * of the same user attach with mproc_queue_open().
+ * of the same user attach with mproc_queue_attach().
  *
  * Participants and close.  Every process attached to a queue is a producer,
  * a consumer, or both (its roles).  A get on an empty queue with no producer
@@ -72,7 +72,7 @@ MPROC_EXTERN int mproc_queue_new(mproc_queue **q, const struct mproc_queue_optio
  * removed), MPROC_EAGAIN (its creator has not finished initializing it: try
  * again), MPROC_ECORRUPT (not an mproc queue of this version), MPROC_EFULL
  * (max_participants processes are attached), -errno. */
-MPROC_EXTERN int mproc_queue_open(mproc_queue **q, const char *name, unsigned roles);
+MPROC_EXTERN int mproc_queue_attach(mproc_queue **q, const char *name, unsigned roles);
 
 /* Removes a queue's name from /dev/shm (attached processes keep using it).
  * Errors: MPROC_EINVAL, -ENOENT. */
@@ -85,7 +85,7 @@ MPROC_EXTERN int mproc_queue_unlink(const char *name);
  * inherited, opened or mapped from an fd. */
 MPROC_EXTERN int mproc_queue_fd(const mproc_queue *q);
 /* A handle on the queue whose fd was handed over (the caller keeps `fd`),
- * taking part with `roles` (0: both), as mproc_queue_open does: release it
+ * taking part with `roles` (0: both), as mproc_queue_attach does: release it
  * with mproc_queue_free, which gives the roles up.  Errors: MPROC_EINVAL (bad
  * arguments, not a shared object's fd), MPROC_ECORRUPT (another kind of
  * object, or a damaged header),

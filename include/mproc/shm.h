@@ -68,7 +68,7 @@ MPROC_EXTERN int mproc_shm_fd(const mproc_shm *shm);
 MPROC_EXTERN int mproc_shm_unlink(mproc_shm *shm);
 /* Unmap the block and free the handle.  For a named block, the last attached
  * process to close also removes the name. */
-MPROC_EXTERN int mproc_shm_close(mproc_shm *shm);
+MPROC_EXTERN int mproc_shm_free(mproc_shm *shm);
 
 /* ---- typed shared values and arrays (Python's Value, Array, Raw*) -------- */
 

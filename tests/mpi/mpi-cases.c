@@ -337,7 +337,7 @@ static void case_timeout(void) {
   CHECK_ERR(mproc__mpi_wait(probe, scaled(60000)), 0); /* j has surely reached its rank */
   mproc__mpi_job_free(probe);
   CHECK_ERR(mproc__mpi_cancel(j), 0);
-  CHECK_ERR(outcome(j, &err), MPROC_ECANCELLED);
+  CHECK_ERR(outcome(j, &err), MPROC_ECANCELED);
   CHECK_ERR(mproc__mpi_cancel(j), MPROC_ESTATE);
   mproc__mpi_job_free(j);
   ranks_still_serve();

@@ -7,7 +7,7 @@
  * when any item is ready that way, the poll(2) below only collects the other
  * items without waiting.  Plain descriptors cover process sentinels (pidfds
  * poll readable when the process exits), sockets, eventfds and pipes. */
-#include "pipe.h"
+#include "conn.h"
 
 #include <poll.h>
 #include <stdlib.h>
@@ -24,7 +24,7 @@ MPROC_EXTERN int mproc_conn_wait(struct mproc_wait_item *items, size_t n, int64_
   int64_t deadline = mproc__deadline(timeout_ms);
   struct pollfd *p = calloc(n > 0 ? n : 1, sizeof *p);
   if (p == NULL)
-    return -ENOMEM;
+    return MPROC_ENOMEM;
   int nready = 0;
   for (size_t i = 0; i < n; i++) {
     mproc_conn *c = items[i].conn;

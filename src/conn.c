@@ -30,7 +30,7 @@
  *
  * States of a handle: open (READ and/or WRITE) -> [eof seen: receives drain
  * rbuf then report MPROC_EEOF] -> closed (freed).  send_broken is sticky. */
-#include "pipe.h"
+#include "conn.h"
 
 #include <fcntl.h>
 #include <poll.h>
@@ -52,7 +52,7 @@ _Static_assert(sizeof(struct frame) == MPROC__FRAME_HDR, "frame header is 16 byt
 static int conn_new(int fd, unsigned mode, mproc_conn **out) {
   mproc_conn *c = calloc(1, sizeof *c);
   if (c == NULL)
-    return -ENOMEM;
+    return MPROC_ENOMEM;
   c->fd = fd;
   c->mode = mode;
   *out = c;
@@ -109,7 +109,7 @@ MPROC_EXTERN int mproc_conn_adopt(mproc_conn **c, int fd, unsigned flags) {
   return 0;
 }
 
-MPROC_EXTERN int mproc_conn_close(mproc_conn *c) {
+MPROC_EXTERN int mproc_conn_free(mproc_conn *c) {
   if (c == NULL)
     return 0;
   int err = mproc__close(c->fd);
@@ -140,7 +140,7 @@ static int rbuf_reserve(struct mproc_conn *c, size_t need) {
     ncap *= 2;
   char *n = realloc(c->rbuf, ncap);
   if (n == NULL)
-    return -ENOMEM;
+    return MPROC_ENOMEM;
   c->rbuf = n;
   c->rcap = ncap;
   return 0;
@@ -343,7 +343,7 @@ MPROC_EXTERN int mproc_conn_recv_alloc(mproc_conn *c, void **buf, size_t *len, i
   }
   char *p = malloc(h.len > 0 ? (size_t)h.len : 1);
   if (p == NULL)
-    return -ENOMEM;
+    return MPROC_ENOMEM;
   err = read_payload(c, &h, p, deadline);
   if (err != 0) {
     free(p);

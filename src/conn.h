@@ -1,4 +1,4 @@
-/* Internals of connections (src/pipe.c, src/fdpass.c, src/connwait.c). */
+/* Internals of connections (src/conn.c, src/fdpass.c, src/conn_wait.c). */
 #ifndef MPROC_PIPE_INTERNAL_H
 #define MPROC_PIPE_INTERNAL_H
 
@@ -19,7 +19,7 @@ struct mproc_conn {
   unsigned mode;    /* MPROC__CONN_READ | MPROC__CONN_WRITE */
   bool send_broken; /* a send stopped mid-frame: the stream is unusable */
   bool eof;         /* the peer's end of stream has been read */
-  int recv_err;     /* sticky: descriptors were lost (-EMFILE/-ENOMEM) */
+  int recv_err;     /* sticky: descriptors were lost (-EMFILE/MPROC_ENOMEM) */
   char *rbuf;       /* bytes read but not consumed: rbuf[rpos..rlen) */
   size_t rcap;      /* allocated size of rbuf */
   size_t rpos;      /* first unconsumed byte */
