@@ -115,8 +115,6 @@ static void live_remove(struct mproc_pool *p) {
 
 /* ---- internals shared with the manager ----------------------------------- */
 
-const struct mproc__transport_ops *mproc__pool_transport;
-
 void mproc__pool_kick(struct mproc_pool *p) {
   uint64_t one = 1;
   ssize_t n = write(p->efd, &one, sizeof one);
@@ -225,6 +223,9 @@ MPROC_EXTERN int mproc_pool_new(mproc_pool **out, const struct mproc_pool_option
   if (method < MPROC_START_FORK || method > MPROC_START_FORKSERVER)
     return MPROC_EINVAL;
   int r = method != MPROC_START_FORK ? check_exec_options(opts) : 0;
+  const struct mproc__transport_ops *tp = NULL;
+  if (r == 0)
+    r = mproc__transport_find(opts->transport, &tp);
   if (r < 0)
     return r;
   struct mproc_pool *p = calloc(1, sizeof *p);
@@ -235,7 +236,8 @@ MPROC_EXTERN int mproc_pool_new(mproc_pool **out, const struct mproc_pool_option
   p->opts = *opts;
   p->opts.start_method = method;
   p->nworkers = opts->workers > 0 ? opts->workers : mproc_cpu_count();
-  p->tp = mproc__pool_transport != NULL ? mproc__pool_transport : &mproc__transport_shm;
+  p->tp = tp;
+  p->opts.transport = NULL; /* the caller's string need not outlive the call */
   p->loop_efd = -1;
   p->created_ms = mproc_now_ms();
   p->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);

@@ -161,9 +161,6 @@ static inline struct mproc__task *mproc__worker_running(struct mproc_pool *p, in
 }
 
 /* ---- pool.c --------------------------------------------------------------- */
-/* The transport pools created from now on use; NULL: shared memory.  Chosen
- * once, at pool creation (tests plug in their own). */
-extern const struct mproc__transport_ops *mproc__pool_transport;
 void mproc__pool_unref(struct mproc_pool *p);
 /* Wake the manager (any thread, async-signal-safe). */
 void mproc__pool_kick(struct mproc_pool *p);

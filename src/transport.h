@@ -13,9 +13,11 @@
  * sleeps is the transport's (sleep: the shm transport's announce-then-poll
  * handshake stays inside it); `helping` is an optional hint from spinning
  * waiters.  Operations marked optional may be NULL.  The transport is
- * chosen at pool creation (mproc__pool_transport); tests/test-pool-transport.c
- * adds a whole transport -- tasks over a socketpair -- in its own file and
- * chooses it with one assignment.
+ * chosen by name at pool creation (the pool option `transport`, else
+ * MPROC_TRANSPORT, else "shm") from a registry (transport.c) that other
+ * transports join at run time; tests/test-pool-transport.c adds a whole
+ * transport -- tasks over a socketpair -- in its own file and chooses it
+ * with one line.
  *
  * Function references go through struct mproc__taskfn for the same reason:
  * under fork a code address is valid in the worker, elsewhere it is not. */
@@ -136,5 +138,18 @@ struct mproc__transport_ops {
 };
 
 extern const struct mproc__transport_ops mproc__transport_shm;
+
+/* The registry (transport.c).  Not API: exported from libmproc.so only so
+ * that a sibling library of this tree (libmproc_mpi) and the tests can add
+ * a transport; the ops table changes with the library.
+ * Register: 0 (also when `ops` is registered already), MPROC_EINVAL (no
+ * name, a required operation missing), -EEXIST (another transport has the
+ * name), -ENOSPC (the table is full).  Unregister: 0, MPROC_EINVAL (the
+ * built-in one), -ENOENT.  Pools already created keep their transport. */
+MPROC_EXTERN int mproc__transport_register(const struct mproc__transport_ops *ops);
+MPROC_EXTERN int mproc__transport_unregister(const struct mproc__transport_ops *ops);
+/* The transport named `name`; NULL: MPROC_TRANSPORT, else "shm".  An
+ * unknown name is MPROC_EINVAL, with the reason on stderr. */
+int mproc__transport_find(const char *name, const struct mproc__transport_ops **out);
 
 #endif /* MPROC_TRANSPORT_H */

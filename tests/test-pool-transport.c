@@ -245,7 +245,7 @@ static int sock_sleep(struct mproc_pool *p, struct pollfd *pfd, int n, int timeo
 }
 
 static const struct mproc__transport_ops sock_transport = {
-    .name = "socketpair (test)",
+    .name = "socketpair",
     .init = sock_init,
     .start_worker = sock_start_worker,
     .can_send = sock_can_send,
@@ -264,12 +264,11 @@ static const struct mproc__transport_ops sock_transport = {
 /* ---- the pool, over it ---------------------------------------------------- */
 
 static mproc_pool *sock_pool(int workers, int64_t task_timeout_ms) {
-  mproc__pool_transport = &sock_transport; /* the one line that chooses it */
+  mproc_assert_ok(mproc__transport_register(&sock_transport));
   mproc_pool *p;
-  struct mproc_pool_options o = {.workers = workers, .task_timeout_ms = task_timeout_ms};
-  int r = mproc_pool_new(&p, &o);
-  mproc__pool_transport = NULL;
-  mproc_assert_ok(r);
+  struct mproc_pool_options o = {
+      .workers = workers, .task_timeout_ms = task_timeout_ms, .transport = "socketpair"};
+  mproc_assert_ok(mproc_pool_new(&p, &o));
   return p;
 }
 
@@ -357,9 +356,67 @@ START_TEST(test_deaths_timeouts_cancel_over_socketpair) {
 }
 END_TEST
 
+/* Choosing a transport: by the option, by MPROC_TRANSPORT, and every way of
+ * getting it wrong. */
+START_TEST(test_registry) {
+  mproc_assert_ok(mproc__transport_register(&sock_transport));
+  mproc_assert_ok(mproc__transport_register(&sock_transport)); /* twice: harmless */
+  struct mproc__transport_ops clash = sock_transport;
+  mproc_assert_err(mproc__transport_register(&clash), -EEXIST);
+  clash.name = "clash";
+  clash.sleep = NULL; /* a required operation missing */
+  mproc_assert_err(mproc__transport_register(&clash), MPROC_EINVAL);
+  clash.name = "";
+  mproc_assert_err(mproc__transport_register(&clash), MPROC_EINVAL);
+  mproc_assert_err(mproc__transport_register(NULL), MPROC_EINVAL);
+  mproc_assert_err(mproc__transport_unregister(&mproc__transport_shm), MPROC_EINVAL);
+  mproc_assert_err(mproc__transport_unregister(&clash), -ENOENT);
+  mproc_assert_err(mproc__transport_unregister(NULL), MPROC_EINVAL);
+  /* The table is small and says when it is full. */
+  static struct mproc__transport_ops many[16];
+  static char names[16][16];
+  int added = 0, r = 0;
+  for (; added < 16; added++) {
+    many[added] = sock_transport;
+    snprintf(names[added], sizeof names[added], "t%d", added);
+    many[added].name = names[added];
+    if ((r = mproc__transport_register(&many[added])) != 0)
+      break;
+  }
+  mproc_assert_err(r, -ENOSPC);
+  for (int i = 0; i < added; i++)
+    mproc_assert_ok(mproc__transport_unregister(&many[i]));
+
+  mproc_pool *p;
+  struct mproc_pool_options o = {.workers = 1, .transport = "nosuch"};
+  mproc_assert_err(mproc_pool_new(&p, &o), MPROC_EINVAL);
+  /* The environment chooses for a whole program; the option wins over it. */
+  ck_assert_int_eq(setenv("MPROC_TRANSPORT", "nosuch", 1), 0);
+  o.transport = NULL;
+  mproc_assert_err(mproc_pool_new(&p, &o), MPROC_EINVAL);
+  ck_assert_int_eq(setenv("MPROC_TRANSPORT", "socketpair", 1), 0);
+  mproc_assert_ok(mproc_pool_new(&p, &o));
+  ck_assert(p->tp == &sock_transport);
+  mproc_assert_ok(mproc_pool_free(p));
+  o.transport = "shm";
+  mproc_assert_ok(mproc_pool_new(&p, &o));
+  ck_assert(p->tp == &mproc__transport_shm);
+  mproc_assert_ok(mproc_pool_free(p));
+  ck_assert_int_eq(unsetenv("MPROC_TRANSPORT"), 0);
+  o.transport = NULL;
+  mproc_assert_ok(mproc_pool_new(&p, &o));
+  ck_assert(p->tp == &mproc__transport_shm);
+  mproc_assert_ok(mproc_pool_free(p));
+  mproc_assert_ok(mproc__transport_unregister(&sock_transport));
+  o.transport = "socketpair";
+  mproc_assert_err(mproc_pool_new(&p, &o), MPROC_EINVAL);
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("pool-transport");
   TCase *tc = mproc_test_tcase(s, "transport", 60);
+  tcase_add_test(tc, test_registry);
   tcase_add_test(tc, test_results_over_socketpair);
   tcase_add_test(tc, test_deaths_timeouts_cancel_over_socketpair);
   return mproc_test_run(s);

@@ -102,15 +102,21 @@ struct mproc_pool_options {
    * in another image).  Under fork it is ignored: the worker sees the
    * parent's memory as it was at fork. */
   size_t initarg_len;
+  /* How tasks travel to the workers, by name: NULL means the program's
+   * default, the environment variable MPROC_TRANSPORT, else "shm" (local
+   * shared memory, the built-in one).  Other transports register
+   * themselves, e.g. "mpi" once mproc_mpi_init ran (mproc/mpi.h).  An
+   * unknown name is MPROC_EINVAL. */
+  const char *transport;
 };
 
 /* Create a pool.  Blocks until the workers are forked.  *out owns the pool;
  * release it with mproc_pool_free().  Errors: MPROC_EINVAL (NULL out,
  * unknown flag, negative workers or timeouts, an unknown start_method or
  * MPROC_START_METHOD value, a non-NULL initarg without initarg_len under spawn
- * or forkserver), MPROC_ENOFUNC (spawn/forkserver: the initializer cannot be
- * referenced, or a worker cannot find it), -errno (fork, exec, memory, thread).
- * A failed mproc_pool_new leaves nothing behind. */
+ * or forkserver, an unknown transport or MPROC_TRANSPORT value), MPROC_ENOFUNC (spawn/forkserver:
+ * the initializer cannot be referenced, or a worker cannot find it), -errno (fork, exec, memory,
+ * thread). A failed mproc_pool_new leaves nothing behind. */
 MPROC_EXTERN int mproc_pool_new(mproc_pool **out, const struct mproc_pool_options *opts);
 /* Number of workers (>= 1), or MPROC_EINVAL. */
 MPROC_EXTERN int mproc_pool_workers(const mproc_pool *pool);
