@@ -189,11 +189,16 @@ static int pick_rank(void) {
 }
 
 /* Send queued jobs, in order, to ranks with room: a pinned job waits for
- * its own rank, the others take the least loaded one. */
+ * its own rank, the others take the least loaded one.  The walk stops as
+ * soon as every rank is full: with 100 000 tasks queued at once, walking
+ * the whole queue on every progress step made submitting them quadratic. */
 static bool dispatch(void) {
   bool moved = false;
+  int room = 0;
+  for (int r = 1; r < mproc__mpi.size; r++)
+    room += C.load[r] < mproc__mpi.tasks_per_rank ? mproc__mpi.tasks_per_rank - C.load[r] : 0;
   struct mproc__mpi_job *prev = NULL;
-  for (struct mproc__mpi_job *j = C.queue, *next; j; j = next) {
+  for (struct mproc__mpi_job *j = C.queue, *next; j && room > 0; j = next) {
     next = j->next;
     int r = j->pin ? (C.load[j->pin] < mproc__mpi.tasks_per_rank ? j->pin : 0) : pick_rank();
     if (r == 0) {
@@ -213,6 +218,7 @@ static bool dispatch(void) {
     j->state = SENT;
     j->sent_ms = mproc_now_ms();
     C.load[r]++;
+    room--;
     j->next = C.flight;
     C.flight = j;
     moved = true;
