@@ -73,7 +73,7 @@ int64_t mproc__imap_free_wait_ms = 30000;
  * chunk in flight). */
 static void imap_release(struct mproc_imap *it) {
   if (it->p->tp_state != NULL)
-    it->p->tp->arena_free(it->p, it->region, it->region_len);
+    mproc__arena_free(it->p, it->region, it->region_len);
   free(it->slots);
   free(it->free_stack);
   free(it->batch);
@@ -136,7 +136,7 @@ MPROC_EXTERN int mproc_pool_imap(mproc_pool *p, mproc_map_fn fn, mproc_gen_fn ge
   it->unordered = o != NULL && (o->flags & MPROC_IMAP_UNORDERED);
   it->chunksize = o != NULL && o->chunksize > 0 ? o->chunksize : 1;
   size_t maxin = o != NULL ? o->max_inflight : 0;
-  it->nslots = maxin > 0 ? maxin / it->chunksize : (size_t)p->ring * (size_t)p->nworkers;
+  it->nslots = maxin > 0 ? maxin / it->chunksize : (size_t)MPROC__IMAP_WINDOW * (size_t)p->nworkers;
   if (it->nslots == 0)
     it->nslots = 1;
   size_t in_area = (it->nslots * it->chunksize * in_size + 63) & ~(size_t)63;
@@ -225,7 +225,7 @@ static void refill(struct mproc_imap *it) {
     struct islot *s = take_free(it);
     if (s == NULL)
       break;
-    unsigned char *in = p->tp->arena(p, s->in_off);
+    unsigned char *in = mproc__arena_at(p, s->in_off);
     size_t n = 0;
     while (n < it->chunksize) {
       int g = it->gen(it->gen_ctx, in + n * it->in_size);
@@ -346,7 +346,7 @@ static int yield(struct mproc_imap *it, void *out, size_t *index, struct mproc_t
     }
   } else {
     if (out != NULL && it->out_size > 0)
-      memcpy(out, (unsigned char *)it->p->tp->arena(it->p, s->out_off) + s->next * it->out_size,
+      memcpy(out, (unsigned char *)mproc__arena_at(it->p, s->out_off) + s->next * it->out_size,
              it->out_size);
     if (err != NULL)
       memset(err, 0, sizeof *err);

@@ -39,8 +39,8 @@ struct map_job {
 
 static void job_finish(struct mproc_pool *p, struct map_job *j) {
   if (j->out != NULL && j->n > 0)
-    memcpy(j->out, p->tp->arena(p, j->out_off), j->n * j->out_size);
-  p->tp->arena_free(p, j->region, j->region_len);
+    memcpy(j->out, mproc__arena_at(p, j->out_off), j->n * j->out_size);
+  mproc__arena_free(p, j->region, j->region_len);
   struct mproc__outcome ok = {.exit_status = -1, .msg = ""};
   struct mproc_future *f = j->f;
   struct mproc__outcome o = j->failed ? j->err : ok;
@@ -139,7 +139,7 @@ static int map_start(struct mproc_pool *p, void (*fn)(void), uint32_t kind, size
   for (size_t k = 0; k < ncols; k++) {
     col_off[k] = off;
     if (n > 0)
-      memcpy(p->tp->arena(p, off), cols[k].base, n * cols[k].size);
+      memcpy(mproc__arena_at(p, off), cols[k].base, n * cols[k].size);
     off += ALIGN64(n * cols[k].size);
   }
   j->out_off = off;
@@ -170,7 +170,7 @@ static int map_start(struct mproc_pool *p, void (*fn)(void), uint32_t kind, size
   state = atomic_load(&p->state);
   if (state != MPROC__P_RUNNING) {
     r = state == MPROC__P_BROKEN ? MPROC_EBROKEN : MPROC_ECLOSED;
-    p->tp->arena_free(p, j->region, j->region_len);
+    mproc__arena_free(p, j->region, j->region_len);
     pthread_mutex_unlock(&p->mu);
     free(j);
     f->done_extra = NULL;
@@ -210,7 +210,7 @@ static size_t items_done(mproc_future *f) {
   const struct map_job *j = f->done_extra;
   for (int i = 0; j != NULL && i < p->nworkers; i++) {
     struct mproc__activity a = {0};
-    if (p->slots[i].pid > 0)
+    if (p->slots[i].alive)
       p->tp->activity(p, i, &a);
     if (a.running != NULL && a.running->owner == j && a.running->complete == chunk_complete)
       done += (size_t)(a.items_done < a.running->count ? a.items_done : a.running->count);

@@ -162,10 +162,10 @@ bool mproc__pool_cancel_task(struct mproc_pool *p, struct mproc__task *t) {
     mproc__task_fail(p, t, MPROC_ECANCELED, "cancelled before it started");
     return true;
   }
-  /* Running: kill its worker; the manager completes the task as cancelled
-   * and replaces the worker. */
+  /* Running: its transport ends it (the shm one kills the worker); the
+   * task completes as cancelled. */
   t->cancel_req = true;
-  mproc__kill_worker(p, t->slot);
+  mproc__stop_task(p, t);
   return false;
 }
 
@@ -393,11 +393,11 @@ MPROC_EXTERN int mproc_pool_free(mproc_pool *p) {
 
 /* ---- submit / apply ---------------------------------------------------------- */
 
-static int copy_arg(struct mproc_pool *p, struct mproc__task *t, const void *arg, size_t len) {
+static int copy_arg(struct mproc__task *t, const void *arg, size_t len) {
   t->arg_len = len;
   if (len == 0)
     return 0;
-  if (len <= p->inline_max) {
+  if (len <= MPROC__ARG_INLINE) {
     t->arg = malloc(len);
     if (t->arg == NULL)
       return MPROC_ENOMEM;
@@ -472,7 +472,7 @@ MPROC_EXTERN int mproc_pool_submit_ex(mproc_pool *p, mproc_task_fn fn, const voi
     f->apply_errcb = o->error_callback;
     f->apply_ud = o->ud;
   }
-  int r = copy_arg(p, t, arg, len);
+  int r = copy_arg(t, arg, len);
   if (r == 0 && o != NULL)
     r = copy_fds(t, o->fds, o->nfds);
   if (r == 0) {

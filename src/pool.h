@@ -40,6 +40,23 @@ struct mproc__task {
   uint32_t nfds;
 };
 
+/* The arena ranges of a map chunk (see struct mproc__range): fills in[] (up
+ * to MPROC_STARMAP_MAX_ARGS) and *out, returns how many input ranges, 0
+ * for a task that is not a chunk. */
+static inline unsigned mproc__task_ranges(const struct mproc__task *t, struct mproc__range in[],
+                                          struct mproc__range *out) {
+  if (t->kind == MPROC__K_CALL)
+    return 0;
+  *out = (struct mproc__range){t->out_off, t->count * t->out_size};
+  if (t->kind == MPROC__K_MAP) {
+    in[0] = (struct mproc__range){t->in_off, t->count * t->in_size};
+    return 1;
+  }
+  for (uint32_t j = 0; j < t->nargs; j++)
+    in[j] = (struct mproc__range){t->col_off[j], t->count * t->col_size[j]};
+  return t->nargs;
+}
+
 struct mproc__cb {
   struct mproc__cb *next;
   void (*fn)(mproc_future *f, void *ud);
@@ -70,8 +87,14 @@ struct mproc_future {
 
 /* Parent-side state of one worker slot. */
 struct mproc__slot {
-  pid_t pid;                 /* 0 when no worker */
-  int pidfd;                 /* -1 when no worker */
+  bool alive;                /* a worker occupies the slot (started, its end not handled) */
+  pid_t pid;                 /* a local worker's pid, else 0 */
+  int pidfd;                 /* a local worker's pidfd, else -1 */
+  bool full;                 /* its transport had no room: skipped until results are collected */
+  bool gone;                 /* its transport reported the worker's end (gone_*) */
+  pid_t gone_pid;            /* ... its pid or 0 */
+  int gone_code;             /* ... Python-style: status, or -signo */
+  char gone_msg[160];        /* ... and what the transport said */
   uint32_t assigned;         /* tasks handed to this worker generation (max_tasks) */
   uint32_t live;             /* tasks handed over, not revoked, not yet collected */
   bool donor;                /* dispatch skips it: its queued tasks were just taken back */
@@ -92,8 +115,6 @@ struct mproc_pool {
   _Atomic int refs;  /* user + one per future */
   _Atomic int state; /* MPROC__P_* */
   int nworkers;
-  uint32_t ring;     /* tasks each worker's ring holds (set by the transport) */
-  size_t inline_max; /* larger K_CALL arguments travel in a memfd */
   struct mproc_pool_options opts;
   const struct mproc__transport_ops *tp;
   void *tp_state; /* the transport's own state */
@@ -119,7 +140,8 @@ struct mproc_pool {
   struct mproc_pool *live_next; /* process-wide list of live pools */
   /* Manager-only scratch while a dead worker's ring is emptied. */
   pid_t dying_pid;
-  int dying_code; /* Python-style: status, or -signo */
+  int dying_code;        /* Python-style: status, or -signo */
+  const char *dying_msg; /* its transport's words for its end, or NULL */
   struct mproc__task *requeue_head, *requeue_tail;
   bool respawn_pending;        /* a respawn failed: retry at respawn_at */
   int64_t respawn_at;          /* when to retry (mproc_now_ms) */
@@ -146,9 +168,9 @@ struct mproc_pool {
 
 /* Whether the worker of slot i finished its initializer (under mu). */
 static inline bool mproc__worker_ready(struct mproc_pool *p, int i) {
-  int code;
-  const char *msg;
-  return p->tp->init_state(p, i, &code, &msg) == MPROC__INIT_READY;
+  struct mproc__activity a = {0};
+  p->tp->activity(p, i, &a);
+  return a.init == MPROC__INIT_READY;
 }
 
 /* The task the worker of slot i is running and since when, or NULL. */
@@ -208,8 +230,10 @@ void mproc__pool_dispatch(struct mproc_pool *p);
 bool mproc__on_manager_thread(const struct mproc_pool *p);
 /* Cancel every task not yet started (under mu). */
 void mproc__pool_cancel_pending(struct mproc_pool *p);
-/* Kill the worker of slot i and its process group (under mu). */
+/* End the worker of slot i now, with all it holds (under mu). */
 void mproc__kill_worker(struct mproc_pool *p, int i);
+/* End the running task t now, for its timeout or cancel (under mu). */
+void mproc__stop_task(struct mproc_pool *p, struct mproc__task *t);
 /* Finish a task with a failure code (under mu). */
 void mproc__task_fail(struct mproc_pool *p, struct mproc__task *t, int code, const char *msg);
 
@@ -241,11 +265,20 @@ void mproc__error_from_outcome(struct mproc_task_error *e, const struct mproc__o
 /* An arena extent for map/imap (under mu): MPROC_ENOTSUP when the pool's
  * transport has no arena. */
 static inline int mproc__arena_alloc(struct mproc_pool *p, size_t len, uint64_t *off) {
-  return p->tp->arena_alloc != NULL ? p->tp->arena_alloc(p, len, off) : MPROC_ENOTSUP;
+  return p->tp->arena != NULL ? p->tp->arena->alloc(p, len, off) : MPROC_ENOTSUP;
+}
+static inline void *mproc__arena_at(struct mproc_pool *p, uint64_t off) {
+  return p->tp->arena->at(p, off);
+}
+static inline void mproc__arena_free(struct mproc_pool *p, uint64_t off, size_t len) {
+  p->tp->arena->free(p, off, len);
 }
 
 /* ---- imap.c ----------------------------------------------------------------- */
 extern int64_t mproc__imap_free_wait_ms;
+/* Chunks an imap keeps in flight per worker unless told (max_inflight): a
+ * deep enough window to keep every worker busy while results are read. */
+#define MPROC__IMAP_WINDOW 64
 
 /* ---- pool_loop.c ---------------------------------------------------------- */
 int mproc__loop_init(struct mproc_pool *p);

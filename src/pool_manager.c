@@ -12,6 +12,18 @@
  *   pidfds until the next deadline; every 250 ms while tasks are out) ->
  *   handle dead workers (under the lock) -> loop
  *
+ * Slots are not processes.  A slot is `alive` while a worker occupies it;
+ * a worker that is a local process has a pid and a pidfd (polled here, and
+ * reaped here), one that is not (an MPI rank) has neither and its end is
+ * reported by its transport through poll_results (`gone`, with pid-or-0,
+ * signal or status, and the transport's message).  Dispatch needs neither:
+ * it asks the transport (send_task says -EAGAIN when a slot has no room,
+ * which marks it `full` until its results are next collected).  Ending a
+ * running task (its timeout, a cancel) and ending a worker are the
+ * transport's stop operation: the shm transport kills the worker through
+ * its pidfd; another may end only the task, whose failure then comes back
+ * as an outcome reported as cancelled or timed out.
+ *
  * Scheduling: dispatch fills each worker's ring eagerly (least loaded
  * first), because a deep ring is what makes tiny tasks cheap; stealing (see
  * steal) takes back every not-yet-started task from a busy worker's ring as
@@ -23,7 +35,7 @@
  * that spins; only worker deaths and callbacks need the manager.
  *
  * A dead worker: kill its process group (its own children die with it), reap
- * it through its pidfd, collect the results it delivered, then empty its
+ * it through its pidfd (local workers), collect the results it delivered, then empty its
  * ring: the task it died in fails (EWORKERDIED with pid and signal/status, or
  * ECANCELLED/ETIMEDOUT when the pool killed it for that), or is re-queued
  * when it has retries left; tasks it had not started go back to the front of
@@ -60,9 +72,14 @@ static int start_worker(struct mproc_pool *p, int i) {
   }
   if (f != 0)
     return -EAGAIN;
-  p->slots[i].started_ms = mproc_now_ms();
-  p->slots[i].init_timed_out = false;
-  return p->tp->start_worker(p, i);
+  struct mproc__slot *sl = &p->slots[i];
+  sl->started_ms = mproc_now_ms();
+  sl->init_timed_out = false;
+  sl->pid = 0;
+  sl->pidfd = -1;
+  int r = p->tp->start_worker(p, i);
+  sl->alive = r == 0;
+  return r;
 }
 
 bool mproc__on_manager_thread(const struct mproc_pool *p) {
@@ -170,20 +187,21 @@ static void task_left(struct mproc_pool *p, struct mproc__task *t, bool started)
     snprintf(msg, sizeof msg, "worker %d exited with status %d during the task", (int)p->dying_pid,
              p->dying_code);
   }
-  o.msg = msg;
+  /* A worker that is not a local process is named by its transport. */
+  o.msg = p->dying_msg != NULL ? p->dying_msg : msg;
   if (t->kind != MPROC__K_CALL)
     o.index = t->base_index + t->progress; /* the item it died in */
   task_done(p, t, &o);
 }
 
 void mproc__kill_worker(struct mproc_pool *p, int i) {
-  struct mproc__slot *sl = &p->slots[i];
-  if (sl->pid <= 0)
-    return;
-  /* Under the mutex the worker is not reaped yet, so neither its pid nor its
-   * process group id can have been recycled. */
-  kill(-sl->pid, SIGKILL);
-  mproc__pidfd_kill(sl->pidfd, SIGKILL);
+  if (p->slots[i].alive)
+    p->tp->stop(p, i, MPROC__STOP_NOW, NULL);
+}
+
+void mproc__stop_task(struct mproc_pool *p, struct mproc__task *t) {
+  if (t->slot >= 0 && p->slots[t->slot].alive)
+    p->tp->stop(p, t->slot, MPROC__STOP_TASK, t);
 }
 
 static void break_pool(struct mproc_pool *p, int code, const char *msg) {
@@ -204,21 +222,42 @@ static void break_pool(struct mproc_pool *p, int code, const char *msg) {
   p->pend_tail = NULL;
 }
 
-/* A task the worker of slot p->collecting finished. */
+/* A task the worker of slot p->collecting finished -- or, with t NULL, the
+ * end of that worker as its transport saw it: noted for the manager, which
+ * alone starts workers (handle_death). */
 static void task_collected(struct mproc_pool *p, struct mproc__task *t, struct mproc__outcome *o) {
   struct mproc__slot *sl = &p->slots[p->collecting];
+  if (t == NULL) {
+    if (!sl->gone) {
+      sl->gone = true;
+      sl->gone_pid = o->pid;
+      sl->gone_code = o->signo > 0 ? -o->signo : o->exit_status;
+      snprintf(sl->gone_msg, sizeof sl->gone_msg, "%s", o->msg != NULL ? o->msg : "");
+      mproc__pool_kick(p);
+    }
+    return;
+  }
+  if (o->code != 0 && (t->cancel_req || t->timed_out)) {
+    /* The transport ended only the task (stop MPROC__STOP_TASK): it failed
+     * because the pool asked, and says so. */
+    o->code = t->cancel_req ? MPROC_ECANCELLED : MPROC_ETIMEDOUT;
+    o->task_code = 0;
+    o->msg = t->cancel_req ? "cancelled" : "task timed out; it was stopped";
+  }
   if (o->code == 0)
     sl->n_done++;
-  else
+  else if (o->code != MPROC_ECANCELLED)
     sl->n_failed++;
   task_done(p, t, o);
 }
 
-/* Collect the finished tasks of slot i (under mu); returns how many. */
+/* Collect the finished tasks of slot i (under mu); returns how many.  Room
+ * the transport lacked (send_task's -EAGAIN) may be back now. */
 static int collect(struct mproc_pool *p, int i) {
   p->collecting = i;
   int n = p->tp->poll_results(p, i, task_collected);
   p->slots[i].live -= (uint32_t)n;
+  p->slots[i].full = false;
   return n;
 }
 
@@ -230,6 +269,7 @@ static void reset_slot(struct mproc_pool *p, int i) {
   sl->assigned = 0;
   sl->live = 0;
   sl->stopping = false;
+  sl->full = false;
 }
 
 static bool want_workers(struct mproc_pool *p) {
@@ -239,7 +279,7 @@ static bool want_workers(struct mproc_pool *p) {
 
 static bool any_alive(struct mproc_pool *p) {
   for (int i = 0; i < p->nworkers; i++)
-    if (p->slots[i].pid > 0)
+    if (p->slots[i].alive)
       return true;
   return false;
 }
@@ -286,7 +326,7 @@ static int64_t retry_respawn(struct mproc_pool *p) {
   int err = 0;
   bool started = false;
   for (int i = 0; i < p->nworkers; i++) {
-    if (p->slots[i].pid > 0 || !want_workers(p))
+    if (p->slots[i].alive || !want_workers(p))
       continue;
     int r = start_worker(p, i);
     if (r != 0)
@@ -311,19 +351,22 @@ static int64_t retry_respawn(struct mproc_pool *p) {
  * (a crash, an exit, or the pool killing it at the initializer deadline).
  * Fills msg and *code. */
 static bool init_failed(struct mproc_pool *p, int i, int *code, char *msg, size_t cap) {
-  const char *imsg = NULL;
-  int state = p->tp->init_state(p, i, code, &imsg);
-  if (state == MPROC__INIT_FAILED) {
-    snprintf(msg, cap, "%s", imsg);
+  struct mproc__activity a = {0};
+  p->tp->activity(p, i, &a);
+  if (a.init == MPROC__INIT_FAILED) {
+    *code = a.init_code;
+    snprintf(msg, cap, "%s", a.init_msg != NULL ? a.init_msg : "");
     return true;
   }
-  if (p->opts.initializer == NULL || state == MPROC__INIT_READY)
+  if (p->opts.initializer == NULL || a.init == MPROC__INIT_READY)
     return false;
   int pid = (int)p->dying_pid;
   *code = MPROC_EINITFAILED;
   if (p->slots[i].init_timed_out)
     snprintf(msg, cap, "initializer of worker %d did not finish within %lld ms; it was killed", pid,
              (long long)p->opts.init_timeout_ms);
+  else if (p->dying_msg != NULL)
+    snprintf(msg, cap, "%s, in its initializer", p->dying_msg);
   else if (p->dying_code < 0)
     snprintf(msg, cap, "worker %d was killed by signal %d (%s) in its initializer", pid,
              -p->dying_code,
@@ -333,16 +376,22 @@ static bool init_failed(struct mproc_pool *p, int i, int *code, char *msg, size_
   return true;
 }
 
-/* Worker i exited (its pidfd is readable).  Under mu. */
+/* Worker i ended: its pidfd is readable, or its transport said so (gone).
+ * Under mu. */
 static void handle_death(struct mproc_pool *p, int i) {
   struct mproc__slot *sl = &p->slots[i];
   int code = 0;
-  kill(-sl->pid, SIGKILL);
-  mproc__reap(sl->pidfd, &code, mproc__deadline(1000));
+  if (sl->pidfd >= 0) {
+    /* A local process: its group goes too, and it is reaped here.  Under
+     * the mutex it is not reaped yet, so its pid cannot have been reused. */
+    kill(-sl->pid, SIGKILL);
+    mproc__reap(sl->pidfd, &code, mproc__deadline(1000));
+  }
   collect(p, i);
-  p->dying_pid = sl->pid;
+  p->dying_pid = sl->pidfd >= 0 ? sl->pid : sl->gone_pid;
   p->dying_slot = i;
-  p->dying_code = code;
+  p->dying_code = sl->pidfd >= 0 ? code : sl->gone_code;
+  p->dying_msg = sl->pidfd < 0 && sl->gone_msg[0] != '\0' ? sl->gone_msg : NULL;
   char msgbuf[sizeof p->init_msg];
   int icode = 0;
   if (init_failed(p, i, &icode, msgbuf, sizeof msgbuf)) {
@@ -351,10 +400,13 @@ static void handle_death(struct mproc_pool *p, int i) {
       break_pool(p, icode, msgbuf);
   }
   reset_slot(p, i);
+  p->dying_msg = NULL;
   push_front_list(p);
   mproc__close(sl->pidfd);
   sl->pidfd = -1;
   sl->pid = 0;
+  sl->alive = false;
+  sl->gone = false;
   sl->stalled = false;
   sl->wait_since = 0;
   if (want_workers(p)) {
@@ -372,7 +424,7 @@ static int pick_slot(struct mproc_pool *p) {
   uint32_t max = p->opts.max_tasks_per_worker;
   for (int i = 0; i < p->nworkers; i++) {
     struct mproc__slot *sl = &p->slots[i];
-    if (sl->pid <= 0 || sl->stopping || sl->donor || sl->stalled || !p->tp->can_send(p, i) ||
+    if (!sl->alive || sl->gone || sl->stopping || sl->donor || sl->stalled || sl->full ||
         (max > 0 && sl->assigned >= max))
       continue;
     if (sl->live < best_load) {
@@ -416,7 +468,7 @@ static void send_failed(struct mproc_pool *p, int i, struct mproc__task *t, int 
 
 bool mproc__pool_revoke(struct mproc_pool *p, struct mproc__task *t) {
   int i = t->slot;
-  if (i < 0 || !p->tp->revoke(p, t))
+  if (i < 0 || p->tp->revoke(p, i, t, NULL) != 1)
     return false;
   p->slots[i].assigned--;
   p->slots[i].live--;
@@ -438,6 +490,14 @@ static void dispatch_pending(struct mproc_pool *p) {
     if (r == 0) {
       p->slots[i].assigned++;
       p->slots[i].live++;
+    } else if (r == -EAGAIN) {
+      /* No room there now: back to the front, another slot is picked. */
+      p->slots[i].full = true;
+      t->next = p->pend_head;
+      p->pend_head = t;
+      if (p->pend_tail == NULL)
+        p->pend_tail = t;
+      continue;
     }
     if (r != 0)
       send_failed(p, i, t, r);
@@ -451,14 +511,14 @@ static void dispatch_pending(struct mproc_pool *p) {
  * accepting work and with nothing in its ring. */
 static bool idle_worker(struct mproc_pool *p, int i) {
   struct mproc__slot *sl = &p->slots[i];
-  return sl->pid > 0 && !sl->stopping && !sl->stalled && sl->live == 0 && p->tp->can_send(p, i) &&
+  return sl->alive && !sl->gone && !sl->stopping && !sl->stalled && sl->live == 0 && !sl->full &&
          mproc__worker_ready(p, i);
 }
 
 /* Take back every task of slot i that has not started, in order, onto the
  * requeue list.  Returns how many. */
 static int take_back(struct mproc_pool *p, int i) {
-  int n = p->tp->revoke_all(p, i, requeue);
+  int n = p->tp->revoke(p, i, NULL, requeue);
   p->slots[i].assigned -= (uint32_t)n;
   p->slots[i].live -= (uint32_t)n;
   return n;
@@ -482,7 +542,7 @@ static void steal(struct mproc_pool *p) {
   for (int i = 0; i < p->nworkers; i++) {
     struct mproc__slot *sl = &p->slots[i];
     int64_t since;
-    if (sl->pid <= 0 || sl->live < 2 || mproc__worker_running(p, i, &since) == NULL)
+    if (!sl->alive || sl->live < 2 || mproc__worker_running(p, i, &since) == NULL)
       continue;
     int n = take_back(p, i);
     sl->donor = n > 0;
@@ -514,7 +574,7 @@ void mproc__pool_cancel_pending(struct mproc_pool *p) {
   }
   p->pend_tail = NULL;
   for (int i = 0; i < p->nworkers; i++) {
-    int n = p->tp->revoke_all(p, i, fail_cancelled);
+    int n = p->tp->revoke(p, i, NULL, fail_cancelled);
     p->slots[i].assigned -= (uint32_t)n;
     p->slots[i].live -= (uint32_t)n;
   }
@@ -523,7 +583,7 @@ void mproc__pool_cancel_pending(struct mproc_pool *p) {
 int mproc__pool_drain(struct mproc_pool *p) {
   int n = 0;
   for (int i = 0; i < p->nworkers; i++)
-    if (p->slots[i].pid > 0)
+    if (p->slots[i].alive && !p->slots[i].gone)
       n += collect(p, i);
   mproc__pool_dispatch(p);
   return n;
@@ -573,7 +633,7 @@ static int64_t enforce_timeouts(struct mproc_pool *p) {
   int64_t next = -1, now = mproc_now_ms();
   for (int i = 0; i < p->nworkers; i++) {
     struct mproc__slot *sl = &p->slots[i];
-    if (p->opts.init_timeout_ms > 0 && p->opts.initializer != NULL && sl->pid > 0 &&
+    if (p->opts.init_timeout_ms > 0 && p->opts.initializer != NULL && sl->alive &&
         !sl->init_timed_out && !mproc__worker_ready(p, i)) {
       int64_t dl = sl->started_ms + p->opts.init_timeout_ms;
       if (now >= dl) {
@@ -586,13 +646,13 @@ static int64_t enforce_timeouts(struct mproc_pool *p) {
   }
   for (int i = 0; i < p->nworkers; i++) {
     int64_t since;
-    struct mproc__task *t = p->slots[i].pid > 0 ? mproc__worker_running(p, i, &since) : NULL;
+    struct mproc__task *t = p->slots[i].alive ? mproc__worker_running(p, i, &since) : NULL;
     if (t == NULL || t->timeout_ms <= 0 || t->timed_out)
       continue;
     int64_t dl = since + t->timeout_ms;
     if (now >= dl) {
       t->timed_out = true;
-      mproc__kill_worker(p, i);
+      mproc__stop_task(p, t);
     } else if (next < 0 || dl < next) {
       next = dl;
     }
@@ -604,7 +664,7 @@ static int64_t enforce_timeouts(struct mproc_pool *p) {
 static bool other_worker_ready(struct mproc_pool *p, int except) {
   for (int i = 0; i < p->nworkers; i++) {
     struct mproc__slot *sl = &p->slots[i];
-    if (i != except && sl->pid > 0 && !sl->stopping && !sl->stalled && mproc__worker_ready(p, i))
+    if (i != except && sl->alive && !sl->stopping && !sl->stalled && mproc__worker_ready(p, i))
       return true;
   }
   return false;
@@ -627,8 +687,10 @@ static int64_t watch_stalls(struct mproc_pool *p) {
     /* A worker in its initializer is watched by the initializer deadline;
      * without an initializer even one stopped before it said so is watched. */
     struct mproc__activity a = {0};
-    if (sl->pid > 0 && (p->opts.initializer == NULL || mproc__worker_ready(p, i)))
+    if (sl->alive)
       p->tp->activity(p, i, &a);
+    if (p->opts.initializer != NULL && a.init != MPROC__INIT_READY)
+      a.waiting = NULL, a.pos = 0;
     uint64_t pos = a.pos;
     struct mproc__task *t = a.waiting;
     if (sl->stalled && pos != sl->wait_pos)
@@ -676,14 +738,16 @@ static void *manager_main(void *arg) {
     p->start_err = start_worker(p, i);
   if (p->start_err != 0) {
     for (int i = 0; i < p->nworkers; i++) {
-      if (p->slots[i].pid <= 0)
+      if (!p->slots[i].alive)
         continue;
       mproc__kill_worker(p, i);
-      mproc__reap(p->slots[i].pidfd, NULL, -1);
+      if (p->slots[i].pidfd >= 0)
+        mproc__reap(p->slots[i].pidfd, NULL, -1);
       reset_slot(p, i);
       mproc__close(p->slots[i].pidfd);
       p->slots[i].pid = 0;
       p->slots[i].pidfd = -1;
+      p->slots[i].alive = false;
     }
   }
   atomic_store(&p->started, 1);
@@ -700,6 +764,15 @@ static void *manager_main(void *arg) {
         mproc__kill_worker(p, i);
     else
       mproc__pool_drain(p);
+    /* Ends its transport reported (the pidfd ones are seen after the poll);
+     * a terminating pool still collects them, or it would wait forever. */
+    for (int i = 0; i < p->nworkers; i++) {
+      if (p->slots[i].alive && !p->slots[i].gone && p->slots[i].pidfd < 0 &&
+          atomic_load(&p->state) == MPROC__P_TERMINATING)
+        collect(p, i);
+      if (p->slots[i].alive && p->slots[i].gone)
+        handle_death(p, i);
+    }
     int64_t next = enforce_timeouts(p);
     int64_t retry = retry_respawn(p);
     if (retry >= 0 && (next < 0 || retry < next))
@@ -714,9 +787,9 @@ static void *manager_main(void *arg) {
     }
     if (atomic_load(&p->state) == MPROC__P_CLOSED && p->outstanding == 0)
       for (int i = 0; i < p->nworkers; i++)
-        if (p->slots[i].pid > 0 && !p->slots[i].stopping) {
+        if (p->slots[i].alive && !p->slots[i].stopping) {
           p->slots[i].stopping = true;
-          p->tp->stop_worker(p, i);
+          p->tp->stop(p, i, MPROC__STOP_IDLE, NULL);
         }
     struct mproc_future *cbq = p->cbq_head;
     p->cbq_head = p->cbq_tail = NULL;
@@ -739,7 +812,7 @@ static void *manager_main(void *arg) {
     pfd[n++] = (struct pollfd){.fd = p->efd, .events = POLLIN};
     pthread_mutex_lock(&p->mu);
     for (int i = 0; i < p->nworkers; i++)
-      if (p->slots[i].pid > 0) {
+      if (p->slots[i].alive && p->slots[i].pidfd >= 0) {
         slot_of[n] = i;
         pfd[n++] = (struct pollfd){.fd = p->slots[i].pidfd, .events = POLLIN};
       }
@@ -754,7 +827,7 @@ static void *manager_main(void *arg) {
     pthread_mutex_lock(&p->mu);
     for (int k = 1; k < n; k++) {
       int i = slot_of[k];
-      if (p->slots[i].pid > 0 && p->slots[i].pidfd == pfd[k].fd) {
+      if (p->slots[i].alive && p->slots[i].pidfd == pfd[k].fd) {
         if (pfd[k].revents & (POLLIN | POLLHUP | POLLERR))
           handle_death(p, i);
       }

@@ -73,7 +73,7 @@ MPROC_EXTERN int mproc_pool_stats(mproc_pool *p, struct mproc_pool_stats *st,
   for (int i = 0; live && i < p->nworkers; i++) {
     struct mproc__slot *sl = &p->slots[i];
     int64_t since = 0;
-    struct mproc__task *t = sl->pid > 0 ? mproc__worker_running(p, i, &since) : NULL;
+    struct mproc__task *t = sl->alive ? mproc__worker_running(p, i, &since) : NULL;
     if (t != NULL)
       s.running++;
     if ((size_t)i >= k)
@@ -83,7 +83,7 @@ MPROC_EXTERN int mproc_pool_stats(mproc_pool *p, struct mproc_pool_stats *st,
     w->tasks_done = sl->n_done;
     w->tasks_failed = sl->n_failed;
     w->replaced = sl->n_replaced;
-    if (sl->pid <= 0)
+    if (!sl->alive)
       w->state = MPROC_WORKER_NONE;
     else if (sl->stopping)
       w->state = MPROC_WORKER_EXITING;

@@ -32,10 +32,11 @@ static const struct mproc__transport_ops *reg[MAX_TRANSPORTS] = {&mproc__transpo
 
 /* Whether every operation that is not optional is there. */
 static bool complete(const struct mproc__transport_ops *o) {
-  return o->init != NULL && o->fini != NULL && o->start_worker != NULL && o->can_send != NULL &&
-         o->send_task != NULL && o->poll_results != NULL && o->revoke != NULL &&
-         o->revoke_all != NULL && o->activity != NULL && o->stop_worker != NULL &&
-         o->reset_slot != NULL && o->init_state != NULL && o->sleep != NULL;
+  const struct mproc__arena_ops *a = o->arena;
+  return o->init != NULL && o->fini != NULL && o->start_worker != NULL && o->send_task != NULL &&
+         o->poll_results != NULL && o->revoke != NULL && o->activity != NULL && o->stop != NULL &&
+         o->reset_slot != NULL && o->sleep != NULL &&
+         (a == NULL || (a->alloc != NULL && a->free != NULL && a->at != NULL));
 }
 
 MPROC_EXTERN int mproc__transport_register(const struct mproc__transport_ops *ops) {

@@ -55,11 +55,17 @@ enum {
   MPROC__K_STARMAP,  /* element function over several arena columns */
 };
 
-/* How one task ended, as seen by the parent. */
+/* K_CALL arguments up to this many bytes are kept in memory (t->arg);
+ * larger ones in a memfd (t->arg_fd), written once at submit.  The pool's
+ * choice, the same for every transport: each one carries both. */
+#define MPROC__ARG_INLINE 200
+
+/* How one task ended, as seen by the parent -- or, handed over with no
+ * task (see poll_results), how a worker ended. */
 struct mproc__outcome {
   int code;        /* 0, MPROC_ETASK, MPROC_EWORKERDIED, ... */
   int task_code;   /* the task's own non-zero return code */
-  pid_t pid;       /* worker pid */
+  pid_t pid;       /* worker pid, 0 when the worker is not a local process */
   int signo;       /* killing signal or 0 */
   int exit_status; /* exit status or -1 */
   uint64_t index;  /* item index within a chunk (map) */
@@ -69,7 +75,10 @@ struct mproc__outcome {
   size_t res_map_len; /* non-zero when res is an mmap()ed mapping */
 };
 
-/* What a worker is doing, as the transport sees it. */
+enum { MPROC__INIT_READY = 0, MPROC__INIT_RUNNING, MPROC__INIT_FAILED };
+
+/* What a worker is doing, as the transport sees it.  Zeroed by the caller:
+ * a transport fills in what it knows. */
 struct mproc__activity {
   struct mproc__task *running; /* the task it runs, or NULL */
   int64_t since;               /* since when (mproc_now_ms) */
@@ -81,44 +90,89 @@ struct mproc__activity {
   /* Optional (0 when the transport cannot tell): items of the running
    * chunk already finished, so progress can move per item. */
   uint64_t items_done;
+  /* Where it is with the pool's initializer: MPROC__INIT_READY (also when
+   * there is none), _RUNNING, or _FAILED with the initializer's code and
+   * message (borrowed). */
+  int init;
+  int init_code;
+  const char *init_msg;
 };
 
-enum { MPROC__INIT_RUNNING, MPROC__INIT_READY, MPROC__INIT_FAILED };
+/* The arena ranges of a map chunk (K_MAP, K_STARMAP): what it reads, one
+ * range per input column, and what it writes.  A transport whose workers
+ * share the arena sends offsets; one whose workers cannot see it copies
+ * the inputs out in send_task and writes the output back before it
+ * reports the outcome.  mproc__task_ranges (pool.h) lists them. */
+struct mproc__range {
+  uint64_t off, len;
+};
+
+/* The data arena of map and imap: extents (offsets, never pointers) that the
+ * parent fills and reads, allocated under the pool mutex.  For a transport
+ * whose workers share it, shared memory; for one that copies chunks by
+ * value (mproc__task_ranges), any memory of the parent's. */
+struct mproc__arena_ops {
+  /* `len` bytes: 0 and the offset, or -ENOMEM. */
+  int (*alloc)(struct mproc_pool *p, size_t len, uint64_t *off);
+  void (*free)(struct mproc_pool *p, uint64_t off, size_t len);
+  /* The address of an offset in this process. */
+  void *(*at)(struct mproc_pool *p, uint64_t off);
+};
+
+/* How stop() ends work on a slot. */
+enum {
+  MPROC__STOP_IDLE = 1, /* the worker exits once it has nothing left to run */
+  MPROC__STOP_TASK,     /* the task it runs must end now (timeout, cancel) */
+  MPROC__STOP_NOW,      /* the worker must end now, with all it holds */
+};
 
 struct mproc__transport_ops {
-  const char *name;
+  const char *name; /* what the pool option and MPROC_TRANSPORT say */
   /* Create the pool's transport state (before any worker starts). */
   int (*init)(struct mproc_pool *p);
-  /* Start a worker in slot `slot`; sets the slot's pid and pidfd. */
+  /* Release everything (workers already gone). */
+  void (*fini)(struct mproc_pool *p);
+  /* Start a worker in slot `slot`.  A worker that is a local process sets
+   * the slot's pid and pidfd: the manager then learns of its death from the
+   * pidfd and reaps it.  One that is not (a remote rank) leaves pid 0 and
+   * pidfd -1 and reports its end through poll_results. */
   int (*start_worker)(struct mproc_pool *p, int slot);
-  /* Whether the slot's ring has room for one more task. */
-  bool (*can_send)(struct mproc_pool *p, int slot);
-  /* Hand a task to the worker of `slot` (room was checked). */
+  /* Hand a task to the worker of `slot`: 0 (the transport then sets
+   * t->slot and may use t->tp_ref), -EAGAIN when the slot has no room now
+   * (the pool tries it again after its next poll_results), -EPIPE /
+   * -ECONNRESET / -ENOTCONN when the worker is gone (the task is re-queued),
+   * or another error that fails the task. */
   int (*send_task)(struct mproc_pool *p, int slot, struct mproc__task *t);
   /* Collect finished tasks of `slot` in order, calling done(p, t, outcome)
-   * for each; returns how many. */
+   * for each (t->slot = -1 first); returns how many.  A worker that ended
+   * and that the pool cannot watch through a pidfd is reported here as
+   * done(p, NULL, outcome): code MPROC_EWORKERDIED, its pid or 0, signo or
+   * exit_status, and a message naming it (say, a rank and its host); the
+   * pool then calls reset_slot and starts another worker. */
   int (*poll_results)(struct mproc_pool *p, int slot,
                       void (*done)(struct mproc_pool *, struct mproc__task *,
                                    struct mproc__outcome *));
-  /* Take back a task that has not started: true on success. */
-  bool (*revoke)(struct mproc_pool *p, struct mproc__task *t);
-  /* Take back every task of the slot that has not started, in the order it
-   * would have run them, handing each to each(p, t); returns how many. */
-  int (*revoke_all)(struct mproc_pool *p, int slot,
-                    void (*each)(struct mproc_pool *, struct mproc__task *));
+  /* Take back tasks that have not started.  t != NULL: that task of
+   * `slot` (1 if it was taken back, else 0).  t == NULL: every such task of
+   * the slot, in the order it would have run them, each handed to each(p, t);
+   * returns how many.  A transport that cannot take a task back returns 0. */
+  int (*revoke)(struct mproc_pool *p, int slot, struct mproc__task *t,
+                void (*each)(struct mproc_pool *, struct mproc__task *));
   /* What the slot's worker is doing (see struct mproc__activity). */
   void (*activity)(struct mproc_pool *p, int slot, struct mproc__activity *a);
-  /* Ask the worker to exit once its ring is empty. */
-  void (*stop_worker)(struct mproc_pool *p, int slot);
-  /* After the worker exited: hand every task still in its ring to
+  /* End work on a slot (MPROC__STOP_*).  _TASK names the running task `t`:
+   * the transport either ends the whole worker (its death then hands `t`
+   * to reset_slot as started) or only the task (its outcome, with any
+   * failure code, comes through poll_results; the pool reports it as
+   * cancelled or timed out).  The shm transport kills the worker through
+   * its pidfd for both _TASK and _NOW. */
+  void (*stop)(struct mproc_pool *p, int slot, int how, struct mproc__task *t);
+  /* After the worker ended: hand every task still with it to
    * left(p, t, started) in order (a started chunk's t->progress holds the
    * item the worker was in), then reset the transport's side of the slot for
    * a new worker. */
   void (*reset_slot)(struct mproc_pool *p, int slot,
                      void (*left)(struct mproc_pool *, struct mproc__task *, bool started));
-  /* Where the slot's worker is with its initializer: MPROC__INIT_RUNNING,
-   * _READY, or _FAILED with the initializer's *code and *msg (borrowed). */
-  int (*init_state)(struct mproc_pool *p, int slot, int *code, const char **msg);
   /* The manager sleeps: poll(pfd, n, timeout_ms) -- or return 0 at once
    * when the transport knows results are waiting.  Returns poll's result. */
   int (*sleep)(struct mproc_pool *p, struct pollfd *pfd, int n, int timeout_ms);
@@ -126,15 +180,8 @@ struct mproc__transport_ops {
    * (-1) spinning to collect results: a transport may then spare its workers
    * the cost of waking the manager. */
   void (*helping)(struct mproc_pool *p, int delta);
-  /* The shared data arena for map/imap: allocate `len` bytes (under mu;
-   * 0 and the offset, or MPROC_ENOMEM), free them, and the address of an offset
-   * in this process.  Optional: without them map and imap return
-   * MPROC_ENOTSUP. */
-  int (*arena_alloc)(struct mproc_pool *p, size_t len, uint64_t *off);
-  void (*arena_free)(struct mproc_pool *p, uint64_t off, size_t len);
-  void *(*arena)(struct mproc_pool *p, uint64_t off);
-  /* Release everything (workers already reaped). */
-  void (*fini)(struct mproc_pool *p);
+  /* Optional (NULL: map and imap return MPROC_ENOTSUP). */
+  const struct mproc__arena_ops *arena;
 };
 
 extern const struct mproc__transport_ops mproc__transport_shm;

@@ -5,21 +5,27 @@
  * rank, and the slot keeps its jobs in send order.  The ops
  * (src/transport.h):
  *   init          needs mproc_mpi_init to have found worker ranks, at most
- *                 one slot per rank; the "ring" is tasks_per_rank
+ *                 one slot per rank
  *   start_worker  nothing to start: ranks live as long as the job, so the
  *                 slot gets no pid and no pidfd
- *   send_task     K_CALL only: the function reference made portable
+ *   send_task     -EAGAIN once the slot holds tasks_per_rank tasks;
+ *                 K_CALL only: the function reference made portable
  *                 (build-id + offset), the argument copied from memory or
  *                 from its memfd; fds cannot travel (MPROC_ENOTSUP); no
  *                 arena ops, so the pool refuses map and imap itself
  *   poll_results  one progress step, then every finished job of the slot
  *                 in send order becomes an outcome (the result payload is
  *                 handed over, not copied)
- *   revoke(_all)  a sent task belongs to its rank: never revoked
- *   activity      the oldest job of the slot runs, since it was sent
+ *   revoke        a sent task belongs to its rank: never revoked
+ *   activity      the oldest job of the slot runs, since it was sent;
+ *                 always past its initializer (none over MPI yet)
+ *   stop          _TASK cancels that task's job (its failure comes back as
+ *                 an outcome); _NOW cancels every job of the slot; _IDLE
+ *                 waits for none to be left: then the slot's "worker" is
+ *                 reported ended by poll_results (the rank itself serves
+ *                 until mproc_mpi_finalize)
  *   reset_slot    cancels the slot's jobs (results discarded on arrival)
  *                 and hands their tasks back as started
- *   init_state    always ready: no initializers over MPI yet
  *   sleep         MPI has no descriptor: one progress step, then poll the
  *                 manager's fds for at most 1 ms, so results are collected
  *                 within about a millisecond
@@ -27,10 +33,11 @@
  * where the task's local worker is killed.
  *
  * This file is built into libmproc_mpi and exercised directly through its
- * ops (tests/mpi, case "transport"); the pool cannot run it yet: its
- * manager dispatches only to slots with a live local pid, and the
- * transport is chosen through an internal variable of the core.  What the
- * seam must still offer is listed in mpi_client.c's design notes. */
+ * ops (tests/mpi, case "transport").  The seam now lets the pool run it:
+ * slots need no pid (a rank's end comes through poll_results), stop is an
+ * operation, and a transport is chosen by name from a registry
+ * (mproc__transport_register, exported by libmproc.so for this library);
+ * registering it and map chunks by value (mproc__task_ranges) are left. */
 #include "mpi_internal.h"
 #include "pool.h"
 
@@ -48,6 +55,7 @@ struct sent {
 struct tp_mpi {
   struct sent **head, **tail; /* per slot, in send order */
   int *count;                 /* per slot */
+  int *stop;                  /* per slot: MPROC__STOP_* asked, 0 none */
 };
 
 static struct tp_mpi *tp(struct mproc_pool *p) { return p->tp_state; }
@@ -63,18 +71,19 @@ static int tm_init(struct mproc_pool *p) {
     s->head = calloc((size_t)p->nworkers, sizeof *s->head);
     s->tail = calloc((size_t)p->nworkers, sizeof *s->tail);
     s->count = calloc((size_t)p->nworkers, sizeof *s->count);
+    s->stop = calloc((size_t)p->nworkers, sizeof *s->stop);
   }
-  if (!s || !s->head || !s->tail || !s->count) {
+  if (!s || !s->head || !s->tail || !s->count || !s->stop) {
     if (s) {
       free(s->head);
       free(s->tail);
       free(s->count);
+      free(s->stop);
     }
     free(s);
     return MPROC_ENOMEM;
   }
   p->tp_state = s;
-  p->ring = (uint32_t)mproc__mpi.tasks_per_rank;
   return 0;
 }
 
@@ -84,11 +93,9 @@ static int tm_start_worker(struct mproc_pool *p, int slot) {
   return 0;
 }
 
-static bool tm_can_send(struct mproc_pool *p, int slot) {
-  return tp(p)->count[slot] < mproc__mpi.tasks_per_rank;
-}
-
 static int tm_send_task(struct mproc_pool *p, int slot, struct mproc__task *t) {
+  if (tp(p)->count[slot] >= mproc__mpi.tasks_per_rank)
+    return -EAGAIN;
   if (t->kind != MPROC__K_CALL || t->nfds)
     return MPROC_ENOTSUP;
   void (*fn)(void) = mproc__taskfn_addr(t->fn);
@@ -159,22 +166,24 @@ static int tm_poll_results(struct mproc_pool *p, int slot,
     } else {
       o.res = mproc__mpi_job_take_result(e->j, &o.res_len);
     }
+    e->t->slot = -1;
     done(p, e->t, &o);
     mproc__mpi_job_free(e->j);
     free(e);
     n++;
   }
+  if ((s->stop[slot] == MPROC__STOP_IDLE && !s->head[slot]) || s->stop[slot] == MPROC__STOP_NOW) {
+    /* The pool let the slot go: its end, as a worker's end. */
+    struct mproc__outcome o = {.code = MPROC_EWORKERDIED, .msg = "the worker rank was released"};
+    s->stop[slot] = 0;
+    done(p, NULL, &o);
+  }
   return n;
 }
 
-static bool tm_revoke(struct mproc_pool *p, struct mproc__task *t) {
-  (void)p, (void)t;
-  return false;
-}
-
-static int tm_revoke_all(struct mproc_pool *p, int slot,
-                         void (*each)(struct mproc_pool *, struct mproc__task *)) {
-  (void)p, (void)slot, (void)each;
+static int tm_revoke(struct mproc_pool *p, int slot, struct mproc__task *t,
+                     void (*each)(struct mproc_pool *, struct mproc__task *)) {
+  (void)p, (void)slot, (void)t, (void)each;
   return 0;
 }
 
@@ -186,9 +195,13 @@ static void tm_activity(struct mproc_pool *p, int slot, struct mproc__activity *
   a->pos = 0;
 }
 
-static void tm_stop_worker(struct mproc_pool *p, int slot) {
-  /* Ranks serve until mproc_mpi_finalize, not per pool. */
-  (void)p, (void)slot;
+static void tm_stop(struct mproc_pool *p, int slot, int how, struct mproc__task *t) {
+  struct tp_mpi *s = tp(p);
+  for (struct sent *e = s->head[slot]; e && how != MPROC__STOP_IDLE; e = e->next)
+    if (how == MPROC__STOP_NOW || e->t == t)
+      mproc__mpi_cancel(e->j);
+  if (how != MPROC__STOP_TASK)
+    s->stop[slot] = how;
 }
 
 static void tm_reset_slot(struct mproc_pool *p, int slot,
@@ -198,15 +211,12 @@ static void tm_reset_slot(struct mproc_pool *p, int slot,
     struct sent *e = pop(s, slot);
     mproc__mpi_cancel(e->j);
     mproc__mpi_job_free(e->j); /* its answer is dropped when it comes */
+    e->t->slot = -1;
     if (left)
       left(p, e->t, true);
     free(e);
   }
-}
-
-static int tm_init_state(struct mproc_pool *p, int slot, int *code, const char **msg) {
-  (void)p, (void)slot, (void)code, (void)msg;
-  return MPROC__INIT_READY;
+  s->stop[slot] = 0;
 }
 
 static int tm_sleep(struct mproc_pool *p, struct pollfd *pfd, int n, int timeout_ms) {
@@ -229,6 +239,7 @@ static void tm_fini(struct mproc_pool *p) {
   free(s->head);
   free(s->tail);
   free(s->count);
+  free(s->stop);
   free(s);
   p->tp_state = NULL;
 }
@@ -236,17 +247,14 @@ static void tm_fini(struct mproc_pool *p) {
 const struct mproc__transport_ops mproc__transport_mpi = {
     .name = "mpi",
     .init = tm_init,
+    .fini = tm_fini,
     .start_worker = tm_start_worker,
-    .can_send = tm_can_send,
     .send_task = tm_send_task,
     .poll_results = tm_poll_results,
     .revoke = tm_revoke,
-    .revoke_all = tm_revoke_all,
     .activity = tm_activity,
-    .stop_worker = tm_stop_worker,
+    .stop = tm_stop,
     .reset_slot = tm_reset_slot,
-    .init_state = tm_init_state,
     .sleep = tm_sleep,
     .helping = tm_helping,
-    .fini = tm_fini,
 };

@@ -325,8 +325,6 @@ static int shm_init(struct mproc_pool *p) {
     shm_fini(p);
     return r;
   }
-  p->ring = MPROC__RING;
-  p->inline_max = MPROC__INLINE;
   s->free_ext[0] = (struct extent){0, MPROC__ARENA_LEN};
   s->nfree = 1;
   /* Idle workers spin briefly before sleeping only while there are spare
@@ -446,14 +444,13 @@ static int shm_start_worker(struct mproc_pool *p, int i) {
   return 0;
 }
 
-static bool shm_can_send(struct mproc_pool *p, int i) {
-  struct shm_slot *sl = sslot(p, i);
-  return sl->head - sl->tail < MPROC__RING;
-}
+_Static_assert(MPROC__ARG_INLINE <= MPROC__INLINE, "an in-memory argument fits an entry");
 
 static int shm_send_task(struct mproc_pool *p, int i, struct mproc__task *t) {
   struct shm_slot *sl = sslot(p, i);
   struct mproc__slot_shm *ss = sshm(p, i);
+  if (sl->head - sl->tail >= MPROC__RING)
+    return -EAGAIN;
   uint64_t pos = sl->head;
   struct mproc__entry *e = &ss->ring[pos % MPROC__RING];
   uint32_t fn_kind = t->fn.kind;
@@ -606,7 +603,7 @@ static struct mproc__entry *entry_of(struct mproc_pool *p, const struct mproc__t
   return &sshm(p, t->slot)->ring[t->tp_ref % MPROC__RING];
 }
 
-static bool shm_revoke(struct mproc_pool *p, struct mproc__task *t) {
+static bool revoke_one(struct mproc_pool *p, struct mproc__task *t) {
   if (t->slot < 0)
     return false;
   uint32_t expect = MPROC__E_QUEUED;
@@ -617,13 +614,15 @@ static bool shm_revoke(struct mproc_pool *p, struct mproc__task *t) {
   return true;
 }
 
-static int shm_revoke_all(struct mproc_pool *p, int i,
-                          void (*each)(struct mproc_pool *, struct mproc__task *)) {
+static int shm_revoke(struct mproc_pool *p, int i, struct mproc__task *one,
+                      void (*each)(struct mproc_pool *, struct mproc__task *)) {
+  if (one != NULL)
+    return one->slot == i && revoke_one(p, one) ? 1 : 0;
   struct shm_slot *sl = sslot(p, i);
   int n = 0;
   for (uint64_t pos = sl->tail; pos < sl->head; pos++) {
     struct mproc__task *t = sl->jobs[pos % MPROC__RING];
-    if (t != NULL && shm_revoke(p, t)) {
+    if (t != NULL && revoke_one(p, t)) {
       each(p, t);
       n++;
     }
@@ -665,14 +664,39 @@ static struct mproc__task *waiting(struct mproc_pool *p, int i, uint64_t *pos) {
   return NULL;
 }
 
+/* Where the worker is with its initializer (the slot's init_state word). */
+static void init_state(struct mproc_pool *p, int i, struct mproc__activity *a) {
+  struct mproc__slot_shm *ss = sshm(p, i);
+  uint32_t state = atomic_load(&ss->init_state);
+  a->init = state == 1 ? MPROC__INIT_READY : MPROC__INIT_RUNNING;
+  if (state == 2) {
+    a->init = MPROC__INIT_FAILED;
+    a->init_code = ss->init_code;
+    ss->init_msg[sizeof ss->init_msg - 1] = '\0';
+    a->init_msg = ss->init_msg;
+  }
+}
+
 static void shm_activity(struct mproc_pool *p, int i, struct mproc__activity *a) {
   a->since = 0;
   a->items_done = 0;
   a->running = running(p, i, &a->since, &a->items_done);
   a->waiting = waiting(p, i, &a->pos);
+  init_state(p, i, a);
 }
 
-static void shm_stop_worker(struct mproc_pool *p, int i) {
+/* Idle: the worker is told to exit once its ring is empty.  A running task
+ * cannot be ended inside the worker (it may hold any lock, be in any
+ * syscall), so _TASK, like _NOW, kills the worker and its process group;
+ * under the mutex it is not reaped yet, so neither id can have been reused. */
+static void shm_stop(struct mproc_pool *p, int i, int how, struct mproc__task *t) {
+  (void)t;
+  struct mproc__slot *sl = &p->slots[i];
+  if (how != MPROC__STOP_IDLE) {
+    kill(-sl->pid, SIGKILL);
+    mproc__pidfd_kill(sl->pidfd, SIGKILL);
+    return;
+  }
   struct mproc__slot_shm *ss = sshm(p, i);
   atomic_store(&ss->stop, 1);
   atomic_fetch_add(&ss->wake, 1);
@@ -709,17 +733,6 @@ static void shm_reset_slot(struct mproc_pool *p, int i,
   sl->sock = -1;
 }
 
-static int shm_init_state(struct mproc_pool *p, int i, int *code, const char **msg) {
-  struct mproc__slot_shm *ss = sshm(p, i);
-  uint32_t state = atomic_load(&ss->init_state);
-  if (state != 2)
-    return state == 1 ? MPROC__INIT_READY : MPROC__INIT_RUNNING;
-  *code = ss->init_code;
-  ss->init_msg[sizeof ss->init_msg - 1] = '\0';
-  *msg = ss->init_msg;
-  return MPROC__INIT_FAILED;
-}
-
 /* The manager announces that it sleeps (workers then write the eventfd),
  * then re-checks done_seq: store-then-load, so a result published in
  * between is either seen here or wakes the poll. */
@@ -743,23 +756,24 @@ static void shm_helping(struct mproc_pool *p, int delta) {
 
 static void *shm_arena(struct mproc_pool *p, uint64_t off) { return st(p)->arena + off; }
 
+static const struct mproc__arena_ops shm_arena_ops = {
+    .alloc = shm_arena_alloc,
+    .free = shm_arena_free,
+    .at = shm_arena,
+};
+
 const struct mproc__transport_ops mproc__transport_shm = {
     .name = "shm",
     .init = shm_init,
+    .fini = shm_fini,
     .start_worker = shm_start_worker,
-    .can_send = shm_can_send,
     .send_task = shm_send_task,
     .poll_results = shm_poll_results,
     .revoke = shm_revoke,
-    .revoke_all = shm_revoke_all,
     .activity = shm_activity,
-    .stop_worker = shm_stop_worker,
+    .stop = shm_stop,
     .reset_slot = shm_reset_slot,
-    .init_state = shm_init_state,
     .sleep = shm_sleep,
     .helping = shm_helping,
-    .arena_alloc = shm_arena_alloc,
-    .arena_free = shm_arena_free,
-    .arena = shm_arena,
-    .fini = shm_fini,
+    .arena = &shm_arena_ops,
 };

@@ -111,8 +111,6 @@ static int sock_init(struct mproc_pool *p) {
   for (int i = 0; i < p->nworkers; i++)
     s[i].sock = -1;
   p->tp_state = s;
-  p->ring = SOCK_RING;
-  p->inline_max = SOCK_MAX;
   return 0;
 }
 
@@ -142,13 +140,10 @@ static int sock_start_worker(struct mproc_pool *p, int i) {
   return 0;
 }
 
-static bool sock_can_send(struct mproc_pool *p, int i) {
-  struct sock_slot *s = slot_of(p, i);
-  return s->head - s->tail < SOCK_RING;
-}
-
 static int sock_send_task(struct mproc_pool *p, int i, struct mproc__task *t) {
   struct sock_slot *s = slot_of(p, i);
+  if (s->head - s->tail >= SOCK_RING)
+    return -EAGAIN;
   if (t->kind != MPROC__K_CALL || t->arg_fd >= 0 || t->nfds > 0)
     return MPROC_ENOTSUP;
   static struct sock_req req;
@@ -197,14 +192,9 @@ static int sock_poll_results(struct mproc_pool *p, int i,
 }
 
 /* A sent task cannot be taken back: cancel kills the worker instead. */
-static bool sock_revoke(struct mproc_pool *p, struct mproc__task *t) {
-  (void)p, (void)t;
-  return false;
-}
-
-static int sock_revoke_all(struct mproc_pool *p, int i,
-                           void (*each)(struct mproc_pool *, struct mproc__task *)) {
-  (void)p, (void)i, (void)each;
+static int sock_revoke(struct mproc_pool *p, int i, struct mproc__task *t,
+                       void (*each)(struct mproc_pool *, struct mproc__task *)) {
+  (void)p, (void)i, (void)t, (void)each;
   return 0;
 }
 
@@ -216,8 +206,12 @@ static void sock_activity(struct mproc_pool *p, int i, struct mproc__activity *a
   }
 }
 
-static void sock_stop_worker(struct mproc_pool *p, int i) {
-  shutdown(slot_of(p, i)->sock, SHUT_WR);
+static void sock_stop(struct mproc_pool *p, int i, int how, struct mproc__task *t) {
+  (void)t;
+  if (how == MPROC__STOP_IDLE)
+    shutdown(slot_of(p, i)->sock, SHUT_WR);
+  else
+    mproc__pidfd_kill(p->slots[i].pidfd, SIGKILL);
 }
 
 static void sock_reset_slot(struct mproc_pool *p, int i,
@@ -234,11 +228,6 @@ static void sock_reset_slot(struct mproc_pool *p, int i,
   s->sock = -1;
 }
 
-static int sock_init_state(struct mproc_pool *p, int i, int *code, const char **msg) {
-  (void)p, (void)i, (void)code, (void)msg;
-  return MPROC__INIT_READY; /* no initializers */
-}
-
 static int sock_sleep(struct mproc_pool *p, struct pollfd *pfd, int n, int timeout_ms) {
   (void)p;
   return poll(pfd, (nfds_t)n, timeout_ms);
@@ -247,18 +236,15 @@ static int sock_sleep(struct mproc_pool *p, struct pollfd *pfd, int n, int timeo
 static const struct mproc__transport_ops sock_transport = {
     .name = "socketpair",
     .init = sock_init,
+    .fini = sock_fini,
     .start_worker = sock_start_worker,
-    .can_send = sock_can_send,
     .send_task = sock_send_task,
     .poll_results = sock_poll_results,
     .revoke = sock_revoke,
-    .revoke_all = sock_revoke_all,
     .activity = sock_activity,
-    .stop_worker = sock_stop_worker,
+    .stop = sock_stop,
     .reset_slot = sock_reset_slot,
-    .init_state = sock_init_state,
     .sleep = sock_sleep,
-    .fini = sock_fini,
 };
 
 /* ---- the pool, over it ---------------------------------------------------- */
