@@ -240,13 +240,13 @@ static void task_collected(struct mproc_pool *p, struct mproc__task *t, struct m
   if (o->code != 0 && (t->cancel_req || t->timed_out)) {
     /* The transport ended only the task (stop MPROC__STOP_TASK): it failed
      * because the pool asked, and says so. */
-    o->code = t->cancel_req ? MPROC_ECANCELLED : MPROC_ETIMEDOUT;
+    o->code = t->cancel_req ? MPROC_ECANCELED : MPROC_ETIMEDOUT;
     o->task_code = 0;
     o->msg = t->cancel_req ? "cancelled" : "task timed out; it was stopped";
   }
   if (o->code == 0)
     sl->n_done++;
-  else if (o->code != MPROC_ECANCELLED)
+  else if (o->code != MPROC_ECANCELED)
     sl->n_failed++;
   task_done(p, t, o);
 }
