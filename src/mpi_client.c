@@ -10,41 +10,16 @@
  * copy is kept until the send completes (MPI reads it in place); a result
  * payload is received into memory the job then owns.
  *
- * Single-threaded by contract (MPI_THREAD_FUNNELED): every call here runs
- * on the thread that called mproc_mpi_init, and progress happens only inside
- * these calls (wait, progress, submit).  The pool's transport seam will
- * drive mproc__mpi_progress from its manager thread instead (see
- * transport_mpi.c).
+ * Not thread-safe by itself: the raw calls here run on one thread (the
+ * tests, the benchmark), and the pool's MPI transport (transport_mpi.c)
+ * calls them under its own lock from whichever pool thread drives MPI at
+ * the moment (MPI_THREAD_SERIALIZED).  Progress happens only inside these
+ * calls (wait, progress, submit).
  *
  * Failure: any MPI error means a rank is gone.  Without ULFM nothing can be
  * repaired, so the job fails fast: the message names the rank and its host,
  * and MPI_Abort ends every process (mpiexec exits non-zero).  A job freed
- * before it finished stays until its result arrives, then goes.
- *
- * What the pool's transport seam (src/transport.h) offers now, and what it
- * must still offer for this dispatcher to run under mproc_pool_* as the
- * MPI transport (transport_mpi.c implements today's ops):
- *  offered: the transport's own per-slot state, a sleep op (MPI has no fd:
- *    the MPI transport polls for at most 1 ms), activity and init_state,
- *    and optional arena ops (without them the pool refuses map and imap);
- *  1. choosing a transport from outside the core: today an internal
- *     variable of libmproc.so (mproc__pool_transport), out of reach of
- *     libmproc_mpi; needed: a pool option and an environment variable
- *     (MPROC_TRANSPORT=mpi, so unchanged programs run over ranks) that find
- *     a transport registered at run time by mproc_mpi_init;
- *  2. slots that are not local processes: the manager dispatches only to a
- *     slot with a pid > 0 and learns of a worker's death from its pidfd;
- *     ranks have neither, so dispatch must not need a pid and a worker's
- *     death must be reportable through poll_results;
- *  3. killing a running task (timeout, cancel) as a transport operation
- *     (here a CANCEL message; the rank enforces timeouts itself) rather than
- *     a signal through the slot's pidfd;
- *  4. one MPI thread: the manager thread would drive MPI, so mproc_mpi_init
- *     must then ask for MPI_THREAD_SERIALIZED instead of FUNNELED;
- *  5. map data by value: arena ops that let a transport copy chunk inputs
- *     out and write results back (a rank cannot see a shared arena).
- * (The core's function references, src/fnref.h, are exported to this
- * library and travel in every task: see mpi_fnref.c.) */
+ * before it finished stays until its result arrives, then goes. */
 #include "mpi_internal.h"
 
 #include <stdio.h>
@@ -152,8 +127,8 @@ int mproc__mpi_submit_to(int rank, const struct mproc__mpi_fn *fn, const void *a
   return submit(fn, MPROC__MPI_FN_TASK, copy, len, &hdr, rank, out);
 }
 
-int mproc__mpi_submit_map(const struct mproc__mpi_fn *fn, const void *in, size_t n, size_t in_size,
-                          size_t out_size, struct mproc__mpi_job **out) {
+int mproc__mpi_submit_map(int rank, const struct mproc__mpi_fn *fn, const void *in, size_t n,
+                          size_t in_size, size_t out_size, struct mproc__mpi_job **out) {
   if (!fn || !out || (n && !in) || !in_size || fn->type != MPROC__MPI_FN_MAP ||
       (n && in_size > SIZE_MAX / n) || (n && out_size > SIZE_MAX / n))
     return MPROC_EINVAL;
@@ -165,7 +140,31 @@ int mproc__mpi_submit_map(const struct mproc__mpi_fn *fn, const void *in, size_t
     memcpy(copy, in, len);
   struct mproc__mpi_task hdr = {
       .kind = MPROC__MPI_MAP, .count = n, .in_size = in_size, .out_size = out_size};
-  return submit(fn, MPROC__MPI_FN_MAP, copy, len, &hdr, 0, out);
+  return submit(fn, MPROC__MPI_FN_MAP, copy, len, &hdr, rank, out);
+}
+
+int mproc__mpi_submit_starmap(int rank, const struct mproc__mpi_fn *fn, const void *const *cols,
+                              size_t n, size_t nargs, const size_t *col_size, size_t out_size,
+                              struct mproc__mpi_job **out) {
+  if (!fn || !out || !cols || !col_size || nargs == 0 || nargs > MPROC_STARMAP_MAX_ARGS ||
+      fn->type != MPROC__MPI_FN_MAP || (n && out_size > SIZE_MAX / n))
+    return MPROC_EINVAL;
+  struct mproc__mpi_task hdr = {
+      .kind = MPROC__MPI_STARMAP, .count = n, .out_size = out_size, .nargs = nargs};
+  size_t len = 0;
+  for (size_t k = 0; k < nargs; k++) {
+    if (!col_size[k] || (n && (col_size[k] > (SIZE_MAX - len) / n || !cols[k])))
+      return MPROC_EINVAL;
+    hdr.col_size[k] = col_size[k];
+    len += n * col_size[k];
+  }
+  /* One payload: the columns one after the other. */
+  unsigned char *copy = NULL;
+  if (len && !(copy = malloc(len)))
+    return MPROC_ENOMEM;
+  for (size_t k = 0, at = 0; k < nargs && n; at += n * col_size[k], k++)
+    memcpy(copy + at, cols[k], n * col_size[k]);
+  return submit(fn, MPROC__MPI_FN_MAP, copy, len, &hdr, rank, out);
 }
 
 /* A failed MPI call: rank is the peer, or -1 when the call had none (a

@@ -134,6 +134,51 @@ static int handshake(int64_t timeout_ms) {
   return verdict ? MPROC_EBROKEN : 0;
 }
 
+/* ---- the "mpi" pool transport ---------------------------------------------
+ *
+ * A pool names it (the option `transport`, or MPROC_TRANSPORT=mpi for a whole
+ * program).  From the moment this library is loaded the name stands for
+ * local workers -- a copy of the built-in "shm" transport -- so one binary
+ * runs the same pools on a laptop; once mproc_mpi_init finds worker ranks it
+ * stands for them (transport_mpi.c).  Pools keep the ops they were made
+ * with. */
+
+static struct mproc__transport_ops local_ops;
+
+static void use_local_workers(void) {
+  const struct mproc__transport_ops *shm;
+  if (local_ops.name || mproc__transport_find("shm", &shm) != 0)
+    return;
+  local_ops = *shm;
+  local_ops.name = mproc__transport_mpi.name;
+  mproc__transport_register(&local_ops);
+}
+
+static void use_worker_ranks(void) {
+  if (local_ops.name)
+    mproc__transport_unregister(&local_ops);
+  if (mproc__transport_register(&mproc__transport_mpi) != 0)
+    fprintf(stderr, "mproc-mpi: the \"mpi\" pool transport could not be registered\n");
+}
+
+/* Loaded into a program: "mpi" means local workers until init.  With
+ * MPROC_TRANSPORT=mpi under mpiexec the program joins the job right here,
+ * before main: worker ranks serve and exit without ever reaching main, so a
+ * program written for local pools runs over ranks unchanged. */
+__attribute__((constructor)) static void on_load(void) {
+  use_local_workers();
+  const char *t = getenv("MPROC_TRANSPORT");
+  if (!t || strcmp(t, mproc__transport_mpi.name) != 0 || !mproc__mpi_launched(NULL))
+    return;
+  int rc = mproc_mpi_init(NULL, NULL, NULL);
+  if (rc != 0) {
+    fprintf(stderr, "mproc-mpi: MPROC_TRANSPORT=mpi: joining the MPI job failed: %s\n",
+            mproc_strerror(rc));
+    exit(1);
+  }
+  mproc__mpi.joined_at_load = true;
+}
+
 static void at_exit(void) {
   if (mproc__mpi.initialised && !mproc__mpi.finalized && mproc__mpi.rank == 0)
     mproc_mpi_finalize(10000);
@@ -152,6 +197,10 @@ MPROC_EXTERN int mproc_mpi_init(int *argc, char ***argv, const struct mproc_mpi_
   if (opts->flags || opts->tasks_per_rank < 0 || opts->startup_timeout_ms < 0 ||
       (argc == NULL) != (argv == NULL))
     return MPROC_EINVAL;
+  if (mproc__mpi.joined_at_load && !mproc__mpi.called_init) {
+    mproc__mpi.called_init = true; /* the program's own call, after on_load's */
+    return 0;
+  }
   if (mproc__mpi.initialised)
     return MPROC_ESTATE;
   int env_rank = -1;
@@ -172,7 +221,9 @@ MPROC_EXTERN int mproc_mpi_init(int *argc, char ***argv, const struct mproc_mpi_
   MPI_Initialized(&inited);
   if (!inited) {
     int provided;
-    if (MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided) != MPI_SUCCESS) {
+    /* SERIALIZED: a pool's manager thread and the threads helping it drive
+     * MPI, one at a time (transport_mpi.c's lock). */
+    if (MPI_Init_thread(argc, argv, MPI_THREAD_SERIALIZED, &provided) != MPI_SUCCESS) {
       mproc__mpi_rank_discard();
       return MPROC_EBROKEN;
     }
@@ -204,6 +255,8 @@ MPROC_EXTERN int mproc_mpi_init(int *argc, char ***argv, const struct mproc_mpi_
     return rc;
   }
   atexit(at_exit);
+  if (mproc_mpi_worker_ranks() > 0)
+    use_worker_ranks();
   return 0;
 }
 

@@ -21,7 +21,8 @@
 #endif
 #include "mproc.h"
 #include "mproc/mpi.h"
-#include "fnref.h" /* the core's function references, exported to siblings */
+#include "fnref.h"     /* the core's function references, exported to siblings */
+#include "transport.h" /* the pool's transport seam and its registry */
 
 #include <mpi.h>
 #include <stdbool.h>
@@ -63,7 +64,7 @@ enum {
 /* Task header kinds.  A cancel travels on the task tag too: MPI keeps one
  * sender's messages of one tag in order, so it can never overtake the task
  * it cancels. */
-enum { MPROC__MPI_CALL = 1, MPROC__MPI_MAP = 2, MPROC__MPI_CANCEL = 3 };
+enum { MPROC__MPI_CALL = 1, MPROC__MPI_MAP = 2, MPROC__MPI_CANCEL = 3, MPROC__MPI_STARMAP = 4 };
 enum { MPROC__MPI_STOP = 2, MPROC__MPI_STOPPED = 3 };
 
 /* Every header starts with these two fields. */
@@ -72,8 +73,10 @@ struct mproc__mpi_task {
   uint64_t len;  /* payload bytes after the header */
   uint32_t kind; /* MPROC__MPI_CALL, _MAP or _CANCEL (of job id) */
   uint32_t pad_;
-  int64_t timeout_ms;                /* 0: none */
-  uint64_t count, in_size, out_size; /* MAP: elements and their sizes */
+  int64_t timeout_ms;                        /* 0: none */
+  uint64_t count, in_size, out_size;         /* MAP, STARMAP: elements and their sizes */
+  uint64_t nargs;                            /* STARMAP: columns, one after the other */
+  uint64_t col_size[MPROC_STARMAP_MAX_ARGS]; /* STARMAP: element size of each */
   struct mproc__mpi_fn fn;
 };
 struct mproc__mpi_result {
@@ -138,14 +141,16 @@ void mproc__mpi_backoff(unsigned *rounds);
 
 /* The state of this process in the job. */
 struct mproc__mpi_state {
-  bool initialised;   /* mproc_mpi_init succeeded */
-  bool we_init_mpi;   /* we called MPI_Init (and so MPI_Finalize) */
-  bool finalized;     /* mproc_mpi_finalize ran */
-  int rank, size;     /* in comm */
-  MPI_Comm comm;      /* our duplicate of MPI_COMM_WORLD */
-  int tasks_per_rank; /* options */
-  char host[64];      /* this process's host name */
-  char (*hosts)[64];  /* rank 0: every rank's host name */
+  bool initialised;    /* mproc_mpi_init succeeded */
+  bool we_init_mpi;    /* we called MPI_Init (and so MPI_Finalize) */
+  bool finalized;      /* mproc_mpi_finalize ran */
+  bool joined_at_load; /* MPROC_TRANSPORT=mpi: init ran before main */
+  bool called_init;    /* ...and the program called it again since */
+  int rank, size;      /* in comm */
+  MPI_Comm comm;       /* our duplicate of MPI_COMM_WORLD */
+  int tasks_per_rank;  /* options */
+  char host[64];       /* this process's host name */
+  char (*hosts)[64];   /* rank 0: every rank's host name */
 };
 extern struct mproc__mpi_state mproc__mpi;
 /* Whether this process was started by an MPI launcher (mpiexec, srun...),
@@ -174,10 +179,16 @@ int mproc__mpi_submit(const struct mproc__mpi_fn *fn, const void *arg, size_t le
 /* The same, bound for one worker rank (1..size-1); 0: any rank. */
 int mproc__mpi_submit_to(int rank, const struct mproc__mpi_fn *fn, const void *arg, size_t len,
                          int64_t timeout_ms, struct mproc__mpi_job **out);
-/* Submit out[i] = fn(in[i]) for n elements (in is copied); the result is
- * the n * out_size output bytes. */
-int mproc__mpi_submit_map(const struct mproc__mpi_fn *fn, const void *in, size_t n, size_t in_size,
-                          size_t out_size, struct mproc__mpi_job **out);
+/* Submit out[i] = fn(in[i]) for n elements to rank (0: any; in is
+ * copied); the result is the n * out_size output bytes. */
+int mproc__mpi_submit_map(int rank, const struct mproc__mpi_fn *fn, const void *in, size_t n,
+                          size_t in_size, size_t out_size, struct mproc__mpi_job **out);
+/* Submit out[i] = fn(cols[0][i], cols[1][i], ...) for n elements to rank
+ * (0: any): nargs columns (copied), column k of n * col_size[k] bytes; the
+ * result is the n * out_size output bytes. */
+int mproc__mpi_submit_starmap(int rank, const struct mproc__mpi_fn *fn, const void *const *cols,
+                              size_t n, size_t nargs, const size_t *col_size, size_t out_size,
+                              struct mproc__mpi_job **out);
 /* Wait until the job finished: 0, MPROC_ETIMEDOUT. */
 int mproc__mpi_wait(struct mproc__mpi_job *j, int64_t timeout_ms);
 /* A finished job's outcome: 0 with *data and *len borrowed from the job, or the
@@ -202,7 +213,6 @@ int mproc__mpi_client_stop(int64_t deadline);
 
 /* ---- transport_mpi.c ------------------------------------------------------ */
 
-struct mproc__transport_ops;
 extern const struct mproc__transport_ops mproc__transport_mpi;
 
 #endif /* MPROC_MPI_INTERNAL_H */

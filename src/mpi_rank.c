@@ -41,7 +41,9 @@ static mproc_pool *g_pool;
 static struct job *g_arriving, *g_running, *g_sending;
 
 int mproc__mpi_rank_prepare(void) {
-  struct mproc_pool_options po = {.workers = 1};
+  /* Local workers whatever MPROC_TRANSPORT says: it names how rank 0's
+   * pools reach the ranks, not how a rank runs its tasks. */
+  struct mproc_pool_options po = {.workers = 1, .transport = "shm"};
   return mproc_pool_new(&g_pool, &po);
 }
 
@@ -84,11 +86,93 @@ static void send_result(struct job *j, void *data, size_t len) {
   push(&g_sending, j);
 }
 
+/* A starmap chunk runs as one task of the local pool (the pool's own
+ * starmap has no asynchronous form): its argument is this header, then the
+ * columns one after the other; its result the output elements, then a
+ * struct starmap_end saying how many succeeded and why the next failed.
+ * The local worker is a fork of this rank, so the function's address holds
+ * there. */
+struct starmap_arg {
+  uint64_t fn; /* mproc_starmap_fn, resolved on this rank */
+  uint64_t count, nargs, out_size;
+  uint64_t col_size[MPROC_STARMAP_MAX_ARGS];
+};
+struct starmap_end {
+  uint64_t ok;  /* items done; item `ok` failed when code != 0 */
+  int32_t code; /* the element function's non-zero return, or 0 */
+  uint32_t pad_;
+};
+
+static int starmap_task(const void *arg, size_t len, mproc_task_ctx *ctx) {
+  struct starmap_arg a;
+  if (len < sizeof a)
+    return mproc_task_fail(ctx, MPROC_EINVAL, "malformed starmap chunk");
+  memcpy(&a, arg, sizeof a); /* the argument bytes need not be aligned */
+  const unsigned char *col[MPROC_STARMAP_MAX_ARGS];
+  const unsigned char *at = (const unsigned char *)arg + sizeof a;
+  for (uint64_t k = 0; k < a.nargs; k++) {
+    col[k] = at;
+    at += a.count * a.col_size[k];
+  }
+  size_t out_len = (size_t)(a.count * a.out_size);
+  unsigned char *out = mproc_task_result_buf(ctx, out_len + sizeof(struct starmap_end));
+  if (!out)
+    return mproc_task_fail(ctx, MPROC_ENOMEM, "no memory for a %zu-byte result", out_len);
+  struct starmap_end end = {0};
+  const void *args[MPROC_STARMAP_MAX_ARGS];
+  mproc_starmap_fn fn = (mproc_starmap_fn)(uintptr_t)a.fn;
+  for (; end.ok < a.count; end.ok++) {
+    for (uint64_t k = 0; k < a.nargs; k++)
+      args[k] = col[k] + end.ok * a.col_size[k];
+    if ((end.code = fn(args, out + end.ok * a.out_size)) != 0)
+      break;
+  }
+  memcpy(out + out_len, &end, sizeof end);
+  return 0;
+}
+
+static int start_starmap(struct job *j, const struct mproc__mpi_task *t, void (*fn)(void)) {
+  size_t cols = 0;
+  bool ok = t->nargs >= 1 && t->nargs <= MPROC_STARMAP_MAX_ARGS;
+  for (uint64_t k = 0; ok && k < t->nargs; k++)
+    cols += (size_t)(t->count * t->col_size[k]);
+  if (!ok || cols != j->op->len)
+    return MPROC_EINVAL;
+  struct starmap_arg a = {
+      .fn = (uint64_t)(uintptr_t)fn, .count = t->count, .nargs = t->nargs, .out_size = t->out_size};
+  memcpy(a.col_size, t->col_size, sizeof a.col_size);
+  unsigned char *buf = malloc(sizeof a + cols);
+  if (!buf)
+    return MPROC_ENOMEM;
+  memcpy(buf, &a, sizeof a);
+  if (cols)
+    memcpy(buf + sizeof a, j->op->data, cols);
+  int rc = mproc_pool_submit(g_pool, starmap_task, buf, sizeof a + cols, &j->f);
+  free(buf); /* the pool copied it */
+  return rc;
+}
+
+/* The function a task names.  Every chunk of a map and every call of one
+ * function names the same one: the last reference resolved is kept, so
+ * tiny tasks do not walk the loaded objects each. */
+static void (*resolve(const struct mproc__mpi_fn *r, char *why, size_t cap))(void) {
+  static struct mproc__mpi_fn last;
+  static void (*last_fn)(void);
+  if (last_fn && memcmp(&last, r, sizeof last) == 0)
+    return last_fn;
+  void (*fn)(void) = mproc__mpi_fn_resolve(r, why, cap);
+  if (fn) {
+    last = *r;
+    last_fn = fn;
+  }
+  return fn;
+}
+
 /* A task whose payload is complete: resolve its function and start it. */
 static void start(struct job *j) {
   const struct mproc__mpi_task *t = j->op->hdr;
   char why[160];
-  void (*fn)(void) = mproc__mpi_fn_resolve(&t->fn, why, sizeof why);
+  void (*fn)(void) = resolve(&t->fn, why, sizeof why);
   int rc = 0;
   if (j->cancelled) {
     fail_early(j, MPROC_ECANCELED, "cancelled before it started");
@@ -104,6 +188,8 @@ static void start(struct job *j) {
     rc = j->out ? mproc_pool_map_async(g_pool, (mproc_map_fn)fn, j->op->data, (size_t)t->count,
                                        (size_t)t->in_size, j->out, (size_t)t->out_size, NULL, &j->f)
                 : MPROC_ENOMEM;
+  } else if (t->kind == MPROC__MPI_STARMAP && t->fn.type == MPROC__MPI_FN_MAP) {
+    rc = start_starmap(j, t, fn);
   } else {
     fail_early(j, MPROC_EINVAL, "malformed task message");
   }
@@ -128,12 +214,30 @@ static void finish(struct job *j) {
   const void *data = NULL;
   size_t len = 0;
   int rc = mproc_future_result(j->f, &data, &len, 0);
-  if (rc == 0) {
+  struct starmap_end end = {0};
+  if (rc == 0 && j->kind == MPROC__MPI_STARMAP) {
+    if (len < sizeof end) {
+      rc = MPROC_ECORRUPT;
+    } else {
+      len -= sizeof end;
+      memcpy(&end, (const char *)data + len, sizeof end);
+    }
+  }
+  if (rc == 0 && end.code == 0) {
     if (j->kind == MPROC__MPI_MAP) {
       data = j->out;
       len = j->out_len;
     }
     send_result(j, (void *)data, len);
+    return;
+  }
+  if (rc == 0) { /* a starmap element failed: as the pool reports a map's */
+    j->res.code = MPROC_ETASK;
+    j->res.task_code = end.code;
+    j->res.exit_status = -1;
+    j->res.index = end.ok;
+    snprintf(j->res.message, sizeof j->res.message, "%s", mproc_strerror(end.code));
+    send_result(j, NULL, 0);
     return;
   }
   struct mproc_task_error err;
@@ -198,6 +302,7 @@ static bool advance(struct job **list, int stage) {
  * completes its future with MPROC_ECANCELED); one still arriving never
  * starts.  A job already answered is not found: nothing to do. */
 static void cancel(uint64_t id) {
+  fprintf(stderr, "rank %d cancel %llu\n", mproc__mpi.rank, (unsigned long long)id);
   for (struct job *j = g_running; j; j = j->next)
     if (j->id == id)
       mproc_future_cancel(j->f);

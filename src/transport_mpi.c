@@ -1,50 +1,63 @@
 /* The pool's MPI transport: struct mproc__transport_ops over worker ranks.
  *
- * Design notes.  Slot i of a pool is worker rank i + 1; a task handed to a
- * slot becomes a job of rank 0's dispatcher (mpi_client.c) pinned to that
- * rank, and the slot keeps its jobs in send order.  The ops
- * (src/transport.h):
- *   init          needs mproc_mpi_init to have found worker ranks, at most
- *                 one slot per rank
+ * Design notes.  Slot i of a pool is worker rank i + 1 (one slot per rank:
+ * a pool asking for fewer workers uses the first ranks, one asking for
+ * more gets as many as there are ranks); a task handed to a slot becomes a
+ * job of rank 0's dispatcher (mpi_client.c) pinned to that rank, and the
+ * slot keeps its jobs in send order.  The ops (src/transport.h):
+ *   init          needs worker ranks (mproc_mpi_init found some); the
+ *                 pool's workers are other images of the program, as under
+ *                 spawn, so its start method says so (map_buf then sends
+ *                 its element function by reference, not by address)
  *   start_worker  nothing to start: ranks live as long as the job, so the
  *                 slot gets no pid and no pidfd
- *   send_task     -EAGAIN once the slot holds tasks_per_rank tasks;
- *                 K_CALL only: the function reference made portable
- *                 (build-id + offset), the argument copied from memory or
- *                 from its memfd; fds cannot travel (MPROC_ENOTSUP); no
- *                 arena ops, so the pool refuses map and imap itself
+ *   send_task     -EAGAIN once the slot holds tasks_per_rank tasks; the
+ *                 function travels as the core's portable reference
+ *                 (fnref.h), the argument by value (from memory or its
+ *                 memfd), a map chunk's input ranges copied out of the
+ *                 arena (by value: a rank cannot see this process's
+ *                 memory); descriptors cannot travel (MPROC_ENOTSUP)
  *   poll_results  one progress step, then every finished job of the slot
- *                 in send order becomes an outcome (the result payload is
- *                 handed over, not copied)
+ *                 in send order becomes an outcome: a call's result payload
+ *                 is handed over as is, a chunk's output copied back into
+ *                 the arena before the pool hears of it
  *   revoke        a sent task belongs to its rank: never revoked
- *   activity      the oldest job of the slot runs, since it was sent;
- *                 always past its initializer (none over MPI yet)
- *   stop          _TASK cancels that task's job (its failure comes back as
- *                 an outcome); _NOW cancels every job of the slot; _IDLE
- *                 waits for none to be left: then the slot's "worker" is
- *                 reported ended by poll_results (the rank itself serves
- *                 until mproc_mpi_finalize)
+ *   activity      the oldest job of the slot runs, since it was sent
+ *   stop          _TASK cancels that task's job (the rank kills its local
+ *                 worker; the failure comes back as an outcome); _NOW
+ *                 cancels every job of the slot; _IDLE waits for none to be
+ *                 left; then the slot's "worker" is reported ended through
+ *                 poll_results (the rank itself serves until finalize)
  *   reset_slot    cancels the slot's jobs (results discarded on arrival)
  *                 and hands their tasks back as started
- *   sleep         MPI has no descriptor: one progress step, then poll the
- *                 manager's fds for at most 1 ms, so results are collected
- *                 within about a millisecond
+ *   sleep         MPI has no descriptor: while jobs are out, progress and
+ *                 the manager's fds are polled in a short spin (a tiny
+ *                 task's answer is collected within microseconds), then
+ *                 in 1 ms naps; with nothing out it sleeps on the fds alone
+ *   arena         plain memory of this process: offsets are its addresses
+ *                 (nothing shares it; ranks get copies)
  * The per-task timeout travels with the task and is enforced on the rank,
- * where the task's local worker is killed.
+ * where the task's local worker is killed; the pool's own deadline (stop
+ * _TASK) is the backstop.  A rank that dies ends the job (mpi_client.c:
+ * fail fast), so no slot is ever reported dead for that reason.
  *
- * This file is built into libmproc_mpi and exercised directly through its
- * ops (tests/mpi, case "transport").  The seam now lets the pool run it:
- * slots need no pid (a rank's end comes through poll_results), stop is an
- * operation, and a transport is chosen by name from a registry
- * (mproc__transport_register, exported by libmproc.so for this library);
- * registering it and map chunks by value (mproc__task_ranges) are left. */
+ * Threads.  The pool calls these ops from its manager thread and from any
+ * thread helping it (under the pool's mutex), and several pools may run
+ * over the ranks at once: every call into the dispatcher, hence into MPI,
+ * holds mpi_mu (MPI_THREAD_SERIALIZED, which mproc_mpi_init asks for).  The
+ * order is the pool's mutex, then mpi_mu. */
 #include "mpi_internal.h"
 #include "pool.h"
 
+#include <poll.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <poll.h>
 #include <sys/mman.h>
+
+static pthread_mutex_t mpi_mu = PTHREAD_MUTEX_INITIALIZER;
 
 struct sent {
   struct sent *next;
@@ -56,16 +69,37 @@ struct tp_mpi {
   struct sent **head, **tail; /* per slot, in send order */
   int *count;                 /* per slot */
   int *stop;                  /* per slot: MPROC__STOP_* asked, 0 none */
+  int out;                    /* jobs out over every slot */
+  /* The last function referenced: a pool's tasks mostly name one. */
+  void (*last_fn)(void);
+  uint32_t last_type;
+  struct mproc__mpi_fn last_ref;
 };
 
 static struct tp_mpi *tp(struct mproc_pool *p) { return p->tp_state; }
 
+static void state_free(struct tp_mpi *s) {
+  if (!s)
+    return;
+  free(s->head);
+  free(s->tail);
+  free(s->count);
+  free(s->stop);
+  free(s);
+}
+
 static int tm_init(struct mproc_pool *p) {
   int ranks = mproc_mpi_worker_ranks();
-  if (ranks == 0)
+  if (ranks == 0) {
+    fprintf(stderr, "mproc-mpi: pool: no worker ranks (mproc_mpi_finalize ran)\n");
     return MPROC_ESTATE;
-  if (p->nworkers < 1 || p->nworkers > ranks || p->opts.initializer)
-    return MPROC_EINVAL; /* an initializer's argument is a raw pointer */
+  }
+  if (p->opts.initializer)
+    return MPROC_ENOTSUP; /* not carried to ranks yet */
+  p->nworkers = p->opts.workers > 0 && p->opts.workers < ranks ? p->opts.workers : ranks;
+  /* Workers are other images of the program: what decides by start method
+   * (map_buf's element function) must not send an address. */
+  p->opts.start_method = MPROC_START_SPAWN;
   struct tp_mpi *s = calloc(1, sizeof *s);
   if (s) {
     s->head = calloc((size_t)p->nworkers, sizeof *s->head);
@@ -74,13 +108,7 @@ static int tm_init(struct mproc_pool *p) {
     s->stop = calloc((size_t)p->nworkers, sizeof *s->stop);
   }
   if (!s || !s->head || !s->tail || !s->count || !s->stop) {
-    if (s) {
-      free(s->head);
-      free(s->tail);
-      free(s->count);
-      free(s->stop);
-    }
-    free(s);
+    state_free(s);
     return MPROC_ENOMEM;
   }
   p->tp_state = s;
@@ -93,45 +121,89 @@ static int tm_start_worker(struct mproc_pool *p, int slot) {
   return 0;
 }
 
-static int tm_send_task(struct mproc_pool *p, int slot, struct mproc__task *t) {
-  if (tp(p)->count[slot] >= mproc__mpi.tasks_per_rank)
-    return -EAGAIN;
-  if (t->kind != MPROC__K_CALL || t->nfds)
-    return MPROC_ENOTSUP;
+/* The wire reference of a task's function (type: task or element). */
+static int ref_of(struct tp_mpi *s, struct mproc__task *t, uint32_t type,
+                  const struct mproc__mpi_fn **out) {
   void (*fn)(void) = mproc__taskfn_addr(t->fn);
-  struct mproc__mpi_fn ref;
-  int rc = fn ? mproc__mpi_fn_of(&ref, MPROC__MPI_FN_TASK, fn) : MPROC_EINVAL;
+  if (!fn)
+    return MPROC_EINVAL;
+  if (fn != s->last_fn || type != s->last_type) {
+    int rc = mproc__mpi_fn_of(&s->last_ref, type, fn);
+    if (rc) {
+      s->last_fn = NULL;
+      return rc;
+    }
+    s->last_fn = fn;
+    s->last_type = type;
+  }
+  *out = &s->last_ref;
+  return 0;
+}
+
+static int send_call(struct tp_mpi *s, int slot, struct mproc__task *t, struct mproc__mpi_job **j) {
+  const struct mproc__mpi_fn *ref;
+  int rc = ref_of(s, t, MPROC__MPI_FN_TASK, &ref);
   if (rc)
     return rc;
-  struct sent *e = calloc(1, sizeof *e);
-  if (!e)
-    return MPROC_ENOMEM;
   /* A large argument sits in a memfd: map it to send it (submit copies). */
   const void *arg = t->arg;
   void *map = NULL;
   if (t->arg_fd >= 0 && t->arg_len) {
     map = mmap(NULL, t->arg_len, PROT_READ, MAP_SHARED, t->arg_fd, 0);
-    if (map == MAP_FAILED) {
-      free(e);
+    if (map == MAP_FAILED)
       return -errno;
-    }
     arg = map;
   }
-  rc = mproc__mpi_submit_to(slot + 1, &ref, arg, t->arg_len, t->timeout_ms, &e->j);
+  rc = mproc__mpi_submit_to(slot + 1, ref, arg, t->arg_len, t->timeout_ms, j);
   if (map)
     munmap(map, t->arg_len);
+  return rc;
+}
+
+/* A map chunk by value: its input ranges copied out of the arena. */
+static int send_chunk(struct mproc_pool *p, int slot, struct mproc__task *t,
+                      struct mproc__mpi_job **j) {
+  const struct mproc__mpi_fn *ref;
+  int rc = ref_of(tp(p), t, MPROC__MPI_FN_MAP, &ref);
+  if (rc)
+    return rc;
+  if (t->kind == MPROC__K_MAP)
+    return mproc__mpi_submit_map(slot + 1, ref, p->tp->arena->at(p, t->in_off), t->count,
+                                 t->in_size, t->out_size, j);
+  const void *cols[MPROC_STARMAP_MAX_ARGS];
+  size_t sizes[MPROC_STARMAP_MAX_ARGS];
+  for (uint32_t k = 0; k < t->nargs && k < MPROC_STARMAP_MAX_ARGS; k++) {
+    cols[k] = p->tp->arena->at(p, t->col_off[k]);
+    sizes[k] = t->col_size[k];
+  }
+  return mproc__mpi_submit_starmap(slot + 1, ref, cols, t->count, t->nargs, sizes, t->out_size, j);
+}
+
+static int tm_send_task(struct mproc_pool *p, int slot, struct mproc__task *t) {
+  struct tp_mpi *s = tp(p);
+  if (s->count[slot] >= mproc__mpi.tasks_per_rank)
+    return -EAGAIN;
+  if (t->nfds)
+    return MPROC_ENOTSUP; /* a descriptor means nothing on another node */
+  struct sent *e = calloc(1, sizeof *e);
+  if (!e)
+    return MPROC_ENOMEM;
+  pthread_mutex_lock(&mpi_mu);
+  int rc = t->kind == MPROC__K_CALL ? send_call(s, slot, t, &e->j) : send_chunk(p, slot, t, &e->j);
+  pthread_mutex_unlock(&mpi_mu);
   if (rc) {
     free(e);
     return rc;
   }
-  struct tp_mpi *s = tp(p);
   e->t = t;
+  t->slot = slot;
   if (s->tail[slot])
     s->tail[slot]->next = e;
   else
     s->head[slot] = e;
   s->tail[slot] = e;
   s->count[slot]++;
+  s->out++;
   return 0;
 }
 
@@ -141,40 +213,79 @@ static struct sent *pop(struct tp_mpi *s, int slot) {
   if (!s->head[slot])
     s->tail[slot] = NULL;
   s->count[slot]--;
+  s->out--;
   return e;
+}
+
+/* The outcome of a finished job (under mpi_mu); a chunk's output goes
+ * back into the arena. */
+static void outcome_of(struct mproc_pool *p, struct sent *e, struct mproc__outcome *o,
+                       struct mproc_task_error *err) {
+  struct mproc__task *t = e->t;
+  *o = (struct mproc__outcome){.exit_status = -1, .msg = ""};
+  o->code = mproc__mpi_job_result(e->j, NULL, NULL, err);
+  if (o->code) {
+    o->task_code = err->task_code;
+    o->signo = err->signo;
+    o->exit_status = err->exit_status;
+    o->msg = err->message; /* names the rank and its host */
+    if (t->kind != MPROC__K_CALL) {
+      o->index = t->base_index + err->index;
+      t->progress = err->index;
+    }
+    return;
+  }
+  size_t len;
+  void *res = mproc__mpi_job_take_result(e->j, &len);
+  if (t->kind == MPROC__K_CALL) {
+    o->res = res;
+    o->res_len = len;
+    return;
+  }
+  if (len != t->count * t->out_size) {
+    o->code = MPROC_ECORRUPT;
+    o->index = t->base_index;
+    snprintf(err->message, sizeof err->message,
+             "rank %d sent %zu result bytes for a chunk of %llu elements of %llu bytes",
+             mproc__mpi_job_rank(e->j), len, (unsigned long long)t->count,
+             (unsigned long long)t->out_size);
+    o->msg = err->message;
+  } else if (len) {
+    memcpy(p->tp->arena->at(p, t->out_off), res, len);
+  }
+  free(res);
 }
 
 static int tm_poll_results(struct mproc_pool *p, int slot,
                            void (*done)(struct mproc_pool *, struct mproc__task *,
                                         struct mproc__outcome *)) {
   struct tp_mpi *s = tp(p);
-  mproc__mpi_progress();
   int n = 0;
-  struct mproc_task_error err;
-  int code;
+  pthread_mutex_lock(&mpi_mu);
+  mproc__mpi_progress();
   while (s->head[slot] &&
-         (code = mproc__mpi_job_result(s->head[slot]->j, NULL, NULL, &err)) != MPROC_ESTATE) {
+         mproc__mpi_job_result(s->head[slot]->j, NULL, NULL, NULL) != MPROC_ESTATE) {
     struct sent *e = pop(s, slot);
-    struct mproc__outcome o = {.code = code, .exit_status = -1, .msg = ""};
-    if (code) {
-      o.task_code = err.task_code;
-      o.pid = err.pid;
-      o.signo = err.signo;
-      o.exit_status = err.exit_status;
-      o.index = err.index;
-      o.msg = err.message;
-    } else {
-      o.res = mproc__mpi_job_take_result(e->j, &o.res_len);
-    }
+    struct mproc__outcome o;
+    struct mproc_task_error err;
+    outcome_of(p, e, &o, &err);
+    mproc__mpi_job_free(e->j);
+    /* done() may take the pool's callbacks' locks, never mpi_mu: dropping
+     * it here keeps the order simple. */
+    pthread_mutex_unlock(&mpi_mu);
     e->t->slot = -1;
     done(p, e->t, &o);
-    mproc__mpi_job_free(e->j);
     free(e);
     n++;
+    pthread_mutex_lock(&mpi_mu);
   }
+  pthread_mutex_unlock(&mpi_mu);
   if ((s->stop[slot] == MPROC__STOP_IDLE && !s->head[slot]) || s->stop[slot] == MPROC__STOP_NOW) {
     /* The pool let the slot go: its end, as a worker's end. */
-    struct mproc__outcome o = {.code = MPROC_EWORKERDIED, .msg = "the worker rank was released"};
+    char msg[128];
+    snprintf(msg, sizeof msg, "worker rank %d on %s was released by the pool", slot + 1,
+             mproc__mpi.hosts ? mproc__mpi.hosts[slot + 1] : "?");
+    struct mproc__outcome o = {.code = MPROC_EWORKERDIED, .exit_status = 0, .msg = msg};
     s->stop[slot] = 0;
     done(p, NULL, &o);
   }
@@ -190,16 +301,21 @@ static int tm_revoke(struct mproc_pool *p, int slot, struct mproc__task *t,
 static void tm_activity(struct mproc_pool *p, int slot, struct mproc__activity *a) {
   struct sent *e = tp(p)->head[slot];
   a->running = e ? e->t : NULL;
+  pthread_mutex_lock(&mpi_mu);
   a->since = e ? mproc__mpi_job_sent_ms(e->j) : 0;
-  a->waiting = NULL; /* a rank's queue is not visible from here */
-  a->pos = 0;
+  pthread_mutex_unlock(&mpi_mu);
+  a->init = MPROC__INIT_READY;
 }
 
 static void tm_stop(struct mproc_pool *p, int slot, int how, struct mproc__task *t) {
+  fprintf(stderr, "tm_stop slot %d how %d t %p head %p\n", slot, how, (void *)t,
+          (void *)tp(p)->head[slot]);
   struct tp_mpi *s = tp(p);
+  pthread_mutex_lock(&mpi_mu);
   for (struct sent *e = s->head[slot]; e && how != MPROC__STOP_IDLE; e = e->next)
     if (how == MPROC__STOP_NOW || e->t == t)
       mproc__mpi_cancel(e->j);
+  pthread_mutex_unlock(&mpi_mu);
   if (how != MPROC__STOP_TASK)
     s->stop[slot] = how;
 }
@@ -209,8 +325,10 @@ static void tm_reset_slot(struct mproc_pool *p, int slot,
   struct tp_mpi *s = tp(p);
   while (s->head[slot]) {
     struct sent *e = pop(s, slot);
+    pthread_mutex_lock(&mpi_mu);
     mproc__mpi_cancel(e->j);
     mproc__mpi_job_free(e->j); /* its answer is dropped when it comes */
+    pthread_mutex_unlock(&mpi_mu);
     e->t->slot = -1;
     if (left)
       left(p, e->t, true);
@@ -219,16 +337,47 @@ static void tm_reset_slot(struct mproc_pool *p, int slot,
   s->stop[slot] = 0;
 }
 
-static int tm_sleep(struct mproc_pool *p, struct pollfd *pfd, int n, int timeout_ms) {
+/* Whether jobs of the pool are out, and whether one of them finished
+ * (one progress step first) or a slot let go by stop waits to be reported
+ * (nothing else would wake the manager for it). */
+static bool results_waiting(struct mproc_pool *p, bool *out) {
   struct tp_mpi *s = tp(p);
-  mproc__mpi_progress();
-  for (int i = 0; i < p->nworkers; i++)
-    if (s->head[i] && mproc__mpi_job_result(s->head[i]->j, NULL, NULL, NULL) != MPROC_ESTATE)
-      return 0; /* a result is waiting: collect it now */
-  return poll(pfd, (nfds_t)n, timeout_ms < 0 || timeout_ms > 1 ? 1 : timeout_ms);
+  bool ready = false;
+  pthread_mutex_lock(&p->mu);
+  *out = s->out > 0;
+  for (int i = 0; i < p->nworkers && !ready; i++)
+    ready = (s->stop[i] == MPROC__STOP_IDLE && !s->head[i]) || s->stop[i] == MPROC__STOP_NOW;
+  if (*out && !ready) {
+    pthread_mutex_lock(&mpi_mu);
+    mproc__mpi_progress();
+    for (int i = 0; i < p->nworkers && !ready; i++)
+      ready = s->head[i] && mproc__mpi_job_result(s->head[i]->j, NULL, NULL, NULL) != MPROC_ESTATE;
+    pthread_mutex_unlock(&mpi_mu);
+  }
+  pthread_mutex_unlock(&p->mu);
+  return ready;
 }
 
-static void tm_helping(struct mproc_pool *p, int delta) { (void)p, (void)delta; }
+/* How long the manager spins on MPI before napping: a tiny task's round
+ * trip over shared memory is tens of microseconds. */
+#define SPIN_MS 1
+
+static int tm_sleep(struct mproc_pool *p, struct pollfd *pfd, int n, int timeout_ms) {
+  int64_t spin_until = mproc_now_ms() + SPIN_MS;
+  for (;;) {
+    bool out;
+    if (results_waiting(p, &out))
+      return 0; /* collect them now */
+    int r = poll(pfd, (nfds_t)n, 0);
+    if (r != 0 || timeout_ms == 0)
+      return r;
+    if (!out) /* nothing out: only the fds can bring news */
+      return poll(pfd, (nfds_t)n, timeout_ms);
+    if (mproc_now_ms() >= spin_until)
+      return poll(pfd, (nfds_t)n, timeout_ms < 0 || timeout_ms > 1 ? 1 : timeout_ms);
+    sched_yield(); /* ranks may share this CPU: let them run */
+  }
+}
 
 static void tm_fini(struct mproc_pool *p) {
   struct tp_mpi *s = tp(p);
@@ -236,13 +385,33 @@ static void tm_fini(struct mproc_pool *p) {
     return;
   for (int i = 0; i < p->nworkers; i++)
     tm_reset_slot(p, i, NULL);
-  free(s->head);
-  free(s->tail);
-  free(s->count);
-  free(s->stop);
-  free(s);
+  state_free(s);
   p->tp_state = NULL;
 }
+
+/* ---- the arena: this process's memory --------------------------------- */
+
+static int arena_alloc(struct mproc_pool *p, size_t len, uint64_t *off) {
+  (void)p;
+  void *m = malloc(len ? len : 1);
+  if (!m)
+    return MPROC_ENOMEM;
+  *off = (uint64_t)(uintptr_t)m;
+  return 0;
+}
+
+static void arena_free(struct mproc_pool *p, uint64_t off, size_t len) {
+  (void)p, (void)len;
+  free((void *)(uintptr_t)off);
+}
+
+static void *arena_at(struct mproc_pool *p, uint64_t off) {
+  (void)p;
+  return (void *)(uintptr_t)off;
+}
+
+static const struct mproc__arena_ops arena = {
+    .alloc = arena_alloc, .free = arena_free, .at = arena_at};
 
 const struct mproc__transport_ops mproc__transport_mpi = {
     .name = "mpi",
@@ -256,5 +425,5 @@ const struct mproc__transport_ops mproc__transport_mpi = {
     .stop = tm_stop,
     .reset_slot = tm_reset_slot,
     .sleep = tm_sleep,
-    .helping = tm_helping,
+    .arena = &arena,
 };

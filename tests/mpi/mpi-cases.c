@@ -8,6 +8,7 @@
  * for the startup check that every rank runs the same program. */
 #include "mpi_internal.h"
 #include "pool.h"
+#include "mpi-test.h"
 
 #include <signal.h>
 #include <stdio.h>
@@ -21,37 +22,7 @@ const char mproc_test_variant[] = "other build";
 const char mproc_test_variant[] = "main build";
 #endif
 
-#define CHECK(cond, ...)                                                                           \
-  do {                                                                                             \
-    if (!(cond)) {                                                                                 \
-      fprintf(stderr, "FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond);                              \
-      fprintf(stderr, __VA_ARGS__);                                                                \
-      fprintf(stderr, "\n");                                                                       \
-      exit(1);                                                                                     \
-    }                                                                                              \
-  } while (0)
-#define CHECK_ERR(call, want)                                                                      \
-  do {                                                                                             \
-    int r_ = (call), w_ = (want);                                                                  \
-    CHECK(r_ == w_, "got %d (%s), want %d (%s)", r_, mproc_err_name(r_), w_, mproc_err_name(w_));  \
-  } while (0)
-
-static int64_t scaled(int64_t ms) {
-  const char *s = getenv("MPROC_TEST_TIMEOUT_SCALE");
-  double k = s ? atof(s) : 1.0;
-  return (int64_t)(ms * (k > 1 ? k : 1));
-}
-
 /* ---- task and map functions ------------------------------------------------ */
-
-static int square_task(const void *arg, size_t len, mproc_task_ctx *ctx) {
-  if (len != sizeof(int64_t))
-    return mproc_task_fail(ctx, 7, "bad length %zu", len);
-  int64_t v;
-  memcpy(&v, arg, sizeof v);
-  v *= v;
-  return mproc_task_return(ctx, &v, sizeof v);
-}
 
 /* Returns the sum of its bytes and a copy with every byte incremented. */
 static int echo_task(const void *arg, size_t len, mproc_task_ctx *ctx) {
@@ -71,46 +42,14 @@ static int probe_task(const void *arg, size_t len, mproc_task_ctx *ctx) {
   return mproc_task_return(ctx, r, sizeof r);
 }
 
-static int segv_task(const void *arg, size_t len, mproc_task_ctx *ctx) {
-  (void)arg, (void)len, (void)ctx;
-  raise(SIGSEGV);
-  return 0;
-}
-
 static int exit_task(const void *arg, size_t len, mproc_task_ctx *ctx) {
   (void)arg, (void)len, (void)ctx;
   exit(3);
 }
 
-static int sleep_task(const void *arg, size_t len, mproc_task_ctx *ctx) {
-  (void)arg, (void)len, (void)ctx;
-  for (;;)
-    pause();
-  return 0;
-}
-
-/* Kills the rank process itself (the local worker's parent). */
-static int kill_rank_task(const void *arg, size_t len, mproc_task_ctx *ctx) {
-  (void)arg, (void)len, (void)ctx;
-  kill(getppid(), SIGKILL);
-  for (;;)
-    pause();
-  return 0;
-}
-
 static int fail_task(const void *arg, size_t len, mproc_task_ctx *ctx) {
   (void)arg, (void)len;
   return mproc_task_fail(ctx, 42, "the task's own failure");
-}
-
-static int triple(const void *in, void *out) {
-  int32_t v;
-  memcpy(&v, in, sizeof v);
-  if (v == -1)
-    return 5;
-  int64_t r = 3 * (int64_t)v;
-  memcpy(out, &r, sizeof r);
-  return 0;
 }
 
 static int only_on_rank0(const void *arg, size_t len, mproc_task_ctx *ctx) {
@@ -234,7 +173,7 @@ static void case_basic(void) {
     in[i] = i;
   struct mproc__mpi_fn mf;
   CHECK_ERR(mproc__mpi_fn_of(&mf, MPROC__MPI_FN_MAP, (void (*)(void))triple), 0);
-  CHECK_ERR(mproc__mpi_submit_map(&mf, in, 1000, sizeof in[0], sizeof(int64_t), &j), 0);
+  CHECK_ERR(mproc__mpi_submit_map(0, &mf, in, 1000, sizeof in[0], sizeof(int64_t), &j), 0);
   CHECK_ERR(mproc__mpi_wait(j, scaled(60000)), 0);
   CHECK_ERR(mproc__mpi_job_result(j, &data, &len, NULL), 0);
   CHECK(len == 1000 * sizeof(int64_t), "map len %zu", len);
@@ -242,7 +181,7 @@ static void case_basic(void) {
     CHECK(((const int64_t *)data)[i] == 3 * i, "map item %d", i);
   mproc__mpi_job_free(j);
   in[617] = -1;
-  CHECK_ERR(mproc__mpi_submit_map(&mf, in, 1000, sizeof in[0], sizeof(int64_t), &j), 0);
+  CHECK_ERR(mproc__mpi_submit_map(0, &mf, in, 1000, sizeof in[0], sizeof(int64_t), &j), 0);
   CHECK_ERR(outcome(j, &err), MPROC_ETASK);
   CHECK(err.index == 617 && err.task_code == 5, "index %zu code %d", err.index, err.task_code);
   mproc__mpi_job_free(j);
@@ -376,7 +315,7 @@ static void case_unresolvable(void) {
   mproc__mpi_job_free(j);
   /* A task reference used for a map, and the reverse. */
   r = ref_of(square_task);
-  CHECK_ERR(mproc__mpi_submit_map(&r, "abcd", 1, 4, 4, &j), MPROC_EINVAL);
+  CHECK_ERR(mproc__mpi_submit_map(0, &r, "abcd", 1, 4, 4, &j), MPROC_EINVAL);
   ranks_still_serve();
 }
 
@@ -436,10 +375,9 @@ static void case_transport(void) {
   struct mproc__slot slots[2];
   memset(slots, 0, sizeof slots);
   p.slots = slots;
-  p.nworkers = 3; /* more slots than worker ranks */
-  CHECK_ERR(tp->init(&p), MPROC_EINVAL);
-  p.nworkers = 2;
+  p.opts.workers = 3; /* more workers than ranks: one slot per rank */
   CHECK_ERR(tp->init(&p), 0);
+  CHECK(p.nworkers == 2 && p.opts.start_method == MPROC_START_SPAWN, "slots %d", p.nworkers);
   for (int i = 0; i < 2; i++) {
     slots[i].pidfd = -1;
     CHECK_ERR(tp->start_worker(&p, i), 0);
@@ -490,8 +428,11 @@ static void case_transport(void) {
                 strncmp(g_out.msg[k], "rank 2 on ", 10) == 0,
             "t%d: %s '%s'", i, mproc_err_name(g_out.code[k]), g_out.msg[k]);
   }
-  /* Map chunks and fds cannot travel yet. */
-  struct mproc__task m = {.kind = MPROC__K_MAP, .arg_fd = -1};
+  /* Descriptors cannot travel to another node. */
+  int fds[1] = {0};
+  struct mproc__task m = t[0];
+  m.fds = fds;
+  m.nfds = 1;
   CHECK_ERR(tp->send_task(&p, 0, &m), MPROC_ENOTSUP);
   /* A slot reset hands its tasks back, started. */
   t[4].fn = mproc__taskfn_of((void (*)(void))sleep_task);
@@ -565,6 +506,9 @@ static void case_errors(void) {
   CHECK_ERR(mproc__mpi_job_result(NULL, NULL, NULL, NULL), MPROC_EINVAL);
 }
 
+static void case_segv(void) { crash_case(segv_task, SIGSEGV, -1); }
+static void case_exit(void) { crash_case(exit_task, 0, 3); }
+
 int main(int argc, char **argv) {
   const char *c = argc > 1 ? argv[1] : "";
   if (strcmp(c, "errors") == 0) {
@@ -589,10 +533,7 @@ int main(int argc, char **argv) {
     return 0;
   }
   CHECK_ERR(rc, 0);
-  static const struct {
-    const char *name;
-    void (*fn)(void);
-  } cases[] = {
+  static const struct mpi_case cases[] = {
       {"basic", case_basic},
       {"large", case_large},
       {"huge", case_huge},
@@ -602,22 +543,8 @@ int main(int argc, char **argv) {
       {"sigint", case_sigint},
       {"fallback", case_fallback},
       {"transport", case_transport},
+      {"segv", case_segv},
+      {"exit", case_exit},
   };
-  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-    if (strcmp(c, cases[i].name) == 0) {
-      cases[i].fn();
-      CHECK_ERR(mproc_mpi_finalize(scaled(30000)), 0);
-      printf("PASS %s\n", c);
-      return 0;
-    }
-  }
-  if (strcmp(c, "segv") == 0 || strcmp(c, "exit") == 0) {
-    bool segv = c[0] == 's';
-    crash_case(segv ? segv_task : exit_task, segv ? SIGSEGV : 0, segv ? -1 : 3);
-    CHECK_ERR(mproc_mpi_finalize(scaled(30000)), 0);
-    printf("PASS %s\n", c);
-    return 0;
-  }
-  fprintf(stderr, "unknown case '%s'\n", c);
-  return 2;
+  return run_case(cases, sizeof cases / sizeof cases[0], c);
 }
