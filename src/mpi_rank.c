@@ -302,7 +302,6 @@ static bool advance(struct job **list, int stage) {
  * completes its future with MPROC_ECANCELED); one still arriving never
  * starts.  A job already answered is not found: nothing to do. */
 static void cancel(uint64_t id) {
-  fprintf(stderr, "rank %d cancel %llu\n", mproc__mpi.rank, (unsigned long long)id);
   for (struct job *j = g_running; j; j = j->next)
     if (j->id == id)
       mproc_future_cancel(j->f);

@@ -308,8 +308,6 @@ static void tm_activity(struct mproc_pool *p, int slot, struct mproc__activity *
 }
 
 static void tm_stop(struct mproc_pool *p, int slot, int how, struct mproc__task *t) {
-  fprintf(stderr, "tm_stop slot %d how %d t %p head %p\n", slot, how, (void *)t,
-          (void *)tp(p)->head[slot]);
   struct tp_mpi *s = tp(p);
   pthread_mutex_lock(&mpi_mu);
   for (struct sent *e = s->head[slot]; e && how != MPROC__STOP_IDLE; e = e->next)
