@@ -59,6 +59,7 @@ static struct {
   uint64_t next_id;
   struct ctrl *ctrls;
   int stopped; /* ranks that confirmed STOP */
+  int pinned;  /* queued jobs pinned to a rank */
 } C;
 
 static const char *host_of(int rank) {
@@ -74,7 +75,9 @@ static void job_release(struct mproc__mpi_job *j) {
 }
 
 static int submit(const struct mproc__mpi_fn *fn, uint32_t type, void *payload, size_t len,
-                  struct mproc__mpi_task *hdr, int pin, struct mproc__mpi_job **out) {
+                  struct mproc__mpi_task *hdr, struct mproc__mpi_to to,
+                  struct mproc__mpi_job **out) {
+  int pin = to.rank;
   if (mproc_mpi_worker_ranks() == 0 || pin < 0 || pin >= mproc__mpi.size) {
     free(payload);
     return mproc_mpi_worker_ranks() == 0 ? MPROC_ESTATE : MPROC_EINVAL;
@@ -97,6 +100,7 @@ static int submit(const struct mproc__mpi_fn *fn, uint32_t type, void *payload, 
   j->hdr.len = len;
   j->hdr.fn = *fn;
   j->hdr.fn.type = type;
+  j->hdr.pool = to.pool;
   j->payload = payload;
   j->pin = pin;
   if (C.queue_tail)
@@ -104,6 +108,8 @@ static int submit(const struct mproc__mpi_fn *fn, uint32_t type, void *payload, 
   else
     C.queue = j;
   C.queue_tail = j;
+  if (pin)
+    C.pinned++;
   *out = j;
   mproc__mpi_progress(); /* send it now if a rank has room */
   return 0;
@@ -111,11 +117,11 @@ static int submit(const struct mproc__mpi_fn *fn, uint32_t type, void *payload, 
 
 int mproc__mpi_submit(const struct mproc__mpi_fn *fn, const void *arg, size_t len,
                       int64_t timeout_ms, struct mproc__mpi_job **out) {
-  return mproc__mpi_submit_to(0, fn, arg, len, timeout_ms, out);
+  return mproc__mpi_submit_to((struct mproc__mpi_to){0, 0}, fn, arg, len, timeout_ms, out);
 }
 
-int mproc__mpi_submit_to(int rank, const struct mproc__mpi_fn *fn, const void *arg, size_t len,
-                         int64_t timeout_ms, struct mproc__mpi_job **out) {
+int mproc__mpi_submit_to(struct mproc__mpi_to to, const struct mproc__mpi_fn *fn, const void *arg,
+                         size_t len, int64_t timeout_ms, struct mproc__mpi_job **out) {
   if (!fn || !out || (len && !arg) || timeout_ms < 0 || fn->type != MPROC__MPI_FN_TASK)
     return MPROC_EINVAL;
   void *copy = NULL;
@@ -124,11 +130,11 @@ int mproc__mpi_submit_to(int rank, const struct mproc__mpi_fn *fn, const void *a
   if (len)
     memcpy(copy, arg, len);
   struct mproc__mpi_task hdr = {.kind = MPROC__MPI_CALL, .timeout_ms = timeout_ms};
-  return submit(fn, MPROC__MPI_FN_TASK, copy, len, &hdr, rank, out);
+  return submit(fn, MPROC__MPI_FN_TASK, copy, len, &hdr, to, out);
 }
 
-int mproc__mpi_submit_map(int rank, const struct mproc__mpi_fn *fn, const void *in, size_t n,
-                          size_t in_size, size_t out_size, struct mproc__mpi_job **out) {
+int mproc__mpi_submit_map(struct mproc__mpi_to to, const struct mproc__mpi_fn *fn, const void *in,
+                          size_t n, size_t in_size, size_t out_size, struct mproc__mpi_job **out) {
   if (!fn || !out || (n && !in) || !in_size || fn->type != MPROC__MPI_FN_MAP ||
       (n && in_size > SIZE_MAX / n) || (n && out_size > SIZE_MAX / n))
     return MPROC_EINVAL;
@@ -140,11 +146,12 @@ int mproc__mpi_submit_map(int rank, const struct mproc__mpi_fn *fn, const void *
     memcpy(copy, in, len);
   struct mproc__mpi_task hdr = {
       .kind = MPROC__MPI_MAP, .count = n, .in_size = in_size, .out_size = out_size};
-  return submit(fn, MPROC__MPI_FN_MAP, copy, len, &hdr, rank, out);
+  return submit(fn, MPROC__MPI_FN_MAP, copy, len, &hdr, to, out);
 }
 
-int mproc__mpi_submit_starmap(int rank, const struct mproc__mpi_fn *fn, const void *const *cols,
-                              size_t n, size_t nargs, const size_t *col_size, size_t out_size,
+int mproc__mpi_submit_starmap(struct mproc__mpi_to to, const struct mproc__mpi_fn *fn,
+                              const void *const *cols, size_t n, size_t nargs,
+                              const size_t *col_size, size_t out_size,
                               struct mproc__mpi_job **out) {
   if (!fn || !out || !cols || !col_size || nargs == 0 || nargs > MPROC_STARMAP_MAX_ARGS ||
       fn->type != MPROC__MPI_FN_MAP || (n && out_size > SIZE_MAX / n))
@@ -164,7 +171,26 @@ int mproc__mpi_submit_starmap(int rank, const struct mproc__mpi_fn *fn, const vo
     return MPROC_ENOMEM;
   for (size_t k = 0, at = 0; k < nargs && n; at += n * col_size[k], k++)
     memcpy(copy + at, cols[k], n * col_size[k]);
-  return submit(fn, MPROC__MPI_FN_MAP, copy, len, &hdr, rank, out);
+  return submit(fn, MPROC__MPI_FN_MAP, copy, len, &hdr, to, out);
+}
+
+int mproc__mpi_open(struct mproc__mpi_to to, int workers, const struct mproc__mpi_fn *init,
+                    const void *arg, size_t len, int64_t init_timeout_ms,
+                    struct mproc__mpi_job **out) {
+  if (!out || to.rank < 1 || to.pool == 0 || workers < 1 || (len && !arg) || init_timeout_ms < 0 ||
+      (init && init->type != MPROC__MPI_FN_INIT))
+    return MPROC_EINVAL;
+  void *copy = NULL;
+  if (len && !(copy = malloc(len)))
+    return MPROC_ENOMEM;
+  if (len)
+    memcpy(copy, arg, len);
+  struct mproc__mpi_task hdr = {.kind = MPROC__MPI_OPEN,
+                                .flags = init ? MPROC__MPI_HAS_INIT : 0,
+                                .count = (uint64_t)workers,
+                                .timeout_ms = init_timeout_ms};
+  static const struct mproc__mpi_fn none;
+  return submit(init ? init : &none, MPROC__MPI_FN_INIT, copy, len, &hdr, to, out);
 }
 
 /* A failed MPI call: rank is the peer, or -1 when the call had none (a
@@ -187,19 +213,21 @@ static int pick_rank(void) {
   return best;
 }
 
-/* Send queued jobs, in order, to ranks with room: a pinned job waits for
- * its own rank, the others take the least loaded one.  The walk stops as
- * soon as every rank is full: with 100 000 tasks queued at once, walking
- * the whole queue on every progress step made submitting them quadratic. */
+/* Send queued jobs, in order: a pinned job at once (whoever pins them
+ * keeps its own count: the pool's transport allows a slot as many as its
+ * share of workers can use), the others to the least loaded rank with room.
+ * The walk stops as soon as only unpinned jobs and no room are left: with
+ * 100 000 tasks queued at once, walking the whole queue on every progress
+ * step made submitting them quadratic. */
 static bool dispatch(void) {
   bool moved = false;
   int room = 0;
   for (int r = 1; r < mproc__mpi.size; r++)
     room += C.load[r] < mproc__mpi.tasks_per_rank ? mproc__mpi.tasks_per_rank - C.load[r] : 0;
   struct mproc__mpi_job *prev = NULL;
-  for (struct mproc__mpi_job *j = C.queue, *next; j && room > 0; j = next) {
+  for (struct mproc__mpi_job *j = C.queue, *next; j && (room > 0 || C.pinned > 0); j = next) {
     next = j->next;
-    int r = j->pin ? (C.load[j->pin] < mproc__mpi.tasks_per_rank ? j->pin : 0) : pick_rank();
+    int r = j->pin ? j->pin : room > 0 ? pick_rank() : 0;
     if (r == 0) {
       prev = j;
       continue;
@@ -216,8 +244,10 @@ static bool dispatch(void) {
     j->rank = r;
     j->state = SENT;
     j->sent_ms = mproc_now_ms();
-    C.load[r]++;
-    room--;
+    if (C.load[r]++ < mproc__mpi.tasks_per_rank)
+      room--;
+    if (j->pin)
+      C.pinned--;
     j->next = C.flight;
     C.flight = j;
     moved = true;
@@ -363,6 +393,8 @@ int mproc__mpi_job_result(struct mproc__mpi_job *j, const void **data, size_t *l
   return j->code;
 }
 
+bool mproc__mpi_job_done(const struct mproc__mpi_job *j) { return j && j->state == DONE; }
+
 int mproc__mpi_job_rank(const struct mproc__mpi_job *j) { return j ? j->rank : MPROC_EINVAL; }
 
 int64_t mproc__mpi_job_sent_ms(const struct mproc__mpi_job *j) {
@@ -405,6 +437,8 @@ int mproc__mpi_cancel(struct mproc__mpi_job *j) {
         C.queue = j->next;
       if (C.queue_tail == j)
         C.queue_tail = prev;
+      if (j->pin)
+        C.pinned--;
       break;
     }
     j->state = DONE;
@@ -478,4 +512,13 @@ int mproc__mpi_client_stop(int64_t deadline) {
   free(C.load);
   C.load = NULL;
   return 0;
+}
+
+int mproc__mpi_close(int rank, uint64_t pool) {
+  if (rank < 1 || rank >= mproc__mpi.size || pool == 0)
+    return MPROC_EINVAL;
+  if (!C.load)
+    return 0; /* stopped already: the ranks dropped every pool */
+  struct mproc__mpi_task m = {.kind = MPROC__MPI_CLOSE, .pool = pool};
+  return send_small(rank, MPROC__MPI_TAG_TASK, &m, sizeof m);
 }

@@ -31,12 +31,12 @@
 
 /* ---- mpi_fnref.c --------------------------------------------------------- */
 
-enum { MPROC__MPI_FN_TASK = 1, MPROC__MPI_FN_MAP = 2 };
+enum { MPROC__MPI_FN_TASK = 1, MPROC__MPI_FN_MAP = 2, MPROC__MPI_FN_INIT = 3 };
 /* A function reference as it travels: the core's reference (plain bytes, no
  * pointer), what kind of function it names, and whether only its name
  * counts. */
 struct mproc__mpi_fn {
-  uint32_t type;  /* MPROC__MPI_FN_TASK or _MAP: what the pointer is */
+  uint32_t type;  /* MPROC__MPI_FN_TASK, _MAP or _INIT: what the pointer is */
   uint32_t named; /* 1: resolved by ref.name only (ranks may run other builds) */
   struct mproc__fnref ref;
 };
@@ -64,18 +64,29 @@ enum {
 /* Task header kinds.  A cancel travels on the task tag too: MPI keeps one
  * sender's messages of one tag in order, so it can never overtake the task
  * it cancels. */
-enum { MPROC__MPI_CALL = 1, MPROC__MPI_MAP = 2, MPROC__MPI_CANCEL = 3, MPROC__MPI_STARMAP = 4 };
+enum {
+  MPROC__MPI_CALL = 1,
+  MPROC__MPI_MAP = 2,
+  MPROC__MPI_CANCEL = 3,
+  MPROC__MPI_STARMAP = 4,
+  MPROC__MPI_OPEN = 5,  /* a local pool for one of rank 0's pools: count workers,
+                           fn its initializer (flags HAS_INIT), payload its
+                           argument, timeout_ms its deadline */
+  MPROC__MPI_CLOSE = 6, /* that pool is done (pool); no answer */
+};
+enum { MPROC__MPI_HAS_INIT = 1 };
 enum { MPROC__MPI_STOP = 2, MPROC__MPI_STOPPED = 3 };
 
 /* Every header starts with these two fields. */
 struct mproc__mpi_task {
-  uint64_t id;   /* rank 0's job id */
-  uint64_t len;  /* payload bytes after the header */
-  uint32_t kind; /* MPROC__MPI_CALL, _MAP or _CANCEL (of job id) */
-  uint32_t pad_;
-  int64_t timeout_ms;                        /* 0: none */
-  uint64_t count, in_size, out_size;         /* MAP, STARMAP: elements and their sizes */
-  uint64_t nargs;                            /* STARMAP: columns, one after the other */
+  uint64_t id;                       /* rank 0's job id */
+  uint64_t len;                      /* payload bytes after the header */
+  uint32_t kind;                     /* MPROC__MPI_CALL, _MAP, ... or _CANCEL (of job id) */
+  uint32_t flags;                    /* OPEN: MPROC__MPI_HAS_INIT */
+  uint64_t pool;                     /* the rank's local pool it is for: 0 its own, else OPENed */
+  int64_t timeout_ms;                /* 0: none */
+  uint64_t count, in_size, out_size; /* MAP, STARMAP: elements and their sizes */
+  uint64_t nargs;                    /* STARMAP: columns, one after the other */
   uint64_t col_size[MPROC_STARMAP_MAX_ARGS]; /* STARMAP: element size of each */
   struct mproc__mpi_fn fn;
 };
@@ -172,27 +183,46 @@ void mproc__mpi_rank_discard(void);
 /* ---- mpi_client.c (rank 0) ------------------------------------------------ */
 
 struct mproc__mpi_job;
+/* Where a job goes: a worker rank (0: the least loaded one) and a local pool
+ * there (0: the rank's own one-worker pool; else one mproc__mpi_open made). */
+struct mproc__mpi_to {
+  int rank;
+  uint64_t pool;
+};
 /* Submit fn(arg) to a worker rank (arg is copied).  Returns 0 and *out, or
  * MPROC_EINVAL, MPROC_ESTATE (no worker ranks), MPROC_ENOMEM. */
 int mproc__mpi_submit(const struct mproc__mpi_fn *fn, const void *arg, size_t len,
                       int64_t timeout_ms, struct mproc__mpi_job **out);
-/* The same, bound for one worker rank (1..size-1); 0: any rank. */
-int mproc__mpi_submit_to(int rank, const struct mproc__mpi_fn *fn, const void *arg, size_t len,
-                         int64_t timeout_ms, struct mproc__mpi_job **out);
-/* Submit out[i] = fn(in[i]) for n elements to rank (0: any; in is
- * copied); the result is the n * out_size output bytes. */
-int mproc__mpi_submit_map(int rank, const struct mproc__mpi_fn *fn, const void *in, size_t n,
-                          size_t in_size, size_t out_size, struct mproc__mpi_job **out);
-/* Submit out[i] = fn(cols[0][i], cols[1][i], ...) for n elements to rank
- * (0: any): nargs columns (copied), column k of n * col_size[k] bytes; the
+/* The same, bound for `to` (rank 1..size-1, 0: any). */
+int mproc__mpi_submit_to(struct mproc__mpi_to to, const struct mproc__mpi_fn *fn, const void *arg,
+                         size_t len, int64_t timeout_ms, struct mproc__mpi_job **out);
+/* Submit out[i] = fn(in[i]) for n elements to `to` (in is copied); the
  * result is the n * out_size output bytes. */
-int mproc__mpi_submit_starmap(int rank, const struct mproc__mpi_fn *fn, const void *const *cols,
-                              size_t n, size_t nargs, const size_t *col_size, size_t out_size,
-                              struct mproc__mpi_job **out);
+int mproc__mpi_submit_map(struct mproc__mpi_to to, const struct mproc__mpi_fn *fn, const void *in,
+                          size_t n, size_t in_size, size_t out_size, struct mproc__mpi_job **out);
+/* Submit out[i] = fn(cols[0][i], cols[1][i], ...) for n elements to `to`:
+ * nargs columns (copied), column k of n * col_size[k] bytes; the result is
+ * the n * out_size output bytes. */
+int mproc__mpi_submit_starmap(struct mproc__mpi_to to, const struct mproc__mpi_fn *fn,
+                              const void *const *cols, size_t n, size_t nargs,
+                              const size_t *col_size, size_t out_size, struct mproc__mpi_job **out);
+/* Open local pool to.pool (> 0) of `workers` workers on rank to.rank (a
+ * slot started again replaces it there): with init (type _INIT, or NULL for
+ * none), its argument arg[0..len) copied, and init_timeout_ms (0: none).
+ * The job finishes once the rank's pool is ready: 0, or the initializer's
+ * failure.  Jobs sent to to.pool after it run in that pool. */
+int mproc__mpi_open(struct mproc__mpi_to to, int workers, const struct mproc__mpi_fn *init,
+                    const void *arg, size_t len, int64_t init_timeout_ms,
+                    struct mproc__mpi_job **out);
+/* Local pool `pool` on `rank` is done: what still runs there is dropped. */
+int mproc__mpi_close(int rank, uint64_t pool);
 /* Wait until the job finished: 0, MPROC_ETIMEDOUT. */
 int mproc__mpi_wait(struct mproc__mpi_job *j, int64_t timeout_ms);
+/* Whether the job finished (its result may be any code, MPROC_ESTATE too). */
+bool mproc__mpi_job_done(const struct mproc__mpi_job *j);
 /* A finished job's outcome: 0 with *data and *len borrowed from the job, or the
- * failure code with err filled; MPROC_ESTATE while unfinished. */
+ * failure code with err filled; MPROC_ESTATE while unfinished (a job that
+ * failed with MPROC_ESTATE on its rank says so too: ask mproc__mpi_job_done). */
 int mproc__mpi_job_result(struct mproc__mpi_job *j, const void **data, size_t *len,
                           struct mproc_task_error *err);
 /* Which rank ran (or runs) the job, 0 while queued on rank 0. */

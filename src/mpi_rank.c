@@ -66,6 +66,13 @@ static void push(struct job **list, struct job *j) {
   *list = j;
 }
 
+static void append(struct job **list, struct job *j) {
+  while (*list)
+    list = &(*list)->next;
+  j->next = NULL;
+  *list = j;
+}
+
 /* Fail a job that never reached the pool: it goes straight to sending. */
 static void fail_early(struct job *j, int code, const char *why) {
   memset(&j->res, 0, sizeof j->res);
@@ -131,7 +138,8 @@ static int starmap_task(const void *arg, size_t len, mproc_task_ctx *ctx) {
   return 0;
 }
 
-static int start_starmap(struct job *j, const struct mproc__mpi_task *t, void (*fn)(void)) {
+static int start_starmap(mproc_pool *pool, struct job *j, const struct mproc__mpi_task *t,
+                         void (*fn)(void)) {
   size_t cols = 0;
   bool ok = t->nargs >= 1 && t->nargs <= MPROC_STARMAP_MAX_ARGS;
   for (uint64_t k = 0; ok && k < t->nargs; k++)
@@ -147,7 +155,7 @@ static int start_starmap(struct job *j, const struct mproc__mpi_task *t, void (*
   memcpy(buf, &a, sizeof a);
   if (cols)
     memcpy(buf + sizeof a, j->op->data, cols);
-  int rc = mproc_pool_submit(g_pool, starmap_task, buf, sizeof a + cols, &j->f);
+  int rc = mproc_pool_submit(pool, starmap_task, buf, sizeof a + cols, &j->f);
   free(buf); /* the pool copied it */
   return rc;
 }
@@ -168,28 +176,136 @@ static void (*resolve(const struct mproc__mpi_fn *r, char *why, size_t cap))(voi
   return fn;
 }
 
+/* ---- local pools of rank 0's pools -----------------------------------------
+ *
+ * A pool of rank 0 over this rank gets a local pool of its own (OPEN): as
+ * many workers as the share of that pool's workers this rank holds, and its
+ * initializer, so several pools with different initializers share the rank.
+ * Tasks name their local pool; CLOSE drops it, with whatever it still runs
+ * (rank 0 has dropped those tasks already).  These pools fork after
+ * MPI_Init: their workers never call MPI (see mpi_init.c on fork). */
+struct lpool {
+  struct lpool *next;
+  uint64_t id;
+  mproc_pool *pool;
+  void *initarg; /* the initializer's argument, which the workers read */
+};
+static struct lpool *g_pools;
+
+static mproc_pool *pool_of(uint64_t id) {
+  if (id == 0)
+    return g_pool;
+  for (struct lpool *l = g_pools; l; l = l->next)
+    if (l->id == id)
+      return l->pool;
+  return NULL;
+}
+
+static void close_pool(uint64_t id) {
+  for (struct lpool **pp = &g_pools; *pp; pp = &(*pp)->next) {
+    struct lpool *l = *pp;
+    if (l->id != id)
+      continue;
+    *pp = l->next;
+    mproc_pool_terminate(l->pool);
+    mproc_pool_free(l->pool); /* running jobs' futures keep what they need */
+    free(l->initarg);
+    free(l);
+    return;
+  }
+}
+
+/* The probe behind an initializer: it runs once the worker is ready. */
+static int ready_task(const void *arg, size_t len, mproc_task_ctx *ctx) {
+  (void)arg, (void)len, (void)ctx;
+  return 0;
+}
+
+/* OPEN: make the local pool; with an initializer the job's outcome is a
+ * probe's, so it answers once the initializer ran (or failed). */
+static int open_pool(struct job *j, const struct mproc__mpi_task *t, char *why, size_t cap) {
+  mproc_init_fn init = NULL;
+  if (t->flags & MPROC__MPI_HAS_INIT) {
+    init = (mproc_init_fn)(uintptr_t)resolve(&t->fn, why, cap);
+    if (!init)
+      return MPROC_ENOFUNC;
+  }
+  if (t->count < 1 || t->count > 4096 || t->pool == 0 || t->timeout_ms < 0)
+    return MPROC_EINVAL;
+  close_pool(t->pool); /* a slot started again: its old pool goes */
+  struct lpool *l = calloc(1, sizeof *l);
+  if (!l || (j->op->len && !(l->initarg = malloc(j->op->len)))) {
+    free(l);
+    return MPROC_ENOMEM;
+  }
+  if (j->op->len)
+    memcpy(l->initarg, j->op->data, j->op->len);
+  l->id = t->pool;
+  struct mproc_pool_options po = {.workers = (int)t->count,
+                                  .transport = "shm",
+                                  .initializer = init,
+                                  .initarg = l->initarg,
+                                  .initarg_len = j->op->len,
+                                  .init_timeout_ms = t->timeout_ms};
+  int rc = mproc_pool_new(&l->pool, &po);
+  if (rc) {
+    free(l->initarg);
+    free(l);
+    return rc;
+  }
+  l->next = g_pools;
+  g_pools = l;
+  return init ? mproc_pool_submit(l->pool, ready_task, NULL, 0, &j->f) : 0;
+}
+
+/* Whether j is a task for a pool whose OPEN has not started yet: rank 0
+ * sends the OPEN first, but a large initializer argument may still be
+ * arriving when a small task behind it is complete. */
+static bool waits_for_open(const struct job *j) {
+  const struct mproc__mpi_task *t = j->op->hdr;
+  if (t->kind == MPROC__MPI_OPEN || t->pool == 0 || pool_of(t->pool))
+    return false;
+  for (const struct job *o = g_arriving; o; o = o->next) {
+    const struct mproc__mpi_task *ot = o->op->hdr;
+    if (o != j && ot->kind == MPROC__MPI_OPEN && ot->pool == t->pool)
+      return true;
+  }
+  return false;
+}
+
 /* A task whose payload is complete: resolve its function and start it. */
 static void start(struct job *j) {
   const struct mproc__mpi_task *t = j->op->hdr;
-  char why[160];
-  void (*fn)(void) = resolve(&t->fn, why, sizeof why);
+  char why[160] = "";
+  memset(&j->res, 0, sizeof j->res);
+  j->res.id = j->id;
+  mproc_pool *pool = t->kind == MPROC__MPI_OPEN ? NULL : pool_of(t->pool);
+  void (*fn)(void) = pool ? resolve(&t->fn, why, sizeof why) : NULL;
   int rc = 0;
   if (j->cancelled) {
     fail_early(j, MPROC_ECANCELED, "cancelled before it started");
+  } else if (t->kind == MPROC__MPI_OPEN) {
+    rc = open_pool(j, t, why, sizeof why);
+    if (rc == MPROC_ENOFUNC) {
+      fail_early(j, rc, why);
+      rc = 0;
+    }
+  } else if (!pool) {
+    fail_early(j, MPROC_ESTATE, "its pool is not open on this rank");
   } else if (!fn) {
     fail_early(j, MPROC_ENOFUNC, why);
   } else if (t->kind == MPROC__MPI_CALL && t->fn.type == MPROC__MPI_FN_TASK) {
     struct mproc_submit_options so = {.timeout_ms = t->timeout_ms, .retries = 0};
-    rc = mproc_pool_submit_ex(g_pool, (mproc_task_fn)fn, j->op->data, j->op->len, &so, &j->f);
+    rc = mproc_pool_submit_ex(pool, (mproc_task_fn)fn, j->op->data, j->op->len, &so, &j->f);
   } else if (t->kind == MPROC__MPI_MAP && t->fn.type == MPROC__MPI_FN_MAP &&
              t->count * t->in_size == j->op->len) {
     j->out_len = (size_t)(t->count * t->out_size);
     j->out = malloc(j->out_len ? j->out_len : 1);
-    rc = j->out ? mproc_pool_map_async(g_pool, (mproc_map_fn)fn, j->op->data, (size_t)t->count,
+    rc = j->out ? mproc_pool_map_async(pool, (mproc_map_fn)fn, j->op->data, (size_t)t->count,
                                        (size_t)t->in_size, j->out, (size_t)t->out_size, NULL, &j->f)
                 : MPROC_ENOMEM;
   } else if (t->kind == MPROC__MPI_STARMAP && t->fn.type == MPROC__MPI_FN_MAP) {
-    rc = start_starmap(j, t, fn);
+    rc = start_starmap(pool, j, t, fn);
   } else {
     fail_early(j, MPROC_EINVAL, "malformed task message");
   }
@@ -273,7 +389,7 @@ static bool stage_done(struct job *j, int stage) {
   if (rc < 0)
     mproc__mpi_abort("lost contact with rank 0 while %s",
                      stage == STAGE_ARRIVING ? "receiving a task" : "sending a result");
-  return rc == 1;
+  return rc == 1 && (stage != STAGE_ARRIVING || !waits_for_open(j));
 }
 
 /* Move every job of a stage's list that is through it on to the next
@@ -322,6 +438,13 @@ static bool pass(bool *stop) {
     if (!j)
       mproc__mpi_abort("out of memory");
     const struct mproc__mpi_task *t = op->hdr;
+    if (t->kind == MPROC__MPI_CLOSE) {
+      close_pool(t->pool);
+      mproc__mpi_op_free(op);
+      free(j);
+      moved = true;
+      continue;
+    }
     if (t->kind == MPROC__MPI_CANCEL) {
       cancel(t->id);
       mproc__mpi_op_free(op);
@@ -332,7 +455,7 @@ static bool pass(bool *stop) {
     j->id = t->id;
     j->kind = t->kind;
     j->op = op;
-    push(&g_arriving, j);
+    append(&g_arriving, j); /* in arrival order: an OPEN before its pool's tasks */
     moved = true;
   }
   if (rc < 0)
@@ -382,6 +505,8 @@ int mproc__mpi_rank_serve(void) {
   }
   /* Rank 0 is done: whatever still runs is of no interest to anyone. */
   mproc_pool_terminate(g_pool);
+  while (g_pools)
+    close_pool(g_pools->id);
   int64_t deadline = mproc_now_ms() + 10000;
   struct job **lists[] = {&g_arriving, &g_running, &g_sending};
   for (size_t i = 0; i < sizeof lists / sizeof lists[0]; i++) {

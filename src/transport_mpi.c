@@ -1,17 +1,28 @@
 /* The pool's MPI transport: struct mproc__transport_ops over worker ranks.
  *
- * Design notes.  Slot i of a pool is worker rank i + 1 (one slot per rank:
- * a pool asking for fewer workers uses the first ranks, one asking for
- * more gets as many as there are ranks); a task handed to a slot becomes a
- * job of rank 0's dispatcher (mpi_client.c) pinned to that rank, and the
- * slot keeps its jobs in send order.  The ops (src/transport.h):
+ * Design notes.  Slot i of a pool is worker rank i + 1, one slot per rank.
+ * The pool's workers (its `workers` option; 0: one per rank) are shared out
+ * over its slots -- 5 workers over 2 ranks: 3 on rank 1, 2 on rank 2 -- and
+ * each rank runs its share in a local pool of that many supervised workers
+ * made for this pool (mpi_rank.c), with the pool's initializer.  So a pool
+ * runs as many tasks at once as it asked for, wherever they run.  A task
+ * handed to a slot becomes a job of rank 0's dispatcher (mpi_client.c)
+ * pinned to that rank and that local pool; the slot keeps its jobs in send
+ * order.  The ops (src/transport.h):
  *   init          needs worker ranks (mproc_mpi_init found some); the
  *                 pool's workers are other images of the program, as under
  *                 spawn, so its start method says so (map_buf then sends
- *                 its element function by reference, not by address)
- *   start_worker  nothing to start: ranks live as long as the job, so the
- *                 slot gets no pid and no pidfd
- *   send_task     -EAGAIN once the slot holds tasks_per_rank tasks; the
+ *                 its element function by reference, not by address); an
+ *                 initializer travels as a function reference, its
+ *                 argument as initarg_len bytes (a pointer means nothing
+ *                 on another node)
+ *   start_worker  opens the slot's local pool on its rank (the rank itself
+ *                 lives as long as the job): no pid, no pidfd; the answer
+ *                 says when the initializer ran, or how it failed -- then
+ *                 the slot is reported ended and the pool breaks, as on one
+ *                 machine
+ *   send_task     -EAGAIN once the slot holds tasks_per_rank tasks per
+ *                 worker of its share; the
  *                 function travels as the core's portable reference
  *                 (fnref.h), the argument by value (from memory or its
  *                 memfd), a map chunk's input ranges copied out of the
@@ -22,7 +33,8 @@
  *                 is handed over as is, a chunk's output copied back into
  *                 the arena before the pool hears of it
  *   revoke        a sent task belongs to its rank: never revoked
- *   activity      the oldest job of the slot runs, since it was sent
+ *   activity      the oldest job of the slot runs, since it was sent; the
+ *                 initializer's state from the open job
  *   stop          _TASK cancels that task's job (the rank kills its local
  *                 worker; the failure comes back as an outcome); _NOW
  *                 cancels every job of the slot; _IDLE waits for none to be
@@ -30,6 +42,7 @@
  *                 poll_results (the rank itself serves until finalize)
  *   reset_slot    cancels the slot's jobs (results discarded on arrival)
  *                 and hands their tasks back as started
+ *   fini          closes the local pools on the ranks
  *   sleep         MPI has no descriptor: while jobs are out, progress and
  *                 the manager's fds are polled in a short spin (a tiny
  *                 task's answer is collected within microseconds), then
@@ -65,11 +78,26 @@ struct sent {
   struct mproc__mpi_job *j;
 };
 
+/* Per slot. */
+struct tslot {
+  struct sent *head, *tail;    /* jobs in send order */
+  int count;                   /* ... how many */
+  int stop;                    /* MPROC__STOP_* asked, 0 none */
+  int share;                   /* the pool's workers on this rank */
+  struct mproc__mpi_job *open; /* opening its local pool, until answered */
+  int init;                    /* MPROC__INIT_*: where its initializer is */
+  int init_code;
+  char init_msg[200];
+};
+
 struct tp_mpi {
-  struct sent **head, **tail; /* per slot, in send order */
-  int *count;                 /* per slot */
-  int *stop;                  /* per slot: MPROC__STOP_* asked, 0 none */
-  int out;                    /* jobs out over every slot */
+  struct tslot *slot;
+  uint64_t pool; /* this pool's id on the ranks */
+  int out;       /* jobs out over every slot */
+  bool has_init; /* the pool has an initializer: init_ref, initarg */
+  struct mproc__mpi_fn init_ref;
+  void *initarg;
+  size_t initarg_len;
   /* The last function referenced: a pool's tasks mostly name one. */
   void (*last_fn)(void);
   uint32_t last_type;
@@ -81,12 +109,13 @@ static struct tp_mpi *tp(struct mproc_pool *p) { return p->tp_state; }
 static void state_free(struct tp_mpi *s) {
   if (!s)
     return;
-  free(s->head);
-  free(s->tail);
-  free(s->count);
-  free(s->stop);
+  free(s->slot);
+  free(s->initarg);
   free(s);
 }
+
+/* Pools on the ranks are numbered by rank 0 (under mpi_mu). */
+static uint64_t next_pool_id;
 
 static int tm_init(struct mproc_pool *p) {
   int ranks = mproc_mpi_worker_ranks();
@@ -94,31 +123,57 @@ static int tm_init(struct mproc_pool *p) {
     fprintf(stderr, "mproc-mpi: pool: no worker ranks (mproc_mpi_finalize ran)\n");
     return MPROC_ESTATE;
   }
-  if (p->opts.initializer)
-    return MPROC_ENOTSUP; /* not carried to ranks yet */
-  p->nworkers = p->opts.workers > 0 && p->opts.workers < ranks ? p->opts.workers : ranks;
+  const struct mproc_pool_options *o = &p->opts;
+  if (o->initializer && o->initarg && o->initarg_len == 0)
+    return MPROC_EINVAL; /* a pointer means nothing on another node */
+  int workers = o->workers > 0 ? o->workers : ranks;
+  p->nworkers = workers < ranks ? workers : ranks;
   /* Workers are other images of the program: what decides by start method
    * (map_buf's element function) must not send an address. */
   p->opts.start_method = MPROC_START_SPAWN;
   struct tp_mpi *s = calloc(1, sizeof *s);
-  if (s) {
-    s->head = calloc((size_t)p->nworkers, sizeof *s->head);
-    s->tail = calloc((size_t)p->nworkers, sizeof *s->tail);
-    s->count = calloc((size_t)p->nworkers, sizeof *s->count);
-    s->stop = calloc((size_t)p->nworkers, sizeof *s->stop);
-  }
-  if (!s || !s->head || !s->tail || !s->count || !s->stop) {
+  if (s)
+    s->slot = calloc((size_t)p->nworkers, sizeof *s->slot);
+  if (!s || !s->slot ||
+      (o->initializer && o->initarg_len && !(s->initarg = malloc(o->initarg_len)))) {
     state_free(s);
     return MPROC_ENOMEM;
   }
+  for (int i = 0; i < p->nworkers; i++)
+    s->slot[i].share = workers / p->nworkers + (i < workers % p->nworkers);
+  if (o->initializer) {
+    int rc = mproc__mpi_fn_of(&s->init_ref, MPROC__MPI_FN_INIT, (void (*)(void))o->initializer);
+    if (rc) {
+      state_free(s);
+      return rc;
+    }
+    s->has_init = true;
+    s->initarg_len = o->initarg_len;
+    if (o->initarg_len)
+      memcpy(s->initarg, o->initarg, o->initarg_len);
+  }
+  pthread_mutex_lock(&mpi_mu);
+  s->pool = ++next_pool_id;
+  pthread_mutex_unlock(&mpi_mu);
   p->tp_state = s;
   return 0;
 }
 
 static int tm_start_worker(struct mproc_pool *p, int slot) {
+  struct tp_mpi *s = tp(p);
+  struct tslot *sl = &s->slot[slot];
   p->slots[slot].pid = 0;
   p->slots[slot].pidfd = -1;
-  return 0;
+  pthread_mutex_lock(&mpi_mu);
+  if (sl->open)
+    mproc__mpi_job_free(sl->open);
+  sl->open = NULL;
+  int rc = mproc__mpi_open((struct mproc__mpi_to){slot + 1, s->pool}, sl->share,
+                           s->has_init ? &s->init_ref : NULL, s->initarg, s->initarg_len,
+                           p->opts.init_timeout_ms, &sl->open);
+  pthread_mutex_unlock(&mpi_mu);
+  sl->init = rc == 0 && s->has_init ? MPROC__INIT_RUNNING : MPROC__INIT_READY;
+  return rc;
 }
 
 /* The wire reference of a task's function (type: task or element). */
@@ -140,7 +195,8 @@ static int ref_of(struct tp_mpi *s, struct mproc__task *t, uint32_t type,
   return 0;
 }
 
-static int send_call(struct tp_mpi *s, int slot, struct mproc__task *t, struct mproc__mpi_job **j) {
+static int send_call(struct tp_mpi *s, struct mproc__mpi_to to, struct mproc__task *t,
+                     struct mproc__mpi_job **j) {
   const struct mproc__mpi_fn *ref;
   int rc = ref_of(s, t, MPROC__MPI_FN_TASK, &ref);
   if (rc)
@@ -154,42 +210,44 @@ static int send_call(struct tp_mpi *s, int slot, struct mproc__task *t, struct m
       return -errno;
     arg = map;
   }
-  rc = mproc__mpi_submit_to(slot + 1, ref, arg, t->arg_len, t->timeout_ms, j);
+  rc = mproc__mpi_submit_to(to, ref, arg, t->arg_len, t->timeout_ms, j);
   if (map)
     munmap(map, t->arg_len);
   return rc;
 }
 
 /* A map chunk by value: its input ranges copied out of the arena. */
-static int send_chunk(struct mproc_pool *p, int slot, struct mproc__task *t,
+static int send_chunk(struct mproc_pool *p, struct mproc__mpi_to to, struct mproc__task *t,
                       struct mproc__mpi_job **j) {
   const struct mproc__mpi_fn *ref;
   int rc = ref_of(tp(p), t, MPROC__MPI_FN_MAP, &ref);
   if (rc)
     return rc;
   if (t->kind == MPROC__K_MAP)
-    return mproc__mpi_submit_map(slot + 1, ref, p->tp->arena->at(p, t->in_off), t->count,
-                                 t->in_size, t->out_size, j);
+    return mproc__mpi_submit_map(to, ref, p->tp->arena->at(p, t->in_off), t->count, t->in_size,
+                                 t->out_size, j);
   const void *cols[MPROC_STARMAP_MAX_ARGS];
   size_t sizes[MPROC_STARMAP_MAX_ARGS];
   for (uint32_t k = 0; k < t->nargs && k < MPROC_STARMAP_MAX_ARGS; k++) {
     cols[k] = p->tp->arena->at(p, t->col_off[k]);
     sizes[k] = t->col_size[k];
   }
-  return mproc__mpi_submit_starmap(slot + 1, ref, cols, t->count, t->nargs, sizes, t->out_size, j);
+  return mproc__mpi_submit_starmap(to, ref, cols, t->count, t->nargs, sizes, t->out_size, j);
 }
 
 static int tm_send_task(struct mproc_pool *p, int slot, struct mproc__task *t) {
   struct tp_mpi *s = tp(p);
-  if (s->count[slot] >= mproc__mpi.tasks_per_rank)
+  struct tslot *sl = &s->slot[slot];
+  if (sl->count >= sl->share * mproc__mpi.tasks_per_rank)
     return -EAGAIN;
   if (t->nfds)
     return MPROC_ENOTSUP; /* a descriptor means nothing on another node */
   struct sent *e = calloc(1, sizeof *e);
   if (!e)
     return MPROC_ENOMEM;
+  struct mproc__mpi_to to = {slot + 1, s->pool};
   pthread_mutex_lock(&mpi_mu);
-  int rc = t->kind == MPROC__K_CALL ? send_call(s, slot, t, &e->j) : send_chunk(p, slot, t, &e->j);
+  int rc = t->kind == MPROC__K_CALL ? send_call(s, to, t, &e->j) : send_chunk(p, to, t, &e->j);
   pthread_mutex_unlock(&mpi_mu);
   if (rc) {
     free(e);
@@ -197,22 +255,23 @@ static int tm_send_task(struct mproc_pool *p, int slot, struct mproc__task *t) {
   }
   e->t = t;
   t->slot = slot;
-  if (s->tail[slot])
-    s->tail[slot]->next = e;
+  if (sl->tail)
+    sl->tail->next = e;
   else
-    s->head[slot] = e;
-  s->tail[slot] = e;
-  s->count[slot]++;
+    sl->head = e;
+  sl->tail = e;
+  sl->count++;
   s->out++;
   return 0;
 }
 
 static struct sent *pop(struct tp_mpi *s, int slot) {
-  struct sent *e = s->head[slot];
-  s->head[slot] = e->next;
-  if (!s->head[slot])
-    s->tail[slot] = NULL;
-  s->count[slot]--;
+  struct tslot *sl = &s->slot[slot];
+  struct sent *e = sl->head;
+  sl->head = e->next;
+  if (!sl->head)
+    sl->tail = NULL;
+  sl->count--;
   s->out--;
   return e;
 }
@@ -256,15 +315,36 @@ static void outcome_of(struct mproc_pool *p, struct sent *e, struct mproc__outco
   free(res);
 }
 
+/* The answer to the slot's open, once it came (under mpi_mu): true when it
+ * failed, the initializer's failure then recorded for activity. */
+static bool open_failed(struct tslot *sl) {
+  struct mproc_task_error err;
+  int code;
+  if (!sl->open || !mproc__mpi_job_done(sl->open))
+    return false;
+  code = mproc__mpi_job_result(sl->open, NULL, NULL, &err);
+  mproc__mpi_job_free(sl->open);
+  sl->open = NULL;
+  if (code == 0) {
+    sl->init = MPROC__INIT_READY;
+    return false;
+  }
+  sl->init = MPROC__INIT_FAILED;
+  sl->init_code = code == MPROC_EINITFAILED || code == MPROC_EBROKEN ? MPROC_EINITFAILED : code;
+  snprintf(sl->init_msg, sizeof sl->init_msg, "%s", err.message);
+  return true;
+}
+
 static int tm_poll_results(struct mproc_pool *p, int slot,
                            void (*done)(struct mproc_pool *, struct mproc__task *,
                                         struct mproc__outcome *)) {
   struct tp_mpi *s = tp(p);
+  struct tslot *sl = &s->slot[slot];
   int n = 0;
   pthread_mutex_lock(&mpi_mu);
   mproc__mpi_progress();
-  while (s->head[slot] &&
-         mproc__mpi_job_result(s->head[slot]->j, NULL, NULL, NULL) != MPROC_ESTATE) {
+  bool failed = open_failed(sl);
+  while (sl->head && mproc__mpi_job_done(sl->head->j)) {
     struct sent *e = pop(s, slot);
     struct mproc__outcome o;
     struct mproc_task_error err;
@@ -280,13 +360,18 @@ static int tm_poll_results(struct mproc_pool *p, int slot,
     pthread_mutex_lock(&mpi_mu);
   }
   pthread_mutex_unlock(&mpi_mu);
-  if ((s->stop[slot] == MPROC__STOP_IDLE && !s->head[slot]) || s->stop[slot] == MPROC__STOP_NOW) {
+  if (failed) {
+    /* Its initializer failed: the slot's worker ended there, as a local
+     * worker's would; the pool reads why from activity and breaks. */
+    struct mproc__outcome o = {.code = MPROC_EWORKERDIED, .exit_status = -1, .msg = sl->init_msg};
+    done(p, NULL, &o);
+  } else if ((sl->stop == MPROC__STOP_IDLE && !sl->head) || sl->stop == MPROC__STOP_NOW) {
     /* The pool let the slot go: its end, as a worker's end. */
     char msg[128];
     snprintf(msg, sizeof msg, "worker rank %d on %s was released by the pool", slot + 1,
              mproc__mpi.hosts ? mproc__mpi.hosts[slot + 1] : "?");
     struct mproc__outcome o = {.code = MPROC_EWORKERDIED, .exit_status = 0, .msg = msg};
-    s->stop[slot] = 0;
+    sl->stop = 0;
     done(p, NULL, &o);
   }
   return n;
@@ -299,29 +384,32 @@ static int tm_revoke(struct mproc_pool *p, int slot, struct mproc__task *t,
 }
 
 static void tm_activity(struct mproc_pool *p, int slot, struct mproc__activity *a) {
-  struct sent *e = tp(p)->head[slot];
+  struct tslot *sl = &tp(p)->slot[slot];
+  struct sent *e = sl->head;
   a->running = e ? e->t : NULL;
   pthread_mutex_lock(&mpi_mu);
   a->since = e ? mproc__mpi_job_sent_ms(e->j) : 0;
   pthread_mutex_unlock(&mpi_mu);
-  a->init = MPROC__INIT_READY;
+  a->init = sl->init;
+  a->init_code = sl->init_code;
+  a->init_msg = sl->init_msg;
 }
 
 static void tm_stop(struct mproc_pool *p, int slot, int how, struct mproc__task *t) {
-  struct tp_mpi *s = tp(p);
+  struct tslot *sl = &tp(p)->slot[slot];
   pthread_mutex_lock(&mpi_mu);
-  for (struct sent *e = s->head[slot]; e && how != MPROC__STOP_IDLE; e = e->next)
+  for (struct sent *e = sl->head; e && how != MPROC__STOP_IDLE; e = e->next)
     if (how == MPROC__STOP_NOW || e->t == t)
       mproc__mpi_cancel(e->j);
   pthread_mutex_unlock(&mpi_mu);
   if (how != MPROC__STOP_TASK)
-    s->stop[slot] = how;
+    sl->stop = how;
 }
 
 static void tm_reset_slot(struct mproc_pool *p, int slot,
                           void (*left)(struct mproc_pool *, struct mproc__task *, bool started)) {
   struct tp_mpi *s = tp(p);
-  while (s->head[slot]) {
+  while (s->slot[slot].head) {
     struct sent *e = pop(s, slot);
     pthread_mutex_lock(&mpi_mu);
     mproc__mpi_cancel(e->j);
@@ -332,24 +420,31 @@ static void tm_reset_slot(struct mproc_pool *p, int slot,
       left(p, e->t, true);
     free(e);
   }
-  s->stop[slot] = 0;
+  s->slot[slot].stop = 0;
 }
 
 /* Whether jobs of the pool are out, and whether one of them finished
- * (one progress step first) or a slot let go by stop waits to be reported
- * (nothing else would wake the manager for it). */
+ * (one progress step first) or a slot has news for poll_results that
+ * nothing else would wake the manager for: its open answered, or stop let
+ * it go. */
 static bool results_waiting(struct mproc_pool *p, bool *out) {
   struct tp_mpi *s = tp(p);
   bool ready = false;
   pthread_mutex_lock(&p->mu);
   *out = s->out > 0;
-  for (int i = 0; i < p->nworkers && !ready; i++)
-    ready = (s->stop[i] == MPROC__STOP_IDLE && !s->head[i]) || s->stop[i] == MPROC__STOP_NOW;
+  for (int i = 0; i < p->nworkers && !ready; i++) {
+    struct tslot *sl = &s->slot[i];
+    ready = (sl->stop == MPROC__STOP_IDLE && !sl->head) || sl->stop == MPROC__STOP_NOW;
+    *out = *out || sl->open;
+  }
   if (*out && !ready) {
     pthread_mutex_lock(&mpi_mu);
     mproc__mpi_progress();
-    for (int i = 0; i < p->nworkers && !ready; i++)
-      ready = s->head[i] && mproc__mpi_job_result(s->head[i]->j, NULL, NULL, NULL) != MPROC_ESTATE;
+    for (int i = 0; i < p->nworkers && !ready; i++) {
+      struct tslot *sl = &s->slot[i];
+      ready = (sl->head && mproc__mpi_job_done(sl->head->j)) ||
+              (sl->open && mproc__mpi_job_done(sl->open));
+    }
     pthread_mutex_unlock(&mpi_mu);
   }
   pthread_mutex_unlock(&p->mu);
@@ -381,8 +476,16 @@ static void tm_fini(struct mproc_pool *p) {
   struct tp_mpi *s = tp(p);
   if (!s)
     return;
-  for (int i = 0; i < p->nworkers; i++)
+  for (int i = 0; i < p->nworkers; i++) {
     tm_reset_slot(p, i, NULL);
+    pthread_mutex_lock(&mpi_mu);
+    mproc__mpi_job_free(s->slot[i].open);
+    /* Only once MPI is still there (a pool freed after finalize finds the
+     * ranks gone, and their pools with them). */
+    if (mproc_mpi_worker_ranks() > 0)
+      mproc__mpi_close(i + 1, s->pool);
+    pthread_mutex_unlock(&mpi_mu);
+  }
   state_free(s);
   p->tp_state = NULL;
 }

@@ -149,7 +149,8 @@ static void over_mproc(void) {
     size_t k = 0;
     for (size_t off = 0; off < items; off += chunk, k++) {
       size_t m = items - off < chunk ? items - off : chunk;
-      if (mproc__mpi_submit_map(0, &mf, in + off, m, sizeof *in, sizeof *in, &cj[k]) != 0)
+      if (mproc__mpi_submit_map((struct mproc__mpi_to){0, 0}, &mf, in + off, m, sizeof *in,
+                                sizeof *in, &cj[k]) != 0)
         exit(1);
     }
     for (size_t i = 0; i < k; i++)

@@ -101,7 +101,8 @@ static void ranks_still_serve(void) {
   struct mproc__mpi_fn r = ref_of(square_task);
   for (int i = 0; i < 2 * n; i++) {
     int64_t v = i;
-    CHECK_ERR(mproc__mpi_submit_to(1 + i % n, &r, &v, sizeof v, 0, &js[i]), 0);
+    CHECK_ERR(
+        mproc__mpi_submit_to((struct mproc__mpi_to){1 + i % n, 0}, &r, &v, sizeof v, 0, &js[i]), 0);
   }
   for (int i = 0; i < 2 * n; i++) {
     struct mproc_task_error err;
@@ -114,9 +115,21 @@ static void ranks_still_serve(void) {
           mproc__mpi_job_rank(js[i]));
     mproc__mpi_job_free(js[i]);
   }
+  /* A pool never opened on the rank: the job finishes, failed with
+   * MPROC_ESTATE -- a code the caller must not take for "not finished". */
+  struct mproc__mpi_job *nj;
+  CHECK_ERR(mproc__mpi_submit_to((struct mproc__mpi_to){1, 12345}, &r, NULL, 0, 0, &nj), 0);
+  CHECK_ERR(mproc__mpi_wait(nj, scaled(60000)), 0);
+  CHECK(mproc__mpi_job_done(nj), "done");
+  struct mproc_task_error nerr;
+  CHECK_ERR(mproc__mpi_job_result(nj, NULL, NULL, &nerr), MPROC_ESTATE);
+  CHECK(strstr(nerr.message, "its pool is not open on this rank"), "%s", nerr.message);
+  mproc__mpi_job_free(nj);
   /* No rank 0 or beyond the last. */
-  CHECK_ERR(mproc__mpi_submit_to(n + 1, &r, NULL, 0, 0, &js[0]), MPROC_EINVAL);
-  CHECK_ERR(mproc__mpi_submit_to(-1, &r, NULL, 0, 0, &js[0]), MPROC_EINVAL);
+  CHECK_ERR(mproc__mpi_submit_to((struct mproc__mpi_to){n + 1, 0}, &r, NULL, 0, 0, &js[0]),
+            MPROC_EINVAL);
+  CHECK_ERR(mproc__mpi_submit_to((struct mproc__mpi_to){-1, 0}, &r, NULL, 0, 0, &js[0]),
+            MPROC_EINVAL);
 }
 
 static void expect_rank_and_host(const struct mproc_task_error *err, int rank) {
@@ -173,7 +186,9 @@ static void case_basic(void) {
     in[i] = i;
   struct mproc__mpi_fn mf;
   CHECK_ERR(mproc__mpi_fn_of(&mf, MPROC__MPI_FN_MAP, (void (*)(void))triple), 0);
-  CHECK_ERR(mproc__mpi_submit_map(0, &mf, in, 1000, sizeof in[0], sizeof(int64_t), &j), 0);
+  CHECK_ERR(mproc__mpi_submit_map((struct mproc__mpi_to){0, 0}, &mf, in, 1000, sizeof in[0],
+                                  sizeof(int64_t), &j),
+            0);
   CHECK_ERR(mproc__mpi_wait(j, scaled(60000)), 0);
   CHECK_ERR(mproc__mpi_job_result(j, &data, &len, NULL), 0);
   CHECK(len == 1000 * sizeof(int64_t), "map len %zu", len);
@@ -181,7 +196,9 @@ static void case_basic(void) {
     CHECK(((const int64_t *)data)[i] == 3 * i, "map item %d", i);
   mproc__mpi_job_free(j);
   in[617] = -1;
-  CHECK_ERR(mproc__mpi_submit_map(0, &mf, in, 1000, sizeof in[0], sizeof(int64_t), &j), 0);
+  CHECK_ERR(mproc__mpi_submit_map((struct mproc__mpi_to){0, 0}, &mf, in, 1000, sizeof in[0],
+                                  sizeof(int64_t), &j),
+            0);
   CHECK_ERR(outcome(j, &err), MPROC_ETASK);
   CHECK(err.index == 617 && err.task_code == 5, "index %zu code %d", err.index, err.task_code);
   mproc__mpi_job_free(j);
@@ -315,7 +332,8 @@ static void case_unresolvable(void) {
   mproc__mpi_job_free(j);
   /* A task reference used for a map, and the reverse. */
   r = ref_of(square_task);
-  CHECK_ERR(mproc__mpi_submit_map(0, &r, "abcd", 1, 4, 4, &j), MPROC_EINVAL);
+  CHECK_ERR(mproc__mpi_submit_map((struct mproc__mpi_to){0, 0}, &r, "abcd", 1, 4, 4, &j),
+            MPROC_EINVAL);
   ranks_still_serve();
 }
 
@@ -378,6 +396,9 @@ static void case_transport(void) {
   p.opts.workers = 3; /* more workers than ranks: one slot per rank */
   CHECK_ERR(tp->init(&p), 0);
   CHECK(p.nworkers == 2 && p.opts.start_method == MPROC_START_SPAWN, "slots %d", p.nworkers);
+  tp->fini(&p);
+  p.opts.workers = 0; /* one worker per rank */
+  CHECK_ERR(tp->init(&p), 0);
   for (int i = 0; i < 2; i++) {
     slots[i].pidfd = -1;
     CHECK_ERR(tp->start_worker(&p, i), 0);

@@ -5,6 +5,8 @@
  *   pool          every pool feature over ranks (calls, futures, callbacks,
  *                 as_completed, map, starmap, map_buf, imap, imap_unordered,
  *                 the loop fd, stats, progress) and the refusals
+ *   pool-init     initializers (argument as bytes, failure breaks the pool)
+ *                 and a pool's workers shared out over the ranks
  *   pool-segv     a task crashes on its rank: EWORKERDIED naming the rank
  *                 and its host; the rank carries on
  *   pool-timeout  a task overruns its timeout on its rank; the rank carries on
@@ -23,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 /* ---- task and element functions ----------------------------------------- */
@@ -343,6 +346,107 @@ static void case_unresolvable(void) {
   dlclose(h);
 }
 
+/* ---- initializers and concurrency --------------------------------------- */
+
+static char g_greeting[32]; /* set by the initializer in each worker */
+
+static int greet_init(void *arg, mproc_task_ctx *ctx) {
+  (void)ctx;
+  snprintf(g_greeting, sizeof g_greeting, "%s", (const char *)arg);
+  return strcmp(g_greeting, "fail") == 0 ? 17 : 0;
+}
+
+static int greeting_task(const void *arg, size_t len, mproc_task_ctx *ctx) {
+  (void)arg, (void)len;
+  return mproc_task_return(ctx, g_greeting, strlen(g_greeting) + 1);
+}
+
+/* Registers itself in the directory it is given, then waits (bounded) until
+ * `n` tasks have: only tasks that run at the same time all get there. */
+struct meet {
+  char dir[64];
+  int n;
+};
+static int meet_task(const void *arg, size_t len, mproc_task_ctx *ctx) {
+  struct meet m;
+  if (len != sizeof m)
+    return mproc_task_fail(ctx, 1, "bad argument");
+  memcpy(&m, arg, sizeof m);
+  char path[128];
+  snprintf(path, sizeof path, "%s/%d", m.dir, (int)getpid());
+  FILE *f = fopen(path, "w");
+  if (!f)
+    return mproc_task_fail(ctx, 2, "cannot create %s", path);
+  fclose(f);
+  int64_t until = mproc_now_ms() + scaled(30000);
+  for (;;) {
+    char cmd[160];
+    snprintf(cmd, sizeof cmd, "test $(ls '%s' | wc -l) -ge %d", m.dir, m.n);
+    if (system(cmd) == 0)
+      return 0;
+    if (mproc_now_ms() > until)
+      return mproc_task_fail(ctx, 3, "only some of the %d tasks ran at once", m.n);
+    struct timespec ts = {0, 20 * 1000 * 1000}; /* polling a directory: no event to wait on */
+    nanosleep(&ts, NULL);
+  }
+}
+
+static void case_init(void) {
+  /* The initializer and its argument (as bytes) reach every rank's workers. */
+  struct mproc_pool_options o = {
+      .transport = "mpi", .initializer = greet_init, .initarg = "hello", .initarg_len = 6};
+  mproc_pool *pool;
+  CHECK_ERR(mproc_pool_new(&pool, &o), 0);
+  for (int i = 0; i < 6; i++) {
+    char *g;
+    size_t len;
+    CHECK_ERR(
+        mproc_pool_apply(pool, greeting_task, NULL, 0, (void **)&g, &len, NULL, scaled(60000)), 0);
+    CHECK(strcmp(g, "hello") == 0, "greeting '%s'", g);
+    free(g);
+  }
+  mproc_pool_free(pool);
+  /* An argument without its length means a pointer: refused. */
+  o.initarg_len = 0;
+  CHECK_ERR(mproc_pool_new(&pool, &o), MPROC_EINVAL);
+  /* An initializer that fails breaks the pool, as on one machine. */
+  o.initarg = "fail";
+  o.initarg_len = 5;
+  CHECK_ERR(mproc_pool_new(&pool, &o), 0);
+  char *g = NULL;
+  size_t len;
+  struct mproc_task_error err = {0};
+  int rc = mproc_pool_apply(pool, greeting_task, NULL, 0, (void **)&g, &len, &err, scaled(60000));
+  CHECK(rc == MPROC_EINITFAILED || rc == MPROC_EBROKEN, "got %s: %s", mproc_err_name(rc),
+        err.message);
+  mproc_pool_free(pool);
+
+  /* A pool runs as many tasks at once as it has workers, shared out over
+   * the ranks: 5 workers over 2 ranks. */
+  struct meet m = {.n = 5};
+  snprintf(m.dir, sizeof m.dir, "/tmp/mproc-meet-XXXXXX");
+  CHECK(mkdtemp(m.dir), "mkdtemp");
+  CHECK_ERR(mproc_pool_new(&pool, &(struct mproc_pool_options){.transport = "mpi", .workers = 5}),
+            0);
+  CHECK(mproc_pool_workers(pool) == 2, "slots %d", mproc_pool_workers(pool));
+  mproc_future *fs[5];
+  for (int i = 0; i < 5; i++)
+    CHECK_ERR(mproc_pool_submit(pool, meet_task, &m, sizeof m, &fs[i]), 0);
+  for (int i = 0; i < 5; i++) {
+    CHECK_ERR(mproc_future_wait(fs[i], scaled(60000)), 0);
+    struct mproc_task_error e;
+    int r = code_of(fs[i]);
+    if (r != 0)
+      mproc_future_error(fs[i], &e);
+    CHECK(r == 0, "task %d: %s %s", i, mproc_err_name(r), r ? e.message : "");
+    mproc_future_free(fs[i]);
+  }
+  mproc_pool_free(pool);
+  char cmd[128];
+  snprintf(cmd, sizeof cmd, "rm -rf '%s'", m.dir);
+  CHECK(system(cmd) == 0, "%s", cmd);
+}
+
 static void case_killrank(void) {
   mproc_pool *pool = mpi_pool(0);
   mproc_future *f;
@@ -375,6 +479,7 @@ int main(int argc, char **argv) {
   /* Worker ranks never get here. */
   static const struct mpi_case cases[] = {
       {"pool", case_pool},
+      {"pool-init", case_init},
       {"pool-segv", case_segv},
       {"pool-timeout", case_timeout},
       {"pool-unresolvable", case_unresolvable},
