@@ -115,6 +115,16 @@ static int submit(const struct mproc__mpi_fn *fn, uint32_t type, void *payload, 
   return 0;
 }
 
+/* A copy of len bytes the job owns (NULL for none): 0 or MPROC_ENOMEM. */
+static int copy_of(const void *src, size_t len, void **out) {
+  *out = NULL;
+  if (len && !(*out = malloc(len)))
+    return MPROC_ENOMEM;
+  if (len)
+    memcpy(*out, src, len);
+  return 0;
+}
+
 int mproc__mpi_submit(const struct mproc__mpi_fn *fn, const void *arg, size_t len,
                       int64_t timeout_ms, struct mproc__mpi_job **out) {
   return mproc__mpi_submit_to((struct mproc__mpi_to){0, 0}, fn, arg, len, timeout_ms, out);
@@ -124,11 +134,9 @@ int mproc__mpi_submit_to(struct mproc__mpi_to to, const struct mproc__mpi_fn *fn
                          size_t len, int64_t timeout_ms, struct mproc__mpi_job **out) {
   if (!fn || !out || (len && !arg) || timeout_ms < 0 || fn->type != MPROC__MPI_FN_TASK)
     return MPROC_EINVAL;
-  void *copy = NULL;
-  if (len && !(copy = malloc(len)))
+  void *copy;
+  if (copy_of(arg, len, &copy) != 0)
     return MPROC_ENOMEM;
-  if (len)
-    memcpy(copy, arg, len);
   struct mproc__mpi_task hdr = {.kind = MPROC__MPI_CALL, .timeout_ms = timeout_ms};
   return submit(fn, MPROC__MPI_FN_TASK, copy, len, &hdr, to, out);
 }
@@ -139,11 +147,9 @@ int mproc__mpi_submit_map(struct mproc__mpi_to to, const struct mproc__mpi_fn *f
       (n && in_size > SIZE_MAX / n) || (n && out_size > SIZE_MAX / n))
     return MPROC_EINVAL;
   size_t len = n * in_size;
-  void *copy = NULL;
-  if (len && !(copy = malloc(len)))
+  void *copy;
+  if (copy_of(in, len, &copy) != 0)
     return MPROC_ENOMEM;
-  if (len)
-    memcpy(copy, in, len);
   struct mproc__mpi_task hdr = {
       .kind = MPROC__MPI_MAP, .count = n, .in_size = in_size, .out_size = out_size};
   return submit(fn, MPROC__MPI_FN_MAP, copy, len, &hdr, to, out);
@@ -180,11 +186,9 @@ int mproc__mpi_open(struct mproc__mpi_to to, int workers, const struct mproc__mp
   if (!out || to.rank < 1 || to.pool == 0 || workers < 1 || (len && !arg) || init_timeout_ms < 0 ||
       (init && init->type != MPROC__MPI_FN_INIT))
     return MPROC_EINVAL;
-  void *copy = NULL;
-  if (len && !(copy = malloc(len)))
+  void *copy;
+  if (copy_of(arg, len, &copy) != 0)
     return MPROC_ENOMEM;
-  if (len)
-    memcpy(copy, arg, len);
   struct mproc__mpi_task hdr = {.kind = MPROC__MPI_OPEN,
                                 .flags = init ? MPROC__MPI_HAS_INIT : 0,
                                 .count = (uint64_t)workers,
