@@ -18,9 +18,9 @@
  * RLIMIT_NOFILE) is reported as -EMFILE rather than silently losing them.
  *
  * The socket-level pair mproc__sendmsg_fds / mproc__recvmsg_fds is the one
- * SCM_RIGHTS implementation of the library: connections use it here, and any
- * other socket that carries descriptors (the shm transport's worker channel)
- * is meant to call it rather than build control messages of its own. */
+ * SCM_RIGHTS implementation of the library: connections use it here, the
+ * start methods' requests (start_spawn.c) and the shm transport's worker
+ * channel (transport_shm.c) call it; nothing else builds control messages. */
 #include "conn.h"
 
 #include <stdlib.h>
@@ -30,14 +30,10 @@
 #include <unistd.h>
 
 static int fdq_push(struct mproc_conn *c, int fd) {
-  if (c->fdq_len == c->fdq_cap) {
-    size_t ncap = c->fdq_cap ? c->fdq_cap * 2 : 8;
-    int *n = realloc(c->fdq, ncap * sizeof *n);
-    if (n == NULL)
-      return MPROC_ENOMEM;
-    c->fdq = n;
-    c->fdq_cap = ncap;
-  }
+  int *q = mproc__grow(c->fdq, &c->fdq_cap, c->fdq_len, sizeof *q, 8);
+  if (q == NULL)
+    return MPROC_ENOMEM;
+  c->fdq = q;
   c->fdq[c->fdq_len++] = fd;
   return 0;
 }

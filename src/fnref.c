@@ -72,17 +72,11 @@ MPROC_EXTERN int mproc_function_register(const char *name, mproc_function fn) {
   if (old != NULL) {
     r = old->fn == fn ? 0 : MPROC_EEXIST;
   } else {
-    if (names_len == names_cap) {
-      size_t ncap = names_cap ? names_cap * 2 : 16;
-      struct named *n = realloc(names, ncap * sizeof *n);
-      if (n == NULL)
-        r = MPROC_ENOMEM;
-      else {
-        names = n;
-        names_cap = ncap;
-      }
-    }
-    if (r == 0) {
+    struct named *n = mproc__grow(names, &names_cap, names_len, sizeof *n, 16);
+    if (n == NULL)
+      r = MPROC_ENOMEM;
+    else {
+      names = n;
       snprintf(names[names_len].name, sizeof names[names_len].name, "%s", name);
       names[names_len++].fn = fn;
     }

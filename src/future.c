@@ -28,6 +28,7 @@
  * anything finishes or SIGINT arrives; waiters re-check their condition and
  * sleep on it (the wait loop itself is in future_wait.c). */
 #include "pool.h"
+#include "list.h"
 #include "futex.h"
 
 #include <limits.h>
@@ -162,12 +163,7 @@ void mproc__future_finish(struct mproc_pool *p, struct mproc_future *f, struct m
     if (atomic_compare_exchange_weak(&f->refs, &r, r - 1))
       return;
   }
-  f->cbq_next = NULL;
-  if (p->cbq_tail != NULL)
-    p->cbq_tail->cbq_next = f;
-  else
-    p->cbq_head = f;
-  p->cbq_tail = f;
+  MPROC__LIST_PUSH(p->cbq_head, p->cbq_tail, f, cbq_next);
   if (!mproc__on_manager_thread(p))
     mproc__pool_kick(p);
 }
@@ -223,19 +219,17 @@ MPROC_EXTERN int mproc_future_wait(mproc_future *f, int64_t timeout_ms) {
 
 MPROC_EXTERN int mproc_future_result(mproc_future *f, const void **data, size_t *len,
                                      int64_t timeout_ms) {
-  if (f == NULL || data == NULL || len == NULL)
+  if (f == NULL)
     return MPROC_EINVAL;
   int r = mproc_future_wait(f, timeout_ms);
   if (r != 0)
     return r;
-  if (atomic_load(&f->state) != MPROC_FUTURE_DONE) {
-    *data = NULL;
-    *len = 0;
-    return f->err.code;
-  }
-  *data = f->result;
-  *len = f->result_len;
-  return 0;
+  bool ok = atomic_load(&f->state) == MPROC_FUTURE_DONE;
+  if (data != NULL)
+    *data = ok ? f->result : NULL;
+  if (len != NULL)
+    *len = ok ? f->result_len : 0;
+  return ok ? 0 : f->err.code;
 }
 
 MPROC_EXTERN int mproc_future_error(mproc_future *f, struct mproc_task_error *err) {
@@ -276,13 +270,8 @@ MPROC_EXTERN int mproc_future_add_done_callback(mproc_future *f, void (*cb)(mpro
   struct mproc_pool *p = f->pool;
   pthread_mutex_lock(&p->mu);
   bool done = atomic_load(&f->state) >= MPROC_FUTURE_DONE;
-  if (!done) {
-    if (f->cbs_tail != NULL)
-      f->cbs_tail->next = c;
-    else
-      f->cbs = c;
-    f->cbs_tail = c;
-  }
+  if (!done)
+    MPROC__LIST_PUSH(f->cbs, f->cbs_tail, c, next);
   pthread_mutex_unlock(&p->mu);
   if (done) {
     /* Already finished: Python runs the callback at once, in this thread. */

@@ -81,17 +81,11 @@ static int table_add(void *addr, size_t size, int fd) {
   pthread_once(&table_once, table_init);
   pthread_mutex_lock(&table_lock);
   int r = 0;
-  if (used == cap) {
-    size_t ncap = cap != 0 ? cap * 2 : 16;
-    struct entry *t = realloc(table, ncap * sizeof *t);
-    if (t == NULL)
-      r = MPROC_ENOMEM;
-    else {
-      table = t;
-      cap = ncap;
-    }
-  }
-  if (r == 0) {
+  struct entry *t = mproc__grow(table, &cap, used, sizeof *t, 16);
+  if (t == NULL)
+    r = MPROC_ENOMEM;
+  else {
+    table = t;
     table[used++] = (struct entry){addr, size, fd};
     nfds += fd >= 0;
   }

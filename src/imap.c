@@ -19,6 +19,7 @@
  * same chunk were not run and yield MPROC_ECANCELED (with chunksize 1, the
  * default, every item is its own chunk). */
 #include "pool.h"
+#include "list.h"
 #include "progress.h"
 
 #include <stdio.h>
@@ -106,14 +107,8 @@ static void islot_complete(struct mproc_pool *p, struct mproc__task *t, struct m
     s->fail_at = o->index >= s->base && o->index < s->base + s->count ? o->index : s->base;
   }
   s->state = S_DONE;
-  if (it->unordered) {
-    s->dq_next = NULL;
-    if (it->dq_tail != NULL)
-      it->dq_tail->dq_next = s;
-    else
-      it->dq_head = s;
-    it->dq_tail = s;
-  }
+  if (it->unordered)
+    MPROC__LIST_PUSH(it->dq_head, it->dq_tail, s, dq_next);
   mproc__epoch_bump();
 }
 
@@ -206,14 +201,8 @@ static void islot_refused(struct mproc_imap *it, struct islot *s, int state) {
   s->out.index = s->base;
   snprintf(s->msg, sizeof s->msg, "the pool no longer accepts work");
   s->out.msg = s->msg;
-  if (it->unordered) {
-    s->dq_next = NULL;
-    if (it->dq_tail != NULL)
-      it->dq_tail->dq_next = s;
-    else
-      it->dq_head = s;
-    it->dq_tail = s;
-  }
+  if (it->unordered)
+    MPROC__LIST_PUSH(it->dq_head, it->dq_tail, s, dq_next);
 }
 
 /* Generate chunks into every free slot (outside the mutex: the generator is
@@ -279,14 +268,7 @@ static void refill(struct mproc_imap *it) {
       islot_refused(it, it->batch[i], state);
       continue;
     }
-    p->outstanding++;
-    t->id = ++p->next_id;
-    t->next = NULL;
-    if (p->pend_tail != NULL)
-      p->pend_tail->next = t;
-    else
-      p->pend_head = t;
-    p->pend_tail = t;
+    mproc__pool_queue(p, t);
   }
   if (state == MPROC__P_RUNNING)
     mproc__pool_dispatch(p);

@@ -25,6 +25,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <sys/types.h>
 
 #define MPROC__ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
@@ -34,6 +35,20 @@
 
 /* -errno of the last failed system call, never 0 (so callers can return it). */
 static inline int mproc__neg_errno(void) { return errno > 0 ? -errno : -EIO; }
+
+/* Room for element n of a growable array `v` of *cap elements of `size`
+ * bytes: v itself while n < *cap, else the array reallocated to twice the
+ * capacity (`first` when empty) with *cap updated; NULL when out of memory,
+ * and then v and *cap are unchanged (the caller still owns v). */
+static inline void *mproc__grow(void *v, size_t *cap, size_t n, size_t size, size_t first) {
+  if (n < *cap)
+    return v;
+  size_t ncap = *cap != 0 ? *cap * 2 : first;
+  void *nv = realloc(v, ncap * size);
+  if (nv != NULL)
+    *cap = ncap;
+  return nv;
+}
 
 /* One round of a spin-wait: tells the CPU this is a busy loop (x86 `pause`,
  * arm64 `yield`), which saves power and yields the core's pipeline to a

@@ -184,14 +184,7 @@ static int map_start(struct mproc_pool *p, void (*fn)(void), uint32_t kind, size
   } else {
     /* Queue every chunk, then dispatch once. */
     for (size_t c = 0; c < nchunks; c++) {
-      struct mproc__task *t = &j->chunks[c];
-      p->outstanding++;
-      t->id = ++p->next_id;
-      if (p->pend_tail != NULL)
-        p->pend_tail->next = t;
-      else
-        p->pend_head = t;
-      p->pend_tail = t;
+      mproc__pool_queue(p, &j->chunks[c]);
     }
     mproc__pool_dispatch(p);
   }

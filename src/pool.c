@@ -22,6 +22,7 @@
  * reaping their workers); in a forked child the hook does nothing, since the
  * pools' workers are not its children. */
 #include "pool.h"
+#include "list.h"
 #include "futex.h"
 #include "start.h"
 
@@ -128,16 +129,15 @@ void mproc__pool_unref(struct mproc_pool *p) {
   free(p);
 }
 
-void mproc__pool_enqueue(struct mproc_pool *p, struct mproc__task *t) {
+void mproc__pool_queue(struct mproc_pool *p, struct mproc__task *t) {
   p->outstanding++;
   t->id = ++p->next_id;
-  t->next = NULL;
   t->slot = -1;
-  if (p->pend_tail != NULL)
-    p->pend_tail->next = t;
-  else
-    p->pend_head = t;
-  p->pend_tail = t;
+  MPROC__LIST_PUSH(p->pend_head, p->pend_tail, t, next);
+}
+
+void mproc__pool_enqueue(struct mproc_pool *p, struct mproc__task *t) {
+  mproc__pool_queue(p, t);
   mproc__pool_dispatch(p);
 }
 
@@ -174,6 +174,7 @@ bool mproc__pool_cancel_task(struct mproc_pool *p, struct mproc__task *t) {
 static void release_resources(struct mproc_pool *p) {
   if (p->tp_state != NULL)
     p->tp->fini(p);
+  mproc__arena_local_fini(p);
   free(p->slots);
   p->slots = NULL;
   free(p->pfd);

@@ -117,7 +117,8 @@ struct mproc_pool {
   int nworkers;
   struct mproc_pool_options opts;
   const struct mproc__transport_ops *tp;
-  void *tp_state; /* the transport's own state */
+  void *tp_state;                         /* the transport's own state */
+  struct mproc__local_arena *local_arena; /* mproc__arena_local's blocks, or NULL */
   struct mproc__slot *slots;
   struct mproc__task *pend_head, *pend_tail; /* not yet dispatched */
   size_t outstanding;                        /* tasks not yet completed (pending + in rings) */
@@ -186,6 +187,9 @@ static inline struct mproc__task *mproc__worker_running(struct mproc_pool *p, in
 void mproc__pool_unref(struct mproc_pool *p);
 /* Wake the manager (any thread, async-signal-safe). */
 void mproc__pool_kick(struct mproc_pool *p);
+/* Queue a task (under mu) without dispatching: a caller queueing many
+ * (map's chunks) dispatches once after the last. */
+void mproc__pool_queue(struct mproc_pool *p, struct mproc__task *t);
 /* Queue a task (under mu): dispatched at once when a worker has room. */
 void mproc__pool_enqueue(struct mproc_pool *p, struct mproc__task *t);
 /* Cancel a task (under mu): true if it will never run (completed now by the
@@ -273,6 +277,10 @@ static inline void *mproc__arena_at(struct mproc_pool *p, uint64_t off) {
 static inline void mproc__arena_free(struct mproc_pool *p, uint64_t off, size_t len) {
   p->tp->arena->free(p, off, len);
 }
+
+/* ---- arena_local.c --------------------------------------------------------- */
+/* Free what mproc__arena_local still holds for the pool. */
+void mproc__arena_local_fini(struct mproc_pool *p);
 
 /* ---- imap.c ----------------------------------------------------------------- */
 extern int64_t mproc__imap_free_wait_ms;

@@ -24,6 +24,7 @@
  * waits.  mproc_pool_free runs the callbacks the loop never collected (in the
  * thread freeing the pool), so every callback runs exactly once. */
 #include "pool.h"
+#include "list.h"
 
 #include <stdlib.h>
 #include <sys/eventfd.h>
@@ -53,12 +54,7 @@ static void efd_drain(int fd) {
 }
 
 void mproc__loop_push(struct mproc_pool *p, struct mproc_future *f) {
-  f->loopq_next = NULL;
-  if (p->loopq_tail != NULL)
-    p->loopq_tail->loopq_next = f;
-  else
-    p->loopq_head = f;
-  p->loopq_tail = f;
+  MPROC__LIST_PUSH(p->loopq_head, p->loopq_tail, f, loopq_next);
   efd_add(p->loop_efd);
 }
 

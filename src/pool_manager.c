@@ -54,6 +54,7 @@
  * thread exits once the pool is not RUNNING, no task is outstanding, no worker
  * is alive and no callback is due. */
 #include "pool.h"
+#include "list.h"
 #include "futex.h"
 
 #include <poll.h>
@@ -112,22 +113,11 @@ void mproc__task_fail(struct mproc_pool *p, struct mproc__task *t, int code, con
 }
 
 static void push_front_list(struct mproc_pool *p) {
-  if (p->requeue_head == NULL)
-    return;
-  p->requeue_tail->next = p->pend_head;
-  if (p->pend_head == NULL)
-    p->pend_tail = p->requeue_tail;
-  p->pend_head = p->requeue_head;
-  p->requeue_head = p->requeue_tail = NULL;
+  MPROC__LIST_PREPEND_ALL(p->pend_head, p->pend_tail, p->requeue_head, p->requeue_tail, next);
 }
 
 static void requeue(struct mproc_pool *p, struct mproc__task *t) {
-  t->next = NULL;
-  if (p->requeue_tail != NULL)
-    p->requeue_tail->next = t;
-  else
-    p->requeue_head = t;
-  p->requeue_tail = t;
+  MPROC__LIST_PUSH(p->requeue_head, p->requeue_tail, t, next);
 }
 
 /* Fail a task because the pool broke: the initializer's failure, with the
@@ -441,14 +431,18 @@ static int pick_slot(struct mproc_pool *p) {
  * died and is not reaped yet: the task goes back to the front of the queue
  * (it never reached the worker) and the slot takes nothing more until
  * handle_death resets it.  Any other error fails the task. */
+static void push_front(struct mproc_pool *p, struct mproc__task *t) {
+  t->slot = -1;
+  t->next = p->pend_head;
+  p->pend_head = t;
+  if (p->pend_tail == NULL)
+    p->pend_tail = t;
+}
+
 static void send_failed(struct mproc_pool *p, int i, struct mproc__task *t, int r) {
   if (r == -EPIPE || r == -ECONNRESET || r == -ENOTCONN) {
     p->slots[i].stopping = true;
-    t->slot = -1;
-    t->next = p->pend_head;
-    p->pend_head = t;
-    if (p->pend_tail == NULL)
-      p->pend_tail = t;
+    push_front(p, t);
     return;
   }
   if (r == MPROC_ENOFUNC) {
@@ -493,10 +487,7 @@ static void dispatch_pending(struct mproc_pool *p) {
     } else if (r == -EAGAIN) {
       /* No room there now: back to the front, another slot is picked. */
       p->slots[i].full = true;
-      t->next = p->pend_head;
-      p->pend_head = t;
-      if (p->pend_tail == NULL)
-        p->pend_tail = t;
+      push_front(p, t);
       continue;
     }
     if (r != 0)

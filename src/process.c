@@ -33,6 +33,7 @@
  * the total wait at exit is bounded by the longest budget, not the sum. */
 #include "process.h"
 #include "start.h"
+#include "list.h"
 
 #include <poll.h>
 #include <pthread.h>
@@ -87,23 +88,9 @@ static const char *current_name; /* NULL: "MainProcess" */
  * second child it started, "2:1" in that child's first child... */
 static char current_ident[IDENT_MAX];
 
-static void reg_insert_locked(struct mproc_process *p) {
-  p->prev = NULL;
-  p->next = reg_head;
-  if (reg_head != NULL)
-    reg_head->prev = p;
-  reg_head = p;
-}
+static void reg_insert_locked(struct mproc_process *p) { MPROC__DLIST_INSERT_HEAD(reg_head, p); }
 
-static void reg_remove_locked(struct mproc_process *p) {
-  if (p->prev != NULL)
-    p->prev->next = p->next;
-  else if (reg_head == p)
-    reg_head = p->next;
-  if (p->next != NULL)
-    p->next->prev = p->prev;
-  p->prev = p->next = NULL;
-}
+static void reg_remove_locked(struct mproc_process *p) { MPROC__DLIST_REMOVE(reg_head, p); }
 
 static bool mine(const struct mproc_process *p) { return p->creator == getpid(); }
 

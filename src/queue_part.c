@@ -35,6 +35,7 @@
  * producer and consumer for as long as it lives. */
 #include "queue.h"
 #include "futex.h"
+#include "list.h"
 
 #include <limits.h>
 #include <stdio.h>
@@ -250,22 +251,12 @@ void mproc__q_track(struct mproc_queue *q) {
   pthread_once(&track_once, track_init);
   pthread_mutex_lock(&track_lock);
   q->fork_slot = -1;
-  q->prev = NULL;
-  q->next = tracked;
-  if (tracked != NULL)
-    tracked->prev = q;
-  tracked = q;
+  MPROC__DLIST_INSERT_HEAD(tracked, q);
   pthread_mutex_unlock(&track_lock);
 }
 
 void mproc__q_untrack(struct mproc_queue *q) {
   pthread_mutex_lock(&track_lock);
-  if (q->prev != NULL)
-    q->prev->next = q->next;
-  else if (tracked == q)
-    tracked = q->next;
-  if (q->next != NULL)
-    q->next->prev = q->prev;
-  q->next = q->prev = NULL;
+  MPROC__DLIST_REMOVE(tracked, q);
   pthread_mutex_unlock(&track_lock);
 }

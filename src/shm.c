@@ -198,6 +198,19 @@ static int keep_and_link(int fd, const char *name, char *made, size_t made_len) 
   }
 }
 
+/* The last step of create and attach (r: how far they got): a handle on
+ * success; on failure the mapping and the fd go, so nothing is left. */
+static int finish_open(int r, int fd, void *p, size_t mapsize, const char *name, mproc_shm **out) {
+  if (r == 0)
+    r = new_handle(fd, p, mapsize, SHM_HDR, name, out);
+  if (r != 0) {
+    if (p != NULL)
+      munmap(p, mapsize);
+    mproc__close(fd);
+  }
+  return r;
+}
+
 MPROC_EXTERN int mproc_shm_create(mproc_shm **out, const char *name, size_t size) {
   char made[MPROC_SHM_NAME_MAX + 1];
   bool made_up = name == NULL;
@@ -235,17 +248,10 @@ MPROC_EXTERN int mproc_shm_create(mproc_shm **out, const char *name, size_t size
   }
   if (r == 0)
     r = keep_and_link(fd, name, made_up ? made : NULL, sizeof made);
-  if (r == 0)
-    r = new_handle(fd, p, mapsize, SHM_HDR, name, out);
-  if (r != 0) {
-    /* A keeper that was started gets its lock once fd closes, finds the
-     * object unnamed and exits.  (If new_handle failed after the link, the
-     * keeper removes the name.) */
-    if (p != NULL)
-      munmap(p, mapsize);
-    mproc__close(fd);
-  }
-  return r;
+  /* On failure a keeper that was started gets its lock once fd closes,
+   * finds the object unnamed and exits.  (If new_handle failed after the
+   * link, the keeper removes the name.) */
+  return finish_open(r, fd, p, mapsize, name, out);
 }
 
 MPROC_EXTERN int mproc_shm_attach(mproc_shm **out, const char *name) {
@@ -279,14 +285,7 @@ MPROC_EXTERN int mproc_shm_attach(mproc_shm **out, const char *name) {
   }
   if (r == 0 && !header_ok(p, mapsize))
     r = MPROC_ECORRUPT;
-  if (r == 0)
-    r = new_handle(fd, p, mapsize, SHM_HDR, name, out);
-  if (r != 0) {
-    if (p != NULL)
-      munmap(p, mapsize);
-    mproc__close(fd);
-  }
-  return r;
+  return finish_open(r, fd, p, mapsize, name, out);
 }
 
 /* ---- accessors, unlink, close ------------------------------------------------ */

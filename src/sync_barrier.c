@@ -242,35 +242,27 @@ static int drop_own_slots(mproc_barrier *b) {
 
 /* A process that mapped the barrier from an fd stops using it: its parties
  * leave, the barrier stays for the others. */
-static int barrier_detach(void *obj) {
-  mproc_barrier *b = obj;
+static int leave(mproc_barrier *b, bool retire) {
   int r = state_lock(b);
   if (r != 0)
     return r;
   r = drop_own_slots(b);
+  if (r == 0 && retire) {
+    if (b->count > 0 && !b->broken) {
+      r = MPROC_EBUSY; /* parties are waiting */
+    } else {
+      mproc__sync_clear(b); /* before the waiters woken here look again */
+      wake_all(b);
+    }
+  }
   state_unlock(b);
   return r;
 }
 
-static int barrier_retire(void *obj) {
-  mproc_barrier *b = obj;
-  int r = state_lock(b);
-  if (r != 0)
-    return r;
-  r = drop_own_slots(b);
-  if (r != 0) {
-    state_unlock(b);
-    return r;
-  }
-  if (b->count > 0 && !b->broken) {
-    state_unlock(b);
-    return MPROC_EBUSY; /* parties are waiting */
-  }
-  mproc__sync_clear(b); /* before the waiters woken here look again */
-  wake_all(b);
-  state_unlock(b);
-  return 0;
-}
+static int barrier_detach(void *obj) { return leave(obj, false); }
+
+/* The last handle goes: refused while parties wait. */
+static int barrier_retire(void *obj) { return leave(obj, true); }
 
 /* mproc_barrier_destroy, mproc_barrier_free, mproc_barrier_from_fd */
 MPROC__SYNC_RELEASE(mproc_barrier, barrier_kind)

@@ -1,23 +1,39 @@
 /* The seam between the pool and how tasks travel to workers.
  *
- * Today there is one transport, local shared memory (transport_shm.c): one
- * anonymous shared mapping holds a request/response ring per worker.  A later
- * exec-based start method or an MPI backend adds one more file implementing
- * struct mproc__transport_ops.  The transport owns everything about how
- * tasks sit with a worker (ring positions, the task table, its sockets: its
- * tp_state, opaque to the pool, and a task's tp_ref); the pool and manager
- * see only slots, tasks and these operations, and keep their own counts
- * (tasks handed over, per-slot statistics).  The data arena of map/imap is
- * an operation too.  The task-side API (task.c) reaches a transport's
- * worker side only through its task context (task_ctx.h).  How the manager
- * sleeps is the transport's (sleep: the shm transport's announce-then-poll
- * handshake stays inside it); `helping` is an optional hint from spinning
- * waiters.  Operations marked optional may be NULL.  The transport is
- * chosen by name at pool creation (the pool option `transport`, else
- * MPROC_TRANSPORT, else "shm") from a registry (transport.c) that other
- * transports join at run time; tests/test-pool-transport.c adds a whole
- * transport -- tasks over a socketpair -- in its own file and chooses it
- * with one line.
+ * Design notes.  A transport is one file implementing struct
+ * mproc__transport_ops: local shared memory (transport_shm.c, built in),
+ * MPI ranks (transport_mpi.c, in libmproc_mpi), and a socketpair one that
+ * lives in tests/test-pool-transport.c.  The transport owns everything
+ * about how tasks sit with a worker (ring positions, the task table, its
+ * sockets, its ring depth and message sizes: its tp_state, opaque to the
+ * pool, and a task's tp_ref); the pool and manager see only slots, tasks and
+ * these operations, and keep their own counts (tasks handed over, per-slot
+ * statistics).  The task-side API (task.c) reaches a transport's worker
+ * side only through its task context (task_ctx.h).
+ *
+ * The table is narrow on purpose, 13 entries where it once had 18: "is
+ * there room" is send_task's -EAGAIN, taking back one task or all of a
+ * slot's is one revoke, where a worker is with its initializer is part of
+ * activity, ending a task, ending a worker and letting it finish are one
+ * stop, and the data arena is one optional sub-table.  What a transport
+ * needs only for itself (the shm one's announce-then-poll handshake and
+ * futex wake-ups) stays in its file; `helping` is a hint it may ignore.
+ * sleep is the manager's one blocking point, so a transport polls there
+ * whatever it must (the remote-flavoured test transport its sockets, MPI
+ * its requests).
+ *
+ * Slots are not processes.  A worker that is a local process hands the
+ * pool its pid and pidfd, and the manager watches and reaps it; one that is
+ * not (an MPI rank) has neither, and its transport reports its end through
+ * poll_results.  Either way the pool empties the slot (reset_slot) and
+ * starts another worker.  Map data travels by arena offsets: a transport
+ * whose workers share the arena sends the offsets, one whose workers
+ * cannot see it copies each chunk's ranges (mproc__task_ranges) by value.
+ *
+ * The transport is chosen by name at pool creation (the pool option
+ * `transport`, else MPROC_TRANSPORT, else "shm") from a registry
+ * (transport.c) that other transports join at run time: adding one touches
+ * no file but its own and the line that names it.
  *
  * Function references go through struct mproc__taskfn for the same reason:
  * under fork a code address is valid in the worker, elsewhere it is not. */
@@ -112,18 +128,26 @@ struct mproc__range {
  * whose workers share it, shared memory; for one that copies chunks by
  * value (mproc__task_ranges), any memory of the parent's. */
 struct mproc__arena_ops {
-  /* `len` bytes: 0 and the offset, or -ENOMEM. */
+  /* `len` bytes: 0 and the offset, or MPROC_ENOMEM. */
   int (*alloc)(struct mproc_pool *p, size_t len, uint64_t *off);
   void (*free)(struct mproc_pool *p, uint64_t off, size_t len);
   /* The address of an offset in this process. */
   void *(*at)(struct mproc_pool *p, uint64_t off);
 };
 
+/* An arena in the parent's own memory (arena_local.c), for a transport that
+ * copies chunks by value: its `arena` may simply point here.  Exported for
+ * sibling libraries, like the registry; not API. */
+MPROC_EXTERN extern const struct mproc__arena_ops mproc__arena_local;
+
 /* How stop() ends work on a slot. */
 enum {
-  MPROC__STOP_IDLE = 1, /* the worker exits once it has nothing left to run */
-  MPROC__STOP_TASK,     /* the task it runs must end now (timeout, cancel) */
-  MPROC__STOP_NOW,      /* the worker must end now, with all it holds */
+  /* The worker exits once it has nothing left to run; its end must then be
+   * seen (pidfd) or reported (poll_results): the pool's manager waits for
+   * every slot's worker to end before it leaves. */
+  MPROC__STOP_IDLE = 1,
+  MPROC__STOP_TASK, /* the task it runs must end now (timeout, cancel) */
+  MPROC__STOP_NOW,  /* the worker must end now, with all it holds */
 };
 
 struct mproc__transport_ops {
@@ -174,7 +198,10 @@ struct mproc__transport_ops {
   void (*reset_slot)(struct mproc_pool *p, int slot,
                      void (*left)(struct mproc_pool *, struct mproc__task *, bool started));
   /* The manager sleeps: poll(pfd, n, timeout_ms) -- or return 0 at once
-   * when the transport knows results are waiting.  Returns poll's result. */
+   * when the transport knows results are waiting.  Returns poll's result.
+   * The only operation called without the pool mutex (other threads may
+   * collect meanwhile): what it reads of the transport's state it reads
+   * atomically or under p->mu, which it may take. */
   int (*sleep)(struct mproc_pool *p, struct pollfd *pfd, int n, int timeout_ms);
   /* Optional (NULL: nothing to do).  A parent thread starts (+1) or stops
    * (-1) spinning to collect results: a transport may then spare its workers

@@ -47,8 +47,8 @@
  *                 the manager's fds are polled in a short spin (a tiny
  *                 task's answer is collected within microseconds), then
  *                 in 1 ms naps; with nothing out it sleeps on the fds alone
- *   arena         plain memory of this process: offsets are its addresses
- *                 (nothing shares it; ranks get copies)
+ *   arena         the core's arena in this process's memory
+ *                 (mproc__arena_local): ranks get copies
  * The per-task timeout travels with the task and is enforced on the rank,
  * where the task's local worker is killed; the pool's own deadline (stop
  * _TASK) is the backstop.  A rank that dies ends the job (mpi_client.c:
@@ -490,30 +490,6 @@ static void tm_fini(struct mproc_pool *p) {
   p->tp_state = NULL;
 }
 
-/* ---- the arena: this process's memory --------------------------------- */
-
-static int arena_alloc(struct mproc_pool *p, size_t len, uint64_t *off) {
-  (void)p;
-  void *m = malloc(len ? len : 1);
-  if (!m)
-    return MPROC_ENOMEM;
-  *off = (uint64_t)(uintptr_t)m;
-  return 0;
-}
-
-static void arena_free(struct mproc_pool *p, uint64_t off, size_t len) {
-  (void)p, (void)len;
-  free((void *)(uintptr_t)off);
-}
-
-static void *arena_at(struct mproc_pool *p, uint64_t off) {
-  (void)p;
-  return (void *)(uintptr_t)off;
-}
-
-static const struct mproc__arena_ops arena = {
-    .alloc = arena_alloc, .free = arena_free, .at = arena_at};
-
 const struct mproc__transport_ops mproc__transport_mpi = {
     .name = "mpi",
     .init = tm_init,
@@ -526,5 +502,5 @@ const struct mproc__transport_ops mproc__transport_mpi = {
     .stop = tm_stop,
     .reset_slot = tm_reset_slot,
     .sleep = tm_sleep,
-    .arena = &arena,
+    .arena = &mproc__arena_local,
 };

@@ -70,121 +70,33 @@ static struct shm_state *st(struct mproc_pool *p) { return p->tp_state; }
 static struct shm_slot *sslot(struct mproc_pool *p, int i) { return &st(p)->slots[i]; }
 static struct mproc__slot_shm *sshm(struct mproc_pool *p, int i) { return &st(p)->hdr->slots[i]; }
 
-int mproc__send_fd(int sock, int fd) {
-  char byte = 0;
-  struct iovec iov = {&byte, 1};
-  union {
-    char buf[CMSG_SPACE(sizeof(int))];
-    struct cmsghdr align;
-  } u;
-  memset(&u, 0, sizeof u);
-  struct msghdr m = {
-      .msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf, .msg_controllen = sizeof u.buf};
-  struct cmsghdr *c = CMSG_FIRSTHDR(&m);
-  c->cmsg_level = SOL_SOCKET;
-  c->cmsg_type = SCM_RIGHTS;
-  c->cmsg_len = CMSG_LEN(sizeof(int));
-  memcpy(CMSG_DATA(c), &fd, sizeof fd);
-  for (;;) {
-    if (sendmsg(sock, &m, MSG_NOSIGNAL) == 1)
-      return 0;
-    if (errno != EINTR)
-      return mproc__neg_errno();
-  }
-}
-
-/* Whether a failed recvmsg on an fd-passing socket is to be repeated.  A peer
- * that dies with messages still unread in its own queue leaves ECONNRESET
- * pending on this end; the kernel reports it once, before any message, and
- * the messages the peer sent before dying are still queued behind it.
- * Treating it as a failure would skip no message yet make the caller count
- * one as consumed: every later descriptor would then be read as the one
- * before it (a result handed to the wrong task).  Once reported the error
- * is cleared, so the next call reads the queue, or sees the end of it
- * (reported twice, it is a failure: never a loop). */
-static bool retry_recv(int err, int *resets) {
-  return err == EINTR || (err == ECONNRESET && (*resets)++ == 0);
-}
-
-int mproc__recv_fd(int sock, int *fd_out) {
-  char byte;
-  struct iovec iov = {&byte, 1};
-  union {
-    char buf[CMSG_SPACE(sizeof(int))];
-    struct cmsghdr align;
-  } u;
-  struct msghdr m = {
-      .msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf, .msg_controllen = sizeof u.buf};
-  ssize_t n;
-  int resets = 0;
-  while ((n = recvmsg(sock, &m, MSG_CMSG_CLOEXEC)) < 0 && retry_recv(errno, &resets)) {
-  }
-  if (n <= 0)
-    return n < 0 ? mproc__neg_errno() : -EIO;
-  struct cmsghdr *c = CMSG_FIRSTHDR(&m);
-  if (c == NULL || c->cmsg_type != SCM_RIGHTS || c->cmsg_len < CMSG_LEN(sizeof(int))) {
-    /* The kernel drops descriptors it cannot install (fd limit) and says
-     * so with MSG_CTRUNC: report that, never a descriptor that is not there. */
-    return (m.msg_flags & MSG_CTRUNC) ? -EMFILE : -EIO;
-  }
-  memcpy(fd_out, CMSG_DATA(c), sizeof *fd_out);
-  mproc__fd_register(*fd_out);
-  return 0;
-}
-
+/* The worker channel's descriptors go through the library's one SCM_RIGHTS
+ * implementation (fdpass.c: close-on-exec from birth, MSG_CTRUNC reported,
+ * a dead peer's pending ECONNRESET read past so earlier messages are not
+ * lost); a message is one byte carrying its descriptors. */
 int mproc__send_fds(int sock, const int *fds, size_t n) {
   char byte = 0;
   struct iovec iov = {&byte, 1};
-  union {
-    char buf[CMSG_SPACE(sizeof(int) * MPROC__MSG_FDS)];
-    struct cmsghdr align;
-  } u;
-  memset(&u, 0, sizeof u);
-  struct msghdr m = {.msg_iov = &iov,
-                     .msg_iovlen = 1,
-                     .msg_control = u.buf,
-                     .msg_controllen = CMSG_SPACE(sizeof(int) * n)};
-  struct cmsghdr *c = CMSG_FIRSTHDR(&m);
-  c->cmsg_level = SOL_SOCKET;
-  c->cmsg_type = SCM_RIGHTS;
-  c->cmsg_len = CMSG_LEN(sizeof(int) * n);
-  memcpy(CMSG_DATA(c), fds, sizeof(int) * n);
-  for (;;) {
-    if (sendmsg(sock, &m, MSG_NOSIGNAL) == 1)
-      return 0;
-    if (errno != EINTR)
-      return mproc__neg_errno();
-  }
+  ssize_t r = mproc__sendmsg_fds(sock, &iov, 1, 0, fds, n);
+  return r == 1 ? 0 : r < 0 ? (int)r : -EIO;
 }
+
+int mproc__send_fd(int sock, int fd) { return mproc__send_fds(sock, &fd, 1); }
 
 int mproc__recv_fds(int sock, int *fds, size_t max, size_t *n_out) {
   char byte;
-  struct iovec iov = {&byte, 1};
-  union {
-    char buf[CMSG_SPACE(sizeof(int) * MPROC__MSG_FDS)];
-    struct cmsghdr align;
-  } u;
-  struct msghdr m = {
-      .msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf, .msg_controllen = sizeof u.buf};
-  ssize_t n;
-  *n_out = 0;
-  int resets = 0;
-  while ((n = recvmsg(sock, &m, MSG_CMSG_CLOEXEC)) < 0 && retry_recv(errno, &resets)) {
-  }
-  if (n <= 0)
-    return n < 0 ? mproc__neg_errno() : -EIO;
-  struct cmsghdr *c = CMSG_FIRSTHDR(&m);
-  if (c == NULL || c->cmsg_type != SCM_RIGHTS)
-    return (m.msg_flags & MSG_CTRUNC) ? -EMFILE : -EIO;
-  size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
   int tmp[MPROC__MSG_FDS];
-  memcpy(tmp, CMSG_DATA(c), k * sizeof(int));
-  if (m.msg_flags & MSG_CTRUNC) {
-    /* Some descriptors were dropped at the fd limit: the message is
-     * incomplete, so none of it is used. */
+  size_t k = 0;
+  int lost = 0;
+  *n_out = 0;
+  ssize_t n = mproc__recvmsg_fds(sock, &byte, 1, 0, tmp, MPROC__MSG_FDS, &k, &lost);
+  int r = n < 0 ? (int)n : n == 0 ? -EIO : lost != 0 ? lost : k == 0 ? -EIO : 0;
+  if (r != 0) {
+    /* End of stream, or descriptors dropped at the fd limit (the message
+     * is incomplete, so none of it is used): never a partial message. */
     for (size_t i = 0; i < k; i++)
       close(tmp[i]);
-    return -EMFILE;
+    return r;
   }
   for (size_t i = 0; i < k; i++) {
     mproc__fd_register(tmp[i]);
@@ -195,6 +107,11 @@ int mproc__recv_fds(int sock, int *fds, size_t max, size_t *n_out) {
   }
   *n_out = k < max ? k : max;
   return 0;
+}
+
+int mproc__recv_fd(int sock, int *fd_out) {
+  size_t k;
+  return mproc__recv_fds(sock, fd_out, 1, &k);
 }
 
 /* ---- arena ------------------------------------------------------------------ */

@@ -79,14 +79,10 @@ static ssize_t find(const struct tree *t, pid_t pid) {
 }
 
 static int add(struct tree *t, struct member m) {
-  if (t->n == t->cap) {
-    size_t cap = t->cap ? t->cap * 2 : 16;
-    struct member *v = realloc(t->m, cap * sizeof *v);
-    if (v == NULL)
-      return MPROC_ENOMEM;
-    t->m = v;
-    t->cap = cap;
-  }
+  struct member *v = mproc__grow(t->m, &t->cap, t->n, sizeof *v, 16);
+  if (v == NULL)
+    return MPROC_ENOMEM;
+  t->m = v;
   t->m[t->n++] = m;
   return 0;
 }

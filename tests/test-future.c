@@ -330,10 +330,17 @@ START_TEST(test_bad_arguments) {
   mproc_future *f;
   mproc_assert_ok(mproc_pool_submit(p, task_empty, NULL, 0, &f));
   mproc_assert_err(mproc_future_wait(f, -5), MPROC_EINVAL);
-  mproc_assert_err(mproc_future_result(f, NULL, &n, 0), MPROC_EINVAL);
-  mproc_assert_err(mproc_future_result(f, &d, NULL, 0), MPROC_EINVAL);
+  mproc_assert_err(mproc_future_result(f, NULL, NULL, -5), MPROC_EINVAL);
   mproc_assert_err(mproc_future_error(f, NULL), MPROC_EINVAL);
   wait_done(f);
+  /* A task run for its effect: data and len are optional. */
+  mproc_assert_ok(mproc_future_result(f, NULL, NULL, 0));
+  n = 99;
+  mproc_assert_ok(mproc_future_result(f, NULL, &n, 0));
+  ck_assert_uint_eq(n, 0);
+  d = &n;
+  mproc_assert_ok(mproc_future_result(f, &d, NULL, 0));
+  ck_assert_ptr_null(d);
   mproc_future_free(f);
   mproc_assert_ok(mproc_pool_free(p));
 }

@@ -105,8 +105,8 @@ struct mproc_pool_options {
   /* How tasks travel to the workers, by name: NULL means the program's
    * default, the environment variable MPROC_TRANSPORT, else "shm" (local
    * shared memory, the built-in one).  Other transports register
-   * themselves, e.g. "mpi" once mproc_mpi_init ran (mproc/mpi.h).  An
-   * unknown name is MPROC_EINVAL. */
+   * themselves at run time, from their own libraries.  An unknown name is
+   * MPROC_EINVAL. */
   const char *transport;
 };
 
@@ -114,14 +114,16 @@ struct mproc_pool_options {
  * release it with mproc_pool_free().  Errors: MPROC_EINVAL (NULL out,
  * unknown flag, negative workers or timeouts, an unknown start_method or
  * MPROC_START_METHOD value, a non-NULL initarg without initarg_len under spawn
- * or forkserver, an unknown transport or MPROC_TRANSPORT value), MPROC_ENOFUNC (spawn/forkserver:
- * the initializer cannot be referenced, or a worker cannot find it), -errno (fork, exec, memory,
- * thread). A failed mproc_pool_new leaves nothing behind. */
+ * or forkserver, an unknown transport or MPROC_TRANSPORT value),
+ * MPROC_ENOFUNC (spawn/forkserver: the initializer cannot be referenced, or
+ * a worker cannot find it), -errno (fork, exec, memory, thread).  A failed
+ * mproc_pool_new leaves nothing behind. */
 MPROC_EXTERN int mproc_pool_new(mproc_pool **out, const struct mproc_pool_options *opts);
 /* Number of workers (>= 1), or MPROC_EINVAL. */
 MPROC_EXTERN int mproc_pool_workers(const mproc_pool *pool);
 /* Current worker pids into pids[0..n); returns how many were written (a slot
- * being replaced is skipped), or MPROC_EINVAL. */
+ * being replaced, or whose worker is not a local process, is skipped), or
+ * MPROC_EINVAL. */
 MPROC_EXTERN int mproc_pool_worker_pids(mproc_pool *pool, pid_t *pids, size_t n);
 
 /* Per-task options for mproc_pool_submit_ex (NULL or zero: pool defaults). */
@@ -218,7 +220,9 @@ MPROC_EXTERN int mproc_future_wait(mproc_future *f, int64_t timeout_ms);
 /* Wait, then: 0 with *data and *len set to the result, BORROWED from the future
  * (valid until mproc_future_free; NULL/0 for an empty result); or the failure
  * code (see mproc_task_error.code); or MPROC_ETIMEDOUT when the wait deadline
- * passed first (the future is then still pending or running). */
+ * passed first (the future is then still pending or running).  data and len
+ * may each be NULL when the caller does not want them (a task run for its
+ * effect: the call then only waits and reports how the task ended). */
 MPROC_EXTERN int mproc_future_result(mproc_future *f, const void **data, size_t *len,
                                      int64_t timeout_ms);
 /* Failure details: 0 and *err filled when the future failed or was
