@@ -7,6 +7,8 @@
  *                              exit) stops the ranks and leaves MPI
  *   launched, rank > 0      -> local pool made (before MPI_Init), handshake,
  *                              serve until STOP, MPI_Finalize, exit()
+ * A program linked with this library and run with MPROC_TRANSPORT=mpi under
+ * a launcher joins in a constructor, before main (see on_load).
  * "Launched" is read from the launcher's environment (Open MPI, MPICH's
  * Hydra, PMIx, Slurm's PMI) rather than by calling MPI_Init: a singleton
  * MPI_Init outside mpiexec may try to start a runtime daemon, which is slow

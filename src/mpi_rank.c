@@ -2,8 +2,10 @@
  * worker, send the results back.
  *
  * Design notes.  The rank process itself never runs task code: every task
- * goes to a one-worker mproc pool made before MPI_Init, the same crash
- * containment as on one machine.  A task that segfaults, calls exit() or
+ * goes to a local mproc pool -- the one opened for the rank-0 pool it
+ * belongs to (OPEN: that pool's share of workers and its initializer), or,
+ * for the internal calls, a one-worker pool made before MPI_Init -- the
+ * same crash containment as on one machine.  A task that segfaults, calls exit() or
  * overruns its timeout kills only that local worker; the pool replaces it,
  * the task fails with the pool's code (MPROC_EWORKERDIED, MPROC_ETIMEDOUT)
  * and a message naming this rank and host, and the rank carries on.  Rank 0
