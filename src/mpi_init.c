@@ -275,8 +275,14 @@ MPROC_EXTERN int mproc_mpi_finalize(int64_t timeout_ms) {
     return MPROC_EINVAL;
   if (!mproc__mpi.initialised || mproc__mpi.rank != 0)
     return MPROC_ESTATE;
-  if (mproc__mpi.finalized)
+  /* Pools still running (a program that returns from main with a pool
+   * alive) drive MPI from their threads: they wait while MPI goes away, and
+   * find it gone -- their jobs cancelled, new ones refused -- afterwards. */
+  pthread_mutex_lock(&mproc__mpi_mu);
+  if (mproc__mpi.finalized) {
+    pthread_mutex_unlock(&mproc__mpi_mu);
     return 0;
+  }
   int64_t deadline = timeout_ms < 0 ? -1 : mproc_now_ms() + timeout_ms;
   int rc = mproc__mpi.size > 1 ? mproc__mpi_client_stop(deadline) : 0;
   mproc__mpi.finalized = true;
@@ -287,5 +293,6 @@ MPROC_EXTERN int mproc_mpi_finalize(int64_t timeout_ms) {
   free(mproc__mpi.hosts);
   mproc__mpi.hosts = NULL;
   leave_mpi();
+  pthread_mutex_unlock(&mproc__mpi_mu);
   return 0;
 }

@@ -25,6 +25,7 @@
 #include "transport.h" /* the pool's transport seam and its registry */
 
 #include <mpi.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -244,5 +245,8 @@ int mproc__mpi_client_stop(int64_t deadline);
 /* ---- transport_mpi.c ------------------------------------------------------ */
 
 extern const struct mproc__transport_ops mproc__transport_mpi;
+/* Held by whichever thread calls into MPI (the dispatcher's calls from pool
+ * threads, finalize): MPI_THREAD_SERIALIZED. */
+extern pthread_mutex_t mproc__mpi_mu;
 
 #endif /* MPROC_MPI_INTERNAL_H */

@@ -57,8 +57,8 @@
  * Threads.  The pool calls these ops from its manager thread and from any
  * thread helping it (under the pool's mutex), and several pools may run
  * over the ranks at once: every call into the dispatcher, hence into MPI,
- * holds mpi_mu (MPI_THREAD_SERIALIZED, which mproc_mpi_init asks for).  The
- * order is the pool's mutex, then mpi_mu. */
+ * holds mproc__mpi_mu (MPI_THREAD_SERIALIZED, which mproc_mpi_init asks for).  The
+ * order is the pool's mutex, then mproc__mpi_mu. */
 #include "mpi_internal.h"
 #include "pool.h"
 
@@ -70,7 +70,7 @@
 #include <string.h>
 #include <sys/mman.h>
 
-static pthread_mutex_t mpi_mu = PTHREAD_MUTEX_INITIALIZER;
+pthread_mutex_t mproc__mpi_mu = PTHREAD_MUTEX_INITIALIZER;
 
 struct sent {
   struct sent *next;
@@ -114,11 +114,13 @@ static void state_free(struct tp_mpi *s) {
   free(s);
 }
 
-/* Pools on the ranks are numbered by rank 0 (under mpi_mu). */
+/* Pools on the ranks are numbered by rank 0 (under mproc__mpi_mu). */
 static uint64_t next_pool_id;
 
 static int tm_init(struct mproc_pool *p) {
+  pthread_mutex_lock(&mproc__mpi_mu); /* finalize may be under way */
   int ranks = mproc_mpi_worker_ranks();
+  pthread_mutex_unlock(&mproc__mpi_mu);
   if (ranks == 0) {
     fprintf(stderr, "mproc-mpi: pool: no worker ranks (mproc_mpi_finalize ran)\n");
     return MPROC_ESTATE;
@@ -152,9 +154,9 @@ static int tm_init(struct mproc_pool *p) {
     if (o->initarg_len)
       memcpy(s->initarg, o->initarg, o->initarg_len);
   }
-  pthread_mutex_lock(&mpi_mu);
+  pthread_mutex_lock(&mproc__mpi_mu);
   s->pool = ++next_pool_id;
-  pthread_mutex_unlock(&mpi_mu);
+  pthread_mutex_unlock(&mproc__mpi_mu);
   p->tp_state = s;
   return 0;
 }
@@ -164,14 +166,14 @@ static int tm_start_worker(struct mproc_pool *p, int slot) {
   struct tslot *sl = &s->slot[slot];
   p->slots[slot].pid = 0;
   p->slots[slot].pidfd = -1;
-  pthread_mutex_lock(&mpi_mu);
+  pthread_mutex_lock(&mproc__mpi_mu);
   if (sl->open)
     mproc__mpi_job_free(sl->open);
   sl->open = NULL;
   int rc = mproc__mpi_open((struct mproc__mpi_to){slot + 1, s->pool}, sl->share,
                            s->has_init ? &s->init_ref : NULL, s->initarg, s->initarg_len,
                            p->opts.init_timeout_ms, &sl->open);
-  pthread_mutex_unlock(&mpi_mu);
+  pthread_mutex_unlock(&mproc__mpi_mu);
   sl->init = rc == 0 && s->has_init ? MPROC__INIT_RUNNING : MPROC__INIT_READY;
   return rc;
 }
@@ -246,9 +248,9 @@ static int tm_send_task(struct mproc_pool *p, int slot, struct mproc__task *t) {
   if (!e)
     return MPROC_ENOMEM;
   struct mproc__mpi_to to = {slot + 1, s->pool};
-  pthread_mutex_lock(&mpi_mu);
+  pthread_mutex_lock(&mproc__mpi_mu);
   int rc = t->kind == MPROC__K_CALL ? send_call(s, to, t, &e->j) : send_chunk(p, to, t, &e->j);
-  pthread_mutex_unlock(&mpi_mu);
+  pthread_mutex_unlock(&mproc__mpi_mu);
   if (rc) {
     free(e);
     return rc;
@@ -276,7 +278,7 @@ static struct sent *pop(struct tp_mpi *s, int slot) {
   return e;
 }
 
-/* The outcome of a finished job (under mpi_mu); a chunk's output goes
+/* The outcome of a finished job (under mproc__mpi_mu); a chunk's output goes
  * back into the arena. */
 static void outcome_of(struct mproc_pool *p, struct sent *e, struct mproc__outcome *o,
                        struct mproc_task_error *err) {
@@ -315,7 +317,7 @@ static void outcome_of(struct mproc_pool *p, struct sent *e, struct mproc__outco
   free(res);
 }
 
-/* The answer to the slot's open, once it came (under mpi_mu): true when it
+/* The answer to the slot's open, once it came (under mproc__mpi_mu): true when it
  * failed, the initializer's failure then recorded for activity. */
 static bool open_failed(struct tslot *sl) {
   struct mproc_task_error err;
@@ -341,7 +343,7 @@ static int tm_poll_results(struct mproc_pool *p, int slot,
   struct tp_mpi *s = tp(p);
   struct tslot *sl = &s->slot[slot];
   int n = 0;
-  pthread_mutex_lock(&mpi_mu);
+  pthread_mutex_lock(&mproc__mpi_mu);
   mproc__mpi_progress();
   bool failed = open_failed(sl);
   while (sl->head && mproc__mpi_job_done(sl->head->j)) {
@@ -350,16 +352,16 @@ static int tm_poll_results(struct mproc_pool *p, int slot,
     struct mproc_task_error err;
     outcome_of(p, e, &o, &err);
     mproc__mpi_job_free(e->j);
-    /* done() may take the pool's callbacks' locks, never mpi_mu: dropping
+    /* done() may take the pool's callbacks' locks, never mproc__mpi_mu: dropping
      * it here keeps the order simple. */
-    pthread_mutex_unlock(&mpi_mu);
+    pthread_mutex_unlock(&mproc__mpi_mu);
     e->t->slot = -1;
     done(p, e->t, &o);
     free(e);
     n++;
-    pthread_mutex_lock(&mpi_mu);
+    pthread_mutex_lock(&mproc__mpi_mu);
   }
-  pthread_mutex_unlock(&mpi_mu);
+  pthread_mutex_unlock(&mproc__mpi_mu);
   if (failed) {
     /* Its initializer failed: the slot's worker ended there, as a local
      * worker's would; the pool reads why from activity and breaks. */
@@ -368,8 +370,10 @@ static int tm_poll_results(struct mproc_pool *p, int slot,
   } else if ((sl->stop == MPROC__STOP_IDLE && !sl->head) || sl->stop == MPROC__STOP_NOW) {
     /* The pool let the slot go: its end, as a worker's end. */
     char msg[128];
+    pthread_mutex_lock(&mproc__mpi_mu); /* finalize frees the host names */
     snprintf(msg, sizeof msg, "worker rank %d on %s was released by the pool", slot + 1,
              mproc__mpi.hosts ? mproc__mpi.hosts[slot + 1] : "?");
+    pthread_mutex_unlock(&mproc__mpi_mu);
     struct mproc__outcome o = {.code = MPROC_EWORKERDIED, .exit_status = 0, .msg = msg};
     sl->stop = 0;
     done(p, NULL, &o);
@@ -387,9 +391,9 @@ static void tm_activity(struct mproc_pool *p, int slot, struct mproc__activity *
   struct tslot *sl = &tp(p)->slot[slot];
   struct sent *e = sl->head;
   a->running = e ? e->t : NULL;
-  pthread_mutex_lock(&mpi_mu);
+  pthread_mutex_lock(&mproc__mpi_mu);
   a->since = e ? mproc__mpi_job_sent_ms(e->j) : 0;
-  pthread_mutex_unlock(&mpi_mu);
+  pthread_mutex_unlock(&mproc__mpi_mu);
   a->init = sl->init;
   a->init_code = sl->init_code;
   a->init_msg = sl->init_msg;
@@ -397,11 +401,11 @@ static void tm_activity(struct mproc_pool *p, int slot, struct mproc__activity *
 
 static void tm_stop(struct mproc_pool *p, int slot, int how, struct mproc__task *t) {
   struct tslot *sl = &tp(p)->slot[slot];
-  pthread_mutex_lock(&mpi_mu);
+  pthread_mutex_lock(&mproc__mpi_mu);
   for (struct sent *e = sl->head; e && how != MPROC__STOP_IDLE; e = e->next)
     if (how == MPROC__STOP_NOW || e->t == t)
       mproc__mpi_cancel(e->j);
-  pthread_mutex_unlock(&mpi_mu);
+  pthread_mutex_unlock(&mproc__mpi_mu);
   if (how != MPROC__STOP_TASK)
     sl->stop = how;
 }
@@ -411,10 +415,10 @@ static void tm_reset_slot(struct mproc_pool *p, int slot,
   struct tp_mpi *s = tp(p);
   while (s->slot[slot].head) {
     struct sent *e = pop(s, slot);
-    pthread_mutex_lock(&mpi_mu);
+    pthread_mutex_lock(&mproc__mpi_mu);
     mproc__mpi_cancel(e->j);
     mproc__mpi_job_free(e->j); /* its answer is dropped when it comes */
-    pthread_mutex_unlock(&mpi_mu);
+    pthread_mutex_unlock(&mproc__mpi_mu);
     e->t->slot = -1;
     if (left)
       left(p, e->t, true);
@@ -438,14 +442,14 @@ static bool results_waiting(struct mproc_pool *p, bool *out) {
     *out = *out || sl->open;
   }
   if (*out && !ready) {
-    pthread_mutex_lock(&mpi_mu);
+    pthread_mutex_lock(&mproc__mpi_mu);
     mproc__mpi_progress();
     for (int i = 0; i < p->nworkers && !ready; i++) {
       struct tslot *sl = &s->slot[i];
       ready = (sl->head && mproc__mpi_job_done(sl->head->j)) ||
               (sl->open && mproc__mpi_job_done(sl->open));
     }
-    pthread_mutex_unlock(&mpi_mu);
+    pthread_mutex_unlock(&mproc__mpi_mu);
   }
   pthread_mutex_unlock(&p->mu);
   return ready;
@@ -478,13 +482,13 @@ static void tm_fini(struct mproc_pool *p) {
     return;
   for (int i = 0; i < p->nworkers; i++) {
     tm_reset_slot(p, i, NULL);
-    pthread_mutex_lock(&mpi_mu);
+    pthread_mutex_lock(&mproc__mpi_mu);
     mproc__mpi_job_free(s->slot[i].open);
     /* Only once MPI is still there (a pool freed after finalize finds the
      * ranks gone, and their pools with them). */
     if (mproc_mpi_worker_ranks() > 0)
       mproc__mpi_close(i + 1, s->pool);
-    pthread_mutex_unlock(&mpi_mu);
+    pthread_mutex_unlock(&mproc__mpi_mu);
   }
   state_free(s);
   p->tp_state = NULL;

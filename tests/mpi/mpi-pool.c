@@ -11,6 +11,7 @@
  *                 and its host; the rank carries on
  *   pool-timeout  a task overruns its timeout on its rank; the rank carries on
  *   pool-unresolvable  a task function in a plugin loaded on rank 0 only
+ *   pool-atexit   exit with a pool still running a task: a clean end
  *   pool-killrank a task SIGKILLs its rank: the job ends (run-case.sh checks
  *                 the exit status and the time)
  *   pool-local    without mpiexec: "mpi" pools run on local workers */
@@ -447,6 +448,19 @@ static void case_init(void) {
   CHECK(system(cmd) == 0, "%s", cmd);
 }
 
+/* A program that returns from main with a pool still running a task: exit
+ * finalizes MPI while the pool's threads still drive it; the job ends
+ * cleanly (the task is cancelled with the ranks). */
+static void case_atexit(void) {
+  mproc_pool *pool = mpi_pool(0);
+  mproc_future *f;
+  CHECK_ERR(mproc_pool_submit(pool, sleep_task, NULL, 0, &f), 0);
+  CHECK(square_on(pool, 2) == 4, "a task beside the sleeper");
+  printf("PASS pool-atexit\n");
+  fflush(stdout);
+  exit(0); /* no free, no finalize: exit's handlers do it */
+}
+
 static void case_killrank(void) {
   mproc_pool *pool = mpi_pool(0);
   mproc_future *f;
@@ -484,6 +498,7 @@ int main(int argc, char **argv) {
       {"pool-timeout", case_timeout},
       {"pool-unresolvable", case_unresolvable},
       {"pool-killrank", case_killrank},
+      {"pool-atexit", case_atexit},
       {"pool-local", case_local},
   };
   return run_case(cases, sizeof cases / sizeof cases[0], c);
