@@ -243,7 +243,12 @@ static void case_pool(void) {
 
   /* Stats count what the ranks did. */
   struct mproc_pool_stats st;
-  CHECK(mproc_pool_stats(pool, &st, NULL, 0) >= 0, "stats");
+  struct mproc_worker_stats ws[2];
+  CHECK(mproc_pool_stats(pool, &st, ws, 2) == 2, "stats");
+  /* A rank's slot has no local process; its counts are the rank's. */
+  CHECK(ws[0].pid == 0 && ws[1].pid == 0 && ws[0].tasks_done + ws[1].tasks_done >= N,
+        "worker stats: pids %d %d, done %llu + %llu", (int)ws[0].pid, (int)ws[1].pid,
+        (unsigned long long)ws[0].tasks_done, (unsigned long long)ws[1].tasks_done);
   CHECK(st.workers == 2 && st.done >= N + 2 && st.failed >= 2,
         "stats: workers %d done %llu "
         "failed %llu",
