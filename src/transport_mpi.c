@@ -22,8 +22,8 @@
  *                 the slot is reported ended and the pool breaks, as on one
  *                 machine
  *   send_task     -EAGAIN once the slot holds tasks_per_rank tasks per
- *                 worker of its share; the
- *                 function travels as the core's portable reference
+ *                 worker of its share; the function travels as the core's
+ *                 portable reference
  *                 (fnref.h), the argument by value (from memory or its
  *                 memfd), a map chunk's input ranges copied out of the
  *                 arena (by value: a rank cannot see this process's
@@ -43,10 +43,11 @@
  *   reset_slot    cancels the slot's jobs (results discarded on arrival)
  *                 and hands their tasks back as started
  *   fini          closes the local pools on the ranks
- *   sleep         MPI has no descriptor: while jobs are out, progress and
- *                 the manager's fds are polled in a short spin (a tiny
- *                 task's answer is collected within microseconds), then
- *                 in 1 ms naps; with nothing out it sleeps on the fds alone
+ *   sleep         (without the pool's mutex; takes it) MPI has no
+ *                 descriptor: while jobs are out, progress and the
+ *                 manager's fds are polled in a short spin (a tiny task's
+ *                 answer is collected within microseconds), then in 1 ms
+ *                 naps; with nothing out it sleeps on the fds alone
  *   arena         the core's arena in this process's memory
  *                 (mproc__arena_local): ranks get copies
  * The per-task timeout travels with the task and is enforced on the rank,
@@ -57,8 +58,9 @@
  * Threads.  The pool calls these ops from its manager thread and from any
  * thread helping it (under the pool's mutex), and several pools may run
  * over the ranks at once: every call into the dispatcher, hence into MPI,
- * holds mproc__mpi_mu (MPI_THREAD_SERIALIZED, which mproc_mpi_init asks for).  The
- * order is the pool's mutex, then mproc__mpi_mu. */
+ * holds mproc__mpi_mu (MPI_THREAD_SERIALIZED, which mproc_mpi_init asks
+ * for), as does mproc_mpi_finalize.  The order is the pool's mutex, then
+ * mproc__mpi_mu. */
 #include "mpi_internal.h"
 #include "pool.h"
 
