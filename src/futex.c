@@ -8,10 +8,14 @@
  * (needed when another process maps the word).  Waits that must not trust
  * their waker to be alive (a process may die between changing the word and
  * waking) sleep in capped slices through mproc__futex_wait_capped, the one
- * place that decides when such a wait has timed out. */
+ * place that decides when such a wait has timed out.  The asymmetric fences
+ * (futex.h) let the hot side of a wake-up check skip its fence by making
+ * the sleeping side pay for both with membarrier(2). */
 #include "futex.h"
 
 #include <linux/futex.h>
+#include <linux/membarrier.h>
+#include <pthread.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -54,4 +58,35 @@ int mproc__futex_wake(_Atomic uint32_t *addr, int n, bool shared) {
   int op = FUTEX_WAKE | (shared ? 0 : FUTEX_PRIVATE_FLAG);
   long r = syscall(SYS_futex, addr, op, n, NULL, NULL, 0);
   return r < 0 ? mproc__neg_errno() : (int)r;
+}
+
+/* ---- asymmetric fences ---------------------------------------------------- */
+
+_Atomic int mproc__fence_mode;
+static pthread_once_t fence_once = PTHREAD_ONCE_INIT;
+
+/* The child of a fork is a new mm: it registers again on first use. */
+static void fence_after_fork(void) { atomic_store(&mproc__fence_mode, 0); }
+static void fence_register_fork(void) { pthread_atfork(NULL, NULL, fence_after_fork); }
+
+int mproc__fence_setup(void) {
+  pthread_once(&fence_once, fence_register_fork);
+  long cmds = syscall(SYS_membarrier, MEMBARRIER_CMD_QUERY, 0, 0);
+  int mode = 1;
+  if (cmds > 0 && (cmds & MEMBARRIER_CMD_GLOBAL_EXPEDITED) &&
+      (cmds & MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED) &&
+      syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED, 0, 0) == 0)
+    mode = 2;
+  /* Full fences until registered: a racing thread may still read 0 and
+   * come here too, which is harmless. */
+  atomic_store(&mproc__fence_mode, mode);
+  return mode;
+}
+
+void mproc__fence_heavy(void) {
+  atomic_thread_fence(memory_order_seq_cst);
+  /* Registered peers rely on it whether or not this process could register
+   * itself; where the kernel or a seccomp filter refuses, there is nothing
+   * more to do (see futex.h). */
+  (void)syscall(SYS_membarrier, MEMBARRIER_CMD_GLOBAL_EXPEDITED, 0, 0);
 }

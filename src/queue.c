@@ -6,7 +6,7 @@
  * Design notes.
  *
  * Memory.  One shared object (a memfd, or a /dev/shm object for a named
- * queue): a header with two robust process-shared mutexes and the
+ * queue): a header with two process-shared locks (tidlock.c) and the
  * participant table, then a ring of `cap` bytes (a power of two).  The ring is mapped
  * twice, back to back, so every record is contiguous in virtual memory even
  * when it wraps: no padding records, and a record may use the whole ring.
@@ -24,7 +24,8 @@
  *
  * Crash safety.  Every critical section ends with the store that publishes
  * it (tail for put, head for get); a process that dies inside one leaves
- * the robust mutex to the next locker with EOWNERDEAD, and the records are
+ * the lock to the next locker, who finds its owner dead (tidlock.c) and
+ * takes it over, and the records are
  * consistent as they are: a partially written record past tail is simply
  * not there; a record being copied out under clock is still at head and
  * goes to the next consumer.  Only the counters stored next to the
@@ -51,8 +52,6 @@
 #define MAX_CAP ((size_t)1 << 30)
 #define DEFAULT_PARTS 256u
 #define MAX_PARTS 65536u
-/* Attempts at the lock before sleeping on it. */
-#define LOCK_SPINS 100
 
 uint64_t mproc__q_rec_size(uint32_t kind, uint64_t len) {
   uint64_t body = kind == MPROC__QK_SPILL ? MPROC__Q_NAME_MAX : len;
@@ -61,23 +60,11 @@ uint64_t mproc__q_rec_size(uint32_t kind, uint64_t len) {
 
 /* ---- lock and repair ---------------------------------------------------- */
 
-int mproc__q_lock1(struct mproc_queue *q, pthread_mutex_t *m) {
-  /* Critical sections are a few dozen nanoseconds, while a contended robust
-   * mutex sleeps in the kernel at once: try a little before sleeping. */
-  int r = pthread_mutex_trylock(m);
-  for (int i = 0; r == EBUSY && i < LOCK_SPINS; i++) {
-    mproc__cpu_relax();
-    r = pthread_mutex_trylock(m);
-  }
-  if (r == EBUSY)
-    r = pthread_mutex_lock(m);
-  if (MPROC__LIKELY(r == 0))
-    return 0;
-  if (r == EOWNERDEAD) {
+int mproc__q_lock1_slow(struct mproc_queue *q, int r) {
+  if (r == MPROC_EOWNERDEAD) {
     /* Every critical section ends with its publishing store (tail, head),
      * so the records are consistent whatever instruction the owner died
      * at; only the counters next to that store may be off by one. */
-    pthread_mutex_consistent(m);
     atomic_fetch_add(&q->h->repairs, 1);
     return 0;
   }
@@ -90,24 +77,31 @@ int mproc__q_lock(struct mproc_queue *q) {
     return err;
   err = mproc__q_lock1(q, &q->h->clock);
   if (err != 0)
-    pthread_mutex_unlock(&q->h->plock);
+    mproc__tidlock_unlock(&q->h->plock);
   return err;
 }
 
 void mproc__q_unlock(struct mproc_queue *q) {
-  pthread_mutex_unlock(&q->h->clock);
-  pthread_mutex_unlock(&q->h->plock);
+  mproc__tidlock_unlock(&q->h->clock);
+  mproc__tidlock_unlock(&q->h->plock);
+}
+
+void mproc__q_wake_counted(_Atomic uint32_t *seq, _Atomic uint32_t *pending) {
+  /* Already woken, and nobody went to sleep since?  A plain load first:
+   * while a sleeper stays counted, every put would otherwise pull its line
+   * over with a locked exchange. */
+  if (pending != NULL && (atomic_load_explicit(pending, memory_order_relaxed) != 0 ||
+                          atomic_exchange(pending, 1) != 0))
+    return;
+  atomic_fetch_add(seq, 1);
+  mproc__futex_wake(seq, INT_MAX, true);
 }
 
 void mproc__q_wake(_Atomic uint32_t *seq, _Atomic uint32_t *nwait, _Atomic uint32_t *pending) {
   /* Pairs with the sleeper's increment of nwait before its re-check. */
   atomic_thread_fence(memory_order_seq_cst);
-  if (atomic_load_explicit(nwait, memory_order_relaxed) == 0)
-    return;
-  if (pending != NULL && atomic_exchange(pending, 1) != 0)
-    return; /* already woken, and nobody went to sleep since */
-  atomic_fetch_add(seq, 1);
-  mproc__futex_wake(seq, INT_MAX, true);
+  if (atomic_load_explicit(nwait, memory_order_relaxed) != 0)
+    mproc__q_wake_counted(seq, pending);
 }
 
 void mproc__q_advance_release(struct mproc_queue *q) {
@@ -119,7 +113,10 @@ void mproc__q_advance_release(struct mproc_queue *q) {
   while (rel < head) {
     struct mproc__qrec *r = mproc__q_rec_at(q, rel);
     uint32_t st = atomic_load_explicit(&r->state, memory_order_acquire);
-    if (st != MPROC__QR_DONE && st != MPROC__QR_DEAD)
+    /* Below head, COMMITTED is a small record a consumer copied out under
+     * clock (which we hold): taken, like DONE.  A large one is claimed
+     * before head passes it, so it is CLAIMED until copied out. */
+    if (st != MPROC__QR_DONE && st != MPROC__QR_DEAD && st != MPROC__QR_COMMITTED)
       break;
     uint64_t size = mproc__q_rec_check(q, r, head - rel);
     if (size == 0)
@@ -221,8 +218,8 @@ int mproc__q_map(int fd, size_t hdr, size_t cap, int prot, struct mproc_queue *q
   return 0;
 }
 
-static int init_header(struct mproc__qhdr *h, size_t cap, size_t hdr, size_t maxsize,
-                       unsigned flags, unsigned max_parts) {
+static void init_header(struct mproc__qhdr *h, size_t cap, size_t hdr, size_t maxsize,
+                        unsigned flags, unsigned max_parts) {
   h->version = MPROC__Q_VERSION;
   h->cap = cap;
   h->hdr_size = hdr;
@@ -233,18 +230,8 @@ static int init_header(struct mproc__qhdr *h, size_t cap, size_t hdr, size_t max
   if (getrandom(&qid, sizeof qid, GRND_NONBLOCK) != (ssize_t)sizeof qid)
     qid = (uint64_t)mproc_now_ms() * 0x9e3779b97f4a7c15ull ^ (uint64_t)getpid();
   h->qid = qid;
-  pthread_mutexattr_t a;
-  pthread_mutexattr_init(&a);
-  pthread_mutexattr_setpshared(&a, PTHREAD_PROCESS_SHARED);
-  pthread_mutexattr_setrobust(&a, PTHREAD_MUTEX_ROBUST);
-  int r = pthread_mutex_init(&h->plock, &a);
-  if (r == 0)
-    r = pthread_mutex_init(&h->clock, &a);
-  pthread_mutexattr_destroy(&a);
-  if (r != 0)
-    return -r;
+  /* plock and clock: zeroes are free locks. */
   atomic_store_explicit(&h->magic, MPROC__Q_MAGIC, memory_order_release);
-  return 0;
 }
 
 int mproc__q_geometry(const struct mproc__qhdr *peek, size_t size, struct mproc_queue *q,
@@ -306,10 +293,10 @@ MPROC_EXTERN int mproc_queue_new(mproc_queue **out, const struct mproc_queue_opt
   if (err == 0)
     err = mproc__q_map(fd, hdr, cap, PROT_READ | PROT_WRITE, q);
   if (err == 0) {
-    err = init_header(q->h, cap, hdr, o->maxsize, o->flags, max_parts);
+    init_header(q->h, cap, hdr, o->maxsize, o->flags, max_parts);
     q->max_parts = max_parts;
     q->qid = q->h->qid;
-    if (err == 0 && o->name != NULL) {
+    if (o->name != NULL) {
       err = mproc__q_named_publish(fd, o->name);
       if (err == 0)
         snprintf(q->name, sizeof q->name, "%s", o->name);

@@ -3,12 +3,12 @@
 #define MPROC_QUEUE_INTERNAL_H
 
 #include "internal.h"
+#include "tidlock.h"
 
-#include <pthread.h>
 #include <stdatomic.h>
 
 #define MPROC__Q_MAGIC 0x6d707175u /* "mpqu" */
-#define MPROC__Q_VERSION 2u
+#define MPROC__Q_VERSION 3u
 #define MPROC__Q_NAME_MAX 64 /* spill object names, with the NUL */
 
 /* Record states (struct mproc__qrec.state). */
@@ -16,7 +16,9 @@ enum {
   MPROC__QR_RESERVED = 1,  /* space taken by a producer still copying in */
   MPROC__QR_COMMITTED = 2, /* complete, waiting for a consumer */
   MPROC__QR_CLAIMED = 3,   /* taken by a consumer still copying out */
-  MPROC__QR_DONE = 4,      /* consumed: space can be released */
+  MPROC__QR_DONE = 4,      /* consumed: space can be released (a small record
+                              copied out under the lock stays COMMITTED:
+                              below head that means consumed too) */
   MPROC__QR_DEAD = 5,      /* its producer or consumer died: skipped, lost */
 };
 /* Record kinds. */
@@ -66,13 +68,13 @@ struct mproc__qhdr {
   /* Producer side: plock guards reserving at tail.  Each side's lock and
    * the words only it writes have cache lines of their own, so a producer
    * and a consumer do not bounce one line per message. */
-  pthread_mutex_t plock __attribute__((aligned(128))); /* robust, shared */
+  mproc__tidlock plock __attribute__((aligned(128))); /* owner-checked (tidlock.c) */
   _Atomic uint64_t nput;       /* records ever reserved (counted before tail moves) */
   _Atomic uint64_t puts;       /* statistics: messages put */
   _Atomic uint64_t unfinished; /* JoinableQueue; changed under plock only */
   _Atomic uint64_t tail __attribute__((aligned(128))); /* end of reserved records */
   /* Consumer side: clock guards taking at head and releasing space. */
-  pthread_mutex_t clock __attribute__((aligned(128))); /* robust, shared */
+  mproc__tidlock clock __attribute__((aligned(128)));  /* owner-checked (tidlock.c) */
   _Atomic uint64_t gets;                               /* statistics: messages taken */
   _Atomic uint64_t head __attribute__((aligned(128))); /* next record for consumers */
   _Atomic uint64_t release;                            /* start of the space still in use */
@@ -104,10 +106,18 @@ struct mproc_queue {
   _Atomic int part;              /* my participant index, -1 if none (broken); threads read it */
   _Atomic unsigned roles;        /* my roles; close/detach may run while other threads wait */
   _Atomic int64_t last_sweep_ms; /* last liveness sweep by this handle (any thread) */
-  bool spin;                     /* spinning before sleep is allowed */
-  int fork_slot;                 /* slot reserved for the child of a fork in progress */
-  int fd;                        /* memfd of an anonymous queue made here (mproc_queue_fd), or -1 */
-  char name[208];                /* name if this process created it (unlinked at free) */
+  /* Lower bounds of the other side's position, as this process last read
+   * it (positions only grow, so a stale copy errs on the safe side): a put
+   * re-reads release, a get tail, only when the copy says full or empty,
+   * instead of pulling the other side's cache line over on every message.
+   * Stored with release after an acquire load of the shared word, loaded
+   * with acquire: another thread of ours may use what one thread read. */
+  _Atomic uint64_t seen_release;
+  _Atomic uint64_t seen_tail;
+  bool spin;      /* spinning before sleep is allowed */
+  int fork_slot;  /* slot reserved for the child of a fork in progress */
+  int fd;         /* memfd of an anonymous queue made here (mproc_queue_fd), or -1 */
+  char name[208]; /* name if this process created it (unlinked at free) */
   struct mproc_queue *next, *prev; /* process-local list, for fork */
 };
 
@@ -116,15 +126,32 @@ struct mproc_queue {
  * task_done, free.  Returns 0 or MPROC_EBROKEN. */
 int mproc__q_lock(struct mproc_queue *q);
 void mproc__q_unlock(struct mproc_queue *q);
-/* One robust lock, with owner-death accounting.  Returns 0 or
- * MPROC_EBROKEN. */
-int mproc__q_lock1(struct mproc_queue *q, pthread_mutex_t *m);
+/* One side's lock, with owner-death accounting.  Returns 0 or
+ * MPROC_EBROKEN.  Inline: one compare-and-swap when uncontended. */
+int mproc__q_lock1_slow(struct mproc_queue *q, int r);
+static inline int mproc__q_lock1(struct mproc_queue *q, mproc__tidlock *m) {
+  int r = mproc__tidlock_lock(m, -1);
+  return MPROC__LIKELY(r == 0) ? 0 : mproc__q_lock1_slow(q, r);
+}
 /* Wakes every sleeper on a sequence word if its waiter count is nonzero.
  * With `pending` (cleared by each new sleeper before its last re-check),
  * only the first waker after a sleeper went to sleep makes the system call:
  * a producer running while its consumer is descheduled does not pay one
  * per message.  NULL: always wake (close, death, join). */
 void mproc__q_wake(_Atomic uint32_t *seq, _Atomic uint32_t *nwait, _Atomic uint32_t *pending);
+/* mproc__q_wake after its fence, once the count was seen nonzero. */
+void mproc__q_wake_counted(_Atomic uint32_t *seq, _Atomic uint32_t *pending);
+/* Releases one side's lock m, then mproc__q_wake: the hot path's one fence
+ * serves both the lock's sleepers and the queue's, and is light (futex.h).
+ * Inline: a store, a compiler barrier and two loads when nobody sleeps. */
+static inline void mproc__q_unlock_wake(mproc__tidlock *m, _Atomic uint32_t *seq,
+                                        _Atomic uint32_t *nwait, _Atomic uint32_t *pending) {
+  mproc__tidlock_release(m);
+  mproc__fence_light();
+  mproc__tidlock_wake(m);
+  if (MPROC__UNLIKELY(atomic_load_explicit(nwait, memory_order_relaxed) != 0))
+    mproc__q_wake_counted(seq, pending);
+}
 
 /* Maps header + ring, and the ring a second time right after itself, with
  * `prot`; sets q->h, q->ring, q->map_len, q->cap. */
@@ -162,7 +189,8 @@ void mproc__q_track(struct mproc_queue *q);
 void mproc__q_untrack(struct mproc_queue *q);
 /* Releases what a DEAD/abandoned record holds (unlinks a spill object). */
 void mproc__q_drop_record(struct mproc_queue *q, struct mproc__qrec *r);
-/* Advances release over DONE and DEAD records.  Caller holds the lock. */
+/* Advances release over DONE, DEAD and (below head) COMMITTED records.
+ * Caller holds the lock. */
 void mproc__q_advance_release(struct mproc_queue *q);
 /* Size in the ring of a record. */
 uint64_t mproc__q_rec_size(uint32_t kind, uint64_t len);

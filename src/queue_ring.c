@@ -7,8 +7,10 @@
  * queued.  A record's state walks
  *     RESERVED -> COMMITTED -> CLAIMED -> DONE      (or -> DEAD)
  * A message of at most 1 KiB is copied in and out while holding the side's
- * lock: it goes straight to COMMITTED on put and to DONE on get, so a small
- * message costs one lock round trip per side.  A larger one is RESERVED
+ * lock: it goes straight to COMMITTED on put and stays so on get (below
+ * head, a COMMITTED record was copied out under the lock: the consumer never
+ * writes to the ring), so a small message costs one lock round trip per
+ * side.  A larger one is RESERVED
  * under plock, copied outside it, then COMMITTED with a release store (no
  * lock); a consumer likewise CLAIMs it under clock, copies it out, and
  * takes clock again only to mark it DONE and release space.  The number
@@ -51,9 +53,11 @@
  *    high while a get finishes, or after a consumer died between the two
  *    stores: bounded queues then count one message too many).
  *  - wake-ups are a Dekker pair: the sleeper increments its wait count
- *    (seq_cst) before re-checking under the lock and sleeps on the sequence
- *    word it read before the re-check; the waker publishes, then issues a
- *    seq_cst fence before reading the count (mproc__q_wake).  Either the
+ *    (seq_cst) and makes the heavy fence of futex.h before re-checking
+ *    under the lock, and sleeps on the sequence word it read before the
+ *    re-check; the waker publishes, then makes the light fence (with
+ *    membarrier, a compiler barrier: a put or get makes no fence at all)
+ *    before reading the count (mproc__q_unlock_wake, mproc__q_wake).  Either the
  *    waker sees the sleeper counted, or the sleeper's re-check sees the
  *    publication; a bump of the sequence word in between makes the futex
  *    wait return at once. */
@@ -133,6 +137,21 @@ static int spill_read(const char *name, void *dst, size_t len) {
   return err;
 }
 
+/* memcpy for the payloads copied under a lock: most are a few words, which
+ * a call to the library's memcpy costs more than moving. */
+static inline void copy_small(void *dst, const void *src, size_t len) {
+  if (len > 32) {
+    memcpy(dst, src, len);
+    return;
+  }
+  char *d = dst;
+  const char *p = src;
+  for (; len >= 8; len -= 8, d += 8, p += 8)
+    memcpy(d, p, 8); /* constant size: one load and one store */
+  for (; len > 0; len--)
+    *d++ = *p++;
+}
+
 /* ---- waiting ------------------------------------------------------------ */
 
 /* Sleeps until *seq moves past `seen`, the deadline, or the sweep period.
@@ -173,16 +192,23 @@ static int try_put(struct mproc_queue *q, const void *buf, size_t len, uint32_t 
   struct mproc__qhdr *h = q->h;
   uint64_t size = mproc__q_rec_size(kind, len);
   uint64_t tail = atomic_load_explicit(&h->tail, memory_order_relaxed);
-  /* Acquire: consumers are done with the bytes below release. */
-  uint64_t rel = atomic_load_explicit(&h->release, memory_order_acquire);
+  /* Acquire: consumers are done with the bytes below release.  The copy
+   * this process read last will do while it shows room. */
+  uint64_t rel = atomic_load_explicit(&q->seen_release, memory_order_acquire);
+  if (tail - rel > q->cap || q->cap - (tail - rel) < size) {
+    rel = atomic_load_explicit(&h->release, memory_order_acquire);
+    atomic_store_explicit(&q->seen_release, rel, memory_order_release);
+  }
   uint64_t nput = atomic_load_explicit(&h->nput, memory_order_relaxed);
-  uint64_t count = nput - atomic_load_explicit(&h->nget, memory_order_acquire);
   if (atomic_load_explicit(&h->nconsumers, memory_order_relaxed) == 0 &&
       (atomic_load_explicit(&h->ever_roles, memory_order_relaxed) & MPROC_QUEUE_CONSUMER))
     return MPROC_ECLOSED; /* consumers came and all left */
   if (tail - rel > q->cap)
     return MPROC_ECORRUPT; /* writing there would overwrite live records */
-  if ((h->maxsize != 0 && count >= h->maxsize) || q->cap - (tail - rel) < size)
+  /* nget is the consumers' word: read only when a count bound needs it. */
+  if ((h->maxsize != 0 &&
+       nput - atomic_load_explicit(&h->nget, memory_order_acquire) >= h->maxsize) ||
+      q->cap - (tail - rel) < size)
     return MPROC_EFULL;
   struct mproc__qrec *r = mproc__q_rec_at(q, tail);
   r->owner = (uint32_t)q->part;
@@ -190,8 +216,8 @@ static int try_put(struct mproc_queue *q, const void *buf, size_t len, uint32_t 
   r->kind = kind;
   r->pad = 0;
   bool now = kind == MPROC__QK_INLINE && len <= LOCKED_COPY_MAX;
-  if (now && len > 0)
-    memcpy(r + 1, buf, len);
+  if (now)
+    copy_small(r + 1, buf, len);
   if (kind == MPROC__QK_SPILL) {
     char name[MPROC__Q_NAME_MAX] = "";
     if (mproc__q_spill_name(q, name) != 0)
@@ -251,7 +277,7 @@ static int fill_record(struct mproc_queue *q, struct mproc__qrec *r, const void 
 
 static int put_impl(struct mproc_queue *q, const void *buf, size_t len, int64_t timeout_ms,
                     bool nowait) {
-  if (q == NULL || (buf == NULL && len > 0) || mproc__check_timeout(timeout_ms) != 0)
+  if (q == NULL || (buf == NULL && len > 0) || timeout_ms < -1)
     return MPROC_EINVAL;
   if (!(q->roles & MPROC_QUEUE_PRODUCER))
     return MPROC_ECLOSED;
@@ -260,7 +286,7 @@ static int put_impl(struct mproc_queue *q, const void *buf, size_t len, int64_t 
   struct mproc__qhdr *h = q->h;
   uint32_t kind =
       len > q->cap / 2 - sizeof(struct mproc__qrec) ? MPROC__QK_SPILL : MPROC__QK_INLINE;
-  int64_t deadline = mproc__deadline(timeout_ms);
+  int64_t deadline = timeout_ms < 0 ? -1 : mproc__deadline(timeout_ms);
   bool waiting = false, spun = false;
   uint32_t seen = 0;
   int err;
@@ -270,10 +296,13 @@ static int put_impl(struct mproc_queue *q, const void *buf, size_t len, int64_t 
     if (err != 0)
       break;
     err = try_put(q, buf, len, kind, &r);
-    pthread_mutex_unlock(&h->plock);
+    if (err == 0 && r == NULL) {
+      mproc__q_unlock_wake(&h->plock, &h->get_seq, &h->nget_wait, &h->get_pending);
+      break;
+    }
+    mproc__tidlock_unlock(&h->plock);
     if (err == 0) {
-      if (r != NULL)
-        err = fill_record(q, r, buf, len);
+      err = fill_record(q, r, buf, len);
       mproc__q_wake(&h->get_seq, &h->nget_wait, &h->get_pending);
       break;
     }
@@ -293,7 +322,8 @@ static int put_impl(struct mproc_queue *q, const void *buf, size_t len, int64_t 
       atomic_fetch_add(&h->nput_wait, 1);
       atomic_store(&h->put_pending, 0); /* the next waker must wake us */
       seen = atomic_load(&h->put_seq);
-      continue; /* re-check after announcing ourselves */
+      mproc__fence_heavy(); /* the wakers' side of the pair is light */
+      continue;             /* re-check after announcing ourselves */
     }
     err = sleep_on(q, &h->put_seq, seen, deadline);
     /* Uncount at once: while we retry, puts need not wake us. */
@@ -330,7 +360,13 @@ struct getbuf {
 static int try_get(struct mproc_queue *q, struct getbuf *g, size_t *len, struct mproc__qrec **rec) {
   struct mproc__qhdr *h = q->h;
   uint64_t head = atomic_load_explicit(&h->head, memory_order_relaxed);
-  uint64_t tail = atomic_load_explicit(&h->tail, memory_order_acquire);
+  /* The copy of tail this process read last will do while records remain
+   * below it; else (empty, or another consumer went past it) re-read. */
+  uint64_t tail = atomic_load_explicit(&q->seen_tail, memory_order_acquire);
+  if (tail - head - 1 >= q->cap) {
+    tail = atomic_load_explicit(&h->tail, memory_order_acquire);
+    atomic_store_explicit(&q->seen_tail, tail, memory_order_release);
+  }
   /* Everything read from shared memory is checked before it is used: the
    * positions against the ring, each record's kind, length and spill name
    * (mproc__q_rec_check).  A corrupt queue is reported, never trusted. */
@@ -378,9 +414,11 @@ static int try_get(struct mproc_queue *q, struct getbuf *g, size_t *len, struct 
     return MPROC_ETOOSMALL;
   bool now = kind == MPROC__QK_INLINE && rlen <= LOCKED_COPY_MAX;
   if (now) {
-    if (rlen > 0)
-      memcpy(g->buf, r + 1, (size_t)rlen);
-    atomic_store_explicit(&r->state, MPROC__QR_DONE, memory_order_relaxed);
+    /* Copied out under the lock: the record stays COMMITTED, and head
+     * moving past it is what says it was taken (see queue.c,
+     * mproc__q_advance_release).  Not writing it keeps the consumer off
+     * the ring's cache lines, which the producer is writing next to. */
+    copy_small(g->buf, r + 1, (size_t)rlen);
   } else {
     r->owner = (uint32_t)q->part;
     atomic_store_explicit(&r->state, MPROC__QR_CLAIMED, memory_order_relaxed);
@@ -417,22 +455,21 @@ static int drain_record(struct mproc_queue *q, struct mproc__qrec *r, void *dst,
   if (e2 == 0) {
     atomic_store_explicit(&r->state, MPROC__QR_DONE, memory_order_release);
     mproc__q_advance_release(q);
-    pthread_mutex_unlock(&q->h->clock);
+    mproc__tidlock_unlock(&q->h->clock);
   }
   return err != 0 ? err : e2;
 }
 
 static int get_impl(struct mproc_queue *q, struct getbuf *g, size_t *len, int64_t timeout_ms,
                     bool nowait) {
-  if (q == NULL || len == NULL || (g->buf == NULL && g->cap > 0 && !g->alloc) ||
-      mproc__check_timeout(timeout_ms) != 0)
+  if (q == NULL || len == NULL || (g->buf == NULL && g->cap > 0 && !g->alloc) || timeout_ms < -1)
     return MPROC_EINVAL;
   if (!(q->roles & MPROC_QUEUE_CONSUMER))
     return MPROC_ECLOSED;
   if (q->part < 0)
     return MPROC_EBROKEN;
   struct mproc__qhdr *h = q->h;
-  int64_t deadline = mproc__deadline(timeout_ms);
+  int64_t deadline = timeout_ms < 0 ? -1 : mproc__deadline(timeout_ms);
   bool waiting = false, spun = false;
   uint32_t seen = 0;
   int err;
@@ -443,12 +480,16 @@ static int get_impl(struct mproc_queue *q, struct getbuf *g, size_t *len, int64_
     if (err != 0)
       break;
     err = try_get(q, g, &need, &r);
-    pthread_mutex_unlock(&h->clock);
+    if (err == 0 && r == NULL) {
+      *len = need;
+      mproc__q_unlock_wake(&h->clock, &h->put_seq, &h->nput_wait, &h->put_pending);
+      break;
+    }
+    mproc__tidlock_unlock(&h->clock);
     if (err == MPROC_EAGAIN)
       continue;
     if (err == 0) {
-      if (r != NULL)
-        err = drain_record(q, r, g->buf, need);
+      err = drain_record(q, r, g->buf, need);
       if (err == 0)
         *len = need;
       mproc__q_wake(&h->put_seq, &h->nput_wait, &h->put_pending);
@@ -484,6 +525,7 @@ static int get_impl(struct mproc_queue *q, struct getbuf *g, size_t *len, int64_
       atomic_fetch_add(&h->nget_wait, 1);
       atomic_store(&h->get_pending, 0); /* the next waker must wake us */
       seen = atomic_load(&h->get_seq);
+      mproc__fence_heavy(); /* the wakers' side of the pair is light */
       continue;
     }
     err = sleep_on(q, &h->get_seq, seen, deadline);

@@ -4,9 +4,16 @@
  * Design notes.  One mapping per object, laid out as
  *
  *   [0, 64)    header: magic, flags, type, element size, count
- *   [64, 192)  the RLock (absent for a raw value: MPROC_VALUE_RAW)
+ *   [64, 192)  the RLock's storage (unused by a raw value: MPROC_VALUE_RAW)
  *   [192, ...) the elements, 16-byte aligned, so every scalar element is
  *              naturally aligned and can be used with atomics
+ *
+ * except that elements of at most 16 bytes in all (a scalar Value, a small
+ * Array) with a lock sit at [112, 128): on the cache line of the RLock's
+ * word, in the part of its storage the RLock never uses (lock.c checks
+ * MPROC__RLOCK_HOT_SIZE).  A locked increment by two processes then moves
+ * one cache line between them per increment, not two.  `data_off` records
+ * which, and is checked like every header field of a mapping from an fd.
  *
  * The handle is the mapping's address: a child forked after mproc_value_new
  * finds the same object at the same address.  Python's Value/Array default
@@ -21,14 +28,20 @@
 #define MPROC__MAGIC_VALUE 0x554c4156u /* "VALU" */
 #define VALUE_HDR 64
 #define VALUE_DATA (VALUE_HDR + MPROC_RLOCK_SIZE)
+/* Small elements beside the lock (see above). */
+#define VALUE_NEAR (VALUE_HDR + MPROC__RLOCK_HOT_SIZE)
+#define VALUE_NEAR_MAX 16
+_Static_assert(VALUE_NEAR % 16 == 0 && VALUE_NEAR + VALUE_NEAR_MAX <= VALUE_HDR + 64,
+               "small values must fit the lock's cache line, 16-aligned");
 
 struct mproc_value {
   struct mproc__sync_hdr hdr;
-  uint32_t type;    /* mproc_type */
-  uint32_t raw;     /* 1: no lock */
-  uint64_t count;   /* elements */
-  uint64_t elsize;  /* bytes per element */
-  uint64_t mapsize; /* bytes mapped, for munmap */
+  uint32_t type;     /* mproc_type */
+  uint32_t raw;      /* 1: no lock */
+  uint64_t count;    /* elements */
+  uint64_t elsize;   /* bytes per element */
+  uint64_t mapsize;  /* bytes mapped, for munmap */
+  uint64_t data_off; /* where the elements start: VALUE_NEAR or VALUE_DATA */
 };
 
 _Static_assert(sizeof(struct mproc_value) <= VALUE_HDR, "value header too big");
@@ -58,7 +71,12 @@ static size_t type_size(mproc_type t) {
   }
 }
 
-static char *data_of(const mproc_value *v) { return (char *)v + VALUE_DATA; }
+/* Where the elements of a value of this shape start. */
+static uint64_t data_off_for(bool raw, uint64_t count, uint64_t elsize) {
+  return !raw && count * elsize <= VALUE_NEAR_MAX ? VALUE_NEAR : VALUE_DATA;
+}
+
+static char *data_of(const mproc_value *v) { return (char *)v + v->data_off; }
 static mproc_rlock *lock_of(const mproc_value *v) {
   return (mproc_rlock *)(void *)((char *)v + VALUE_HDR);
 }
@@ -80,6 +98,7 @@ static int value_setup(void *obj, const void *arg) {
   v->count = a->count;
   v->elsize = a->elsize;
   v->mapsize = VALUE_DATA + a->count * a->elsize;
+  v->data_off = data_off_for(a->raw, a->count, a->elsize);
   if (!v->raw) {
     mproc_rlock *l;
     int r = mproc_rlock_init(&l, lock_of(v), MPROC_RLOCK_SIZE);
@@ -116,6 +135,7 @@ static bool value_valid(const void *obj) {
   if (v->count > (SIZE_MAX - VALUE_DATA) / v->elsize)
     return false;
   return v->mapsize == VALUE_DATA + v->count * v->elsize &&
+         v->data_off == data_off_for(v->raw, v->count, v->elsize) &&
          (v->raw || mproc__sync_ok(lock_of(v), MPROC__MAGIC_RLOCK));
 }
 
@@ -213,8 +233,9 @@ static int copy_elems(mproc_value *v, size_t index, size_t n, void *out, const v
     return r;
   char *at = data_of(v) + index * v->elsize;
   size_t len = n * v->elsize;
-  return out != NULL ? locked_copy(v, out, at, len, timeout_ms)
-                     : locked_copy(v, at, in, len, timeout_ms);
+  if (out != NULL)
+    return locked_copy(v, out, at, len, timeout_ms);
+  return in != NULL ? locked_copy(v, at, in, len, timeout_ms) : MPROC_EINVAL; /* checked above */
 }
 
 MPROC_EXTERN int mproc_value_get(mproc_value *v, size_t index, size_t n, void *out,

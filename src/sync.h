@@ -40,6 +40,10 @@ struct mproc__sync_hdr {
   (sizeof(type) + (nmutex) * (MPROC__MUTEX_MAX_SIZE - sizeof(pthread_mutex_t)))
 _Static_assert(sizeof(pthread_mutex_t) <= MPROC__MUTEX_MAX_SIZE, "pthread_mutex_t larger than 48");
 
+/* Bytes of an RLock that a Value keeps on the cache line of its data
+ * (value.c): the RLock structure must fit them (checked in lock.c). */
+#define MPROC__RLOCK_HOT_SIZE 48
+
 /* The object at p is an initialised `magic` (checks NULL and alignment too). */
 static inline bool mproc__sync_ok(const void *p, uint32_t magic) {
   if (p == NULL || ((uintptr_t)p & 7u) != 0)
@@ -140,7 +144,7 @@ int mproc__sync_sleep(_Atomic uint32_t *word, _Atomic uint32_t *waiters, bool (*
   MPROC_EXTERN int type##_new(type **out) { return mproc__sync_new(&(kind), out, (size), NULL); }  \
   MPROC__SYNC_RELEASE(type, kind)
 
-/* ---- robust process-shared mutexes (sync_lock.c) ----------------------------- */
+/* ---- robust process-shared mutexes (sync_lock.c; used by sync_barrier.c) - */
 
 /* A PTHREAD_PROCESS_SHARED + PTHREAD_MUTEX_ROBUST mutex; `recursive` picks
  * PTHREAD_MUTEX_RECURSIVE, otherwise PTHREAD_MUTEX_ERRORCHECK. */

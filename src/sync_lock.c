@@ -1,10 +1,15 @@
-/* Lock and RLock: robust, process-shared mutexes.
+/* Lock and RLock: owner-checked process-shared locks (tidlock.c), and the
+ * robust pthread mutexes Barrier still uses.
  *
- * Design notes.  Both are glibc PTHREAD_PROCESS_SHARED + PTHREAD_MUTEX_ROBUST
- * mutexes.  A robust mutex is on its owner thread's kernel robust list; when
- * that thread or its process dies, the kernel marks the futex word
- * OWNER_DIED and wakes one waiter at once, so the next acquirer learns of the
- * death promptly (not at its deadline).  States of one lock:
+ * Design notes.  Both are a tidlock word naming the holding thread (its
+ * kernel tid and start time): one compare-and-swap to acquire, a store and
+ * a fence to release, nothing else on the uncontended path.  A robust
+ * pthread mutex would have the kernel mark the word when the owner dies,
+ * but costs about four plain mutexes per acquire and release (it links
+ * itself into the thread's robust list each time); here a waiter judges the
+ * owner itself, through /proc, after each sleep slice of tidlock.c and once
+ * more at its deadline, and takes a dead owner's word over.  States of one
+ * lock:
  *
  *   free --acquire--> held --release--> free
  *   held --owner dies--> owner-died --acquire: MPROC_EOWNERDEAD--> held*
@@ -12,29 +17,25 @@
  *   held* --release without consistent--> not-recoverable (every later
  *         acquire: MPROC_ENOTRECOVERABLE; destroy and re-init to reuse)
  *
- * Beside the mutex each lock records its owner (kernel tid) and its state
- * (ok / owner-died / not-recoverable).  A tid is unique only while its
- * thread lives: after the owner died, another process may get the same
- * number (pid wrap, or a process in another pid namespace), and a check of
- * the recorded owner alone would take the newcomer for the owner (RLock
- * "re-acquiring" while another process gets MPROC_EOWNERDEAD: two holders).
- * So "the caller holds it" (held_by_me) also requires the mutex's futex
- * word to carry the caller's tid: the kernel clears that tid (and sets
- * OWNER_DIED) when the owner dies, so a dead owner's number never matches.
- * Ownership checks:
- * relock of a Lock by its owner is MPROC_EBUSY instead of a self-deadlock,
- * release by a non-owner is MPROC_ENOTOWNER (where Python's Lock would allow
- * it: robustness needs an owner).  RLock counts its depth itself and holds
- * the glibc mutex once, so Condition.wait can release it fully and take it
- * back at the same depth; after an owner died the new owner starts at
- * depth 1.
+ * The word is the owner record: there is no tid stored beside it that a
+ * dead owner could leave behind.  A tid recycled after the owner's death
+ * (pid wrap) has another start time, so the newcomer is neither taken for
+ * the owner ("the caller holds it" compares the whole word) nor for alive
+ * (the waiters' judgement compares the start time).  `state` (ok /
+ * owner-died / not-recoverable) is written by the holder only.
+ * Ownership checks: relock of a Lock by its owner is MPROC_EBUSY instead of
+ * a self-deadlock, release by a non-owner is MPROC_ENOTOWNER (where Python's
+ * Lock would allow it: robustness needs an owner).  RLock counts its depth
+ * itself and holds the word once, so Condition.wait can release it fully
+ * and take it back at the same depth; after an owner died the new owner
+ * starts at depth 1.
  *
- * Deadlines: pthread_mutex_clocklock on CLOCK_MONOTONIC, the clock of
- * mproc_now_ms(), so the absolute deadline is used as is.  A contended
- * acquire spins a bounded number of rounds (MPROC__SPIN_LIMIT) before it
- * sleeps on the futex. */
+ * Deadlines are absolute mproc_now_ms() times, passed down as they are.  A
+ * contended acquire spins a bounded number of rounds before it sleeps on
+ * the futex. */
 #include "futex.h"
 #include "sync.h"
+#include "tidlock.h"
 
 #include <limits.h>
 #include <linux/futex.h>
@@ -43,26 +44,19 @@
 #include <time.h>
 #include <unistd.h>
 
-/* Our side of a robust mutex.  glibc's own not-recoverable handling is not
- * relied upon: after pthread_mutex_trylock reports ENOTRECOVERABLE, glibc
- * 2.36 can leave the futex word owned by the caller, so later calls would
- * see EDEADLK (errorcheck) or silently recurse (recursive).  `state` makes
- * the lifecycle explicit and is checked before glibc is asked at all. */
+/* Our side of the lock's life cycle: the word (tidlock.c) says who holds
+ * it, `state` whether it is usable. */
 enum { ST_OK = 0, ST_OWNER_DIED = 1, ST_NOTRECOVERABLE = 2 };
 
 struct mproc_lock {
   struct mproc__sync_hdr hdr;
-  pthread_mutex_t m;
-  /* Written only by the holder, under m: the holding thread's kernel tid
-   * (unique across processes while it lives), 0 when free. */
-  _Atomic pid_t owner;
-  _Atomic uint32_t state; /* ST_* */
+  mproc__tidlock m;       /* the owner word: holder's tid and start time */
+  _Atomic uint32_t state; /* ST_*, written by the holder */
 };
 
 struct mproc_rlock {
   struct mproc__sync_hdr hdr;
-  pthread_mutex_t m;
-  _Atomic pid_t owner;    /* as for mproc_lock */
+  mproc__tidlock m;       /* as for mproc_lock */
   _Atomic uint32_t state; /* ST_* */
   int depth;              /* recursion depth, written by the holder */
   /* For the RLock of a Condition (MPROC__RLOCK_IN_COND): wake-ups that
@@ -74,10 +68,10 @@ struct mproc_rlock {
   int32_t wake_off;
 };
 
-_Static_assert(MPROC__ANY_ABI_SIZE(struct mproc_lock, 1) <= MPROC_LOCK_SIZE,
-               "MPROC_LOCK_SIZE too small");
-_Static_assert(MPROC__ANY_ABI_SIZE(struct mproc_rlock, 1) <= MPROC_RLOCK_SIZE,
-               "MPROC_RLOCK_SIZE too small");
+_Static_assert(sizeof(struct mproc_lock) <= MPROC_LOCK_SIZE, "MPROC_LOCK_SIZE too small");
+_Static_assert(sizeof(struct mproc_rlock) <= MPROC_RLOCK_SIZE, "MPROC_RLOCK_SIZE too small");
+_Static_assert(sizeof(struct mproc_rlock) <= MPROC__RLOCK_HOT_SIZE,
+               "an RLock no longer leaves room for a small Value on its cache line");
 
 /* ---- robust mutexes --------------------------------------------------------- */
 
@@ -156,15 +150,6 @@ int mproc__rmutex_unlock(pthread_mutex_t *m) {
   return r == 0 ? 0 : r == EPERM ? MPROC_ENOTOWNER : -r;
 }
 
-/* Whether the calling thread holds m, whose recorded owner is *owner: the
- * recorded tid is the caller's and the kernel still sees the caller as the
- * futex word's owner (see the design notes: a recycled tid of a dead owner
- * fails the second test).  The futex word is glibc's public __data.__lock. */
-static bool held_by_me(const pthread_mutex_t *m, const _Atomic pid_t *owner) {
-  return atomic_load_explicit(owner, memory_order_relaxed) == mproc__gettid() &&
-         mproc__rmutex_mine(m);
-}
-
 bool mproc__rmutex_mine(const pthread_mutex_t *m) {
   unsigned word = (unsigned)__atomic_load_n(&m->__data.__lock, __ATOMIC_RELAXED);
   return (pid_t)(word & FUTEX_TID_MASK) == mproc__gettid();
@@ -172,128 +157,108 @@ bool mproc__rmutex_mine(const pthread_mutex_t *m) {
 
 /* ---- Lock ------------------------------------------------------------------ */
 
-static int lock_setup(void *obj, const void *arg) {
-  (void)arg;
-  return mproc__rmutex_init(&((struct mproc_lock *)obj)->m, false);
-}
-
-/* Common to Lock and RLock: a held mutex may not be destroyed (its holder
+/* Common to Lock and RLock: a held lock may not be destroyed (its holder
  * would be left with freed memory); one left by a dead owner can be. */
-static int mutex_retire(void *obj, pthread_mutex_t *m) {
-  int r = pthread_mutex_trylock(m);
-  if (r == EBUSY || r == EDEADLK)
+static int lock_retire_word(void *obj, mproc__tidlock *m) {
+  int r = mproc__tidlock_trylock(m);
+  if (r == MPROC_EBUSY)
     return MPROC_EBUSY;
-  if (r == 0 || r == EOWNERDEAD) {
-    if (r == EOWNERDEAD)
-      pthread_mutex_consistent(m);
-    pthread_mutex_unlock(m);
-  }
-  mproc__sync_clear(obj); /* before the mutex goes */
-  pthread_mutex_destroy(m);
+  mproc__sync_clear(obj); /* before the word is freed */
+  mproc__tidlock_unlock(m);
   return 0;
 }
 
-static int lock_retire(void *obj) { return mutex_retire(obj, &((struct mproc_lock *)obj)->m); }
+static int lock_retire(void *obj) { return lock_retire_word(obj, &((struct mproc_lock *)obj)->m); }
 
 /* A process that mapped the lock from an fd may not unmap it while it
- * holds it: the mutex is on the holding thread's robust list. */
+ * holds it. */
 static int lock_detach(void *obj) {
-  struct mproc_lock *l = obj;
-  return held_by_me(&l->m, &l->owner) ? MPROC_EBUSY : 0;
+  return mproc__tidlock_mine(&((struct mproc_lock *)obj)->m) ? MPROC_EBUSY : 0;
 }
 
 static const struct mproc__sync_kind lock_kind = {.magic = MPROC__MAGIC_LOCK,
                                                   .size = MPROC_LOCK_SIZE,
-                                                  .setup = lock_setup,
                                                   .retire = lock_retire,
                                                   .detach = lock_detach};
 
 /* mproc_lock_init, _new, _destroy, _free, _from_fd */
 MPROC__SYNC_LIFECYCLE(mproc_lock, lock_kind, MPROC_LOCK_SIZE)
 
-/* Common to Lock and RLock: the result of locking m, with our state. */
-static int took(pthread_mutex_t *m, _Atomic pid_t *owner, _Atomic uint32_t *state, int r) {
-  if (r == MPROC_EOWNERDEAD) {
+/* Common to Lock and RLock: acquires m and applies our state. */
+static inline int take(mproc__tidlock *m, _Atomic uint32_t *state, int64_t deadline_ms) {
+  int r = mproc__tidlock_lock(m, deadline_ms);
+  if (MPROC__LIKELY(r == 0) &&
+      MPROC__LIKELY(atomic_load_explicit(state, memory_order_relaxed) == ST_OK))
+    return 0;
+  if (r == MPROC_EOWNERDEAD)
     atomic_store_explicit(state, ST_OWNER_DIED, memory_order_relaxed);
-  } else if (r == MPROC_ENOTRECOVERABLE) {
-    atomic_store_explicit(state, ST_NOTRECOVERABLE, memory_order_relaxed);
+  else if (r != 0)
     return r;
-  } else if (r != 0) {
-    return r;
-  }
   if (atomic_load_explicit(state, memory_order_relaxed) == ST_NOTRECOVERABLE) {
-    /* Made unrecoverable while we were being handed the mutex. */
-    pthread_mutex_unlock(m);
+    /* Made unrecoverable while we waited for it. */
+    mproc__tidlock_unlock(m);
     return MPROC_ENOTRECOVERABLE;
   }
-  atomic_store_explicit(owner, mproc__gettid(), memory_order_relaxed);
   return r;
 }
 
 /* Release by the owner; an owner-died state not marked consistent becomes
- * not-recoverable (glibc does the same to the mutex and wakes its waiters). */
-static int give(pthread_mutex_t *m, _Atomic pid_t *owner, _Atomic uint32_t *state) {
-  if (atomic_load_explicit(state, memory_order_relaxed) == ST_OWNER_DIED)
+ * not-recoverable. */
+static inline int give(mproc__tidlock *m, _Atomic uint32_t *state) {
+  if (MPROC__UNLIKELY(atomic_load_explicit(state, memory_order_relaxed) == ST_OWNER_DIED))
     atomic_store_explicit(state, ST_NOTRECOVERABLE, memory_order_relaxed);
-  atomic_store_explicit(owner, 0, memory_order_relaxed);
-  return mproc__rmutex_unlock(m);
+  mproc__tidlock_unlock(m);
+  return 0;
 }
 
-static int mark_consistent(pthread_mutex_t *m, _Atomic pid_t *owner, _Atomic uint32_t *state) {
-  if (!held_by_me(m, owner) || atomic_load_explicit(state, memory_order_relaxed) != ST_OWNER_DIED)
-    return MPROC_ESTATE;
-  if (pthread_mutex_consistent(m) != 0)
+static int mark_consistent(mproc__tidlock *m, _Atomic uint32_t *state) {
+  if (!mproc__tidlock_mine(m) || atomic_load_explicit(state, memory_order_relaxed) != ST_OWNER_DIED)
     return MPROC_ESTATE;
   atomic_store_explicit(state, ST_OK, memory_order_relaxed);
   return 0;
 }
 
+/* Absolute deadline of a checked timeout, with no call for "forever". */
+static inline int64_t deadline_of(int64_t timeout_ms) {
+  return timeout_ms < 0 ? -1 : mproc__deadline(timeout_ms);
+}
+
 MPROC_EXTERN int mproc_lock_acquire(mproc_lock *l, int64_t timeout_ms) {
-  if (!mproc__sync_ok(l, MPROC__MAGIC_LOCK) || mproc__check_timeout(timeout_ms) != 0)
+  if (!mproc__sync_ok(l, MPROC__MAGIC_LOCK) || timeout_ms < -1)
     return MPROC_EINVAL;
   if (atomic_load_explicit(&l->state, memory_order_relaxed) == ST_NOTRECOVERABLE)
     return MPROC_ENOTRECOVERABLE;
-  if (held_by_me(&l->m, &l->owner))
+  if (mproc__tidlock_mine(&l->m))
     return MPROC_EBUSY; /* not recursive: this would deadlock */
-  return took(&l->m, &l->owner, &l->state, mproc__rmutex_lock(&l->m, mproc__deadline(timeout_ms)));
+  return take(&l->m, &l->state, deadline_of(timeout_ms));
 }
 
 MPROC_EXTERN int mproc_lock_release(mproc_lock *l) {
   if (!mproc__sync_ok(l, MPROC__MAGIC_LOCK))
     return MPROC_EINVAL;
-  if (!held_by_me(&l->m, &l->owner))
+  if (!mproc__tidlock_mine(&l->m))
     return MPROC_ENOTOWNER;
-  return give(&l->m, &l->owner, &l->state);
+  return give(&l->m, &l->state);
 }
 
 MPROC_EXTERN int mproc_lock_consistent(mproc_lock *l) {
   if (!mproc__sync_ok(l, MPROC__MAGIC_LOCK))
     return MPROC_EINVAL;
-  return mark_consistent(&l->m, &l->owner, &l->state);
+  return mark_consistent(&l->m, &l->state);
 }
 
 /* ---- RLock ------------------------------------------------------------------ */
 
-static int rlock_setup(void *obj, const void *arg) {
-  (void)arg;
-  return mproc__rmutex_init(&((struct mproc_rlock *)obj)->m, true);
-}
-
 static int rlock_retire(void *obj) {
-  struct mproc_rlock *l = obj;
-  if (held_by_me(&l->m, &l->owner))
-    return MPROC_EBUSY; /* held by the caller itself: a recursive trylock would succeed */
-  return mutex_retire(obj, &l->m);
+  return lock_retire_word(obj, &((struct mproc_rlock *)obj)->m);
 }
 
 int mproc__rlock_detach(void *obj) {
-  struct mproc_rlock *l = obj;
-  return held_by_me(&l->m, &l->owner) ? MPROC_EBUSY : 0;
+  return mproc__tidlock_mine(&((struct mproc_rlock *)obj)->m) ? MPROC_EBUSY : 0;
 }
 
 static const struct mproc__sync_kind rlock_kind = {.magic = MPROC__MAGIC_RLOCK,
                                                    .size = MPROC_RLOCK_SIZE,
-                                                   .setup = rlock_setup,
                                                    .retire = rlock_retire,
                                                    .detach = mproc__rlock_detach};
 
@@ -301,13 +266,13 @@ static const struct mproc__sync_kind rlock_kind = {.magic = MPROC__MAGIC_RLOCK,
 MPROC__SYNC_LIFECYCLE(mproc_rlock, rlock_kind, MPROC_RLOCK_SIZE)
 
 MPROC_EXTERN int mproc_rlock_acquire(mproc_rlock *l, int64_t timeout_ms) {
-  if (!mproc__sync_ok(l, MPROC__MAGIC_RLOCK) || mproc__check_timeout(timeout_ms) != 0)
+  if (!mproc__sync_ok(l, MPROC__MAGIC_RLOCK) || timeout_ms < -1)
     return MPROC_EINVAL;
-  if (held_by_me(&l->m, &l->owner) && l->depth > 0) {
-    l->depth++; /* ours already: no need to ask glibc */
+  if (mproc__tidlock_mine(&l->m) && l->depth > 0) {
+    l->depth++; /* ours already */
     return 0;
   }
-  return mproc__rlock_reacquire(l, 1, mproc__deadline(timeout_ms));
+  return mproc__rlock_reacquire(l, 1, deadline_of(timeout_ms));
 }
 
 /* Final release of an RLock, then the wake-ups a Condition deferred. */
@@ -315,7 +280,7 @@ static int rlock_give(mproc_rlock *l) {
   uint32_t n = 0;
   if (l->hdr.flags & MPROC__RLOCK_IN_COND)
     n = atomic_exchange_explicit(&l->wake_n, 0, memory_order_relaxed);
-  int r = give(&l->m, &l->owner, &l->state);
+  int r = give(&l->m, &l->state);
   if (n > 0)
     mproc__futex_wake((_Atomic uint32_t *)(void *)((char *)l + l->wake_off),
                       n > INT_MAX ? INT_MAX : (int)n, true);
@@ -336,7 +301,7 @@ void mproc__rlock_mark_cond(mproc_rlock *l, _Atomic uint32_t *seq) {
 MPROC_EXTERN int mproc_rlock_release(mproc_rlock *l) {
   if (!mproc__sync_ok(l, MPROC__MAGIC_RLOCK))
     return MPROC_EINVAL;
-  if (!held_by_me(&l->m, &l->owner) || l->depth <= 0)
+  if (!mproc__tidlock_mine(&l->m) || l->depth <= 0)
     return MPROC_ENOTOWNER;
   if (--l->depth > 0)
     return 0;
@@ -346,19 +311,19 @@ MPROC_EXTERN int mproc_rlock_release(mproc_rlock *l) {
 MPROC_EXTERN int mproc_rlock_consistent(mproc_rlock *l) {
   if (!mproc__sync_ok(l, MPROC__MAGIC_RLOCK))
     return MPROC_EINVAL;
-  return mark_consistent(&l->m, &l->owner, &l->state);
+  return mark_consistent(&l->m, &l->state);
 }
 
 MPROC_EXTERN int mproc_rlock_depth(const mproc_rlock *l) {
   if (!mproc__sync_ok(l, MPROC__MAGIC_RLOCK))
     return MPROC_EINVAL;
-  return held_by_me(&l->m, &l->owner) ? l->depth : 0;
+  return mproc__tidlock_mine(&l->m) ? l->depth : 0;
 }
 
-/* The glibc mutex is only ever held once by us (depth is ours), so a full
- * release is one unlock. */
+/* The word is only ever held once by us (depth is ours), so a full release
+ * is one unlock. */
 int mproc__rlock_release_all(mproc_rlock *l, int *depth) {
-  if (!held_by_me(&l->m, &l->owner) || l->depth <= 0)
+  if (!mproc__tidlock_mine(&l->m) || l->depth <= 0)
     return MPROC_ENOTOWNER;
   *depth = l->depth;
   l->depth = 0;
@@ -368,7 +333,7 @@ int mproc__rlock_release_all(mproc_rlock *l, int *depth) {
 int mproc__rlock_reacquire(mproc_rlock *l, int depth, int64_t deadline_ms) {
   if (atomic_load_explicit(&l->state, memory_order_relaxed) == ST_NOTRECOVERABLE)
     return MPROC_ENOTRECOVERABLE;
-  int r = took(&l->m, &l->owner, &l->state, mproc__rmutex_lock(&l->m, deadline_ms));
+  int r = take(&l->m, &l->state, deadline_ms);
   if (r == 0 || r == MPROC_EOWNERDEAD)
     l->depth = depth; /* the caller's depth; a dead owner's does not carry over */
   return r;

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <time.h>
 #include <unistd.h>
 
 static inline void *anon_new(size_t size) {
@@ -50,6 +51,29 @@ static inline int recycle_id(void *p, size_t len, pid_t from, pid_t to) {
     }
   }
   return n;
+}
+
+/* Returns once the clock has moved past the calling thread's start time,
+ * measured as /proc/<tid>/stat does (clock ticks after boot), so that a
+ * process forked afterwards started in a later tick: a tid recycled after
+ * an owner's death belongs to a thread that started later than the owner,
+ * and a test faking the recycling (recycle_id) must keep that true even
+ * when the test and its child start within one tick. */
+static inline void start_after_own_tick(void) {
+  struct mproc__pstat ps;
+  mproc_assert_ok(mproc__proc_stat(NULL, gettid(), &ps));
+  long hz = sysconf(_SC_CLK_TCK);
+  int64_t deadline = mproc__deadline(5000);
+  for (;;) {
+    struct timespec ts;
+    clock_gettime(CLOCK_BOOTTIME, &ts);
+    uint64_t ticks = (uint64_t)ts.tv_sec * (uint64_t)hz + (uint64_t)ts.tv_nsec / (1000000000u / hz);
+    if (ticks > ps.start_time + 1)
+      return;
+    ck_assert_int_lt(mproc_now_ms(), deadline);
+    struct timespec nap = {0, 1000000};
+    nanosleep(&nap, NULL); /* waiting for the clock itself, not for an event */
+  }
 }
 
 #endif /* MPROC_TEST_SYNC_UTIL_H */

@@ -205,6 +205,42 @@ START_TEST(test_consumer_dies_holding_lock) {
 }
 END_TEST
 
+/* Blocks in get on an empty queue: spinning, then asleep. */
+static int block_getting(void *arg) {
+  mproc_queue *q = arg;
+  unsigned char m[64];
+  size_t len;
+  mproc_queue_get(q, m, sizeof m, &len, LONG_MS);
+  return 99; /* killed before anything arrives */
+}
+
+/* Consumers killed while waiting for a message (spinning or asleep) take
+ * nothing with them: the next message goes to the live consumer, whole, and
+ * nothing is counted lost or repaired. */
+START_TEST(test_consumer_killed_while_waiting) {
+  mproc_queue *q;
+  mproc_assert_ok(mproc_queue_new(&q, NULL));
+  for (int round = 0; round < 20; round++) {
+    struct child ch = child_start(block_getting, q);
+    /* Killed at once (likely spinning) or after a while (asleep). */
+    if (round % 2 == 1) {
+      unsigned char m[8];
+      size_t len;
+      mproc_assert_err(mproc_queue_get(q, m, sizeof m, &len, 30), MPROC_ETIMEDOUT);
+    }
+    child_kill(&ch);
+    put_get_ok(q, 8 + (size_t)round);
+  }
+  struct mproc_queue_stats st;
+  mproc_assert_ok(mproc_queue_stats(q, &st));
+  ck_assert_uint_eq(st.lost, 0);
+  ck_assert_uint_eq(st.repairs, 0);
+  ck_assert_uint_eq(st.puts, 20);
+  ck_assert_uint_eq(st.gets, 20);
+  mproc_assert_ok(mproc_queue_free(q));
+}
+END_TEST
+
 /* ---- stress: kill a producer and a consumer while others run ----------- */
 
 #define NMSG 400
@@ -482,6 +518,7 @@ int main(void) {
   tcase_add_test(tc, test_producer_dies_holding_lock);
   tcase_add_test(tc, test_consumer_dies_mid_copy);
   tcase_add_test(tc, test_consumer_dies_holding_lock);
+  tcase_add_test(tc, test_consumer_killed_while_waiting);
   tcase_add_test(tc, test_kill_producer_and_consumer_under_load);
   tcase_add_test(tc, test_corrupt_inline_records);
   tcase_add_test(tc, test_corrupt_spill_records);

@@ -119,6 +119,39 @@ START_TEST(test_wraparound_small_ring) {
 }
 END_TEST
 
+/* Small messages are copied out under the consumers' lock and their records
+ * left as they are; the space must still come back, also when they sit
+ * between large records (claimed, copied outside the lock) and when a
+ * record straddles the ring's end: the ring holds as many messages on every
+ * round as on the first. */
+START_TEST(test_small_records_release_their_space) {
+  mproc_queue *q;
+  struct mproc_queue_options o = {.capacity = 4096};
+  mproc_assert_ok(mproc_queue_new(&q, &o));
+  unsigned char buf[1500] = {0}, out[1500];
+  size_t len;
+  int first = -1;
+  for (int round = 0; round < 50; round++) {
+    int n = 0;
+    while (mproc_queue_put_nowait(q, buf, 8) == 0)
+      n++;
+    if (first < 0)
+      first = n;
+    ck_assert_int_eq(n, first);
+    for (int i = 0; i < n; i++)
+      mproc_assert_ok(mproc_queue_get_nowait(q, out, sizeof out, &len));
+    /* A large record among small ones, taken in between. */
+    mproc_assert_ok(mproc_queue_put_nowait(q, buf, 8));
+    mproc_assert_ok(mproc_queue_put_nowait(q, buf, sizeof buf));
+    mproc_assert_ok(mproc_queue_put_nowait(q, buf, 8));
+    for (int i = 0; i < 3; i++)
+      mproc_assert_ok(mproc_queue_get_nowait(q, out, sizeof out, &len));
+    ck_assert_int_eq(mproc_queue_qsize(q), 0);
+  }
+  mproc_assert_ok(mproc_queue_free(q));
+}
+END_TEST
+
 START_TEST(test_bounds) {
   mproc_queue *q;
   struct mproc_queue_options o = {.maxsize = 3};
@@ -608,6 +641,7 @@ int main(void) {
   TCase *tc = mproc_test_tcase(s, "queue", 60);
   tcase_add_test(tc, test_fifo_and_sizes);
   tcase_add_test(tc, test_wraparound_small_ring);
+  tcase_add_test(tc, test_small_records_release_their_space);
   tcase_add_test(tc, test_bounds);
   tcase_add_test(tc, test_oversized_messages);
   tcase_add_test(tc, test_bad_arguments);

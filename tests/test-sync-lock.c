@@ -374,6 +374,7 @@ START_TEST(test_recycled_tid_is_not_owner) {
   mproc_assert_ok(mproc__map_anon_shared(MPROC_RLOCK_SIZE, &rmem));
   mproc_assert_ok(mproc_lock_init(&s->lock, lmem, MPROC_LOCK_SIZE));
   mproc_assert_ok(mproc_rlock_init(&s->rlock, rmem, MPROC_RLOCK_SIZE));
+  start_after_own_tick();
   struct child c = child_start(hold_both_and_die, s);
   pid_t dead = c.pid;
   ck_assert_int_eq(child_wait(&c), 0);

@@ -231,6 +231,56 @@ START_TEST(test_value_lock_holder_killed) {
 }
 END_TEST
 
+/* A small locked value shares the cache line of its lock; larger ones and
+ * raw ones keep their elements apart, 16-aligned.  A header whose data
+ * offset disagrees with its shape is refused when mapped from an fd. */
+START_TEST(test_small_value_beside_its_lock) {
+  static const struct {
+    mproc_type t;
+    size_t count;
+    unsigned flags;
+    int near;
+  } cases[] = {
+      {MPROC_TYPE_INT64, 1, 0, 1}, {MPROC_TYPE_DOUBLE, 2, 0, 1},
+      {MPROC_TYPE_INT8, 16, 0, 1}, {MPROC_TYPE_INT8, 17, 0, 0},
+      {MPROC_TYPE_INT64, 3, 0, 0}, {MPROC_TYPE_INT64, 1, MPROC_VALUE_RAW, 0},
+  };
+  for (size_t i = 0; i < MPROC__ARRAY_SIZE(cases); i++) {
+    struct mproc_value_options o = {.flags = cases[i].flags};
+    mproc_value *v;
+    mproc_assert_ok(mproc_array_new(&v, cases[i].t, cases[i].count, NULL, &o));
+    uintptr_t data = (uintptr_t)mproc_value_ptr(v);
+    ck_assert_uint_eq(data % 16, 0);
+    mproc_rlock *l = NULL;
+    if (cases[i].flags == 0)
+      mproc_assert_ok(mproc_value_get_lock(v, &l));
+    int same_line = l != NULL && data / 64 == (uintptr_t)l / 64 &&
+                    (data + cases[i].count * mproc_value_elem_size(v) - 1) / 64 == data / 64;
+    ck_assert_int_eq(same_line, cases[i].near);
+    /* The elements are the value's, not the lock's: locking leaves them. */
+    memset((void *)data, 0x5a, cases[i].count * mproc_value_elem_size(v));
+    if (l != NULL) {
+      mproc_assert_ok(mproc_rlock_acquire(l, 0));
+      mproc_assert_ok(mproc_rlock_acquire(l, 0));
+      mproc_assert_ok(mproc_rlock_release(l));
+      mproc_assert_ok(mproc_rlock_release(l));
+    }
+    for (size_t k = 0; k < cases[i].count * mproc_value_elem_size(v); k++)
+      ck_assert_uint_eq(((unsigned char *)data)[k], 0x5a);
+    /* data_off is the header's sixth 64-bit word; move it. */
+    uint64_t *off = (uint64_t *)(void *)((char *)v + 40), saved = *off;
+    *off = saved == 112 ? 192 : 112;
+    mproc_value *v2;
+    mproc_assert_err(mproc_value_from_fd(&v2, mproc_object_fd(v)), MPROC_ECORRUPT);
+    *off = saved;
+    mproc_assert_ok(mproc_value_from_fd(&v2, mproc_object_fd(v)));
+    ck_assert_uint_eq(((unsigned char *)mproc_value_ptr(v2))[0], 0x5a);
+    mproc_assert_ok(mproc_value_free(v2));
+    mproc_assert_ok(mproc_value_free(v));
+  }
+}
+END_TEST
+
 START_TEST(test_value_cycles) {
   int fds = mproc_test_count_fds(), maps = mproc_test_count_shared_maps();
   for (int i = 0; i < 10000; i++) {
@@ -255,6 +305,7 @@ int main(void) {
   tcase_add_test(tc, test_value_errors);
   tcase_add_test(tc, test_shared_counter);
   tcase_add_test(tc, test_value_lock_holder_killed);
+  tcase_add_test(tc, test_small_value_beside_its_lock);
   tc = mproc_test_tcase(s, "cycles", 120);
   tcase_add_test(tc, test_value_cycles);
   return mproc_test_run(s);

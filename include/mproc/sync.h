@@ -44,7 +44,8 @@ extern "C" {
  *
  * Ownership of Lock and RLock belongs to a thread (as with pthread robust
  * mutexes): only the acquiring thread may release, and the death of that
- * thread or its process is detected at once by the next acquirer. */
+ * thread or its process is detected by the next acquirer (at once by a
+ * poll, within about 10 ms by a waiter already asleep). */
 
 /* Storage sizes (compile-time constants, checked against the real layouts).
  * They are the same on every 64-bit Linux ABI: they fit the largest

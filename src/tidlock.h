@@ -1,0 +1,73 @@
+/* A lock word that names its owner thread (src/tidlock.c). */
+#ifndef MPROC_TIDLOCK_H
+#define MPROC_TIDLOCK_H
+
+#include "futex.h"
+#include "internal.h"
+
+#include <stdatomic.h>
+
+/* Zero-initialised storage is a free lock. */
+typedef struct mproc__tidlock {
+  /* 0 when free, else the owner's kernel tid in the low 32 bits and the
+   * owner thread's birth token in the high 32 bits. */
+  _Atomic uint64_t word;
+  _Atomic uint32_t sleepers; /* waiters asleep (or about to be) on the word */
+  uint32_t pad;
+} mproc__tidlock;
+
+/* The calling thread's word (tid and token), 0 until mproc__tidlock_self
+ * computed it in this thread (and again in a forked child). */
+extern _Thread_local uint64_t mproc__tidlock_me __attribute__((tls_model("initial-exec")));
+uint64_t mproc__tidlock_self(void);
+static inline uint64_t mproc__tidlock_who(void) {
+  uint64_t me = mproc__tidlock_me;
+  return MPROC__LIKELY(me != 0) ? me : mproc__tidlock_self();
+}
+
+/* Acquires with an absolute mproc_now_ms() deadline (-1 forever; passed:
+ * try once).  Returns 0, MPROC_EOWNERDEAD (held now; the previous owner
+ * died holding it), MPROC_ETIMEDOUT, or -errno.  The uncontended case is
+ * one compare-and-swap, inline. */
+int mproc__tidlock_lock_slow(mproc__tidlock *w, int64_t deadline_ms);
+static inline int mproc__tidlock_lock(mproc__tidlock *w, int64_t deadline_ms) {
+  uint64_t free_word = 0;
+  if (MPROC__LIKELY(atomic_compare_exchange_strong_explicit(
+          &w->word, &free_word, mproc__tidlock_who(), memory_order_acquire, memory_order_relaxed)))
+    return 0;
+  return mproc__tidlock_lock_slow(w, deadline_ms);
+}
+/* One attempt: 0, MPROC_EOWNERDEAD (held now) or MPROC_EBUSY. */
+int mproc__tidlock_trylock(mproc__tidlock *w);
+/* Releases (the caller holds it), then looks at the sleepers' count: a
+ * store and a compiler barrier where membarrier pays for the fence on the
+ * sleepers' side (futex.h), else a sequentially consistent exchange (a
+ * full barrier); a wake-up system call only when a waiter went to sleep. */
+void mproc__tidlock_wake_slow(mproc__tidlock *w);
+static inline void mproc__tidlock_unlock(mproc__tidlock *w) {
+  if (mproc__fence_asym()) {
+    atomic_store_explicit(&w->word, 0, memory_order_release);
+    atomic_signal_fence(memory_order_seq_cst);
+  } else {
+    atomic_exchange(&w->word, 0);
+  }
+  if (MPROC__UNLIKELY(atomic_load(&w->sleepers) != 0))
+    mproc__tidlock_wake_slow(w);
+}
+/* The same in two steps, for a caller that has a fence of its own to make
+ * right after releasing (the queue's wake-up check): _release stores the
+ * free word; after mproc__fence_light(), _wake wakes a sleeper if there is
+ * one.  _wake must not be skipped. */
+static inline void mproc__tidlock_release(mproc__tidlock *w) {
+  atomic_store_explicit(&w->word, 0, memory_order_release);
+}
+static inline void mproc__tidlock_wake(mproc__tidlock *w) {
+  if (MPROC__UNLIKELY(atomic_load_explicit(&w->sleepers, memory_order_relaxed) != 0))
+    mproc__tidlock_wake_slow(w);
+}
+/* Whether the calling thread holds it. */
+static inline bool mproc__tidlock_mine(const mproc__tidlock *w) {
+  return atomic_load_explicit(&w->word, memory_order_relaxed) == mproc__tidlock_who();
+}
+
+#endif /* MPROC_TIDLOCK_H */
