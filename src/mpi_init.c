@@ -186,10 +186,13 @@ static void at_exit(void) {
     mproc_mpi_finalize(10000);
 }
 
-static int leave_mpi(void) {
+/* Leave MPI: finalize it when this library initialised it, or when the
+ * process is about to exit anyway (a worker rank: the program's own
+ * MPI_Finalize after main is never reached there). */
+static int leave_mpi(bool exiting) {
   if (mproc__mpi.comm != MPI_COMM_NULL)
     MPI_Comm_free(&mproc__mpi.comm);
-  return mproc__mpi.we_init_mpi ? MPI_Finalize() : 0;
+  return mproc__mpi.we_init_mpi || exiting ? MPI_Finalize() : 0;
 }
 
 MPROC_EXTERN int mproc_mpi_init(int *argc, char ***argv, const struct mproc_mpi_options *opts) {
@@ -247,18 +250,29 @@ MPROC_EXTERN int mproc_mpi_init(int *argc, char ***argv, const struct mproc_mpi_
     int status = rc == 0 ? mproc__mpi_rank_serve() : 0;
     mproc__mpi_rank_discard();
     mproc__mpi.finalized = true;
-    leave_mpi();
+    leave_mpi(true);
     fflush(NULL);
     exit(status);
   }
   if (rc) {
     mproc__mpi.finalized = true;
-    leave_mpi();
+    leave_mpi(false);
     return rc;
   }
   atexit(at_exit);
-  if (mproc_mpi_worker_ranks() > 0)
+  /* Pools drive MPI from their threads, one at a time: that needs
+   * MPI_THREAD_SERIALIZED (an MPI initialised by the program, or one built
+   * without thread support, may give less).  Without it "mpi" pools stay on
+   * local workers, and the internal calls from this thread still work. */
+  int level = MPI_THREAD_SINGLE;
+  MPI_Query_thread(&level);
+  if (mproc_mpi_worker_ranks() > 0 && level >= MPI_THREAD_SERIALIZED)
     use_worker_ranks();
+  else if (mproc_mpi_worker_ranks() > 0)
+    fprintf(stderr,
+            "mproc-mpi: MPI gives thread level %d, below MPI_THREAD_SERIALIZED: \"mpi\" pools "
+            "run on local workers\n",
+            level);
   return 0;
 }
 
@@ -292,7 +306,7 @@ MPROC_EXTERN int mproc_mpi_finalize(int64_t timeout_ms) {
   }
   free(mproc__mpi.hosts);
   mproc__mpi.hosts = NULL;
-  leave_mpi();
+  leave_mpi(false);
   pthread_mutex_unlock(&mproc__mpi_mu);
   return 0;
 }

@@ -14,9 +14,12 @@
  *   pool-atexit   exit with a pool still running a task: a clean end
  *   pool-killrank a task SIGKILLs its rank: the job ends (run-case.sh checks
  *                 the exit status and the time)
- *   pool-local    without mpiexec: "mpi" pools run on local workers */
+ *   pool-local    without mpiexec: "mpi" pools run on local workers
+ *   pool-single   the program initialised MPI without thread support:
+ *                 "mpi" pools stay local, the worker ranks still end cleanly */
 #include <mproc.h>
 #include <mproc/mpi.h>
+#include <mpi.h>
 
 #include "mpi-test.h"
 
@@ -492,8 +495,26 @@ static void case_local(void) {
   CHECK_ERR(mproc_pool_new(&pool, &o), MPROC_EINVAL);
 }
 
+/* The program initialised MPI itself, without thread support: the ranks
+ * still serve the internal calls, but "mpi" pools stay on local workers. */
+static void case_single(void) {
+  CHECK(mproc_mpi_worker_ranks() == 2, "worker ranks %d", mproc_mpi_worker_ranks());
+  mproc_pool *pool = mpi_pool(0);
+  int64_t *where;
+  size_t len;
+  CHECK_ERR(mproc_pool_apply(pool, where_task, NULL, 0, (void **)&where, &len, NULL, scaled(60000)),
+            0);
+  CHECK(where[1] == getpid(), "a pool over ranks under MPI_THREAD_SINGLE");
+  free(where);
+  mproc_pool_free(pool);
+}
+
 int main(int argc, char **argv) {
   const char *c = argc > 1 ? argv[1] : "";
+  bool single = strcmp(c, "pool-single") == 0;
+  int level;
+  if (single)
+    CHECK(MPI_Init_thread(&argc, &argv, MPI_THREAD_SINGLE, &level) == MPI_SUCCESS, "MPI_Init");
   CHECK_ERR(mproc_mpi_init(&argc, &argv, NULL), 0);
   /* Worker ranks never get here. */
   static const struct mpi_case cases[] = {
@@ -505,6 +526,10 @@ int main(int argc, char **argv) {
       {"pool-killrank", case_killrank},
       {"pool-atexit", case_atexit},
       {"pool-local", case_local},
+      {"pool-single", case_single},
   };
-  return run_case(cases, sizeof cases / sizeof cases[0], c);
+  int rc = run_case(cases, sizeof cases / sizeof cases[0], c);
+  if (single)
+    MPI_Finalize(); /* the program's own: mproc_mpi_finalize leaves it */
+  return rc;
 }
