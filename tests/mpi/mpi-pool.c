@@ -478,16 +478,22 @@ static void case_killrank(void) {
   exit(1);
 }
 
-/* Not under MPI: the same pools, on local workers. */
-static void case_local(void) {
-  CHECK(mproc_mpi_worker_ranks() == 0, "ranks %d", mproc_mpi_worker_ranks());
-  mproc_pool *pool = mpi_pool(0);
+/* Whether the pool's tasks run in children of this process. */
+static bool runs_here(mproc_pool *pool) {
   int64_t *where;
   size_t len;
   CHECK_ERR(mproc_pool_apply(pool, where_task, NULL, 0, (void **)&where, &len, NULL, scaled(60000)),
             0);
-  CHECK(where[1] == getpid(), "a local worker is a child of this process");
+  bool here = where[1] == getpid();
   free(where);
+  return here;
+}
+
+/* Not under MPI: the same pools, on local workers. */
+static void case_local(void) {
+  CHECK(mproc_mpi_worker_ranks() == 0, "ranks %d", mproc_mpi_worker_ranks());
+  mproc_pool *pool = mpi_pool(0);
+  CHECK(runs_here(pool), "a local worker is a child of this process");
   CHECK(square_on(pool, 8) == 64, "apply");
   mproc_pool_free(pool);
   /* An unknown transport is refused. */
@@ -500,12 +506,7 @@ static void case_local(void) {
 static void case_single(void) {
   CHECK(mproc_mpi_worker_ranks() == 2, "worker ranks %d", mproc_mpi_worker_ranks());
   mproc_pool *pool = mpi_pool(0);
-  int64_t *where;
-  size_t len;
-  CHECK_ERR(mproc_pool_apply(pool, where_task, NULL, 0, (void **)&where, &len, NULL, scaled(60000)),
-            0);
-  CHECK(where[1] == getpid(), "a pool over ranks under MPI_THREAD_SINGLE");
-  free(where);
+  CHECK(runs_here(pool), "a pool over ranks under MPI_THREAD_SINGLE");
   mproc_pool_free(pool);
 }
 
