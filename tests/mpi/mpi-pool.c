@@ -281,6 +281,16 @@ static void case_pool(void) {
   CHECK_ERR(mproc_pool_join(pool, scaled(60000)), 0);
   mproc_pool_free(pool);
 
+  /* terminate: what runs on the ranks is cancelled there. */
+  pool = mpi_pool(0);
+  CHECK_ERR(mproc_pool_submit(pool, sleep_task, NULL, 0, &f), 0);
+  CHECK(square_on(pool, 3) == 9, "a task beside the sleeper");
+  CHECK_ERR(mproc_pool_terminate(pool), 0);
+  CHECK_ERR(mproc_future_wait(f, scaled(60000)), 0);
+  CHECK_ERR(code_of(f), MPROC_ECANCELED);
+  mproc_future_free(f);
+  mproc_pool_free(pool);
+
   /* Two pools over the same ranks at once. */
   mproc_pool *p1 = mpi_pool(0), *p2 = mpi_pool(0);
   CHECK(square_on(p1, 6) == 36 && square_on(p2, 7) == 49, "two pools");
