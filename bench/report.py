@@ -27,7 +27,8 @@ TIME_UNITS = {"ns", "us", "ms", "s"}
 # Python", ("base", factor) for "within factor x of the baseline" (the raw
 # mechanism of bench-raw.c where the metric has one, else the OS/OpenMP
 # figure), ("os", factor) for "within factor x of the OS figure" where both
-# exist.
+# exist, ("fork", factor) for "within factor x of mproc's own figure under the
+# fork start method" (a metric named <fork metric>_spawn or _forkserver).
 TARGETS = {
     "process_start_join": [("os", 1.2), ("py", 20)],
     "value_locked_inc_2proc": [("base", 1 / 0.7)],
@@ -40,10 +41,15 @@ TARGETS = {
     "task_roundtrip": [("abs", 5)],
     "submit_throughput": [("abs", 1e6)],
     "map_tiny": [("abs", 300e6)],
+    # Zero-copy map over a shared block: at least 0.2x OpenMP (issue #16).
+    "map_shm_tiny": [("base", 5)],
     "imap_unordered_c1": [("abs", 2e6)],
     "pool_startup": [("abs", 1)],
+    "pool_startup_spawn": [("abs", 5)],
     "cpu_scaling": [("abs", 1.97)],
     "crash_recovery": [("abs", 10)],
+    "crash_recovery_forkserver": [("fork", 2)],
+    "process_start_join_forkserver": [("fork", 2)],
     # mproc run: no slower than xargs -P (the "os" baseline) per job.
     "cli_true": [("base", 1.0)],
     "cli_1ms": [("base", 1.0)],
@@ -74,6 +80,7 @@ CHARTS = {
 # Legend label per implementation (per chart where it differs).
 IMPL_LABEL = {
     "mproc": "mproc",
+    "mproc_shm": "mproc map_shm (in place, data in a shared block)",
     "python": "Python multiprocessing",
     "openmp": "OpenMP parallel for (same address space)",
     "raw": "raw mechanism",
@@ -176,6 +183,14 @@ def load(path):
     return vals, units, order, header, notes
 
 
+def fork_metric(metric):
+    """The metric a start-method variant compares with: its fork figure."""
+    for suffix in ("_spawn", "_forkserver"):
+        if metric.endswith(suffix):
+            return metric[: -len(suffix)]
+    return metric
+
+
 def speed(metric, a, b, units):
     """How many times faster a is than b (>1: a is faster)."""
     if units[metric] in TIME_UNITS:
@@ -197,6 +212,7 @@ def main():
         base_impl = next((i for i in ("raw", "os", "openmp") if (m, i) in vals), None)
         base = vals.get((m, base_impl)) if base_impl else None
         os_v = vals.get((m, "os"))
+        fork_v = vals.get((fork_metric(m), "mproc"))
         # The speed-up over Python that each target implies (for the dash on
         # panel 1) and the ratio to the baseline (panel 2).
         py_target = base_target = None
@@ -221,6 +237,8 @@ def main():
                 if base_impl == "os":
                     met_base.append(met[-1])
                     base_target = 1 / t
+            elif kind == "fork" and fork_v:
+                met.append(speed(m, mp, fork_v, units) >= 1 / t)
         status = "n/a" if not met else "yes" if all(met) else "no"
         # Bar colour per panel: that panel's targets only (0 missed, 1 met,
         # 0.5 no target).
@@ -238,6 +256,8 @@ def main():
                 tdesc.append("≥ %g× Python" % t)
             elif kind == "os":
                 tdesc.append("within %g× of os" % t)
+            elif kind == "fork":
+                tdesc.append("within %g× of fork (%s)" % (t, "%.4g" % fork_v if fork_v else "not measured"))
             else:
                 tdesc.append("%s %.3g× %s" % ("≥" if units[m] not in TIME_UNITS else "within",
                                                1 / t if units[m] not in TIME_UNITS else t, base_impl))

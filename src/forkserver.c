@@ -13,6 +13,18 @@
  * argument, environment and fd numbers; the reply is {status, pid} plus, for
  * a function the server cannot find, the reason.
  *
+ * The note.  Each request also carries one end of a fresh socketpair (a
+ * pipe would kill with SIGPIPE a child whose owner has had its reply and
+ * closed the other end), and the new child's first act is to send its pid.  The server can
+ * die between its fork and its reply (SIGKILL, the OOM killer): the child
+ * then exists, is ours, and nobody else will ever name it.  So when the
+ * server is found gone the owner, once it has reaped the server (no fork can
+ * follow), reads the note: a pid is a child that got the whole request and
+ * runs -- the start succeeded, and the child is adopted exactly as if the
+ * reply had come; end of file is no child, and the request is retried.
+ * Without it such a child would run its function unjoined and stay a zombie
+ * of the owner, while the retry ran the function a second time.
+ *
  * Whose child.  The server creates children with clone3(CLONE_PARENT): the
  * child's parent is the *owner*, not the server.  So the owner pidfd_open()s
  * the pid it is told (still its unreaped child: the pid cannot have been
@@ -38,8 +50,18 @@
  * (Python's forkserver).  Dispositions are the defaults, rlimits the owner's
  * at the time the server started.
  *
- * Life.  The server has the owner's parent-death signal (SIGKILL, from the
- * thread that first needed it) and exits when its channel closes.  When it
+ * Life.  The server has the owner's parent-death signal (SIGKILL) and exits
+ * when its channel closes.
+ *
+ * The keeper thread.  Linux sends a parent-death signal when the *thread*
+ * that created a process exits, and a CLONE_PARENT child's creator is the
+ * server's: every child of the server would die with the thread that
+ * happened to start the server -- the first to need it, a pool's manager
+ * thread, say, whose pool is freed while other children still run.  So
+ * servers are spawned by one thread of the library's own (`keeper`), made
+ * at the first need and living as long as the process, idle but for the
+ * spawns it is asked for; children die with the process, and with no thread
+ * of it.  When it
  * has died anyway (SIGKILL by an administrator, the OOM killer), the next
  * request finds its pidfd readable or its channel broken, reaps it, starts a
  * new one and retries once; mproc_forkserver_restarts() counts these.
@@ -54,6 +76,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -78,10 +101,10 @@
 #endif
 
 /* Inheritable descriptors one request can carry: the kernel's SCM_MAX_FD,
- * less the entry's descriptors and the working directory. */
-#define MAX_FDS (MPROC__SCM_MAX_FD - MPROC__START_FDS_MAX - 1)
+ * less the entry's descriptors, the working directory and the note. */
+#define MAX_FDS (MPROC__SCM_MAX_FD - MPROC__START_FDS_MAX - 2)
 /* Every descriptor of one request. */
-#define ALL_FDS (MAX_FDS + MPROC__START_FDS_MAX + 1)
+#define ALL_FDS (MAX_FDS + MPROC__START_FDS_MAX + 2)
 /* Bound on a reply: a live server answers in microseconds. */
 #define REPLY_MS 30000
 #define ENV_MAX (64u << 20)
@@ -102,10 +125,26 @@ static int srv_ctl = -1;   /* our end of the channel (registered) */
 static atomic_int restarts;
 static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
 
+/* The keeper thread and its one job at a time (asked for under `lock`). */
+static pthread_mutex_t kmu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t kcv = PTHREAD_COND_INITIALIZER;
+static bool keeper_up;
+static struct {
+  bool asked, done; /* a spawn was asked for / has finished */
+  int r;            /* its result */
+  pid_t pid;        /* on success: the server, */
+  int pidfd, ctl;   /*   its pidfd and our end of its channel */
+} job;
+
 /* In a forked copy of the owner: the server is not ours to talk to. */
 static void forget_in_child(void) {
   pthread_mutex_t fresh = PTHREAD_MUTEX_INITIALIZER;
+  pthread_cond_t fresh_cv = PTHREAD_COND_INITIALIZER;
   memcpy(&lock, &fresh, sizeof fresh);
+  memcpy(&kmu, &fresh, sizeof fresh);
+  memcpy(&kcv, &fresh_cv, sizeof fresh_cv);
+  keeper_up = false; /* the copy has only the thread that forked */
+  memset(&job, 0, sizeof job);
   if (srv_ctl >= 0 && srv_owner != getpid()) {
     mproc__close(srv_ctl);
     mproc__close(srv_pidfd);
@@ -129,7 +168,75 @@ static void drop_locked(void) {
   srv_pid = 0;
 }
 
-static int ensure_locked(unsigned flags) {
+static void *keeper_main(void *arg) {
+  (void)arg;
+  pthread_mutex_lock(&kmu);
+  for (;;) {
+    while (!job.asked)
+      pthread_cond_wait(&kcv, &kmu);
+    job.asked = false;
+    pthread_mutex_unlock(&kmu);
+    /* No flush: the requester did it; this thread's stdio is not its own. */
+    pid_t pid = 0;
+    int pidfd = -1, ctl = -1;
+    int r = mproc__spawn_exec('f', MPROC__START_NOFLUSH, NULL, NULL, 0, NULL, 0, NULL, 0, &pid,
+                              &pidfd, &ctl);
+    pthread_mutex_lock(&kmu);
+    job.r = r;
+    job.pid = pid;
+    job.pidfd = pidfd;
+    job.ctl = ctl;
+    job.done = true;
+    pthread_cond_broadcast(&kcv);
+  }
+  return NULL;
+}
+
+/* Starts a server from the keeper thread (made on first use); lock held. */
+static int spawn_server_locked(pid_t *pid, int *pidfd, int *ctl) {
+  pthread_mutex_lock(&kmu);
+  if (!keeper_up) {
+    /* Every signal blocked in it: the program's signals are for its own
+     * threads (the server unblocks them for itself). */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    pthread_attr_t at;
+    pthread_attr_init(&at);
+    pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
+    pthread_attr_setstacksize(&at, 256 * 1024);
+    pthread_t t;
+    int e = pthread_create(&t, &at, keeper_main, NULL);
+    pthread_attr_destroy(&at);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (e != 0) {
+      pthread_mutex_unlock(&kmu);
+      return -e;
+    }
+    pthread_setname_np(t, "mproc-forksrv");
+    keeper_up = true;
+  }
+  job.asked = true;
+  job.done = false;
+  pthread_cond_broadcast(&kcv);
+  while (!job.done)
+    pthread_cond_wait(&kcv, &kmu);
+  int r = job.r;
+  *pid = job.pid;
+  *pidfd = job.pidfd;
+  *ctl = job.ctl;
+  pthread_mutex_unlock(&kmu);
+  return r;
+}
+
+int mproc__forkserver_threads(void) {
+  pthread_mutex_lock(&kmu);
+  int n = keeper_up ? 1 : 0;
+  pthread_mutex_unlock(&kmu);
+  return n;
+}
+
+static int ensure_locked(void) {
   if (srv_ctl >= 0) {
     struct pollfd p = {.fd = srv_pidfd, .events = POLLIN};
     if (poll(&p, 1, 0) == 0)
@@ -137,10 +244,9 @@ static int ensure_locked(unsigned flags) {
     drop_locked(); /* died since the last request */
     atomic_fetch_add(&restarts, 1);
   }
-  pid_t pid;
-  int pidfd, ctl;
-  int r = mproc__spawn_exec('f', flags & MPROC__START_NOFLUSH, NULL, NULL, 0, NULL, 0, NULL, 0,
-                            &pid, &pidfd, &ctl);
+  pid_t pid = 0;
+  int pidfd = -1, ctl = -1;
+  int r = spawn_server_locked(&pid, &pidfd, &ctl);
   if (r < 0)
     return r;
   srv_owner = getpid();
@@ -218,10 +324,33 @@ static char *env_block(uint32_t *len) {
   return b;
 }
 
+/* After the server is reaped: the pid its last child wrote to the note
+ * (see "The note"), or -ESRCH when it forked none.  Every other copy
+ * of the write end is closed by now, but the child's, which writes first:
+ * the wait is bounded all the same. */
+static int adopt_noted(int note, pid_t *pid) {
+  int32_t v;
+  int r = mproc__poll1(note, POLLIN, mproc__deadline(REPLY_MS));
+  if (r > 0 && read(note, &v, sizeof v) == (ssize_t)sizeof v && v > 0) {
+    *pid = (pid_t)v;
+    return 0;
+  }
+  return -ESRCH;
+}
+
+/* Exposed for tests only: called with the lock held and the server's pidfd
+ * before a request is sent (stage 0) and once it is sent, before its reply
+ * is read (stage 1), so a test can kill the server exactly while a start is
+ * in flight. */
+void (*_Atomic mproc__forkserver_test_hook)(int stage, int server_pidfd);
+
 /* One request over a live channel; lock held.  -EPIPE: the server is gone. */
 static int request_locked(const struct mproc__start_req *req, struct mproc__wire *w, const int *fds,
                           int nfds, const int32_t *nums, const char *env, pid_t *pid) {
   int64_t deadline = mproc__deadline(REPLY_MS);
+  void (*hook)(int, int) = atomic_load(&mproc__forkserver_test_hook);
+  if (hook != NULL)
+    hook(0, srv_pidfd);
   int r = mproc__send_header(srv_ctl, w, fds, (size_t)nfds, deadline);
   if (r == 0)
     r = mproc__send_full(srv_ctl, req->name, w->name_len, deadline);
@@ -232,6 +361,8 @@ static int request_locked(const struct mproc__start_req *req, struct mproc__wire
   if (r == 0)
     r = mproc__send_full(srv_ctl, nums, w->nfds * sizeof *nums, deadline);
   struct reply rep;
+  if (r == 0 && hook != NULL)
+    hook(1, srv_pidfd);
   if (r == 0)
     r = mproc__poll1(srv_ctl, POLLIN, deadline);
   if (r > 0)
@@ -289,14 +420,32 @@ int mproc__forkserver_request(const struct mproc__start_req *req, const struct m
   pthread_mutex_lock(&lock);
   int r = 0;
   for (int attempt = 0; attempt < 2; attempt++) {
-    r = ensure_locked(req->flags);
-    if (r == 0)
-      r = request_locked(req, &w, fds, nfds, nums, env, &pid);
-    if (r != -EPIPE && r != -ECONNRESET && r != MPROC_ETIMEDOUT)
+    int note[2] = {-1, -1};
+    r = ensure_locked();
+    if (r == 0 && socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, note) != 0)
+      r = mproc__neg_errno();
+    if (r == 0) {
+      /* Registered: a fork by another thread must not keep the write end
+       * open, or a server's death would look like a child that is silent. */
+      mproc__fd_register(note[0]);
+      mproc__fd_register(note[1]);
+      fds[nfds] = note[1];
+      r = request_locked(req, &w, fds, nfds + 1, nums, env, &pid);
+      mproc__close(note[1]); /* the request's copy stays in flight */
+    }
+    bool gone = r == -EPIPE || r == -ECONNRESET || r == MPROC_ETIMEDOUT;
+    if (gone) {
+      /* The server died (or hangs) under us: replace it, then take the
+       * child it may have forked before dying, or try once more. */
+      drop_locked();
+      atomic_fetch_add(&restarts, 1);
+      if (note[0] >= 0 && adopt_noted(note[0], &pid) == 0)
+        r = 0;
+    }
+    if (note[0] >= 0)
+      mproc__close(note[0]);
+    if (!gone || r == 0)
       break;
-    /* The server died (or hangs) under us: replace it and try once more. */
-    drop_locked();
-    atomic_fetch_add(&restarts, 1);
   }
   pthread_mutex_unlock(&lock);
   free(env);
@@ -320,6 +469,13 @@ int mproc__forkserver_request(const struct mproc__start_req *req, const struct m
   *pid_out = pid;
   *pidfd_out = pidfd;
   return 0;
+}
+
+int mproc__forkserver_pidfd(void) {
+  pthread_mutex_lock(&lock);
+  int fd = srv_ctl >= 0 && srv_owner == getpid() ? fcntl(srv_pidfd, F_DUPFD_CLOEXEC, 0) : -1;
+  pthread_mutex_unlock(&lock);
+  return fd;
 }
 
 MPROC_EXTERN int mproc_forkserver_restarts(void) { return atomic_load(&restarts); }
@@ -459,7 +615,7 @@ static void serve_one(int ctl, pid_t owner) {
   if ((r < 0 && !fd_err) || w.magic != MPROC__WIRE_MAGIC || w.name_len > 4096 ||
       w.env_len > ENV_MAX || w.nfds > MAX_FDS || w.nentry > MPROC__START_FDS_MAX ||
       w.arg_len > SIZE_MAX / 4 ||
-      (!fd_err && (uint32_t)r != w.nentry + w.nfds + (w.has_cwd ? 1u : 0u)) ||
+      (!fd_err && (uint32_t)r != w.nentry + w.nfds + (w.has_cwd ? 1u : 0u) + 1u) ||
       w.ident[sizeof w.ident - 1] != '\0')
     _exit(1); /* not our owner's protocol: no sane answer */
   int ngot = fd_err ? 0 : r;
@@ -488,6 +644,13 @@ static void serve_one(int ctl, pid_t owner) {
             .exit_signal = 0}; /* CLONE_PARENT: the server's own exit signal */
     pid = (pid_t)syscall(SYS_clone3, &ca, sizeof ca);
     if (pid == 0) {
+      /* First of all, tell the owner we exist: the server may die before
+       * its reply. */
+      int note = got[w.nentry + w.nfds + (w.has_cwd ? 1u : 0u)];
+      int32_t me = (int32_t)syscall(SYS_getpid);
+      /* EPIPE (no signal): the owner had its reply and closed the note. */
+      (void)send(note, &me, sizeof me, MSG_NOSIGNAL);
+      close(note);
       close(ctl);
       char *name = malloc(w.name_len + 1);
       /* A copy of its own: malloc's alignment, as the API promises. */
@@ -519,6 +682,11 @@ static void serve_one(int ctl, pid_t owner) {
 
 _Noreturn void mproc__forkserver_main(int ctl) {
   pid_t owner = getppid();
+  /* Spawned by the keeper thread, which blocks every signal: take the
+   * default mask back (each child gets its requester's). */
+  sigset_t none;
+  sigemptyset(&none);
+  sigprocmask(SIG_SETMASK, &none, NULL);
   long sr = syscall(SYS_get_robust_list, 0, &robust_head, &robust_len);
   if (prctl(PR_GET_TID_ADDRESS, &tid_addr, 0, 0, 0) != 0 || tid_addr == NULL || sr != 0) {
     /* Without them a child's glibc would believe it is the server's thread

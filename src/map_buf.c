@@ -1,298 +1,147 @@
-/* map over variable-size items with variable-size results (mproc_pool_map_buf).
+/* map over variable-size items with variable-size results (mproc_pool_map_buf,
+ * mproc_pool_imap_buf): the parent side.  Formats in map_buf.h, the worker
+ * side in map_buf_worker.c.
  *
- * Design notes.  Items of any length cannot live in the fixed-stride arena
- * map uses, so a chunk of items travels as one ordinary task argument and
- * comes back as one ordinary task result; the pool's internals are not
- * touched.  Many items per task keep small items as cheap as the
- * fixed-size path: one ring entry, one copy in and one copy out per chunk.
+ * Design notes.  A chunk of items is one extent of the pool's data arena,
+ * filled once by the parent (descriptors and item bytes) and answered in
+ * place by the worker (result descriptors and bytes in the chunk's results
+ * area), and it travels as a K_MAP task of offsets: no memfd, no mapping and
+ * no message per chunk, and the worker publishes its position per item, so
+ * progress moves per item and a dead worker is blamed on its item.
  *
- *   argument: struct chunk_hdr | (uint64_t len, bytes) per item, packed
- *   result:   struct result_hdr | uint64_t len[ok] | (bytes, NUL) per item
+ * A chunk's life in the parent:
  *
- * The worker-side wrapper (chunk_task) resolves the element function, runs
- * it per item, and appends each item's result to a growing buffer; the
- * first item that fails ends the chunk, and its position, code and message
- * travel in the result header while the task itself succeeds, so the
- * caller can blame that exact item.  A worker that dies or times out in a
- * chunk fails the whole task: the item blamed is then the chunk's first
- * (exact with chunksize 1).
+ *   alloc extent (under mu) -> fill (no lock: the extent is ours) ->
+ *   queued (under mu) -> landed (completion, under mu: ok items, and a
+ *   failure or `full`) -> [full: the rest of its items run the call way,
+ *   as one K_CALL task with no size limit] -> results read -> extent freed
  *
- * The caller waits for the chunks in order: the first failed chunk holds
- * the lowest failed item, so the chunks after it are cancelled at once.
- * All results are copied into one allocation (array of mproc_buf followed
- * by the bytes), so the caller frees them with one call.
+ * The results area of a chunk is sized from its input (at least the input's
+ * size plus 16 bytes an item) and, since untouched arena pages cost only
+ * address space, widened while the arena is roomy.  A map_buf also reserves
+ * one overflow area (up to OVF_MAX) its chunks share for results that do
+ * not fit their own area; imap_buf, which streams and so could never reset
+ * it, has none.  Only an item whose result fits neither makes its chunk
+ * finish the call way (its function then runs once more, documented).  A pool whose workers do not
+ * map the arena itself (any transport but shared memory) runs every chunk
+ * the call way.
  *
- * imap_buf streams: the generator's items are packed as they come (the
- * same chunk format), at most max_inflight items' chunks are in flight,
- * and results are yielded in order straight from each chunk's future (a
- * result stays valid until the next call, so the future of a chunk whose
- * last item was yielded is released one call later). */
-#include "fnref.h"
+ * map_buf waits for its chunks in order: the first chunk with a failure holds
+ * the lowest failed item, so the chunks after it are cancelled at once.  All
+ * results are copied into one allocation (an array of mproc_buf followed by
+ * the bytes), so the caller frees them with one call.  imap_buf keeps a ring
+ * of at most max_inflight items' chunks and yields results in order straight
+ * from the arena (a result stays valid until the next call, so a chunk whose
+ * last item was yielded is released one call later).
+ *
+ * A chunk that will not land after being cancelled (a worker that cannot be
+ * reaped within the bounded wait) is never freed under the worker: the job
+ * is marked orphaned and the last chunk to land frees the extents, the chunk
+ * array and the job (under mu; the pool completes every chunk before its
+ * manager exits). */
+#include "map_buf.h"
 #include "pool.h"
 #include "progress.h"
 
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #define ALIGN16(x) (((x) + 15) & ~(size_t)15)
+/* The results areas of the chunks in flight together take at most this much
+ * of the arena beyond what their inputs ask for, and one chunk at most
+ * ROOMY_MAX: the pages below the arena's keep mark stay warm between calls. */
+#define ROOMY_TOTAL ((size_t)256 << 20)
+#define ROOMY_MAX ((size_t)16 << 20)
+/* A map_buf's overflow area, for the results too large for their chunk's
+ * area: reserved as address space, touched only by such results. */
+#define OVF_MAX ((size_t)1 << 30)
+#define OVF_MIN ((size_t)64 << 20)
 
-/* The element function travels as its address when the pool's workers are
- * forks of the caller, and as a reference (object + offset, checked by
- * build-id: fnref.h, following the header) when they are fresh images of the
- * program (spawn, forkserver), where an address means nothing.  The address
- * form keeps a fork pool's small chunks inside a ring entry. */
-struct chunk_hdr {
-  uint64_t addr;   /* the function's address (by_ref == 0) */
-  uint64_t count;  /* items that follow */
-  uint32_t by_ref; /* a struct mproc__fnref follows the header */
-  uint32_t pad;
-};
-
-/* The worker's last resolved reference: every chunk of a map names the same
- * function, and resolving reads the object's notes. */
-static struct mproc__fnref last_ref;
-static mproc_function last_fn;
-
-/* The element function of a chunk; *hdr gets the size of what precedes the
- * items.  0, or MPROC_ENOFUNC with the reason in why. */
-static int chunk_fn(const struct chunk_hdr *h, size_t len, mproc_map_buf_fn *fn, size_t *hdr,
-                    char *why, size_t whylen) {
-  *hdr = sizeof *h;
-  if (!h->by_ref) {
-    *fn = (mproc_map_buf_fn)(uintptr_t)h->addr;
-    return 0;
-  }
-  struct mproc__fnref ref;
-  if (len < sizeof *h + sizeof ref) {
-    snprintf(why, whylen, "reference cut short");
-    return MPROC_ENOFUNC;
-  }
-  memcpy(&ref, h + 1, sizeof ref); /* the argument bytes need not be aligned */
-  *hdr += sizeof ref;
-  if (last_fn == NULL || memcmp(&last_ref, &ref, sizeof ref) != 0) {
-    mproc_function f;
-    if (mproc__fnref_resolve(&ref, &f, why, whylen) < 0)
-      return MPROC_ENOFUNC;
-    last_ref = ref;
-    last_fn = f;
-  }
-  *fn = (mproc_map_buf_fn)last_fn;
-  return 0;
-}
-
-struct result_hdr {
-  uint64_t ok;  /* items with a result */
-  int32_t code; /* the item at index `ok` failed with it; 0: none failed */
-  uint32_t pad;
-  char msg[200]; /* its message, NUL-terminated ("" when none) */
-};
-
-struct mproc_item_ctx {
-  unsigned char *buf; /* results so far */
-  size_t used, cap;
-  size_t start; /* where the current item's result begins */
-  int code;     /* mproc_item_fail's code, 0 if not called */
-  char msg[200];
-};
-
-/* Grows *buf (doubling from 4 KiB) to hold at least `need` bytes (at most
- * SIZE_MAX / 4, checked by the callers).  0, or MPROC_ENOMEM leaving it as is. */
-static int grow(unsigned char **buf, size_t *cap, size_t need) {
-  size_t c = *cap != 0 ? *cap : 4096;
-  while (c < need)
-    c *= 2;
-  unsigned char *nb = realloc(*buf, c);
-  if (nb == NULL)
-    return MPROC_ENOMEM;
-  *buf = nb;
-  *cap = c;
-  return 0;
-}
-
-MPROC_EXTERN int mproc_item_return(mproc_item_ctx *c, const void *data, size_t len) {
-  if (c == NULL || (data == NULL && len > 0))
-    return MPROC_EINVAL;
-  c->used = c->start; /* a second call replaces the first */
-  if (len > c->cap - c->used) {
-    if (len > SIZE_MAX / 4 - c->used || grow(&c->buf, &c->cap, c->used + len) != 0)
-      return MPROC_ENOMEM;
-  }
-  if (len > 0)
-    memcpy(c->buf + c->used, data, len);
-  c->used += len;
-  return 0;
-}
-
-MPROC_EXTERN int mproc_item_fail(mproc_item_ctx *c, int code, const char *fmt, ...) {
-  if (code == 0)
-    code = MPROC_ETASK;
-  if (c == NULL)
-    return code;
-  c->msg[0] = '\0';
-  if (fmt != NULL) {
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(c->msg, sizeof c->msg, fmt, ap);
-    va_end(ap);
-  }
-  c->code = code;
-  return code;
-}
-
-/* Runs in the worker: one chunk of items. */
-static int chunk_task(const void *arg, size_t len, mproc_task_ctx *ctx) {
-  const struct chunk_hdr *h = arg;
-  if (len < sizeof *h)
-    return mproc_task_fail(ctx, MPROC_EINVAL, "map_buf: malformed chunk");
+struct mb_job {
+  struct mproc_pool *p;
   mproc_map_buf_fn fn;
-  size_t hdr;
-  char why[160];
-  if (chunk_fn(h, len, &fn, &hdr, why, sizeof why) != 0)
-    return mproc_task_fail(ctx, MPROC_ENOFUNC, "map_buf: element function %s", why);
-  if (h->count > (len - hdr) / sizeof(uint64_t))
-    return mproc_task_fail(ctx, MPROC_EINVAL, "map_buf: malformed chunk");
-  size_t count = (size_t)h->count;
-  const unsigned char *in = (const unsigned char *)arg + hdr,
-                      *end = (const unsigned char *)arg + len;
-  uint64_t *rlens = malloc((count != 0 ? count : 1) * sizeof *rlens);
-  if (rlens == NULL)
-    return mproc_task_fail(ctx, MPROC_ENOMEM, "map_buf: no memory for %zu results", count);
-  struct mproc_item_ctx c = {0};
-  struct result_hdr rh = {0};
-  for (size_t i = 0; i < count; i++) {
-    uint64_t ilen;
-    if ((size_t)(end - in) < sizeof ilen)
-      break;
-    memcpy(&ilen, in, sizeof ilen);
-    in += sizeof ilen;
-    if (ilen > (uint64_t)(end - in))
-      break;
-    c.start = c.used;
-    c.code = 0;
-    int r = fn(in, (size_t)ilen, &c);
-    if (r == 0 && c.code != 0)
-      r = c.code;
-    if (r != 0) {
-      rh.code = r;
-      if (c.code != 0)
-        snprintf(rh.msg, sizeof rh.msg, "%s", c.msg);
-      c.used = c.start;
-      break;
-    }
-    rlens[i] = c.used - c.start;
-    rh.ok++;
-    in += ilen;
-  }
-  size_t total = sizeof rh + rh.ok * sizeof *rlens + c.used + rh.ok;
-  unsigned char *out = mproc_task_result_buf(ctx, total);
-  if (out != NULL) {
-    memcpy(out, &rh, sizeof rh);
-    memcpy(out + sizeof rh, rlens, rh.ok * sizeof *rlens);
-    unsigned char *w = out + sizeof rh + rh.ok * sizeof *rlens;
-    const unsigned char *src = c.buf;
-    for (size_t i = 0; i < rh.ok; i++) {
-      if (rlens[i] > 0) { /* src is NULL while every result so far is empty */
-        memcpy(w, src, rlens[i]);
-        src += rlens[i];
-      }
-      w[rlens[i]] = '\0';
-      w += rlens[i] + 1;
-    }
-  }
-  free(rlens);
-  free(c.buf);
-  return 0; /* a failed result buffer fails the task by itself */
-}
+  uint64_t id; /* non-zero, unique in this process */
+  bool by_ref; /* the workers exec: the function travels as `ref` */
+  struct mproc__fnref ref;
+  bool arena;     /* the workers share the pool's data arena (shm transport) */
+  size_t live;    /* arena chunks queued and not landed (under mu) */
+  bool orphaned;  /* the owner left: the last chunk to land frees (under mu) */
+  void *mem;      /* the chunk array, freed with an orphaned job */
+  bool want_ovf;  /* reserve an overflow area (map_buf: its chunks end together) */
+  uint64_t ovf;   /* the overflow area (struct mproc__mb_ovf) */
+  size_t ovf_len; /* its extent's length, 0: none */
+};
 
-struct chunk {
-  mproc_future *f;
+struct mb_chunk {
+  struct mproc__task t; /* the arena task: first, the completion finds the chunk */
+  struct mb_job *job;
+  uint64_t ext;   /* the arena extent */
+  size_t ext_len; /* its length; 0: none (the chunk runs the call way) */
+  size_t fixed;   /* its header, descriptors and item bytes (the results follow) */
   size_t start, count;
+  bool queued;          /* the arena task was queued */
+  _Atomic bool landed;  /* it completed (or there was none): the fields below hold */
+  size_t ok;            /* items whose results are in the extent */
+  size_t used;          /* bytes their results take there (with their NULs) */
+  bool full;            /* item `ok` found the area full: the rest runs the call way */
+  mproc_future *rest;   /* the call way: items ok.. */
+  size_t rest_ok;       /* items of the rest with results */
+  size_t rest_bytes;    /* bytes their results take (with their NULs) */
+  const uint64_t *rlen; /* their lengths and bytes (in rest's result) */
+  const unsigned char *rdata;
+  const unsigned char *rcur;   /* imap_buf: the next of them to yield */
+  bool parsed;                 /* ok, rest_ok, fail and err are final */
+  int fail;                    /* 0, or the code of item ok + rest_ok */
+  struct mproc_task_error err; /* its error */
 };
 
-/* A chunk argument being packed: header, then (len, bytes) per item. */
-struct pack {
-  unsigned char *buf;
-  size_t used, cap;
-  uint64_t count;
-  size_t hdr;              /* header bytes before the items (pack_begin) */
-  struct mproc__fnref ref; /* the element function's, when the workers exec */
-};
+/* ---- the job ---------------------------------------------------------------- */
 
-/* Sets up a pack for the chunks of `fn` on pool p: how its function travels. */
-static int pack_begin(struct pack *pk, mproc_pool *p, mproc_map_buf_fn fn) {
-  pk->hdr = sizeof(struct chunk_hdr);
-  if (p->opts.start_method == MPROC_START_FORK)
-    return 0;
-  pk->hdr += sizeof pk->ref;
-  return mproc__fnref_make(MPROC_FUNCTION(fn), &pk->ref);
+static _Atomic uint64_t job_ids;
+
+/* A chunk's extent holds more than the ranges a K_MAP chunk declares
+ * (mproc__task_ranges: the descriptors, not the header, the items' bytes or
+ * the results area), so it runs in the arena only where the workers map the
+ * arena itself -- the shared-memory transport; a transport that copies
+ * chunks by value (MPI) gets every chunk the call way. */
+static int job_init(struct mb_job *j, struct mproc_pool *p, mproc_map_buf_fn fn) {
+  *j = (struct mb_job){.p = p, .fn = fn, .arena = p->tp == &mproc__transport_shm};
+  j->id = atomic_fetch_add(&job_ids, 1) + 1;
+  j->by_ref = p->opts.start_method != MPROC_START_FORK;
+  return j->by_ref ? mproc__fnref_make(MPROC_FUNCTION(fn), &j->ref) : 0;
 }
 
-static int pack_add(struct pack *pk, const void *data, size_t len) {
-  uint64_t l = len;
-  if (pk->used == 0)
-    pk->used = pk->hdr;
-  if (len > SIZE_MAX / 4 - sizeof l - pk->used)
-    return MPROC_ENOMEM;
-  size_t need = pk->used + sizeof l + len;
-  if (need > pk->cap && grow(&pk->buf, &pk->cap, need) != 0)
-    return MPROC_ENOMEM;
-  memcpy(pk->buf + pk->used, &l, sizeof l);
-  if (len > 0)
-    memcpy(pk->buf + pk->used + sizeof l, data, len);
-  pk->used = need;
-  pk->count++;
-  return 0;
-}
+/* ---- the call way ------------------------------------------------------------- */
 
-/* Submits the packed items as one task and empties the pack for reuse. */
-static int pack_submit(mproc_pool *p, mproc_map_buf_fn fn, struct pack *pk, mproc_future **f) {
-  bool by_ref = pk->hdr > sizeof(struct chunk_hdr);
-  struct chunk_hdr h = {(uint64_t)(uintptr_t)fn, pk->count, by_ref, 0};
-  memcpy(pk->buf, &h, sizeof h);
-  if (by_ref)
-    memcpy(pk->buf + sizeof h, &pk->ref, sizeof pk->ref);
-  int r = mproc_pool_submit(p, chunk_task, pk->buf, pk->used, f);
-  pk->used = 0;
-  pk->count = 0;
-  return r;
-}
-
-/* Packs in[start..start+count) as a chunk argument and submits it. */
-static int submit_chunk(mproc_pool *p, mproc_map_buf_fn fn, const struct mproc_buf *in,
-                        struct chunk *ck, struct pack *pk) {
-  int r = 0;
-  for (size_t i = 0; i < ck->count && r == 0; i++)
-    r = pack_add(pk, in[ck->start + i].data, in[ck->start + i].len);
-  if (r != 0) {
-    pk->used = 0;
-    pk->count = 0;
-    return r;
+/* Packs items as a call-way argument and submits it. */
+static int call_submit(struct mb_job *j, const struct mproc_buf *items, size_t count,
+                       mproc_future **f) {
+  size_t hdr = sizeof(struct mproc__mb_chunk) + (j->by_ref ? sizeof j->ref : 0), len = hdr;
+  for (size_t i = 0; i < count; i++) {
+    if (items[i].len > SIZE_MAX / 4 - sizeof(uint64_t) - len)
+      return MPROC_ENOMEM;
+    len += sizeof(uint64_t) + items[i].len;
   }
-  return pack_submit(p, fn, pk, &ck->f);
-}
-
-/* The result of a finished chunk: 0 with *rh, *rlens and *data pointing
- * into the future's result, or MPROC_ETASK for a malformed one. */
-static int chunk_parts(mproc_future *f, size_t count, struct result_hdr *rh, const uint64_t **rlens,
-                       const unsigned char **data, size_t *data_len) {
-  const void *res;
-  size_t len;
-  int r = mproc_future_result(f, &res, &len, 0);
-  if (r != 0)
-    return r;
-  if (len < sizeof *rh)
-    return MPROC_ETASK;
-  memcpy(rh, res, sizeof *rh);
-  if (rh->ok > count || (rh->code == 0 && rh->ok != count) ||
-      rh->ok > (len - sizeof *rh) / sizeof(uint64_t))
-    return MPROC_ETASK;
-  *rlens = (const uint64_t *)((const unsigned char *)res + sizeof *rh);
-  *data = (const unsigned char *)(*rlens + rh->ok);
-  *data_len = len - sizeof *rh - (size_t)rh->ok * sizeof(uint64_t);
-  rh->msg[sizeof rh->msg - 1] = '\0';
-  return 0;
+  unsigned char *buf = malloc(len);
+  if (buf == NULL)
+    return MPROC_ENOMEM;
+  struct mproc__mb_chunk h = {(uint64_t)(uintptr_t)j->fn, count, j->by_ref, 0};
+  memcpy(buf, &h, sizeof h);
+  if (j->by_ref)
+    memcpy(buf + sizeof h, &j->ref, sizeof j->ref);
+  unsigned char *w = buf + hdr;
+  for (size_t i = 0; i < count; i++) {
+    uint64_t l = items[i].len;
+    memcpy(w, &l, sizeof l);
+    if (l > 0)
+      memcpy(w + sizeof l, items[i].data, items[i].len);
+    w += sizeof l + items[i].len;
+  }
+  int r = mproc_pool_submit(j->p, mproc__map_buf_call, buf, len, f);
+  free(buf);
+  return r;
 }
 
 static void set_item_error(struct mproc_task_error *err, size_t index, int code, const char *msg) {
@@ -309,82 +158,508 @@ static void set_item_error(struct mproc_task_error *err, size_t index, int code,
     snprintf(err->message, sizeof err->message, "%s", mproc_strerror(code));
 }
 
-/* Waits for chunk ck, reporting progress (done counts finished items). */
-static int wait_chunk(struct chunk *cks, size_t nchunks, size_t k, struct mproc__progress *pr,
-                      int64_t dl) {
+/* Reads the finished rest of chunk c: its results, or the failure of its
+ * first unfinished item (the whole task failed: worker died, timed out). */
+static void rest_parse(struct mb_chunk *c) {
+  size_t first = c->start + c->ok, count = c->count - c->ok;
+  const void *res;
+  size_t len;
+  struct mproc__mb_res rh;
+  int r = mproc_future_result(c->rest, &res, &len, 0);
+  if (r == 0 && len >= sizeof rh) {
+    memcpy(&rh, res, sizeof rh);
+    rh.msg[sizeof rh.msg - 1] = '\0';
+    if (rh.ok <= count && (rh.code != 0 || rh.ok == count) &&
+        rh.ok <= (len - sizeof rh) / sizeof(uint64_t)) {
+      c->rest_ok = (size_t)rh.ok;
+      c->rlen = (const uint64_t *)((const unsigned char *)res + sizeof rh);
+      c->rdata = (const unsigned char *)(c->rlen + rh.ok);
+      c->rcur = c->rdata;
+      c->rest_bytes = len - sizeof rh - (size_t)rh.ok * sizeof(uint64_t);
+      if (rh.code != 0) {
+        c->fail = MPROC_ETASK;
+        set_item_error(&c->err, first + c->rest_ok, rh.code, rh.msg);
+      }
+      return;
+    }
+  }
+  c->rest_ok = 0;
+  if (r != 0 && mproc_future_error(c->rest, &c->err) == 0) {
+    c->fail = c->err.code != 0 ? c->err.code : r;
+  } else {
+    c->fail = MPROC_ETASK;
+    set_item_error(&c->err, first, MPROC_ECORRUPT, "map_buf: malformed chunk result");
+  }
+  c->err.index = first;
+}
+
+/* ---- arena chunks ------------------------------------------------------------- */
+
+static void chunk_landed(struct mproc_pool *p, struct mproc__task *t, struct mproc__outcome *o) {
+  struct mb_chunk *c = (struct mb_chunk *)t;
+  struct mb_job *j = c->job;
+  j->live--;
+  if (j->orphaned) {
+    mproc__arena_free(p, c->ext, c->ext_len);
+    c->ext_len = 0;
+    if (j->live == 0) {
+      if (j->ovf_len != 0)
+        mproc__arena_free(p, j->ovf, j->ovf_len);
+      free(j->mem);
+      free(j);
+    }
+    return;
+  }
+  c->ok = c->count;
+  const struct mproc__mb_hdr *h = mproc__arena_at(p, c->ext);
+  c->used = (size_t)(h->used + h->ovf_used);
+  if (o->code != 0) {
+    bool in = o->index >= c->start && o->index - c->start < c->count;
+    c->ok = in ? (size_t)(o->index - c->start) : 0;
+    if (o->code == MPROC_ETASK && h->full) {
+      c->full = true;
+    } else {
+      struct mproc__outcome mine = *o;
+      char msg[sizeof h->msg];
+      if (o->code == MPROC_ETASK && h->has_msg) {
+        memcpy(msg, h->msg, sizeof msg);
+        msg[sizeof msg - 1] = '\0';
+        mine.msg = msg;
+      }
+      mproc__error_from_outcome(&c->err, &mine);
+      c->err.index = c->start + c->ok;
+      c->fail = o->code;
+    }
+  }
+  atomic_store_explicit(&c->landed, true, memory_order_release);
+  mproc__epoch_bump();
+}
+
+/* Takes an extent for chunk c (under mu): its fixed part plus a results area
+ * of at least `least` bytes, widened up to `roomy` while the arena has room.
+ * Leaves ext_len 0 (the call way) when the arena cannot hold even that. */
+static void chunk_alloc(struct mb_job *j, struct mb_chunk *c, size_t fixed, size_t least,
+                        size_t roomy) {
+  c->ext_len = 0;
+  if (!j->arena || fixed > SIZE_MAX / 4 || least > SIZE_MAX / 4 - fixed)
+    return;
+  size_t want = roomy > least ? roomy : least;
   for (;;) {
-    int64_t slice = mproc__progress_active(pr) ? 100 : -1;
-    if (dl >= 0) {
-      int64_t left = dl - mproc_now_ms();
-      left = left < 0 ? 0 : left;
-      slice = slice < 0 || left < slice ? left : slice;
+    if (mproc__arena_alloc(j->p, fixed + want, &c->ext) == 0) {
+      c->ext_len = fixed + want;
+      return;
     }
-    int r = mproc_future_wait(cks[k].f, slice);
-    if (mproc__progress_active(pr)) {
-      size_t done = 0;
-      for (size_t i = 0; i < nchunks; i++)
-        if (mproc_future_done(cks[i].f))
-          done += cks[i].count;
-      mproc__progress_update(pr, done, false);
+    if (want == least)
+      return;
+    want = want / 2 > least ? want / 2 : least;
+  }
+}
+
+/* Reserves the job's overflow area (under mu): as large as the arena allows
+ * up to OVF_MAX, none below OVF_MIN.  Untouched, it is address space only. */
+static void ovf_reserve(struct mb_job *j) {
+  for (size_t len = OVF_MAX; len >= OVF_MIN; len /= 2) {
+    if (mproc__arena_alloc(j->p, len, &j->ovf) == 0) {
+      struct mproc__mb_ovf *o = mproc__arena_at(j->p, j->ovf);
+      atomic_store(&o->used, 0);
+      o->cap = len - MPROC__MB_OVF;
+      j->ovf_len = len;
+      return;
     }
+  }
+}
+
+/* The fixed part of an extent: header, descriptors, item bytes. */
+static size_t chunk_fixed(const struct mproc_buf *items, size_t count) {
+  size_t n = MPROC__MB_HDR + count * (sizeof(struct mproc__mb_in) + sizeof(struct mproc__mb_out));
+  for (size_t i = 0; i < count && n <= SIZE_MAX / 4; i++)
+    n += items[i].len;
+  return MPROC__MB_ALIGN(n);
+}
+
+/* Fills chunk c's extent and sets up its task (the extent is ours: no lock). */
+static void chunk_fill(struct mb_job *j, struct mb_chunk *c, const struct mproc_buf *items) {
+  size_t fixed = c->fixed;
+  struct mproc_pool *p = j->p;
+  unsigned char *b = mproc__arena_at(p, c->ext);
+  struct mproc__mb_hdr *h = (struct mproc__mb_hdr *)b;
+  memset(h, 0, sizeof *h);
+  h->job = j->id;
+  h->addr = (uint64_t)(uintptr_t)j->fn;
+  h->by_ref = j->by_ref;
+  if (j->by_ref)
+    h->ref = j->ref;
+  h->out_at = fixed;
+  h->out_cap = c->ext_len - fixed;
+  h->ovf = j->ovf_len != 0 ? (int64_t)j->ovf - (int64_t)c->ext : 0;
+  struct mproc__mb_in *d = (struct mproc__mb_in *)(b + MPROC__MB_HDR);
+  size_t at = MPROC__MB_HDR + c->count * (sizeof *d + sizeof(struct mproc__mb_out));
+  for (size_t i = 0; i < c->count; i++) {
+    d[i] = (struct mproc__mb_in){MPROC__MB_HDR + i * sizeof *d, at, items[i].len};
+    mproc__mb_copy(b + at, items[i].data, items[i].len);
+    at += items[i].len;
+  }
+  struct mproc__task *t = &c->t;
+  memset(t, 0, sizeof *t);
+  t->kind = MPROC__K_MAP;
+  t->fn = mproc__taskfn_of((void (*)(void))mproc__map_buf_item);
+  t->arg_fd = -1;
+  t->slot = -1;
+  t->count = c->count;
+  t->base_index = c->start;
+  t->in_size = sizeof *d;
+  t->in_off = c->ext + MPROC__MB_HDR;
+  t->out_size = sizeof(struct mproc__mb_out);
+  t->out_off = t->in_off + c->count * sizeof *d;
+  t->nargs = 1;
+  t->col_off[0] = t->in_off;
+  t->col_size[0] = t->in_size;
+  t->timeout_ms = p->opts.task_timeout_ms;
+  t->retries_left = (int32_t)p->opts.retries;
+  t->complete = chunk_landed;
+  t->owner = j;
+}
+
+static int closed_code(struct mproc_pool *p) {
+  int state = atomic_load(&p->state);
+  if (state == MPROC__P_RUNNING)
+    return 0;
+  return state == MPROC__P_BROKEN ? MPROC_EBROKEN : MPROC_ECLOSED;
+}
+
+/* Starts chunks cs[0..n): items[i] is the item of index base + i.  Each runs
+ * in the arena when it fits, else the call way.  0, or the failure of the
+ * first chunk that could not start (the ones before it run). */
+static int chunks_start(struct mb_job *j, struct mb_chunk *cs, size_t n,
+                        const struct mproc_buf *items, size_t base, size_t roomy) {
+  struct mproc_pool *p = j->p;
+  pthread_mutex_lock(&p->mu);
+  int r = closed_code(p);
+  for (size_t k = 0; r == 0 && k < n; k++) {
+    struct mb_chunk *c = &cs[k];
+    const struct mproc_buf *it = items + (c->start - base);
+    if (c->fixed == 0)
+      c->fixed = chunk_fixed(it, c->count);
+    chunk_alloc(j, c, c->fixed, MPROC__MB_ALIGN(c->fixed + 16 * c->count), roomy);
+  }
+  /* After the chunks: they take the arena's low, warm pages. */
+  if (r == 0 && j->want_ovf && j->arena && j->ovf_len == 0)
+    ovf_reserve(j);
+  pthread_mutex_unlock(&p->mu);
+  if (r != 0)
+    return r;
+  /* Each chunk is queued as soon as it is filled: the workers start on it
+   * while the next one is filled. */
+  for (size_t k = 0; k < n; k++) {
+    struct mb_chunk *c = &cs[k];
+    if (c->ext_len == 0)
+      continue;
+    if (r == 0)
+      chunk_fill(j, c, items + (c->start - base));
+    pthread_mutex_lock(&p->mu);
+    if (r == 0)
+      r = closed_code(p);
+    if (r != 0) {
+      mproc__arena_free(p, c->ext, c->ext_len);
+      c->ext_len = 0;
+    } else {
+      c->queued = true;
+      j->live++;
+      mproc__pool_enqueue(p, &c->t);
+    }
+    pthread_mutex_unlock(&p->mu);
+  }
+  for (size_t k = 0; r == 0 && k < n; k++) {
+    struct mb_chunk *c = &cs[k];
+    if (c->queued)
+      continue;
+    c->ok = 0;
+    c->full = true; /* every item runs the call way */
+    atomic_store(&c->landed, true);
+    r = call_submit(j, items + (c->start - base), c->count, &c->rest);
+  }
+  return r;
+}
+
+/* Once chunk c landed: when its items continue the call way, submits them.
+ * 0, or the submit's failure. */
+static int chunk_continue(struct mb_chunk *c) {
+  if (!c->full || c->rest != NULL)
+    return 0;
+  const unsigned char *b = mproc__arena_at(c->job->p, c->ext);
+  const struct mproc__mb_in *d = (const struct mproc__mb_in *)(b + MPROC__MB_HDR);
+  size_t n = c->count - c->ok;
+  struct mproc_buf *items = malloc((n != 0 ? n : 1) * sizeof *items);
+  if (items == NULL)
+    return MPROC_ENOMEM;
+  for (size_t i = 0; i < n; i++)
+    items[i] = (struct mproc_buf){b + d[c->ok + i].at, (size_t)d[c->ok + i].len};
+  int r = call_submit(c->job, items, n, &c->rest);
+  free(items);
+  return r;
+}
+
+static bool landed_cond(void *arg) {
+  struct mb_chunk *c = arg;
+  return atomic_load_explicit(&c->landed, memory_order_acquire);
+}
+
+/* Waits until chunk c is final (parsed) or the absolute deadline dl. */
+static int chunk_wait(struct mb_chunk *c, int64_t dl) {
+  struct mproc_pool *p = c->job->p;
+  if (c->parsed)
+    return 0;
+  if (!landed_cond(c)) {
+    int r = mproc__wait_until(landed_cond, c, &p, 1, (p->opts.flags & MPROC_POOL_SIGINT) != 0, dl);
+    if (r != 0)
+      return r;
+  }
+  if (c->fail == 0 && c->full) {
+    int r = chunk_continue(c);
+    if (r != 0) {
+      c->fail = r;
+      set_item_error(&c->err, c->start + c->ok, r, "map_buf: could not submit the rest of a chunk");
+      c->err.code = r;
+      c->full = false;
+    } else {
+      int64_t left = dl < 0 ? -1 : dl - mproc_now_ms();
+      r = mproc_future_wait(c->rest, left < 0 && dl >= 0 ? 0 : left);
+      if (r != 0)
+        return r;
+      rest_parse(c);
+    }
+  }
+  c->parsed = true;
+  return 0;
+}
+
+/* Where a parsed chunk's results are: the extent's result descriptors
+ * (items before ok) and the rest's lengths and bytes (the items after). */
+struct results {
+  const unsigned char *base;       /* the extent, NULL when none */
+  const struct mproc__mb_out *out; /* its result descriptors */
+};
+
+static struct results chunk_results(const struct mb_chunk *c) {
+  struct results r = {NULL, NULL};
+  if (c->ok > 0) {
+    r.base = mproc__arena_at(c->job->p, c->ext);
+    r.out = (const struct mproc__mb_out *)(r.base + MPROC__MB_HDR +
+                                           c->count * sizeof(struct mproc__mb_in));
+  }
+  return r;
+}
+
+/* The result of item i of a parsed chunk (i < ok + rest_ok); *rd walks the
+ * rest's bytes in item order. */
+static inline struct mproc_buf chunk_item(const struct mb_chunk *c, const struct results *rs,
+                                          size_t i, const unsigned char **rd) {
+  if (i < c->ok) {
+    const struct mproc__mb_out *o = &rs->out[i];
+    return (struct mproc_buf){o->len > 0 ? rs->base + o->at : (const unsigned char *)"",
+                              (size_t)o->len};
+  }
+  size_t k = i - c->ok;
+  struct mproc_buf r = {*rd, (size_t)c->rlen[k]};
+  *rd += c->rlen[k] + 1;
+  return r;
+}
+
+static bool all_landed(void *arg) {
+  struct mb_job *j = arg;
+  pthread_mutex_lock(&j->p->mu);
+  bool done = j->live == 0;
+  pthread_mutex_unlock(&j->p->mu);
+  return done;
+}
+
+/* Cancels every chunk of cs[0..n) still running, waits (bounded) for them
+ * to land, and releases extents and futures.  Frees the job and the chunk
+ * array (mem) -- at once, or, when a chunk will not land, when the last one
+ * does. */
+static void chunks_end(struct mb_job *j, struct mb_chunk *cs, size_t n, void *mem) {
+  struct mproc_pool *p = j->p;
+  pthread_mutex_lock(&p->mu);
+  for (size_t k = 0; k < n; k++)
+    if (cs[k].queued && !atomic_load(&cs[k].landed))
+      mproc__pool_cancel_task(p, &cs[k].t);
+  pthread_mutex_unlock(&p->mu);
+  for (size_t k = 0; k < n; k++)
+    if (cs[k].rest != NULL)
+      mproc_future_cancel(cs[k].rest);
+  mproc__wait_until(all_landed, j, &p, 1, false, mproc__deadline(30000));
+  for (size_t k = 0; k < n; k++) {
+    if (cs[k].rest != NULL) {
+      mproc_future_wait(cs[k].rest, 30000);
+      mproc_future_free(cs[k].rest);
+      cs[k].rest = NULL;
+    }
+  }
+  pthread_mutex_lock(&p->mu);
+  for (size_t k = 0; k < n; k++) {
+    if (cs[k].ext_len != 0 && (!cs[k].queued || atomic_load(&cs[k].landed))) {
+      mproc__arena_free(p, cs[k].ext, cs[k].ext_len);
+      cs[k].ext_len = 0;
+    }
+  }
+  bool keep = j->live > 0;
+  if (!keep && j->ovf_len != 0)
+    mproc__arena_free(p, j->ovf, j->ovf_len);
+  if (keep) {
+    j->orphaned = true;
+    j->mem = mem;
+  }
+  pthread_mutex_unlock(&p->mu);
+  if (!keep) {
+    free(mem);
+    free(j);
+  }
+}
+
+/* Items of cs[0..n) finished: landed chunks' items, their rests' once done,
+ * and the items finished inside the chunks running now (their workers
+ * publish their position), so a bar moves per item. */
+static size_t items_done(struct mb_job *j, struct mb_chunk *cs, size_t n) {
+  size_t done = 0;
+  for (size_t k = 0; k < n; k++) {
+    if (!atomic_load_explicit(&cs[k].landed, memory_order_acquire))
+      continue;
+    done += cs[k].ok;
+    if (cs[k].parsed || (cs[k].rest != NULL && mproc_future_done(cs[k].rest)))
+      done += cs[k].count - cs[k].ok;
+  }
+  struct mproc_pool *p = j->p;
+  pthread_mutex_lock(&p->mu);
+  for (int i = 0; i < p->nworkers; i++) {
+    struct mproc__activity a = {0};
+    if (p->slots[i].pid > 0)
+      p->tp->activity(p, i, &a);
+    if (a.running != NULL && a.running->complete == chunk_landed && a.running->owner == j)
+      done += (size_t)(a.items_done < a.running->count ? a.items_done : a.running->count);
+  }
+  pthread_mutex_unlock(&p->mu);
+  return done;
+}
+
+/* ---- map_buf --------------------------------------------------------------------- */
+
+/* Waits for chunk k, reporting progress every 100 ms when asked. */
+static int wait_progress(struct mb_job *j, struct mb_chunk *cs, size_t n, size_t k,
+                         struct mproc__progress *pr, int64_t dl) {
+  if (!mproc__progress_active(pr))
+    return chunk_wait(&cs[k], dl);
+  for (;;) {
+    int64_t slice = mproc_now_ms() + 100;
+    int r = chunk_wait(&cs[k], dl >= 0 && dl < slice ? dl : slice);
+    mproc__progress_update(pr, items_done(j, cs, n), false);
     if (r != MPROC_ETIMEDOUT || (dl >= 0 && mproc_now_ms() >= dl))
       return r;
   }
 }
 
+/* What precedes the results array: how it was allocated.  Large arrays are
+ * mapped with their pages populated in one system call, since a fresh
+ * allocation of tens of MiB (above malloc's mmap threshold) would otherwise
+ * take one page fault per 4 KiB, a large share of a map of small items; and
+ * the last one released is kept for the next call (up to BUFS_KEEP_MAX), so a
+ * program mapping again and again reuses warm pages instead of having fresh
+ * ones zeroed each time, as malloc does with its heap. */
+struct bufs_hdr {
+  size_t mapped; /* the mapping's length, 0: malloc */
+  size_t pad;    /* 16 bytes: the array stays 16-byte aligned */
+};
+#define BUFS_MAP_MIN ((size_t)4 << 20)
+#define BUFS_KEEP_MAX ((size_t)256 << 20)
+
+static _Atomic(struct bufs_hdr *) bufs_kept;
+
+static struct mproc_buf *bufs_alloc(size_t bytes) {
+  struct bufs_hdr *h;
+  if (bytes > SIZE_MAX / 2)
+    return NULL;
+  size_t len = sizeof *h + bytes;
+  if (len < BUFS_MAP_MIN) {
+    h = malloc(len);
+    if (h == NULL)
+      return NULL;
+    h->mapped = 0;
+    return (struct mproc_buf *)(h + 1);
+  }
+  h = atomic_exchange(&bufs_kept, NULL);
+  if (h != NULL && (h->mapped < len || h->mapped / 2 > len)) {
+    munmap(h, h->mapped); /* too small, or far too big to keep using */
+    h = NULL;
+  }
+  if (h == NULL) {
+    void *m =
+        mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+    if (m == MAP_FAILED)
+      return NULL;
+    h = m;
+    h->mapped = len;
+  }
+  return (struct mproc_buf *)(h + 1);
+}
+
+MPROC_EXTERN void mproc_bufs_free(struct mproc_buf *bufs) {
+  if (bufs == NULL)
+    return;
+  struct bufs_hdr *h = (struct bufs_hdr *)((unsigned char *)bufs - sizeof *h);
+  if (h->mapped == 0) {
+    free(h);
+    return;
+  }
+  struct bufs_hdr *none = NULL;
+  if (h->mapped > BUFS_KEEP_MAX || !atomic_compare_exchange_strong(&bufs_kept, &none, h))
+    munmap(h, h->mapped);
+}
+
 /* Copies every chunk's results into one allocation. */
-static int gather(struct chunk *cks, size_t nchunks, size_t n, struct mproc_buf **out) {
+static int gather(struct mb_chunk *cs, size_t nchunks, size_t n, struct mproc_buf **out) {
+  /* Each result takes its bytes and NUL rounded up to 16: at most 16 bytes
+   * more than the bytes and NULs its chunk reported. */
   size_t bytes = ALIGN16(n * sizeof(struct mproc_buf));
   for (size_t k = 0; k < nchunks; k++) {
-    struct result_hdr rh;
-    const uint64_t *rl;
-    const unsigned char *d;
-    size_t dl;
-    if (chunk_parts(cks[k].f, cks[k].count, &rh, &rl, &d, &dl) != 0)
-      return MPROC_ETASK;
-    for (size_t i = 0; i < cks[k].count; i++) {
-      if (rl[i] > SIZE_MAX / 2 - bytes)
-        return MPROC_ENOMEM;
-      bytes += ALIGN16((size_t)rl[i] + 1);
-    }
+    size_t more = cs[k].used + cs[k].rest_bytes + 16 * cs[k].count;
+    if (more < cs[k].used || more > SIZE_MAX / 2 - bytes)
+      return MPROC_ENOMEM;
+    bytes += more;
   }
-  struct mproc_buf *bufs = malloc(bytes);
+  struct mproc_buf *bufs = bufs_alloc(bytes);
   if (bufs == NULL)
     return MPROC_ENOMEM;
   unsigned char *w = (unsigned char *)bufs + ALIGN16(n * sizeof(struct mproc_buf));
-  size_t idx = 0;
+  struct mproc_buf *b = bufs;
   for (size_t k = 0; k < nchunks; k++) {
-    struct result_hdr rh;
-    const uint64_t *rl;
-    const unsigned char *d;
-    size_t dl;
-    chunk_parts(cks[k].f, cks[k].count, &rh, &rl, &d, &dl);
-    for (size_t i = 0; i < cks[k].count; i++, idx++) {
-      size_t len = (size_t)rl[i];
-      if (len > 0)
-        memcpy(w, d, len);
-      w[len] = '\0';
-      bufs[idx] = (struct mproc_buf){w, len};
-      w += ALIGN16(len + 1);
-      d += len + 1;
+    struct results rs = chunk_results(&cs[k]);
+    const unsigned char *rd = cs[k].rdata;
+    for (size_t i = 0; i < cs[k].count; i++, b++) {
+      *b = chunk_item(&cs[k], &rs, i, &rd);
+      mproc__mb_copy(w, b->data, b->len + 1); /* with its NUL */
+      b->data = w;
+      w += ALIGN16(b->len + 1);
     }
   }
   *out = bufs;
   return 0;
 }
 
-MPROC_EXTERN void mproc_bufs_free(struct mproc_buf *bufs) { free(bufs); }
-
-static int check_items(const struct mproc_buf *in, size_t n) {
-  if (n > 0 && in == NULL)
-    return MPROC_EINVAL;
+/* Checks the items of chunks cs[0..n) and sizes each chunk's fixed part, in
+ * one pass over the caller's array. */
+static int size_chunks(struct mb_chunk *cs, size_t n, const struct mproc_buf *in) {
   size_t total = 0;
-  for (size_t i = 0; i < n; i++) {
-    if ((in[i].data == NULL && in[i].len > 0) || in[i].len > SIZE_MAX / 2 - total)
-      return MPROC_EINVAL;
-    total += in[i].len;
+  for (size_t k = 0; k < n; k++) {
+    size_t sum = 0;
+    for (const struct mproc_buf *b = in + cs[k].start, *e = b + cs[k].count; b < e; b++) {
+      if ((b->data == NULL && b->len > 0) || b->len > SIZE_MAX / 4 - total)
+        return MPROC_EINVAL;
+      sum += b->len;
+      total += b->len;
+    }
+    cs[k].fixed = MPROC__MB_ALIGN(MPROC__MB_HDR + cs[k].count * sizeof(struct mproc__mb_in) +
+                                  cs[k].count * sizeof(struct mproc__mb_out) + sum);
   }
-  return n > SIZE_MAX / 2 / sizeof(struct mproc_buf) ? MPROC_EINVAL : 0;
+  return 0;
 }
 
 MPROC_EXTERN int mproc_pool_map_buf(mproc_pool *p, mproc_map_buf_fn fn, const struct mproc_buf *in,
@@ -399,120 +674,78 @@ MPROC_EXTERN int mproc_pool_map_buf(mproc_pool *p, mproc_map_buf_fn fn, const st
     *out = NULL;
   if (p == NULL || fn == NULL || out == NULL || mproc__check_timeout(timeout_ms) != 0 ||
       (o != NULL && (o->flags != 0 || !mproc__progress_valid(o->progress))) ||
-      check_items(in, n) != 0)
+      (n > 0 && in == NULL) || n > SIZE_MAX / 4 / sizeof(struct mproc_buf))
     return MPROC_EINVAL;
-  int workers = mproc_pool_workers(p);
-  if (workers < 0)
-    return workers;
+  if (n == 0)
+    return 0;
   size_t chunk = o != NULL ? o->chunksize : 0;
   if (chunk == 0) {
-    size_t div = 4 * (size_t)workers;
+    size_t div = 4 * (size_t)p->nworkers;
     chunk = n / div + (n % div != 0);
-    chunk = chunk == 0 ? 1 : chunk;
   }
-  size_t nchunks = n == 0 ? 0 : (n - 1) / chunk + 1;
-  if (nchunks == 0)
-    return 0;
-  struct chunk *cks = calloc(nchunks, sizeof *cks);
-  if (cks == NULL)
-    return MPROC_ENOMEM;
-  int64_t dl = mproc__deadline(timeout_ms);
-  struct pack pk = {0};
-  size_t submitted = 0;
-  int r = pack_begin(&pk, p, fn);
+  size_t nchunks = (n - 1) / chunk + 1;
+  struct mb_job *j = malloc(sizeof *j);
+  struct mb_chunk *cs = calloc(nchunks, sizeof *cs);
+  for (size_t k = 0; cs != NULL && k < nchunks; k++) {
+    cs[k].job = j;
+    cs[k].start = k * chunk;
+    cs[k].count = n - cs[k].start < chunk ? n - cs[k].start : chunk;
+  }
+  int r = j != NULL && cs != NULL ? size_chunks(cs, nchunks, in) : MPROC_ENOMEM;
+  if (r == 0)
+    r = job_init(j, p, fn);
+  if (r == 0)
+    j->want_ovf = true;
   if (r != 0) {
-    free(cks);
+    free(cs);
+    free(j);
     return r;
   }
-  for (; submitted < nchunks && r == 0; submitted++) {
-    struct chunk *ck = &cks[submitted];
-    ck->start = submitted * chunk;
-    ck->count = n - ck->start < chunk ? n - ck->start : chunk;
-    r = submit_chunk(p, fn, in, ck, &pk);
-  }
-  free(pk.buf);
-  if (r != 0)
-    submitted--; /* the failed one has no future */
+  int64_t dl = mproc__deadline(timeout_ms);
+  size_t roomy = ROOMY_TOTAL / nchunks < ROOMY_MAX ? ROOMY_TOTAL / nchunks : ROOMY_MAX;
+  r = chunks_start(j, cs, nchunks, in, 0, roomy);
   struct mproc__progress pr;
   static const struct mproc_map_options none;
   const struct mproc_map_options *po = o != NULL ? o : &none;
   mproc__progress_begin(&pr, po->progress, po->progress_cb, po->progress_ud, n);
-  size_t k = 0;
-  for (; r == 0 && k < submitted; k++) {
-    r = wait_chunk(cks, submitted, k, &pr, dl);
-    if (r != 0) {
+  for (size_t k = 0; r == 0 && k < nchunks; k++) {
+    r = wait_progress(j, cs, nchunks, k, &pr, dl);
+    if (r != 0)
       err->code = r; /* the wait's deadline, or SIGINT: no item to blame */
-      break;
-    }
-    struct result_hdr rh;
-    const uint64_t *rl;
-    const unsigned char *d;
-    size_t dlen;
-    int c = chunk_parts(cks[k].f, cks[k].count, &rh, &rl, &d, &dlen);
-    if (c == 0 && rh.code != 0) {
-      set_item_error(err, cks[k].start + (size_t)rh.ok, rh.code, rh.msg);
-      r = MPROC_ETASK;
-    } else if (c != 0) {
-      /* The task itself failed (worker died, timed out, result lost). */
-      if (mproc_future_error(cks[k].f, err) != 0)
-        set_item_error(err, cks[k].start, c, "map_buf: malformed chunk result");
-      else
-        err->index = cks[k].start;
-      r = err->code != 0 ? err->code : c;
-    }
+    else if (cs[k].fail != 0)
+      *err = cs[k].err;
+    if (r == 0)
+      r = cs[k].fail;
   }
-  if (r != 0) {
-    /* Cancel what is left, then wait for it (bounded: running chunks have
-     * their workers killed). */
-    for (size_t i = 0; i < submitted; i++)
-      mproc_future_cancel(cks[i].f);
-    for (size_t i = 0; i < submitted; i++)
-      mproc_future_wait(cks[i].f, 30000);
-  } else {
-    r = gather(cks, submitted, n, out);
-    if (r == MPROC_ETASK)
-      set_item_error(err, 0, r, "map_buf: malformed chunk result");
+  if (r == 0) {
+    r = gather(cs, nchunks, n, out);
+    err->code = r;
   }
-  if (mproc__progress_active(&pr)) {
-    size_t done = 0;
-    for (size_t i = 0; i < submitted; i++)
-      if (mproc_future_state(cks[i].f) == MPROC_FUTURE_DONE)
-        done += cks[i].count;
-    mproc__progress_update(&pr, done, true);
-  }
-  for (size_t i = 0; i < submitted; i++)
-    mproc_future_free(cks[i].f);
-  free(cks);
+  if (mproc__progress_active(&pr))
+    mproc__progress_update(&pr, items_done(j, cs, nchunks), true);
+  chunks_end(j, cs, nchunks, cs);
   return r;
 }
 
-/* ---- imap_buf -------------------------------------------------------------- */
-
-struct ichunk {
-  mproc_future *f;
-  size_t start, count, pos; /* pos: the next item of the chunk to yield */
-  bool parsed;
-  int fail; /* 0, or the failure of item `ok` (later items: cancelled) */
-  struct result_hdr rh;
-  const uint64_t *rl;
-  const unsigned char *d;
-  struct mproc_task_error err;
-};
+/* ---- imap_buf ------------------------------------------------------------------ */
 
 struct mproc_imap_buf {
-  mproc_pool *p;
-  mproc_map_buf_fn fn;
+  struct mb_job *job;
   mproc_buf_gen_fn gen;
   void *gen_ctx;
   size_t chunk, max_chunks;
-  struct ichunk *q; /* ring of max_chunks chunks in flight, oldest at head */
+  struct mb_chunk *q; /* ring of max_chunks chunks in flight, oldest at head */
   size_t head, n;
+  size_t pos;        /* the next item of the head chunk to yield */
   size_t next_index; /* index of the next item generated */
   bool gen_done;
   int gen_err; /* the generator's error, reported once */
   size_t gen_err_index;
-  struct pack pk;
-  mproc_future *retired; /* holds the result last yielded */
+  unsigned char *stage; /* the items of the chunk being generated */
+  size_t stage_used, stage_cap;
+  struct mproc_buf *items;  /* (offset into stage, len) until the chunk starts */
+  struct mb_chunk *retired; /* holds the result last yielded */
+  size_t roomy;
   struct mproc__progress pr;
   size_t yielded;
 };
@@ -525,21 +758,26 @@ MPROC_EXTERN int mproc_pool_imap_buf(mproc_pool *p, mproc_map_buf_fn fn, mproc_b
   if (p == NULL || fn == NULL || gen == NULL || out == NULL ||
       (o != NULL && (o->flags != 0 || !mproc__progress_valid(o->progress))))
     return MPROC_EINVAL;
-  int workers = mproc_pool_workers(p);
-  if (workers < 0)
-    return workers;
   struct mproc_imap_buf *it = calloc(1, sizeof *it);
   if (it == NULL)
     return MPROC_ENOMEM;
-  *it = (struct mproc_imap_buf){.p = p, .fn = fn, .gen = gen, .gen_ctx = gen_ctx};
+  it->gen = gen;
+  it->gen_ctx = gen_ctx;
   it->chunk = o != NULL && o->chunksize != 0 ? o->chunksize : 1;
   size_t inflight =
-      o != NULL && o->max_inflight != 0 ? o->max_inflight : 64 * it->chunk * (size_t)workers;
+      o != NULL && o->max_inflight != 0 ? o->max_inflight : 64 * it->chunk * (size_t)p->nworkers;
   it->max_chunks = inflight / it->chunk != 0 ? inflight / it->chunk : 1;
+  it->roomy = ROOMY_TOTAL / it->max_chunks < ROOMY_MAX ? ROOMY_TOTAL / it->max_chunks : ROOMY_MAX;
+  it->job = malloc(sizeof *it->job);
   it->q = calloc(it->max_chunks, sizeof *it->q);
-  int r = it->q != NULL ? pack_begin(&it->pk, p, fn) : MPROC_ENOMEM;
+  it->items =
+      it->chunk <= SIZE_MAX / sizeof *it->items ? malloc(it->chunk * sizeof *it->items) : NULL;
+  int r = it->job != NULL && it->q != NULL && it->items != NULL ? job_init(it->job, p, fn)
+                                                                : MPROC_ENOMEM;
   if (r != 0) {
+    free(it->items);
     free(it->q);
+    free(it->job);
     free(it);
     return r;
   }
@@ -547,38 +785,59 @@ MPROC_EXTERN int mproc_pool_imap_buf(mproc_pool *p, mproc_map_buf_fn fn, mproc_b
   const struct mproc_imap_options *po = o != NULL ? o : &none;
   mproc__progress_begin(&it->pr, po->progress, po->progress_cb, po->progress_ud,
                         po->progress_total);
+  atomic_fetch_add(&p->refs, 1); /* the pool outlives the chunks in flight */
   *out = it;
   return 0;
 }
 
-/* Generates and submits chunks while there is room. */
+/* Adds one generated item to the stage. */
+static int stage_add(struct mproc_imap_buf *it, size_t k, const struct mproc_buf *item) {
+  if (item->len > SIZE_MAX / 4 - it->stage_used)
+    return MPROC_ENOMEM;
+  size_t need = it->stage_used + item->len;
+  if (need > it->stage_cap && mproc__mb_grow(&it->stage, &it->stage_cap, need) != 0)
+    return MPROC_ENOMEM;
+  if (item->len > 0)
+    memcpy(it->stage + it->stage_used, item->data, item->len);
+  it->items[k] = (struct mproc_buf){(const void *)(uintptr_t)it->stage_used, item->len};
+  it->stage_used = need;
+  return 0;
+}
+
+/* Generates and starts chunks while there is room. */
 static void fill(struct mproc_imap_buf *it) {
   while (!it->gen_done && it->n < it->max_chunks) {
-    size_t start = it->next_index;
-    while (!it->gen_done && it->pk.count < it->chunk) {
+    size_t start = it->next_index, k = 0;
+    it->stage_used = 0;
+    while (!it->gen_done && k < it->chunk) {
       struct mproc_buf item = {0};
       int g = it->gen(it->gen_ctx, &item);
       if (g == 1 && item.data == NULL && item.len > 0)
         g = MPROC_EINVAL;
-      if (g == 1 && (g = pack_add(&it->pk, item.data, item.len)) == 0)
+      if (g == 1 && (g = stage_add(it, k, &item)) == 0) {
+        k++;
         it->next_index++;
-      else if (g == 0 || g > 1)
-        it->gen_done = true; /* the end (a positive answer other than 1 too) */
+        continue;
+      }
+      it->gen_done = true; /* the end (a positive answer other than 1 too) */
       if (g < 0) {
-        it->gen_done = true;
         it->gen_err = g;
         it->gen_err_index = it->next_index;
       }
     }
-    if (it->pk.count == 0)
+    if (k == 0)
       break;
-    struct ichunk *c = &it->q[(it->head + it->n) % it->max_chunks];
+    for (size_t i = 0; i < k; i++)
+      it->items[i].data = it->stage + (uintptr_t)it->items[i].data;
+    struct mb_chunk *c = &it->q[(it->head + it->n) % it->max_chunks];
     memset(c, 0, sizeof *c);
+    c->job = it->job;
     c->start = start;
-    c->count = (size_t)it->pk.count;
-    int r = pack_submit(it->p, it->fn, &it->pk, &c->f);
-    if (r != 0) {
+    c->count = k;
+    int r = chunks_start(it->job, c, 1, it->items, start, it->roomy);
+    if (r != 0 && !c->queued && c->rest == NULL) {
       /* Its items are lost: stop generating and report the cause. */
+      memset(c, 0, sizeof *c);
       it->gen_done = true;
       it->gen_err = r;
       it->gen_err_index = start;
@@ -589,22 +848,16 @@ static void fill(struct mproc_imap_buf *it) {
   }
 }
 
-/* Parses a finished chunk's result (or its failure) once. */
-static void parse(struct ichunk *c) {
-  c->parsed = true;
-  size_t dlen;
-  int r = chunk_parts(c->f, c->count, &c->rh, &c->rl, &c->d, &dlen);
-  if (r == 0 && c->rh.code != 0) {
-    set_item_error(&c->err, c->start + (size_t)c->rh.ok, c->rh.code, c->rh.msg);
-    c->fail = MPROC_ETASK;
-  } else if (r != 0) {
-    /* The task failed as a whole: its first item is blamed. */
-    c->rh.ok = 0;
-    if (mproc_future_error(c->f, &c->err) != 0)
-      set_item_error(&c->err, c->start, r, "map_buf: malformed chunk result");
-    c->err.index = c->start;
-    c->fail = c->err.code != 0 ? c->err.code : r;
+/* Releases a chunk whose items were all yielded. */
+static void chunk_release(struct mb_chunk *c) {
+  struct mproc_pool *p = c->job->p;
+  if (c->ext_len != 0) {
+    pthread_mutex_lock(&p->mu);
+    mproc__arena_free(p, c->ext, c->ext_len);
+    pthread_mutex_unlock(&p->mu);
   }
+  mproc_future_free(c->rest);
+  memset(c, 0, sizeof *c);
 }
 
 MPROC_EXTERN int mproc_imap_buf_next(mproc_imap_buf *it, struct mproc_buf *out, size_t *index,
@@ -615,7 +868,7 @@ MPROC_EXTERN int mproc_imap_buf_next(mproc_imap_buf *it, struct mproc_buf *out, 
     memset(err, 0, sizeof *err);
   *out = (struct mproc_buf){NULL, 0};
   if (it->retired != NULL) {
-    mproc_future_free(it->retired);
+    chunk_release(it->retired);
     it->retired = NULL;
   }
   fill(it);
@@ -630,38 +883,33 @@ MPROC_EXTERN int mproc_imap_buf_next(mproc_imap_buf *it, struct mproc_buf *out, 
     mproc__progress_update(&it->pr, it->yielded, true);
     return MPROC_EEOF;
   }
-  struct ichunk *c = &it->q[it->head];
-  if (!c->parsed) {
-    int r = mproc_future_wait(c->f, timeout_ms);
-    if (r != 0)
-      return r;
-    parse(c);
-  }
-  size_t k = c->pos++;
-  int r = 0;
+  struct mb_chunk *c = &it->q[it->head];
+  int r = chunk_wait(c, mproc__deadline(timeout_ms));
+  if (r != 0)
+    return r;
+  size_t k = it->pos++;
   if (index != NULL)
     *index = c->start + k;
-  if (k < c->rh.ok) {
-    *out = (struct mproc_buf){c->d, (size_t)c->rl[k]};
-    c->d += c->rl[k] + 1;
+  if (k < c->ok + c->rest_ok) {
+    struct results rs = chunk_results(c);
+    *out = chunk_item(c, &rs, k, &c->rcur);
   } else {
-    r = k == c->rh.ok ? c->fail : MPROC_ECANCELED;
-    if (err != NULL) {
-      if (r == MPROC_ECANCELED) {
-        err->code = r;
-        err->exit_status = -1;
-        err->index = c->start + k;
-        snprintf(err->message, sizeof err->message, "not run: item %zu of its chunk failed",
-                 c->start + (size_t)c->rh.ok);
-      } else {
-        *err = c->err;
-      }
+    r = k == c->ok + c->rest_ok ? c->fail : MPROC_ECANCELED;
+    if (err != NULL && r == MPROC_ECANCELED) {
+      err->code = r;
+      err->exit_status = -1;
+      err->index = c->start + k;
+      snprintf(err->message, sizeof err->message, "not run: item %zu of its chunk failed",
+               c->start + c->ok + c->rest_ok);
+    } else if (err != NULL) {
+      *err = c->err;
     }
   }
-  if (c->pos == c->count) {
-    it->retired = c->f; /* *out borrows from it until the next call */
+  if (it->pos == c->count) {
+    it->retired = c; /* *out borrows from it until the next call */
     it->head = (it->head + 1) % it->max_chunks;
     it->n--;
+    it->pos = 0;
   }
   it->yielded++;
   mproc__progress_update(&it->pr, it->yielded, false);
@@ -671,17 +919,11 @@ MPROC_EXTERN int mproc_imap_buf_next(mproc_imap_buf *it, struct mproc_buf *out, 
 MPROC_EXTERN void mproc_imap_buf_free(mproc_imap_buf *it) {
   if (it == NULL)
     return;
-  for (size_t i = 0; i < it->n; i++)
-    mproc_future_cancel(it->q[(it->head + i) % it->max_chunks].f);
-  for (size_t i = 0; i < it->n; i++) {
-    mproc_future *f = it->q[(it->head + i) % it->max_chunks].f;
-    mproc_future_wait(f, 30000);
-    mproc_future_free(f);
-  }
-  if (it->retired != NULL)
-    mproc_future_free(it->retired);
+  struct mproc_pool *p = it->job->p;
   mproc__progress_update(&it->pr, it->yielded, true);
-  free(it->pk.buf);
-  free(it->q);
+  chunks_end(it->job, it->q, it->max_chunks, it->q);
+  free(it->stage);
+  free(it->items);
   free(it);
+  mproc__pool_unref(p);
 }

@@ -312,9 +312,15 @@ MPROC_EXTERN int mproc_shm_unlink(mproc_shm *s) {
   return 0;
 }
 
+size_t mproc__shm_data_off(const mproc_shm *s) { return s->mapsize - s->size; }
+
 MPROC_EXTERN int mproc_shm_free(mproc_shm *s) {
   if (s == NULL)
     return MPROC_EINVAL;
+  /* Pool workers that mapped the block for map_shm let go of it too: their
+   * mappings would keep its memory (and a named block's keeper) alive. */
+  if (s->opener == getpid())
+    mproc__map_shm_forget(s->fd);
   munmap(s->map, s->mapsize);
   /* In a forked child the fd is the opener's open file description, whose
    * lock is the opener's too: converting it would let the child remove the

@@ -158,6 +158,16 @@ int mproc__send_header(int sock, const struct mproc__wire *w, const int *fds, si
  * closed). */
 int mproc__recv_header(int sock, struct mproc__wire *w, int *fds, size_t cap);
 
+/* Tests only: a new descriptor (close-on-exec, the caller's to close) of
+ * this process's forkserver, or -1 when none runs; and a function called
+ * with the server's pidfd before a request is sent (stage 0) and after
+ * (stage 1, its reply not yet read). */
+int mproc__forkserver_pidfd(void);
+/* The library threads the forkserver machinery keeps: 1 once the keeper
+ * thread (forkserver.c) runs in this process, else 0.  For leak checks. */
+int mproc__forkserver_threads(void);
+extern void (*_Atomic mproc__forkserver_test_hook)(int stage, int server_pidfd);
+
 /* The forkserver's loop, entered by the worker constructor; never returns. */
 _Noreturn void mproc__forkserver_main(int ctl);
 

@@ -1,6 +1,7 @@
 /* Leak-checking fixture and helpers for the Check-based tests (harness.h). */
 #include "harness.h"
 #include "internal.h"
+#include "start.h"
 
 #include <ctype.h>
 #include <dirent.h>
@@ -38,7 +39,11 @@ int mproc_test_count_fds(void) {
   return count_dir("/proc/self/fd") - 1;
 }
 
-int mproc_test_count_threads(void) { return count_dir("/proc/self/task"); }
+/* Not counted: the forkserver's keeper thread, which lives as long as the
+ * process once made (the server's children die with it). */
+int mproc_test_count_threads(void) {
+  return count_dir("/proc/self/task") - mproc__forkserver_threads();
+}
 
 static void mark_fds(char *present) {
   memset(present, 0, MAX_TRACKED);
@@ -93,6 +98,15 @@ int mproc_test_pid_exists(pid_t pid) {
   snprintf(path, sizeof path, "/proc/%d", (int)pid);
   struct stat st;
   return stat(path, &st) == 0;
+}
+
+void mproc_test_setenv_filled(const char *name, size_t len, char fill) {
+  char *v = malloc(len + 1);
+  ck_assert_ptr_nonnull(v);
+  memset(v, fill, len);
+  v[len] = '\0';
+  ck_assert_int_eq(setenv(name, v, 1), 0);
+  free(v);
 }
 
 const char *mproc_test_shm_name(char *buf, size_t len, const char *tag) {

@@ -59,6 +59,9 @@ int mproc_test_count_shared_maps(void);
 int mproc_test_count_children(void);
 /* Whether a process exists at all (including as a zombie). */
 int mproc_test_pid_exists(pid_t pid);
+/* Sets environment variable `name` to `len` copies of `fill` (an
+ * environment an exec refuses, for instance: one string over 128 KiB). */
+void mproc_test_setenv_filled(const char *name, size_t len, char fill);
 /* Fills buf with "/mproc-test-<pid>-<tag>-<n>", unique within the process. */
 const char *mproc_test_shm_name(char *buf, size_t len, const char *tag);
 

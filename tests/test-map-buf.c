@@ -2,6 +2,7 @@
  * in chunks; the failed item is blamed exactly; bad arguments are refused
  * and nothing leaks on any path (the harness counts fds, maps, children). */
 #include "pool-helpers.h"
+#include "pool.h"
 
 /* The result is the item reversed, followed by its length in decimal. */
 static int reverse_len(const void *in, size_t len, mproc_item_ctx *ctx) {
@@ -182,6 +183,242 @@ START_TEST(test_deadline_cancels) {
 }
 END_TEST
 
+/* Yields "s<i>" padded to i % 50 + 2 bytes, up to gen_n items; item
+ * gen_bad is "!" (fails); at gen_err_at the generator fails with -EIO. */
+struct gen_state {
+  size_t i, n, bad, err_at;
+  char buf[64];
+};
+
+static int gen_strings(void *ctx, struct mproc_buf *item) {
+  struct gen_state *g = ctx;
+  if (g->i == g->err_at)
+    return -EIO;
+  if (g->i == g->n)
+    return 0;
+  size_t len = g->i % 50 + 2;
+  memset(g->buf, 'a' + (int)(g->i % 26), len);
+  g->buf[0] = g->i == g->bad ? '!' : 's';
+  *item = (struct mproc_buf){g->buf, len};
+  g->i++;
+  return 1;
+}
+
+/* Item "!" kills its worker; the items before it in its chunk finished. */
+START_TEST(test_death_blames_the_item_inside_its_chunk) {
+  mproc_pool *p = make_pool(2);
+  struct mproc_buf in[40];
+  for (size_t i = 0; i < 40; i++)
+    in[i] = (struct mproc_buf){"ok", 2};
+  in[25] = (struct mproc_buf){"!", 1};
+  struct mproc_map_options o = {.chunksize = 40}; /* one chunk */
+  struct mproc_buf *out;
+  struct mproc_task_error e;
+  mproc_assert_err(mproc_pool_map_buf(p, die_on_bang, in, 40, &out, &o, &e, 30000),
+                   MPROC_EWORKERDIED);
+  ck_assert_uint_eq(e.index, 25);
+  ck_assert_int_eq(e.exit_status, 3);
+  /* imap_buf: the items before it in its chunk still yield, the ones after
+   * it were not run. */
+  struct gen_state g = {.n = 30, .bad = 13, .err_at = SIZE_MAX};
+  struct mproc_imap_options io = {.chunksize = 10};
+  mproc_imap_buf *it;
+  mproc_assert_ok(mproc_pool_imap_buf(p, die_on_bang, gen_strings, &g, &io, &it));
+  struct mproc_buf r;
+  size_t idx, ok = 0;
+  int rc;
+  while ((rc = mproc_imap_buf_next(it, &r, &idx, &e, 30000)) != MPROC_EEOF) {
+    if (idx == 13) {
+      mproc_assert_err(rc, MPROC_EWORKERDIED);
+      ck_assert_uint_eq(e.index, 13);
+      ck_assert_int_eq(e.exit_status, 3);
+    } else if (idx > 13 && idx < 20) {
+      mproc_assert_err(rc, MPROC_ECANCELED);
+    } else {
+      mproc_assert_ok(rc);
+      ok++;
+    }
+  }
+  ck_assert_uint_eq(ok, 30 - 7);
+  mproc_imap_buf_free(it);
+  mproc_assert_ok(mproc_pool_free(p));
+}
+END_TEST
+
+/* Item "5" waits for S->release, which the progress callback sets once it
+ * sees the five items before it done: only per-item progress gets there. */
+static int wait_at_five(const void *in, size_t len, mproc_item_ctx *ctx) {
+  (void)ctx;
+  if (len == 1 && *(const char *)in == '5')
+    while (!atomic_load(&S->release))
+      sleep_ms(1);
+  return 0;
+}
+
+static void release_at_five(const struct mproc_progress *pr, void *ud) {
+  size_t *seen = ud;
+  if (pr->done > *seen)
+    *seen = pr->done;
+  if (!pr->finished && pr->done >= 5)
+    atomic_store(&S->release, 1);
+}
+
+START_TEST(test_progress_moves_per_item) {
+  S = shared_new();
+  mproc_pool *p = make_pool(1);
+  static const char digits[] = "0123456789";
+  struct mproc_buf in[10];
+  for (size_t i = 0; i < 10; i++)
+    in[i] = (struct mproc_buf){&digits[i], 1};
+  size_t seen = 0;
+  struct mproc_map_options o = {
+      .chunksize = 10, .progress_cb = release_at_five, .progress_ud = &seen};
+  struct mproc_buf *out;
+  struct mproc_task_error e;
+  mproc_assert_ok(
+      mproc_pool_map_buf(p, wait_at_five, in, 10, &out, &o, &e, mproc_test_scaled_ms(20000)));
+  ck_assert_uint_eq(seen, 10);
+  mproc_bufs_free(out);
+  mproc_assert_ok(mproc_pool_free(p));
+  shared_free(S);
+}
+END_TEST
+
+/* The item "big" returns `BIG` bytes, more than a chunk's results area
+ * holds: the chunk finishes the call way. */
+#define BIG ((size_t)20 << 20)
+static int big_result(const void *in, size_t len, mproc_item_ctx *ctx) {
+  if (len != 3 || memcmp(in, "big", 3) != 0)
+    return mproc_item_return(ctx, in, len);
+  atomic_fetch_add(&S->count, 1);
+  char *b = malloc(BIG);
+  if (b == NULL)
+    return MPROC_ENOMEM;
+  for (size_t i = 0; i < BIG; i++)
+    b[i] = (char)('a' + i % 23);
+  int r = mproc_item_return(ctx, b, BIG);
+  free(b);
+  return r;
+}
+
+static void check_big(const struct mproc_buf *r) {
+  ck_assert_uint_eq(r->len, BIG);
+  const char *b = r->data;
+  for (size_t i = 0; i < BIG; i += 4099)
+    ck_assert_int_eq(b[i], 'a' + (int)(i % 23));
+  ck_assert_int_eq(b[BIG], '\0');
+}
+
+static int gen_with_big(void *ctx, struct mproc_buf *item) {
+  size_t *i = ctx;
+  if (*i == 6)
+    return 0;
+  *item = *i == 2 ? (struct mproc_buf){"big", 3} : (struct mproc_buf){"small", 5};
+  ++*i;
+  return 1;
+}
+
+START_TEST(test_results_larger_than_the_area) {
+  S = shared_new(); /* counts the calls for "big" */
+  mproc_pool *p = make_pool(2);
+  struct mproc_buf in[6] = {{"a", 1}, {"bb", 2}, {"big", 3}, {"d", 1}, {"big", 3}, {"", 0}}, *out;
+  const char *second = "bb";
+  struct mproc_map_options o = {.chunksize = 6};
+  struct mproc_task_error e;
+  /* Twice: the second results array reuses the first one's pages. */
+  for (int round = 0; round < 2; round++) {
+    mproc_assert_ok(mproc_pool_map_buf(p, big_result, in, 6, &out, &o, &e, 60000));
+    ck_assert_str_eq(out[0].data, "a");
+    ck_assert_str_eq(out[1].data, second);
+    check_big(&out[2]);
+    ck_assert_str_eq(out[3].data, "d");
+    check_big(&out[4]);
+    ck_assert_uint_eq(out[5].len, 0);
+    ck_assert_str_eq(out[5].data, "");
+    mproc_bufs_free(out);
+    in[1] = (struct mproc_buf){"cc", 2};
+    second = "cc";
+  }
+  /* map_buf's large results went to its overflow area: each item ran once. */
+  ck_assert_int_eq(atomic_load(&S->count), 4);
+  size_t i = 0;
+  struct mproc_imap_options io = {.chunksize = 3};
+  mproc_imap_buf *it;
+  mproc_assert_ok(mproc_pool_imap_buf(p, big_result, gen_with_big, &i, &io, &it));
+  struct mproc_buf r;
+  size_t idx;
+  for (size_t k = 0; k < 6; k++) {
+    mproc_assert_ok(mproc_imap_buf_next(it, &r, &idx, &e, 60000));
+    ck_assert_uint_eq(idx, k);
+    if (k == 2)
+      check_big(&r);
+    else
+      ck_assert_str_eq(r.data, "small");
+  }
+  mproc_assert_err(mproc_imap_buf_next(it, &r, &idx, &e, 60000), MPROC_EEOF);
+  mproc_imap_buf_free(it);
+  mproc_assert_ok(mproc_pool_free(p));
+  shared_free(S);
+}
+END_TEST
+
+/* A pool whose workers do not share its memory (any transport but shm:
+ * here a copy of it under another name, as MPI would be) runs every chunk
+ * as an ordinary task: the same results, failures blamed on their items. */
+static struct mproc__transport_ops shm_copy;
+
+START_TEST(test_transport_without_shared_arena) {
+  shm_copy = mproc__transport_shm;
+  shm_copy.name = "map-buf-shm-copy";
+  mproc_assert_ok(mproc__transport_register(&shm_copy));
+  struct mproc_pool_options po = {.workers = 2, .transport = shm_copy.name};
+  mproc_pool *p;
+  mproc_assert_ok(mproc_pool_new(&p, &po));
+  struct mproc_buf in[30];
+  char text[30][8];
+  for (size_t i = 0; i < 30; i++) {
+    int k = snprintf(text[i], sizeof text[i], "w%zu", i);
+    in[i] = (struct mproc_buf){text[i], (size_t)k};
+  }
+  struct mproc_map_options o = {.chunksize = 4};
+  struct mproc_buf *out;
+  struct mproc_task_error e;
+  mproc_assert_ok(mproc_pool_map_buf(p, reverse_len, in, 30, &out, &o, &e, 30000));
+  for (size_t i = 0; i < 30; i++) {
+    char want[16];
+    size_t len = in[i].len;
+    for (size_t j = 0; j < len; j++)
+      want[j] = text[i][len - 1 - j];
+    snprintf(want + len, sizeof want - len, ":%zu", len);
+    ck_assert_str_eq(out[i].data, want);
+  }
+  mproc_bufs_free(out);
+  in[13] = (struct mproc_buf){"!x", 2};
+  mproc_assert_err(mproc_pool_map_buf(p, picky, in, 30, &out, &o, &e, 30000), MPROC_ETASK);
+  ck_assert_uint_eq(e.index, 13);
+  ck_assert_int_eq(e.task_code, 5);
+  struct gen_state g = {.n = 20, .bad = 7, .err_at = SIZE_MAX};
+  struct mproc_imap_options io = {.chunksize = 3};
+  mproc_imap_buf *it;
+  mproc_assert_ok(mproc_pool_imap_buf(p, picky, gen_strings, &g, &io, &it));
+  struct mproc_buf r;
+  size_t idx, ok = 0;
+  int rc;
+  while ((rc = mproc_imap_buf_next(it, &r, &idx, &e, 30000)) != MPROC_EEOF) {
+    if (idx == 7)
+      mproc_assert_err(rc, MPROC_ETASK);
+    else if (idx == 8)
+      mproc_assert_err(rc, MPROC_ECANCELED); /* same chunk (6..8), after it */
+    else
+      ok += rc == 0;
+  }
+  ck_assert_uint_eq(ok, 18);
+  mproc_imap_buf_free(it);
+  mproc_assert_ok(mproc_pool_free(p));
+  mproc_assert_ok(mproc__transport_unregister(&shm_copy));
+}
+END_TEST
+
 START_TEST(test_bad_arguments) {
   mproc_pool *p = make_pool(1);
   struct mproc_buf in[2] = {{"a", 1}, {NULL, 3}}, *out = (struct mproc_buf *)in;
@@ -208,27 +445,6 @@ START_TEST(test_bad_arguments) {
   mproc_assert_ok(mproc_pool_free(p));
 }
 END_TEST
-
-/* Yields "s<i>" padded to i % 50 + 2 bytes, up to gen_n items; item
- * gen_bad is "!" (fails); at gen_err_at the generator fails with -EIO. */
-struct gen_state {
-  size_t i, n, bad, err_at;
-  char buf[64];
-};
-
-static int gen_strings(void *ctx, struct mproc_buf *item) {
-  struct gen_state *g = ctx;
-  if (g->i == g->err_at)
-    return -EIO;
-  if (g->i == g->n)
-    return 0;
-  size_t len = g->i % 50 + 2;
-  memset(g->buf, 'a' + (int)(g->i % 26), len);
-  g->buf[0] = g->i == g->bad ? '!' : 's';
-  *item = (struct mproc_buf){g->buf, len};
-  g->i++;
-  return 1;
-}
 
 START_TEST(test_imap_buf_streams_in_order) {
   mproc_pool *p = make_pool(2);
@@ -332,6 +548,10 @@ int main(void) {
   tcase_add_test(tc, test_failed_item_is_blamed);
   tcase_add_test(tc, test_worker_death_fails_the_chunk);
   tcase_add_test(tc, test_deadline_cancels);
+  tcase_add_test(tc, test_death_blames_the_item_inside_its_chunk);
+  tcase_add_test(tc, test_progress_moves_per_item);
+  tcase_add_test(tc, test_results_larger_than_the_area);
+  tcase_add_test(tc, test_transport_without_shared_arena);
   tcase_add_test(tc, test_bad_arguments);
   tcase_add_test(tc, test_imap_buf_streams_in_order);
   tcase_add_test(tc, test_imap_buf_failures);

@@ -5,8 +5,10 @@
 #include "harness.h"
 #include "internal.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <sched.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
@@ -312,6 +314,174 @@ START_TEST(test_shm_made_after_pool) {
 }
 END_TEST
 
+/* ---- what a task leaves behind in its worker -------------------------------- */
+
+/* What the worker holds: its pid, open descriptors, and memfd mappings
+ * (every object, queue and block handed by fd is one). */
+struct census {
+  int pid, fds, memfd_maps;
+};
+
+static int task_census(const void *arg, size_t len, mproc_task_ctx *ctx) {
+  (void)arg;
+  (void)len;
+  struct census c = {(int)getpid(), -1, 0};
+  DIR *d = opendir("/proc/self/fd");
+  if (d == NULL)
+    return -errno;
+  for (struct dirent *e; (e = readdir(d)) != NULL;)
+    c.fds += e->d_name[0] != '.';
+  closedir(d); /* its own descriptor was counted: -1 above */
+  FILE *m = fopen("/proc/self/maps", "re");
+  if (m == NULL)
+    return -errno;
+  char line[512];
+  while (fgets(line, sizeof line, m) != NULL)
+    c.memfd_maps += strstr(line, "/memfd:") != NULL;
+  fclose(m);
+  return mproc_task_return(ctx, &c, sizeof c);
+}
+
+static struct census census_of(mproc_pool *p) {
+  mproc_future *f;
+  mproc_assert_ok(mproc_pool_submit(p, task_census, NULL, 0, &f));
+  const void *d;
+  size_t len;
+  mproc_assert_ok(mproc_future_result(f, &d, &len, WAIT_MS));
+  ck_assert_uint_eq(len, sizeof(struct census));
+  struct census c;
+  memcpy(&c, d, sizeof c);
+  mproc_future_free(f);
+  return c;
+}
+
+enum { H_LOCK, H_RLOCK, H_SEM, H_EVENT, H_COND, H_BARRIER, H_VALUE, H_QUEUE, H_SHM, H_N };
+
+/* Maps every kind from its fd, uses it a little and releases it; with a
+ * non-zero argument it forgets to release the Lock. */
+static int task_every_kind(const void *arg, size_t len, mproc_task_ctx *ctx) {
+  bool forget = len == sizeof(int) && *(const int *)arg != 0;
+  mproc_lock *l = NULL;
+  mproc_rlock *rl = NULL;
+  mproc_sem *s = NULL;
+  mproc_event *e = NULL;
+  mproc_cond *c = NULL;
+  mproc_barrier *b = NULL;
+  mproc_value *v = NULL;
+  mproc_queue *q = NULL;
+  mproc_shm *m = NULL;
+  int r = mproc_lock_from_fd(&l, task_fd(ctx, H_LOCK));
+  if (r == 0)
+    r = mproc_rlock_from_fd(&rl, task_fd(ctx, H_RLOCK));
+  if (r == 0)
+    r = mproc_sem_from_fd(&s, task_fd(ctx, H_SEM));
+  if (r == 0)
+    r = mproc_event_from_fd(&e, task_fd(ctx, H_EVENT));
+  if (r == 0)
+    r = mproc_cond_from_fd(&c, task_fd(ctx, H_COND));
+  if (r == 0)
+    r = mproc_barrier_from_fd(&b, task_fd(ctx, H_BARRIER));
+  if (r == 0)
+    r = mproc_value_from_fd(&v, task_fd(ctx, H_VALUE));
+  if (r == 0)
+    r = mproc_queue_from_fd(&q, task_fd(ctx, H_QUEUE), MPROC_QUEUE_PRODUCER);
+  if (r == 0)
+    r = mproc_shm_from_fd(&m, task_fd(ctx, H_SHM));
+  if (r == 0 && (r = mproc_lock_acquire(l, WAIT_MS)) == 0) {
+    int64_t x = 0;
+    r = mproc_value_get(v, 0, 1, &x, WAIT_MS);
+    x++;
+    if (r == 0)
+      r = mproc_value_set(v, 0, 1, &x, WAIT_MS);
+    ((int *)mproc_shm_addr(m))[0]++;
+    mproc_lock_release(l);
+  }
+  if (r == 0)
+    r = mproc_queue_put(q, "x", 1, WAIT_MS);
+  if (l != NULL && !forget)
+    mproc_lock_free(l);
+  mproc_rlock_free(rl);
+  mproc_sem_free(s);
+  mproc_event_free(e);
+  mproc_cond_free(c);
+  mproc_barrier_free(b);
+  mproc_value_free(v);
+  mproc_queue_free(q);
+  mproc_shm_free(m);
+  return r;
+}
+
+/* A task that releases what it mapped leaves nothing in its worker, however
+ * many run there; one that forgets a handle leaves its mapping (never a
+ * descriptor: the pool closes the task's fds when the task ends). */
+START_TEST(test_tasks_leave_no_fds_or_mappings_in_the_worker) {
+  struct mproc_pool_options po = {.workers = 1};
+  mproc_pool *p;
+  mproc_assert_ok(mproc_pool_new(&p, &po));
+  mproc_lock *l;
+  mproc_rlock *rl;
+  mproc_sem *s;
+  mproc_event *e;
+  mproc_cond *c;
+  mproc_barrier *b;
+  mproc_value *v;
+  mproc_queue *q;
+  mproc_shm *m;
+  mproc_assert_ok(mproc_lock_new(&l));
+  mproc_assert_ok(mproc_rlock_new(&rl));
+  mproc_assert_ok(mproc_sem_new(&s, 1, NULL));
+  mproc_assert_ok(mproc_event_new(&e));
+  mproc_assert_ok(mproc_cond_new(&c));
+  mproc_assert_ok(mproc_barrier_new(&b, 1));
+  mproc_assert_ok(mproc_value_new(&v, MPROC_TYPE_INT64, NULL, NULL));
+  mproc_assert_ok(mproc_queue_new(&q, NULL));
+  mproc_assert_ok(mproc_shm_new(&m, 4096));
+  int fds[H_N] = {mproc_object_fd(l), mproc_object_fd(rl), mproc_object_fd(s),
+                  mproc_object_fd(e), mproc_object_fd(c),  mproc_object_fd(b),
+                  mproc_object_fd(v), mproc_queue_fd(q),   mproc_shm_fd(m)};
+  for (int i = 0; i < H_N; i++)
+    ck_assert_int_ge(fds[i], 0);
+  struct census before = census_of(p);
+  int forget = 0;
+  struct mproc_submit_options so = {.retries = -1, .fds = fds, .nfds = H_N};
+  for (int i = 0; i < 60; i++) {
+    mproc_future *f;
+    mproc_assert_ok(mproc_pool_submit_ex(p, task_every_kind, &forget, sizeof forget, &so, &f));
+    expect_ok(f);
+    char x;
+    size_t len;
+    mproc_assert_ok(mproc_queue_get(q, &x, 1, &len, WAIT_MS));
+  }
+  struct census after = census_of(p);
+  ck_assert_int_eq(after.pid, before.pid); /* the same worker ran them all */
+  ck_assert_int_eq(after.fds, before.fds);
+  ck_assert_int_eq(after.memfd_maps, before.memfd_maps);
+  int64_t n = 0;
+  mproc_assert_ok(mproc_value_get(v, 0, 1, &n, WAIT_MS));
+  ck_assert_int_eq(n, 60);
+  ck_assert_int_eq(((int *)mproc_shm_addr(m))[0], 60);
+  /* A forgotten Lock handle: one mapping more in the worker, no descriptor. */
+  forget = 1;
+  mproc_future *f;
+  mproc_assert_ok(mproc_pool_submit_ex(p, task_every_kind, &forget, sizeof forget, &so, &f));
+  expect_ok(f);
+  after = census_of(p);
+  ck_assert_int_eq(after.pid, before.pid);
+  ck_assert_int_eq(after.fds, before.fds);
+  ck_assert_int_eq(after.memfd_maps, before.memfd_maps + 1);
+  mproc_assert_ok(mproc_pool_free(p));
+  mproc_assert_ok(mproc_lock_free(l));
+  mproc_assert_ok(mproc_rlock_free(rl));
+  mproc_assert_ok(mproc_sem_free(s));
+  mproc_assert_ok(mproc_event_free(e));
+  mproc_assert_ok(mproc_cond_free(c));
+  mproc_assert_ok(mproc_barrier_free(b));
+  mproc_assert_ok(mproc_value_free(v));
+  mproc_assert_ok(mproc_queue_free(q));
+  mproc_assert_ok(mproc_shm_free(m));
+}
+END_TEST
+
 /* ---- errors ------------------------------------------------------------------ */
 
 START_TEST(test_from_fd_errors) {
@@ -520,6 +690,7 @@ int main(void) {
   tcase_add_test(tc, test_barrier_made_after_pool);
   tcase_add_test(tc, test_queue_made_after_pool);
   tcase_add_test(tc, test_shm_made_after_pool);
+  tcase_add_test(tc, test_tasks_leave_no_fds_or_mappings_in_the_worker);
   tc = mproc_test_tcase(s, "errors", 60);
   tcase_add_test(tc, test_from_fd_errors);
   tcase_add_test(tc, test_foreign_address_is_an_error);

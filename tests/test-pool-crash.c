@@ -632,7 +632,7 @@ START_TEST(test_replacement_while_threads_hold_locks) {
   mproc_future **fs = calloc(N, sizeof *fs);
   for (int i = 0; i < N; i++)
     mproc_assert_ok(mproc_pool_submit(p, task_uses_libc, NULL, 0, &fs[i]));
-  mproc_assert_ok(mproc_futures_wait(fs, N, MPROC_ALL_COMPLETED, 60000) < 0);
+  mproc_assert_ok(mproc_futures_wait(fs, N, MPROC_ALL_COMPLETED, mproc_test_scaled_ms(60000)) < 0);
   for (int i = 0; i < N; i++) {
     ck_assert_int_eq(mproc_future_state(fs[i]), MPROC_FUTURE_DONE);
     mproc_future_free(fs[i]);

@@ -9,8 +9,10 @@
 #include <dlfcn.h>
 #include <fcntl.h>
 #include <poll.h>
-#include <sys/syscall.h>
+#include <grp.h>
+#include <sys/resource.h>
 #include <sys/sendfile.h>
+#include <sys/syscall.h>
 #include <sys/stat.h>
 
 static const int methods[] = {MPROC_START_SPAWN, MPROC_START_FORKSERVER};
@@ -128,6 +130,39 @@ START_TEST(test_worker_is_fresh_image) {
     mproc_future_free(f);
     mproc_assert_ok(mproc_pool_free(p));
   }
+}
+END_TEST
+
+/* Which of the two descriptor numbers sent are open in the worker. */
+static int task_fd_view(const void *arg, size_t len, mproc_task_ctx *ctx) {
+  (void)len;
+  const int *fd = arg;
+  int open_[2] = {fcntl(fd[0], F_GETFD) >= 0, fcntl(fd[1], F_GETFD) >= 0};
+  return mproc_task_return(ctx, open_, sizeof open_);
+}
+
+/* A worker has the program's inheritable descriptors (at their numbers),
+ * not its close-on-exec ones. */
+START_TEST(test_worker_descriptors) {
+  int fd[2];
+  ck_assert_int_eq(dup2(0, 700), 700);
+  ck_assert_int_eq(dup3(0, 701, O_CLOEXEC), 701);
+  fd[0] = 700;
+  fd[1] = 701;
+  for (size_t i = 0; i < sizeof methods / sizeof *methods; i++) {
+    mproc_pool *p = pool_by(methods[i], 1);
+    mproc_future *f;
+    mproc_assert_ok(mproc_pool_submit(p, task_fd_view, fd, sizeof fd, &f));
+    const void *d;
+    size_t n;
+    mproc_assert_ok(mproc_future_result(f, &d, &n, 60000));
+    ck_assert_int_eq(((const int *)d)[0], 1);
+    ck_assert_int_eq(((const int *)d)[1], 0);
+    mproc_future_free(f);
+    mproc_assert_ok(mproc_pool_free(p));
+  }
+  close(700);
+  close(701);
 }
 END_TEST
 
@@ -307,6 +342,119 @@ START_TEST(test_worker_group_dies_with_killed_program) {
 }
 END_TEST
 
+/* ---- starting a worker fails: environment too big, out of fds, of
+ * processes ------------------------------------------------------------- */
+
+/* Sets (or, with on false, removes) a variable the kernel refuses to pass
+ * to an exec: one string over 128 KiB. */
+static void big_env(bool on) {
+  if (!on) {
+    ck_assert_int_eq(unsetenv("MPROC_TEST_BIG"), 0);
+    return;
+  }
+  mproc_test_setenv_filled("MPROC_TEST_BIG", 200000, 'x');
+}
+
+static struct rlimit saved_nofile;
+
+/* Leaves no descriptor number free (on), or restores the limit. */
+static void no_fds(bool on) {
+  if (!on) {
+    ck_assert_int_eq(setrlimit(RLIMIT_NOFILE, &saved_nofile), 0);
+    return;
+  }
+  ck_assert_int_eq(getrlimit(RLIMIT_NOFILE, &saved_nofile), 0);
+  int lowest = dup(0);
+  ck_assert_int_ge(lowest, 0);
+  close(lowest);
+  struct rlimit low = {(rlim_t)lowest, saved_nofile.rlim_max};
+  ck_assert_int_eq(setrlimit(RLIMIT_NOFILE, &low), 0);
+}
+
+static int task_die(const void *arg, size_t len, mproc_task_ctx *ctx) {
+  (void)arg, (void)len, (void)ctx;
+  raise(SIGKILL);
+  return 0;
+}
+
+/* Under `cond`, a pool cannot be made (error `err`, nothing left behind),
+ * and a worker that dies cannot be replaced; once the condition is gone
+ * the pool replaces it by itself and serves again. */
+static void start_fails(int method, void (*cond)(bool on), int err) {
+  mproc_forkserver_stop(); /* the server, too, must be started anew */
+  int fds = mproc_test_count_fds();
+  mproc_pool *p = NULL;
+  struct mproc_pool_options o = {.workers = 2, .start_method = method};
+  cond(true);
+  int r = mproc_pool_new(&p, &o);
+  cond(false);
+  mproc_assert_err(r, err);
+  ck_assert_ptr_null(p);
+  ck_assert_int_eq(mproc_test_count_children(), 0);
+  ck_assert_int_eq(mproc_test_count_fds(), fds);
+
+  o.workers = 1;
+  mproc_assert_ok(mproc_pool_new(&p, &o));
+  run_ok(p, task_mark);
+  mproc_forkserver_stop();
+  cond(true);
+  mproc_future *f;
+  mproc_assert_ok(mproc_pool_submit(p, task_die, NULL, 0, &f));
+  mproc_assert_err(mproc_future_wait(f, 60000), 0);
+  mproc_future_free(f);
+  /* The replacement is tried under the pool's lock with the count bumped:
+   * once the count shows it, the attempt has failed. */
+  struct mproc_worker_stats ws;
+  int64_t dl = mproc__deadline(mproc_test_scaled_ms(30000));
+  while (mproc_pool_stats(p, NULL, &ws, 1) == 1 && ws.replaced == 0 && mproc_now_ms() < dl)
+    sleep_ms(1);
+  ck_assert_uint_eq(ws.replaced, 1);
+  ck_assert_int_eq(ws.pid, 0);
+  cond(false);
+  run_ok(p, task_mark); /* replaced by a later attempt */
+  mproc_assert_ok(mproc_pool_free(p));
+}
+
+START_TEST(test_start_fails) {
+  for (size_t i = 0; i < sizeof methods / sizeof *methods; i++) {
+    start_fails(methods[i], big_env, MPROC_E2BIG);
+    start_fails(methods[i], no_fds, -EMFILE);
+  }
+}
+END_TEST
+
+/* As an unprivileged user with no process allowance (root ignores
+ * RLIMIT_NPROC, hence the uid change), a pool cannot be made: -EAGAIN, and
+ * nothing is left.  Runs in a forked helper; 0 when all held. */
+static int pool_without_nproc(void *arg) {
+  (void)arg;
+  struct rlimit zero = {0, 0};
+  if (setrlimit(RLIMIT_NPROC, &zero) != 0)
+    return 1;
+  if (setgroups(0, NULL) != 0 || setgid(65534) != 0 || setuid(65534) != 0)
+    return 2;
+  for (size_t i = 0; i < sizeof methods / sizeof *methods; i++) {
+    mproc_pool *p = NULL;
+    struct mproc_pool_options o = {.workers = 2, .start_method = methods[i]};
+    if (mproc_pool_new(&p, &o) != -EAGAIN || p != NULL)
+      return 3;
+    if (mproc_test_count_children() != 0)
+      return 4;
+  }
+  return 0;
+}
+
+START_TEST(test_out_of_processes) {
+  struct mproc__spawn_opts so = {.fn = pool_without_nproc};
+  pid_t pid;
+  int pidfd, code = -1;
+  mproc_assert_ok(mproc__spawn(&so, &pid, &pidfd));
+  mproc_assert_ok(mproc__reap(pidfd, &code, mproc__deadline(60000)));
+  mproc__close(pidfd);
+  ck_assert_int_eq(code, 0);
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("pool-start");
   TCase *tc = mproc_test_tcase(s, "pool-start", 120);
@@ -314,9 +462,12 @@ int main(void) {
   tcase_add_test(tc, test_bad_env);
   tcase_add_test(tc, test_initarg_bytes);
   tcase_add_test(tc, test_worker_is_fresh_image);
+  tcase_add_test(tc, test_worker_descriptors);
   tcase_add_test(tc, test_library_function);
   tcase_add_test(tc, test_unresolvable_function);
   tcase_add_test(tc, test_worker_group_dies_with_killed_program);
   tcase_add_test(tc, test_function_table_full);
+  tcase_add_test(tc, test_start_fails);
+  tcase_add_test(tc, test_out_of_processes);
   return mproc_test_run(s);
 }

@@ -1,6 +1,7 @@
 /* Start methods beyond fork (src/start_spawn.c, src/forkserver.c) and
  * function references (src/fnref.c): bad input and failures.  The process
- * suite itself runs under every method (tests/CMakeLists.txt). */
+ * suite itself runs under every method (tests/CMakeLists.txt).
+ * ctest-labels: threads */
 #include "harness.h"
 #include "start.h"
 
@@ -9,6 +10,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -402,6 +404,48 @@ START_TEST(test_child_context) {
 }
 END_TEST
 
+/* What each method's child sees of state the parent changed after the
+ * program (and the forkserver) started, as docs/reference/process.md's
+ * table says: memory only under fork; the starting thread's signal mask
+ * always; rlimits the caller's, under forkserver the caller's when the
+ * server started.  (RLIMIT_MSGQUEUE: sanitizer runtimes set RLIMIT_CORE in
+ * every image they start.) */
+static int changed_global = 1;
+
+static int report_view(const void *arg, size_t len) {
+  (void)arg, (void)len;
+  sigset_t m;
+  struct rlimit mq;
+  if (pthread_sigmask(SIG_BLOCK, NULL, &m) != 0 || getrlimit(RLIMIT_MSGQUEUE, &mq) != 0)
+    return 100;
+  return (changed_global == 2) | (sigismember(&m, SIGUSR2) == 1) << 1 | (mq.rlim_cur == 4096) << 2;
+}
+
+START_TEST(test_child_view) {
+  static const int all[] = {MPROC_START_FORK, MPROC_START_SPAWN, MPROC_START_FORKSERVER};
+  ck_assert_int_eq(run_code(MPROC_START_FORKSERVER, ret_len, NULL, 0), 0); /* server up */
+  struct rlimit old, low;
+  ck_assert_int_eq(getrlimit(RLIMIT_MSGQUEUE, &old), 0);
+  ck_assert(old.rlim_max == RLIM_INFINITY || old.rlim_max >= 4096);
+  low = (struct rlimit){4096, old.rlim_max};
+  ck_assert_int_eq(setrlimit(RLIMIT_MSGQUEUE, &low), 0);
+  changed_global = 2;
+  sigset_t usr2, saved;
+  sigemptyset(&usr2);
+  sigaddset(&usr2, SIGUSR2);
+  ck_assert_int_eq(pthread_sigmask(SIG_BLOCK, &usr2, &saved), 0);
+  int got[3];
+  for (size_t i = 0; i < 3; i++)
+    got[i] = run_code(all[i], report_view, NULL, 0);
+  ck_assert_int_eq(pthread_sigmask(SIG_SETMASK, &saved, NULL), 0);
+  ck_assert_int_eq(setrlimit(RLIMIT_MSGQUEUE, &old), 0);
+  changed_global = 1;
+  ck_assert_int_eq(got[0], 1 | 2 | 4); /* fork: a copy of everything */
+  ck_assert_int_eq(got[1], 2 | 4);     /* spawn: fresh memory */
+  ck_assert_int_eq(got[2], 2);         /* forkserver: the server's rlimits */
+}
+END_TEST
+
 /* ---- functions of libraries -------------------------------------------- */
 
 START_TEST(test_dlopen_after_start) {
@@ -622,6 +666,229 @@ START_TEST(test_owner_killed) {
 }
 END_TEST
 
+/* ---- forkserver children and the program's threads ---------------------- */
+
+/* Waits for a byte on the inherited descriptor *arg; 5 when it came. */
+static int wait_byte(const void *arg, size_t len) {
+  (void)len;
+  char c;
+  return read(*(const int *)arg, &c, 1) == 1 ? 5 : 1;
+}
+
+struct thread_start {
+  int fd;           /* the descriptor wait_byte reads */
+  mproc_process *p; /* the child the thread started */
+  pid_t tid;        /* the thread */
+};
+
+static void *start_in_thread(void *arg) {
+  struct thread_start *t = arg;
+  t->tid = (pid_t)syscall(SYS_gettid);
+  mproc_process_options o = {.start_method = MPROC_START_FORKSERVER};
+  if (mproc_process_new(&t->p, wait_byte, &t->fd, sizeof t->fd, &o) != 0 ||
+      mproc_process_start(t->p) != 0)
+    t->p = NULL;
+  return NULL;
+}
+
+/* Linux sends the parent-death signal when the *thread* that made a process
+ * exits.  A thread that starts the server (the first forkserver start of the
+ * program) and a child, then exits, must take neither its child nor one the
+ * main thread started since with it: forkserver children die with the
+ * program, not with a thread. */
+START_TEST(test_forkserver_children_outlive_threads) {
+  mproc_forkserver_stop(); /* the thread below starts the server */
+  int pfd[2];
+  ck_assert_int_eq(pipe2(pfd, 0), 0); /* inheritable: the children read it */
+  struct thread_start a = {.fd = pfd[0]};
+  pthread_t t;
+  ck_assert_int_eq(pthread_create(&t, NULL, start_in_thread, &a), 0);
+  ck_assert_int_eq(pthread_join(t, NULL), 0);
+  ck_assert_ptr_nonnull(a.p);
+  struct thread_start b = {.fd = pfd[0]};
+  start_in_thread(&b);
+  ck_assert_ptr_nonnull(b.p);
+  /* pthread_join returns before the kernel has finished the thread's exit
+   * (where the signal is sent); its task entry goes after. */
+  char task[64];
+  snprintf(task, sizeof task, "/proc/self/task/%d", (int)a.tid);
+  int64_t end = mproc__deadline(LONG_MS);
+  while (access(task, F_OK) == 0 && mproc_now_ms() < end)
+    sched_yield();
+  ck_assert_int_ne(access(task, F_OK), 0);
+  /* A signal sent is acted on before a child returns from its read. */
+  ck_assert_int_eq(write(pfd[1], "xx", 2), 2);
+  mproc_process *ps[2] = {a.p, b.p};
+  for (int i = 0; i < 2; i++) {
+    int code;
+    mproc_assert_ok(mproc_process_join(ps[i], LONG_MS));
+    mproc_assert_ok(mproc_process_exitcode(ps[i], &code));
+    ck_assert_msg(code == 5, "child %d ended with %d", i, code);
+    mproc_process_free(ps[i]);
+  }
+  close(pfd[0]);
+  close(pfd[1]);
+}
+END_TEST
+
+/* ---- the forkserver killed mid-request ------------------------------------ */
+
+/* How many more requests lose their server while in flight. */
+static _Atomic int kills_left;
+
+/* Stops the server before the request is sent, so it cannot read it, then
+ * kills it once the request sits in its socket: the reply never comes. */
+static void kill_in_flight(int stage, int server_pidfd) {
+  if (atomic_load(&kills_left) <= 0)
+    return;
+  if (stage == 0) {
+    mproc_assert_ok(mproc__pidfd_kill(server_pidfd, SIGSTOP));
+    siginfo_t si;
+    while (waitid(P_PIDFD, (id_t)server_pidfd, &si, WSTOPPED | WNOWAIT) != 0)
+      ck_assert_int_eq(errno, EINTR);
+    return;
+  }
+  atomic_fetch_sub(&kills_left, 1);
+  mproc_assert_ok(mproc__pidfd_kill(server_pidfd, SIGKILL));
+  ck_assert_int_gt(mproc__poll1(server_pidfd, POLLIN, mproc__deadline(LONG_MS)), 0);
+}
+
+START_TEST(test_forkserver_killed_mid_request) {
+  atomic_store(&mproc__forkserver_test_hook, kill_in_flight);
+  /* Killed with a start in flight: retried on a new server, counted. */
+  int restarts = mproc_forkserver_restarts();
+  atomic_store(&kills_left, 1);
+  ck_assert_int_eq(run_code(MPROC_START_FORKSERVER, ret_42, NULL, 0), 42);
+  ck_assert_int_eq(atomic_load(&kills_left), 0);
+  ck_assert_int_eq(mproc_forkserver_restarts(), restarts + 1);
+  ck_assert_int_eq(mproc_test_count_children(), 1); /* the new server only */
+  /* Killed again during the retry: a clean error, nothing left behind, and
+   * the next start works. */
+  int fds = mproc_test_count_fds();
+  atomic_store(&kills_left, 2);
+  mproc_assert_err(run_code(MPROC_START_FORKSERVER, ret_42, NULL, 0), -EPIPE);
+  ck_assert_int_eq(atomic_load(&kills_left), 0);
+  ck_assert_int_eq(mproc_forkserver_restarts(), restarts + 3);
+  ck_assert_int_eq(mproc_test_count_children(), 0);
+  ck_assert_int_eq(mproc_test_count_fds(), fds - 2); /* the server's pidfd and channel */
+  ck_assert_int_eq(run_code(MPROC_START_FORKSERVER, ret_42, NULL, 0), 42);
+  atomic_store(&mproc__forkserver_test_hook, NULL);
+}
+END_TEST
+
+static int task_pid_or_die(const void *arg, size_t len, mproc_task_ctx *ctx) {
+  if (len > 0 && *(const int *)arg != 0)
+    raise(SIGKILL);
+  int pid = (int)getpid();
+  return mproc_task_return(ctx, &pid, sizeof pid);
+}
+
+/* A task's result: the pid of the worker that ran it. */
+static int worker_pid(mproc_pool *pool, int die) {
+  mproc_future *f;
+  mproc_assert_ok(mproc_pool_submit(pool, task_pid_or_die, &die, sizeof die, &f));
+  const void *d;
+  size_t n;
+  int r = mproc_future_result(f, &d, &n, LONG_MS);
+  int pid = r == 0 ? *(const int *)d : r;
+  mproc_future_free(f);
+  return pid;
+}
+
+/* A worker replacement whose server dies under it: the pool's manager
+ * retries on a new server; killed twice, the replacement fails and the
+ * pool tries again later.  Either way the next task runs. */
+START_TEST(test_forkserver_killed_replacing_worker) {
+  mproc_pool *pool;
+  struct mproc_pool_options o = {.workers = 1, .start_method = MPROC_START_FORKSERVER};
+  mproc_assert_ok(mproc_pool_new(&pool, &o));
+  atomic_store(&mproc__forkserver_test_hook, kill_in_flight);
+  for (int kills = 1; kills <= 2; kills++) {
+    int restarts = mproc_forkserver_restarts();
+    int before = worker_pid(pool, 0);
+    ck_assert_int_gt(before, 0);
+    atomic_store(&kills_left, kills);
+    mproc_assert_err(worker_pid(pool, 1), MPROC_EWORKERDIED);
+    int after = worker_pid(pool, 0);
+    ck_assert_int_gt(after, 0);
+    ck_assert_int_ne(after, before);
+    ck_assert_int_eq(atomic_load(&kills_left), 0);
+    ck_assert_int_eq(mproc_forkserver_restarts(), restarts + kills);
+  }
+  atomic_store(&mproc__forkserver_test_hook, NULL);
+  mproc_assert_ok(mproc_pool_free(pool));
+}
+END_TEST
+
+/* Several threads start processes while another kills the server at random
+ * moments (idle, reading a request, forking, replying): every start either
+ * works or fails cleanly, and no child is left that nobody knows of (one
+ * forked just before the server died is still ours to reap). */
+static _Atomic int killer_stop;
+
+static void *killer(void *arg) {
+  (void)arg;
+  unsigned n = 0;
+  while (!atomic_load(&killer_stop)) {
+    int fd = mproc__forkserver_pidfd();
+    if (fd >= 0) {
+      mproc__pidfd_kill(fd, SIGKILL);
+      close(fd);
+    }
+    struct timespec ts = {0, (long)(n++ % 7) * 100000L}; /* pacing, not sync */
+    nanosleep(&ts, NULL);
+  }
+  return NULL;
+}
+
+/* Starts per thread. */
+#define STARTS 40
+static _Atomic int starts_ok, starts_failed;
+
+/* Starters leave together: a forkserver child gets its parent-death signal
+ * when the thread that started the *server* exits (see process.md), and
+ * any of them may have. */
+static pthread_barrier_t starters_done;
+
+static void *starter(void *arg) {
+  (void)arg;
+  for (int i = 0; i < STARTS; i++) {
+    int r = run_code(MPROC_START_FORKSERVER, ret_42, NULL, 0);
+    if (r == 42)
+      atomic_fetch_add(&starts_ok, 1);
+    else if (r == -EPIPE || r == -ECONNRESET)
+      atomic_fetch_add(&starts_failed, 1);
+    else
+      ck_abort_msg("start gave %d (%s)", r, mproc_err_name(r));
+  }
+  pthread_barrier_wait(&starters_done);
+  return NULL;
+}
+
+START_TEST(test_forkserver_killed_under_threads) {
+  int restarts = mproc_forkserver_restarts();
+  atomic_store(&killer_stop, 0);
+  ck_assert_int_eq(pthread_barrier_init(&starters_done, NULL, 4), 0);
+  pthread_t k, t[4];
+  ck_assert_int_eq(pthread_create(&k, NULL, killer, NULL), 0);
+  for (int i = 0; i < 4; i++)
+    ck_assert_int_eq(pthread_create(&t[i], NULL, starter, NULL), 0);
+  for (int i = 0; i < 4; i++)
+    ck_assert_int_eq(pthread_join(t[i], NULL), 0);
+  atomic_store(&killer_stop, 1);
+  ck_assert_int_eq(pthread_join(k, NULL), 0);
+  pthread_barrier_destroy(&starters_done);
+  ck_assert_int_eq(atomic_load(&starts_ok) + atomic_load(&starts_failed), 4 * STARTS);
+  ck_assert_int_gt(atomic_load(&starts_ok), 0);
+  ck_assert_int_gt(mproc_forkserver_restarts(), restarts);
+  printf("forkserver killed under threads: %d started, %d failed, %d restarts\n",
+         atomic_load(&starts_ok), atomic_load(&starts_failed),
+         mproc_forkserver_restarts() - restarts);
+  mproc_forkserver_stop();
+  ck_assert_int_eq(mproc_test_count_children(), 0);
+}
+END_TEST
+
 /* ---- exec failing ------------------------------------------------------- */
 
 START_TEST(test_exec_fails) {
@@ -637,26 +904,15 @@ START_TEST(test_exec_fails) {
     mproc__spawn_exe = "/proc/self/exe";
     mproc_assert_err(r, -ENOENT);
     /* An environment the kernel refuses (one string over 128 KiB). */
-    size_t big = 200000;
-    char *v = malloc(big + 1);
-    ck_assert_ptr_nonnull(v);
-    memset(v, 'x', big);
-    v[big] = '\0';
-    ck_assert_int_eq(setenv("MPROC_TEST_BIG", v, 1), 0);
-    free(v);
+    mproc_test_setenv_filled("MPROC_TEST_BIG", 200000, 'x');
     r = mproc_process_start(p);
     unsetenv("MPROC_TEST_BIG");
     mproc_assert_err(r, MPROC_E2BIG);
     /* A resource limit: exec refuses strings beyond a quarter of
      * RLIMIT_STACK (never less than 128 KiB): 200 KB in two variables pass
      * under the usual 8 MiB limit and fail under 64 KiB. */
-    v = malloc(100001);
-    ck_assert_ptr_nonnull(v);
-    memset(v, 'y', 100000);
-    v[100000] = '\0';
-    ck_assert_int_eq(setenv("MPROC_TEST_MID", v, 1), 0);
-    ck_assert_int_eq(setenv("MPROC_TEST_MID2", v, 1), 0);
-    free(v);
+    mproc_test_setenv_filled("MPROC_TEST_MID", 100000, 'y');
+    mproc_test_setenv_filled("MPROC_TEST_MID2", 100000, 'y');
     struct rlimit old, low;
     ck_assert_int_eq(getrlimit(RLIMIT_STACK, &old), 0);
     low = old;
@@ -678,6 +934,42 @@ START_TEST(test_exec_fails) {
     ck_assert_int_eq(code, 42);
     mproc_process_free(p);
   }
+}
+END_TEST
+
+/* One request carries at most 235 inheritable descriptors (the kernel's 253
+ * per message, less the entry's 16 and the cwd's and the note's): one more
+ * is MPROC_ENOTSUP with nothing left behind, never a child without some. */
+static int count_inheritable(const void *arg, size_t len) {
+  (void)arg, (void)len;
+  int n = 0;
+  for (int fd = 0; fd < 1024; fd++) {
+    int fl = fcntl(fd, F_GETFD);
+    n += fl >= 0 && !(fl & FD_CLOEXEC);
+  }
+  return n;
+}
+
+START_TEST(test_forkserver_fd_limit) {
+  int limit = MPROC__SCM_MAX_FD - MPROC__START_FDS_MAX - 2;
+  ck_assert_int_eq(limit, 235);
+  int have = count_inheritable(NULL, 0), opened[300], n = 0;
+  ck_assert_int_lt(have, limit);
+  while (have + n < limit) {
+    opened[n] = open("/dev/null", O_RDONLY);
+    ck_assert_int_ge(opened[n], 0);
+    n++;
+  }
+  ck_assert_int_eq(run_code(MPROC_START_FORKSERVER, count_inheritable, NULL, 0), limit);
+  opened[n] = open("/dev/null", O_RDONLY);
+  ck_assert_int_ge(opened[n], 0);
+  n++;
+  int children = mproc_test_count_children(), fds = mproc_test_count_fds();
+  mproc_assert_err(run_code(MPROC_START_FORKSERVER, count_inheritable, NULL, 0), MPROC_ENOTSUP);
+  ck_assert_int_eq(mproc_test_count_children(), children);
+  ck_assert_int_eq(mproc_test_count_fds(), fds);
+  while (n > 0)
+    close(opened[--n]);
 }
 END_TEST
 
@@ -720,16 +1012,32 @@ static int use_locks(const void *arg, size_t len) {
   return 7;
 }
 
-static void fork_safety(int method) {
-  /* Under sanitizers every exec is several times slower: fewer rounds,
-   * same check. */
-  int count = getenv("MPROC_TEST_TIMEOUT_SCALE") != NULL ? 200 : 1000;
+/* Rounds of a fork-safety test: under sanitizers every exec is several
+ * times slower, so fewer rounds, same check. */
+static int fork_safety_rounds(void) {
+  return getenv("MPROC_TEST_TIMEOUT_SCALE") != NULL ? 200 : 1000;
+}
+
+static void busy_start(pthread_t t[16]) {
   busy_out = fopen("/dev/null", "we");
   ck_assert_ptr_nonnull(busy_out);
   atomic_store(&busy_stop, 0);
-  pthread_t t[16];
   for (int i = 0; i < 16; i++)
     ck_assert_int_eq(pthread_create(&t[i], NULL, busy, NULL), 0);
+}
+
+static void busy_end(pthread_t t[16]) {
+  atomic_store(&busy_stop, 1);
+  for (int i = 0; i < 16; i++)
+    ck_assert_int_eq(pthread_join(t[i], NULL), 0);
+  fclose(busy_out);
+  busy_out = NULL;
+}
+
+static void fork_safety(int method) {
+  int count = fork_safety_rounds();
+  pthread_t t[16];
+  busy_start(t);
   mproc_process_options o = {.start_method = method};
   int64_t worst = 0;
   for (int i = 0; i < count; i++) {
@@ -746,18 +1054,64 @@ static void fork_safety(int method) {
     int64_t dt = mproc_now_ms() - t0;
     worst = dt > worst ? dt : worst;
   }
-  atomic_store(&busy_stop, 1);
-  for (int i = 0; i < 16; i++)
-    ck_assert_int_eq(pthread_join(t[i], NULL), 0);
-  fclose(busy_out);
-  busy_out = NULL;
+  busy_end(t);
   printf("fork safety, method %d: %d children, slowest %lld ms\n", method, count, (long long)worst);
+}
+
+/* The same locks, from a pool task; returns the worker's pid. */
+static int task_use_locks(const void *arg, size_t len, mproc_task_ctx *ctx) {
+  int pid = use_locks(arg, len) == 7 ? (int)getpid() : -1;
+  return mproc_task_return(ctx, &pid, sizeof pid);
+}
+
+/* The pool's side: every task retires its worker (max_tasks_per_worker 1),
+ * so each of the rounds is served by a worker started while the 16 threads
+ * run.  Each must be ready and answer within 2 s; the slot's replacement
+ * count shows that every round had a new worker. */
+static void pool_fork_safety(int method) {
+  int count = fork_safety_rounds();
+  pthread_t t[16];
+  busy_start(t);
+  mproc_pool *pool;
+  struct mproc_pool_options o = {.workers = 1, .max_tasks_per_worker = 1, .start_method = method};
+  mproc_assert_ok(mproc_pool_new(&pool, &o));
+  int64_t worst = 0;
+  int last = 0;
+  for (int i = 0; i < count; i++) {
+    int64_t t0 = mproc_now_ms();
+    mproc_future *f;
+    mproc_assert_ok(mproc_pool_submit(pool, task_use_locks, NULL, 0, &f));
+    const void *d;
+    size_t n;
+    mproc_assert_ok(mproc_future_result(f, &d, &n, mproc_test_scaled_ms(2000)));
+    ck_assert_uint_eq(n, sizeof(int));
+    int pid = *(const int *)d;
+    ck_assert_int_gt(pid, 0);
+    ck_assert_int_ne(pid, last); /* a new worker every round */
+    last = pid;
+    mproc_future_free(f);
+    int64_t dt = mproc_now_ms() - t0;
+    worst = dt > worst ? dt : worst;
+  }
+  struct mproc_worker_stats ws;
+  ck_assert_int_eq(mproc_pool_stats(pool, NULL, &ws, 1), 1);
+  ck_assert_uint_ge(ws.replaced, (uint64_t)count - 1);
+  mproc_assert_ok(mproc_pool_free(pool));
+  busy_end(t);
+  printf("pool fork safety, method %d: %d workers, slowest %lld ms\n", method, count,
+         (long long)worst);
 }
 
 START_TEST(test_fork_safety_spawn) { fork_safety(MPROC_START_SPAWN); }
 END_TEST
 
 START_TEST(test_fork_safety_forkserver) { fork_safety(MPROC_START_FORKSERVER); }
+END_TEST
+
+START_TEST(test_pool_fork_safety_spawn) { pool_fork_safety(MPROC_START_SPAWN); }
+END_TEST
+
+START_TEST(test_pool_fork_safety_forkserver) { pool_fork_safety(MPROC_START_FORKSERVER); }
 END_TEST
 
 int main(int argc, char **argv) {
@@ -775,6 +1129,7 @@ int main(int argc, char **argv) {
   tc = mproc_test_tcase(s, "child", 120);
   tcase_add_test(tc, test_big_argument);
   tcase_add_test(tc, test_child_context);
+  tcase_add_test(tc, test_child_view);
   tcase_add_test(tc, test_dlopen_after_start);
   tcase_add_test(tc, test_library_without_build_id);
   tcase_add_test(tc, test_library_replaced);
@@ -783,9 +1138,16 @@ int main(int argc, char **argv) {
   tc = mproc_test_tcase(s, "failures", 120);
   tcase_add_test(tc, test_forkserver_killed);
   tcase_add_test(tc, test_owner_killed);
+  tcase_add_test(tc, test_forkserver_children_outlive_threads);
+  tcase_add_test(tc, test_forkserver_killed_mid_request);
+  tcase_add_test(tc, test_forkserver_killed_replacing_worker);
+  tcase_add_test(tc, test_forkserver_killed_under_threads);
+  tcase_add_test(tc, test_forkserver_fd_limit);
   tcase_add_test(tc, test_exec_fails);
   tc = mproc_test_tcase(s, "fork-safety", 300);
   tcase_add_test(tc, test_fork_safety_spawn);
   tcase_add_test(tc, test_fork_safety_forkserver);
+  tcase_add_test(tc, test_pool_fork_safety_spawn);
+  tcase_add_test(tc, test_pool_fork_safety_forkserver);
   return mproc_test_run(s);
 }

@@ -20,6 +20,11 @@ def square(x):
     return x * x
 
 
+def square_bytes(b):
+    x = int.from_bytes(b, "little")
+    return (x * x & 0xFFFFFFFF).to_bytes(4, "little")
+
+
 def burn(ms):
     t0 = time.perf_counter()
     x = 1.0
@@ -64,21 +69,18 @@ def main():
         report("task_roundtrip", v, "us")
 
         n = 10000 if q else 1000000
-        data = list(range(n))
-        v = []
-        for _ in range(reps):
-            t0 = now()
-            pool.map(square, data)
-            v.append(n / (now() - t0))
-        report("map_tiny", v, "items/s")
 
-        strings = ["item-%d" % i for i in range(n)]
-        v = []
-        for _ in range(reps):
-            t0 = now()
-            pool.map(str_len, strings)
-            v.append(n / (now() - t0))
-        report("map_strings", v, "items/s")
+        def map_rate(name, fn, data):
+            v = []
+            for _ in range(reps):
+                t0 = now()
+                pool.map(fn, data)
+                v.append(n / (now() - t0))
+            report(name, v, "items/s")
+
+        map_rate("map_tiny", square, list(range(n)))
+        map_rate("map_buf_tiny", square_bytes, [i.to_bytes(4, "little") for i in range(n)])
+        map_rate("map_strings", str_len, ["item-%d" % i for i in range(n)])
 
         n = 2000 if q else 100000
         v = []

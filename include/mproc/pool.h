@@ -317,6 +317,38 @@ MPROC_EXTERN int mproc_pool_map_async(mproc_pool *pool, mproc_map_fn fn, const v
                                       size_t in_size, void *out, size_t out_size,
                                       const struct mproc_map_options *opts, mproc_future **f);
 
+/* ---- zero-copy map over a shared block ------------------------------------ */
+
+typedef struct mproc_shm mproc_shm; /* mproc/shm.h */
+/* out[i] = fn(in[i]) for i < n where the input and output arrays live in a
+ * shared block (mproc_shm_new or mproc_shm_create): in[] at byte offset
+ * in_off of the block (elements of in_size bytes), out[] at out_off
+ * (elements of out_size bytes; 0: no output).  The workers read and write
+ * the block in place: nothing is copied into the pool or back, so the call
+ * costs the same for 1 K and 100 M items bar the work itself.  Each worker
+ * maps a block once, on its first chunk, and keeps the mapping until the
+ * block is freed with mproc_shm_free (the block may be created after the
+ * pool).  Elements are as aligned as their offsets make them.  Chunks are
+ * few and large by default (opts->chunksize 0: n / (2 * workers)).  Blocks
+ * until done or the deadline and returns as mproc_pool_map (the first
+ * failed item's index in err->index; a worker that dies blames the item it
+ * was in, whose output may be half written).  Errors also: MPROC_ERANGE (a
+ * range leaves the block), MPROC_EINVAL (NULL shm or fn, in_size 0 with
+ * n > 0, input and output overlapping other than exactly in place),
+ * MPROC_ENOTSUP (a pool whose transport cannot hand over a block). */
+MPROC_EXTERN int mproc_pool_map_shm(mproc_pool *pool, mproc_map_fn fn, mproc_shm *shm,
+                                    size_t in_off, size_t in_size, size_t out_off, size_t out_size,
+                                    size_t n, const struct mproc_map_options *opts,
+                                    struct mproc_task_error *err, int64_t timeout_ms);
+/* The same, returning at once with a future that completes when every item
+ * is done (its result is empty; its error as mproc_pool_map_shm's).  The
+ * block may be freed before the future finishes: the pool holds its own
+ * reference until then. */
+MPROC_EXTERN int mproc_pool_map_shm_async(mproc_pool *pool, mproc_map_fn fn, mproc_shm *shm,
+                                          size_t in_off, size_t in_size, size_t out_off,
+                                          size_t out_size, size_t n,
+                                          const struct mproc_map_options *opts, mproc_future **f);
+
 #define MPROC_STARMAP_MAX_ARGS 8
 /* starmap: out[i] = fn(args0[i], args1[i], ...): nargs parallel arrays (at
  * most MPROC_STARMAP_MAX_ARGS), args[j] with elements of arg_sizes[j] bytes.
@@ -341,7 +373,10 @@ typedef struct mproc_item_ctx mproc_item_ctx;
  * (none: an empty result), and returns 0 or a non-zero failure code. */
 typedef int (*mproc_map_buf_fn)(const void *in, size_t len, mproc_item_ctx *ctx);
 /* Set the item's result to a copy of `len` bytes (a second call replaces
- * the first).  Returns 0, MPROC_EINVAL, or -ENOMEM. */
+ * the first).  Returns 0, MPROC_EINVAL, or MPROC_ENOMEM (also when the
+ * result outgrows the room the pool's arena has for it: the item then runs
+ * again with the rest of its chunk as an ordinary task, see
+ * mproc_pool_map_buf). */
 MPROC_EXTERN int mproc_item_return(mproc_item_ctx *ctx, const void *data, size_t len);
 /* Record the item's failure: `code` (0 becomes MPROC_ETASK) and a
  * printf-style message (truncated to 199 bytes; fmt may be NULL).  Returns
@@ -349,13 +384,18 @@ MPROC_EXTERN int mproc_item_return(mproc_item_ctx *ctx, const void *data, size_t
 MPROC_EXTERN int mproc_item_fail(mproc_item_ctx *ctx, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 /* out[i] = fn(in[i]) for i < n over items of any size, in chunks of many
- * items per task (opts->chunksize, default as mproc_pool_map).  On success
+ * items per task (opts->chunksize, default as mproc_pool_map), each chunk in
+ * the pool's shared data arena as for mproc_pool_map: progress moves and a
+ * dead worker is blamed per item.  Results too large for their chunk's
+ * area go to an overflow area of up to 1 GiB; an item whose result finds
+ * that full too is run once more, with the rest of its chunk, as an
+ * ordinary task with no size limit.  On success
  * *out is a new array of n results, each NUL-terminated past its len (so
  * text results are C strings) and 16-byte aligned, all in one allocation
  * owned by the caller: release it with mproc_bufs_free (NULL when n is 0).
  * Returns as mproc_pool_map (the first failed item's index in err->index),
  * with *out NULL on any failure; MPROC_EINVAL also for an item with NULL
- * data and a non-zero len, or items whose sizes add up past SIZE_MAX. */
+ * data and a non-zero len, or items whose sizes add up past SIZE_MAX / 4. */
 MPROC_EXTERN int mproc_pool_map_buf(mproc_pool *pool, mproc_map_buf_fn fn,
                                     const struct mproc_buf *in, size_t n, struct mproc_buf **out,
                                     const struct mproc_map_options *opts,

@@ -25,9 +25,9 @@
  *    opened itself are inherited, as with Python's fork start method;
  *  - is killed (SIGKILL) when its parent dies, even by SIGKILL.  Linux may
  *    send that signal as soon as the *thread* that called
- *    mproc_process_start() exits (prctl(2); some recent kernels wait for the
- *    whole process), so start processes from a thread that lives as long as
- *    they should.
+ *    mproc_process_start() exits (prctl(2); Linux 6.18 does), so start fork
+ *    and spawn processes from a thread that lives as long as they should
+ *    (forkserver children die with the process only).
  *
  * Children are reaped through their pidfd only; the library never calls
  * waitpid(-1) and installs no SIGCHLD handler.  A program that sets SIGCHLD to
@@ -142,7 +142,8 @@ MPROC_EXTERN int mproc_process_new(mproc_process **out, mproc_process_fn fn, con
  * MPROC_ENOFUNC (the child cannot find the function: the reason, naming it,
  * is written to stderr), MPROC_ECHILDFAILED (the new image died or hung for
  * 30 s before reaching the library), MPROC_ENOTSUP (forkserver: more than
- * 252 inheritable fds, or a kernel without clone3/PR_GET_TID_ADDRESS).
+ * 235 inheritable fds, or a kernel without clone3/PR_GET_TID_ADDRESS;
+ * -EPIPE: the server died during the start and again during its retry).
  * After a failure the object is still "new" and nothing was left behind:
  * start may be retried.  Blocks for the fork; under spawn until the new image
  * has found the function (one exec), under forkserver for one round trip to

@@ -1,0 +1,245 @@
+/* The worker side of map_buf/imap_buf: the item context and the two ways a
+ * chunk runs (formats in map_buf.h).
+ *
+ * Design notes.  An arena chunk runs as a K_MAP task, so the worker loop
+ * calls mproc__map_buf_item once per item and publishes its position before
+ * each: a progress bar moves per item and a worker that dies is blamed on
+ * the item it was in, as for a fixed-size map.  Each result is copied once,
+ * straight into the chunk's results area, bump-allocated in item order (one
+ * worker runs a chunk at a time, so no atomics).  A result that does not fit
+ * goes to the job's overflow area (shared by its chunks: an atomic bump);
+ * one that finds that full too (or none: imap_buf) stops the chunk there
+ * with `full` set and the size it needed, and the parent runs the rest of
+ * the chunk the call way, which has no size limit (that item's function is
+ * then run a second time: rare by construction, see map_buf.c).  A chunk that is retried after its
+ * worker died starts again at its first item, which resets the area.
+ *
+ * A call-way chunk (chunk_task) collects results in a growing buffer and
+ * returns them as one task result; its first failed item ends it, and that
+ * item's position, code and message travel in the result header while the
+ * task itself succeeds. */
+#include "map_buf.h"
+#include "pool.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+int mproc__mb_grow(unsigned char **buf, size_t *cap, size_t need) {
+  size_t c = *cap != 0 ? *cap : 4096;
+  while (c < need)
+    c *= 2;
+  unsigned char *nb = realloc(*buf, c);
+  if (nb == NULL)
+    return MPROC_ENOMEM;
+  *buf = nb;
+  *cap = c;
+  return 0;
+}
+
+/* A result too large for what is left of its chunk's area: into the job's
+ * overflow area while it has room, else the chunk stops here and the parent
+ * runs the rest of it the call way. */
+static int overflow(mproc_item_ctx *c, const void *data, size_t len) {
+  struct mproc__mb_hdr *h = c->h;
+  if (h->ovf != 0 && len < UINT64_MAX / 2) {
+    unsigned char *base = (unsigned char *)h + h->ovf;
+    struct mproc__mb_ovf *o = (struct mproc__mb_ovf *)base;
+    uint64_t at = atomic_fetch_add(&o->used, (uint64_t)len + 1);
+    if (at <= o->cap && (uint64_t)len + 1 <= o->cap - at) {
+      unsigned char *w = base + MPROC__MB_OVF + at;
+      mproc__mb_copy(w, data, len);
+      w[len] = '\0';
+      c->out->at = h->ovf + (int64_t)(MPROC__MB_OVF + at);
+      c->out->len = len;
+      h->ovf_used += len + 1;
+      return 0;
+    }
+  }
+  h->full = 1;
+  h->need = len;
+  return MPROC_ENOMEM;
+}
+
+MPROC_EXTERN int mproc_item_return(mproc_item_ctx *c, const void *data, size_t len) {
+  if (c == NULL || (data == NULL && len > 0))
+    return MPROC_EINVAL;
+  if (c->h != NULL) {
+    struct mproc__mb_hdr *h = c->h;
+    h->used = c->start; /* a second call replaces the first */
+    if (len >= h->out_cap - c->start)
+      return overflow(c, data, len);
+    unsigned char *w = (unsigned char *)h + h->out_at + c->start;
+    mproc__mb_copy(w, data, len);
+    w[len] = '\0';
+    c->out->at = h->out_at + c->start;
+    c->out->len = len;
+    h->used = c->start + len + 1;
+    return 0;
+  }
+  c->used = c->start;
+  if (len > c->cap - c->used) {
+    if (len > SIZE_MAX / 4 - c->used || mproc__mb_grow(&c->buf, &c->cap, c->used + len) != 0)
+      return MPROC_ENOMEM;
+  }
+  if (len > 0)
+    memcpy(c->buf + c->used, data, len);
+  c->used += len;
+  return 0;
+}
+
+MPROC_EXTERN int mproc_item_fail(mproc_item_ctx *c, int code, const char *fmt, ...) {
+  if (code == 0)
+    code = MPROC_ETASK;
+  if (c == NULL)
+    return code;
+  c->msg[0] = '\0';
+  if (fmt != NULL) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(c->msg, sizeof c->msg, fmt, ap);
+    va_end(ap);
+  }
+  c->code = code;
+  return code;
+}
+
+/* The element function of a chunk.  A fork worker gets its address; an exec'd
+ * one a reference, resolved once per job (resolving reads the object's
+ * notes).  0, or MPROC_ENOFUNC with the reason in why. */
+static int resolve(uint64_t job, uint64_t addr, const struct mproc__fnref *ref,
+                   mproc_map_buf_fn *fn, char *why, size_t whylen) {
+  static uint64_t last_job;
+  static struct mproc__fnref last_ref;
+  static mproc_function last_fn;
+  if (ref == NULL) {
+    *fn = (mproc_map_buf_fn)(uintptr_t)addr;
+    return 0;
+  }
+  if (last_fn == NULL || (job != 0 ? job != last_job : memcmp(&last_ref, ref, sizeof *ref) != 0)) {
+    mproc_function f;
+    if (mproc__fnref_resolve(ref, &f, why, whylen) < 0)
+      return MPROC_ENOFUNC;
+    last_job = job;
+    last_ref = *ref;
+    last_fn = f;
+  }
+  *fn = (mproc_map_buf_fn)last_fn;
+  return 0;
+}
+
+int mproc__map_buf_item(const void *in, void *out) {
+  const struct mproc__mb_in *d = in;
+  struct mproc__mb_hdr *h = (struct mproc__mb_hdr *)((unsigned char *)in - d->back);
+  if (d->back == MPROC__MB_HDR) {
+    /* The chunk's first item: a retried chunk starts over. */
+    h->used = 0;
+    h->ovf_used = 0;
+    h->full = 0;
+    h->has_msg = 0;
+  }
+  mproc_map_buf_fn fn;
+  char why[160];
+  if (resolve(h->job, h->addr, h->by_ref ? &h->ref : NULL, &fn, why, sizeof why) != 0) {
+    snprintf(h->msg, sizeof h->msg, "map_buf: element function %s", why);
+    h->has_msg = 1;
+    return MPROC_ENOFUNC;
+  }
+  /* Field by field: zeroing the message buffer would cost more than a
+   * small item's whole work. */
+  struct mproc_item_ctx c;
+  c.h = h;
+  c.out = out;
+  c.buf = NULL;
+  c.start = h->used;
+  c.code = 0;
+  c.msg[0] = '\0';
+  c.out->at = 0;
+  c.out->len = 0;
+  int r = fn((const unsigned char *)h + d->at, d->len, &c);
+  if (h->full)
+    return MPROC_ENOMEM; /* whatever the function made of it: the parent takes over */
+  if (r == 0 && c.code != 0)
+    r = c.code;
+  if (r != 0 && c.code != 0) {
+    memcpy(h->msg, c.msg, sizeof h->msg);
+    h->has_msg = 1;
+  }
+  return r;
+}
+
+/* Writes a call-way chunk's results: header, lengths, (bytes, NUL) each. */
+static void write_results(unsigned char *out, const struct mproc__mb_res *rh, const uint64_t *rlens,
+                          const unsigned char *src) {
+  memcpy(out, rh, sizeof *rh);
+  memcpy(out + sizeof *rh, rlens, rh->ok * sizeof *rlens);
+  unsigned char *w = out + sizeof *rh + rh->ok * sizeof *rlens;
+  for (size_t i = 0; i < rh->ok; i++) {
+    if (rlens[i] > 0) { /* src is NULL while every result so far is empty */
+      memcpy(w, src, rlens[i]);
+      src += rlens[i];
+    }
+    w[rlens[i]] = '\0';
+    w += rlens[i] + 1;
+  }
+}
+
+int mproc__map_buf_call(const void *arg, size_t len, mproc_task_ctx *ctx) {
+  const struct mproc__mb_chunk *h = arg;
+  if (len < sizeof *h)
+    return mproc_task_fail(ctx, MPROC_EINVAL, "map_buf: malformed chunk");
+  size_t hdr = sizeof *h;
+  struct mproc__fnref ref;
+  if (h->by_ref) {
+    if (len < hdr + sizeof ref)
+      return mproc_task_fail(ctx, MPROC_ENOFUNC, "map_buf: element function reference cut short");
+    memcpy(&ref, h + 1, sizeof ref); /* the argument bytes need not be aligned */
+    hdr += sizeof ref;
+  }
+  mproc_map_buf_fn fn;
+  char why[160];
+  if (resolve(0, h->addr, h->by_ref ? &ref : NULL, &fn, why, sizeof why) != 0)
+    return mproc_task_fail(ctx, MPROC_ENOFUNC, "map_buf: element function %s", why);
+  if (h->count > (len - hdr) / sizeof(uint64_t))
+    return mproc_task_fail(ctx, MPROC_EINVAL, "map_buf: malformed chunk");
+  size_t count = (size_t)h->count;
+  const unsigned char *in = (const unsigned char *)arg + hdr,
+                      *end = (const unsigned char *)arg + len;
+  uint64_t *rlens = malloc((count != 0 ? count : 1) * sizeof *rlens);
+  if (rlens == NULL)
+    return mproc_task_fail(ctx, MPROC_ENOMEM, "map_buf: no memory for %zu results", count);
+  struct mproc_item_ctx c = {0};
+  struct mproc__mb_res rh = {0};
+  for (size_t i = 0; i < count; i++) {
+    uint64_t ilen;
+    if ((size_t)(end - in) < sizeof ilen)
+      break;
+    memcpy(&ilen, in, sizeof ilen);
+    in += sizeof ilen;
+    if (ilen > (uint64_t)(end - in))
+      break;
+    c.start = c.used;
+    c.code = 0;
+    int r = fn(in, (size_t)ilen, &c);
+    if (r == 0 && c.code != 0)
+      r = c.code;
+    if (r != 0) {
+      rh.code = r;
+      if (c.code != 0)
+        snprintf(rh.msg, sizeof rh.msg, "%s", c.msg);
+      c.used = c.start;
+      break;
+    }
+    rlens[i] = c.used - c.start;
+    rh.ok++;
+    in += ilen;
+  }
+  size_t total = sizeof rh + rh.ok * sizeof *rlens + c.used + rh.ok;
+  unsigned char *out = mproc_task_result_buf(ctx, total);
+  if (out != NULL)
+    write_results(out, &rh, rlens, c.buf);
+  free(rlens);
+  free(c.buf);
+  return 0; /* a failed result buffer fails the task by itself */
+}
