@@ -244,8 +244,11 @@ static int tm_send_task(struct mproc_pool *p, int slot, struct mproc__task *t) {
   struct tslot *sl = &s->slot[slot];
   if (sl->count >= sl->share * mproc__mpi.tasks_per_rank)
     return -EAGAIN;
-  if (t->nfds)
-    return MPROC_ENOTSUP; /* a descriptor means nothing on another node */
+  if (t->nfds ||
+      (t->kind != MPROC__K_CALL && t->kind != MPROC__K_MAP && t->kind != MPROC__K_STARMAP))
+    return MPROC_ENOTSUP; /* a descriptor, or a block by descriptor (map_shm,
+                             refused before it gets here: no forget_block),
+                             means nothing on another node */
   struct sent *e = calloc(1, sizeof *e);
   if (!e)
     return MPROC_ENOMEM;

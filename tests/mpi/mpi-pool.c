@@ -268,6 +268,13 @@ static void case_pool(void) {
   close(pfd[0]);
   close(pfd[1]);
 
+  /* Nor can a shared-memory block: map_shm needs workers on this node. */
+  mproc_shm *shm;
+  CHECK_ERR(mproc_shm_new(&shm, 4096), 0);
+  CHECK_ERR(mproc_pool_map_shm(pool, triple, shm, 0, 4, 1024, 8, 10, NULL, &err, scaled(60000)),
+            MPROC_ENOTSUP);
+  mproc_shm_free(shm);
+
   /* A cancelled running task; the rank goes on. */
   CHECK_ERR(mproc_pool_submit(pool, sleep_task, NULL, 0, &f), 0);
   CHECK(square_on(pool, 3) == 9, "a task beside the sleeper");
