@@ -6,6 +6,12 @@
  *                |                        |                     |
  *                +--------- exited: (timed out: SIGKILL the group) --> REAPED
  *
+ * The deadline is acted on only inside mproc_command_wait (and by a runner
+ * that polls mproc_command_due_ms and then waits); the TERM and KILL steps
+ * go to the whole tree and the group.  mproc_command_free on a child still
+ * running SIGKILLs the tree and the group and reaps it (waiting at most
+ * 10 s for the kernel to finish it off).
+ *
  *  - Why posix_spawn: glibc implements it with clone(CLONE_VM|CLONE_VFORK),
  *    so the child never copies the parent's page tables; a fork of a large
  *    runner costs far more than the exec it is followed by.  glibc also

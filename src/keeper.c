@@ -15,7 +15,18 @@
  * lock, alive forever), and is marked as the library's own process
  * (MPROC__SPAWN_INTERNAL) so that it takes no part in the user's queues.
  * A pending LOCK_EX does not block new LOCK_SH requests on Linux, so the
- * waiting keeper never delays users (tests/test-shm.c checks this). */
+ * waiting keeper never delays users (tests/test-shm.c checks this).
+ *
+ * Life of a keeper (the creator waits, bounded, for the intermediate only):
+ *
+ *   creator: reopen the object (a description of the keeper's own)
+ *     -> spawn intermediate -> fork keeper -> intermediate waits on `ready`
+ *   keeper: setsid -> unmap inherited shared mappings -> close every fd but
+ *     its own and `ready` -> write `ready` (intermediate exits, creator
+ *     reaps it and links the name) -> flock(LOCK_EX) ... no user left
+ *     -> last rites -> unlink the name if it is still this object -> _exit
+ *
+ * A keeper that cannot start makes the create fail (nothing named yet). */
 #include "internal.h"
 
 #include <fcntl.h>

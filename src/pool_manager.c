@@ -37,7 +37,7 @@
  * A dead worker: kill its process group (its own children die with it), reap
  * it through its pidfd (local workers), collect the results it delivered, then empty its
  * ring: the task it died in fails (EWORKERDIED with pid and signal/status, or
- * ECANCELLED/ETIMEDOUT when the pool killed it for that), or is re-queued
+ * ECANCELED/ETIMEDOUT when the pool killed it for that), or is re-queued
  * when it has retries left; tasks it had not started go back to the front of
  * the queue.  A worker whose initializer failed breaks the pool: every task
  * fails with EINITFAILED and nothing is respawned (no respawn storm).  Dying
