@@ -88,7 +88,9 @@ static int tm_init(struct mproc_pool *p) {
   return 0;
 }
 
-static int tm_start_worker(struct mproc_pool *p, int slot) {
+static int tm_start_worker(struct mproc_pool *p, int slot, int phase) {
+  if (phase != MPROC__PHASE_LAUNCH)
+    return 0;
   p->slots[slot].pid = 0;
   p->slots[slot].pidfd = -1;
   return 0;

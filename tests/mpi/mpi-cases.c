@@ -440,7 +440,8 @@ static void case_transport(void) {
   CHECK_ERR(tp->init(&p), 0);
   for (int i = 0; i < 2; i++) {
     slots[i].pidfd = -1;
-    CHECK_ERR(tp->start_worker(&p, i), 0);
+    CHECK_ERR(tp->start_worker(&p, i, MPROC__PHASE_LAUNCH), 0);
+    CHECK_ERR(tp->start_worker(&p, i, MPROC__PHASE_READY), 0);
     struct mproc__activity ai = {0};
     tp->activity(&p, i, &ai);
     CHECK(slots[i].pidfd == -1 && ai.init == MPROC__INIT_READY, "slot %d", i);
