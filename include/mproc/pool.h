@@ -289,7 +289,8 @@ enum {
 
 struct mproc_map_options {
   unsigned flags;   /* none defined yet: must be 0 */
-  size_t chunksize; /* items per task; 0: n / (4 * workers), at least 1 */
+  size_t chunksize; /* items per task; 0: ceil(n / (4 * workers)), or
+                       ceil(n / (2 * workers)) for mproc_pool_map_shm */
   /* MPROC_PROGRESS_*; the environment variable MPROC_PROGRESS=0|1 overrides
    * it (a bar on stderr, redrawn at most 10 times a second; map and
    * starmap count items done inside a running chunk too). */
@@ -329,7 +330,7 @@ typedef struct mproc_shm mproc_shm; /* mproc/shm.h */
  * maps a block once, on its first chunk, and keeps the mapping until the
  * block is freed with mproc_shm_free (the block may be created after the
  * pool).  Elements are as aligned as their offsets make them.  Chunks are
- * few and large by default (opts->chunksize 0: n / (2 * workers)).  Blocks
+ * few and large by default (opts->chunksize 0: ceil(n / (2 * workers))).  Blocks
  * until done or the deadline and returns as mproc_pool_map (the first
  * failed item's index in err->index; a worker that dies blames the item it
  * was in, whose output may be half written).  Errors also: MPROC_ERANGE (a
