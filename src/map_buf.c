@@ -294,10 +294,11 @@ static void chunk_fill(struct mb_job *j, struct mb_chunk *c, const struct mproc_
   h->ovf = j->ovf_len != 0 ? (int64_t)j->ovf - (int64_t)c->ext : 0;
   struct mproc__mb_in *d = (struct mproc__mb_in *)(b + MPROC__MB_HDR);
   size_t at = MPROC__MB_HDR + c->count * (sizeof *d + sizeof(struct mproc__mb_out));
+  h->items_at = at;
   for (size_t i = 0; i < c->count; i++) {
-    d[i] = (struct mproc__mb_in){MPROC__MB_HDR + i * sizeof *d, at, items[i].len};
     mproc__mb_copy(b + at, items[i].data, items[i].len);
     at += items[i].len;
+    d[i] = (struct mproc__mb_in){MPROC__MB_HDR + i * sizeof *d, at};
   }
   struct mproc__task *t = &c->t;
   memset(t, 0, sizeof *t);
@@ -392,8 +393,11 @@ static int chunk_continue(struct mb_chunk *c) {
   struct mproc_buf *items = malloc((n != 0 ? n : 1) * sizeof *items);
   if (items == NULL)
     return MPROC_ENOMEM;
-  for (size_t i = 0; i < n; i++)
-    items[i] = (struct mproc_buf){b + d[c->ok + i].at, (size_t)d[c->ok + i].len};
+  const struct mproc__mb_hdr *h = (const struct mproc__mb_hdr *)b;
+  for (size_t i = 0; i < n; i++) {
+    uint64_t at = mproc__mb_in_at(h, &d[c->ok + i]);
+    items[i] = (struct mproc_buf){b + at, (size_t)(d[c->ok + i].end - at)};
+  }
   int r = call_submit(c->job, items, n, &c->rest);
   free(items);
   return r;

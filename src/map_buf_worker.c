@@ -66,14 +66,17 @@ MPROC_EXTERN int mproc_item_return(mproc_item_ctx *c, const void *data, size_t l
   if (c == NULL || (data == NULL && len > 0))
     return MPROC_EINVAL;
   if (c->h != NULL) {
+    /* A second call replaces the first: both ways start again at `start`. */
     struct mproc__mb_hdr *h = c->h;
-    h->used = c->start; /* a second call replaces the first */
-    if (len >= h->out_cap - c->start)
+    if (len >= h->out_cap - c->start) {
+      h->used = c->start;
       return overflow(c, data, len);
-    unsigned char *w = (unsigned char *)h + h->out_at + c->start;
+    }
+    uint64_t at = h->out_at + c->start;
+    unsigned char *w = (unsigned char *)h + at;
     mproc__mb_copy(w, data, len);
     w[len] = '\0';
-    c->out->at = h->out_at + c->start;
+    c->out->at = (int64_t)at;
     c->out->len = len;
     h->used = c->start + len + 1;
     return 0;
@@ -139,6 +142,7 @@ int mproc__map_buf_item(const void *in, void *out) {
     h->full = 0;
     h->has_msg = 0;
   }
+  uint64_t at = mproc__mb_in_at(h, d);
   mproc_map_buf_fn fn;
   char why[160];
   if (resolve(h->job, h->addr, h->by_ref ? &h->ref : NULL, &fn, why, sizeof why) != 0) {
@@ -157,7 +161,7 @@ int mproc__map_buf_item(const void *in, void *out) {
   c.msg[0] = '\0';
   c.out->at = 0;
   c.out->len = 0;
-  int r = fn((const unsigned char *)h + d->at, d->len, &c);
+  int r = fn((const unsigned char *)h + at, (size_t)(d->end - at), &c);
   if (h->full)
     return MPROC_ENOMEM; /* whatever the function made of it: the parent takes over */
   if (r == 0 && c.code != 0)
