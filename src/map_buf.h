@@ -64,11 +64,17 @@ static inline uint64_t mproc__mb_in_at(const struct mproc__mb_hdr *h,
   return d->back == MPROC__MB_HDR ? h->items_at : d[-1].end;
 }
 
-/* One result, written by the worker: its bytes (NUL-terminated past len). */
+/* One result, written by the worker, in 8 bytes.  The results that fit
+ * their chunk's area are bump-allocated there in item order, each followed
+ * by its NUL, so a result is told by where it ends: it begins where the
+ * area's previous result ended (0 for the first), and a span of 0 bytes is
+ * an item that returned nothing.  A result in the job's overflow area is
+ * told by a negative `end`: -1 - the position of its record there, a
+ * uint64_t length (unaligned) then the bytes and a NUL. */
 struct mproc__mb_out {
-  int64_t at; /* from the header (the overflow area may lie before it); 0 with len 0: empty */
-  uint64_t len;
+  int64_t end; /* >= 0: the end (past the NUL) in the results area; < 0: see above */
 };
+#define MPROC__MB_OVF_REC(len) ((uint64_t)(len) + 1 + sizeof(uint64_t))
 
 /* The overflow area of a map_buf job: one extent shared by all its chunks,
  * for results that do not fit their chunk's own area, taken by an atomic

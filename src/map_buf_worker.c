@@ -46,13 +46,15 @@ static int overflow(mproc_item_ctx *c, const void *data, size_t len) {
   if (h->ovf != 0 && len < UINT64_MAX / 2) {
     unsigned char *base = (unsigned char *)h + h->ovf;
     struct mproc__mb_ovf *o = (struct mproc__mb_ovf *)base;
-    uint64_t at = atomic_fetch_add(&o->used, (uint64_t)len + 1);
-    if (at <= o->cap && (uint64_t)len + 1 <= o->cap - at) {
+    uint64_t at = atomic_fetch_add(&o->used, MPROC__MB_OVF_REC(len));
+    if (at <= o->cap && MPROC__MB_OVF_REC(len) <= o->cap - at) {
       unsigned char *w = base + MPROC__MB_OVF + at;
+      uint64_t l = len;
+      memcpy(w, &l, sizeof l);
+      w += sizeof l;
       mproc__mb_copy(w, data, len);
       w[len] = '\0';
-      c->out->at = h->ovf + (int64_t)(MPROC__MB_OVF + at);
-      c->out->len = len;
+      c->out->end = -1 - (int64_t)at;
       h->ovf_used += len + 1;
       return 0;
     }
@@ -72,13 +74,11 @@ MPROC_EXTERN int mproc_item_return(mproc_item_ctx *c, const void *data, size_t l
       h->used = c->start;
       return overflow(c, data, len);
     }
-    uint64_t at = h->out_at + c->start;
-    unsigned char *w = (unsigned char *)h + at;
+    unsigned char *w = (unsigned char *)h + h->out_at + c->start;
     mproc__mb_copy(w, data, len);
     w[len] = '\0';
-    c->out->at = (int64_t)at;
-    c->out->len = len;
     h->used = c->start + len + 1;
+    c->out->end = (int64_t)h->used;
     return 0;
   }
   c->used = c->start;
@@ -159,8 +159,7 @@ int mproc__map_buf_item(const void *in, void *out) {
   c.start = h->used;
   c.code = 0;
   c.msg[0] = '\0';
-  c.out->at = 0;
-  c.out->len = 0;
+  c.out->end = (int64_t)c.start; /* nothing returned: an empty result */
   int r = fn((const unsigned char *)h + at, (size_t)(d->end - at), &c);
   if (h->full)
     return MPROC_ENOMEM; /* whatever the function made of it: the parent takes over */
