@@ -112,22 +112,42 @@ static int copy_item(const void *in, void *out) {
   return 0;
 }
 
+/* The arrays live in a shared block, so the same pages serve map (which
+ * copies them through the pool's arena), map_shm (in place) and OpenMP. */
 static void map_items(mproc_pool *p) {
   size_t top = quick ? 10000 : 100000000;
-  int *in = malloc(top * sizeof *in), *out = malloc(top * sizeof *out);
+  mproc_shm *b;
+  int e = mproc_shm_new(&b, 2 * top * sizeof(int));
+  if (e != 0)
+    die("shm", e);
+  int *in = mproc_shm_addr(b), *out = in + top;
   for (size_t i = 0; i < top; i++)
     in[i] = (int)i;
+  /* Each worker maps the block and faults its pages in once. */
+  e = mproc_pool_map_shm(p, square, b, 0, sizeof *in, top * sizeof *in, sizeof *out, top, NULL,
+                         NULL, -1);
+  if (e != 0)
+    die("map_shm", e);
   for (size_t n = 100; n <= top; n *= 10) {
     int reps = n >= 10000000 ? 3 : 5;
     double v[5];
     for (int r = 0; r < reps; r++) {
       double t0 = bench_now_s();
-      int e = mproc_pool_map(p, square, in, n, sizeof *in, out, sizeof *out, NULL, NULL, -1);
+      e = mproc_pool_map(p, square, in, n, sizeof *in, out, sizeof *out, NULL, NULL, -1);
       if (e != 0)
         die("map", e);
       v[r] = (double)n / (bench_now_s() - t0);
     }
     curve("map_items", "mproc", (double)n, v, reps);
+    for (int r = 0; r < reps; r++) {
+      double t0 = bench_now_s();
+      e = mproc_pool_map_shm(p, square, b, 0, sizeof *in, top * sizeof *in, sizeof *out, n, NULL,
+                             NULL, -1);
+      if (e != 0)
+        die("map_shm", e);
+      v[r] = (double)n / (bench_now_s() - t0);
+    }
+    curve("map_items", "mproc_shm", (double)n, v, reps);
 #ifdef MPROC_BENCH_OPENMP
     for (int r = 0; r < reps; r++) {
       double t0 = bench_now_s();
@@ -140,8 +160,7 @@ static void map_items(mproc_pool *p) {
     curve("map_items", "openmp", (double)n, v, reps);
 #endif
   }
-  free(in);
-  free(out);
+  mproc_shm_free(b);
 }
 
 static void map_item_sizes(void) {
@@ -189,14 +208,18 @@ static void task_sizes(mproc_pool *p) {
   size_t top = quick ? (size_t)1 << 16 : (size_t)1 << 30;
   char *arg = malloc(top), *back = malloc(top);
   memset(arg, 3, top);
-  static const size_t sizes[] = {8, 1024, 64 << 10, 1 << 20, 16 << 20, 256 << 20, 1 << 30};
+  /* Around each change of mechanism too: inside the ring entry up to 200
+   * bytes, the pool's shared arena up to 64 KiB, a memfd above. */
+  static const size_t sizes[] = {
+      8,         200,     201,      1024,      4096,   16 << 10, 64 << 10, (64 << 10) + 1,
+      256 << 10, 1 << 20, 16 << 20, 256 << 20, 1 << 30};
   for (size_t i = 0; i < sizeof sizes / sizeof sizes[0] && sizes[i] <= top; i++) {
     size_t sz = sizes[i];
     int reps = sz >= ((size_t)1 << 30)     ? 1
                : sz >= ((size_t)256 << 20) ? 3
                : sz >= ((size_t)1 << 20)   ? 5
                                            : 7;
-    int inner = sz <= 4096 ? 200 : 1;
+    int inner = sz <= ((size_t)64 << 10) + 1 ? 200 : 1;
     double v[7], raw[7];
     for (int r = 0; r < reps; r++) {
       double t0 = bench_now_s();

@@ -41,6 +41,8 @@ TARGETS = {
     "task_roundtrip": [("abs", 5)],
     "submit_throughput": [("abs", 1e6)],
     "map_tiny": [("abs", 300e6)],
+    # Zero-copy map over a shared block: at least 0.2x OpenMP (issue #16).
+    "map_shm_tiny": [("base", 5)],
     "imap_unordered_c1": [("abs", 2e6)],
     "pool_startup": [("abs", 1)],
     "pool_startup_spawn": [("abs", 5)],
@@ -78,6 +80,7 @@ CHARTS = {
 # Legend label per implementation (per chart where it differs).
 IMPL_LABEL = {
     "mproc": "mproc",
+    "mproc_shm": "mproc map_shm (in place, data in a shared block)",
     "python": "Python multiprocessing",
     "openmp": "OpenMP parallel for (same address space)",
     "raw": "raw mechanism",

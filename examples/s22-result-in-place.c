@@ -6,9 +6,9 @@
 
 /* Python pickles a large result in the worker and unpickles it in the
  * parent: two copies and a pass through a pipe.  An mproc task can ask for
- * its result buffer up front and write into it: a result larger than a few
- * hundred bytes lives in a memory file that the parent maps, so the bytes
- * the worker wrote are the bytes the caller reads. */
+ * its result buffer up front and write into it: a result larger than
+ * 64 KiB lives in a memory file that the parent maps, so the bytes the
+ * worker wrote are the bytes the caller reads. */
 
 enum { PER_TASK = 1 << 19, TASKS = 4 }; /* 2^21 numbers, 1 MiB of results per task */
 

@@ -6,6 +6,12 @@
  *                |                        |                     |
  *                +--------- exited: (timed out: SIGKILL the group) --> REAPED
  *
+ * The deadline is acted on only inside mproc_command_wait (and by a runner
+ * that polls mproc_command_due_ms and then waits); the TERM and KILL steps
+ * go to the whole tree and the group.  mproc_command_free on a child still
+ * running SIGKILLs the tree and the group and reaps it (waiting at most
+ * 10 s for the kernel to finish it off).
+ *
  *  - Why posix_spawn: glibc implements it with clone(CLONE_VM|CLONE_VFORK),
  *    so the child never copies the parent's page tables; a fork of a large
  *    runner costs far more than the exec it is followed by.  glibc also
@@ -14,7 +20,15 @@
  *  - The pidfd is opened right after the spawn.  The pid cannot be recycled
  *    in between: it stays our unreaped child, and the library never calls
  *    waitpid(-1).  If pidfd_open fails, the child is killed and reaped by its
- *    exact pid.
+ *    exact pid.  A program that ignores SIGCHLD voids this: the kernel
+ *    reaps a child as it exits, possibly before pidfd_open (-ESRCH).  Such
+ *    a child ran (posix_spawn saw its exec succeed), so the start succeeds
+ *    with the object already reaped and an always-readable eventfd as its
+ *    sentinel; a child reaped that way later ends its wait the same way.
+ *    Either way its status is lost: mproc_command_exitcode says
+ *    MPROC_ECHILD.  (Only a spawn that returns a pidfd, glibc 2.39's
+ *    pidfd_spawn, would close the window in which the pid, reaped, could
+ *    be reused before pidfd_open.)
  *  - No thread watches the deadline: every wait computes the next due time
  *    and polls the pidfd until then, so a program running thousands of
  *    commands pays nothing for deadlines it never reaches.
@@ -36,6 +50,7 @@
 #include <spawn.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -53,7 +68,8 @@ struct mproc_command {
   int pidfd;        /* owned, registered */
   int fds[3];       /* caller's pipe ends, or -1 */
   bool pgrp;        /* the child leads its own process group */
-  bool reaped;      /* exit status collected */
+  bool reaped;      /* exit status collected, or known to be lost */
+  bool lost;        /* reaped behind the library's back: no exit status */
   bool timed_out;   /* the deadline fired */
   bool killed;      /* SIGKILL was sent for the deadline */
   int exitcode;     /* valid once reaped */
@@ -169,7 +185,15 @@ static int spawn(mproc_command *c, char *const argv[], const mproc_command_optio
   if (e != 0)
     return -e;
   int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
-  if (pidfd < 0) {
+  if (pidfd < 0 && errno == ESRCH) {
+    /* It ran and is gone already, reaped by the kernel (the program
+     * ignores SIGCHLD): a command whose status is lost, not a failed
+     * start.  Its sentinel is a descriptor that is always readable. */
+    pidfd = eventfd(1, EFD_CLOEXEC);
+    if (pidfd < 0)
+      return mproc__neg_errno();
+    c->lost = c->reaped = true;
+  } else if (pidfd < 0) {
     int err = mproc__neg_errno();
     kill(pid, SIGKILL);
     while (waitpid(pid, NULL, 0) < 0 && errno == EINTR) {
@@ -239,7 +263,7 @@ int mproc_command_start(mproc_command **out, char *const argv[],
     free(c);
     return r;
   }
-  c->due_ms = o->timeout_ms > 0 ? mproc__deadline(o->timeout_ms) : -1;
+  c->due_ms = o->timeout_ms > 0 && !c->reaped ? mproc__deadline(o->timeout_ms) : -1;
   *out = c;
   return 0;
 }
@@ -308,6 +332,14 @@ static int try_reap(mproc_command *c) {
      * signalled, so that the group id cannot be reused meanwhile. */
     if (waitid(P_PIDFD, (id_t)c->pidfd, &si, WEXITED | WNOHANG | WNOWAIT) == 0)
       break;
+    if (errno == ECHILD) {
+      /* Reaped already, by the kernel (the program ignores SIGCHLD) or by
+       * a waitpid(-1) elsewhere: it has exited, its status is lost.  Its
+       * group is not signalled: nothing keeps that id from reuse now. */
+      c->lost = c->reaped = true;
+      c->due_ms = -1;
+      return 1;
+    }
     if (errno != EINTR)
       return mproc__neg_errno();
   }
@@ -360,6 +392,8 @@ int mproc_command_exitcode(const mproc_command *c, int *code) {
     return MPROC_EINVAL;
   if (!c->reaped)
     return MPROC_ESTATE;
+  if (c->lost)
+    return MPROC_ECHILD;
   *code = c->exitcode;
   return 0;
 }

@@ -29,7 +29,10 @@
  * the peer would otherwise parse the rest of the stream as garbage.
  *
  * States of a handle: open (READ and/or WRITE) -> [eof seen: receives drain
- * rbuf then report MPROC_EEOF] -> closed (freed).  send_broken is sticky. */
+ * rbuf then report MPROC_EEOF] -> freed (mproc_conn_free).  Two flags are
+ * sticky: send_broken, and recv_err (descriptors the kernel dropped or that
+ * could not be queued, fdpass.c: the message that needed them then fails
+ * with that code instead of being handed out short). */
 #include "conn.h"
 
 #include <fcntl.h>

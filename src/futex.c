@@ -1,7 +1,9 @@
 /* Futex wait/wake with absolute monotonic deadlines.
  *
- * Design notes: the cross-process primitives (locks, queues, the pool's task
- * rings) all sleep on 32-bit words in shared memory.  Waits use
+ * Design notes: the cross-process primitives (locks -- tidlock.c --, events,
+ * semaphores, conditions, barriers, queues, the pool's task rings) sleep on
+ * 32-bit words in shared memory, and the pool's waiters on the process-wide
+ * epoch word (future.c).  Waits use
  * FUTEX_WAIT_BITSET, whose timeout is absolute on CLOCK_MONOTONIC: the same
  * clock as mproc_now_ms(), so a retried wait (EINTR, spurious wake-up) never
  * stretches the caller's deadline.  `shared` selects the non-private futex

@@ -2,8 +2,9 @@
  *
  * Design notes.  State machine (the `state` word):
  *
- *   PENDING --worker starts it--> (RUNNING, reported from the ring entry)
- *     --> DONE | FAILED | CANCELLED        (final; set once, under the pool
+ *   PENDING --worker starts it--> (RUNNING: not stored, asked of the
+ *                                  transport by mproc_future_state)
+ *     --> DONE | FAILED | CANCELED         (final; set once, under the pool
  *                                           mutex, by mproc__future_finish)
  *
  * Ownership: a future starts with two references, the caller's and the

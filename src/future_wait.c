@@ -9,7 +9,15 @@
  * with one more collection under the pool mutex (so no result a worker did
  * not signal is stranded); then sleep on the process-wide epoch futex with
  * the caller's absolute deadline.  SIGINT, for MPROC_POOL_SIGINT pools, bumps
- * the epoch and ends the wait with MPROC_EINTERRUPTED. */
+ * the epoch and ends the wait with MPROC_EINTERRUPTED.
+ *
+ * mproc_futures_wait and as_completed help at most the first 8 distinct
+ * pools of their set (and take the SIGINT flag from those); futures of
+ * further pools are still seen, through the epoch, only without help.
+ * as_completed keeps one `yielded` flag per future: each call scans the set
+ * and yields a finished future not yet yielded (the lowest index among
+ * those finished at that scan, so futures finishing close together may come
+ * out in index rather than completion order), MPROC_EEOF once all were. */
 #include "pool.h"
 #include "futex.h"
 

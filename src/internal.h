@@ -234,6 +234,12 @@ int mproc__keeper_start(int fd, const char *name, mproc__keeper_fn last);
  * /dev/shm) its name: -EEXIST if the name exists already. */
 int mproc__keeper_link(int fd, const char *name, mproc__keeper_fn last);
 
+/* Offset of a block's bytes in its file (the header page of a named block). */
+size_t mproc__shm_data_off(const mproc_shm *shm);
+/* map_shm.c: the block behind fd is being closed: pools' workers drop their
+ * cached mappings of it. */
+void mproc__map_shm_forget(int fd);
+
 /* ---- memfd.c: shared mappings ---------------------------------------- */
 
 /* A memfd of `size` bytes (O_CLOEXEC, registered).  name is a debugging label

@@ -15,10 +15,22 @@
  * lock, alive forever), and is marked as the library's own process
  * (MPROC__SPAWN_INTERNAL) so that it takes no part in the user's queues.
  * A pending LOCK_EX does not block new LOCK_SH requests on Linux, so the
- * waiting keeper never delays users (tests/test-shm.c checks this). */
+ * waiting keeper never delays users (tests/test-shm.c checks this).
+ *
+ * Life of a keeper (the creator waits, bounded, for the intermediate only):
+ *
+ *   creator: reopen the object (a description of the keeper's own)
+ *     -> spawn intermediate -> fork keeper -> intermediate waits on `ready`
+ *   keeper: setsid -> unmap inherited shared mappings -> close every fd but
+ *     its own and `ready` -> write `ready` (intermediate exits, creator
+ *     reaps it and links the name) -> flock(LOCK_EX) ... no user left
+ *     -> last rites -> unlink the name if it is still this object -> _exit
+ *
+ * A keeper that cannot start makes the create fail (nothing named yet). */
 #include "internal.h"
 
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -37,6 +49,7 @@ static bool path_is(const char *path, dev_t dev, ino_t ino) {
 
 struct keeper_arg {
   int fd;                /* the keeper's own open file description */
+  int ready;             /* write end of the creator's pipe: one byte once ready */
   char path[288];        /* /dev/shm/<name>, names of at most 255 bytes */
   mproc__keeper_fn last; /* run once no one is attached; or NULL */
 };
@@ -132,26 +145,30 @@ static _Noreturn void keeper_main(const struct keeper_arg *arg, int ready) {
   _exit(0);
 }
 
-/* The intermediate child: forks the keeper and exits once the keeper has let
- * go of the creator's mappings, so the keeper is reparented and never becomes
- * a zombie of the user's process, and the creator's start returns only when
- * "the last user closes" is decided by the users alone. */
+/* The intermediate child: forks the keeper and exits, so the keeper is
+ * reparented and never becomes a zombie of the user's process.  Readiness
+ * travels from the keeper to the creator directly, through a pipe the
+ * creator made, and never through the intermediate's exit status: a program
+ * that ignores SIGCHLD has its children reaped by the kernel, status and
+ * all, and must still be able to create a named object.  The intermediate
+ * still lives until the keeper has closed what it inherited (end of file on
+ * a pipe of its own, whose write end only the keeper holds), so that it
+ * does not vanish, reaped by the kernel, before the creator has opened its
+ * pidfd. */
 static int keeper_launch(void *arg) {
-  int p[2];
-  if (pipe2(p, O_CLOEXEC) != 0)
+  const struct keeper_arg *k = arg;
+  int q[2];
+  if (pipe2(q, O_CLOEXEC) != 0)
     return 1;
   pid_t pid = fork();
-  if (pid == 0) {
-    close(p[0]);
-    keeper_main(arg, p[1]);
-  }
-  close(p[1]);
+  if (pid == 0)
+    keeper_main(k, k->ready);
+  close(q[1]);
   char b;
-  ssize_t n;
-  while ((n = read(p[0], &b, 1)) < 0 && errno == EINTR) {
+  while (read(q[0], &b, 1) < 0 && errno == EINTR) {
   }
-  close(p[0]);
-  return pid > 0 && n == 1 ? 0 : 1;
+  close(q[0]);
+  return pid > 0 ? 0 : 1;
 }
 
 int mproc__keeper_start(int fd, const char *name, mproc__keeper_fn last) {
@@ -165,25 +182,42 @@ int mproc__keeper_start(int fd, const char *name, mproc__keeper_fn last) {
   if (k.fd < 0)
     return mproc__neg_errno();
   mproc__fd_register(k.fd);
-  struct mproc__spawn_opts o = {.fn = keeper_launch,
-                                .arg = &k,
-                                .keep_fds = &k.fd,
-                                .nkeep = 1,
-                                .flags = MPROC__SPAWN_INTERNAL};
+  int p[2];
+  if (pipe2(p, O_CLOEXEC) != 0) {
+    int e = mproc__neg_errno();
+    mproc__close(k.fd);
+    return e;
+  }
+  mproc__fd_register(p[0]);
+  mproc__fd_register(p[1]);
+  k.ready = p[1];
+  int keep[2] = {k.fd, k.ready};
+  struct mproc__spawn_opts o = {
+      .fn = keeper_launch, .arg = &k, .keep_fds = keep, .nkeep = 2, .flags = MPROC__SPAWN_INTERNAL};
   pid_t pid;
-  int pidfd, code = -1;
+  int pidfd;
   int r = mproc__spawn(&o, &pid, &pidfd);
+  mproc__close(p[1]);
   if (r == 0) {
-    /* The intermediate only forks and exits. */
-    r = mproc__reap(pidfd, &code, mproc__deadline(30000));
-    if (r == MPROC_ETIMEDOUT) {
+    /* One byte: the keeper let go of this process's mappings.  End of file:
+     * the intermediate or the keeper failed before that. */
+    char b;
+    ssize_t n = -1;
+    r = mproc__poll1(p[0], POLLIN, mproc__deadline(30000));
+    if (r > 0)
+      while ((n = read(p[0], &b, 1)) < 0 && errno == EINTR) {
+      }
+    r = r < 0 ? r : n == 1 ? 0 : MPROC_ECHILDFAILED;
+    /* The intermediate only forks and exits.  Its status does not matter
+     * (the byte said it all), and it may be gone already (-ECHILD when the
+     * program ignores SIGCHLD). */
+    if (mproc__reap(pidfd, NULL, mproc__deadline(30000)) == MPROC_ETIMEDOUT) {
       mproc__pidfd_kill(pidfd, SIGKILL);
-      mproc__reap(pidfd, &code, -1);
+      mproc__reap(pidfd, NULL, -1);
     }
     mproc__close(pidfd);
-    if (r == 0 && code != 0)
-      r = MPROC_ECHILDFAILED;
   }
+  mproc__close(p[0]);
   mproc__close(k.fd);
   return r;
 }

@@ -15,7 +15,13 @@
  * worker dying in a chunk fails the item it was processing (the worker
  * publishes its progress per item; the same position moves a progress bar
  * per item, not per chunk).  Cancelling the future cancels every
- * chunk: queued ones never run, running ones have their worker killed. */
+ * chunk: queued ones never run, running ones have their worker killed.
+ *
+ * A job over a caller's shared block (map_shm.c) runs through the same
+ * engine without the arena: its chunks carry the block's fd and file
+ * offsets, the workers read and write the block in place, and nothing is
+ * copied in or out; the job keeps its own duplicate of the fd until the last
+ * chunk is in, so a re-run after a worker death can hand it over again. */
 #include "pool.h"
 #include "progress.h"
 
@@ -30,6 +36,8 @@ struct map_job {
   size_t n, out_size;
   void *out;
   uint64_t region, region_len, out_off;
+  int block_fd;         /* map_shm: the job's duplicate of the block's fd, else -1 */
+  uint64_t block_since; /* map_shm: map_shm.c's freed-block count at the start */
   size_t nchunks, left;
   bool failed;
   struct mproc__outcome err; /* lowest-index failure; msg points at errmsg */
@@ -37,10 +45,20 @@ struct map_job {
   struct mproc__task chunks[];
 };
 
+/* Releases what the job holds besides its memory: the arena extent, or
+ * the block's fd. */
+static void job_release(struct mproc_pool *p, struct map_job *j) {
+  if (j->block_fd >= 0) {
+    mproc__map_shm_job_end(p, j->block_fd, j->block_since);
+    mproc__close(j->block_fd);
+  } else
+    mproc__arena_free(p, j->region, j->region_len);
+}
+
 static void job_finish(struct mproc_pool *p, struct map_job *j) {
   if (j->out != NULL && j->n > 0)
     memcpy(j->out, mproc__arena_at(p, j->out_off), j->n * j->out_size);
-  mproc__arena_free(p, j->region, j->region_len);
+  job_release(p, j);
   struct mproc__outcome ok = {.exit_status = -1, .msg = ""};
   struct mproc_future *f = j->f;
   struct mproc__outcome o = j->failed ? j->err : ok;
@@ -84,13 +102,18 @@ struct col {
   size_t size;
 };
 
-/* The common engine: ncols input columns (1 for map). */
+/* The common engine: ncols input columns (1 for map); with `blk`, the one
+ * column and the output are in the caller's block (owned fd: the job closes
+ * it, on failure too). */
 static int map_start(struct mproc_pool *p, void (*fn)(void), uint32_t kind, size_t ncols,
                      const struct col *cols, size_t n, void *out, size_t out_size,
-                     const struct mproc_map_options *o, mproc_future **fout) {
+                     const struct mproc__map_block *blk, const struct mproc_map_options *o,
+                     mproc_future **fout) {
   size_t chunk = o != NULL ? o->chunksize : 0;
   if (chunk == 0) {
-    size_t div = 4 * (size_t)p->nworkers;
+    /* Over a block the work is memory-bound and each chunk costs a
+     * descriptor hand-off: two chunks per worker balance the load enough. */
+    size_t div = (blk != NULL ? 2 : 4) * (size_t)p->nworkers;
     chunk = n / div + (n % div != 0);
     if (chunk == 0)
       chunk = 1;
@@ -99,21 +122,26 @@ static int map_start(struct mproc_pool *p, void (*fn)(void), uint32_t kind, size
   /* Each column and the output start 64-byte aligned, so every element is
    * as aligned as in an ordinary array. */
   size_t in_bytes = 0;
-  for (size_t k = 0; k < ncols; k++) {
+  for (size_t k = 0; blk == NULL && k < ncols; k++) {
     if (cols[k].size != 0 && n > SIZE_MAX / 4 / MPROC_STARMAP_MAX_ARGS / cols[k].size)
       return MPROC_ENOMEM;
     in_bytes += ALIGN64(n * cols[k].size);
   }
-  if (out_size != 0 && n > SIZE_MAX / 4 / out_size)
+  if (blk == NULL && out_size != 0 && n > SIZE_MAX / 4 / out_size)
     return MPROC_ENOMEM;
-  size_t total = in_bytes + ALIGN64(n * out_size);
+  /* A block's ranges were checked against its size by the caller. */
+  size_t total = blk != NULL ? 0 : in_bytes + ALIGN64(n * out_size);
   struct map_job *j = calloc(1, sizeof *j + nchunks * sizeof(struct mproc__task));
   struct mproc_future *f = j != NULL ? mproc__future_new(p) : NULL;
   if (f == NULL) {
     free(j);
+    if (blk != NULL)
+      mproc__close(blk->fd);
     return MPROC_ENOMEM;
   }
   j->f = f;
+  j->block_fd = blk != NULL ? blk->fd : -1;
+  j->block_since = blk != NULL ? blk->freed_since : 0;
   j->n = n;
   j->out = out;
   j->out_size = out_size;
@@ -124,10 +152,12 @@ static int map_start(struct mproc_pool *p, void (*fn)(void), uint32_t kind, size
   f->cancel_hook = job_cancel;
   pthread_mutex_lock(&p->mu);
   int state = atomic_load(&p->state);
-  int r = state == MPROC__P_RUNNING ? mproc__arena_alloc(p, total, &j->region)
-                                    : (state == MPROC__P_BROKEN ? MPROC_EBROKEN : MPROC_ECLOSED);
+  int r = state != MPROC__P_RUNNING ? (state == MPROC__P_BROKEN ? MPROC_EBROKEN : MPROC_ECLOSED)
+          : blk != NULL             ? 0
+                                    : mproc__arena_alloc(p, total, &j->region);
   pthread_mutex_unlock(&p->mu);
   if (r != 0) {
+    mproc__close(j->block_fd);
     free(j);
     f->done_extra = NULL;
     mproc__future_unref(f);
@@ -136,11 +166,15 @@ static int map_start(struct mproc_pool *p, void (*fn)(void), uint32_t kind, size
   }
   /* The extent is ours: fill it without the lock. */
   uint64_t off = j->region, col_off[MPROC_STARMAP_MAX_ARGS];
-  for (size_t k = 0; k < ncols; k++) {
+  for (size_t k = 0; blk == NULL && k < ncols; k++) {
     col_off[k] = off;
     if (n > 0)
       memcpy(mproc__arena_at(p, off), cols[k].base, n * cols[k].size);
     off += ALIGN64(n * cols[k].size);
+  }
+  if (blk != NULL) {
+    col_off[0] = blk->in_off;
+    off = blk->out_off;
   }
   j->out_off = off;
   for (size_t c = 0; c < nchunks; c++) {
@@ -148,7 +182,7 @@ static int map_start(struct mproc_pool *p, void (*fn)(void), uint32_t kind, size
     size_t start = c * chunk, cnt = n - start < chunk ? n - start : chunk;
     t->kind = kind;
     t->fn = mproc__taskfn_of(fn);
-    t->arg_fd = -1;
+    t->arg_fd = j->block_fd; /* borrowed from the job */
     t->slot = -1;
     t->count = cnt;
     t->base_index = start;
@@ -170,7 +204,7 @@ static int map_start(struct mproc_pool *p, void (*fn)(void), uint32_t kind, size
   state = atomic_load(&p->state);
   if (state != MPROC__P_RUNNING) {
     r = state == MPROC__P_BROKEN ? MPROC_EBROKEN : MPROC_ECLOSED;
-    mproc__arena_free(p, j->region, j->region_len);
+    job_release(p, j);
     pthread_mutex_unlock(&p->mu);
     free(j);
     f->done_extra = NULL;
@@ -254,7 +288,7 @@ static int wait_progress(mproc_future *f, size_t n, const struct mproc_map_optio
   return r;
 }
 
-static int map_wait(mproc_future *f, size_t n, const struct mproc_map_options *o,
+int mproc__map_wait(mproc_future *f, size_t n, const struct mproc_map_options *o,
                     struct mproc_task_error *err, int64_t timeout_ms) {
   int r = wait_progress(f, n, o, timeout_ms);
   if (r != 0) {
@@ -283,7 +317,14 @@ MPROC_EXTERN int mproc_pool_map_async(mproc_pool *p, mproc_map_fn fn, const void
       (o != NULL && (o->flags != 0 || !mproc__progress_valid(o->progress))))
     return MPROC_EINVAL;
   struct col c = {in, in_size};
-  return map_start(p, (void (*)(void))fn, MPROC__K_MAP, 1, &c, n, out, out_size, o, f);
+  return map_start(p, (void (*)(void))fn, MPROC__K_MAP, 1, &c, n, out, out_size, NULL, o, f);
+}
+
+int mproc__map_block_start(struct mproc_pool *p, mproc_map_fn fn, size_t n, size_t in_size,
+                           size_t out_size, const struct mproc__map_block *blk,
+                           const struct mproc_map_options *o, mproc_future **f) {
+  struct col c = {NULL, in_size};
+  return map_start(p, (void (*)(void))fn, MPROC__K_MAP_SHM, 1, &c, n, NULL, out_size, blk, o, f);
 }
 
 MPROC_EXTERN int mproc_pool_map(mproc_pool *p, mproc_map_fn fn, const void *in, size_t n,
@@ -294,7 +335,7 @@ MPROC_EXTERN int mproc_pool_map(mproc_pool *p, mproc_map_fn fn, const void *in, 
     return MPROC_EINVAL;
   mproc_future *f;
   int r = mproc_pool_map_async(p, fn, in, n, in_size, out, out_size, o, &f);
-  return r != 0 ? r : map_wait(f, n, o, err, timeout_ms);
+  return r != 0 ? r : mproc__map_wait(f, n, o, err, timeout_ms);
 }
 
 MPROC_EXTERN int mproc_pool_starmap(mproc_pool *p, mproc_starmap_fn fn, size_t nargs,
@@ -313,6 +354,7 @@ MPROC_EXTERN int mproc_pool_starmap(mproc_pool *p, mproc_starmap_fn fn, size_t n
     cols[k] = (struct col){args[k], arg_sizes[k]};
   }
   mproc_future *f;
-  int r = map_start(p, (void (*)(void))fn, MPROC__K_STARMAP, nargs, cols, n, out, out_size, o, &f);
-  return r != 0 ? r : map_wait(f, n, o, err, timeout_ms);
+  int r = map_start(p, (void (*)(void))fn, MPROC__K_STARMAP, nargs, cols, n, out, out_size, NULL, o,
+                    &f);
+  return r != 0 ? r : mproc__map_wait(f, n, o, err, timeout_ms);
 }

@@ -45,8 +45,8 @@ struct mproc__task {
  * for a task that is not a chunk. */
 static inline unsigned mproc__task_ranges(const struct mproc__task *t, struct mproc__range in[],
                                           struct mproc__range *out) {
-  if (t->kind == MPROC__K_CALL)
-    return 0;
+  if (t->kind == MPROC__K_CALL || t->kind == MPROC__K_MAP_SHM)
+    return 0; /* a map_shm chunk's data is the caller's block, not the arena */
   *out = (struct mproc__range){t->out_off, t->count * t->out_size};
   if (t->kind == MPROC__K_MAP) {
     in[0] = (struct mproc__range){t->in_off, t->count * t->in_size};
@@ -139,6 +139,9 @@ struct mproc_pool {
   int init_status; /* its exit status when it exited there, or -1 */
   char init_msg[200];
   struct mproc_pool *live_next; /* process-wide list of live pools */
+  /* map_shm.c: pools that were handed a block, told when one is freed. */
+  struct mproc_pool *block_next;
+  bool block_user;
   /* Manager-only scratch while a dead worker's ring is emptied. */
   pid_t dying_pid;
   int dying_code;        /* Python-style: status, or -signo */
@@ -281,6 +284,41 @@ static inline void mproc__arena_free(struct mproc_pool *p, uint64_t off, size_t 
 /* ---- arena_local.c --------------------------------------------------------- */
 /* Free what mproc__arena_local still holds for the pool. */
 void mproc__arena_local_fini(struct mproc_pool *p);
+
+/* ---- map.c, map_shm.c ------------------------------------------------------ */
+/* Where a map_shm job's data lives: the caller's block, by its fd (a
+ * duplicate the job owns) and the file offsets of the input and output. */
+struct mproc__map_block {
+  int fd;
+  uint64_t in_off, out_off;
+  uint64_t freed_since; /* map_shm.c's count of freed blocks at the start */
+};
+/* Start a map over a block (K_MAP_SHM chunks); takes the fd, on failure
+ * too.  Returns as mproc_pool_map_async. */
+int mproc__map_block_start(struct mproc_pool *p, mproc_map_fn fn, size_t n, size_t in_size,
+                           size_t out_size, const struct mproc__map_block *blk,
+                           const struct mproc_map_options *o, mproc_future **f);
+/* Wait for a map's future (progress, cancel at the deadline), fill err,
+ * free the future. */
+int mproc__map_wait(mproc_future *f, size_t n, const struct mproc_map_options *o,
+                    struct mproc_task_error *err, int64_t timeout_ms);
+/* Worker side: the mapping of the block behind fd (consumed), from the
+ * worker's cache or made now: 0 with *base and *len, or -errno. */
+int mproc__block_cache_map(int fd, unsigned char **base, size_t *len);
+/* Worker side: drop the cached mapping of block (dev, ino), or all. */
+void mproc__block_cache_forget(uint64_t dev, uint64_t ino);
+void mproc__block_cache_clear(void);
+/* Whether count elements of size bytes from off fit in len bytes. */
+static inline bool mproc__block_range_ok(uint64_t len, uint64_t off, uint64_t count,
+                                         uint64_t size) {
+  return off <= len && (size == 0 || count <= (len - off) / size);
+}
+/* A map_shm job ends (under mu), before it closes its fd: if the caller
+ * freed the block meanwhile, the workers are told again, since they may have
+ * mapped it after they were first told. */
+void mproc__map_shm_job_end(struct mproc_pool *p, int fd, uint64_t freed_since);
+/* The pool is being freed: map_shm no longer tells it of freed blocks. */
+void mproc__map_shm_pool_gone(struct mproc_pool *p);
 
 /* ---- imap.c ----------------------------------------------------------------- */
 extern int64_t mproc__imap_free_wait_ms;

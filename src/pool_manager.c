@@ -37,7 +37,7 @@
  * A dead worker: kill its process group (its own children die with it), reap
  * it through its pidfd (local workers), collect the results it delivered, then empty its
  * ring: the task it died in fails (EWORKERDIED with pid and signal/status, or
- * ECANCELLED/ETIMEDOUT when the pool killed it for that), or is re-queued
+ * ECANCELED/ETIMEDOUT when the pool killed it for that), or is re-queued
  * when it has retries left; tasks it had not started go back to the front of
  * the queue.  A worker whose initializer failed breaks the pool: every task
  * fails with EINITFAILED and nothing is respawned (no respawn storm).  Dying
@@ -57,6 +57,7 @@
 #include "list.h"
 #include "futex.h"
 
+#include <limits.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -64,6 +65,10 @@
 #include <string.h>
 #include <sys/syscall.h>
 #include <unistd.h>
+
+/* dying_code of a worker whose exit status the kernel discarded: neither an
+ * exit status (>= 0) nor a signal (-signo). */
+#define STATUS_LOST INT_MIN
 
 _Atomic int mproc__test_fail_spawn;
 
@@ -168,7 +173,9 @@ static void task_left(struct mproc_pool *p, struct mproc__task *t, bool started)
   char msg[96];
   p->slots[p->dying_slot].n_failed++;
   struct mproc__outcome o = {.code = MPROC_EWORKERDIED, .pid = p->dying_pid, .exit_status = -1};
-  if (p->dying_code < 0) {
+  if (p->dying_code == STATUS_LOST) {
+    msg[0] = '\0'; /* dying_msg says it */
+  } else if (p->dying_code < 0) {
     o.signo = -p->dying_code;
     snprintf(msg, sizeof msg, "worker %d killed by signal %d (%s)", (int)p->dying_pid, o.signo,
              sigabbrev_np(o.signo) != NULL ? sigabbrev_np(o.signo) : "?");
@@ -199,7 +206,7 @@ static void break_pool(struct mproc_pool *p, int code, const char *msg) {
   p->broken_init = true;
   p->init_code = code;
   p->init_pid = p->dying_pid;
-  p->init_signo = p->dying_code < 0 ? -p->dying_code : 0;
+  p->init_signo = p->dying_code < 0 && p->dying_code != STATUS_LOST ? -p->dying_code : 0;
   p->init_status = p->dying_code >= 0 ? p->dying_code : -1;
   snprintf(p->init_msg, sizeof p->init_msg, "%s", msg);
   for (int i = 0; i < p->nworkers; i++)
@@ -373,15 +380,26 @@ static void handle_death(struct mproc_pool *p, int i) {
   int code = 0;
   if (sl->pidfd >= 0) {
     /* A local process: its group goes too, and it is reaped here.  Under
-     * the mutex it is not reaped yet, so its pid cannot have been reused. */
+     * the mutex it is not reaped yet, so its pid cannot have been reused.
+     * (When the program ignores SIGCHLD the kernel reaped it already; the
+     * group's guard process (spawn.c) still holds the group's id.) */
     kill(-sl->pid, SIGKILL);
-    mproc__reap(sl->pidfd, &code, mproc__deadline(1000));
+    if (mproc__reap(sl->pidfd, &code, mproc__deadline(1000)) == -ECHILD) {
+      /* Reaped by the kernel already (the program ignores SIGCHLD): how it
+       * ended is lost, and is reported as lost rather than as "status 0". */
+      code = STATUS_LOST;
+      snprintf(sl->gone_msg, sizeof sl->gone_msg,
+               "worker %d ended; its exit status was lost (reaped outside the library: "
+               "is SIGCHLD ignored?)",
+               (int)sl->pid);
+    }
   }
   collect(p, i);
   p->dying_pid = sl->pidfd >= 0 ? sl->pid : sl->gone_pid;
   p->dying_slot = i;
   p->dying_code = sl->pidfd >= 0 ? code : sl->gone_code;
-  p->dying_msg = sl->pidfd < 0 && sl->gone_msg[0] != '\0' ? sl->gone_msg : NULL;
+  p->dying_msg =
+      (sl->pidfd < 0 || code == STATUS_LOST) && sl->gone_msg[0] != '\0' ? sl->gone_msg : NULL;
   char msgbuf[sizeof p->init_msg];
   int icode = 0;
   if (init_failed(p, i, &icode, msgbuf, sizeof msgbuf)) {

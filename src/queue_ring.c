@@ -182,6 +182,49 @@ static void spin_on(struct mproc_queue *q, _Atomic uint64_t *word) {
   } while (now_ns() - t0 < SPIN_NS);
 }
 
+/* A put that found no room, or a get that found no record, waits in three
+ * steps, one per retry: spin briefly on the word the other side moves, then
+ * announce itself as a sleeper (counted, so the other side knows to wake it)
+ * and look once more, then sleep until the side's sequence moves or the
+ * deadline passes.  The fields name the waiting side's words. */
+struct waitstep {
+  _Atomic uint64_t *spin_word;             /* moved by the other side */
+  _Atomic uint32_t *seq, *nwait, *pending; /* this side's wake-up words */
+  bool spun, waiting;
+  uint32_t seen; /* seq when announced */
+};
+
+/* 0: try again; else the error ending the call (MPROC_ETIMEDOUT, ...). */
+static int wait_step(struct mproc_queue *q, struct waitstep *w, int64_t deadline) {
+  if (deadline >= 0 && mproc_timeout_until(deadline) == 0)
+    return MPROC_ETIMEDOUT;
+  if (!w->spun) {
+    w->spun = true;
+    spin_on(q, w->spin_word);
+    return 0;
+  }
+  if (!w->waiting) {
+    w->waiting = true;
+    atomic_fetch_add(w->nwait, 1);
+    atomic_store(w->pending, 0); /* the next waker must wake us */
+    w->seen = atomic_load(w->seq);
+    mproc__fence_heavy(); /* the wakers' side of the pair is light */
+    return 0;             /* re-check after announcing ourselves */
+  }
+  int err = sleep_on(q, w->seq, w->seen, deadline);
+  /* Uncount at once: while we retry, the other side need not wake us. */
+  atomic_fetch_sub(w->nwait, 1);
+  w->waiting = false;
+  w->spun = false;
+  return err;
+}
+
+/* The call ends: a sleeper still counted is uncounted. */
+static void wait_end(struct waitstep *w) {
+  if (w->waiting)
+    atomic_fetch_sub(w->nwait, 1);
+}
+
 /* ---- put ---------------------------------------------------------------- */
 
 /* Under the lock: reserves (and for small messages fills and commits) a
@@ -287,8 +330,7 @@ static int put_impl(struct mproc_queue *q, const void *buf, size_t len, int64_t 
   uint32_t kind =
       len > q->cap / 2 - sizeof(struct mproc__qrec) ? MPROC__QK_SPILL : MPROC__QK_INLINE;
   int64_t deadline = timeout_ms < 0 ? -1 : mproc__deadline(timeout_ms);
-  bool waiting = false, spun = false;
-  uint32_t seen = 0;
+  struct waitstep w = {&h->release, &h->put_seq, &h->nput_wait, &h->put_pending, false, false, 0};
   int err;
   for (;;) {
     struct mproc__qrec *r = NULL;
@@ -308,33 +350,11 @@ static int put_impl(struct mproc_queue *q, const void *buf, size_t len, int64_t 
     }
     if (err != MPROC_EFULL || nowait)
       break;
-    if (deadline >= 0 && mproc_timeout_until(deadline) == 0) {
-      err = MPROC_ETIMEDOUT;
-      break;
-    }
-    if (!spun) {
-      spun = true;
-      spin_on(q, &h->release);
-      continue;
-    }
-    if (!waiting) {
-      waiting = true;
-      atomic_fetch_add(&h->nput_wait, 1);
-      atomic_store(&h->put_pending, 0); /* the next waker must wake us */
-      seen = atomic_load(&h->put_seq);
-      mproc__fence_heavy(); /* the wakers' side of the pair is light */
-      continue;             /* re-check after announcing ourselves */
-    }
-    err = sleep_on(q, &h->put_seq, seen, deadline);
-    /* Uncount at once: while we retry, puts need not wake us. */
-    atomic_fetch_sub(&h->nput_wait, 1);
-    waiting = false;
-    spun = false;
+    err = wait_step(q, &w, deadline);
     if (err != 0)
       break;
   }
-  if (waiting)
-    atomic_fetch_sub(&h->nput_wait, 1);
+  wait_end(&w);
   return err;
 }
 
@@ -470,8 +490,7 @@ static int get_impl(struct mproc_queue *q, struct getbuf *g, size_t *len, int64_
     return MPROC_EBROKEN;
   struct mproc__qhdr *h = q->h;
   int64_t deadline = timeout_ms < 0 ? -1 : mproc__deadline(timeout_ms);
-  bool waiting = false, spun = false;
-  uint32_t seen = 0;
+  struct waitstep w = {&h->tail, &h->get_seq, &h->nget_wait, &h->get_pending, false, false, 0};
   int err;
   for (;;) {
     struct mproc__qrec *r = NULL;
@@ -511,33 +530,11 @@ static int get_impl(struct mproc_queue *q, struct getbuf *g, size_t *len, int64_
       break;
     if (nowait)
       break;
-    if (deadline >= 0 && mproc_timeout_until(deadline) == 0) {
-      err = MPROC_ETIMEDOUT;
-      break;
-    }
-    if (!spun) {
-      spun = true;
-      spin_on(q, &h->tail);
-      continue;
-    }
-    if (!waiting) {
-      waiting = true;
-      atomic_fetch_add(&h->nget_wait, 1);
-      atomic_store(&h->get_pending, 0); /* the next waker must wake us */
-      seen = atomic_load(&h->get_seq);
-      mproc__fence_heavy(); /* the wakers' side of the pair is light */
-      continue;
-    }
-    err = sleep_on(q, &h->get_seq, seen, deadline);
-    /* Uncount at once: while we retry, puts need not wake us. */
-    atomic_fetch_sub(&h->nget_wait, 1);
-    waiting = false;
-    spun = false;
+    err = wait_step(q, &w, deadline);
     if (err != 0)
       break;
   }
-  if (waiting)
-    atomic_fetch_sub(&h->nget_wait, 1);
+  wait_end(&w);
   return err;
 }
 

@@ -271,8 +271,11 @@ static int64_t widen(uint32_t t, size_t size, uint64_t bits) {
   }
 }
 
-static int int_elem(mproc_value *v, size_t index, void **p) {
-  if (!value_ok(v))
+/* The address of integer element `index` for an atomic operation.  `need` is
+ * the caller's pointer argument that must not be NULL (v itself when the
+ * operation has none), so every check of the call is made here. */
+static int int_elem(mproc_value *v, size_t index, const void *need, void **p) {
+  if (need == NULL || !value_ok(v))
     return MPROC_EINVAL;
   if (!is_integer(v->type))
     return MPROC_ENOTSUP;
@@ -300,7 +303,7 @@ static int int_elem(mproc_value *v, size_t index, void **p) {
 
 MPROC_EXTERN int mproc_value_fetch_add(mproc_value *v, size_t index, int64_t delta, int64_t *old) {
   void *p;
-  int r = int_elem(v, index, &p);
+  int r = int_elem(v, index, v, &p);
   if (r != 0)
     return r;
   uint64_t prev = 0;
@@ -314,10 +317,8 @@ MPROC_EXTERN int mproc_value_fetch_add(mproc_value *v, size_t index, int64_t del
 
 MPROC_EXTERN int mproc_value_compare_exchange(mproc_value *v, size_t index, int64_t *expected,
                                               int64_t desired) {
-  if (expected == NULL)
-    return MPROC_EINVAL;
   void *p;
-  int r = int_elem(v, index, &p);
+  int r = int_elem(v, index, expected, &p);
   if (r != 0)
     return r;
   bool ok = false;
@@ -337,10 +338,8 @@ MPROC_EXTERN int mproc_value_compare_exchange(mproc_value *v, size_t index, int6
 }
 
 MPROC_EXTERN int mproc_value_load(mproc_value *v, size_t index, int64_t *out) {
-  if (out == NULL)
-    return MPROC_EINVAL;
   void *p;
-  int r = int_elem(v, index, &p);
+  int r = int_elem(v, index, out, &p);
   if (r != 0)
     return r;
   uint64_t bits = 0;
@@ -353,7 +352,7 @@ MPROC_EXTERN int mproc_value_load(mproc_value *v, size_t index, int64_t *out) {
 
 MPROC_EXTERN int mproc_value_store(mproc_value *v, size_t index, int64_t value) {
   void *p;
-  int r = int_elem(v, index, &p);
+  int r = int_elem(v, index, v, &p);
   if (r != 0)
     return r;
 #define STORE(T) __atomic_store_n((T *)p, (T)(uint64_t)value, __ATOMIC_SEQ_CST)

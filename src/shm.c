@@ -11,8 +11,11 @@
  *
  *   - every attached process holds LOCK_SH on its own fd for as long as it is
  *     attached;
- *   - closing tries LOCK_EX|LOCK_NB: success proves no one else holds
- *     LOCK_SH, so the closer is the last user and unlinks the name;
+ *   - mproc_shm_free tries LOCK_EX|LOCK_NB: success proves no one else
+ *     holds LOCK_SH, so the closer is the last user and unlinks the name
+ *     (if it still refers to this object).  Only the process that opened
+ *     the handle tries: a forked child shares the opener's description, and
+ *     its lock with it, so it just closes its fd;
  *   - for the case where the last user dies instead, each named block has a
  *     keeper process (keeper.c) blocked in flock(LOCK_EX) on its own open
  *     file description: it gets the lock only when no process is attached
@@ -28,6 +31,15 @@
  * taken: a pre-existing or squatted name is never reused.  A creator dying at
  * any point leaves nothing: before linkat the object has no name; after it,
  * the keeper is already waiting.
+ *
+ * Life of a named block:
+ *
+ *   create: unnamed (O_TMPFILE; creator holds LOCK_SH; keeper waiting)
+ *     --linkat--> NAMED, users attached (each holds LOCK_SH on its fd)
+ *       --mproc_shm_unlink--> unnamed early; attached users keep the memory
+ *       --last user frees (its LOCK_EX|LOCK_NB succeeds)--> it unlinks
+ *       --last user dies--> the keeper's LOCK_EX succeeds, it unlinks
+ *     --> the memory goes with the last fd and mapping (keeper exits)
  *
  * The first page of a named object is a header (magic, version, user size):
  * attach rejects objects not made this way (MPROC_ECORRUPT), or owned by
@@ -312,9 +324,15 @@ MPROC_EXTERN int mproc_shm_unlink(mproc_shm *s) {
   return 0;
 }
 
+size_t mproc__shm_data_off(const mproc_shm *s) { return s->mapsize - s->size; }
+
 MPROC_EXTERN int mproc_shm_free(mproc_shm *s) {
   if (s == NULL)
     return MPROC_EINVAL;
+  /* Pool workers that mapped the block for map_shm let go of it too: their
+   * mappings would keep its memory (and a named block's keeper) alive. */
+  if (s->opener == getpid())
+    mproc__map_shm_forget(s->fd);
   munmap(s->map, s->mapsize);
   /* In a forked child the fd is the opener's open file description, whose
    * lock is the opener's too: converting it would let the child remove the

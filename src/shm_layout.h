@@ -33,14 +33,23 @@
 /* Distinct task functions a pool of exec'd workers can name (fn_table). */
 #define MPROC__FN_TABLE 1024
 #define MPROC__INLINE 200 /* argument/result bytes carried inside an entry */
+/* Larger arguments and results up to this size travel through the entry's
+ * own area in the data arena (area_off): an argument area, then a result
+ * area, both MPROC__MEDIUM bytes, reserved at the arena's top for every
+ * entry of every ring.  Larger ones go as a memfd over the socket. */
+#define MPROC__MEDIUM ((size_t)64 << 10)
+/* Closed shared blocks the header remembers for workers (power of two). */
+#define MPROC__FORGET 16
 
 enum { MPROC__E_FREE, MPROC__E_QUEUED, MPROC__E_STARTED, MPROC__E_DONE, MPROC__E_REVOKED };
 enum {
-  MPROC__EF_ARG_FD = 1u << 0, /* argument in a memfd sent over the socket */
-  MPROC__EF_RES_FD = 1u << 1, /* result in a memfd sent over the socket */
-  MPROC__EF_MSG = 1u << 2,    /* res[] holds an error message */
-  MPROC__EF_TIMED = 1u << 3,  /* has a timeout: tell the manager it started */
-  MPROC__EF_FDS = 1u << 4,    /* one message: [argument fd if ARG_FD] + the task's fds */
+  MPROC__EF_ARG_FD = 1u << 0,   /* argument in a memfd sent over the socket */
+  MPROC__EF_RES_FD = 1u << 1,   /* result in a memfd sent over the socket */
+  MPROC__EF_MSG = 1u << 2,      /* res[] holds an error message */
+  MPROC__EF_TIMED = 1u << 3,    /* has a timeout: tell the manager it started */
+  MPROC__EF_FDS = 1u << 4,      /* one message: [argument fd if ARG_FD] + the task's fds */
+  MPROC__EF_ARG_AREA = 1u << 5, /* argument in the entry's arena area */
+  MPROC__EF_RES_AREA = 1u << 6, /* result in the entry's arena area (+ MPROC__MEDIUM) */
 };
 
 struct mproc__entry {
@@ -56,6 +65,7 @@ struct mproc__entry {
   uint64_t in_off, out_off, count, in_size, out_size;
   _Atomic uint64_t progress; /* item being processed within a chunk */
   uint64_t col_off[MPROC_STARMAP_MAX_ARGS], col_size[MPROC_STARMAP_MAX_ARGS];
+  uint64_t area_off; /* K_CALL: arena offset of the entry's area, 0: none */
   unsigned char arg[MPROC__INLINE];
   char res[MPROC__INLINE];
 };
@@ -78,6 +88,12 @@ struct mproc__shm_hdr {
   alignas(64) _Atomic uint32_t mgr_sleeping; /* manager is in poll(): write efd */
   _Atomic uint32_t helpers;                  /* parent threads spinning to collect */
   alignas(64) _Atomic uint64_t done_seq;     /* bumped after every DONE */
+  /* Shared blocks (dev, ino) closed by their owner, for workers that cached
+   * a mapping of one (map_shm.c): entry k is forget[k % MPROC__FORGET],
+   * written by the parent under the pool mutex before forget_seq moves past
+   * k.  A worker that fell more than MPROC__FORGET behind drops them all. */
+  alignas(64) _Atomic uint64_t forget_seq;
+  _Atomic uint64_t forget[MPROC__FORGET][2];
   struct mproc__slot_shm slots[];
   /* After the slots, for exec'd workers (spawn, forkserver), the function
    * table: struct mproc__fnref[MPROC__FN_TABLE], append-only, written by the
@@ -88,6 +104,11 @@ struct mproc__shm_hdr {
 
 /* fn_kind of an entry whose fn_addr is an index into the function table. */
 enum { MPROC__FN_INDEX = 2 };
+
+/* How much of the arena the entries' medium areas may take (half); pools
+ * with more workers than fit carry medium arguments and results in memory
+ * files instead.  A variable so tests can leave no room at all. */
+extern uint64_t mproc__shm_areas_max;
 
 /* Distinct functions a pool of exec'd workers names (<= MPROC__FN_TABLE);
  * a variable so tests can fill the table with a few functions. */

@@ -44,6 +44,7 @@
  *    exact pid, so a failed spawn leaves nothing behind. */
 #include "internal.h"
 
+#include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
@@ -56,6 +57,7 @@
 #endif
 #include <sys/prctl.h>
 #include <sys/syscall.h>
+#include <time.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -151,7 +153,8 @@ static pthread_once_t bind_once = PTHREAD_ONCE_INIT;
  *  - Being a member, it keeps the group's id from being recycled until the
  *    group is killed.
  *  - Best effort: if it cannot be created (process limit), the child runs
- *    without it, and only a live parent kills its group. */
+ *    without it, and only a live parent kills its group; if it cannot open
+ *    a pidfd on the child, it watches for its own reparenting instead. */
 static _Noreturn void guard_main(pid_t child) {
   if (syscall(SYS_close_range, 0u, ~0u, 0u) != 0) /* before Linux 5.9 */
     for (int fd = 0; fd < 4096; fd++)
@@ -162,6 +165,13 @@ static _Noreturn void guard_main(pid_t child) {
     struct pollfd p = {.fd = pfd, .events = POLLIN};
     while (syscall(SYS_ppoll, &p, 1, NULL, NULL, 0) < 0 && errno == EINTR) {
     }
+  } else if (pfd < 0) {
+    /* No pidfd (out of memory, a kernel or filter refusing it): the child
+     * is alive, so killing the group now would end it for nothing.  Watch
+     * for the reparenting that its exit causes instead, 20 times a second. */
+    struct timespec tick = {0, 50 * 1000 * 1000};
+    while ((pid_t)syscall(SYS_getppid) == child)
+      syscall(SYS_clock_nanosleep, CLOCK_MONOTONIC, 0, &tick, NULL);
   }
   /* The child exited (or was gone already: we were reparented). */
   syscall(SYS_kill, 0, SIGKILL);
@@ -181,7 +191,15 @@ void mproc__group_guard_start(void) {
 }
 
 static _Noreturn void child_main(const struct mproc__spawn_opts *o, pid_t parent,
-                                 const sigset_t *oldmask) {
+                                 const sigset_t *oldmask, const int hold[2]) {
+  if (hold[0] >= 0) {
+    /* Wait until the parent holds our pidfd (end of file on the pipe). */
+    char b;
+    close(hold[1]);
+    while (read(hold[0], &b, 1) < 0 && errno == EINTR) {
+    }
+    close(hold[0]);
+  }
   drop_parent_stdio();
   mproc__reset_signals();
   int sig = o->pdeathsig > 0 ? o->pdeathsig : SIGKILL;
@@ -197,6 +215,16 @@ static _Noreturn void child_main(const struct mproc__spawn_opts *o, pid_t parent
   _exit(o->fn(o->arg));
 }
 
+/* Whether the kernel reaps this process's children itself (SIGCHLD ignored,
+ * or SA_NOCLDWAIT): a child that exits at once could then be gone, and its
+ * pid even reused, before the parent opens its pidfd. */
+static bool children_autoreaped(void) {
+  struct sigaction sa;
+  return sigaction(SIGCHLD, NULL, &sa) == 0 &&
+         (((sa.sa_flags & SA_SIGINFO) == 0 && sa.sa_handler == SIG_IGN) ||
+          (sa.sa_flags & SA_NOCLDWAIT) != 0);
+}
+
 int mproc__spawn(const struct mproc__spawn_opts *o, pid_t *pid_out, int *pidfd_out) {
   if (o == NULL || o->fn == NULL || pid_out == NULL || pidfd_out == NULL ||
       (o->nkeep > 0 && o->keep_fds == NULL) || o->pdeathsig < 0 || o->pdeathsig >= NSIG)
@@ -204,6 +232,13 @@ int mproc__spawn(const struct mproc__spawn_opts *o, pid_t *pid_out, int *pidfd_o
   if (!(o->flags & MPROC__SPAWN_NOFLUSH))
     fflush(NULL);
   pthread_once(&bind_once, bind_child_calls);
+  /* In a program whose children the kernel reaps, the child holds still
+   * until the parent has its pidfd (a pipe's end of file): the pidfd then
+   * names our child, never a reused pid.  Elsewhere the zombie holds the
+   * pid and no handshake is needed. */
+  int hold[2] = {-1, -1};
+  if (children_autoreaped() && pipe2(hold, O_CLOEXEC) != 0)
+    return mproc__neg_errno();
 
   sigset_t all, old;
   sigfillset(&all);
@@ -212,17 +247,24 @@ int mproc__spawn(const struct mproc__spawn_opts *o, pid_t *pid_out, int *pidfd_o
   internal_fork = (o->flags & MPROC__SPAWN_INTERNAL) != 0;
   pid_t pid = fork();
   if (pid == 0)
-    child_main(o, parent, &old);
+    child_main(o, parent, &old, hold);
   int err = pid < 0 ? mproc__neg_errno() : 0;
   internal_fork = false;
   pthread_sigmask(SIG_SETMASK, &old, NULL);
-  if (pid < 0)
+  if (hold[0] >= 0)
+    close(hold[0]);
+  if (pid < 0) {
+    if (hold[1] >= 0)
+      close(hold[1]);
     return err;
+  }
 
   if (o->flags & MPROC__SPAWN_NEWPGRP)
     setpgid(pid, pid); /* both sides set it: whichever runs first wins the race */
 
   int pidfd = pidfd_open_(pid);
+  if (hold[1] >= 0)
+    close(hold[1]); /* the child may go on */
   if (pidfd < 0) {
     err = mproc__neg_errno();
     kill(pid, SIGKILL);

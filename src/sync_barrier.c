@@ -6,6 +6,7 @@
  *
  *   wait: lock -> broken? EBROKEN -> register -> idx = count++
  *         last (count == parties): action -> gen++, count = 0, wake all -> idx
+ *               (an action returning non-zero breaks it instead: EBROKEN)
  *         else: sleep on seq, in slices of MPROC__BARRIER_CHECK_MS:
  *               round done (gen moved on) -> idx, or EBROKEN if it was reset
  *               broken -> EBROKEN;   own deadline passed -> break, ETIMEDOUT

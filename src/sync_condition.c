@@ -13,9 +13,16 @@
  * A waiter reads `s` while holding the lock and the notifier changes seq
  * while holding it, so a notify that follows the waiter's registration always
  * changes seq after the waiter's snapshot: the waiter either sees seq != s
- * before it sleeps or is on the futex queue when the wake comes.  A waiter
- * that had released the lock but was not yet asleep when a notify came
- * returns as well (a spurious wake-up, allowed: use wait_for).
+ * before it sleeps or is on the futex queue when the wake comes.
+ *
+ * The converse is not exact: seq is one word for every waiter, so any
+ * waiter whose snapshot predates a notify sees seq changed as soon as it
+ * looks again -- one that had released the lock but was not yet asleep,
+ * and every sleeper at the end of its MPROC__COND_RECHECK_MS slice.  So
+ * notify(n) wakes n waiters at once and lets every other waiter of that
+ * moment return within MPROC__COND_RECHECK_MS as if notified (spurious
+ * wake-ups, which Condition allows: loop on a predicate or use wait_for).
+ * Waking exactly n would need per-waiter tickets instead of one word.
  *
  * The wake-up is deferred to the notifier's final release of the lock (wait
  * releases it too) so that woken waiters find the lock free instead of
@@ -29,9 +36,10 @@
  *    syscall.  notify(1) wakes a live waiter.
  *  - waiter killed after being woken, before re-acquiring the lock: it
  *    received that notification, exactly as if it had returned and then died.
- *  - notifier (or any lock holder) killed while holding the lock: the robust
- *    lock hands itself to the next acquirer, and a waiter re-acquiring it
- *    returns MPROC_EOWNERDEAD holding it.  Notifications already made stand:
+ *  - notifier (or any lock holder) killed while holding the lock: the next
+ *    acquirer finds the owner dead and takes the lock over (tidlock.c,
+ *    within one slice), and a waiter re-acquiring it returns
+ *    MPROC_EOWNERDEAD holding it.  Notifications already made stand:
  *    seq has changed, and since the dead notifier never made its deferred
  *    wake-up, sleepers re-check seq every MPROC__COND_RECHECK_MS and so
  *    return within that bound.  No notification is lost.

@@ -2,8 +2,11 @@
  *
  * Design notes.  `value` is the count and the futex word.  acquire takes a
  * unit with a compare-exchange when value > 0; otherwise it registers in
- * `waiters` and sleeps while value == 0.  release adds a unit (refusing above
- * the bound for a bounded semaphore) and wakes one sleeper if any registered.
+ * `waiters` and sleeps while value == 0 (the shared sleep loop,
+ * mproc__sync_sleep in sync_core.c).  release adds a unit (refusing above the
+ * bound for a bounded semaphore, MPROC_EOVERRELEASE, and above
+ * MPROC_SEM_VALUE_MAX for any other, MPROC_EOVERFLOW) and wakes one sleeper
+ * if any registered.
  *
  *   value > 0: acquire --CAS value-1--> done
  *   value == 0: acquire --waiters+1--> sleep(value==0) --> re-check

@@ -2,9 +2,9 @@
  *
  * Design notes.  Argument checks and the rules common to every transport
  * live here; the transport's worker side does the storage (see task_ctx.h).
- * A failed result buffer is remembered: a task that ignores the failure and
- * returns 0 still fails, because a result that does not exist must never
- * be reported as success. */
+ * A failed result buffer is remembered (until a later result call
+ * succeeds): a task that ignores the failure and returns 0 still fails, because a result that does
+ * not exist must never be reported as success. */
 #include "task_ctx.h"
 
 #include <stdarg.h>

@@ -13,11 +13,15 @@
  * include): the ops table is an internal contract that changes with the
  * library.
  *
- * The table is small and fixed (a pool looks a name up once; there are a
- * handful of transports), guarded by a mutex so that registration may run
- * on any thread.  A pool keeps the ops pointer it found: a transport is
- * unregistered only once no pool uses it (its library's finalisation), and
- * unregistering never affects a pool already created. */
+ * The table is small and fixed (MAX_TRANSPORTS entries, -ENOSPC past them: a
+ * pool looks a name up once; there are a handful of transports), guarded by
+ * a mutex so that registration may run on any thread.  Registering an ops
+ * table already there is a no-op; another table under a taken name is
+ * -EEXIST; one missing a required operation is MPROC_EINVAL.  The built-in
+ * "shm" cannot be unregistered.  A pool keeps the ops pointer it found and
+ * the registry does not count users: the library that registered a
+ * transport must unregister it only once no pool uses it (its
+ * finalisation), so unregistering never affects a pool already created. */
 #include "transport.h"
 
 #include <pthread.h>

@@ -69,12 +69,18 @@ enum {
   MPROC__K_CALL = 1, /* fn(arg bytes) -> result bytes */
   MPROC__K_MAP,      /* element function over an arena range */
   MPROC__K_STARMAP,  /* element function over several arena columns */
+  /* Element function over a caller's shared block (map_shm.c): the block's
+   * fd (arg_fd) travels with the chunk, in_off/out_off are file offsets. */
+  MPROC__K_MAP_SHM,
 };
 
 /* K_CALL arguments up to this many bytes are kept in memory (t->arg);
  * larger ones in a memfd (t->arg_fd), written once at submit.  The pool's
- * choice, the same for every transport: each one carries both. */
-#define MPROC__ARG_INLINE 200
+ * choice, the same for every transport: each one carries both.  Below this
+ * bound a memfd per task costs more than copying the bytes (its creation,
+ * hand-over and mapping take hundreds of microseconds; the shm transport
+ * copies a medium argument into the ring entry's arena area instead). */
+#define MPROC__ARG_INLINE ((size_t)64 << 10)
 
 /* How one task ended, as seen by the parent -- or, handed over with no
  * task (see poll_results), how a worker ended. */
@@ -209,6 +215,11 @@ struct mproc__transport_ops {
   void (*helping)(struct mproc_pool *p, int delta);
   /* Optional (NULL: map and imap return MPROC_ENOTSUP). */
   const struct mproc__arena_ops *arena;
+  /* Optional: tells the workers that the caller freed the shared block
+   * (dev, ino), so a worker drops its cached mapping of it (under mu).  A
+   * transport without it cannot carry MPROC__K_MAP_SHM chunks: map_shm then
+   * returns MPROC_ENOTSUP. */
+  void (*forget_block)(struct mproc_pool *p, uint64_t dev, uint64_t ino);
 };
 
 extern const struct mproc__transport_ops mproc__transport_shm;

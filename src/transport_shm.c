@@ -63,8 +63,16 @@ struct shm_state {
   struct extent *free_ext; /* sorted by offset, coalesced */
   size_t nfree, capfree;
   int spin;
-  uint64_t mgr_seen; /* done_seq when the manager last looked (manager only) */
+  uint64_t mgr_seen;  /* done_seq when the manager last looked (manager only) */
+  bool blocks;        /* a shared block was handed to a worker (map_shm) */
+  uint64_t area_base; /* arena offset of the entries' medium areas, 0: none */
 };
+
+/* The arena area of ring entry `pos` of slot i: MPROC__MEDIUM bytes for the
+ * argument, as many for the result. */
+static uint64_t area_of(const struct shm_state *s, int i, uint64_t pos) {
+  return s->area_base + ((uint64_t)i * MPROC__RING + pos % MPROC__RING) * 2 * MPROC__MEDIUM;
+}
 
 static struct shm_state *st(struct mproc_pool *p) { return p->tp_state; }
 static struct shm_slot *sslot(struct mproc_pool *p, int i) { return &st(p)->slots[i]; }
@@ -242,7 +250,11 @@ static int shm_init(struct mproc_pool *p) {
     shm_fini(p);
     return r;
   }
-  s->free_ext[0] = (struct extent){0, MPROC__ARENA_LEN};
+  /* Medium arguments and results go through areas at the arena's top
+   * (virtual space until used) while they take at most half of it. */
+  uint64_t areas = (uint64_t)p->nworkers * MPROC__RING * 2 * MPROC__MEDIUM;
+  s->area_base = areas <= mproc__shm_areas_max ? MPROC__ARENA_LEN - areas : 0;
+  s->free_ext[0] = (struct extent){0, s->area_base != 0 ? s->area_base : MPROC__ARENA_LEN};
   s->nfree = 1;
   /* Idle workers spin briefly before sleeping only while there are spare
    * cores; otherwise a spinning worker would steal time from a busy one. */
@@ -361,7 +373,53 @@ static int shm_start_worker(struct mproc_pool *p, int i) {
   return 0;
 }
 
-_Static_assert(MPROC__ARG_INLINE <= MPROC__INLINE, "an in-memory argument fits an entry");
+/* Every argument the pool keeps in memory fits an entry or its area. */
+_Static_assert(MPROC__ARG_INLINE <= MPROC__MEDIUM, "an in-memory argument fits an entry's area");
+
+uint64_t mproc__shm_areas_max = MPROC__ARENA_LEN / 2;
+
+/* A memfd holding a task's in-memory argument (-errno on failure). */
+static int arg_file(const struct mproc__task *t, int *fd) {
+  int r = mproc__memfd_create("mproc-arg", t->arg_len, fd);
+  for (size_t done = 0; r == 0 && done < t->arg_len;) {
+    ssize_t n = pwrite(*fd, (const char *)t->arg + done, t->arg_len - done, (off_t)done);
+    if (n < 0 && errno != EINTR)
+      r = mproc__neg_errno();
+    done += n > 0 ? (size_t)n : 0;
+  }
+  if (r != 0 && *fd >= 0)
+    mproc__close(*fd);
+  return r;
+}
+
+/* Sends a call's descriptors: its argument file `argfd` (or -1) and its own
+ * fds, flagging the entry. */
+static int send_call_fds(struct mproc_pool *p, int i, const struct mproc__task *t, int argfd,
+                         struct mproc__entry *e) {
+  struct shm_slot *sl = sslot(p, i);
+  if (t->nfds > 0) {
+    /* The argument fd (if any) and the task's own fds travel in ONE
+     * message: a failed send leaves nothing half-sent on the socket for
+     * the next task to misread.  A worker that finds the entry revoked
+     * consumes the message all the same. */
+    int all[MPROC__MSG_FDS];
+    size_t k = 0;
+    if (argfd >= 0)
+      all[k++] = argfd;
+    for (uint32_t j = 0; j < t->nfds; j++)
+      all[k++] = t->fds[j];
+    int r = mproc__send_fds(sl->sock, all, k);
+    if (r != 0)
+      return r;
+    e->flags |= MPROC__EF_FDS | (argfd >= 0 ? MPROC__EF_ARG_FD : 0);
+  } else if (argfd >= 0) {
+    int r = mproc__send_fd(sl->sock, argfd);
+    if (r != 0)
+      return r;
+    e->flags |= MPROC__EF_ARG_FD;
+  }
+  return 0;
+}
 
 static int shm_send_task(struct mproc_pool *p, int i, struct mproc__task *t) {
   struct shm_slot *sl = sslot(p, i);
@@ -389,6 +447,7 @@ static int shm_send_task(struct mproc_pool *p, int i, struct mproc__task *t) {
   e->in_size = t->in_size;
   e->out_size = t->out_size;
   e->nargs = t->nargs;
+  e->area_off = 0;
   atomic_store_explicit(&e->progress, 0, memory_order_relaxed);
   for (uint32_t j = 0; j < t->nargs; j++) {
     e->col_off[j] = t->col_off[j];
@@ -396,30 +455,39 @@ static int shm_send_task(struct mproc_pool *p, int i, struct mproc__task *t) {
   }
   if (t->timeout_ms > 0)
     e->flags |= MPROC__EF_TIMED;
-  if (t->kind == MPROC__K_CALL) {
-    if (t->nfds > 0) {
-      /* The argument fd (if any) and the task's own fds travel in ONE
-       * message: a failed send leaves nothing half-sent on the socket for
-       * the next task to misread.  A worker that finds the entry revoked
-       * consumes the message all the same. */
-      int all[MPROC__MSG_FDS];
-      size_t k = 0;
-      if (t->arg_fd >= 0)
-        all[k++] = t->arg_fd;
-      for (uint32_t j = 0; j < t->nfds; j++)
-        all[k++] = t->fds[j];
-      int r = mproc__send_fds(sl->sock, all, k);
+  if (t->kind == MPROC__K_MAP_SHM) {
+    /* The block travels with every chunk: a worker maps it on first sight
+     * and finds it in its cache afterwards (map_shm.c). */
+    int r = mproc__send_fd(sl->sock, t->arg_fd);
+    if (r != 0)
+      return r;
+    e->flags |= MPROC__EF_ARG_FD;
+    st(p)->blocks = true;
+  } else if (t->kind == MPROC__K_CALL) {
+    e->area_off = st(p)->area_base != 0 ? area_of(st(p), i, pos) : 0;
+    /* An argument kept in memory travels inside the entry, in the entry's
+     * arena area, or -- for a pool with too many workers for areas -- in a
+     * memfd made here, as the pool makes one for larger arguments. */
+    bool copied = t->arg_fd < 0 && t->arg_len > 0;
+    bool in_area =
+        copied && t->arg_len > MPROC__INLINE && e->area_off != 0 && t->arg_len <= MPROC__MEDIUM;
+    int own = -1;
+    if (copied && t->arg_len > MPROC__INLINE && !in_area) {
+      int r = arg_file(t, &own);
       if (r != 0)
         return r;
-      e->flags |= MPROC__EF_FDS | (t->arg_fd >= 0 ? MPROC__EF_ARG_FD : 0);
-    } else if (t->arg_fd >= 0) {
-      int r = mproc__send_fd(sl->sock, t->arg_fd);
-      if (r != 0)
-        return r;
-      e->flags |= MPROC__EF_ARG_FD;
     }
-    if (t->arg_fd < 0 && t->arg_len > 0)
+    int r = send_call_fds(p, i, t, own >= 0 ? own : t->arg_fd, e);
+    mproc__close(own);
+    if (r != 0)
+      return r;
+    if (in_area) {
+      /* A medium argument: the worker reads it where the parent wrote it. */
+      memcpy(st(p)->arena + e->area_off, t->arg, t->arg_len);
+      e->flags |= MPROC__EF_ARG_AREA;
+    } else if (copied && own < 0) {
       memcpy(e->arg, t->arg, t->arg_len);
+    }
   }
   atomic_store_explicit(&e->state, MPROC__E_QUEUED, memory_order_release);
   sl->jobs[pos % MPROC__RING] = t;
@@ -454,8 +522,10 @@ static void outcome_of(struct mproc_pool *p, int i, struct mproc__entry *e, stru
   }
   if (t->kind != MPROC__K_CALL)
     return;
-  if (!(e->rflags & MPROC__EF_RES_FD) && e->res_len > MPROC__INLINE) {
-    /* Never copy past the entry's inline area, whatever the entry says. */
+  if (!(e->rflags & MPROC__EF_RES_FD) &&
+      e->res_len > ((e->rflags & MPROC__EF_RES_AREA) ? MPROC__MEDIUM : MPROC__INLINE)) {
+    /* Never copy past the entry's inline area or its arena area, whatever
+     * the entry says. */
     mproc__close(fd);
     o->code = MPROC_ECORRUPT;
     o->msg = "the worker reported a result larger than its ring entry";
@@ -482,7 +552,12 @@ static void outcome_of(struct mproc_pool *p, int i, struct mproc__entry *e, stru
       o->res_len = 0;
       return;
     }
-    memcpy(o->res, e->res, e->res_len);
+    /* A medium result is copied out of the entry's area, which the entry's
+     * next task reuses. */
+    const void *from = (e->rflags & MPROC__EF_RES_AREA)
+                           ? (const void *)(st(p)->arena + e->area_off + MPROC__MEDIUM)
+                           : (const void *)e->res;
+    memcpy(o->res, from, e->res_len);
   }
 }
 
@@ -679,6 +754,25 @@ static const struct mproc__arena_ops shm_arena_ops = {
     .at = shm_arena,
 };
 
+/* Publishes the closed block in the header and wakes the sleeping workers,
+ * which drop their mapping of it before they sleep again. */
+static void shm_forget_block(struct mproc_pool *p, uint64_t dev, uint64_t ino) {
+  struct shm_state *s = st(p);
+  if (!s->blocks)
+    return;
+  struct mproc__shm_hdr *h = s->hdr;
+  uint64_t k = atomic_load_explicit(&h->forget_seq, memory_order_relaxed);
+  atomic_store_explicit(&h->forget[k % MPROC__FORGET][0], dev, memory_order_relaxed);
+  atomic_store_explicit(&h->forget[k % MPROC__FORGET][1], ino, memory_order_relaxed);
+  atomic_store_explicit(&h->forget_seq, k + 1, memory_order_release);
+  for (int i = 0; i < p->nworkers; i++) {
+    struct mproc__slot_shm *ss = sshm(p, i);
+    atomic_fetch_add(&ss->wake, 1);
+    if (atomic_load(&ss->sleeping))
+      mproc__futex_wake(&ss->wake, 1, true);
+  }
+}
+
 const struct mproc__transport_ops mproc__transport_shm = {
     .name = "shm",
     .init = shm_init,
@@ -693,4 +787,5 @@ const struct mproc__transport_ops mproc__transport_shm = {
     .sleep = shm_sleep,
     .helping = shm_helping,
     .arena = &shm_arena_ops,
+    .forget_block = shm_forget_block,
 };

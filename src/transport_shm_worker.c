@@ -40,10 +40,11 @@
 struct shm_ctx {
   mproc_task_ctx base; /* first: the public API sees only this */
   struct mproc__entry *e;
-  int res_fd;     /* memfd of a large result, -1 none */
-  void *res_map;  /* its mapping */
-  size_t res_len; /* its size */
-  char *msg;      /* where messages go */
+  unsigned char *area; /* the entry's result area in the arena, NULL: none */
+  int res_fd;          /* memfd of a large result, -1 none */
+  void *res_map;       /* its mapping */
+  size_t res_len;      /* its size */
+  char *msg;           /* where messages go */
   int32_t *msg_code;
   int fds[MPROC_TASK_MAX_FDS]; /* the task's own fds (closed after it) */
 };
@@ -63,11 +64,18 @@ static int shm_result_buf(mproc_task_ctx *base, size_t len, void **buf) {
   /* The entry describes no result until the new buffer exists: a failure
    * here must never leave a length behind that the parent would copy out of
    * the inline area. */
-  c->e->rflags &= ~(uint32_t)MPROC__EF_RES_FD;
+  c->e->rflags &= ~(uint32_t)(MPROC__EF_RES_FD | MPROC__EF_RES_AREA);
   c->e->res_len = 0;
   if (len <= MPROC__INLINE) {
     c->e->res_len = len;
     *buf = c->e->res;
+    return 0;
+  }
+  if (c->area != NULL && len <= MPROC__MEDIUM) {
+    /* Medium: in the entry's arena area, which the parent sees already. */
+    c->e->res_len = len;
+    c->e->rflags |= MPROC__EF_RES_AREA;
+    *buf = c->area;
     return 0;
   }
   /* Too big for the entry: a memfd, mapped here and handed to the parent
@@ -169,6 +177,11 @@ static int run_call(const struct mproc__worker_args *w, struct mproc__entry *e, 
     return mproc_task_fail(&c->base, rr, "worker could not receive the task's descriptors: %s",
                            mproc_strerror(rr));
   }
+  if (e->flags & MPROC__EF_ARG_AREA) {
+    if (e->arg_len > MPROC__MEDIUM || e->area_off == 0)
+      return mproc_task_fail(&c->base, MPROC_ECORRUPT, "argument larger than its arena area");
+    arg = w->arena + e->area_off;
+  }
   if (e->flags & MPROC__EF_ARG_FD) {
     if (e->arg_len > 0 && mproc__map_shared(argfd, e->arg_len, &argmap) != 0) {
       mproc__close(argfd);
@@ -186,20 +199,49 @@ static int run_call(const struct mproc__worker_args *w, struct mproc__entry *e, 
   return r;
 }
 
+/* A map_shm chunk's data: the caller's block, whose fd came with the entry
+ * (taken off the socket first, so a failure never leaves it for the next
+ * task), mapped through the worker's block cache (map_shm.c). */
+static int block_of(const struct mproc__worker_args *w, const struct mproc__entry *e,
+                    struct shm_ctx *c, unsigned char **base) {
+  int fd = -1;
+  size_t len = 0;
+  int r = mproc__recv_fd(w->sock, &fd);
+  if (r == 0)
+    r = mproc__block_cache_map(fd, base, &len);
+  if (r != 0)
+    return mproc_task_fail(&c->base, r, "worker could not map the shared block: %s",
+                           mproc_strerror(r));
+  if (!mproc__block_range_ok(len, e->in_off, e->count, e->in_size) ||
+      !mproc__block_range_ok(len, e->out_off, e->count, e->out_size))
+    return mproc_task_fail(&c->base, MPROC_ECORRUPT, "chunk outside the shared block");
+  return 0;
+}
+
 static int run_map(const struct mproc__worker_args *w, struct mproc__entry *e, struct shm_ctx *c) {
+  unsigned char *base = w->arena;
+  if (e->kind == MPROC__K_MAP_SHM) {
+    int r = block_of(w, e, c, &base);
+    if (r != 0)
+      return r;
+  }
   void (*raw)(void) = NULL;
   int r0 = task_fn(w, e, c, &raw);
   if (r0 != 0)
     return r0;
-  unsigned char *out = w->arena + e->out_off;
-  if (e->kind == MPROC__K_MAP) {
+  unsigned char *out = base + e->out_off;
+  if (e->kind != MPROC__K_STARMAP) {
     mproc_map_fn fn = (mproc_map_fn)raw;
-    const unsigned char *in = w->arena + e->in_off;
-    for (uint64_t i = 0; i < e->count; i++) {
+    const unsigned char *in = base + e->in_off;
+    /* Locals: the element function may write any memory, so fields read
+     * through `e` would be loaded again for every item. */
+    const uint64_t count = e->count, in_size = e->in_size, out_size = e->out_size;
+    _Atomic uint64_t *progress = &e->progress;
+    for (uint64_t i = 0; i < count; i++, in += in_size, out += out_size) {
       /* Progress is published per item so a crash is attributed to the item
        * it happened in; a relaxed store to a line this core owns is cheap. */
-      atomic_store_explicit(&e->progress, i, memory_order_relaxed);
-      int r = fn(in + i * e->in_size, out + i * e->out_size);
+      atomic_store_explicit(progress, i, memory_order_relaxed);
+      int r = fn(in, out);
       if (r != 0)
         return r;
     }
@@ -219,8 +261,12 @@ static int run_map(const struct mproc__worker_args *w, struct mproc__entry *e, s
 }
 
 static void run_entry(const struct mproc__worker_args *w, struct mproc__entry *e) {
-  struct shm_ctx c = {
-      .base = {.ops = &shm_task_ops}, .e = e, .res_fd = -1, .msg = e->res, .msg_code = &e->code};
+  struct shm_ctx c = {.base = {.ops = &shm_task_ops},
+                      .e = e,
+                      .area = e->area_off != 0 ? w->arena + e->area_off + MPROC__MEDIUM : NULL,
+                      .res_fd = -1,
+                      .msg = e->res,
+                      .msg_code = &e->code};
   c.base.fds = c.fds;
   e->rflags = 0;
   e->res_len = 0;
@@ -231,7 +277,7 @@ static void run_entry(const struct mproc__worker_args *w, struct mproc__entry *e
   r = mproc__task_end(&c.base, r);
   if (r != 0 || c.base.failed) {
     drop_big(&c);
-    e->rflags &= ~(uint32_t)MPROC__EF_RES_FD;
+    e->rflags &= ~(uint32_t)(MPROC__EF_RES_FD | MPROC__EF_RES_AREA);
     e->res_len = 0;
     e->code = r != 0 ? r : e->code;
     if (!(e->rflags & MPROC__EF_MSG))
@@ -272,7 +318,9 @@ static void wake_manager(const struct mproc__worker_args *w) {
   }
 }
 
-static void idle_wait(const struct mproc__worker_args *w, uint64_t pos) {
+/* Sleeps until the ring moves past pos, the worker is asked to stop, or a
+ * closed block is published past `forgot` (its mapping is then dropped). */
+static void idle_wait(const struct mproc__worker_args *w, uint64_t pos, uint64_t forgot) {
   struct mproc__slot_shm *s = w->slot;
   for (int i = 0; i < w->spin; i++) {
     if (atomic_load_explicit(&s->head, memory_order_acquire) != pos || atomic_load(&s->stop))
@@ -284,9 +332,28 @@ static void idle_wait(const struct mproc__worker_args *w, uint64_t pos) {
   }
   uint32_t seen = atomic_load(&s->wake);
   atomic_store(&s->sleeping, 1);
-  if (atomic_load(&s->head) == pos && !atomic_load(&s->stop))
+  if (atomic_load(&s->head) == pos && !atomic_load(&s->stop) &&
+      atomic_load(&w->hdr->forget_seq) == forgot)
     mproc__futex_wait(&s->wake, seen, -1, true);
   atomic_store(&s->sleeping, 0);
+}
+
+/* Drops the cached mappings of shared blocks closed since *seen, so a
+ * closed block's memory is not kept alive by an idle worker (map_shm.c). */
+static void forget_blocks(const struct mproc__worker_args *w, uint64_t *seen) {
+  struct mproc__shm_hdr *h = w->hdr;
+  uint64_t now = atomic_load_explicit(&h->forget_seq, memory_order_acquire);
+  if (now == *seen)
+    return;
+  for (uint64_t k = now - *seen > MPROC__FORGET ? now : *seen; k < now; k++)
+    mproc__block_cache_forget(
+        atomic_load_explicit(&h->forget[k % MPROC__FORGET][0], memory_order_relaxed),
+        atomic_load_explicit(&h->forget[k % MPROC__FORGET][1], memory_order_relaxed));
+  /* Fell behind, or entries were overwritten while being read: forget all
+   * (a block still in use is mapped again by its next chunk). */
+  if (atomic_load(&h->forget_seq) - *seen > MPROC__FORGET)
+    mproc__block_cache_clear();
+  *seen = now;
 }
 
 int mproc__worker_main(void *arg) {
@@ -319,11 +386,13 @@ int mproc__worker_main(void *arg) {
   atomic_store(&s->init_state, 1);
   uint64_t pos = 0;
   uint32_t ran = 0;
+  uint64_t forgot = atomic_load(&w->hdr->forget_seq);
   for (;;) {
+    forget_blocks(w, &forgot);
     if (atomic_load_explicit(&s->head, memory_order_acquire) == pos) {
       if (atomic_load(&s->stop))
         break;
-      idle_wait(w, pos);
+      idle_wait(w, pos, forgot);
       continue;
     }
     struct mproc__entry *e = &s->ring[pos % MPROC__RING];

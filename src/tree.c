@@ -1,8 +1,9 @@
 /* Signalling a whole process tree (MPROC_SIGNAL_TREE).
  *
- * Design notes.  Linux offers no atomic "signal my descendants" and this
- * kernel has no /proc/<pid>/task/<tid>/children, so the tree is found by
- * scanning /proc/<pid>/stat for parent pids.  A running tree changes while it
+ * Design notes.  Linux offers no atomic "signal my descendants", and
+ * /proc/<pid>/task/<tid>/children exists only in kernels built with
+ * CONFIG_PROC_CHILDREN, so the tree is found by scanning every
+ * /proc/<pid>/stat for parent pids (procfs.c).  A running tree changes while it
  * is scanned (members fork and exit), hence:
  *
  *   stop root --> scan /proc: for each new process whose parent is a member,

@@ -1,7 +1,8 @@
 /* mproc_wait(): Python's multiprocessing.connection.wait over fds.
  *
- * Design notes.  One poll(2) over every fd, retried on EINTR against the
- * absolute deadline taken at entry.  "Ready" means what Python's wait means
+ * Design notes.  One poll(2) over every fd through mproc__poll_until
+ * (clock.c), which retries on EINTR against the absolute deadline taken at
+ * entry.  "Ready" means what Python's wait means
  * for a connection or a sentinel: reading would not block, which includes
  * end-of-file (POLLHUP) and errors (POLLERR).  A closed or invalid fd is
  * reported as MPROC_EBADF instead of being silently ignored (poll's

@@ -127,21 +127,42 @@ static int name_has_pid(const char *name, const char *pid) {
   return 0;
 }
 
-static void check_shm(void) {
+/* The /dev/shm entries whose names carry this process's pid, as one
+ * space-separated string ("" when none). */
+static void shm_of_pid(char *out, size_t cap) {
   char pid[32];
   snprintf(pid, sizeof pid, "%d", (int)getpid());
+  out[0] = '\0';
   DIR *d = opendir("/dev/shm");
   if (d == NULL)
     return;
-  char leaked[1024] = "";
   struct dirent *e;
   while ((e = readdir(d)) != NULL) {
     if (e->d_name[0] == '.' || !name_has_pid(e->d_name, pid))
       continue;
-    strncat(leaked, e->d_name, sizeof leaked - strlen(leaked) - 2);
-    strncat(leaked, " ", sizeof leaked - strlen(leaked) - 1);
+    strncat(out, e->d_name, cap - strlen(out) - 2);
+    strncat(out, " ", cap - strlen(out) - 1);
   }
   closedir(d);
+}
+
+/* Entries already there when the test started belong to an earlier process
+ * that had the same pid (pids are recycled; a test that failed may have left
+ * its objects): only what appeared during the test is its leak. */
+static char snap_shm[4096];
+
+static void check_shm(void) {
+  static char now[4096];
+  shm_of_pid(now, sizeof now);
+  char leaked[1024] = "";
+  for (char *tok = strtok(now, " "); tok != NULL; tok = strtok(NULL, " ")) {
+    char *hit = strstr(snap_shm, tok);
+    size_t n = strlen(tok);
+    if (hit != NULL && (hit == snap_shm || hit[-1] == ' ') && hit[n] == ' ')
+      continue;
+    strncat(leaked, tok, sizeof leaked - strlen(leaked) - 2);
+    strncat(leaked, " ", sizeof leaked - strlen(leaked) - 1);
+  }
   ck_assert_msg(leaked[0] == '\0', "leaked /dev/shm entries: %s", leaked);
 }
 
@@ -159,6 +180,7 @@ void mproc_test_setup(void) {
   snap_threads = mproc_test_count_threads();
   snap_children = mproc_test_count_children();
   mark_fds(snap_fd_present);
+  shm_of_pid(snap_shm, sizeof snap_shm);
 }
 
 void mproc_test_teardown(void) {

@@ -31,7 +31,8 @@
 
 /* ---- the wire: one request, one reply per task, in order ------------------ */
 
-enum { SOCK_RING = 4, SOCK_MAX = 32768, SOCK_FDS = MPROC_TASK_MAX_FDS + 1 };
+/* SOCK_MAX holds any argument the pool keeps in memory (MPROC__ARG_INLINE). */
+enum { SOCK_RING = 4, SOCK_MAX = 65536 + 64, SOCK_FDS = MPROC_TASK_MAX_FDS + 1 };
 enum { REP_TASK = 1, REP_INIT };
 
 struct sock_req {

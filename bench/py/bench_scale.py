@@ -79,13 +79,14 @@ def map_item_sizes(q):
 
 def task_sizes(q):
     top = (1 << 16) if q else (256 << 20)
-    sizes = [8, 1024, 64 << 10, 1 << 20, 16 << 20, 256 << 20]
+    sizes = [8, 200, 201, 1024, 4096, 16 << 10, 64 << 10, (64 << 10) + 1, 256 << 10, 1 << 20,
+             16 << 20, 256 << 20]
     with mp.Pool(1) as pool:
         for sz in sizes:
             if sz > top:
                 break
             arg = bytes(sz)
-            inner = 50 if sz <= 4096 else 1
+            inner = 50 if sz <= (64 << 10) + 1 else 1
             v = []
             for _ in range(3 if sz >= (16 << 20) else 5):
                 t0 = now()

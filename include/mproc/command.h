@@ -98,7 +98,9 @@ MPROC_EXTERN int mproc_command_start(mproc_command **out, char *const argv[],
 MPROC_EXTERN int mproc_command_pid(const mproc_command *c);
 
 /* The pidfd, readable (POLLIN) once the child has exited; owned by the
- * object.  Errors: MPROC_EINVAL. */
+ * object.  (An always-readable eventfd for a child the kernel reaped before
+ * its pidfd could be opened: the program ignores SIGCHLD.)  Errors:
+ * MPROC_EINVAL. */
 MPROC_EXTERN int mproc_command_sentinel(const mproc_command *c);
 
 /* The caller's end of stream `which` (0 stdin, 1 stdout, 2 stderr) when it
@@ -125,7 +127,8 @@ MPROC_EXTERN int64_t mproc_command_due_ms(const mproc_command *c);
 
 /* After a successful wait: the exit status 0..255, or -signo when a signal
  * ended the child (Python's returncode).  Errors: MPROC_EINVAL (NULL),
- * MPROC_ESTATE (not reaped yet). */
+ * MPROC_ESTATE (not reaped yet), MPROC_ECHILD (reaped behind the library's
+ * back, e.g. the program ignores SIGCHLD: it exited, its status is lost). */
 MPROC_EXTERN int mproc_command_exitcode(const mproc_command *c, int *code);
 
 /* 1 if the deadline passed and the tree was signalled, else 0;

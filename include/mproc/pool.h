@@ -289,7 +289,8 @@ enum {
 
 struct mproc_map_options {
   unsigned flags;   /* none defined yet: must be 0 */
-  size_t chunksize; /* items per task; 0: n / (4 * workers), at least 1 */
+  size_t chunksize; /* items per task; 0: ceil(n / (4 * workers)), or
+                       ceil(n / (2 * workers)) for mproc_pool_map_shm */
   /* MPROC_PROGRESS_*; the environment variable MPROC_PROGRESS=0|1 overrides
    * it (a bar on stderr, redrawn at most 10 times a second; map and
    * starmap count items done inside a running chunk too). */
@@ -316,6 +317,38 @@ MPROC_EXTERN int mproc_pool_map(mproc_pool *pool, mproc_map_fn fn, const void *i
 MPROC_EXTERN int mproc_pool_map_async(mproc_pool *pool, mproc_map_fn fn, const void *in, size_t n,
                                       size_t in_size, void *out, size_t out_size,
                                       const struct mproc_map_options *opts, mproc_future **f);
+
+/* ---- zero-copy map over a shared block ------------------------------------ */
+
+typedef struct mproc_shm mproc_shm; /* mproc/shm.h */
+/* out[i] = fn(in[i]) for i < n where the input and output arrays live in a
+ * shared block (mproc_shm_new or mproc_shm_create): in[] at byte offset
+ * in_off of the block (elements of in_size bytes), out[] at out_off
+ * (elements of out_size bytes; 0: no output).  The workers read and write
+ * the block in place: nothing is copied into the pool or back, so the call
+ * costs the same for 1 K and 100 M items bar the work itself.  Each worker
+ * maps a block once, on its first chunk, and keeps the mapping until the
+ * block is freed with mproc_shm_free (the block may be created after the
+ * pool).  Elements are as aligned as their offsets make them.  Chunks are
+ * few and large by default (opts->chunksize 0: ceil(n / (2 * workers))).  Blocks
+ * until done or the deadline and returns as mproc_pool_map (the first
+ * failed item's index in err->index; a worker that dies blames the item it
+ * was in, whose output may be half written).  Errors also: MPROC_ERANGE (a
+ * range leaves the block), MPROC_EINVAL (NULL shm or fn, in_size 0 with
+ * n > 0, input and output overlapping other than exactly in place),
+ * MPROC_ENOTSUP (a pool whose transport cannot hand over a block). */
+MPROC_EXTERN int mproc_pool_map_shm(mproc_pool *pool, mproc_map_fn fn, mproc_shm *shm,
+                                    size_t in_off, size_t in_size, size_t out_off, size_t out_size,
+                                    size_t n, const struct mproc_map_options *opts,
+                                    struct mproc_task_error *err, int64_t timeout_ms);
+/* The same, returning at once with a future that completes when every item
+ * is done (its result is empty; its error as mproc_pool_map_shm's).  The
+ * block may be freed before the future finishes: the pool holds its own
+ * reference until then. */
+MPROC_EXTERN int mproc_pool_map_shm_async(mproc_pool *pool, mproc_map_fn fn, mproc_shm *shm,
+                                          size_t in_off, size_t in_size, size_t out_off,
+                                          size_t out_size, size_t n,
+                                          const struct mproc_map_options *opts, mproc_future **f);
 
 #define MPROC_STARMAP_MAX_ARGS 8
 /* starmap: out[i] = fn(args0[i], args1[i], ...): nargs parallel arrays (at

@@ -174,7 +174,9 @@ MPROC_EXTERN int mproc_cond_wait(mproc_cond *cond, int64_t timeout_ms);
  * MPROC_EOWNERDEAD as above. */
 MPROC_EXTERN int mproc_cond_wait_for(mproc_cond *cond, int (*pred)(void *arg), void *arg,
                                      int64_t timeout_ms);
-/* Wake up to n waiters / all waiters.  The caller must hold the lock. */
+/* Wake n waiters / all waiters.  The caller must hold the lock.  Waiters
+ * beyond n that were waiting at the time may also return (within about
+ * 100 ms): as with any spurious wake-up, re-check the predicate. */
 MPROC_EXTERN int mproc_cond_notify(mproc_cond *cond, int n);
 MPROC_EXTERN int mproc_cond_notify_all(mproc_cond *cond);
 
