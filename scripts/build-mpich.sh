@@ -15,5 +15,5 @@ cmake -S . -B "$build" -DMPI_C_COMPILER=/usr/bin/mpicc.mpich \
   -DMPROC_BUILD_EXAMPLES=OFF -DMPROC_BUILD_BENCH=OFF >/dev/null
 grep -q 'MPI_C_LIB_NAMES:STRING=mpich' "$build/CMakeCache.txt" ||
   { echo "build-mpich: CMake did not pick MPICH" >&2; exit 1; }
-cmake --build "$build" -j "$(nproc 2>/dev/null || echo 2)" --target mpi-cases mpi-cases-other mproc_mpi
+cmake --build "$build" -j "$(nproc 2>/dev/null || echo 2)" --target mpi-cases mpi-cases-other mpi-pool mpi-plugin mproc_mpi
 cd "$build" && ctest -L mpi --output-on-failure

@@ -173,7 +173,7 @@ static int make_cb(struct dl_phdr_info *info, size_t size, void *arg) {
   return 1;
 }
 
-int mproc__fnref_make(mproc_function fn, struct mproc__fnref *ref) {
+MPROC__SIBLING int mproc__fnref_make(mproc_function fn, struct mproc__fnref *ref) {
   memset(ref, 0, sizeof *ref);
   struct make_ctx c = {.addr = (uintptr_t)fn, .ref = ref};
   dl_iterate_phdr(make_cb, &c);
@@ -236,8 +236,8 @@ static int fail(const struct mproc__fnref *ref, char *err, size_t errlen, const 
   return MPROC_ENOFUNC;
 }
 
-int mproc__fnref_resolve(const struct mproc__fnref *ref, mproc_function *fn, char *err,
-                         size_t errlen) {
+MPROC__SIBLING int mproc__fnref_resolve(const struct mproc__fnref *ref, mproc_function *fn,
+                                        char *err, size_t errlen) {
   if (ref->name[0] != '\0' && mproc_function_lookup(ref->name, fn) == 0)
     return 0;
   if (ref->build_id_len > MPROC__BUILD_ID_MAX || memchr(ref->path, 0, sizeof ref->path) == NULL)

@@ -8,6 +8,12 @@
 
 #define MPROC__FNREF_PATH 512
 
+/* Exported from libmproc.so, yet not API (no public header declares it):
+ * for the sibling libraries built from this tree, which link the shared core
+ * -- libmproc_mpi sends these references to other ranks.  The build hides
+ * every other internal symbol. */
+#define MPROC__SIBLING MPROC_EXTERN
+
 /* Where a function lives, in terms another image of the same program can
  * check: plain bytes, no pointer, sent as is to a spawned child. */
 struct mproc__fnref {
@@ -27,14 +33,14 @@ struct mproc__fnref {
  * MPROC_ENOFUNC when the address is not in the code of any loaded object
  * (a JIT-compiled function, a data address) or its object's file cannot be
  * named (path too long). */
-int mproc__fnref_make(mproc_function fn, struct mproc__fnref *ref);
+MPROC__SIBLING int mproc__fnref_make(mproc_function fn, struct mproc__fnref *ref);
 
 /* Finds the function a reference describes in this process: by registered
  * name first, then by object and offset, loading the object with dlopen when
  * it is a shared library not loaded yet.  Returns 0, or MPROC_ENOFUNC with
  * a one-line reason naming the function in err[0..errlen). */
-int mproc__fnref_resolve(const struct mproc__fnref *ref, mproc_function *fn, char *err,
-                         size_t errlen);
+MPROC__SIBLING int mproc__fnref_resolve(const struct mproc__fnref *ref, mproc_function *fn,
+                                        char *err, size_t errlen);
 
 /* "name" or "path+0xoffset" (the program's path shown as "<program>"). */
 void mproc__fnref_describe(const struct mproc__fnref *ref, char *buf, size_t len);

@@ -165,7 +165,7 @@ static int map_start(struct mproc_pool *p, void (*fn)(void), uint32_t kind, size
     return r;
   }
   /* The extent is ours: fill it without the lock. */
-  uint64_t off = j->region, col_off[MPROC_STARMAP_MAX_ARGS];
+  uint64_t off = j->region, col_off[MPROC_STARMAP_MAX_ARGS] = {0};
   for (size_t k = 0; blk == NULL && k < ncols; k++) {
     col_off[k] = off;
     if (n > 0)

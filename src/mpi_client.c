@@ -10,42 +10,16 @@
  * copy is kept until the send completes (MPI reads it in place); a result
  * payload is received into memory the job then owns.
  *
- * Single-threaded by contract (MPI_THREAD_FUNNELED): every call here runs
- * on the thread that called mproc_mpi_init, and progress happens only inside
- * these calls (wait, progress, submit).  The pool's transport seam will
- * drive mproc__mpi_progress from its manager thread instead (see
- * transport_mpi.c).
+ * Not thread-safe by itself: the raw calls here run on one thread (the
+ * tests, the benchmark), and the pool's MPI transport (transport_mpi.c)
+ * calls them under its own lock from whichever pool thread drives MPI at
+ * the moment (MPI_THREAD_SERIALIZED).  Progress happens only inside these
+ * calls (wait, progress, submit).
  *
  * Failure: any MPI error means a rank is gone.  Without ULFM nothing can be
  * repaired, so the job fails fast: the message names the rank and its host,
  * and MPI_Abort ends every process (mpiexec exits non-zero).  A job freed
- * before it finished stays until its result arrives, then goes.
- *
- * What the pool's transport seam (src/transport.h) offers now, and what it
- * must still offer for this dispatcher to run under mproc_pool_* as the
- * MPI transport (transport_mpi.c implements today's ops):
- *  offered: the transport's own per-slot state, a sleep op (MPI has no fd:
- *    the MPI transport polls for at most 1 ms), activity and init_state,
- *    and optional arena ops (without them the pool refuses map and imap);
- *  1. choosing a transport from outside the core: today an internal
- *     variable of libmproc.so (mproc__pool_transport), out of reach of
- *     libmproc_mpi; needed: a pool option and an environment variable
- *     (MPROC_TRANSPORT=mpi, so unchanged programs run over ranks) that find
- *     a transport registered at run time by mproc_mpi_init;
- *  2. slots that are not local processes: the manager dispatches only to a
- *     slot with a pid > 0 and learns of a worker's death from its pidfd;
- *     ranks have neither, so dispatch must not need a pid and a worker's
- *     death must be reportable through poll_results;
- *  3. killing a running task (timeout, cancel) as a transport operation
- *     (here a CANCEL message; the rank enforces timeouts itself) rather than
- *     a signal through the slot's pidfd;
- *  4. one MPI thread: the manager thread would drive MPI, so mproc_mpi_init
- *     must then ask for MPI_THREAD_SERIALIZED instead of FUNNELED;
- *  5. map data by value: arena ops that let a transport copy chunk inputs
- *     out and write results back (a rank cannot see a shared arena);
- *  6. the core's portable function references (src/fnref.h) in the task,
- *     with their make/resolve pair exported to sibling libraries, so this
- *     library stops walking ELF objects itself. */
+ * before it finished stays until its result arrives, then goes. */
 #include "mpi_internal.h"
 
 #include <stdio.h>
@@ -85,6 +59,7 @@ static struct {
   uint64_t next_id;
   struct ctrl *ctrls;
   int stopped; /* ranks that confirmed STOP */
+  int pinned;  /* queued jobs pinned to a rank */
 } C;
 
 static const char *host_of(int rank) {
@@ -100,7 +75,9 @@ static void job_release(struct mproc__mpi_job *j) {
 }
 
 static int submit(const struct mproc__mpi_fn *fn, uint32_t type, void *payload, size_t len,
-                  struct mproc__mpi_task *hdr, int pin, struct mproc__mpi_job **out) {
+                  struct mproc__mpi_task *hdr, struct mproc__mpi_to to,
+                  struct mproc__mpi_job **out) {
+  int pin = to.rank;
   if (mproc_mpi_worker_ranks() == 0 || pin < 0 || pin >= mproc__mpi.size) {
     free(payload);
     return mproc_mpi_worker_ranks() == 0 ? MPROC_ESTATE : MPROC_EINVAL;
@@ -123,6 +100,7 @@ static int submit(const struct mproc__mpi_fn *fn, uint32_t type, void *payload, 
   j->hdr.len = len;
   j->hdr.fn = *fn;
   j->hdr.fn.type = type;
+  j->hdr.pool = to.pool;
   j->payload = payload;
   j->pin = pin;
   if (C.queue_tail)
@@ -130,43 +108,93 @@ static int submit(const struct mproc__mpi_fn *fn, uint32_t type, void *payload, 
   else
     C.queue = j;
   C.queue_tail = j;
+  if (pin)
+    C.pinned++;
   *out = j;
   mproc__mpi_progress(); /* send it now if a rank has room */
   return 0;
 }
 
-int mproc__mpi_submit(const struct mproc__mpi_fn *fn, const void *arg, size_t len,
-                      int64_t timeout_ms, struct mproc__mpi_job **out) {
-  return mproc__mpi_submit_to(0, fn, arg, len, timeout_ms, out);
-}
-
-int mproc__mpi_submit_to(int rank, const struct mproc__mpi_fn *fn, const void *arg, size_t len,
-                         int64_t timeout_ms, struct mproc__mpi_job **out) {
-  if (!fn || !out || (len && !arg) || timeout_ms < 0 || fn->type != MPROC__MPI_FN_TASK)
-    return MPROC_EINVAL;
-  void *copy = NULL;
-  if (len && !(copy = malloc(len)))
+/* A copy of len bytes the job owns (NULL for none): 0 or MPROC_ENOMEM. */
+static int copy_of(const void *src, size_t len, void **out) {
+  *out = NULL;
+  if (len && !(*out = malloc(len)))
     return MPROC_ENOMEM;
   if (len)
-    memcpy(copy, arg, len);
-  struct mproc__mpi_task hdr = {.kind = MPROC__MPI_CALL, .timeout_ms = timeout_ms};
-  return submit(fn, MPROC__MPI_FN_TASK, copy, len, &hdr, rank, out);
+    memcpy(*out, src, len);
+  return 0;
 }
 
-int mproc__mpi_submit_map(const struct mproc__mpi_fn *fn, const void *in, size_t n, size_t in_size,
-                          size_t out_size, struct mproc__mpi_job **out) {
+int mproc__mpi_submit(const struct mproc__mpi_fn *fn, const void *arg, size_t len,
+                      int64_t timeout_ms, struct mproc__mpi_job **out) {
+  return mproc__mpi_submit_to((struct mproc__mpi_to){0, 0}, fn, arg, len, timeout_ms, out);
+}
+
+int mproc__mpi_submit_to(struct mproc__mpi_to to, const struct mproc__mpi_fn *fn, const void *arg,
+                         size_t len, int64_t timeout_ms, struct mproc__mpi_job **out) {
+  if (!fn || !out || (len && !arg) || timeout_ms < 0 || fn->type != MPROC__MPI_FN_TASK)
+    return MPROC_EINVAL;
+  void *copy;
+  if (copy_of(arg, len, &copy) != 0)
+    return MPROC_ENOMEM;
+  struct mproc__mpi_task hdr = {.kind = MPROC__MPI_CALL, .timeout_ms = timeout_ms};
+  return submit(fn, MPROC__MPI_FN_TASK, copy, len, &hdr, to, out);
+}
+
+int mproc__mpi_submit_map(struct mproc__mpi_to to, const struct mproc__mpi_fn *fn, const void *in,
+                          size_t n, size_t in_size, size_t out_size, struct mproc__mpi_job **out) {
   if (!fn || !out || (n && !in) || !in_size || fn->type != MPROC__MPI_FN_MAP ||
       (n && in_size > SIZE_MAX / n) || (n && out_size > SIZE_MAX / n))
     return MPROC_EINVAL;
   size_t len = n * in_size;
-  void *copy = NULL;
-  if (len && !(copy = malloc(len)))
+  void *copy;
+  if (copy_of(in, len, &copy) != 0)
     return MPROC_ENOMEM;
-  if (len)
-    memcpy(copy, in, len);
   struct mproc__mpi_task hdr = {
       .kind = MPROC__MPI_MAP, .count = n, .in_size = in_size, .out_size = out_size};
-  return submit(fn, MPROC__MPI_FN_MAP, copy, len, &hdr, 0, out);
+  return submit(fn, MPROC__MPI_FN_MAP, copy, len, &hdr, to, out);
+}
+
+int mproc__mpi_submit_starmap(struct mproc__mpi_to to, const struct mproc__mpi_fn *fn,
+                              const void *const *cols, size_t n, size_t nargs,
+                              const size_t *col_size, size_t out_size,
+                              struct mproc__mpi_job **out) {
+  if (!fn || !out || !cols || !col_size || nargs == 0 || nargs > MPROC_STARMAP_MAX_ARGS ||
+      fn->type != MPROC__MPI_FN_MAP || (n && out_size > SIZE_MAX / n))
+    return MPROC_EINVAL;
+  struct mproc__mpi_task hdr = {
+      .kind = MPROC__MPI_STARMAP, .count = n, .out_size = out_size, .nargs = nargs};
+  size_t len = 0;
+  for (size_t k = 0; k < nargs; k++) {
+    if (!col_size[k] || (n && (col_size[k] > (SIZE_MAX - len) / n || !cols[k])))
+      return MPROC_EINVAL;
+    hdr.col_size[k] = col_size[k];
+    len += n * col_size[k];
+  }
+  /* One payload: the columns one after the other. */
+  unsigned char *copy = NULL;
+  if (len && !(copy = malloc(len)))
+    return MPROC_ENOMEM;
+  for (size_t k = 0, at = 0; k < nargs && n; at += n * col_size[k], k++)
+    memcpy(copy + at, cols[k], n * col_size[k]);
+  return submit(fn, MPROC__MPI_FN_MAP, copy, len, &hdr, to, out);
+}
+
+int mproc__mpi_open(struct mproc__mpi_to to, int workers, const struct mproc__mpi_fn *init,
+                    const void *arg, size_t len, int64_t init_timeout_ms,
+                    struct mproc__mpi_job **out) {
+  if (!out || to.rank < 1 || to.pool == 0 || workers < 1 || (len && !arg) || init_timeout_ms < 0 ||
+      (init && init->type != MPROC__MPI_FN_INIT))
+    return MPROC_EINVAL;
+  void *copy;
+  if (copy_of(arg, len, &copy) != 0)
+    return MPROC_ENOMEM;
+  struct mproc__mpi_task hdr = {.kind = MPROC__MPI_OPEN,
+                                .flags = init ? MPROC__MPI_HAS_INIT : 0,
+                                .count = (uint64_t)workers,
+                                .timeout_ms = init_timeout_ms};
+  static const struct mproc__mpi_fn none;
+  return submit(init ? init : &none, MPROC__MPI_FN_INIT, copy, len, &hdr, to, out);
 }
 
 /* A failed MPI call: rank is the peer, or -1 when the call had none (a
@@ -189,14 +217,21 @@ static int pick_rank(void) {
   return best;
 }
 
-/* Send queued jobs, in order, to ranks with room: a pinned job waits for
- * its own rank, the others take the least loaded one. */
+/* Send queued jobs, in order: a pinned job at once (whoever pins them
+ * keeps its own count: the pool's transport allows a slot as many as its
+ * share of workers can use), the others to the least loaded rank with room.
+ * The walk stops as soon as only unpinned jobs and no room are left: with
+ * 100 000 tasks queued at once, walking the whole queue on every progress
+ * step made submitting them quadratic. */
 static bool dispatch(void) {
   bool moved = false;
+  int room = 0;
+  for (int r = 1; r < mproc__mpi.size; r++)
+    room += C.load[r] < mproc__mpi.tasks_per_rank ? mproc__mpi.tasks_per_rank - C.load[r] : 0;
   struct mproc__mpi_job *prev = NULL;
-  for (struct mproc__mpi_job *j = C.queue, *next; j; j = next) {
+  for (struct mproc__mpi_job *j = C.queue, *next; j && (room > 0 || C.pinned > 0); j = next) {
     next = j->next;
-    int r = j->pin ? (C.load[j->pin] < mproc__mpi.tasks_per_rank ? j->pin : 0) : pick_rank();
+    int r = j->pin ? j->pin : room > 0 ? pick_rank() : 0;
     if (r == 0) {
       prev = j;
       continue;
@@ -213,7 +248,10 @@ static bool dispatch(void) {
     j->rank = r;
     j->state = SENT;
     j->sent_ms = mproc_now_ms();
-    C.load[r]++;
+    if (C.load[r]++ < mproc__mpi.tasks_per_rank)
+      room--;
+    if (j->pin)
+      C.pinned--;
     j->next = C.flight;
     C.flight = j;
     moved = true;
@@ -359,6 +397,8 @@ int mproc__mpi_job_result(struct mproc__mpi_job *j, const void **data, size_t *l
   return j->code;
 }
 
+bool mproc__mpi_job_done(const struct mproc__mpi_job *j) { return j && j->state == DONE; }
+
 int mproc__mpi_job_rank(const struct mproc__mpi_job *j) { return j ? j->rank : MPROC_EINVAL; }
 
 int64_t mproc__mpi_job_sent_ms(const struct mproc__mpi_job *j) {
@@ -401,6 +441,8 @@ int mproc__mpi_cancel(struct mproc__mpi_job *j) {
         C.queue = j->next;
       if (C.queue_tail == j)
         C.queue_tail = prev;
+      if (j->pin)
+        C.pinned--;
       break;
     }
     j->state = DONE;
@@ -474,4 +516,13 @@ int mproc__mpi_client_stop(int64_t deadline) {
   free(C.load);
   C.load = NULL;
   return 0;
+}
+
+int mproc__mpi_close(int rank, uint64_t pool) {
+  if (rank < 1 || rank >= mproc__mpi.size || pool == 0)
+    return MPROC_EINVAL;
+  if (!C.load)
+    return 0; /* stopped already: the ranks dropped every pool */
+  struct mproc__mpi_task m = {.kind = MPROC__MPI_CLOSE, .pool = pool};
+  return send_small(rank, MPROC__MPI_TAG_TASK, &m, sizeof m);
 }

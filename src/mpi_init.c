@@ -7,6 +7,8 @@
  *                              exit) stops the ranks and leaves MPI
  *   launched, rank > 0      -> local pool made (before MPI_Init), handshake,
  *                              serve until STOP, MPI_Finalize, exit()
+ * A program linked with this library and run with MPROC_TRANSPORT=mpi under
+ * a launcher joins in a constructor, before main (see on_load).
  * "Launched" is read from the launcher's environment (Open MPI, MPICH's
  * Hydra, PMIx, Slurm's PMI) rather than by calling MPI_Init: a singleton
  * MPI_Init outside mpiexec may try to start a runtime daemon, which is slow
@@ -70,7 +72,7 @@ void mproc__mpi_abort(const char *fmt, ...) {
 
 struct hello {
   int32_t id_len;
-  uint8_t id[MPROC__MPI_BUILD_ID_MAX];
+  uint8_t id[MPROC__BUILD_ID_MAX];
   char host[64];
 };
 
@@ -134,15 +136,63 @@ static int handshake(int64_t timeout_ms) {
   return verdict ? MPROC_EBROKEN : 0;
 }
 
+/* ---- the "mpi" pool transport ---------------------------------------------
+ *
+ * A pool names it (the option `transport`, or MPROC_TRANSPORT=mpi for a whole
+ * program).  From the moment this library is loaded the name stands for
+ * local workers -- a copy of the built-in "shm" transport -- so one binary
+ * runs the same pools on a laptop; once mproc_mpi_init finds worker ranks it
+ * stands for them (transport_mpi.c).  Pools keep the ops they were made
+ * with. */
+
+static struct mproc__transport_ops local_ops;
+
+static void use_local_workers(void) {
+  const struct mproc__transport_ops *shm;
+  if (local_ops.name || mproc__transport_find("shm", &shm) != 0)
+    return;
+  local_ops = *shm;
+  local_ops.name = mproc__transport_mpi.name;
+  mproc__transport_register(&local_ops);
+}
+
+static void use_worker_ranks(void) {
+  if (local_ops.name)
+    mproc__transport_unregister(&local_ops);
+  if (mproc__transport_register(&mproc__transport_mpi) != 0)
+    fprintf(stderr, "mproc-mpi: the \"mpi\" pool transport could not be registered\n");
+}
+
+/* Loaded into a program: "mpi" means local workers until init.  With
+ * MPROC_TRANSPORT=mpi under mpiexec the program joins the job right here,
+ * before main: worker ranks serve and exit without ever reaching main, so a
+ * program written for local pools runs over ranks unchanged. */
+__attribute__((constructor)) static void on_load(void) {
+  use_local_workers();
+  const char *t = getenv("MPROC_TRANSPORT");
+  if (!t || strcmp(t, mproc__transport_mpi.name) != 0 || !mproc__mpi_launched(NULL))
+    return;
+  int rc = mproc_mpi_init(NULL, NULL, NULL);
+  if (rc != 0) {
+    fprintf(stderr, "mproc-mpi: MPROC_TRANSPORT=mpi: joining the MPI job failed: %s\n",
+            mproc_strerror(rc));
+    exit(1);
+  }
+  mproc__mpi.joined_at_load = true;
+}
+
 static void at_exit(void) {
   if (mproc__mpi.initialised && !mproc__mpi.finalized && mproc__mpi.rank == 0)
     mproc_mpi_finalize(10000);
 }
 
-static int leave_mpi(void) {
+/* Leave MPI: finalize it when this library initialised it, or when the
+ * process is about to exit anyway (a worker rank: the program's own
+ * MPI_Finalize after main is never reached there). */
+static int leave_mpi(bool exiting) {
   if (mproc__mpi.comm != MPI_COMM_NULL)
     MPI_Comm_free(&mproc__mpi.comm);
-  return mproc__mpi.we_init_mpi ? MPI_Finalize() : 0;
+  return mproc__mpi.we_init_mpi || exiting ? MPI_Finalize() : 0;
 }
 
 MPROC_EXTERN int mproc_mpi_init(int *argc, char ***argv, const struct mproc_mpi_options *opts) {
@@ -152,6 +202,10 @@ MPROC_EXTERN int mproc_mpi_init(int *argc, char ***argv, const struct mproc_mpi_
   if (opts->flags || opts->tasks_per_rank < 0 || opts->startup_timeout_ms < 0 ||
       (argc == NULL) != (argv == NULL))
     return MPROC_EINVAL;
+  if (mproc__mpi.joined_at_load && !mproc__mpi.called_init) {
+    mproc__mpi.called_init = true; /* the program's own call, after on_load's */
+    return 0;
+  }
   if (mproc__mpi.initialised)
     return MPROC_ESTATE;
   int env_rank = -1;
@@ -172,7 +226,9 @@ MPROC_EXTERN int mproc_mpi_init(int *argc, char ***argv, const struct mproc_mpi_
   MPI_Initialized(&inited);
   if (!inited) {
     int provided;
-    if (MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided) != MPI_SUCCESS) {
+    /* SERIALIZED: a pool's manager thread and the threads helping it drive
+     * MPI, one at a time (transport_mpi.c's lock). */
+    if (MPI_Init_thread(argc, argv, MPI_THREAD_SERIALIZED, &provided) != MPI_SUCCESS) {
       mproc__mpi_rank_discard();
       return MPROC_EBROKEN;
     }
@@ -194,16 +250,29 @@ MPROC_EXTERN int mproc_mpi_init(int *argc, char ***argv, const struct mproc_mpi_
     int status = rc == 0 ? mproc__mpi_rank_serve() : 0;
     mproc__mpi_rank_discard();
     mproc__mpi.finalized = true;
-    leave_mpi();
+    leave_mpi(true);
     fflush(NULL);
     exit(status);
   }
   if (rc) {
     mproc__mpi.finalized = true;
-    leave_mpi();
+    leave_mpi(false);
     return rc;
   }
   atexit(at_exit);
+  /* Pools drive MPI from their threads, one at a time: that needs
+   * MPI_THREAD_SERIALIZED (an MPI initialised by the program, or one built
+   * without thread support, may give less).  Without it "mpi" pools stay on
+   * local workers, and the internal calls from this thread still work. */
+  int level = MPI_THREAD_SINGLE;
+  MPI_Query_thread(&level);
+  if (mproc_mpi_worker_ranks() > 0 && level >= MPI_THREAD_SERIALIZED)
+    use_worker_ranks();
+  else if (mproc_mpi_worker_ranks() > 0)
+    fprintf(stderr,
+            "mproc-mpi: MPI gives thread level %d, below MPI_THREAD_SERIALIZED: \"mpi\" pools "
+            "run on local workers\n",
+            level);
   return 0;
 }
 
@@ -220,8 +289,14 @@ MPROC_EXTERN int mproc_mpi_finalize(int64_t timeout_ms) {
     return MPROC_EINVAL;
   if (!mproc__mpi.initialised || mproc__mpi.rank != 0)
     return MPROC_ESTATE;
-  if (mproc__mpi.finalized)
+  /* Pools still running (a program that returns from main with a pool
+   * alive) drive MPI from their threads: they wait while MPI goes away, and
+   * find it gone -- their jobs cancelled, new ones refused -- afterwards. */
+  pthread_mutex_lock(&mproc__mpi_mu);
+  if (mproc__mpi.finalized) {
+    pthread_mutex_unlock(&mproc__mpi_mu);
     return 0;
+  }
   int64_t deadline = timeout_ms < 0 ? -1 : mproc_now_ms() + timeout_ms;
   int rc = mproc__mpi.size > 1 ? mproc__mpi_client_stop(deadline) : 0;
   mproc__mpi.finalized = true;
@@ -231,6 +306,7 @@ MPROC_EXTERN int mproc_mpi_finalize(int64_t timeout_ms) {
   }
   free(mproc__mpi.hosts);
   mproc__mpi.hosts = NULL;
-  leave_mpi();
+  leave_mpi(false);
+  pthread_mutex_unlock(&mproc__mpi_mu);
   return 0;
 }

@@ -1,9 +1,12 @@
 /* Internal declarations of the MPI component (the src/mpi_ files, library
  * mproc_mpi).  The core library never includes this file: it has no MPI
- * dependency.  Everything here uses only the public mproc API of the core.
+ * dependency.  This component uses the public mproc API of the core, plus
+ * the few internals libmproc exports to its sibling libraries (MPROC__SIBLING
+ * in fnref.h: the function references' make/resolve pair) and, in
+ * transport_mpi.c, the pool's transport seam.
  *
  * The files:
- *   mpi_fnref.c   function references that mean the same on every rank
+ *   mpi_fnref.c   the core's function references (fnref.h) on the wire
  *   mpi_wire.c    messages: fixed headers, payloads of any size in pieces,
  *                 non-blocking sends and receives polled against deadlines
  *   mpi_init.c    joining the job, the startup handshake, finalize
@@ -18,37 +21,31 @@
 #endif
 #include "mproc.h"
 #include "mproc/mpi.h"
+#include "fnref.h"     /* the core's function references, exported to siblings */
+#include "transport.h" /* the pool's transport seam and its registry */
 
 #include <mpi.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
 /* ---- mpi_fnref.c --------------------------------------------------------- */
 
-enum {
-  MPROC__MPI_FN_NAMED = 1,  /* found by registered name */
-  MPROC__MPI_FN_OFFSET = 2, /* object build-id + offset from its load base */
-};
-enum { MPROC__MPI_FN_TASK = 1, MPROC__MPI_FN_MAP = 2 };
-#define MPROC__MPI_NAME_MAX 64
-#define MPROC__MPI_BUILD_ID_MAX 64 /* MPROC__BUILD_ID_MAX of elf_object.h */
-/* A function reference as it travels: fixed size, no pointers. */
+enum { MPROC__MPI_FN_TASK = 1, MPROC__MPI_FN_MAP = 2, MPROC__MPI_FN_INIT = 3 };
+/* A function reference as it travels: the core's reference (plain bytes, no
+ * pointer), what kind of function it names, and whether only its name
+ * counts. */
 struct mproc__mpi_fn {
-  uint32_t kind;   /* MPROC__MPI_FN_* */
-  uint32_t type;   /* MPROC__MPI_FN_TASK or _MAP: what the pointer is */
-  uint32_t id_len; /* bytes of build_id used */
-  uint32_t pad_;
-  uint64_t offset;                           /* OFFSET: from the object's base */
-  uint8_t build_id[MPROC__MPI_BUILD_ID_MAX]; /* OFFSET: the object's build-id */
-  /* NAMED: the name; OFFSET: the object's file name (for messages). */
-  char name[MPROC__MPI_NAME_MAX];
+  uint32_t type;  /* MPROC__MPI_FN_TASK, _MAP or _INIT: what the pointer is */
+  uint32_t named; /* 1: resolved by ref.name only (ranks may run other builds) */
+  struct mproc__fnref ref;
 };
-/* Reference for fn by object + offset.  MPROC_ENOENT when fn lies in no
- * loaded object with a build-id. */
+/* Reference for fn by object + offset (and its registered name, if any):
+ * MPROC_EINVAL, or MPROC_ENOFUNC when fn lies in no loaded object's code. */
 int mproc__mpi_fn_of(struct mproc__mpi_fn *out, uint32_t type, void (*fn)(void));
-/* Reference by a name of mproc_function_register; MPROC_ENOENT when not
- * registered here. */
+/* Reference by a name of mproc_function_register: MPROC_EINVAL,
+ * MPROC_ENAMETOOLONG, or MPROC_ENOENT when not registered here. */
 int mproc__mpi_fn_named(struct mproc__mpi_fn *out, uint32_t type, const char *name);
 /* The function a reference names on this process, or NULL with the reason
  * written to why. */
@@ -68,17 +65,30 @@ enum {
 /* Task header kinds.  A cancel travels on the task tag too: MPI keeps one
  * sender's messages of one tag in order, so it can never overtake the task
  * it cancels. */
-enum { MPROC__MPI_CALL = 1, MPROC__MPI_MAP = 2, MPROC__MPI_CANCEL = 3 };
+enum {
+  MPROC__MPI_CALL = 1,
+  MPROC__MPI_MAP = 2,
+  MPROC__MPI_CANCEL = 3,
+  MPROC__MPI_STARMAP = 4,
+  MPROC__MPI_OPEN = 5,  /* a local pool for one of rank 0's pools: count workers,
+                           fn its initializer (flags HAS_INIT), payload its
+                           argument, timeout_ms its deadline */
+  MPROC__MPI_CLOSE = 6, /* that pool is done (pool); no answer */
+};
+enum { MPROC__MPI_HAS_INIT = 1 };
 enum { MPROC__MPI_STOP = 2, MPROC__MPI_STOPPED = 3 };
 
 /* Every header starts with these two fields. */
 struct mproc__mpi_task {
-  uint64_t id;   /* rank 0's job id */
-  uint64_t len;  /* payload bytes after the header */
-  uint32_t kind; /* MPROC__MPI_CALL, _MAP or _CANCEL (of job id) */
-  uint32_t pad_;
+  uint64_t id;                       /* rank 0's job id */
+  uint64_t len;                      /* payload bytes after the header */
+  uint32_t kind;                     /* MPROC__MPI_CALL, _MAP, ... or _CANCEL (of job id) */
+  uint32_t flags;                    /* OPEN: MPROC__MPI_HAS_INIT */
+  uint64_t pool;                     /* the rank's local pool it is for: 0 its own, else OPENed */
   int64_t timeout_ms;                /* 0: none */
-  uint64_t count, in_size, out_size; /* MAP: elements and their sizes */
+  uint64_t count, in_size, out_size; /* MAP, STARMAP: elements and their sizes */
+  uint64_t nargs;                    /* STARMAP: columns, one after the other */
+  uint64_t col_size[MPROC_STARMAP_MAX_ARGS]; /* STARMAP: element size of each */
   struct mproc__mpi_fn fn;
 };
 struct mproc__mpi_result {
@@ -143,14 +153,16 @@ void mproc__mpi_backoff(unsigned *rounds);
 
 /* The state of this process in the job. */
 struct mproc__mpi_state {
-  bool initialised;   /* mproc_mpi_init succeeded */
-  bool we_init_mpi;   /* we called MPI_Init (and so MPI_Finalize) */
-  bool finalized;     /* mproc_mpi_finalize ran */
-  int rank, size;     /* in comm */
-  MPI_Comm comm;      /* our duplicate of MPI_COMM_WORLD */
-  int tasks_per_rank; /* options */
-  char host[64];      /* this process's host name */
-  char (*hosts)[64];  /* rank 0: every rank's host name */
+  bool initialised;    /* mproc_mpi_init succeeded */
+  bool we_init_mpi;    /* we called MPI_Init (and so MPI_Finalize) */
+  bool finalized;      /* mproc_mpi_finalize ran */
+  bool joined_at_load; /* MPROC_TRANSPORT=mpi: init ran before main */
+  bool called_init;    /* ...and the program called it again since */
+  int rank, size;      /* in comm */
+  MPI_Comm comm;       /* our duplicate of MPI_COMM_WORLD */
+  int tasks_per_rank;  /* options */
+  char host[64];       /* this process's host name */
+  char (*hosts)[64];   /* rank 0: every rank's host name */
 };
 extern struct mproc__mpi_state mproc__mpi;
 /* Whether this process was started by an MPI launcher (mpiexec, srun...),
@@ -172,21 +184,46 @@ void mproc__mpi_rank_discard(void);
 /* ---- mpi_client.c (rank 0) ------------------------------------------------ */
 
 struct mproc__mpi_job;
+/* Where a job goes: a worker rank (0: the least loaded one) and a local pool
+ * there (0: the rank's own one-worker pool; else one mproc__mpi_open made). */
+struct mproc__mpi_to {
+  int rank;
+  uint64_t pool;
+};
 /* Submit fn(arg) to a worker rank (arg is copied).  Returns 0 and *out, or
  * MPROC_EINVAL, MPROC_ESTATE (no worker ranks), MPROC_ENOMEM. */
 int mproc__mpi_submit(const struct mproc__mpi_fn *fn, const void *arg, size_t len,
                       int64_t timeout_ms, struct mproc__mpi_job **out);
-/* The same, bound for one worker rank (1..size-1); 0: any rank. */
-int mproc__mpi_submit_to(int rank, const struct mproc__mpi_fn *fn, const void *arg, size_t len,
-                         int64_t timeout_ms, struct mproc__mpi_job **out);
-/* Submit out[i] = fn(in[i]) for n elements (in is copied); the result is
+/* The same, bound for `to` (rank 1..size-1, 0: any). */
+int mproc__mpi_submit_to(struct mproc__mpi_to to, const struct mproc__mpi_fn *fn, const void *arg,
+                         size_t len, int64_t timeout_ms, struct mproc__mpi_job **out);
+/* Submit out[i] = fn(in[i]) for n elements to `to` (in is copied); the
+ * result is the n * out_size output bytes. */
+int mproc__mpi_submit_map(struct mproc__mpi_to to, const struct mproc__mpi_fn *fn, const void *in,
+                          size_t n, size_t in_size, size_t out_size, struct mproc__mpi_job **out);
+/* Submit out[i] = fn(cols[0][i], cols[1][i], ...) for n elements to `to`:
+ * nargs columns (copied), column k of n * col_size[k] bytes; the result is
  * the n * out_size output bytes. */
-int mproc__mpi_submit_map(const struct mproc__mpi_fn *fn, const void *in, size_t n, size_t in_size,
-                          size_t out_size, struct mproc__mpi_job **out);
+int mproc__mpi_submit_starmap(struct mproc__mpi_to to, const struct mproc__mpi_fn *fn,
+                              const void *const *cols, size_t n, size_t nargs,
+                              const size_t *col_size, size_t out_size, struct mproc__mpi_job **out);
+/* Open local pool to.pool (> 0) of `workers` workers on rank to.rank (a
+ * slot started again replaces it there): with init (type _INIT, or NULL for
+ * none), its argument arg[0..len) copied, and init_timeout_ms (0: none).
+ * The job finishes once the rank's pool is ready: 0, or the initializer's
+ * failure.  Jobs sent to to.pool after it run in that pool. */
+int mproc__mpi_open(struct mproc__mpi_to to, int workers, const struct mproc__mpi_fn *init,
+                    const void *arg, size_t len, int64_t init_timeout_ms,
+                    struct mproc__mpi_job **out);
+/* Local pool `pool` on `rank` is done: what still runs there is dropped. */
+int mproc__mpi_close(int rank, uint64_t pool);
 /* Wait until the job finished: 0, MPROC_ETIMEDOUT. */
 int mproc__mpi_wait(struct mproc__mpi_job *j, int64_t timeout_ms);
+/* Whether the job finished (its result may be any code, MPROC_ESTATE too). */
+bool mproc__mpi_job_done(const struct mproc__mpi_job *j);
 /* A finished job's outcome: 0 with *data and *len borrowed from the job, or the
- * failure code with err filled; MPROC_ESTATE while unfinished. */
+ * failure code with err filled; MPROC_ESTATE while unfinished (a job that
+ * failed with MPROC_ESTATE on its rank says so too: ask mproc__mpi_job_done). */
 int mproc__mpi_job_result(struct mproc__mpi_job *j, const void **data, size_t *len,
                           struct mproc_task_error *err);
 /* Which rank ran (or runs) the job, 0 while queued on rank 0. */
@@ -207,7 +244,9 @@ int mproc__mpi_client_stop(int64_t deadline);
 
 /* ---- transport_mpi.c ------------------------------------------------------ */
 
-struct mproc__transport_ops;
 extern const struct mproc__transport_ops mproc__transport_mpi;
+/* Held by whichever thread calls into MPI (the dispatcher's calls from pool
+ * threads, finalize): MPI_THREAD_SERIALIZED. */
+extern pthread_mutex_t mproc__mpi_mu;
 
 #endif /* MPROC_MPI_INTERNAL_H */

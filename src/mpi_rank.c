@@ -2,8 +2,10 @@
  * worker, send the results back.
  *
  * Design notes.  The rank process itself never runs task code: every task
- * goes to a one-worker mproc pool made before MPI_Init, the same crash
- * containment as on one machine.  A task that segfaults, calls exit() or
+ * goes to a local mproc pool -- the one opened for the rank-0 pool it
+ * belongs to (OPEN: that pool's share of workers and its initializer), or,
+ * for the internal calls, a one-worker pool made before MPI_Init -- the
+ * same crash containment as on one machine.  A task that segfaults, calls exit() or
  * overruns its timeout kills only that local worker; the pool replaces it,
  * the task fails with the pool's code (MPROC_EWORKERDIED, MPROC_ETIMEDOUT)
  * and a message naming this rank and host, and the rank carries on.  Rank 0
@@ -41,7 +43,9 @@ static mproc_pool *g_pool;
 static struct job *g_arriving, *g_running, *g_sending;
 
 int mproc__mpi_rank_prepare(void) {
-  struct mproc_pool_options po = {.workers = 1};
+  /* Local workers whatever MPROC_TRANSPORT says: it names how rank 0's
+   * pools reach the ranks, not how a rank runs its tasks. */
+  struct mproc_pool_options po = {.workers = 1, .transport = "shm"};
   return mproc_pool_new(&g_pool, &po);
 }
 
@@ -61,6 +65,13 @@ static void job_free(struct job *j) {
 
 static void push(struct job **list, struct job *j) {
   j->next = *list;
+  *list = j;
+}
+
+static void append(struct job **list, struct job *j) {
+  while (*list)
+    list = &(*list)->next;
+  j->next = NULL;
   *list = j;
 }
 
@@ -84,26 +95,219 @@ static void send_result(struct job *j, void *data, size_t len) {
   push(&g_sending, j);
 }
 
+/* A starmap chunk runs as one task of the local pool (the pool's own
+ * starmap has no asynchronous form): its argument is this header, then the
+ * columns one after the other; its result the output elements, then a
+ * struct starmap_end saying how many succeeded and why the next failed.
+ * The local worker is a fork of this rank, so the function's address holds
+ * there. */
+struct starmap_arg {
+  uint64_t fn; /* mproc_starmap_fn, resolved on this rank */
+  uint64_t count, nargs, out_size;
+  uint64_t col_size[MPROC_STARMAP_MAX_ARGS];
+};
+struct starmap_end {
+  uint64_t ok;  /* items done; item `ok` failed when code != 0 */
+  int32_t code; /* the element function's non-zero return, or 0 */
+  uint32_t pad_;
+};
+
+static int starmap_task(const void *arg, size_t len, mproc_task_ctx *ctx) {
+  struct starmap_arg a;
+  if (len < sizeof a)
+    return mproc_task_fail(ctx, MPROC_EINVAL, "malformed starmap chunk");
+  memcpy(&a, arg, sizeof a); /* the argument bytes need not be aligned */
+  const unsigned char *col[MPROC_STARMAP_MAX_ARGS];
+  const unsigned char *at = (const unsigned char *)arg + sizeof a;
+  for (uint64_t k = 0; k < a.nargs; k++) {
+    col[k] = at;
+    at += a.count * a.col_size[k];
+  }
+  size_t out_len = (size_t)(a.count * a.out_size);
+  unsigned char *out = mproc_task_result_buf(ctx, out_len + sizeof(struct starmap_end));
+  if (!out)
+    return mproc_task_fail(ctx, MPROC_ENOMEM, "no memory for a %zu-byte result", out_len);
+  struct starmap_end end = {0};
+  const void *args[MPROC_STARMAP_MAX_ARGS];
+  mproc_starmap_fn fn = (mproc_starmap_fn)(uintptr_t)a.fn;
+  for (; end.ok < a.count; end.ok++) {
+    for (uint64_t k = 0; k < a.nargs; k++)
+      args[k] = col[k] + end.ok * a.col_size[k];
+    if ((end.code = fn(args, out + end.ok * a.out_size)) != 0)
+      break;
+  }
+  memcpy(out + out_len, &end, sizeof end);
+  return 0;
+}
+
+static int start_starmap(mproc_pool *pool, struct job *j, const struct mproc__mpi_task *t,
+                         void (*fn)(void)) {
+  size_t cols = 0;
+  bool ok = t->nargs >= 1 && t->nargs <= MPROC_STARMAP_MAX_ARGS;
+  for (uint64_t k = 0; ok && k < t->nargs; k++)
+    cols += (size_t)(t->count * t->col_size[k]);
+  if (!ok || cols != j->op->len)
+    return MPROC_EINVAL;
+  struct starmap_arg a = {
+      .fn = (uint64_t)(uintptr_t)fn, .count = t->count, .nargs = t->nargs, .out_size = t->out_size};
+  memcpy(a.col_size, t->col_size, sizeof a.col_size);
+  unsigned char *buf = malloc(sizeof a + cols);
+  if (!buf)
+    return MPROC_ENOMEM;
+  memcpy(buf, &a, sizeof a);
+  if (cols)
+    memcpy(buf + sizeof a, j->op->data, cols);
+  int rc = mproc_pool_submit(pool, starmap_task, buf, sizeof a + cols, &j->f);
+  free(buf); /* the pool copied it */
+  return rc;
+}
+
+/* The function a task names.  Every chunk of a map and every call of one
+ * function names the same one: the last reference resolved is kept, so
+ * tiny tasks do not walk the loaded objects each. */
+static void (*resolve(const struct mproc__mpi_fn *r, char *why, size_t cap))(void) {
+  static struct mproc__mpi_fn last;
+  static void (*last_fn)(void);
+  if (last_fn && memcmp(&last, r, sizeof last) == 0)
+    return last_fn;
+  void (*fn)(void) = mproc__mpi_fn_resolve(r, why, cap);
+  if (fn) {
+    last = *r;
+    last_fn = fn;
+  }
+  return fn;
+}
+
+/* ---- local pools of rank 0's pools -----------------------------------------
+ *
+ * A pool of rank 0 over this rank gets a local pool of its own (OPEN): as
+ * many workers as the share of that pool's workers this rank holds, and its
+ * initializer, so several pools with different initializers share the rank.
+ * Tasks name their local pool; CLOSE drops it, with whatever it still runs
+ * (rank 0 has dropped those tasks already).  These pools fork after
+ * MPI_Init: their workers never call MPI (see mpi_init.c on fork). */
+struct lpool {
+  struct lpool *next;
+  uint64_t id;
+  mproc_pool *pool;
+  void *initarg; /* the initializer's argument, which the workers read */
+};
+static struct lpool *g_pools;
+
+static mproc_pool *pool_of(uint64_t id) {
+  if (id == 0)
+    return g_pool;
+  for (struct lpool *l = g_pools; l; l = l->next)
+    if (l->id == id)
+      return l->pool;
+  return NULL;
+}
+
+static void close_pool(uint64_t id) {
+  for (struct lpool **pp = &g_pools; *pp; pp = &(*pp)->next) {
+    struct lpool *l = *pp;
+    if (l->id != id)
+      continue;
+    *pp = l->next;
+    mproc_pool_terminate(l->pool);
+    mproc_pool_free(l->pool); /* running jobs' futures keep what they need */
+    free(l->initarg);
+    free(l);
+    return;
+  }
+}
+
+/* The probe behind an initializer: it runs once the worker is ready. */
+static int ready_task(const void *arg, size_t len, mproc_task_ctx *ctx) {
+  (void)arg, (void)len, (void)ctx;
+  return 0;
+}
+
+/* OPEN: make the local pool; with an initializer the job's outcome is a
+ * probe's, so it answers once the initializer ran (or failed). */
+static int open_pool(struct job *j, const struct mproc__mpi_task *t, char *why, size_t cap) {
+  mproc_init_fn init = NULL;
+  if (t->flags & MPROC__MPI_HAS_INIT) {
+    init = (mproc_init_fn)(uintptr_t)resolve(&t->fn, why, cap);
+    if (!init)
+      return MPROC_ENOFUNC;
+  }
+  if (t->count < 1 || t->count > 4096 || t->pool == 0 || t->timeout_ms < 0)
+    return MPROC_EINVAL;
+  close_pool(t->pool); /* a slot started again: its old pool goes */
+  struct lpool *l = calloc(1, sizeof *l);
+  if (!l || (j->op->len && !(l->initarg = malloc(j->op->len)))) {
+    free(l);
+    return MPROC_ENOMEM;
+  }
+  if (j->op->len)
+    memcpy(l->initarg, j->op->data, j->op->len);
+  l->id = t->pool;
+  struct mproc_pool_options po = {.workers = (int)t->count,
+                                  .transport = "shm",
+                                  .initializer = init,
+                                  .initarg = l->initarg,
+                                  .initarg_len = j->op->len,
+                                  .init_timeout_ms = t->timeout_ms};
+  int rc = mproc_pool_new(&l->pool, &po);
+  if (rc) {
+    free(l->initarg);
+    free(l);
+    return rc;
+  }
+  l->next = g_pools;
+  g_pools = l;
+  return init ? mproc_pool_submit(l->pool, ready_task, NULL, 0, &j->f) : 0;
+}
+
+/* Whether j is a task for a pool whose OPEN has not started yet: rank 0
+ * sends the OPEN first, but a large initializer argument may still be
+ * arriving when a small task behind it is complete. */
+static bool waits_for_open(const struct job *j) {
+  const struct mproc__mpi_task *t = j->op->hdr;
+  if (t->kind == MPROC__MPI_OPEN || t->pool == 0 || pool_of(t->pool))
+    return false;
+  for (const struct job *o = g_arriving; o; o = o->next) {
+    const struct mproc__mpi_task *ot = o->op->hdr;
+    if (o != j && ot->kind == MPROC__MPI_OPEN && ot->pool == t->pool)
+      return true;
+  }
+  return false;
+}
+
 /* A task whose payload is complete: resolve its function and start it. */
 static void start(struct job *j) {
   const struct mproc__mpi_task *t = j->op->hdr;
-  char why[160];
-  void (*fn)(void) = mproc__mpi_fn_resolve(&t->fn, why, sizeof why);
+  char why[160] = "";
+  memset(&j->res, 0, sizeof j->res);
+  j->res.id = j->id;
+  mproc_pool *pool = t->kind == MPROC__MPI_OPEN ? NULL : pool_of(t->pool);
+  void (*fn)(void) = pool ? resolve(&t->fn, why, sizeof why) : NULL;
   int rc = 0;
   if (j->cancelled) {
     fail_early(j, MPROC_ECANCELED, "cancelled before it started");
+  } else if (t->kind == MPROC__MPI_OPEN) {
+    rc = open_pool(j, t, why, sizeof why);
+    if (rc == MPROC_ENOFUNC) {
+      fail_early(j, rc, why);
+      rc = 0;
+    }
+  } else if (!pool) {
+    fail_early(j, MPROC_ESTATE, "its pool is not open on this rank");
   } else if (!fn) {
-    fail_early(j, MPROC_ENOENT, why);
+    fail_early(j, MPROC_ENOFUNC, why);
   } else if (t->kind == MPROC__MPI_CALL && t->fn.type == MPROC__MPI_FN_TASK) {
     struct mproc_submit_options so = {.timeout_ms = t->timeout_ms, .retries = 0};
-    rc = mproc_pool_submit_ex(g_pool, (mproc_task_fn)fn, j->op->data, j->op->len, &so, &j->f);
+    rc = mproc_pool_submit_ex(pool, (mproc_task_fn)fn, j->op->data, j->op->len, &so, &j->f);
   } else if (t->kind == MPROC__MPI_MAP && t->fn.type == MPROC__MPI_FN_MAP &&
              t->count * t->in_size == j->op->len) {
     j->out_len = (size_t)(t->count * t->out_size);
     j->out = malloc(j->out_len ? j->out_len : 1);
-    rc = j->out ? mproc_pool_map_async(g_pool, (mproc_map_fn)fn, j->op->data, (size_t)t->count,
+    rc = j->out ? mproc_pool_map_async(pool, (mproc_map_fn)fn, j->op->data, (size_t)t->count,
                                        (size_t)t->in_size, j->out, (size_t)t->out_size, NULL, &j->f)
                 : MPROC_ENOMEM;
+  } else if (t->kind == MPROC__MPI_STARMAP && t->fn.type == MPROC__MPI_FN_MAP) {
+    rc = start_starmap(pool, j, t, fn);
   } else {
     fail_early(j, MPROC_EINVAL, "malformed task message");
   }
@@ -128,12 +332,30 @@ static void finish(struct job *j) {
   const void *data = NULL;
   size_t len = 0;
   int rc = mproc_future_result(j->f, &data, &len, 0);
-  if (rc == 0) {
+  struct starmap_end end = {0};
+  if (rc == 0 && j->kind == MPROC__MPI_STARMAP) {
+    if (len < sizeof end) {
+      rc = MPROC_ECORRUPT;
+    } else {
+      len -= sizeof end;
+      memcpy(&end, (const char *)data + len, sizeof end);
+    }
+  }
+  if (rc == 0 && end.code == 0) {
     if (j->kind == MPROC__MPI_MAP) {
       data = j->out;
       len = j->out_len;
     }
     send_result(j, (void *)data, len);
+    return;
+  }
+  if (rc == 0) { /* a starmap element failed: as the pool reports a map's */
+    j->res.code = MPROC_ETASK;
+    j->res.task_code = end.code;
+    j->res.exit_status = -1;
+    j->res.index = end.ok;
+    snprintf(j->res.message, sizeof j->res.message, "%s", mproc_strerror(end.code));
+    send_result(j, NULL, 0);
     return;
   }
   struct mproc_task_error err;
@@ -169,7 +391,7 @@ static bool stage_done(struct job *j, int stage) {
   if (rc < 0)
     mproc__mpi_abort("lost contact with rank 0 while %s",
                      stage == STAGE_ARRIVING ? "receiving a task" : "sending a result");
-  return rc == 1;
+  return rc == 1 && (stage != STAGE_ARRIVING || !waits_for_open(j));
 }
 
 /* Move every job of a stage's list that is through it on to the next
@@ -218,6 +440,13 @@ static bool pass(bool *stop) {
     if (!j)
       mproc__mpi_abort("out of memory");
     const struct mproc__mpi_task *t = op->hdr;
+    if (t->kind == MPROC__MPI_CLOSE) {
+      close_pool(t->pool);
+      mproc__mpi_op_free(op);
+      free(j);
+      moved = true;
+      continue;
+    }
     if (t->kind == MPROC__MPI_CANCEL) {
       cancel(t->id);
       mproc__mpi_op_free(op);
@@ -228,7 +457,7 @@ static bool pass(bool *stop) {
     j->id = t->id;
     j->kind = t->kind;
     j->op = op;
-    push(&g_arriving, j);
+    append(&g_arriving, j); /* in arrival order: an OPEN before its pool's tasks */
     moved = true;
   }
   if (rc < 0)
@@ -278,6 +507,8 @@ int mproc__mpi_rank_serve(void) {
   }
   /* Rank 0 is done: whatever still runs is of no interest to anyone. */
   mproc_pool_terminate(g_pool);
+  while (g_pools)
+    close_pool(g_pools->id);
   int64_t deadline = mproc_now_ms() + 10000;
   struct job **lists[] = {&g_arriving, &g_running, &g_sending};
   for (size_t i = 0; i < sizeof lists / sizeof lists[0]; i++) {

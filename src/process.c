@@ -151,10 +151,20 @@ static int wait_done(struct mproc_process *p, int64_t deadline) {
 
 /* ---- stopping running children (free, exit) ---------------------------- */
 
+/* `sig`, then SIGCONT: a stopped process acts on no signal but SIGKILL
+ * until it is continued (tree.c does the same for a whole tree); SIGCONT
+ * comes second so that a SIGTERM handler runs at once. */
+static int signal_and_continue(int pidfd, int sig) {
+  int r = mproc__pidfd_kill(pidfd, sig);
+  if (r == 0 && sig != SIGKILL)
+    mproc__pidfd_kill(pidfd, SIGCONT);
+  return r;
+}
+
 static void signal_all(struct mproc_process **v, size_t n, int sig) {
   for (size_t i = 0; i < n; i++)
     if (!try_reap(v[i]))
-      mproc__pidfd_kill(v[i]->pidfd, sig);
+      signal_and_continue(v[i]->pidfd, sig);
 }
 
 /* start + ms without overflow (ms >= 0; -1 stays "forever"). */
@@ -445,7 +455,7 @@ static int send_signal(mproc_process *p, unsigned flags, int sig) {
   pthread_mutex_lock(&reg_lock);
   if (p->state == ST_RUNNING) {
     r = (flags & MPROC_SIGNAL_TREE) ? mproc__signal_tree(p->pidfd, p->pid, sig)
-                                    : mproc__pidfd_kill(p->pidfd, sig);
+                                    : signal_and_continue(p->pidfd, sig);
     if (r == -ESRCH)
       r = 0; /* exited meanwhile: like Python, nothing to do */
   }

@@ -329,8 +329,12 @@ static int map_fd(int fd, unsigned roles, mproc_queue **out) {
     return mproc__neg_errno();
   if (!S_ISREG(st.st_mode))
     return MPROC_EINVAL;
+  /* A creator sizes its file in one ftruncate: empty is "created, not yet
+   * sized" (try again), anything else too short for a header is no queue. */
+  if (st.st_size == 0)
+    return MPROC_EAGAIN;
   if ((size_t)st.st_size < sizeof(struct mproc__qhdr))
-    return MPROC_EAGAIN; /* created, not yet sized */
+    return MPROC_ECORRUPT;
   struct mproc__qhdr *peek = mmap(NULL, sizeof *peek, PROT_READ, MAP_SHARED, fd, 0);
   if (peek == MAP_FAILED)
     return mproc__neg_errno();

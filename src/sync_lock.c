@@ -226,6 +226,21 @@ static inline int64_t deadline_of(int64_t timeout_ms) {
 MPROC_EXTERN int mproc_lock_acquire(mproc_lock *l, int64_t timeout_ms) {
   if (!mproc__sync_ok(l, MPROC__MAGIC_LOCK) || timeout_ms < -1)
     return MPROC_EINVAL;
+  /* The uncontended case first: one compare-and-swap, then the state check
+   * take() makes anyway (a not recoverable lock is given back there).  Only
+   * a lock that is held costs the owner check. */
+  uint64_t free_word = 0;
+  if (MPROC__LIKELY(
+          atomic_compare_exchange_strong_explicit(&l->m.word, &free_word, mproc__tidlock_who(),
+                                                  memory_order_acquire, memory_order_relaxed))) {
+    if (MPROC__LIKELY(atomic_load_explicit(&l->state, memory_order_relaxed) == ST_OK))
+      return 0;
+    if (atomic_load_explicit(&l->state, memory_order_relaxed) == ST_NOTRECOVERABLE) {
+      mproc__tidlock_unlock(&l->m);
+      return MPROC_ENOTRECOVERABLE;
+    }
+    return 0; /* ST_OWNER_DIED: still reported by the acquire that took it over */
+  }
   if (atomic_load_explicit(&l->state, memory_order_relaxed) == ST_NOTRECOVERABLE)
     return MPROC_ENOTRECOVERABLE;
   if (mproc__tidlock_mine(&l->m))

@@ -78,7 +78,7 @@ MPROC_EXTERN int mproc__transport_unregister(const struct mproc__transport_ops *
   return r;
 }
 
-int mproc__transport_find(const char *name, const struct mproc__transport_ops **out) {
+MPROC_EXTERN int mproc__transport_find(const char *name, const struct mproc__transport_ops **out) {
   const char *from = "the pool option";
   if (name == NULL) {
     name = getenv("MPROC_TRANSPORT");

@@ -234,7 +234,9 @@ extern const struct mproc__transport_ops mproc__transport_shm;
 MPROC_EXTERN int mproc__transport_register(const struct mproc__transport_ops *ops);
 MPROC_EXTERN int mproc__transport_unregister(const struct mproc__transport_ops *ops);
 /* The transport named `name`; NULL: MPROC_TRANSPORT, else "shm".  An
- * unknown name is MPROC_EINVAL, with the reason on stderr. */
-int mproc__transport_find(const char *name, const struct mproc__transport_ops **out);
+ * unknown name is MPROC_EINVAL, with the reason on stderr.  Exported too:
+ * libmproc_mpi registers a copy of "shm" under its own name for programs
+ * started without mpiexec. */
+MPROC_EXTERN int mproc__transport_find(const char *name, const struct mproc__transport_ops **out);
 
 #endif /* MPROC_TRANSPORT_H */

@@ -296,22 +296,16 @@ START_TEST(test_stopped_process_tree_terminate) {
 }
 END_TEST
 
-#if 0
-/* KNOWN DEFECT, kept out of the build until it is fixed in src/process.c:
- * mproc_process_terminate(p, 0) on a stopped child sends SIGTERM through the
- * pidfd only (send_signal); a stopped process does not act on SIGTERM until
- * it is continued, so the child never ends and this join times out.  The
- * tree variant works because tree.c sends SIGCONT after the signal.  The
- * same wasted SIGTERM makes mproc_process_free/exit of a stopped child take
- * exit_wait_ms + grace_ms before SIGKILL.  Fix: SIGCONT after SIGTERM in
- * send_signal (and in stop_children's SIGTERM phase). */
+/* mproc_process_terminate(p, 0) on a stopped child sent SIGTERM only; a
+ * stopped process does not act on it until continued, so the join timed
+ * out (and free/exit of a stopped child waited out grace_ms).  SIGCONT now
+ * follows, as for a tree. */
 START_TEST(test_stopped_process_terminate) {
   mproc_process *p = stopped_process();
   mproc_assert_ok(mproc_process_terminate(p, 0));
   expect_ended(p, -SIGTERM);
 }
 END_TEST
-#endif
 
 /* A stopped command: wait honours its own deadline (0 and > 0), and the
  * command's timeout still ends it (the tree signal wakes it). */
@@ -369,28 +363,26 @@ START_TEST(test_foreign_named_objects) {
       int r = mproc_shm_attach(&s, name);
       ck_assert_msg(r == MPROC_ECORRUPT, "shm attach (%zu bytes, fill %d): %s", sizes[k], fill,
                     mproc_err_name(r));
-      /* A short file is left out for queues: see test_short_queue_file below. */
-      if (sizes[k] == 0 || sizes[k] >= 64) {
-        mproc_queue *q = NULL;
-        r = mproc_queue_attach(&q, name, 0);
-        /* Zeros are a queue its creator has not initialized yet. */
-        int want = fill == 0 || sizes[k] == 0 ? MPROC_EAGAIN : MPROC_ECORRUPT;
-        ck_assert_msg(r == want, "queue attach (%zu bytes, fill %d): %s", sizes[k], fill,
-                      mproc_err_name(r));
-      }
+      mproc_queue *q = NULL;
+      r = mproc_queue_attach(&q, name, 0);
+      /* Empty, or zeros past a header's size: a queue its creator has not
+       * sized or initialized yet.  Short of a header: no queue. */
+      int want = sizes[k] == 0   ? MPROC_EAGAIN
+                 : sizes[k] < 64 ? MPROC_ECORRUPT
+                 : fill == 0     ? MPROC_EAGAIN
+                                 : MPROC_ECORRUPT;
+      ck_assert_msg(r == want, "queue attach (%zu bytes, fill %d): %s", sizes[k], fill,
+                    mproc_err_name(r));
       ck_assert_int_eq(shm_unlink(name), 0);
     }
   }
 }
 END_TEST
 
-#if 0
-/* KNOWN DEFECT, kept out of the build until it is fixed in src/queue.c
- * (mproc_queue_attach, "created, not yet sized"): a file shorter than a
- * queue header but not empty is reported as MPROC_EAGAIN, so a caller that
- * retries as documented retries forever.  A creator sizes its file in one
- * ftruncate, so only an empty file is "not yet sized"; a short one is
- * MPROC_ECORRUPT. */
+/* A file shorter than a queue header but not empty was reported as
+ * MPROC_EAGAIN ("not yet sized"), so a caller retrying as documented
+ * retried forever.  A creator sizes its file in one ftruncate: only an empty
+ * file is "not yet sized"; a short one is MPROC_ECORRUPT. */
 START_TEST(test_short_queue_file) {
   char name[96];
   mproc_test_shm_name(name, sizeof name, "short");
@@ -403,7 +395,6 @@ START_TEST(test_short_queue_file) {
   ck_assert_int_eq(shm_unlink(name), 0);
 }
 END_TEST
-#endif
 
 /* ---- every deadline argument ------------------------------------------------ */
 
@@ -660,9 +651,11 @@ int main(void) {
   tcase_add_test(tc, test_stopped_worker_woken_after_timeout);
   tcase_add_test(tc, test_stopped_process_deadlines);
   tcase_add_test(tc, test_stopped_process_tree_terminate);
+  tcase_add_test(tc, test_stopped_process_terminate);
   tcase_add_test(tc, test_stopped_command_deadlines);
   tc = mproc_test_tcase(s, "corrupt", 60);
   tcase_add_test(tc, test_foreign_named_objects);
+  tcase_add_test(tc, test_short_queue_file);
   tc = mproc_test_tcase(s, "deadlines", 60);
   tcase_add_test(tc, test_every_deadline_argument);
   tc = mproc_test_tcase(s, "fd-limit", 60);

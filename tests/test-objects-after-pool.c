@@ -497,7 +497,8 @@ START_TEST(test_from_fd_errors) {
   mproc_assert_err(mproc_lock_from_fd(&l2, -1), MPROC_EINVAL);
   mproc_assert_err(mproc_sem_from_fd(&s, lfd), MPROC_EINVAL);
   mproc_assert_err(mproc_value_from_fd(&v, lfd), MPROC_EINVAL);
-  mproc_assert_err(mproc_queue_from_fd(&q, lfd, 0), MPROC_EINVAL);
+  /* Another kind of object is no queue (documented MPROC_ECORRUPT). */
+  mproc_assert_err(mproc_queue_from_fd(&q, lfd, 0), MPROC_ECORRUPT);
   mproc_assert_err(mproc_queue_from_fd(&q, lfd, 0x100), MPROC_EINVAL);
   mproc_assert_err(mproc_queue_from_fd(NULL, lfd, 0), MPROC_EINVAL);
   int pfd[2];

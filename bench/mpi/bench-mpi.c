@@ -2,12 +2,15 @@
  *   bench-mpi raw     plain MPI in C ("os" lines): an 8-byte ping-pong
  *                     between ranks 0 and 1, and a task farm where rank 0
  *                     hands tiny tasks to ranks 1..n-1, two in flight each
- *   bench-mpi mproc   the same over mproc's MPI backend ("mproc" lines):
- *                     one task at a time, many tasks at once, and map chunks
+ *   bench-mpi mproc   the same through the pool API over the worker ranks
+ *                     (transport "mpi"; "mproc" lines): one task at a time,
+ *                     many tasks at once, and map
  * bench/mpi/bench_mpi4py.py measures mpi4py.futures ("python" lines).
  * Metrics: mpi_roundtrip (us), mpi_tasks (tasks/s), mpi_map (items/s). */
 #include "bench.h"
-#include "mpi_internal.h"
+#include <mpi.h>
+#include <mproc.h>
+#include <mproc/mpi.h>
 
 #include <string.h>
 
@@ -92,72 +95,68 @@ static void raw(void) {
     bench_report("mpi_tasks", "os", v, BENCH_REPS, "tasks/s");
 }
 
-/* ---- mproc over MPI ------------------------------------------------------ */
+/* ---- mproc over MPI: the pool API, transport "mpi" ------------------------ */
 
-static struct mproc__mpi_job *submit(const struct mproc__mpi_fn *fn, int64_t x) {
-  struct mproc__mpi_job *j;
-  if (mproc__mpi_submit(fn, &x, sizeof x, 0, &j) != 0) {
-    fprintf(stderr, "submit failed\n");
+static void check(int rc, const char *what) {
+  if (rc != 0) {
+    fprintf(stderr, "bench-mpi: %s: %s\n", what, mproc_strerror(rc));
     exit(1);
   }
-  return j;
-}
-
-static void wait_ok(struct mproc__mpi_job *j) {
-  if (mproc__mpi_wait(j, -1) != 0 || mproc__mpi_job_result(j, NULL, NULL, NULL) != 0) {
-    fprintf(stderr, "task failed\n");
-    exit(1);
-  }
-  mproc__mpi_job_free(j);
 }
 
 static void over_mproc(void) {
-  struct mproc__mpi_fn fn, mf;
-  if (mproc__mpi_fn_of(&fn, MPROC__MPI_FN_TASK, (void (*)(void))square_task) != 0 ||
-      mproc__mpi_fn_of(&mf, MPROC__MPI_FN_MAP, (void (*)(void))square) != 0)
-    exit(1);
-  int n = quick ? 500 : 20000;
+  mproc_pool *pool;
+  check(mproc_pool_new(&pool, &(struct mproc_pool_options){.transport = "mpi"}), "pool");
   double v[BENCH_REPS];
+  /* One task at a time: submit, wait, result. */
+  int n = quick ? 500 : 20000;
   for (int r = 0; r < BENCH_REPS; r++) {
     double t0 = bench_now_s();
-    for (int i = 0; i < n; i++)
-      wait_ok(submit(&fn, i));
+    for (int i = 0; i < n; i++) {
+      int64_t x = i, *res;
+      size_t len;
+      check(mproc_pool_apply(pool, square_task, &x, sizeof x, (void **)&res, &len, NULL, -1),
+            "apply");
+      free(res);
+    }
     v[r] = (bench_now_s() - t0) / n * 1e6;
   }
   bench_report("mpi_roundtrip", "mproc", v, BENCH_REPS, "us");
+  /* Many tiny tasks at once. */
   n = quick ? 2000 : 100000;
-  struct mproc__mpi_job **js = malloc((size_t)n * sizeof *js);
+  mproc_future **fs = malloc((size_t)n * sizeof *fs);
   for (int r = 0; r < BENCH_REPS; r++) {
     double t0 = bench_now_s();
-    for (int i = 0; i < n; i++)
-      js[i] = submit(&fn, i);
-    for (int i = 0; i < n; i++)
-      wait_ok(js[i]);
+    for (int i = 0; i < n; i++) {
+      int64_t x = i;
+      check(mproc_pool_submit(pool, square_task, &x, sizeof x, &fs[i]), "submit");
+    }
+    for (int i = 0; i < n; i++) {
+      const void *res;
+      size_t len;
+      check(mproc_future_result(fs[i], &res, &len, -1), "result");
+      mproc_future_free(fs[i]);
+    }
     v[r] = n / (bench_now_s() - t0);
   }
   bench_report("mpi_tasks", "mproc", v, BENCH_REPS, "tasks/s");
-  free(js);
-  /* map: n items in chunks, 4 chunks per worker rank. */
-  size_t items = quick ? 20000 : 2000000, nchunks = 4 * (size_t)mproc_mpi_worker_ranks();
-  size_t chunk = (items + nchunks - 1) / nchunks;
-  int64_t *in = malloc(items * sizeof *in);
+  free(fs);
+  /* map: 4 chunks per worker rank, as mpi4py's side. */
+  size_t items = quick ? 20000 : 2000000;
+  int64_t *in = malloc(items * sizeof *in), *out = malloc(items * sizeof *out);
   for (size_t i = 0; i < items; i++)
     in[i] = (int64_t)i;
-  struct mproc__mpi_job *cj[64];
+  struct mproc_map_options mo = {.chunksize = items / (4 * (size_t)mproc_pool_workers(pool))};
   for (int r = 0; r < BENCH_REPS; r++) {
     double t0 = bench_now_s();
-    size_t k = 0;
-    for (size_t off = 0; off < items; off += chunk, k++) {
-      size_t m = items - off < chunk ? items - off : chunk;
-      if (mproc__mpi_submit_map(&mf, in + off, m, sizeof *in, sizeof *in, &cj[k]) != 0)
-        exit(1);
-    }
-    for (size_t i = 0; i < k; i++)
-      wait_ok(cj[i]);
+    check(mproc_pool_map(pool, square, in, items, sizeof *in, out, sizeof *out, &mo, NULL, -1),
+          "map");
     v[r] = (double)items / (bench_now_s() - t0);
   }
   bench_report("mpi_map", "mproc", v, BENCH_REPS, "items/s");
   free(in);
+  free(out);
+  mproc_pool_free(pool);
 }
 
 int main(int argc, char **argv) {

@@ -19,6 +19,15 @@
  * mproc_function_register (mproc/function.h) on every rank instead.  Every
  * rank checks at startup that it runs the same program as rank 0.
  *
+ * Pools over the ranks: a pool created with the option transport = "mpi"
+ * (mproc/pool.h), or any pool under the environment variable
+ * MPROC_TRANSPORT=mpi, puts its workers on the worker ranks; before
+ * mproc_mpi_init found ranks (and so without mpiexec) the name means local
+ * workers.  A program linked with mproc_mpi and started with
+ * MPROC_TRANSPORT=mpi under mpiexec joins the job before main by itself
+ * (worker ranks never reach main), so it runs unchanged; its own later call
+ * of mproc_mpi_init then returns 0.
+ *
  * This header needs no MPI header; link with mproc_mpi (pkg-config
  * mproc-mpi, or find_package(mproc CONFIG COMPONENTS mpi) and the target
  * mproc::mproc_mpi). */

@@ -8,6 +8,7 @@
  * for the startup check that every rank runs the same program. */
 #include "mpi_internal.h"
 #include "pool.h"
+#include "mpi-test.h"
 
 #include <signal.h>
 #include <stdio.h>
@@ -21,37 +22,7 @@ const char mproc_test_variant[] = "other build";
 const char mproc_test_variant[] = "main build";
 #endif
 
-#define CHECK(cond, ...)                                                                           \
-  do {                                                                                             \
-    if (!(cond)) {                                                                                 \
-      fprintf(stderr, "FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond);                              \
-      fprintf(stderr, __VA_ARGS__);                                                                \
-      fprintf(stderr, "\n");                                                                       \
-      exit(1);                                                                                     \
-    }                                                                                              \
-  } while (0)
-#define CHECK_ERR(call, want)                                                                      \
-  do {                                                                                             \
-    int r_ = (call), w_ = (want);                                                                  \
-    CHECK(r_ == w_, "got %d (%s), want %d (%s)", r_, mproc_err_name(r_), w_, mproc_err_name(w_));  \
-  } while (0)
-
-static int64_t scaled(int64_t ms) {
-  const char *s = getenv("MPROC_TEST_TIMEOUT_SCALE");
-  double k = s ? atof(s) : 1.0;
-  return (int64_t)(ms * (k > 1 ? k : 1));
-}
-
 /* ---- task and map functions ------------------------------------------------ */
-
-static int square_task(const void *arg, size_t len, mproc_task_ctx *ctx) {
-  if (len != sizeof(int64_t))
-    return mproc_task_fail(ctx, 7, "bad length %zu", len);
-  int64_t v;
-  memcpy(&v, arg, sizeof v);
-  v *= v;
-  return mproc_task_return(ctx, &v, sizeof v);
-}
 
 /* Returns the sum of its bytes and a copy with every byte incremented. */
 static int echo_task(const void *arg, size_t len, mproc_task_ctx *ctx) {
@@ -71,46 +42,14 @@ static int probe_task(const void *arg, size_t len, mproc_task_ctx *ctx) {
   return mproc_task_return(ctx, r, sizeof r);
 }
 
-static int segv_task(const void *arg, size_t len, mproc_task_ctx *ctx) {
-  (void)arg, (void)len, (void)ctx;
-  raise(SIGSEGV);
-  return 0;
-}
-
 static int exit_task(const void *arg, size_t len, mproc_task_ctx *ctx) {
   (void)arg, (void)len, (void)ctx;
   exit(3);
 }
 
-static int sleep_task(const void *arg, size_t len, mproc_task_ctx *ctx) {
-  (void)arg, (void)len, (void)ctx;
-  for (;;)
-    pause();
-  return 0;
-}
-
-/* Kills the rank process itself (the local worker's parent). */
-static int kill_rank_task(const void *arg, size_t len, mproc_task_ctx *ctx) {
-  (void)arg, (void)len, (void)ctx;
-  kill(getppid(), SIGKILL);
-  for (;;)
-    pause();
-  return 0;
-}
-
 static int fail_task(const void *arg, size_t len, mproc_task_ctx *ctx) {
   (void)arg, (void)len;
   return mproc_task_fail(ctx, 42, "the task's own failure");
-}
-
-static int triple(const void *in, void *out) {
-  int32_t v;
-  memcpy(&v, in, sizeof v);
-  if (v == -1)
-    return 5;
-  int64_t r = 3 * (int64_t)v;
-  memcpy(out, &r, sizeof r);
-  return 0;
 }
 
 static int only_on_rank0(const void *arg, size_t len, mproc_task_ctx *ctx) {
@@ -162,7 +101,8 @@ static void ranks_still_serve(void) {
   struct mproc__mpi_fn r = ref_of(square_task);
   for (int i = 0; i < 2 * n; i++) {
     int64_t v = i;
-    CHECK_ERR(mproc__mpi_submit_to(1 + i % n, &r, &v, sizeof v, 0, &js[i]), 0);
+    CHECK_ERR(
+        mproc__mpi_submit_to((struct mproc__mpi_to){1 + i % n, 0}, &r, &v, sizeof v, 0, &js[i]), 0);
   }
   for (int i = 0; i < 2 * n; i++) {
     struct mproc_task_error err;
@@ -175,9 +115,21 @@ static void ranks_still_serve(void) {
           mproc__mpi_job_rank(js[i]));
     mproc__mpi_job_free(js[i]);
   }
+  /* A pool never opened on the rank: the job finishes, failed with
+   * MPROC_ESTATE -- a code the caller must not take for "not finished". */
+  struct mproc__mpi_job *nj;
+  CHECK_ERR(mproc__mpi_submit_to((struct mproc__mpi_to){1, 12345}, &r, NULL, 0, 0, &nj), 0);
+  CHECK_ERR(mproc__mpi_wait(nj, scaled(60000)), 0);
+  CHECK(mproc__mpi_job_done(nj), "done");
+  struct mproc_task_error nerr;
+  CHECK_ERR(mproc__mpi_job_result(nj, NULL, NULL, &nerr), MPROC_ESTATE);
+  CHECK(strstr(nerr.message, "its pool is not open on this rank"), "%s", nerr.message);
+  mproc__mpi_job_free(nj);
   /* No rank 0 or beyond the last. */
-  CHECK_ERR(mproc__mpi_submit_to(n + 1, &r, NULL, 0, 0, &js[0]), MPROC_EINVAL);
-  CHECK_ERR(mproc__mpi_submit_to(-1, &r, NULL, 0, 0, &js[0]), MPROC_EINVAL);
+  CHECK_ERR(mproc__mpi_submit_to((struct mproc__mpi_to){n + 1, 0}, &r, NULL, 0, 0, &js[0]),
+            MPROC_EINVAL);
+  CHECK_ERR(mproc__mpi_submit_to((struct mproc__mpi_to){-1, 0}, &r, NULL, 0, 0, &js[0]),
+            MPROC_EINVAL);
 }
 
 static void expect_rank_and_host(const struct mproc_task_error *err, int rank) {
@@ -196,7 +148,7 @@ static void case_basic(void) {
   CHECK(squared_on_ranks(12) == 144, "square");
   struct mproc__mpi_fn named;
   CHECK_ERR(mproc__mpi_fn_named(&named, MPROC__MPI_FN_TASK, "square"), 0);
-  CHECK(named.kind == MPROC__MPI_FN_NAMED, "kind %u", named.kind);
+  CHECK(named.named == 1, "named %u", named.named);
   int64_t v = 9;
   struct mproc__mpi_job *j;
   CHECK_ERR(mproc__mpi_submit(&named, &v, sizeof v, 0, &j), 0);
@@ -234,7 +186,9 @@ static void case_basic(void) {
     in[i] = i;
   struct mproc__mpi_fn mf;
   CHECK_ERR(mproc__mpi_fn_of(&mf, MPROC__MPI_FN_MAP, (void (*)(void))triple), 0);
-  CHECK_ERR(mproc__mpi_submit_map(&mf, in, 1000, sizeof in[0], sizeof(int64_t), &j), 0);
+  CHECK_ERR(mproc__mpi_submit_map((struct mproc__mpi_to){0, 0}, &mf, in, 1000, sizeof in[0],
+                                  sizeof(int64_t), &j),
+            0);
   CHECK_ERR(mproc__mpi_wait(j, scaled(60000)), 0);
   CHECK_ERR(mproc__mpi_job_result(j, &data, &len, NULL), 0);
   CHECK(len == 1000 * sizeof(int64_t), "map len %zu", len);
@@ -242,7 +196,9 @@ static void case_basic(void) {
     CHECK(((const int64_t *)data)[i] == 3 * i, "map item %d", i);
   mproc__mpi_job_free(j);
   in[617] = -1;
-  CHECK_ERR(mproc__mpi_submit_map(&mf, in, 1000, sizeof in[0], sizeof(int64_t), &j), 0);
+  CHECK_ERR(mproc__mpi_submit_map((struct mproc__mpi_to){0, 0}, &mf, in, 1000, sizeof in[0],
+                                  sizeof(int64_t), &j),
+            0);
   CHECK_ERR(outcome(j, &err), MPROC_ETASK);
   CHECK(err.index == 617 && err.task_code == 5, "index %zu code %d", err.index, err.task_code);
   mproc__mpi_job_free(j);
@@ -352,29 +308,32 @@ static void case_unresolvable(void) {
   struct mproc__mpi_job *j;
   CHECK_ERR(mproc__mpi_submit(&r, NULL, 0, 0, &j), 0);
   struct mproc_task_error err;
-  CHECK_ERR(outcome(j, &err), MPROC_ENOENT);
+  CHECK_ERR(outcome(j, &err), MPROC_ENOFUNC);
   CHECK(strstr(err.message, "task function 'rank0-only' is not registered on this rank"), "%s",
         err.message);
   expect_rank_and_host(&err, mproc__mpi_job_rank(j));
   mproc__mpi_job_free(j);
   /* An object no rank has loaded. */
   r = ref_of(fail_task);
-  CHECK(r.kind == MPROC__MPI_FN_OFFSET, "kind %u", r.kind);
-  r.build_id[0] ^= 0xff;
+  CHECK(!r.named && r.ref.build_id_len > 0, "named %u", r.named);
+  r.ref.build_id[0] ^= 0xff;
   CHECK_ERR(mproc__mpi_submit(&r, NULL, 0, 0, &j), 0);
-  CHECK_ERR(outcome(j, &err), MPROC_ENOENT);
-  CHECK(strstr(err.message, "no object with build-id"), "%s", err.message);
+  CHECK_ERR(outcome(j, &err), MPROC_ENOFUNC);
+  CHECK(strstr(err.message, "task function <program>+0x") &&
+            strstr(err.message, "no loaded object has its build-id"),
+        "%s", err.message);
   mproc__mpi_job_free(j);
   /* The right object, an offset outside its code. */
   r = ref_of(fail_task);
-  r.offset = (uint64_t)1 << 40;
+  r.ref.offset = (uint64_t)1 << 40;
   CHECK_ERR(mproc__mpi_submit(&r, NULL, 0, 0, &j), 0);
-  CHECK_ERR(outcome(j, &err), MPROC_ENOENT);
-  CHECK(strstr(err.message, "is not in its code"), "%s", err.message);
+  CHECK_ERR(outcome(j, &err), MPROC_ENOFUNC);
+  CHECK(strstr(err.message, "offset outside the object's code"), "%s", err.message);
   mproc__mpi_job_free(j);
   /* A task reference used for a map, and the reverse. */
   r = ref_of(square_task);
-  CHECK_ERR(mproc__mpi_submit_map(&r, "abcd", 1, 4, 4, &j), MPROC_EINVAL);
+  CHECK_ERR(mproc__mpi_submit_map((struct mproc__mpi_to){0, 0}, &r, "abcd", 1, 4, 4, &j),
+            MPROC_EINVAL);
   ranks_still_serve();
 }
 
@@ -434,9 +393,11 @@ static void case_transport(void) {
   struct mproc__slot slots[2];
   memset(slots, 0, sizeof slots);
   p.slots = slots;
-  p.nworkers = 3; /* more slots than worker ranks */
-  CHECK_ERR(tp->init(&p), MPROC_EINVAL);
-  p.nworkers = 2;
+  p.opts.workers = 3; /* more workers than ranks: one slot per rank */
+  CHECK_ERR(tp->init(&p), 0);
+  CHECK(p.nworkers == 2 && p.opts.start_method == MPROC_START_SPAWN, "slots %d", p.nworkers);
+  tp->fini(&p);
+  p.opts.workers = 0; /* one worker per rank */
   CHECK_ERR(tp->init(&p), 0);
   for (int i = 0; i < 2; i++) {
     slots[i].pidfd = -1;
@@ -488,8 +449,11 @@ static void case_transport(void) {
                 strncmp(g_out.msg[k], "rank 2 on ", 10) == 0,
             "t%d: %s '%s'", i, mproc_err_name(g_out.code[k]), g_out.msg[k]);
   }
-  /* Map chunks and fds cannot travel yet. */
-  struct mproc__task m = {.kind = MPROC__K_MAP, .arg_fd = -1};
+  /* Descriptors cannot travel to another node. */
+  int fds[1] = {0};
+  struct mproc__task m = t[0];
+  m.fds = fds;
+  m.nfds = 1;
   CHECK_ERR(tp->send_task(&p, 0, &m), MPROC_ENOTSUP);
   /* A slot reset hands its tasks back, started. */
   t[4].fn = mproc__taskfn_of((void (*)(void))sleep_task);
@@ -532,7 +496,7 @@ static void case_errors(void) {
   memset(longname, 'a', sizeof longname - 1);
   longname[99] = '\0';
   struct mproc__mpi_fn nr;
-  CHECK_ERR(mproc__mpi_fn_named(&nr, MPROC__MPI_FN_TASK, longname), MPROC_EINVAL);
+  CHECK_ERR(mproc__mpi_fn_named(&nr, MPROC__MPI_FN_TASK, longname), MPROC_ENAMETOOLONG);
   CHECK_ERR(mproc__mpi_fn_named(&nr, MPROC__MPI_FN_TASK, NULL), MPROC_EINVAL);
   CHECK_ERR(mproc__mpi_fn_named(&nr, MPROC__MPI_FN_TASK, "square"), MPROC_ENOENT);
   CHECK_ERR(mproc_function_register("square", MPROC_FUNCTION(square_task)), 0);
@@ -552,16 +516,19 @@ static void case_errors(void) {
   struct mproc__mpi_fn r;
   CHECK_ERR(mproc__mpi_fn_of(&r, MPROC__MPI_FN_TASK, NULL), MPROC_EINVAL);
   CHECK_ERR(mproc__mpi_fn_of(&r, MPROC__MPI_FN_TASK, (void (*)(void))echo_task), 0);
-  CHECK(r.kind == MPROC__MPI_FN_OFFSET && r.id_len > 0, "kind %u", r.kind);
+  CHECK(!r.named && r.ref.build_id_len > 0 && r.ref.is_main, "named %u", r.named);
   CHECK(mproc__mpi_fn_resolve(&r, why, sizeof why) == (void (*)(void))echo_task, "resolve");
   /* Data is not code. */
   CHECK_ERR(mproc__mpi_fn_of(&r, MPROC__MPI_FN_TASK, (void (*)(void))(uintptr_t)mproc_test_variant),
-            MPROC_ENOENT);
+            MPROC_ENOFUNC);
   CHECK_ERR(mproc__mpi_submit(NULL, NULL, 0, 0, NULL), MPROC_EINVAL);
   CHECK_ERR(mproc__mpi_wait(NULL, 0), MPROC_EINVAL);
   CHECK_ERR(mproc__mpi_cancel(NULL), MPROC_EINVAL);
   CHECK_ERR(mproc__mpi_job_result(NULL, NULL, NULL, NULL), MPROC_EINVAL);
 }
+
+static void case_segv(void) { crash_case(segv_task, SIGSEGV, -1); }
+static void case_exit(void) { crash_case(exit_task, 0, 3); }
 
 int main(int argc, char **argv) {
   const char *c = argc > 1 ? argv[1] : "";
@@ -587,10 +554,7 @@ int main(int argc, char **argv) {
     return 0;
   }
   CHECK_ERR(rc, 0);
-  static const struct {
-    const char *name;
-    void (*fn)(void);
-  } cases[] = {
+  static const struct mpi_case cases[] = {
       {"basic", case_basic},
       {"large", case_large},
       {"huge", case_huge},
@@ -600,22 +564,8 @@ int main(int argc, char **argv) {
       {"sigint", case_sigint},
       {"fallback", case_fallback},
       {"transport", case_transport},
+      {"segv", case_segv},
+      {"exit", case_exit},
   };
-  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-    if (strcmp(c, cases[i].name) == 0) {
-      cases[i].fn();
-      CHECK_ERR(mproc_mpi_finalize(scaled(30000)), 0);
-      printf("PASS %s\n", c);
-      return 0;
-    }
-  }
-  if (strcmp(c, "segv") == 0 || strcmp(c, "exit") == 0) {
-    bool segv = c[0] == 's';
-    crash_case(segv ? segv_task : exit_task, segv ? SIGSEGV : 0, segv ? -1 : 3);
-    CHECK_ERR(mproc_mpi_finalize(scaled(30000)), 0);
-    printf("PASS %s\n", c);
-    return 0;
-  }
-  fprintf(stderr, "unknown case '%s'\n", c);
-  return 2;
+  return run_case(cases, sizeof cases / sizeof cases[0], c);
 }

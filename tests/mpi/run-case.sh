@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # run-case.sh MPIEXEC BIN CASE [OTHER_BIN]
 # Runs one case of mpi-cases (see mpi-cases.c) and checks its outcome:
-#   fallback, errors  without mpiexec: a plain ./app with no MPI runtime
-#   killrank          under mpiexec -n 3: a task SIGKILLs its rank; the job
+#   fallback, errors, pool-local
+#                     without mpiexec: a plain ./app with no MPI runtime
+#   killrank, pool-killrank
+#                     under mpiexec -n 3: a task SIGKILLs its rank; the job
 #                     must end non-zero within a bounded time
 #   sigint            under mpiexec -n 3: SIGINT to mpiexec while a task runs
 #                     must end the job promptly
@@ -30,13 +32,13 @@ mpirun=(env ASAN_OPTIONS="$under_mpi_asan" "$mpiexec" "${over[@]}" -n 3)
 fail() { echo "FAIL $case: $*"; echo "--- stdout"; cat "$out"; echo "--- stderr"; cat "$err"; exit 1; }
 
 case $case in
-fallback | errors)
+fallback | errors | pool-local)
   env -u OMPI_COMM_WORLD_RANK -u PMIX_RANK -u PMI_RANK timeout "$(limit 60)" "$bin" "$case" >"$out" 2>"$err"
   rc=$?
   [ $rc = 0 ] || fail "exit status $rc"
   grep -q "^PASS $case\$" "$out" || fail "no PASS line"
   ;;
-killrank)
+killrank | pool-killrank)
   t0=$(date +%s)
   # (137 may be mpiexec passing on its rank's SIGKILL: the time tells a
   # hang apart.)
