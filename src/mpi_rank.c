@@ -484,7 +484,7 @@ static bool pass(bool *stop) {
  * waiting thread collects its pool's results itself, so a short task's
  * answer does not wait for the local pool's manager thread to be
  * scheduled (measured: steadier round trips on a loaded machine). */
-static void idle(unsigned *rounds) {
+static void idle(struct mproc__mpi_idle *w) {
   mproc_future *fs[64];
   size_t n = 0;
   for (struct job *j = g_running; j && n < 64; j = j->next)
@@ -493,17 +493,17 @@ static void idle(unsigned *rounds) {
     mproc_futures_wait(fs, n, MPROC_FIRST_COMPLETED, 1);
     return;
   }
-  mproc__mpi_backoff(rounds);
+  mproc__mpi_backoff(w);
 }
 
 int mproc__mpi_rank_serve(void) {
   bool stop = false;
-  unsigned rounds = 0;
+  struct mproc__mpi_idle w = {0};
   while (!stop) {
     if (pass(&stop))
-      rounds = 0;
+      w = (struct mproc__mpi_idle){0};
     else
-      idle(&rounds);
+      idle(&w);
   }
   /* Rank 0 is done: whatever still runs is of no interest to anyone. */
   mproc_pool_terminate(g_pool);
