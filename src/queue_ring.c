@@ -348,10 +348,8 @@ static int put_impl(struct mproc_queue *q, const void *buf, size_t len, int64_t 
       mproc__q_wake(&h->get_seq, &h->nget_wait, &h->get_pending);
       break;
     }
-    if (err != MPROC_EFULL || nowait)
-      break;
-    err = wait_step(q, &w, deadline);
-    if (err != 0)
+    /* No room: wait (spin, announce, sleep) and try again. */
+    if (err != MPROC_EFULL || nowait || (err = wait_step(q, &w, deadline)) != 0)
       break;
   }
   wait_end(&w);
@@ -526,12 +524,8 @@ static int get_impl(struct mproc_queue *q, struct getbuf *g, size_t *len, int64_
     }
     if (err == MPROC_ETOOSMALL)
       *len = need;
-    if (err != MPROC_EEMPTY)
-      break;
-    if (nowait)
-      break;
-    err = wait_step(q, &w, deadline);
-    if (err != 0)
+    /* Nothing to take: wait (spin, announce, sleep) and try again. */
+    if (err != MPROC_EEMPTY || nowait || (err = wait_step(q, &w, deadline)) != 0)
       break;
   }
   wait_end(&w);

@@ -356,7 +356,7 @@ static int sock_send_task(struct mproc_pool *p, int i, struct mproc__task *t) {
       fds[nfds++] = t->fds[j];
   } else {
     /* Map data by value: the workers cannot see this arena. */
-    struct mproc__range in[MPROC_STARMAP_MAX_ARGS], out;
+    struct mproc__range in[MPROC_STARMAP_MAX_ARGS], out = {0};
     unsigned n = mproc__task_ranges(t, in, &out);
     q->nargs = t->nargs;
     q->count = t->count;
@@ -442,7 +442,7 @@ static int sock_poll_results(struct mproc_pool *p, int i,
       o.msg = (const char *)rep->data;
       o.index = t->base_index + rep->index;
     } else if (t->kind != MPROC__K_CALL) {
-      struct mproc__range in[MPROC_STARMAP_MAX_ARGS], out;
+      struct mproc__range in[MPROC_STARMAP_MAX_ARGS], out = {0};
       mproc__task_ranges(t, in, &out);
       if (rep->len == out.len)
         memcpy(mproc__arena_at(p, out.off), rep->data, out.len); /* back before done */
