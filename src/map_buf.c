@@ -74,6 +74,13 @@ struct mb_job {
   size_t ovf_len; /* its extent's length, 0: none */
 };
 
+/* Where the next result of a chunk read in item order is: the end of the
+ * area's result before it, and the rest's bytes. */
+struct cursor {
+  uint64_t a;
+  const unsigned char *r;
+};
+
 struct mb_chunk {
   struct mproc__task t; /* the arena task: first, the completion finds the chunk */
   struct mb_job *job;
@@ -91,7 +98,7 @@ struct mb_chunk {
   size_t rest_bytes;    /* bytes their results take (with their NULs) */
   const uint64_t *rlen; /* their lengths and bytes (in rest's result) */
   const unsigned char *rdata;
-  const unsigned char *rcur;   /* imap_buf: the next of them to yield */
+  struct cursor cur;           /* imap_buf: where the next result to yield is */
   bool parsed;                 /* ok, rest_ok, fail and err are final */
   int fail;                    /* 0, or the code of item ok + rest_ok */
   struct mproc_task_error err; /* its error */
@@ -174,7 +181,7 @@ static void rest_parse(struct mb_chunk *c) {
       c->rest_ok = (size_t)rh.ok;
       c->rlen = (const uint64_t *)((const unsigned char *)res + sizeof rh);
       c->rdata = (const unsigned char *)(c->rlen + rh.ok);
-      c->rcur = c->rdata;
+      c->cur.r = c->rdata;
       c->rest_bytes = len - sizeof rh - (size_t)rh.ok * sizeof(uint64_t);
       if (rh.code != 0) {
         c->fail = MPROC_ETASK;
@@ -294,10 +301,11 @@ static void chunk_fill(struct mb_job *j, struct mb_chunk *c, const struct mproc_
   h->ovf = j->ovf_len != 0 ? (int64_t)j->ovf - (int64_t)c->ext : 0;
   struct mproc__mb_in *d = (struct mproc__mb_in *)(b + MPROC__MB_HDR);
   size_t at = MPROC__MB_HDR + c->count * (sizeof *d + sizeof(struct mproc__mb_out));
+  h->items_at = at;
   for (size_t i = 0; i < c->count; i++) {
-    d[i] = (struct mproc__mb_in){MPROC__MB_HDR + i * sizeof *d, at, items[i].len};
     mproc__mb_copy(b + at, items[i].data, items[i].len);
     at += items[i].len;
+    d[i] = (struct mproc__mb_in){MPROC__MB_HDR + i * sizeof *d, at};
   }
   struct mproc__task *t = &c->t;
   memset(t, 0, sizeof *t);
@@ -392,8 +400,11 @@ static int chunk_continue(struct mb_chunk *c) {
   struct mproc_buf *items = malloc((n != 0 ? n : 1) * sizeof *items);
   if (items == NULL)
     return MPROC_ENOMEM;
-  for (size_t i = 0; i < n; i++)
-    items[i] = (struct mproc_buf){b + d[c->ok + i].at, (size_t)d[c->ok + i].len};
+  const struct mproc__mb_hdr *h = (const struct mproc__mb_hdr *)b;
+  for (size_t i = 0; i < n; i++) {
+    uint64_t at = mproc__mb_in_at(h, &d[c->ok + i]);
+    items[i] = (struct mproc_buf){b + at, (size_t)(d[c->ok + i].end - at)};
+  }
   int r = call_submit(c->job, items, n, &c->rest);
   free(items);
   return r;
@@ -434,34 +445,49 @@ static int chunk_wait(struct mb_chunk *c, int64_t dl) {
 }
 
 /* Where a parsed chunk's results are: the extent's result descriptors
- * (items before ok) and the rest's lengths and bytes (the items after). */
+ * (items before ok), its results area and the job's overflow area, and the
+ * rest's lengths and bytes (the items after). */
 struct results {
-  const unsigned char *base;       /* the extent, NULL when none */
-  const struct mproc__mb_out *out; /* its result descriptors */
+  const unsigned char *area;       /* the extent's results area, NULL when none */
+  const unsigned char *ovf;        /* the job's overflow bytes, NULL when none */
+  const struct mproc__mb_out *out; /* the extent's result descriptors */
 };
 
 static struct results chunk_results(const struct mb_chunk *c) {
-  struct results r = {NULL, NULL};
+  struct results r = {NULL, NULL, NULL};
   if (c->ok > 0) {
-    r.base = mproc__arena_at(c->job->p, c->ext);
-    r.out = (const struct mproc__mb_out *)(r.base + MPROC__MB_HDR +
-                                           c->count * sizeof(struct mproc__mb_in));
+    const unsigned char *b = mproc__arena_at(c->job->p, c->ext);
+    const struct mproc__mb_hdr *h = (const struct mproc__mb_hdr *)b;
+    r.area = b + h->out_at;
+    if (h->ovf != 0)
+      r.ovf = b + h->ovf + MPROC__MB_OVF;
+    r.out =
+        (const struct mproc__mb_out *)(b + MPROC__MB_HDR + c->count * sizeof(struct mproc__mb_in));
   }
   return r;
 }
 
-/* The result of item i of a parsed chunk (i < ok + rest_ok); *rd walks the
- * rest's bytes in item order. */
+/* The result of item i of a parsed chunk (i < ok + rest_ok), read in item
+ * order through cur (formats in map_buf.h). */
 static inline struct mproc_buf chunk_item(const struct mb_chunk *c, const struct results *rs,
-                                          size_t i, const unsigned char **rd) {
+                                          size_t i, struct cursor *cur) {
   if (i < c->ok) {
-    const struct mproc__mb_out *o = &rs->out[i];
-    return (struct mproc_buf){o->len > 0 ? rs->base + o->at : (const unsigned char *)"",
-                              (size_t)o->len};
+    int64_t e = rs->out[i].end;
+    if (e < 0) {
+      const unsigned char *rec = rs->ovf + (uint64_t)(-1 - e);
+      uint64_t len;
+      memcpy(&len, rec, sizeof len);
+      return (struct mproc_buf){rec + sizeof len, (size_t)len};
+    }
+    uint64_t from = cur->a;
+    cur->a = (uint64_t)e;
+    if ((uint64_t)e == from)
+      return (struct mproc_buf){"", 0};
+    return (struct mproc_buf){rs->area + from, (size_t)((uint64_t)e - from - 1)};
   }
   size_t k = i - c->ok;
-  struct mproc_buf r = {*rd, (size_t)c->rlen[k]};
-  *rd += c->rlen[k] + 1;
+  struct mproc_buf r = {cur->r, (size_t)c->rlen[k]};
+  cur->r += c->rlen[k] + 1;
   return r;
 }
 
@@ -632,9 +658,9 @@ static int gather(struct mb_chunk *cs, size_t nchunks, size_t n, struct mproc_bu
   struct mproc_buf *b = bufs;
   for (size_t k = 0; k < nchunks; k++) {
     struct results rs = chunk_results(&cs[k]);
-    const unsigned char *rd = cs[k].rdata;
+    struct cursor cur = {0, cs[k].rdata};
     for (size_t i = 0; i < cs[k].count; i++, b++) {
-      *b = chunk_item(&cs[k], &rs, i, &rd);
+      *b = chunk_item(&cs[k], &rs, i, &cur);
       mproc__mb_copy(w, b->data, b->len + 1); /* with its NUL */
       b->data = w;
       w += ALIGN16(b->len + 1);
@@ -892,7 +918,7 @@ MPROC_EXTERN int mproc_imap_buf_next(mproc_imap_buf *it, struct mproc_buf *out, 
     *index = c->start + k;
   if (k < c->ok + c->rest_ok) {
     struct results rs = chunk_results(c);
-    *out = chunk_item(c, &rs, k, &c->rcur);
+    *out = chunk_item(c, &rs, k, &c->cur);
   } else {
     r = k == c->ok + c->rest_ok ? c->fail : MPROC_ECANCELED;
     if (err != NULL && r == MPROC_ECANCELED) {

@@ -39,23 +39,42 @@ struct mproc__mb_hdr {
   uint32_t pad;
   int64_t ovf;       /* the job's overflow area (struct mproc__mb_ovf), from the header; 0: none */
   uint64_t ovf_used; /* worker: bytes this chunk's results took there */
+  uint64_t items_at; /* the first item's bytes, from the header */
   char msg[200];
   struct mproc__fnref ref;
 };
 
-/* One input item: where its bytes are, and where this descriptor is (the
- * worker finds the header from it; `back` also gives the item's position). */
+#define MPROC__MB_ALIGN(x) (((x) + 63) & ~(size_t)63)
+#define MPROC__MB_HDR MPROC__MB_ALIGN(sizeof(struct mproc__mb_hdr))
+
+/* One input item: where this descriptor is (the worker finds the header
+ * from it; `back` also gives the item's position) and where the item's bytes
+ * end.  The items are packed in order, so an item begins where the one
+ * before it ends (the first at the header's `items_at`): 16 bytes an item
+ * for the parent to write, not 24. */
 struct mproc__mb_in {
   uint64_t back; /* this descriptor's offset from the header */
-  uint64_t at;   /* the item's bytes, from the header */
-  uint64_t len;
+  uint64_t end;  /* the end of the item's bytes, from the header */
 };
 
-/* One result, written by the worker: its bytes (NUL-terminated past len). */
+/* Where item i of a chunk begins, from its descriptor d (d - 1 is item
+ * i - 1's when i > 0). */
+static inline uint64_t mproc__mb_in_at(const struct mproc__mb_hdr *h,
+                                       const struct mproc__mb_in *d) {
+  return d->back == MPROC__MB_HDR ? h->items_at : d[-1].end;
+}
+
+/* One result, written by the worker, in 8 bytes.  The results that fit
+ * their chunk's area are bump-allocated there in item order, each followed
+ * by its NUL, so a result is told by where it ends: it begins where the
+ * area's previous result ended (0 for the first), and a span of 0 bytes is
+ * an item that returned nothing.  A result in the job's overflow area is
+ * told by a negative `end`: -1 - the position of its record there, a
+ * uint64_t length (unaligned) then the bytes and a NUL. */
 struct mproc__mb_out {
-  int64_t at; /* from the header (the overflow area may lie before it); 0 with len 0: empty */
-  uint64_t len;
+  int64_t end; /* >= 0: the end (past the NUL) in the results area; < 0: see above */
 };
+#define MPROC__MB_OVF_REC(len) ((uint64_t)(len) + 1 + sizeof(uint64_t))
 
 /* The overflow area of a map_buf job: one extent shared by all its chunks,
  * for results that do not fit their chunk's own area, taken by an atomic
@@ -66,9 +85,6 @@ struct mproc__mb_ovf {
   uint64_t cap;
 };
 #define MPROC__MB_OVF ((size_t)64)
-
-#define MPROC__MB_ALIGN(x) (((x) + 63) & ~(size_t)63)
-#define MPROC__MB_HDR MPROC__MB_ALIGN(sizeof(struct mproc__mb_hdr))
 
 /* memcpy for the many small copies of small items: lengths up to 16 bytes
  * are two overlapping fixed-size copies (inlined, no call), never touching a

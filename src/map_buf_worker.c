@@ -46,13 +46,15 @@ static int overflow(mproc_item_ctx *c, const void *data, size_t len) {
   if (h->ovf != 0 && len < UINT64_MAX / 2) {
     unsigned char *base = (unsigned char *)h + h->ovf;
     struct mproc__mb_ovf *o = (struct mproc__mb_ovf *)base;
-    uint64_t at = atomic_fetch_add(&o->used, (uint64_t)len + 1);
-    if (at <= o->cap && (uint64_t)len + 1 <= o->cap - at) {
+    uint64_t at = atomic_fetch_add(&o->used, MPROC__MB_OVF_REC(len));
+    if (at <= o->cap && MPROC__MB_OVF_REC(len) <= o->cap - at) {
       unsigned char *w = base + MPROC__MB_OVF + at;
+      uint64_t l = len;
+      memcpy(w, &l, sizeof l);
+      w += sizeof l;
       mproc__mb_copy(w, data, len);
       w[len] = '\0';
-      c->out->at = h->ovf + (int64_t)(MPROC__MB_OVF + at);
-      c->out->len = len;
+      c->out->end = -1 - (int64_t)at;
       h->ovf_used += len + 1;
       return 0;
     }
@@ -66,16 +68,17 @@ MPROC_EXTERN int mproc_item_return(mproc_item_ctx *c, const void *data, size_t l
   if (c == NULL || (data == NULL && len > 0))
     return MPROC_EINVAL;
   if (c->h != NULL) {
+    /* A second call replaces the first: both ways start again at `start`. */
     struct mproc__mb_hdr *h = c->h;
-    h->used = c->start; /* a second call replaces the first */
-    if (len >= h->out_cap - c->start)
+    if (len >= h->out_cap - c->start) {
+      h->used = c->start;
       return overflow(c, data, len);
+    }
     unsigned char *w = (unsigned char *)h + h->out_at + c->start;
     mproc__mb_copy(w, data, len);
     w[len] = '\0';
-    c->out->at = h->out_at + c->start;
-    c->out->len = len;
     h->used = c->start + len + 1;
+    c->out->end = (int64_t)h->used;
     return 0;
   }
   c->used = c->start;
@@ -139,6 +142,7 @@ int mproc__map_buf_item(const void *in, void *out) {
     h->full = 0;
     h->has_msg = 0;
   }
+  uint64_t at = mproc__mb_in_at(h, d);
   mproc_map_buf_fn fn;
   char why[160];
   if (resolve(h->job, h->addr, h->by_ref ? &h->ref : NULL, &fn, why, sizeof why) != 0) {
@@ -155,9 +159,8 @@ int mproc__map_buf_item(const void *in, void *out) {
   c.start = h->used;
   c.code = 0;
   c.msg[0] = '\0';
-  c.out->at = 0;
-  c.out->len = 0;
-  int r = fn((const unsigned char *)h + d->at, d->len, &c);
+  c.out->end = (int64_t)c.start; /* nothing returned: an empty result */
+  int r = fn((const unsigned char *)h + at, (size_t)(d->end - at), &c);
   if (h->full)
     return MPROC_ENOMEM; /* whatever the function made of it: the parent takes over */
   if (r == 0 && c.code != 0)

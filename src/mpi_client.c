@@ -369,15 +369,15 @@ int mproc__mpi_wait(struct mproc__mpi_job *j, int64_t timeout_ms) {
   if (!j || timeout_ms < -1)
     return MPROC_EINVAL;
   int64_t deadline = timeout_ms < 0 ? -1 : mproc_now_ms() + timeout_ms;
-  unsigned rounds = 0;
+  struct mproc__mpi_idle w = {0};
   while (j->state != DONE) {
     if (mproc__mpi_progress() > 0 || j->state == DONE) {
-      rounds = 0;
+      w = (struct mproc__mpi_idle){0};
       continue;
     }
     if (deadline >= 0 && mproc_now_ms() >= deadline)
       return MPROC_ETIMEDOUT;
-    mproc__mpi_backoff(&rounds);
+    mproc__mpi_backoff(&w);
   }
   return 0;
 }
@@ -480,15 +480,15 @@ int mproc__mpi_client_stop(int64_t deadline) {
       return MPROC_ENOMEM;
   if (!C.load)
     C.load = calloc((size_t)mproc__mpi.size, sizeof *C.load);
-  unsigned rounds = 0;
+  struct mproc__mpi_idle w = {0};
   while (C.stopped < mproc__mpi.size - 1) {
     if (mproc__mpi_progress() > 0) {
-      rounds = 0;
+      w = (struct mproc__mpi_idle){0};
       continue;
     }
     if (deadline >= 0 && mproc_now_ms() >= deadline)
       return MPROC_ETIMEDOUT;
-    mproc__mpi_backoff(&rounds);
+    mproc__mpi_backoff(&w);
   }
   /* The ranks are gone from the conversation: what they did not answer is
    * cancelled, and sends they never took are withdrawn. */

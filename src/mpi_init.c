@@ -78,7 +78,7 @@ struct hello {
 
 /* Poll a request until done or the deadline. */
 static int wait_req(MPI_Request *r, int64_t deadline) {
-  unsigned rounds = 0;
+  struct mproc__mpi_idle w = {0};
   for (;;) {
     int flag = 0;
     if (MPI_Test(r, &flag, MPI_STATUS_IGNORE) != MPI_SUCCESS)
@@ -87,7 +87,7 @@ static int wait_req(MPI_Request *r, int64_t deadline) {
       return 0;
     if (mproc_now_ms() >= deadline)
       return MPROC_ETIMEDOUT;
-    mproc__mpi_backoff(&rounds);
+    mproc__mpi_backoff(&w);
   }
 }
 

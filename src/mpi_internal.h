@@ -145,9 +145,21 @@ void mproc__mpi_op_abandon(struct mproc__mpi_op *op);
 /* Wait for op to complete, polling until deadline (absolute ms, -1 none):
  * 0, MPROC_ETIMEDOUT, MPROC_EIO. */
 int mproc__mpi_wait_op(struct mproc__mpi_op *op, int64_t deadline);
-/* The idle step of a polling loop: a few rounds just yield, then sleep
- * growing to 1 ms (*rounds counts idle rounds; reset it on progress). */
-void mproc__mpi_backoff(unsigned *rounds);
+/* An idle polling loop's state: zero it when the loop made progress. */
+struct mproc__mpi_idle {
+  int64_t since_us; /* when the loop went idle (0: not yet) */
+  unsigned naps;    /* sleeps since */
+};
+/* How long an idle loop keeps polling (yielding between polls) after its
+ * last progress before it sleeps: an answer due within a round trip is
+ * caught at once, and a loop with nothing to do stops using the CPU within
+ * a fraction of a millisecond. */
+#define MPROC__MPI_SPIN_US 200
+/* The idle step of a polling loop: yield while within MPROC__MPI_SPIN_US of
+ * going idle, then sleep growing from 16 us to 1 ms. */
+void mproc__mpi_backoff(struct mproc__mpi_idle *w);
+/* The monotonic clock in microseconds. */
+int64_t mproc__mpi_now_us(void);
 
 /* ---- mpi_init.c ---------------------------------------------------------- */
 

@@ -15,8 +15,9 @@
  * One loop, one thread (MPI_THREAD_FUNNELED): take in headers and their
  * payloads (task, control), hand complete tasks to the pool, turn finished
  * futures into result messages, retire completed sends.  When nothing moved
- * it waits on its futures for up to 1 ms (a finished task wakes it at once)
- * or backs off when it has none.
+ * it polls its futures and MPI in turn for a short while, then waits on its
+ * futures for up to 1 ms (a finished task wakes it at once), or backs off
+ * when it has none.
  *
  * Per job: arriving (payload pieces still coming) -> running (a future of
  * the local pool) -> sending (result message in flight, the future kept
@@ -478,32 +479,39 @@ static bool pass(bool *stop) {
   return moved;
 }
 
-/* Idle: wait for a running task to finish (wakes at once when one does),
- * for at most 1 ms so new messages are seen soon; with no task running,
- * back off.  The wait starts at once rather than after a few yields: a
- * waiting thread collects its pool's results itself, so a short task's
- * answer does not wait for the local pool's manager thread to be
- * scheduled (measured: steadier round trips on a loaded machine). */
-static void idle(unsigned *rounds) {
+/* Idle: with tasks running, wait for one to finish -- a waiting thread
+ * collects its pool's results itself, so a short task's answer does not
+ * wait for the local pool's manager thread to be scheduled (measured:
+ * steadier round trips on a loaded machine).  For MPROC__MPI_SPIN_US after
+ * the last progress that wait only polls (it still helps the pool collect),
+ * so the next pass also sees the tasks rank 0 sent meanwhile and hands them
+ * to the local pool while the running one is still busy: its workers find
+ * the next task queued the moment they finish.  After that, the wait lasts
+ * up to 1 ms (a finished task still wakes it at once) so new messages are
+ * seen soon.  With no task running, back off. */
+static void idle(struct mproc__mpi_idle *w) {
   mproc_future *fs[64];
   size_t n = 0;
   for (struct job *j = g_running; j && n < 64; j = j->next)
     fs[n++] = j->f;
-  if (n) {
-    mproc_futures_wait(fs, n, MPROC_FIRST_COMPLETED, 1);
+  if (!n) {
+    mproc__mpi_backoff(w);
     return;
   }
-  mproc__mpi_backoff(rounds);
+  int64_t now = mproc__mpi_now_us();
+  if (w->since_us == 0)
+    w->since_us = now;
+  mproc_futures_wait(fs, n, MPROC_FIRST_COMPLETED, now - w->since_us < MPROC__MPI_SPIN_US ? 0 : 1);
 }
 
 int mproc__mpi_rank_serve(void) {
   bool stop = false;
-  unsigned rounds = 0;
+  struct mproc__mpi_idle w = {0};
   while (!stop) {
     if (pass(&stop))
-      rounds = 0;
+      w = (struct mproc__mpi_idle){0};
     else
-      idle(&rounds);
+      idle(&w);
   }
   /* Rank 0 is done: whatever still runs is of no interest to anyone. */
   mproc_pool_terminate(g_pool);

@@ -14,8 +14,10 @@
  * Everything is non-blocking (MPI_Isend / MPI_Irecv, tested with
  * MPI_Test*): a waiting caller polls with its own deadline instead of
  * disappearing into a blocking MPI call.  MPI gives no fd to sleep on, so
- * idle loops back off (mproc__mpi_backoff): a few yields, then sleeps growing
- * to 1 ms; a loop that made progress resets its backoff and never sleeps. */
+ * idle loops back off (mproc__mpi_backoff): they keep polling, yielding
+ * between polls, for MPROC__MPI_SPIN_US after their last progress, then
+ * sleep growing to 1 ms; a loop that made progress resets its backoff and
+ * never sleeps. */
 #include "mpi_internal.h"
 
 #include <limits.h>
@@ -187,25 +189,38 @@ int mproc__mpi_test(struct mproc__mpi_op *op) {
   return flag ? 1 : 0;
 }
 
-void mproc__mpi_backoff(unsigned *rounds) {
-  unsigned r = (*rounds)++;
-  if (r < 64) {
+int64_t mproc__mpi_now_us(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+/* Spinning is bounded by time, not by a count of yields: on an idle CPU a
+ * yield returns at once (64 of them passed in microseconds, and the loop
+ * then slept through the answer it was waiting for), on a loaded one each
+ * may take a whole time slice. */
+void mproc__mpi_backoff(struct mproc__mpi_idle *w) {
+  int64_t now = mproc__mpi_now_us();
+  if (w->since_us == 0)
+    w->since_us = now;
+  if (now - w->since_us < MPROC__MPI_SPIN_US) {
     sched_yield();
     return;
   }
-  long us = 16L << ((r - 64) / 16 < 6 ? (r - 64) / 16 : 6); /* 16 us .. 1 ms */
+  unsigned n = w->naps++;
+  long us = 16L << (n / 8 < 6 ? n / 8 : 6); /* 16 us .. 1 ms */
   struct timespec ts = {0, us * 1000};
   nanosleep(&ts, NULL);
 }
 
 int mproc__mpi_wait_op(struct mproc__mpi_op *op, int64_t deadline) {
-  unsigned rounds = 0;
+  struct mproc__mpi_idle idle = {0};
   for (;;) {
     int rc = mproc__mpi_test(op);
     if (rc != 0)
       return rc < 0 ? rc : 0;
     if (deadline >= 0 && mproc_now_ms() >= deadline)
       return MPROC_ETIMEDOUT;
-    mproc__mpi_backoff(&rounds);
+    mproc__mpi_backoff(&idle);
   }
 }

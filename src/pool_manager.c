@@ -45,6 +45,12 @@
  * deadline) is such a failure: otherwise a crashing initializer would be
  * replaced, crash again, and fork thousands of times a second.
  *
+ * Workers start side by side (start_workers): every empty slot is launched
+ * (forked, or exec'd with its request sent) before the manager waits for
+ * any to be ready, so an exec'd pool of n pays about one exec and dynamic
+ * load rather than n in a row.  A replacement for one dead worker is
+ * started alone (launch then ready).
+ *
  * Forking can fail (RLIMIT_NPROC, memory): retries back off, and a pool with
  * no live worker for MPROC__NO_WORKER_MS fails its queued tasks rather than
  * leave them pending forever (see respawn_failed).
@@ -72,7 +78,9 @@
 
 _Atomic int mproc__test_fail_spawn;
 
-static int start_worker(struct mproc_pool *p, int i) {
+/* The first half of starting slot i's worker (see start_worker in
+ * transport.h); a launch that succeeded must be followed by ready_worker. */
+static int launch_worker(struct mproc_pool *p, int i) {
   int f = atomic_load(&mproc__test_fail_spawn);
   while (f != 0 && !atomic_compare_exchange_weak(&mproc__test_fail_spawn, &f, f > 0 ? f - 1 : f)) {
   }
@@ -83,9 +91,18 @@ static int start_worker(struct mproc_pool *p, int i) {
   sl->init_timed_out = false;
   sl->pid = 0;
   sl->pidfd = -1;
-  int r = p->tp->start_worker(p, i);
-  sl->alive = r == 0;
+  return p->tp->start_worker(p, i, MPROC__PHASE_LAUNCH);
+}
+
+static int ready_worker(struct mproc_pool *p, int i) {
+  int r = p->tp->start_worker(p, i, MPROC__PHASE_READY);
+  p->slots[i].alive = r == 0;
   return r;
+}
+
+static int start_worker(struct mproc_pool *p, int i) {
+  int r = launch_worker(p, i);
+  return r == 0 ? ready_worker(p, i) : r;
 }
 
 bool mproc__on_manager_thread(const struct mproc_pool *p) {
@@ -281,6 +298,39 @@ static bool any_alive(struct mproc_pool *p) {
   return false;
 }
 
+/* Starts the workers of every empty slot side by side: all are launched
+ * before any is waited for, so that n exec'd workers cost about one exec
+ * and not n in a row.  `first_error`: launch no more once one fails (pool
+ * creation, which then fails as a whole).  Returns 0 or the last error;
+ * *started counts the workers that started.  Manager thread, under mu. */
+static int start_workers(struct mproc_pool *p, bool first_error, int *started) {
+  int err = 0;
+  /* The poll set's slot map is free here: it is filled and read only
+   * around the manager's sleep. */
+  int *launched = p->slot_of;
+  int n = 0;
+  for (int i = 0; i < p->nworkers; i++) {
+    if (p->slots[i].alive || !want_workers(p))
+      continue;
+    int r = launch_worker(p, i);
+    if (r == 0) {
+      launched[n++] = i;
+      continue;
+    }
+    err = r;
+    if (first_error)
+      break;
+  }
+  for (int k = 0; k < n; k++) {
+    int r = ready_worker(p, launched[k]);
+    if (r != 0)
+      err = first_error && err != 0 ? err : r;
+    else
+      (*started)++;
+  }
+  return err;
+}
+
 /* Forking a worker failed with `err` (under mu).  Retry with a doubling
  * back-off (10 ms to 1 s) rather than a storm of forks; while at least one
  * worker lives the queue keeps moving.  With none alive for
@@ -320,17 +370,8 @@ static int64_t retry_respawn(struct mproc_pool *p) {
     return -1;
   if (mproc_now_ms() < p->respawn_at)
     return p->respawn_at;
-  int err = 0;
-  bool started = false;
-  for (int i = 0; i < p->nworkers; i++) {
-    if (p->slots[i].alive || !want_workers(p))
-      continue;
-    int r = start_worker(p, i);
-    if (r != 0)
-      err = r;
-    else
-      started = true;
-  }
+  int started = 0;
+  int err = start_workers(p, false, &started);
   if (err != 0) {
     respawn_failed(p, err);
   } else {
@@ -338,7 +379,7 @@ static int64_t retry_respawn(struct mproc_pool *p) {
     p->respawn_delay_ms = 0;
     p->no_worker_since = 0;
   }
-  if (started)
+  if (started > 0)
     mproc__pool_dispatch(p);
   return p->respawn_pending ? p->respawn_at : -1;
 }
@@ -743,8 +784,8 @@ static void *manager_main(void *arg) {
   pthread_sigmask(SIG_SETMASK, &all, NULL); /* process signals go elsewhere */
   pthread_mutex_lock(&p->mu);
   p->mgr_tid = (pid_t)syscall(SYS_gettid);
-  for (int i = 0; i < p->nworkers && p->start_err == 0; i++)
-    p->start_err = start_worker(p, i);
+  int started = 0;
+  p->start_err = start_workers(p, true, &started);
   if (p->start_err != 0) {
     for (int i = 0; i < p->nworkers; i++) {
       if (!p->slots[i].alive)

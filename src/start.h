@@ -101,6 +101,27 @@ struct mproc__start_req {
  * child has its function (spawn: one exec; forkserver: one round trip). */
 int mproc__start_child(const struct mproc__start_req *req, pid_t *pid, int *pidfd);
 
+/* A start in flight: the child is forked and its request sent, its verdict
+ * not read yet.  Lets a caller start several children side by side (a pool
+ * launches every worker, then waits for each): their execs and dynamic
+ * loading overlap instead of adding up. */
+struct mproc__start_pending {
+  pid_t pid;        /* the child */
+  int pidfd;        /* its pidfd (registered) */
+  int chan;         /* parent end of its channel; -1 when already started */
+  int64_t deadline; /* when waiting for its verdict gives up */
+};
+
+/* mproc__start_child in two halves.  launch: the checks and errors of
+ * mproc__start_child that come before the child answers; on success *pd
+ * holds the child, which must then go to mproc__start_finish.  finish: waits
+ * for the child's verdict; 0 with *pid and *pidfd set, or the error
+ * mproc__start_child would return, with nothing left behind (the child is
+ * killed and reaped, every fd closed).  The forkserver answers in one round
+ * trip: its launch does the whole start and its finish only hands it over. */
+int mproc__start_launch(const struct mproc__start_req *req, struct mproc__start_pending *pd);
+int mproc__start_finish(struct mproc__start_pending *pd, pid_t *pid, int *pidfd);
+
 /* The method a process or pool uses when its option says 0: the value of
  * MPROC_START_METHOD ("fork", "spawn" or "forkserver") when set, else fork.
  * Returns the method, or MPROC_EINVAL for any other value of the variable. */

@@ -27,6 +27,10 @@
  * no child behind (it is reaped here).  The reply comes after one exec and
  * the dynamic loader's work, well under a millisecond for small programs.
  *
+ * The start comes in two halves (mproc__start_launch: fork, exec, request
+ * sent; mproc__start_finish: the verdict read), so that a pool can launch
+ * all its workers and then wait for each: their execs run side by side.
+ *
  * Entries (what a child runs once its function is found) are registered by
  * constructors of a lower priority number than worker_entry's, so that in a
  * static program as in the shared library every entry is known before the
@@ -232,9 +236,11 @@ static int read_verdict(int fd, int64_t deadline) {
   return MPROC_ECHILDFAILED;
 }
 
-int mproc__spawn_exec(char kind, unsigned flags, const struct mproc__wire *w, const int *fds,
-                      size_t nfds, const void *payload, size_t plen, const void *payload2,
-                      size_t plen2, pid_t *pid_out, int *pidfd_out, int *chan_out) {
+/* Forks the exec'd child and sends it its request (see mproc__spawn_exec);
+ * on success *pd holds it, its verdict not read yet. */
+static int spawn_launch(char kind, unsigned flags, const struct mproc__wire *w, const int *fds,
+                        size_t nfds, const void *payload, size_t plen, const void *payload2,
+                        size_t plen2, struct mproc__start_pending *pd) {
   int sv[2];
   if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0)
     return mproc__neg_errno();
@@ -259,56 +265,96 @@ int mproc__spawn_exec(char kind, unsigned flags, const struct mproc__wire *w, co
                                  .flags =
                                      ((flags & MPROC__START_NEWPGRP) ? MPROC__SPAWN_NEWPGRP : 0) |
                                      ((flags & MPROC__START_NOFLUSH) ? MPROC__SPAWN_NOFLUSH : 0)};
-  pid_t pid;
-  int pidfd;
-  int r = mproc__spawn(&so, &pid, &pidfd);
+  int r = mproc__spawn(&so, &pd->pid, &pd->pidfd);
   free(envp);
   mproc__close(sv[1]);
   if (r < 0) {
     mproc__close(sv[0]);
     return r;
   }
-  int64_t deadline = mproc__deadline(READY_MS);
+  pd->chan = sv[0];
+  pd->deadline = mproc__deadline(READY_MS);
   /* A child whose exec failed has exited: the send then fails (EPIPE) and
-   * the verdict read below tells why. */
-  if (w == NULL || mproc__send_header(sv[0], w, fds, nfds, deadline) == 0)
-    if (mproc__send_full(sv[0], payload, plen, deadline) == 0)
-      mproc__send_full(sv[0], payload2, plen2, deadline);
-  r = read_verdict(sv[0], deadline);
-  if (r < 0) {
-    mproc__pidfd_kill(pidfd, SIGKILL);
-    mproc__reap(pidfd, NULL, -1); /* SIGKILLed: returns promptly */
-    mproc__close(pidfd);
-    mproc__close(sv[0]);
-    return r;
-  }
-  *pid_out = pid;
-  *pidfd_out = pidfd;
-  *chan_out = sv[0];
+   * the verdict read in finish tells why.  The request is sent now (a
+   * large one while the child execs and reads it): what is left to wait
+   * for is only the child's answer. */
+  if (w == NULL || mproc__send_header(sv[0], w, fds, nfds, pd->deadline) == 0)
+    if (mproc__send_full(sv[0], payload, plen, pd->deadline) == 0)
+      mproc__send_full(sv[0], payload2, plen2, pd->deadline);
   return 0;
 }
 
-int mproc__start_child(const struct mproc__start_req *req, pid_t *pid, int *pidfd) {
-  if (req == NULL || (req->fn == NULL && req->entry == MPROC__ENTRY_PROCESS) ||
+/* Reads a launched child's verdict; on failure kills and reaps it. */
+static int spawn_finish(struct mproc__start_pending *pd) {
+  int r = read_verdict(pd->chan, pd->deadline);
+  if (r < 0) {
+    mproc__pidfd_kill(pd->pidfd, SIGKILL);
+    mproc__reap(pd->pidfd, NULL, -1); /* SIGKILLed: returns promptly */
+    mproc__close(pd->pidfd);
+    mproc__close(pd->chan);
+    pd->pidfd = pd->chan = -1;
+  }
+  return r;
+}
+
+int mproc__spawn_exec(char kind, unsigned flags, const struct mproc__wire *w, const int *fds,
+                      size_t nfds, const void *payload, size_t plen, const void *payload2,
+                      size_t plen2, pid_t *pid_out, int *pidfd_out, int *chan_out) {
+  struct mproc__start_pending pd;
+  int r = spawn_launch(kind, flags, w, fds, nfds, payload, plen, payload2, plen2, &pd);
+  if (r == 0)
+    r = spawn_finish(&pd);
+  if (r < 0)
+    return r;
+  *pid_out = pd.pid;
+  *pidfd_out = pd.pidfd;
+  *chan_out = pd.chan;
+  return 0;
+}
+
+int mproc__start_launch(const struct mproc__start_req *req, struct mproc__start_pending *pd) {
+  if (req == NULL || pd == NULL || (req->fn == NULL && req->entry == MPROC__ENTRY_PROCESS) ||
       (req->arg == NULL && req->len > 0) || req->name == NULL || req->ident == NULL ||
-      pid == NULL || pidfd == NULL || req->nfds > MPROC__START_FDS_MAX ||
-      (req->nfds > 0 && req->fds == NULL) || req->entry == 0 || req->entry >= MPROC__ENTRY_MAX ||
+      req->nfds > MPROC__START_FDS_MAX || (req->nfds > 0 && req->fds == NULL) || req->entry == 0 ||
+      req->entry >= MPROC__ENTRY_MAX ||
       (req->flags & ~(unsigned)(MPROC__START_NEWPGRP | MPROC__START_NOFLUSH)))
     return MPROC_EINVAL;
   struct mproc__wire w;
   int r = mproc__wire_make(req, &w);
   if (r < 0)
     return r;
-  if (req->method == MPROC_START_FORKSERVER)
-    return mproc__forkserver_request(req, &w, pid, pidfd);
+  if (req->method == MPROC_START_FORKSERVER) {
+    pd->chan = -1;
+    return mproc__forkserver_request(req, &w, &pd->pid, &pd->pidfd);
+  }
   if (req->method != MPROC_START_SPAWN)
     return MPROC_EINVAL;
-  int chan;
-  r = mproc__spawn_exec('s', req->flags, &w, req->fds, req->nfds, req->name, w.name_len, req->arg,
-                        req->len, pid, pidfd, &chan);
-  if (r == 0)
-    mproc__close(chan);
-  return r;
+  return spawn_launch('s', req->flags, &w, req->fds, req->nfds, req->name, w.name_len, req->arg,
+                      req->len, pd);
+}
+
+int mproc__start_finish(struct mproc__start_pending *pd, pid_t *pid, int *pidfd) {
+  if (pd == NULL || pid == NULL || pidfd == NULL)
+    return MPROC_EINVAL;
+  if (pd->chan >= 0) {
+    int r = spawn_finish(pd);
+    if (r < 0)
+      return r;
+    mproc__close(pd->chan);
+    pd->chan = -1;
+  }
+  *pid = pd->pid;
+  *pidfd = pd->pidfd;
+  pd->pidfd = -1;
+  return 0;
+}
+
+int mproc__start_child(const struct mproc__start_req *req, pid_t *pid, int *pidfd) {
+  if (pid == NULL || pidfd == NULL)
+    return MPROC_EINVAL;
+  struct mproc__start_pending pd;
+  int r = mproc__start_launch(req, &pd);
+  return r == 0 ? mproc__start_finish(&pd, pid, pidfd) : r;
 }
 
 /* ---- child side ------------------------------------------------------------ */

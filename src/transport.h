@@ -146,6 +146,9 @@ struct mproc__arena_ops {
  * sibling libraries, like the registry; not API. */
 MPROC_EXTERN extern const struct mproc__arena_ops mproc__arena_local;
 
+/* The phases of start_worker. */
+enum { MPROC__PHASE_LAUNCH = 1, MPROC__PHASE_READY };
+
 /* How stop() ends work on a slot. */
 enum {
   /* The worker exits once it has nothing left to run; its end must then be
@@ -162,11 +165,18 @@ struct mproc__transport_ops {
   int (*init)(struct mproc_pool *p);
   /* Release everything (workers already gone). */
   void (*fini)(struct mproc_pool *p);
-  /* Start a worker in slot `slot`.  A worker that is a local process sets
-   * the slot's pid and pidfd: the manager then learns of its death from the
-   * pidfd and reaps it.  One that is not (a remote rank) leaves pid 0 and
-   * pidfd -1 and reports its end through poll_results. */
-  int (*start_worker)(struct mproc_pool *p, int slot);
+  /* Start a worker in slot `slot`, in two phases so that the manager can
+   * start several side by side (every slot launched, then each made ready:
+   * their execs overlap).  MPROC__PHASE_LAUNCH begins the start; 0, or an
+   * error with nothing left behind.  MPROC__PHASE_READY, called once after
+   * every launch that returned 0 and before any other operation on the slot,
+   * completes it: 0, or the start's error with nothing left behind.  A
+   * transport that starts a worker in one step does it all at launch and
+   * returns 0 at ready.  Once ready, a worker that is a local process has
+   * set the slot's pid and pidfd: the manager then learns of its death from
+   * the pidfd and reaps it.  One that is not (a remote rank) leaves pid 0
+   * and pidfd -1 and reports its end through poll_results. */
+  int (*start_worker)(struct mproc_pool *p, int slot, int phase);
   /* Hand a task to the worker of `slot`: 0 (the transport then sets
    * t->slot and may use t->tp_ref), -EAGAIN when the slot has no room now
    * (the pool tries it again after its next poll_results), -EPIPE /

@@ -163,7 +163,9 @@ static int tm_init(struct mproc_pool *p) {
   return 0;
 }
 
-static int tm_start_worker(struct mproc_pool *p, int slot) {
+static int tm_start_worker(struct mproc_pool *p, int slot, int phase) {
+  if (phase != MPROC__PHASE_LAUNCH)
+    return 0; /* opened in one step */
   struct tp_mpi *s = tp(p);
   struct tslot *sl = &s->slot[slot];
   p->slots[slot].pid = 0;
@@ -460,12 +462,13 @@ static bool results_waiting(struct mproc_pool *p, bool *out) {
   return ready;
 }
 
-/* How long the manager spins on MPI before napping: a tiny task's round
- * trip over shared memory is tens of microseconds. */
-#define SPIN_MS 1
-
+/* The manager polls MPI, yielding between polls, for MPROC__MPI_SPIN_US
+ * after it went to sleep (a tiny task's round trip is well within it), then
+ * naps a millisecond at a time in poll(2), so the pool's own fds still wake
+ * it at once.  The spin was a millisecond measured with a millisecond clock
+ * (anywhere from 0 to 2 ms of spinning); now it is bounded in microseconds. */
 static int tm_sleep(struct mproc_pool *p, struct pollfd *pfd, int n, int timeout_ms) {
-  int64_t spin_until = mproc_now_ms() + SPIN_MS;
+  int64_t spin_until = mproc__mpi_now_us() + MPROC__MPI_SPIN_US;
   for (;;) {
     bool out;
     if (results_waiting(p, &out))
@@ -475,7 +478,7 @@ static int tm_sleep(struct mproc_pool *p, struct pollfd *pfd, int n, int timeout
       return r;
     if (!out) /* nothing out: only the fds can bring news */
       return poll(pfd, (nfds_t)n, timeout_ms);
-    if (mproc_now_ms() >= spin_until)
+    if (mproc__mpi_now_us() >= spin_until)
       return poll(pfd, (nfds_t)n, timeout_ms < 0 || timeout_ms > 1 ? 1 : timeout_ms);
     sched_yield(); /* ranks may share this CPU: let them run */
   }

@@ -47,6 +47,9 @@ struct shm_slot {
   uint64_t tail;             /* oldest position not yet collected */
   struct mproc__task **jobs; /* ring position -> task (NULL: revoked) */
   int sock;                  /* parent end of the fd-passing socket, -1 none */
+  /* An exec'd worker launched but not yet ready (see shm_start_worker). */
+  struct mproc__start_pending pend;
+  bool pending;
 };
 
 struct shm_state {
@@ -268,12 +271,12 @@ size_t mproc__shm_hdr_len(int nworkers, bool table) {
   return table ? n + MPROC__FN_TABLE * sizeof(struct mproc__fnref) : n;
 }
 
-/* Starts the worker of slot i by spawn or forkserver: a fresh image told
+/* Launches the worker of slot i by spawn or forkserver: a fresh image told
  * where the rings are (struct mproc__worker_boot), with the initializer as a
- * function reference and its argument bytes. */
+ * function reference and its argument bytes.  Its verdict is read at the
+ * ready phase. */
 static int exec_worker(struct mproc_pool *p, int i, int sock) {
   struct shm_state *s = st(p);
-  struct mproc__slot *sl = &p->slots[i];
   size_t alen = p->opts.initarg != NULL ? p->opts.initarg_len : 0;
   struct mproc__worker_boot b = {
       .slot = (uint32_t)i,
@@ -308,8 +311,9 @@ static int exec_worker(struct mproc_pool *p, int i, int sock) {
       .fds = fds,
       .nfds = MPROC__BOOT_NFDS,
   };
-  int r = mproc__start_child(&req, &sl->pid, &sl->pidfd);
+  int r = mproc__start_launch(&req, &sslot(p, i)->pend);
   free(arg);
+  sslot(p, i)->pending = r == 0;
   return r;
 }
 
@@ -333,9 +337,25 @@ static int fn_index(struct mproc_pool *p, uint64_t addr, uint64_t *idx) {
   return 0;
 }
 
-static int shm_start_worker(struct mproc_pool *p, int i) {
+/* Launch: the fd-passing socket, then a fork (complete at once) or an exec
+ * (launched: pid and pidfd come at ready, once the new image answers). */
+static int shm_start_worker(struct mproc_pool *p, int i, int phase) {
   struct shm_state *s = st(p);
   struct mproc__slot *sl = &p->slots[i];
+  if (phase == MPROC__PHASE_READY) {
+    struct shm_slot *ss = sslot(p, i);
+    if (!ss->pending)
+      return 0;
+    ss->pending = false;
+    int r = mproc__start_finish(&ss->pend, &sl->pid, &sl->pidfd);
+    if (r != 0) {
+      mproc__close(ss->sock);
+      ss->sock = -1;
+      sl->pid = 0;
+      sl->pidfd = -1;
+    }
+    return r;
+  }
   int sv[2];
   if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0)
     return mproc__neg_errno();

@@ -288,7 +288,10 @@ END_TEST
  * holds: the chunk finishes the call way. */
 #define BIG ((size_t)20 << 20)
 static int big_result(const void *in, size_t len, mproc_item_ctx *ctx) {
-  if (len != 3 || memcmp(in, "big", 3) != 0)
+  bool gib = len == 3 && memcmp(in, "gib", 3) == 0, bag = len == 3 && memcmp(in, "bag", 3) == 0;
+  if (bag && mproc_item_return(ctx, in, len) != 0)
+    return 98;
+  if (len != 3 || (memcmp(in, "big", 3) != 0 && !gib && !bag))
     return mproc_item_return(ctx, in, len);
   atomic_fetch_add(&S->count, 1);
   char *b = malloc(BIG);
@@ -298,6 +301,8 @@ static int big_result(const void *in, size_t len, mproc_item_ctx *ctx) {
     b[i] = (char)('a' + i % 23);
   int r = mproc_item_return(ctx, b, BIG);
   free(b);
+  if (r == 0 && gib)
+    r = mproc_item_return(ctx, in, len); /* the second result replaces the first */
   return r;
 }
 
@@ -357,6 +362,32 @@ START_TEST(test_results_larger_than_the_area) {
   }
   mproc_assert_err(mproc_imap_buf_next(it, &r, &idx, &e, 60000), MPROC_EEOF);
   mproc_imap_buf_free(it);
+  mproc_assert_ok(mproc_pool_free(p));
+  shared_free(S);
+}
+END_TEST
+
+/* A second mproc_item_return replaces the first across the two areas: a
+ * large result then a small one ("gib"), a small one then a large one
+ * ("bag"), between results of the chunk's own area. */
+START_TEST(test_replaced_results_across_areas) {
+  S = shared_new();
+  mproc_pool *p = make_pool(2);
+  struct mproc_buf in[5] = {{"a", 1}, {"gib", 3}, {"bag", 3}, {"dd", 2}, {"", 0}}, *out;
+  struct mproc_map_options o = {.chunksize = 5};
+  mproc_assert_ok(mproc_pool_map_buf(p, big_result, in, 5, &out, &o, NULL, 60000));
+  ck_assert_str_eq(out[0].data, "a");
+  ck_assert_uint_eq(out[1].len, 3);
+  ck_assert_str_eq(out[1].data, "gib");
+  check_big(&out[2]);
+  ck_assert_uint_eq(out[3].len, 2);
+  ck_assert_str_eq(out[3].data, "dd");
+  ck_assert_uint_eq(out[4].len, 0);
+  ck_assert_str_eq(out[4].data, "");
+  for (size_t i = 0; i < 5; i++)
+    ck_assert_uint_eq((uintptr_t)out[i].data % 16, 0);
+  mproc_bufs_free(out);
+  ck_assert_int_eq(atomic_load(&S->count), 2);
   mproc_assert_ok(mproc_pool_free(p));
   shared_free(S);
 }
@@ -545,6 +576,7 @@ int main(void) {
   TCase *tc = mproc_test_tcase(s, "map-buf", 120);
   tcase_add_test(tc, test_strings_of_any_length);
   tcase_add_test(tc, test_empty_and_replaced_results);
+  tcase_add_test(tc, test_replaced_results_across_areas);
   tcase_add_test(tc, test_failed_item_is_blamed);
   tcase_add_test(tc, test_worker_death_fails_the_chunk);
   tcase_add_test(tc, test_deadline_cancels);

@@ -5,11 +5,13 @@
  * suites once per start method (tests/CMakeLists.txt). */
 #include "pool-helpers.h"
 #include "shm_layout.h"
+#include "start.h"
 
 #include <dlfcn.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <grp.h>
+#include <sys/ioctl.h>
 #include <sys/resource.h>
 #include <sys/sendfile.h>
 #include <sys/syscall.h>
@@ -455,6 +457,149 @@ START_TEST(test_out_of_processes) {
 }
 END_TEST
 
+/* ---- workers started side by side ------------------------------------ */
+
+/* The variable that makes an exec'd image of this test meet its siblings
+ * before the library takes it over: "b<r>,<w>" (a barrier: wait until two
+ * images wrote their byte to the pipe) or "t<r>,<w>" (a token: the image that
+ * takes the pipe's one byte goes on, any other exits 3 before it answers).
+ * The pipe's ends are inheritable on purpose, to reach the new image. */
+#define MEET_ENV "MPROC_TEST_MEET"
+
+__attribute__((constructor(MPROC__ENTRY_PRIORITY + 1))) static void meet_siblings(void) {
+  const char *m = getenv(MEET_ENV);
+  if (m == NULL || getenv("MPROC_WORKER") == NULL)
+    return;
+  int rfd = -1, wfd = -1;
+  if (m[0] == 't' && sscanf(m + 1, "%d", &rfd) == 1) {
+    char c;
+    fcntl(rfd, F_SETFL, O_NONBLOCK);
+    if (read(rfd, &c, 1) != 1)
+      _exit(3);
+    return;
+  }
+  if (m[0] != 'b' || sscanf(m + 1, "%d,%d", &rfd, &wfd) != 2 || write(wfd, "x", 1) != 1)
+    _exit(4);
+  /* A started sibling's byte is an event no call can wait for without
+   * taking it: look at the count until it shows, within a hang bound. */
+  int64_t dl = mproc_now_ms() + 10000 * mproc_test_scaled_ms(1);
+  int n = 0;
+  while (ioctl(rfd, FIONREAD, &n) == 0 && n < 2 && mproc_now_ms() < dl) {
+    struct timespec ts = {0, 200000};
+    nanosleep(&ts, NULL);
+  }
+  if (n < 2)
+    _exit(5);
+}
+
+/* Makes a spawn pool of two whose images meet as `kind` says ('b' or 't',
+ * see MEET_ENV) over a fresh pipe; returns mproc_pool_new's result. */
+static int pool_meeting(char kind, mproc_pool **p) {
+  int pp[2];
+  ck_assert_int_eq(pipe(pp), 0);
+  if (kind == 't')
+    ck_assert_int_eq(write(pp[1], "t", 1), 1);
+  char v[32];
+  snprintf(v, sizeof v, "%c%d,%d", kind, pp[0], pp[1]);
+  setenv(MEET_ENV, v, 1);
+  struct mproc_pool_options o = {.workers = 2, .start_method = MPROC_START_SPAWN};
+  int r = mproc_pool_new(p, &o);
+  unsetenv(MEET_ENV);
+  close(pp[0]);
+  close(pp[1]);
+  return r;
+}
+
+/* A spawn pool launches every worker before it waits for any: each of its
+ * two workers' images, before answering, waits for the other to exist.
+ * Started one after the other, the first would wait in vain (and the pool
+ * would fail to start). */
+START_TEST(test_workers_start_side_by_side) {
+  mproc_pool *p = NULL;
+  mproc_assert_ok(pool_meeting('b', &p));
+  run_ok(p, task_mark);
+  mproc_assert_ok(mproc_pool_free(p));
+}
+END_TEST
+
+/* One of two launched workers fails before it answers: the pool fails to
+ * start with that worker's error, and the one that did start is not left
+ * behind (no child, no descriptor). */
+START_TEST(test_one_of_launched_fails) {
+  int fds = mproc_test_count_fds();
+  mproc_pool *p = NULL;
+  mproc_assert_err(pool_meeting('t', &p), MPROC_ECHILDFAILED);
+  ck_assert_ptr_null(p);
+  ck_assert_int_eq(mproc_test_count_children(), 0);
+  ck_assert_int_eq(mproc_test_count_fds(), fds);
+}
+END_TEST
+
+/* The two halves of a start, directly: several children launched, then
+ * each finished; a launch whose exec fails is reported by its finish, with
+ * nothing left; bad arguments are MPROC_EINVAL. */
+/* An entry of this test's own: exits with its argument. */
+#define EXIT_ENTRY 6
+
+static int exit_with_arg(const struct mproc__child_ctx *c) { return *(const int *)c->arg; }
+
+__attribute__((constructor(MPROC__ENTRY_PRIORITY))) static void register_exit_entry(void) {
+  mproc__start_entry_register(EXIT_ENTRY, exit_with_arg);
+}
+
+extern const char *mproc__spawn_exe;
+
+START_TEST(test_start_launch_finish) {
+  int fds = mproc_test_count_fds();
+  struct mproc__start_pending pd[3];
+  int codes[3] = {3, 4, 5};
+  for (int k = 0; k < 3; k++) {
+    struct mproc__start_req rq = {.method = MPROC_START_SPAWN,
+                                  .entry = EXIT_ENTRY,
+                                  .arg = &codes[k],
+                                  .len = sizeof codes[k],
+                                  .name = "launched",
+                                  .ident = ""};
+    mproc_assert_ok(mproc__start_launch(&rq, &pd[k]));
+  }
+  for (int k = 0; k < 3; k++) {
+    pid_t pid = 0;
+    int pidfd = -1, code = -1;
+    mproc_assert_ok(mproc__start_finish(&pd[k], &pid, &pidfd));
+    ck_assert_int_gt(pid, 0);
+    mproc_assert_ok(mproc__reap(pidfd, &code, mproc__deadline(mproc_test_scaled_ms(30000))));
+    mproc__close(pidfd);
+    ck_assert_int_eq(code, codes[k]);
+  }
+  /* An exec that fails: the launch went out, the finish tells. */
+  const char *exe = mproc__spawn_exe;
+  mproc__spawn_exe = "/nonexistent/mproc-test";
+  struct mproc__start_req rq = {.method = MPROC_START_SPAWN,
+                                .entry = EXIT_ENTRY,
+                                .arg = &codes[0],
+                                .len = sizeof codes[0],
+                                .name = "",
+                                .ident = ""};
+  int r = mproc__start_launch(&rq, &pd[0]);
+  mproc__spawn_exe = exe;
+  mproc_assert_ok(r);
+  pid_t pid = 0;
+  int pidfd = -1;
+  mproc_assert_err(mproc__start_finish(&pd[0], &pid, &pidfd), -ENOENT);
+  ck_assert_int_eq(mproc_test_count_children(), 0);
+  ck_assert_int_eq(mproc_test_count_fds(), fds);
+  /* Bad arguments. */
+  mproc_assert_err(mproc__start_launch(NULL, &pd[0]), MPROC_EINVAL);
+  mproc_assert_err(mproc__start_launch(&rq, NULL), MPROC_EINVAL);
+  rq.method = 99;
+  mproc_assert_err(mproc__start_launch(&rq, &pd[0]), MPROC_EINVAL);
+  mproc_assert_err(mproc__start_finish(NULL, &pid, &pidfd), MPROC_EINVAL);
+  mproc_assert_err(mproc__start_finish(&pd[1], NULL, &pidfd), MPROC_EINVAL);
+  mproc_assert_err(mproc__start_finish(&pd[1], &pid, NULL), MPROC_EINVAL);
+  ck_assert_int_eq(mproc_test_count_fds(), fds);
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("pool-start");
   TCase *tc = mproc_test_tcase(s, "pool-start", 120);
@@ -469,5 +614,8 @@ int main(void) {
   tcase_add_test(tc, test_function_table_full);
   tcase_add_test(tc, test_start_fails);
   tcase_add_test(tc, test_out_of_processes);
+  tcase_add_test(tc, test_workers_start_side_by_side);
+  tcase_add_test(tc, test_one_of_launched_fails);
+  tcase_add_test(tc, test_start_launch_finish);
   return mproc_test_run(s);
 }

@@ -301,7 +301,9 @@ static int sock_init_as(struct mproc_pool *p, bool remote) {
 static int sock_init(struct mproc_pool *p) { return sock_init_as(p, false); }
 static int sock_init_remote(struct mproc_pool *p) { return sock_init_as(p, true); }
 
-static int sock_start_worker(struct mproc_pool *p, int i) {
+static int sock_start_worker(struct mproc_pool *p, int i, int phase) {
+  if (phase != MPROC__PHASE_LAUNCH)
+    return 0; /* started in one step */
   struct sock_slot *s = slot_of(p, i);
   int sv[2];
   if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0)

@@ -401,7 +401,8 @@ static void case_transport(void) {
   CHECK_ERR(tp->init(&p), 0);
   for (int i = 0; i < 2; i++) {
     slots[i].pidfd = -1;
-    CHECK_ERR(tp->start_worker(&p, i), 0);
+    CHECK_ERR(tp->start_worker(&p, i, MPROC__PHASE_LAUNCH), 0);
+    CHECK_ERR(tp->start_worker(&p, i, MPROC__PHASE_READY), 0);
     struct mproc__activity ai = {0};
     tp->activity(&p, i, &ai);
     CHECK(slots[i].pidfd == -1 && ai.init == MPROC__INIT_READY, "slot %d", i);
@@ -488,6 +489,39 @@ static void case_fallback(void) {
   CHECK_ERR(mproc_mpi_finalize(1000), 0);
 }
 
+/* The idle loops' backoff, without MPI: it spins for MPROC__MPI_SPIN_US of
+ * wall time after going idle (not a count of yields, which pass in
+ * microseconds on an idle CPU), then sleeps, growing to 1 ms.  nanosleep
+ * sleeps at least what it is asked, so the lower bounds hold under load. */
+static void case_backoff(void) {
+  struct mproc__mpi_idle w = {0};
+  mproc__mpi_backoff(&w); /* going idle: marks the time, only yields */
+  CHECK(w.since_us > 0 && w.naps == 0, "since %lld naps %u", (long long)w.since_us, w.naps);
+  /* Within the window: still no sleep, however many rounds (a mark in the
+   * future keeps the window open whatever the load). */
+  w.since_us = mproc__mpi_now_us() + 10 * 1000000;
+  for (int i = 0; i < 1000; i++)
+    mproc__mpi_backoff(&w);
+  CHECK(w.naps == 0, "slept %u times within the spin window", w.naps);
+  /* Past the window: the first nap is 16 us, then they grow. */
+  w.since_us = mproc__mpi_now_us() - MPROC__MPI_SPIN_US - 1;
+  int64_t t0 = mproc__mpi_now_us();
+  mproc__mpi_backoff(&w);
+  CHECK(w.naps == 1 && mproc__mpi_now_us() - t0 >= 16, "naps %u after %lld us", w.naps,
+        (long long)(mproc__mpi_now_us() - t0));
+  /* Long idle: naps of 1 ms, never longer (the loop still notices news and
+   * deadlines within about a millisecond). */
+  w.naps = 1000;
+  t0 = mproc__mpi_now_us();
+  mproc__mpi_backoff(&w);
+  int64_t took = mproc__mpi_now_us() - t0;
+  CHECK(took >= 1000, "a long-idle nap took %lld us", (long long)took);
+  /* Progress resets it: spinning again. */
+  w = (struct mproc__mpi_idle){0};
+  mproc__mpi_backoff(&w);
+  CHECK(w.naps == 0, "naps %u after a reset", w.naps);
+}
+
 /* Bad arguments, without MPI (before init). */
 static void case_errors(void) {
   /* Names are the core's registry (mproc_function_register); a name too
@@ -532,8 +566,11 @@ static void case_exit(void) { crash_case(exit_task, 0, 3); }
 
 int main(int argc, char **argv) {
   const char *c = argc > 1 ? argv[1] : "";
-  if (strcmp(c, "errors") == 0) {
-    case_errors();
+  if (strcmp(c, "errors") == 0 || strcmp(c, "backoff") == 0) {
+    if (strcmp(c, "errors") == 0)
+      case_errors();
+    else
+      case_backoff();
     printf("PASS %s\n", c);
     return 0;
   }

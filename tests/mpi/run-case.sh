@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # run-case.sh MPIEXEC BIN CASE [OTHER_BIN]
 # Runs one case of mpi-cases (see mpi-cases.c) and checks its outcome:
-#   fallback, errors, pool-local
+#   fallback, errors, backoff, pool-local
 #                     without mpiexec: a plain ./app with no MPI runtime
 #   killrank, pool-killrank
 #                     under mpiexec -n 3: a task SIGKILLs its rank; the job
@@ -20,7 +20,7 @@ export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 # Open MPI keeps allocations past MPI_Finalize and unloads its plugins there,
 # so LeakSanitizer cannot even name the module of those leftovers and no
 # suppression matches them: under mpiexec leak detection is off (address and
-# UB checks stay on); the cases run without MPI (fallback, errors) keep it.
+# UB checks stay on); the cases run without MPI (fallback, errors, backoff) keep it.
 under_mpi_asan=${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0
 out=$(mktemp) err=$(mktemp)
 trap 'rm -f "$out" "$err"' EXIT
@@ -32,7 +32,7 @@ mpirun=(env ASAN_OPTIONS="$under_mpi_asan" "$mpiexec" "${over[@]}" -n 3)
 fail() { echo "FAIL $case: $*"; echo "--- stdout"; cat "$out"; echo "--- stderr"; cat "$err"; exit 1; }
 
 case $case in
-fallback | errors | pool-local)
+fallback | errors | backoff | pool-local)
   env -u OMPI_COMM_WORLD_RANK -u PMIX_RANK -u PMI_RANK timeout "$(limit 60)" "$bin" "$case" >"$out" 2>"$err"
   rc=$?
   [ $rc = 0 ] || fail "exit status $rc"
