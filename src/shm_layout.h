@@ -18,7 +18,37 @@
  *
  * A worker found dead: DONE entries are delivered results (a crash after the
  * result is not a failure); the single STARTED entry is the task it died in;
- * QUEUED entries never ran and go back to the pool's queue. */
+ * QUEUED entries never ran and go back to the pool's queue.
+ *
+ * Memory ordering (who may read what, and why it is complete):
+ *  - Publish (parent -> worker).  The parent writes an entry's fields with
+ *    plain stores, then `state` = QUEUED (release), then the slot's `head`
+ *    (sequentially consistent).  The worker loads `head` with acquire: once
+ *    it sees head > pos, every write before that store -- the fields, the
+ *    argument bytes in the entry or its arena area, function-table entries
+ *    -- is visible to it.
+ *  - Claim.  QUEUED -> STARTED (the worker) and QUEUED -> REVOKED (the
+ *    parent, cancel or steal) are compare-and-swaps on `state`: exactly one
+ *    side wins, so a task never runs after it was taken back.
+ *  - Result (worker -> parent).  The worker writes the result fields (res,
+ *    res_len, code, rflags, the arena area), then `state` = DONE (release),
+ *    then bumps the header's `done_seq`.  The parent collects only after an
+ *    acquire load of `state` reads DONE, so the result is complete.
+ *  - Reuse.  The worker stores `wpos` (release) once it is past a position;
+ *    the parent refills a REVOKED entry only after an acquire load of `wpos`
+ *    shows the worker moved past it (it may still be reading it otherwise).
+ *  - Sleep and wake, both directions (Dekker).  The sleeper stores its flag
+ *    (`sleeping`, or the header's `mgr_sleeping`) and then re-reads the
+ *    other side's word (`head`, or `done_seq` / entry states); the waker
+ *    stores its word and then reads the flag.  All four are sequentially
+ *    consistent, so at least one side sees the other: either the sleeper
+ *    does not sleep, or the waker wakes it.  The futex word `wake` is bumped
+ *    before the wake-up and read before the flag, so a wake that lands
+ *    between the check and futex_wait makes the wait return at once.
+ *  - `progress` and `cur`/`cur_start` are hints (relaxed, or read without
+ *    ordering against results): progress per item and blame.  They are read
+ *    for blame only after the worker's death was seen on its pidfd, and the
+ *    kernel's exit and wait order every store the worker made before. */
 #ifndef MPROC_SHM_LAYOUT_H
 #define MPROC_SHM_LAYOUT_H
 
