@@ -437,24 +437,19 @@ static bool pass(bool *stop) {
   int rc;
   while ((rc = mproc__mpi_irecv(mproc__mpi.comm, MPROC__MPI_TAG_TASK,
                                 sizeof(struct mproc__mpi_task), &op)) == 0) {
+    const struct mproc__mpi_task *t = op->hdr;
+    if (t->kind == MPROC__MPI_CLOSE || t->kind == MPROC__MPI_CANCEL) {
+      if (t->kind == MPROC__MPI_CLOSE)
+        close_pool(t->pool);
+      else
+        cancel(t->id);
+      mproc__mpi_op_free(op);
+      moved = true;
+      continue;
+    }
     struct job *j = calloc(1, sizeof *j);
     if (!j)
       mproc__mpi_abort("out of memory");
-    const struct mproc__mpi_task *t = op->hdr;
-    if (t->kind == MPROC__MPI_CLOSE) {
-      close_pool(t->pool);
-      mproc__mpi_op_free(op);
-      free(j);
-      moved = true;
-      continue;
-    }
-    if (t->kind == MPROC__MPI_CANCEL) {
-      cancel(t->id);
-      mproc__mpi_op_free(op);
-      free(j);
-      moved = true;
-      continue;
-    }
     j->id = t->id;
     j->kind = t->kind;
     j->op = op;

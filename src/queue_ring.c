@@ -318,20 +318,27 @@ static int fill_record(struct mproc_queue *q, struct mproc__qrec *r, const void 
   return err;
 }
 
+/* Whether this process may put (role MPROC_QUEUE_PRODUCER) or get
+ * (MPROC_QUEUE_CONSUMER): a role given up is MPROC_ECLOSED, a handle whose
+ * participant slot was lost is MPROC_EBROKEN. */
+static int usable(const struct mproc_queue *q, unsigned role) {
+  if (!(q->roles & role))
+    return MPROC_ECLOSED;
+  return q->part < 0 ? MPROC_EBROKEN : 0;
+}
+
 static int put_impl(struct mproc_queue *q, const void *buf, size_t len, int64_t timeout_ms,
                     bool nowait) {
   if (q == NULL || (buf == NULL && len > 0) || timeout_ms < -1)
     return MPROC_EINVAL;
-  if (!(q->roles & MPROC_QUEUE_PRODUCER))
-    return MPROC_ECLOSED;
-  if (q->part < 0)
-    return MPROC_EBROKEN;
+  int err = usable(q, MPROC_QUEUE_PRODUCER);
+  if (err != 0)
+    return err;
   struct mproc__qhdr *h = q->h;
   uint32_t kind =
       len > q->cap / 2 - sizeof(struct mproc__qrec) ? MPROC__QK_SPILL : MPROC__QK_INLINE;
   int64_t deadline = timeout_ms < 0 ? -1 : mproc__deadline(timeout_ms);
   struct waitstep w = {&h->release, &h->put_seq, &h->nput_wait, &h->put_pending, false, false, 0};
-  int err;
   for (;;) {
     struct mproc__qrec *r = NULL;
     err = mproc__q_lock1(q, &h->plock);
@@ -482,14 +489,12 @@ static int get_impl(struct mproc_queue *q, struct getbuf *g, size_t *len, int64_
                     bool nowait) {
   if (q == NULL || len == NULL || (g->buf == NULL && g->cap > 0 && !g->alloc) || timeout_ms < -1)
     return MPROC_EINVAL;
-  if (!(q->roles & MPROC_QUEUE_CONSUMER))
-    return MPROC_ECLOSED;
-  if (q->part < 0)
-    return MPROC_EBROKEN;
+  int err = usable(q, MPROC_QUEUE_CONSUMER);
+  if (err != 0)
+    return err;
   struct mproc__qhdr *h = q->h;
   int64_t deadline = timeout_ms < 0 ? -1 : mproc__deadline(timeout_ms);
   struct waitstep w = {&h->tail, &h->get_seq, &h->nget_wait, &h->get_pending, false, false, 0};
-  int err;
   for (;;) {
     struct mproc__qrec *r = NULL;
     size_t need = 0;
