@@ -122,14 +122,16 @@ MPROC_EXTERN int mproc_pool_imap(mproc_pool *p, mproc_map_fn fn, mproc_gen_fn ge
   struct mproc_imap *it = calloc(1, sizeof *it);
   if (it == NULL)
     return MPROC_ENOMEM;
-  it->p = p;
-  it->fn = fn;
-  it->gen = gen;
-  it->gen_ctx = gen_ctx;
-  it->in_size = in_size;
-  it->out_size = out_size;
-  it->unordered = o != NULL && (o->flags & MPROC_IMAP_UNORDERED);
-  it->chunksize = o != NULL && o->chunksize > 0 ? o->chunksize : 1;
+  *it = (struct mproc_imap){
+      .p = p,
+      .fn = fn,
+      .gen = gen,
+      .gen_ctx = gen_ctx,
+      .in_size = in_size,
+      .out_size = out_size,
+      .unordered = o != NULL && (o->flags & MPROC_IMAP_UNORDERED),
+      .chunksize = o != NULL && o->chunksize > 0 ? o->chunksize : 1,
+  };
   size_t maxin = o != NULL ? o->max_inflight : 0;
   it->nslots = maxin > 0 ? maxin / it->chunksize : (size_t)MPROC__IMAP_WINDOW * (size_t)p->nworkers;
   if (it->nslots == 0)
