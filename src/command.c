@@ -206,8 +206,8 @@ static int spawn(mproc_command *c, char *const argv[], const mproc_command_optio
   return 0;
 }
 
-int mproc_command_start(mproc_command **out, char *const argv[],
-                        const mproc_command_options *opts) {
+MPROC_EXTERN int mproc_command_start(mproc_command **out, char *const argv[],
+                                     const mproc_command_options *opts) {
   static const mproc_command_options defaults;
   const mproc_command_options *o = opts != NULL ? opts : &defaults;
   int r = check_args(out, argv, o);
@@ -268,17 +268,21 @@ int mproc_command_start(mproc_command **out, char *const argv[],
   return 0;
 }
 
-int mproc_command_pid(const mproc_command *c) { return c == NULL ? MPROC_EINVAL : (int)c->pid; }
+MPROC_EXTERN int mproc_command_pid(const mproc_command *c) {
+  return c == NULL ? MPROC_EINVAL : (int)c->pid;
+}
 
-int mproc_command_sentinel(const mproc_command *c) { return c == NULL ? MPROC_EINVAL : c->pidfd; }
+MPROC_EXTERN int mproc_command_sentinel(const mproc_command *c) {
+  return c == NULL ? MPROC_EINVAL : c->pidfd;
+}
 
-int mproc_command_fd(const mproc_command *c, int which) {
+MPROC_EXTERN int mproc_command_fd(const mproc_command *c, int which) {
   if (c == NULL || which < 0 || which > 2)
     return MPROC_EINVAL;
   return c->fds[which] >= 0 ? c->fds[which] : MPROC_ESTATE;
 }
 
-int mproc_command_close_fd(mproc_command *c, int which) {
+MPROC_EXTERN int mproc_command_close_fd(mproc_command *c, int which) {
   int r = mproc_command_fd(c, which);
   if (r < 0)
     return r;
@@ -292,7 +296,7 @@ static void signal_group(const mproc_command *c, int sig) {
     kill(-c->pid, sig);
 }
 
-int mproc_command_signal(mproc_command *c, int sig, unsigned flags) {
+MPROC_EXTERN int mproc_command_signal(mproc_command *c, int sig, unsigned flags) {
   if (c == NULL || sig < 1 || sig >= NSIG || (flags & ~(unsigned)MPROC_SIGNAL_TREE))
     return MPROC_EINVAL;
   if (c->reaped)
@@ -357,7 +361,7 @@ static int try_reap(mproc_command *c) {
   return 1;
 }
 
-int mproc_command_wait(mproc_command *c, int64_t timeout_ms) {
+MPROC_EXTERN int mproc_command_wait(mproc_command *c, int64_t timeout_ms) {
   if (c == NULL || mproc__check_timeout(timeout_ms) < 0)
     return MPROC_EINVAL;
   int64_t deadline = mproc__deadline(timeout_ms);
@@ -383,11 +387,11 @@ int mproc_command_wait(mproc_command *c, int64_t timeout_ms) {
   return 0;
 }
 
-int64_t mproc_command_due_ms(const mproc_command *c) {
+MPROC_EXTERN int64_t mproc_command_due_ms(const mproc_command *c) {
   return c == NULL || c->reaped ? -1 : c->due_ms;
 }
 
-int mproc_command_exitcode(const mproc_command *c, int *code) {
+MPROC_EXTERN int mproc_command_exitcode(const mproc_command *c, int *code) {
   if (c == NULL || code == NULL)
     return MPROC_EINVAL;
   if (!c->reaped)
@@ -398,11 +402,11 @@ int mproc_command_exitcode(const mproc_command *c, int *code) {
   return 0;
 }
 
-int mproc_command_timed_out(const mproc_command *c) {
+MPROC_EXTERN int mproc_command_timed_out(const mproc_command *c) {
   return c == NULL ? MPROC_EINVAL : c->timed_out ? 1 : 0;
 }
 
-void mproc_command_free(mproc_command *c) {
+MPROC_EXTERN void mproc_command_free(mproc_command *c) {
   if (c == NULL)
     return;
   if (!c->reaped) {
