@@ -11,7 +11,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
+#include <signal.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #define MAX_TRACKED 4096
@@ -107,6 +110,27 @@ void mproc_test_setenv_filled(const char *name, size_t len, char fill) {
   v[len] = '\0';
   ck_assert_int_eq(setenv(name, v, 1), 0);
   free(v);
+}
+
+int mproc_test_read_pidfd(int fd, pid_t *pid) {
+  ck_assert_int_gt(mproc__poll1(fd, POLLIN, mproc__deadline(30000)), 0);
+  ck_assert_int_eq(read(fd, pid, sizeof *pid), (ssize_t)sizeof *pid);
+  int pfd = (int)syscall(SYS_pidfd_open, *pid, 0);
+  ck_assert_int_ge(pfd, 0);
+  return pfd;
+}
+
+void mproc_test_kill_expect_follow(int prog_fd, int helper_fd) {
+  int code = -1000;
+  mproc_assert_ok(mproc__pidfd_kill(prog_fd, SIGKILL));
+  mproc_assert_ok(mproc__reap(prog_fd, &code, mproc__deadline(30000)));
+  ck_assert_int_eq(code, -SIGKILL);
+  int r = mproc__poll1(helper_fd, POLLIN, mproc__deadline(30000));
+  if (r <= 0)
+    mproc__pidfd_kill(helper_fd, SIGKILL); /* do not leave it behind */
+  ck_assert_int_gt(r, 0);
+  mproc_assert_ok(mproc__close(prog_fd));
+  close(helper_fd);
 }
 
 const char *mproc_test_shm_name(char *buf, size_t len, const char *tag) {

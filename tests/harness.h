@@ -62,6 +62,14 @@ int mproc_test_pid_exists(pid_t pid);
 /* Sets environment variable `name` to `len` copies of `fill` (an
  * environment an exec refuses, for instance: one string over 128 KiB). */
 void mproc_test_setenv_filled(const char *name, size_t len, char fill);
+/* Reads a pid written to pipe end `fd` (within 30 s) and returns a pidfd on
+ * it, asserting both steps. */
+int mproc_test_read_pidfd(int fd, pid_t *pid);
+/* SIGKILLs the program behind prog_fd, reaps it (asserting -SIGKILL), then
+ * asserts that the process behind helper_fd ends within 30 s -- killing it
+ * if not, so nothing is left behind -- and closes both pidfds. */
+void mproc_test_kill_expect_follow(int prog_fd, int helper_fd);
+
 /* Fills buf with "/mproc-test-<pid>-<tag>-<n>", unique within the process. */
 const char *mproc_test_shm_name(char *buf, size_t len, const char *tag);
 

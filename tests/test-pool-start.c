@@ -322,22 +322,11 @@ START_TEST(test_worker_group_dies_with_killed_program) {
     struct program_arg a = {.method = methods[i], .wfd = p[1]};
     struct mproc__spawn_opts o = {.fn = program_with_pool, .arg = &a};
     pid_t prog, helper;
-    int prog_fd, code = -1000;
+    int prog_fd;
     mproc_assert_ok(mproc__spawn(&o, &prog, &prog_fd));
-    ck_assert_int_gt(mproc__poll1(p[0], POLLIN, mproc__deadline(30000)), 0);
-    ck_assert_int_eq(read(p[0], &helper, sizeof helper), (ssize_t)sizeof helper);
-    int helper_fd = (int)syscall(SYS_pidfd_open, helper, 0);
-    ck_assert_int_ge(helper_fd, 0);
-    mproc_assert_ok(mproc__pidfd_kill(prog_fd, SIGKILL));
-    mproc_assert_ok(mproc__reap(prog_fd, &code, mproc__deadline(30000)));
-    ck_assert_int_eq(code, -SIGKILL);
+    int helper_fd = mproc_test_read_pidfd(p[0], &helper);
     /* The worker dies by its parent-death signal, its group with it. */
-    int r = mproc__poll1(helper_fd, POLLIN, mproc__deadline(30000));
-    if (r <= 0)
-      mproc__pidfd_kill(helper_fd, SIGKILL); /* do not leave it behind */
-    ck_assert_int_gt(r, 0);
-    mproc_assert_ok(mproc__close(prog_fd));
-    close(helper_fd);
+    mproc_test_kill_expect_follow(prog_fd, helper_fd);
     close(p[0]);
     close(p[1]);
   }

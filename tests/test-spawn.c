@@ -210,14 +210,6 @@ END_TEST
 /* ---- a worker's group dies with it, even when the program is SIGKILLed --- */
 
 /* Reads the pid a helper wrote to the pipe and opens a pidfd on it. */
-static int read_pid_pidfd(int fd, pid_t *pid) {
-  ck_assert_int_gt(mproc__poll1(fd, POLLIN, mproc__deadline(30000)), 0);
-  ck_assert_int_eq(read(fd, pid, sizeof *pid), (ssize_t)sizeof *pid);
-  int pfd = (int)syscall(SYS_pidfd_open, *pid, 0);
-  ck_assert_int_ge(pfd, 0);
-  return pfd;
-}
-
 /* A task that starts a plain helper (no library call) and reports its pid. */
 static int task_fork_helper(const void *arg, size_t len, mproc_task_ctx *ctx) {
   (void)len, (void)ctx;
@@ -251,20 +243,12 @@ START_TEST(test_worker_group_dies_with_killed_program) {
   ck_assert_int_eq(pipe2(p, O_CLOEXEC), 0);
   struct mproc__spawn_opts o = {.fn = program_with_pool, .arg = &p[1]};
   pid_t prog, helper;
-  int prog_fd, code = -1000;
+  int prog_fd;
   mproc_assert_ok(mproc__spawn(&o, &prog, &prog_fd));
-  int helper_fd = read_pid_pidfd(p[0], &helper);
-  mproc_assert_ok(mproc__pidfd_kill(prog_fd, SIGKILL));
-  mproc_assert_ok(mproc__reap(prog_fd, &code, mproc__deadline(30000)));
-  ck_assert_int_eq(code, -SIGKILL);
+  int helper_fd = mproc_test_read_pidfd(p[0], &helper);
   /* The program is gone, its manager thread with it: the worker dies by its
    * parent-death signal, and its group (the helper) must follow. */
-  int r = mproc__poll1(helper_fd, POLLIN, mproc__deadline(30000));
-  if (r <= 0)
-    mproc__pidfd_kill(helper_fd, SIGKILL); /* do not leave it behind */
-  ck_assert_int_gt(r, 0);
-  mproc_assert_ok(mproc__close(prog_fd));
-  close(helper_fd);
+  mproc_test_kill_expect_follow(prog_fd, helper_fd);
   close(p[0]);
   close(p[1]);
 }
