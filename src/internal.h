@@ -136,11 +136,12 @@ ssize_t mproc__recvmsg_fds(int sock, void *dst, size_t n, int flags, int *fds, s
 /* ---- procfs.c: /proc/<pid>/stat ---------------------------------------- */
 
 struct mproc__pstat {
-  char state;          /* field 3: R, S, D, T, t, Z, X... */
-  pid_t ppid;          /* field 4: parent pid */
-  uint64_t utime;      /* field 14: user CPU time, clock ticks */
-  uint64_t stime;      /* field 15: system CPU time, clock ticks */
-  uint64_t start_time; /* field 22: start time, clock ticks after boot */
+  char state;           /* field 3: R, S, D, T, t, Z, X... */
+  pid_t ppid;           /* field 4: parent pid */
+  uint64_t utime;       /* field 14: user CPU time, clock ticks */
+  uint64_t stime;       /* field 15: system CPU time, clock ticks */
+  uint64_t start_time;  /* field 22: start time, clock ticks after boot */
+  uint32_t num_threads; /* field 20: threads of the process */
 };
 /* Reads <proc>/<pid>/stat (proc NULL: "/proc"; tests pass a fixture tree).
  * Returns 0, -ENOENT once the process is gone (also while reaped), -EIO on a

@@ -58,7 +58,11 @@ int mproc__proc_stat(const char *proc, pid_t pid, struct mproc__pstat *out) {
     f[i] = (uint64_t)v;
     s = end;
   }
-  *out = (struct mproc__pstat){
-      .state = state, .ppid = (pid_t)f[0], .utime = f[10], .stime = f[11], .start_time = f[18]};
+  *out = (struct mproc__pstat){.state = state,
+                               .ppid = (pid_t)f[0],
+                               .utime = f[10],
+                               .stime = f[11],
+                               .start_time = f[18],
+                               .num_threads = (uint32_t)f[16]};
   return 0;
 }

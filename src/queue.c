@@ -20,7 +20,10 @@
  * release stores, so one producer and one consumer never wait for each
  * other's lock, and each lock's cache line stays with its side.  The rare
  * operations that touch both sides (attach, detach, sweep, task_done, free)
- * take plock then clock, always in that order.
+ * take plock then clock, always in that order.  A side with a single
+ * process keeps its lock parked between calls, so that its messages take no
+ * locked instruction; whoever else needs the lock revokes the parking
+ * (queue.h, "parking a side's lock").
  *
  * Crash safety.  Every critical section ends with the store that publishes
  * it (tail for put, head for get); a process that dies inside one leaves
@@ -45,6 +48,9 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/random.h>
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 32))
+#include <sys/single_threaded.h>
+#endif
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -57,18 +63,130 @@ uint64_t mproc__q_rec_size(uint32_t kind, uint64_t len) {
   uint64_t body = kind == MPROC__QK_SPILL ? MPROC__Q_NAME_MAX : len;
   return (sizeof(struct mproc__qrec) + body + 7) & ~(uint64_t)7;
 }
-
 /* ---- lock and repair ---------------------------------------------------- */
 
-int mproc__q_lock1_slow(struct mproc_queue *q, int r) {
-  if (r == MPROC_EOWNERDEAD) {
-    /* Every critical section ends with its publishing store (tail, head),
-     * so the records are consistent whatever instruction the owner died
-     * at; only the counters next to that store may be off by one. */
-    atomic_fetch_add(&q->h->repairs, 1);
-    return 0;
+/* Rounds a revoker spins on a busy parker before it sleeps, and its
+ * longest sleep before it judges whether the parker still lives (as a
+ * waiter of tidlock.c does). */
+#define PARK_SPINS 100
+#define PARK_SLICE_MS 10
+
+void mproc__q_unbusy_wake(_Atomic uint32_t *busy) { mproc__futex_wake(busy, INT_MAX, true); }
+
+/* Longest pause, in calls, between two counts of this process's threads. */
+#define ALONE_PAUSE_MAX 65536u
+
+bool mproc__q_threads_alone(void) {
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 32))
+  if (__libc_single_threaded)
+    return true;
+#endif
+  struct mproc__pstat ps;
+  return mproc__proc_stat(NULL, getpid(), &ps) == 0 && ps.num_threads == 1;
+}
+
+bool mproc__q_alone(struct mproc_queue *q) {
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 32))
+  if (__libc_single_threaded)
+    return true;
+#endif
+  uint32_t skip = atomic_load_explicit(&q->alone_skip, memory_order_relaxed);
+  if (skip > 0) {
+    atomic_store_explicit(&q->alone_skip, skip - 1, memory_order_relaxed);
+    return false;
   }
-  return MPROC_EBROKEN;
+  if (mproc__q_threads_alone()) {
+    atomic_store_explicit(&q->alone_pause, 0, memory_order_relaxed);
+    return true;
+  }
+  uint32_t pause = atomic_load_explicit(&q->alone_pause, memory_order_relaxed);
+  pause = pause == 0 ? 64 : pause < ALONE_PAUSE_MAX ? pause * 2 : ALONE_PAUSE_MAX;
+  atomic_store_explicit(&q->alone_pause, pause, memory_order_relaxed);
+  atomic_store_explicit(&q->alone_skip, pause, memory_order_relaxed);
+  return false;
+}
+
+void mproc__q_park(struct mproc_queue *q, int side) {
+  mproc__tidlock *m = mproc__q_side_lock(q, side);
+  struct mproc__qpark *pk = mproc__q_side_park(q, side);
+  /* With a waiter asleep on the word, parking would only make it revoke. */
+  if (atomic_load_explicit(&m->sleepers, memory_order_relaxed) != 0) {
+    mproc__tidlock_release(m);
+  } else {
+    /* `part` first: a revoker that sees the parked word sees whose it is. */
+    atomic_store_explicit(&q->parked_ever, true, memory_order_relaxed);
+    atomic_store_explicit(&pk->part, (uint32_t)q->part, memory_order_relaxed);
+    atomic_store_explicit(&m->word, mproc__tidlock_who() | MPROC__TIDLOCK_PARK,
+                          memory_order_release);
+  }
+  mproc__fence_light();
+  mproc__tidlock_wake(m); /* a sleeper that came meanwhile finds it parked and revokes */
+}
+
+/* Waits, counted in `revoke` after the heavy fence, until the parker of the
+ * word `cur` is outside its critical section: 0, MPROC_EOWNERDEAD (it died
+ * inside one), 1 (the word changed: start again) or -errno. */
+static int await_unbusy(_Atomic uint32_t *busy, mproc__tidlock *m, uint64_t cur) {
+  for (int i = 0;; i++) {
+    uint32_t b = atomic_load_explicit(busy, memory_order_acquire);
+    if (b == 0)
+      return 0;
+    if (atomic_load_explicit(&m->word, memory_order_relaxed) != cur)
+      return 1;
+    if (i < PARK_SPINS) {
+      mproc__cpu_relax();
+      continue;
+    }
+    int r = mproc__futex_wait(busy, b, mproc_now_ms() + PARK_SLICE_MS, true);
+    if (r == MPROC_ETIMEDOUT && mproc__tidlock_gone(cur))
+      return MPROC_EOWNERDEAD;
+    if (r != 0 && r != MPROC_ETIMEDOUT)
+      return r;
+  }
+}
+
+/* Takes a side's lock from its parker (see queue.h): 0 or MPROC_EOWNERDEAD
+ * when held now, 1 to start the acquire again, or an error. */
+static int unpark(struct mproc_queue *q, mproc__tidlock *m, int side) {
+  uint64_t me = mproc__tidlock_who();
+  uint64_t cur = atomic_load(&m->word);
+  if (!(cur & MPROC__TIDLOCK_PARK))
+    return 1;
+  /* Our own parking: we are not inside a critical section, we are here. */
+  if (cur == (me | MPROC__TIDLOCK_PARK))
+    return atomic_compare_exchange_strong(&m->word, &cur, me) ? 0 : 1;
+  struct mproc__qpark *pk = mproc__q_side_park(q, side);
+  atomic_fetch_add(&pk->revoke, 1);
+  mproc__fence_heavy(); /* the parker's side of the pair is light */
+  uint32_t part = atomic_load_explicit(&pk->part, memory_order_relaxed);
+  int r = part < q->max_parts ? await_unbusy(&q->h->parts[part].busy[side], m, cur) : -EIO;
+  /* From exactly the parked word we judged: if it changed, start again. */
+  if ((r == 0 || r == MPROC_EOWNERDEAD) && !atomic_compare_exchange_strong(&m->word, &cur, me))
+    r = 1;
+  atomic_fetch_sub(&pk->revoke, 1);
+  return r;
+}
+
+int mproc__q_lock1_slow(struct mproc_queue *q, mproc__tidlock *m) {
+  int side = m == &q->h->plock ? MPROC__Q_PUT : MPROC__Q_GET;
+  for (;;) {
+    int r = mproc__tidlock_lock_slow(m, -1);
+    if (r == MPROC__TIDLOCK_PARKED)
+      r = unpark(q, m, side);
+    if (r == 1)
+      continue;
+    if (r == 0)
+      return 0;
+    if (r == MPROC_EOWNERDEAD) {
+      /* Every critical section ends with its publishing store (tail,
+       * head), so the records are consistent whatever instruction the
+       * owner died at; only the counters next to that store may be off by
+       * one. */
+      atomic_fetch_add(&q->h->repairs, 1);
+      return 0;
+    }
+    return MPROC_EBROKEN;
+  }
 }
 
 int mproc__q_lock(struct mproc_queue *q) {

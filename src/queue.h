@@ -8,7 +8,7 @@
 #include <stdatomic.h>
 
 #define MPROC__Q_MAGIC 0x6d707175u /* "mpqu" */
-#define MPROC__Q_VERSION 3u
+#define MPROC__Q_VERSION 4u
 #define MPROC__Q_NAME_MAX 64 /* spill object names, with the NUL */
 
 /* Record states (struct mproc__qrec.state). */
@@ -36,15 +36,30 @@ struct mproc__qrec {
 
 /* One attached process.  Changed under the queue lock only. */
 struct mproc__qpart {
-  _Atomic int32_t pid;  /* 0: free slot */
-  uint32_t roles;       /* MPROC_QUEUE_PRODUCER | MPROC_QUEUE_CONSUMER */
-  uint64_t start_time;  /* /proc/<pid>/stat field 22: tells a reused pid apart */
-  uint64_t outstanding; /* JoinableQueue: taken by it, not yet marked done */
-  uint32_t pending;     /* 1: reserved by a forking parent (pid, start_time are
-                           the parent's) for a child that has not claimed it */
-  uint32_t pad;
+  _Atomic int32_t pid;   /* 0: free slot */
+  uint32_t roles;        /* MPROC_QUEUE_PRODUCER | MPROC_QUEUE_CONSUMER */
+  uint64_t start_time;   /* /proc/<pid>/stat field 22: tells a reused pid apart */
+  uint64_t outstanding;  /* JoinableQueue: taken by it, not yet marked done */
+  uint32_t pending;      /* 1: reserved by a forking parent (pid, start_time are
+                            the parent's) for a child that has not claimed it */
+  uint32_t retired;      /* 1: detached, but kept until the process dies (see
+                            mproc__q_drop_roles) */
   int64_t pending_until; /* CLOCK_MONOTONIC ms: a pending slot not claimed by
                             then belongs to a fork that failed */
+  /* 1 while this process is inside a critical section of a side whose lock
+   * it parked (MPROC__Q_PUT, MPROC__Q_GET): written by that process only. */
+  _Atomic uint32_t busy[2];
+};
+
+/* The sides of a queue, each with its lock. */
+enum { MPROC__Q_PUT = 0, MPROC__Q_GET = 1 };
+
+/* A side's parking (see mproc__q_enter): who parked its lock, and how many
+ * want it revoked.  On the side's own cache line: the parker reads `revoke`
+ * on every call. */
+struct mproc__qpark {
+  _Atomic uint32_t revoke; /* processes revoking the parking now */
+  _Atomic uint32_t part;   /* the parker's participant index */
 };
 
 /* The shared header, at offset 0 of the mapping.  No pointers: positions are
@@ -72,10 +87,12 @@ struct mproc__qhdr {
   _Atomic uint64_t nput;       /* records ever reserved (counted before tail moves) */
   _Atomic uint64_t puts;       /* statistics: messages put */
   _Atomic uint64_t unfinished; /* JoinableQueue; changed under plock only */
+  struct mproc__qpark ppark;   /* plock's parking */
   _Atomic uint64_t tail __attribute__((aligned(128))); /* end of reserved records */
   /* Consumer side: clock guards taking at head and releasing space. */
   mproc__tidlock clock __attribute__((aligned(128)));  /* owner-checked (tidlock.c) */
   _Atomic uint64_t gets;                               /* statistics: messages taken */
+  struct mproc__qpark cpark;                           /* clock's parking */
   _Atomic uint64_t head __attribute__((aligned(128))); /* next record for consumers */
   _Atomic uint64_t release;                            /* start of the space still in use */
   _Atomic uint64_t nget; /* records ever taken or skipped (counted after head moves) */
@@ -114,7 +131,12 @@ struct mproc_queue {
    * with acquire: another thread of ours may use what one thread read. */
   _Atomic uint64_t seen_release;
   _Atomic uint64_t seen_tail;
-  bool spin;      /* spinning before sleep is allowed */
+  bool spin; /* spinning before sleep is allowed */
+  /* Parking (see mproc__q_enter): whether a lock was ever parked through
+   * this handle, and the calls mproc__q_alone skips before it counts the
+   * process's threads again, and the next such pause. */
+  _Atomic bool parked_ever;
+  _Atomic uint32_t alone_skip, alone_pause;
   int fork_slot;  /* slot reserved for the child of a fork in progress */
   int fd;         /* memfd of an anonymous queue made here (mproc_queue_fd), or -1 */
   char name[208]; /* name if this process created it (unlinked at free) */
@@ -126,12 +148,16 @@ struct mproc_queue {
  * task_done, free.  Returns 0 or MPROC_EBROKEN. */
 int mproc__q_lock(struct mproc_queue *q);
 void mproc__q_unlock(struct mproc_queue *q);
-/* One side's lock, with owner-death accounting.  Returns 0 or
- * MPROC_EBROKEN.  Inline: one compare-and-swap when uncontended. */
-int mproc__q_lock1_slow(struct mproc_queue *q, int r);
+/* One side's lock, with owner-death accounting and the revoking of a
+ * parking.  Returns 0 or MPROC_EBROKEN.  Inline: one compare-and-swap when
+ * uncontended. */
+int mproc__q_lock1_slow(struct mproc_queue *q, mproc__tidlock *m);
 static inline int mproc__q_lock1(struct mproc_queue *q, mproc__tidlock *m) {
-  int r = mproc__tidlock_lock(m, -1);
-  return MPROC__LIKELY(r == 0) ? 0 : mproc__q_lock1_slow(q, r);
+  uint64_t free_word = 0;
+  if (MPROC__LIKELY(atomic_compare_exchange_strong_explicit(
+          &m->word, &free_word, mproc__tidlock_who(), memory_order_acquire, memory_order_relaxed)))
+    return 0;
+  return mproc__q_lock1_slow(q, m);
 }
 /* Wakes every sleeper on a sequence word if its waiter count is nonzero.
  * With `pending` (cleared by each new sleeper before its last re-check),
@@ -141,14 +167,137 @@ static inline int mproc__q_lock1(struct mproc_queue *q, mproc__tidlock *m) {
 void mproc__q_wake(_Atomic uint32_t *seq, _Atomic uint32_t *nwait, _Atomic uint32_t *pending);
 /* mproc__q_wake after its fence, once the count was seen nonzero. */
 void mproc__q_wake_counted(_Atomic uint32_t *seq, _Atomic uint32_t *pending);
-/* Releases one side's lock m, then mproc__q_wake: the hot path's one fence
- * serves both the lock's sleepers and the queue's, and is light (futex.h).
- * Inline: a store, a compiler barrier and two loads when nobody sleeps. */
-static inline void mproc__q_unlock_wake(mproc__tidlock *m, _Atomic uint32_t *seq,
-                                        _Atomic uint32_t *nwait, _Atomic uint32_t *pending) {
-  mproc__tidlock_release(m);
+/* ---- parking a side's lock ------------------------------------------------
+ *
+ * A queue with one producer and one consumer process pays, on each side,
+ * one compare-and-swap per message for its lock, and on x86 that locked
+ * instruction waits for every store before it, including the previous
+ * message's stores to the lines the other side is reading: half the cost
+ * of a small message.  So the only process of a side keeps its lock
+ * between calls instead of releasing it: it "parks" the word (tidlock.h:
+ * the owner's word with the park bit), and enters and leaves its critical
+ * sections by an asymmetric Dekker pair (futex.h) on two words: it stores
+ * its participant slot's `busy` = 1, makes the light fence (a compiler
+ * barrier) and checks that `revoke` is 0 and the word still parked by it;
+ * it leaves by storing busy = 0 (release), the light fence, and a wake-up
+ * of `busy` only when someone revokes.  Anyone else who needs the lock
+ * (attach, detach, sweep, free, a new thread, the owner's own slow paths)
+ * meets the parked word in its acquire and revokes (queue.c): it counts
+ * itself in `revoke`, makes the heavy fence, waits for busy to read 0, and
+ * takes the word with a compare-and-swap from the parked value.  Either the
+ * owner sees the revoker counted and backs off, or the revoker sees the
+ * owner busy and waits: never both inside.
+ *
+ * Parking requires, checked when the holder leaves a normal critical
+ * section: membarrier (else the light fence is a full one, no cheaper than
+ * the lock), being the side's only process (else every call would revoke
+ * the other's parking), a queue that is not joinable (task_done takes both
+ * locks on every message), and a process of one thread (mproc__q_alone).
+ * The busy words are the process's, written only by the thread that parked
+ * the word; with no other thread at parking time, no other thread of ours
+ * can be the parker later while that one still runs, so none can overwrite
+ * its busy word.  Threads made later are revokers like other processes.
+ * The one write such a thread could still make late is a parker's own
+ * back-off of a fast entry it began before it was revoked: its slot is
+ * therefore not handed to another process while the process lives (see
+ * mproc__q_drop_roles).  Crash safety is the lock's: an owner that dies while
+ * parked but outside a critical section leaves busy 0, and the revoker
+ * takes the word at once; one that dies inside leaves busy 1, and the
+ * revoker judges the owner dead as a waiter of tidlock.c does (after a
+ * sleep slice, through /proc) and takes the word with MPROC_EOWNERDEAD, the
+ * records being consistent as they are (queue.c).  A stopped owner blocks
+ * a revoker only while inside a critical section, like a holder of the lock.
+ */
+static inline mproc__tidlock *mproc__q_side_lock(const struct mproc_queue *q, int side) {
+  return side == MPROC__Q_PUT ? &q->h->plock : &q->h->clock;
+}
+static inline struct mproc__qpark *mproc__q_side_park(const struct mproc_queue *q, int side) {
+  return side == MPROC__Q_PUT ? &q->h->ppark : &q->h->cpark;
+}
+
+/* Leaves a parked critical section: busy back to 0, then the light fence,
+ * which the caller's wake-up check may rely on. */
+void mproc__q_unbusy_wake(_Atomic uint32_t *busy);
+static inline void mproc__q_unbusy(_Atomic uint32_t *busy, const struct mproc__qpark *pk) {
+  atomic_store_explicit(busy, 0, memory_order_release);
   mproc__fence_light();
-  mproc__tidlock_wake(m);
+  if (MPROC__UNLIKELY(atomic_load_explicit(&pk->revoke, memory_order_relaxed) != 0))
+    mproc__q_unbusy_wake(busy);
+}
+
+/* Enters a side's critical section (usable() checked): through the parked
+ * word when this thread parked it, else by mproc__q_lock1.  *parked tells
+ * mproc__q_exit which way.  Returns 0 or MPROC_EBROKEN. */
+static inline int mproc__q_enter(struct mproc_queue *q, int side, bool *parked) {
+  mproc__tidlock *m = mproc__q_side_lock(q, side);
+  uint64_t me = mproc__tidlock_me;
+  int part = atomic_load_explicit(&q->part, memory_order_relaxed);
+  *parked = false;
+  if (me != 0 &&
+      atomic_load_explicit(&m->word, memory_order_relaxed) == (me | MPROC__TIDLOCK_PARK) &&
+      part >= 0) {
+    struct mproc__qpark *pk = mproc__q_side_park(q, side);
+    _Atomic uint32_t *busy = &q->h->parts[part].busy[side];
+    atomic_store_explicit(busy, 1, memory_order_relaxed);
+    mproc__fence_light();
+    /* The word again after `revoke`: a revoker that took it over has
+     * uncounted itself already. */
+    if (MPROC__LIKELY(atomic_load_explicit(&pk->revoke, memory_order_acquire) == 0 &&
+                      atomic_load_explicit(&m->word, memory_order_relaxed) ==
+                          (me | MPROC__TIDLOCK_PARK))) {
+      *parked = true;
+      return 0;
+    }
+    mproc__q_unbusy(busy, pk);
+  }
+  return mproc__q_lock1(q, m);
+}
+
+/* Whether the calling process has exactly one thread: glibc's
+ * __libc_single_threaded when it says so (it never turns true again once a
+ * thread was made, nor in the child of a fork of such a process), else
+ * /proc/self/stat's thread count, read again only after a growing number of
+ * calls that found other threads. */
+bool mproc__q_alone(struct mproc_queue *q);
+/* The same, counted now. */
+bool mproc__q_threads_alone(void);
+
+/* Whether the holder of a side's lock may park it when it leaves (see
+ * above); the side's role count is exact under its lock. */
+static inline bool mproc__q_may_park(struct mproc_queue *q, int side) {
+  const struct mproc__qhdr *h = q->h;
+  uint32_t n = atomic_load_explicit(side == MPROC__Q_PUT ? &h->nproducers : &h->nconsumers,
+                                    memory_order_relaxed);
+  return n == 1 && !(h->flags & MPROC_QUEUE_JOINABLE) && mproc__fence_asym() &&
+         atomic_load_explicit(&q->part, memory_order_relaxed) >= 0 && mproc__q_alone(q);
+}
+/* Parks the side's lock the caller holds, then the light fence. */
+void mproc__q_park(struct mproc_queue *q, int side);
+
+/* Leaves the critical section mproc__q_enter entered (parking the lock
+ * when allowed), then makes the light fence: a caller may read wake-up
+ * counts right after. */
+static inline void mproc__q_exit(struct mproc_queue *q, int side, bool parked) {
+  if (parked) {
+    mproc__q_unbusy(&q->h->parts[atomic_load_explicit(&q->part, memory_order_relaxed)].busy[side],
+                    mproc__q_side_park(q, side));
+  } else if (mproc__q_may_park(q, side)) {
+    mproc__q_park(q, side);
+  } else {
+    mproc__tidlock *m = mproc__q_side_lock(q, side);
+    mproc__tidlock_release(m);
+    mproc__fence_light();
+    mproc__tidlock_wake(m);
+  }
+}
+
+/* mproc__q_exit, then mproc__q_wake without a second fence: the hot path's
+ * one light fence serves the lock's sleepers and the queue's.  Inline: a
+ * store, a compiler barrier and two loads when nobody sleeps. */
+static inline void mproc__q_exit_wake(struct mproc_queue *q, int side, bool parked,
+                                      _Atomic uint32_t *seq, _Atomic uint32_t *nwait,
+                                      _Atomic uint32_t *pending) {
+  mproc__q_exit(q, side, parked);
   if (MPROC__UNLIKELY(atomic_load_explicit(nwait, memory_order_relaxed) != 0))
     mproc__q_wake_counted(seq, pending);
 }

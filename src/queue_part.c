@@ -72,6 +72,9 @@ int mproc__q_attach(struct mproc_queue *q, unsigned roles, bool pending) {
       p->outstanding = 0;
       p->pending = pending;
       p->pending_until = pending ? mproc_now_ms() + PENDING_MS : 0;
+      p->retired = 0;
+      atomic_store_explicit(&p->busy[MPROC__Q_PUT], 0, memory_order_relaxed);
+      atomic_store_explicit(&p->busy[MPROC__Q_GET], 0, memory_order_relaxed);
       atomic_store_explicit(&p->pid, self, memory_order_relaxed);
       atomic_fetch_add(&h->nparts, 1);
       atomic_fetch_or(&h->ever_roles, roles);
@@ -90,13 +93,17 @@ int mproc__q_attach(struct mproc_queue *q, unsigned roles, bool pending) {
   return MPROC_EFULL;
 }
 
-static void release_slot(struct mproc__qhdr *h, struct mproc__qpart *p, unsigned roles) {
+/* `keep`: a slot left without roles stays taken (retired) until its
+ * process dies, instead of being freed. */
+static void release_slot(struct mproc__qhdr *h, struct mproc__qpart *p, unsigned roles, bool keep) {
   if (roles & p->roles & MPROC_QUEUE_PRODUCER)
     atomic_fetch_sub(&h->nproducers, 1);
   if (roles & p->roles & MPROC_QUEUE_CONSUMER)
     atomic_fetch_sub(&h->nconsumers, 1);
   p->roles &= ~roles;
-  if (p->roles == 0) {
+  if (p->roles == 0 && keep) {
+    p->retired = 1;
+  } else if (p->roles == 0) {
     atomic_store_explicit(&p->pid, 0, memory_order_relaxed);
     atomic_fetch_sub(&h->nparts, 1);
   }
@@ -105,7 +112,12 @@ static void release_slot(struct mproc__qhdr *h, struct mproc__qpart *p, unsigned
 void mproc__q_drop_roles(struct mproc_queue *q, unsigned roles) {
   if (q->part < 0)
     return;
-  release_slot(q->h, &q->h->parts[q->part], roles);
+  /* A thread of ours that entered a parked critical section may still be
+   * about to write this slot's busy words (queue.h); if another thread
+   * lives, the slot is not handed to another process while we live. */
+  bool keep = atomic_load_explicit(&q->parked_ever, memory_order_relaxed) &&
+              (q->roles & ~roles) == 0 && !mproc__q_threads_alone();
+  release_slot(q->h, &q->h->parts[q->part], roles, keep);
   q->roles &= ~roles;
   if (q->roles == 0)
     q->part = -1;
@@ -137,7 +149,7 @@ static void reclaim(struct mproc_queue *q, uint32_t i) {
   if (joinable && p->outstanding > 0)
     atomic_fetch_sub(&h->unfinished, p->outstanding);
   p->outstanding = 0;
-  release_slot(h, p, MPROC_QUEUE_BOTH);
+  release_slot(h, p, MPROC_QUEUE_BOTH, false);
   mproc__q_advance_release(q);
 }
 

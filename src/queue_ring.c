@@ -57,7 +57,7 @@
  *    under the lock, and sleeps on the sequence word it read before the
  *    re-check; the waker publishes, then makes the light fence (with
  *    membarrier, a compiler barrier: a put or get makes no fence at all)
- *    before reading the count (mproc__q_unlock_wake, mproc__q_wake).  Either the
+ *    before reading the count (mproc__q_exit_wake, mproc__q_wake).  Either the
  *    waker sees the sleeper counted, or the sleeper's re-check sees the
  *    publication; a bump of the sequence word in between makes the futex
  *    wait return at once. */
@@ -341,15 +341,16 @@ static int put_impl(struct mproc_queue *q, const void *buf, size_t len, int64_t 
   struct waitstep w = {&h->release, &h->put_seq, &h->nput_wait, &h->put_pending, false, false, 0};
   for (;;) {
     struct mproc__qrec *r = NULL;
-    err = mproc__q_lock1(q, &h->plock);
+    bool parked;
+    err = mproc__q_enter(q, MPROC__Q_PUT, &parked);
     if (err != 0)
       break;
     err = try_put(q, buf, len, kind, &r);
     if (err == 0 && r == NULL) {
-      mproc__q_unlock_wake(&h->plock, &h->get_seq, &h->nget_wait, &h->get_pending);
+      mproc__q_exit_wake(q, MPROC__Q_PUT, parked, &h->get_seq, &h->nget_wait, &h->get_pending);
       break;
     }
-    mproc__tidlock_unlock(&h->plock);
+    mproc__q_exit(q, MPROC__Q_PUT, parked);
     if (err == 0) {
       err = fill_record(q, r, buf, len);
       mproc__q_wake(&h->get_seq, &h->nget_wait, &h->get_pending);
@@ -498,16 +499,17 @@ static int get_impl(struct mproc_queue *q, struct getbuf *g, size_t *len, int64_
   for (;;) {
     struct mproc__qrec *r = NULL;
     size_t need = 0;
-    err = mproc__q_lock1(q, &h->clock);
+    bool parked;
+    err = mproc__q_enter(q, MPROC__Q_GET, &parked);
     if (err != 0)
       break;
     err = try_get(q, g, &need, &r);
     if (err == 0 && r == NULL) {
       *len = need;
-      mproc__q_unlock_wake(&h->clock, &h->put_seq, &h->nput_wait, &h->put_pending);
+      mproc__q_exit_wake(q, MPROC__Q_GET, parked, &h->put_seq, &h->nput_wait, &h->put_pending);
       break;
     }
-    mproc__tidlock_unlock(&h->clock);
+    mproc__q_exit(q, MPROC__Q_GET, parked);
     if (err == MPROC_EAGAIN)
       continue;
     if (err == 0) {

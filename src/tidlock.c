@@ -88,7 +88,7 @@ uint64_t mproc__tidlock_self(void) {
 
 /* Whether the owner named by `word` is certainly gone. */
 static bool owner_dead(uint64_t word) {
-  pid_t tid = (pid_t)(word & TID_MASK);
+  pid_t tid = (pid_t)(word & TID_MASK & ~MPROC__TIDLOCK_PARK);
   struct mproc__pstat ps;
   int r = mproc__proc_stat(NULL, tid, &ps);
   if (r == -ENOENT)
@@ -132,6 +132,8 @@ static int lock_sleeping(mproc__tidlock *w, uint64_t me, int64_t deadline_ms) {
         return 0;
       continue;
     }
+    if (cur & MPROC__TIDLOCK_PARK)
+      return MPROC__TIDLOCK_PARKED; /* its owner is not waited for, but revoked */
     if (cur == judged && owner_dead(cur)) {
       if (cas(w, &cur, me))
         return MPROC_EOWNERDEAD;
@@ -162,6 +164,8 @@ int mproc__tidlock_lock_slow(mproc__tidlock *w, int64_t deadline_ms) {
     cur = atomic_load_explicit(&w->word, memory_order_relaxed);
     if (cur == 0 && cas(w, &cur, me))
       return 0;
+    if (cur & MPROC__TIDLOCK_PARK)
+      return MPROC__TIDLOCK_PARKED;
   }
   atomic_fetch_add(&w->sleepers, 1);
   mproc__fence_heavy(); /* the unlocker's side of the pair is light */

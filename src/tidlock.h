@@ -16,6 +16,16 @@ typedef struct mproc__tidlock {
   uint32_t pad;
 } mproc__tidlock;
 
+/* A holder may "park" a held word (the queue's side locks, queue.h): the
+ * word keeps its owner with this bit of the tid half set, which no tid has
+ * (they stay below 2^22), and the owner goes in and out of its critical
+ * sections by a protocol of its own, without touching the word.  The
+ * sleeping half of the word changes, so sleepers wake; every acquire that
+ * meets a parked word returns MPROC__TIDLOCK_PARKED instead of waiting, and
+ * its caller revokes the parking (queue.c).  Lock and RLock never park. */
+#define MPROC__TIDLOCK_PARK ((uint64_t)1 << 31)
+#define MPROC__TIDLOCK_PARKED 1 /* a return of the acquires below, positive */
+
 /* The calling thread's word (tid and token), 0 until mproc__tidlock_self
  * computed it in this thread (and again in a forked child). */
 extern _Thread_local uint64_t mproc__tidlock_me __attribute__((tls_model("initial-exec")));
@@ -27,8 +37,9 @@ static inline uint64_t mproc__tidlock_who(void) {
 
 /* Acquires with an absolute mproc_now_ms() deadline (-1 forever; passed:
  * try once).  Returns 0, MPROC_EOWNERDEAD (held now; the previous owner
- * died holding it), MPROC_ETIMEDOUT, or -errno.  The uncontended case is
- * one compare-and-swap, inline. */
+ * died holding it), MPROC_ETIMEDOUT, MPROC__TIDLOCK_PARKED (a parked word:
+ * not taken), or -errno.  The uncontended case is one compare-and-swap,
+ * inline. */
 int mproc__tidlock_lock_slow(mproc__tidlock *w, int64_t deadline_ms);
 static inline int mproc__tidlock_lock(mproc__tidlock *w, int64_t deadline_ms) {
   uint64_t free_word = 0;

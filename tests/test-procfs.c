@@ -37,7 +37,7 @@ START_TEST(test_fixture_lines) {
   ck_assert_int_eq(mkdir(root, 0755), 0);
   /* A command name with spaces and ") " inside: fields count after the
    * last ')'. */
-  put_stat(42, "42 (a) b ) c) S 7 42 42 0 -1 4194560 100 0 0 0 1234 567 0 0 20 0 1 0 "
+  put_stat(42, "42 (a) b ) c) S 7 42 42 0 -1 4194560 100 0 0 0 1234 567 0 0 20 0 3 0 "
                "987654 1000 200 18446744073709551615\n");
   struct mproc__pstat ps;
   mproc_assert_ok(mproc__proc_stat(root, 42, &ps));
@@ -46,6 +46,7 @@ START_TEST(test_fixture_lines) {
   ck_assert_uint_eq(ps.utime, 1234);
   ck_assert_uint_eq(ps.stime, 567);
   ck_assert_uint_eq(ps.start_time, 987654);
+  ck_assert_uint_eq(ps.num_threads, 3);
   /* Truncated before the start time, no ')' at all, an empty file. */
   put_stat(43, "43 (x) Z 1 43 43 0 -1 0 0 0 0 0 5 6 0 0 20 0\n");
   mproc_assert_err(mproc__proc_stat(root, 43, &ps), -EIO);
@@ -67,6 +68,7 @@ START_TEST(test_live_processes) {
   ck_assert_int_eq(self.state, 'R');
   ck_assert_int_eq(self.ppid, getppid());
   ck_assert_uint_gt(self.start_time, 0);
+  ck_assert_uint_ge(self.num_threads, 1);
   mproc_assert_ok(mproc__proc_stat(NULL, getppid(), &parent));
   ck_assert_uint_le(parent.start_time, self.start_time);
   /* A zombie child, then a reaped one. */

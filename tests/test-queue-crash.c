@@ -511,6 +511,128 @@ START_TEST(test_recycled_pid_is_not_ours) {
 }
 END_TEST
 
+/* ---- parked side locks (queue.h) ------------------------------------------ */
+
+struct park_arg {
+  mproc_queue *q;
+  _Atomic uint64_t word; /* the producer's plock word after its first put */
+  _Atomic int mode;      /* and its fence mode (parking needs membarrier) */
+};
+
+/* Shared with the children: the parent reads what they saw. */
+static struct park_arg *park_arg_new(mproc_queue *q) {
+  struct park_arg *a =
+      mmap(NULL, sizeof *a, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  ck_assert_ptr_ne(a, MAP_FAILED);
+  a->q = q;
+  return a;
+}
+
+/* Whether the child's plock was parked, where it could be. */
+static void assert_parked(struct park_arg *a) {
+  if (atomic_load(&a->mode) == 2)
+    ck_assert_uint_ne(atomic_load(&a->word) & MPROC__TIDLOCK_PARK, 0);
+}
+
+/* Becomes the queue's only producer (the parent closes its side), puts one
+ * message, which parks plock, and records what it did. */
+static int put_as_only_producer(struct park_arg *a) {
+  mproc_queue *q = a->q;
+  if (mproc_queue_detach(q, MPROC_QUEUE_CONSUMER) != 0)
+    return 2;
+  int64_t until = mproc__deadline(LONG_MS);
+  while (atomic_load(&q->h->nproducers) != 1)
+    if (mproc_timeout_until(until) == 0)
+      return 3;
+  unsigned char m[100] = {7};
+  if (mproc_queue_put(q, m, sizeof m, LONG_MS) != 0)
+    return 4;
+  atomic_store(&a->word, atomic_load(&q->h->plock.word));
+  atomic_store(&a->mode, atomic_load(&mproc__fence_mode));
+  return 0;
+}
+
+/* ... then dies copying the next small message in, inside the critical
+ * section it entered through the parked word. */
+static int park_then_die_putting(void *arg) {
+  struct park_arg *a = arg;
+  int r = put_as_only_producer(a);
+  if (r != 0)
+    return r;
+  struct die_arg d = {a->q, 800, 300};
+  return die_putting(&d);
+}
+
+/* ... then stops, outside any critical section. */
+static int park_then_stop(void *arg) {
+  struct park_arg *a = arg;
+  int r = put_as_only_producer(a);
+  if (r != 0)
+    return r;
+  raise(SIGSTOP);
+  return 0;
+}
+
+/* A new queue whose only producer is a child running fn (park_arg_new's
+ * argument), which this process closes its side for; returns once the
+ * child's first message arrived. */
+static struct park_arg *start_parking_producer(mproc__child_fn fn, struct child *ch) {
+  mproc_queue *q;
+  mproc_assert_ok(mproc_queue_new(&q, NULL));
+  struct park_arg *a = park_arg_new(q);
+  *ch = child_start(fn, a);
+  mproc_assert_ok(mproc_queue_close(q));
+  unsigned char m[100];
+  size_t len;
+  mproc_assert_ok(mproc_queue_get(q, m, sizeof m, &len, LONG_MS));
+  ck_assert_uint_eq(len, sizeof m);
+  ck_assert_uint_eq(m[0], 7);
+  return a;
+}
+
+static void end_parking(struct park_arg *a, uint64_t repairs) {
+  struct mproc_queue_stats st;
+  mproc_assert_ok(mproc_queue_stats(a->q, &st));
+  ck_assert_uint_eq(st.repairs, repairs);
+  ck_assert_uint_eq(st.lost, 0);
+  ck_assert_uint_eq(st.puts, 1);
+  mproc_assert_ok(mproc_queue_free(a->q));
+  munmap(a, sizeof *a);
+}
+
+/* The only producer parked its lock and died inside a critical section
+ * entered through it: the consumer's sweep revokes the parking, judges the
+ * owner dead, repairs, and the queue reports its producers gone. */
+START_TEST(test_parked_producer_dies_inside) {
+  struct child ch;
+  struct park_arg *a = start_parking_producer(park_then_die_putting, &ch);
+  ck_assert(died(child_wait(&ch)));
+  assert_parked(a);
+  unsigned char m[1000];
+  size_t len;
+  mproc_assert_err(mproc_queue_get(a->q, m, sizeof m, &len, LONG_MS), MPROC_ECLOSED);
+  end_parking(a, 1);
+}
+END_TEST
+
+/* A producer stopped while its lock is parked, outside a critical section,
+ * does not hold the lock: both locks are taken at once, nothing repaired. */
+START_TEST(test_parked_producer_stopped) {
+  struct child ch;
+  struct park_arg *a = start_parking_producer(park_then_stop, &ch);
+  int64_t until = mproc__deadline(LONG_MS);
+  struct mproc__pstat ps = {0};
+  while (mproc__proc_stat(NULL, ch.pid, &ps) == 0 && ps.state != 'T' && ps.state != 't')
+    ck_assert_int_gt(mproc_timeout_until(until), 0);
+  ck_assert(ps.state == 'T' || ps.state == 't');
+  assert_parked(a);
+  mproc_assert_ok(mproc__q_lock(a->q));
+  mproc__q_unlock(a->q);
+  child_kill(&ch);
+  end_parking(a, 0);
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("queue-crash");
   TCase *tc = mproc_test_tcase(s, "crash", 120);
@@ -523,5 +645,7 @@ int main(void) {
   tcase_add_test(tc, test_corrupt_inline_records);
   tcase_add_test(tc, test_corrupt_spill_records);
   tcase_add_test(tc, test_recycled_pid_is_not_ours);
+  tcase_add_test(tc, test_parked_producer_dies_inside);
+  tcase_add_test(tc, test_parked_producer_stopped);
   return mproc_test_run(s);
 }

@@ -4,6 +4,7 @@
  * message, blocking and close semantics with threads waiting. */
 #include "harness.h"
 #include "internal.h"
+#include "queue.h"
 
 #include <pthread.h>
 #include <stdlib.h>
@@ -101,9 +102,51 @@ START_TEST(test_threads_share_a_handle) {
 }
 END_TEST
 
+/* Puts 0, 1, 2... (a second thread of a process that parked its locks). */
+static void *put_in_order(void *arg) {
+  mproc_queue *q = arg;
+  for (uint32_t s = 0; s < PER_THREAD; s++)
+    if (mproc_queue_put(q, &s, sizeof s, LONG_MS) != 0)
+      return q;
+  return NULL;
+}
+
+/* The process's only thread parked both sides' locks (queue.h); a second
+ * thread's first put revokes the producer side's parking while the first
+ * thread keeps getting: every message arrives once, in order, and the
+ * queue works on after the thread is gone. */
+START_TEST(test_thread_joins_a_parked_queue) {
+  mproc_queue *q;
+  mproc_assert_ok(mproc_queue_new(&q, NULL));
+  uint32_t v = 7, out = 0;
+  size_t len;
+  mproc_assert_ok(mproc_queue_put(q, &v, sizeof v, 0));
+  mproc_assert_ok(mproc_queue_get(q, &out, sizeof out, &len, 0));
+  if (atomic_load(&mproc__fence_mode) == 2 && mproc__q_threads_alone()) {
+    ck_assert_uint_ne(atomic_load(&q->h->plock.word) & MPROC__TIDLOCK_PARK, 0);
+    ck_assert_uint_ne(atomic_load(&q->h->clock.word) & MPROC__TIDLOCK_PARK, 0);
+  }
+  pthread_t t;
+  ck_assert_int_eq(pthread_create(&t, NULL, put_in_order, q), 0);
+  for (uint32_t s = 0; s < PER_THREAD; s++) {
+    mproc_assert_ok(mproc_queue_get(q, &out, sizeof out, &len, LONG_MS));
+    ck_assert_uint_eq(len, sizeof out);
+    ck_assert_uint_eq(out, s);
+  }
+  void *res = q;
+  ck_assert_int_eq(pthread_join(t, &res), 0);
+  ck_assert_ptr_null(res);
+  mproc_assert_ok(mproc_queue_put(q, &v, sizeof v, 0));
+  mproc_assert_ok(mproc_queue_get(q, &out, sizeof out, &len, 0));
+  ck_assert_uint_eq(out, 7);
+  mproc_assert_ok(mproc_queue_free(q));
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("queue-threads");
   TCase *tc = mproc_test_tcase(s, "threads", 120);
   tcase_add_test(tc, test_threads_share_a_handle);
+  tcase_add_test(tc, test_thread_joins_a_parked_queue);
   return mproc_test_run(s);
 }
