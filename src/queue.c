@@ -59,10 +59,6 @@
 #define DEFAULT_PARTS 256u
 #define MAX_PARTS 65536u
 
-uint64_t mproc__q_rec_size(uint32_t kind, uint64_t len) {
-  uint64_t body = kind == MPROC__QK_SPILL ? MPROC__Q_NAME_MAX : len;
-  return (sizeof(struct mproc__qrec) + body + 7) & ~(uint64_t)7;
-}
 /* ---- lock and repair ---------------------------------------------------- */
 
 /* Rounds a revoker spins on a busy parker before it sleeps, and its
@@ -252,21 +248,6 @@ void mproc__q_drop_record(struct mproc_queue *q, struct mproc__qrec *r) {
 }
 
 /* ---- validating what shared memory says --------------------------------- */
-
-uint64_t mproc__q_rec_check(const struct mproc_queue *q, const struct mproc__qrec *r,
-                            uint64_t room) {
-  uint32_t kind = r->kind;
-  uint64_t len = r->len;
-  if (kind == MPROC__QK_INLINE) {
-    if (len > q->cap - sizeof(struct mproc__qrec))
-      return 0;
-  } else if (kind != MPROC__QK_SPILL || len > (uint64_t)PTRDIFF_MAX ||
-             !mproc__q_spill_name_ok(q, (const char *)(r + 1))) {
-    return 0;
-  }
-  uint64_t size = mproc__q_rec_size(kind, len);
-  return size <= room ? size : 0;
-}
 
 /* "q" and the queue id in 16 lowercase hex digits.  By hand: a keeper runs
  * this in a forked child, where stdio may not be used. */

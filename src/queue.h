@@ -6,6 +6,7 @@
 #include "tidlock.h"
 
 #include <stdatomic.h>
+#include <stdint.h>
 
 #define MPROC__Q_MAGIC 0x6d707175u /* "mpqu" */
 #define MPROC__Q_VERSION 4u
@@ -47,9 +48,11 @@ struct mproc__qpart {
   int64_t pending_until; /* CLOCK_MONOTONIC ms: a pending slot not claimed by
                             then belongs to a fork that failed */
   /* 1 while this process is inside a critical section of a side whose lock
-   * it parked (MPROC__Q_PUT, MPROC__Q_GET): written by that process only. */
+   * it parked (MPROC__Q_PUT, MPROC__Q_GET): written by that process only.
+   * A slot has its cache line to itself, so a producer's and a consumer's
+   * busy words never share one. */
   _Atomic uint32_t busy[2];
-};
+} __attribute__((aligned(64)));
 
 /* The sides of a queue, each with its lock. */
 enum { MPROC__Q_PUT = 0, MPROC__Q_GET = 1 };
@@ -342,19 +345,34 @@ void mproc__q_drop_record(struct mproc_queue *q, struct mproc__qrec *r);
  * Caller holds the lock. */
 void mproc__q_advance_release(struct mproc_queue *q);
 /* Size in the ring of a record. */
-uint64_t mproc__q_rec_size(uint32_t kind, uint64_t len);
-/* Validates a record read from shared memory that may use at most `room`
- * bytes of the ring: a known kind, an inline length that fits the ring, a
- * spill name of this queue's own (see mproc__q_spill_name_ok).  Returns its
- * size in the ring, or 0 when it is corrupt. */
-uint64_t mproc__q_rec_check(const struct mproc_queue *q, const struct mproc__qrec *r,
-                            uint64_t room);
+static inline uint64_t mproc__q_rec_size(uint32_t kind, uint64_t len) {
+  uint64_t body = kind == MPROC__QK_SPILL ? MPROC__Q_NAME_MAX : len;
+  return (sizeof(struct mproc__qrec) + body + 7) & ~(uint64_t)7;
+}
 /* Makes a fresh spill name of this queue: "/mproc.<pid>.q<qid>.<seq>.<rnd>". */
 int mproc__q_spill_name(const struct mproc_queue *q, char name[MPROC__Q_NAME_MAX]);
 /* Whether the NAME_MAX bytes at `name` hold a NUL-terminated spill name of
  * this queue (made by mproc__q_spill_name), so a corrupt record can never
  * make a consumer read or unlink another /dev/shm object. */
 bool mproc__q_spill_name_ok(const struct mproc_queue *q, const char *name);
+/* Validates a record read from shared memory that may use at most `room`
+ * bytes of the ring: a known kind, an inline length that fits the ring, a
+ * spill name of this queue's own (see mproc__q_spill_name_ok).  Returns its
+ * size in the ring, or 0 when it is corrupt. */
+static inline uint64_t mproc__q_rec_check(const struct mproc_queue *q, const struct mproc__qrec *r,
+                                          uint64_t room) {
+  uint32_t kind = r->kind;
+  uint64_t len = r->len;
+  if (kind == MPROC__QK_INLINE) {
+    if (len > q->cap - sizeof(struct mproc__qrec))
+      return 0;
+  } else if (kind != MPROC__QK_SPILL || len > (uint64_t)PTRDIFF_MAX ||
+             !mproc__q_spill_name_ok(q, (const char *)(r + 1))) {
+    return 0;
+  }
+  uint64_t size = mproc__q_rec_size(kind, len);
+  return size <= room ? size : 0;
+}
 
 #define MPROC__Q_SWEEP_MS 100
 

@@ -456,7 +456,11 @@ static int try_get(struct mproc_queue *q, struct getbuf *g, size_t *len, struct 
   mproc__q_bump(&h->gets);
   if (h->flags & MPROC_QUEUE_JOINABLE)
     h->parts[q->part].outstanding++;
-  if (now)
+  if (now && atomic_load_explicit(&h->release, memory_order_relaxed) == head)
+    /* Everything below was released already: this record, copied out
+     * above, is all mproc__q_advance_release would release. */
+    atomic_store_explicit(&h->release, head + size, memory_order_release);
+  else if (now)
     mproc__q_advance_release(q);
   *rec = now ? NULL : r;
   return 0;
