@@ -481,11 +481,12 @@ static int drain_record(struct mproc_queue *q, struct mproc__qrec *r, void *dst,
   } else {
     err = MPROC_ECORRUPT;
   }
-  int e2 = mproc__q_lock1(q, &q->h->clock);
+  bool parked;
+  int e2 = mproc__q_enter(q, MPROC__Q_GET, &parked);
   if (e2 == 0) {
     atomic_store_explicit(&r->state, MPROC__QR_DONE, memory_order_release);
     mproc__q_advance_release(q);
-    mproc__tidlock_unlock(&q->h->clock);
+    mproc__q_exit(q, MPROC__Q_GET, parked);
   }
   return err != 0 ? err : e2;
 }
