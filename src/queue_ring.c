@@ -186,43 +186,57 @@ static void spin_on(struct mproc_queue *q, _Atomic uint64_t *word) {
  * steps, one per retry: spin briefly on the word the other side moves, then
  * announce itself as a sleeper (counted, so the other side knows to wake it)
  * and look once more, then sleep until the side's sequence moves or the
- * deadline passes.  The fields name the waiting side's words. */
+ * deadline passes.  Two bytes to set up: a put or get that need not wait
+ * pays nothing more. */
 struct waitstep {
-  _Atomic uint64_t *spin_word;             /* moved by the other side */
-  _Atomic uint32_t *seq, *nwait, *pending; /* this side's wake-up words */
   bool spun, waiting;
   uint32_t seen; /* seq when announced */
 };
 
+/* The words of the waiting side (MPROC__Q_PUT waits for room, MPROC__Q_GET
+ * for a record): the one the other side moves, and its own wake-up words. */
+struct waitwords {
+  _Atomic uint64_t *spin_word;
+  _Atomic uint32_t *seq, *nwait, *pending;
+};
+
+static struct waitwords wait_words(const struct mproc_queue *q, int side) {
+  struct mproc__qhdr *h = q->h;
+  if (side == MPROC__Q_PUT)
+    return (struct waitwords){&h->release, &h->put_seq, &h->nput_wait, &h->put_pending};
+  return (struct waitwords){&h->tail, &h->get_seq, &h->nget_wait, &h->get_pending};
+}
+
 /* 0: try again; else the error ending the call (MPROC_ETIMEDOUT, ...). */
-static int wait_step(struct mproc_queue *q, struct waitstep *w, int64_t deadline) {
+static int wait_step(struct mproc_queue *q, int side, struct waitstep *w, int64_t deadline) {
   if (deadline >= 0 && mproc_timeout_until(deadline) == 0)
     return MPROC_ETIMEDOUT;
+  struct waitwords ww = wait_words(q, side);
   if (!w->spun) {
     w->spun = true;
-    spin_on(q, w->spin_word);
+    spin_on(q, ww.spin_word);
     return 0;
   }
   if (!w->waiting) {
     w->waiting = true;
-    atomic_fetch_add(w->nwait, 1);
-    atomic_store(w->pending, 0); /* the next waker must wake us */
-    w->seen = atomic_load(w->seq);
+    atomic_fetch_add(ww.nwait, 1);
+    atomic_store(ww.pending, 0); /* the next waker must wake us */
+    w->seen = atomic_load(ww.seq);
     mproc__fence_heavy(); /* the wakers' side of the pair is light */
     return 0;             /* re-check after announcing ourselves */
   }
-  int err = sleep_on(q, w->seq, w->seen, deadline);
+  int err = sleep_on(q, ww.seq, w->seen, deadline);
   /* Uncount at once: while we retry, the other side need not wake us. */
-  atomic_fetch_sub(w->nwait, 1);
+  atomic_fetch_sub(ww.nwait, 1);
   w->waiting = false;
   w->spun = false;
   return err;
 }
 
 /* The call ends: a sleeper still counted is uncounted. */
-static void wait_end(struct waitstep *w) {
+static void wait_end(struct mproc_queue *q, int side, const struct waitstep *w) {
   if (w->waiting)
-    atomic_fetch_sub(w->nwait, 1);
+    atomic_fetch_sub(wait_words(q, side).nwait, 1);
 }
 
 /* ---- put ---------------------------------------------------------------- */
@@ -338,7 +352,7 @@ static int put_impl(struct mproc_queue *q, const void *buf, size_t len, int64_t 
   uint32_t kind =
       len > q->cap / 2 - sizeof(struct mproc__qrec) ? MPROC__QK_SPILL : MPROC__QK_INLINE;
   int64_t deadline = timeout_ms < 0 ? -1 : mproc__deadline(timeout_ms);
-  struct waitstep w = {&h->release, &h->put_seq, &h->nput_wait, &h->put_pending, false, false, 0};
+  struct waitstep w = {false, false, 0};
   for (;;) {
     struct mproc__qrec *r = NULL;
     bool parked;
@@ -357,10 +371,10 @@ static int put_impl(struct mproc_queue *q, const void *buf, size_t len, int64_t 
       break;
     }
     /* No room: wait (spin, announce, sleep) and try again. */
-    if (err != MPROC_EFULL || nowait || (err = wait_step(q, &w, deadline)) != 0)
+    if (err != MPROC_EFULL || nowait || (err = wait_step(q, MPROC__Q_PUT, &w, deadline)) != 0)
       break;
   }
-  wait_end(&w);
+  wait_end(q, MPROC__Q_PUT, &w);
   return err;
 }
 
@@ -500,7 +514,7 @@ static int get_impl(struct mproc_queue *q, struct getbuf *g, size_t *len, int64_
     return err;
   struct mproc__qhdr *h = q->h;
   int64_t deadline = timeout_ms < 0 ? -1 : mproc__deadline(timeout_ms);
-  struct waitstep w = {&h->tail, &h->get_seq, &h->nget_wait, &h->get_pending, false, false, 0};
+  struct waitstep w = {false, false, 0};
   for (;;) {
     struct mproc__qrec *r = NULL;
     size_t need = 0;
@@ -537,10 +551,10 @@ static int get_impl(struct mproc_queue *q, struct getbuf *g, size_t *len, int64_
     if (err == MPROC_ETOOSMALL)
       *len = need;
     /* Nothing to take: wait (spin, announce, sleep) and try again. */
-    if (err != MPROC_EEMPTY || nowait || (err = wait_step(q, &w, deadline)) != 0)
+    if (err != MPROC_EEMPTY || nowait || (err = wait_step(q, MPROC__Q_GET, &w, deadline)) != 0)
       break;
   }
-  wait_end(&w);
+  wait_end(q, MPROC__Q_GET, &w);
   return err;
 }
 
