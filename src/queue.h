@@ -210,6 +210,10 @@ void mproc__q_wake_counted(_Atomic uint32_t *seq, _Atomic uint32_t *pending);
  * sleep slice, through /proc) and takes the word with MPROC_EOWNERDEAD, the
  * records being consistent as they are (queue.c).  A stopped owner blocks
  * a revoker only while inside a critical section, like a holder of the lock.
+ * Limit: the revoker's heavy fence must reach the parker, so a process whose
+ * membarrier is refused (a seccomp filter) must not share a queue with
+ * parkers; futex.h's wake-ups already need membarrier alike in every
+ * process to be exact.
  */
 static inline mproc__tidlock *mproc__q_side_lock(const struct mproc_queue *q, int side) {
   return side == MPROC__Q_PUT ? &q->h->plock : &q->h->clock;
