@@ -95,6 +95,29 @@ START_TEST(test_fifo_and_sizes) {
 }
 END_TEST
 
+/* Every length a small message can have, each byte distinct: the short
+ * copies made under the lock (whole words, overlapping words, single
+ * bytes) move each byte to its place. */
+START_TEST(test_small_payload_bytes) {
+  mproc_queue *q;
+  mproc_assert_ok(mproc_queue_new(&q, NULL));
+  unsigned char in[48], out[48];
+  for (size_t n = 0; n <= sizeof in; n++) {
+    for (size_t k = 0; k < n; k++)
+      in[k] = (unsigned char)(n * 7 + k + 1);
+    memset(out, 0, sizeof out);
+    mproc_assert_ok(mproc_queue_put(q, in, n, 0));
+    size_t len = 999;
+    mproc_assert_ok(mproc_queue_get(q, out, sizeof out, &len, 0));
+    ck_assert_uint_eq(len, n);
+    ck_assert_int_eq(memcmp(in, out, n), 0);
+    for (size_t k = n; k < sizeof out; k++)
+      ck_assert_uint_eq(out[k], 0); /* nothing written past the message */
+  }
+  mproc_assert_ok(mproc_queue_free(q));
+}
+END_TEST
+
 START_TEST(test_wraparound_small_ring) {
   mproc_queue *q;
   struct mproc_queue_options o = {.capacity = 4096};
@@ -640,6 +663,7 @@ int main(void) {
   Suite *s = suite_create("queue");
   TCase *tc = mproc_test_tcase(s, "queue", 60);
   tcase_add_test(tc, test_fifo_and_sizes);
+  tcase_add_test(tc, test_small_payload_bytes);
   tcase_add_test(tc, test_wraparound_small_ring);
   tcase_add_test(tc, test_small_records_release_their_space);
   tcase_add_test(tc, test_bounds);
