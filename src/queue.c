@@ -42,6 +42,7 @@
 #include "futex.h"
 
 #include <fcntl.h>
+#include <linux/membarrier.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -52,6 +53,7 @@
 #include <sys/single_threaded.h>
 #endif
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #define DEFAULT_CAP ((size_t)4 << 20)
@@ -67,7 +69,24 @@
 #define PARK_SPINS 100
 #define PARK_SLICE_MS 10
 
-void mproc__q_unbusy_wake(_Atomic uint32_t *busy) { mproc__futex_wake(busy, INT_MAX, true); }
+/* Gives up a side's parking if it is ours (the caller is outside that
+ * side's critical section): a revoker that cannot make the heavy fence
+ * waits for exactly this (await_handover), and one that can gets the word a
+ * little sooner. */
+static void unpark_mine(struct mproc_queue *q, int side) {
+  mproc__tidlock *m = mproc__q_side_lock(q, side);
+  uint64_t parked = mproc__tidlock_who() | MPROC__TIDLOCK_PARK;
+  if (atomic_load_explicit(&m->word, memory_order_relaxed) == parked &&
+      atomic_compare_exchange_strong(&m->word, &parked, 0)) {
+    mproc__fence_light();
+    mproc__tidlock_wake(m);
+  }
+}
+
+void mproc__q_unbusy_wake(struct mproc_queue *q, int side, _Atomic uint32_t *busy) {
+  mproc__futex_wake(busy, INT_MAX, true);
+  unpark_mine(q, side);
+}
 
 /* Longest pause, in calls, between two counts of this process's threads. */
 #define ALONE_PAUSE_MAX 65536u
@@ -105,8 +124,10 @@ bool mproc__q_alone(struct mproc_queue *q) {
 void mproc__q_park(struct mproc_queue *q, int side) {
   mproc__tidlock *m = mproc__q_side_lock(q, side);
   struct mproc__qpark *pk = mproc__q_side_park(q, side);
-  /* With a waiter asleep on the word, parking would only make it revoke. */
-  if (atomic_load_explicit(&m->sleepers, memory_order_relaxed) != 0) {
+  /* With a waiter asleep on the word, or one revoking, parking would only
+   * make it revoke (again). */
+  if (atomic_load_explicit(&m->sleepers, memory_order_relaxed) != 0 ||
+      atomic_load_explicit(&pk->revoke, memory_order_relaxed) != 0) {
     mproc__tidlock_release(m);
   } else {
     /* `part` first: a revoker that sees the parked word sees whose it is. */
@@ -141,6 +162,30 @@ static int await_unbusy(_Atomic uint32_t *busy, mproc__tidlock *m, uint64_t cur)
   }
 }
 
+/* The same for a revoker whose membarrier is refused (a seccomp filter):
+ * it waits, counted as a sleeper of the word, for the parker to give the
+ * word up at its next put or get (it sees `revoke`), or to be found dead,
+ * when its stores are all done: 0 or MPROC_EOWNERDEAD (died inside a
+ * critical section) to take the word over, 1 when the word changed. */
+static int await_handover(_Atomic uint32_t *busy, mproc__tidlock *m, uint64_t cur) {
+  _Atomic uint32_t *low = (_Atomic uint32_t *)(void *)&m->word; /* as tidlock.c sleeps */
+  atomic_fetch_add(&m->sleepers, 1);
+  int r = 1;
+  while (atomic_load(&m->word) == cur) {
+    int w = mproc__futex_wait(low, (uint32_t)cur, mproc_now_ms() + PARK_SLICE_MS, true);
+    if (w == MPROC_ETIMEDOUT && mproc__tidlock_gone(cur)) {
+      r = atomic_load_explicit(busy, memory_order_acquire) == 0 ? 0 : MPROC_EOWNERDEAD;
+      break;
+    }
+    if (w != 0 && w != MPROC_ETIMEDOUT) {
+      r = w;
+      break;
+    }
+  }
+  atomic_fetch_sub(&m->sleepers, 1);
+  return r;
+}
+
 /* Takes a side's lock from its parker (see queue.h): 0 or MPROC_EOWNERDEAD
  * when held now, 1 to start the acquire again, or an error. */
 static int unpark(struct mproc_queue *q, mproc__tidlock *m, int side) {
@@ -153,9 +198,14 @@ static int unpark(struct mproc_queue *q, mproc__tidlock *m, int side) {
     return atomic_compare_exchange_strong(&m->word, &cur, me) ? 0 : 1;
   struct mproc__qpark *pk = mproc__q_side_park(q, side);
   atomic_fetch_add(&pk->revoke, 1);
-  mproc__fence_heavy(); /* the parker's side of the pair is light */
+  /* The heavy fence (futex.h), whose membarrier we must know succeeded:
+   * without it the parker's busy word cannot be trusted. */
+  atomic_thread_fence(memory_order_seq_cst);
+  bool fenced = syscall(SYS_membarrier, MEMBARRIER_CMD_GLOBAL_EXPEDITED, 0, 0) == 0;
   uint32_t part = atomic_load_explicit(&pk->part, memory_order_relaxed);
-  int r = part < q->max_parts ? await_unbusy(&q->h->parts[part].busy[side], m, cur) : -EIO;
+  int r = part >= q->max_parts ? -EIO
+          : fenced             ? await_unbusy(&q->h->parts[part].busy[side], m, cur)
+                               : await_handover(&q->h->parts[part].busy[side], m, cur);
   /* From exactly the parked word we judged: if it changed, start again. */
   if ((r == 0 || r == MPROC_EOWNERDEAD) && !atomic_compare_exchange_strong(&m->word, &cur, me))
     r = 1;
@@ -165,6 +215,10 @@ static int unpark(struct mproc_queue *q, mproc__tidlock *m, int side) {
 
 int mproc__q_lock1_slow(struct mproc_queue *q, mproc__tidlock *m) {
   int side = m == &q->h->plock ? MPROC__Q_PUT : MPROC__Q_GET;
+  /* About to wait: a parking of ours on the other side must not make its
+   * revoker wait for our next call, which this wait may be waiting for
+   * (a revoker that holds this side's lock and wants the other). */
+  unpark_mine(q, MPROC__Q_PUT + MPROC__Q_GET - side);
   for (;;) {
     int r = mproc__tidlock_lock_slow(m, -1);
     if (r == MPROC__TIDLOCK_PARKED)

@@ -210,10 +210,11 @@ void mproc__q_wake_counted(_Atomic uint32_t *seq, _Atomic uint32_t *pending);
  * sleep slice, through /proc) and takes the word with MPROC_EOWNERDEAD, the
  * records being consistent as they are (queue.c).  A stopped owner blocks
  * a revoker only while inside a critical section, like a holder of the lock.
- * Limit: the revoker's heavy fence must reach the parker, so a process whose
- * membarrier is refused (a seccomp filter) must not share a queue with
- * parkers; futex.h's wake-ups already need membarrier alike in every
- * process to be exact.
+ * A revoker whose membarrier is refused (a seccomp filter) cannot trust the
+ * busy word: it waits instead for the parker to give the word up, which a
+ * parker does at its next put or get once it sees `revoke` (and it parks no
+ * more while someone revokes), or for the parker to be found dead; a live
+ * parker that makes no further call keeps such a revoker waiting.
  */
 static inline mproc__tidlock *mproc__q_side_lock(const struct mproc_queue *q, int side) {
   return side == MPROC__Q_PUT ? &q->h->plock : &q->h->clock;
@@ -224,12 +225,13 @@ static inline struct mproc__qpark *mproc__q_side_park(const struct mproc_queue *
 
 /* Leaves a parked critical section: busy back to 0, then the light fence,
  * which the caller's wake-up check may rely on. */
-void mproc__q_unbusy_wake(_Atomic uint32_t *busy);
-static inline void mproc__q_unbusy(_Atomic uint32_t *busy, const struct mproc__qpark *pk) {
+void mproc__q_unbusy_wake(struct mproc_queue *q, int side, _Atomic uint32_t *busy);
+static inline void mproc__q_unbusy(struct mproc_queue *q, int side, _Atomic uint32_t *busy) {
   atomic_store_explicit(busy, 0, memory_order_release);
   mproc__fence_light();
-  if (MPROC__UNLIKELY(atomic_load_explicit(&pk->revoke, memory_order_relaxed) != 0))
-    mproc__q_unbusy_wake(busy);
+  if (MPROC__UNLIKELY(
+          atomic_load_explicit(&mproc__q_side_park(q, side)->revoke, memory_order_relaxed) != 0))
+    mproc__q_unbusy_wake(q, side, busy); /* and gives the parking up */
 }
 
 /* Enters a side's critical section (usable() checked): through the parked
@@ -255,7 +257,7 @@ static inline int mproc__q_enter(struct mproc_queue *q, int side, bool *parked) 
       *parked = true;
       return 0;
     }
-    mproc__q_unbusy(busy, pk);
+    mproc__q_unbusy(q, side, busy);
   }
   return mproc__q_lock1(q, m);
 }
@@ -286,8 +288,8 @@ void mproc__q_park(struct mproc_queue *q, int side);
  * counts right after. */
 static inline void mproc__q_exit(struct mproc_queue *q, int side, bool parked) {
   if (parked) {
-    mproc__q_unbusy(&q->h->parts[atomic_load_explicit(&q->part, memory_order_relaxed)].busy[side],
-                    mproc__q_side_park(q, side));
+    mproc__q_unbusy(q, side,
+                    &q->h->parts[atomic_load_explicit(&q->part, memory_order_relaxed)].busy[side]);
   } else if (mproc__q_may_park(q, side)) {
     mproc__q_park(q, side);
   } else {

@@ -9,12 +9,17 @@
 #include "queue.h"
 
 #include <dirent.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <stddef.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #define LONG_MS 60000
@@ -633,6 +638,86 @@ START_TEST(test_parked_producer_stopped) {
 }
 END_TEST
 
+/* Refuses membarrier(2) in the calling process (EPERM), as a sandbox's
+ * seccomp filter may. */
+static int refuse_membarrier(void) {
+  struct sock_filter f[] = {
+      BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+      BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_membarrier, 0, 1),
+      BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EPERM),
+      BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+  };
+  struct sock_fprog prog = {(unsigned short)MPROC__ARRAY_SIZE(f), f};
+  if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0)
+    return -1;
+  return prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog);
+}
+
+struct handover {
+  mproc_queue *q;
+  _Atomic int step; /* 1: the child left the queue; 2: the parent parked */
+};
+
+static bool reached(_Atomic int *word, int value) {
+  int64_t until = mproc__deadline(LONG_MS);
+  while (atomic_load(word) < value)
+    if (mproc_timeout_until(until) == 0)
+      return false;
+  return true;
+}
+
+/* Leaves the queue (so that the parent is alone on both sides again), then
+ * takes both locks without membarrier. */
+static int lock_without_membarrier(void *arg) {
+  struct handover *h = arg;
+  if (mproc_queue_detach(h->q, MPROC_QUEUE_BOTH) != 0)
+    return 2;
+  atomic_store(&h->step, 1);
+  if (!reached(&h->step, 2) || refuse_membarrier() != 0)
+    return 3;
+  if (mproc__q_lock(h->q) != 0)
+    return 4;
+  mproc__q_unlock(h->q);
+  return 0;
+}
+
+/* A process whose membarrier is refused cannot revoke a parking through the
+ * heavy fence: it waits for the parker to give each parked word up at its
+ * next put or get, which it does on seeing the revoker counted, or when it
+ * waits for the other lock itself (the revoker may hold it). */
+START_TEST(test_revoker_without_membarrier) {
+  mproc_queue *q;
+  mproc_assert_ok(mproc_queue_new(&q, NULL));
+  struct handover *h =
+      mmap(NULL, sizeof *h, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  ck_assert_ptr_ne(h, MAP_FAILED);
+  h->q = q;
+  struct child ch = child_start(lock_without_membarrier, h);
+  ck_assert(reached(&h->step, 1));
+  uint32_t v = 5, out = 0;
+  size_t len;
+  mproc_assert_ok(mproc_queue_put(q, &v, sizeof v, 0));
+  mproc_assert_ok(mproc_queue_get(q, &out, sizeof out, &len, 0));
+  if (atomic_load(&mproc__fence_mode) == 2 && mproc__q_threads_alone())
+    ck_assert_uint_ne(atomic_load(&q->h->plock.word) & MPROC__TIDLOCK_PARK, 0);
+  atomic_store(&h->step, 2);
+  /* Calls until the child is through: each one gives a parked lock up to a
+   * revoker counted meanwhile, which is what such a revoker waits for. */
+  int64_t until = mproc__deadline(LONG_MS);
+  while (child_running(&ch)) {
+    ck_assert_int_gt(mproc_timeout_until(until), 0);
+    mproc_assert_ok(mproc_queue_put(q, &v, sizeof v, LONG_MS));
+    mproc_assert_ok(mproc_queue_get(q, &out, sizeof out, &len, LONG_MS));
+    ck_assert_uint_eq(out, 5);
+  }
+  ck_assert_int_eq(child_wait(&ch), 0);
+  mproc_assert_ok(mproc_queue_put(q, &v, sizeof v, 0));
+  mproc_assert_ok(mproc_queue_get(q, &out, sizeof out, &len, 0));
+  munmap(h, sizeof *h);
+  mproc_assert_ok(mproc_queue_free(q));
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("queue-crash");
   TCase *tc = mproc_test_tcase(s, "crash", 120);
@@ -647,5 +732,6 @@ int main(void) {
   tcase_add_test(tc, test_recycled_pid_is_not_ours);
   tcase_add_test(tc, test_parked_producer_dies_inside);
   tcase_add_test(tc, test_parked_producer_stopped);
+  tcase_add_test(tc, test_revoker_without_membarrier);
   return mproc_test_run(s);
 }
