@@ -10,6 +10,16 @@
  * copy is kept until the send completes (MPI reads it in place); a result
  * payload is received into memory the job then owns.
  *
+ * Submitting only queues a job: it goes out at the next mproc__mpi_flush
+ * or progress step, together with whatever else was queued for its rank by
+ * then.  Jobs bound for one rank in one step travel as batches (mpi_wire.c)
+ * when they are small -- one message, one match on the rank for a run of
+ * tiny tasks -- and alone otherwise, always in queue order; a lone job is
+ * sent alone, at once, never held back to fill a batch.  A batched job's
+ * argument is copied into the batch, so it has no send of its own to wait
+ * for; the batch's send is tracked with the control messages.  Ranks
+ * answer in batches the same way: each frame is one job's result.
+ *
  * Not thread-safe by itself: the raw calls here run on one thread (the
  * tests, the benchmark), and the pool's MPI transport (transport_mpi.c)
  * calls them under its own lock from whichever pool thread drives MPI at
@@ -29,7 +39,8 @@
 enum { QUEUED = 0, SENT = 1, DONE = 2 };
 
 struct mproc__mpi_job {
-  struct mproc__mpi_job *next; /* queue or in-flight list */
+  struct mproc__mpi_job *next;  /* queue or in-flight list */
+  struct mproc__mpi_job *onext; /* dispatched, in the rank's outgoing list */
   uint64_t id;
   int state;
   int rank;        /* 0 while queued */
@@ -55,11 +66,13 @@ struct ctrl {
 static struct {
   struct mproc__mpi_job *queue, *queue_tail; /* QUEUED, FIFO */
   struct mproc__mpi_job *flight;             /* SENT */
+  struct mproc__mpi_job **out, **out_tail;   /* per rank: dispatched, to send */
   int *load;                                 /* jobs in flight per rank */
   uint64_t next_id;
   struct ctrl *ctrls;
-  int stopped; /* ranks that confirmed STOP */
-  int pinned;  /* queued jobs pinned to a rank */
+  int stopped;                             /* ranks that confirmed STOP */
+  int pinned;                              /* queued jobs pinned to a rank */
+  uint64_t batches_sent, batches_received; /* messages of several tasks, results */
 } C;
 
 static const char *host_of(int rank) {
@@ -82,9 +95,17 @@ static int submit(const struct mproc__mpi_fn *fn, uint32_t type, void *payload, 
     free(payload);
     return mproc_mpi_worker_ranks() == 0 ? MPROC_ESTATE : MPROC_EINVAL;
   }
-  if (!C.load) {
-    C.load = calloc((size_t)mproc__mpi.size, sizeof *C.load);
-    if (!C.load) {
+  if (!C.load && !(C.load = calloc((size_t)mproc__mpi.size, sizeof *C.load))) {
+    free(payload);
+    return MPROC_ENOMEM;
+  }
+  if (!C.out) {
+    C.out = calloc((size_t)mproc__mpi.size, sizeof *C.out);
+    C.out_tail = calloc((size_t)mproc__mpi.size, sizeof *C.out_tail);
+    if (!C.out || !C.out_tail) {
+      free(C.out);
+      free(C.out_tail);
+      C.out = C.out_tail = NULL;
       free(payload);
       return MPROC_ENOMEM;
     }
@@ -111,8 +132,7 @@ static int submit(const struct mproc__mpi_fn *fn, uint32_t type, void *payload, 
   if (pin)
     C.pinned++;
   *out = j;
-  mproc__mpi_progress(); /* send it now if a rank has room */
-  return 0;
+  return 0; /* sent by the next mproc__mpi_flush or progress step */
 }
 
 /* A copy of len bytes the job owns (NULL for none): 0 or MPROC_ENOMEM. */
@@ -217,6 +237,68 @@ static int pick_rank(void) {
   return best;
 }
 
+/* Send job j alone; its argument is kept until the send completed. */
+static void send_alone(struct mproc__mpi_job *j) {
+  if (mproc__mpi_isend(mproc__mpi.comm, j->rank, MPROC__MPI_TAG_TASK, &j->hdr, sizeof j->hdr,
+                       j->payload, j->hdr.len, false, &j->send) != 0)
+    lost(j->rank, "sending a task failed");
+}
+
+static void track(struct mproc__mpi_op *op);
+
+/* Send the n jobs from j on (consecutive in rank r's outgoing list, every
+ * one batchable, their frames fitting one batch) as one message; the
+ * arguments are copied into it, so each job's copy goes at once. */
+static void send_batch(int r, struct mproc__mpi_job *j, int n) {
+  struct mproc__mpi_batch b = {0};
+  struct mproc__mpi_job *k = j;
+  for (int i = 0; i < n && k; i++, k = k->onext) {
+    if (mproc__mpi_batch_add(&b, &k->hdr, sizeof k->hdr, k->payload, k->hdr.len) != 0) {
+      mproc__mpi_batch_clear(&b); /* no memory for the batch: each goes alone */
+      for (int m = 0; m < n; m++, j = j->onext)
+        send_alone(j);
+      return;
+    }
+  }
+  for (int i = 0; i < n; i++, j = j->onext) {
+    free(j->payload);
+    j->payload = NULL;
+  }
+  struct mproc__mpi_task hdr = {.kind = MPROC__MPI_BATCH, .count = (uint64_t)n};
+  struct mproc__mpi_op *op;
+  if (mproc__mpi_batch_send(mproc__mpi.comm, r, MPROC__MPI_TAG_TASK, &hdr, sizeof hdr, &b, &op) !=
+      0)
+    lost(r, "sending a batch of tasks failed");
+  track(op);
+  C.batches_sent++;
+}
+
+/* Send rank r's outgoing jobs, in order: each run of batchable jobs in as
+ * few batches as hold it, a lone one (or one too large) alone -- a batch is
+ * what is queued now, never waited for. */
+static void send_out(int r) {
+  struct mproc__mpi_job *j = C.out[r];
+  C.out[r] = C.out_tail[r] = NULL;
+  while (j) {
+    int n = 0;
+    size_t used = 0;
+    struct mproc__mpi_job *end = j;
+    while (end && mproc__mpi_batchable(sizeof end->hdr, end->hdr.len) &&
+           used + mproc__mpi_frame_size(sizeof end->hdr, end->hdr.len) <= MPROC__MPI_INLINE) {
+      used += mproc__mpi_frame_size(sizeof end->hdr, end->hdr.len);
+      n++;
+      end = end->onext;
+    }
+    if (n <= 1) {
+      send_alone(j);
+      j = j->onext;
+    } else {
+      send_batch(r, j, n);
+      j = end;
+    }
+  }
+}
+
 /* Send queued jobs, in order: a pinned job at once (whoever pins them
  * keeps its own count: the pool's transport allows a slot as many as its
  * share of workers can use), the others to the least loaded rank with room.
@@ -242,9 +324,12 @@ static bool dispatch(void) {
       C.queue = next;
     if (C.queue_tail == j)
       C.queue_tail = prev;
-    if (mproc__mpi_isend(mproc__mpi.comm, r, MPROC__MPI_TAG_TASK, &j->hdr, sizeof j->hdr,
-                         j->payload, j->hdr.len, false, &j->send) != 0)
-      lost(r, "sending a task failed");
+    j->onext = NULL;
+    if (C.out_tail[r])
+      C.out_tail[r]->onext = j;
+    else
+      C.out[r] = j;
+    C.out_tail[r] = j;
     j->rank = r;
     j->state = SENT;
     j->sent_ms = mproc_now_ms();
@@ -256,7 +341,14 @@ static bool dispatch(void) {
     C.flight = j;
     moved = true;
   }
+  for (int r = 1; moved && r < mproc__mpi.size; r++)
+    send_out(r);
   return moved;
+}
+
+void mproc__mpi_flush(void) {
+  if (C.load)
+    dispatch();
 }
 
 static void finish(struct mproc__mpi_job *j) {
@@ -304,6 +396,18 @@ static void take_result(struct mproc__mpi_job *j) {
   finish(j);
 }
 
+/* A result message (complete or still arriving) goes to its job. */
+static void attach(struct mproc__mpi_op *op) {
+  const struct mproc__mpi_result *r = op->hdr;
+  struct mproc__mpi_job *j = C.flight;
+  while (j && !(j->id == r->id && j->rank == op->source))
+    j = j->next;
+  if (!j || j->recv || r->batch != 0)
+    mproc__mpi_abort("rank %d sent a result for no job of ours (id %llu)", op->source,
+                     (unsigned long long)r->id);
+  j->recv = op;
+}
+
 int mproc__mpi_progress(void) {
   if (!C.load)
     return 0;
@@ -314,13 +418,20 @@ int mproc__mpi_progress(void) {
   while ((rc = mproc__mpi_irecv(mproc__mpi.comm, MPROC__MPI_TAG_RESULT,
                                 sizeof(struct mproc__mpi_result), &op)) == 0) {
     const struct mproc__mpi_result *r = op->hdr;
-    struct mproc__mpi_job *j = C.flight;
-    while (j && !(j->id == r->id && j->rank == op->source))
-      j = j->next;
-    if (!j || j->recv)
-      mproc__mpi_abort("rank %d sent a result for no job of ours (id %llu)", op->source,
-                       (unsigned long long)r->id);
-    j->recv = op;
+    if (r->batch == 0) {
+      attach(op);
+      continue;
+    }
+    /* Results a rank collected together: each frame is a whole result. */
+    size_t at = 0;
+    int k, n = 0;
+    struct mproc__mpi_op *f;
+    while ((k = mproc__mpi_batch_next(op, &at, &f)) == 1 && ++n)
+      attach(f);
+    if (k < 0 || n != r->batch)
+      mproc__mpi_abort("rank %d sent a malformed batch of results", op->source);
+    mproc__mpi_op_free(op);
+    C.batches_received++;
   }
   if (rc < 0)
     lost(-1, "receiving a result failed");
@@ -397,6 +508,11 @@ int mproc__mpi_job_result(struct mproc__mpi_job *j, const void **data, size_t *l
   return j->code;
 }
 
+void mproc__mpi_batch_counts(uint64_t *sent, uint64_t *received) {
+  *sent = C.batches_sent;
+  *received = C.batches_received;
+}
+
 bool mproc__mpi_job_done(const struct mproc__mpi_job *j) { return j && j->state == DONE; }
 
 int mproc__mpi_job_rank(const struct mproc__mpi_job *j) { return j ? j->rank : MPROC_EINVAL; }
@@ -415,14 +531,27 @@ void *mproc__mpi_job_take_result(struct mproc__mpi_job *j, size_t *len) {
 
 /* Send a header-only message, tracked until its send completes. */
 static int send_small(int rank, int tag, const void *hdr, size_t len) {
-  struct ctrl *c = calloc(1, sizeof *c);
-  if (!c)
-    return MPROC_ENOMEM;
-  if (mproc__mpi_isend(mproc__mpi.comm, rank, tag, hdr, len, NULL, 0, false, &c->op) != 0)
+  struct mproc__mpi_op *op;
+  if (mproc__mpi_isend(mproc__mpi.comm, rank, tag, hdr, len, NULL, 0, false, &op) != 0)
     lost(rank, "sending a control message failed");
+  track(op);
+  return 0;
+}
+
+/* Keep a message that belongs to no job (a control message, a batch) until
+ * its send completed.  Without memory for the bookkeeping, wait for it
+ * here: the rank takes every message off the wire promptly. */
+static void track(struct mproc__mpi_op *op) {
+  struct ctrl *c = calloc(1, sizeof *c);
+  if (!c) {
+    if (mproc__mpi_wait_op(op, mproc_now_ms() + 10000) != 0)
+      lost(-1, "a message was never taken");
+    mproc__mpi_op_free(op);
+    return;
+  }
+  c->op = op;
   c->next = C.ctrls;
   C.ctrls = c;
-  return 0;
 }
 
 int mproc__mpi_cancel(struct mproc__mpi_job *j) {
@@ -514,7 +643,10 @@ int mproc__mpi_client_stop(int64_t deadline) {
     free(c);
   }
   free(C.load);
+  free(C.out);
+  free(C.out_tail);
   C.load = NULL;
+  C.out = C.out_tail = NULL;
   return 0;
 }
 

@@ -37,11 +37,12 @@ struct job {
   size_t out_len;
   struct mproc__mpi_op *op; /* arriving: the task; sending: the result */
   struct mproc__mpi_result res;
-  bool cancelled; /* cancelled while its payload was arriving */
+  const void *rdata; /* ready: the result payload (res.len bytes) */
+  bool cancelled;    /* cancelled while its payload was arriving */
 };
 
 static mproc_pool *g_pool;
-static struct job *g_arriving, *g_running, *g_sending;
+static struct job *g_arriving, *g_running, *g_ready, *g_sending;
 
 int mproc__mpi_rank_prepare(void) {
   /* Local workers whatever MPROC_TRANSPORT says: it names how rank 0's
@@ -86,14 +87,58 @@ static void fail_early(struct job *j, int code, const char *why) {
            mproc__mpi.host, why);
 }
 
-static void send_result(struct job *j, void *data, size_t len) {
+/* The job's result is ready: it goes out at the end of this pass, with the
+ * others ready by then (send_ready). */
+static void send_result(struct job *j, const void *data, size_t len) {
   j->res.len = len;
+  j->rdata = data;
   mproc__mpi_op_free(j->op);
   j->op = NULL;
-  if (mproc__mpi_isend(mproc__mpi.comm, 0, MPROC__MPI_TAG_RESULT, &j->res, sizeof j->res, data, len,
-                       false, &j->op) != 0)
+  push(&g_ready, j);
+}
+
+static void send_alone(struct job *j) {
+  if (mproc__mpi_isend(mproc__mpi.comm, 0, MPROC__MPI_TAG_RESULT, &j->res, sizeof j->res,
+                       (void *)j->rdata, j->res.len, false, &j->op) != 0)
     mproc__mpi_abort("cannot send a result to rank 0");
   push(&g_sending, j);
+}
+
+/* Send a batch of results; its message is kept, as a job of its own, until
+ * its send completed. */
+static void send_batch(struct mproc__mpi_batch *b) {
+  struct job *carrier = calloc(1, sizeof *carrier);
+  struct mproc__mpi_result hdr = {.batch = (int32_t)b->n};
+  if (!carrier || mproc__mpi_batch_send(mproc__mpi.comm, 0, MPROC__MPI_TAG_RESULT, &hdr, sizeof hdr,
+                                        b, &carrier->op) != 0)
+    mproc__mpi_abort("cannot send results to rank 0");
+  push(&g_sending, carrier);
+}
+
+/* Send the results that became ready in this pass: one alone as it is,
+ * several small ones in batches (copied in, so their jobs go at once),
+ * large ones alone. */
+static void send_ready(void) {
+  struct job *ready = g_ready;
+  g_ready = NULL;
+  int small = 0;
+  for (struct job *j = ready; j; j = j->next)
+    small += mproc__mpi_batchable(sizeof j->res, j->res.len);
+  struct mproc__mpi_batch b = {0};
+  for (struct job *j = ready, *next; j; j = next) {
+    next = j->next;
+    if (small < 2 || !mproc__mpi_batchable(sizeof j->res, j->res.len)) {
+      send_alone(j);
+      continue;
+    }
+    if (b.used + mproc__mpi_frame_size(sizeof j->res, j->res.len) > MPROC__MPI_INLINE)
+      send_batch(&b);
+    if (mproc__mpi_batch_add(&b, &j->res, sizeof j->res, j->rdata, j->res.len) != 0)
+      mproc__mpi_abort("out of memory");
+    job_free(j);
+  }
+  if (b.n)
+    send_batch(&b);
 }
 
 /* A starmap chunk runs as one task of the local pool (the pool's own
@@ -347,7 +392,7 @@ static void finish(struct job *j) {
       data = j->out;
       len = j->out_len;
     }
-    send_result(j, (void *)data, len);
+    send_result(j, data, len);
     return;
   }
   if (rc == 0) { /* a starmap element failed: as the pool reports a map's */
@@ -429,6 +474,28 @@ static void cancel(uint64_t id) {
       j->cancelled = true;
 }
 
+/* A task message (complete, or its payload still arriving). */
+static void take(struct mproc__mpi_op *op) {
+  const struct mproc__mpi_task *t = op->hdr;
+  if (t->kind == MPROC__MPI_CLOSE || t->kind == MPROC__MPI_CANCEL) {
+    if (t->kind == MPROC__MPI_CLOSE)
+      close_pool(t->pool);
+    else
+      cancel(t->id);
+    mproc__mpi_op_free(op);
+    return;
+  }
+  if (t->kind == MPROC__MPI_BATCH)
+    mproc__mpi_abort("rank 0 sent a batch inside a batch");
+  struct job *j = calloc(1, sizeof *j);
+  if (!j)
+    mproc__mpi_abort("out of memory");
+  j->id = t->id;
+  j->kind = t->kind;
+  j->op = op;
+  append(&g_arriving, j); /* in arrival order: an OPEN before its pool's tasks */
+}
+
 /* One pass over everything; returns whether anything moved, and sets
  * *stop when rank 0 asked this rank to stop. */
 static bool pass(bool *stop) {
@@ -438,23 +505,21 @@ static bool pass(bool *stop) {
   while ((rc = mproc__mpi_irecv(mproc__mpi.comm, MPROC__MPI_TAG_TASK,
                                 sizeof(struct mproc__mpi_task), &op)) == 0) {
     const struct mproc__mpi_task *t = op->hdr;
-    if (t->kind == MPROC__MPI_CLOSE || t->kind == MPROC__MPI_CANCEL) {
-      if (t->kind == MPROC__MPI_CLOSE)
-        close_pool(t->pool);
-      else
-        cancel(t->id);
-      mproc__mpi_op_free(op);
-      moved = true;
+    moved = true;
+    if (t->kind != MPROC__MPI_BATCH) {
+      take(op);
       continue;
     }
-    struct job *j = calloc(1, sizeof *j);
-    if (!j)
-      mproc__mpi_abort("out of memory");
-    j->id = t->id;
-    j->kind = t->kind;
-    j->op = op;
-    append(&g_arriving, j); /* in arrival order: an OPEN before its pool's tasks */
-    moved = true;
+    /* Tasks rank 0 sent together: each frame is a whole task message. */
+    size_t at = 0;
+    int k;
+    uint64_t n = 0;
+    struct mproc__mpi_op *f;
+    while ((k = mproc__mpi_batch_next(op, &at, &f)) == 1 && ++n)
+      take(f);
+    if (k < 0 || n != t->count)
+      mproc__mpi_abort("rank 0 sent a malformed batch of tasks");
+    mproc__mpi_op_free(op);
   }
   if (rc < 0)
     mproc__mpi_abort("lost contact with rank 0 (%s)", mproc_strerror(rc));
@@ -470,6 +535,8 @@ static bool pass(bool *stop) {
     mproc__mpi_abort("lost contact with rank 0 (%s)", mproc_strerror(rc));
   moved |= advance(&g_arriving, STAGE_ARRIVING);
   moved |= advance(&g_running, STAGE_RUNNING);
+  if (g_ready)
+    send_ready();
   moved |= advance(&g_sending, STAGE_SENDING);
   return moved;
 }

@@ -189,6 +189,80 @@ int mproc__mpi_test(struct mproc__mpi_op *op) {
   return flag ? 1 : 0;
 }
 
+/* ---- batches -------------------------------------------------------------- */
+
+size_t mproc__mpi_frame_size(size_t hdr_len, size_t len) {
+  return (hdr_len + len + 7) & ~(size_t)7;
+}
+
+bool mproc__mpi_batchable(size_t hdr_len, size_t len) {
+  return len <= MPROC__MPI_INLINE && mproc__mpi_frame_size(hdr_len, len) <= MPROC__MPI_INLINE / 2;
+}
+
+int mproc__mpi_batch_add(struct mproc__mpi_batch *b, const void *hdr, size_t hdr_len,
+                         const void *data, size_t len) {
+  if (!b->buf && !(b->buf = malloc(MPROC__MPI_INLINE)))
+    return MPROC_ENOMEM;
+  unsigned char *at = b->buf + b->used;
+  memcpy(at, hdr, hdr_len);
+  uint64_t len64 = len;
+  memcpy(at + sizeof(uint64_t), &len64, sizeof len64); /* the frame's own length */
+  if (len)
+    memcpy(at + hdr_len, data, len);
+  size_t fs = mproc__mpi_frame_size(hdr_len, len);
+  memset(at + hdr_len + len, 0, fs - hdr_len - len);
+  b->used += fs;
+  b->n++;
+  return 0;
+}
+
+void mproc__mpi_batch_clear(struct mproc__mpi_batch *b) {
+  free(b->buf);
+  *b = (struct mproc__mpi_batch){0};
+}
+
+int mproc__mpi_batch_send(MPI_Comm comm, int dest, int tag, void *hdr, size_t hdr_len,
+                          struct mproc__mpi_batch *b, struct mproc__mpi_op **op) {
+  uint64_t len64 = b->used;
+  memcpy((char *)hdr + sizeof(uint64_t), &len64, sizeof len64);
+  /* Inline: the frames are copied next to the header, the buffer goes with
+   * the op. */
+  int rc = mproc__mpi_isend(comm, dest, tag, hdr, hdr_len, b->buf, b->used, true, op);
+  if (rc)
+    free(b->buf);
+  *b = (struct mproc__mpi_batch){0};
+  return rc;
+}
+
+int mproc__mpi_batch_next(const struct mproc__mpi_op *batch, size_t *at,
+                          struct mproc__mpi_op **out) {
+  size_t hdr_len = batch->hdr_len;
+  if (*at >= batch->len)
+    return 0;
+  if (batch->len - *at < hdr_len)
+    return MPROC_EIO;
+  const unsigned char *f = (const unsigned char *)batch->data + *at;
+  uint64_t len = hdr_len_field(f);
+  if (len > MPROC__MPI_INLINE || mproc__mpi_frame_size(hdr_len, (size_t)len) > batch->len - *at)
+    return MPROC_EIO;
+  struct mproc__mpi_op *op = op_new(hdr_len, 1);
+  if (!op || (len && !(op->data = malloc((size_t)len)))) {
+    mproc__mpi_op_free(op);
+    return MPROC_ENOMEM;
+  }
+  memcpy(op->hdr, f, hdr_len);
+  if (len) {
+    memcpy(op->data, f + hdr_len, (size_t)len);
+    op->free_data = true;
+  }
+  op->len = (size_t)len;
+  op->nreqs = 0; /* complete: nothing to wait for */
+  op->source = batch->source;
+  *at += mproc__mpi_frame_size(hdr_len, (size_t)len);
+  *out = op;
+  return 1;
+}
+
 int64_t mproc__mpi_now_us(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);

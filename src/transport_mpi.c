@@ -21,7 +21,9 @@
  *                 says when the initializer ran, or how it failed -- then
  *                 the slot is reported ended and the pool breaks, as on one
  *                 machine
- *   send_task     -EAGAIN once the slot holds tasks_per_rank tasks per
+ *   send_task     queues the task's job on rank 0 (flush sends what a round
+ *                 of send_task queued: the tasks for one rank together in
+ *                 batches, mpi_wire.c); -EAGAIN once the slot holds tasks_per_rank tasks per
  *                 worker of its share; the function travels as the core's
  *                 portable reference
  *                 (fnref.h), the argument by value (from memory or its
@@ -177,6 +179,7 @@ static int tm_start_worker(struct mproc_pool *p, int slot, int phase) {
   int rc = mproc__mpi_open((struct mproc__mpi_to){slot + 1, s->pool}, sl->share,
                            s->has_init ? &s->init_ref : NULL, s->initarg, s->initarg_len,
                            p->opts.init_timeout_ms, &sl->open);
+  mproc__mpi_flush();
   pthread_mutex_unlock(&mproc__mpi_mu);
   sl->init = rc == 0 && s->has_init ? MPROC__INIT_RUNNING : MPROC__INIT_READY;
   return rc;
@@ -272,6 +275,14 @@ static int tm_send_task(struct mproc_pool *p, int slot, struct mproc__task *t) {
   sl->count++;
   s->out++;
   return 0;
+}
+
+/* The tasks just handed over go out, several for one rank in one message. */
+static void tm_flush(struct mproc_pool *p) {
+  (void)p;
+  pthread_mutex_lock(&mproc__mpi_mu);
+  mproc__mpi_flush();
+  pthread_mutex_unlock(&mproc__mpi_mu);
 }
 
 static struct sent *pop(struct tp_mpi *s, int slot) {
@@ -508,6 +519,7 @@ const struct mproc__transport_ops mproc__transport_mpi = {
     .fini = tm_fini,
     .start_worker = tm_start_worker,
     .send_task = tm_send_task,
+    .flush = tm_flush,
     .poll_results = tm_poll_results,
     .revoke = tm_revoke,
     .activity = tm_activity,
