@@ -8,7 +8,13 @@
  * A job is dispatched to the rank with the fewest jobs in flight, so a slow
  * task never holds up the others queued behind it for long.  The argument
  * copy is kept until the send completes (MPI reads it in place); a result
- * payload is received into memory the job then owns.
+ * payload is received into memory the job then owns -- or, for a map
+ * chunk, straight into the caller's output buffer.  A map chunk's input is
+ * borrowed, not copied: MPI reads it in place.  Both buffers belong to the
+ * caller again once the job finished; freeing an unfinished job first waits
+ * for a send that still reads the input and a receive that already writes
+ * the output (both are under way, the rank takes and sends every message
+ * promptly), and a result arriving later goes to memory of its own.
  *
  * Submitting only queues a job: it goes out at the next mproc__mpi_flush
  * or progress step, together with whatever else was queued for its rank by
@@ -49,7 +55,10 @@ struct mproc__mpi_job {
   bool freed;      /* released by the caller: free when done */
   bool cancel;     /* a CANCEL was sent for it */
   struct mproc__mpi_task hdr;
-  void *payload; /* the argument copy, until the send completed */
+  void *payload;   /* the argument copy (NULL: borrowed), until the send completed */
+  const void *arg; /* what is sent: payload, or the caller's input */
+  void *out;       /* MAP: where the result goes (out_len bytes), NULL: own memory */
+  size_t out_len;
   struct mproc__mpi_op *send, *recv;
   int code;
   struct mproc_task_error err;
@@ -87,8 +96,8 @@ static void job_release(struct mproc__mpi_job *j) {
   free(j);
 }
 
-static int submit(const struct mproc__mpi_fn *fn, uint32_t type, void *payload, size_t len,
-                  struct mproc__mpi_task *hdr, struct mproc__mpi_to to,
+static int submit(const struct mproc__mpi_fn *fn, uint32_t type, void *payload, const void *arg,
+                  size_t len, struct mproc__mpi_task *hdr, struct mproc__mpi_to to,
                   struct mproc__mpi_job **out) {
   int pin = to.rank;
   if (mproc_mpi_worker_ranks() == 0 || pin < 0 || pin >= mproc__mpi.size) {
@@ -123,6 +132,7 @@ static int submit(const struct mproc__mpi_fn *fn, uint32_t type, void *payload, 
   j->hdr.fn.type = type;
   j->hdr.pool = to.pool;
   j->payload = payload;
+  j->arg = payload ? payload : arg;
   j->pin = pin;
   if (C.queue_tail)
     C.queue_tail->next = j;
@@ -158,21 +168,26 @@ int mproc__mpi_submit_to(struct mproc__mpi_to to, const struct mproc__mpi_fn *fn
   if (copy_of(arg, len, &copy) != 0)
     return MPROC_ENOMEM;
   struct mproc__mpi_task hdr = {.kind = MPROC__MPI_CALL, .timeout_ms = timeout_ms};
-  return submit(fn, MPROC__MPI_FN_TASK, copy, len, &hdr, to, out);
+  return submit(fn, MPROC__MPI_FN_TASK, copy, NULL, len, &hdr, to, out);
 }
 
 int mproc__mpi_submit_map(struct mproc__mpi_to to, const struct mproc__mpi_fn *fn, const void *in,
-                          size_t n, size_t in_size, size_t out_size, struct mproc__mpi_job **out) {
+                          size_t n, size_t in_size, void *res, size_t out_size,
+                          struct mproc__mpi_job **out) {
   if (!fn || !out || (n && !in) || !in_size || fn->type != MPROC__MPI_FN_MAP ||
       (n && in_size > SIZE_MAX / n) || (n && out_size > SIZE_MAX / n))
     return MPROC_EINVAL;
   size_t len = n * in_size;
-  void *copy;
-  if (copy_of(in, len, &copy) != 0)
-    return MPROC_ENOMEM;
   struct mproc__mpi_task hdr = {
       .kind = MPROC__MPI_MAP, .count = n, .in_size = in_size, .out_size = out_size};
-  return submit(fn, MPROC__MPI_FN_MAP, copy, len, &hdr, to, out);
+  struct mproc__mpi_job *j;
+  int rc = submit(fn, MPROC__MPI_FN_MAP, NULL, in, len, &hdr, to, &j);
+  if (rc == 0) {
+    j->out = res;
+    j->out_len = res ? n * out_size : 0;
+    *out = j;
+  }
+  return rc;
 }
 
 int mproc__mpi_submit_starmap(struct mproc__mpi_to to, const struct mproc__mpi_fn *fn,
@@ -197,7 +212,7 @@ int mproc__mpi_submit_starmap(struct mproc__mpi_to to, const struct mproc__mpi_f
     return MPROC_ENOMEM;
   for (size_t k = 0, at = 0; k < nargs && n; at += n * col_size[k], k++)
     memcpy(copy + at, cols[k], n * col_size[k]);
-  return submit(fn, MPROC__MPI_FN_MAP, copy, len, &hdr, to, out);
+  return submit(fn, MPROC__MPI_FN_MAP, copy, NULL, len, &hdr, to, out);
 }
 
 int mproc__mpi_open(struct mproc__mpi_to to, int workers, const struct mproc__mpi_fn *init,
@@ -214,7 +229,7 @@ int mproc__mpi_open(struct mproc__mpi_to to, int workers, const struct mproc__mp
                                 .count = (uint64_t)workers,
                                 .timeout_ms = init_timeout_ms};
   static const struct mproc__mpi_fn none;
-  return submit(init ? init : &none, MPROC__MPI_FN_INIT, copy, len, &hdr, to, out);
+  return submit(init ? init : &none, MPROC__MPI_FN_INIT, copy, NULL, len, &hdr, to, out);
 }
 
 /* A failed MPI call: rank is the peer, or -1 when the call had none (a
@@ -237,10 +252,18 @@ static int pick_rank(void) {
   return best;
 }
 
+/* The rank has job j's argument: a copy goes, a borrowed one is the
+ * caller's again. */
+static void sent(struct mproc__mpi_job *j) {
+  free(j->payload);
+  j->payload = NULL;
+  j->arg = NULL;
+}
+
 /* Send job j alone; its argument is kept until the send completed. */
 static void send_alone(struct mproc__mpi_job *j) {
   if (mproc__mpi_isend(mproc__mpi.comm, j->rank, MPROC__MPI_TAG_TASK, &j->hdr, sizeof j->hdr,
-                       j->payload, j->hdr.len, false, &j->send) != 0)
+                       (void *)j->arg, j->hdr.len, false, &j->send) != 0)
     lost(j->rank, "sending a task failed");
 }
 
@@ -253,17 +276,15 @@ static void send_batch(int r, struct mproc__mpi_job *j, int n) {
   struct mproc__mpi_batch b = {0};
   struct mproc__mpi_job *k = j;
   for (int i = 0; i < n && k; i++, k = k->onext) {
-    if (mproc__mpi_batch_add(&b, &k->hdr, sizeof k->hdr, k->payload, k->hdr.len) != 0) {
+    if (mproc__mpi_batch_add(&b, &k->hdr, sizeof k->hdr, k->arg, k->hdr.len) != 0) {
       mproc__mpi_batch_clear(&b); /* no memory for the batch: each goes alone */
       for (int m = 0; m < n; m++, j = j->onext)
         send_alone(j);
       return;
     }
   }
-  for (int i = 0; i < n; i++, j = j->onext) {
-    free(j->payload);
-    j->payload = NULL;
-  }
+  for (int i = 0; i < n; i++, j = j->onext)
+    sent(j);
   struct mproc__mpi_task hdr = {.kind = MPROC__MPI_BATCH, .count = (uint64_t)n};
   struct mproc__mpi_op *op;
   if (mproc__mpi_batch_send(mproc__mpi.comm, r, MPROC__MPI_TAG_TASK, &hdr, sizeof hdr, &b, &op) !=
@@ -365,8 +386,7 @@ static void finish(struct mproc__mpi_job *j) {
     lost(j->rank, "a task's send never completed");
   mproc__mpi_op_free(j->send);
   j->send = NULL;
-  free(j->payload);
-  j->payload = NULL;
+  sent(j);
   if (j->freed)
     job_release(j);
 }
@@ -385,6 +405,9 @@ static void take_result(struct mproc__mpi_job *j) {
     j->err.index = (size_t)r->index;
     memcpy(j->err.message, r->message, sizeof j->err.message);
     j->err.message[sizeof j->err.message - 1] = '\0';
+  } else if (j->recv->user == j) {
+    j->result = NULL; /* received into j->out already */
+    j->result_len = j->recv->len;
   } else {
     j->result = j->recv->data; /* the job owns the payload now */
     j->result_len = j->recv->len;
@@ -394,6 +417,24 @@ static void take_result(struct mproc__mpi_job *j) {
   mproc__mpi_op_free(j->recv);
   j->recv = NULL;
   finish(j);
+}
+
+/* A map chunk's output goes straight where its caller wants it -- when the
+ * job still has a place for it and the rank sends exactly that much. */
+static void *place_result(void *ctx, int source, const void *hdr, size_t len, void **user) {
+  (void)ctx;
+  const struct mproc__mpi_result *r = hdr;
+  if (r->batch != 0 || r->code != 0)
+    return NULL;
+  for (struct mproc__mpi_job *j = C.flight; j; j = j->next) {
+    if (j->id == r->id && j->rank == source) {
+      if (!j->out || j->out_len != len)
+        return NULL;
+      *user = j; /* take_result: the payload is in j->out */
+      return j->out;
+    }
+  }
+  return NULL;
 }
 
 /* A result message (complete or still arriving) goes to its job. */
@@ -415,8 +456,9 @@ int mproc__mpi_progress(void) {
   dispatch();
   struct mproc__mpi_op *op;
   int rc;
+  static const struct mproc__mpi_place placed = {place_result, NULL};
   while ((rc = mproc__mpi_irecv(mproc__mpi.comm, MPROC__MPI_TAG_RESULT,
-                                sizeof(struct mproc__mpi_result), &op)) == 0) {
+                                sizeof(struct mproc__mpi_result), &placed, &op)) == 0) {
     const struct mproc__mpi_result *r = op->hdr;
     if (r->batch == 0) {
       attach(op);
@@ -436,7 +478,7 @@ int mproc__mpi_progress(void) {
   if (rc < 0)
     lost(-1, "receiving a result failed");
   while ((rc = mproc__mpi_irecv(mproc__mpi.comm, MPROC__MPI_TAG_CTRL,
-                                sizeof(struct mproc__mpi_ctrl), &op)) == 0) {
+                                sizeof(struct mproc__mpi_ctrl), NULL, &op)) == 0) {
     const struct mproc__mpi_ctrl *c = op->hdr;
     if (c->what == MPROC__MPI_STOPPED)
       C.stopped++;
@@ -451,8 +493,7 @@ int mproc__mpi_progress(void) {
         lost(j->rank, "sending a task failed");
       mproc__mpi_op_free(j->send);
       j->send = NULL;
-      free(j->payload); /* sent: the rank has its own copy */
-      j->payload = NULL;
+      sent(j);
     }
     if (j->recv && (rc = mproc__mpi_test(j->recv)) != 0) {
       if (rc < 0)
@@ -593,10 +634,24 @@ void mproc__mpi_job_free(struct mproc__mpi_job *j) {
     return;
   if (j->state == QUEUED)
     mproc__mpi_cancel(j);
-  if (j->state == DONE)
+  if (j->state == DONE) {
     job_release(j);
-  else
-    j->freed = true; /* released when its result arrives */
+    return;
+  }
+  j->freed = true; /* released when its result arrives */
+  /* The caller's buffers are the caller's again: a send still reading the
+   * input, a receive already writing the output finish first; an answer
+   * that comes later goes to memory of its own. */
+  if (j->send && !j->payload) {
+    if (mproc__mpi_wait_op(j->send, mproc_now_ms() + 10000) != 0)
+      lost(j->rank, "a task's send never completed");
+    mproc__mpi_op_free(j->send);
+    j->send = NULL;
+    sent(j);
+  }
+  if (j->recv && j->recv->user == j && mproc__mpi_wait_op(j->recv, mproc_now_ms() + 10000) != 0)
+    lost(j->rank, "a result never arrived whole");
+  j->out = NULL;
 }
 
 int mproc__mpi_client_stop(int64_t deadline) {

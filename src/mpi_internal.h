@@ -136,11 +136,20 @@ struct mproc__mpi_op {
  * Returns 0 and *op, or MPROC_ENOMEM, MPROC_EIO (MPI error). */
 int mproc__mpi_isend(MPI_Comm comm, int dest, int tag, const void *hdr, size_t hdr_len, void *data,
                      size_t len, bool own_data, struct mproc__mpi_op **op);
+/* Where a receive puts a payload: at(ctx, source, hdr, len, &op->user)
+ * returns a buffer of len bytes for the message whose header is hdr (it may
+ * set op->user), or NULL for memory the op allocates and owns. */
+struct mproc__mpi_place {
+  void *(*at)(void *ctx, int source, const void *hdr, size_t len, void **user);
+  void *ctx;
+};
 /* Receive a header that has arrived (per MPI_Iprobe on tag from any rank):
  * 0 and *op with op->hdr, op->source, and when a payload follows, its pieces
- * posted into op->data (complete once mproc__mpi_test says so); 1 when no
- * message is waiting; MPROC_ENOMEM, MPROC_EIO. */
-int mproc__mpi_irecv(MPI_Comm comm, int tag, size_t hdr_len, struct mproc__mpi_op **op);
+ * posted into op->data -- where place says (NULL: op-owned memory) --
+ * complete once mproc__mpi_test says so; 1 when no message is waiting;
+ * MPROC_ENOMEM, MPROC_EIO. */
+int mproc__mpi_irecv(MPI_Comm comm, int tag, size_t hdr_len, const struct mproc__mpi_place *place,
+                     struct mproc__mpi_op **op);
 /* 1 when every request of op completed, 0 if not yet, MPROC_EIO. */
 int mproc__mpi_test(struct mproc__mpi_op *op);
 /* Free op (its requests must have completed, or be cancelled first). */
@@ -258,10 +267,15 @@ int mproc__mpi_submit(const struct mproc__mpi_fn *fn, const void *arg, size_t le
 /* The same, bound for `to` (rank 1..size-1, 0: any). */
 int mproc__mpi_submit_to(struct mproc__mpi_to to, const struct mproc__mpi_fn *fn, const void *arg,
                          size_t len, int64_t timeout_ms, struct mproc__mpi_job **out);
-/* Submit out[i] = fn(in[i]) for n elements to `to` (in is copied); the
- * result is the n * out_size output bytes. */
+/* Submit out[i] = fn(in[i]) for n elements to `to`; the result is the
+ * n * out_size output bytes.  in is borrowed, not copied (MPI reads it in
+ * place): it must stay as it is until the job finished or was freed.  res
+ * (NULL: none) receives the output directly: the finished job's result is
+ * then in res (mproc__mpi_job_take_result gives NULL and its length); it is
+ * the caller's again under the same terms as in. */
 int mproc__mpi_submit_map(struct mproc__mpi_to to, const struct mproc__mpi_fn *fn, const void *in,
-                          size_t n, size_t in_size, size_t out_size, struct mproc__mpi_job **out);
+                          size_t n, size_t in_size, void *res, size_t out_size,
+                          struct mproc__mpi_job **out);
 /* Submit out[i] = fn(cols[0][i], cols[1][i], ...) for n elements to `to`:
  * nargs columns (copied), column k of n * col_size[k] bytes; the result is
  * the n * out_size output bytes. */
@@ -294,7 +308,8 @@ int mproc__mpi_job_result(struct mproc__mpi_job *j, const void **data, size_t *l
 int mproc__mpi_job_rank(const struct mproc__mpi_job *j);
 /* When the job was sent to its rank (mproc_now_ms), -1 while queued. */
 int64_t mproc__mpi_job_sent_ms(const struct mproc__mpi_job *j);
-/* Take a finished job's result payload (malloc'd, the caller frees it). */
+/* Take a finished job's result payload (malloc'd, the caller frees it); NULL
+ * with *len > 0 when it was received into the map's res buffer. */
 void *mproc__mpi_job_take_result(struct mproc__mpi_job *j, size_t *len);
 /* Cancel: a queued job completes with MPROC_ECANCELED at once, a sent one
  * once its rank confirms.  0 or MPROC_ESTATE (finished). */

@@ -32,9 +32,11 @@ struct job {
   struct job *next;
   uint64_t id;
   uint32_t kind;
-  mproc_future *f; /* running: the local pool's future */
-  void *out;       /* MAP: the output elements */
-  size_t out_len;
+  mproc_future *f;          /* running: the local pool's future */
+  void *out;                /* MAP without a block: the output elements (owned) */
+  const void *mapped;       /* MAP: where the output elements are */
+  size_t out_len;           /* ... how many bytes */
+  struct blk *blk;          /* MAP: the shared block it runs in, NULL: none */
   struct mproc__mpi_op *op; /* arriving: the task; sending: the result */
   struct mproc__mpi_result res;
   const void *rdata; /* ready: the result payload (res.len bytes) */
@@ -57,10 +59,79 @@ void mproc__mpi_rank_discard(void) {
   g_pool = NULL;
 }
 
+/* ---- blocks map chunks run in -------------------------------------------------
+ *
+ * A map chunk's input is received straight into a shared block, the local
+ * pool maps over it in place (mproc_pool_map_shm: its workers map a block
+ * once and keep the mapping), and the output is sent straight from the
+ * block: no copy on this rank besides MPI's own.  Blocks are kept for the
+ * next chunks (a chunk of a map is usually the size of the one before), a
+ * few at most; without one (no memory for a block) a chunk takes the
+ * copying path, mproc_pool_map_async. */
+struct blk {
+  struct blk *next; /* idle list */
+  mproc_shm *shm;
+  size_t size;
+};
+enum { IDLE_BLOCKS = 4 };
+static struct blk *g_idle;
+static int g_nidle;
+
+/* Where a chunk's output starts in its block: after its input, aligned. */
+static size_t out_off(size_t in_len) { return (in_len + 63) & ~(size_t)63; }
+
+static struct blk *blk_get(size_t need) {
+  for (struct blk **pp = &g_idle; *pp; pp = &(*pp)->next) {
+    struct blk *b = *pp;
+    if (b->size >= need) {
+      *pp = b->next;
+      g_nidle--;
+      return b;
+    }
+  }
+  struct blk *b = calloc(1, sizeof *b);
+  if (!b || mproc_shm_new(&b->shm, need) != 0) {
+    free(b);
+    return NULL;
+  }
+  b->size = need;
+  return b;
+}
+
+static void blk_put(struct blk *b) {
+  if (!b)
+    return;
+  if (g_nidle < IDLE_BLOCKS) {
+    b->next = g_idle;
+    g_idle = b;
+    g_nidle++;
+    return;
+  }
+  mproc_shm_free(b->shm);
+  free(b);
+}
+
+/* mproc__mpi_irecv's placement of a task's payload: a map chunk's input
+ * goes into a block with room for its output after it. */
+static void *place_chunk(void *ctx, int source, const void *hdr, size_t len, void **user) {
+  (void)ctx, (void)source;
+  const struct mproc__mpi_task *t = hdr;
+  if (t->kind != MPROC__MPI_MAP || t->count == 0 || t->in_size == 0 ||
+      t->in_size > SIZE_MAX / t->count || t->count * t->in_size != len ||
+      t->out_size > (SIZE_MAX - out_off(len)) / t->count)
+    return NULL;
+  struct blk *b = blk_get(out_off(len) + (size_t)(t->count * t->out_size));
+  if (!b)
+    return NULL;
+  *user = b;
+  return mproc_shm_addr(b->shm);
+}
+
 static void job_free(struct job *j) {
   if (j->f)
     mproc_future_free(j->f);
   mproc__mpi_op_free(j->op);
+  blk_put(j->blk);
   free(j->out);
   free(j);
 }
@@ -119,8 +190,12 @@ static void send_batch(struct mproc__mpi_batch *b) {
  * several small ones in batches (copied in, so their jobs go at once),
  * large ones alone. */
 static void send_ready(void) {
-  struct job *ready = g_ready;
-  g_ready = NULL;
+  struct job *ready = NULL;
+  while (g_ready) { /* in the order they finished */
+    struct job *j = g_ready;
+    g_ready = j->next;
+    push(&ready, j);
+  }
   int small = 0;
   for (struct job *j = ready; j; j = j->next)
     small += mproc__mpi_batchable(sizeof j->res, j->res.len);
@@ -206,6 +281,26 @@ static int start_starmap(mproc_pool *pool, struct job *j, const struct mproc__mp
   int rc = mproc_pool_submit(pool, starmap_task, buf, sizeof a + cols, &j->f);
   free(buf); /* the pool copied it */
   return rc;
+}
+
+/* A map chunk: in place in its block, or copied into the local pool.  One
+ * local chunk per local worker: the chunk came already cut to this rank's
+ * share, cutting it finer only adds hops. */
+static int start_map(mproc_pool *pool, struct job *j, const struct mproc__mpi_task *t,
+                     mproc_map_fn fn) {
+  size_t n = (size_t)t->count, w = (size_t)mproc_pool_workers(pool);
+  struct mproc_map_options mo = {.chunksize = w > 1 ? (n + w - 1) / w : n};
+  j->out_len = (size_t)(t->count * t->out_size);
+  if (j->blk) {
+    size_t at = out_off(j->op->len);
+    j->mapped = (char *)mproc_shm_addr(j->blk->shm) + at;
+    return mproc_pool_map_shm_async(pool, fn, j->blk->shm, 0, (size_t)t->in_size, at,
+                                    (size_t)t->out_size, n, &mo, &j->f);
+  }
+  j->mapped = j->out = malloc(j->out_len ? j->out_len : 1);
+  return j->out ? mproc_pool_map_async(pool, fn, j->op->data, n, (size_t)t->in_size, j->out,
+                                       (size_t)t->out_size, &mo, &j->f)
+                : MPROC_ENOMEM;
 }
 
 /* The function a task names.  Every chunk of a map and every call of one
@@ -347,11 +442,7 @@ static void start(struct job *j) {
     rc = mproc_pool_submit_ex(pool, (mproc_task_fn)fn, j->op->data, j->op->len, &so, &j->f);
   } else if (t->kind == MPROC__MPI_MAP && t->fn.type == MPROC__MPI_FN_MAP &&
              t->count * t->in_size == j->op->len) {
-    j->out_len = (size_t)(t->count * t->out_size);
-    j->out = malloc(j->out_len ? j->out_len : 1);
-    rc = j->out ? mproc_pool_map_async(pool, (mproc_map_fn)fn, j->op->data, (size_t)t->count,
-                                       (size_t)t->in_size, j->out, (size_t)t->out_size, NULL, &j->f)
-                : MPROC_ENOMEM;
+    rc = start_map(pool, j, t, (mproc_map_fn)fn);
   } else if (t->kind == MPROC__MPI_STARMAP && t->fn.type == MPROC__MPI_FN_MAP) {
     rc = start_starmap(pool, j, t, fn);
   } else {
@@ -389,7 +480,7 @@ static void finish(struct job *j) {
   }
   if (rc == 0 && end.code == 0) {
     if (j->kind == MPROC__MPI_MAP) {
-      data = j->out;
+      data = j->mapped;
       len = j->out_len;
     }
     send_result(j, data, len);
@@ -493,6 +584,8 @@ static void take(struct mproc__mpi_op *op) {
   j->id = t->id;
   j->kind = t->kind;
   j->op = op;
+  j->blk = op->user; /* a map chunk arriving into a block */
+  op->user = NULL;
   append(&g_arriving, j); /* in arrival order: an OPEN before its pool's tasks */
 }
 
@@ -502,8 +595,9 @@ static bool pass(bool *stop) {
   bool moved = false;
   struct mproc__mpi_op *op;
   int rc;
+  static const struct mproc__mpi_place placed = {place_chunk, NULL};
   while ((rc = mproc__mpi_irecv(mproc__mpi.comm, MPROC__MPI_TAG_TASK,
-                                sizeof(struct mproc__mpi_task), &op)) == 0) {
+                                sizeof(struct mproc__mpi_task), &placed, &op)) == 0) {
     const struct mproc__mpi_task *t = op->hdr;
     moved = true;
     if (t->kind != MPROC__MPI_BATCH) {
@@ -524,7 +618,7 @@ static bool pass(bool *stop) {
   if (rc < 0)
     mproc__mpi_abort("lost contact with rank 0 (%s)", mproc_strerror(rc));
   while ((rc = mproc__mpi_irecv(mproc__mpi.comm, MPROC__MPI_TAG_CTRL,
-                                sizeof(struct mproc__mpi_ctrl), &op)) == 0) {
+                                sizeof(struct mproc__mpi_ctrl), NULL, &op)) == 0) {
     const struct mproc__mpi_ctrl *c = op->hdr;
     if (c->what == MPROC__MPI_STOP)
       *stop = true;
@@ -592,6 +686,13 @@ int mproc__mpi_rank_serve(void) {
       job_free(j);
     }
   }
+  while (g_idle) {
+    struct blk *b = g_idle;
+    g_idle = b->next;
+    mproc_shm_free(b->shm);
+    free(b);
+  }
+  g_nidle = 0;
   struct mproc__mpi_ctrl c = {.what = MPROC__MPI_STOPPED};
   struct mproc__mpi_op *op;
   if (mproc__mpi_isend(mproc__mpi.comm, 0, MPROC__MPI_TAG_CTRL, &c, sizeof c, NULL, 0, false,

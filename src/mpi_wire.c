@@ -120,7 +120,8 @@ int mproc__mpi_isend(MPI_Comm comm, int dest, int tag, const void *hdr, size_t h
   return 0;
 }
 
-int mproc__mpi_irecv(MPI_Comm comm, int tag, size_t hdr_len, struct mproc__mpi_op **out) {
+int mproc__mpi_irecv(MPI_Comm comm, int tag, size_t hdr_len, const struct mproc__mpi_place *place,
+                     struct mproc__mpi_op **out) {
   int flag = 0;
   MPI_Status st;
   if (MPI_Iprobe(MPI_ANY_SOURCE, tag, comm, &flag, &st) != MPI_SUCCESS)
@@ -151,13 +152,18 @@ int mproc__mpi_irecv(MPI_Comm comm, int tag, size_t hdr_len, struct mproc__mpi_o
     return MPROC_EIO;
   }
   if (op->len) {
-    op->data = malloc(op->len);
-    op->free_data = true;
+    /* Straight into the owner's buffer when it has one for this message
+     * (no copy after the transfer), else into memory the op owns. */
+    op->data = place ? place->at(place->ctx, op->source, op->hdr, op->len, &op->user) : NULL;
+    op->free_data = op->data == NULL;
+    if (!op->data)
+      op->data = malloc(op->len);
     MPI_Request *r = np ? realloc(op->reqs, np * sizeof *r) : op->reqs;
     if (!op->data || !r) {
       /* The pieces are on their way and must still be taken off the wire
        * for the next header to pair up; without memory the job cannot go
        * on: the caller aborts. */
+      op->reqs = r ? r : op->reqs;
       mproc__mpi_op_free(op);
       return MPROC_ENOMEM;
     }

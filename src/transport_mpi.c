@@ -21,19 +21,19 @@
  *                 says when the initializer ran, or how it failed -- then
  *                 the slot is reported ended and the pool breaks, as on one
  *                 machine
- *   send_task     queues the task's job on rank 0 (flush sends what a round
- *                 of send_task queued: the tasks for one rank together in
- *                 batches, mpi_wire.c); -EAGAIN once the slot holds tasks_per_rank tasks per
- *                 worker of its share; the function travels as the core's
- *                 portable reference
+ *   send_task     queues the task's job on rank 0 (flush sends what a
+ *                 round of send_task queued: the tasks for one rank
+ *                 together, in batches, mpi_wire.c); -EAGAIN once the slot
+ *                 holds tasks_per_rank tasks per worker of its share; the
+ *                 function travels as the core's portable reference
  *                 (fnref.h), the argument by value (from memory or its
- *                 memfd), a map chunk's input ranges copied out of the
- *                 arena (by value: a rank cannot see this process's
- *                 memory); descriptors cannot travel (MPROC_ENOTSUP)
+ *                 memfd), a map chunk's input sent straight from the arena
+ *                 (MPI reads it in place) and its output received straight
+ *                 into it; descriptors cannot travel (MPROC_ENOTSUP)
  *   poll_results  one progress step, then every finished job of the slot
  *                 in send order becomes an outcome: a call's result payload
- *                 is handed over as is, a chunk's output copied back into
- *                 the arena before the pool hears of it
+ *                 is handed over as is, a chunk's output is in the arena
+ *                 already (a starmap chunk's is copied there)
  *   revoke        a sent task belongs to its rank: never revoked
  *   activity      the oldest job of the slot runs, since it was sent; the
  *                 initializer's state from the open job
@@ -225,7 +225,8 @@ static int send_call(struct tp_mpi *s, struct mproc__mpi_to to, struct mproc__ta
   return rc;
 }
 
-/* A map chunk by value: its input ranges copied out of the arena. */
+/* A map chunk: its input and output in the arena (a starmap's columns are
+ * copied into one payload). */
 static int send_chunk(struct mproc_pool *p, struct mproc__mpi_to to, struct mproc__task *t,
                       struct mproc__mpi_job **j) {
   const struct mproc__mpi_fn *ref;
@@ -233,8 +234,11 @@ static int send_chunk(struct mproc_pool *p, struct mproc__mpi_to to, struct mpro
   if (rc)
     return rc;
   if (t->kind == MPROC__K_MAP)
+    /* Straight from and into the arena: the pool keeps both ranges until
+     * the chunk's outcome is in (or the job was freed, which waits for
+     * transfers under way). */
     return mproc__mpi_submit_map(to, ref, p->tp->arena->at(p, t->in_off), t->count, t->in_size,
-                                 t->out_size, j);
+                                 p->tp->arena->at(p, t->out_off), t->out_size, j);
   const void *cols[MPROC_STARMAP_MAX_ARGS];
   size_t sizes[MPROC_STARMAP_MAX_ARGS];
   for (uint32_t k = 0; k < t->nargs && k < MPROC_STARMAP_MAX_ARGS; k++) {
@@ -329,7 +333,7 @@ static void outcome_of(struct mproc_pool *p, struct sent *e, struct mproc__outco
              mproc__mpi_job_rank(e->j), len, (unsigned long long)t->count,
              (unsigned long long)t->out_size);
     o->msg = err->message;
-  } else if (len) {
+  } else if (len && res) { /* a map chunk's output is in the arena already */
     memcpy(p->tp->arena->at(p, t->out_off), res, len);
   }
   free(res);
