@@ -69,6 +69,7 @@
 #include <poll.h>
 #include <pthread.h>
 #include <sched.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -96,9 +97,10 @@ struct tslot {
 
 struct tp_mpi {
   struct tslot *slot;
-  uint64_t pool; /* this pool's id on the ranks */
-  int out;       /* jobs out over every slot */
-  bool has_init; /* the pool has an initializer: init_ref, initarg */
+  uint64_t pool;       /* this pool's id on the ranks */
+  int out;             /* jobs out over every slot */
+  _Atomic int helpers; /* threads spinning on the pool's futures (helping) */
+  bool has_init;       /* the pool has an initializer: init_ref, initarg */
   struct mproc__mpi_fn init_ref;
   void *initarg;
   size_t initarg_len;
@@ -483,7 +485,12 @@ static bool results_waiting(struct mproc_pool *p, bool *out) {
  * it at once.  The spin was a millisecond measured with a millisecond clock
  * (anywhere from 0 to 2 ms of spinning); now it is bounded in microseconds. */
 static int tm_sleep(struct mproc_pool *p, struct pollfd *pfd, int n, int timeout_ms) {
-  int64_t spin_until = mproc__mpi_now_us() + MPROC__MPI_SPIN_US;
+  /* A thread waiting on a future drives MPI itself while it spins (the
+   * pool's helping): a second spinner would only take the CPU the ranks
+   * need, so the manager naps instead (the helper drains once more when it
+   * stops, and kicks the manager when there is work only it can do). */
+  int64_t spin_until =
+      mproc__mpi_now_us() + (atomic_load(&tp(p)->helpers) > 0 ? 0 : MPROC__MPI_SPIN_US);
   for (;;) {
     bool out;
     if (results_waiting(p, &out))
@@ -497,6 +504,10 @@ static int tm_sleep(struct mproc_pool *p, struct pollfd *pfd, int n, int timeout
       return poll(pfd, (nfds_t)n, timeout_ms < 0 || timeout_ms > 1 ? 1 : timeout_ms);
     sched_yield(); /* ranks may share this CPU: let them run */
   }
+}
+
+static void tm_helping(struct mproc_pool *p, int delta) {
+  atomic_fetch_add(&tp(p)->helpers, delta);
 }
 
 static void tm_fini(struct mproc_pool *p) {
@@ -530,5 +541,6 @@ const struct mproc__transport_ops mproc__transport_mpi = {
     .stop = tm_stop,
     .reset_slot = tm_reset_slot,
     .sleep = tm_sleep,
+    .helping = tm_helping,
     .arena = &mproc__arena_local,
 };
