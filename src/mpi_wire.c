@@ -48,12 +48,14 @@ static uint64_t hdr_len_field(const void *hdr) {
   return len;
 }
 
-static struct mproc__mpi_op *op_new(size_t hdr_len, size_t nreqs) {
+/* An op with room for nreqs requests and a header of hdr_len bytes, plus
+ * `inline_cap` bytes of payload after it (a message's inline payload). */
+static struct mproc__mpi_op *op_new(size_t hdr_len, size_t inline_cap, size_t nreqs) {
   struct mproc__mpi_op *op = calloc(1, sizeof *op);
   if (!op)
     return NULL;
   op->reqs = malloc(nreqs * sizeof *op->reqs);
-  op->hdr = malloc(hdr_len + MPROC__MPI_INLINE);
+  op->hdr = malloc(hdr_len + inline_cap);
   if (!op->reqs || !op->hdr) {
     free(op->reqs);
     free(op->hdr);
@@ -92,7 +94,7 @@ void mproc__mpi_op_abandon(struct mproc__mpi_op *op) {
 int mproc__mpi_isend(MPI_Comm comm, int dest, int tag, const void *hdr, size_t hdr_len, void *data,
                      size_t len, bool own_data, struct mproc__mpi_op **out) {
   size_t np = mproc__mpi_pieces(len, piece_size());
-  struct mproc__mpi_op *op = op_new(hdr_len, 1 + np);
+  struct mproc__mpi_op *op = op_new(hdr_len, np ? 0 : len, 1 + np);
   if (!op)
     return MPROC_ENOMEM;
   memcpy(op->hdr, hdr, hdr_len);
@@ -134,7 +136,7 @@ int mproc__mpi_irecv(MPI_Comm comm, int tag, size_t hdr_len, const struct mproc_
     return MPROC_EIO; /* not one of our headers */
   /* The pieces' count is known only after the header is in: reserve the
    * first request now, grow the array below. */
-  struct mproc__mpi_op *op = op_new(hdr_len, 1);
+  struct mproc__mpi_op *op = op_new(hdr_len, (size_t)count - hdr_len, 1);
   if (!op)
     return MPROC_ENOMEM;
   op->source = st.MPI_SOURCE;
@@ -251,7 +253,7 @@ int mproc__mpi_batch_next(const struct mproc__mpi_op *batch, size_t *at,
   uint64_t len = hdr_len_field(f);
   if (len > MPROC__MPI_INLINE || mproc__mpi_frame_size(hdr_len, (size_t)len) > batch->len - *at)
     return MPROC_EIO;
-  struct mproc__mpi_op *op = op_new(hdr_len, 1);
+  struct mproc__mpi_op *op = op_new(hdr_len, 0, 1); /* the payload is copied out */
   if (!op || (len && !(op->data = malloc((size_t)len)))) {
     mproc__mpi_op_free(op);
     return MPROC_ENOMEM;
