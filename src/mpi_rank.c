@@ -66,14 +66,16 @@ void mproc__mpi_rank_discard(void) {
  * once and keep the mapping), and the output is sent straight from the
  * block: no copy on this rank besides MPI's own.  Blocks are kept for the
  * next chunks (a chunk of a map is usually the size of the one before), a
- * few at most; without one (no memory for a block) a chunk takes the
- * copying path, mproc_pool_map_async. */
+ * few at most and none above 64 MiB, so a huge map does not leave its
+ * memory held by an idle rank; without a block (no memory for one) a chunk
+ * takes the copying path, mproc_pool_map_async. */
 struct blk {
   struct blk *next; /* idle list */
   mproc_shm *shm;
   size_t size;
 };
 enum { IDLE_BLOCKS = 4 };
+#define IDLE_BLOCK_MAX ((size_t)64 << 20)
 static struct blk *g_idle;
 static int g_nidle;
 
@@ -101,7 +103,7 @@ static struct blk *blk_get(size_t need) {
 static void blk_put(struct blk *b) {
   if (!b)
     return;
-  if (g_nidle < IDLE_BLOCKS) {
+  if (g_nidle < IDLE_BLOCKS && b->size <= IDLE_BLOCK_MAX) {
     b->next = g_idle;
     g_idle = b;
     g_nidle++;
