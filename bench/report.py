@@ -81,6 +81,7 @@ CHARTS = {
 IMPL_LABEL = {
     "mproc": "mproc",
     "mproc_shm": "mproc map_shm (in place, data in a shared block)",
+    "mproc_shm_range": "mproc map_shm_range (in place, one run per worker)",
     "python": "Python multiprocessing",
     "openmp": "OpenMP parallel for (same address space)",
     "raw": "raw mechanism",

@@ -31,24 +31,6 @@ static int slow(const void *in, void *out) {
   return 0;
 }
 
-/* A block of n ints of input followed by n ints of output, made after the
- * pool: in[i] = i % 20000 - 100 (squares stay inside an int). */
-static mproc_shm *ints_block(size_t n) {
-  mproc_shm *b;
-  mproc_assert_ok(mproc_shm_new(&b, 2 * n * sizeof(int)));
-  int *in = mproc_shm_addr(b);
-  for (size_t i = 0; i < n; i++)
-    in[i] = (int)(i % 20000) - 100;
-  return b;
-}
-
-static size_t bad_squares(const int *in, const int *out, size_t n) {
-  size_t bad = 0;
-  for (size_t i = 0; i < n; i++)
-    bad += out[i] != in[i] * in[i];
-  return bad;
-}
-
 START_TEST(test_squares_in_place_of_the_block) {
   mproc_pool *p = make_pool(3);
   enum { N = 100003 };
