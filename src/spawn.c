@@ -248,10 +248,7 @@ static _Noreturn void child_main(const struct mproc__spawn_opts *o, pid_t parent
   child_exit(o->fn(o->arg));
 }
 
-/* Whether the kernel reaps this process's children itself (SIGCHLD ignored,
- * or SA_NOCLDWAIT): a child that exits at once could then be gone, and its
- * pid even reused, before the parent opens its pidfd. */
-static bool children_autoreaped(void) {
+bool mproc__children_autoreaped(void) {
   struct sigaction sa;
   return sigaction(SIGCHLD, NULL, &sa) == 0 &&
          (((sa.sa_flags & SA_SIGINFO) == 0 && sa.sa_handler == SIG_IGN) ||
@@ -270,7 +267,7 @@ int mproc__spawn(const struct mproc__spawn_opts *o, pid_t *pid_out, int *pidfd_o
    * names our child, never a reused pid.  Elsewhere the zombie holds the
    * pid and no handshake is needed. */
   int hold[2] = {-1, -1};
-  if (children_autoreaped() && pipe2(hold, O_CLOEXEC) != 0)
+  if (mproc__children_autoreaped() && pipe2(hold, O_CLOEXEC) != 0)
     return mproc__neg_errno();
 
   sigset_t all, old;
