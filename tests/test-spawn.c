@@ -223,14 +223,15 @@ static int task_fork_helper(const void *arg, size_t len, mproc_task_ctx *ctx) {
 }
 
 /* The program: a pool whose task leaves a helper behind, then it waits to
- * be killed. */
+ * be killed.  The pipe is made inheritable so that a worker started by
+ * spawn or forkserver (MPROC_START_METHOD) finds it at the same number. */
 static int program_with_pool(void *arg) {
   mproc_pool *pool;
   struct mproc_pool_options po = {.workers = 1};
   mproc_future *f;
   const void *d;
   size_t n;
-  if (mproc_pool_new(&pool, &po) != 0 ||
+  if (fcntl(*(const int *)arg, F_SETFD, 0) != 0 || mproc_pool_new(&pool, &po) != 0 ||
       mproc_pool_submit(pool, task_fork_helper, arg, sizeof(int), &f) != 0 ||
       mproc_future_result(f, &d, &n, 30000) != 0)
     return 1;
