@@ -114,7 +114,7 @@ def draw_curves(curves, outdir, title):
         png = os.path.join(outdir, "scale-%s.png" % chart)
         with tempfile.TemporaryDirectory() as tmp:
             plots = []
-            for impl in ["mproc", "python", "raw", "openmp", "os"]:
+            for impl in ["mproc", "mproc_shm", "mproc_shm_range", "python", "raw", "openmp", "os"]:
                 pts = impls.get(impl)
                 if not pts:
                     continue
