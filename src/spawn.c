@@ -132,9 +132,9 @@ static void drop_parent_stdio(void) {
  * copy-on-write fault on the GOT page (measured: about a tenth of a process
  * start's CPU time).  Resolved here, the children inherit bound entries.
  * (Resetting only the caught or ignored signals, read from
- * /proc/self/status, was tried instead of the 62 sigactions of
- * mproc__reset_signals: reading that file in a fresh child cost more than
- * the calls it saved.) */
+ * /proc/self/status or, with raw system calls, /proc/self/stat, was tried
+ * instead of the 60 sigactions of mproc__reset_signals: reading either file
+ * in a fresh child cost more than the calls it saved.) */
 static void bind_child_calls(void) {
   char probe[1];
   FILE *f = fmemopen(probe, sizeof probe, "w");
