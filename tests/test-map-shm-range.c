@@ -2,8 +2,9 @@
  * call per contiguous run of elements.  Runs are split one per worker by
  * default; results are exact for every chunking and start method;
  * failures blame the element the function names, deaths the run's first
- * element; bad arguments are refused as for mproc_pool_map_shm and nothing
- * leaks (the harness counts fds, maps, /dev/shm and children).
+ * element; nothing leaks (the harness counts fds, maps, /dev/shm and
+ * children).  Its refusals of bad arguments are tested beside
+ * mproc_pool_map_shm's, in test-map-shm.c.
  * ctest-labels: threads */
 #include "pool-helpers.h"
 
@@ -170,62 +171,11 @@ START_TEST(test_failure_and_death_blame) {
 }
 END_TEST
 
-START_TEST(test_bad_arguments) {
-  mproc_pool *p = make_pool(1);
-  mproc_shm *b;
-  mproc_assert_ok(mproc_shm_new(&b, 1000));
-  const size_t I = sizeof(int);
-  mproc_map_range_fn fn = picky;
-  mproc_assert_err(mproc_pool_map_shm_range(NULL, fn, b, 0, I, 500, I, 10, NULL, NULL, 0),
-                   MPROC_EINVAL);
-  mproc_assert_err(mproc_pool_map_shm_range(p, NULL, b, 0, I, 500, I, 10, NULL, NULL, 0),
-                   MPROC_EINVAL);
-  mproc_assert_err(mproc_pool_map_shm_range(p, fn, NULL, 0, I, 500, I, 10, NULL, NULL, 0),
-                   MPROC_EINVAL);
-  mproc_assert_err(mproc_pool_map_shm_range(p, fn, b, 0, 0, 500, I, 10, NULL, NULL, 0),
-                   MPROC_EINVAL);
-  mproc_assert_err(mproc_pool_map_shm_range(p, fn, b, 0, I, 500, I, 10, NULL, NULL, -2),
-                   MPROC_EINVAL);
-  struct mproc_map_options flags = {.flags = 1}, prog = {.progress = 7};
-  mproc_assert_err(mproc_pool_map_shm_range(p, fn, b, 0, I, 500, I, 10, &flags, NULL, 0),
-                   MPROC_EINVAL);
-  mproc_assert_err(mproc_pool_map_shm_range(p, fn, b, 0, I, 500, I, 10, &prog, NULL, 0),
-                   MPROC_EINVAL);
-  /* Ranges leaving the block, by an element, by offset, by overflow. */
-  mproc_assert_err(mproc_pool_map_shm_range(p, fn, b, 0, I, 500, I, 126, NULL, NULL, 0),
-                   MPROC_ERANGE);
-  mproc_assert_err(mproc_pool_map_shm_range(p, fn, b, 997, I, 0, 0, 1, NULL, NULL, 0),
-                   MPROC_ERANGE);
-  mproc_assert_err(mproc_pool_map_shm_range(p, fn, b, 0, I, SIZE_MAX, I, 1, NULL, NULL, 0),
-                   MPROC_ERANGE);
-  mproc_assert_err(mproc_pool_map_shm_range(p, fn, b, 0, SIZE_MAX / 2, 0, 0, 4, NULL, NULL, 0),
-                   MPROC_ERANGE);
-  /* Output overlapping the input other than exactly in place. */
-  mproc_assert_err(mproc_pool_map_shm_range(p, fn, b, 0, I, 4, I, 10, NULL, NULL, 0), MPROC_EINVAL);
-  mproc_future *f = (mproc_future *)b;
-  mproc_assert_err(mproc_pool_map_shm_range_async(p, fn, b, 0, I, 500, I, 10, NULL, NULL),
-                   MPROC_EINVAL);
-  mproc_assert_err(mproc_pool_map_shm_range_async(NULL, fn, b, 0, I, 500, I, 10, NULL, &f),
-                   MPROC_EINVAL);
-  mproc_assert_err(mproc_pool_map_shm_range_async(p, fn, b, 0, I, 500, I, 126, NULL, &f),
-                   MPROC_ERANGE);
-  ck_assert_ptr_eq(f, (mproc_future *)b); /* untouched on failure */
-  /* The block at its very end, and a closed pool. */
-  mproc_assert_ok(mproc_pool_map_shm_range(p, fn, b, 0, I, 500, I, 125, NULL, NULL, 30000));
-  mproc_assert_ok(mproc_pool_close(p));
-  mproc_assert_err(mproc_pool_map_shm_range(p, fn, b, 0, I, 500, I, 10, NULL, NULL, 0),
-                   MPROC_ECLOSED);
-  mproc_assert_ok(mproc_shm_free(b));
-  mproc_assert_ok(mproc_pool_free(p));
-}
-END_TEST
-
 int main(void) {
   Suite *s = suite_create("map-shm-range");
   TCase *tc = mproc_test_tcase(s, "map-shm-range", 120);
   tcase_add_test(tc, test_squares_by_every_start_method);
   tcase_add_test(tc, test_async_with_the_block_freed_early);
   tcase_add_test(tc, test_failure_and_death_blame);
-  tcase_add_test(tc, test_bad_arguments);
   return mproc_test_run(s);
 }
