@@ -72,7 +72,14 @@ enum {
   /* Element function over a caller's shared block (map_shm.c): the block's
    * fd (arg_fd) travels with the chunk, in_off/out_off are file offsets. */
   MPROC__K_MAP_SHM,
+  /* The same with a range function (mproc_map_range_fn): the worker calls it
+   * once for the whole chunk instead of once per element. */
+  MPROC__K_MAP_SHM_RANGE,
 };
+/* Whether a task kind's data is a caller's shared block (map_shm.c). */
+static inline bool mproc__kind_block(uint32_t kind) {
+  return kind == MPROC__K_MAP_SHM || kind == MPROC__K_MAP_SHM_RANGE;
+}
 
 /* K_CALL arguments up to this many bytes are kept in memory (t->arg);
  * larger ones in a memfd (t->arg_fd), written once at submit.  The pool's
