@@ -278,7 +278,7 @@ static void ovf_reserve(struct mb_job *j) {
 
 /* The fixed part of an extent: header, descriptors, item bytes. */
 static size_t chunk_fixed(const struct mproc_buf *items, size_t count) {
-  size_t n = MPROC__MB_HDR + count * (sizeof(struct mproc__mb_in) + sizeof(struct mproc__mb_out));
+  size_t n = MPROC__MB_HDR + count * (sizeof(mproc__mb_in) + sizeof(struct mproc__mb_out));
   for (size_t i = 0; i < count && n <= SIZE_MAX / 4; i++)
     n += items[i].len;
   return MPROC__MB_ALIGN(n);
@@ -299,13 +299,14 @@ static void chunk_fill(struct mb_job *j, struct mb_chunk *c, const struct mproc_
   h->out_at = fixed;
   h->out_cap = c->ext_len - fixed;
   h->ovf = j->ovf_len != 0 ? (int64_t)j->ovf - (int64_t)c->ext : 0;
-  struct mproc__mb_in *d = (struct mproc__mb_in *)(b + MPROC__MB_HDR);
-  size_t at = MPROC__MB_HDR + c->count * (sizeof *d + sizeof(struct mproc__mb_out));
-  h->items_at = at;
+  mproc__mb_in *d = (mproc__mb_in *)(b + MPROC__MB_HDR);
+  h->items_at = MPROC__MB_HDR + c->count * (sizeof *d + sizeof(struct mproc__mb_out));
+  unsigned char *w = b + h->items_at;
+  uint64_t at = 0;
   for (size_t i = 0; i < c->count; i++) {
-    mproc__mb_copy(b + at, items[i].data, items[i].len);
+    mproc__mb_copy(w + at, items[i].data, items[i].len);
     at += items[i].len;
-    d[i] = (struct mproc__mb_in){MPROC__MB_HDR + i * sizeof *d, at};
+    d[i] = at;
   }
   struct mproc__task *t = &c->t;
   memset(t, 0, sizeof *t);
@@ -395,15 +396,16 @@ static int chunk_continue(struct mb_chunk *c) {
   if (!c->full || c->rest != NULL)
     return 0;
   const unsigned char *b = mproc__arena_at(c->job->p, c->ext);
-  const struct mproc__mb_in *d = (const struct mproc__mb_in *)(b + MPROC__MB_HDR);
+  const mproc__mb_in *d = (const mproc__mb_in *)(b + MPROC__MB_HDR);
   size_t n = c->count - c->ok;
   struct mproc_buf *items = malloc((n != 0 ? n : 1) * sizeof *items);
   if (items == NULL)
     return MPROC_ENOMEM;
-  const struct mproc__mb_hdr *h = (const struct mproc__mb_hdr *)b;
+  const unsigned char *at = b + ((const struct mproc__mb_hdr *)b)->items_at;
   for (size_t i = 0; i < n; i++) {
-    uint64_t at = mproc__mb_in_at(h, &d[c->ok + i]);
-    items[i] = (struct mproc_buf){b + at, (size_t)(d[c->ok + i].end - at)};
+    size_t k = c->ok + i;
+    uint64_t from = k > 0 ? d[k - 1] : 0;
+    items[i] = (struct mproc_buf){at + from, (size_t)(d[k] - from)};
   }
   int r = call_submit(c->job, items, n, &c->rest);
   free(items);
@@ -461,8 +463,7 @@ static struct results chunk_results(const struct mb_chunk *c) {
     r.area = b + h->out_at;
     if (h->ovf != 0)
       r.ovf = b + h->ovf + MPROC__MB_OVF;
-    r.out =
-        (const struct mproc__mb_out *)(b + MPROC__MB_HDR + c->count * sizeof(struct mproc__mb_in));
+    r.out = (const struct mproc__mb_out *)(b + MPROC__MB_HDR + c->count * sizeof(mproc__mb_in));
   }
   return r;
 }
@@ -682,7 +683,7 @@ static int size_chunks(struct mb_chunk *cs, size_t n, const struct mproc_buf *in
       sum += b->len;
       total += b->len;
     }
-    cs[k].fixed = MPROC__MB_ALIGN(MPROC__MB_HDR + cs[k].count * sizeof(struct mproc__mb_in) +
+    cs[k].fixed = MPROC__MB_ALIGN(MPROC__MB_HDR + cs[k].count * sizeof(mproc__mb_in) +
                                   cs[k].count * sizeof(struct mproc__mb_out) + sum);
   }
   return 0;

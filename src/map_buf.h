@@ -2,11 +2,12 @@
  * (map_buf_worker.c) share -- the two ways a chunk of items travels.
  *
  * The arena way (the pool's transport has a data arena): a chunk is one
- * arena extent the parent fills and the worker answers in place, run as a
- * K_MAP task whose element function is mproc__map_buf_item, so the worker
- * publishes its position per item exactly as for a fixed-size map:
+ * arena extent the parent fills and the worker answers in place, queued as a
+ * K_MAP task marked by the element function mproc__map_buf_item; the shm
+ * worker runs it whole (mproc__map_buf_run) and publishes its position per
+ * item exactly as for a fixed-size map:
  *
- *   struct mproc__mb_hdr | struct mproc__mb_in[count] | struct mproc__mb_out[count]
+ *   struct mproc__mb_hdr | mproc__mb_in[count] | struct mproc__mb_out[count]
  *   | item bytes, packed | results area (out_cap bytes, 64-byte aligned)
  *
  * Every offset in it is relative to the header, so the extent means the same
@@ -47,22 +48,11 @@ struct mproc__mb_hdr {
 #define MPROC__MB_ALIGN(x) (((x) + 63) & ~(size_t)63)
 #define MPROC__MB_HDR MPROC__MB_ALIGN(sizeof(struct mproc__mb_hdr))
 
-/* One input item: where this descriptor is (the worker finds the header
- * from it; `back` also gives the item's position) and where the item's bytes
- * end.  The items are packed in order, so an item begins where the one
- * before it ends (the first at the header's `items_at`): 16 bytes an item
- * for the parent to write, not 24. */
-struct mproc__mb_in {
-  uint64_t back; /* this descriptor's offset from the header */
-  uint64_t end;  /* the end of the item's bytes, from the header */
-};
-
-/* Where item i of a chunk begins, from its descriptor d (d - 1 is item
- * i - 1's when i > 0). */
-static inline uint64_t mproc__mb_in_at(const struct mproc__mb_hdr *h,
-                                       const struct mproc__mb_in *d) {
-  return d->back == MPROC__MB_HDR ? h->items_at : d[-1].end;
-}
+/* The input descriptors: one uint64_t an item, the end of its bytes
+ * counted from the header's `items_at`.  The items are packed in order, so
+ * item i begins where item i - 1 ends (the first at 0): 8 bytes an item for
+ * the parent to write, and the worker walks them with one running offset. */
+typedef uint64_t mproc__mb_in;
 
 /* One result, written by the worker, in 8 bytes.  The results that fit
  * their chunk's area are bump-allocated there in item order, each followed
@@ -112,8 +102,15 @@ static inline void mproc__mb_copy(void *dst, const void *src, size_t len) {
   }
 }
 
-/* The K_MAP element function of arena chunks (runs in the worker). */
+/* The K_MAP element function that marks an arena chunk.  The worker never
+ * calls it per item: seeing it, the shm worker loop runs the whole chunk
+ * through mproc__map_buf_run (one header read, one function lookup, one
+ * running offset instead of a call and a lookup per item). */
 int mproc__map_buf_item(const void *in, void *out);
+/* Runs the arena chunk whose descriptors are at `descs` (the K_MAP entry's
+ * input range, `count` items), publishing its position in *progress before
+ * each item as the K_MAP loop does.  0, or the failure of item *progress. */
+int mproc__map_buf_run(unsigned char *descs, uint64_t count, _Atomic uint64_t *progress);
 
 /* ---- the call way ------------------------------------------------------------ */
 
@@ -146,7 +143,10 @@ struct mproc_item_ctx {
   /* The arena way: h non-NULL. */
   struct mproc__mb_hdr *h;
   struct mproc__mb_out *out; /* the item's result descriptor */
-  /* The call way: results so far, in a growing buffer. */
+  unsigned char *area;       /* the chunk's results area (h->out_at) */
+  size_t area_cap;           /* its size (h->out_cap) */
+  /* The call way: results so far, in a growing buffer (the arena way: the
+   * bytes of the results area taken so far). */
   unsigned char *buf;
   size_t used, cap;
   size_t start; /* where the current item's result begins (either way) */

@@ -1,10 +1,11 @@
 /* The worker side of map_buf/imap_buf: the item context and the two ways a
  * chunk runs (formats in map_buf.h).
  *
- * Design notes.  An arena chunk runs as a K_MAP task, so the worker loop
- * calls mproc__map_buf_item once per item and publishes its position before
- * each: a progress bar moves per item and a worker that dies is blamed on
- * the item it was in, as for a fixed-size map.  Each result is copied once,
+ * Design notes.  An arena chunk runs as a K_MAP task that the shm worker
+ * loop hands whole to mproc__map_buf_run, which resolves the function once,
+ * walks the packed items with one running offset and publishes its position
+ * before each item: a progress bar moves per item and a worker that dies is
+ * blamed on the item it was in, as for a fixed-size map.  Each result is copied once,
  * straight into the chunk's results area, bump-allocated in item order (one
  * worker runs a chunk at a time, so no atomics).  A result that does not fit
  * goes to the job's overflow area (shared by its chunks: an atomic bump);
@@ -43,6 +44,7 @@ int mproc__mb_grow(unsigned char **buf, size_t *cap, size_t need) {
  * runs the rest of it the call way. */
 static int overflow(mproc_item_ctx *c, const void *data, size_t len) {
   struct mproc__mb_hdr *h = c->h;
+  c->used = c->start;
   if (h->ovf != 0 && len < UINT64_MAX / 2) {
     unsigned char *base = (unsigned char *)h + h->ovf;
     struct mproc__mb_ovf *o = (struct mproc__mb_ovf *)base;
@@ -67,21 +69,18 @@ static int overflow(mproc_item_ctx *c, const void *data, size_t len) {
 MPROC_EXTERN int mproc_item_return(mproc_item_ctx *c, const void *data, size_t len) {
   if (c == NULL || (data == NULL && len > 0))
     return MPROC_EINVAL;
+  /* A second call replaces the first: both ways start again at `start`. */
+  c->used = c->start;
   if (c->h != NULL) {
-    /* A second call replaces the first: both ways start again at `start`. */
-    struct mproc__mb_hdr *h = c->h;
-    if (len >= h->out_cap - c->start) {
-      h->used = c->start;
+    if (len >= c->area_cap - c->start)
       return overflow(c, data, len);
-    }
-    unsigned char *w = (unsigned char *)h + h->out_at + c->start;
+    unsigned char *w = c->area + c->start;
     mproc__mb_copy(w, data, len);
     w[len] = '\0';
-    h->used = c->start + len + 1;
-    c->out->end = (int64_t)h->used;
+    c->used = c->start + len + 1;
+    c->out->end = (int64_t)c->used;
     return 0;
   }
-  c->used = c->start;
   if (len > c->cap - c->used) {
     if (len > SIZE_MAX / 4 - c->used || mproc__mb_grow(&c->buf, &c->cap, c->used + len) != 0)
       return MPROC_ENOMEM;
@@ -133,42 +132,68 @@ static int resolve(uint64_t job, uint64_t addr, const struct mproc__fnref *ref,
 }
 
 int mproc__map_buf_item(const void *in, void *out) {
-  const struct mproc__mb_in *d = in;
-  struct mproc__mb_hdr *h = (struct mproc__mb_hdr *)((unsigned char *)in - d->back);
-  if (d->back == MPROC__MB_HDR) {
-    /* The chunk's first item: a retried chunk starts over. */
-    h->used = 0;
-    h->ovf_used = 0;
-    h->full = 0;
-    h->has_msg = 0;
-  }
-  uint64_t at = mproc__mb_in_at(h, d);
+  (void)in, (void)out;
+  return MPROC_ENOSYS; /* a marker: see map_buf.h */
+}
+
+int mproc__map_buf_run(unsigned char *descs, uint64_t count, _Atomic uint64_t *progress) {
+  struct mproc__mb_hdr *h = (struct mproc__mb_hdr *)(descs - MPROC__MB_HDR);
+  /* A chunk retried after its worker died starts over. */
+  h->used = 0;
+  h->ovf_used = 0;
+  h->full = 0;
+  h->has_msg = 0;
   mproc_map_buf_fn fn;
   char why[160];
   if (resolve(h->job, h->addr, h->by_ref ? &h->ref : NULL, &fn, why, sizeof why) != 0) {
+    atomic_store_explicit(progress, 0, memory_order_relaxed);
     snprintf(h->msg, sizeof h->msg, "map_buf: element function %s", why);
     h->has_msg = 1;
     return MPROC_ENOFUNC;
   }
+  /* Locals, read once: the element function may write any memory, so
+   * anything read through h would be loaded again for every item. */
+  const mproc__mb_in *end = (const mproc__mb_in *)descs;
+  struct mproc__mb_out *out = (struct mproc__mb_out *)(descs + count * sizeof *end);
+  const unsigned char *items = (const unsigned char *)h + h->items_at;
   /* Field by field: zeroing the message buffer would cost more than a
    * small item's whole work. */
   struct mproc_item_ctx c;
   c.h = h;
-  c.out = out;
+  c.area = (unsigned char *)h + h->out_at;
+  c.area_cap = (size_t)h->out_cap;
   c.buf = NULL;
-  c.start = h->used;
-  c.code = 0;
-  c.msg[0] = '\0';
-  c.out->end = (int64_t)c.start; /* nothing returned: an empty result */
-  int r = fn((const unsigned char *)h + at, (size_t)(d->end - at), &c);
-  if (h->full)
-    return MPROC_ENOMEM; /* whatever the function made of it: the parent takes over */
-  if (r == 0 && c.code != 0)
-    r = c.code;
-  if (r != 0 && c.code != 0) {
-    memcpy(h->msg, c.msg, sizeof h->msg);
-    h->has_msg = 1;
+  c.cap = 0;
+  c.used = 0;
+  uint64_t at = 0;
+  int r = 0;
+  for (uint64_t i = 0; i < count; i++) {
+    /* Per item, as the fixed-size loop: a crash is blamed on its item and a
+     * bar moves per item; a relaxed store to a line this core owns. */
+    atomic_store_explicit(progress, i, memory_order_relaxed);
+    c.out = &out[i];
+    c.start = c.used;
+    c.code = 0;
+    c.msg[0] = '\0';
+    out[i].end = (int64_t)c.used; /* nothing returned: an empty result */
+    uint64_t e = end[i];
+    r = fn(items + at, (size_t)(e - at), &c);
+    if (h->full) {
+      r = MPROC_ENOMEM; /* whatever the function made of it: the parent takes over */
+      break;
+    }
+    if (r == 0 && c.code != 0)
+      r = c.code;
+    if (r != 0) {
+      if (c.code != 0) {
+        memcpy(h->msg, c.msg, sizeof h->msg);
+        h->has_msg = 1;
+      }
+      break;
+    }
+    at = e;
   }
+  h->used = c.used;
   return r;
 }
 
