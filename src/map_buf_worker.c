@@ -44,20 +44,17 @@ int mproc__mb_grow(unsigned char **buf, size_t *cap, size_t need) {
  * runs the rest of it the call way. */
 static int overflow(mproc_item_ctx *c, const void *data, size_t len) {
   struct mproc__mb_hdr *h = c->h;
-  c->used = c->start;
   if (h->ovf != 0 && len < UINT64_MAX / 2) {
     unsigned char *base = (unsigned char *)h + h->ovf;
     struct mproc__mb_ovf *o = (struct mproc__mb_ovf *)base;
-    uint64_t at = atomic_fetch_add(&o->used, MPROC__MB_OVF_REC(len));
-    if (at <= o->cap && MPROC__MB_OVF_REC(len) <= o->cap - at) {
+    uint64_t need = MPROC__MB_ALIGN16((uint64_t)len + 1);
+    uint64_t at = atomic_fetch_add(&o->used, need);
+    if (at <= o->cap && need <= o->cap - at) {
       unsigned char *w = base + MPROC__MB_OVF + at;
-      uint64_t l = len;
-      memcpy(w, &l, sizeof l);
-      w += sizeof l;
       mproc__mb_copy(w, data, len);
       w[len] = '\0';
-      c->out->end = -1 - (int64_t)at;
-      h->ovf_used += len + 1;
+      c->rdata = h->ovf_ub + at;
+      c->rlen = len;
       return 0;
     }
   }
@@ -66,21 +63,29 @@ static int overflow(mproc_item_ctx *c, const void *data, size_t len) {
   return MPROC_ENOMEM;
 }
 
-MPROC_EXTERN int mproc_item_return(mproc_item_ctx *c, const void *data, size_t len) {
-  if (c == NULL || (data == NULL && len > 0))
-    return MPROC_EINVAL;
-  /* A second call replaces the first: both ways start again at `start`. */
+/* Stores the current item's result (the arena way); a second call replaces
+ * the first, starting again at `start`.  Inline: for a small item it is
+ * most of the worker's work. */
+static inline int store(mproc_item_ctx *c, const void *data, size_t len) {
   c->used = c->start;
-  if (c->h != NULL) {
-    if (len >= c->area_cap - c->start)
-      return overflow(c, data, len);
+  if (len < c->area_cap - c->start && MPROC__MB_ALIGN16(len + 1) <= c->area_cap - c->start) {
     unsigned char *w = c->area + c->start;
     mproc__mb_copy(w, data, len);
     w[len] = '\0';
-    c->used = c->start + len + 1;
-    c->out->end = (int64_t)c->used;
+    c->used = c->start + MPROC__MB_ALIGN16(len + 1);
+    c->rdata = c->h->area_ub + c->start;
+    c->rlen = len;
     return 0;
   }
+  return overflow(c, data, len);
+}
+
+MPROC_EXTERN int mproc_item_return(mproc_item_ctx *c, const void *data, size_t len) {
+  if (c == NULL || (data == NULL && len > 0))
+    return MPROC_EINVAL;
+  if (c->h != NULL)
+    return store(c, data, len);
+  c->used = c->start;
   if (len > c->cap - c->used) {
     if (len > SIZE_MAX / 4 - c->used || mproc__mb_grow(&c->buf, &c->cap, c->used + len) != 0)
       return MPROC_ENOMEM;
@@ -140,7 +145,6 @@ int mproc__map_buf_run(unsigned char *descs, uint64_t count, _Atomic uint64_t *p
   struct mproc__mb_hdr *h = (struct mproc__mb_hdr *)(descs - MPROC__MB_HDR);
   /* A chunk retried after its worker died starts over. */
   h->used = 0;
-  h->ovf_used = 0;
   h->full = 0;
   h->has_msg = 0;
   mproc_map_buf_fn fn;
@@ -154,13 +158,13 @@ int mproc__map_buf_run(unsigned char *descs, uint64_t count, _Atomic uint64_t *p
   /* Locals, read once: the element function may write any memory, so
    * anything read through h would be loaded again for every item. */
   const mproc__mb_in *end = (const mproc__mb_in *)descs;
-  struct mproc__mb_out *out = (struct mproc__mb_out *)(descs + count * sizeof *end);
+  struct mproc_buf *outs = (struct mproc_buf *)((unsigned char *)h + h->outs_at);
   const unsigned char *items = (const unsigned char *)h + h->items_at;
   /* Field by field: zeroing the message buffer would cost more than a
    * small item's whole work. */
   struct mproc_item_ctx c;
   c.h = h;
-  c.area = (unsigned char *)h + h->out_at;
+  c.area = (unsigned char *)h + h->area_at;
   c.area_cap = (size_t)h->out_cap;
   c.buf = NULL;
   c.cap = 0;
@@ -171,13 +175,15 @@ int mproc__map_buf_run(unsigned char *descs, uint64_t count, _Atomic uint64_t *p
     /* Per item, as the fixed-size loop: a crash is blamed on its item and a
      * bar moves per item; a relaxed store to a line this core owns. */
     atomic_store_explicit(progress, i, memory_order_relaxed);
-    c.out = &out[i];
+    /* Not the message: mproc_item_fail writes it whole, and it is read only
+     * with a non-zero code. */
     c.start = c.used;
+    c.rdata = 0;
     c.code = 0;
-    c.msg[0] = '\0';
-    out[i].end = (int64_t)c.used; /* nothing returned: an empty result */
     uint64_t e = end[i];
     r = fn(items + at, (size_t)(e - at), &c);
+    if (r == 0 && c.code == 0 && c.rdata == 0 && !h->full)
+      store(&c, "", 0); /* nothing returned: an empty result, still with its NUL */
     if (h->full) {
       r = MPROC_ENOMEM; /* whatever the function made of it: the parent takes over */
       break;
@@ -191,6 +197,7 @@ int mproc__map_buf_run(unsigned char *descs, uint64_t count, _Atomic uint64_t *p
       }
       break;
     }
+    outs[i] = (struct mproc_buf){(const void *)(uintptr_t)c.rdata, c.rlen};
     at = e;
   }
   h->used = c.used;
