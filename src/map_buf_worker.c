@@ -5,15 +5,18 @@
  * loop hands whole to mproc__map_buf_run, which resolves the function once,
  * walks the packed items with one running offset and publishes its position
  * before each item: a progress bar moves per item and a worker that dies is
- * blamed on the item it was in, as for a fixed-size map.  Each result is copied once,
- * straight into the chunk's results area, bump-allocated in item order (one
- * worker runs a chunk at a time, so no atomics).  A result that does not fit
- * goes to the job's overflow area (shared by its chunks: an atomic bump);
- * one that finds that full too (or none: imap_buf) stops the chunk there
- * with `full` set and the size it needed, and the parent runs the rest of
- * the chunk the call way, which has no size limit (that item's function is
- * then run a second time: rare by construction, see map_buf.c).  A chunk that is retried after its
- * worker died starts again at its first item, which resets the area.
+ * blamed on the item it was in, as for a fixed-size map.  Each result is
+ * copied once, straight to where the caller will read it: its bytes and NUL
+ * 16-byte aligned in the chunk's results area, bump-allocated in item order
+ * (one worker runs a chunk at a time, so no atomics), and its struct
+ * mproc_buf in the chunk's entries once the item function returned.  A
+ * result that does not fit goes to the job's overflow area (shared by its
+ * chunks: an atomic bump); one that finds that full too (or none: imap_buf)
+ * stops the chunk there with `full` set and the size it needed, and the
+ * parent runs the rest of the chunk the call way, which has no size limit
+ * (that item's function is then run a second time: rare by construction,
+ * see map_buf.c).  A chunk that is retried after its worker died starts
+ * again at its first item, which resets the area.
  *
  * A call-way chunk (chunk_task) collects results in a growing buffer and
  * returns them as one task result; its first failed item ends it, and that
