@@ -339,6 +339,7 @@ static void res_alloc(struct mb_job *j, struct mb_chunk *cs, size_t n, size_t ro
  * `roomy` while the arena has room.  Leaves ext_len 0 (the call way) when
  * the arena cannot hold it, or map_buf has no results extent. */
 static void chunk_alloc(struct mb_job *j, struct mb_chunk *c, size_t roomy) {
+  c->ext = 0; /* nothing left of an abandoned one pass */
   c->ext_len = 0;
   if (!j->arena || (j->is_map && j->res_len == 0))
     return;
