@@ -130,8 +130,8 @@ struct mproc__mb_piece {
  * pool too.  NULL when it cannot be made (the results are then copied). */
 unsigned char *mproc__mb_view(struct mproc_pool *p);
 /* Registers the result set whose entries are at bufs (in p's view), holding
- * pieces[0..n) of p's arena until mproc_bufs_free.  0, or MPROC_ENOMEM
- * (nothing registered). */
+ * pieces[0..n) of p's arena until mproc_bufs_free.  0, or (nothing
+ * registered) MPROC_ENOMEM, or MPROC_EINVAL when p has no view. */
 int mproc__mb_rset_add(struct mproc_pool *p, const struct mproc_buf *bufs,
                        const struct mproc__mb_piece *pieces, size_t n);
 /* One allocation for results copied out of the arena: `bytes` bytes, which

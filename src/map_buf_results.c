@@ -115,7 +115,7 @@ int mproc__mb_rset_add(struct mproc_pool *p, const struct mproc_buf *bufs,
   }
   pthread_mutex_unlock(&reg_mu);
   if (rs->v == NULL) {
-    free(rs); /* no view: the pool's map_buf made none, a caller's error */
+    free(rs); /* p has no view: mproc__mb_view was not called or failed */
     return MPROC_EINVAL;
   }
   return 0;
