@@ -183,6 +183,11 @@ struct mproc__transport_ops {
    * -ECONNRESET / -ENOTCONN when the worker is gone (the task is re-queued),
    * or another error that fails the task. */
   int (*send_task)(struct mproc_pool *p, int slot, struct mproc__task *t);
+  /* Optional (NULL: nothing to do).  Called after a round of send_task calls
+   * that handed over at least one task: a transport that holds tasks back to
+   * send several in one message sends them now, so none waits for a batch
+   * to fill. */
+  void (*flush)(struct mproc_pool *p);
   /* Collect finished tasks of `slot` in order, calling done(p, t, outcome)
    * for each (t->slot = -1 first); returns how many.  A worker that ended
    * and that the pool cannot watch through a pidfd is reported here as
