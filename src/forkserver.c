@@ -66,7 +66,16 @@
  * request finds its pidfd readable or its channel broken, reaps it, starts a
  * new one and retries once; mproc_forkserver_restarts() counts these.
  * A forked copy of the owner drops the copy of the server state (atfork) and
- * starts its own server when it needs one. */
+ * starts its own server when it needs one.
+ *
+ * Stopped.  A server stopped by SIGSTOP (or SIGTSTP sent to it alone)
+ * answers nothing until continued, yet reads as alive.  The wait for a reply
+ * looks at its state whenever it is slow to answer, so a stopped server is
+ * found within about MPROC__PEER_CHECK_MS (50 ms) and handled as a dead one:
+ * killed, reaped, replaced, the request retried once.  (A request larger
+ * than the socket's buffer sent to a server stopped meanwhile waits out
+ * REPLY_MS before the same happens.)  A server that runs but never answers
+ * is given up on after REPLY_MS. */
 #include "process.h"
 #include "start.h"
 
@@ -105,7 +114,8 @@
 #define MAX_FDS (MPROC__SCM_MAX_FD - MPROC__START_FDS_MAX - 2)
 /* Every descriptor of one request. */
 #define ALL_FDS (MAX_FDS + MPROC__START_FDS_MAX + 2)
-/* Bound on a reply: a live server answers in microseconds. */
+/* Bound on a reply: a live server answers in microseconds.  A stopped one
+ * is given up on much sooner (MPROC__PEER_CHECK_MS, see "Stopped"). */
 #define REPLY_MS 30000
 #define ENV_MAX (64u << 20)
 
@@ -364,7 +374,9 @@ static int request_locked(const struct mproc__start_req *req, struct mproc__wire
   if (r == 0 && hook != NULL)
     hook(1, srv_pidfd);
   if (r == 0)
-    r = mproc__poll1(srv_ctl, POLLIN, deadline);
+    r = mproc__poll_peer(srv_ctl, POLLIN, deadline, srv_pid);
+  if (r == 0)
+    r = MPROC_ETIMEDOUT; /* stopped: it would answer only once continued */
   if (r > 0)
     r = mproc__read_full(srv_ctl, &rep, sizeof rep);
   if (r == -ECONNRESET)

@@ -147,6 +147,17 @@ struct mproc__pstat {
  * line it cannot parse, MPROC_EINVAL, or -errno. */
 int mproc__proc_stat(const char *proc, pid_t pid, struct mproc__pstat *out);
 
+/* How often a wait on a helper process of the library checks that it is not
+ * stopped (mproc__poll_peer): the bound on noticing a SIGSTOPped helper. */
+#define MPROC__PEER_CHECK_MS 50
+/* mproc__poll1 on a channel whose other end is process `peer` (our own
+ * unreaped child, so the pid is its): a peer that is stopped (SIGSTOP,
+ * SIGTSTP: state T) answers nothing until continued, so instead of waiting
+ * out the deadline this returns 0 within about MPROC__PEER_CHECK_MS of
+ * finding it stopped.  Otherwise as mproc__poll1 (revents > 0,
+ * MPROC_ETIMEDOUT, -errno). */
+int mproc__poll_peer(int fd, short events, int64_t deadline_ms, pid_t peer);
+
 /* ---- spawn.c: the one place the library forks ------------------------- */
 
 /* What runs in the child.  Its return value becomes the exit status

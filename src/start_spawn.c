@@ -212,11 +212,13 @@ static char **make_envp(const char *marker) {
   return envp;
 }
 
-/* Reads the child's verdict: 0 ('R'), or the error it reports. */
-static int read_verdict(int fd, int64_t deadline) {
-  int r = mproc__poll1(fd, POLLIN, deadline);
-  if (r < 0)
-    return r == MPROC_ETIMEDOUT ? MPROC_ECHILDFAILED : r;
+/* Reads the verdict of child `pid`: 0 ('R'), or the error it reports.  A
+ * child stopped before its answer (SIGSTOP) fails the start at once rather
+ * than at the deadline: it may stay stopped for ever. */
+static int read_verdict(int fd, int64_t deadline, pid_t pid) {
+  int r = mproc__poll_peer(fd, POLLIN, deadline, pid);
+  if (r <= 0)
+    return r == MPROC_ETIMEDOUT || r == 0 ? MPROC_ECHILDFAILED : r;
   char tag;
   ssize_t n;
   do
@@ -286,7 +288,7 @@ static int spawn_launch(char kind, unsigned flags, const struct mproc__wire *w, 
 
 /* Reads a launched child's verdict; on failure kills and reaps it. */
 static int spawn_finish(struct mproc__start_pending *pd) {
-  int r = read_verdict(pd->chan, pd->deadline);
+  int r = read_verdict(pd->chan, pd->deadline, pd->pid);
   if (r < 0) {
     mproc__pidfd_kill(pd->pidfd, SIGKILL);
     mproc__reap(pd->pidfd, NULL, -1); /* SIGKILLed: returns promptly */

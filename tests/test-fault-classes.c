@@ -6,6 +6,7 @@
  * ctest-labels: threads */
 #include "internal.h"
 #include "pool-helpers.h"
+#include "start.h"
 
 #include <fcntl.h>
 #include <poll.h>
@@ -29,7 +30,7 @@ static void default_sigchld(void) { ck_assert(signal(SIGCHLD, SIG_DFL) != SIG_ER
 START_TEST(test_sigchld_ignored_named_objects) {
   ignore_sigchld();
   char name[96];
-  for (int round = 0; round < 3; round++) {
+  for (int round = 0; round < 2; round++) {
     mproc_shm *s;
     mproc_test_shm_name(name, sizeof name, "ign");
     mproc_assert_ok(mproc_shm_create(&s, name, 4096));
@@ -334,6 +335,117 @@ START_TEST(test_stopped_command_deadlines) {
   mproc_command_free(c);
   ck_assert_int_lt(mproc_now_ms() - t0, SLACK_MS);
   ck_assert(!mproc_test_pid_exists(pid));
+}
+END_TEST
+
+/* ---- helper processes of the library, stopped ------------------------------ */
+
+/* In an image exec'd by the library (a spawn child, "s", or a forkserver,
+ * "f") of the kind MPROC_TEST_STOP_AT_START names: stop before the library
+ * takes the image over, as a SIGSTOP sent at that moment would. */
+__attribute__((constructor(MPROC__ENTRY_PRIORITY))) static void stop_at_start(void) {
+  const char *m = getenv(MPROC__WORKER_ENV), *k = getenv("MPROC_TEST_STOP_AT_START");
+  if (m != NULL && k != NULL && m[0] == k[0])
+    raise(SIGSTOP);
+}
+
+/* Sends SIGSTOP through pidfd and returns once the process is stopped. */
+static void stop_and_wait(int pidfd) {
+  mproc_assert_ok(mproc__pidfd_kill(pidfd, SIGSTOP));
+  siginfo_t si;
+  while (waitid(P_PIDFD, (id_t)pidfd, &si, WSTOPPED | WNOWAIT) != 0)
+    ck_assert_int_eq(errno, EINTR);
+}
+
+static _Atomic int stops_left;
+
+/* Forkserver test hook: stops the server once, just before a request is
+ * sent. */
+static void stop_in_flight(int stage, int server_pidfd) {
+  if (stage == 0 && atomic_fetch_sub(&stops_left, 1) > 0)
+    stop_and_wait(server_pidfd);
+}
+
+static int proc_exit_7(const void *arg, size_t len) {
+  (void)arg, (void)len;
+  return 7;
+}
+
+/* A process started under `method`: its exit code, or the start's error. */
+static int start_and_join(int method) {
+  mproc_process *p;
+  struct mproc_process_options o = {.start_method = method};
+  mproc_assert_ok(mproc_process_new(&p, proc_exit_7, NULL, 0, &o));
+  int r = mproc_process_start(p);
+  if (r == 0) {
+    mproc_assert_ok(mproc_process_join(p, SLACK_MS));
+    mproc_assert_ok(mproc_process_exitcode(p, &r));
+  }
+  mproc_process_free(p);
+  return r;
+}
+
+/* A stopped forkserver -- idle, or stopped while a request is sent to it --
+ * made every start wait 30 s for its reply.  It is now found
+ * stopped within a bounded time and replaced: the start succeeds promptly,
+ * on a fresh server. */
+START_TEST(test_stopped_forkserver) {
+  mproc_pool *p;
+  struct mproc_pool_options o = {.workers = 1, .start_method = MPROC_START_FORKSERVER};
+  mproc_assert_ok(mproc_pool_new(&p, &o));
+  mproc_assert_ok(mproc_pool_free(p));
+  for (int round = 0; round < 3; round++) {
+    int restarts = mproc_forkserver_restarts();
+    if (round == 0) {
+      int fd = mproc__forkserver_pidfd();
+      ck_assert_int_ge(fd, 0);
+      stop_and_wait(fd);
+      close(fd);
+    } else {
+      atomic_store(&stops_left, 1);
+      atomic_store(&mproc__forkserver_test_hook, stop_in_flight);
+    }
+    int64_t t0 = mproc_now_ms();
+    if (round == 0) {
+      mproc_assert_ok(mproc_pool_new(&p, &o));
+      int x = 4;
+      mproc_future *f;
+      const void *d;
+      size_t n;
+      mproc_assert_ok(mproc_pool_submit(p, task_square, &x, sizeof x, &f));
+      mproc_assert_ok(mproc_future_result(f, &d, &n, SLACK_MS));
+      ck_assert_int_eq(*(const int *)d, 16);
+      mproc_future_free(f);
+      mproc_assert_ok(mproc_pool_free(p));
+    } else {
+      ck_assert_int_eq(start_and_join(MPROC_START_FORKSERVER), 7);
+    }
+    ck_assert_msg(mproc_now_ms() - t0 < SLACK_MS, "round %d took %lld ms", round,
+                  (long long)(mproc_now_ms() - t0));
+    atomic_store(&mproc__forkserver_test_hook, NULL);
+    ck_assert_int_eq(mproc_forkserver_restarts(), restarts + 1);
+  }
+}
+END_TEST
+
+/* A library-exec'd image stopped before it answered its start -- a spawn
+ * child, a pool's spawn worker, a new forkserver -- made the start wait out
+ * its 30 s deadline.  The start now fails promptly with
+ * MPROC_ECHILDFAILED, and the stopped child is killed and reaped (the
+ * fixture checks). */
+START_TEST(test_stopped_exec_child_at_start) {
+  ck_assert_int_eq(setenv("MPROC_TEST_STOP_AT_START", "s", 1), 0);
+  int64_t t0 = mproc_now_ms();
+  mproc_assert_err(start_and_join(MPROC_START_SPAWN), MPROC_ECHILDFAILED);
+  mproc_pool *p = NULL;
+  struct mproc_pool_options o = {.workers = 2, .start_method = MPROC_START_SPAWN};
+  mproc_assert_err(mproc_pool_new(&p, &o), MPROC_ECHILDFAILED);
+  ck_assert_int_eq(setenv("MPROC_TEST_STOP_AT_START", "f", 1), 0);
+  mproc_assert_err(start_and_join(MPROC_START_FORKSERVER), MPROC_ECHILDFAILED);
+  ck_assert_int_lt(mproc_now_ms() - t0, SLACK_MS);
+  ck_assert_int_eq(unsetenv("MPROC_TEST_STOP_AT_START"), 0);
+  ck_assert_int_eq(start_and_join(MPROC_START_FORKSERVER), 7);
+  ck_assert_int_eq(start_and_join(MPROC_START_SPAWN), 7);
 }
 END_TEST
 
@@ -653,6 +765,8 @@ int main(void) {
   tcase_add_test(tc, test_stopped_process_tree_terminate);
   tcase_add_test(tc, test_stopped_process_terminate);
   tcase_add_test(tc, test_stopped_command_deadlines);
+  tcase_add_test(tc, test_stopped_forkserver);
+  tcase_add_test(tc, test_stopped_exec_child_at_start);
   tc = mproc_test_tcase(s, "corrupt", 60);
   tcase_add_test(tc, test_foreign_named_objects);
   tcase_add_test(tc, test_short_queue_file);
