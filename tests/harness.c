@@ -22,6 +22,8 @@
 static int snap_fds;
 static int snap_threads;
 static int snap_children;
+static int snap_maps;
+static char snap_map_lines[16384];
 static char snap_fd_present[MAX_TRACKED];
 
 static int count_dir(const char *path) {
@@ -64,19 +66,29 @@ static void mark_fds(char *present) {
   closedir(d);
 }
 
-int mproc_test_count_shared_maps(void) {
+/* The shared mappings of the process as "<range> <path>\n" lines in out
+ * (cut at cap); returns how many there are. */
+static int shared_maps(char *out, size_t cap) {
   FILE *f = fopen("/proc/self/maps", "re");
   ck_assert_ptr_nonnull(f);
   int n = 0;
   char line[4096];
+  if (cap > 0)
+    out[0] = '\0';
   while (fgets(line, sizeof line, f) != NULL) {
-    char perms[8] = "";
-    if (sscanf(line, "%*s %7s", perms) == 1 && perms[3] == 's')
-      n++;
+    char range[64] = "", perms[8] = "", path[512] = "";
+    if (sscanf(line, "%63s %7s %*s %*s %*s %511[^\n]", range, perms, path) < 2 || perms[3] != 's')
+      continue;
+    n++;
+    size_t used = cap > 0 ? strlen(out) : 0;
+    if (cap > used + 1)
+      snprintf(out + used, cap - used, "%s %s\n", range, path);
   }
   fclose(f);
   return n;
 }
+
+int mproc_test_count_shared_maps(void) { return shared_maps(NULL, 0); }
 
 int mproc_test_count_children(void) {
   pid_t self = getpid();
@@ -190,6 +202,26 @@ static void check_shm(void) {
   ck_assert_msg(leaked[0] == '\0', "leaked /dev/shm entries: %s", leaked);
 }
 
+/* Every object the library maps is a shared mapping (of a memfd or a
+ * /dev/shm file): one more after the test than before is a mapping that
+ * was never unmapped, named in the message. */
+static void check_maps(void) {
+  static char now[16384];
+  int n = shared_maps(now, sizeof now);
+  if (n <= snap_maps)
+    return;
+  char leaked[2048] = "";
+  for (char *line = strtok(now, "\n"); line != NULL; line = strtok(NULL, "\n")) {
+    char *hit = strstr(snap_map_lines, line);
+    size_t len = strlen(line);
+    if (hit != NULL && (hit == snap_map_lines || hit[-1] == '\n') && hit[len] == '\n')
+      continue;
+    strncat(leaked, line, sizeof leaked - strlen(leaked) - 3);
+    strncat(leaked, "; ", sizeof leaked - strlen(leaked) - 1);
+  }
+  ck_abort_msg("%d shared mapping(s) after the test, %d before; new: %s", n, snap_maps, leaked);
+}
+
 static void *nothing(void *arg) { return arg; }
 
 void mproc_test_setup(void) {
@@ -203,6 +235,7 @@ void mproc_test_setup(void) {
   snap_fds = mproc_test_count_fds();
   snap_threads = mproc_test_count_threads();
   snap_children = mproc_test_count_children();
+  snap_maps = shared_maps(snap_map_lines, sizeof snap_map_lines);
   mark_fds(snap_fd_present);
   shm_of_pid(snap_shm, sizeof snap_shm);
 }
@@ -244,6 +277,7 @@ void mproc_test_teardown(void) {
                 "%d child process(es) (live or zombie) after the test, %d before", children,
                 snap_children);
   check_shm();
+  check_maps();
 }
 
 static double timeout_scale(void) {
