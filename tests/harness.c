@@ -187,18 +187,26 @@ static void shm_of_pid(char *out, size_t cap) {
  * its objects): only what appeared during the test is its leak. */
 static char snap_shm[4096];
 
+/* Appends to `out` (cap bytes) each item of the `sep`-separated list `now`
+ * that is not an item of the list `before`, followed by `sep`; destroys now. */
+static void new_items(char *now, const char *before, char sep, char *out, size_t cap) {
+  const char seps[2] = {sep, '\0'};
+  out[0] = '\0';
+  for (char *tok = strtok(now, seps); tok != NULL; tok = strtok(NULL, seps)) {
+    const char *hit = strstr(before, tok);
+    size_t n = strlen(tok);
+    if (hit != NULL && (hit == before || hit[-1] == sep) && hit[n] == sep)
+      continue;
+    strncat(out, tok, cap - strlen(out) - 2);
+    strncat(out, seps, cap - strlen(out) - 1);
+  }
+}
+
 static void check_shm(void) {
   static char now[4096];
   shm_of_pid(now, sizeof now);
-  char leaked[1024] = "";
-  for (char *tok = strtok(now, " "); tok != NULL; tok = strtok(NULL, " ")) {
-    char *hit = strstr(snap_shm, tok);
-    size_t n = strlen(tok);
-    if (hit != NULL && (hit == snap_shm || hit[-1] == ' ') && hit[n] == ' ')
-      continue;
-    strncat(leaked, tok, sizeof leaked - strlen(leaked) - 2);
-    strncat(leaked, " ", sizeof leaked - strlen(leaked) - 1);
-  }
+  char leaked[1024];
+  new_items(now, snap_shm, ' ', leaked, sizeof leaked);
   ck_assert_msg(leaked[0] == '\0', "leaked /dev/shm entries: %s", leaked);
 }
 
@@ -210,16 +218,9 @@ static void check_maps(void) {
   int n = shared_maps(now, sizeof now);
   if (n <= snap_maps)
     return;
-  char leaked[2048] = "";
-  for (char *line = strtok(now, "\n"); line != NULL; line = strtok(NULL, "\n")) {
-    char *hit = strstr(snap_map_lines, line);
-    size_t len = strlen(line);
-    if (hit != NULL && (hit == snap_map_lines || hit[-1] == '\n') && hit[len] == '\n')
-      continue;
-    strncat(leaked, line, sizeof leaked - strlen(leaked) - 3);
-    strncat(leaked, "; ", sizeof leaked - strlen(leaked) - 1);
-  }
-  ck_abort_msg("%d shared mapping(s) after the test, %d before; new: %s", n, snap_maps, leaked);
+  char leaked[2048];
+  new_items(now, snap_map_lines, '\n', leaked, sizeof leaked);
+  ck_abort_msg("%d shared mapping(s) after the test, %d before; new:\n%s", n, snap_maps, leaked);
 }
 
 static void *nothing(void *arg) { return arg; }
