@@ -216,9 +216,16 @@ void mproc__group_guard_start(void);
 
 /* Reap a child through its pidfd, waiting until the absolute deadline.
  * Returns 0 and the Python-style exit code (status, or -signo when killed),
- * MPROC_ETIMEDOUT if still running, or -errno.  Reaps at most once: after a
- * success the pidfd must not be reaped again. */
+ * MPROC_ETIMEDOUT if still running (or ended but held by a debugger that
+ * traces it: its zombie is shown to the tracer first), or -errno.  Reaps at
+ * most once: after a success the pidfd must not be reaped again. */
 int mproc__reap(int pidfd, int *exitcode, int64_t deadline_ms);
+/* For a wait whose pidfd polled readable yet found nothing to reap: a
+ * zombie that a debugger traces is shown to its tracer first, and no event
+ * says when the tracer lets go, so such a wait must neither spin on the
+ * readable pidfd nor overstay its deadline.  Returns MPROC_ETIMEDOUT once the
+ * absolute deadline has passed, else 0 after a nap of at most 2 ms. */
+int mproc__reap_pause(int64_t deadline_ms);
 
 /* Send a signal through a pidfd: never hits a recycled pid.  Returns 0,
  * -ESRCH if the process has already exited, or -errno. */

@@ -10,6 +10,8 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <sys/prctl.h>
+#include <sys/ptrace.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -449,6 +451,120 @@ START_TEST(test_stopped_exec_child_at_start) {
 }
 END_TEST
 
+/* ---- children a debugger holds ---------------------------------------------- */
+
+/* A zombie that another process traces is shown to its tracer first: our
+ * pidfd on it is readable, yet waitid finds nothing until the tracer lets
+ * go. */
+
+/* Forks a tracer that seizes `pid` and holds it until a byte comes on
+ * *release (not its end: children forked meanwhile share that pipe);
+ * returns the tracer's pid once it is attached. */
+static pid_t trace_hold(pid_t pid, int *release) {
+  int ready[2], hold[2];
+  ck_assert_int_eq(pipe2(ready, O_CLOEXEC), 0);
+  ck_assert_int_eq(pipe2(hold, O_CLOEXEC), 0);
+  pid_t t = fork();
+  ck_assert_int_ge(t, 0);
+  if (t == 0) {
+    char c = ptrace(PTRACE_SEIZE, pid, NULL, NULL) == 0 ? 'a' : 'e';
+    if (write(ready[1], &c, 1) != 1)
+      _exit(1);
+    close(hold[1]);
+    while (read(hold[0], &c, 1) < 0) {
+    }
+    _exit(0); /* detaches: the zombie goes back to its parent */
+  }
+  close(ready[1]);
+  close(hold[0]);
+  char c = 0;
+  ck_assert_int_eq(read(ready[0], &c, 1), 1);
+  close(ready[0]);
+  ck_assert_msg(c == 'a', "PTRACE_SEIZE failed in the tracer");
+  *release = hold[1];
+  return t;
+}
+
+/* Ends the tracer and reaps it. */
+static void trace_release(pid_t tracer, int release) {
+  ck_assert_int_eq(write(release, "x", 1), 1);
+  close(release);
+  ck_assert_int_eq(waitpid(tracer, NULL, 0), tracer);
+}
+
+static int proc_traceable(const void *arg, size_t len) {
+  (void)arg, (void)len;
+  prctl(PR_SET_PTRACER, PR_SET_PTRACER_ANY); /* Yama's scope 1; else EINVAL */
+  for (;;)
+    pause();
+  return 0;
+}
+
+static int task_traceable(const void *arg, size_t len, mproc_task_ctx *ctx) {
+  (void)arg, (void)len, (void)ctx;
+  prctl(PR_SET_PTRACER, PR_SET_PTRACER_ANY);
+  atomic_store(&S->pid, (int)getpid());
+  for (;;)
+    pause();
+  return 0;
+}
+
+/* A child killed while a debugger holds it: join's deadline is honoured
+ * (the reap spun on the readable pidfd, past any deadline, until the
+ * tracer let go), and once it does, the join reaps it. */
+START_TEST(test_traced_zombie_join) {
+  mproc_process *p;
+  mproc_assert_ok(mproc_process_new(&p, proc_traceable, NULL, 0, NULL));
+  mproc_assert_ok(mproc_process_start(p));
+  int release;
+  pid_t tracer = trace_hold(mproc_process_pid(p), &release);
+  mproc_assert_ok(mproc_process_kill(p, 0));
+  ck_assert_int_gt(mproc__poll1(mproc_process_sentinel(p), POLLIN, mproc__deadline(SLACK_MS)), 0);
+  int64_t t0 = mproc_now_ms();
+  mproc_assert_err(mproc_process_join(p, 100), MPROC_ETIMEDOUT);
+  ck_assert_int_lt(mproc_now_ms() - t0, 100 + SLACK_MS);
+  mproc_assert_err(mproc_process_join(p, 0), MPROC_ETIMEDOUT);
+  trace_release(tracer, release);
+  expect_ended(p, -SIGKILL);
+}
+END_TEST
+
+/* A pool worker killed while a debugger holds it: the manager neither
+ * stalls on it (its reap spun under the pool's lock until the tracer let
+ * go) nor forgets it (the pidfd was closed after a 1 s reap: a zombie left
+ * for good).  The task fails, a replacement runs the next one, and the
+ * zombie is reaped once the tracer lets go (the fixture checks). */
+START_TEST(test_traced_worker_death) {
+  S = shared_new();
+  mproc_pool *p;
+  struct mproc_pool_options o = {.workers = 1, .start_method = MPROC_START_FORK};
+  mproc_assert_ok(mproc_pool_new(&p, &o));
+  mproc_future *f;
+  mproc_assert_ok(mproc_pool_submit(p, task_traceable, NULL, 0, &f));
+  wait_task_started();
+  pid_t worker = atomic_load(&S->pid);
+  int release;
+  pid_t tracer = trace_hold(worker, &release);
+  ck_assert_int_eq(kill(worker, SIGKILL), 0);
+  mproc_assert_ok(mproc_future_wait(f, SLACK_MS));
+  struct mproc_task_error e;
+  mproc_assert_ok(mproc_future_error(f, &e));
+  ck_assert_int_eq(e.code, MPROC_EWORKERDIED);
+  mproc_future_free(f);
+  int x = 3;
+  const void *d;
+  size_t n;
+  mproc_assert_ok(mproc_pool_submit(p, task_square, &x, sizeof x, &f));
+  mproc_assert_ok(mproc_future_result(f, &d, &n, SLACK_MS));
+  ck_assert_int_eq(*(const int *)d, 9);
+  mproc_future_free(f);
+  trace_release(tracer, release);
+  mproc_assert_ok(mproc_pool_free(p));
+  ck_assert(!mproc_test_pid_exists(worker));
+  shared_free(S);
+}
+END_TEST
+
 /* ---- shared memory that is not what its name promises ---------------------- */
 
 /* A /dev/shm file under the name that holds something else -- nothing, a
@@ -767,6 +883,9 @@ int main(void) {
   tcase_add_test(tc, test_stopped_command_deadlines);
   tcase_add_test(tc, test_stopped_forkserver);
   tcase_add_test(tc, test_stopped_exec_child_at_start);
+  tc = mproc_test_tcase(s, "traced", 60);
+  tcase_add_test(tc, test_traced_zombie_join);
+  tcase_add_test(tc, test_traced_worker_death);
   tc = mproc_test_tcase(s, "corrupt", 60);
   tcase_add_test(tc, test_foreign_named_objects);
   tcase_add_test(tc, test_short_queue_file);
