@@ -188,6 +188,10 @@ int mproc__forkserver_pidfd(void);
  * thread (forkserver.c) runs in this process, else 0.  For leak checks. */
 int mproc__forkserver_threads(void);
 extern void (*_Atomic mproc__forkserver_test_hook)(int stage, int server_pidfd);
+/* Tests only: called in a forkserver right after each fork, in the child
+ * (pid 0) before it sends its note and in the server (the child's pid)
+ * before its reply; set by a constructor, so that it is set in the server. */
+extern void (*_Atomic mproc__forkserver_fork_hook)(pid_t pid);
 
 /* The forkserver's loop, entered by the worker constructor; never returns. */
 _Noreturn void mproc__forkserver_main(int ctl);

@@ -430,6 +430,44 @@ START_TEST(test_stopped_forkserver) {
 }
 END_TEST
 
+/* In a forkserver whose environment has MPROC_TEST_LOSE_CHILD: the child
+ * and the server both die right after the fork, the child before its note,
+ * the server before its reply. */
+static void lose_child(pid_t pid) {
+  (void)pid;
+  _exit(0);
+}
+
+__attribute__((constructor(MPROC__ENTRY_PRIORITY))) static void lose_child_install(void) {
+  const char *m = getenv(MPROC__WORKER_ENV);
+  if (m != NULL && m[0] == 'f' && getenv("MPROC_TEST_LOSE_CHILD") != NULL)
+    atomic_store(&mproc__forkserver_fork_hook, lose_child);
+}
+
+/* The owner's hook: the server of the request is already started with the
+ * variable; its replacement is not. */
+static void clear_lose_child(int stage, int server_pidfd) {
+  (void)server_pidfd;
+  if (stage == 0)
+    unsetenv("MPROC_TEST_LOSE_CHILD");
+}
+
+/* A forkserver child that died before it could tell its pid, while the
+ * server died before its reply: nobody knew the child, which stayed a
+ * zombie of the program for good (seen once in a crash storm).  The kernel
+ * now writes each child's pid to a page the program reads when the server
+ * is gone: the child is reaped, the start retried on a new server. */
+START_TEST(test_forkserver_child_never_noted) {
+  ck_assert_int_eq(setenv("MPROC_TEST_LOSE_CHILD", "1", 1), 0);
+  atomic_store(&mproc__forkserver_test_hook, clear_lose_child);
+  int restarts = mproc_forkserver_restarts();
+  ck_assert_int_eq(start_and_join(MPROC_START_FORKSERVER), 7);
+  atomic_store(&mproc__forkserver_test_hook, NULL);
+  ck_assert_int_eq(mproc_forkserver_restarts(), restarts + 1);
+  ck_assert_int_eq(mproc_test_count_children(), 1); /* the new server only */
+}
+END_TEST
+
 /* A library-exec'd image stopped before it answered its start -- a spawn
  * child, a pool's spawn worker, a new forkserver -- made the start wait out
  * its 30 s deadline.  The start now fails promptly with
@@ -883,6 +921,7 @@ int main(void) {
   tcase_add_test(tc, test_stopped_command_deadlines);
   tcase_add_test(tc, test_stopped_forkserver);
   tcase_add_test(tc, test_stopped_exec_child_at_start);
+  tcase_add_test(tc, test_forkserver_child_never_noted);
   tc = mproc_test_tcase(s, "traced", 60);
   tcase_add_test(tc, test_traced_zombie_join);
   tcase_add_test(tc, test_traced_worker_death);
