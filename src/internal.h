@@ -248,6 +248,9 @@ typedef void (*mproc__keeper_fn)(int fd);
  * before calling and gives the object its name afterwards (linkat).
  * Returns 0 or -errno / MPROC_ECHILDFAILED. */
 int mproc__keeper_start(int fd, const char *name, mproc__keeper_fn last);
+/* Tests only: called in the intermediate child of a keeper's start before
+ * it forks the keeper. */
+extern void (*_Atomic mproc__keeper_test_hook)(void);
 /* Starts the keeper, then gives the unnamed object behind fd (O_TMPFILE in
  * /dev/shm) its name: -EEXIST if the name exists already. */
 int mproc__keeper_link(int fd, const char *name, mproc__keeper_fn last);
