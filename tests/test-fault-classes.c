@@ -12,6 +12,7 @@
 #include <poll.h>
 #include <sys/prctl.h>
 #include <sys/ptrace.h>
+#include <grp.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -493,6 +494,66 @@ START_TEST(test_stopped_keeper_start) {
 }
 END_TEST
 
+/* The pid behind a pidfd (its fdinfo's "Pid:" line), or -1. */
+static pid_t pidfd_pid(int fd) {
+  char path[64], line[256];
+  snprintf(path, sizeof path, "/proc/self/fdinfo/%d", fd);
+  FILE *f = fopen(path, "re");
+  int pid = -1;
+  while (f != NULL && fgets(line, sizeof line, f) != NULL)
+    if (sscanf(line, "Pid: %d", &pid) == 1)
+      break;
+  if (f != NULL)
+    fclose(f);
+  return (pid_t)pid;
+}
+
+/* Run in a forked helper as an unprivileged user (root ignores
+ * RLIMIT_NPROC): a forkserver that runs but can no longer fork (its
+ * process allowance taken away) fails a start with -EAGAIN, and a pool's
+ * creation too, with nothing left behind; starts work again once it can
+ * fork.  Returns 0 when all held, else the number of the check that
+ * failed. */
+static int forkserver_without_nproc(void *arg) {
+  (void)arg;
+  if (setgroups(0, NULL) != 0 || setgid(65534) != 0 || setuid(65534) != 0)
+    return 1;
+  if (start_and_join(MPROC_START_FORKSERVER) != 7)
+    return 2;
+  int fd = mproc__forkserver_pidfd();
+  pid_t server = fd >= 0 ? pidfd_pid(fd) : -1;
+  struct rlimit old, zero;
+  if (server <= 0 || prlimit(server, RLIMIT_NPROC, NULL, &old) != 0)
+    return 3;
+  zero = (struct rlimit){0, old.rlim_max}; /* a lowered hard limit stays low */
+  if (prlimit(server, RLIMIT_NPROC, &zero, NULL) != 0)
+    return 3;
+  if (start_and_join(MPROC_START_FORKSERVER) != -EAGAIN)
+    return 4;
+  mproc_pool *p = NULL;
+  struct mproc_pool_options o = {.workers = 2, .start_method = MPROC_START_FORKSERVER};
+  if (mproc_pool_new(&p, &o) != -EAGAIN || p != NULL)
+    return 5;
+  if (mproc_test_count_children() != 1) /* the server only */
+    return 6;
+  if (prlimit(server, RLIMIT_NPROC, &old, NULL) != 0 || start_and_join(MPROC_START_FORKSERVER) != 7)
+    return 7;
+  close(fd);
+  mproc_forkserver_stop();
+  return mproc_test_count_children() == 0 ? 0 : 8;
+}
+
+START_TEST(test_forkserver_cannot_fork) {
+  struct mproc__spawn_opts so = {.fn = forkserver_without_nproc};
+  pid_t pid;
+  int pidfd, code = -1;
+  mproc_assert_ok(mproc__spawn(&so, &pid, &pidfd));
+  mproc_assert_ok(mproc__reap(pidfd, &code, mproc__deadline(SLACK_MS * 10)));
+  mproc__close(pidfd);
+  ck_assert_int_eq(code, 0);
+}
+END_TEST
+
 /* A library-exec'd image stopped before it answered its start -- a spawn
  * child, a pool's spawn worker, a new forkserver -- made the start wait out
  * its 30 s deadline.  The start now fails promptly with
@@ -948,6 +1009,8 @@ int main(void) {
   tcase_add_test(tc, test_stopped_exec_child_at_start);
   tcase_add_test(tc, test_forkserver_child_never_noted);
   tcase_add_test(tc, test_stopped_keeper_start);
+  tc = mproc_test_tcase(s, "cannot-fork", 60);
+  tcase_add_test(tc, test_forkserver_cannot_fork);
   tc = mproc_test_tcase(s, "traced", 60);
   tcase_add_test(tc, test_traced_zombie_join);
   tcase_add_test(tc, test_traced_worker_death);
