@@ -82,12 +82,11 @@
  * starts its own server when it needs one.
  *
  * Stopped.  A server stopped by SIGSTOP (or SIGTSTP sent to it alone)
- * answers nothing until continued, yet reads as alive.  The wait for a reply
- * looks at its state whenever it is slow to answer, so a stopped server is
- * found within about MPROC__PEER_CHECK_MS (50 ms) and handled as a dead one:
- * killed, reaped, replaced, the request retried once.  (A request larger
- * than the socket's buffer sent to a server stopped meanwhile waits out
- * REPLY_MS before the same happens.)  A server that runs but never answers
+ * answers nothing until continued, yet reads as alive.  The waits for its
+ * reply, and for room in its socket while a large request is sent, look at
+ * its state whenever it is slow, so a stopped server is found within about
+ * MPROC__PEER_CHECK_MS (50 ms) and handled as a dead one: killed, reaped,
+ * replaced, the request retried once.  A server that runs but never answers
  * is given up on after REPLY_MS. */
 #include "process.h"
 #include "start.h"
@@ -121,6 +120,9 @@
 #endif
 #ifndef CLONE_PARENT
 #define CLONE_PARENT 0x00008000
+#endif
+#ifndef CLONE_PARENT_SETTID
+#define CLONE_PARENT_SETTID 0x00100000
 #endif
 
 /* Inheritable descriptors one request can carry: the kernel's SCM_MAX_FD,
@@ -427,15 +429,15 @@ static int request_locked(const struct mproc__start_req *req, struct mproc__wire
   void (*hook)(int, int) = atomic_load(&mproc__forkserver_test_hook);
   if (hook != NULL)
     hook(0, srv_pidfd);
-  int r = mproc__send_header(srv_ctl, w, fds, (size_t)nfds, deadline);
+  int r = mproc__send_header(srv_ctl, w, fds, (size_t)nfds, deadline, srv_pid);
   if (r == 0)
-    r = mproc__send_full(srv_ctl, req->name, w->name_len, deadline);
+    r = mproc__send_full(srv_ctl, req->name, w->name_len, deadline, srv_pid);
   if (r == 0)
-    r = mproc__send_full(srv_ctl, req->arg, req->len, deadline);
+    r = mproc__send_full(srv_ctl, req->arg, req->len, deadline, srv_pid);
   if (r == 0)
-    r = mproc__send_full(srv_ctl, env, w->env_len, deadline);
+    r = mproc__send_full(srv_ctl, env, w->env_len, deadline, srv_pid);
   if (r == 0)
-    r = mproc__send_full(srv_ctl, nums, w->nfds * sizeof *nums, deadline);
+    r = mproc__send_full(srv_ctl, nums, w->nfds * sizeof *nums, deadline, srv_pid);
   struct reply rep;
   if (r == 0 && hook != NULL)
     hook(1, srv_pidfd);
@@ -582,7 +584,9 @@ MPROC_EXTERN void mproc_forkserver_stop(void) {
 
 /* ---- server side ----------------------------------------------------------- */
 
-static int *tid_addr; /* glibc's tid field of our only thread */
+static int *tid_addr;     /* glibc's tid field of our only thread */
+static void *robust_head; /* glibc's robust-list head of our only thread */
+static size_t robust_len;
 static int32_t *page; /* the owner's page: each child's pid ("The page") */
 
 /* Exposed for tests only, set by a constructor of the program (which runs in
@@ -590,8 +594,6 @@ static int32_t *page; /* the owner's page: each child's pid ("The page") */
  * (pid 0) before its note and in the server (the child's pid) before its
  * reply, so a test can end either exactly there. */
 void (*_Atomic mproc__forkserver_fork_hook)(pid_t pid);
-static void *robust_head; /* glibc's robust-list head of our only thread */
-static size_t robust_len;
 
 static int cmp_int(const void *a, const void *b) {
   int x = *(const int *)a, y = *(const int *)b;
@@ -686,8 +688,8 @@ static _Noreturn void child_setup(const struct mproc__wire *w, int *got, const i
 
 static void reply(int ctl, int32_t status, pid_t pid, const char *msg) {
   struct reply rep = {.status = status, .pid = pid, .msg_len = msg ? (uint32_t)strlen(msg) : 0};
-  if (mproc__send_full(ctl, &rep, sizeof rep, -1) != 0 ||
-      (msg != NULL && mproc__send_full(ctl, msg, rep.msg_len, -1) != 0))
+  if (mproc__send_full(ctl, &rep, sizeof rep, -1, 0) != 0 ||
+      (msg != NULL && mproc__send_full(ctl, msg, rep.msg_len, -1, 0) != 0))
     _exit(0); /* the owner is gone */
 }
 

@@ -154,8 +154,8 @@ int mproc__proc_stat(const char *proc, pid_t pid, struct mproc__pstat *out);
  * unreaped child, so the pid is its): a peer that is stopped (SIGSTOP,
  * SIGTSTP: state T) answers nothing until continued, so instead of waiting
  * out the deadline this returns 0 within about MPROC__PEER_CHECK_MS of
- * finding it stopped.  Otherwise as mproc__poll1 (revents > 0,
- * MPROC_ETIMEDOUT, -errno). */
+ * finding it stopped.  Otherwise (and for peer 0: no peer) as mproc__poll1
+ * (revents > 0, MPROC_ETIMEDOUT, -errno). */
 int mproc__poll_peer(int fd, short events, int64_t deadline_ms, pid_t peer);
 
 /* ---- spawn.c: the one place the library forks ------------------------- */

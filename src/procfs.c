@@ -65,6 +65,8 @@ int mproc__proc_stat(const char *proc, pid_t pid, struct mproc__pstat *out) {
 }
 
 int mproc__poll_peer(int fd, short events, int64_t deadline_ms, pid_t peer) {
+  if (peer <= 0)
+    return mproc__poll1(fd, events, deadline_ms);
   for (;;) {
     /* Slices: a stopped peer is looked for only when it is slow to answer,
      * so a prompt one costs no /proc read. */

@@ -374,11 +374,14 @@ static int proc_exit_7(const void *arg, size_t len) {
   return 7;
 }
 
-/* A process started under `method`: its exit code, or the start's error. */
-static int start_and_join(int method) {
+/* A process started under `method` with an argument of `len` bytes (up to
+ * 4 MiB: more than a socket's buffer holds): its exit code, or the start's
+ * error. */
+static int start_and_join_len(int method, size_t len) {
+  static char arg[4 << 20];
   mproc_process *p;
   struct mproc_process_options o = {.start_method = method};
-  mproc_assert_ok(mproc_process_new(&p, proc_exit_7, NULL, 0, &o));
+  mproc_assert_ok(mproc_process_new(&p, proc_exit_7, len > 0 ? arg : NULL, len, &o));
   int r = mproc_process_start(p);
   if (r == 0) {
     mproc_assert_ok(mproc_process_join(p, SLACK_MS));
@@ -388,10 +391,14 @@ static int start_and_join(int method) {
   return r;
 }
 
-/* A stopped forkserver -- idle, or stopped while a request is sent to it --
- * made every start wait 30 s for its reply.  It is now found
- * stopped within a bounded time and replaced: the start succeeds promptly,
- * on a fresh server. */
+static int start_and_join(int method) { return start_and_join_len(method, 0); }
+static int start_big_and_join(int method) { return start_and_join_len(method, 4 << 20); }
+
+/* A stopped forkserver -- idle (round 0), or stopped as a request is sent
+ * to it, a small one (1) or one larger than its socket's buffer (2) -- made
+ * every start wait 30 s for its reply.  It is now found stopped within a
+ * bounded time and replaced: the start succeeds promptly, on a fresh
+ * server. */
 START_TEST(test_stopped_forkserver) {
   mproc_pool *p;
   struct mproc_pool_options o = {.workers = 1, .start_method = MPROC_START_FORKSERVER};
@@ -421,7 +428,9 @@ START_TEST(test_stopped_forkserver) {
       mproc_future_free(f);
       mproc_assert_ok(mproc_pool_free(p));
     } else {
-      ck_assert_int_eq(start_and_join(MPROC_START_FORKSERVER), 7);
+      int code = round == 1 ? start_and_join(MPROC_START_FORKSERVER)
+                            : start_big_and_join(MPROC_START_FORKSERVER);
+      ck_assert_int_eq(code, 7);
     }
     ck_assert_msg(mproc_now_ms() - t0 < SLACK_MS, "round %d took %lld ms", round,
                   (long long)(mproc_now_ms() - t0));
@@ -563,6 +572,8 @@ START_TEST(test_stopped_exec_child_at_start) {
   ck_assert_int_eq(setenv("MPROC_TEST_STOP_AT_START", "s", 1), 0);
   int64_t t0 = mproc_now_ms();
   mproc_assert_err(start_and_join(MPROC_START_SPAWN), MPROC_ECHILDFAILED);
+  /* An argument larger than the socket's buffer: its sending waited. */
+  mproc_assert_err(start_big_and_join(MPROC_START_SPAWN), MPROC_ECHILDFAILED);
   mproc_pool *p = NULL;
   struct mproc_pool_options o = {.workers = 2, .start_method = MPROC_START_SPAWN};
   mproc_assert_err(mproc_pool_new(&p, &o), MPROC_ECHILDFAILED);
