@@ -113,7 +113,8 @@ static int copy_item(const void *in, void *out) {
 }
 
 /* The arrays live in a shared block, so the same pages serve map (which
- * copies them through the pool's arena), map_shm (in place) and OpenMP. */
+ * copies them through the pool's arena), map_shm and map_shm_range (in
+ * place) and OpenMP. */
 static void map_items(mproc_pool *p) {
   size_t top = quick ? 10000 : 100000000;
   mproc_shm *b;
@@ -148,6 +149,15 @@ static void map_items(mproc_pool *p) {
       v[r] = (double)n / (bench_now_s() - t0);
     }
     curve("map_items", "mproc_shm", (double)n, v, reps);
+    for (int r = 0; r < reps; r++) {
+      double t0 = bench_now_s();
+      e = mproc_pool_map_shm_range(p, bench_squares, b, 0, sizeof *in, top * sizeof *in,
+                                   sizeof *out, n, NULL, NULL, -1);
+      if (e != 0)
+        die("map_shm_range", e);
+      v[r] = (double)n / (bench_now_s() - t0);
+    }
+    curve("map_items", "mproc_shm_range", (double)n, v, reps);
 #ifdef MPROC_BENCH_OPENMP
     for (int r = 0; r < reps; r++) {
       double t0 = bench_now_s();

@@ -81,6 +81,7 @@ CHARTS = {
 IMPL_LABEL = {
     "mproc": "mproc",
     "mproc_shm": "mproc map_shm (in place, data in a shared block)",
+    "mproc_shm_range": "mproc map_shm_range (in place, one run per worker)",
     "python": "Python multiprocessing",
     "openmp": "OpenMP parallel for (same address space)",
     "raw": "raw mechanism",
@@ -113,7 +114,7 @@ def draw_curves(curves, outdir, title):
         png = os.path.join(outdir, "scale-%s.png" % chart)
         with tempfile.TemporaryDirectory() as tmp:
             plots = []
-            for impl in ["mproc", "python", "raw", "openmp", "os"]:
+            for impl in ["mproc", "mproc_shm", "mproc_shm_range", "python", "raw", "openmp", "os"]:
                 pts = impls.get(impl)
                 if not pts:
                     continue

@@ -35,6 +35,8 @@ if [ -x "$mpib" ] && command -v mpiexec >/dev/null; then
   mpiexec --version 2>/dev/null | grep -qi 'open mpi\|openrte' && over=(--oversubscribe)
   mpirun=(mpiexec "${over[@]}" -n 3)
   "${mpirun[@]}" "$mpib" raw | tee -a "$out" || status=1
+  # The floor under a crash-contained task ("#" notes: plain C through a child).
+  "${mpirun[@]}" "$mpib" floor | tee -a "$out" || status=1
   "${mpirun[@]}" "$mpib" mproc | tee -a "$out" || status=1
   if /usr/bin/python3 -c 'import mpi4py.futures' 2>/dev/null; then
     "${mpirun[@]}" /usr/bin/python3 -m mpi4py.futures "$here/mpi/bench_mpi4py.py" | tee -a "$out" || status=1

@@ -26,18 +26,31 @@
 #define WORD_BITS 64
 static _Atomic uint64_t fdmap[MPROC__FDREG_MAX / WORD_BITS];
 static _Atomic uint64_t usermap[MPROC__FDREG_MAX / WORD_BITS];
+/* Words of fdmap ever used (one past the highest): a child scans only
+ * those, so it reads none of the maps' untouched pages (each would be a
+ * page fault in every child). */
+static _Atomic int words_used;
+
+static void note_word(int w) {
+  int cur = atomic_load_explicit(&words_used, memory_order_relaxed);
+  while (cur <= w && !atomic_compare_exchange_weak_explicit(
+                         &words_used, &cur, w + 1, memory_order_relaxed, memory_order_relaxed)) {
+  }
+}
 
 static uint64_t bit_of(int fd) { return (uint64_t)1 << (fd % WORD_BITS); }
 
 void mproc__fd_register(int fd) {
   if (fd < 0 || fd >= MPROC__FDREG_MAX)
     return;
+  note_word(fd / WORD_BITS);
   atomic_fetch_or_explicit(&fdmap[fd / WORD_BITS], bit_of(fd), memory_order_relaxed);
 }
 
 void mproc__fd_register_user(int fd) {
   if (fd < 0 || fd >= MPROC__FDREG_MAX)
     return;
+  note_word(fd / WORD_BITS);
   atomic_fetch_or_explicit(&usermap[fd / WORD_BITS], bit_of(fd), memory_order_relaxed);
   atomic_fetch_or_explicit(&fdmap[fd / WORD_BITS], bit_of(fd), memory_order_relaxed);
 }
@@ -46,7 +59,10 @@ void mproc__fd_unregister(int fd) {
   if (fd < 0 || fd >= MPROC__FDREG_MAX)
     return;
   atomic_fetch_and_explicit(&fdmap[fd / WORD_BITS], ~bit_of(fd), memory_order_relaxed);
-  atomic_fetch_and_explicit(&usermap[fd / WORD_BITS], ~bit_of(fd), memory_order_relaxed);
+  /* Read first: most fds are not a user's, and a write to a page shared
+   * with a recent fork's child is a copy-on-write fault. */
+  if (atomic_load_explicit(&usermap[fd / WORD_BITS], memory_order_relaxed) & bit_of(fd))
+    atomic_fetch_and_explicit(&usermap[fd / WORD_BITS], ~bit_of(fd), memory_order_relaxed);
 }
 
 int mproc__close(int fd) {
@@ -68,7 +84,8 @@ static bool kept(int fd, const int *keep, size_t nkeep) {
 }
 
 void mproc__fd_close_registered_except(const int *keep, size_t nkeep, bool keep_user) {
-  for (size_t w = 0; w < MPROC__ARRAY_SIZE(fdmap); w++) {
+  size_t used = (size_t)atomic_load_explicit(&words_used, memory_order_relaxed);
+  for (size_t w = 0; w < used && w < MPROC__ARRAY_SIZE(fdmap); w++) {
     uint64_t bits = atomic_load_explicit(&fdmap[w], memory_order_relaxed);
     if (keep_user)
       bits &= ~atomic_load_explicit(&usermap[w], memory_order_relaxed);

@@ -42,7 +42,10 @@
  * child's parent is the *owner*, not the server.  So the owner pidfd_open()s
  * the pid it is told (still its unreaped child: the pid cannot have been
  * recycled, exactly as after fork) and joins, reaps, signals and walks the
- * tree of it like any forked child; the server never reaps anything, and a
+ * tree of it like any forked child (in an owner whose children the kernel
+ * reaps, the child first holds still until the owner closes the note, after
+ * its pidfd_open: a child that exits at once would otherwise be gone, its
+ * pid free for reuse, first); the server never reaps anything, and a
  * dead server does not take running children with it.  The alternative,
  * server-owned children whose exit status the server relays, would make the
  * owner's pidfd unreapable (waitid works for own children only) and tie every
@@ -497,6 +500,10 @@ int mproc__forkserver_request(const struct mproc__start_req *req, const struct m
   if (!(req->flags & MPROC__START_NOFLUSH))
     fflush(NULL);
   pid_t pid = 0;
+  /* Kept open until the pidfd is: the child's hold (see "Whose child"). */
+  int held = -1;
+  if (mproc__children_autoreaped())
+    w.flags |= MPROC__START_HOLD;
   pthread_mutex_lock(&lock);
   int r = 0;
   for (int attempt = 0; attempt < 2; attempt++) {
@@ -528,7 +535,9 @@ int mproc__forkserver_request(const struct mproc__start_req *req, const struct m
         r = 0;
       forget_locked();
     }
-    if (note[0] >= 0)
+    if (r == 0 && (w.flags & MPROC__START_HOLD))
+      held = note[0];
+    else if (note[0] >= 0)
       mproc__close(note[0]);
     if (!gone || r == 0)
       break;
@@ -542,10 +551,11 @@ int mproc__forkserver_request(const struct mproc__start_req *req, const struct m
   if (req->flags & MPROC__START_NEWPGRP)
     setpgid(pid, pid); /* both sides set it, as spawn.c does: either may run first */
   int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+  r = pidfd < 0 ? mproc__neg_errno() : 0;
+  mproc__close(held); /* the child may go on */
   if (pidfd < 0) {
     /* Our own unreaped child (CLONE_PARENT): kill and reap it by its exact
      * pid, as mproc__spawn does. */
-    r = mproc__neg_errno();
     kill(pid, SIGKILL);
     while (waitpid(pid, NULL, 0) < 0 && errno == EINTR) {
     }
@@ -745,6 +755,12 @@ static void serve_one(int ctl, pid_t owner) {
       int32_t me = (int32_t)syscall(SYS_getpid);
       /* EPIPE (no signal): the owner had its reply and closed the note. */
       (void)send(note, &me, sizeof me, MSG_NOSIGNAL);
+      if (w.flags & MPROC__START_HOLD) {
+        /* Until the owner has our pidfd: it closes the note then (or dies). */
+        char b;
+        while (recv(note, &b, 1, 0) < 0 && errno == EINTR) {
+        }
+      }
       close(note);
       close(ctl);
       munmap(page, PAGE_BYTES); /* the server's, not the child's */

@@ -49,6 +49,10 @@ int mproc__wait_until(bool (*cond)(void *), void *ctx, struct mproc_pool *const 
   int spin = atomic_load_explicit(&pools[0]->wait_ema_us, memory_order_relaxed) < 200
                  ? mproc__spin_budget()
                  : 16;
+  /* A deadline already passed (timeout 0) polls: the caller asked not to
+   * wait, so no spin either. */
+  if (deadline_ms >= 0 && mproc__poll_timeout(deadline_ms) == 0)
+    spin = 0;
   int64_t t0 = now_us();
   int r = 0;
   /* While this thread spins it collects results itself, so workers need not
@@ -67,6 +71,10 @@ int mproc__wait_until(bool (*cond)(void *), void *ctx, struct mproc_pool *const 
       for (size_t k = 0; k < npools; k++)
         mproc__pool_help(pools[k]);
       cpu_relax(i);
+      /* A yield can take milliseconds on a loaded machine: the spin must
+       * not outlast a short deadline. */
+      if ((i & 63) == 63 && deadline_ms >= 0 && mproc__poll_timeout(deadline_ms) == 0)
+        spin = i + 1;
       continue;
     }
     if (helping) {

@@ -67,6 +67,10 @@ static inline void mproc__cpu_relax(void) {
 /* spawn.c: every signal disposition back to SIG_DFL (a new child's first
  * step, whatever handlers its image or a sanitizer runtime installed). */
 void mproc__reset_signals(void);
+/* spawn.c: whether the kernel reaps this process's children itself
+ * (SIGCHLD ignored, or SA_NOCLDWAIT): a child that exits at once could then
+ * be gone, and its pid even reused, before the parent opens its pidfd. */
+bool mproc__children_autoreaped(void);
 
 /* ---- clock.c: deadlines ----------------------------------------------- */
 

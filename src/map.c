@@ -320,11 +320,11 @@ MPROC_EXTERN int mproc_pool_map_async(mproc_pool *p, mproc_map_fn fn, const void
   return map_start(p, (void (*)(void))fn, MPROC__K_MAP, 1, &c, n, out, out_size, NULL, o, f);
 }
 
-int mproc__map_block_start(struct mproc_pool *p, mproc_map_fn fn, size_t n, size_t in_size,
-                           size_t out_size, const struct mproc__map_block *blk,
+int mproc__map_block_start(struct mproc_pool *p, uint32_t kind, void (*fn)(void), size_t n,
+                           size_t in_size, size_t out_size, const struct mproc__map_block *blk,
                            const struct mproc_map_options *o, mproc_future **f) {
   struct col c = {NULL, in_size};
-  return map_start(p, (void (*)(void))fn, MPROC__K_MAP_SHM, 1, &c, n, NULL, out_size, blk, o, f);
+  return map_start(p, fn, kind, 1, &c, n, NULL, out_size, blk, o, f);
 }
 
 MPROC_EXTERN int mproc_pool_map(mproc_pool *p, mproc_map_fn fn, const void *in, size_t n,

@@ -8,7 +8,23 @@
  * A job is dispatched to the rank with the fewest jobs in flight, so a slow
  * task never holds up the others queued behind it for long.  The argument
  * copy is kept until the send completes (MPI reads it in place); a result
- * payload is received into memory the job then owns.
+ * payload is received into memory the job then owns -- or, for a map
+ * chunk, straight into the caller's output buffer.  A map chunk's input is
+ * borrowed, not copied: MPI reads it in place.  Both buffers belong to the
+ * caller again once the job finished; freeing an unfinished job first waits
+ * for a send that still reads the input and a receive that already writes
+ * the output (both are under way, the rank takes and sends every message
+ * promptly), and a result arriving later goes to memory of its own.
+ *
+ * Submitting only queues a job: it goes out at the next mproc__mpi_flush
+ * or progress step, together with whatever else was queued for its rank by
+ * then.  Jobs bound for one rank in one step travel as batches (mpi_wire.c)
+ * when they are small -- one message, one match on the rank for a run of
+ * tiny tasks -- and alone otherwise, always in queue order; a lone job is
+ * sent alone, at once, never held back to fill a batch.  A batched job's
+ * argument is copied into the batch, so it has no send of its own to wait
+ * for; the batch's send is tracked with the control messages.  Ranks
+ * answer in batches the same way: each frame is one job's result.
  *
  * Not thread-safe by itself: the raw calls here run on one thread (the
  * tests, the benchmark), and the pool's MPI transport (transport_mpi.c)
@@ -29,7 +45,8 @@
 enum { QUEUED = 0, SENT = 1, DONE = 2 };
 
 struct mproc__mpi_job {
-  struct mproc__mpi_job *next; /* queue or in-flight list */
+  struct mproc__mpi_job *next;  /* queue or in-flight list */
+  struct mproc__mpi_job *onext; /* dispatched, in the rank's outgoing list */
   uint64_t id;
   int state;
   int rank;        /* 0 while queued */
@@ -38,7 +55,10 @@ struct mproc__mpi_job {
   bool freed;      /* released by the caller: free when done */
   bool cancel;     /* a CANCEL was sent for it */
   struct mproc__mpi_task hdr;
-  void *payload; /* the argument copy, until the send completed */
+  void *payload;   /* the argument copy (NULL: borrowed), until the send completed */
+  const void *arg; /* what is sent: payload, or the caller's input */
+  void *out;       /* MAP: where the result goes (out_len bytes), NULL: own memory */
+  size_t out_len;
   struct mproc__mpi_op *send, *recv;
   int code;
   struct mproc_task_error err;
@@ -55,11 +75,13 @@ struct ctrl {
 static struct {
   struct mproc__mpi_job *queue, *queue_tail; /* QUEUED, FIFO */
   struct mproc__mpi_job *flight;             /* SENT */
+  struct mproc__mpi_job **out, **out_tail;   /* per rank: dispatched, to send */
   int *load;                                 /* jobs in flight per rank */
   uint64_t next_id;
   struct ctrl *ctrls;
-  int stopped; /* ranks that confirmed STOP */
-  int pinned;  /* queued jobs pinned to a rank */
+  int stopped;                             /* ranks that confirmed STOP */
+  int pinned;                              /* queued jobs pinned to a rank */
+  uint64_t batches_sent, batches_received; /* messages of several tasks, results */
 } C;
 
 static const char *host_of(int rank) {
@@ -74,17 +96,25 @@ static void job_release(struct mproc__mpi_job *j) {
   free(j);
 }
 
-static int submit(const struct mproc__mpi_fn *fn, uint32_t type, void *payload, size_t len,
-                  struct mproc__mpi_task *hdr, struct mproc__mpi_to to,
+static int submit(const struct mproc__mpi_fn *fn, uint32_t type, void *payload, const void *arg,
+                  size_t len, struct mproc__mpi_task *hdr, struct mproc__mpi_to to,
                   struct mproc__mpi_job **out) {
   int pin = to.rank;
   if (mproc_mpi_worker_ranks() == 0 || pin < 0 || pin >= mproc__mpi.size) {
     free(payload);
     return mproc_mpi_worker_ranks() == 0 ? MPROC_ESTATE : MPROC_EINVAL;
   }
-  if (!C.load) {
-    C.load = calloc((size_t)mproc__mpi.size, sizeof *C.load);
-    if (!C.load) {
+  if (!C.load && !(C.load = calloc((size_t)mproc__mpi.size, sizeof *C.load))) {
+    free(payload);
+    return MPROC_ENOMEM;
+  }
+  if (!C.out) {
+    C.out = calloc((size_t)mproc__mpi.size, sizeof *C.out);
+    C.out_tail = calloc((size_t)mproc__mpi.size, sizeof *C.out_tail);
+    if (!C.out || !C.out_tail) {
+      free(C.out);
+      free(C.out_tail);
+      C.out = C.out_tail = NULL;
       free(payload);
       return MPROC_ENOMEM;
     }
@@ -102,6 +132,7 @@ static int submit(const struct mproc__mpi_fn *fn, uint32_t type, void *payload, 
   j->hdr.fn.type = type;
   j->hdr.pool = to.pool;
   j->payload = payload;
+  j->arg = payload ? payload : arg;
   j->pin = pin;
   if (C.queue_tail)
     C.queue_tail->next = j;
@@ -111,8 +142,7 @@ static int submit(const struct mproc__mpi_fn *fn, uint32_t type, void *payload, 
   if (pin)
     C.pinned++;
   *out = j;
-  mproc__mpi_progress(); /* send it now if a rank has room */
-  return 0;
+  return 0; /* sent by the next mproc__mpi_flush or progress step */
 }
 
 /* A copy of len bytes the job owns (NULL for none): 0 or MPROC_ENOMEM. */
@@ -138,21 +168,26 @@ int mproc__mpi_submit_to(struct mproc__mpi_to to, const struct mproc__mpi_fn *fn
   if (copy_of(arg, len, &copy) != 0)
     return MPROC_ENOMEM;
   struct mproc__mpi_task hdr = {.kind = MPROC__MPI_CALL, .timeout_ms = timeout_ms};
-  return submit(fn, MPROC__MPI_FN_TASK, copy, len, &hdr, to, out);
+  return submit(fn, MPROC__MPI_FN_TASK, copy, NULL, len, &hdr, to, out);
 }
 
 int mproc__mpi_submit_map(struct mproc__mpi_to to, const struct mproc__mpi_fn *fn, const void *in,
-                          size_t n, size_t in_size, size_t out_size, struct mproc__mpi_job **out) {
+                          size_t n, size_t in_size, void *res, size_t out_size,
+                          struct mproc__mpi_job **out) {
   if (!fn || !out || (n && !in) || !in_size || fn->type != MPROC__MPI_FN_MAP ||
       (n && in_size > SIZE_MAX / n) || (n && out_size > SIZE_MAX / n))
     return MPROC_EINVAL;
   size_t len = n * in_size;
-  void *copy;
-  if (copy_of(in, len, &copy) != 0)
-    return MPROC_ENOMEM;
   struct mproc__mpi_task hdr = {
       .kind = MPROC__MPI_MAP, .count = n, .in_size = in_size, .out_size = out_size};
-  return submit(fn, MPROC__MPI_FN_MAP, copy, len, &hdr, to, out);
+  struct mproc__mpi_job *j;
+  int rc = submit(fn, MPROC__MPI_FN_MAP, NULL, in, len, &hdr, to, &j);
+  if (rc == 0) {
+    j->out = res;
+    j->out_len = res ? n * out_size : 0;
+    *out = j;
+  }
+  return rc;
 }
 
 int mproc__mpi_submit_starmap(struct mproc__mpi_to to, const struct mproc__mpi_fn *fn,
@@ -177,7 +212,7 @@ int mproc__mpi_submit_starmap(struct mproc__mpi_to to, const struct mproc__mpi_f
     return MPROC_ENOMEM;
   for (size_t k = 0, at = 0; k < nargs && n; at += n * col_size[k], k++)
     memcpy(copy + at, cols[k], n * col_size[k]);
-  return submit(fn, MPROC__MPI_FN_MAP, copy, len, &hdr, to, out);
+  return submit(fn, MPROC__MPI_FN_MAP, copy, NULL, len, &hdr, to, out);
 }
 
 int mproc__mpi_open(struct mproc__mpi_to to, int workers, const struct mproc__mpi_fn *init,
@@ -194,7 +229,7 @@ int mproc__mpi_open(struct mproc__mpi_to to, int workers, const struct mproc__mp
                                 .count = (uint64_t)workers,
                                 .timeout_ms = init_timeout_ms};
   static const struct mproc__mpi_fn none;
-  return submit(init ? init : &none, MPROC__MPI_FN_INIT, copy, len, &hdr, to, out);
+  return submit(init ? init : &none, MPROC__MPI_FN_INIT, copy, NULL, len, &hdr, to, out);
 }
 
 /* A failed MPI call: rank is the peer, or -1 when the call had none (a
@@ -215,6 +250,74 @@ static int pick_rank(void) {
     if (C.load[r] < mproc__mpi.tasks_per_rank && (!best || C.load[r] < C.load[best]))
       best = r;
   return best;
+}
+
+/* The rank has job j's argument: a copy goes, a borrowed one is the
+ * caller's again. */
+static void sent(struct mproc__mpi_job *j) {
+  free(j->payload);
+  j->payload = NULL;
+  j->arg = NULL;
+}
+
+/* Send job j alone; its argument is kept until the send completed. */
+static void send_alone(struct mproc__mpi_job *j) {
+  if (mproc__mpi_isend(mproc__mpi.comm, j->rank, MPROC__MPI_TAG_TASK, &j->hdr, sizeof j->hdr,
+                       (void *)j->arg, j->hdr.len, false, &j->send) != 0)
+    lost(j->rank, "sending a task failed");
+}
+
+static void track(struct mproc__mpi_op *op);
+
+/* Send the n jobs from j on (consecutive in rank r's outgoing list, every
+ * one batchable, their frames fitting one batch) as one message; the
+ * arguments are copied into it, so each job's copy goes at once. */
+static void send_batch(int r, struct mproc__mpi_job *j, int n) {
+  struct mproc__mpi_batch b = {0};
+  struct mproc__mpi_job *k = j;
+  for (int i = 0; i < n && k; i++, k = k->onext) {
+    if (mproc__mpi_batch_add(&b, &k->hdr, sizeof k->hdr, k->arg, k->hdr.len) != 0) {
+      mproc__mpi_batch_clear(&b); /* no memory for the batch: each goes alone */
+      for (int m = 0; m < n; m++, j = j->onext)
+        send_alone(j);
+      return;
+    }
+  }
+  for (int i = 0; i < n; i++, j = j->onext)
+    sent(j);
+  struct mproc__mpi_task hdr = {.kind = MPROC__MPI_BATCH, .count = (uint64_t)n};
+  struct mproc__mpi_op *op;
+  if (mproc__mpi_batch_send(mproc__mpi.comm, r, MPROC__MPI_TAG_TASK, &hdr, sizeof hdr, &b, &op) !=
+      0)
+    lost(r, "sending a batch of tasks failed");
+  track(op);
+  C.batches_sent++;
+}
+
+/* Send rank r's outgoing jobs, in order: each run of batchable jobs in as
+ * few batches as hold it, a lone one (or one too large) alone -- a batch is
+ * what is queued now, never waited for. */
+static void send_out(int r) {
+  struct mproc__mpi_job *j = C.out[r];
+  C.out[r] = C.out_tail[r] = NULL;
+  while (j) {
+    int n = 0;
+    size_t used = 0;
+    struct mproc__mpi_job *end = j;
+    while (end && mproc__mpi_batchable(sizeof end->hdr, end->hdr.len) &&
+           used + mproc__mpi_frame_size(sizeof end->hdr, end->hdr.len) <= MPROC__MPI_INLINE) {
+      used += mproc__mpi_frame_size(sizeof end->hdr, end->hdr.len);
+      n++;
+      end = end->onext;
+    }
+    if (n <= 1) {
+      send_alone(j);
+      j = j->onext;
+    } else {
+      send_batch(r, j, n);
+      j = end;
+    }
+  }
 }
 
 /* Send queued jobs, in order: a pinned job at once (whoever pins them
@@ -242,9 +345,12 @@ static bool dispatch(void) {
       C.queue = next;
     if (C.queue_tail == j)
       C.queue_tail = prev;
-    if (mproc__mpi_isend(mproc__mpi.comm, r, MPROC__MPI_TAG_TASK, &j->hdr, sizeof j->hdr,
-                         j->payload, j->hdr.len, false, &j->send) != 0)
-      lost(r, "sending a task failed");
+    j->onext = NULL;
+    if (C.out_tail[r])
+      C.out_tail[r]->onext = j;
+    else
+      C.out[r] = j;
+    C.out_tail[r] = j;
     j->rank = r;
     j->state = SENT;
     j->sent_ms = mproc_now_ms();
@@ -256,7 +362,14 @@ static bool dispatch(void) {
     C.flight = j;
     moved = true;
   }
+  for (int r = 1; moved && r < mproc__mpi.size; r++)
+    send_out(r);
   return moved;
+}
+
+void mproc__mpi_flush(void) {
+  if (C.load)
+    dispatch();
 }
 
 static void finish(struct mproc__mpi_job *j) {
@@ -273,8 +386,7 @@ static void finish(struct mproc__mpi_job *j) {
     lost(j->rank, "a task's send never completed");
   mproc__mpi_op_free(j->send);
   j->send = NULL;
-  free(j->payload);
-  j->payload = NULL;
+  sent(j);
   if (j->freed)
     job_release(j);
 }
@@ -293,6 +405,9 @@ static void take_result(struct mproc__mpi_job *j) {
     j->err.index = (size_t)r->index;
     memcpy(j->err.message, r->message, sizeof j->err.message);
     j->err.message[sizeof j->err.message - 1] = '\0';
+  } else if (j->recv->user == j) {
+    j->result = NULL; /* received into j->out already */
+    j->result_len = j->recv->len;
   } else {
     j->result = j->recv->data; /* the job owns the payload now */
     j->result_len = j->recv->len;
@@ -304,6 +419,36 @@ static void take_result(struct mproc__mpi_job *j) {
   finish(j);
 }
 
+/* A map chunk's output goes straight where its caller wants it -- when the
+ * job still has a place for it and the rank sends exactly that much. */
+static void *place_result(void *ctx, int source, const void *hdr, size_t len, void **user) {
+  (void)ctx;
+  const struct mproc__mpi_result *r = hdr;
+  if (r->batch != 0 || r->code != 0)
+    return NULL;
+  for (struct mproc__mpi_job *j = C.flight; j; j = j->next) {
+    if (j->id == r->id && j->rank == source) {
+      if (!j->out || j->out_len != len)
+        return NULL;
+      *user = j; /* take_result: the payload is in j->out */
+      return j->out;
+    }
+  }
+  return NULL;
+}
+
+/* A result message (complete or still arriving) goes to its job. */
+static void attach(struct mproc__mpi_op *op) {
+  const struct mproc__mpi_result *r = op->hdr;
+  struct mproc__mpi_job *j = C.flight;
+  while (j && !(j->id == r->id && j->rank == op->source))
+    j = j->next;
+  if (!j || j->recv || r->batch != 0)
+    mproc__mpi_abort("rank %d sent a result for no job of ours (id %llu)", op->source,
+                     (unsigned long long)r->id);
+  j->recv = op;
+}
+
 int mproc__mpi_progress(void) {
   if (!C.load)
     return 0;
@@ -311,21 +456,29 @@ int mproc__mpi_progress(void) {
   dispatch();
   struct mproc__mpi_op *op;
   int rc;
+  static const struct mproc__mpi_place placed = {place_result, NULL};
   while ((rc = mproc__mpi_irecv(mproc__mpi.comm, MPROC__MPI_TAG_RESULT,
-                                sizeof(struct mproc__mpi_result), &op)) == 0) {
+                                sizeof(struct mproc__mpi_result), &placed, &op)) == 0) {
     const struct mproc__mpi_result *r = op->hdr;
-    struct mproc__mpi_job *j = C.flight;
-    while (j && !(j->id == r->id && j->rank == op->source))
-      j = j->next;
-    if (!j || j->recv)
-      mproc__mpi_abort("rank %d sent a result for no job of ours (id %llu)", op->source,
-                       (unsigned long long)r->id);
-    j->recv = op;
+    if (r->batch == 0) {
+      attach(op);
+      continue;
+    }
+    /* Results a rank collected together: each frame is a whole result. */
+    size_t at = 0;
+    int k, n = 0;
+    struct mproc__mpi_op *f;
+    while ((k = mproc__mpi_batch_next(op, &at, &f)) == 1 && ++n)
+      attach(f);
+    if (k < 0 || n != r->batch)
+      mproc__mpi_abort("rank %d sent a malformed batch of results", op->source);
+    mproc__mpi_op_free(op);
+    C.batches_received++;
   }
   if (rc < 0)
     lost(-1, "receiving a result failed");
   while ((rc = mproc__mpi_irecv(mproc__mpi.comm, MPROC__MPI_TAG_CTRL,
-                                sizeof(struct mproc__mpi_ctrl), &op)) == 0) {
+                                sizeof(struct mproc__mpi_ctrl), NULL, &op)) == 0) {
     const struct mproc__mpi_ctrl *c = op->hdr;
     if (c->what == MPROC__MPI_STOPPED)
       C.stopped++;
@@ -340,8 +493,7 @@ int mproc__mpi_progress(void) {
         lost(j->rank, "sending a task failed");
       mproc__mpi_op_free(j->send);
       j->send = NULL;
-      free(j->payload); /* sent: the rank has its own copy */
-      j->payload = NULL;
+      sent(j);
     }
     if (j->recv && (rc = mproc__mpi_test(j->recv)) != 0) {
       if (rc < 0)
@@ -397,6 +549,11 @@ int mproc__mpi_job_result(struct mproc__mpi_job *j, const void **data, size_t *l
   return j->code;
 }
 
+void mproc__mpi_batch_counts(uint64_t *sent, uint64_t *received) {
+  *sent = C.batches_sent;
+  *received = C.batches_received;
+}
+
 bool mproc__mpi_job_done(const struct mproc__mpi_job *j) { return j && j->state == DONE; }
 
 int mproc__mpi_job_rank(const struct mproc__mpi_job *j) { return j ? j->rank : MPROC_EINVAL; }
@@ -415,14 +572,27 @@ void *mproc__mpi_job_take_result(struct mproc__mpi_job *j, size_t *len) {
 
 /* Send a header-only message, tracked until its send completes. */
 static int send_small(int rank, int tag, const void *hdr, size_t len) {
-  struct ctrl *c = calloc(1, sizeof *c);
-  if (!c)
-    return MPROC_ENOMEM;
-  if (mproc__mpi_isend(mproc__mpi.comm, rank, tag, hdr, len, NULL, 0, false, &c->op) != 0)
+  struct mproc__mpi_op *op;
+  if (mproc__mpi_isend(mproc__mpi.comm, rank, tag, hdr, len, NULL, 0, false, &op) != 0)
     lost(rank, "sending a control message failed");
+  track(op);
+  return 0;
+}
+
+/* Keep a message that belongs to no job (a control message, a batch) until
+ * its send completed.  Without memory for the bookkeeping, wait for it
+ * here: the rank takes every message off the wire promptly. */
+static void track(struct mproc__mpi_op *op) {
+  struct ctrl *c = calloc(1, sizeof *c);
+  if (!c) {
+    if (mproc__mpi_wait_op(op, mproc_now_ms() + 10000) != 0)
+      lost(-1, "a message was never taken");
+    mproc__mpi_op_free(op);
+    return;
+  }
+  c->op = op;
   c->next = C.ctrls;
   C.ctrls = c;
-  return 0;
 }
 
 int mproc__mpi_cancel(struct mproc__mpi_job *j) {
@@ -464,10 +634,24 @@ void mproc__mpi_job_free(struct mproc__mpi_job *j) {
     return;
   if (j->state == QUEUED)
     mproc__mpi_cancel(j);
-  if (j->state == DONE)
+  if (j->state == DONE) {
     job_release(j);
-  else
-    j->freed = true; /* released when its result arrives */
+    return;
+  }
+  j->freed = true; /* released when its result arrives */
+  /* The caller's buffers are the caller's again: a send still reading the
+   * input, a receive already writing the output finish first; an answer
+   * that comes later goes to memory of its own. */
+  if (j->send && !j->payload) {
+    if (mproc__mpi_wait_op(j->send, mproc_now_ms() + 10000) != 0)
+      lost(j->rank, "a task's send never completed");
+    mproc__mpi_op_free(j->send);
+    j->send = NULL;
+    sent(j);
+  }
+  if (j->recv && j->recv->user == j && mproc__mpi_wait_op(j->recv, mproc_now_ms() + 10000) != 0)
+    lost(j->rank, "a result never arrived whole");
+  j->out = NULL;
 }
 
 int mproc__mpi_client_stop(int64_t deadline) {
@@ -514,7 +698,10 @@ int mproc__mpi_client_stop(int64_t deadline) {
     free(c);
   }
   free(C.load);
+  free(C.out);
+  free(C.out_tail);
   C.load = NULL;
+  C.out = C.out_tail = NULL;
   return 0;
 }
 

@@ -71,6 +71,7 @@ void mproc__mpi_abort(const char *fmt, ...) {
 }
 
 struct hello {
+  int32_t wire; /* MPROC__MPI_WIRE_VERSION */
   int32_t id_len;
   uint8_t id[MPROC__BUILD_ID_MAX];
   char host[64];
@@ -94,7 +95,7 @@ static int wait_req(MPI_Request *r, int64_t deadline) {
 /* Every rank: exchange hellos; returns 0 when all agree. */
 static int handshake(int64_t timeout_ms) {
   int64_t deadline = mproc_now_ms() + timeout_ms;
-  struct hello me = {0};
+  struct hello me = {.wire = MPROC__MPI_WIRE_VERSION};
   int n = mproc__mpi_program_build_id(me.id, sizeof me.id);
   me.id_len = n > 0 ? n : 0;
   snprintf(me.host, sizeof me.host, "%s", mproc__mpi.host);
@@ -115,6 +116,13 @@ static int handshake(int64_t timeout_ms) {
     for (int i = 0; i < mproc__mpi.size; i++) {
       memcpy(mproc__mpi.hosts[i], all[i].host, sizeof all[i].host);
       mproc__mpi.hosts[i][63] = '\0';
+      if (!verdict && all[i].wire != me.wire) {
+        verdict = 1 + i;
+        fprintf(stderr,
+                "mproc-mpi: rank %d on %s speaks wire version %d, rank 0 version %d: every "
+                "rank must run the same mproc_mpi library\n",
+                i, mproc__mpi.hosts[i], (int)all[i].wire, (int)me.wire);
+      }
       if (!verdict && (all[i].id_len != me.id_len || memcmp(all[i].id, me.id, sizeof me.id) != 0)) {
         verdict = 1 + i;
         fprintf(stderr,
@@ -216,7 +224,8 @@ MPROC_EXTERN int mproc_mpi_init(int *argc, char ***argv, const struct mproc_mpi_
   }
   if (gethostname(mproc__mpi.host, sizeof mproc__mpi.host - 1) != 0)
     snprintf(mproc__mpi.host, sizeof mproc__mpi.host, "unknown-host");
-  mproc__mpi.tasks_per_rank = opts->tasks_per_rank ? opts->tasks_per_rank : 2;
+  mproc__mpi.tasks_per_rank =
+      opts->tasks_per_rank ? opts->tasks_per_rank : MPROC__MPI_TASKS_PER_RANK;
   if (env_rank > 0) {
     int rc = mproc__mpi_rank_prepare();
     if (rc)

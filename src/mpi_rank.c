@@ -32,16 +32,19 @@ struct job {
   struct job *next;
   uint64_t id;
   uint32_t kind;
-  mproc_future *f; /* running: the local pool's future */
-  void *out;       /* MAP: the output elements */
-  size_t out_len;
+  mproc_future *f;          /* running: the local pool's future */
+  void *out;                /* MAP without a block: the output elements (owned) */
+  const void *mapped;       /* MAP: where the output elements are */
+  size_t out_len;           /* ... how many bytes */
+  struct blk *blk;          /* MAP: the shared block it runs in, NULL: none */
   struct mproc__mpi_op *op; /* arriving: the task; sending: the result */
   struct mproc__mpi_result res;
-  bool cancelled; /* cancelled while its payload was arriving */
+  const void *rdata; /* ready: the result payload (res.len bytes) */
+  bool cancelled;    /* cancelled while its payload was arriving */
 };
 
 static mproc_pool *g_pool;
-static struct job *g_arriving, *g_running, *g_sending;
+static struct job *g_arriving, *g_running, *g_ready, *g_sending;
 
 int mproc__mpi_rank_prepare(void) {
   /* Local workers whatever MPROC_TRANSPORT says: it names how rank 0's
@@ -56,10 +59,81 @@ void mproc__mpi_rank_discard(void) {
   g_pool = NULL;
 }
 
+/* ---- blocks map chunks run in -------------------------------------------------
+ *
+ * A map chunk's input is received straight into a shared block, the local
+ * pool maps over it in place (mproc_pool_map_shm: its workers map a block
+ * once and keep the mapping), and the output is sent straight from the
+ * block: no copy on this rank besides MPI's own.  Blocks are kept for the
+ * next chunks (a chunk of a map is usually the size of the one before), a
+ * few at most and none above 64 MiB, so a huge map does not leave its
+ * memory held by an idle rank; without a block (no memory for one) a chunk
+ * takes the copying path, mproc_pool_map_async. */
+struct blk {
+  struct blk *next; /* idle list */
+  mproc_shm *shm;
+  size_t size;
+};
+enum { IDLE_BLOCKS = 4 };
+#define IDLE_BLOCK_MAX ((size_t)64 << 20)
+static struct blk *g_idle;
+static int g_nidle;
+
+/* Where a chunk's output starts in its block: after its input, aligned. */
+static size_t out_off(size_t in_len) { return (in_len + 63) & ~(size_t)63; }
+
+static struct blk *blk_get(size_t need) {
+  for (struct blk **pp = &g_idle; *pp; pp = &(*pp)->next) {
+    struct blk *b = *pp;
+    if (b->size >= need) {
+      *pp = b->next;
+      g_nidle--;
+      return b;
+    }
+  }
+  struct blk *b = calloc(1, sizeof *b);
+  if (!b || mproc_shm_new(&b->shm, need) != 0) {
+    free(b);
+    return NULL;
+  }
+  b->size = need;
+  return b;
+}
+
+static void blk_put(struct blk *b) {
+  if (!b)
+    return;
+  if (g_nidle < IDLE_BLOCKS && b->size <= IDLE_BLOCK_MAX) {
+    b->next = g_idle;
+    g_idle = b;
+    g_nidle++;
+    return;
+  }
+  mproc_shm_free(b->shm);
+  free(b);
+}
+
+/* mproc__mpi_irecv's placement of a task's payload: a map chunk's input
+ * goes into a block with room for its output after it. */
+static void *place_chunk(void *ctx, int source, const void *hdr, size_t len, void **user) {
+  (void)ctx, (void)source;
+  const struct mproc__mpi_task *t = hdr;
+  if (t->kind != MPROC__MPI_MAP || t->count == 0 || t->in_size == 0 ||
+      t->in_size > SIZE_MAX / t->count || t->count * t->in_size != len ||
+      t->out_size > (SIZE_MAX - out_off(len)) / t->count)
+    return NULL;
+  struct blk *b = blk_get(out_off(len) + (size_t)(t->count * t->out_size));
+  if (!b)
+    return NULL;
+  *user = b;
+  return mproc_shm_addr(b->shm);
+}
+
 static void job_free(struct job *j) {
   if (j->f)
     mproc_future_free(j->f);
   mproc__mpi_op_free(j->op);
+  blk_put(j->blk);
   free(j->out);
   free(j);
 }
@@ -86,14 +160,62 @@ static void fail_early(struct job *j, int code, const char *why) {
            mproc__mpi.host, why);
 }
 
-static void send_result(struct job *j, void *data, size_t len) {
+/* The job's result is ready: it goes out at the end of this pass, with the
+ * others ready by then (send_ready). */
+static void send_result(struct job *j, const void *data, size_t len) {
   j->res.len = len;
+  j->rdata = data;
   mproc__mpi_op_free(j->op);
   j->op = NULL;
-  if (mproc__mpi_isend(mproc__mpi.comm, 0, MPROC__MPI_TAG_RESULT, &j->res, sizeof j->res, data, len,
-                       false, &j->op) != 0)
+  push(&g_ready, j);
+}
+
+static void send_alone(struct job *j) {
+  if (mproc__mpi_isend(mproc__mpi.comm, 0, MPROC__MPI_TAG_RESULT, &j->res, sizeof j->res,
+                       (void *)j->rdata, j->res.len, false, &j->op) != 0)
     mproc__mpi_abort("cannot send a result to rank 0");
   push(&g_sending, j);
+}
+
+/* Send a batch of results; its message is kept, as a job of its own, until
+ * its send completed. */
+static void send_batch(struct mproc__mpi_batch *b) {
+  struct job *carrier = calloc(1, sizeof *carrier);
+  struct mproc__mpi_result hdr = {.batch = (int32_t)b->n};
+  if (!carrier || mproc__mpi_batch_send(mproc__mpi.comm, 0, MPROC__MPI_TAG_RESULT, &hdr, sizeof hdr,
+                                        b, &carrier->op) != 0)
+    mproc__mpi_abort("cannot send results to rank 0");
+  push(&g_sending, carrier);
+}
+
+/* Send the results that became ready in this pass: one alone as it is,
+ * several small ones in batches (copied in, so their jobs go at once),
+ * large ones alone. */
+static void send_ready(void) {
+  struct job *ready = NULL;
+  while (g_ready) { /* in the order they finished */
+    struct job *j = g_ready;
+    g_ready = j->next;
+    push(&ready, j);
+  }
+  int small = 0;
+  for (struct job *j = ready; j; j = j->next)
+    small += mproc__mpi_batchable(sizeof j->res, j->res.len);
+  struct mproc__mpi_batch b = {0};
+  for (struct job *j = ready, *next; j; j = next) {
+    next = j->next;
+    if (small < 2 || !mproc__mpi_batchable(sizeof j->res, j->res.len)) {
+      send_alone(j);
+      continue;
+    }
+    if (b.used + mproc__mpi_frame_size(sizeof j->res, j->res.len) > MPROC__MPI_INLINE)
+      send_batch(&b);
+    if (mproc__mpi_batch_add(&b, &j->res, sizeof j->res, j->rdata, j->res.len) != 0)
+      mproc__mpi_abort("out of memory");
+    job_free(j);
+  }
+  if (b.n)
+    send_batch(&b);
 }
 
 /* A starmap chunk runs as one task of the local pool (the pool's own
@@ -161,6 +283,26 @@ static int start_starmap(mproc_pool *pool, struct job *j, const struct mproc__mp
   int rc = mproc_pool_submit(pool, starmap_task, buf, sizeof a + cols, &j->f);
   free(buf); /* the pool copied it */
   return rc;
+}
+
+/* A map chunk: in place in its block, or copied into the local pool.  One
+ * local chunk per local worker: the chunk came already cut to this rank's
+ * share, cutting it finer only adds hops. */
+static int start_map(mproc_pool *pool, struct job *j, const struct mproc__mpi_task *t,
+                     mproc_map_fn fn) {
+  size_t n = (size_t)t->count, w = (size_t)mproc_pool_workers(pool);
+  struct mproc_map_options mo = {.chunksize = w > 1 ? (n + w - 1) / w : n};
+  j->out_len = (size_t)(t->count * t->out_size);
+  if (j->blk) {
+    size_t at = out_off(j->op->len);
+    j->mapped = (char *)mproc_shm_addr(j->blk->shm) + at;
+    return mproc_pool_map_shm_async(pool, fn, j->blk->shm, 0, (size_t)t->in_size, at,
+                                    (size_t)t->out_size, n, &mo, &j->f);
+  }
+  j->mapped = j->out = malloc(j->out_len ? j->out_len : 1);
+  return j->out ? mproc_pool_map_async(pool, fn, j->op->data, n, (size_t)t->in_size, j->out,
+                                       (size_t)t->out_size, &mo, &j->f)
+                : MPROC_ENOMEM;
 }
 
 /* The function a task names.  Every chunk of a map and every call of one
@@ -302,11 +444,7 @@ static void start(struct job *j) {
     rc = mproc_pool_submit_ex(pool, (mproc_task_fn)fn, j->op->data, j->op->len, &so, &j->f);
   } else if (t->kind == MPROC__MPI_MAP && t->fn.type == MPROC__MPI_FN_MAP &&
              t->count * t->in_size == j->op->len) {
-    j->out_len = (size_t)(t->count * t->out_size);
-    j->out = malloc(j->out_len ? j->out_len : 1);
-    rc = j->out ? mproc_pool_map_async(pool, (mproc_map_fn)fn, j->op->data, (size_t)t->count,
-                                       (size_t)t->in_size, j->out, (size_t)t->out_size, NULL, &j->f)
-                : MPROC_ENOMEM;
+    rc = start_map(pool, j, t, (mproc_map_fn)fn);
   } else if (t->kind == MPROC__MPI_STARMAP && t->fn.type == MPROC__MPI_FN_MAP) {
     rc = start_starmap(pool, j, t, fn);
   } else {
@@ -344,10 +482,10 @@ static void finish(struct job *j) {
   }
   if (rc == 0 && end.code == 0) {
     if (j->kind == MPROC__MPI_MAP) {
-      data = j->out;
+      data = j->mapped;
       len = j->out_len;
     }
-    send_result(j, (void *)data, len);
+    send_result(j, data, len);
     return;
   }
   if (rc == 0) { /* a starmap element failed: as the pool reports a map's */
@@ -429,37 +567,60 @@ static void cancel(uint64_t id) {
       j->cancelled = true;
 }
 
+/* A task message (complete, or its payload still arriving). */
+static void take(struct mproc__mpi_op *op) {
+  const struct mproc__mpi_task *t = op->hdr;
+  if (t->kind == MPROC__MPI_CLOSE || t->kind == MPROC__MPI_CANCEL) {
+    if (t->kind == MPROC__MPI_CLOSE)
+      close_pool(t->pool);
+    else
+      cancel(t->id);
+    mproc__mpi_op_free(op);
+    return;
+  }
+  if (t->kind == MPROC__MPI_BATCH)
+    mproc__mpi_abort("rank 0 sent a batch inside a batch");
+  struct job *j = calloc(1, sizeof *j);
+  if (!j)
+    mproc__mpi_abort("out of memory");
+  j->id = t->id;
+  j->kind = t->kind;
+  j->op = op;
+  j->blk = op->user; /* a map chunk arriving into a block */
+  op->user = NULL;
+  append(&g_arriving, j); /* in arrival order: an OPEN before its pool's tasks */
+}
+
 /* One pass over everything; returns whether anything moved, and sets
  * *stop when rank 0 asked this rank to stop. */
 static bool pass(bool *stop) {
   bool moved = false;
   struct mproc__mpi_op *op;
   int rc;
+  static const struct mproc__mpi_place placed = {place_chunk, NULL};
   while ((rc = mproc__mpi_irecv(mproc__mpi.comm, MPROC__MPI_TAG_TASK,
-                                sizeof(struct mproc__mpi_task), &op)) == 0) {
+                                sizeof(struct mproc__mpi_task), &placed, &op)) == 0) {
     const struct mproc__mpi_task *t = op->hdr;
-    if (t->kind == MPROC__MPI_CLOSE || t->kind == MPROC__MPI_CANCEL) {
-      if (t->kind == MPROC__MPI_CLOSE)
-        close_pool(t->pool);
-      else
-        cancel(t->id);
-      mproc__mpi_op_free(op);
-      moved = true;
+    moved = true;
+    if (t->kind != MPROC__MPI_BATCH) {
+      take(op);
       continue;
     }
-    struct job *j = calloc(1, sizeof *j);
-    if (!j)
-      mproc__mpi_abort("out of memory");
-    j->id = t->id;
-    j->kind = t->kind;
-    j->op = op;
-    append(&g_arriving, j); /* in arrival order: an OPEN before its pool's tasks */
-    moved = true;
+    /* Tasks rank 0 sent together: each frame is a whole task message. */
+    size_t at = 0;
+    int k;
+    uint64_t n = 0;
+    struct mproc__mpi_op *f;
+    while ((k = mproc__mpi_batch_next(op, &at, &f)) == 1 && ++n)
+      take(f);
+    if (k < 0 || n != t->count)
+      mproc__mpi_abort("rank 0 sent a malformed batch of tasks");
+    mproc__mpi_op_free(op);
   }
   if (rc < 0)
     mproc__mpi_abort("lost contact with rank 0 (%s)", mproc_strerror(rc));
   while ((rc = mproc__mpi_irecv(mproc__mpi.comm, MPROC__MPI_TAG_CTRL,
-                                sizeof(struct mproc__mpi_ctrl), &op)) == 0) {
+                                sizeof(struct mproc__mpi_ctrl), NULL, &op)) == 0) {
     const struct mproc__mpi_ctrl *c = op->hdr;
     if (c->what == MPROC__MPI_STOP)
       *stop = true;
@@ -470,6 +631,8 @@ static bool pass(bool *stop) {
     mproc__mpi_abort("lost contact with rank 0 (%s)", mproc_strerror(rc));
   moved |= advance(&g_arriving, STAGE_ARRIVING);
   moved |= advance(&g_running, STAGE_RUNNING);
+  if (g_ready)
+    send_ready();
   moved |= advance(&g_sending, STAGE_SENDING);
   return moved;
 }
@@ -525,6 +688,13 @@ int mproc__mpi_rank_serve(void) {
       job_free(j);
     }
   }
+  while (g_idle) {
+    struct blk *b = g_idle;
+    g_idle = b->next;
+    mproc_shm_free(b->shm);
+    free(b);
+  }
+  g_nidle = 0;
   struct mproc__mpi_ctrl c = {.what = MPROC__MPI_STOPPED};
   struct mproc__mpi_op *op;
   if (mproc__mpi_isend(mproc__mpi.comm, 0, MPROC__MPI_TAG_CTRL, &c, sizeof c, NULL, 0, false,

@@ -48,12 +48,14 @@ static uint64_t hdr_len_field(const void *hdr) {
   return len;
 }
 
-static struct mproc__mpi_op *op_new(size_t hdr_len, size_t nreqs) {
+/* An op with room for nreqs requests and a header of hdr_len bytes, plus
+ * `inline_cap` bytes of payload after it (a message's inline payload). */
+static struct mproc__mpi_op *op_new(size_t hdr_len, size_t inline_cap, size_t nreqs) {
   struct mproc__mpi_op *op = calloc(1, sizeof *op);
   if (!op)
     return NULL;
   op->reqs = malloc(nreqs * sizeof *op->reqs);
-  op->hdr = malloc(hdr_len + MPROC__MPI_INLINE);
+  op->hdr = malloc(hdr_len + inline_cap);
   if (!op->reqs || !op->hdr) {
     free(op->reqs);
     free(op->hdr);
@@ -92,7 +94,7 @@ void mproc__mpi_op_abandon(struct mproc__mpi_op *op) {
 int mproc__mpi_isend(MPI_Comm comm, int dest, int tag, const void *hdr, size_t hdr_len, void *data,
                      size_t len, bool own_data, struct mproc__mpi_op **out) {
   size_t np = mproc__mpi_pieces(len, piece_size());
-  struct mproc__mpi_op *op = op_new(hdr_len, 1 + np);
+  struct mproc__mpi_op *op = op_new(hdr_len, np ? 0 : len, 1 + np);
   if (!op)
     return MPROC_ENOMEM;
   memcpy(op->hdr, hdr, hdr_len);
@@ -120,7 +122,8 @@ int mproc__mpi_isend(MPI_Comm comm, int dest, int tag, const void *hdr, size_t h
   return 0;
 }
 
-int mproc__mpi_irecv(MPI_Comm comm, int tag, size_t hdr_len, struct mproc__mpi_op **out) {
+int mproc__mpi_irecv(MPI_Comm comm, int tag, size_t hdr_len, const struct mproc__mpi_place *place,
+                     struct mproc__mpi_op **out) {
   int flag = 0;
   MPI_Status st;
   if (MPI_Iprobe(MPI_ANY_SOURCE, tag, comm, &flag, &st) != MPI_SUCCESS)
@@ -133,7 +136,7 @@ int mproc__mpi_irecv(MPI_Comm comm, int tag, size_t hdr_len, struct mproc__mpi_o
     return MPROC_EIO; /* not one of our headers */
   /* The pieces' count is known only after the header is in: reserve the
    * first request now, grow the array below. */
-  struct mproc__mpi_op *op = op_new(hdr_len, 1);
+  struct mproc__mpi_op *op = op_new(hdr_len, (size_t)count - hdr_len, 1);
   if (!op)
     return MPROC_ENOMEM;
   op->source = st.MPI_SOURCE;
@@ -151,13 +154,18 @@ int mproc__mpi_irecv(MPI_Comm comm, int tag, size_t hdr_len, struct mproc__mpi_o
     return MPROC_EIO;
   }
   if (op->len) {
-    op->data = malloc(op->len);
-    op->free_data = true;
+    /* Straight into the owner's buffer when it has one for this message
+     * (no copy after the transfer), else into memory the op owns. */
+    op->data = place ? place->at(place->ctx, op->source, op->hdr, op->len, &op->user) : NULL;
+    op->free_data = op->data == NULL;
+    if (!op->data)
+      op->data = malloc(op->len);
     MPI_Request *r = np ? realloc(op->reqs, np * sizeof *r) : op->reqs;
     if (!op->data || !r) {
       /* The pieces are on their way and must still be taken off the wire
        * for the next header to pair up; without memory the job cannot go
        * on: the caller aborts. */
+      op->reqs = r ? r : op->reqs;
       mproc__mpi_op_free(op);
       return MPROC_ENOMEM;
     }
@@ -187,6 +195,80 @@ int mproc__mpi_test(struct mproc__mpi_op *op) {
   if (MPI_Testall(op->nreqs, op->reqs, &flag, MPI_STATUSES_IGNORE) != MPI_SUCCESS)
     return MPROC_EIO;
   return flag ? 1 : 0;
+}
+
+/* ---- batches -------------------------------------------------------------- */
+
+size_t mproc__mpi_frame_size(size_t hdr_len, size_t len) {
+  return (hdr_len + len + 7) & ~(size_t)7;
+}
+
+bool mproc__mpi_batchable(size_t hdr_len, size_t len) {
+  return len <= MPROC__MPI_INLINE && mproc__mpi_frame_size(hdr_len, len) <= MPROC__MPI_INLINE / 2;
+}
+
+int mproc__mpi_batch_add(struct mproc__mpi_batch *b, const void *hdr, size_t hdr_len,
+                         const void *data, size_t len) {
+  if (!b->buf && !(b->buf = malloc(MPROC__MPI_INLINE)))
+    return MPROC_ENOMEM;
+  unsigned char *at = b->buf + b->used;
+  memcpy(at, hdr, hdr_len);
+  uint64_t len64 = len;
+  memcpy(at + sizeof(uint64_t), &len64, sizeof len64); /* the frame's own length */
+  if (len)
+    memcpy(at + hdr_len, data, len);
+  size_t fs = mproc__mpi_frame_size(hdr_len, len);
+  memset(at + hdr_len + len, 0, fs - hdr_len - len);
+  b->used += fs;
+  b->n++;
+  return 0;
+}
+
+void mproc__mpi_batch_clear(struct mproc__mpi_batch *b) {
+  free(b->buf);
+  *b = (struct mproc__mpi_batch){0};
+}
+
+int mproc__mpi_batch_send(MPI_Comm comm, int dest, int tag, void *hdr, size_t hdr_len,
+                          struct mproc__mpi_batch *b, struct mproc__mpi_op **op) {
+  uint64_t len64 = b->used;
+  memcpy((char *)hdr + sizeof(uint64_t), &len64, sizeof len64);
+  /* Inline: the frames are copied next to the header, the buffer goes with
+   * the op. */
+  int rc = mproc__mpi_isend(comm, dest, tag, hdr, hdr_len, b->buf, b->used, true, op);
+  if (rc)
+    free(b->buf);
+  *b = (struct mproc__mpi_batch){0};
+  return rc;
+}
+
+int mproc__mpi_batch_next(const struct mproc__mpi_op *batch, size_t *at,
+                          struct mproc__mpi_op **out) {
+  size_t hdr_len = batch->hdr_len;
+  if (*at >= batch->len)
+    return 0;
+  if (batch->len - *at < hdr_len)
+    return MPROC_EIO;
+  const unsigned char *f = (const unsigned char *)batch->data + *at;
+  uint64_t len = hdr_len_field(f);
+  if (len > MPROC__MPI_INLINE || mproc__mpi_frame_size(hdr_len, (size_t)len) > batch->len - *at)
+    return MPROC_EIO;
+  struct mproc__mpi_op *op = op_new(hdr_len, 0, 1); /* the payload is copied out */
+  if (!op || (len && !(op->data = malloc((size_t)len)))) {
+    mproc__mpi_op_free(op);
+    return MPROC_ENOMEM;
+  }
+  memcpy(op->hdr, f, hdr_len);
+  if (len) {
+    memcpy(op->data, f + hdr_len, (size_t)len);
+    op->free_data = true;
+  }
+  op->len = (size_t)len;
+  op->nreqs = 0; /* complete: nothing to wait for */
+  op->source = batch->source;
+  *at += mproc__mpi_frame_size(hdr_len, (size_t)len);
+  *out = op;
+  return 1;
 }
 
 int64_t mproc__mpi_now_us(void) {

@@ -45,7 +45,7 @@ struct mproc__task {
  * for a task that is not a chunk. */
 static inline unsigned mproc__task_ranges(const struct mproc__task *t, struct mproc__range in[],
                                           struct mproc__range *out) {
-  if (t->kind == MPROC__K_CALL || t->kind == MPROC__K_MAP_SHM)
+  if (t->kind == MPROC__K_CALL || mproc__kind_block(t->kind))
     return 0; /* a map_shm chunk's data is the caller's block, not the arena */
   *out = (struct mproc__range){t->out_off, t->count * t->out_size};
   if (t->kind == MPROC__K_MAP) {
@@ -302,10 +302,11 @@ struct mproc__map_block {
   uint64_t in_off, out_off;
   uint64_t freed_since; /* map_shm.c's count of freed blocks at the start */
 };
-/* Start a map over a block (K_MAP_SHM chunks); takes the fd, on failure
- * too.  Returns as mproc_pool_map_async. */
-int mproc__map_block_start(struct mproc_pool *p, mproc_map_fn fn, size_t n, size_t in_size,
-                           size_t out_size, const struct mproc__map_block *blk,
+/* Start a map over a block (chunks of `kind`, K_MAP_SHM or K_MAP_SHM_RANGE,
+ * whose function fn is); takes the fd, on failure too.  Returns as
+ * mproc_pool_map_async. */
+int mproc__map_block_start(struct mproc_pool *p, uint32_t kind, void (*fn)(void), size_t n,
+                           size_t in_size, size_t out_size, const struct mproc__map_block *blk,
                            const struct mproc_map_options *o, mproc_future **f);
 /* Wait for a map's future (progress, cancel at the deadline), fill err,
  * free the future. */

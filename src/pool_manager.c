@@ -576,10 +576,11 @@ bool mproc__pool_revoke(struct mproc_pool *p, struct mproc__task *t) {
 
 /* Hand queued tasks to the least loaded workers with room. */
 static void dispatch_pending(struct mproc_pool *p) {
+  bool sent = false;
   while (p->pend_head != NULL) {
     int i = pick_slot(p);
     if (i < 0)
-      return;
+      break;
     struct mproc__task *t = p->pend_head;
     p->pend_head = t->next;
     if (p->pend_head == NULL)
@@ -589,6 +590,7 @@ static void dispatch_pending(struct mproc_pool *p) {
     if (r == 0) {
       p->slots[i].assigned++;
       p->slots[i].live++;
+      sent = true;
     } else if (r == -EAGAIN) {
       /* No room there now: back to the front, another slot is picked. */
       p->slots[i].full = true;
@@ -601,6 +603,8 @@ static void dispatch_pending(struct mproc_pool *p) {
              atomic_exchange(&p->mgr_untimed, 0))
       mproc__pool_kick(p); /* it must watch this task even if its worker stalls */
   }
+  if (sent && p->tp->flush)
+    p->tp->flush(p); /* what the transport held back to send together goes now */
 }
 
 /* Whether a worker could start a task right now: alive, initialized,

@@ -230,8 +230,11 @@ static void at_exit(void) {
 }
 
 static void reinit_lock_in_child(void) {
-  pthread_mutex_t fresh = PTHREAD_MUTEX_INITIALIZER;
-  memcpy(&reg_lock, &fresh, sizeof fresh);
+  /* Compared first: when the lock was free at fork (nearly always), the
+   * write would only cost a copy-on-write fault. */
+  static const pthread_mutex_t fresh = PTHREAD_MUTEX_INITIALIZER;
+  if (memcmp(&reg_lock, &fresh, sizeof fresh) != 0)
+    memcpy(&reg_lock, &fresh, sizeof fresh);
 }
 
 /* Best effort: without the atexit handler, running children would still die
@@ -243,6 +246,16 @@ static void register_handlers(void) {
 
 /* ---- the child side ------------------------------------------------------ */
 
+/* dst = src, truncated to IDENT_MAX - 1 bytes: a plain loop, since every
+ * page of code the child touches first is a page fault in each child
+ * (snprintf's was two). */
+static void copy_ident(char dst[IDENT_MAX], const char *src) {
+  size_t k = 0;
+  for (; k < IDENT_MAX - 1 && src[k] != '\0'; k++)
+    dst[k] = src[k];
+  dst[k] = '\0';
+}
+
 /* Becomes the process object's child (parent pid, name, identity), runs
  * fn(arg, len) and returns its exit code, stdio flushed. */
 static int child_run(mproc_function fn, pid_t parent, const char *name, const char *ident,
@@ -251,7 +264,7 @@ static int child_run(mproc_function fn, pid_t parent, const char *name, const ch
   current_name = name;
   /* As Python's _bootstrap: the child's own objects count from 1 again and
    * are named after its identity ("Process-2:1"). */
-  snprintf(current_ident, sizeof current_ident, "%s", ident);
+  copy_ident(current_ident, ident);
   atomic_store(&name_seq, 0);
   int code = ((mproc_process_fn)fn)(arg, len);
   /* exit() would flush stdio; _exit() does not.  The function's output must

@@ -74,6 +74,9 @@ enum {
   /* Do not flush the caller's stdio first (a hot path that knows nothing is
    * buffered, as MPROC__SPAWN_NOFLUSH). */
   MPROC__START_NOFLUSH = 1u << 1,
+  /* Wire only, set by the forkserver's owner: the child holds still until
+   * the owner closes the note (see forkserver.c, "Whose child"). */
+  MPROC__START_HOLD = 1u << 2,
 };
 
 struct mproc__start_req {

@@ -72,7 +72,14 @@ enum {
   /* Element function over a caller's shared block (map_shm.c): the block's
    * fd (arg_fd) travels with the chunk, in_off/out_off are file offsets. */
   MPROC__K_MAP_SHM,
+  /* The same with a range function (mproc_map_range_fn): the worker calls it
+   * once for the whole chunk instead of once per element. */
+  MPROC__K_MAP_SHM_RANGE,
 };
+/* Whether a task kind's data is a caller's shared block (map_shm.c). */
+static inline bool mproc__kind_block(uint32_t kind) {
+  return kind == MPROC__K_MAP_SHM || kind == MPROC__K_MAP_SHM_RANGE;
+}
 
 /* K_CALL arguments up to this many bytes are kept in memory (t->arg);
  * larger ones in a memfd (t->arg_fd), written once at submit.  The pool's
@@ -183,6 +190,11 @@ struct mproc__transport_ops {
    * -ECONNRESET / -ENOTCONN when the worker is gone (the task is re-queued),
    * or another error that fails the task. */
   int (*send_task)(struct mproc_pool *p, int slot, struct mproc__task *t);
+  /* Optional (NULL: nothing to do).  Called after a round of send_task calls
+   * that handed over at least one task: a transport that holds tasks back to
+   * send several in one message sends them now, so none waits for a batch
+   * to fill. */
+  void (*flush)(struct mproc_pool *p);
   /* Collect finished tasks of `slot` in order, calling done(p, t, outcome)
    * for each (t->slot = -1 first); returns how many.  A worker that ended
    * and that the pool cannot watch through a pidfd is reported here as

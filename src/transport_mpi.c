@@ -21,17 +21,19 @@
  *                 says when the initializer ran, or how it failed -- then
  *                 the slot is reported ended and the pool breaks, as on one
  *                 machine
- *   send_task     -EAGAIN once the slot holds tasks_per_rank tasks per
- *                 worker of its share; the function travels as the core's
- *                 portable reference
+ *   send_task     queues the task's job on rank 0 (flush sends what a
+ *                 round of send_task queued: the tasks for one rank
+ *                 together, in batches, mpi_wire.c); -EAGAIN once the slot
+ *                 holds tasks_per_rank tasks per worker of its share; the
+ *                 function travels as the core's portable reference
  *                 (fnref.h), the argument by value (from memory or its
- *                 memfd), a map chunk's input ranges copied out of the
- *                 arena (by value: a rank cannot see this process's
- *                 memory); descriptors cannot travel (MPROC_ENOTSUP)
+ *                 memfd), a map chunk's input sent straight from the arena
+ *                 (MPI reads it in place) and its output received straight
+ *                 into it; descriptors cannot travel (MPROC_ENOTSUP)
  *   poll_results  one progress step, then every finished job of the slot
  *                 in send order becomes an outcome: a call's result payload
- *                 is handed over as is, a chunk's output copied back into
- *                 the arena before the pool hears of it
+ *                 is handed over as is, a chunk's output is in the arena
+ *                 already (a starmap chunk's is copied there)
  *   revoke        a sent task belongs to its rank: never revoked
  *   activity      the oldest job of the slot runs, since it was sent; the
  *                 initializer's state from the open job
@@ -67,6 +69,7 @@
 #include <poll.h>
 #include <pthread.h>
 #include <sched.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -94,9 +97,10 @@ struct tslot {
 
 struct tp_mpi {
   struct tslot *slot;
-  uint64_t pool; /* this pool's id on the ranks */
-  int out;       /* jobs out over every slot */
-  bool has_init; /* the pool has an initializer: init_ref, initarg */
+  uint64_t pool;       /* this pool's id on the ranks */
+  int out;             /* jobs out over every slot */
+  _Atomic int helpers; /* threads spinning on the pool's futures (helping) */
+  bool has_init;       /* the pool has an initializer: init_ref, initarg */
   struct mproc__mpi_fn init_ref;
   void *initarg;
   size_t initarg_len;
@@ -177,6 +181,7 @@ static int tm_start_worker(struct mproc_pool *p, int slot, int phase) {
   int rc = mproc__mpi_open((struct mproc__mpi_to){slot + 1, s->pool}, sl->share,
                            s->has_init ? &s->init_ref : NULL, s->initarg, s->initarg_len,
                            p->opts.init_timeout_ms, &sl->open);
+  mproc__mpi_flush();
   pthread_mutex_unlock(&mproc__mpi_mu);
   sl->init = rc == 0 && s->has_init ? MPROC__INIT_RUNNING : MPROC__INIT_READY;
   return rc;
@@ -222,7 +227,8 @@ static int send_call(struct tp_mpi *s, struct mproc__mpi_to to, struct mproc__ta
   return rc;
 }
 
-/* A map chunk by value: its input ranges copied out of the arena. */
+/* A map chunk: its input and output in the arena (a starmap's columns are
+ * copied into one payload). */
 static int send_chunk(struct mproc_pool *p, struct mproc__mpi_to to, struct mproc__task *t,
                       struct mproc__mpi_job **j) {
   const struct mproc__mpi_fn *ref;
@@ -230,8 +236,11 @@ static int send_chunk(struct mproc_pool *p, struct mproc__mpi_to to, struct mpro
   if (rc)
     return rc;
   if (t->kind == MPROC__K_MAP)
+    /* Straight from and into the arena: the pool keeps both ranges until
+     * the chunk's outcome is in (or the job was freed, which waits for
+     * transfers under way). */
     return mproc__mpi_submit_map(to, ref, p->tp->arena->at(p, t->in_off), t->count, t->in_size,
-                                 t->out_size, j);
+                                 p->tp->arena->at(p, t->out_off), t->out_size, j);
   const void *cols[MPROC_STARMAP_MAX_ARGS];
   size_t sizes[MPROC_STARMAP_MAX_ARGS];
   for (uint32_t k = 0; k < t->nargs && k < MPROC_STARMAP_MAX_ARGS; k++) {
@@ -272,6 +281,14 @@ static int tm_send_task(struct mproc_pool *p, int slot, struct mproc__task *t) {
   sl->count++;
   s->out++;
   return 0;
+}
+
+/* The tasks just handed over go out, several for one rank in one message. */
+static void tm_flush(struct mproc_pool *p) {
+  (void)p;
+  pthread_mutex_lock(&mproc__mpi_mu);
+  mproc__mpi_flush();
+  pthread_mutex_unlock(&mproc__mpi_mu);
 }
 
 static struct sent *pop(struct tp_mpi *s, int slot) {
@@ -318,7 +335,7 @@ static void outcome_of(struct mproc_pool *p, struct sent *e, struct mproc__outco
              mproc__mpi_job_rank(e->j), len, (unsigned long long)t->count,
              (unsigned long long)t->out_size);
     o->msg = err->message;
-  } else if (len) {
+  } else if (len && res) { /* a map chunk's output is in the arena already */
     memcpy(p->tp->arena->at(p, t->out_off), res, len);
   }
   free(res);
@@ -468,7 +485,12 @@ static bool results_waiting(struct mproc_pool *p, bool *out) {
  * it at once.  The spin was a millisecond measured with a millisecond clock
  * (anywhere from 0 to 2 ms of spinning); now it is bounded in microseconds. */
 static int tm_sleep(struct mproc_pool *p, struct pollfd *pfd, int n, int timeout_ms) {
-  int64_t spin_until = mproc__mpi_now_us() + MPROC__MPI_SPIN_US;
+  /* A thread waiting on a future drives MPI itself while it spins (the
+   * pool's helping): a second spinner would only take the CPU the ranks
+   * need, so the manager naps instead (the helper drains once more when it
+   * stops, and kicks the manager when there is work only it can do). */
+  int64_t spin_until =
+      mproc__mpi_now_us() + (atomic_load(&tp(p)->helpers) > 0 ? 0 : MPROC__MPI_SPIN_US);
   for (;;) {
     bool out;
     if (results_waiting(p, &out))
@@ -482,6 +504,10 @@ static int tm_sleep(struct mproc_pool *p, struct pollfd *pfd, int n, int timeout
       return poll(pfd, (nfds_t)n, timeout_ms < 0 || timeout_ms > 1 ? 1 : timeout_ms);
     sched_yield(); /* ranks may share this CPU: let them run */
   }
+}
+
+static void tm_helping(struct mproc_pool *p, int delta) {
+  atomic_fetch_add(&tp(p)->helpers, delta);
 }
 
 static void tm_fini(struct mproc_pool *p) {
@@ -508,11 +534,13 @@ const struct mproc__transport_ops mproc__transport_mpi = {
     .fini = tm_fini,
     .start_worker = tm_start_worker,
     .send_task = tm_send_task,
+    .flush = tm_flush,
     .poll_results = tm_poll_results,
     .revoke = tm_revoke,
     .activity = tm_activity,
     .stop = tm_stop,
     .reset_slot = tm_reset_slot,
     .sleep = tm_sleep,
+    .helping = tm_helping,
     .arena = &mproc__arena_local,
 };

@@ -475,7 +475,7 @@ static int shm_send_task(struct mproc_pool *p, int i, struct mproc__task *t) {
   }
   if (t->timeout_ms > 0)
     e->flags |= MPROC__EF_TIMED;
-  if (t->kind == MPROC__K_MAP_SHM) {
+  if (mproc__kind_block(t->kind)) {
     /* The block travels with every chunk: a worker maps it on first sight
      * and finds it in its cache afterwards (map_shm.c). */
     int r = mproc__send_fd(sl->sock, t->arg_fd);

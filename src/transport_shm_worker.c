@@ -218,9 +218,22 @@ static int block_of(const struct mproc__worker_args *w, const struct mproc__entr
   return 0;
 }
 
+/* A map_shm_range chunk: one call over the whole range.  A crash inside it
+ * blames the range's first item (progress stays 0); a failure blames the
+ * item the function names, kept inside the range. */
+static int run_range(struct mproc__entry *e, void (*raw)(void), unsigned char *base) {
+  size_t failed = 0;
+  const uint64_t count = e->count;
+  int r = ((mproc_map_range_fn)raw)(base + e->in_off, base + e->out_off, (size_t)count, &failed);
+  if (r != 0)
+    atomic_store_explicit(&e->progress, count > 0 && failed >= count ? count - 1 : failed,
+                          memory_order_relaxed);
+  return r;
+}
+
 static int run_map(const struct mproc__worker_args *w, struct mproc__entry *e, struct shm_ctx *c) {
   unsigned char *base = w->arena;
-  if (e->kind == MPROC__K_MAP_SHM) {
+  if (mproc__kind_block(e->kind)) {
     int r = block_of(w, e, c, &base);
     if (r != 0)
       return r;
@@ -229,6 +242,8 @@ static int run_map(const struct mproc__worker_args *w, struct mproc__entry *e, s
   int r0 = task_fn(w, e, c, &raw);
   if (r0 != 0)
     return r0;
+  if (e->kind == MPROC__K_MAP_SHM_RANGE)
+    return run_range(e, raw, base);
   unsigned char *out = base + e->out_off;
   if (e->kind != MPROC__K_STARMAP) {
     mproc_map_fn fn = (mproc_map_fn)raw;

@@ -154,4 +154,22 @@ static inline void run_ok(mproc_pool *p, mproc_task_fn fn) {
   mproc_future_free(f);
 }
 
+/* map_shm suites: a block of n ints of input followed by n ints of output, made after the
+ * pool: in[i] = i % 20000 - 100 (squares stay inside an int). */
+static inline mproc_shm *ints_block(size_t n) {
+  mproc_shm *b;
+  mproc_assert_ok(mproc_shm_new(&b, 2 * n * sizeof(int)));
+  int *in = mproc_shm_addr(b);
+  for (size_t i = 0; i < n; i++)
+    in[i] = (int)(i % 20000) - 100;
+  return b;
+}
+
+static inline size_t bad_squares(const int *in, const int *out, size_t n) {
+  size_t bad = 0;
+  for (size_t i = 0; i < n; i++)
+    bad += out[i] != in[i] * in[i];
+  return bad;
+}
+
 #endif

@@ -1,8 +1,8 @@
 /* mproc_pool_map_shm: zero-copy map over arrays in a shared block made
  * after the pool; workers map a block once and let it go when it is closed;
- * failures and deaths blame the exact item; bad arguments are refused and
- * nothing leaks (the harness counts fds, maps, /dev/shm and children).
- * ctest-labels: threads */
+ * failures and deaths blame the exact item; bad arguments are refused (by
+ * mproc_pool_map_shm_range too) and nothing leaks (the harness counts fds, maps, /dev/shm and
+ * children). ctest-labels: threads */
 #include "pool-helpers.h"
 
 #include <sys/wait.h>
@@ -29,24 +29,6 @@ static int slow(const void *in, void *out) {
   (void)out;
   sleep_ms(*(const int *)in);
   return 0;
-}
-
-/* A block of n ints of input followed by n ints of output, made after the
- * pool: in[i] = i % 20000 - 100 (squares stay inside an int). */
-static mproc_shm *ints_block(size_t n) {
-  mproc_shm *b;
-  mproc_assert_ok(mproc_shm_new(&b, 2 * n * sizeof(int)));
-  int *in = mproc_shm_addr(b);
-  for (size_t i = 0; i < n; i++)
-    in[i] = (int)(i % 20000) - 100;
-  return b;
-}
-
-static size_t bad_squares(const int *in, const int *out, size_t n) {
-  size_t bad = 0;
-  for (size_t i = 0; i < n; i++)
-    bad += out[i] != in[i] * in[i];
-  return bad;
 }
 
 START_TEST(test_squares_in_place_of_the_block) {
@@ -272,38 +254,69 @@ START_TEST(test_block_freed_in_a_callback_at_exit) {
 }
 END_TEST
 
-START_TEST(test_bad_arguments) {
-  mproc_pool *p = make_pool(1);
-  mproc_shm *b;
-  mproc_assert_ok(mproc_shm_new(&b, 1000));
+static int sq_run(const void *in, void *out, size_t n, size_t *failed) {
+  (void)failed;
+  for (size_t i = 0; i < n; i++)
+    sq((const int *)in + i, (int *)out + i);
+  return 0;
+}
+
+/* Both zero-copy maps behind one signature: the element form (range 0,
+ * fn sq) or the range form (range 1, fn sq_run); `nofn` passes a NULL fn. */
+static int map_by(int range, bool nofn, mproc_pool *p, mproc_shm *b, size_t in_off, size_t in_size,
+                  size_t out_off, size_t out_size, size_t n, const struct mproc_map_options *o,
+                  int64_t timeout_ms) {
+  if (range)
+    return mproc_pool_map_shm_range(p, nofn ? NULL : sq_run, b, in_off, in_size, out_off, out_size,
+                                    n, o, NULL, timeout_ms);
+  return mproc_pool_map_shm(p, nofn ? NULL : sq, b, in_off, in_size, out_off, out_size, n, o, NULL,
+                            timeout_ms);
+}
+
+static int map_async_by(int range, mproc_pool *p, mproc_shm *b, size_t out_off, size_t n,
+                        mproc_future **f) {
   const size_t I = sizeof(int);
-  mproc_assert_err(mproc_pool_map_shm(NULL, sq, b, 0, I, 500, I, 10, NULL, NULL, 0), MPROC_EINVAL);
-  mproc_assert_err(mproc_pool_map_shm(p, NULL, b, 0, I, 500, I, 10, NULL, NULL, 0), MPROC_EINVAL);
-  mproc_assert_err(mproc_pool_map_shm(p, sq, NULL, 0, I, 500, I, 10, NULL, NULL, 0), MPROC_EINVAL);
-  mproc_assert_err(mproc_pool_map_shm(p, sq, b, 0, 0, 500, I, 10, NULL, NULL, 0), MPROC_EINVAL);
-  mproc_assert_err(mproc_pool_map_shm(p, sq, b, 0, I, 500, I, 10, NULL, NULL, -2), MPROC_EINVAL);
-  struct mproc_map_options flags = {.flags = 1}, prog = {.progress = 7};
-  mproc_assert_err(mproc_pool_map_shm(p, sq, b, 0, I, 500, I, 10, &flags, NULL, 0), MPROC_EINVAL);
-  mproc_assert_err(mproc_pool_map_shm(p, sq, b, 0, I, 500, I, 10, &prog, NULL, 0), MPROC_EINVAL);
-  /* Ranges leaving the block, by an element, by offset, by overflow. */
-  mproc_assert_err(mproc_pool_map_shm(p, sq, b, 0, I, 500, I, 126, NULL, NULL, 0), MPROC_ERANGE);
-  mproc_assert_err(mproc_pool_map_shm(p, sq, b, 997, I, 0, 0, 1, NULL, NULL, 0), MPROC_ERANGE);
-  mproc_assert_err(mproc_pool_map_shm(p, sq, b, 1001, I, 0, 0, 0, NULL, NULL, 0), MPROC_ERANGE);
-  mproc_assert_err(mproc_pool_map_shm(p, sq, b, 0, I, SIZE_MAX, I, 1, NULL, NULL, 0), MPROC_ERANGE);
-  mproc_assert_err(mproc_pool_map_shm(p, sq, b, 0, SIZE_MAX / 2, 0, 0, 4, NULL, NULL, 0),
-                   MPROC_ERANGE);
-  /* Output overlapping the input other than exactly in place. */
-  mproc_assert_err(mproc_pool_map_shm(p, sq, b, 0, I, 4, I, 10, NULL, NULL, 0), MPROC_EINVAL);
-  mproc_assert_err(mproc_pool_map_shm(p, sq, b, 0, 8, 0, 4, 10, NULL, NULL, 0), MPROC_EINVAL);
-  mproc_future *f = (mproc_future *)b;
-  mproc_assert_err(mproc_pool_map_shm_async(p, sq, b, 0, I, 500, I, 10, NULL, NULL), MPROC_EINVAL);
-  mproc_assert_err(mproc_pool_map_shm_async(p, sq, b, 0, I, 500, I, 126, NULL, &f), MPROC_ERANGE);
-  /* The block at its very end, and a closed pool. */
-  mproc_assert_ok(mproc_pool_map_shm(p, sq, b, 0, I, 500, I, 125, NULL, NULL, 30000));
-  mproc_assert_ok(mproc_pool_close(p));
-  mproc_assert_err(mproc_pool_map_shm(p, sq, b, 0, I, 500, I, 10, NULL, NULL, 0), MPROC_ECLOSED);
-  mproc_assert_ok(mproc_shm_free(b));
-  mproc_assert_ok(mproc_pool_free(p));
+  if (range)
+    return mproc_pool_map_shm_range_async(p, sq_run, b, 0, I, out_off, I, n, NULL, f);
+  return mproc_pool_map_shm_async(p, sq, b, 0, I, out_off, I, n, NULL, f);
+}
+
+/* The same refusals from mproc_pool_map_shm and mproc_pool_map_shm_range. */
+START_TEST(test_bad_arguments) {
+  for (int range = 0; range < 2; range++) {
+    mproc_pool *p = make_pool(1);
+    mproc_shm *b;
+    mproc_assert_ok(mproc_shm_new(&b, 1000));
+    const size_t I = sizeof(int);
+    mproc_assert_err(map_by(range, false, NULL, b, 0, I, 500, I, 10, NULL, 0), MPROC_EINVAL);
+    mproc_assert_err(map_by(range, true, p, b, 0, I, 500, I, 10, NULL, 0), MPROC_EINVAL);
+    mproc_assert_err(map_by(range, false, p, NULL, 0, I, 500, I, 10, NULL, 0), MPROC_EINVAL);
+    mproc_assert_err(map_by(range, false, p, b, 0, 0, 500, I, 10, NULL, 0), MPROC_EINVAL);
+    mproc_assert_err(map_by(range, false, p, b, 0, I, 500, I, 10, NULL, -2), MPROC_EINVAL);
+    struct mproc_map_options flags = {.flags = 1}, prog = {.progress = 7};
+    mproc_assert_err(map_by(range, false, p, b, 0, I, 500, I, 10, &flags, 0), MPROC_EINVAL);
+    mproc_assert_err(map_by(range, false, p, b, 0, I, 500, I, 10, &prog, 0), MPROC_EINVAL);
+    /* Ranges leaving the block, by an element, by offset, by overflow. */
+    mproc_assert_err(map_by(range, false, p, b, 0, I, 500, I, 126, NULL, 0), MPROC_ERANGE);
+    mproc_assert_err(map_by(range, false, p, b, 997, I, 0, 0, 1, NULL, 0), MPROC_ERANGE);
+    mproc_assert_err(map_by(range, false, p, b, 1001, I, 0, 0, 0, NULL, 0), MPROC_ERANGE);
+    mproc_assert_err(map_by(range, false, p, b, 0, I, SIZE_MAX, I, 1, NULL, 0), MPROC_ERANGE);
+    mproc_assert_err(map_by(range, false, p, b, 0, SIZE_MAX / 2, 0, 0, 4, NULL, 0), MPROC_ERANGE);
+    /* Output overlapping the input other than exactly in place. */
+    mproc_assert_err(map_by(range, false, p, b, 0, I, 4, I, 10, NULL, 0), MPROC_EINVAL);
+    mproc_assert_err(map_by(range, false, p, b, 0, 8, 0, 4, 10, NULL, 0), MPROC_EINVAL);
+    mproc_future *f = (mproc_future *)b;
+    mproc_assert_err(map_async_by(range, p, b, 500, 10, NULL), MPROC_EINVAL);
+    mproc_assert_err(map_async_by(range, NULL, b, 500, 10, &f), MPROC_EINVAL);
+    mproc_assert_err(map_async_by(range, p, b, 500, 126, &f), MPROC_ERANGE);
+    ck_assert_ptr_eq(f, (mproc_future *)b); /* untouched on failure */
+    /* The block at its very end, and a closed pool. */
+    mproc_assert_ok(map_by(range, false, p, b, 0, I, 500, I, 125, NULL, 30000));
+    mproc_assert_ok(mproc_pool_close(p));
+    mproc_assert_err(map_by(range, false, p, b, 0, I, 500, I, 10, NULL, 0), MPROC_ECLOSED);
+    mproc_assert_ok(mproc_shm_free(b));
+    mproc_assert_ok(mproc_pool_free(p));
+  }
 }
 END_TEST
 

@@ -266,6 +266,15 @@ struct sock_state {
 };
 
 static struct sock_state *sst(struct mproc_pool *p) { return p->tp_state; }
+
+/* What the flush op saw (atomics: sleep runs without the pool mutex, and
+ * the test reads them from its own thread). */
+static struct {
+  _Atomic int unflushed; /* tasks sent since the last flush */
+  _Atomic int flushes;
+  _Atomic bool late;       /* the pool collected or slept with tasks not flushed */
+  _Atomic bool idle_flush; /* a flush after no send_task */
+} flush_seen;
 static struct sock_slot *slot_of(struct mproc_pool *p, int i) { return &sst(p)->slots[i]; }
 
 static void sock_fini(struct mproc_pool *p) {
@@ -379,7 +388,25 @@ static int sock_send_task(struct mproc_pool *p, int i, struct mproc__task *t) {
   t->tp_ref = s->head;
   s->fifo[s->head++ % SOCK_RING] = t;
   t->slot = i;
+  flush_seen.unflushed++;
   return 0;
+}
+
+/* flush: this transport sends each task at once, so there is nothing to
+ * hold back; it checks the seam's promise instead, for a transport that
+ * would (MPI's batches): every round of send_task is followed by a flush
+ * before the pool collects or sleeps, and no flush comes without a task. */
+static void sock_flush(struct mproc_pool *p) {
+  (void)p;
+  if (flush_seen.unflushed == 0)
+    flush_seen.idle_flush = true;
+  flush_seen.unflushed = 0;
+  flush_seen.flushes++;
+}
+
+static void flush_expected(void) {
+  if (flush_seen.unflushed > 0)
+    flush_seen.late = true;
 }
 
 /* The remote flavour: its worker ended (its socket said so); reap it and
@@ -414,6 +441,7 @@ static int sock_poll_results(struct mproc_pool *p, int i,
   struct sock_slot *s = slot_of(p, i);
   struct sock_rep *rep = &sst(p)->rep;
   int n = 0, resets = 0;
+  flush_expected();
   while (s->sock >= 0 && !s->ended) {
     ssize_t k = recv(s->sock, rep, sizeof *rep, MSG_DONTWAIT);
     if (k < 0 && (errno == EAGAIN || errno == EINTR))
@@ -520,6 +548,7 @@ static void sock_reset_slot(struct mproc_pool *p, int i,
  * (helpers collect meanwhile): the sockets are read under it, and only the
  * manager, now asleep here, closes one. */
 static int sock_sleep(struct mproc_pool *p, struct pollfd *pfd, int n, int timeout_ms) {
+  flush_expected();
   struct sock_state *s = sst(p);
   int m = n;
   memcpy(s->pfd, pfd, (size_t)n * sizeof *pfd);
@@ -540,6 +569,7 @@ static const struct mproc__transport_ops sock_transport = {
     .fini = sock_fini,
     .start_worker = sock_start_worker,
     .send_task = sock_send_task,
+    .flush = sock_flush,
     .poll_results = sock_poll_results,
     .revoke = sock_revoke,
     .activity = sock_activity,
@@ -666,6 +696,9 @@ START_TEST(test_results) {
     ck_assert_int_eq(*(const int *)d, i * i);
     mproc_future_free(f[i]);
   }
+  /* Each round of send_task was flushed before the pool went on. */
+  ck_assert_int_gt(flush_seen.flushes, 0);
+  ck_assert(!flush_seen.late && !flush_seen.idle_flush);
   /* A task error travels with its message. */
   mproc_future *e;
   mproc_assert_ok(mproc_pool_submit(p, task_fail_7, NULL, 0, &e));

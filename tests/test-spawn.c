@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <poll.h>
+#include <pthread.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -65,8 +66,8 @@ static int check_all_default(void *arg) {
   return 0;
 }
 
-/* The child resets only the signals that are caught or ignored (read from
- * /proc): low, high and real-time ones, with handlers and SIG_IGN alike. */
+/* The child resets the signals that are caught or ignored: low, high and
+ * real-time ones, with handlers and SIG_IGN alike. */
 START_TEST(test_child_resets_caught_and_ignored_signals) {
   struct sigaction sa = {0}, old[6];
   sigemptyset(&sa.sa_mask);
@@ -89,8 +90,37 @@ START_TEST(test_registered_fds_closed_in_child) {
   mproc__fd_register(a[0]);
   ck_assert_int_eq(run(fd_open_status, a[0], NULL, 0), 1);
   ck_assert_int_eq(run(fd_open_status, a[0], &a[0], 1), 0);
+  /* One far up the map: the child scans every word in use. */
+  int high = fcntl(a[1], F_DUPFD_CLOEXEC, 1000);
+  ck_assert_int_ge(high, 1000);
+  mproc__fd_register(high);
+  ck_assert_int_eq(run(fd_open_status, high, NULL, 0), 1);
+  mproc_assert_ok(mproc__close(high));
   mproc_assert_ok(mproc__close(a[0]));
   close(a[1]);
+}
+END_TEST
+
+static void *block_forever(void *arg) {
+  (void)arg;
+  for (;;)
+    pause();
+  return NULL;
+}
+
+/* A set*id call in a threaded child: glibc tells every thread by a signal
+ * of its own (SIGSETXID), whose handler the reset must leave in place, or
+ * the child dies by it. */
+static int setxid_with_threads(void *arg) {
+  (void)arg;
+  pthread_t t;
+  if (pthread_create(&t, NULL, block_forever, NULL) != 0)
+    return 2;
+  return setgid(getgid()) == 0 ? 0 : 3;
+}
+
+START_TEST(test_reset_keeps_the_c_library_signals) {
+  ck_assert_int_eq(run(setxid_with_threads, 0, NULL, 0), 0);
 }
 END_TEST
 
@@ -223,14 +253,15 @@ static int task_fork_helper(const void *arg, size_t len, mproc_task_ctx *ctx) {
 }
 
 /* The program: a pool whose task leaves a helper behind, then it waits to
- * be killed. */
+ * be killed.  The pipe is made inheritable so that a worker started by
+ * spawn or forkserver (MPROC_START_METHOD) finds it at the same number. */
 static int program_with_pool(void *arg) {
   mproc_pool *pool;
   struct mproc_pool_options po = {.workers = 1};
   mproc_future *f;
   const void *d;
   size_t n;
-  if (mproc_pool_new(&pool, &po) != 0 ||
+  if (fcntl(*(const int *)arg, F_SETFD, 0) != 0 || mproc_pool_new(&pool, &po) != 0 ||
       mproc_pool_submit(pool, task_fork_helper, arg, sizeof(int), &f) != 0 ||
       mproc_future_result(f, &d, &n, 30000) != 0)
     return 1;
@@ -260,6 +291,7 @@ int main(void) {
   tcase_add_test(tc, test_exit_codes);
   tcase_add_test(tc, test_registered_fds_closed_in_child);
   tcase_add_test(tc, test_child_resets_caught_and_ignored_signals);
+  tcase_add_test(tc, test_reset_keeps_the_c_library_signals);
   tcase_add_test(tc, test_reap_deadline_and_kill);
   tcase_add_test(tc, test_bad_options);
   tcase_add_test(tc, test_child_never_writes_parent_stdout);

@@ -42,8 +42,11 @@ extern "C" {
 
 struct mproc_mpi_options {
   unsigned flags; /* none defined yet: must be 0 */
-  /* Tasks rank 0 keeps in flight on each worker rank (the next ones wait
-   * on rank 0); 0: 2, so a rank always has its next task at hand. */
+  /* Tasks rank 0 keeps in flight on each worker rank, per worker of the
+   * rank's share of a pool (the next ones wait on rank 0); 0: 16, so a rank
+   * always has its next tasks at hand and tiny tasks travel in batches.  A
+   * task sent to a rank stays there: for long tasks of uneven length, 1 or 2
+   * balance the load better. */
   int tasks_per_rank;
   /* Deadline of the startup handshake (every rank reports to rank 0);
    * 0: 60 s. */

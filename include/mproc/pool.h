@@ -57,6 +57,12 @@ MPROC_EXTERN int mproc_task_fail(mproc_task_ctx *ctx, int code, const char *fmt,
 /* An element function for map/imap: reads one input element, writes one
  * output element; returns 0 or a non-zero failure code. */
 typedef int (*mproc_map_fn)(const void *in, void *out);
+/* A range function for mproc_pool_map_shm_range: out[i] = f(in[i]) for
+ * i < n over one contiguous run of elements (in and out point at its first
+ * input and output element), the shape a compiler can vectorise.  Returns 0,
+ * or a non-zero failure code after setting *failed to the position (from 0,
+ * within this run) of the element that failed; *failed is 0 on entry. */
+typedef int (*mproc_map_range_fn)(const void *in, void *out, size_t n, size_t *failed);
 /* An element function for starmap: args[i] points at the i-th argument. */
 typedef int (*mproc_starmap_fn)(const void *const *args, void *out);
 /* A worker initializer: runs once in each worker before its first task; a
@@ -289,8 +295,9 @@ enum {
 
 struct mproc_map_options {
   unsigned flags;   /* none defined yet: must be 0 */
-  size_t chunksize; /* items per task; 0: ceil(n / (4 * workers)), or
-                       ceil(n / (2 * workers)) for mproc_pool_map_shm */
+  size_t chunksize; /* items per task; 0: ceil(n / (4 * workers)),
+                       ceil(n / (2 * workers)) for mproc_pool_map_shm, or
+                       ceil(n / workers) for mproc_pool_map_shm_range */
   /* MPROC_PROGRESS_*; the environment variable MPROC_PROGRESS=0|1 overrides
    * it (a bar on stderr, redrawn at most 10 times a second; map and
    * starmap count items done inside a running chunk too). */
@@ -349,6 +356,26 @@ MPROC_EXTERN int mproc_pool_map_shm_async(mproc_pool *pool, mproc_map_fn fn, mpr
                                           size_t in_off, size_t in_size, size_t out_off,
                                           size_t out_size, size_t n,
                                           const struct mproc_map_options *opts, mproc_future **f);
+/* mproc_pool_map_shm with a range function: each chunk is one call
+ * fn(in + k, out + k, count, &failed) over a contiguous run of elements, so
+ * the per-element cost is the function's own loop, not an indirect call.
+ * By default the items are split statically into one run per worker
+ * (opts->chunksize 0: ceil(n / workers)), as OpenMP's `parallel for`.  A
+ * failure blames the element the function names in *failed; a worker that
+ * dies blames its run's first element (the pool cannot see inside a run),
+ * and a progress bar moves per run.  Arguments, block rules and errors as
+ * mproc_pool_map_shm. */
+MPROC_EXTERN int mproc_pool_map_shm_range(mproc_pool *pool, mproc_map_range_fn fn, mproc_shm *shm,
+                                          size_t in_off, size_t in_size, size_t out_off,
+                                          size_t out_size, size_t n,
+                                          const struct mproc_map_options *opts,
+                                          struct mproc_task_error *err, int64_t timeout_ms);
+/* The same, returning at once with a future, as mproc_pool_map_shm_async. */
+MPROC_EXTERN int mproc_pool_map_shm_range_async(mproc_pool *pool, mproc_map_range_fn fn,
+                                                mproc_shm *shm, size_t in_off, size_t in_size,
+                                                size_t out_off, size_t out_size, size_t n,
+                                                const struct mproc_map_options *opts,
+                                                mproc_future **f);
 
 #define MPROC_STARMAP_MAX_ARGS 8
 /* starmap: out[i] = fn(args0[i], args1[i], ...): nargs parallel arrays (at

@@ -186,7 +186,7 @@ static void case_basic(void) {
     in[i] = i;
   struct mproc__mpi_fn mf;
   CHECK_ERR(mproc__mpi_fn_of(&mf, MPROC__MPI_FN_MAP, (void (*)(void))triple), 0);
-  CHECK_ERR(mproc__mpi_submit_map((struct mproc__mpi_to){0, 0}, &mf, in, 1000, sizeof in[0],
+  CHECK_ERR(mproc__mpi_submit_map((struct mproc__mpi_to){0, 0}, &mf, in, 1000, sizeof in[0], NULL,
                                   sizeof(int64_t), &j),
             0);
   CHECK_ERR(mproc__mpi_wait(j, scaled(60000)), 0);
@@ -195,8 +195,39 @@ static void case_basic(void) {
   for (int i = 0; i < 1000; i++)
     CHECK(((const int64_t *)data)[i] == 3 * i, "map item %d", i);
   mproc__mpi_job_free(j);
+  /* The same, the output received straight into the caller's buffer. */
+  static int64_t res[1000];
+  CHECK_ERR(mproc__mpi_submit_map((struct mproc__mpi_to){0, 0}, &mf, in, 1000, sizeof in[0], res,
+                                  sizeof(int64_t), &j),
+            0);
+  CHECK_ERR(mproc__mpi_wait(j, scaled(60000)), 0);
+  CHECK_ERR(mproc__mpi_job_result(j, &data, &len, NULL), 0);
+  CHECK(data == NULL && len == sizeof res, "placed: data %p len %zu", data, len);
+  for (int i = 0; i < 1000; i++)
+    CHECK(res[i] == 3 * i, "placed map item %d: %lld", i, (long long)res[i]);
+  mproc__mpi_job_free(j);
+  /* Freed before it finished: the buffers are the caller's again at once --
+   * the output is complete (its receive was under way) or untouched, and
+   * stays so when the answer comes. */
+  memset(res, 0x55, sizeof res);
+  CHECK_ERR(mproc__mpi_submit_map((struct mproc__mpi_to){1, 0}, &mf, in, 1000, sizeof in[0], res,
+                                  sizeof(int64_t), &j),
+            0);
+  mproc__mpi_flush();
+  mproc__mpi_job_free(j);
+  static int64_t snap[1000];
+  memcpy(snap, res, sizeof res);
+  bool whole = true, untouched = true;
+  for (int i = 0; i < 1000; i++) {
+    whole = whole && res[i] == 3 * i;
+    untouched = untouched && res[i] == (int64_t)0x5555555555555555;
+  }
+  CHECK(whole || untouched, "a freed job's output is half written");
+  CHECK(squared_on_ranks(6) == 36 && squared_on_ranks(7) == 49, "after a freed map");
+  /* Rank 1 answers in order: the freed map's answer came before these. */
+  CHECK(memcmp(snap, res, sizeof res) == 0, "a freed job's output changed after the free");
   in[617] = -1;
-  CHECK_ERR(mproc__mpi_submit_map((struct mproc__mpi_to){0, 0}, &mf, in, 1000, sizeof in[0],
+  CHECK_ERR(mproc__mpi_submit_map((struct mproc__mpi_to){0, 0}, &mf, in, 1000, sizeof in[0], NULL,
                                   sizeof(int64_t), &j),
             0);
   CHECK_ERR(outcome(j, &err), MPROC_ETASK);
@@ -332,7 +363,7 @@ static void case_unresolvable(void) {
   mproc__mpi_job_free(j);
   /* A task reference used for a map, and the reverse. */
   r = ref_of(square_task);
-  CHECK_ERR(mproc__mpi_submit_map((struct mproc__mpi_to){0, 0}, &r, "abcd", 1, 4, 4, &j),
+  CHECK_ERR(mproc__mpi_submit_map((struct mproc__mpi_to){0, 0}, &r, "abcd", 1, 4, NULL, 4, &j),
             MPROC_EINVAL);
   ranks_still_serve();
 }
@@ -426,6 +457,7 @@ static void case_transport(void) {
     CHECK_ERR(tp->send_task(&p, slot, &t[i]), 0);
     CHECK(tp->revoke(&p, slot, &t[i], NULL) == 0, "task %d is its rank's", i);
   }
+  tp->flush(&p); /* the round of send_task calls is over: they go out */
   /* tasks_per_rank (2) each: no room. */
   CHECK_ERR(tp->send_task(&p, 0, &t[4]), -EAGAIN);
   CHECK_ERR(tp->send_task(&p, 1, &t[4]), -EAGAIN);
@@ -460,6 +492,7 @@ static void case_transport(void) {
   t[4].fn = mproc__taskfn_of((void (*)(void))sleep_task);
   CHECK_ERR(tp->send_task(&p, 0, &t[4]), 0);
   CHECK_ERR(tp->send_task(&p, 0, &t[5]), 0);
+  tp->flush(&p);
   tp->reset_slot(&p, 0, on_left);
   CHECK(n_left == 2 && left_task[0] == &t[4] && left_task[1] == &t[5], "left %d", n_left);
   tp->activity(&p, 0, &a);
@@ -561,6 +594,120 @@ static void case_errors(void) {
   CHECK_ERR(mproc__mpi_job_result(NULL, NULL, NULL, NULL), MPROC_EINVAL);
 }
 
+/* Batches on the wire: frames in, frames out, and what is not a batch. */
+static void batch_frames(void) {
+  CHECK(mproc__mpi_batchable(sizeof(struct mproc__mpi_task), 8), "a tiny task is batchable");
+  CHECK(!mproc__mpi_batchable(sizeof(struct mproc__mpi_task), MPROC__MPI_INLINE / 2),
+        "half the inline size is not");
+  struct mproc__mpi_batch b = {0};
+  struct mproc__mpi_task h[3] = {{.id = 7, .kind = MPROC__MPI_CALL},
+                                 {.id = 8, .kind = MPROC__MPI_CALL},
+                                 {.id = 9, .kind = MPROC__MPI_CANCEL}};
+  const char *payload[3] = {"abc", "", "0123456789"};
+  for (int i = 0; i < 3; i++)
+    CHECK_ERR(mproc__mpi_batch_add(&b, &h[i], sizeof h[i], payload[i], strlen(payload[i])), 0);
+  CHECK(b.n == 3 && b.used % 8 == 0, "n %u used %zu", b.n, b.used);
+  struct mproc__mpi_op in = {.hdr_len = sizeof h[0], .data = b.buf, .len = b.used, .source = 2};
+  size_t at = 0;
+  struct mproc__mpi_op *f;
+  for (int i = 0; i < 3; i++) {
+    CHECK_ERR(mproc__mpi_batch_next(&in, &at, &f), 1);
+    const struct mproc__mpi_task *t = f->hdr;
+    CHECK(t->id == h[i].id && t->kind == h[i].kind && f->len == strlen(payload[i]) &&
+              (f->len == 0 || memcmp(f->data, payload[i], f->len) == 0) && f->source == 2 &&
+              mproc__mpi_test(f) == 1,
+          "frame %d: id %llu len %zu", i, (unsigned long long)t->id, f->len);
+    mproc__mpi_op_free(f);
+  }
+  CHECK_ERR(mproc__mpi_batch_next(&in, &at, &f), 0);
+  /* Truncated, or a frame claiming more than is there: malformed. */
+  in.len = b.used - 8;
+  at = 0;
+  for (int i = 0; i < 2; i++) {
+    CHECK_ERR(mproc__mpi_batch_next(&in, &at, &f), 1);
+    mproc__mpi_op_free(f);
+  }
+  CHECK_ERR(mproc__mpi_batch_next(&in, &at, &f), MPROC_EIO);
+  in.len = sizeof h[0] - 1;
+  at = 0;
+  CHECK_ERR(mproc__mpi_batch_next(&in, &at, &f), MPROC_EIO);
+  mproc__mpi_batch_clear(&b);
+  CHECK(b.buf == NULL && b.n == 0 && b.used == 0, "cleared");
+}
+
+/* Tasks queued for one rank together travel in one batch, and each keeps
+ * its own outcome: a result, its own failure, a crash, a timeout, a cancel. */
+static void case_batch(void) {
+  batch_frames();
+  uint64_t sent0, recv0, sent, recv;
+  mproc__mpi_batch_counts(&sent0, &recv0);
+  struct mproc__mpi_fn sq = ref_of(square_task), fl = ref_of(fail_task), sg = ref_of(segv_task),
+                       sl = ref_of(sleep_task);
+  struct mproc__mpi_to to = {1, 0};
+  struct mproc__mpi_job *j[7];
+  int64_t v[7] = {2, 0, 0, 3, 0, 0, 4};
+  CHECK_ERR(mproc__mpi_submit_to(to, &sq, &v[0], sizeof v[0], 0, &j[0]), 0);
+  CHECK_ERR(mproc__mpi_submit_to(to, &fl, NULL, 0, 0, &j[1]), 0);
+  CHECK_ERR(mproc__mpi_submit_to(to, &sg, NULL, 0, 0, &j[2]), 0);
+  CHECK_ERR(mproc__mpi_submit_to(to, &sq, &v[3], sizeof v[3], 0, &j[3]), 0);
+  CHECK_ERR(mproc__mpi_submit_to(to, &sl, NULL, 0, 300, &j[4]), 0);
+  CHECK_ERR(mproc__mpi_submit_to(to, &sl, NULL, 0, 0, &j[5]), 0);
+  CHECK_ERR(mproc__mpi_submit_to(to, &sq, &v[6], sizeof v[6], 0, &j[6]), 0);
+  CHECK(mproc__mpi_job_sent_ms(j[0]) == -1, "submit only queues");
+  mproc__mpi_flush();
+  mproc__mpi_batch_counts(&sent, &recv);
+  CHECK(sent == sent0 + 1, "7 tasks for rank 1 went as %llu batches",
+        (unsigned long long)(sent - sent0));
+  for (int i = 0; i < 7; i++)
+    CHECK(mproc__mpi_job_sent_ms(j[i]) >= 0 && mproc__mpi_job_rank(j[i]) == 1, "task %d sent", i);
+  /* j[5] sleeps until cancelled: cancel it once j[4] (before it, on the
+   * rank's only local worker) timed out, so it surely runs by then. */
+  struct mproc_task_error err;
+  for (int i = 0; i < 7; i++) {
+    if (i == 5) {
+      CHECK_ERR(mproc__mpi_cancel(j[5]), 0);
+      CHECK_ERR(outcome(j[5], &err), MPROC_ECANCELED);
+      continue;
+    }
+    const void *data;
+    CHECK_ERR(mproc__mpi_wait(j[i], scaled(60000)), 0);
+    int rc = mproc__mpi_job_result(j[i], &data, NULL, &err);
+    if (v[i]) {
+      CHECK(rc == 0 && *(const int64_t *)data == v[i] * v[i], "task %d: %s %s", i,
+            mproc_err_name(rc), err.message);
+    } else if (i == 1) {
+      CHECK(rc == MPROC_ETASK && err.task_code == 42, "task 1: %s %d", mproc_err_name(rc),
+            err.task_code);
+    } else {
+      CHECK_ERR(rc, i == 2 ? MPROC_EWORKERDIED : MPROC_ETIMEDOUT);
+      expect_rank_and_host(&err, 1);
+    }
+  }
+  for (int i = 0; i < 7; i++)
+    mproc__mpi_job_free(j[i]);
+  /* Many tiny tasks at once: the rank answers those that finished together
+   * in batches too. */
+  enum { MANY = 400 };
+  struct mproc__mpi_job *m[MANY];
+  for (int i = 0; i < MANY; i++) {
+    int64_t x = i;
+    CHECK_ERR(mproc__mpi_submit_to(to, &sq, &x, sizeof x, 0, &m[i]), 0);
+  }
+  mproc__mpi_flush();
+  for (int i = 0; i < MANY; i++) {
+    const void *data;
+    CHECK_ERR(mproc__mpi_wait(m[i], scaled(60000)), 0);
+    int rc = mproc__mpi_job_result(m[i], &data, NULL, &err);
+    CHECK(rc == 0 && *(const int64_t *)data == (int64_t)i * i, "task %d: %s", i,
+          mproc_err_name(rc));
+    mproc__mpi_job_free(m[i]);
+  }
+  mproc__mpi_batch_counts(&sent, &recv);
+  CHECK(sent >= sent0 + 1 + MANY / 19 && recv > recv0, "batches: %llu sent, %llu received",
+        (unsigned long long)(sent - sent0), (unsigned long long)(recv - recv0));
+  ranks_still_serve();
+}
+
 static void case_segv(void) { crash_case(segv_task, SIGSEGV, -1); }
 static void case_exit(void) { crash_case(exit_task, 0, 3); }
 
@@ -582,7 +729,9 @@ int main(int argc, char **argv) {
     return 1;
   if (strcmp(c, "large") == 0)
     mproc__mpi_piece = 4096; /* on every rank: sender and receiver agree */
-  int rc = mproc_mpi_init(&argc, &argv, NULL);
+  /* The transport case counts on two tasks in flight per rank. */
+  struct mproc_mpi_options mo = {.tasks_per_rank = strcmp(c, "transport") == 0 ? 2 : 0};
+  int rc = mproc_mpi_init(&argc, &argv, &mo);
   /* Worker ranks never get here. */
   if (strcmp(c, "mismatch") == 0) {
     CHECK_ERR(rc, MPROC_EBROKEN);
@@ -603,6 +752,7 @@ int main(int argc, char **argv) {
       {"transport", case_transport},
       {"segv", case_segv},
       {"exit", case_exit},
+      {"batch", case_batch},
   };
   return run_case(cases, sizeof cases / sizeof cases[0], c);
 }

@@ -35,6 +35,18 @@
 /* ---- task and element functions ----------------------------------------- */
 
 /* The pid of the process that ran it, and its parent's (the rank). */
+/* triple over a run of elements (mproc_map_range_fn). */
+static int triple_run(const void *in, void *out, size_t n, size_t *failed) {
+  for (size_t i = 0; i < n; i++) {
+    int r = triple((const int32_t *)in + i, (int64_t *)out + i);
+    if (r != 0) {
+      *failed = i;
+      return r;
+    }
+  }
+  return 0;
+}
+
 static int where_task(const void *arg, size_t len, mproc_task_ctx *ctx) {
   (void)arg, (void)len;
   int64_t r[2] = {getpid(), getppid()};
@@ -273,6 +285,9 @@ static void case_pool(void) {
   CHECK_ERR(mproc_shm_new(&shm, 4096), 0);
   CHECK_ERR(mproc_pool_map_shm(pool, triple, shm, 0, 4, 1024, 8, 10, NULL, &err, scaled(60000)),
             MPROC_ENOTSUP);
+  CHECK_ERR(
+      mproc_pool_map_shm_range(pool, triple_run, shm, 0, 4, 1024, 8, 10, NULL, &err, scaled(60000)),
+      MPROC_ENOTSUP);
   mproc_shm_free(shm);
 
   /* A cancelled running task; the rank goes on. */
