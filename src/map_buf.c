@@ -3,11 +3,10 @@
  * side in map_buf_worker.c.
  *
  * Design notes.  A chunk of items is one extent of the pool's data arena,
- * filled once by the parent (descriptors and item bytes) and answered in
- * place by the worker (result descriptors and bytes in the chunk's results
- * area), and it travels as a K_MAP task of offsets: no memfd, no mapping and
- * no message per chunk, and the worker publishes its position per item, so
- * progress moves per item and a dead worker is blamed on its item.
+ * filled once by the parent (descriptors and item bytes), and it travels as
+ * a K_MAP task of offsets: no memfd, no mapping and no message per chunk,
+ * and the worker publishes its position per item, so progress moves per
+ * item and a dead worker is blamed on its item.
  *
  * A chunk's life in the parent:
  *
@@ -16,23 +15,38 @@
  *   failure or `full`) -> [full: the rest of its items run the call way,
  *   as one K_CALL task with no size limit] -> results read -> extent freed
  *
+ * Results are written once, by the worker, where the caller reads them:
+ * each result's bytes in a results area and its struct mproc_buf in an
+ * array of entries (map_buf.h).  map_buf takes one extent for the whole
+ * job's results -- the array of n entries, then each chunk's area -- and on
+ * success hands that extent to the caller as *out: the parent touches no
+ * item after filling the chunks.  The caller must be able to keep it after
+ * mproc_pool_free, so the entries point into a second mapping of the arena
+ * in this process (a "view", one per pool, made by mremap): it stays mapped
+ * while the pool or any result set needs it, and keeps the pages it shows
+ * alive after the pool unmaps its arena.  A result set (struct rset) lives
+ * in a registry that mproc_bufs_free searches by address; while its pool
+ * lives, freeing it returns its extents to the arena.
+ *
  * The results area of a chunk is sized from its input (at least the input's
  * size plus 16 bytes an item) and, since untouched arena pages cost only
- * address space, widened while the arena is roomy.  A map_buf also reserves
- * one overflow area (up to OVF_MAX) its chunks share for results that do
- * not fit their own area; imap_buf, which streams and so could never reset
- * it, has none.  Only an item whose result fits neither makes its chunk
- * finish the call way (its function then runs once more, documented).  A pool whose workers do not
- * map the arena itself (any transport but shared memory) runs every chunk
- * the call way.
+ * address space, widened while the arena is roomy (a result set gives the
+ * unused tail of each area back when it is handed over).  A map_buf also
+ * reserves one overflow area (up to OVF_MAX) its chunks share for results
+ * that do not fit their own area; imap_buf, which streams and so could never
+ * reset it, has none.  Only an item whose result fits neither makes its
+ * chunk finish the call way (its function then runs once more,
+ * documented); such a map_buf, or one without a view, copies its results
+ * into one allocation instead (gather), as does a pool whose workers do not
+ * map the arena itself (any transport but shared memory), where every chunk
+ * runs the call way.
  *
  * map_buf waits for its chunks in order: the first chunk with a failure holds
- * the lowest failed item, so the chunks after it are cancelled at once.  All
- * results are copied into one allocation (an array of mproc_buf followed by
- * the bytes), so the caller frees them with one call.  imap_buf keeps a ring
- * of at most max_inflight items' chunks and yields results in order straight
- * from the arena (a result stays valid until the next call, so a chunk whose
- * last item was yielded is released one call later).
+ * the lowest failed item, so the chunks after it are cancelled at once.
+ * imap_buf keeps a ring of at most max_inflight items' chunks, each with its
+ * results area and entries in its own extent, and yields results in order
+ * straight from the arena (a result stays valid until the next call, so a
+ * chunk whose last item was yielded is released one call later).
  *
  * A chunk that will not land after being cancelled (a worker that cannot be
  * reaped within the bounded wait) is never freed under the worker: the job
@@ -46,7 +60,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 
 #define ALIGN16(x) (((x) + 15) & ~(size_t)15)
 /* The results areas of the chunks in flight together take at most this much
@@ -58,6 +71,9 @@
  * area: reserved as address space, touched only by such results. */
 #define OVF_MAX ((size_t)1 << 30)
 #define OVF_MIN ((size_t)64 << 20)
+/* map_buf's one-pass input extent (see one_pass_start), address space. */
+#define IN_MAX ((size_t)1 << 30)
+size_t mproc__map_buf_in_max = IN_MAX;
 
 struct mb_job {
   struct mproc_pool *p;
@@ -65,40 +81,44 @@ struct mb_job {
   uint64_t id; /* non-zero, unique in this process */
   bool by_ref; /* the workers exec: the function travels as `ref` */
   struct mproc__fnref ref;
-  bool arena;     /* the workers share the pool's data arena (shm transport) */
-  size_t live;    /* arena chunks queued and not landed (under mu) */
-  bool orphaned;  /* the owner left: the last chunk to land frees (under mu) */
-  void *mem;      /* the chunk array, freed with an orphaned job */
-  bool want_ovf;  /* reserve an overflow area (map_buf: its chunks end together) */
-  uint64_t ovf;   /* the overflow area (struct mproc__mb_ovf) */
-  size_t ovf_len; /* its extent's length, 0: none */
-};
-
-/* Where the next result of a chunk read in item order is: the end of the
- * area's result before it, and the rest's bytes. */
-struct cursor {
-  uint64_t a;
-  const unsigned char *r;
+  bool arena;           /* the workers share the pool's data arena (shm transport) */
+  size_t live;          /* arena chunks queued and not landed (under mu) */
+  bool orphaned;        /* the owner left: the last chunk to land frees (under mu) */
+  void *mem;            /* the chunk array, freed with an orphaned job */
+  bool is_map;          /* map_buf: an overflow area and one results extent */
+  uint64_t ovf;         /* the overflow area (struct mproc__mb_ovf) */
+  size_t ovf_len;       /* its extent's length, 0: none */
+  uint64_t in;          /* map_buf's one pass: the extent of every chunk's input */
+  size_t in_len;        /* its length, 0: none */
+  uint64_t res;         /* map_buf: the results extent (entries, then the areas) */
+  size_t res_len;       /* its length, 0: none (the chunks run the call way) */
+  bool res_in_in;       /* the results extent is the tail of `in` (freed with it) */
+  unsigned char *view;  /* map_buf: the pool's view, NULL: none (results are copied) */
+  unsigned char *ubase; /* where the parent reads the arena's offset 0 from */
 };
 
 struct mb_chunk {
   struct mproc__task t; /* the arena task: first, the completion finds the chunk */
   struct mb_job *job;
-  uint64_t ext;   /* the arena extent */
-  size_t ext_len; /* its length; 0: none (the chunk runs the call way) */
-  size_t fixed;   /* its header, descriptors and item bytes (the results follow) */
+  uint64_t ext;   /* its header, followed by its descriptors (an arena offset) */
+  size_t ext_len; /* the length of the extent it owns from there, 0: none (the
+                     call way, or in the job's `in`) */
+  size_t fixed;   /* its header, descriptors and item bytes */
+  size_t bytes;   /* the item bytes */
+  uint64_t items; /* the arena offset of its item bytes */
+  uint64_t outs;  /* the arena offset of its entries (struct mproc_buf[count]) */
+  uint64_t area;  /* the arena offset of its results area */
+  size_t area_len;
   size_t start, count;
   bool queued;          /* the arena task was queued */
   _Atomic bool landed;  /* it completed (or there was none): the fields below hold */
-  size_t ok;            /* items whose results are in the extent */
-  size_t used;          /* bytes their results take there (with their NULs) */
+  size_t ok;            /* items whose results are in the arena */
   bool full;            /* item `ok` found the area full: the rest runs the call way */
   mproc_future *rest;   /* the call way: items ok.. */
   size_t rest_ok;       /* items of the rest with results */
-  size_t rest_bytes;    /* bytes their results take (with their NULs) */
   const uint64_t *rlen; /* their lengths and bytes (in rest's result) */
   const unsigned char *rdata;
-  struct cursor cur;           /* imap_buf: where the next result to yield is */
+  const unsigned char *cur;    /* imap_buf: the next rest result to yield */
   bool parsed;                 /* ok, rest_ok, fail and err are final */
   int fail;                    /* 0, or the code of item ok + rest_ok */
   struct mproc_task_error err; /* its error */
@@ -110,14 +130,21 @@ static _Atomic uint64_t job_ids;
 
 /* A chunk's extent holds more than the ranges a K_MAP chunk declares
  * (mproc__task_ranges: the descriptors, not the header, the items' bytes or
- * the results area), so it runs in the arena only where the workers map the
+ * the results), so it runs in the arena only where the workers map the
  * arena itself -- the shared-memory transport; a transport that copies
  * chunks by value (MPI) gets every chunk the call way. */
-static int job_init(struct mb_job *j, struct mproc_pool *p, mproc_map_buf_fn fn) {
-  *j = (struct mb_job){.p = p, .fn = fn, .arena = p->tp == &mproc__transport_shm};
+static int job_init(struct mb_job *j, struct mproc_pool *p, mproc_map_buf_fn fn, bool is_map) {
+  *j = (struct mb_job){.p = p, .fn = fn, .arena = p->tp == &mproc__transport_shm, .is_map = is_map};
   j->id = atomic_fetch_add(&job_ids, 1) + 1;
   j->by_ref = p->opts.start_method != MPROC_START_FORK;
-  return j->by_ref ? mproc__fnref_make(MPROC_FUNCTION(fn), &j->ref) : 0;
+  int r = j->by_ref ? mproc__fnref_make(MPROC_FUNCTION(fn), &j->ref) : 0;
+  if (r != 0)
+    return r;
+  if (j->arena) {
+    j->view = is_map ? mproc__mb_view(p) : NULL;
+    j->ubase = j->view != NULL ? j->view : mproc__arena_at(p, 0);
+  }
+  return 0;
 }
 
 /* ---- the call way ------------------------------------------------------------- */
@@ -181,8 +208,7 @@ static void rest_parse(struct mb_chunk *c) {
       c->rest_ok = (size_t)rh.ok;
       c->rlen = (const uint64_t *)((const unsigned char *)res + sizeof rh);
       c->rdata = (const unsigned char *)(c->rlen + rh.ok);
-      c->cur.r = c->rdata;
-      c->rest_bytes = len - sizeof rh - (size_t)rh.ok * sizeof(uint64_t);
+      c->cur = c->rdata;
       if (rh.code != 0) {
         c->fail = MPROC_ETASK;
         set_item_error(&c->err, first + c->rest_ok, rh.code, rh.msg);
@@ -202,16 +228,30 @@ static void rest_parse(struct mb_chunk *c) {
 
 /* ---- arena chunks ------------------------------------------------------------- */
 
+/* Frees the job's own extents, the results extent and the overflow area,
+ * when nobody took them (under mu). */
+static void job_extents_free(struct mb_job *j) {
+  if (j->ovf_len != 0)
+    mproc__arena_free(j->p, j->ovf, j->ovf_len);
+  if (j->res_len != 0 && !j->res_in_in)
+    mproc__arena_free(j->p, j->res, j->res_len);
+  if (j->in_len != 0)
+    mproc__arena_free(j->p, j->in, j->in_len);
+  j->ovf_len = 0;
+  j->res_len = 0;
+  j->in_len = 0;
+}
+
 static void chunk_landed(struct mproc_pool *p, struct mproc__task *t, struct mproc__outcome *o) {
   struct mb_chunk *c = (struct mb_chunk *)t;
   struct mb_job *j = c->job;
   j->live--;
   if (j->orphaned) {
-    mproc__arena_free(p, c->ext, c->ext_len);
+    if (c->ext_len != 0)
+      mproc__arena_free(p, c->ext, c->ext_len);
     c->ext_len = 0;
     if (j->live == 0) {
-      if (j->ovf_len != 0)
-        mproc__arena_free(p, j->ovf, j->ovf_len);
+      job_extents_free(j);
       free(j->mem);
       free(j);
     }
@@ -219,7 +259,6 @@ static void chunk_landed(struct mproc_pool *p, struct mproc__task *t, struct mpr
   }
   c->ok = c->count;
   const struct mproc__mb_hdr *h = mproc__arena_at(p, c->ext);
-  c->used = (size_t)(h->used + h->ovf_used);
   if (o->code != 0) {
     bool in = o->index >= c->start && o->index - c->start < c->count;
     c->ok = in ? (size_t)(o->index - c->start) : 0;
@@ -242,23 +281,88 @@ static void chunk_landed(struct mproc_pool *p, struct mproc__task *t, struct mpr
   mproc__epoch_bump();
 }
 
-/* Takes an extent for chunk c (under mu): its fixed part plus a results area
- * of at least `least` bytes, widened up to `roomy` while the arena has room.
- * Leaves ext_len 0 (the call way) when the arena cannot hold even that. */
-static void chunk_alloc(struct mb_job *j, struct mb_chunk *c, size_t fixed, size_t least,
-                        size_t roomy) {
+/* The least results area of a chunk: its input's size plus 16 bytes an item,
+ * so results no larger than their items always fit (each takes its bytes and
+ * NUL rounded up to 16). */
+static size_t area_least(const struct mb_chunk *c) {
+  return MPROC__MB_ALIGN(c->bytes + 16 * c->count);
+}
+
+/* The size of a results extent for chunks cs[0..n) (all of map_buf's) with
+ * areas at least `roomy` wide: the n entries, then each chunk's area. */
+static size_t res_size(const struct mb_chunk *cs, size_t n, size_t roomy) {
+  size_t len = MPROC__MB_ALIGN((cs[n - 1].start + cs[n - 1].count) * sizeof(struct mproc_buf));
+  for (size_t k = 0; k < n && len <= SIZE_MAX / 4; k++) {
+    size_t least = area_least(&cs[k]);
+    len += roomy > least ? roomy : least;
+  }
+  return len;
+}
+
+/* Lays the chunks' entries and areas out in the results extent at j->res. */
+static void res_place(struct mb_job *j, struct mb_chunk *cs, size_t n, size_t roomy) {
+  uint64_t at =
+      j->res + MPROC__MB_ALIGN((cs[n - 1].start + cs[n - 1].count) * sizeof(struct mproc_buf));
+  for (size_t k = 0; k < n; k++) {
+    size_t least = area_least(&cs[k]);
+    cs[k].outs = j->res + cs[k].start * sizeof(struct mproc_buf);
+    cs[k].area = at;
+    cs[k].area_len = roomy > least ? roomy : least;
+    at += cs[k].area_len;
+  }
+}
+
+/* The next narrower width to try for the areas: 0 is the least. */
+static size_t roomy_less(size_t roomy) {
+  return roomy / 2 >= 4096 ? MPROC__MB_ALIGN(roomy / 2) : 0;
+}
+
+/* The job's results extent (map_buf's general way, under mu), its areas as
+ * wide as `roomy` allows while the arena has room.  Leaves res_len 0 (every
+ * chunk runs the call way) when even the least fails. */
+static void res_alloc(struct mb_job *j, struct mb_chunk *cs, size_t n, size_t roomy) {
+  for (;;) {
+    size_t len = res_size(cs, n, roomy);
+    if (len <= SIZE_MAX / 4 && mproc__arena_alloc(j->p, len, &j->res) == 0) {
+      j->res_len = len;
+      res_place(j, cs, n, roomy);
+      return;
+    }
+    if (roomy == 0)
+      return;
+    roomy = roomy_less(roomy);
+  }
+}
+
+/* Takes an extent for chunk c (under mu): its fixed part, and for imap_buf
+ * its entries and a results area of at least area_least, widened up to
+ * `roomy` while the arena has room.  Leaves ext_len 0 (the call way) when
+ * the arena cannot hold it, or map_buf has no results extent. */
+static void chunk_alloc(struct mb_job *j, struct mb_chunk *c, size_t roomy) {
+  c->ext = 0; /* nothing left of an abandoned one pass */
   c->ext_len = 0;
-  if (!j->arena || fixed > SIZE_MAX / 4 || least > SIZE_MAX / 4 - fixed)
+  if (!j->arena || (j->is_map && j->res_len == 0))
+    return;
+  if (j->is_map) {
+    if (mproc__arena_alloc(j->p, c->fixed, &c->ext) == 0)
+      c->ext_len = c->fixed;
+    return;
+  }
+  size_t least = area_least(c), outs = MPROC__MB_ALIGN(c->count * sizeof(struct mproc_buf));
+  if (c->fixed > SIZE_MAX / 4 || least > SIZE_MAX / 4 - c->fixed - outs)
     return;
   size_t want = roomy > least ? roomy : least;
   for (;;) {
-    if (mproc__arena_alloc(j->p, fixed + want, &c->ext) == 0) {
-      c->ext_len = fixed + want;
+    if (mproc__arena_alloc(j->p, c->fixed + outs + want, &c->ext) == 0) {
+      c->ext_len = c->fixed + outs + want;
+      c->outs = c->ext + c->fixed;
+      c->area = c->outs + outs;
+      c->area_len = want;
       return;
     }
     if (want == least)
       return;
-    want = want / 2 > least ? want / 2 : least;
+    want = want / 2 > least ? MPROC__MB_ALIGN(want / 2) : least;
   }
 }
 
@@ -276,37 +380,34 @@ static void ovf_reserve(struct mb_job *j) {
   }
 }
 
-/* The fixed part of an extent: header, descriptors, item bytes. */
-static size_t chunk_fixed(const struct mproc_buf *items, size_t count) {
-  size_t n = MPROC__MB_HDR + count * (sizeof(struct mproc__mb_in) + sizeof(struct mproc__mb_out));
-  for (size_t i = 0; i < count && n <= SIZE_MAX / 4; i++)
-    n += items[i].len;
-  return MPROC__MB_ALIGN(n);
+/* Sizes chunk c's fixed part (header, descriptors, item bytes) from its
+ * items, with c->bytes. */
+static void chunk_size(struct mb_chunk *c, size_t bytes) {
+  c->bytes = bytes;
+  c->fixed = MPROC__MB_ALIGN(MPROC__MB_HDR + c->count * sizeof(mproc__mb_in) + bytes);
 }
 
-/* Fills chunk c's extent and sets up its task (the extent is ours: no lock). */
-static void chunk_fill(struct mb_job *j, struct mb_chunk *c, const struct mproc_buf *items) {
-  size_t fixed = c->fixed;
+/* Sets up chunk c's header (at c->ext, its descriptors after it, already
+ * written) and its task: its items at c->items, its results at c->outs
+ * and c->area (the header is ours: no lock). */
+static void chunk_setup(struct mb_job *j, struct mb_chunk *c) {
   struct mproc_pool *p = j->p;
-  unsigned char *b = mproc__arena_at(p, c->ext);
-  struct mproc__mb_hdr *h = (struct mproc__mb_hdr *)b;
+  struct mproc__mb_hdr *h = mproc__arena_at(p, c->ext);
   memset(h, 0, sizeof *h);
   h->job = j->id;
   h->addr = (uint64_t)(uintptr_t)j->fn;
   h->by_ref = j->by_ref;
   if (j->by_ref)
     h->ref = j->ref;
-  h->out_at = fixed;
-  h->out_cap = c->ext_len - fixed;
-  h->ovf = j->ovf_len != 0 ? (int64_t)j->ovf - (int64_t)c->ext : 0;
-  struct mproc__mb_in *d = (struct mproc__mb_in *)(b + MPROC__MB_HDR);
-  size_t at = MPROC__MB_HDR + c->count * (sizeof *d + sizeof(struct mproc__mb_out));
-  h->items_at = at;
-  for (size_t i = 0; i < c->count; i++) {
-    mproc__mb_copy(b + at, items[i].data, items[i].len);
-    at += items[i].len;
-    d[i] = (struct mproc__mb_in){MPROC__MB_HDR + i * sizeof *d, at};
+  h->outs_at = (int64_t)c->outs - (int64_t)c->ext;
+  h->area_at = (int64_t)c->area - (int64_t)c->ext;
+  h->out_cap = c->area_len;
+  h->area_ub = (uint64_t)(uintptr_t)(j->ubase + c->area);
+  if (j->ovf_len != 0) {
+    h->ovf = (int64_t)j->ovf - (int64_t)c->ext;
+    h->ovf_ub = (uint64_t)(uintptr_t)(j->ubase + j->ovf + MPROC__MB_OVF);
   }
+  h->items_at = c->items - c->ext;
   struct mproc__task *t = &c->t;
   memset(t, 0, sizeof *t);
   t->kind = MPROC__K_MAP;
@@ -315,10 +416,10 @@ static void chunk_fill(struct mb_job *j, struct mb_chunk *c, const struct mproc_
   t->slot = -1;
   t->count = c->count;
   t->base_index = c->start;
-  t->in_size = sizeof *d;
+  t->in_size = sizeof(mproc__mb_in);
   t->in_off = c->ext + MPROC__MB_HDR;
-  t->out_size = sizeof(struct mproc__mb_out);
-  t->out_off = t->in_off + c->count * sizeof *d;
+  t->out_size = sizeof(struct mproc_buf);
+  t->out_off = c->outs;
   t->nargs = 1;
   t->col_off[0] = t->in_off;
   t->col_size[0] = t->in_size;
@@ -326,6 +427,22 @@ static void chunk_fill(struct mb_job *j, struct mb_chunk *c, const struct mproc_
   t->retries_left = (int32_t)p->opts.retries;
   t->complete = chunk_landed;
   t->owner = j;
+}
+
+/* Fills chunk c's own extent (header, descriptors, item bytes) and sets it
+ * up (the extent is ours: no lock). */
+static void chunk_fill(struct mb_job *j, struct mb_chunk *c, const struct mproc_buf *items) {
+  unsigned char *b = mproc__arena_at(j->p, c->ext);
+  mproc__mb_in *d = (mproc__mb_in *)(b + MPROC__MB_HDR);
+  c->items = c->ext + MPROC__MB_HDR + c->count * sizeof *d;
+  unsigned char *w = b + (c->items - c->ext);
+  uint64_t at = 0;
+  for (size_t i = 0; i < c->count; i++) {
+    mproc__mb_copy(w + at, items[i].data, items[i].len);
+    at += items[i].len;
+    d[i] = at;
+  }
+  chunk_setup(j, c);
 }
 
 static int closed_code(struct mproc_pool *p) {
@@ -341,17 +458,15 @@ static int closed_code(struct mproc_pool *p) {
 static int chunks_start(struct mb_job *j, struct mb_chunk *cs, size_t n,
                         const struct mproc_buf *items, size_t base, size_t roomy) {
   struct mproc_pool *p = j->p;
+  roomy = MPROC__MB_ALIGN(roomy); /* every area a whole number of arena units */
   pthread_mutex_lock(&p->mu);
   int r = closed_code(p);
-  for (size_t k = 0; r == 0 && k < n; k++) {
-    struct mb_chunk *c = &cs[k];
-    const struct mproc_buf *it = items + (c->start - base);
-    if (c->fixed == 0)
-      c->fixed = chunk_fixed(it, c->count);
-    chunk_alloc(j, c, c->fixed, MPROC__MB_ALIGN(c->fixed + 16 * c->count), roomy);
-  }
+  if (r == 0 && j->is_map && j->arena)
+    res_alloc(j, cs, n, roomy);
+  for (size_t k = 0; r == 0 && k < n; k++)
+    chunk_alloc(j, &cs[k], roomy);
   /* After the chunks: they take the arena's low, warm pages. */
-  if (r == 0 && j->want_ovf && j->arena && j->ovf_len == 0)
+  if (r == 0 && j->is_map && j->res_len != 0 && j->ovf_len == 0)
     ovf_reserve(j);
   pthread_mutex_unlock(&p->mu);
   if (r != 0)
@@ -389,21 +504,116 @@ static int chunks_start(struct mb_job *j, struct mb_chunk *cs, size_t n,
   return r;
 }
 
+/* map_buf's one pass: the caller's items are read once -- checked and
+ * copied as they go -- into one extent `in` of up to IN_MAX bytes (address
+ * space: only what is written is touched) laid out as
+ *
+ *   every chunk's header and descriptors | all the item bytes | the results
+ *
+ * and the chunks are queued together once all is in, so a bad item runs
+ * nothing.  0 (queued), MPROC_EINVAL (a bad item), the pool's closed code,
+ * or 1: the items or their results did not fit (nothing left behind: the
+ * general way follows). */
+static int one_pass_start(struct mb_job *j, struct mb_chunk *cs, size_t nchunks,
+                          const struct mproc_buf *in, size_t n, size_t roomy) {
+  struct mproc_pool *p = j->p;
+  size_t heads = 0;
+  for (size_t k = 0; k < nchunks; k++)
+    heads += MPROC__MB_ALIGN(MPROC__MB_HDR + cs[k].count * sizeof(mproc__mb_in));
+  /* At least room for the results of empty items. */
+  size_t least = heads + MPROC__MB_ALIGN(n * sizeof(struct mproc_buf)) + 16 * n + 64 * nchunks;
+  pthread_mutex_lock(&p->mu);
+  int r = closed_code(p);
+  for (size_t len = mproc__map_buf_in_max; r == 0 && j->in_len == 0; len /= 2) {
+    if (len < least || len < heads) {
+      r = 1;
+    } else if (mproc__arena_alloc(p, len, &j->in) == 0) {
+      j->in_len = len;
+    }
+  }
+  pthread_mutex_unlock(&p->mu);
+  if (r != 0)
+    return r;
+  unsigned char *b = mproc__arena_at(p, j->in);
+  unsigned char *w = b + heads;
+  size_t cap = j->in_len - heads, pos = 0, head = 0;
+  for (size_t k = 0; r == 0 && k < nchunks; k++) {
+    struct mb_chunk *c = &cs[k];
+    c->ext = j->in + head;
+    c->items = j->in + heads + pos;
+    mproc__mb_in *d = (mproc__mb_in *)(b + head + MPROC__MB_HDR);
+    size_t from = pos;
+    for (const struct mproc_buf *it = in + c->start, *e = it + c->count; it < e; it++, d++) {
+      if (it->data == NULL && it->len > 0) {
+        r = MPROC_EINVAL;
+        break;
+      }
+      if (it->len > cap - pos) {
+        r = 1;
+        break;
+      }
+      mproc__mb_copy(w + pos, it->data, it->len);
+      pos += it->len;
+      *d = pos - from;
+    }
+    c->bytes = pos - from;
+    head += MPROC__MB_ALIGN(MPROC__MB_HDR + c->count * sizeof(mproc__mb_in));
+  }
+  /* The results right after the items: warm pages when the job is small. */
+  size_t at = MPROC__MB_ALIGN(heads + pos);
+  for (; r == 0; roomy = roomy_less(roomy)) {
+    size_t len = res_size(cs, nchunks, roomy);
+    if (at <= j->in_len && len <= j->in_len - at) {
+      j->res = j->in + at;
+      j->res_len = len;
+      j->res_in_in = true;
+      res_place(j, cs, nchunks, roomy);
+      break;
+    }
+    if (roomy == 0)
+      r = 1;
+  }
+  pthread_mutex_lock(&p->mu);
+  if (r == 0)
+    r = closed_code(p);
+  if (r == 0 && j->ovf_len == 0)
+    ovf_reserve(j);
+  if (r != 0)
+    job_extents_free(j);
+  pthread_mutex_unlock(&p->mu);
+  if (r != 0)
+    return r;
+  for (size_t k = 0; k < nchunks; k++)
+    chunk_setup(j, &cs[k]);
+  pthread_mutex_lock(&p->mu);
+  r = closed_code(p);
+  for (size_t k = 0; r == 0 && k < nchunks; k++) {
+    cs[k].queued = true;
+    j->live++;
+    mproc__pool_enqueue(p, &cs[k].t);
+  }
+  if (r != 0)
+    job_extents_free(j);
+  pthread_mutex_unlock(&p->mu);
+  return r;
+}
+
 /* Once chunk c landed: when its items continue the call way, submits them.
  * 0, or the submit's failure. */
 static int chunk_continue(struct mb_chunk *c) {
   if (!c->full || c->rest != NULL)
     return 0;
   const unsigned char *b = mproc__arena_at(c->job->p, c->ext);
-  const struct mproc__mb_in *d = (const struct mproc__mb_in *)(b + MPROC__MB_HDR);
+  const mproc__mb_in *d = (const mproc__mb_in *)(b + MPROC__MB_HDR);
   size_t n = c->count - c->ok;
   struct mproc_buf *items = malloc((n != 0 ? n : 1) * sizeof *items);
   if (items == NULL)
     return MPROC_ENOMEM;
-  const struct mproc__mb_hdr *h = (const struct mproc__mb_hdr *)b;
+  const unsigned char *at = b + ((const struct mproc__mb_hdr *)b)->items_at;
   for (size_t i = 0; i < n; i++) {
-    uint64_t at = mproc__mb_in_at(h, &d[c->ok + i]);
-    items[i] = (struct mproc_buf){b + at, (size_t)(d[c->ok + i].end - at)};
+    size_t k = c->ok + i;
+    uint64_t from = k > 0 ? d[k - 1] : 0;
+    items[i] = (struct mproc_buf){at + from, (size_t)(d[k] - from)};
   }
   int r = call_submit(c->job, items, n, &c->rest);
   free(items);
@@ -444,50 +654,21 @@ static int chunk_wait(struct mb_chunk *c, int64_t dl) {
   return 0;
 }
 
-/* Where a parsed chunk's results are: the extent's result descriptors
- * (items before ok), its results area and the job's overflow area, and the
- * rest's lengths and bytes (the items after). */
-struct results {
-  const unsigned char *area;       /* the extent's results area, NULL when none */
-  const unsigned char *ovf;        /* the job's overflow bytes, NULL when none */
-  const struct mproc__mb_out *out; /* the extent's result descriptors */
-};
-
-static struct results chunk_results(const struct mb_chunk *c) {
-  struct results r = {NULL, NULL, NULL};
-  if (c->ok > 0) {
-    const unsigned char *b = mproc__arena_at(c->job->p, c->ext);
-    const struct mproc__mb_hdr *h = (const struct mproc__mb_hdr *)b;
-    r.area = b + h->out_at;
-    if (h->ovf != 0)
-      r.ovf = b + h->ovf + MPROC__MB_OVF;
-    r.out =
-        (const struct mproc__mb_out *)(b + MPROC__MB_HDR + c->count * sizeof(struct mproc__mb_in));
-  }
-  return r;
+/* The entries of a parsed chunk's arena results (items before ok), read
+ * through the pool's own mapping of the arena; NULL when it has none. */
+static const struct mproc_buf *chunk_outs(const struct mb_chunk *c) {
+  return c->ok > 0 ? mproc__arena_at(c->job->p, c->outs) : NULL;
 }
 
 /* The result of item i of a parsed chunk (i < ok + rest_ok), read in item
- * order through cur (formats in map_buf.h). */
-static inline struct mproc_buf chunk_item(const struct mb_chunk *c, const struct results *rs,
-                                          size_t i, struct cursor *cur) {
-  if (i < c->ok) {
-    int64_t e = rs->out[i].end;
-    if (e < 0) {
-      const unsigned char *rec = rs->ovf + (uint64_t)(-1 - e);
-      uint64_t len;
-      memcpy(&len, rec, sizeof len);
-      return (struct mproc_buf){rec + sizeof len, (size_t)len};
-    }
-    uint64_t from = cur->a;
-    cur->a = (uint64_t)e;
-    if ((uint64_t)e == from)
-      return (struct mproc_buf){"", 0};
-    return (struct mproc_buf){rs->area + from, (size_t)((uint64_t)e - from - 1)};
-  }
+ * order: the rest's results through *cur (formats in map_buf.h). */
+static inline struct mproc_buf chunk_item(const struct mb_chunk *c, const struct mproc_buf *outs,
+                                          size_t i, const unsigned char **cur) {
+  if (i < c->ok)
+    return outs[i];
   size_t k = i - c->ok;
-  struct mproc_buf r = {cur->r, (size_t)c->rlen[k]};
-  cur->r += c->rlen[k] + 1;
+  struct mproc_buf r = {*cur, (size_t)c->rlen[k]};
+  *cur += c->rlen[k] + 1;
   return r;
 }
 
@@ -529,8 +710,8 @@ static void chunks_end(struct mb_job *j, struct mb_chunk *cs, size_t n, void *me
     }
   }
   bool keep = j->live > 0;
-  if (!keep && j->ovf_len != 0)
-    mproc__arena_free(p, j->ovf, j->ovf_len);
+  if (!keep)
+    job_extents_free(j);
   if (keep) {
     j->orphaned = true;
     j->mem = mem;
@@ -583,84 +764,96 @@ static int wait_progress(struct mb_job *j, struct mb_chunk *cs, size_t n, size_t
   }
 }
 
-/* What precedes the results array: how it was allocated.  Large arrays are
- * mapped with their pages populated in one system call, since a fresh
- * allocation of tens of MiB (above malloc's mmap threshold) would otherwise
- * take one page fault per 4 KiB, a large share of a map of small items; and
- * the last one released is kept for the next call (up to BUFS_KEEP_MAX), so a
- * program mapping again and again reuses warm pages instead of having fresh
- * ones zeroed each time, as malloc does with its heap. */
-struct bufs_hdr {
-  size_t mapped; /* the mapping's length, 0: malloc */
-  size_t pad;    /* 16 bytes: the array stays 16-byte aligned */
-};
-#define BUFS_MAP_MIN ((size_t)4 << 20)
-#define BUFS_KEEP_MAX ((size_t)256 << 20)
-
-static _Atomic(struct bufs_hdr *) bufs_kept;
-
-static struct mproc_buf *bufs_alloc(size_t bytes) {
-  struct bufs_hdr *h;
-  if (bytes > SIZE_MAX / 2)
-    return NULL;
-  size_t len = sizeof *h + bytes;
-  if (len < BUFS_MAP_MIN) {
-    h = malloc(len);
-    if (h == NULL)
-      return NULL;
-    h->mapped = 0;
-    return (struct mproc_buf *)(h + 1);
+/* Hands the job's results extent to the caller as *out (map_buf with a view,
+ * every result in the arena): a result set keeps what the results take --
+ * and the overflow area's part when a result went there -- and the unused
+ * tail of each chunk's area (and the one pass's inputs) go back to the
+ * arena.  0, or MPROC_ENOMEM with nothing changed (the results are then
+ * copied). */
+static int hand_over(struct mb_job *j, struct mb_chunk *cs, size_t nchunks,
+                     struct mproc_buf **out) {
+  struct mproc__mb_piece *keep = malloc((2 * nchunks + 5) * sizeof *keep),
+                         *drop = keep + nchunks + 2;
+  if (keep == NULL)
+    return MPROC_ENOMEM;
+  struct mproc_pool *p = j->p;
+  size_t nk = 0, nd = 0;
+  uint64_t from = j->res; /* where the piece being measured begins */
+  for (size_t k = 0; k < nchunks; k++) {
+    const struct mproc__mb_hdr *h = mproc__arena_at(p, cs[k].ext);
+    size_t used = h->used < cs[k].area_len ? MPROC__MB_ALIGN((size_t)h->used) : cs[k].area_len;
+    if (used >= cs[k].area_len)
+      continue;
+    uint64_t end = cs[k].area + used;
+    if (end > from)
+      keep[nk++] = (struct mproc__mb_piece){from, end - from};
+    drop[nd++] = (struct mproc__mb_piece){end, cs[k].area_len - used};
+    from = cs[k].area + cs[k].area_len;
   }
-  h = atomic_exchange(&bufs_kept, NULL);
-  if (h != NULL && (h->mapped < len || h->mapped / 2 > len)) {
-    munmap(h, h->mapped); /* too small, or far too big to keep using */
-    h = NULL;
+  if (from < j->res + j->res_len)
+    keep[nk++] = (struct mproc__mb_piece){from, j->res + j->res_len - from};
+  if (j->res_in_in) {
+    /* The inputs before the results, and the room after them. */
+    drop[nd++] = (struct mproc__mb_piece){j->in, j->res - j->in};
+    if (j->res + j->res_len < j->in + j->in_len)
+      drop[nd++] =
+          (struct mproc__mb_piece){j->res + j->res_len, j->in + j->in_len - j->res - j->res_len};
   }
-  if (h == NULL) {
-    void *m =
-        mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
-    if (m == MAP_FAILED)
-      return NULL;
-    h = m;
-    h->mapped = len;
+  bool ovf = false;
+  if (j->ovf_len != 0) {
+    const struct mproc__mb_ovf *o = mproc__arena_at(p, j->ovf);
+    uint64_t used = atomic_load(&o->used);
+    if (used > 0) {
+      size_t len = MPROC__MB_ALIGN(MPROC__MB_OVF + (size_t)(used < o->cap ? used : o->cap));
+      keep[nk++] = (struct mproc__mb_piece){j->ovf, len};
+      if (len < j->ovf_len)
+        drop[nd++] = (struct mproc__mb_piece){j->ovf + len, j->ovf_len - len};
+      ovf = true;
+    }
   }
-  return (struct mproc_buf *)(h + 1);
-}
-
-MPROC_EXTERN void mproc_bufs_free(struct mproc_buf *bufs) {
-  if (bufs == NULL)
-    return;
-  struct bufs_hdr *h = (struct bufs_hdr *)((unsigned char *)bufs - sizeof *h);
-  if (h->mapped == 0) {
-    free(h);
-    return;
+  const struct mproc_buf *bufs = (const struct mproc_buf *)(j->view + j->res);
+  int r = mproc__mb_rset_add(p, bufs, keep, nk);
+  if (r == 0) {
+    pthread_mutex_lock(&p->mu);
+    for (size_t i = 0; i < nd; i++)
+      mproc__arena_free(p, drop[i].off, drop[i].len);
+    pthread_mutex_unlock(&p->mu);
+    /* Nothing of them is the job's to free any more. */
+    j->res_len = 0;
+    if (j->res_in_in)
+      j->in_len = 0;
+    if (ovf)
+      j->ovf_len = 0;
+    *out = (struct mproc_buf *)bufs;
   }
-  struct bufs_hdr *none = NULL;
-  if (h->mapped > BUFS_KEEP_MAX || !atomic_compare_exchange_strong(&bufs_kept, &none, h))
-    munmap(h, h->mapped);
+  free(keep);
+  return r;
 }
 
 /* Copies every chunk's results into one allocation. */
 static int gather(struct mb_chunk *cs, size_t nchunks, size_t n, struct mproc_buf **out) {
-  /* Each result takes its bytes and NUL rounded up to 16: at most 16 bytes
-   * more than the bytes and NULs its chunk reported. */
-  size_t bytes = ALIGN16(n * sizeof(struct mproc_buf));
+  /* Each result takes its bytes and NUL rounded up to 16. */
+  size_t head = ALIGN16(n * sizeof(struct mproc_buf)), bytes = head;
   for (size_t k = 0; k < nchunks; k++) {
-    size_t more = cs[k].used + cs[k].rest_bytes + 16 * cs[k].count;
-    if (more < cs[k].used || more > SIZE_MAX / 2 - bytes)
-      return MPROC_ENOMEM;
-    bytes += more;
+    const struct mproc_buf *outs = chunk_outs(&cs[k]);
+    const unsigned char *cur = cs[k].rdata;
+    for (size_t i = 0; i < cs[k].count; i++) {
+      size_t len = chunk_item(&cs[k], outs, i, &cur).len;
+      if (len >= SIZE_MAX / 4 || ALIGN16(len + 1) > SIZE_MAX / 2 - bytes)
+        return MPROC_ENOMEM;
+      bytes += ALIGN16(len + 1);
+    }
   }
-  struct mproc_buf *bufs = bufs_alloc(bytes);
+  struct mproc_buf *bufs = mproc__mb_bufs_alloc(bytes);
   if (bufs == NULL)
     return MPROC_ENOMEM;
-  unsigned char *w = (unsigned char *)bufs + ALIGN16(n * sizeof(struct mproc_buf));
+  unsigned char *w = (unsigned char *)bufs + head;
   struct mproc_buf *b = bufs;
   for (size_t k = 0; k < nchunks; k++) {
-    struct results rs = chunk_results(&cs[k]);
-    struct cursor cur = {0, cs[k].rdata};
+    const struct mproc_buf *outs = chunk_outs(&cs[k]);
+    const unsigned char *cur = cs[k].rdata;
     for (size_t i = 0; i < cs[k].count; i++, b++) {
-      *b = chunk_item(&cs[k], &rs, i, &cur);
+      *b = chunk_item(&cs[k], outs, i, &cur);
       mproc__mb_copy(w, b->data, b->len + 1); /* with its NUL */
       b->data = w;
       w += ALIGN16(b->len + 1);
@@ -682,8 +875,7 @@ static int size_chunks(struct mb_chunk *cs, size_t n, const struct mproc_buf *in
       sum += b->len;
       total += b->len;
     }
-    cs[k].fixed = MPROC__MB_ALIGN(MPROC__MB_HDR + cs[k].count * sizeof(struct mproc__mb_in) +
-                                  cs[k].count * sizeof(struct mproc__mb_out) + sum);
+    chunk_size(&cs[k], sum);
   }
   return 0;
 }
@@ -717,19 +909,21 @@ MPROC_EXTERN int mproc_pool_map_buf(mproc_pool *p, mproc_map_buf_fn fn, const st
     cs[k].start = k * chunk;
     cs[k].count = n - cs[k].start < chunk ? n - cs[k].start : chunk;
   }
-  int r = j != NULL && cs != NULL ? size_chunks(cs, nchunks, in) : MPROC_ENOMEM;
+  int r = j != NULL && cs != NULL ? job_init(j, p, fn, true) : MPROC_ENOMEM;
+  size_t roomy =
+      MPROC__MB_ALIGN(ROOMY_TOTAL / nchunks < ROOMY_MAX ? ROOMY_TOTAL / nchunks : ROOMY_MAX);
   if (r == 0)
-    r = job_init(j, p, fn);
-  if (r == 0)
-    j->want_ovf = true;
+    r = j->arena ? one_pass_start(j, cs, nchunks, in, n, roomy) : 1;
+  if (r == 1) /* the general way: the items checked first, each chunk its own extent */
+    r = size_chunks(cs, nchunks, in);
   if (r != 0) {
     free(cs);
     free(j);
     return r;
   }
   int64_t dl = mproc__deadline(timeout_ms);
-  size_t roomy = ROOMY_TOTAL / nchunks < ROOMY_MAX ? ROOMY_TOTAL / nchunks : ROOMY_MAX;
-  r = chunks_start(j, cs, nchunks, in, 0, roomy);
+  if (r == 0 && !cs[0].queued)
+    r = chunks_start(j, cs, nchunks, in, 0, roomy);
   struct mproc__progress pr;
   static const struct mproc_map_options none;
   const struct mproc_map_options *po = o != NULL ? o : &none;
@@ -744,7 +938,11 @@ MPROC_EXTERN int mproc_pool_map_buf(mproc_pool *p, mproc_map_buf_fn fn, const st
       r = cs[k].fail;
   }
   if (r == 0) {
-    r = gather(cs, nchunks, n, out);
+    bool whole = j->view != NULL && j->res_len != 0;
+    for (size_t k = 0; whole && k < nchunks; k++)
+      whole = cs[k].rest == NULL;
+    if (!whole || hand_over(j, cs, nchunks, out) != 0)
+      r = gather(cs, nchunks, n, out);
     err->code = r;
   }
   if (mproc__progress_active(&pr))
@@ -798,7 +996,7 @@ MPROC_EXTERN int mproc_pool_imap_buf(mproc_pool *p, mproc_map_buf_fn fn, mproc_b
   it->q = calloc(it->max_chunks, sizeof *it->q);
   it->items =
       it->chunk <= SIZE_MAX / sizeof *it->items ? malloc(it->chunk * sizeof *it->items) : NULL;
-  int r = it->job != NULL && it->q != NULL && it->items != NULL ? job_init(it->job, p, fn)
+  int r = it->job != NULL && it->q != NULL && it->items != NULL ? job_init(it->job, p, fn, false)
                                                                 : MPROC_ENOMEM;
   if (r != 0) {
     free(it->items);
@@ -860,6 +1058,7 @@ static void fill(struct mproc_imap_buf *it) {
     c->job = it->job;
     c->start = start;
     c->count = k;
+    chunk_size(c, it->stage_used);
     int r = chunks_start(it->job, c, 1, it->items, start, it->roomy);
     if (r != 0 && !c->queued && c->rest == NULL) {
       /* Its items are lost: stop generating and report the cause. */
@@ -917,8 +1116,7 @@ MPROC_EXTERN int mproc_imap_buf_next(mproc_imap_buf *it, struct mproc_buf *out, 
   if (index != NULL)
     *index = c->start + k;
   if (k < c->ok + c->rest_ok) {
-    struct results rs = chunk_results(c);
-    *out = chunk_item(c, &rs, k, &c->cur);
+    *out = chunk_item(c, chunk_outs(c), k, &c->cur);
   } else {
     r = k == c->ok + c->rest_ok ? c->fail : MPROC_ECANCELED;
     if (err != NULL && r == MPROC_ECANCELED) {

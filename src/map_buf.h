@@ -2,15 +2,19 @@
  * (map_buf_worker.c) share -- the two ways a chunk of items travels.
  *
  * The arena way (the pool's transport has a data arena): a chunk is one
- * arena extent the parent fills and the worker answers in place, run as a
- * K_MAP task whose element function is mproc__map_buf_item, so the worker
- * publishes its position per item exactly as for a fixed-size map:
+ * arena extent the parent fills and the worker answers in place, queued as a
+ * K_MAP task marked by the element function mproc__map_buf_item; the shm
+ * worker runs it whole (mproc__map_buf_run) and publishes its position per
+ * item exactly as for a fixed-size map:
  *
- *   struct mproc__mb_hdr | struct mproc__mb_in[count] | struct mproc__mb_out[count]
- *   | item bytes, packed | results area (out_cap bytes, 64-byte aligned)
+ *   struct mproc__mb_hdr | mproc__mb_in[count] | item bytes, packed
  *
- * Every offset in it is relative to the header, so the extent means the same
- * in every process whatever address the arena is mapped at.
+ * and its results go to an area and an array of struct mproc_buf that
+ * imap_buf puts after the items in the same extent and map_buf in one
+ * extent of the whole job's results (which it hands the caller, see
+ * map_buf.c).  Every offset in the header is relative to the header, so
+ * the extent means the same in every process whatever address the arena
+ * is mapped at.
  *
  * The call way (no arena, or the rest of a chunk whose results outgrew its
  * area): the items travel as one K_CALL argument and come back as one result
@@ -32,49 +36,41 @@ struct mproc__mb_hdr {
   uint32_t by_ref;  /* 1: `ref` names the function (spawn, forkserver workers) */
   uint32_t full;    /* worker: the item at the failure point found the area full */
   uint64_t need;    /* worker, with `full`: the size of that item's result */
-  uint64_t out_at;  /* the results area, from the header */
-  uint64_t out_cap; /* its size */
-  uint64_t used;    /* worker: bytes of the area taken by results so far */
+  int64_t outs_at;  /* the chunk's results (struct mproc_buf[count]), from the header */
+  int64_t area_at;  /* its results area, from the header */
+  uint64_t out_cap; /* the area's size */
+  uint64_t area_ub; /* the parent's address of the area (see below) */
+  uint64_t used;    /* worker: bytes of the area taken by results */
   uint32_t has_msg; /* worker: `msg` holds the failed item's message */
   uint32_t pad;
   int64_t ovf;       /* the job's overflow area (struct mproc__mb_ovf), from the header; 0: none */
-  uint64_t ovf_used; /* worker: bytes this chunk's results took there */
+  uint64_t ovf_ub;   /* the parent's address of the overflow area's bytes */
   uint64_t items_at; /* the first item's bytes, from the header */
   char msg[200];
   struct mproc__fnref ref;
 };
 
 #define MPROC__MB_ALIGN(x) (((x) + 63) & ~(size_t)63)
+#define MPROC__MB_ALIGN16(x) (((x) + 15) & ~(size_t)15)
 #define MPROC__MB_HDR MPROC__MB_ALIGN(sizeof(struct mproc__mb_hdr))
 
-/* One input item: where this descriptor is (the worker finds the header
- * from it; `back` also gives the item's position) and where the item's bytes
- * end.  The items are packed in order, so an item begins where the one
- * before it ends (the first at the header's `items_at`): 16 bytes an item
- * for the parent to write, not 24. */
-struct mproc__mb_in {
-  uint64_t back; /* this descriptor's offset from the header */
-  uint64_t end;  /* the end of the item's bytes, from the header */
-};
+/* The input descriptors: one uint64_t an item, the end of its bytes
+ * counted from the header's `items_at`.  The items are packed in order, so
+ * item i begins where item i - 1 ends (the first at 0): 8 bytes an item for
+ * the parent to write, and the worker walks them with one running offset. */
+typedef uint64_t mproc__mb_in;
 
-/* Where item i of a chunk begins, from its descriptor d (d - 1 is item
- * i - 1's when i > 0). */
-static inline uint64_t mproc__mb_in_at(const struct mproc__mb_hdr *h,
-                                       const struct mproc__mb_in *d) {
-  return d->back == MPROC__MB_HDR ? h->items_at : d[-1].end;
-}
-
-/* One result, written by the worker, in 8 bytes.  The results that fit
- * their chunk's area are bump-allocated there in item order, each followed
- * by its NUL, so a result is told by where it ends: it begins where the
- * area's previous result ended (0 for the first), and a span of 0 bytes is
- * an item that returned nothing.  A result in the job's overflow area is
- * told by a negative `end`: -1 - the position of its record there, a
- * uint64_t length (unaligned) then the bytes and a NUL. */
-struct mproc__mb_out {
-  int64_t end; /* >= 0: the end (past the NUL) in the results area; < 0: see above */
-};
-#define MPROC__MB_OVF_REC(len) ((uint64_t)(len) + 1 + sizeof(uint64_t))
+/* The results.  The worker writes each item's result where the caller will
+ * read it: its bytes, then a NUL, 16-byte aligned, bump-allocated in the
+ * chunk's results area (an empty result takes 16 bytes for its NUL), or in
+ * the job's overflow area when they do not fit; and its struct mproc_buf,
+ * the entry map_buf hands the caller, at position i of the chunk's results.
+ * The entry's `data` is the result's address in the parent: the header's
+ * area_ub or ovf_ub plus an offset, a number the worker computes and never
+ * dereferences (the parent sees the arena at another address than an exec'd
+ * worker).  Those two are the one place a worker writes parent addresses,
+ * because the entries are the caller's result array itself: no pass over
+ * the items is needed to turn offsets into pointers. */
 
 /* The overflow area of a map_buf job: one extent shared by all its chunks,
  * for results that do not fit their chunk's own area, taken by an atomic
@@ -112,8 +108,39 @@ static inline void mproc__mb_copy(void *dst, const void *src, size_t len) {
   }
 }
 
-/* The K_MAP element function of arena chunks (runs in the worker). */
+/* The K_MAP element function that marks an arena chunk.  The worker never
+ * calls it per item: seeing it, the shm worker loop runs the whole chunk
+ * through mproc__map_buf_run (one header read, one function lookup, one
+ * running offset instead of a call and a lookup per item). */
 int mproc__map_buf_item(const void *in, void *out);
+/* Runs the arena chunk whose descriptors are at `descs` (the K_MAP entry's
+ * input range, `count` items), publishing its position in *progress before
+ * each item as the K_MAP loop does.  0, or the failure of item *progress. */
+int mproc__map_buf_run(unsigned char *descs, uint64_t count, _Atomic uint64_t *progress);
+
+/* ---- the parent's result sets (map_buf_results.c) ---------------------------- */
+
+/* An extent of a pool's arena that a result set holds. */
+struct mproc__mb_piece {
+  uint64_t off, len;
+};
+
+/* Where this process reads pool p's arena for map_buf's results: a second
+ * mapping of it (a view) that stays while result sets need it, after the
+ * pool too.  NULL when it cannot be made (the results are then copied). */
+unsigned char *mproc__mb_view(struct mproc_pool *p);
+/* Registers the result set whose entries are at bufs (in p's view), holding
+ * pieces[0..n) of p's arena until mproc_bufs_free.  0, or (nothing
+ * registered) MPROC_ENOMEM, or MPROC_EINVAL when p has no view. */
+int mproc__mb_rset_add(struct mproc_pool *p, const struct mproc_buf *bufs,
+                       const struct mproc__mb_piece *pieces, size_t n);
+/* One allocation for results copied out of the arena: `bytes` bytes, which
+ * mproc_bufs_free releases.  NULL when out of memory. */
+struct mproc_buf *mproc__mb_bufs_alloc(size_t bytes);
+
+/* The largest extent map_buf's one pass takes for a job's items and results
+ * (map_buf.c); tests lower it to exercise the general way. */
+extern size_t mproc__map_buf_in_max;
 
 /* ---- the call way ------------------------------------------------------------ */
 
@@ -145,8 +172,12 @@ int mproc__mb_grow(unsigned char **buf, size_t *cap, size_t need);
 struct mproc_item_ctx {
   /* The arena way: h non-NULL. */
   struct mproc__mb_hdr *h;
-  struct mproc__mb_out *out; /* the item's result descriptor */
-  /* The call way: results so far, in a growing buffer. */
+  unsigned char *area; /* the chunk's results area (h->area_at) */
+  size_t area_cap;     /* its size (h->out_cap) */
+  uint64_t rdata;      /* the item's result, the parent's address; 0: none yet */
+  size_t rlen;         /* its length */
+  /* The call way: results so far, in a growing buffer (the arena way: the
+   * bytes of the results area taken so far). */
   unsigned char *buf;
   size_t used, cap;
   size_t start; /* where the current item's result begins (either way) */

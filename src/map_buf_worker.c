@@ -1,18 +1,22 @@
 /* The worker side of map_buf/imap_buf: the item context and the two ways a
  * chunk runs (formats in map_buf.h).
  *
- * Design notes.  An arena chunk runs as a K_MAP task, so the worker loop
- * calls mproc__map_buf_item once per item and publishes its position before
- * each: a progress bar moves per item and a worker that dies is blamed on
- * the item it was in, as for a fixed-size map.  Each result is copied once,
- * straight into the chunk's results area, bump-allocated in item order (one
- * worker runs a chunk at a time, so no atomics).  A result that does not fit
- * goes to the job's overflow area (shared by its chunks: an atomic bump);
- * one that finds that full too (or none: imap_buf) stops the chunk there
- * with `full` set and the size it needed, and the parent runs the rest of
- * the chunk the call way, which has no size limit (that item's function is
- * then run a second time: rare by construction, see map_buf.c).  A chunk that is retried after its
- * worker died starts again at its first item, which resets the area.
+ * Design notes.  An arena chunk runs as a K_MAP task that the shm worker
+ * loop hands whole to mproc__map_buf_run, which resolves the function once,
+ * walks the packed items with one running offset and publishes its position
+ * before each item: a progress bar moves per item and a worker that dies is
+ * blamed on the item it was in, as for a fixed-size map.  Each result is
+ * copied once, straight to where the caller will read it: its bytes and NUL
+ * 16-byte aligned in the chunk's results area, bump-allocated in item order
+ * (one worker runs a chunk at a time, so no atomics), and its struct
+ * mproc_buf in the chunk's entries once the item function returned.  A
+ * result that does not fit goes to the job's overflow area (shared by its
+ * chunks: an atomic bump); one that finds that full too (or none: imap_buf)
+ * stops the chunk there with `full` set and the size it needed, and the
+ * parent runs the rest of the chunk the call way, which has no size limit
+ * (that item's function is then run a second time: rare by construction,
+ * see map_buf.c).  A chunk that is retried after its worker died starts
+ * again at its first item, which resets the area.
  *
  * A call-way chunk (chunk_task) collects results in a growing buffer and
  * returns them as one task result; its first failed item ends it, and that
@@ -46,16 +50,14 @@ static int overflow(mproc_item_ctx *c, const void *data, size_t len) {
   if (h->ovf != 0 && len < UINT64_MAX / 2) {
     unsigned char *base = (unsigned char *)h + h->ovf;
     struct mproc__mb_ovf *o = (struct mproc__mb_ovf *)base;
-    uint64_t at = atomic_fetch_add(&o->used, MPROC__MB_OVF_REC(len));
-    if (at <= o->cap && MPROC__MB_OVF_REC(len) <= o->cap - at) {
+    uint64_t need = MPROC__MB_ALIGN16((uint64_t)len + 1);
+    uint64_t at = atomic_fetch_add(&o->used, need);
+    if (at <= o->cap && need <= o->cap - at) {
       unsigned char *w = base + MPROC__MB_OVF + at;
-      uint64_t l = len;
-      memcpy(w, &l, sizeof l);
-      w += sizeof l;
       mproc__mb_copy(w, data, len);
       w[len] = '\0';
-      c->out->end = -1 - (int64_t)at;
-      h->ovf_used += len + 1;
+      c->rdata = h->ovf_ub + at;
+      c->rlen = len;
       return 0;
     }
   }
@@ -64,23 +66,28 @@ static int overflow(mproc_item_ctx *c, const void *data, size_t len) {
   return MPROC_ENOMEM;
 }
 
+/* Stores the current item's result (the arena way); a second call replaces
+ * the first, starting again at `start`.  Inline: for a small item it is
+ * most of the worker's work. */
+static inline int store(mproc_item_ctx *c, const void *data, size_t len) {
+  c->used = c->start;
+  if (len < c->area_cap - c->start && MPROC__MB_ALIGN16(len + 1) <= c->area_cap - c->start) {
+    unsigned char *w = c->area + c->start;
+    mproc__mb_copy(w, data, len);
+    w[len] = '\0';
+    c->used = c->start + MPROC__MB_ALIGN16(len + 1);
+    c->rdata = c->h->area_ub + c->start;
+    c->rlen = len;
+    return 0;
+  }
+  return overflow(c, data, len);
+}
+
 MPROC_EXTERN int mproc_item_return(mproc_item_ctx *c, const void *data, size_t len) {
   if (c == NULL || (data == NULL && len > 0))
     return MPROC_EINVAL;
-  if (c->h != NULL) {
-    /* A second call replaces the first: both ways start again at `start`. */
-    struct mproc__mb_hdr *h = c->h;
-    if (len >= h->out_cap - c->start) {
-      h->used = c->start;
-      return overflow(c, data, len);
-    }
-    unsigned char *w = (unsigned char *)h + h->out_at + c->start;
-    mproc__mb_copy(w, data, len);
-    w[len] = '\0';
-    h->used = c->start + len + 1;
-    c->out->end = (int64_t)h->used;
-    return 0;
-  }
+  if (c->h != NULL)
+    return store(c, data, len);
   c->used = c->start;
   if (len > c->cap - c->used) {
     if (len > SIZE_MAX / 4 - c->used || mproc__mb_grow(&c->buf, &c->cap, c->used + len) != 0)
@@ -133,42 +140,70 @@ static int resolve(uint64_t job, uint64_t addr, const struct mproc__fnref *ref,
 }
 
 int mproc__map_buf_item(const void *in, void *out) {
-  const struct mproc__mb_in *d = in;
-  struct mproc__mb_hdr *h = (struct mproc__mb_hdr *)((unsigned char *)in - d->back);
-  if (d->back == MPROC__MB_HDR) {
-    /* The chunk's first item: a retried chunk starts over. */
-    h->used = 0;
-    h->ovf_used = 0;
-    h->full = 0;
-    h->has_msg = 0;
-  }
-  uint64_t at = mproc__mb_in_at(h, d);
+  (void)in, (void)out;
+  return MPROC_ENOSYS; /* a marker: see map_buf.h */
+}
+
+int mproc__map_buf_run(unsigned char *descs, uint64_t count, _Atomic uint64_t *progress) {
+  struct mproc__mb_hdr *h = (struct mproc__mb_hdr *)(descs - MPROC__MB_HDR);
+  /* A chunk retried after its worker died starts over. */
+  h->used = 0;
+  h->full = 0;
+  h->has_msg = 0;
   mproc_map_buf_fn fn;
   char why[160];
   if (resolve(h->job, h->addr, h->by_ref ? &h->ref : NULL, &fn, why, sizeof why) != 0) {
+    atomic_store_explicit(progress, 0, memory_order_relaxed);
     snprintf(h->msg, sizeof h->msg, "map_buf: element function %s", why);
     h->has_msg = 1;
     return MPROC_ENOFUNC;
   }
+  /* Locals, read once: the element function may write any memory, so
+   * anything read through h would be loaded again for every item. */
+  const mproc__mb_in *end = (const mproc__mb_in *)descs;
+  struct mproc_buf *outs = (struct mproc_buf *)((unsigned char *)h + h->outs_at);
+  const unsigned char *items = (const unsigned char *)h + h->items_at;
   /* Field by field: zeroing the message buffer would cost more than a
    * small item's whole work. */
   struct mproc_item_ctx c;
   c.h = h;
-  c.out = out;
+  c.area = (unsigned char *)h + h->area_at;
+  c.area_cap = (size_t)h->out_cap;
   c.buf = NULL;
-  c.start = h->used;
-  c.code = 0;
-  c.msg[0] = '\0';
-  c.out->end = (int64_t)c.start; /* nothing returned: an empty result */
-  int r = fn((const unsigned char *)h + at, (size_t)(d->end - at), &c);
-  if (h->full)
-    return MPROC_ENOMEM; /* whatever the function made of it: the parent takes over */
-  if (r == 0 && c.code != 0)
-    r = c.code;
-  if (r != 0 && c.code != 0) {
-    memcpy(h->msg, c.msg, sizeof h->msg);
-    h->has_msg = 1;
+  c.cap = 0;
+  c.used = 0;
+  uint64_t at = 0;
+  int r = 0;
+  for (uint64_t i = 0; i < count; i++) {
+    /* Per item, as the fixed-size loop: a crash is blamed on its item and a
+     * bar moves per item; a relaxed store to a line this core owns. */
+    atomic_store_explicit(progress, i, memory_order_relaxed);
+    /* Not the message: mproc_item_fail writes it whole, and it is read only
+     * with a non-zero code. */
+    c.start = c.used;
+    c.rdata = 0;
+    c.code = 0;
+    uint64_t e = end[i];
+    r = fn(items + at, (size_t)(e - at), &c);
+    if (r == 0 && c.code == 0 && c.rdata == 0 && !h->full)
+      store(&c, "", 0); /* nothing returned: an empty result, still with its NUL */
+    if (h->full) {
+      r = MPROC_ENOMEM; /* whatever the function made of it: the parent takes over */
+      break;
+    }
+    if (r == 0 && c.code != 0)
+      r = c.code;
+    if (r != 0) {
+      if (c.code != 0) {
+        memcpy(h->msg, c.msg, sizeof h->msg);
+        h->has_msg = 1;
+      }
+      break;
+    }
+    outs[i] = (struct mproc_buf){(const void *)(uintptr_t)c.rdata, c.rlen};
+    at = e;
   }
+  h->used = c.used;
   return r;
 }
 

@@ -388,6 +388,7 @@ MPROC_EXTERN int mproc_pool_free(mproc_pool *p) {
   mproc__loop_fini(p);
   live_remove(p);
   mproc__map_shm_pool_gone(p);
+  mproc__map_buf_pool_gone(p);
   pthread_mutex_lock(&p->mu);
   release_resources(p);
   pthread_mutex_unlock(&p->mu);

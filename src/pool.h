@@ -329,6 +329,9 @@ static inline bool mproc__block_range_ok(uint64_t len, uint64_t off, uint64_t co
 void mproc__map_shm_job_end(struct mproc_pool *p, int fd, uint64_t freed_since);
 /* The pool is being freed: map_shm no longer tells it of freed blocks. */
 void mproc__map_shm_pool_gone(struct mproc_pool *p);
+/* The pool is being freed (before its arena is unmapped): map_buf's result
+ * sets still held keep its view of the arena, not its extents (map_buf.c). */
+void mproc__map_buf_pool_gone(struct mproc_pool *p);
 
 /* ---- imap.c ----------------------------------------------------------------- */
 extern int64_t mproc__imap_free_wait_ms;

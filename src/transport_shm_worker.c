@@ -22,6 +22,7 @@
  * replaces it and re-queues whatever was still queued in its ring). */
 #include "pool.h"
 #include "futex.h"
+#include "map_buf.h"
 #include "shm_layout.h"
 #include "start.h"
 #include "task_ctx.h"
@@ -245,6 +246,9 @@ static int run_map(const struct mproc__worker_args *w, struct mproc__entry *e, s
   if (e->kind == MPROC__K_MAP_SHM_RANGE)
     return run_range(e, raw, base);
   unsigned char *out = base + e->out_off;
+  /* A map_buf chunk runs whole: its items are not of one size. */
+  if (raw == (void (*)(void))mproc__map_buf_item && e->kind == MPROC__K_MAP)
+    return mproc__map_buf_run(base + e->in_off, e->count, &e->progress);
   if (e->kind != MPROC__K_STARMAP) {
     mproc_map_fn fn = (mproc_map_fn)raw;
     const unsigned char *in = base + e->in_off;

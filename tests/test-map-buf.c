@@ -1,6 +1,7 @@
 /* mproc_pool_map_buf: variable-size items in, variable-size results out,
  * in chunks; the failed item is blamed exactly; bad arguments are refused
  * and nothing leaks on any path (the harness counts fds, maps, children). */
+#include "map_buf.h"
 #include "pool-helpers.h"
 #include "pool.h"
 
@@ -393,6 +394,124 @@ START_TEST(test_replaced_results_across_areas) {
 }
 END_TEST
 
+/* Checks a reverse_len result set over items "<i>-<round>" (see
+ * held_items). */
+static void check_reversed(const struct mproc_buf *out, const struct mproc_buf *in, size_t n) {
+  for (size_t i = 0; i < n; i++) {
+    char want[256];
+    size_t len = in[i].len;
+    for (size_t j = 0; j < len; j++)
+      want[j] = ((const char *)in[i].data)[len - 1 - j];
+    snprintf(want + len, sizeof want - len, ":%zu", len);
+    ck_assert_uint_eq((uintptr_t)out[i].data % 16, 0);
+    ck_assert_str_eq(out[i].data, want);
+    ck_assert_uint_eq(out[i].len, strlen(want));
+  }
+}
+
+/* Items "<i>-<round>" in text[i * 32], so each round's results differ. */
+static void held_items(struct mproc_buf *in, char *text, size_t n, int round) {
+  for (size_t i = 0; i < n; i++) {
+    int k = snprintf(text + i * 32, 32, "%zu-%d", i, round);
+    in[i] = (struct mproc_buf){text + i * 32, (size_t)k};
+  }
+}
+
+/* The results of a map_buf are written where the caller reads them, in the
+ * pool's arena: several sets held at once never share memory, each is
+ * freed on its own in any order, and a set outlives the pool that made it
+ * (it keeps only what it shows mapped: nothing is left once it is freed). */
+START_TEST(test_result_sets_outlive_the_pool) {
+  S = shared_new(); /* before the pool: its workers see it */
+  int maps = mproc_test_count_shared_maps();
+  mproc_pool *p = make_pool(2);
+  enum { N = 3000, SETS = 6 };
+  struct mproc_buf *in[SETS], *out[SETS];
+  char *text[SETS];
+  for (int r = 0; r < SETS; r++) {
+    in[r] = calloc(N, sizeof *in[r]);
+    text[r] = malloc(N * 32);
+    ck_assert(in[r] != NULL && text[r] != NULL);
+    held_items(in[r], text[r], N, r);
+    struct mproc_map_options o = {.chunksize = (size_t)(r + 1) * 100};
+    mproc_assert_ok(mproc_pool_map_buf(p, reverse_len, in[r], N, &out[r], &o, NULL, 60000));
+  }
+  for (int r = 0; r < SETS; r++)
+    check_reversed(out[r], in[r], N);
+  mproc_bufs_free(out[2]);
+  mproc_bufs_free(out[0]);
+  /* The arena space they held is used again, and the others stay intact. */
+  mproc_assert_ok(mproc_pool_map_buf(p, reverse_len, in[2], N, &out[2], NULL, NULL, 60000));
+  /* A large result goes to the job's overflow area: the set holds that too. */
+  struct mproc_buf big_in[3] = {{"a", 1}, {"big", 3}, {"c", 1}}, *big_out;
+  struct mproc_map_options one = {.chunksize = 3};
+  mproc_assert_ok(mproc_pool_map_buf(p, big_result, big_in, 3, &big_out, &one, NULL, 60000));
+  mproc_assert_ok(mproc_pool_free(p));
+  check_big(&big_out[1]);
+  ck_assert_str_eq(big_out[0].data, "a");
+  ck_assert_str_eq(big_out[2].data, "c");
+  ck_assert_int_eq(atomic_load(&S->count), 1);
+  mproc_bufs_free(big_out);
+  for (int r = 1; r < SETS; r++)
+    check_reversed(out[r], in[r], N);
+  for (int r = SETS - 1; r >= 1; r--) {
+    ck_assert_int_gt(mproc_test_count_shared_maps(), maps);
+    mproc_bufs_free(out[r]);
+  }
+  ck_assert_int_eq(mproc_test_count_shared_maps(), maps);
+  shared_free(S);
+  for (int r = 0; r < SETS; r++) {
+    free(in[r]);
+    free(text[r]);
+  }
+}
+END_TEST
+
+/* map_buf copies the items in one pass into one extent when they and their
+ * results fit in it, else (here forced by a smaller limit) it takes the
+ * general way: no extent at all, the items running out of room part way,
+ * or the results not fitting after them.  The same results every way, and
+ * nothing left behind by an abandoned pass. */
+START_TEST(test_one_pass_and_general_ways_agree) {
+  mproc_pool *p = make_pool(2);
+  enum { N = 2000, W = 200 };
+  struct mproc_buf *in = calloc(N, sizeof *in);
+  char *text = malloc(N * W);
+  ck_assert(in != NULL && text != NULL);
+  /* 400 kB of items: with the limits below the one pass is refused at once
+   * (up to 90 kB), runs out of room for the items (128 and 256 kB) or for
+   * their results (512 kB), or holds everything. */
+  for (size_t i = 0; i < N; i++) {
+    char num[24];
+    int k = snprintf(num, sizeof num, "%zu", i);
+    memset(text + i * W, 'a' + (int)(i % 26), W);
+    memcpy(text + i * W, num, (size_t)k); /* no NUL inside an item */
+    in[i] = (struct mproc_buf){text + i * W, W - i % 3};
+  }
+  size_t limits[] = {0, 16 << 10, 90 << 10, 128 << 10, 256 << 10, 512 << 10, 4 << 20};
+  size_t saved = mproc__map_buf_in_max;
+  for (size_t l = 0; l < sizeof limits / sizeof limits[0]; l++) {
+    mproc__map_buf_in_max = limits[l];
+    struct mproc_map_options o = {.chunksize = 150};
+    struct mproc_buf *out;
+    mproc_assert_ok(mproc_pool_map_buf(p, reverse_len, in, N, &out, &o, NULL, 60000));
+    check_reversed(out, in, N);
+    mproc_bufs_free(out);
+    /* A bad item refused either way, with nothing run. */
+    struct mproc_buf last = in[N - 1];
+    in[N - 1] = (struct mproc_buf){NULL, 4};
+    mproc_assert_err(mproc_pool_map_buf(p, reverse_len, in, N, &out, &o, NULL, 60000),
+                     MPROC_EINVAL);
+    ck_assert_ptr_null(out);
+    in[N - 1] = last;
+  }
+  mproc__map_buf_in_max = saved;
+  free(in);
+  free(text);
+  mproc_assert_ok(mproc_pool_free(p));
+}
+END_TEST
+
 /* A pool whose workers do not share its memory (any transport but shm:
  * here a copy of it under another name, as MPI would be) runs every chunk
  * as an ordinary task: the same results, failures blamed on their items. */
@@ -583,6 +702,8 @@ int main(void) {
   tcase_add_test(tc, test_death_blames_the_item_inside_its_chunk);
   tcase_add_test(tc, test_progress_moves_per_item);
   tcase_add_test(tc, test_results_larger_than_the_area);
+  tcase_add_test(tc, test_result_sets_outlive_the_pool);
+  tcase_add_test(tc, test_one_pass_and_general_ways_agree);
   tcase_add_test(tc, test_transport_without_shared_arena);
   tcase_add_test(tc, test_bad_arguments);
   tcase_add_test(tc, test_imap_buf_streams_in_order);

@@ -419,8 +419,10 @@ MPROC_EXTERN int mproc_item_fail(mproc_item_ctx *ctx, int code, const char *fmt,
  * that full too is run once more, with the rest of its chunk, as an
  * ordinary task with no size limit.  On success
  * *out is a new array of n results, each NUL-terminated past its len (so
- * text results are C strings) and 16-byte aligned, all in one allocation
- * owned by the caller: release it with mproc_bufs_free (NULL when n is 0).
+ * text results are C strings) and 16-byte aligned, all in one block owned
+ * by the caller (the workers write it in the pool's arena, so nothing is
+ * copied; it stays valid after mproc_pool_free): release it with
+ * mproc_bufs_free (NULL when n is 0).
  * Returns as mproc_pool_map (the first failed item's index in err->index),
  * with *out NULL on any failure; MPROC_EINVAL also for an item with NULL
  * data and a non-zero len, or items whose sizes add up past SIZE_MAX / 4. */
@@ -428,7 +430,8 @@ MPROC_EXTERN int mproc_pool_map_buf(mproc_pool *pool, mproc_map_buf_fn fn,
                                     const struct mproc_buf *in, size_t n, struct mproc_buf **out,
                                     const struct mproc_map_options *opts,
                                     struct mproc_task_error *err, int64_t timeout_ms);
-/* Release the results of mproc_pool_map_buf (NULL is fine). */
+/* Release the results of mproc_pool_map_buf (NULL is fine), before or after
+ * the pool that made them is freed. */
 MPROC_EXTERN void mproc_bufs_free(struct mproc_buf *bufs);
 
 /* ---- imap, imap_unordered ------------------------------------------------- */
