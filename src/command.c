@@ -365,6 +365,7 @@ MPROC_EXTERN int mproc_command_wait(mproc_command *c, int64_t timeout_ms) {
   if (c == NULL || mproc__check_timeout(timeout_ms) < 0)
     return MPROC_EINVAL;
   int64_t deadline = mproc__deadline(timeout_ms);
+  bool exited = false;
   while (!c->reaped) {
     int r = try_reap(c);
     if (r != 0)
@@ -373,7 +374,12 @@ MPROC_EXTERN int mproc_command_wait(mproc_command *c, int64_t timeout_ms) {
     int64_t until = deadline;
     if (c->due_ms >= 0 && (until < 0 || c->due_ms < until))
       until = c->due_ms;
-    r = mproc__poll1(c->pidfd, POLLIN, until);
+    /* Readable at the last look and not reaped: a debugger holds the
+     * zombie. */
+    r = exited ? mproc__reap_pause(until) : 0;
+    if (r == 0)
+      r = mproc__poll1(c->pidfd, POLLIN, until);
+    exited = r > 0;
     if (r == MPROC_ETIMEDOUT) {
       if (until == deadline && mproc_timeout_until(deadline) == 0) {
         /* A last look: it may have exited right at the deadline. */

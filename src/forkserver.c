@@ -25,6 +25,19 @@
  * Without it such a child would run its function unjoined and stay a zombie
  * of the owner, while the retry ran the function a second time.
  *
+ * The page.  The note misses one child: one that dies (SIGKILL, the OOM
+ * killer, a kill of its group) before it could send its pid, while the
+ * server dies before its reply.  It is still our unreaped child, and nobody
+ * would ever reap it.  So each server maps one page of a memfd the owner
+ * hands it once started, and forks with CLONE_PARENT_SETTID pointing into
+ * it: the kernel writes the child's pid there before the child runs and
+ * before clone returns in the server, so no death of either can come
+ * between.  The owner zeroes the page before each request and, when the
+ * server is gone and the note is silent, reads it (pread: no mapping on the
+ * owner's side): a pid there is a child that never got to run its function,
+ * which is killed and reaped (checked first to be our child: with SIGCHLD
+ * ignored the kernel may have reaped it and the pid been reused).
+ *
  * Whose child.  The server creates children with clone3(CLONE_PARENT): the
  * child's parent is the *owner*, not the server.  So the owner pidfd_open()s
  * the pid it is told (still its unreaped child: the pid cannot have been
@@ -69,7 +82,15 @@
  * request finds its pidfd readable or its channel broken, reaps it, starts a
  * new one and retries once; mproc_forkserver_restarts() counts these.
  * A forked copy of the owner drops the copy of the server state (atfork) and
- * starts its own server when it needs one. */
+ * starts its own server when it needs one.
+ *
+ * Stopped.  A server stopped by SIGSTOP (or SIGTSTP sent to it alone)
+ * answers nothing until continued, yet reads as alive.  The waits for its
+ * reply, and for room in its socket while a large request is sent, look at
+ * its state whenever it is slow, so a stopped server is found within about
+ * MPROC__PEER_CHECK_MS (50 ms) and handled as a dead one: killed, reaped,
+ * replaced, the request retried once.  A server that runs but never answers
+ * is given up on after REPLY_MS. */
 #include "process.h"
 #include "start.h"
 
@@ -83,6 +104,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -102,13 +124,19 @@
 #ifndef CLONE_PARENT
 #define CLONE_PARENT 0x00008000
 #endif
+#ifndef CLONE_PARENT_SETTID
+#define CLONE_PARENT_SETTID 0x00100000
+#endif
 
 /* Inheritable descriptors one request can carry: the kernel's SCM_MAX_FD,
  * less the entry's descriptors, the working directory and the note. */
 #define MAX_FDS (MPROC__SCM_MAX_FD - MPROC__START_FDS_MAX - 2)
 /* Every descriptor of one request. */
 #define ALL_FDS (MAX_FDS + MPROC__START_FDS_MAX + 2)
-/* Bound on a reply: a live server answers in microseconds. */
+/* The server's page: the pid of its last child at offset 0. */
+#define PAGE_BYTES 4096
+/* Bound on a reply: a live server answers in microseconds.  A stopped one
+ * is given up on much sooner (MPROC__PEER_CHECK_MS, see "Stopped"). */
 #define REPLY_MS 30000
 #define ENV_MAX (64u << 20)
 
@@ -125,6 +153,7 @@ static pid_t srv_owner;    /* getpid() of the process the server serves */
 static pid_t srv_pid;      /* the server, 0 when none */
 static int srv_pidfd = -1; /* its pidfd (registered) */
 static int srv_ctl = -1;   /* our end of the channel (registered) */
+static int srv_page = -1;  /* the memfd of its page (registered; "The page") */
 static atomic_int restarts;
 static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
 
@@ -151,7 +180,8 @@ static void forget_in_child(void) {
   if (srv_ctl >= 0 && srv_owner != getpid()) {
     mproc__close(srv_ctl);
     mproc__close(srv_pidfd);
-    srv_ctl = srv_pidfd = -1;
+    mproc__close(srv_page);
+    srv_ctl = srv_pidfd = srv_page = -1;
     srv_pid = 0;
     atomic_store(&restarts, 0);
   }
@@ -159,16 +189,28 @@ static void forget_in_child(void) {
 
 static void install_atfork(void) { pthread_atfork(NULL, NULL, forget_in_child); }
 
+/* Closes what the owner holds of a server that is reaped; lock held. */
+static void forget_locked(void) {
+  mproc__close(srv_pidfd);
+  mproc__close(srv_page);
+  srv_pidfd = srv_page = -1;
+  srv_pid = 0;
+}
+
+/* Kills and reaps the server, keeping its page; lock held. */
+static void kill_locked(void) {
+  mproc__close(srv_ctl);
+  srv_ctl = -1;
+  mproc__pidfd_kill(srv_pidfd, SIGKILL);
+  mproc__reap(srv_pidfd, NULL, -1);
+}
+
 /* Kills and reaps the server; lock held. */
 static void drop_locked(void) {
   if (srv_ctl < 0)
     return;
-  mproc__close(srv_ctl);
-  mproc__pidfd_kill(srv_pidfd, SIGKILL);
-  mproc__reap(srv_pidfd, NULL, -1);
-  mproc__close(srv_pidfd);
-  srv_ctl = srv_pidfd = -1;
-  srv_pid = 0;
+  kill_locked();
+  forget_locked();
 }
 
 static void *keeper_main(void *arg) {
@@ -256,7 +298,16 @@ static int ensure_locked(void) {
   srv_pid = pid;
   srv_pidfd = pidfd;
   srv_ctl = ctl;
-  return 0;
+  /* Its page (see "The page"), handed over once. */
+  r = mproc__memfd_create("mproc-forksrv", PAGE_BYTES, &srv_page);
+  if (r == 0) {
+    struct iovec iov = {.iov_base = "P", .iov_len = 1};
+    ssize_t n = mproc__sendmsg_fds(srv_ctl, &iov, 1, MSG_DONTWAIT, &srv_page, 1);
+    r = n == 1 ? 0 : n < 0 ? (int)n : -EPIPE;
+  }
+  if (r < 0)
+    drop_locked();
+  return r;
 }
 
 /* Appends the owner's inheritable descriptors (numbers in nums), then its
@@ -327,17 +378,44 @@ static char *env_block(uint32_t *len) {
   return b;
 }
 
-/* After the server is reaped: the pid its last child wrote to the note
- * (see "The note"), or -ESRCH when it forked none.  Every other copy
- * of the write end is closed by now, but the child's, which writes first:
- * the wait is bounded all the same. */
+/* The pid the page names (see "The page"), 0 when none. */
+static pid_t page_pid(void) {
+  int32_t v = 0;
+  return pread(srv_page, &v, sizeof v, 0) == (ssize_t)sizeof v && v > 0 ? (pid_t)v : 0;
+}
+
+/* Kills and reaps our child `pid`, forked by a server that is gone, unless
+ * it is no longer ours. */
+static void reap_unnoted(pid_t pid) {
+  int fd = (int)syscall(SYS_pidfd_open, pid, 0);
+  if (fd < 0)
+    return; /* gone for good: reaped by the kernel (SIGCHLD ignored) */
+  mproc__fd_register(fd);
+  /* Pinned by the pidfd: ECHILD means the pid is no longer our child's. */
+  siginfo_t si;
+  if (waitid(P_PIDFD, (id_t)fd, &si, WEXITED | WNOHANG | WNOWAIT) == 0) {
+    mproc__pidfd_kill(fd, SIGKILL);
+    mproc__reap(fd, NULL, mproc__deadline(REPLY_MS));
+  }
+  mproc__close(fd);
+}
+
+/* After the server is reaped (no fork can follow): the child its last
+ * request made, adopted when it noted its pid ("The note"), or -ESRCH when
+ * there is none, or none that got to run (then killed and reaped: "The
+ * page").  The child writes its note first; the wait is bounded all the
+ * same, and ends early if it is stopped. */
 static int adopt_noted(int note, pid_t *pid) {
+  pid_t child = page_pid();
+  if (child == 0)
+    return -ESRCH; /* the kernel writes it before the child exists */
   int32_t v;
-  int r = mproc__poll1(note, POLLIN, mproc__deadline(REPLY_MS));
-  if (r > 0 && read(note, &v, sizeof v) == (ssize_t)sizeof v && v > 0) {
-    *pid = (pid_t)v;
+  int r = mproc__poll_peer(note, POLLIN, mproc__deadline(REPLY_MS), child);
+  if (r > 0 && read(note, &v, sizeof v) == (ssize_t)sizeof v && v == child) {
+    *pid = child;
     return 0;
   }
+  reap_unnoted(child);
   return -ESRCH;
 }
 
@@ -354,20 +432,22 @@ static int request_locked(const struct mproc__start_req *req, struct mproc__wire
   void (*hook)(int, int) = atomic_load(&mproc__forkserver_test_hook);
   if (hook != NULL)
     hook(0, srv_pidfd);
-  int r = mproc__send_header(srv_ctl, w, fds, (size_t)nfds, deadline);
+  int r = mproc__send_header(srv_ctl, w, fds, (size_t)nfds, deadline, srv_pid);
   if (r == 0)
-    r = mproc__send_full(srv_ctl, req->name, w->name_len, deadline);
+    r = mproc__send_full(srv_ctl, req->name, w->name_len, deadline, srv_pid);
   if (r == 0)
-    r = mproc__send_full(srv_ctl, req->arg, req->len, deadline);
+    r = mproc__send_full(srv_ctl, req->arg, req->len, deadline, srv_pid);
   if (r == 0)
-    r = mproc__send_full(srv_ctl, env, w->env_len, deadline);
+    r = mproc__send_full(srv_ctl, env, w->env_len, deadline, srv_pid);
   if (r == 0)
-    r = mproc__send_full(srv_ctl, nums, w->nfds * sizeof *nums, deadline);
+    r = mproc__send_full(srv_ctl, nums, w->nfds * sizeof *nums, deadline, srv_pid);
   struct reply rep;
   if (r == 0 && hook != NULL)
     hook(1, srv_pidfd);
   if (r == 0)
-    r = mproc__poll1(srv_ctl, POLLIN, deadline);
+    r = mproc__poll_peer(srv_ctl, POLLIN, deadline, srv_pid);
+  if (r == 0)
+    r = MPROC_ETIMEDOUT; /* stopped: it would answer only once continued */
   if (r > 0)
     r = mproc__read_full(srv_ctl, &rep, sizeof rep);
   if (r == -ECONNRESET)
@@ -429,6 +509,10 @@ int mproc__forkserver_request(const struct mproc__start_req *req, const struct m
   for (int attempt = 0; attempt < 2; attempt++) {
     int note[2] = {-1, -1};
     r = ensure_locked();
+    /* A pid left from an earlier request would name a child adopted then. */
+    static const int32_t zero = 0;
+    if (r == 0 && pwrite(srv_page, &zero, sizeof zero, 0) != (ssize_t)sizeof zero)
+      r = mproc__neg_errno();
     if (r == 0 && socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, note) != 0)
       r = mproc__neg_errno();
     if (r == 0) {
@@ -444,10 +528,12 @@ int mproc__forkserver_request(const struct mproc__start_req *req, const struct m
     if (gone) {
       /* The server died (or hangs) under us: replace it, then take the
        * child it may have forked before dying, or try once more. */
-      drop_locked();
+      if (srv_pidfd >= 0)
+        kill_locked();
       atomic_fetch_add(&restarts, 1);
       if (note[0] >= 0 && adopt_noted(note[0], &pid) == 0)
         r = 0;
+      forget_locked();
     }
     if (r == 0 && (w.flags & MPROC__START_HOLD))
       held = note[0];
@@ -501,9 +587,7 @@ MPROC_EXTERN void mproc_forkserver_stop(void) {
       mproc__pidfd_kill(srv_pidfd, SIGKILL);
       mproc__reap(srv_pidfd, NULL, -1);
     }
-    mproc__close(srv_pidfd);
-    srv_pidfd = -1;
-    srv_pid = 0;
+    forget_locked();
   }
   pthread_mutex_unlock(&lock);
 }
@@ -513,6 +597,13 @@ MPROC_EXTERN void mproc_forkserver_stop(void) {
 static int *tid_addr;     /* glibc's tid field of our only thread */
 static void *robust_head; /* glibc's robust-list head of our only thread */
 static size_t robust_len;
+static int32_t *page; /* the owner's page: each child's pid ("The page") */
+
+/* Exposed for tests only, set by a constructor of the program (which runs in
+ * the server's image too): called right after each fork, in the new child
+ * (pid 0) before its note and in the server (the child's pid) before its
+ * reply, so a test can end either exactly there. */
+void (*_Atomic mproc__forkserver_fork_hook)(pid_t pid);
 
 static int cmp_int(const void *a, const void *b) {
   int x = *(const int *)a, y = *(const int *)b;
@@ -607,8 +698,8 @@ static _Noreturn void child_setup(const struct mproc__wire *w, int *got, const i
 
 static void reply(int ctl, int32_t status, pid_t pid, const char *msg) {
   struct reply rep = {.status = status, .pid = pid, .msg_len = msg ? (uint32_t)strlen(msg) : 0};
-  if (mproc__send_full(ctl, &rep, sizeof rep, -1) != 0 ||
-      (msg != NULL && mproc__send_full(ctl, msg, rep.msg_len, -1) != 0))
+  if (mproc__send_full(ctl, &rep, sizeof rep, -1, 0) != 0 ||
+      (msg != NULL && mproc__send_full(ctl, msg, rep.msg_len, -1, 0) != 0))
     _exit(0); /* the owner is gone */
 }
 
@@ -649,10 +740,14 @@ static void serve_one(int ctl, pid_t owner) {
   if (r == 0) {
     struct clone_args {
       uint64_t flags, pidfd, child_tid, parent_tid, exit_signal, stack, stack_size, tls;
-    } ca = {.flags = CLONE_PARENT | CLONE_CHILD_SETTID | CLONE_CHILD_CLEARTID,
+    } ca = {.flags = CLONE_PARENT | CLONE_CHILD_SETTID | CLONE_CHILD_CLEARTID | CLONE_PARENT_SETTID,
             .child_tid = (uint64_t)(uintptr_t)tid_addr,
+            .parent_tid = (uint64_t)(uintptr_t)page,
             .exit_signal = 0}; /* CLONE_PARENT: the server's own exit signal */
     pid = (pid_t)syscall(SYS_clone3, &ca, sizeof ca);
+    void (*hook)(pid_t) = atomic_load(&mproc__forkserver_fork_hook);
+    if (hook != NULL && pid >= 0)
+      hook(pid);
     if (pid == 0) {
       /* First of all, tell the owner we exist: the server may die before
        * its reply. */
@@ -668,6 +763,7 @@ static void serve_one(int ctl, pid_t owner) {
       }
       close(note);
       close(ctl);
+      munmap(page, PAGE_BYTES); /* the server's, not the child's */
       char *name = malloc(w.name_len + 1);
       /* A copy of its own: malloc's alignment, as the API promises. */
       void *arg = w.arg_len > 0 ? malloc(w.arg_len) : NULL;
@@ -736,6 +832,15 @@ _Noreturn void mproc__forkserver_main(int ctl) {
   char tag = 'R';
   if (write(ctl, &tag, 1) != 1)
     _exit(0);
+  /* The owner's answer: the page each fork writes its child's pid to. */
+  int pg = -1, fd_err = 0;
+  size_t got = 0;
+  if (mproc__recvmsg_fds(ctl, &tag, 1, 0, &pg, 1, &got, &fd_err) != 1 || got != 1 || tag != 'P')
+    _exit(0);
+  page = mmap(NULL, PAGE_BYTES, PROT_READ | PROT_WRITE, MAP_SHARED, pg, 0);
+  close(pg);
+  if (page == MAP_FAILED)
+    _exit(1);
   for (;;)
     serve_one(ctl, owner);
 }

@@ -152,6 +152,17 @@ struct mproc__pstat {
  * line it cannot parse, MPROC_EINVAL, or -errno. */
 int mproc__proc_stat(const char *proc, pid_t pid, struct mproc__pstat *out);
 
+/* How often a wait on a helper process of the library checks that it is not
+ * stopped (mproc__poll_peer): the bound on noticing a SIGSTOPped helper. */
+#define MPROC__PEER_CHECK_MS 50
+/* mproc__poll1 on a channel whose other end is process `peer` (our own
+ * unreaped child, so the pid is its): a peer that is stopped (SIGSTOP,
+ * SIGTSTP: state T) answers nothing until continued, so instead of waiting
+ * out the deadline this returns 0 within about MPROC__PEER_CHECK_MS of
+ * finding it stopped.  Otherwise (and for peer 0: no peer) as mproc__poll1
+ * (revents > 0, MPROC_ETIMEDOUT, -errno). */
+int mproc__poll_peer(int fd, short events, int64_t deadline_ms, pid_t peer);
+
 /* ---- spawn.c: the one place the library forks ------------------------- */
 
 /* What runs in the child.  Its return value becomes the exit status
@@ -210,9 +221,16 @@ void mproc__group_guard_start(void);
 
 /* Reap a child through its pidfd, waiting until the absolute deadline.
  * Returns 0 and the Python-style exit code (status, or -signo when killed),
- * MPROC_ETIMEDOUT if still running, or -errno.  Reaps at most once: after a
- * success the pidfd must not be reaped again. */
+ * MPROC_ETIMEDOUT if still running (or ended but held by a debugger that
+ * traces it: its zombie is shown to the tracer first), or -errno.  Reaps at
+ * most once: after a success the pidfd must not be reaped again. */
 int mproc__reap(int pidfd, int *exitcode, int64_t deadline_ms);
+/* For a wait whose pidfd polled readable yet found nothing to reap: a
+ * zombie that a debugger traces is shown to its tracer first, and no event
+ * says when the tracer lets go, so such a wait must neither spin on the
+ * readable pidfd nor overstay its deadline.  Returns MPROC_ETIMEDOUT once the
+ * absolute deadline has passed, else 0 after a nap of at most 2 ms. */
+int mproc__reap_pause(int64_t deadline_ms);
 
 /* Send a signal through a pidfd: never hits a recycled pid.  Returns 0,
  * -ESRCH if the process has already exited, or -errno. */
@@ -235,6 +253,9 @@ typedef void (*mproc__keeper_fn)(int fd);
  * before calling and gives the object its name afterwards (linkat).
  * Returns 0 or -errno / MPROC_ECHILDFAILED. */
 int mproc__keeper_start(int fd, const char *name, mproc__keeper_fn last);
+/* Tests only: called in the intermediate child of a keeper's start before
+ * it forks the keeper. */
+extern void (*_Atomic mproc__keeper_test_hook)(void);
 /* Starts the keeper, then gives the unnamed object behind fd (O_TMPFILE in
  * /dev/shm) its name: -EEXIST if the name exists already. */
 int mproc__keeper_link(int fd, const char *name, mproc__keeper_fn last);

@@ -32,6 +32,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/file.h>
@@ -155,8 +156,13 @@ static _Noreturn void keeper_main(const struct keeper_arg *arg, int ready) {
  * a pipe of its own, whose write end only the keeper holds), so that it
  * does not vanish, reaped by the kernel, before the creator has opened its
  * pidfd. */
+void (*_Atomic mproc__keeper_test_hook)(void);
+
 static int keeper_launch(void *arg) {
   const struct keeper_arg *k = arg;
+  void (*hook)(void) = atomic_load(&mproc__keeper_test_hook);
+  if (hook != NULL)
+    hook();
   int q[2];
   if (pipe2(q, O_CLOEXEC) != 0)
     return 1;
@@ -203,15 +209,18 @@ int mproc__keeper_start(int fd, const char *name, mproc__keeper_fn last) {
      * the intermediate or the keeper failed before that. */
     char b;
     ssize_t n = -1;
-    r = mproc__poll1(p[0], POLLIN, mproc__deadline(30000));
+    /* A stopped intermediate (SIGSTOP) would hold the byte back for ever:
+     * it fails the create at once (0 from the wait). */
+    r = mproc__poll_peer(p[0], POLLIN, mproc__deadline(30000), pid);
     if (r > 0)
       while ((n = read(p[0], &b, 1)) < 0 && errno == EINTR) {
       }
     r = r < 0 ? r : n == 1 ? 0 : MPROC_ECHILDFAILED;
     /* The intermediate only forks and exits.  Its status does not matter
      * (the byte said it all), and it may be gone already (-ECHILD when the
-     * program ignores SIGCHLD). */
-    if (mproc__reap(pidfd, NULL, mproc__deadline(30000)) == MPROC_ETIMEDOUT) {
+     * program ignores SIGCHLD).  One that is stopped is killed at once. */
+    if (mproc__poll_peer(pidfd, POLLIN, mproc__deadline(30000), pid) <= 0 ||
+        mproc__reap(pidfd, NULL, mproc__deadline(30000)) == MPROC_ETIMEDOUT) {
       mproc__pidfd_kill(pidfd, SIGKILL);
       mproc__reap(pidfd, NULL, -1);
     }

@@ -177,6 +177,8 @@ static void release_resources(struct mproc_pool *p) {
   mproc__arena_local_fini(p);
   free(p->slots);
   p->slots = NULL;
+  free(p->linger); /* empty: the manager leaves only once all are reaped */
+  p->linger = NULL;
   free(p->pfd);
   p->pfd = NULL;
   free(p->slot_of);

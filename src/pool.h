@@ -147,10 +147,14 @@ struct mproc_pool {
   int dying_code;        /* Python-style: status, or -signo */
   const char *dying_msg; /* its transport's words for its end, or NULL */
   struct mproc__task *requeue_head, *requeue_tail;
-  bool respawn_pending;        /* a respawn failed: retry at respawn_at */
-  int64_t respawn_at;          /* when to retry (mproc_now_ms) */
-  int64_t respawn_delay_ms;    /* current back-off, doubling up to a ceiling */
-  int64_t no_worker_since;     /* ms since no worker lives and none can start, 0 */
+  bool respawn_pending;     /* a respawn failed: retry at respawn_at */
+  int64_t respawn_at;       /* when to retry (mproc_now_ms) */
+  int64_t respawn_delay_ms; /* current back-off, doubling up to a ceiling */
+  int64_t no_worker_since;  /* ms since no worker lives and none can start, 0 */
+  /* Pidfds of dead workers not reapable yet (a debugger holds the zombie),
+   * retried by the manager every MPROC__LINGER_MS until reaped. */
+  int *linger;
+  int nlinger, linger_cap;
   struct pollfd *pfd;          /* manager's poll set: eventfd + one pidfd per worker */
   int *slot_of;                /* pfd index -> worker slot */
   _Atomic int64_t wait_ema_us; /* moving average of how long waits took */
@@ -223,6 +227,11 @@ extern _Atomic int mproc__test_fail_spawn;
 /* While tasks are outstanding the manager looks at the workers at least this
  * often, so a stall is seen without any event to wake it (ms). */
 #define MPROC__WATCH_MS 250
+/* How long the manager waits to reap a dead worker it has killed (ms): an
+ * exited one is reaped at once; one still not reapable then is kept and
+ * retried every MPROC__LINGER_MS until it is. */
+#define MPROC__REAP_MS 1000
+#define MPROC__LINGER_MS 100
 int mproc__manager_start(struct mproc_pool *p);
 /* Collect results and dispatch (under mu); any thread may help.  Returns
  * how many tasks finished. */

@@ -414,18 +414,52 @@ static bool init_failed(struct mproc_pool *p, int i, int *code, char *msg, size_
   return true;
 }
 
+/* Keeps the pidfd of a dead worker that could not be reaped yet; 0, or
+ * MPROC_ENOMEM. */
+static int linger_add(struct mproc_pool *p, int pidfd) {
+  if (p->nlinger == p->linger_cap) {
+    int cap = p->linger_cap > 0 ? 2 * p->linger_cap : 4;
+    int *v = realloc(p->linger, (size_t)cap * sizeof *v);
+    if (v == NULL)
+      return MPROC_ENOMEM;
+    p->linger = v;
+    p->linger_cap = cap;
+  }
+  p->linger[p->nlinger++] = pidfd;
+  return 0;
+}
+
+/* Reaps the lingering workers that can be reaped now; under mu.  Returns
+ * when to look again (absolute ms), or -1 when none is left. */
+static int64_t linger_sweep(struct mproc_pool *p) {
+  for (int k = 0; k < p->nlinger;) {
+    if (mproc__reap(p->linger[k], NULL, 0) == MPROC_ETIMEDOUT) {
+      k++;
+      continue;
+    }
+    mproc__close(p->linger[k]);
+    p->linger[k] = p->linger[--p->nlinger];
+  }
+  return p->nlinger > 0 ? mproc__deadline(MPROC__LINGER_MS) : -1;
+}
+
 /* Worker i ended: its pidfd is readable, or its transport said so (gone).
  * Under mu. */
 static void handle_death(struct mproc_pool *p, int i) {
   struct mproc__slot *sl = &p->slots[i];
   int code = 0;
+  bool lingers = false;
   if (sl->pidfd >= 0) {
     /* A local process: its group goes too, and it is reaped here.  Under
      * the mutex it is not reaped yet, so its pid cannot have been reused.
      * (When the program ignores SIGCHLD the kernel reaped it already; the
-     * group's guard process (spawn.c) still holds the group's id.) */
+     * group's guard process (spawn.c) still holds the group's id.)  The
+     * worker itself is killed by its pidfd as well: it may have left its
+     * group. */
     kill(-sl->pid, SIGKILL);
-    if (mproc__reap(sl->pidfd, &code, mproc__deadline(1000)) == -ECHILD) {
+    mproc__pidfd_kill(sl->pidfd, SIGKILL);
+    int r = mproc__reap(sl->pidfd, &code, mproc__deadline(MPROC__REAP_MS));
+    if (r == -ECHILD) {
       /* Reaped by the kernel already (the program ignores SIGCHLD): how it
        * ended is lost, and is reported as lost rather than as "status 0". */
       code = STATUS_LOST;
@@ -433,6 +467,17 @@ static void handle_death(struct mproc_pool *p, int i) {
                "worker %d ended; its exit status was lost (reaped outside the library: "
                "is SIGCHLD ignored?)",
                (int)sl->pid);
+    } else if (r < 0) {
+      /* Killed, yet not reapable: a debugger traces it (its zombie is the
+       * tracer's to see first), or it is stuck in the kernel.  Closing the
+       * pidfd would leave a zombie nobody reaps: it is kept and retried
+       * (linger_sweep), and the manager does not leave before.  Only when
+       * even that cannot be recorded is it given up. */
+      code = STATUS_LOST;
+      snprintf(sl->gone_msg, sizeof sl->gone_msg,
+               "worker %d was killed; its exit status could not be collected (is it traced?)",
+               (int)sl->pid);
+      lingers = linger_add(p, sl->pidfd) == 0;
     }
   }
   collect(p, i);
@@ -451,7 +496,8 @@ static void handle_death(struct mproc_pool *p, int i) {
   reset_slot(p, i);
   p->dying_msg = NULL;
   push_front_list(p);
-  mproc__close(sl->pidfd);
+  if (!lingers)
+    mproc__close(sl->pidfd);
   sl->pidfd = -1;
   sl->pid = 0;
   sl->alive = false;
@@ -831,6 +877,9 @@ static void *manager_main(void *arg) {
     int64_t retry = retry_respawn(p);
     if (retry >= 0 && (next < 0 || retry < next))
       next = retry;
+    int64_t linger = p->nlinger > 0 ? linger_sweep(p) : -1;
+    if (linger >= 0 && (next < 0 || linger < next))
+      next = linger;
     if (atomic_load(&p->state) != MPROC__P_TERMINATING) {
       int64_t stall = watch_stalls(p);
       if (stall >= 0 && (next < 0 || stall < next))
@@ -848,7 +897,7 @@ static void *manager_main(void *arg) {
     struct mproc_future *cbq = p->cbq_head;
     p->cbq_head = p->cbq_tail = NULL;
     bool finished = atomic_load(&p->state) != MPROC__P_RUNNING && p->outstanding == 0 &&
-                    !any_alive(p) && cbq == NULL;
+                    !any_alive(p) && cbq == NULL && p->nlinger == 0;
     atomic_store(&p->mgr_untimed, next < 0);
     pthread_mutex_unlock(&p->mu);
     if (finished)

@@ -140,8 +140,11 @@ static bool is_done(struct mproc_process *p) {
 static int wait_done(struct mproc_process *p, int64_t deadline) {
   if (is_done(p))
     return 0;
-  for (;;) {
-    int r = mproc__poll1(p->pidfd, POLLIN, deadline);
+  for (bool exited = false;; exited = true) {
+    /* Readable and not reaped: a debugger holds the zombie. */
+    int r = exited ? mproc__reap_pause(deadline) : 0;
+    if (r == 0)
+      r = mproc__poll1(p->pidfd, POLLIN, deadline);
     if (try_reap(p))
       return 0;
     if (r < 0)

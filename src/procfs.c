@@ -12,6 +12,7 @@
 #include "internal.h"
 
 #include <fcntl.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -65,4 +66,21 @@ int mproc__proc_stat(const char *proc, pid_t pid, struct mproc__pstat *out) {
                                .start_time = f[18],
                                .num_threads = (uint32_t)f[16]};
   return 0;
+}
+
+int mproc__poll_peer(int fd, short events, int64_t deadline_ms, pid_t peer) {
+  if (peer <= 0)
+    return mproc__poll1(fd, events, deadline_ms);
+  for (;;) {
+    /* Slices: a stopped peer is looked for only when it is slow to answer,
+     * so a prompt one costs no /proc read. */
+    int64_t slice = mproc__deadline(MPROC__PEER_CHECK_MS);
+    bool last = deadline_ms >= 0 && deadline_ms <= slice;
+    int r = mproc__poll1(fd, events, last ? deadline_ms : slice);
+    if (r != MPROC_ETIMEDOUT || last)
+      return r;
+    struct mproc__pstat ps;
+    if (mproc__proc_stat(NULL, peer, &ps) == 0 && ps.state == 'T')
+      return 0;
+  }
 }

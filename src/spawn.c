@@ -314,7 +314,7 @@ int mproc__spawn(const struct mproc__spawn_opts *o, pid_t *pid_out, int *pidfd_o
 }
 
 int mproc__reap(int pidfd, int *exitcode, int64_t deadline_ms) {
-  for (;;) {
+  for (bool exited = false;; exited = true) {
     siginfo_t si;
     si.si_pid = 0;
     if (waitid(P_PIDFD, (id_t)pidfd, &si, WEXITED | WNOHANG) < 0) {
@@ -328,10 +328,21 @@ int mproc__reap(int pidfd, int *exitcode, int64_t deadline_ms) {
       return 0;
     }
     /* A pidfd polls readable once the process has exited. */
-    int r = mproc__poll1(pidfd, POLLIN, deadline_ms);
+    int r = exited ? mproc__reap_pause(deadline_ms) : 0;
+    if (r == 0)
+      r = mproc__poll1(pidfd, POLLIN, deadline_ms);
     if (r < 0)
       return r;
   }
+}
+
+int mproc__reap_pause(int64_t deadline_ms) {
+  if (deadline_ms >= 0 && mproc_now_ms() >= deadline_ms)
+    return MPROC_ETIMEDOUT;
+  int64_t ms = deadline_ms < 0 ? 2 : deadline_ms - mproc_now_ms();
+  struct timespec ts = {0, (ms < 2 ? ms : 2) * 1000000L};
+  nanosleep(&ts, NULL);
+  return 0;
 }
 
 int mproc__pidfd_kill(int pidfd, int sig) {

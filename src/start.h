@@ -166,15 +166,18 @@ int mproc__wire_make(const struct mproc__start_req *req, struct mproc__wire *w);
 /* Child side: reads exactly len bytes (EINTR-safe, blocking); 0 or -errno
  * (-EPIPE at end of stream). */
 int mproc__read_full(int fd, void *buf, size_t len);
-/* Writes exactly len bytes with MSG_NOSIGNAL until the absolute deadline. */
-int mproc__send_full(int fd, const void *buf, size_t len, int64_t deadline_ms);
+/* Writes exactly len bytes with MSG_NOSIGNAL until the absolute deadline;
+ * MPROC_ETIMEDOUT also when `peer` (the reader, our child; 0: none) is found
+ * stopped while the socket is full (mproc__poll_peer). */
+int mproc__send_full(int fd, const void *buf, size_t len, int64_t deadline_ms, pid_t peer);
 
 /* Runs a resolved request's entry in the child and never returns. */
 _Noreturn void mproc__child_run(const struct mproc__wire *w, const struct mproc__child_ctx *c);
 
-/* Sends the header with `fds` attached; 0 or -errno. */
+/* Sends the header with `fds` attached; 0 or -errno (`peer` as for
+ * mproc__send_full). */
 int mproc__send_header(int sock, const struct mproc__wire *w, const int *fds, size_t nfds,
-                       int64_t deadline_ms);
+                       int64_t deadline_ms, pid_t peer);
 /* Receives a header and the descriptors attached to it (close-on-exec).
  * Returns the number of descriptors, or -errno (-EPIPE at end of stream;
  * -EMFILE when the kernel dropped descriptors, at the fd limit or beyond
@@ -191,6 +194,10 @@ int mproc__forkserver_pidfd(void);
  * thread (forkserver.c) runs in this process, else 0.  For leak checks. */
 int mproc__forkserver_threads(void);
 extern void (*_Atomic mproc__forkserver_test_hook)(int stage, int server_pidfd);
+/* Tests only: called in a forkserver right after each fork, in the child
+ * (pid 0) before it sends its note and in the server (the child's pid)
+ * before its reply; set by a constructor, so that it is set in the server. */
+extern void (*_Atomic mproc__forkserver_fork_hook)(pid_t pid);
 
 /* The forkserver's loop, entered by the worker constructor; never returns. */
 _Noreturn void mproc__forkserver_main(int ctl);

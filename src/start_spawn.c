@@ -93,13 +93,19 @@ int mproc__read_full(int fd, void *buf, size_t len) {
   return 0;
 }
 
-int mproc__send_full(int fd, const void *buf, size_t len, int64_t deadline_ms) {
+/* Waits until sock takes more bytes; a stopped peer is a timeout. */
+static int wait_writable(int sock, int64_t deadline_ms, pid_t peer) {
+  int r = mproc__poll_peer(sock, POLLOUT, deadline_ms, peer);
+  return r == 0 ? MPROC_ETIMEDOUT : r;
+}
+
+int mproc__send_full(int fd, const void *buf, size_t len, int64_t deadline_ms, pid_t peer) {
   while (len > 0) {
     ssize_t n = send(fd, buf, len, MSG_NOSIGNAL | MSG_DONTWAIT);
     if (n < 0 && errno == EINTR)
       continue;
     if (n < 0 && errno == EAGAIN) {
-      int r = mproc__poll1(fd, POLLOUT, deadline_ms);
+      int r = wait_writable(fd, deadline_ms, peer);
       if (r < 0)
         return r;
       continue;
@@ -135,7 +141,7 @@ int mproc__wire_make(const struct mproc__start_req *req, struct mproc__wire *w) 
 }
 
 int mproc__send_header(int sock, const struct mproc__wire *w, const int *fds, size_t nfds,
-                       int64_t deadline_ms) {
+                       int64_t deadline_ms, pid_t peer) {
   struct iovec iov = {.iov_base = (void *)w, .iov_len = sizeof *w};
   ssize_t n;
   for (;;) {
@@ -144,12 +150,12 @@ int mproc__send_header(int sock, const struct mproc__wire *w, const int *fds, si
       break;
     if (n != -EAGAIN)
       return n == -ECONNRESET ? -EPIPE : (int)n;
-    int r = mproc__poll1(sock, POLLOUT, deadline_ms);
+    int r = wait_writable(sock, deadline_ms, peer);
     if (r < 0)
       return r;
   }
   /* The descriptors went with the first byte; the rest is plain bytes. */
-  return mproc__send_full(sock, (const char *)w + n, sizeof *w - (size_t)n, deadline_ms);
+  return mproc__send_full(sock, (const char *)w + n, sizeof *w - (size_t)n, deadline_ms, peer);
 }
 
 int mproc__recv_header(int sock, struct mproc__wire *w, int *fds, size_t cap) {
@@ -212,11 +218,13 @@ static char **make_envp(const char *marker) {
   return envp;
 }
 
-/* Reads the child's verdict: 0 ('R'), or the error it reports. */
-static int read_verdict(int fd, int64_t deadline) {
-  int r = mproc__poll1(fd, POLLIN, deadline);
-  if (r < 0)
-    return r == MPROC_ETIMEDOUT ? MPROC_ECHILDFAILED : r;
+/* Reads the verdict of child `pid`: 0 ('R'), or the error it reports.  A
+ * child stopped before its answer (SIGSTOP) fails the start at once rather
+ * than at the deadline: it may stay stopped for ever. */
+static int read_verdict(int fd, int64_t deadline, pid_t pid) {
+  int r = mproc__poll_peer(fd, POLLIN, deadline, pid);
+  if (r <= 0)
+    return r == MPROC_ETIMEDOUT || r == 0 ? MPROC_ECHILDFAILED : r;
   char tag;
   ssize_t n;
   do
@@ -278,15 +286,15 @@ static int spawn_launch(char kind, unsigned flags, const struct mproc__wire *w, 
    * the verdict read in finish tells why.  The request is sent now (a
    * large one while the child execs and reads it): what is left to wait
    * for is only the child's answer. */
-  if (w == NULL || mproc__send_header(sv[0], w, fds, nfds, pd->deadline) == 0)
-    if (mproc__send_full(sv[0], payload, plen, pd->deadline) == 0)
-      mproc__send_full(sv[0], payload2, plen2, pd->deadline);
+  if (w == NULL || mproc__send_header(sv[0], w, fds, nfds, pd->deadline, pd->pid) == 0)
+    if (mproc__send_full(sv[0], payload, plen, pd->deadline, pd->pid) == 0)
+      mproc__send_full(sv[0], payload2, plen2, pd->deadline, pd->pid);
   return 0;
 }
 
 /* Reads a launched child's verdict; on failure kills and reaps it. */
 static int spawn_finish(struct mproc__start_pending *pd) {
-  int r = read_verdict(pd->chan, pd->deadline);
+  int r = read_verdict(pd->chan, pd->deadline, pd->pid);
   if (r < 0) {
     mproc__pidfd_kill(pd->pidfd, SIGKILL);
     mproc__reap(pd->pidfd, NULL, -1); /* SIGKILLed: returns promptly */

@@ -22,6 +22,8 @@
 static int snap_fds;
 static int snap_threads;
 static int snap_children;
+static int snap_maps;
+static char snap_map_lines[16384];
 static char snap_fd_present[MAX_TRACKED];
 
 static int count_dir(const char *path) {
@@ -64,19 +66,29 @@ static void mark_fds(char *present) {
   closedir(d);
 }
 
-int mproc_test_count_shared_maps(void) {
+/* The shared mappings of the process as "<range> <path>\n" lines in out
+ * (cut at cap); returns how many there are. */
+static int shared_maps(char *out, size_t cap) {
   FILE *f = fopen("/proc/self/maps", "re");
   ck_assert_ptr_nonnull(f);
   int n = 0;
   char line[4096];
+  if (cap > 0)
+    out[0] = '\0';
   while (fgets(line, sizeof line, f) != NULL) {
-    char perms[8] = "";
-    if (sscanf(line, "%*s %7s", perms) == 1 && perms[3] == 's')
-      n++;
+    char range[64] = "", perms[8] = "", path[512] = "";
+    if (sscanf(line, "%63s %7s %*s %*s %*s %511[^\n]", range, perms, path) < 2 || perms[3] != 's')
+      continue;
+    n++;
+    size_t used = cap > 0 ? strlen(out) : 0;
+    if (cap > used + 1)
+      snprintf(out + used, cap - used, "%s %s\n", range, path);
   }
   fclose(f);
   return n;
 }
+
+int mproc_test_count_shared_maps(void) { return shared_maps(NULL, 0); }
 
 int mproc_test_count_children(void) {
   pid_t self = getpid();
@@ -175,19 +187,40 @@ static void shm_of_pid(char *out, size_t cap) {
  * its objects): only what appeared during the test is its leak. */
 static char snap_shm[4096];
 
+/* Appends to `out` (cap bytes) each item of the `sep`-separated list `now`
+ * that is not an item of the list `before`, followed by `sep`; destroys now. */
+static void new_items(char *now, const char *before, char sep, char *out, size_t cap) {
+  const char seps[2] = {sep, '\0'};
+  out[0] = '\0';
+  for (char *tok = strtok(now, seps); tok != NULL; tok = strtok(NULL, seps)) {
+    const char *hit = strstr(before, tok);
+    size_t n = strlen(tok);
+    if (hit != NULL && (hit == before || hit[-1] == sep) && hit[n] == sep)
+      continue;
+    strncat(out, tok, cap - strlen(out) - 2);
+    strncat(out, seps, cap - strlen(out) - 1);
+  }
+}
+
 static void check_shm(void) {
   static char now[4096];
   shm_of_pid(now, sizeof now);
-  char leaked[1024] = "";
-  for (char *tok = strtok(now, " "); tok != NULL; tok = strtok(NULL, " ")) {
-    char *hit = strstr(snap_shm, tok);
-    size_t n = strlen(tok);
-    if (hit != NULL && (hit == snap_shm || hit[-1] == ' ') && hit[n] == ' ')
-      continue;
-    strncat(leaked, tok, sizeof leaked - strlen(leaked) - 2);
-    strncat(leaked, " ", sizeof leaked - strlen(leaked) - 1);
-  }
+  char leaked[1024];
+  new_items(now, snap_shm, ' ', leaked, sizeof leaked);
   ck_assert_msg(leaked[0] == '\0', "leaked /dev/shm entries: %s", leaked);
+}
+
+/* Every object the library maps is a shared mapping (of a memfd or a
+ * /dev/shm file): one more after the test than before is a mapping that
+ * was never unmapped, named in the message. */
+static void check_maps(void) {
+  static char now[16384];
+  int n = shared_maps(now, sizeof now);
+  if (n <= snap_maps)
+    return;
+  char leaked[2048];
+  new_items(now, snap_map_lines, '\n', leaked, sizeof leaked);
+  ck_abort_msg("%d shared mapping(s) after the test, %d before; new:\n%s", n, snap_maps, leaked);
 }
 
 static void *nothing(void *arg) { return arg; }
@@ -203,6 +236,7 @@ void mproc_test_setup(void) {
   snap_fds = mproc_test_count_fds();
   snap_threads = mproc_test_count_threads();
   snap_children = mproc_test_count_children();
+  snap_maps = shared_maps(snap_map_lines, sizeof snap_map_lines);
   mark_fds(snap_fd_present);
   shm_of_pid(snap_shm, sizeof snap_shm);
 }
@@ -244,6 +278,7 @@ void mproc_test_teardown(void) {
                 "%d child process(es) (live or zombie) after the test, %d before", children,
                 snap_children);
   check_shm();
+  check_maps();
 }
 
 static double timeout_scale(void) {

@@ -10,7 +10,9 @@
  *   - /dev/shm entries whose name contains the test process's pid delimited
  *     by non-digits: the library embeds the creator's pid in every name it
  *     makes up, and tests name their own objects with mproc_test_shm_name(),
- *     so entries made by tests running in parallel are never blamed.
+ *     so entries made by tests running in parallel are never blamed;
+ *   - shared mappings (every object the library maps is MAP_SHARED): a
+ *     mapping never unmapped fails the test, with its range and file named.
  *
  * Usage:
  *   START_TEST(test_x) { ... } END_TEST

@@ -27,6 +27,17 @@ void shared_map_free(void *m, size_t len, int fd) {
   close(fd);
 }
 
+struct shared *shared_new(void) {
+  shared_page = shared_map_new(sizeof(struct shared), SHARED_FD);
+  return shared_page;
+}
+
+void shared_free(struct shared *s) {
+  shared_map_free(s, sizeof *s, SHARED_FD);
+  if (s == shared_page)
+    shared_page = NULL;
+}
+
 struct shared **shared_ref(void) {
   if (shared_page == NULL && fcntl(SHARED_FD, F_GETFD) >= 0)
     shared_page = shared_map_fd(sizeof(struct shared), SHARED_FD);

@@ -39,10 +39,12 @@ void *shared_map_new(size_t len, int fd);
 void *shared_map_fd(size_t len, int fd);
 void shared_map_free(void *m, size_t len, int fd);
 
-static inline struct shared *shared_new(void) {
-  return shared_map_new(sizeof(struct shared), SHARED_FD);
-}
-static inline void shared_free(struct shared *s) { shared_map_free(s, sizeof *s, SHARED_FD); }
+/* The test's page, new, and its release.  shared_new() also records the
+ * page as S: in `S = shared_new()` the compiler may evaluate the right side
+ * first, and S's lookup would then map the descriptor a second time (a
+ * mapping never unmapped). */
+struct shared *shared_new(void);
+void shared_free(struct shared *s);
 
 /* The test's shared page (set before the pool): in an exec'd worker it is
  * mapped from SHARED_FD on first use (pool-helpers.c). */

@@ -770,7 +770,7 @@ START_TEST(test_forkserver_killed_mid_request) {
   ck_assert_int_eq(atomic_load(&kills_left), 0);
   ck_assert_int_eq(mproc_forkserver_restarts(), restarts + 3);
   ck_assert_int_eq(mproc_test_count_children(), 0);
-  ck_assert_int_eq(mproc_test_count_fds(), fds - 2); /* the server's pidfd and channel */
+  ck_assert_int_eq(mproc_test_count_fds(), fds - 3); /* the server's pidfd, channel, page */
   ck_assert_int_eq(run_code(MPROC_START_FORKSERVER, ret_42, NULL, 0), 42);
   atomic_store(&mproc__forkserver_test_hook, NULL);
 }
