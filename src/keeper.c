@@ -21,9 +21,10 @@
  *
  *   creator: reopen the object (a description of the keeper's own)
  *     -> spawn intermediate -> fork keeper -> intermediate waits on `ready`
- *   keeper: setsid -> unmap inherited shared mappings -> close every fd but
- *     its own and `ready` -> write `ready` (intermediate exits, creator
- *     reaps it and links the name) -> flock(LOCK_EX) ... no user left
+ *   keeper: setsid -> close every fd but its own and `ready` -> unmap
+ *     inherited shared mappings (cannot: exit, the create fails) -> write
+ *     `ready` (intermediate exits, creator reaps it and links the name) -> flock(LOCK_EX) ... no
+ * user left
  *     -> last rites -> unlink the name if it is still this object -> _exit
  *
  * A keeper that cannot start makes the create fail (nothing named yet). */
@@ -79,11 +80,11 @@ static uintptr_t parse_hex(const char **p) {
  * calls (a forked child of a possibly multi-threaded process may not use
  * stdio or malloc).  Unmapping while reading can make the kernel skip lines,
  * hence the passes until one finds nothing to unmap. */
-static void release_inherited(void) {
+static bool release_inherited(void) {
   for (int pass = 0; pass < 16; pass++) {
     int fd = open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
     if (fd < 0)
-      return;
+      return false;
     char buf[8192];
     size_t have = 0;
     bool found = false;
@@ -111,8 +112,9 @@ static void release_inherited(void) {
     }
     close(fd);
     if (!found)
-      return;
+      return true;
   }
+  return false;
 }
 
 /* Runs in the double-forked keeper: async-signal-safe calls only.  `ready`
@@ -123,13 +125,18 @@ static void release_inherited(void) {
 static _Noreturn void keeper_main(const struct keeper_arg *arg, int ready) {
   struct keeper_arg k = *arg; /* on this stack, which release_inherited keeps */
   setsid();                   /* leave the creator's session and process group */
-  release_inherited();
+  /* Descriptors first: a creator at its descriptor limit leaves the keeper
+   * none to read /proc/self/maps with.  A keeper that cannot let go of
+   * every inherited mapping would wait for its own creator's lock for ever
+   * (an orphan nobody ends): it fails the create instead. */
   int lo = k.fd < ready ? k.fd : ready, hi = k.fd < ready ? ready : k.fd;
   if (lo > 0)
     close_range(0, (unsigned)lo - 1, 0);
   if (hi > lo + 1)
     close_range((unsigned)lo + 1, (unsigned)hi - 1, 0);
   close_range((unsigned)hi + 1, ~0u, 0);
+  if (!release_inherited())
+    _exit(1);
   char one = 1;
   while (write(ready, &one, 1) < 0 && errno == EINTR) {
   }

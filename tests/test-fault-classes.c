@@ -8,7 +8,9 @@
 #include "pool-helpers.h"
 #include "start.h"
 
+#include <dirent.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <poll.h>
 #include <sys/prctl.h>
 #include <sys/ptrace.h>
@@ -936,6 +938,36 @@ static int make_and_free(int kind) {
   }
 }
 
+/* Keepers (double-forked, in sessions of their own) of the named objects
+ * this test made, still alive: neither a child nor in /dev/shm, so the
+ * fixture cannot see them.  Found by executable and start time. */
+static int stray_keepers(void) {
+  char self[PATH_MAX], exe[PATH_MAX], path[64];
+  ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+  ck_assert_int_gt(n, 0);
+  self[n] = 0;
+  struct mproc__pstat mine, ps;
+  mproc_assert_ok(mproc__proc_stat(NULL, getpid(), &mine));
+  int found = 0;
+  DIR *d = opendir("/proc");
+  ck_assert_ptr_nonnull(d);
+  for (struct dirent *e; (e = readdir(d)) != NULL;) {
+    pid_t pid = (pid_t)atoi(e->d_name);
+    if (pid <= 0 || pid == getpid() || getsid(pid) != pid)
+      continue;
+    snprintf(path, sizeof path, "/proc/%d/exe", (int)pid);
+    ssize_t m = readlink(path, exe, sizeof exe - 1);
+    if (m <= 0)
+      continue;
+    exe[m] = 0;
+    if (strcmp(exe, self) == 0 && mproc__proc_stat(NULL, pid, &ps) == 0 && ps.state != 'Z' &&
+        ps.start_time >= mine.start_time)
+      found++;
+  }
+  closedir(d);
+  return found;
+}
+
 /* At every descriptor limit from "none free" upwards, each kind either
  * works or fails with -EMFILE, and leaves no descriptor, /dev/shm entry or
  * process behind (the fixture checks the last two at the end). */
@@ -961,6 +993,52 @@ START_TEST(test_objects_at_fd_limit) {
     }
     ck_assert_msg(worked, "kind %d never worked", kind);
   }
+  /* Every object was released: their keepers end once they see it. */
+  int64_t until = mproc__deadline(SLACK_MS);
+  while (stray_keepers() > 0 && mproc_timeout_until(until) > 0)
+    poll(NULL, 0, 10);
+  ck_assert_msg(stray_keepers() == 0, "a keeper outlived its object");
+}
+END_TEST
+
+/* Runs in the process that forks the keeper: takes every descriptor but the
+ * two its own pipe needs, so the keeper starts with none free. */
+static void fill_fds_but_two(void) {
+  int last = -1, prev = -1;
+  for (int fd; (fd = fcntl(2, F_DUPFD_CLOEXEC, 0)) >= 0;) {
+    prev = last;
+    last = fd;
+  }
+  if (last >= 0)
+    close(last);
+  if (prev >= 0)
+    close(prev);
+}
+
+/* A keeper born with no descriptor free could not read /proc/self/maps, so
+ * it kept its creator's mapping of the object, and with it the creator's
+ * lock: it waited for itself for ever, an orphan nobody ends.  It now closes
+ * what it inherited first; the create works and the keeper ends with the
+ * object. */
+START_TEST(test_keeper_born_without_descriptors) {
+  struct rlimit old, low;
+  ck_assert_int_eq(getrlimit(RLIMIT_NOFILE, &old), 0);
+  low = old;
+  low.rlim_cur = (rlim_t)mproc_test_count_fds() + 64;
+  ck_assert_int_eq(setrlimit(RLIMIT_NOFILE, &low), 0);
+  atomic_store(&mproc__keeper_test_hook, fill_fds_but_two);
+  char name[96];
+  mproc_shm *s = NULL;
+  int r = mproc_shm_create(&s, mproc_test_shm_name(name, sizeof name, "nofd"), 4096);
+  atomic_store(&mproc__keeper_test_hook, NULL);
+  ck_assert_int_eq(setrlimit(RLIMIT_NOFILE, &old), 0);
+  mproc_assert_ok(r);
+  mproc_assert_ok(mproc_shm_unlink(s));
+  mproc_assert_ok(mproc_shm_free(s));
+  int64_t until = mproc__deadline(SLACK_MS);
+  while (stray_keepers() > 0 && mproc_timeout_until(until) > 0)
+    poll(NULL, 0, 10);
+  ck_assert_msg(stray_keepers() == 0, "the keeper outlived its object");
 }
 END_TEST
 
@@ -1039,6 +1117,7 @@ int main(void) {
   tcase_add_test(tc, test_every_deadline_argument);
   tc = mproc_test_tcase(s, "fd-limit", 60);
   tcase_add_test(tc, test_objects_at_fd_limit);
+  tcase_add_test(tc, test_keeper_born_without_descriptors);
   tc = mproc_test_tcase(s, "conn", 60);
   tcase_add_test(tc, test_peer_killed_mid_frame);
   return mproc_test_run(s);
