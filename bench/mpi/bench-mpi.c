@@ -48,6 +48,45 @@ static int square(const void *in, void *out) {
 
 /* ---- plain MPI ---------------------------------------------------------- */
 
+struct hop;
+static int64_t hop_call(struct hop *h, int64_t x);
+
+/* One round of the raw task farm: tag 1 a task, tag 2 stop; two tasks in
+ * flight per worker rank, which squares each one itself (h NULL) or passes
+ * it through its child.  Returns tasks/s on rank 0. */
+static double farm_round(int rank, int size, int n, struct hop *h) {
+  int64_t x = 3;
+  double t0 = bench_now_s();
+  if (rank == 0) {
+    int sent = 0, got = 0;
+    for (int k = 1; k < size; k++)
+      for (int w = 0; w < 2 && sent < n; w++, sent++)
+        MPI_Send(&x, 1, MPI_INT64_T, k, 1, MPI_COMM_WORLD);
+    while (got < n) {
+      MPI_Status st;
+      int64_t res;
+      MPI_Recv(&res, 1, MPI_INT64_T, MPI_ANY_SOURCE, 1, MPI_COMM_WORLD, &st);
+      got++;
+      if (sent < n) {
+        MPI_Send(&x, 1, MPI_INT64_T, st.MPI_SOURCE, 1, MPI_COMM_WORLD);
+        sent++;
+      }
+    }
+    for (int k = 1; k < size; k++)
+      MPI_Send(&x, 1, MPI_INT64_T, k, 2, MPI_COMM_WORLD);
+    return n / (bench_now_s() - t0);
+  }
+  for (;;) {
+    MPI_Status st;
+    int64_t t;
+    MPI_Recv(&t, 1, MPI_INT64_T, 0, MPI_ANY_TAG, MPI_COMM_WORLD, &st);
+    if (st.MPI_TAG == 2)
+      return 0;
+    t = h != NULL ? hop_call(h, t) : t * t;
+    MPI_Send(&t, 1, MPI_INT64_T, 0, 1, MPI_COMM_WORLD);
+  }
+}
+
 static void raw(void) {
   int rank, size;
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);
@@ -75,36 +114,9 @@ static void raw(void) {
   n = quick ? 5000 : 200000;
   for (int r = 0; r < BENCH_REPS; r++) {
     MPI_Barrier(MPI_COMM_WORLD);
-    double t0 = bench_now_s();
-    if (rank == 0) {
-      int sent = 0, got = 0;
-      for (int k = 1; k < size; k++)
-        for (int w = 0; w < 2 && sent < n; w++, sent++)
-          MPI_Send(&x, 1, MPI_INT64_T, k, 1, MPI_COMM_WORLD);
-      while (got < n) {
-        MPI_Status st;
-        int64_t res;
-        MPI_Recv(&res, 1, MPI_INT64_T, MPI_ANY_SOURCE, 1, MPI_COMM_WORLD, &st);
-        got++;
-        if (sent < n) {
-          MPI_Send(&x, 1, MPI_INT64_T, st.MPI_SOURCE, 1, MPI_COMM_WORLD);
-          sent++;
-        }
-      }
-      for (int k = 1; k < size; k++)
-        MPI_Send(&x, 1, MPI_INT64_T, k, 2, MPI_COMM_WORLD);
-      v[r] = n / (bench_now_s() - t0);
-    } else {
-      for (;;) {
-        MPI_Status st;
-        int64_t t;
-        MPI_Recv(&t, 1, MPI_INT64_T, 0, MPI_ANY_TAG, MPI_COMM_WORLD, &st);
-        if (st.MPI_TAG == 2)
-          break;
-        t *= t;
-        MPI_Send(&t, 1, MPI_INT64_T, 0, 1, MPI_COMM_WORLD);
-      }
-    }
+    double rate = farm_round(rank, size, n, NULL);
+    if (rank == 0)
+      v[r] = rate;
   }
   if (rank == 0)
     bench_report("mpi_tasks", "os", v, BENCH_REPS, "tasks/s");
@@ -294,36 +306,9 @@ static void floor_(void) {
   n = quick ? 5000 : 200000;
   for (int r = 0; r < BENCH_REPS; r++) {
     MPI_Barrier(MPI_COMM_WORLD);
-    double t0 = bench_now_s();
-    if (rank == 0) {
-      int sent = 0, got = 0;
-      for (int k = 1; k < size; k++)
-        for (int w = 0; w < 2 && sent < n; w++, sent++)
-          MPI_Send(&x, 1, MPI_INT64_T, k, 1, MPI_COMM_WORLD);
-      while (got < n) {
-        MPI_Status st;
-        int64_t res;
-        MPI_Recv(&res, 1, MPI_INT64_T, MPI_ANY_SOURCE, 1, MPI_COMM_WORLD, &st);
-        got++;
-        if (sent < n) {
-          MPI_Send(&x, 1, MPI_INT64_T, st.MPI_SOURCE, 1, MPI_COMM_WORLD);
-          sent++;
-        }
-      }
-      for (int k = 1; k < size; k++)
-        MPI_Send(&x, 1, MPI_INT64_T, k, 2, MPI_COMM_WORLD);
-      v[r] = n / (bench_now_s() - t0);
-    } else {
-      for (;;) {
-        MPI_Status st;
-        int64_t t;
-        MPI_Recv(&t, 1, MPI_INT64_T, 0, MPI_ANY_TAG, MPI_COMM_WORLD, &st);
-        if (st.MPI_TAG == 2)
-          break;
-        t = hop_call(h, t);
-        MPI_Send(&t, 1, MPI_INT64_T, 0, 1, MPI_COMM_WORLD);
-      }
-    }
+    double rate = farm_round(rank, size, n, h);
+    if (rank == 0)
+      v[r] = rate;
   }
   if (rank == 0)
     note("raw MPI farm, each worker rank passing each task through a child", v, "tasks/s");
