@@ -74,6 +74,8 @@
 /* map_buf's one-pass input extent (see one_pass_start), address space. */
 #define IN_MAX ((size_t)1 << 30)
 size_t mproc__map_buf_in_max = IN_MAX;
+/* A packed job's chunks address their items and results in 32 bits. */
+_Static_assert(IN_MAX <= UINT32_MAX, "one pass offsets fit 32 bits");
 
 struct mb_job {
   struct mproc_pool *p;
@@ -86,6 +88,7 @@ struct mb_job {
   bool orphaned;        /* the owner left: the last chunk to land frees (under mu) */
   void *mem;            /* the chunk array, freed with an orphaned job */
   bool is_map;          /* map_buf: an overflow area and one results extent */
+  bool packed;          /* map_packed: packed results, no overflow area, no view */
   uint64_t ovf;         /* the overflow area (struct mproc__mb_ovf) */
   size_t ovf_len;       /* its extent's length, 0: none */
   uint64_t in;          /* map_buf's one pass: the extent of every chunk's input */
@@ -133,15 +136,21 @@ static _Atomic uint64_t job_ids;
  * the results), so it runs in the arena only where the workers map the
  * arena itself -- the shared-memory transport; a transport that copies
  * chunks by value (MPI) gets every chunk the call way. */
-static int job_init(struct mb_job *j, struct mproc_pool *p, mproc_map_buf_fn fn, bool is_map) {
-  *j = (struct mb_job){.p = p, .fn = fn, .arena = p->tp == &mproc__transport_shm, .is_map = is_map};
+static int job_init(struct mb_job *j, struct mproc_pool *p, mproc_map_buf_fn fn, bool is_map,
+                    bool packed) {
+  *j = (struct mb_job){.p = p,
+                       .fn = fn,
+                       .arena = p->tp == &mproc__transport_shm,
+                       .is_map = is_map,
+                       .packed = packed};
   j->id = atomic_fetch_add(&job_ids, 1) + 1;
   j->by_ref = p->opts.start_method != MPROC_START_FORK;
   int r = j->by_ref ? mproc__fnref_make(MPROC_FUNCTION(fn), &j->ref) : 0;
   if (r != 0)
     return r;
   if (j->arena) {
-    j->view = is_map ? mproc__mb_view(p) : NULL;
+    /* Packed results are always copied out: no view. */
+    j->view = is_map && !packed ? mproc__mb_view(p) : NULL;
     j->ubase = j->view != NULL ? j->view : mproc__arena_at(p, 0);
   }
   return 0;
@@ -288,10 +297,20 @@ static size_t area_least(const struct mb_chunk *c) {
   return MPROC__MB_ALIGN(c->bytes + 16 * c->count);
 }
 
+/* The size of one item's descriptor (map_buf.h). */
+static size_t desc_size(const struct mb_job *j) {
+  return j->packed ? sizeof(mproc__mb_in32) : sizeof(mproc__mb_in);
+}
+
+/* The size of one result's entry: an mproc_buf, or a packed result's end. */
+static size_t ent_size(const struct mb_job *j) {
+  return j->packed ? sizeof(mproc__mb_end) : sizeof(struct mproc_buf);
+}
+
 /* The size of a results extent for chunks cs[0..n) (all of map_buf's) with
  * areas at least `roomy` wide: the n entries, then each chunk's area. */
 static size_t res_size(const struct mb_chunk *cs, size_t n, size_t roomy) {
-  size_t len = MPROC__MB_ALIGN((cs[n - 1].start + cs[n - 1].count) * sizeof(struct mproc_buf));
+  size_t len = MPROC__MB_ALIGN((cs[n - 1].start + cs[n - 1].count) * ent_size(cs[0].job));
   for (size_t k = 0; k < n && len <= SIZE_MAX / 4; k++) {
     size_t least = area_least(&cs[k]);
     len += roomy > least ? roomy : least;
@@ -301,11 +320,11 @@ static size_t res_size(const struct mb_chunk *cs, size_t n, size_t roomy) {
 
 /* Lays the chunks' entries and areas out in the results extent at j->res. */
 static void res_place(struct mb_job *j, struct mb_chunk *cs, size_t n, size_t roomy) {
-  uint64_t at =
-      j->res + MPROC__MB_ALIGN((cs[n - 1].start + cs[n - 1].count) * sizeof(struct mproc_buf));
+  size_t ent = ent_size(j);
+  uint64_t at = j->res + MPROC__MB_ALIGN((cs[n - 1].start + cs[n - 1].count) * ent);
   for (size_t k = 0; k < n; k++) {
     size_t least = area_least(&cs[k]);
-    cs[k].outs = j->res + cs[k].start * sizeof(struct mproc_buf);
+    cs[k].outs = j->res + cs[k].start * ent;
     cs[k].area = at;
     cs[k].area_len = roomy > least ? roomy : least;
     at += cs[k].area_len;
@@ -341,7 +360,8 @@ static void res_alloc(struct mb_job *j, struct mb_chunk *cs, size_t n, size_t ro
 static void chunk_alloc(struct mb_job *j, struct mb_chunk *c, size_t roomy) {
   c->ext = 0; /* nothing left of an abandoned one pass */
   c->ext_len = 0;
-  if (!j->arena || (j->is_map && j->res_len == 0))
+  /* A packed job's chunks fit 32-bit offsets only inside the one pass. */
+  if (!j->arena || j->packed || (j->is_map && j->res_len == 0))
     return;
   if (j->is_map) {
     if (mproc__arena_alloc(j->p, c->fixed, &c->ext) == 0)
@@ -397,6 +417,7 @@ static void chunk_setup(struct mb_job *j, struct mb_chunk *c) {
   h->job = j->id;
   h->addr = (uint64_t)(uintptr_t)j->fn;
   h->by_ref = j->by_ref;
+  h->packed = j->packed;
   if (j->by_ref)
     h->ref = j->ref;
   h->outs_at = (int64_t)c->outs - (int64_t)c->ext;
@@ -416,9 +437,9 @@ static void chunk_setup(struct mb_job *j, struct mb_chunk *c) {
   t->slot = -1;
   t->count = c->count;
   t->base_index = c->start;
-  t->in_size = sizeof(mproc__mb_in);
+  t->in_size = desc_size(j);
   t->in_off = c->ext + MPROC__MB_HDR;
-  t->out_size = sizeof(struct mproc_buf);
+  t->out_size = ent_size(j);
   t->out_off = c->outs;
   t->nargs = 1;
   t->col_off[0] = t->in_off;
@@ -466,7 +487,7 @@ static int chunks_start(struct mb_job *j, struct mb_chunk *cs, size_t n,
   for (size_t k = 0; r == 0 && k < n; k++)
     chunk_alloc(j, &cs[k], roomy);
   /* After the chunks: they take the arena's low, warm pages. */
-  if (r == 0 && j->is_map && j->res_len != 0 && j->ovf_len == 0)
+  if (r == 0 && j->is_map && !j->packed && j->res_len != 0 && j->ovf_len == 0)
     ovf_reserve(j);
   pthread_mutex_unlock(&p->mu);
   if (r != 0)
@@ -504,22 +525,66 @@ static int chunks_start(struct mb_job *j, struct mb_chunk *cs, size_t n,
   return r;
 }
 
-/* map_buf's one pass: the caller's items are read once -- checked and
- * copied as they go -- into one extent `in` of up to IN_MAX bytes (address
- * space: only what is written is touched) laid out as
+/* Copies the items of chunk c, in[c->start ..), checking them: its
+ * descriptors at d, its bytes at w + *pos (of cap).  0, MPROC_EINVAL (a bad
+ * item) or 1 (they do not fit). */
+static int copy_bufs(struct mb_chunk *c, const struct mproc_buf *in, mproc__mb_in *d,
+                     unsigned char *w, size_t cap, size_t *pos) {
+  size_t from = *pos, at = from;
+  for (const struct mproc_buf *it = in + c->start, *e = it + c->count; it < e; it++, d++) {
+    if (it->data == NULL && it->len > 0)
+      return MPROC_EINVAL;
+    if (it->len > cap - at)
+      return 1;
+    mproc__mb_copy(w + at, it->data, it->len);
+    at += it->len;
+    *d = at - from;
+  }
+  *pos = at;
+  return 0;
+}
+
+/* The bytes of chunk c's packed items begin at *base (in the caller's data). */
+static size_t packed_base(const struct mb_chunk *c, const struct mproc_packed *in) {
+  return c->start > 0 ? in->ends[c->start - 1] : 0;
+}
+
+/* Writes the descriptors of chunk c's packed items at d: the caller's ends
+ * made relative to the chunk, checked on the way (one pass over them).  0,
+ * or MPROC_EINVAL: an end decreases. */
+static int packed_descs(const struct mb_chunk *c, const struct mproc_packed *in,
+                        mproc__mb_in32 *d) {
+  size_t base = packed_base(c, in), prev = base, count = c->count, bad = 0;
+  const size_t *e = in->ends + c->start;
+  for (size_t i = 0; i < count; i++) {
+    bad |= e[i] < prev; /* no branch an item: one answer at the end */
+    prev = e[i];
+    d[i] = (mproc__mb_in32)(e[i] - base); /* < 1 GiB: one_pass_start */
+  }
+  return bad ? MPROC_EINVAL : 0;
+}
+
+/* map_buf's one pass: the caller's items (in, or packed: pk) are read once
+ * -- checked and copied as they go -- into one extent `in` of up to IN_MAX
+ * bytes (address space: only what is written is touched) laid out as
  *
  *   every chunk's header and descriptors | all the item bytes | the results
  *
- * and the chunks are queued together once all is in, so a bad item runs
- * nothing.  0 (queued), MPROC_EINVAL (a bad item), the pool's closed code,
- * or 1: the items or their results did not fit (nothing left behind: the
- * general way follows). */
+ * and the chunks are queued once all is in, so a bad item runs nothing.
+ * Packed items' ends alone tell where everything goes: they are checked
+ * and copied as descriptors first, then each chunk's bytes are copied as
+ * it is queued, so the workers start on the first while the parent copies
+ * the next.  0 (queued), MPROC_EINVAL (a
+ * bad item), the pool's closed code (the chunks queued before it run, see
+ * map_run), or 1: the items or their results did not fit (nothing left
+ * behind: the general way follows). */
 static int one_pass_start(struct mb_job *j, struct mb_chunk *cs, size_t nchunks,
-                          const struct mproc_buf *in, size_t n, size_t roomy) {
+                          const struct mproc_buf *in, const struct mproc_packed *pk, size_t n,
+                          size_t roomy) {
   struct mproc_pool *p = j->p;
   size_t heads = 0;
   for (size_t k = 0; k < nchunks; k++)
-    heads += MPROC__MB_ALIGN(MPROC__MB_HDR + cs[k].count * sizeof(mproc__mb_in));
+    heads += MPROC__MB_ALIGN(MPROC__MB_HDR + cs[k].count * desc_size(j));
   /* At least room for the results of empty items. */
   size_t least = heads + MPROC__MB_ALIGN(n * sizeof(struct mproc_buf)) + 16 * n + 64 * nchunks;
   pthread_mutex_lock(&p->mu);
@@ -541,23 +606,20 @@ static int one_pass_start(struct mb_job *j, struct mb_chunk *cs, size_t nchunks,
     struct mb_chunk *c = &cs[k];
     c->ext = j->in + head;
     c->items = j->in + heads + pos;
-    mproc__mb_in *d = (mproc__mb_in *)(b + head + MPROC__MB_HDR);
     size_t from = pos;
-    for (const struct mproc_buf *it = in + c->start, *e = it + c->count; it < e; it++, d++) {
-      if (it->data == NULL && it->len > 0) {
-        r = MPROC_EINVAL;
-        break;
-      }
-      if (it->len > cap - pos) {
+    unsigned char *d = b + head + MPROC__MB_HDR;
+    if (pk == NULL) {
+      r = copy_bufs(c, in, (mproc__mb_in *)d, w, cap, &pos);
+    } else if ((r = packed_descs(c, pk, (mproc__mb_in32 *)d)) == 0) {
+      /* The bytes are copied as the chunk is queued. */
+      size_t bytes = pk->ends[c->start + c->count - 1] - packed_base(c, pk);
+      if (bytes > cap - pos)
         r = 1;
-        break;
-      }
-      mproc__mb_copy(w + pos, it->data, it->len);
-      pos += it->len;
-      *d = pos - from;
+      else
+        pos += bytes;
     }
     c->bytes = pos - from;
-    head += MPROC__MB_ALIGN(MPROC__MB_HDR + c->count * sizeof(mproc__mb_in));
+    head += MPROC__MB_ALIGN(MPROC__MB_HDR + c->count * desc_size(j));
   }
   /* The results right after the items: warm pages when the job is small. */
   size_t at = MPROC__MB_ALIGN(heads + pos);
@@ -576,25 +638,28 @@ static int one_pass_start(struct mb_job *j, struct mb_chunk *cs, size_t nchunks,
   pthread_mutex_lock(&p->mu);
   if (r == 0)
     r = closed_code(p);
-  if (r == 0 && j->ovf_len == 0)
+  if (r == 0 && !j->packed && j->ovf_len == 0)
     ovf_reserve(j);
   if (r != 0)
     job_extents_free(j);
   pthread_mutex_unlock(&p->mu);
-  if (r != 0)
-    return r;
-  for (size_t k = 0; k < nchunks; k++)
-    chunk_setup(j, &cs[k]);
-  pthread_mutex_lock(&p->mu);
-  r = closed_code(p);
   for (size_t k = 0; r == 0 && k < nchunks; k++) {
-    cs[k].queued = true;
-    j->live++;
-    mproc__pool_enqueue(p, &cs[k].t);
+    struct mb_chunk *c = &cs[k];
+    if (pk != NULL && c->bytes > 0)
+      memcpy(b + (c->items - j->in), (const unsigned char *)pk->data + packed_base(c, pk),
+             c->bytes);
+    chunk_setup(j, c);
+    pthread_mutex_lock(&p->mu);
+    r = closed_code(p);
+    if (r == 0) {
+      c->queued = true;
+      j->live++;
+      mproc__pool_enqueue(p, &c->t);
+    } else if (k == 0) {
+      job_extents_free(j); /* nothing queued: nothing uses them */
+    }
+    pthread_mutex_unlock(&p->mu);
   }
-  if (r != 0)
-    job_extents_free(j);
-  pthread_mutex_unlock(&p->mu);
   return r;
 }
 
@@ -605,6 +670,7 @@ static int chunk_continue(struct mb_chunk *c) {
     return 0;
   const unsigned char *b = mproc__arena_at(c->job->p, c->ext);
   const mproc__mb_in *d = (const mproc__mb_in *)(b + MPROC__MB_HDR);
+  const mproc__mb_in32 *d32 = (const mproc__mb_in32 *)(b + MPROC__MB_HDR);
   size_t n = c->count - c->ok;
   struct mproc_buf *items = malloc((n != 0 ? n : 1) * sizeof *items);
   if (items == NULL)
@@ -612,8 +678,10 @@ static int chunk_continue(struct mb_chunk *c) {
   const unsigned char *at = b + ((const struct mproc__mb_hdr *)b)->items_at;
   for (size_t i = 0; i < n; i++) {
     size_t k = c->ok + i;
-    uint64_t from = k > 0 ? d[k - 1] : 0;
-    items[i] = (struct mproc_buf){at + from, (size_t)(d[k] - from)};
+    uint64_t to = c->job->packed ? d32[k] : d[k], from = k == 0           ? 0
+                                                         : c->job->packed ? d32[k - 1]
+                                                                          : d[k - 1];
+    items[i] = (struct mproc_buf){at + from, (size_t)(to - from)};
   }
   int r = call_submit(c->job, items, n, &c->rest);
   free(items);
@@ -880,22 +948,87 @@ static int size_chunks(struct mb_chunk *cs, size_t n, const struct mproc_buf *in
   return 0;
 }
 
-MPROC_EXTERN int mproc_pool_map_buf(mproc_pool *p, mproc_map_buf_fn fn, const struct mproc_buf *in,
-                                    size_t n, struct mproc_buf **out,
-                                    const struct mproc_map_options *o, struct mproc_task_error *err,
-                                    int64_t timeout_ms) {
-  struct mproc_task_error scratch;
-  if (err == NULL)
-    err = &scratch;
-  memset(err, 0, sizeof *err);
-  if (out != NULL)
-    *out = NULL;
-  if (p == NULL || fn == NULL || out == NULL || mproc__check_timeout(timeout_ms) != 0 ||
-      (o != NULL && (o->flags != 0 || !mproc__progress_valid(o->progress))) ||
-      (n > 0 && in == NULL) || n > SIZE_MAX / 4 / sizeof(struct mproc_buf))
-    return MPROC_EINVAL;
-  if (n == 0)
-    return 0;
+/* The caller's packed results are gathered chunk by chunk, each as soon as
+ * it is final while the workers run the next: its ends into the array made
+ * for all n at the start, counted on from the bytes of the chunks before
+ * it.  Their bytes, whose total is known only then, are copied at the end,
+ * one copy of an area a chunk.  0, or MPROC_ECORRUPT (an end past its
+ * area) or MPROC_ENOMEM. */
+static int packed_ends(const struct mb_chunk *c, size_t *ends, size_t *pos) {
+  size_t *e = ends + c->start, at = *pos;
+  if (c->ok > 0) {
+    const mproc__mb_end *ce = mproc__arena_at(c->job->p, c->outs);
+    if (ce[c->ok - 1] > c->area_len)
+      return MPROC_ECORRUPT;
+    for (size_t i = 0, ok = c->ok; i < ok; i++)
+      e[i] = at + (size_t)ce[i];
+    at += (size_t)ce[c->ok - 1];
+  }
+  for (size_t i = 0; i < c->rest_ok; i++) {
+    if (c->rlen[i] > SIZE_MAX / 4 - at)
+      return MPROC_ENOMEM;
+    at += (size_t)c->rlen[i];
+    e[c->ok + i] = at;
+  }
+  *pos = at;
+  return 0;
+}
+
+/* Copies the bytes of chunks cs[0..nchunks), their ends gathered, into one
+ * new allocation of `bytes`; the caller's results are then complete. */
+static int packed_data(const struct mb_chunk *cs, size_t nchunks, size_t bytes, size_t *ends,
+                       size_t n, struct mproc_packed *out) {
+  unsigned char *data = (unsigned char *)mproc__mb_bufs_alloc(bytes);
+  if (data == NULL)
+    return MPROC_ENOMEM;
+  unsigned char *w = data;
+  for (size_t k = 0; k < nchunks; k++) {
+    const struct mb_chunk *c = &cs[k];
+    if (c->ok > 0) {
+      const mproc__mb_end *ce = mproc__arena_at(c->job->p, c->outs);
+      size_t len = (size_t)ce[c->ok - 1];
+      memcpy(w, mproc__arena_at(c->job->p, c->area), len);
+      w += len;
+    }
+    const unsigned char *cur = c->rdata;
+    for (size_t i = 0; i < c->rest_ok; i++) {
+      size_t len = (size_t)c->rlen[i];
+      if (len > 0)
+        memcpy(w, cur, len);
+      cur += len + 1; /* the call way's results keep their NUL */
+      w += len;
+    }
+  }
+  *out = (struct mproc_packed){data, ends, n};
+  return 0;
+}
+
+/* Packed items as an array of mproc_buf (the general way and the call way
+ * take those), checking the ends.  0, MPROC_EINVAL or MPROC_ENOMEM. */
+static int packed_bufs(const struct mproc_packed *in, struct mproc_buf **out) {
+  struct mproc_buf *b = malloc(in->n * sizeof *b);
+  if (b == NULL)
+    return MPROC_ENOMEM;
+  const unsigned char *data = in->data;
+  size_t prev = 0;
+  for (size_t i = 0; i < in->n; i++) {
+    if (in->ends[i] < prev) {
+      free(b);
+      return MPROC_EINVAL;
+    }
+    b[i] = (struct mproc_buf){data != NULL ? data + prev : NULL, in->ends[i] - prev};
+    prev = in->ends[i];
+  }
+  *out = b;
+  return 0;
+}
+
+/* map_buf and map_packed, their arguments checked: items `in`, or packed
+ * `pk` (n of them, n > 0); results into *out or *pout. */
+static int map_run(struct mproc_pool *p, mproc_map_buf_fn fn, const struct mproc_buf *in,
+                   const struct mproc_packed *pk, size_t n, struct mproc_buf **out,
+                   struct mproc_packed *pout, const struct mproc_map_options *o,
+                   struct mproc_task_error *err, int64_t timeout_ms) {
   size_t chunk = o != NULL ? o->chunksize : 0;
   if (chunk == 0) {
     size_t div = 4 * (size_t)p->nworkers;
@@ -909,25 +1042,38 @@ MPROC_EXTERN int mproc_pool_map_buf(mproc_pool *p, mproc_map_buf_fn fn, const st
     cs[k].start = k * chunk;
     cs[k].count = n - cs[k].start < chunk ? n - cs[k].start : chunk;
   }
-  int r = j != NULL && cs != NULL ? job_init(j, p, fn, true) : MPROC_ENOMEM;
+  int r = j != NULL && cs != NULL ? job_init(j, p, fn, true, pk != NULL) : MPROC_ENOMEM;
   size_t roomy =
       MPROC__MB_ALIGN(ROOMY_TOTAL / nchunks < ROOMY_MAX ? ROOMY_TOTAL / nchunks : ROOMY_MAX);
   if (r == 0)
-    r = j->arena ? one_pass_start(j, cs, nchunks, in, n, roomy) : 1;
-  if (r == 1) /* the general way: the items checked first, each chunk its own extent */
+    r = j->arena ? one_pass_start(j, cs, nchunks, in, pk, n, roomy) : 1;
+  /* The general way: the items checked first, each chunk its own extent
+   * (packed items as an array of them). */
+  struct mproc_buf *tmp = NULL;
+  bool general = r == 1;
+  r = general ? 0 : r;
+  if (general && pk != NULL && (r = packed_bufs(pk, &tmp)) == 0)
+    in = tmp;
+  if (general && r == 0)
     r = size_chunks(cs, nchunks, in);
-  if (r != 0) {
+  if (r != 0 && !cs[0].queued) {
+    free(tmp);
     free(cs);
     free(j);
     return r;
   }
   int64_t dl = mproc__deadline(timeout_ms);
-  if (r == 0 && !cs[0].queued)
+  if (!cs[0].queued)
     r = chunks_start(j, cs, nchunks, in, 0, roomy);
+  free(tmp);     /* chunks_start copied the items */
+  err->code = r; /* the pool closed while chunks started: they are ended below */
   struct mproc__progress pr;
   static const struct mproc_map_options none;
   const struct mproc_map_options *po = o != NULL ? o : &none;
   mproc__progress_begin(&pr, po->progress, po->progress_cb, po->progress_ud, n);
+  size_t *ends = NULL, bytes = 0; /* packed: the results gathered so far */
+  if (r == 0 && pout != NULL && (ends = (size_t *)mproc__mb_bufs_alloc(n * sizeof *ends)) == NULL)
+    r = err->code = MPROC_ENOMEM;
   for (size_t k = 0; r == 0 && k < nchunks; k++) {
     r = wait_progress(j, cs, nchunks, k, &pr, dl);
     if (r != 0)
@@ -936,8 +1082,15 @@ MPROC_EXTERN int mproc_pool_map_buf(mproc_pool *p, mproc_map_buf_fn fn, const st
       *err = cs[k].err;
     if (r == 0)
       r = cs[k].fail;
+    if (r == 0 && ends != NULL && (r = packed_ends(&cs[k], ends, &bytes)) != 0)
+      err->code = r;
   }
-  if (r == 0) {
+  if (ends != NULL) {
+    if (r == 0 && (r = packed_data(cs, nchunks, bytes, ends, n, pout)) != 0)
+      err->code = r;
+    if (r != 0)
+      mproc_bufs_free((struct mproc_buf *)(void *)ends);
+  } else if (r == 0) {
     bool whole = j->view != NULL && j->res_len != 0;
     for (size_t k = 0; whole && k < nchunks; k++)
       whole = cs[k].rest == NULL;
@@ -949,6 +1102,64 @@ MPROC_EXTERN int mproc_pool_map_buf(mproc_pool *p, mproc_map_buf_fn fn, const st
     mproc__progress_update(&pr, items_done(j, cs, nchunks), true);
   chunks_end(j, cs, nchunks, cs);
   return r;
+}
+
+/* The checks both maps share: 0, or MPROC_EINVAL. */
+static int map_check(mproc_pool *p, mproc_map_buf_fn fn, const struct mproc_map_options *o,
+                     int64_t timeout_ms) {
+  if (p == NULL || fn == NULL || mproc__check_timeout(timeout_ms) != 0 ||
+      (o != NULL && (o->flags != 0 || !mproc__progress_valid(o->progress))))
+    return MPROC_EINVAL;
+  return 0;
+}
+
+MPROC_EXTERN int mproc_pool_map_buf(mproc_pool *p, mproc_map_buf_fn fn, const struct mproc_buf *in,
+                                    size_t n, struct mproc_buf **out,
+                                    const struct mproc_map_options *o, struct mproc_task_error *err,
+                                    int64_t timeout_ms) {
+  struct mproc_task_error scratch;
+  if (err == NULL)
+    err = &scratch;
+  memset(err, 0, sizeof *err);
+  if (out != NULL)
+    *out = NULL;
+  if (map_check(p, fn, o, timeout_ms) != 0 || out == NULL || (n > 0 && in == NULL) ||
+      n > SIZE_MAX / 4 / sizeof(struct mproc_buf))
+    return MPROC_EINVAL;
+  if (n == 0)
+    return 0;
+  return map_run(p, fn, in, NULL, n, out, NULL, o, err, timeout_ms);
+}
+
+MPROC_EXTERN int mproc_pool_map_packed(mproc_pool *p, mproc_map_buf_fn fn,
+                                       const struct mproc_packed *in, struct mproc_packed *out,
+                                       const struct mproc_map_options *o,
+                                       struct mproc_task_error *err, int64_t timeout_ms) {
+  struct mproc_task_error scratch;
+  if (err == NULL)
+    err = &scratch;
+  memset(err, 0, sizeof *err);
+  if (out != NULL)
+    *out = (struct mproc_packed){NULL, NULL, 0};
+  if (map_check(p, fn, o, timeout_ms) != 0 || out == NULL || in == NULL)
+    return MPROC_EINVAL;
+  size_t n = in->n;
+  if (n == 0)
+    return 0;
+  /* The last end bounds them all (the copies check that none decreases). */
+  if (in->ends == NULL || n > SIZE_MAX / 4 / sizeof(struct mproc_buf) ||
+      in->ends[n - 1] > SIZE_MAX / 4 || (in->data == NULL && in->ends[n - 1] > 0))
+    return MPROC_EINVAL;
+  return map_run(p, fn, NULL, in, n, NULL, out, o, err, timeout_ms);
+}
+
+MPROC_EXTERN void mproc_packed_free(struct mproc_packed *packed) {
+  if (packed == NULL)
+    return;
+  /* Two allocations (map_run): made as a copied mproc_buf array is. */
+  mproc_bufs_free((struct mproc_buf *)(uintptr_t)packed->ends);
+  mproc_bufs_free((struct mproc_buf *)(uintptr_t)packed->data);
+  *packed = (struct mproc_packed){NULL, NULL, 0};
 }
 
 /* ---- imap_buf ------------------------------------------------------------------ */
@@ -996,8 +1207,9 @@ MPROC_EXTERN int mproc_pool_imap_buf(mproc_pool *p, mproc_map_buf_fn fn, mproc_b
   it->q = calloc(it->max_chunks, sizeof *it->q);
   it->items =
       it->chunk <= SIZE_MAX / sizeof *it->items ? malloc(it->chunk * sizeof *it->items) : NULL;
-  int r = it->job != NULL && it->q != NULL && it->items != NULL ? job_init(it->job, p, fn, false)
-                                                                : MPROC_ENOMEM;
+  int r = it->job != NULL && it->q != NULL && it->items != NULL
+              ? job_init(it->job, p, fn, false, false)
+              : MPROC_ENOMEM;
   if (r != 0) {
     free(it->items);
     free(it->q);

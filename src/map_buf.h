@@ -25,24 +25,25 @@
 #include "fnref.h"
 
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <string.h>
 
 /* ---- the arena way ----------------------------------------------------------- */
 
 struct mproc__mb_hdr {
-  uint64_t job;     /* the job's id, non-zero: the worker caches the function per job */
-  uint64_t addr;    /* the element function's address (by_ref == 0: fork workers) */
-  uint32_t by_ref;  /* 1: `ref` names the function (spawn, forkserver workers) */
-  uint32_t full;    /* worker: the item at the failure point found the area full */
-  uint64_t need;    /* worker, with `full`: the size of that item's result */
-  int64_t outs_at;  /* the chunk's results (struct mproc_buf[count]), from the header */
-  int64_t area_at;  /* its results area, from the header */
-  uint64_t out_cap; /* the area's size */
-  uint64_t area_ub; /* the parent's address of the area (see below) */
-  uint64_t used;    /* worker: bytes of the area taken by results */
-  uint32_t has_msg; /* worker: `msg` holds the failed item's message */
-  uint32_t pad;
+  uint64_t job;      /* the job's id, non-zero: the worker caches the function per job */
+  uint64_t addr;     /* the element function's address (by_ref == 0: fork workers) */
+  uint32_t by_ref;   /* 1: `ref` names the function (spawn, forkserver workers) */
+  uint32_t full;     /* worker: the item at the failure point found the area full */
+  uint64_t need;     /* worker, with `full`: the size of that item's result */
+  int64_t outs_at;   /* the chunk's results (struct mproc_buf[count]), from the header */
+  int64_t area_at;   /* its results area, from the header */
+  uint64_t out_cap;  /* the area's size */
+  uint64_t area_ub;  /* the parent's address of the area (see below) */
+  uint64_t used;     /* worker: bytes of the area taken by results */
+  uint32_t has_msg;  /* worker: `msg` holds the failed item's message */
+  uint32_t packed;   /* the results are packed (map_packed, below) */
   int64_t ovf;       /* the job's overflow area (struct mproc__mb_ovf), from the header; 0: none */
   uint64_t ovf_ub;   /* the parent's address of the overflow area's bytes */
   uint64_t items_at; /* the first item's bytes, from the header */
@@ -71,6 +72,21 @@ typedef uint64_t mproc__mb_in;
  * worker).  Those two are the one place a worker writes parent addresses,
  * because the entries are the caller's result array itself: no pass over
  * the items is needed to turn offsets into pointers. */
+
+/* A packed job (mproc_pool_map_packed) halves what travels per item: its
+ * chunks run in the arena only inside map_buf's one pass (an extent of at
+ * most 1 GiB, so every offset in a chunk fits 32 bits), and
+ *  - its descriptors are uint32_t (mproc__mb_in32), the same ends;
+ *  - its results are packed: each result's bytes right after the previous
+ *    one's in the chunk's area (no NUL, no alignment), and at position i of
+ *    the chunk's results a uint32_t, where item i's bytes end, counted from
+ *    the area.  8 bytes for a 4-byte result instead of 32; the parent
+ *    gathers them into the caller's two arrays, one copy of the bytes a
+ *    chunk.  A result that does not fit what is left of the area stops the
+ *    chunk with `full` (packed jobs have no overflow area: its results could
+ *    not stay in order) and the rest runs the call way. */
+typedef uint32_t mproc__mb_in32;
+typedef uint32_t mproc__mb_end;
 
 /* The overflow area of a map_buf job: one extent shared by all its chunks,
  * for results that do not fit their chunk's own area, taken by an atomic
@@ -182,6 +198,7 @@ struct mproc_item_ctx {
   size_t used, cap;
   size_t start; /* where the current item's result begins (either way) */
   int code;     /* mproc_item_fail's code, 0 if not called */
+  bool packed;  /* the arena way: results packed (h->packed, read once) */
   char msg[200];
 };
 

@@ -151,17 +151,34 @@ static void rset_free(struct rset *rs) {
  * mapped with their pages populated in one system call, since a fresh
  * allocation of tens of MiB (above malloc's mmap threshold) would otherwise
  * take one page fault per 4 KiB, a large share of a map of small items; and
- * the last one released is kept for the next call (up to BUFS_KEEP_MAX), so a
- * program mapping again and again reuses warm pages instead of having fresh
- * ones zeroed each time, as malloc does with its heap. */
+ * the last BUFS_KEEP released are kept for the next calls (each up to
+ * BUFS_KEEP_MAX; two, for the two arrays of packed results), so a program
+ * mapping again and again reuses warm pages instead of having fresh ones
+ * zeroed each time, as malloc does with its heap. */
 struct bufs_hdr {
   size_t mapped; /* the mapping's length, 0: malloc */
   size_t pad;    /* 16 bytes: the array stays 16-byte aligned */
 };
 #define BUFS_MAP_MIN ((size_t)4 << 20)
 #define BUFS_KEEP_MAX ((size_t)256 << 20)
+#define BUFS_KEEP 2
 
-static _Atomic(struct bufs_hdr *) bufs_kept;
+static _Atomic(struct bufs_hdr *) bufs_kept[BUFS_KEEP];
+
+/* A kept mapping that fits len (not too small, not far too big), or NULL. */
+static struct bufs_hdr *bufs_reuse(size_t len) {
+  for (size_t i = 0; i < BUFS_KEEP; i++) {
+    struct bufs_hdr *h = atomic_exchange(&bufs_kept[i], NULL);
+    if (h == NULL)
+      continue;
+    if (h->mapped >= len && h->mapped / 2 <= len)
+      return h;
+    struct bufs_hdr *none = NULL;
+    if (!atomic_compare_exchange_strong(&bufs_kept[i], &none, h))
+      munmap(h, h->mapped); /* another was kept meanwhile */
+  }
+  return NULL;
+}
 
 struct mproc_buf *mproc__mb_bufs_alloc(size_t bytes) {
   struct bufs_hdr *h;
@@ -175,11 +192,7 @@ struct mproc_buf *mproc__mb_bufs_alloc(size_t bytes) {
     h->mapped = 0;
     return (struct mproc_buf *)(h + 1);
   }
-  h = atomic_exchange(&bufs_kept, NULL);
-  if (h != NULL && (h->mapped < len || h->mapped / 2 > len)) {
-    munmap(h, h->mapped); /* too small, or far too big to keep using */
-    h = NULL;
-  }
+  h = bufs_reuse(len);
   if (h == NULL) {
     void *m =
         mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
@@ -206,7 +219,10 @@ MPROC_EXTERN void mproc_bufs_free(struct mproc_buf *bufs) {
     free(h);
     return;
   }
-  struct bufs_hdr *none = NULL;
-  if (h->mapped > BUFS_KEEP_MAX || !atomic_compare_exchange_strong(&bufs_kept, &none, h))
-    munmap(h, h->mapped);
+  for (size_t i = 0; h->mapped <= BUFS_KEEP_MAX && i < BUFS_KEEP; i++) {
+    struct bufs_hdr *none = NULL;
+    if (atomic_compare_exchange_strong(&bufs_kept[i], &none, h))
+      return;
+  }
+  munmap(h, h->mapped);
 }

@@ -83,11 +83,29 @@ static inline int store(mproc_item_ctx *c, const void *data, size_t len) {
   return overflow(c, data, len);
 }
 
+/* A packed result that does not fit what is left of the area stops the
+ * chunk there: packed results have no overflow area, they must stay in item
+ * order in the area. */
+static int packed_full(mproc_item_ctx *c, size_t len) {
+  c->used = c->start;
+  c->h->full = 1;
+  c->h->need = len;
+  return MPROC_ENOMEM;
+}
+
 MPROC_EXTERN int mproc_item_return(mproc_item_ctx *c, const void *data, size_t len) {
   if (c == NULL || (data == NULL && len > 0))
     return MPROC_EINVAL;
-  if (c->h != NULL)
-    return store(c, data, len);
+  if (c->h != NULL) {
+    if (!c->packed)
+      return store(c, data, len);
+    /* Packed: right after the previous result, no call for a small one. */
+    if (len > c->area_cap - c->start)
+      return packed_full(c, len);
+    mproc__mb_copy(c->area + c->start, data, len);
+    c->used = c->start + len;
+    return 0;
+  }
   c->used = c->start;
   if (len > c->cap - c->used) {
     if (len > SIZE_MAX / 4 - c->used || mproc__mb_grow(&c->buf, &c->cap, c->used + len) != 0)
@@ -144,6 +162,46 @@ int mproc__map_buf_item(const void *in, void *out) {
   return MPROC_ENOSYS; /* a marker: see map_buf.h */
 }
 
+/* Records the message of a failed item (mproc_item_fail's) in the header. */
+static void failed_msg(struct mproc__mb_hdr *h, const mproc_item_ctx *c) {
+  if (c->code != 0) {
+    memcpy(h->msg, c->msg, sizeof h->msg);
+    h->has_msg = 1;
+  }
+}
+
+/* The item loop of a packed chunk (map_buf.h): 32-bit descriptors in, each
+ * result right after the previous one and its 32-bit end out.  Nothing
+ * returned leaves an empty result: its end is where it began. */
+static int run_packed(struct mproc__mb_hdr *h, mproc_item_ctx *c, const mproc__mb_in32 *end,
+                      uint64_t count, _Atomic uint64_t *progress, mproc_map_buf_fn fn) {
+  mproc__mb_end *ends = (mproc__mb_end *)((unsigned char *)h + h->outs_at);
+  const unsigned char *items = (const unsigned char *)h + h->items_at;
+  uint32_t at = 0;
+  int r = 0;
+  for (uint64_t i = 0; i < count; i++) {
+    atomic_store_explicit(progress, i, memory_order_relaxed);
+    c->start = c->used;
+    c->code = 0;
+    uint32_t e = end[i];
+    r = fn(items + at, e - at, c);
+    if (h->full) {
+      r = MPROC_ENOMEM; /* whatever the function made of it: the parent takes over */
+      break;
+    }
+    if (r == 0 && c->code != 0)
+      r = c->code;
+    if (r != 0) {
+      failed_msg(h, c);
+      break;
+    }
+    ends[i] = (mproc__mb_end)c->used;
+    at = e;
+  }
+  h->used = c->used;
+  return r;
+}
+
 int mproc__map_buf_run(unsigned char *descs, uint64_t count, _Atomic uint64_t *progress) {
   struct mproc__mb_hdr *h = (struct mproc__mb_hdr *)(descs - MPROC__MB_HDR);
   /* A chunk retried after its worker died starts over. */
@@ -172,6 +230,9 @@ int mproc__map_buf_run(unsigned char *descs, uint64_t count, _Atomic uint64_t *p
   c.buf = NULL;
   c.cap = 0;
   c.used = 0;
+  c.packed = h->packed != 0;
+  if (c.packed)
+    return run_packed(h, &c, (const mproc__mb_in32 *)descs, count, progress, fn);
   uint64_t at = 0;
   int r = 0;
   for (uint64_t i = 0; i < count; i++) {
@@ -194,10 +255,7 @@ int mproc__map_buf_run(unsigned char *descs, uint64_t count, _Atomic uint64_t *p
     if (r == 0 && c.code != 0)
       r = c.code;
     if (r != 0) {
-      if (c.code != 0) {
-        memcpy(h->msg, c.msg, sizeof h->msg);
-        h->has_msg = 1;
-      }
+      failed_msg(h, &c);
       break;
     }
     outs[i] = (struct mproc_buf){(const void *)(uintptr_t)c.rdata, c.rlen};

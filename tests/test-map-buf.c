@@ -2,20 +2,9 @@
  * in chunks; the failed item is blamed exactly; bad arguments are refused
  * and nothing leaks on any path (the harness counts fds, maps, children). */
 #include "map_buf.h"
+#include "map-buf-items.h"
 #include "pool-helpers.h"
 #include "pool.h"
-
-/* The result is the item reversed, followed by its length in decimal. */
-static int reverse_len(const void *in, size_t len, mproc_item_ctx *ctx) {
-  char buf[4096 + 32];
-  if (len > 4096)
-    return mproc_item_fail(ctx, 7, "item of %zu bytes is too long", len);
-  const char *s = in;
-  for (size_t i = 0; i < len; i++)
-    buf[i] = s[len - 1 - i];
-  int k = snprintf(buf + len, 32, ":%zu", len);
-  return mproc_item_return(ctx, buf, len + (size_t)k);
-}
 
 /* Items starting with '!' fail with a plain positive code; "?" with a
  * negative one; "x" returns twice (the second result counts). */
@@ -161,11 +150,6 @@ START_TEST(test_worker_death_fails_the_chunk) {
 }
 END_TEST
 
-/* Blocks until S->release (or until its worker is killed). */
-static int block_item(const void *in, size_t len, mproc_item_ctx *ctx) {
-  return task_block(in, len, NULL) == 0 && ctx != NULL ? 0 : 1;
-}
-
 START_TEST(test_deadline_cancels) {
   S = shared_new();
   mproc_pool *p = make_pool(1);
@@ -285,34 +269,9 @@ START_TEST(test_progress_moves_per_item) {
 }
 END_TEST
 
-/* The item "big" returns `BIG` bytes, more than a chunk's results area
- * holds: the chunk finishes the call way. */
-#define BIG ((size_t)20 << 20)
-static int big_result(const void *in, size_t len, mproc_item_ctx *ctx) {
-  bool gib = len == 3 && memcmp(in, "gib", 3) == 0, bag = len == 3 && memcmp(in, "bag", 3) == 0;
-  if (bag && mproc_item_return(ctx, in, len) != 0)
-    return 98;
-  if (len != 3 || (memcmp(in, "big", 3) != 0 && !gib && !bag))
-    return mproc_item_return(ctx, in, len);
-  atomic_fetch_add(&S->count, 1);
-  char *b = malloc(BIG);
-  if (b == NULL)
-    return MPROC_ENOMEM;
-  for (size_t i = 0; i < BIG; i++)
-    b[i] = (char)('a' + i % 23);
-  int r = mproc_item_return(ctx, b, BIG);
-  free(b);
-  if (r == 0 && gib)
-    r = mproc_item_return(ctx, in, len); /* the second result replaces the first */
-  return r;
-}
-
 static void check_big(const struct mproc_buf *r) {
-  ck_assert_uint_eq(r->len, BIG);
-  const char *b = r->data;
-  for (size_t i = 0; i < BIG; i += 4099)
-    ck_assert_int_eq(b[i], 'a' + (int)(i % 23));
-  ck_assert_int_eq(b[BIG], '\0');
+  check_big_bytes(r);
+  ck_assert_int_eq(((const char *)r->data)[BIG], '\0');
 }
 
 static int gen_with_big(void *ctx, struct mproc_buf *item) {

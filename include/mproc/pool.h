@@ -434,6 +434,29 @@ MPROC_EXTERN int mproc_pool_map_buf(mproc_pool *pool, mproc_map_buf_fn fn,
  * the pool that made them is freed. */
 MPROC_EXTERN void mproc_bufs_free(struct mproc_buf *bufs);
 
+/* n byte strings packed back to back in one buffer: item i is the bytes
+ * [i > 0 ? ends[i - 1] : 0, ends[i]) of data (ends never decrease).  Two
+ * flat arrays instead of an mproc_buf an item: the layout that makes a map
+ * over many small items as cheap as a fixed-size one. */
+struct mproc_packed {
+  const void *data;   /* may be NULL only when every item is empty */
+  const size_t *ends; /* n ends, each counted from data */
+  size_t n;
+};
+/* mproc_pool_map_buf over packed items with packed results: on success *out
+ * holds in->n results back to back (no alignment, no NUL), owned by the
+ * caller until mproc_packed_free.  The item function, chunking, progress,
+ * failures and errors as mproc_pool_map_buf; *out is all zero on any
+ * failure; MPROC_EINVAL also for NULL in or out, NULL in->ends with n > 0,
+ * or ends that decrease. */
+MPROC_EXTERN int mproc_pool_map_packed(mproc_pool *pool, mproc_map_buf_fn fn,
+                                       const struct mproc_packed *in, struct mproc_packed *out,
+                                       const struct mproc_map_options *opts,
+                                       struct mproc_task_error *err, int64_t timeout_ms);
+/* Release the results of mproc_pool_map_packed and zero *packed (NULL, or
+ * one already released or all zero, is fine). */
+MPROC_EXTERN void mproc_packed_free(struct mproc_packed *packed);
+
 /* ---- imap, imap_unordered ------------------------------------------------- */
 
 /* Generator: write the next input element into *item and return 1, return 0
