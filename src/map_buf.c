@@ -550,18 +550,24 @@ static size_t packed_base(const struct mb_chunk *c, const struct mproc_packed *i
 }
 
 /* Writes the descriptors of chunk c's packed items at d: the caller's ends
- * made relative to the chunk, checked on the way (one pass over them).  0,
- * or MPROC_EINVAL: an end decreases. */
+ * made relative to the chunk, checked on the way.  0, or MPROC_EINVAL: an
+ * end decreases (or passes SIZE_MAX / 4, which the last end may not, so
+ * one after it decreases).  Ends below that bound differ by less than it,
+ * so an end smaller than the one before leaves a difference with one of
+ * the two top bits set: or-ing every end and every difference makes one
+ * test at the end, and a loop with no branch and nothing carried from one
+ * item to the next, which the compiler turns into vector code. */
 static int packed_descs(const struct mb_chunk *c, const struct mproc_packed *in,
                         mproc__mb_in32 *d) {
-  size_t base = packed_base(c, in), prev = base, count = c->count, bad = 0;
+  size_t base = packed_base(c, in), count = c->count;
   const size_t *e = in->ends + c->start;
-  for (size_t i = 0; i < count; i++) {
-    bad |= e[i] < prev; /* no branch an item: one answer at the end */
-    prev = e[i];
+  size_t acc = e[0] | (e[0] - base);
+  d[0] = (mproc__mb_in32)(e[0] - base);
+  for (size_t i = 1; i < count; i++) {
+    acc |= e[i] | (e[i] - e[i - 1]);
     d[i] = (mproc__mb_in32)(e[i] - base); /* < 1 GiB: one_pass_start */
   }
-  return bad ? MPROC_EINVAL : 0;
+  return (acc & ~(SIZE_MAX / 4)) != 0 ? MPROC_EINVAL : 0;
 }
 
 /* map_buf's one pass: the caller's items (in, or packed: pk) are read once

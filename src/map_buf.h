@@ -98,15 +98,12 @@ struct mproc__mb_ovf {
 };
 #define MPROC__MB_OVF ((size_t)64)
 
-/* memcpy for the many small copies of small items: lengths up to 16 bytes
- * are two overlapping fixed-size copies (inlined, no call), never touching a
- * byte outside either buffer. */
-static inline void mproc__mb_copy(void *dst, const void *src, size_t len) {
+/* A copy of up to 16 bytes: two overlapping fixed-size copies (inlined, no
+ * call), never touching a byte outside either buffer. */
+static inline void mproc__mb_copy_small(void *dst, const void *src, size_t len) {
   unsigned char *d = dst;
   const unsigned char *s = src;
-  if (len > 16) {
-    memcpy(d, s, len);
-  } else if (len >= 8) {
+  if (len >= 8) {
     uint64_t a, b;
     memcpy(&a, s, 8);
     memcpy(&b, s + len - 8, 8);
@@ -122,6 +119,14 @@ static inline void mproc__mb_copy(void *dst, const void *src, size_t len) {
     for (size_t i = 0; i < len; i++)
       d[i] = s[i];
   }
+}
+
+/* memcpy for the many small copies of small items. */
+static inline void mproc__mb_copy(void *dst, const void *src, size_t len) {
+  if (len > 16)
+    memcpy(dst, src, len);
+  else
+    mproc__mb_copy_small(dst, src, len);
 }
 
 /* The K_MAP element function that marks an arena chunk.  The worker never

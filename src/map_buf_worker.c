@@ -83,28 +83,26 @@ static inline int store(mproc_item_ctx *c, const void *data, size_t len) {
   return overflow(c, data, len);
 }
 
-/* A packed result that does not fit what is left of the area stops the
- * chunk there: packed results have no overflow area, they must stay in item
- * order in the area. */
-static int packed_full(mproc_item_ctx *c, size_t len) {
-  c->used = c->start;
-  c->h->full = 1;
-  c->h->need = len;
-  return MPROC_ENOMEM;
-}
-
-MPROC_EXTERN int mproc_item_return(mproc_item_ctx *c, const void *data, size_t len) {
+/* mproc_item_return but for its fast paths: checks, results over 16 bytes,
+ * results that do not fit, and the call way. */
+static __attribute__((noinline)) int item_return_slow(mproc_item_ctx *c, const void *data,
+                                                      size_t len) {
   if (c == NULL || (data == NULL && len > 0))
     return MPROC_EINVAL;
+  if (c->h != NULL && !c->packed)
+    return store(c, data, len);
   if (c->h != NULL) {
-    if (!c->packed)
-      return store(c, data, len);
-    /* Packed: right after the previous result, no call for a small one. */
-    if (len > c->area_cap - c->start)
-      return packed_full(c, len);
-    mproc__mb_copy(c->area + c->start, data, len);
-    c->used = c->start + len;
-    return 0;
+    c->used = c->start;
+    if (len <= c->area_cap - c->start) {
+      mproc__mb_copy(c->area + c->start, data, len);
+      c->used = c->start + len;
+      return 0;
+    }
+    /* No room: the chunk stops here (packed results have no overflow area,
+     * they must stay in item order in the area). */
+    c->h->full = 1;
+    c->h->need = len;
+    return MPROC_ENOMEM;
   }
   c->used = c->start;
   if (len > c->cap - c->used) {
@@ -115,6 +113,30 @@ MPROC_EXTERN int mproc_item_return(mproc_item_ctx *c, const void *data, size_t l
     memcpy(c->buf + c->used, data, len);
   c->used += len;
   return 0;
+}
+
+/* The fast paths, a small result that fits its chunk's area: with no call
+ * and no register saved, since this runs once an item (the rest, a tail
+ * call). */
+MPROC_EXTERN int mproc_item_return(mproc_item_ctx *c, const void *data, size_t len) {
+  if (c == NULL || c->h == NULL || data == NULL || len > 16)
+    return item_return_slow(c, data, len);
+  size_t room = c->area_cap - c->start;
+  unsigned char *w = c->area + c->start;
+  if (c->packed && len <= room) {
+    mproc__mb_copy_small(w, data, len);
+    c->used = c->start + len;
+    return 0;
+  }
+  if (!c->packed && MPROC__MB_ALIGN16(len + 1) <= room) {
+    mproc__mb_copy_small(w, data, len);
+    w[len] = '\0';
+    c->used = c->start + MPROC__MB_ALIGN16(len + 1);
+    c->rdata = c->h->area_ub + c->start;
+    c->rlen = len;
+    return 0;
+  }
+  return item_return_slow(c, data, len);
 }
 
 MPROC_EXTERN int mproc_item_fail(mproc_item_ctx *c, int code, const char *fmt, ...) {

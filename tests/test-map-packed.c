@@ -332,6 +332,11 @@ START_TEST(test_bad_arguments) {
   struct mproc_map_options one = {.chunksize = 1};
   mproc_assert_err(mproc_pool_map_packed(p, counting, &in, &out, &one, NULL, 1000), MPROC_EINVAL);
   ck_assert_int_eq(atomic_load(&S->count), 0);
+  /* One that wraps: the difference 3 - (SIZE_MAX - 1) is small. */
+  size_t wraps[3] = {2, SIZE_MAX - 1, 3};
+  bad = (struct mproc_packed){"abc", wraps, 3};
+  mproc_assert_err(mproc_pool_map_packed(p, counting, &bad, &out, &one, NULL, 1000), MPROC_EINVAL);
+  ck_assert_int_eq(atomic_load(&S->count), 0);
   in.n = 2;
   /* sizes past SIZE_MAX / 4 */
   size_t huge_ends[2] = {1, SIZE_MAX / 2};
