@@ -1,6 +1,6 @@
-/* map over variable-size items with variable-size results (mproc_pool_map_buf,
- * mproc_pool_imap_buf): the parent side.  Formats in map_buf.h, the worker
- * side in map_buf_worker.c.
+/* map over variable-size items with variable-size results
+ * (mproc_pool_map_buf, mproc_pool_map_packed, mproc_pool_imap_buf): the
+ * parent side.  Formats in map_buf.h, the worker side in map_buf_worker.c.
  *
  * Design notes.  A chunk of items is one extent of the pool's data arena,
  * filled once by the parent (descriptors and item bytes), and it travels as
@@ -40,6 +40,15 @@
  * into one allocation instead (gather), as does a pool whose workers do not
  * map the arena itself (any transport but shared memory), where every chunk
  * runs the call way.
+ *
+ * map_packed (mproc_pool_map_packed) is map_buf over packed items with
+ * packed results (map_buf.h): half the bytes an item inside the workers.
+ * Its ends tell where every item goes before a byte is copied, so the
+ * parent checks and copies them as descriptors first, then queues each
+ * chunk as soon as its bytes are in; it gathers each chunk's results into
+ * the caller's ends as soon as that chunk is final, and copies the bytes,
+ * one copy an area, at the end.  Its chunks run in the arena only in the
+ * one pass (32-bit offsets); anything else runs the call way.
  *
  * map_buf waits for its chunks in order: the first chunk with a failure holds
  * the lowest failed item, so the chunks after it are cancelled at once.

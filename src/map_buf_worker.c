@@ -18,6 +18,13 @@
  * see map_buf.c).  A chunk that is retried after its worker died starts
  * again at its first item, which resets the area.
  *
+ * A packed chunk (mproc_pool_map_packed) runs its own loop, run_packed: 32-bit
+ * descriptors in, each result's bytes right after the previous one's and a
+ * 32-bit end out, no NUL, no alignment, no overflow area (a result that does
+ * not fit stops the chunk with `full`).  mproc_item_return stores a small
+ * result that fits, packed or not, in a leaf with no call: it runs once an
+ * item, and for a map of small items it is much of the worker's work.
+ *
  * A call-way chunk (chunk_task) collects results in a growing buffer and
  * returns them as one task result; its first failed item ends it, and that
  * item's position, code and message travel in the result header while the
@@ -66,18 +73,23 @@ static int overflow(mproc_item_ctx *c, const void *data, size_t len) {
   return MPROC_ENOMEM;
 }
 
-/* Stores the current item's result (the arena way); a second call replaces
- * the first, starting again at `start`.  Inline: for a small item it is
- * most of the worker's work. */
+/* The rest of storing a result whose bytes were copied to w, the area at
+ * `start` (unpacked): its NUL, the room it takes, its parent address. */
+static inline void stored(mproc_item_ctx *c, unsigned char *w, size_t len) {
+  w[len] = '\0';
+  c->used = c->start + MPROC__MB_ALIGN16(len + 1);
+  c->rdata = c->h->area_ub + c->start;
+  c->rlen = len;
+}
+
+/* Stores the current item's result (the arena way, unpacked); a second
+ * call replaces the first, starting again at `start`. */
 static inline int store(mproc_item_ctx *c, const void *data, size_t len) {
   c->used = c->start;
   if (len < c->area_cap - c->start && MPROC__MB_ALIGN16(len + 1) <= c->area_cap - c->start) {
     unsigned char *w = c->area + c->start;
     mproc__mb_copy(w, data, len);
-    w[len] = '\0';
-    c->used = c->start + MPROC__MB_ALIGN16(len + 1);
-    c->rdata = c->h->area_ub + c->start;
-    c->rlen = len;
+    stored(c, w, len);
     return 0;
   }
   return overflow(c, data, len);
@@ -130,10 +142,7 @@ MPROC_EXTERN int mproc_item_return(mproc_item_ctx *c, const void *data, size_t l
   }
   if (!c->packed && MPROC__MB_ALIGN16(len + 1) <= room) {
     mproc__mb_copy_small(w, data, len);
-    w[len] = '\0';
-    c->used = c->start + MPROC__MB_ALIGN16(len + 1);
-    c->rdata = c->h->area_ub + c->start;
-    c->rlen = len;
+    stored(c, w, len);
     return 0;
   }
   return item_return_slow(c, data, len);
