@@ -52,18 +52,15 @@
  *
  * map_buf waits for its chunks in order: the first chunk with a failure holds
  * the lowest failed item, so the chunks after it are cancelled at once.
- * imap_buf keeps a ring of at most max_inflight items' chunks, each with its
- * results area and entries in its own extent, and yields results in order
- * straight from the arena (a result stays valid until the next call, so a
- * chunk whose last item was yielded is released one call later).
+ * imap_buf (map_buf_imap.c) streams through the same chunks; the job and
+ * chunk structures they share are in map_buf_job.h.
  *
  * A chunk that will not land after being cancelled (a worker that cannot be
  * reaped within the bounded wait) is never freed under the worker: the job
  * is marked orphaned and the last chunk to land frees the extents, the chunk
  * array and the job (under mu; the pool completes every chunk before its
  * manager exits). */
-#include "map_buf.h"
-#include "pool.h"
+#include "map_buf_job.h"
 #include "progress.h"
 
 #include <stdio.h>
@@ -71,11 +68,6 @@
 #include <string.h>
 
 #define ALIGN16(x) (((x) + 15) & ~(size_t)15)
-/* The results areas of the chunks in flight together take at most this much
- * of the arena beyond what their inputs ask for, and one chunk at most
- * ROOMY_MAX: the pages below the arena's keep mark stay warm between calls. */
-#define ROOMY_TOTAL ((size_t)256 << 20)
-#define ROOMY_MAX ((size_t)16 << 20)
 /* A map_buf's overflow area, for the results too large for their chunk's
  * area: reserved as address space, touched only by such results. */
 #define OVF_MAX ((size_t)1 << 30)
@@ -86,56 +78,6 @@ size_t mproc__map_buf_in_max = IN_MAX;
 /* A packed job's chunks address their items and results in 32 bits. */
 _Static_assert(IN_MAX <= UINT32_MAX, "one pass offsets fit 32 bits");
 
-struct mb_job {
-  struct mproc_pool *p;
-  mproc_map_buf_fn fn;
-  uint64_t id; /* non-zero, unique in this process */
-  bool by_ref; /* the workers exec: the function travels as `ref` */
-  struct mproc__fnref ref;
-  bool arena;           /* the workers share the pool's data arena (shm transport) */
-  size_t live;          /* arena chunks queued and not landed (under mu) */
-  bool orphaned;        /* the owner left: the last chunk to land frees (under mu) */
-  void *mem;            /* the chunk array, freed with an orphaned job */
-  bool is_map;          /* map_buf: an overflow area and one results extent */
-  bool packed;          /* map_packed: packed results, no overflow area, no view */
-  uint64_t ovf;         /* the overflow area (struct mproc__mb_ovf) */
-  size_t ovf_len;       /* its extent's length, 0: none */
-  uint64_t in;          /* map_buf's one pass: the extent of every chunk's input */
-  size_t in_len;        /* its length, 0: none */
-  uint64_t res;         /* map_buf: the results extent (entries, then the areas) */
-  size_t res_len;       /* its length, 0: none (the chunks run the call way) */
-  bool res_in_in;       /* the results extent is the tail of `in` (freed with it) */
-  unsigned char *view;  /* map_buf: the pool's view, NULL: none (results are copied) */
-  unsigned char *ubase; /* where the parent reads the arena's offset 0 from */
-};
-
-struct mb_chunk {
-  struct mproc__task t; /* the arena task: first, the completion finds the chunk */
-  struct mb_job *job;
-  uint64_t ext;   /* its header, followed by its descriptors (an arena offset) */
-  size_t ext_len; /* the length of the extent it owns from there, 0: none (the
-                     call way, or in the job's `in`) */
-  size_t fixed;   /* its header, descriptors and item bytes */
-  size_t bytes;   /* the item bytes */
-  uint64_t items; /* the arena offset of its item bytes */
-  uint64_t outs;  /* the arena offset of its entries (struct mproc_buf[count]) */
-  uint64_t area;  /* the arena offset of its results area */
-  size_t area_len;
-  size_t start, count;
-  bool queued;          /* the arena task was queued */
-  _Atomic bool landed;  /* it completed (or there was none): the fields below hold */
-  size_t ok;            /* items whose results are in the arena */
-  bool full;            /* item `ok` found the area full: the rest runs the call way */
-  mproc_future *rest;   /* the call way: items ok.. */
-  size_t rest_ok;       /* items of the rest with results */
-  const uint64_t *rlen; /* their lengths and bytes (in rest's result) */
-  const unsigned char *rdata;
-  const unsigned char *cur;    /* imap_buf: the next rest result to yield */
-  bool parsed;                 /* ok, rest_ok, fail and err are final */
-  int fail;                    /* 0, or the code of item ok + rest_ok */
-  struct mproc_task_error err; /* its error */
-};
-
 /* ---- the job ---------------------------------------------------------------- */
 
 static _Atomic uint64_t job_ids;
@@ -145,13 +87,13 @@ static _Atomic uint64_t job_ids;
  * the results), so it runs in the arena only where the workers map the
  * arena itself -- the shared-memory transport; a transport that copies
  * chunks by value (MPI) gets every chunk the call way. */
-static int job_init(struct mb_job *j, struct mproc_pool *p, mproc_map_buf_fn fn, bool is_map,
-                    bool packed) {
-  *j = (struct mb_job){.p = p,
-                       .fn = fn,
-                       .arena = p->tp == &mproc__transport_shm,
-                       .is_map = is_map,
-                       .packed = packed};
+int mproc__mb_job_init(struct mproc__mb_job *j, struct mproc_pool *p, mproc_map_buf_fn fn,
+                       bool is_map, bool packed) {
+  *j = (struct mproc__mb_job){.p = p,
+                              .fn = fn,
+                              .arena = p->tp == &mproc__transport_shm,
+                              .is_map = is_map,
+                              .packed = packed};
   j->id = atomic_fetch_add(&job_ids, 1) + 1;
   j->by_ref = p->opts.start_method != MPROC_START_FORK;
   int r = j->by_ref ? mproc__fnref_make(MPROC_FUNCTION(fn), &j->ref) : 0;
@@ -168,7 +110,7 @@ static int job_init(struct mb_job *j, struct mproc_pool *p, mproc_map_buf_fn fn,
 /* ---- the call way ------------------------------------------------------------- */
 
 /* Packs items as a call-way argument and submits it. */
-static int call_submit(struct mb_job *j, const struct mproc_buf *items, size_t count,
+static int call_submit(struct mproc__mb_job *j, const struct mproc_buf *items, size_t count,
                        mproc_future **f) {
   size_t hdr = sizeof(struct mproc__mb_chunk) + (j->by_ref ? sizeof j->ref : 0), len = hdr;
   for (size_t i = 0; i < count; i++) {
@@ -212,7 +154,7 @@ static void set_item_error(struct mproc_task_error *err, size_t index, int code,
 
 /* Reads the finished rest of chunk c: its results, or the failure of its
  * first unfinished item (the whole task failed: worker died, timed out). */
-static void rest_parse(struct mb_chunk *c) {
+static void rest_parse(struct mproc__mb_jchunk *c) {
   size_t first = c->start + c->ok, count = c->count - c->ok;
   const void *res;
   size_t len;
@@ -248,7 +190,7 @@ static void rest_parse(struct mb_chunk *c) {
 
 /* Frees the job's own extents, the results extent and the overflow area,
  * when nobody took them (under mu). */
-static void job_extents_free(struct mb_job *j) {
+static void job_extents_free(struct mproc__mb_job *j) {
   if (j->ovf_len != 0)
     mproc__arena_free(j->p, j->ovf, j->ovf_len);
   if (j->res_len != 0 && !j->res_in_in)
@@ -261,8 +203,8 @@ static void job_extents_free(struct mb_job *j) {
 }
 
 static void chunk_landed(struct mproc_pool *p, struct mproc__task *t, struct mproc__outcome *o) {
-  struct mb_chunk *c = (struct mb_chunk *)t;
-  struct mb_job *j = c->job;
+  struct mproc__mb_jchunk *c = (struct mproc__mb_jchunk *)t;
+  struct mproc__mb_job *j = c->job;
   j->live--;
   if (j->orphaned) {
     if (c->ext_len != 0)
@@ -302,23 +244,23 @@ static void chunk_landed(struct mproc_pool *p, struct mproc__task *t, struct mpr
 /* The least results area of a chunk: its input's size plus 16 bytes an item,
  * so results no larger than their items always fit (each takes its bytes and
  * NUL rounded up to 16). */
-static size_t area_least(const struct mb_chunk *c) {
+static size_t area_least(const struct mproc__mb_jchunk *c) {
   return MPROC__MB_ALIGN(c->bytes + 16 * c->count);
 }
 
 /* The size of one item's descriptor (map_buf.h). */
-static size_t desc_size(const struct mb_job *j) {
+static size_t desc_size(const struct mproc__mb_job *j) {
   return j->packed ? sizeof(mproc__mb_in32) : sizeof(mproc__mb_in);
 }
 
 /* The size of one result's entry: an mproc_buf, or a packed result's end. */
-static size_t ent_size(const struct mb_job *j) {
+static size_t ent_size(const struct mproc__mb_job *j) {
   return j->packed ? sizeof(mproc__mb_end) : sizeof(struct mproc_buf);
 }
 
 /* The size of a results extent for chunks cs[0..n) (all of map_buf's) with
  * areas at least `roomy` wide: the n entries, then each chunk's area. */
-static size_t res_size(const struct mb_chunk *cs, size_t n, size_t roomy) {
+static size_t res_size(const struct mproc__mb_jchunk *cs, size_t n, size_t roomy) {
   size_t len = MPROC__MB_ALIGN((cs[n - 1].start + cs[n - 1].count) * ent_size(cs[0].job));
   for (size_t k = 0; k < n && len <= SIZE_MAX / 4; k++) {
     size_t least = area_least(&cs[k]);
@@ -328,7 +270,8 @@ static size_t res_size(const struct mb_chunk *cs, size_t n, size_t roomy) {
 }
 
 /* Lays the chunks' entries and areas out in the results extent at j->res. */
-static void res_place(struct mb_job *j, struct mb_chunk *cs, size_t n, size_t roomy) {
+static void res_place(struct mproc__mb_job *j, struct mproc__mb_jchunk *cs, size_t n,
+                      size_t roomy) {
   size_t ent = ent_size(j);
   uint64_t at = j->res + MPROC__MB_ALIGN((cs[n - 1].start + cs[n - 1].count) * ent);
   for (size_t k = 0; k < n; k++) {
@@ -348,7 +291,8 @@ static size_t roomy_less(size_t roomy) {
 /* The job's results extent (map_buf's general way, under mu), its areas as
  * wide as `roomy` allows while the arena has room.  Leaves res_len 0 (every
  * chunk runs the call way) when even the least fails. */
-static void res_alloc(struct mb_job *j, struct mb_chunk *cs, size_t n, size_t roomy) {
+static void res_alloc(struct mproc__mb_job *j, struct mproc__mb_jchunk *cs, size_t n,
+                      size_t roomy) {
   for (;;) {
     size_t len = res_size(cs, n, roomy);
     if (len <= SIZE_MAX / 4 && mproc__arena_alloc(j->p, len, &j->res) == 0) {
@@ -366,7 +310,7 @@ static void res_alloc(struct mb_job *j, struct mb_chunk *cs, size_t n, size_t ro
  * its entries and a results area of at least area_least, widened up to
  * `roomy` while the arena has room.  Leaves ext_len 0 (the call way) when
  * the arena cannot hold it, or map_buf has no results extent. */
-static void chunk_alloc(struct mb_job *j, struct mb_chunk *c, size_t roomy) {
+static void chunk_alloc(struct mproc__mb_job *j, struct mproc__mb_jchunk *c, size_t roomy) {
   c->ext = 0; /* nothing left of an abandoned one pass */
   c->ext_len = 0;
   /* A packed job's chunks fit 32-bit offsets only inside the one pass. */
@@ -397,7 +341,7 @@ static void chunk_alloc(struct mb_job *j, struct mb_chunk *c, size_t roomy) {
 
 /* Reserves the job's overflow area (under mu): as large as the arena allows
  * up to OVF_MAX, none below OVF_MIN.  Untouched, it is address space only. */
-static void ovf_reserve(struct mb_job *j) {
+static void ovf_reserve(struct mproc__mb_job *j) {
   for (size_t len = OVF_MAX; len >= OVF_MIN; len /= 2) {
     if (mproc__arena_alloc(j->p, len, &j->ovf) == 0) {
       struct mproc__mb_ovf *o = mproc__arena_at(j->p, j->ovf);
@@ -411,7 +355,7 @@ static void ovf_reserve(struct mb_job *j) {
 
 /* Sizes chunk c's fixed part (header, descriptors, item bytes) from its
  * items, with c->bytes. */
-static void chunk_size(struct mb_chunk *c, size_t bytes) {
+void mproc__mb_chunk_size(struct mproc__mb_jchunk *c, size_t bytes) {
   c->bytes = bytes;
   c->fixed = MPROC__MB_ALIGN(MPROC__MB_HDR + c->count * sizeof(mproc__mb_in) + bytes);
 }
@@ -419,7 +363,7 @@ static void chunk_size(struct mb_chunk *c, size_t bytes) {
 /* Sets up chunk c's header (at c->ext, its descriptors after it, already
  * written) and its task: its items at c->items, its results at c->outs
  * and c->area (the header is ours: no lock). */
-static void chunk_setup(struct mb_job *j, struct mb_chunk *c) {
+static void chunk_setup(struct mproc__mb_job *j, struct mproc__mb_jchunk *c) {
   struct mproc_pool *p = j->p;
   struct mproc__mb_hdr *h = mproc__arena_at(p, c->ext);
   memset(h, 0, sizeof *h);
@@ -461,7 +405,8 @@ static void chunk_setup(struct mb_job *j, struct mb_chunk *c) {
 
 /* Fills chunk c's own extent (header, descriptors, item bytes) and sets it
  * up (the extent is ours: no lock). */
-static void chunk_fill(struct mb_job *j, struct mb_chunk *c, const struct mproc_buf *items) {
+static void chunk_fill(struct mproc__mb_job *j, struct mproc__mb_jchunk *c,
+                       const struct mproc_buf *items) {
   unsigned char *b = mproc__arena_at(j->p, c->ext);
   mproc__mb_in *d = (mproc__mb_in *)(b + MPROC__MB_HDR);
   c->items = c->ext + MPROC__MB_HDR + c->count * sizeof *d;
@@ -485,8 +430,8 @@ static int closed_code(struct mproc_pool *p) {
 /* Starts chunks cs[0..n): items[i] is the item of index base + i.  Each runs
  * in the arena when it fits, else the call way.  0, or the failure of the
  * first chunk that could not start (the ones before it run). */
-static int chunks_start(struct mb_job *j, struct mb_chunk *cs, size_t n,
-                        const struct mproc_buf *items, size_t base, size_t roomy) {
+int mproc__mb_chunks_start(struct mproc__mb_job *j, struct mproc__mb_jchunk *cs, size_t n,
+                           const struct mproc_buf *items, size_t base, size_t roomy) {
   struct mproc_pool *p = j->p;
   roomy = MPROC__MB_ALIGN(roomy); /* every area a whole number of arena units */
   pthread_mutex_lock(&p->mu);
@@ -504,7 +449,7 @@ static int chunks_start(struct mb_job *j, struct mb_chunk *cs, size_t n,
   /* Each chunk is queued as soon as it is filled: the workers start on it
    * while the next one is filled. */
   for (size_t k = 0; k < n; k++) {
-    struct mb_chunk *c = &cs[k];
+    struct mproc__mb_jchunk *c = &cs[k];
     if (c->ext_len == 0)
       continue;
     if (r == 0)
@@ -523,7 +468,7 @@ static int chunks_start(struct mb_job *j, struct mb_chunk *cs, size_t n,
     pthread_mutex_unlock(&p->mu);
   }
   for (size_t k = 0; r == 0 && k < n; k++) {
-    struct mb_chunk *c = &cs[k];
+    struct mproc__mb_jchunk *c = &cs[k];
     if (c->queued)
       continue;
     c->ok = 0;
@@ -537,7 +482,7 @@ static int chunks_start(struct mb_job *j, struct mb_chunk *cs, size_t n,
 /* Copies the items of chunk c, in[c->start ..), checking them: its
  * descriptors at d, its bytes at w + *pos (of cap).  0, MPROC_EINVAL (a bad
  * item) or 1 (they do not fit). */
-static int copy_bufs(struct mb_chunk *c, const struct mproc_buf *in, mproc__mb_in *d,
+static int copy_bufs(struct mproc__mb_jchunk *c, const struct mproc_buf *in, mproc__mb_in *d,
                      unsigned char *w, size_t cap, size_t *pos) {
   size_t from = *pos, at = from;
   for (const struct mproc_buf *it = in + c->start, *e = it + c->count; it < e; it++, d++) {
@@ -554,7 +499,7 @@ static int copy_bufs(struct mb_chunk *c, const struct mproc_buf *in, mproc__mb_i
 }
 
 /* The bytes of chunk c's packed items begin at *base (in the caller's data). */
-static size_t packed_base(const struct mb_chunk *c, const struct mproc_packed *in) {
+static size_t packed_base(const struct mproc__mb_jchunk *c, const struct mproc_packed *in) {
   return c->start > 0 ? in->ends[c->start - 1] : 0;
 }
 
@@ -566,7 +511,7 @@ static size_t packed_base(const struct mb_chunk *c, const struct mproc_packed *i
  * the two top bits set: or-ing every end and every difference makes one
  * test at the end, and a loop with no branch and nothing carried from one
  * item to the next, which the compiler turns into vector code. */
-static int packed_descs(const struct mb_chunk *c, const struct mproc_packed *in,
+static int packed_descs(const struct mproc__mb_jchunk *c, const struct mproc_packed *in,
                         mproc__mb_in32 *d) {
   size_t base = packed_base(c, in), count = c->count;
   const size_t *e = in->ends + c->start;
@@ -593,7 +538,7 @@ static int packed_descs(const struct mb_chunk *c, const struct mproc_packed *in,
  * bad item), the pool's closed code (the chunks queued before it run, see
  * map_run), or 1: the items or their results did not fit (nothing left
  * behind: the general way follows). */
-static int one_pass_start(struct mb_job *j, struct mb_chunk *cs, size_t nchunks,
+static int one_pass_start(struct mproc__mb_job *j, struct mproc__mb_jchunk *cs, size_t nchunks,
                           const struct mproc_buf *in, const struct mproc_packed *pk, size_t n,
                           size_t roomy) {
   struct mproc_pool *p = j->p;
@@ -618,7 +563,7 @@ static int one_pass_start(struct mb_job *j, struct mb_chunk *cs, size_t nchunks,
   unsigned char *w = b + heads;
   size_t cap = j->in_len - heads, pos = 0, head = 0;
   for (size_t k = 0; r == 0 && k < nchunks; k++) {
-    struct mb_chunk *c = &cs[k];
+    struct mproc__mb_jchunk *c = &cs[k];
     c->ext = j->in + head;
     c->items = j->in + heads + pos;
     size_t from = pos;
@@ -659,7 +604,7 @@ static int one_pass_start(struct mb_job *j, struct mb_chunk *cs, size_t nchunks,
     job_extents_free(j);
   pthread_mutex_unlock(&p->mu);
   for (size_t k = 0; r == 0 && k < nchunks; k++) {
-    struct mb_chunk *c = &cs[k];
+    struct mproc__mb_jchunk *c = &cs[k];
     if (pk != NULL && c->bytes > 0)
       memcpy(b + (c->items - j->in), (const unsigned char *)pk->data + packed_base(c, pk),
              c->bytes);
@@ -680,7 +625,7 @@ static int one_pass_start(struct mb_job *j, struct mb_chunk *cs, size_t nchunks,
 
 /* Once chunk c landed: when its items continue the call way, submits them.
  * 0, or the submit's failure. */
-static int chunk_continue(struct mb_chunk *c) {
+static int chunk_continue(struct mproc__mb_jchunk *c) {
   if (!c->full || c->rest != NULL)
     return 0;
   const unsigned char *b = mproc__arena_at(c->job->p, c->ext);
@@ -704,12 +649,12 @@ static int chunk_continue(struct mb_chunk *c) {
 }
 
 static bool landed_cond(void *arg) {
-  struct mb_chunk *c = arg;
+  struct mproc__mb_jchunk *c = arg;
   return atomic_load_explicit(&c->landed, memory_order_acquire);
 }
 
 /* Waits until chunk c is final (parsed) or the absolute deadline dl. */
-static int chunk_wait(struct mb_chunk *c, int64_t dl) {
+int mproc__mb_chunk_wait(struct mproc__mb_jchunk *c, int64_t dl) {
   struct mproc_pool *p = c->job->p;
   if (c->parsed)
     return 0;
@@ -739,24 +684,12 @@ static int chunk_wait(struct mb_chunk *c, int64_t dl) {
 
 /* The entries of a parsed chunk's arena results (items before ok), read
  * through the pool's own mapping of the arena; NULL when it has none. */
-static const struct mproc_buf *chunk_outs(const struct mb_chunk *c) {
+const struct mproc_buf *mproc__mb_chunk_outs(const struct mproc__mb_jchunk *c) {
   return c->ok > 0 ? mproc__arena_at(c->job->p, c->outs) : NULL;
 }
 
-/* The result of item i of a parsed chunk (i < ok + rest_ok), read in item
- * order: the rest's results through *cur (formats in map_buf.h). */
-static inline struct mproc_buf chunk_item(const struct mb_chunk *c, const struct mproc_buf *outs,
-                                          size_t i, const unsigned char **cur) {
-  if (i < c->ok)
-    return outs[i];
-  size_t k = i - c->ok;
-  struct mproc_buf r = {*cur, (size_t)c->rlen[k]};
-  *cur += c->rlen[k] + 1;
-  return r;
-}
-
 static bool all_landed(void *arg) {
-  struct mb_job *j = arg;
+  struct mproc__mb_job *j = arg;
   pthread_mutex_lock(&j->p->mu);
   bool done = j->live == 0;
   pthread_mutex_unlock(&j->p->mu);
@@ -767,7 +700,8 @@ static bool all_landed(void *arg) {
  * to land, and releases extents and futures.  Frees the job and the chunk
  * array (mem) -- at once, or, when a chunk will not land, when the last one
  * does. */
-static void chunks_end(struct mb_job *j, struct mb_chunk *cs, size_t n, void *mem) {
+void mproc__mb_chunks_end(struct mproc__mb_job *j, struct mproc__mb_jchunk *cs, size_t n,
+                          void *mem) {
   struct mproc_pool *p = j->p;
   pthread_mutex_lock(&p->mu);
   for (size_t k = 0; k < n; k++)
@@ -809,7 +743,7 @@ static void chunks_end(struct mb_job *j, struct mb_chunk *cs, size_t n, void *me
 /* Items of cs[0..n) finished: landed chunks' items, their rests' once done,
  * and the items finished inside the chunks running now (their workers
  * publish their position), so a bar moves per item. */
-static size_t items_done(struct mb_job *j, struct mb_chunk *cs, size_t n) {
+static size_t items_done(struct mproc__mb_job *j, struct mproc__mb_jchunk *cs, size_t n) {
   size_t done = 0;
   for (size_t k = 0; k < n; k++) {
     if (!atomic_load_explicit(&cs[k].landed, memory_order_acquire))
@@ -834,13 +768,13 @@ static size_t items_done(struct mb_job *j, struct mb_chunk *cs, size_t n) {
 /* ---- map_buf --------------------------------------------------------------------- */
 
 /* Waits for chunk k, reporting progress every 100 ms when asked. */
-static int wait_progress(struct mb_job *j, struct mb_chunk *cs, size_t n, size_t k,
+static int wait_progress(struct mproc__mb_job *j, struct mproc__mb_jchunk *cs, size_t n, size_t k,
                          struct mproc__progress *pr, int64_t dl) {
   if (!mproc__progress_active(pr))
-    return chunk_wait(&cs[k], dl);
+    return mproc__mb_chunk_wait(&cs[k], dl);
   for (;;) {
     int64_t slice = mproc_now_ms() + 100;
-    int r = chunk_wait(&cs[k], dl >= 0 && dl < slice ? dl : slice);
+    int r = mproc__mb_chunk_wait(&cs[k], dl >= 0 && dl < slice ? dl : slice);
     mproc__progress_update(pr, items_done(j, cs, n), false);
     if (r != MPROC_ETIMEDOUT || (dl >= 0 && mproc_now_ms() >= dl))
       return r;
@@ -853,7 +787,7 @@ static int wait_progress(struct mb_job *j, struct mb_chunk *cs, size_t n, size_t
  * tail of each chunk's area (and the one pass's inputs) go back to the
  * arena.  0, or MPROC_ENOMEM with nothing changed (the results are then
  * copied). */
-static int hand_over(struct mb_job *j, struct mb_chunk *cs, size_t nchunks,
+static int hand_over(struct mproc__mb_job *j, struct mproc__mb_jchunk *cs, size_t nchunks,
                      struct mproc_buf **out) {
   struct mproc__mb_piece *keep = malloc((2 * nchunks + 5) * sizeof *keep),
                          *drop = keep + nchunks + 2;
@@ -914,14 +848,14 @@ static int hand_over(struct mb_job *j, struct mb_chunk *cs, size_t nchunks,
 }
 
 /* Copies every chunk's results into one allocation. */
-static int gather(struct mb_chunk *cs, size_t nchunks, size_t n, struct mproc_buf **out) {
+static int gather(struct mproc__mb_jchunk *cs, size_t nchunks, size_t n, struct mproc_buf **out) {
   /* Each result takes its bytes and NUL rounded up to 16. */
   size_t head = ALIGN16(n * sizeof(struct mproc_buf)), bytes = head;
   for (size_t k = 0; k < nchunks; k++) {
-    const struct mproc_buf *outs = chunk_outs(&cs[k]);
+    const struct mproc_buf *outs = mproc__mb_chunk_outs(&cs[k]);
     const unsigned char *cur = cs[k].rdata;
     for (size_t i = 0; i < cs[k].count; i++) {
-      size_t len = chunk_item(&cs[k], outs, i, &cur).len;
+      size_t len = mproc__mb_chunk_item(&cs[k], outs, i, &cur).len;
       if (len >= SIZE_MAX / 4 || ALIGN16(len + 1) > SIZE_MAX / 2 - bytes)
         return MPROC_ENOMEM;
       bytes += ALIGN16(len + 1);
@@ -933,10 +867,10 @@ static int gather(struct mb_chunk *cs, size_t nchunks, size_t n, struct mproc_bu
   unsigned char *w = (unsigned char *)bufs + head;
   struct mproc_buf *b = bufs;
   for (size_t k = 0; k < nchunks; k++) {
-    const struct mproc_buf *outs = chunk_outs(&cs[k]);
+    const struct mproc_buf *outs = mproc__mb_chunk_outs(&cs[k]);
     const unsigned char *cur = cs[k].rdata;
     for (size_t i = 0; i < cs[k].count; i++, b++) {
-      *b = chunk_item(&cs[k], outs, i, &cur);
+      *b = mproc__mb_chunk_item(&cs[k], outs, i, &cur);
       mproc__mb_copy(w, b->data, b->len + 1); /* with its NUL */
       b->data = w;
       w += ALIGN16(b->len + 1);
@@ -948,7 +882,7 @@ static int gather(struct mb_chunk *cs, size_t nchunks, size_t n, struct mproc_bu
 
 /* Checks the items of chunks cs[0..n) and sizes each chunk's fixed part, in
  * one pass over the caller's array. */
-static int size_chunks(struct mb_chunk *cs, size_t n, const struct mproc_buf *in) {
+static int size_chunks(struct mproc__mb_jchunk *cs, size_t n, const struct mproc_buf *in) {
   size_t total = 0;
   for (size_t k = 0; k < n; k++) {
     size_t sum = 0;
@@ -958,7 +892,7 @@ static int size_chunks(struct mb_chunk *cs, size_t n, const struct mproc_buf *in
       sum += b->len;
       total += b->len;
     }
-    chunk_size(&cs[k], sum);
+    mproc__mb_chunk_size(&cs[k], sum);
   }
   return 0;
 }
@@ -969,7 +903,7 @@ static int size_chunks(struct mb_chunk *cs, size_t n, const struct mproc_buf *in
  * it.  Their bytes, whose total is known only then, are copied at the end,
  * one copy of an area a chunk.  0, or MPROC_ECORRUPT (an end past its
  * area) or MPROC_ENOMEM. */
-static int packed_ends(const struct mb_chunk *c, size_t *ends, size_t *pos) {
+static int packed_ends(const struct mproc__mb_jchunk *c, size_t *ends, size_t *pos) {
   size_t *e = ends + c->start, at = *pos;
   if (c->ok > 0) {
     const mproc__mb_end *ce = mproc__arena_at(c->job->p, c->outs);
@@ -991,14 +925,14 @@ static int packed_ends(const struct mb_chunk *c, size_t *ends, size_t *pos) {
 
 /* Copies the bytes of chunks cs[0..nchunks), their ends gathered, into one
  * new allocation of `bytes`; the caller's results are then complete. */
-static int packed_data(const struct mb_chunk *cs, size_t nchunks, size_t bytes, size_t *ends,
-                       size_t n, struct mproc_packed *out) {
+static int packed_data(const struct mproc__mb_jchunk *cs, size_t nchunks, size_t bytes,
+                       size_t *ends, size_t n, struct mproc_packed *out) {
   unsigned char *data = (unsigned char *)mproc__mb_bufs_alloc(bytes);
   if (data == NULL)
     return MPROC_ENOMEM;
   unsigned char *w = data;
   for (size_t k = 0; k < nchunks; k++) {
-    const struct mb_chunk *c = &cs[k];
+    const struct mproc__mb_jchunk *c = &cs[k];
     if (c->ok > 0) {
       const mproc__mb_end *ce = mproc__arena_at(c->job->p, c->outs);
       size_t len = (size_t)ce[c->ok - 1];
@@ -1050,16 +984,17 @@ static int map_run(struct mproc_pool *p, mproc_map_buf_fn fn, const struct mproc
     chunk = n / div + (n % div != 0);
   }
   size_t nchunks = (n - 1) / chunk + 1;
-  struct mb_job *j = malloc(sizeof *j);
-  struct mb_chunk *cs = calloc(nchunks, sizeof *cs);
+  struct mproc__mb_job *j = malloc(sizeof *j);
+  struct mproc__mb_jchunk *cs = calloc(nchunks, sizeof *cs);
   for (size_t k = 0; cs != NULL && k < nchunks; k++) {
     cs[k].job = j;
     cs[k].start = k * chunk;
     cs[k].count = n - cs[k].start < chunk ? n - cs[k].start : chunk;
   }
-  int r = j != NULL && cs != NULL ? job_init(j, p, fn, true, pk != NULL) : MPROC_ENOMEM;
-  size_t roomy =
-      MPROC__MB_ALIGN(ROOMY_TOTAL / nchunks < ROOMY_MAX ? ROOMY_TOTAL / nchunks : ROOMY_MAX);
+  int r = j != NULL && cs != NULL ? mproc__mb_job_init(j, p, fn, true, pk != NULL) : MPROC_ENOMEM;
+  size_t roomy = MPROC__MB_ALIGN(MPROC__MB_ROOMY_TOTAL / nchunks < MPROC__MB_ROOMY_MAX
+                                     ? MPROC__MB_ROOMY_TOTAL / nchunks
+                                     : MPROC__MB_ROOMY_MAX);
   if (r == 0)
     r = j->arena ? one_pass_start(j, cs, nchunks, in, pk, n, roomy) : 1;
   /* The general way: the items checked first, each chunk its own extent
@@ -1079,7 +1014,7 @@ static int map_run(struct mproc_pool *p, mproc_map_buf_fn fn, const struct mproc
   }
   int64_t dl = mproc__deadline(timeout_ms);
   if (!cs[0].queued)
-    r = chunks_start(j, cs, nchunks, in, 0, roomy);
+    r = mproc__mb_chunks_start(j, cs, nchunks, in, 0, roomy);
   free(tmp);     /* chunks_start copied the items */
   err->code = r; /* the pool closed while chunks started: they are ended below */
   struct mproc__progress pr;
@@ -1115,7 +1050,7 @@ static int map_run(struct mproc_pool *p, mproc_map_buf_fn fn, const struct mproc
   }
   if (mproc__progress_active(&pr))
     mproc__progress_update(&pr, items_done(j, cs, nchunks), true);
-  chunks_end(j, cs, nchunks, cs);
+  mproc__mb_chunks_end(j, cs, nchunks, cs);
   return r;
 }
 
@@ -1175,206 +1110,4 @@ MPROC_EXTERN void mproc_packed_free(struct mproc_packed *packed) {
   mproc_bufs_free((struct mproc_buf *)(uintptr_t)packed->ends);
   mproc_bufs_free((struct mproc_buf *)(uintptr_t)packed->data);
   *packed = (struct mproc_packed){NULL, NULL, 0};
-}
-
-/* ---- imap_buf ------------------------------------------------------------------ */
-
-struct mproc_imap_buf {
-  struct mb_job *job;
-  mproc_buf_gen_fn gen;
-  void *gen_ctx;
-  size_t chunk, max_chunks;
-  struct mb_chunk *q; /* ring of max_chunks chunks in flight, oldest at head */
-  size_t head, n;
-  size_t pos;        /* the next item of the head chunk to yield */
-  size_t next_index; /* index of the next item generated */
-  bool gen_done;
-  int gen_err; /* the generator's error, reported once */
-  size_t gen_err_index;
-  unsigned char *stage; /* the items of the chunk being generated */
-  size_t stage_used, stage_cap;
-  struct mproc_buf *items;  /* (offset into stage, len) until the chunk starts */
-  struct mb_chunk *retired; /* holds the result last yielded */
-  size_t roomy;
-  struct mproc__progress pr;
-  size_t yielded;
-};
-
-MPROC_EXTERN int mproc_pool_imap_buf(mproc_pool *p, mproc_map_buf_fn fn, mproc_buf_gen_fn gen,
-                                     void *gen_ctx, const struct mproc_imap_options *o,
-                                     mproc_imap_buf **out) {
-  if (out != NULL)
-    *out = NULL;
-  if (p == NULL || fn == NULL || gen == NULL || out == NULL ||
-      (o != NULL && (o->flags != 0 || !mproc__progress_valid(o->progress))))
-    return MPROC_EINVAL;
-  struct mproc_imap_buf *it = calloc(1, sizeof *it);
-  if (it == NULL)
-    return MPROC_ENOMEM;
-  it->gen = gen;
-  it->gen_ctx = gen_ctx;
-  it->chunk = o != NULL && o->chunksize != 0 ? o->chunksize : 1;
-  size_t inflight =
-      o != NULL && o->max_inflight != 0 ? o->max_inflight : 64 * it->chunk * (size_t)p->nworkers;
-  it->max_chunks = inflight / it->chunk != 0 ? inflight / it->chunk : 1;
-  it->roomy = ROOMY_TOTAL / it->max_chunks < ROOMY_MAX ? ROOMY_TOTAL / it->max_chunks : ROOMY_MAX;
-  it->job = malloc(sizeof *it->job);
-  it->q = calloc(it->max_chunks, sizeof *it->q);
-  it->items =
-      it->chunk <= SIZE_MAX / sizeof *it->items ? malloc(it->chunk * sizeof *it->items) : NULL;
-  int r = it->job != NULL && it->q != NULL && it->items != NULL
-              ? job_init(it->job, p, fn, false, false)
-              : MPROC_ENOMEM;
-  if (r != 0) {
-    free(it->items);
-    free(it->q);
-    free(it->job);
-    free(it);
-    return r;
-  }
-  static const struct mproc_imap_options none;
-  const struct mproc_imap_options *po = o != NULL ? o : &none;
-  mproc__progress_begin(&it->pr, po->progress, po->progress_cb, po->progress_ud,
-                        po->progress_total);
-  atomic_fetch_add(&p->refs, 1); /* the pool outlives the chunks in flight */
-  *out = it;
-  return 0;
-}
-
-/* Adds one generated item to the stage. */
-static int stage_add(struct mproc_imap_buf *it, size_t k, const struct mproc_buf *item) {
-  if (item->len > SIZE_MAX / 4 - it->stage_used)
-    return MPROC_ENOMEM;
-  size_t need = it->stage_used + item->len;
-  if (need > it->stage_cap && mproc__mb_grow(&it->stage, &it->stage_cap, need) != 0)
-    return MPROC_ENOMEM;
-  if (item->len > 0)
-    memcpy(it->stage + it->stage_used, item->data, item->len);
-  it->items[k] = (struct mproc_buf){(const void *)(uintptr_t)it->stage_used, item->len};
-  it->stage_used = need;
-  return 0;
-}
-
-/* Generates and starts chunks while there is room. */
-static void fill(struct mproc_imap_buf *it) {
-  while (!it->gen_done && it->n < it->max_chunks) {
-    size_t start = it->next_index, k = 0;
-    it->stage_used = 0;
-    while (!it->gen_done && k < it->chunk) {
-      struct mproc_buf item = {0};
-      int g = it->gen(it->gen_ctx, &item);
-      if (g == 1 && item.data == NULL && item.len > 0)
-        g = MPROC_EINVAL;
-      if (g == 1 && (g = stage_add(it, k, &item)) == 0) {
-        k++;
-        it->next_index++;
-        continue;
-      }
-      it->gen_done = true; /* the end (a positive answer other than 1 too) */
-      if (g < 0) {
-        it->gen_err = g;
-        it->gen_err_index = it->next_index;
-      }
-    }
-    if (k == 0)
-      break;
-    for (size_t i = 0; i < k; i++)
-      it->items[i].data = it->stage + (uintptr_t)it->items[i].data;
-    struct mb_chunk *c = &it->q[(it->head + it->n) % it->max_chunks];
-    memset(c, 0, sizeof *c);
-    c->job = it->job;
-    c->start = start;
-    c->count = k;
-    chunk_size(c, it->stage_used);
-    int r = chunks_start(it->job, c, 1, it->items, start, it->roomy);
-    if (r != 0 && !c->queued && c->rest == NULL) {
-      /* Its items are lost: stop generating and report the cause. */
-      memset(c, 0, sizeof *c);
-      it->gen_done = true;
-      it->gen_err = r;
-      it->gen_err_index = start;
-      it->next_index = start;
-      return;
-    }
-    it->n++;
-  }
-}
-
-/* Releases a chunk whose items were all yielded. */
-static void chunk_release(struct mb_chunk *c) {
-  struct mproc_pool *p = c->job->p;
-  if (c->ext_len != 0) {
-    pthread_mutex_lock(&p->mu);
-    mproc__arena_free(p, c->ext, c->ext_len);
-    pthread_mutex_unlock(&p->mu);
-  }
-  mproc_future_free(c->rest);
-  memset(c, 0, sizeof *c);
-}
-
-MPROC_EXTERN int mproc_imap_buf_next(mproc_imap_buf *it, struct mproc_buf *out, size_t *index,
-                                     struct mproc_task_error *err, int64_t timeout_ms) {
-  if (it == NULL || out == NULL || mproc__check_timeout(timeout_ms) != 0)
-    return MPROC_EINVAL;
-  if (err != NULL)
-    memset(err, 0, sizeof *err);
-  *out = (struct mproc_buf){NULL, 0};
-  if (it->retired != NULL) {
-    chunk_release(it->retired);
-    it->retired = NULL;
-  }
-  fill(it);
-  if (it->n == 0) {
-    if (it->gen_err != 0) {
-      int r = it->gen_err;
-      it->gen_err = 0;
-      if (index != NULL)
-        *index = it->gen_err_index;
-      return r;
-    }
-    mproc__progress_update(&it->pr, it->yielded, true);
-    return MPROC_EEOF;
-  }
-  struct mb_chunk *c = &it->q[it->head];
-  int r = chunk_wait(c, mproc__deadline(timeout_ms));
-  if (r != 0)
-    return r;
-  size_t k = it->pos++;
-  if (index != NULL)
-    *index = c->start + k;
-  if (k < c->ok + c->rest_ok) {
-    *out = chunk_item(c, chunk_outs(c), k, &c->cur);
-  } else {
-    r = k == c->ok + c->rest_ok ? c->fail : MPROC_ECANCELED;
-    if (err != NULL && r == MPROC_ECANCELED) {
-      err->code = r;
-      err->exit_status = -1;
-      err->index = c->start + k;
-      snprintf(err->message, sizeof err->message, "not run: item %zu of its chunk failed",
-               c->start + c->ok + c->rest_ok);
-    } else if (err != NULL) {
-      *err = c->err;
-    }
-  }
-  if (it->pos == c->count) {
-    it->retired = c; /* *out borrows from it until the next call */
-    it->head = (it->head + 1) % it->max_chunks;
-    it->n--;
-    it->pos = 0;
-  }
-  it->yielded++;
-  mproc__progress_update(&it->pr, it->yielded, false);
-  return r;
-}
-
-MPROC_EXTERN void mproc_imap_buf_free(mproc_imap_buf *it) {
-  if (it == NULL)
-    return;
-  struct mproc_pool *p = it->job->p;
-  mproc__progress_update(&it->pr, it->yielded, true);
-  chunks_end(it->job, it->q, it->max_chunks, it->q);
-  free(it->stage);
-  free(it->items);
-  free(it);
-  mproc__pool_unref(p);
 }
