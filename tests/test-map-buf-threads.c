@@ -3,7 +3,9 @@
  * over two pools at once, each freeing result sets another thread made,
  * and a pool is freed while threads still hold and read its results.  The
  * registry of result sets and each pool's view of its arena (both shared
- * by every thread) must lose nothing and leave nothing mapped. */
+ * by every thread) must lose nothing and leave nothing mapped.  Packed
+ * results (mproc_pool_map_packed) large enough to be mappings of their own
+ * go through the process's cache of released mappings from every thread. */
 #include "pool-helpers.h"
 
 #define THREADS 3
@@ -128,9 +130,66 @@ START_TEST(test_result_sets_cross_threads_and_outlive_their_pool) {
 }
 END_TEST
 
+/* Packed maps whose ends array is over 4 MiB: one byte an item, the
+ * result its successor. */
+#define PACKED_N ((size_t)600000)
+
+static int next_byte(const void *in, size_t len, mproc_item_ctx *ctx) {
+  unsigned char b = len == 1 ? (unsigned char)(*(const unsigned char *)in + 1) : 0;
+  return mproc_item_return(ctx, &b, 1);
+}
+
+struct parg {
+  mproc_pool *pool;
+  unsigned id;
+  int result;
+};
+
+static void *packed_mapper(void *arg) {
+  struct parg *a = arg;
+  unsigned char *data = malloc(PACKED_N);
+  size_t *ends = malloc(PACKED_N * sizeof *ends);
+  if (data == NULL || ends == NULL)
+    a->result = MPROC_ENOMEM;
+  for (size_t i = 0; a->result == 0 && i < PACKED_N; i++) {
+    data[i] = (unsigned char)(i * 7 + a->id);
+    ends[i] = i + 1;
+  }
+  struct mproc_packed in = {data, ends, PACKED_N}, out;
+  for (unsigned r = 0; r < 3 && a->result == 0; r++) {
+    a->result = mproc_pool_map_packed(a->pool, next_byte, &in, &out, NULL, NULL, 120000);
+    for (size_t i = 0; a->result == 0 && i < PACKED_N; i += 997) {
+      const unsigned char *got = out.data;
+      if (out.ends[i] != i + 1 || got[i] != (unsigned char)(data[i] + 1))
+        a->result = -1;
+    }
+    mproc_packed_free(&out);
+  }
+  free(data);
+  free(ends);
+  return NULL;
+}
+
+START_TEST(test_packed_results_across_threads) {
+  mproc_pool *p = make_pool(2);
+  struct parg a[THREADS];
+  pthread_t t[THREADS];
+  for (unsigned i = 0; i < THREADS; i++) {
+    a[i] = (struct parg){p, i, 0};
+    ck_assert_int_eq(pthread_create(&t[i], NULL, packed_mapper, &a[i]), 0);
+  }
+  for (unsigned i = 0; i < THREADS; i++) {
+    ck_assert_int_eq(pthread_join(t[i], NULL), 0);
+    mproc_assert_ok(a[i].result);
+  }
+  mproc_assert_ok(mproc_pool_free(p));
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("map-buf-threads");
   TCase *tc = mproc_test_tcase(s, "threads", 240);
   tcase_add_test(tc, test_result_sets_cross_threads_and_outlive_their_pool);
+  tcase_add_test(tc, test_packed_results_across_threads);
   return mproc_test_run(s);
 }
