@@ -368,11 +368,7 @@ static int tm_poll_results(struct mproc_pool *p, int slot,
   struct tslot *sl = &s->slot[slot];
   int n = 0;
   pthread_mutex_lock(&mproc__mpi_mu);
-  /* One progress step per round over the slots (the pool collects them in
-   * order): each step ends with a probe that finds nothing, which yields
-   * the CPU (mproc__mpi_waiting). */
-  if (slot == 0 || !p->slots[0].alive)
-    mproc__mpi_progress();
+  mproc__mpi_progress();
   bool failed = open_failed(sl);
   while (sl->head && mproc__mpi_job_done(sl->head->j)) {
     struct sent *e = pop(s, slot);
