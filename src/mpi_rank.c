@@ -13,7 +13,8 @@
  * holds the next task when one finishes.
  *
  * One loop, one thread (MPI_THREAD_FUNNELED): take in headers and their
- * payloads (task, control), hand complete tasks to the pool, turn finished
+ * payloads (task, control: one probe of any tag finds either, see
+ * mproc__mpi_waiting), hand complete tasks to the pool, turn finished
  * futures into result messages, retire completed sends.  When nothing moved
  * it polls its futures and MPI in turn for a short while, then waits on its
  * futures for up to 1 ms (a finished task wakes it at once), or backs off
