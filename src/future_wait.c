@@ -11,6 +11,9 @@
  * the caller's absolute deadline.  SIGINT, for MPROC_POOL_SIGINT pools, bumps
  * the epoch and ends the wait with MPROC_EINTERRUPTED.
  *
+ * mproc_futures_wait reads each future until it has finished, and no more:
+ * states are final, so a check resumes at the first pending future.
+ *
  * mproc_futures_wait and as_completed help at most the first 8 distinct
  * pools of their set (and take the SIGINT flag from those); futures of
  * further pools are still seen, through the epoch, only without help.
@@ -108,32 +111,49 @@ int mproc__wait_until(bool (*cond)(void *), void *ctx, struct mproc_pool *const 
 
 /* ---- wait / as_completed ---------------------------------------------------- */
 
+/* A future's state is final once set, so the futures before `first` (all
+ * finished, their failures folded into `failed`) are never read again: a
+ * wait for all of n futures that wakes once per completion costs O(1)
+ * amortised per check, not a rescan of the whole set. */
 struct wait_ctx {
   mproc_future *const *fs;
   size_t n;
   int mode;
   size_t ndone;
+  size_t first; /* every future before it has finished */
+  bool failed;  /* one of those failed or was cancelled */
 };
+
+static bool future_failed(int s) { return s == MPROC_FUTURE_FAILED || s == MPROC_FUTURE_CANCELED; }
 
 static bool wait_cond(void *arg) {
   struct wait_ctx *w = arg;
-  size_t done = 0;
-  bool failed = false;
-  for (size_t i = 0; i < w->n; i++) {
+  for (; w->first < w->n; w->first++) {
+    int s = atomic_load_explicit(&w->fs[w->first]->state, memory_order_acquire);
+    if (s < MPROC_FUTURE_DONE)
+      break;
+    w->failed = w->failed || future_failed(s);
+  }
+  if (w->first == w->n) {
+    w->ndone = w->n;
+    return true;
+  }
+  /* Only the first-completed and first-exception modes look past the first
+   * pending future; all-completed needs it to finish anyway. */
+  if (w->mode == MPROC_ALL_COMPLETED)
+    return false;
+  size_t done = w->first;
+  bool failed = w->failed;
+  for (size_t i = w->first + 1; i < w->n; i++) {
     int s = atomic_load_explicit(&w->fs[i]->state, memory_order_acquire);
     if (s >= MPROC_FUTURE_DONE)
       done++;
-    if (s == MPROC_FUTURE_FAILED || s == MPROC_FUTURE_CANCELED)
-      failed = true;
+    failed = failed || future_failed(s);
   }
   w->ndone = done;
-  if (done == w->n)
-    return true;
   if (w->mode == MPROC_FIRST_COMPLETED)
     return done > 0;
-  if (w->mode == MPROC_FIRST_EXCEPTION)
-    return failed;
-  return false;
+  return failed;
 }
 
 /* The distinct pools of a set of futures (at most `max`). */
@@ -163,7 +183,7 @@ MPROC_EXTERN int mproc_futures_wait(mproc_future *const *fs, size_t n, int mode,
       return MPROC_EINVAL;
   if (n == 0)
     return 0;
-  struct wait_ctx w = {fs, n, mode, 0};
+  struct wait_ctx w = {.fs = fs, .n = n, .mode = mode};
   struct mproc_pool *pools[8];
   bool sigint;
   size_t np = pools_of(fs, n, pools, 8, &sigint);

@@ -259,6 +259,10 @@ void mproc__task_fail(struct mproc_pool *p, struct mproc__task *t, int code, con
 extern _Atomic uint32_t mproc__epoch;
 extern _Atomic uint32_t mproc__epoch_waiters;
 void mproc__epoch_bump(void);
+/* Defer this thread's wake-ups of epoch sleepers to the matching release
+ * (nestable; used around a drain that may finish many futures). */
+void mproc__epoch_hold(void);
+void mproc__epoch_release(void);
 /* Sleep until the epoch moves from `seen` or the deadline. */
 int mproc__epoch_wait(uint32_t seen, int64_t deadline_ms);
 /* Wait until cond(ctx) holds, helping `pools` collect results while
