@@ -138,7 +138,8 @@ static void future_free_mem(struct mproc_future *f) {
     munmap(f->result, f->result_map_len);
   else
     free(f->result);
-  free(f->task.arg);
+  if (f->task.arg != f->arg_small)
+    free(f->task.arg);
   mproc__close(f->task.arg_fd);
   mproc__task_close_fds(&f->task);
   struct mproc_pool *p = f->pool;
@@ -153,7 +154,8 @@ void mproc__future_unref(struct mproc_future *f) {
 
 void mproc__future_finish(struct mproc_pool *p, struct mproc_future *f, struct mproc__outcome *o) {
   /* The argument is no longer needed once the task is final. */
-  free(f->task.arg);
+  if (f->task.arg != f->arg_small)
+    free(f->task.arg);
   f->task.arg = NULL;
   mproc__close(f->task.arg_fd);
   f->task.arg_fd = -1;

@@ -83,6 +83,8 @@ struct mproc_future {
   _Atomic uint64_t items_done;     /* map futures: items finished (progress) */
   struct mproc_future *loopq_next; /* the event loop's queue link */
   _Atomic(void *) user_data;       /* mproc_future_set_data: the caller's, never read */
+  /* task.arg points here for arguments this small: no malloc per task. */
+  _Alignas(max_align_t) unsigned char arg_small[16];
 };
 
 /* Parent-side state of one worker slot. */
