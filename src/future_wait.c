@@ -12,7 +12,9 @@
  * the epoch and ends the wait with MPROC_EINTERRUPTED.
  *
  * mproc_futures_wait reads each future until it has finished, and no more:
- * states are final, so a check resumes at the first pending future.
+ * states are final, so a check resumes at the first pending future;
+ * as_completed likewise starts its scans at the first future not yet
+ * yielded, and finds the set's pools once, at creation.
  *
  * mproc_futures_wait and as_completed help at most the first 8 distinct
  * pools of their set (and take the SIGINT flag from those); futures of
@@ -195,7 +197,11 @@ struct mproc_as_completed {
   mproc_future **fs;
   bool *yielded;
   size_t n, left;
+  size_t lo; /* every future before it was yielded: scans start here */
   mproc_future *next;
+  struct mproc_pool *pools[8]; /* the set's pools, found once */
+  size_t npools;
+  bool sigint;
 };
 
 MPROC_EXTERN int mproc_as_completed_new(mproc_as_completed **out, mproc_future *const *fs,
@@ -219,13 +225,16 @@ MPROC_EXTERN int mproc_as_completed_new(mproc_as_completed **out, mproc_future *
   if (n > 0)
     memcpy(it->fs, fs, n * sizeof *fs);
   it->n = it->left = n;
+  it->npools = pools_of(it->fs, n, it->pools, 8, &it->sigint);
   *out = it;
   return 0;
 }
 
 static bool ac_cond(void *arg) {
   mproc_as_completed *it = arg;
-  for (size_t i = 0; i < it->n; i++) {
+  while (it->lo < it->n && it->yielded[it->lo])
+    it->lo++;
+  for (size_t i = it->lo; i < it->n; i++) {
     if (!it->yielded[i] && mproc_future_done(it->fs[i])) {
       it->yielded[i] = true;
       it->left--;
@@ -242,11 +251,9 @@ MPROC_EXTERN int mproc_as_completed_next(mproc_as_completed *it, mproc_future **
     return MPROC_EINVAL;
   if (it->left == 0)
     return MPROC_EEOF;
-  struct mproc_pool *pools[8];
-  bool sigint;
-  size_t np = pools_of(it->fs, it->n, pools, 8, &sigint);
   it->next = NULL;
-  int r = mproc__wait_until(ac_cond, it, pools, np, sigint, mproc__deadline(timeout_ms));
+  int r = mproc__wait_until(ac_cond, it, it->pools, it->npools, it->sigint,
+                            mproc__deadline(timeout_ms));
   if (r == 0)
     *f = it->next;
   return r;

@@ -321,6 +321,38 @@ START_TEST(test_as_completed_order) {
 }
 END_TEST
 
+/* The set's pools are found once, at creation: futures of a second pool
+ * are still helped and yielded, each exactly once. */
+START_TEST(test_as_completed_two_pools) {
+  S = shared_new();
+  mproc_pool *a = make_pool(1), *b = make_pool(1);
+  mproc_future *fs[3];
+  int k1 = 1, x = 3;
+  mproc_assert_ok(mproc_pool_submit(a, task_gate, &k1, sizeof k1, &fs[0]));
+  mproc_assert_ok(mproc_pool_submit(b, task_square, &x, sizeof x, &fs[1]));
+  mproc_assert_ok(mproc_pool_submit(b, task_empty, NULL, 0, &fs[2]));
+  mproc_as_completed *it;
+  mproc_assert_ok(mproc_as_completed_new(&it, fs, 3));
+  mproc_future *f, *got[2];
+  for (int i = 0; i < 2; i++) {
+    mproc_assert_ok(mproc_as_completed_next(it, &got[i], 30000));
+    ck_assert(got[i] == fs[1] || got[i] == fs[2]);
+  }
+  ck_assert(got[0] != got[1]);
+  mproc_assert_err(mproc_as_completed_next(it, &f, 20), MPROC_ETIMEDOUT);
+  atomic_store(&S->release, 1);
+  mproc_assert_ok(mproc_as_completed_next(it, &f, 30000));
+  ck_assert(f == fs[0]);
+  mproc_assert_err(mproc_as_completed_next(it, &f, 0), MPROC_EEOF);
+  mproc_as_completed_free(it);
+  for (int i = 0; i < 3; i++)
+    mproc_future_free(fs[i]);
+  mproc_assert_ok(mproc_pool_free(a));
+  mproc_assert_ok(mproc_pool_free(b));
+  shared_free(S);
+}
+END_TEST
+
 START_TEST(test_future_outlives_pool) {
   S = shared_new();
   mproc_pool *p = make_pool(1);
@@ -387,6 +419,7 @@ int main(void) {
   tcase_add_test(tc, test_futures_wait_modes);
   tcase_add_test(tc, test_futures_wait_counts_around_pending);
   tcase_add_test(tc, test_as_completed_order);
+  tcase_add_test(tc, test_as_completed_two_pools);
   tcase_add_test(tc, test_future_outlives_pool);
   tcase_add_test(tc, test_bad_arguments);
   return mproc_test_run(s);
