@@ -477,7 +477,9 @@ static void handle_death(struct mproc_pool *p, int i) {
       snprintf(sl->gone_msg, sizeof sl->gone_msg,
                "worker %d was killed; its exit status could not be collected (is it traced?)",
                (int)sl->pid);
-      lingers = linger_add(p, sl->pidfd) == 0;
+      if (linger_add(p, sl->pidfd) != 0)
+        mproc__reap_later(sl->pidfd); /* no memory: the process-wide list */
+      lingers = true;
     }
   }
   collect(p, i);
@@ -841,10 +843,10 @@ static void *manager_main(void *arg) {
       if (!p->slots[i].alive)
         continue;
       mproc__kill_worker(p, i);
-      if (p->slots[i].pidfd >= 0)
-        mproc__reap(p->slots[i].pidfd, NULL, -1);
       reset_slot(p, i);
-      mproc__close(p->slots[i].pidfd);
+      /* Killed: reaped at once, or later if a debugger holds it. */
+      if (p->slots[i].pidfd >= 0)
+        mproc__reap_killed(p->slots[i].pidfd, NULL, mproc__deadline(MPROC__KILL_REAP_MS));
       p->slots[i].pid = 0;
       p->slots[i].pidfd = -1;
       p->slots[i].alive = false;
@@ -897,7 +899,13 @@ static void *manager_main(void *arg) {
     struct mproc_future *cbq = p->cbq_head;
     p->cbq_head = p->cbq_tail = NULL;
     bool finished = atomic_load(&p->state) != MPROC__P_RUNNING && p->outstanding == 0 &&
-                    !any_alive(p) && cbq == NULL && p->nlinger == 0;
+                    !any_alive(p) && cbq == NULL;
+    if (finished)
+      /* Workers still unreaped (a debugger holds their zombies) do not keep
+       * the pool's free waiting: the process-wide list reaps them once the
+       * tracer lets go. */
+      while (p->nlinger > 0)
+        mproc__reap_later(p->linger[--p->nlinger]);
     atomic_store(&p->mgr_untimed, next < 0);
     pthread_mutex_unlock(&p->mu);
     if (finished)

@@ -177,22 +177,31 @@ static int64_t deadline_from(int64_t start, int64_t ms) {
   return ms > INT64_MAX - start ? INT64_MAX : start + ms;
 }
 
+/* Waits until p has exited (its pidfd readable) or the deadline passes,
+ * then tries one reap.  Unlike wait_done it does not wait on for a child
+ * that has exited yet cannot be reaped: a debugger holds its zombie, and no
+ * phase of a stop can change that (free hands it to reap_later.c). */
+static void wait_exited(struct mproc_process *p, int64_t deadline) {
+  if (!try_reap(p) && mproc__poll1(p->pidfd, POLLIN, deadline) > 0)
+    try_reap(p);
+}
+
 static void stop_children(struct mproc_process **v, size_t n) {
   /* Phase 1: non-daemons may finish on their own (Python joins them). */
   int64_t start = mproc_now_ms();
   for (size_t i = 0; i < n; i++)
     if (!(v[i]->flags & MPROC_PROCESS_DAEMON))
-      wait_done(v[i], deadline_from(start, v[i]->exit_wait_ms));
+      wait_exited(v[i], deadline_from(start, v[i]->exit_wait_ms));
   /* Phase 2: SIGTERM to every survivor at once, then each one's grace. */
   signal_all(v, n, SIGTERM);
   start = mproc_now_ms();
   for (size_t i = 0; i < n; i++)
-    wait_done(v[i], deadline_from(start, v[i]->grace_ms));
+    wait_exited(v[i], deadline_from(start, v[i]->grace_ms));
   /* Phase 3: SIGKILL; the reap is bounded only against pathological cases. */
   signal_all(v, n, SIGKILL);
   int64_t d = mproc__deadline(KILL_REAP_MS);
   for (size_t i = 0; i < n; i++)
-    wait_done(v[i], d);
+    wait_exited(v[i], d);
 }
 
 static void at_exit(void) {
@@ -227,6 +236,7 @@ static void at_exit(void) {
   }
   stop_children(v, k);
   free(v);
+  mproc__reap_later_sweep();
 }
 
 static void reinit_lock_in_child(void) {
@@ -367,6 +377,7 @@ MPROC_EXTERN int mproc_process_start(mproc_process *p) {
   pthread_mutex_unlock(&reg_lock);
   if (st != ST_NEW)
     return MPROC_ESTATE;
+  mproc__reap_later_sweep();
 
   pid_t pid;
   int pidfd;
@@ -507,14 +518,21 @@ MPROC_EXTERN void mproc_process_free(mproc_process *p) {
   /* A forked copy of the program holds a copy of the object, possibly linked
    * in its copy of the registry: unlink it in every case. */
   pthread_mutex_lock(&reg_lock);
+  bool unreaped = p->state == ST_RUNNING;
   if (p->state != ST_NEW)
     reg_remove_locked(p);
   pthread_mutex_unlock(&reg_lock);
   /* In a forked copy the pidfd number was closed by the fork core and may now
-   * name another file: only the creator closes it. */
-  if (own)
+   * name another file: only the creator closes it.  A child killed yet not
+   * reaped (a debugger holds its zombie) is reaped later, once it lets go:
+   * closing its pidfd would leave a zombie for good. */
+  if (own && unreaped)
+    mproc__reap_later(p->pidfd);
+  else if (own)
     mproc__close(p->pidfd);
   free(p); /* with the argument bytes and the name */
+  if (own)
+    mproc__reap_later_sweep();
 }
 
 MPROC_EXTERN int mproc_active_children(mproc_process **out, size_t cap) {

@@ -1,0 +1,172 @@
+/* Fault classes, continued (tests/test-fault-classes.c has the first
+ * ones): children a debugger holds when they are freed, helpers of the
+ * library stopped at the moment they are stopped or waited for, and pids
+ * that may be recycled.
+ * ctest-labels: threads */
+#include "fault-helpers.h"
+#include "internal.h"
+#include "pool-helpers.h"
+#include "start.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/wait.h>
+
+/* A bound for "returns promptly" around a deadline that is honoured. */
+#define SLACK_MS mproc_test_scaled_ms(3000)
+
+/* ---- children a debugger holds, freed -------------------------------------- */
+
+/* Waits until the pidfd of a killed child polls readable (it exited). */
+static void wait_exited(int pidfd) {
+  ck_assert_int_gt(mproc__poll1(pidfd, POLLIN, mproc__deadline(SLACK_MS)), 0);
+}
+
+/* After the tracer let go: the next call that starts a child reaps the
+ * zombie, and nothing is pending any more. */
+static void expect_reaped_by_next_call(pid_t pid) {
+  ck_assert(mproc_test_pid_exists(pid)); /* the zombie, until a call reaps it */
+  char *argv[] = {"true", NULL};
+  mproc_command *c;
+  mproc_assert_ok(mproc_command_start(&c, argv, NULL));
+  mproc_assert_ok(mproc_command_wait(c, SLACK_MS));
+  mproc_command_free(c);
+  ck_assert_uint_eq(mproc__reap_later_pending(), 0);
+  ck_assert(!mproc_test_pid_exists(pid));
+}
+
+/* A process killed while a debugger holds it, then freed: the free waited
+ * out every stop phase (10 s for a non-daemon to finish, the grace, 10 s
+ * for the reap), then closed the pidfd, leaving a zombie for good.  The
+ * free now returns at once, the zombie is handed to the reap-later list,
+ * and it is reaped once the tracer lets go. */
+START_TEST(test_traced_process_free) {
+  mproc_process *p;
+  mproc_assert_ok(mproc_process_new(&p, proc_traceable, NULL, 0, NULL));
+  mproc_assert_ok(mproc_process_start(p));
+  pid_t pid = mproc_process_pid(p);
+  int release;
+  pid_t tracer = trace_hold(pid, &release);
+  mproc_assert_ok(mproc_process_kill(p, 0));
+  wait_exited(mproc_process_sentinel(p));
+  int64_t t0 = mproc_now_ms();
+  mproc_process_free(p);
+  ck_assert_int_lt(mproc_now_ms() - t0, SLACK_MS);
+  ck_assert_uint_eq(mproc__reap_later_pending(), 1);
+  trace_release(tracer, release);
+  expect_reaped_by_next_call(pid);
+}
+END_TEST
+
+/* The same while it runs: the free's SIGTERM and SIGKILL end it, and its
+ * zombie, held by the tracer, is not waited for. */
+START_TEST(test_traced_running_process_free) {
+  mproc_process *p;
+  mproc_process_options o = {.flags = MPROC_PROCESS_DAEMON, .grace_ms = 100};
+  mproc_assert_ok(mproc_process_new(&p, proc_traceable, NULL, 0, &o));
+  mproc_assert_ok(mproc_process_start(p));
+  pid_t pid = mproc_process_pid(p);
+  int release;
+  pid_t tracer = trace_hold(pid, &release);
+  int64_t t0 = mproc_now_ms();
+  mproc_process_free(p);
+  ck_assert_int_lt(mproc_now_ms() - t0, SLACK_MS);
+  trace_release(tracer, release);
+  expect_reaped_by_next_call(pid);
+}
+END_TEST
+
+/* A command whose child a debugger holds, freed: the free closed the pidfd
+ * after one look, a zombie for good.  It is now reaped once the tracer
+ * lets go. */
+START_TEST(test_traced_command_free) {
+  char *argv[] = {"sleep", "60", NULL};
+  mproc_command *c;
+  mproc_assert_ok(mproc_command_start(&c, argv, NULL));
+  pid_t pid = mproc_command_pid(c);
+  int release;
+  pid_t tracer = trace_hold(pid, &release);
+  int64_t t0 = mproc_now_ms();
+  mproc_command_free(c);
+  ck_assert_int_lt(mproc_now_ms() - t0, SLACK_MS);
+  ck_assert_uint_eq(mproc__reap_later_pending(), 1);
+  trace_release(tracer, release);
+  expect_reaped_by_next_call(pid);
+}
+END_TEST
+
+/* A pool of one worker, whose task a debugger holds, killed: the task
+ * fails with MPROC_EWORKERDIED.  Returns the worker's pid and the tracer's
+ * (*tracer, *release for trace_release). */
+static pid_t pool_with_traced_dead_worker(mproc_pool **p, pid_t *tracer, int *release) {
+  struct mproc_pool_options o = {.workers = 1, .start_method = MPROC_START_FORK};
+  mproc_assert_ok(mproc_pool_new(p, &o));
+  mproc_future *f;
+  mproc_assert_ok(mproc_pool_submit(*p, task_traceable, NULL, 0, &f));
+  wait_task_started();
+  pid_t worker = atomic_load(&S->pid);
+  *tracer = trace_hold(worker, release);
+  ck_assert_int_eq(kill(worker, SIGKILL), 0);
+  mproc_assert_ok(mproc_future_wait(f, SLACK_MS));
+  struct mproc_task_error e;
+  mproc_assert_ok(mproc_future_error(f, &e));
+  ck_assert_int_eq(e.code, MPROC_EWORKERDIED);
+  mproc_future_free(f);
+  return worker;
+}
+
+/* A pool worker killed while a debugger holds it: the manager neither
+ * stalls on it (its reap spun under the pool's lock until the tracer let
+ * go) nor forgets it (the pidfd was closed after a 1 s reap: a zombie left
+ * for good).  The task fails, a replacement runs the next one, and the
+ * zombie is reaped once the tracer lets go (the fixture checks). */
+START_TEST(test_traced_worker_death) {
+  S = shared_new();
+  mproc_pool *p;
+  pid_t tracer;
+  int release;
+  pid_t worker = pool_with_traced_dead_worker(&p, &tracer, &release);
+  int x = 3;
+  const void *d;
+  size_t n;
+  mproc_future *f;
+  mproc_assert_ok(mproc_pool_submit(p, task_square, &x, sizeof x, &f));
+  mproc_assert_ok(mproc_future_result(f, &d, &n, SLACK_MS));
+  ck_assert_int_eq(*(const int *)d, 9);
+  mproc_future_free(f);
+  trace_release(tracer, release);
+  mproc_assert_ok(mproc_pool_free(p));
+  ck_assert(!mproc_test_pid_exists(worker));
+  shared_free(S);
+}
+END_TEST
+
+/* A pool whose killed worker a debugger still holds, freed: the free
+ * waited for the tracer for ever (the manager did not leave while a worker
+ * was unreaped).  It now returns promptly; the zombie is reaped once the
+ * tracer lets go. */
+START_TEST(test_traced_worker_pool_free) {
+  S = shared_new();
+  mproc_pool *p;
+  pid_t tracer;
+  int release;
+  pid_t worker = pool_with_traced_dead_worker(&p, &tracer, &release);
+  int64_t t0 = mproc_now_ms();
+  mproc_assert_ok(mproc_pool_free(p));
+  ck_assert_int_lt(mproc_now_ms() - t0, SLACK_MS);
+  trace_release(tracer, release);
+  expect_reaped_by_next_call(worker);
+  shared_free(S);
+}
+END_TEST
+
+int main(void) {
+  Suite *s = suite_create("fault-reap");
+  TCase *tc = mproc_test_tcase(s, "traced-free", 60);
+  tcase_add_test(tc, test_traced_process_free);
+  tcase_add_test(tc, test_traced_running_process_free);
+  tcase_add_test(tc, test_traced_command_free);
+  tcase_add_test(tc, test_traced_worker_death);
+  tcase_add_test(tc, test_traced_worker_pool_free);
+  return mproc_test_run(s);
+}
