@@ -160,6 +160,42 @@ START_TEST(test_traced_worker_pool_free) {
 }
 END_TEST
 
+/* ---- helpers of the library, stopped when they are stopped ------------------ */
+
+static int proc_exit_7(const void *arg, size_t len) {
+  (void)arg, (void)len;
+  return 7;
+}
+
+/* mproc_forkserver_stop on a SIGSTOPped server waited its full bound (1 s)
+ * for the server to see its channel close, which a stopped process never
+ * does, before it killed it.  The stopped server is now seen as such and
+ * killed at once (well within the bound), and the next start gets a new
+ * server. */
+START_TEST(test_stopped_forkserver_stop) {
+  for (int round = 0; round < 3; round++) {
+    mproc_process *p;
+    mproc_process_options o = {.start_method = MPROC_START_FORKSERVER};
+    mproc_assert_ok(mproc_process_new(&p, proc_exit_7, NULL, 0, &o));
+    mproc_assert_ok(mproc_process_start(p));
+    mproc_assert_ok(mproc_process_join(p, SLACK_MS));
+    mproc_process_free(p);
+    int fd = mproc__forkserver_pidfd();
+    ck_assert_int_ge(fd, 0);
+    stop_and_wait(fd);
+    int64_t t0 = mproc_now_ms();
+    mproc_forkserver_stop();
+    int64_t took = mproc_now_ms() - t0;
+    ck_assert_msg(took < 900, "round %d: the stop took %lld ms", round, (long long)took);
+    /* Killed and reaped: the pidfd reads as exited, no child is left. */
+    ck_assert_int_gt(mproc__poll1(fd, POLLIN, 0), 0);
+    close(fd);
+    ck_assert_int_eq(mproc_test_count_children(), 0);
+    ck_assert_int_eq(mproc__forkserver_pidfd(), -1);
+  }
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("fault-reap");
   TCase *tc = mproc_test_tcase(s, "traced-free", 60);
@@ -168,5 +204,7 @@ int main(void) {
   tcase_add_test(tc, test_traced_command_free);
   tcase_add_test(tc, test_traced_worker_death);
   tcase_add_test(tc, test_traced_worker_pool_free);
+  tc = mproc_test_tcase(s, "stopped", 60);
+  tcase_add_test(tc, test_stopped_forkserver_stop);
   return mproc_test_run(s);
 }
