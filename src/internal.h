@@ -279,6 +279,9 @@ int mproc__keeper_start(int fd, const char *name, mproc__keeper_fn last);
 /* Tests only: called in the intermediate child of a keeper's start before
  * it forks the keeper. */
 extern void (*_Atomic mproc__keeper_test_hook)(void);
+/* Tests only: called in the keeper once it has closed what it inherited
+ * (so its intermediate exits) and before it tells the creator it is ready. */
+extern void (*_Atomic mproc__keeper_gap_hook)(void);
 /* Starts the keeper, then gives the unnamed object behind fd (O_TMPFILE in
  * /dev/shm) its name: -EEXIST if the name exists already. */
 int mproc__keeper_link(int fd, const char *name, mproc__keeper_fn last);
