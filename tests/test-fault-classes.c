@@ -471,31 +471,6 @@ START_TEST(test_forkserver_child_never_noted) {
 }
 END_TEST
 
-static void stop_self(void) { raise(SIGSTOP); }
-
-/* The intermediate process that starts a named object's keeper, stopped
- * before it forked the keeper: the create waited 30 s for the keeper's
- * word.  It now fails promptly with MPROC_ECHILDFAILED, leaving no name, no
- * process and no descriptor behind, and the next create works. */
-START_TEST(test_stopped_keeper_start) {
-  char name[96];
-  atomic_store(&mproc__keeper_test_hook, stop_self);
-  int64_t t0 = mproc_now_ms();
-  mproc_shm *s = NULL;
-  mproc_assert_err(mproc_shm_create(&s, mproc_test_shm_name(name, sizeof name, "stopk"), 4096),
-                   MPROC_ECHILDFAILED);
-  ck_assert_int_eq(access(name, F_OK), -1);
-  mproc_queue *q = NULL;
-  struct mproc_queue_options qo = {.name = mproc_test_shm_name(name, sizeof name, "stopq")};
-  mproc_assert_err(mproc_queue_new(&q, &qo), MPROC_ECHILDFAILED);
-  ck_assert_int_lt(mproc_now_ms() - t0, SLACK_MS);
-  atomic_store(&mproc__keeper_test_hook, NULL);
-  mproc_assert_ok(mproc_shm_create(&s, mproc_test_shm_name(name, sizeof name, "stopk"), 4096));
-  mproc_assert_ok(mproc_shm_unlink(s));
-  mproc_assert_ok(mproc_shm_free(s));
-}
-END_TEST
-
 /* The pid behind a pidfd (its fdinfo's "Pid:" line), or -1. */
 static pid_t pidfd_pid(int fd) {
   char path[64], line[256];
@@ -964,7 +939,6 @@ int main(void) {
   tcase_add_test(tc, test_stopped_forkserver);
   tcase_add_test(tc, test_stopped_exec_child_at_start);
   tcase_add_test(tc, test_forkserver_child_never_noted);
-  tcase_add_test(tc, test_stopped_keeper_start);
   tc = mproc_test_tcase(s, "cannot-fork", 60);
   tcase_add_test(tc, test_forkserver_cannot_fork);
   tc = mproc_test_tcase(s, "traced", 60);

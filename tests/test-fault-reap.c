@@ -198,29 +198,36 @@ END_TEST
 
 static void stop_self(void) { raise(SIGSTOP); }
 
-/* A named object's keeper stopped after its intermediate had exited and
- * before it told the creator it was ready: the create watched the exited
- * intermediate and waited its full 30 s, and the keeper stayed stopped for
- * ever.  The intermediate now tells the keeper's pid first, the create
- * watches the keeper, fails promptly with MPROC_ECHILDFAILED, and the
- * keeper is killed: no name, no process left; the next create works. */
-START_TEST(test_stopped_keeper_before_ready) {
-  char name[96];
-  atomic_store(&mproc__keeper_gap_hook, stop_self);
-  int64_t t0 = mproc_now_ms();
-  mproc_shm *s = NULL;
-  mproc_assert_err(mproc_shm_create(&s, mproc_test_shm_name(name, sizeof name, "gapk"), 4096),
-                   MPROC_ECHILDFAILED);
-  mproc_queue *q = NULL;
-  struct mproc_queue_options qo = {.name = mproc_test_shm_name(name, sizeof name, "gapq")};
-  mproc_assert_err(mproc_queue_new(&q, &qo), MPROC_ECHILDFAILED);
-  ck_assert_int_lt(mproc_now_ms() - t0, SLACK_MS);
-  atomic_store(&mproc__keeper_gap_hook, NULL);
-  ck_assert_msg(wait_no_stray_keepers(SLACK_MS) == 0, "a stopped keeper was left");
-  mproc_assert_ok(mproc_shm_create(&s, mproc_test_shm_name(name, sizeof name, "gapk"), 4096));
-  mproc_assert_ok(mproc_shm_unlink(s));
-  mproc_assert_ok(mproc_shm_free(s));
-  ck_assert_msg(wait_no_stray_keepers(SLACK_MS) == 0, "the keeper outlived its object");
+/* A named object's keeper start, stopped: the intermediate process before
+ * it forked the keeper (round 0), or the keeper after the intermediate had
+ * exited and before it told the creator it was ready (round 1).  Each made
+ * the create wait 30 s; in round 1 the create watched the exited
+ * intermediate, and the keeper stayed stopped for ever.  The intermediate
+ * now tells the keeper's pid first and the create watches the keeper: it
+ * fails promptly with MPROC_ECHILDFAILED, the stopped process is killed,
+ * no name, process or descriptor is left, and the next create works. */
+START_TEST(test_stopped_keeper_start) {
+  void (*_Atomic *hooks[])(void) = {&mproc__keeper_test_hook, &mproc__keeper_gap_hook};
+  for (int round = 0; round < 2; round++) {
+    char name[96];
+    atomic_store(hooks[round], stop_self);
+    int64_t t0 = mproc_now_ms();
+    mproc_shm *s = NULL;
+    mproc_assert_err(mproc_shm_create(&s, mproc_test_shm_name(name, sizeof name, "stopk"), 4096),
+                     MPROC_ECHILDFAILED);
+    ck_assert_int_eq(access(name, F_OK), -1);
+    mproc_queue *q = NULL;
+    struct mproc_queue_options qo = {.name = mproc_test_shm_name(name, sizeof name, "stopq")};
+    mproc_assert_err(mproc_queue_new(&q, &qo), MPROC_ECHILDFAILED);
+    ck_assert_msg(mproc_now_ms() - t0 < SLACK_MS, "round %d", round);
+    atomic_store(hooks[round], NULL);
+    ck_assert_msg(wait_no_stray_keepers(SLACK_MS) == 0, "round %d: a stopped keeper was left",
+                  round);
+    mproc_assert_ok(mproc_shm_create(&s, mproc_test_shm_name(name, sizeof name, "stopk"), 4096));
+    mproc_assert_ok(mproc_shm_unlink(s));
+    mproc_assert_ok(mproc_shm_free(s));
+    ck_assert_msg(wait_no_stray_keepers(SLACK_MS) == 0, "the keeper outlived its object");
+  }
 }
 END_TEST
 
@@ -234,6 +241,6 @@ int main(void) {
   tcase_add_test(tc, test_traced_worker_pool_free);
   tc = mproc_test_tcase(s, "stopped", 60);
   tcase_add_test(tc, test_stopped_forkserver_stop);
-  tcase_add_test(tc, test_stopped_keeper_before_ready);
+  tcase_add_test(tc, test_stopped_keeper_start);
   return mproc_test_run(s);
 }
