@@ -294,8 +294,13 @@ MPROC_EXTERN int mproc_command_close_fd(mproc_command *c, int which) {
   return 0;
 }
 
+/* The group's id is the child's pid, which cannot name a newer group while
+ * the child exists (running or a zombie).  In a program that ignores
+ * SIGCHLD the kernel reaps it, unseen, as it exits, and the pid may then be
+ * a new process's -- and a new group's.  So the child is first checked to
+ * exist through its pidfd (signal 0), which never names another process. */
 static void signal_group(const mproc_command *c, int sig) {
-  if (c->pgrp)
+  if (c->pgrp && mproc__pidfd_kill(c->pidfd, 0) == 0)
     kill(-c->pid, sig);
 }
 

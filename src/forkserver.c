@@ -562,15 +562,17 @@ int mproc__forkserver_request(const struct mproc__start_req *req, const struct m
     setpgid(pid, pid); /* both sides set it, as spawn.c does: either may run first */
   int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
   r = pidfd < 0 ? mproc__neg_errno() : 0;
-  mproc__close(held); /* the child may go on */
   if (pidfd < 0) {
-    /* Our own unreaped child (CLONE_PARENT): kill and reap it by its exact
-     * pid, as mproc__spawn does. */
+    /* Our own child (CLONE_PARENT), still holding if the kernel reaps our
+     * children: kill it by its exact pid before letting it go, as
+     * mproc__spawn does, then reap it. */
     kill(pid, SIGKILL);
+    mproc__close(held);
     while (waitpid(pid, NULL, 0) < 0 && errno == EINTR) {
     }
     return r;
   }
+  mproc__close(held); /* the child may go on */
   mproc__fd_register(pidfd);
   *pid_out = pid;
   *pidfd_out = pidfd;

@@ -298,15 +298,19 @@ int mproc__spawn(const struct mproc__spawn_opts *o, pid_t *pid_out, int *pidfd_o
     setpgid(pid, pid); /* both sides set it: whichever runs first wins the race */
 
   int pidfd = pidfd_open_(pid);
-  if (hold[1] >= 0)
-    close(hold[1]); /* the child may go on */
   if (pidfd < 0) {
+    /* Killed while it still holds (its pid is its own even when the kernel
+     * reaps our children), then let go. */
     err = mproc__neg_errno();
     kill(pid, SIGKILL);
+    if (hold[1] >= 0)
+      close(hold[1]);
     while (waitpid(pid, NULL, 0) < 0 && errno == EINTR) {
     }
     return err;
   }
+  if (hold[1] >= 0)
+    close(hold[1]); /* the child may go on */
   mproc__fd_register(pidfd);
   *pid_out = pid;
   *pidfd_out = pidfd;

@@ -9,7 +9,9 @@
 #include "start.h"
 
 #include <fcntl.h>
+#include <grp.h>
 #include <poll.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 
 /* A bound for "returns promptly" around a deadline that is honoured. */
@@ -231,6 +233,201 @@ START_TEST(test_stopped_keeper_start) {
 }
 END_TEST
 
+/* ---- forks that fail ----------------------------------------------------------- */
+
+/* The error of one call that forks, of kind `kind`, made and released; the
+ * names it would create are checked to be absent afterwards. */
+static int fork_one(int kind) {
+  char name[96];
+  int r;
+  if (kind < 3) { /* a process, started by fork, spawn, forkserver */
+    mproc_process *p;
+    mproc_process_options o = {.start_method = MPROC_START_FORK + kind};
+    mproc_assert_ok(mproc_process_new(&p, proc_exit_7, NULL, 0, &o));
+    r = mproc_process_start(p);
+    mproc_process_free(p);
+    return r;
+  }
+  if (kind < 6) { /* a pool, its workers started by fork, spawn, forkserver */
+    mproc_pool *p = NULL;
+    struct mproc_pool_options o = {.workers = 2, .start_method = MPROC_START_FORK + kind - 3};
+    r = mproc_pool_new(&p, &o);
+    ck_assert(r != 0 || p != NULL);
+    if (r == 0)
+      mproc_assert_ok(mproc_pool_free(p));
+    return r;
+  }
+  if (kind == 6) {
+    char *argv[] = {"true", NULL};
+    mproc_command *c;
+    mproc_command_options o = {.stdout_fd = MPROC_COMMAND_PIPE};
+    r = mproc_command_start(&c, argv, &o);
+    if (r == 0)
+      mproc_command_free(c);
+    return r;
+  }
+  if (kind == 7) { /* a named block: its keeper */
+    mproc_shm *s = NULL;
+    r = mproc_shm_create(&s, mproc_test_shm_name(name, sizeof name, "nofork"), 4096);
+  } else { /* a named queue: its keeper */
+    mproc_queue *q = NULL;
+    struct mproc_queue_options qo = {.name = mproc_test_shm_name(name, sizeof name, "noforkq")};
+    r = mproc_queue_new(&q, &qo);
+  }
+  char path[128];
+  snprintf(path, sizeof path, "/dev/shm%s", name);
+  ck_assert_msg(r != 0, "kind %d: created without a keeper", kind);
+  ck_assert_msg(access(path, F_OK) == -1, "kind %d: %s left", kind, path);
+  return r;
+}
+
+#define FORK_KINDS 9
+
+/* Runs in a helper as an unprivileged user whose process allowance is 0
+ * (root ignores RLIMIT_NPROC): every public call that forks fails with
+ * -EAGAIN, the fork's own error, and leaves no descriptor and no process
+ * behind.  Returns 0 when all held, 100 when no fork can be made to fail
+ * here, else 1 + the kind that failed the check (its error on stderr). */
+static int forks_fail_as_nobody(void *arg) {
+  (void)arg;
+  if (setgroups(0, NULL) != 0 || setgid(65534) != 0 || setuid(65534) != 0)
+    return 100;
+  struct rlimit zero = {0, 0};
+  if (setrlimit(RLIMIT_NPROC, &zero) != 0)
+    return 100;
+  pid_t t = fork();
+  if (t == 0)
+    _exit(0);
+  if (t > 0) {
+    waitpid(t, NULL, 0);
+    return 100; /* the limit is not enforced here */
+  }
+  int fds = mproc_test_count_fds();
+  for (int kind = 0; kind < FORK_KINDS; kind++) {
+    int r = fork_one(kind);
+    if (r != -EAGAIN || mproc_test_count_fds() != fds || mproc_test_count_children() != 0) {
+      fprintf(stderr, "kind %d: %s, %d fds (%d before), %d children\n", kind, mproc_err_name(r),
+              mproc_test_count_fds(), fds, mproc_test_count_children());
+      return 1 + kind;
+    }
+  }
+  return 0;
+}
+
+START_TEST(test_every_fork_fails) {
+  struct mproc__spawn_opts so = {.fn = forks_fail_as_nobody};
+  pid_t pid;
+  int pidfd, code = -1;
+  mproc_assert_ok(mproc__spawn(&so, &pid, &pidfd));
+  mproc_assert_ok(mproc__reap(pidfd, &code, mproc__deadline(SLACK_MS * 10)));
+  mproc__close(pidfd);
+  if (code == 100) {
+    fprintf(stderr, "test_every_fork_fails: SKIPPED: no fork can be made to fail here "
+                    "(setuid or RLIMIT_NPROC not available or not enforced)\n");
+    return;
+  }
+  ck_assert_msg(code == 0, "call kind %d did not fail cleanly", code - 1);
+}
+END_TEST
+
+/* ---- recycled pids ------------------------------------------------------------ */
+
+/* Makes the next fork (if no other process forks first) get pid `want`:
+ * false when the kernel's last pid cannot be set here. */
+static bool next_pid_is(pid_t want) {
+  int fd = open("/proc/sys/kernel/ns_last_pid", O_WRONLY | O_CLOEXEC);
+  if (fd < 0)
+    return false;
+  char buf[24];
+  int n = snprintf(buf, sizeof buf, "%d", (int)want - 1);
+  bool ok = write(fd, buf, (size_t)n) == n;
+  close(fd);
+  return ok;
+}
+
+/* Waits (bounded) until `pid` names no process (reaped); true once. */
+static bool wait_gone(pid_t pid) {
+  int64_t until = mproc__deadline(SLACK_MS);
+  while (mproc_test_pid_exists(pid) && mproc_timeout_until(until) > 0)
+    poll(NULL, 0, 1);
+  return !mproc_test_pid_exists(pid);
+}
+
+/* Forks a process that blocks SIGTERM and leads a new process group;
+ * returns its pid once it does. */
+static pid_t fork_group_leader(void) {
+  int ready[2];
+  ck_assert_int_eq(pipe2(ready, O_CLOEXEC), 0);
+  pid_t pid = fork();
+  ck_assert_int_ge(pid, 0);
+  if (pid == 0) {
+    sigset_t term;
+    sigemptyset(&term);
+    sigaddset(&term, SIGTERM);
+    sigprocmask(SIG_BLOCK, &term, NULL);
+    if (setpgid(0, 0) != 0 || write(ready[1], "x", 1) != 1)
+      _exit(1);
+    for (;;)
+      pause();
+  }
+  close(ready[1]);
+  char x;
+  ck_assert_int_eq(read(ready[0], &x, 1), 1);
+  close(ready[0]);
+  return pid;
+}
+
+/* Whether SIGTERM is pending for the whole of process `pid` (a signal sent
+ * to its group): its /proc status's ShdPnd mask. */
+static bool sigterm_pending(pid_t pid) {
+  char path[64], line[256];
+  snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
+  FILE *f = fopen(path, "re");
+  ck_assert_ptr_nonnull(f);
+  unsigned long long mask = 0;
+  while (fgets(line, sizeof line, f) != NULL)
+    if (sscanf(line, "ShdPnd: %llx", &mask) == 1)
+      break;
+  fclose(f);
+  return (mask >> (SIGTERM - 1)) & 1;
+}
+
+/* A command in a group of its own, in a program that ignores SIGCHLD: the
+ * kernel reaps the child as it exits, and its pid -- the group's id -- may
+ * then be another process's, leading a group of its own.  A tree signal to
+ * the command signalled that group, a stranger's.  The child's existence is
+ * now checked through its pidfd first. */
+START_TEST(test_recycled_pid_command_group) {
+  ck_assert(signal(SIGCHLD, SIG_IGN) != SIG_ERR);
+  bool hit = false;
+  for (int attempt = 0; attempt < 50 && !hit; attempt++) {
+    char *argv[] = {"true", NULL};
+    mproc_command_options o = {.flags = MPROC_COMMAND_NEWPGRP};
+    mproc_command *c;
+    mproc_assert_ok(mproc_command_start(&c, argv, &o));
+    pid_t pid = mproc_command_pid(c);
+    ck_assert(wait_gone(pid)); /* reaped by the kernel */
+    if (!next_pid_is(pid)) {
+      mproc_command_free(c);
+      break;
+    }
+    pid_t stranger = fork_group_leader();
+    hit = stranger == pid; /* else another process forked first: again */
+    int r = hit ? mproc_command_signal(c, SIGTERM, MPROC_SIGNAL_TREE) : 0;
+    bool wronged = hit && sigterm_pending(stranger);
+    ck_assert_int_eq(kill(stranger, SIGKILL), 0);
+    ck_assert(wait_gone(stranger));
+    mproc_command_free(c);
+    mproc_assert_ok(r);
+    ck_assert_msg(!wronged, "a stranger's group was signalled");
+  }
+  ck_assert(signal(SIGCHLD, SIG_DFL) != SIG_ERR);
+  if (!hit)
+    fprintf(stderr, "test_recycled_pid_command_group: SKIPPED: a pid could not be made to be "
+                    "reused (/proc/sys/kernel/ns_last_pid not writable, or a busy machine)\n");
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("fault-reap");
   TCase *tc = mproc_test_tcase(s, "traced-free", 60);
@@ -242,5 +439,9 @@ int main(void) {
   tc = mproc_test_tcase(s, "stopped", 60);
   tcase_add_test(tc, test_stopped_forkserver_stop);
   tcase_add_test(tc, test_stopped_keeper_start);
+  tc = mproc_test_tcase(s, "cannot-fork", 60);
+  tcase_add_test(tc, test_every_fork_fails);
+  tc = mproc_test_tcase(s, "recycled-pid", 60);
+  tcase_add_test(tc, test_recycled_pid_command_group);
   return mproc_test_run(s);
 }
