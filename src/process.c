@@ -30,7 +30,12 @@
  * Stopping a running child (free, exit): a non-daemon is first given
  * exit_wait_ms to finish; then SIGTERM, grace_ms, SIGKILL, and a bounded
  * wait for the reap.  All children stopped together share the phases, so
- * the total wait at exit is bounded by the longest budget, not the sum. */
+ * the total wait at exit is bounded by the longest budget, not the sum.  A
+ * phase ends early for a child that has exited (its pidfd readable) even if
+ * it cannot be reaped: a debugger holds its zombie, and waiting changes
+ * nothing.  free() then hands its pidfd to reap_later.c, which reaps it at
+ * a later call once the tracer lets go, rather than closing it (a zombie
+ * for good). */
 #include "process.h"
 #include "start.h"
 #include "list.h"
