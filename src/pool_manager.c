@@ -452,11 +452,14 @@ static void handle_death(struct mproc_pool *p, int i) {
   if (sl->pidfd >= 0) {
     /* A local process: its group goes too, and it is reaped here.  Under
      * the mutex it is not reaped yet, so its pid cannot have been reused.
-     * (When the program ignores SIGCHLD the kernel reaped it already; the
-     * group's guard process (spawn.c) still holds the group's id.)  The
-     * worker itself is killed by its pidfd as well: it may have left its
-     * group. */
-    kill(-sl->pid, SIGKILL);
+     * When the program ignores SIGCHLD the kernel may have reaped it
+     * already, and its group's guard (spawn.c) ends the group, itself
+     * included, as the worker exits: the id may then be another program's.
+     * So the group is signalled only while the worker exists (signal 0
+     * through the pidfd).  The worker itself is killed by its pidfd as
+     * well: it may have left its group. */
+    if (mproc__pidfd_kill(sl->pidfd, 0) == 0)
+      kill(-sl->pid, SIGKILL);
     mproc__pidfd_kill(sl->pidfd, SIGKILL);
     int r = mproc__reap(sl->pidfd, &code, mproc__deadline(MPROC__REAP_MS));
     if (r == -ECHILD) {
