@@ -108,9 +108,21 @@ static bool try_reap_locked(struct mproc_process *p) {
   siginfo_t si;
   si.si_pid = 0;
   int r;
+  /* A child leading its own group: the group is SIGKILLed once the child
+   * has exited and before it is reaped, while its zombie keeps the group's
+   * id from reuse.  Its guard (spawn.c) does the same, but a guard can be
+   * killed, stopped or never started (process limit). */
+  int peek = (p->flags & MPROC_PROCESS_NEW_GROUP) ? WNOWAIT : 0;
   do
-    r = waitid(P_PIDFD, (id_t)p->pidfd, &si, WEXITED | WNOHANG);
+    r = waitid(P_PIDFD, (id_t)p->pidfd, &si, WEXITED | WNOHANG | peek);
   while (r < 0 && errno == EINTR);
+  if (r == 0 && si.si_pid != 0 && peek) {
+    kill(-p->pid, SIGKILL);
+    si.si_pid = 0;
+    do
+      r = waitid(P_PIDFD, (id_t)p->pidfd, &si, WEXITED | WNOHANG);
+    while (r < 0 && errno == EINTR);
+  }
   if (r == 0 && si.si_pid != 0) {
     p->exitcode = si.si_code == CLD_EXITED ? si.si_status : -si.si_status;
     p->state = ST_DONE;

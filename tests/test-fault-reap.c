@@ -8,6 +8,7 @@
 #include "pool-helpers.h"
 #include "start.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <grp.h>
 #include <poll.h>
@@ -233,6 +234,65 @@ START_TEST(test_stopped_keeper_start) {
 }
 END_TEST
 
+/* ---- the group guard, killed ------------------------------------------------- */
+
+/* In a child leading its own group: SIGKILLs its guard (its only child so
+ * far), forks a grandchild that pauses in the group, publishes the
+ * grandchild's pid and pauses. */
+static int proc_kill_guard_then_fork(const void *arg, size_t len) {
+  (void)arg, (void)len;
+  DIR *d = opendir("/proc");
+  if (d == NULL)
+    return 1;
+  int killed = 0;
+  for (struct dirent *e; (e = readdir(d)) != NULL;) {
+    pid_t pid = (pid_t)atoi(e->d_name);
+    struct mproc__pstat ps;
+    if (pid > 0 && mproc__proc_stat(NULL, pid, &ps) == 0 && ps.ppid == getpid() &&
+        ps.state != 'Z' && kill(pid, SIGKILL) == 0)
+      killed++;
+  }
+  closedir(d);
+  if (killed != 1)
+    return 2;
+  pid_t g = fork();
+  if (g == 0)
+    for (;;)
+      pause();
+  atomic_store(&S->grandchild, (int)g);
+  for (;;)
+    pause();
+  return 0;
+}
+
+/* A child in its own group (MPROC_PROCESS_NEW_GROUP) whose guard process
+ * was killed: when the child was killed, its plain-fork()ed grandchild
+ * outlived it, an orphan.  The library now kills the group itself when it
+ * reaps the child, while the zombie still holds the group's id. */
+START_TEST(test_killed_group_guard) {
+  S = shared_new();
+  mproc_process *p;
+  mproc_process_options o = {.flags = MPROC_PROCESS_NEW_GROUP, .start_method = MPROC_START_FORK};
+  mproc_assert_ok(mproc_process_new(&p, proc_kill_guard_then_fork, NULL, 0, &o));
+  mproc_assert_ok(mproc_process_start(p));
+  int64_t dl = mproc_now_ms() + SLACK_MS;
+  while (atomic_load(&S->grandchild) == 0 && mproc_process_is_alive(p) == 1) {
+    ck_assert(mproc_now_ms() < dl);
+    sleep_ms(1);
+  }
+  pid_t g = atomic_load(&S->grandchild);
+  ck_assert_msg(g > 0, "the guard was not found in the child");
+  mproc_assert_ok(mproc_process_kill(p, 0));
+  mproc_assert_ok(mproc_process_join(p, SLACK_MS));
+  mproc_process_free(p);
+  bool dead = wait_pid_dead(g, SLACK_MS);
+  if (!dead)
+    kill(g, SIGKILL); /* not left behind by a failed check */
+  ck_assert_msg(dead, "the grandchild outlived its group's leader");
+  shared_free(S);
+}
+END_TEST
+
 /* ---- forks that fail ----------------------------------------------------------- */
 
 /* The error of one call that forks, of kind `kind`, made and released; the
@@ -439,6 +499,7 @@ int main(void) {
   tc = mproc_test_tcase(s, "stopped", 60);
   tcase_add_test(tc, test_stopped_forkserver_stop);
   tcase_add_test(tc, test_stopped_keeper_start);
+  tcase_add_test(tc, test_killed_group_guard);
   tc = mproc_test_tcase(s, "cannot-fork", 60);
   tcase_add_test(tc, test_every_fork_fails);
   tc = mproc_test_tcase(s, "recycled-pid", 60);
