@@ -236,6 +236,43 @@ END_TEST
 
 /* ---- the group guard, killed ------------------------------------------------- */
 
+/* Forks a grandchild that pauses, publishes its pid, pauses. */
+static int proc_fork_grandchild(const void *arg, size_t len) {
+  (void)arg, (void)len;
+  pid_t g = fork();
+  if (g == 0)
+    for (;;)
+      pause();
+  atomic_store(&S->grandchild, (int)g);
+  for (;;)
+    pause();
+  return 0;
+}
+
+/* Starts fn (a proc_fork_grandchild) with `flags` and waits (bounded) for
+ * the grandchild's pid; 0 if the child ended first. */
+static pid_t start_with_grandchild(mproc_process **p, mproc_process_fn fn, unsigned flags) {
+  atomic_store(&S->grandchild, 0);
+  mproc_process_options o = {.flags = flags, .start_method = MPROC_START_FORK};
+  mproc_assert_ok(mproc_process_new(p, fn, NULL, 0, &o));
+  mproc_assert_ok(mproc_process_start(*p));
+  int64_t dl = mproc_now_ms() + SLACK_MS;
+  while (atomic_load(&S->grandchild) == 0 && mproc_process_is_alive(*p) == 1) {
+    ck_assert(mproc_now_ms() < dl);
+    sleep_ms(1);
+  }
+  return atomic_load(&S->grandchild);
+}
+
+/* Frees p, then checks the grandchild g ends (bounded); never leaves it. */
+static void expect_grandchild_dead(mproc_process *p, pid_t g, const char *what) {
+  mproc_process_free(p);
+  bool dead = wait_pid_dead(g, SLACK_MS);
+  if (!dead)
+    kill(g, SIGKILL); /* not left behind by a failed check */
+  ck_assert_msg(dead, "%s", what);
+}
+
 /* In a child leading its own group: SIGKILLs its guard (its only child so
  * far), forks a grandchild that pauses in the group, publishes the
  * grandchild's pid and pauses. */
@@ -253,16 +290,7 @@ static int proc_kill_guard_then_fork(const void *arg, size_t len) {
       killed++;
   }
   closedir(d);
-  if (killed != 1)
-    return 2;
-  pid_t g = fork();
-  if (g == 0)
-    for (;;)
-      pause();
-  atomic_store(&S->grandchild, (int)g);
-  for (;;)
-    pause();
-  return 0;
+  return killed == 1 ? proc_fork_grandchild(arg, len) : 2;
 }
 
 /* A child in its own group (MPROC_PROCESS_NEW_GROUP) whose guard process
@@ -272,23 +300,39 @@ static int proc_kill_guard_then_fork(const void *arg, size_t len) {
 START_TEST(test_killed_group_guard) {
   S = shared_new();
   mproc_process *p;
-  mproc_process_options o = {.flags = MPROC_PROCESS_NEW_GROUP, .start_method = MPROC_START_FORK};
-  mproc_assert_ok(mproc_process_new(&p, proc_kill_guard_then_fork, NULL, 0, &o));
-  mproc_assert_ok(mproc_process_start(p));
-  int64_t dl = mproc_now_ms() + SLACK_MS;
-  while (atomic_load(&S->grandchild) == 0 && mproc_process_is_alive(p) == 1) {
-    ck_assert(mproc_now_ms() < dl);
-    sleep_ms(1);
-  }
-  pid_t g = atomic_load(&S->grandchild);
+  pid_t g = start_with_grandchild(&p, proc_kill_guard_then_fork, MPROC_PROCESS_NEW_GROUP);
   ck_assert_msg(g > 0, "the guard was not found in the child");
   mproc_assert_ok(mproc_process_kill(p, 0));
   mproc_assert_ok(mproc_process_join(p, SLACK_MS));
-  mproc_process_free(p);
-  bool dead = wait_pid_dead(g, SLACK_MS);
-  if (!dead)
-    kill(g, SIGKILL); /* not left behind by a failed check */
-  ck_assert_msg(dead, "the grandchild outlived its group's leader");
+  expect_grandchild_dead(p, g, "the grandchild outlived its group's leader");
+  shared_free(S);
+}
+END_TEST
+
+/* ---- a process tree with a stopped member ------------------------------------- */
+
+/* A tree whose every member is stopped -- the grandchild first, then the
+ * child -- ends with a tree terminate: SIGTERM reaches every member and
+ * each is continued so that it acts on it; and a tree kill ends one whose
+ * grandchild alone is stopped. */
+START_TEST(test_stopped_tree_members) {
+  S = shared_new();
+  for (int round = 0; round < 2; round++) {
+    mproc_process *p;
+    pid_t g = start_with_grandchild(&p, proc_fork_grandchild, 0);
+    ck_assert_int_gt(g, 0);
+    ck_assert_int_eq(kill(g, SIGSTOP), 0);
+    if (round == 0)
+      ck_assert_int_eq(kill(mproc_process_pid(p), SIGSTOP), 0);
+    int r = round == 0 ? mproc_process_terminate(p, MPROC_SIGNAL_TREE)
+                       : mproc_process_kill(p, MPROC_SIGNAL_TREE);
+    mproc_assert_ok(r);
+    mproc_assert_ok(mproc_process_join(p, SLACK_MS));
+    int code = 0;
+    mproc_assert_ok(mproc_process_exitcode(p, &code));
+    ck_assert_int_eq(code, round == 0 ? -SIGTERM : -SIGKILL);
+    expect_grandchild_dead(p, g, "a stopped grandchild survived its tree's signal");
+  }
   shared_free(S);
 }
 END_TEST
@@ -500,6 +544,7 @@ int main(void) {
   tcase_add_test(tc, test_stopped_forkserver_stop);
   tcase_add_test(tc, test_stopped_keeper_start);
   tcase_add_test(tc, test_killed_group_guard);
+  tcase_add_test(tc, test_stopped_tree_members);
   tc = mproc_test_tcase(s, "cannot-fork", 60);
   tcase_add_test(tc, test_every_fork_fails);
   tc = mproc_test_tcase(s, "recycled-pid", 60);
