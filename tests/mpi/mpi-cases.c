@@ -330,6 +330,31 @@ static void case_timeout(void) {
   ranks_still_serve();
 }
 
+/* A task whose local worker stops itself (SIGSTOP). */
+static int stop_self_task(const void *arg, size_t len, mproc_task_ctx *ctx) {
+  (void)arg, (void)len, (void)ctx;
+  raise(SIGSTOP);
+  return 0;
+}
+
+/* A rank's local worker stopped in a task: the task's timeout still ends
+ * it (a kill works on a stopped process), and so does a cancel; the rank
+ * replaces the worker and goes on. */
+static void case_stopped(void) {
+  struct mproc__mpi_job *j = submit(stop_self_task, NULL, 0, 300);
+  struct mproc_task_error err;
+  CHECK_ERR(outcome(j, &err), MPROC_ETIMEDOUT);
+  mproc__mpi_job_free(j);
+  j = submit(stop_self_task, NULL, 0, 0);
+  struct mproc__mpi_job *probe = submit(square_task, &(int64_t){4}, sizeof(int64_t), 0);
+  CHECK_ERR(mproc__mpi_wait(probe, scaled(60000)), 0); /* j has surely reached its rank */
+  mproc__mpi_job_free(probe);
+  CHECK_ERR(mproc__mpi_cancel(j), 0);
+  CHECK_ERR(outcome(j, &err), MPROC_ECANCELED);
+  mproc__mpi_job_free(j);
+  ranks_still_serve();
+}
+
 static void case_unresolvable(void) {
   struct mproc__mpi_fn r;
   /* A name nobody registered: refused on rank 0 already. */
@@ -741,17 +766,10 @@ int main(int argc, char **argv) {
   }
   CHECK_ERR(rc, 0);
   static const struct mpi_case cases[] = {
-      {"basic", case_basic},
-      {"large", case_large},
-      {"huge", case_huge},
-      {"timeout", case_timeout},
-      {"unresolvable", case_unresolvable},
-      {"killrank", case_killrank},
-      {"sigint", case_sigint},
-      {"fallback", case_fallback},
-      {"transport", case_transport},
-      {"segv", case_segv},
-      {"exit", case_exit},
+      {"basic", case_basic},         {"large", case_large},     {"huge", case_huge},
+      {"timeout", case_timeout},     {"stopped", case_stopped}, {"unresolvable", case_unresolvable},
+      {"killrank", case_killrank},   {"sigint", case_sigint},   {"fallback", case_fallback},
+      {"transport", case_transport}, {"segv", case_segv},       {"exit", case_exit},
       {"batch", case_batch},
   };
   return run_case(cases, sizeof cases / sizeof cases[0], c);
