@@ -309,6 +309,20 @@ static void crash_case(mproc_task_fn fn, int want_signo, int want_status) {
   ranks_still_serve();
 }
 
+/* Cancel a running task of fn: its local worker is killed, the rank goes
+ * on. */
+static void cancel_running(mproc_task_fn fn) {
+  struct mproc__mpi_job *j = submit(fn, NULL, 0, 0);
+  struct mproc__mpi_job *probe = submit(square_task, &(int64_t){4}, sizeof(int64_t), 0);
+  CHECK_ERR(mproc__mpi_wait(probe, scaled(60000)), 0); /* j has surely reached its rank */
+  mproc__mpi_job_free(probe);
+  CHECK_ERR(mproc__mpi_cancel(j), 0);
+  struct mproc_task_error err;
+  CHECK_ERR(outcome(j, &err), MPROC_ECANCELED);
+  CHECK_ERR(mproc__mpi_cancel(j), MPROC_ESTATE);
+  mproc__mpi_job_free(j);
+}
+
 static void case_timeout(void) {
   int64_t t0 = mproc_now_ms();
   struct mproc__mpi_job *j = submit(sleep_task, NULL, 0, 300);
@@ -318,15 +332,7 @@ static void case_timeout(void) {
   CHECK(took >= 300 && took < scaled(30000), "took %lld ms", (long long)took);
   expect_rank_and_host(&err, mproc__mpi_job_rank(j));
   mproc__mpi_job_free(j);
-  /* Cancel a running task: its local worker is killed, the rank goes on. */
-  j = submit(sleep_task, NULL, 0, 0);
-  struct mproc__mpi_job *probe = submit(square_task, &(int64_t){4}, sizeof(int64_t), 0);
-  CHECK_ERR(mproc__mpi_wait(probe, scaled(60000)), 0); /* j has surely reached its rank */
-  mproc__mpi_job_free(probe);
-  CHECK_ERR(mproc__mpi_cancel(j), 0);
-  CHECK_ERR(outcome(j, &err), MPROC_ECANCELED);
-  CHECK_ERR(mproc__mpi_cancel(j), MPROC_ESTATE);
-  mproc__mpi_job_free(j);
+  cancel_running(sleep_task);
   ranks_still_serve();
 }
 
@@ -345,13 +351,7 @@ static void case_stopped(void) {
   struct mproc_task_error err;
   CHECK_ERR(outcome(j, &err), MPROC_ETIMEDOUT);
   mproc__mpi_job_free(j);
-  j = submit(stop_self_task, NULL, 0, 0);
-  struct mproc__mpi_job *probe = submit(square_task, &(int64_t){4}, sizeof(int64_t), 0);
-  CHECK_ERR(mproc__mpi_wait(probe, scaled(60000)), 0); /* j has surely reached its rank */
-  mproc__mpi_job_free(probe);
-  CHECK_ERR(mproc__mpi_cancel(j), 0);
-  CHECK_ERR(outcome(j, &err), MPROC_ECANCELED);
-  mproc__mpi_job_free(j);
+  cancel_running(stop_self_task);
   ranks_still_serve();
 }
 
