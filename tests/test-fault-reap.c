@@ -201,20 +201,23 @@ START_TEST(test_stopped_forkserver_stop) {
 END_TEST
 
 static void stop_self(void) { raise(SIGSTOP); }
+static void kill_self(void) { raise(SIGKILL); }
 
 /* A named object's keeper start, stopped: the intermediate process before
  * it forked the keeper (round 0), or the keeper after the intermediate had
- * exited and before it told the creator it was ready (round 1).  Each made
+ * exited and before it told the creator it was ready (round 1; round 2:
+ * the keeper killed there instead).  Each made
  * the create wait 30 s; in round 1 the create watched the exited
  * intermediate, and the keeper stayed stopped for ever.  The intermediate
  * now tells the keeper's pid first and the create watches the keeper: it
  * fails promptly with MPROC_ECHILDFAILED, the stopped process is killed,
  * no name, process or descriptor is left, and the next create works. */
 START_TEST(test_stopped_keeper_start) {
-  void (*_Atomic *hooks[])(void) = {&mproc__keeper_test_hook, &mproc__keeper_gap_hook};
-  for (int round = 0; round < 2; round++) {
+  void (*_Atomic *hooks[])(void) = {&mproc__keeper_test_hook, &mproc__keeper_gap_hook,
+                                    &mproc__keeper_gap_hook};
+  for (int round = 0; round < 3; round++) {
     char name[96];
-    atomic_store(hooks[round], stop_self);
+    atomic_store(hooks[round], round < 2 ? stop_self : kill_self);
     int64_t t0 = mproc_now_ms();
     mproc_shm *s = NULL;
     mproc_assert_err(mproc_shm_create(&s, mproc_test_shm_name(name, sizeof name, "stopk"), 4096),
