@@ -17,14 +17,18 @@
  * A pending LOCK_EX does not block new LOCK_SH requests on Linux, so the
  * waiting keeper never delays users (tests/test-shm.c checks this).
  *
- * Life of a keeper (the creator waits, bounded, for the intermediate only):
+ * Life of a keeper (the creator waits, bounded, for the keeper's word and
+ * the intermediate's exit; a stopped one of them ends the wait at once):
  *
  *   creator: reopen the object (a description of the keeper's own)
- *     -> spawn intermediate -> fork keeper -> intermediate waits on `ready`
- *   keeper: setsid -> close every fd but its own and `ready` -> unmap
- *     inherited shared mappings (cannot: exit, the create fails) -> write
- *     `ready` (intermediate exits, creator reaps it and links the name) -> flock(LOCK_EX) ... no
- * user left
+ *     -> spawn intermediate -> fork keeper -> intermediate writes the
+ *     keeper's pid to `ready` (so that the creator, waiting, can tell a
+ *     stopped keeper once the intermediate is gone) and waits for the keeper
+ *     to close what it inherited
+ *   keeper: setsid -> close every fd but its own and `ready` (the
+ *     intermediate exits) -> unmap inherited shared mappings (cannot: exit,
+ *     the create fails) -> write its word, 0, to `ready` (the creator reaps
+ *     the intermediate and links the name) -> flock(LOCK_EX) ... no user left
  *     -> last rites -> unlink the name if it is still this object -> _exit
  *
  * A keeper that cannot start makes the create fail (nothing named yet). */
