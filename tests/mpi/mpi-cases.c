@@ -403,6 +403,23 @@ static void case_killrank(void) {
   exit(1);
 }
 
+/* A message of a tag the wire does not know ends the job with a message
+ * naming it (run-case.sh checks both), rather than lying unread while the
+ * rank goes on.  Nothing after the wait may run. */
+static void case_badtag(void) {
+  struct mproc__mpi_task bogus = {.kind = MPROC__MPI_CALL};
+  CHECK(MPI_Send(&bogus, (int)sizeof bogus, MPI_BYTE, 1, 999, mproc__mpi.comm) == MPI_SUCCESS,
+        "send");
+  struct mproc__mpi_fn r = ref_of(square_task);
+  struct mproc__mpi_job *j;
+  int64_t v = 3;
+  CHECK_ERR(mproc__mpi_submit_to((struct mproc__mpi_to){1, 0}, &r, &v, sizeof v, 0, &j), 0);
+  struct mproc_task_error err;
+  int rc = outcome(j, &err);
+  printf("UNEXPECTED: the job went on (%s)\n", mproc_err_name(rc));
+  exit(1);
+}
+
 /* Runs until mpiexec is interrupted (run-case.sh sends SIGINT). */
 static void case_sigint(void) {
   struct mproc__mpi_job *j = submit(sleep_task, NULL, 0, 0);
@@ -766,11 +783,13 @@ int main(int argc, char **argv) {
   }
   CHECK_ERR(rc, 0);
   static const struct mpi_case cases[] = {
-      {"basic", case_basic},         {"large", case_large},     {"huge", case_huge},
-      {"timeout", case_timeout},     {"stopped", case_stopped}, {"unresolvable", case_unresolvable},
-      {"killrank", case_killrank},   {"sigint", case_sigint},   {"fallback", case_fallback},
-      {"transport", case_transport}, {"segv", case_segv},       {"exit", case_exit},
-      {"batch", case_batch},
+      {"basic", case_basic},         {"large", case_large},
+      {"huge", case_huge},           {"timeout", case_timeout},
+      {"stopped", case_stopped},     {"unresolvable", case_unresolvable},
+      {"killrank", case_killrank},   {"badtag", case_badtag},
+      {"sigint", case_sigint},       {"fallback", case_fallback},
+      {"transport", case_transport}, {"segv", case_segv},
+      {"exit", case_exit},           {"batch", case_batch},
   };
   return run_case(cases, sizeof cases / sizeof cases[0], c);
 }
