@@ -103,8 +103,10 @@ static int first_user_rt;
  * a larger cost than the call itself. */
 void mproc__reset_signals(void) {
   /* SIG_DFL, no flags, an empty mask: the all-zero kernel struct sigaction
-   * on every architecture (this is larger than any of them). */
-  static const uint64_t dfl[8];
+   * on every architecture (this is larger than any of them).  On the stack,
+   * whose page the child has written already: a constant would be read from
+   * a page of read-only data that fork does not map, one more page fault. */
+  const uint64_t dfl[8] = {0};
   int rtmin = first_user_rt != 0 ? first_user_rt : SIGRTMIN;
   for (int sig = 1; sig < NSIG; sig++) {
     if (sig == SIGKILL || sig == SIGSTOP || (sig >= 32 && sig < rtmin))
@@ -113,14 +115,29 @@ void mproc__reset_signals(void) {
   }
 }
 
+/* Whether `f` holds bytes not yet written, as __fpending tells.  With glibc
+ * the narrow buffer's pointers are read directly (public fields of its
+ * FILE; a wide-oriented stream counts as pending, its purge being harmless):
+ * __fpending lives on a page of code nothing else of the child runs, and
+ * each such page is one more page fault in every child. */
+#ifdef MPROC__HAVE_FPURGE
+static bool stdio_pending(FILE *f) {
+#if defined(__GLIBC__)
+  return f->_mode > 0 || f->_IO_write_ptr != f->_IO_write_base;
+#else
+  return __fpending(f) != 0;
+#endif
+}
+#endif
+
 /* The child's copies of the parent's pending stdout/stderr bytes: never
  * written by the child (see the design notes).  Purged only when there are
  * some: the purge writes the FILE, a copy-on-write fault in every child. */
 static void drop_parent_stdio(void) {
 #ifdef MPROC__HAVE_FPURGE
-  if (__fpending(stdout) != 0)
+  if (stdio_pending(stdout))
     __fpurge(stdout);
-  if (__fpending(stderr) != 0)
+  if (stdio_pending(stderr))
     __fpurge(stderr);
 #endif
 }
@@ -140,7 +157,7 @@ static void bind_child_calls(void) {
   FILE *f = fmemopen(probe, sizeof probe, "w");
   if (f != NULL) {
 #ifdef MPROC__HAVE_FPURGE
-    if (__fpending(f) != 0)
+    if (stdio_pending(f))
       __fpurge(f);
 #endif
     fclose(f);
