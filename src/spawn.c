@@ -106,13 +106,14 @@ static int first_user_rt;
  * not copy the page table of code), a larger cost than the call itself.
  * Returns what the kernel returns: a negative errno on failure.  Other
  * architectures use syscall(), one page for every call. */
-static long child_sys(long n, long a, long b, long c, long d) {
+static long child_sys(long n, long a, long b, long c, long d, long e) {
 #if defined(__x86_64__)
   register long r10 __asm__("r10") = d;
+  register long r8 __asm__("r8") = e;
   long ret;
   __asm__ volatile("syscall"
                    : "=a"(ret)
-                   : "a"(n), "D"(a), "S"(b), "d"(c), "r"(r10)
+                   : "a"(n), "D"(a), "S"(b), "d"(c), "r"(r10), "r"(r8)
                    : "rcx", "r11", "memory");
   return ret;
 #elif defined(__aarch64__)
@@ -121,10 +122,14 @@ static long child_sys(long n, long a, long b, long c, long d) {
   register long x1 __asm__("x1") = b;
   register long x2 __asm__("x2") = c;
   register long x3 __asm__("x3") = d;
-  __asm__ volatile("svc 0" : "+r"(x0) : "r"(x8), "r"(x1), "r"(x2), "r"(x3) : "memory", "cc");
+  register long x4 __asm__("x4") = e;
+  __asm__ volatile("svc 0"
+                   : "+r"(x0)
+                   : "r"(x8), "r"(x1), "r"(x2), "r"(x3), "r"(x4)
+                   : "memory", "cc");
   return x0;
 #else
-  long r = syscall(n, a, b, c, d);
+  long r = syscall(n, a, b, c, d, e);
   return r < 0 ? -errno : r;
 #endif
 }
@@ -139,7 +144,7 @@ void mproc__reset_signals(void) {
   for (int sig = 1; sig < NSIG; sig++) {
     if (sig == SIGKILL || sig == SIGSTOP || (sig >= 32 && sig < rtmin))
       continue;
-    child_sys(SYS_rt_sigaction, sig, (long)dfl, 0, KSIGSET_BYTES);
+    child_sys(SYS_rt_sigaction, sig, (long)dfl, 0, KSIGSET_BYTES, 0);
   }
 }
 
@@ -262,9 +267,9 @@ void mproc__group_guard_start(void) {
  * every child (about ten page faults of the dynamic linker's code and data,
  * a third of a process start's).  glibc's _exit is this system call. */
 static _Noreturn void child_exit(int status) {
-  child_sys(SYS_exit_group, status, 0, 0, 0);
+  child_sys(SYS_exit_group, status, 0, 0, 0, 0);
   for (;;)
-    child_sys(SYS_exit, status, 0, 0, 0);
+    child_sys(SYS_exit, status, 0, 0, 0, 0);
 }
 
 static _Noreturn void child_main(const struct mproc__spawn_opts *o, pid_t parent,
@@ -280,8 +285,8 @@ static _Noreturn void child_main(const struct mproc__spawn_opts *o, pid_t parent
   drop_parent_stdio();
   mproc__reset_signals();
   long sig = o->pdeathsig > 0 ? o->pdeathsig : SIGKILL;
-  if (child_sys(SYS_prctl, PR_SET_PDEATHSIG, sig, 0, 0) != 0 ||
-      (pid_t)child_sys(SYS_getppid, 0, 0, 0, 0) != parent)
+  if (child_sys(SYS_prctl, PR_SET_PDEATHSIG, sig, 0, 0, 0) != 0 ||
+      (pid_t)child_sys(SYS_getppid, 0, 0, 0, 0, 0) != parent)
     child_exit(127);
   if (o->flags & MPROC__SPAWN_NEWPGRP) {
     setpgid(0, 0);
@@ -289,7 +294,7 @@ static _Noreturn void child_main(const struct mproc__spawn_opts *o, pid_t parent
   }
   mproc__fd_close_registered_except(o->keep_fds, o->nkeep,
                                     (o->flags & MPROC__SPAWN_KEEP_USER_FDS) != 0);
-  child_sys(SYS_rt_sigprocmask, SIG_SETMASK, (long)oldmask, 0, KSIGSET_BYTES);
+  child_sys(SYS_rt_sigprocmask, SIG_SETMASK, (long)oldmask, 0, KSIGSET_BYTES, 0);
   child_exit(o->fn(o->arg));
 }
 
