@@ -25,7 +25,11 @@
  * owner-died / not-recoverable) is written by the holder only.
  * Ownership checks: relock of a Lock by its owner is MPROC_EBUSY instead of
  * a self-deadlock, release by a non-owner is MPROC_ENOTOWNER (where Python's
- * Lock would allow it: robustness needs an owner).  RLock counts its depth
+ * Lock would allow it: robustness needs an owner).  A release of the lock
+ * the thread took last knows it is the owner from a thread-local note
+ * (tidlock.h, mproc__tidlock_held) instead of reading the word: on x86 that
+ * read, right after the acquire's compare-and-swap, cost as much as the
+ * swap itself; any other release reads the word.  RLock counts its depth
  * itself and holds the word once, so Condition.wait can release it fully
  * and take it back at the same depth; after an owner died the new owner
  * starts at depth 1.
@@ -185,22 +189,41 @@ static const struct mproc__sync_kind lock_kind = {.magic = MPROC__MAGIC_LOCK,
 /* mproc_lock_init, _new, _destroy, _free, _from_fd */
 MPROC__SYNC_LIFECYCLE(mproc_lock, lock_kind, MPROC_LOCK_SIZE)
 
-/* Common to Lock and RLock: acquires m and applies our state. */
-static inline int take(mproc__tidlock *m, _Atomic uint32_t *state, int64_t deadline_ms) {
-  int r = mproc__tidlock_lock(m, deadline_ms);
-  if (MPROC__LIKELY(r == 0) &&
-      MPROC__LIKELY(atomic_load_explicit(state, memory_order_relaxed) == ST_OK))
-    return 0;
+/* Common to Lock and RLock: what an acquire that got the word r (0 or
+ * MPROC_EOWNERDEAD) makes of our state.  A lock made unrecoverable while
+ * we waited for it is given back. */
+__attribute__((noinline)) static int took(mproc__tidlock *m, _Atomic uint32_t *state, int r) {
   if (r == MPROC_EOWNERDEAD)
     atomic_store_explicit(state, ST_OWNER_DIED, memory_order_relaxed);
-  else if (r != 0)
-    return r;
   if (atomic_load_explicit(state, memory_order_relaxed) == ST_NOTRECOVERABLE) {
-    /* Made unrecoverable while we waited for it. */
     mproc__tidlock_unlock(m);
     return MPROC_ENOTRECOVERABLE;
   }
+  mproc__tidlock_held = m;
   return r;
+}
+
+/* The uncontended acquire, inline: one compare-and-swap from the free
+ * word, and the state check.  Returns 0 or MPROC_ENOTRECOVERABLE, or 1
+ * when the word was not free (nothing done: the caller's slow path). */
+static inline int take_free(mproc__tidlock *m, _Atomic uint32_t *state) {
+  uint64_t free_word = 0;
+  if (MPROC__UNLIKELY(!atomic_compare_exchange_strong_explicit(
+          &m->word, &free_word, mproc__tidlock_who(), memory_order_acquire, memory_order_relaxed)))
+    return 1;
+  /* A word left free in the owner-died state still reports it through the
+   * acquire that took it over, not through this one. */
+  if (MPROC__UNLIKELY(atomic_load_explicit(state, memory_order_relaxed) == ST_NOTRECOVERABLE))
+    return took(m, state, 0);
+  mproc__tidlock_held = m;
+  return 0;
+}
+
+/* Common to Lock and RLock: acquires m (contended or not) and applies our
+ * state. */
+static int take(mproc__tidlock *m, _Atomic uint32_t *state, int64_t deadline_ms) {
+  int r = mproc__tidlock_lock(m, deadline_ms);
+  return r == 0 || r == MPROC_EOWNERDEAD ? took(m, state, r) : r;
 }
 
 /* Release by the owner; an owner-died state not marked consistent becomes
@@ -208,12 +231,17 @@ static inline int take(mproc__tidlock *m, _Atomic uint32_t *state, int64_t deadl
 static inline int give(mproc__tidlock *m, _Atomic uint32_t *state) {
   if (MPROC__UNLIKELY(atomic_load_explicit(state, memory_order_relaxed) == ST_OWNER_DIED))
     atomic_store_explicit(state, ST_NOTRECOVERABLE, memory_order_relaxed);
+  /* Whatever the hint names: the same lock may be mapped at two addresses
+   * in this process, and a release through one must not leave a hint that
+   * still calls the other ours. */
+  mproc__tidlock_held = NULL;
   mproc__tidlock_unlock(m);
   return 0;
 }
 
 static int mark_consistent(mproc__tidlock *m, _Atomic uint32_t *state) {
-  if (!mproc__tidlock_mine(m) || atomic_load_explicit(state, memory_order_relaxed) != ST_OWNER_DIED)
+  if (!mproc__tidlock_mine_hinted(m) ||
+      atomic_load_explicit(state, memory_order_relaxed) != ST_OWNER_DIED)
     return MPROC_ESTATE;
   atomic_store_explicit(state, ST_OK, memory_order_relaxed);
   return 0;
@@ -224,35 +252,29 @@ static inline int64_t deadline_of(int64_t timeout_ms) {
   return timeout_ms < 0 ? -1 : mproc__deadline(timeout_ms);
 }
 
+/* The acquire of a Lock found held; out of line, so that the uncontended
+ * path saves no registers for it. */
+__attribute__((noinline)) static int lock_acquire_held(mproc_lock *l, int64_t timeout_ms) {
+  if (atomic_load_explicit(&l->state, memory_order_relaxed) == ST_NOTRECOVERABLE)
+    return MPROC_ENOTRECOVERABLE;
+  if (mproc__tidlock_mine_hinted(&l->m))
+    return MPROC_EBUSY; /* not recursive: this would deadlock */
+  return take(&l->m, &l->state, deadline_of(timeout_ms));
+}
+
 MPROC_EXTERN int mproc_lock_acquire(mproc_lock *l, int64_t timeout_ms) {
   if (!mproc__sync_ok(l, MPROC__MAGIC_LOCK) || timeout_ms < -1)
     return MPROC_EINVAL;
-  /* The uncontended case first: one compare-and-swap, then the state check
-   * take() makes anyway (a not recoverable lock is given back there).  Only
-   * a lock that is held costs the owner check. */
-  uint64_t free_word = 0;
-  if (MPROC__LIKELY(
-          atomic_compare_exchange_strong_explicit(&l->m.word, &free_word, mproc__tidlock_who(),
-                                                  memory_order_acquire, memory_order_relaxed))) {
-    if (MPROC__LIKELY(atomic_load_explicit(&l->state, memory_order_relaxed) == ST_OK))
-      return 0;
-    if (atomic_load_explicit(&l->state, memory_order_relaxed) == ST_NOTRECOVERABLE) {
-      mproc__tidlock_unlock(&l->m);
-      return MPROC_ENOTRECOVERABLE;
-    }
-    return 0; /* ST_OWNER_DIED: still reported by the acquire that took it over */
-  }
-  if (atomic_load_explicit(&l->state, memory_order_relaxed) == ST_NOTRECOVERABLE)
-    return MPROC_ENOTRECOVERABLE;
-  if (mproc__tidlock_mine(&l->m))
-    return MPROC_EBUSY; /* not recursive: this would deadlock */
-  return take(&l->m, &l->state, deadline_of(timeout_ms));
+  /* The uncontended case first; only a lock that is held costs the owner
+   * check. */
+  int r = take_free(&l->m, &l->state);
+  return MPROC__LIKELY(r != 1) ? r : lock_acquire_held(l, timeout_ms);
 }
 
 MPROC_EXTERN int mproc_lock_release(mproc_lock *l) {
   if (!mproc__sync_ok(l, MPROC__MAGIC_LOCK))
     return MPROC_EINVAL;
-  if (!mproc__tidlock_mine(&l->m))
+  if (!mproc__tidlock_mine_hinted(&l->m))
     return MPROC_ENOTOWNER;
   return give(&l->m, &l->state);
 }
@@ -284,8 +306,16 @@ MPROC__SYNC_LIFECYCLE(mproc_rlock, rlock_kind, MPROC_RLOCK_SIZE)
 MPROC_EXTERN int mproc_rlock_acquire(mproc_rlock *l, int64_t timeout_ms) {
   if (!mproc__sync_ok(l, MPROC__MAGIC_RLOCK) || timeout_ms < -1)
     return MPROC_EINVAL;
-  if (mproc__tidlock_mine(&l->m) && l->depth > 0) {
-    l->depth++; /* ours already */
+  /* Free: ours now at depth 1, with no owner check (a free word is not
+   * ours).  Else ours already, or someone else's. */
+  int r = take_free(&l->m, &l->state);
+  if (MPROC__LIKELY(r != 1)) {
+    if (r == 0)
+      l->depth = 1;
+    return r;
+  }
+  if (mproc__tidlock_mine_hinted(&l->m) && l->depth > 0) {
+    l->depth++;
     return 0;
   }
   return mproc__rlock_reacquire(l, 1, deadline_of(timeout_ms));
@@ -317,7 +347,7 @@ void mproc__rlock_mark_cond(mproc_rlock *l, _Atomic uint32_t *words) {
 MPROC_EXTERN int mproc_rlock_release(mproc_rlock *l) {
   if (!mproc__sync_ok(l, MPROC__MAGIC_RLOCK))
     return MPROC_EINVAL;
-  if (!mproc__tidlock_mine(&l->m) || l->depth <= 0)
+  if (!mproc__tidlock_mine_hinted(&l->m) || l->depth <= 0)
     return MPROC_ENOTOWNER;
   if (--l->depth > 0)
     return 0;
@@ -333,13 +363,13 @@ MPROC_EXTERN int mproc_rlock_consistent(mproc_rlock *l) {
 MPROC_EXTERN int mproc_rlock_depth(const mproc_rlock *l) {
   if (!mproc__sync_ok(l, MPROC__MAGIC_RLOCK))
     return MPROC_EINVAL;
-  return mproc__tidlock_mine(&l->m) ? l->depth : 0;
+  return mproc__tidlock_mine_hinted(&l->m) ? l->depth : 0;
 }
 
 /* The word is only ever held once by us (depth is ours), so a full release
  * is one unlock. */
 int mproc__rlock_release_all(mproc_rlock *l, int *depth) {
-  if (!mproc__tidlock_mine(&l->m) || l->depth <= 0)
+  if (!mproc__tidlock_mine_hinted(&l->m) || l->depth <= 0)
     return MPROC_ENOTOWNER;
   *depth = l->depth;
   l->depth = 0;
