@@ -29,7 +29,11 @@
  * the thread took last knows it is the owner from a thread-local note
  * (tidlock.h, mproc__tidlock_held) instead of reading the word: on x86 that
  * read, right after the acquire's compare-and-swap, cost as much as the
- * swap itself; any other release reads the word.  RLock counts its depth
+ * swap itself; any other release reads the word.  A Lock also parks in
+ * the one thread that uses it (sync.h, sync_lock_park.c): that thread then
+ * goes in and out with plain stores, and everyone else revokes the parking
+ * first, with the same outcomes as above (a parker that dies inside leaves
+ * an owner-died lock, one that dies outside a free one).  RLock counts its depth
  * itself and holds the word once, so Condition.wait can release it fully
  * and take it back at the same depth; after an owner died the new owner
  * starts at depth 1.
@@ -54,8 +58,9 @@ enum { ST_OK = 0, ST_OWNER_DIED = 1, ST_NOTRECOVERABLE = 2 };
 
 struct mproc_lock {
   struct mproc__sync_hdr hdr;
-  mproc__tidlock m;       /* the owner word: holder's tid and start time */
-  _Atomic uint32_t state; /* ST_*, written by the holder */
+  mproc__tidlock m;            /* the owner word: holder's tid and start time */
+  _Atomic uint32_t state;      /* ST_*, written by the holder */
+  struct mproc__lockpark park; /* parking in one process (sync.h) */
 };
 
 struct mproc_rlock {
@@ -173,12 +178,40 @@ static int lock_retire_word(void *obj, mproc__tidlock *m) {
   return 0;
 }
 
-static int lock_retire(void *obj) { return lock_retire_word(obj, &((struct mproc_lock *)obj)->m); }
+/* Whether the calling thread holds the Lock, normally or parked. */
+static bool lock_mine(const struct mproc_lock *l) {
+  uint64_t w = atomic_load_explicit(&l->m.word, memory_order_relaxed);
+  return mproc__tidlock_held == &l->m || w == mproc__tidlock_who() ||
+         mproc__lockpark_held(&l->park, w, mproc__tidlock_who());
+}
+
+/* A parked Lock is first taken from its parker, without waiting: a parker
+ * outside holds nothing, one inside holds the lock. */
+static int lock_retire(void *obj) {
+  struct mproc_lock *l = obj;
+  for (;;) {
+    if (!(atomic_load(&l->m.word) & MPROC__TIDLOCK_PARK))
+      return lock_retire_word(obj, &l->m);
+    int r = mproc__lockpark_revoke(&l->m, &l->park, mproc_now_ms());
+    if (r == 0 || r == MPROC_EOWNERDEAD) {
+      mproc__tidlock_held = NULL;
+      mproc__sync_clear(obj); /* before the word is freed */
+      mproc__tidlock_unlock(&l->m);
+      return 0;
+    }
+    if (r != 1)
+      return MPROC_EBUSY;
+  }
+}
 
 /* A process that mapped the lock from an fd may not unmap it while it
- * holds it. */
+ * holds it; a parking of its own is given up first. */
 static int lock_detach(void *obj) {
-  return mproc__tidlock_mine(&((struct mproc_lock *)obj)->m) ? MPROC_EBUSY : 0;
+  struct mproc_lock *l = obj;
+  if (lock_mine(l))
+    return MPROC_EBUSY;
+  mproc__lockpark_unpark_mine(&l->m, &l->park);
+  return 0;
 }
 
 static const struct mproc__sync_kind lock_kind = {.magic = MPROC__MAGIC_LOCK,
@@ -257,32 +290,98 @@ static inline int64_t deadline_of(int64_t timeout_ms) {
 __attribute__((noinline)) static int lock_acquire_held(mproc_lock *l, int64_t timeout_ms) {
   if (atomic_load_explicit(&l->state, memory_order_relaxed) == ST_NOTRECOVERABLE)
     return MPROC_ENOTRECOVERABLE;
-  if (mproc__tidlock_mine_hinted(&l->m))
+  if (lock_mine(l))
     return MPROC_EBUSY; /* not recursive: this would deadlock */
-  return take(&l->m, &l->state, deadline_of(timeout_ms));
+  int64_t deadline = deadline_of(timeout_ms);
+  for (;;) {
+    int r = mproc__tidlock_lock(&l->m, deadline);
+    if (r == MPROC__TIDLOCK_PARKED) {
+      r = mproc__lockpark_revoke(&l->m, &l->park, deadline);
+      if (r == 1)
+        continue; /* the word changed meanwhile: from the start */
+    }
+    return r == 0 || r == MPROC_EOWNERDEAD ? took(&l->m, &l->state, r) : r;
+  }
+}
+
+/* Leaves a parked critical section: busy back to 0, the light fence, and
+ * a revoker that showed up meanwhile is woken and given the lock. */
+static inline void park_leave(mproc_lock *l) {
+  atomic_store_explicit(&l->park.busy, 0, memory_order_release);
+  mproc__fence_light();
+  if (MPROC__UNLIKELY(atomic_load_explicit(&l->park.revoke, memory_order_relaxed) != 0))
+    mproc__lockpark_yield(&l->m, &l->park);
+}
+
+/* Enters a critical section through the calling thread's parking of the
+ * word w (sync.h): false when it is not ours, held already, or revoked. */
+static inline bool park_enter(mproc_lock *l, uint64_t w) {
+  uint64_t me = mproc__tidlock_me;
+  if (me == 0 || w != (me | MPROC__TIDLOCK_PARK) ||
+      atomic_load_explicit(&l->park.busy, memory_order_relaxed) != 0)
+    return false;
+  atomic_store_explicit(&l->park.busy, 1, memory_order_relaxed);
+  mproc__fence_light();
+  /* The word again after `revoke`: a revoker that took it over has
+   * uncounted itself already. */
+  if (MPROC__LIKELY(atomic_load_explicit(&l->park.revoke, memory_order_acquire) == 0 &&
+                    atomic_load_explicit(&l->m.word, memory_order_relaxed) == w))
+    return true;
+  park_leave(l); /* backs off; the slow path takes it the normal way */
+  return false;
 }
 
 MPROC_EXTERN int mproc_lock_acquire(mproc_lock *l, int64_t timeout_ms) {
   if (!mproc__sync_ok(l, MPROC__MAGIC_LOCK) || timeout_ms < -1)
     return MPROC_EINVAL;
-  /* The uncontended case first; only a lock that is held costs the owner
-   * check. */
-  int r = take_free(&l->m, &l->state);
-  return MPROC__LIKELY(r != 1) ? r : lock_acquire_held(l, timeout_ms);
+  /* A look at the word first (not after the compare-and-swap, where it
+   * would cost as much, tidlock.h): free, take it; parked by us, enter. */
+  uint64_t w = atomic_load_explicit(&l->m.word, memory_order_relaxed);
+  if (MPROC__LIKELY(w == 0)) {
+    int r = take_free(&l->m, &l->state);
+    if (MPROC__LIKELY(r != 1))
+      return r;
+  } else if (MPROC__LIKELY(park_enter(l, w))) {
+    return 0;
+  }
+  return lock_acquire_held(l, timeout_ms);
+}
+
+/* A normal release by the owner: parks the lock when this thread may. */
+static int lock_give(mproc_lock *l) {
+  if (MPROC__UNLIKELY(atomic_load_explicit(&l->state, memory_order_relaxed) != ST_OK))
+    return give(&l->m, &l->state);
+  mproc__lockpark_release(&l->m, &l->park);
+  return 0;
 }
 
 MPROC_EXTERN int mproc_lock_release(mproc_lock *l) {
   if (!mproc__sync_ok(l, MPROC__MAGIC_LOCK))
     return MPROC_EINVAL;
-  if (!mproc__tidlock_mine_hinted(&l->m))
+  if (MPROC__LIKELY(mproc__tidlock_held == &l->m))
+    return lock_give(l);
+  uint64_t w = atomic_load_explicit(&l->m.word, memory_order_relaxed);
+  uint64_t me = mproc__tidlock_me;
+  if (me != 0 && w == (me | MPROC__TIDLOCK_PARK)) {
+    if (atomic_load_explicit(&l->park.busy, memory_order_relaxed) == 0)
+      return MPROC_ENOTOWNER; /* parked here, but not held */
+    park_leave(l);
+    return 0;
+  }
+  if (!mproc__tidlock_mine(&l->m))
     return MPROC_ENOTOWNER;
-  return give(&l->m, &l->state);
+  return lock_give(l);
 }
 
 MPROC_EXTERN int mproc_lock_consistent(mproc_lock *l) {
   if (!mproc__sync_ok(l, MPROC__MAGIC_LOCK))
     return MPROC_EINVAL;
   return mark_consistent(&l->m, &l->state);
+}
+
+bool mproc__lock_parked(const mproc_lock *l, uint32_t *revokers) {
+  *revokers = atomic_load(&l->park.revoke);
+  return (atomic_load(&l->m.word) & MPROC__TIDLOCK_PARK) != 0;
 }
 
 /* ---- RLock ------------------------------------------------------------------ */

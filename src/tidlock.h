@@ -22,7 +22,8 @@ typedef struct mproc__tidlock {
  * sections by a protocol of its own, without touching the word.  The
  * sleeping half of the word changes, so sleepers wake; every acquire that
  * meets a parked word returns MPROC__TIDLOCK_PARKED instead of waiting, and
- * its caller revokes the parking (queue.c).  Lock and RLock never park. */
+ * its caller revokes the parking (queue.c, sync_lock_park.c for a Lock).
+ * RLock never parks. */
 #define MPROC__TIDLOCK_PARK ((uint64_t)1 << 31)
 #define MPROC__TIDLOCK_PARKED 1 /* a return of the acquires below, positive */
 
