@@ -38,6 +38,7 @@
 #include "tidlock.h"
 
 #include <limits.h>
+#include <signal.h>
 #include <linux/futex.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -154,6 +155,16 @@ int mproc__rmutex_unlock(pthread_mutex_t *m) {
 bool mproc__rmutex_mine(const pthread_mutex_t *m) {
   unsigned word = (unsigned)__atomic_load_n(&m->__data.__lock, __ATOMIC_RELAXED);
   return (pid_t)(word & FUTEX_TID_MASK) == mproc__gettid();
+}
+
+bool mproc__rmutex_owner_gone(const pthread_mutex_t *m) {
+  unsigned word = (unsigned)__atomic_load_n(&m->__data.__lock, __ATOMIC_RELAXED);
+  pid_t tid = (pid_t)(word & FUTEX_TID_MASK);
+  if (word == 0)
+    return false; /* free now: worth another try */
+  /* A live owner has a tid that exists; the kernel clears a dead owner's
+   * (OWNER_DIED), so a held word naming no thread was written by hand. */
+  return tid == 0 || (kill(tid, 0) != 0 && errno == ESRCH);
 }
 
 /* ---- Lock ------------------------------------------------------------------ */

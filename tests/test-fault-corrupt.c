@@ -1,0 +1,359 @@
+/* Corrupt shared memory: whatever a peer (a buggy task, a foreign process)
+ * writes into memory the library shares between processes, the reading
+ * process must not crash, hang past its deadline, loop for ever or allocate
+ * without bound; it reports MPROC_ECORRUPT (or another documented error)
+ * and leaks nothing.
+ *
+ * Each attack runs in a forked child, so a crash is seen as the way the
+ * child ended, and a hang as a child still running after a generous bound
+ * (it is then killed and the test fails naming the pattern it was in).
+ * ctest-labels: threads */
+#include "child.h"
+#include "internal.h"
+#include "pool-helpers.h"
+#include "shm_layout.h"
+#include "sync.h"
+#include "tidlock.h"
+
+#include <limits.h>
+#include <poll.h>
+#include <string.h>
+#include <unistd.h>
+
+/* A bound for a child that runs calls with short deadlines: a hang only. */
+#define HANG_MS mproc_test_scaled_ms(20000)
+/* The deadline each blocking call in an attack is given. */
+#define SHORT_MS 20
+
+/* ---- the bounded child ------------------------------------------------------ */
+
+/* Where the child says which pattern it is in, read by the parent when the
+ * child crashed or hung. */
+struct where {
+  char what[120];
+};
+
+static struct where *where_page(void) {
+  void *p = NULL;
+  mproc_assert_ok(mproc__map_anon_shared(sizeof(struct where), &p));
+  return p;
+}
+
+static void where_set(struct where *w, const char *kind, const char *pattern, int k) {
+  snprintf(w->what, sizeof w->what, "%s / %s / %d", kind, pattern, k);
+}
+
+/* Runs fn(arg) in a child and asserts it ended by itself with status 0
+ * within HANG_MS: no signal, no hang. */
+static void survives(const char *what, mproc__child_fn fn, void *arg, struct where *w) {
+  struct child c = child_start(fn, arg);
+  int r = mproc__poll1(c.pidfd, POLLIN, mproc__deadline(HANG_MS));
+  if (r == MPROC_ETIMEDOUT) {
+    child_kill(&c);
+    ck_abort_msg("%s: still running after %lld ms, in %s", what, (long long)HANG_MS, w->what);
+  }
+  int code = child_wait(&c);
+  ck_assert_msg(code == 0, "%s: the child ended with %d, in %s", what, code, w->what);
+}
+
+/* A small deterministic generator (xorshift64*), so a failure repeats. */
+static uint64_t rnd(uint64_t *s) {
+  *s ^= *s >> 12;
+  *s ^= *s << 25;
+  *s ^= *s >> 27;
+  return *s * 0x2545F4914F6CDD1DULL;
+}
+
+/* ---- corruption patterns over an object's bytes ----------------------------- */
+
+/* Patterns: whole body filled, random bodies, and one word at a time set
+ * to a value at an edge (the other words intact). */
+enum { P_FF, P_RANDOM, P_WORD32, P_WORD64, P_NPAT };
+static const char *const pat_name[P_NPAT] = {"all 0xff", "random", "one 32-bit word",
+                                             "one 64-bit word"};
+#define RANDOM_ROUNDS 24
+
+/* 32-bit words: counts at the edges, and futex words of a robust mutex
+ * that say "held" by no thread (all ones, waiters only, owner died). */
+static uint32_t edge32(int k) {
+  static const uint32_t v[] = {0xffffffffu, INT_MAX, 0x80000000u, 0x40000000u, 0x7fffffffu - 1};
+  return v[k % 5];
+}
+
+/* 64-bit words: all ones, the top bit, the caller's own owner word (the
+ * tid and start time of this thread), and the tid of a live process that
+ * has nothing to do with the object (the parent) with a wrong token. */
+static uint64_t edge64(int k) {
+  switch (k % 5) {
+  case 0:
+    return UINT64_MAX;
+  case 1:
+    return (uint64_t)1 << 63;
+  case 2:
+    return mproc__tidlock_self();
+  case 3:
+    return (uint64_t)getppid() | ((uint64_t)0x12345 << 32);
+  default:
+    return (uint64_t)INT64_MAX;
+  }
+}
+
+/* How many variants pattern p has over a body of `len` bytes. */
+static int variants(int p, size_t len) {
+  switch (p) {
+  case P_FF:
+    return 1;
+  case P_RANDOM:
+    return RANDOM_ROUNDS;
+  case P_WORD32:
+    return (int)(len / 4) * 5;
+  default:
+    return (int)(len / 8) * 5;
+  }
+}
+
+/* Applies variant k of pattern p to body[0, len) (len a multiple of 8);
+ * false if the variant does not apply. */
+static bool corrupt(unsigned char *body, size_t len, int p, int k, bool live_owner) {
+  uint64_t seed = 0x9e3779b97f4a7c15ULL ^ (uint64_t)(k + 1);
+  switch (p) {
+  case P_FF:
+    memset(body, 0xff, len);
+    break;
+  case P_RANDOM:
+    for (size_t i = 0; i < len; i++)
+      body[i] = (unsigned char)rnd(&seed);
+    break;
+  case P_WORD32: {
+    uint32_t v = edge32(k);
+    memcpy(body + (size_t)(k / 5) * 4, &v, 4);
+    break;
+  }
+  default: {
+    if (k % 5 == 3 && !live_owner)
+      return false;
+    uint64_t v = edge64(k);
+    memcpy(body + (size_t)(k / 5) * 8, &v, 8);
+    break;
+  }
+  }
+  return true;
+}
+
+/* ---- synchronization objects and Values -------------------------------------- */
+
+/* One kind of shared object under attack: made fresh for every variant,
+ * its bytes past the 8-byte header (magic and flags: a damaged magic is the
+ * foreign-object case, MPROC_EINVAL) overwritten, then every public call
+ * made on it with short deadlines, and freed (which may refuse). */
+struct kind {
+  const char *name;
+  size_t size;                /* bytes of the object */
+  void *(*make)(void);        /* a fresh object */
+  void (*use)(void *obj);     /* every call, results ignored */
+  void (*release)(void *obj); /* free it, refusals ignored */
+  /* Whether a word naming a live unrelated thread is attacked too.  Not
+   * for the Barrier: its state lock is a robust pthread mutex, whose word
+   * holds a bare tid, so a live thread named there cannot be told from a
+   * holder (docs/reference/sync.md, "Damaged objects"). */
+  bool live_owner;
+};
+
+static void *make_lock(void) {
+  mproc_lock *l;
+  mproc_assert_ok(mproc_lock_new(&l));
+  return l;
+}
+static void use_lock(void *o) {
+  mproc_lock *l = o;
+  mproc_lock_acquire(l, 0);
+  mproc_lock_acquire(l, SHORT_MS);
+  mproc_lock_consistent(l);
+  mproc_lock_release(l);
+  mproc_lock_release(l);
+  mproc_lock_acquire(l, SHORT_MS);
+  mproc_lock_release(l);
+}
+static void free_lock(void *o) { mproc_lock_free(o); }
+
+static void *make_rlock(void) {
+  mproc_rlock *l;
+  mproc_assert_ok(mproc_rlock_new(&l));
+  return l;
+}
+static void use_rlock(void *o) {
+  mproc_rlock *l = o;
+  mproc_rlock_depth(l);
+  mproc_rlock_acquire(l, 0);
+  mproc_rlock_acquire(l, SHORT_MS);
+  mproc_rlock_depth(l);
+  mproc_rlock_consistent(l);
+  mproc_rlock_release(l);
+  mproc_rlock_release(l);
+  mproc_rlock_release(l);
+  mproc_rlock_acquire(l, SHORT_MS);
+  mproc_rlock_release(l);
+}
+static void free_rlock(void *o) { mproc_rlock_free(o); }
+
+static void *make_sem(void) {
+  mproc_sem *s;
+  mproc_assert_ok(mproc_sem_new(&s, 1, NULL));
+  return s;
+}
+static void use_sem(void *o) {
+  mproc_sem *s = o;
+  mproc_sem_value(s);
+  mproc_sem_acquire(s, 0);
+  mproc_sem_acquire(s, SHORT_MS);
+  mproc_sem_release(s);
+  mproc_sem_release(s);
+  mproc_sem_value(s);
+  mproc_sem_acquire(s, SHORT_MS);
+}
+static void free_sem(void *o) { mproc_sem_free(o); }
+
+static void *make_event(void) {
+  mproc_event *e;
+  mproc_assert_ok(mproc_event_new(&e));
+  return e;
+}
+static void use_event(void *o) {
+  mproc_event *e = o;
+  mproc_event_is_set(e);
+  mproc_event_wait(e, 0);
+  mproc_event_wait(e, SHORT_MS);
+  mproc_event_set(e);
+  mproc_event_wait(e, SHORT_MS);
+  mproc_event_clear(e);
+  mproc_event_wait(e, SHORT_MS);
+}
+static void free_event(void *o) { mproc_event_free(o); }
+
+static void *make_cond(void) {
+  mproc_cond *c;
+  mproc_assert_ok(mproc_cond_new(&c));
+  return c;
+}
+static int never(void *arg) {
+  (void)arg;
+  return 0;
+}
+static void use_cond(void *o) {
+  mproc_cond *c = o;
+  mproc_cond_notify(c, 1);
+  mproc_cond_notify_all(c);
+  if (mproc_cond_acquire(c, SHORT_MS) == 0) {
+    mproc_cond_wait(c, SHORT_MS);
+    mproc_cond_notify(c, 3);
+    mproc_cond_notify_all(c);
+    mproc_cond_wait_for(c, never, NULL, SHORT_MS);
+    mproc_cond_release(c);
+  }
+  mproc_cond_wait(c, SHORT_MS);
+  mproc_cond_release(c);
+}
+static void free_cond(void *o) { mproc_cond_free(o); }
+
+#define PARTIES 2
+static void *make_barrier(void) {
+  mproc_barrier *b;
+  mproc_assert_ok(mproc_barrier_new(&b, PARTIES));
+  return b;
+}
+static void use_barrier(void *o) {
+  mproc_barrier *b = o;
+  mproc_barrier_parties(b);
+  mproc_barrier_n_waiting(b);
+  mproc_barrier_broken(b);
+  mproc_barrier_wait(b, 0);
+  mproc_barrier_join(b);
+  mproc_barrier_wait(b, SHORT_MS);
+  mproc_barrier_leave(b);
+  mproc_barrier_reset(b);
+  mproc_barrier_wait(b, 0);
+  mproc_barrier_abort(b);
+  mproc_barrier_n_waiting(b);
+  mproc_barrier_reset(b);
+}
+static void free_barrier(void *o) { mproc_barrier_free(o); }
+
+#define ARRAY_N 10
+static void *make_array(void) {
+  mproc_value *v;
+  mproc_assert_ok(mproc_array_new(&v, MPROC_TYPE_INT64, ARRAY_N, NULL, NULL));
+  return v;
+}
+static void *make_raw_array(void) {
+  mproc_value *v;
+  struct mproc_value_options o = {.flags = MPROC_VALUE_RAW};
+  mproc_assert_ok(mproc_array_new(&v, MPROC_TYPE_INT32, ARRAY_N, NULL, &o));
+  return v;
+}
+static void use_value(void *o) {
+  mproc_value *v = o;
+  int64_t buf[ARRAY_N] = {0}, old = 0, want = 0;
+  mproc_rlock *l = NULL;
+  mproc_value_count(v);
+  mproc_value_elem_size(v);
+  mproc_value_get_lock(v, &l);
+  for (size_t i = 0; i < ARRAY_N; i++) {
+    mproc_value_load(v, i, &old);
+    mproc_value_store(v, i, 7);
+    mproc_value_fetch_add(v, i, 1, &old);
+    mproc_value_compare_exchange(v, i, &want, 3);
+  }
+  mproc_value_get(v, 0, 1, buf, SHORT_MS);
+  mproc_value_get(v, 0, 2, buf, SHORT_MS);
+  mproc_value_set(v, 1, 1, buf, SHORT_MS);
+  mproc_value_set(v, 0, 2, buf, SHORT_MS);
+}
+static void free_value(void *o) { mproc_value_free(o); }
+
+static const struct kind kinds[] = {
+    {"lock", MPROC_LOCK_SIZE, make_lock, use_lock, free_lock, true},
+    {"rlock", MPROC_RLOCK_SIZE, make_rlock, use_rlock, free_rlock, true},
+    {"sem", MPROC_SEM_SIZE, make_sem, use_sem, free_sem, true},
+    {"event", MPROC_EVENT_SIZE, make_event, use_event, free_event, true},
+    {"cond", MPROC_COND_SIZE, make_cond, use_cond, free_cond, true},
+    {"barrier", MPROC_BARRIER_SIZE(PARTIES), make_barrier, use_barrier, free_barrier, false},
+    {"array", 64, make_array, use_value, free_value, true},
+    {"raw array", 64, make_raw_array, use_value, free_value, true},
+};
+
+struct attack {
+  const struct kind *k;
+  int p; /* the pattern */
+  struct where *w;
+};
+
+/* In the child: every variant of one pattern, each on a fresh object. */
+static int attack_kind(void *arg) {
+  const struct attack *a = arg;
+  int p = a->p, n = variants(p, a->k->size - 8);
+  for (int k = 0; k < n; k++) {
+    where_set(a->w, a->k->name, pat_name[p], k);
+    unsigned char *obj = a->k->make();
+    if (corrupt(obj + 8, a->k->size - 8, p, k, a->k->live_owner))
+      a->k->use(obj);
+    a->k->release(obj);
+  }
+  return 0;
+}
+
+START_TEST(test_corrupt_sync_objects) {
+  struct where *w = where_page();
+  const struct kind *k = &kinds[_i / P_NPAT];
+  struct attack a = {k, _i % P_NPAT, w};
+  survives(k->name, attack_kind, &a, w);
+  munmap(w, sizeof *w);
+}
+END_TEST
+
+int main(void) {
+  Suite *s = suite_create("fault-corrupt");
+  TCase *tc = mproc_test_tcase(s, "sync", 120);
+  tcase_add_loop_test(tc, test_corrupt_sync_objects, 0,
+                      (int)(sizeof kinds / sizeof kinds[0]) * P_NPAT);
+  return mproc_test_run(s);
+}
