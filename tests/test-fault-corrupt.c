@@ -22,6 +22,8 @@
 
 /* A bound for a child that runs calls with short deadlines: a hang only. */
 #define HANG_MS mproc_test_scaled_ms(20000)
+/* A bound for "returns promptly" around a deadline that is honoured. */
+#define SLACK_MS mproc_test_scaled_ms(10000)
 /* The deadline each blocking call in an attack is given. */
 #define SHORT_MS 20
 
@@ -350,10 +352,141 @@ START_TEST(test_corrupt_sync_objects) {
 }
 END_TEST
 
+/* ---- the pool: a task that writes over its own worker's ring ---------------- */
+
+/* What a task (run in the worker) overwrites after it has set its result;
+ * each case names a way the parent could be misled. */
+enum scribble {
+  SC_FD_NEVER_SENT, /* claims a result file the worker never sends */
+  SC_AREA_OFFSET,   /* points its arena area far outside the arena */
+  SC_FILE_SHORTER,  /* claims more bytes than its result file holds */
+  SC_MESSAGE,       /* fails with a message that never ends */
+  SC_NEXT_STATE,    /* sets the next (queued) entry's state to garbage */
+  SC_HEAD,          /* moves the ring's published head far ahead */
+};
+
+#define MEDIUM_RESULT 1000       /* travels in the entry's arena area */
+#define FILE_RESULT (200 * 1024) /* travels in a result file */
+
+/* The running entry of this worker's ring. */
+static struct mproc__entry *my_entry(void) {
+  struct mproc__slot_shm *s = mproc__worker_slot;
+  ck_assert_ptr_nonnull(s);
+  return &s->ring[(atomic_load(&s->cur) - 1) % MPROC__RING];
+}
+
+static int task_scribble(const void *arg, size_t len, mproc_task_ctx *ctx) {
+  (void)len;
+  int how = *(const int *)arg;
+  struct mproc__slot_shm *s = mproc__worker_slot;
+  struct mproc__entry *e = my_entry();
+  switch (how) {
+  case SC_FD_NEVER_SENT: {
+    int v = 1;
+    mproc_task_return(ctx, &v, sizeof v);
+    e->rflags |= MPROC__EF_RES_FD;
+    return 0;
+  }
+  case SC_AREA_OFFSET: {
+    unsigned char *b = mproc_task_result_buf(ctx, MEDIUM_RESULT);
+    for (int i = 0; i < MEDIUM_RESULT; i++)
+      b[i] = (unsigned char)i;
+    e->area_off = (uint64_t)1 << 62;
+    return 0;
+  }
+  case SC_FILE_SHORTER: {
+    unsigned char *b = mproc_task_result_buf(ctx, FILE_RESULT);
+    memset(b, 7, FILE_RESULT);
+    e->res_len = FILE_RESULT + (1u << 20);
+    return 0;
+  }
+  case SC_MESSAGE:
+    mproc_task_fail(ctx, 5, "short");
+    /* To the end of the slot: the message and every later entry. */
+    memset(e->res, 'A', (size_t)((char *)(s + 1) - e->res));
+    return 5;
+  case SC_NEXT_STATE: {
+    /* Once the next task is queued behind this one. */
+    uint64_t pos = atomic_load(&s->cur) - 1;
+    int64_t dl = mproc_now_ms() + mproc_test_scaled_ms(10000);
+    while (atomic_load(&s->head) < pos + 2 && mproc_now_ms() < dl)
+      sleep_ms(1);
+    atomic_store(&s->ring[(pos + 1) % MPROC__RING].state, 77);
+    return 0;
+  }
+  default:
+    atomic_store(&s->head, atomic_load(&s->head) + ((uint64_t)1 << 40));
+    return 0;
+  }
+}
+
+/* A pool of one worker (every task shares the ring) runs the scribbler and
+ * a task queued behind it; the scribbler's outcome is checked by the case,
+ * then the queued task and a fresh one must finish with their right results
+ * in bounded time: the pool carries on. */
+START_TEST(test_task_scribbles_its_ring) {
+  int how = _i;
+  struct mproc_pool_options po = {.workers = 1};
+  mproc_pool *p;
+  mproc_assert_ok(mproc_pool_new(&p, &po));
+  mproc_future *f, *next;
+  mproc_assert_ok(mproc_pool_submit(p, task_scribble, &how, sizeof how, &f));
+  int x = 9;
+  mproc_assert_ok(mproc_pool_submit(p, task_square, &x, sizeof x, &next));
+  const void *d;
+  size_t n;
+  int r = mproc_future_result(f, &d, &n, SLACK_MS);
+  ck_assert_msg(r != MPROC_ETIMEDOUT, "case %d: the scribbler's future never completed", how);
+  struct mproc_task_error err;
+  switch (how) {
+  case SC_FD_NEVER_SENT:
+  case SC_FILE_SHORTER:
+    mproc_assert_err(r, MPROC_ECORRUPT);
+    break;
+  case SC_AREA_OFFSET:
+    /* The parent finds the area where it put it: the right bytes. */
+    mproc_assert_ok(r);
+    ck_assert_uint_eq(n, MEDIUM_RESULT);
+    for (int i = 0; i < MEDIUM_RESULT; i++)
+      ck_assert_uint_eq(((const unsigned char *)d)[i], (unsigned char)i);
+    break;
+  case SC_MESSAGE:
+    mproc_assert_err(r, MPROC_ETASK);
+    mproc_assert_ok(mproc_future_error(f, &err));
+    ck_assert_uint_le(strlen(err.message), MPROC__INLINE - 1);
+    break;
+  default:
+    /* The scribble comes after the result: it stands. */
+    mproc_assert_ok(r);
+    break;
+  }
+  r = mproc_future_result(next, &d, &n, SLACK_MS);
+  if (how == SC_NEXT_STATE) {
+    /* Its entry was destroyed under it: it fails or (re-queued on a
+     * replacement worker) runs, but it ends. */
+    ck_assert_msg(r == MPROC_ECORRUPT || r == 0, "queued task: %s", mproc_err_name(r));
+  } else {
+    mproc_assert_ok(r);
+  }
+  if (r == 0)
+    ck_assert_int_eq(*(const int *)d, 81);
+  mproc_future_free(f);
+  mproc_future_free(next);
+  x = 12;
+  void *res = NULL;
+  mproc_assert_ok(mproc_pool_apply(p, task_square, &x, sizeof x, &res, &n, NULL, SLACK_MS));
+  ck_assert_int_eq(*(const int *)res, 144);
+  free(res);
+  mproc_assert_ok(mproc_pool_free(p));
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("fault-corrupt");
   TCase *tc = mproc_test_tcase(s, "sync", 120);
   tcase_add_loop_test(tc, test_corrupt_sync_objects, 0,
                       (int)(sizeof kinds / sizeof kinds[0]) * P_NPAT);
+  tc = mproc_test_tcase(s, "pool", 60);
+  tcase_add_loop_test(tc, test_task_scribbles_its_ring, SC_FD_NEVER_SENT, SC_HEAD + 1);
   return mproc_test_run(s);
 }
