@@ -11,6 +11,7 @@
 #include "child.h"
 #include "internal.h"
 #include "pool-helpers.h"
+#include "queue.h"
 #include "shm_layout.h"
 #include "sync.h"
 #include "tidlock.h"
@@ -25,7 +26,7 @@
 /* A bound for "returns promptly" around a deadline that is honoured. */
 #define SLACK_MS mproc_test_scaled_ms(10000)
 /* The deadline each blocking call in an attack is given. */
-#define SHORT_MS 20
+#define SHORT_MS 5
 
 /* ---- the bounded child ------------------------------------------------------ */
 
@@ -159,6 +160,9 @@ struct kind {
    * holds a bare tid, so a live thread named there cannot be told from a
    * holder (docs/reference/sync.md, "Damaged objects"). */
   bool live_owner;
+  /* The shared bytes of obj, when they are not at the handle (NULL: the
+   * handle is the object). */
+  unsigned char *(*bytes)(void *obj);
 };
 
 static void *make_lock(void) {
@@ -312,15 +316,98 @@ static void use_value(void *o) {
 }
 static void free_value(void *o) { mproc_value_free(o); }
 
+/* A queue's shared header and the first participant slots; the ring's
+ * records are attacked by test-queue-crash.c. */
+#define QUEUE_BYTES (sizeof(struct mproc__qhdr) + 2 * sizeof(struct mproc__qpart))
+static void *make_queue(void) {
+  struct mproc_queue_options o = {.capacity = 4096, .max_participants = 4};
+  mproc_queue *q;
+  mproc_assert_ok(mproc_queue_new(&q, &o));
+  for (int i = 0; i < 3; i++)
+    mproc_assert_ok(mproc_queue_put(q, &i, sizeof i, 0));
+  return q;
+}
+static unsigned char *queue_bytes(void *o) { return (unsigned char *)((mproc_queue *)o)->h; }
+static void use_queue(void *o) {
+  mproc_queue *q = o;
+  char buf[64];
+  size_t len = 0;
+  void *got = NULL;
+  mproc_queue_qsize(q);
+  mproc_queue_empty(q);
+  mproc_queue_full(q);
+  mproc_queue_get_nowait(q, buf, sizeof buf, &len);
+  mproc_queue_get(q, buf, sizeof buf, &len, SHORT_MS);
+  if (mproc_queue_get_alloc(q, &got, &len, 0) == 0)
+    free(got);
+  mproc_queue_put_nowait(q, buf, 8);
+  mproc_queue_put(q, buf, sizeof buf, SHORT_MS);
+  static char big[3000];
+  mproc_queue_put(q, big, sizeof big, 0); /* a spill */
+  mproc_queue_get(q, buf, sizeof buf, &len, 0);
+  struct mproc_queue_stats st;
+  mproc_queue_stats(q, &st);
+  mproc_queue_close(q);
+  mproc_queue_detach(q, MPROC_QUEUE_PRODUCER);
+}
+static void free_queue(void *o) { mproc_queue_free(o); }
+
 static const struct kind kinds[] = {
-    {"lock", MPROC_LOCK_SIZE, make_lock, use_lock, free_lock, true},
-    {"rlock", MPROC_RLOCK_SIZE, make_rlock, use_rlock, free_rlock, true},
-    {"sem", MPROC_SEM_SIZE, make_sem, use_sem, free_sem, true},
-    {"event", MPROC_EVENT_SIZE, make_event, use_event, free_event, true},
-    {"cond", MPROC_COND_SIZE, make_cond, use_cond, free_cond, true},
-    {"barrier", MPROC_BARRIER_SIZE(PARTIES), make_barrier, use_barrier, free_barrier, false},
-    {"array", 64, make_array, use_value, free_value, true},
-    {"raw array", 64, make_raw_array, use_value, free_value, true},
+    {.name = "lock",
+     .size = MPROC_LOCK_SIZE,
+     .make = make_lock,
+     .use = use_lock,
+     .release = free_lock,
+     .live_owner = true},
+    {.name = "rlock",
+     .size = MPROC_RLOCK_SIZE,
+     .make = make_rlock,
+     .use = use_rlock,
+     .release = free_rlock,
+     .live_owner = true},
+    {.name = "sem",
+     .size = MPROC_SEM_SIZE,
+     .make = make_sem,
+     .use = use_sem,
+     .release = free_sem,
+     .live_owner = true},
+    {.name = "event",
+     .size = MPROC_EVENT_SIZE,
+     .make = make_event,
+     .use = use_event,
+     .release = free_event,
+     .live_owner = true},
+    {.name = "cond",
+     .size = MPROC_COND_SIZE,
+     .make = make_cond,
+     .use = use_cond,
+     .release = free_cond,
+     .live_owner = true},
+    {.name = "barrier",
+     .size = MPROC_BARRIER_SIZE(PARTIES),
+     .make = make_barrier,
+     .use = use_barrier,
+     .release = free_barrier,
+     .live_owner = false},
+    {.name = "array",
+     .size = 64,
+     .make = make_array,
+     .use = use_value,
+     .release = free_value,
+     .live_owner = true},
+    {.name = "raw array",
+     .size = 64,
+     .make = make_raw_array,
+     .use = use_value,
+     .release = free_value,
+     .live_owner = true},
+    {.name = "queue",
+     .size = QUEUE_BYTES,
+     .make = make_queue,
+     .use = use_queue,
+     .release = free_queue,
+     .live_owner = true,
+     .bytes = queue_bytes},
 };
 
 struct attack {
@@ -336,7 +423,8 @@ static int attack_kind(void *arg) {
   for (int k = 0; k < n; k++) {
     where_set(a->w, a->k->name, pat_name[p], k);
     unsigned char *obj = a->k->make();
-    if (corrupt(obj + 8, a->k->size - 8, p, k, a->k->live_owner))
+    unsigned char *b = a->k->bytes != NULL ? a->k->bytes(obj) : obj;
+    if (corrupt(b + 8, a->k->size - 8, p, k, a->k->live_owner))
       a->k->use(obj);
     a->k->release(obj);
   }
