@@ -187,6 +187,7 @@ int mproc__worker_main(void *arg);
 /* In a worker process: its own slot (NULL elsewhere).  Only for tests that
  * play a task scribbling over the memory it shares with the pool. */
 extern struct mproc__slot_shm *mproc__worker_slot;
+extern unsigned char *mproc__worker_arena; /* and where it maps the arena */
 
 /* A worker's exit status when its ring no longer makes sense (a task wrote
  * over it): the pool sees a worker death, re-queues what had not started

@@ -382,6 +382,7 @@ static void forget_blocks(const struct mproc__worker_args *w, uint64_t *seen) {
 }
 
 struct mproc__slot_shm *mproc__worker_slot;
+unsigned char *mproc__worker_arena;
 
 /* Whether the ring's shared words still make sense at position pos: the
  * parent never publishes more than a ring ahead of the worker, and a
@@ -397,6 +398,7 @@ int mproc__worker_main(void *arg) {
   const struct mproc__worker_args *w = arg;
   struct mproc__slot_shm *s = w->slot;
   mproc__worker_slot = s;
+  mproc__worker_arena = w->arena;
   /* Forked from the manager thread, which blocks every signal: a task must
    * see the default signal behaviour (a crash kills the worker). */
   sigset_t none;

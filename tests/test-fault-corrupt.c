@@ -10,6 +10,7 @@
  * ctest-labels: threads */
 #include "child.h"
 #include "internal.h"
+#include "map_buf.h"
 #include "pool-helpers.h"
 #include "queue.h"
 #include "shm_layout.h"
@@ -569,6 +570,56 @@ START_TEST(test_task_scribbles_its_ring) {
 }
 END_TEST
 
+/* A map_buf element function that writes over the result entry of an item
+ * before it in its chunk (the worker has written that entry already): a
+ * wild pointer the parent would otherwise hand to the caller. */
+#define MB_ITEMS 8
+static int mb_scribble(const void *in, size_t len, mproc_item_ctx *ctx) {
+  (void)len;
+  int k = *(const int *)in;
+  if (k == MB_ITEMS - 1) {
+    struct mproc__slot_shm *s = mproc__worker_slot;
+    struct mproc__entry *e = &s->ring[(atomic_load(&s->cur) - 1) % MPROC__RING];
+    unsigned char *h = mproc__worker_arena + e->in_off - MPROC__MB_HDR;
+    struct mproc_buf *outs = (struct mproc_buf *)(h + ((struct mproc__mb_hdr *)h)->outs_at);
+    outs[2].data = (const void *)(uintptr_t)0x10;
+  }
+  int r = k * k;
+  return mproc_item_return(ctx, &r, sizeof r);
+}
+
+START_TEST(test_map_buf_entry_scribbled) {
+  struct mproc_pool_options po = {.workers = 1};
+  mproc_pool *p;
+  mproc_assert_ok(mproc_pool_new(&p, &po));
+  int v[MB_ITEMS];
+  struct mproc_buf in[MB_ITEMS];
+  for (int i = 0; i < MB_ITEMS; i++) {
+    v[i] = i;
+    in[i] = (struct mproc_buf){&v[i], sizeof v[i]};
+  }
+  struct mproc_map_options mo = {.chunksize = MB_ITEMS};
+  struct mproc_buf *out = NULL;
+  struct mproc_task_error err;
+  int r = mproc_pool_map_buf(p, mb_scribble, in, MB_ITEMS, &out, &mo, &err, SLACK_MS);
+  if (r == 0) {
+    /* Only possible if the arena way was not taken: every result real. */
+    for (int i = 0; i < MB_ITEMS; i++)
+      ck_assert_int_eq(*(const int *)out[i].data, i * i);
+    mproc_bufs_free(out);
+  } else {
+    mproc_assert_err(r, MPROC_ECORRUPT);
+    ck_assert_uint_eq(err.index, 2);
+  }
+  /* The pool carries on. */
+  for (int i = 0; i < MB_ITEMS; i++)
+    v[i] = MB_ITEMS - 2 - i; /* no item scribbles now */
+  mproc_assert_ok(mproc_pool_map_buf(p, mb_scribble, in, MB_ITEMS, &out, &mo, &err, SLACK_MS));
+  mproc_bufs_free(out);
+  mproc_assert_ok(mproc_pool_free(p));
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("fault-corrupt");
   TCase *tc = mproc_test_tcase(s, "sync", 120);
@@ -576,5 +627,6 @@ int main(void) {
                       (int)(sizeof kinds / sizeof kinds[0]) * P_NPAT);
   tc = mproc_test_tcase(s, "pool", 60);
   tcase_add_loop_test(tc, test_task_scribbles_its_ring, SC_FD_NEVER_SENT, SC_HEAD + 1);
+  tcase_add_test(tc, test_map_buf_entry_scribbled);
   return mproc_test_run(s);
 }
