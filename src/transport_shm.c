@@ -51,6 +51,10 @@ struct shm_slot {
   /* An exec'd worker launched but not yet ready (see shm_start_worker). */
   struct mproc__start_pending pend;
   bool pending;
+  /* When the parent first saw the entry at seen_pos running: an upper
+   * bound of its start, whatever the worker's cur_start says. */
+  uint64_t seen_pos;
+  int64_t seen_at;
 };
 
 struct shm_state {
@@ -725,7 +729,16 @@ static struct mproc__task *running(struct mproc_pool *p, int i, int64_t *since,
   struct mproc__entry *e = &ss->ring[(cur - 1) % MPROC__RING];
   if (atomic_load(&e->state) != MPROC__E_STARTED)
     return NULL;
-  *since = atomic_load(&ss->cur_start);
+  /* The start the worker published, no later than when the parent first
+   * saw the task running: a task that wrote a time in the future over it
+   * still meets its deadline, and neither since + timeout nor now - since
+   * can overflow (the monotonic clock is never negative). */
+  if (sl->seen_at == 0 || sl->seen_pos != cur) {
+    sl->seen_pos = cur;
+    sl->seen_at = mproc_now_ms();
+  }
+  int64_t start = atomic_load(&ss->cur_start);
+  *since = start < 0 ? 0 : start < sl->seen_at ? start : sl->seen_at;
   /* The item the worker is in: as many before it are finished. */
   *items_done = atomic_load_explicit(&e->progress, memory_order_relaxed);
   return sl->jobs[(cur - 1) % MPROC__RING];
@@ -808,6 +821,7 @@ static void shm_reset_slot(struct mproc_pool *p, int i,
     left(p, t, state == MPROC__E_STARTED || state == MPROC__E_DONE);
   }
   sl->head = sl->tail = 0;
+  sl->seen_at = 0;
   atomic_store(&ss->head, 0);
   atomic_store(&ss->cur, 0);
   atomic_store(&ss->wpos, 0);

@@ -620,6 +620,41 @@ START_TEST(test_map_buf_entry_scribbled) {
 }
 END_TEST
 
+/* A task that says it started in the future (its worker's cur_start: an
+ * hour ahead, or the largest time, whose sum with the timeout overflows)
+ * and then runs for ever: the pool's task timeout still stops it. */
+static int task_future_start(const void *arg, size_t len, mproc_task_ctx *ctx) {
+  (void)len, (void)ctx;
+  int64_t when = *(const int *)arg == 0 ? mproc_now_ms() + 3600 * 1000 : INT64_MAX;
+  atomic_store(&mproc__worker_slot->cur_start, when);
+  for (;;)
+    pause();
+  return 0;
+}
+
+START_TEST(test_task_start_time_scribbled) {
+  struct mproc_pool_options po = {.workers = 1, .task_timeout_ms = 200};
+  mproc_pool *p;
+  mproc_assert_ok(mproc_pool_new(&p, &po));
+  mproc_future *f;
+  int how = _i;
+  mproc_assert_ok(mproc_pool_submit(p, task_future_start, &how, sizeof how, &f));
+  const void *d;
+  size_t n;
+  mproc_assert_err(mproc_future_result(f, &d, &n, SLACK_MS), MPROC_ETIMEDOUT);
+  struct mproc_task_error err;
+  mproc_assert_ok(mproc_future_error(f, &err));
+  ck_assert_int_eq(err.code, MPROC_ETIMEDOUT);
+  mproc_future_free(f);
+  int x = 5;
+  void *res = NULL;
+  mproc_assert_ok(mproc_pool_apply(p, task_square, &x, sizeof x, &res, &n, NULL, SLACK_MS));
+  ck_assert_int_eq(*(const int *)res, 25);
+  free(res);
+  mproc_assert_ok(mproc_pool_free(p));
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("fault-corrupt");
   TCase *tc = mproc_test_tcase(s, "sync", 120);
@@ -628,5 +663,6 @@ int main(void) {
   tc = mproc_test_tcase(s, "pool", 60);
   tcase_add_loop_test(tc, test_task_scribbles_its_ring, SC_FD_NEVER_SENT, SC_HEAD + 1);
   tcase_add_test(tc, test_map_buf_entry_scribbled);
+  tcase_add_loop_test(tc, test_task_start_time_scribbled, 0, 2);
   return mproc_test_run(s);
 }
