@@ -655,11 +655,33 @@ START_TEST(test_task_start_time_scribbled) {
 }
 END_TEST
 
+/* A semaphore's count overwritten past MPROC_SEM_VALUE_MAX: its value is
+ * MPROC_ECORRUPT, not a negative number that reads as another error, and
+ * a release at that count refuses instead of wrapping to zero. */
+START_TEST(test_sem_count_past_max) {
+  mproc_sem *sem;
+  mproc_assert_ok(mproc_sem_new(&sem, 12345, NULL));
+  uint32_t *count = NULL;
+  for (size_t off = 8; off < MPROC_SEM_SIZE; off += 4)
+    if (*(uint32_t *)(void *)((char *)sem + off) == 12345)
+      count = (uint32_t *)(void *)((char *)sem + off);
+  ck_assert_ptr_nonnull(count);
+  *count = 0xffffffffu;
+  mproc_assert_err(mproc_sem_value(sem), MPROC_ECORRUPT);
+  mproc_assert_err(mproc_sem_release(sem), MPROC_EOVERFLOW);
+  mproc_assert_ok(mproc_sem_acquire(sem, 0));
+  *count = 3;
+  ck_assert_int_eq(mproc_sem_value(sem), 3);
+  mproc_assert_ok(mproc_sem_free(sem));
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("fault-corrupt");
   TCase *tc = mproc_test_tcase(s, "sync", 120);
   tcase_add_loop_test(tc, test_corrupt_sync_objects, 0,
                       (int)(sizeof kinds / sizeof kinds[0]) * P_NPAT);
+  tcase_add_test(tc, test_sem_count_past_max);
   tc = mproc_test_tcase(s, "pool", 60);
   tcase_add_loop_test(tc, test_task_scribbles_its_ring, SC_FD_NEVER_SENT, SC_HEAD + 1);
   tcase_add_test(tc, test_map_buf_entry_scribbled);
