@@ -6,8 +6,7 @@
  *
  * Each attack runs in a forked child, so a crash is seen as the way the
  * child ended, and a hang as a child still running after a generous bound
- * (it is then killed and the test fails naming the pattern it was in).
- * ctest-labels: threads */
+ * (it is then killed and the test fails naming the pattern it was in). */
 #include "child.h"
 #include "internal.h"
 #include "map_buf.h"
