@@ -451,6 +451,8 @@ enum scribble {
   SC_MESSAGE,       /* fails with a message that never ends */
   SC_NEXT_STATE,    /* sets the next (queued) entry's state to garbage */
   SC_HEAD,          /* moves the ring's published head far ahead */
+  SC_HELPERS,       /* claims parent threads collect results (none does) */
+  SC_MGR_AWAKE,     /* claims the pool's manager is awake (it sleeps) */
 };
 
 #define MEDIUM_RESULT 1000       /* travels in the entry's arena area */
@@ -502,9 +504,21 @@ static int task_scribble(const void *arg, size_t len, mproc_task_ctx *ctx) {
     atomic_store(&s->ring[(pos + 1) % MPROC__RING].state, 77);
     return 0;
   }
-  default:
+  case SC_HEAD:
     atomic_store(&s->head, atomic_load(&s->head) + ((uint64_t)1 << 40));
     return 0;
+  default: {
+    /* One worker: its slot is the header's first. */
+    struct mproc__shm_hdr *h =
+        (struct mproc__shm_hdr *)(void *)((char *)s - offsetof(struct mproc__shm_hdr, slots));
+    int v = 1;
+    mproc_task_return(ctx, &v, sizeof v);
+    if (how == SC_HELPERS)
+      atomic_store(&h->helpers, 1000);
+    else
+      atomic_store(&h->mgr_sleeping, 0);
+    return 0;
+  }
   }
 }
 
@@ -682,7 +696,7 @@ int main(void) {
                       (int)(sizeof kinds / sizeof kinds[0]) * P_NPAT);
   tcase_add_test(tc, test_sem_count_past_max);
   tc = mproc_test_tcase(s, "pool", 60);
-  tcase_add_loop_test(tc, test_task_scribbles_its_ring, SC_FD_NEVER_SENT, SC_HEAD + 1);
+  tcase_add_loop_test(tc, test_task_scribbles_its_ring, SC_FD_NEVER_SENT, SC_MGR_AWAKE + 1);
   tcase_add_test(tc, test_map_buf_entry_scribbled);
   tcase_add_loop_test(tc, test_task_start_time_scribbled, 0, 2);
   return mproc_test_run(s);
