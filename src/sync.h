@@ -172,6 +172,10 @@ bool mproc__rmutex_mine(const pthread_mutex_t *m);
 /* Whether m's futex word says "held" but names no thread that exists: a
  * word damaged by some process mapping it, which no unlock will ever free. */
 bool mproc__rmutex_owner_gone(const pthread_mutex_t *m);
+/* Whether m's type word is still the one mproc__rmutex_init(m, false)
+ * wrote: libc aborts the process on a mutex of an unknown type, so a word
+ * written over by hand is caught before any lock call sees it. */
+bool mproc__rmutex_plain_intact(const pthread_mutex_t *m);
 
 /* The kernel thread id of the caller (cached per thread). */
 pid_t mproc__gettid(void);

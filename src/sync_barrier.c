@@ -94,8 +94,17 @@ static size_t barrier_size_of(const void *obj) {
  * and never a walk past the mapping. */
 static bool barrier_valid(const void *obj) {
   const struct mproc_barrier *b = obj;
-  return b->parties >= 1 && b->parties <= MPROC_BARRIER_MAX_PARTIES &&
-         b->parties_inv == ~b->parties;
+  if (b->parties < 1 || b->parties > MPROC_BARRIER_MAX_PARTIES || b->parties_inv != ~b->parties ||
+      !mproc__rmutex_plain_intact(&b->m))
+    return false;
+  /* The mutexes' type words too: libc aborts on a type it does not know. */
+  for (unsigned i = 0; i < b->parties; i++)
+    if (!mproc__rmutex_plain_intact(
+            &((const struct slot *)(const void *)((const char *)b + MPROC_BARRIER_SIZE(0) +
+                                                  64 * (size_t)i))
+                 ->m))
+      return false;
+  return true;
 }
 
 /* 0, MPROC_EINVAL (not a barrier) or MPROC_ECORRUPT (a damaged one). */

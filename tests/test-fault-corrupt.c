@@ -689,12 +689,51 @@ START_TEST(test_sem_count_past_max) {
 }
 END_TEST
 
+/* A Barrier's robust mutexes with their type word overwritten by a type
+ * glibc aborts on (priority-protect, 0x40): every call answers without
+ * the process dying.  The words are found by the value the library's own
+ * mutexes have. */
+static int attack_mutex_types(void *arg) {
+  (void)arg;
+  pthread_mutex_t ref;
+  ck_assert_int_eq(mproc__rmutex_init(&ref, false), 0);
+  int kind = ref.__data.__kind;
+  pthread_mutex_destroy(&ref);
+  for (size_t target = 0;; target++) {
+    mproc_barrier *b = make_barrier();
+    size_t seen = 0;
+    bool hit = false;
+    for (size_t off = 8; off + 4 <= MPROC_BARRIER_SIZE(PARTIES); off += 4) {
+      int *w = (int *)(void *)((char *)b + off);
+      if (*w == kind && seen++ == target) {
+        *w = 0x40;
+        hit = true;
+      }
+    }
+    if (!hit)
+      break; /* every mutex of the barrier was attacked */
+    mproc_assert_err(mproc_barrier_wait(b, 0), MPROC_ECORRUPT);
+    use_barrier(b);
+    mproc_assert_err(mproc_barrier_free(b), MPROC_ECORRUPT);
+  }
+  return 0;
+}
+
+START_TEST(test_barrier_mutex_type_scribbled) {
+  struct where *w = where_page();
+  where_set(w, "barrier", "mutex type 0x40", 0);
+  survives("barrier mutex types", attack_mutex_types, NULL, w);
+  munmap(w, sizeof *w);
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("fault-corrupt");
   TCase *tc = mproc_test_tcase(s, "sync", 120);
   tcase_add_loop_test(tc, test_corrupt_sync_objects, 0,
                       (int)(sizeof kinds / sizeof kinds[0]) * P_NPAT);
   tcase_add_test(tc, test_sem_count_past_max);
+  tcase_add_test(tc, test_barrier_mutex_type_scribbled);
   tc = mproc_test_tcase(s, "pool", 60);
   tcase_add_loop_test(tc, test_task_scribbles_its_ring, SC_FD_NEVER_SENT, SC_MGR_AWAKE + 1);
   tcase_add_test(tc, test_map_buf_entry_scribbled);
