@@ -1,5 +1,10 @@
 /* Pool benchmarks (see the issue's speed table); bench/py/bench_pool.py
- * measures the same metrics with Python's multiprocessing. */
+ * measures the same metrics with Python's multiprocessing.
+ *
+ * MPROC_BENCH_ONLY=metric[,metric...] runs only the benchmarks whose metric
+ * names begin with one of the listed words (e.g. "submit_throughput,imap" or
+ * "pool_startup"), so an A/B comparison of two builds can alternate a few
+ * metrics without the whole run.  Unset or empty, everything runs. */
 #include "bench.h"
 
 #include <mproc.h>
@@ -13,6 +18,21 @@
 #endif
 
 static int quick;
+
+/* Whether MPROC_BENCH_ONLY (a comma-separated list of metric-name prefixes)
+ * selects the metric `name`; without the variable every metric is selected. */
+static int wanted(const char *name) {
+  const char *only = getenv("MPROC_BENCH_ONLY");
+  if (only == NULL || *only == '\0')
+    return 1;
+  for (const char *w = only; *w != '\0';) {
+    size_t len = strcspn(w, ",");
+    if (len > 0 && strncmp(name, w, len) == 0)
+      return 1;
+    w += len + (w[len] == ',');
+  }
+  return 0;
+}
 
 static int trivial(const void *arg, size_t len, mproc_task_ctx *ctx) {
   return mproc_task_return(ctx, arg, len);
@@ -371,19 +391,29 @@ int main(void) {
   /* Startup first, from a small fresh process (fork cost grows with the
    * parent's memory, and later benchmarks grow the heap). */
   for (size_t m = 0; m < NMETHODS; m++)
-    bench_startup(m);
+    if (wanted("pool_startup"))
+      bench_startup(m);
   mproc_pool *p = pool_of(2);
-  bench_roundtrip(p);
-  bench_submit(p);
-  bench_map_tiny(p);
-  bench_map_buf_tiny(p);
-  bench_map_shm(p);
-  bench_map_strings(p);
-  bench_imap(p);
-  bench_scaling(p);
+  if (wanted("task_roundtrip"))
+    bench_roundtrip(p);
+  if (wanted("submit_throughput"))
+    bench_submit(p);
+  if (wanted("map_tiny"))
+    bench_map_tiny(p);
+  if (wanted("map_buf_tiny"))
+    bench_map_buf_tiny(p);
+  if (wanted("map_shm_tiny") || wanted("map_shm_elem_tiny"))
+    bench_map_shm(p);
+  if (wanted("map_strings"))
+    bench_map_strings(p);
+  if (wanted("imap_unordered_c1"))
+    bench_imap(p);
+  if (wanted("cpu_scaling"))
+    bench_scaling(p);
   mproc_pool_free(p);
   for (size_t m = 0; m < NMETHODS; m++)
-    bench_crash(m);
+    if (wanted("crash_recovery"))
+      bench_crash(m);
   munmap((void *)victim_pid, sizeof *victim_pid);
   close(VICTIM_FD);
   return 0;

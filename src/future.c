@@ -27,7 +27,8 @@
  *
  * Waiting: one process-wide epoch counter (a futex word) is bumped whenever
  * anything finishes or SIGINT arrives; waiters re-check their condition and
- * sleep on it (the wait loop itself is in future_wait.c). */
+ * sleep on it (the wait loop itself is in future_wait.c).  A drain that
+ * finishes a batch wakes the sleepers once, after the batch. */
 #include "pool.h"
 #include "list.h"
 #include "futex.h"
@@ -43,10 +44,35 @@
 _Atomic uint32_t mproc__epoch;
 _Atomic uint32_t mproc__epoch_waiters;
 
-void mproc__epoch_bump(void) {
-  atomic_fetch_add(&mproc__epoch, 1);
+/* Between mproc__epoch_hold and mproc__epoch_release a thread bumps the
+ * epoch at once but wakes its sleepers only once, at the release: a drain
+ * that finishes a batch of futures then makes one futex call instead of one
+ * per future, and a waiter for all of them wakes once per batch, not once
+ * per future.  The counter itself moves at each bump, so a waiter that
+ * reads it afterwards never goes to sleep on the old value. */
+static _Thread_local unsigned epoch_holds;
+static _Thread_local bool epoch_held;
+
+static void epoch_wake(void) {
   if (atomic_load(&mproc__epoch_waiters) > 0)
     mproc__futex_wake(&mproc__epoch, INT_MAX, false);
+}
+
+void mproc__epoch_bump(void) {
+  atomic_fetch_add(&mproc__epoch, 1);
+  if (epoch_holds > 0)
+    epoch_held = true;
+  else
+    epoch_wake();
+}
+
+void mproc__epoch_hold(void) { epoch_holds++; }
+
+void mproc__epoch_release(void) {
+  if (--epoch_holds == 0 && epoch_held) {
+    epoch_held = false;
+    epoch_wake();
+  }
 }
 
 int mproc__epoch_wait(uint32_t seen, int64_t deadline_ms) {
@@ -112,7 +138,8 @@ static void future_free_mem(struct mproc_future *f) {
     munmap(f->result, f->result_map_len);
   else
     free(f->result);
-  free(f->task.arg);
+  if (f->task.arg != f->arg_small)
+    free(f->task.arg);
   mproc__close(f->task.arg_fd);
   mproc__task_close_fds(&f->task);
   struct mproc_pool *p = f->pool;
@@ -127,7 +154,8 @@ void mproc__future_unref(struct mproc_future *f) {
 
 void mproc__future_finish(struct mproc_pool *p, struct mproc_future *f, struct mproc__outcome *o) {
   /* The argument is no longer needed once the task is final. */
-  free(f->task.arg);
+  if (f->task.arg != f->arg_small)
+    free(f->task.arg);
   f->task.arg = NULL;
   mproc__close(f->task.arg_fd);
   f->task.arg_fd = -1;

@@ -11,6 +11,11 @@
  * the caller's absolute deadline.  SIGINT, for MPROC_POOL_SIGINT pools, bumps
  * the epoch and ends the wait with MPROC_EINTERRUPTED.
  *
+ * mproc_futures_wait reads each future until it has finished, and no more:
+ * states are final, so a check resumes at the first pending future;
+ * as_completed likewise starts its scans at the first future not yet
+ * yielded, and finds the set's pools once, at creation.
+ *
  * mproc_futures_wait and as_completed help at most the first 8 distinct
  * pools of their set (and take the SIGINT flag from those); futures of
  * further pools are still seen, through the epoch, only without help.
@@ -108,32 +113,49 @@ int mproc__wait_until(bool (*cond)(void *), void *ctx, struct mproc_pool *const 
 
 /* ---- wait / as_completed ---------------------------------------------------- */
 
+/* A future's state is final once set, so the futures before `first` (all
+ * finished, their failures folded into `failed`) are never read again: a
+ * wait for all of n futures that wakes once per completion costs O(1)
+ * amortised per check, not a rescan of the whole set. */
 struct wait_ctx {
   mproc_future *const *fs;
   size_t n;
   int mode;
   size_t ndone;
+  size_t first; /* every future before it has finished */
+  bool failed;  /* one of those failed or was cancelled */
 };
+
+static bool future_failed(int s) { return s == MPROC_FUTURE_FAILED || s == MPROC_FUTURE_CANCELED; }
 
 static bool wait_cond(void *arg) {
   struct wait_ctx *w = arg;
-  size_t done = 0;
-  bool failed = false;
-  for (size_t i = 0; i < w->n; i++) {
+  for (; w->first < w->n; w->first++) {
+    int s = atomic_load_explicit(&w->fs[w->first]->state, memory_order_acquire);
+    if (s < MPROC_FUTURE_DONE)
+      break;
+    w->failed = w->failed || future_failed(s);
+  }
+  if (w->first == w->n) {
+    w->ndone = w->n;
+    return true;
+  }
+  /* Only the first-completed and first-exception modes look past the first
+   * pending future; all-completed needs it to finish anyway. */
+  if (w->mode == MPROC_ALL_COMPLETED)
+    return false;
+  size_t done = w->first;
+  bool failed = w->failed;
+  for (size_t i = w->first + 1; i < w->n; i++) {
     int s = atomic_load_explicit(&w->fs[i]->state, memory_order_acquire);
     if (s >= MPROC_FUTURE_DONE)
       done++;
-    if (s == MPROC_FUTURE_FAILED || s == MPROC_FUTURE_CANCELED)
-      failed = true;
+    failed = failed || future_failed(s);
   }
   w->ndone = done;
-  if (done == w->n)
-    return true;
   if (w->mode == MPROC_FIRST_COMPLETED)
     return done > 0;
-  if (w->mode == MPROC_FIRST_EXCEPTION)
-    return failed;
-  return false;
+  return failed;
 }
 
 /* The distinct pools of a set of futures (at most `max`). */
@@ -163,7 +185,7 @@ MPROC_EXTERN int mproc_futures_wait(mproc_future *const *fs, size_t n, int mode,
       return MPROC_EINVAL;
   if (n == 0)
     return 0;
-  struct wait_ctx w = {fs, n, mode, 0};
+  struct wait_ctx w = {.fs = fs, .n = n, .mode = mode};
   struct mproc_pool *pools[8];
   bool sigint;
   size_t np = pools_of(fs, n, pools, 8, &sigint);
@@ -175,7 +197,11 @@ struct mproc_as_completed {
   mproc_future **fs;
   bool *yielded;
   size_t n, left;
+  size_t lo; /* every future before it was yielded: scans start here */
   mproc_future *next;
+  struct mproc_pool *pools[8]; /* the set's pools, found once */
+  size_t npools;
+  bool sigint;
 };
 
 MPROC_EXTERN int mproc_as_completed_new(mproc_as_completed **out, mproc_future *const *fs,
@@ -199,13 +225,16 @@ MPROC_EXTERN int mproc_as_completed_new(mproc_as_completed **out, mproc_future *
   if (n > 0)
     memcpy(it->fs, fs, n * sizeof *fs);
   it->n = it->left = n;
+  it->npools = pools_of(it->fs, n, it->pools, 8, &it->sigint);
   *out = it;
   return 0;
 }
 
 static bool ac_cond(void *arg) {
   mproc_as_completed *it = arg;
-  for (size_t i = 0; i < it->n; i++) {
+  while (it->lo < it->n && it->yielded[it->lo])
+    it->lo++;
+  for (size_t i = it->lo; i < it->n; i++) {
     if (!it->yielded[i] && mproc_future_done(it->fs[i])) {
       it->yielded[i] = true;
       it->left--;
@@ -222,11 +251,9 @@ MPROC_EXTERN int mproc_as_completed_next(mproc_as_completed *it, mproc_future **
     return MPROC_EINVAL;
   if (it->left == 0)
     return MPROC_EEOF;
-  struct mproc_pool *pools[8];
-  bool sigint;
-  size_t np = pools_of(it->fs, it->n, pools, 8, &sigint);
   it->next = NULL;
-  int r = mproc__wait_until(ac_cond, it, pools, np, sigint, mproc__deadline(timeout_ms));
+  int r = mproc__wait_until(ac_cond, it, it->pools, it->npools, it->sigint,
+                            mproc__deadline(timeout_ms));
   if (r == 0)
     *f = it->next;
   return r;

@@ -457,8 +457,25 @@ int mproc__mpi_progress(void) {
   struct mproc__mpi_op *op;
   int rc;
   static const struct mproc__mpi_place placed = {place_result, NULL};
-  while ((rc = mproc__mpi_irecv(mproc__mpi.comm, MPROC__MPI_TAG_RESULT,
-                                sizeof(struct mproc__mpi_result), &placed, &op)) == 0) {
+  int tag;
+  /* One probe of any tag per message, and one that finds nothing per step
+   * (mproc__mpi_waiting: an empty probe yields the CPU). */
+  while ((rc = mproc__mpi_waiting(mproc__mpi.comm, &tag)) == 1) {
+    if (tag == MPROC__MPI_TAG_CTRL) {
+      if ((rc = mproc__mpi_irecv(mproc__mpi.comm, MPROC__MPI_TAG_CTRL,
+                                 sizeof(struct mproc__mpi_ctrl), NULL, &op)) != 0)
+        break;
+      const struct mproc__mpi_ctrl *c = op->hdr;
+      if (c->what == MPROC__MPI_STOPPED)
+        C.stopped++;
+      mproc__mpi_op_free(op);
+      continue;
+    }
+    if (tag != MPROC__MPI_TAG_RESULT)
+      mproc__mpi_abort("a worker rank sent a message of unknown tag %d", tag);
+    if ((rc = mproc__mpi_irecv(mproc__mpi.comm, MPROC__MPI_TAG_RESULT,
+                               sizeof(struct mproc__mpi_result), &placed, &op)) != 0)
+      break;
     const struct mproc__mpi_result *r = op->hdr;
     if (r->batch == 0) {
       attach(op);
@@ -476,16 +493,7 @@ int mproc__mpi_progress(void) {
     C.batches_received++;
   }
   if (rc < 0)
-    lost(-1, "receiving a result failed");
-  while ((rc = mproc__mpi_irecv(mproc__mpi.comm, MPROC__MPI_TAG_CTRL,
-                                sizeof(struct mproc__mpi_ctrl), NULL, &op)) == 0) {
-    const struct mproc__mpi_ctrl *c = op->hdr;
-    if (c->what == MPROC__MPI_STOPPED)
-      C.stopped++;
-    mproc__mpi_op_free(op);
-  }
-  if (rc < 0)
-    lost(-1, "receiving a control message failed");
+    lost(-1, "receiving a message failed");
   for (struct mproc__mpi_job *j = C.flight, *next; j; j = next) {
     next = j->next;
     if (j->send && (rc = mproc__mpi_test(j->send)) != 0) {

@@ -150,6 +150,13 @@ struct mproc__mpi_place {
  * MPROC_ENOMEM, MPROC_EIO. */
 int mproc__mpi_irecv(MPI_Comm comm, int tag, size_t hdr_len, const struct mproc__mpi_place *place,
                      struct mproc__mpi_op **op);
+/* Whether a message of any tag waits on comm: 1 with its tag in *tag, 0
+ * when none, MPROC_EIO.  A loop that takes several kinds of message probes
+ * once per pass with this, not once per tag: Open MPI's probe that finds
+ * nothing runs its progress engine, which on an oversubscribed node yields
+ * the CPU -- each empty probe costs a turn of every other runnable process
+ * (measured: 4-9 us each, 3 ranks on 2 CPUs, in a 37 us round trip). */
+int mproc__mpi_waiting(MPI_Comm comm, int *tag);
 /* 1 when every request of op completed, 0 if not yet, MPROC_EIO. */
 int mproc__mpi_test(struct mproc__mpi_op *op);
 /* Free op (its requests must have completed, or be cancelled first). */

@@ -13,7 +13,8 @@
  * holds the next task when one finishes.
  *
  * One loop, one thread (MPI_THREAD_FUNNELED): take in headers and their
- * payloads (task, control), hand complete tasks to the pool, turn finished
+ * payloads (task, control: one probe of any tag finds either, see
+ * mproc__mpi_waiting), hand complete tasks to the pool, turn finished
  * futures into result messages, retire completed sends.  When nothing moved
  * it polls its futures and MPI in turn for a short while, then waits on its
  * futures for up to 1 ms (a finished task wakes it at once), or backs off
@@ -596,12 +597,28 @@ static void take(struct mproc__mpi_op *op) {
 static bool pass(bool *stop) {
   bool moved = false;
   struct mproc__mpi_op *op;
-  int rc;
+  int rc, tag;
   static const struct mproc__mpi_place placed = {place_chunk, NULL};
-  while ((rc = mproc__mpi_irecv(mproc__mpi.comm, MPROC__MPI_TAG_TASK,
-                                sizeof(struct mproc__mpi_task), &placed, &op)) == 0) {
-    const struct mproc__mpi_task *t = op->hdr;
+  /* One probe of any tag per message, and one that finds nothing per pass
+   * (mproc__mpi_waiting: an empty probe yields the CPU). */
+  while ((rc = mproc__mpi_waiting(mproc__mpi.comm, &tag)) == 1) {
     moved = true;
+    if (tag == MPROC__MPI_TAG_CTRL) {
+      if ((rc = mproc__mpi_irecv(mproc__mpi.comm, MPROC__MPI_TAG_CTRL,
+                                 sizeof(struct mproc__mpi_ctrl), NULL, &op)) != 0)
+        break;
+      const struct mproc__mpi_ctrl *c = op->hdr;
+      if (c->what == MPROC__MPI_STOP)
+        *stop = true;
+      mproc__mpi_op_free(op);
+      continue;
+    }
+    if (tag != MPROC__MPI_TAG_TASK)
+      mproc__mpi_abort("rank 0 sent a message of unknown tag %d", tag);
+    if ((rc = mproc__mpi_irecv(mproc__mpi.comm, MPROC__MPI_TAG_TASK, sizeof(struct mproc__mpi_task),
+                               &placed, &op)) != 0)
+      break;
+    const struct mproc__mpi_task *t = op->hdr;
     if (t->kind != MPROC__MPI_BATCH) {
       take(op);
       continue;
@@ -616,16 +633,6 @@ static bool pass(bool *stop) {
     if (k < 0 || n != t->count)
       mproc__mpi_abort("rank 0 sent a malformed batch of tasks");
     mproc__mpi_op_free(op);
-  }
-  if (rc < 0)
-    mproc__mpi_abort("lost contact with rank 0 (%s)", mproc_strerror(rc));
-  while ((rc = mproc__mpi_irecv(mproc__mpi.comm, MPROC__MPI_TAG_CTRL,
-                                sizeof(struct mproc__mpi_ctrl), NULL, &op)) == 0) {
-    const struct mproc__mpi_ctrl *c = op->hdr;
-    if (c->what == MPROC__MPI_STOP)
-      *stop = true;
-    mproc__mpi_op_free(op);
-    moved = true;
   }
   if (rc < 0)
     mproc__mpi_abort("lost contact with rank 0 (%s)", mproc_strerror(rc));

@@ -188,6 +188,16 @@ int mproc__mpi_irecv(MPI_Comm comm, int tag, size_t hdr_len, const struct mproc_
   return 0;
 }
 
+int mproc__mpi_waiting(MPI_Comm comm, int *tag) {
+  int flag = 0;
+  MPI_Status st;
+  if (MPI_Iprobe(MPI_ANY_SOURCE, MPI_ANY_TAG, comm, &flag, &st) != MPI_SUCCESS)
+    return MPROC_EIO;
+  if (flag)
+    *tag = st.MPI_TAG;
+  return flag ? 1 : 0;
+}
+
 int mproc__mpi_test(struct mproc__mpi_op *op) {
   if (op->nreqs == 0)
     return 1;

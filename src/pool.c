@@ -398,10 +398,16 @@ MPROC_EXTERN int mproc_pool_free(mproc_pool *p) {
 
 /* ---- submit / apply ---------------------------------------------------------- */
 
-static int copy_arg(struct mproc__task *t, const void *arg, size_t len) {
+static int copy_arg(struct mproc_future *f, const void *arg, size_t len) {
+  struct mproc__task *t = &f->task;
   t->arg_len = len;
   if (len == 0)
     return 0;
+  if (len <= sizeof f->arg_small) {
+    t->arg = f->arg_small;
+    memcpy(t->arg, arg, len);
+    return 0;
+  }
   if (len <= MPROC__ARG_INLINE) {
     t->arg = malloc(len);
     if (t->arg == NULL)
@@ -477,7 +483,7 @@ MPROC_EXTERN int mproc_pool_submit_ex(mproc_pool *p, mproc_task_fn fn, const voi
     f->apply_errcb = o->error_callback;
     f->apply_ud = o->ud;
   }
-  int r = copy_arg(t, arg, len);
+  int r = copy_arg(f, arg, len);
   if (r == 0 && o != NULL)
     r = copy_fds(t, o->fds, o->nfds);
   if (r == 0) {

@@ -83,6 +83,8 @@ struct mproc_future {
   _Atomic uint64_t items_done;     /* map futures: items finished (progress) */
   struct mproc_future *loopq_next; /* the event loop's queue link */
   _Atomic(void *) user_data;       /* mproc_future_set_data: the caller's, never read */
+  /* task.arg points here for arguments this small: no malloc per task. */
+  _Alignas(max_align_t) unsigned char arg_small[16];
 };
 
 /* Parent-side state of one worker slot. */
@@ -259,6 +261,10 @@ void mproc__task_fail(struct mproc_pool *p, struct mproc__task *t, int code, con
 extern _Atomic uint32_t mproc__epoch;
 extern _Atomic uint32_t mproc__epoch_waiters;
 void mproc__epoch_bump(void);
+/* Defer this thread's wake-ups of epoch sleepers to the matching release
+ * (nestable; used around a drain that may finish many futures). */
+void mproc__epoch_hold(void);
+void mproc__epoch_release(void);
 /* Sleep until the epoch moves from `seen` or the deadline. */
 int mproc__epoch_wait(uint32_t seen, int64_t deadline_ms);
 /* Wait until cond(ctx) holds, helping `pools` collect results while

@@ -682,9 +682,12 @@ void mproc__pool_cancel_pending(struct mproc_pool *p) {
 
 int mproc__pool_drain(struct mproc_pool *p) {
   int n = 0;
+  /* One wake-up of the epoch's sleepers for the whole batch. */
+  mproc__epoch_hold();
   for (int i = 0; i < p->nworkers; i++)
     if (p->slots[i].alive && !p->slots[i].gone)
       n += collect(p, i);
+  mproc__epoch_release();
   mproc__pool_dispatch(p);
   return n;
 }

@@ -232,6 +232,35 @@ START_TEST(test_callback_may_free_submit_cancel_shutdown) {
 }
 END_TEST
 
+/* The wait reads each finished future once (its state is final): a failure
+ * or a completion before the first pending future still counts, and one
+ * after it too. */
+START_TEST(test_futures_wait_counts_around_pending) {
+  S = shared_new();
+  mproc_pool *p = make_pool(2);
+  mproc_future *fs[3];
+  int k1 = 1;
+  mproc_assert_ok(mproc_pool_submit(p, task_fail_msg, NULL, 0, &fs[0]));
+  mproc_assert_ok(mproc_pool_submit(p, task_gate, &k1, sizeof k1, &fs[1]));
+  mproc_assert_ok(mproc_pool_submit(p, task_empty, NULL, 0, &fs[2]));
+  mproc_assert_ok(mproc_future_wait(fs[0], 30000));
+  mproc_assert_ok(mproc_future_wait(fs[2], 30000));
+  ck_assert_int_eq(mproc_futures_wait(fs, 3, MPROC_FIRST_EXCEPTION, 30000), 2);
+  ck_assert_int_eq(mproc_futures_wait(fs, 3, MPROC_FIRST_COMPLETED, 30000), 2);
+  ck_assert_int_eq(mproc_futures_wait(&fs[1], 2, MPROC_FIRST_COMPLETED, 30000), 1);
+  mproc_assert_err(mproc_futures_wait(&fs[1], 1, MPROC_FIRST_EXCEPTION, 20), MPROC_ETIMEDOUT);
+  mproc_assert_err(mproc_futures_wait(fs, 3, MPROC_ALL_COMPLETED, 20), MPROC_ETIMEDOUT);
+  atomic_store(&S->release, 1);
+  ck_assert_int_eq(mproc_futures_wait(fs, 3, MPROC_ALL_COMPLETED, 30000), 3);
+  /* All finished, none of fs[1..2] failed: first-exception returns at once. */
+  ck_assert_int_eq(mproc_futures_wait(&fs[1], 2, MPROC_FIRST_EXCEPTION, 0), 2);
+  for (int i = 0; i < 3; i++)
+    mproc_future_free(fs[i]);
+  mproc_assert_ok(mproc_pool_free(p));
+  shared_free(S);
+}
+END_TEST
+
 START_TEST(test_futures_wait_modes) {
   S = shared_new();
   mproc_pool *p = make_pool(3);
@@ -288,6 +317,38 @@ START_TEST(test_as_completed_order) {
   for (int i = 0; i < 3; i++)
     mproc_future_free(fs[i]);
   mproc_assert_ok(mproc_pool_free(p));
+  shared_free(S);
+}
+END_TEST
+
+/* The set's pools are found once, at creation: futures of a second pool
+ * are still helped and yielded, each exactly once. */
+START_TEST(test_as_completed_two_pools) {
+  S = shared_new();
+  mproc_pool *a = make_pool(1), *b = make_pool(1);
+  mproc_future *fs[3];
+  int k1 = 1, x = 3;
+  mproc_assert_ok(mproc_pool_submit(a, task_gate, &k1, sizeof k1, &fs[0]));
+  mproc_assert_ok(mproc_pool_submit(b, task_square, &x, sizeof x, &fs[1]));
+  mproc_assert_ok(mproc_pool_submit(b, task_empty, NULL, 0, &fs[2]));
+  mproc_as_completed *it;
+  mproc_assert_ok(mproc_as_completed_new(&it, fs, 3));
+  mproc_future *f, *got[2];
+  for (int i = 0; i < 2; i++) {
+    mproc_assert_ok(mproc_as_completed_next(it, &got[i], 30000));
+    ck_assert(got[i] == fs[1] || got[i] == fs[2]);
+  }
+  ck_assert(got[0] != got[1]);
+  mproc_assert_err(mproc_as_completed_next(it, &f, 20), MPROC_ETIMEDOUT);
+  atomic_store(&S->release, 1);
+  mproc_assert_ok(mproc_as_completed_next(it, &f, 30000));
+  ck_assert(f == fs[0]);
+  mproc_assert_err(mproc_as_completed_next(it, &f, 0), MPROC_EEOF);
+  mproc_as_completed_free(it);
+  for (int i = 0; i < 3; i++)
+    mproc_future_free(fs[i]);
+  mproc_assert_ok(mproc_pool_free(a));
+  mproc_assert_ok(mproc_pool_free(b));
   shared_free(S);
 }
 END_TEST
@@ -356,7 +417,9 @@ int main(void) {
   tcase_add_test(tc, test_apply_async_callbacks);
   tcase_add_test(tc, test_callback_may_free_submit_cancel_shutdown);
   tcase_add_test(tc, test_futures_wait_modes);
+  tcase_add_test(tc, test_futures_wait_counts_around_pending);
   tcase_add_test(tc, test_as_completed_order);
+  tcase_add_test(tc, test_as_completed_two_pools);
   tcase_add_test(tc, test_future_outlives_pool);
   tcase_add_test(tc, test_bad_arguments);
   return mproc_test_run(s);

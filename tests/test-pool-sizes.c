@@ -1,5 +1,6 @@
 /* Task arguments and results across every change of mechanism: inline in
- * the ring entry (up to 200 bytes), the entry's arena area (up to 64 KiB),
+ * the future itself (up to 16 bytes, parent side), the ring entry (up to
+ * 200 bytes), the entry's arena area (up to 64 KiB),
  * a memfd above; both sides of each bound, empty ones, many in flight at
  * once, and a worker dying with a medium argument in flight.
  * ctest-labels: threads */
@@ -11,6 +12,8 @@
 
 #define INLINE_MAX 200
 #define MEDIUM_MAX ((size_t)64 << 10)
+/* Arguments up to this size live in the future itself (no allocation). */
+#define ARG_SMALL sizeof(((struct mproc_future *)0)->arg_small)
 
 /* Byte i of a test argument of `len` bytes, for seed k. */
 static unsigned char arg_byte(size_t i, size_t len, unsigned k) {
@@ -61,6 +64,8 @@ static void check_result(mproc_future *f, const unsigned char *a, size_t len, si
 static const size_t sizes[] = {0,
                                1,
                                8,
+                               ARG_SMALL,
+                               ARG_SMALL + 1,
                                INLINE_MAX - 1,
                                INLINE_MAX,
                                INLINE_MAX + 1,

@@ -378,6 +378,23 @@ static void case_killrank(void) {
   exit(1);
 }
 
+/* A message of a tag the wire does not know ends the job with a message
+ * naming it (run-case.sh checks both), rather than lying unread while the
+ * rank goes on.  Nothing after the wait may run. */
+static void case_badtag(void) {
+  struct mproc__mpi_task bogus = {.kind = MPROC__MPI_CALL};
+  CHECK(MPI_Send(&bogus, (int)sizeof bogus, MPI_BYTE, 1, 999, mproc__mpi.comm) == MPI_SUCCESS,
+        "send");
+  struct mproc__mpi_fn r = ref_of(square_task);
+  struct mproc__mpi_job *j;
+  int64_t v = 3;
+  CHECK_ERR(mproc__mpi_submit_to((struct mproc__mpi_to){1, 0}, &r, &v, sizeof v, 0, &j), 0);
+  struct mproc_task_error err;
+  int rc = outcome(j, &err);
+  printf("UNEXPECTED: the job went on (%s)\n", mproc_err_name(rc));
+  exit(1);
+}
+
 /* Runs until mpiexec is interrupted (run-case.sh sends SIGINT). */
 static void case_sigint(void) {
   struct mproc__mpi_job *j = submit(sleep_task, NULL, 0, 0);
@@ -747,6 +764,7 @@ int main(int argc, char **argv) {
       {"timeout", case_timeout},
       {"unresolvable", case_unresolvable},
       {"killrank", case_killrank},
+      {"badtag", case_badtag},
       {"sigint", case_sigint},
       {"fallback", case_fallback},
       {"transport", case_transport},
