@@ -66,9 +66,15 @@
 /* Initial-exec: one %fs-relative load on every lock, not a __tls_get_addr
  * call; eight bytes of the static TLS surplus when the library is dlopened. */
 _Thread_local uint64_t mproc__tidlock_me __attribute__((tls_model("initial-exec")));
+_Thread_local const mproc__tidlock *mproc__tidlock_held __attribute__((tls_model("initial-exec")));
 static pthread_once_t self_once = PTHREAD_ONCE_INIT;
 
-static void self_after_fork(void) { mproc__tidlock_me = 0; }
+/* The child's thread is a new one: it has no identity yet, and holds no
+ * lock (the words its parent's thread held still name that thread). */
+static void self_after_fork(void) {
+  mproc__tidlock_me = 0;
+  mproc__tidlock_held = NULL;
+}
 static void self_register(void) { pthread_atfork(NULL, NULL, self_after_fork); }
 
 static uint32_t token_of(uint64_t start_time) {
