@@ -79,6 +79,11 @@ struct mproc__sync_kind {
   /* Checks the fields of an object mapped from an fd (its magic, flags and
    * size already checked): false is MPROC_ECORRUPT.  NULL: nothing more. */
   bool (*valid)(const void *obj);
+  /* Whether _free still unmaps an object that fails `valid` (MPROC_ECORRUPT
+   * either way): not for one whose robust mutexes may sit on this
+   * process's threads' robust lists, which must never point at unmapped
+   * memory. */
+  bool unmap_damaged;
   /* Lets the calling process stop using an object it mapped from an fd,
    * which lives on for the others: nonzero refuses (e.g. a Lock the caller
    * holds).  NULL: nothing to do. */
@@ -106,6 +111,9 @@ int mproc__obj_map_new(size_t size, void **addr_out);
 /* _from_fd: map the object of kind k in `fd` (the caller keeps the fd) and
  * check it; `out` is the caller's `T **`. */
 int mproc__obj_attach(const struct mproc__sync_kind *k, int fd, void *out);
+/* The size addr was mapped with by a _new or _from_fd of this process;
+ * false if the table has no entry for it (an object inherited by fork). */
+bool mproc__obj_size(const void *addr, size_t *size);
 /* Whether addr was mapped by mproc__obj_attach in this process. */
 bool mproc__obj_attached(const void *addr);
 /* Drops addr's entry (closing its fd); false if it had none.  *attached
@@ -162,6 +170,13 @@ int mproc__rmutex_unlock(pthread_mutex_t *m);
  * the kernel clears a dead owner's tid there, so a recycled tid never
  * matches (unlike a tid recorded beside the mutex). */
 bool mproc__rmutex_mine(const pthread_mutex_t *m);
+/* Whether m's futex word says "held" but names no thread that exists: a
+ * word damaged by some process mapping it, which no unlock will ever free. */
+bool mproc__rmutex_owner_gone(const pthread_mutex_t *m);
+/* Whether m's type word is still the one mproc__rmutex_init(m, false)
+ * wrote: libc aborts the process on a mutex of an unknown type, so a word
+ * written over by hand is caught before any lock call sees it. */
+bool mproc__rmutex_plain_intact(const pthread_mutex_t *m);
 
 /* The kernel thread id of the caller (cached per thread). */
 pid_t mproc__gettid(void);

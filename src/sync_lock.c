@@ -46,6 +46,7 @@
 #include "tidlock.h"
 
 #include <limits.h>
+#include <signal.h>
 #include <linux/futex.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -163,6 +164,35 @@ int mproc__rmutex_unlock(pthread_mutex_t *m) {
 bool mproc__rmutex_mine(const pthread_mutex_t *m) {
   unsigned word = (unsigned)__atomic_load_n(&m->__data.__lock, __ATOMIC_RELAXED);
   return (pid_t)(word & FUTEX_TID_MASK) == mproc__gettid();
+}
+
+/* The type word (glibc's __data.__kind) of a robust mutex made by
+ * mproc__rmutex_init without recursion, as this process's libc writes it. */
+static int plain_kind;
+static pthread_once_t plain_kind_once = PTHREAD_ONCE_INIT;
+static void plain_kind_init(void) {
+  pthread_mutex_t m;
+  if (mproc__rmutex_init(&m, false) == 0) {
+    plain_kind = m.__data.__kind;
+    pthread_mutex_destroy(&m);
+  } else {
+    plain_kind = -1;
+  }
+}
+
+bool mproc__rmutex_plain_intact(const pthread_mutex_t *m) {
+  pthread_once(&plain_kind_once, plain_kind_init);
+  return __atomic_load_n(&m->__data.__kind, __ATOMIC_RELAXED) == plain_kind;
+}
+
+bool mproc__rmutex_owner_gone(const pthread_mutex_t *m) {
+  unsigned word = (unsigned)__atomic_load_n(&m->__data.__lock, __ATOMIC_RELAXED);
+  pid_t tid = (pid_t)(word & FUTEX_TID_MASK);
+  if (word == 0)
+    return false; /* free now: worth another try */
+  /* A live owner has a tid that exists; the kernel clears a dead owner's
+   * (OWNER_DIED), so a held word naming no thread was written by hand. */
+  return tid == 0 || (kill(tid, 0) != 0 && errno == ESRCH);
 }
 
 /* ---- Lock ------------------------------------------------------------------ */

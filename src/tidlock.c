@@ -58,6 +58,8 @@
 #define SLICE_MS 10
 
 #define TID_MASK ((uint64_t)0xffffffff)
+/* The kernel's PID_MAX_LIMIT on 64-bit systems: no tid is larger. */
+#define TID_MAX (4 * 1024 * 1024)
 
 /* ---- who we are ----------------------------------------------------------- */
 
@@ -95,6 +97,11 @@ uint64_t mproc__tidlock_self(void) {
 /* Whether the owner named by `word` is certainly gone. */
 static bool owner_dead(uint64_t word) {
   pid_t tid = (pid_t)(word & TID_MASK & ~MPROC__TIDLOCK_PARK);
+  /* A held word naming no possible thread (0, negative, past the kernel's
+   * PID_MAX_LIMIT) was written over by some process mapping it: its "owner"
+   * can never unlock, so it is taken over as a dead one's, not waited for. */
+  if (tid <= 0 || tid > TID_MAX)
+    return true;
   struct mproc__pstat ps;
   int r = mproc__proc_stat(NULL, tid, &ps);
   if (r == -ENOENT)
@@ -140,7 +147,10 @@ static int lock_sleeping(mproc__tidlock *w, uint64_t me, int64_t deadline_ms) {
     }
     if (cur & MPROC__TIDLOCK_PARK)
       return MPROC__TIDLOCK_PARKED; /* its owner is not waited for, but revoked */
-    if (cur == judged && owner_dead(cur)) {
+    /* The caller's own word, met while it waits for the lock: no caller
+     * of this function ever holds the lock it takes (Lock and RLock check
+     * ownership first), so the word was written over and is no one's. */
+    if (cur == judged && (cur == me || owner_dead(cur))) {
       if (cas(w, &cur, me))
         return MPROC_EOWNERDEAD;
       continue;
