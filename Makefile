@@ -3,7 +3,7 @@
 #                  the optional libpng-dev and libuv1-dev included (the other
 #                  targets install only what they run themselves: the compiler
 #                  and CMake for demo, those and check, wrk, parallel and
-#                  Open MPI for test, python3/wrk for bench, gnuplot for
+#                  Open MPI for test, python3/wrk/NumPy for bench, gnuplot for
 #                  bench-report, clang-format for format)
 #   make demo      build the library and the examples only, and run the tour
 #   make test      build and run every test (ctest)
@@ -31,8 +31,10 @@ BUILD_TOOLS := cmake make gcc pkg-config
 # MPI backend's cases.
 TEST_DEPS := $(BUILD_TOOLS) check wrk parallel $(MPI_DEPS)
 FORMAT_DEPS := clang-format
-# mpi4py.futures runs beside the MPI backend (Debian's python3, not pyenv's).
-BENCH_DEPS := python3 wrk parallel $(MPI_DEPS) python3-mpi4py
+# mpi4py.futures runs beside the MPI backend (Debian's python3, not pyenv's);
+# NumPy makes Python's map_shm_tiny row (a python3 without it runs that row
+# in Debian's python3).
+BENCH_DEPS := python3 wrk parallel $(MPI_DEPS) python3-mpi4py python3-numpy
 REPORT_DEPS := python3 gnuplot-nox
 FORMAT_FILES = $(shell git ls-files --cached --others --exclude-standard '*.c' '*.h' 2>/dev/null)
 

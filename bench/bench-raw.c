@@ -25,9 +25,9 @@
 
 struct spsc {
   _Alignas(LINE) _Atomic uint32_t head; /* next slot to read, consumer-owned */
-  _Atomic uint32_t head_sleeping;       /* producers asleep on a full ring */
+  struct raw_wait head_wait;            /* the producer asleep on a full ring */
   _Alignas(LINE) _Atomic uint32_t tail; /* next slot to write, producer-owned */
-  _Atomic uint32_t tail_sleeping;       /* consumers asleep on an empty ring */
+  struct raw_wait tail_wait;            /* the consumer asleep on an empty ring */
   _Alignas(LINE) uint64_t slot[RAW_SLOTS];
 };
 
@@ -40,13 +40,13 @@ static double spsc_rate(long n) {
     for (long i = 0; i < n; i++) {
       uint32_t head;
       while (tail - (head = atomic_load_explicit(&r->head, memory_order_acquire)) == RAW_SLOTS)
-        await_change(&r->head, head, &r->head_sleeping);
+        await_change(&r->head, head, &r->head_wait, 0);
       r->slot[tail % RAW_SLOTS] = (uint64_t)i;
       tail++;
       /* Publishing every message, as a queue must: the consumer may be
        * waiting for exactly this one. */
       atomic_store(&r->tail, tail);
-      wake(&r->tail, &r->tail_sleeping);
+      wake(&r->tail, &r->tail_wait);
     }
     _exit(0);
   }
@@ -55,11 +55,11 @@ static double spsc_rate(long n) {
   for (long i = 0; i < n; i++) {
     uint32_t tail;
     while ((tail = atomic_load_explicit(&r->tail, memory_order_acquire)) == head)
-      await_change(&r->tail, tail, &r->tail_sleeping);
+      await_change(&r->tail, tail, &r->tail_wait, 0);
     sum += r->slot[head % RAW_SLOTS];
     head++;
     atomic_store(&r->head, head);
-    wake(&r->head, &r->head_sleeping);
+    wake(&r->head, &r->head_wait);
   }
   double t = bench_now_s() - t0;
   wait_child(pid);

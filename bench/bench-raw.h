@@ -45,11 +45,38 @@ static inline int64_t now_ns(void) {
   return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
-/* Sleeps until *word differs from seen: spins up to 20 us first, then sets
- * *sleeping and waits on the futex.  The waker bumps the word before it
- * reads *sleeping (both sequentially consistent), so no wake-up is lost, and
- * it makes the system call only once per sleep. */
-static void await_change(_Atomic uint32_t *word, uint32_t seen, _Atomic uint32_t *sleeping) {
+/* The sleepers of one futex word.  A sleeper registers in its own slot
+ * the value it sleeps on; a waker that changed the word wakes only for
+ * slots registered on a value the word no longer holds, clearing each such
+ * slot itself (so one system call per sleep, however many changes follow)
+ * and leaving those registered on the current value, which sleep for the
+ * next change.  `n` counts the slots
+ * set, so that a waker reads only it while nobody sleeps or everybody
+ * asleep was already woken: one load on the fast path. */
+#define RAW_SLEEPERS 16
+#define RAW_ASLEEP ((uint64_t)1 << 32) /* a registered slot: this bit | value */
+struct raw_wait {
+  _Atomic uint32_t n;                  /* slots set */
+  _Atomic uint64_t slot[RAW_SLEEPERS]; /* RAW_ASLEEP | value, or 0 */
+};
+
+/* Sleeps until *word differs from seen; `me` < RAW_SLEEPERS names the
+ * sleeper's slot, used by no other process at the same time.  Spins up to
+ * 20 us first.  A Dekker pair: the sleeper stores its slot before its last
+ * look at the word, the waker changes the word before it reads the count
+ * and the slots (all sequentially consistent), so either the waker sees the
+ * registration or the sleeper sees the change (and the futex re-checks the
+ * word in the kernel).
+ *
+ * (This once was one flag per word that a waker cleared with an exchange
+ * before its wake-up.  That lost wake-ups: a sleeper that had already seen
+ * the new value set the flag for the next change, the waker of the value it
+ * saw cleared it and woke nobody (the sleeper was not in the kernel yet),
+ * and the sleeper then slept with the flag down, so the next change woke
+ * nobody either: both sides of a ring could end asleep with the word
+ * changed.  A registration now carries its value, and only a waker of
+ * another value may clear it.) */
+static void await_change(_Atomic uint32_t *word, uint32_t seen, struct raw_wait *w, int me) {
   if (spin_ok) {
     int64_t until = now_ns() + 20000;
     do {
@@ -60,26 +87,42 @@ static void await_change(_Atomic uint32_t *word, uint32_t seen, _Atomic uint32_t
       }
     } while (now_ns() < until);
   }
-  while (atomic_load(word) == seen) {
-    atomic_store(sleeping, 1);
-    if (atomic_load(word) != seen)
-      break;
-    /* Capped: one run of bench-raw was once found with both processes
-     * asleep here and the word changed (resumed by a debugger's attach);
-     * until that lost wake-up is understood a sleep re-checks every 100 ms
-     * rather than stall the whole benchmark. */
-    mproc__futex_wait_capped(word, seen, -1, 100, true);
-  }
+  /* Counted before the slot is set: a waker that reads n as 0 has seen
+   * every earlier registration cleared. */
+  atomic_fetch_add(&w->n, 1);
+  atomic_store(&w->slot[me], RAW_ASLEEP | seen);
+  while (atomic_load(word) == seen)
+    mproc__futex_wait(word, seen, -1, true);
+  /* Leaving: our slot, unless a waker cleared it (and counted it out). */
+  uint64_t mine = RAW_ASLEEP | seen;
+  if (atomic_compare_exchange_strong(&w->slot[me], &mine, 0))
+    atomic_fetch_sub(&w->n, 1);
 }
 
-static void wake(_Atomic uint32_t *word, _Atomic uint32_t *sleeping) {
-  if (atomic_load(sleeping) != 0 && atomic_exchange(sleeping, 0) != 0)
+/* After a sequentially consistent change of *word.  A slot is judged
+ * against the word as it is now, not against the value this waker wrote:
+ * with several wakers, a sleeper may already have seen a later value than
+ * a slow waker's, and clearing its slot would leave it asleep unregistered
+ * for the next change. */
+static void wake(_Atomic uint32_t *word, struct raw_wait *w) {
+  if (atomic_load(&w->n) == 0)
+    return;
+  uint64_t now = RAW_ASLEEP | atomic_load(word);
+  bool any = false;
+  for (int i = 0; i < RAW_SLEEPERS; i++) {
+    uint64_t a = atomic_load(&w->slot[i]);
+    if (a != 0 && a != now && atomic_compare_exchange_strong(&w->slot[i], &a, 0)) {
+      atomic_fetch_sub(&w->n, 1);
+      any = true;
+    }
+  }
+  if (any)
     mproc__futex_wake(word, INT32_MAX, true);
 }
 
-static void bump(_Atomic uint32_t *word, _Atomic uint32_t *sleeping) {
-  atomic_fetch_add(word, 1); /* seq_cst: ordered before the load of *sleeping */
-  wake(word, sleeping);
+static void bump(_Atomic uint32_t *word, struct raw_wait *w) {
+  atomic_fetch_add(word, 1); /* seq_cst: before the loads of wake() */
+  wake(word, w);
 }
 
 /* ---- MPMC ring under one mutex ------------------------------------------ */
@@ -90,18 +133,18 @@ struct raw_mpmc {
   pthread_mutex_t m;
   uint32_t head, tail;                 /* guarded by m */
   _Alignas(LINE) _Atomic uint32_t put; /* bumped after every put (futex word) */
-  _Atomic uint32_t put_sleeping;
+  struct raw_wait put_wait;            /* consumers asleep on put */
   _Alignas(LINE) _Atomic uint32_t got; /* bumped after every get (futex word) */
-  _Atomic uint32_t got_sleeping;
+  struct raw_wait got_wait;            /* producers asleep on got */
   _Alignas(LINE) uint64_t slot[RAW_SLOTS];
 };
 
 /* n puts (producer) or n gets, each under the mutex; a full (empty) ring
- * waits for the next get (put). */
-static void raw_mpmc_side(struct raw_mpmc *r, long n, bool producer) {
+ * waits for the next get (put).  `me` is the process's sleeper slot. */
+static void raw_mpmc_side(struct raw_mpmc *r, long n, bool producer, int me) {
   _Atomic uint32_t *mine = producer ? &r->put : &r->got, *theirs = producer ? &r->got : &r->put;
-  _Atomic uint32_t *my_sleepers = producer ? &r->put_sleeping : &r->got_sleeping;
-  _Atomic uint32_t *their_sleepers = producer ? &r->got_sleeping : &r->put_sleeping;
+  struct raw_wait *my_wait = producer ? &r->put_wait : &r->got_wait;
+  struct raw_wait *their_wait = producer ? &r->got_wait : &r->put_wait;
   for (long i = 0; i < n;) {
     pthread_mutex_lock(&r->m);
     bool blocked = producer ? r->tail - r->head == RAW_SLOTS : r->tail == r->head;
@@ -112,10 +155,10 @@ static void raw_mpmc_side(struct raw_mpmc *r, long n, bool producer) {
       r->head++;
     pthread_mutex_unlock(&r->m);
     if (blocked) {
-      await_change(theirs, seen, their_sleepers);
+      await_change(theirs, seen, their_wait, me);
       continue;
     }
-    bump(mine, my_sleepers);
+    bump(mine, my_wait);
     i++;
   }
 }
@@ -134,7 +177,7 @@ static double raw_mpmc_rate(int k, long n) {
   double t0 = bench_now_s();
   for (int i = 0; i < 2 * k; i++) {
     if ((pid[i] = fork()) == 0) {
-      raw_mpmc_side(r, n / k, i >= k);
+      raw_mpmc_side(r, n / k, i >= k, i);
       _exit(0);
     }
   }

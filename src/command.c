@@ -10,7 +10,9 @@
  * that polls mproc_command_due_ms and then waits); the TERM and KILL steps
  * go to the whole tree and the group.  mproc_command_free on a child still
  * running SIGKILLs the tree and the group and reaps it (waiting at most
- * 10 s for the kernel to finish it off).
+ * 10 s for the kernel to finish it off); one a debugger holds (its zombie
+ * is the tracer's to see first) is handed to reap_later.c, which reaps it
+ * at a later call once the tracer lets go.
  *
  *  - Why posix_spawn: glibc implements it with clone(CLONE_VM|CLONE_VFORK),
  *    so the child never copies the parent's page tables; a fork of a large
@@ -213,6 +215,7 @@ MPROC_EXTERN int mproc_command_start(mproc_command **out, char *const argv[],
   int r = check_args(out, argv, o);
   if (r < 0)
     return r;
+  mproc__reap_later_sweep();
   mproc_command *c = calloc(1, sizeof *c);
   if (c == NULL)
     return MPROC_ENOMEM;
@@ -291,8 +294,13 @@ MPROC_EXTERN int mproc_command_close_fd(mproc_command *c, int which) {
   return 0;
 }
 
+/* The group's id is the child's pid, which cannot name a newer group while
+ * the child exists (running or a zombie).  In a program that ignores
+ * SIGCHLD the kernel reaps it, unseen, as it exits, and the pid may then be
+ * a new process's -- and a new group's.  So the child is first checked to
+ * exist through its pidfd (signal 0), which never names another process. */
 static void signal_group(const mproc_command *c, int sig) {
-  if (c->pgrp)
+  if (c->pgrp && mproc__pidfd_kill(c->pidfd, 0) == 0)
     kill(-c->pid, sig);
 }
 
@@ -428,6 +436,12 @@ MPROC_EXTERN void mproc_command_free(mproc_command *c) {
   }
   for (int i = 0; i < 3; i++)
     mproc__close(c->fds[i]);
-  mproc__close(c->pidfd);
+  /* Still unreaped: a debugger holds its zombie (or it is stuck in the
+   * kernel).  Closing the pidfd would leave a zombie for good. */
+  if (c->reaped)
+    mproc__close(c->pidfd);
+  else
+    mproc__reap_later(c->pidfd);
   free(c);
+  mproc__reap_later_sweep();
 }

@@ -90,7 +90,10 @@
  * its state whenever it is slow, so a stopped server is found within about
  * MPROC__PEER_CHECK_MS (50 ms) and handled as a dead one: killed, reaped,
  * replaced, the request retried once.  A server that runs but never answers
- * is given up on after REPLY_MS. */
+ * is given up on after REPLY_MS.  mproc_forkserver_stop kills a stopped
+ * server as soon as it is seen, rather than after STOP_MS.  A server whose
+ * zombie a debugger holds has exited all the same: its pidfd goes to
+ * reap_later.c instead of being waited for. */
 #include "process.h"
 #include "start.h"
 
@@ -138,6 +141,9 @@
 /* Bound on a reply: a live server answers in microseconds.  A stopped one
  * is given up on much sooner (MPROC__PEER_CHECK_MS, see "Stopped"). */
 #define REPLY_MS 30000
+/* How long mproc_forkserver_stop lets a server exit on its own once its
+ * channel is closed (a stopped one is killed as soon as it is seen). */
+#define STOP_MS 1000
 #define ENV_MAX (64u << 20)
 
 struct reply {
@@ -197,12 +203,15 @@ static void forget_locked(void) {
   srv_pid = 0;
 }
 
-/* Kills and reaps the server, keeping its page; lock held. */
+/* Kills and reaps the server, keeping its page; lock held.  A server whose
+ * zombie a debugger holds has exited all the same (no fork can follow): it
+ * is left to reap_later.c rather than waited for. */
 static void kill_locked(void) {
   mproc__close(srv_ctl);
   srv_ctl = -1;
   mproc__pidfd_kill(srv_pidfd, SIGKILL);
-  mproc__reap(srv_pidfd, NULL, -1);
+  mproc__reap_killed(srv_pidfd, NULL, mproc__deadline(MPROC__KILL_REAP_MS));
+  srv_pidfd = -1;
 }
 
 /* Kills and reaps the server; lock held. */
@@ -395,9 +404,10 @@ static void reap_unnoted(pid_t pid) {
   siginfo_t si;
   if (waitid(P_PIDFD, (id_t)fd, &si, WEXITED | WNOHANG | WNOWAIT) == 0) {
     mproc__pidfd_kill(fd, SIGKILL);
-    mproc__reap(fd, NULL, mproc__deadline(REPLY_MS));
+    mproc__reap_killed(fd, NULL, mproc__deadline(REPLY_MS));
+  } else {
+    mproc__close(fd);
   }
-  mproc__close(fd);
 }
 
 /* After the server is reaped (no fork can follow): the child its last
@@ -552,15 +562,17 @@ int mproc__forkserver_request(const struct mproc__start_req *req, const struct m
     setpgid(pid, pid); /* both sides set it, as spawn.c does: either may run first */
   int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
   r = pidfd < 0 ? mproc__neg_errno() : 0;
-  mproc__close(held); /* the child may go on */
   if (pidfd < 0) {
-    /* Our own unreaped child (CLONE_PARENT): kill and reap it by its exact
-     * pid, as mproc__spawn does. */
+    /* Our own child (CLONE_PARENT), still holding if the kernel reaps our
+     * children: kill it by its exact pid before letting it go, as
+     * mproc__spawn does, then reap it. */
     kill(pid, SIGKILL);
+    mproc__close(held);
     while (waitpid(pid, NULL, 0) < 0 && errno == EINTR) {
     }
     return r;
   }
+  mproc__close(held); /* the child may go on */
   mproc__fd_register(pidfd);
   *pid_out = pid;
   *pidfd_out = pidfd;
@@ -580,13 +592,15 @@ MPROC_EXTERN void mproc_forkserver_stop(void) {
   pthread_mutex_lock(&lock);
   if (srv_ctl >= 0 && srv_owner == getpid()) {
     /* Closing the channel asks it to exit; the kill only bounds a wedged
-     * one.  Its children are ours and keep running. */
+     * one, and comes at once for a stopped one (SIGSTOP: it would read its
+     * channel's end only once continued).  Its children are ours and keep
+     * running. */
     mproc__close(srv_ctl);
     srv_ctl = -1;
-    if (mproc__reap(srv_pidfd, NULL, mproc__deadline(1000)) < 0) {
+    if (mproc__poll_peer(srv_pidfd, POLLIN, mproc__deadline(STOP_MS), srv_pid) <= 0)
       mproc__pidfd_kill(srv_pidfd, SIGKILL);
-      mproc__reap(srv_pidfd, NULL, -1);
-    }
+    mproc__reap_killed(srv_pidfd, NULL, mproc__deadline(MPROC__KILL_REAP_MS));
+    srv_pidfd = -1;
     forget_locked();
   }
   pthread_mutex_unlock(&lock);

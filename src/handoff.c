@@ -148,6 +148,14 @@ bool mproc__obj_forget(void *addr, bool *attached) {
   return true;
 }
 
+bool mproc__obj_size(const void *addr, size_t *size) {
+  struct entry e;
+  if (!table_find(addr, &e, false))
+    return false;
+  *size = e.size;
+  return true;
+}
+
 bool mproc__obj_attached(const void *addr) {
   struct entry e;
   return table_find(addr, &e, false) && e.fd < 0;

@@ -236,6 +236,29 @@ int mproc__reap_pause(int64_t deadline_ms);
  * -ESRCH if the process has already exited, or -errno. */
 int mproc__pidfd_kill(int pidfd, int sig);
 
+/* ---- reap_later.c: children whose reap is pending --------------------- */
+
+/* Hands over the (registered) pidfd of a child of ours that has been, or
+ * will be, killed but cannot be reaped now (a debugger holds its zombie, or
+ * it is stuck in the kernel): it is reaped without blocking at later calls
+ * of mproc__reap_later_sweep() and at exit, then closed.  The caller no
+ * longer owns the pidfd. */
+void mproc__reap_later(int pidfd);
+/* One non-blocking reap attempt of every pidfd handed over; one relaxed
+ * load when there is none.  Called by calls that start or free children. */
+void mproc__reap_later_sweep(void);
+/* Pidfds handed over and not reaped yet (tests). */
+size_t mproc__reap_later_pending(void);
+/* Reaps a child that was sent SIGKILL, waiting until it has exited or the
+ * absolute deadline passes; one that has exited yet cannot be reaped (a
+ * debugger holds its zombie) or is still there at the deadline is handed to
+ * mproc__reap_later at once.  Consumes the pidfd either way.  Returns 0 and
+ * the exit code, 1 when handed over, or -errno (-ECHILD: reaped elsewhere). */
+int mproc__reap_killed(int pidfd, int *exitcode, int64_t deadline_ms);
+/* How long a reap after SIGKILL may wait: a killed process dies at once
+ * unless it is stuck in the kernel (uninterruptible sleep). */
+#define MPROC__KILL_REAP_MS 10000
+
 /* ---- shm.c: keepers of named objects ---------------------------------- */
 
 /* Runs in a keeper with the object's fd (read-only), once no process has it
@@ -256,6 +279,9 @@ int mproc__keeper_start(int fd, const char *name, mproc__keeper_fn last);
 /* Tests only: called in the intermediate child of a keeper's start before
  * it forks the keeper. */
 extern void (*_Atomic mproc__keeper_test_hook)(void);
+/* Tests only: called in the keeper once it has closed what it inherited
+ * (so its intermediate exits) and before it tells the creator it is ready. */
+extern void (*_Atomic mproc__keeper_gap_hook)(void);
 /* Starts the keeper, then gives the unnamed object behind fd (O_TMPFILE in
  * /dev/shm) its name: -EEXIST if the name exists already. */
 int mproc__keeper_link(int fd, const char *name, mproc__keeper_fn last);

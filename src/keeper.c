@@ -17,14 +17,18 @@
  * A pending LOCK_EX does not block new LOCK_SH requests on Linux, so the
  * waiting keeper never delays users (tests/test-shm.c checks this).
  *
- * Life of a keeper (the creator waits, bounded, for the intermediate only):
+ * Life of a keeper (the creator waits, bounded, for the keeper's word and
+ * the intermediate's exit; a stopped one of them ends the wait at once):
  *
  *   creator: reopen the object (a description of the keeper's own)
- *     -> spawn intermediate -> fork keeper -> intermediate waits on `ready`
- *   keeper: setsid -> close every fd but its own and `ready` -> unmap
- *     inherited shared mappings (cannot: exit, the create fails) -> write
- *     `ready` (intermediate exits, creator reaps it and links the name) -> flock(LOCK_EX) ... no
- * user left
+ *     -> spawn intermediate -> fork keeper -> intermediate writes the
+ *     keeper's pid to `ready` (so that the creator, waiting, can tell a
+ *     stopped keeper once the intermediate is gone) and waits for the keeper
+ *     to close what it inherited
+ *   keeper: setsid -> close every fd but its own and `ready` (the
+ *     intermediate exits) -> unmap inherited shared mappings (cannot: exit,
+ *     the create fails) -> write its word, 0, to `ready` (the creator reaps
+ *     the intermediate and links the name) -> flock(LOCK_EX) ... no user left
  *     -> last rites -> unlink the name if it is still this object -> _exit
  *
  * A keeper that cannot start makes the create fail (nothing named yet). */
@@ -39,9 +43,17 @@
 #include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
+#ifndef SYS_pidfd_open
+#define SYS_pidfd_open 434
+#endif
+
 #define SHM_DIR "/dev/shm"
+/* How long a create waits for its keeper's word; a stopped intermediate or
+ * keeper is noticed within about MPROC__PEER_CHECK_MS instead. */
+#define READY_MS 30000
 
 /* Whether `path` names the object (dev, ino). */
 static bool path_is(const char *path, dev_t dev, ino_t ino) {
@@ -135,10 +147,13 @@ static _Noreturn void keeper_main(const struct keeper_arg *arg, int ready) {
   if (hi > lo + 1)
     close_range((unsigned)lo + 1, (unsigned)hi - 1, 0);
   close_range((unsigned)hi + 1, ~0u, 0);
+  void (*hook)(void) = atomic_load(&mproc__keeper_gap_hook);
+  if (hook != NULL)
+    hook();
   if (!release_inherited())
     _exit(1);
-  char one = 1;
-  while (write(ready, &one, 1) < 0 && errno == EINTR) {
+  int32_t word = 0; /* "ready" (a pid is never 0: see keeper_launch) */
+  while (write(ready, &word, sizeof word) < 0 && errno == EINTR) {
   }
   close(ready);
   while (flock(k.fd, LOCK_EX) != 0) {
@@ -164,6 +179,7 @@ static _Noreturn void keeper_main(const struct keeper_arg *arg, int ready) {
  * does not vanish, reaped by the kernel, before the creator has opened its
  * pidfd. */
 void (*_Atomic mproc__keeper_test_hook)(void);
+void (*_Atomic mproc__keeper_gap_hook)(void);
 
 static int keeper_launch(void *arg) {
   const struct keeper_arg *k = arg;
@@ -176,12 +192,66 @@ static int keeper_launch(void *arg) {
   pid_t pid = fork();
   if (pid == 0)
     keeper_main(k, k->ready);
+  /* The keeper's pid, first (it may come after the keeper's word): once
+   * this process has exited, the creator watches the keeper itself. */
+  int32_t word = (int32_t)pid;
+  while (pid > 0 && write(k->ready, &word, sizeof word) < 0 && errno == EINTR) {
+  }
   close(q[1]);
   char b;
   while (read(q[0], &b, 1) < 0 && errno == EINTR) {
   }
   close(q[0]);
   return pid > 0 ? 0 : 1;
+}
+
+/* Kills the keeper `pid`, found stopped before its word.  It is not our
+ * child (it was reparented when the intermediate exited), so its pid is
+ * pinned with a pidfd and checked again through it: still stopped, and the
+ * leader of a session of its own as the keeper is.  Only a keeper that died
+ * meanwhile could have left its pid to another process, and then the pipe
+ * says so (end of file) and nothing is killed. */
+static void kill_stopped_keeper(pid_t pid, int ready) {
+  int fd = (int)syscall(SYS_pidfd_open, pid, 0); /* close-on-exec, always */
+  if (fd < 0)
+    return;
+  struct mproc__pstat ps;
+  if (mproc__poll1(ready, POLLIN, 0) == MPROC_ETIMEDOUT && getsid(pid) == pid &&
+      mproc__proc_stat(NULL, pid, &ps) == 0 && ps.state == 'T')
+    mproc__pidfd_kill(fd, SIGKILL);
+  close(fd);
+}
+
+/* Waits for the keeper's word on `ready`: 0 once it is ready, else
+ * MPROC_ECHILDFAILED (it or the intermediate failed, or one of them is
+ * stopped: killed then) or -errno.  Words are int32_t, written whole (a
+ * pipe's writes of up to PIPE_BUF bytes are atomic): the intermediate's
+ * (the keeper's pid, > 0) and the keeper's own (0, "ready"), in either
+ * order.  Until the pid is known, a stopped intermediate is looked for;
+ * after, a stopped keeper: stopped after the intermediate had exited, it
+ * would otherwise be noticed only at the deadline. */
+static int await_keeper(int ready, pid_t intermediate) {
+  pid_t keeper = 0;
+  int64_t deadline = mproc__deadline(READY_MS);
+  for (;;) {
+    pid_t peer = keeper > 0 ? keeper : intermediate;
+    int r = mproc__poll_peer(ready, POLLIN, deadline, peer);
+    if (r == 0 && keeper > 0)
+      kill_stopped_keeper(keeper, ready);
+    if (r == 0 && mproc__poll1(ready, POLLIN, 0) > 0)
+      r = POLLIN; /* it answered just as it was seen stopped */
+    if (r <= 0)
+      return r < 0 ? r : MPROC_ECHILDFAILED;
+    int32_t word;
+    ssize_t n;
+    while ((n = read(ready, &word, sizeof word)) < 0 && errno == EINTR) {
+    }
+    if (n != (ssize_t)sizeof word)
+      return n < 0 ? mproc__neg_errno() : MPROC_ECHILDFAILED;
+    if (word == 0)
+      return 0;
+    keeper = (pid_t)word;
+  }
 }
 
 int mproc__keeper_start(int fd, const char *name, mproc__keeper_fn last) {
@@ -212,26 +282,17 @@ int mproc__keeper_start(int fd, const char *name, mproc__keeper_fn last) {
   int r = mproc__spawn(&o, &pid, &pidfd);
   mproc__close(p[1]);
   if (r == 0) {
-    /* One byte: the keeper let go of this process's mappings.  End of file:
-     * the intermediate or the keeper failed before that. */
-    char b;
-    ssize_t n = -1;
-    /* A stopped intermediate (SIGSTOP) would hold the byte back for ever:
-     * it fails the create at once (0 from the wait). */
-    r = mproc__poll_peer(p[0], POLLIN, mproc__deadline(30000), pid);
-    if (r > 0)
-      while ((n = read(p[0], &b, 1)) < 0 && errno == EINTR) {
-      }
-    r = r < 0 ? r : n == 1 ? 0 : MPROC_ECHILDFAILED;
+    r = await_keeper(p[0], pid);
     /* The intermediate only forks and exits.  Its status does not matter
-     * (the byte said it all), and it may be gone already (-ECHILD when the
+     * (the word said it all), and it may be gone already (-ECHILD when the
      * program ignores SIGCHLD).  One that is stopped is killed at once. */
-    if (mproc__poll_peer(pidfd, POLLIN, mproc__deadline(30000), pid) <= 0 ||
-        mproc__reap(pidfd, NULL, mproc__deadline(30000)) == MPROC_ETIMEDOUT) {
+    if (mproc__poll_peer(pidfd, POLLIN, mproc__deadline(READY_MS), pid) <= 0 ||
+        mproc__reap(pidfd, NULL, mproc__deadline(READY_MS)) == MPROC_ETIMEDOUT) {
       mproc__pidfd_kill(pidfd, SIGKILL);
-      mproc__reap(pidfd, NULL, -1);
+      mproc__reap_killed(pidfd, NULL, mproc__deadline(MPROC__KILL_REAP_MS));
+    } else {
+      mproc__close(pidfd);
     }
-    mproc__close(pidfd);
   }
   mproc__close(p[0]);
   mproc__close(k.fd);

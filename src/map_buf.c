@@ -202,6 +202,49 @@ static void job_extents_free(struct mproc__mb_job *j) {
   j->in_len = 0;
 }
 
+/* Whether [data, data + len] (the result and its NUL) lies in the region of
+ * `cap` bytes at `base`: the comparisons never overflow. */
+static bool in_region(uintptr_t data, uint64_t len, const unsigned char *base, uint64_t cap) {
+  uintptr_t b = (uintptr_t)base;
+  return data >= b && len < cap && data - b < cap - len;
+}
+
+/* The first of chunk c's n arena results whose entry points outside the
+ * chunk's own results area and the job's overflow area, or n.  The worker
+ * writes those entries, in the arena, where the caller will read them: its
+ * task (the element function) can write over them, and the parent reads or
+ * hands out none it has not checked.  Two compares an item, in the pass that
+ * lands the chunk. */
+static size_t first_stray(const struct mproc__mb_job *j, const struct mproc__mb_jchunk *c,
+                          size_t n) {
+  if (n == 0)
+    return 0;
+  if (j->packed) {
+    /* Packed: the ends run forward inside the area. */
+    const mproc__mb_end *e = mproc__arena_at(j->p, c->outs);
+    uint64_t prev = 0;
+    for (size_t i = 0; i < n; i++) {
+      if (e[i] < prev || e[i] > c->area_len)
+        return i;
+      prev = e[i];
+    }
+    return n;
+  }
+  const struct mproc_buf *outs = mproc__arena_at(j->p, c->outs);
+  const unsigned char *area = j->ubase + c->area;
+  const unsigned char *ovf = j->ovf_len != 0 ? j->ubase + j->ovf + MPROC__MB_OVF : NULL;
+  uint64_t ovf_cap = j->ovf_len != 0 ? j->ovf_len - MPROC__MB_OVF : 0;
+  for (size_t i = 0; i < n; i++) {
+    uintptr_t d = (uintptr_t)outs[i].data;
+    uint64_t len = outs[i].len;
+    if (MPROC__LIKELY(in_region(d, len, area, c->area_len)))
+      continue;
+    if (ovf == NULL || !in_region(d, len, ovf, ovf_cap))
+      return i;
+  }
+  return n;
+}
+
 static void chunk_landed(struct mproc_pool *p, struct mproc__task *t, struct mproc__outcome *o) {
   struct mproc__mb_jchunk *c = (struct mproc__mb_jchunk *)t;
   struct mproc__mb_job *j = c->job;
@@ -236,6 +279,15 @@ static void chunk_landed(struct mproc_pool *p, struct mproc__task *t, struct mpr
       c->err.index = c->start + c->ok;
       c->fail = o->code;
     }
+  }
+  size_t stray = first_stray(j, c, c->ok);
+  if (stray < c->ok) {
+    c->ok = stray;
+    c->full = false;
+    c->fail = MPROC_ECORRUPT;
+    set_item_error(&c->err, c->start + stray, MPROC_ECORRUPT,
+                   "map_buf: the worker wrote a result entry outside the results area");
+    c->err.code = MPROC_ECORRUPT;
   }
   atomic_store_explicit(&c->landed, true, memory_order_release);
   mproc__epoch_bump();
@@ -635,15 +687,24 @@ static int chunk_continue(struct mproc__mb_jchunk *c) {
   struct mproc_buf *items = malloc((n != 0 ? n : 1) * sizeof *items);
   if (items == NULL)
     return MPROC_ENOMEM;
-  const unsigned char *at = b + ((const struct mproc__mb_hdr *)b)->items_at;
-  for (size_t i = 0; i < n; i++) {
+  /* The items where the parent put them, cut by descriptors that must
+   * still run forward inside the chunk's bytes: the worker's task could
+   * have written over the header and the descriptors in the arena. */
+  const unsigned char *at = mproc__arena_at(c->job->p, c->items);
+  int r = 0;
+  for (size_t i = 0; r == 0 && i < n; i++) {
     size_t k = c->ok + i;
-    uint64_t to = c->job->packed ? d32[k] : d[k], from = k == 0           ? 0
-                                                         : c->job->packed ? d32[k - 1]
-                                                                          : d[k - 1];
+    bool packed = c->job->packed;
+    uint64_t from = k == 0 ? 0 : packed ? d32[k - 1] : d[k - 1], to = packed ? d32[k] : d[k];
+    if (from > to || to > c->bytes)
+      r = MPROC_ECORRUPT;
     items[i] = (struct mproc_buf){at + from, (size_t)(to - from)};
   }
-  int r = call_submit(c->job, items, n, &c->rest);
+  if (r != 0) {
+    free(items);
+    return r;
+  }
+  r = call_submit(c->job, items, n, &c->rest);
   free(items);
   return r;
 }

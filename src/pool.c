@@ -177,7 +177,7 @@ static void release_resources(struct mproc_pool *p) {
   mproc__arena_local_fini(p);
   free(p->slots);
   p->slots = NULL;
-  free(p->linger); /* empty: the manager leaves only once all are reaped */
+  free(p->linger); /* empty: the manager hands what is left to reap_later.c */
   p->linger = NULL;
   free(p->pfd);
   p->pfd = NULL;
@@ -385,6 +385,7 @@ MPROC_EXTERN int mproc_pool_free(mproc_pool *p) {
   int r;
   while ((r = mproc_pool_join(p, -1)) == MPROC_EINTERRUPTED) {
   }
+  mproc__reap_later_sweep(); /* workers a debugger held, maybe let go now */
   mproc__loop_fini(p);
   live_remove(p);
   mproc__map_shm_pool_gone(p);

@@ -154,7 +154,8 @@ struct mproc_pool {
   int64_t respawn_delay_ms; /* current back-off, doubling up to a ceiling */
   int64_t no_worker_since;  /* ms since no worker lives and none can start, 0 */
   /* Pidfds of dead workers not reapable yet (a debugger holds the zombie),
-   * retried by the manager every MPROC__LINGER_MS until reaped. */
+   * retried by the manager every MPROC__LINGER_MS until reaped, and handed
+   * to mproc__reap_later when the manager leaves. */
   int *linger;
   int nlinger, linger_cap;
   struct pollfd *pfd;          /* manager's poll set: eventfd + one pidfd per worker */

@@ -452,11 +452,14 @@ static void handle_death(struct mproc_pool *p, int i) {
   if (sl->pidfd >= 0) {
     /* A local process: its group goes too, and it is reaped here.  Under
      * the mutex it is not reaped yet, so its pid cannot have been reused.
-     * (When the program ignores SIGCHLD the kernel reaped it already; the
-     * group's guard process (spawn.c) still holds the group's id.)  The
-     * worker itself is killed by its pidfd as well: it may have left its
-     * group. */
-    kill(-sl->pid, SIGKILL);
+     * When the program ignores SIGCHLD the kernel may have reaped it
+     * already, and its group's guard (spawn.c) ends the group, itself
+     * included, as the worker exits: the id may then be another program's.
+     * So the group is signalled only while the worker exists (signal 0
+     * through the pidfd).  The worker itself is killed by its pidfd as
+     * well: it may have left its group. */
+    if (mproc__pidfd_kill(sl->pidfd, 0) == 0)
+      kill(-sl->pid, SIGKILL);
     mproc__pidfd_kill(sl->pidfd, SIGKILL);
     int r = mproc__reap(sl->pidfd, &code, mproc__deadline(MPROC__REAP_MS));
     if (r == -ECHILD) {
@@ -477,7 +480,9 @@ static void handle_death(struct mproc_pool *p, int i) {
       snprintf(sl->gone_msg, sizeof sl->gone_msg,
                "worker %d was killed; its exit status could not be collected (is it traced?)",
                (int)sl->pid);
-      lingers = linger_add(p, sl->pidfd) == 0;
+      if (linger_add(p, sl->pidfd) != 0)
+        mproc__reap_later(sl->pidfd); /* no memory: the process-wide list */
+      lingers = true;
     }
   }
   collect(p, i);
@@ -844,10 +849,10 @@ static void *manager_main(void *arg) {
       if (!p->slots[i].alive)
         continue;
       mproc__kill_worker(p, i);
-      if (p->slots[i].pidfd >= 0)
-        mproc__reap(p->slots[i].pidfd, NULL, -1);
       reset_slot(p, i);
-      mproc__close(p->slots[i].pidfd);
+      /* Killed: reaped at once, or later if a debugger holds it. */
+      if (p->slots[i].pidfd >= 0)
+        mproc__reap_killed(p->slots[i].pidfd, NULL, mproc__deadline(MPROC__KILL_REAP_MS));
       p->slots[i].pid = 0;
       p->slots[i].pidfd = -1;
       p->slots[i].alive = false;
@@ -900,7 +905,13 @@ static void *manager_main(void *arg) {
     struct mproc_future *cbq = p->cbq_head;
     p->cbq_head = p->cbq_tail = NULL;
     bool finished = atomic_load(&p->state) != MPROC__P_RUNNING && p->outstanding == 0 &&
-                    !any_alive(p) && cbq == NULL && p->nlinger == 0;
+                    !any_alive(p) && cbq == NULL;
+    if (finished)
+      /* Workers still unreaped (a debugger holds their zombies) do not keep
+       * the pool's free waiting: the process-wide list reaps them once the
+       * tracer lets go. */
+      while (p->nlinger > 0)
+        mproc__reap_later(p->linger[--p->nlinger]);
     atomic_store(&p->mgr_untimed, next < 0);
     pthread_mutex_unlock(&p->mu);
     if (finished)

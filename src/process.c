@@ -30,7 +30,12 @@
  * Stopping a running child (free, exit): a non-daemon is first given
  * exit_wait_ms to finish; then SIGTERM, grace_ms, SIGKILL, and a bounded
  * wait for the reap.  All children stopped together share the phases, so
- * the total wait at exit is bounded by the longest budget, not the sum. */
+ * the total wait at exit is bounded by the longest budget, not the sum.  A
+ * phase ends early for a child that has exited (its pidfd readable) even if
+ * it cannot be reaped: a debugger holds its zombie, and waiting changes
+ * nothing.  free() then hands its pidfd to reap_later.c, which reaps it at
+ * a later call once the tracer lets go, rather than closing it (a zombie
+ * for good). */
 #include "process.h"
 #include "start.h"
 #include "list.h"
@@ -103,9 +108,21 @@ static bool try_reap_locked(struct mproc_process *p) {
   siginfo_t si;
   si.si_pid = 0;
   int r;
+  /* A child leading its own group: the group is SIGKILLed once the child
+   * has exited and before it is reaped, while its zombie keeps the group's
+   * id from reuse.  Its guard (spawn.c) does the same, but a guard can be
+   * killed, stopped or never started (process limit). */
+  int peek = (p->flags & MPROC_PROCESS_NEW_GROUP) ? WNOWAIT : 0;
   do
-    r = waitid(P_PIDFD, (id_t)p->pidfd, &si, WEXITED | WNOHANG);
+    r = waitid(P_PIDFD, (id_t)p->pidfd, &si, WEXITED | WNOHANG | peek);
   while (r < 0 && errno == EINTR);
+  if (r == 0 && si.si_pid != 0 && peek) {
+    kill(-p->pid, SIGKILL);
+    si.si_pid = 0;
+    do
+      r = waitid(P_PIDFD, (id_t)p->pidfd, &si, WEXITED | WNOHANG);
+    while (r < 0 && errno == EINTR);
+  }
   if (r == 0 && si.si_pid != 0) {
     p->exitcode = si.si_code == CLD_EXITED ? si.si_status : -si.si_status;
     p->state = ST_DONE;
@@ -177,22 +194,31 @@ static int64_t deadline_from(int64_t start, int64_t ms) {
   return ms > INT64_MAX - start ? INT64_MAX : start + ms;
 }
 
+/* Waits until p has exited (its pidfd readable) or the deadline passes,
+ * then tries one reap.  Unlike wait_done it does not wait on for a child
+ * that has exited yet cannot be reaped: a debugger holds its zombie, and no
+ * phase of a stop can change that (free hands it to reap_later.c). */
+static void wait_exited(struct mproc_process *p, int64_t deadline) {
+  if (!try_reap(p) && mproc__poll1(p->pidfd, POLLIN, deadline) > 0)
+    try_reap(p);
+}
+
 static void stop_children(struct mproc_process **v, size_t n) {
   /* Phase 1: non-daemons may finish on their own (Python joins them). */
   int64_t start = mproc_now_ms();
   for (size_t i = 0; i < n; i++)
     if (!(v[i]->flags & MPROC_PROCESS_DAEMON))
-      wait_done(v[i], deadline_from(start, v[i]->exit_wait_ms));
+      wait_exited(v[i], deadline_from(start, v[i]->exit_wait_ms));
   /* Phase 2: SIGTERM to every survivor at once, then each one's grace. */
   signal_all(v, n, SIGTERM);
   start = mproc_now_ms();
   for (size_t i = 0; i < n; i++)
-    wait_done(v[i], deadline_from(start, v[i]->grace_ms));
+    wait_exited(v[i], deadline_from(start, v[i]->grace_ms));
   /* Phase 3: SIGKILL; the reap is bounded only against pathological cases. */
   signal_all(v, n, SIGKILL);
   int64_t d = mproc__deadline(KILL_REAP_MS);
   for (size_t i = 0; i < n; i++)
-    wait_done(v[i], d);
+    wait_exited(v[i], d);
 }
 
 static void at_exit(void) {
@@ -227,6 +253,7 @@ static void at_exit(void) {
   }
   stop_children(v, k);
   free(v);
+  mproc__reap_later_sweep();
 }
 
 static void reinit_lock_in_child(void) {
@@ -287,6 +314,28 @@ __attribute__((constructor(MPROC__ENTRY_PRIORITY))) static void register_entry(v
   mproc__start_entry_register(MPROC__ENTRY_PROCESS, spawned_entry);
 }
 
+/* Python's _identity of this process's seq-th child: "<ours>:<seq>", or
+ * "<seq>" in the main process or once the nesting no longer fits.  Written
+ * by hand: snprintf's frame reaches a page of stack that nothing else of a
+ * start touches, one more copy-on-write fault in every start. */
+static void make_ident(char out[IDENT_MAX], unsigned seq) {
+  char digits[3 * sizeof seq];
+  size_t nd = 0;
+  do
+    digits[nd++] = (char)('0' + seq % 10);
+  while ((seq /= 10) != 0);
+  size_t k = strlen(current_ident);
+  if (k > 0 && k + 1 + nd < IDENT_MAX) {
+    memcpy(out, current_ident, k);
+    out[k++] = ':';
+  } else {
+    k = 0;
+  }
+  while (nd > 0)
+    out[k++] = digits[--nd];
+  out[k] = '\0';
+}
+
 /* ---- public API --------------------------------------------------------- */
 
 MPROC_EXTERN int mproc_process_new(mproc_process **out, mproc_process_fn fn, const void *arg,
@@ -310,16 +359,12 @@ MPROC_EXTERN int mproc_process_new(mproc_process **out, mproc_process_fn fn, con
   /* One allocation holds the object, the argument bytes (aligned for any
    * type, as malloc's would be) and the name: one malloc per process keeps
    * start+join cheap, and a failed create has only that to undo. */
-  char ident[IDENT_MAX], defname[IDENT_MAX + 16];
-  unsigned seq = atomic_fetch_add(&name_seq, 1) + 1;
-  int n = -1;
-  if (current_ident[0] != '\0')
-    n = snprintf(ident, sizeof ident, "%s:%u", current_ident, seq);
-  if (n < 0 || (size_t)n >= sizeof ident) /* main process, or nested too deep */
-    snprintf(ident, sizeof ident, "%u", seq);
+  char ident[IDENT_MAX], defname[sizeof "Process-" + IDENT_MAX];
+  make_ident(ident, atomic_fetch_add(&name_seq, 1) + 1);
   const char *name = opts->name;
   if (name == NULL) {
-    snprintf(defname, sizeof defname, "Process-%s", ident);
+    memcpy(defname, "Process-", sizeof "Process-" - 1);
+    memcpy(defname + sizeof "Process-" - 1, ident, strlen(ident) + 1);
     name = defname;
   }
   size_t name_len = strlen(name);
@@ -367,6 +412,7 @@ MPROC_EXTERN int mproc_process_start(mproc_process *p) {
   pthread_mutex_unlock(&reg_lock);
   if (st != ST_NEW)
     return MPROC_ESTATE;
+  mproc__reap_later_sweep();
 
   pid_t pid;
   int pidfd;
@@ -507,14 +553,21 @@ MPROC_EXTERN void mproc_process_free(mproc_process *p) {
   /* A forked copy of the program holds a copy of the object, possibly linked
    * in its copy of the registry: unlink it in every case. */
   pthread_mutex_lock(&reg_lock);
+  bool unreaped = p->state == ST_RUNNING;
   if (p->state != ST_NEW)
     reg_remove_locked(p);
   pthread_mutex_unlock(&reg_lock);
   /* In a forked copy the pidfd number was closed by the fork core and may now
-   * name another file: only the creator closes it. */
-  if (own)
+   * name another file: only the creator closes it.  A child killed yet not
+   * reaped (a debugger holds its zombie) is reaped later, once it lets go:
+   * closing its pidfd would leave a zombie for good. */
+  if (own && unreaped)
+    mproc__reap_later(p->pidfd);
+  else if (own)
     mproc__close(p->pidfd);
   free(p); /* with the argument bytes and the name */
+  if (own)
+    mproc__reap_later_sweep();
 }
 
 MPROC_EXTERN int mproc_active_children(mproc_process **out, size_t cap) {

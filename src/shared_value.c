@@ -81,7 +81,31 @@ static mproc_rlock *lock_of(const mproc_value *v) {
   return (mproc_rlock *)(void *)((char *)v + VALUE_HDR);
 }
 
-static bool value_ok(const mproc_value *v) { return mproc__sync_ok(v, MPROC__MAGIC_VALUE); }
+/* Whether the header's shape fields agree with each other: the mapping's
+ * size is the data's end, the data sits where the shape puts it, and an
+ * integer element has the width of an atomic access.  Any process mapping
+ * the value can scribble over the header; a field it changed alone (a
+ * count, a size, an offset) no longer agrees with the others, so no
+ * element is ever read or written outside the mapping.  A few compares on
+ * one cache line the call reads anyway. */
+static bool value_shape_ok(const mproc_value *v) {
+  uint64_t bytes;
+  if (v->raw > 1 || v->count == 0 || __builtin_mul_overflow(v->count, v->elsize, &bytes) ||
+      bytes > UINT64_MAX - VALUE_DATA || v->mapsize != VALUE_DATA + bytes ||
+      v->data_off != data_off_for(v->raw, v->count, v->elsize))
+    return false;
+  return v->type == MPROC_TYPE_BYTES || type_size((mproc_type)v->type) == v->elsize;
+}
+
+/* 0, MPROC_EINVAL (not a value: NULL, freed, foreign) or MPROC_ECORRUPT
+ * (a value whose header was damaged). */
+static int value_check(const mproc_value *v) {
+  if (!mproc__sync_ok(v, MPROC__MAGIC_VALUE))
+    return MPROC_EINVAL;
+  return MPROC__LIKELY(value_shape_ok(v)) ? 0 : MPROC_ECORRUPT;
+}
+
+static bool value_ok(const mproc_value *v) { return value_check(v) == 0; }
 
 struct value_args {
   mproc_type type;
@@ -128,15 +152,7 @@ static int value_detach(void *obj) {
  * count that fits the mapping (checked against mapsize by the caller). */
 static bool value_valid(const void *obj) {
   const struct mproc_value *v = obj;
-  size_t want = type_size((mproc_type)v->type);
-  if (v->raw > 1 || v->count == 0 || v->elsize == 0 ||
-      (v->type == MPROC_TYPE_BYTES ? false : want == 0 || want != v->elsize))
-    return false;
-  if (v->count > (SIZE_MAX - VALUE_DATA) / v->elsize)
-    return false;
-  return v->mapsize == VALUE_DATA + v->count * v->elsize &&
-         v->data_off == data_off_for(v->raw, v->count, v->elsize) &&
-         (v->raw || mproc__sync_ok(lock_of(v), MPROC__MAGIC_RLOCK));
+  return value_shape_ok(v) && (v->raw || mproc__sync_ok(lock_of(v), MPROC__MAGIC_RLOCK));
 }
 
 static const struct mproc__sync_kind value_kind = {.magic = MPROC__MAGIC_VALUE,
@@ -144,6 +160,7 @@ static const struct mproc__sync_kind value_kind = {.magic = MPROC__MAGIC_VALUE,
                                                    .setup = value_setup,
                                                    .retire = value_retire,
                                                    .valid = value_valid,
+                                                   .unmap_damaged = true,
                                                    .detach = value_detach};
 
 MPROC_EXTERN int mproc_array_new(mproc_value **out, mproc_type type, size_t count, const void *init,
@@ -191,8 +208,11 @@ MPROC_EXTERN size_t mproc_value_elem_size(const mproc_value *v) {
 }
 
 MPROC_EXTERN int mproc_value_get_lock(const mproc_value *v, mproc_rlock **lock) {
-  if (!value_ok(v) || lock == NULL)
+  if (lock == NULL)
     return MPROC_EINVAL;
+  int r = value_check(v);
+  if (r != 0)
+    return r;
   if (v->raw)
     return MPROC_ESTATE;
   *lock = lock_of(v);
@@ -225,10 +245,12 @@ static int locked_copy(mproc_value *v, void *dst, const void *src, size_t len, i
  * it (from `in`); the other pointer is NULL. */
 static int copy_elems(mproc_value *v, size_t index, size_t n, void *out, const void *in,
                       int64_t timeout_ms) {
-  if (!mproc__obj_mapped(v) || !value_ok(v) || (out == NULL && in == NULL && n > 0) ||
+  if (!mproc__obj_mapped(v) || (out == NULL && in == NULL && n > 0) ||
       mproc__check_timeout(timeout_ms) != 0)
     return MPROC_EINVAL;
-  int r = range_ok(v, index, n);
+  int r = value_check(v);
+  if (r == 0)
+    r = range_ok(v, index, n);
   if (r != 0 || n == 0)
     return r;
   char *at = data_of(v) + index * v->elsize;
@@ -275,8 +297,11 @@ static int64_t widen(uint32_t t, size_t size, uint64_t bits) {
  * the caller's pointer argument that must not be NULL (v itself when the
  * operation has none), so every check of the call is made here. */
 static int int_elem(mproc_value *v, size_t index, const void *need, void **p) {
-  if (need == NULL || !value_ok(v))
+  if (need == NULL)
     return MPROC_EINVAL;
+  int r = value_check(v);
+  if (r != 0)
+    return r;
   if (!is_integer(v->type))
     return MPROC_ENOTSUP;
   if (index >= v->count)

@@ -184,6 +184,16 @@ struct mproc__worker_args {
  * from its start entry in an exec'd image). */
 int mproc__worker_main(void *arg);
 
+/* In a worker process: its own slot (NULL elsewhere).  Only for tests that
+ * play a task scribbling over the memory it shares with the pool. */
+extern struct mproc__slot_shm *mproc__worker_slot;
+extern unsigned char *mproc__worker_arena; /* and where it maps the arena */
+
+/* A worker's exit status when its ring no longer makes sense (a task wrote
+ * over it): the pool sees a worker death, re-queues what had not started
+ * and starts a replacement. */
+#define MPROC__WORKER_EXIT_CORRUPT 4
+
 /* fd passing over the per-worker SOCK_SEQPACKET socket (transport_shm.c). */
 int mproc__send_fd(int sock, int fd);
 int mproc__recv_fd(int sock, int *fd);

@@ -297,8 +297,8 @@ static int spawn_finish(struct mproc__start_pending *pd) {
   int r = read_verdict(pd->chan, pd->deadline, pd->pid);
   if (r < 0) {
     mproc__pidfd_kill(pd->pidfd, SIGKILL);
-    mproc__reap(pd->pidfd, NULL, -1); /* SIGKILLed: returns promptly */
-    mproc__close(pd->pidfd);
+    /* SIGKILLed: prompt, unless a debugger holds it (reaped later then). */
+    mproc__reap_killed(pd->pidfd, NULL, mproc__deadline(MPROC__KILL_REAP_MS));
     mproc__close(pd->chan);
     pd->pidfd = pd->chan = -1;
   }

@@ -7,6 +7,7 @@
 #define MPROC_SYNC_INTERNAL_H
 
 #include "internal.h"
+#include "tidlock.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
@@ -78,6 +79,11 @@ struct mproc__sync_kind {
   /* Checks the fields of an object mapped from an fd (its magic, flags and
    * size already checked): false is MPROC_ECORRUPT.  NULL: nothing more. */
   bool (*valid)(const void *obj);
+  /* Whether _free still unmaps an object that fails `valid` (MPROC_ECORRUPT
+   * either way): not for one whose robust mutexes may sit on this
+   * process's threads' robust lists, which must never point at unmapped
+   * memory. */
+  bool unmap_damaged;
   /* Lets the calling process stop using an object it mapped from an fd,
    * which lives on for the others: nonzero refuses (e.g. a Lock the caller
    * holds).  NULL: nothing to do. */
@@ -105,6 +111,9 @@ int mproc__obj_map_new(size_t size, void **addr_out);
 /* _from_fd: map the object of kind k in `fd` (the caller keeps the fd) and
  * check it; `out` is the caller's `T **`. */
 int mproc__obj_attach(const struct mproc__sync_kind *k, int fd, void *out);
+/* The size addr was mapped with by a _new or _from_fd of this process;
+ * false if the table has no entry for it (an object inherited by fork). */
+bool mproc__obj_size(const void *addr, size_t *size);
 /* Whether addr was mapped by mproc__obj_attach in this process. */
 bool mproc__obj_attached(const void *addr);
 /* Drops addr's entry (closing its fd); false if it had none.  *attached
@@ -161,9 +170,70 @@ int mproc__rmutex_unlock(pthread_mutex_t *m);
  * the kernel clears a dead owner's tid there, so a recycled tid never
  * matches (unlike a tid recorded beside the mutex). */
 bool mproc__rmutex_mine(const pthread_mutex_t *m);
+/* Whether m's futex word says "held" but names no thread that exists: a
+ * word damaged by some process mapping it, which no unlock will ever free. */
+bool mproc__rmutex_owner_gone(const pthread_mutex_t *m);
+/* Whether m's type word is still the one mproc__rmutex_init(m, false)
+ * wrote: libc aborts the process on a mutex of an unknown type, so a word
+ * written over by hand is caught before any lock call sees it. */
+bool mproc__rmutex_plain_intact(const pthread_mutex_t *m);
 
 /* The kernel thread id of the caller (cached per thread). */
 pid_t mproc__gettid(void);
+
+/* ---- parking a Lock (sync_lock_park.c) ----------------------------------
+ *
+ * A Lock used by one thread stays "parked" in that thread between its
+ * critical sections: the word keeps the thread's id
+ * with the park bit (tidlock.h), and the thread enters and leaves by an
+ * asymmetric Dekker pair on `busy` and `revoke` (futex.h) instead of a
+ * compare-and-swap.  Anyone else meets the parked word in its acquire and
+ * revokes: counts itself in `revoke`, makes the heavy fence, waits for busy
+ * to read 0 (judging the parker's death after each sleep slice), and takes
+ * the word with a compare-and-swap from the parked value.
+ *
+ * Only one thread may ever park a given lock: the one named in `parker`,
+ * claimed by the first thread that parks it and handed on only once that
+ * thread is gone.  `busy` is a single word, written only by the parker's
+ * thread; a second parker could otherwise be hurt by the first one's late
+ * store (a parker preempted between its look at the word and its store to
+ * busy, back-off included, after a revoker took the lock and the second
+ * parker entered).  So the parker's process may have other threads: they
+ * revoke like other processes (membarrier reaches every thread of a
+ * registered process), and never write busy.  A thread parks only where
+ * membarrier is registered (else the light fence is a full one and parking
+ * saves nothing). */
+struct mproc__lockpark {
+  _Atomic uint32_t busy;   /* 1 while the parker is inside; the parker's thread writes it */
+  _Atomic uint32_t revoke; /* revokers at work now */
+  _Atomic uint64_t parker; /* the thread that may park (mproc__tidlock_who), 0: none yet */
+  _Atomic uint32_t skip;   /* normal releases to make before parking again (holder only) */
+  _Atomic uint32_t pause;  /* skip set by the last revocation, doubling (holder only) */
+};
+
+/* Whether the calling thread holds the lock through its parking. */
+static inline bool mproc__lockpark_held(const struct mproc__lockpark *pk, uint64_t word,
+                                        uint64_t me) {
+  return me != 0 && word == (me | MPROC__TIDLOCK_PARK) &&
+         atomic_load_explicit(&pk->busy, memory_order_relaxed) != 0;
+}
+/* Parks the word the caller holds if this thread may (it is ours, held
+ * normally, the lock in a good state); else releases it as usual. */
+void mproc__lockpark_release(mproc__tidlock *m, struct mproc__lockpark *pk);
+/* Leaves a parked critical section after a revoker showed up: wakes it and
+ * gives the parking up. */
+void mproc__lockpark_yield(mproc__tidlock *m, struct mproc__lockpark *pk);
+/* Gives up the parking if it is the calling thread's and it is outside:
+ * the word is free after. */
+void mproc__lockpark_unpark_mine(mproc__tidlock *m, struct mproc__lockpark *pk);
+/* Takes the lock from its parker (the word read parked): 0 or
+ * MPROC_EOWNERDEAD when held now, 1 to start the acquire again,
+ * MPROC_ETIMEDOUT at the absolute deadline, MPROC_EBUSY when the caller's
+ * own thread holds it parked, or -errno. */
+int mproc__lockpark_revoke(mproc__tidlock *m, struct mproc__lockpark *pk, int64_t deadline_ms);
+
+/* For tests: whether the Lock is parked now, and how many revoke it. */
+bool mproc__lock_parked(const mproc_lock *l, uint32_t *revokers);
 
 /* RLock internals used by sync_condition.c and shared_value.c: full release returning the
  * depth, and re-acquisition at a given depth. */

@@ -55,6 +55,7 @@ struct mproc_barrier {
   uint32_t gen;         /* current round, from 1 */
   uint32_t broken;      /* 1 after abort, timeout, failed action, dead party */
   uint32_t broken_gen;  /* a round that reset() ended: its waiters get EBROKEN */
+  uint32_t parties_inv; /* ~parties, written once: a damaged `parties` disagrees */
 };
 
 _Static_assert(MPROC__ANY_ABI_SIZE(struct slot, 1) <= 64, "barrier slot larger than 64 bytes");
@@ -78,6 +79,7 @@ static int barrier_setup(void *obj, const void *arg) {
   if (r != 0)
     return r;
   b->parties = parties;
+  b->parties_inv = ~parties;
   b->gen = 1;
   return 0;
 }
@@ -86,9 +88,30 @@ static size_t barrier_size_of(const void *obj) {
   return MPROC_BARRIER_SIZE(((const struct mproc_barrier *)obj)->parties);
 }
 
+/* `parties` bounds every walk over the slots and the object's size, and
+ * any process mapping the barrier can overwrite it: it is believed only in
+ * range and matching its complement, so a damaged one is MPROC_ECORRUPT
+ * and never a walk past the mapping. */
 static bool barrier_valid(const void *obj) {
-  unsigned parties = ((const struct mproc_barrier *)obj)->parties;
-  return parties >= 1 && parties <= MPROC_BARRIER_MAX_PARTIES;
+  const struct mproc_barrier *b = obj;
+  if (b->parties < 1 || b->parties > MPROC_BARRIER_MAX_PARTIES || b->parties_inv != ~b->parties ||
+      !mproc__rmutex_plain_intact(&b->m))
+    return false;
+  /* The mutexes' type words too: libc aborts on a type it does not know. */
+  for (unsigned i = 0; i < b->parties; i++)
+    if (!mproc__rmutex_plain_intact(
+            &((const struct slot *)(const void *)((const char *)b + MPROC_BARRIER_SIZE(0) +
+                                                  64 * (size_t)i))
+                 ->m))
+      return false;
+  return true;
+}
+
+/* 0, MPROC_EINVAL (not a barrier) or MPROC_ECORRUPT (a damaged one). */
+static int barrier_check(const mproc_barrier *b) {
+  if (!mproc__sync_ok(b, MPROC__MAGIC_BARRIER))
+    return MPROC_EINVAL;
+  return barrier_valid(b) ? 0 : MPROC_ECORRUPT;
 }
 
 static int barrier_retire(void *obj);
@@ -116,17 +139,31 @@ MPROC_EXTERN int mproc_barrier_new(mproc_barrier **out, unsigned parties) {
   return mproc__sync_new(&barrier_kind, out, need, &parties);
 }
 
-/* Take the state lock.  A holder that died may have left the state half
- * updated: the barrier is broken (reset repairs it). */
-static int state_lock(mproc_barrier *b) {
-  int r = mproc__rmutex_lock(&b->m, -1);
-  if (r == MPROC_EOWNERDEAD) {
-    b->broken = 1;
-    pthread_mutex_consistent(&b->m);
-    r = 0;
+/* Take the state lock by the absolute deadline (-1: none).  A holder that
+ * died may have left the state half updated: the barrier is broken (reset
+ * repairs it).  The lock is taken in slices: a word that stays held by no
+ * existing thread was damaged by hand and would never be freed, so it is
+ * MPROC_ECORRUPT instead of a wait for ever. */
+#define STATE_SLICE_MS 100
+#define STATE_GRACE_MS 1000
+static int state_lock_by(mproc_barrier *b, int64_t deadline) {
+  for (;;) {
+    int64_t slice = mproc__deadline(STATE_SLICE_MS);
+    bool last = deadline >= 0 && deadline <= slice;
+    int r = mproc__rmutex_lock(&b->m, last ? deadline : slice);
+    if (r == MPROC_EOWNERDEAD) {
+      b->broken = 1;
+      pthread_mutex_consistent(&b->m);
+      return 0;
+    }
+    if (r != MPROC_ETIMEDOUT || last)
+      return r;
+    if (mproc__rmutex_owner_gone(&b->m))
+      return MPROC_ECORRUPT;
   }
-  return r;
 }
+
+static int state_lock(mproc_barrier *b) { return state_lock_by(b, -1); }
 
 static void state_unlock(mproc_barrier *b) { pthread_mutex_unlock(&b->m); }
 
@@ -270,9 +307,10 @@ MPROC__SYNC_RELEASE(mproc_barrier, barrier_kind)
 
 /* Runs op(b) under the state lock, after the magic check. */
 static int with_state(mproc_barrier *b, int (*op)(mproc_barrier *b)) {
-  if (!mproc__sync_ok(b, MPROC__MAGIC_BARRIER))
-    return MPROC_EINVAL;
-  int r = state_lock(b);
+  int r = barrier_check(b);
+  if (r != 0)
+    return r;
+  r = state_lock(b);
   if (r != 0)
     return r;
   r = op(b);
@@ -292,10 +330,13 @@ MPROC_EXTERN int mproc_barrier_leave(mproc_barrier *b) { return with_state(b, le
 
 MPROC_EXTERN int mproc_barrier_wait_action(mproc_barrier *b, int (*action)(void *arg), void *arg,
                                            int64_t timeout_ms) {
-  if (!mproc__sync_ok(b, MPROC__MAGIC_BARRIER) || mproc__check_timeout(timeout_ms) != 0)
+  if (mproc__check_timeout(timeout_ms) != 0)
     return MPROC_EINVAL;
+  int r = barrier_check(b);
+  if (r != 0)
+    return r;
   int64_t deadline = mproc__deadline(timeout_ms);
-  int r = state_lock(b);
+  r = state_lock_by(b, deadline);
   if (r != 0)
     return r;
   if (!b->broken) {
@@ -305,6 +346,13 @@ MPROC_EXTERN int mproc_barrier_wait_action(mproc_barrier *b, int (*action)(void 
   if (b->broken) {
     state_unlock(b);
     return MPROC_EBROKEN;
+  }
+  if (b->count >= b->parties) {
+    /* Damaged: this round could never fill, and every waiter would sleep
+     * to its deadline (for ever without one). */
+    set_broken(b);
+    state_unlock(b);
+    return MPROC_ECORRUPT;
   }
   uint32_t gen = b->gen;
   int idx = (int)b->count++;
@@ -329,7 +377,10 @@ MPROC_EXTERN int mproc_barrier_wait_action(mproc_barrier *b, int (*action)(void 
     r = mproc__futex_wait_capped(&b->seq, s, deadline, MPROC__BARRIER_CHECK_MS, true);
     if (r != 0 && r != MPROC_ETIMEDOUT)
       return r;
-    r = state_lock(b);
+    /* Past the deadline the lock is still waited for a while: a timed-out
+     * wait breaks the barrier, which needs the lock; only a word held by a
+     * thread that never lets go (damaged by hand) runs out the grace. */
+    r = state_lock_by(b, deadline < 0 ? -1 : deadline + STATE_GRACE_MS);
     if (r != 0)
       return r;
     if (b->gen != gen) {
@@ -378,10 +429,14 @@ static int reset_op(mproc_barrier *b) {
 MPROC_EXTERN int mproc_barrier_reset(mproc_barrier *b) { return with_state(b, reset_op); }
 
 MPROC_EXTERN int mproc_barrier_parties(const mproc_barrier *b) {
-  return mproc__sync_ok(b, MPROC__MAGIC_BARRIER) ? (int)b->parties : MPROC_EINVAL;
+  int r = barrier_check(b);
+  return r == 0 ? (int)b->parties : r;
 }
 
-static int n_waiting_op(mproc_barrier *b) { return b->broken ? 0 : (int)b->count; }
+/* A count past the parties is damage, never a negative "count". */
+static int n_waiting_op(mproc_barrier *b) {
+  return b->broken ? 0 : b->count < b->parties ? (int)b->count : MPROC_ECORRUPT;
+}
 
 MPROC_EXTERN int mproc_barrier_n_waiting(mproc_barrier *b) { return with_state(b, n_waiting_op); }
 

@@ -92,9 +92,22 @@ int mproc__sync_teardown(const struct mproc__sync_kind *k, void *obj, bool alloc
   struct mproc__sync_hdr *h = obj;
   if (((h->flags & MPROC__SYNC_ALLOCATED) != 0) != allocated)
     return MPROC_EINVAL;
+  bool attached;
+  if (k->valid != NULL && !k->valid(obj)) {
+    /* Damaged by some process that maps it: its fields (a size, a count of
+     * parties) cannot be trusted, so it is not taken apart.  Where the kind
+     * allows, a mapping this process made or attached is still released,
+     * at the size it was mapped with. */
+    size_t known;
+    if (allocated && k->unmap_damaged && mproc__obj_size(obj, &known)) {
+      munmap(obj, known);
+      mproc__obj_forget(obj, &attached);
+    }
+    return MPROC_ECORRUPT;
+  }
   /* Read while the object is whole: retire may take it apart. */
   size_t size = k->size_of != NULL ? k->size_of(obj) : k->size;
-  bool attached = allocated && mproc__obj_attached(obj);
+  attached = allocated && mproc__obj_attached(obj);
   int r = attached ? (k->detach != NULL ? k->detach(obj) : 0)
                    : (k->retire != NULL ? k->retire(obj) : 0);
   if (r != 0)

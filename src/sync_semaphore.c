@@ -127,5 +127,8 @@ MPROC_EXTERN int mproc_sem_release(mproc_sem *s) {
 MPROC_EXTERN int mproc_sem_value(const mproc_sem *s) {
   if (!mproc__sync_ok(s, MPROC__MAGIC_SEM))
     return MPROC_EINVAL;
-  return (int)atomic_load_explicit(&s->value, memory_order_relaxed);
+  uint32_t v = atomic_load_explicit(&s->value, memory_order_relaxed);
+  /* Releases stop at the maximum: more was written over the count by hand,
+   * and as an int it would read as an error code. */
+  return v <= MPROC_SEM_VALUE_MAX ? (int)v : MPROC_ECORRUPT;
 }

@@ -58,15 +58,23 @@
 #define SLICE_MS 10
 
 #define TID_MASK ((uint64_t)0xffffffff)
+/* The kernel's PID_MAX_LIMIT on 64-bit systems: no tid is larger. */
+#define TID_MAX (4 * 1024 * 1024)
 
 /* ---- who we are ----------------------------------------------------------- */
 
 /* Initial-exec: one %fs-relative load on every lock, not a __tls_get_addr
  * call; eight bytes of the static TLS surplus when the library is dlopened. */
 _Thread_local uint64_t mproc__tidlock_me __attribute__((tls_model("initial-exec")));
+_Thread_local const mproc__tidlock *mproc__tidlock_held __attribute__((tls_model("initial-exec")));
 static pthread_once_t self_once = PTHREAD_ONCE_INIT;
 
-static void self_after_fork(void) { mproc__tidlock_me = 0; }
+/* The child's thread is a new one: it has no identity yet, and holds no
+ * lock (the words its parent's thread held still name that thread). */
+static void self_after_fork(void) {
+  mproc__tidlock_me = 0;
+  mproc__tidlock_held = NULL;
+}
 static void self_register(void) { pthread_atfork(NULL, NULL, self_after_fork); }
 
 static uint32_t token_of(uint64_t start_time) {
@@ -89,6 +97,11 @@ uint64_t mproc__tidlock_self(void) {
 /* Whether the owner named by `word` is certainly gone. */
 static bool owner_dead(uint64_t word) {
   pid_t tid = (pid_t)(word & TID_MASK & ~MPROC__TIDLOCK_PARK);
+  /* A held word naming no possible thread (0, negative, past the kernel's
+   * PID_MAX_LIMIT) was written over by some process mapping it: its "owner"
+   * can never unlock, so it is taken over as a dead one's, not waited for. */
+  if (tid <= 0 || tid > TID_MAX)
+    return true;
   struct mproc__pstat ps;
   int r = mproc__proc_stat(NULL, tid, &ps);
   if (r == -ENOENT)
@@ -134,7 +147,10 @@ static int lock_sleeping(mproc__tidlock *w, uint64_t me, int64_t deadline_ms) {
     }
     if (cur & MPROC__TIDLOCK_PARK)
       return MPROC__TIDLOCK_PARKED; /* its owner is not waited for, but revoked */
-    if (cur == judged && owner_dead(cur)) {
+    /* The caller's own word, met while it waits for the lock: no caller
+     * of this function ever holds the lock it takes (Lock and RLock check
+     * ownership first), so the word was written over and is no one's. */
+    if (cur == judged && (cur == me || owner_dead(cur))) {
       if (cas(w, &cur, me))
         return MPROC_EOWNERDEAD;
       continue;

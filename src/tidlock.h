@@ -22,7 +22,8 @@ typedef struct mproc__tidlock {
  * sections by a protocol of its own, without touching the word.  The
  * sleeping half of the word changes, so sleepers wake; every acquire that
  * meets a parked word returns MPROC__TIDLOCK_PARKED instead of waiting, and
- * its caller revokes the parking (queue.c).  Lock and RLock never park. */
+ * its caller revokes the parking (queue.c, sync_lock_park.c for a Lock).
+ * RLock never parks. */
 #define MPROC__TIDLOCK_PARK ((uint64_t)1 << 31)
 #define MPROC__TIDLOCK_PARKED 1 /* a return of the acquires below, positive */
 
@@ -83,6 +84,27 @@ bool mproc__tidlock_gone(uint64_t word);
 /* Whether the calling thread holds it. */
 static inline bool mproc__tidlock_mine(const mproc__tidlock *w) {
   return atomic_load_explicit(&w->word, memory_order_relaxed) == mproc__tidlock_who();
+}
+
+/* The word the calling thread took last through a Lock or RLock acquire,
+ * or NULL: cleared by every release the thread makes (of any lock, through
+ * any address), and in a forked child, whose thread holds nothing.  Why: on
+ * x86 a load of the word right after the compare-and-swap that took it
+ * costs about as much as the swap itself (5 ns, measured), and a release
+ * must know that its caller is the owner; a thread-local pointer answers
+ * that for the common case of releasing the lock taken last, and only a
+ * nested or foreign release reads the word.  The hint is exact: set only
+ * right after this thread's own compare-and-swap took the word at that
+ * address, cleared before the thread frees any word, and nobody else frees
+ * a word held by a live thread (waiters take over only a dead owner's word,
+ * destroy refuses a held one).  Clearing it on every release, not only the
+ * named lock's, keeps it exact when one lock is mapped at two addresses:
+ * a release through the other address must not leave this one ours. */
+extern _Thread_local const mproc__tidlock *mproc__tidlock_held
+    __attribute__((tls_model("initial-exec")));
+/* mproc__tidlock_mine, answered by the hint when it names w. */
+static inline bool mproc__tidlock_mine_hinted(const mproc__tidlock *w) {
+  return MPROC__LIKELY(mproc__tidlock_held == w) || mproc__tidlock_mine(w);
 }
 
 #endif /* MPROC_TIDLOCK_H */

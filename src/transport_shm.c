@@ -32,6 +32,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #define MPROC__ARENA_KEEP ((uint64_t)256 << 20)
@@ -50,6 +51,10 @@ struct shm_slot {
   /* An exec'd worker launched but not yet ready (see shm_start_worker). */
   struct mproc__start_pending pend;
   bool pending;
+  /* When the parent first saw the entry at seen_pos running: an upper
+   * bound of its start, whatever the worker's cur_start says. */
+  uint64_t seen_pos;
+  int64_t seen_at;
 };
 
 struct shm_state {
@@ -123,6 +128,30 @@ int mproc__recv_fds(int sock, int *fds, size_t max, size_t *n_out) {
 int mproc__recv_fd(int sock, int *fd_out) {
   size_t k;
   return mproc__recv_fds(sock, fd_out, 1, &k);
+}
+
+/* The result file of a DONE entry claiming res_len bytes: the worker sent
+ * it before it published DONE, so it is in the socket already, and is not
+ * waited for (an entry a task wrote over may name a file never sent).  It
+ * must hold res_len bytes, or reading the mapping would fault. */
+static bool file_result(int sock, uint64_t res_len, int *fd_out) {
+  char byte;
+  int fd = -1, lost = 0;
+  size_t k = 0;
+  ssize_t n = mproc__recvmsg_fds(sock, &byte, 1, MSG_DONTWAIT, &fd, 1, &k, &lost);
+  if (n <= 0 || k != 1 || lost != 0) {
+    if (k == 1)
+      close(fd);
+    return false;
+  }
+  mproc__fd_register(fd);
+  struct stat sb;
+  if (fstat(fd, &sb) != 0 || sb.st_size < 0 || (uint64_t)sb.st_size < res_len) {
+    mproc__close(fd);
+    return false;
+  }
+  *fd_out = fd;
+  return true;
 }
 
 /* ---- arena ------------------------------------------------------------------ */
@@ -521,29 +550,54 @@ static int shm_send_task(struct mproc_pool *p, int i, struct mproc__task *t) {
   return 0;
 }
 
-static void outcome_of(struct mproc_pool *p, int i, struct mproc__entry *e, struct mproc__task *t,
-                       struct mproc__outcome *o) {
+/* A result field of entry e, read once.  The worker's task can write over
+ * its own ring at any time (a bug, a stray pointer), so every field the
+ * parent acts on is read exactly once, checked, and only the checked copy
+ * is used: never a length checked in one read and copied with in another. */
+#define ONCE(field) __atomic_load_n(&(field), __ATOMIC_RELAXED)
+
+/* The outcome of a DONE entry at ring position pos.  The message is copied
+ * into msg (MPROC__INLINE bytes, the caller's): the entry's text need not
+ * end inside it.  Whatever the entry says, nothing is read outside the
+ * entry, its own arena area or a result file of the size it claims, and a
+ * result file it names but the worker never sent is not waited for. */
+static void outcome_of(struct mproc_pool *p, int i, uint64_t pos, struct mproc__entry *e,
+                       struct mproc__task *t, struct mproc__outcome *o, char *msg) {
   memset(o, 0, sizeof *o);
   o->pid = p->slots[i].pid;
   o->exit_status = -1;
   o->msg = "";
+  const uint32_t rflags = ONCE(e->rflags);
+  const int32_t code = ONCE(e->code);
+  const uint64_t res_len = ONCE(e->res_len);
   int fd = -1;
-  if (e->rflags & MPROC__EF_RES_FD) {
-    if (mproc__recv_fd(sslot(p, i)->sock, &fd) != 0)
-      fd = -1;
+  if ((rflags & MPROC__EF_RES_FD) && !file_result(sslot(p, i)->sock, res_len, &fd)) {
+    o->code = MPROC_ECORRUPT;
+    o->msg = "the worker reported a result file it did not send, or a smaller one";
+    return;
   }
-  if (e->code != 0) {
+  if (code != 0) {
     o->code = MPROC_ETASK;
-    o->task_code = e->code;
-    o->index = t->base_index + atomic_load_explicit(&e->progress, memory_order_relaxed);
-    o->msg = (e->rflags & MPROC__EF_MSG) ? e->res : mproc_strerror(e->code);
+    o->task_code = code;
+    /* The item it failed in, kept inside the chunk. */
+    uint64_t at = atomic_load_explicit(&e->progress, memory_order_relaxed);
+    o->index = t->base_index + (at < t->count ? at : t->count > 0 ? t->count - 1 : 0);
+    if (rflags & MPROC__EF_MSG) {
+      memcpy(msg, e->res, MPROC__INLINE);
+      msg[MPROC__INLINE - 1] = '\0';
+      o->msg = msg;
+    } else {
+      o->msg = mproc_strerror(code);
+    }
     mproc__close(fd);
     return;
   }
-  if (t->kind != MPROC__K_CALL)
+  if (t->kind != MPROC__K_CALL) {
+    mproc__close(fd);
     return;
-  if (!(e->rflags & MPROC__EF_RES_FD) &&
-      e->res_len > ((e->rflags & MPROC__EF_RES_AREA) ? MPROC__MEDIUM : MPROC__INLINE)) {
+  }
+  const bool in_area = (rflags & MPROC__EF_RES_AREA) && st(p)->area_base != 0;
+  if (!(rflags & MPROC__EF_RES_FD) && res_len > (in_area ? MPROC__MEDIUM : MPROC__INLINE)) {
     /* Never copy past the entry's inline area or its arena area, whatever
      * the entry says. */
     mproc__close(fd);
@@ -551,10 +605,10 @@ static void outcome_of(struct mproc_pool *p, int i, struct mproc__entry *e, stru
     o->msg = "the worker reported a result larger than its ring entry";
     return;
   }
-  o->res_len = e->res_len;
-  if (e->rflags & MPROC__EF_RES_FD) {
+  o->res_len = res_len;
+  if (rflags & MPROC__EF_RES_FD) {
     void *m = NULL;
-    int r = fd < 0 ? -EIO : mproc__map_shared(fd, e->res_len, &m);
+    int r = mproc__map_shared(fd, res_len, &m);
     mproc__close(fd);
     if (r != 0) {
       o->code = r;
@@ -563,9 +617,9 @@ static void outcome_of(struct mproc_pool *p, int i, struct mproc__entry *e, stru
       return;
     }
     o->res = m;
-    o->res_map_len = e->res_len;
-  } else if (e->res_len > 0) {
-    o->res = malloc(e->res_len);
+    o->res_map_len = res_len;
+  } else if (res_len > 0) {
+    o->res = malloc(res_len);
     if (o->res == NULL) {
       o->code = MPROC_ENOMEM;
       o->msg = "no memory for the task's result";
@@ -573,12 +627,26 @@ static void outcome_of(struct mproc_pool *p, int i, struct mproc__entry *e, stru
       return;
     }
     /* A medium result is copied out of the entry's area, which the entry's
-     * next task reuses. */
-    const void *from = (e->rflags & MPROC__EF_RES_AREA)
-                           ? (const void *)(st(p)->arena + e->area_off + MPROC__MEDIUM)
+     * next task reuses; where that area is comes from the parent's own
+     * arithmetic, never from the entry. */
+    const void *from = in_area
+                           ? (const void *)(st(p)->arena + area_of(st(p), i, pos) + MPROC__MEDIUM)
                            : (const void *)e->res;
-    memcpy(o->res, from, e->res_len);
+    memcpy(o->res, from, res_len);
   }
+}
+
+/* An entry found at the collecting position, neither DONE nor REVOKED:
+ * still to run or running, unless the worker has moved past it (its wpos
+ * is stored after the entry's last state), which only a write over the
+ * ring can explain.  Then the entry is as good as DONE with a broken
+ * result, so the ring moves on instead of waiting for ever. */
+static bool overrun(struct mproc__slot_shm *ss, struct mproc__entry *e, uint64_t tail,
+                    uint32_t *state) {
+  if (atomic_load_explicit(&ss->wpos, memory_order_acquire) <= tail)
+    return false;
+  *state = atomic_load_explicit(&e->state, memory_order_acquire);
+  return true;
 }
 
 static int shm_poll_results(struct mproc_pool *p, int i,
@@ -593,14 +661,23 @@ static int shm_poll_results(struct mproc_pool *p, int i,
     if (state == MPROC__E_REVOKED) {
       if (atomic_load_explicit(&ss->wpos, memory_order_acquire) <= sl->tail)
         break;
-    } else if (state != MPROC__E_DONE) {
+    } else if (state != MPROC__E_DONE && !overrun(ss, e, sl->tail, &state)) {
       break;
     }
     struct mproc__task *t = sl->jobs[sl->tail % MPROC__RING];
     sl->jobs[sl->tail % MPROC__RING] = NULL;
-    if (state == MPROC__E_DONE && t != NULL) {
+    if (state != MPROC__E_REVOKED && t != NULL) {
       struct mproc__outcome o;
-      outcome_of(p, i, e, t, &o);
+      char msg[MPROC__INLINE];
+      if (state == MPROC__E_DONE) {
+        outcome_of(p, i, sl->tail, e, t, &o, msg);
+      } else {
+        memset(&o, 0, sizeof o);
+        o.pid = p->slots[i].pid;
+        o.exit_status = -1;
+        o.code = MPROC_ECORRUPT;
+        o.msg = "the worker passed the task's ring entry without finishing it";
+      }
       t->slot = -1;
       done(p, t, &o);
       n++;
@@ -652,7 +729,16 @@ static struct mproc__task *running(struct mproc_pool *p, int i, int64_t *since,
   struct mproc__entry *e = &ss->ring[(cur - 1) % MPROC__RING];
   if (atomic_load(&e->state) != MPROC__E_STARTED)
     return NULL;
-  *since = atomic_load(&ss->cur_start);
+  /* The start the worker published, no later than when the parent first
+   * saw the task running: a task that wrote a time in the future over it
+   * still meets its deadline, and neither since + timeout nor now - since
+   * can overflow (the monotonic clock is never negative). */
+  if (sl->seen_at == 0 || sl->seen_pos != cur) {
+    sl->seen_pos = cur;
+    sl->seen_at = mproc_now_ms();
+  }
+  int64_t start = atomic_load(&ss->cur_start);
+  *since = start < 0 ? 0 : start < sl->seen_at ? start : sl->seen_at;
   /* The item the worker is in: as many before it are finished. */
   *items_done = atomic_load_explicit(&e->progress, memory_order_relaxed);
   return sl->jobs[(cur - 1) % MPROC__RING];
@@ -735,6 +821,7 @@ static void shm_reset_slot(struct mproc_pool *p, int i,
     left(p, t, state == MPROC__E_STARTED || state == MPROC__E_DONE);
   }
   sl->head = sl->tail = 0;
+  sl->seen_at = 0;
   atomic_store(&ss->head, 0);
   atomic_store(&ss->cur, 0);
   atomic_store(&ss->wpos, 0);

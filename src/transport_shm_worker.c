@@ -320,6 +320,12 @@ static void run_entry(const struct mproc__worker_args *w, struct mproc__entry *e
 
 static void wake_manager(const struct mproc__worker_args *w);
 
+static int corrupt_exit(void) {
+  fflush(NULL);
+  fprintf(stderr, "mproc: pool worker %d: its ring was overwritten; leaving\n", (int)getpid());
+  return MPROC__WORKER_EXIT_CORRUPT;
+}
+
 static void notify_parent(const struct mproc__worker_args *w) {
   atomic_fetch_add(&w->hdr->done_seq, 1);
   atomic_thread_fence(memory_order_seq_cst);
@@ -375,9 +381,24 @@ static void forget_blocks(const struct mproc__worker_args *w, uint64_t *seen) {
   *seen = now;
 }
 
+struct mproc__slot_shm *mproc__worker_slot;
+unsigned char *mproc__worker_arena;
+
+/* Whether the ring's shared words still make sense at position pos: the
+ * parent never publishes more than a ring ahead of the worker, and a
+ * published entry this worker has not passed is QUEUED or REVOKED (the
+ * parent frees an entry only after the worker moved past it).  Anything
+ * else was written by a task scribbling over its own worker's memory; the
+ * worker then leaves (MPROC__WORKER_EXIT_CORRUPT) rather than run garbage
+ * or skip along a ring for ever, and the pool replaces it.  Checked only
+ * where the worker already branches: no cost on the path of a task. */
+static bool ring_sane(uint64_t head, uint64_t pos) { return head - pos <= MPROC__RING; }
+
 int mproc__worker_main(void *arg) {
   const struct mproc__worker_args *w = arg;
   struct mproc__slot_shm *s = w->slot;
+  mproc__worker_slot = s;
+  mproc__worker_arena = w->arena;
   /* Forked from the manager thread, which blocks every signal: a task must
    * see the default signal behaviour (a crash kills the worker). */
   sigset_t none;
@@ -408,12 +429,15 @@ int mproc__worker_main(void *arg) {
   uint64_t forgot = atomic_load(&w->hdr->forget_seq);
   for (;;) {
     forget_blocks(w, &forgot);
-    if (atomic_load_explicit(&s->head, memory_order_acquire) == pos) {
+    uint64_t head = atomic_load_explicit(&s->head, memory_order_acquire);
+    if (head == pos) {
       if (atomic_load(&s->stop))
         break;
       idle_wait(w, pos, forgot);
       continue;
     }
+    if (!ring_sane(head, pos))
+      return corrupt_exit();
     struct mproc__entry *e = &s->ring[pos % MPROC__RING];
     uint32_t expect = MPROC__E_QUEUED;
     if (atomic_compare_exchange_strong(&e->state, &expect, MPROC__E_STARTED)) {
@@ -436,6 +460,8 @@ int mproc__worker_main(void *arg) {
       atomic_store_explicit(&s->wpos, pos, memory_order_release);
       if ((w->max_tasks > 0 && ran >= w->max_tasks) || (w->max_rss > 0 && rss_bytes() > w->max_rss))
         break;
+    } else if (expect != MPROC__E_REVOKED) {
+      return corrupt_exit();
     } else {
       /* Revoked before it started (cancel or steal): its argument fd, if
        * any, was already sent and must be consumed to keep fds in order. */

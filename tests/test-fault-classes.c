@@ -4,6 +4,7 @@
  * and teardown, shared memory that is not what its name promises, and a
  * peer killed in the middle of a frame.
  * ctest-labels: threads */
+#include "fault-helpers.h"
 #include "internal.h"
 #include "pool-helpers.h"
 #include "start.h"
@@ -180,15 +181,6 @@ END_TEST
 
 /* ---- stopped processes and deadlines --------------------------------------- */
 
-/* Waits (bounded) until a task_block published its worker's pid. */
-static void wait_task_started(void) {
-  int64_t dl = mproc_now_ms() + SLACK_MS;
-  while (atomic_load(&S->pid) == 0) {
-    ck_assert(mproc_now_ms() < dl);
-    sleep_ms(1);
-  }
-}
-
 /* Every worker of a pool stopped, one of them in a task, more tasks queued:
  * join honours its deadline, terminate and free return promptly, and every
  * future completes. */
@@ -361,14 +353,6 @@ __attribute__((constructor(MPROC__ENTRY_PRIORITY))) static void stop_at_start(vo
     raise(SIGSTOP);
 }
 
-/* Sends SIGSTOP through pidfd and returns once the process is stopped. */
-static void stop_and_wait(int pidfd) {
-  mproc_assert_ok(mproc__pidfd_kill(pidfd, SIGSTOP));
-  siginfo_t si;
-  while (waitid(P_PIDFD, (id_t)pidfd, &si, WSTOPPED | WNOWAIT) != 0)
-    ck_assert_int_eq(errno, EINTR);
-}
-
 static _Atomic int stops_left;
 
 /* Forkserver test hook: stops the server once, just before a request is
@@ -487,31 +471,6 @@ START_TEST(test_forkserver_child_never_noted) {
 }
 END_TEST
 
-static void stop_self(void) { raise(SIGSTOP); }
-
-/* The intermediate process that starts a named object's keeper, stopped
- * before it forked the keeper: the create waited 30 s for the keeper's
- * word.  It now fails promptly with MPROC_ECHILDFAILED, leaving no name, no
- * process and no descriptor behind, and the next create works. */
-START_TEST(test_stopped_keeper_start) {
-  char name[96];
-  atomic_store(&mproc__keeper_test_hook, stop_self);
-  int64_t t0 = mproc_now_ms();
-  mproc_shm *s = NULL;
-  mproc_assert_err(mproc_shm_create(&s, mproc_test_shm_name(name, sizeof name, "stopk"), 4096),
-                   MPROC_ECHILDFAILED);
-  ck_assert_int_eq(access(name, F_OK), -1);
-  mproc_queue *q = NULL;
-  struct mproc_queue_options qo = {.name = mproc_test_shm_name(name, sizeof name, "stopq")};
-  mproc_assert_err(mproc_queue_new(&q, &qo), MPROC_ECHILDFAILED);
-  ck_assert_int_lt(mproc_now_ms() - t0, SLACK_MS);
-  atomic_store(&mproc__keeper_test_hook, NULL);
-  mproc_assert_ok(mproc_shm_create(&s, mproc_test_shm_name(name, sizeof name, "stopk"), 4096));
-  mproc_assert_ok(mproc_shm_unlink(s));
-  mproc_assert_ok(mproc_shm_free(s));
-}
-END_TEST
-
 /* The pid behind a pidfd (its fdinfo's "Pid:" line), or -1. */
 static pid_t pidfd_pid(int fd) {
   char path[64], line[256];
@@ -601,58 +560,6 @@ END_TEST
  * pidfd on it is readable, yet waitid finds nothing until the tracer lets
  * go. */
 
-/* Forks a tracer that seizes `pid` and holds it until a byte comes on
- * *release (not its end: children forked meanwhile share that pipe);
- * returns the tracer's pid once it is attached. */
-static pid_t trace_hold(pid_t pid, int *release) {
-  int ready[2], hold[2];
-  ck_assert_int_eq(pipe2(ready, O_CLOEXEC), 0);
-  ck_assert_int_eq(pipe2(hold, O_CLOEXEC), 0);
-  pid_t t = fork();
-  ck_assert_int_ge(t, 0);
-  if (t == 0) {
-    char c = ptrace(PTRACE_SEIZE, pid, NULL, NULL) == 0 ? 'a' : 'e';
-    if (write(ready[1], &c, 1) != 1)
-      _exit(1);
-    close(hold[1]);
-    while (read(hold[0], &c, 1) < 0) {
-    }
-    _exit(0); /* detaches: the zombie goes back to its parent */
-  }
-  close(ready[1]);
-  close(hold[0]);
-  char c = 0;
-  ck_assert_int_eq(read(ready[0], &c, 1), 1);
-  close(ready[0]);
-  ck_assert_msg(c == 'a', "PTRACE_SEIZE failed in the tracer");
-  *release = hold[1];
-  return t;
-}
-
-/* Ends the tracer and reaps it. */
-static void trace_release(pid_t tracer, int release) {
-  ck_assert_int_eq(write(release, "x", 1), 1);
-  close(release);
-  ck_assert_int_eq(waitpid(tracer, NULL, 0), tracer);
-}
-
-static int proc_traceable(const void *arg, size_t len) {
-  (void)arg, (void)len;
-  prctl(PR_SET_PTRACER, PR_SET_PTRACER_ANY); /* Yama's scope 1; else EINVAL */
-  for (;;)
-    pause();
-  return 0;
-}
-
-static int task_traceable(const void *arg, size_t len, mproc_task_ctx *ctx) {
-  (void)arg, (void)len, (void)ctx;
-  prctl(PR_SET_PTRACER, PR_SET_PTRACER_ANY);
-  atomic_store(&S->pid, (int)getpid());
-  for (;;)
-    pause();
-  return 0;
-}
-
 /* A child killed while a debugger holds it: join's deadline is honoured
  * (the reap spun on the readable pidfd, past any deadline, until the
  * tracer let go), and once it does, the join reaps it. */
@@ -670,42 +577,6 @@ START_TEST(test_traced_zombie_join) {
   mproc_assert_err(mproc_process_join(p, 0), MPROC_ETIMEDOUT);
   trace_release(tracer, release);
   expect_ended(p, -SIGKILL);
-}
-END_TEST
-
-/* A pool worker killed while a debugger holds it: the manager neither
- * stalls on it (its reap spun under the pool's lock until the tracer let
- * go) nor forgets it (the pidfd was closed after a 1 s reap: a zombie left
- * for good).  The task fails, a replacement runs the next one, and the
- * zombie is reaped once the tracer lets go (the fixture checks). */
-START_TEST(test_traced_worker_death) {
-  S = shared_new();
-  mproc_pool *p;
-  struct mproc_pool_options o = {.workers = 1, .start_method = MPROC_START_FORK};
-  mproc_assert_ok(mproc_pool_new(&p, &o));
-  mproc_future *f;
-  mproc_assert_ok(mproc_pool_submit(p, task_traceable, NULL, 0, &f));
-  wait_task_started();
-  pid_t worker = atomic_load(&S->pid);
-  int release;
-  pid_t tracer = trace_hold(worker, &release);
-  ck_assert_int_eq(kill(worker, SIGKILL), 0);
-  mproc_assert_ok(mproc_future_wait(f, SLACK_MS));
-  struct mproc_task_error e;
-  mproc_assert_ok(mproc_future_error(f, &e));
-  ck_assert_int_eq(e.code, MPROC_EWORKERDIED);
-  mproc_future_free(f);
-  int x = 3;
-  const void *d;
-  size_t n;
-  mproc_assert_ok(mproc_pool_submit(p, task_square, &x, sizeof x, &f));
-  mproc_assert_ok(mproc_future_result(f, &d, &n, SLACK_MS));
-  ck_assert_int_eq(*(const int *)d, 9);
-  mproc_future_free(f);
-  trace_release(tracer, release);
-  mproc_assert_ok(mproc_pool_free(p));
-  ck_assert(!mproc_test_pid_exists(worker));
-  shared_free(S);
 }
 END_TEST
 
@@ -938,36 +809,6 @@ static int make_and_free(int kind) {
   }
 }
 
-/* Keepers (double-forked, in sessions of their own) of the named objects
- * this test made, still alive: neither a child nor in /dev/shm, so the
- * fixture cannot see them.  Found by executable and start time. */
-static int stray_keepers(void) {
-  char self[PATH_MAX], exe[PATH_MAX], path[64];
-  ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
-  ck_assert_int_gt(n, 0);
-  self[n] = 0;
-  struct mproc__pstat mine, ps;
-  mproc_assert_ok(mproc__proc_stat(NULL, getpid(), &mine));
-  int found = 0;
-  DIR *d = opendir("/proc");
-  ck_assert_ptr_nonnull(d);
-  for (struct dirent *e; (e = readdir(d)) != NULL;) {
-    pid_t pid = (pid_t)atoi(e->d_name);
-    if (pid <= 0 || pid == getpid() || getsid(pid) != pid)
-      continue;
-    snprintf(path, sizeof path, "/proc/%d/exe", (int)pid);
-    ssize_t m = readlink(path, exe, sizeof exe - 1);
-    if (m <= 0)
-      continue;
-    exe[m] = 0;
-    if (strcmp(exe, self) == 0 && mproc__proc_stat(NULL, pid, &ps) == 0 && ps.state != 'Z' &&
-        ps.start_time >= mine.start_time)
-      found++;
-  }
-  closedir(d);
-  return found;
-}
-
 /* At every descriptor limit from "none free" upwards, each kind either
  * works or fails with -EMFILE, and leaves no descriptor, /dev/shm entry or
  * process behind (the fixture checks the last two at the end). */
@@ -994,10 +835,7 @@ START_TEST(test_objects_at_fd_limit) {
     ck_assert_msg(worked, "kind %d never worked", kind);
   }
   /* Every object was released: their keepers end once they see it. */
-  int64_t until = mproc__deadline(SLACK_MS);
-  while (stray_keepers() > 0 && mproc_timeout_until(until) > 0)
-    poll(NULL, 0, 10);
-  ck_assert_msg(stray_keepers() == 0, "a keeper outlived its object");
+  ck_assert_msg(wait_no_stray_keepers(SLACK_MS) == 0, "a keeper outlived its object");
 }
 END_TEST
 
@@ -1035,10 +873,7 @@ START_TEST(test_keeper_born_without_descriptors) {
   mproc_assert_ok(r);
   mproc_assert_ok(mproc_shm_unlink(s));
   mproc_assert_ok(mproc_shm_free(s));
-  int64_t until = mproc__deadline(SLACK_MS);
-  while (stray_keepers() > 0 && mproc_timeout_until(until) > 0)
-    poll(NULL, 0, 10);
-  ck_assert_msg(stray_keepers() == 0, "the keeper outlived its object");
+  ck_assert_msg(wait_no_stray_keepers(SLACK_MS) == 0, "the keeper outlived its object");
 }
 END_TEST
 
@@ -1104,12 +939,10 @@ int main(void) {
   tcase_add_test(tc, test_stopped_forkserver);
   tcase_add_test(tc, test_stopped_exec_child_at_start);
   tcase_add_test(tc, test_forkserver_child_never_noted);
-  tcase_add_test(tc, test_stopped_keeper_start);
   tc = mproc_test_tcase(s, "cannot-fork", 60);
   tcase_add_test(tc, test_forkserver_cannot_fork);
   tc = mproc_test_tcase(s, "traced", 60);
   tcase_add_test(tc, test_traced_zombie_join);
-  tcase_add_test(tc, test_traced_worker_death);
   tc = mproc_test_tcase(s, "corrupt", 60);
   tcase_add_test(tc, test_foreign_named_objects);
   tcase_add_test(tc, test_short_queue_file);

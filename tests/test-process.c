@@ -312,6 +312,35 @@ static int check_nested_names(const void *arg, size_t len) {
   return r;
 }
 
+/* Identities grow by ":N" per level of nesting, as in Python, while they
+ * fit in 47 bytes; a child whose identity would not fit is numbered by its
+ * creator's count alone ("Process-1").  Each level checks the name of its
+ * first child and starts it, down to the first level where that happens. */
+static int nest_until_flat(const void *arg, size_t len) {
+  (void)arg;
+  (void)len;
+  const char *own = mproc_current_process_name() + strlen("Process-");
+  bool fits = strlen(own) + 2 < 48;
+  char want[80];
+  if (fits)
+    snprintf(want, sizeof want, "Process-%s:1", own);
+  else
+    snprintf(want, sizeof want, "Process-1");
+  mproc_process *p;
+  if (mproc_process_new(&p, nest_until_flat, NULL, 0, NULL) != 0)
+    return 1;
+  int r = strcmp(mproc_process_name(p), want) == 0 ? 0 : 2;
+  if (r == 0 && fits) {
+    int code = 3;
+    if (mproc_process_start(p) != 0 || mproc_process_join(p, LONG_MS) != 0 ||
+        mproc_process_exitcode(p, &code) != 0)
+      code = 4;
+    r = code;
+  }
+  mproc_process_free(p);
+  return r;
+}
+
 START_TEST(test_args_and_names) {
   char buf[6] = "hello";
   mproc_process *p;
@@ -348,6 +377,7 @@ START_TEST(test_args_and_names) {
   mproc_assert_err(mproc_parent_pid(), MPROC_ESTATE);
   ck_assert_str_eq(mproc_current_process_name(), "MainProcess");
   ck_assert_int_eq(run_to_end(check_nested_names, NULL, 0), 0);
+  ck_assert_int_eq(run_to_end(nest_until_flat, NULL, 0), 0);
 }
 END_TEST
 

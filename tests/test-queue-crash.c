@@ -78,13 +78,15 @@ static int died(int code) { return code < 0 || code == 1; /* 1: a sanitizer's SE
 
 /* Whether /dev/shm holds an object named by process pid. */
 static int shm_of_pid(pid_t pid) {
+  /* Names are "mproc.<pid>.<kind>.<seq>.<rnd>": match the pid field only
+   * (a sequence number equal to the pid is another process's entry). */
   char pat[32];
-  snprintf(pat, sizeof pat, ".%d.", (int)pid);
+  int n = snprintf(pat, sizeof pat, "mproc.%d.", (int)pid);
   DIR *d = opendir("/dev/shm");
   int found = 0;
   struct dirent *e;
   while (d != NULL && (e = readdir(d)) != NULL)
-    if (strncmp(e->d_name, "mproc.", 6) == 0 && strstr(e->d_name, pat) != NULL)
+    if (strncmp(e->d_name, pat, (size_t)n) == 0)
       found = 1;
   if (d != NULL)
     closedir(d);
@@ -348,8 +350,13 @@ START_TEST(test_kill_producer_and_consumer_under_load) {
     got++;
   }
   mproc_assert_err(r, MPROC_ECLOSED);
-  ck_assert_int_eq(child_wait(&p[0]), -SIGKILL);
-  ck_assert_int_eq(child_wait(&c[0]), -SIGKILL);
+  /* Under load a producer may have put all its messages (and a consumer
+   * seen the queue close) before the kill reached it: either end is fine,
+   * what matters is that nothing else was lost or duplicated. */
+  int st0 = child_wait(&p[0]);
+  ck_assert_msg(st0 == -SIGKILL || st0 == 0, "producer 0 ended with %d", st0);
+  st0 = child_wait(&c[0]);
+  ck_assert_msg(st0 == -SIGKILL || st0 == 0, "consumer 0 ended with %d", st0);
   for (int i = 1; i < 3; i++) {
     ck_assert_int_eq(child_wait(&p[i]), 0);
     ck_assert_int_eq(child_wait(&c[i]), 0);

@@ -3,6 +3,7 @@
 #include "child.h"
 #include "queue.h"
 
+#include <ctype.h>
 #include <inttypes.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -62,8 +63,16 @@ static int count_dev_shm(void) {
   ck_assert_ptr_nonnull(p);
   char line[512];
   int n = 0;
-  while (fgets(line, sizeof line, p) != NULL)
-    n += strstr(line, pid) != NULL;
+  /* The pid as a whole number: another run's "mproc.13632.*" is not pid 1363's. */
+  size_t lp = strlen(pid);
+  while (fgets(line, sizeof line, p) != NULL) {
+    for (const char *q = strstr(line, pid); q != NULL; q = strstr(q + 1, pid)) {
+      if ((q == line || !isdigit((unsigned char)q[-1])) && !isdigit((unsigned char)q[lp])) {
+        n++;
+        break;
+      }
+    }
+  }
   pclose(p);
   return n;
 }

@@ -204,6 +204,85 @@ START_TEST(test_lock_not_recoverable) {
 }
 END_TEST
 
+/* A release knows its caller is the owner from a per-thread note of the
+ * lock taken last (tidlock.h): every way that note could go stale must
+ * still give MPROC_ENOTOWNER. */
+START_TEST(test_lock_owner_after_other_releases) {
+  mproc_lock *a, *b;
+  mproc_assert_ok(mproc_lock_new(&a));
+  mproc_assert_ok(mproc_lock_new(&b));
+  /* Nested, released outer first. */
+  mproc_assert_ok(mproc_lock_acquire(a, 0));
+  mproc_assert_ok(mproc_lock_acquire(b, 0));
+  mproc_assert_ok(mproc_lock_release(a));
+  mproc_assert_err(mproc_lock_release(a), MPROC_ENOTOWNER);
+  mproc_assert_ok(mproc_lock_release(b));
+  mproc_assert_err(mproc_lock_release(b), MPROC_ENOTOWNER);
+  /* Taken and released, then another taken. */
+  mproc_assert_ok(mproc_lock_acquire(a, 0));
+  mproc_assert_ok(mproc_lock_release(a));
+  mproc_assert_ok(mproc_lock_acquire(b, 0));
+  mproc_assert_err(mproc_lock_release(a), MPROC_ENOTOWNER);
+  mproc_assert_err(mproc_lock_acquire(b, 0), MPROC_EBUSY);
+  mproc_assert_ok(mproc_lock_release(b));
+  /* One lock mapped at two addresses: released through the second, it is
+   * no longer ours through the first. */
+  int fd = mproc_object_fd(a);
+  ck_assert_int_ge(fd, 0);
+  mproc_lock *alias;
+  mproc_assert_ok(mproc_lock_from_fd(&alias, fd));
+  ck_assert_ptr_ne(alias, a);
+  mproc_assert_ok(mproc_lock_acquire(a, 0));
+  mproc_assert_err(mproc_lock_acquire(alias, 0), MPROC_EBUSY); /* ours through a */
+  mproc_assert_ok(mproc_lock_release(alias));
+  mproc_assert_err(mproc_lock_release(a), MPROC_ENOTOWNER);
+  /* Taken through the second, it is ours through the first too. */
+  mproc_assert_ok(mproc_lock_acquire(alias, 0));
+  mproc_assert_ok(mproc_lock_release(a));
+  mproc_assert_err(mproc_lock_release(alias), MPROC_ENOTOWNER);
+  mproc_assert_ok(mproc_lock_free(alias));
+  mproc_assert_ok(mproc_lock_free(b));
+  mproc_assert_ok(mproc_lock_free(a));
+}
+END_TEST
+
+/* The child of a process whose thread took the lock last holds nothing. */
+static int not_owner_in_child(void *arg) {
+  struct shared *s = arg;
+  if (mproc_lock_release(s->lock) != MPROC_ENOTOWNER)
+    return 10;
+  if (mproc_lock_acquire(s->lock, 0) != MPROC_ETIMEDOUT)
+    return 11;
+  if (mproc_lock_consistent(s->lock) != MPROC_ESTATE)
+    return 12;
+  if (mproc_rlock_release(s->rlock) != MPROC_ENOTOWNER || mproc_rlock_depth(s->rlock) != 0)
+    return 13;
+  return mproc_rlock_acquire(s->rlock, 0) == MPROC_ETIMEDOUT ? 0 : 14;
+}
+
+START_TEST(test_lock_owner_in_forked_child) {
+  struct shared *s = shared_new();
+  mproc_assert_ok(mproc_lock_new(&s->lock));
+  mproc_assert_ok(mproc_rlock_new(&s->rlock));
+  mproc_assert_ok(mproc_rlock_acquire(s->rlock, 0));
+  mproc_assert_ok(mproc_lock_acquire(s->lock, 0)); /* taken last */
+  struct child c = child_start(not_owner_in_child, s);
+  ck_assert_int_eq(child_wait(&c), 0);
+  mproc_assert_ok(mproc_lock_release(s->lock));
+  mproc_assert_ok(mproc_rlock_release(s->rlock));
+  /* And the other way round: the RLock taken last. */
+  mproc_assert_ok(mproc_lock_acquire(s->lock, 0));
+  mproc_assert_ok(mproc_rlock_acquire(s->rlock, 0));
+  c = child_start(not_owner_in_child, s);
+  ck_assert_int_eq(child_wait(&c), 0);
+  mproc_assert_ok(mproc_rlock_release(s->rlock));
+  mproc_assert_ok(mproc_lock_release(s->lock));
+  mproc_assert_ok(mproc_lock_free(s->lock));
+  mproc_assert_ok(mproc_rlock_free(s->rlock));
+  shared_free(s);
+}
+END_TEST
+
 /* ---- RLock ------------------------------------------------------------------ */
 
 START_TEST(test_rlock_recursion) {
@@ -417,6 +496,8 @@ int main(void) {
   tcase_add_test(tc, test_lock_mutual_exclusion);
   tcase_add_test(tc, test_lock_holder_killed);
   tcase_add_test(tc, test_lock_not_recoverable);
+  tcase_add_test(tc, test_lock_owner_after_other_releases);
+  tcase_add_test(tc, test_lock_owner_in_forked_child);
   tc = mproc_test_tcase(s, "rlock", 60);
   tcase_add_test(tc, test_rlock_recursion);
   tcase_add_test(tc, test_rlock_errors);

@@ -3,8 +3,10 @@
  * a thread's exit is an owner death, other threads are not owners, and the
  * per-thread owner id is right again in a forked child. */
 #include "child.h"
+#include "sync.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -15,6 +17,7 @@ struct shared {
   int turn;
   int rounds;
   int result;
+  _Atomic int polled; /* test_thread_after_parking: the first acquire is over */
 };
 
 static void *take_lock_and_exit(void *arg) {
@@ -84,6 +87,52 @@ START_TEST(test_owner_id_after_fork) {
 }
 END_TEST
 
+/* A thread made after the lock was parked in the main thread is one more
+ * revoker (src/sync_lock_park.c). */
+static void *poll_then_take(void *arg) {
+  struct shared *s = arg;
+  if (mproc_lock_acquire(s->lock, 0) != MPROC_ETIMEDOUT) {
+    s->result = -1;
+    return NULL;
+  }
+  atomic_store(&s->polled, 1); /* now waiting */
+  s->result = mproc_lock_acquire(s->lock, 30000);
+  if (s->result == 0) {
+    s->rounds++;
+    s->result = mproc_lock_release(s->lock);
+  }
+  return NULL;
+}
+
+START_TEST(test_thread_after_parking) {
+  struct shared s = {0};
+  mproc_assert_ok(mproc_lock_new(&s.lock));
+  mproc_assert_ok(mproc_lock_acquire(s.lock, 0));
+  mproc_assert_ok(mproc_lock_release(s.lock));
+  uint32_t revokers = 0;
+  ck_assert(mproc__lock_parked(s.lock, &revokers));
+  mproc_assert_ok(mproc_lock_acquire(s.lock, 0)); /* held through the parking */
+  pthread_t t;
+  ck_assert_int_eq(pthread_create(&t, NULL, poll_then_take, &s), 0);
+  /* Released only once the thread's poll is over and its waiting acquire
+   * revokes: released during the poll, the lock would be the poll's. */
+  int64_t deadline = mproc__deadline(30000);
+  while (atomic_load(&s.polled) == 0 || (mproc__lock_parked(s.lock, &revokers) && revokers == 0)) {
+    ck_assert_int_lt(mproc_now_ms(), deadline);
+    mproc__cpu_relax(); /* polling words the other thread changes */
+  }
+  s.rounds = 41;
+  mproc_assert_ok(mproc_lock_release(s.lock));
+  ck_assert_int_eq(pthread_join(t, NULL), 0);
+  mproc_assert_ok(s.result);
+  ck_assert_int_eq(s.rounds, 42);
+  /* Taken back the normal way. */
+  mproc_assert_ok(mproc_lock_acquire(s.lock, 0));
+  mproc_assert_ok(mproc_lock_release(s.lock));
+  mproc_assert_ok(mproc_lock_free(s.lock));
+}
+END_TEST
+
 static int is_turn(void *arg) {
   return ((struct shared *)((void **)arg)[0])->turn == (int)(intptr_t)((void **)arg)[1];
 }
@@ -127,6 +176,7 @@ int main(void) {
   tcase_add_test(tc, test_thread_exit_is_owner_death);
   tcase_add_test(tc, test_other_thread_is_not_owner);
   tcase_add_test(tc, test_owner_id_after_fork);
+  tcase_add_test(tc, test_thread_after_parking);
   tcase_add_test(tc, test_condition_between_threads);
   return mproc_test_run(s);
 }

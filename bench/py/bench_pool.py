@@ -3,7 +3,10 @@ import concurrent.futures as cf
 import multiprocessing as mp
 import os
 import signal
+import subprocess
+import sys
 import time
+from multiprocessing import shared_memory
 
 from benchlib import REPS, now, quick, report
 
@@ -44,9 +47,84 @@ def busy_pid():
     return os.getpid()
 
 
+# map_shm_tiny: x*x over ints already in a shared block, written in place.
+# Python's idiom: a SharedMemory block, a NumPy array view of it in every
+# process, and a Pool whose workers each square their slice.  The block holds
+# the n inputs then the n results, as bench-pool.c's does.
+shm_views = None
+
+
+def shm_attach(name, n):
+    import numpy as np
+    global shm_views
+    block = shared_memory.SharedMemory(name=name)
+    view = np.ndarray((2 * n,), dtype=np.int32, buffer=block.buf)
+    shm_views = (block, view[:n], view[n:])
+
+
+def shm_square_slice(bounds):
+    import numpy as np
+    _, inp, out = shm_views
+    a, b = bounds
+    np.multiply(inp[a:b], inp[a:b], out=out[a:b])
+    return b - a
+
+
+def map_shm_tiny(reps, q):
+    import numpy as np
+    n = 10000 if q else 1000000
+    block = shared_memory.SharedMemory(create=True, size=2 * n * 4)
+    view = None
+    try:
+        view = np.ndarray((2 * n,), dtype=np.int32, buffer=block.buf)
+        view[:n] = np.arange(n, dtype=np.int32)
+        nproc = 2
+        slices = [(i * n // nproc, (i + 1) * n // nproc) for i in range(nproc)]
+        with mp.Pool(nproc, initializer=shm_attach, initargs=(block.name, n)) as pool:
+            pool.map(shm_square_slice, slices, chunksize=1)  # attach and fault in
+            v = []
+            for _ in range(reps):
+                t0 = now()
+                done = sum(pool.map(shm_square_slice, slices, chunksize=1))
+                v.append(done / (now() - t0))
+        if not np.array_equal(view[n:], view[:n] * view[:n]):
+            sys.exit("bench_pool: map_shm_tiny: wrong squares in the shared block")
+        report("map_shm_tiny", v, "items/s")
+    finally:
+        view = None  # the block cannot close while a view holds its buffer
+        block.close()
+        block.unlink()
+
+
+def run_map_shm_tiny(reps, q):
+    """NumPy comes from Debian's python3-numpy: a pyenv python that lacks it
+    runs this one row in Debian's python3, which has it (as mpi4py is run)."""
+    try:
+        import numpy  # noqa: F401
+    except ImportError:
+        debian = "/usr/bin/python3"
+        other = os.path.exists(debian) and os.path.realpath(sys.executable) != \
+            os.path.realpath(debian)
+        if other and subprocess.run([debian, "-c", "import numpy"],
+                                    capture_output=True).returncode == 0:
+            print("# python map_shm_tiny: run by %s, whose NumPy python3-numpy provides" % debian,
+                  flush=True)
+            r = subprocess.run([debian, os.path.abspath(__file__), "--map-shm-tiny"])
+            if r.returncode != 0:
+                sys.exit(r.returncode)
+        else:
+            print("# NumPy not installed (python3-numpy): Python's map_shm_tiny skipped",
+                  flush=True)
+        return
+    map_shm_tiny(reps, q)
+
+
 def main():
     q = quick()
     reps = 5 if not q else 3
+    if sys.argv[1:] == ["--map-shm-tiny"]:
+        map_shm_tiny(reps, q)
+        return
 
     for method, suffix in (("fork", ""), ("spawn", "_spawn"), ("forkserver", "_forkserver")):
         ctx = mp.get_context(method)
@@ -101,6 +179,8 @@ def main():
             pool.map(burn, [ms] * ntask, chunksize=1)
             v.append(serial / (now() - t0))
         report("cpu_scaling", v, "speedup")
+
+    run_map_shm_tiny(reps, q)
 
     with cf.ProcessPoolExecutor(2) as ex:
         n = 2000 if q else 20000

@@ -72,6 +72,29 @@ until_true 10 none_alive "sleep $mark.3" && ok "--timeout: no grandchild left" |
 awk -F'\t' 'NR==2 && $7==-1 && $8==15 {f=1} END {exit !f}' tlog && ok "--timeout: joblog Exitval -1 Signal 15" ||
   fail "--timeout joblog: $(cat tlog)"
 
+# ---- --timeout on a job that stopped itself (SIGSTOP): it still ends -----------------
+start=$(date +%s)
+"$M" run --timeout 1 "sleep $mark.4 & kill -STOP \$\$; wait" ::: x 2>/dev/null
+rc=$?
+took=$(( $(date +%s) - start ))
+[ $rc = 1 ] && [ $took -lt $((20 * scale)) ] && ok "--timeout: a stopped job ends (${took}s)" ||
+  fail "--timeout on a stopped job: exit status $rc after ${took}s"
+until_true 10 none_alive "sleep $mark.4" && ok "--timeout: nothing of a stopped job left" ||
+  fail "--timeout on a stopped job left: $(pgrep -af "sleep $mark.4")"
+
+# ---- no fork allowed at all: a clear error, not a hang --------------------------
+# As an unprivileged user with a process allowance of 0 (root ignores it).
+nobody() { setpriv --reuid=65534 --regid=65534 --clear-groups "$@"; }
+if command -v setpriv >/dev/null && command -v prlimit >/dev/null && [ "$(id -u)" = 0 ] &&
+  nobody test -x "$M"; then
+  err=$(echo 1 | nobody prlimit --nproc=0 "$M" run echo 2>&1 >/dev/null)
+  rc=$?
+  [ $rc = 255 ] && [ "${err#*starting a job}" != "$err" ] &&
+    ok "no fork allowed: exit 255, \"$err\"" || fail "no fork allowed: exit $rc, '$err'"
+else
+  echo "skip no fork allowed: needs root, setpriv, prlimit and a binary user 65534 may run"
+fi
+
 # ---- 50 MB from one job, grouped: no interleaving, nothing lost ----------------------
 "$M" run -j2 'head -c 50000000 /dev/zero | tr "\0" {}' ::: a b > big.out
 size=$(stat -c %s big.out)

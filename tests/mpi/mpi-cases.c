@@ -309,6 +309,20 @@ static void crash_case(mproc_task_fn fn, int want_signo, int want_status) {
   ranks_still_serve();
 }
 
+/* Cancel a running task of fn: its local worker is killed, the rank goes
+ * on. */
+static void cancel_running(mproc_task_fn fn) {
+  struct mproc__mpi_job *j = submit(fn, NULL, 0, 0);
+  struct mproc__mpi_job *probe = submit(square_task, &(int64_t){4}, sizeof(int64_t), 0);
+  CHECK_ERR(mproc__mpi_wait(probe, scaled(60000)), 0); /* j has surely reached its rank */
+  mproc__mpi_job_free(probe);
+  CHECK_ERR(mproc__mpi_cancel(j), 0);
+  struct mproc_task_error err;
+  CHECK_ERR(outcome(j, &err), MPROC_ECANCELED);
+  CHECK_ERR(mproc__mpi_cancel(j), MPROC_ESTATE);
+  mproc__mpi_job_free(j);
+}
+
 static void case_timeout(void) {
   int64_t t0 = mproc_now_ms();
   struct mproc__mpi_job *j = submit(sleep_task, NULL, 0, 300);
@@ -318,15 +332,26 @@ static void case_timeout(void) {
   CHECK(took >= 300 && took < scaled(30000), "took %lld ms", (long long)took);
   expect_rank_and_host(&err, mproc__mpi_job_rank(j));
   mproc__mpi_job_free(j);
-  /* Cancel a running task: its local worker is killed, the rank goes on. */
-  j = submit(sleep_task, NULL, 0, 0);
-  struct mproc__mpi_job *probe = submit(square_task, &(int64_t){4}, sizeof(int64_t), 0);
-  CHECK_ERR(mproc__mpi_wait(probe, scaled(60000)), 0); /* j has surely reached its rank */
-  mproc__mpi_job_free(probe);
-  CHECK_ERR(mproc__mpi_cancel(j), 0);
-  CHECK_ERR(outcome(j, &err), MPROC_ECANCELED);
-  CHECK_ERR(mproc__mpi_cancel(j), MPROC_ESTATE);
+  cancel_running(sleep_task);
+  ranks_still_serve();
+}
+
+/* A task whose local worker stops itself (SIGSTOP). */
+static int stop_self_task(const void *arg, size_t len, mproc_task_ctx *ctx) {
+  (void)arg, (void)len, (void)ctx;
+  raise(SIGSTOP);
+  return 0;
+}
+
+/* A rank's local worker stopped in a task: the task's timeout still ends
+ * it (a kill works on a stopped process), and so does a cancel; the rank
+ * replaces the worker and goes on. */
+static void case_stopped(void) {
+  struct mproc__mpi_job *j = submit(stop_self_task, NULL, 0, 300);
+  struct mproc_task_error err;
+  CHECK_ERR(outcome(j, &err), MPROC_ETIMEDOUT);
   mproc__mpi_job_free(j);
+  cancel_running(stop_self_task);
   ranks_still_serve();
 }
 
@@ -758,19 +783,13 @@ int main(int argc, char **argv) {
   }
   CHECK_ERR(rc, 0);
   static const struct mpi_case cases[] = {
-      {"basic", case_basic},
-      {"large", case_large},
-      {"huge", case_huge},
-      {"timeout", case_timeout},
-      {"unresolvable", case_unresolvable},
-      {"killrank", case_killrank},
-      {"badtag", case_badtag},
-      {"sigint", case_sigint},
-      {"fallback", case_fallback},
-      {"transport", case_transport},
-      {"segv", case_segv},
-      {"exit", case_exit},
-      {"batch", case_batch},
+      {"basic", case_basic},         {"large", case_large},
+      {"huge", case_huge},           {"timeout", case_timeout},
+      {"stopped", case_stopped},     {"unresolvable", case_unresolvable},
+      {"killrank", case_killrank},   {"badtag", case_badtag},
+      {"sigint", case_sigint},       {"fallback", case_fallback},
+      {"transport", case_transport}, {"segv", case_segv},
+      {"exit", case_exit},           {"batch", case_batch},
   };
   return run_case(cases, sizeof cases / sizeof cases[0], c);
 }
