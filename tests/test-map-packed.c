@@ -8,6 +8,7 @@
 #include "map-buf-items.h"
 #include "pool-helpers.h"
 #include "pool.h"
+#include "shm_layout.h"
 
 /* "!..." fails with 5, "?" with MPROC_EIO, "x" returns twice (the second
  * result counts), "e" returns nothing (an empty result), "#" kills its
@@ -370,6 +371,48 @@ START_TEST(test_bad_arguments) {
 }
 END_TEST
 
+/* An element function that writes over the end of an item before it in
+ * its chunk (the worker has written that end already): an end past the
+ * area, which the parent must not hand to the caller. */
+#define SCRIBBLE_ITEMS 8
+static int end_scribble(const void *in, size_t len, mproc_item_ctx *ctx) {
+  int k;
+  memcpy(&k, in, sizeof k);
+  if (len == sizeof k && k == SCRIBBLE_ITEMS - 1) {
+    struct mproc__slot_shm *s = mproc__worker_slot;
+    struct mproc__entry *e = &s->ring[(atomic_load(&s->cur) - 1) % MPROC__RING];
+    unsigned char *h = mproc__worker_arena + e->in_off - MPROC__MB_HDR;
+    mproc__mb_end *ends = (mproc__mb_end *)(h + ((struct mproc__mb_hdr *)h)->outs_at);
+    ends[2] = UINT32_MAX;
+  }
+  int r = k * k;
+  return mproc_item_return(ctx, &r, sizeof r);
+}
+
+START_TEST(test_scribbled_end_is_refused) {
+  mproc_pool *p = make_pool(1);
+  int v[SCRIBBLE_ITEMS];
+  size_t ends[SCRIBBLE_ITEMS];
+  for (int i = 0; i < SCRIBBLE_ITEMS; i++) {
+    v[i] = i;
+    ends[i] = (size_t)(i + 1) * sizeof v[i];
+  }
+  struct mproc_packed in = {v, ends, SCRIBBLE_ITEMS}, out;
+  struct mproc_map_options o = {.chunksize = SCRIBBLE_ITEMS};
+  struct mproc_task_error e;
+  mproc_assert_err(mproc_pool_map_packed(p, end_scribble, &in, &out, &o, &e, 30000),
+                   MPROC_ECORRUPT);
+  ck_assert_uint_eq(e.index, 2);
+  ck_assert_ptr_null(out.ends);
+  /* The pool carries on. */
+  for (int i = 0; i < SCRIBBLE_ITEMS; i++)
+    v[i] = SCRIBBLE_ITEMS - 2 - i; /* no item scribbles now */
+  mproc_assert_ok(mproc_pool_map_packed(p, end_scribble, &in, &out, &o, &e, 30000));
+  mproc_packed_free(&out);
+  mproc_assert_ok(mproc_pool_free(p));
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("map-packed");
   TCase *tc = mproc_test_tcase(s, "map-packed", 120);
@@ -380,5 +423,6 @@ int main(void) {
   tcase_add_test(tc, test_results_larger_than_the_area);
   tcase_add_test(tc, test_every_way_agrees);
   tcase_add_test(tc, test_bad_arguments);
+  tcase_add_test(tc, test_scribbled_end_is_refused);
   return mproc_test_run(s);
 }
