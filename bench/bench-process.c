@@ -1,5 +1,12 @@
 /* process_start_join: microseconds to start a child running an empty
  * function and join it, through mproc and through raw fork + waitpid.
+ * The raw child leaves through _exit called by a pointer taken in the
+ * parent: a direct call of a function the parent never called is resolved
+ * lazily in every child (about ten page faults of the dynamic linker's, a
+ * third of a bare start), a cost of this binary's link flags (-z now or a
+ * distribution's default removes it) rather than of fork + waitpid, and
+ * one mproc's own child does not pay (spawn.c binds its calls in the
+ * parent).  Taking the address binds it once, at load.
  * process_start_join_spawn and process_start_join_forkserver: the same under
  * the other start methods (Python's figures come from the spawn and
  * forkserver contexts in bench/py/bench_process.py). */
@@ -30,12 +37,16 @@ static double mproc_once(int method, int n) {
   return (bench_now_s() - t0) / n * 1e6;
 }
 
+/* Bound at load (an address is resolved eagerly); volatile, so the
+ * compiler cannot turn the calls back into direct lazily bound ones. */
+static void (*volatile exit_now)(int) = _exit;
+
 static double os_once(int n) {
   double t0 = bench_now_s();
   for (int i = 0; i < n; i++) {
     pid_t pid = fork();
     if (pid == 0)
-      _exit(0);
+      exit_now(0);
     if (pid < 0 || waitpid(pid, NULL, 0) != pid) {
       fprintf(stderr, "bench-process: fork/waitpid failed\n");
       exit(1);
