@@ -67,6 +67,15 @@ static inline void mproc__cpu_relax(void) {
 /* spawn.c: every signal disposition back to SIG_DFL (a new child's first
  * step, whatever handlers its image or a sanitizer runtime installed). */
 void mproc__reset_signals(void);
+/* spawn.c: fflush(NULL), without its writes when no stream holds
+ * unwritten bytes.  fflush(NULL) locks the list of streams and each stream
+ * even when there is nothing to write, and those writes are copy-on-write
+ * faults on pages that neither side of a fork otherwise writes: one in the
+ * parent and three (two of them pages of code) in a child per start.  In a
+ * process with one thread (glibc's __libc_single_threaded) the list is read
+ * without locks, and only when a stream has pending bytes is fflush(NULL)
+ * called; elsewhere, or with another C library, it is always called. */
+void mproc__flush_stdio(void);
 /* spawn.c: whether the kernel reaps this process's children itself
  * (SIGCHLD ignored, or SA_NOCLDWAIT): a child that exits at once could then
  * be gone, and its pid even reused, before the parent opens its pidfd. */

@@ -296,7 +296,7 @@ static int child_run(mproc_function fn, pid_t parent, const char *name, const ch
   int code = ((mproc_process_fn)fn)(arg, len);
   /* exit() would flush stdio; _exit() does not.  The function's output must
    * not be lost, and the parent's atexit handlers must not run here. */
-  fflush(NULL);
+  mproc__flush_stdio();
   return code;
 }
 

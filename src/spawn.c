@@ -67,6 +67,16 @@
 #define MPROC__HAVE_FPURGE 1
 #endif
 #endif
+#if defined(__GLIBC__) && defined(__has_include)
+#if __has_include(<sys/single_threaded.h>)
+#include <sys/single_threaded.h>
+/* glibc's list of every open FILE, linked through the public `_chain`
+ * field: exported (GLIBC_2.2.5) but declared only in its internal headers,
+ * where its type is a struct that begins with the FILE. */
+extern FILE *_IO_list_all;
+#define MPROC__HAVE_FILE_LIST 1
+#endif
+#endif
 #include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <time.h>
@@ -173,6 +183,23 @@ static void drop_parent_stdio(void) {
   if (stdio_pending(stderr))
     __fpurge(stderr);
 #endif
+}
+
+void mproc__flush_stdio(void) {
+#if defined(MPROC__HAVE_FILE_LIST) && defined(MPROC__HAVE_FPURGE)
+  /* With no other thread, nothing can open, close or write a stream while
+   * the list is read: unlocked, it says exactly what fflush(NULL) would
+   * find.  (glibc locks the list before any fork of a threaded process, so
+   * a forked child finds it whole.) */
+  if (__libc_single_threaded) {
+    FILE *f = _IO_list_all;
+    while (f != NULL && !stdio_pending(f))
+      f = f->_chain;
+    if (f == NULL)
+      return;
+  }
+#endif
+  fflush(NULL);
 }
 
 /* Runs once in the parent, before its first fork: calls, harmlessly, each
@@ -310,7 +337,7 @@ int mproc__spawn(const struct mproc__spawn_opts *o, pid_t *pid_out, int *pidfd_o
       (o->nkeep > 0 && o->keep_fds == NULL) || o->pdeathsig < 0 || o->pdeathsig >= NSIG)
     return MPROC_EINVAL;
   if (!(o->flags & MPROC__SPAWN_NOFLUSH))
-    fflush(NULL);
+    mproc__flush_stdio();
   pthread_once(&bind_once, bind_child_calls);
   /* In a program whose children the kernel reaps, the child holds still
    * until the parent has its pidfd (a pipe's end of file): the pidfd then
