@@ -209,6 +209,8 @@ struct mproc__spawn_opts {
   int pdeathsig;       /* signal sent to the child when the parent dies;
                           0 means SIGKILL */
   unsigned flags;      /* MPROC__SPAWN_* */
+  pid_t parent;        /* getpid() of the caller when it has it at hand
+                          (each call is a system call); 0: looked up */
 };
 
 /* Fork a child that runs opts->fn(opts->arg) and leaves through _exit with its

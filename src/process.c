@@ -76,6 +76,7 @@ struct mproc_process {
   enum state state;      /* guarded by reg_lock once started */
   int exitcode;          /* valid in ST_DONE; guarded by reg_lock */
   int reap_err;          /* ST_DONE without a status: why (see reap) */
+  size_t cap;            /* bytes allocated for the object and its copies */
   struct mproc_process *prev, *next; /* registry links, guarded by reg_lock */
 };
 
@@ -83,6 +84,19 @@ static pthread_mutex_t reg_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct mproc_process *reg_head; /* started objects, until free */
 static atomic_uint name_seq;           /* objects created by this process */
 static pthread_once_t handlers_once = PTHREAD_ONCE_INIT;
+
+/* One freed object, kept for the next mproc_process_new.  A start + join
+ * + free cycle is mostly page faults: fork leaves every page of the parent
+ * copy-on-write, and each page the parent then writes before its next fork
+ * costs one.  free() is one of them: glibc's free saves and restores errno,
+ * a write to the thread's page of TLS, which nothing else of a start
+ * writes.  Reusing the object skips free and malloc; objects larger than
+ * SPARE_MAX are freed, so that no large argument copy is kept alive. */
+#define SPARE_MAX 1024
+/* Allocations are rounded up, so that a name or an argument a few bytes
+ * longer still fits the spare. */
+#define SPARE_ROUND 64
+static _Atomic(struct mproc_process *) spare;
 
 /* Set in a child by child_entry(): Python's parent_process()/current_process().
  * Zero-initialized, next to reg_lock, so that the child's writes dirty as few
@@ -254,6 +268,7 @@ static void at_exit(void) {
   stop_children(v, k);
   free(v);
   mproc__reap_later_sweep();
+  free(atomic_exchange(&spare, NULL));
 }
 
 static void reinit_lock_in_child(void) {
@@ -372,10 +387,19 @@ MPROC_EXTERN int mproc_process_new(mproc_process **out, mproc_process_fn fn, con
   size_t head = (sizeof(struct mproc_process) + align - 1) / align * align;
   if (len > SIZE_MAX - head - name_len - 1)
     return MPROC_ENOMEM;
-  struct mproc_process *p = malloc(head + len + name_len + 1);
-  if (p == NULL)
+  size_t need = head + len + name_len + 1;
+  size_t cap = need <= SPARE_MAX ? (need + SPARE_ROUND - 1) / SPARE_ROUND * SPARE_ROUND : need;
+  struct mproc_process *p = atomic_exchange(&spare, NULL);
+  if (p != NULL && p->cap < need) {
+    free(p);
+    p = NULL;
+  }
+  if (p != NULL)
+    cap = p->cap;
+  else if ((p = malloc(cap)) == NULL)
     return MPROC_ENOMEM;
   memset(p, 0, sizeof *p);
+  p->cap = cap;
   memcpy(p->ident, ident, sizeof ident);
   char *mem = (char *)p + head;
   if (len > 0) {
@@ -424,7 +448,8 @@ MPROC_EXTERN int mproc_process_start(mproc_process *p) {
         .fn = child_entry,
         .arg = p,
         .flags = MPROC__SPAWN_KEEP_USER_FDS |
-                 ((p->flags & MPROC_PROCESS_NEW_GROUP) ? MPROC__SPAWN_NEWPGRP : 0)};
+                 ((p->flags & MPROC_PROCESS_NEW_GROUP) ? MPROC__SPAWN_NEWPGRP : 0),
+        .parent = self};
     r = mproc__spawn(&so, &pid, &pidfd);
   } else {
     struct mproc__start_req rq = {
@@ -565,7 +590,11 @@ MPROC_EXTERN void mproc_process_free(mproc_process *p) {
     mproc__reap_later(p->pidfd);
   else if (own)
     mproc__close(p->pidfd);
-  free(p); /* with the argument bytes and the name */
+  /* With the argument bytes and the name; kept as the spare if small. */
+  if (p->cap <= SPARE_MAX)
+    p = atomic_exchange(&spare, p);
+  if (p != NULL)
+    free(p);
   if (own)
     mproc__reap_later_sweep();
 }

@@ -334,7 +334,8 @@ bool mproc__children_autoreaped(void) {
 
 int mproc__spawn(const struct mproc__spawn_opts *o, pid_t *pid_out, int *pidfd_out) {
   if (o == NULL || o->fn == NULL || pid_out == NULL || pidfd_out == NULL ||
-      (o->nkeep > 0 && o->keep_fds == NULL) || o->pdeathsig < 0 || o->pdeathsig >= NSIG)
+      (o->nkeep > 0 && o->keep_fds == NULL) || o->pdeathsig < 0 || o->pdeathsig >= NSIG ||
+      o->parent < 0)
     return MPROC_EINVAL;
   if (!(o->flags & MPROC__SPAWN_NOFLUSH))
     mproc__flush_stdio();
@@ -350,7 +351,7 @@ int mproc__spawn(const struct mproc__spawn_opts *o, pid_t *pid_out, int *pidfd_o
   sigset_t all, old;
   sigfillset(&all);
   pthread_sigmask(SIG_SETMASK, &all, &old);
-  pid_t parent = getpid();
+  pid_t parent = o->parent > 0 ? o->parent : getpid();
   /* Written only when set: the fork leaves every page of the parent
    * copy-on-write, so a write after it costs a page fault. */
   bool internal = (o->flags & MPROC__SPAWN_INTERNAL) != 0;

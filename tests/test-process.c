@@ -118,13 +118,17 @@ static mproc_process *started(mproc_process_fn fn, const void *arg, size_t len,
   return p;
 }
 
-static int run_to_end(mproc_process_fn fn, const void *arg, size_t len) {
-  mproc_process *p = started(fn, arg, len, NULL);
+/* Joins a started p, frees it and returns its exit code. */
+static int joined_code(mproc_process *p) {
   mproc_assert_ok(mproc_process_join(p, LONG_MS));
   int code = -1000;
   mproc_assert_ok(mproc_process_exitcode(p, &code));
   mproc_process_free(p);
   return code;
+}
+
+static int run_to_end(mproc_process_fn fn, const void *arg, size_t len) {
+  return joined_code(started(fn, arg, len, NULL));
 }
 
 static int pidfd_of(pid_t pid) { return (int)syscall(SYS_pidfd_open, pid, 0); }
@@ -421,6 +425,37 @@ START_TEST(test_foreign_objects) {
 }
 END_TEST
 
+/* The argument's bytes are i * 7 + len, mod 256: a child returns 0 when
+ * it finds exactly those. */
+static int check_pattern(const void *arg, size_t len) {
+  const unsigned char *b = arg;
+  for (size_t i = 0; i < len; i++)
+    if (b[i] != (unsigned char)(i * 7 + len))
+      return 1;
+  return 0;
+}
+
+/* A freed object is kept for the next one (process.c, "spare"): every size
+ * of argument and name, smaller, larger or far larger than the kept one,
+ * still reaches the child whole, and each object keeps its own name. */
+START_TEST(test_objects_reused_with_their_own_bytes) {
+  static const size_t sizes[] = {8, 0, 40, 900, 1, 5000, 3, 200};
+  unsigned char buf[5000];
+  for (size_t k = 0; k < sizeof sizes / sizeof sizes[0]; k++) {
+    size_t len = sizes[k];
+    for (size_t i = 0; i < len; i++)
+      buf[i] = (unsigned char)(i * 7 + len);
+    char name[600];
+    memset(name, 'a' + (int)k, sizeof name);
+    name[k % 2 ? 3 : sizeof name - 1] = '\0';
+    mproc_process_options o = {.name = name};
+    mproc_process *p = started(check_pattern, len > 0 ? buf : NULL, len, &o);
+    ck_assert_str_eq(mproc_process_name(p), name);
+    ck_assert_int_eq(joined_code(p), 0);
+  }
+}
+END_TEST
+
 /* ---- the child's environment -------------------------------------------- */
 
 static void on_usr2(int sig) { (void)sig; }
@@ -621,12 +656,7 @@ static int report_pgid(const void *arg, size_t len) {
 START_TEST(test_group_flag) {
   ck_assert_int_eq(run_to_end(report_pgid, NULL, 0), 0);
   mproc_process_options o = {.flags = MPROC_PROCESS_NEW_GROUP};
-  mproc_process *p = started(report_pgid, NULL, 0, &o);
-  mproc_assert_ok(mproc_process_join(p, LONG_MS));
-  int code = -1;
-  mproc_assert_ok(mproc_process_exitcode(p, &code));
-  ck_assert_int_eq(code, 1);
-  mproc_process_free(p);
+  ck_assert_int_eq(joined_code(started(report_pgid, NULL, 0, &o)), 1);
 }
 END_TEST
 
@@ -679,11 +709,7 @@ static void run_and_read(mproc_process_fn fn, int *arg, size_t len, int pfd[2], 
   }
   buf[got] = '\0';
   close(pfd[0]);
-  mproc_assert_ok(mproc_process_join(p, LONG_MS));
-  int code;
-  mproc_assert_ok(mproc_process_exitcode(p, &code));
-  ck_assert_int_eq(code, 0);
-  mproc_process_free(p);
+  ck_assert_int_eq(joined_code(p), 0);
 }
 
 START_TEST(test_output_not_duplicated) {
@@ -1267,6 +1293,7 @@ int main(void) {
   tcase_add_test(tc, test_foreign_objects);
   tc = mproc_test_tcase(s, "environment", 60);
   tcase_add_test(tc, test_default_dispositions);
+  tcase_add_test(tc, test_objects_reused_with_their_own_bytes);
   tcase_add_test(tc, test_library_fds_not_inherited);
   if (method() == MPROC_START_FORK) /* fork-only semantics (process.md) */
     tcase_add_test(tc, test_objects_made_before_start);

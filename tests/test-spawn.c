@@ -155,6 +155,9 @@ START_TEST(test_bad_options) {
   o.nkeep = 0;
   o.pdeathsig = -1;
   mproc_assert_err(mproc__spawn(&o, &pid, &pidfd), MPROC_EINVAL);
+  o.pdeathsig = 0;
+  o.parent = -1;
+  mproc_assert_err(mproc__spawn(&o, &pid, &pidfd), MPROC_EINVAL);
 }
 END_TEST
 
