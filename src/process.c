@@ -111,7 +111,30 @@ static void reg_insert_locked(struct mproc_process *p) { MPROC__DLIST_INSERT_HEA
 
 static void reg_remove_locked(struct mproc_process *p) { MPROC__DLIST_REMOVE(reg_head, p); }
 
-static bool mine(const struct mproc_process *p) { return p->creator == getpid(); }
+/* getpid() of this process, 0 until first asked; reset in every forked
+ * child by the fork handler below.  A start + join + free asked the kernel
+ * four times (creation, start, join and free each check whose object it
+ * is), a system call each.  A child made without the C library's fork (a
+ * raw clone, _Fork, vfork) runs no fork handler and would keep the
+ * parent's pid here; none of them may call into the library (each allows
+ * only async-signal-safe calls before exec, or none at all). */
+static _Atomic pid_t self_pid;
+
+static void register_handlers(void);
+
+static pid_t own_pid(void) {
+  pid_t pid = atomic_load_explicit(&self_pid, memory_order_relaxed);
+  if (MPROC__UNLIKELY(pid == 0)) {
+    /* The handler that forgets it first, or a child forked later would
+     * take its parent's objects for its own. */
+    pthread_once(&handlers_once, register_handlers);
+    pid = getpid();
+    atomic_store_explicit(&self_pid, pid, memory_order_relaxed);
+  }
+  return pid;
+}
+
+static bool mine(const struct mproc_process *p) { return p->creator == own_pid(); }
 
 /* One non-blocking reap attempt; reg_lock held.  Returns true once DONE.
  * A single waitid(WNOHANG): this runs on every join, so it stays one system
@@ -236,7 +259,7 @@ static void stop_children(struct mproc_process **v, size_t n) {
 }
 
 static void at_exit(void) {
-  pid_t self = getpid();
+  pid_t self = own_pid();
   pthread_mutex_lock(&reg_lock);
   size_t n = 0;
   for (struct mproc_process *q = reg_head; q != NULL; q = q->next)
@@ -277,6 +300,9 @@ static void reinit_lock_in_child(void) {
   static const pthread_mutex_t fresh = PTHREAD_MUTEX_INITIALIZER;
   if (memcmp(&reg_lock, &fresh, sizeof fresh) != 0)
     memcpy(&reg_lock, &fresh, sizeof fresh);
+  /* The child is another process (its start writes this page anyway). */
+  if (atomic_load_explicit(&self_pid, memory_order_relaxed) != 0)
+    atomic_store_explicit(&self_pid, 0, memory_order_relaxed);
 }
 
 /* Best effort: without the atexit handler, running children would still die
@@ -414,7 +440,7 @@ MPROC_EXTERN int mproc_process_new(mproc_process **out, mproc_process_fn fn, con
   p->method = method;
   p->exit_wait_ms = opts->exit_wait_ms == 0 ? DEFAULT_EXIT_WAIT_MS : opts->exit_wait_ms;
   p->grace_ms = opts->grace_ms == 0 ? DEFAULT_GRACE_MS : opts->grace_ms;
-  p->creator = getpid();
+  p->creator = own_pid();
   p->pidfd = -1;
   p->state = ST_NEW;
   *out = p;
@@ -424,7 +450,7 @@ MPROC_EXTERN int mproc_process_new(mproc_process **out, mproc_process_fn fn, con
 MPROC_EXTERN int mproc_process_start(mproc_process *p) {
   if (p == NULL)
     return MPROC_EINVAL;
-  pid_t self = getpid();
+  pid_t self = own_pid();
   if (p->creator != self)
     return MPROC_ESTATE;
   pthread_mutex_lock(&reg_lock);
@@ -602,7 +628,7 @@ MPROC_EXTERN void mproc_process_free(mproc_process *p) {
 MPROC_EXTERN int mproc_active_children(mproc_process **out, size_t cap) {
   if (out == NULL && cap > 0)
     return MPROC_EINVAL;
-  pid_t self = getpid();
+  pid_t self = own_pid();
   size_t n = 0;
   pthread_mutex_lock(&reg_lock);
   for (struct mproc_process *q = reg_head; q != NULL; q = q->next) {

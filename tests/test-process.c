@@ -15,6 +15,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/time.h>
+#include <sys/wait.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -386,11 +387,9 @@ START_TEST(test_args_and_names) {
 }
 END_TEST
 
-/* In a child, the parent's objects are copies it must not act on. */
-static int use_foreign(const void *arg, size_t len) {
-  (void)len;
-  mproc_process *other;
-  memcpy(&other, arg, sizeof other);
+/* In a child, the parent's objects are copies it must not act on: 0 when
+ * every call refuses. */
+static int foreign_refused(mproc_process *other) {
   int code;
   if (mproc_process_join(other, 0) != MPROC_ESTATE || mproc_process_start(other) != MPROC_ESTATE ||
       mproc_process_kill(other, 0) != MPROC_ESTATE ||
@@ -398,6 +397,15 @@ static int use_foreign(const void *arg, size_t len) {
       mproc_process_exitcode(other, &code) != MPROC_ESTATE || mproc_active_children(NULL, 0) != 0)
     return 1;
   mproc_process_free(other); /* only releases the copy's memory */
+  return 0;
+}
+
+static int use_foreign(const void *arg, size_t len) {
+  (void)len;
+  mproc_process *other;
+  memcpy(&other, arg, sizeof other);
+  if (foreign_refused(other) != 0)
+    return 1;
   /* exit(), not return: the library's atexit handler runs here and must
    * leave the parent's children alone. */
   exit(0);
@@ -419,6 +427,15 @@ START_TEST(test_foreign_objects) {
     ck_assert_int_eq(run_to_end(use_foreign, &other, sizeof other), 0);
   else
     ck_assert_int_eq(run_to_end(no_foreign, NULL, 0), 0);
+  /* The same in a child of the program's own fork(), after the parent's
+   * calls above have told the library its pid. */
+  pid_t pid = fork();
+  if (pid == 0)
+    _exit(foreign_refused(other));
+  ck_assert_int_gt(pid, 0);
+  int status = -1;
+  ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+  ck_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
   ck_assert_int_eq(mproc_process_is_alive(other), 1);
   mproc_assert_ok(mproc_process_kill(other, 0));
   mproc_process_free(other);
