@@ -13,6 +13,10 @@
 #   make install PREFIX=/some/where   build the library, the mproc tool and
 #                  the manual pages only (no tests), and install them
 #   make format    reformat the sources; make format-check fails on a diff
+# cmake --build runs make again under this one: without this, every level
+# of it announces "Entering directory"/"Leaving directory" (hundreds of lines).
+MAKEFLAGS += --no-print-directory
+
 BUILD    ?= build
 PREFIX   ?= /usr/local
 CMAKE    ?= cmake
