@@ -104,8 +104,8 @@ MPROC_EXTERN int mproc__transport_find(const char *name, const struct mproc__tra
    * library brings the one the MPI documentation names. */
   const char *hint = strcmp(name, "mpi") == 0
                          ? "; \"mpi\" comes with libmproc_mpi: link it (pkg-config --libs "
-                           "mproc-mpi, with -Wl,--no-as-needed if the program calls none of "
-                           "its functions)"
+                           "mproc-mpi; by hand, with -Wl,--no-as-needed if the program calls "
+                           "none of its functions)"
                          : "; a transport registers itself when the library that has it is "
                            "loaded";
   fprintf(stderr, "mproc: pool: no transport named \"%s\" (from %s); registered: %s%s\n", name,
