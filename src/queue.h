@@ -170,6 +170,12 @@ static inline int mproc__q_lock1(struct mproc_queue *q, mproc__tidlock *m) {
 void mproc__q_wake(_Atomic uint32_t *seq, _Atomic uint32_t *nwait, _Atomic uint32_t *pending);
 /* mproc__q_wake after its fence, once the count was seen nonzero. */
 void mproc__q_wake_counted(_Atomic uint32_t *seq, _Atomic uint32_t *pending);
+/* Tests only: sleeps of this process that ran to their sweep-period cap
+ * with the sequence word unchanged (a wake-up that never came), and a hook
+ * called by a waiter announcing itself, between its read of the sequence
+ * word and its clearing of `pending` (queue_ring.c, wait_step). */
+extern _Atomic uint64_t mproc__q_capped_sleeps;
+extern void (*_Atomic mproc__q_announce_hook)(void);
 /* ---- parking a side's lock ------------------------------------------------
  *
  * A queue with one producer and one consumer process pays, on each side,

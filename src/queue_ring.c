@@ -25,8 +25,10 @@
  * Wake-ups.  Sleepers count themselves in nget_wait/nput_wait, then re-check,
  * then sleep on get_seq/put_seq (futex), and uncount themselves as soon as
  * they wake.  The other side bumps the word and wakes only when the count is
- * nonzero, and only once per sleep (the pending flag), so a busy queue
- * makes no system call besides the lock's.  Before
+ * nonzero, and only once per sleep (the pending flag, which a sleeper
+ * clears only after reading the sequence word it will sleep on: see
+ * wait_step), so a busy queue makes no system call besides the lock's.
+ * Before
  * sleeping a waiter spins briefly, only when attached processes do not
  * outnumber the CPUs.  Sleeps are capped at
  * MPROC__Q_SWEEP_MS so a blocked waiter re-checks participants' liveness.
@@ -163,10 +165,20 @@ static inline void copy_small(void *dst, const void *src, size_t len) {
 
 /* Sleeps until *seq moves past `seen`, the deadline, or the sweep period.
  * Returns 0 to retry, MPROC_ETIMEDOUT, or -errno. */
+_Atomic uint64_t mproc__q_capped_sleeps;
+void (*_Atomic mproc__q_announce_hook)(void);
+
 static int sleep_on(struct mproc_queue *q, _Atomic uint32_t *seq, uint32_t seen, int64_t deadline) {
   if (mproc__q_maybe_sweep(q))
     return 0;
-  return mproc__futex_wait_capped(seq, seen, deadline, MPROC__Q_SWEEP_MS, true);
+  int64_t cap = mproc_now_ms() + MPROC__Q_SWEEP_MS;
+  int r = mproc__futex_wait_capped(seq, seen, deadline, MPROC__Q_SWEEP_MS, true);
+  /* Counted for the tests of the wake-up protocol: with traffic flowing,
+   * a sleep that ends by its cap is a wake-up lost. */
+  if (r == 0 && (deadline < 0 || cap < deadline) && atomic_load(seq) == seen &&
+      mproc_now_ms() >= cap)
+    atomic_fetch_add_explicit(&mproc__q_capped_sleeps, 1, memory_order_relaxed);
+  return r;
 }
 
 /* Spins a little while `*word` keeps its value, if CPUs outnumber the
@@ -227,10 +239,21 @@ static int wait_step(struct mproc_queue *q, int side, struct waitstep *w, int64_
   if (!w->waiting) {
     w->waiting = true;
     atomic_fetch_add(ww.nwait, 1);
-    atomic_store(ww.pending, 0); /* the next waker must wake us */
+    /* The sequence word before `pending` is cleared: a waker whose
+     * exchange of `pending` took our clear (and who is therefore the last
+     * to wake for a while) bumps the word after we read it, so our futex
+     * wait returns at once.  Read the other way round, a waker that set
+     * `pending` between our clear and our read (for a change we then saw
+     * and found taken by another consumer) would leave it set for a
+     * sleeper it never woke, and the next wakers would skip us: a wake-up
+     * lost until the sleep's cap.  All three are sequentially consistent. */
     w->seen = atomic_load(ww.seq);
-    mproc__fence_heavy(); /* the wakers' side of the pair is light */
-    return 0;             /* re-check after announcing ourselves */
+    void (*hook)(void) = atomic_load_explicit(&mproc__q_announce_hook, memory_order_relaxed);
+    if (MPROC__UNLIKELY(hook != NULL))
+      hook();
+    atomic_store(ww.pending, 0); /* the next waker must wake us */
+    mproc__fence_heavy();        /* the wakers' side of the pair is light */
+    return 0;                    /* re-check after announcing ourselves */
   }
   int err = sleep_on(q, ww.seq, w->seen, deadline);
   /* Uncount at once: while we retry, the other side need not wake us. */
