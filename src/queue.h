@@ -191,9 +191,10 @@ extern void (*_Atomic mproc__q_announce_hook)(void);
  * it leaves by storing busy = 0 (release), the light fence, and a wake-up
  * of `busy` only when someone revokes.  Anyone else who needs the lock
  * (attach, detach, sweep, free, a new thread, the owner's own slow paths)
- * meets the parked word in its acquire and revokes (queue.c): it counts
- * itself in `revoke`, makes the heavy fence, waits for busy to read 0, and
- * takes the word with a compare-and-swap from the parked value.  Either the
+ * meets the parked word in its acquire and revokes (queue.c,
+ * park_revoke.c): it counts itself in `revoke`, makes the heavy fence,
+ * waits for busy to read 0, and takes the word with a compare-and-swap from
+ * the parked value.  Either the
  * owner sees the revoker counted and backs off, or the revoker sees the
  * owner busy and waits: never both inside.
  *
