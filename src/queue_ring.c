@@ -28,10 +28,9 @@
  * nonzero, and only once per sleep (the pending flag, which a sleeper
  * clears only after reading the sequence word it will sleep on: see
  * wait_step), so a busy queue makes no system call besides the lock's.
- * Before
- * sleeping a waiter spins briefly, only when attached processes do not
- * outnumber the CPUs.  Sleeps are capped at
- * MPROC__Q_SWEEP_MS so a blocked waiter re-checks participants' liveness.
+ * Before sleeping a waiter spins briefly, only when attached processes do
+ * not outnumber the CPUs.  Sleeps are capped at MPROC__Q_SWEEP_MS so a
+ * blocked waiter re-checks participants' liveness.
  *
  * Memory ordering.  Producers and consumers hold different locks (plock,
  * clock), so what one side writes reaches the other only through these
@@ -163,11 +162,11 @@ static inline void copy_small(void *dst, const void *src, size_t len) {
 
 /* ---- waiting ------------------------------------------------------------ */
 
-/* Sleeps until *seq moves past `seen`, the deadline, or the sweep period.
- * Returns 0 to retry, MPROC_ETIMEDOUT, or -errno. */
 _Atomic uint64_t mproc__q_capped_sleeps;
 void (*_Atomic mproc__q_announce_hook)(void);
 
+/* Sleeps until *seq moves past `seen`, the deadline, or the sweep period.
+ * Returns 0 to retry, MPROC_ETIMEDOUT, or -errno. */
 static int sleep_on(struct mproc_queue *q, _Atomic uint32_t *seq, uint32_t seen, int64_t deadline) {
   if (mproc__q_maybe_sweep(q))
     return 0;
@@ -239,14 +238,16 @@ static int wait_step(struct mproc_queue *q, int side, struct waitstep *w, int64_
   if (!w->waiting) {
     w->waiting = true;
     atomic_fetch_add(ww.nwait, 1);
-    /* The sequence word before `pending` is cleared: a waker whose
-     * exchange of `pending` took our clear (and who is therefore the last
-     * to wake for a while) bumps the word after we read it, so our futex
-     * wait returns at once.  Read the other way round, a waker that set
-     * `pending` between our clear and our read (for a change we then saw
-     * and found taken by another consumer) would leave it set for a
-     * sleeper it never woke, and the next wakers would skip us: a wake-up
-     * lost until the sleep's cap.  All three are sequentially consistent. */
+    /* The sequence word is read before `pending` is cleared.  A waker
+     * whose exchange of `pending` reads our clear bumps the word after
+     * that exchange, hence after our read, so our futex wait returns at
+     * once.  In the other order a waker could exchange `pending` between
+     * our clear and our read: it bumps the word before our read (we sleep
+     * on the bumped value: its wake-up is not for us) yet leaves `pending`
+     * set, so the wakers of the next change skip us, and if the change it
+     * woke for was used up by another thread or process of our side, our
+     * re-check finds nothing: a wake-up lost until the sleep's cap.  All
+     * three accesses are sequentially consistent. */
     w->seen = atomic_load(ww.seq);
     void (*hook)(void) = atomic_load_explicit(&mproc__q_announce_hook, memory_order_relaxed);
     if (MPROC__UNLIKELY(hook != NULL))
