@@ -646,9 +646,26 @@ static int map_copy(const void *in, void *out) {
   return 0;
 }
 
+static int starmap_first(const void *const *in, void *out) {
+  *(int *)out = *(const int *)in[0];
+  return 0;
+}
+
 static int pred_never(void *arg) {
   (void)arg;
   return 0;
+}
+
+static int item_copy(const void *in, size_t len, mproc_item_ctx *ctx) {
+  return mproc_item_return(ctx, in, len);
+}
+
+static int buf_gen_three(void *ctx, struct mproc_buf *item) {
+  int *k = ctx;
+  if (*k >= 3)
+    return 0;
+  *item = (struct mproc_buf){"abc", (size_t)++ * k};
+  return 1;
 }
 
 static int gen_three(void *ctx, void *item) {
@@ -687,6 +704,9 @@ START_TEST(test_every_deadline_argument) {
   mproc_imap *im;
   mproc_assert_ok(
       mproc_pool_imap(p, map_copy, gen_three, &gk, sizeof(int), sizeof(int), NULL, &im));
+  int bk = 0;
+  mproc_imap_buf *ib;
+  mproc_assert_ok(mproc_pool_imap_buf(p, item_copy, buf_gen_three, &bk, NULL, &ib));
   static const int64_t tos[] = {-2, INT64_MIN, 0};
   for (size_t k = 0; k < sizeof tos / sizeof tos[0]; k++) {
     int64_t to = tos[k];
@@ -697,6 +717,10 @@ START_TEST(test_every_deadline_argument) {
     int fds[1], rdy, o, in[2] = {1, 2}, out[2];
     mproc_future *fs[1] = {bf}, *f;
     struct mproc_wait_item wi = {.conn = a};
+    const void *sargs[] = {in};
+    size_t ssz[] = {sizeof(int)}, ends[] = {1, 2};
+    struct mproc_buf bin[] = {{"a", 1}, {"b", 1}}, *bout = NULL, bnext;
+    struct mproc_packed pin = {"ab", ends, 2}, pout;
     int sfd = mproc_command_sentinel(cm);
     mproc_as_completed *it;
     mproc_assert_ok(mproc_as_completed_new(&it, fs, 1));
@@ -709,6 +733,10 @@ START_TEST(test_every_deadline_argument) {
         mproc_pool_join(p, to),
         mproc_pool_map(p, map_copy, in, 2, sizeof(int), out, sizeof(int), NULL, NULL, to),
         mproc_imap_next(im, &o, &idx, NULL, to),
+        mproc_pool_starmap(p, starmap_first, 1, sargs, ssz, 2, out, sizeof(int), NULL, NULL, to),
+        mproc_pool_map_buf(p, item_copy, bin, 2, &bout, NULL, NULL, to),
+        mproc_pool_map_packed(p, item_copy, &pin, &pout, NULL, NULL, to),
+        mproc_imap_buf_next(ib, &bnext, &idx, NULL, to),
         mproc_conn_recv(a, buf, sizeof buf, &len, to),
         mproc_conn_recv_alloc(a, &vb, &len, to),
         mproc_conn_recv_fds(a, buf, sizeof buf, &len, fds, &nf, to),
@@ -725,8 +753,8 @@ START_TEST(test_every_deadline_argument) {
     mproc_as_completed_free(it);
     ck_assert_int_lt(mproc_now_ms() - t0, SLACK_MS);
     for (size_t i = 0; i < sizeof r / sizeof r[0]; i++) {
-      /* pool_join: the pool is still open; map and imap: their items wait
-       * behind the blocked task. */
+      /* pool_join: the pool is still open; the maps and imaps: their items
+       * wait behind the blocked task. */
       int want = to < -1 ? MPROC_EINVAL : i == 4 ? MPROC_ESTATE : MPROC_ETIMEDOUT;
       ck_assert_msg(r[i] == want, "call %zu, timeout %lld: %s, expected %s", i, (long long)to,
                     mproc_err_name(r[i]), mproc_err_name(want));
@@ -739,6 +767,7 @@ START_TEST(test_every_deadline_argument) {
     mproc_assert_ok(mproc_cond_release(cd));
   }
   mproc_imap_free(im);
+  mproc_imap_buf_free(ib);
   mproc_command_free(cm);
   mproc_assert_ok(mproc_barrier_free(br));
   mproc_assert_ok(mproc_cond_free(cd));
@@ -877,6 +906,65 @@ START_TEST(test_keeper_born_without_descriptors) {
 }
 END_TEST
 
+/* ---- a pipe nobody reads ------------------------------------------------------ */
+
+/* Whether SIGPIPE is pending for this thread or process. */
+static bool sigpipe_pending(void) {
+  sigset_t pending;
+  ck_assert_int_eq(sigpending(&pending), 0);
+  return sigismember(&pending, SIGPIPE) == 1;
+}
+
+/* Progress is drawn on stderr, which may be a pipe whose reader is gone
+ * (`prog 2>&1 | head -1`): the standalone bar and a map's progress ended
+ * the program with SIGPIPE.  Now the output is dropped, the calls work and
+ * leave no SIGPIPE pending, and one the program had pending itself stays. */
+START_TEST(test_progress_to_a_closed_pipe) {
+  ck_assert(signal(SIGPIPE, SIG_DFL) != SIG_ERR);
+  unsetenv("MPROC_PROGRESS");
+  int p[2];
+  ck_assert_int_eq(pipe2(p, O_CLOEXEC), 0);
+  mproc__close(p[0]);
+  fflush(stderr);
+  int saved = fcntl(2, F_DUPFD_CLOEXEC, 3);
+  ck_assert_int_ge(saved, 0);
+  ck_assert_int_eq(dup2(p[1], 2), 2);
+  mproc__close(p[1]);
+
+  mproc_progress_bar *b;
+  mproc_assert_ok(mproc_progress_bar_new(&b, MPROC_PROGRESS_ON, 3, NULL, NULL));
+  mproc_assert_ok(mproc_progress_bar_finish(b, 3));
+  mproc_progress_bar_free(b);
+  mproc_pool *pool;
+  struct mproc_pool_options po = {.workers = 1, .start_method = MPROC_START_FORK};
+  mproc_assert_ok(mproc_pool_new(&pool, &po));
+  int in[3] = {1, 2, 3}, out[3];
+  struct mproc_map_options mo = {.progress = MPROC_PROGRESS_ON};
+  mproc_assert_ok(
+      mproc_pool_map(pool, map_copy, in, 3, sizeof(int), out, sizeof(int), &mo, NULL, SLACK_MS));
+  ck_assert_int_eq(out[2], 3);
+  mproc_assert_ok(mproc_pool_free(pool));
+  ck_assert(!sigpipe_pending());
+
+  /* The program's own SIGPIPE, blocked and pending, is not taken. */
+  sigset_t pipe_only, old;
+  sigemptyset(&pipe_only);
+  sigaddset(&pipe_only, SIGPIPE);
+  ck_assert_int_eq(pthread_sigmask(SIG_BLOCK, &pipe_only, &old), 0);
+  ck_assert_int_eq(raise(SIGPIPE), 0);
+  mproc_assert_ok(mproc_progress_bar_new(&b, MPROC_PROGRESS_ON, 3, NULL, NULL));
+  mproc_assert_ok(mproc_progress_bar_finish(b, 3));
+  mproc_progress_bar_free(b);
+  ck_assert(sigpipe_pending());
+  const struct timespec zero = {0, 0};
+  ck_assert_int_eq(sigtimedwait(&pipe_only, NULL, &zero), SIGPIPE);
+  ck_assert_int_eq(pthread_sigmask(SIG_SETMASK, &old, NULL), 0);
+
+  ck_assert_int_eq(dup2(saved, 2), 2);
+  mproc__close(saved);
+}
+END_TEST
+
 /* ---- a peer killed in the middle of a frame ---------------------------------- */
 
 /* The sender dies with most of a large frame unsent: the receiver sees the
@@ -951,6 +1039,8 @@ int main(void) {
   tc = mproc_test_tcase(s, "fd-limit", 60);
   tcase_add_test(tc, test_objects_at_fd_limit);
   tcase_add_test(tc, test_keeper_born_without_descriptors);
+  tc = mproc_test_tcase(s, "sigpipe", 60);
+  tcase_add_test(tc, test_progress_to_a_closed_pipe);
   tc = mproc_test_tcase(s, "conn", 60);
   tcase_add_test(tc, test_peer_killed_mid_frame);
   return mproc_test_run(s);
