@@ -862,11 +862,49 @@ static int make_and_free(int kind) {
     }
     return r;
   }
-  default: {
+  case 4: {
     mproc_pool *p;
     struct mproc_pool_options o = {.workers = 1, .start_method = MPROC_START_FORK};
     if ((r = mproc_pool_new(&p, &o)) == 0)
       mproc_assert_ok(mproc_pool_free(p));
+    return r;
+  }
+  case 5: {
+    mproc_pool *p;
+    struct mproc_pool_options o = {.workers = 1, .flags = MPROC_POOL_LOOP};
+    if ((r = mproc_pool_new(&p, &o)) == 0) {
+      ck_assert_int_ge(mproc_pool_loop_fd(p), 0);
+      mproc_assert_ok(mproc_pool_free(p));
+    }
+    return r;
+  }
+  default: {
+    /* The maps over variable-size items, each on a pool of its own. */
+    mproc_pool *p;
+    struct mproc_pool_options o = {.workers = 1, .start_method = MPROC_START_FORK};
+    if ((r = mproc_pool_new(&p, &o)) != 0)
+      return r;
+    size_t ends[] = {1, 3};
+    struct mproc_packed in = {"abc", ends, 2}, out;
+    struct mproc_buf bin[] = {{"a", 1}, {"bc", 2}}, *bout = NULL, b;
+    if ((r = mproc_pool_map_packed(p, item_copy, &in, &out, NULL, NULL, SLACK_MS)) == 0) {
+      ck_assert_uint_eq(out.ends[1], 3);
+      mproc_packed_free(&out);
+    }
+    if (r == 0 &&
+        (r = mproc_pool_map_buf(p, item_copy, bin, 2, &bout, NULL, NULL, SLACK_MS)) == 0) {
+      ck_assert_uint_eq(bout[1].len, 2);
+      mproc_bufs_free(bout);
+    }
+    int k = 0;
+    mproc_imap_buf *ib;
+    if (r == 0 && (r = mproc_pool_imap_buf(p, item_copy, buf_gen_three, &k, NULL, &ib)) == 0) {
+      while ((r = mproc_imap_buf_next(ib, &b, NULL, NULL, SLACK_MS)) == 0) {
+      }
+      r = r == MPROC_EEOF ? 0 : r;
+      mproc_imap_buf_free(ib);
+    }
+    mproc_assert_ok(mproc_pool_free(p));
     return r;
   }
   }
@@ -882,7 +920,7 @@ START_TEST(test_objects_at_fd_limit) {
   int highest = dup(0); /* the next descriptor number is the bound to set */
   ck_assert_int_ge(highest, 0);
   close(highest);
-  for (int kind = 0; kind < 5; kind++) {
+  for (int kind = 0; kind < 7; kind++) {
     bool worked = false;
     for (int extra = 0; extra < 24 && !worked; extra++) {
       struct rlimit low = old;
@@ -899,6 +937,66 @@ START_TEST(test_objects_at_fd_limit) {
   }
   /* Every object was released: their keepers end once they see it. */
   ck_assert_msg(wait_no_stray_keepers(SLACK_MS) == 0, "a keeper outlived its object");
+}
+END_TEST
+
+static int task_die(const void *arg, size_t len, mproc_task_ctx *ctx) {
+  (void)arg, (void)len, (void)ctx;
+  raise(SIGKILL);
+  return 0;
+}
+
+/* A pool made while descriptors were free, used once none is: the maps over
+ * variable-size items and a worker's replacement each work or fail with
+ * -EMFILE, leave no descriptor behind, and the pool works again (its
+ * replacement made) once descriptors are free again. */
+START_TEST(test_pool_used_at_fd_limit) {
+  mproc_pool *p;
+  struct mproc_pool_options o = {.workers = 1, .start_method = MPROC_START_FORK};
+  mproc_assert_ok(mproc_pool_new(&p, &o));
+  int x = 3;
+  mproc_future *f;
+  mproc_assert_ok(mproc_pool_submit(p, task_square, &x, sizeof x, &f)); /* started */
+  mproc_assert_ok(mproc_future_wait(f, SLACK_MS));
+  mproc_future_free(f);
+  struct rlimit old, low;
+  ck_assert_int_eq(getrlimit(RLIMIT_NOFILE, &old), 0);
+  int base = mproc_test_count_fds();
+  int highest = dup(0);
+  ck_assert_int_ge(highest, 0);
+  close(highest);
+  for (int extra = 0; extra < 4; extra++) {
+    low = old;
+    low.rlim_cur = (rlim_t)(highest + extra);
+    ck_assert_int_eq(setrlimit(RLIMIT_NOFILE, &low), 0);
+    size_t ends[] = {1, 3};
+    struct mproc_packed in = {"abc", ends, 2}, out;
+    struct mproc_buf bin[] = {{"a", 1}, {"bc", 2}}, *bout = NULL;
+    int r[3];
+    r[0] = mproc_pool_map_packed(p, item_copy, &in, &out, NULL, NULL, SLACK_MS);
+    mproc_packed_free(&out);
+    r[1] = mproc_pool_map_buf(p, item_copy, bin, 2, &bout, NULL, NULL, SLACK_MS);
+    mproc_bufs_free(bout);
+    /* The worker dies: its replacement needs descriptors. */
+    mproc_assert_ok(mproc_pool_submit(p, task_die, NULL, 0, &f));
+    r[2] = mproc_future_wait(f, SLACK_MS);
+    ck_assert_int_eq(mproc_future_state(f), MPROC_FUTURE_FAILED);
+    mproc_future_free(f);
+    ck_assert_int_eq(setrlimit(RLIMIT_NOFILE, &old), 0);
+    for (int i = 0; i < 3; i++)
+      ck_assert_msg(r[i] == 0 || r[i] == -EMFILE, "call %d, %d free: %s", i, extra,
+                    mproc_err_name(r[i]));
+    const void *res;
+    mproc_assert_ok(mproc_pool_submit(p, task_square, &x, sizeof x, &f));
+    mproc_assert_ok(mproc_future_result(f, &res, NULL, SLACK_MS));
+    ck_assert_int_eq(*(const int *)res, 9);
+    mproc_future_free(f);
+    /* Counted once the replacement runs a task: a slot waiting for its
+     * worker holds none of a worker's descriptors. */
+    ck_assert_msg(mproc_test_count_fds() == base, "%d free: %d fds, %d before", extra,
+                  mproc_test_count_fds(), base);
+  }
+  mproc_assert_ok(mproc_pool_free(p));
 }
 END_TEST
 
@@ -1072,6 +1170,7 @@ int main(void) {
   tcase_add_test(tc, test_every_deadline_argument);
   tc = mproc_test_tcase(s, "fd-limit", 60);
   tcase_add_test(tc, test_objects_at_fd_limit);
+  tcase_add_test(tc, test_pool_used_at_fd_limit);
   tcase_add_test(tc, test_keeper_born_without_descriptors);
   tc = mproc_test_tcase(s, "sigpipe", 60);
   tcase_add_test(tc, test_progress_to_a_closed_pipe);
