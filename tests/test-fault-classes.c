@@ -946,10 +946,24 @@ static int task_die(const void *arg, size_t len, mproc_task_ctx *ctx) {
   return 0;
 }
 
+/* A result too large for shared memory's inline and arena room: it comes
+ * as a file, a descriptor the caller's process receives. */
+#define FILE_RESULT_LEN (1u << 20)
+static int task_file_result(const void *arg, size_t len, mproc_task_ctx *ctx) {
+  (void)arg, (void)len;
+  void *buf = mproc_task_result_buf(ctx, FILE_RESULT_LEN);
+  if (buf == NULL)
+    return 1;
+  memset(buf, 'r', FILE_RESULT_LEN);
+  return 0;
+}
+
 /* A pool made while descriptors were free, used once none is: the maps over
- * variable-size items and a worker's replacement each work or fail with
- * -EMFILE, leave no descriptor behind, and the pool works again (its
- * replacement made) once descriptors are free again. */
+ * variable-size items, a result that comes as a file and a worker's
+ * replacement each work or fail with -EMFILE, leave no descriptor behind,
+ * and the pool works again (its replacement made) once descriptors are free
+ * again.  A result file the kernel could not hand over for want of a
+ * descriptor was reported as MPROC_ECORRUPT, as if the worker had lied. */
 START_TEST(test_pool_used_at_fd_limit) {
   mproc_pool *p;
   struct mproc_pool_options o = {.workers = 1, .start_method = MPROC_START_FORK};
@@ -972,21 +986,26 @@ START_TEST(test_pool_used_at_fd_limit) {
     size_t ends[] = {1, 3};
     struct mproc_packed in = {"abc", ends, 2}, out;
     struct mproc_buf bin[] = {{"a", 1}, {"bc", 2}}, *bout = NULL;
-    int r[3];
+    int r[4];
     r[0] = mproc_pool_map_packed(p, item_copy, &in, &out, NULL, NULL, SLACK_MS);
     mproc_packed_free(&out);
     r[1] = mproc_pool_map_buf(p, item_copy, bin, 2, &bout, NULL, NULL, SLACK_MS);
     mproc_bufs_free(bout);
+    mproc_assert_ok(mproc_pool_submit(p, task_file_result, NULL, 0, &f));
+    size_t rlen = 0;
+    const void *res;
+    r[3] = mproc_future_result(f, &res, &rlen, SLACK_MS);
+    ck_assert(r[3] != 0 || (rlen == FILE_RESULT_LEN && ((const char *)res)[rlen - 1] == 'r'));
+    mproc_future_free(f);
     /* The worker dies: its replacement needs descriptors. */
     mproc_assert_ok(mproc_pool_submit(p, task_die, NULL, 0, &f));
     r[2] = mproc_future_wait(f, SLACK_MS);
     ck_assert_int_eq(mproc_future_state(f), MPROC_FUTURE_FAILED);
     mproc_future_free(f);
     ck_assert_int_eq(setrlimit(RLIMIT_NOFILE, &old), 0);
-    for (int i = 0; i < 3; i++)
+    for (int i = 0; i < 4; i++)
       ck_assert_msg(r[i] == 0 || r[i] == -EMFILE, "call %d, %d free: %s", i, extra,
                     mproc_err_name(r[i]));
-    const void *res;
     mproc_assert_ok(mproc_pool_submit(p, task_square, &x, sizeof x, &f));
     mproc_assert_ok(mproc_future_result(f, &res, NULL, SLACK_MS));
     ck_assert_int_eq(*(const int *)res, 9);
