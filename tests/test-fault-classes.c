@@ -250,6 +250,51 @@ START_TEST(test_stopped_worker_woken_after_timeout) {
 }
 END_TEST
 
+static int task_kill_self(const void *arg, size_t len, mproc_task_ctx *ctx) {
+  (void)arg, (void)len, (void)ctx;
+  raise(SIGKILL);
+  return 0;
+}
+
+/* Futures of a pool with one worker stopped in a task and another dead in
+ * one: futures_wait and as_completed see the dead worker's future at once,
+ * honour their deadlines over the stopped one's, and see it too once the
+ * pool is terminated. */
+START_TEST(test_futures_of_stopped_and_dead_workers) {
+  S = shared_new();
+  mproc_pool *p;
+  struct mproc_pool_options o = {.workers = 2, .start_method = MPROC_START_FORK};
+  mproc_assert_ok(mproc_pool_new(&p, &o));
+  mproc_future *f[2];
+  mproc_assert_ok(mproc_pool_submit(p, task_block, NULL, 0, &f[0]));
+  wait_task_started();
+  ck_assert_int_eq(kill(atomic_load(&S->pid), SIGSTOP), 0);
+  mproc_assert_ok(mproc_pool_submit(p, task_kill_self, NULL, 0, &f[1]));
+  ck_assert_int_eq(mproc_futures_wait(f, 2, MPROC_FIRST_EXCEPTION, SLACK_MS), 1);
+  mproc_assert_err(mproc_future_result(f[1], NULL, NULL, 0), MPROC_EWORKERDIED);
+  int64_t t0 = mproc_now_ms();
+  mproc_assert_err(mproc_futures_wait(f, 2, MPROC_ALL_COMPLETED, 100), MPROC_ETIMEDOUT);
+  ck_assert_int_ge(mproc_now_ms() - t0, 100);
+  ck_assert_int_lt(mproc_now_ms() - t0, 100 + SLACK_MS);
+  mproc_as_completed *it;
+  mproc_assert_ok(mproc_as_completed_new(&it, f, 2));
+  mproc_future *got = NULL;
+  mproc_assert_ok(mproc_as_completed_next(it, &got, 0));
+  ck_assert_ptr_eq(got, f[1]);
+  mproc_assert_err(mproc_as_completed_next(it, &got, 50), MPROC_ETIMEDOUT);
+  mproc_assert_ok(mproc_pool_terminate(p));
+  mproc_assert_ok(mproc_as_completed_next(it, &got, SLACK_MS));
+  ck_assert_ptr_eq(got, f[0]);
+  ck_assert_int_ne(mproc_future_state(f[0]), MPROC_FUTURE_DONE);
+  mproc_assert_err(mproc_as_completed_next(it, &got, 0), MPROC_EEOF);
+  mproc_as_completed_free(it);
+  mproc_future_free(f[0]);
+  mproc_future_free(f[1]);
+  mproc_assert_ok(mproc_pool_free(p));
+  shared_free(S);
+}
+END_TEST
+
 static int proc_pause(const void *arg, size_t len) {
   (void)arg, (void)len;
   for (;;)
@@ -940,12 +985,6 @@ START_TEST(test_objects_at_fd_limit) {
 }
 END_TEST
 
-static int task_die(const void *arg, size_t len, mproc_task_ctx *ctx) {
-  (void)arg, (void)len, (void)ctx;
-  raise(SIGKILL);
-  return 0;
-}
-
 /* A result too large for shared memory's inline and arena room: it comes
  * as a file, a descriptor the caller's process receives. */
 #define FILE_RESULT_LEN (1u << 20)
@@ -998,7 +1037,7 @@ START_TEST(test_pool_used_at_fd_limit) {
     ck_assert(r[3] != 0 || (rlen == FILE_RESULT_LEN && ((const char *)res)[rlen - 1] == 'r'));
     mproc_future_free(f);
     /* The worker dies: its replacement needs descriptors. */
-    mproc_assert_ok(mproc_pool_submit(p, task_die, NULL, 0, &f));
+    mproc_assert_ok(mproc_pool_submit(p, task_kill_self, NULL, 0, &f));
     r[2] = mproc_future_wait(f, SLACK_MS);
     ck_assert_int_eq(mproc_future_state(f), MPROC_FUTURE_FAILED);
     mproc_future_free(f);
@@ -1171,6 +1210,7 @@ int main(void) {
   tc = mproc_test_tcase(s, "stopped", 60);
   tcase_add_test(tc, test_stopped_pool_teardown);
   tcase_add_test(tc, test_stopped_worker_woken_after_timeout);
+  tcase_add_test(tc, test_futures_of_stopped_and_dead_workers);
   tcase_add_test(tc, test_stopped_process_deadlines);
   tcase_add_test(tc, test_stopped_process_tree_terminate);
   tcase_add_test(tc, test_stopped_process_terminate);
