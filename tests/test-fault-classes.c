@@ -1096,6 +1096,107 @@ START_TEST(test_keeper_born_without_descriptors) {
 }
 END_TEST
 
+/* ---- a pool used by a forked copy of its process ----------------------------- */
+
+/* The pool the forked copy and the replacement worker below use: set once
+ * the pool is made, so only processes forked after that see it. */
+static mproc_pool *copied_pool;
+static mproc_future *copied_done, *copied_blocked;
+
+/* Every call on a copied pool: MPROC_ESTATE, at once, nothing touched.
+ * Returns 0, or 1 + the index of the call that did otherwise. */
+static int use_copied_pool(bool with_futures) {
+  mproc_future *f = NULL;
+  int x = 3, out[1];
+  size_t ends[] = {1};
+  struct mproc_packed in = {"a", ends, 1}, pout;
+  struct mproc_pool_stats st;
+  mproc_imap *im = NULL;
+  int k = 0;
+  int r[] = {
+      mproc_pool_submit(copied_pool, task_square, &x, sizeof x, &f),
+      mproc_pool_map(copied_pool, map_copy, &x, 1, sizeof x, out, sizeof x, NULL, NULL, -1),
+      mproc_pool_map_packed(copied_pool, item_copy, &in, &pout, NULL, NULL, -1),
+      mproc_pool_imap(copied_pool, map_copy, gen_three, &k, sizeof x, sizeof x, NULL, &im),
+      mproc_pool_stats(copied_pool, &st, NULL, 0),
+      with_futures ? mproc_future_wait(copied_blocked, -1) : MPROC_ESTATE,
+      with_futures ? mproc_future_cancel(copied_blocked) : MPROC_ESTATE,
+      mproc_pool_terminate(copied_pool),
+      mproc_pool_free(copied_pool),
+  };
+  for (size_t i = 0; i < sizeof r / sizeof r[0]; i++)
+    if (r[i] != MPROC_ESTATE)
+      return 1 + (int)i;
+  if (with_futures && mproc_future_result(copied_done, NULL, NULL, 0) != 0)
+    return 100; /* finished before the fork: still readable */
+  return 0;
+}
+
+static int forked_copy_main(void *arg) {
+  (void)arg;
+  return use_copied_pool(true);
+}
+
+/* A forked copy of the program that uses (or frees) a pool of its parent
+ * inherits its memory but not its manager thread or workers: its calls
+ * took the parent's results out of shared memory, and its free killed the
+ * parent's workers through the inherited pidfds and then waited for ever.
+ * They now return MPROC_ESTATE at once and touch nothing; the parent's
+ * pool carries on, its workers and tasks untouched. */
+START_TEST(test_pool_in_forked_copy) {
+  S = shared_new();
+  struct mproc_pool_options o = {.workers = 1, .start_method = MPROC_START_FORK};
+  mproc_assert_ok(mproc_pool_new(&copied_pool, &o));
+  int x = 4;
+  mproc_assert_ok(mproc_pool_submit(copied_pool, task_square, &x, sizeof x, &copied_done));
+  mproc_assert_ok(mproc_future_wait(copied_done, SLACK_MS));
+  mproc_assert_ok(mproc_pool_submit(copied_pool, task_block, NULL, 0, &copied_blocked));
+  wait_task_started();
+  pid_t worker = atomic_load(&S->pid);
+  ck_assert_int_eq(run_in_helper(forked_copy_main, 30000), 0);
+  ck_assert_int_eq(kill(worker, 0), 0);
+  mproc_assert_err(mproc_future_wait(copied_blocked, 0), MPROC_ETIMEDOUT);
+  atomic_store(&S->release, 1);
+  mproc_assert_ok(mproc_future_result(copied_blocked, NULL, NULL, SLACK_MS));
+  int in[2] = {5, 6}, out[2];
+  mproc_assert_ok(mproc_pool_map(copied_pool, map_copy, in, 2, sizeof(int), out, sizeof(int), NULL,
+                                 NULL, SLACK_MS));
+  ck_assert_int_eq(out[1], 6);
+  mproc_future_free(copied_done);
+  mproc_future_free(copied_blocked);
+  mproc_assert_ok(mproc_pool_free(copied_pool));
+  copied_pool = NULL;
+  shared_free(S);
+}
+END_TEST
+
+static int task_uses_own_pool(const void *arg, size_t len, mproc_task_ctx *ctx) {
+  (void)arg, (void)len, (void)ctx;
+  return use_copied_pool(false);
+}
+
+/* A worker is a forked copy too: a task of a replacement worker (forked
+ * after the program kept the pool's address) calling its own pool gets
+ * MPROC_ESTATE instead of queueing into its siblings' rings. */
+START_TEST(test_pool_used_by_its_own_task) {
+  struct mproc_pool_options o = {.workers = 1, .start_method = MPROC_START_FORK};
+  mproc_assert_ok(mproc_pool_new(&copied_pool, &o));
+  mproc_future *f;
+  mproc_assert_ok(mproc_pool_submit(copied_pool, task_kill_self, NULL, 0, &f));
+  mproc_assert_err(mproc_future_result(f, NULL, NULL, SLACK_MS), MPROC_EWORKERDIED);
+  mproc_future_free(f);
+  mproc_assert_ok(mproc_pool_submit(copied_pool, task_uses_own_pool, NULL, 0, &f));
+  struct mproc_task_error e = {0};
+  int r = mproc_future_result(f, NULL, NULL, SLACK_MS);
+  if (r != 0)
+    mproc_assert_ok(mproc_future_error(f, &e));
+  ck_assert_msg(r == 0, "%s, task code %d", mproc_err_name(r), e.task_code);
+  mproc_future_free(f);
+  mproc_assert_ok(mproc_pool_free(copied_pool));
+  copied_pool = NULL;
+}
+END_TEST
+
 /* ---- a pipe nobody reads ------------------------------------------------------ */
 
 /* Whether SIGPIPE is pending for this thread or process. */
@@ -1231,6 +1332,9 @@ int main(void) {
   tcase_add_test(tc, test_objects_at_fd_limit);
   tcase_add_test(tc, test_pool_used_at_fd_limit);
   tcase_add_test(tc, test_keeper_born_without_descriptors);
+  tc = mproc_test_tcase(s, "forked-copy", 60);
+  tcase_add_test(tc, test_pool_in_forked_copy);
+  tcase_add_test(tc, test_pool_used_by_its_own_task);
   tc = mproc_test_tcase(s, "sigpipe", 60);
   tcase_add_test(tc, test_progress_to_a_closed_pipe);
   tc = mproc_test_tcase(s, "conn", 60);
