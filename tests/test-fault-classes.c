@@ -747,6 +747,23 @@ static void storm_stop(struct storm *st) {
   ck_assert(signal(SIGUSR1, SIG_DFL) != SIG_ERR);
 }
 
+/* Holds a lock from another thread until told to let go. */
+struct held_lock {
+  mproc_lock *lock;
+  pthread_t thread;
+  _Atomic int state; /* 1: held, 2: let go */
+};
+
+static void *hold_lock_main(void *arg) {
+  struct held_lock *h = arg;
+  mproc_assert_ok(mproc_lock_acquire(h->lock, -1));
+  atomic_store(&h->state, 1);
+  while (atomic_load(&h->state) != 2)
+    poll(NULL, 0, 1);
+  mproc_assert_ok(mproc_lock_release(h->lock));
+  return NULL;
+}
+
 /* Every blocking call, on an object where it would block: a timeout below
  * -1 is MPROC_EINVAL at once, 0 returns at once (polls), and a short one
  * runs out whatever signals interrupt its waits meanwhile (never -EINTR). */
@@ -772,6 +789,18 @@ START_TEST(test_every_deadline_argument) {
   char *argv[] = {"sleep", "60", NULL};
   mproc_command *cm;
   mproc_assert_ok(mproc_command_start(&cm, argv, NULL));
+  mproc_process *pp;
+  mproc_assert_ok(mproc_process_new(&pp, proc_pause, NULL, 0, NULL));
+  mproc_assert_ok(mproc_process_start(pp));
+  struct mproc_queue_options fo = {.flags = MPROC_QUEUE_JOINABLE, .maxsize = 1};
+  mproc_queue *qf;
+  mproc_assert_ok(mproc_queue_new(&qf, &fo));
+  mproc_assert_ok(mproc_queue_put(qf, "x", 1, 0)); /* full, and a task not done */
+  struct held_lock hl = {0};
+  mproc_assert_ok(mproc_lock_new(&hl.lock));
+  ck_assert_int_eq(pthread_create(&hl.thread, NULL, hold_lock_main, &hl), 0);
+  while (atomic_load(&hl.state) != 1)
+    poll(NULL, 0, 1);
   int gk = 0;
   mproc_imap *im;
   mproc_assert_ok(
@@ -825,6 +854,10 @@ START_TEST(test_every_deadline_argument) {
         mproc_sem_acquire(sem, to),
         mproc_event_wait(ev, to),
         mproc_barrier_wait(br, to),
+        mproc_process_join(pp, to),
+        mproc_queue_put(qf, "y", 1, to),
+        mproc_queue_join(qf, to),
+        mproc_lock_acquire(hl.lock, to),
     };
     mproc_as_completed_free(it);
     int64_t calls = (int64_t)(sizeof r / sizeof r[0]);
@@ -848,6 +881,13 @@ START_TEST(test_every_deadline_argument) {
   mproc_imap_free(im);
   mproc_imap_buf_free(ib);
   mproc_command_free(cm);
+  mproc_assert_ok(mproc_process_kill(pp, 0));
+  mproc_assert_ok(mproc_process_join(pp, SLACK_MS));
+  mproc_process_free(pp);
+  mproc_assert_ok(mproc_queue_free(qf));
+  atomic_store(&hl.state, 2);
+  ck_assert_int_eq(pthread_join(hl.thread, NULL), 0);
+  mproc_assert_ok(mproc_lock_free(hl.lock));
   mproc_assert_ok(mproc_barrier_free(br));
   mproc_assert_ok(mproc_cond_free(cd));
   mproc_assert_ok(mproc_event_free(ev));
