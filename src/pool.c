@@ -257,7 +257,7 @@ MPROC_EXTERN int mproc_pool_new(mproc_pool **out, const struct mproc_pool_option
   if (r == 0 && (opts->flags & MPROC_POOL_LOOP))
     r = mproc__loop_init(p);
   if (r == 0) {
-    mproc__fd_register(p->efd);
+    p->efd = mproc__fd_own(p->efd);
     r = p->tp->init(p);
   }
   if (r == 0) {
@@ -474,7 +474,7 @@ static int copy_fds(struct mproc__task *t, const int *fds, size_t n) {
       mproc__task_close_fds(t);
       return r;
     }
-    mproc__fd_register(d);
+    d = mproc__fd_own(d);
     t->fds[t->nfds++] = d;
   }
   return 0;

@@ -37,7 +37,7 @@ int mproc__loop_init(struct mproc_pool *p) {
   p->loop_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   if (p->loop_efd < 0)
     return mproc__neg_errno();
-  mproc__fd_register(p->loop_efd);
+  p->loop_efd = mproc__fd_own(p->loop_efd);
   return 0;
 }
 

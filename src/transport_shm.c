@@ -115,7 +115,7 @@ int mproc__recv_fds(int sock, int *fds, size_t max, size_t *n_out) {
     return r;
   }
   for (size_t i = 0; i < k; i++) {
-    mproc__fd_register(tmp[i]);
+    tmp[i] = mproc__fd_own(tmp[i]);
     if (i < max)
       fds[i] = tmp[i];
     else
@@ -147,7 +147,7 @@ static int file_result(int sock, uint64_t res_len, int *fd_out) {
       close(fd);
     return n > 0 && lost != 0 ? lost : MPROC_ECORRUPT;
   }
-  mproc__fd_register(fd);
+  fd = mproc__fd_own(fd);
   struct stat sb;
   if (fstat(fd, &sb) != 0 || sb.st_size < 0 || (uint64_t)sb.st_size < res_len) {
     mproc__close(fd);
@@ -391,8 +391,8 @@ static int shm_start_worker(struct mproc_pool *p, int i, int phase) {
   int sv[2];
   if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0)
     return mproc__neg_errno();
-  mproc__fd_register(sv[0]);
-  mproc__fd_register(sv[1]);
+  sv[0] = mproc__fd_own(sv[0]);
+  sv[1] = mproc__fd_own(sv[1]);
   struct mproc__worker_args w = {
       .hdr = s->hdr,
       .slot = sshm(p, i),

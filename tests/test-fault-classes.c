@@ -1098,6 +1098,58 @@ START_TEST(test_pool_used_at_fd_limit) {
 }
 END_TEST
 
+/* Which of the standard descriptors are open, as bits 0..2. */
+static int std_fds_open(void) {
+  int open_ = 0;
+  for (int fd = 0; fd <= 2; fd++)
+    if (fcntl(fd, F_GETFD) >= 0)
+      open_ |= 1 << fd;
+  return open_;
+}
+
+/* Runs in a helper with its standard descriptors closed: 0 when no object
+ * took one of them, else the number of the step after which one did. */
+static int objects_without_std_fds(void *arg) {
+  (void)arg;
+  for (int fd = 0; fd <= 2; fd++)
+    close(fd);
+  mproc_pool *p;
+  struct mproc_pool_options o = {.workers = 1, .start_method = MPROC_START_FORK};
+  if (mproc_pool_new(&p, &o) != 0 || std_fds_open() != 0)
+    return 1;
+  static char big[1 << 20]; /* an argument and a result that travel as files */
+  mproc_future *f;
+  const void *res;
+  size_t len = 0;
+  if (mproc_pool_submit(p, task_file_result, big, sizeof big, &f) != 0 ||
+      mproc_future_result(f, &res, &len, SLACK_MS) != 0 || len != FILE_RESULT_LEN ||
+      std_fds_open() != 0)
+    return 2;
+  mproc_future_free(f);
+  mproc_conn *a, *b;
+  if (mproc_pipe(&a, &b, NULL) != 0 || std_fds_open() != 0)
+    return 3;
+  mproc_conn_free(a);
+  mproc_conn_free(b);
+  char *argv[] = {"true", NULL};
+  mproc_command *c;
+  if (mproc_command_start(&c, argv, NULL) != 0 || mproc_command_wait(c, SLACK_MS) != 0 ||
+      std_fds_open() != 0)
+    return 4;
+  mproc_command_free(c);
+  return mproc_pool_free(p) == 0 ? 0 : 5;
+}
+
+/* A program that closed its standard descriptors (a daemon) and then made
+ * a pool had the pool's eventfd, arena and worker socket on 0, 1 and 2: its
+ * printf wrote into the arena the workers read, its perror (and a progress
+ * bar) into a worker's channel.  The library's descriptors now stay above
+ * 2. */
+START_TEST(test_objects_without_std_fds) {
+  ck_assert_int_eq(run_in_helper(objects_without_std_fds, 30000), 0);
+}
+END_TEST
+
 /* Runs in the process that forks the keeper: takes every descriptor but the
  * two its own pipe needs, so the keeper starts with none free. */
 static void fill_fds_but_two(void) {
@@ -1371,6 +1423,7 @@ int main(void) {
   tc = mproc_test_tcase(s, "fd-limit", 60);
   tcase_add_test(tc, test_objects_at_fd_limit);
   tcase_add_test(tc, test_pool_used_at_fd_limit);
+  tcase_add_test(tc, test_objects_without_std_fds);
   tcase_add_test(tc, test_keeper_born_without_descriptors);
   tc = mproc_test_tcase(s, "forked-copy", 60);
   tcase_add_test(tc, test_pool_in_forked_copy);
