@@ -469,7 +469,7 @@ MPROC_EXTERN int mproc_queue_attach(mproc_queue **out, const char *name, unsigne
   int fd = shm_open(name, O_RDWR | O_CLOEXEC, 0);
   if (fd < 0)
     return mproc__neg_errno();
-  mproc__fd_register(fd);
+  fd = mproc__fd_own(fd);
   int err = mproc__q_named_join(fd);
   if (err == 0)
     err = map_fd(fd, roles, out);

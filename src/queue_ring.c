@@ -95,7 +95,7 @@ static int spill_write(const char *name, const void *buf, size_t len) {
   int fd = shm_open(name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
   if (fd < 0)
     return mproc__neg_errno();
-  mproc__fd_register(fd);
+  fd = mproc__fd_own(fd);
   void *p = MAP_FAILED;
   int err = 0;
   if (ftruncate(fd, (off_t)len) != 0)
@@ -119,7 +119,7 @@ static int spill_read(const char *name, void *dst, size_t len) {
   int fd = shm_open(name, O_RDONLY | O_CLOEXEC, 0);
   if (fd < 0)
     return mproc__neg_errno();
-  mproc__fd_register(fd);
+  fd = mproc__fd_own(fd);
   struct stat st;
   void *p = MAP_FAILED;
   int err = 0;
