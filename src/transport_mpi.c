@@ -134,6 +134,9 @@ static int tm_init(struct mproc_pool *p) {
   const struct mproc_pool_options *o = &p->opts;
   if (o->initializer && o->initarg && o->initarg_len == 0)
     return MPROC_EINVAL; /* a pointer means nothing on another node */
+  /* In-rank tasks cannot be timed out (mpi_client.c): say so up front. */
+  if (mproc__mpi.inrank && o->task_timeout_ms > 0)
+    return MPROC_ENOTSUP;
   int workers = o->workers > 0 ? o->workers : ranks;
   p->nworkers = workers < ranks ? workers : ranks;
   /* Workers are other images of the program: what decides by start method
