@@ -10,7 +10,12 @@
  * the task fails with the pool's code (MPROC_EWORKERDIED, MPROC_ETIMEDOUT)
  * and a message naming this rank and host, and the rank carries on.  Rank 0
  * keeps a few tasks in flight per rank, so the local pool's queue already
- * holds the next task when one finishes.
+ * holds the next task when one finishes.  Calls without a timeout that
+ * became complete in one pass go to the pool in units (one pool task for
+ * several of them, mpi_unit.c; form_units below).  The one exception to
+ * "never runs task code": tasks flagged in-rank (rank 0 chose
+ * MPROC_MPI_INRANK) run on this thread, trading crash containment for the
+ * hop.
  *
  * One loop, one thread (MPI_THREAD_FUNNELED): take in headers and their
  * payloads (task, control: one probe of any tag finds either, see
@@ -20,9 +25,10 @@
  * futures for up to 1 ms (a finished task wakes it at once), or backs off
  * when it has none.
  *
- * Per job: arriving (payload pieces still coming) -> running (a future of
- * the local pool) -> sending (result message in flight, the future kept
- * until then because the message points into its result) -> freed. */
+ * Per job: arriving (payload pieces still coming) -> [forming: a call
+ * waiting for the end of the pass to join a unit] -> running (a future of
+ * the local pool, or a task of a running unit) -> sending (result message in flight, the future
+ * kept until then because the message points into its result) -> freed. */
 #include "mpi_internal.h"
 
 #include <stdio.h>

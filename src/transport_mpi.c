@@ -54,7 +54,10 @@
  *                 (mproc__arena_local): ranks get copies
  * The per-task timeout travels with the task and is enforced on the rank,
  * where the task's local worker is killed; the pool's own deadline (stop
- * _TASK) is the backstop.  A rank that dies ends the job (mpi_client.c:
+ * _TASK) is the backstop.  Under MPROC_MPI_INRANK tasks run in the
+ * ranks themselves, where nothing can stop one but ending the job: init
+ * refuses task_timeout_ms and the dispatcher a task's timeout
+ * (MPROC_ENOTSUP).  A rank that dies ends the job (mpi_client.c:
  * fail fast), so no slot is ever reported dead for that reason.
  *
  * Threads.  The pool calls these ops from its manager thread and from any
