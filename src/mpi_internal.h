@@ -231,10 +231,13 @@ int64_t mproc__mpi_now_us(void);
 /* tasks_per_rank's default.  Enough tasks in flight per rank that a run of
  * tiny tasks travels in batches and the rank's local workers always find
  * the next one queued (measured, quick bench, 2 worker ranks on 2 CPUs:
- * 31 k tiny tasks/s with 2, 64 k with 8, 74 k with 16, 79 k with 32); few
- * enough that a long task holds back only a handful queued behind it on its
- * rank (a sent task is never taken back). */
-#define MPROC__MPI_TASKS_PER_RANK 16
+ * 31 k tiny tasks/s with 2, 64 k with 8, 74 k with 16, 79 k with 32).  Since
+ * a rank hands what arrives together to a worker in units of half a share,
+ * a larger share makes larger units (2026-11-30, load 19, 100 k tasks x 7,
+ * medians of 3 alternating runs: 86 k/s with 16, 142 k with 32, 154 k with
+ * 64); 32 keeps what a long task holds back behind it on its rank (a sent
+ * task is never taken back) to a few dozen. */
+#define MPROC__MPI_TASKS_PER_RANK 32
 
 /* The state of this process in the job. */
 struct mproc__mpi_state {

@@ -60,7 +60,7 @@ enum {
 struct mproc_mpi_options {
   unsigned flags; /* MPROC_MPI_*; others: MPROC_EINVAL */
   /* Tasks rank 0 keeps in flight on each worker rank, per worker of the
-   * rank's share of a pool (the next ones wait on rank 0); 0: 16, so a rank
+   * rank's share of a pool (the next ones wait on rank 0); 0: 32, so a rank
    * always has its next tasks at hand and tiny tasks travel in batches.  A
    * task sent to a rank stays there: for long tasks of uneven length, 1 or 2
    * balance the load better. */
