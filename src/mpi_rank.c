@@ -551,19 +551,23 @@ static void run_here(struct job *j, const struct mproc__mpi_task *t, void (*fn)(
   size_t len = 0;
   int rc = 0;
   if (t->kind == MPROC__MPI_MAP) {
-    const unsigned char *in = j->blk ? (const unsigned char *)mproc_shm_addr(j->blk->shm)
-                                     : (const unsigned char *)j->op->data;
+    /* Output into the block the input came in (room was made after it),
+     * as the local pool's map does: no fresh pages per chunk. */
+    const unsigned char *in = j->op->data;
     size_t n = (size_t)t->count;
     j->out_len = (size_t)(t->count * t->out_size);
-    j->mapped = j->out = malloc(j->out_len ? j->out_len : 1);
-    if (!j->out) {
+    unsigned char *out;
+    if (j->blk) {
+      in = mproc_shm_addr(j->blk->shm);
+      out = (unsigned char *)mproc_shm_addr(j->blk->shm) + out_off(j->op->len);
+    } else if (!(out = j->out = malloc(j->out_len ? j->out_len : 1))) {
       conclude(j, MPROC_ENOMEM, NULL, 0, NULL);
       return;
     }
+    j->mapped = out;
     mproc_map_fn f = (mproc_map_fn)fn;
     for (size_t i = 0; i < n; i++) {
-      if ((rc = f((const unsigned char *)in + i * t->in_size,
-                  (unsigned char *)j->out + i * t->out_size)) != 0) {
+      if ((rc = f(in + i * t->in_size, out + i * t->out_size)) != 0) {
         struct mproc_task_error e = task_failed(rc, NULL, (int)getpid(), i);
         conclude(j, MPROC_ETASK, NULL, 0, &e);
         return;
@@ -765,8 +769,13 @@ static bool unit_answer(struct unit *u, uint32_t i, int frc, const void *fdata, 
   } else if (st == MPROC__MPI_U_CANCELLED || st == MPROC__MPI_U_CANCEL_REQ) {
     fail_early(j, MPROC_ECANCELED, "cancelled");
     send_result(j, NULL, 0);
-  } else if (frc != 0 && st != MPROC__MPI_U_IN_FUTURE) {
-    conclude(j, frc, NULL, 0, err); /* RUNNING: its worker died; PENDING: its pool failed */
+  } else if (st == MPROC__MPI_U_PENDING && !u->pool) {
+    fail_early(j, MPROC_ESTATE, "its pool was closed on this rank");
+    send_result(j, NULL, 0);
+  } else if (frc != 0) {
+    /* RUNNING: its worker died; PENDING: its pool failed; IN_FUTURE: the
+     * unit's result could not be had */
+    conclude(j, frc, NULL, 0, err);
   } else {
     fail_early(j, MPROC_ECORRUPT, "the unit's worker left a task in an unknown state");
     send_result(j, NULL, 0);

@@ -1025,7 +1025,7 @@ static void case_inrank(void) {
   CHECK_ERR(mproc_pool_apply(pool, square_task, &x, sizeof x, (void **)&r, &len, NULL, -1), 0);
   CHECK(*r == 49, "apply");
   free(r);
-  enum { N = 1000 };
+  enum { N = 100000 }; /* 800 KB a column: chunks arrive in blocks */
   static int64_t in[N], out[N];
   for (int i = 0; i < N; i++)
     in[i] = i;
