@@ -88,12 +88,14 @@ static _Atomic uint64_t job_ids;
  * arena itself -- the shared-memory transport; a transport that copies
  * chunks by value (MPI) gets every chunk the call way. */
 int mproc__mb_job_init(struct mproc__mb_job *j, struct mproc_pool *p, mproc_map_buf_fn fn,
-                       bool is_map, bool packed) {
+                       bool is_map, unsigned mode) {
+  bool packed = mode != 0;
   *j = (struct mproc__mb_job){.p = p,
                               .fn = fn,
                               .arena = p->tp == &mproc__transport_shm,
                               .is_map = is_map,
-                              .packed = packed};
+                              .packed = packed,
+                              .mode = mode};
   j->id = atomic_fetch_add(&job_ids, 1) + 1;
   j->by_ref = p->opts.start_method != MPROC_START_FORK;
   int r = j->by_ref ? mproc__fnref_make(MPROC_FUNCTION(fn), &j->ref) : 0;
@@ -121,7 +123,8 @@ static int call_submit(struct mproc__mb_job *j, const struct mproc_buf *items, s
   unsigned char *buf = malloc(len);
   if (buf == NULL)
     return MPROC_ENOMEM;
-  struct mproc__mb_chunk h = {(uint64_t)(uintptr_t)j->fn, count, j->by_ref, 0};
+  struct mproc__mb_chunk h = {(uint64_t)(uintptr_t)j->fn, count, j->by_ref,
+                              j->mode == MPROC__MB_BYTES ? MPROC__MB_BYTES : 0};
   memcpy(buf, &h, sizeof h);
   if (j->by_ref)
     memcpy(buf + sizeof h, &j->ref, sizeof j->ref);
@@ -422,7 +425,7 @@ static void chunk_setup(struct mproc__mb_job *j, struct mproc__mb_jchunk *c) {
   h->job = j->id;
   h->addr = (uint64_t)(uintptr_t)j->fn;
   h->by_ref = j->by_ref;
-  h->packed = j->packed;
+  h->packed = j->mode;
   if (j->by_ref)
     h->ref = j->ref;
   h->outs_at = (int64_t)c->outs - (int64_t)c->ext;
@@ -1033,10 +1036,11 @@ static int packed_bufs(const struct mproc_packed *in, struct mproc_buf **out) {
   return 0;
 }
 
-/* map_buf and map_packed, their arguments checked: items `in`, or packed
- * `pk` (n of them, n > 0); results into *out or *pout. */
+/* map_buf, map_packed and map_bytes, their arguments checked: items `in`,
+ * or packed `pk` (n of them, n > 0, mode as mproc__mb_job_init's); results
+ * into *out or *pout. */
 static int map_run(struct mproc_pool *p, mproc_map_buf_fn fn, const struct mproc_buf *in,
-                   const struct mproc_packed *pk, size_t n, struct mproc_buf **out,
+                   const struct mproc_packed *pk, unsigned mode, size_t n, struct mproc_buf **out,
                    struct mproc_packed *pout, const struct mproc_map_options *o,
                    struct mproc_task_error *err, int64_t timeout_ms) {
   size_t chunk = o != NULL ? o->chunksize : 0;
@@ -1052,7 +1056,7 @@ static int map_run(struct mproc_pool *p, mproc_map_buf_fn fn, const struct mproc
     cs[k].start = k * chunk;
     cs[k].count = n - cs[k].start < chunk ? n - cs[k].start : chunk;
   }
-  int r = j != NULL && cs != NULL ? mproc__mb_job_init(j, p, fn, true, pk != NULL) : MPROC_ENOMEM;
+  int r = j != NULL && cs != NULL ? mproc__mb_job_init(j, p, fn, true, mode) : MPROC_ENOMEM;
   size_t roomy = MPROC__MB_ALIGN(MPROC__MB_ROOMY_TOTAL / nchunks < MPROC__MB_ROOMY_MAX
                                      ? MPROC__MB_ROOMY_TOTAL / nchunks
                                      : MPROC__MB_ROOMY_MAX);
@@ -1139,13 +1143,14 @@ MPROC_EXTERN int mproc_pool_map_buf(mproc_pool *p, mproc_map_buf_fn fn, const st
     return MPROC_EINVAL;
   if (n == 0)
     return 0;
-  return map_run(p, fn, in, NULL, n, out, NULL, o, err, timeout_ms);
+  return map_run(p, fn, in, NULL, 0, n, out, NULL, o, err, timeout_ms);
 }
 
-MPROC_EXTERN int mproc_pool_map_packed(mproc_pool *p, mproc_map_buf_fn fn,
-                                       const struct mproc_packed *in, struct mproc_packed *out,
-                                       const struct mproc_map_options *o,
-                                       struct mproc_task_error *err, int64_t timeout_ms) {
+/* map_packed and map_bytes (mode as mproc__mb_job_init's). */
+static int packed_map(mproc_pool *p, mproc_map_buf_fn fn, unsigned mode,
+                      const struct mproc_packed *in, struct mproc_packed *out,
+                      const struct mproc_map_options *o, struct mproc_task_error *err,
+                      int64_t timeout_ms) {
   struct mproc_task_error scratch;
   if (err == NULL)
     err = &scratch;
@@ -1161,7 +1166,24 @@ MPROC_EXTERN int mproc_pool_map_packed(mproc_pool *p, mproc_map_buf_fn fn,
   if (in->ends == NULL || n > SIZE_MAX / 4 / sizeof(struct mproc_buf) ||
       in->ends[n - 1] > SIZE_MAX / 4 || (in->data == NULL && in->ends[n - 1] > 0))
     return MPROC_EINVAL;
-  return map_run(p, fn, NULL, in, n, NULL, out, o, err, timeout_ms);
+  return map_run(p, fn, NULL, in, mode, n, NULL, out, o, err, timeout_ms);
+}
+
+MPROC_EXTERN int mproc_pool_map_packed(mproc_pool *p, mproc_map_buf_fn fn,
+                                       const struct mproc_packed *in, struct mproc_packed *out,
+                                       const struct mproc_map_options *o,
+                                       struct mproc_task_error *err, int64_t timeout_ms) {
+  return packed_map(p, fn, MPROC__MB_PACKED, in, out, o, err, timeout_ms);
+}
+
+/* The job keeps every item function as a mproc_map_buf_fn; its `mode` tells
+ * the worker the type to call it with. */
+MPROC_EXTERN int mproc_pool_map_bytes(mproc_pool *p, mproc_map_bytes_fn fn,
+                                      const struct mproc_packed *in, struct mproc_packed *out,
+                                      const struct mproc_map_options *o,
+                                      struct mproc_task_error *err, int64_t timeout_ms) {
+  return packed_map(p, (mproc_map_buf_fn)(void (*)(void))fn, MPROC__MB_BYTES, in, out, o, err,
+                    timeout_ms);
 }
 
 MPROC_EXTERN void mproc_packed_free(struct mproc_packed *packed) {
