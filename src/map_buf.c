@@ -222,17 +222,6 @@ static size_t first_stray(const struct mproc__mb_job *j, const struct mproc__mb_
                           size_t n) {
   if (n == 0)
     return 0;
-  if (j->packed) {
-    /* Packed: the ends run forward inside the area. */
-    const mproc__mb_end *e = mproc__arena_at(j->p, c->outs);
-    uint64_t prev = 0;
-    for (size_t i = 0; i < n; i++) {
-      if (e[i] < prev || e[i] > c->area_len)
-        return i;
-      prev = e[i];
-    }
-    return n;
-  }
   const struct mproc_buf *outs = mproc__arena_at(j->p, c->outs);
   const unsigned char *area = j->ubase + c->area;
   const unsigned char *ovf = j->ovf_len != 0 ? j->ubase + j->ovf + MPROC__MB_OVF : NULL;
@@ -283,7 +272,9 @@ static void chunk_landed(struct mproc_pool *p, struct mproc__task *t, struct mpr
       c->fail = o->code;
     }
   }
-  size_t stray = first_stray(j, c, c->ok);
+  /* A packed chunk's ends are checked as they are gathered (packed_ends):
+   * one pass over them, not two. */
+  size_t stray = j->packed ? c->ok : first_stray(j, c, c->ok);
   if (stray < c->ok) {
     c->ok = stray;
     c->full = false;
@@ -965,23 +956,45 @@ static int size_chunks(struct mproc__mb_jchunk *cs, size_t n, const struct mproc
  * it is final while the workers run the next: its ends into the array made
  * for all n at the start, counted on from the bytes of the chunks before
  * it.  Their bytes, whose total is known only then, are copied at the end,
- * one copy of an area a chunk.  0, or MPROC_ECORRUPT (an end past its
- * area) or MPROC_ENOMEM. */
-static int packed_ends(const struct mproc__mb_jchunk *c, size_t *ends, size_t *pos) {
-  size_t *e = ends + c->start, at = *pos;
-  if (c->ok > 0) {
+ * one copy of an area a chunk.
+ *
+ * The ends the worker wrote are checked in the same pass (they must run
+ * forward inside the chunk's area: its task could have written over them),
+ * before anything else of the chunk counts, so a scribbled end is reported
+ * even when a later item of the chunk failed.  The checks are or-ed into
+ * one word, the loop has no branch; only a bad chunk is scanned again for
+ * its first bad item.  0, or MPROC_ECORRUPT with *err set (that item's
+ * index), or MPROC_ENOMEM. */
+static int packed_ends(const struct mproc__mb_jchunk *c, size_t *ends, size_t *pos,
+                       struct mproc_task_error *err) {
+  size_t *e = ends + c->start, at = *pos, ok = c->ok;
+  if (ok > 0) {
     const mproc__mb_end *ce = mproc__arena_at(c->job->p, c->outs);
-    if (ce[c->ok - 1] > c->area_len)
+    /* Each end's difference from the one before (both below 2^32) has its
+     * top bit set exactly when it decreases. */
+    uint64_t acc = 0, prev = 0;
+    for (size_t i = 0; i < ok; i++) {
+      uint64_t v = ce[i];
+      acc |= v - prev;
+      e[i] = at + (size_t)v;
+      prev = v;
+    }
+    if ((acc >> 63) != 0 || prev > c->area_len) {
+      size_t i = 0;
+      for (size_t last = at; i < ok && e[i] >= last && e[i] - at <= c->area_len; i++)
+        last = e[i];
+      set_item_error(err, c->start + i, MPROC_ECORRUPT,
+                     "map_buf: the worker wrote a result end outside the results area");
+      err->code = MPROC_ECORRUPT;
       return MPROC_ECORRUPT;
-    for (size_t i = 0, ok = c->ok; i < ok; i++)
-      e[i] = at + (size_t)ce[i];
-    at += (size_t)ce[c->ok - 1];
+    }
+    at += (size_t)prev;
   }
   for (size_t i = 0; i < c->rest_ok; i++) {
     if (c->rlen[i] > SIZE_MAX / 4 - at)
-      return MPROC_ENOMEM;
+      return err->code = MPROC_ENOMEM;
     at += (size_t)c->rlen[i];
-    e[c->ok + i] = at;
+    e[ok + i] = at;
   }
   *pos = at;
   return 0;
@@ -1093,12 +1106,12 @@ static int map_run(struct mproc_pool *p, mproc_map_buf_fn fn, const struct mproc
     r = wait_progress(j, cs, nchunks, k, &pr, dl);
     if (r != 0)
       err->code = r; /* the wait's deadline, or SIGINT: no item to blame */
+    else if (ends != NULL && (r = packed_ends(&cs[k], ends, &bytes, err)) != 0)
+      continue; /* a scribbled end, before any failure after it */
     else if (cs[k].fail != 0)
       *err = cs[k].err;
     if (r == 0)
       r = cs[k].fail;
-    if (r == 0 && ends != NULL && (r = packed_ends(&cs[k], ends, &bytes)) != 0)
-      err->code = r;
   }
   if (ends != NULL) {
     if (r == 0 && (r = packed_data(cs, nchunks, bytes, ends, n, pout)) != 0)
