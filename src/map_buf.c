@@ -971,24 +971,26 @@ static int packed_ends(const struct mproc__mb_jchunk *c, size_t *ends, size_t *p
   if (ok > 0) {
     const mproc__mb_end *ce = mproc__arena_at(c->job->p, c->outs);
     /* Each end's difference from the one before (both below 2^32) has its
-     * top bit set exactly when it decreases. */
-    uint64_t acc = 0, prev = 0;
-    for (size_t i = 0; i < ok; i++) {
-      uint64_t v = ce[i];
-      acc |= v - prev;
-      e[i] = at + (size_t)v;
-      prev = v;
+     * top bit set exactly when it decreases.  Nothing is carried from one
+     * item to the next (the end before is loaded again), so the compiler
+     * makes vector code of it. */
+    uint64_t acc = ce[0], last;
+    e[0] = at + (size_t)ce[0];
+    for (size_t i = 1; i < ok; i++) {
+      acc |= (uint64_t)ce[i] - (uint64_t)ce[i - 1];
+      e[i] = at + (size_t)ce[i];
     }
-    if ((acc >> 63) != 0 || prev > c->area_len) {
+    last = e[ok - 1] - at; /* the end the caller gets */
+    if ((acc >> 63) != 0 || last > c->area_len) {
       size_t i = 0;
-      for (size_t last = at; i < ok && e[i] >= last && e[i] - at <= c->area_len; i++)
-        last = e[i];
+      for (size_t before = at; i < ok && e[i] >= before && e[i] - at <= c->area_len; i++)
+        before = e[i];
       set_item_error(err, c->start + i, MPROC_ECORRUPT,
                      "map_buf: the worker wrote a result end outside the results area");
       err->code = MPROC_ECORRUPT;
       return MPROC_ECORRUPT;
     }
-    at += (size_t)prev;
+    at += (size_t)last;
   }
   for (size_t i = 0; i < c->rest_ok; i++) {
     if (c->rlen[i] > SIZE_MAX / 4 - at)
