@@ -462,9 +462,9 @@ MPROC_EXTERN void mproc_packed_free(struct mproc_packed *packed);
  * writes its result to `out`, which has room for `room` bytes (not aligned;
  * room may be 0), and returns the result's length, 0 .. room.  A result
  * that does not fit: return the length it needs (> room) having written
- * nothing past room, and the item is run again with at least that much
- * room.  A failure: return a negative code (-errno or an MPROC_E* code),
- * with a message through mproc_map_bytes_fail. */
+ * nothing past room, and the item is run again (it may be more than once)
+ * until it is given that much room.  A failure: return a negative code (-errno or an MPROC_E*
+ * code), with a message through mproc_map_bytes_fail. */
 typedef ssize_t (*mproc_map_bytes_fn)(const void *in, size_t len, void *out, size_t room);
 /* mproc_pool_map_packed with an in-place item function: one call an item
  * and nothing else, its result written where the pool keeps it.  Results,
