@@ -8,6 +8,7 @@
 
 #include <poll.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 
 /* One unit of work in the parent.  Futures embed one; map and imap chunks
@@ -132,6 +133,7 @@ struct mproc_pool {
   bool mgr_joined;
   _Atomic int mgr_exited;  /* futex word: 1 once the manager has left */
   _Atomic int mgr_untimed; /* set under mu: the manager sleeps with no deadline */
+  uint64_t idle_kicks;     /* under mu: wake-ups of an untimed manager by a dispatch */
   int start_err;           /* first spawn error during create */
   _Atomic int started;     /* futex word: initial workers forked */
   bool broken_init;
@@ -193,6 +195,17 @@ static inline struct mproc__task *mproc__worker_running(struct mproc_pool *p, in
   return a.running;
 }
 
+/* Kill a local worker and its process group.  The group is signalled only
+ * while the worker exists (signal 0 through its pidfd): a worker the kernel
+ * reaped already (the program ignores SIGCHLD) no longer keeps its group's
+ * id from reuse, which may then name another program's group.  The worker
+ * itself is killed through its pidfd: it may have left its group. */
+static inline void mproc__kill_worker_group(pid_t pid, int pidfd) {
+  if (mproc__pidfd_kill(pidfd, 0) == 0)
+    kill(-pid, SIGKILL);
+  mproc__pidfd_kill(pidfd, SIGKILL);
+}
+
 /* ---- pool.c --------------------------------------------------------------- */
 void mproc__pool_unref(struct mproc_pool *p);
 /* Wake the manager (any thread, async-signal-safe). */
@@ -230,6 +243,11 @@ extern _Atomic int mproc__test_fail_spawn;
 /* While tasks are outstanding the manager looks at the workers at least this
  * often, so a stall is seen without any event to wake it (ms). */
 #define MPROC__WATCH_MS 250
+/* ... and for this long after the pool was last in use, so that a task
+ * submitted to a pool in steady use is watched without waking the manager
+ * (each such wake-up costs a round trip a context switch); only the first
+ * task after a longer idle spell wakes it (ms). */
+#define MPROC__IDLE_WATCH_MS 1000
 /* How long the manager waits to reap a dead worker it has killed (ms): an
  * exited one is reaped at once; one still not reapable then is kept and
  * retried every MPROC__LINGER_MS until it is. */

@@ -785,14 +785,14 @@ static void shm_activity(struct mproc_pool *p, int i, struct mproc__activity *a)
 
 /* Idle: the worker is told to exit once its ring is empty.  A running task
  * cannot be ended inside the worker (it may hold any lock, be in any
- * syscall), so _TASK, like _NOW, kills the worker and its process group;
- * under the mutex it is not reaped yet, so neither id can have been reused. */
+ * syscall), so _TASK, like _NOW, kills the worker and its process group.
+ * Under the mutex the pool has not reaped it, but the kernel may have (the
+ * program ignores SIGCHLD): the group is killed only while it exists. */
 static void shm_stop(struct mproc_pool *p, int i, int how, struct mproc__task *t) {
   (void)t;
   struct mproc__slot *sl = &p->slots[i];
   if (how != MPROC__STOP_IDLE) {
-    kill(-sl->pid, SIGKILL);
-    mproc__pidfd_kill(sl->pidfd, SIGKILL);
+    mproc__kill_worker_group(sl->pid, sl->pidfd);
     return;
   }
   struct mproc__slot_shm *ss = sshm(p, i);
