@@ -39,6 +39,7 @@ struct mproc__task {
   uint64_t id; /* 1, 2, ... in submit order within the pool (stats) */
   int *fds;    /* K_CALL: descriptors handed to the worker (owned dups) */
   uint32_t nfds;
+  bool quiet; /* its owner collects its result (transport op `quiet`) */
 };
 
 /* The arena ranges of a map chunk (see struct mproc__range): fills in[] (up
@@ -164,6 +165,8 @@ struct mproc_pool {
   int *slot_of;                /* pfd index -> worker slot */
   _Atomic int64_t wait_ema_us; /* moving average of how long waits took */
   int dying_slot;              /* slot of dying_pid */
+  void *quiet_owner;           /* the imap that sets the transport's `quiet`, or NULL */
+  _Atomic uint64_t efd_wakes;  /* the manager's sleeps its eventfd ended */
   int collecting;              /* slot whose results are being collected */
   /* Statistics (under mu): tasks (a map chunk counts as one) by outcome. */
   uint64_t next_id, n_done, n_failed, n_cancelled, n_retried;
@@ -259,6 +262,9 @@ int mproc__manager_start(struct mproc_pool *p);
 int mproc__pool_drain(struct mproc_pool *p);
 /* Try to help without blocking: drains when the mutex is free. */
 void mproc__pool_help(struct mproc_pool *p);
+/* Help with mu held: drains unless the pool is terminating; returns whether
+ * the manager must then be kicked (after unlocking). */
+bool mproc__pool_help_locked(struct mproc_pool *p);
 /* A thread starts (+1) or stops (-1) spinning to collect results; stopping
  * collects once more.  Takes mu. */
 void mproc__pool_helping(struct mproc_pool *p, int delta);

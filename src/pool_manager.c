@@ -707,13 +707,17 @@ static bool manager_needed(struct mproc_pool *p, int collected) {
          (collected > 0 && atomic_load(&p->state) != MPROC__P_RUNNING && p->outstanding == 0);
 }
 
-void mproc__pool_help(struct mproc_pool *p) {
-  if (pthread_mutex_trylock(&p->mu) != 0)
-    return;
+bool mproc__pool_help_locked(struct mproc_pool *p) {
   int n = 0;
   if (atomic_load(&p->state) != MPROC__P_TERMINATING && p->slots != NULL)
     n = mproc__pool_drain(p);
-  bool kick = manager_needed(p, n);
+  return manager_needed(p, n);
+}
+
+void mproc__pool_help(struct mproc_pool *p) {
+  if (pthread_mutex_trylock(&p->mu) != 0)
+    return;
+  bool kick = mproc__pool_help_locked(p);
   pthread_mutex_unlock(&p->mu);
   if (kick)
     mproc__pool_kick(p);
@@ -950,6 +954,7 @@ static void *manager_main(void *arg) {
     int r = p->tp->sleep(p, pfd, n, next < 0 ? -1 : mproc__poll_timeout(next));
     atomic_store(&p->mgr_untimed, 0);
     if (r > 0 && (pfd[0].revents & POLLIN)) {
+      atomic_fetch_add_explicit(&p->efd_wakes, 1, memory_order_relaxed);
       uint64_t v;
       ssize_t rd = read(p->efd, &v, sizeof v);
       (void)rd;

@@ -7,7 +7,10 @@
  * the worker announces `sleeping` before its futex wait and the parent wakes
  * it only then; the manager announces `mgr_sleeping` before poll() and
  * workers write the eventfd only then.  Both use the store-then-load (Dekker)
- * order with sequentially consistent atomics so no wake-up is lost.
+ * order with sequentially consistent atomics so no wake-up is lost.  The
+ * manager is not woken either while a parent thread spins (`helpers`), nor
+ * for an EF_QUIET entry while `quiet` is set (an imap's caller collects
+ * those itself, and clears the word before it waits: see imap.c).
  *
  * The arena is one memfd of MPROC__ARENA_LEN bytes mapped before the workers
  * fork: virtual space only until touched.  map/imap allocate extents in it
@@ -504,6 +507,8 @@ static int shm_send_task(struct mproc_pool *p, int i, struct mproc__task *t) {
   }
   if (t->timeout_ms > 0)
     e->flags |= MPROC__EF_TIMED;
+  if (t->quiet)
+    e->flags |= MPROC__EF_QUIET;
   if (mproc__kind_block(t->kind)) {
     /* The block travels with every chunk: a worker maps it on first sight
      * and finds it in its cache afterwards (map_shm.c). */
@@ -853,6 +858,12 @@ static void shm_helping(struct mproc_pool *p, int delta) {
   atomic_fetch_add(&st(p)->hdr->helpers, (uint32_t)delta);
 }
 
+static void shm_quiet(struct mproc_pool *p, bool on) {
+  atomic_store(&st(p)->hdr->quiet, on);
+  if (!on)
+    atomic_thread_fence(memory_order_seq_cst); /* before the caller reads the rings */
+}
+
 static void *shm_arena(struct mproc_pool *p, uint64_t off) { return st(p)->arena + off; }
 
 static const struct mproc__arena_ops shm_arena_ops = {
@@ -893,6 +904,7 @@ const struct mproc__transport_ops mproc__transport_shm = {
     .reset_slot = shm_reset_slot,
     .sleep = shm_sleep,
     .helping = shm_helping,
+    .quiet = shm_quiet,
     .arena = &shm_arena_ops,
     .forget_block = shm_forget_block,
 };
