@@ -132,11 +132,13 @@ struct mproc_pool {
   pid_t mgr_tid;                             /* its tid: calls from callbacks are detected */
   bool mgr_started;                          /* create made the thread */
   bool mgr_joined;
-  _Atomic int mgr_exited;  /* futex word: 1 once the manager has left */
-  _Atomic int mgr_untimed; /* set under mu: the manager sleeps with no deadline */
-  uint64_t idle_kicks;     /* under mu: wake-ups of an untimed manager by a dispatch */
-  int start_err;           /* first spawn error during create */
-  _Atomic int started;     /* futex word: initial workers forked */
+  _Atomic int mgr_exited; /* futex word: 1 once the manager has left */
+  /* Set under mu: the next task dispatched must wake the manager (it sleeps
+   * with no deadline, or its transport has no idle_watch). */
+  _Atomic int mgr_untimed;
+  uint64_t idle_kicks; /* under mu: wake-ups of an untimed manager by a dispatch */
+  int start_err;       /* first spawn error during create */
+  _Atomic int started; /* futex word: initial workers forked */
   bool broken_init;
   int init_code;
   pid_t init_pid;  /* the worker whose initializer failed */

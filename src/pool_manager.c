@@ -604,8 +604,9 @@ static void dispatch_pending(struct mproc_pool *p) {
     else if (atomic_load_explicit(&p->mgr_untimed, memory_order_relaxed) &&
              atomic_exchange(&p->mgr_untimed, 0)) {
       /* It must watch this task even if its worker stalls.  Only a pool
-       * idle for MPROC__IDLE_WATCH_MS gets here: a busier one's manager
-       * sleeps with a deadline and sees the task when it wakes. */
+       * idle for MPROC__IDLE_WATCH_MS gets here (or one whose transport
+       * has no idle_watch): a busier one's manager sleeps with a deadline
+       * and sees the task when it wakes. */
       p->idle_kicks++;
       mproc__pool_kick(p);
     }
@@ -929,7 +930,8 @@ static void *manager_main(void *arg) {
        * tracer lets go. */
       while (p->nlinger > 0)
         mproc__reap_later(p->linger[--p->nlinger]);
-    atomic_store(&p->mgr_untimed, next < 0);
+    /* Untimed: the next task dispatched wakes it (dispatch_pending). */
+    atomic_store(&p->mgr_untimed, next < 0 || (!p->tp->idle_watch && p->outstanding == 0));
     pthread_mutex_unlock(&p->mu);
     if (finished)
       break;

@@ -168,6 +168,12 @@ enum {
 
 struct mproc__transport_ops {
   const char *name; /* what the pool option and MPROC_TRANSPORT say */
+  /* Whether a task sent while the manager sleeps with a deadline may wait
+   * for that deadline: its workers wake the manager for what needs it
+   * (shm).  False: the manager's sleep must be woken for a task sent while
+   * none was out (MPI: with nothing out its sleep watches only the fds,
+   * and nobody else may be driving progress). */
+  bool idle_watch;
   /* Create the pool's transport state (before any worker starts). */
   int (*init)(struct mproc_pool *p);
   /* Release everything (workers already gone). */

@@ -893,6 +893,7 @@ static void shm_forget_block(struct mproc_pool *p, uint64_t dev, uint64_t ino) {
 
 const struct mproc__transport_ops mproc__transport_shm = {
     .name = "shm",
+    .idle_watch = true,
     .init = shm_init,
     .fini = shm_fini,
     .start_worker = shm_start_worker,
