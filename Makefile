@@ -10,8 +10,13 @@
 #   make bench     build (Release) and run the benchmarks, side by side with Python
 #   make bench-report  redraw docs/img/benchmarks.png and the table in BENCHMARKS.md
 #                  from $(BUILD)-bench/bench/results.txt (run make bench first)
-#   make install PREFIX=/some/where
+#   make install PREFIX=/some/where   build the library, the mproc tool and
+#                  the manual pages only (no tests), and install them
 #   make format    reformat the sources; make format-check fails on a diff
+# cmake --build runs make again under this one: without this, every level
+# of it announces "Entering directory"/"Leaving directory" (hundreds of lines).
+MAKEFLAGS += --no-print-directory
+
 BUILD    ?= build
 PREFIX   ?= /usr/local
 CMAKE    ?= cmake
@@ -81,7 +86,15 @@ bench-report:
 	@test -s $(BUILD)-bench/bench/results.txt || { echo "no $(BUILD)-bench/bench/results.txt: run make bench first" >&2; exit 1; }
 	python3 bench/report.py $(BUILD)-bench/bench/results.txt docs/img/benchmarks.png BENCHMARKS.md
 
-install: build
+# Builds only what it installs (the libraries, the tool, the manual pages),
+# its output in a log shown when the build fails, as for demo.
+install:
+	@bash scripts/deps.sh $(BUILD_TOOLS)
+	@mkdir -p $(BUILD)
+	@echo "install: building the library, the mproc tool and the manual pages (log: $(BUILD)/install-build.log)"
+	@{ test -f $(BUILD)/CMakeCache.txt || $(CMAKE) -S . -B $(BUILD) $(CMAKE_ARGS); } >$(BUILD)/install-build.log 2>&1 && \
+	  $(CMAKE) --build $(BUILD) -j $(JOBS) --target installed >>$(BUILD)/install-build.log 2>&1 || \
+	  { tail -n 40 $(BUILD)/install-build.log; echo "install: the build FAILED (full log: $(BUILD)/install-build.log)"; exit 1; }
 	$(CMAKE) --install $(BUILD) --prefix $(PREFIX)
 
 format:

@@ -1,4 +1,4 @@
-/* S2: start one worker process and wait for it */
+/* S02: start one worker process and wait for it */
 #include <mproc.h>
 #include <stdio.h>
 #include <unistd.h>

@@ -1,4 +1,4 @@
-/* S3: start 5 processes, each with its own argument */
+/* S03: start 5 processes, each with its own argument */
 #include <mproc.h>
 #include <stdio.h>
 

@@ -1,5 +1,5 @@
-/* S08: fetch several files in parallel, one item per (url, filename) pair.
- * The pairs are strings of any length: each item packs "url\0filename\0"
+/* S08: fetch several files in parallel, one item per (url, filename) pair */
+/* The pairs are strings of any length: each item packs "url\0filename\0"
  * and mproc_pool_map_buf carries items and results of any size. */
 #include <mproc.h>
 #include <arpa/inet.h>

@@ -1,5 +1,5 @@
-/* S09: resize a batch of PNG images in parallel.  Paths are strings of any
- * length (the images sit in a directory with a name longer than 200 bytes):
+/* S09: resize a batch of PNG images in parallel, their paths of any length */
+/* The images sit in a directory whose name is longer than 200 bytes:
  * mproc_pool_map_buf takes each path as an item and gives back the path of
  * the image it wrote. */
 #include <mproc.h>

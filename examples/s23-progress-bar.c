@@ -47,10 +47,10 @@ int main(void) {
   for (int i = 0; i < N; i++)
     bounds[i] = 20000 + 50 * i;
   struct watch w = {0};
-  /* Progress counts finished chunks: a small chunksize moves the bar
-   * smoothly, at the price of more hand-offs. */
+  /* The default chunksize: the workers count the items done inside a
+   * running chunk, so the bar moves per item all the same. */
   struct mproc_map_options o = {
-      .chunksize = 4, .progress = MPROC_PROGRESS_ON, .progress_cb = on_progress, .progress_ud = &w};
+      .progress = MPROC_PROGRESS_ON, .progress_cb = on_progress, .progress_ud = &w};
   struct mproc_task_error e;
   int err = mproc_pool_map(pool, count_primes, bounds, N, sizeof *bounds, primes, sizeof *primes,
                            &o, &e, 300000);
@@ -60,7 +60,8 @@ int main(void) {
     mproc_pool_free(pool);
     return 1;
   }
-  printf("primes below %d: %d; below %d: %d\n", bounds[0], primes[0], bounds[N - 1], primes[N - 1]);
+  printf("count_primes over %d bounds: %d primes below %d, ..., %d primes below %d\n", N, primes[0],
+         bounds[0], primes[N - 1], bounds[N - 1]);
   printf("callback: %s\n", w.went_back ? "a report went backwards" : "every report moved forward");
   return mproc_pool_free(pool) == 0 ? 0 : 1;
 }

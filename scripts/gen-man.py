@@ -147,8 +147,52 @@ def summary(lines):
     s = m.group(1) if m else text
     s = s.rstrip(".:;")
     if len(s) > 90:
-        s = s[:87].rsplit(" ", 1)[0] + "..."
+        s = shorten(s, 90)
     return s or "see DESCRIPTION"
+
+
+def shorten(s, width):
+    """s cut to at most `width` characters at the end of a clause, outside
+    parentheses, so that a NAME line (what apropos and man -k show) reads as
+    a phrase: the first "; ", ": ", " (" or dash that leaves at least 24
+    characters, else the first ", ", else a cut at a word with "..."."""
+    depth, strong, weak = 0, 0, 0
+    for i, c in enumerate(s[:width + 1]):
+        if c in "([{":
+            if c == "(" and depth == 0 and i > 0 and s[i - 1] == " " and i - 1 >= 24:
+                strong = strong or i - 1
+            depth += 1
+        elif c in ")]}":
+            depth = max(0, depth - 1)
+        elif depth == 0 and i >= 24 and s[i + 1:i + 2] in (" ", ""):
+            if c in ";:":
+                strong = strong or i
+            elif c == ",":
+                weak = weak or i
+        elif depth == 0 and i >= 24 and s.startswith(" \u2014", i):
+            strong = strong or i
+    cut = strong or weak
+    if cut:
+        return s[:cut].rstrip(" ,;:")
+    return s[:width - 3].rsplit(" ", 1)[0] + "..."
+
+
+def stacked(secs):
+    """The sections with each run of headings stacked on one body (headings
+    of one level, all but the last with nothing under them: `mproc_value_new`
+    right above `mproc_array_new` and their shared text) merged into one
+    section: every function of the run gets the run's body and is
+    documented together with the others, instead of an empty page."""
+    out, run = [], []
+    for lvl, heading, body in secs:
+        if run and lvl != run[0][0]:
+            out += run
+            run = []
+        run.append((lvl, heading, body))
+        if any(l.strip() for l in body):
+            out.append((lvl, " ".join(h for _, h, _ in run), body))
+            run = []
+    return out + run
 
 
 def names_in(heading, known):
@@ -179,7 +223,7 @@ def main(src, out):
         secs = sections(os.path.join(refdir, page))
         title = next((plain(h) for lvl, h, _ in secs if lvl == 1), page[:-3])
         funcs = []
-        for lvl, heading, body in secs:
+        for lvl, heading, body in stacked(secs):
             if lvl < 2:
                 continue
             for n in names_in(heading, decls):

@@ -38,6 +38,11 @@ MPROC_EXTERN const char *mproc_strerror(int err) {
      * constant string for every errno it knows, which covers -4095..-1. */
     return strerror(-err);
   }
+  /* Error codes are never positive; a positive value passed here is most
+   * often a task's own failure code (mproc_task_error.task_code after
+   * `return 1;`) or a count, so say so rather than "unknown error". */
+  if (err > 0)
+    return "not an error code: a count, or a task's own positive code";
   return "unknown error";
 }
 

@@ -138,6 +138,8 @@ static struct mproc_future *fcache_take(struct mproc_pool *p) {
 
 /* Keep f's memory in its pool's list; false when the pool keeps no more. */
 static bool fcache_keep(struct mproc_pool *p, struct mproc_future *f) {
+  if (mproc__pool_foreign(p))
+    return false; /* a forked copy: its lock may have been held at the fork */
   pthread_mutex_lock(&p->fcache_mu);
   bool keep = p->nfcache < FCACHE_MAX && atomic_load(&p->state) == MPROC__P_RUNNING;
   if (keep) {
@@ -270,6 +272,8 @@ MPROC_EXTERN int mproc_future_state(mproc_future *f) {
   if (s != MPROC_FUTURE_PENDING)
     return s;
   struct mproc_pool *p = f->pool;
+  if (mproc__pool_foreign(p))
+    return s;
   pthread_mutex_lock(&p->mu);
   s = atomic_load(&f->state);
   int64_t since;
@@ -324,6 +328,8 @@ MPROC_EXTERN int mproc_future_cancel(mproc_future *f) {
   if (f == NULL)
     return MPROC_EINVAL;
   struct mproc_pool *p = f->pool;
+  if (mproc__pool_foreign(p))
+    return MPROC_ESTATE;
   pthread_mutex_lock(&p->mu);
   int r = 0;
   if (atomic_load(&f->state) >= MPROC_FUTURE_DONE)
@@ -340,6 +346,8 @@ MPROC_EXTERN int mproc_future_add_done_callback(mproc_future *f, void (*cb)(mpro
                                                 void *ud) {
   if (f == NULL || cb == NULL)
     return MPROC_EINVAL;
+  if (mproc__pool_foreign(f->pool))
+    return MPROC_ESTATE;
   struct mproc__cb *c = calloc(1, sizeof *c);
   if (c == NULL)
     return MPROC_ENOMEM;

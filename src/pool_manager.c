@@ -716,7 +716,7 @@ bool mproc__pool_help_locked(struct mproc_pool *p) {
 }
 
 void mproc__pool_help(struct mproc_pool *p) {
-  if (pthread_mutex_trylock(&p->mu) != 0)
+  if (mproc__pool_foreign(p) || pthread_mutex_trylock(&p->mu) != 0)
     return;
   bool kick = mproc__pool_help_locked(p);
   pthread_mutex_unlock(&p->mu);
@@ -725,6 +725,8 @@ void mproc__pool_help(struct mproc_pool *p) {
 }
 
 void mproc__pool_helping(struct mproc_pool *p, int delta) {
+  if (mproc__pool_foreign(p))
+    return;
   pthread_mutex_lock(&p->mu);
   int n = 0;
   if (p->tp_state != NULL && p->slots != NULL) {

@@ -99,7 +99,16 @@ MPROC_EXTERN int mproc__transport_find(const char *name, const struct mproc__tra
     if (reg[i] != NULL && k < sizeof known)
       k += (size_t)snprintf(known + k, sizeof known - k, "%s%s", k > 0 ? ", " : "", reg[i]->name);
   pthread_mutex_unlock(&reg_mu);
-  fprintf(stderr, "mproc: pool: no transport named \"%s\" (from %s); registered: %s\n", name, from,
-          known);
+  /* A transport other than "shm" registers itself when its library is
+   * loaded, so the likely cause is a program not linked with it: say which
+   * library brings the one the MPI documentation names. */
+  const char *hint = strcmp(name, "mpi") == 0
+                         ? "; \"mpi\" comes with libmproc_mpi: link it (pkg-config --libs "
+                           "mproc-mpi; by hand, with -Wl,--no-as-needed if the program calls "
+                           "none of its functions)"
+                         : "; a transport registers itself when the library that has it is "
+                           "loaded";
+  fprintf(stderr, "mproc: pool: no transport named \"%s\" (from %s); registered: %s%s\n", name,
+          from, known, hint);
   return MPROC_EINVAL;
 }

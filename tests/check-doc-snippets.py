@@ -200,7 +200,8 @@ def doc_files(src):
     return [f for f in files if os.path.exists(f)]
 
 
-NAME = re.compile(r"\b(?:mproc|MPROC)_[A-Za-z0-9_]*[A-Za-z0-9](?![A-Za-z0-9_*])")
+# A CMake target (mproc::mproc_static) is not a C name: "::" before it.
+NAME = re.compile(r"(?<!::)\b(?:mproc|MPROC)_[A-Za-z0-9_]*[A-Za-z0-9](?![A-Za-z0-9_*])")
 
 
 def header_names(src):

@@ -26,6 +26,15 @@ if [ "${1:-}" = --self-test ]; then
   grep -q 'int mproc_demo_open(int a, int b);' "$tmp/man/man3/mproc_demo_open.3" ||
     { echo "FAIL: the synopsis is not the header's declaration"; exit 1; }
   grep -q 'Opens a demo' "$tmp/man/man3/mproc_demo_open.3" || { echo "FAIL: no description"; exit 1; }
+  # Two headings stacked on one body: both pages carry that body.
+  printf 'MPROC_EXTERN int mproc_demo_a(void);\nMPROC_EXTERN int mproc_demo_b(void);\n' \
+    >> "$tmp/src/include/mproc/demo.h"
+  printf '#### `int mproc_demo_a(void)`\n#### `int mproc_demo_b(void)`\nShared text.\n' \
+    >> "$tmp/src/docs/reference/demo.md"
+  python3 "$gen" "$tmp/src" "$tmp/man" >/dev/null || { echo "FAIL: stacked headings failed"; exit 1; }
+  for f in mproc_demo_a mproc_demo_b; do
+    grep -q 'Shared text' "$tmp/man/man3/$f.3" || { echo "FAIL: $f.3 lacks its stacked body"; exit 1; }
+  done
   echo "self-test OK"
   exit 0
 fi
@@ -42,6 +51,11 @@ for f in $names; do
   # The NAME line: "mproc_x \- what it does" (a literal backslash in roff).
   grep -q "^$f \\\\- ." "$page" ||
     { echo "FAIL: $page has no NAME line for $f"; fail=1; }
+  # Something to read: not the generator's fallbacks for an entry it found
+  # no text for (a heading stacked on the next one's body, say).
+  if grep -q -e '^See the reference page\.$' -e "^$f \\\\- see DESCRIPTION$" "$page"; then
+    echo "FAIL: $page has no description of $f"; fail=1
+  fi
 done
 [ -s "$tmp/man/man7/mproc.7" ] || { echo "FAIL: no mproc(7)"; fail=1; }
 # Function-like macros with a reference heading of their own have pages too.

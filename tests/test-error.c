@@ -65,6 +65,10 @@ START_TEST(test_unknown_codes) {
   ck_assert_str_eq(mproc_err_name(MPROC_ERR_LAST - 1), "MPROC_EUNKNOWN");
   ck_assert_str_eq(mproc_strerror(MPROC_ERR_LAST - 1), "unknown error");
   ck_assert_str_eq(mproc_err_name(12345), "MPROC_EUNKNOWN");
+  /* A positive value is a task's own code or a count, never a library
+   * error: the text says so instead of "unknown error". */
+  ck_assert_str_eq(mproc_strerror(5), "not an error code: a count, or a task's own positive code");
+  ck_assert_str_eq(mproc_strerror(12345), mproc_strerror(1));
   ck_assert_ptr_nonnull(mproc_strerror(-100000));
 }
 END_TEST

@@ -45,6 +45,15 @@ if [ -f "$libdir/pkgconfig/mproc-mpi.pc" ]; then
   PKG_CONFIG_PATH="$libdir/pkgconfig" "$cc" -o "$tmp/consumer-mpi" "$here/consumer-mpi.c" \
     $(PKG_CONFIG_PATH="$libdir/pkgconfig" pkg-config --cflags --libs mproc-mpi)
   env -u LD_LIBRARY_PATH "$tmp/consumer-mpi" | grep -q '^mproc-mpi 0 worker ranks$'
+  # A program that calls nothing of libmproc_mpi keeps it linked (its
+  # loading registers the "mpi" transport): MPROC_TRANSPORT=mpi works.
+  PKG_CONFIG_PATH="$libdir/pkgconfig" "$cc" -o "$tmp/consumer-transport" \
+    "$here/consumer-transport.c" $(PKG_CONFIG_PATH="$libdir/pkgconfig" pkg-config --cflags --libs mproc-mpi)
+  env -u LD_LIBRARY_PATH MPROC_TRANSPORT=mpi "$tmp/consumer-transport" | grep -q '^pool ok: 2 4 6$'
+  PKG_CONFIG_PATH="$libdir/pkgconfig" pkg-config --modversion mproc-mpi >/dev/null
+  if grep -q '(built against )' "$libdir/pkgconfig/mproc-mpi.pc"; then
+    echo "mproc-mpi.pc names no MPI library"; exit 1
+  fi
   "$cmake" -S "$here/mpi" -B "$tmp/cm-mpi" -DCMAKE_PREFIX_PATH="$tmp/prefix" -DCMAKE_C_COMPILER="$cc" >/dev/null
   "$cmake" --build "$tmp/cm-mpi" >/dev/null
   env -u LD_LIBRARY_PATH "$tmp/cm-mpi/consumer-mpi" | grep -q '^mproc-mpi 0 worker ranks$'
