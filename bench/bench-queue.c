@@ -1,8 +1,11 @@
 /* Queue and pipe benchmarks: small messages (1 producer, 1 consumer and 2+2
- * processes), 1 MiB messages against plain memcpy, and a pipe ping-pong
- * against a raw socketpair.  MPROC_BENCH_QUICK=1 shrinks the sizes. */
-#include "bench.h"
-#include "internal.h"
+ * processes) against the raw rings of bench-raw.h (impl "raw": an SPSC ring,
+ * spin then futex; a ring under one process-shared mutex, spin then futex),
+ * 1 MiB messages against plain memcpy, and a pipe ping-pong against a raw
+ * socketpair.  Each mproc figure and its limit are measured alternately, so
+ * that a burst of load on the machine hits both alike.
+ * MPROC_BENCH_QUICK=1 shrinks the sizes. */
+#include "bench-raw.h"
 
 #include <string.h>
 #include <sys/socket.h>
@@ -195,11 +198,14 @@ static double raw_rt(long n) {
 
 int main(void) {
   quick = getenv("MPROC_BENCH_QUICK") != NULL && strcmp(getenv("MPROC_BENCH_QUICK"), "1") == 0;
-  double v[BENCH_REPS];
+  double v[BENCH_REPS], raw[BENCH_REPS];
   long small = quick ? 20000 : 4000000;
-  for (int r = 0; r < BENCH_REPS; r++)
+  for (int r = 0; r < BENCH_REPS; r++) {
     v[r] = spsc(small, 8, (size_t)1 << 20) / 1e6;
+    raw[r] = raw_spsc_rate(small) / 1e6;
+  }
   bench_report("queue_small_msgs", "mproc", v, BENCH_REPS, "M/s");
+  bench_report("queue_small_msgs", "raw", raw, BENCH_REPS, "M/s");
 
   long big = quick ? 20 : 2000;
   size_t mib = (size_t)1 << 20;
@@ -210,13 +216,14 @@ int main(void) {
     v[r] = memcpy_rate(big, mib);
   bench_report("queue_1mib_msgs", "os", v, BENCH_REPS, "MB/s");
 
-  for (int r = 0; r < BENCH_REPS; r++)
+  for (int r = 0; r < BENCH_REPS; r++) {
     v[r] = mpmc(small) / 1e6;
+    raw[r] = raw_mpmc_rate(2, small) / 1e6;
+  }
   bench_report("queue_mpmc_small_msgs", "mproc", v, BENCH_REPS, "M/s");
+  bench_report("queue_mpmc_small_msgs", "raw", raw, BENCH_REPS, "M/s");
 
   long rts = quick ? 2000 : 100000;
-  /* Alternate the two so a burst of load on the machine hits both alike. */
-  double raw[BENCH_REPS];
   for (int r = 0; r < BENCH_REPS; r++) {
     v[r] = pipe_rt(rts);
     raw[r] = raw_rt(rts);

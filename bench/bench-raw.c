@@ -1,13 +1,9 @@
 /* The raw mechanisms every mproc hot path is measured against, printed as
  * impl "raw" under the metric names of the mproc benchmarks, so that
- * bench/run.sh and bench/report.py show each metric as a ratio to its limit:
+ * bench/run.sh and bench/report.py show each metric as a ratio to its limit
+ * (the queue's two limits, an SPSC ring and a ring under one mutex, are
+ * measured by bench-queue.c, alternately with the queue: bench-raw.h):
  *
- *   queue_small_msgs        M/s: an SPSC ring of 8-byte slots in shared
- *                           memory, one producer process, the caller
- *                           consuming; spin, then sleep on a futex
- *   queue_mpmc_small_msgs   M/s: a ring in shared memory guarded by one
- *                           process-shared pthread mutex, 2 producer and 2
- *                           consumer processes; spin, then futex
  *   lock_uncontended        ns per acquire+release of a robust,
  *                           process-shared pthread mutex
  *   value_locked_inc_2proc  increments/s by two processes on one int64
@@ -20,56 +16,6 @@
 #include "bench-raw.h"
 
 #include <string.h>
-
-/* ---- SPSC ring ----------------------------------------------------------- */
-
-struct spsc {
-  _Alignas(LINE) _Atomic uint32_t head; /* next slot to read, consumer-owned */
-  struct raw_wait head_wait;            /* the producer asleep on a full ring */
-  _Alignas(LINE) _Atomic uint32_t tail; /* next slot to write, producer-owned */
-  struct raw_wait tail_wait;            /* the consumer asleep on an empty ring */
-  _Alignas(LINE) uint64_t slot[RAW_SLOTS];
-};
-
-static double spsc_rate(long n) {
-  struct spsc *r = shared_map(sizeof *r);
-  double t0 = bench_now_s();
-  pid_t pid = fork();
-  if (pid == 0) {
-    uint32_t tail = 0;
-    for (long i = 0; i < n; i++) {
-      uint32_t head;
-      while (tail - (head = atomic_load_explicit(&r->head, memory_order_acquire)) == RAW_SLOTS)
-        await_change(&r->head, head, &r->head_wait, 0);
-      r->slot[tail % RAW_SLOTS] = (uint64_t)i;
-      tail++;
-      /* Publishing every message, as a queue must: the consumer may be
-       * waiting for exactly this one. */
-      atomic_store(&r->tail, tail);
-      wake(&r->tail, &r->tail_wait);
-    }
-    _exit(0);
-  }
-  uint32_t head = 0;
-  uint64_t sum = 0;
-  for (long i = 0; i < n; i++) {
-    uint32_t tail;
-    while ((tail = atomic_load_explicit(&r->tail, memory_order_acquire)) == head)
-      await_change(&r->tail, tail, &r->tail_wait, 0);
-    sum += r->slot[head % RAW_SLOTS];
-    head++;
-    atomic_store(&r->head, head);
-    wake(&r->head, &r->head_wait);
-  }
-  double t = bench_now_s() - t0;
-  wait_child(pid);
-  if (sum != (uint64_t)n * (uint64_t)(n - 1) / 2) {
-    fprintf(stderr, "bench-raw: spsc lost messages\n");
-    exit(1);
-  }
-  munmap(r, sizeof *r);
-  return (double)n / t;
-}
 
 /* ---- robust process-shared mutex ----------------------------------------- */
 
@@ -148,16 +94,6 @@ int main(void) {
   const char *q = getenv("MPROC_BENCH_QUICK");
   bool quick = q != NULL && strcmp(q, "1") == 0;
   double v[BENCH_REPS];
-
-  long small = quick ? 20000 : 4000000;
-  long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
-  spin_ok = ncpu >= 2;
-  for (int r = 0; r < BENCH_REPS; r++)
-    v[r] = spsc_rate(small) / 1e6;
-  bench_report("queue_small_msgs", "raw", v, BENCH_REPS, "M/s");
-  for (int r = 0; r < BENCH_REPS; r++)
-    v[r] = raw_mpmc_rate(2, small) / 1e6;
-  bench_report("queue_mpmc_small_msgs", "raw", v, BENCH_REPS, "M/s");
 
   for (int r = 0; r < BENCH_REPS; r++)
     v[r] = robust_uncontended_ns(quick ? 10000 : 5000000);

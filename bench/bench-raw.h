@@ -1,6 +1,9 @@
-/* The raw mechanisms shared by bench-raw.c and bench-scale.c: shared
- * memory, a futex wait that spins first, and a ring of 8-byte slots under
- * one process-shared mutex (the MPMC limit of mproc's queue). */
+/* The raw mechanisms shared by bench-raw.c, bench-queue.c and
+ * bench-scale.c: shared memory, a futex wait that spins first, an SPSC ring
+ * of 8-byte slots (the limit of mproc's queue with one producer and one
+ * consumer) and a ring of 8-byte slots under one process-shared mutex (the
+ * MPMC limit).  bench-queue.c runs the two rings alternately with mproc's
+ * queue, so that a burst of load hits both sides of a ratio alike. */
 #ifndef MPROC_BENCH_RAW_H
 #define MPROC_BENCH_RAW_H
 
@@ -18,7 +21,7 @@
 
 #define LINE 64
 
-static void *shared_map(size_t size) {
+static inline void *shared_map(size_t size) {
   void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
   if (p == MAP_FAILED) {
     perror("bench: mmap");
@@ -27,7 +30,7 @@ static void *shared_map(size_t size) {
   return p;
 }
 
-static void wait_child(pid_t pid) {
+static inline void wait_child(pid_t pid) {
   int st;
   if (waitpid(pid, &st, 0) != pid || !WIFEXITED(st) || WEXITSTATUS(st) != 0) {
     fprintf(stderr, "bench: child failed\n");
@@ -35,9 +38,10 @@ static void wait_child(pid_t pid) {
   }
 }
 
-/* Whether waiters may spin before sleeping: only while the processes
- * involved do not outnumber the CPUs (as mproc's queue decides). */
+/* Whether waiters may spin before sleeping, and for how long: mproc's
+ * queue's budget (SPIN_NS of src/queue_ring.c). */
 static bool spin_ok;
+#define RAW_SPIN_NS 20000
 
 static inline int64_t now_ns(void) {
   struct timespec ts;
@@ -62,11 +66,10 @@ struct raw_wait {
 
 /* Sleeps until *word differs from seen; `me` < RAW_SLEEPERS names the
  * sleeper's slot, used by no other process at the same time.  Spins up to
- * 20 us first.  A Dekker pair: the sleeper stores its slot before its last
- * look at the word, the waker changes the word before it reads the count
- * and the slots (all sequentially consistent), so either the waker sees the
- * registration or the sleeper sees the change (and the futex re-checks the
- * word in the kernel).
+ * RAW_SPIN_NS first (when spin_ok), one pause instruction per look.  A Dekker pair: the sleeper
+ * stores its slot before its last look at the word, the waker changes the word before it reads the
+ * count and the slots (all sequentially consistent), so either the waker sees the registration or
+ * the sleeper sees the change (and the futex re-checks the word in the kernel).
  *
  * (This once was one flag per word that a waker cleared with an exchange
  * before its wake-up.  That lost wake-ups: a sleeper that had already seen
@@ -76,9 +79,9 @@ struct raw_wait {
  * nobody either: both sides of a ring could end asleep with the word
  * changed.  A registration now carries its value, and only a waker of
  * another value may clear it.) */
-static void await_change(_Atomic uint32_t *word, uint32_t seen, struct raw_wait *w, int me) {
+static inline void await_change(_Atomic uint32_t *word, uint32_t seen, struct raw_wait *w, int me) {
   if (spin_ok) {
-    int64_t until = now_ns() + 20000;
+    int64_t until = now_ns() + RAW_SPIN_NS;
     do {
       for (int i = 0; i < 64; i++) {
         if (atomic_load_explicit(word, memory_order_acquire) != seen)
@@ -104,7 +107,7 @@ static void await_change(_Atomic uint32_t *word, uint32_t seen, struct raw_wait 
  * with several wakers, a sleeper may already have seen a later value than
  * a slow waker's, and clearing its slot would leave it asleep unregistered
  * for the next change. */
-static void wake(_Atomic uint32_t *word, struct raw_wait *w) {
+static inline void wake(_Atomic uint32_t *word, struct raw_wait *w) {
   if (atomic_load(&w->n) == 0)
     return;
   uint64_t now = RAW_ASLEEP | atomic_load(word);
@@ -120,7 +123,7 @@ static void wake(_Atomic uint32_t *word, struct raw_wait *w) {
     mproc__futex_wake(word, INT32_MAX, true);
 }
 
-static void bump(_Atomic uint32_t *word, struct raw_wait *w) {
+static inline void bump(_Atomic uint32_t *word, struct raw_wait *w) {
   atomic_fetch_add(word, 1); /* seq_cst: before the loads of wake() */
   wake(word, w);
 }
@@ -141,7 +144,7 @@ struct raw_mpmc {
 
 /* n puts (producer) or n gets, each under the mutex; a full (empty) ring
  * waits for the next get (put).  `me` is the process's sleeper slot. */
-static void raw_mpmc_side(struct raw_mpmc *r, long n, bool producer, int me) {
+static inline void raw_mpmc_side(struct raw_mpmc *r, long n, bool producer, int me) {
   _Atomic uint32_t *mine = producer ? &r->put : &r->got, *theirs = producer ? &r->got : &r->put;
   struct raw_wait *my_wait = producer ? &r->put_wait : &r->got_wait;
   struct raw_wait *their_wait = producer ? &r->got_wait : &r->put_wait;
@@ -164,15 +167,18 @@ static void raw_mpmc_side(struct raw_mpmc *r, long n, bool producer, int me) {
 }
 
 /* k producer and k consumer processes (k <= 8) moving n 8-byte messages:
- * messages per second.  Waiters spin only while 2k processes fit the CPUs. */
-static double raw_mpmc_rate(int k, long n) {
+ * messages per second.  Waiters spin while the k processes of the side
+ * they wait for fit the CPUs: 2+2 on 2 CPUs spin (measured a little faster
+ * than sleeping at once), 8+8 do not (spinning would take the CPU from the
+ * process waited for). */
+static inline double raw_mpmc_rate(int k, long n) {
   struct raw_mpmc *r = shared_map(sizeof *r);
   pthread_mutexattr_t a;
   pthread_mutexattr_init(&a);
   pthread_mutexattr_setpshared(&a, PTHREAD_PROCESS_SHARED);
   pthread_mutex_init(&r->m, &a);
   pthread_mutexattr_destroy(&a);
-  spin_ok = 2 * k <= sysconf(_SC_NPROCESSORS_ONLN);
+  spin_ok = k <= sysconf(_SC_NPROCESSORS_ONLN);
   pid_t pid[16];
   double t0 = bench_now_s();
   for (int i = 0; i < 2 * k; i++) {
@@ -187,6 +193,59 @@ static double raw_mpmc_rate(int k, long n) {
   pthread_mutex_destroy(&r->m);
   munmap(r, sizeof *r);
   return (double)(n / k * k) / t;
+}
+
+/* ---- SPSC ring ----------------------------------------------------------- */
+
+struct raw_spsc {
+  _Alignas(LINE) _Atomic uint32_t head; /* next slot to read, consumer-owned */
+  struct raw_wait head_wait;            /* the producer asleep on a full ring */
+  _Alignas(LINE) _Atomic uint32_t tail; /* next slot to write, producer-owned */
+  struct raw_wait tail_wait;            /* the consumer asleep on an empty ring */
+  _Alignas(LINE) uint64_t slot[RAW_SLOTS];
+};
+
+/* One producer process, the caller consuming n 8-byte messages: messages
+ * per second.  Both sides spin before they sleep (with 2 CPUs or more). */
+static inline double raw_spsc_rate(long n) {
+  struct raw_spsc *r = shared_map(sizeof *r);
+  spin_ok = sysconf(_SC_NPROCESSORS_ONLN) >= 2;
+  double t0 = bench_now_s();
+  pid_t pid = fork();
+  if (pid == 0) {
+    uint32_t tail = 0;
+    for (long i = 0; i < n; i++) {
+      uint32_t head;
+      while (tail - (head = atomic_load_explicit(&r->head, memory_order_acquire)) == RAW_SLOTS)
+        await_change(&r->head, head, &r->head_wait, 0);
+      r->slot[tail % RAW_SLOTS] = (uint64_t)i;
+      tail++;
+      /* Publishing every message, as a queue must: the consumer may be
+       * waiting for exactly this one. */
+      atomic_store(&r->tail, tail);
+      wake(&r->tail, &r->tail_wait);
+    }
+    _exit(0);
+  }
+  uint32_t head = 0;
+  uint64_t sum = 0;
+  for (long i = 0; i < n; i++) {
+    uint32_t tail;
+    while ((tail = atomic_load_explicit(&r->tail, memory_order_acquire)) == head)
+      await_change(&r->tail, tail, &r->tail_wait, 0);
+    sum += r->slot[head % RAW_SLOTS];
+    head++;
+    atomic_store(&r->head, head);
+    wake(&r->head, &r->head_wait);
+  }
+  double t = bench_now_s() - t0;
+  wait_child(pid);
+  if (sum != (uint64_t)n * (uint64_t)(n - 1) / 2) {
+    fprintf(stderr, "bench: raw spsc ring lost messages\n");
+    exit(1);
+  }
+  munmap(r, sizeof *r);
+  return (double)n / t;
 }
 
 #endif /* MPROC_BENCH_RAW_H */

@@ -96,8 +96,8 @@ static int setup_stream(posix_spawn_file_actions_t *fa, int which, int v, int pi
     int p[2];
     if (pipe2(p, O_CLOEXEC) != 0)
       return mproc__neg_errno();
-    mproc__fd_register(p[0]);
-    mproc__fd_register(p[1]);
+    p[0] = mproc__fd_own(p[0]);
+    p[1] = mproc__fd_own(p[1]);
     /* stdin: the child reads p[0]; stdout/stderr: the child writes p[1]. */
     pipes[0] = which == 0 ? p[0] : p[1];
     pipes[1] = which == 0 ? p[1] : p[0];
@@ -106,7 +106,7 @@ static int setup_stream(posix_spawn_file_actions_t *fa, int which, int v, int pi
     int fd = open("/dev/null", which == 0 ? O_RDONLY | O_CLOEXEC : O_WRONLY | O_CLOEXEC);
     if (fd < 0)
       return mproc__neg_errno();
-    mproc__fd_register(fd);
+    fd = mproc__fd_own(fd);
     pipes[0] = fd;
     child = fd;
   } else if (v > 0 || (v == 0 && which == 0)) {
@@ -202,7 +202,7 @@ static int spawn(mproc_command *c, char *const argv[], const mproc_command_optio
     }
     return err;
   }
-  mproc__fd_register(pidfd);
+  pidfd = mproc__fd_own(pidfd);
   c->pid = pid;
   c->pidfd = pidfd;
   return 0;
@@ -240,7 +240,7 @@ MPROC_EXTERN int mproc_command_start(mproc_command **out, char *const argv[],
     shadow = fcntl(1, F_DUPFD_CLOEXEC, 3);
     if (shadow < 0)
       r = mproc__neg_errno();
-    mproc__fd_register(shadow);
+    shadow = mproc__fd_own(shadow);
     want[2] = shadow;
   }
   for (int i = 0; i < 3 && r == 0; i++)

@@ -69,6 +69,8 @@ MPROC_EXTERN int mproc_pipe(mproc_conn **a, mproc_conn **b, const struct mproc_p
   int sv[2];
   if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0)
     return mproc__neg_errno();
+  sv[0] = mproc__fd_above_std(sv[0]);
+  sv[1] = mproc__fd_above_std(sv[1]);
   mproc__fd_register_user(sv[0]);
   mproc__fd_register_user(sv[1]);
   bool oneway = flags & MPROC_PIPE_ONEWAY;

@@ -32,7 +32,7 @@ static char *slurp(const char *path) {
   int fd = open(path, O_RDONLY | O_CLOEXEC);
   if (fd < 0)
     return NULL;
-  mproc__fd_register(fd);
+  fd = mproc__fd_own(fd);
   size_t cap = 4096, len = 0;
   char *buf = malloc(cap);
   while (buf != NULL) {

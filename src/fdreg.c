@@ -20,6 +20,7 @@
  * registry bit and cleared with it. */
 #include "internal.h"
 
+#include <fcntl.h>
 #include <stdatomic.h>
 #include <unistd.h>
 
@@ -45,6 +46,29 @@ void mproc__fd_register(int fd) {
     return;
   note_word(fd / WORD_BITS);
   atomic_fetch_or_explicit(&fdmap[fd / WORD_BITS], bit_of(fd), memory_order_relaxed);
+}
+
+/* The program may have closed its standard streams (a daemon does), and
+ * the lowest free number is what every open returns: a descriptor of ours
+ * on 0, 1 or 2 would then take the program's printf, perror or progress
+ * bar, or a child's inherited stdio, into a pool's arena, a worker's
+ * socket or a connection.  So ours never stay there: moved (close-on-exec,
+ * like every descriptor of ours) to the lowest number above 2.  When no
+ * number is free for the move it stays where it is, as before. */
+int mproc__fd_above_std(int fd) {
+  if (fd < 0 || fd > STDERR_FILENO)
+    return fd;
+  int up = fcntl(fd, F_DUPFD_CLOEXEC, STDERR_FILENO + 1);
+  if (up < 0)
+    return fd;
+  close(fd);
+  return up;
+}
+
+int mproc__fd_own(int fd) {
+  fd = mproc__fd_above_std(fd);
+  mproc__fd_register(fd);
+  return fd;
 }
 
 void mproc__fd_register_user(int fd) {

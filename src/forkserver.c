@@ -399,7 +399,7 @@ static void reap_unnoted(pid_t pid) {
   int fd = (int)syscall(SYS_pidfd_open, pid, 0);
   if (fd < 0)
     return; /* gone for good: reaped by the kernel (SIGCHLD ignored) */
-  mproc__fd_register(fd);
+  fd = mproc__fd_own(fd);
   /* Pinned by the pidfd: ECHILD means the pid is no longer our child's. */
   siginfo_t si;
   if (waitid(P_PIDFD, (id_t)fd, &si, WEXITED | WNOHANG | WNOWAIT) == 0) {
@@ -528,8 +528,8 @@ int mproc__forkserver_request(const struct mproc__start_req *req, const struct m
     if (r == 0) {
       /* Registered: a fork by another thread must not keep the write end
        * open, or a server's death would look like a child that is silent. */
-      mproc__fd_register(note[0]);
-      mproc__fd_register(note[1]);
+      note[0] = mproc__fd_own(note[0]);
+      note[1] = mproc__fd_own(note[1]);
       fds[nfds] = note[1];
       r = request_locked(req, &w, fds, nfds + 1, nums, env, &pid);
       mproc__close(note[1]); /* the request's copy stays in flight */
@@ -573,7 +573,7 @@ int mproc__forkserver_request(const struct mproc__start_req *req, const struct m
     return r;
   }
   mproc__close(held); /* the child may go on */
-  mproc__fd_register(pidfd);
+  pidfd = mproc__fd_own(pidfd);
   *pid_out = pid;
   *pidfd_out = pidfd;
   return 0;

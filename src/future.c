@@ -221,6 +221,8 @@ MPROC_EXTERN int mproc_future_state(mproc_future *f) {
   if (s != MPROC_FUTURE_PENDING)
     return s;
   struct mproc_pool *p = f->pool;
+  if (mproc__pool_foreign(p))
+    return s;
   pthread_mutex_lock(&p->mu);
   s = atomic_load(&f->state);
   int64_t since;
@@ -275,6 +277,8 @@ MPROC_EXTERN int mproc_future_cancel(mproc_future *f) {
   if (f == NULL)
     return MPROC_EINVAL;
   struct mproc_pool *p = f->pool;
+  if (mproc__pool_foreign(p))
+    return MPROC_ESTATE;
   pthread_mutex_lock(&p->mu);
   int r = 0;
   if (atomic_load(&f->state) >= MPROC_FUTURE_DONE)
@@ -291,6 +295,8 @@ MPROC_EXTERN int mproc_future_add_done_callback(mproc_future *f, void (*cb)(mpro
                                                 void *ud) {
   if (f == NULL || cb == NULL)
     return MPROC_EINVAL;
+  if (mproc__pool_foreign(f->pool))
+    return MPROC_ESTATE;
   struct mproc__cb *c = calloc(1, sizeof *c);
   if (c == NULL)
     return MPROC_ENOMEM;

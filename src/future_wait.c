@@ -60,6 +60,11 @@ int mproc__wait_until(bool (*cond)(void *), void *ctx, struct mproc_pool *const 
     spin = 0;
   int64_t t0 = now_us();
   int r = 0;
+  /* A pool made by the process we were forked from never completes
+   * anything here: a wait that is not already over would be for ever. */
+  bool foreign = false;
+  for (size_t k = 0; k < npools; k++)
+    foreign = foreign || mproc__pool_foreign(pools[k]);
   /* While this thread spins it collects results itself, so workers need not
    * wake the manager for each one. */
   bool helping = spin > 16;
@@ -68,6 +73,10 @@ int mproc__wait_until(bool (*cond)(void *), void *ctx, struct mproc_pool *const 
   for (int i = 0;; i++) {
     if (cond(ctx))
       break;
+    if (foreign) {
+      r = MPROC_ESTATE;
+      break;
+    }
     if (sigint && mproc__sigint_since(mark)) {
       r = MPROC_EINTERRUPTED;
       break;

@@ -119,6 +119,8 @@ MPROC_EXTERN int mproc_pool_imap(mproc_pool *p, mproc_map_fn fn, mproc_gen_fn ge
       (o != NULL &&
        ((o->flags & ~(unsigned)MPROC_IMAP_UNORDERED) || !mproc__progress_valid(o->progress))))
     return MPROC_EINVAL;
+  if (mproc__pool_foreign(p))
+    return MPROC_ESTATE;
   struct mproc_imap *it = calloc(1, sizeof *it);
   if (it == NULL)
     return MPROC_ENOMEM;
@@ -350,6 +352,8 @@ MPROC_EXTERN int mproc_imap_next(mproc_imap *it, void *out, size_t *index,
                                  struct mproc_task_error *err, int64_t timeout_ms) {
   if (it == NULL || (out == NULL && it->out_size > 0) || mproc__check_timeout(timeout_ms) != 0)
     return MPROC_EINVAL;
+  if (mproc__pool_foreign(it->p))
+    return MPROC_ESTATE;
   size_t before = it->yielded;
   int r = imap_next(it, out, index, err, timeout_ms);
   /* Every item yielded counts, failed ones too; the end closes the bar. */
@@ -406,8 +410,8 @@ static bool all_landed(void *arg) {
 }
 
 MPROC_EXTERN void mproc_imap_free(mproc_imap *it) {
-  if (it == NULL)
-    return;
+  if (it == NULL || mproc__pool_foreign(it->p))
+    return; /* a forked copy's is left alone (mproc__pool_foreign) */
   mproc__progress_update(&it->prog, it->yielded, true); /* stopped early: close the bar */
   struct mproc_pool *p = it->p;
   pthread_mutex_lock(&p->mu);

@@ -106,6 +106,11 @@ int mproc__poll1(int fd, short events, int64_t deadline_ms);
  * above MPROC__FDREG_MAX are not tracked (they stay CLOEXEC only). */
 #define MPROC__FDREG_MAX 65536
 void mproc__fd_register(int fd);
+/* A descriptor the library opened, moved above the standard ones when it
+ * landed on 0, 1 or 2 (fdreg.c), then registered: the one to use. */
+int mproc__fd_own(int fd);
+/* Only the move: fd, or its close-on-exec duplicate above 2. */
+int mproc__fd_above_std(int fd);
 /* Registers an fd that backs an object the user holds (a connection, a shm
  * block): children spawned with MPROC__SPAWN_KEEP_USER_FDS keep it. */
 void mproc__fd_register_user(int fd);

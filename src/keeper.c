@@ -264,15 +264,15 @@ int mproc__keeper_start(int fd, const char *name, mproc__keeper_fn last) {
   k.fd = open(self, O_RDONLY | O_CLOEXEC);
   if (k.fd < 0)
     return mproc__neg_errno();
-  mproc__fd_register(k.fd);
+  k.fd = mproc__fd_own(k.fd);
   int p[2];
   if (pipe2(p, O_CLOEXEC) != 0) {
     int e = mproc__neg_errno();
     mproc__close(k.fd);
     return e;
   }
-  mproc__fd_register(p[0]);
-  mproc__fd_register(p[1]);
+  p[0] = mproc__fd_own(p[0]);
+  p[1] = mproc__fd_own(p[1]);
   k.ready = p[1];
   int keep[2] = {k.fd, k.ready};
   struct mproc__spawn_opts o = {

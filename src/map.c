@@ -109,6 +109,11 @@ static int map_start(struct mproc_pool *p, void (*fn)(void), uint32_t kind, size
                      const struct col *cols, size_t n, void *out, size_t out_size,
                      const struct mproc__map_block *blk, const struct mproc_map_options *o,
                      mproc_future **fout) {
+  if (mproc__pool_foreign(p)) {
+    if (blk != NULL)
+      mproc__close(blk->fd);
+    return MPROC_ESTATE;
+  }
   size_t chunk = o != NULL ? o->chunksize : 0;
   if (chunk == 0) {
     /* Over a block the work is memory-bound and each chunk costs a

@@ -89,6 +89,8 @@ static _Atomic uint64_t job_ids;
  * chunks by value (MPI) gets every chunk the call way. */
 int mproc__mb_job_init(struct mproc__mb_job *j, struct mproc_pool *p, mproc_map_buf_fn fn,
                        bool is_map, bool packed) {
+  if (mproc__pool_foreign(p))
+    return MPROC_ESTATE;
   *j = (struct mproc__mb_job){.p = p,
                               .fn = fn,
                               .arena = p->tp == &mproc__transport_shm,

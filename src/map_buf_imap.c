@@ -158,6 +158,8 @@ MPROC_EXTERN int mproc_imap_buf_next(mproc_imap_buf *it, struct mproc_buf *out, 
                                      struct mproc_task_error *err, int64_t timeout_ms) {
   if (it == NULL || out == NULL || mproc__check_timeout(timeout_ms) != 0)
     return MPROC_EINVAL;
+  if (mproc__pool_foreign(it->job->p))
+    return MPROC_ESTATE;
   if (err != NULL)
     memset(err, 0, sizeof *err);
   *out = (struct mproc_buf){NULL, 0};
@@ -210,8 +212,8 @@ MPROC_EXTERN int mproc_imap_buf_next(mproc_imap_buf *it, struct mproc_buf *out, 
 }
 
 MPROC_EXTERN void mproc_imap_buf_free(mproc_imap_buf *it) {
-  if (it == NULL)
-    return;
+  if (it == NULL || mproc__pool_foreign(it->job->p))
+    return; /* a forked copy's is left alone (mproc__pool_foreign) */
   struct mproc_pool *p = it->job->p;
   mproc__progress_update(&it->pr, it->yielded, true);
   mproc__mb_chunks_end(it->job, it->q, it->max_chunks, it->q);

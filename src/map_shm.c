@@ -147,7 +147,7 @@ static int start(mproc_pool *p, uint32_t kind, void (*fn)(void), mproc_shm *shm,
   int fd = fcntl(mproc_shm_fd(shm), F_DUPFD_CLOEXEC, 0);
   if (fd < 0)
     return mproc__neg_errno();
-  mproc__fd_register(fd);
+  fd = mproc__fd_own(fd);
   size_t base = mproc__shm_data_off(shm);
   struct mproc__map_block b = {.fd = fd,
                                .in_off = base + in_off,

@@ -26,7 +26,7 @@ int mproc__memfd_create(const char *name, size_t size, int *fd_out) {
     close(fd);
     return err;
   }
-  mproc__fd_register(fd);
+  fd = mproc__fd_own(fd);
   *fd_out = fd;
   return 0;
 }

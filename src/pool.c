@@ -46,6 +46,13 @@ static int sigint_users;
 static struct sigaction sigint_old;
 static _Atomic uint32_t sigint_count;
 
+_Atomic uint32_t mproc__pool_forks;
+static pthread_once_t forks_once = PTHREAD_ONCE_INIT;
+static void count_fork(void) {
+  atomic_fetch_add_explicit(&mproc__pool_forks, 1, memory_order_relaxed);
+}
+static void count_forks(void) { pthread_atfork(NULL, NULL, count_fork); }
+
 static void on_sigint(int sig) {
   (void)sig;
   int saved = errno;
@@ -234,6 +241,8 @@ MPROC_EXTERN int mproc_pool_new(mproc_pool **out, const struct mproc_pool_option
   struct mproc_pool *p = calloc(1, sizeof *p);
   if (p == NULL)
     return MPROC_ENOMEM;
+  pthread_once(&forks_once, count_forks);
+  p->forks = atomic_load_explicit(&mproc__pool_forks, memory_order_relaxed);
   pthread_mutex_init(&p->mu, NULL);
   atomic_store(&p->refs, 1);
   p->opts = *opts;
@@ -248,7 +257,7 @@ MPROC_EXTERN int mproc_pool_new(mproc_pool **out, const struct mproc_pool_option
   if (r == 0 && (opts->flags & MPROC_POOL_LOOP))
     r = mproc__loop_init(p);
   if (r == 0) {
-    mproc__fd_register(p->efd);
+    p->efd = mproc__fd_own(p->efd);
     r = p->tp->init(p);
   }
   if (r == 0) {
@@ -292,6 +301,8 @@ MPROC_EXTERN int mproc_pool_workers(const mproc_pool *p) {
 MPROC_EXTERN int mproc_pool_worker_pids(mproc_pool *p, pid_t *pids, size_t n) {
   if (p == NULL || (pids == NULL && n > 0))
     return MPROC_EINVAL;
+  if (mproc__pool_foreign(p))
+    return MPROC_ESTATE;
   pthread_mutex_lock(&p->mu);
   size_t k = 0;
   for (int i = 0; p->slots != NULL && i < p->nworkers && k < n; i++)
@@ -306,7 +317,8 @@ static bool mgr_exited(void *arg) { return atomic_load(&((struct mproc_pool *)ar
 MPROC_EXTERN int mproc_pool_join(mproc_pool *p, int64_t timeout_ms) {
   if (p == NULL || mproc__check_timeout(timeout_ms) != 0)
     return MPROC_EINVAL;
-  if (atomic_load(&p->state) == MPROC__P_RUNNING || mproc__on_manager_thread(p))
+  if (mproc__pool_foreign(p) || atomic_load(&p->state) == MPROC__P_RUNNING ||
+      mproc__on_manager_thread(p))
     return MPROC_ESTATE;
   int r = mproc__wait_until(mgr_exited, p, &p, 1, (p->opts.flags & MPROC_POOL_SIGINT) != 0,
                             mproc__deadline(timeout_ms));
@@ -324,6 +336,8 @@ MPROC_EXTERN int mproc_pool_join(mproc_pool *p, int64_t timeout_ms) {
 MPROC_EXTERN int mproc_pool_close(mproc_pool *p) {
   if (p == NULL)
     return MPROC_EINVAL;
+  if (mproc__pool_foreign(p))
+    return MPROC_ESTATE;
   pthread_mutex_lock(&p->mu);
   if (atomic_load(&p->state) == MPROC__P_RUNNING)
     atomic_store(&p->state, MPROC__P_CLOSED);
@@ -335,6 +349,8 @@ MPROC_EXTERN int mproc_pool_close(mproc_pool *p) {
 MPROC_EXTERN int mproc_pool_terminate(mproc_pool *p) {
   if (p == NULL)
     return MPROC_EINVAL;
+  if (mproc__pool_foreign(p))
+    return MPROC_ESTATE;
   pthread_mutex_lock(&p->mu);
   if (atomic_load(&p->state) != MPROC__P_BROKEN)
     atomic_store(&p->state, MPROC__P_TERMINATING);
@@ -360,6 +376,8 @@ MPROC_EXTERN int mproc_pool_terminate(mproc_pool *p) {
 MPROC_EXTERN int mproc_pool_shutdown(mproc_pool *p, bool wait, bool cancel_pending) {
   if (p == NULL)
     return MPROC_EINVAL;
+  if (mproc__pool_foreign(p))
+    return MPROC_ESTATE;
   pthread_mutex_lock(&p->mu);
   if (atomic_load(&p->state) == MPROC__P_RUNNING)
     atomic_store(&p->state, MPROC__P_CLOSED);
@@ -378,7 +396,7 @@ MPROC_EXTERN int mproc_pool_shutdown(mproc_pool *p, bool wait, bool cancel_pendi
 MPROC_EXTERN int mproc_pool_free(mproc_pool *p) {
   if (p == NULL)
     return MPROC_EINVAL;
-  if (mproc__on_manager_thread(p) || mproc__in_loop_run(p))
+  if (mproc__pool_foreign(p) || mproc__on_manager_thread(p) || mproc__in_loop_run(p))
     return MPROC_ESTATE;
   if (!atomic_load(&p->mgr_exited))
     mproc_pool_terminate(p);
@@ -456,7 +474,7 @@ static int copy_fds(struct mproc__task *t, const int *fds, size_t n) {
       mproc__task_close_fds(t);
       return r;
     }
-    mproc__fd_register(d);
+    d = mproc__fd_own(d);
     t->fds[t->nfds++] = d;
   }
   return 0;
@@ -472,6 +490,8 @@ MPROC_EXTERN int mproc_pool_submit_ex(mproc_pool *p, mproc_task_fn fn, const voi
       (o != NULL && (o->flags != 0 || o->timeout_ms < 0 || o->retries < -1 ||
                      o->nfds > MPROC_TASK_MAX_FDS || (o->fds == NULL && o->nfds > 0))))
     return MPROC_EINVAL;
+  if (mproc__pool_foreign(p))
+    return MPROC_ESTATE;
   struct mproc_future *f = mproc__future_new(p);
   if (f == NULL)
     return MPROC_ENOMEM;

@@ -116,6 +116,7 @@ struct mproc_pool {
   pthread_mutex_t mu;
   _Atomic int refs;  /* user + one per future */
   _Atomic int state; /* MPROC__P_* */
+  uint32_t forks;    /* mproc__pool_forks when made: another value, a forked copy */
   int nworkers;
   struct mproc_pool_options opts;
   const struct mproc__transport_ops *tp;
@@ -247,6 +248,19 @@ void mproc__pool_helping(struct mproc_pool *p, int delta);
 /* Dispatch pending tasks to workers with room (under mu). */
 void mproc__pool_dispatch(struct mproc_pool *p);
 bool mproc__on_manager_thread(const struct mproc_pool *p);
+/* A pool belongs to the process that made it.  A forked copy of that
+ * process -- the program's own fork, or one of the pool's workers running a
+ * task -- inherits the pool's memory but neither its manager thread nor its
+ * workers (and maybe a mutex some other thread held at the fork): used
+ * there, a call would steal the real pool's results from shared memory,
+ * kill its workers through the inherited pidfds, or wait for ever.  Every
+ * fork after the first pool counts in mproc__pool_forks (an atfork child
+ * handler), so such a copy is told apart with one load, and its calls
+ * return MPROC_ESTATE and touch nothing. */
+extern _Atomic uint32_t mproc__pool_forks;
+static inline bool mproc__pool_foreign(const struct mproc_pool *p) {
+  return atomic_load_explicit(&mproc__pool_forks, memory_order_relaxed) != p->forks;
+}
 /* Cancel every task not yet started (under mu). */
 void mproc__pool_cancel_pending(struct mproc_pool *p);
 /* End the worker of slot i now, with all it holds (under mu). */

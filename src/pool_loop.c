@@ -37,7 +37,7 @@ int mproc__loop_init(struct mproc_pool *p) {
   p->loop_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   if (p->loop_efd < 0)
     return mproc__neg_errno();
-  mproc__fd_register(p->loop_efd);
+  p->loop_efd = mproc__fd_own(p->loop_efd);
   return 0;
 }
 
@@ -82,7 +82,7 @@ void mproc__loop_fini(struct mproc_pool *p) {
 MPROC_EXTERN int mproc_pool_loop_fd(const mproc_pool *p) {
   if (p == NULL)
     return MPROC_EINVAL;
-  if (!(p->opts.flags & MPROC_POOL_LOOP) || p->loop_efd < 0)
+  if (!(p->opts.flags & MPROC_POOL_LOOP) || p->loop_efd < 0 || mproc__pool_foreign(p))
     return MPROC_ESTATE;
   return p->loop_efd;
 }
@@ -90,7 +90,7 @@ MPROC_EXTERN int mproc_pool_loop_fd(const mproc_pool *p) {
 MPROC_EXTERN int mproc_pool_loop_wake(mproc_pool *p) {
   if (p == NULL)
     return MPROC_EINVAL;
-  if (!(p->opts.flags & MPROC_POOL_LOOP) || p->loop_efd < 0)
+  if (!(p->opts.flags & MPROC_POOL_LOOP) || p->loop_efd < 0 || mproc__pool_foreign(p))
     return MPROC_ESTATE;
   atomic_store(&p->loop_woken, 1);
   efd_add(p->loop_efd);
@@ -100,7 +100,7 @@ MPROC_EXTERN int mproc_pool_loop_wake(mproc_pool *p) {
 MPROC_EXTERN int mproc_pool_loop_run(mproc_pool *p, size_t max, bool *woken) {
   if (p == NULL)
     return MPROC_EINVAL;
-  if (!(p->opts.flags & MPROC_POOL_LOOP) || p->loop_efd < 0)
+  if (!(p->opts.flags & MPROC_POOL_LOOP) || p->loop_efd < 0 || mproc__pool_foreign(p))
     return MPROC_ESTATE;
   if (max == 0)
     max = SIZE_MAX;

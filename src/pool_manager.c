@@ -706,7 +706,7 @@ static bool manager_needed(struct mproc_pool *p, int collected) {
 }
 
 void mproc__pool_help(struct mproc_pool *p) {
-  if (pthread_mutex_trylock(&p->mu) != 0)
+  if (mproc__pool_foreign(p) || pthread_mutex_trylock(&p->mu) != 0)
     return;
   int n = 0;
   if (atomic_load(&p->state) != MPROC__P_TERMINATING && p->slots != NULL)
@@ -718,6 +718,8 @@ void mproc__pool_help(struct mproc_pool *p) {
 }
 
 void mproc__pool_helping(struct mproc_pool *p, int delta) {
+  if (mproc__pool_foreign(p))
+    return;
   pthread_mutex_lock(&p->mu);
   int n = 0;
   if (p->tp_state != NULL && p->slots != NULL) {

@@ -63,6 +63,8 @@ MPROC_EXTERN int mproc_pool_stats(mproc_pool *p, struct mproc_pool_stats *st,
                                   struct mproc_worker_stats *ws, size_t n) {
   if (p == NULL || (ws == NULL && n > 0))
     return MPROC_EINVAL;
+  if (mproc__pool_foreign(p))
+    return MPROC_ESTATE;
   size_t k = n < (size_t)p->nworkers ? n : (size_t)p->nworkers;
   if (k > 0)
     memset(ws, 0, k * sizeof *ws);

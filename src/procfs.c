@@ -28,7 +28,7 @@ int mproc__proc_stat(const char *proc, pid_t pid, struct mproc__pstat *out) {
   int fd = open(path, O_RDONLY | O_CLOEXEC);
   if (fd < 0)
     return mproc__neg_errno();
-  mproc__fd_register(fd);
+  fd = mproc__fd_own(fd);
   ssize_t n;
   while ((n = read(fd, buf, sizeof buf - 1)) < 0 && errno == EINTR) {
   }

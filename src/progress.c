@@ -16,6 +16,8 @@
  * numbers at the same rate, plus the final report, whatever the bar does. */
 #include "progress.h"
 
+#include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -74,16 +76,36 @@ static void fmt_time(char *buf, size_t len, double s) {
     snprintf(buf, len, "%02ld:%02ld", t / 60, t % 60);
 }
 
+/* Progress output is best effort, and stderr may be a pipe nobody reads
+ * any more (`prog 2>&1 | head -1`): the write must then fail with EPIPE,
+ * not raise SIGPIPE, whose default action ends the whole program.  So
+ * SIGPIPE is blocked in this thread around the writes, and one our write
+ * raised is taken back before it is unblocked (one the program had pending
+ * already is left alone).  At most ten draws a second pay the calls. */
 static void write_all(int fd, const char *s, size_t n) {
+  sigset_t pipe_only, old, pending;
+  sigemptyset(&pipe_only);
+  sigaddset(&pipe_only, SIGPIPE);
+  pthread_sigmask(SIG_BLOCK, &pipe_only, &old);
+  bool was_pending = sigpending(&pending) == 0 && sigismember(&pending, SIGPIPE);
+  bool broken = false;
   while (n > 0) {
     ssize_t w = write(fd, s, n);
     if (w < 0 && errno == EINTR)
       continue;
-    if (w <= 0)
-      return; /* progress output is best effort */
+    if (w <= 0) {
+      broken = w < 0 && errno == EPIPE;
+      break;
+    }
     s += w;
     n -= (size_t)w;
   }
+  if (broken && !was_pending) {
+    const struct timespec zero = {0, 0};
+    while (sigtimedwait(&pipe_only, NULL, &zero) < 0 && errno == EINTR) {
+    }
+  }
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
 }
 
 /* One line of at most `width - 1` columns: "[bar] done/total pct rate ETA". */

@@ -40,9 +40,9 @@
  * Putting and getting (records, waiting) are in queue_ring.c. */
 #include "queue.h"
 #include "futex.h"
+#include "park_revoke.h"
 
 #include <fcntl.h>
-#include <linux/membarrier.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -53,7 +53,6 @@
 #include <sys/single_threaded.h>
 #endif
 #include <sys/stat.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
 #define DEFAULT_CAP ((size_t)4 << 20)
@@ -63,15 +62,9 @@
 
 /* ---- lock and repair ---------------------------------------------------- */
 
-/* Rounds a revoker spins on a busy parker before it sleeps, and its
- * longest sleep before it judges whether the parker still lives (as a
- * waiter of tidlock.c does). */
-#define PARK_SPINS 100
-#define PARK_SLICE_MS 10
-
 /* Gives up a side's parking if it is ours (the caller is outside that
  * side's critical section): a revoker that cannot make the heavy fence
- * waits for exactly this (await_handover), and one that can gets the word a
+ * waits for exactly this (park_revoke.c), and one that can gets the word a
  * little sooner. */
 static void unpark_mine(struct mproc_queue *q, int side) {
   mproc__tidlock *m = mproc__q_side_lock(q, side);
@@ -140,52 +133,6 @@ void mproc__q_park(struct mproc_queue *q, int side) {
   mproc__tidlock_wake(m); /* a sleeper that came meanwhile finds it parked and revokes */
 }
 
-/* Waits, counted in `revoke` after the heavy fence, until the parker of the
- * word `cur` is outside its critical section: 0, MPROC_EOWNERDEAD (it died
- * inside one), 1 (the word changed: start again) or -errno. */
-static int await_unbusy(_Atomic uint32_t *busy, mproc__tidlock *m, uint64_t cur) {
-  for (int i = 0;; i++) {
-    uint32_t b = atomic_load_explicit(busy, memory_order_acquire);
-    if (b == 0)
-      return 0;
-    if (atomic_load_explicit(&m->word, memory_order_relaxed) != cur)
-      return 1;
-    if (i < PARK_SPINS) {
-      mproc__cpu_relax();
-      continue;
-    }
-    int r = mproc__futex_wait(busy, b, mproc_now_ms() + PARK_SLICE_MS, true);
-    if (r == MPROC_ETIMEDOUT && mproc__tidlock_gone(cur))
-      return MPROC_EOWNERDEAD;
-    if (r != 0 && r != MPROC_ETIMEDOUT)
-      return r;
-  }
-}
-
-/* The same for a revoker whose membarrier is refused (a seccomp filter):
- * it waits, counted as a sleeper of the word, for the parker to give the
- * word up at its next put or get (it sees `revoke`), or to be found dead,
- * when its stores are all done: 0 or MPROC_EOWNERDEAD (died inside a
- * critical section) to take the word over, 1 when the word changed. */
-static int await_handover(_Atomic uint32_t *busy, mproc__tidlock *m, uint64_t cur) {
-  _Atomic uint32_t *low = (_Atomic uint32_t *)(void *)&m->word; /* as tidlock.c sleeps */
-  atomic_fetch_add(&m->sleepers, 1);
-  int r = 1;
-  while (atomic_load(&m->word) == cur) {
-    int w = mproc__futex_wait(low, (uint32_t)cur, mproc_now_ms() + PARK_SLICE_MS, true);
-    if (w == MPROC_ETIMEDOUT && mproc__tidlock_gone(cur)) {
-      r = atomic_load_explicit(busy, memory_order_acquire) == 0 ? 0 : MPROC_EOWNERDEAD;
-      break;
-    }
-    if (w != 0 && w != MPROC_ETIMEDOUT) {
-      r = w;
-      break;
-    }
-  }
-  atomic_fetch_sub(&m->sleepers, 1);
-  return r;
-}
-
 /* Takes a side's lock from its parker (see queue.h): 0 or MPROC_EOWNERDEAD
  * when held now, 1 to start the acquire again, or an error. */
 static int unpark(struct mproc_queue *q, mproc__tidlock *m, int side) {
@@ -197,20 +144,12 @@ static int unpark(struct mproc_queue *q, mproc__tidlock *m, int side) {
   if (cur == (me | MPROC__TIDLOCK_PARK))
     return atomic_compare_exchange_strong(&m->word, &cur, me) ? 0 : 1;
   struct mproc__qpark *pk = mproc__q_side_park(q, side);
-  atomic_fetch_add(&pk->revoke, 1);
-  /* The heavy fence (futex.h), whose membarrier we must know succeeded:
-   * without it the parker's busy word cannot be trusted. */
-  atomic_thread_fence(memory_order_seq_cst);
-  bool fenced = syscall(SYS_membarrier, MEMBARRIER_CMD_GLOBAL_EXPEDITED, 0, 0) == 0;
+  /* Whose busy word to wait for: the parker stored `part` before it
+   * parked the word we read. */
   uint32_t part = atomic_load_explicit(&pk->part, memory_order_relaxed);
-  int r = part >= q->max_parts ? -EIO
-          : fenced             ? await_unbusy(&q->h->parts[part].busy[side], m, cur)
-                               : await_handover(&q->h->parts[part].busy[side], m, cur);
-  /* From exactly the parked word we judged: if it changed, start again. */
-  if ((r == 0 || r == MPROC_EOWNERDEAD) && !atomic_compare_exchange_strong(&m->word, &cur, me))
-    r = 1;
-  atomic_fetch_sub(&pk->revoke, 1);
-  return r;
+  if (part >= q->max_parts)
+    return -EIO;
+  return mproc__park_revoke(m, cur, &pk->revoke, &q->h->parts[part].busy[side], -1);
 }
 
 int mproc__q_lock1_slow(struct mproc_queue *q, mproc__tidlock *m) {
@@ -530,7 +469,7 @@ MPROC_EXTERN int mproc_queue_attach(mproc_queue **out, const char *name, unsigne
   int fd = shm_open(name, O_RDWR | O_CLOEXEC, 0);
   if (fd < 0)
     return mproc__neg_errno();
-  mproc__fd_register(fd);
+  fd = mproc__fd_own(fd);
   int err = mproc__q_named_join(fd);
   if (err == 0)
     err = map_fd(fd, roles, out);

@@ -170,6 +170,12 @@ static inline int mproc__q_lock1(struct mproc_queue *q, mproc__tidlock *m) {
 void mproc__q_wake(_Atomic uint32_t *seq, _Atomic uint32_t *nwait, _Atomic uint32_t *pending);
 /* mproc__q_wake after its fence, once the count was seen nonzero. */
 void mproc__q_wake_counted(_Atomic uint32_t *seq, _Atomic uint32_t *pending);
+/* Tests only: sleeps of this process that ran to their sweep-period cap
+ * with the sequence word unchanged (a wake-up that never came), and a hook
+ * called by a waiter announcing itself, between its read of the sequence
+ * word and its clearing of `pending` (queue_ring.c, wait_step). */
+extern _Atomic uint64_t mproc__q_capped_sleeps;
+extern void (*_Atomic mproc__q_announce_hook)(void);
 /* ---- parking a side's lock ------------------------------------------------
  *
  * A queue with one producer and one consumer process pays, on each side,
@@ -185,9 +191,10 @@ void mproc__q_wake_counted(_Atomic uint32_t *seq, _Atomic uint32_t *pending);
  * it leaves by storing busy = 0 (release), the light fence, and a wake-up
  * of `busy` only when someone revokes.  Anyone else who needs the lock
  * (attach, detach, sweep, free, a new thread, the owner's own slow paths)
- * meets the parked word in its acquire and revokes (queue.c): it counts
- * itself in `revoke`, makes the heavy fence, waits for busy to read 0, and
- * takes the word with a compare-and-swap from the parked value.  Either the
+ * meets the parked word in its acquire and revokes (queue.c,
+ * park_revoke.c): it counts itself in `revoke`, makes the heavy fence,
+ * waits for busy to read 0, and takes the word with a compare-and-swap from
+ * the parked value.  Either the
  * owner sees the revoker counted and backs off, or the revoker sees the
  * owner busy and waits: never both inside.
  *

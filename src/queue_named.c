@@ -37,7 +37,7 @@ int mproc__q_named_tmpfile(size_t size, int *fd_out) {
   int fd = open("/dev/shm", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
   if (fd < 0)
     return mproc__neg_errno();
-  mproc__fd_register(fd);
+  fd = mproc__fd_own(fd);
   if (fchmod(fd, 0600) != 0 || ftruncate(fd, (off_t)size) != 0) {
     int err = mproc__neg_errno();
     mproc__close(fd);

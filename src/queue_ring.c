@@ -25,11 +25,12 @@
  * Wake-ups.  Sleepers count themselves in nget_wait/nput_wait, then re-check,
  * then sleep on get_seq/put_seq (futex), and uncount themselves as soon as
  * they wake.  The other side bumps the word and wakes only when the count is
- * nonzero, and only once per sleep (the pending flag), so a busy queue
- * makes no system call besides the lock's.  Before
- * sleeping a waiter spins briefly, only when attached processes do not
- * outnumber the CPUs.  Sleeps are capped at
- * MPROC__Q_SWEEP_MS so a blocked waiter re-checks participants' liveness.
+ * nonzero, and only once per sleep (the pending flag, which a sleeper
+ * clears only after reading the sequence word it will sleep on: see
+ * wait_step), so a busy queue makes no system call besides the lock's.
+ * Before sleeping a waiter spins briefly, only when attached processes do
+ * not outnumber the CPUs.  Sleeps are capped at MPROC__Q_SWEEP_MS so a
+ * blocked waiter re-checks participants' liveness.
  *
  * Memory ordering.  Producers and consumers hold different locks (plock,
  * clock), so what one side writes reaches the other only through these
@@ -94,7 +95,7 @@ static int spill_write(const char *name, const void *buf, size_t len) {
   int fd = shm_open(name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
   if (fd < 0)
     return mproc__neg_errno();
-  mproc__fd_register(fd);
+  fd = mproc__fd_own(fd);
   void *p = MAP_FAILED;
   int err = 0;
   if (ftruncate(fd, (off_t)len) != 0)
@@ -118,7 +119,7 @@ static int spill_read(const char *name, void *dst, size_t len) {
   int fd = shm_open(name, O_RDONLY | O_CLOEXEC, 0);
   if (fd < 0)
     return mproc__neg_errno();
-  mproc__fd_register(fd);
+  fd = mproc__fd_own(fd);
   struct stat st;
   void *p = MAP_FAILED;
   int err = 0;
@@ -161,12 +162,22 @@ static inline void copy_small(void *dst, const void *src, size_t len) {
 
 /* ---- waiting ------------------------------------------------------------ */
 
+_Atomic uint64_t mproc__q_capped_sleeps;
+void (*_Atomic mproc__q_announce_hook)(void);
+
 /* Sleeps until *seq moves past `seen`, the deadline, or the sweep period.
  * Returns 0 to retry, MPROC_ETIMEDOUT, or -errno. */
 static int sleep_on(struct mproc_queue *q, _Atomic uint32_t *seq, uint32_t seen, int64_t deadline) {
   if (mproc__q_maybe_sweep(q))
     return 0;
-  return mproc__futex_wait_capped(seq, seen, deadline, MPROC__Q_SWEEP_MS, true);
+  int64_t cap = mproc_now_ms() + MPROC__Q_SWEEP_MS;
+  int r = mproc__futex_wait_capped(seq, seen, deadline, MPROC__Q_SWEEP_MS, true);
+  /* Counted for the tests of the wake-up protocol: with traffic flowing,
+   * a sleep that ends by its cap is a wake-up lost. */
+  if (r == 0 && (deadline < 0 || cap < deadline) && atomic_load(seq) == seen &&
+      mproc_now_ms() >= cap)
+    atomic_fetch_add_explicit(&mproc__q_capped_sleeps, 1, memory_order_relaxed);
+  return r;
 }
 
 /* Spins a little while `*word` keeps its value, if CPUs outnumber the
@@ -227,10 +238,23 @@ static int wait_step(struct mproc_queue *q, int side, struct waitstep *w, int64_
   if (!w->waiting) {
     w->waiting = true;
     atomic_fetch_add(ww.nwait, 1);
-    atomic_store(ww.pending, 0); /* the next waker must wake us */
+    /* The sequence word is read before `pending` is cleared.  A waker
+     * whose exchange of `pending` reads our clear bumps the word after
+     * that exchange, hence after our read, so our futex wait returns at
+     * once.  In the other order a waker could exchange `pending` between
+     * our clear and our read: it bumps the word before our read (we sleep
+     * on the bumped value: its wake-up is not for us) yet leaves `pending`
+     * set, so the wakers of the next change skip us, and if the change it
+     * woke for was used up by another thread or process of our side, our
+     * re-check finds nothing: a wake-up lost until the sleep's cap.  All
+     * three accesses are sequentially consistent. */
     w->seen = atomic_load(ww.seq);
-    mproc__fence_heavy(); /* the wakers' side of the pair is light */
-    return 0;             /* re-check after announcing ourselves */
+    void (*hook)(void) = atomic_load_explicit(&mproc__q_announce_hook, memory_order_relaxed);
+    if (MPROC__UNLIKELY(hook != NULL))
+      hook();
+    atomic_store(ww.pending, 0); /* the next waker must wake us */
+    mproc__fence_heavy();        /* the wakers' side of the pair is light */
+    return 0;                    /* re-check after announcing ourselves */
   }
   int err = sleep_on(q, ww.seq, w->seen, deadline);
   /* Uncount at once: while we retry, the other side need not wake us. */

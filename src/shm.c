@@ -171,7 +171,7 @@ MPROC_EXTERN int mproc_shm_from_fd(mproc_shm **out, int fd) {
   int mine = fcntl(fd, F_DUPFD_CLOEXEC, 0);
   if (mine < 0)
     return mproc__neg_errno();
-  mproc__fd_register(mine);
+  mine = mproc__fd_own(mine);
   size_t size = (size_t)st.st_size;
   void *p;
   int r = map_fd(mine, size, &p);
@@ -240,7 +240,7 @@ MPROC_EXTERN int mproc_shm_create(mproc_shm **out, const char *name, size_t size
   int fd = open(SHM_DIR, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
   if (fd < 0)
     return mproc__neg_errno();
-  mproc__fd_register(fd);
+  fd = mproc__fd_own(fd);
   size_t mapsize = SHM_HDR + size;
   void *p = NULL;
   int r = 0;
@@ -272,7 +272,7 @@ MPROC_EXTERN int mproc_shm_attach(mproc_shm **out, const char *name) {
   int fd = shm_open(name, O_RDWR, 0); /* O_NOFOLLOW | O_CLOEXEC added by glibc */
   if (fd < 0)
     return errno == ELOOP ? MPROC_ECORRUPT : mproc__neg_errno();
-  mproc__fd_register(fd);
+  fd = mproc__fd_own(fd);
   struct stat st;
   int r = 0;
   void *p = NULL;

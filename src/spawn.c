@@ -361,7 +361,7 @@ int mproc__spawn(const struct mproc__spawn_opts *o, pid_t *pid_out, int *pidfd_o
   }
   if (hold[1] >= 0)
     close(hold[1]); /* the child may go on */
-  mproc__fd_register(pidfd);
+  pidfd = mproc__fd_own(pidfd);
   *pid_out = pid;
   *pidfd_out = pidfd;
   return 0;

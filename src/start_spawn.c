@@ -252,8 +252,8 @@ static int spawn_launch(char kind, unsigned flags, const struct mproc__wire *w, 
   int sv[2];
   if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0)
     return mproc__neg_errno();
-  mproc__fd_register(sv[0]);
-  mproc__fd_register(sv[1]);
+  sv[0] = mproc__fd_own(sv[0]);
+  sv[1] = mproc__fd_own(sv[1]);
   char marker[64];
   snprintf(marker, sizeof marker, "%s=%c%d", MPROC__WORKER_ENV, kind, sv[1]);
   char *argv[] = {program_invocation_name, NULL};

@@ -1,5 +1,6 @@
 /* Parking a Lock in the one process that uses it (sync.h, "parking a
- * Lock"): the decision to park, and the revoking of a parking.
+ * Lock"): the decision to park, and the revoking of a parking (whose wait
+ * for the parker, shared with the queue's sides, is park_revoke.c).
  *
  * Design notes.  A Lock's uncontended round trip is one compare-and-swap
  * and a store, and the locked instruction is most of it (7 of 12 ns on the
@@ -29,17 +30,12 @@
  * gone; a live T that makes no further call keeps it waiting up to its
  * deadline. */
 #include "futex.h"
+#include "park_revoke.h"
 #include "sync.h"
 
 #include <limits.h>
-#include <linux/membarrier.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
-/* Rounds a revoker spins on a busy parker before it sleeps; its longest
- * sleep before it judges whether the parker still lives (as tidlock.c). */
-#define SPINS 100
-#define SLICE_MS 10
 /* Longest wait, in releases, before parking again after a revocation. */
 #define PAUSE_MAX (1u << 20)
 
@@ -108,62 +104,6 @@ void mproc__lockpark_release(mproc__tidlock *m, struct mproc__lockpark *pk) {
   wake_word(m);
 }
 
-/* Waits, counted in `revoke` after the heavy fence, until the parker of the
- * word `cur` is outside: 0, MPROC_EOWNERDEAD (it died inside), 1 (the word
- * changed), MPROC_ETIMEDOUT or -errno. */
-static int await_unbusy(mproc__tidlock *m, struct mproc__lockpark *pk, uint64_t cur,
-                        int64_t deadline_ms) {
-  for (int i = 0;; i++) {
-    uint32_t b = atomic_load_explicit(&pk->busy, memory_order_acquire);
-    if (b == 0)
-      return 0;
-    if (atomic_load_explicit(&m->word, memory_order_relaxed) != cur)
-      return 1;
-    if (i < SPINS) {
-      mproc__cpu_relax();
-      continue;
-    }
-    int64_t now = mproc_now_ms();
-    if (deadline_ms >= 0 && now >= deadline_ms)
-      return mproc__tidlock_gone(cur) ? MPROC_EOWNERDEAD : MPROC_ETIMEDOUT;
-    int64_t until = deadline_ms >= 0 && deadline_ms < now + SLICE_MS ? deadline_ms : now + SLICE_MS;
-    int r = mproc__futex_wait(&pk->busy, b, until, true);
-    if (r == MPROC_ETIMEDOUT && mproc__tidlock_gone(cur))
-      return MPROC_EOWNERDEAD;
-    if (r != 0 && r != MPROC_ETIMEDOUT)
-      return r;
-  }
-}
-
-/* The same without a working membarrier: waits, counted as a sleeper of
- * the word, for the parker to give it up or to be found gone. */
-static int await_handover(mproc__tidlock *m, struct mproc__lockpark *pk, uint64_t cur,
-                          int64_t deadline_ms) {
-  _Atomic uint32_t *low = (_Atomic uint32_t *)(void *)&m->word; /* as tidlock.c sleeps */
-  atomic_fetch_add(&m->sleepers, 1);
-  int r = 1;
-  while (atomic_load(&m->word) == cur) {
-    int64_t now = mproc_now_ms();
-    bool last = deadline_ms >= 0 && now >= deadline_ms;
-    int w =
-        last ? MPROC_ETIMEDOUT
-             : mproc__futex_wait(low, (uint32_t)cur,
-                                 deadline_ms >= 0 && deadline_ms < now + SLICE_MS ? deadline_ms
-                                                                                  : now + SLICE_MS,
-                                 true);
-    if (w == MPROC_ETIMEDOUT && mproc__tidlock_gone(cur)) {
-      r = atomic_load_explicit(&pk->busy, memory_order_acquire) == 0 ? 0 : MPROC_EOWNERDEAD;
-      break;
-    }
-    if (last || (w != 0 && w != MPROC_ETIMEDOUT)) {
-      r = last ? MPROC_ETIMEDOUT : w;
-      break;
-    }
-  }
-  atomic_fetch_sub(&m->sleepers, 1);
-  return r;
-}
-
 int mproc__lockpark_revoke(mproc__tidlock *m, struct mproc__lockpark *pk, int64_t deadline_ms) {
   uint64_t me = mproc__tidlock_who();
   uint64_t cur = atomic_load(&m->word);
@@ -175,16 +115,7 @@ int mproc__lockpark_revoke(mproc__tidlock *m, struct mproc__lockpark *pk, int64_
       return MPROC_EBUSY;
     return atomic_compare_exchange_strong(&m->word, &cur, me) ? 0 : 1;
   }
-  atomic_fetch_add(&pk->revoke, 1);
-  /* The heavy fence (futex.h), whose membarrier we must know succeeded:
-   * without it the parker's busy word cannot be trusted. */
-  atomic_thread_fence(memory_order_seq_cst);
-  bool fenced = syscall(SYS_membarrier, MEMBARRIER_CMD_GLOBAL_EXPEDITED, 0, 0) == 0;
-  int r = fenced ? await_unbusy(m, pk, cur, deadline_ms) : await_handover(m, pk, cur, deadline_ms);
-  /* From exactly the parked word we judged: if it changed, start again. */
-  if ((r == 0 || r == MPROC_EOWNERDEAD) && !atomic_compare_exchange_strong(&m->word, &cur, me))
-    r = 1;
-  atomic_fetch_sub(&pk->revoke, 1);
+  int r = mproc__park_revoke(m, cur, &pk->revoke, &pk->busy, deadline_ms);
   if (r == 0 || r == MPROC_EOWNERDEAD)
     pause_parking(pk); /* held now */
   return r;

@@ -115,7 +115,7 @@ int mproc__recv_fds(int sock, int *fds, size_t max, size_t *n_out) {
     return r;
   }
   for (size_t i = 0; i < k; i++) {
-    mproc__fd_register(tmp[i]);
+    tmp[i] = mproc__fd_own(tmp[i]);
     if (i < max)
       fds[i] = tmp[i];
     else
@@ -133,8 +133,11 @@ int mproc__recv_fd(int sock, int *fd_out) {
 /* The result file of a DONE entry claiming res_len bytes: the worker sent
  * it before it published DONE, so it is in the socket already, and is not
  * waited for (an entry a task wrote over may name a file never sent).  It
- * must hold res_len bytes, or reading the mapping would fault. */
-static bool file_result(int sock, uint64_t res_len, int *fd_out) {
+ * must hold res_len bytes, or reading the mapping would fault.  Returns 0,
+ * -EMFILE when it came but this process had no descriptor free for it (the
+ * kernel dropped it: the result is lost, nothing is corrupt), or
+ * MPROC_ECORRUPT. */
+static int file_result(int sock, uint64_t res_len, int *fd_out) {
   char byte;
   int fd = -1, lost = 0;
   size_t k = 0;
@@ -142,16 +145,16 @@ static bool file_result(int sock, uint64_t res_len, int *fd_out) {
   if (n <= 0 || k != 1 || lost != 0) {
     if (k == 1)
       close(fd);
-    return false;
+    return n > 0 && lost != 0 ? lost : MPROC_ECORRUPT;
   }
-  mproc__fd_register(fd);
+  fd = mproc__fd_own(fd);
   struct stat sb;
   if (fstat(fd, &sb) != 0 || sb.st_size < 0 || (uint64_t)sb.st_size < res_len) {
     mproc__close(fd);
-    return false;
+    return MPROC_ECORRUPT;
   }
   *fd_out = fd;
-  return true;
+  return 0;
 }
 
 /* ---- arena ------------------------------------------------------------------ */
@@ -388,8 +391,8 @@ static int shm_start_worker(struct mproc_pool *p, int i, int phase) {
   int sv[2];
   if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0)
     return mproc__neg_errno();
-  mproc__fd_register(sv[0]);
-  mproc__fd_register(sv[1]);
+  sv[0] = mproc__fd_own(sv[0]);
+  sv[1] = mproc__fd_own(sv[1]);
   struct mproc__worker_args w = {
       .hdr = s->hdr,
       .slot = sshm(p, i),
@@ -571,9 +574,12 @@ static void outcome_of(struct mproc_pool *p, int i, uint64_t pos, struct mproc__
   const int32_t code = ONCE(e->code);
   const uint64_t res_len = ONCE(e->res_len);
   int fd = -1;
-  if ((rflags & MPROC__EF_RES_FD) && !file_result(sslot(p, i)->sock, res_len, &fd)) {
-    o->code = MPROC_ECORRUPT;
-    o->msg = "the worker reported a result file it did not send, or a smaller one";
+  int fr = (rflags & MPROC__EF_RES_FD) ? file_result(sslot(p, i)->sock, res_len, &fd) : 0;
+  if (fr != 0) {
+    o->code = fr;
+    o->msg = fr == MPROC_ECORRUPT
+                 ? "the worker reported a result file it did not send, or a smaller one"
+                 : "no descriptor free for the task's result file";
     return;
   }
   if (code != 0) {

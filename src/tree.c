@@ -100,7 +100,7 @@ static int adopt(struct tree *t, pid_t pid, pid_t parent) {
   struct member m = {.pid = pid, .pidfd = -1};
   int fd = (int)syscall(SYS_pidfd_open, pid, 0);
   if (fd >= 0) {
-    mproc__fd_register(fd);
+    fd = mproc__fd_own(fd);
     m.pidfd = fd;
     m.owned = true;
   }

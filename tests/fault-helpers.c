@@ -3,6 +3,7 @@
 #include "pool-helpers.h"
 
 #include <dirent.h>
+#include <grp.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <poll.h>
@@ -12,6 +13,7 @@
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/ptrace.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -51,6 +53,23 @@ void trace_release(pid_t tracer, int release) {
   ck_assert_int_eq(write(release, "x", 1), 1);
   close(release);
   ck_assert_int_eq(waitpid(tracer, NULL, 0), tracer);
+}
+
+bool become_nobody(bool no_processes) {
+  struct rlimit zero = {0, 0};
+  if (no_processes && setrlimit(RLIMIT_NPROC, &zero) != 0)
+    return false;
+  return setgroups(0, NULL) == 0 && setgid(65534) == 0 && setuid(65534) == 0;
+}
+
+int run_in_helper(int (*fn)(void *), int64_t timeout_ms) {
+  struct mproc__spawn_opts so = {.fn = fn};
+  pid_t pid;
+  int pidfd, code = -1;
+  mproc_assert_ok(mproc__spawn(&so, &pid, &pidfd));
+  mproc_assert_ok(mproc__reap(pidfd, &code, mproc__deadline(mproc_test_scaled_ms(timeout_ms))));
+  mproc__close(pidfd);
+  return code;
 }
 
 int stray_keepers(void) {

@@ -16,6 +16,15 @@ pid_t trace_hold(pid_t pid, int *release);
 /* Ends the tracer and reaps it. */
 void trace_release(pid_t tracer, int release);
 
+/* Makes the calling process -- a helper forked for the purpose, never the
+ * test itself -- user and group 65534 with, when no_processes, a process
+ * allowance of 0 (root ignores RLIMIT_NPROC, hence the uid change): its
+ * forks then fail with EAGAIN.  False when this cannot be done here. */
+bool become_nobody(bool no_processes);
+/* Runs fn(NULL) in a forked helper and returns its exit code, waiting at
+ * most timeout_ms (scaled) for it. */
+int run_in_helper(int (*fn)(void *), int64_t timeout_ms);
+
 /* Keepers (double-forked, in sessions of their own) of the named objects
  * this test made, still alive: neither a child nor in /dev/shm, so the
  * fixture cannot see them.  Found by executable and start time. */

@@ -1,12 +1,12 @@
 /* Process objects (src/process.c, src/tree.c, src/wait.c), under the start
  * method MPROC_START_METHOD names: tests/CMakeLists.txt runs this suite once
  * per method (fork, spawn, forkserver). */
+#include "fault-helpers.h"
 #include "harness.h"
 #include "internal.h"
 #include "start.h"
 
 #include <fcntl.h>
-#include <grp.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -1193,11 +1193,8 @@ END_TEST
 static int start_without_nproc(const void *arg, size_t len) {
   (void)arg;
   (void)len;
-  struct rlimit zero = {0, 0};
-  if (setrlimit(RLIMIT_NPROC, &zero) != 0)
+  if (!become_nobody(true))
     return 1;
-  if (setgroups(0, NULL) != 0 || setgid(65534) != 0 || setuid(65534) != 0)
-    return 2;
   mproc_process *p;
   if (mproc_process_new(&p, return_zero, NULL, 0, NULL) != 0)
     return 3;

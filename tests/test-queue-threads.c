@@ -7,8 +7,13 @@
 #include "queue.h"
 
 #include <pthread.h>
+#include <sched.h>
+#include <semaphore.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #define LONG_MS 60000
 #define PER_THREAD 5000
@@ -143,10 +148,143 @@ START_TEST(test_thread_joins_a_parked_queue) {
 }
 END_TEST
 
+/* ---- a waker must not consume a later sleeper's request --------------- */
+
+#define WAKE_ROUNDS 10
+
+/* The sleeping consumer thread stops inside its announcement (between its
+ * read of the sequence word and its clearing of `pending`, queue_ring.c)
+ * until the main thread let it go: the main thread's put wakes for a
+ * change the sleeper will have seen, and its own get takes the message. */
+static sem_t in_window, go_on;
+static _Atomic pid_t hook_tid;
+static _Atomic bool hook_armed;
+
+static bool sem_wait_ms(sem_t *s, int64_t ms) {
+  int64_t deadline = mproc_now_ms() + mproc_test_scaled_ms(ms);
+  while (sem_trywait(s) != 0) {
+    if (mproc_now_ms() >= deadline)
+      return false;
+    sched_yield(); /* bounded polling of a real event */
+  }
+  return true;
+}
+
+static void hold_announcement(void) {
+  if ((pid_t)syscall(SYS_gettid) != atomic_load(&hook_tid) || !atomic_exchange(&hook_armed, false))
+    return;
+  sem_post(&in_window);
+  sem_wait_ms(&go_on, LONG_MS);
+}
+
+struct waiter {
+  mproc_queue *q;
+  int side; /* MPROC__Q_GET: gets one message (2); MPROC__Q_PUT: puts 2 */
+};
+
+/* Gets or puts one message, waiting as long as it takes. */
+static void *wait_one(void *arg) {
+  struct waiter *w = arg;
+  atomic_store(&hook_tid, (pid_t)syscall(SYS_gettid));
+  uint32_t v = 2;
+  size_t len;
+  if (w->side == MPROC__Q_PUT)
+    return mproc_queue_put(w->q, &v, sizeof v, LONG_MS) == 0 ? NULL : w;
+  v = 0;
+  return mproc_queue_get(w->q, &v, sizeof v, &len, LONG_MS) == 0 && v == 2 ? NULL : w;
+}
+
+/* Whether thread `tid` of this process is blocked in futex(2). */
+static bool in_futex(pid_t tid) {
+  char path[64];
+  snprintf(path, sizeof path, "/proc/self/task/%d/syscall", (int)tid);
+  FILE *f = fopen(path, "r");
+  long nr = -1;
+  if (f != NULL) {
+    if (fscanf(f, "%ld", &nr) != 1)
+      nr = -1;
+    fclose(f);
+  }
+  return nr == SYS_futex;
+}
+
+/* Takes the queue's one message and checks it is `want`. */
+static void get_expect(mproc_queue *q, uint32_t want) {
+  uint32_t out = 0;
+  size_t len;
+  mproc_assert_ok(mproc_queue_get(q, &out, sizeof out, &len, 0));
+  ck_assert_uint_eq(out, want);
+}
+
+/* A consumer (_i 0) or producer (_i 1) announces itself as a sleeper while
+ * a wake-up of its side for an earlier change is on its way, and this
+ * thread uses that change up (takes the message, fills the room): the next
+ * change must still wake it.  Before, that waker's exchange of `pending`
+ * ate the sleeper's request and the next change skipped its wake-up: the
+ * sleeper slept to its 100 ms cap, every round. */
+START_TEST(test_waker_keeps_a_later_sleepers_request) {
+  int side = _i == 0 ? MPROC__Q_GET : MPROC__Q_PUT;
+  mproc_queue *q;
+  struct mproc_queue_options o = {.maxsize = 1}; /* a producer waits behind one message */
+  mproc_assert_ok(mproc_queue_new(&q, &o));
+  ck_assert_int_eq(sem_init(&in_window, 0, 0), 0);
+  ck_assert_int_eq(sem_init(&go_on, 0, 0), 0);
+  atomic_store(&mproc__q_announce_hook, hold_announcement);
+  int capped = 0;
+  for (int round = 0; round < WAKE_ROUNDS; round++) {
+    uint32_t zero = 0, one = 1;
+    if (side == MPROC__Q_PUT)
+      mproc_assert_ok(mproc_queue_put(q, &zero, sizeof zero, 0)); /* full */
+    mproc__q_sweep(q); /* the sleeper's sleep below then does not sweep */
+    uint64_t capped0 = atomic_load(&mproc__q_capped_sleeps);
+    atomic_store(&hook_tid, 0);
+    atomic_store(&hook_armed, true);
+    struct waiter w = {q, side};
+    pthread_t t;
+    ck_assert_int_eq(pthread_create(&t, NULL, wait_one, &w), 0);
+    ck_assert(sem_wait_ms(&in_window, LONG_MS));
+    /* A change that wakes the waiter's side, used up again at once. */
+    if (side == MPROC__Q_GET) {
+      mproc_assert_ok(mproc_queue_put(q, &one, sizeof one, 0));
+      get_expect(q, 1);
+    } else {
+      get_expect(q, 0);
+      mproc_assert_ok(mproc_queue_put(q, &one, sizeof one, 0));
+    }
+    sem_post(&go_on);
+    /* Until it sleeps: its own futex wait (it left the hook's semaphore,
+     * and nothing it waits for can come before the change below). */
+    pid_t tid = atomic_load(&hook_tid);
+    int64_t deadline = mproc_now_ms() + mproc_test_scaled_ms(LONG_MS);
+    while (!in_futex(tid) && mproc_now_ms() < deadline)
+      sched_yield();
+    uint32_t two = 2;
+    if (side == MPROC__Q_GET)
+      mproc_assert_ok(mproc_queue_put(q, &two, sizeof two, 0));
+    else
+      get_expect(q, 1);
+    void *res = q;
+    ck_assert_int_eq(pthread_join(t, &res), 0);
+    ck_assert_ptr_null(res);
+    if (side == MPROC__Q_PUT)
+      get_expect(q, 2);
+    capped += atomic_load(&mproc__q_capped_sleeps) != capped0;
+  }
+  atomic_store(&mproc__q_announce_hook, NULL);
+  /* A round may end by the cap when this thread is descheduled for 100 ms
+   * between seeing the sleeper asleep and its change: a few, not all. */
+  ck_assert_int_le(capped, WAKE_ROUNDS / 3);
+  sem_destroy(&in_window);
+  sem_destroy(&go_on);
+  mproc_assert_ok(mproc_queue_free(q));
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("queue-threads");
   TCase *tc = mproc_test_tcase(s, "threads", 120);
   tcase_add_test(tc, test_threads_share_a_handle);
   tcase_add_test(tc, test_thread_joins_a_parked_queue);
+  tcase_add_loop_test(tc, test_waker_keeps_a_later_sleepers_request, 0, 2);
   return mproc_test_run(s);
 }
