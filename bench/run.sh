@@ -38,6 +38,8 @@ if [ -x "$mpib" ] && command -v mpiexec >/dev/null; then
   # The floor under a crash-contained task ("#" notes: plain C through a child).
   "${mpirun[@]}" "$mpib" floor | tee -a "$out" || status=1
   "${mpirun[@]}" "$mpib" mproc | tee -a "$out" || status=1
+  # Opt-in in-rank mode (MPROC_MPI_INRANK): tasks run in the worker ranks.
+  "${mpirun[@]}" "$mpib" inrank | tee -a "$out" || status=1
   if /usr/bin/python3 -c 'import mpi4py.futures' 2>/dev/null; then
     "${mpirun[@]}" /usr/bin/python3 -m mpi4py.futures "$here/mpi/bench_mpi4py.py" | tee -a "$out" || status=1
   else
@@ -55,6 +57,14 @@ awk '$1=="BENCH" { v[$2" "$3]=$4; u[$2]=$5; m[$2]=1 }
            split("python raw openmp os parallel", impls, " ");
            for (i=1;i<=5;i++) if ((k" "impls[i]) in v && base>0)
              line=line sprintf("  %s %.4g (x%.3g)", impls[i], v[k" "impls[i]], v[k" "impls[i]]/base);
+           print line } }' "$out" | sort
+echo "== MPI: each mode against raw MPI (os): mode / os, for times >1 is slower =="
+awk '$1=="BENCH" && $2 ~ /^mpi_/ { v[$2" "$3]=$4 }
+     END { for (k in v) { split(k, p, " "); if (p[2]!="os") continue;
+           line=sprintf("%-16s os %10.4g", p[1], v[k]);
+           split("mproc inrank", impls, " ");
+           for (i=1;i<=2;i++) if ((p[1]" "impls[i]) in v && v[k]>0)
+             line=line sprintf("  %s %.4g (x%.3g)", impls[i], v[p[1]" "impls[i]], v[p[1]" "impls[i]]/v[k]);
            print line } }' "$out" | sort
 echo "results: $out"
 exit $status

@@ -164,10 +164,16 @@ int mproc__mpi_submit_to(struct mproc__mpi_to to, const struct mproc__mpi_fn *fn
                          size_t len, int64_t timeout_ms, struct mproc__mpi_job **out) {
   if (!fn || !out || (len && !arg) || timeout_ms < 0 || fn->type != MPROC__MPI_FN_TASK)
     return MPROC_EINVAL;
+  /* In-rank, nothing can stop a task that overruns but ending its rank,
+   * hence the job: a timeout is refused rather than ignored. */
+  if (mproc__mpi.inrank && timeout_ms > 0)
+    return MPROC_ENOTSUP;
   void *copy;
   if (copy_of(arg, len, &copy) != 0)
     return MPROC_ENOMEM;
-  struct mproc__mpi_task hdr = {.kind = MPROC__MPI_CALL, .timeout_ms = timeout_ms};
+  struct mproc__mpi_task hdr = {.kind = MPROC__MPI_CALL,
+                                .flags = mproc__mpi.inrank ? MPROC__MPI_INRANK : 0,
+                                .timeout_ms = timeout_ms};
   return submit(fn, MPROC__MPI_FN_TASK, copy, NULL, len, &hdr, to, out);
 }
 
@@ -178,8 +184,11 @@ int mproc__mpi_submit_map(struct mproc__mpi_to to, const struct mproc__mpi_fn *f
       (n && in_size > SIZE_MAX / n) || (n && out_size > SIZE_MAX / n))
     return MPROC_EINVAL;
   size_t len = n * in_size;
-  struct mproc__mpi_task hdr = {
-      .kind = MPROC__MPI_MAP, .count = n, .in_size = in_size, .out_size = out_size};
+  struct mproc__mpi_task hdr = {.kind = MPROC__MPI_MAP,
+                                .flags = mproc__mpi.inrank ? MPROC__MPI_INRANK : 0,
+                                .count = n,
+                                .in_size = in_size,
+                                .out_size = out_size};
   struct mproc__mpi_job *j;
   int rc = submit(fn, MPROC__MPI_FN_MAP, NULL, in, len, &hdr, to, &j);
   if (rc == 0) {
@@ -197,8 +206,11 @@ int mproc__mpi_submit_starmap(struct mproc__mpi_to to, const struct mproc__mpi_f
   if (!fn || !out || !cols || !col_size || nargs == 0 || nargs > MPROC_STARMAP_MAX_ARGS ||
       fn->type != MPROC__MPI_FN_MAP || (n && out_size > SIZE_MAX / n))
     return MPROC_EINVAL;
-  struct mproc__mpi_task hdr = {
-      .kind = MPROC__MPI_STARMAP, .count = n, .out_size = out_size, .nargs = nargs};
+  struct mproc__mpi_task hdr = {.kind = MPROC__MPI_STARMAP,
+                                .flags = mproc__mpi.inrank ? MPROC__MPI_INRANK : 0,
+                                .count = n,
+                                .out_size = out_size,
+                                .nargs = nargs};
   size_t len = 0;
   for (size_t k = 0; k < nargs; k++) {
     if (!col_size[k] || (n && (col_size[k] > (SIZE_MAX - len) / n || !cols[k])))

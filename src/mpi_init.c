@@ -207,8 +207,8 @@ MPROC_EXTERN int mproc_mpi_init(int *argc, char ***argv, const struct mproc_mpi_
   static const struct mproc_mpi_options defaults = {0};
   if (!opts)
     opts = &defaults;
-  if (opts->flags || opts->tasks_per_rank < 0 || opts->startup_timeout_ms < 0 ||
-      (argc == NULL) != (argv == NULL))
+  if ((opts->flags & ~(unsigned)MPROC_MPI_INRANK) || opts->tasks_per_rank < 0 ||
+      opts->startup_timeout_ms < 0 || (argc == NULL) != (argv == NULL))
     return MPROC_EINVAL;
   if (mproc__mpi.joined_at_load && !mproc__mpi.called_init) {
     mproc__mpi.called_init = true; /* the program's own call, after on_load's */
@@ -226,6 +226,9 @@ MPROC_EXTERN int mproc_mpi_init(int *argc, char ***argv, const struct mproc_mpi_
     snprintf(mproc__mpi.host, sizeof mproc__mpi.host, "unknown-host");
   mproc__mpi.tasks_per_rank =
       opts->tasks_per_rank ? opts->tasks_per_rank : MPROC__MPI_TASKS_PER_RANK;
+  /* Rank 0's choice travels with each task: the worker ranks' own options
+   * do not matter. */
+  mproc__mpi.inrank = (opts->flags & MPROC_MPI_INRANK) != 0;
   if (env_rank > 0) {
     int rc = mproc__mpi_rank_prepare();
     if (rc)

@@ -11,6 +11,8 @@
  *                 non-blocking sends and receives polled against deadlines
  *   mpi_init.c    joining the job, the startup handshake, finalize
  *   mpi_rank.c    the worker-rank loop (tasks run in a local pool)
+ *   mpi_unit.c    units: a rank's tasks handed to one local worker at once;
+ *                 the context of a task run in the rank (in-rank mode)
  *   mpi_client.c  rank 0: jobs dispatched to ranks, results collected
  *   transport_mpi.c  the pool's transport ops over that dispatcher */
 #ifndef MPROC_MPI_INTERNAL_H
@@ -76,7 +78,13 @@ enum {
   MPROC__MPI_CLOSE = 6, /* that pool is done (pool); no answer */
   MPROC__MPI_BATCH = 7, /* count whole task messages as frames (see batches) */
 };
-enum { MPROC__MPI_HAS_INIT = 1 };
+enum {
+  MPROC__MPI_HAS_INIT = 1, /* OPEN: the pool has an initializer */
+  MPROC__MPI_INRANK = 2,   /* CALL, MAP, STARMAP: run in the rank itself
+                              (mproc_mpi_options MPROC_MPI_INRANK) */
+};
+/* Bytes of a result's message (with its NUL). */
+#define MPROC__MPI_MSG 200
 enum { MPROC__MPI_STOP = 2, MPROC__MPI_STOPPED = 3 };
 
 /* Every header starts with these two fields. */
@@ -98,7 +106,7 @@ struct mproc__mpi_result {
   int32_t code, task_code, signo, exit_status, pid;
   int32_t batch;  /* > 0: this many result messages follow as frames */
   uint64_t index; /* MAP: the failed element */
-  char message[200];
+  char message[MPROC__MPI_MSG];
 };
 struct mproc__mpi_ctrl {
   uint64_t id;   /* CANCEL: the job */
@@ -107,8 +115,9 @@ struct mproc__mpi_ctrl {
   uint32_t pad_;
 };
 
-/* The wire's version: ranks check it in the startup handshake.  2: batches. */
-#define MPROC__MPI_WIRE_VERSION 2
+/* The wire's version: ranks check it in the startup handshake.  2: batches;
+ * 3: the task flag MPROC__MPI_INRANK. */
+#define MPROC__MPI_WIRE_VERSION 3
 
 /* Payloads up to this size travel in the header's message; larger ones
  * follow it in pieces of at most mproc__mpi_piece bytes, so no MPI count
@@ -222,10 +231,13 @@ int64_t mproc__mpi_now_us(void);
 /* tasks_per_rank's default.  Enough tasks in flight per rank that a run of
  * tiny tasks travels in batches and the rank's local workers always find
  * the next one queued (measured, quick bench, 2 worker ranks on 2 CPUs:
- * 31 k tiny tasks/s with 2, 64 k with 8, 74 k with 16, 79 k with 32); few
- * enough that a long task holds back only a handful queued behind it on its
- * rank (a sent task is never taken back). */
-#define MPROC__MPI_TASKS_PER_RANK 16
+ * 31 k tiny tasks/s with 2, 64 k with 8, 74 k with 16, 79 k with 32).  Since
+ * a rank hands what arrives together to a worker in units of half a share,
+ * a larger share makes larger units (2026-11-30, load 19, 100 k tasks x 7,
+ * medians of 3 alternating runs: 86 k/s with 16, 142 k with 32, 154 k with
+ * 64); 32 keeps what a long task holds back behind it on its rank (a sent
+ * task is never taken back) to a few dozen. */
+#define MPROC__MPI_TASKS_PER_RANK 32
 
 /* The state of this process in the job. */
 struct mproc__mpi_state {
@@ -237,6 +249,7 @@ struct mproc__mpi_state {
   int rank, size;      /* in comm */
   MPI_Comm comm;       /* our duplicate of MPI_COMM_WORLD */
   int tasks_per_rank;  /* options */
+  bool inrank;         /* rank 0: options flag MPROC_MPI_INRANK */
   char host[64];       /* this process's host name */
   char (*hosts)[64];   /* rank 0: every rank's host name */
 };
@@ -256,6 +269,50 @@ int mproc__mpi_rank_prepare(void);
 int mproc__mpi_rank_serve(void);
 /* Drop the local pool (a failed handshake). */
 void mproc__mpi_rank_discard(void);
+
+/* ---- mpi_unit.c ---------------------------------------------------------- */
+
+/* Tasks in one unit at most. */
+#define MPROC__MPI_UNIT_MAX 32
+/* A task's state in its unit (see mpi_unit.c). */
+enum {
+  MPROC__MPI_U_PENDING,
+  MPROC__MPI_U_RUNNING,
+  MPROC__MPI_U_DONE,
+  MPROC__MPI_U_CANCELLED,
+  MPROC__MPI_U_CANCEL_REQ,
+  MPROC__MPI_U_IN_FUTURE,
+  MPROC__MPI_U_TAKEN, /* its outcome was read: a later run skips it */
+};
+/* The shared areas units live in: made before the local pools fork their
+ * workers (0 or MPROC_ENOMEM); dropped at the end. */
+int mproc__mpi_units_prepare(void);
+void mproc__mpi_units_discard(void);
+/* A free area for a unit: its index, or -1 when none is free. */
+int mproc__mpi_unit_new(void);
+void mproc__mpi_unit_release(int k);
+/* Add fn(arg) as the unit's next task: 0, or 1 when it does not fit. */
+int mproc__mpi_unit_add(int k, mproc_task_fn fn, const void *arg, size_t len);
+/* Hand unit k to the local pool as one task (again after a crash: the
+ * tasks still PENDING run): as mproc_pool_submit. */
+int mproc__mpi_unit_start(int k, mproc_pool *pool, mproc_future **f);
+/* Task i's state (MPROC__MPI_U_*). */
+uint32_t mproc__mpi_unit_state(int k, uint32_t i);
+/* Cancel task i: false when it will not run (it had not started, or it is
+ * over already), true when it runs: the caller then cancels the unit's
+ * future. */
+bool mproc__mpi_unit_cancel(int k, uint32_t i);
+/* Task i's outcome was read: MPROC__MPI_U_TAKEN. */
+void mproc__mpi_unit_take(int k, uint32_t i);
+/* A DONE task's outcome: its code (0: *data, *len its result in the area),
+ * *msg its failure message or NULL, *pid the worker. */
+int mproc__mpi_unit_outcome(int k, uint32_t i, const void **data, size_t *len, const char **msg,
+                            int *pid);
+/* Run fn(arg) on this thread (in-rank): 0 with *res (malloc'd, the caller
+ * frees it) and *res_len, or the task's failure code with msg (and
+ * *has_msg: mproc_task_fail set it). */
+int mproc__mpi_inrank_call(mproc_task_fn fn, const void *arg, size_t len, void **res,
+                           size_t *res_len, char msg[MPROC__MPI_MSG], bool *has_msg);
 
 /* ---- mpi_client.c (rank 0) ------------------------------------------------ */
 

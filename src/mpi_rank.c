@@ -10,7 +10,12 @@
  * the task fails with the pool's code (MPROC_EWORKERDIED, MPROC_ETIMEDOUT)
  * and a message naming this rank and host, and the rank carries on.  Rank 0
  * keeps a few tasks in flight per rank, so the local pool's queue already
- * holds the next task when one finishes.
+ * holds the next task when one finishes.  Calls without a timeout that
+ * became complete in one pass go to the pool in units (one pool task for
+ * several of them, mpi_unit.c; form_units below).  The one exception to
+ * "never runs task code": tasks flagged in-rank (rank 0 chose
+ * MPROC_MPI_INRANK) run on this thread, trading crash containment for the
+ * hop.
  *
  * One loop, one thread (MPI_THREAD_FUNNELED): take in headers and their
  * payloads (task, control: one probe of any tag finds either, see
@@ -20,14 +25,16 @@
  * futures for up to 1 ms (a finished task wakes it at once), or backs off
  * when it has none.
  *
- * Per job: arriving (payload pieces still coming) -> running (a future of
- * the local pool) -> sending (result message in flight, the future kept
- * until then because the message points into its result) -> freed. */
+ * Per job: arriving (payload pieces still coming) -> [forming: a call
+ * waiting for the end of the pass to join a unit] -> running (a future of
+ * the local pool, or a task of a running unit) -> sending (result message in flight, the future
+ * kept until then because the message points into its result) -> freed. */
 #include "mpi_internal.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 struct job {
   struct job *next;
@@ -42,22 +49,45 @@ struct job {
   struct mproc__mpi_result res;
   const void *rdata; /* ready: the result payload (res.len bytes) */
   bool cancelled;    /* cancelled while its payload was arriving */
+  /* forming: a call bound for a unit (see form_units) */
+  mproc_pool *lpool;
+  mproc_task_fn fn;
+};
+
+/* A unit on its way through a local worker (mpi_unit.c): area k, its jobs
+ * (NULL once answered). */
+struct unit {
+  struct unit *next;
+  int k;
+  uint32_t n;
+  mproc_pool *pool; /* NULL once its pool was closed */
+  mproc_future *f;
+  struct job *jobs[MPROC__MPI_UNIT_MAX];
 };
 
 static mproc_pool *g_pool;
-static struct job *g_arriving, *g_running, *g_ready, *g_sending;
+static struct job *g_arriving, *g_running, *g_ready, *g_sending, *g_forming;
+static struct unit *g_units;
 
 int mproc__mpi_rank_prepare(void) {
-  /* Local workers whatever MPROC_TRANSPORT says: it names how rank 0's
-   * pools reach the ranks, not how a rank runs its tasks. */
-  struct mproc_pool_options po = {.workers = 1, .transport = "shm"};
-  return mproc_pool_new(&g_pool, &po);
+  /* The units' areas first, so every local worker inherits them.  Local
+   * workers whatever MPROC_TRANSPORT says: it names how rank 0's pools
+   * reach the ranks, not how a rank runs its tasks; by fork whatever
+   * MPROC_START_METHOD says: units and starmap chunks carry this process's
+   * function addresses. */
+  int rc = mproc__mpi_units_prepare();
+  struct mproc_pool_options po = {
+      .workers = 1, .transport = "shm", .start_method = MPROC_START_FORK};
+  if (rc == 0 && (rc = mproc_pool_new(&g_pool, &po)) != 0)
+    mproc__mpi_units_discard();
+  return rc;
 }
 
 void mproc__mpi_rank_discard(void) {
   if (g_pool)
     mproc_pool_free(g_pool);
   g_pool = NULL;
+  mproc__mpi_units_discard();
 }
 
 /* ---- blocks map chunks run in -------------------------------------------------
@@ -264,8 +294,9 @@ static int starmap_task(const void *arg, size_t len, mproc_task_ctx *ctx) {
   return 0;
 }
 
-static int start_starmap(mproc_pool *pool, struct job *j, const struct mproc__mpi_task *t,
-                         void (*fn)(void)) {
+/* The argument of starmap_task for chunk j (malloc'd into *buf). */
+static int starmap_arg(struct job *j, const struct mproc__mpi_task *t, void (*fn)(void),
+                       unsigned char **buf_out, size_t *len) {
   size_t cols = 0;
   bool ok = t->nargs >= 1 && t->nargs <= MPROC_STARMAP_MAX_ARGS;
   for (uint64_t k = 0; ok && k < t->nargs; k++)
@@ -281,8 +312,20 @@ static int start_starmap(mproc_pool *pool, struct job *j, const struct mproc__mp
   memcpy(buf, &a, sizeof a);
   if (cols)
     memcpy(buf + sizeof a, j->op->data, cols);
-  int rc = mproc_pool_submit(pool, starmap_task, buf, sizeof a + cols, &j->f);
-  free(buf); /* the pool copied it */
+  *buf_out = buf;
+  *len = sizeof a + cols;
+  return 0;
+}
+
+static int start_starmap(mproc_pool *pool, struct job *j, const struct mproc__mpi_task *t,
+                         void (*fn)(void)) {
+  unsigned char *buf;
+  size_t len;
+  int rc = starmap_arg(j, t, fn, &buf, &len);
+  if (rc == 0) {
+    rc = mproc_pool_submit(pool, starmap_task, buf, len, &j->f);
+    free(buf); /* the pool copied it */
+  }
   return rc;
 }
 
@@ -335,6 +378,7 @@ struct lpool {
   uint64_t id;
   mproc_pool *pool;
   void *initarg; /* the initializer's argument, which the workers read */
+  bool has_init; /* in-rank tasks of this pool still run in its workers */
 };
 static struct lpool *g_pools;
 
@@ -353,6 +397,9 @@ static void close_pool(uint64_t id) {
     if (l->id != id)
       continue;
     *pp = l->next;
+    for (struct unit *u = g_units; u; u = u->next)
+      if (u->pool == l->pool)
+        u->pool = NULL; /* its tasks are not run again */
     mproc_pool_terminate(l->pool);
     mproc_pool_free(l->pool); /* running jobs' futures keep what they need */
     free(l->initarg);
@@ -387,8 +434,10 @@ static int open_pool(struct job *j, const struct mproc__mpi_task *t, char *why, 
   if (j->op->len)
     memcpy(l->initarg, j->op->data, j->op->len);
   l->id = t->pool;
+  l->has_init = init != NULL;
   struct mproc_pool_options po = {.workers = (int)t->count,
                                   .transport = "shm",
+                                  .start_method = MPROC_START_FORK,
                                   .initializer = init,
                                   .initarg = l->initarg,
                                   .initarg_len = j->op->len,
@@ -419,59 +468,11 @@ static bool waits_for_open(const struct job *j) {
   return false;
 }
 
-/* A task whose payload is complete: resolve its function and start it. */
-static void start(struct job *j) {
-  const struct mproc__mpi_task *t = j->op->hdr;
-  char why[160] = "";
+/* A job's outcome: rc 0 with its result (data, len), or the failure err. */
+static void conclude(struct job *j, int rc, const void *data, size_t len,
+                     const struct mproc_task_error *err) {
   memset(&j->res, 0, sizeof j->res);
   j->res.id = j->id;
-  mproc_pool *pool = t->kind == MPROC__MPI_OPEN ? NULL : pool_of(t->pool);
-  void (*fn)(void) = pool ? resolve(&t->fn, why, sizeof why) : NULL;
-  int rc = 0;
-  if (j->cancelled) {
-    fail_early(j, MPROC_ECANCELED, "cancelled before it started");
-  } else if (t->kind == MPROC__MPI_OPEN) {
-    rc = open_pool(j, t, why, sizeof why);
-    if (rc == MPROC_ENOFUNC) {
-      fail_early(j, rc, why);
-      rc = 0;
-    }
-  } else if (!pool) {
-    fail_early(j, MPROC_ESTATE, "its pool is not open on this rank");
-  } else if (!fn) {
-    fail_early(j, MPROC_ENOFUNC, why);
-  } else if (t->kind == MPROC__MPI_CALL && t->fn.type == MPROC__MPI_FN_TASK) {
-    struct mproc_submit_options so = {.timeout_ms = t->timeout_ms, .retries = 0};
-    rc = mproc_pool_submit_ex(pool, (mproc_task_fn)fn, j->op->data, j->op->len, &so, &j->f);
-  } else if (t->kind == MPROC__MPI_MAP && t->fn.type == MPROC__MPI_FN_MAP &&
-             t->count * t->in_size == j->op->len) {
-    rc = start_map(pool, j, t, (mproc_map_fn)fn);
-  } else if (t->kind == MPROC__MPI_STARMAP && t->fn.type == MPROC__MPI_FN_MAP) {
-    rc = start_starmap(pool, j, t, fn);
-  } else {
-    fail_early(j, MPROC_EINVAL, "malformed task message");
-  }
-  if (rc) {
-    char msg[120];
-    snprintf(msg, sizeof msg, "could not start the task: %s", mproc_strerror(rc));
-    fail_early(j, rc, msg);
-  }
-  if (j->f) {
-    mproc__mpi_op_free(j->op); /* the pool copied the argument */
-    j->op = NULL;
-    push(&g_running, j);
-  } else {
-    send_result(j, NULL, 0);
-  }
-}
-
-/* A finished future becomes a result message. */
-static void finish(struct job *j) {
-  memset(&j->res, 0, sizeof j->res);
-  j->res.id = j->id;
-  const void *data = NULL;
-  size_t len = 0;
-  int rc = mproc_future_result(j->f, &data, &len, 0);
   struct starmap_end end = {0};
   if (rc == 0 && j->kind == MPROC__MPI_STARMAP) {
     if (len < sizeof end) {
@@ -498,26 +499,372 @@ static void finish(struct job *j) {
     send_result(j, NULL, 0);
     return;
   }
+  struct mproc_task_error none = {.code = rc, .exit_status = -1};
+  if (!err)
+    err = &none;
+  j->res.code = err->code;
+  j->res.task_code = err->task_code;
+  j->res.signo = err->signo;
+  j->res.exit_status = err->exit_status;
+  j->res.pid = err->pid;
+  j->res.index = err->index;
+  /* The pool's own failures (the worker died, a timeout) say where they
+   * happened; a task's message is the task's. */
+  if (err->code == MPROC_ETASK)
+    memcpy(j->res.message, err->message, sizeof j->res.message);
+  else
+    snprintf(j->res.message, sizeof j->res.message, "rank %d on %.50s: %.130s", mproc__mpi.rank,
+             mproc__mpi.host, err->message);
+  send_result(j, NULL, 0);
+}
+
+/* A task's own failure (it returned code, or called mproc_task_fail), as
+ * the local pool reports one. */
+static struct mproc_task_error task_failed(int code, const char *msg, int pid, uint64_t index) {
+  struct mproc_task_error e = {
+      .code = MPROC_ETASK, .task_code = code, .exit_status = -1, .pid = pid, .index = index};
+  snprintf(e.message, sizeof e.message, "%s", msg ? msg : mproc_strerror(code));
+  return e;
+}
+
+/* ---- in-rank mode ----------------------------------------------------------
+ *
+ * A task flagged MPROC__MPI_INRANK (rank 0's option MPROC_MPI_INRANK) runs on
+ * this thread, as a raw MPI farm or mpi4py.futures run theirs: no local
+ * worker, no hop.  A crash takes the rank down, and the job ends through
+ * the whole-rank-death path; rank 0 refuses timeouts for such tasks.  A
+ * pool with an initializer keeps its tasks in its local workers, where the
+ * initializer ran. */
+static bool runs_here(const struct mproc__mpi_task *t) {
+  if (!(t->flags & MPROC__MPI_INRANK))
+    return false;
+  for (struct lpool *l = g_pools; t->pool != 0 && l; l = l->next)
+    if (l->id == t->pool)
+      return !l->has_init;
+  return true;
+}
+
+static void run_here(struct job *j, const struct mproc__mpi_task *t, void (*fn)(void)) {
+  char msg[MPROC__MPI_MSG];
+  bool has_msg = false;
+  void *res = NULL;
+  size_t len = 0;
+  int rc = 0;
+  if (t->kind == MPROC__MPI_MAP) {
+    /* Output into the block the input came in (room was made after it),
+     * as the local pool's map does: no fresh pages per chunk. */
+    const unsigned char *in = j->op->data;
+    size_t n = (size_t)t->count;
+    j->out_len = (size_t)(t->count * t->out_size);
+    unsigned char *out;
+    if (j->blk) {
+      in = mproc_shm_addr(j->blk->shm);
+      out = (unsigned char *)mproc_shm_addr(j->blk->shm) + out_off(j->op->len);
+    } else if (!(out = j->out = malloc(j->out_len ? j->out_len : 1))) {
+      conclude(j, MPROC_ENOMEM, NULL, 0, NULL);
+      return;
+    }
+    j->mapped = out;
+    mproc_map_fn f = (mproc_map_fn)fn;
+    for (size_t i = 0; i < n; i++) {
+      if ((rc = f(in + i * t->in_size, out + i * t->out_size)) != 0) {
+        struct mproc_task_error e = task_failed(rc, NULL, (int)getpid(), i);
+        conclude(j, MPROC_ETASK, NULL, 0, &e);
+        return;
+      }
+    }
+    conclude(j, 0, NULL, 0, NULL);
+    return;
+  }
+  if (t->kind == MPROC__MPI_STARMAP) {
+    unsigned char *buf;
+    size_t blen;
+    rc = starmap_arg(j, t, fn, &buf, &blen);
+    if (rc == 0) {
+      rc = mproc__mpi_inrank_call(starmap_task, buf, blen, &res, &len, msg, &has_msg);
+      free(buf);
+    } else {
+      conclude(j, rc, NULL, 0, NULL);
+      return;
+    }
+  } else {
+    rc = mproc__mpi_inrank_call((mproc_task_fn)fn, j->op->data, j->op->len, &res, &len, msg,
+                                &has_msg);
+  }
+  if (rc != 0) {
+    struct mproc_task_error e = task_failed(rc, has_msg ? msg : NULL, (int)getpid(), 0);
+    conclude(j, MPROC_ETASK, NULL, 0, &e);
+    return;
+  }
+  j->out = res;
+  conclude(j, 0, res, len, NULL);
+}
+
+/* The job was handed to its local pool (j->f), or failed (rc). */
+static void launched(struct job *j, int rc) {
+  if (rc) {
+    char msg[120];
+    snprintf(msg, sizeof msg, "could not start the task: %s", mproc_strerror(rc));
+    fail_early(j, rc, msg);
+  }
+  if (j->f) {
+    mproc__mpi_op_free(j->op); /* the pool copied the argument */
+    j->op = NULL;
+    push(&g_running, j);
+  } else {
+    send_result(j, NULL, 0);
+  }
+}
+
+static void start_alone(struct job *j) {
+  const struct mproc__mpi_task *t = j->op->hdr;
+  struct mproc_submit_options so = {.timeout_ms = t->timeout_ms, .retries = 0};
+  launched(j, mproc_pool_submit_ex(j->lpool, j->fn, j->op->data, j->op->len, &so, &j->f));
+}
+
+/* A task whose payload is complete: resolve its function and start it. */
+static void start(struct job *j) {
+  const struct mproc__mpi_task *t = j->op->hdr;
+  char why[160] = "";
+  memset(&j->res, 0, sizeof j->res);
+  j->res.id = j->id;
+  mproc_pool *pool = t->kind == MPROC__MPI_OPEN ? NULL : pool_of(t->pool);
+  void (*fn)(void) = pool ? resolve(&t->fn, why, sizeof why) : NULL;
+  int rc = 0;
+  if (j->cancelled) {
+    fail_early(j, MPROC_ECANCELED, "cancelled before it started");
+  } else if (t->kind == MPROC__MPI_OPEN) {
+    rc = open_pool(j, t, why, sizeof why);
+    if (rc == MPROC_ENOFUNC) {
+      fail_early(j, rc, why);
+      rc = 0;
+    }
+  } else if (!pool) {
+    fail_early(j, MPROC_ESTATE, "its pool is not open on this rank");
+  } else if (!fn) {
+    fail_early(j, MPROC_ENOFUNC, why);
+  } else if (!((t->kind == MPROC__MPI_CALL && t->fn.type == MPROC__MPI_FN_TASK) ||
+               (t->kind == MPROC__MPI_MAP && t->fn.type == MPROC__MPI_FN_MAP &&
+                t->count * t->in_size == j->op->len) ||
+               (t->kind == MPROC__MPI_STARMAP && t->fn.type == MPROC__MPI_FN_MAP))) {
+    fail_early(j, MPROC_EINVAL, "malformed task message");
+  } else if (runs_here(t)) {
+    run_here(j, t, fn);
+    return;
+  } else if (t->kind == MPROC__MPI_CALL) {
+    j->lpool = pool;
+    j->fn = (mproc_task_fn)fn;
+    if (t->timeout_ms == 0) {
+      append(&g_forming, j); /* form_units, at the end of this pass */
+      return;
+    }
+    start_alone(j);
+    return;
+  } else if (t->kind == MPROC__MPI_MAP) {
+    rc = start_map(pool, j, t, (mproc_map_fn)fn);
+  } else {
+    rc = start_starmap(pool, j, t, fn);
+  }
+  launched(j, rc);
+}
+
+/* ---- units -----------------------------------------------------------------
+ *
+ * The calls without a timeout that became complete in one pass (most often
+ * a batch rank 0 sent) go to their local pool in units (mpi_unit.c): a unit
+ * per half of a worker's share, so each worker has the next unit queued
+ * while it runs one (rank 0 keeps tasks_per_rank tasks per worker here:
+ * they arrive in halves as results go back).  A unit of one, or no free
+ * area, is a task of its own as before. */
+static bool form_unit(mproc_pool *pool, struct job **grp, size_t per) {
+  int k = mproc__mpi_unit_new();
+  if (k < 0)
+    return false;
+  struct unit *u = calloc(1, sizeof *u);
+  struct job *j = *grp;
+  for (; u && j && u->n < per; j = j->next) {
+    if (mproc__mpi_unit_add(k, j->fn, j->op->data, j->op->len) != 0)
+      break;
+    u->jobs[u->n++] = j;
+  }
+  if (!u || u->n < 2 || mproc__mpi_unit_start(k, pool, &u->f) != 0) {
+    mproc__mpi_unit_release(k);
+    free(u);
+    return false;
+  }
+  *grp = j;
+  u->k = k;
+  u->pool = pool;
+  for (uint32_t i = 0; i < u->n; i++) {
+    mproc__mpi_op_free(u->jobs[i]->op);
+    u->jobs[i]->op = NULL;
+    u->jobs[i]->next = NULL;
+  }
+  u->next = g_units;
+  g_units = u;
+  return true;
+}
+
+static void form_units(void) {
+  while (g_forming) {
+    mproc_pool *pool = g_forming->lpool;
+    struct job *grp = NULL, **tail = &grp;
+    size_t n = 0;
+    for (struct job **pp = &g_forming; *pp;) {
+      struct job *j = *pp;
+      if (j->lpool != pool) {
+        pp = &j->next;
+        continue;
+      }
+      *pp = j->next;
+      j->next = NULL;
+      *tail = j;
+      tail = &j->next;
+      n++;
+    }
+    size_t w = (size_t)mproc_pool_workers(pool);
+    size_t per = (n + 2 * w - 1) / (2 * w);
+    if (per > MPROC__MPI_UNIT_MAX)
+      per = MPROC__MPI_UNIT_MAX;
+    while (grp) {
+      if (per >= 2 && form_unit(pool, &grp, per))
+        continue;
+      struct job *j = grp;
+      grp = j->next;
+      start_alone(j);
+    }
+  }
+}
+
+/* Task i of unit u: its outcome, read once the unit's future finished
+ * (frc, err its failure).  Returns false when it never started and runs
+ * again. */
+static bool unit_answer(struct unit *u, uint32_t i, int frc, const void *fdata, size_t flen,
+                        const struct mproc_task_error *err) {
+  struct job *j = u->jobs[i];
+  uint32_t st = mproc__mpi_unit_state(u->k, i);
+  if (st == MPROC__MPI_U_PENDING && u->pool &&
+      (frc == 0 || err->code == MPROC_EWORKERDIED || err->code == MPROC_ECANCELED))
+    return false;
+  if (st == MPROC__MPI_U_DONE || (st == MPROC__MPI_U_IN_FUTURE && frc == 0)) {
+    const void *data = fdata;
+    size_t len = flen;
+    const char *msg = NULL;
+    int pid = 0;
+    int code = mproc__mpi_unit_outcome(u->k, i, &data, &len, &msg, &pid);
+    if (st == MPROC__MPI_U_IN_FUTURE) {
+      data = fdata;
+      len = flen;
+    }
+    if (code != 0) {
+      struct mproc_task_error e = task_failed(code, msg, pid, 0);
+      conclude(j, MPROC_ETASK, NULL, 0, &e);
+    } else if (len && !(j->out = malloc(len))) {
+      conclude(j, MPROC_ENOMEM, NULL, 0, NULL);
+    } else {
+      if (len)
+        memcpy(j->out, data, len);
+      conclude(j, 0, j->out, len, NULL);
+    }
+  } else if (st == MPROC__MPI_U_CANCELLED || st == MPROC__MPI_U_CANCEL_REQ) {
+    fail_early(j, MPROC_ECANCELED, "cancelled");
+    send_result(j, NULL, 0);
+  } else if (st == MPROC__MPI_U_PENDING && !u->pool) {
+    fail_early(j, MPROC_ESTATE, "its pool was closed on this rank");
+    send_result(j, NULL, 0);
+  } else if (frc != 0) {
+    /* RUNNING: its worker died; PENDING: its pool failed; IN_FUTURE: the
+     * unit's result could not be had */
+    conclude(j, frc, NULL, 0, err);
+  } else {
+    fail_early(j, MPROC_ECORRUPT, "the unit's worker left a task in an unknown state");
+    send_result(j, NULL, 0);
+  }
+  mproc__mpi_unit_take(u->k, i);
+  u->jobs[i] = NULL;
+  return true;
+}
+
+/* Unit u's future finished: answer its tasks; true when it runs again for
+ * the tasks that never started. */
+static bool unit_finish(struct unit *u) {
+  const void *fdata = NULL;
+  size_t flen = 0;
+  int frc = mproc_future_result(u->f, &fdata, &flen, 0);
+  struct mproc_task_error err = {.code = frc, .exit_status = -1};
+  if (frc != 0 && mproc_future_error(u->f, &err) != 0) {
+    memset(&err, 0, sizeof err);
+    err.code = frc;
+    err.exit_status = -1;
+  }
+  bool again = false;
+  for (uint32_t i = 0; i < u->n; i++)
+    if (u->jobs[i] && !unit_answer(u, i, frc, fdata, flen, &err))
+      again = true;
+  mproc_future_free(u->f);
+  u->f = NULL;
+  if (again) {
+    int rc = mproc__mpi_unit_start(u->k, u->pool, &u->f);
+    if (rc == 0)
+      return true;
+    for (uint32_t i = 0; i < u->n; i++) {
+      if (u->jobs[i]) {
+        fail_early(u->jobs[i], rc, "could not start the task again after its unit's worker ended");
+        send_result(u->jobs[i], NULL, 0);
+        u->jobs[i] = NULL;
+      }
+    }
+  }
+  mproc__mpi_unit_release(u->k);
+  return false;
+}
+
+static bool advance_units(void) {
+  bool moved = false;
+  for (struct unit **pp = &g_units; *pp;) {
+    struct unit *u = *pp;
+    if (!mproc_future_done(u->f) || (moved = true, unit_finish(u))) {
+      pp = &u->next;
+      continue;
+    }
+    *pp = u->next;
+    free(u);
+  }
+  return moved;
+}
+
+/* The tasks of running units that finished (or were cancelled before they
+ * started) are answered now, not with their unit: a long task must not
+ * hold back the results of the tiny ones before it.  Called once the loop
+ * went idle, so a unit of tiny tasks still answers as one. */
+static bool answer_early(void) {
+  bool any = false;
+  for (struct unit *u = g_units; u; u = u->next) {
+    for (uint32_t i = 0; i < u->n; i++) {
+      if (!u->jobs[i])
+        continue;
+      uint32_t st = mproc__mpi_unit_state(u->k, i);
+      if (st == MPROC__MPI_U_DONE || st == MPROC__MPI_U_CANCELLED)
+        any |= unit_answer(u, i, 0, NULL, 0, NULL);
+    }
+  }
+  if (any)
+    send_ready();
+  return any;
+}
+
+/* A finished future becomes a result message. */
+static void finish(struct job *j) {
+  const void *data = NULL;
+  size_t len = 0;
+  int rc = mproc_future_result(j->f, &data, &len, 0);
   struct mproc_task_error err;
-  if (mproc_future_error(j->f, &err) != 0) {
+  if (rc != 0 && mproc_future_error(j->f, &err) != 0) {
     memset(&err, 0, sizeof err);
     err.code = rc;
     err.exit_status = -1;
   }
-  j->res.code = err.code;
-  j->res.task_code = err.task_code;
-  j->res.signo = err.signo;
-  j->res.exit_status = err.exit_status;
-  j->res.pid = err.pid;
-  j->res.index = err.index;
-  /* The pool's own failures (the worker died, a timeout) say where they
-   * happened; a task's message is the task's. */
-  if (err.code == MPROC_ETASK)
-    memcpy(j->res.message, err.message, sizeof j->res.message);
-  else
-    snprintf(j->res.message, sizeof j->res.message, "rank %d on %.50s: %.130s", mproc__mpi.rank,
-             mproc__mpi.host, err.message);
-  send_result(j, NULL, 0);
+  conclude(j, rc, data, len, &err);
 }
 
 enum { STAGE_ARRIVING, STAGE_RUNNING, STAGE_SENDING };
@@ -558,11 +905,18 @@ static bool advance(struct job **list, int stage) {
 
 /* Cancel job id: a running task's local worker is killed (the pool
  * completes its future with MPROC_ECANCELED); one still arriving never
- * starts.  A job already answered is not found: nothing to do. */
+ * starts.  In a unit: a task not started yet never runs; a running one has
+ * its unit's worker killed, and the tasks after it run again on the
+ * replacement (mpi_unit.c).  Either way it fails with MPROC_ECANCELED.  A
+ * job already answered is not found: nothing to do. */
 static void cancel(uint64_t id) {
   for (struct job *j = g_running; j; j = j->next)
     if (j->id == id)
       mproc_future_cancel(j->f);
+  for (struct unit *u = g_units; u; u = u->next)
+    for (uint32_t i = 0; i < u->n; i++)
+      if (u->jobs[i] && u->jobs[i]->id == id && mproc__mpi_unit_cancel(u->k, i))
+        mproc_future_cancel(u->f);
   for (struct job *j = g_arriving; j; j = j->next)
     if (j->id == id)
       j->cancelled = true;
@@ -637,6 +991,9 @@ static bool pass(bool *stop) {
   if (rc < 0)
     mproc__mpi_abort("lost contact with rank 0 (%s)", mproc_strerror(rc));
   moved |= advance(&g_arriving, STAGE_ARRIVING);
+  if (g_forming)
+    form_units();
+  moved |= advance_units();
   moved |= advance(&g_running, STAGE_RUNNING);
   if (g_ready)
     send_ready();
@@ -659,6 +1016,8 @@ static void idle(struct mproc__mpi_idle *w) {
   size_t n = 0;
   for (struct job *j = g_running; j && n < 64; j = j->next)
     fs[n++] = j->f;
+  for (struct unit *u = g_units; u && n < 64; u = u->next)
+    fs[n++] = u->f;
   if (!n) {
     mproc__mpi_backoff(w);
     return;
@@ -666,7 +1025,10 @@ static void idle(struct mproc__mpi_idle *w) {
   int64_t now = mproc__mpi_now_us();
   if (w->since_us == 0)
     w->since_us = now;
-  mproc_futures_wait(fs, n, MPROC_FIRST_COMPLETED, now - w->since_us < MPROC__MPI_SPIN_US ? 0 : 1);
+  bool spin = now - w->since_us < MPROC__MPI_SPIN_US;
+  if (!spin && g_units && answer_early())
+    return;
+  mproc_futures_wait(fs, n, MPROC_FIRST_COMPLETED, spin ? 0 : 1);
 }
 
 int mproc__mpi_rank_serve(void) {
@@ -682,6 +1044,16 @@ int mproc__mpi_rank_serve(void) {
   mproc_pool_terminate(g_pool);
   while (g_pools)
     close_pool(g_pools->id);
+  while (g_units) {
+    struct unit *u = g_units;
+    g_units = u->next;
+    for (uint32_t i = 0; i < u->n; i++)
+      if (u->jobs[i])
+        job_free(u->jobs[i]);
+    mproc_future_free(u->f);
+    mproc__mpi_unit_release(u->k);
+    free(u);
+  }
   int64_t deadline = mproc_now_ms() + 10000;
   struct job **lists[] = {&g_arriving, &g_running, &g_sending};
   for (size_t i = 0; i < sizeof lists / sizeof lists[0]; i++) {

@@ -54,7 +54,10 @@
  *                 (mproc__arena_local): ranks get copies
  * The per-task timeout travels with the task and is enforced on the rank,
  * where the task's local worker is killed; the pool's own deadline (stop
- * _TASK) is the backstop.  A rank that dies ends the job (mpi_client.c:
+ * _TASK) is the backstop.  Under MPROC_MPI_INRANK tasks run in the
+ * ranks themselves, where nothing can stop one but ending the job: init
+ * refuses task_timeout_ms and the dispatcher a task's timeout
+ * (MPROC_ENOTSUP).  A rank that dies ends the job (mpi_client.c:
  * fail fast), so no slot is ever reported dead for that reason.
  *
  * Threads.  The pool calls these ops from its manager thread and from any
@@ -134,6 +137,9 @@ static int tm_init(struct mproc_pool *p) {
   const struct mproc_pool_options *o = &p->opts;
   if (o->initializer && o->initarg && o->initarg_len == 0)
     return MPROC_EINVAL; /* a pointer means nothing on another node */
+  /* In-rank tasks cannot be timed out (mpi_client.c): say so up front. */
+  if (mproc__mpi.inrank && o->task_timeout_ms > 0)
+    return MPROC_ENOTSUP;
   int workers = o->workers > 0 ? o->workers : ranks;
   p->nworkers = workers < ranks ? workers : ranks;
   /* Workers are other images of the program: what decides by start method

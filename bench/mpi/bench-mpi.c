@@ -4,7 +4,10 @@
  *                     hands tiny tasks to ranks 1..n-1, two in flight each
  *   bench-mpi mproc   the same through the pool API over the worker ranks
  *                     (transport "mpi"; "mproc" lines): one task at a time,
- *                     many tasks at once, and map
+ *                     many tasks at once, and map; each task in a local
+ *                     supervised worker of its rank (the default)
+ *   bench-mpi inrank  the same with MPROC_MPI_INRANK: tasks run in the
+ *                     worker rank itself ("inrank" lines)
  *   bench-mpi floor   the floor under a task that runs in a supervised
  *                     process of its rank, in plain C ("#" note lines, not
  *                     figures of an implementation): a round trip between a
@@ -318,58 +321,71 @@ static void floor_(void) {
 
 /* ---- mproc over MPI: the pool API, transport "mpi" ------------------------ */
 
-static void over_mproc(void) {
+/* Whether to run a phase: all by default, one with MPROC_BENCH_MPI_ONLY
+ * (to profile it alone, e.g. perf stat per task). */
+static bool phase(const char *name) {
+  const char *only = getenv("MPROC_BENCH_MPI_ONLY");
+  return !only || !*only || strcmp(only, name) == 0;
+}
+
+static void over_mproc(const char *impl) {
   mproc_pool *pool;
   check(mproc_pool_new(&pool, &(struct mproc_pool_options){.transport = "mpi"}), "pool");
   double v[BENCH_REPS];
-  /* One task at a time: submit, wait, result. */
-  int n = quick ? 500 : 20000;
-  for (int r = 0; r < BENCH_REPS; r++) {
-    double t0 = bench_now_s();
-    for (int i = 0; i < n; i++) {
-      int64_t x = i, *res;
-      size_t len;
-      check(mproc_pool_apply(pool, square_task, &x, sizeof x, (void **)&res, &len, NULL, -1),
-            "apply");
-      free(res);
+  if (phase("roundtrip")) {
+    /* One task at a time: submit, wait, result. */
+    int n = quick ? 500 : 20000;
+    for (int r = 0; r < BENCH_REPS; r++) {
+      double t0 = bench_now_s();
+      for (int i = 0; i < n; i++) {
+        int64_t x = i, *res;
+        size_t len;
+        check(mproc_pool_apply(pool, square_task, &x, sizeof x, (void **)&res, &len, NULL, -1),
+              "apply");
+        free(res);
+      }
+      v[r] = (bench_now_s() - t0) / n * 1e6;
     }
-    v[r] = (bench_now_s() - t0) / n * 1e6;
+    bench_report("mpi_roundtrip", impl, v, BENCH_REPS, "us");
   }
-  bench_report("mpi_roundtrip", "mproc", v, BENCH_REPS, "us");
-  /* Many tiny tasks at once. */
-  n = quick ? 2000 : 100000;
-  mproc_future **fs = malloc((size_t)n * sizeof *fs);
-  for (int r = 0; r < BENCH_REPS; r++) {
-    double t0 = bench_now_s();
-    for (int i = 0; i < n; i++) {
-      int64_t x = i;
-      check(mproc_pool_submit(pool, square_task, &x, sizeof x, &fs[i]), "submit");
+  if (phase("tasks")) {
+    /* Many tiny tasks at once. */
+    int n = quick ? 2000 : 100000;
+    mproc_future **fs = malloc((size_t)n * sizeof *fs);
+    for (int r = 0; r < BENCH_REPS; r++) {
+      double t0 = bench_now_s();
+      for (int i = 0; i < n; i++) {
+        int64_t x = i;
+        check(mproc_pool_submit(pool, square_task, &x, sizeof x, &fs[i]), "submit");
+      }
+      for (int i = 0; i < n; i++) {
+        const void *res;
+        size_t len;
+        check(mproc_future_result(fs[i], &res, &len, -1), "result");
+        mproc_future_free(fs[i]);
+      }
+      v[r] = n / (bench_now_s() - t0);
     }
-    for (int i = 0; i < n; i++) {
-      const void *res;
-      size_t len;
-      check(mproc_future_result(fs[i], &res, &len, -1), "result");
-      mproc_future_free(fs[i]);
+    bench_report("mpi_tasks", impl, v, BENCH_REPS, "tasks/s");
+    free(fs);
+  }
+  if (phase("map")) {
+    /* map: 4 chunks per worker rank, as mpi4py's side. */
+    size_t items = quick ? 20000 : 2000000;
+    int64_t *in = malloc(items * sizeof *in), *out = malloc(items * sizeof *out);
+    for (size_t i = 0; i < items; i++)
+      in[i] = (int64_t)i;
+    struct mproc_map_options mo = {.chunksize = items / (4 * (size_t)mproc_pool_workers(pool))};
+    for (int r = 0; r < BENCH_REPS; r++) {
+      double t0 = bench_now_s();
+      check(mproc_pool_map(pool, square, in, items, sizeof *in, out, sizeof *out, &mo, NULL, -1),
+            "map");
+      v[r] = (double)items / (bench_now_s() - t0);
     }
-    v[r] = n / (bench_now_s() - t0);
+    bench_report("mpi_map", impl, v, BENCH_REPS, "items/s");
+    free(in);
+    free(out);
   }
-  bench_report("mpi_tasks", "mproc", v, BENCH_REPS, "tasks/s");
-  free(fs);
-  /* map: 4 chunks per worker rank, as mpi4py's side. */
-  size_t items = quick ? 20000 : 2000000;
-  int64_t *in = malloc(items * sizeof *in), *out = malloc(items * sizeof *out);
-  for (size_t i = 0; i < items; i++)
-    in[i] = (int64_t)i;
-  struct mproc_map_options mo = {.chunksize = items / (4 * (size_t)mproc_pool_workers(pool))};
-  for (int r = 0; r < BENCH_REPS; r++) {
-    double t0 = bench_now_s();
-    check(mproc_pool_map(pool, square, in, items, sizeof *in, out, sizeof *out, &mo, NULL, -1),
-          "map");
-    v[r] = (double)items / (bench_now_s() - t0);
-  }
-  bench_report("mpi_map", "mproc", v, BENCH_REPS, "items/s");
-  free(in);
-  free(out);
   mproc_pool_free(pool);
 }
 
@@ -390,16 +406,18 @@ int main(int argc, char **argv) {
     MPI_Finalize();
     return 0;
   }
-  if (strcmp(mode, "mproc") != 0) {
-    fprintf(stderr, "usage: mpiexec -n 3 bench-mpi raw|floor|mproc\n");
+  bool inrank = strcmp(mode, "inrank") == 0;
+  if (strcmp(mode, "mproc") != 0 && !inrank) {
+    fprintf(stderr, "usage: mpiexec -n 3 bench-mpi raw|floor|mproc|inrank\n");
     return 2;
   }
-  if (mproc_mpi_init(&argc, &argv, NULL) != 0)
+  struct mproc_mpi_options mo = {.flags = inrank ? MPROC_MPI_INRANK : 0};
+  if (mproc_mpi_init(&argc, &argv, &mo) != 0)
     return 1;
   if (mproc_mpi_worker_ranks() == 0) {
     fprintf(stderr, "bench-mpi: run under mpiexec with at least 2 ranks\n");
     return 1;
   }
-  over_mproc();
+  over_mproc(inrank ? "inrank" : "mproc");
   return mproc_mpi_finalize(60000) == 0 ? 0 : 1;
 }

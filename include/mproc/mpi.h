@@ -8,9 +8,10 @@
  * and the program runs with local workers only.
  *
  * On a worker rank every task runs inside a local supervised worker (a
- * one-worker mproc pool), so a task that crashes, calls exit() or overruns
- * its timeout fails that task only (MPROC_EWORKERDIED or MPROC_ETIMEDOUT,
- * the message naming the rank and its host) and the rank carries on.  A rank
+ * local mproc pool; tiny tasks arriving together go to it as one unit), so a task that crashes,
+ * calls exit() or overruns its timeout fails that task only (MPROC_EWORKERDIED or MPROC_ETIMEDOUT,
+ * the message naming the rank and its host) and the rank carries on (unless
+ * the job chose MPROC_MPI_INRANK: tasks then run in the rank itself).  A rank
  * that dies as a whole ends the job (fail fast; see docs/reference/mpi.md).
  *
  * Tasks name their functions by reference: any function travels as its
@@ -40,10 +41,26 @@
 extern "C" {
 #endif
 
+enum {
+  /* In-rank mode, for trusted tasks: worker ranks run the tasks (calls, map
+   * and starmap chunks) in the rank process itself, as mpi4py.futures and a
+   * hand-written MPI task farm do, instead of in a local supervised worker:
+   * no hop, a round trip and a tiny task cost about what plain MPI costs.
+   * The trade-off: a task that crashes or calls exit() takes its rank down,
+   * which ends the whole job (fail fast: every pending future fails, mpiexec
+   * exits non-zero); and a task cannot be timed out, so a timeout is
+   * refused: a task submitted with one fails with MPROC_ENOTSUP, a pool
+   * created with task_timeout_ms is refused with MPROC_ENOTSUP.  A pool
+   * with an initializer keeps running its tasks in its local workers, where
+   * the initializer ran.  Only rank 0's options count: the flag travels
+   * with each task. */
+  MPROC_MPI_INRANK = 1u << 0,
+};
+
 struct mproc_mpi_options {
-  unsigned flags; /* none defined yet: must be 0 */
+  unsigned flags; /* MPROC_MPI_*; others: MPROC_EINVAL */
   /* Tasks rank 0 keeps in flight on each worker rank, per worker of the
-   * rank's share of a pool (the next ones wait on rank 0); 0: 16, so a rank
+   * rank's share of a pool (the next ones wait on rank 0); 0: 32, so a rank
    * always has its next tasks at hand and tiny tasks travel in batches.  A
    * task sent to a rank stays there: for long tasks of uneven length, 1 or 2
    * balance the load better. */

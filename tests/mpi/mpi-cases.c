@@ -614,7 +614,7 @@ static void case_errors(void) {
   CHECK(mproc__mpi_fn_resolve(&nr, why, sizeof why) == MPROC_FUNCTION(square_task), "by name");
   CHECK_ERR(mproc_mpi_finalize(0), MPROC_ESTATE); /* before init */
   CHECK_ERR(mproc_mpi_worker_ranks(), 0);
-  struct mproc_mpi_options bad = {.flags = 1};
+  struct mproc_mpi_options bad = {.flags = 1u << 1};
   CHECK_ERR(mproc_mpi_init(NULL, NULL, &bad), MPROC_EINVAL);
   bad = (struct mproc_mpi_options){.tasks_per_rank = -1};
   CHECK_ERR(mproc_mpi_init(NULL, NULL, &bad), MPROC_EINVAL);
@@ -753,11 +753,324 @@ static void case_batch(void) {
 static void case_segv(void) { crash_case(segv_task, SIGSEGV, -1); }
 static void case_exit(void) { crash_case(exit_task, 0, 3); }
 
+/* ---- units (mpi_unit.c), on one machine ----------------------------------- */
+
+/* Its worker's pid and parent's pid. */
+static int pid_task(const void *arg, size_t len, mproc_task_ctx *ctx) {
+  (void)arg, (void)len;
+  int64_t p[2] = {getpid(), getppid()};
+  return mproc_task_return(ctx, p, sizeof p);
+}
+
+/* A result larger than a unit's area can hold. */
+static int big_task(const void *arg, size_t len, mproc_task_ctx *ctx) {
+  (void)arg, (void)len;
+  unsigned char *b = mproc_task_result_buf(ctx, 100000);
+  if (!b)
+    return 5;
+  memset(b, 0xab, 100000);
+  return 0;
+}
+
+static void unit_wait(mproc_future *f, int want) {
+  CHECK_ERR(mproc_future_wait(f, scaled(60000)), 0);
+  const void *d;
+  CHECK_ERR(mproc_future_result(f, &d, NULL, 0), want);
+}
+
+/* Task i of unit k is DONE: its pid (pid_task) or failure code. */
+static int64_t unit_pid(int k, uint32_t i, int *code) {
+  CHECK(mproc__mpi_unit_state(k, i) == MPROC__MPI_U_DONE, "task %u state %u", i,
+        mproc__mpi_unit_state(k, i));
+  const void *d;
+  size_t len;
+  const char *msg;
+  int pid;
+  *code = mproc__mpi_unit_outcome(k, i, &d, &len, &msg, &pid);
+  int64_t p[2] = {0, 0};
+  if (*code == 0 && len == sizeof p)
+    memcpy(p, d, sizeof p);
+  CHECK(*code != 0 || p[0] == pid, "task %u ran in %lld, the unit in %d", i, (long long)p[0], pid);
+  return p[0];
+}
+
+/* Wait (bounded) until task i of unit k runs. */
+static void until_running(int k, uint32_t i) {
+  int64_t end = mproc_now_ms() + scaled(60000);
+  while (mproc__mpi_unit_state(k, i) != MPROC__MPI_U_RUNNING) {
+    CHECK(mproc_now_ms() < end, "task %u never started", i);
+    usleep(1000);
+  }
+}
+
+/* A unit of three argument-less tasks, started: its area's index. */
+static int unit_of3(mproc_pool *pool, mproc_task_fn a, mproc_task_fn b, mproc_task_fn c,
+                    mproc_future **f) {
+  int k = mproc__mpi_unit_new();
+  CHECK(k >= 0, "no unit");
+  mproc_task_fn fns[3] = {a, b, c};
+  for (int i = 0; i < 3; i++)
+    CHECK_ERR(mproc__mpi_unit_add(k, fns[i], NULL, 0), 0);
+  CHECK_ERR(mproc__mpi_unit_start(k, pool, f), 0);
+  return k;
+}
+
+/* Unit k ended (*f) before its task `last` ran: the tasks before are
+ * answered, the unit runs again, and `last` (a pid_task) then succeeds;
+ * returns the worker it ran in (*f: the new run's future). */
+static int64_t unit_rerun(mproc_pool *pool, int k, uint32_t last, mproc_future **f) {
+  mproc_future_free(*f);
+  for (uint32_t i = 0; i < last; i++)
+    mproc__mpi_unit_take(k, i);
+  CHECK_ERR(mproc__mpi_unit_start(k, pool, f), 0);
+  unit_wait(*f, 0);
+  int code;
+  int64_t pid = unit_pid(k, last, &code);
+  CHECK_ERR(code, 0);
+  return pid;
+}
+
+static void case_units(void) {
+  CHECK_ERR(mproc__mpi_units_prepare(), 0);
+  mproc_pool *pool;
+  CHECK_ERR(mproc_pool_new(&pool, &(struct mproc_pool_options){.workers = 2,
+                                                               .transport = "shm",
+                                                               .start_method = MPROC_START_FORK}),
+            0);
+  int64_t x = 3;
+  int code;
+  mproc_future *f;
+  /* One unit is one task of the pool: every task of it runs in one worker
+   * (of two); a task's own failure is its own; a result too large for the
+   * area ends the unit there as the unit's result, the rest runs again. */
+  int k = mproc__mpi_unit_new();
+  CHECK(k >= 0, "no unit");
+  for (int i = 0; i < 3; i++)
+    CHECK_ERR(mproc__mpi_unit_add(k, pid_task, NULL, 0), 0);
+  CHECK_ERR(mproc__mpi_unit_add(k, fail_task, NULL, 0), 0);
+  CHECK_ERR(mproc__mpi_unit_add(k, square_task, &x, sizeof x), 0);
+  CHECK_ERR(mproc__mpi_unit_add(k, big_task, NULL, 0), 0);
+  CHECK_ERR(mproc__mpi_unit_add(k, pid_task, NULL, 0), 0);
+  CHECK_ERR(mproc__mpi_unit_start(k, pool, &f), 0);
+  unit_wait(f, 0);
+  int64_t p0 = unit_pid(k, 0, &code);
+  CHECK(unit_pid(k, 1, &code) == p0 && unit_pid(k, 2, &code) == p0, "one worker per unit");
+  const void *d;
+  size_t len;
+  const char *msg;
+  int pid;
+  CHECK(mproc__mpi_unit_state(k, 3) == MPROC__MPI_U_DONE, "fail ran");
+  CHECK(mproc__mpi_unit_outcome(k, 3, &d, &len, &msg, &pid) == 42 && msg &&
+            strcmp(msg, "the task's own failure") == 0 && len == 0,
+        "fail_task's outcome");
+  CHECK(mproc__mpi_unit_outcome(k, 4, &d, &len, &msg, &pid) == 0 && len == sizeof x &&
+            *(const int64_t *)d == 9 && !msg,
+        "square_task's outcome");
+  CHECK(mproc__mpi_unit_state(k, 5) == MPROC__MPI_U_IN_FUTURE, "big result: %u",
+        mproc__mpi_unit_state(k, 5));
+  CHECK_ERR(mproc_future_result(f, &d, &len, 0), 0);
+  CHECK(len == 100000 && ((const unsigned char *)d)[99999] == 0xab, "big result %zu", len);
+  CHECK(mproc__mpi_unit_state(k, 6) == MPROC__MPI_U_PENDING, "after the big one: not run");
+  unit_rerun(pool, k, 6, &f);
+  mproc_future_free(f);
+  mproc__mpi_unit_release(k);
+  /* A crash fails the task it was in; the one before keeps its result, the
+   * ones after never started and run again on the replacement worker. */
+  k = unit_of3(pool, pid_task, segv_task, pid_task, &f);
+  unit_wait(f, MPROC_EWORKERDIED);
+  p0 = unit_pid(k, 0, &code);
+  CHECK(mproc__mpi_unit_state(k, 1) == MPROC__MPI_U_RUNNING, "the crash: %u",
+        mproc__mpi_unit_state(k, 1));
+  CHECK(mproc__mpi_unit_state(k, 2) == MPROC__MPI_U_PENDING, "after the crash: not run");
+  CHECK(unit_rerun(pool, k, 2, &f) != p0, "ran again elsewhere");
+  mproc_future_free(f);
+  mproc__mpi_unit_release(k);
+  /* Cancel: a task not started never runs; a running one asks for its
+   * worker to be killed, and the tasks after it never start there. */
+  k = unit_of3(pool, sleep_task, pid_task, pid_task, &f);
+  until_running(k, 0);
+  CHECK(!mproc__mpi_unit_cancel(k, 1), "a pending task is cancelled in place");
+  CHECK(mproc__mpi_unit_state(k, 1) == MPROC__MPI_U_CANCELLED, "cancelled");
+  CHECK(mproc__mpi_unit_cancel(k, 0), "a running one needs its worker killed");
+  CHECK(mproc__mpi_unit_state(k, 0) == MPROC__MPI_U_CANCEL_REQ, "cancel asked");
+  CHECK_ERR(mproc_future_cancel(f), 0);
+  unit_wait(f, MPROC_ECANCELED);
+  CHECK(mproc__mpi_unit_state(k, 2) == MPROC__MPI_U_PENDING, "not run after the cancel");
+  unit_rerun(pool, k, 2, &f);
+  CHECK(!mproc__mpi_unit_cancel(k, 2), "a finished task is not cancelled");
+  CHECK(mproc__mpi_unit_state(k, 2) == MPROC__MPI_U_DONE, "still done");
+  mproc_future_free(f);
+  mproc__mpi_unit_release(k);
+  /* Limits: tasks per unit, arguments per unit, areas. */
+  k = mproc__mpi_unit_new();
+  int n = 0;
+  while (mproc__mpi_unit_add(k, pid_task, NULL, 0) == 0)
+    n++;
+  CHECK(n == MPROC__MPI_UNIT_MAX, "%d tasks in a unit", n);
+  mproc__mpi_unit_release(k);
+  k = mproc__mpi_unit_new();
+  static unsigned char big[40000];
+  CHECK_ERR(mproc__mpi_unit_add(k, pid_task, big, sizeof big), 1);
+  mproc__mpi_unit_release(k);
+  int ks[64], got = 0;
+  while (got < 64 && (ks[got] = mproc__mpi_unit_new()) >= 0)
+    got++;
+  CHECK(got == 64 && mproc__mpi_unit_new() == -1, "%d areas", got);
+  while (got > 0)
+    mproc__mpi_unit_release(ks[--got]);
+  mproc_pool_free(pool);
+  mproc__mpi_units_discard();
+  /* In-rank: the same task context, its result on the heap. */
+  void *res;
+  char m[MPROC__MPI_MSG];
+  bool has_msg;
+  CHECK_ERR(mproc__mpi_inrank_call(square_task, &x, sizeof x, &res, &len, m, &has_msg), 0);
+  CHECK(len == sizeof x && *(int64_t *)res == 9 && !has_msg, "in-rank square");
+  free(res);
+  CHECK_ERR(mproc__mpi_inrank_call(fail_task, NULL, 0, &res, &len, m, &has_msg), 42);
+  CHECK(has_msg && strcmp(m, "the task's own failure") == 0 && !res && !len, "in-rank failure");
+  CHECK_ERR(mproc__mpi_inrank_call(square_task, NULL, 0, &res, &len, m, &has_msg), 7);
+}
+
+/* Tasks sent together run as units on their rank (mpi_rank.c): each keeps
+ * its own outcome; a crash fails the task it was in and the tasks after it
+ * run on the replacement worker; a cancel of a running task in a unit
+ * fails it alone. */
+static void case_units_rank(void) {
+  struct mproc__mpi_fn pt = ref_of(pid_task), sg = ref_of(segv_task), sl = ref_of(sleep_task);
+  struct mproc__mpi_to to = {1, 0};
+  struct mproc__mpi_job *j[8];
+  for (int i = 0; i < 5; i++)
+    CHECK_ERR(mproc__mpi_submit_to(to, i == 2 ? &sg : &pt, NULL, 0, 0, &j[i]), 0);
+  mproc__mpi_flush();
+  struct mproc_task_error err;
+  int64_t pid[8][2];
+  for (int i = 0; i < 5; i++) {
+    const void *d;
+    size_t len;
+    CHECK_ERR(mproc__mpi_wait(j[i], scaled(60000)), 0);
+    int rc = mproc__mpi_job_result(j[i], &d, &len, &err);
+    if (i == 2) {
+      CHECK_ERR(rc, MPROC_EWORKERDIED);
+      expect_rank_and_host(&err, 1);
+      continue;
+    }
+    CHECK(rc == 0 && len == sizeof pid[i], "task %d: %s %s", i, mproc_err_name(rc), err.message);
+    memcpy(pid[i], d, sizeof pid[i]);
+    /* Supervised: in a local worker, whose parent is the rank. */
+    CHECK(pid[i][1] != getppid(), "task %d ran in the rank itself", i);
+  }
+  CHECK(pid[1][0] == pid[0][0], "tasks before the crash: one worker");
+  CHECK(pid[3][0] != pid[0][0] && pid[4][0] == pid[3][0], "after it: the replacement");
+  for (int i = 0; i < 5; i++)
+    mproc__mpi_job_free(j[i]);
+  /* A running task of a unit cancelled: it alone fails. */
+  for (int i = 0; i < 8; i++)
+    CHECK_ERR(mproc__mpi_submit_to(to, i == 1 ? &sl : &pt, NULL, 0, 0, &j[i]), 0);
+  mproc__mpi_flush();
+  CHECK_ERR(outcome(j[0], &err), 0); /* answered while j[1] runs */
+  CHECK_ERR(mproc__mpi_cancel(j[1]), 0);
+  CHECK_ERR(outcome(j[1], &err), MPROC_ECANCELED);
+  for (int i = 2; i < 8; i++)
+    CHECK_ERR(outcome(j[i], &err), 0);
+  for (int i = 0; i < 8; i++)
+    mproc__mpi_job_free(j[i]);
+}
+
+static int square_elem(const void *in, void *out) {
+  int64_t v;
+  memcpy(&v, in, sizeof v);
+  v *= v;
+  memcpy(out, &v, sizeof v);
+  return 0;
+}
+
+static int starmap_square(const void *const *args, void *out) { return square_elem(args[0], out); }
+
+/* MPROC_MPI_INRANK: tasks run in the rank process itself (their parent is
+ * the launcher, as rank 0's), with their own outcomes; timeouts are
+ * refused. */
+static void case_inrank(void) {
+  struct mproc__mpi_fn pt = ref_of(pid_task);
+  struct mproc__mpi_job *j[6];
+  for (int i = 0; i < 6; i++)
+    CHECK_ERR(mproc__mpi_submit(&pt, NULL, 0, 0, &j[i]), 0);
+  struct mproc_task_error err;
+  for (int i = 0; i < 6; i++) {
+    const void *d;
+    size_t len;
+    CHECK_ERR(mproc__mpi_wait(j[i], scaled(60000)), 0);
+    CHECK_ERR(mproc__mpi_job_result(j[i], &d, &len, &err), 0);
+    int64_t p[2];
+    CHECK(len == sizeof p, "len %zu", len);
+    memcpy(p, d, sizeof p);
+    CHECK(p[1] == getppid(), "task %d: parent %lld, not the launcher %d", i, (long long)p[1],
+          (int)getppid());
+    mproc__mpi_job_free(j[i]);
+  }
+  struct mproc__mpi_job *f = submit(fail_task, NULL, 0, 0);
+  CHECK_ERR(outcome(f, &err), MPROC_ETASK);
+  CHECK(err.task_code == 42 && strcmp(err.message, "the task's own failure") == 0, "%d %s",
+        err.task_code, err.message);
+  mproc__mpi_job_free(f);
+  CHECK_ERR(mproc__mpi_submit(&pt, NULL, 0, 300, &f), MPROC_ENOTSUP);
+  /* Through the pool API: apply, map, starmap; a timeout is refused. */
+  mproc_pool *pool;
+  CHECK_ERR(mproc_pool_new(
+                &pool, &(struct mproc_pool_options){.transport = "mpi", .task_timeout_ms = 1000}),
+            MPROC_ENOTSUP);
+  CHECK_ERR(mproc_pool_new(&pool, &(struct mproc_pool_options){.transport = "mpi"}), 0);
+  int64_t x = 7, *r;
+  size_t len;
+  CHECK_ERR(mproc_pool_apply(pool, square_task, &x, sizeof x, (void **)&r, &len, NULL, -1), 0);
+  CHECK(*r == 49, "apply");
+  free(r);
+  enum { N = 100000 }; /* 800 KB a column: chunks arrive in blocks */
+  static int64_t in[N], out[N];
+  for (int i = 0; i < N; i++)
+    in[i] = i;
+  CHECK_ERR(mproc_pool_map(pool, square_elem, in, N, sizeof *in, out, sizeof *out, NULL, NULL,
+                           scaled(60000)),
+            0);
+  for (int i = 0; i < N; i++)
+    CHECK(out[i] == (int64_t)i * i, "map %d", i);
+  const void *cols[1] = {in};
+  size_t sizes[1] = {sizeof *in};
+  memset(out, 0, sizeof out);
+  CHECK_ERR(mproc_pool_starmap(pool, starmap_square, 1, cols, sizes, N, out, sizeof *out, NULL,
+                               NULL, scaled(60000)),
+            0);
+  for (int i = 0; i < N; i++)
+    CHECK(out[i] == (int64_t)i * i, "starmap %d", i);
+  mproc_future *fu;
+  CHECK_ERR(mproc_pool_submit_ex(pool, square_task, &x, sizeof x,
+                                 &(struct mproc_submit_options){.timeout_ms = 500, .retries = -1},
+                                 &fu),
+            0);
+  const void *d;
+  CHECK_ERR(mproc_future_result(fu, &d, NULL, scaled(60000)), MPROC_ENOTSUP);
+  mproc_future_free(fu);
+  mproc_pool_free(pool);
+}
+
+/* MPROC_MPI_INRANK: a task that crashes takes its rank down, and the whole
+ * job ends (run-case.sh checks it ends non-zero in bounded time).  Nothing
+ * after the wait may run. */
+static void case_inrank_segv(void) {
+  struct mproc__mpi_job *j = submit(segv_task, NULL, 0, 0);
+  struct mproc_task_error err;
+  int rc = outcome(j, &err);
+  printf("UNEXPECTED: the job went on (%s)\n", mproc_err_name(rc));
+  exit(1);
+}
+
 int main(int argc, char **argv) {
   const char *c = argc > 1 ? argv[1] : "";
-  if (strcmp(c, "errors") == 0 || strcmp(c, "backoff") == 0) {
+  if (strcmp(c, "errors") == 0 || strcmp(c, "backoff") == 0 || strcmp(c, "units") == 0) {
     if (strcmp(c, "errors") == 0)
       case_errors();
+    else if (strcmp(c, "units") == 0)
+      case_units();
     else
       case_backoff();
     printf("PASS %s\n", c);
@@ -773,6 +1086,8 @@ int main(int argc, char **argv) {
     mproc__mpi_piece = 4096; /* on every rank: sender and receiver agree */
   /* The transport case counts on two tasks in flight per rank. */
   struct mproc_mpi_options mo = {.tasks_per_rank = strcmp(c, "transport") == 0 ? 2 : 0};
+  if (strncmp(c, "inrank", 6) == 0)
+    mo.flags = MPROC_MPI_INRANK;
   int rc = mproc_mpi_init(&argc, &argv, &mo);
   /* Worker ranks never get here. */
   if (strcmp(c, "mismatch") == 0) {
@@ -783,13 +1098,23 @@ int main(int argc, char **argv) {
   }
   CHECK_ERR(rc, 0);
   static const struct mpi_case cases[] = {
-      {"basic", case_basic},         {"large", case_large},
-      {"huge", case_huge},           {"timeout", case_timeout},
-      {"stopped", case_stopped},     {"unresolvable", case_unresolvable},
-      {"killrank", case_killrank},   {"badtag", case_badtag},
-      {"sigint", case_sigint},       {"fallback", case_fallback},
-      {"transport", case_transport}, {"segv", case_segv},
-      {"exit", case_exit},           {"batch", case_batch},
+      {"basic", case_basic},
+      {"large", case_large},
+      {"huge", case_huge},
+      {"timeout", case_timeout},
+      {"stopped", case_stopped},
+      {"unresolvable", case_unresolvable},
+      {"killrank", case_killrank},
+      {"badtag", case_badtag},
+      {"sigint", case_sigint},
+      {"fallback", case_fallback},
+      {"transport", case_transport},
+      {"segv", case_segv},
+      {"exit", case_exit},
+      {"batch", case_batch},
+      {"units-rank", case_units_rank},
+      {"inrank", case_inrank},
+      {"inrank-segv", case_inrank_segv},
   };
   return run_case(cases, sizeof cases / sizeof cases[0], c);
 }

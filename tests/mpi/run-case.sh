@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # run-case.sh MPIEXEC BIN CASE [OTHER_BIN]
 # Runs one case of mpi-cases (see mpi-cases.c) and checks its outcome:
-#   fallback, errors, backoff, pool-local
+#   fallback, errors, backoff, units, pool-local
 #                     without mpiexec: a plain ./app with no MPI runtime
-#   killrank, pool-killrank
-#                     under mpiexec -n 3: a task SIGKILLs its rank; the job
+#   killrank, pool-killrank, inrank-segv
+#                     under mpiexec -n 3: a task SIGKILLs its rank (or, run
+#                     in the rank, crashes it); the job
 #                     must end non-zero within a bounded time
 #   badtag            the same, the job ended by a rank that got a message
 #                     of an unknown tag, which its message names
@@ -34,13 +35,13 @@ mpirun=(env ASAN_OPTIONS="$under_mpi_asan" "$mpiexec" "${over[@]}" -n 3)
 fail() { echo "FAIL $case: $*"; echo "--- stdout"; cat "$out"; echo "--- stderr"; cat "$err"; exit 1; }
 
 case $case in
-fallback | errors | backoff | pool-local)
+fallback | errors | backoff | units | pool-local)
   env -u OMPI_COMM_WORLD_RANK -u PMIX_RANK -u PMI_RANK timeout "$(limit 60)" "$bin" "$case" >"$out" 2>"$err"
   rc=$?
   [ $rc = 0 ] || fail "exit status $rc"
   grep -q "^PASS $case\$" "$out" || fail "no PASS line"
   ;;
-killrank | pool-killrank | badtag)
+killrank | pool-killrank | inrank-segv | badtag)
   t0=$(date +%s)
   # (137 may be mpiexec passing on its rank's SIGKILL: the time tells a
   # hang apart.)
