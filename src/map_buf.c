@@ -88,14 +88,16 @@ static _Atomic uint64_t job_ids;
  * arena itself -- the shared-memory transport; a transport that copies
  * chunks by value (MPI) gets every chunk the call way. */
 int mproc__mb_job_init(struct mproc__mb_job *j, struct mproc_pool *p, mproc_map_buf_fn fn,
-                       bool is_map, bool packed) {
+                       bool is_map, unsigned mode) {
   if (mproc__pool_foreign(p))
     return MPROC_ESTATE;
+  bool packed = mode != 0;
   *j = (struct mproc__mb_job){.p = p,
                               .fn = fn,
                               .arena = p->tp == &mproc__transport_shm,
                               .is_map = is_map,
-                              .packed = packed};
+                              .packed = packed,
+                              .mode = mode};
   j->id = atomic_fetch_add(&job_ids, 1) + 1;
   j->by_ref = p->opts.start_method != MPROC_START_FORK;
   int r = j->by_ref ? mproc__fnref_make(MPROC_FUNCTION(fn), &j->ref) : 0;
@@ -123,7 +125,8 @@ static int call_submit(struct mproc__mb_job *j, const struct mproc_buf *items, s
   unsigned char *buf = malloc(len);
   if (buf == NULL)
     return MPROC_ENOMEM;
-  struct mproc__mb_chunk h = {(uint64_t)(uintptr_t)j->fn, count, j->by_ref, 0};
+  struct mproc__mb_chunk h = {(uint64_t)(uintptr_t)j->fn, count, j->by_ref,
+                              j->mode == MPROC__MB_BYTES ? MPROC__MB_BYTES : 0};
   memcpy(buf, &h, sizeof h);
   if (j->by_ref)
     memcpy(buf + sizeof h, &j->ref, sizeof j->ref);
@@ -221,17 +224,6 @@ static size_t first_stray(const struct mproc__mb_job *j, const struct mproc__mb_
                           size_t n) {
   if (n == 0)
     return 0;
-  if (j->packed) {
-    /* Packed: the ends run forward inside the area. */
-    const mproc__mb_end *e = mproc__arena_at(j->p, c->outs);
-    uint64_t prev = 0;
-    for (size_t i = 0; i < n; i++) {
-      if (e[i] < prev || e[i] > c->area_len)
-        return i;
-      prev = e[i];
-    }
-    return n;
-  }
   const struct mproc_buf *outs = mproc__arena_at(j->p, c->outs);
   const unsigned char *area = j->ubase + c->area;
   const unsigned char *ovf = j->ovf_len != 0 ? j->ubase + j->ovf + MPROC__MB_OVF : NULL;
@@ -282,7 +274,9 @@ static void chunk_landed(struct mproc_pool *p, struct mproc__task *t, struct mpr
       c->fail = o->code;
     }
   }
-  size_t stray = first_stray(j, c, c->ok);
+  /* A packed chunk's ends are checked as they are gathered (packed_ends):
+   * one pass over them, not two. */
+  size_t stray = j->packed ? c->ok : first_stray(j, c, c->ok);
   if (stray < c->ok) {
     c->ok = stray;
     c->full = false;
@@ -424,7 +418,7 @@ static void chunk_setup(struct mproc__mb_job *j, struct mproc__mb_jchunk *c) {
   h->job = j->id;
   h->addr = (uint64_t)(uintptr_t)j->fn;
   h->by_ref = j->by_ref;
-  h->packed = j->packed;
+  h->packed = j->mode;
   if (j->by_ref)
     h->ref = j->ref;
   h->outs_at = (int64_t)c->outs - (int64_t)c->ext;
@@ -964,23 +958,47 @@ static int size_chunks(struct mproc__mb_jchunk *cs, size_t n, const struct mproc
  * it is final while the workers run the next: its ends into the array made
  * for all n at the start, counted on from the bytes of the chunks before
  * it.  Their bytes, whose total is known only then, are copied at the end,
- * one copy of an area a chunk.  0, or MPROC_ECORRUPT (an end past its
- * area) or MPROC_ENOMEM. */
-static int packed_ends(const struct mproc__mb_jchunk *c, size_t *ends, size_t *pos) {
-  size_t *e = ends + c->start, at = *pos;
-  if (c->ok > 0) {
+ * one copy of an area a chunk.
+ *
+ * The ends the worker wrote are checked in the same pass (they must run
+ * forward inside the chunk's area: its task could have written over them),
+ * before anything else of the chunk counts, so a scribbled end is reported
+ * even when a later item of the chunk failed.  The checks are or-ed into
+ * one word, the loop has no branch; only a bad chunk is scanned again for
+ * its first bad item.  0, or MPROC_ECORRUPT with *err set (that item's
+ * index), or MPROC_ENOMEM. */
+static int packed_ends(const struct mproc__mb_jchunk *c, size_t *ends, size_t *pos,
+                       struct mproc_task_error *err) {
+  size_t *e = ends + c->start, at = *pos, ok = c->ok;
+  if (ok > 0) {
     const mproc__mb_end *ce = mproc__arena_at(c->job->p, c->outs);
-    if (ce[c->ok - 1] > c->area_len)
-      return MPROC_ECORRUPT;
-    for (size_t i = 0, ok = c->ok; i < ok; i++)
+    /* Each end's difference from the one before (both below 2^32) has its
+     * top bit set exactly when it decreases.  Nothing is carried from one
+     * item to the next (the end before is loaded again), so the compiler
+     * makes vector code of it. */
+    uint64_t acc = ce[0], last;
+    e[0] = at + (size_t)ce[0];
+    for (size_t i = 1; i < ok; i++) {
+      acc |= (uint64_t)ce[i] - (uint64_t)ce[i - 1];
       e[i] = at + (size_t)ce[i];
-    at += (size_t)ce[c->ok - 1];
+    }
+    last = e[ok - 1] - at; /* the end the caller gets */
+    if ((acc >> 63) != 0 || last > c->area_len) {
+      size_t i = 0;
+      for (size_t before = at; i < ok && e[i] >= before && e[i] - at <= c->area_len; i++)
+        before = e[i];
+      set_item_error(err, c->start + i, MPROC_ECORRUPT,
+                     "map_buf: the worker wrote a result end outside the results area");
+      err->code = MPROC_ECORRUPT;
+      return MPROC_ECORRUPT;
+    }
+    at += (size_t)last;
   }
   for (size_t i = 0; i < c->rest_ok; i++) {
     if (c->rlen[i] > SIZE_MAX / 4 - at)
-      return MPROC_ENOMEM;
+      return err->code = MPROC_ENOMEM;
     at += (size_t)c->rlen[i];
-    e[c->ok + i] = at;
+    e[ok + i] = at;
   }
   *pos = at;
   return 0;
@@ -1035,10 +1053,11 @@ static int packed_bufs(const struct mproc_packed *in, struct mproc_buf **out) {
   return 0;
 }
 
-/* map_buf and map_packed, their arguments checked: items `in`, or packed
- * `pk` (n of them, n > 0); results into *out or *pout. */
+/* map_buf, map_packed and map_bytes, their arguments checked: items `in`,
+ * or packed `pk` (n of them, n > 0, mode as mproc__mb_job_init's); results
+ * into *out or *pout. */
 static int map_run(struct mproc_pool *p, mproc_map_buf_fn fn, const struct mproc_buf *in,
-                   const struct mproc_packed *pk, size_t n, struct mproc_buf **out,
+                   const struct mproc_packed *pk, unsigned mode, size_t n, struct mproc_buf **out,
                    struct mproc_packed *pout, const struct mproc_map_options *o,
                    struct mproc_task_error *err, int64_t timeout_ms) {
   size_t chunk = o != NULL ? o->chunksize : 0;
@@ -1054,7 +1073,7 @@ static int map_run(struct mproc_pool *p, mproc_map_buf_fn fn, const struct mproc
     cs[k].start = k * chunk;
     cs[k].count = n - cs[k].start < chunk ? n - cs[k].start : chunk;
   }
-  int r = j != NULL && cs != NULL ? mproc__mb_job_init(j, p, fn, true, pk != NULL) : MPROC_ENOMEM;
+  int r = j != NULL && cs != NULL ? mproc__mb_job_init(j, p, fn, true, mode) : MPROC_ENOMEM;
   size_t roomy = MPROC__MB_ALIGN(MPROC__MB_ROOMY_TOTAL / nchunks < MPROC__MB_ROOMY_MAX
                                      ? MPROC__MB_ROOMY_TOTAL / nchunks
                                      : MPROC__MB_ROOMY_MAX);
@@ -1091,12 +1110,12 @@ static int map_run(struct mproc_pool *p, mproc_map_buf_fn fn, const struct mproc
     r = wait_progress(j, cs, nchunks, k, &pr, dl);
     if (r != 0)
       err->code = r; /* the wait's deadline, or SIGINT: no item to blame */
+    else if (ends != NULL && (r = packed_ends(&cs[k], ends, &bytes, err)) != 0)
+      continue; /* a scribbled end, before any failure after it */
     else if (cs[k].fail != 0)
       *err = cs[k].err;
     if (r == 0)
       r = cs[k].fail;
-    if (r == 0 && ends != NULL && (r = packed_ends(&cs[k], ends, &bytes)) != 0)
-      err->code = r;
   }
   if (ends != NULL) {
     if (r == 0 && (r = packed_data(cs, nchunks, bytes, ends, n, pout)) != 0)
@@ -1141,13 +1160,14 @@ MPROC_EXTERN int mproc_pool_map_buf(mproc_pool *p, mproc_map_buf_fn fn, const st
     return MPROC_EINVAL;
   if (n == 0)
     return 0;
-  return map_run(p, fn, in, NULL, n, out, NULL, o, err, timeout_ms);
+  return map_run(p, fn, in, NULL, 0, n, out, NULL, o, err, timeout_ms);
 }
 
-MPROC_EXTERN int mproc_pool_map_packed(mproc_pool *p, mproc_map_buf_fn fn,
-                                       const struct mproc_packed *in, struct mproc_packed *out,
-                                       const struct mproc_map_options *o,
-                                       struct mproc_task_error *err, int64_t timeout_ms) {
+/* map_packed and map_bytes (mode as mproc__mb_job_init's). */
+static int packed_map(mproc_pool *p, mproc_map_buf_fn fn, unsigned mode,
+                      const struct mproc_packed *in, struct mproc_packed *out,
+                      const struct mproc_map_options *o, struct mproc_task_error *err,
+                      int64_t timeout_ms) {
   struct mproc_task_error scratch;
   if (err == NULL)
     err = &scratch;
@@ -1163,7 +1183,24 @@ MPROC_EXTERN int mproc_pool_map_packed(mproc_pool *p, mproc_map_buf_fn fn,
   if (in->ends == NULL || n > SIZE_MAX / 4 / sizeof(struct mproc_buf) ||
       in->ends[n - 1] > SIZE_MAX / 4 || (in->data == NULL && in->ends[n - 1] > 0))
     return MPROC_EINVAL;
-  return map_run(p, fn, NULL, in, n, NULL, out, o, err, timeout_ms);
+  return map_run(p, fn, NULL, in, mode, n, NULL, out, o, err, timeout_ms);
+}
+
+MPROC_EXTERN int mproc_pool_map_packed(mproc_pool *p, mproc_map_buf_fn fn,
+                                       const struct mproc_packed *in, struct mproc_packed *out,
+                                       const struct mproc_map_options *o,
+                                       struct mproc_task_error *err, int64_t timeout_ms) {
+  return packed_map(p, fn, MPROC__MB_PACKED, in, out, o, err, timeout_ms);
+}
+
+/* The job keeps every item function as a mproc_map_buf_fn; its `mode` tells
+ * the worker the type to call it with. */
+MPROC_EXTERN int mproc_pool_map_bytes(mproc_pool *p, mproc_map_bytes_fn fn,
+                                      const struct mproc_packed *in, struct mproc_packed *out,
+                                      const struct mproc_map_options *o,
+                                      struct mproc_task_error *err, int64_t timeout_ms) {
+  return packed_map(p, (mproc_map_buf_fn)(void (*)(void))fn, MPROC__MB_BYTES, in, out, o, err,
+                    timeout_ms);
 }
 
 MPROC_EXTERN void mproc_packed_free(struct mproc_packed *packed) {

@@ -43,7 +43,7 @@ struct mproc__mb_hdr {
   uint64_t area_ub;  /* the parent's address of the area (see below) */
   uint64_t used;     /* worker: bytes of the area taken by results */
   uint32_t has_msg;  /* worker: `msg` holds the failed item's message */
-  uint32_t packed;   /* the results are packed (map_packed, below) */
+  uint32_t packed;   /* 0, or how results are packed: MPROC__MB_PACKED or _BYTES */
   int64_t ovf;       /* the job's overflow area (struct mproc__mb_ovf), from the header; 0: none */
   uint64_t ovf_ub;   /* the parent's address of the overflow area's bytes */
   uint64_t items_at; /* the first item's bytes, from the header */
@@ -87,6 +87,14 @@ typedef uint64_t mproc__mb_in;
  *    not stay in order) and the rest runs the call way. */
 typedef uint32_t mproc__mb_in32;
 typedef uint32_t mproc__mb_end;
+
+/* How a packed job's item function hands back its result (the header's
+ * `packed`, the call way's `mode`): through mproc_item_return
+ * (map_packed), or written in place at the end of the results so far,
+ * returning its length (mproc_map_bytes_fn, map_bytes): then the worker
+ * calls nothing but the item function. */
+#define MPROC__MB_PACKED 1u
+#define MPROC__MB_BYTES 2u
 
 /* The overflow area of a map_buf job: one extent shared by all its chunks,
  * for results that do not fit their chunk's own area, taken by an atomic
@@ -171,7 +179,7 @@ struct mproc__mb_chunk {
   uint64_t addr;   /* the function's address (by_ref == 0) */
   uint64_t count;  /* items that follow */
   uint32_t by_ref; /* a struct mproc__fnref follows the header */
-  uint32_t pad;
+  uint32_t mode;   /* MPROC__MB_BYTES: fn is a mproc_map_bytes_fn; else 0 */
 };
 
 /* The result: this header, uint64_t len[ok], then (bytes, NUL) per item. */

@@ -65,7 +65,7 @@ MPROC_EXTERN int mproc_pool_imap_buf(mproc_pool *p, mproc_map_buf_fn fn, mproc_b
   it->items =
       it->chunk <= SIZE_MAX / sizeof *it->items ? malloc(it->chunk * sizeof *it->items) : NULL;
   int r = it->job != NULL && it->q != NULL && it->items != NULL
-              ? mproc__mb_job_init(it->job, p, fn, false, false)
+              ? mproc__mb_job_init(it->job, p, fn, false, 0)
               : MPROC_ENOMEM;
   if (r != 0) {
     free(it->items);

@@ -26,7 +26,8 @@ struct mproc__mb_job {
   bool orphaned;        /* the owner left: the last chunk to land frees (under mu) */
   void *mem;            /* the chunk array, freed with an orphaned job */
   bool is_map;          /* map_buf: an overflow area and one results extent */
-  bool packed;          /* map_packed: packed results, no overflow area, no view */
+  bool packed;          /* map_packed, map_bytes: packed results, no overflow area, no view */
+  unsigned mode;        /* packed: MPROC__MB_PACKED, or MPROC__MB_BYTES (fn is one) */
   uint64_t ovf;         /* the overflow area (struct mproc__mb_ovf) */
   size_t ovf_len;       /* its extent's length, 0: none */
   uint64_t in;          /* map_buf's one pass: the extent of every chunk's input */
@@ -67,7 +68,8 @@ struct mproc__mb_jchunk {
   struct mproc_task_error err; /* its error */
 };
 
-/* Sets up *j for a call on p (packed: map_packed).  0, or the failure to
+/* Sets up *j for a call on p (mode: 0, or packed, MPROC__MB_PACKED or
+ * MPROC__MB_BYTES, which makes fn a mproc_map_bytes_fn).  0, or the failure to
  * name fn for exec'd workers.  A chunk's extent holds more than the ranges
  * a K_MAP chunk declares
  * (mproc__task_ranges: the descriptors, not the header, the items' bytes or
@@ -75,7 +77,7 @@ struct mproc__mb_jchunk {
  * arena itself -- the shared-memory transport; a transport that copies
  * chunks by value (MPI) gets every chunk the call way. */
 int mproc__mb_job_init(struct mproc__mb_job *j, struct mproc_pool *p, mproc_map_buf_fn fn,
-                       bool is_map, bool packed);
+                       bool is_map, unsigned mode);
 
 /* Sizes chunk c's fixed part (header, descriptors, item bytes) from its
  * items, with c->bytes. */

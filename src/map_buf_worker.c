@@ -25,6 +25,16 @@
  * result that fits, packed or not, in a leaf with no call: it runs once an
  * item, and for a map of small items it is much of the worker's work.
  *
+ * A map_bytes chunk (mproc_map_bytes_fn) runs run_bytes: the item function
+ * writes its result straight after the previous one in the area and
+ * returns its length, so an item costs one call and one 32-bit end.  A
+ * length past the room it was given is that function asking for more: the
+ * chunk stops with `full`, as a packed result that does not fit, and the
+ * call way runs the item again with the room asked for.  A negative length
+ * fails the item; its message, if the function gave one through
+ * mproc_map_bytes_fail, waits in this thread's fail_note, taken only for
+ * the code it was given with, so the loop touches it only on a failure.
+ *
  * A call-way chunk (chunk_task) collects results in a growing buffer and
  * returns them as one task result; its first failed item ends it, and that
  * item's position, code and message travel in the result header while the
@@ -32,6 +42,7 @@
 #include "map_buf.h"
 #include "pool.h"
 
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -188,6 +199,46 @@ static int resolve(uint64_t job, uint64_t addr, const struct mproc__fnref *ref,
   return 0;
 }
 
+/* The message of a failing map_bytes item (mproc_map_bytes_fail), kept for
+ * the item that returns `code`: the item running when it was recorded, read
+ * from the position the arena loop publishes anyway (fail_at), so that a
+ * message recorded by an item that then succeeded is never another's and
+ * the loop spends nothing on it per item.  The call way clears it per item. */
+static _Thread_local struct {
+  bool set;
+  int code;
+  uint64_t item; /* *fail_at when recorded */
+  char msg[200];
+} fail_note;
+static _Thread_local _Atomic uint64_t *fail_at;
+
+MPROC_EXTERN ssize_t mproc_map_bytes_fail(int code, const char *fmt, ...) {
+  if (code >= 0)
+    code = MPROC_ETASK;
+  fail_note.msg[0] = '\0';
+  if (fmt != NULL) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(fail_note.msg, sizeof fail_note.msg, fmt, ap);
+    va_end(ap);
+  }
+  fail_note.code = code;
+  fail_note.item = fail_at != NULL ? atomic_load_explicit(fail_at, memory_order_relaxed) : 0;
+  fail_note.set = true;
+  return code;
+}
+
+/* The code of map_bytes item i that returned w < 0, and its message in
+ * msg[200] ("" when it gave none). */
+static int bytes_failed(ssize_t w, uint64_t i, char *msg) {
+  int code = w >= INT_MIN ? (int)w : MPROC_ETASK;
+  msg[0] = '\0';
+  if (fail_note.set && fail_note.code == code && fail_note.item == i)
+    memcpy(msg, fail_note.msg, sizeof fail_note.msg);
+  fail_note.set = false;
+  return code;
+}
+
 int mproc__map_buf_item(const void *in, void *out) {
   (void)in, (void)out;
   return MPROC_ENOSYS; /* a marker: see map_buf.h */
@@ -199,6 +250,43 @@ static void failed_msg(struct mproc__mb_hdr *h, const mproc_item_ctx *c) {
     memcpy(h->msg, c->msg, sizeof h->msg);
     h->has_msg = 1;
   }
+}
+
+/* The item loop of a map_bytes chunk (see the design notes): as run_packed
+ * with the item function writing its result in place. */
+static int run_bytes(struct mproc__mb_hdr *h, unsigned char *area, size_t cap,
+                     const mproc__mb_in32 *end, uint64_t count, _Atomic uint64_t *progress,
+                     mproc_map_bytes_fn fn) {
+  mproc__mb_end *ends = (mproc__mb_end *)((unsigned char *)h + h->outs_at);
+  const unsigned char *items = (const unsigned char *)h + h->items_at;
+  uint32_t at = 0;
+  size_t used = 0;
+  int r = 0;
+  fail_note.set = false;
+  fail_at = progress;
+  for (uint64_t i = 0; i < count; i++) {
+    atomic_store_explicit(progress, i, memory_order_relaxed);
+    uint32_t e = end[i];
+    ssize_t w = fn(items + at, e - at, area + used, cap - used);
+    /* One test for both: a negative length is past any room as a size_t. */
+    if (MPROC__UNLIKELY((size_t)w > cap - used)) {
+      if (w < 0) {
+        r = bytes_failed(w, i, h->msg);
+        h->has_msg = h->msg[0] != '\0';
+      } else {
+        h->full = 1;
+        h->need = (uint64_t)w;
+        r = MPROC_ENOMEM; /* the parent takes over */
+      }
+      break;
+    }
+    used += (size_t)w;
+    ends[i] = (mproc__mb_end)used;
+    at = e;
+  }
+  fail_at = NULL;
+  h->used = used;
+  return r;
 }
 
 /* The item loop of a packed chunk (map_buf.h): 32-bit descriptors in, each
@@ -262,6 +350,9 @@ int mproc__map_buf_run(unsigned char *descs, uint64_t count, _Atomic uint64_t *p
   c.cap = 0;
   c.used = 0;
   c.packed = h->packed != 0;
+  if (h->packed == MPROC__MB_BYTES)
+    return run_bytes(h, c.area, c.area_cap, (const mproc__mb_in32 *)descs, count, progress,
+                     (mproc_map_bytes_fn)(void (*)(void))fn);
   if (c.packed)
     return run_packed(h, &c, (const mproc__mb_in32 *)descs, count, progress, fn);
   uint64_t at = 0;
@@ -312,6 +403,33 @@ static void write_results(unsigned char *out, const struct mproc__mb_res *rh, co
   }
 }
 
+/* Runs a map_bytes item the call way, its result appended to c's buffer
+ * (grown to the room the function asks for, once).  0, or the item's
+ * failure code with its message in c (c->code set). */
+static int bytes_call(mproc_item_ctx *c, mproc_map_bytes_fn fn, const void *in, size_t len) {
+  if (c->cap == c->used && mproc__mb_grow(&c->buf, &c->cap, c->used + 1) != 0)
+    return mproc_item_fail(c, MPROC_ENOMEM, "map_bytes: no memory for a result");
+  for (int again = 0;; again++) {
+    size_t room = c->cap - c->used;
+    fail_note.set = false;
+    ssize_t w = fn(in, len, c->buf + c->used, room);
+    if (w < 0) {
+      c->code = bytes_failed(w, 0, c->msg);
+      return c->code;
+    }
+    if ((size_t)w <= room) {
+      c->used += (size_t)w;
+      return 0;
+    }
+    if (again)
+      return mproc_item_fail(c, MPROC_ERANGE,
+                             "map_bytes: the item function asked for %zd bytes after %zu", w, room);
+    if ((size_t)w > SIZE_MAX / 4 - c->used ||
+        mproc__mb_grow(&c->buf, &c->cap, c->used + (size_t)w) != 0)
+      return mproc_item_fail(c, MPROC_ENOMEM, "map_bytes: no memory for a result of %zd bytes", w);
+  }
+}
+
 int mproc__map_buf_call(const void *arg, size_t len, mproc_task_ctx *ctx) {
   const struct mproc__mb_chunk *h = arg;
   if (len < sizeof *h)
@@ -348,7 +466,9 @@ int mproc__map_buf_call(const void *arg, size_t len, mproc_task_ctx *ctx) {
       break;
     c.start = c.used;
     c.code = 0;
-    int r = fn(in, (size_t)ilen, &c);
+    int r = h->mode == MPROC__MB_BYTES
+                ? bytes_call(&c, (mproc_map_bytes_fn)(void (*)(void))fn, in, (size_t)ilen)
+                : fn(in, (size_t)ilen, &c);
     if (r == 0 && c.code != 0)
       r = c.code;
     if (r != 0) {

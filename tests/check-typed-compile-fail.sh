@@ -13,6 +13,9 @@ prelude='#include <mproc.h>
 static long square(long x) { return x * x; }
 MPROC_ELEMENT_FN(square_elem, square, long, long)
 static int widen(int x) { return x; }
+static long str_len(const char *s, size_t len) { (void)s; return (long)len; }
+MPROC_STRING_FN(len_fn, str_len, long)
+static int int_len(const char *s, size_t len) { (void)s; return (int)len; }
 void f(mproc_pool *pool, struct mproc_task_error *err, mproc_imap *it);
 void f(mproc_pool *pool, struct mproc_task_error *err, mproc_imap *it) {
   long in[8] = {0}, out[8];
@@ -20,7 +23,8 @@ void f(mproc_pool *pool, struct mproc_task_error *err, mproc_imap *it) {
   long *p = in;
   long short_out[4];
   int int_out[8];
-  (void)widen, (void)p, (void)ints, (void)short_out, (void)int_out, (void)it;'
+  const struct mproc_packed strs = {"ab", (const size_t[]){1, 2}, 2};
+  (void)widen, (void)int_len, (void)p, (void)ints, (void)short_out, (void)int_out, (void)it;'
 # case NAME EXPECTED_MESSAGE CODE
 case_() {
   local name=$1 want=$2 code=$3
@@ -39,7 +43,8 @@ case_() {
 case_ control compiles \
   'MPROC_MAP_ARRAY(pool, square_elem, in, out, NULL, err, -1);
    MPROC_MAP(pool, square_elem, p, 8, out, NULL, err, -1);
-   long v; MPROC_IMAP_NEXT(it, square_elem, &v, NULL, err, -1);'
+   long v; MPROC_IMAP_NEXT(it, square_elem, &v, NULL, err, -1);
+   MPROC_MAP_STRINGS(pool, len_fn, &strs, out, NULL, err, -1);'
 case_ int-array-into-long-function "are not the input type of square_elem" \
   'MPROC_MAP_ARRAY(pool, square_elem, ints, out, NULL, err, -1);'
 case_ int-output-array "are not the output type of square_elem" \
@@ -54,5 +59,11 @@ case_ wrong-element-function "is not long widen(long)" \
    void g(void) {'
 case_ imap-next-wrong-type "does not point at the output type of square_elem" \
   'int v; MPROC_IMAP_NEXT(it, square_elem, &v, NULL, err, -1);'
+case_ strings-into-int-array "are not the output type of len_fn" \
+  'MPROC_MAP_STRINGS(pool, len_fn, &strs, int_out, NULL, err, -1);'
+case_ wrong-string-function "is not long int_len(const char *, size_t)" \
+  '}
+   MPROC_STRING_FN(int_len_fn, int_len, long)
+   void g(void) {'
 [ $fail = 0 ] && echo "typed compile checks OK"
 exit $fail

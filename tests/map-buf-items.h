@@ -1,4 +1,5 @@
-/* Item functions shared by the map_buf and map_packed suites. */
+/* Item functions and packed items shared by the map_buf, map_packed and
+ * map_bytes suites. */
 #ifndef MPROC_TEST_MAP_BUF_ITEMS_H
 #define MPROC_TEST_MAP_BUF_ITEMS_H
 
@@ -51,6 +52,79 @@ static inline void check_big_bytes(const struct mproc_buf *r) {
   const char *b = r->data;
   for (size_t i = 0; i < BIG; i += 4099)
     ck_assert_int_eq(b[i], 'a' + (int)(i % 23));
+}
+
+/* ---- packed items (the map_packed and map_bytes suites) ---- */
+
+/* Packed items built one by one. */
+struct items {
+  char *data;
+  size_t *ends, n, used, cap;
+};
+
+static inline void items_add(struct items *it, const void *bytes, size_t len) {
+  if (it->used + len > it->cap) {
+    it->cap = (it->used + len) * 2 + 64;
+    it->data = realloc(it->data, it->cap);
+    ck_assert_ptr_nonnull(it->data);
+  }
+  it->ends = realloc(it->ends, (it->n + 1) * sizeof *it->ends);
+  ck_assert_ptr_nonnull(it->ends);
+  if (len > 0)
+    memcpy(it->data + it->used, bytes, len);
+  it->used += len;
+  it->ends[it->n++] = it->used;
+}
+
+static inline void items_add_str(struct items *it, const char *s) { items_add(it, s, strlen(s)); }
+
+static inline struct mproc_packed items_packed(const struct items *it) {
+  return (struct mproc_packed){it->data, it->ends, it->n};
+}
+
+static inline void items_free(struct items *it) {
+  free(it->data);
+  free(it->ends);
+  *it = (struct items){0};
+}
+
+/* Item i of a packed set. */
+static inline struct mproc_buf packed_item(const struct mproc_packed *p, size_t i) {
+  size_t from = i > 0 ? p->ends[i - 1] : 0;
+  return (struct mproc_buf){(const char *)p->data + from, p->ends[i] - from};
+}
+
+static inline void assert_item_eq(const struct mproc_packed *p, size_t i, const char *want) {
+  struct mproc_buf b = packed_item(p, i);
+  ck_assert_msg(b.len == strlen(want) && memcmp(b.data, want, b.len) == 0,
+                "item %zu: \"%.*s\", want \"%s\"", i, (int)b.len, (const char *)b.data, want);
+}
+
+/* reverse_len's result set over `in`. */
+static inline void check_reversed_packed(const struct mproc_packed *out,
+                                         const struct mproc_packed *in) {
+  ck_assert_uint_eq(out->n, in->n);
+  for (size_t i = 0; i < in->n; i++) {
+    struct mproc_buf a = packed_item(in, i), r = packed_item(out, i);
+    char tail[32];
+    int k = snprintf(tail, sizeof tail, ":%zu", a.len);
+    ck_assert_uint_eq(r.len, a.len + (size_t)k);
+    const char *s = a.data, *t = r.data;
+    for (size_t j = 0; j < a.len; j++)
+      ck_assert_int_eq(t[j], s[a.len - 1 - j]);
+    ck_assert(memcmp(t + a.len, tail, (size_t)k) == 0);
+  }
+}
+
+/* Items of 0 .. 2999 bytes, empty ones too. */
+static inline void strings_of_any_length(struct items *it, size_t n) {
+  char buf[3000];
+  for (size_t i = 0; i < n; i++) {
+    size_t len = (i * 37) % 3000;
+    for (size_t j = 0; j < len; j++)
+      buf[j] = (char)('a' + (i + j) % 26);
+    items_add(it, buf, len);
+  }
 }
 
 #endif /* MPROC_TEST_MAP_BUF_ITEMS_H */

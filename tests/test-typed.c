@@ -106,6 +106,40 @@ START_TEST(test_imap) {
 }
 END_TEST
 
+/* A string's vowels; "?" in a string makes no difference to the type. */
+static long vowels(const char *s, size_t len) {
+  long k = 0;
+  for (size_t i = 0; i < len; i++)
+    k += strchr("aeiou", s[i]) != NULL && s[i] != '\0';
+  return k;
+}
+MPROC_STRING_FN(vowels_fn, vowels, long)
+
+START_TEST(test_map_strings) {
+  mproc_pool *p = make_pool(2);
+  const char text[] = "spamhameggsaeiou";
+  size_t ends[] = {4, 7, 11, 11, 16}; /* spam, ham, eggs, "", aeiou */
+  struct mproc_packed in = {text, ends, 5};
+  long out[5] = {-1, -1, -1, -1, -1};
+  struct mproc_task_error e;
+  mproc_assert_ok(MPROC_MAP_STRINGS(p, vowels_fn, &in, out, NULL, &e, 30000));
+  const long want[5] = {1, 1, 1, 0, 5};
+  for (size_t i = 0; i < 5; i++)
+    ck_assert_int_eq(out[i], want[i]);
+  /* The byte-level call's checks answer, and nothing is written. */
+  size_t bad_ends[] = {4, 3};
+  struct mproc_packed bad = {text, bad_ends, 2};
+  out[0] = -1;
+  mproc_assert_err(MPROC_MAP_STRINGS(p, vowels_fn, &bad, out, NULL, &e, 30000), MPROC_EINVAL);
+  ck_assert_int_eq(out[0], -1);
+  mproc_assert_err(MPROC_MAP_STRINGS(NULL, vowels_fn, &in, out, NULL, &e, 30000), MPROC_EINVAL);
+  struct mproc_packed none = {NULL, NULL, 0};
+  mproc_assert_ok(MPROC_MAP_STRINGS(p, vowels_fn, &none, out, NULL, &e, 30000));
+  ck_assert_int_eq(out[0], -1);
+  mproc_assert_ok(mproc_pool_free(p));
+}
+END_TEST
+
 START_TEST(test_errors_pass_through) {
   /* The macros add no checks of their own at run time: the byte-level
    * call's argument validation answers. */
@@ -124,6 +158,7 @@ int main(void) {
   tcase_add_test(tc, test_map_pointer_and_async);
   tcase_add_test(tc, test_checked_function_fails_with_index);
   tcase_add_test(tc, test_imap);
+  tcase_add_test(tc, test_map_strings);
   tcase_add_test(tc, test_errors_pass_through);
   return mproc_test_run(s);
 }

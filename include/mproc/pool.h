@@ -457,6 +457,33 @@ MPROC_EXTERN int mproc_pool_map_packed(mproc_pool *pool, mproc_map_buf_fn fn,
  * one already released or all zero, is fine). */
 MPROC_EXTERN void mproc_packed_free(struct mproc_packed *packed);
 
+/* An item function that writes its result in place, the fast way for small
+ * items: reads `len` bytes at `in` (valid for the call only, not aligned),
+ * writes its result to `out`, which has room for `room` bytes (not aligned;
+ * room may be 0), and returns the result's length, 0 .. room.  A result
+ * that does not fit: return the length it needs (> room) having written
+ * nothing past room, and the item is run again (it may be more than once)
+ * until it is given that much room.  A failure: return a negative code (-errno or an MPROC_E*
+ * code), with a message through mproc_map_bytes_fail. */
+typedef ssize_t (*mproc_map_bytes_fn)(const void *in, size_t len, void *out, size_t room);
+/* mproc_pool_map_packed with an in-place item function: one call an item
+ * and nothing else, its result written where the pool keeps it.  Results,
+ * chunking, progress, arguments and failures as mproc_pool_map_packed; a
+ * failed item reports its code in err->task_code, and its message (or the
+ * code's) in err->message; a function that asks for more room again after
+ * being given what it asked for fails its item with MPROC_ERANGE.  Release
+ * *out with mproc_packed_free. */
+MPROC_EXTERN int mproc_pool_map_bytes(mproc_pool *pool, mproc_map_bytes_fn fn,
+                                      const struct mproc_packed *in, struct mproc_packed *out,
+                                      const struct mproc_map_options *opts,
+                                      struct mproc_task_error *err, int64_t timeout_ms);
+/* For a mproc_map_bytes_fn: records the message (printf-style, truncated to
+ * 199 bytes; fmt may be NULL) of the item that returns the code this
+ * returns, `code` if it is negative and MPROC_ETASK otherwise, so an item
+ * function can `return mproc_map_bytes_fail(...)`. */
+MPROC_EXTERN ssize_t mproc_map_bytes_fail(int code, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
 /* ---- imap, imap_unordered ------------------------------------------------- */
 
 /* Generator: write the next input element into *item and return 1, return 0

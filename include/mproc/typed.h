@@ -32,6 +32,8 @@
 
 #include "pool.h"
 
+#include <string.h>
+
 /* _Generic and _Static_assert in expressions are C; C++ has templates. */
 #ifndef __cplusplus
 
@@ -134,6 +136,52 @@
                                              #outp                                                 \
                                              " does not point at the output type of " #name),      \
                   (index), (err), (timeout_ms))
+
+/* Defines `static ssize_t name(const void *in, size_t len, void *out,
+ * size_t room)`, an in-place item function for mproc_pool_map_bytes that
+ * calls `out_type fn(const char *s, size_t len)` on each item (its bytes,
+ * not NUL-terminated) and writes the value it returns as the item's result.
+ * Fails to compile when fn does not have exactly that type. */
+#define MPROC_STRING_FN(name, fn, out_type)                                                        \
+  typedef out_type mproc__out_##name;                                                              \
+  _Static_assert(_Generic((fn), out_type(*)(const char *, size_t) : 1, default : 0),               \
+                 "MPROC_STRING_FN: " #fn " is not " #out_type " " #fn "(const char *, size_t)");   \
+  static ssize_t name(const void *mproc__in, size_t mproc__len, void *mproc__out,                  \
+                      size_t mproc__room) {                                                        \
+    if (mproc__room < sizeof(out_type))                                                            \
+      return (ssize_t)sizeof(out_type);                                                            \
+    out_type mproc__r = (fn)((const char *)mproc__in, mproc__len);                                 \
+    memcpy(mproc__out, &mproc__r, sizeof mproc__r);                                                \
+    return (ssize_t)sizeof mproc__r;                                                               \
+  }
+
+/* mproc_pool_map_bytes of a MPROC_STRING_FN over the packed strings *in:
+ * out[i] = fn(string i), `out` (an array or a pointer) holding in->n values
+ * of `name`'s output type (checked).  Returns as mproc_pool_map_bytes. */
+#define MPROC_MAP_STRINGS(pool, name, in, out, opts, err, timeout_ms)                              \
+  mproc__map_strings((pool), name, (in),                                                           \
+                     (out) + MPROC__CHECK_TYPE((out)[0], mproc__out_##name,                        \
+                                               "the elements of " #out                             \
+                                               " are not the output type of " #name),              \
+                     sizeof(mproc__out_##name), (opts), (err), (timeout_ms))
+
+/* MPROC_MAP_STRINGS's call: every result is `size` bytes (MPROC_STRING_FN
+ * writes nothing else), so the packed results are the array itself. */
+static inline int mproc__map_strings(mproc_pool *pool, mproc_map_bytes_fn fn,
+                                     const struct mproc_packed *in, void *out, size_t size,
+                                     const struct mproc_map_options *opts,
+                                     struct mproc_task_error *err, int64_t timeout_ms) {
+  struct mproc_packed res;
+  int r = mproc_pool_map_bytes(pool, fn, in, &res, opts, err, timeout_ms);
+  if (r == 0 && res.n > 0) {
+    if (res.ends[res.n - 1] != res.n * size)
+      r = MPROC_ECORRUPT; /* not made by a MPROC_STRING_FN of this size */
+    else
+      memcpy(out, res.data, res.n * size);
+  }
+  mproc_packed_free(&res);
+  return r;
+}
 
 #endif /* __cplusplus */
 #endif /* MPROC_TYPED_H */
