@@ -17,7 +17,18 @@
  * Failures are reported at their item: a chunk that failed at item k yields
  * its items before k normally, then the error for k; items after k in the
  * same chunk were not run and yield MPROC_ECANCELED (with chunksize 1, the
- * default, every item is its own chunk). */
+ * default, every item is its own chunk).
+ *
+ * Who collects: one iterator per pool (the first made while none does)
+ * owns the transport's `quiet` word and marks its chunks quiet.  While its
+ * caller keeps calling next() the word is set: workers finishing its chunks
+ * do not wake the manager, and next() collects them itself, under the one
+ * lock it takes per call, when none is ready.  Before next() waits, and in
+ * free, the word is cleared (a store, then a full fence) and the wait's own
+ * collections see every result published before; later ones wake the
+ * manager as any other.  Without this, a caller that found results ready
+ * never spun, so the workers woke the manager for every chunk, and it then
+ * fought the caller for the pool lock item by item. */
 #include "pool.h"
 #include "list.h"
 #include "progress.h"
@@ -63,7 +74,10 @@ struct mproc_imap {
   size_t nfree;
   struct mproc__progress prog; /* progress of the items yielded */
   size_t yielded;
-  bool orphaned; /* freed by its owner while chunks were in flight (under mu) */
+  bool orphaned;  /* freed by its owner while chunks were in flight (under mu) */
+  bool quiet;     /* it owns the pool's quiet word (p->quiet_owner): see imap_next */
+  bool quiet_on;  /* ... and has it set */
+  uint64_t waits; /* calls of next() that had to wait (tests read it) */
 };
 
 /* How long mproc_imap_free waits for chunks in flight before it leaves the
@@ -149,6 +163,12 @@ MPROC_EXTERN int mproc_pool_imap(mproc_pool *p, mproc_map_fn fn, mproc_gen_fn ge
     int state = atomic_load(&p->state);
     r = state == MPROC__P_RUNNING ? mproc__arena_alloc(p, it->region_len, &it->region)
                                   : (state == MPROC__P_BROKEN ? MPROC_EBROKEN : MPROC_ECLOSED);
+    /* One iterator per pool collects its own chunks quietly (the word is
+     * the pool's); others leave theirs to the manager as before. */
+    if (r == 0 && p->quiet_owner == NULL && p->tp->quiet != NULL) {
+      p->quiet_owner = it;
+      it->quiet = true;
+    }
     pthread_mutex_unlock(&p->mu);
   }
   if (r != 0) {
@@ -210,8 +230,8 @@ static void islot_refused(struct mproc_imap *it, struct islot *s, int state) {
 }
 
 /* Generate chunks into every free slot (outside the mutex: the generator is
- * the caller's code), then queue them all under one lock. */
-static void refill(struct mproc_imap *it) {
+ * the caller's code); returns how many are in it->batch, to be queued. */
+static size_t generate(struct mproc_imap *it) {
   struct mproc_pool *p = it->p;
   size_t nb = 0;
   while (!it->gen_done) {
@@ -254,6 +274,7 @@ static void refill(struct mproc_imap *it) {
     s->t.retries_left = (int32_t)p->opts.retries;
     s->t.complete = islot_complete;
     s->t.owner = it;
+    s->t.quiet = it->quiet;
     s->count = n;
     s->base = it->gen_index;
     s->next = 0;
@@ -262,9 +283,12 @@ static void refill(struct mproc_imap *it) {
     it->gen_index += n;
     it->batch[nb++] = s;
   }
-  if (nb == 0)
-    return;
-  pthread_mutex_lock(&p->mu);
+  return nb;
+}
+
+/* Queue the generated chunks (under mu). */
+static void queue_batch(struct mproc_imap *it, size_t nb) {
+  struct mproc_pool *p = it->p;
   int state = atomic_load(&p->state);
   for (size_t i = 0; i < nb; i++) {
     struct mproc__task *t = &it->batch[i]->t;
@@ -274,9 +298,17 @@ static void refill(struct mproc_imap *it) {
     }
     mproc__pool_queue(p, t);
   }
-  if (state == MPROC__P_RUNNING)
+  if (nb > 0 && state == MPROC__P_RUNNING)
     mproc__pool_dispatch(p);
-  pthread_mutex_unlock(&p->mu);
+}
+
+/* The caller is about to wait: its chunks' ends wake the manager again,
+ * and the wait's own collections see every one published before. */
+static void quiet_off(struct mproc_imap *it) {
+  if (it->quiet_on) {
+    it->p->tp->quiet(it->p, false);
+    it->quiet_on = false;
+  }
 }
 
 /* Under mu: a finished slot ready to yield, or NULL. */
@@ -364,17 +396,35 @@ MPROC_EXTERN int mproc_imap_next(mproc_imap *it, void *out, size_t *index,
   return r;
 }
 
+/* One lock per call: the new chunks are queued, and a finished one taken,
+ * together.  The iterator that owns the pool's quiet word collects its
+ * chunks itself, here when none is ready: while the caller keeps calling,
+ * the workers do not wake the manager for them (which would then fight the
+ * caller for the lock, item by item); before the caller waits, the word is
+ * cleared (quiet_off) and the wait collects or is woken as any other. */
 static int imap_next(mproc_imap *it, void *out, size_t *index, struct mproc_task_error *err,
                      int64_t timeout_ms) {
   int64_t dl = mproc__deadline(timeout_ms);
   if (it->cur != NULL)
     return yield(it, out, index, err);
-  refill(it);
-  bool idle;
-  pthread_mutex_lock(&it->p->mu);
+  struct mproc_pool *p = it->p;
+  size_t nb = generate(it);
+  if (it->quiet && !it->quiet_on) {
+    p->tp->quiet(p, true);
+    it->quiet_on = true;
+  }
+  bool idle, kick = false;
+  pthread_mutex_lock(&p->mu);
+  queue_batch(it, nb);
   it->cur = ready(it);
+  if (it->cur == NULL && it->quiet && it->inflight > 0) {
+    kick = mproc__pool_help_locked(p);
+    it->cur = ready(it);
+  }
   idle = it->inflight == 0;
-  pthread_mutex_unlock(&it->p->mu);
+  pthread_mutex_unlock(&p->mu);
+  if (kick)
+    mproc__pool_kick(p);
   if (it->cur == NULL && idle) {
     if (it->gen_err != 0) {
       int r = it->gen_err;
@@ -393,6 +443,8 @@ static int imap_next(mproc_imap *it, void *out, size_t *index, struct mproc_task
     return MPROC_EEOF;
   }
   if (it->cur == NULL) {
+    quiet_off(it);
+    it->waits++;
     int r = mproc__wait_until(ready_cond, it, &it->p, 1,
                               (it->p->opts.flags & MPROC_POOL_SIGINT) != 0, dl);
     if (r != 0)
@@ -414,7 +466,10 @@ MPROC_EXTERN void mproc_imap_free(mproc_imap *it) {
     return; /* a forked copy's is left alone (mproc__pool_foreign) */
   mproc__progress_update(&it->prog, it->yielded, true); /* stopped early: close the bar */
   struct mproc_pool *p = it->p;
+  quiet_off(it);
   pthread_mutex_lock(&p->mu);
+  if (p->quiet_owner == it)
+    p->quiet_owner = NULL;
   for (size_t i = 0; i < it->nslots; i++)
     if (it->slots[i].state == S_INFLIGHT && p->slots != NULL)
       mproc__pool_cancel_task(p, &it->slots[i].t);

@@ -8,6 +8,7 @@
 
 #include <poll.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 
 /* One unit of work in the parent.  Futures embed one; map and imap chunks
@@ -38,6 +39,7 @@ struct mproc__task {
   uint64_t id; /* 1, 2, ... in submit order within the pool (stats) */
   int *fds;    /* K_CALL: descriptors handed to the worker (owned dups) */
   uint32_t nfds;
+  bool quiet; /* its owner collects its result (transport op `quiet`) */
 };
 
 /* The arena ranges of a map chunk (see struct mproc__range): fills in[] (up
@@ -131,10 +133,13 @@ struct mproc_pool {
   pid_t mgr_tid;                             /* its tid: calls from callbacks are detected */
   bool mgr_started;                          /* create made the thread */
   bool mgr_joined;
-  _Atomic int mgr_exited;  /* futex word: 1 once the manager has left */
-  _Atomic int mgr_untimed; /* set under mu: the manager sleeps with no deadline */
-  int start_err;           /* first spawn error during create */
-  _Atomic int started;     /* futex word: initial workers forked */
+  _Atomic int mgr_exited; /* futex word: 1 once the manager has left */
+  /* Set under mu: the next task dispatched must wake the manager (it sleeps
+   * with no deadline, or its transport has no idle_watch). */
+  _Atomic int mgr_untimed;
+  uint64_t idle_kicks; /* under mu: wake-ups of an untimed manager by a dispatch */
+  int start_err;       /* first spawn error during create */
+  _Atomic int started; /* futex word: initial workers forked */
   bool broken_init;
   int init_code;
   pid_t init_pid;  /* the worker whose initializer failed */
@@ -163,6 +168,8 @@ struct mproc_pool {
   int *slot_of;                /* pfd index -> worker slot */
   _Atomic int64_t wait_ema_us; /* moving average of how long waits took */
   int dying_slot;              /* slot of dying_pid */
+  void *quiet_owner;           /* the imap that sets the transport's `quiet`, or NULL */
+  _Atomic uint64_t efd_wakes;  /* the manager's sleeps its eventfd ended */
   int collecting;              /* slot whose results are being collected */
   /* Statistics (under mu): tasks (a map chunk counts as one) by outcome. */
   uint64_t next_id, n_done, n_failed, n_cancelled, n_retried;
@@ -175,6 +182,11 @@ struct mproc_pool {
   int loop_efd;
   struct mproc_future *loopq_head, *loopq_tail;
   _Atomic int loop_woken; /* mproc_pool_loop_wake since the last run */
+  /* future.c: memory of freed futures, reused by the next submits (a leaf
+   * lock, taken with or without mu); freed with the pool struct. */
+  pthread_mutex_t fcache_mu;
+  struct mproc_future *fcache; /* linked by cbq_next */
+  int nfcache;
   _Atomic pid_t loop_tid; /* thread inside mproc_pool_loop_run, 0 none */
 };
 
@@ -192,6 +204,17 @@ static inline struct mproc__task *mproc__worker_running(struct mproc_pool *p, in
   p->tp->activity(p, i, &a);
   *since = a.since;
   return a.running;
+}
+
+/* Kill a local worker and its process group.  The group is signalled only
+ * while the worker exists (signal 0 through its pidfd): a worker the kernel
+ * reaped already (the program ignores SIGCHLD) no longer keeps its group's
+ * id from reuse, which may then name another program's group.  The worker
+ * itself is killed through its pidfd: it may have left its group. */
+static inline void mproc__kill_worker_group(pid_t pid, int pidfd) {
+  if (mproc__pidfd_kill(pidfd, 0) == 0)
+    kill(-pid, SIGKILL);
+  mproc__pidfd_kill(pidfd, SIGKILL);
 }
 
 /* ---- pool.c --------------------------------------------------------------- */
@@ -231,6 +254,11 @@ extern _Atomic int mproc__test_fail_spawn;
 /* While tasks are outstanding the manager looks at the workers at least this
  * often, so a stall is seen without any event to wake it (ms). */
 #define MPROC__WATCH_MS 250
+/* ... and for this long after the pool was last in use, so that a task
+ * submitted to a pool in steady use is watched without waking the manager
+ * (each such wake-up costs a round trip a context switch); only the first
+ * task after a longer idle spell wakes it (ms). */
+#define MPROC__IDLE_WATCH_MS 1000
 /* How long the manager waits to reap a dead worker it has killed (ms): an
  * exited one is reaped at once; one still not reapable then is kept and
  * retried every MPROC__LINGER_MS until it is. */
@@ -242,6 +270,9 @@ int mproc__manager_start(struct mproc_pool *p);
 int mproc__pool_drain(struct mproc_pool *p);
 /* Try to help without blocking: drains when the mutex is free. */
 void mproc__pool_help(struct mproc_pool *p);
+/* Help with mu held: drains unless the pool is terminating; returns whether
+ * the manager must then be kicked (after unlocking). */
+bool mproc__pool_help_locked(struct mproc_pool *p);
 /* A thread starts (+1) or stops (-1) spinning to collect results; stopping
  * collects once more.  Takes mu. */
 void mproc__pool_helping(struct mproc_pool *p, int delta);
@@ -296,6 +327,8 @@ void mproc__future_finish(struct mproc_pool *p, struct mproc_future *f, struct m
 /* Run the callbacks of one queued future (manager thread, no lock held). */
 void mproc__future_run_callbacks(struct mproc_future *f);
 void mproc__future_unref(struct mproc_future *f);
+/* Free the pool's cache of future memory (its last reference is gone). */
+void mproc__future_cache_fini(struct mproc_pool *p);
 /* Fill a task error from an outcome. */
 void mproc__error_from_outcome(struct mproc_task_error *e, const struct mproc__outcome *o);
 

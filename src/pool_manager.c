@@ -9,7 +9,8 @@
  *   (tasks, initializers) -> retry failed respawns -> watch for stalled
  *   workers -> stop idle workers when closed -> take the callback queue ->
  *   unlock -> run callbacks -> the transport's sleep (poll on eventfd and
- *   pidfds until the next deadline; every 250 ms while tasks are out) ->
+ *   pidfds until the next deadline; every 250 ms while tasks are out or
+ *   were submitted within the last second) ->
  *   handle dead workers (under the lock) -> loop
  *
  * Slots are not processes.  A slot is `alive` while a worker occupies it;
@@ -455,12 +456,8 @@ static void handle_death(struct mproc_pool *p, int i) {
      * When the program ignores SIGCHLD the kernel may have reaped it
      * already, and its group's guard (spawn.c) ends the group, itself
      * included, as the worker exits: the id may then be another program's.
-     * So the group is signalled only while the worker exists (signal 0
-     * through the pidfd).  The worker itself is killed by its pidfd as
-     * well: it may have left its group. */
-    if (mproc__pidfd_kill(sl->pidfd, 0) == 0)
-      kill(-sl->pid, SIGKILL);
-    mproc__pidfd_kill(sl->pidfd, SIGKILL);
+     * So the group is signalled only while the worker exists. */
+    mproc__kill_worker_group(sl->pid, sl->pidfd);
     int r = mproc__reap(sl->pidfd, &code, mproc__deadline(MPROC__REAP_MS));
     if (r == -ECHILD) {
       /* Reaped by the kernel already (the program ignores SIGCHLD): how it
@@ -605,8 +602,14 @@ static void dispatch_pending(struct mproc_pool *p) {
     if (r != 0)
       send_failed(p, i, t, r);
     else if (atomic_load_explicit(&p->mgr_untimed, memory_order_relaxed) &&
-             atomic_exchange(&p->mgr_untimed, 0))
-      mproc__pool_kick(p); /* it must watch this task even if its worker stalls */
+             atomic_exchange(&p->mgr_untimed, 0)) {
+      /* It must watch this task even if its worker stalls.  Only a pool
+       * idle for MPROC__IDLE_WATCH_MS gets here (or one whose transport
+       * has no idle_watch): a busier one's manager sleeps with a deadline
+       * and sees the task when it wakes. */
+      p->idle_kicks++;
+      mproc__pool_kick(p);
+    }
   }
   if (sent && p->tp->flush)
     p->tp->flush(p); /* what the transport held back to send together goes now */
@@ -705,13 +708,17 @@ static bool manager_needed(struct mproc_pool *p, int collected) {
          (collected > 0 && atomic_load(&p->state) != MPROC__P_RUNNING && p->outstanding == 0);
 }
 
-void mproc__pool_help(struct mproc_pool *p) {
-  if (mproc__pool_foreign(p) || pthread_mutex_trylock(&p->mu) != 0)
-    return;
+bool mproc__pool_help_locked(struct mproc_pool *p) {
   int n = 0;
   if (atomic_load(&p->state) != MPROC__P_TERMINATING && p->slots != NULL)
     n = mproc__pool_drain(p);
-  bool kick = manager_needed(p, n);
+  return manager_needed(p, n);
+}
+
+void mproc__pool_help(struct mproc_pool *p) {
+  if (mproc__pool_foreign(p) || pthread_mutex_trylock(&p->mu) != 0)
+    return;
+  bool kick = mproc__pool_help_locked(p);
   pthread_mutex_unlock(&p->mu);
   if (kick)
     mproc__pool_kick(p);
@@ -868,6 +875,9 @@ static void *manager_main(void *arg) {
   }
   struct pollfd *pfd = p->pfd;
   int *slot_of = p->slot_of;
+  /* The last task id seen, and when the pool was last seen in use. */
+  uint64_t watch_id = p->next_id;
+  int64_t busy_ms = mproc_now_ms();
   for (;;) {
     if (atomic_load(&p->state) == MPROC__P_TERMINATING)
       for (int i = 0; i < p->nworkers; i++)
@@ -894,9 +904,17 @@ static void *manager_main(void *arg) {
       int64_t stall = watch_stalls(p);
       if (stall >= 0 && (next < 0 || stall < next))
         next = stall;
-      int64_t watch = mproc_now_ms() + MPROC__WATCH_MS;
-      if (p->outstanding > 0 && (next < 0 || watch < next))
-        next = watch;
+      /* The watch stays armed while the pool is in use and for
+       * MPROC__IDLE_WATCH_MS after: a task submitted meanwhile is watched by
+       * the next timed wake-up, and the submitter wakes the manager only
+       * after a longer idle spell (dispatch_pending), not per round trip. */
+      int64_t now = mproc_now_ms();
+      if (p->outstanding > 0 || p->next_id != watch_id) {
+        watch_id = p->next_id;
+        busy_ms = now;
+      }
+      if (now - busy_ms < MPROC__IDLE_WATCH_MS && (next < 0 || now + MPROC__WATCH_MS < next))
+        next = now + MPROC__WATCH_MS;
     }
     if (atomic_load(&p->state) == MPROC__P_CLOSED && p->outstanding == 0)
       for (int i = 0; i < p->nworkers; i++)
@@ -914,7 +932,8 @@ static void *manager_main(void *arg) {
        * tracer lets go. */
       while (p->nlinger > 0)
         mproc__reap_later(p->linger[--p->nlinger]);
-    atomic_store(&p->mgr_untimed, next < 0);
+    /* Untimed: the next task dispatched wakes it (dispatch_pending). */
+    atomic_store(&p->mgr_untimed, next < 0 || (!p->tp->idle_watch && p->outstanding == 0));
     pthread_mutex_unlock(&p->mu);
     if (finished)
       break;
@@ -939,6 +958,7 @@ static void *manager_main(void *arg) {
     int r = p->tp->sleep(p, pfd, n, next < 0 ? -1 : mproc__poll_timeout(next));
     atomic_store(&p->mgr_untimed, 0);
     if (r > 0 && (pfd[0].revents & POLLIN)) {
+      atomic_fetch_add_explicit(&p->efd_wakes, 1, memory_order_relaxed);
       uint64_t v;
       ssize_t rd = read(p->efd, &v, sizeof v);
       (void)rd;

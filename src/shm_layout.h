@@ -80,6 +80,7 @@ enum {
   MPROC__EF_FDS = 1u << 4,      /* one message: [argument fd if ARG_FD] + the task's fds */
   MPROC__EF_ARG_AREA = 1u << 5, /* argument in the entry's arena area */
   MPROC__EF_RES_AREA = 1u << 6, /* result in the entry's arena area (+ MPROC__MEDIUM) */
+  MPROC__EF_QUIET = 1u << 7,    /* collected by a parent thread while `quiet` is set */
 };
 
 struct mproc__entry {
@@ -117,7 +118,11 @@ struct mproc__slot_shm {
 struct mproc__shm_hdr {
   alignas(64) _Atomic uint32_t mgr_sleeping; /* manager is in poll(): write efd */
   _Atomic uint32_t helpers;                  /* parent threads spinning to collect */
-  alignas(64) _Atomic uint64_t done_seq;     /* bumped after every DONE */
+  /* A parent thread collects EF_QUIET entries itself (an imap's caller
+   * between its calls): their end wakes nobody.  Cleared, then the rings
+   * read, before that thread sleeps. */
+  _Atomic uint32_t quiet;
+  alignas(64) _Atomic uint64_t done_seq; /* bumped after every DONE */
   /* Shared blocks (dev, ino) closed by their owner, for workers that cached
    * a mapping of one (map_shm.c): entry k is forget[k % MPROC__FORGET],
    * written by the parent under the pool mutex before forget_seq moves past

@@ -168,6 +168,12 @@ enum {
 
 struct mproc__transport_ops {
   const char *name; /* what the pool option and MPROC_TRANSPORT say */
+  /* Whether a task sent while the manager sleeps with a deadline may wait
+   * for that deadline: its workers wake the manager for what needs it
+   * (shm).  False: the manager's sleep must be woken for a task sent while
+   * none was out (MPI: with nothing out its sleep watches only the fds,
+   * and nobody else may be driving progress). */
+  bool idle_watch;
   /* Create the pool's transport state (before any worker starts). */
   int (*init)(struct mproc_pool *p);
   /* Release everything (workers already gone). */
@@ -235,6 +241,13 @@ struct mproc__transport_ops {
    * (-1) spinning to collect results: a transport may then spare its workers
    * the cost of waking the manager. */
   void (*helping)(struct mproc_pool *p, int delta);
+  /* Optional (NULL: tasks marked `quiet` are treated like the others).  On:
+   * the results of tasks marked `quiet` will be collected by the thread
+   * that set it, which calls again with off (a store, then a full fence)
+   * and then collects once more before it ever sleeps; the transport may
+   * spare its workers waking the manager for them meanwhile.  No lock
+   * needed: only that thread calls it. */
+  void (*quiet)(struct mproc_pool *p, bool on);
   /* Optional (NULL: map and imap return MPROC_ENOTSUP). */
   const struct mproc__arena_ops *arena;
   /* Optional: tells the workers that the caller freed the shared block

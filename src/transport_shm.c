@@ -7,7 +7,10 @@
  * the worker announces `sleeping` before its futex wait and the parent wakes
  * it only then; the manager announces `mgr_sleeping` before poll() and
  * workers write the eventfd only then.  Both use the store-then-load (Dekker)
- * order with sequentially consistent atomics so no wake-up is lost.
+ * order with sequentially consistent atomics so no wake-up is lost.  The
+ * manager is not woken either while a parent thread spins (`helpers`), nor
+ * for an EF_QUIET entry while `quiet` is set (an imap's caller collects
+ * those itself, and clears the word before it waits: see imap.c).
  *
  * The arena is one memfd of MPROC__ARENA_LEN bytes mapped before the workers
  * fork: virtual space only until touched.  map/imap allocate extents in it
@@ -507,6 +510,8 @@ static int shm_send_task(struct mproc_pool *p, int i, struct mproc__task *t) {
   }
   if (t->timeout_ms > 0)
     e->flags |= MPROC__EF_TIMED;
+  if (t->quiet)
+    e->flags |= MPROC__EF_QUIET;
   if (mproc__kind_block(t->kind)) {
     /* The block travels with every chunk: a worker maps it on first sight
      * and finds it in its cache afterwards (map_shm.c). */
@@ -791,14 +796,14 @@ static void shm_activity(struct mproc_pool *p, int i, struct mproc__activity *a)
 
 /* Idle: the worker is told to exit once its ring is empty.  A running task
  * cannot be ended inside the worker (it may hold any lock, be in any
- * syscall), so _TASK, like _NOW, kills the worker and its process group;
- * under the mutex it is not reaped yet, so neither id can have been reused. */
+ * syscall), so _TASK, like _NOW, kills the worker and its process group.
+ * Under the mutex the pool has not reaped it, but the kernel may have (the
+ * program ignores SIGCHLD): the group is killed only while it exists. */
 static void shm_stop(struct mproc_pool *p, int i, int how, struct mproc__task *t) {
   (void)t;
   struct mproc__slot *sl = &p->slots[i];
   if (how != MPROC__STOP_IDLE) {
-    kill(-sl->pid, SIGKILL);
-    mproc__pidfd_kill(sl->pidfd, SIGKILL);
+    mproc__kill_worker_group(sl->pid, sl->pidfd);
     return;
   }
   struct mproc__slot_shm *ss = sshm(p, i);
@@ -859,6 +864,12 @@ static void shm_helping(struct mproc_pool *p, int delta) {
   atomic_fetch_add(&st(p)->hdr->helpers, (uint32_t)delta);
 }
 
+static void shm_quiet(struct mproc_pool *p, bool on) {
+  atomic_store(&st(p)->hdr->quiet, on);
+  if (!on)
+    atomic_thread_fence(memory_order_seq_cst); /* before the caller reads the rings */
+}
+
 static void *shm_arena(struct mproc_pool *p, uint64_t off) { return st(p)->arena + off; }
 
 static const struct mproc__arena_ops shm_arena_ops = {
@@ -888,6 +899,7 @@ static void shm_forget_block(struct mproc_pool *p, uint64_t dev, uint64_t ino) {
 
 const struct mproc__transport_ops mproc__transport_shm = {
     .name = "shm",
+    .idle_watch = true,
     .init = shm_init,
     .fini = shm_fini,
     .start_worker = shm_start_worker,
@@ -899,6 +911,7 @@ const struct mproc__transport_ops mproc__transport_shm = {
     .reset_slot = shm_reset_slot,
     .sleep = shm_sleep,
     .helping = shm_helping,
+    .quiet = shm_quiet,
     .arena = &shm_arena_ops,
     .forget_block = shm_forget_block,
 };

@@ -326,12 +326,16 @@ static int corrupt_exit(void) {
   return MPROC__WORKER_EXIT_CORRUPT;
 }
 
-static void notify_parent(const struct mproc__worker_args *w) {
+/* `quiet`: the entry was EF_QUIET (read before it was published DONE, when
+ * the parent may already reuse it). */
+static void notify_parent(const struct mproc__worker_args *w, bool quiet) {
   atomic_fetch_add(&w->hdr->done_seq, 1);
   atomic_thread_fence(memory_order_seq_cst);
   /* A parent thread spinning in a wait collects the result itself (and
-   * drains once more, under the lock, before it stops spinning). */
-  if (atomic_load(&w->hdr->helpers) == 0)
+   * drains once more, under the lock, before it stops spinning); so does
+   * the thread that set `quiet`, for the entries marked so (it clears the
+   * word and drains before it sleeps). */
+  if (atomic_load(&w->hdr->helpers) == 0 && !(quiet && atomic_load(&w->hdr->quiet)))
     wake_manager(w);
 }
 
@@ -418,7 +422,7 @@ int mproc__worker_main(void *arg) {
       if (!c.base.failed)
         snprintf(s->init_msg, sizeof s->init_msg, "initializer returned %d", r);
       atomic_store(&s->init_state, 2);
-      notify_parent(w);
+      notify_parent(w, false);
       fflush(NULL);
       return 3;
     }
@@ -442,6 +446,7 @@ int mproc__worker_main(void *arg) {
     uint32_t expect = MPROC__E_QUEUED;
     if (atomic_compare_exchange_strong(&e->state, &expect, MPROC__E_STARTED)) {
       bool timed = (e->flags & MPROC__EF_TIMED) != 0;
+      bool quiet = (e->flags & MPROC__EF_QUIET) != 0;
       /* Always stamped: timeouts and the pool's statistics read it. */
       atomic_store(&s->cur_start, mproc_now_ms());
       atomic_store(&s->cur, pos + 1);
@@ -454,7 +459,7 @@ int mproc__worker_main(void *arg) {
       run_entry(w, e);
       atomic_store(&s->cur, 0);
       atomic_store_explicit(&e->state, MPROC__E_DONE, memory_order_release);
-      notify_parent(w);
+      notify_parent(w, quiet);
       ran++;
       pos++;
       atomic_store_explicit(&s->wpos, pos, memory_order_release);

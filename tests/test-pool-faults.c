@@ -11,6 +11,7 @@
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 
 /* ---- a result that cannot be made is never success ----------------------- */
@@ -304,10 +305,26 @@ static void squares_complete(mproc_pool *p, int n) {
   }
 }
 
-START_TEST(test_stopped_worker_queue_moves) {
+/* Runs one task, then waits (bounded) until the manager sleeps with no
+ * deadline: the pool has been idle long enough that the next task must wake
+ * it to be watched. */
+static void wait_manager_untimed(mproc_pool *p) {
+  squares_complete(p, 1);
+  int64_t dl = mproc_now_ms() + 15000;
+  while (!atomic_load(&p->mgr_untimed)) {
+    ck_assert_msg(mproc_now_ms() < dl, "the idle manager never dropped its watch");
+    sleep_ms(5);
+  }
+}
+
+/* `long_idle`: the pool idles until its manager drops its watch first, so
+ * the tasks that find the stopped worker are the first to wake it. */
+static void stopped_worker_queue_moves(bool long_idle) {
   mproc_pool *p;
   struct mproc_pool_options o = {.workers = 2};
   mproc_assert_ok(mproc_pool_new(&p, &o));
+  if (long_idle)
+    wait_manager_untimed(p);
   pid_t pids[2];
   ck_assert_int_eq(mproc_pool_worker_pids(p, pids, 2), 2);
   kill(pids[0], SIGSTOP);
@@ -319,12 +336,19 @@ START_TEST(test_stopped_worker_queue_moves) {
   ck_assert_int_eq(mproc_pool_worker_pids(p, pids, 2), 2);
   mproc_assert_ok(mproc_pool_free(p));
 }
+
+START_TEST(test_stopped_worker_queue_moves) { stopped_worker_queue_moves(false); }
 END_TEST
 
-START_TEST(test_stopped_only_worker_with_timeout_is_replaced) {
+START_TEST(test_long_idle_pool_moves_stopped_workers_queue) { stopped_worker_queue_moves(true); }
+END_TEST
+
+static void stopped_only_worker_is_replaced(bool long_idle) {
   mproc_pool *p;
   struct mproc_pool_options o = {.workers = 1, .task_timeout_ms = 300};
   mproc_assert_ok(mproc_pool_new(&p, &o));
+  if (long_idle)
+    wait_manager_untimed(p);
   pid_t pid;
   ck_assert_int_eq(mproc_pool_worker_pids(p, &pid, 1), 1);
   kill(pid, SIGSTOP);
@@ -335,6 +359,15 @@ START_TEST(test_stopped_only_worker_with_timeout_is_replaced) {
   ck_assert_int_eq(mproc_pool_worker_pids(p, &now, 1), 1);
   ck_assert_int_ne(now, pid);
   mproc_assert_ok(mproc_pool_free(p));
+}
+
+START_TEST(test_stopped_only_worker_with_timeout_is_replaced) {
+  stopped_only_worker_is_replaced(false);
+}
+END_TEST
+
+START_TEST(test_long_idle_pool_replaces_stopped_only_worker) {
+  stopped_only_worker_is_replaced(true);
 }
 END_TEST
 
@@ -358,6 +391,77 @@ START_TEST(test_stopped_running_task_times_out) {
   mproc_future_free(lf);
   mproc_assert_ok(mproc_pool_free(p));
   shared_free(S);
+}
+END_TEST
+
+/* ---- a long-idle pool still watches what it is given ------------------------- */
+
+START_TEST(test_long_idle_pool_times_out_hung_task) {
+  S = shared_new();
+  mproc_pool *p;
+  struct mproc_pool_options o = {.workers = 1, .task_timeout_ms = 300};
+  mproc_assert_ok(mproc_pool_new(&p, &o));
+  wait_manager_untimed(p);
+  mproc_future *f;
+  mproc_assert_ok(mproc_pool_submit(p, task_block, NULL, 0, &f));
+  const void *d;
+  size_t n;
+  mproc_assert_err(mproc_future_result(f, &d, &n, 15000), MPROC_ETIMEDOUT);
+  mproc_future_free(f);
+  squares_complete(p, 2);
+  mproc_assert_ok(mproc_pool_free(p));
+  shared_free(S);
+}
+END_TEST
+
+/* Back-to-back round trips keep the manager's watch armed: a submit wakes it
+ * only after an idle spell of MPROC__IDLE_WATCH_MS, not once per task. */
+START_TEST(test_round_trips_do_not_wake_manager) {
+  mproc_pool *p = make_pool(1);
+  int64_t t0 = mproc_now_ms();
+  for (int i = 0; i < 3000; i++)
+    squares_complete(p, 1);
+  int64_t elapsed = mproc_now_ms() - t0;
+  pthread_mutex_lock(&p->mu);
+  uint64_t kicks = p->idle_kicks;
+  pthread_mutex_unlock(&p->mu);
+  /* One for the first task, one per idle spell the loop could contain. */
+  ck_assert_uint_le(kicks, 2 + (uint64_t)(elapsed / MPROC__IDLE_WATCH_MS));
+  mproc_assert_ok(mproc_pool_free(p));
+}
+END_TEST
+
+/* ---- a worker's group is killed only while the worker exists --------------- */
+
+#ifndef SYS_pidfd_open
+#define SYS_pidfd_open 434
+#endif
+
+/* A worker the kernel reaped already no longer holds its group's id: a
+ * group of that id may be another program's, and must not be killed.  Here
+ * a live group stands for the recycled id beside a reaped worker's pidfd. */
+START_TEST(test_worker_group_kill_spares_recycled_id) {
+  pid_t dead = fork();
+  if (dead == 0)
+    _exit(0);
+  ck_assert_int_gt(dead, 0);
+  int pidfd = (int)syscall(SYS_pidfd_open, dead, 0);
+  ck_assert_int_ge(pidfd, 0);
+  ck_assert_int_eq(waitpid(dead, NULL, 0), dead);
+  pid_t other = fork();
+  if (other == 0) {
+    setpgid(0, 0);
+    for (;;)
+      pause();
+  }
+  ck_assert_int_gt(other, 0);
+  setpgid(other, other); /* whichever runs first, the group exists after */
+  mproc__kill_worker_group(other, pidfd);
+  int status;
+  ck_assert_int_eq(waitpid(other, &status, WNOHANG), 0); /* still running */
+  kill(other, SIGKILL);
+  ck_assert_int_eq(waitpid(other, &status, 0), other);
+  close(pidfd);
 }
 END_TEST
 
@@ -733,6 +837,11 @@ int main(void) {
   tcase_add_test(tc, test_stopped_worker_queue_moves);
   tcase_add_test(tc, test_stopped_only_worker_with_timeout_is_replaced);
   tcase_add_test(tc, test_stopped_running_task_times_out);
+  tcase_add_test(tc, test_long_idle_pool_moves_stopped_workers_queue);
+  tcase_add_test(tc, test_long_idle_pool_replaces_stopped_only_worker);
+  tcase_add_test(tc, test_long_idle_pool_times_out_hung_task);
+  tcase_add_test(tc, test_round_trips_do_not_wake_manager);
+  tcase_add_test(tc, test_worker_group_kill_spares_recycled_id);
   tcase_add_test(tc, test_task_runs_after_fork_outage);
   tcase_add_test(tc, test_no_worker_fails_queued_tasks);
   tcase_add_test(tc, test_new_fails_cleanly_when_fork_fails);

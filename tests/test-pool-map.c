@@ -2,6 +2,7 @@
  * ctest-labels: threads */
 #include "internal.h"
 #include "pool-helpers.h"
+#include "pool.h"
 
 static int sq(const void *in, void *out) {
   long v = *(const int *)in;
@@ -223,6 +224,88 @@ START_TEST(test_imap_bounded_memory) {
 }
 END_TEST
 
+/* sq, counting the items run in S->count. */
+static int sq_counted(const void *in, void *out) {
+  atomic_fetch_add(&S->count, 1);
+  return sq(in, out);
+}
+
+/* Reads up to n items of it, checking each; returns how many. */
+static long imap_take(mproc_imap *it, long n) {
+  long got = 0, v;
+  size_t idx;
+  while (got < n && mproc_imap_next(it, &v, &idx, NULL, 30000) == 0) {
+    ck_assert_int_eq(v, (long)idx * (long)idx);
+    got++;
+  }
+  return got;
+}
+
+/* The iterator that owns the pool's quiet word collects its own chunks:
+ * while its caller is away (here until every chunk has run), their results
+ * wait in the rings, and are all there when it comes back. */
+START_TEST(test_imap_caller_away_collects_all) {
+  S = shared_new();
+  mproc_pool *p = make_pool(2);
+  for (int flags = 0; flags <= 1; flags++) {
+    atomic_store(&S->count, 0);
+    struct gen g = {.n = 100, .fail_at = -1};
+    mproc_imap *it;
+    struct mproc_imap_options o = {.flags = flags ? MPROC_IMAP_UNORDERED : 0};
+    mproc_assert_ok(
+        mproc_pool_imap(p, sq_counted, gen_ints, &g, sizeof(int), sizeof(long), &o, &it));
+    ck_assert_int_eq(imap_take(it, 1), 1);
+    int64_t dl = mproc_now_ms() + mproc_test_scaled_ms(15000);
+    while (atomic_load(&S->count) < 100) {
+      ck_assert(mproc_now_ms() < dl);
+      sleep_ms(1);
+    }
+    ck_assert_int_eq(imap_take(it, 1000), 99);
+    mproc_imap_free(it);
+  }
+  mproc_assert_ok(mproc_pool_free(p));
+  shared_free(S);
+}
+END_TEST
+
+/* Several iterators on one pool: one owns the quiet word at a time, the
+ * others leave their chunks to the manager; freeing the owner hands the
+ * word to a later one; a future submitted meanwhile still completes. */
+START_TEST(test_imap_iterators_share_the_pool) {
+  mproc_pool *p = make_pool(2);
+  struct gen ga = {.n = 3000, .fail_at = -1}, gb = ga, gc = ga;
+  struct mproc_imap_options o = {.flags = MPROC_IMAP_UNORDERED};
+  mproc_imap *a, *b, *c;
+  mproc_assert_ok(mproc_pool_imap(p, sq, gen_ints, &ga, sizeof(int), sizeof(long), &o, &a));
+  mproc_assert_ok(mproc_pool_imap(p, sq, gen_ints, &gb, sizeof(int), sizeof(long), NULL, &b));
+  ck_assert_ptr_eq(p->quiet_owner, a);
+  long na = 0, nb = 0;
+  for (int round = 0; round < 10; round++) {
+    na += imap_take(a, 100);
+    nb += imap_take(b, 100);
+  }
+  mproc_future *f;
+  int x = 7;
+  mproc_assert_ok(mproc_pool_submit(p, task_square, &x, sizeof x, &f));
+  mproc_imap_free(a); /* stopped early: the word is free again */
+  mproc_assert_ok(mproc_pool_imap(p, sq, gen_ints, &gc, sizeof(int), sizeof(long), &o, &c));
+  ck_assert_ptr_eq(p->quiet_owner, c);
+  long nc = imap_take(c, 3000);
+  nb += imap_take(b, 3000);
+  ck_assert_int_eq(na, 1000);
+  ck_assert_int_eq(nb, 3000);
+  ck_assert_int_eq(nc, 3000);
+  const void *d;
+  size_t len;
+  mproc_assert_ok(mproc_future_result(f, &d, &len, 30000));
+  ck_assert_int_eq(*(const int *)d, 49);
+  mproc_future_free(f);
+  mproc_imap_free(b);
+  mproc_imap_free(c);
+  mproc_assert_ok(mproc_pool_free(p));
+}
+END_TEST
+
 START_TEST(test_imap_failure_at_item) {
   mproc_pool *p = make_pool(2);
   struct gen g = {.n = 1000, .fail_at = -1};
@@ -283,5 +366,7 @@ int main(void) {
   tcase_add_test(tc, test_imap_ordered_and_unordered);
   tcase_add_test(tc, test_imap_bounded_memory);
   tcase_add_test(tc, test_imap_failure_at_item);
+  tcase_add_test(tc, test_imap_caller_away_collects_all);
+  tcase_add_test(tc, test_imap_iterators_share_the_pool);
   return mproc_test_run(s);
 }
