@@ -95,7 +95,11 @@ install:
 	@{ test -f $(BUILD)/CMakeCache.txt || $(CMAKE) -S . -B $(BUILD) $(CMAKE_ARGS); } >$(BUILD)/install-build.log 2>&1 && \
 	  $(CMAKE) --build $(BUILD) -j $(JOBS) --target installed >>$(BUILD)/install-build.log 2>&1 || \
 	  { tail -n 40 $(BUILD)/install-build.log; echo "install: the build FAILED (full log: $(BUILD)/install-build.log)"; exit 1; }
-	$(CMAKE) --install $(BUILD) --prefix $(PREFIX)
+	@$(CMAKE) --install $(BUILD) --prefix $(PREFIX) >$(BUILD)/install.log 2>&1 || \
+	  { cat $(BUILD)/install.log; echo "install: FAILED"; exit 1; }
+	@echo "install: $$(grep -cE '^-- (Installing|Up-to-date):' $(BUILD)/install.log) paths under $(PREFIX) (each listed in $(BUILD)/install.log), among them:"
+	@grep -E '/(mproc\.h|libmproc\.so|mproc\.pc|mprocConfig\.cmake|bin/mproc|man7/mproc\.7)$$' $(BUILD)/install.log | sed 's/^-- [A-Za-z-]*: /  /'
+	@echo "install: build with PKG_CONFIG_PATH=$$(sed -n 's|^-- [A-Za-z-]*: \(.*\)/mproc\.pc$$|\1|p' $(BUILD)/install.log) cc prog.c \$$(pkg-config --cflags --libs mproc)"
 
 format:
 	@bash scripts/deps.sh $(FORMAT_DEPS)
