@@ -113,58 +113,8 @@ static void future_complete(struct mproc_pool *p, struct mproc__task *t, struct 
   mproc__future_finish(p, (struct mproc_future *)t, o);
 }
 
-/* Futures whose memory a pool keeps for reuse.  A future is 680 bytes and
- * a burst of submits allocates one each: taking a cleared one from the
- * pool's list is cheaper than the allocator's path (and its page faults
- * after a trim).  Ownership: a freed future's memory goes back to the pool
- * it names, which is still allocated then (the future held a reference
- * until this moment); memory in the list belongs to the pool, and is freed
- * with the pool struct, on the last reference.  A pool that no longer
- * accepts work keeps nothing. */
-#define FCACHE_MAX 1024
-
-static struct mproc_future *fcache_take(struct mproc_pool *p) {
-  pthread_mutex_lock(&p->fcache_mu);
-  struct mproc_future *f = p->fcache;
-  if (f != NULL) {
-    p->fcache = f->cbq_next;
-    p->nfcache--;
-  }
-  pthread_mutex_unlock(&p->fcache_mu);
-  if (f != NULL)
-    memset(f, 0, sizeof *f);
-  return f;
-}
-
-/* Keep f's memory in its pool's list; false when the pool keeps no more. */
-static bool fcache_keep(struct mproc_pool *p, struct mproc_future *f) {
-  if (mproc__pool_foreign(p))
-    return false; /* a forked copy: its lock may have been held at the fork */
-  pthread_mutex_lock(&p->fcache_mu);
-  bool keep = p->nfcache < FCACHE_MAX && atomic_load(&p->state) == MPROC__P_RUNNING;
-  if (keep) {
-    f->cbq_next = p->fcache;
-    p->fcache = f;
-    p->nfcache++;
-  }
-  pthread_mutex_unlock(&p->fcache_mu);
-  return keep;
-}
-
-void mproc__future_cache_fini(struct mproc_pool *p) {
-  while (p->fcache != NULL) {
-    struct mproc_future *f = p->fcache;
-    p->fcache = f->cbq_next;
-    free(f);
-  }
-  p->nfcache = 0;
-  pthread_mutex_destroy(&p->fcache_mu);
-}
-
 struct mproc_future *mproc__future_new(struct mproc_pool *p) {
-  struct mproc_future *f = fcache_take(p);
-  if (f == NULL)
-    f = calloc(1, sizeof *f);
+  struct mproc_future *f = calloc(1, sizeof *f);
   if (f == NULL)
     return NULL;
   f->task.kind = MPROC__K_CALL;
@@ -193,8 +143,7 @@ static void future_free_mem(struct mproc_future *f) {
   mproc__close(f->task.arg_fd);
   mproc__task_close_fds(&f->task);
   struct mproc_pool *p = f->pool;
-  if (!fcache_keep(p, f))
-    free(f);
+  free(f);
   mproc__pool_unref(p);
 }
 

@@ -132,7 +132,6 @@ void mproc__pool_kick(struct mproc_pool *p) {
 void mproc__pool_unref(struct mproc_pool *p) {
   if (atomic_fetch_sub(&p->refs, 1) != 1)
     return;
-  mproc__future_cache_fini(p);
   pthread_mutex_destroy(&p->mu);
   free(p);
 }
@@ -245,7 +244,6 @@ MPROC_EXTERN int mproc_pool_new(mproc_pool **out, const struct mproc_pool_option
   pthread_once(&forks_once, count_forks);
   p->forks = atomic_load_explicit(&mproc__pool_forks, memory_order_relaxed);
   pthread_mutex_init(&p->mu, NULL);
-  pthread_mutex_init(&p->fcache_mu, NULL);
   atomic_store(&p->refs, 1);
   p->opts = *opts;
   p->opts.start_method = method;

@@ -182,11 +182,6 @@ struct mproc_pool {
   int loop_efd;
   struct mproc_future *loopq_head, *loopq_tail;
   _Atomic int loop_woken; /* mproc_pool_loop_wake since the last run */
-  /* future.c: memory of freed futures, reused by the next submits (a leaf
-   * lock, taken with or without mu); freed with the pool struct. */
-  pthread_mutex_t fcache_mu;
-  struct mproc_future *fcache; /* linked by cbq_next */
-  int nfcache;
   _Atomic pid_t loop_tid; /* thread inside mproc_pool_loop_run, 0 none */
 };
 
@@ -327,8 +322,6 @@ void mproc__future_finish(struct mproc_pool *p, struct mproc_future *f, struct m
 /* Run the callbacks of one queued future (manager thread, no lock held). */
 void mproc__future_run_callbacks(struct mproc_future *f);
 void mproc__future_unref(struct mproc_future *f);
-/* Free the pool's cache of future memory (its last reference is gone). */
-void mproc__future_cache_fini(struct mproc_pool *p);
 /* Fill a task error from an outcome. */
 void mproc__error_from_outcome(struct mproc_task_error *e, const struct mproc__outcome *o);
 

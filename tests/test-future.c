@@ -2,7 +2,6 @@
  * ctest-labels: threads */
 #include "internal.h"
 #include "pool-helpers.h"
-#include "pool.h"
 
 #include <sys/syscall.h>
 
@@ -408,45 +407,10 @@ START_TEST(test_bad_arguments) {
 }
 END_TEST
 
-/* A freed future's memory goes back to its pool and serves a later submit,
- * cleared: nothing of the old future shows through.  Futures freed after
- * the pool keep working until then, and their memory goes with the pool. */
-START_TEST(test_future_memory_reused_and_owned) {
-  mproc_pool *p = make_pool(1);
-  mproc_future *f, *g, *late;
-  int x = 3;
-  mproc_assert_ok(mproc_pool_submit(p, task_square, &x, sizeof x, &f));
-  wait_done(f);
-  mproc_assert_ok(mproc_future_set_data(f, &x));
-  mproc_future_free(f);
-  int y = 4;
-  /* A future's memory goes back once the pool has dropped its reference
-   * too (at completion, or after its callbacks): the next submit may reuse
-   * it, and finds it cleared. */
-  mproc_assert_ok(mproc_pool_submit(p, task_square, &y, sizeof y, &g));
-  ck_assert_ptr_null(mproc_future_data(g));
-  const void *d;
-  size_t n;
-  mproc_assert_ok(mproc_future_result(g, &d, &n, 30000));
-  ck_assert_int_eq(*(const int *)d, 16);
-  mproc_future_free(g);
-  pthread_mutex_lock(&p->fcache_mu);
-  ck_assert_int_ge(p->nfcache, 1);
-  pthread_mutex_unlock(&p->fcache_mu);
-  mproc_assert_ok(mproc_pool_submit(p, task_square, &x, sizeof x, &late));
-  wait_done(late);
-  mproc_assert_ok(mproc_pool_free(p)); /* late keeps the pool struct alive */
-  mproc_assert_ok(mproc_future_result(late, &d, &n, 0));
-  ck_assert_int_eq(*(const int *)d, 9);
-  mproc_future_free(late); /* the last reference: the cache goes too */
-}
-END_TEST
-
 int main(void) {
   Suite *s = suite_create("future");
   TCase *tc = mproc_test_tcase(s, "future", 60);
   tcase_add_test(tc, test_states_and_results);
-  tcase_add_test(tc, test_future_memory_reused_and_owned);
   tcase_add_test(tc, test_task_errors);
   tcase_add_test(tc, test_cancel_pending_never_runs);
   tcase_add_test(tc, test_done_callbacks);
