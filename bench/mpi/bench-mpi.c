@@ -228,6 +228,27 @@ static void check(int rc, const char *what) {
   }
 }
 
+/* n tiny tasks submitted at once, then every result collected: tasks per
+ * second. */
+static double tiny_tasks_rate(mproc_pool *pool, int n) {
+  mproc_future **fs = malloc((size_t)n * sizeof *fs);
+  check(fs == NULL ? MPROC_ENOMEM : 0, "futures");
+  double t0 = bench_now_s();
+  for (int i = 0; i < n; i++) {
+    int64_t x = i;
+    check(mproc_pool_submit(pool, square_task, &x, sizeof x, &fs[i]), "submit");
+  }
+  for (int i = 0; i < n; i++) {
+    const void *res;
+    size_t len;
+    check(mproc_future_result(fs[i], &res, &len, -1), "result");
+    mproc_future_free(fs[i]);
+  }
+  double rate = n / (bench_now_s() - t0);
+  free(fs);
+  return rate;
+}
+
 static void floor_(void) {
   int rank, size;
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);
@@ -264,20 +285,8 @@ static void floor_(void) {
       v[r] = (bench_now_s() - t0) / (n / 4) * 1e6;
     }
     note("round trip of a local mproc pool, one worker", v, "us");
-    mproc_future **fs = malloc((size_t)n * sizeof *fs);
-    for (int r = 0; r < BENCH_REPS; r++) {
-      double t0 = bench_now_s();
-      for (int i = 0; i < n; i++) {
-        int64_t x = i;
-        check(mproc_pool_submit(pool, square_task, &x, sizeof x, &fs[i]), "submit");
-      }
-      for (int i = 0; i < n; i++) {
-        check(mproc_future_wait(fs[i], -1), "wait");
-        mproc_future_free(fs[i]);
-      }
-      v[r] = n / (bench_now_s() - t0);
-    }
-    free(fs);
+    for (int r = 0; r < BENCH_REPS; r++)
+      v[r] = tiny_tasks_rate(pool, n);
     mproc_pool_free(pool);
     note("tiny tasks/s of a local mproc pool, one worker", v, "tasks/s");
     tell_all(size);
@@ -351,23 +360,9 @@ static void over_mproc(const char *impl) {
   if (phase("tasks")) {
     /* Many tiny tasks at once. */
     int n = quick ? 2000 : 100000;
-    mproc_future **fs = malloc((size_t)n * sizeof *fs);
-    for (int r = 0; r < BENCH_REPS; r++) {
-      double t0 = bench_now_s();
-      for (int i = 0; i < n; i++) {
-        int64_t x = i;
-        check(mproc_pool_submit(pool, square_task, &x, sizeof x, &fs[i]), "submit");
-      }
-      for (int i = 0; i < n; i++) {
-        const void *res;
-        size_t len;
-        check(mproc_future_result(fs[i], &res, &len, -1), "result");
-        mproc_future_free(fs[i]);
-      }
-      v[r] = n / (bench_now_s() - t0);
-    }
+    for (int r = 0; r < BENCH_REPS; r++)
+      v[r] = tiny_tasks_rate(pool, n);
     bench_report("mpi_tasks", impl, v, BENCH_REPS, "tasks/s");
-    free(fs);
   }
   if (phase("map")) {
     /* map: 4 chunks per worker rank, as mpi4py's side. */
